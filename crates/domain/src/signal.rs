@@ -1,0 +1,238 @@
+//! A signal (alert) as raised by a caller, validated before anything is stored.
+
+use std::collections::BTreeMap;
+
+use sha2::{Digest, Sha256};
+
+use crate::error::{Result, invalid};
+use crate::incident::Severity;
+
+/// Labels, sorted by key so that their rendering is stable.
+pub type Labels = BTreeMap<String, String>;
+
+const MAX_TITLE: usize = 1024;
+const MAX_DESCRIPTION: usize = 64 * 1024;
+const MAX_LABELS: usize = 64;
+const MAX_LABEL_KEY: usize = 128;
+const MAX_LABEL_VALUE: usize = 1024;
+const MAX_SOURCE: usize = 128;
+const MAX_DEDUP_KEY: usize = 255;
+const MAX_CATEGORY: usize = 64;
+
+/// A signal exactly as a caller sent it.
+#[derive(Debug, Clone, Default)]
+pub struct SignalInput {
+    pub title: String,
+    pub description: String,
+    /// 0 means "let the rules decide".
+    pub severity: u32,
+    /// Empty means "let the rules decide".
+    pub category: String,
+    pub labels: Labels,
+    pub source: String,
+    pub dedup_key: String,
+}
+
+/// A validated signal: every field within its limits, a dedup key always present.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Signal {
+    pub title: String,
+    pub description: String,
+    pub severity: Option<Severity>,
+    pub category: Option<String>,
+    pub labels: Labels,
+    pub source: String,
+    pub dedup_key: String,
+}
+
+impl Signal {
+    /// Validates `input`, naming the first field that is wrong.
+    pub fn parse(input: SignalInput) -> Result<Self> {
+        let title = input.title.trim().to_owned();
+        if title.is_empty() {
+            return Err(invalid("title", "must not be empty"));
+        }
+        if title.chars().count() > MAX_TITLE {
+            return Err(invalid("title", format!("longer than {MAX_TITLE} characters")));
+        }
+        if input.description.len() > MAX_DESCRIPTION {
+            return Err(invalid(
+                "description",
+                format!("longer than {MAX_DESCRIPTION} bytes"),
+            ));
+        }
+        let severity = match input.severity {
+            0 => None,
+            level => Some(Severity::new(level)?),
+        };
+        let category = match input.category.trim() {
+            "" => None,
+            c => Some(parse_category(c)?),
+        };
+        if input.labels.len() > MAX_LABELS {
+            return Err(invalid("labels", format!("more than {MAX_LABELS} labels")));
+        }
+        for (key, value) in &input.labels {
+            check_label(key, value)?;
+        }
+        let source = match input.source.trim() {
+            "" => "grpc".to_owned(),
+            s if s.len() > MAX_SOURCE => {
+                return Err(invalid("source", format!("longer than {MAX_SOURCE} bytes")));
+            }
+            s => s.to_owned(),
+        };
+        let dedup_key = match input.dedup_key.trim() {
+            "" => derive_dedup_key(&source, &title),
+            k if k.len() > MAX_DEDUP_KEY => {
+                return Err(invalid(
+                    "dedup_key",
+                    format!("longer than {MAX_DEDUP_KEY} bytes"),
+                ));
+            }
+            k => k.to_owned(),
+        };
+        Ok(Self {
+            title,
+            description: input.description,
+            severity,
+            category,
+            labels: input.labels,
+            source,
+            dedup_key,
+        })
+    }
+}
+
+/// Parses a `key=value` label as typed on a command line.
+pub fn parse_label(s: &str) -> Result<(String, String)> {
+    let (key, value) = s
+        .split_once('=')
+        .ok_or_else(|| invalid("labels", format!("{s:?} is not key=value")))?;
+    check_label(key, value)?;
+    Ok((key.to_owned(), value.to_owned()))
+}
+
+fn check_label(key: &str, value: &str) -> Result<()> {
+    let mut chars = key.chars();
+    let head_ok = chars
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_');
+    let tail_ok = chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.' | '/'));
+    if !head_ok || !tail_ok || key.len() > MAX_LABEL_KEY {
+        return Err(invalid(
+            "labels",
+            format!(
+                "key {key:?} must start with a letter or _ and hold only letters, digits, _ - . / (at most {MAX_LABEL_KEY})"
+            ),
+        ));
+    }
+    if value.len() > MAX_LABEL_VALUE {
+        return Err(invalid(
+            "labels",
+            format!("value of {key:?} is longer than {MAX_LABEL_VALUE} bytes"),
+        ));
+    }
+    Ok(())
+}
+
+fn parse_category(c: &str) -> Result<String> {
+    let ok = c.len() <= MAX_CATEGORY
+        && c.chars()
+            .all(|ch| ch.is_ascii_lowercase() || ch.is_ascii_digit() || ch == '-');
+    if ok {
+        Ok(c.to_owned())
+    } else {
+        Err(invalid(
+            "category",
+            format!("{c:?} must be lowercase letters, digits and - (at most {MAX_CATEGORY})"),
+        ))
+    }
+}
+
+/// The dedup key of a signal that brought none: the same source and title, the same key.
+pub fn derive_dedup_key(source: &str, title: &str) -> String {
+    let mut hash = Sha256::new();
+    hash.update(source.as_bytes());
+    hash.update([0]);
+    hash.update(title.to_lowercase().as_bytes());
+    let digest = hash.finalize();
+    let hex: String = digest[..12].iter().map(|b| format!("{b:02x}")).collect();
+    format!("{source}:{hex}")
+}
+
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn input(title: &str) -> SignalInput {
+        SignalInput {
+            title: title.into(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn bad_fields_are_named() {
+        let cases: Vec<(SignalInput, &str)> = vec![
+            (input("  "), "title"),
+            (input(&"x".repeat(1025)), "title"),
+            (
+                SignalInput {
+                    severity: 6,
+                    ..input("t")
+                },
+                "severity",
+            ),
+            (
+                SignalInput {
+                    category: "Not Valid".into(),
+                    ..input("t")
+                },
+                "category",
+            ),
+            (
+                SignalInput {
+                    labels: [("1bad".to_owned(), "v".to_owned())].into(),
+                    ..input("t")
+                },
+                "labels",
+            ),
+            (
+                SignalInput {
+                    dedup_key: "k".repeat(256),
+                    ..input("t")
+                },
+                "dedup_key",
+            ),
+        ];
+        for (signal, field) in cases {
+            match Signal::parse(signal) {
+                Err(crate::Error::Invalid { field: got, .. }) => assert_eq!(got, field),
+                other => panic!("{field}: {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn dedup_key_is_derived_from_source_and_title() {
+        let a = Signal::parse(input("Disk full")).unwrap();
+        let b = Signal::parse(input("disk full")).unwrap();
+        let c = Signal::parse(input("Disk nearly full")).unwrap();
+        assert_eq!(a.dedup_key, b.dedup_key);
+        assert_ne!(a.dedup_key, c.dedup_key);
+        assert!(a.dedup_key.starts_with("grpc:"));
+    }
+
+    #[test]
+    fn labels_parse_from_key_value() {
+        assert_eq!(
+            parse_label("env=prod").unwrap(),
+            ("env".into(), "prod".into())
+        );
+        assert_eq!(parse_label("a=b=c").unwrap(), ("a".into(), "b=c".into()));
+        assert!(parse_label("novalue").is_err());
+        assert!(parse_label("=v").is_err());
+    }
+}
