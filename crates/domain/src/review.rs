@@ -17,6 +17,8 @@ pub struct ReviewInput {
     pub acknowledged_at: Option<Timestamp>,
     pub resolved_at: Option<Timestamp>,
     pub resolution_summary: String,
+    /// Empty until a person records it at close.
+    pub root_cause: String,
     pub timeline: Vec<TimelineItem>,
     pub runs: Vec<ReviewRun>,
 }
@@ -95,7 +97,12 @@ pub fn review_markdown(r: &ReviewInput) -> String {
     }
     let _ = writeln!(
         md,
-        "\n## Root cause\n\n_To be written by the incident commander._\n\n## Follow-up items\n\n- [ ] _Add follow-ups._"
+        "\n## Root cause\n\n{}\n\n## Follow-up items\n\n- [ ] _Add follow-ups._",
+        if r.root_cause.is_empty() {
+            "_To be written by the incident commander._"
+        } else {
+            &r.root_cause
+        }
     );
     md
 }
@@ -135,6 +142,7 @@ mod tests {
             acknowledged_at: Some(opened + time::Duration::seconds(90)),
             resolved_at: Some(opened + time::Duration::seconds(3 * 3600 + 120)),
             resolution_summary: "rolled back".into(),
+            root_cause: String::new(),
             timeline: vec![TimelineItem {
                 at: opened,
                 kind: "opened".into(),

@@ -1,1 +1,268 @@
-//! firebreak-notification
+//! Notification: delivers incident events and runbook messages to channels (the log, JSON
+//! webhooks), with retries, once per event and channel.
+//!
+//! Consumes `incidents` and `runbooks`; publishes `notifications` (delivery outcomes).
+
+mod channels;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use firebreak_bus::{Bus, ConsumerOptions, HandlerError, Relay, RelayHandle, consume, outbox_event, streams};
+use firebreak_proto::ErrorCode;
+use firebreak_proto::v1::{self, event::Payload, notification_service_server::{NotificationService, NotificationServiceServer}};
+use firebreak_storage::{DeliveryRecord, NotificationStore};
+use serde_json::json;
+use tokio::sync::Notify;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use tonic::{Request, Response, Status};
+
+pub use channels::{Channel, ChannelKind};
+
+/// Attempts before a delivery is marked failed.
+const MAX_ATTEMPTS: u32 = 8;
+
+/// The notification service. Cheap to clone.
+#[derive(Clone)]
+pub struct Notification {
+    store: Arc<dyn NotificationStore>,
+    bus: Arc<dyn Bus>,
+    relay: RelayHandle,
+    channels: Arc<Vec<Channel>>,
+    http: reqwest::Client,
+    wake: Arc<Notify>,
+}
+
+impl Notification {
+    /// A notification service delivering to `channels`.
+    pub fn new(
+        store: Arc<dyn NotificationStore>,
+        bus: Arc<dyn Bus>,
+        channels: Vec<Channel>,
+    ) -> Result<Self, String> {
+        channels::validate(&channels)?;
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(10))
+            .build()
+            .map_err(|e| format!("http client: {e}"))?;
+        Ok(Self {
+            store,
+            bus,
+            relay: RelayHandle::default(),
+            channels: Arc::new(channels),
+            http,
+            wake: Arc::new(Notify::new()),
+        })
+    }
+
+    /// The gRPC `NotificationService`.
+    pub fn grpc(&self) -> NotificationServiceServer<Self> {
+        NotificationServiceServer::new(self.clone())
+    }
+
+    /// Starts the relay, the consumers and the dispatcher.
+    pub fn spawn(&self, tasks: &mut JoinSet<()>, shutdown: &CancellationToken) {
+        tasks.spawn(
+            Relay {
+                outbox: self.store.clone(),
+                bus: self.bus.clone(),
+                handle: self.relay.clone(),
+                name: "notification",
+            }
+            .run(shutdown.clone()),
+        );
+        for stream in [streams::INCIDENTS, streams::RUNBOOKS] {
+            let me = self.clone();
+            tasks.spawn(consume(
+                self.bus.clone(),
+                stream,
+                "notification",
+                ConsumerOptions::default(),
+                shutdown.clone(),
+                move |delivery| {
+                    let me = me.clone();
+                    async move {
+                        let event = firebreak_proto::decode_event(&delivery.message.payload)
+                            .map_err(|e| HandlerError::Permanent(format!("undecodable event: {e}")))?;
+                        let deliveries = me.plan(&event);
+                        if deliveries.is_empty() {
+                            return Ok(());
+                        }
+                        me.store
+                            .insert_deliveries(&deliveries)
+                            .await
+                            .map_err(|e| HandlerError::Retry(e.to_string()))?;
+                        me.wake.notify_one();
+                        Ok(())
+                    }
+                },
+            ));
+        }
+        let me = self.clone();
+        let shutdown = shutdown.clone();
+        tasks.spawn(async move { me.dispatch(shutdown).await });
+    }
+
+    /// The deliveries an event calls for: one per subscribed channel.
+    fn plan(&self, event: &v1::Event) -> Vec<DeliveryRecord> {
+        let now = now_micros();
+        let make = |channel: &str, incident_id: &str, kind: &str, payload: serde_json::Value| DeliveryRecord {
+            id: firebreak_domain::new_id().to_string(),
+            event_id: event.id.clone(),
+            channel: channel.to_owned(),
+            incident_id: incident_id.to_owned(),
+            kind: kind.to_owned(),
+            payload,
+            status: "pending".into(),
+            attempts: 0,
+            last_error: String::new(),
+            created_at: now,
+            next_attempt_at: now,
+            delivered_at: None,
+        };
+        match &event.payload {
+            Some(Payload::IncidentChanged(c)) => {
+                let Some(inc) = &c.incident else { return Vec::new() };
+                let payload = json!({
+                    "event_id": event.id,
+                    "kind": format!("incident.{}", c.change),
+                    "actor": c.actor,
+                    "incident": {
+                        "id": inc.id, "title": inc.title, "category": inc.category,
+                        "severity": inc.severity, "priority": inc.priority, "state": inc.state,
+                        "dedup_key": inc.dedup_key, "alert_count": inc.alert_count,
+                        "labels": inc.labels.iter().collect::<std::collections::BTreeMap<_, _>>(),
+                        "source": inc.source,
+                    },
+                });
+                self.channels
+                    .iter()
+                    .filter(|ch| ch.wants(&c.change, inc.severity))
+                    .map(|ch| make(&ch.name, &inc.id, &format!("incident.{}", c.change), payload.clone()))
+                    .collect()
+            }
+            Some(Payload::NotifyRequested(n)) => {
+                let payload = json!({
+                    "event_id": event.id, "kind": "runbook.message", "actor": n.actor,
+                    "incident_id": n.incident_id, "message": n.message,
+                });
+                vec![make(&n.channel, &n.incident_id, "runbook.message", payload)]
+            }
+            _ => Vec::new(),
+        }
+    }
+
+    /// Sends due deliveries until `shutdown`, retrying with backoff.
+    async fn dispatch(self, shutdown: CancellationToken) {
+        while !shutdown.is_cancelled() {
+            match self.store.due_deliveries(now_micros(), 32).await {
+                Ok(due) => {
+                    for d in due {
+                        self.attempt(d).await;
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "listing due deliveries failed"),
+            }
+            tokio::select! {
+                () = self.wake.notified() => {}
+                () = tokio::time::sleep(Duration::from_millis(500)) => {}
+                () = shutdown.cancelled() => {}
+            }
+        }
+    }
+
+    async fn attempt(&self, mut d: DeliveryRecord) {
+        d.attempts += 1;
+        let outcome = match self.channels.iter().find(|c| c.name == d.channel) {
+            Some(ch) => ch.send(&self.http, &d).await,
+            None => Err(format!("unknown channel {:?}", d.channel)),
+        };
+        let now = now_micros();
+        match &outcome {
+            Ok(()) => {
+                d.status = "delivered".into();
+                d.delivered_at = Some(now);
+                d.last_error.clear();
+            }
+            Err(e) => {
+                d.last_error = e.clone();
+                let unknown = e.starts_with("unknown channel");
+                if unknown || d.attempts >= MAX_ATTEMPTS {
+                    d.status = "failed".into();
+                } else {
+                    let backoff = 500_000i64 << d.attempts.min(10);
+                    d.next_attempt_at = now + backoff.min(300_000_000);
+                }
+                tracing::warn!(delivery = %d.id, channel = %d.channel, attempt = d.attempts, error = %e, "delivery failed");
+            }
+        }
+        let outcome = if d.status == "pending" { "retry" } else { d.status.as_str() };
+        firebreak_telemetry::Metrics::count(&firebreak_telemetry::metrics().deliveries, outcome);
+        let event = (d.status != "pending").then(|| {
+            outbox_event(
+                streams::NOTIFICATIONS,
+                format!("notifications.{}", d.status),
+                Payload::DeliveryChanged(v1::DeliveryChanged {
+                    delivery_id: d.id.clone(),
+                    incident_id: d.incident_id.clone(),
+                    channel: d.channel.clone(),
+                    status: d.status.clone(),
+                    attempts: d.attempts,
+                    error: d.last_error.clone(),
+                }),
+            )
+        });
+        if let Err(e) = self.store.update_delivery(&d, event.as_ref()).await {
+            tracing::warn!(delivery = %d.id, error = %e, "recording a delivery failed");
+        }
+        self.relay.wake();
+    }
+}
+
+fn now_micros() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as i64)
+}
+
+#[tonic::async_trait]
+impl NotificationService for Notification {
+    async fn list_deliveries(
+        &self,
+        req: Request<v1::ListDeliveriesRequest>,
+    ) -> Result<Response<v1::ListDeliveriesResponse>, Status> {
+        let req = req.into_inner();
+        let incident = match req.incident_id.trim() {
+            "" => None,
+            id => Some(
+                firebreak_domain::IncidentId::parse(id)
+                    .map_err(|e| ErrorCode::InvalidArgument.status(e.to_string()))?
+                    .to_string(),
+            ),
+        };
+        let limit = if req.limit == 0 { 100 } else { req.limit.min(1000) };
+        let list = self
+            .store
+            .deliveries(incident.as_deref(), limit)
+            .await
+            .map_err(|e| ErrorCode::Unavailable.status(e.to_string()))?;
+        Ok(Response::new(v1::ListDeliveriesResponse {
+            deliveries: list
+                .iter()
+                .map(|d| v1::Delivery {
+                    id: d.id.clone(),
+                    channel: d.channel.clone(),
+                    incident_id: d.incident_id.clone(),
+                    event_id: d.event_id.clone(),
+                    kind: d.kind.clone(),
+                    status: d.status.clone(),
+                    attempts: d.attempts,
+                    last_error: d.last_error.clone(),
+                    created_at: Some(firebreak_proto::timestamp(d.created_at)),
+                    delivered_at: d.delivered_at.map(firebreak_proto::timestamp),
+                })
+                .collect(),
+        }))
+    }
+}

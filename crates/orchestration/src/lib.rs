@@ -1,1 +1,163 @@
-//! firebreak-orchestration
+//! Orchestration: runs the runbooks that match each incident, durably, in the Rhai sandbox.
+//!
+//! A run is created (once per runbook and incident) when an incident opens or its severity
+//! changes into a runbook's range. The executor runs the script off the async runtime; each
+//! action is journaled before the script sees its result, with its events in the same
+//! transaction. After a crash, or when a person answers an approval, the run is replayed
+//! against its journal: completed actions return their recorded results.
+
+mod executor;
+mod grpc;
+mod host;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use firebreak_bus::{Bus, ConsumerOptions, HandlerError, Relay, RelayHandle, consume, streams};
+use firebreak_proto::v1::{self, event::Payload};
+use firebreak_runbook::{Catalog, Limits};
+use firebreak_storage::OrchestrationStore;
+use tokio::sync::{Notify, Semaphore};
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+pub use grpc::RunbookApi;
+
+/// How the orchestrator runs runbooks.
+#[derive(Clone, Debug)]
+pub struct Options {
+    /// Side-effecting actions act for real; otherwise they are simulated and recorded.
+    pub live: bool,
+    /// Parameter overrides per runbook.
+    pub params: BTreeMap<String, BTreeMap<String, serde_json::Value>>,
+    pub limits: Limits,
+    /// Runs executing at once.
+    pub concurrency: usize,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            live: false,
+            params: BTreeMap::new(),
+            limits: Limits::default(),
+            concurrency: 8,
+        }
+    }
+}
+
+/// The orchestration service. Cheap to clone.
+#[derive(Clone)]
+pub struct Orchestration {
+    store: Arc<dyn OrchestrationStore>,
+    bus: Arc<dyn Bus>,
+    relay: RelayHandle,
+    catalog: Arc<Catalog>,
+    options: Arc<Options>,
+    wake: Arc<Notify>,
+    slots: Arc<Semaphore>,
+    http: reqwest::Client,
+    running: Arc<std::sync::Mutex<std::collections::HashSet<String>>>,
+}
+
+impl Orchestration {
+    /// An orchestrator over its store, the bus and a loaded catalog.
+    pub fn new(
+        store: Arc<dyn OrchestrationStore>,
+        bus: Arc<dyn Bus>,
+        catalog: Catalog,
+        options: Options,
+    ) -> Result<Self, String> {
+        // Parameter overrides are checked now, not when a run needs them.
+        for (name, overrides) in &options.params {
+            let rb = catalog
+                .get(name)
+                .ok_or_else(|| format!("parameters given for unknown runbook {name:?}"))?;
+            rb.params(Some(overrides))?;
+        }
+        let http = reqwest::Client::builder()
+            .timeout(std::time::Duration::from_secs(30))
+            .build()
+            .map_err(|e| format!("http client: {e}"))?;
+        Ok(Self {
+            store,
+            bus,
+            relay: RelayHandle::default(),
+            catalog: Arc::new(catalog),
+            slots: Arc::new(Semaphore::new(options.concurrency.max(1))),
+            options: Arc::new(options),
+            wake: Arc::new(Notify::new()),
+            http,
+            running: Arc::default(),
+        })
+    }
+
+    /// The gRPC `RunbookService`.
+    pub fn grpc(&self) -> v1::runbook_service_server::RunbookServiceServer<RunbookApi> {
+        v1::runbook_service_server::RunbookServiceServer::new(RunbookApi { orch: self.clone() })
+    }
+
+    /// Starts the relay, the `incidents` consumer and the executor.
+    pub fn spawn(&self, tasks: &mut JoinSet<()>, shutdown: &CancellationToken) {
+        tasks.spawn(
+            Relay {
+                outbox: self.store.clone(),
+                bus: self.bus.clone(),
+                handle: self.relay.clone(),
+                name: "orchestration",
+            }
+            .run(shutdown.clone()),
+        );
+        let me = self.clone();
+        tasks.spawn(consume(
+            self.bus.clone(),
+            streams::INCIDENTS,
+            "orchestration",
+            ConsumerOptions::default(),
+            shutdown.clone(),
+            move |delivery| {
+                let me = me.clone();
+                async move {
+                    let event = firebreak_proto::decode_event(&delivery.message.payload)
+                        .map_err(|e| HandlerError::Permanent(format!("undecodable event: {e}")))?;
+                    match event.payload {
+                        Some(Payload::IncidentChanged(c))
+                            if c.change == "opened" || c.change == "severity_changed" =>
+                        {
+                            me.start_runs(c).await
+                        }
+                        _ => Ok(()),
+                    }
+                }
+            },
+        ));
+        let me = self.clone();
+        let shutdown = shutdown.clone();
+        tasks.spawn(async move { me.executor(shutdown).await });
+    }
+
+    /// Creates a run for every matching runbook that has none yet for this incident.
+    async fn start_runs(&self, change: v1::IncidentChanged) -> Result<(), HandlerError> {
+        let Some(incident) = change.incident else {
+            return Ok(());
+        };
+        if !matches!(incident.state.as_str(), "open" | "acknowledged") {
+            return Ok(());
+        }
+        let labels = incident.labels.clone().into_iter().collect();
+        let matching = self
+            .catalog
+            .matching(&incident.category, incident.severity, &labels);
+        for rb in matching {
+            let run = executor::new_run(&rb.manifest.name, &incident, self.options.live);
+            let event = executor::run_event(&run, "started", "", "");
+            self.store
+                .create_run(&run, &event)
+                .await
+                .map_err(|e| HandlerError::Retry(e.to_string()))?;
+        }
+        self.relay.wake();
+        self.wake.notify_one();
+        Ok(())
+    }
+}

@@ -1,1 +1,125 @@
-//! firebreak-storage
+//! Firebreak's storage layer: one store trait per service, and their SQLite adapter.
+//!
+//! Every service owns its own database (in embedded mode, its own SQLite file); no service
+//! reads another's tables. Every write that emits events takes them in the same transaction
+//! (the transactional outbox), and a relay publishes them afterwards.
+//!
+//! Only this crate speaks SQL.
+
+mod error;
+mod records;
+pub mod sqlite;
+
+use async_trait::async_trait;
+
+pub use error::{Error, Result};
+pub use records::*;
+
+/// Events written with a state change, waiting for the relay to publish them.
+#[async_trait]
+pub trait Outbox: Send + Sync {
+    /// Up to `limit` unpublished events, oldest first.
+    async fn pending(&self, limit: u32) -> Result<Vec<OutboxRecord>>;
+    /// Marks events as published; they are deleted after a day.
+    async fn mark_published(&self, seqs: &[i64]) -> Result<()>;
+}
+
+/// Intake's store: the raw and normalized alerts.
+#[async_trait]
+pub trait IntakeStore: Outbox {
+    /// Stores an alert and its `alerts` event in one transaction.
+    async fn insert_alert(&self, alert: &AlertRecord, event: &OutboxEvent) -> Result<()>;
+    /// One alert by id.
+    async fn alert(&self, id: &str) -> Result<Option<AlertRecord>>;
+    /// How many alerts are stored.
+    async fn count_alerts(&self) -> Result<i64>;
+}
+
+/// Triage's store: incidents, their alerts and their timeline.
+#[async_trait]
+pub trait TriageStore: Outbox {
+    /// Starts a write transaction.
+    async fn begin(&self) -> Result<Box<dyn TriageTx>>;
+    async fn incident(&self, id: &str) -> Result<Option<IncidentRecord>>;
+    /// Newest first, optionally of one state.
+    async fn incidents(&self, state: Option<&str>, limit: u32) -> Result<Vec<IncidentRecord>>;
+    /// The timeline of an incident, oldest first.
+    async fn timeline(&self, incident_id: &str) -> Result<Vec<TimelineRecord>>;
+}
+
+/// A triage write transaction; nothing is visible until `commit`.
+#[async_trait]
+pub trait TriageTx: Send {
+    /// The incident an alert was already attached to, if any, and whether it opened it.
+    async fn incident_of_alert(&mut self, alert_id: &str) -> Result<Option<(String, bool)>>;
+    /// The open or acknowledged incident with this dedup key.
+    async fn active_incident_by_key(&mut self, dedup_key: &str) -> Result<Option<IncidentRecord>>;
+    async fn incident(&mut self, id: &str) -> Result<Option<IncidentRecord>>;
+    /// Inserts a new incident; `Error::Conflict` when an active one holds the dedup key.
+    async fn insert_incident(&mut self, incident: &IncidentRecord) -> Result<()>;
+    async fn update_incident(&mut self, incident: &IncidentRecord) -> Result<()>;
+    /// Attaches an alert to an incident (`opened`: the alert opened it).
+    async fn link_alert(&mut self, alert_id: &str, incident_id: &str, opened: bool) -> Result<()>;
+    /// Appends a timeline entry and returns it with its sequence number.
+    async fn append(&mut self, entry: &NewTimelineEntry) -> Result<TimelineRecord>;
+    /// Records that an event was handled; false when it had been already.
+    async fn mark_processed(&mut self, event_id: &str) -> Result<bool>;
+    async fn enqueue(&mut self, event: &OutboxEvent) -> Result<()>;
+    async fn commit(self: Box<Self>) -> Result<()>;
+}
+
+/// Orchestration's store: runs and their journal.
+#[async_trait]
+pub trait OrchestrationStore: Outbox {
+    /// Creates a run unless one of this runbook exists for the incident; returns whether it did.
+    async fn create_run(&self, run: &RunRecord, event: &OutboxEvent) -> Result<bool>;
+    async fn run(&self, id: &str) -> Result<Option<RunRecord>>;
+    /// Newest first, optionally of one incident.
+    async fn runs(&self, incident_id: Option<&str>, limit: u32) -> Result<Vec<RunRecord>>;
+    /// Runs that are not finished and not waiting for a person: to (re)start after a restart.
+    async fn runnable_runs(&self) -> Result<Vec<RunRecord>>;
+    /// Moves a run to `state`, with an optional error, and writes its events.
+    async fn set_run_state(
+        &self,
+        id: &str,
+        state: &str,
+        error: Option<&str>,
+        events: &[OutboxEvent],
+    ) -> Result<()>;
+    /// The run's journal, in sequence order.
+    async fn journal(&self, run_id: &str) -> Result<Vec<JournalRecord>>;
+    /// Writes (or replaces, for a step that was waiting) a journal entry and its events.
+    async fn put_journal(&self, entry: &JournalRecord, events: &[OutboxEvent]) -> Result<()>;
+    /// Appends lines to the run's log.
+    async fn append_log(&self, run_id: &str, lines: &[String]) -> Result<()>;
+    async fn log(&self, run_id: &str) -> Result<Vec<String>>;
+}
+
+/// Notification's store: deliveries.
+#[async_trait]
+pub trait NotificationStore: Outbox {
+    /// Inserts deliveries unless they exist (same event and channel); returns those inserted.
+    async fn insert_deliveries(&self, deliveries: &[DeliveryRecord]) -> Result<u32>;
+    /// Pending deliveries due at or before `now_micros`.
+    async fn due_deliveries(&self, now_micros: i64, limit: u32) -> Result<Vec<DeliveryRecord>>;
+    /// Records an attempt's outcome with its event.
+    async fn update_delivery(&self, delivery: &DeliveryRecord, event: Option<&OutboxEvent>)
+    -> Result<()>;
+    /// Newest first, optionally of one incident.
+    async fn deliveries(&self, incident_id: Option<&str>, limit: u32) -> Result<Vec<DeliveryRecord>>;
+}
+
+/// The embedded bus's durable log: streams, consumer cursors and parked messages.
+#[async_trait]
+pub trait BusLog: Send + Sync {
+    /// Appends a message unless one with the same id exists; returns whether it did.
+    async fn append(&self, stream: &str, msg: &BusMessage) -> Result<bool>;
+    /// Messages of `stream` after the consumer's cursor, oldest first.
+    async fn fetch(&self, consumer: &str, stream: &str, limit: u32) -> Result<Vec<(i64, BusMessage)>>;
+    /// Moves the consumer's cursor past `seq`.
+    async fn ack(&self, consumer: &str, stream: &str, seq: i64) -> Result<()>;
+    /// Parks a message a consumer gave up on, and moves past it.
+    async fn park(&self, consumer: &str, stream: &str, seq: i64, error: &str) -> Result<()>;
+    /// Parked messages, for operators.
+    async fn parked(&self) -> Result<Vec<ParkedRecord>>;
+}

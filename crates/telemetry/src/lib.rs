@@ -1,1 +1,91 @@
-//! firebreak-telemetry
+//! Firebreak's telemetry: the tracing subscriber and the Prometheus metrics every service
+//! updates.
+
+use std::sync::OnceLock;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::registry::Registry;
+use tracing_subscriber::EnvFilter;
+
+/// Installs the global tracing subscriber: `RUST_LOG` filters (default `info`), text or JSON.
+pub fn init_tracing(json: bool) {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    // A subscriber may be installed already (tests): keep it.
+    let _ = if json {
+        builder.json().try_init()
+    } else {
+        builder.try_init()
+    };
+}
+
+/// A label set of one `outcome` label.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct Outcome {
+    pub outcome: String,
+}
+
+/// The counters Firebreak exports at `/metrics`.
+pub struct Metrics {
+    registry: Registry,
+    /// Alerts stored by intake.
+    pub alerts_accepted: Counter,
+    /// Incidents opened by triage.
+    pub incidents_opened: Counter,
+    /// Alerts attached to an open incident instead of opening one.
+    pub alerts_deduplicated: Counter,
+    /// Runbook runs that ended, by outcome (succeeded, failed).
+    pub runs_finished: Family<Outcome, Counter>,
+    /// Delivery attempts, by outcome (delivered, retry, failed).
+    pub deliveries: Family<Outcome, Counter>,
+}
+
+/// The process's metrics.
+pub fn metrics() -> &'static Metrics {
+    static METRICS: OnceLock<Metrics> = OnceLock::new();
+    METRICS.get_or_init(|| {
+        let mut registry = Registry::with_prefix("firebreak");
+        let m = Metrics {
+            alerts_accepted: Counter::default(),
+            incidents_opened: Counter::default(),
+            alerts_deduplicated: Counter::default(),
+            runs_finished: Family::default(),
+            deliveries: Family::default(),
+            registry: Registry::default(),
+        };
+        registry.register("alerts_accepted", "Alerts stored by intake", m.alerts_accepted.clone());
+        registry.register("incidents_opened", "Incidents opened by triage", m.incidents_opened.clone());
+        registry.register(
+            "alerts_deduplicated",
+            "Alerts attached to an open incident",
+            m.alerts_deduplicated.clone(),
+        );
+        registry.register("runs_finished", "Runbook runs that ended", m.runs_finished.clone());
+        registry.register("deliveries", "Notification delivery attempts", m.deliveries.clone());
+        Metrics { registry, ..m }
+    })
+}
+
+impl Metrics {
+    /// The Prometheus text exposition of every metric.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        if prometheus_client::encoding::text::encode(&mut out, &self.registry).is_err() {
+            out.clear();
+        }
+        out
+    }
+
+    /// Counts one outcome in `family`.
+    pub fn count(family: &Family<Outcome, Counter>, outcome: &str) {
+        family
+            .get_or_create(&Outcome {
+                outcome: outcome.to_owned(),
+            })
+            .inc();
+    }
+}

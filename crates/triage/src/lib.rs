@@ -1,1 +1,106 @@
-//! firebreak-triage
+//! Triage: turns alerts into incidents (dedup, categorize, prioritize), owns their life cycle,
+//! their append-only timeline and the post-incident review.
+//!
+//! Consumes `alerts` (new signals), `runbooks` (run progress and incident commands) and
+//! `notifications` (delivery outcomes); publishes `incidents`.
+
+mod convert;
+mod error;
+mod grpc;
+mod logic;
+
+use std::sync::Arc;
+
+use firebreak_bus::{Bus, ConsumerOptions, HandlerError, Relay, RelayHandle, consume, streams};
+use firebreak_domain::Taxonomy;
+use firebreak_proto::v1::event::Payload;
+use firebreak_storage::{TimelineRecord, TriageStore};
+use tokio::sync::broadcast;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+pub use error::Error;
+pub use grpc::IncidentApi;
+
+/// The triage service. Cheap to clone.
+#[derive(Clone)]
+pub struct Triage {
+    store: Arc<dyn TriageStore>,
+    taxonomy: Arc<Taxonomy>,
+    relay: RelayHandle,
+    bus: Arc<dyn Bus>,
+    watch: broadcast::Sender<TimelineRecord>,
+}
+
+impl Triage {
+    /// A triage service over its store and the bus.
+    pub fn new(store: Arc<dyn TriageStore>, bus: Arc<dyn Bus>, taxonomy: Taxonomy) -> Self {
+        Self {
+            store,
+            taxonomy: Arc::new(taxonomy),
+            relay: RelayHandle::default(),
+            bus,
+            watch: broadcast::channel(1024).0,
+        }
+    }
+
+    /// The gRPC `IncidentService`.
+    pub fn grpc(&self) -> firebreak_proto::v1::incident_service_server::IncidentServiceServer<IncidentApi> {
+        firebreak_proto::v1::incident_service_server::IncidentServiceServer::new(IncidentApi {
+            triage: self.clone(),
+        })
+    }
+
+    /// Starts the outbox relay and the consumers; they stop when `shutdown` fires.
+    pub fn spawn(&self, tasks: &mut JoinSet<()>, shutdown: &CancellationToken) {
+        let relay = Relay {
+            outbox: self.store.clone(),
+            bus: self.bus.clone(),
+            handle: self.relay.clone(),
+            name: "triage",
+        };
+        tasks.spawn(relay.run(shutdown.clone()));
+        for stream in [streams::ALERTS, streams::RUNBOOKS, streams::NOTIFICATIONS] {
+            let me = self.clone();
+            tasks.spawn(consume(
+                self.bus.clone(),
+                stream,
+                "triage",
+                ConsumerOptions::default(),
+                shutdown.clone(),
+                move |delivery| {
+                    let me = me.clone();
+                    async move {
+                        let event = firebreak_proto::decode_event(&delivery.message.payload)
+                            .map_err(|e| HandlerError::Permanent(format!("undecodable event: {e}")))?;
+                        let id = event.id.clone();
+                        match event.payload {
+                            Some(Payload::AlertReceived(alert)) => {
+                                me.ingest(alert).await.map(|_| ()).map_err(Error::into_handler)
+                            }
+                            Some(Payload::RunChanged(run)) => me
+                                .record_run(&id, run)
+                                .await
+                                .map_err(Error::into_handler),
+                            Some(Payload::IncidentCommand(cmd)) => me
+                                .apply_command(&id, cmd)
+                                .await
+                                .map_err(Error::into_handler),
+                            Some(Payload::DeliveryChanged(d)) => me
+                                .record_delivery(&id, d)
+                                .await
+                                .map_err(Error::into_handler),
+                            // Other events on these streams are not triage's business.
+                            _ => Ok(()),
+                        }
+                    }
+                },
+            ));
+        }
+    }
+
+    /// New timeline entries as they commit.
+    pub fn subscribe(&self) -> broadcast::Receiver<TimelineRecord> {
+        self.watch.subscribe()
+    }
+}

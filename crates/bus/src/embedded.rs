@@ -1,0 +1,85 @@
+//! The embedded bus: in-process delivery, durable in a SQLite log, for `firebreak up`.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use firebreak_storage::{BusLog, BusMessage};
+use tokio::sync::watch;
+
+use crate::{Bus, Delivery, Message, Result};
+
+/// The in-process bus. Messages live in a SQLite log so that a crash loses none: consumers
+/// resume from their durable cursor. Cheap to clone.
+#[derive(Clone)]
+pub struct EmbeddedBus {
+    log: Arc<dyn BusLog>,
+    appended: Arc<watch::Sender<u64>>,
+}
+
+impl EmbeddedBus {
+    /// A bus over `log`.
+    pub fn new(log: Arc<dyn BusLog>) -> Self {
+        Self {
+            log,
+            appended: Arc::new(watch::channel(0).0),
+        }
+    }
+}
+
+#[async_trait]
+impl Bus for EmbeddedBus {
+    async fn publish(&self, stream: &str, m: Message) -> Result<()> {
+        let msg = BusMessage {
+            id: m.id,
+            subject: m.subject,
+            payload: m.payload,
+        };
+        if self.log.append(stream, &msg).await? {
+            self.appended.send_modify(|n| *n += 1);
+        }
+        Ok(())
+    }
+
+    async fn fetch(
+        &self,
+        stream: &str,
+        consumer: &str,
+        max: u32,
+        wait: Duration,
+    ) -> Result<Vec<Delivery>> {
+        let mut appended = self.appended.subscribe();
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            appended.borrow_and_update();
+            let batch = self.log.fetch(consumer, stream, max).await?;
+            if !batch.is_empty() {
+                return Ok(batch
+                    .into_iter()
+                    .map(|(seq, m)| Delivery {
+                        seq,
+                        message: Message {
+                            id: m.id,
+                            subject: m.subject,
+                            payload: m.payload,
+                        },
+                    })
+                    .collect());
+            }
+            if tokio::time::timeout_at(deadline, appended.changed())
+                .await
+                .is_err()
+            {
+                return Ok(Vec::new());
+            }
+        }
+    }
+
+    async fn ack(&self, stream: &str, consumer: &str, d: &Delivery) -> Result<()> {
+        Ok(self.log.ack(consumer, stream, d.seq).await?)
+    }
+
+    async fn park(&self, stream: &str, consumer: &str, d: &Delivery, error: &str) -> Result<()> {
+        Ok(self.log.park(consumer, stream, d.seq, error).await?)
+    }
+}

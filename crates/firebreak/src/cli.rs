@@ -1,0 +1,393 @@
+//! The command line: `firebreak up` and the client commands that talk to a running server.
+
+use std::path::PathBuf;
+
+use anyhow::{Context, bail};
+use clap::{Args, Parser, Subcommand};
+use firebreak_proto::v1::{
+    self, incident_service_client::IncidentServiceClient,
+    intake_service_client::IntakeServiceClient, runbook_service_client::RunbookServiceClient,
+};
+use tokio_util::sync::CancellationToken;
+use tonic::transport::Channel;
+
+use crate::output::{Out, OutputFormat};
+use crate::{App, Config};
+
+/// Firebreak: incident management with durable, sandboxed runbooks.
+#[derive(Debug, Parser)]
+#[command(name = "firebreak", version, about)]
+pub struct Cli {
+    /// The server's gRPC address, for client commands.
+    #[arg(long, global = true, env = "FIREBREAK_SERVER", default_value = "http://127.0.0.1:7400")]
+    pub server: String,
+    /// How client commands print results.
+    #[arg(long, global = true, env = "FIREBREAK_OUTPUT", value_enum, default_value_t = OutputFormat::Table)]
+    pub output: OutputFormat,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run all four services in one process (embedded mode: SQLite, in-process bus).
+    Up(UpArgs),
+    /// Raise an incident (an alert that opens or joins one).
+    Raise(RaiseArgs),
+    /// Look at and move incidents.
+    #[command(subcommand)]
+    Incident(IncidentCmd),
+    /// Runbooks on the server, or check a directory of them locally.
+    #[command(subcommand)]
+    Runbook(RunbookCmd),
+    /// Runbook runs.
+    #[command(subcommand)]
+    Run(RunCmd),
+}
+
+#[derive(Debug, Args)]
+pub struct UpArgs {
+    /// A YAML configuration file.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Where the SQLite databases live [default: ./firebreak-data].
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    /// gRPC listen address [default: 127.0.0.1:7400].
+    #[arg(long)]
+    pub grpc_addr: Option<std::net::SocketAddr>,
+    /// HTTP listen address for /healthz and /metrics [default: 127.0.0.1:7401].
+    #[arg(long)]
+    pub http_addr: Option<std::net::SocketAddr>,
+    /// The runbook directory [default: ./runbooks].
+    #[arg(long)]
+    pub runbooks: Option<PathBuf>,
+    /// Let runbooks' side-effecting actions act for real (default: dry runs).
+    #[arg(long)]
+    pub live: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct RaiseArgs {
+    #[arg(long)]
+    pub title: String,
+    #[arg(long, default_value = "")]
+    pub description: String,
+    /// 1 (critical) to 5 (low); omitted lets the rules decide.
+    #[arg(long)]
+    pub severity: Option<u32>,
+    /// A category of the taxonomy; omitted lets the rules decide.
+    #[arg(long, default_value = "")]
+    pub category: String,
+    /// A label as key=value; repeat for more.
+    #[arg(long = "label")]
+    pub labels: Vec<String>,
+    #[arg(long, default_value = "cli")]
+    pub source: String,
+    #[arg(long, default_value = "")]
+    pub dedup_key: String,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum IncidentCmd {
+    /// List incidents, newest first.
+    List {
+        /// open, acknowledged, resolved or closed.
+        #[arg(long)]
+        state: Option<String>,
+    },
+    Show { id: String },
+    Timeline { id: String },
+    #[command(name = "ack")]
+    Acknowledge { id: String },
+    Resolve {
+        id: String,
+        #[arg(long, default_value = "")]
+        summary: String,
+    },
+    /// Close a resolved incident; the root cause is required.
+    Close {
+        id: String,
+        #[arg(long)]
+        root_cause: String,
+    },
+    /// Add a note to the timeline.
+    Note { id: String, text: String },
+    /// The post-incident review draft (Markdown).
+    Review { id: String },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum RunbookCmd {
+    /// The runbooks the server loaded.
+    List,
+    /// Compile every runbook in DIR and report errors as file:line:col.
+    Check {
+        #[arg(default_value = "./runbooks")]
+        dir: PathBuf,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum RunCmd {
+    List {
+        #[arg(long)]
+        incident: Option<String>,
+    },
+    Show { run: String },
+    /// Approve a run's pending approval; the run resumes.
+    Approve {
+        run: String,
+        #[arg(long, default_value = "")]
+        comment: String,
+    },
+    /// Reject a run's pending approval; the run resumes with the answer "no".
+    Reject {
+        run: String,
+        #[arg(long, default_value = "")]
+        comment: String,
+    },
+}
+
+fn who() -> String {
+    std::env::var("USER").map_or_else(|_| "user:cli".into(), |u| format!("user:{u}"))
+}
+
+impl Cli {
+    /// Runs the command; returns the process exit code.
+    pub async fn run(self) -> anyhow::Result<i32> {
+        let out = Out::new(self.output);
+        match self.command {
+            Command::Up(args) => up(args).await.map(|()| 0),
+            Command::Runbook(RunbookCmd::Check { dir }) => Ok(check(&dir, &out)),
+            cmd => {
+                let channel = connect(&self.server).await?;
+                client(cmd, channel, &out).await.map(|()| 0)
+            }
+        }
+    }
+}
+
+async fn connect(server: &str) -> anyhow::Result<Channel> {
+    tonic::transport::Endpoint::from_shared(server.to_owned())
+        .with_context(|| format!("invalid --server {server:?}"))?
+        .connect()
+        .await
+        .with_context(|| format!("cannot reach Firebreak at {server} (is `firebreak up` running?)"))
+}
+
+async fn up(args: UpArgs) -> anyhow::Result<()> {
+    let mut config = Config::load(args.config.as_deref(), std::env::vars())?;
+    if let Some(d) = args.data_dir {
+        config.data_dir = d;
+    }
+    if let Some(a) = args.grpc_addr {
+        config.grpc_addr = a;
+    }
+    if let Some(a) = args.http_addr {
+        config.http_addr = a;
+    }
+    if let Some(r) = args.runbooks {
+        config.runbooks_dir = r;
+    }
+    config.live |= args.live;
+    firebreak_telemetry::init_tracing(config.log_json);
+    let live = config.live;
+    let data_dir = config.data_dir.clone();
+    let app = App::build(config).await?;
+    let (grpc, http) = (app.grpc_addr(), app.http_addr());
+    eprintln!(
+        "firebreak is up (embedded mode)\n  gRPC    {grpc}  (health, reflection)\n  HTTP    http://{http}/healthz  http://{http}/metrics\n  data    {}\n  runbooks {} loaded, {}\n\nraise a first incident:\n  firebreak raise --title \"checkout latency above SLO\" --label service=checkout\n  firebreak incident list",
+        data_dir.display(),
+        app.runbook_count(),
+        if live { "LIVE: side-effecting actions act for real" } else { "dry run: side-effecting actions are simulated (--live to act)" },
+    );
+    let shutdown = CancellationToken::new();
+    let signal = shutdown.clone();
+    tokio::spawn(async move {
+        wait_for_signal().await;
+        tracing::info!("shutting down; a second signal exits at once");
+        signal.cancel();
+        wait_for_signal().await;
+        std::process::exit(130);
+    });
+    app.run(shutdown).await
+}
+
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let Ok(mut term) = signal(SignalKind::terminate()) else {
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        };
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+fn check(dir: &std::path::Path, out: &Out) -> i32 {
+    match firebreak_runbook::Catalog::load(dir, &firebreak_runbook::Limits::default()) {
+        Ok(catalog) => {
+            let names: Vec<&str> = catalog.all().iter().map(|r| r.manifest.name.as_str()).collect();
+            out.check_ok(&names);
+            0
+        }
+        Err(errors) => {
+            for e in &errors {
+                eprintln!("{e}");
+            }
+            eprintln!("{} error(s)", errors.len());
+            1
+        }
+    }
+}
+
+async fn client(cmd: Command, channel: Channel, out: &Out) -> anyhow::Result<()> {
+    let mut incidents = IncidentServiceClient::new(channel.clone());
+    let mut runs = RunbookServiceClient::new(channel.clone());
+    match cmd {
+        Command::Raise(a) => {
+            let mut labels = std::collections::HashMap::new();
+            for l in &a.labels {
+                let (k, v) = firebreak_domain::parse_label(l)?;
+                labels.insert(k, v);
+            }
+            let r = IntakeServiceClient::new(channel)
+                .raise_incident(v1::RaiseIncidentRequest {
+                    alert: Some(v1::AlertInput {
+                        title: a.title,
+                        description: a.description,
+                        severity: a.severity.unwrap_or(0),
+                        category: a.category,
+                        labels,
+                        source: a.source,
+                        dedup_key: a.dedup_key,
+                    }),
+                })
+                .await
+                .map_err(status)?
+                .into_inner();
+            out.raised(&r);
+        }
+        Command::Incident(IncidentCmd::List { state }) => {
+            let r = incidents
+                .list_incidents(v1::ListIncidentsRequest {
+                    state: state.unwrap_or_default(),
+                    limit: 0,
+                })
+                .await
+                .map_err(status)?
+                .into_inner();
+            out.incidents(&r.incidents);
+        }
+        Command::Incident(IncidentCmd::Show { id }) => {
+            let r = incidents
+                .get_incident(v1::GetIncidentRequest { id })
+                .await
+                .map_err(status)?
+                .into_inner();
+            out.incident(r.incident.as_ref());
+        }
+        Command::Incident(IncidentCmd::Timeline { id }) => {
+            let r = incidents
+                .get_timeline(v1::GetTimelineRequest { id })
+                .await
+                .map_err(status)?
+                .into_inner();
+            out.timeline(&r.entries);
+        }
+        Command::Incident(IncidentCmd::Acknowledge { id }) => {
+            let r = incidents
+                .acknowledge(v1::AcknowledgeRequest { id, actor: who() })
+                .await
+                .map_err(status)?;
+            out.incident(r.into_inner().incident.as_ref());
+        }
+        Command::Incident(IncidentCmd::Resolve { id, summary }) => {
+            let r = incidents
+                .resolve(v1::ResolveRequest { id, actor: who(), summary })
+                .await
+                .map_err(status)?;
+            out.incident(r.into_inner().incident.as_ref());
+        }
+        Command::Incident(IncidentCmd::Close { id, root_cause }) => {
+            let r = incidents
+                .close(v1::CloseRequest { id, actor: who(), root_cause })
+                .await
+                .map_err(status)?;
+            out.incident(r.into_inner().incident.as_ref());
+        }
+        Command::Incident(IncidentCmd::Note { id, text }) => {
+            let r = incidents
+                .add_note(v1::AddNoteRequest { id, actor: who(), text })
+                .await
+                .map_err(status)?;
+            out.timeline(r.into_inner().entry.as_slice());
+        }
+        Command::Incident(IncidentCmd::Review { id }) => {
+            let r = incidents
+                .get_review(v1::GetReviewRequest { id })
+                .await
+                .map_err(status)?
+                .into_inner();
+            out.review(&r);
+        }
+        Command::Runbook(RunbookCmd::List) => {
+            let r = runs
+                .list_runbooks(v1::ListRunbooksRequest {})
+                .await
+                .map_err(status)?
+                .into_inner();
+            out.runbooks(&r.runbooks);
+        }
+        Command::Run(RunCmd::List { incident }) => {
+            let r = runs
+                .list_runs(v1::ListRunsRequest {
+                    incident_id: incident.unwrap_or_default(),
+                    limit: 0,
+                })
+                .await
+                .map_err(status)?
+                .into_inner();
+            out.runs(&r.runs);
+        }
+        Command::Run(RunCmd::Show { run }) => {
+            let r = runs
+                .get_run(v1::GetRunRequest { id: run })
+                .await
+                .map_err(status)?
+                .into_inner();
+            out.run(r.run.as_ref());
+        }
+        Command::Run(RunCmd::Approve { run, comment }) => {
+            let r = runs
+                .approve(v1::DecideApprovalRequest { run_id: run, actor: who(), comment })
+                .await
+                .map_err(status)?
+                .into_inner();
+            out.run(r.run.as_ref());
+        }
+        Command::Run(RunCmd::Reject { run, comment }) => {
+            let r = runs
+                .reject(v1::DecideApprovalRequest { run_id: run, actor: who(), comment })
+                .await
+                .map_err(status)?
+                .into_inner();
+            out.run(r.run.as_ref());
+        }
+        Command::Up(_) | Command::Runbook(RunbookCmd::Check { .. }) => bail!("not a client command"),
+    }
+    Ok(())
+}
+
+fn status(s: tonic::Status) -> anyhow::Error {
+    anyhow::anyhow!("{:?}: {}", s.code(), s.message())
+}

@@ -1,0 +1,9 @@
+//! The `firebreak` binary's library: configuration, the embedded application and the CLI.
+
+pub mod app;
+pub mod cli;
+pub mod config;
+mod output;
+
+pub use app::App;
+pub use config::Config;

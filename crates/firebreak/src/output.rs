@@ -1,0 +1,263 @@
+//! What client commands print: aligned tables for people, JSON for scripts.
+#![allow(clippy::print_stdout)]
+
+use clap::ValueEnum;
+use firebreak_proto::v1;
+use serde_json::{Value, json};
+
+/// How results are printed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum OutputFormat {
+    Table,
+    Json,
+}
+
+pub(crate) struct Out {
+    format: OutputFormat,
+}
+
+fn ts(t: Option<&firebreak_proto::Timestamp>) -> Value {
+    match t {
+        Some(t) => time::OffsetDateTime::from_unix_timestamp_nanos(
+            i128::from(t.seconds) * 1_000_000_000 + i128::from(t.nanos),
+        )
+        .ok()
+        .and_then(|d| d.format(&time::format_description::well_known::Rfc3339).ok())
+        .map_or(Value::Null, Value::String),
+        None => Value::Null,
+    }
+}
+
+fn incident_json(i: &v1::Incident) -> Value {
+    json!({
+        "id": i.id, "title": i.title, "description": i.description, "category": i.category,
+        "severity": i.severity, "priority": i.priority, "state": i.state,
+        "dedup_key": i.dedup_key, "alert_count": i.alert_count,
+        "labels": i.labels.iter().collect::<std::collections::BTreeMap<_, _>>(),
+        "source": i.source,
+        "opened_at": ts(i.opened_at.as_ref()), "acknowledged_at": ts(i.acknowledged_at.as_ref()),
+        "resolved_at": ts(i.resolved_at.as_ref()), "closed_at": ts(i.closed_at.as_ref()),
+        "resolution_summary": i.resolution_summary, "root_cause": i.root_cause,
+    })
+}
+
+fn entry_json(e: &v1::TimelineEntry) -> Value {
+    json!({
+        "seq": e.seq, "incident_id": e.incident_id, "kind": e.kind, "at": ts(e.at.as_ref()),
+        "actor": e.actor, "data": serde_json::from_str::<Value>(&e.data).unwrap_or(Value::Null),
+    })
+}
+
+fn run_json(r: &v1::Run) -> Value {
+    json!({
+        "id": r.id, "runbook": r.runbook, "incident_id": r.incident_id, "state": r.state,
+        "live": r.live, "error": r.error, "started_at": ts(r.started_at.as_ref()),
+        "finished_at": ts(r.finished_at.as_ref()),
+        "actions": r.actions.iter().map(|a| json!({
+            "seq": a.seq, "action": a.action, "status": a.status,
+            "args": serde_json::from_str::<Value>(&a.args).unwrap_or(Value::Null),
+            "result": serde_json::from_str::<Value>(&a.result).unwrap_or(Value::Null),
+            "idempotency_key": a.idempotency_key,
+        })).collect::<Vec<_>>(),
+        "log": r.log,
+    })
+}
+
+fn table(headers: &[&str], rows: Vec<Vec<String>>) {
+    let mut widths: Vec<usize> = headers.iter().map(|h| h.len()).collect();
+    for row in &rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count()).min(60);
+        }
+    }
+    let line = |cells: Vec<String>| {
+        let parts: Vec<String> = cells
+            .iter()
+            .zip(&widths)
+            .map(|(c, w)| {
+                let c: String = c.chars().take(*w).collect();
+                format!("{c:<w$}")
+            })
+            .collect();
+        println!("{}", parts.join("  ").trim_end());
+    };
+    line(headers.iter().map(|h| h.to_uppercase()).collect());
+    for row in rows {
+        line(row);
+    }
+}
+
+impl Out {
+    pub(crate) fn new(format: OutputFormat) -> Self {
+        Self { format }
+    }
+
+    fn json(&self, v: Value) {
+        println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+    }
+
+    pub(crate) fn raised(&self, r: &v1::RaiseIncidentResponse) {
+        match self.format {
+            OutputFormat::Json => self.json(json!({
+                "incident_id": r.incident_id, "alert_id": r.alert_id, "deduplicated": r.deduplicated,
+            })),
+            OutputFormat::Table if r.incident_id.is_empty() => println!(
+                "alert {} accepted; its incident is being opened",
+                r.alert_id
+            ),
+            OutputFormat::Table => println!("{}", r.incident_id),
+        }
+    }
+
+    pub(crate) fn incidents(&self, list: &[v1::Incident]) {
+        match self.format {
+            OutputFormat::Json => self.json(Value::Array(list.iter().map(incident_json).collect())),
+            OutputFormat::Table => table(
+                &["id", "state", "sev", "pri", "category", "alerts", "title"],
+                list.iter()
+                    .map(|i| {
+                        vec![
+                            i.id.clone(),
+                            i.state.clone(),
+                            format!("SEV{}", i.severity),
+                            format!("P{}", i.priority),
+                            i.category.clone(),
+                            i.alert_count.to_string(),
+                            i.title.clone(),
+                        ]
+                    })
+                    .collect(),
+            ),
+        }
+    }
+
+    pub(crate) fn incident(&self, i: Option<&v1::Incident>) {
+        let Some(i) = i else { return };
+        match self.format {
+            OutputFormat::Json => self.json(incident_json(i)),
+            OutputFormat::Table => {
+                if let Value::Object(map) = incident_json(i) {
+                    for (k, v) in map {
+                        let v = match v {
+                            Value::String(s) => s,
+                            Value::Null => "-".into(),
+                            other => other.to_string(),
+                        };
+                        println!("{k:<20} {v}");
+                    }
+                }
+            }
+        }
+    }
+
+    pub(crate) fn timeline(&self, entries: &[v1::TimelineEntry]) {
+        match self.format {
+            OutputFormat::Json => self.json(Value::Array(entries.iter().map(entry_json).collect())),
+            OutputFormat::Table => table(
+                &["seq", "at", "kind", "actor", "data"],
+                entries
+                    .iter()
+                    .map(|e| {
+                        let at = ts(e.at.as_ref());
+                        vec![
+                            e.seq.to_string(),
+                            at.as_str().unwrap_or("-").to_owned(),
+                            e.kind.clone(),
+                            e.actor.clone(),
+                            e.data.clone(),
+                        ]
+                    })
+                    .collect(),
+            ),
+        }
+    }
+
+    pub(crate) fn review(&self, r: &v1::GetReviewResponse) {
+        match self.format {
+            OutputFormat::Json => self.json(json!({
+                "incident_id": r.incident_id, "markdown": r.markdown,
+                "generated_at": ts(r.generated_at.as_ref()),
+            })),
+            OutputFormat::Table => print!("{}", r.markdown),
+        }
+    }
+
+    pub(crate) fn runbooks(&self, list: &[v1::Runbook]) {
+        match self.format {
+            OutputFormat::Json => self.json(Value::Array(
+                list.iter()
+                    .map(|r| json!({
+                        "name": r.name, "description": r.description, "categories": r.categories,
+                        "min_severity": r.min_severity, "max_severity": r.max_severity,
+                        "capabilities": r.capabilities, "timeout_seconds": r.timeout_seconds,
+                    }))
+                    .collect(),
+            )),
+            OutputFormat::Table => table(
+                &["name", "categories", "severity", "capabilities"],
+                list.iter()
+                    .map(|r| {
+                        vec![
+                            r.name.clone(),
+                            r.categories.join(","),
+                            format!("{}-{}", r.min_severity, r.max_severity),
+                            r.capabilities.join(","),
+                        ]
+                    })
+                    .collect(),
+            ),
+        }
+    }
+
+    pub(crate) fn runs(&self, list: &[v1::Run]) {
+        match self.format {
+            OutputFormat::Json => self.json(Value::Array(list.iter().map(run_json).collect())),
+            OutputFormat::Table => table(
+                &["id", "runbook", "incident", "state", "mode", "actions"],
+                list.iter()
+                    .map(|r| {
+                        vec![
+                            r.id.clone(),
+                            r.runbook.clone(),
+                            r.incident_id.clone(),
+                            r.state.clone(),
+                            if r.live { "live" } else { "dry-run" }.into(),
+                            r.actions.len().to_string(),
+                        ]
+                    })
+                    .collect(),
+            ),
+        }
+    }
+
+    pub(crate) fn run(&self, r: Option<&v1::Run>) {
+        let Some(r) = r else { return };
+        match self.format {
+            OutputFormat::Json => self.json(run_json(r)),
+            OutputFormat::Table => {
+                println!("run      {}\nrunbook  {}\nincident {}\nstate    {}\nmode     {}", r.id, r.runbook, r.incident_id, r.state, if r.live { "live" } else { "dry-run" });
+                if !r.error.is_empty() {
+                    println!("error    {}", r.error);
+                }
+                println!();
+                table(
+                    &["seq", "action", "status", "args", "result"],
+                    r.actions
+                        .iter()
+                        .map(|a| vec![a.seq.to_string(), a.action.clone(), a.status.clone(), a.args.clone(), a.result.clone()])
+                        .collect(),
+                );
+                for line in &r.log {
+                    println!("log: {line}");
+                }
+            }
+        }
+    }
+
+    pub(crate) fn check_ok(&self, names: &[&str]) {
+        match self.format {
+            OutputFormat::Json => self.json(json!({ "ok": true, "runbooks": names })),
+            OutputFormat::Table => println!("{} runbook(s) ok: {}", names.len(), names.join(", ")),
+        }
+    }
+}

@@ -1,0 +1,242 @@
+//! The runbook catalog: every `NAME.yaml` + `NAME.rhai` pair of a directory, validated at load.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use crate::manifest::Manifest;
+use crate::sandbox::{ACTIONS, Limits, engine};
+
+/// A runbook that loaded: its manifest and its compiled script.
+#[derive(Debug, Clone)]
+pub struct Runbook {
+    pub manifest: Manifest,
+    pub script_path: PathBuf,
+    pub source: Arc<str>,
+    pub(crate) ast: Arc<rhai::AST>,
+}
+
+/// Why a runbook did not load, with where.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LoadError {
+    pub file: PathBuf,
+    /// 1-based; 0 when the error is about the whole file.
+    pub line: usize,
+    pub column: usize,
+    pub message: String,
+}
+
+impl fmt::Display for LoadError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{}:{}:{}: {}",
+            self.file.display(),
+            self.line,
+            self.column,
+            self.message
+        )
+    }
+}
+
+/// The runbooks of one directory.
+#[derive(Debug, Clone, Default)]
+pub struct Catalog {
+    runbooks: Vec<Runbook>,
+}
+
+impl Catalog {
+    /// Loads every runbook in `dir`. Any error in any runbook fails the whole load, so that a
+    /// broken runbook is noticed at start-up and not at 3 a.m.; every error is reported.
+    pub fn load(dir: &Path, limits: &Limits) -> Result<Self, Vec<LoadError>> {
+        let whole = |message: String| LoadError {
+            file: dir.to_path_buf(),
+            line: 0,
+            column: 0,
+            message,
+        };
+        let entries = std::fs::read_dir(dir)
+            .map_err(|e| vec![whole(format!("cannot read the runbook directory: {e}"))])?;
+        let mut paths: Vec<PathBuf> = entries.filter_map(|e| e.ok().map(|e| e.path())).collect();
+        paths.sort();
+        let mut runbooks = Vec::new();
+        let mut errors = Vec::new();
+        let manifests: Vec<&PathBuf> = paths
+            .iter()
+            .filter(|p| p.extension().is_some_and(|e| e == "yaml" || e == "yml"))
+            .collect();
+        for path in &paths {
+            if path.extension().is_some_and(|e| e == "rhai")
+                && !manifests
+                    .iter()
+                    .any(|m| m.file_stem() == path.file_stem())
+            {
+                errors.push(LoadError {
+                    file: path.clone(),
+                    line: 0,
+                    column: 0,
+                    message: "script has no manifest (NAME.yaml) beside it".into(),
+                });
+            }
+        }
+        for path in manifests {
+            match load_one(path, limits) {
+                Ok(rb) => runbooks.push(rb),
+                Err(e) => errors.extend(e),
+            }
+        }
+        let mut names = BTreeMap::new();
+        for rb in &runbooks {
+            if let Some(other) = names.insert(rb.manifest.name.clone(), rb.script_path.clone()) {
+                errors.push(LoadError {
+                    file: rb.script_path.clone(),
+                    line: 0,
+                    column: 0,
+                    message: format!(
+                        "runbook name {:?} is used by {} too",
+                        rb.manifest.name,
+                        other.display()
+                    ),
+                });
+            }
+        }
+        if errors.is_empty() {
+            Ok(Self { runbooks })
+        } else {
+            Err(errors)
+        }
+    }
+
+    /// All runbooks, by name.
+    pub fn all(&self) -> &[Runbook] {
+        &self.runbooks
+    }
+
+    /// One runbook by name.
+    pub fn get(&self, name: &str) -> Option<&Runbook> {
+        self.runbooks.iter().find(|r| r.manifest.name == name)
+    }
+
+    /// The runbooks that run for an incident with these properties.
+    pub fn matching(
+        &self,
+        category: &str,
+        severity: u32,
+        labels: &BTreeMap<String, String>,
+    ) -> Vec<&Runbook> {
+        self.runbooks
+            .iter()
+            .filter(|r| r.manifest.matches(category, severity, labels))
+            .collect()
+    }
+}
+
+impl Runbook {
+    /// The parameters a run receives: the manifest's defaults, with `overrides` applied.
+    /// An override of a parameter the manifest does not declare is an error.
+    pub fn params(
+        &self,
+        overrides: Option<&BTreeMap<String, serde_json::Value>>,
+    ) -> Result<serde_json::Value, String> {
+        let mut params: serde_json::Map<String, serde_json::Value> = self
+            .manifest
+            .parameters
+            .iter()
+            .map(|(k, p)| (k.clone(), p.default.clone()))
+            .collect();
+        for (k, v) in overrides.into_iter().flatten() {
+            if !params.contains_key(k) {
+                return Err(format!(
+                    "runbook {} has no parameter {k:?}",
+                    self.manifest.name
+                ));
+            }
+            params.insert(k.clone(), v.clone());
+        }
+        Ok(serde_json::Value::Object(params))
+    }
+}
+
+fn load_one(path: &Path, limits: &Limits) -> Result<Runbook, Vec<LoadError>> {
+    let at = |line: usize, column: usize, message: String| {
+        vec![LoadError {
+            file: path.to_path_buf(),
+            line,
+            column,
+            message,
+        }]
+    };
+    let text = std::fs::read_to_string(path).map_err(|e| at(0, 0, format!("cannot read: {e}")))?;
+    let manifest: Manifest = serde_yaml::from_str(&text).map_err(|e| {
+        let (line, col) = e.location().map_or((0, 0), |l| (l.line(), l.column()));
+        at(line, col, e.to_string())
+    })?;
+    let stem = path.file_stem().and_then(|s| s.to_str()).unwrap_or_default();
+    let mut errors = Vec::new();
+    if manifest.name != stem {
+        errors.push(at(1, 1, format!("name {:?} must equal the file name {stem:?}", manifest.name)).remove(0));
+    }
+    let sev = manifest.matches.severity;
+    if !(1..=5).contains(&sev.min) || !(1..=5).contains(&sev.max) || sev.min > sev.max {
+        errors.push(at(0, 0, format!("match.severity {}..{} must lie within 1..5 with min <= max", sev.min, sev.max)).remove(0));
+    }
+    if manifest.timeout_seconds == 0 {
+        errors.push(at(0, 0, "timeout_seconds must be at least 1".into()).remove(0));
+    }
+    for cap in &manifest.capabilities {
+        let known = ACTIONS
+            .iter()
+            .any(|a| a == cap || a.split('.').next() == Some(cap.as_str()));
+        if !known {
+            errors.push(at(0, 0, format!("unknown capability {cap:?}; known actions: {}", ACTIONS.join(", "))).remove(0));
+        }
+    }
+    let script_path = path.with_extension("rhai");
+    let source = match std::fs::read_to_string(&script_path) {
+        Ok(s) => s,
+        Err(e) => {
+            errors.push(LoadError {
+                file: script_path.clone(),
+                line: 0,
+                column: 0,
+                message: format!("cannot read the script: {e}"),
+            });
+            return Err(errors);
+        }
+    };
+    let engine = engine(limits);
+    let ast = match engine.compile(&source) {
+        Ok(ast) => ast,
+        Err(e) => {
+            errors.push(LoadError {
+                file: script_path.clone(),
+                line: e.1.line().unwrap_or(0),
+                column: e.1.position().unwrap_or(0),
+                message: e.0.to_string(),
+            });
+            return Err(errors);
+        }
+    };
+    let has_run = ast
+        .iter_functions()
+        .any(|f| f.name == "run" && f.params.len() == 2);
+    if !has_run {
+        errors.push(LoadError {
+            file: script_path.clone(),
+            line: 1,
+            column: 1,
+            message: "the script must define fn run(incident, params)".into(),
+        });
+    }
+    if errors.is_empty() {
+        Ok(Runbook {
+            manifest,
+            script_path,
+            source: source.into(),
+            ast: Arc::new(ast),
+        })
+    } else {
+        Err(errors)
+    }
+}

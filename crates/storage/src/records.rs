@@ -1,0 +1,157 @@
+//! Rows as the services see them: plain data, timestamps in microseconds since the epoch.
+
+use std::collections::BTreeMap;
+
+/// An event to publish after the transaction that wrote it commits.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutboxEvent {
+    /// The event id; consumers dedupe on it.
+    pub id: String,
+    /// The stream (alerts, incidents, runbooks, notifications).
+    pub stream: String,
+    /// The subject within the stream, e.g. `incidents.opened`.
+    pub subject: String,
+    /// The encoded protobuf event.
+    pub payload: Vec<u8>,
+}
+
+/// An outbox row.
+#[derive(Debug, Clone)]
+pub struct OutboxRecord {
+    pub seq: i64,
+    pub event: OutboxEvent,
+}
+
+/// A message in the embedded bus's log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BusMessage {
+    pub id: String,
+    pub subject: String,
+    pub payload: Vec<u8>,
+}
+
+/// A message a consumer gave up on.
+#[derive(Debug, Clone)]
+pub struct ParkedRecord {
+    pub consumer: String,
+    pub stream: String,
+    pub seq: i64,
+    pub message_id: String,
+    pub subject: String,
+    pub error: String,
+    pub parked_at: i64,
+}
+
+/// A stored alert (intake).
+#[derive(Debug, Clone, PartialEq)]
+pub struct AlertRecord {
+    pub id: String,
+    pub received_at: i64,
+    pub source: String,
+    pub title: String,
+    pub description: String,
+    /// 0 when the signal stated none.
+    pub severity: u32,
+    pub category: String,
+    pub labels: BTreeMap<String, String>,
+    pub dedup_key: String,
+}
+
+/// A stored incident (triage).
+#[derive(Debug, Clone, PartialEq)]
+pub struct IncidentRecord {
+    pub id: String,
+    pub title: String,
+    pub description: String,
+    pub category: String,
+    pub severity: u32,
+    pub priority: u32,
+    pub urgency: String,
+    pub state: String,
+    pub dedup_key: String,
+    pub alert_count: u32,
+    pub labels: BTreeMap<String, String>,
+    pub source: String,
+    pub opened_at: i64,
+    pub acknowledged_at: Option<i64>,
+    pub resolved_at: Option<i64>,
+    pub closed_at: Option<i64>,
+    pub resolution_summary: String,
+    pub root_cause: String,
+    /// The post-incident review draft (Markdown), written on resolve.
+    pub review: String,
+    pub updated_at: i64,
+}
+
+/// A timeline entry to append.
+#[derive(Debug, Clone)]
+pub struct NewTimelineEntry {
+    pub incident_id: String,
+    pub kind: String,
+    pub at: i64,
+    pub actor: String,
+    pub data: serde_json::Value,
+}
+
+/// A stored timeline entry.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TimelineRecord {
+    pub seq: i64,
+    pub incident_id: String,
+    pub kind: String,
+    pub at: i64,
+    pub actor: String,
+    pub data: serde_json::Value,
+}
+
+/// A runbook run (orchestration).
+#[derive(Debug, Clone, PartialEq)]
+pub struct RunRecord {
+    pub id: String,
+    pub runbook: String,
+    pub incident_id: String,
+    /// pending, running, waiting_approval, succeeded, failed.
+    pub state: String,
+    pub live: bool,
+    pub error: String,
+    /// The incident as the run saw it when it started (JSON), so replays see the same input.
+    pub input: serde_json::Value,
+    pub started_at: i64,
+    pub finished_at: Option<i64>,
+}
+
+/// One journaled action of a run.
+#[derive(Debug, Clone, PartialEq)]
+pub struct JournalRecord {
+    pub run_id: String,
+    pub seq: u32,
+    pub action: String,
+    /// Arguments as JSON, secrets redacted.
+    pub args: serde_json::Value,
+    /// A digest of the arguments, to detect a replay that diverges.
+    pub args_digest: String,
+    /// done, failed, simulated or waiting.
+    pub status: String,
+    pub result: serde_json::Value,
+    pub idempotency_key: String,
+    pub attempts: u32,
+    pub at: i64,
+}
+
+/// A notification to deliver on a channel (notification).
+#[derive(Debug, Clone, PartialEq)]
+pub struct DeliveryRecord {
+    pub id: String,
+    pub event_id: String,
+    pub channel: String,
+    pub incident_id: String,
+    pub kind: String,
+    pub payload: serde_json::Value,
+    /// pending, delivered or failed.
+    pub status: String,
+    pub attempts: u32,
+    pub last_error: String,
+    pub created_at: i64,
+    pub next_attempt_at: i64,
+    pub delivered_at: Option<i64>,
+}

@@ -1,0 +1,193 @@
+//! The SQLite adapter: one database file per service, WAL, embedded migrations.
+
+mod bus;
+mod intake;
+mod notification;
+mod orchestration;
+mod triage;
+
+use std::path::Path;
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+};
+use sqlx::{Row, SqliteConnection};
+
+pub use bus::SqliteBusLog;
+pub use intake::SqliteIntakeStore;
+pub use notification::SqliteNotificationStore;
+pub use orchestration::SqliteOrchestrationStore;
+pub use triage::SqliteTriageStore;
+
+use crate::{Error, OutboxEvent, OutboxRecord, Result};
+
+/// One schema change: applied once, in order, inside a transaction.
+pub(crate) struct Migration {
+    pub(crate) version: i64,
+    pub(crate) sql: &'static str,
+}
+
+/// The outbox every service database carries.
+const OUTBOX: &str = "
+CREATE TABLE outbox (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    id TEXT NOT NULL UNIQUE,
+    stream TEXT NOT NULL,
+    subject TEXT NOT NULL,
+    payload BLOB NOT NULL,
+    created_at INTEGER NOT NULL,
+    published_at INTEGER
+);
+CREATE INDEX outbox_unpublished ON outbox (seq) WHERE published_at IS NULL;
+";
+
+/// Opens (creating if needed) the SQLite database at `path` and applies `migrations`.
+///
+/// WAL with `synchronous = NORMAL`: a committed transaction survives a crash of the process
+/// (the guarantee Firebreak makes); `synchronous = FULL` (`durable_fsync`) also survives a
+/// power loss at the cost of an fsync per commit.
+pub(crate) async fn open(
+    path: &Path,
+    migrations: &[Migration],
+    durable_fsync: bool,
+) -> Result<SqlitePool> {
+    let options = SqliteConnectOptions::from_str("sqlite://")?
+        .filename(path)
+        .create_if_missing(true)
+        .journal_mode(SqliteJournalMode::Wal)
+        .synchronous(if durable_fsync {
+            SqliteSynchronous::Full
+        } else {
+            SqliteSynchronous::Normal
+        })
+        .busy_timeout(Duration::from_secs(10))
+        .foreign_keys(true);
+    let pool = SqlitePoolOptions::new()
+        .max_connections(8)
+        .connect_with(options)
+        .await?;
+    migrate(&pool, migrations).await?;
+    Ok(pool)
+}
+
+async fn migrate(pool: &SqlitePool, migrations: &[Migration]) -> Result<()> {
+    let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
+    sqlx::query("CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, applied_at INTEGER NOT NULL)")
+        .execute(&mut *tx)
+        .await?;
+    let current: i64 = sqlx::query("SELECT COALESCE(MAX(version), 0) FROM schema_migrations")
+        .fetch_one(&mut *tx)
+        .await?
+        .try_get(0)?;
+    for m in migrations.iter().filter(|m| m.version > current) {
+        sqlx::raw_sql(sqlx::AssertSqlSafe(m.sql))
+            .execute(&mut *tx)
+            .await
+            .map_err(|source| Error::Migration {
+                version: m.version,
+                source,
+            })?;
+        sqlx::query("INSERT INTO schema_migrations (version, applied_at) VALUES (?, ?)")
+            .bind(m.version)
+            .bind(now_micros())
+            .execute(&mut *tx)
+            .await?;
+    }
+    tx.commit().await?;
+    Ok(())
+}
+
+pub(crate) fn now_micros() -> i64 {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    now.as_micros() as i64
+}
+
+pub(crate) async fn enqueue(conn: &mut SqliteConnection, event: &OutboxEvent) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO outbox (id, stream, subject, payload, created_at) VALUES (?, ?, ?, ?, ?)",
+    )
+    .bind(&event.id)
+    .bind(&event.stream)
+    .bind(&event.subject)
+    .bind(&event.payload)
+    .bind(now_micros())
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+pub(crate) async fn outbox_pending(pool: &SqlitePool, limit: u32) -> Result<Vec<OutboxRecord>> {
+    let rows = sqlx::query(
+        "SELECT seq, id, stream, subject, payload FROM outbox WHERE published_at IS NULL ORDER BY seq LIMIT ?",
+    )
+    .bind(i64::from(limit))
+    .fetch_all(pool)
+    .await?;
+    rows.into_iter()
+        .map(|r| {
+            Ok(OutboxRecord {
+                seq: r.try_get("seq")?,
+                event: OutboxEvent {
+                    id: r.try_get("id")?,
+                    stream: r.try_get("stream")?,
+                    subject: r.try_get("subject")?,
+                    payload: r.try_get("payload")?,
+                },
+            })
+        })
+        .collect()
+}
+
+pub(crate) async fn outbox_mark(pool: &SqlitePool, seqs: &[i64]) -> Result<()> {
+    let now = now_micros();
+    let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
+    for seq in seqs {
+        sqlx::query("UPDATE outbox SET published_at = ? WHERE seq = ?")
+            .bind(now)
+            .bind(seq)
+            .execute(&mut *tx)
+            .await?;
+    }
+    // Published rows are kept a day for operators, then swept.
+    sqlx::query("DELETE FROM outbox WHERE published_at < ?")
+        .bind(now - 86_400_000_000)
+        .execute(&mut *tx)
+        .await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+pub(crate) fn json_text(v: &impl serde::Serialize) -> Result<String> {
+    serde_json::to_string(v).map_err(|e| Error::Corrupt(e.to_string()))
+}
+
+pub(crate) fn from_json<T: serde::de::DeserializeOwned>(s: &str) -> Result<T> {
+    serde_json::from_str(s).map_err(|e| Error::Corrupt(e.to_string()))
+}
+
+/// Maps a unique-constraint violation to `Error::Conflict`.
+pub(crate) fn conflict(e: sqlx::Error, what: &str) -> Error {
+    match &e {
+        sqlx::Error::Database(db) if db.is_unique_violation() => Error::Conflict(what.to_owned()),
+        _ => Error::Database(e),
+    }
+}
+
+macro_rules! impl_outbox {
+    ($store:ty) => {
+        #[async_trait::async_trait]
+        impl crate::Outbox for $store {
+            async fn pending(&self, limit: u32) -> crate::Result<Vec<crate::OutboxRecord>> {
+                super::outbox_pending(&self.pool, limit).await
+            }
+            async fn mark_published(&self, seqs: &[i64]) -> crate::Result<()> {
+                super::outbox_mark(&self.pool, seqs).await
+            }
+        }
+    };
+}
+pub(crate) use impl_outbox;

@@ -1,0 +1,328 @@
+//! Triage's tables in SQLite: incidents, the alerts attached to them, the timeline.
+
+use std::path::Path;
+
+use async_trait::async_trait;
+use sqlx::sqlite::{SqlitePool, SqliteRow};
+use sqlx::{Row, Sqlite, Transaction};
+
+use super::{Migration, OUTBOX, conflict, enqueue, from_json, impl_outbox, json_text, now_micros};
+use crate::{
+    IncidentRecord, NewTimelineEntry, OutboxEvent, Result, TimelineRecord, TriageStore, TriageTx,
+};
+
+const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        sql: OUTBOX,
+    },
+    Migration {
+        version: 2,
+        sql: "
+CREATE TABLE incidents (
+    id TEXT PRIMARY KEY,
+    title TEXT NOT NULL,
+    description TEXT NOT NULL,
+    category TEXT NOT NULL,
+    severity INTEGER NOT NULL CHECK (severity BETWEEN 1 AND 5),
+    priority INTEGER NOT NULL CHECK (priority BETWEEN 1 AND 5),
+    urgency TEXT NOT NULL,
+    state TEXT NOT NULL CHECK (state IN ('open', 'acknowledged', 'resolved', 'closed')),
+    dedup_key TEXT NOT NULL,
+    alert_count INTEGER NOT NULL,
+    labels TEXT NOT NULL,
+    source TEXT NOT NULL,
+    opened_at INTEGER NOT NULL,
+    acknowledged_at INTEGER,
+    resolved_at INTEGER,
+    closed_at INTEGER,
+    resolution_summary TEXT NOT NULL,
+    root_cause TEXT NOT NULL,
+    review TEXT NOT NULL,
+    updated_at INTEGER NOT NULL
+);
+-- One active incident per dedup key, enforced by the database.
+CREATE UNIQUE INDEX incidents_one_active_per_key ON incidents (dedup_key)
+    WHERE state IN ('open', 'acknowledged');
+CREATE INDEX incidents_state ON incidents (state, opened_at);
+CREATE TABLE incident_alerts (
+    alert_id TEXT PRIMARY KEY,
+    incident_id TEXT NOT NULL REFERENCES incidents (id),
+    opened INTEGER NOT NULL,
+    attached_at INTEGER NOT NULL
+);
+CREATE TABLE timeline (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    incident_id TEXT NOT NULL REFERENCES incidents (id),
+    kind TEXT NOT NULL,
+    at INTEGER NOT NULL,
+    actor TEXT NOT NULL,
+    data TEXT NOT NULL
+);
+CREATE INDEX timeline_incident ON timeline (incident_id, seq);
+-- The timeline is append-only.
+CREATE TRIGGER timeline_no_update BEFORE UPDATE ON timeline
+    BEGIN SELECT RAISE(ABORT, 'the timeline is append-only'); END;
+CREATE TRIGGER timeline_no_delete BEFORE DELETE ON timeline
+    BEGIN SELECT RAISE(ABORT, 'the timeline is append-only'); END;
+CREATE TABLE processed_events (
+    event_id TEXT PRIMARY KEY,
+    processed_at INTEGER NOT NULL
+);
+",
+    },
+];
+
+/// Triage's store on SQLite.
+#[derive(Clone)]
+pub struct SqliteTriageStore {
+    pool: SqlitePool,
+}
+
+impl SqliteTriageStore {
+    /// Opens `path`, creating and migrating it as needed.
+    pub async fn open(path: &Path, durable_fsync: bool) -> Result<Self> {
+        Ok(Self {
+            pool: super::open(path, MIGRATIONS, durable_fsync).await?,
+        })
+    }
+}
+
+impl_outbox!(SqliteTriageStore);
+
+#[async_trait]
+impl TriageStore for SqliteTriageStore {
+    async fn begin(&self) -> Result<Box<dyn TriageTx>> {
+        Ok(Box::new(SqliteTriageTx {
+            tx: self.pool.begin_with("BEGIN IMMEDIATE").await?,
+        }))
+    }
+
+    async fn incident(&self, id: &str) -> Result<Option<IncidentRecord>> {
+        sqlx::query("SELECT * FROM incidents WHERE id = ?")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?
+            .map(|r| incident_row(&r))
+            .transpose()
+    }
+
+    async fn incidents(&self, state: Option<&str>, limit: u32) -> Result<Vec<IncidentRecord>> {
+        let rows = match state {
+            Some(state) => {
+                sqlx::query("SELECT * FROM incidents WHERE state = ? ORDER BY opened_at DESC, id DESC LIMIT ?")
+                    .bind(state)
+                    .bind(i64::from(limit))
+                    .fetch_all(&self.pool)
+                    .await?
+            }
+            None => {
+                sqlx::query("SELECT * FROM incidents ORDER BY opened_at DESC, id DESC LIMIT ?")
+                    .bind(i64::from(limit))
+                    .fetch_all(&self.pool)
+                    .await?
+            }
+        };
+        rows.iter().map(incident_row).collect()
+    }
+
+    async fn timeline(&self, incident_id: &str) -> Result<Vec<TimelineRecord>> {
+        let rows = sqlx::query("SELECT * FROM timeline WHERE incident_id = ? ORDER BY seq")
+            .bind(incident_id)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(timeline_row).collect()
+    }
+}
+
+struct SqliteTriageTx {
+    tx: Transaction<'static, Sqlite>,
+}
+
+#[async_trait]
+impl TriageTx for SqliteTriageTx {
+    async fn incident_of_alert(&mut self, alert_id: &str) -> Result<Option<(String, bool)>> {
+        let row = sqlx::query("SELECT incident_id, opened FROM incident_alerts WHERE alert_id = ?")
+            .bind(alert_id)
+            .fetch_optional(&mut *self.tx)
+            .await?;
+        Ok(match row {
+            Some(r) => Some((r.try_get(0)?, r.try_get(1)?)),
+            None => None,
+        })
+    }
+
+    async fn active_incident_by_key(&mut self, dedup_key: &str) -> Result<Option<IncidentRecord>> {
+        sqlx::query(
+            "SELECT * FROM incidents WHERE dedup_key = ? AND state IN ('open', 'acknowledged')",
+        )
+        .bind(dedup_key)
+        .fetch_optional(&mut *self.tx)
+        .await?
+        .map(|r| incident_row(&r))
+        .transpose()
+    }
+
+    async fn incident(&mut self, id: &str) -> Result<Option<IncidentRecord>> {
+        sqlx::query("SELECT * FROM incidents WHERE id = ?")
+            .bind(id)
+            .fetch_optional(&mut *self.tx)
+            .await?
+            .map(|r| incident_row(&r))
+            .transpose()
+    }
+
+    async fn insert_incident(&mut self, i: &IncidentRecord) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO incidents (id, title, description, category, severity, priority, urgency, state,
+                dedup_key, alert_count, labels, source, opened_at, acknowledged_at, resolved_at, closed_at,
+                resolution_summary, root_cause, review, updated_at)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(&i.id)
+        .bind(&i.title)
+        .bind(&i.description)
+        .bind(&i.category)
+        .bind(i64::from(i.severity))
+        .bind(i64::from(i.priority))
+        .bind(&i.urgency)
+        .bind(&i.state)
+        .bind(&i.dedup_key)
+        .bind(i64::from(i.alert_count))
+        .bind(json_text(&i.labels)?)
+        .bind(&i.source)
+        .bind(i.opened_at)
+        .bind(i.acknowledged_at)
+        .bind(i.resolved_at)
+        .bind(i.closed_at)
+        .bind(&i.resolution_summary)
+        .bind(&i.root_cause)
+        .bind(&i.review)
+        .bind(i.updated_at)
+        .execute(&mut *self.tx)
+        .await
+        .map_err(|e| conflict(e, "an active incident holds this dedup key"))?;
+        Ok(())
+    }
+
+    async fn update_incident(&mut self, i: &IncidentRecord) -> Result<()> {
+        sqlx::query(
+            "UPDATE incidents SET title = ?, description = ?, category = ?, severity = ?, priority = ?,
+                urgency = ?, state = ?, alert_count = ?, labels = ?, acknowledged_at = ?, resolved_at = ?,
+                closed_at = ?, resolution_summary = ?, root_cause = ?, review = ?, updated_at = ?
+             WHERE id = ?",
+        )
+        .bind(&i.title)
+        .bind(&i.description)
+        .bind(&i.category)
+        .bind(i64::from(i.severity))
+        .bind(i64::from(i.priority))
+        .bind(&i.urgency)
+        .bind(&i.state)
+        .bind(i64::from(i.alert_count))
+        .bind(json_text(&i.labels)?)
+        .bind(i.acknowledged_at)
+        .bind(i.resolved_at)
+        .bind(i.closed_at)
+        .bind(&i.resolution_summary)
+        .bind(&i.root_cause)
+        .bind(&i.review)
+        .bind(i.updated_at)
+        .bind(&i.id)
+        .execute(&mut *self.tx)
+        .await?;
+        Ok(())
+    }
+
+    async fn link_alert(&mut self, alert_id: &str, incident_id: &str, opened: bool) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO incident_alerts (alert_id, incident_id, opened, attached_at) VALUES (?, ?, ?, ?)",
+        )
+        .bind(alert_id)
+        .bind(incident_id)
+        .bind(opened)
+        .bind(now_micros())
+        .execute(&mut *self.tx)
+        .await
+        .map_err(|e| conflict(e, "alert already attached"))?;
+        Ok(())
+    }
+
+    async fn append(&mut self, e: &NewTimelineEntry) -> Result<TimelineRecord> {
+        let seq: i64 = sqlx::query(
+            "INSERT INTO timeline (incident_id, kind, at, actor, data) VALUES (?, ?, ?, ?, ?) RETURNING seq",
+        )
+        .bind(&e.incident_id)
+        .bind(&e.kind)
+        .bind(e.at)
+        .bind(&e.actor)
+        .bind(json_text(&e.data)?)
+        .fetch_one(&mut *self.tx)
+        .await?
+        .try_get(0)?;
+        Ok(TimelineRecord {
+            seq,
+            incident_id: e.incident_id.clone(),
+            kind: e.kind.clone(),
+            at: e.at,
+            actor: e.actor.clone(),
+            data: e.data.clone(),
+        })
+    }
+
+    async fn mark_processed(&mut self, event_id: &str) -> Result<bool> {
+        let done = sqlx::query(
+            "INSERT INTO processed_events (event_id, processed_at) VALUES (?, ?) ON CONFLICT DO NOTHING",
+        )
+        .bind(event_id)
+        .bind(now_micros())
+        .execute(&mut *self.tx)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn enqueue(&mut self, event: &OutboxEvent) -> Result<()> {
+        enqueue(&mut self.tx, event).await
+    }
+
+    async fn commit(self: Box<Self>) -> Result<()> {
+        self.tx.commit().await?;
+        Ok(())
+    }
+}
+
+fn incident_row(r: &SqliteRow) -> Result<IncidentRecord> {
+    Ok(IncidentRecord {
+        id: r.try_get("id")?,
+        title: r.try_get("title")?,
+        description: r.try_get("description")?,
+        category: r.try_get("category")?,
+        severity: r.try_get::<i64, _>("severity")? as u32,
+        priority: r.try_get::<i64, _>("priority")? as u32,
+        urgency: r.try_get("urgency")?,
+        state: r.try_get("state")?,
+        dedup_key: r.try_get("dedup_key")?,
+        alert_count: r.try_get::<i64, _>("alert_count")? as u32,
+        labels: from_json(r.try_get("labels")?)?,
+        source: r.try_get("source")?,
+        opened_at: r.try_get("opened_at")?,
+        acknowledged_at: r.try_get("acknowledged_at")?,
+        resolved_at: r.try_get("resolved_at")?,
+        closed_at: r.try_get("closed_at")?,
+        resolution_summary: r.try_get("resolution_summary")?,
+        root_cause: r.try_get("root_cause")?,
+        review: r.try_get("review")?,
+        updated_at: r.try_get("updated_at")?,
+    })
+}
+
+fn timeline_row(r: &SqliteRow) -> Result<TimelineRecord> {
+    Ok(TimelineRecord {
+        seq: r.try_get("seq")?,
+        incident_id: r.try_get("incident_id")?,
+        kind: r.try_get("kind")?,
+        at: r.try_get("at")?,
+        actor: r.try_get("actor")?,
+        data: from_json(r.try_get("data")?)?,
+    })
+}

@@ -1,0 +1,47 @@
+//! Conversions between triage's records and the protobuf contracts.
+
+use firebreak_proto::v1;
+use firebreak_storage::{IncidentRecord, TimelineRecord};
+
+pub(crate) fn now_micros() -> i64 {
+    let t = firebreak_domain::now();
+    (t.unix_timestamp_nanos() / 1_000) as i64
+}
+
+pub(crate) fn from_micros(micros: i64) -> firebreak_domain::Timestamp {
+    time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(micros) * 1_000)
+        .unwrap_or(time::OffsetDateTime::UNIX_EPOCH)
+}
+
+pub(crate) fn incident_to_proto(i: &IncidentRecord) -> v1::Incident {
+    v1::Incident {
+        id: i.id.clone(),
+        title: i.title.clone(),
+        description: i.description.clone(),
+        category: i.category.clone(),
+        severity: i.severity,
+        priority: i.priority,
+        state: i.state.clone(),
+        dedup_key: i.dedup_key.clone(),
+        alert_count: i.alert_count,
+        labels: i.labels.clone().into_iter().collect(),
+        source: i.source.clone(),
+        opened_at: Some(firebreak_proto::timestamp(i.opened_at)),
+        acknowledged_at: i.acknowledged_at.map(firebreak_proto::timestamp),
+        resolved_at: i.resolved_at.map(firebreak_proto::timestamp),
+        closed_at: i.closed_at.map(firebreak_proto::timestamp),
+        resolution_summary: i.resolution_summary.clone(),
+        root_cause: i.root_cause.clone(),
+    }
+}
+
+pub(crate) fn entry_to_proto(e: &TimelineRecord) -> v1::TimelineEntry {
+    v1::TimelineEntry {
+        seq: e.seq,
+        incident_id: e.incident_id.clone(),
+        kind: e.kind.clone(),
+        at: Some(firebreak_proto::timestamp(e.at)),
+        actor: e.actor.clone(),
+        data: e.data.to_string(),
+    }
+}

@@ -1,0 +1,490 @@
+//! Triage's rules applied in transactions: ingest, life-cycle changes, timeline entries.
+
+use firebreak_bus::{outbox_event, streams};
+use firebreak_domain::{
+    Action, IncidentState, Priority, ReviewInput, Severity, Signal, SignalInput, TimelineItem,
+    Urgency, review_markdown,
+};
+use firebreak_proto::v1::{self, event::Payload, incident_command::Command};
+use firebreak_storage::{IncidentRecord, NewTimelineEntry, TimelineRecord, TriageTx};
+use serde_json::json;
+
+use crate::convert::{from_micros, incident_to_proto, now_micros};
+use crate::{Error, Triage};
+
+type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// The outcome of ingesting an alert.
+pub(crate) struct Ingested {
+    pub(crate) incident_id: String,
+    pub(crate) deduplicated: bool,
+}
+
+impl Triage {
+    /// Turns a stored alert into an incident or attaches it to the open one with its dedup key.
+    /// Idempotent by alert id: a second call returns the first answer and changes nothing.
+    pub(crate) async fn ingest(&self, alert: v1::AlertReceived) -> Result<Ingested> {
+        // Two replicas racing on a new key: the database's unique index lets one insert win;
+        // the loser retries and finds the winner's incident to attach to.
+        for _ in 0..3 {
+            match self.try_ingest(&alert).await {
+                Err(Error::Storage(firebreak_storage::Error::Conflict(_))) => continue,
+                other => return other,
+            }
+        }
+        Err(Error::Storage(firebreak_storage::Error::Conflict(
+            "dedup key kept changing hands".into(),
+        )))
+    }
+
+    async fn try_ingest(&self, alert: &v1::AlertReceived) -> Result<Ingested> {
+        let mut tx = self.store.begin().await?;
+        if let Some((incident_id, opened)) = tx.incident_of_alert(&alert.alert_id).await? {
+            return Ok(Ingested {
+                incident_id,
+                deduplicated: !opened,
+            });
+        }
+        let mut signal = Signal::parse(SignalInput {
+            title: alert.title.clone(),
+            description: alert.description.clone(),
+            severity: alert.severity,
+            category: alert.category.clone(),
+            labels: alert.labels.clone().into_iter().collect(),
+            source: alert.source.clone(),
+            dedup_key: alert.dedup_key.clone(),
+        })?;
+        let mut class_note = None;
+        let class = match self.taxonomy.classify(&signal) {
+            Ok(c) => c,
+            // Intake checks categories too; one can only be unknown here if the taxonomy
+            // changed in between. The alert is kept and categorized by the rules instead.
+            Err(e) => {
+                class_note = Some(e.to_string());
+                signal.category = None;
+                self.taxonomy.classify(&signal)?
+            }
+        };
+        let now = now_micros();
+        let mut entries = Vec::new();
+        let (incident, change, deduplicated) = match tx.active_incident_by_key(&signal.dedup_key).await? {
+            Some(mut inc) => {
+                inc.alert_count += 1;
+                inc.updated_at = now;
+                entries.push(entry(&inc.id, "alert_attached", "triage", json!({
+                    "alert_id": alert.alert_id, "title": signal.title, "source": signal.source,
+                    "alert_count": inc.alert_count,
+                })));
+                let current = Severity::new(inc.severity)?;
+                let change = if class.severity.is_worse_than(current) {
+                    let urgency: Urgency = inc.urgency.parse().unwrap_or_default();
+                    entries.push(entry(&inc.id, "severity_changed", "triage", json!({
+                        "from": inc.severity, "to": class.severity.level(),
+                        "reason": format!("a new alert is {}", class.severity_reason),
+                    })));
+                    inc.severity = u32::from(class.severity.level());
+                    inc.priority =
+                        u32::from(Priority::from_impact_urgency(class.severity, urgency).level());
+                    "severity_changed"
+                } else {
+                    "alert_attached"
+                };
+                tx.update_incident(&inc).await?;
+                tx.link_alert(&alert.alert_id, &inc.id, false).await?;
+                (inc, change, true)
+            }
+            None => {
+                let inc = IncidentRecord {
+                    id: firebreak_domain::IncidentId::new().to_string(),
+                    title: signal.title.clone(),
+                    description: signal.description.clone(),
+                    category: class.category.clone(),
+                    severity: u32::from(class.severity.level()),
+                    priority: u32::from(class.priority.level()),
+                    urgency: format!("{:?}", class.urgency).to_lowercase(),
+                    state: IncidentState::Open.as_str().into(),
+                    dedup_key: signal.dedup_key.clone(),
+                    alert_count: 1,
+                    labels: signal.labels.clone(),
+                    source: signal.source.clone(),
+                    opened_at: now,
+                    acknowledged_at: None,
+                    resolved_at: None,
+                    closed_at: None,
+                    resolution_summary: String::new(),
+                    root_cause: String::new(),
+                    review: String::new(),
+                    updated_at: now,
+                };
+                tx.insert_incident(&inc).await?;
+                tx.link_alert(&alert.alert_id, &inc.id, true).await?;
+                entries.push(entry(&inc.id, "opened", "triage", json!({
+                    "alert_id": alert.alert_id, "title": inc.title, "source": inc.source,
+                    "dedup_key": inc.dedup_key,
+                })));
+                entries.push(entry(&inc.id, "categorized", "triage", json!({
+                    "category": class.category, "reason": class.category_reason,
+                    "note": class_note,
+                })));
+                entries.push(entry(&inc.id, "prioritized", "triage", json!({
+                    "severity": class.severity.level(), "severity_name": class.severity.name(),
+                    "severity_reason": class.severity_reason,
+                    "urgency": inc.urgency, "priority": class.priority.level(),
+                })));
+                (inc, "opened", false)
+            }
+        };
+        let incident_id = incident.id.clone();
+        self.commit_change(tx, &incident, change, "triage", entries).await?;
+        let m = firebreak_telemetry::metrics();
+        if deduplicated {
+            m.alerts_deduplicated.inc();
+        } else {
+            m.incidents_opened.inc();
+        }
+        Ok(Ingested {
+            incident_id,
+            deduplicated,
+        })
+    }
+
+    /// Appends `entries`, enqueues the `incidents` event for `change`, commits, then tells
+    /// watchers and wakes the relay.
+    async fn commit_change(
+        &self,
+        mut tx: Box<dyn TriageTx>,
+        incident: &IncidentRecord,
+        change: &str,
+        actor: &str,
+        entries: Vec<NewTimelineEntry>,
+    ) -> Result<()> {
+        let mut written = Vec::with_capacity(entries.len());
+        for e in &entries {
+            written.push(tx.append(e).await?);
+        }
+        if !change.is_empty() {
+            tx.enqueue(&outbox_event(
+                streams::INCIDENTS,
+                format!("incidents.{change}"),
+                Payload::IncidentChanged(v1::IncidentChanged {
+                    change: change.to_owned(),
+                    incident: Some(incident_to_proto(incident)),
+                    actor: actor.to_owned(),
+                }),
+            ))
+            .await?;
+        }
+        tx.commit().await?;
+        self.relay.wake();
+        self.announce(written);
+        Ok(())
+    }
+
+    fn announce(&self, entries: Vec<TimelineRecord>) {
+        for e in entries {
+            // No watcher is fine.
+            let _ = self.watch.send(e);
+        }
+    }
+
+    /// Applies a life-cycle action requested by a person or a runbook.
+    pub(crate) async fn transition(
+        &self,
+        id: &str,
+        action: Action,
+        actor: &str,
+        text: &str,
+    ) -> Result<IncidentRecord> {
+        firebreak_domain::IncidentId::parse(id)?;
+        if action == Action::Close && text.trim().is_empty() {
+            return Err(firebreak_domain::Error::Invalid {
+                field: "root_cause",
+                reason: "closing an incident requires a root cause".into(),
+            }
+            .into());
+        }
+        let mut tx = self.store.begin().await?;
+        let mut inc = tx
+            .incident(id)
+            .await?
+            .ok_or_else(|| Error::NotFound(id.to_owned()))?;
+        let from: IncidentState = inc.state.parse()?;
+        let to = from.apply(action)?;
+        let now = now_micros();
+        inc.state = to.as_str().into();
+        inc.updated_at = now;
+        let (kind, data) = match action {
+            Action::Acknowledge => {
+                inc.acknowledged_at = Some(now);
+                ("acknowledged", json!({}))
+            }
+            Action::Resolve => {
+                inc.resolved_at = Some(now);
+                inc.resolution_summary = text.trim().to_owned();
+                ("resolved", json!({ "summary": inc.resolution_summary }))
+            }
+            Action::Close => {
+                inc.closed_at = Some(now);
+                inc.root_cause = text.trim().to_owned();
+                ("closed", json!({ "root_cause": inc.root_cause }))
+            }
+        };
+        let mut entries = vec![entry(&inc.id, kind, actor, data)];
+        if matches!(action, Action::Resolve | Action::Close) {
+            // The draft is rendered from the timeline as it stands, this entry included.
+            let mut timeline = self.store.timeline(&inc.id).await?;
+            timeline.push(TimelineRecord {
+                seq: 0,
+                incident_id: inc.id.clone(),
+                kind: kind.into(),
+                at: now,
+                actor: actor.into(),
+                data: entries[0].data.clone(),
+            });
+            inc.review = render_review(&inc, &timeline);
+            if action == Action::Resolve {
+                entries.push(entry(&inc.id, "review_drafted", "triage", json!({})));
+            }
+        }
+        tx.update_incident(&inc).await?;
+        self.commit_change(tx, &inc, kind, actor, entries).await?;
+        Ok(inc)
+    }
+
+    /// Adds a note to the timeline.
+    pub(crate) async fn add_note(&self, id: &str, actor: &str, text: &str) -> Result<TimelineRecord> {
+        firebreak_domain::IncidentId::parse(id)?;
+        let text = text.trim();
+        if text.is_empty() || text.len() > 16 * 1024 {
+            return Err(firebreak_domain::Error::Invalid {
+                field: "text",
+                reason: "a note must hold 1 to 16384 bytes".into(),
+            }
+            .into());
+        }
+        let mut tx = self.store.begin().await?;
+        let inc = tx
+            .incident(id)
+            .await?
+            .ok_or_else(|| Error::NotFound(id.to_owned()))?;
+        let e = tx.append(&entry(&inc.id, "note", actor, json!({ "text": text }))).await?;
+        tx.commit().await?;
+        self.announce(vec![e.clone()]);
+        Ok(e)
+    }
+
+    /// The review draft: while the incident is resolved it is re-rendered, so runbook
+    /// actions that finish after the resolve still appear; after close it is frozen.
+    pub(crate) async fn review(&self, id: &str) -> Result<String> {
+        firebreak_domain::IncidentId::parse(id)?;
+        let inc = self
+            .store
+            .incident(id)
+            .await?
+            .ok_or_else(|| Error::NotFound(id.to_owned()))?;
+        match inc.state.as_str() {
+            "resolved" => Ok(render_review(&inc, &self.store.timeline(id).await?)),
+            "closed" => Ok(inc.review),
+            state => Err(firebreak_domain::Error::Transition {
+                action: "review",
+                state: IncidentState::from_str_lossy(state).as_str(),
+            }
+            .into()),
+        }
+    }
+
+    /// Puts a runbook's progress on the incident's timeline (once per event).
+    pub(crate) async fn record_run(&self, event_id: &str, run: v1::RunChanged) -> Result<()> {
+        let data = json!({
+            "run_id": run.run_id, "runbook": run.runbook, "live": run.live,
+            "action": serde_json::from_str::<serde_json::Value>(&run.action).unwrap_or_default(),
+            "detail": run.detail,
+        });
+        let kind = format!("runbook_{}", run.change);
+        self.record(event_id, &run.incident_id, &kind, &format!("runbook:{}", run.runbook), data)
+            .await
+    }
+
+    /// Puts a delivery's outcome on the incident's timeline (once per event).
+    pub(crate) async fn record_delivery(&self, event_id: &str, d: v1::DeliveryChanged) -> Result<()> {
+        let data = json!({
+            "delivery_id": d.delivery_id, "channel": d.channel, "status": d.status,
+            "attempts": d.attempts, "error": d.error,
+        });
+        self.record(event_id, &d.incident_id, "notification", "notification", data)
+            .await
+    }
+
+    async fn record(
+        &self,
+        event_id: &str,
+        incident_id: &str,
+        kind: &str,
+        actor: &str,
+        data: serde_json::Value,
+    ) -> Result<()> {
+        let mut tx = self.store.begin().await?;
+        if !tx.mark_processed(event_id).await? {
+            return Ok(());
+        }
+        if tx.incident(incident_id).await?.is_none() {
+            tracing::warn!(incident_id, kind, "event for an unknown incident ignored");
+            tx.commit().await?;
+            return Ok(());
+        }
+        let e = tx.append(&entry(incident_id, kind, actor, data)).await?;
+        tx.commit().await?;
+        self.announce(vec![e]);
+        Ok(())
+    }
+
+    /// Applies a runbook's command to an incident, once per event.
+    pub(crate) async fn apply_command(&self, event_id: &str, cmd: v1::IncidentCommand) -> Result<()> {
+        let actor = cmd.actor.clone();
+        let id = cmd.incident_id.clone();
+        // The processed mark and the change share one transaction, so a redelivered command
+        // changes nothing.
+        match cmd.command {
+            Some(Command::Note(text)) => {
+                let mut tx = self.store.begin().await?;
+                if !tx.mark_processed(event_id).await? || tx.incident(&id).await?.is_none() {
+                    tx.commit().await?;
+                    return Ok(());
+                }
+                let e = tx.append(&entry(&id, "note", &actor, json!({ "text": text }))).await?;
+                tx.commit().await?;
+                self.announce(vec![e]);
+                Ok(())
+            }
+            Some(Command::SetSeverity(level)) => {
+                let severity = Severity::new(level)?;
+                let mut tx = self.store.begin().await?;
+                if !tx.mark_processed(event_id).await? {
+                    return Ok(());
+                }
+                let Some(mut inc) = tx.incident(&id).await? else {
+                    tx.commit().await?;
+                    return Ok(());
+                };
+                if inc.severity == level || !IncidentState::from_str_lossy(&inc.state).is_active() {
+                    tx.commit().await?;
+                    return Ok(());
+                }
+                let urgency: Urgency = inc.urgency.parse().unwrap_or_default();
+                let entries = vec![entry(&id, "severity_changed", &actor, json!({
+                    "from": inc.severity, "to": level, "reason": "set by a runbook",
+                }))];
+                inc.severity = level;
+                inc.priority = u32::from(Priority::from_impact_urgency(severity, urgency).level());
+                inc.updated_at = now_micros();
+                tx.update_incident(&inc).await?;
+                self.commit_change(tx, &inc, "severity_changed", &actor, entries).await
+            }
+            // The state machine makes this one idempotent: a redelivered resolve finds the
+            // incident resolved and is refused, which is the outcome wanted.
+            Some(Command::Resolve(summary)) => {
+                match self.transition(&id, Action::Resolve, &actor, &summary).await {
+                    Ok(_) | Err(Error::NotFound(_)) => Ok(()),
+                    Err(Error::Domain(firebreak_domain::Error::Transition { .. })) => Ok(()),
+                    Err(e) => Err(e),
+                }
+            }
+            None => Ok(()),
+        }
+    }
+}
+
+trait StateExt {
+    fn from_str_lossy(s: &str) -> IncidentState;
+}
+
+impl StateExt for IncidentState {
+    fn from_str_lossy(s: &str) -> IncidentState {
+        s.parse().unwrap_or(IncidentState::Closed)
+    }
+}
+
+fn entry(incident_id: &str, kind: &str, actor: &str, data: serde_json::Value) -> NewTimelineEntry {
+    NewTimelineEntry {
+        incident_id: incident_id.to_owned(),
+        kind: kind.to_owned(),
+        at: now_micros(),
+        actor: actor.to_owned(),
+        data,
+    }
+}
+
+fn render_review(inc: &IncidentRecord, timeline: &[TimelineRecord]) -> String {
+    let mut runs: Vec<firebreak_domain::ReviewRun> = Vec::new();
+    for t in timeline.iter().filter(|t| t.kind.starts_with("runbook_")) {
+        let name = t.data["runbook"].as_str().unwrap_or_default().to_owned();
+        let idx = match runs.iter().position(|r| r.runbook == name) {
+            Some(i) => i,
+            None => {
+                runs.push(firebreak_domain::ReviewRun {
+                    runbook: name,
+                    state: "running".into(),
+                    live: t.data["live"].as_bool().unwrap_or(false),
+                    actions: Vec::new(),
+                });
+                runs.len() - 1
+            }
+        };
+        let run = &mut runs[idx];
+        match t.kind.as_str() {
+            "runbook_action" => {
+                let a = &t.data["action"];
+                run.actions.push(format!(
+                    "`{}` {} → {}",
+                    a["action"].as_str().unwrap_or("?"),
+                    a["args"],
+                    a["status"].as_str().unwrap_or("?")
+                ));
+            }
+            "runbook_succeeded" => run.state = "succeeded".into(),
+            "runbook_failed" => {
+                run.state = format!("failed: {}", t.data["detail"].as_str().unwrap_or(""))
+            }
+            "runbook_waiting_approval" => run.state = "waiting for approval".into(),
+            _ => {}
+        }
+    }
+    review_markdown(&ReviewInput {
+        incident_id: inc.id.clone(),
+        title: inc.title.clone(),
+        category: inc.category.clone(),
+        severity: inc.severity as u8,
+        priority: inc.priority as u8,
+        alert_count: inc.alert_count,
+        opened_at: from_micros(inc.opened_at),
+        acknowledged_at: inc.acknowledged_at.map(from_micros),
+        resolved_at: inc.resolved_at.map(from_micros),
+        resolution_summary: inc.resolution_summary.clone(),
+        root_cause: inc.root_cause.clone(),
+        timeline: timeline
+            .iter()
+            .map(|t| TimelineItem {
+                at: from_micros(t.at),
+                kind: t.kind.clone(),
+                actor: t.actor.clone(),
+                detail: summarize(&t.data),
+            })
+            .collect(),
+        runs,
+    })
+}
+
+fn summarize(data: &serde_json::Value) -> String {
+    let mut parts = Vec::new();
+    if let Some(map) = data.as_object() {
+        for (k, v) in map {
+            match v {
+                serde_json::Value::Null => {}
+                serde_json::Value::String(s) if s.is_empty() => {}
+                serde_json::Value::String(s) => parts.push(format!("{k}: {s}")),
+                other => parts.push(format!("{k}: {other}")),
+            }
+        }
+    }
+    parts.join("; ")
+}
