@@ -10,8 +10,11 @@ use firebreak_storage::DeliveryRecord;
 pub struct Channel {
     /// The name runbooks and people use (`notify::send("NAME", ..)`).
     pub name: String,
-    #[serde(flatten)]
+    /// `log` or `webhook`.
     pub kind: ChannelKind,
+    /// Where a webhook POSTs.
+    #[serde(default)]
+    pub url: String,
     /// Incident changes it receives (opened, acknowledged, resolved, closed, severity_changed,
     /// alert_attached); empty means all but alert_attached.
     #[serde(default)]
@@ -22,15 +25,13 @@ pub struct Channel {
 }
 
 /// What a channel delivers to.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
-#[serde(tag = "kind", rename_all = "lowercase", deny_unknown_fields)]
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
 pub enum ChannelKind {
     /// A structured log line on the server.
     Log,
     /// An HTTP POST of the JSON payload to `url`, with an `Idempotency-Key` header.
-    Webhook {
-        url: String,
-    },
+    Webhook,
 }
 
 impl Channel {
@@ -39,6 +40,7 @@ impl Channel {
         Self {
             name: "log".into(),
             kind: ChannelKind::Log,
+            url: String::new(),
             events: Vec::new(),
             max_severity: 0,
         }
@@ -59,9 +61,9 @@ impl Channel {
                 tracing::info!(channel = %self.name, incident = %d.incident_id, kind = %d.kind, payload = %d.payload, "notification");
                 Ok(())
             }
-            ChannelKind::Webhook { url } => {
+            ChannelKind::Webhook => {
                 let resp = http
-                    .post(url)
+                    .post(&self.url)
                     .header("Idempotency-Key", &d.id)
                     .json(&d.payload)
                     .send()
@@ -86,7 +88,8 @@ pub(crate) fn validate(channels: &[Channel]) -> Result<(), String> {
         if !names.insert(c.name.as_str()) {
             return Err(format!("channel {:?} is defined twice", c.name));
         }
-        if let ChannelKind::Webhook { url } = &c.kind
+        let url = &c.url;
+        if c.kind == ChannelKind::Webhook
             && !(url.starts_with("http://") || url.starts_with("https://"))
         {
             return Err(format!("channel {:?}: url {url:?} must start with http:// or https://", c.name));
