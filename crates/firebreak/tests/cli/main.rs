@@ -1,0 +1,271 @@
+//! Tests of the real `firebreak` binary: crash recovery with `kill -9`, and the README's
+//! walk-through run command by command.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+const BIN: &str = env!("CARGO_BIN_EXE_firebreak");
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A `firebreak up` process on free ports over a data directory that outlives it.
+struct Server {
+    child: Child,
+    grpc: String,
+}
+
+impl Server {
+    fn start(data: &Path, runbooks: &Path, config: &Path) -> Self {
+        let (grpc, http) = (free_port(), free_port());
+        let child = Command::new(BIN)
+            .args(["up", "--data-dir"])
+            .arg(data)
+            .arg("--runbooks")
+            .arg(runbooks)
+            .arg("--config")
+            .arg(config)
+            .args(["--grpc-addr", &format!("127.0.0.1:{grpc}")])
+            .args(["--http-addr", &format!("127.0.0.1:{http}")])
+            .stdout(Stdio::null())
+            .stderr(if std::env::var_os("TEST_LOG").is_some() { Stdio::inherit() } else { Stdio::null() })
+            .spawn()
+            .unwrap();
+        let s = Self { child, grpc: format!("http://127.0.0.1:{grpc}") };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while std::net::TcpStream::connect(("127.0.0.1", grpc)).is_err() {
+            assert!(Instant::now() < deadline, "firebreak up did not listen");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        s
+    }
+
+    /// Runs a client command against this server and returns its stdout.
+    fn cli(&self, args: &[&str]) -> String {
+        let out = Command::new(BIN)
+            .args(["--server", &self.grpc])
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "firebreak {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    fn json(&self, args: &[&str]) -> Value {
+        let mut all = vec!["--output", "json"];
+        all.extend_from_slice(args);
+        serde_json::from_str(&self.cli(&all)).unwrap()
+    }
+
+    fn kill9(mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[derive(Clone, Debug)]
+struct Hit {
+    path: String,
+    key: String,
+    body: Value,
+}
+
+/// A local HTTP server: `/slow` answers after a second (so a kill lands mid-action), the
+/// rest at once. Every request is recorded.
+fn target(rt: &tokio::runtime::Runtime) -> (String, Arc<Mutex<Vec<Hit>>>) {
+    let hits: Arc<Mutex<Vec<Hit>>> = Arc::default();
+    let sink = hits.clone();
+    let app = axum::Router::new().fallback(
+        move |uri: axum::http::Uri, headers: axum::http::HeaderMap, body: axum::body::Bytes| {
+            let sink = sink.clone();
+            async move {
+                let hit = Hit {
+                    path: uri.path().to_owned(),
+                    key: headers.get("idempotency-key").and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned(),
+                    body: serde_json::from_slice(&body).unwrap_or(Value::Null),
+                };
+                let slow = hit.path == "/slow";
+                sink.lock().unwrap().push(hit);
+                if slow {
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+                "{}"
+            }
+        },
+    );
+    let listener = rt.block_on(tokio::net::TcpListener::bind("127.0.0.1:0")).unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    rt.spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (url, hits)
+}
+
+fn wait_for<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn write_runbook(dir: &Path) {
+    std::fs::write(
+        dir.join("contain-outage.yaml"),
+        "name: contain-outage\nmatch:\n  categories: [service-outage]\nparameters:\n  target:\n    default: http://unset.invalid\ncapabilities: [http, incident, notify]\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("contain-outage.rhai"),
+        "// Calls a slow target, then notes and notifies.\nfn run(incident, params) {\n    http::post(params.target + \"/slow\", #{ id: incident.id });\n    incident::note(\"target called\");\n    notify::send(\"ops\", \"contained\");\n}\n",
+    )
+    .unwrap();
+}
+
+#[test]
+fn kill_9_after_an_accepted_raise_loses_and_doubles_nothing() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let (url, hits) = target(&rt);
+    let dir = tempfile::tempdir().unwrap();
+    let runbooks = dir.path().join("runbooks");
+    std::fs::create_dir(&runbooks).unwrap();
+    write_runbook(&runbooks);
+    let config = dir.path().join("config.yaml");
+    std::fs::write(
+        &config,
+        format!("live: true\nchannels:\n  - name: ops\n    kind: webhook\n    url: {url}/hook\nrunbook_params:\n  contain-outage:\n    target: {url}\n"),
+    )
+    .unwrap();
+    let data = dir.path().join("data");
+
+    let server = Server::start(&data, &runbooks, &config);
+    let raised = server.json(&["raise", "--title", "payments service down", "--label", "service=payments"]);
+    let id = raised["incident_id"].as_str().unwrap().to_owned();
+    assert!(!id.is_empty());
+    // Kill while the runbook's first action is in flight.
+    wait_for("the runbook's first call", || {
+        hits.lock().unwrap().iter().any(|h| h.path == "/slow").then_some(())
+    });
+    server.kill9();
+
+    let server = Server::start(&data, &runbooks, &config);
+    let runs = wait_for("the run to finish after restart", || {
+        let runs = server.json(&["run", "list", "--incident", &id]);
+        let done = runs.as_array()?.iter().all(|r| r["state"] == "succeeded");
+        done.then_some(runs)
+    });
+    let runs = runs.as_array().unwrap();
+    assert_eq!(runs.len(), 1, "one run per runbook and incident");
+    let run_id = runs[0]["id"].as_str().unwrap();
+    let actions: Vec<&str> = runs[0]["actions"].as_array().unwrap().iter().map(|a| a["action"].as_str().unwrap()).collect();
+    assert_eq!(actions, ["http.post", "incident.note", "notify.send"]);
+
+    // The interrupted call was retried with the same idempotency key, so the target can dedupe.
+    let slow: Vec<Hit> = hits.lock().unwrap().iter().filter(|h| h.path == "/slow").cloned().collect();
+    assert!(!slow.is_empty());
+    assert!(slow.iter().all(|h| h.key == format!("{run_id}:1")), "{slow:?}");
+
+    // Notifications: the opened incident and the runbook's message each delivered, the
+    // message once (it was produced once, after the restart).
+    let hooks = wait_for("both notifications", || {
+        let hooks: Vec<Hit> = hits.lock().unwrap().iter().filter(|h| h.path == "/hook").cloned().collect();
+        let kinds: Vec<&str> = hooks.iter().filter_map(|h| h.body["kind"].as_str()).collect();
+        (kinds.contains(&"incident.opened") && kinds.contains(&"runbook.message")).then_some(hooks)
+    });
+    let messages = hooks.iter().filter(|h| h.body["kind"] == "runbook.message").count();
+    assert_eq!(messages, 1);
+
+    // The incident exists once, with the runbook's note once.
+    let incidents = server.json(&["incident", "list"]);
+    assert_eq!(incidents.as_array().unwrap().len(), 1);
+    let timeline = wait_for("the note on the timeline", || {
+        let t = server.json(&["incident", "timeline", &id]);
+        t.as_array()?.iter().any(|e| e["kind"] == "note").then_some(t)
+    });
+    let notes = timeline.as_array().unwrap().iter().filter(|e| e["kind"] == "note").count();
+    assert_eq!(notes, 1, "{timeline:#}");
+    let opened = timeline.as_array().unwrap().iter().filter(|e| e["kind"] == "opened").count();
+    assert_eq!(opened, 1);
+}
+
+/// The README's walk-through, run as written (commands between the tested markers).
+#[test]
+fn the_readme_walkthrough_works() {
+    let readme = std::fs::read_to_string(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../README.md")).unwrap();
+    let block = readme
+        .split("<!-- walkthrough:start -->")
+        .nth(1)
+        .and_then(|rest| rest.split("<!-- walkthrough:end -->").next())
+        .expect("README has a walkthrough block");
+    // `ID=$(firebreak raise ...)` keeps the id for the later `$ID`s.
+    let commands: Vec<&str> = block
+        .lines()
+        .map(|l| l.trim().trim_start_matches("ID=$(").trim_end_matches(')'))
+        .filter(|l| l.starts_with("firebreak ") && !l.starts_with("firebreak up"))
+        .collect();
+    assert!(commands.len() >= 6, "{commands:?}");
+
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("config.yaml");
+    std::fs::write(&config, "{}\n").unwrap();
+    let runbooks = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../runbooks");
+    let server = Server::start(&dir.path().join("data"), &runbooks, &config);
+    let mut id = String::new();
+    for line in commands {
+        let line = line.replace("$ID", &id);
+        let args = shell_words(&line[("firebreak ".len())..]);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let out = server.cli(&args);
+        if args[0] == "raise" && id.is_empty() {
+            id = out.trim().to_owned();
+        }
+        // Runbooks run asynchronously; the walk-through's later steps expect the first run.
+        if args[0] == "raise" {
+            wait_for("the first run", || {
+                let runs = server.json(&["run", "list", "--incident", &id]);
+                (!runs.as_array()?.is_empty()).then_some(())
+            });
+        }
+    }
+    let inc = server.json(&["incident", "show", &id]);
+    assert_eq!(inc["state"], "closed", "the walk-through ends with a closed incident");
+}
+
+/// Splits a command line on spaces, honouring double quotes.
+fn shell_words(s: &str) -> Vec<String> {
+    let mut words = Vec::new();
+    let mut cur = String::new();
+    let mut quoted = false;
+    for c in s.chars() {
+        match c {
+            '"' => quoted = !quoted,
+            ' ' if !quoted => {
+                if !cur.is_empty() {
+                    words.push(std::mem::take(&mut cur));
+                }
+            }
+            c => cur.push(c),
+        }
+    }
+    if !cur.is_empty() {
+        words.push(cur);
+    }
+    words
+}

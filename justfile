@@ -1,0 +1,22 @@
+# Firebreak's everyday commands. `cargo install just --locked` if you do not have just.
+
+# Run Firebreak in embedded mode (all services, SQLite, in-process bus).
+run *ARGS:
+    cargo run -p firebreak -- up {{ARGS}}
+
+# Run every test (unit, integration, end-to-end).
+test:
+    cargo test --workspace --locked
+
+# Lint: formatting and clippy with warnings as errors.
+lint:
+    cargo fmt --all -- --check
+    cargo clippy --workspace --all-targets --locked -- -D warnings
+
+# Format the code.
+fmt:
+    cargo fmt --all
+
+# Compile and check the shipped runbooks.
+check-runbooks:
+    cargo run -q -p firebreak -- runbook check runbooks
