@@ -4,8 +4,15 @@ use std::path::PathBuf;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../proto");
-    let files = ["common", "events", "intake", "incidents", "orchestration", "notification"]
-        .map(|name| root.join(format!("firebreak/v1/{name}.proto")));
+    let files = [
+        "common",
+        "events",
+        "intake",
+        "incidents",
+        "orchestration",
+        "notification",
+    ]
+    .map(|name| root.join(format!("firebreak/v1/{name}.proto")));
     for file in &files {
         println!("cargo:rerun-if-changed={}", file.display());
     }

@@ -34,7 +34,10 @@ fn alert(title: &str, labels: &[(&str, &str)]) -> v1::RaiseIncidentRequest {
     v1::RaiseIncidentRequest {
         alert: Some(AlertInput {
             title: title.into(),
-            labels: labels.iter().map(|(k, v)| ((*k).into(), (*v).into())).collect::<HashMap<_, _>>(),
+            labels: labels
+                .iter()
+                .map(|(k, v)| ((*k).into(), (*v).into()))
+                .collect::<HashMap<_, _>>(),
             source: "e2e".into(),
             ..Default::default()
         }),
@@ -81,7 +84,10 @@ async fn the_whole_incident_path() {
         let id = id.clone();
         async move {
             let r = runs
-                .list_runs(v1::ListRunsRequest { incident_id: id, limit: 0 })
+                .list_runs(v1::ListRunsRequest {
+                    incident_id: id,
+                    limit: 0,
+                })
                 .await
                 .ok()?
                 .into_inner();
@@ -98,7 +104,11 @@ async fn the_whole_incident_path() {
         .collect();
     assert_eq!(
         actions,
-        [("http.post", "done"), ("incident.note", "done"), ("notify.send", "done")]
+        [
+            ("http.post", "done"),
+            ("incident.note", "done"),
+            ("notify.send", "done")
+        ]
     );
     // The target saw the action once, with the run's stable idempotency key.
     let restarts = target.on("/restart");
@@ -109,16 +119,25 @@ async fn the_whole_incident_path() {
     // Notify: the webhook got the opened incident and the runbook's message.
     let hooks = eventually("two webhook deliveries", || {
         let got = target.on("/hook");
-        let kinds: Vec<String> = got.iter().map(|r| r.body["kind"].as_str().unwrap_or("").to_owned()).collect();
+        let kinds: Vec<String> = got
+            .iter()
+            .map(|r| r.body["kind"].as_str().unwrap_or("").to_owned())
+            .collect();
         let done = (kinds.contains(&"incident.opened".to_owned())
             && kinds.contains(&"runbook.message".to_owned()))
         .then_some(got);
         async move { done }
     })
     .await;
-    let opened = hooks.iter().find(|r| r.body["kind"] == "incident.opened").unwrap();
+    let opened = hooks
+        .iter()
+        .find(|r| r.body["kind"] == "incident.opened")
+        .unwrap();
     assert_eq!(opened.body["incident"]["id"], id.as_str());
-    let message = hooks.iter().find(|r| r.body["kind"] == "runbook.message").unwrap();
+    let message = hooks
+        .iter()
+        .find(|r| r.body["kind"] == "runbook.message")
+        .unwrap();
     assert_eq!(message.body["message"], "restarted checkout");
 
     // Dedup: the same signal joins the open incident.
@@ -133,12 +152,37 @@ async fn the_whole_incident_path() {
     assert_ne!(again.alert_id, raised.alert_id);
 
     // Bad input: a clear error naming the field, and nothing stored.
-    let before = s.incidents.list_incidents(v1::ListIncidentsRequest::default()).await.unwrap().into_inner().incidents.len();
+    let before = s
+        .incidents
+        .list_incidents(v1::ListIncidentsRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .incidents
+        .len();
     let bad = [
         (alert("  ", &[]), "title"),
-        (v1::RaiseIncidentRequest { alert: Some(AlertInput { title: "x".into(), severity: 9, ..Default::default() }) }, "severity"),
+        (
+            v1::RaiseIncidentRequest {
+                alert: Some(AlertInput {
+                    title: "x".into(),
+                    severity: 9,
+                    ..Default::default()
+                }),
+            },
+            "severity",
+        ),
         (alert("x", &[("9bad", "v")]), "labels"),
-        (v1::RaiseIncidentRequest { alert: Some(AlertInput { title: "x".into(), category: "nope".into(), ..Default::default() }) }, "category"),
+        (
+            v1::RaiseIncidentRequest {
+                alert: Some(AlertInput {
+                    title: "x".into(),
+                    category: "nope".into(),
+                    ..Default::default()
+                }),
+            },
+            "category",
+        ),
         (v1::RaiseIncidentRequest { alert: None }, "alert"),
     ];
     for (req, field) in bad {
@@ -146,38 +190,150 @@ async fn the_whole_incident_path() {
         assert_eq!(err.code(), Code::InvalidArgument, "{field}: {err:?}");
         assert!(err.message().contains(field), "{field}: {}", err.message());
     }
-    let after = s.incidents.list_incidents(v1::ListIncidentsRequest::default()).await.unwrap().into_inner().incidents.len();
+    let after = s
+        .incidents
+        .list_incidents(v1::ListIncidentsRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .incidents
+        .len();
     assert_eq!(before, after);
-    let err = s.incidents.get_incident(v1::GetIncidentRequest { id: "not-an-id".into() }).await.unwrap_err();
+    let err = s
+        .incidents
+        .get_incident(v1::GetIncidentRequest {
+            id: "not-an-id".into(),
+        })
+        .await
+        .unwrap_err();
     assert_eq!(err.code(), Code::InvalidArgument);
     let unknown = firebreak_domain_free_id();
-    let err = s.incidents.get_incident(v1::GetIncidentRequest { id: unknown.clone() }).await.unwrap_err();
+    let err = s
+        .incidents
+        .get_incident(v1::GetIncidentRequest {
+            id: unknown.clone(),
+        })
+        .await
+        .unwrap_err();
     assert_eq!(err.code(), Code::NotFound);
-    let err = s.incidents.acknowledge(v1::AcknowledgeRequest { id: unknown, actor: "sre".into() }).await.unwrap_err();
+    let err = s
+        .incidents
+        .acknowledge(v1::AcknowledgeRequest {
+            id: unknown,
+            actor: "sre".into(),
+        })
+        .await
+        .unwrap_err();
     assert_eq!(err.code(), Code::NotFound);
-    let err = s.incidents.close(v1::CloseRequest { id: id.clone(), actor: "sre".into(), root_cause: "x".into() }).await.unwrap_err();
+    let err = s
+        .incidents
+        .close(v1::CloseRequest {
+            id: id.clone(),
+            actor: "sre".into(),
+            root_cause: "x".into(),
+        })
+        .await
+        .unwrap_err();
     assert_eq!(err.code(), Code::FailedPrecondition, "close before resolve");
-    let err = s.incidents.get_review(v1::GetReviewRequest { id: id.clone() }).await.unwrap_err();
-    assert_eq!(err.code(), Code::FailedPrecondition, "review before resolve");
+    let err = s
+        .incidents
+        .get_review(v1::GetReviewRequest { id: id.clone() })
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err.code(),
+        Code::FailedPrecondition,
+        "review before resolve"
+    );
 
     // Close: acknowledge, resolve (review drafted), close with a root cause.
-    let acked = s.incidents.acknowledge(v1::AcknowledgeRequest { id: id.clone(), actor: "alice".into() }).await.unwrap().into_inner().incident.unwrap();
+    let acked = s
+        .incidents
+        .acknowledge(v1::AcknowledgeRequest {
+            id: id.clone(),
+            actor: "alice".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .incident
+        .unwrap();
     assert_eq!(acked.state, "acknowledged");
     assert!(acked.acknowledged_at.is_some());
-    let err = s.incidents.acknowledge(v1::AcknowledgeRequest { id: id.clone(), actor: "alice".into() }).await.unwrap_err();
+    let err = s
+        .incidents
+        .acknowledge(v1::AcknowledgeRequest {
+            id: id.clone(),
+            actor: "alice".into(),
+        })
+        .await
+        .unwrap_err();
     assert_eq!(err.code(), Code::FailedPrecondition, "acknowledging twice");
-    let resolved = s.incidents.resolve(v1::ResolveRequest { id: id.clone(), actor: "alice".into(), summary: "restarted checkout".into() }).await.unwrap().into_inner().incident.unwrap();
+    let resolved = s
+        .incidents
+        .resolve(v1::ResolveRequest {
+            id: id.clone(),
+            actor: "alice".into(),
+            summary: "restarted checkout".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .incident
+        .unwrap();
     assert_eq!(resolved.state, "resolved");
-    let review = s.incidents.get_review(v1::GetReviewRequest { id: id.clone() }).await.unwrap().into_inner().markdown;
-    for want in ["# Post-incident review: checkout service down", "Time to acknowledge:", "Time to resolve:", "Resolution: restarted checkout", "### restart-service (succeeded, live)", "`http.post`", "## Root cause"] {
+    let review = s
+        .incidents
+        .get_review(v1::GetReviewRequest { id: id.clone() })
+        .await
+        .unwrap()
+        .into_inner()
+        .markdown;
+    for want in [
+        "# Post-incident review: checkout service down",
+        "Time to acknowledge:",
+        "Time to resolve:",
+        "Resolution: restarted checkout",
+        "### restart-service (succeeded, live)",
+        "`http.post`",
+        "## Root cause",
+    ] {
         assert!(review.contains(want), "review lacks {want:?}:\n{review}");
     }
-    let err = s.incidents.close(v1::CloseRequest { id: id.clone(), actor: "alice".into(), root_cause: " ".into() }).await.unwrap_err();
+    let err = s
+        .incidents
+        .close(v1::CloseRequest {
+            id: id.clone(),
+            actor: "alice".into(),
+            root_cause: " ".into(),
+        })
+        .await
+        .unwrap_err();
     assert_eq!(err.code(), Code::InvalidArgument);
     assert!(err.message().contains("root_cause"));
-    let closed = s.incidents.close(v1::CloseRequest { id: id.clone(), actor: "alice".into(), root_cause: "a bad deploy".into() }).await.unwrap().into_inner().incident.unwrap();
-    assert_eq!((closed.state.as_str(), closed.root_cause.as_str()), ("closed", "a bad deploy"));
-    let review = s.incidents.get_review(v1::GetReviewRequest { id: id.clone() }).await.unwrap().into_inner().markdown;
+    let closed = s
+        .incidents
+        .close(v1::CloseRequest {
+            id: id.clone(),
+            actor: "alice".into(),
+            root_cause: "a bad deploy".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .incident
+        .unwrap();
+    assert_eq!(
+        (closed.state.as_str(), closed.root_cause.as_str()),
+        ("closed", "a bad deploy")
+    );
+    let review = s
+        .incidents
+        .get_review(v1::GetReviewRequest { id: id.clone() })
+        .await
+        .unwrap()
+        .into_inner()
+        .markdown;
     assert!(review.contains("a bad deploy"));
 
     // Every step is on the timeline, in order.
@@ -185,19 +341,42 @@ async fn the_whole_incident_path() {
         let mut incidents = s.incidents.clone();
         let id = id.clone();
         async move {
-            let t = incidents.get_timeline(v1::GetTimelineRequest { id }).await.ok()?.into_inner().entries;
+            let t = incidents
+                .get_timeline(v1::GetTimelineRequest { id })
+                .await
+                .ok()?
+                .into_inner()
+                .entries;
             t.iter().any(|e| e.kind == "note").then_some(t)
         }
     })
     .await;
     let kinds: Vec<&str> = timeline.iter().map(|e| e.kind.as_str()).collect();
-    let order = ["opened", "categorized", "prioritized", "runbook_started", "alert_attached", "acknowledged", "resolved", "review_drafted", "closed"];
+    let order = [
+        "opened",
+        "categorized",
+        "prioritized",
+        "runbook_started",
+        "alert_attached",
+        "acknowledged",
+        "resolved",
+        "review_drafted",
+        "closed",
+    ];
     let mut at = 0;
     for want in order {
-        let pos = kinds[at..].iter().position(|k| *k == want).unwrap_or_else(|| panic!("{want} missing after position {at} in {kinds:?}"));
+        let pos = kinds[at..]
+            .iter()
+            .position(|k| *k == want)
+            .unwrap_or_else(|| panic!("{want} missing after position {at} in {kinds:?}"));
         at += pos + 1;
     }
-    for kind in ["runbook_action", "runbook_succeeded", "note", "notification"] {
+    for kind in [
+        "runbook_action",
+        "runbook_succeeded",
+        "note",
+        "notification",
+    ] {
         assert!(kinds.contains(&kind), "{kind} missing in {kinds:?}");
     }
     let ack = timeline.iter().find(|e| e.kind == "acknowledged").unwrap();
@@ -205,9 +384,17 @@ async fn the_whole_incident_path() {
 
     // Health and metrics on the HTTP port.
     let metrics = http_get(&format!("{}/metrics", s.http)).await;
-    assert!(metrics.contains("firebreak_incidents_opened_total"), "{metrics}");
+    assert!(
+        metrics.contains("firebreak_incidents_opened_total"),
+        "{metrics}"
+    );
     assert_eq!(http_get(&format!("{}/healthz", s.http)).await, "ok\n");
-    drop(s.notifications.list_deliveries(v1::ListDeliveriesRequest::default()).await.unwrap());
+    drop(
+        s.notifications
+            .list_deliveries(v1::ListDeliveriesRequest::default())
+            .await
+            .unwrap(),
+    );
 }
 
 #[tokio::test]
@@ -221,20 +408,40 @@ async fn dry_run_records_without_acting() {
         target.url, target.url
     );
     let mut s = Stack::start(runbooks.path(), &config).await;
-    let id = s.intake.raise_incident(alert("api down", &[("service", "api")])).await.unwrap().into_inner().incident_id;
+    let id = s
+        .intake
+        .raise_incident(alert("api down", &[("service", "api")]))
+        .await
+        .unwrap()
+        .into_inner()
+        .incident_id;
     let run = eventually("the dry run to finish", || {
         let mut runs = s.runs.clone();
         let id = id.clone();
         async move {
-            let r = runs.list_runs(v1::ListRunsRequest { incident_id: id, limit: 0 }).await.ok()?.into_inner();
+            let r = runs
+                .list_runs(v1::ListRunsRequest {
+                    incident_id: id,
+                    limit: 0,
+                })
+                .await
+                .ok()?
+                .into_inner();
             r.runs.into_iter().find(|r| r.state == "succeeded")
         }
     })
     .await;
     assert!(!run.live);
     assert_eq!(run.actions[0].status, "simulated");
-    assert!(target.on("/restart").is_empty(), "a dry run must not call the target");
-    let _ = s.runs.get_run(v1::GetRunRequest { id: run.id }).await.unwrap();
+    assert!(
+        target.on("/restart").is_empty(),
+        "a dry run must not call the target"
+    );
+    let _ = s
+        .runs
+        .get_run(v1::GetRunRequest { id: run.id })
+        .await
+        .unwrap();
 }
 
 fn firebreak_domain_free_id() -> String {
@@ -248,11 +455,14 @@ async fn http_get(url: &str) -> String {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut stream = tokio::net::TcpStream::connect(host).await.unwrap();
     stream
-        .write_all(format!("GET /{path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n").as_bytes())
+        .write_all(
+            format!("GET /{path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n").as_bytes(),
+        )
         .await
         .unwrap();
     let mut buf = String::new();
     stream.read_to_string(&mut buf).await.unwrap();
-    let body = buf.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default();
-    body
+    buf.split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default()
 }

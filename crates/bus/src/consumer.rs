@@ -66,7 +66,11 @@ pub async fn consume<F, Fut>(
             }
         };
         for delivery in batch {
-            if !deliver(&*bus, stream, consumer, &options, &shutdown, &handler, delivery).await {
+            if !deliver(
+                &*bus, stream, consumer, &options, &shutdown, &handler, delivery,
+            )
+            .await
+            {
                 break;
             }
         }

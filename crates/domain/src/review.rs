@@ -69,7 +69,10 @@ pub fn review_markdown(r: &ReviewInput) -> String {
         let _ = writeln!(md, "- Resolution: {}", r.resolution_summary);
     }
     let _ = writeln!(md, "\n## Timeline\n");
-    let _ = writeln!(md, "| at | what | who | detail |\n| --- | --- | --- | --- |");
+    let _ = writeln!(
+        md,
+        "| at | what | who | detail |\n| --- | --- | --- | --- |"
+    );
     for item in &r.timeline {
         let _ = writeln!(
             md,

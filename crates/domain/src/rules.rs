@@ -100,25 +100,40 @@ impl Taxonomy {
             {
                 return Err(invalid(
                     "taxonomy",
-                    format!("category name {:?} must be lowercase letters, digits and -", rule.name),
+                    format!(
+                        "category name {:?} must be lowercase letters, digits and -",
+                        rule.name
+                    ),
                 ));
             }
             if !seen.insert(rule.name.as_str()) {
-                return Err(invalid("taxonomy", format!("category {:?} is listed twice", rule.name)));
+                return Err(invalid(
+                    "taxonomy",
+                    format!("category {:?} is listed twice", rule.name),
+                ));
             }
             Severity::new(rule.severity).map_err(|_| {
                 invalid(
                     "taxonomy",
-                    format!("category {:?} has severity {} outside 1-5", rule.name, rule.severity),
+                    format!(
+                        "category {:?} has severity {} outside 1-5",
+                        rule.name, rule.severity
+                    ),
                 )
             })?;
         }
         if !seen.contains(UNCATEGORIZED) {
-            return Err(invalid("taxonomy", "the category \"uncategorized\" must exist"));
+            return Err(invalid(
+                "taxonomy",
+                "the category \"uncategorized\" must exist",
+            ));
         }
         for (value, level) in &self.severity_values {
             Severity::new(*level).map_err(|_| {
-                invalid("taxonomy", format!("severity value {value:?} maps to {level}, outside 1-5"))
+                invalid(
+                    "taxonomy",
+                    format!("severity value {value:?} maps to {level}, outside 1-5"),
+                )
             })?;
         }
         Ok(())
@@ -149,10 +164,7 @@ impl Taxonomy {
         let (severity, severity_reason) = match signal.severity {
             Some(s) => (s, "stated by the signal".to_owned()),
             None => match self.severity_from_label(signal) {
-                Some((s, value)) => (
-                    s,
-                    format!("label {}={value}", self.severity_label),
-                ),
+                Some((s, value)) => (s, format!("label {}={value}", self.severity_label)),
                 None => {
                     let level = rule.map_or(3, |r| r.severity);
                     (
@@ -282,20 +294,32 @@ mod tests {
         let t = Taxonomy::default();
         let c = |s: &Signal| t.classify(s).unwrap().category;
         // Keywords match whole words and phrases, not substrings ("dos" is not in "windows").
-        assert_eq!(c(&signal("SYN flood against edge", &[])), "denial-of-service");
+        assert_eq!(
+            c(&signal("SYN flood against edge", &[])),
+            "denial-of-service"
+        );
         assert_eq!(c(&signal("Windows update pending", &[])), "uncategorized");
-        assert_eq!(c(&signal("checkout latency above SLO", &[])), "performance-degradation");
+        assert_eq!(
+            c(&signal("checkout latency above SLO", &[])),
+            "performance-degradation"
+        );
         // Label matchers beat keywords; the category label beats both.
         assert_eq!(
             c(&signal("ransomware", &[("alertname", "ServiceDown")])),
             "service-outage"
         );
         assert_eq!(
-            c(&signal("ransomware", &[("category", "phishing"), ("alertname", "ServiceDown")])),
+            c(&signal(
+                "ransomware",
+                &[("category", "phishing"), ("alertname", "ServiceDown")]
+            )),
             "phishing"
         );
         // An unknown category label is ignored, an unknown explicit category is an error.
-        assert_eq!(c(&signal("ransomware found", &[("category", "nope")])), "malware");
+        assert_eq!(
+            c(&signal("ransomware found", &[("category", "nope")])),
+            "malware"
+        );
         let mut explicit = signal("x", &[]);
         explicit.category = Some("nope".into());
         let err = t.classify(&explicit).unwrap_err();
@@ -311,11 +335,16 @@ mod tests {
         let c = t.classify(&signal("ddos on api", &[])).unwrap();
         assert_eq!((c.severity.level(), c.priority.level()), (1, 1));
         // The severity label wins over the category's default.
-        let c = t.classify(&signal("ddos on api", &[("severity", "warning")])).unwrap();
+        let c = t
+            .classify(&signal("ddos on api", &[("severity", "warning")]))
+            .unwrap();
         assert_eq!((c.severity.level(), c.priority.level()), (3, 2));
         assert_eq!(c.severity_reason, "label severity=warning");
         // An explicit severity wins over the label; the urgency label lowers priority.
-        let mut s = signal("ddos on api", &[("severity", "warning"), ("urgency", "low")]);
+        let mut s = signal(
+            "ddos on api",
+            &[("severity", "warning"), ("urgency", "low")],
+        );
         s.severity = Some(Severity::MINOR);
         let c = t.classify(&s).unwrap();
         assert_eq!((c.severity.level(), c.priority.level()), (4, 5));

@@ -53,7 +53,10 @@ impl Signal {
             return Err(invalid("title", "must not be empty"));
         }
         if title.chars().count() > MAX_TITLE {
-            return Err(invalid("title", format!("longer than {MAX_TITLE} characters")));
+            return Err(invalid(
+                "title",
+                format!("longer than {MAX_TITLE} characters"),
+            ));
         }
         if input.description.len() > MAX_DESCRIPTION {
             return Err(invalid(
@@ -160,7 +163,6 @@ pub fn derive_dedup_key(source: &str, title: &str) -> String {
     let hex: String = digest[..12].iter().map(|b| format!("{b:02x}")).collect();
     format!("{source}:{hex}")
 }
-
 
 #[cfg(test)]
 mod tests {

@@ -41,17 +41,23 @@ impl App {
         // reqwest's rustls needs a process-wide crypto provider before any client is built.
         let _ = rustls::crypto::ring::default_provider().install_default();
         std::fs::create_dir_all(&config.data_dir).with_context(|| {
-            format!("cannot create the data directory {}", config.data_dir.display())
+            format!(
+                "cannot create the data directory {}",
+                config.data_dir.display()
+            )
         })?;
         let db = |name: &str| config.data_dir.join(format!("{name}.db"));
         let fsync = config.durable_fsync;
         let bus: Arc<dyn Bus> = Arc::new(EmbeddedBus::new(Arc::new(
-            SqliteBusLog::open(&db("bus"), fsync).await.context("opening bus.db")?,
+            SqliteBusLog::open(&db("bus"), fsync)
+                .await
+                .context("opening bus.db")?,
         )));
-        let catalog = Catalog::load(&config.runbooks_dir, &Limits::default()).map_err(|errors| {
-            let lines: Vec<String> = errors.iter().map(ToString::to_string).collect();
-            anyhow::anyhow!("invalid runbooks:\n{}", lines.join("\n"))
-        })?;
+        let catalog =
+            Catalog::load(&config.runbooks_dir, &Limits::default()).map_err(|errors| {
+                let lines: Vec<String> = errors.iter().map(ToString::to_string).collect();
+                anyhow::anyhow!("invalid runbooks:\n{}", lines.join("\n"))
+            })?;
         let runbooks = catalog.all().len();
 
         let grpc = TcpListener::bind(config.grpc_addr)
@@ -63,7 +69,11 @@ impl App {
         let grpc_addr = grpc.local_addr()?;
 
         let triage = Triage::new(
-            Arc::new(SqliteTriageStore::open(&db("triage"), fsync).await.context("opening triage.db")?),
+            Arc::new(
+                SqliteTriageStore::open(&db("triage"), fsync)
+                    .await
+                    .context("opening triage.db")?,
+            ),
             bus.clone(),
             config.taxonomy(),
         );
@@ -73,7 +83,11 @@ impl App {
             .connect_timeout(Duration::from_secs(2))
             .connect_lazy();
         let intake = Intake::new(
-            Arc::new(SqliteIntakeStore::open(&db("intake"), fsync).await.context("opening intake.db")?),
+            Arc::new(
+                SqliteIntakeStore::open(&db("intake"), fsync)
+                    .await
+                    .context("opening intake.db")?,
+            ),
             bus.clone(),
             config.taxonomy(),
             channel,
@@ -143,7 +157,9 @@ impl App {
         self.notification.spawn(&mut tasks, &work);
 
         let (health, health_service) = tonic_health::server::health_reporter();
-        health.set_service_status("", tonic_health::ServingStatus::Serving).await;
+        health
+            .set_service_status("", tonic_health::ServingStatus::Serving)
+            .await;
         let reflection = tonic_reflection::server::Builder::configure()
             .register_encoded_file_descriptor_set(firebreak_proto::FILE_DESCRIPTOR_SET)
             .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
@@ -181,7 +197,9 @@ impl App {
             let health = health.clone();
             async move {
                 shutdown.cancelled().await;
-                health.set_service_status("", tonic_health::ServingStatus::NotServing).await;
+                health
+                    .set_service_status("", tonic_health::ServingStatus::NotServing)
+                    .await;
             }
         };
         let (grpc_result, http_result, ()) = tokio::join!(grpc, http, watch_health);
@@ -194,7 +212,10 @@ impl App {
             .await
             .is_err()
         {
-            tracing::warn!(grace_seconds = grace.as_secs(), "background work did not finish in the grace period; the journal and outbox keep it for the next start");
+            tracing::warn!(
+                grace_seconds = grace.as_secs(),
+                "background work did not finish in the grace period; the journal and outbox keep it for the next start"
+            );
             tasks.abort_all();
         }
         Ok(())

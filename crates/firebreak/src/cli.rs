@@ -19,7 +19,12 @@ use crate::{App, Config};
 #[command(name = "firebreak", version, about)]
 pub struct Cli {
     /// The server's gRPC address, for client commands.
-    #[arg(long, global = true, env = "FIREBREAK_SERVER", default_value = "http://127.0.0.1:7400")]
+    #[arg(
+        long,
+        global = true,
+        env = "FIREBREAK_SERVER",
+        default_value = "http://127.0.0.1:7400"
+    )]
     pub server: String,
     /// How client commands print results.
     #[arg(long, global = true, env = "FIREBREAK_OUTPUT", value_enum, default_value_t = OutputFormat::Table)]
@@ -96,10 +101,16 @@ pub enum IncidentCmd {
         #[arg(long)]
         state: Option<String>,
     },
-    Show { id: String },
-    Timeline { id: String },
+    Show {
+        id: String,
+    },
+    Timeline {
+        id: String,
+    },
     #[command(name = "ack")]
-    Acknowledge { id: String },
+    Acknowledge {
+        id: String,
+    },
     Resolve {
         id: String,
         #[arg(long, default_value = "")]
@@ -112,9 +123,14 @@ pub enum IncidentCmd {
         root_cause: String,
     },
     /// Add a note to the timeline.
-    Note { id: String, text: String },
+    Note {
+        id: String,
+        text: String,
+    },
     /// The post-incident review draft (Markdown).
-    Review { id: String },
+    Review {
+        id: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -134,7 +150,9 @@ pub enum RunCmd {
         #[arg(long)]
         incident: Option<String>,
     },
-    Show { run: String },
+    Show {
+        run: String,
+    },
     /// Approve a run's pending approval; the run resumes.
     Approve {
         run: String,
@@ -200,7 +218,11 @@ async fn up(args: UpArgs) -> anyhow::Result<()> {
         "firebreak is up (embedded mode)\n  gRPC    {grpc}  (health, reflection)\n  HTTP    http://{http}/healthz  http://{http}/metrics\n  data    {}\n  runbooks {} loaded, {}\n\nraise a first incident:\n  firebreak raise --title \"checkout latency above SLO\" --label service=checkout\n  firebreak incident list",
         data_dir.display(),
         app.runbook_count(),
-        if live { "LIVE: side-effecting actions act for real" } else { "dry run: side-effecting actions are simulated (--live to act)" },
+        if live {
+            "LIVE: side-effecting actions act for real"
+        } else {
+            "dry run: side-effecting actions are simulated (--live to act)"
+        },
     );
     let shutdown = CancellationToken::new();
     let signal = shutdown.clone();
@@ -236,7 +258,11 @@ async fn wait_for_signal() {
 fn check(dir: &std::path::Path, out: &Out) -> i32 {
     match firebreak_runbook::Catalog::load(dir, &firebreak_runbook::Limits::default()) {
         Ok(catalog) => {
-            let names: Vec<&str> = catalog.all().iter().map(|r| r.manifest.name.as_str()).collect();
+            let names: Vec<&str> = catalog
+                .all()
+                .iter()
+                .map(|r| r.manifest.name.as_str())
+                .collect();
             out.check_ok(&names);
             0
         }
@@ -313,21 +339,33 @@ async fn client(cmd: Command, channel: Channel, out: &Out) -> anyhow::Result<()>
         }
         Command::Incident(IncidentCmd::Resolve { id, summary }) => {
             let r = incidents
-                .resolve(v1::ResolveRequest { id, actor: who(), summary })
+                .resolve(v1::ResolveRequest {
+                    id,
+                    actor: who(),
+                    summary,
+                })
                 .await
                 .map_err(status)?;
             out.incident(r.into_inner().incident.as_ref());
         }
         Command::Incident(IncidentCmd::Close { id, root_cause }) => {
             let r = incidents
-                .close(v1::CloseRequest { id, actor: who(), root_cause })
+                .close(v1::CloseRequest {
+                    id,
+                    actor: who(),
+                    root_cause,
+                })
                 .await
                 .map_err(status)?;
             out.incident(r.into_inner().incident.as_ref());
         }
         Command::Incident(IncidentCmd::Note { id, text }) => {
             let r = incidents
-                .add_note(v1::AddNoteRequest { id, actor: who(), text })
+                .add_note(v1::AddNoteRequest {
+                    id,
+                    actor: who(),
+                    text,
+                })
                 .await
                 .map_err(status)?;
             out.timeline(r.into_inner().entry.as_slice());
@@ -369,7 +407,11 @@ async fn client(cmd: Command, channel: Channel, out: &Out) -> anyhow::Result<()>
         }
         Command::Run(RunCmd::Approve { run, comment }) => {
             let r = runs
-                .approve(v1::DecideApprovalRequest { run_id: run, actor: who(), comment })
+                .approve(v1::DecideApprovalRequest {
+                    run_id: run,
+                    actor: who(),
+                    comment,
+                })
                 .await
                 .map_err(status)?
                 .into_inner();
@@ -377,13 +419,19 @@ async fn client(cmd: Command, channel: Channel, out: &Out) -> anyhow::Result<()>
         }
         Command::Run(RunCmd::Reject { run, comment }) => {
             let r = runs
-                .reject(v1::DecideApprovalRequest { run_id: run, actor: who(), comment })
+                .reject(v1::DecideApprovalRequest {
+                    run_id: run,
+                    actor: who(),
+                    comment,
+                })
                 .await
                 .map_err(status)?
                 .into_inner();
             out.run(r.run.as_ref());
         }
-        Command::Up(_) | Command::Runbook(RunbookCmd::Check { .. }) => bail!("not a client command"),
+        Command::Up(_) | Command::Runbook(RunbookCmd::Check { .. }) => {
+            bail!("not a client command")
+        }
     }
     Ok(())
 }

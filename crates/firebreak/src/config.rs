@@ -77,7 +77,10 @@ impl Default for Config {
 
 impl Config {
     /// Loads the file (if any) and the environment over the defaults.
-    pub fn load(file: Option<&Path>, env: impl IntoIterator<Item = (String, String)>) -> anyhow::Result<Self> {
+    pub fn load(
+        file: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> anyhow::Result<Self> {
         let mut value = match file {
             Some(path) => {
                 let text = std::fs::read_to_string(path)
@@ -87,23 +90,31 @@ impl Config {
                 match v {
                     serde_yaml::Value::Null => serde_yaml::Value::Mapping(Default::default()),
                     v @ serde_yaml::Value::Mapping(_) => v,
-                    _ => bail!("config file {}: the top level must be a map", path.display()),
+                    _ => bail!(
+                        "config file {}: the top level must be a map",
+                        path.display()
+                    ),
                 }
             }
             None => serde_yaml::Value::Mapping(Default::default()),
         };
         for (key, raw) in env {
-            let Some(rest) = key.strip_prefix("FIREBREAK_") else { continue };
+            let Some(rest) = key.strip_prefix("FIREBREAK_") else {
+                continue;
+            };
             if CLIENT_ENV.contains(&key.as_str()) {
                 continue;
             }
             let path: Vec<String> = rest.split("__").map(str::to_lowercase).collect();
-            let parsed: serde_yaml::Value = serde_yaml::from_str(&raw)
-                .unwrap_or(serde_yaml::Value::String(raw.clone()));
+            let parsed: serde_yaml::Value =
+                serde_yaml::from_str(&raw).unwrap_or(serde_yaml::Value::String(raw.clone()));
             set_path(&mut value, &path, parsed);
         }
         let config = Self::layered(value).context(match file {
-            Some(p) => format!("invalid configuration (file {} and FIREBREAK_ environment)", p.display()),
+            Some(p) => format!(
+                "invalid configuration (file {} and FIREBREAK_ environment)",
+                p.display()
+            ),
             None => "invalid configuration (FIREBREAK_ environment)".to_owned(),
         })?;
         config.validate()?;
@@ -153,7 +164,10 @@ mod tests {
     use super::*;
 
     fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-        pairs.iter().map(|(k, v)| ((*k).into(), (*v).into())).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).into(), (*v).into()))
+            .collect()
     }
 
     #[test]
@@ -172,7 +186,11 @@ mod tests {
         std::fs::write(&file, "live: false\ngrpc_addr: 127.0.0.1:9000\n").unwrap();
         let c = Config::load(
             Some(&file),
-            env(&[("FIREBREAK_LIVE", "true"), ("FIREBREAK_SERVER", "http://x"), ("OTHER", "1")]),
+            env(&[
+                ("FIREBREAK_LIVE", "true"),
+                ("FIREBREAK_SERVER", "http://x"),
+                ("OTHER", "1"),
+            ]),
         )
         .unwrap();
         assert!(c.live);
@@ -181,7 +199,10 @@ mod tests {
         std::fs::write(&file, "liev: true\n").unwrap();
         let err = format!("{:#}", Config::load(Some(&file), env(&[])).unwrap_err());
         assert!(err.contains("unknown field `liev`"), "{err}");
-        let err = format!("{:#}", Config::load(None, env(&[("FIREBREAK_NOPE", "1")])).unwrap_err());
+        let err = format!(
+            "{:#}",
+            Config::load(None, env(&[("FIREBREAK_NOPE", "1")])).unwrap_err()
+        );
         assert!(err.contains("unknown field `nope`"), "{err}");
     }
 
@@ -189,7 +210,11 @@ mod tests {
     fn channels_and_taxonomy_are_checked() {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("f.yaml");
-        std::fs::write(&file, "channels:\n  - name: ops\n    kind: webhook\n    url: ftp://x\n").unwrap();
+        std::fs::write(
+            &file,
+            "channels:\n  - name: ops\n    kind: webhook\n    url: ftp://x\n",
+        )
+        .unwrap();
         let c = Config::load(Some(&file), env(&[])).unwrap();
         assert_eq!(c.channels.len(), 1);
         std::fs::write(&file, "taxonomy:\n  categories:\n    - name: only-one\n").unwrap();

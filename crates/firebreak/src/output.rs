@@ -22,7 +22,10 @@ fn ts(t: Option<&firebreak_proto::Timestamp>) -> Value {
             i128::from(t.seconds) * 1_000_000_000 + i128::from(t.nanos),
         )
         .ok()
-        .and_then(|d| d.format(&time::format_description::well_known::Rfc3339).ok())
+        .and_then(|d| {
+            d.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
         .map_or(Value::Null, Value::String),
         None => Value::Null,
     }
@@ -235,7 +238,14 @@ impl Out {
         match self.format {
             OutputFormat::Json => self.json(run_json(r)),
             OutputFormat::Table => {
-                println!("run      {}\nrunbook  {}\nincident {}\nstate    {}\nmode     {}", r.id, r.runbook, r.incident_id, r.state, if r.live { "live" } else { "dry-run" });
+                println!(
+                    "run      {}\nrunbook  {}\nincident {}\nstate    {}\nmode     {}",
+                    r.id,
+                    r.runbook,
+                    r.incident_id,
+                    r.state,
+                    if r.live { "live" } else { "dry-run" }
+                );
                 if !r.error.is_empty() {
                     println!("error    {}", r.error);
                 }
@@ -244,7 +254,15 @@ impl Out {
                     &["seq", "action", "status", "args", "result"],
                     r.actions
                         .iter()
-                        .map(|a| vec![a.seq.to_string(), a.action.clone(), a.status.clone(), a.args.clone(), a.result.clone()])
+                        .map(|a| {
+                            vec![
+                                a.seq.to_string(),
+                                a.action.clone(),
+                                a.status.clone(),
+                                a.args.clone(),
+                                a.result.clone(),
+                            ]
+                        })
                         .collect(),
                 );
                 for line in &r.log {

@@ -12,7 +12,9 @@ use firebreak_bus::{Bus, Relay, RelayHandle, outbox_event, streams};
 use firebreak_domain::{AlertId, Signal, SignalInput, Taxonomy};
 use firebreak_proto::ErrorCode;
 use firebreak_proto::v1::{
-    self, event::Payload, incident_service_client::IncidentServiceClient,
+    self,
+    event::Payload,
+    incident_service_client::IncidentServiceClient,
     intake_service_server::{IntakeService, IntakeServiceServer},
 };
 use firebreak_storage::{AlertRecord, IntakeStore};
@@ -105,10 +107,13 @@ impl Intake {
             "alerts.received",
             Payload::AlertReceived(alert.clone()),
         );
-        self.store.insert_alert(&record, &event).await.map_err(|e| {
-            tracing::error!(error = %e, "storing an alert failed");
-            ErrorCode::Unavailable.status(format!("alert not stored: {e}"))
-        })?;
+        self.store
+            .insert_alert(&record, &event)
+            .await
+            .map_err(|e| {
+                tracing::error!(error = %e, "storing an alert failed");
+                ErrorCode::Unavailable.status(format!("alert not stored: {e}"))
+            })?;
         self.relay.wake();
         firebreak_telemetry::metrics().alerts_accepted.inc();
         Ok(alert)

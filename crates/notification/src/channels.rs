@@ -55,7 +55,11 @@ impl Channel {
         event_ok && (self.max_severity == 0 || severity <= self.max_severity)
     }
 
-    pub(crate) async fn send(&self, http: &reqwest::Client, d: &DeliveryRecord) -> Result<(), String> {
+    pub(crate) async fn send(
+        &self,
+        http: &reqwest::Client,
+        d: &DeliveryRecord,
+    ) -> Result<(), String> {
         match &self.kind {
             ChannelKind::Log => {
                 tracing::info!(channel = %self.name, incident = %d.incident_id, kind = %d.kind, payload = %d.payload, "notification");
@@ -92,7 +96,10 @@ pub(crate) fn validate(channels: &[Channel]) -> Result<(), String> {
         if c.kind == ChannelKind::Webhook
             && !(url.starts_with("http://") || url.starts_with("https://"))
         {
-            return Err(format!("channel {:?}: url {url:?} must start with http:// or https://", c.name));
+            return Err(format!(
+                "channel {:?}: url {url:?} must start with http:// or https://",
+                c.name
+            ));
         }
         if c.max_severity > 5 {
             return Err(format!("channel {:?}: max_severity must be 0 to 5", c.name));

@@ -8,9 +8,15 @@ mod channels;
 use std::sync::Arc;
 use std::time::Duration;
 
-use firebreak_bus::{Bus, ConsumerOptions, HandlerError, Relay, RelayHandle, consume, outbox_event, streams};
+use firebreak_bus::{
+    Bus, ConsumerOptions, HandlerError, Relay, RelayHandle, consume, outbox_event, streams,
+};
 use firebreak_proto::ErrorCode;
-use firebreak_proto::v1::{self, event::Payload, notification_service_server::{NotificationService, NotificationServiceServer}};
+use firebreak_proto::v1::{
+    self,
+    event::Payload,
+    notification_service_server::{NotificationService, NotificationServiceServer},
+};
 use firebreak_storage::{DeliveryRecord, NotificationStore};
 use serde_json::json;
 use tokio::sync::Notify;
@@ -84,7 +90,9 @@ impl Notification {
                     let me = me.clone();
                     async move {
                         let event = firebreak_proto::decode_event(&delivery.message.payload)
-                            .map_err(|e| HandlerError::Permanent(format!("undecodable event: {e}")))?;
+                            .map_err(|e| {
+                                HandlerError::Permanent(format!("undecodable event: {e}"))
+                            })?;
                         let deliveries = me.plan(&event);
                         if deliveries.is_empty() {
                             return Ok(());
@@ -107,23 +115,27 @@ impl Notification {
     /// The deliveries an event calls for: one per subscribed channel.
     fn plan(&self, event: &v1::Event) -> Vec<DeliveryRecord> {
         let now = now_micros();
-        let make = |channel: &str, incident_id: &str, kind: &str, payload: serde_json::Value| DeliveryRecord {
-            id: firebreak_domain::new_id().to_string(),
-            event_id: event.id.clone(),
-            channel: channel.to_owned(),
-            incident_id: incident_id.to_owned(),
-            kind: kind.to_owned(),
-            payload,
-            status: "pending".into(),
-            attempts: 0,
-            last_error: String::new(),
-            created_at: now,
-            next_attempt_at: now,
-            delivered_at: None,
+        let make = |channel: &str, incident_id: &str, kind: &str, payload: serde_json::Value| {
+            DeliveryRecord {
+                id: firebreak_domain::new_id().to_string(),
+                event_id: event.id.clone(),
+                channel: channel.to_owned(),
+                incident_id: incident_id.to_owned(),
+                kind: kind.to_owned(),
+                payload,
+                status: "pending".into(),
+                attempts: 0,
+                last_error: String::new(),
+                created_at: now,
+                next_attempt_at: now,
+                delivered_at: None,
+            }
         };
         match &event.payload {
             Some(Payload::IncidentChanged(c)) => {
-                let Some(inc) = &c.incident else { return Vec::new() };
+                let Some(inc) = &c.incident else {
+                    return Vec::new();
+                };
                 let payload = json!({
                     "event_id": event.id,
                     "kind": format!("incident.{}", c.change),
@@ -139,7 +151,14 @@ impl Notification {
                 self.channels
                     .iter()
                     .filter(|ch| ch.wants(&c.change, inc.severity))
-                    .map(|ch| make(&ch.name, &inc.id, &format!("incident.{}", c.change), payload.clone()))
+                    .map(|ch| {
+                        make(
+                            &ch.name,
+                            &inc.id,
+                            &format!("incident.{}", c.change),
+                            payload.clone(),
+                        )
+                    })
                     .collect()
             }
             Some(Payload::NotifyRequested(n)) => {
@@ -197,7 +216,11 @@ impl Notification {
                 tracing::warn!(delivery = %d.id, channel = %d.channel, attempt = d.attempts, error = %e, "delivery failed");
             }
         }
-        let outcome = if d.status == "pending" { "retry" } else { d.status.as_str() };
+        let outcome = if d.status == "pending" {
+            "retry"
+        } else {
+            d.status.as_str()
+        };
         firebreak_telemetry::Metrics::count(&firebreak_telemetry::metrics().deliveries, outcome);
         let event = (d.status != "pending").then(|| {
             outbox_event(
@@ -241,7 +264,11 @@ impl NotificationService for Notification {
                     .to_string(),
             ),
         };
-        let limit = if req.limit == 0 { 100 } else { req.limit.min(1000) };
+        let limit = if req.limit == 0 {
+            100
+        } else {
+            req.limit.min(1000)
+        };
         let list = self
             .store
             .deliveries(incident.as_deref(), limit)

@@ -112,7 +112,10 @@ impl Orchestration {
             return;
         };
         if run.state == "pending"
-            && let Err(e) = self.store.set_run_state(&run.id, "running", None, &[]).await
+            && let Err(e) = self
+                .store
+                .set_run_state(&run.id, "running", None, &[])
+                .await
         {
             tracing::warn!(run = %run.id, error = %e, "marking run running failed");
             return;
@@ -159,7 +162,11 @@ impl Orchestration {
         let outcome = tokio::task::spawn_blocking(move || execute(execution))
             .await
             .unwrap_or_else(|e| Outcome::Failed(format!("the script's thread failed: {e}")));
-        let lines = host.log.lock().map(|mut l| std::mem::take(&mut *l)).unwrap_or_default();
+        let lines = host
+            .log
+            .lock()
+            .map(|mut l| std::mem::take(&mut *l))
+            .unwrap_or_default();
         if !lines.is_empty()
             && let Err(e) = self.store.append_log(&run.id, &lines).await
         {
@@ -192,7 +199,11 @@ impl Orchestration {
         let m = firebreak_telemetry::metrics();
         firebreak_telemetry::Metrics::count(&m.runs_finished, state);
         let event = run_event(run, state, "", error.unwrap_or_default());
-        if let Err(e) = self.store.set_run_state(&run.id, state, error, &[event]).await {
+        if let Err(e) = self
+            .store
+            .set_run_state(&run.id, state, error, &[event])
+            .await
+        {
             tracing::warn!(run = %run.id, error = %e, "finishing run failed");
         }
         self.relay.wake();

@@ -60,7 +60,11 @@ impl RunbookApi {
         Ok(run_to_proto(&run, &journal, log))
     }
 
-    async fn decide(&self, req: v1::DecideApprovalRequest, approved: bool) -> Result<Response<v1::DecideApprovalResponse>, Status> {
+    async fn decide(
+        &self,
+        req: v1::DecideApprovalRequest,
+        approved: bool,
+    ) -> Result<Response<v1::DecideApprovalResponse>, Status> {
         firebreak_domain::RunId::parse(&req.run_id)
             .map_err(|e| ErrorCode::InvalidArgument.status(e.to_string()))?;
         let store = &self.orch.store;
@@ -146,7 +150,11 @@ impl RunbookService for RunbookApi {
                     .to_string(),
             ),
         };
-        let limit = if req.limit == 0 { 100 } else { req.limit.min(1000) };
+        let limit = if req.limit == 0 {
+            100
+        } else {
+            req.limit.min(1000)
+        };
         let runs = self
             .orch
             .store

@@ -24,7 +24,13 @@ pub(crate) struct RunHost {
 const MAX_BODY: usize = 64 * 1024;
 
 impl RunHost {
-    fn journal(&self, step: &Step, status: &str, result: Value, extra: Option<OutboxEvent>) -> Result<(), String> {
+    fn journal(
+        &self,
+        step: &Step,
+        status: &str,
+        result: Value,
+        extra: Option<OutboxEvent>,
+    ) -> Result<(), String> {
         let record = JournalRecord {
             run_id: self.run.id.clone(),
             seq: step.seq,
@@ -40,7 +46,11 @@ impl RunHost {
         let summary = json!({
             "seq": step.seq, "action": step.action, "args": step.args, "status": status, "result": result,
         });
-        let change = if status == "waiting" { "waiting_approval" } else { "action" };
+        let change = if status == "waiting" {
+            "waiting_approval"
+        } else {
+            "action"
+        };
         let mut events = vec![run_event(&self.run, change, &summary.to_string(), "")];
         events.extend(extra);
         self.rt
@@ -83,7 +93,10 @@ impl RunHost {
             req = req.json(&a["body"]);
         }
         self.rt.block_on(async move {
-            let resp = req.send().await.map_err(|e| format!("http request failed: {e}"))?;
+            let resp = req
+                .send()
+                .await
+                .map_err(|e| format!("http request failed: {e}"))?;
             let status = resp.status().as_u16();
             let bytes = resp.bytes().await.map_err(|e| format!("http body: {e}"))?;
             let bytes = &bytes[..bytes.len().min(MAX_BODY)];
@@ -108,7 +121,11 @@ impl Host for RunHost {
             }
             "incident.set_severity" => {
                 let level = a["severity"].as_u64().unwrap_or(3) as u32;
-                ("done", json!({}), Some(self.incident_command(Command::SetSeverity(level))))
+                (
+                    "done",
+                    json!({}),
+                    Some(self.incident_command(Command::SetSeverity(level))),
+                )
             }
             "incident.resolve" => {
                 let cmd = Command::Resolve(a["summary"].as_str().unwrap_or_default().to_owned());
@@ -127,9 +144,11 @@ impl Host for RunHost {
                 );
                 ("done", json!({}), Some(event))
             }
-            action if is_side_effecting(action) && !self.run.live => {
-                ("simulated", json!({ "status": 200, "simulated": true }), None)
-            }
+            action if is_side_effecting(action) && !self.run.live => (
+                "simulated",
+                json!({ "status": 200, "simulated": true }),
+                None,
+            ),
             action if action.starts_with("http.") => match self.http(step) {
                 Ok(v) => ("done", v, None),
                 Err(e) => {

@@ -68,9 +68,7 @@ impl Catalog {
             .collect();
         for path in &paths {
             if path.extension().is_some_and(|e| e == "rhai")
-                && !manifests
-                    .iter()
-                    .any(|m| m.file_stem() == path.file_stem())
+                && !manifests.iter().any(|m| m.file_stem() == path.file_stem())
             {
                 errors.push(LoadError {
                     file: path.clone(),
@@ -172,14 +170,34 @@ fn load_one(path: &Path, limits: &Limits) -> Result<Runbook, Vec<LoadError>> {
         let (line, col) = e.location().map_or((0, 0), |l| (l.line(), l.column()));
         at(line, col, e.to_string())
     })?;
-    let stem = path.file_stem().and_then(|s| s.to_str()).unwrap_or_default();
+    let stem = path
+        .file_stem()
+        .and_then(|s| s.to_str())
+        .unwrap_or_default();
     let mut errors = Vec::new();
     if manifest.name != stem {
-        errors.push(at(1, 1, format!("name {:?} must equal the file name {stem:?}", manifest.name)).remove(0));
+        errors.push(
+            at(
+                1,
+                1,
+                format!("name {:?} must equal the file name {stem:?}", manifest.name),
+            )
+            .remove(0),
+        );
     }
     let sev = manifest.matches.severity;
     if !(1..=5).contains(&sev.min) || !(1..=5).contains(&sev.max) || sev.min > sev.max {
-        errors.push(at(0, 0, format!("match.severity {}..{} must lie within 1..5 with min <= max", sev.min, sev.max)).remove(0));
+        errors.push(
+            at(
+                0,
+                0,
+                format!(
+                    "match.severity {}..{} must lie within 1..5 with min <= max",
+                    sev.min, sev.max
+                ),
+            )
+            .remove(0),
+        );
     }
     if manifest.timeout_seconds == 0 {
         errors.push(at(0, 0, "timeout_seconds must be at least 1".into()).remove(0));
@@ -189,7 +207,17 @@ fn load_one(path: &Path, limits: &Limits) -> Result<Runbook, Vec<LoadError>> {
             .iter()
             .any(|a| a == cap || a.split('.').next() == Some(cap.as_str()));
         if !known {
-            errors.push(at(0, 0, format!("unknown capability {cap:?}; known actions: {}", ACTIONS.join(", "))).remove(0));
+            errors.push(
+                at(
+                    0,
+                    0,
+                    format!(
+                        "unknown capability {cap:?}; known actions: {}",
+                        ACTIONS.join(", ")
+                    ),
+                )
+                .remove(0),
+            );
         }
     }
     let script_path = path.with_extension("rhai");

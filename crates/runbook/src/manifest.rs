@@ -96,8 +96,6 @@ impl Manifest {
     /// True when the manifest grants `action` (e.g. `http.post`).
     pub fn allows(&self, action: &str) -> bool {
         let module = action.split('.').next().unwrap_or(action);
-        self.capabilities
-            .iter()
-            .any(|c| c == action || c == module)
+        self.capabilities.iter().any(|c| c == action || c == module)
     }
 }

@@ -116,11 +116,15 @@ pub struct Execution {
 /// How an execution ended.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Outcome {
-    Succeeded { steps: u32 },
+    Succeeded {
+        steps: u32,
+    },
     /// The script failed (its own error, a limit, the deadline, a denied capability).
     Failed(String),
     /// Waiting at step `seq` for a person's decision.
-    Waiting { seq: u32 },
+    Waiting {
+        seq: u32,
+    },
 }
 
 enum Stop {
@@ -145,7 +149,10 @@ pub fn digest(action: &str, args: &Value) -> String {
     h.update(action.as_bytes());
     h.update([0]);
     h.update(args.to_string().as_bytes());
-    h.finalize()[..16].iter().map(|b| format!("{b:02x}")).collect()
+    h.finalize()[..16]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 /// A raw engine with only the packages scripts need and every limit set: no `eval`, no
@@ -180,7 +187,8 @@ pub(crate) fn engine(limits: &Limits) -> Engine {
 /// Runs the script's `run(incident, params)` to its end, a wait, or a failure. Blocking: call
 /// it off the async runtime (the orchestration service uses `spawn_blocking`).
 pub fn execute(x: Execution) -> Outcome {
-    let deadline = Instant::now() + Duration::from_secs(u64::from(x.runbook.manifest.timeout_seconds));
+    let deadline =
+        Instant::now() + Duration::from_secs(u64::from(x.runbook.manifest.timeout_seconds));
     let ctx = Arc::new(Ctx {
         host: x.host,
         journal: x.journal,
@@ -239,7 +247,8 @@ impl Ctx {
             let line: String = line.chars().take(1_000).collect();
             self.host.log(&line);
         } else if n == self.max_log_lines {
-            self.host.log("(log truncated: the run printed too many lines)");
+            self.host
+                .log("(log truncated: the run printed too many lines)");
         }
     }
 
@@ -322,7 +331,11 @@ fn register_actions(engine: &mut Engine, ctx: &Arc<Ctx>) {
     let c = ctx.clone();
     http.set_native_fn("request", move |req: Map| {
         let req = to_json(&Dynamic::from_map(req))?;
-        let has = |k: &str| req.get(k).and_then(Value::as_str).is_some_and(|s| !s.is_empty());
+        let has = |k: &str| {
+            req.get(k)
+                .and_then(Value::as_str)
+                .is_some_and(|s| !s.is_empty())
+        };
         if !has("method") || !has("url") {
             return Err("http::request needs a map with method and url".into());
         }
@@ -350,12 +363,15 @@ fn register_actions(engine: &mut Engine, ctx: &Arc<Ctx>) {
 
     let mut notify = Module::new();
     let c = ctx.clone();
-    notify.set_native_fn("send", move |channel: ImmutableString, message: ImmutableString| {
-        c.call(
-            "notify.send",
-            json!({ "channel": channel.as_str(), "message": message.as_str() }),
-        )
-    });
+    notify.set_native_fn(
+        "send",
+        move |channel: ImmutableString, message: ImmutableString| {
+            c.call(
+                "notify.send",
+                json!({ "channel": channel.as_str(), "message": message.as_str() }),
+            )
+        },
+    );
     engine.register_static_module("notify", notify.into());
 
     let mut approval = Module::new();

@@ -103,10 +103,17 @@ pub trait NotificationStore: Outbox {
     /// Pending deliveries due at or before `now_micros`.
     async fn due_deliveries(&self, now_micros: i64, limit: u32) -> Result<Vec<DeliveryRecord>>;
     /// Records an attempt's outcome with its event.
-    async fn update_delivery(&self, delivery: &DeliveryRecord, event: Option<&OutboxEvent>)
-    -> Result<()>;
+    async fn update_delivery(
+        &self,
+        delivery: &DeliveryRecord,
+        event: Option<&OutboxEvent>,
+    ) -> Result<()>;
     /// Newest first, optionally of one incident.
-    async fn deliveries(&self, incident_id: Option<&str>, limit: u32) -> Result<Vec<DeliveryRecord>>;
+    async fn deliveries(
+        &self,
+        incident_id: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<DeliveryRecord>>;
 }
 
 /// The embedded bus's durable log: streams, consumer cursors and parked messages.
@@ -115,7 +122,12 @@ pub trait BusLog: Send + Sync {
     /// Appends a message unless one with the same id exists; returns whether it did.
     async fn append(&self, stream: &str, msg: &BusMessage) -> Result<bool>;
     /// Messages of `stream` after the consumer's cursor, oldest first.
-    async fn fetch(&self, consumer: &str, stream: &str, limit: u32) -> Result<Vec<(i64, BusMessage)>>;
+    async fn fetch(
+        &self,
+        consumer: &str,
+        stream: &str,
+        limit: u32,
+    ) -> Result<Vec<(i64, BusMessage)>>;
     /// Moves the consumer's cursor past `seq`.
     async fn ack(&self, consumer: &str, stream: &str, seq: i64) -> Result<()>;
     /// Parks a message a consumer gave up on, and moves past it.

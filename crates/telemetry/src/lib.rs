@@ -57,15 +57,31 @@ pub fn metrics() -> &'static Metrics {
             deliveries: Family::default(),
             registry: Registry::default(),
         };
-        registry.register("alerts_accepted", "Alerts stored by intake", m.alerts_accepted.clone());
-        registry.register("incidents_opened", "Incidents opened by triage", m.incidents_opened.clone());
+        registry.register(
+            "alerts_accepted",
+            "Alerts stored by intake",
+            m.alerts_accepted.clone(),
+        );
+        registry.register(
+            "incidents_opened",
+            "Incidents opened by triage",
+            m.incidents_opened.clone(),
+        );
         registry.register(
             "alerts_deduplicated",
             "Alerts attached to an open incident",
             m.alerts_deduplicated.clone(),
         );
-        registry.register("runs_finished", "Runbook runs that ended", m.runs_finished.clone());
-        registry.register("deliveries", "Notification delivery attempts", m.deliveries.clone());
+        registry.register(
+            "runs_finished",
+            "Runbook runs that ended",
+            m.runs_finished.clone(),
+        );
+        registry.register(
+            "deliveries",
+            "Notification delivery attempts",
+            m.deliveries.clone(),
+        );
         Metrics { registry, ..m }
     })
 }

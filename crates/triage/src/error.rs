@@ -40,7 +40,10 @@ impl Error {
 
 impl From<Error> for tonic::Status {
     fn from(e: Error) -> Self {
-        if matches!(e.code(), firebreak_proto::ErrorCode::Unavailable | firebreak_proto::ErrorCode::Internal) {
+        if matches!(
+            e.code(),
+            firebreak_proto::ErrorCode::Unavailable | firebreak_proto::ErrorCode::Internal
+        ) {
             tracing::error!(error = %e, "triage request failed");
         }
         e.code().status(e.to_string())

@@ -33,8 +33,17 @@ impl IncidentApi {
             .ok_or_else(|| Error::NotFound(id.to_owned()))
     }
 
-    async fn change(&self, id: &str, action: Action, who: &str, text: &str) -> Result<Response<v1::IncidentResponse>, Status> {
-        let inc = self.triage.transition(id, action, &actor(who), text).await?;
+    async fn change(
+        &self,
+        id: &str,
+        action: Action,
+        who: &str,
+        text: &str,
+    ) -> Result<Response<v1::IncidentResponse>, Status> {
+        let inc = self
+            .triage
+            .transition(id, action, &actor(who), text)
+            .await?;
         Ok(Response::new(v1::IncidentResponse {
             incident: Some(incident_to_proto(&inc)),
         }))
@@ -84,7 +93,12 @@ impl IncidentService for IncidentApi {
         req: Request<v1::GetTimelineRequest>,
     ) -> Result<Response<v1::GetTimelineResponse>, Status> {
         let inc = self.load(&req.into_inner().id).await?;
-        let entries = self.triage.store.timeline(&inc.id).await.map_err(Error::from)?;
+        let entries = self
+            .triage
+            .store
+            .timeline(&inc.id)
+            .await
+            .map_err(Error::from)?;
         Ok(Response::new(v1::GetTimelineResponse {
             entries: entries.iter().map(entry_to_proto).collect(),
         }))
@@ -103,7 +117,8 @@ impl IncidentService for IncidentApi {
         req: Request<v1::ResolveRequest>,
     ) -> Result<Response<v1::IncidentResponse>, Status> {
         let r = req.into_inner();
-        self.change(&r.id, Action::Resolve, &r.actor, &r.summary).await
+        self.change(&r.id, Action::Resolve, &r.actor, &r.summary)
+            .await
     }
 
     async fn close(
@@ -111,7 +126,8 @@ impl IncidentService for IncidentApi {
         req: Request<v1::CloseRequest>,
     ) -> Result<Response<v1::IncidentResponse>, Status> {
         let r = req.into_inner();
-        self.change(&r.id, Action::Close, &r.actor, &r.root_cause).await
+        self.change(&r.id, Action::Close, &r.actor, &r.root_cause)
+            .await
     }
 
     async fn add_note(
@@ -119,7 +135,10 @@ impl IncidentService for IncidentApi {
         req: Request<v1::AddNoteRequest>,
     ) -> Result<Response<v1::AddNoteResponse>, Status> {
         let r = req.into_inner();
-        let e = self.triage.add_note(&r.id, &actor(&r.actor), &r.text).await?;
+        let e = self
+            .triage
+            .add_note(&r.id, &actor(&r.actor), &r.text)
+            .await?;
         Ok(Response::new(v1::AddNoteResponse {
             entry: Some(entry_to_proto(&e)),
         }))

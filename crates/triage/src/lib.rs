@@ -45,7 +45,9 @@ impl Triage {
     }
 
     /// The gRPC `IncidentService`.
-    pub fn grpc(&self) -> firebreak_proto::v1::incident_service_server::IncidentServiceServer<IncidentApi> {
+    pub fn grpc(
+        &self,
+    ) -> firebreak_proto::v1::incident_service_server::IncidentServiceServer<IncidentApi> {
         firebreak_proto::v1::incident_service_server::IncidentServiceServer::new(IncidentApi {
             triage: self.clone(),
         })
@@ -72,16 +74,19 @@ impl Triage {
                     let me = me.clone();
                     async move {
                         let event = firebreak_proto::decode_event(&delivery.message.payload)
-                            .map_err(|e| HandlerError::Permanent(format!("undecodable event: {e}")))?;
+                            .map_err(|e| {
+                                HandlerError::Permanent(format!("undecodable event: {e}"))
+                            })?;
                         let id = event.id.clone();
                         match event.payload {
-                            Some(Payload::AlertReceived(alert)) => {
-                                me.ingest(alert).await.map(|_| ()).map_err(Error::into_handler)
-                            }
-                            Some(Payload::RunChanged(run)) => me
-                                .record_run(&id, run)
+                            Some(Payload::AlertReceived(alert)) => me
+                                .ingest(alert)
                                 .await
+                                .map(|_| ())
                                 .map_err(Error::into_handler),
+                            Some(Payload::RunChanged(run)) => {
+                                me.record_run(&id, run).await.map_err(Error::into_handler)
+                            }
                             Some(Payload::IncidentCommand(cmd)) => me
                                 .apply_command(&id, cmd)
                                 .await

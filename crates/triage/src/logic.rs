@@ -67,75 +67,93 @@ impl Triage {
         };
         let now = now_micros();
         let mut entries = Vec::new();
-        let (incident, change, deduplicated) = match tx.active_incident_by_key(&signal.dedup_key).await? {
-            Some(mut inc) => {
-                inc.alert_count += 1;
-                inc.updated_at = now;
-                entries.push(entry(&inc.id, "alert_attached", "triage", json!({
+        let (incident, change, deduplicated) =
+            match tx.active_incident_by_key(&signal.dedup_key).await? {
+                Some(mut inc) => {
+                    inc.alert_count += 1;
+                    inc.updated_at = now;
+                    entries.push(entry(&inc.id, "alert_attached", "triage", json!({
                     "alert_id": alert.alert_id, "title": signal.title, "source": signal.source,
                     "alert_count": inc.alert_count,
                 })));
-                let current = Severity::new(inc.severity)?;
-                let change = if class.severity.is_worse_than(current) {
-                    let urgency: Urgency = inc.urgency.parse().unwrap_or_default();
-                    entries.push(entry(&inc.id, "severity_changed", "triage", json!({
-                        "from": inc.severity, "to": class.severity.level(),
-                        "reason": format!("a new alert is {}", class.severity_reason),
-                    })));
-                    inc.severity = u32::from(class.severity.level());
-                    inc.priority =
-                        u32::from(Priority::from_impact_urgency(class.severity, urgency).level());
-                    "severity_changed"
-                } else {
-                    "alert_attached"
-                };
-                tx.update_incident(&inc).await?;
-                tx.link_alert(&alert.alert_id, &inc.id, false).await?;
-                (inc, change, true)
-            }
-            None => {
-                let inc = IncidentRecord {
-                    id: firebreak_domain::IncidentId::new().to_string(),
-                    title: signal.title.clone(),
-                    description: signal.description.clone(),
-                    category: class.category.clone(),
-                    severity: u32::from(class.severity.level()),
-                    priority: u32::from(class.priority.level()),
-                    urgency: format!("{:?}", class.urgency).to_lowercase(),
-                    state: IncidentState::Open.as_str().into(),
-                    dedup_key: signal.dedup_key.clone(),
-                    alert_count: 1,
-                    labels: signal.labels.clone(),
-                    source: signal.source.clone(),
-                    opened_at: now,
-                    acknowledged_at: None,
-                    resolved_at: None,
-                    closed_at: None,
-                    resolution_summary: String::new(),
-                    root_cause: String::new(),
-                    review: String::new(),
-                    updated_at: now,
-                };
-                tx.insert_incident(&inc).await?;
-                tx.link_alert(&alert.alert_id, &inc.id, true).await?;
-                entries.push(entry(&inc.id, "opened", "triage", json!({
-                    "alert_id": alert.alert_id, "title": inc.title, "source": inc.source,
-                    "dedup_key": inc.dedup_key,
-                })));
-                entries.push(entry(&inc.id, "categorized", "triage", json!({
-                    "category": class.category, "reason": class.category_reason,
-                    "note": class_note,
-                })));
-                entries.push(entry(&inc.id, "prioritized", "triage", json!({
+                    let current = Severity::new(inc.severity)?;
+                    let change = if class.severity.is_worse_than(current) {
+                        let urgency: Urgency = inc.urgency.parse().unwrap_or_default();
+                        entries.push(entry(
+                            &inc.id,
+                            "severity_changed",
+                            "triage",
+                            json!({
+                                "from": inc.severity, "to": class.severity.level(),
+                                "reason": format!("a new alert is {}", class.severity_reason),
+                            }),
+                        ));
+                        inc.severity = u32::from(class.severity.level());
+                        inc.priority = u32::from(
+                            Priority::from_impact_urgency(class.severity, urgency).level(),
+                        );
+                        "severity_changed"
+                    } else {
+                        "alert_attached"
+                    };
+                    tx.update_incident(&inc).await?;
+                    tx.link_alert(&alert.alert_id, &inc.id, false).await?;
+                    (inc, change, true)
+                }
+                None => {
+                    let inc = IncidentRecord {
+                        id: firebreak_domain::IncidentId::new().to_string(),
+                        title: signal.title.clone(),
+                        description: signal.description.clone(),
+                        category: class.category.clone(),
+                        severity: u32::from(class.severity.level()),
+                        priority: u32::from(class.priority.level()),
+                        urgency: format!("{:?}", class.urgency).to_lowercase(),
+                        state: IncidentState::Open.as_str().into(),
+                        dedup_key: signal.dedup_key.clone(),
+                        alert_count: 1,
+                        labels: signal.labels.clone(),
+                        source: signal.source.clone(),
+                        opened_at: now,
+                        acknowledged_at: None,
+                        resolved_at: None,
+                        closed_at: None,
+                        resolution_summary: String::new(),
+                        root_cause: String::new(),
+                        review: String::new(),
+                        updated_at: now,
+                    };
+                    tx.insert_incident(&inc).await?;
+                    tx.link_alert(&alert.alert_id, &inc.id, true).await?;
+                    entries.push(entry(
+                        &inc.id,
+                        "opened",
+                        "triage",
+                        json!({
+                            "alert_id": alert.alert_id, "title": inc.title, "source": inc.source,
+                            "dedup_key": inc.dedup_key,
+                        }),
+                    ));
+                    entries.push(entry(
+                        &inc.id,
+                        "categorized",
+                        "triage",
+                        json!({
+                            "category": class.category, "reason": class.category_reason,
+                            "note": class_note,
+                        }),
+                    ));
+                    entries.push(entry(&inc.id, "prioritized", "triage", json!({
                     "severity": class.severity.level(), "severity_name": class.severity.name(),
                     "severity_reason": class.severity_reason,
                     "urgency": inc.urgency, "priority": class.priority.level(),
                 })));
-                (inc, "opened", false)
-            }
-        };
+                    (inc, "opened", false)
+                }
+            };
         let incident_id = incident.id.clone();
-        self.commit_change(tx, &incident, change, "triage", entries).await?;
+        self.commit_change(tx, &incident, change, "triage", entries)
+            .await?;
         let m = firebreak_telemetry::metrics();
         if deduplicated {
             m.alerts_deduplicated.inc();
@@ -252,7 +270,12 @@ impl Triage {
     }
 
     /// Adds a note to the timeline.
-    pub(crate) async fn add_note(&self, id: &str, actor: &str, text: &str) -> Result<TimelineRecord> {
+    pub(crate) async fn add_note(
+        &self,
+        id: &str,
+        actor: &str,
+        text: &str,
+    ) -> Result<TimelineRecord> {
         firebreak_domain::IncidentId::parse(id)?;
         let text = text.trim();
         if text.is_empty() || text.len() > 16 * 1024 {
@@ -267,7 +290,9 @@ impl Triage {
             .incident(id)
             .await?
             .ok_or_else(|| Error::NotFound(id.to_owned()))?;
-        let e = tx.append(&entry(&inc.id, "note", actor, json!({ "text": text }))).await?;
+        let e = tx
+            .append(&entry(&inc.id, "note", actor, json!({ "text": text })))
+            .await?;
         tx.commit().await?;
         self.announce(vec![e.clone()]);
         Ok(e)
@@ -301,18 +326,34 @@ impl Triage {
             "detail": run.detail,
         });
         let kind = format!("runbook_{}", run.change);
-        self.record(event_id, &run.incident_id, &kind, &format!("runbook:{}", run.runbook), data)
-            .await
+        self.record(
+            event_id,
+            &run.incident_id,
+            &kind,
+            &format!("runbook:{}", run.runbook),
+            data,
+        )
+        .await
     }
 
     /// Puts a delivery's outcome on the incident's timeline (once per event).
-    pub(crate) async fn record_delivery(&self, event_id: &str, d: v1::DeliveryChanged) -> Result<()> {
+    pub(crate) async fn record_delivery(
+        &self,
+        event_id: &str,
+        d: v1::DeliveryChanged,
+    ) -> Result<()> {
         let data = json!({
             "delivery_id": d.delivery_id, "channel": d.channel, "status": d.status,
             "attempts": d.attempts, "error": d.error,
         });
-        self.record(event_id, &d.incident_id, "notification", "notification", data)
-            .await
+        self.record(
+            event_id,
+            &d.incident_id,
+            "notification",
+            "notification",
+            data,
+        )
+        .await
     }
 
     async fn record(
@@ -339,7 +380,11 @@ impl Triage {
     }
 
     /// Applies a runbook's command to an incident, once per event.
-    pub(crate) async fn apply_command(&self, event_id: &str, cmd: v1::IncidentCommand) -> Result<()> {
+    pub(crate) async fn apply_command(
+        &self,
+        event_id: &str,
+        cmd: v1::IncidentCommand,
+    ) -> Result<()> {
         let actor = cmd.actor.clone();
         let id = cmd.incident_id.clone();
         // The processed mark and the change share one transaction, so a redelivered command
@@ -351,7 +396,9 @@ impl Triage {
                     tx.commit().await?;
                     return Ok(());
                 }
-                let e = tx.append(&entry(&id, "note", &actor, json!({ "text": text }))).await?;
+                let e = tx
+                    .append(&entry(&id, "note", &actor, json!({ "text": text })))
+                    .await?;
                 tx.commit().await?;
                 self.announce(vec![e]);
                 Ok(())
@@ -371,19 +418,28 @@ impl Triage {
                     return Ok(());
                 }
                 let urgency: Urgency = inc.urgency.parse().unwrap_or_default();
-                let entries = vec![entry(&id, "severity_changed", &actor, json!({
-                    "from": inc.severity, "to": level, "reason": "set by a runbook",
-                }))];
+                let entries = vec![entry(
+                    &id,
+                    "severity_changed",
+                    &actor,
+                    json!({
+                        "from": inc.severity, "to": level, "reason": "set by a runbook",
+                    }),
+                )];
                 inc.severity = level;
                 inc.priority = u32::from(Priority::from_impact_urgency(severity, urgency).level());
                 inc.updated_at = now_micros();
                 tx.update_incident(&inc).await?;
-                self.commit_change(tx, &inc, "severity_changed", &actor, entries).await
+                self.commit_change(tx, &inc, "severity_changed", &actor, entries)
+                    .await
             }
             // The state machine makes this one idempotent: a redelivered resolve finds the
             // incident resolved and is refused, which is the outcome wanted.
             Some(Command::Resolve(summary)) => {
-                match self.transition(&id, Action::Resolve, &actor, &summary).await {
+                match self
+                    .transition(&id, Action::Resolve, &actor, &summary)
+                    .await
+                {
                     Ok(_) | Err(Error::NotFound(_)) => Ok(()),
                     Err(Error::Domain(firebreak_domain::Error::Transition { .. })) => Ok(()),
                     Err(e) => Err(e),

@@ -37,10 +37,17 @@ impl Server {
             .args(["--grpc-addr", &format!("127.0.0.1:{grpc}")])
             .args(["--http-addr", &format!("127.0.0.1:{http}")])
             .stdout(Stdio::null())
-            .stderr(if std::env::var_os("TEST_LOG").is_some() { Stdio::inherit() } else { Stdio::null() })
+            .stderr(if std::env::var_os("TEST_LOG").is_some() {
+                Stdio::inherit()
+            } else {
+                Stdio::null()
+            })
             .spawn()
             .unwrap();
-        let s = Self { child, grpc: format!("http://127.0.0.1:{grpc}") };
+        let s = Self {
+            child,
+            grpc: format!("http://127.0.0.1:{grpc}"),
+        };
         let deadline = Instant::now() + Duration::from_secs(20);
         while std::net::TcpStream::connect(("127.0.0.1", grpc)).is_err() {
             assert!(Instant::now() < deadline, "firebreak up did not listen");
@@ -56,7 +63,11 @@ impl Server {
             .args(args)
             .output()
             .unwrap();
-        assert!(out.status.success(), "firebreak {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "firebreak {args:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         String::from_utf8(out.stdout).unwrap()
     }
 
@@ -97,7 +108,11 @@ fn target(rt: &tokio::runtime::Runtime) -> (String, Arc<Mutex<Vec<Hit>>>) {
             async move {
                 let hit = Hit {
                     path: uri.path().to_owned(),
-                    key: headers.get("idempotency-key").and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned(),
+                    key: headers
+                        .get("idempotency-key")
+                        .and_then(|v| v.to_str().ok())
+                        .unwrap_or_default()
+                        .to_owned(),
                     body: serde_json::from_slice(&body).unwrap_or(Value::Null),
                 };
                 let slow = hit.path == "/slow";
@@ -109,7 +124,9 @@ fn target(rt: &tokio::runtime::Runtime) -> (String, Arc<Mutex<Vec<Hit>>>) {
             }
         },
     );
-    let listener = rt.block_on(tokio::net::TcpListener::bind("127.0.0.1:0")).unwrap();
+    let listener = rt
+        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+        .unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
     rt.spawn(async move { axum::serve(listener, app).await.unwrap() });
     (url, hits)
@@ -156,12 +173,22 @@ fn kill_9_after_an_accepted_raise_loses_and_doubles_nothing() {
     let data = dir.path().join("data");
 
     let server = Server::start(&data, &runbooks, &config);
-    let raised = server.json(&["raise", "--title", "payments service down", "--label", "service=payments"]);
+    let raised = server.json(&[
+        "raise",
+        "--title",
+        "payments service down",
+        "--label",
+        "service=payments",
+    ]);
     let id = raised["incident_id"].as_str().unwrap().to_owned();
     assert!(!id.is_empty());
     // Kill while the runbook's first action is in flight.
     wait_for("the runbook's first call", || {
-        hits.lock().unwrap().iter().any(|h| h.path == "/slow").then_some(())
+        hits.lock()
+            .unwrap()
+            .iter()
+            .any(|h| h.path == "/slow")
+            .then_some(())
     });
     server.kill9();
 
@@ -174,22 +201,48 @@ fn kill_9_after_an_accepted_raise_loses_and_doubles_nothing() {
     let runs = runs.as_array().unwrap();
     assert_eq!(runs.len(), 1, "one run per runbook and incident");
     let run_id = runs[0]["id"].as_str().unwrap();
-    let actions: Vec<&str> = runs[0]["actions"].as_array().unwrap().iter().map(|a| a["action"].as_str().unwrap()).collect();
+    let actions: Vec<&str> = runs[0]["actions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["action"].as_str().unwrap())
+        .collect();
     assert_eq!(actions, ["http.post", "incident.note", "notify.send"]);
 
     // The interrupted call was retried with the same idempotency key, so the target can dedupe.
-    let slow: Vec<Hit> = hits.lock().unwrap().iter().filter(|h| h.path == "/slow").cloned().collect();
+    let slow: Vec<Hit> = hits
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|h| h.path == "/slow")
+        .cloned()
+        .collect();
     assert!(!slow.is_empty());
-    assert!(slow.iter().all(|h| h.key == format!("{run_id}:1")), "{slow:?}");
+    assert!(
+        slow.iter().all(|h| h.key == format!("{run_id}:1")),
+        "{slow:?}"
+    );
 
     // Notifications: the opened incident and the runbook's message each delivered, the
     // message once (it was produced once, after the restart).
     let hooks = wait_for("both notifications", || {
-        let hooks: Vec<Hit> = hits.lock().unwrap().iter().filter(|h| h.path == "/hook").cloned().collect();
-        let kinds: Vec<&str> = hooks.iter().filter_map(|h| h.body["kind"].as_str()).collect();
+        let hooks: Vec<Hit> = hits
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|h| h.path == "/hook")
+            .cloned()
+            .collect();
+        let kinds: Vec<&str> = hooks
+            .iter()
+            .filter_map(|h| h.body["kind"].as_str())
+            .collect();
         (kinds.contains(&"incident.opened") && kinds.contains(&"runbook.message")).then_some(hooks)
     });
-    let messages = hooks.iter().filter(|h| h.body["kind"] == "runbook.message").count();
+    let messages = hooks
+        .iter()
+        .filter(|h| h.body["kind"] == "runbook.message")
+        .count();
     assert_eq!(messages, 1);
 
     // The incident exists once, with the runbook's note once.
@@ -197,18 +250,33 @@ fn kill_9_after_an_accepted_raise_loses_and_doubles_nothing() {
     assert_eq!(incidents.as_array().unwrap().len(), 1);
     let timeline = wait_for("the note on the timeline", || {
         let t = server.json(&["incident", "timeline", &id]);
-        t.as_array()?.iter().any(|e| e["kind"] == "note").then_some(t)
+        t.as_array()?
+            .iter()
+            .any(|e| e["kind"] == "note")
+            .then_some(t)
     });
-    let notes = timeline.as_array().unwrap().iter().filter(|e| e["kind"] == "note").count();
+    let notes = timeline
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["kind"] == "note")
+        .count();
     assert_eq!(notes, 1, "{timeline:#}");
-    let opened = timeline.as_array().unwrap().iter().filter(|e| e["kind"] == "opened").count();
+    let opened = timeline
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["kind"] == "opened")
+        .count();
     assert_eq!(opened, 1);
 }
 
 /// The README's walk-through, run as written (commands between the tested markers).
 #[test]
 fn the_readme_walkthrough_works() {
-    let readme = std::fs::read_to_string(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../README.md")).unwrap();
+    let readme =
+        std::fs::read_to_string(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../README.md"))
+            .unwrap();
     let block = readme
         .split("<!-- walkthrough:start -->")
         .nth(1)
@@ -245,7 +313,10 @@ fn the_readme_walkthrough_works() {
         }
     }
     let inc = server.json(&["incident", "show", &id]);
-    assert_eq!(inc["state"], "closed", "the walk-through ends with a closed incident");
+    assert_eq!(
+        inc["state"], "closed",
+        "the walk-through ends with a closed incident"
+    );
 }
 
 /// Splits a command line on spaces, honouring double quotes.

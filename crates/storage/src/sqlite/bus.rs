@@ -70,7 +70,12 @@ impl BusLog for SqliteBusLog {
         Ok(done.rows_affected() == 1)
     }
 
-    async fn fetch(&self, consumer: &str, stream: &str, limit: u32) -> Result<Vec<(i64, BusMessage)>> {
+    async fn fetch(
+        &self,
+        consumer: &str,
+        stream: &str,
+        limit: u32,
+    ) -> Result<Vec<(i64, BusMessage)>> {
         let rows = sqlx::query(
             "SELECT seq, id, subject, payload FROM messages
              WHERE stream = ? AND seq > COALESCE((SELECT acked_seq FROM cursors WHERE consumer = ? AND stream = ?), 0)

@@ -119,7 +119,11 @@ impl NotificationStore for SqliteNotificationStore {
         Ok(())
     }
 
-    async fn deliveries(&self, incident_id: Option<&str>, limit: u32) -> Result<Vec<DeliveryRecord>> {
+    async fn deliveries(
+        &self,
+        incident_id: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<DeliveryRecord>> {
         let rows = match incident_id {
             Some(id) => {
                 sqlx::query("SELECT * FROM deliveries WHERE incident_id = ? ORDER BY created_at DESC, id DESC LIMIT ?")

@@ -127,9 +127,10 @@ impl OrchestrationStore for SqliteOrchestrationStore {
     }
 
     async fn runnable_runs(&self) -> Result<Vec<RunRecord>> {
-        let rows = sqlx::query("SELECT * FROM runs WHERE state IN ('pending', 'running') ORDER BY id")
-            .fetch_all(&self.pool)
-            .await?;
+        let rows =
+            sqlx::query("SELECT * FROM runs WHERE state IN ('pending', 'running') ORDER BY id")
+                .fetch_all(&self.pool)
+                .await?;
         rows.iter().map(run_row).collect()
     }
 
@@ -142,13 +143,15 @@ impl OrchestrationStore for SqliteOrchestrationStore {
     ) -> Result<()> {
         let finished = matches!(state, "succeeded" | "failed").then(now_micros);
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
-        sqlx::query("UPDATE runs SET state = ?, error = COALESCE(?, error), finished_at = ? WHERE id = ?")
-            .bind(state)
-            .bind(error)
-            .bind(finished)
-            .bind(id)
-            .execute(&mut *tx)
-            .await?;
+        sqlx::query(
+            "UPDATE runs SET state = ?, error = COALESCE(?, error), finished_at = ? WHERE id = ?",
+        )
+        .bind(state)
+        .bind(error)
+        .bind(finished)
+        .bind(id)
+        .execute(&mut *tx)
+        .await?;
         for e in events {
             enqueue(&mut tx, e).await?;
         }

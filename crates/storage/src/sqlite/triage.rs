@@ -109,13 +109,13 @@ impl TriageStore for SqliteTriageStore {
 
     async fn incidents(&self, state: Option<&str>, limit: u32) -> Result<Vec<IncidentRecord>> {
         let rows = match state {
-            Some(state) => {
-                sqlx::query("SELECT * FROM incidents WHERE state = ? ORDER BY opened_at DESC, id DESC LIMIT ?")
-                    .bind(state)
-                    .bind(i64::from(limit))
-                    .fetch_all(&self.pool)
-                    .await?
-            }
+            Some(state) => sqlx::query(
+                "SELECT * FROM incidents WHERE state = ? ORDER BY opened_at DESC, id DESC LIMIT ?",
+            )
+            .bind(state)
+            .bind(i64::from(limit))
+            .fetch_all(&self.pool)
+            .await?,
             None => {
                 sqlx::query("SELECT * FROM incidents ORDER BY opened_at DESC, id DESC LIMIT ?")
                     .bind(i64::from(limit))
