@@ -87,6 +87,7 @@ async fn the_whole_incident_path() {
                 .list_runs(v1::ListRunsRequest {
                     incident_id: id,
                     limit: 0,
+                    ..Default::default()
                 })
                 .await
                 .ok()?
@@ -423,6 +424,7 @@ async fn dry_run_records_without_acting() {
                 .list_runs(v1::ListRunsRequest {
                     incident_id: id,
                     limit: 0,
+                    ..Default::default()
                 })
                 .await
                 .ok()?

@@ -10,7 +10,7 @@ use axum::routing::get;
 use firebreak_bus::{Bus, EmbeddedBus};
 use firebreak_intake::Intake;
 use firebreak_notification::{Channel, Notification};
-use firebreak_orchestration::{Options, Orchestration};
+use firebreak_orchestration::{Options, Orchestration, SecretSource};
 use firebreak_runbook::{Catalog, Limits};
 use firebreak_storage::sqlite::{
     SqliteBusLog, SqliteIntakeStore, SqliteNotificationStore, SqliteOrchestrationStore,
@@ -103,6 +103,12 @@ impl App {
             Options {
                 live: config.live,
                 params: config.runbook_params.clone(),
+                approvers: config.approvers.clone(),
+                exec: config.exec.clone(),
+                kubernetes: config.kubernetes.clone(),
+                secrets: SecretSource {
+                    dir: config.secrets_dir.clone(),
+                },
                 ..Options::default()
             },
         )

@@ -142,6 +142,29 @@ pub enum RunbookCmd {
         #[arg(default_value = "./runbooks")]
         dir: PathBuf,
     },
+    /// Run the tests beside the runbooks of DIR (NAME.test.yaml); non-zero exit on failure.
+    Test {
+        #[arg(default_value = "./runbooks")]
+        dir: PathBuf,
+        /// Fail when a runbook has no tests.
+        #[arg(long)]
+        require_tests: bool,
+    },
+    /// Show what a runbook would do, every action simulated: for an incident on the server
+    /// (--incident) or a test fixture's case (--fixture).
+    DryRun {
+        name: String,
+        #[arg(long, conflicts_with = "fixture", required_unless_present = "fixture")]
+        incident: Option<String>,
+        /// A fixture file; runs its case named by --case, else its first.
+        #[arg(long)]
+        fixture: Option<PathBuf>,
+        #[arg(long, requires = "fixture")]
+        case: Option<String>,
+        /// The runbook directory.
+        #[arg(long, default_value = "./runbooks")]
+        runbooks: PathBuf,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -149,22 +172,31 @@ pub enum RunCmd {
     List {
         #[arg(long)]
         incident: Option<String>,
+        /// pending, running, sleeping, waiting_approval, succeeded, failed or rejected.
+        #[arg(long)]
+        state: Option<String>,
     },
     Show {
         run: String,
     },
-    /// Approve a run's pending approval; the run resumes.
-    Approve {
-        run: String,
-        #[arg(long, default_value = "")]
-        comment: String,
-    },
-    /// Reject a run's pending approval; the run resumes with the answer "no".
-    Reject {
-        run: String,
-        #[arg(long, default_value = "")]
-        comment: String,
-    },
+    /// Approvals waiting for a person, oldest first.
+    Approvals,
+    /// Approve a run's pending approval (or its plan); the run resumes.
+    Approve(DecideArgs),
+    /// Reject a run's pending approval; the run resumes with the answer "no" (a rejected
+    /// plan ends the run).
+    Reject(DecideArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct DecideArgs {
+    pub run: String,
+    /// Why: recorded on the incident's timeline.
+    #[arg(long, default_value = "")]
+    pub comment: String,
+    /// Who decides [default: $FIREBREAK_USER, else $USER].
+    #[arg(long = "as", env = "FIREBREAK_USER")]
+    pub actor: Option<String>,
 }
 
 fn who() -> String {
@@ -178,6 +210,26 @@ impl Cli {
         match self.command {
             Command::Up(args) => up(args).await.map(|()| 0),
             Command::Runbook(RunbookCmd::Check { dir }) => Ok(check(&dir, &out)),
+            Command::Runbook(RunbookCmd::Test { dir, require_tests }) => {
+                Ok(crate::authoring::test(&dir, require_tests, &out))
+            }
+            Command::Runbook(RunbookCmd::DryRun {
+                name,
+                incident,
+                fixture,
+                case,
+                runbooks,
+            }) => {
+                let source = match (incident, fixture) {
+                    (Some(id), _) => crate::authoring::Source::Incident {
+                        id,
+                        channel: connect(&self.server).await?,
+                    },
+                    (None, Some(path)) => crate::authoring::Source::Fixture { path, case },
+                    (None, None) => bail!("give --incident ID or --fixture FILE"),
+                };
+                crate::authoring::dry_run(&runbooks, &name, source, &out).await
+            }
             cmd => {
                 let channel = connect(&self.server).await?;
                 client(cmd, channel, &out).await.map(|()| 0)
@@ -386,11 +438,12 @@ async fn client(cmd: Command, channel: Channel, out: &Out) -> anyhow::Result<()>
                 .into_inner();
             out.runbooks(&r.runbooks);
         }
-        Command::Run(RunCmd::List { incident }) => {
+        Command::Run(RunCmd::List { incident, state }) => {
             let r = runs
                 .list_runs(v1::ListRunsRequest {
                     incident_id: incident.unwrap_or_default(),
                     limit: 0,
+                    state: state.unwrap_or_default(),
                 })
                 .await
                 .map_err(status)?
@@ -405,31 +458,36 @@ async fn client(cmd: Command, channel: Channel, out: &Out) -> anyhow::Result<()>
                 .into_inner();
             out.run(r.run.as_ref());
         }
-        Command::Run(RunCmd::Approve { run, comment }) => {
+        Command::Run(RunCmd::Approvals) => {
             let r = runs
-                .approve(v1::DecideApprovalRequest {
-                    run_id: run,
-                    actor: who(),
-                    comment,
-                })
+                .list_approvals(v1::ListApprovalsRequest {})
                 .await
                 .map_err(status)?
                 .into_inner();
-            out.run(r.run.as_ref());
+            out.approvals(&r.approvals);
         }
-        Command::Run(RunCmd::Reject { run, comment }) => {
-            let r = runs
-                .reject(v1::DecideApprovalRequest {
-                    run_id: run,
-                    actor: who(),
-                    comment,
-                })
-                .await
-                .map_err(status)?
-                .into_inner();
-            out.run(r.run.as_ref());
+        Command::Run(cmd @ (RunCmd::Approve(_) | RunCmd::Reject(_))) => {
+            let (approve, d) = match cmd {
+                RunCmd::Approve(d) => (true, d),
+                RunCmd::Reject(d) => (false, d),
+                _ => bail!("not a decision"),
+            };
+            let req = v1::DecideApprovalRequest {
+                run_id: d.run,
+                actor: d.actor.unwrap_or_else(who),
+                comment: d.comment,
+            };
+            let r = if approve {
+                runs.approve(req).await
+            } else {
+                runs.reject(req).await
+            };
+            out.run(r.map_err(status)?.into_inner().run.as_ref());
         }
-        Command::Up(_) | Command::Runbook(RunbookCmd::Check { .. }) => {
+        Command::Up(_)
+        | Command::Runbook(
+            RunbookCmd::Check { .. } | RunbookCmd::Test { .. } | RunbookCmd::DryRun { .. },
+        ) => {
             bail!("not a client command")
         }
     }

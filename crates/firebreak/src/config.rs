@@ -45,6 +45,19 @@ pub struct Config {
     /// Parameter overrides per runbook: `runbook_params: {NAME: {PARAM: VALUE}}`.
     #[serde(default)]
     pub runbook_params: BTreeMap<String, BTreeMap<String, serde_json::Value>>,
+    /// Who may approve runbook steps, per role: `approvers: {incident-commander: [alice]}`.
+    #[serde(default)]
+    pub approvers: BTreeMap<String, Vec<String>>,
+    /// Commands runbooks may run through `exec::run`, with limits.
+    #[serde(default)]
+    pub exec: firebreak_orchestration::ExecOptions,
+    /// The cluster the `k8s` actions act on (absent: in-cluster or `KUBECONFIG`).
+    #[serde(default)]
+    pub kubernetes: firebreak_orchestration::KubeOptions,
+    /// A directory with one file per secret (a mounted Kubernetes Secret); secrets are also
+    /// read from `FIREBREAK_SECRET_<NAME>`.
+    #[serde(default)]
+    pub secrets_dir: Option<PathBuf>,
     /// Seconds to finish in-flight work after a shutdown signal.
     #[serde(default = "default_grace")]
     pub shutdown_grace_seconds: u64,
@@ -67,7 +80,7 @@ fn default_grace() -> u64 {
 }
 
 /// Environment variables that belong to the CLI client, not to the server's configuration.
-const CLIENT_ENV: &[&str] = &["FIREBREAK_SERVER", "FIREBREAK_OUTPUT"];
+const CLIENT_ENV: &[&str] = &["FIREBREAK_SERVER", "FIREBREAK_OUTPUT", "FIREBREAK_USER"];
 
 impl Default for Config {
     fn default() -> Self {
@@ -102,7 +115,8 @@ impl Config {
             let Some(rest) = key.strip_prefix("FIREBREAK_") else {
                 continue;
             };
-            if CLIENT_ENV.contains(&key.as_str()) {
+            // Secret values are read by name when a runbook uses them, never as configuration.
+            if CLIENT_ENV.contains(&key.as_str()) || rest.starts_with("SECRET_") {
                 continue;
             }
             let path: Vec<String> = rest.split("__").map(str::to_lowercase).collect();

@@ -1,6 +1,7 @@
 //! The `firebreak` binary's library: configuration, the embedded application and the CLI.
 
 pub mod app;
+mod authoring;
 pub mod cli;
 pub mod config;
 mod output;

@@ -63,6 +63,9 @@ fn run_json(r: &v1::Run) -> Value {
             "idempotency_key": a.idempotency_key,
         })).collect::<Vec<_>>(),
         "log": r.log,
+        "phase": r.phase,
+        "plan": serde_json::from_str::<Value>(&r.plan).unwrap_or(Value::Null),
+        "wake_at": ts(r.wake_at.as_ref()),
     })
 }
 
@@ -249,6 +252,25 @@ impl Out {
                 if !r.error.is_empty() {
                     println!("error    {}", r.error);
                 }
+                if let Some(at) = ts(r.wake_at.as_ref()).as_str() {
+                    let what = if r.state == "sleeping" {
+                        "wakes"
+                    } else {
+                        "expires"
+                    };
+                    println!("{what:<8} {at}");
+                }
+                if let Ok(Value::Array(plan)) = serde_json::from_str::<Value>(&r.plan) {
+                    println!("\nplan ({}):", r.phase);
+                    for step in &plan {
+                        println!(
+                            "  {}. {} {}",
+                            step["seq"],
+                            step["action"].as_str().unwrap_or_default(),
+                            step["args"]
+                        );
+                    }
+                }
                 println!();
                 table(
                     &["seq", "action", "status", "args", "result"],
@@ -276,6 +298,104 @@ impl Out {
         match self.format {
             OutputFormat::Json => self.json(json!({ "ok": true, "runbooks": names })),
             OutputFormat::Table => println!("{} runbook(s) ok: {}", names.len(), names.join(", ")),
+        }
+    }
+
+    pub(crate) fn approvals(&self, list: &[v1::PendingApproval]) {
+        match self.format {
+            OutputFormat::Json => self.json(Value::Array(
+                list.iter()
+                    .map(|a| {
+                        json!({
+                            "run_id": a.run_id, "runbook": a.runbook, "incident_id": a.incident_id,
+                            "seq": a.seq, "prompt": a.prompt, "role": a.role,
+                            "requested_at": ts(a.requested_at.as_ref()),
+                            "expires_at": ts(a.expires_at.as_ref()), "on_timeout": a.on_timeout,
+                        })
+                    })
+                    .collect(),
+            )),
+            OutputFormat::Table => table(
+                &[
+                    "run", "runbook", "incident", "prompt", "role", "expires", "then",
+                ],
+                list.iter()
+                    .map(|a| {
+                        vec![
+                            a.run_id.clone(),
+                            a.runbook.clone(),
+                            a.incident_id.clone(),
+                            a.prompt.clone(),
+                            a.role.clone(),
+                            ts(a.expires_at.as_ref())
+                                .as_str()
+                                .unwrap_or_default()
+                                .to_owned(),
+                            a.on_timeout.clone(),
+                        ]
+                    })
+                    .collect(),
+            ),
+        }
+    }
+
+    /// A simulated run: outcome, the plan, and the log.
+    pub(crate) fn simulation(&self, runbook: &str, sim: &firebreak_runbook::Simulation) {
+        let outcome = match &sim.outcome {
+            firebreak_runbook::Outcome::Succeeded { .. } => "succeeded".to_owned(),
+            firebreak_runbook::Outcome::Failed(e) => format!("failed: {e}"),
+            other => format!("{other:?}"),
+        };
+        match self.format {
+            OutputFormat::Json => self.json(json!({
+                "runbook": runbook, "outcome": outcome, "plan": sim.steps, "log": sim.log,
+            })),
+            OutputFormat::Table => {
+                println!("dry run of {runbook}: {outcome}\n");
+                table(
+                    &["seq", "action", "args", "result"],
+                    sim.steps
+                        .iter()
+                        .map(|s| {
+                            vec![
+                                s.seq.to_string(),
+                                s.action.clone(),
+                                s.args.to_string(),
+                                s.result.to_string(),
+                            ]
+                        })
+                        .collect(),
+                );
+                for line in &sim.log {
+                    println!("log: {line}");
+                }
+            }
+        }
+    }
+
+    /// Runbook test results, a line per case.
+    pub(crate) fn test_results(&self, results: &[firebreak_runbook::fixture::CaseResult]) {
+        let failed = results.iter().filter(|r| r.failure.is_some()).count();
+        match self.format {
+            OutputFormat::Json => self.json(json!({
+                "passed": results.len() - failed, "failed": failed,
+                "cases": results.iter().map(|r| json!({
+                    "runbook": r.runbook, "case": r.case, "ok": r.failure.is_none(), "failure": r.failure,
+                })).collect::<Vec<_>>(),
+            })),
+            OutputFormat::Table => {
+                for r in results {
+                    match &r.failure {
+                        None => println!("ok    {}: {}", r.runbook, r.case),
+                        Some(why) => println!("FAIL  {}: {}: {why}", r.runbook, r.case),
+                    }
+                }
+                println!(
+                    "\n{} case(s): {} passed, {failed} failed",
+                    results.len(),
+                    results.len() - failed
+                );
+            }
         }
     }
 }

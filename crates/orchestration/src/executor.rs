@@ -4,7 +4,9 @@ use std::sync::{Arc, Mutex};
 
 use firebreak_bus::{outbox_event, streams};
 use firebreak_proto::v1::{self, event::Payload};
-use firebreak_runbook::{Execution, Outcome, Recorded, execute};
+use firebreak_runbook::{
+    Execution, Mode, Outcome, PlannedStep, Recorded, Runbook, Simulator, execute, simulate,
+};
 use firebreak_storage::{OutboxEvent, RunRecord};
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
@@ -12,36 +14,44 @@ use tokio_util::sync::CancellationToken;
 use crate::Orchestration;
 use crate::host::RunHost;
 
-pub(crate) fn now_micros() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_micros() as i64)
+pub(crate) use firebreak_runbook::now_micros;
+
+/// The incident as a runbook sees it (`incident` in the script): frozen when the run starts.
+pub fn incident_input(incident: &v1::Incident) -> serde_json::Value {
+    json!({
+        "id": incident.id,
+        "title": incident.title,
+        "description": incident.description,
+        "category": incident.category,
+        "severity": incident.severity,
+        "priority": incident.priority,
+        "state": incident.state,
+        "dedup_key": incident.dedup_key,
+        "alert_count": incident.alert_count,
+        "labels": incident.labels.iter().collect::<std::collections::BTreeMap<_, _>>(),
+        "source": incident.source,
+    })
 }
 
 /// A new pending run of `runbook` for `incident`, with the incident frozen as its input.
-pub(crate) fn new_run(runbook: &str, incident: &v1::Incident, live: bool) -> RunRecord {
+/// A plan-approve runbook starts in the plan phase.
+pub(crate) fn new_run(runbook: &Runbook, incident: &v1::Incident, live: bool) -> RunRecord {
     RunRecord {
         id: firebreak_domain::RunId::new().to_string(),
-        runbook: runbook.to_owned(),
+        runbook: runbook.manifest.name.clone(),
         incident_id: incident.id.clone(),
         state: "pending".into(),
         live,
         error: String::new(),
-        input: json!({
-            "id": incident.id,
-            "title": incident.title,
-            "description": incident.description,
-            "category": incident.category,
-            "severity": incident.severity,
-            "priority": incident.priority,
-            "state": incident.state,
-            "dedup_key": incident.dedup_key,
-            "alert_count": incident.alert_count,
-            "labels": incident.labels.iter().collect::<std::collections::BTreeMap<_, _>>(),
-            "source": incident.source,
-        }),
+        input: incident_input(incident),
         started_at: now_micros(),
         finished_at: None,
+        phase: match runbook.manifest.mode {
+            Mode::PlanApprove => "plan".into(),
+            Mode::Auto => "apply".into(),
+        },
+        plan: serde_json::Value::Null,
+        wake_at: None,
     }
 }
 
@@ -63,19 +73,19 @@ pub(crate) fn run_event(run: &RunRecord, change: &str, action: &str, detail: &st
 }
 
 impl Orchestration {
-    /// Runs pending runs until `shutdown`; on start it resumes runs a crash interrupted.
+    /// Runs due runs until `shutdown`; on start it resumes runs a crash interrupted. Also
+    /// wakes sleeping runs and applies the fallback of approvals that timed out.
     pub(crate) async fn executor(self, shutdown: CancellationToken) {
         let mut tasks = tokio::task::JoinSet::new();
         while !shutdown.is_cancelled() {
-            match self.store.runnable_runs().await {
+            match self.store.due_runs(now_micros()).await {
                 Ok(runs) => {
                     for run in runs {
-                        let fresh = self
-                            .running
-                            .lock()
-                            .map(|mut r| r.insert(run.id.clone()))
-                            .unwrap_or(false);
-                        if !fresh {
+                        if run.state == "waiting_approval" {
+                            self.expire_approval(&run).await;
+                            continue;
+                        }
+                        if !self.claim(&run) {
                             continue;
                         }
                         let Ok(permit) = self.slots.clone().acquire_owned().await else {
@@ -92,17 +102,55 @@ impl Orchestration {
                         });
                     }
                 }
-                Err(e) => tracing::warn!(error = %e, "listing runnable runs failed"),
+                Err(e) => tracing::warn!(error = %e, "listing due runs failed"),
             }
             while tasks.try_join_next().is_some() {}
             tokio::select! {
                 () = self.wake.notified() => {}
-                () = tokio::time::sleep(std::time::Duration::from_secs(1)) => {}
+                () = tokio::time::sleep(std::time::Duration::from_millis(500)) => {}
                 () = shutdown.cancelled() => {}
             }
         }
         // Let executing scripts finish their current step; their journal keeps the rest.
         while tasks.join_next().await.is_some() {}
+    }
+
+    /// Marks a run as executing here, unless it is already or its runbook is at its cap.
+    fn claim(&self, run: &RunRecord) -> bool {
+        let cap = self
+            .catalog
+            .get(&run.runbook)
+            .map_or(0, |rb| rb.manifest.concurrency.max_running as usize);
+        let Ok(mut running) = self.running.lock() else {
+            return false;
+        };
+        if running.contains_key(&run.id) {
+            return false;
+        }
+        if cap > 0 && running.values().filter(|r| **r == run.runbook).count() >= cap {
+            return false;
+        }
+        running.insert(run.id.clone(), run.runbook.clone());
+        true
+    }
+
+    /// Moves `run` to `state` if it is still in `from`, with its events; false if it was not.
+    async fn move_run(
+        &self,
+        run: &RunRecord,
+        from: &str,
+        change: impl FnOnce(&mut RunRecord),
+        events: &[OutboxEvent],
+    ) -> bool {
+        let mut next = run.clone();
+        change(&mut next);
+        match self.store.transition(&next, from, None, events).await {
+            Ok(moved) => moved,
+            Err(e) => {
+                tracing::warn!(run = %run.id, error = %e, "updating the run failed");
+                false
+            }
+        }
     }
 
     async fn execute_run(&self, run: RunRecord) {
@@ -111,31 +159,23 @@ impl Orchestration {
             self.finish(&run, "failed", Some(&msg)).await;
             return;
         };
-        if run.state == "pending"
-            && let Err(e) = self
-                .store
-                .set_run_state(&run.id, "running", None, &[])
-                .await
-        {
-            tracing::warn!(run = %run.id, error = %e, "marking run running failed");
-            return;
-        }
-        let journal = match self.store.journal(&run.id).await {
-            Ok(j) => j
-                .into_iter()
-                .map(|j| Recorded {
-                    seq: j.seq,
-                    action: j.action,
-                    digest: j.args_digest,
-                    status: j.status,
-                    result: j.result,
-                })
-                .collect(),
-            Err(e) => {
-                tracing::warn!(run = %run.id, error = %e, "reading the journal failed");
+        if run.state != "running" {
+            let from = run.state.clone();
+            let moved = self
+                .move_run(
+                    &run,
+                    &from,
+                    |r| {
+                        r.state = "running".into();
+                        r.wake_at = None;
+                    },
+                    &[],
+                )
+                .await;
+            if !moved {
                 return;
             }
-        };
+        }
         let params = match runbook.params(self.options.params.get(&run.runbook)) {
             Ok(p) => p,
             Err(e) => {
@@ -143,13 +183,36 @@ impl Orchestration {
                 return;
             }
         };
+        if run.phase == "plan" {
+            self.plan(run, runbook, params).await;
+            return;
+        }
+        let journal = match self.store.journal(&run.id).await {
+            Ok(j) => j,
+            Err(e) => {
+                tracing::warn!(run = %run.id, error = %e, "reading the journal failed");
+                return;
+            }
+        };
+        let journal = journal
+            .into_iter()
+            .map(|j| Recorded {
+                seq: j.seq,
+                action: j.action,
+                digest: j.args_digest,
+                status: j.status,
+                result: j.result,
+            })
+            .collect();
         let host = Arc::new(RunHost {
             store: self.store.clone(),
             run: run.clone(),
-            http: self.http.clone(),
+            secrets: runbook.manifest.secrets.clone(),
+            actions: self.actions.clone(),
             rt: tokio::runtime::Handle::current(),
             log: Mutex::new(Vec::new()),
         });
+        let approval_timeout = runbook.manifest.approval.timeout_seconds;
         let execution = Execution {
             runbook,
             run_id: run.id.clone(),
@@ -167,11 +230,7 @@ impl Orchestration {
             .lock()
             .map(|mut l| std::mem::take(&mut *l))
             .unwrap_or_default();
-        if !lines.is_empty()
-            && let Err(e) = self.store.append_log(&run.id, &lines).await
-        {
-            tracing::warn!(run = %run.id, error = %e, "writing the run log failed");
-        }
+        self.append_log(&run, &lines).await;
         match outcome {
             Outcome::Succeeded { steps } => {
                 tracing::info!(run = %run.id, runbook = %run.runbook, steps, "run succeeded");
@@ -183,19 +242,104 @@ impl Orchestration {
             }
             Outcome::Waiting { seq } => {
                 tracing::info!(run = %run.id, seq, "run waits for approval");
-                if let Err(e) = self
-                    .store
-                    .set_run_state(&run.id, "waiting_approval", None, &[])
-                    .await
-                {
-                    tracing::warn!(run = %run.id, error = %e, "marking run waiting failed");
-                }
+                let until = now_micros() + secs(approval_timeout);
+                self.move_run(
+                    &run,
+                    "running",
+                    |r| {
+                        r.state = "waiting_approval".into();
+                        r.wake_at = Some(until);
+                    },
+                    &[],
+                )
+                .await;
+            }
+            Outcome::Sleeping { seq, until } => {
+                tracing::info!(run = %run.id, seq, until, "run sleeps");
+                let event = run_event(
+                    &run,
+                    "sleeping",
+                    "",
+                    &format!(
+                        "step {seq} sleeps until {}",
+                        firebreak_proto::timestamp(until)
+                    ),
+                );
+                self.move_run(
+                    &run,
+                    "running",
+                    |r| {
+                        r.state = "sleeping".into();
+                        r.wake_at = Some(until);
+                    },
+                    &[event],
+                )
+                .await;
             }
         }
         self.relay.wake();
     }
 
-    async fn finish(&self, run: &RunRecord, state: &str, error: Option<&str>) {
+    /// The plan phase of a plan-approve run: execute with every action simulated, record the
+    /// plan on the run and the incident, and wait for a person to approve it.
+    async fn plan(&self, run: RunRecord, runbook: Runbook, params: serde_json::Value) {
+        let limits = self.options.limits.clone();
+        let input = run.input.clone();
+        let timeout = runbook.manifest.approval.timeout_seconds;
+        let sim = tokio::task::spawn_blocking(move || {
+            simulate(
+                &runbook,
+                input,
+                params,
+                Simulator::new(Vec::new(), Vec::new()),
+                &limits,
+            )
+        })
+        .await;
+        let sim = match sim {
+            Ok(sim) => sim,
+            Err(e) => {
+                self.finish(
+                    &run,
+                    "failed",
+                    Some(&format!("the plan's thread failed: {e}")),
+                )
+                .await;
+                return;
+            }
+        };
+        self.append_log(&run, &sim.log).await;
+        if let Outcome::Failed(msg) = &sim.outcome {
+            self.finish(&run, "failed", Some(&format!("planning failed: {msg}")))
+                .await;
+            return;
+        }
+        let plan = serde_json::to_value(&sim.steps).unwrap_or_default();
+        let event = run_event(&run, "plan_ready", "", &plan_text(&sim.steps));
+        let until = now_micros() + secs(timeout);
+        self.move_run(
+            &run,
+            "running",
+            |r| {
+                r.state = "waiting_approval".into();
+                r.plan = plan;
+                r.wake_at = Some(until);
+            },
+            &[event],
+        )
+        .await;
+        self.relay.wake();
+    }
+
+    async fn append_log(&self, run: &RunRecord, lines: &[String]) {
+        if !lines.is_empty()
+            && let Err(e) = self.store.append_log(&run.id, lines).await
+        {
+            tracing::warn!(run = %run.id, error = %e, "writing the run log failed");
+        }
+    }
+
+    pub(crate) async fn finish(&self, run: &RunRecord, state: &str, error: Option<&str>) {
         let m = firebreak_telemetry::metrics();
         firebreak_telemetry::Metrics::count(&m.runs_finished, state);
         let event = run_event(run, state, "", error.unwrap_or_default());
@@ -208,4 +352,17 @@ impl Orchestration {
         }
         self.relay.wake();
     }
+}
+
+fn secs(s: u64) -> i64 {
+    i64::try_from(s.saturating_mul(1_000_000)).unwrap_or(i64::MAX / 2)
+}
+
+/// A plan as people read it on the timeline: one line per step.
+pub(crate) fn plan_text(steps: &[PlannedStep]) -> String {
+    let mut text = format!("plan of {} step(s), waiting for approval:", steps.len());
+    for s in steps {
+        text.push_str(&format!("\n{}. {} {}", s.seq, s.action, s.args));
+    }
+    text
 }

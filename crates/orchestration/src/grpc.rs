@@ -3,11 +3,21 @@
 use firebreak_proto::ErrorCode;
 use firebreak_proto::v1::{self, runbook_service_server::RunbookService};
 use firebreak_storage::{JournalRecord, RunRecord};
-use serde_json::json;
 use tonic::{Request, Response, Status};
 
 use crate::Orchestration;
-use crate::executor::{now_micros, run_event};
+use crate::approvals::{DecideError, Decision};
+use firebreak_runbook::OnTimeout;
+
+const STATES: &[&str] = &[
+    "pending",
+    "running",
+    "sleeping",
+    "waiting_approval",
+    "succeeded",
+    "failed",
+    "rejected",
+];
 
 /// The gRPC face of orchestration.
 pub struct RunbookApi {
@@ -42,6 +52,22 @@ fn run_to_proto(r: &RunRecord, journal: &[JournalRecord], log: Vec<String>) -> v
             })
             .collect(),
         log,
+        phase: r.phase.clone(),
+        plan: if r.plan.is_null() {
+            String::new()
+        } else {
+            r.plan.to_string()
+        },
+        wake_at: r.wake_at.map(firebreak_proto::timestamp),
+    }
+}
+
+fn decide_status(e: DecideError) -> Status {
+    match e {
+        DecideError::NotFound(_) => ErrorCode::NotFound.status(e.to_string()),
+        DecideError::NotWaiting(..) => ErrorCode::FailedPrecondition.status(e.to_string()),
+        DecideError::Forbidden(_) => ErrorCode::PermissionDenied.status(e.to_string()),
+        DecideError::Storage(e) => unavailable(e),
     }
 }
 
@@ -67,44 +93,25 @@ impl RunbookApi {
     ) -> Result<Response<v1::DecideApprovalResponse>, Status> {
         firebreak_domain::RunId::parse(&req.run_id)
             .map_err(|e| ErrorCode::InvalidArgument.status(e.to_string()))?;
-        let store = &self.orch.store;
-        let run = store
-            .run(&req.run_id)
-            .await
-            .map_err(unavailable)?
-            .ok_or_else(|| ErrorCode::NotFound.status(format!("run {} not found", req.run_id)))?;
-        if run.state != "waiting_approval" {
-            return Err(ErrorCode::FailedPrecondition.status(format!(
-                "run {} is {}, not waiting for approval",
-                run.id, run.state
-            )));
+        if req.comment.len() > 4096 {
+            return Err(ErrorCode::InvalidArgument.status("comment is longer than 4096 bytes"));
         }
-        let journal = store.journal(&run.id).await.map_err(unavailable)?;
-        let Some(waiting) = journal.iter().find(|j| j.status == "waiting") else {
-            return Err(ErrorCode::FailedPrecondition.status("the run has no pending approval"));
+        let actor = match req.actor.trim() {
+            "" => "user:anonymous",
+            a => a,
         };
-        let by = match req.actor.trim() {
-            "" => "user:anonymous".to_owned(),
-            a => a.to_owned(),
+        let decision = Decision {
+            approved,
+            actor,
+            comment: req.comment.trim(),
+            by_timeout: false,
         };
-        let mut decided = waiting.clone();
-        decided.status = "done".into();
-        decided.result = json!({ "approved": approved, "by": by, "comment": req.comment });
-        decided.at = now_micros();
-        let change = if approved { "approved" } else { "rejected" };
-        let detail = format!("{by}: {}", req.comment);
-        store
-            .put_journal(&decided, &[run_event(&run, change, "", &detail)])
+        self.orch
+            .decide(&req.run_id, decision)
             .await
-            .map_err(unavailable)?;
-        store
-            .set_run_state(&run.id, "pending", None, &[])
-            .await
-            .map_err(unavailable)?;
-        self.orch.relay.wake();
-        self.orch.wake.notify_one();
+            .map_err(decide_status)?;
         Ok(Response::new(v1::DecideApprovalResponse {
-            run: Some(self.load(&run.id).await?),
+            run: Some(self.load(&req.run_id).await?),
         }))
     }
 }
@@ -129,7 +136,7 @@ impl RunbookService for RunbookApi {
                     min_severity: m.matches.severity.min,
                     max_severity: m.matches.severity.max,
                     capabilities: m.capabilities.clone(),
-                    approval_required: Vec::new(),
+                    approval_required: m.approval.actions.clone(),
                     timeout_seconds: m.timeout_seconds,
                 }
             })
@@ -155,10 +162,20 @@ impl RunbookService for RunbookApi {
         } else {
             req.limit.min(1000)
         };
+        let state = match req.state.trim() {
+            "" => None,
+            s if STATES.contains(&s) => Some(s),
+            s => {
+                return Err(ErrorCode::InvalidArgument.status(format!(
+                    "unknown run state {s:?}; known: {}",
+                    STATES.join(", ")
+                )));
+            }
+        };
         let runs = self
             .orch
             .store
-            .runs(incident.as_deref(), limit)
+            .runs(incident.as_deref(), state, limit)
             .await
             .map_err(unavailable)?;
         let mut out = Vec::with_capacity(runs.len());
@@ -190,5 +207,59 @@ impl RunbookService for RunbookApi {
         req: Request<v1::DecideApprovalRequest>,
     ) -> Result<Response<v1::DecideApprovalResponse>, Status> {
         self.decide(req.into_inner(), false).await
+    }
+
+    async fn list_approvals(
+        &self,
+        _: Request<v1::ListApprovalsRequest>,
+    ) -> Result<Response<v1::ListApprovalsResponse>, Status> {
+        let store = &self.orch.store;
+        let mut runs = store
+            .runs(None, Some("waiting_approval"), 1000)
+            .await
+            .map_err(unavailable)?;
+        runs.reverse();
+        let mut approvals = Vec::with_capacity(runs.len());
+        for run in runs {
+            let approval = self
+                .orch
+                .catalog
+                .get(&run.runbook)
+                .map(|rb| rb.manifest.approval.clone())
+                .unwrap_or_default();
+            let (seq, prompt, requested_at) = if run.phase == "plan" {
+                let steps = run.plan.as_array().map_or(0, Vec::len);
+                (
+                    0,
+                    format!("apply the plan of {steps} step(s)?"),
+                    run.started_at,
+                )
+            } else {
+                let journal = store.journal(&run.id).await.map_err(unavailable)?;
+                match journal.iter().find(|j| j.status == "waiting") {
+                    Some(j) => (
+                        j.seq,
+                        j.args["prompt"].as_str().unwrap_or_default().to_owned(),
+                        j.at,
+                    ),
+                    None => continue,
+                }
+            };
+            approvals.push(v1::PendingApproval {
+                run_id: run.id.clone(),
+                runbook: run.runbook.clone(),
+                incident_id: run.incident_id.clone(),
+                seq,
+                prompt,
+                role: approval.role,
+                requested_at: Some(firebreak_proto::timestamp(requested_at)),
+                expires_at: run.wake_at.map(firebreak_proto::timestamp),
+                on_timeout: match approval.on_timeout {
+                    OnTimeout::Approve => "approve".into(),
+                    OnTimeout::Reject => "reject".into(),
+                },
+            });
+        }
+        Ok(Response::new(v1::ListApprovalsResponse { approvals }))
     }
 }

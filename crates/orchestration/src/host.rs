@@ -1,22 +1,85 @@
 //! The runbook host: performs (or simulates) each action and journals it with its events.
 
+use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use firebreak_bus::{outbox_event, streams};
 use firebreak_proto::v1::{self, event::Payload, incident_command::Command};
-use firebreak_runbook::{Host, Step, StepOutcome, is_side_effecting};
+use firebreak_runbook::{Host, Step, StepOutcome, is_side_effecting, now_micros};
 use firebreak_storage::{JournalRecord, OrchestrationStore, OutboxEvent, RunRecord};
+use serde::Deserialize;
 use serde_json::{Value, json};
+use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::runtime::Handle;
 
-use crate::executor::{now_micros, run_event};
+use crate::executor::run_event;
+use crate::k8s::Kube;
+use crate::secrets::{SecretSource, inject, redact, redact_str};
+
+/// What `exec` actions may run.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExecOptions {
+    /// Commands (exact paths or names) runbooks may run; empty allows none.
+    #[serde(default)]
+    pub allow: Vec<String>,
+    /// A command still running after this is killed and the step fails.
+    #[serde(default = "default_exec_timeout")]
+    pub timeout_seconds: u64,
+    /// Bytes of stdout and of stderr kept; the rest is discarded.
+    #[serde(default = "default_exec_output")]
+    pub max_output_bytes: usize,
+}
+
+impl Default for ExecOptions {
+    fn default() -> Self {
+        Self {
+            allow: Vec::new(),
+            timeout_seconds: default_exec_timeout(),
+            max_output_bytes: default_exec_output(),
+        }
+    }
+}
+
+fn default_exec_timeout() -> u64 {
+    30
+}
+fn default_exec_output() -> usize {
+    64 * 1024
+}
+
+/// What the actions that reach outside need, shared by every run.
+pub(crate) struct Actions {
+    pub(crate) http: reqwest::Client,
+    pub(crate) kube: Kube,
+    pub(crate) exec: ExecOptions,
+    pub(crate) secrets: SecretSource,
+}
+
+/// Why an action failed, and whether trying again may help.
+#[derive(Debug)]
+pub(crate) struct ActionError {
+    pub(crate) message: String,
+    pub(crate) retryable: bool,
+}
+
+impl ActionError {
+    pub(crate) fn permanent(message: impl Into<String>) -> Self {
+        Self {
+            message: message.into(),
+            retryable: false,
+        }
+    }
+}
 
 /// One run's host. Lives on the blocking thread that executes the script.
 pub(crate) struct RunHost {
     pub(crate) store: Arc<dyn OrchestrationStore>,
     pub(crate) run: RunRecord,
-    pub(crate) http: reqwest::Client,
+    /// The secrets the runbook declares.
+    pub(crate) secrets: Vec<String>,
+    pub(crate) actions: Arc<Actions>,
     pub(crate) rt: Handle,
     pub(crate) log: Mutex<Vec<String>>,
 }
@@ -29,6 +92,7 @@ impl RunHost {
         step: &Step,
         status: &str,
         result: Value,
+        attempts: u32,
         extra: Option<OutboxEvent>,
     ) -> Result<(), String> {
         let record = JournalRecord {
@@ -40,7 +104,7 @@ impl RunHost {
             status: status.to_owned(),
             result: result.clone(),
             idempotency_key: step.idempotency_key.clone(),
-            attempts: 1,
+            attempts,
             at: now_micros(),
         };
         let summary = json!({
@@ -70,14 +134,95 @@ impl RunHost {
         )
     }
 
-    fn http(&self, step: &Step) -> Result<Value, String> {
+    /// Firebreak's own actions: they always run, dry or live.
+    fn internal(&self, step: &Step) -> Result<Option<OutboxEvent>, String> {
         let a = &step.args;
+        let s = |k: &str| a[k].as_str().unwrap_or_default().to_owned();
+        let cmd = |c| Ok(Some(self.incident_command(c)));
+        match step.action.as_str() {
+            "incident.note" => cmd(Command::Note(s("text"))),
+            "incident.set_severity" => cmd(Command::SetSeverity(
+                a["severity"].as_u64().unwrap_or(3) as u32,
+            )),
+            "incident.set_category" => cmd(Command::SetCategory(s("category"))),
+            "incident.assign" => cmd(Command::Assign(v1::Assignment {
+                role: s("role"),
+                person: s("person"),
+            })),
+            "incident.escalate" => cmd(Command::Escalate(s("reason"))),
+            "incident.resolve" => cmd(Command::Resolve(s("summary"))),
+            "notify.send" => Ok(Some(outbox_event(
+                streams::RUNBOOKS,
+                "runbooks.notify",
+                Payload::NotifyRequested(v1::NotifyRequested {
+                    incident_id: self.run.incident_id.clone(),
+                    channel: s("channel"),
+                    message: s("message"),
+                    actor: format!("runbook:{}", self.run.runbook),
+                }),
+            ))),
+            other => Err(format!("unknown action {other}")),
+        }
+    }
+
+    /// An action that acts outside Firebreak, tried as the runbook's retry policy says.
+    /// Returns the result (or error) with secrets redacted, and the tries made.
+    fn external(&self, step: &Step) -> (Result<Value, String>, u32) {
+        let (args, used) = match inject(&step.args, &self.secrets, &self.actions.secrets) {
+            Ok(x) => x,
+            Err(e) => return (Err(e), 0),
+        };
+        let attempts = step.retry.attempts.max(1);
+        let mut tries = 0;
+        let result = loop {
+            tries += 1;
+            let outcome = self.rt.block_on(self.attempt(step, &args));
+            let again = match &outcome {
+                Ok(v) => {
+                    v["status"].as_u64().is_some_and(|s| s >= 500 || s == 429)
+                        && step.action.starts_with("http.")
+                }
+                Err(e) => e.retryable,
+            };
+            if !again || tries >= attempts {
+                break outcome;
+            }
+            let backoff = step
+                .retry
+                .backoff_ms
+                .saturating_mul(1 << (tries - 1).min(10));
+            std::thread::sleep(Duration::from_millis(backoff.min(60_000)));
+        };
+        let result = match result {
+            Ok(mut v) => {
+                redact(&mut v, &used);
+                Ok(v)
+            }
+            Err(e) => Err(redact_str(&e.message, &used)),
+        };
+        (result, tries)
+    }
+
+    async fn attempt(&self, step: &Step, args: &Value) -> Result<Value, ActionError> {
+        match step.action.split('.').next().unwrap_or_default() {
+            "http" => self.http(step, args).await,
+            "k8s" => self.actions.kube.perform(&step.action, args).await,
+            "exec" => self.exec(args).await,
+            _ => Err(ActionError::permanent(format!(
+                "unknown action {}",
+                step.action
+            ))),
+        }
+    }
+
+    async fn http(&self, step: &Step, a: &Value) -> Result<Value, ActionError> {
         let method = a["method"].as_str().unwrap_or("GET").to_uppercase();
         let url = a["url"].as_str().unwrap_or_default();
         let method = reqwest::Method::from_bytes(method.as_bytes())
-            .map_err(|_| format!("invalid http method {method:?}"))?;
+            .map_err(|_| ActionError::permanent(format!("invalid http method {method:?}")))?;
         let timeout = a["timeout_ms"].as_u64().unwrap_or(10_000).min(60_000);
         let mut req = self
+            .actions
             .http
             .request(method, url)
             .timeout(Duration::from_millis(timeout))
@@ -92,74 +237,133 @@ impl RunHost {
         if !a["body"].is_null() {
             req = req.json(&a["body"]);
         }
-        self.rt.block_on(async move {
-            let resp = req
-                .send()
-                .await
-                .map_err(|e| format!("http request failed: {e}"))?;
-            let status = resp.status().as_u16();
-            let bytes = resp.bytes().await.map_err(|e| format!("http body: {e}"))?;
-            let bytes = &bytes[..bytes.len().min(MAX_BODY)];
-            let body = serde_json::from_slice(bytes)
-                .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(bytes).into_owned()));
-            Ok(json!({ "status": status, "body": body }))
-        })
+        let resp = req.send().await.map_err(|e| ActionError {
+            message: format!("http request failed: {}", e.without_url()),
+            retryable: true,
+        })?;
+        let status = resp.status().as_u16();
+        let bytes = resp.bytes().await.map_err(|e| ActionError {
+            message: format!("http body: {}", e.without_url()),
+            retryable: true,
+        })?;
+        let bytes = &bytes[..bytes.len().min(MAX_BODY)];
+        let body = serde_json::from_slice(bytes)
+            .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(bytes).into_owned()));
+        Ok(json!({ "status": status, "body": body }))
     }
+
+    async fn exec(&self, a: &Value) -> Result<Value, ActionError> {
+        let opts = &self.actions.exec;
+        let command = a["command"].as_str().unwrap_or_default();
+        if !opts.allow.iter().any(|c| c == command) {
+            return Err(ActionError::permanent(format!(
+                "command {command:?} is not allowed: add it to exec.allow in the configuration"
+            )));
+        }
+        let args: Vec<&str> = a["args"]
+            .as_array()
+            .map(|a| a.iter().filter_map(Value::as_str).collect())
+            .unwrap_or_default();
+        let mut child = tokio::process::Command::new(command)
+            .args(&args)
+            .env_clear()
+            .env("PATH", "/usr/local/bin:/usr/bin:/bin")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .map_err(|e| ActionError::permanent(format!("cannot run {command:?}: {e}")))?;
+        let (out, err) = (child.stdout.take(), child.stderr.take());
+        let limit = opts.max_output_bytes;
+        let run = async {
+            let (stdout, stderr, status) =
+                tokio::join!(bounded(out, limit), bounded(err, limit), child.wait());
+            (stdout, stderr, status)
+        };
+        let (stdout, stderr, status) =
+            tokio::time::timeout(Duration::from_secs(opts.timeout_seconds), run)
+                .await
+                .map_err(|_| {
+                    ActionError::permanent(format!(
+                        "{command:?} ran longer than {}s and was killed",
+                        opts.timeout_seconds
+                    ))
+                })?;
+        let status = status.map_err(|e| ActionError::permanent(format!("{command:?}: {e}")))?;
+        Ok(json!({
+            "status": status.code().unwrap_or(-1),
+            "stdout": stdout.0,
+            "stderr": stderr.0,
+            "truncated": stdout.1 || stderr.1,
+        }))
+    }
+}
+
+/// Reads a stream to its end, keeping at most `limit` bytes; true when it cut.
+async fn bounded(stream: Option<impl AsyncRead + Unpin>, limit: usize) -> (String, bool) {
+    let Some(mut stream) = stream else {
+        return (String::new(), false);
+    };
+    let mut kept = Vec::new();
+    let mut buf = [0u8; 8192];
+    let mut cut = false;
+    while let Ok(n) = stream.read(&mut buf).await {
+        if n == 0 {
+            break;
+        }
+        let room = limit.saturating_sub(kept.len());
+        kept.extend_from_slice(&buf[..n.min(room)]);
+        cut |= n > room;
+    }
+    (String::from_utf8_lossy(&kept).into_owned(), cut)
 }
 
 impl Host for RunHost {
     fn perform(&self, step: &Step) -> Result<StepOutcome, String> {
-        let a = &step.args;
-        let (status, result, extra) = match step.action.as_str() {
+        match step.action.as_str() {
             "approval.request" => {
-                self.journal(step, "waiting", Value::Null, None)?;
+                self.journal(step, "waiting", Value::Null, 1, None)?;
                 return Ok(StepOutcome::Waiting);
             }
-            "incident.note" => {
-                let cmd = Command::Note(a["text"].as_str().unwrap_or_default().to_owned());
-                ("done", json!({}), Some(self.incident_command(cmd)))
-            }
-            "incident.set_severity" => {
-                let level = a["severity"].as_u64().unwrap_or(3) as u32;
-                (
-                    "done",
-                    json!({}),
-                    Some(self.incident_command(Command::SetSeverity(level))),
-                )
-            }
-            "incident.resolve" => {
-                let cmd = Command::Resolve(a["summary"].as_str().unwrap_or_default().to_owned());
-                ("done", json!({}), Some(self.incident_command(cmd)))
-            }
-            "notify.send" => {
-                let event = outbox_event(
-                    streams::RUNBOOKS,
-                    "runbooks.notify",
-                    Payload::NotifyRequested(v1::NotifyRequested {
-                        incident_id: self.run.incident_id.clone(),
-                        channel: a["channel"].as_str().unwrap_or_default().to_owned(),
-                        message: a["message"].as_str().unwrap_or_default().to_owned(),
-                        actor: format!("runbook:{}", self.run.runbook),
-                    }),
-                );
-                ("done", json!({}), Some(event))
-            }
-            action if is_side_effecting(action) && !self.run.live => (
-                "simulated",
-                json!({ "status": 200, "simulated": true }),
-                None,
-            ),
-            action if action.starts_with("http.") => match self.http(step) {
-                Ok(v) => ("done", v, None),
-                Err(e) => {
-                    self.journal(step, "failed", json!({ "error": e }), None)?;
-                    return Err(e);
+            "sleep.for" => {
+                let seconds = step.args["seconds"].as_i64().unwrap_or(0);
+                if seconds > 0 {
+                    let until = now_micros() + seconds * 1_000_000;
+                    self.journal(step, "sleeping", json!({ "until": until }), 1, None)?;
+                    return Ok(StepOutcome::Sleeping { until });
                 }
-            },
-            other => return Err(format!("unknown action {other}")),
-        };
-        self.journal(step, status, result.clone(), extra)?;
-        Ok(StepOutcome::Done(result))
+                self.journal(step, "done", json!({}), 1, None)?;
+                return Ok(StepOutcome::Done(json!({})));
+            }
+            _ => {}
+        }
+        if !is_side_effecting(&step.action) {
+            let event = self.internal(step)?;
+            self.journal(step, "done", json!({}), 1, event)?;
+            return Ok(StepOutcome::Done(json!({})));
+        }
+        if !self.run.live {
+            let result = match step.action.split('.').next() {
+                Some("http") => json!({ "status": 200, "body": null, "simulated": true }),
+                Some("exec") => {
+                    json!({ "status": 0, "stdout": "", "stderr": "", "simulated": true })
+                }
+                _ => json!({ "ok": true, "simulated": true }),
+            };
+            self.journal(step, "simulated", result.clone(), 0, None)?;
+            return Ok(StepOutcome::Done(result));
+        }
+        match self.external(step) {
+            (Ok(v), tries) => {
+                self.journal(step, "done", v.clone(), tries, None)?;
+                Ok(StepOutcome::Done(v))
+            }
+            (Err(e), tries) => {
+                self.journal(step, "failed", json!({ "error": e }), tries, None)?;
+                Err(e)
+            }
+        }
     }
 
     fn log(&self, line: &str) {

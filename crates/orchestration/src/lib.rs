@@ -6,9 +6,12 @@
 //! transaction. After a crash, or when a person answers an approval, the run is replayed
 //! against its journal: completed actions return their recorded results.
 
+mod approvals;
 mod executor;
 mod grpc;
 mod host;
+mod k8s;
+mod secrets;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -21,7 +24,13 @@ use tokio::sync::{Notify, Semaphore};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
+pub use executor::incident_input;
 pub use grpc::RunbookApi;
+pub use host::ExecOptions;
+pub use k8s::KubeOptions;
+pub use secrets::SecretSource;
+
+use crate::host::Actions;
 
 /// How the orchestrator runs runbooks.
 #[derive(Clone, Debug)]
@@ -33,6 +42,14 @@ pub struct Options {
     pub limits: Limits,
     /// Runs executing at once.
     pub concurrency: usize,
+    /// Members of each approver role: `{incident-commander: [alice, bob]}`.
+    pub approvers: BTreeMap<String, Vec<String>>,
+    /// What `exec` actions may run.
+    pub exec: ExecOptions,
+    /// The cluster `k8s` actions act on.
+    pub kubernetes: KubeOptions,
+    /// Where secrets come from.
+    pub secrets: SecretSource,
 }
 
 impl Default for Options {
@@ -42,6 +59,10 @@ impl Default for Options {
             params: BTreeMap::new(),
             limits: Limits::default(),
             concurrency: 8,
+            approvers: BTreeMap::new(),
+            exec: ExecOptions::default(),
+            kubernetes: KubeOptions::default(),
+            secrets: SecretSource::default(),
         }
     }
 }
@@ -56,8 +77,9 @@ pub struct Orchestration {
     options: Arc<Options>,
     wake: Arc<Notify>,
     slots: Arc<Semaphore>,
-    http: reqwest::Client,
-    running: Arc<std::sync::Mutex<std::collections::HashSet<String>>>,
+    actions: Arc<Actions>,
+    /// Runs executing in this process: run id → runbook.
+    running: Arc<std::sync::Mutex<std::collections::HashMap<String, String>>>,
 }
 
 impl Orchestration {
@@ -85,9 +107,14 @@ impl Orchestration {
             relay: RelayHandle::default(),
             catalog: Arc::new(catalog),
             slots: Arc::new(Semaphore::new(options.concurrency.max(1))),
-            options: Arc::new(options),
             wake: Arc::new(Notify::new()),
-            http,
+            actions: Arc::new(Actions {
+                http,
+                kube: k8s::Kube::new(options.kubernetes.clone()),
+                exec: options.exec.clone(),
+                secrets: options.secrets.clone(),
+            }),
+            options: Arc::new(options),
             running: Arc::default(),
         })
     }
@@ -149,7 +176,7 @@ impl Orchestration {
             .catalog
             .matching(&incident.category, incident.severity, &labels);
         for rb in matching {
-            let run = executor::new_run(&rb.manifest.name, &incident, self.options.live);
+            let run = executor::new_run(rb, &incident, self.options.live);
             let event = executor::run_event(&run, "started", "", "");
             self.store
                 .create_run(&run, &event)

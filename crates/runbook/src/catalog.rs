@@ -65,6 +65,7 @@ impl Catalog {
         let manifests: Vec<&PathBuf> = paths
             .iter()
             .filter(|p| p.extension().is_some_and(|e| e == "yaml" || e == "yml"))
+            .filter(|p| !p.to_string_lossy().ends_with(".test.yaml"))
             .collect();
         for path in &paths {
             if path.extension().is_some_and(|e| e == "rhai")
@@ -185,39 +186,91 @@ fn load_one(path: &Path, limits: &Limits) -> Result<Runbook, Vec<LoadError>> {
             .remove(0),
         );
     }
+    // Errors about a field point at the line of its key.
+    let field = |key: &str, message: String| {
+        let (line, column) = line_of(&text, key);
+        LoadError {
+            file: path.to_path_buf(),
+            line,
+            column,
+            message,
+        }
+    };
     let sev = manifest.matches.severity;
     if !(1..=5).contains(&sev.min) || !(1..=5).contains(&sev.max) || sev.min > sev.max {
-        errors.push(
-            at(
-                0,
-                0,
-                format!(
-                    "match.severity {}..{} must lie within 1..5 with min <= max",
-                    sev.min, sev.max
-                ),
-            )
-            .remove(0),
-        );
+        errors.push(field(
+            "severity",
+            format!(
+                "match.severity {}..{} must lie within 1..5 with min <= max",
+                sev.min, sev.max
+            ),
+        ));
     }
     if manifest.timeout_seconds == 0 {
-        errors.push(at(0, 0, "timeout_seconds must be at least 1".into()).remove(0));
+        errors.push(field(
+            "timeout_seconds",
+            "timeout_seconds must be at least 1".into(),
+        ));
     }
-    for cap in &manifest.capabilities {
-        let known = ACTIONS
+    let known = |name: &str| {
+        ACTIONS
             .iter()
-            .any(|a| a == cap || a.split('.').next() == Some(cap.as_str()));
-        if !known {
-            errors.push(
-                at(
-                    0,
-                    0,
-                    format!(
-                        "unknown capability {cap:?}; known actions: {}",
-                        ACTIONS.join(", ")
-                    ),
-                )
-                .remove(0),
-            );
+            .any(|a| *a == name || a.split('.').next() == Some(name))
+    };
+    for cap in &manifest.capabilities {
+        if !known(cap) {
+            errors.push(field(
+                "capabilities",
+                format!(
+                    "unknown capability {cap:?}; known actions: {}",
+                    ACTIONS.join(", ")
+                ),
+            ));
+        }
+    }
+    for action in &manifest.approval.actions {
+        if !known(action) || action.starts_with("approval") {
+            errors.push(field(
+                "approval",
+                format!("approval.actions: {action:?} is not an action that can need approval"),
+            ));
+        } else if !manifest.allows(action) {
+            errors.push(field(
+                "approval",
+                format!("approval.actions: {action:?} is not among the capabilities"),
+            ));
+        }
+    }
+    if manifest.approval.timeout_seconds == 0 {
+        errors.push(field(
+            "timeout_seconds",
+            "approval.timeout_seconds must be at least 1".into(),
+        ));
+    }
+    for (action, retry) in &manifest.retry {
+        if !known(action) {
+            errors.push(field(
+                "retry",
+                format!("retry: {action:?} is not a known action or module"),
+            ));
+        }
+        if !(1..=10).contains(&retry.attempts) || retry.backoff_ms > 60_000 {
+            errors.push(field(
+                "attempts",
+                format!("retry of {action}: attempts must be 1 to 10 and backoff_ms at most 60000"),
+            ));
+        }
+    }
+    for name in &manifest.secrets {
+        let valid = !name.is_empty()
+            && name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+        if !valid {
+            errors.push(field(
+                "secrets",
+                format!("secret name {name:?} may hold only letters, digits, '_' and '-'"),
+            ));
         }
     }
     let script_path = path.with_extension("rhai");
@@ -267,4 +320,18 @@ fn load_one(path: &Path, limits: &Limits) -> Result<Runbook, Vec<LoadError>> {
     } else {
         Err(errors)
     }
+}
+
+/// The 1-based line and column of the first `key:` in a YAML text; (0, 0) when absent.
+fn line_of(text: &str, key: &str) -> (usize, usize) {
+    let pat = format!("{key}:");
+    text.lines()
+        .enumerate()
+        .find_map(|(i, l)| {
+            let trimmed = l.trim_start();
+            trimmed
+                .starts_with(&pat)
+                .then(|| (i + 1, l.len() - trimmed.len() + 1))
+        })
+        .unwrap_or((0, 0))
 }

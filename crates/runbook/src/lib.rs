@@ -7,12 +7,17 @@
 //! of acting again, which is what makes runs survive crashes and wait for approvals.
 
 mod catalog;
+pub mod fixture;
 mod manifest;
 mod sandbox;
+mod simulate;
 
 pub use catalog::{Catalog, LoadError, Runbook};
-pub use manifest::{Manifest, Match, Parameter, SeverityRange};
-pub use sandbox::{
-    ACTIONS, Execution, Host, Limits, Outcome, Recorded, Step, StepOutcome, digest, execute,
-    is_side_effecting,
+pub use manifest::{
+    Approval, Concurrency, Manifest, Match, Mode, OnTimeout, Parameter, Retry, SeverityRange,
 };
+pub use sandbox::{
+    ACTIONS, Execution, Host, Limits, MAX_SLEEP_SECONDS, Outcome, Recorded, Step, StepOutcome,
+    digest, execute, is_side_effecting, now_micros, secret_placeholder,
+};
+pub use simulate::{Mock, PlannedStep, Simulation, Simulator, contains, simulate};

@@ -25,6 +25,90 @@ pub struct Manifest {
     /// The actions the script may call: a module (`http`) or one action (`http.post`).
     #[serde(default)]
     pub capabilities: Vec<String>,
+    /// Secrets the script may use through `secret("NAME")`.
+    #[serde(default)]
+    pub secrets: Vec<String>,
+    /// `auto` runs at once; `plan-approve` first records a plan (every action simulated)
+    /// that a person approves before the run applies it.
+    #[serde(default)]
+    pub mode: Mode,
+    /// Which actions need a person's approval, who may give it, and what a timeout means.
+    #[serde(default)]
+    pub approval: Approval,
+    /// Retry policy per action (`http.post`) or module (`http`).
+    #[serde(default)]
+    pub retry: BTreeMap<String, Retry>,
+    /// How many runs of this runbook may execute at once.
+    #[serde(default)]
+    pub concurrency: Concurrency,
+}
+
+/// How a run starts.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum Mode {
+    #[default]
+    Auto,
+    PlanApprove,
+}
+
+/// Approvals of a runbook.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Approval {
+    /// Actions (`k8s.scale`) or modules (`k8s`) that wait for a person before each call.
+    #[serde(default)]
+    pub actions: Vec<String>,
+    /// The role whose members may approve; empty means anyone may.
+    #[serde(default)]
+    pub role: String,
+    /// How long a request waits for a decision.
+    #[serde(default = "default_approval_timeout")]
+    pub timeout_seconds: u64,
+    /// What a request that timed out becomes.
+    #[serde(default)]
+    pub on_timeout: OnTimeout,
+}
+
+impl Default for Approval {
+    fn default() -> Self {
+        Self {
+            actions: Vec::new(),
+            role: String::new(),
+            timeout_seconds: default_approval_timeout(),
+            on_timeout: OnTimeout::Reject,
+        }
+    }
+}
+
+/// The fallback of an approval nobody answered in time.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum OnTimeout {
+    #[default]
+    Reject,
+    Approve,
+}
+
+/// How often an action is tried when it fails (transport error, HTTP 5xx or 429).
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct Retry {
+    /// Tries in all, first included: 1 to 10.
+    pub attempts: u32,
+    /// The wait before the second try; it doubles for each try after.
+    #[serde(default = "default_backoff")]
+    pub backoff_ms: u64,
+}
+
+/// Concurrency of a runbook. A runbook runs at most once per incident, always (the database
+/// enforces it); `max_running` caps its runs executing at once across incidents.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
+#[serde(deny_unknown_fields)]
+pub struct Concurrency {
+    /// 0 means no cap beyond the orchestrator's own.
+    #[serde(default)]
+    pub max_running: u32,
 }
 
 /// Which incidents a runbook runs for: all conditions must hold.
@@ -72,6 +156,12 @@ pub struct Parameter {
 fn default_timeout() -> u32 {
     300
 }
+fn default_approval_timeout() -> u64 {
+    24 * 3600
+}
+fn default_backoff() -> u64 {
+    500
+}
 fn one() -> u32 {
     1
 }
@@ -95,7 +185,30 @@ impl Manifest {
 
     /// True when the manifest grants `action` (e.g. `http.post`).
     pub fn allows(&self, action: &str) -> bool {
-        let module = action.split('.').next().unwrap_or(action);
-        self.capabilities.iter().any(|c| c == action || c == module)
+        covers(&self.capabilities, action)
     }
+
+    /// True when each call of `action` waits for a person's approval.
+    pub fn needs_approval(&self, action: &str) -> bool {
+        covers(&self.approval.actions, action)
+    }
+
+    /// The retry policy of `action`: its own, else its module's, else one try.
+    pub fn retry(&self, action: &str) -> Retry {
+        let module = action.split('.').next().unwrap_or(action);
+        self.retry
+            .get(action)
+            .or_else(|| self.retry.get(module))
+            .copied()
+            .unwrap_or(Retry {
+                attempts: 1,
+                backoff_ms: default_backoff(),
+            })
+    }
+}
+
+/// True when a list of actions and modules names `action`.
+pub(crate) fn covers(list: &[String], action: &str) -> bool {
+    let module = action.split('.').next().unwrap_or(action);
+    list.iter().any(|c| c == action || c == module)
 }

@@ -9,25 +9,48 @@ use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
 use crate::catalog::Runbook;
+use crate::manifest::Retry;
 
 /// Every action a script can call, as `module.function`.
 pub const ACTIONS: &[&str] = &[
     "http.get",
     "http.post",
     "http.request",
+    "k8s.scale",
+    "k8s.rollout_restart",
+    "k8s.cordon",
+    "k8s.uncordon",
+    "k8s.delete_pod",
+    "k8s.isolate",
+    "exec.run",
     "incident.note",
     "incident.set_severity",
+    "incident.set_category",
+    "incident.assign",
+    "incident.escalate",
     "incident.resolve",
     "notify.send",
     "approval.request",
+    "sleep.for",
 ];
 
 /// True for actions that act on the world outside Firebreak; they are simulated unless live
 /// execution is on. Incident operations and notifications through configured channels are
 /// Firebreak's own and always run.
 pub fn is_side_effecting(action: &str) -> bool {
-    action.starts_with("http.")
+    ["http.", "k8s.", "exec."]
+        .iter()
+        .any(|m| action.starts_with(m))
 }
+
+/// How a secret appears to scripts, in the journal, the log and the timeline. The host puts
+/// the value in its place only in the requests it sends.
+pub fn secret_placeholder(name: &str) -> String {
+    format!("{{{{secret:{name}}}}}")
+}
+
+/// Longest durable sleep, in seconds.
+pub const MAX_SLEEP_SECONDS: i64 = 7 * 24 * 3600;
 
 /// The sandbox's limits.
 #[derive(Debug, Clone)]
@@ -67,7 +90,7 @@ pub struct Recorded {
     pub seq: u32,
     pub action: String,
     pub digest: String,
-    /// done, simulated, failed or waiting.
+    /// done, simulated, failed, waiting (an approval) or sleeping (`{"until": micros}`).
     pub status: String,
     pub result: Value,
 }
@@ -81,6 +104,8 @@ pub struct Step {
     pub digest: String,
     /// Stable per (run, step): the same on every retry and replay, so targets can dedupe.
     pub idempotency_key: String,
+    /// How often the host tries the action when it fails.
+    pub retry: Retry,
 }
 
 /// What the host made of a step.
@@ -90,6 +115,8 @@ pub enum StepOutcome {
     Done(Value),
     /// Journaled as waiting (an approval); the run stops until a person decides.
     Waiting,
+    /// Journaled as sleeping; the run stops and resumes at `until` (Unix microseconds).
+    Sleeping { until: i64 },
 }
 
 /// Performs actions for the engine. Called on the blocking thread that runs the script.
@@ -125,11 +152,24 @@ pub enum Outcome {
     Waiting {
         seq: u32,
     },
+    /// Sleeping at step `seq` until `until` (Unix microseconds).
+    Sleeping {
+        seq: u32,
+        until: i64,
+    },
 }
 
 enum Stop {
     Waiting(u32),
+    Sleeping(u32, i64),
     Fatal(String),
+}
+
+/// Now, in Unix microseconds.
+pub fn now_micros() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as i64)
 }
 
 struct Ctx {
@@ -156,7 +196,7 @@ pub fn digest(action: &str, args: &Value) -> String {
 }
 
 /// A raw engine with only the packages scripts need and every limit set: no `eval`, no
-/// `import`, no `sleep`, no filesystem or network but the declared actions.
+/// `import`, no blocking sleep, no filesystem or network but the declared actions.
 pub(crate) fn engine(limits: &Limits) -> Engine {
     use rhai::packages::{
         ArithmeticPackage, BasicArrayPackage, BasicIteratorPackage, BasicMapPackage,
@@ -212,29 +252,46 @@ pub fn execute(x: Execution) -> Outcome {
     let result =
         engine.call_fn::<Dynamic>(&mut Scope::new(), &x.runbook.ast, "run", (incident, params));
     let stop = ctx.stop.lock().map(|mut s| s.take()).unwrap_or(None);
+    let steps = ctx.next.load(Ordering::SeqCst);
     match (result, stop) {
         (_, Some(Stop::Waiting(seq))) => Outcome::Waiting { seq },
+        (_, Some(Stop::Sleeping(seq, until))) => Outcome::Sleeping { seq, until },
         (_, Some(Stop::Fatal(msg))) => Outcome::Failed(msg),
-        (Ok(_), None) => Outcome::Succeeded {
-            steps: ctx.next.load(Ordering::SeqCst),
+        (Ok(_), None) => match ctx.journal.iter().find(|r| r.seq > steps) {
+            // The script ended before steps it took the last time: it was changed.
+            Some(rec) => Outcome::Failed(format!(
+                "non-determinism at step {}: the journal recorded {} but the script ended",
+                rec.seq, rec.action
+            )),
+            None => Outcome::Succeeded { steps },
         },
         (Err(e), None) => Outcome::Failed(describe(&e, x.runbook.manifest.timeout_seconds)),
     }
 }
 
 fn describe(e: &EvalAltResult, timeout: u32) -> String {
+    let at = |pos: &Position| {
+        if pos.is_none() {
+            String::new()
+        } else {
+            format!(" at {pos}")
+        }
+    };
     match e {
         EvalAltResult::ErrorTerminated(..) => {
             format!("deadline exceeded: the script ran longer than {timeout}s")
         }
         EvalAltResult::ErrorTooManyOperations(pos) => {
-            format!("operation limit exceeded at {pos}: the script ran too many operations")
+            format!(
+                "operation limit exceeded{}: the script ran too many operations",
+                at(pos)
+            )
         }
         EvalAltResult::ErrorStackOverflow(pos) => {
-            format!("call depth limit exceeded at {pos}")
+            format!("call depth limit exceeded{}", at(pos))
         }
         EvalAltResult::ErrorDataTooLarge(what, pos) => {
-            format!("size limit exceeded at {pos}: {what}")
+            format!("size limit exceeded{}: {what}", at(pos))
         }
         other => format!("script error: {other}"),
     }
@@ -260,7 +317,27 @@ impl Ctx {
         EvalAltResult::ErrorTerminated(Dynamic::UNIT, Position::NONE).into()
     }
 
+    /// Calls an action, asking for approval first when the manifest says so.
     fn call(&self, action: &str, args: Value) -> Result<Dynamic, Box<EvalAltResult>> {
+        if self.runbook.manifest.needs_approval(action) {
+            let prompt = format!("allow {action} {args}?");
+            let answer = self.step(
+                "approval.request",
+                json!({ "prompt": prompt, "action": action }),
+            )?;
+            if !approved(&answer)? {
+                return Err(EvalAltResult::ErrorRuntime(
+                    format!("approval rejected: {action} was not allowed").into(),
+                    Position::NONE,
+                )
+                .into());
+            }
+        }
+        self.step(action, args)
+    }
+
+    /// One journaled step: replayed from the journal when it is there, else performed.
+    fn step(&self, action: &str, args: Value) -> Result<Dynamic, Box<EvalAltResult>> {
         let seq = self.next.fetch_add(1, Ordering::SeqCst) + 1;
         let digest = digest(action, &args);
         if let Some(rec) = self.journal.iter().find(|r| r.seq == seq) {
@@ -273,6 +350,12 @@ impl Ctx {
             }
             return match rec.status.as_str() {
                 "waiting" => Err(self.halt(Stop::Waiting(seq))),
+                "sleeping" => match rec.result.get("until").and_then(Value::as_i64) {
+                    Some(until) if until > now_micros() => {
+                        Err(self.halt(Stop::Sleeping(seq, until)))
+                    }
+                    _ => Ok(Dynamic::UNIT),
+                },
                 "failed" => Err(failed(&rec.result)),
                 _ => to_dynamic(&rec.result),
             };
@@ -289,10 +372,12 @@ impl Ctx {
             args,
             digest,
             idempotency_key: format!("{}:{seq}", self.run_id),
+            retry: self.runbook.manifest.retry(action),
         };
         match self.host.perform(&step) {
             Ok(StepOutcome::Done(v)) => to_dynamic(&v),
             Ok(StepOutcome::Waiting) => Err(self.halt(Stop::Waiting(seq))),
+            Ok(StepOutcome::Sleeping { until }) => Err(self.halt(Stop::Sleeping(seq, until))),
             Err(msg) => Err(failed(&json!({ "error": msg }))),
         }
     }
@@ -307,6 +392,14 @@ fn failed(result: &Value) -> Box<EvalAltResult> {
     EvalAltResult::ErrorRuntime(msg.into(), Position::NONE).into()
 }
 
+/// Reads an approval step's result: `{approved: bool, by, comment}`.
+fn approved(answer: &Dynamic) -> Result<bool, Box<EvalAltResult>> {
+    Ok(to_json(answer)?
+        .get("approved")
+        .and_then(Value::as_bool)
+        .unwrap_or(false))
+}
+
 fn to_dynamic(v: &Value) -> Result<Dynamic, Box<EvalAltResult>> {
     rhai::serde::to_dynamic(v)
 }
@@ -316,6 +409,85 @@ fn to_json(d: &Dynamic) -> Result<Value, Box<EvalAltResult>> {
 }
 
 fn register_actions(engine: &mut Engine, ctx: &Arc<Ctx>) {
+    register_http(engine, ctx);
+    register_k8s(engine, ctx);
+    register_incident(engine, ctx);
+
+    let mut exec = Module::new();
+    let c = ctx.clone();
+    exec.set_native_fn("run", move |command: ImmutableString, args: rhai::Array| {
+        let args = to_json(&Dynamic::from_array(args))?;
+        if !args
+            .as_array()
+            .is_some_and(|a| a.iter().all(Value::is_string))
+        {
+            return Err("exec::run(command, args): args must be an array of strings".into());
+        }
+        c.call(
+            "exec.run",
+            json!({ "command": command.as_str(), "args": args }),
+        )
+    });
+    engine.register_static_module("exec", exec.into());
+
+    let mut notify = Module::new();
+    let c = ctx.clone();
+    notify.set_native_fn(
+        "send",
+        move |channel: ImmutableString, message: ImmutableString| {
+            c.call(
+                "notify.send",
+                json!({ "channel": channel.as_str(), "message": message.as_str() }),
+            )
+        },
+    );
+    engine.register_static_module("notify", notify.into());
+
+    let mut approval = Module::new();
+    let c = ctx.clone();
+    approval.set_native_fn("request", move |prompt: ImmutableString| {
+        let answer = c.step("approval.request", json!({ "prompt": prompt.as_str() }))?;
+        // The host records {approved: bool, by, comment}; the script sees the boolean.
+        approved(&answer)
+    });
+    engine.register_static_module("approval", approval.into());
+
+    // Durable sleep: the run stops and the executor resumes it when the time has come, so a
+    // sleep survives restarts and holds no thread.
+    let c = ctx.clone();
+    engine.register_fn("sleep", move |seconds: rhai::INT| {
+        if !(0..=MAX_SLEEP_SECONDS).contains(&seconds) {
+            return Err(
+                format!("sleep({seconds}): seconds must be 0 to {MAX_SLEEP_SECONDS}").into(),
+            );
+        }
+        c.call("sleep.for", json!({ "seconds": seconds }))
+            .map(|_| ())
+    });
+
+    // Secrets: the script holds a placeholder; only requests the host sends carry the value.
+    let c = ctx.clone();
+    engine.register_fn(
+        "secret",
+        move |name: ImmutableString| -> Result<ImmutableString, Box<EvalAltResult>> {
+            if !c
+                .runbook
+                .manifest
+                .secrets
+                .iter()
+                .any(|s| s == name.as_str())
+            {
+                return Err(c.halt(Stop::Fatal(format!(
+                    "secret denied: runbook {} does not declare the secret {name:?}",
+                    c.runbook.manifest.name
+                ))));
+            }
+            Ok(secret_placeholder(&name).into())
+        },
+    );
+}
+
+fn register_http(engine: &mut Engine, ctx: &Arc<Ctx>) {
     let mut http = Module::new();
     let c = ctx.clone();
     http.set_native_fn("get", move |url: ImmutableString| {
@@ -339,10 +511,107 @@ fn register_actions(engine: &mut Engine, ctx: &Arc<Ctx>) {
         if !has("method") || !has("url") {
             return Err("http::request needs a map with method and url".into());
         }
+        let known = ["method", "url", "headers", "body", "timeout_ms"];
+        if let Some(k) = req
+            .as_object()
+            .and_then(|o| o.keys().find(|k| !known.contains(&k.as_str())))
+        {
+            return Err(format!(
+                "http::request: unknown key {k:?}; known: {}",
+                known.join(", ")
+            )
+            .into());
+        }
         c.call("http.request", req)
     });
     engine.register_static_module("http", http.into());
+}
 
+fn register_k8s(engine: &mut Engine, ctx: &Arc<Ctx>) {
+    let mut k8s = Module::new();
+    let c = ctx.clone();
+    k8s.set_native_fn(
+        "scale",
+        move |namespace: ImmutableString, target: ImmutableString, replicas: rhai::INT| {
+            if !(0..=10_000).contains(&replicas) {
+                return Err(format!("k8s::scale: replicas must be 0 to 10000, not {replicas}").into());
+            }
+            let (kind, name) = workload(&target)?;
+            c.call(
+                "k8s.scale",
+                json!({ "namespace": namespace.as_str(), "kind": kind, "name": name, "replicas": replicas }),
+            )
+        },
+    );
+    let c = ctx.clone();
+    k8s.set_native_fn(
+        "rollout_restart",
+        move |namespace: ImmutableString, target: ImmutableString| {
+            let (kind, name) = workload(&target)?;
+            c.call(
+                "k8s.rollout_restart",
+                json!({ "namespace": namespace.as_str(), "kind": kind, "name": name }),
+            )
+        },
+    );
+    let c = ctx.clone();
+    k8s.set_native_fn("cordon", move |node: ImmutableString| {
+        c.call("k8s.cordon", json!({ "node": node.as_str() }))
+    });
+    let c = ctx.clone();
+    k8s.set_native_fn("uncordon", move |node: ImmutableString| {
+        c.call("k8s.uncordon", json!({ "node": node.as_str() }))
+    });
+    let c = ctx.clone();
+    k8s.set_native_fn(
+        "delete_pod",
+        move |namespace: ImmutableString, pod: ImmutableString| {
+            c.call(
+                "k8s.delete_pod",
+                json!({ "namespace": namespace.as_str(), "pod": pod.as_str() }),
+            )
+        },
+    );
+    let c = ctx.clone();
+    k8s.set_native_fn(
+        "isolate",
+        move |namespace: ImmutableString, selector: Map| {
+            let selector = to_json(&Dynamic::from_map(selector))?;
+            let valid = selector
+                .as_object()
+                .is_some_and(|m| !m.is_empty() && m.values().all(Value::is_string));
+            if !valid {
+                return Err("k8s::isolate(namespace, selector): selector must be a non-empty map of label to string".into());
+            }
+            c.call(
+                "k8s.isolate",
+                json!({ "namespace": namespace.as_str(), "selector": selector }),
+            )
+        },
+    );
+    engine.register_static_module("k8s", k8s.into());
+}
+
+/// Splits `deployment/web` into its kind and name.
+fn workload(target: &str) -> Result<(&'static str, &str), Box<EvalAltResult>> {
+    let (kind, name) = target.split_once('/').unwrap_or(("", target));
+    let kind = match kind {
+        "deployment" | "deploy" => "deployment",
+        "statefulset" | "sts" => "statefulset",
+        _ => {
+            return Err(format!(
+                "k8s: target {target:?} must be deployment/NAME or statefulset/NAME"
+            )
+            .into());
+        }
+    };
+    if name.is_empty() {
+        return Err(format!("k8s: target {target:?} has no name").into());
+    }
+    Ok((kind, name))
+}
+
+fn register_incident(engine: &mut Engine, ctx: &Arc<Ctx>) {
     let mut incident = Module::new();
     let c = ctx.clone();
     incident.set_native_fn("note", move |text: ImmutableString| {
@@ -356,34 +625,35 @@ fn register_actions(engine: &mut Engine, ctx: &Arc<Ctx>) {
         c.call("incident.set_severity", json!({ "severity": level }))
     });
     let c = ctx.clone();
+    incident.set_native_fn("set_category", move |category: ImmutableString| {
+        if category.trim().is_empty() {
+            return Err("incident::set_category: the category must not be empty".into());
+        }
+        c.call(
+            "incident.set_category",
+            json!({ "category": category.as_str() }),
+        )
+    });
+    let c = ctx.clone();
+    incident.set_native_fn(
+        "assign",
+        move |role: ImmutableString, person: ImmutableString| {
+            if role.trim().is_empty() || person.trim().is_empty() {
+                return Err("incident::assign(role, person): both must be given".into());
+            }
+            c.call(
+                "incident.assign",
+                json!({ "role": role.as_str(), "person": person.as_str() }),
+            )
+        },
+    );
+    let c = ctx.clone();
+    incident.set_native_fn("escalate", move |reason: ImmutableString| {
+        c.call("incident.escalate", json!({ "reason": reason.as_str() }))
+    });
+    let c = ctx.clone();
     incident.set_native_fn("resolve", move |summary: ImmutableString| {
         c.call("incident.resolve", json!({ "summary": summary.as_str() }))
     });
     engine.register_static_module("incident", incident.into());
-
-    let mut notify = Module::new();
-    let c = ctx.clone();
-    notify.set_native_fn(
-        "send",
-        move |channel: ImmutableString, message: ImmutableString| {
-            c.call(
-                "notify.send",
-                json!({ "channel": channel.as_str(), "message": message.as_str() }),
-            )
-        },
-    );
-    engine.register_static_module("notify", notify.into());
-
-    let mut approval = Module::new();
-    let c = ctx.clone();
-    approval.set_native_fn("request", move |prompt: ImmutableString| {
-        let answer = c.call("approval.request", json!({ "prompt": prompt.as_str() }))?;
-        // The host records {approved: bool, by, comment}; the script sees the boolean.
-        let approved = to_json(&answer)?
-            .get("approved")
-            .and_then(Value::as_bool)
-            .unwrap_or(false);
-        Ok(approved)
-    });
-    engine.register_static_module("approval", approval.into());
 }

@@ -74,10 +74,26 @@ pub trait OrchestrationStore: Outbox {
     /// Creates a run unless one of this runbook exists for the incident; returns whether it did.
     async fn create_run(&self, run: &RunRecord, event: &OutboxEvent) -> Result<bool>;
     async fn run(&self, id: &str) -> Result<Option<RunRecord>>;
-    /// Newest first, optionally of one incident.
-    async fn runs(&self, incident_id: Option<&str>, limit: u32) -> Result<Vec<RunRecord>>;
-    /// Runs that are not finished and not waiting for a person: to (re)start after a restart.
-    async fn runnable_runs(&self) -> Result<Vec<RunRecord>>;
+    /// Newest first, optionally of one incident and in one state.
+    async fn runs(
+        &self,
+        incident_id: Option<&str>,
+        state: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<RunRecord>>;
+    /// Runs with work to do at `now`: pending or running (to (re)start, also after a
+    /// restart), sleeping runs whose time has come, approvals that timed out.
+    async fn due_runs(&self, now: i64) -> Result<Vec<RunRecord>>;
+    /// Moves a run from state `from` to what `run` holds (state, phase, plan, wake_at, error,
+    /// finished_at), with an optional journal entry and events, in one transaction. False
+    /// (and nothing written) when the run was no longer in `from`: someone else moved it.
+    async fn transition(
+        &self,
+        run: &RunRecord,
+        from: &str,
+        journal: Option<&JournalRecord>,
+        events: &[OutboxEvent],
+    ) -> Result<bool>;
     /// Moves a run to `state`, with an optional error, and writes its events.
     async fn set_run_state(
         &self,

@@ -110,7 +110,7 @@ pub struct RunRecord {
     pub id: String,
     pub runbook: String,
     pub incident_id: String,
-    /// pending, running, waiting_approval, succeeded, failed.
+    /// pending, running, sleeping, waiting_approval, succeeded, failed, rejected.
     pub state: String,
     pub live: bool,
     pub error: String,
@@ -118,6 +118,19 @@ pub struct RunRecord {
     pub input: serde_json::Value,
     pub started_at: i64,
     pub finished_at: Option<i64>,
+    /// `plan` while a plan-approve run records its plan, then `apply`.
+    pub phase: String,
+    /// The recorded plan (JSON array), or null.
+    pub plan: serde_json::Value,
+    /// When a sleeping run wakes or a pending approval times out.
+    pub wake_at: Option<i64>,
+}
+
+impl RunRecord {
+    /// True for succeeded, failed and rejected runs.
+    pub fn is_finished(&self) -> bool {
+        matches!(self.state.as_str(), "succeeded" | "failed" | "rejected")
+    }
 }
 
 /// One journaled action of a run.

@@ -404,7 +404,21 @@ impl Triage {
                 Ok(())
             }
             Some(Command::SetSeverity(level)) => {
-                let severity = Severity::new(level)?;
+                self.change_severity(event_id, &id, &actor, |_| level, "set by a runbook")
+                    .await
+            }
+            Some(Command::Escalate(reason)) => {
+                let reason = format!("escalated: {reason}");
+                self.change_severity(
+                    event_id,
+                    &id,
+                    &actor,
+                    |s| s.saturating_sub(1).max(1),
+                    &reason,
+                )
+                .await
+            }
+            Some(Command::SetCategory(category)) => {
                 let mut tx = self.store.begin().await?;
                 if !tx.mark_processed(event_id).await? {
                     return Ok(());
@@ -413,25 +427,55 @@ impl Triage {
                     tx.commit().await?;
                     return Ok(());
                 };
-                if inc.severity == level || !IncidentState::from_str_lossy(&inc.state).is_active() {
+                if !self.taxonomy.has(&category) {
+                    // A runbook asked for a category the taxonomy lacks: say so where the
+                    // responders look rather than drop it.
+                    let text = format!(
+                        "a runbook asked to set the unknown category {category:?}; the category stays {}",
+                        inc.category
+                    );
+                    let e = tx
+                        .append(&entry(&id, "note", &actor, json!({ "text": text })))
+                        .await?;
+                    tx.commit().await?;
+                    self.announce(vec![e]);
+                    return Ok(());
+                }
+                if inc.category == category
+                    || !IncidentState::from_str_lossy(&inc.state).is_active()
+                {
                     tx.commit().await?;
                     return Ok(());
                 }
-                let urgency: Urgency = inc.urgency.parse().unwrap_or_default();
                 let entries = vec![entry(
                     &id,
-                    "severity_changed",
+                    "category_changed",
                     &actor,
-                    json!({
-                        "from": inc.severity, "to": level, "reason": "set by a runbook",
-                    }),
+                    json!({ "from": inc.category, "to": category }),
                 )];
-                inc.severity = level;
-                inc.priority = u32::from(Priority::from_impact_urgency(severity, urgency).level());
+                inc.category = category;
                 inc.updated_at = now_micros();
                 tx.update_incident(&inc).await?;
-                self.commit_change(tx, &inc, "severity_changed", &actor, entries)
+                self.commit_change(tx, &inc, "category_changed", &actor, entries)
                     .await
+            }
+            Some(Command::Assign(a)) => {
+                let mut tx = self.store.begin().await?;
+                if !tx.mark_processed(event_id).await? || tx.incident(&id).await?.is_none() {
+                    tx.commit().await?;
+                    return Ok(());
+                }
+                let e = tx
+                    .append(&entry(
+                        &id,
+                        "role_assigned",
+                        &actor,
+                        json!({ "role": a.role, "person": a.person }),
+                    ))
+                    .await?;
+                tx.commit().await?;
+                self.announce(vec![e]);
+                Ok(())
             }
             // The state machine makes this one idempotent: a redelivered resolve finds the
             // incident resolved and is refused, which is the outcome wanted.
@@ -447,6 +491,46 @@ impl Triage {
             }
             None => Ok(()),
         }
+    }
+}
+
+impl Triage {
+    /// Moves an active incident's severity to `to(current)`, once per event.
+    async fn change_severity(
+        &self,
+        event_id: &str,
+        id: &str,
+        actor: &str,
+        to: impl Fn(u32) -> u32,
+        reason: &str,
+    ) -> Result<()> {
+        let mut tx = self.store.begin().await?;
+        if !tx.mark_processed(event_id).await? {
+            return Ok(());
+        }
+        let Some(mut inc) = tx.incident(id).await? else {
+            tx.commit().await?;
+            return Ok(());
+        };
+        let level = to(inc.severity);
+        let severity = Severity::new(level)?;
+        if inc.severity == level || !IncidentState::from_str_lossy(&inc.state).is_active() {
+            tx.commit().await?;
+            return Ok(());
+        }
+        let urgency: Urgency = inc.urgency.parse().unwrap_or_default();
+        let entries = vec![entry(
+            id,
+            "severity_changed",
+            actor,
+            json!({ "from": inc.severity, "to": level, "reason": reason }),
+        )];
+        inc.severity = level;
+        inc.priority = u32::from(Priority::from_impact_urgency(severity, urgency).level());
+        inc.updated_at = now_micros();
+        tx.update_incident(&inc).await?;
+        self.commit_change(tx, &inc, "severity_changed", actor, entries)
+            .await
     }
 }
 

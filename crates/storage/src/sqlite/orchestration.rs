@@ -52,6 +52,15 @@ CREATE TABLE run_log (
 );
 ",
     },
+    Migration {
+        version: 3,
+        sql: "
+ALTER TABLE runs ADD COLUMN phase TEXT NOT NULL DEFAULT 'apply';
+ALTER TABLE runs ADD COLUMN plan TEXT NOT NULL DEFAULT 'null';
+ALTER TABLE runs ADD COLUMN wake_at INTEGER;
+CREATE INDEX runs_state ON runs (state, wake_at);
+",
+    },
 ];
 
 /// Orchestration's store on SQLite.
@@ -76,8 +85,8 @@ impl OrchestrationStore for SqliteOrchestrationStore {
     async fn create_run(&self, r: &RunRecord, event: &OutboxEvent) -> Result<bool> {
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
         let done = sqlx::query(
-            "INSERT INTO runs (id, runbook, incident_id, state, live, error, input, started_at, finished_at)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (runbook, incident_id) DO NOTHING",
+            "INSERT INTO runs (id, runbook, incident_id, state, live, error, input, started_at, finished_at, phase, plan, wake_at)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (runbook, incident_id) DO NOTHING",
         )
         .bind(&r.id)
         .bind(&r.runbook)
@@ -88,6 +97,9 @@ impl OrchestrationStore for SqliteOrchestrationStore {
         .bind(json_text(&r.input)?)
         .bind(r.started_at)
         .bind(r.finished_at)
+        .bind(&r.phase)
+        .bind(json_text(&r.plan)?)
+        .bind(r.wake_at)
         .execute(&mut *tx)
         .await?;
         let created = done.rows_affected() == 1;
@@ -107,31 +119,69 @@ impl OrchestrationStore for SqliteOrchestrationStore {
             .transpose()
     }
 
-    async fn runs(&self, incident_id: Option<&str>, limit: u32) -> Result<Vec<RunRecord>> {
-        let rows = match incident_id {
-            Some(id) => {
-                sqlx::query("SELECT * FROM runs WHERE incident_id = ? ORDER BY id DESC LIMIT ?")
-                    .bind(id)
-                    .bind(i64::from(limit))
-                    .fetch_all(&self.pool)
-                    .await?
-            }
-            None => {
-                sqlx::query("SELECT * FROM runs ORDER BY id DESC LIMIT ?")
-                    .bind(i64::from(limit))
-                    .fetch_all(&self.pool)
-                    .await?
-            }
-        };
+    async fn runs(
+        &self,
+        incident_id: Option<&str>,
+        state: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<RunRecord>> {
+        let rows = sqlx::query(
+            "SELECT * FROM runs WHERE (?1 IS NULL OR incident_id = ?1) AND (?2 IS NULL OR state = ?2)
+             ORDER BY id DESC LIMIT ?3",
+        )
+        .bind(incident_id)
+        .bind(state)
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
         rows.iter().map(run_row).collect()
     }
 
-    async fn runnable_runs(&self) -> Result<Vec<RunRecord>> {
-        let rows =
-            sqlx::query("SELECT * FROM runs WHERE state IN ('pending', 'running') ORDER BY id")
-                .fetch_all(&self.pool)
-                .await?;
+    async fn due_runs(&self, now: i64) -> Result<Vec<RunRecord>> {
+        let rows = sqlx::query(
+            "SELECT * FROM runs WHERE state IN ('pending', 'running')
+                OR (state IN ('sleeping', 'waiting_approval') AND wake_at <= ?)
+             ORDER BY id",
+        )
+        .bind(now)
+        .fetch_all(&self.pool)
+        .await?;
         rows.iter().map(run_row).collect()
+    }
+
+    async fn transition(
+        &self,
+        r: &RunRecord,
+        from: &str,
+        journal: Option<&JournalRecord>,
+        events: &[OutboxEvent],
+    ) -> Result<bool> {
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let done = sqlx::query(
+            "UPDATE runs SET state = ?, phase = ?, plan = ?, wake_at = ?, error = ?, finished_at = ?
+             WHERE id = ? AND state = ?",
+        )
+        .bind(&r.state)
+        .bind(&r.phase)
+        .bind(json_text(&r.plan)?)
+        .bind(r.wake_at)
+        .bind(&r.error)
+        .bind(r.finished_at)
+        .bind(&r.id)
+        .bind(from)
+        .execute(&mut *tx)
+        .await?;
+        if done.rows_affected() != 1 {
+            return Ok(false);
+        }
+        if let Some(j) = journal {
+            put_journal(&mut tx, j).await?;
+        }
+        for e in events {
+            enqueue(&mut tx, e).await?;
+        }
+        tx.commit().await?;
+        Ok(true)
     }
 
     async fn set_run_state(
@@ -141,7 +191,7 @@ impl OrchestrationStore for SqliteOrchestrationStore {
         error: Option<&str>,
         events: &[OutboxEvent],
     ) -> Result<()> {
-        let finished = matches!(state, "succeeded" | "failed").then(now_micros);
+        let finished = matches!(state, "succeeded" | "failed" | "rejected").then(now_micros);
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
         sqlx::query(
             "UPDATE runs SET state = ?, error = COALESCE(?, error), finished_at = ? WHERE id = ?",
@@ -184,24 +234,7 @@ impl OrchestrationStore for SqliteOrchestrationStore {
 
     async fn put_journal(&self, j: &JournalRecord, events: &[OutboxEvent]) -> Result<()> {
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
-        sqlx::query(
-            "INSERT INTO journal (run_id, seq, action, args, args_digest, status, result, idempotency_key, attempts, at)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-             ON CONFLICT (run_id, seq) DO UPDATE SET status = excluded.status, result = excluded.result,
-                attempts = excluded.attempts, at = excluded.at",
-        )
-        .bind(&j.run_id)
-        .bind(i64::from(j.seq))
-        .bind(&j.action)
-        .bind(json_text(&j.args)?)
-        .bind(&j.args_digest)
-        .bind(&j.status)
-        .bind(json_text(&j.result)?)
-        .bind(&j.idempotency_key)
-        .bind(i64::from(j.attempts))
-        .bind(j.at)
-        .execute(&mut *tx)
-        .await?;
+        put_journal(&mut tx, j).await?;
         for e in events {
             enqueue(&mut tx, e).await?;
         }
@@ -237,6 +270,30 @@ impl OrchestrationStore for SqliteOrchestrationStore {
     }
 }
 
+/// Writes a journal entry, or replaces the status, result and attempts of a step that was
+/// waiting or sleeping.
+async fn put_journal(tx: &mut sqlx::SqliteConnection, j: &JournalRecord) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO journal (run_id, seq, action, args, args_digest, status, result, idempotency_key, attempts, at)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+         ON CONFLICT (run_id, seq) DO UPDATE SET status = excluded.status, result = excluded.result,
+            attempts = excluded.attempts, at = excluded.at",
+    )
+    .bind(&j.run_id)
+    .bind(i64::from(j.seq))
+    .bind(&j.action)
+    .bind(json_text(&j.args)?)
+    .bind(&j.args_digest)
+    .bind(&j.status)
+    .bind(json_text(&j.result)?)
+    .bind(&j.idempotency_key)
+    .bind(i64::from(j.attempts))
+    .bind(j.at)
+    .execute(&mut *tx)
+    .await?;
+    Ok(())
+}
+
 fn run_row(r: &SqliteRow) -> Result<RunRecord> {
     Ok(RunRecord {
         id: r.try_get("id")?,
@@ -248,5 +305,8 @@ fn run_row(r: &SqliteRow) -> Result<RunRecord> {
         input: from_json(r.try_get("input")?)?,
         started_at: r.try_get("started_at")?,
         finished_at: r.try_get("finished_at")?,
+        phase: r.try_get("phase")?,
+        plan: from_json(r.try_get("plan")?)?,
+        wake_at: r.try_get("wake_at")?,
     })
 }

@@ -1,0 +1,126 @@
+//! Approvals: a person (or the timeout's fallback) decides a waiting step or a plan.
+
+use firebreak_runbook::OnTimeout;
+use firebreak_storage::RunRecord;
+use serde_json::json;
+
+use crate::Orchestration;
+use crate::executor::{now_micros, run_event};
+
+/// Why a decision was refused.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum DecideError {
+    #[error("run {0} not found")]
+    NotFound(String),
+    #[error("run {0} is {1}, not waiting for approval")]
+    NotWaiting(String, String),
+    #[error("{0}")]
+    Forbidden(String),
+    #[error("storage: {0}")]
+    Storage(#[from] firebreak_storage::Error),
+}
+
+/// Who decides and why.
+pub(crate) struct Decision<'a> {
+    pub(crate) approved: bool,
+    pub(crate) actor: &'a str,
+    pub(crate) comment: &'a str,
+    /// The timeout's fallback decides: no role applies.
+    pub(crate) by_timeout: bool,
+}
+
+impl Orchestration {
+    /// Applies a decision to a waiting run, once: of two racing decisions one wins and the
+    /// other is told the run is no longer waiting.
+    pub(crate) async fn decide(
+        &self,
+        run_id: &str,
+        d: Decision<'_>,
+    ) -> Result<RunRecord, DecideError> {
+        let store = &self.store;
+        let run = store
+            .run(run_id)
+            .await?
+            .ok_or_else(|| DecideError::NotFound(run_id.to_owned()))?;
+        if run.state != "waiting_approval" {
+            return Err(DecideError::NotWaiting(run.id, run.state));
+        }
+        let role = self
+            .catalog
+            .get(&run.runbook)
+            .map(|rb| rb.manifest.approval.role.clone())
+            .unwrap_or_default();
+        if !d.by_timeout && !role.is_empty() {
+            let members = self.options.approvers.get(&role);
+            let name = d.actor.strip_prefix("user:").unwrap_or(d.actor);
+            if !members.is_some_and(|m| m.iter().any(|p| p == name)) {
+                return Err(DecideError::Forbidden(format!(
+                    "{:?} may not decide runs of {}: only members of the role {role:?} may (approvers in the configuration)",
+                    d.actor, run.runbook
+                )));
+            }
+        }
+        let change = if d.approved { "approved" } else { "rejected" };
+        let detail = match d.comment {
+            "" => d.actor.to_owned(),
+            c => format!("{}: {c}", d.actor),
+        };
+        let events = [run_event(&run, change, "", &detail)];
+        let mut next = run.clone();
+        next.wake_at = None;
+        let moved = if run.phase == "plan" {
+            if d.approved {
+                next.phase = "apply".into();
+                next.state = "pending".into();
+            } else {
+                next.state = "rejected".into();
+                next.error = format!("plan rejected by {detail}");
+                next.finished_at = Some(now_micros());
+            }
+            store
+                .transition(&next, "waiting_approval", None, &events)
+                .await?
+        } else {
+            let journal = store.journal(&run.id).await?;
+            let Some(waiting) = journal.iter().find(|j| j.status == "waiting") else {
+                return Err(DecideError::NotWaiting(
+                    run.id,
+                    "without a pending approval".into(),
+                ));
+            };
+            let mut decided = waiting.clone();
+            decided.status = "done".into();
+            decided.result = json!({ "approved": d.approved, "by": d.actor, "comment": d.comment });
+            decided.at = now_micros();
+            next.state = "pending".into();
+            store
+                .transition(&next, "waiting_approval", Some(&decided), &events)
+                .await?
+        };
+        if !moved {
+            return Err(DecideError::NotWaiting(run.id, "already decided".into()));
+        }
+        self.relay.wake();
+        self.wake.notify_one();
+        Ok(next)
+    }
+
+    /// Applies the runbook's fallback to an approval nobody answered in time.
+    pub(crate) async fn expire_approval(&self, run: &RunRecord) {
+        let fallback = self
+            .catalog
+            .get(&run.runbook)
+            .map_or(OnTimeout::Reject, |rb| rb.manifest.approval.on_timeout);
+        let decision = Decision {
+            approved: fallback == OnTimeout::Approve,
+            actor: "firebreak:timeout",
+            comment: "no decision before the approval timed out",
+            by_timeout: true,
+        };
+        match self.decide(&run.id, decision).await {
+            Ok(_) => tracing::info!(run = %run.id, ?fallback, "approval timed out"),
+            Err(DecideError::NotWaiting(..)) => {}
+            Err(e) => tracing::warn!(run = %run.id, error = %e, "approval timeout failed"),
+        }
+    }
+}
