@@ -194,6 +194,20 @@ impl Orchestration {
                 return;
             }
         };
+        // A sleep whose time has come is over: record it so before replaying.
+        let now = now_micros();
+        let mut journal = journal;
+        for j in journal.iter_mut().filter(|j| j.status == "sleeping") {
+            let until = j.result["until"].as_i64().unwrap_or(0);
+            if until <= now {
+                j.status = "done".into();
+                j.result = json!({ "slept_until": until });
+                if let Err(e) = self.store.put_journal(j, &[]).await {
+                    tracing::warn!(run = %run.id, error = %e, "recording the end of a sleep failed");
+                    return;
+                }
+            }
+        }
         let journal = journal
             .into_iter()
             .map(|j| Recorded {

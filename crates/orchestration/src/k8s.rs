@@ -80,21 +80,30 @@ impl Kube {
                 Ok(json!({ "ok": true, "replicas": replicas }))
             }
             "k8s.rollout_restart" => {
+                // What `kubectl rollout restart` does: stamp the pod template so the
+                // controller rolls every pod.
+                let at = time::OffsetDateTime::now_utc()
+                    .format(&time::format_description::well_known::Rfc3339)
+                    .unwrap_or_default();
+                let patch = Patch::Merge(json!({ "spec": { "template": { "metadata": {
+                    "annotations": { "kubectl.kubernetes.io/restartedAt": at },
+                } } } }));
+                let pp = PatchParams::default();
                 match s("kind").as_str() {
                     "statefulset" => {
                         Api::<StatefulSet>::namespaced(client, &ns)
-                            .restart(&name)
+                            .patch(&name, &pp, &patch)
                             .await
                             .map_err(kube_error)?;
                     }
                     _ => {
                         Api::<Deployment>::namespaced(client, &ns)
-                            .restart(&name)
+                            .patch(&name, &pp, &patch)
                             .await
                             .map_err(kube_error)?;
                     }
                 }
-                Ok(json!({ "ok": true }))
+                Ok(json!({ "ok": true, "restarted_at": at }))
             }
             "k8s.cordon" | "k8s.uncordon" => {
                 let nodes = Api::<Node>::all(client);

@@ -271,6 +271,192 @@ fn kill_9_after_an_accepted_raise_loses_and_doubles_nothing() {
     assert_eq!(opened, 1);
 }
 
+/// A runbook directory and configuration for one test, with `url` as the `target` parameter.
+fn setup(dir: &Path, name: &str, yaml: &str, rhai: &str, url: &str) -> (PathBuf, PathBuf) {
+    let runbooks = dir.join("runbooks");
+    std::fs::create_dir_all(&runbooks).unwrap();
+    std::fs::write(
+        runbooks.join(format!("{name}.yaml")),
+        format!("name: {name}\nmatch:\n  categories: [service-outage]\nparameters:\n  target:\n    default: http://unset.invalid\n{yaml}"),
+    )
+    .unwrap();
+    std::fs::write(runbooks.join(format!("{name}.rhai")), rhai).unwrap();
+    let config = dir.join("config.yaml");
+    std::fs::write(
+        &config,
+        format!("live: true\nrunbook_params:\n  {name}:\n    target: {url}\n"),
+    )
+    .unwrap();
+    (runbooks, config)
+}
+
+/// The one run of an incident once it is in `state`.
+fn run_in(server: &Server, incident: &str, state: &str) -> Value {
+    wait_for(&format!("the run to be {state}"), || {
+        let runs = server.json(&["run", "list", "--incident", incident]);
+        let run = runs.as_array()?.first()?.clone();
+        (run["state"] == state).then_some(run)
+    })
+}
+
+fn raise(server: &Server) -> String {
+    let raised = server.json(&[
+        "raise",
+        "--title",
+        "payments service down",
+        "--category",
+        "service-outage",
+    ]);
+    raised["incident_id"].as_str().unwrap().to_owned()
+}
+
+const SLEEPY: &str = "// Calls the target, sleeps durably, calls it again.\nfn run(incident, params) {\n    http::post(params.target + \"/one\", #{});\n    sleep(2);\n    http::post(params.target + \"/two\", #{});\n}\n";
+
+#[test]
+fn kill_9_during_a_durable_sleep_repeats_no_call() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let (url, hits) = target(&rt);
+    let dir = tempfile::tempdir().unwrap();
+    let (runbooks, config) = setup(
+        dir.path(),
+        "sleepy",
+        "capabilities: [http, sleep]\n",
+        SLEEPY,
+        &url,
+    );
+    let data = dir.path().join("data");
+
+    let server = Server::start(&data, &runbooks, &config);
+    let id = raise(&server);
+    let run = run_in(&server, &id, "sleeping");
+    assert!(run["wake_at"].is_string(), "{run:#}");
+    server.kill9();
+
+    let server = Server::start(&data, &runbooks, &config);
+    let run = run_in(&server, &id, "succeeded");
+    let run_id = run["id"].as_str().unwrap();
+    let actions: Vec<(&str, &str)> = run["actions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| (a["action"].as_str().unwrap(), a["status"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        actions,
+        [
+            ("http.post", "done"),
+            ("sleep.for", "done"),
+            ("http.post", "done")
+        ]
+    );
+    let hits = hits.lock().unwrap().clone();
+    let keys: Vec<(&str, &str)> = hits
+        .iter()
+        .map(|h| (h.path.as_str(), h.key.as_str()))
+        .collect();
+    assert_eq!(
+        keys,
+        [
+            ("/one", format!("{run_id}:1").as_str()),
+            ("/two", format!("{run_id}:3").as_str())
+        ],
+        "each idempotency key exactly once"
+    );
+}
+
+#[test]
+fn an_approval_survives_a_crash_and_the_run_resumes_when_approved() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let (url, hits) = target(&rt);
+    let dir = tempfile::tempdir().unwrap();
+    let rhai = "// Asks before the risky call.\nfn run(incident, params) {\n    if approval::request(\"fail over to the standby?\") {\n        http::post(params.target + \"/failover\", #{});\n    }\n}\n";
+    let (runbooks, config) = setup(
+        dir.path(),
+        "failover",
+        "capabilities: [http, approval]\n",
+        rhai,
+        &url,
+    );
+    let data = dir.path().join("data");
+
+    let server = Server::start(&data, &runbooks, &config);
+    let id = raise(&server);
+    let run = run_in(&server, &id, "waiting_approval");
+    let run_id = run["id"].as_str().unwrap().to_owned();
+    server.kill9();
+
+    let server = Server::start(&data, &runbooks, &config);
+    let pending = server.json(&["run", "approvals"]);
+    assert_eq!(pending[0]["run_id"], run_id.as_str(), "{pending:#}");
+    assert_eq!(pending[0]["prompt"], "fail over to the standby?");
+    assert!(
+        hits.lock().unwrap().is_empty(),
+        "nothing acted before the approval"
+    );
+    server.cli(&[
+        "run",
+        "approve",
+        &run_id,
+        "--comment",
+        "standby is healthy",
+        "--as",
+        "dana",
+    ]);
+    run_in(&server, &id, "succeeded");
+    let failovers = hits
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|h| h.path == "/failover")
+        .count();
+    assert_eq!(failovers, 1);
+    let timeline = wait_for("the approval on the timeline", || {
+        let t = server.json(&["incident", "timeline", &id]);
+        t.as_array()?
+            .iter()
+            .find(|e| e["kind"] == "runbook_approved")
+            .cloned()
+    });
+    assert_eq!(timeline["data"]["detail"], "dana: standby is healthy");
+}
+
+#[test]
+fn a_script_changed_between_crash_and_replay_fails_naming_the_step() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let (url, hits) = target(&rt);
+    let dir = tempfile::tempdir().unwrap();
+    let (runbooks, config) = setup(
+        dir.path(),
+        "sleepy",
+        "capabilities: [http, sleep]\n",
+        SLEEPY,
+        &url,
+    );
+    let data = dir.path().join("data");
+
+    let server = Server::start(&data, &runbooks, &config);
+    let id = raise(&server);
+    run_in(&server, &id, "sleeping");
+    server.kill9();
+    // Someone edits the script while the run sleeps: the first call now goes elsewhere.
+    std::fs::write(runbooks.join("sleepy.rhai"), SLEEPY.replace("/one", "/uno")).unwrap();
+
+    let server = Server::start(&data, &runbooks, &config);
+    let run = run_in(&server, &id, "failed");
+    let error = run["error"].as_str().unwrap();
+    assert!(
+        error.starts_with("non-determinism at step 1: the journal recorded http.post but the script now calls http.post with other arguments"),
+        "{error}"
+    );
+    let paths: Vec<String> = hits
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|h| h.path.clone())
+        .collect();
+    assert_eq!(paths, ["/one"], "the changed script acted on nothing");
+}
+
 /// The README's walk-through, run as written (commands between the tested markers).
 #[test]
 fn the_readme_walkthrough_works() {

@@ -1,0 +1,699 @@
+//! Runbooks in the running stack: approvals (roles, reject, timeout fallback), plan-approve,
+//! Kubernetes actions against a local API server, secrets, retries, exec, hostile scripts.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+use axum::http::{HeaderMap, Method, Uri};
+use firebreak_proto::v1::{self, AlertInput};
+use serde_json::{Value, json};
+use tonic::Code;
+
+use crate::harness::{Recorder, Stack, eventually};
+
+/// Writes `NAME.yaml` and `NAME.rhai` into `dir`.
+fn runbook(dir: &Path, name: &str, yaml: &str, rhai: &str) {
+    std::fs::write(
+        dir.join(format!("{name}.yaml")),
+        format!("name: {name}\n{yaml}"),
+    )
+    .unwrap();
+    std::fs::write(dir.join(format!("{name}.rhai")), rhai).unwrap();
+}
+
+/// Raises an incident of `category` and returns its id.
+async fn raise(s: &mut Stack, category: &str, labels: &[(&str, &str)]) -> String {
+    s.intake
+        .raise_incident(v1::RaiseIncidentRequest {
+            alert: Some(AlertInput {
+                title: format!("{category} test"),
+                category: category.into(),
+                severity: 2,
+                labels: labels
+                    .iter()
+                    .map(|(k, v)| ((*k).into(), (*v).into()))
+                    .collect::<HashMap<_, _>>(),
+                source: "e2e".into(),
+                ..Default::default()
+            }),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .incident_id
+}
+
+/// The run of `runbook` for `incident` once `done` holds for it.
+async fn run_of(
+    s: &Stack,
+    incident: &str,
+    runbook: &str,
+    what: &str,
+    done: impl Fn(&v1::Run) -> bool,
+) -> v1::Run {
+    eventually(what, || {
+        let mut runs = s.runs.clone();
+        let incident = incident.to_owned();
+        let found = async move {
+            runs.list_runs(v1::ListRunsRequest {
+                incident_id: incident,
+                ..Default::default()
+            })
+            .await
+            .ok()?
+            .into_inner()
+            .runs
+            .into_iter()
+            .find(|r| r.runbook == runbook)
+        };
+        let done = &done;
+        async move { found.await.filter(|r| done(r)) }
+    })
+    .await
+}
+
+async fn full_run(s: &Stack, id: &str) -> v1::Run {
+    s.runs
+        .clone()
+        .get_run(v1::GetRunRequest { id: id.into() })
+        .await
+        .unwrap()
+        .into_inner()
+        .run
+        .unwrap()
+}
+
+async fn timeline(s: &Stack, incident: &str) -> Vec<v1::TimelineEntry> {
+    s.incidents
+        .clone()
+        .get_timeline(v1::GetTimelineRequest {
+            id: incident.into(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .entries
+}
+
+fn decide(run: &str, actor: &str, comment: &str) -> v1::DecideApprovalRequest {
+    v1::DecideApprovalRequest {
+        run_id: run.into(),
+        actor: actor.into(),
+        comment: comment.into(),
+    }
+}
+
+const ASK_RHAI: &str = r#"
+// Asks before acting and notes the answer.
+fn run(incident, params) {
+    if approval::request("restart the web tier?") {
+        incident::note("approved: restarting");
+    } else {
+        incident::note("rejected: leaving it");
+    }
+}
+"#;
+
+#[tokio::test]
+async fn approvals_need_the_role_and_record_who_and_why_and_time_out_to_their_fallback() {
+    let dir = tempfile::tempdir().unwrap();
+    let caps = "match: { categories: [service-outage] }\ncapabilities: [approval, incident]\n";
+    runbook(
+        dir.path(),
+        "ask",
+        &format!("{caps}approval: {{ role: commander }}\n"),
+        ASK_RHAI,
+    );
+    runbook(
+        dir.path(),
+        "ask-timeout",
+        &format!("{caps}approval: {{ timeout_seconds: 1, on_timeout: approve }}\n"),
+        ASK_RHAI,
+    );
+    let mut s = Stack::start(dir.path(), "approvers:\n  commander: [alice]\n").await;
+    let id = raise(&mut s, "service-outage", &[]).await;
+
+    let ask = run_of(&s, &id, "ask", "ask to wait", |r| {
+        r.state == "waiting_approval"
+    })
+    .await;
+    let pending = s
+        .runs
+        .list_approvals(v1::ListApprovalsRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .approvals;
+    let mine = pending.iter().find(|a| a.run_id == ask.id).unwrap();
+    assert_eq!(mine.prompt, "restart the web tier?");
+    assert_eq!(mine.role, "commander");
+    assert_eq!(mine.on_timeout, "reject");
+
+    // Someone outside the role is refused and nothing changes.
+    let denied = s
+        .runs
+        .reject(decide(&ask.id, "user:bob", "no"))
+        .await
+        .unwrap_err();
+    assert_eq!(denied.code(), Code::PermissionDenied, "{denied:?}");
+    assert_eq!(full_run(&s, &ask.id).await.state, "waiting_approval");
+    // Bad input: an id that is not a run id.
+    let bad = s
+        .runs
+        .approve(decide("not-a-run", "user:alice", ""))
+        .await
+        .unwrap_err();
+    assert_eq!(bad.code(), Code::InvalidArgument);
+
+    // Alice rejects; the script sees "no" and goes on.
+    s.runs
+        .reject(decide(&ask.id, "user:alice", "not during the sale"))
+        .await
+        .unwrap();
+    let done = run_of(&s, &id, "ask", "ask to finish", |r| r.state == "succeeded").await;
+    let answer = &done.actions[0];
+    assert_eq!(answer.action, "approval.request");
+    let result: Value = serde_json::from_str(&answer.result).unwrap();
+    assert_eq!(result["approved"], false);
+    assert_eq!(result["by"], "user:alice");
+    assert_eq!(result["comment"], "not during the sale");
+    // A second decision finds nothing waiting.
+    let again = s
+        .runs
+        .approve(decide(&ask.id, "user:alice", ""))
+        .await
+        .unwrap_err();
+    assert_eq!(again.code(), Code::FailedPrecondition);
+
+    // Nobody answers the other one: after its timeout the fallback (approve) applies.
+    let timed = run_of(&s, &id, "ask-timeout", "the timeout fallback", |r| {
+        r.state == "succeeded"
+    })
+    .await;
+    let result: Value = serde_json::from_str(&timed.actions[0].result).unwrap();
+    assert_eq!(result["approved"], true);
+    assert_eq!(result["by"], "firebreak:timeout");
+
+    // The timeline says who decided what and why, and what the scripts did with it.
+    let entries = eventually("both notes", || {
+        let s = &s;
+        let id = id.clone();
+        async move {
+            let t = timeline(s, &id).await;
+            (t.iter().filter(|e| e.kind == "note").count() == 2).then_some(t)
+        }
+    })
+    .await;
+    let rejected = entries
+        .iter()
+        .find(|e| e.kind == "runbook_rejected")
+        .expect("a rejection on the timeline");
+    assert!(
+        rejected.data.contains("user:alice: not during the sale"),
+        "{}",
+        rejected.data
+    );
+    assert!(
+        entries
+            .iter()
+            .any(|e| e.kind == "runbook_approved" && e.data.contains("firebreak:timeout"))
+    );
+    let notes: Vec<&str> = entries
+        .iter()
+        .filter(|e| e.kind == "note")
+        .map(|e| e.data.as_str())
+        .collect();
+    assert!(notes.iter().any(|n| n.contains("rejected: leaving it")));
+    assert!(notes.iter().any(|n| n.contains("approved: restarting")));
+}
+
+#[tokio::test]
+async fn a_plan_approve_runbook_acts_only_after_its_plan_is_approved() {
+    let target = Recorder::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let yaml = "match: { categories: [misconfiguration] }\nmode: plan-approve\nparameters:\n  url: { default: http://unset.invalid }\ncapabilities: [http, incident]\n";
+    let rhai = r#"
+// Rolls back the config, then notes it.
+fn run(incident, params) {
+    let r = http::post(params.url + "/rollback", #{ service: incident.labels.service });
+    incident::note(`rolled back: HTTP ${r.status}`);
+}
+"#;
+    runbook(dir.path(), "rollback", yaml, rhai);
+    runbook(dir.path(), "rollback-too", yaml, rhai);
+    let config = format!(
+        "live: true\nrunbook_params:\n  rollback: {{ url: {u} }}\n  rollback-too: {{ url: {u} }}\n",
+        u = target.url
+    );
+    let mut s = Stack::start(dir.path(), &config).await;
+    let id = raise(&mut s, "misconfiguration", &[("service", "checkout")]).await;
+
+    let planned = run_of(&s, &id, "rollback", "the plan", |r| {
+        r.state == "waiting_approval"
+    })
+    .await;
+    assert_eq!(planned.phase, "plan");
+    let plan: Value = serde_json::from_str(&planned.plan).unwrap();
+    let actions: Vec<&str> = plan
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["action"].as_str().unwrap())
+        .collect();
+    assert_eq!(actions, ["http.post", "incident.note"]);
+    assert_eq!(plan[0]["args"]["body"]["service"], "checkout");
+    assert!(planned.actions.is_empty(), "planning journals nothing");
+    run_of(&s, &id, "rollback-too", "the second plan", |r| {
+        r.state == "waiting_approval"
+    })
+    .await;
+    assert!(
+        target.on("/rollback").is_empty(),
+        "nothing acts before approval"
+    );
+    let t = timeline(&s, &id).await;
+    let shown = t.iter().find(|e| e.kind == "runbook_plan_ready").unwrap();
+    assert!(shown.data.contains("1. http.post"), "{}", shown.data);
+
+    s.runs
+        .approve(decide(&planned.id, "user:carol", "plan looks right"))
+        .await
+        .unwrap();
+    s.runs
+        .reject(decide(
+            &run_of(&s, &id, "rollback-too", "", |_| true).await.id,
+            "user:carol",
+            "one is enough",
+        ))
+        .await
+        .unwrap();
+    let applied = run_of(&s, &id, "rollback", "the apply", |r| r.state == "succeeded").await;
+    assert_eq!(applied.phase, "apply");
+    assert_eq!(applied.actions.len(), 2);
+    let rejected = run_of(&s, &id, "rollback-too", "the rejection", |r| {
+        r.state == "rejected"
+    })
+    .await;
+    assert!(
+        rejected.error.contains("one is enough"),
+        "{}",
+        rejected.error
+    );
+    assert!(rejected.actions.is_empty());
+    let calls = target.on("/rollback");
+    assert_eq!(calls.len(), 1, "only the approved plan acted");
+    assert_eq!(calls[0].idempotency_key, format!("{}:1", applied.id));
+}
+
+/// One request the fake Kubernetes API received.
+#[derive(Debug, Clone)]
+struct KubeCall {
+    method: String,
+    path: String,
+    query: String,
+    content_type: String,
+    body: Value,
+}
+
+/// A local server answering as the Kubernetes API does for the calls `k8s` actions make.
+async fn fake_kubernetes() -> (String, Arc<Mutex<Vec<KubeCall>>>) {
+    let calls: Arc<Mutex<Vec<KubeCall>>> = Arc::default();
+    let sink = calls.clone();
+    let app = axum::Router::new().fallback(
+        move |method: Method, uri: Uri, headers: HeaderMap, body: axum::body::Bytes| {
+            let sink = sink.clone();
+            async move {
+                let path = uri.path().to_owned();
+                sink.lock().unwrap().push(KubeCall {
+                    method: method.to_string(),
+                    path: path.clone(),
+                    query: uri.query().unwrap_or_default().to_owned(),
+                    content_type: headers
+                        .get("content-type")
+                        .and_then(|v| v.to_str().ok())
+                        .unwrap_or_default()
+                        .to_owned(),
+                    body: serde_json::from_slice(&body).unwrap_or(Value::Null),
+                });
+                let name = path.rsplit('/').next().unwrap_or_default().to_owned();
+                let object = if path.ends_with("/scale") {
+                    json!({ "apiVersion": "autoscaling/v1", "kind": "Scale", "metadata": { "name": "web" }, "spec": { "replicas": 5 } })
+                } else if path.contains("/nodes/") {
+                    json!({ "apiVersion": "v1", "kind": "Node", "metadata": { "name": name } })
+                } else if path.contains("/pods/") {
+                    json!({ "apiVersion": "v1", "kind": "Pod", "metadata": { "name": name } })
+                } else if path.contains("/networkpolicies/") {
+                    json!({ "apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy", "metadata": { "name": name } })
+                } else {
+                    json!({ "apiVersion": "apps/v1", "kind": "Deployment", "metadata": { "name": name } })
+                };
+                (
+                    [("content-type", "application/json")],
+                    object.to_string(),
+                )
+            }
+        },
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (url, calls)
+}
+
+#[tokio::test]
+async fn kubernetes_actions_make_the_api_calls_kubectl_would() {
+    let (api, calls) = fake_kubernetes().await;
+    let dir = tempfile::tempdir().unwrap();
+    runbook(
+        dir.path(),
+        "k8s-all",
+        "match: { categories: [service-outage] }\ncapabilities: [k8s]\n",
+        r#"
+// Every Kubernetes action once.
+fn run(incident, params) {
+    k8s::scale("prod", "deployment/web", 5);
+    k8s::rollout_restart("prod", "deployment/web");
+    k8s::cordon("node-1");
+    k8s::uncordon("node-1");
+    k8s::delete_pod("prod", "web-abc");
+    let r = k8s::isolate("prod", #{ app: "web" });
+    print(r.network_policy);
+}
+"#,
+    );
+    let config = format!("live: true\nkubernetes:\n  url: {api}\n");
+    let mut s = Stack::start(dir.path(), &config).await;
+    let id = raise(&mut s, "service-outage", &[]).await;
+    let run = run_of(&s, &id, "k8s-all", "the run to end", |r| {
+        matches!(r.state.as_str(), "succeeded" | "failed")
+    })
+    .await;
+    assert_eq!(run.state, "succeeded", "{}", run.error);
+    let calls = calls.lock().unwrap().clone();
+    let seen: Vec<(String, String)> = calls
+        .iter()
+        .map(|c| (c.method.clone(), c.path.clone()))
+        .collect();
+    let policy = full_run(&s, &run.id).await.log[0].clone();
+    assert!(policy.starts_with("firebreak-isolate-"), "{policy}");
+    let want = [
+        (
+            "PATCH",
+            "/apis/apps/v1/namespaces/prod/deployments/web/scale".to_owned(),
+        ),
+        (
+            "PATCH",
+            "/apis/apps/v1/namespaces/prod/deployments/web".to_owned(),
+        ),
+        ("PATCH", "/api/v1/nodes/node-1".to_owned()),
+        ("PATCH", "/api/v1/nodes/node-1".to_owned()),
+        ("DELETE", "/api/v1/namespaces/prod/pods/web-abc".to_owned()),
+        (
+            "PATCH",
+            format!("/apis/networking.k8s.io/v1/namespaces/prod/networkpolicies/{policy}"),
+        ),
+    ];
+    let want: Vec<(String, String)> = want
+        .iter()
+        .map(|(m, p)| ((*m).to_owned(), p.clone()))
+        .collect();
+    assert_eq!(seen, want);
+    assert_eq!(calls[0].content_type, "application/merge-patch+json");
+    assert_eq!(calls[0].body, json!({ "spec": { "replicas": 5 } }));
+    assert!(
+        calls[1].body["spec"]["template"]["metadata"]["annotations"]
+            ["kubectl.kubernetes.io/restartedAt"]
+            .is_string(),
+        "{}",
+        calls[1].body
+    );
+    assert_eq!(calls[2].body, json!({ "spec": { "unschedulable": true } }));
+    assert_eq!(calls[3].body, json!({ "spec": { "unschedulable": false } }));
+    let np = &calls[5];
+    assert_eq!(np.content_type, "application/apply-patch+yaml");
+    assert!(np.query.contains("fieldManager=firebreak"), "{}", np.query);
+    assert!(np.query.contains("force=true"), "{}", np.query);
+    assert_eq!(
+        np.body["spec"]["podSelector"]["matchLabels"],
+        json!({ "app": "web" })
+    );
+    assert_eq!(np.body["spec"]["policyTypes"], json!(["Ingress", "Egress"]));
+    assert!(np.body["spec"].get("ingress").is_none());
+}
+
+/// A server that fails twice with 503, then echoes the request's headers.
+async fn flaky_echo() -> (String, Arc<Mutex<Vec<(String, String)>>>) {
+    let seen: Arc<Mutex<Vec<(String, String)>>> = Arc::default();
+    let sink = seen.clone();
+    let app = axum::Router::new().fallback(move |uri: Uri, headers: HeaderMap| {
+        let sink = sink.clone();
+        async move {
+            let header = |n: &str| {
+                headers
+                    .get(n)
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or_default()
+                    .to_owned()
+            };
+            let mut seen = sink.lock().unwrap();
+            seen.push((header("idempotency-key"), header("authorization")));
+            let tries = seen.len();
+            let status = if uri.path() == "/flaky" && tries <= 2 {
+                axum::http::StatusCode::SERVICE_UNAVAILABLE
+            } else {
+                axum::http::StatusCode::OK
+            };
+            (
+                status,
+                json!({ "you_sent": header("authorization") }).to_string(),
+            )
+        }
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (url, seen)
+}
+
+const TOKEN: &str = "tok-3xf1l7r4t3-me";
+
+#[tokio::test]
+async fn secrets_reach_requests_only_and_retries_keep_one_idempotency_key() {
+    let (url, seen) = flaky_echo().await;
+    let dir = tempfile::tempdir().unwrap();
+    let secrets = tempfile::tempdir().unwrap();
+    std::fs::write(secrets.path().join("api-token"), format!("{TOKEN}\n")).unwrap();
+    runbook(
+        dir.path(),
+        "uses-secret",
+        "match: { categories: [data-breach] }\nparameters:\n  url: { default: http://unset.invalid }\ncapabilities: [http, incident]\nsecrets: [api-token]\nretry: { http: { attempts: 3, backoff_ms: 10 } }\n",
+        r#"
+// Calls a flaky API with a secret, then tries every way to leak the secret.
+fn run(incident, params) {
+    let token = secret("api-token");
+    let r = http::request(#{ method: "POST", url: params.url + "/flaky", headers: #{ Authorization: "Bearer " + token } });
+    print(`token ${token}, answer ${r.body.you_sent}`);
+    incident::note(`status ${r.status}, token ${token}, echoed ${r.body.you_sent}`);
+    throw `giving up with ${token} and ${r.body.you_sent}`;
+}
+"#,
+    );
+    let config = format!(
+        "live: true\nsecrets_dir: {}\nrunbook_params:\n  uses-secret: {{ url: {url} }}\n",
+        secrets.path().display()
+    );
+    let mut s = Stack::start(dir.path(), &config).await;
+    let id = raise(&mut s, "data-breach", &[]).await;
+    let run = run_of(&s, &id, "uses-secret", "the run to fail", |r| {
+        r.state == "failed"
+    })
+    .await;
+    let run = full_run(&s, &run.id).await;
+
+    // The target got the value, three times (two 503s, then 200), with one idempotency key.
+    let seen = seen.lock().unwrap().clone();
+    assert_eq!(seen.len(), 3, "{seen:?}");
+    assert!(
+        seen.iter().all(
+            |(key, auth)| *key == format!("{}:1", run.id) && *auth == format!("Bearer {TOKEN}")
+        )
+    );
+    let http = &run.actions[0];
+    assert_eq!(http.status, "done");
+    let result: Value = serde_json::from_str(&http.result).unwrap();
+    assert_eq!(result["status"], 200);
+
+    // Nothing the run recorded holds the value: not the journal, the log, the error, or the
+    // incident's timeline.
+    let entries = eventually("the note", || {
+        let s = &s;
+        let id = id.clone();
+        async move {
+            let t = timeline(s, &id).await;
+            t.iter().any(|e| e.kind == "note").then_some(t)
+        }
+    })
+    .await;
+    let recorded = format!(
+        "{:?} {:?} {} {:?}",
+        run.actions, run.log, run.error, entries
+    );
+    assert!(!recorded.contains(TOKEN), "the secret leaked: {recorded}");
+    assert!(recorded.contains("{{secret:api-token}}"));
+    assert!(recorded.contains("[redacted]"));
+    assert!(run.error.contains("giving up"), "{}", run.error);
+}
+
+#[tokio::test]
+async fn exec_runs_only_allowlisted_commands_within_limits() {
+    let dir = tempfile::tempdir().unwrap();
+    runbook(
+        dir.path(),
+        "shell",
+        "match: { categories: [malware] }\ncapabilities: [exec, incident]\n",
+        r#"
+// An allowed command, a slow one and one not on the list.
+fn run(incident, params) {
+    let r = exec::run("/bin/echo", ["contained", incident.labels.host]);
+    incident::note(`echo said ${r.stdout.trim()}`);
+    let slow = "";
+    try { exec::run("/bin/sleep", ["5"]); } catch (e) { slow = e; }
+    incident::note(`sleep: ${slow}`);
+    exec::run("/bin/sh", ["-c", "echo pwned"]);
+}
+"#,
+    );
+    let config = "live: true\nexec:\n  allow: [/bin/echo, /bin/sleep]\n  timeout_seconds: 1\n";
+    let mut s = Stack::start(dir.path(), config).await;
+    let id = raise(&mut s, "malware", &[("host", "web-7")]).await;
+    let run = run_of(&s, &id, "shell", "the run to end", |r| {
+        matches!(r.state.as_str(), "succeeded" | "failed")
+    })
+    .await;
+    assert_eq!(run.state, "failed");
+    assert!(
+        run.error.contains("\"/bin/sh\" is not allowed"),
+        "{}",
+        run.error
+    );
+    let echo: Value = serde_json::from_str(&run.actions[0].result).unwrap();
+    assert_eq!(echo["stdout"], "contained web-7\n");
+    assert_eq!(echo["status"], 0);
+    assert_eq!(run.actions[2].status, "failed");
+    assert!(
+        run.actions[2].result.contains("ran longer than 1s"),
+        "{}",
+        run.actions[2].result
+    );
+}
+
+/// Scripts that break each limit, and one that behaves, all for the same incident.
+const HOSTILE: &[(&str, &str, &str)] = &[
+    ("loop", "loop { }", "operation limit exceeded"),
+    (
+        "recursion",
+        "fn f(x) { f(x + 1) }\n",
+        "call depth limit exceeded",
+    ),
+    (
+        "strings",
+        "let s = \"xxxxxxxx\"; loop { s += s; }",
+        "size limit exceeded",
+    ),
+    (
+        "arrays",
+        "let a = []; loop { a.push(1); }",
+        "size limit exceeded",
+    ),
+    (
+        "maps",
+        "let m = #{}; let i = 0; loop { m[`k${i}`] = i; i += 1; }",
+        "exceeded",
+    ),
+    (
+        "capability",
+        "http::post(\"http://127.0.0.1:9/x\", #{});",
+        "capability denied",
+    ),
+    (
+        "undeclared-secret",
+        "print(secret(\"root\"));",
+        "secret denied",
+    ),
+    ("sleep", "sleep(1);", "capability denied"),
+    ("long-sleep", "sleep(999999999);", "seconds must be 0 to"),
+];
+
+#[tokio::test]
+async fn hostile_scripts_end_their_own_runs_while_a_good_one_completes() {
+    let dir = tempfile::tempdir().unwrap();
+    let yaml = "match: { categories: [malware] }\ncapabilities: [incident]\ntimeout_seconds: 20\n";
+    for (name, body, _) in HOSTILE {
+        let (fns, body) = match body.strip_prefix("fn ") {
+            Some(_) => (*body, "f(0);"),
+            None => ("", *body),
+        };
+        let caps = if *name == "long-sleep" {
+            yaml.replace("[incident]", "[incident, sleep]")
+        } else {
+            yaml.to_owned()
+        };
+        runbook(
+            dir.path(),
+            name,
+            &caps,
+            &format!("// Hostile: {name}.\n{fns}fn run(incident, params) {{\n    {body}\n}}\n"),
+        );
+    }
+    runbook(
+        dir.path(),
+        "flood",
+        yaml,
+        "// Prints far more than a run keeps.\nfn run(incident, params) {\n    for i in 0..20000 { print(i); }\n    incident::note(\"flooded\");\n}\n",
+    );
+    runbook(
+        dir.path(),
+        "good",
+        yaml,
+        "// Behaves.\nfn run(incident, params) {\n    incident::note(\"contained\");\n}\n",
+    );
+    let mut s = Stack::start(dir.path(), "{}\n").await;
+    let id = raise(&mut s, "malware", &[]).await;
+    let good = run_of(&s, &id, "good", "the good run", |r| r.state == "succeeded").await;
+    assert_eq!(good.actions.len(), 1);
+    for (name, _, error) in HOSTILE {
+        let run = run_of(&s, &id, name, name, |r| r.state == "failed").await;
+        assert!(
+            run.error.contains(error),
+            "{name}: {:?} lacks {error:?}",
+            run.error
+        );
+        assert!(run.actions.is_empty(), "{name} acted: {:?}", run.actions);
+    }
+    let flood = run_of(&s, &id, "flood", "the flood", |r| r.state == "succeeded").await;
+    let log = full_run(&s, &flood.id).await.log;
+    assert_eq!(log.len(), 1001, "the log keeps 1000 lines and says it cut");
+    assert!(log[1000].contains("log truncated"));
+
+    // The service kept serving throughout.
+    let health = reqwest_get(&format!("{}/healthz", s.http)).await;
+    assert_eq!(health, 200);
+}
+
+async fn reqwest_get(url: &str) -> u16 {
+    let uri: Uri = url.parse().unwrap();
+    let addr = format!("{}:{}", uri.host().unwrap(), uri.port_u16().unwrap());
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    stream
+        .write_all(format!("GET {} HTTP/1.0\r\n\r\n", uri.path()).as_bytes())
+        .await
+        .unwrap();
+    let mut buf = String::new();
+    stream.read_to_string(&mut buf).await.unwrap();
+    buf.split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0)
+}
