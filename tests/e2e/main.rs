@@ -4,3 +4,7 @@
 mod harness;
 mod path;
 mod runbooks;
+
+// The binary's allocator, so the runbook sandbox's memory limit applies as it does there.
+#[global_allocator]
+static ALLOC: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;

@@ -608,8 +608,8 @@ const HOSTILE: &[(&str, &str, &str)] = &[
     ),
     (
         "maps",
-        "let m = #{}; let i = 0; loop { m[`k${i}`] = i; i += 1; }",
-        "exceeded",
+        "let s = \"x\"; for j in 0..15 { s += s; } let m = #{}; let i = 0; loop { m[`k${i}`] = s + i; i += 1; }",
+        "memory limit exceeded",
     ),
     (
         "capability",

@@ -2,6 +2,11 @@
 
 use clap::Parser;
 
+/// jemalloc: fast under many threads, and it counts each thread's allocations, which is how
+/// the runbook sandbox bounds a script's memory.
+#[global_allocator]
+static ALLOC: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 #[tokio::main]
 async fn main() {
     let cli = firebreak::cli::Cli::parse();

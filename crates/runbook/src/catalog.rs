@@ -256,7 +256,7 @@ fn load_one(path: &Path, limits: &Limits) -> Result<Runbook, Vec<LoadError>> {
         }
         if !(1..=10).contains(&retry.attempts) || retry.backoff_ms > 60_000 {
             errors.push(field(
-                "attempts",
+                "retry",
                 format!("retry of {action}: attempts must be 1 to 10 and backoff_ms at most 60000"),
             ));
         }

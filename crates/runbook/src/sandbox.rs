@@ -66,6 +66,10 @@ pub struct Limits {
     pub max_variables: usize,
     /// Lines of `print`/`debug` output kept per run.
     pub max_log_lines: usize,
+    /// Bytes an execution may hold allocated on its thread. Enforced when jemalloc is the
+    /// global allocator (the `firebreak` binary's); Rhai's own size limits do not cover
+    /// values grown by index assignment (`m[k] = v`), this does.
+    pub max_memory_bytes: u64,
 }
 
 impl Default for Limits {
@@ -80,6 +84,7 @@ impl Default for Limits {
             max_functions: 64,
             max_variables: 256,
             max_log_lines: 1_000,
+            max_memory_bytes: 64 * 1024 * 1024,
         }
     }
 }
@@ -183,6 +188,16 @@ struct Ctx {
     max_log_lines: usize,
 }
 
+/// Net bytes the current thread has allocated, when jemalloc is the global allocator (else
+/// always 0, and no memory limit applies).
+fn thread_net_allocated() -> i64 {
+    use tikv_jemalloc_ctl::thread::{allocatedp, deallocatedp};
+    match (allocatedp::read(), deallocatedp::read()) {
+        (Ok(a), Ok(d)) => (a.get() as i64).wrapping_sub(d.get() as i64),
+        _ => 0,
+    }
+}
+
 /// The digest that ties a journal entry to the call that made it.
 pub fn digest(action: &str, args: &Value) -> String {
     let mut h = Sha256::new();
@@ -245,7 +260,17 @@ pub fn execute(x: Execution) -> Outcome {
     engine.on_print(move |s| print_ctx.log(s));
     let debug_ctx = ctx.clone();
     engine.on_debug(move |s, _, pos| debug_ctx.log(&format!("{pos}: {s}")));
-    engine.on_progress(move |_| (Instant::now() > deadline).then(|| Dynamic::from("deadline")));
+    let base = thread_net_allocated();
+    let max_memory = x.limits.max_memory_bytes;
+    engine.on_progress(move |ops| {
+        if Instant::now() > deadline {
+            return Some(Dynamic::from("deadline"));
+        }
+        let over = ops % 512 == 0
+            && thread_net_allocated().saturating_sub(base)
+                > max_memory.try_into().unwrap_or(i64::MAX);
+        over.then(|| Dynamic::from("memory"))
+    });
 
     let incident = rhai::serde::to_dynamic(&x.incident).unwrap_or(Dynamic::UNIT);
     let params = rhai::serde::to_dynamic(&x.params).unwrap_or(Dynamic::UNIT);
@@ -278,6 +303,9 @@ fn describe(e: &EvalAltResult, timeout: u32) -> String {
         }
     };
     match e {
+        EvalAltResult::ErrorTerminated(why, _) if why.to_string() == "memory" => {
+            "memory limit exceeded: the script held too much memory".to_owned()
+        }
         EvalAltResult::ErrorTerminated(..) => {
             format!("deadline exceeded: the script ran longer than {timeout}s")
         }
@@ -321,9 +349,11 @@ impl Ctx {
     fn call(&self, action: &str, args: Value) -> Result<Dynamic, Box<EvalAltResult>> {
         if self.runbook.manifest.needs_approval(action) {
             let prompt = format!("allow {action} {args}?");
+            // The manifest asked for this approval, so it needs no capability of its own.
             let answer = self.step(
                 "approval.request",
                 json!({ "prompt": prompt, "action": action }),
+                false,
             )?;
             if !approved(&answer)? {
                 return Err(EvalAltResult::ErrorRuntime(
@@ -333,11 +363,16 @@ impl Ctx {
                 .into());
             }
         }
-        self.step(action, args)
+        self.step(action, args, true)
     }
 
     /// One journaled step: replayed from the journal when it is there, else performed.
-    fn step(&self, action: &str, args: Value) -> Result<Dynamic, Box<EvalAltResult>> {
+    fn step(
+        &self,
+        action: &str,
+        args: Value,
+        check_capability: bool,
+    ) -> Result<Dynamic, Box<EvalAltResult>> {
         let seq = self.next.fetch_add(1, Ordering::SeqCst) + 1;
         let digest = digest(action, &args);
         if let Some(rec) = self.journal.iter().find(|r| r.seq == seq) {
@@ -360,7 +395,7 @@ impl Ctx {
                 _ => to_dynamic(&rec.result),
             };
         }
-        if !self.runbook.manifest.allows(action) {
+        if check_capability && !self.runbook.manifest.allows(action) {
             return Err(self.halt(Stop::Fatal(format!(
                 "capability denied at step {seq}: runbook {} does not declare {action}",
                 self.runbook.manifest.name
@@ -446,7 +481,7 @@ fn register_actions(engine: &mut Engine, ctx: &Arc<Ctx>) {
     let mut approval = Module::new();
     let c = ctx.clone();
     approval.set_native_fn("request", move |prompt: ImmutableString| {
-        let answer = c.step("approval.request", json!({ "prompt": prompt.as_str() }))?;
+        let answer = c.call("approval.request", json!({ "prompt": prompt.as_str() }))?;
         // The host records {approved: bool, by, comment}; the script sees the boolean.
         approved(&answer)
     });

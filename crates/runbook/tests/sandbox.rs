@@ -606,3 +606,205 @@ fn actions_check_their_arguments_before_anything_is_performed() {
     );
     assert!(host.steps().is_empty());
 }
+
+/// Runbook `t` with a full manifest body (after `name: t`), which must load.
+fn runbook_with(yaml: &str, script: &str) -> Runbook {
+    let dir = tempfile::tempdir().unwrap();
+    let catalog = load_raw(dir.path(), &format!("name: t\nmatch: {{}}\n{yaml}"), script)
+        .unwrap_or_else(|errors| panic!("does not load: {errors:#?}"));
+    catalog.get("t").unwrap().clone()
+}
+
+#[test]
+fn a_script_that_ends_before_its_journal_does_fails_as_non_deterministic() {
+    let rb = runbook(
+        "fn run(incident, params) { incident::note(\"a\"); }",
+        "incident",
+    );
+    let (_, first) = run(
+        &runbook(
+            "fn run(incident, params) { incident::note(\"a\"); incident::note(\"b\"); }",
+            "incident",
+        ),
+        Vec::new(),
+    );
+    let journal = journal_of(&first.steps(), |_| json!({}));
+    let (outcome, host) = run(&rb, journal);
+    assert_eq!(
+        outcome,
+        Outcome::Failed(
+            "non-determinism at step 2: the journal recorded incident.note but the script ended"
+                .into()
+        )
+    );
+    assert!(host.steps().is_empty());
+}
+
+#[test]
+fn limit_errors_without_a_position_do_not_say_none() {
+    let message = failure("fn run(incident, params) { loop {} }", "", 0);
+    assert!(!message.contains("none"), "{message}");
+}
+
+#[test]
+fn actions_named_for_approval_wait_for_it_and_a_rejection_is_catchable() {
+    let script = r#"
+fn run(incident, params) {
+    try {
+        http::post("http://target.test/scale", #{ n: 3 });
+    } catch (e) {
+        incident::note(`not scaled: ${e}`);
+    }
+}"#;
+    let rb = runbook_with(
+        "capabilities: [http, incident]\napproval: { actions: [http.post] }\n",
+        script,
+    );
+    // First execution: the implicit approval step comes before the gated call.
+    let host = Arc::new(Recording::answering(|s| {
+        (s.action == "approval.request").then_some(Ok(StepOutcome::Waiting))
+    }));
+    let outcome = execute_with(&rb, &host, Vec::new(), Limits::default());
+    assert_eq!(outcome, Outcome::Waiting { seq: 1 });
+    let steps = host.steps();
+    assert_eq!(steps.len(), 1);
+    assert_eq!(steps[0].args["action"], "http.post");
+    // Rejected: the call is never made and the script handles the error.
+    let journal = journal_of(&steps, |_| json!({ "approved": false }));
+    let (outcome, host) = run(&rb, journal);
+    assert!(matches!(outcome, Outcome::Succeeded { .. }), "{outcome:?}");
+    let performed: Vec<String> = host.steps().iter().map(|s| s.action.clone()).collect();
+    assert_eq!(performed, ["incident.note"]);
+    assert!(
+        host.steps()[0].args["text"]
+            .as_str()
+            .unwrap()
+            .contains("approval rejected: http.post was not allowed")
+    );
+}
+
+#[test]
+fn a_durable_sleep_stops_the_run_until_its_time() {
+    let rb = runbook_with(
+        "capabilities: [sleep, incident]\n",
+        "fn run(incident, params) { sleep(60); incident::note(\"after\"); }",
+    );
+    // 2100-01-01: far in the future.
+    const UNTIL: i64 = 4_102_444_800_000_000;
+    let until = UNTIL;
+    let host = Arc::new(Recording::answering(|s| {
+        (s.action == "sleep.for").then_some(Ok(StepOutcome::Sleeping { until: UNTIL }))
+    }));
+    let outcome = execute_with(&rb, &host, Vec::new(), Limits::default());
+    assert_eq!(outcome, Outcome::Sleeping { seq: 1, until });
+    let sleeping = |until: i64| Recorded {
+        seq: 1,
+        action: "sleep.for".into(),
+        digest: digest("sleep.for", &json!({ "seconds": 60 })),
+        status: "sleeping".into(),
+        result: json!({ "until": until }),
+    };
+    // Replayed early, it sleeps on; replayed late, the script goes on.
+    let (outcome, host) = run(&rb, vec![sleeping(until)]);
+    assert_eq!(outcome, Outcome::Sleeping { seq: 1, until });
+    assert!(host.steps().is_empty());
+    let (outcome, host) = run(&rb, vec![sleeping(firebreak_runbook::now_micros() - 1)]);
+    assert_eq!(outcome, Outcome::Succeeded { steps: 2 });
+    assert_eq!(host.steps().len(), 1);
+}
+
+#[test]
+fn secrets_are_placeholders_and_undeclared_ones_end_the_run() {
+    let rb = runbook_with(
+        "capabilities: [incident]\nsecrets: [db-password]\n",
+        "fn run(incident, params) { let s = secret(\"db-password\"); print(s); incident::note(s); }",
+    );
+    let (outcome, host) = run(&rb, Vec::new());
+    assert!(matches!(outcome, Outcome::Succeeded { .. }), "{outcome:?}");
+    assert_eq!(host.steps()[0].args["text"], "{{secret:db-password}}");
+    assert_eq!(*host.log.lock().unwrap(), ["{{secret:db-password}}"]);
+    let message = failure(
+        "fn run(incident, params) { try { secret(\"root\"); } catch { } incident::note(\"x\"); }",
+        "incident",
+        0,
+    );
+    assert_eq!(
+        message,
+        "secret denied: runbook t does not declare the secret \"root\""
+    );
+}
+
+#[test]
+fn new_manifest_fields_are_validated_with_their_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let yaml = "name: t\nmatch: {}\ncapabilities: [incident]\napproval:\n  actions: [http.post]\nretry:\n  http: { attempts: 50 }\nsecrets: [\"bad name\"]\n";
+    let errors = load_raw(dir.path(), yaml, "fn run(incident, params) {}").unwrap_err();
+    let text: Vec<String> = errors.iter().map(ToString::to_string).collect();
+    assert!(
+        text.iter().any(|e| e
+            .contains("t.yaml:4:1: approval.actions: \"http.post\" is not among the capabilities")),
+        "{text:#?}"
+    );
+    assert!(
+        text.iter()
+            .any(|e| e.contains(":6:1:") && e.contains("attempts must be 1 to 10")),
+        "{text:#?}"
+    );
+    assert!(
+        text.iter()
+            .any(|e| e.contains("t.yaml:8:1: secret name \"bad name\"")),
+        "{text:#?}"
+    );
+    let unknown = load_raw(
+        dir.path(),
+        "name: t\nmatch: {}\nmode: yolo\n",
+        "fn run(incident, params) {}",
+    )
+    .unwrap_err();
+    assert_eq!(unknown[0].line, 3, "{unknown:?}");
+}
+
+#[test]
+fn fixtures_check_the_action_sequence_and_say_what_differed() {
+    use firebreak_runbook::fixture::{Fixture, check, run_case};
+    let rb = runbook_with(
+        "capabilities: [http, incident]\n",
+        "fn run(incident, params) { let r = http::post(\"http://t/x\", #{}); if r.status == 200 { incident::note(\"ok\"); } }",
+    );
+    let fixture: Fixture = serde_yaml::from_str(
+        "cases:\n  - name: happy\n    expect: { actions: [{ action: http.post, args: { url: \"http://t/x\" } }, incident.note] }\n  - name: target down\n    mocks: [{ action: http.post, result: { status: 503 } }]\n    expect: { actions: [http.post] }\n  - name: wrong\n    expect: { actions: [http.post] }\n",
+    )
+    .unwrap();
+    let results: Vec<Result<(), String>> = fixture
+        .cases
+        .iter()
+        .map(|c| check(c, &run_case(&rb, c, &Limits::default()).unwrap()))
+        .collect();
+    assert_eq!(results[0], Ok(()));
+    assert_eq!(results[1], Ok(()));
+    assert_eq!(
+        results[2],
+        Err("expected 1 action(s) [http.post], the run called 2 [http.post, incident.note]".into())
+    );
+}
+
+// The binary's allocator, so the sandbox's memory limit applies here as it does there.
+#[global_allocator]
+static ALLOC: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
+#[test]
+fn a_map_grown_by_index_assignment_hits_the_memory_limit() {
+    let script = r#"
+fn run(incident, params) {
+    let s = "x";
+    for j in 0..15 { s += s; }
+    let m = #{};
+    let i = 0;
+    loop { m[`k${i}`] = s + i; i += 1; }
+}"#;
+    let message = failure(script, "", 0);
+    assert_eq!(
+        message,
+        "memory limit exceeded: the script held too much memory"
+    );
+}
