@@ -20,3 +20,11 @@ fmt:
 # Compile and check the shipped runbooks.
 check-runbooks:
     cargo run -q -p firebreak -- runbook check runbooks
+
+# Run the shipped runbooks' tests (fixtures beside each runbook).
+test-runbooks:
+    cargo run -q -p firebreak -- runbook test runbooks --require-tests
+
+# Benchmarks (release build): runbook step overhead and runs/s in embedded mode.
+bench:
+    cargo bench -p firebreak-e2e --bench runbook_steps

@@ -58,7 +58,9 @@ impl Server {
 
     /// Runs a client command against this server and returns its stdout.
     fn cli(&self, args: &[&str]) -> String {
+        // From the repository root, where `./runbooks` is, as in the README.
         let out = Command::new(BIN)
+            .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/../.."))
             .args(["--server", &self.grpc])
             .args(args)
             .output()
@@ -455,6 +457,120 @@ fn a_script_changed_between_crash_and_replay_fails_naming_the_step() {
         .map(|h| h.path.clone())
         .collect();
     assert_eq!(paths, ["/one"], "the changed script acted on nothing");
+}
+
+/// Runs the binary without a server; returns (exit code, stdout, stderr).
+fn offline(args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(BIN).args(args).output().unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn repo(path: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .join(path)
+}
+
+#[test]
+fn every_shipped_runbook_has_tests_and_they_pass() {
+    let dir = repo("runbooks");
+    let (code, out, err) = offline(&["runbook", "test", dir.to_str().unwrap(), "--require-tests"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(!out.contains("FAIL"), "{out}");
+    let cases = out.lines().filter(|l| l.starts_with("ok ")).count();
+    assert!(cases >= 20, "{out}");
+}
+
+#[test]
+fn runbook_test_prints_a_line_per_case_and_fails_on_a_failing_case() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("note.yaml"),
+        "name: note\nmatch: {}\ncapabilities: [incident]\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("note.rhai"),
+        "// Notes once.\nfn run(incident, params) { incident::note(`hello ${incident.labels.who}`); }\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("note.test.yaml"),
+        "cases:\n  - name: greets\n    incident: { labels: { who: sre } }\n    expect: { actions: [{ action: incident.note, args: { text: hello sre } }] }\n  - name: wrong on purpose\n    expect: { actions: [] }\n",
+    )
+    .unwrap();
+    let path = dir.path().to_str().unwrap();
+    let (code, out, _) = offline(&["runbook", "test", path]);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("ok    note: greets"), "{out}");
+    assert!(
+        out.contains("FAIL  note: wrong on purpose: expected 0 action(s) [], the run called 1 [incident.note]"),
+        "{out}"
+    );
+    assert!(out.contains("2 case(s): 1 passed, 1 failed"), "{out}");
+
+    // The dry run of a fixture's case prints the plan.
+    let fixture = dir.path().join("note.test.yaml");
+    let (code, out, err) = offline(&[
+        "--output",
+        "json",
+        "runbook",
+        "dry-run",
+        "note",
+        "--fixture",
+        fixture.to_str().unwrap(),
+        "--case",
+        "greets",
+        "--runbooks",
+        path,
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let plan: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(plan["outcome"], "succeeded");
+    assert_eq!(plan["plan"][0]["args"]["text"], "hello sre");
+
+    // A broken fixture is an error with its line, and nothing runs.
+    std::fs::write(
+        dir.path().join("note.test.yaml"),
+        "cases:\n  - name: x\n    expct: {}\n",
+    )
+    .unwrap();
+    let (code, out, err) = offline(&["runbook", "test", path]);
+    assert_eq!(code, 1);
+    assert!(err.contains("note.test.yaml:3:"), "{err}");
+    assert!(!out.contains("ok "), "{out}");
+}
+
+#[test]
+fn the_authoring_guide_example_loads_and_its_tests_pass() {
+    let guide = std::fs::read_to_string(repo("docs/runbooks.md")).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let mut files = Vec::new();
+    let mut lines = guide.lines();
+    while let Some(line) = lines.next() {
+        let Some(name) = line
+            .trim()
+            .strip_prefix("```")
+            .and_then(|info| info.split_once(" file="))
+            .map(|(_, f)| f.trim().to_owned())
+        else {
+            continue;
+        };
+        let body: Vec<&str> = lines.by_ref().take_while(|l| l.trim() != "```").collect();
+        std::fs::write(dir.path().join(&name), body.join("\n") + "\n").unwrap();
+        files.push(name);
+    }
+    assert!(files.len() >= 3, "the guide's example files: {files:?}");
+    let path = dir.path().to_str().unwrap();
+    let (code, out, err) = offline(&["runbook", "check", path]);
+    assert_eq!(code, 0, "{out}{err}");
+    let (code, out, err) = offline(&["runbook", "test", path, "--require-tests"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("0 failed"), "{out}");
 }
 
 /// The README's walk-through, run as written (commands between the tested markers).

@@ -1,0 +1,131 @@
+//! Benchmark: runbook step overhead and runs per second in embedded mode.
+//!
+//! Raises incidents that each start a 5-step runbook whose actions are Firebreak's own
+//! (`incident.note`, no outside time), so the gap between consecutive journal entries of a
+//! run is the engine's overhead per step: script dispatch, the journal write with its outbox
+//! event (one SQLite transaction), and the return to the script. Prints p50/p99 of those gaps
+//! and runs completed per second. Run with `just bench` (release build).
+#![allow(clippy::print_stdout)]
+
+use std::time::{Duration, Instant};
+
+use firebreak::{App, Config};
+use firebreak_proto::v1::{
+    self, intake_service_client::IntakeServiceClient, runbook_service_client::RunbookServiceClient,
+};
+use tokio_util::sync::CancellationToken;
+
+#[global_allocator]
+static ALLOC: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
+const RUNS: usize = 400;
+
+fn percentile(sorted: &[i64], p: f64) -> f64 {
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i] as f64 / 1000.0
+}
+
+#[tokio::main]
+async fn main() {
+    let dir = tempfile::tempdir().unwrap();
+    let runbooks = dir.path().join("runbooks");
+    std::fs::create_dir(&runbooks).unwrap();
+    std::fs::write(
+        runbooks.join("five-steps.yaml"),
+        "name: five-steps\nmatch: { categories: [service-outage] }\ncapabilities: [incident]\n",
+    )
+    .unwrap();
+    std::fs::write(
+        runbooks.join("five-steps.rhai"),
+        "// Five journaled steps.\nfn run(incident, params) {\n    for i in 0..5 { incident::note(`step ${i}`); }\n}\n",
+    )
+    .unwrap();
+    let mut config = Config::default();
+    config.data_dir = dir.path().join("data");
+    config.runbooks_dir = runbooks;
+    config.grpc_addr = "127.0.0.1:0".parse().unwrap();
+    config.http_addr = "127.0.0.1:0".parse().unwrap();
+    let app = App::build(config).await.unwrap();
+    let grpc = format!("http://{}", app.grpc_addr());
+    let shutdown = CancellationToken::new();
+    tokio::spawn(app.run(shutdown.clone()));
+    let channel = tonic::transport::Endpoint::from_shared(grpc)
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut intake = IntakeServiceClient::new(channel.clone());
+    let mut runs = RunbookServiceClient::new(channel);
+
+    let started = Instant::now();
+    for i in 0..RUNS {
+        intake
+            .raise_incident(v1::RaiseIncidentRequest {
+                alert: Some(v1::AlertInput {
+                    title: format!("bench outage {i}"),
+                    category: "service-outage".into(),
+                    dedup_key: format!("bench-{i}"),
+                    source: "bench".into(),
+                    ..Default::default()
+                }),
+            })
+            .await
+            .unwrap();
+    }
+    let finished = loop {
+        let list = runs
+            .list_runs(v1::ListRunsRequest {
+                limit: 1000,
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .runs;
+        if list.len() == RUNS && list.iter().all(|r| r.state == "succeeded") {
+            break list;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(300),
+            "runs did not finish"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let micros = |t: &Option<firebreak_proto::Timestamp>| {
+        t.as_ref()
+            .map_or(0, |t| t.seconds * 1_000_000 + i64::from(t.nanos) / 1000)
+    };
+    let mut gaps = Vec::new();
+    for run in &finished {
+        let at: Vec<i64> = run.actions.iter().map(|a| micros(&a.at)).collect();
+        assert_eq!(at.len(), 5);
+        gaps.extend(at.windows(2).map(|w| w[1] - w[0]));
+    }
+    gaps.sort_unstable();
+    let first = finished
+        .iter()
+        .map(|r| micros(&r.started_at))
+        .min()
+        .unwrap();
+    let last = finished
+        .iter()
+        .map(|r| micros(&r.finished_at))
+        .max()
+        .unwrap();
+    let span = (last - first) as f64 / 1e6;
+    println!(
+        "runbook step overhead, embedded mode (SQLite WAL, in-process bus), {RUNS} runs x 5 steps"
+    );
+    println!(
+        "  step overhead  p50 {:.3} ms  p99 {:.3} ms  max {:.3} ms  ({} gaps)",
+        percentile(&gaps, 0.50),
+        percentile(&gaps, 0.99),
+        percentile(&gaps, 1.0),
+        gaps.len()
+    );
+    println!(
+        "  runs/s         {:.0}  ({RUNS} runs in {span:.2} s, first start to last finish)",
+        RUNS as f64 / span
+    );
+    shutdown.cancel();
+}
