@@ -35,6 +35,7 @@ async fn raise(s: &mut Stack, category: &str, labels: &[(&str, &str)]) -> String
                     .map(|(k, v)| ((*k).into(), (*v).into()))
                     .collect::<HashMap<_, _>>(),
                 source: "e2e".into(),
+                dedup_key: format!("{category} {labels:?}"),
                 ..Default::default()
             }),
         })
@@ -696,4 +697,47 @@ async fn reqwest_get(url: &str) -> u16 {
         .nth(1)
         .and_then(|c| c.parse().ok())
         .unwrap_or(0)
+}
+
+#[tokio::test]
+async fn max_running_caps_the_runs_of_a_runbook_executing_at_once() {
+    // A target that takes 300 ms per call and remembers the most calls it saw at once.
+    let state: Arc<Mutex<(usize, usize)>> = Arc::default();
+    let s2 = state.clone();
+    let app = axum::Router::new().fallback(move || {
+        let state = s2.clone();
+        async move {
+            {
+                let mut s = state.lock().unwrap();
+                s.0 += 1;
+                s.1 = s.1.max(s.0);
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+            state.lock().unwrap().0 -= 1;
+            "{}"
+        }
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+
+    let dir = tempfile::tempdir().unwrap();
+    runbook(
+        dir.path(),
+        "one-at-a-time",
+        "match: { categories: [service-outage] }\nparameters:\n  url: { default: http://unset.invalid }\ncapabilities: [http]\nconcurrency: { max_running: 1 }\n",
+        "// One slow call.\nfn run(incident, params) { http::post(params.url + \"/slow\", #{}); }\n",
+    );
+    let config = format!("live: true\nrunbook_params:\n  one-at-a-time: {{ url: {url} }}\n");
+    let mut s = Stack::start(dir.path(), &config).await;
+    let mut ids = Vec::new();
+    for i in 0..3 {
+        ids.push(raise(&mut s, "service-outage", &[("n", &i.to_string())]).await);
+    }
+    ids.dedup();
+    assert_eq!(ids.len(), 3, "three incidents, three runs");
+    for id in &ids {
+        run_of(&s, id, "one-at-a-time", "each run", |r| r.state == "succeeded").await;
+    }
+    assert_eq!(state.lock().unwrap().1, 1, "never two runs at once");
 }

@@ -808,3 +808,19 @@ fn run(incident, params) {
         "memory limit exceeded: the script held too much memory"
     );
 }
+
+#[test]
+fn an_expression_nesting_bomb_is_rejected_at_load_with_its_position() {
+    let bomb = format!(
+        "fn run(incident, params) {{\n    let x = {}1{};\n}}\n",
+        "(".repeat(500),
+        ")".repeat(500)
+    );
+    let errors = load_errors(&bomb);
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    assert_eq!(errors[0].line, 2, "{errors:?}");
+    assert!(
+        errors[0].message == "Expression exceeds maximum complexity",
+        "{errors:?}"
+    );
+}
