@@ -737,7 +737,70 @@ async fn max_running_caps_the_runs_of_a_runbook_executing_at_once() {
     ids.dedup();
     assert_eq!(ids.len(), 3, "three incidents, three runs");
     for id in &ids {
-        run_of(&s, id, "one-at-a-time", "each run", |r| r.state == "succeeded").await;
+        run_of(&s, id, "one-at-a-time", "each run", |r| {
+            r.state == "succeeded"
+        })
+        .await;
     }
     assert_eq!(state.lock().unwrap().1, 1, "never two runs at once");
+}
+
+#[tokio::test]
+async fn incident_operations_change_the_incident_and_its_timeline() {
+    let dir = tempfile::tempdir().unwrap();
+    runbook(
+        dir.path(),
+        "triage-it",
+        "match: { categories: [uncategorized] }\ncapabilities: [incident]\n",
+        r#"
+// Reclassify, staff and escalate the incident.
+fn run(incident, params) {
+    incident::set_category("phishing");
+    incident::set_category("no-such-category");
+    incident::assign("commander", "alice");
+    incident::escalate("customers are affected");
+}
+"#,
+    );
+    let mut s = Stack::start(dir.path(), "{}\n").await;
+    let id = raise(&mut s, "uncategorized", &[]).await;
+    run_of(&s, &id, "triage-it", "the run", |r| r.state == "succeeded").await;
+    let entries = eventually("every change on the timeline", || {
+        let s = &s;
+        let id = id.clone();
+        async move {
+            let t = timeline(s, &id).await;
+            t.iter().any(|e| e.kind == "severity_changed").then_some(t)
+        }
+    })
+    .await;
+    let kind = |k: &str| entries.iter().find(|e| e.kind == k).map(|e| e.data.clone());
+    let category: Value = serde_json::from_str(&kind("category_changed").unwrap()).unwrap();
+    assert_eq!(
+        category,
+        json!({ "from": "uncategorized", "to": "phishing" })
+    );
+    let role: Value = serde_json::from_str(&kind("role_assigned").unwrap()).unwrap();
+    assert_eq!(role, json!({ "role": "commander", "person": "alice" }));
+    let severity: Value = serde_json::from_str(&kind("severity_changed").unwrap()).unwrap();
+    assert_eq!(severity["from"], 2);
+    assert_eq!(severity["to"], 1);
+    assert_eq!(severity["reason"], "escalated: customers are affected");
+    assert!(
+        entries
+            .iter()
+            .any(|e| e.kind == "note"
+                && e.data.contains("unknown category \\\"no-such-category\\\"")),
+        "{entries:#?}"
+    );
+    let incident = s
+        .incidents
+        .get_incident(v1::GetIncidentRequest { id: id.clone() })
+        .await
+        .unwrap()
+        .into_inner()
+        .incident
+        .unwrap();
+    assert_eq!(incident.category, "phishing");
+    assert_eq!(incident.severity, 1);
 }

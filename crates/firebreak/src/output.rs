@@ -196,17 +196,20 @@ impl Out {
                         "name": r.name, "description": r.description, "categories": r.categories,
                         "min_severity": r.min_severity, "max_severity": r.max_severity,
                         "capabilities": r.capabilities, "timeout_seconds": r.timeout_seconds,
+                        "mode": r.mode, "approval_required": r.approval_required,
+                        "approver_role": r.approver_role,
                     }))
                     .collect(),
             )),
             OutputFormat::Table => table(
-                &["name", "categories", "severity", "capabilities"],
+                &["name", "categories", "severity", "mode", "capabilities"],
                 list.iter()
                     .map(|r| {
                         vec![
                             r.name.clone(),
                             r.categories.join(","),
                             format!("{}-{}", r.min_severity, r.max_severity),
+                            r.mode.clone(),
                             r.capabilities.join(","),
                         ]
                     })

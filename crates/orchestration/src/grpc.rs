@@ -138,6 +138,11 @@ impl RunbookService for RunbookApi {
                     capabilities: m.capabilities.clone(),
                     approval_required: m.approval.actions.clone(),
                     timeout_seconds: m.timeout_seconds,
+                    mode: match m.mode {
+                        firebreak_runbook::Mode::Auto => "auto".into(),
+                        firebreak_runbook::Mode::PlanApprove => "plan-approve".into(),
+                    },
+                    approver_role: m.approval.role.clone(),
                 }
             })
             .collect();
