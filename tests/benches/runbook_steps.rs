@@ -40,11 +40,13 @@ async fn main() {
         "// Five journaled steps.\nfn run(incident, params) {\n    for i in 0..5 { incident::note(`step ${i}`); }\n}\n",
     )
     .unwrap();
-    let mut config = Config::default();
-    config.data_dir = dir.path().join("data");
-    config.runbooks_dir = runbooks;
-    config.grpc_addr = "127.0.0.1:0".parse().unwrap();
-    config.http_addr = "127.0.0.1:0".parse().unwrap();
+    let config = Config {
+        data_dir: dir.path().join("data"),
+        runbooks_dir: runbooks,
+        grpc_addr: "127.0.0.1:0".parse().unwrap(),
+        http_addr: "127.0.0.1:0".parse().unwrap(),
+        ..Config::default()
+    };
     let app = App::build(config).await.unwrap();
     let grpc = format!("http://{}", app.grpc_addr());
     let shutdown = CancellationToken::new();

@@ -114,7 +114,7 @@ pub fn case_incident(runbook: &Runbook, fields: &serde_json::Map<String, Value>)
         "description": "",
         "category": m.categories.first().cloned().unwrap_or_else(|| "uncategorized".into()),
         "severity": m.severity.min,
-        "priority": "P1",
+        "priority": 1,
         "state": "open",
         "dedup_key": "test",
         "alert_count": 1,

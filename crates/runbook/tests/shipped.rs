@@ -7,7 +7,8 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use firebreak_runbook::{
-    Catalog, Execution, Host, Limits, Outcome, Recorded, Runbook, Step, StepOutcome, execute,
+    Catalog, Execution, Host, Limits, Mode, OnTimeout, Outcome, Recorded, Runbook, Step,
+    StepOutcome, execute, is_side_effecting,
 };
 use serde_json::{Value, json};
 
@@ -37,12 +38,18 @@ enum Approval {
 /// How the recording host answers HTTP calls, by URL.
 type HttpAnswer = fn(&str) -> Result<u16, String>;
 
+/// How the recording host answers Kubernetes calls, by action (`k8s.scale`): `Err` is what
+/// the real host raises when the API server refuses or cannot be reached.
+type KubeAnswer = fn(&str) -> Result<(), String>;
+
 /// A host that records every step. By default it answers like a dry run: HTTP calls succeed
-/// with `{"status": 200, "simulated": true}` (no body), approvals are granted.
+/// with `{"status": 200, "simulated": true}` (no body), Kubernetes calls with
+/// `{"ok": true, "simulated": true}`, approvals are granted.
 struct Recording {
     steps: Mutex<Vec<Step>>,
     approval: Approval,
     http: HttpAnswer,
+    k8s: KubeAnswer,
 }
 
 impl Recording {
@@ -51,6 +58,7 @@ impl Recording {
             steps: Mutex::new(Vec::new()),
             approval: Approval::Approve,
             http: |_| Ok(200),
+            k8s: |_| Ok(()),
         }
     }
 
@@ -61,6 +69,11 @@ impl Recording {
 
     fn http(mut self, http: HttpAnswer) -> Self {
         self.http = http;
+        self
+    }
+
+    fn k8s(mut self, k8s: KubeAnswer) -> Self {
+        self.k8s = k8s;
         self
     }
 }
@@ -81,6 +94,10 @@ impl Host for Recording {
                 } else {
                     json!({ "status": status, "body": "upstream error" })
                 }
+            }
+            a if a.starts_with("k8s.") => {
+                (self.k8s)(a)?;
+                json!({ "ok": true, "simulated": true })
             }
             _ => json!({}),
         };
@@ -196,6 +213,12 @@ fn journal_of(steps: &[Step], result: impl Fn(&Step) -> Value) -> Vec<Recorded> 
 
 const POST: &str = "http.post";
 const GET: &str = "http.get";
+const REQUEST: &str = "http.request";
+const RESTART: &str = "k8s.rollout_restart";
+const SCALE: &str = "k8s.scale";
+const ISOLATE: &str = "k8s.isolate";
+const SLEEP: &str = "sleep.for";
+const ESCALATE: &str = "incident.escalate";
 const NOTE: &str = "incident.note";
 const NOTIFY: &str = "notify.send";
 const APPROVAL: &str = "approval.request";
@@ -241,16 +264,17 @@ fn expected(category: &str) -> (Vec<&'static str>, Vec<&'static str>) {
             ],
         ),
         "denial-of-service" => (
-            vec![POST, NOTE, POST, NOTE, POST, NOTE, NOTIFY],
+            vec![POST, NOTE, POST, NOTE, POST, NOTE, NOTIFY, SLEEP, GET, NOTE],
             vec![
                 "http://firewall.internal:8080/api/v1/block",
                 "http://firewall.internal:8080/api/v1/rate-limits",
                 "http://autoscaler.internal:8080/api/v1/services/checkout/scale",
+                "http://status.internal:8080/api/v1/services/checkout/health",
             ],
         ),
         "data-breach" => (
             vec![
-                POST, NOTE, POST, NOTE, POST, NOTE, NOTIFY, APPROVAL, POST, NOTE, NOTIFY,
+                POST, NOTE, REQUEST, NOTE, POST, NOTE, NOTIFY, APPROVAL, REQUEST, NOTE, NOTIFY,
             ],
             vec![
                 "http://storage.internal:8080/api/v1/buckets/customer-exports/block-public-access",
@@ -273,11 +297,8 @@ fn expected(category: &str) -> (Vec<&'static str>, Vec<&'static str>) {
             ],
         ),
         "service-outage" => (
-            vec![POST, NOTE, POST, NOTE, NOTIFY],
-            vec![
-                "http://lb.internal:8080/api/v1/pools/checkout/drain-unhealthy",
-                "http://deploy.internal:8080/api/v1/services/checkout/restart",
-            ],
+            vec![POST, NOTE, RESTART, NOTE, SCALE, NOTE, NOTIFY],
+            vec!["http://lb.internal:8080/api/v1/pools/checkout/drain-unhealthy"],
         ),
         "performance-degradation" => (
             vec![POST, POST, NOTE, POST, NOTE, NOTIFY],
@@ -378,7 +399,7 @@ fn every_runbook_runs_its_expected_actions_in_order() {
             "{category} notifies the log channel"
         );
         // Containment comes first: the first action touches the outside world.
-        assert!(steps[0].action.starts_with("http."), "{category}");
+        assert!(is_side_effecting(&steps[0].action), "{category}");
         // A clean run reports no failure anywhere.
         for step in &steps {
             let text = step.args.to_string();
@@ -464,8 +485,26 @@ fn calls_in(source: &str) -> BTreeSet<String> {
                 .collect();
             calls.insert(format!("{module}.{function}"));
         }
+        // Durable sleep is a plain function; its capability is the module `sleep`.
+        if line.match_indices("sleep(").any(|(at, _)| {
+            !line[..at].ends_with(|c: char| c.is_ascii_alphanumeric() || c == '_' || c == ':')
+        }) {
+            calls.insert("sleep".into());
+        }
     }
     calls
+}
+
+/// The names a script passes to `secret("NAME")` (comment lines skipped).
+fn secrets_in(source: &str) -> BTreeSet<String> {
+    let mut names = BTreeSet::new();
+    for line in source.lines().filter(|l| !l.trim_start().starts_with("//")) {
+        for (at, _) in line.match_indices("secret(\"") {
+            let rest = &line[at + "secret(\"".len()..];
+            names.insert(rest.chars().take_while(|c| *c != '"').collect());
+        }
+    }
+    names
 }
 
 /// The `params.NAME` a script's code reads (comment lines skipped).
@@ -493,6 +532,11 @@ fn manifests_declare_exactly_what_scripts_use() {
             declared,
             calls_in(&rb.source),
             "{category}: capabilities must be exactly the actions the script calls"
+        );
+        assert_eq!(
+            rb.manifest.secrets.iter().cloned().collect::<BTreeSet<_>>(),
+            secrets_in(&rb.source),
+            "{category}: secrets must be exactly the ones the script uses"
         );
         assert_eq!(
             rb.manifest
@@ -641,16 +685,33 @@ fn service_outage_rolls_back_when_the_restart_fails() {
     let catalog = catalog();
     let rb = catalog.get("service-outage").unwrap();
     let inc = incident("service-outage", 2, 1, labels("service-outage"));
-    let host = Recording::new().http(|url| Ok(if url.ends_with("/restart") { 500 } else { 200 }));
+    let refuse_restart: KubeAnswer = |action| {
+        if action == RESTART {
+            Err("kubernetes answered 403: forbidden".into())
+        } else {
+            Ok(())
+        }
+    };
+    let host = Recording::new().k8s(refuse_restart);
     let (outcome, steps) = run_with(rb, inc.clone(), host);
     assert!(matches!(outcome, Outcome::Succeeded { .. }));
+    assert_eq!(
+        actions(&steps),
+        [POST, NOTE, RESTART, NOTE, POST, NOTE, SCALE, NOTE, NOTIFY]
+    );
     assert_eq!(
         urls(&steps),
         [
             "http://lb.internal:8080/api/v1/pools/checkout/drain-unhealthy",
-            "http://deploy.internal:8080/api/v1/services/checkout/restart",
             "http://deploy.internal:8080/api/v1/services/checkout/rollback",
         ]
+    );
+    assert!(
+        notes(&steps)
+            .iter()
+            .any(|n| n.contains("FAILED") && n.contains("403")),
+        "{:?}",
+        notes(&steps)
     );
     assert!(
         notes(&steps)
@@ -658,14 +719,50 @@ fn service_outage_rolls_back_when_the_restart_fails() {
             .any(|n| n.contains("rolled checkout back"))
     );
 
-    // Both refused: the last note tells the responder that nothing automatic is left.
-    let host = Recording::new().http(|url| Ok(if url.contains("deploy") { 500 } else { 200 }));
+    // Both refused: nothing is scaled, and the last note tells the responder that nothing
+    // automatic is left.
+    let host = Recording::new()
+        .k8s(refuse_restart)
+        .http(|url| Ok(if url.contains("deploy") { 500 } else { 200 }));
     let (_, steps) = run_with(rb, inc, host);
+    assert!(!actions(&steps).contains(&SCALE), "{:?}", actions(&steps));
     let notes = notes(&steps);
     assert!(
         notes.last().unwrap().contains("page the owners"),
         "{notes:?}"
     );
+}
+
+#[test]
+fn service_outage_restarts_and_scales_the_deployment_named_by_the_service_label() {
+    let catalog = catalog();
+    let rb = catalog.get("service-outage").unwrap();
+    let inc = incident("service-outage", 2, 1, labels("service-outage"));
+    let (_, steps) = run_with(rb, inc.clone(), Recording::new());
+    let restart = steps.iter().find(|s| s.action == RESTART).unwrap();
+    assert_eq!(
+        restart.args,
+        json!({ "namespace": "production", "kind": "deployment", "name": "checkout" })
+    );
+    let scale = steps.iter().find(|s| s.action == SCALE).unwrap();
+    assert_eq!(scale.args["replicas"], 6);
+    // Kubernetes steps are retried on transient errors, like HTTP ones.
+    assert_eq!(restart.retry.attempts, 3);
+
+    // A failing scale-out is noted and reported; the restart stands.
+    let host = Recording::new().k8s(|action| {
+        if action == SCALE {
+            Err("kubernetes answered 500: etcd timeout".into())
+        } else {
+            Ok(())
+        }
+    });
+    let (outcome, steps) = run_with(rb, inc, host);
+    assert!(matches!(outcome, Outcome::Succeeded { .. }));
+    assert!(notes(&steps).last().unwrap().contains("FAILED"));
+    let last = steps.last().unwrap();
+    assert_eq!(last.action, NOTIFY);
+    assert!(last.args["message"].as_str().unwrap().contains("scale out"));
 }
 
 #[test]
@@ -717,7 +814,7 @@ fn data_breach_waits_for_the_approval_then_resumes_from_its_journal() {
     });
     let (outcome, after) = run_journaled(rb, inc, Recording::new(), journal);
     assert!(matches!(outcome, Outcome::Succeeded { .. }), "{outcome:?}");
-    assert_eq!(actions(&after), [POST, NOTE, NOTIFY]);
+    assert_eq!(actions(&after), [REQUEST, NOTE, NOTIFY]);
     assert_eq!(after[0].seq, approval_seq + 1);
     assert_eq!(urls(&after), ["http://secrets.internal:8080/api/v1/rotate"]);
 }
@@ -808,4 +905,111 @@ fn performance_degradation_sheds_the_configured_features() {
         ]
     );
     assert_eq!(steps[0].args["body"]["service"], "checkout");
+}
+
+#[test]
+fn data_breach_authenticates_to_the_secrets_manager_with_a_placeholder_only() {
+    let catalog = catalog();
+    let rb = catalog.get("data-breach").unwrap();
+    assert_eq!(rb.manifest.secrets, ["secrets-api-token"]);
+    let inc = incident("data-breach", 1, 1, labels("data-breach"));
+    let (_, steps) = run_with(rb, inc, Recording::new());
+    let requests: Vec<&Step> = steps.iter().filter(|s| s.action == REQUEST).collect();
+    assert_eq!(requests.len(), 2, "revoke and rotate");
+    for r in requests {
+        assert!(
+            r.args["url"]
+                .as_str()
+                .unwrap()
+                .starts_with("http://secrets.internal:8080/")
+        );
+        assert_eq!(r.args["method"], "POST");
+        assert_eq!(
+            r.args["headers"]["Authorization"],
+            "Bearer {{secret:secrets-api-token}}"
+        );
+        assert_eq!(r.retry.attempts, 3);
+    }
+    // An exposed bucket is not left public because of one transient error.
+    let block = steps.iter().find(|s| s.action == POST).unwrap();
+    assert_eq!((block.retry.attempts, block.retry.backoff_ms), (3, 200));
+}
+
+#[test]
+fn denial_of_service_waits_then_escalates_if_the_service_is_still_down() {
+    let catalog = catalog();
+    let rb = catalog.get("denial-of-service").unwrap();
+    let inc = incident("denial-of-service", 2, 1, labels("denial-of-service"));
+
+    let (_, steps) = run_with(rb, inc.clone(), Recording::new());
+    let sleep = steps.iter().position(|s| s.action == SLEEP).unwrap();
+    assert_eq!(steps[sleep].args, json!({ "seconds": 60 }));
+    // The wait comes after containment and before the verification.
+    assert_eq!(
+        steps[..sleep].iter().filter(|s| s.action == POST).count(),
+        3
+    );
+    assert_eq!(steps[sleep + 1].action, GET);
+    assert!(!actions(&steps).contains(&ESCALATE));
+
+    let host = Recording::new().http(|url| Ok(if url.ends_with("/health") { 503 } else { 200 }));
+    let (outcome, steps) = run_with(rb, inc, host);
+    assert!(matches!(outcome, Outcome::Succeeded { .. }));
+    assert_eq!(
+        &actions(&steps)[sleep..],
+        [SLEEP, GET, NOTE, ESCALATE, NOTIFY]
+    );
+
+    // Without a service there is nothing to verify, so nothing waits.
+    let only_ip = incident(
+        "denial-of-service",
+        2,
+        1,
+        json!({ "source_ip": "198.51.100.7" }),
+    );
+    let (_, steps) = run_with(rb, only_ip, Recording::new());
+    assert!(!actions(&steps).contains(&SLEEP), "{:?}", actions(&steps));
+}
+
+#[test]
+fn malware_isolates_infected_pods_before_anything_else() {
+    let catalog = catalog();
+    let rb = catalog.get("malware").unwrap();
+    let mut with_pods = labels("malware");
+    with_pods["pod_app"] = json!("payments");
+    let (outcome, steps) = run_with(rb, incident("malware", 2, 1, with_pods), Recording::new());
+    assert!(matches!(outcome, Outcome::Succeeded { .. }));
+    assert_eq!(steps[0].action, ISOLATE);
+    assert_eq!(
+        steps[0].args,
+        json!({ "namespace": "production", "selector": { "app": "payments" } })
+    );
+    let (want, _) = expected("malware");
+    assert_eq!(actions(&steps)[2..], want[..]);
+
+    // Pods only, and Kubernetes refuses: noted, reported, no EDR call.
+    let pods_only = json!({ "pod_app": "payments", "namespace": "shop" });
+    let host = Recording::new().k8s(|_| Err("kubernetes answered 403: forbidden".into()));
+    let (outcome, steps) = run_with(rb, incident("malware", 2, 1, pods_only), host);
+    assert!(matches!(outcome, Outcome::Succeeded { .. }));
+    assert_eq!(actions(&steps), [ISOLATE, NOTE, NOTIFY]);
+    assert_eq!(steps[0].args["namespace"], "shop");
+    assert!(notes(&steps)[0].contains("FAILED"));
+    assert!(urls(&steps).is_empty());
+}
+
+#[test]
+fn misconfiguration_is_planned_and_approved_before_it_acts() {
+    let catalog = catalog();
+    let rb = catalog.get("misconfiguration").unwrap();
+    assert_eq!(rb.manifest.mode, Mode::PlanApprove);
+    assert_eq!(rb.manifest.approval.on_timeout, OnTimeout::Reject);
+    for category in CATEGORIES {
+        let mode = catalog.get(category).unwrap().manifest.mode;
+        assert_eq!(
+            mode == Mode::PlanApprove,
+            category == "misconfiguration",
+            "{category}"
+        );
+    }
 }

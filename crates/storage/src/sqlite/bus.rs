@@ -42,14 +42,15 @@ CREATE TABLE parked (
 #[derive(Clone)]
 pub struct SqliteBusLog {
     pool: SqlitePool,
+    /// The one connection that writes.
+    write: SqlitePool,
 }
 
 impl SqliteBusLog {
     /// Opens `path`, creating and migrating it as needed.
     pub async fn open(path: &Path, durable_fsync: bool) -> Result<Self> {
-        Ok(Self {
-            pool: super::open(path, MIGRATIONS, durable_fsync).await?,
-        })
+        let (pool, write) = super::open(path, MIGRATIONS, durable_fsync).await?;
+        Ok(Self { pool, write })
     }
 }
 
@@ -65,7 +66,7 @@ impl BusLog for SqliteBusLog {
         .bind(&m.subject)
         .bind(&m.payload)
         .bind(now_micros())
-        .execute(&self.pool)
+        .execute(&self.write)
         .await?;
         Ok(done.rows_affected() == 1)
     }
@@ -109,13 +110,13 @@ impl BusLog for SqliteBusLog {
         .bind(consumer)
         .bind(stream)
         .bind(seq)
-        .execute(&self.pool)
+        .execute(&self.write)
         .await?;
         Ok(())
     }
 
     async fn park(&self, consumer: &str, stream: &str, seq: i64, error: &str) -> Result<()> {
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let mut tx = self.write.begin_with("BEGIN IMMEDIATE").await?;
         sqlx::query(
             "INSERT INTO parked (consumer, stream, seq, error, parked_at) VALUES (?, ?, ?, ?, ?)
              ON CONFLICT DO NOTHING",

@@ -37,14 +37,15 @@ CREATE INDEX alerts_dedup_key ON alerts (dedup_key, received_at);
 #[derive(Clone)]
 pub struct SqliteIntakeStore {
     pool: SqlitePool,
+    /// The one connection that writes.
+    write: SqlitePool,
 }
 
 impl SqliteIntakeStore {
     /// Opens `path`, creating and migrating it as needed.
     pub async fn open(path: &Path, durable_fsync: bool) -> Result<Self> {
-        Ok(Self {
-            pool: super::open(path, MIGRATIONS, durable_fsync).await?,
-        })
+        let (pool, write) = super::open(path, MIGRATIONS, durable_fsync).await?;
+        Ok(Self { pool, write })
     }
 }
 
@@ -53,7 +54,7 @@ impl_outbox!(SqliteIntakeStore);
 #[async_trait]
 impl IntakeStore for SqliteIntakeStore {
     async fn insert_alert(&self, a: &AlertRecord, event: &OutboxEvent) -> Result<()> {
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let mut tx = self.write.begin_with("BEGIN IMMEDIATE").await?;
         sqlx::query(
             "INSERT INTO alerts (id, received_at, source, title, description, severity, category, labels, dedup_key)
              VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",

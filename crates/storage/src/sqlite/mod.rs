@@ -43,16 +43,19 @@ CREATE TABLE outbox (
 CREATE INDEX outbox_unpublished ON outbox (seq) WHERE published_at IS NULL;
 ";
 
-/// Opens (creating if needed) the SQLite database at `path` and applies `migrations`.
+/// Opens (creating if needed) the SQLite database at `path`, applies `migrations`, and
+/// returns a pool for reads and a one-connection pool for writes.
 ///
 /// WAL with `synchronous = NORMAL`: a committed transaction survives a crash of the process
 /// (the guarantee Firebreak makes); `synchronous = FULL` (`durable_fsync`) also survives a
-/// power loss at the cost of an fsync per commit.
+/// power loss at the cost of an fsync per commit. SQLite has one writer at a time: writers
+/// queue for the single write connection in order instead of meeting `SQLITE_BUSY` and
+/// sleeping in its busy handler, which is what made write latency's tail long.
 pub(crate) async fn open(
     path: &Path,
     migrations: &[Migration],
     durable_fsync: bool,
-) -> Result<SqlitePool> {
+) -> Result<(SqlitePool, SqlitePool)> {
     let options = SqliteConnectOptions::from_str("sqlite://")?
         .filename(path)
         .create_if_missing(true)
@@ -64,12 +67,16 @@ pub(crate) async fn open(
         })
         .busy_timeout(Duration::from_secs(10))
         .foreign_keys(true);
-    let pool = SqlitePoolOptions::new()
+    let write = SqlitePoolOptions::new()
+        .max_connections(1)
+        .connect_with(options.clone())
+        .await?;
+    migrate(&write, migrations).await?;
+    let read = SqlitePoolOptions::new()
         .max_connections(8)
         .connect_with(options)
         .await?;
-    migrate(&pool, migrations).await?;
-    Ok(pool)
+    Ok((read, write))
 }
 
 async fn migrate(pool: &SqlitePool, migrations: &[Migration]) -> Result<()> {
@@ -185,7 +192,7 @@ macro_rules! impl_outbox {
                 super::outbox_pending(&self.pool, limit).await
             }
             async fn mark_published(&self, seqs: &[i64]) -> crate::Result<()> {
-                super::outbox_mark(&self.pool, seqs).await
+                super::outbox_mark(&self.write, seqs).await
             }
         }
     };

@@ -43,14 +43,15 @@ CREATE INDEX deliveries_incident ON deliveries (incident_id);
 #[derive(Clone)]
 pub struct SqliteNotificationStore {
     pool: SqlitePool,
+    /// The one connection that writes.
+    write: SqlitePool,
 }
 
 impl SqliteNotificationStore {
     /// Opens `path`, creating and migrating it as needed.
     pub async fn open(path: &Path, durable_fsync: bool) -> Result<Self> {
-        Ok(Self {
-            pool: super::open(path, MIGRATIONS, durable_fsync).await?,
-        })
+        let (pool, write) = super::open(path, MIGRATIONS, durable_fsync).await?;
+        Ok(Self { pool, write })
     }
 }
 
@@ -59,7 +60,7 @@ impl_outbox!(SqliteNotificationStore);
 #[async_trait]
 impl NotificationStore for SqliteNotificationStore {
     async fn insert_deliveries(&self, deliveries: &[DeliveryRecord]) -> Result<u32> {
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let mut tx = self.write.begin_with("BEGIN IMMEDIATE").await?;
         let mut inserted = 0;
         for d in deliveries {
             let done = sqlx::query(
@@ -99,7 +100,7 @@ impl NotificationStore for SqliteNotificationStore {
     }
 
     async fn update_delivery(&self, d: &DeliveryRecord, event: Option<&OutboxEvent>) -> Result<()> {
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let mut tx = self.write.begin_with("BEGIN IMMEDIATE").await?;
         sqlx::query(
             "UPDATE deliveries SET status = ?, attempts = ?, last_error = ?, next_attempt_at = ?, delivered_at = ?
              WHERE id = ?",

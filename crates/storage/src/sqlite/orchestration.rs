@@ -67,14 +67,15 @@ CREATE INDEX runs_state ON runs (state, wake_at);
 #[derive(Clone)]
 pub struct SqliteOrchestrationStore {
     pool: SqlitePool,
+    /// The one connection that writes.
+    write: SqlitePool,
 }
 
 impl SqliteOrchestrationStore {
     /// Opens `path`, creating and migrating it as needed.
     pub async fn open(path: &Path, durable_fsync: bool) -> Result<Self> {
-        Ok(Self {
-            pool: super::open(path, MIGRATIONS, durable_fsync).await?,
-        })
+        let (pool, write) = super::open(path, MIGRATIONS, durable_fsync).await?;
+        Ok(Self { pool, write })
     }
 }
 
@@ -83,7 +84,7 @@ impl_outbox!(SqliteOrchestrationStore);
 #[async_trait]
 impl OrchestrationStore for SqliteOrchestrationStore {
     async fn create_run(&self, r: &RunRecord, event: &OutboxEvent) -> Result<bool> {
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let mut tx = self.write.begin_with("BEGIN IMMEDIATE").await?;
         let done = sqlx::query(
             "INSERT INTO runs (id, runbook, incident_id, state, live, error, input, started_at, finished_at, phase, plan, wake_at)
              VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (runbook, incident_id) DO NOTHING",
@@ -156,7 +157,7 @@ impl OrchestrationStore for SqliteOrchestrationStore {
         journal: Option<&JournalRecord>,
         events: &[OutboxEvent],
     ) -> Result<bool> {
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let mut tx = self.write.begin_with("BEGIN IMMEDIATE").await?;
         let done = sqlx::query(
             "UPDATE runs SET state = ?, phase = ?, plan = ?, wake_at = ?, error = ?, finished_at = ?
              WHERE id = ? AND state = ?",
@@ -192,7 +193,7 @@ impl OrchestrationStore for SqliteOrchestrationStore {
         events: &[OutboxEvent],
     ) -> Result<()> {
         let finished = matches!(state, "succeeded" | "failed" | "rejected").then(now_micros);
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let mut tx = self.write.begin_with("BEGIN IMMEDIATE").await?;
         sqlx::query(
             "UPDATE runs SET state = ?, error = COALESCE(?, error), finished_at = ? WHERE id = ?",
         )
@@ -233,7 +234,7 @@ impl OrchestrationStore for SqliteOrchestrationStore {
     }
 
     async fn put_journal(&self, j: &JournalRecord, events: &[OutboxEvent]) -> Result<()> {
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let mut tx = self.write.begin_with("BEGIN IMMEDIATE").await?;
         put_journal(&mut tx, j).await?;
         for e in events {
             enqueue(&mut tx, e).await?;
@@ -243,7 +244,7 @@ impl OrchestrationStore for SqliteOrchestrationStore {
     }
 
     async fn append_log(&self, run_id: &str, lines: &[String]) -> Result<()> {
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let mut tx = self.write.begin_with("BEGIN IMMEDIATE").await?;
         let next: i64 = sqlx::query("SELECT COALESCE(MAX(n), 0) FROM run_log WHERE run_id = ?")
             .bind(run_id)
             .fetch_one(&mut *tx)

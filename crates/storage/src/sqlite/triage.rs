@@ -77,14 +77,15 @@ CREATE TABLE processed_events (
 #[derive(Clone)]
 pub struct SqliteTriageStore {
     pool: SqlitePool,
+    /// The one connection that writes.
+    write: SqlitePool,
 }
 
 impl SqliteTriageStore {
     /// Opens `path`, creating and migrating it as needed.
     pub async fn open(path: &Path, durable_fsync: bool) -> Result<Self> {
-        Ok(Self {
-            pool: super::open(path, MIGRATIONS, durable_fsync).await?,
-        })
+        let (pool, write) = super::open(path, MIGRATIONS, durable_fsync).await?;
+        Ok(Self { pool, write })
     }
 }
 
@@ -94,7 +95,7 @@ impl_outbox!(SqliteTriageStore);
 impl TriageStore for SqliteTriageStore {
     async fn begin(&self) -> Result<Box<dyn TriageTx>> {
         Ok(Box::new(SqliteTriageTx {
-            tx: self.pool.begin_with("BEGIN IMMEDIATE").await?,
+            tx: self.write.begin_with("BEGIN IMMEDIATE").await?,
         }))
     }
 
