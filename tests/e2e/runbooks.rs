@@ -804,3 +804,73 @@ fn run(incident, params) {
     assert_eq!(incident.category, "phishing");
     assert_eq!(incident.severity, 1);
 }
+
+#[tokio::test]
+async fn an_escalation_policy_pages_later_steps_only_while_nobody_acknowledges() {
+    let target = Recorder::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    runbook(
+        dir.path(),
+        "page",
+        "match: { categories: [service-outage, malware] }\ncapabilities: [notify]\n",
+        "// Pages the on-call policy.\nfn run(incident, params) { notify::send(\"oncall\", `page for ${incident.category}`); }\n",
+    );
+    let config = format!(
+        "channels:\n  - {{ name: primary, kind: webhook, url: {u}/primary }}\n  - {{ name: secondary, kind: webhook, url: {u}/secondary }}\nescalation_policies:\n  - name: oncall\n    steps:\n      - channels: [primary]\n      - after_seconds: 1\n        channels: [secondary, primary]\n",
+        u = target.url
+    );
+    let mut s = Stack::start(dir.path(), &config).await;
+    let messages = |path: &str, category: &str| {
+        target
+            .on(path)
+            .into_iter()
+            .filter(|r| {
+                r.body["kind"] == "runbook.message"
+                    && r.body["message"] == format!("page for {category}")
+            })
+            .count()
+    };
+
+    // Nobody acknowledges the outage: step 1 pages primary, step 2 secondary and primary again.
+    raise(&mut s, "service-outage", &[]).await;
+    eventually("the second step", || async {
+        (messages("/secondary", "service-outage") == 1).then_some(())
+    })
+    .await;
+    assert_eq!(messages("/primary", "service-outage"), 2);
+
+    // The malware incident is acknowledged as soon as its first page is out: no second step.
+    let id = raise(&mut s, "malware", &[]).await;
+    eventually("the first page", || async {
+        (messages("/primary", "malware") == 1).then_some(())
+    })
+    .await;
+    s.incidents
+        .acknowledge(v1::AcknowledgeRequest {
+            id: id.clone(),
+            actor: "user:erin".into(),
+        })
+        .await
+        .unwrap();
+    let deliveries = eventually("the later step cancelled", || {
+        let mut n = s.notifications.clone();
+        let id = id.clone();
+        async move {
+            let list = n
+                .list_deliveries(v1::ListDeliveriesRequest {
+                    incident_id: id,
+                    limit: 0,
+                })
+                .await
+                .ok()?
+                .into_inner()
+                .deliveries;
+            let cancelled = list.iter().filter(|d| d.status == "cancelled").count();
+            (cancelled == 2).then_some(list)
+        }
+    })
+    .await;
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    assert_eq!(messages("/secondary", "malware"), 0, "{deliveries:#?}");
+    assert_eq!(messages("/primary", "malware"), 1);
+}

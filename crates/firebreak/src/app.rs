@@ -123,6 +123,7 @@ impl App {
             ),
             bus,
             channels,
+            config.escalation_policies.clone(),
         )
         .map_err(|e| anyhow::anyhow!("invalid channels: {e}"))?;
         Ok(Self {

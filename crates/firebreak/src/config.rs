@@ -42,6 +42,10 @@ pub struct Config {
     /// Notification channels besides `log`, which always exists.
     #[serde(default)]
     pub channels: Vec<Channel>,
+    /// Escalation policies runbooks can page with `notify::send("POLICY", ..)`: steps of
+    /// channels, each later step only if the incident is still unacknowledged.
+    #[serde(default)]
+    pub escalation_policies: Vec<firebreak_notification::EscalationPolicy>,
     /// Parameter overrides per runbook: `runbook_params: {NAME: {PARAM: VALUE}}`.
     #[serde(default)]
     pub runbook_params: BTreeMap<String, BTreeMap<String, serde_json::Value>>,
@@ -182,6 +186,27 @@ mod tests {
             .iter()
             .map(|(k, v)| ((*k).into(), (*v).into()))
             .collect()
+    }
+
+    #[test]
+    fn the_readme_configuration_example_loads() {
+        let readme =
+            std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../README.md"))
+                .unwrap();
+        let section = readme.split("## Configuration").nth(1).unwrap();
+        let yaml = section
+            .split("```yaml\n")
+            .nth(1)
+            .and_then(|b| b.split("```").next())
+            .unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("readme.yaml");
+        std::fs::write(&file, yaml).unwrap();
+        let c = Config::load(Some(&file), env(&[])).unwrap();
+        assert_eq!(c.escalation_policies[0].name, "sre-oncall");
+        assert_eq!(c.approvers["incident-commander"], ["alice", "bob"]);
+        assert_eq!(c.exec.allow, ["/usr/local/bin/flush-cdn"]);
+        assert!(c.kubernetes.url.is_some());
     }
 
     #[test]

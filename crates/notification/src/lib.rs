@@ -4,6 +4,7 @@
 //! Consumes `incidents` and `runbooks`; publishes `notifications` (delivery outcomes).
 
 mod channels;
+mod escalation;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -25,6 +26,7 @@ use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status};
 
 pub use channels::{Channel, ChannelKind};
+pub use escalation::{EscalationPolicy, EscalationStep};
 
 /// Attempts before a delivery is marked failed.
 const MAX_ATTEMPTS: u32 = 8;
@@ -36,18 +38,21 @@ pub struct Notification {
     bus: Arc<dyn Bus>,
     relay: RelayHandle,
     channels: Arc<Vec<Channel>>,
+    policies: Arc<Vec<EscalationPolicy>>,
     http: reqwest::Client,
     wake: Arc<Notify>,
 }
 
 impl Notification {
-    /// A notification service delivering to `channels`.
+    /// A notification service delivering to `channels`, escalating through `policies`.
     pub fn new(
         store: Arc<dyn NotificationStore>,
         bus: Arc<dyn Bus>,
         channels: Vec<Channel>,
+        policies: Vec<EscalationPolicy>,
     ) -> Result<Self, String> {
         channels::validate(&channels)?;
+        escalation::validate(&policies, &channels)?;
         let http = reqwest::Client::builder()
             .timeout(Duration::from_secs(10))
             .build()
@@ -57,6 +62,7 @@ impl Notification {
             bus,
             relay: RelayHandle::default(),
             channels: Arc::new(channels),
+            policies: Arc::new(policies),
             http,
             wake: Arc::new(Notify::new()),
         })
@@ -93,6 +99,16 @@ impl Notification {
                             .map_err(|e| {
                                 HandlerError::Permanent(format!("undecodable event: {e}"))
                             })?;
+                        // An acknowledged (or resolved, closed) incident needs no more paging.
+                        if let Some(Payload::IncidentChanged(c)) = &event.payload
+                            && matches!(c.change.as_str(), "acknowledged" | "resolved" | "closed")
+                            && let Some(inc) = &c.incident
+                        {
+                            me.store
+                                .cancel_escalations(&inc.id)
+                                .await
+                                .map_err(|e| HandlerError::Retry(e.to_string()))?;
+                        }
                         let deliveries = me.plan(&event);
                         if deliveries.is_empty() {
                             return Ok(());
@@ -129,6 +145,7 @@ impl Notification {
                 created_at: now,
                 next_attempt_at: now,
                 delivered_at: None,
+                escalation_step: 0,
             }
         };
         match &event.payload {
@@ -166,7 +183,28 @@ impl Notification {
                     "event_id": event.id, "kind": "runbook.message", "actor": n.actor,
                     "incident_id": n.incident_id, "message": n.message,
                 });
-                vec![make(&n.channel, &n.incident_id, "runbook.message", payload)]
+                let Some(policy) = self.policies.iter().find(|p| p.name == n.channel) else {
+                    return vec![make(&n.channel, &n.incident_id, "runbook.message", payload)];
+                };
+                // One delivery per step and channel, each due at its step's time; a step
+                // after the first has its own event id (`EVENT#STEP`) so a channel may be
+                // paged again and a redelivered event still inserts nothing new.
+                let mut out = Vec::new();
+                for (i, step) in policy.steps.iter().enumerate() {
+                    let n_step = i as u32 + 1;
+                    for channel in &step.channels {
+                        let mut d =
+                            make(channel, &n.incident_id, "runbook.message", payload.clone());
+                        if n_step > 1 {
+                            d.event_id = format!("{}#{n_step}", event.id);
+                        }
+                        d.escalation_step = n_step;
+                        d.next_attempt_at =
+                            now + (step.after_seconds as i64).saturating_mul(1_000_000);
+                        out.push(d);
+                    }
+                }
+                out
             }
             _ => Vec::new(),
         }

@@ -130,6 +130,9 @@ pub trait NotificationStore: Outbox {
         incident_id: Option<&str>,
         limit: u32,
     ) -> Result<Vec<DeliveryRecord>>;
+    /// Cancels the pending deliveries of later escalation steps (2 and on) of an incident;
+    /// returns how many.
+    async fn cancel_escalations(&self, incident_id: &str) -> Result<u32>;
 }
 
 /// The embedded bus's durable log: streams, consumer cursors and parked messages.

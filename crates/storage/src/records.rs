@@ -160,11 +160,14 @@ pub struct DeliveryRecord {
     pub incident_id: String,
     pub kind: String,
     pub payload: serde_json::Value,
-    /// pending, delivered or failed.
+    /// pending, delivered, failed or cancelled (a later escalation step after an
+    /// acknowledgement).
     pub status: String,
     pub attempts: u32,
     pub last_error: String,
     pub created_at: i64,
     pub next_attempt_at: i64,
     pub delivered_at: Option<i64>,
+    /// The step of an escalation policy this delivery belongs to; 0 for none.
+    pub escalation_step: u32,
 }

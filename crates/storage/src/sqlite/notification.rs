@@ -37,6 +37,38 @@ CREATE INDEX deliveries_due ON deliveries (next_attempt_at) WHERE status = 'pend
 CREATE INDEX deliveries_incident ON deliveries (incident_id);
 ",
     },
+    // Escalation policies: a delivery may belong to a step of one, and a later step is
+    // cancelled once the incident is acknowledged. SQLite cannot change a CHECK in place, so
+    // the table is rebuilt.
+    Migration {
+        version: 3,
+        sql: "
+CREATE TABLE deliveries_new (
+    id TEXT PRIMARY KEY,
+    event_id TEXT NOT NULL,
+    channel TEXT NOT NULL,
+    incident_id TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    payload TEXT NOT NULL,
+    status TEXT NOT NULL CHECK (status IN ('pending', 'delivered', 'failed', 'cancelled')),
+    attempts INTEGER NOT NULL,
+    last_error TEXT NOT NULL,
+    created_at INTEGER NOT NULL,
+    next_attempt_at INTEGER NOT NULL,
+    delivered_at INTEGER,
+    escalation_step INTEGER NOT NULL DEFAULT 0,
+    UNIQUE (event_id, channel)
+);
+INSERT INTO deliveries_new (id, event_id, channel, incident_id, kind, payload, status, attempts,
+    last_error, created_at, next_attempt_at, delivered_at)
+SELECT id, event_id, channel, incident_id, kind, payload, status, attempts, last_error,
+    created_at, next_attempt_at, delivered_at FROM deliveries;
+DROP TABLE deliveries;
+ALTER TABLE deliveries_new RENAME TO deliveries;
+CREATE INDEX deliveries_due ON deliveries (next_attempt_at) WHERE status = 'pending';
+CREATE INDEX deliveries_incident ON deliveries (incident_id);
+",
+    },
 ];
 
 /// Notification's store on SQLite.
@@ -65,8 +97,8 @@ impl NotificationStore for SqliteNotificationStore {
         for d in deliveries {
             let done = sqlx::query(
                 "INSERT INTO deliveries (id, event_id, channel, incident_id, kind, payload, status, attempts,
-                    last_error, created_at, next_attempt_at, delivered_at)
-                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (event_id, channel) DO NOTHING",
+                    last_error, created_at, next_attempt_at, delivered_at, escalation_step)
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (event_id, channel) DO NOTHING",
             )
             .bind(&d.id)
             .bind(&d.event_id)
@@ -80,6 +112,7 @@ impl NotificationStore for SqliteNotificationStore {
             .bind(d.created_at)
             .bind(d.next_attempt_at)
             .bind(d.delivered_at)
+            .bind(i64::from(d.escalation_step))
             .execute(&mut *tx)
             .await?;
             inserted += done.rows_affected() as u32;
@@ -125,22 +158,26 @@ impl NotificationStore for SqliteNotificationStore {
         incident_id: Option<&str>,
         limit: u32,
     ) -> Result<Vec<DeliveryRecord>> {
-        let rows = match incident_id {
-            Some(id) => {
-                sqlx::query("SELECT * FROM deliveries WHERE incident_id = ? ORDER BY created_at DESC, id DESC LIMIT ?")
-                    .bind(id)
-                    .bind(i64::from(limit))
-                    .fetch_all(&self.pool)
-                    .await?
-            }
-            None => {
-                sqlx::query("SELECT * FROM deliveries ORDER BY created_at DESC, id DESC LIMIT ?")
-                    .bind(i64::from(limit))
-                    .fetch_all(&self.pool)
-                    .await?
-            }
-        };
+        let rows = sqlx::query(
+            "SELECT * FROM deliveries WHERE (?1 IS NULL OR incident_id = ?1)
+             ORDER BY created_at DESC, id DESC LIMIT ?2",
+        )
+        .bind(incident_id)
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
         rows.iter().map(delivery_row).collect()
+    }
+
+    async fn cancel_escalations(&self, incident_id: &str) -> Result<u32> {
+        let done = sqlx::query(
+            "UPDATE deliveries SET status = 'cancelled', last_error = 'the incident was acknowledged'
+             WHERE incident_id = ? AND status = 'pending' AND escalation_step >= 2",
+        )
+        .bind(incident_id)
+        .execute(&self.write)
+        .await?;
+        Ok(done.rows_affected() as u32)
     }
 }
 
@@ -158,5 +195,6 @@ fn delivery_row(r: &SqliteRow) -> Result<DeliveryRecord> {
         created_at: r.try_get("created_at")?,
         next_attempt_at: r.try_get("next_attempt_at")?,
         delivered_at: r.try_get("delivered_at")?,
+        escalation_step: r.try_get::<i64, _>("escalation_step")? as u32,
     })
 }
