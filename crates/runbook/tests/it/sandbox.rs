@@ -788,10 +788,6 @@ fn fixtures_check_the_action_sequence_and_say_what_differed() {
     );
 }
 
-// The binary's allocator, so the sandbox's memory limit applies here as it does there.
-#[global_allocator]
-static ALLOC: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
-
 #[test]
 fn a_map_grown_by_index_assignment_hits_the_memory_limit() {
     let script = r#"
