@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use axum::http::HeaderMap;
 use firebreak::{App, Config};
+use firebreak_domain::ManualClock;
 use firebreak_proto::v1::{
     incident_service_client::IncidentServiceClient, intake_service_client::IntakeServiceClient,
     notification_service_client::NotificationServiceClient,
@@ -74,6 +75,8 @@ pub(crate) struct Stack {
     pub(crate) runs: RunbookServiceClient<Channel>,
     pub(crate) notifications: NotificationServiceClient<Channel>,
     pub(crate) http: String,
+    /// Timers are due against this clock: tests advance it instead of sleeping.
+    pub(crate) clock: Arc<ManualClock>,
     shutdown: CancellationToken,
     _data: tempfile::TempDir,
 }
@@ -89,7 +92,8 @@ impl Stack {
         config.grpc_addr = "127.0.0.1:0".parse().unwrap();
         config.http_addr = "127.0.0.1:0".parse().unwrap();
         config.runbooks_dir = runbooks.to_path_buf();
-        let app = App::build(config).await.unwrap();
+        let clock = Arc::new(ManualClock::default());
+        let app = App::build_with_clock(config, clock.clone()).await.unwrap();
         let grpc = format!("http://{}", app.grpc_addr());
         let http = format!("http://{}", app.http_addr());
         let shutdown = CancellationToken::new();
@@ -105,6 +109,7 @@ impl Stack {
             runs: RunbookServiceClient::new(channel.clone()),
             notifications: NotificationServiceClient::new(channel),
             http,
+            clock,
             shutdown,
             _data: data,
         }

@@ -129,7 +129,7 @@ async fn approvals_need_the_role_and_record_who_and_why_and_time_out_to_their_fa
     runbook(
         dir.path(),
         "ask-timeout",
-        &format!("{caps}approval: {{ timeout_seconds: 1, on_timeout: approve }}\n"),
+        &format!("{caps}approval: {{ timeout_seconds: 3600, on_timeout: approve }}\n"),
         ASK_RHAI,
     );
     let mut s = Stack::start(dir.path(), "approvers:\n  commander: [alice]\n").await;
@@ -187,7 +187,13 @@ async fn approvals_need_the_role_and_record_who_and_why_and_time_out_to_their_fa
         .unwrap_err();
     assert_eq!(again.code(), Code::FailedPrecondition);
 
-    // Nobody answers the other one: after its timeout the fallback (approve) applies.
+    // Nobody answers the other one: after its timeout (an hour, on the test's clock) the
+    // fallback (approve) applies.
+    run_of(&s, &id, "ask-timeout", "ask-timeout to wait", |r| {
+        r.state == "waiting_approval"
+    })
+    .await;
+    s.clock.advance(std::time::Duration::from_secs(3601));
     let timed = run_of(&s, &id, "ask-timeout", "the timeout fallback", |r| {
         r.state == "succeeded"
     })
@@ -816,7 +822,7 @@ async fn an_escalation_policy_pages_later_steps_only_while_nobody_acknowledges()
         "// Pages the on-call policy.\nfn run(incident, params) { notify::send(\"oncall\", `page for ${incident.category}`); }\n",
     );
     let config = format!(
-        "channels:\n  - {{ name: primary, kind: webhook, url: {u}/primary }}\n  - {{ name: secondary, kind: webhook, url: {u}/secondary }}\nescalation_policies:\n  - name: oncall\n    steps:\n      - channels: [primary]\n      - after_seconds: 1\n        channels: [secondary, primary]\n",
+        "channels:\n  - {{ name: primary, kind: webhook, url: {u}/primary }}\n  - {{ name: secondary, kind: webhook, url: {u}/secondary }}\nescalation_policies:\n  - name: oncall\n    steps:\n      - channels: [primary]\n      - after_seconds: 300\n        channels: [secondary, primary]\n",
         u = target.url
     );
     let mut s = Stack::start(dir.path(), &config).await;
@@ -831,18 +837,12 @@ async fn an_escalation_policy_pages_later_steps_only_while_nobody_acknowledges()
             .count()
     };
 
-    // Nobody acknowledges the outage: step 1 pages primary, step 2 secondary and primary again.
+    // Two incidents page the policy; the malware one is acknowledged after its first page.
     raise(&mut s, "service-outage", &[]).await;
-    eventually("the second step", || async {
-        (messages("/secondary", "service-outage") == 1).then_some(())
-    })
-    .await;
-    assert_eq!(messages("/primary", "service-outage"), 2);
-
-    // The malware incident is acknowledged as soon as its first page is out: no second step.
     let id = raise(&mut s, "malware", &[]).await;
-    eventually("the first page", || async {
-        (messages("/primary", "malware") == 1).then_some(())
+    eventually("both first pages", || async {
+        (messages("/primary", "service-outage") == 1 && messages("/primary", "malware") == 1)
+            .then_some(())
     })
     .await;
     s.incidents
@@ -852,7 +852,7 @@ async fn an_escalation_policy_pages_later_steps_only_while_nobody_acknowledges()
         })
         .await
         .unwrap();
-    let deliveries = eventually("the later step cancelled", || {
+    let cancelled = eventually("the later step cancelled", || {
         let mut n = s.notifications.clone();
         let id = id.clone();
         async move {
@@ -866,11 +866,70 @@ async fn an_escalation_policy_pages_later_steps_only_while_nobody_acknowledges()
                 .into_inner()
                 .deliveries;
             let cancelled = list.iter().filter(|d| d.status == "cancelled").count();
-            (cancelled == 2).then_some(list)
+            (cancelled == 2).then_some(cancelled)
         }
     })
     .await;
-    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
-    assert_eq!(messages("/secondary", "malware"), 0, "{deliveries:#?}");
+    assert_eq!(cancelled, 2);
+    assert_eq!(
+        messages("/secondary", "service-outage"),
+        0,
+        "not before its time"
+    );
+
+    // Five minutes later (on the test's clock) the unacknowledged outage escalates: step 2
+    // pages secondary and primary again. The acknowledged incident's step 2 stays cancelled.
+    s.clock.advance(std::time::Duration::from_secs(301));
+    eventually("the second step", || async {
+        (messages("/secondary", "service-outage") == 1
+            && messages("/primary", "service-outage") == 2)
+            .then_some(())
+    })
+    .await;
+    assert_eq!(messages("/secondary", "malware"), 0);
     assert_eq!(messages("/primary", "malware"), 1);
+}
+
+#[tokio::test]
+async fn a_durable_sleep_of_an_hour_wakes_when_its_time_has_come() {
+    let dir = tempfile::tempdir().unwrap();
+    runbook(
+        dir.path(),
+        "wait-and-see",
+        "match: { categories: [service-outage] }\ncapabilities: [incident, sleep]\n",
+        "// Contain, wait an hour, verify.\nfn run(incident, params) {\n    incident::note(\"contained\");\n    sleep(3600);\n    incident::note(\"verified an hour later\");\n}\n",
+    );
+    let mut s = Stack::start(dir.path(), "{}\n").await;
+    let id = raise(&mut s, "service-outage", &[]).await;
+    let sleeping = run_of(&s, &id, "wait-and-see", "the sleep", |r| {
+        r.state == "sleeping"
+    })
+    .await;
+    let wake = sleeping.wake_at.unwrap();
+    let started = sleeping.started_at.unwrap();
+    assert!(
+        (wake.seconds - started.seconds - 3600).abs() <= 5,
+        "{wake:?} {started:?}"
+    );
+    assert_eq!(sleeping.actions.len(), 2, "the sleep is journaled");
+    assert_eq!(sleeping.actions[1].status, "sleeping");
+
+    s.clock.advance(std::time::Duration::from_secs(3601));
+    let done = run_of(&s, &id, "wait-and-see", "the wake-up", |r| {
+        r.state == "succeeded"
+    })
+    .await;
+    let steps: Vec<(&str, &str)> = done
+        .actions
+        .iter()
+        .map(|a| (a.action.as_str(), a.status.as_str()))
+        .collect();
+    assert_eq!(
+        steps,
+        [
+            ("incident.note", "done"),
+            ("sleep.for", "done"),
+            ("incident.note", "done")
+        ]
+    );
 }

@@ -3,6 +3,7 @@
 //! Everything here is pure: parsing and validating input, the incident state machine,
 //! categorization and prioritization rules, and the post-incident review draft.
 
+mod clock;
 mod error;
 mod ids;
 mod incident;
@@ -10,6 +11,7 @@ mod review;
 mod rules;
 mod signal;
 
+pub use clock::{Clock, ManualClock, SystemClock};
 pub use error::{Error, Result};
 pub use ids::{AlertId, EventId, IncidentId, RunId, new_id};
 pub use incident::{Action, IncidentState, Priority, Severity, Urgency};

@@ -8,6 +8,7 @@ use std::time::Duration;
 use anyhow::Context;
 use axum::routing::get;
 use firebreak_bus::{Bus, EmbeddedBus};
+use firebreak_domain::{Clock, SystemClock};
 use firebreak_intake::Intake;
 use firebreak_notification::{Channel, Notification};
 use firebreak_orchestration::{Options, Orchestration, SecretSource};
@@ -38,6 +39,11 @@ pub struct App {
 impl App {
     /// Opens the databases, loads the runbooks and binds both listeners.
     pub async fn build(config: Config) -> anyhow::Result<Self> {
+        Self::build_with_clock(config, Arc::new(SystemClock)).await
+    }
+
+    /// [`App::build`] with timers due against `clock` (tests move a manual clock).
+    pub async fn build_with_clock(config: Config, clock: Arc<dyn Clock>) -> anyhow::Result<Self> {
         // reqwest's rustls needs a process-wide crypto provider before any client is built.
         let _ = rustls::crypto::ring::default_provider().install_default();
         std::fs::create_dir_all(&config.data_dir).with_context(|| {
@@ -109,6 +115,7 @@ impl App {
                 secrets: SecretSource {
                     dir: config.secrets_dir.clone(),
                 },
+                clock: clock.clone(),
                 ..Options::default()
             },
         )
@@ -125,7 +132,8 @@ impl App {
             channels,
             config.escalation_policies.clone(),
         )
-        .map_err(|e| anyhow::anyhow!("invalid channels: {e}"))?;
+        .map_err(|e| anyhow::anyhow!("invalid channels: {e}"))?
+        .with_clock(clock);
         Ok(Self {
             config,
             grpc,

@@ -12,6 +12,7 @@ use std::time::Duration;
 use firebreak_bus::{
     Bus, ConsumerOptions, HandlerError, Relay, RelayHandle, consume, outbox_event, streams,
 };
+use firebreak_domain::{Clock, SystemClock};
 use firebreak_proto::ErrorCode;
 use firebreak_proto::v1::{
     self,
@@ -39,6 +40,7 @@ pub struct Notification {
     relay: RelayHandle,
     channels: Arc<Vec<Channel>>,
     policies: Arc<Vec<EscalationPolicy>>,
+    clock: Arc<dyn Clock>,
     http: reqwest::Client,
     wake: Arc<Notify>,
 }
@@ -63,9 +65,16 @@ impl Notification {
             relay: RelayHandle::default(),
             channels: Arc::new(channels),
             policies: Arc::new(policies),
+            clock: Arc::new(SystemClock),
             http,
             wake: Arc::new(Notify::new()),
         })
+    }
+
+    /// Reads the time from `clock` (escalation steps and retries are due against it).
+    pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = clock;
+        self
     }
 
     /// The gRPC `NotificationService`.
@@ -130,7 +139,7 @@ impl Notification {
 
     /// The deliveries an event calls for: one per subscribed channel.
     fn plan(&self, event: &v1::Event) -> Vec<DeliveryRecord> {
-        let now = now_micros();
+        let now = self.clock.now_micros();
         let make = |channel: &str, incident_id: &str, kind: &str, payload: serde_json::Value| {
             DeliveryRecord {
                 id: firebreak_domain::new_id().to_string(),
@@ -213,7 +222,7 @@ impl Notification {
     /// Sends due deliveries until `shutdown`, retrying with backoff.
     async fn dispatch(self, shutdown: CancellationToken) {
         while !shutdown.is_cancelled() {
-            match self.store.due_deliveries(now_micros(), 32).await {
+            match self.store.due_deliveries(self.clock.now_micros(), 32).await {
                 Ok(due) => {
                     for d in due {
                         self.attempt(d).await;
@@ -235,7 +244,7 @@ impl Notification {
             Some(ch) => ch.send(&self.http, &d).await,
             None => Err(format!("unknown channel {:?}", d.channel)),
         };
-        let now = now_micros();
+        let now = self.clock.now_micros();
         match &outcome {
             Ok(()) => {
                 d.status = "delivered".into();
@@ -279,12 +288,6 @@ impl Notification {
         }
         self.relay.wake();
     }
-}
-
-fn now_micros() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_micros() as i64)
 }
 
 #[tonic::async_trait]

@@ -5,7 +5,7 @@ use firebreak_storage::RunRecord;
 use serde_json::json;
 
 use crate::Orchestration;
-use crate::executor::{now_micros, run_event};
+use crate::executor::run_event;
 
 /// Why a decision was refused.
 #[derive(Debug, thiserror::Error)]
@@ -75,7 +75,7 @@ impl Orchestration {
             } else {
                 next.state = "rejected".into();
                 next.error = format!("plan rejected by {detail}");
-                next.finished_at = Some(now_micros());
+                next.finished_at = Some(self.now());
             }
             store
                 .transition(&next, "waiting_approval", None, &events)
@@ -91,7 +91,7 @@ impl Orchestration {
             let mut decided = waiting.clone();
             decided.status = "done".into();
             decided.result = json!({ "approved": d.approved, "by": d.actor, "comment": d.comment });
-            decided.at = now_micros();
+            decided.at = self.now();
             next.state = "pending".into();
             store
                 .transition(&next, "waiting_approval", Some(&decided), &events)

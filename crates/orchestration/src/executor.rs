@@ -14,8 +14,6 @@ use tokio_util::sync::CancellationToken;
 use crate::Orchestration;
 use crate::host::RunHost;
 
-pub(crate) use firebreak_runbook::now_micros;
-
 /// The incident as a runbook sees it (`incident` in the script): frozen when the run starts.
 pub fn incident_input(incident: &v1::Incident) -> serde_json::Value {
     json!({
@@ -35,7 +33,12 @@ pub fn incident_input(incident: &v1::Incident) -> serde_json::Value {
 
 /// A new pending run of `runbook` for `incident`, with the incident frozen as its input.
 /// A plan-approve runbook starts in the plan phase.
-pub(crate) fn new_run(runbook: &Runbook, incident: &v1::Incident, live: bool) -> RunRecord {
+pub(crate) fn new_run(
+    runbook: &Runbook,
+    incident: &v1::Incident,
+    live: bool,
+    now: i64,
+) -> RunRecord {
     RunRecord {
         id: firebreak_domain::RunId::new().to_string(),
         runbook: runbook.manifest.name.clone(),
@@ -44,7 +47,7 @@ pub(crate) fn new_run(runbook: &Runbook, incident: &v1::Incident, live: bool) ->
         live,
         error: String::new(),
         input: incident_input(incident),
-        started_at: now_micros(),
+        started_at: now,
         finished_at: None,
         phase: match runbook.manifest.mode {
             Mode::PlanApprove => "plan".into(),
@@ -78,7 +81,7 @@ impl Orchestration {
     pub(crate) async fn executor(self, shutdown: CancellationToken) {
         let mut tasks = tokio::task::JoinSet::new();
         while !shutdown.is_cancelled() {
-            match self.store.due_runs(now_micros()).await {
+            match self.store.due_runs(self.now()).await {
                 Ok(runs) => {
                     for run in runs {
                         if run.state == "waiting_approval" {
@@ -195,7 +198,7 @@ impl Orchestration {
             }
         };
         // A sleep whose time has come is over: record it so before replaying.
-        let now = now_micros();
+        let now = self.now();
         let mut journal = journal;
         for j in journal.iter_mut().filter(|j| j.status == "sleeping") {
             let until = j.result["until"].as_i64().unwrap_or(0);
@@ -223,6 +226,7 @@ impl Orchestration {
             run: run.clone(),
             secrets: runbook.manifest.secrets.clone(),
             actions: self.actions.clone(),
+            clock: self.options.clock.clone(),
             rt: tokio::runtime::Handle::current(),
             log: Mutex::new(Vec::new()),
         });
@@ -256,7 +260,7 @@ impl Orchestration {
             }
             Outcome::Waiting { seq } => {
                 tracing::info!(run = %run.id, seq, "run waits for approval");
-                let until = now_micros() + secs(approval_timeout);
+                let until = self.now() + secs(approval_timeout);
                 self.move_run(
                     &run,
                     "running",
@@ -330,7 +334,7 @@ impl Orchestration {
         }
         let plan = serde_json::to_value(&sim.steps).unwrap_or_default();
         let event = run_event(&run, "plan_ready", "", &plan_text(&sim.steps));
-        let until = now_micros() + secs(timeout);
+        let until = self.now() + secs(timeout);
         self.move_run(
             &run,
             "running",

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use firebreak_bus::{outbox_event, streams};
 use firebreak_proto::v1::{self, event::Payload, incident_command::Command};
-use firebreak_runbook::{Host, Step, StepOutcome, is_side_effecting, now_micros};
+use firebreak_runbook::{Host, Step, StepOutcome, is_side_effecting};
 use firebreak_storage::{JournalRecord, OrchestrationStore, OutboxEvent, RunRecord};
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -80,6 +80,7 @@ pub(crate) struct RunHost {
     /// The secrets the runbook declares.
     pub(crate) secrets: Vec<String>,
     pub(crate) actions: Arc<Actions>,
+    pub(crate) clock: Arc<dyn firebreak_domain::Clock>,
     pub(crate) rt: Handle,
     pub(crate) log: Mutex<Vec<String>>,
 }
@@ -105,7 +106,7 @@ impl RunHost {
             result: result.clone(),
             idempotency_key: step.idempotency_key.clone(),
             attempts,
-            at: now_micros(),
+            at: self.clock.now_micros(),
         };
         let summary = json!({
             "seq": step.seq, "action": step.action, "args": step.args, "status": status, "result": result,
@@ -329,7 +330,7 @@ impl Host for RunHost {
             "sleep.for" => {
                 let seconds = step.args["seconds"].as_i64().unwrap_or(0);
                 if seconds > 0 {
-                    let until = now_micros() + seconds * 1_000_000;
+                    let until = self.clock.now_micros() + seconds * 1_000_000;
                     self.journal(step, "sleeping", json!({ "until": until }), 1, None)?;
                     return Ok(StepOutcome::Sleeping { until });
                 }

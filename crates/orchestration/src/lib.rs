@@ -17,6 +17,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use firebreak_bus::{Bus, ConsumerOptions, HandlerError, Relay, RelayHandle, consume, streams};
+use firebreak_domain::{Clock, SystemClock};
 use firebreak_proto::v1::{self, event::Payload};
 use firebreak_runbook::{Catalog, Limits};
 use firebreak_storage::OrchestrationStore;
@@ -50,6 +51,8 @@ pub struct Options {
     pub kubernetes: KubeOptions,
     /// Where secrets come from.
     pub secrets: SecretSource,
+    /// The time timers are due against (durable sleeps, approval timeouts).
+    pub clock: Arc<dyn Clock>,
 }
 
 impl Default for Options {
@@ -63,6 +66,7 @@ impl Default for Options {
             exec: ExecOptions::default(),
             kubernetes: KubeOptions::default(),
             secrets: SecretSource::default(),
+            clock: Arc::new(SystemClock),
         }
     }
 }
@@ -117,6 +121,11 @@ impl Orchestration {
             options: Arc::new(options),
             running: Arc::default(),
         })
+    }
+
+    /// Now, by the configured clock.
+    pub(crate) fn now(&self) -> i64 {
+        self.options.clock.now_micros()
     }
 
     /// The gRPC `RunbookService`.
@@ -176,7 +185,7 @@ impl Orchestration {
             .catalog
             .matching(&incident.category, incident.severity, &labels);
         for rb in matching {
-            let run = executor::new_run(rb, &incident, self.options.live);
+            let run = executor::new_run(rb, &incident, self.options.live, self.now());
             let event = executor::run_event(&run, "started", "", "");
             self.store
                 .create_run(&run, &event)
