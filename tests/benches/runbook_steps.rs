@@ -20,6 +20,109 @@ static ALLOC: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 const RUNS: usize = 400;
 
+struct Measured {
+    p50: f64,
+    p99: f64,
+    max: f64,
+    gaps: usize,
+    runs_per_second: f64,
+}
+
+/// Raises `n` incidents (tagged `tag`), `batch` at a time, waiting for each batch's runs to
+/// succeed; returns the gaps between consecutive journal entries and the run throughput.
+async fn measure(
+    intake: &mut IntakeServiceClient<tonic::transport::Channel>,
+    runs: &mut RunbookServiceClient<tonic::transport::Channel>,
+    tag: &str,
+    n: usize,
+    batch: usize,
+) -> Measured {
+    let mut finished = Vec::new();
+    let mut raised = 0;
+    while raised < n {
+        let mut ids = Vec::new();
+        for _ in 0..batch.min(n - raised) {
+            let r = intake
+                .raise_incident(v1::RaiseIncidentRequest {
+                    alert: Some(v1::AlertInput {
+                        title: format!("bench outage {tag} {raised}"),
+                        category: "service-outage".into(),
+                        dedup_key: format!("bench-{tag}-{raised}"),
+                        source: "bench".into(),
+                        ..Default::default()
+                    }),
+                })
+                .await
+                .unwrap()
+                .into_inner();
+            ids.push(r.incident_id);
+            raised += 1;
+        }
+        let started = Instant::now();
+        loop {
+            let list = runs
+                .list_runs(v1::ListRunsRequest {
+                    limit: 1000,
+                    ..Default::default()
+                })
+                .await
+                .unwrap()
+                .into_inner()
+                .runs;
+            let done: Vec<v1::Run> = list
+                .into_iter()
+                .filter(|r| ids.contains(&r.incident_id) && r.state == "succeeded")
+                .collect();
+            if done.len() == ids.len() {
+                finished.extend(done);
+                break;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(300),
+                "runs did not finish"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+    let micros = |t: &Option<firebreak_proto::Timestamp>| {
+        t.as_ref()
+            .map_or(0, |t| t.seconds * 1_000_000 + i64::from(t.nanos) / 1000)
+    };
+    let mut gaps = Vec::new();
+    for run in &finished {
+        let at: Vec<i64> = run.actions.iter().map(|a| micros(&a.at)).collect();
+        assert_eq!(at.len(), 5);
+        gaps.extend(at.windows(2).map(|w| w[1] - w[0]));
+    }
+    gaps.sort_unstable();
+    let busy: i64 = if batch == 1 {
+        // Runs one after another: count only the time they ran.
+        finished
+            .iter()
+            .map(|r| micros(&r.finished_at) - micros(&r.started_at))
+            .sum()
+    } else {
+        let first = finished
+            .iter()
+            .map(|r| micros(&r.started_at))
+            .min()
+            .unwrap();
+        let last = finished
+            .iter()
+            .map(|r| micros(&r.finished_at))
+            .max()
+            .unwrap();
+        last - first
+    };
+    Measured {
+        p50: percentile(&gaps, 0.50),
+        p99: percentile(&gaps, 0.99),
+        max: percentile(&gaps, 1.0),
+        gaps: gaps.len(),
+        runs_per_second: finished.len() as f64 / (busy as f64 / 1e6),
+    }
+}
+
 fn percentile(sorted: &[i64], p: f64) -> f64 {
     let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
     sorted[i] as f64 / 1000.0
@@ -59,75 +162,16 @@ async fn main() {
     let mut intake = IntakeServiceClient::new(channel.clone());
     let mut runs = RunbookServiceClient::new(channel);
 
-    let started = Instant::now();
-    for i in 0..RUNS {
-        intake
-            .raise_incident(v1::RaiseIncidentRequest {
-                alert: Some(v1::AlertInput {
-                    title: format!("bench outage {i}"),
-                    category: "service-outage".into(),
-                    dedup_key: format!("bench-{i}"),
-                    source: "bench".into(),
-                    ..Default::default()
-                }),
-            })
-            .await
-            .unwrap();
-    }
-    let finished = loop {
-        let list = runs
-            .list_runs(v1::ListRunsRequest {
-                limit: 1000,
-                ..Default::default()
-            })
-            .await
-            .unwrap()
-            .into_inner()
-            .runs;
-        if list.len() == RUNS && list.iter().all(|r| r.state == "succeeded") {
-            break list;
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(300),
-            "runs did not finish"
+    // One run at a time: the overhead of a step with nothing else going on.
+    let alone = measure(&mut intake, &mut runs, "alone", 50, 1).await;
+    // Everything at once: 400 incidents raised back to back, their runs contending.
+    let busy = measure(&mut intake, &mut runs, "busy", RUNS, RUNS).await;
+    println!("runbook step overhead, embedded mode (SQLite WAL, in-process bus), 5-step runbook");
+    for (name, m) in [("one run at a time", alone), ("400 runs at once", busy)] {
+        println!(
+            "  {name:<18} step p50 {:.3} ms  p99 {:.3} ms  max {:.3} ms  ({} gaps)  runs/s {:.0}",
+            m.p50, m.p99, m.max, m.gaps, m.runs_per_second
         );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
-    let micros = |t: &Option<firebreak_proto::Timestamp>| {
-        t.as_ref()
-            .map_or(0, |t| t.seconds * 1_000_000 + i64::from(t.nanos) / 1000)
-    };
-    let mut gaps = Vec::new();
-    for run in &finished {
-        let at: Vec<i64> = run.actions.iter().map(|a| micros(&a.at)).collect();
-        assert_eq!(at.len(), 5);
-        gaps.extend(at.windows(2).map(|w| w[1] - w[0]));
     }
-    gaps.sort_unstable();
-    let first = finished
-        .iter()
-        .map(|r| micros(&r.started_at))
-        .min()
-        .unwrap();
-    let last = finished
-        .iter()
-        .map(|r| micros(&r.finished_at))
-        .max()
-        .unwrap();
-    let span = (last - first) as f64 / 1e6;
-    println!(
-        "runbook step overhead, embedded mode (SQLite WAL, in-process bus), {RUNS} runs x 5 steps"
-    );
-    println!(
-        "  step overhead  p50 {:.3} ms  p99 {:.3} ms  max {:.3} ms  ({} gaps)",
-        percentile(&gaps, 0.50),
-        percentile(&gaps, 0.99),
-        percentile(&gaps, 1.0),
-        gaps.len()
-    );
-    println!(
-        "  runs/s         {:.0}  ({RUNS} runs in {span:.2} s, first start to last finish)",
-        RUNS as f64 / span
-    );
     shutdown.cancel();
 }
