@@ -4,6 +4,7 @@
 //! categorization and prioritization rules, and the post-incident review draft.
 
 mod clock;
+mod dedup;
 mod error;
 mod ids;
 mod incident;
@@ -12,6 +13,7 @@ mod rules;
 mod signal;
 
 pub use clock::{Clock, ManualClock, SystemClock};
+pub use dedup::{canonical_labels, dedup_key_for_group_key, dedup_key_for_labels, dedup_key_of};
 pub use error::{Error, Result};
 pub use ids::{AlertId, EventId, IncidentId, RunId, new_id};
 pub use incident::{Action, IncidentState, Priority, Severity, Urgency};
