@@ -51,6 +51,7 @@ async fn measure(
                         source: "bench".into(),
                         ..Default::default()
                     }),
+                    ..Default::default()
                 })
                 .await
                 .unwrap()

@@ -75,6 +75,7 @@ pub(crate) struct Stack {
     pub(crate) runs: RunbookServiceClient<Channel>,
     pub(crate) notifications: NotificationServiceClient<Channel>,
     pub(crate) http: String,
+    pub(crate) grpc: String,
     /// Timers are due against this clock: tests advance it instead of sleeping.
     pub(crate) clock: Arc<ManualClock>,
     shutdown: CancellationToken,
@@ -98,7 +99,7 @@ impl Stack {
         let http = format!("http://{}", app.http_addr());
         let shutdown = CancellationToken::new();
         tokio::spawn(app.run(shutdown.clone()));
-        let channel = tonic::transport::Endpoint::from_shared(grpc)
+        let channel = tonic::transport::Endpoint::from_shared(grpc.clone())
             .unwrap()
             .connect()
             .await
@@ -109,6 +110,7 @@ impl Stack {
             runs: RunbookServiceClient::new(channel.clone()),
             notifications: NotificationServiceClient::new(channel),
             http,
+            grpc,
             clock,
             shutdown,
             _data: data,

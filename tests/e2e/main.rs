@@ -4,6 +4,7 @@
 mod harness;
 mod path;
 mod runbooks;
+mod webhooks;
 
 // The binary's allocator, so the runbook sandbox's memory limit applies as it does there.
 #[global_allocator]

@@ -41,6 +41,7 @@ fn alert(title: &str, labels: &[(&str, &str)]) -> v1::RaiseIncidentRequest {
             source: "e2e".into(),
             ..Default::default()
         }),
+        ..Default::default()
     }
 }
 
@@ -170,6 +171,7 @@ async fn the_whole_incident_path() {
                     severity: 9,
                     ..Default::default()
                 }),
+                ..Default::default()
             },
             "severity",
         ),
@@ -181,10 +183,17 @@ async fn the_whole_incident_path() {
                     category: "nope".into(),
                     ..Default::default()
                 }),
+                ..Default::default()
             },
             "category",
         ),
-        (v1::RaiseIncidentRequest { alert: None }, "alert"),
+        (
+            v1::RaiseIncidentRequest {
+                alert: None,
+                ..Default::default()
+            },
+            "alert",
+        ),
     ];
     for (req, field) in bad {
         let err = s.intake.raise_incident(req).await.unwrap_err();

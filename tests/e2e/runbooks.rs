@@ -38,6 +38,7 @@ async fn raise(s: &mut Stack, category: &str, labels: &[(&str, &str)]) -> String
                 dedup_key: format!("{category} {labels:?}"),
                 ..Default::default()
             }),
+            ..Default::default()
         })
         .await
         .unwrap()

@@ -163,7 +163,11 @@ mod tests {
     #[test]
     fn canonical_form_is_documented_by_example() {
         assert_eq!(
-            canonical_labels([("service", " checkout "), ("alertname", "High\"Latency"), ("empty", "")]),
+            canonical_labels([
+                ("service", " checkout "),
+                ("alertname", "High\"Latency"),
+                ("empty", "")
+            ]),
             r#"alertname="High\"Latency",service="checkout""#
         );
         assert_eq!(

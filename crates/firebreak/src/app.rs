@@ -9,7 +9,7 @@ use anyhow::Context;
 use axum::routing::get;
 use firebreak_bus::{Bus, EmbeddedBus};
 use firebreak_domain::{Clock, SystemClock};
-use firebreak_intake::Intake;
+use firebreak_intake::{Intake, Registry};
 use firebreak_notification::{Channel, Notification};
 use firebreak_orchestration::{Options, Orchestration, SecretSource};
 use firebreak_runbook::{Catalog, Limits};
@@ -88,15 +88,20 @@ impl App {
         let channel = tonic::transport::Endpoint::from_shared(format!("http://{grpc_addr}"))?
             .connect_timeout(Duration::from_secs(2))
             .connect_lazy();
+        let intake_store = Arc::new(
+            SqliteIntakeStore::open(&db("intake"), fsync)
+                .await
+                .context("opening intake.db")?,
+        );
+        let registry = Registry::load(config.integrations.clone(), intake_store.as_ref())
+            .await
+            .map_err(|e| anyhow::anyhow!("invalid integrations: {e}"))?;
         let intake = Intake::new(
-            Arc::new(
-                SqliteIntakeStore::open(&db("intake"), fsync)
-                    .await
-                    .context("opening intake.db")?,
-            ),
+            intake_store,
             bus.clone(),
             config.taxonomy(),
             channel,
+            registry,
         );
         let orchestration = Orchestration::new(
             Arc::new(
@@ -184,6 +189,7 @@ impl App {
             .add_service(health_service)
             .add_service(reflection)
             .add_service(self.intake.grpc())
+            .add_service(self.intake.integrations_grpc())
             .add_service(self.triage.grpc())
             .add_service(self.orchestration.grpc())
             .add_service(self.notification.grpc())
@@ -192,6 +198,7 @@ impl App {
                 grpc_shutdown.cancelled_owned(),
             );
         let router = axum::Router::new()
+            .merge(self.intake.http_routes())
             .route("/healthz", get(|| async { "ok\n" }))
             .route(
                 "/metrics",

@@ -6,7 +6,9 @@ use anyhow::{Context, bail};
 use clap::{Args, Parser, Subcommand};
 use firebreak_proto::v1::{
     self, incident_service_client::IncidentServiceClient,
-    intake_service_client::IntakeServiceClient, runbook_service_client::RunbookServiceClient,
+    intake_service_client::IntakeServiceClient,
+    integration_service_client::IntegrationServiceClient,
+    runbook_service_client::RunbookServiceClient,
 };
 use tokio_util::sync::CancellationToken;
 use tonic::transport::Channel;
@@ -48,6 +50,26 @@ pub enum Command {
     /// Runbook runs.
     #[command(subcommand)]
     Run(RunCmd),
+    /// Resolve the firing alert raised with this alert key.
+    ResolveAlert { alert_key: String },
+    /// Integrations: the keys monitoring tools send with.
+    #[command(subcommand)]
+    Integration(IntegrationCmd),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum IntegrationCmd {
+    /// Create an integration and print its key.
+    Create {
+        name: String,
+        /// alertmanager, pagerduty or grpc.
+        #[arg(long)]
+        kind: String,
+    },
+    /// List integrations (keys masked).
+    List,
+    /// Delete an integration created at run time.
+    Delete { name: String },
 }
 
 #[derive(Debug, Args)]
@@ -91,6 +113,10 @@ pub struct RaiseArgs {
     pub source: String,
     #[arg(long, default_value = "")]
     pub dedup_key: String,
+    /// Your key for this alert: repeats while it fires are recognised, and
+    /// `firebreak resolve-alert KEY` resolves it.
+    #[arg(long, default_value = "")]
+    pub alert_key: String,
 }
 
 #[derive(Debug, Subcommand)]
@@ -348,7 +374,9 @@ async fn client(cmd: Command, channel: Channel, out: &Out) -> anyhow::Result<()>
                         labels,
                         source: a.source,
                         dedup_key: a.dedup_key,
+                        alert_key: a.alert_key,
                     }),
+                    idempotency_key: String::new(),
                 })
                 .await
                 .map_err(status)?
@@ -457,6 +485,45 @@ async fn client(cmd: Command, channel: Channel, out: &Out) -> anyhow::Result<()>
                 .map_err(status)?
                 .into_inner();
             out.run(r.run.as_ref());
+        }
+        Command::ResolveAlert { alert_key } => {
+            let r = IntakeServiceClient::new(channel)
+                .resolve_alert(v1::ResolveAlertRequest {
+                    alert_key,
+                    idempotency_key: String::new(),
+                })
+                .await
+                .map_err(status)?
+                .into_inner();
+            out.resolved_alert(&r.alert_id);
+        }
+        Command::Integration(cmd) => {
+            let mut integrations = IntegrationServiceClient::new(channel);
+            match cmd {
+                IntegrationCmd::Create { name, kind } => {
+                    let r = integrations
+                        .create_integration(v1::CreateIntegrationRequest { name, kind })
+                        .await
+                        .map_err(status)?
+                        .into_inner();
+                    out.integrations(r.integration.as_slice(), true);
+                }
+                IntegrationCmd::List => {
+                    let r = integrations
+                        .list_integrations(v1::ListIntegrationsRequest {})
+                        .await
+                        .map_err(status)?
+                        .into_inner();
+                    out.integrations(&r.integrations, false);
+                }
+                IntegrationCmd::Delete { name } => {
+                    integrations
+                        .delete_integration(v1::DeleteIntegrationRequest { name: name.clone() })
+                        .await
+                        .map_err(status)?;
+                    out.deleted(&name);
+                }
+            }
         }
         Command::Run(RunCmd::Approvals) => {
             let r = runs

@@ -42,6 +42,10 @@ pub struct Config {
     /// Notification channels besides `log`, which always exists.
     #[serde(default)]
     pub channels: Vec<Channel>,
+    /// Integrations monitoring tools authenticate with (Alertmanager, PagerDuty, gRPC); more
+    /// can be created at run time with `firebreak integration create`.
+    #[serde(default)]
+    pub integrations: Vec<firebreak_intake::Integration>,
     /// Escalation policies runbooks can page with `notify::send("POLICY", ..)`: steps of
     /// channels, each later step only if the incident is still unacknowledged.
     #[serde(default)]

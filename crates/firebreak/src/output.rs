@@ -401,4 +401,45 @@ impl Out {
             }
         }
     }
+
+    pub(crate) fn resolved_alert(&self, alert_id: &str) {
+        match self.format {
+            OutputFormat::Json => {
+                self.json(json!({ "alert_id": alert_id, "resolved": !alert_id.is_empty() }))
+            }
+            OutputFormat::Table if alert_id.is_empty() => {
+                println!("no firing alert has that key; nothing changed")
+            }
+            OutputFormat::Table => println!("resolved alert {alert_id}"),
+        }
+    }
+
+    /// Integrations; `created` prints the one new key alone in table form, for scripts.
+    pub(crate) fn integrations(&self, list: &[v1::Integration], created: bool) {
+        match self.format {
+            OutputFormat::Json => self.json(Value::Array(
+                list.iter()
+                    .map(|i| json!({ "name": i.name, "kind": i.kind, "key": i.key, "origin": i.origin }))
+                    .collect(),
+            )),
+            OutputFormat::Table if created => {
+                for i in list {
+                    println!("{}", i.key);
+                }
+            }
+            OutputFormat::Table => table(
+                &["name", "kind", "key", "origin"],
+                list.iter()
+                    .map(|i| vec![i.name.clone(), i.kind.clone(), i.key.clone(), i.origin.clone()])
+                    .collect(),
+            ),
+        }
+    }
+
+    pub(crate) fn deleted(&self, name: &str) {
+        match self.format {
+            OutputFormat::Json => self.json(json!({ "deleted": name })),
+            OutputFormat::Table => println!("deleted {name}"),
+        }
+    }
 }

@@ -1,27 +1,52 @@
-//! Intake: where signals enter Firebreak. Validates them, stores them durably with their
-//! `alerts` event (one transaction), then asks triage for the incident so the caller gets
-//! its id at once.
+//! Intake: where signals enter Firebreak — gRPC calls, Alertmanager and PagerDuty-style
+//! webhooks. Validates them, stores them durably with their `alerts` events (one
+//! transaction per call), and answers only after that commit.
 //!
-//! An alert is accepted once it is stored: if triage cannot be reached, the caller still
-//! gets OK with the alert id, and the `alerts` event makes the incident later.
+//! An alert is accepted once it is stored: `RaiseIncident` then asks triage for the incident
+//! so the caller gets its id at once; if triage cannot be reached the caller still gets OK,
+//! and the `alerts` event opens the incident later. Work in flight is bounded: past the bound
+//! callers get `RESOURCE_EXHAUSTED` / HTTP 429 rather than a growing queue.
+
+mod grpc;
+pub mod http;
+mod ingest;
+mod integrations;
 
 use std::sync::Arc;
-use std::time::Duration;
 
-use firebreak_bus::{Bus, Relay, RelayHandle, outbox_event, streams};
-use firebreak_domain::{AlertId, Signal, SignalInput, Taxonomy};
-use firebreak_proto::ErrorCode;
-use firebreak_proto::v1::{
-    self,
-    event::Payload,
-    incident_service_client::IncidentServiceClient,
-    intake_service_server::{IntakeService, IntakeServiceServer},
-};
-use firebreak_storage::{AlertRecord, IntakeStore};
+use firebreak_bus::{Bus, Relay, RelayHandle};
+use firebreak_domain::Taxonomy;
+use firebreak_proto::v1::incident_service_client::IncidentServiceClient;
+use firebreak_storage::IntakeStore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::Channel;
-use tonic::{Request, Response, Status};
+
+pub use grpc::IntegrationApi;
+pub use ingest::{Action, Incoming, Outcome, Source};
+pub use integrations::{AuthError, Integration, IntegrationKind, Registry, new_key};
+
+/// Calls (gRPC or HTTP) storing at once; more wait for nothing and are told to retry.
+pub const MAX_IN_FLIGHT: usize = 512;
+
+/// Why a batch was not stored.
+#[derive(Debug, thiserror::Error)]
+pub enum IngestError {
+    #[error("overloaded: too many calls in flight, retry shortly")]
+    Overloaded,
+    #[error("rate limit of integration {0} exceeded")]
+    RateLimited(String),
+    #[error("alerts not stored: {0}")]
+    Storage(String),
+}
+
+impl IngestError {
+    fn storage(e: firebreak_storage::Error) -> Self {
+        tracing::error!(error = %e, "storing alerts failed");
+        Self::Storage(e.to_string())
+    }
+}
 
 /// The intake service. Cheap to clone.
 #[derive(Clone)]
@@ -31,6 +56,8 @@ pub struct Intake {
     relay: RelayHandle,
     taxonomy: Arc<Taxonomy>,
     triage: IncidentServiceClient<Channel>,
+    registry: Registry,
+    in_flight: Arc<Semaphore>,
 }
 
 impl Intake {
@@ -40,6 +67,7 @@ impl Intake {
         bus: Arc<dyn Bus>,
         taxonomy: Taxonomy,
         triage: Channel,
+        registry: Registry,
     ) -> Self {
         Self {
             store,
@@ -47,12 +75,14 @@ impl Intake {
             relay: RelayHandle::default(),
             taxonomy: Arc::new(taxonomy),
             triage: IncidentServiceClient::new(triage),
+            registry,
+            in_flight: Arc::new(Semaphore::new(MAX_IN_FLIGHT)),
         }
     }
 
-    /// The gRPC `IntakeService`.
-    pub fn grpc(&self) -> IntakeServiceServer<Self> {
-        IntakeServiceServer::new(self.clone())
+    /// The integrations this intake knows.
+    pub fn registry(&self) -> &Registry {
+        &self.registry
     }
 
     /// Starts the outbox relay; it stops when `shutdown` fires.
@@ -66,104 +96,35 @@ impl Intake {
         tasks.spawn(relay.run(shutdown.clone()));
     }
 
-    /// Validates and stores one signal with its event; returns the stored alert.
-    pub async fn accept(&self, input: SignalInput) -> Result<v1::AlertReceived, Status> {
-        let signal = Signal::parse(input).map_err(invalid)?;
-        if let Some(c) = &signal.category
-            && !self.taxonomy.has(c)
-        {
-            let known: Vec<_> = self.taxonomy.names().collect();
-            return Err(ErrorCode::InvalidArgument.status(format!(
-                "invalid category: {c:?} is not one of {}",
-                known.join(", ")
-            )));
-        }
-        let now = firebreak_domain::now();
-        let received_at = (now.unix_timestamp_nanos() / 1_000) as i64;
-        let record = AlertRecord {
-            id: AlertId::new().to_string(),
-            received_at,
-            source: signal.source,
-            title: signal.title,
-            description: signal.description,
-            severity: signal.severity.map_or(0, |s| u32::from(s.level())),
-            category: signal.category.unwrap_or_default(),
-            labels: signal.labels,
-            dedup_key: signal.dedup_key,
-        };
-        let alert = v1::AlertReceived {
-            alert_id: record.id.clone(),
-            title: record.title.clone(),
-            description: record.description.clone(),
-            severity: record.severity,
-            category: record.category.clone(),
-            labels: record.labels.clone().into_iter().collect(),
-            source: record.source.clone(),
-            dedup_key: record.dedup_key.clone(),
-            received_at: Some(firebreak_proto::timestamp(received_at)),
-        };
-        let event = outbox_event(
-            streams::ALERTS,
-            "alerts.received",
-            Payload::AlertReceived(alert.clone()),
-        );
-        self.store
-            .insert_alert(&record, &event)
-            .await
-            .map_err(|e| {
-                tracing::error!(error = %e, "storing an alert failed");
-                ErrorCode::Unavailable.status(format!("alert not stored: {e}"))
-            })?;
-        self.relay.wake();
-        firebreak_telemetry::metrics().alerts_accepted.inc();
-        Ok(alert)
+    /// A slot for one call, or `Overloaded` at once when all are taken.
+    fn admit(&self) -> Result<OwnedSemaphorePermit, IngestError> {
+        self.in_flight.clone().try_acquire_owned().map_err(|_| {
+            firebreak_telemetry::metrics().intake_overloaded.inc();
+            IngestError::Overloaded
+        })
     }
-}
 
-fn invalid(e: firebreak_domain::Error) -> Status {
-    ErrorCode::InvalidArgument.status(e.to_string())
-}
-
-#[tonic::async_trait]
-impl IntakeService for Intake {
-    async fn raise_incident(
+    /// Stores one event on its own (a change event), committed before this returns.
+    async fn record_event(
         &self,
-        req: Request<v1::RaiseIncidentRequest>,
-    ) -> Result<Response<v1::RaiseIncidentResponse>, Status> {
-        let a = req
-            .into_inner()
-            .alert
-            .ok_or_else(|| ErrorCode::InvalidArgument.status("invalid alert: missing"))?;
-        let alert = self
-            .accept(SignalInput {
-                title: a.title,
-                description: a.description,
-                severity: a.severity,
-                category: a.category,
-                labels: a.labels.into_iter().collect(),
-                source: a.source,
-                dedup_key: a.dedup_key,
-            })
-            .await?;
-        let alert_id = alert.alert_id.clone();
-        let mut triage = self.triage.clone();
-        let mut call = Request::new(v1::IngestAlertRequest { alert: Some(alert) });
-        call.set_timeout(Duration::from_secs(5));
-        // The alert is stored: whatever triage answers, the caller's signal is accepted.
-        let (incident_id, deduplicated) = match triage.ingest_alert(call).await {
-            Ok(r) => {
-                let r = r.into_inner();
-                (r.incident_id, r.deduplicated)
-            }
-            Err(status) => {
-                tracing::warn!(%alert_id, error = %status, "triage unreachable; the alerts event will open the incident");
-                (String::new(), false)
-            }
-        };
-        Ok(Response::new(v1::RaiseIncidentResponse {
-            alert_id,
-            incident_id,
-            deduplicated,
-        }))
+        event: &firebreak_storage::OutboxEvent,
+    ) -> Result<(), IngestError> {
+        let mut tx = self.store.begin().await.map_err(IngestError::storage)?;
+        tx.enqueue(event).await.map_err(IngestError::storage)?;
+        tx.commit().await.map_err(IngestError::storage)?;
+        self.relay.wake();
+        Ok(())
+    }
+
+    /// Admission for an integration's batch of `n`: its rate budget, then a slot.
+    fn admit_for(
+        &self,
+        integration: &Integration,
+        n: usize,
+    ) -> Result<OwnedSemaphorePermit, IngestError> {
+        if !self.registry.admit(integration, n) {
+            return Err(IngestError::RateLimited(integration.name.clone()));
+        }
+        self.admit()
     }
 }

@@ -29,10 +29,42 @@ pub trait Outbox: Send + Sync {
 pub trait IntakeStore: Outbox {
     /// Stores an alert and its `alerts` event in one transaction.
     async fn insert_alert(&self, alert: &AlertRecord, event: &OutboxEvent) -> Result<()>;
+    /// Starts a write transaction, for a batch of signals that commits (or not) as one.
+    async fn begin(&self) -> Result<Box<dyn IntakeTx>>;
+    /// Integrations created at run time, by name.
+    async fn integrations(&self) -> Result<Vec<IntegrationRecord>>;
+    /// Adds an integration; `Conflict` when its name or key is taken.
+    async fn create_integration(&self, integration: &IntegrationRecord) -> Result<()>;
+    /// Deletes an integration; false when there was none of that name.
+    async fn delete_integration(&self, name: &str) -> Result<bool>;
     /// One alert by id.
     async fn alert(&self, id: &str) -> Result<Option<AlertRecord>>;
     /// How many alerts are stored.
     async fn count_alerts(&self) -> Result<i64>;
+}
+
+/// One write transaction of intake.
+#[async_trait]
+pub trait IntakeTx: Send {
+    /// The alert an integration's key currently names, with its state (firing,
+    /// acknowledged, resolved).
+    async fn alert_key(&mut self, integration: &str, key: &str)
+    -> Result<Option<(String, String)>>;
+    /// Points an integration's key at an alert in `state`.
+    async fn set_alert_key(
+        &mut self,
+        integration: &str,
+        key: &str,
+        alert_id: &str,
+        state: &str,
+    ) -> Result<()>;
+    async fn insert_alert(&mut self, alert: &AlertRecord) -> Result<()>;
+    /// The response stored for an idempotency key, if the call was made before.
+    async fn idempotent(&mut self, key: &str) -> Result<Option<Vec<u8>>>;
+    /// Stores the response of a call with an idempotency key.
+    async fn remember(&mut self, key: &str, response: &[u8]) -> Result<()>;
+    async fn enqueue(&mut self, event: &OutboxEvent) -> Result<()>;
+    async fn commit(self: Box<Self>) -> Result<()>;
 }
 
 /// Triage's store: incidents, their alerts and their timeline.
@@ -60,6 +92,9 @@ pub trait TriageTx: Send {
     async fn update_incident(&mut self, incident: &IncidentRecord) -> Result<()>;
     /// Attaches an alert to an incident (`opened`: the alert opened it).
     async fn link_alert(&mut self, alert_id: &str, incident_id: &str, opened: bool) -> Result<()>;
+    /// Marks an alert resolved; returns its incident and how many of that incident's alerts
+    /// are still unresolved, or `None` for an alert no incident holds.
+    async fn resolve_alert(&mut self, alert_id: &str) -> Result<Option<(String, i64)>>;
     /// Appends a timeline entry and returns it with its sequence number.
     async fn append(&mut self, entry: &NewTimelineEntry) -> Result<TimelineRecord>;
     /// Records that an event was handled; false when it had been already.

@@ -55,6 +55,23 @@ pub struct AlertRecord {
     pub category: String,
     pub labels: BTreeMap<String, String>,
     pub dedup_key: String,
+    /// Annotations (Alertmanager) or details (PagerDuty) the sender attached.
+    pub annotations: BTreeMap<String, String>,
+    /// The integration it came through; empty for unauthenticated gRPC.
+    pub integration: String,
+    /// The sender's key for this alert (fingerprint, PagerDuty dedup key); empty if none.
+    pub alert_key: String,
+}
+
+/// An integration created at run time (those in the configuration are not stored).
+#[derive(Debug, Clone, PartialEq)]
+pub struct IntegrationRecord {
+    pub name: String,
+    pub kind: String,
+    pub key: String,
+    /// The rest of its settings, as JSON.
+    pub settings: serde_json::Value,
+    pub created_at: i64,
 }
 
 /// A stored incident (triage).

@@ -34,6 +34,8 @@ pub struct Metrics {
     registry: Registry,
     /// Alerts stored by intake.
     pub alerts_accepted: Counter,
+    /// Calls intake turned away because too many were in flight.
+    pub intake_overloaded: Counter,
     /// Incidents opened by triage.
     pub incidents_opened: Counter,
     /// Alerts attached to an open incident instead of opening one.
@@ -51,6 +53,7 @@ pub fn metrics() -> &'static Metrics {
         let mut registry = Registry::with_prefix("firebreak");
         let m = Metrics {
             alerts_accepted: Counter::default(),
+            intake_overloaded: Counter::default(),
             incidents_opened: Counter::default(),
             alerts_deduplicated: Counter::default(),
             runs_finished: Family::default(),
@@ -61,6 +64,11 @@ pub fn metrics() -> &'static Metrics {
             "alerts_accepted",
             "Alerts stored by intake",
             m.alerts_accepted.clone(),
+        );
+        registry.register(
+            "intake_overloaded",
+            "Calls intake turned away (RESOURCE_EXHAUSTED / 429) because too many were in flight",
+            m.intake_overloaded.clone(),
         );
         registry.register(
             "incidents_opened",

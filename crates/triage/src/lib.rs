@@ -84,6 +84,16 @@ impl Triage {
                                 .await
                                 .map(|_| ())
                                 .map_err(Error::into_handler),
+                            Some(Payload::AlertResolved(r)) => {
+                                me.alert_resolved(&id, r).await.map_err(Error::into_handler)
+                            }
+                            Some(Payload::AlertAcknowledged(a)) => {
+                                me.alert_acknowledged(a).await.map_err(Error::into_handler)
+                            }
+                            Some(Payload::ChangeReceived(c)) => me
+                                .change_received(&id, c)
+                                .await
+                                .map_err(Error::into_handler),
                             Some(Payload::RunChanged(run)) => {
                                 me.record_run(&id, run).await.map_err(Error::into_handler)
                             }

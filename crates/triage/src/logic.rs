@@ -72,10 +72,10 @@ impl Triage {
                 Some(mut inc) => {
                     inc.alert_count += 1;
                     inc.updated_at = now;
-                    entries.push(entry(&inc.id, "alert_attached", "triage", json!({
+                    entries.push(entry(&inc.id, "alert_attached", "triage", with_origin(json!({
                     "alert_id": alert.alert_id, "title": signal.title, "source": signal.source,
                     "alert_count": inc.alert_count,
-                })));
+                }), alert)));
                     let current = Severity::new(inc.severity)?;
                     let change = if class.severity.is_worse_than(current) {
                         let urgency: Urgency = inc.urgency.parse().unwrap_or_default();
@@ -126,14 +126,17 @@ impl Triage {
                     tx.insert_incident(&inc).await?;
                     tx.link_alert(&alert.alert_id, &inc.id, true).await?;
                     entries.push(entry(
-                        &inc.id,
-                        "opened",
-                        "triage",
+                    &inc.id,
+                    "opened",
+                    "triage",
+                    with_origin(
                         json!({
                             "alert_id": alert.alert_id, "title": inc.title, "source": inc.source,
                             "dedup_key": inc.dedup_key,
                         }),
-                    ));
+                        alert,
+                    ),
+                ));
                     entries.push(entry(
                         &inc.id,
                         "categorized",
@@ -143,11 +146,16 @@ impl Triage {
                             "note": class_note,
                         }),
                     ));
-                    entries.push(entry(&inc.id, "prioritized", "triage", json!({
-                    "severity": class.severity.level(), "severity_name": class.severity.name(),
-                    "severity_reason": class.severity_reason,
-                    "urgency": inc.urgency, "priority": class.priority.level(),
-                })));
+                    entries.push(entry(
+                    &inc.id,
+                    "prioritized",
+                    "triage",
+                    json!({
+                        "severity": class.severity.level(), "severity_name": class.severity.name(),
+                        "severity_reason": class.severity_reason,
+                        "urgency": inc.urgency, "priority": class.priority.level(),
+                    }),
+                ));
                     (inc, "opened", false)
                 }
             };
@@ -531,6 +539,126 @@ impl Triage {
         tx.update_incident(&inc).await?;
         self.commit_change(tx, &inc, "severity_changed", actor, entries)
             .await
+    }
+}
+
+/// Adds where an alert came from to its timeline data: the integration, the sender's
+/// annotations, and how many alerts the sender left out of the call.
+fn with_origin(mut data: serde_json::Value, alert: &v1::AlertReceived) -> serde_json::Value {
+    if let Some(obj) = data.as_object_mut() {
+        if !alert.integration.is_empty() {
+            obj.insert("integration".into(), json!(alert.integration));
+        }
+        if !alert.alert_key.is_empty() {
+            obj.insert("alert_key".into(), json!(alert.alert_key));
+        }
+        if !alert.annotations.is_empty() {
+            let sorted: std::collections::BTreeMap<_, _> = alert.annotations.iter().collect();
+            obj.insert("annotations".into(), json!(sorted));
+        }
+        if alert.truncated_alerts > 0 {
+            obj.insert("truncated_alerts".into(), json!(alert.truncated_alerts));
+        }
+    }
+    data
+}
+
+impl Triage {
+    /// The sender resolved an alert: mark it, and resolve its incident when it was the last
+    /// unresolved one and the integration auto-resolves. Safe to repeat: a redelivered
+    /// event finds the mark made and the incident resolved.
+    pub(crate) async fn alert_resolved(&self, event_id: &str, r: v1::AlertResolved) -> Result<()> {
+        let mut tx = self.store.begin().await?;
+        let fresh = tx.mark_processed(event_id).await?;
+        let Some((incident_id, open)) = tx.resolve_alert(&r.alert_id).await? else {
+            tx.commit().await?;
+            return Ok(());
+        };
+        let mut announced = Vec::new();
+        if fresh {
+            announced.push(
+                tx.append(&entry(
+                    &incident_id,
+                    "alert_resolved",
+                    &format!("integration:{}", r.integration),
+                    json!({ "alert_id": r.alert_id, "unresolved_alerts": open }),
+                ))
+                .await?,
+            );
+        }
+        tx.commit().await?;
+        self.announce(announced);
+        if open == 0 && r.auto_resolve {
+            let actor = format!("integration:{}", r.integration);
+            match self
+                .transition(
+                    &incident_id,
+                    Action::Resolve,
+                    &actor,
+                    "all its alerts resolved",
+                )
+                .await
+            {
+                Ok(_) | Err(Error::Domain(firebreak_domain::Error::Transition { .. })) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+
+    /// The sender acknowledged an alert: acknowledge its incident if it is still open.
+    pub(crate) async fn alert_acknowledged(&self, a: v1::AlertAcknowledged) -> Result<()> {
+        let Some((incident_id, _)) = self.incident_of_alert(&a.alert_id).await? else {
+            return Ok(());
+        };
+        let actor = format!("integration:{}", a.integration);
+        match self
+            .transition(&incident_id, Action::Acknowledge, &actor, "")
+            .await
+        {
+            Ok(_) | Err(Error::Domain(firebreak_domain::Error::Transition { .. })) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// A change event: a timeline entry on every active incident of the same integration,
+    /// as context; nobody is paged.
+    pub(crate) async fn change_received(
+        &self,
+        event_id: &str,
+        c: v1::ChangeReceived,
+    ) -> Result<()> {
+        let mut incidents = self.store.incidents(Some("open"), 1000).await?;
+        incidents.extend(self.store.incidents(Some("acknowledged"), 1000).await?);
+        let data = json!({
+            "summary": c.summary, "source": c.source, "integration": c.integration,
+            "details": serde_json::from_str::<serde_json::Value>(&c.details).unwrap_or_default(),
+        });
+        for inc in incidents
+            .iter()
+            // Webhook incidents carry their integration in their source: `pagerduty/NAME`.
+            .filter(|i| {
+                i.source.split_once('/').map(|(_, name)| name) == Some(c.integration.as_str())
+            })
+        {
+            let key = format!("{event_id}:{}", inc.id);
+            self.record(
+                &key,
+                &inc.id,
+                "change",
+                &format!("integration:{}", c.integration),
+                data.clone(),
+            )
+            .await?;
+        }
+        Ok(())
+    }
+
+    async fn incident_of_alert(&self, alert_id: &str) -> Result<Option<(String, bool)>> {
+        let mut tx = self.store.begin().await?;
+        let found = tx.incident_of_alert(alert_id).await?;
+        tx.commit().await?;
+        Ok(found)
     }
 }
 

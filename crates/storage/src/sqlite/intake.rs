@@ -3,11 +3,11 @@
 use std::path::Path;
 
 use async_trait::async_trait;
-use sqlx::Row;
 use sqlx::sqlite::{SqlitePool, SqliteRow};
+use sqlx::{Row, Sqlite, SqliteConnection, Transaction};
 
-use super::{Migration, OUTBOX, enqueue, from_json, impl_outbox, json_text};
-use crate::{AlertRecord, IntakeStore, OutboxEvent, Result};
+use super::{Migration, OUTBOX, conflict, enqueue, from_json, impl_outbox, json_text, now_micros};
+use crate::{AlertRecord, IntakeStore, IntakeTx, IntegrationRecord, OutboxEvent, Result};
 
 const MIGRATIONS: &[Migration] = &[
     Migration {
@@ -29,6 +29,37 @@ CREATE TABLE alerts (
     dedup_key TEXT NOT NULL
 );
 CREATE INDEX alerts_dedup_key ON alerts (dedup_key, received_at);
+",
+    },
+    Migration {
+        version: 3,
+        sql: "
+ALTER TABLE alerts ADD COLUMN annotations TEXT NOT NULL DEFAULT '{}';
+ALTER TABLE alerts ADD COLUMN integration TEXT NOT NULL DEFAULT '';
+ALTER TABLE alerts ADD COLUMN alert_key TEXT NOT NULL DEFAULT '';
+-- What each sender's alert key names now: follow-ups (resolve, acknowledge) and repeats
+-- find their alert here; after a resolve, a new trigger points the key at a new alert.
+CREATE TABLE alert_keys (
+    integration TEXT NOT NULL,
+    alert_key TEXT NOT NULL,
+    alert_id TEXT NOT NULL,
+    state TEXT NOT NULL CHECK (state IN ('firing', 'acknowledged', 'resolved')),
+    updated_at INTEGER NOT NULL,
+    PRIMARY KEY (integration, alert_key)
+);
+-- Responses of calls made with an idempotency key, so a retry gets the first answer.
+CREATE TABLE idempotency (
+    key TEXT PRIMARY KEY,
+    response BLOB NOT NULL,
+    created_at INTEGER NOT NULL
+);
+CREATE TABLE integrations (
+    name TEXT PRIMARY KEY,
+    kind TEXT NOT NULL,
+    key TEXT NOT NULL UNIQUE,
+    settings TEXT NOT NULL,
+    created_at INTEGER NOT NULL
+);
 ",
     },
 ];
@@ -55,24 +86,56 @@ impl_outbox!(SqliteIntakeStore);
 impl IntakeStore for SqliteIntakeStore {
     async fn insert_alert(&self, a: &AlertRecord, event: &OutboxEvent) -> Result<()> {
         let mut tx = self.write.begin_with("BEGIN IMMEDIATE").await?;
-        sqlx::query(
-            "INSERT INTO alerts (id, received_at, source, title, description, severity, category, labels, dedup_key)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        )
-        .bind(&a.id)
-        .bind(a.received_at)
-        .bind(&a.source)
-        .bind(&a.title)
-        .bind(&a.description)
-        .bind(i64::from(a.severity))
-        .bind(&a.category)
-        .bind(json_text(&a.labels)?)
-        .bind(&a.dedup_key)
-        .execute(&mut *tx)
-        .await?;
+        insert_alert(&mut tx, a).await?;
         enqueue(&mut tx, event).await?;
         tx.commit().await?;
         Ok(())
+    }
+
+    async fn begin(&self) -> Result<Box<dyn IntakeTx>> {
+        Ok(Box::new(SqliteIntakeTx {
+            tx: self.write.begin_with("BEGIN IMMEDIATE").await?,
+        }))
+    }
+
+    async fn integrations(&self) -> Result<Vec<IntegrationRecord>> {
+        let rows = sqlx::query("SELECT * FROM integrations ORDER BY name")
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(IntegrationRecord {
+                    name: r.try_get("name")?,
+                    kind: r.try_get("kind")?,
+                    key: r.try_get("key")?,
+                    settings: from_json(r.try_get("settings")?)?,
+                    created_at: r.try_get("created_at")?,
+                })
+            })
+            .collect()
+    }
+
+    async fn create_integration(&self, i: &IntegrationRecord) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO integrations (name, kind, key, settings, created_at) VALUES (?, ?, ?, ?, ?)",
+        )
+        .bind(&i.name)
+        .bind(&i.kind)
+        .bind(&i.key)
+        .bind(json_text(&i.settings)?)
+        .bind(i.created_at)
+        .execute(&self.write)
+        .await
+        .map_err(|e| conflict(e, &format!("integration {:?} or its key exists", i.name)))?;
+        Ok(())
+    }
+
+    async fn delete_integration(&self, name: &str) -> Result<bool> {
+        let done = sqlx::query("DELETE FROM integrations WHERE name = ?")
+            .bind(name)
+            .execute(&self.write)
+            .await?;
+        Ok(done.rows_affected() == 1)
     }
 
     async fn alert(&self, id: &str) -> Result<Option<AlertRecord>> {
@@ -92,6 +155,110 @@ impl IntakeStore for SqliteIntakeStore {
     }
 }
 
+async fn insert_alert(tx: &mut SqliteConnection, a: &AlertRecord) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO alerts (id, received_at, source, title, description, severity, category, labels,
+            dedup_key, annotations, integration, alert_key)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+    )
+    .bind(&a.id)
+    .bind(a.received_at)
+    .bind(&a.source)
+    .bind(&a.title)
+    .bind(&a.description)
+    .bind(i64::from(a.severity))
+    .bind(&a.category)
+    .bind(json_text(&a.labels)?)
+    .bind(&a.dedup_key)
+    .bind(json_text(&a.annotations)?)
+    .bind(&a.integration)
+    .bind(&a.alert_key)
+    .execute(&mut *tx)
+    .await?;
+    Ok(())
+}
+
+struct SqliteIntakeTx {
+    tx: Transaction<'static, Sqlite>,
+}
+
+#[async_trait]
+impl IntakeTx for SqliteIntakeTx {
+    async fn alert_key(
+        &mut self,
+        integration: &str,
+        key: &str,
+    ) -> Result<Option<(String, String)>> {
+        let row = sqlx::query(
+            "SELECT alert_id, state FROM alert_keys WHERE integration = ? AND alert_key = ?",
+        )
+        .bind(integration)
+        .bind(key)
+        .fetch_optional(&mut *self.tx)
+        .await?;
+        Ok(match row {
+            Some(r) => Some((r.try_get(0)?, r.try_get(1)?)),
+            None => None,
+        })
+    }
+
+    async fn set_alert_key(
+        &mut self,
+        integration: &str,
+        key: &str,
+        alert_id: &str,
+        state: &str,
+    ) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO alert_keys (integration, alert_key, alert_id, state, updated_at) VALUES (?, ?, ?, ?, ?)
+             ON CONFLICT (integration, alert_key) DO UPDATE SET alert_id = excluded.alert_id,
+                state = excluded.state, updated_at = excluded.updated_at",
+        )
+        .bind(integration)
+        .bind(key)
+        .bind(alert_id)
+        .bind(state)
+        .bind(now_micros())
+        .execute(&mut *self.tx)
+        .await?;
+        Ok(())
+    }
+
+    async fn insert_alert(&mut self, alert: &AlertRecord) -> Result<()> {
+        insert_alert(&mut self.tx, alert).await
+    }
+
+    async fn idempotent(&mut self, key: &str) -> Result<Option<Vec<u8>>> {
+        let row = sqlx::query("SELECT response FROM idempotency WHERE key = ?")
+            .bind(key)
+            .fetch_optional(&mut *self.tx)
+            .await?;
+        Ok(match row {
+            Some(r) => Some(r.try_get(0)?),
+            None => None,
+        })
+    }
+
+    async fn remember(&mut self, key: &str, response: &[u8]) -> Result<()> {
+        sqlx::query("INSERT INTO idempotency (key, response, created_at) VALUES (?, ?, ?)")
+            .bind(key)
+            .bind(response)
+            .bind(now_micros())
+            .execute(&mut *self.tx)
+            .await?;
+        Ok(())
+    }
+
+    async fn enqueue(&mut self, event: &OutboxEvent) -> Result<()> {
+        enqueue(&mut self.tx, event).await
+    }
+
+    async fn commit(self: Box<Self>) -> Result<()> {
+        self.tx.commit().await?;
+        Ok(())
+    }
+}
+
 fn alert_row(r: &SqliteRow) -> Result<AlertRecord> {
     Ok(AlertRecord {
         id: r.try_get("id")?,
@@ -103,5 +270,8 @@ fn alert_row(r: &SqliteRow) -> Result<AlertRecord> {
         category: r.try_get("category")?,
         labels: from_json(r.try_get("labels")?)?,
         dedup_key: r.try_get("dedup_key")?,
+        annotations: from_json(r.try_get("annotations")?)?,
+        integration: r.try_get("integration")?,
+        alert_key: r.try_get("alert_key")?,
     })
 }

@@ -71,6 +71,10 @@ CREATE TABLE processed_events (
 );
 ",
     },
+    Migration {
+        version: 3,
+        sql: "ALTER TABLE incident_alerts ADD COLUMN resolved INTEGER NOT NULL DEFAULT 0;",
+    },
 ];
 
 /// Triage's store on SQLite.
@@ -142,6 +146,27 @@ struct SqliteTriageTx {
 
 #[async_trait]
 impl TriageTx for SqliteTriageTx {
+    async fn resolve_alert(&mut self, alert_id: &str) -> Result<Option<(String, i64)>> {
+        let row = sqlx::query(
+            "UPDATE incident_alerts SET resolved = 1 WHERE alert_id = ? RETURNING incident_id",
+        )
+        .bind(alert_id)
+        .fetch_optional(&mut *self.tx)
+        .await?;
+        let Some(row) = row else {
+            return Ok(None);
+        };
+        let incident_id: String = row.try_get(0)?;
+        let open: i64 = sqlx::query(
+            "SELECT COUNT(*) FROM incident_alerts WHERE incident_id = ? AND resolved = 0",
+        )
+        .bind(&incident_id)
+        .fetch_one(&mut *self.tx)
+        .await?
+        .try_get(0)?;
+        Ok(Some((incident_id, open)))
+    }
+
     async fn incident_of_alert(&mut self, alert_id: &str) -> Result<Option<(String, bool)>> {
         let row = sqlx::query("SELECT incident_id, opened FROM incident_alerts WHERE alert_id = ?")
             .bind(alert_id)

@@ -1,0 +1,359 @@
+//! Integrations: how a monitoring tool authenticates to intake (a routing key or bearer
+//! token), and how its alerts are read (severity mapping, category hint, auto-resolve, rate).
+//! Declared in the configuration (GitOps) or created at run time.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use firebreak_storage::{IntakeStore, IntegrationRecord};
+use serde::{Deserialize, Serialize};
+
+/// The tools an integration serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum IntegrationKind {
+    /// Prometheus Alertmanager (and Grafana) webhooks.
+    Alertmanager,
+    /// PagerDuty Events API v2 and v1, and change events.
+    Pagerduty,
+    /// gRPC callers, with the key as `authorization: Bearer KEY` metadata.
+    Grpc,
+}
+
+impl IntegrationKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Alertmanager => "alertmanager",
+            Self::Pagerduty => "pagerduty",
+            Self::Grpc => "grpc",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "alertmanager" => Some(Self::Alertmanager),
+            "pagerduty" => Some(Self::Pagerduty),
+            "grpc" => Some(Self::Grpc),
+            _ => None,
+        }
+    }
+}
+
+/// One integration.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Integration {
+    pub name: String,
+    pub kind: IntegrationKind,
+    /// The routing key (PagerDuty), path key or bearer token (Alertmanager, gRPC): at least
+    /// 16 characters.
+    pub key: String,
+    /// The label (Alertmanager) holding the severity.
+    #[serde(default = "default_severity_label")]
+    pub severity_label: String,
+    /// Severity names to levels 1–5, over the defaults (critical 1, error 2, warning 3,
+    /// info 4).
+    #[serde(default)]
+    pub severity_map: BTreeMap<String, u32>,
+    /// A category for its alerts; empty lets the rules decide.
+    #[serde(default)]
+    pub category: String,
+    /// Resolve an incident when all its alerts are resolved.
+    #[serde(default = "yes")]
+    pub auto_resolve: bool,
+    /// Alerts per second it may send (bursts up to one second's worth); 0 means no limit.
+    #[serde(default)]
+    pub rate_limit_per_second: u32,
+}
+
+fn default_severity_label() -> String {
+    "severity".into()
+}
+fn yes() -> bool {
+    true
+}
+
+impl Integration {
+    /// A runtime integration with defaults and a fresh key.
+    pub fn generated(name: &str, kind: IntegrationKind) -> Self {
+        Self {
+            name: name.to_owned(),
+            kind,
+            key: new_key(),
+            severity_label: default_severity_label(),
+            severity_map: BTreeMap::new(),
+            category: String::new(),
+            auto_resolve: true,
+            rate_limit_per_second: 0,
+        }
+    }
+
+    /// The level of a severity name: the integration's map, then the defaults.
+    pub fn severity(&self, name: &str) -> Option<u32> {
+        let name = name.trim().to_lowercase();
+        if let Some(level) = self.severity_map.get(&name) {
+            return Some(*level);
+        }
+        match name.as_str() {
+            "critical" | "page" => Some(1),
+            "error" | "high" => Some(2),
+            "warning" | "warn" | "medium" => Some(3),
+            "info" | "low" => Some(4),
+            _ => None,
+        }
+    }
+
+    /// Checks one integration on its own.
+    pub fn validate(&self) -> Result<(), String> {
+        let name_ok = !self.name.is_empty()
+            && self.name.len() <= 64
+            && self
+                .name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+        if !name_ok {
+            return Err(format!(
+                "integration name {:?} must be 1-64 letters, digits, '-' or '_'",
+                self.name
+            ));
+        }
+        if self.key.len() < 16
+            || self.key.len() > 128
+            || !self.key.chars().all(|c| c.is_ascii_graphic())
+        {
+            return Err(format!(
+                "integration {}: the key must be 16 to 128 printable characters",
+                self.name
+            ));
+        }
+        if let Some((k, v)) = self
+            .severity_map
+            .iter()
+            .find(|(_, v)| !(1..=5).contains(*v))
+        {
+            return Err(format!(
+                "integration {}: severity_map {k:?} = {v} must be 1 to 5",
+                self.name
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// A new random key: 32 hex digits from the OS's random source.
+pub fn new_key() -> String {
+    let a = uuid::Uuid::new_v4();
+    a.simple().to_string()
+}
+
+/// Why a caller was refused.
+#[derive(Debug, PartialEq, Eq)]
+pub enum AuthError {
+    /// No key or token given.
+    Missing,
+    /// No integration has this key.
+    Unknown,
+    /// The key belongs to an integration of another kind.
+    WrongKind { name: String, kind: IntegrationKind },
+}
+
+impl std::fmt::Display for AuthError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Missing => write!(f, "no integration key or bearer token given"),
+            Self::Unknown => write!(f, "unknown integration key"),
+            Self::WrongKind { name, kind } => write!(
+                f,
+                "integration {name} is of kind {}, not for this endpoint",
+                kind.as_str()
+            ),
+        }
+    }
+}
+
+/// Every integration: the configuration's, fixed, and the runtime ones from the store.
+#[derive(Clone)]
+pub struct Registry {
+    declared: Arc<Vec<Integration>>,
+    runtime: Arc<Mutex<HashMap<String, Integration>>>,
+    buckets: Arc<Mutex<HashMap<String, (f64, Instant)>>>,
+}
+
+impl Registry {
+    /// The registry of the configuration's integrations plus those in `store`.
+    pub async fn load(declared: Vec<Integration>, store: &dyn IntakeStore) -> Result<Self, String> {
+        let mut names = std::collections::BTreeSet::new();
+        let mut keys = std::collections::BTreeSet::new();
+        for i in &declared {
+            i.validate()?;
+            if !names.insert(i.name.clone()) || !keys.insert(i.key.clone()) {
+                return Err(format!(
+                    "integration {}: its name or key is used twice",
+                    i.name
+                ));
+            }
+        }
+        let mut runtime = HashMap::new();
+        for r in store
+            .integrations()
+            .await
+            .map_err(|e| format!("reading integrations: {e}"))?
+        {
+            let i = from_record(&r).map_err(|e| format!("stored integration {}: {e}", r.name))?;
+            runtime.insert(i.key.clone(), i);
+        }
+        Ok(Self {
+            declared: Arc::new(declared),
+            runtime: Arc::new(Mutex::new(runtime)),
+            buckets: Arc::default(),
+        })
+    }
+
+    /// The integration a key names, if it is of `kind`.
+    pub fn authenticate(&self, key: &str, kind: IntegrationKind) -> Result<Integration, AuthError> {
+        let key = key.trim();
+        if key.is_empty() {
+            return Err(AuthError::Missing);
+        }
+        let found = self
+            .declared
+            .iter()
+            .find(|i| constant_time_eq(&i.key, key))
+            .cloned()
+            .or_else(|| self.runtime.lock().ok().and_then(|r| r.get(key).cloned()))
+            .ok_or(AuthError::Unknown)?;
+        if found.kind != kind {
+            return Err(AuthError::WrongKind {
+                name: found.name,
+                kind: found.kind,
+            });
+        }
+        Ok(found)
+    }
+
+    /// Takes `n` alerts from the integration's rate budget; false when it is spent.
+    pub fn admit(&self, integration: &Integration, n: usize) -> bool {
+        let rate = f64::from(integration.rate_limit_per_second);
+        if rate == 0.0 {
+            return true;
+        }
+        let Ok(mut buckets) = self.buckets.lock() else {
+            return true;
+        };
+        let now = Instant::now();
+        let (tokens, last) = buckets
+            .entry(integration.name.clone())
+            .or_insert((rate, now));
+        *tokens = (*tokens + now.duration_since(*last).as_secs_f64() * rate).min(rate);
+        *last = now;
+        if *tokens >= n as f64 {
+            *tokens -= n as f64;
+            true
+        } else {
+            false
+        }
+    }
+
+    /// Every integration, declared ones first.
+    pub fn all(&self) -> Vec<(Integration, bool)> {
+        let mut out: Vec<(Integration, bool)> =
+            self.declared.iter().cloned().map(|i| (i, true)).collect();
+        let mut runtime: Vec<Integration> = self
+            .runtime
+            .lock()
+            .map(|r| r.values().cloned().collect())
+            .unwrap_or_default();
+        runtime.sort_by(|a, b| a.name.cmp(&b.name));
+        out.extend(runtime.into_iter().map(|i| (i, false)));
+        out
+    }
+
+    /// True when a declared integration has this name.
+    pub fn is_declared(&self, name: &str) -> bool {
+        self.declared.iter().any(|i| i.name == name)
+    }
+
+    pub(crate) fn add_runtime(&self, i: Integration) {
+        if let Ok(mut r) = self.runtime.lock() {
+            r.insert(i.key.clone(), i);
+        }
+    }
+
+    pub(crate) fn remove_runtime(&self, name: &str) {
+        if let Ok(mut r) = self.runtime.lock() {
+            r.retain(|_, i| i.name != name);
+        }
+    }
+}
+
+/// Compares keys without stopping at the first difference.
+fn constant_time_eq(a: &str, b: &str) -> bool {
+    a.len() == b.len()
+        && a.bytes()
+            .zip(b.bytes())
+            .fold(0u8, |acc, (x, y)| acc | (x ^ y))
+            == 0
+}
+
+pub(crate) fn to_record(i: &Integration, now: i64) -> IntegrationRecord {
+    IntegrationRecord {
+        name: i.name.clone(),
+        kind: i.kind.as_str().to_owned(),
+        key: i.key.clone(),
+        settings: serde_json::to_value(i).unwrap_or_default(),
+        created_at: now,
+    }
+}
+
+fn from_record(r: &IntegrationRecord) -> Result<Integration, String> {
+    serde_json::from_value(r.settings.clone()).map_err(|e| e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn integration(kind: IntegrationKind, rate: u32) -> Integration {
+        Integration {
+            rate_limit_per_second: rate,
+            ..Integration::generated("prom", kind)
+        }
+    }
+
+    #[test]
+    fn severities_map_through_the_integration_then_the_defaults() {
+        let mut i = integration(IntegrationKind::Alertmanager, 0);
+        i.severity_map.insert("p1".into(), 1);
+        i.severity_map.insert("warning".into(), 4);
+        assert_eq!(i.severity("P1"), Some(1));
+        assert_eq!(i.severity("warning"), Some(4));
+        assert_eq!(i.severity("critical"), Some(1));
+        assert_eq!(i.severity("info"), Some(4));
+        assert_eq!(i.severity("whatever"), None);
+    }
+
+    #[test]
+    fn keys_are_random_and_validated() {
+        let (a, b) = (new_key(), new_key());
+        assert_ne!(a, b);
+        assert_eq!(a.len(), 32);
+        let mut i = integration(IntegrationKind::Grpc, 0);
+        assert_eq!(i.validate(), Ok(()));
+        i.key = "short".into();
+        assert!(i.validate().is_err());
+    }
+
+    #[test]
+    fn the_rate_budget_refills_over_time() {
+        let r = Registry {
+            declared: Arc::new(Vec::new()),
+            runtime: Arc::default(),
+            buckets: Arc::default(),
+        };
+        let i = integration(IntegrationKind::Pagerduty, 10);
+        assert!(r.admit(&i, 10));
+        assert!(!r.admit(&i, 1), "the second's budget is spent");
+        assert!(r.admit(&integration(IntegrationKind::Pagerduty, 0), 1_000_000));
+    }
+}

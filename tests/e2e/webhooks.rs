@@ -1,0 +1,715 @@
+//! Intake from real monitoring tools: recorded Alertmanager, Grafana and PagerDuty payloads
+//! replayed through the HTTP endpoints, gRPC batches with idempotency keys, integrations,
+//! and a bad-input corpus per endpoint that must store nothing.
+
+use firebreak_proto::v1::{self, AlertInput, integration_service_client::IntegrationServiceClient};
+use serde_json::{Value, json};
+use tonic::Code;
+
+use crate::harness::{Stack, eventually};
+
+const AM_KEY: &str = "am-key-0000000000000001";
+const PD_KEY: &str = "R0UT1NGKEY0000000000000000000001";
+const V1_KEY: &str = "S3RV1CEKEY0000000000000000000001";
+const GRPC_KEY: &str = "grpc-key-000000000000001";
+
+fn config() -> String {
+    format!(
+        "integrations:
+  - {{ name: prom, kind: alertmanager, key: {AM_KEY} }}
+  - {{ name: pd, kind: pagerduty, key: {PD_KEY} }}
+  - {{ name: pd-v1, kind: pagerduty, key: {V1_KEY}, auto_resolve: true }}
+  - {{ name: batcher, kind: grpc, key: {GRPC_KEY}, category: service-outage }}
+  - {{ name: slow, kind: pagerduty, key: slow-key-00000000000001, rate_limit_per_second: 1 }}
+"
+    )
+}
+
+fn data(name: &str) -> Vec<u8> {
+    std::fs::read(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../crates/intake/tests/data")
+            .join(name),
+    )
+    .unwrap()
+}
+
+/// POSTs `body` to the stack's HTTP server; returns status, headers and JSON body.
+async fn post(
+    s: &Stack,
+    path: &str,
+    body: Vec<u8>,
+    bearer: Option<&str>,
+) -> (u16, reqwest::header::HeaderMap, Value) {
+    let mut req = reqwest::Client::new()
+        .post(format!("{}{path}", s.http))
+        .header("content-type", "application/json")
+        .body(body);
+    if let Some(token) = bearer {
+        req = req.bearer_auth(token);
+    }
+    let resp = req.send().await.unwrap();
+    let status = resp.status().as_u16();
+    let headers = resp.headers().clone();
+    let body = resp.json().await.unwrap_or(Value::Null);
+    (status, headers, body)
+}
+
+async fn incidents(s: &Stack) -> Vec<v1::Incident> {
+    s.incidents
+        .clone()
+        .list_incidents(v1::ListIncidentsRequest {
+            state: String::new(),
+            limit: 0,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .incidents
+}
+
+async fn timeline(s: &Stack, id: &str) -> Vec<(String, Value)> {
+    s.incidents
+        .clone()
+        .get_timeline(v1::GetTimelineRequest { id: id.into() })
+        .await
+        .unwrap()
+        .into_inner()
+        .entries
+        .into_iter()
+        .map(|e| (e.kind, serde_json::from_str(&e.data).unwrap_or(Value::Null)))
+        .collect()
+}
+
+/// Waits until the incidents satisfy `check`.
+async fn incidents_where(
+    s: &Stack,
+    what: &str,
+    check: impl Fn(&[v1::Incident]) -> bool,
+) -> Vec<v1::Incident> {
+    eventually(what, || async {
+        let list = incidents(s).await;
+        check(&list).then_some(list)
+    })
+    .await
+}
+
+#[tokio::test]
+async fn an_alertmanager_group_is_one_incident_whose_alerts_resolve_it() {
+    let s = Stack::start(&runbooks(), &config()).await;
+    let path = format!("/v1/webhooks/alertmanager/{AM_KEY}");
+
+    let (status, _, body) = post(&s, &path, data("alertmanager-firing.json"), None).await;
+    assert_eq!(
+        (status, &body),
+        (200, &json!({ "status": "success", "alerts": 2, "new": 2 }))
+    );
+    let list = incidents_where(&s, "the group's incident with both alerts", |l| {
+        l.len() == 1 && l[0].alert_count == 2
+    })
+    .await;
+    let inc = &list[0];
+    assert_eq!(inc.severity, 1, "the critical alert sets the severity");
+    assert_eq!(inc.source, "alertmanager/prom");
+    assert_eq!(
+        inc.labels.get("alertname").map(String::as_str),
+        Some("HighRequestLatency")
+    );
+    let t = timeline(&s, &inc.id).await;
+    let opened = &t.iter().find(|(k, _)| k == "opened").unwrap().1;
+    assert_eq!(opened["integration"], "prom");
+    assert!(
+        ["80b4132af2cfa132", "4748e09dcb9f20d2"].contains(&opened["alert_key"].as_str().unwrap())
+    );
+    assert!(opened["annotations"]["runbook_url"].is_string(), "{opened}");
+
+    // Alertmanager repeats the group on its repeat_interval: nothing new.
+    let (status, _, body) = post(&s, &path, data("alertmanager-firing.json"), None).await;
+    assert_eq!((status, body["new"].as_u64()), (200, Some(0)));
+
+    // One alert resolves: the incident stays open.
+    let (status, _, _) = post(&s, &path, data("alertmanager-partly-resolved.json"), None).await;
+    assert_eq!(status, 200);
+    eventually("the first alert resolved", || async {
+        let t = timeline(&s, &inc.id).await;
+        t.iter()
+            .any(|(k, d)| k == "alert_resolved" && d["unresolved_alerts"] == 1)
+            .then_some(())
+    })
+    .await;
+    assert_eq!(incidents(&s).await[0].state, "open");
+
+    // The rest resolves: the incident resolves itself, by the integration.
+    let (status, _, _) = post(&s, &path, data("alertmanager-resolved.json"), None).await;
+    assert_eq!(status, 200);
+    let list = incidents_where(&s, "the incident resolved", |l| l[0].state == "resolved").await;
+    assert_eq!(list.len(), 1);
+    let t = timeline(&s, &inc.id).await;
+    assert_eq!(t.iter().filter(|(k, _)| k == "alert_resolved").count(), 2);
+    assert_eq!(
+        incidents(&s).await[0].alert_count,
+        2,
+        "repeats added no alert"
+    );
+
+    // The group fires again after it resolved: a new incident.
+    let (_, _, body) = post(&s, &path, data("alertmanager-firing.json"), None).await;
+    assert_eq!(body["new"], 2);
+    incidents_where(&s, "a second incident", |l| l.len() == 2).await;
+}
+
+fn runbooks() -> std::path::PathBuf {
+    // No runbooks: these tests are about intake.
+    let dir = std::env::temp_dir().join("firebreak-e2e-no-runbooks");
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+#[tokio::test]
+async fn grafana_bearer_tokens_and_truncated_groups_are_understood() {
+    let s = Stack::start(&runbooks(), &config()).await;
+    let (status, _, body) = post(
+        &s,
+        "/v1/webhooks/alertmanager",
+        data("grafana-firing.json"),
+        Some(AM_KEY),
+    )
+    .await;
+    assert_eq!((status, body["new"].as_u64()), (200, Some(1)), "{body}");
+    let (status, _, _) = post(
+        &s,
+        &format!("/v1/webhooks/alertmanager/{AM_KEY}"),
+        data("alertmanager-truncated.json"),
+        None,
+    )
+    .await;
+    assert_eq!(status, 200);
+    let list = incidents_where(&s, "two incidents", |l| l.len() == 2).await;
+    let grafana = list.iter().find(|i| i.source == "grafana/prom").unwrap();
+    assert_eq!(
+        grafana.labels.get("alertname").map(String::as_str),
+        Some("CPUHigh")
+    );
+    let disk = list
+        .iter()
+        .find(|i| i.labels.get("alertname").map(String::as_str) == Some("DiskFull"))
+        .unwrap();
+    let t = timeline(&s, &disk.id).await;
+    let opened = &t.iter().find(|(k, _)| k == "opened").unwrap().1;
+    assert_eq!(opened["truncated_alerts"], 3, "{opened}");
+}
+
+#[tokio::test]
+async fn pagerduty_events_follow_dedup_key_semantics() {
+    let s = Stack::start(&runbooks(), &config()).await;
+    let (status, _, body) = post(&s, "/v2/enqueue", data("pagerduty-trigger.json"), None).await;
+    assert_eq!(
+        (status, &body),
+        (
+            202,
+            &json!({ "status": "success", "message": "Event processed", "dedup_key": "checkout-latency" })
+        )
+    );
+    let list = incidents_where(&s, "the incident", |l| l.len() == 1).await;
+    assert_eq!(list[0].severity, 1, "critical maps to SEV1");
+    assert_eq!(list[0].source, "pagerduty/pd");
+    // A repeated trigger with the same dedup key is the same alert.
+    let (status, _, _) = post(&s, "/v2/enqueue", data("pagerduty-trigger.json"), None).await;
+    assert_eq!(status, 202);
+
+    // A change event lands on the timeline of the integration's open incident, paging nobody.
+    let (status, _, body) = post(
+        &s,
+        "/v2/change/enqueue",
+        data("pagerduty-change.json"),
+        None,
+    )
+    .await;
+    assert_eq!((status, body["status"].as_str()), (202, Some("success")));
+    let id = list[0].id.clone();
+    eventually("the change on the timeline", || async {
+        let t = timeline(&s, &id).await;
+        t.iter()
+            .any(|(k, d)| k == "change" && d["integration"] == "pd")
+            .then_some(())
+    })
+    .await;
+
+    let (status, _, _) = post(&s, "/v2/enqueue", data("pagerduty-acknowledge.json"), None).await;
+    assert_eq!(status, 202);
+    incidents_where(&s, "acknowledged", |l| l[0].state == "acknowledged").await;
+    let (status, _, _) = post(&s, "/v2/enqueue", data("pagerduty-resolve.json"), None).await;
+    assert_eq!(status, 202);
+    let list = incidents_where(&s, "resolved", |l| l[0].state == "resolved").await;
+    assert_eq!(
+        list[0].alert_count, 1,
+        "the repeated trigger added no alert"
+    );
+    // Follow-ups for a resolved alert change nothing; a new trigger opens a new alert.
+    let (status, _, _) = post(&s, "/v2/enqueue", data("pagerduty-acknowledge.json"), None).await;
+    assert_eq!(status, 202);
+    post(&s, "/v2/enqueue", data("pagerduty-trigger.json"), None).await;
+    incidents_where(&s, "a second incident", |l| l.len() == 2).await;
+
+    // No dedup key: one is generated and returned.
+    let (status, _, body) = post(
+        &s,
+        "/v2/enqueue",
+        data("pagerduty-trigger-no-dedup.json"),
+        None,
+    )
+    .await;
+    assert_eq!(status, 202);
+    assert_eq!(body["dedup_key"].as_str().unwrap().len(), 32);
+    let list = incidents_where(&s, "a third incident", |l| l.len() == 3).await;
+    assert!(list.iter().any(|i| i.severity == 3), "warning maps to SEV3");
+
+    // The v1 API Alertmanager's pagerduty_configs use.
+    let (status, _, body) = post(
+        &s,
+        "/generic/2010-04-15/create_event.json",
+        data("pagerduty-v1-trigger.json"),
+        None,
+    )
+    .await;
+    assert_eq!(
+        (status, body["status"].as_str()),
+        (200, Some("success")),
+        "{body}"
+    );
+    incidents_where(&s, "a v1 incident", |l| l.len() == 4).await;
+    let (status, _, _) = post(
+        &s,
+        "/generic/2010-04-15/create_event.json",
+        data("pagerduty-v1-resolve.json"),
+        None,
+    )
+    .await;
+    assert_eq!(status, 200);
+    incidents_where(&s, "the v1 incident resolved", |l| {
+        l.iter()
+            .any(|i| i.source == "pagerduty/pd-v1" && i.state == "resolved")
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn bad_webhook_input_gets_a_clear_4xx_and_stores_nothing() {
+    let s = Stack::start(&runbooks(), &config()).await;
+    let am = format!("/v1/webhooks/alertmanager/{AM_KEY}");
+    let firing: Value = serde_json::from_slice(&data("alertmanager-firing.json")).unwrap();
+    let trigger: Value = serde_json::from_slice(&data("pagerduty-trigger.json")).unwrap();
+    let with = |base: &Value, path: &[&str], v: Value| {
+        let mut b = base.clone();
+        let mut at = &mut b;
+        for p in &path[..path.len() - 1] {
+            at = match p.parse::<usize>() {
+                Ok(i) => &mut at[i],
+                Err(_) => &mut at[*p],
+            };
+        }
+        at[path[path.len() - 1]] = v;
+        serde_json::to_vec(&b).unwrap()
+    };
+    let huge = format!(
+        "{{\"routing_key\":\"{PD_KEY}\",\"pad\":\"{}\"}}",
+        "x".repeat(600 * 1024)
+    );
+    let cases: Vec<(&str, String, Vec<u8>, u16, &str)> = vec![
+        (
+            "am: malformed json",
+            am.clone(),
+            b"{\"version\":".to_vec(),
+            400,
+            "body",
+        ),
+        (
+            "am: invalid utf-8",
+            am.clone(),
+            vec![0xff, 0xfe, b'{'],
+            400,
+            "body",
+        ),
+        (
+            "am: wrong type",
+            am.clone(),
+            with(&firing, &["alerts"], json!("many")),
+            400,
+            "body",
+        ),
+        (
+            "am: missing groupKey",
+            am.clone(),
+            {
+                let mut b = firing.clone();
+                b.as_object_mut().unwrap().remove("groupKey");
+                serde_json::to_vec(&b).unwrap()
+            },
+            400,
+            "groupKey",
+        ),
+        (
+            "am: version 3",
+            am.clone(),
+            with(&firing, &["version"], json!("3")),
+            400,
+            "version",
+        ),
+        (
+            "am: bad status",
+            am.clone(),
+            with(&firing, &["alerts", "0", "status"], json!("pending")),
+            400,
+            "status",
+        ),
+        (
+            "am: bad label",
+            am.clone(),
+            with(&firing, &["alerts", "1", "labels", "9bad"], json!("x")),
+            400,
+            "alert 1",
+        ),
+        (
+            "am: unknown key",
+            "/v1/webhooks/alertmanager/no-such-key-000000".into(),
+            data("alertmanager-firing.json"),
+            401,
+            "unknown integration key",
+        ),
+        (
+            "am: a pagerduty key",
+            format!("/v1/webhooks/alertmanager/{PD_KEY}"),
+            data("alertmanager-firing.json"),
+            403,
+            "kind pagerduty",
+        ),
+        (
+            "pd: malformed json",
+            "/v2/enqueue".into(),
+            b"not json".to_vec(),
+            400,
+            "body",
+        ),
+        (
+            "pd: missing routing key",
+            "/v2/enqueue".into(),
+            with(&trigger, &["routing_key"], json!("")),
+            400,
+            "routing_key",
+        ),
+        (
+            "pd: unknown routing key",
+            "/v2/enqueue".into(),
+            with(
+                &trigger,
+                &["routing_key"],
+                json!("nope-nope-nope-nope-nope"),
+            ),
+            401,
+            "unknown",
+        ),
+        (
+            "pd: an alertmanager key",
+            "/v2/enqueue".into(),
+            with(&trigger, &["routing_key"], json!(AM_KEY)),
+            403,
+            "kind alertmanager",
+        ),
+        (
+            "pd: bad action",
+            "/v2/enqueue".into(),
+            with(&trigger, &["event_action"], json!("explode")),
+            400,
+            "event_action",
+        ),
+        (
+            "pd: bad severity",
+            "/v2/enqueue".into(),
+            with(&trigger, &["payload", "severity"], json!("fatal")),
+            400,
+            "severity",
+        ),
+        (
+            "pd: long summary",
+            "/v2/enqueue".into(),
+            with(&trigger, &["payload", "summary"], json!("s".repeat(1025))),
+            400,
+            "summary",
+        ),
+        (
+            "pd: long dedup key",
+            "/v2/enqueue".into(),
+            with(&trigger, &["dedup_key"], json!("d".repeat(256))),
+            400,
+            "dedup_key",
+        ),
+        (
+            "pd: no payload",
+            "/v2/enqueue".into(),
+            with(&trigger, &["payload"], Value::Null),
+            400,
+            "payload",
+        ),
+        (
+            "pd: resolve without key",
+            "/v2/enqueue".into(),
+            serde_json::to_vec(&json!({ "routing_key": PD_KEY, "event_action": "resolve" }))
+                .unwrap(),
+            400,
+            "dedup_key",
+        ),
+        (
+            "pd: body over 512 KB",
+            "/v2/enqueue".into(),
+            huge.into_bytes(),
+            413,
+            "",
+        ),
+        (
+            "change: no summary",
+            "/v2/change/enqueue".into(),
+            serde_json::to_vec(&json!({ "routing_key": PD_KEY, "payload": {} })).unwrap(),
+            400,
+            "summary",
+        ),
+        (
+            "v1: bad event type",
+            "/generic/2010-04-15/create_event.json".into(),
+            serde_json::to_vec(&json!({ "service_key": V1_KEY, "event_type": "boom" })).unwrap(),
+            400,
+            "event_type",
+        ),
+        (
+            "v1: no description",
+            "/generic/2010-04-15/create_event.json".into(),
+            serde_json::to_vec(&json!({ "service_key": V1_KEY, "event_type": "trigger" })).unwrap(),
+            400,
+            "description",
+        ),
+    ];
+    for (name, path, body, want, says) in cases {
+        let (status, _, answer) = post(&s, &path, body, None).await;
+        assert_eq!(status, want, "{name}: {answer}");
+        if want != 413 {
+            assert!(
+                answer.to_string().contains(says),
+                "{name}: {answer} lacks {says:?}"
+            );
+        }
+    }
+    // A good call after all of them: its incident is the only one. The alerts stream is
+    // consumed in order, so an alert a bad call had stored would have made its incident
+    // before this one.
+    let (status, _, _) = post(&s, "/v2/enqueue", data("pagerduty-trigger.json"), None).await;
+    assert_eq!(status, 202);
+    let list = incidents_where(&s, "the good incident", |l| !l.is_empty()).await;
+    assert_eq!(list.len(), 1, "{list:?}");
+    assert_eq!(list[0].source, "pagerduty/pd");
+}
+
+#[tokio::test]
+async fn an_integration_over_its_rate_gets_429_with_retry_after() {
+    let s = Stack::start(&runbooks(), &config()).await;
+    let mut trigger: Value = serde_json::from_slice(&data("pagerduty-trigger.json")).unwrap();
+    trigger["routing_key"] = json!("slow-key-00000000000001");
+    let body = serde_json::to_vec(&trigger).unwrap();
+    let (first, _, _) = post(&s, "/v2/enqueue", body.clone(), None).await;
+    let (second, headers, answer) = post(&s, "/v2/enqueue", body, None).await;
+    assert_eq!(first, 202);
+    assert_eq!(second, 429, "{answer}");
+    assert_eq!(headers.get("retry-after").unwrap(), "1");
+}
+
+fn grpc_alert(title: &str, key: &str) -> AlertInput {
+    AlertInput {
+        title: title.into(),
+        alert_key: key.into(),
+        source: "batch".into(),
+        dedup_key: format!("batch-{key}"),
+        ..Default::default()
+    }
+}
+
+fn authed<T>(msg: T, token: &str) -> tonic::Request<T> {
+    let mut req = tonic::Request::new(msg);
+    req.metadata_mut()
+        .insert("authorization", format!("Bearer {token}").parse().unwrap());
+    req
+}
+
+#[tokio::test]
+async fn grpc_batches_report_per_alert_and_retries_return_the_first_answer() {
+    let mut s = Stack::start(&runbooks(), &config()).await;
+    let batch = v1::RaiseAlertsRequest {
+        alerts: vec![
+            grpc_alert("checkout down", "a"),
+            grpc_alert("  ", "b"),
+            grpc_alert("payments down", "c"),
+        ],
+        idempotency_key: "batch-1".into(),
+    };
+    let first = s
+        .intake
+        .raise_alerts(authed(batch.clone(), GRPC_KEY))
+        .await
+        .unwrap()
+        .into_inner()
+        .results;
+    assert_eq!(first.len(), 3);
+    assert!(first[0].error.is_empty() && !first[0].alert_id.is_empty());
+    assert!(
+        first[1].alert_id.is_empty() && first[1].error.contains("title"),
+        "{:?}",
+        first[1]
+    );
+    assert!(first[2].error.is_empty());
+    // The retry gets the same answer and stores nothing new.
+    let again = s
+        .intake
+        .raise_alerts(authed(batch, GRPC_KEY))
+        .await
+        .unwrap()
+        .into_inner()
+        .results;
+    assert_eq!(again, first);
+    let list = incidents_where(&s, "two incidents", |l| l.len() == 2).await;
+    assert!(
+        list.iter().all(|i| i.category == "service-outage"),
+        "the integration's category hint"
+    );
+    // A repeat of a firing alert key is a duplicate, not a new alert.
+    let dup = s
+        .intake
+        .raise_alerts(authed(
+            v1::RaiseAlertsRequest {
+                alerts: vec![grpc_alert("checkout down", "a")],
+                idempotency_key: String::new(),
+            },
+            GRPC_KEY,
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .results;
+    assert!(dup[0].duplicate);
+    assert_eq!(dup[0].alert_id, first[0].alert_id);
+
+    // Resolving by alert key resolves the incident (its only alert).
+    let resolved = s
+        .intake
+        .resolve_alert(authed(
+            v1::ResolveAlertRequest {
+                alert_key: "a".into(),
+                idempotency_key: String::new(),
+            },
+            GRPC_KEY,
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(resolved.alert_id, first[0].alert_id);
+    incidents_where(&s, "one resolved", |l| {
+        l.iter().any(|i| i.state == "resolved")
+    })
+    .await;
+
+    // Unknown and wrong-kind tokens are refused.
+    let unknown = s
+        .intake
+        .raise_alerts(authed(
+            v1::RaiseAlertsRequest {
+                alerts: vec![grpc_alert("x", "z")],
+                idempotency_key: String::new(),
+            },
+            "not-a-real-key-at-all",
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(unknown.code(), Code::Unauthenticated);
+    let wrong = s
+        .intake
+        .raise_alerts(authed(
+            v1::RaiseAlertsRequest {
+                alerts: vec![grpc_alert("x", "z")],
+                idempotency_key: String::new(),
+            },
+            AM_KEY,
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(wrong.code(), Code::PermissionDenied);
+    let empty = s
+        .intake
+        .raise_alerts(v1::RaiseAlertsRequest::default())
+        .await
+        .unwrap_err();
+    assert_eq!(empty.code(), Code::InvalidArgument);
+}
+
+#[tokio::test]
+async fn integrations_created_at_run_time_authenticate_until_deleted() {
+    let s = Stack::start(&runbooks(), &config()).await;
+    let channel = tonic::transport::Endpoint::from_shared(s.grpc.clone())
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut api = IntegrationServiceClient::new(channel);
+    let created = api
+        .create_integration(v1::CreateIntegrationRequest {
+            name: "staging-prom".into(),
+            kind: "alertmanager".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .integration
+        .unwrap();
+    assert_eq!(created.key.len(), 32);
+    let path = format!("/v1/webhooks/alertmanager/{}", created.key);
+    let (status, _, _) = post(&s, &path, data("alertmanager-truncated.json"), None).await;
+    assert_eq!(status, 200);
+    let listed = api
+        .list_integrations(v1::ListIntegrationsRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .integrations;
+    let mine = listed.iter().find(|i| i.name == "staging-prom").unwrap();
+    assert_eq!(mine.origin, "runtime");
+    assert!(
+        !mine.key.contains(&created.key),
+        "keys are masked when listed"
+    );
+    // Declared integrations are GitOps-managed: not deletable here.
+    let declared = api
+        .delete_integration(v1::DeleteIntegrationRequest {
+            name: "prom".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(declared.code(), Code::FailedPrecondition);
+    let dup = api
+        .create_integration(v1::CreateIntegrationRequest {
+            name: "staging-prom".into(),
+            kind: "alertmanager".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(dup.code(), Code::AlreadyExists);
+    let bad = api
+        .create_integration(v1::CreateIntegrationRequest {
+            name: "x".into(),
+            kind: "nagios".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(bad.code(), Code::InvalidArgument);
+    api.delete_integration(v1::DeleteIntegrationRequest {
+        name: "staging-prom".into(),
+    })
+    .await
+    .unwrap();
+    let (status, _, _) = post(&s, &path, data("alertmanager-truncated.json"), None).await;
+    assert_eq!(status, 401);
+}
