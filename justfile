@@ -4,9 +4,14 @@
 run *ARGS:
     cargo run -p firebreak -- up {{ARGS}}
 
-# Run every test (unit, integration, end-to-end).
+# Run every test (unit, integration, end-to-end). One drives the real Alertmanager:
+# `just test-deps` installs it on Debian/Ubuntu.
 test:
     cargo test --workspace --locked
+
+# What the tests need besides Rust: Prometheus Alertmanager (Debian's package).
+test-deps:
+    command -v prometheus-alertmanager || (sudo apt-get update && sudo apt-get install -y prometheus-alertmanager)
 
 # Lint: formatting and clippy with warnings as errors.
 lint:

@@ -713,3 +713,144 @@ async fn integrations_created_at_run_time_authenticate_until_deleted() {
     let (status, _, _) = post(&s, &path, data("alertmanager-truncated.json"), None).await;
     assert_eq!(status, 401);
 }
+
+/// A `prometheus-alertmanager` process on a free port, sending to Firebreak; killed on drop.
+struct Alertmanager {
+    child: std::process::Child,
+    url: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Alertmanager {
+    /// Alertmanager with the README's receiver (pointed at this stack) as its only route.
+    fn start(firebreak_http: &str) -> Self {
+        let bin = std::env::var("FIREBREAK_ALERTMANAGER_BIN")
+            .unwrap_or_else(|_| "prometheus-alertmanager".into());
+        let dir = tempfile::tempdir().unwrap();
+        let config = dir.path().join("alertmanager.yml");
+        let readme = std::fs::read_to_string(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../README.md"),
+        )
+        .unwrap();
+        let receivers = readme
+            .split("**Prometheus Alertmanager**")
+            .nth(1)
+            .and_then(|rest| rest.split("```yaml\n").nth(1))
+            .and_then(|block| block.split("```").next())
+            .expect("the README shows an Alertmanager receiver")
+            .replace("http://firebreak.example.com:7401", firebreak_http)
+            .replace("KEY", AM_KEY);
+        std::fs::write(
+            &config,
+            format!(
+                "route:\n  receiver: firebreak\n  group_by: [alertname, service]\n  group_wait: 1s\n  group_interval: 1s\n  repeat_interval: 1h\n{receivers}"
+            ),
+        )
+        .unwrap();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let child = std::process::Command::new(&bin)
+            .arg(format!("--config.file={}", config.display()))
+            .arg(format!("--storage.path={}", dir.path().join("data").display()))
+            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+            .arg("--cluster.listen-address=")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!("cannot run {bin}: {e}. Install it (Debian: apt-get install prometheus-alertmanager) or set FIREBREAK_ALERTMANAGER_BIN")
+            });
+        Self {
+            child,
+            url: format!("http://127.0.0.1:{port}"),
+            _dir: dir,
+        }
+    }
+
+    /// Posts one alert to Alertmanager's API; `ends` in the past resolves it.
+    async fn alert(&self, ends: Option<&str>) -> u16 {
+        let mut alert = json!({
+            "labels": { "alertname": "CheckoutErrors", "service": "checkout", "severity": "critical" },
+            "annotations": { "summary": "checkout returns 5xx" },
+        });
+        if let Some(ends) = ends {
+            alert["endsAt"] = json!(ends);
+        }
+        let client = reqwest::Client::new();
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(20);
+        loop {
+            // Alertmanager takes a moment to listen.
+            match client
+                .post(format!("{}/api/v2/alerts", self.url))
+                .json(&json!([alert]))
+                .send()
+                .await
+            {
+                Ok(r) => return r.status().as_u16(),
+                Err(e) => {
+                    assert!(
+                        tokio::time::Instant::now() < deadline,
+                        "alertmanager is not up: {e}"
+                    );
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                }
+            }
+        }
+    }
+}
+
+impl Drop for Alertmanager {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Polls for up to 30 s: Alertmanager batches by its group intervals.
+async fn within_30s<T, F: std::future::Future<Output = Option<T>>>(
+    what: &str,
+    mut f: impl FnMut() -> F,
+) -> T {
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        if let Some(v) = f().await {
+            return v;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test]
+async fn the_real_alertmanager_raises_and_resolves_incidents() {
+    let s = Stack::start(&runbooks(), &config()).await;
+    let am = Alertmanager::start(&s.http);
+    assert_eq!(am.alert(None).await, 200);
+    let list = within_30s("the incident from Alertmanager", || async {
+        let l = incidents(&s).await;
+        (!l.is_empty()).then_some(l)
+    })
+    .await;
+    assert_eq!(list.len(), 1);
+    assert_eq!(list[0].title, "checkout returns 5xx");
+    assert_eq!(list[0].severity, 1);
+    assert_eq!(list[0].source, "alertmanager/prom");
+
+    // Ending the alert: Alertmanager sends the resolved group, the incident resolves.
+    let past = time::OffsetDateTime::now_utc() - time::Duration::seconds(1);
+    let past = past
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap();
+    assert_eq!(am.alert(Some(&past)).await, 200);
+    within_30s("the incident resolved", || async {
+        let l = incidents(&s).await;
+        (l.len() == 1 && l[0].state == "resolved").then_some(())
+    })
+    .await;
+}
