@@ -30,6 +30,7 @@ check-runbooks:
 test-runbooks:
     cargo run -q -p firebreak -- runbook test runbooks --require-tests
 
-# Benchmarks (release build): runbook step overhead and runs/s in embedded mode.
+# Benchmarks (release build): intake throughput and ack latency, runbook step overhead.
 bench:
+    cargo bench -p firebreak-e2e --bench intake
     cargo bench -p firebreak-e2e --bench runbook_steps

@@ -4,8 +4,13 @@
 use firebreak_bus::{outbox_event, streams};
 use firebreak_domain::{AlertId, Labels, Signal, SignalInput};
 use firebreak_proto::v1::{self, event::Payload};
-use firebreak_storage::{AlertRecord, IntakeTx};
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use firebreak_bus::RelayHandle;
+use firebreak_storage::{AlertRecord, IntakeStore, OutboxEvent};
 use serde::{Deserialize, Serialize};
+use tokio::sync::{mpsc, oneshot};
 
 use crate::{IngestError, Intake};
 
@@ -53,9 +58,51 @@ pub struct Source<'a> {
 
 const MAX_ALERT_KEY: usize = 255;
 
+/// A call waiting for the writer.
+pub(crate) struct Job {
+    integration: String,
+    auto_resolve: bool,
+    items: Vec<(Incoming, Result<Option<Signal>, String>)>,
+    idempotency_key: Option<String>,
+    reply: oneshot::Sender<Result<Vec<Outcome>, IngestError>>,
+}
+
+/// Alerts one transaction takes at most; the calls beyond wait for the next.
+const GROUP_ITEMS: usize = 4000;
+
+/// Rows a transaction writes at its end, in a few statements, and the alert keys it read
+/// at its start: what each (integration, key) names, as the group's signals change it.
+#[derive(Default)]
+struct Pending {
+    alerts: Vec<AlertRecord>,
+    events: Vec<OutboxEvent>,
+    keys: HashMap<(String, String), (String, String)>,
+    changed: Vec<(String, String)>,
+}
+
+impl Pending {
+    fn key(&self, integration: &str, key: &str) -> Option<(String, String)> {
+        if key.is_empty() {
+            return None;
+        }
+        self.keys
+            .get(&(integration.to_owned(), key.to_owned()))
+            .cloned()
+    }
+
+    fn set_key(&mut self, integration: &str, key: &str, alert_id: &str, state: &str) {
+        let k = (integration.to_owned(), key.to_owned());
+        if !self.changed.contains(&k) {
+            self.changed.push(k.clone());
+        }
+        self.keys.insert(k, (alert_id.to_owned(), state.to_owned()));
+    }
+}
+
 impl Intake {
-    /// Stores a batch: each valid signal with its event, all in one transaction, committed
-    /// before this returns. With an idempotency key, a retry returns the first outcome.
+    /// Stores a batch: each valid signal with its event, committed before this returns.
+    /// With an idempotency key, a retry returns the first outcome. Concurrent calls share
+    /// transactions (group commit): the writer takes every call waiting when it starts one.
     pub async fn ingest(
         &self,
         source: Source<'_>,
@@ -63,42 +110,29 @@ impl Intake {
         idempotency_key: Option<&str>,
     ) -> Result<Vec<Outcome>, IngestError> {
         // Validation needs no transaction: bad signals never reach the database.
-        let checked: Vec<Result<Option<Signal>, String>> =
-            batch.iter().map(|i| self.check(i)).collect();
-        let mut tx = self.store.begin().await.map_err(IngestError::storage)?;
-        let idem = idempotency_key.map(|k| format!("{}:{k}", source.integration));
-        if let Some(key) = &idem
-            && let Some(bytes) = tx.idempotent(key).await.map_err(IngestError::storage)?
-        {
-            return serde_json::from_slice(&bytes)
-                .map_err(|e| IngestError::Storage(format!("stored response: {e}")));
-        }
-        let now = firebreak_domain::now();
-        let received_at = (now.unix_timestamp_nanos() / 1_000) as i64;
-        let mut outcomes = Vec::with_capacity(batch.len());
-        for (item, checked) in batch.into_iter().zip(checked) {
-            let outcome = match checked {
-                Err(error) => Outcome {
-                    alert_id: String::new(),
-                    error: Some(error),
-                    duplicate: false,
-                    received: None,
-                },
-                Ok(signal) => self
-                    .apply(&mut *tx, &source, item, signal, received_at)
-                    .await
-                    .map_err(IngestError::storage)?,
-            };
-            outcomes.push(outcome);
-        }
-        if let Some(key) = &idem {
-            let bytes = serde_json::to_vec(&outcomes).unwrap_or_default();
-            tx.remember(key, &bytes)
-                .await
-                .map_err(IngestError::storage)?;
-        }
-        tx.commit().await.map_err(IngestError::storage)?;
-        self.relay.wake();
+        let items = batch
+            .into_iter()
+            .map(|i| {
+                let checked = self.check(&i);
+                (i, checked)
+            })
+            .collect();
+        let (reply, answer) = oneshot::channel();
+        let job = Job {
+            integration: source.integration.to_owned(),
+            auto_resolve: source.auto_resolve,
+            items,
+            idempotency_key: idempotency_key.map(|k| format!("{}:{k}", source.integration)),
+            reply,
+        };
+        // The queue is bounded: when it is full, the caller hears so at once.
+        self.jobs.try_send(job).map_err(|_| {
+            firebreak_telemetry::metrics().intake_overloaded.inc();
+            IngestError::Overloaded
+        })?;
+        let outcomes = answer
+            .await
+            .map_err(|_| IngestError::Storage("intake's writer stopped".into()))??;
         let m = firebreak_telemetry::metrics();
         for o in &outcomes {
             if o.received.is_some() {
@@ -107,7 +141,113 @@ impl Intake {
         }
         Ok(outcomes)
     }
+}
 
+/// The writer: takes the calls waiting, stores them in one transaction, answers each.
+pub(crate) async fn writer(
+    store: Arc<dyn IntakeStore>,
+    relay: RelayHandle,
+    mut jobs: mpsc::Receiver<Job>,
+) {
+    while let Some(first) = jobs.recv().await {
+        let mut group = vec![first];
+        let mut items = group[0].items.len();
+        while items < GROUP_ITEMS {
+            match jobs.try_recv() {
+                Ok(job) => {
+                    items += job.items.len();
+                    group.push(job);
+                }
+                Err(_) => break,
+            }
+        }
+        match commit_group(store.as_ref(), &mut group).await {
+            Ok(results) => {
+                relay.wake();
+                for (job, outcomes) in group.into_iter().zip(results) {
+                    let _ = job.reply.send(Ok(outcomes));
+                }
+            }
+            Err(e) => {
+                tracing::error!(error = %e, calls = group.len(), "storing alerts failed");
+                for job in group {
+                    let _ = job.reply.send(Err(IngestError::Storage(e.to_string())));
+                }
+            }
+        }
+    }
+}
+
+async fn commit_group(
+    store: &dyn IntakeStore,
+    group: &mut [Job],
+) -> firebreak_storage::Result<Vec<Vec<Outcome>>> {
+    let mut tx = store.begin().await?;
+    let now = firebreak_domain::now();
+    let received_at = (now.unix_timestamp_nanos() / 1_000) as i64;
+    let mut pending = Pending::default();
+    // One read for every alert key the group names.
+    let mut pairs: Vec<(String, String)> = group
+        .iter()
+        .flat_map(|job| {
+            job.items
+                .iter()
+                .map(|(item, _)| (job.integration.clone(), item.alert_key.trim().to_owned()))
+        })
+        .filter(|(_, key)| !key.is_empty())
+        .collect();
+    pairs.sort_unstable();
+    pairs.dedup();
+    for (integration, key, id, state) in tx.alert_keys(&pairs).await? {
+        pending.keys.insert((integration, key), (id, state));
+    }
+    let mut results = Vec::with_capacity(group.len());
+    for job in group.iter_mut() {
+        if let Some(key) = &job.idempotency_key
+            && let Some(bytes) = tx.idempotent(key).await?
+        {
+            let first = serde_json::from_slice(&bytes)
+                .map_err(|e| firebreak_storage::Error::Corrupt(format!("stored response: {e}")))?;
+            results.push(first);
+            continue;
+        }
+        let source = Source {
+            integration: &job.integration,
+            auto_resolve: job.auto_resolve,
+        };
+        let mut outcomes = Vec::with_capacity(job.items.len());
+        for (item, checked) in std::mem::take(&mut job.items) {
+            outcomes.push(match checked {
+                Err(error) => Outcome {
+                    alert_id: String::new(),
+                    error: Some(error),
+                    duplicate: false,
+                    received: None,
+                },
+                Ok(signal) => apply(&mut pending, &source, item, signal, received_at),
+            });
+        }
+        if let Some(key) = &job.idempotency_key {
+            let bytes = serde_json::to_vec(&outcomes).unwrap_or_default();
+            tx.remember(key, &bytes).await?;
+        }
+        results.push(outcomes);
+    }
+    let keys: Vec<_> = pending
+        .changed
+        .iter()
+        .filter_map(|k| {
+            let (id, state) = pending.keys.get(k)?;
+            Some((k.0.clone(), k.1.clone(), id.clone(), state.clone()))
+        })
+        .collect();
+    tx.set_alert_keys(&keys).await?;
+    tx.insert_alerts(&pending.alerts, &pending.events).await?;
+    tx.commit().await?;
+    Ok(results)
+}
+
+impl Intake {
     /// Validates a signal; a trigger yields its parsed form.
     pub(crate) fn check(&self, item: &Incoming) -> Result<Option<Signal>, String> {
         if item.alert_key.len() > MAX_ALERT_KEY {
@@ -133,106 +273,98 @@ impl Intake {
         }
         Ok(Some(signal))
     }
+}
 
-    async fn apply(
-        &self,
-        tx: &mut dyn IntakeTx,
-        source: &Source<'_>,
-        item: Incoming,
-        signal: Option<Signal>,
-        received_at: i64,
-    ) -> firebreak_storage::Result<Outcome> {
-        let key = item.alert_key.trim();
-        let current = if key.is_empty() {
-            None
-        } else {
-            tx.alert_key(source.integration, key).await?
-        };
-        let outcome = |alert_id: String, duplicate: bool| Outcome {
-            alert_id,
-            error: None,
-            duplicate,
-            received: None,
-        };
-        match (item.action, signal) {
-            (Action::Trigger, Some(signal)) => {
-                if let Some((id, state)) = current
-                    && state != "resolved"
-                {
-                    // A repeat (Alertmanager's repeat_interval, a retried send): same alert.
-                    return Ok(outcome(id, true));
-                }
-                let record = AlertRecord {
-                    id: AlertId::new().to_string(),
-                    received_at,
-                    source: signal.source,
-                    title: signal.title,
-                    description: signal.description,
-                    severity: signal.severity.map_or(0, |s| u32::from(s.level())),
-                    category: signal.category.unwrap_or_default(),
-                    labels: signal.labels,
-                    dedup_key: signal.dedup_key,
-                    annotations: item.annotations,
-                    integration: source.integration.to_owned(),
-                    alert_key: key.to_owned(),
-                };
-                tx.insert_alert(&record).await?;
-                if !key.is_empty() {
-                    tx.set_alert_key(source.integration, key, &record.id, "firing")
-                        .await?;
-                }
-                let received = received_message(&record, item.truncated);
-                tx.enqueue(&outbox_event(
-                    streams::ALERTS,
-                    "alerts.received",
-                    Payload::AlertReceived(received.clone()),
-                ))
-                .await?;
-                Ok(Outcome {
-                    received: Some(received),
-                    ..outcome(record.id, false)
-                })
+/// Applies one signal: alert-key bookkeeping now, rows and events into `pending` (in order,
+/// so a resolve never overtakes the trigger it follows).
+fn apply(
+    pending: &mut Pending,
+    source: &Source<'_>,
+    item: Incoming,
+    signal: Option<Signal>,
+    received_at: i64,
+) -> Outcome {
+    let key = item.alert_key.trim();
+    let current = pending.key(source.integration, key);
+    let outcome = |alert_id: String, duplicate: bool| Outcome {
+        alert_id,
+        error: None,
+        duplicate,
+        received: None,
+    };
+    match (item.action, signal) {
+        (Action::Trigger, Some(signal)) => {
+            if let Some((id, state)) = current
+                && state != "resolved"
+            {
+                // A repeat (Alertmanager's repeat_interval, a retried send): same alert.
+                return outcome(id, true);
             }
-            (Action::Acknowledge, _) => match current {
-                Some((id, state)) if state == "firing" => {
-                    tx.set_alert_key(source.integration, key, &id, "acknowledged")
-                        .await?;
-                    tx.enqueue(&outbox_event(
-                        streams::ALERTS,
-                        "alerts.acknowledged",
-                        Payload::AlertAcknowledged(v1::AlertAcknowledged {
-                            alert_id: id.clone(),
-                            integration: source.integration.to_owned(),
-                        }),
-                    ))
-                    .await?;
-                    Ok(outcome(id, false))
-                }
-                // Acknowledging an acknowledged, resolved or unknown alert changes nothing.
-                Some((id, _)) => Ok(outcome(id, true)),
-                None => Ok(outcome(String::new(), false)),
-            },
-            (Action::Resolve, _) => match current {
-                Some((id, state)) if state != "resolved" => {
-                    tx.set_alert_key(source.integration, key, &id, "resolved")
-                        .await?;
-                    tx.enqueue(&outbox_event(
-                        streams::ALERTS,
-                        "alerts.resolved",
-                        Payload::AlertResolved(v1::AlertResolved {
-                            alert_id: id.clone(),
-                            integration: source.integration.to_owned(),
-                            auto_resolve: source.auto_resolve,
-                        }),
-                    ))
-                    .await?;
-                    Ok(outcome(id, false))
-                }
-                Some((id, _)) => Ok(outcome(id, true)),
-                None => Ok(outcome(String::new(), false)),
-            },
-            (Action::Trigger, None) => Ok(outcome(String::new(), false)),
+            let record = AlertRecord {
+                id: AlertId::new().to_string(),
+                received_at,
+                source: signal.source,
+                title: signal.title,
+                description: signal.description,
+                severity: signal.severity.map_or(0, |s| u32::from(s.level())),
+                category: signal.category.unwrap_or_default(),
+                labels: signal.labels,
+                dedup_key: signal.dedup_key,
+                annotations: item.annotations,
+                integration: source.integration.to_owned(),
+                alert_key: key.to_owned(),
+            };
+            if !key.is_empty() {
+                pending.set_key(source.integration, key, &record.id, "firing");
+            }
+            let received = received_message(&record, item.truncated);
+            pending.events.push(outbox_event(
+                streams::ALERTS,
+                "alerts.received",
+                Payload::AlertReceived(received.clone()),
+            ));
+            let id = record.id.clone();
+            pending.alerts.push(record);
+            Outcome {
+                received: Some(received),
+                ..outcome(id, false)
+            }
         }
+        (Action::Acknowledge, _) => match current {
+            Some((id, state)) if state == "firing" => {
+                pending.set_key(source.integration, key, &id, "acknowledged");
+                pending.events.push(outbox_event(
+                    streams::ALERTS,
+                    "alerts.acknowledged",
+                    Payload::AlertAcknowledged(v1::AlertAcknowledged {
+                        alert_id: id.clone(),
+                        integration: source.integration.to_owned(),
+                    }),
+                ));
+                outcome(id, false)
+            }
+            // Acknowledging an acknowledged, resolved or unknown alert changes nothing.
+            Some((id, _)) => outcome(id, true),
+            None => outcome(String::new(), false),
+        },
+        (Action::Resolve, _) => match current {
+            Some((id, state)) if state != "resolved" => {
+                pending.set_key(source.integration, key, &id, "resolved");
+                pending.events.push(outbox_event(
+                    streams::ALERTS,
+                    "alerts.resolved",
+                    Payload::AlertResolved(v1::AlertResolved {
+                        alert_id: id.clone(),
+                        integration: source.integration.to_owned(),
+                        auto_resolve: source.auto_resolve,
+                    }),
+                ));
+                outcome(id, false)
+            }
+            Some((id, _)) => outcome(id, true),
+            None => outcome(String::new(), false),
+        },
+        (Action::Trigger, None) => outcome(String::new(), false),
     }
 }
 

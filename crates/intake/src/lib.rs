@@ -18,7 +18,7 @@ use firebreak_bus::{Bus, Relay, RelayHandle};
 use firebreak_domain::Taxonomy;
 use firebreak_proto::v1::incident_service_client::IncidentServiceClient;
 use firebreak_storage::IntakeStore;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::Channel;
@@ -29,6 +29,8 @@ pub use integrations::{AuthError, Integration, IntegrationKind, Registry, new_ke
 
 /// Calls (gRPC or HTTP) storing at once; more wait for nothing and are told to retry.
 pub const MAX_IN_FLIGHT: usize = 512;
+/// Calls queued for the writer.
+const MAX_QUEUED: usize = 1024;
 
 /// Why a batch was not stored.
 #[derive(Debug, thiserror::Error)]
@@ -58,6 +60,8 @@ pub struct Intake {
     triage: IncidentServiceClient<Channel>,
     registry: Registry,
     in_flight: Arc<Semaphore>,
+    /// Calls waiting for the writer; bounded, so overload is refused, not queued.
+    jobs: mpsc::Sender<ingest::Job>,
 }
 
 impl Intake {
@@ -69,14 +73,19 @@ impl Intake {
         triage: Channel,
         registry: Registry,
     ) -> Self {
+        let relay = RelayHandle::default();
+        let (jobs, queue) = mpsc::channel(MAX_QUEUED);
+        // The writer ends when the last clone of this service is gone.
+        tokio::spawn(ingest::writer(store.clone(), relay.clone(), queue));
         Self {
             store,
             bus,
-            relay: RelayHandle::default(),
+            relay,
             taxonomy: Arc::new(taxonomy),
             triage: IncidentServiceClient::new(triage),
             registry,
             in_flight: Arc::new(Semaphore::new(MAX_IN_FLIGHT)),
+            jobs,
         }
     }
 

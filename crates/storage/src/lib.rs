@@ -43,22 +43,21 @@ pub trait IntakeStore: Outbox {
     async fn count_alerts(&self) -> Result<i64>;
 }
 
+/// (integration, alert key, alert id, state).
+pub type AlertKeyRow = (String, String, String, String);
+
 /// One write transaction of intake.
 #[async_trait]
 pub trait IntakeTx: Send {
-    /// The alert an integration's key currently names, with its state (firing,
-    /// acknowledged, resolved).
-    async fn alert_key(&mut self, integration: &str, key: &str)
-    -> Result<Option<(String, String)>>;
-    /// Points an integration's key at an alert in `state`.
-    async fn set_alert_key(
-        &mut self,
-        integration: &str,
-        key: &str,
-        alert_id: &str,
-        state: &str,
-    ) -> Result<()>;
+    /// What these (integration, alert key) pairs name now: rows of (integration, key,
+    /// alert id, state), state being firing, acknowledged or resolved; absent pairs have none.
+    async fn alert_keys(&mut self, pairs: &[(String, String)]) -> Result<Vec<AlertKeyRow>>;
+    /// Points (integration, alert key) pairs at alerts in a state.
+    async fn set_alert_keys(&mut self, rows: &[AlertKeyRow]) -> Result<()>;
     async fn insert_alert(&mut self, alert: &AlertRecord) -> Result<()>;
+    /// Inserts alerts and their events with a few statements, however many there are.
+    async fn insert_alerts(&mut self, alerts: &[AlertRecord], events: &[OutboxEvent])
+    -> Result<()>;
     /// The response stored for an idempotency key, if the call was made before.
     async fn idempotent(&mut self, key: &str) -> Result<Option<Vec<u8>>>;
     /// Stores the response of a call with an idempotency key.

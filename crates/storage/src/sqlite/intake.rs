@@ -7,7 +7,9 @@ use sqlx::sqlite::{SqlitePool, SqliteRow};
 use sqlx::{Row, Sqlite, SqliteConnection, Transaction};
 
 use super::{Migration, OUTBOX, conflict, enqueue, from_json, impl_outbox, json_text, now_micros};
-use crate::{AlertRecord, IntakeStore, IntakeTx, IntegrationRecord, OutboxEvent, Result};
+use crate::{
+    AlertKeyRow, AlertRecord, IntakeStore, IntakeTx, IntegrationRecord, OutboxEvent, Result,
+};
 
 const MIGRATIONS: &[Migration] = &[
     Migration {
@@ -184,48 +186,101 @@ struct SqliteIntakeTx {
 
 #[async_trait]
 impl IntakeTx for SqliteIntakeTx {
-    async fn alert_key(
-        &mut self,
-        integration: &str,
-        key: &str,
-    ) -> Result<Option<(String, String)>> {
-        let row = sqlx::query(
-            "SELECT alert_id, state FROM alert_keys WHERE integration = ? AND alert_key = ?",
-        )
-        .bind(integration)
-        .bind(key)
-        .fetch_optional(&mut *self.tx)
-        .await?;
-        Ok(match row {
-            Some(r) => Some((r.try_get(0)?, r.try_get(1)?)),
-            None => None,
-        })
+    async fn alert_keys(&mut self, pairs: &[(String, String)]) -> Result<Vec<AlertKeyRow>> {
+        let mut out = Vec::new();
+        for chunk in pairs.chunks(500) {
+            let mut q = sqlx::QueryBuilder::<Sqlite>::new(
+                "SELECT integration, alert_key, alert_id, state FROM alert_keys
+                 WHERE (integration, alert_key) IN (",
+            );
+            let mut sep = q.separated(", ");
+            for (integration, key) in chunk {
+                sep.push("(")
+                    .push_bind_unseparated(integration)
+                    .push_unseparated(", ")
+                    .push_bind_unseparated(key)
+                    .push_unseparated(")");
+            }
+            q.push(")");
+            for r in q.build().fetch_all(&mut *self.tx).await? {
+                out.push((r.try_get(0)?, r.try_get(1)?, r.try_get(2)?, r.try_get(3)?));
+            }
+        }
+        Ok(out)
     }
 
-    async fn set_alert_key(
-        &mut self,
-        integration: &str,
-        key: &str,
-        alert_id: &str,
-        state: &str,
-    ) -> Result<()> {
-        sqlx::query(
-            "INSERT INTO alert_keys (integration, alert_key, alert_id, state, updated_at) VALUES (?, ?, ?, ?, ?)
-             ON CONFLICT (integration, alert_key) DO UPDATE SET alert_id = excluded.alert_id,
-                state = excluded.state, updated_at = excluded.updated_at",
-        )
-        .bind(integration)
-        .bind(key)
-        .bind(alert_id)
-        .bind(state)
-        .bind(now_micros())
-        .execute(&mut *self.tx)
-        .await?;
+    async fn set_alert_keys(&mut self, rows: &[AlertKeyRow]) -> Result<()> {
+        let now = now_micros();
+        for chunk in rows.chunks(1000) {
+            let mut q = sqlx::QueryBuilder::<Sqlite>::new(
+                "INSERT INTO alert_keys (integration, alert_key, alert_id, state, updated_at) ",
+            );
+            q.push_values(chunk, |mut b, (integration, key, id, state)| {
+                b.push_bind(integration)
+                    .push_bind(key)
+                    .push_bind(id)
+                    .push_bind(state)
+                    .push_bind(now);
+            });
+            q.push(
+                " ON CONFLICT (integration, alert_key) DO UPDATE SET alert_id = excluded.alert_id,
+                    state = excluded.state, updated_at = excluded.updated_at",
+            );
+            q.build().execute(&mut *self.tx).await?;
+        }
         Ok(())
     }
 
     async fn insert_alert(&mut self, alert: &AlertRecord) -> Result<()> {
         insert_alert(&mut self.tx, alert).await
+    }
+
+    async fn insert_alerts(
+        &mut self,
+        alerts: &[AlertRecord],
+        events: &[OutboxEvent],
+    ) -> Result<()> {
+        // 12 and 5 bound variables a row: chunks stay far below SQLite's 32766.
+        for chunk in alerts.chunks(500) {
+            let mut q = sqlx::QueryBuilder::<Sqlite>::new(
+                "INSERT INTO alerts (id, received_at, source, title, description, severity, category, labels,
+                    dedup_key, annotations, integration, alert_key) ",
+            );
+            let mut rows = Vec::with_capacity(chunk.len());
+            for a in chunk {
+                rows.push((a, json_text(&a.labels)?, json_text(&a.annotations)?));
+            }
+            q.push_values(rows, |mut b, (a, labels, annotations)| {
+                b.push_bind(&a.id)
+                    .push_bind(a.received_at)
+                    .push_bind(&a.source)
+                    .push_bind(&a.title)
+                    .push_bind(&a.description)
+                    .push_bind(i64::from(a.severity))
+                    .push_bind(&a.category)
+                    .push_bind(labels)
+                    .push_bind(&a.dedup_key)
+                    .push_bind(annotations)
+                    .push_bind(&a.integration)
+                    .push_bind(&a.alert_key);
+            });
+            q.build().execute(&mut *self.tx).await?;
+        }
+        let now = now_micros();
+        for chunk in events.chunks(1000) {
+            let mut q = sqlx::QueryBuilder::<Sqlite>::new(
+                "INSERT INTO outbox (id, stream, subject, payload, created_at) ",
+            );
+            q.push_values(chunk, |mut b, e| {
+                b.push_bind(&e.id)
+                    .push_bind(&e.stream)
+                    .push_bind(&e.subject)
+                    .push_bind(&e.payload)
+                    .push_bind(now);
+            });
+            q.build().execute(&mut *self.tx).await?;
+        }
+        Ok(())
     }
 
     async fn idempotent(&mut self, key: &str) -> Result<Option<Vec<u8>>> {

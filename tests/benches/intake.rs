@@ -1,0 +1,240 @@
+//! Benchmark: intake throughput and acknowledgement latency in embedded mode (durable:
+//! every answer comes after its alerts are committed to SQLite).
+//!
+//! Scenarios: gRPC one alert per call, gRPC batches of 100, the Alertmanager webhook (groups
+//! of 10), the PagerDuty v2 webhook (one event per call), each with 64 concurrent callers for
+//! a few seconds; then gRPC single-alert calls paced at 5,000 alerts/s for the latency at
+//! that load. Prints alerts/s and ack p50/p99. Run with `just bench`.
+#![allow(clippy::print_stdout)]
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use firebreak::{App, Config};
+use firebreak_proto::v1::{self, intake_service_client::IntakeServiceClient};
+use serde_json::json;
+use tokio_util::sync::CancellationToken;
+
+#[global_allocator]
+static ALLOC: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
+const CALLERS: usize = 64;
+const SECONDS: u64 = 4;
+const AM_KEY: &str = "bench-am-key-000000000001";
+const PD_KEY: &str = "bench-pd-key-000000000001";
+
+/// What one call sends.
+#[derive(Clone, Copy)]
+enum Call {
+    GrpcOne,
+    GrpcBatch,
+    Alertmanager,
+    PagerDuty,
+}
+
+impl Call {
+    fn alerts(self) -> u64 {
+        match self {
+            Self::GrpcOne | Self::PagerDuty => 1,
+            Self::GrpcBatch => 100,
+            Self::Alertmanager => 10,
+        }
+    }
+}
+
+struct Target {
+    grpc: IntakeServiceClient<tonic::transport::Channel>,
+    http: reqwest::Client,
+    base: String,
+    seq: Arc<AtomicU64>,
+}
+
+impl Target {
+    /// Sends one call; the latency of its answer.
+    async fn send(&mut self, call: Call) -> Duration {
+        let n = self.seq.fetch_add(1, Ordering::Relaxed);
+        // A few hundred dedup keys: alerts mostly join incidents, as in a real storm.
+        let alert = |i: u64| v1::AlertInput {
+            title: format!("bench alert {}", i % 300),
+            source: "bench".into(),
+            dedup_key: format!("bench-{}", i % 300),
+            labels: [("instance".to_owned(), format!("host-{i}"))].into(),
+            ..Default::default()
+        };
+        let start = Instant::now();
+        match call {
+            Call::GrpcOne | Call::GrpcBatch => {
+                let alerts = (0..call.alerts()).map(|i| alert(n * 100 + i)).collect();
+                let r = self
+                    .grpc
+                    .raise_alerts(v1::RaiseAlertsRequest {
+                        alerts,
+                        idempotency_key: String::new(),
+                    })
+                    .await;
+                assert!(r.is_ok(), "{r:?}");
+            }
+            Call::Alertmanager => {
+                let alerts: Vec<_> = (0..10)
+                    .map(|i| json!({
+                        "status": "firing",
+                        "labels": { "alertname": "BenchAlert", "instance": format!("host-{n}-{i}") },
+                        "annotations": { "summary": "bench" },
+                        "fingerprint": format!("{:016x}", n * 10 + i),
+                    }))
+                    .collect();
+                let body = json!({
+                    "version": "4", "groupKey": format!("{{}}:{{alertname=\"BenchAlert\", shard=\"{}\"}}", n % 300),
+                    "status": "firing", "alerts": alerts,
+                });
+                let r = self
+                    .http
+                    .post(format!("{}/v1/webhooks/alertmanager/{AM_KEY}", self.base))
+                    .json(&body)
+                    .send()
+                    .await
+                    .unwrap();
+                assert_eq!(r.status(), 200);
+            }
+            Call::PagerDuty => {
+                let body = json!({
+                    "routing_key": PD_KEY, "event_action": "trigger", "dedup_key": format!("bench-{n}"),
+                    "payload": { "summary": "bench", "source": "bench", "severity": "warning" },
+                });
+                let r = self
+                    .http
+                    .post(format!("{}/v2/enqueue", self.base))
+                    .json(&body)
+                    .send()
+                    .await
+                    .unwrap();
+                assert_eq!(r.status(), 202);
+            }
+        }
+        start.elapsed()
+    }
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> f64 {
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i].as_secs_f64() * 1000.0
+}
+
+/// Runs `call` from `CALLERS` callers for `SECONDS`, or paced at `rate` alerts/s in all.
+async fn scenario(name: &str, targets: &[Target], call: Call, rate: Option<u64>) {
+    let until = Instant::now() + Duration::from_secs(SECONDS);
+    let mut tasks = tokio::task::JoinSet::new();
+    for t in targets {
+        let mut t = Target {
+            grpc: t.grpc.clone(),
+            http: t.http.clone(),
+            base: t.base.clone(),
+            seq: t.seq.clone(),
+        };
+        tasks.spawn(async move {
+            let mut latencies = Vec::new();
+            // Paced: each caller sends its share of the rate on a fixed schedule.
+            let mut tick = rate.map(|r| {
+                let per_caller = r as f64 / CALLERS as f64 / call.alerts() as f64;
+                let mut i = tokio::time::interval(Duration::from_secs_f64(1.0 / per_caller));
+                i.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                i
+            });
+            while Instant::now() < until {
+                if let Some(tick) = tick.as_mut() {
+                    tick.tick().await;
+                }
+                latencies.push(t.send(call).await);
+            }
+            latencies
+        });
+    }
+    let started = Instant::now();
+    let mut all = Vec::new();
+    while let Some(r) = tasks.join_next().await {
+        all.extend(r.unwrap());
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    all.sort_unstable();
+    let alerts = all.len() as u64 * call.alerts();
+    println!(
+        "  {name:<34} {:>8.0} alerts/s  ack p50 {:>6.2} ms  p99 {:>7.2} ms  ({} calls)",
+        alerts as f64 / elapsed,
+        percentile(&all, 0.50),
+        percentile(&all, 0.99),
+        all.len()
+    );
+}
+
+/// A fresh embedded stack and `CALLERS` connected callers, so no scenario inherits the
+/// previous one's downstream backlog.
+async fn start() -> (Vec<Target>, CancellationToken, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("config.yaml");
+    std::fs::write(
+        &file,
+        format!(
+            "integrations:\n  - {{ name: bench-am, kind: alertmanager, key: {AM_KEY} }}\n  - {{ name: bench-pd, kind: pagerduty, key: {PD_KEY} }}\n"
+        ),
+    )
+    .unwrap();
+    let runbooks = dir.path().join("runbooks");
+    std::fs::create_dir(&runbooks).unwrap();
+    let mut config = Config::load(Some(&file), Vec::new()).unwrap();
+    config.data_dir = dir.path().join("data");
+    config.runbooks_dir = runbooks;
+    config.grpc_addr = "127.0.0.1:0".parse().unwrap();
+    config.http_addr = "127.0.0.1:0".parse().unwrap();
+    let app = App::build(config).await.unwrap();
+    let grpc = format!("http://{}", app.grpc_addr());
+    let base = format!("http://{}", app.http_addr());
+    let shutdown = CancellationToken::new();
+    tokio::spawn(app.run(shutdown.clone()));
+    let seq = Arc::new(AtomicU64::new(0));
+    let mut targets = Vec::new();
+    for _ in 0..CALLERS {
+        let channel = tonic::transport::Endpoint::from_shared(grpc.clone())
+            .unwrap()
+            .connect()
+            .await
+            .unwrap();
+        targets.push(Target {
+            grpc: IntakeServiceClient::new(channel),
+            http: reqwest::Client::new(),
+            base: base.clone(),
+            seq: seq.clone(),
+        });
+    }
+    (targets, shutdown, dir)
+}
+
+#[tokio::main]
+async fn main() {
+    println!(
+        "intake, embedded mode (SQLite WAL, committed before each answer; triage, orchestration and notification run alongside), {CALLERS} callers, {SECONDS} s each, a fresh stack per line"
+    );
+    let runs: [(&str, Call, Option<u64>); 5] = [
+        ("gRPC RaiseAlerts, 1 alert per call", Call::GrpcOne, None),
+        ("gRPC RaiseAlerts, batches of 100", Call::GrpcBatch, None),
+        (
+            "Alertmanager webhook, groups of 10",
+            Call::Alertmanager,
+            None,
+        ),
+        ("PagerDuty v2 webhook, 1 per call", Call::PagerDuty, None),
+        (
+            "gRPC 1 per call, paced at 5,000/s",
+            Call::GrpcOne,
+            Some(5_000),
+        ),
+    ];
+    for (name, call, rate) in runs {
+        let (targets, shutdown, dir) = start().await;
+        scenario(name, &targets, call, rate).await;
+        shutdown.cancel();
+        drop(targets);
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        drop(dir);
+    }
+}
