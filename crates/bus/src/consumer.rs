@@ -40,7 +40,9 @@ impl Default for ConsumerOptions {
 /// Consumes `stream` as the durable `consumer` until `shutdown` fires.
 ///
 /// Messages are handled in stream order, one at a time, and acknowledged only after the
-/// handler succeeded, so a crash at any point redelivers (at least once).
+/// handler succeeded, so a crash at any point redelivers (at least once). Acknowledgement is
+/// cumulative: one ack after a run of handled messages covers them all, which saves a write
+/// per message; a crash before it redelivers that run, which idempotent handlers shrug off.
 pub async fn consume<F, Fut>(
     bus: Arc<dyn Bus>,
     stream: &'static str,
@@ -65,19 +67,39 @@ pub async fn consume<F, Fut>(
                 continue;
             }
         };
+        let mut handled = None;
         for delivery in batch {
-            if !deliver(
+            match deliver(
                 &*bus, stream, consumer, &options, &shutdown, &handler, delivery,
             )
             .await
             {
-                break;
+                Delivered::Handled(d) => handled = Some(d),
+                // Parking moved the cursor past everything before it too.
+                Delivered::Parked => handled = None,
+                Delivered::Stopped => break,
             }
+        }
+        if let Some(last) = handled
+            && let Err(e) = bus.ack(stream, consumer, &last).await
+        {
+            // Not acknowledged: the run comes again after the next fetch.
+            tracing::warn!(stream, consumer, error = %e, "acknowledging failed");
         }
     }
 }
 
-/// Handles one delivery to its end (acknowledged or parked); false when shutting down first.
+/// How one delivery ended.
+enum Delivered {
+    /// The handler succeeded; the delivery awaits its (cumulative) ack.
+    Handled(Delivery),
+    /// Parked for operators.
+    Parked,
+    /// Shutting down, or parking failed: stop this batch.
+    Stopped,
+}
+
+/// Handles one delivery to its end (handled or parked).
 async fn deliver<F, Fut>(
     bus: &dyn Bus,
     stream: &'static str,
@@ -86,7 +108,7 @@ async fn deliver<F, Fut>(
     shutdown: &CancellationToken,
     handler: &F,
     delivery: Delivery,
-) -> bool
+) -> Delivered
 where
     F: Fn(Delivery) -> Fut + Send + Sync,
     Fut: Future<Output = Result<(), HandlerError>> + Send,
@@ -95,7 +117,7 @@ where
     for attempt in 1..=options.max_deliveries {
         let outcome = handler(delivery.clone()).await;
         let result = match outcome {
-            Ok(()) => bus.ack(stream, consumer, &delivery).await,
+            Ok(()) => return Delivered::Handled(delivery),
             Err(HandlerError::Permanent(error)) => {
                 tracing::error!(stream, consumer, id = %delivery.message.id, %error, "parking undeliverable event");
                 bus.park(stream, consumer, &delivery, &error).await
@@ -108,18 +130,18 @@ where
                 tracing::warn!(stream, consumer, id = %delivery.message.id, attempt, %error, "event handling failed, will retry");
                 tokio::select! {
                     () = tokio::time::sleep(backoff) => {}
-                    () = shutdown.cancelled() => return false,
+                    () = shutdown.cancelled() => return Delivered::Stopped,
                 }
                 backoff = (backoff * 2).min(options.max_backoff);
                 continue;
             }
         };
         if let Err(e) = result {
-            // Not acknowledged: the message comes again after the next fetch.
-            tracing::warn!(stream, consumer, error = %e, "acknowledging failed");
-            return false;
+            // Not parked: the message comes again after the next fetch.
+            tracing::warn!(stream, consumer, error = %e, "parking failed");
+            return Delivered::Stopped;
         }
-        return true;
+        return Delivered::Parked;
     }
-    true
+    Delivered::Stopped
 }
