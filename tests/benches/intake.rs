@@ -12,7 +12,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use firebreak::{App, Config};
-use firebreak_proto::v1::{self, intake_service_client::IntakeServiceClient};
+use firebreak_proto::v1::{
+    self, incident_service_client::IncidentServiceClient,
+    intake_service_client::IntakeServiceClient,
+};
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
@@ -45,6 +48,7 @@ impl Call {
 
 struct Target {
     grpc: IntakeServiceClient<tonic::transport::Channel>,
+    incidents: IncidentServiceClient<tonic::transport::Channel>,
     http: reqwest::Client,
     base: String,
     seq: Arc<AtomicU64>,
@@ -65,7 +69,7 @@ impl Target {
         let start = Instant::now();
         match call {
             Call::GrpcOne | Call::GrpcBatch => {
-                let alerts = (0..call.alerts()).map(|i| alert(n * 100 + i)).collect();
+                let alerts = (0..call.alerts()).map(|i| alert(n * call.alerts() + i)).collect();
                 let r = self
                     .grpc
                     .raise_alerts(v1::RaiseAlertsRequest {
@@ -128,6 +132,7 @@ async fn scenario(name: &str, targets: &[Target], call: Call, rate: Option<u64>)
     for t in targets {
         let mut t = Target {
             grpc: t.grpc.clone(),
+            incidents: t.incidents.clone(),
             http: t.http.clone(),
             base: t.base.clone(),
             seq: t.seq.clone(),
@@ -158,8 +163,39 @@ async fn scenario(name: &str, targets: &[Target], call: Call, rate: Option<u64>)
     let elapsed = started.elapsed().as_secs_f64();
     all.sort_unstable();
     let alerts = all.len() as u64 * call.alerts();
+    // Downstream: how fast triage turns the backlog into incidents (alerts attached per
+    // second over the next 3 s). The PagerDuty scenario opens an incident per event, too many
+    // to count here.
+    let downstream = match call {
+        Call::PagerDuty => String::new(),
+        _ => {
+            let mut incidents = targets[0].incidents.clone();
+            let mut attached = async || -> u64 {
+                incidents
+                    .list_incidents(v1::ListIncidentsRequest {
+                        state: String::new(),
+                        limit: 1000,
+                    })
+                    .await
+                    .unwrap()
+                    .into_inner()
+                    .incidents
+                    .iter()
+                    .map(|i| u64::from(i.alert_count))
+                    .sum()
+            };
+            let before = attached().await;
+            tokio::time::sleep(Duration::from_secs(3)).await;
+            let after = attached().await;
+            format!(
+                "  triage {:>6.0} alerts/s ({} of {alerts} attached)",
+                (after - before) as f64 / 3.0,
+                after
+            )
+        }
+    };
     println!(
-        "  {name:<34} {:>8.0} alerts/s  ack p50 {:>6.2} ms  p99 {:>7.2} ms  ({} calls)",
+        "  {name:<34} {:>8.0} alerts/s  ack p50 {:>6.2} ms  p99 {:>7.2} ms  ({} calls){downstream}",
         alerts as f64 / elapsed,
         percentile(&all, 0.50),
         percentile(&all, 0.99),
@@ -200,7 +236,8 @@ async fn start() -> (Vec<Target>, CancellationToken, tempfile::TempDir) {
             .await
             .unwrap();
         targets.push(Target {
-            grpc: IntakeServiceClient::new(channel),
+            grpc: IntakeServiceClient::new(channel.clone()),
+            incidents: IncidentServiceClient::new(channel),
             http: reqwest::Client::new(),
             base: base.clone(),
             seq: seq.clone(),

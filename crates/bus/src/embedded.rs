@@ -41,6 +41,26 @@ impl Bus for EmbeddedBus {
         Ok(())
     }
 
+    async fn publish_batch(&self, messages: Vec<(String, Message)>) -> Result<()> {
+        let batch: Vec<(String, BusMessage)> = messages
+            .into_iter()
+            .map(|(stream, m)| {
+                (
+                    stream,
+                    BusMessage {
+                        id: m.id,
+                        subject: m.subject,
+                        payload: m.payload,
+                    },
+                )
+            })
+            .collect();
+        if self.log.append_batch(&batch).await? > 0 {
+            self.appended.send_modify(|n| *n += 1);
+        }
+        Ok(())
+    }
+
     async fn fetch(
         &self,
         stream: &str,

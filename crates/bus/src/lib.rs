@@ -60,6 +60,14 @@ pub struct Delivery {
 pub trait Bus: Send + Sync {
     /// Appends a message to `stream`; a message whose id was seen already is dropped (dedup).
     async fn publish(&self, stream: &str, message: Message) -> Result<()>;
+    /// Publishes messages in order, as a relay does with an outbox batch; an adapter that
+    /// can write them together should.
+    async fn publish_batch(&self, messages: Vec<(String, Message)>) -> Result<()> {
+        for (stream, m) in messages {
+            self.publish(&stream, m).await?;
+        }
+        Ok(())
+    }
     /// Up to `max` messages of `stream` that the durable `consumer` has not acknowledged,
     /// waiting at most `wait` for the first.
     async fn fetch(

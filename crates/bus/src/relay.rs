@@ -63,26 +63,28 @@ impl Relay {
 
     async fn round(&self) -> Result<usize, Box<dyn std::error::Error + Send + Sync>> {
         let pending = self.outbox.pending(BATCH as u32).await?;
-        let mut done = Vec::with_capacity(pending.len());
-        for row in &pending {
-            let e = &row.event;
-            self.bus
-                .publish(
-                    &e.stream,
+        if pending.is_empty() {
+            return Ok(0);
+        }
+        let messages = pending
+            .iter()
+            .map(|row| {
+                let e = &row.event;
+                (
+                    e.stream.clone(),
                     Message {
                         id: e.id.clone(),
                         subject: e.subject.clone(),
                         payload: e.payload.clone(),
                     },
                 )
-                .await?;
-            done.push(row.seq);
-        }
-        if !done.is_empty() {
-            self.outbox.mark_published(&done).await?;
-        }
+            })
+            .collect();
+        self.bus.publish_batch(messages).await?;
+        let done: Vec<i64> = pending.iter().map(|row| row.seq).collect();
+        self.outbox.mark_published(&done).await?;
         Ok(pending.len())
     }
 }
 
-const BATCH: usize = 200;
+const BATCH: usize = 500;

@@ -174,6 +174,9 @@ pub trait NotificationStore: Outbox {
 pub trait BusLog: Send + Sync {
     /// Appends a message unless one with the same id exists; returns whether it did.
     async fn append(&self, stream: &str, msg: &BusMessage) -> Result<bool>;
+    /// Appends (stream, message) pairs in order in one transaction, each unless its id
+    /// exists; returns how many it appended.
+    async fn append_batch(&self, batch: &[(String, BusMessage)]) -> Result<u64>;
     /// Messages of `stream` after the consumer's cursor, oldest first.
     async fn fetch(
         &self,

@@ -71,6 +71,28 @@ impl BusLog for SqliteBusLog {
         Ok(done.rows_affected() == 1)
     }
 
+    async fn append_batch(&self, batch: &[(String, BusMessage)]) -> Result<u64> {
+        let now = now_micros();
+        let mut tx = self.write.begin_with("BEGIN IMMEDIATE").await?;
+        let mut appended = 0;
+        for chunk in batch.chunks(1000) {
+            let mut q = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
+                "INSERT INTO messages (stream, id, subject, payload, appended_at) ",
+            );
+            q.push_values(chunk, |mut b, (stream, m)| {
+                b.push_bind(stream)
+                    .push_bind(&m.id)
+                    .push_bind(&m.subject)
+                    .push_bind(&m.payload)
+                    .push_bind(now);
+            });
+            q.push(" ON CONFLICT (id) DO NOTHING");
+            appended += q.build().execute(&mut *tx).await?.rows_affected();
+        }
+        tx.commit().await?;
+        Ok(appended)
+    }
+
     async fn fetch(
         &self,
         consumer: &str,
