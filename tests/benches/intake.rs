@@ -69,7 +69,9 @@ impl Target {
         let start = Instant::now();
         match call {
             Call::GrpcOne | Call::GrpcBatch => {
-                let alerts = (0..call.alerts()).map(|i| alert(n * call.alerts() + i)).collect();
+                let alerts = (0..call.alerts())
+                    .map(|i| alert(n * call.alerts() + i))
+                    .collect();
                 let r = self
                     .grpc
                     .raise_alerts(v1::RaiseAlertsRequest {

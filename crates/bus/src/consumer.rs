@@ -54,6 +54,43 @@ pub async fn consume<F, Fut>(
     F: Fn(Delivery) -> Fut + Send + Sync,
     Fut: Future<Output = Result<(), HandlerError>> + Send,
 {
+    consume_batched(
+        bus,
+        stream,
+        consumer,
+        options,
+        shutdown,
+        |_| async { Ok(Batch::OneByOne) },
+        handler,
+    )
+    .await;
+}
+
+/// What a batch handler made of a fetched batch.
+pub enum Batch {
+    /// Every message handled (in one transaction, typically).
+    Handled,
+    /// Not a batch it handles: take the messages one by one.
+    OneByOne,
+}
+
+/// [`consume`] with a batch handler tried first on each fetched batch; when it declines or
+/// fails, the messages go one by one through `handler`, with its retries and parking. The
+/// batch handler must change nothing when it fails (one transaction).
+pub async fn consume_batched<B, BFut, F, Fut>(
+    bus: Arc<dyn Bus>,
+    stream: &'static str,
+    consumer: &'static str,
+    options: ConsumerOptions,
+    shutdown: CancellationToken,
+    batch_handler: B,
+    handler: F,
+) where
+    B: Fn(Vec<Delivery>) -> BFut + Send + Sync,
+    BFut: Future<Output = Result<Batch, HandlerError>> + Send,
+    F: Fn(Delivery) -> Fut + Send + Sync,
+    Fut: Future<Output = Result<(), HandlerError>> + Send,
+{
     while !shutdown.is_cancelled() {
         let batch = tokio::select! {
             b = bus.fetch(stream, consumer, 64, Duration::from_secs(1)) => b,
@@ -67,6 +104,23 @@ pub async fn consume<F, Fut>(
                 continue;
             }
         };
+        if batch.len() > 1 {
+            let last = batch.last().cloned();
+            match batch_handler(batch.clone()).await {
+                Ok(Batch::Handled) => {
+                    if let Some(last) = last
+                        && let Err(e) = bus.ack(stream, consumer, &last).await
+                    {
+                        tracing::warn!(stream, consumer, error = %e, "acknowledging failed");
+                    }
+                    continue;
+                }
+                Ok(Batch::OneByOne) => {}
+                Err(HandlerError::Retry(e) | HandlerError::Permanent(e)) => {
+                    tracing::debug!(stream, consumer, error = %e, "batch failed; one by one");
+                }
+            }
+        }
         let mut handled = None;
         for delivery in batch {
             match deliver(

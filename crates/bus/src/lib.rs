@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
-pub use consumer::{ConsumerOptions, HandlerError, consume};
+pub use consumer::{Batch, ConsumerOptions, HandlerError, consume, consume_batched};
 pub use embedded::EmbeddedBus;
 pub use relay::{Relay, RelayHandle};
 

@@ -11,7 +11,9 @@ mod logic;
 
 use std::sync::Arc;
 
-use firebreak_bus::{Bus, ConsumerOptions, HandlerError, Relay, RelayHandle, consume, streams};
+use firebreak_bus::{
+    Batch, Bus, ConsumerOptions, HandlerError, Relay, RelayHandle, consume_batched, streams,
+};
 use firebreak_domain::Taxonomy;
 use firebreak_proto::v1::event::Payload;
 use firebreak_storage::{TimelineRecord, TriageStore};
@@ -64,12 +66,33 @@ impl Triage {
         tasks.spawn(relay.run(shutdown.clone()));
         for stream in [streams::ALERTS, streams::RUNBOOKS, streams::NOTIFICATIONS] {
             let me = self.clone();
-            tasks.spawn(consume(
+            let batch_me = self.clone();
+            tasks.spawn(consume_batched(
                 self.bus.clone(),
                 stream,
                 "triage",
                 ConsumerOptions::default(),
                 shutdown.clone(),
+                // An alert storm: a fetched run of alerts is ingested in one transaction.
+                move |batch| {
+                    let me = batch_me.clone();
+                    async move {
+                        let mut alerts = Vec::with_capacity(batch.len());
+                        for d in &batch {
+                            match firebreak_proto::decode_event(&d.message.payload) {
+                                Ok(firebreak_proto::v1::Event {
+                                    payload: Some(Payload::AlertReceived(a)),
+                                    ..
+                                }) => alerts.push(a),
+                                _ => return Ok(Batch::OneByOne),
+                            }
+                        }
+                        me.ingest_batch(&alerts)
+                            .await
+                            .map(|()| Batch::Handled)
+                            .map_err(Error::into_handler)
+                    }
+                },
                 move |delivery| {
                     let me = me.clone();
                     async move {

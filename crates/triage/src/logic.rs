@@ -39,11 +39,64 @@ impl Triage {
 
     async fn try_ingest(&self, alert: &v1::AlertReceived) -> Result<Ingested> {
         let mut tx = self.store.begin().await?;
+        let (ingested, written) = self.ingest_in(&mut *tx, alert).await?;
+        if written.is_empty() {
+            // Ingested before: nothing was written.
+            return Ok(ingested);
+        }
+        tx.commit().await?;
+        self.after_commit(&[ingested.deduplicated], written);
+        Ok(ingested)
+    }
+
+    /// Ingests a run of alerts in one transaction, as a consumer fetched them: the same
+    /// decisions as one by one, a fraction of the commits. Any error rolls all back (the
+    /// consumer then takes them one at a time).
+    pub(crate) async fn ingest_batch(&self, alerts: &[v1::AlertReceived]) -> Result<()> {
+        let mut tx = self.store.begin().await?;
+        let mut written = Vec::new();
+        let mut deduplicated = Vec::new();
+        for alert in alerts {
+            let (ingested, entries) = self.ingest_in(&mut *tx, alert).await?;
+            if !entries.is_empty() {
+                deduplicated.push(ingested.deduplicated);
+                written.extend(entries);
+            }
+        }
+        tx.commit().await?;
+        self.after_commit(&deduplicated, written);
+        Ok(())
+    }
+
+    /// After ingest commits: wake the relay, tell watchers, count.
+    fn after_commit(&self, deduplicated: &[bool], written: Vec<TimelineRecord>) {
+        self.relay.wake();
+        self.announce(written);
+        let m = firebreak_telemetry::metrics();
+        for d in deduplicated {
+            if *d {
+                m.alerts_deduplicated.inc();
+            } else {
+                m.incidents_opened.inc();
+            }
+        }
+    }
+
+    /// The decisions of ingesting one alert, written in `tx` (not committed). Returns the
+    /// timeline entries written; none when the alert was ingested before.
+    async fn ingest_in(
+        &self,
+        tx: &mut dyn TriageTx,
+        alert: &v1::AlertReceived,
+    ) -> Result<(Ingested, Vec<TimelineRecord>)> {
         if let Some((incident_id, opened)) = tx.incident_of_alert(&alert.alert_id).await? {
-            return Ok(Ingested {
-                incident_id,
-                deduplicated: !opened,
-            });
+            return Ok((
+                Ingested {
+                    incident_id,
+                    deduplicated: !opened,
+                },
+                Vec::new(),
+            ));
         }
         let mut signal = Signal::parse(SignalInput {
             title: alert.title.clone(),
@@ -160,18 +213,14 @@ impl Triage {
                 }
             };
         let incident_id = incident.id.clone();
-        self.commit_change(tx, &incident, change, "triage", entries)
-            .await?;
-        let m = firebreak_telemetry::metrics();
-        if deduplicated {
-            m.alerts_deduplicated.inc();
-        } else {
-            m.incidents_opened.inc();
-        }
-        Ok(Ingested {
-            incident_id,
-            deduplicated,
-        })
+        let written = stage_change(tx, &incident, change, "triage", &entries).await?;
+        Ok((
+            Ingested {
+                incident_id,
+                deduplicated,
+            },
+            written,
+        ))
     }
 
     /// Appends `entries`, enqueues the `incidents` event for `change`, commits, then tells
@@ -184,22 +233,7 @@ impl Triage {
         actor: &str,
         entries: Vec<NewTimelineEntry>,
     ) -> Result<()> {
-        let mut written = Vec::with_capacity(entries.len());
-        for e in &entries {
-            written.push(tx.append(e).await?);
-        }
-        if !change.is_empty() {
-            tx.enqueue(&outbox_event(
-                streams::INCIDENTS,
-                format!("incidents.{change}"),
-                Payload::IncidentChanged(v1::IncidentChanged {
-                    change: change.to_owned(),
-                    incident: Some(incident_to_proto(incident)),
-                    actor: actor.to_owned(),
-                }),
-            ))
-            .await?;
-        }
+        let written = stage_change(&mut *tx, incident, change, actor, &entries).await?;
         tx.commit().await?;
         self.relay.wake();
         self.announce(written);
@@ -540,6 +574,33 @@ impl Triage {
         self.commit_change(tx, &inc, "severity_changed", actor, entries)
             .await
     }
+}
+
+/// Appends `entries` and enqueues the `incidents` event for `change` in `tx`.
+async fn stage_change(
+    tx: &mut dyn TriageTx,
+    incident: &IncidentRecord,
+    change: &str,
+    actor: &str,
+    entries: &[NewTimelineEntry],
+) -> Result<Vec<TimelineRecord>> {
+    let mut written = Vec::with_capacity(entries.len());
+    for e in entries {
+        written.push(tx.append(e).await?);
+    }
+    if !change.is_empty() {
+        tx.enqueue(&outbox_event(
+            streams::INCIDENTS,
+            format!("incidents.{change}"),
+            Payload::IncidentChanged(v1::IncidentChanged {
+                change: change.to_owned(),
+                incident: Some(incident_to_proto(incident)),
+                actor: actor.to_owned(),
+            }),
+        ))
+        .await?;
+    }
+    Ok(written)
 }
 
 /// Adds where an alert came from to its timeline data: the integration, the sender's
