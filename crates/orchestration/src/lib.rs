@@ -16,11 +16,13 @@ mod secrets;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use firebreak_bus::{Bus, ConsumerOptions, HandlerError, Relay, RelayHandle, consume, streams};
+use firebreak_bus::{
+    Batch, Bus, ConsumerOptions, HandlerError, Relay, RelayHandle, consume_batched, streams,
+};
 use firebreak_domain::{Clock, SystemClock};
 use firebreak_proto::v1::{self, event::Payload};
 use firebreak_runbook::{Catalog, Limits};
-use firebreak_storage::OrchestrationStore;
+use firebreak_storage::{OrchestrationStore, OutboxEvent, RunRecord};
 use tokio::sync::{Notify, Semaphore};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
@@ -145,12 +147,31 @@ impl Orchestration {
             .run(shutdown.clone()),
         );
         let me = self.clone();
-        tasks.spawn(consume(
+        let batch_me = self.clone();
+        tasks.spawn(consume_batched(
             self.bus.clone(),
             streams::INCIDENTS,
             "orchestration",
             ConsumerOptions::default(),
             shutdown.clone(),
+            // Runs for a fetched run of incident events, created in one transaction.
+            move |batch| {
+                let me = batch_me.clone();
+                async move {
+                    let mut runs = Vec::new();
+                    for d in &batch {
+                        let Ok(event) = firebreak_proto::decode_event(&d.message.payload) else {
+                            return Ok(Batch::OneByOne);
+                        };
+                        if let Some(Payload::IncidentChanged(c)) = event.payload
+                            && (c.change == "opened" || c.change == "severity_changed")
+                        {
+                            runs.extend(me.runs_for(c));
+                        }
+                    }
+                    me.create_runs(&runs).await.map(|()| Batch::Handled)
+                }
+            },
             move |delivery| {
                 let me = me.clone();
                 async move {
@@ -174,24 +195,39 @@ impl Orchestration {
 
     /// Creates a run for every matching runbook that has none yet for this incident.
     async fn start_runs(&self, change: v1::IncidentChanged) -> Result<(), HandlerError> {
+        let runs = self.runs_for(change);
+        self.create_runs(&runs).await
+    }
+
+    /// The runs an incident change calls for: one per matching runbook (the store skips
+    /// those that exist).
+    fn runs_for(&self, change: v1::IncidentChanged) -> Vec<(RunRecord, OutboxEvent)> {
         let Some(incident) = change.incident else {
-            return Ok(());
+            return Vec::new();
         };
         if !matches!(incident.state.as_str(), "open" | "acknowledged") {
-            return Ok(());
+            return Vec::new();
         }
         let labels = incident.labels.clone().into_iter().collect();
-        let matching = self
-            .catalog
-            .matching(&incident.category, incident.severity, &labels);
-        for rb in matching {
-            let run = executor::new_run(rb, &incident, self.options.live, self.now());
-            let event = executor::run_event(&run, "started", "", "");
-            self.store
-                .create_run(&run, &event)
-                .await
-                .map_err(|e| HandlerError::Retry(e.to_string()))?;
+        self.catalog
+            .matching(&incident.category, incident.severity, &labels)
+            .into_iter()
+            .map(|rb| {
+                let run = executor::new_run(rb, &incident, self.options.live, self.now());
+                let event = executor::run_event(&run, "started", "", "");
+                (run, event)
+            })
+            .collect()
+    }
+
+    async fn create_runs(&self, runs: &[(RunRecord, OutboxEvent)]) -> Result<(), HandlerError> {
+        if runs.is_empty() {
+            return Ok(());
         }
+        self.store
+            .create_runs(runs)
+            .await
+            .map_err(|e| HandlerError::Retry(e.to_string()))?;
         self.relay.wake();
         self.wake.notify_one();
         Ok(())

@@ -106,7 +106,12 @@ pub trait TriageTx: Send {
 #[async_trait]
 pub trait OrchestrationStore: Outbox {
     /// Creates a run unless one of this runbook exists for the incident; returns whether it did.
-    async fn create_run(&self, run: &RunRecord, event: &OutboxEvent) -> Result<bool>;
+    async fn create_run(&self, run: &RunRecord, event: &OutboxEvent) -> Result<bool> {
+        Ok(self.create_runs(&[(run.clone(), event.clone())]).await? == 1)
+    }
+    /// Creates runs (each unless one of its runbook exists for its incident) with their
+    /// events, in one transaction; returns how many it created.
+    async fn create_runs(&self, runs: &[(RunRecord, OutboxEvent)]) -> Result<u32>;
     async fn run(&self, id: &str) -> Result<Option<RunRecord>>;
     /// Newest first, optionally of one incident and in one state.
     async fn runs(

@@ -164,10 +164,11 @@ pub(crate) async fn outbox_mark(pool: &SqlitePool, seqs: &[i64]) -> Result<()> {
     }
     // Published rows are kept a day for operators, then swept. The sweep scans the table,
     // so it runs about once per 4096 events rather than on every mark.
-    let crossed = seqs
-        .iter()
-        .any(|s| s % 4096 == 0)
-        || seqs.first().zip(seqs.last()).is_some_and(|(a, b)| b / 4096 != a / 4096);
+    let crossed = seqs.iter().any(|s| s % 4096 == 0)
+        || seqs
+            .first()
+            .zip(seqs.last())
+            .is_some_and(|(a, b)| b / 4096 != a / 4096);
     if crossed {
         sqlx::query("DELETE FROM outbox WHERE published_at < ?")
             .bind(now - 86_400_000_000)

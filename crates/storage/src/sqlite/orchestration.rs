@@ -83,29 +83,32 @@ impl_outbox!(SqliteOrchestrationStore);
 
 #[async_trait]
 impl OrchestrationStore for SqliteOrchestrationStore {
-    async fn create_run(&self, r: &RunRecord, event: &OutboxEvent) -> Result<bool> {
+    async fn create_runs(&self, runs: &[(RunRecord, OutboxEvent)]) -> Result<u32> {
         let mut tx = self.write.begin_with("BEGIN IMMEDIATE").await?;
-        let done = sqlx::query(
-            "INSERT INTO runs (id, runbook, incident_id, state, live, error, input, started_at, finished_at, phase, plan, wake_at)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (runbook, incident_id) DO NOTHING",
-        )
-        .bind(&r.id)
-        .bind(&r.runbook)
-        .bind(&r.incident_id)
-        .bind(&r.state)
-        .bind(r.live)
-        .bind(&r.error)
-        .bind(json_text(&r.input)?)
-        .bind(r.started_at)
-        .bind(r.finished_at)
-        .bind(&r.phase)
-        .bind(json_text(&r.plan)?)
-        .bind(r.wake_at)
-        .execute(&mut *tx)
-        .await?;
-        let created = done.rows_affected() == 1;
-        if created {
-            enqueue(&mut tx, event).await?;
+        let mut created = 0;
+        for (r, event) in runs {
+            let done = sqlx::query(
+                "INSERT INTO runs (id, runbook, incident_id, state, live, error, input, started_at, finished_at, phase, plan, wake_at)
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (runbook, incident_id) DO NOTHING",
+            )
+            .bind(&r.id)
+            .bind(&r.runbook)
+            .bind(&r.incident_id)
+            .bind(&r.state)
+            .bind(r.live)
+            .bind(&r.error)
+            .bind(json_text(&r.input)?)
+            .bind(r.started_at)
+            .bind(r.finished_at)
+            .bind(&r.phase)
+            .bind(json_text(&r.plan)?)
+            .bind(r.wake_at)
+            .execute(&mut *tx)
+            .await?;
+            if done.rows_affected() == 1 {
+                enqueue(&mut tx, event).await?;
+                created += 1;
+            }
         }
         tx.commit().await?;
         Ok(created)
