@@ -800,6 +800,8 @@ fn run(incident, params) {
                 && e.data.contains("unknown category \\\"no-such-category\\\"")),
         "{entries:#?}"
     );
+    let escalated: Value = serde_json::from_str(&kind("escalated").unwrap()).unwrap();
+    assert_eq!(escalated["reason"], "customers are affected");
     let incident = s
         .incidents
         .get_incident(v1::GetIncidentRequest { id: id.clone() })

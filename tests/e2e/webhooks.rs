@@ -854,3 +854,72 @@ async fn the_real_alertmanager_raises_and_resolves_incidents() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn overload_is_refused_at_once_and_refused_calls_store_nothing() {
+    let s = Stack::start(
+        &runbooks(),
+        &format!("{}intake_max_in_flight: 1\n", config()),
+    )
+    .await;
+    // 40 calls of 1000 alerts each at once: with one call storing at a time, the others are
+    // told to come back rather than queued.
+    let mut calls = tokio::task::JoinSet::new();
+    for call in 0..40 {
+        // A connection each, so the calls really arrive together.
+        let channel = tonic::transport::Endpoint::from_shared(s.grpc.clone())
+            .unwrap()
+            .connect()
+            .await
+            .unwrap();
+        let mut intake = v1::intake_service_client::IntakeServiceClient::new(channel);
+        calls.spawn(async move {
+            let alerts = (0..1000)
+                .map(|i| AlertInput {
+                    title: format!("storm {call}"),
+                    source: "storm".into(),
+                    dedup_key: format!("storm-{call}"),
+                    labels: [("n".to_owned(), i.to_string())].into(),
+                    ..Default::default()
+                })
+                .collect();
+            let r = intake
+                .raise_alerts(v1::RaiseAlertsRequest {
+                    alerts,
+                    idempotency_key: String::new(),
+                })
+                .await;
+            (
+                call,
+                r.map(|r| r.into_inner().results.len())
+                    .map_err(|e| e.code()),
+            )
+        });
+    }
+    let mut stored = Vec::new();
+    let mut refused = 0;
+    while let Some(r) = calls.join_next().await {
+        match r.unwrap() {
+            (call, Ok(n)) => {
+                assert_eq!(n, 1000);
+                stored.push(call);
+            }
+            (_, Err(code)) => {
+                assert_eq!(code, Code::ResourceExhausted);
+                refused += 1;
+            }
+        }
+    }
+    assert!(refused > 0, "no call was refused");
+    assert!(!stored.is_empty(), "every call was refused");
+    // One incident per stored call (its 1000 alerts attached), none for a refused one.
+    let list = incidents_where(&s, "the stored calls' incidents", |l| {
+        l.len() == stored.len() && l.iter().all(|i| i.alert_count == 1000)
+    })
+    .await;
+    let mut titles: Vec<String> = list.iter().map(|i| i.title.clone()).collect();
+    titles.sort();
+    let mut want: Vec<String> = stored.iter().map(|c| format!("storm {c}")).collect();
+    want.sort();
+    assert_eq!(titles, want);
+}

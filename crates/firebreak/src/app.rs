@@ -102,7 +102,8 @@ impl App {
             config.taxonomy(),
             channel,
             registry,
-        );
+        )
+        .with_max_in_flight(config.intake_max_in_flight);
         let orchestration = Orchestration::new(
             Arc::new(
                 SqliteOrchestrationStore::open(&db("orchestration"), fsync)

@@ -46,6 +46,9 @@ pub struct Config {
     /// can be created at run time with `firebreak integration create`.
     #[serde(default)]
     pub integrations: Vec<firebreak_intake::Integration>,
+    /// Calls intake stores at once; more are answered 429 / RESOURCE_EXHAUSTED at once.
+    #[serde(default = "default_max_in_flight")]
+    pub intake_max_in_flight: usize,
     /// Escalation policies runbooks can page with `notify::send("POLICY", ..)`: steps of
     /// channels, each later step only if the incident is still unacknowledged.
     #[serde(default)]
@@ -82,6 +85,9 @@ fn default_http_addr() -> SocketAddr {
 }
 fn default_runbooks() -> PathBuf {
     "./runbooks".into()
+}
+fn default_max_in_flight() -> usize {
+    firebreak_intake::MAX_IN_FLIGHT
 }
 fn default_grace() -> u64 {
     10

@@ -27,7 +27,8 @@ pub use grpc::IntegrationApi;
 pub use ingest::{Action, Incoming, Outcome, Source};
 pub use integrations::{AuthError, Integration, IntegrationKind, Registry, new_key};
 
-/// Calls (gRPC or HTTP) storing at once; more wait for nothing and are told to retry.
+/// Calls (gRPC or HTTP) storing at once by default; more wait for nothing and are told to
+/// retry.
 pub const MAX_IN_FLIGHT: usize = 512;
 /// Calls queued for the writer.
 const MAX_QUEUED: usize = 1024;
@@ -87,6 +88,12 @@ impl Intake {
             in_flight: Arc::new(Semaphore::new(MAX_IN_FLIGHT)),
             jobs,
         }
+    }
+
+    /// Bounds the calls storing at once to `n` (at least 1).
+    pub fn with_max_in_flight(mut self, n: usize) -> Self {
+        self.in_flight = Arc::new(Semaphore::new(n.max(1)));
+        self
     }
 
     /// The integrations this intake knows.

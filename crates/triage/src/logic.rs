@@ -449,16 +449,41 @@ impl Triage {
                 self.change_severity(event_id, &id, &actor, |_| level, "set by a runbook")
                     .await
             }
+            // Escalating raises the severity one level (SEV1 stays SEV1) and is announced as
+            // its own change, so channels page for it even at SEV1.
             Some(Command::Escalate(reason)) => {
-                let reason = format!("escalated: {reason}");
-                self.change_severity(
-                    event_id,
-                    &id,
-                    &actor,
-                    |s| s.saturating_sub(1).max(1),
-                    &reason,
-                )
-                .await
+                let mut tx = self.store.begin().await?;
+                if !tx.mark_processed(event_id).await? {
+                    return Ok(());
+                }
+                let Some(mut inc) = tx.incident(&id).await? else {
+                    tx.commit().await?;
+                    return Ok(());
+                };
+                if !IncidentState::from_str_lossy(&inc.state).is_active() {
+                    tx.commit().await?;
+                    return Ok(());
+                }
+                let level = inc.severity.saturating_sub(1).max(1);
+                let mut entries = Vec::new();
+                if level != inc.severity {
+                    let urgency: Urgency = inc.urgency.parse().unwrap_or_default();
+                    entries.push(entry(
+                        &id,
+                        "severity_changed",
+                        &actor,
+                        json!({ "from": inc.severity, "to": level, "reason": format!("escalated: {reason}") }),
+                    ));
+                    inc.severity = level;
+                    inc.priority = u32::from(
+                        Priority::from_impact_urgency(Severity::new(level)?, urgency).level(),
+                    );
+                }
+                entries.push(entry(&id, "escalated", &actor, json!({ "reason": reason })));
+                inc.updated_at = now_micros();
+                tx.update_incident(&inc).await?;
+                self.commit_change(tx, &inc, "escalated", &actor, entries)
+                    .await
             }
             Some(Command::SetCategory(category)) => {
                 let mut tx = self.store.begin().await?;
