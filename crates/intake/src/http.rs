@@ -106,6 +106,17 @@ fn ingest_error(e: &IngestError) -> Response {
     }
 }
 
+/// The PagerDuty integration a routing (or service) key names, or the answer refusing it.
+fn pagerduty_integration(intake: &Intake, field: &str, key: &str) -> Result<Integration, Response> {
+    if key.trim().is_empty() {
+        return Err(invalid(vec![format!("'{field}' is missing or blank")]));
+    }
+    intake
+        .registry
+        .authenticate(key, IntegrationKind::Pagerduty)
+        .map_err(|e| auth_error(&e))
+}
+
 /// Parses a JSON body into `T`, or answers 400 saying why.
 fn parse<T: serde::de::DeserializeOwned>(body: &Bytes) -> Result<T, Response> {
     serde_json::from_slice(body).map_err(|e| invalid(vec![format!("body: {e}")]))
@@ -354,15 +365,9 @@ async fn pagerduty_v2(State(intake): State<Intake>, body: Bytes) -> Response {
         Ok(e) => e,
         Err(r) => return r,
     };
-    if event.routing_key.trim().is_empty() {
-        return invalid(vec!["'routing_key' is missing or blank".into()]);
-    }
-    let integration = match intake
-        .registry
-        .authenticate(&event.routing_key, IntegrationKind::Pagerduty)
-    {
+    let integration = match pagerduty_integration(&intake, "routing_key", &event.routing_key) {
         Ok(i) => i,
-        Err(e) => return auth_error(&e),
+        Err(r) => return r,
     };
     let mut errors = Vec::new();
     let action = match event.event_action.as_str() {
@@ -483,15 +488,9 @@ async fn pagerduty_change(State(intake): State<Intake>, body: Bytes) -> Response
         Ok(c) => c,
         Err(r) => return r,
     };
-    if change.routing_key.trim().is_empty() {
-        return invalid(vec!["'routing_key' is missing or blank".into()]);
-    }
-    let integration = match intake
-        .registry
-        .authenticate(&change.routing_key, IntegrationKind::Pagerduty)
-    {
+    let integration = match pagerduty_integration(&intake, "routing_key", &change.routing_key) {
         Ok(i) => i,
-        Err(e) => return auth_error(&e),
+        Err(r) => return r,
     };
     let Some(p) = change.payload else {
         return invalid(vec!["'payload' is missing".into()]);
@@ -551,15 +550,9 @@ async fn pagerduty_v1(State(intake): State<Intake>, body: Bytes) -> Response {
         Ok(e) => e,
         Err(r) => return r,
     };
-    if event.service_key.trim().is_empty() {
-        return invalid(vec!["'service_key' is missing or blank".into()]);
-    }
-    let integration = match intake
-        .registry
-        .authenticate(&event.service_key, IntegrationKind::Pagerduty)
-    {
+    let integration = match pagerduty_integration(&intake, "service_key", &event.service_key) {
         Ok(i) => i,
-        Err(e) => return auth_error(&e),
+        Err(r) => return r,
     };
     let action = match event.event_type.as_str() {
         "trigger" => Action::Trigger,
