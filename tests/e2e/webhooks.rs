@@ -391,6 +391,20 @@ async fn bad_webhook_input_gets_a_clear_4xx_and_stores_nothing() {
             "body",
         ),
         (
+            "pd: invalid utf-8",
+            "/v2/enqueue".into(),
+            b"{\"routing_key\":\"\xff\xfe\"}".to_vec(),
+            400,
+            "body",
+        ),
+        (
+            "pd: wrong type",
+            "/v2/enqueue".into(),
+            with(&trigger, &["payload"], json!([1, 2])),
+            400,
+            "body",
+        ),
+        (
             "pd: missing routing key",
             "/v2/enqueue".into(),
             with(&trigger, &["routing_key"], json!("")),
