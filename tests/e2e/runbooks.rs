@@ -936,3 +936,59 @@ async fn a_durable_sleep_of_an_hour_wakes_when_its_time_has_come() {
         ]
     );
 }
+
+#[tokio::test]
+async fn of_racing_decisions_exactly_one_wins() {
+    let dir = tempfile::tempdir().unwrap();
+    runbook(
+        dir.path(),
+        "ask",
+        "match: { categories: [service-outage] }\ncapabilities: [approval, incident]\n",
+        ASK_RHAI,
+    );
+    let mut s = Stack::start(dir.path(), "{}\n").await;
+    let id = raise(&mut s, "service-outage", &[]).await;
+    let run = run_of(&s, &id, "ask", "the wait", |r| {
+        r.state == "waiting_approval"
+    })
+    .await;
+    let mut calls = tokio::task::JoinSet::new();
+    for i in 0..12 {
+        let mut runs = s.runs.clone();
+        let req = decide(&run.id, &format!("user:p{i}"), "me first");
+        calls.spawn(async move {
+            let r = if i % 2 == 0 {
+                runs.approve(req).await
+            } else {
+                runs.reject(req).await
+            };
+            (i, r.map(|_| ()).map_err(|e| e.code()))
+        });
+    }
+    let mut winners = Vec::new();
+    while let Some(r) = calls.join_next().await {
+        match r.unwrap() {
+            (i, Ok(())) => winners.push(i),
+            (_, Err(code)) => assert_eq!(code, Code::FailedPrecondition),
+        }
+    }
+    assert_eq!(winners.len(), 1, "{winners:?}");
+    let done = run_of(&s, &id, "ask", "the run", |r| r.state == "succeeded").await;
+    let result: Value = serde_json::from_str(&done.actions[0].result).unwrap();
+    assert_eq!(result["by"], format!("user:p{}", winners[0]));
+    assert_eq!(result["approved"], winners[0] % 2 == 0);
+    let t = eventually("the decision on the timeline", || {
+        let s = &s;
+        let id = id.clone();
+        async move {
+            let t = timeline(s, &id).await;
+            t.iter().any(|e| e.kind == "note").then_some(t)
+        }
+    })
+    .await;
+    let decisions = t
+        .iter()
+        .filter(|e| e.kind == "runbook_approved" || e.kind == "runbook_rejected")
+        .count();
+    assert_eq!(decisions, 1);
+}
