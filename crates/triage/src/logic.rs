@@ -39,7 +39,7 @@ impl Triage {
 
     async fn try_ingest(&self, alert: &v1::AlertReceived) -> Result<Ingested> {
         let mut tx = self.store.begin().await?;
-        let (ingested, written) = self.ingest_in(&mut *tx, alert).await?;
+        let (ingested, written) = self.ingest_in(&mut *tx, alert, None).await?;
         if written.is_empty() {
             // Ingested before: nothing was written.
             return Ok(ingested);
@@ -56,12 +56,20 @@ impl Triage {
         let mut tx = self.store.begin().await?;
         let mut written = Vec::new();
         let mut deduplicated = Vec::new();
+        // Alerts joining an incident are announced once per incident and batch, with its
+        // latest state; each alert still gets its own timeline entry.
+        let mut attached = std::collections::BTreeMap::new();
         for alert in alerts {
-            let (ingested, entries) = self.ingest_in(&mut *tx, alert).await?;
+            let (ingested, entries) = self
+                .ingest_in(&mut *tx, alert, Some(&mut attached))
+                .await?;
             if !entries.is_empty() {
                 deduplicated.push(ingested.deduplicated);
                 written.extend(entries);
             }
+        }
+        for incident in attached.values() {
+            stage_change(&mut *tx, incident, "alert_attached", "triage", &[]).await?;
         }
         tx.commit().await?;
         self.after_commit(&deduplicated, written);
@@ -88,6 +96,7 @@ impl Triage {
         &self,
         tx: &mut dyn TriageTx,
         alert: &v1::AlertReceived,
+        attached: Option<&mut std::collections::BTreeMap<String, IncidentRecord>>,
     ) -> Result<(Ingested, Vec<TimelineRecord>)> {
         if let Some((incident_id, opened)) = tx.incident_of_alert(&alert.alert_id).await? {
             return Ok((
@@ -213,6 +222,14 @@ impl Triage {
                 }
             };
         let incident_id = incident.id.clone();
+        // In a batch, a plain attach is announced at the batch's end (see ingest_batch).
+        let change = match attached {
+            Some(later) if change == "alert_attached" => {
+                later.insert(incident.id.clone(), incident.clone());
+                ""
+            }
+            _ => change,
+        };
         let written = stage_change(tx, &incident, change, "triage", &entries).await?;
         Ok((
             Ingested {

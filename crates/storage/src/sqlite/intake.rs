@@ -64,6 +64,11 @@ CREATE TABLE integrations (
 );
 ",
     },
+    // Nothing reads alerts by dedup key; the index only cost a write per alert.
+    Migration {
+        version: 4,
+        sql: "DROP INDEX IF EXISTS alerts_dedup_key;",
+    },
 ];
 
 /// Intake's store on SQLite.
