@@ -25,6 +25,8 @@ pub struct ConsumerOptions {
     /// The first retry's delay; each retry doubles it, up to `max_backoff`.
     pub backoff: Duration,
     pub max_backoff: Duration,
+    /// Messages fetched at once (and offered to a batch handler together).
+    pub batch: u32,
 }
 
 impl Default for ConsumerOptions {
@@ -33,6 +35,7 @@ impl Default for ConsumerOptions {
             max_deliveries: 8,
             backoff: Duration::from_millis(100),
             max_backoff: Duration::from_secs(10),
+            batch: 64,
         }
     }
 }
@@ -93,7 +96,7 @@ pub async fn consume_batched<B, BFut, F, Fut>(
 {
     while !shutdown.is_cancelled() {
         let batch = tokio::select! {
-            b = bus.fetch(stream, consumer, 64, Duration::from_secs(1)) => b,
+            b = bus.fetch(stream, consumer, options.batch.max(1), Duration::from_secs(1)) => b,
             () = shutdown.cancelled() => return,
         };
         let batch = match batch {

@@ -71,7 +71,11 @@ impl Triage {
                 self.bus.clone(),
                 stream,
                 "triage",
-                ConsumerOptions::default(),
+                // Alert storms come in large runs: bigger batches, fewer transactions.
+                ConsumerOptions {
+                    batch: 500,
+                    ..ConsumerOptions::default()
+                },
                 shutdown.clone(),
                 // An alert storm: a fetched run of alerts is ingested in one transaction.
                 move |batch| {
