@@ -60,9 +60,7 @@ impl Triage {
         // latest state; each alert still gets its own timeline entry.
         let mut attached = std::collections::BTreeMap::new();
         for alert in alerts {
-            let (ingested, entries) = self
-                .ingest_in(&mut *tx, alert, Some(&mut attached))
-                .await?;
+            let (ingested, entries) = self.ingest_in(&mut *tx, alert, Some(&mut attached)).await?;
             if !entries.is_empty() {
                 deduplicated.push(ingested.deduplicated);
                 written.extend(entries);
