@@ -314,8 +314,18 @@ fn raise(server: &Server) -> String {
 
 const SLEEPY: &str = "// Calls the target, sleeps durably, calls it again.\nfn run(incident, params) {\n    http::post(params.target + \"/one\", #{});\n    sleep(2);\n    http::post(params.target + \"/two\", #{});\n}\n";
 
-#[test]
-fn kill_9_during_a_durable_sleep_repeats_no_call() {
+/// The `SLEEPY` runbook's server, killed with `kill -9` while the run sleeps.
+struct Crashed {
+    hits: Arc<Mutex<Vec<Hit>>>,
+    runbooks: PathBuf,
+    config: PathBuf,
+    data: PathBuf,
+    incident: String,
+    _rt: tokio::runtime::Runtime,
+    _dir: tempfile::TempDir,
+}
+
+fn crash_while_sleeping() -> Crashed {
     let rt = tokio::runtime::Runtime::new().unwrap();
     let (url, hits) = target(&rt);
     let dir = tempfile::tempdir().unwrap();
@@ -327,12 +337,33 @@ fn kill_9_during_a_durable_sleep_repeats_no_call() {
         &url,
     );
     let data = dir.path().join("data");
-
     let server = Server::start(&data, &runbooks, &config);
-    let id = raise(&server);
-    let run = run_in(&server, &id, "sleeping");
+    let incident = raise(&server);
+    let run = run_in(&server, &incident, "sleeping");
     assert!(run["wake_at"].is_string(), "{run:#}");
     server.kill9();
+    Crashed {
+        hits,
+        runbooks,
+        config,
+        data,
+        incident,
+        _rt: rt,
+        _dir: dir,
+    }
+}
+
+#[test]
+fn kill_9_during_a_durable_sleep_repeats_no_call() {
+    let Crashed {
+        hits,
+        runbooks,
+        config,
+        data,
+        incident: id,
+        _rt,
+        _dir,
+    } = crash_while_sleeping();
 
     let server = Server::start(&data, &runbooks, &config);
     let run = run_in(&server, &id, "succeeded");
@@ -424,22 +455,15 @@ fn an_approval_survives_a_crash_and_the_run_resumes_when_approved() {
 
 #[test]
 fn a_script_changed_between_crash_and_replay_fails_naming_the_step() {
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    let (url, hits) = target(&rt);
-    let dir = tempfile::tempdir().unwrap();
-    let (runbooks, config) = setup(
-        dir.path(),
-        "sleepy",
-        "capabilities: [http, sleep]\n",
-        SLEEPY,
-        &url,
-    );
-    let data = dir.path().join("data");
-
-    let server = Server::start(&data, &runbooks, &config);
-    let id = raise(&server);
-    run_in(&server, &id, "sleeping");
-    server.kill9();
+    let Crashed {
+        hits,
+        runbooks,
+        config,
+        data,
+        incident: id,
+        _rt,
+        _dir,
+    } = crash_while_sleeping();
     // Someone edits the script while the run sleeps: the first call now goes elsewhere.
     std::fs::write(runbooks.join("sleepy.rhai"), SLEEPY.replace("/one", "/uno")).unwrap();
 
