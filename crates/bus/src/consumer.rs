@@ -57,17 +57,20 @@ pub async fn consume<F, Fut>(
     F: Fn(Delivery) -> Fut + Send + Sync,
     Fut: Future<Output = Result<(), HandlerError>> + Send,
 {
-    consume_batched(
+    run(
         bus,
         stream,
         consumer,
         options,
         shutdown,
-        |_| async { Ok(Batch::OneByOne) },
+        None::<NoBatch>,
         handler,
     )
     .await;
 }
+
+/// The batch handler of a consumer that has none.
+type NoBatch = fn(Arc<[Delivery]>) -> std::future::Ready<Result<Batch, HandlerError>>;
 
 /// What a batch handler made of a fetched batch.
 pub enum Batch {
@@ -89,7 +92,33 @@ pub async fn consume_batched<B, BFut, F, Fut>(
     batch_handler: B,
     handler: F,
 ) where
-    B: Fn(Vec<Delivery>) -> BFut + Send + Sync,
+    B: Fn(Arc<[Delivery]>) -> BFut + Send + Sync,
+    BFut: Future<Output = Result<Batch, HandlerError>> + Send,
+    F: Fn(Delivery) -> Fut + Send + Sync,
+    Fut: Future<Output = Result<(), HandlerError>> + Send,
+{
+    run(
+        bus,
+        stream,
+        consumer,
+        options,
+        shutdown,
+        Some(batch_handler),
+        handler,
+    )
+    .await;
+}
+
+async fn run<B, BFut, F, Fut>(
+    bus: Arc<dyn Bus>,
+    stream: &'static str,
+    consumer: &'static str,
+    options: ConsumerOptions,
+    shutdown: CancellationToken,
+    batch_handler: Option<B>,
+    handler: F,
+) where
+    B: Fn(Arc<[Delivery]>) -> BFut + Send + Sync,
     BFut: Future<Output = Result<Batch, HandlerError>> + Send,
     F: Fn(Delivery) -> Fut + Send + Sync,
     Fut: Future<Output = Result<(), HandlerError>> + Send,
@@ -107,12 +136,14 @@ pub async fn consume_batched<B, BFut, F, Fut>(
                 continue;
             }
         };
-        if batch.len() > 1 {
-            let last = batch.last().cloned();
+        let batch: Arc<[Delivery]> = batch.into();
+        if let Some(batch_handler) = &batch_handler
+            && batch.len() > 1
+        {
             match batch_handler(batch.clone()).await {
                 Ok(Batch::Handled) => {
-                    if let Some(last) = last
-                        && let Err(e) = bus.ack(stream, consumer, &last).await
+                    if let Some(last) = batch.last()
+                        && let Err(e) = bus.ack(stream, consumer, last).await
                     {
                         tracing::warn!(stream, consumer, error = %e, "acknowledging failed");
                     }
@@ -125,7 +156,7 @@ pub async fn consume_batched<B, BFut, F, Fut>(
             }
         }
         let mut handled = None;
-        for delivery in batch {
+        for delivery in batch.iter().cloned() {
             match deliver(
                 &*bus, stream, consumer, &options, &shutdown, &handler, delivery,
             )

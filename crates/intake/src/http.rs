@@ -131,10 +131,11 @@ async fn store(
     let _permit = intake
         .admit_for(integration, batch.len())
         .map_err(|e| ingest_error(&e))?;
-    let errors: Vec<String> = batch
+    let items = intake.validate(batch);
+    let errors: Vec<String> = items
         .iter()
         .enumerate()
-        .filter_map(|(i, item)| intake.check(item).err().map(|e| format!("alert {i}: {e}")))
+        .filter_map(|(i, (_, checked))| checked.as_ref().err().map(|e| format!("alert {i}: {e}")))
         .collect();
     if !errors.is_empty() {
         return Err(invalid(errors));
@@ -144,7 +145,7 @@ async fn store(
         auto_resolve: integration.auto_resolve,
     };
     intake
-        .ingest(source, batch, None)
+        .ingest_checked(source, items, None)
         .await
         .map_err(|e| ingest_error(&e))
 }

@@ -1,13 +1,12 @@
 //! The core of intake: a batch of signals — triggers, acknowledgements, resolves — validated,
 //! then stored with their events in one transaction, with repeats recognised by alert key.
 
-use firebreak_bus::{outbox_event, streams};
-use firebreak_domain::{AlertId, Labels, Signal, SignalInput};
-use firebreak_proto::v1::{self, event::Payload};
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use firebreak_bus::RelayHandle;
+use firebreak_bus::{RelayHandle, outbox_event, streams};
+use firebreak_domain::{AlertId, Labels, Signal, SignalInput};
+use firebreak_proto::v1::{self, event::Payload};
 use firebreak_storage::{AlertRecord, IntakeStore, OutboxEvent};
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot};
@@ -58,11 +57,15 @@ pub struct Source<'a> {
 
 const MAX_ALERT_KEY: usize = 255;
 
+/// A signal with the verdict of its validation: its parsed form (for a trigger) or why it
+/// was refused.
+pub(crate) type Checked = (Incoming, Result<Option<Signal>, String>);
+
 /// A call waiting for the writer.
 pub(crate) struct Job {
     integration: String,
     auto_resolve: bool,
-    items: Vec<(Incoming, Result<Option<Signal>, String>)>,
+    items: Vec<Checked>,
     idempotency_key: Option<String>,
     reply: oneshot::Sender<Result<Vec<Outcome>, IngestError>>,
 }
@@ -76,8 +79,8 @@ const GROUP_ITEMS: usize = 4000;
 struct Pending {
     alerts: Vec<AlertRecord>,
     events: Vec<OutboxEvent>,
-    keys: HashMap<(String, String), (String, String)>,
-    changed: Vec<(String, String)>,
+    /// (integration, key) → (alert id, state, changed by this group).
+    keys: HashMap<(String, String), (String, String, bool)>,
 }
 
 impl Pending {
@@ -87,15 +90,14 @@ impl Pending {
         }
         self.keys
             .get(&(integration.to_owned(), key.to_owned()))
-            .cloned()
+            .map(|(id, state, _)| (id.clone(), state.clone()))
     }
 
     fn set_key(&mut self, integration: &str, key: &str, alert_id: &str, state: &str) {
-        let k = (integration.to_owned(), key.to_owned());
-        if !self.changed.contains(&k) {
-            self.changed.push(k.clone());
-        }
-        self.keys.insert(k, (alert_id.to_owned(), state.to_owned()));
+        self.keys.insert(
+            (integration.to_owned(), key.to_owned()),
+            (alert_id.to_owned(), state.to_owned(), true),
+        );
     }
 }
 
@@ -109,14 +111,28 @@ impl Intake {
         batch: Vec<Incoming>,
         idempotency_key: Option<&str>,
     ) -> Result<Vec<Outcome>, IngestError> {
-        // Validation needs no transaction: bad signals never reach the database.
-        let items = batch
+        let items = self.validate(batch);
+        self.ingest_checked(source, items, idempotency_key).await
+    }
+
+    /// Validates each signal; needs no transaction, so bad signals never reach the database.
+    pub(crate) fn validate(&self, batch: Vec<Incoming>) -> Vec<Checked> {
+        batch
             .into_iter()
             .map(|i| {
                 let checked = self.check(&i);
                 (i, checked)
             })
-            .collect();
+            .collect()
+    }
+
+    /// [`Intake::ingest`] of signals already validated.
+    pub(crate) async fn ingest_checked(
+        &self,
+        source: Source<'_>,
+        items: Vec<Checked>,
+        idempotency_key: Option<&str>,
+    ) -> Result<Vec<Outcome>, IngestError> {
         let (reply, answer) = oneshot::channel();
         let job = Job {
             integration: source.integration.to_owned(),
@@ -199,7 +215,7 @@ async fn commit_group(
     pairs.sort_unstable();
     pairs.dedup();
     for (integration, key, id, state) in tx.alert_keys(&pairs).await? {
-        pending.keys.insert((integration, key), (id, state));
+        pending.keys.insert((integration, key), (id, state, false));
     }
     let mut results = Vec::with_capacity(group.len());
     for job in group.iter_mut() {
@@ -234,11 +250,11 @@ async fn commit_group(
         results.push(outcomes);
     }
     let keys: Vec<_> = pending
-        .changed
+        .keys
         .iter()
-        .filter_map(|k| {
-            let (id, state) = pending.keys.get(k)?;
-            Some((k.0.clone(), k.1.clone(), id.clone(), state.clone()))
+        .filter(|(_, (_, _, changed))| *changed)
+        .map(|((integration, key), (id, state, _))| {
+            (integration.clone(), key.clone(), id.clone(), state.clone())
         })
         .collect();
     tx.set_alert_keys(&keys).await?;
@@ -249,7 +265,7 @@ async fn commit_group(
 
 impl Intake {
     /// Validates a signal; a trigger yields its parsed form.
-    pub(crate) fn check(&self, item: &Incoming) -> Result<Option<Signal>, String> {
+    fn check(&self, item: &Incoming) -> Result<Option<Signal>, String> {
         if item.alert_key.len() > MAX_ALERT_KEY {
             return Err(format!(
                 "invalid alert_key: longer than {MAX_ALERT_KEY} bytes"

@@ -155,11 +155,11 @@ impl Orchestration {
             ConsumerOptions::default(),
             shutdown.clone(),
             // Runs for a fetched run of incident events, created in one transaction.
-            move |batch| {
+            move |batch: Arc<[firebreak_bus::Delivery]>| {
                 let me = batch_me.clone();
                 async move {
                     let mut runs = Vec::new();
-                    for d in &batch {
+                    for d in batch.iter() {
                         let Ok(event) = firebreak_proto::decode_event(&d.message.payload) else {
                             return Ok(Batch::OneByOne);
                         };

@@ -54,7 +54,6 @@ pub trait IntakeTx: Send {
     async fn alert_keys(&mut self, pairs: &[(String, String)]) -> Result<Vec<AlertKeyRow>>;
     /// Points (integration, alert key) pairs at alerts in a state.
     async fn set_alert_keys(&mut self, rows: &[AlertKeyRow]) -> Result<()>;
-    async fn insert_alert(&mut self, alert: &AlertRecord) -> Result<()>;
     /// Inserts alerts and their events with a few statements, however many there are.
     async fn insert_alerts(&mut self, alerts: &[AlertRecord], events: &[OutboxEvent])
     -> Result<()>;

@@ -78,11 +78,14 @@ impl Triage {
                 },
                 shutdown.clone(),
                 // An alert storm: a fetched run of alerts is ingested in one transaction.
-                move |batch| {
+                move |batch: std::sync::Arc<[firebreak_bus::Delivery]>| {
                     let me = batch_me.clone();
                     async move {
+                        if stream != streams::ALERTS {
+                            return Ok(Batch::OneByOne);
+                        }
                         let mut alerts = Vec::with_capacity(batch.len());
-                        for d in &batch {
+                        for d in batch.iter() {
                             match firebreak_proto::decode_event(&d.message.payload) {
                                 Ok(firebreak_proto::v1::Event {
                                     payload: Some(Payload::AlertReceived(a)),

@@ -236,10 +236,6 @@ impl IntakeTx for SqliteIntakeTx {
         Ok(())
     }
 
-    async fn insert_alert(&mut self, alert: &AlertRecord) -> Result<()> {
-        insert_alert(&mut self.tx, alert).await
-    }
-
     async fn insert_alerts(
         &mut self,
         alerts: &[AlertRecord],
