@@ -461,8 +461,7 @@ impl Triage {
                 Ok(())
             }
             Some(Command::SetSeverity(level)) => {
-                self.change_severity(event_id, &id, &actor, |_| level, "set by a runbook")
-                    .await
+                self.set_severity(event_id, &id, &actor, level).await
             }
             // Escalating raises the severity one level (SEV1 stays SEV1) and is announced as
             // its own change, so channels page for it even at SEV1.
@@ -577,15 +576,8 @@ impl Triage {
 }
 
 impl Triage {
-    /// Moves an active incident's severity to `to(current)`, once per event.
-    async fn change_severity(
-        &self,
-        event_id: &str,
-        id: &str,
-        actor: &str,
-        to: impl Fn(u32) -> u32,
-        reason: &str,
-    ) -> Result<()> {
+    /// A runbook sets an active incident's severity, once per event.
+    async fn set_severity(&self, event_id: &str, id: &str, actor: &str, level: u32) -> Result<()> {
         let mut tx = self.store.begin().await?;
         if !tx.mark_processed(event_id).await? {
             return Ok(());
@@ -594,7 +586,6 @@ impl Triage {
             tx.commit().await?;
             return Ok(());
         };
-        let level = to(inc.severity);
         let severity = Severity::new(level)?;
         if inc.severity == level || !IncidentState::from_str_lossy(&inc.state).is_active() {
             tx.commit().await?;
@@ -605,7 +596,7 @@ impl Triage {
             id,
             "severity_changed",
             actor,
-            json!({ "from": inc.severity, "to": level, "reason": reason }),
+            json!({ "from": inc.severity, "to": level, "reason": "set by a runbook" }),
         )];
         inc.severity = level;
         inc.priority = u32::from(Priority::from_impact_urgency(severity, urgency).level());
