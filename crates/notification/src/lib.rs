@@ -31,6 +31,9 @@ pub use escalation::{EscalationPolicy, EscalationStep};
 
 /// Attempts before a delivery is marked failed.
 const MAX_ATTEMPTS: u32 = 8;
+/// How long a replica holds the deliveries it claimed before another may take them: longer
+/// than a batch of attempts takes.
+const CLAIM_MICROS: i64 = 60_000_000;
 
 /// The notification service. Cheap to clone.
 #[derive(Clone)]
@@ -219,10 +222,16 @@ impl Notification {
         }
     }
 
-    /// Sends due deliveries until `shutdown`, retrying with backoff.
+    /// Sends due deliveries until `shutdown`, retrying with backoff. Deliveries are claimed
+    /// for a while first, so replicas share the work.
     async fn dispatch(self, shutdown: CancellationToken) {
         while !shutdown.is_cancelled() {
-            match self.store.due_deliveries(self.clock.now_micros(), 32).await {
+            let now = self.clock.now_micros();
+            match self
+                .store
+                .claim_due_deliveries(now, now + CLAIM_MICROS, 32)
+                .await
+            {
                 Ok(due) => {
                     for d in due {
                         self.attempt(d).await;

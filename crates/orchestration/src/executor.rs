@@ -80,6 +80,7 @@ impl Orchestration {
     /// wakes sleeping runs and applies the fallback of approvals that timed out.
     pub(crate) async fn executor(self, shutdown: CancellationToken) {
         let mut tasks = tokio::task::JoinSet::new();
+        tasks.spawn(self.clone().renew_leases(shutdown.clone()));
         while !shutdown.is_cancelled() {
             match self.store.due_runs(self.now()).await {
                 Ok(runs) => {
@@ -91,6 +92,10 @@ impl Orchestration {
                         if !self.claim(&run) {
                             continue;
                         }
+                        if !self.lease(&run.id).await {
+                            self.unclaim(&run.id);
+                            continue;
+                        }
                         let Ok(permit) = self.slots.clone().acquire_owned().await else {
                             return;
                         };
@@ -98,8 +103,10 @@ impl Orchestration {
                         tasks.spawn(async move {
                             let id = run.id.clone();
                             me.execute_run(run).await;
-                            if let Ok(mut r) = me.running.lock() {
-                                r.remove(&id);
+                            me.unclaim(&id);
+                            if let Err(e) = me.store.release_run(&id, &me.owner).await {
+                                // It runs out on its own.
+                                tracing::warn!(run = %id, error = %e, "releasing the run's lease failed");
                             }
                             drop(permit);
                         });
@@ -116,6 +123,45 @@ impl Orchestration {
         }
         // Let executing scripts finish their current step; their journal keeps the rest.
         while tasks.join_next().await.is_some() {}
+    }
+
+    /// Takes or renews this process's lease on a run; false when another process holds it.
+    async fn lease(&self, id: &str) -> bool {
+        let now = wall_micros();
+        let until = now + self.options.lease.as_micros() as i64;
+        match self.store.lease_run(id, &self.owner, until, now).await {
+            Ok(held) => held,
+            Err(e) => {
+                tracing::warn!(run = %id, error = %e, "leasing the run failed");
+                false
+            }
+        }
+    }
+
+    /// Renews the leases of the runs executing here, three times per lease period, until
+    /// `shutdown`.
+    async fn renew_leases(self, shutdown: CancellationToken) {
+        loop {
+            tokio::select! {
+                () = tokio::time::sleep(self.options.lease / 3) => {}
+                () = shutdown.cancelled() => return,
+            }
+            let ids: Vec<String> = match self.running.lock() {
+                Ok(r) => r.keys().cloned().collect(),
+                Err(_) => return,
+            };
+            for id in ids {
+                if !self.lease(&id).await {
+                    tracing::error!(run = %id, "lost the run's lease: another process may take it over");
+                }
+            }
+        }
+    }
+
+    fn unclaim(&self, id: &str) {
+        if let Ok(mut r) = self.running.lock() {
+            r.remove(id);
+        }
     }
 
     /// Marks a run as executing here, unless it is already or its runbook is at its cap.
@@ -370,6 +416,15 @@ impl Orchestration {
         }
         self.relay.wake();
     }
+}
+
+/// Leases are about processes being alive, so they run on the wall clock, not the injected
+/// one that timers use.
+fn wall_micros() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_micros() as i64
 }
 
 fn secs(s: u64) -> i64 {

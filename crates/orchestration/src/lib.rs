@@ -55,6 +55,9 @@ pub struct Options {
     pub secrets: SecretSource,
     /// The time timers are due against (durable sleeps, approval timeouts).
     pub clock: Arc<dyn Clock>,
+    /// How long a run's lease lasts without renewal: how soon another replica takes over
+    /// the runs of a process that died.
+    pub lease: std::time::Duration,
 }
 
 impl Default for Options {
@@ -69,6 +72,7 @@ impl Default for Options {
             kubernetes: KubeOptions::default(),
             secrets: SecretSource::default(),
             clock: Arc::new(SystemClock),
+            lease: std::time::Duration::from_secs(30),
         }
     }
 }
@@ -86,6 +90,8 @@ pub struct Orchestration {
     actions: Arc<Actions>,
     /// Runs executing in this process: run id → runbook.
     running: Arc<std::sync::Mutex<std::collections::HashMap<String, String>>>,
+    /// This process's name on the run leases it holds.
+    owner: Arc<str>,
 }
 
 impl Orchestration {
@@ -122,6 +128,7 @@ impl Orchestration {
             }),
             options: Arc::new(options),
             running: Arc::default(),
+            owner: format!("{}-{}", std::process::id(), uuid::Uuid::now_v7()).into(),
         })
     }
 

@@ -22,6 +22,8 @@ pub trait Outbox: Send + Sync {
     async fn pending(&self, limit: u32) -> Result<Vec<OutboxRecord>>;
     /// Marks events as published; they are deleted after a day.
     async fn mark_published(&self, seqs: &[i64]) -> Result<()>;
+    /// Checks that the database answers (for health).
+    async fn ping(&self) -> Result<()>;
 }
 
 /// Intake's store: the raw and normalized alerts.
@@ -120,8 +122,16 @@ pub trait OrchestrationStore: Outbox {
         limit: u32,
     ) -> Result<Vec<RunRecord>>;
     /// Runs with work to do at `now`: pending or running (to (re)start, also after a
-    /// restart), sleeping runs whose time has come, approvals that timed out.
+    /// restart), sleeping runs whose time has come, approvals that timed out. A replica
+    /// executes one only once it holds its lease (`lease_run`).
     async fn due_runs(&self, now: i64) -> Result<Vec<RunRecord>>;
+    /// Takes or renews the lease on a run for `owner` until `until` (micros): true when
+    /// `owner` holds it now (it was free, its holder's lease ran out before `now`, or `owner`
+    /// held it already). Replicas execute only the runs they hold, so a run is executed by one
+    /// process at a time and taken over when its holder dies.
+    async fn lease_run(&self, id: &str, owner: &str, until: i64, now: i64) -> Result<bool>;
+    /// Gives up `owner`'s lease on a run (it finished, or waits for time or a person).
+    async fn release_run(&self, id: &str, owner: &str) -> Result<()>;
     /// Moves a run from state `from` to what `run` holds (state, phase, plan, wake_at, error,
     /// finished_at), with an optional journal entry and events, in one transaction. False
     /// (and nothing written) when the run was no longer in `from`: someone else moved it.
@@ -154,9 +164,16 @@ pub trait OrchestrationStore: Outbox {
 pub trait NotificationStore: Outbox {
     /// Inserts deliveries unless they exist (same event and channel); returns those inserted.
     async fn insert_deliveries(&self, deliveries: &[DeliveryRecord]) -> Result<u32>;
-    /// Pending deliveries due at or before `now_micros`.
-    async fn due_deliveries(&self, now_micros: i64, limit: u32) -> Result<Vec<DeliveryRecord>>;
-    /// Records an attempt's outcome with its event.
+    /// Claims up to `limit` pending deliveries due at or before `now_micros` that no one else
+    /// holds, until `lease_until` (micros): replicas do not attempt the same delivery at once,
+    /// and a claim of a process that died runs out so another takes it.
+    async fn claim_due_deliveries(
+        &self,
+        now_micros: i64,
+        lease_until: i64,
+        limit: u32,
+    ) -> Result<Vec<DeliveryRecord>>;
+    /// Records an attempt's outcome with its event, and lets the claim go.
     async fn update_delivery(
         &self,
         delivery: &DeliveryRecord,

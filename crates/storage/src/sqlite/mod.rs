@@ -205,6 +205,10 @@ macro_rules! impl_outbox {
             async fn mark_published(&self, seqs: &[i64]) -> crate::Result<()> {
                 super::outbox_mark(&self.write, seqs).await
             }
+            async fn ping(&self) -> crate::Result<()> {
+                sqlx::query("SELECT 1").execute(&self.pool).await?;
+                Ok(())
+            }
         }
     };
 }

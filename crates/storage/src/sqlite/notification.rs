@@ -69,6 +69,11 @@ CREATE INDEX deliveries_due ON deliveries (next_attempt_at) WHERE status = 'pend
 CREATE INDEX deliveries_incident ON deliveries (incident_id);
 ",
     },
+    // Replicas claim deliveries for a while before attempting them.
+    Migration {
+        version: 4,
+        sql: "ALTER TABLE deliveries ADD COLUMN lease_until INTEGER;",
+    },
 ];
 
 /// Notification's store on SQLite.
@@ -121,21 +126,34 @@ impl NotificationStore for SqliteNotificationStore {
         Ok(inserted)
     }
 
-    async fn due_deliveries(&self, now: i64, limit: u32) -> Result<Vec<DeliveryRecord>> {
+    async fn claim_due_deliveries(
+        &self,
+        now: i64,
+        lease_until: i64,
+        limit: u32,
+    ) -> Result<Vec<DeliveryRecord>> {
         let rows = sqlx::query(
-            "SELECT * FROM deliveries WHERE status = 'pending' AND next_attempt_at <= ? ORDER BY next_attempt_at LIMIT ?",
+            "UPDATE deliveries SET lease_until = ?1 WHERE id IN (
+                SELECT id FROM deliveries WHERE status = 'pending' AND next_attempt_at <= ?2
+                    AND (lease_until IS NULL OR lease_until < ?2)
+                ORDER BY next_attempt_at LIMIT ?3)
+             RETURNING *",
         )
+        .bind(lease_until)
         .bind(now)
         .bind(i64::from(limit))
-        .fetch_all(&self.pool)
+        .fetch_all(&self.write)
         .await?;
-        rows.iter().map(delivery_row).collect()
+        let mut due = rows.iter().map(delivery_row).collect::<Result<Vec<_>>>()?;
+        due.sort_by_key(|d| d.next_attempt_at);
+        Ok(due)
     }
 
     async fn update_delivery(&self, d: &DeliveryRecord, event: Option<&OutboxEvent>) -> Result<()> {
         let mut tx = self.write.begin_with("BEGIN IMMEDIATE").await?;
         sqlx::query(
-            "UPDATE deliveries SET status = ?, attempts = ?, last_error = ?, next_attempt_at = ?, delivered_at = ?
+            "UPDATE deliveries SET status = ?, attempts = ?, last_error = ?, next_attempt_at = ?, delivered_at = ?,
+                lease_until = NULL
              WHERE id = ?",
         )
         .bind(&d.status)

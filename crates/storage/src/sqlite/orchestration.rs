@@ -61,6 +61,14 @@ ALTER TABLE runs ADD COLUMN wake_at INTEGER;
 CREATE INDEX runs_state ON runs (state, wake_at);
 ",
     },
+    // Replicas lease the runs they execute.
+    Migration {
+        version: 4,
+        sql: "
+ALTER TABLE runs ADD COLUMN lease_owner TEXT;
+ALTER TABLE runs ADD COLUMN lease_until INTEGER;
+",
+    },
 ];
 
 /// Orchestration's store on SQLite.
@@ -151,6 +159,31 @@ impl OrchestrationStore for SqliteOrchestrationStore {
         .fetch_all(&self.pool)
         .await?;
         rows.iter().map(run_row).collect()
+    }
+
+    async fn lease_run(&self, id: &str, owner: &str, until: i64, now: i64) -> Result<bool> {
+        let done = sqlx::query(
+            "UPDATE runs SET lease_owner = ?1, lease_until = ?2
+             WHERE id = ?3 AND (lease_owner IS NULL OR lease_owner = ?1 OR lease_until < ?4)",
+        )
+        .bind(owner)
+        .bind(until)
+        .bind(id)
+        .bind(now)
+        .execute(&self.write)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn release_run(&self, id: &str, owner: &str) -> Result<()> {
+        sqlx::query(
+            "UPDATE runs SET lease_owner = NULL, lease_until = NULL WHERE id = ? AND lease_owner = ?",
+        )
+        .bind(id)
+        .bind(owner)
+        .execute(&self.write)
+        .await?;
+        Ok(())
     }
 
     async fn transition(
