@@ -1,0 +1,1 @@
+//! A `nats-server -js` per test, on a free port, with its own store directory.
