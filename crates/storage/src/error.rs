@@ -19,3 +19,27 @@ pub enum Error {
 
 /// The storage layer's result type.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    /// True when the database could not be reached (down, restarting, the network): worth
+    /// waiting out however long it takes, unlike an error in the request itself.
+    pub fn is_unavailable(&self) -> bool {
+        let Self::Database(e) = self else {
+            return false;
+        };
+        match e {
+            sqlx::Error::Io(_)
+            | sqlx::Error::Tls(_)
+            | sqlx::Error::PoolTimedOut
+            | sqlx::Error::PoolClosed
+            | sqlx::Error::WorkerCrashed
+            | sqlx::Error::Protocol(_) => true,
+            // SQLSTATE class 08 (connection exception) and 57P (operator intervention: the
+            // server shutting down or starting).
+            sqlx::Error::Database(db) => db
+                .code()
+                .is_some_and(|c| c.starts_with("08") || c.starts_with("57P")),
+            _ => false,
+        }
+    }
+}

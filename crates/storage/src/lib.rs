@@ -1,4 +1,4 @@
-//! Firebreak's storage layer: one store trait per service, and their SQLite adapter.
+//! Firebreak's storage layer: one store trait per service, and their SQLite and Postgres adapters.
 //!
 //! Every service owns its own database (in embedded mode, its own SQLite file); no service
 //! reads another's tables. Every write that emits events takes them in the same transaction
@@ -7,6 +7,7 @@
 //! Only this crate speaks SQL.
 
 mod error;
+pub mod postgres;
 mod records;
 pub mod sqlite;
 

@@ -88,6 +88,11 @@ impl SqliteNotificationStore {
     /// Opens `path`, creating and migrating it as needed.
     pub async fn open(path: &Path, durable_fsync: bool) -> Result<Self> {
         let (pool, write) = super::open(path, MIGRATIONS, durable_fsync).await?;
+        // An embedded database belongs to one process (the app locks its data directory):
+        // a claim found here was left by a crashed process and is void.
+        sqlx::query("UPDATE deliveries SET lease_until = NULL WHERE lease_until IS NOT NULL")
+            .execute(&write)
+            .await?;
         Ok(Self { pool, write })
     }
 }

@@ -83,6 +83,13 @@ impl SqliteOrchestrationStore {
     /// Opens `path`, creating and migrating it as needed.
     pub async fn open(path: &Path, durable_fsync: bool) -> Result<Self> {
         let (pool, write) = super::open(path, MIGRATIONS, durable_fsync).await?;
+        // An embedded database belongs to one process (the app locks its data directory):
+        // a lease found here was left by a crashed process and is void.
+        sqlx::query(
+            "UPDATE runs SET lease_owner = NULL, lease_until = NULL WHERE lease_owner IS NOT NULL",
+        )
+        .execute(&write)
+        .await?;
         Ok(Self { pool, write })
     }
 }

@@ -1,0 +1,338 @@
+//! Intake's tables in Postgres: alerts, what each sender's alert key names, idempotency keys
+//! and integrations.
+
+use async_trait::async_trait;
+use sqlx::postgres::{PgBindIterExt, PgPool, PgRow};
+use sqlx::{Postgres, Row, Transaction};
+
+use super::{
+    Migration, OUTBOX, conflict, enqueue, enqueue_all, from_json, get_u32, impl_outbox, json_text,
+    lock_key, now_micros,
+};
+use crate::{
+    AlertKeyRow, AlertRecord, IntakeStore, IntakeTx, IntegrationRecord, OutboxEvent, Result,
+};
+
+/// The Postgres schema starts where SQLite's stands today (its version 4); JSON is kept as
+/// text, as the services wrote it, since nothing queries inside it.
+const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        sql: OUTBOX,
+    },
+    Migration {
+        version: 2,
+        sql: "
+CREATE TABLE alerts (
+    id TEXT PRIMARY KEY,
+    received_at BIGINT NOT NULL,
+    source TEXT NOT NULL,
+    title TEXT NOT NULL,
+    description TEXT NOT NULL,
+    severity BIGINT NOT NULL,
+    category TEXT NOT NULL,
+    labels TEXT NOT NULL,
+    dedup_key TEXT NOT NULL,
+    annotations TEXT NOT NULL DEFAULT '{}',
+    integration TEXT NOT NULL DEFAULT '',
+    alert_key TEXT NOT NULL DEFAULT ''
+);
+-- What each sender's alert key names now: follow-ups (resolve, acknowledge) and repeats
+-- find their alert here; after a resolve, a new trigger points the key at a new alert.
+CREATE TABLE alert_keys (
+    integration TEXT NOT NULL,
+    alert_key TEXT NOT NULL,
+    alert_id TEXT NOT NULL,
+    state TEXT NOT NULL CHECK (state IN ('firing', 'acknowledged', 'resolved')),
+    updated_at BIGINT NOT NULL,
+    PRIMARY KEY (integration, alert_key)
+);
+-- Responses of calls made with an idempotency key, so a retry gets the first answer.
+CREATE TABLE idempotency (
+    key TEXT PRIMARY KEY,
+    response BYTEA NOT NULL,
+    created_at BIGINT NOT NULL
+);
+CREATE TABLE integrations (
+    name TEXT PRIMARY KEY,
+    kind TEXT NOT NULL,
+    key TEXT NOT NULL UNIQUE,
+    settings TEXT NOT NULL,
+    created_at BIGINT NOT NULL
+);
+",
+    },
+];
+
+/// Namespaces of intake's advisory locks.
+const ALERT_KEY_LOCK: &str = "intake.alert_key";
+const IDEMPOTENCY_LOCK: &str = "intake.idempotency";
+
+/// Intake's store on Postgres.
+#[derive(Clone)]
+pub struct PgIntakeStore {
+    pool: PgPool,
+}
+
+impl PgIntakeStore {
+    /// Connects to the database `url` names, creating and migrating it as needed.
+    pub async fn connect(url: &str) -> Result<Self> {
+        Self::connect_with(url, super::MAX_CONNECTIONS).await
+    }
+
+    /// [`Self::connect`] with a pool of at most `max_connections`.
+    pub async fn connect_with(url: &str, max_connections: u32) -> Result<Self> {
+        Ok(Self {
+            pool: super::open(url, "intake", MIGRATIONS, max_connections).await?,
+        })
+    }
+}
+
+impl_outbox!(PgIntakeStore);
+
+#[async_trait]
+impl IntakeStore for PgIntakeStore {
+    async fn insert_alert(&self, a: &AlertRecord, event: &OutboxEvent) -> Result<()> {
+        let mut tx = self.pool.begin().await?;
+        insert_alerts(&mut tx, std::slice::from_ref(a)).await?;
+        enqueue(&mut tx, event).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn begin(&self) -> Result<Box<dyn IntakeTx>> {
+        Ok(Box::new(PgIntakeTx {
+            tx: self.pool.begin().await?,
+        }))
+    }
+
+    async fn integrations(&self) -> Result<Vec<IntegrationRecord>> {
+        let rows = sqlx::query("SELECT * FROM integrations ORDER BY name")
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(IntegrationRecord {
+                    name: r.try_get("name")?,
+                    kind: r.try_get("kind")?,
+                    key: r.try_get("key")?,
+                    settings: from_json(r.try_get("settings")?)?,
+                    created_at: r.try_get("created_at")?,
+                })
+            })
+            .collect()
+    }
+
+    async fn create_integration(&self, i: &IntegrationRecord) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO integrations (name, kind, key, settings, created_at) VALUES ($1, $2, $3, $4, $5)",
+        )
+        .bind(&i.name)
+        .bind(&i.kind)
+        .bind(&i.key)
+        .bind(json_text(&i.settings)?)
+        .bind(i.created_at)
+        .execute(&self.pool)
+        .await
+        .map_err(|e| conflict(e, &format!("integration {:?} or its key exists", i.name)))?;
+        Ok(())
+    }
+
+    async fn delete_integration(&self, name: &str) -> Result<bool> {
+        let done = sqlx::query("DELETE FROM integrations WHERE name = $1")
+            .bind(name)
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn alert(&self, id: &str) -> Result<Option<AlertRecord>> {
+        sqlx::query("SELECT * FROM alerts WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?
+            .map(|r| alert_row(&r))
+            .transpose()
+    }
+
+    async fn count_alerts(&self) -> Result<i64> {
+        Ok(sqlx::query("SELECT COUNT(*) FROM alerts")
+            .fetch_one(&self.pool)
+            .await?
+            .try_get(0)?)
+    }
+}
+
+/// Inserts alerts with one statement, whatever their number.
+async fn insert_alerts(conn: &mut sqlx::PgConnection, alerts: &[AlertRecord]) -> Result<()> {
+    if alerts.is_empty() {
+        return Ok(());
+    }
+    let mut labels = Vec::with_capacity(alerts.len());
+    let mut annotations = Vec::with_capacity(alerts.len());
+    for a in alerts {
+        labels.push(json_text(&a.labels)?);
+        annotations.push(json_text(&a.annotations)?);
+    }
+    sqlx::query(
+        "INSERT INTO alerts (id, received_at, source, title, description, severity, category, labels,
+            dedup_key, annotations, integration, alert_key)
+         SELECT * FROM unnest($1::text[], $2::int8[], $3::text[], $4::text[], $5::text[], $6::int8[],
+            $7::text[], $8::text[], $9::text[], $10::text[], $11::text[], $12::text[])",
+    )
+    .bind(alerts.iter().map(|a| &a.id).bind_iter())
+    .bind(alerts.iter().map(|a| a.received_at).bind_iter())
+    .bind(alerts.iter().map(|a| &a.source).bind_iter())
+    .bind(alerts.iter().map(|a| &a.title).bind_iter())
+    .bind(alerts.iter().map(|a| &a.description).bind_iter())
+    .bind(alerts.iter().map(|a| i64::from(a.severity)).bind_iter())
+    .bind(alerts.iter().map(|a| &a.category).bind_iter())
+    .bind(&labels)
+    .bind(alerts.iter().map(|a| &a.dedup_key).bind_iter())
+    .bind(&annotations)
+    .bind(alerts.iter().map(|a| &a.integration).bind_iter())
+    .bind(alerts.iter().map(|a| &a.alert_key).bind_iter())
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// One intake write transaction.
+///
+/// Several replicas take signals at once, and a signal's outcome depends on what its alert key
+/// (or idempotency key) named before: `alert_keys` and `idempotent` take a transaction-scoped
+/// advisory lock per key, so two transactions deciding about the same key run one after the
+/// other, as they would on SQLite's single writer, even when no row exists yet to lock.
+struct PgIntakeTx {
+    tx: Transaction<'static, Postgres>,
+}
+
+#[async_trait]
+impl IntakeTx for PgIntakeTx {
+    async fn alert_keys(&mut self, pairs: &[(String, String)]) -> Result<Vec<AlertKeyRow>> {
+        if pairs.is_empty() {
+            return Ok(Vec::new());
+        }
+        // All locks in one statement, in key order, so two transactions naming overlapping
+        // keys cannot deadlock on each other.
+        let mut locks: Vec<i64> = pairs
+            .iter()
+            .map(|(integration, key)| lock_key(ALERT_KEY_LOCK, &[integration, key]))
+            .collect();
+        locks.sort_unstable();
+        locks.dedup();
+        sqlx::query("SELECT pg_advisory_xact_lock(k) FROM unnest($1::int8[]) AS k")
+            .bind(&locks)
+            .execute(&mut *self.tx)
+            .await?;
+        // A new statement, so it sees what the transactions it waited for committed.
+        let rows = sqlx::query(
+            "SELECT integration, alert_key, alert_id, state FROM alert_keys
+             WHERE (integration, alert_key) IN (SELECT * FROM unnest($1::text[], $2::text[]))",
+        )
+        .bind(pairs.iter().map(|(i, _)| i).bind_iter())
+        .bind(pairs.iter().map(|(_, k)| k).bind_iter())
+        .fetch_all(&mut *self.tx)
+        .await?;
+        rows.iter()
+            .map(|r| Ok((r.try_get(0)?, r.try_get(1)?, r.try_get(2)?, r.try_get(3)?)))
+            .collect()
+    }
+
+    async fn set_alert_keys(&mut self, rows: &[AlertKeyRow]) -> Result<()> {
+        if rows.is_empty() {
+            return Ok(());
+        }
+        // One upsert may not touch a row twice: the last row for a pair wins, as it would
+        // applied one by one.
+        let mut last = std::collections::HashMap::with_capacity(rows.len());
+        for (n, (integration, key, _, _)) in rows.iter().enumerate() {
+            last.insert((integration, key), n);
+        }
+        let rows: Vec<&AlertKeyRow> = rows
+            .iter()
+            .enumerate()
+            .filter(|(n, (i, k, _, _))| last.get(&(i, k)) == Some(n))
+            .map(|(_, r)| r)
+            .collect();
+        sqlx::query(
+            "INSERT INTO alert_keys (integration, alert_key, alert_id, state, updated_at)
+             SELECT i, k, a, s, $5 FROM unnest($1::text[], $2::text[], $3::text[], $4::text[]) AS u(i, k, a, s)
+             ON CONFLICT (integration, alert_key) DO UPDATE SET alert_id = excluded.alert_id,
+                state = excluded.state, updated_at = excluded.updated_at",
+        )
+        .bind(rows.iter().map(|r| &r.0).bind_iter())
+        .bind(rows.iter().map(|r| &r.1).bind_iter())
+        .bind(rows.iter().map(|r| &r.2).bind_iter())
+        .bind(rows.iter().map(|r| &r.3).bind_iter())
+        .bind(now_micros())
+        .execute(&mut *self.tx)
+        .await?;
+        Ok(())
+    }
+
+    async fn insert_alerts(
+        &mut self,
+        alerts: &[AlertRecord],
+        events: &[OutboxEvent],
+    ) -> Result<()> {
+        insert_alerts(&mut self.tx, alerts).await?;
+        enqueue_all(&mut self.tx, events).await
+    }
+
+    async fn idempotent(&mut self, key: &str) -> Result<Option<Vec<u8>>> {
+        // A retry arriving at another replica while the first call is still being stored
+        // waits here for it, then finds its response.
+        sqlx::query("SELECT pg_advisory_xact_lock($1)")
+            .bind(lock_key(IDEMPOTENCY_LOCK, &[key]))
+            .execute(&mut *self.tx)
+            .await?;
+        let row = sqlx::query("SELECT response FROM idempotency WHERE key = $1")
+            .bind(key)
+            .fetch_optional(&mut *self.tx)
+            .await?;
+        Ok(match row {
+            Some(r) => Some(r.try_get(0)?),
+            None => None,
+        })
+    }
+
+    async fn remember(&mut self, key: &str, response: &[u8]) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO idempotency (key, response, created_at) VALUES ($1, $2, $3)
+             ON CONFLICT (key) DO NOTHING",
+        )
+        .bind(key)
+        .bind(response)
+        .bind(now_micros())
+        .execute(&mut *self.tx)
+        .await?;
+        Ok(())
+    }
+
+    async fn enqueue(&mut self, event: &OutboxEvent) -> Result<()> {
+        enqueue(&mut self.tx, event).await
+    }
+
+    async fn commit(self: Box<Self>) -> Result<()> {
+        self.tx.commit().await?;
+        Ok(())
+    }
+}
+
+fn alert_row(r: &PgRow) -> Result<AlertRecord> {
+    Ok(AlertRecord {
+        id: r.try_get("id")?,
+        received_at: r.try_get("received_at")?,
+        source: r.try_get("source")?,
+        title: r.try_get("title")?,
+        description: r.try_get("description")?,
+        severity: get_u32(r, "severity")?,
+        category: r.try_get("category")?,
+        labels: from_json(r.try_get("labels")?)?,
+        dedup_key: r.try_get("dedup_key")?,
+        annotations: from_json(r.try_get("annotations")?)?,
+        integration: r.try_get("integration")?,
+        alert_key: r.try_get("alert_key")?,
+    })
+}

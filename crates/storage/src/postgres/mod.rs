@@ -1,0 +1,397 @@
+//! The Postgres adapter: one database per service, shared by all of that service's replicas.
+//!
+//! Replicas write at the same time (READ COMMITTED), so the rules SQLite gets from having one
+//! writer are held here by the database: unique indexes with `ON CONFLICT`, row locks
+//! (`FOR UPDATE`) around read-modify-write, compare-and-set updates, `SKIP LOCKED` claims and
+//! transaction-scoped advisory locks where no row exists yet to lock. Batch paths bind whole
+//! columns as arrays (`unnest`), so a batch costs a few statements whatever its size, and each
+//! statement text is fixed, so it is prepared once per connection.
+
+mod intake;
+mod notification;
+mod orchestration;
+mod triage;
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
+use sqlx::{Connection, PgConnection, Row};
+
+pub use intake::PgIntakeStore;
+pub use notification::PgNotificationStore;
+pub use orchestration::PgOrchestrationStore;
+pub use triage::PgTriageStore;
+
+use crate::{Error, OutboxEvent, OutboxRecord, Result};
+
+/// One schema change: applied once, in order, inside the migration transaction.
+pub(crate) struct Migration {
+    pub(crate) version: i64,
+    pub(crate) sql: &'static str,
+}
+
+/// The outbox every service database carries.
+///
+/// Sequence numbers are assigned at insert, not at commit, so with several writers a relay can
+/// see seq 10 before seq 9 commits; relays read unpublished rows rather than keep a cursor, so
+/// seq 9 is published on a later pass.
+const OUTBOX: &str = "
+CREATE TABLE outbox (
+    seq BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    id TEXT NOT NULL UNIQUE,
+    stream TEXT NOT NULL,
+    subject TEXT NOT NULL,
+    payload BYTEA NOT NULL,
+    created_at BIGINT NOT NULL,
+    published_at BIGINT
+);
+CREATE INDEX outbox_unpublished ON outbox (seq) WHERE published_at IS NULL;
+-- The sweep of published rows reads this instead of the whole table.
+CREATE INDEX outbox_published ON outbox (published_at) WHERE published_at IS NOT NULL;
+";
+
+/// The most connections one store opens. Postgres' default `max_connections` is 100, which
+/// four services with two replicas each stay under as long as their pools are not all full.
+pub(crate) const MAX_CONNECTIONS: u32 = 16;
+
+/// How long a caller waits for a connection; a dead server is noticed within this.
+const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// How long opening a connection outside the pool (to create the database) may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The advisory lock migrations hold, so replicas starting together migrate one at a time.
+/// Advisory locks are scoped to the database, and each service has its own.
+const MIGRATION_LOCK: i64 = 0x6669_7265_6272_6b01;
+
+/// Creates the database `url` names unless it exists, through the server's `postgres`
+/// maintenance database. A concurrent creator winning the race is fine.
+pub async fn create_database_if_missing(url: &str) -> Result<()> {
+    let options = PgConnectOptions::from_str(url)?;
+    // Connecting first needs no rights on the maintenance database when the database exists,
+    // as it will in production.
+    match connect_one(&options).await {
+        Ok(conn) => {
+            let _ = conn.close().await;
+            return Ok(());
+        }
+        Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some("3D000") => {}
+        Err(e) => return Err(e.into()),
+    }
+    let name = options
+        .get_database()
+        .unwrap_or_else(|| options.get_username())
+        .to_owned();
+    let mut conn = connect_one(&options.clone().database("postgres")).await?;
+    let created = sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+        "CREATE DATABASE {}",
+        quote_ident(&name)
+    )))
+    .execute(&mut conn)
+    .await;
+    let _ = conn.close().await;
+    match created {
+        Ok(_) => {
+            tracing::info!(database = %name, "created database");
+            Ok(())
+        }
+        // duplicate_database, or the catalog's unique index when both got that far at once.
+        Err(sqlx::Error::Database(e))
+            if matches!(e.code().as_deref(), Some("42P04") | Some("23505")) =>
+        {
+            Ok(())
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+async fn connect_one(options: &PgConnectOptions) -> std::result::Result<PgConnection, sqlx::Error> {
+    tokio::time::timeout(CONNECT_TIMEOUT, PgConnection::connect_with(options))
+        .await
+        .map_err(|_| {
+            sqlx::Error::Io(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                "connecting to postgres timed out",
+            ))
+        })?
+}
+
+/// Double-quotes an identifier for SQL.
+fn quote_ident(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+/// Creates the database if needed, opens a pool on it and applies `service`'s migrations.
+///
+/// Every connection is tested before it is handed out: after the server restarts, stale
+/// connections are dropped instead of failing a caller's query, and while it is down callers
+/// (and `ping`) fail after `ACQUIRE_TIMEOUT`. The pool reconnects on its own.
+pub(crate) async fn open(
+    url: &str,
+    service: &str,
+    migrations: &[Migration],
+    max_connections: u32,
+) -> Result<PgPool> {
+    create_database_if_missing(url).await?;
+    let mut options = PgConnectOptions::from_str(url)?;
+    if options.get_application_name().is_none() {
+        options = options.application_name(&format!("firebreak-{service}"));
+    }
+    // The adapter's reasoning about concurrency assumes READ COMMITTED (a statement sees what
+    // committed before it began), whatever the server's default; and a replica that froze
+    // inside a transaction must not hold its row locks for ever.
+    let idle_set = options
+        .get_options()
+        .is_some_and(|o| o.contains("idle_in_transaction_session_timeout"));
+    options = options.options([("default_transaction_isolation", "read committed")]);
+    if !idle_set {
+        options = options.options([("idle_in_transaction_session_timeout", "60s")]);
+    }
+    let pool = PgPoolOptions::new()
+        .max_connections(max_connections.max(2))
+        .acquire_timeout(ACQUIRE_TIMEOUT)
+        .test_before_acquire(true)
+        .connect_with(options)
+        .await?;
+    migrate(&pool, service, migrations).await?;
+    Ok(pool)
+}
+
+async fn migrate(pool: &PgPool, service: &str, migrations: &[Migration]) -> Result<()> {
+    let mut tx = pool.begin().await?;
+    sqlx::query("SELECT pg_advisory_xact_lock($1)")
+        .bind(MIGRATION_LOCK)
+        .execute(&mut *tx)
+        .await?;
+    // Checked rather than `CREATE TABLE IF NOT EXISTS`, whose notice would be logged at
+    // every start.
+    let exists: bool = sqlx::query("SELECT to_regclass('schema_migrations') IS NOT NULL")
+        .fetch_one(&mut *tx)
+        .await?
+        .try_get(0)?;
+    if !exists {
+        sqlx::query(
+            "CREATE TABLE schema_migrations (
+                version BIGINT PRIMARY KEY,
+                service TEXT NOT NULL,
+                applied_at BIGINT NOT NULL
+            )",
+        )
+        .execute(&mut *tx)
+        .await?;
+    }
+    // Each service needs its own database: two sharing one would share an outbox and
+    // skip each other's migrations.
+    let other: Option<String> =
+        sqlx::query("SELECT service FROM schema_migrations WHERE service <> $1 LIMIT 1")
+            .bind(service)
+            .fetch_optional(&mut *tx)
+            .await?
+            .map(|r| r.try_get(0))
+            .transpose()?;
+    if let Some(other) = other {
+        return Err(Error::Migration {
+            version: 0,
+            source: sqlx::Error::Configuration(
+                format!(
+                    "the database holds the {other} service's tables; {service} needs a database of its own"
+                )
+                .into(),
+            ),
+        });
+    }
+    let current: i64 = sqlx::query("SELECT COALESCE(MAX(version), 0) FROM schema_migrations")
+        .fetch_one(&mut *tx)
+        .await?
+        .try_get(0)?;
+    for m in migrations.iter().filter(|m| m.version > current) {
+        sqlx::raw_sql(sqlx::AssertSqlSafe(m.sql))
+            .execute(&mut *tx)
+            .await
+            .map_err(|source| Error::Migration {
+                version: m.version,
+                source,
+            })?;
+        sqlx::query(
+            "INSERT INTO schema_migrations (version, service, applied_at) VALUES ($1, $2, $3)",
+        )
+        .bind(m.version)
+        .bind(service)
+        .bind(now_micros())
+        .execute(&mut *tx)
+        .await?;
+    }
+    tx.commit().await?;
+    Ok(())
+}
+
+pub(crate) fn now_micros() -> i64 {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    now.as_micros() as i64
+}
+
+/// A 64-bit FNV-1a hash, for advisory lock keys: stable across builds and releases, so
+/// replicas of different versions (a rolling upgrade) still take the same lock for a name.
+pub(crate) fn lock_key(namespace: &str, parts: &[&str]) -> i64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    let mut eat = |bytes: &[u8]| {
+        for b in bytes {
+            h ^= u64::from(*b);
+            h = h.wrapping_mul(0x0000_0100_0000_01b3);
+        }
+    };
+    eat(namespace.as_bytes());
+    for p in parts {
+        // A separator no name contains keeps ("a", "bc") and ("ab", "c") apart.
+        eat(&[0xff]);
+        eat(p.as_bytes());
+    }
+    h as i64
+}
+
+/// Inserts events into the outbox with one statement.
+pub(crate) async fn enqueue_all(conn: &mut PgConnection, events: &[OutboxEvent]) -> Result<()> {
+    if events.is_empty() {
+        return Ok(());
+    }
+    use sqlx::postgres::PgBindIterExt;
+    sqlx::query(
+        "INSERT INTO outbox (id, stream, subject, payload, created_at)
+         SELECT id, stream, subject, payload, $5
+         FROM unnest($1::text[], $2::text[], $3::text[], $4::bytea[]) AS e(id, stream, subject, payload)",
+    )
+    .bind(events.iter().map(|e| &e.id).bind_iter())
+    .bind(events.iter().map(|e| &e.stream).bind_iter())
+    .bind(events.iter().map(|e| &e.subject).bind_iter())
+    .bind(events.iter().map(|e| &e.payload).bind_iter())
+    .bind(now_micros())
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+pub(crate) async fn enqueue(conn: &mut PgConnection, event: &OutboxEvent) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO outbox (id, stream, subject, payload, created_at) VALUES ($1, $2, $3, $4, $5)",
+    )
+    .bind(&event.id)
+    .bind(&event.stream)
+    .bind(&event.subject)
+    .bind(&event.payload)
+    .bind(now_micros())
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+pub(crate) async fn outbox_pending(pool: &PgPool, limit: u32) -> Result<Vec<OutboxRecord>> {
+    let rows = sqlx::query(
+        "SELECT seq, id, stream, subject, payload FROM outbox WHERE published_at IS NULL
+         ORDER BY seq LIMIT $1",
+    )
+    .bind(i64::from(limit))
+    .fetch_all(pool)
+    .await?;
+    rows.into_iter()
+        .map(|r| {
+            Ok(OutboxRecord {
+                seq: r.try_get("seq")?,
+                event: OutboxEvent {
+                    id: r.try_get("id")?,
+                    stream: r.try_get("stream")?,
+                    subject: r.try_get("subject")?,
+                    payload: r.try_get("payload")?,
+                },
+            })
+        })
+        .collect()
+}
+
+/// Marks events published. Several relays may mark the same rows; the first mark stands.
+pub(crate) async fn outbox_mark(pool: &PgPool, seqs: &[i64]) -> Result<()> {
+    if seqs.is_empty() {
+        return Ok(());
+    }
+    let now = now_micros();
+    sqlx::query("UPDATE outbox SET published_at = $1 WHERE seq = ANY($2) AND published_at IS NULL")
+        .bind(now)
+        .bind(seqs)
+        .execute(pool)
+        .await?;
+    // Published rows are kept a day for operators, then swept, about once per 4096 events.
+    let crossed = seqs.iter().any(|s| s % 4096 == 0)
+        || seqs
+            .first()
+            .zip(seqs.last())
+            .is_some_and(|(a, b)| b / 4096 != a / 4096);
+    if crossed {
+        sqlx::query("DELETE FROM outbox WHERE published_at < $1")
+            .bind(now - 86_400_000_000)
+            .execute(pool)
+            .await?;
+    }
+    Ok(())
+}
+
+pub(crate) fn json_text(v: &impl serde::Serialize) -> Result<String> {
+    serde_json::to_string(v).map_err(|e| Error::Corrupt(e.to_string()))
+}
+
+pub(crate) fn from_json<T: serde::de::DeserializeOwned>(s: &str) -> Result<T> {
+    serde_json::from_str(s).map_err(|e| Error::Corrupt(e.to_string()))
+}
+
+/// Maps a unique-constraint violation to `Error::Conflict`.
+pub(crate) fn conflict(e: sqlx::Error, what: &str) -> Error {
+    match &e {
+        sqlx::Error::Database(db) if db.is_unique_violation() => Error::Conflict(what.to_owned()),
+        _ => Error::Database(e),
+    }
+}
+
+/// Reads a BIGINT column holding a count or level the records keep as `u32`.
+pub(crate) fn get_u32(r: &sqlx::postgres::PgRow, column: &str) -> Result<u32> {
+    let v: i64 = r.try_get(column)?;
+    u32::try_from(v).map_err(|_| Error::Corrupt(format!("{column} = {v} is out of range")))
+}
+
+macro_rules! impl_outbox {
+    ($store:ty) => {
+        #[async_trait::async_trait]
+        impl crate::Outbox for $store {
+            async fn pending(&self, limit: u32) -> crate::Result<Vec<crate::OutboxRecord>> {
+                super::outbox_pending(&self.pool, limit).await
+            }
+            async fn mark_published(&self, seqs: &[i64]) -> crate::Result<()> {
+                super::outbox_mark(&self.pool, seqs).await
+            }
+            async fn ping(&self) -> crate::Result<()> {
+                sqlx::query("SELECT 1").execute(&self.pool).await?;
+                Ok(())
+            }
+        }
+    };
+}
+pub(crate) use impl_outbox;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lock_keys_are_stable_and_keep_parts_apart() {
+        // Fixed value: replicas of different builds must agree on it.
+        assert_eq!(lock_key("", &[]), 0xcbf2_9ce4_8422_2325_u64 as i64);
+        assert_ne!(lock_key("k", &["a", "bc"]), lock_key("k", &["ab", "c"]));
+        assert_ne!(lock_key("k", &["a"]), lock_key("i", &["a"]));
+    }
+
+    #[test]
+    fn identifiers_are_quoted() {
+        assert_eq!(quote_ident("fb_test"), "\"fb_test\"");
+        assert_eq!(quote_ident("a\"b"), "\"a\"\"b\"");
+    }
+}

@@ -1,0 +1,250 @@
+//! Stores of either adapter on a fresh database, and records to put in them.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use firebreak_storage::postgres::{
+    PgIntakeStore, PgNotificationStore, PgOrchestrationStore, PgTriageStore,
+};
+use firebreak_storage::sqlite::{
+    SqliteIntakeStore, SqliteNotificationStore, SqliteOrchestrationStore, SqliteTriageStore,
+};
+use firebreak_storage::{
+    AlertRecord, DeliveryRecord, IncidentRecord, IntakeStore, JournalRecord, NewTimelineEntry,
+    NotificationStore, OrchestrationStore, OutboxEvent, RunRecord, TriageStore,
+};
+use firebreak_testkit::postgres::TestDatabase;
+use sqlx::Connection;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Adapter {
+    Sqlite,
+    Postgres,
+}
+
+/// Where a fixture's database lives; it is removed when this drops.
+pub(crate) enum Backend {
+    Sqlite {
+        _dir: tempfile::TempDir,
+        path: PathBuf,
+    },
+    Postgres(TestDatabase),
+}
+
+impl Backend {
+    async fn new(adapter: Adapter) -> Backend {
+        match adapter {
+            Adapter::Sqlite => {
+                let dir = tempfile::tempdir().expect("temp dir");
+                let path = dir.path().join("store.db");
+                Backend::Sqlite { _dir: dir, path }
+            }
+            Adapter::Postgres => Backend::Postgres(TestDatabase::create().await),
+        }
+    }
+
+    /// Runs a statement past the store, as an operator with a SQL shell would.
+    pub(crate) async fn exec_raw(&self, sql: &'static str) -> Result<u64, sqlx::Error> {
+        match self {
+            Backend::Sqlite { path, .. } => {
+                let url = format!("sqlite://{}", path.display());
+                let mut conn = sqlx::SqliteConnection::connect(&url).await?;
+                let done = sqlx::query(sql).execute(&mut conn).await;
+                let _ = conn.close().await;
+                Ok(done?.rows_affected())
+            }
+            Backend::Postgres(db) => {
+                let mut conn = sqlx::PgConnection::connect(&db.url).await?;
+                let done = sqlx::query(sql).execute(&mut conn).await;
+                let _ = conn.close().await;
+                Ok(done?.rows_affected())
+            }
+        }
+    }
+}
+
+/// A store and the database it lives in.
+pub(crate) struct Fixture<S: ?Sized> {
+    pub(crate) store: Arc<S>,
+    pub(crate) backend: Backend,
+}
+
+pub(crate) async fn intake(adapter: Adapter) -> Fixture<dyn IntakeStore> {
+    let backend = Backend::new(adapter).await;
+    let store: Arc<dyn IntakeStore> = match &backend {
+        Backend::Sqlite { path, .. } => {
+            Arc::new(SqliteIntakeStore::open(path, false).await.unwrap())
+        }
+        Backend::Postgres(db) => Arc::new(PgIntakeStore::connect(&db.url).await.unwrap()),
+    };
+    Fixture { store, backend }
+}
+
+pub(crate) async fn triage(adapter: Adapter) -> Fixture<dyn TriageStore> {
+    let backend = Backend::new(adapter).await;
+    let store = triage_store(&backend).await;
+    Fixture { store, backend }
+}
+
+/// Opens (again) the triage store of a backend.
+pub(crate) async fn triage_store(backend: &Backend) -> Arc<dyn TriageStore> {
+    match backend {
+        Backend::Sqlite { path, .. } => {
+            Arc::new(SqliteTriageStore::open(path, false).await.unwrap())
+        }
+        Backend::Postgres(db) => Arc::new(PgTriageStore::connect(&db.url).await.unwrap()),
+    }
+}
+
+pub(crate) async fn orchestration(adapter: Adapter) -> Fixture<dyn OrchestrationStore> {
+    let backend = Backend::new(adapter).await;
+    let store: Arc<dyn OrchestrationStore> = match &backend {
+        Backend::Sqlite { path, .. } => {
+            Arc::new(SqliteOrchestrationStore::open(path, false).await.unwrap())
+        }
+        Backend::Postgres(db) => Arc::new(PgOrchestrationStore::connect(&db.url).await.unwrap()),
+    };
+    Fixture { store, backend }
+}
+
+pub(crate) async fn notification(adapter: Adapter) -> Fixture<dyn NotificationStore> {
+    let backend = Backend::new(adapter).await;
+    let store: Arc<dyn NotificationStore> = match &backend {
+        Backend::Sqlite { path, .. } => {
+            Arc::new(SqliteNotificationStore::open(path, false).await.unwrap())
+        }
+        Backend::Postgres(db) => Arc::new(PgNotificationStore::connect(&db.url).await.unwrap()),
+    };
+    Fixture { store, backend }
+}
+
+pub(crate) fn event(id: &str) -> OutboxEvent {
+    OutboxEvent {
+        id: id.into(),
+        stream: "test".into(),
+        subject: format!("test.{id}"),
+        payload: id.as_bytes().to_vec(),
+    }
+}
+
+pub(crate) fn alert(id: &str) -> AlertRecord {
+    AlertRecord {
+        id: id.into(),
+        received_at: 1_700_000_000_000_000,
+        source: "prometheus".into(),
+        title: format!("alert {id}"),
+        description: "it's \"quoted\", unicode ✓".into(),
+        severity: 2,
+        category: "infrastructure".into(),
+        labels: BTreeMap::from([
+            ("host".into(), "db-1".into()),
+            ("env".into(), "prod".into()),
+        ]),
+        dedup_key: format!("key-{id}"),
+        annotations: BTreeMap::from([("runbook".into(), "https://example.com/r".into())]),
+        integration: "am".into(),
+        alert_key: format!("fp-{id}"),
+    }
+}
+
+pub(crate) fn incident(id: &str, key: &str, state: &str) -> IncidentRecord {
+    IncidentRecord {
+        id: id.into(),
+        title: "t".into(),
+        description: String::new(),
+        category: "uncategorized".into(),
+        severity: 3,
+        priority: 3,
+        urgency: "medium".into(),
+        state: state.into(),
+        dedup_key: key.into(),
+        alert_count: 1,
+        labels: BTreeMap::from([("service".into(), "api".into())]),
+        source: "test".into(),
+        opened_at: 1,
+        acknowledged_at: None,
+        resolved_at: None,
+        closed_at: None,
+        resolution_summary: String::new(),
+        root_cause: String::new(),
+        review: String::new(),
+        updated_at: 1,
+    }
+}
+
+pub(crate) fn entry(incident_id: &str, kind: &str, data: serde_json::Value) -> NewTimelineEntry {
+    NewTimelineEntry {
+        incident_id: incident_id.into(),
+        kind: kind.into(),
+        at: 5,
+        actor: "test".into(),
+        data,
+    }
+}
+
+pub(crate) fn run(id: &str, runbook: &str, incident_id: &str) -> RunRecord {
+    RunRecord {
+        id: id.into(),
+        runbook: runbook.into(),
+        incident_id: incident_id.into(),
+        state: "pending".into(),
+        live: true,
+        error: String::new(),
+        input: serde_json::json!({ "incident": incident_id, "n": [1, 2.5, null] }),
+        started_at: 10,
+        finished_at: None,
+        phase: "apply".into(),
+        plan: serde_json::Value::Null,
+        wake_at: None,
+    }
+}
+
+pub(crate) fn journal(run_id: &str, seq: u32, status: &str) -> JournalRecord {
+    JournalRecord {
+        run_id: run_id.into(),
+        seq,
+        action: "http.get".into(),
+        args: serde_json::json!({ "url": "https://example.com" }),
+        args_digest: "d1".into(),
+        status: status.into(),
+        result: serde_json::Value::Null,
+        idempotency_key: format!("{run_id}-{seq}"),
+        attempts: 1,
+        at: 20,
+    }
+}
+
+pub(crate) fn delivery(
+    id: &str,
+    event_id: &str,
+    channel: &str,
+    next_attempt_at: i64,
+) -> DeliveryRecord {
+    DeliveryRecord {
+        id: id.into(),
+        event_id: event_id.into(),
+        channel: channel.into(),
+        incident_id: "inc-1".into(),
+        kind: "opened".into(),
+        payload: serde_json::json!({ "text": "db-1 is down" }),
+        status: "pending".into(),
+        attempts: 0,
+        last_error: String::new(),
+        created_at: next_attempt_at,
+        next_attempt_at,
+        delivered_at: None,
+        escalation_step: 0,
+    }
+}
+
+/// The ids of the events waiting in an outbox, oldest first.
+pub(crate) async fn pending_ids(store: &dyn firebreak_storage::Outbox) -> Vec<String> {
+    store
+        .pending(1000)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| r.event.id)
+        .collect()
+}

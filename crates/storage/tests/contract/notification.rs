@@ -1,0 +1,186 @@
+//! Notification's store: deliveries (one per event and channel), claims, escalations.
+
+use firebreak_storage::NotificationStore;
+
+use crate::fixtures::{Fixture, delivery, event, pending_ids};
+
+crate::contract!(notification:
+    one_delivery_per_event_and_channel,
+    claims_are_held_until_they_run_out_or_the_attempt_is_recorded,
+    acknowledging_cancels_later_escalation_steps,
+);
+
+async fn one_delivery_per_event_and_channel(f: &Fixture<dyn NotificationStore>) {
+    let store = &*f.store;
+    assert_eq!(store.insert_deliveries(&[]).await.unwrap(), 0);
+    let inserted = store
+        .insert_deliveries(&[
+            delivery("d1", "e1", "slack", 10),
+            delivery("d2", "e1", "email", 20),
+            delivery("d3", "e1", "slack", 30),
+        ])
+        .await
+        .unwrap();
+    assert_eq!(inserted, 2);
+    // The event consumed again.
+    let again = store
+        .insert_deliveries(&[
+            delivery("d4", "e1", "slack", 40),
+            delivery("d5", "e2", "slack", 50),
+        ])
+        .await
+        .unwrap();
+    assert_eq!(again, 1);
+
+    let ids = |list: Vec<firebreak_storage::DeliveryRecord>| {
+        list.into_iter().map(|d| d.id).collect::<Vec<_>>()
+    };
+    assert_eq!(
+        ids(store.deliveries(None, 10).await.unwrap()),
+        ["d5", "d2", "d1"]
+    );
+    assert_eq!(ids(store.deliveries(None, 1).await.unwrap()), ["d5"]);
+    let mut other = delivery("d6", "e3", "slack", 60);
+    other.incident_id = "inc-2".into();
+    store.insert_deliveries(&[other.clone()]).await.unwrap();
+    assert_eq!(
+        ids(store.deliveries(Some("inc-1"), 10).await.unwrap()),
+        ["d5", "d2", "d1"]
+    );
+    assert_eq!(
+        store.deliveries(Some("inc-2"), 10).await.unwrap(),
+        vec![other]
+    );
+    assert_eq!(
+        store.deliveries(Some("inc-1"), 10).await.unwrap().pop(),
+        Some(delivery("d1", "e1", "slack", 10))
+    );
+}
+
+async fn claims_are_held_until_they_run_out_or_the_attempt_is_recorded(
+    f: &Fixture<dyn NotificationStore>,
+) {
+    let store = &*f.store;
+    let mut delivered = delivery("done", "e0", "slack", 5);
+    delivered.status = "delivered".into();
+    delivered.delivered_at = Some(6);
+    store
+        .insert_deliveries(&[
+            delivery("d30", "e3", "slack", 30),
+            delivery("d10", "e1", "slack", 10),
+            delivery("d20", "e2", "slack", 20),
+            delivery("d100", "e4", "slack", 100),
+            delivered,
+        ])
+        .await
+        .unwrap();
+
+    // Due at 50: three, oldest first, up to the limit.
+    let ids = |list: Vec<firebreak_storage::DeliveryRecord>| {
+        list.into_iter().map(|d| d.id).collect::<Vec<_>>()
+    };
+    assert_eq!(
+        ids(store.claim_due_deliveries(50, 1000, 2).await.unwrap()),
+        ["d10", "d20"]
+    );
+    assert_eq!(
+        ids(store.claim_due_deliveries(50, 1000, 10).await.unwrap()),
+        ["d30"]
+    );
+    // All claimed until 1000: nothing for anyone else, even once d100 is due.
+    assert!(
+        store
+            .claim_due_deliveries(60, 1000, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(
+        ids(store.claim_due_deliveries(999, 1000, 10).await.unwrap()),
+        ["d100"]
+    );
+    assert!(
+        store
+            .claim_due_deliveries(1000, 2000, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+
+    // Recording an attempt lets the claim go: a retry is due at its time, a success never.
+    let mut retry = delivery("d10", "e1", "slack", 10);
+    retry.attempts = 1;
+    retry.last_error = "timeout".into();
+    retry.next_attempt_at = 500;
+    store
+        .update_delivery(&retry, Some(&event("changed-1")))
+        .await
+        .unwrap();
+    let mut ok = delivery("d20", "e2", "slack", 20);
+    ok.status = "delivered".into();
+    ok.attempts = 1;
+    ok.delivered_at = Some(600);
+    store.update_delivery(&ok, None).await.unwrap();
+    assert_eq!(pending_ids(store).await, ["changed-1"]);
+    let claimed = store.claim_due_deliveries(600, 2000, 10).await.unwrap();
+    assert_eq!(claimed, vec![retry]);
+
+    // A claim that ran out (its holder died) is taken by the next claimer.
+    assert_eq!(
+        ids(store.claim_due_deliveries(1001, 3000, 10).await.unwrap()),
+        ["d30", "d100"]
+    );
+    let all = store.deliveries(None, 10).await.unwrap();
+    let d20 = all.iter().find(|d| d.id == "d20").unwrap();
+    assert_eq!(
+        (d20.status.as_str(), d20.delivered_at),
+        ("delivered", Some(600))
+    );
+}
+
+async fn acknowledging_cancels_later_escalation_steps(f: &Fixture<dyn NotificationStore>) {
+    let store = &*f.store;
+    let step = |id: &str, n: u32, status: &str| {
+        let mut d = delivery(id, &format!("e-{id}"), "page", 10 + i64::from(n));
+        d.escalation_step = n;
+        d.status = status.into();
+        d
+    };
+    let mut elsewhere = step("other-2", 2, "pending");
+    elsewhere.incident_id = "inc-2".into();
+    store
+        .insert_deliveries(&[
+            step("s0", 0, "pending"),
+            step("s1", 1, "pending"),
+            step("s2", 2, "pending"),
+            step("s3", 3, "pending"),
+            step("s2-sent", 2, "delivered"),
+            elsewhere,
+        ])
+        .await
+        .unwrap();
+    assert_eq!(store.cancel_escalations("inc-1").await.unwrap(), 2);
+    assert_eq!(store.cancel_escalations("inc-1").await.unwrap(), 0);
+    let status = |list: &[firebreak_storage::DeliveryRecord], id: &str| {
+        list.iter()
+            .find(|d| d.id == id)
+            .map(|d| d.status.clone())
+            .unwrap()
+    };
+    let all = store.deliveries(None, 10).await.unwrap();
+    assert_eq!(status(&all, "s0"), "pending");
+    assert_eq!(status(&all, "s1"), "pending");
+    assert_eq!(status(&all, "s2"), "cancelled");
+    assert_eq!(status(&all, "s3"), "cancelled");
+    assert_eq!(status(&all, "s2-sent"), "delivered");
+    assert_eq!(status(&all, "other-2"), "pending");
+    // Cancelled deliveries are never claimed.
+    let claimed: Vec<_> = store
+        .claim_due_deliveries(100, 200, 10)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|d| d.id)
+        .collect();
+    assert_eq!(claimed, ["s0", "s1", "other-2"]);
+}

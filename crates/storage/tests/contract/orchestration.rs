@@ -1,0 +1,344 @@
+//! Orchestration's store: runs (one per runbook and incident), compare-and-set transitions,
+//! leases, the journal and run logs.
+
+use firebreak_storage::OrchestrationStore;
+use serde_json::json;
+
+use crate::fixtures::{Fixture, event, journal, pending_ids, run};
+
+crate::contract!(orchestration:
+    one_run_per_runbook_and_incident,
+    transitions_compare_and_set,
+    leases_are_held_by_one_owner_until_they_run_out,
+    journal_entries_of_waiting_steps_are_replaced,
+    logs_append_in_order,
+    run_states_are_set_with_their_events,
+    due_runs_are_those_with_work_to_do,
+);
+
+async fn one_run_per_runbook_and_incident(f: &Fixture<dyn OrchestrationStore>) {
+    let store = &*f.store;
+    assert_eq!(store.create_runs(&[]).await.unwrap(), 0);
+    let created = store
+        .create_runs(&[
+            (run("r1", "restart", "inc-1"), event("e1")),
+            (run("r2", "diagnose", "inc-1"), event("e2")),
+            // The same runbook for the same incident, in the same call.
+            (run("r3", "restart", "inc-1"), event("e3")),
+            (run("r4", "restart", "inc-2"), event("e4")),
+        ])
+        .await
+        .unwrap();
+    assert_eq!(created, 3);
+    assert_eq!(pending_ids(store).await, ["e1", "e2", "e4"]);
+    assert_eq!(
+        store.run("r1").await.unwrap(),
+        Some(run("r1", "restart", "inc-1"))
+    );
+    assert_eq!(store.run("r3").await.unwrap(), None);
+
+    // Later, too.
+    assert!(
+        !store
+            .create_run(&run("r5", "restart", "inc-1"), &event("e5"))
+            .await
+            .unwrap()
+    );
+    assert!(
+        store
+            .create_run(&run("r6", "restart", "inc-3"), &event("e6"))
+            .await
+            .unwrap()
+    );
+    assert_eq!(pending_ids(store).await, ["e1", "e2", "e4", "e6"]);
+
+    let ids = |runs: Vec<firebreak_storage::RunRecord>| {
+        runs.into_iter().map(|r| r.id).collect::<Vec<_>>()
+    };
+    assert_eq!(
+        ids(store.runs(None, None, 10).await.unwrap()),
+        ["r6", "r4", "r2", "r1"]
+    );
+    assert_eq!(ids(store.runs(None, None, 2).await.unwrap()), ["r6", "r4"]);
+    assert_eq!(
+        ids(store.runs(Some("inc-1"), None, 10).await.unwrap()),
+        ["r2", "r1"]
+    );
+    assert_eq!(
+        ids(store
+            .runs(Some("inc-1"), Some("pending"), 10)
+            .await
+            .unwrap()),
+        ["r2", "r1"]
+    );
+    assert!(
+        store
+            .runs(Some("inc-1"), Some("running"), 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert!(
+        store
+            .runs(Some("inc-9"), None, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(store.run("nope").await.unwrap(), None);
+}
+
+async fn transitions_compare_and_set(f: &Fixture<dyn OrchestrationStore>) {
+    let store = &*f.store;
+    store
+        .create_run(&run("r1", "restart", "inc-1"), &event("e0"))
+        .await
+        .unwrap();
+    let mut next = run("r1", "restart", "inc-1");
+    next.state = "waiting_approval".into();
+    next.phase = "plan".into();
+    next.plan = json!([{ "action": "restart", "target": "db-1" }]);
+    next.wake_at = Some(500);
+    next.error = "none yet".into();
+    // Fields a transition does not write.
+    next.live = false;
+    next.input = json!("ignored");
+    let moved = store
+        .transition(
+            &next,
+            "pending",
+            Some(&journal("r1", 1, "waiting")),
+            &[event("e1"), event("e2")],
+        )
+        .await
+        .unwrap();
+    assert!(moved);
+    let mut expected = next.clone();
+    expected.live = true;
+    expected.input = run("r1", "restart", "inc-1").input;
+    assert_eq!(store.run("r1").await.unwrap(), Some(expected.clone()));
+    assert_eq!(
+        store.journal("r1").await.unwrap(),
+        vec![journal("r1", 1, "waiting")]
+    );
+    assert_eq!(pending_ids(store).await, ["e0", "e1", "e2"]);
+
+    // From a state the run is no longer in: nothing is written.
+    let mut stale = next.clone();
+    stale.state = "running".into();
+    let moved = store
+        .transition(
+            &stale,
+            "pending",
+            Some(&journal("r1", 2, "done")),
+            &[event("e3")],
+        )
+        .await
+        .unwrap();
+    assert!(!moved);
+    assert_eq!(store.run("r1").await.unwrap(), Some(expected));
+    assert_eq!(store.journal("r1").await.unwrap().len(), 1);
+    assert_eq!(pending_ids(store).await, ["e0", "e1", "e2"]);
+    // Nor for a run that does not exist.
+    assert!(
+        !store
+            .transition(&run("nope", "x", "y"), "pending", None, &[])
+            .await
+            .unwrap()
+    );
+
+    let mut done = next.clone();
+    done.state = "succeeded".into();
+    done.finished_at = Some(900);
+    done.wake_at = None;
+    assert!(
+        store
+            .transition(&done, "waiting_approval", None, &[])
+            .await
+            .unwrap()
+    );
+    let r = store.run("r1").await.unwrap().unwrap();
+    assert_eq!(
+        (r.state.as_str(), r.finished_at, r.wake_at),
+        ("succeeded", Some(900), None)
+    );
+    assert!(r.is_finished());
+}
+
+async fn leases_are_held_by_one_owner_until_they_run_out(f: &Fixture<dyn OrchestrationStore>) {
+    let store = &*f.store;
+    store
+        .create_run(&run("r1", "restart", "inc-1"), &event("e0"))
+        .await
+        .unwrap();
+    assert!(store.lease_run("r1", "a", 100, 10).await.unwrap());
+    // Another owner is refused while the lease lasts, also at its last instant.
+    assert!(!store.lease_run("r1", "b", 150, 50).await.unwrap());
+    assert!(!store.lease_run("r1", "b", 150, 100).await.unwrap());
+    // The holder renews.
+    assert!(store.lease_run("r1", "a", 200, 60).await.unwrap());
+    assert!(!store.lease_run("r1", "b", 250, 150).await.unwrap());
+    // Once it ran out, another takes it over.
+    assert!(store.lease_run("r1", "b", 300, 201).await.unwrap());
+    assert!(!store.lease_run("r1", "a", 400, 250).await.unwrap());
+    // Only the holder can release.
+    store.release_run("r1", "a").await.unwrap();
+    assert!(!store.lease_run("r1", "a", 400, 250).await.unwrap());
+    store.release_run("r1", "b").await.unwrap();
+    assert!(store.lease_run("r1", "a", 400, 250).await.unwrap());
+    // No run, no lease.
+    assert!(!store.lease_run("nope", "a", 400, 250).await.unwrap());
+    store.release_run("nope", "a").await.unwrap();
+}
+
+async fn journal_entries_of_waiting_steps_are_replaced(f: &Fixture<dyn OrchestrationStore>) {
+    let store = &*f.store;
+    store
+        .create_run(&run("r1", "restart", "inc-1"), &event("e0"))
+        .await
+        .unwrap();
+    store
+        .create_run(&run("r2", "restart", "inc-2"), &event("e1"))
+        .await
+        .unwrap();
+    assert!(store.journal("r1").await.unwrap().is_empty());
+    store
+        .put_journal(&journal("r1", 2, "done"), &[])
+        .await
+        .unwrap();
+    store
+        .put_journal(&journal("r1", 1, "waiting"), &[event("e2")])
+        .await
+        .unwrap();
+    store
+        .put_journal(&journal("r2", 1, "done"), &[])
+        .await
+        .unwrap();
+    assert_eq!(
+        store.journal("r1").await.unwrap(),
+        vec![journal("r1", 1, "waiting"), journal("r1", 2, "done")]
+    );
+
+    // The waiting step finishes: status, result, attempts and time are replaced, the rest
+    // (what was asked) stays.
+    let mut finished = journal("r1", 1, "done");
+    finished.result = json!({ "status": 200, "body": "ok" });
+    finished.attempts = 3;
+    finished.at = 77;
+    finished.action = "ignored".into();
+    finished.args = json!("ignored");
+    store.put_journal(&finished, &[event("e3")]).await.unwrap();
+    let mut expected = journal("r1", 1, "done");
+    expected.result = finished.result.clone();
+    expected.attempts = 3;
+    expected.at = 77;
+    assert_eq!(
+        store.journal("r1").await.unwrap(),
+        vec![expected, journal("r1", 2, "done")]
+    );
+    assert_eq!(
+        store.journal("r2").await.unwrap(),
+        vec![journal("r2", 1, "done")]
+    );
+    assert_eq!(pending_ids(store).await, ["e0", "e1", "e2", "e3"]);
+    // A journal entry needs its run.
+    assert!(
+        store
+            .put_journal(&journal("nope", 1, "done"), &[])
+            .await
+            .is_err()
+    );
+}
+
+async fn logs_append_in_order(f: &Fixture<dyn OrchestrationStore>) {
+    let store = &*f.store;
+    store
+        .create_run(&run("r1", "restart", "inc-1"), &event("e0"))
+        .await
+        .unwrap();
+    store
+        .create_run(&run("r2", "restart", "inc-2"), &event("e1"))
+        .await
+        .unwrap();
+    assert!(store.log("r1").await.unwrap().is_empty());
+    store
+        .append_log("r1", &["one".into(), "two".into()])
+        .await
+        .unwrap();
+    store.append_log("r2", &["other".into()]).await.unwrap();
+    store.append_log("r1", &[]).await.unwrap();
+    store.append_log("r1", &["three".into()]).await.unwrap();
+    assert_eq!(store.log("r1").await.unwrap(), ["one", "two", "three"]);
+    assert_eq!(store.log("r2").await.unwrap(), ["other"]);
+    assert!(store.append_log("nope", &["x".into()]).await.is_err());
+}
+
+async fn run_states_are_set_with_their_events(f: &Fixture<dyn OrchestrationStore>) {
+    let store = &*f.store;
+    store
+        .create_run(&run("r1", "restart", "inc-1"), &event("e0"))
+        .await
+        .unwrap();
+    store
+        .set_run_state("r1", "running", None, &[event("e1")])
+        .await
+        .unwrap();
+    let r = store.run("r1").await.unwrap().unwrap();
+    assert_eq!(
+        (r.state.as_str(), r.error.as_str(), r.finished_at),
+        ("running", "", None)
+    );
+    store
+        .set_run_state("r1", "failed", Some("boom"), &[event("e2"), event("e3")])
+        .await
+        .unwrap();
+    let r = store.run("r1").await.unwrap().unwrap();
+    assert_eq!((r.state.as_str(), r.error.as_str()), ("failed", "boom"));
+    assert!(r.finished_at.is_some_and(|t| t > 0));
+    // No error given: the last one stays.
+    store
+        .set_run_state("r1", "rejected", None, &[])
+        .await
+        .unwrap();
+    assert_eq!(store.run("r1").await.unwrap().unwrap().error, "boom");
+    assert_eq!(pending_ids(store).await, ["e0", "e1", "e2", "e3"]);
+}
+
+async fn due_runs_are_those_with_work_to_do(f: &Fixture<dyn OrchestrationStore>) {
+    let store = &*f.store;
+    let with = |id: &str, state: &str, wake_at: Option<i64>| {
+        let mut r = run(id, id, "inc-1");
+        r.state = state.into();
+        r.wake_at = wake_at;
+        (r, event(&format!("e-{id}")))
+    };
+    store
+        .create_runs(&[
+            with("a-pending", "pending", None),
+            with("b-running", "running", None),
+            with("c-sleeping-due", "sleeping", Some(100)),
+            with("d-sleeping-later", "sleeping", Some(101)),
+            with("e-approval-timed-out", "waiting_approval", Some(50)),
+            with("f-approval-waiting", "waiting_approval", None),
+            with("g-succeeded", "succeeded", Some(10)),
+            with("h-failed", "failed", None),
+        ])
+        .await
+        .unwrap();
+    let due: Vec<_> = store
+        .due_runs(100)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| r.id)
+        .collect();
+    assert_eq!(
+        due,
+        [
+            "a-pending",
+            "b-running",
+            "c-sleeping-due",
+            "e-approval-timed-out"
+        ]
+    );
+}

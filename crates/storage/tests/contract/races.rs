@@ -1,0 +1,641 @@
+//! Postgres only: replicas racing on one database. Each test starts its contenders together
+//! (a barrier) on a multi-threaded runtime, several store instances standing for replicas.
+
+use std::collections::{BTreeSet, HashSet};
+use std::sync::Arc;
+
+use firebreak_storage::postgres::{
+    PgIntakeStore, PgNotificationStore, PgOrchestrationStore, PgTriageStore,
+};
+use firebreak_storage::{
+    Error, IntakeStore, NotificationStore, OrchestrationStore, TriageStore, TriageTx,
+};
+use firebreak_testkit::postgres::TestDatabase;
+use serde_json::json;
+use tokio::sync::Barrier;
+use tokio::task::JoinSet;
+
+use crate::fixtures::{alert, delivery, entry, event, incident, run};
+
+/// Replicas (store instances) per test.
+const REPLICAS: usize = 4;
+
+async fn triage_replicas(db: &TestDatabase) -> Vec<Arc<dyn TriageStore>> {
+    let mut out: Vec<Arc<dyn TriageStore>> = Vec::new();
+    for _ in 0..REPLICAS {
+        out.push(Arc::new(PgTriageStore::connect(&db.url).await.unwrap()));
+    }
+    out
+}
+
+/// Attaches an alert to the active incident of `key`, or opens one, as triage's ingest
+/// does: read-modify-write in one transaction, retried when another replica opened the
+/// incident first. Returns whether this call opened it.
+async fn ingest(store: &dyn TriageStore, alert_id: &str, key: &str) -> bool {
+    for _ in 0..10 {
+        let mut tx = store.begin().await.unwrap();
+        match try_ingest(&mut *tx, alert_id, key).await {
+            Ok(opened) => match tx.commit().await {
+                Ok(()) => return opened,
+                Err(Error::Conflict(_)) => continue,
+                Err(e) => panic!("commit: {e}"),
+            },
+            Err(Error::Conflict(_)) => continue,
+            Err(e) => panic!("ingest: {e}"),
+        }
+    }
+    panic!("the dedup key kept changing hands");
+}
+
+async fn try_ingest(tx: &mut dyn TriageTx, alert_id: &str, key: &str) -> Result<bool, Error> {
+    match tx.active_incident_by_key(key).await? {
+        Some(mut inc) => {
+            inc.alert_count += 1;
+            tx.update_incident(&inc).await?;
+            tx.link_alert(alert_id, &inc.id, false).await?;
+            tx.append(&entry(
+                &inc.id,
+                "alert_attached",
+                json!({ "alert_count": inc.alert_count }),
+            ))
+            .await?;
+            tx.enqueue(&event(&format!("attached-{alert_id}"))).await?;
+            Ok(false)
+        }
+        None => {
+            let inc = incident(&format!("inc-{alert_id}"), key, "open");
+            tx.insert_incident(&inc).await?;
+            tx.link_alert(alert_id, &inc.id, true).await?;
+            tx.append(&entry(&inc.id, "opened", json!({ "alert_count": 1 })))
+                .await?;
+            tx.enqueue(&event(&format!("opened-{alert_id}"))).await?;
+            Ok(true)
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sixteen_replicas_open_exactly_one_incident_per_dedup_key() {
+    let db = TestDatabase::create().await;
+    let stores = triage_replicas(&db).await;
+    let barrier = Arc::new(Barrier::new(16));
+    let mut tasks = JoinSet::new();
+    for n in 0..16 {
+        let store = stores[n % REPLICAS].clone();
+        let barrier = barrier.clone();
+        tasks.spawn(async move {
+            barrier.wait().await;
+            ingest(&*store, &format!("al-{n:02}"), "same-key").await
+        });
+    }
+    let opened = tasks.join_all().await.into_iter().filter(|o| *o).count();
+    assert_eq!(opened, 1);
+
+    let store = &*stores[0];
+    let all = store.incidents(None, 100).await.unwrap();
+    assert_eq!(all.len(), 1, "{all:?}");
+    let inc = &all[0];
+    assert_eq!((inc.state.as_str(), inc.alert_count), ("open", 16));
+    // Every alert attached to it, and the timeline counts 1..=16 in sequence order.
+    let mut tx = store.begin().await.unwrap();
+    for n in 0..16 {
+        let (id, _) = tx
+            .incident_of_alert(&format!("al-{n:02}"))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(id, inc.id);
+    }
+    let counts: Vec<_> = store
+        .timeline(&inc.id)
+        .await
+        .unwrap()
+        .iter()
+        .map(|e| e.data["alert_count"].as_u64().unwrap())
+        .collect();
+    assert_eq!(counts, (1..=16).collect::<Vec<_>>());
+    assert_eq!(store.pending(100).await.unwrap().len(), 16);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn eight_replicas_attaching_to_one_incident_lose_no_update() {
+    let db = TestDatabase::create().await;
+    let stores = triage_replicas(&db).await;
+    let mut tx = stores[0].begin().await.unwrap();
+    tx.insert_incident(&incident("inc", "k", "open"))
+        .await
+        .unwrap();
+    tx.append(&entry("inc", "opened", json!({ "alert_count": 1 })))
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+
+    // Each task attaches 10 alerts, one transaction each, half reading the incident by id
+    // and half by dedup key; the batch-like ones attach two per transaction.
+    let barrier = Arc::new(Barrier::new(8));
+    let mut tasks = JoinSet::new();
+    for t in 0..8 {
+        let store = stores[t % REPLICAS].clone();
+        let barrier = barrier.clone();
+        tasks.spawn(async move {
+            barrier.wait().await;
+            let mut n = 0;
+            while n < 10 {
+                let mut tx = store.begin().await.unwrap();
+                let per_tx = if t % 4 == 3 { 2 } else { 1 };
+                for _ in 0..per_tx {
+                    let mut inc = if t % 2 == 0 {
+                        tx.incident("inc").await.unwrap().unwrap()
+                    } else {
+                        tx.active_incident_by_key("k").await.unwrap().unwrap()
+                    };
+                    inc.alert_count += 1;
+                    tx.update_incident(&inc).await.unwrap();
+                    tx.link_alert(&format!("t{t}-{n}"), "inc", false)
+                        .await
+                        .unwrap();
+                    tx.append(&entry(
+                        "inc",
+                        "alert_attached",
+                        json!({ "alert_count": inc.alert_count }),
+                    ))
+                    .await
+                    .unwrap();
+                    n += 1;
+                }
+                tx.commit().await.unwrap();
+            }
+        });
+    }
+    tasks.join_all().await;
+
+    let store = &*stores[0];
+    assert_eq!(
+        store.incident("inc").await.unwrap().unwrap().alert_count,
+        81
+    );
+    // Entries in sequence order carry the counts in the order the updates happened.
+    let counts: Vec<_> = store
+        .timeline("inc")
+        .await
+        .unwrap()
+        .iter()
+        .map(|e| e.data["alert_count"].as_u64().unwrap())
+        .collect();
+    assert_eq!(counts, (1..=81).collect::<Vec<_>>());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn replicas_resolving_an_incidents_alerts_leave_exactly_one_seeing_none_left() {
+    let db = TestDatabase::create().await;
+    let stores = triage_replicas(&db).await;
+    let mut tx = stores[0].begin().await.unwrap();
+    tx.insert_incident(&incident("inc", "k", "open"))
+        .await
+        .unwrap();
+    for n in 0..8 {
+        tx.link_alert(&format!("al-{n}"), "inc", n == 0)
+            .await
+            .unwrap();
+    }
+    tx.commit().await.unwrap();
+    let barrier = Arc::new(Barrier::new(8));
+    let mut tasks = JoinSet::new();
+    for n in 0..8 {
+        let store = stores[n % REPLICAS].clone();
+        let barrier = barrier.clone();
+        tasks.spawn(async move {
+            barrier.wait().await;
+            let mut tx = store.begin().await.unwrap();
+            let (_, open) = tx.resolve_alert(&format!("al-{n}")).await.unwrap().unwrap();
+            tx.append(&entry("inc", "alert_resolved", json!({ "open": open })))
+                .await
+                .unwrap();
+            tx.commit().await.unwrap();
+            open
+        });
+    }
+    let mut left: Vec<i64> = tasks.join_all().await;
+    left.sort_unstable();
+    // Each resolver counted after the ones before it committed: 7, 6, ..., 0.
+    assert_eq!(left, (0..8).collect::<Vec<_>>());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_event_is_processed_by_one_replica() {
+    let db = TestDatabase::create().await;
+    let stores = triage_replicas(&db).await;
+    let barrier = Arc::new(Barrier::new(8));
+    let mut tasks = JoinSet::new();
+    for n in 0..8 {
+        let store = stores[n % REPLICAS].clone();
+        let barrier = barrier.clone();
+        tasks.spawn(async move {
+            barrier.wait().await;
+            let mut tx = store.begin().await.unwrap();
+            let fresh = tx.mark_processed("event-1").await.unwrap();
+            tx.commit().await.unwrap();
+            fresh
+        });
+    }
+    assert_eq!(tasks.join_all().await.into_iter().filter(|f| *f).count(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_claimers_take_disjoint_deliveries_covering_all() {
+    let db = TestDatabase::create().await;
+    let a: Arc<dyn NotificationStore> =
+        Arc::new(PgNotificationStore::connect(&db.url).await.unwrap());
+    let b: Arc<dyn NotificationStore> =
+        Arc::new(PgNotificationStore::connect(&db.url).await.unwrap());
+    let all: Vec<_> = (0..100)
+        .map(|n| delivery(&format!("d{n:03}"), &format!("e{n}"), "slack", n))
+        .collect();
+    assert_eq!(a.insert_deliveries(&all).await.unwrap(), 100);
+
+    let barrier = Arc::new(Barrier::new(2));
+    let mut tasks = JoinSet::new();
+    for store in [a.clone(), b.clone()] {
+        let barrier = barrier.clone();
+        tasks.spawn(async move {
+            barrier.wait().await;
+            let mut mine = Vec::new();
+            loop {
+                let claimed = store.claim_due_deliveries(1000, 5000, 7).await.unwrap();
+                if claimed.is_empty() {
+                    break mine;
+                }
+                assert!(
+                    claimed
+                        .windows(2)
+                        .all(|w| w[0].next_attempt_at <= w[1].next_attempt_at)
+                );
+                mine.extend(claimed.into_iter().map(|d| d.id));
+            }
+        });
+    }
+    let claims = tasks.join_all().await;
+    let (first, second): (HashSet<_>, HashSet<_>) = (
+        claims[0].iter().cloned().collect(),
+        claims[1].iter().cloned().collect(),
+    );
+    assert_eq!(first.len(), claims[0].len(), "a claimer got one twice");
+    assert_eq!(second.len(), claims[1].len(), "a claimer got one twice");
+    assert!(
+        first.is_disjoint(&second),
+        "{:?}",
+        first.intersection(&second).collect::<Vec<_>>()
+    );
+    let union: BTreeSet<_> = first.union(&second).cloned().collect();
+    assert_eq!(union, all.iter().map(|d| d.id.clone()).collect());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn replicas_consuming_one_event_insert_its_deliveries_once() {
+    let db = TestDatabase::create().await;
+    let mut stores: Vec<Arc<dyn NotificationStore>> = Vec::new();
+    for _ in 0..REPLICAS {
+        stores.push(Arc::new(
+            PgNotificationStore::connect(&db.url).await.unwrap(),
+        ));
+    }
+    let barrier = Arc::new(Barrier::new(8));
+    let mut tasks = JoinSet::new();
+    for n in 0..8 {
+        let store = stores[n % REPLICAS].clone();
+        let barrier = barrier.clone();
+        tasks.spawn(async move {
+            barrier.wait().await;
+            store
+                .insert_deliveries(&[
+                    delivery(&format!("slack-{n}"), "e1", "slack", 1),
+                    delivery(&format!("email-{n}"), "e1", "email", 1),
+                ])
+                .await
+                .unwrap()
+        });
+    }
+    assert_eq!(tasks.join_all().await.into_iter().sum::<u32>(), 2);
+    assert_eq!(stores[0].deliveries(None, 100).await.unwrap().len(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn runs_leases_and_transitions_have_one_winner() {
+    let db = TestDatabase::create().await;
+    let mut stores: Vec<Arc<dyn OrchestrationStore>> = Vec::new();
+    for _ in 0..REPLICAS {
+        stores.push(Arc::new(
+            PgOrchestrationStore::connect(&db.url).await.unwrap(),
+        ));
+    }
+    // Creating the same run.
+    let barrier = Arc::new(Barrier::new(8));
+    let mut tasks = JoinSet::new();
+    for n in 0..8 {
+        let store = stores[n % REPLICAS].clone();
+        let barrier = barrier.clone();
+        tasks.spawn(async move {
+            barrier.wait().await;
+            store
+                .create_runs(&[(
+                    run(&format!("r{n}"), "restart", "inc-1"),
+                    event(&format!("e{n}")),
+                )])
+                .await
+                .unwrap()
+        });
+    }
+    assert_eq!(tasks.join_all().await.into_iter().sum::<u32>(), 1);
+    let created = stores[0].runs(None, None, 10).await.unwrap();
+    assert_eq!(created.len(), 1);
+    assert_eq!(stores[0].pending(10).await.unwrap().len(), 1);
+    let id = created[0].id.clone();
+
+    // Leasing it.
+    let mut tasks = JoinSet::new();
+    for n in 0..8 {
+        let (store, barrier, id) = (stores[n % REPLICAS].clone(), barrier.clone(), id.clone());
+        tasks.spawn(async move {
+            barrier.wait().await;
+            store
+                .lease_run(&id, &format!("owner-{n}"), 1000, 10)
+                .await
+                .unwrap()
+        });
+    }
+    assert_eq!(tasks.join_all().await.into_iter().filter(|l| *l).count(), 1);
+
+    // Moving it out of pending.
+    let mut tasks = JoinSet::new();
+    for n in 0..8 {
+        let (store, barrier) = (stores[n % REPLICAS].clone(), barrier.clone());
+        let mut next = created[0].clone();
+        next.state = "running".into();
+        next.error = format!("by {n}");
+        tasks.spawn(async move {
+            barrier.wait().await;
+            store
+                .transition(&next, "pending", None, &[event(&format!("moved-{n}"))])
+                .await
+                .unwrap()
+        });
+    }
+    assert_eq!(tasks.join_all().await.into_iter().filter(|m| *m).count(), 1);
+    assert_eq!(stores[0].pending(10).await.unwrap().len(), 2);
+
+    // Appending to its log: no line lost, none numbered twice.
+    let mut tasks = JoinSet::new();
+    for n in 0..8 {
+        let (store, barrier, id) = (stores[n % REPLICAS].clone(), barrier.clone(), id.clone());
+        tasks.spawn(async move {
+            barrier.wait().await;
+            for k in 0..5 {
+                store
+                    .append_log(&id, &[format!("{n}.{k}a"), format!("{n}.{k}b")])
+                    .await
+                    .unwrap();
+            }
+        });
+    }
+    tasks.join_all().await;
+    let log = stores[0].log(&id).await.unwrap();
+    assert_eq!(log.len(), 80);
+    // Each call's two lines stay together.
+    for pair in log.chunks(2) {
+        assert_eq!(
+            pair[0].trim_end_matches('a'),
+            pair[1].trim_end_matches('b'),
+            "{log:?}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn intake_replicas_decide_about_one_key_in_turn() {
+    let db = TestDatabase::create().await;
+    // The stores work in READ COMMITTED whatever the database's default: under REPEATABLE
+    // READ a transaction that waited for another would not see what it committed.
+    let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(&db.url)
+        .await
+        .unwrap();
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+        "ALTER DATABASE \"{}\" SET default_transaction_isolation = 'repeatable read'",
+        db.name
+    )))
+    .execute(&mut conn)
+    .await
+    .unwrap();
+    let mut stores: Vec<Arc<dyn IntakeStore>> = Vec::new();
+    for _ in 0..REPLICAS {
+        stores.push(Arc::new(PgIntakeStore::connect(&db.url).await.unwrap()));
+    }
+    // The same alert key triggered at 8 replicas at once: one alert, 7 repeats of it.
+    let barrier = Arc::new(Barrier::new(8));
+    let mut tasks = JoinSet::new();
+    for n in 0..8 {
+        let (store, barrier) = (stores[n % REPLICAS].clone(), barrier.clone());
+        tasks.spawn(async move {
+            barrier.wait().await;
+            let mut tx = store.begin().await.unwrap();
+            let pairs = [
+                ("am".to_owned(), "fp".to_owned()),
+                ("am".to_owned(), format!("own-{n}")),
+            ];
+            let known = tx.alert_keys(&pairs).await.unwrap();
+            let fresh = !known.iter().any(|(_, k, _, _)| k == "fp");
+            if fresh {
+                let id = format!("a{n}");
+                tx.set_alert_keys(&[("am".into(), "fp".into(), id.clone(), "firing".into())])
+                    .await
+                    .unwrap();
+                tx.insert_alerts(&[alert(&id)], &[event(&id)])
+                    .await
+                    .unwrap();
+            }
+            tx.commit().await.unwrap();
+            fresh
+        });
+    }
+    assert_eq!(tasks.join_all().await.into_iter().filter(|f| *f).count(), 1);
+    assert_eq!(stores[0].count_alerts().await.unwrap(), 1);
+
+    // The same idempotency key at 8 replicas at once: every call gets the first response.
+    let mut tasks = JoinSet::new();
+    for n in 0..8 {
+        let (store, barrier) = (stores[n % REPLICAS].clone(), barrier.clone());
+        tasks.spawn(async move {
+            barrier.wait().await;
+            let mut tx = store.begin().await.unwrap();
+            let response = match tx.idempotent("idem-1").await.unwrap() {
+                Some(first) => first,
+                None => {
+                    let mine = format!("response-{n}").into_bytes();
+                    tx.insert_alerts(&[alert(&format!("idem-{n}"))], &[])
+                        .await
+                        .unwrap();
+                    tx.remember("idem-1", &mine).await.unwrap();
+                    mine
+                }
+            };
+            tx.commit().await.unwrap();
+            response
+        });
+    }
+    let responses: HashSet<_> = tasks.join_all().await.into_iter().collect();
+    assert_eq!(responses.len(), 1, "{responses:?}");
+    assert_eq!(stores[0].count_alerts().await.unwrap(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn replicas_starting_together_create_and_migrate_the_database_once() {
+    let db = TestDatabase::create().await;
+    let url = db.url_for("fresh");
+    let barrier = Arc::new(Barrier::new(8));
+    let mut tasks = JoinSet::new();
+    for _ in 0..8 {
+        let (url, barrier) = (url.clone(), barrier.clone());
+        tasks.spawn(async move {
+            barrier.wait().await;
+            PgTriageStore::connect(&url).await.map(|_| ())
+        });
+    }
+    for started in tasks.join_all().await {
+        started.unwrap();
+    }
+    let store = PgTriageStore::connect(&url).await.unwrap();
+    let mut tx = store.begin().await.unwrap();
+    tx.insert_incident(&incident("a", "k", "open"))
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(&url)
+        .await
+        .unwrap();
+    let versions: Vec<(i64, String)> =
+        sqlx::query_as("SELECT version, service FROM schema_migrations ORDER BY version")
+            .fetch_all(&mut conn)
+            .await
+            .unwrap();
+    assert_eq!(
+        versions,
+        [(1, "triage".to_owned()), (2, "triage".to_owned())]
+    );
+}
+
+#[tokio::test]
+async fn a_database_serves_one_service() {
+    let db = TestDatabase::create().await;
+    PgIntakeStore::connect(&db.url).await.unwrap();
+    let err = PgTriageStore::connect(&db.url).await.err().unwrap();
+    assert!(
+        matches!(err, Error::Migration { .. }) && err.to_string().contains("intake"),
+        "{err}"
+    );
+    // The owner reconnects fine.
+    PgIntakeStore::connect(&db.url).await.unwrap();
+}
+
+#[tokio::test]
+async fn timeline_entries_follow_the_order_their_incident_was_held_in() {
+    let db = TestDatabase::create().await;
+    let stores = triage_replicas(&db).await;
+    let mut tx = stores[0].begin().await.unwrap();
+    tx.insert_incident(&incident("x", "kx", "open"))
+        .await
+        .unwrap();
+    tx.insert_incident(&incident("y", "ky", "open"))
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+
+    // A works on y first, and numbers an entry there.
+    let mut a = stores[0].begin().await.unwrap();
+    a.incident("y").await.unwrap().unwrap();
+    a.append(&entry("y", "note", json!({ "by": "a" })))
+        .await
+        .unwrap();
+    // Meanwhile B adds to x and commits.
+    let mut b = stores[1].begin().await.unwrap();
+    b.incident("x").await.unwrap().unwrap();
+    let by_b = b
+        .append(&entry("x", "note", json!({ "by": "b" })))
+        .await
+        .unwrap();
+    b.commit().await.unwrap();
+    // A then adds to x: its entry comes after B's, although A took numbers before B did.
+    a.incident("x").await.unwrap().unwrap();
+    let by_a = a
+        .append(&entry("x", "note", json!({ "by": "a" })))
+        .await
+        .unwrap();
+    a.commit().await.unwrap();
+    assert!(by_a.seq > by_b.seq, "{} <= {}", by_a.seq, by_b.seq);
+    assert_eq!(stores[0].timeline("x").await.unwrap(), vec![by_b, by_a]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_waiting_for_an_incident_numbers_its_entries_after_the_holders() {
+    let db = TestDatabase::create().await;
+    let stores = triage_replicas(&db).await;
+    let mut tx = stores[0].begin().await.unwrap();
+    tx.insert_incident(&incident("x", "kx", "open"))
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+
+    let mut a = stores[0].begin().await.unwrap();
+    a.incident("x").await.unwrap().unwrap();
+    // B asks for x and waits for A.
+    let store = stores[1].clone();
+    let b = tokio::spawn(async move {
+        let mut b = store.begin().await.unwrap();
+        b.active_incident_by_key("kx").await.unwrap().unwrap();
+        let e = b
+            .append(&entry("x", "note", json!({ "by": "b" })))
+            .await
+            .unwrap();
+        b.commit().await.unwrap();
+        e
+    });
+    wait_for_a_lock_wait(&db.url).await;
+    // A appends more entries than its lock took numbers for, so some are numbered while B
+    // waits; B's still come after all of them.
+    let mut by_a = Vec::new();
+    for n in 0..10 {
+        by_a.push(
+            a.append(&entry("x", "note", json!({ "by": "a", "n": n })))
+                .await
+                .unwrap(),
+        );
+    }
+    a.commit().await.unwrap();
+    let by_b = b.await.unwrap();
+    let mut expected = by_a.clone();
+    expected.push(by_b);
+    assert_eq!(stores[0].timeline("x").await.unwrap(), expected);
+}
+
+/// Waits until a session of the database waits for a lock (polling `pg_stat_activity`).
+async fn wait_for_a_lock_wait(url: &str) {
+    let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(url)
+        .await
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let waiting: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM pg_stat_activity
+             WHERE datname = current_database() AND wait_event_type = 'Lock'",
+        )
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+        if waiting > 0 {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no session waited for a lock"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+}
