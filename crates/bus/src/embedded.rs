@@ -76,13 +76,15 @@ impl Bus for EmbeddedBus {
             if !batch.is_empty() {
                 return Ok(batch
                     .into_iter()
-                    .map(|(seq, m)| Delivery {
-                        seq,
-                        message: Message {
-                            id: m.id,
-                            subject: m.subject,
-                            payload: m.payload,
-                        },
+                    .map(|(seq, m)| {
+                        Delivery::new(
+                            Message {
+                                id: m.id,
+                                subject: m.subject,
+                                payload: m.payload,
+                            },
+                            seq,
+                        )
                     })
                     .collect());
             }
@@ -95,8 +97,15 @@ impl Bus for EmbeddedBus {
         }
     }
 
-    async fn ack(&self, stream: &str, consumer: &str, d: &Delivery) -> Result<()> {
-        Ok(self.log.ack(consumer, stream, d.seq).await?)
+    /// The log keeps one cursor per consumer: it moves to the highest of `deliveries` (never
+    /// backwards: the log takes the maximum). That acknowledges exactly them because the
+    /// consumer loop acknowledges a gap-free run in stream order; one process consumes an
+    /// embedded bus, so there is no other replica whose deliveries it could cover.
+    async fn ack(&self, stream: &str, consumer: &str, deliveries: &[Delivery]) -> Result<()> {
+        match deliveries.iter().map(|d| d.seq).max() {
+            Some(seq) => Ok(self.log.ack(consumer, stream, seq).await?),
+            None => Ok(()),
+        }
     }
 
     async fn park(&self, stream: &str, consumer: &str, d: &Delivery, error: &str) -> Result<()> {

@@ -1,5 +1,5 @@
-//! Firebreak's event bus: the `Bus` trait, its embedded adapter, the outbox relay and the
-//! consumer loop every service uses.
+//! Firebreak's event bus: the `Bus` trait, its embedded and NATS JetStream adapters, the
+//! outbox relay and the consumer loop every service uses.
 //!
 //! Delivery is at least once: a message is acknowledged only after the consumer's handler
 //! (and so its transaction) succeeded. Consumers dedupe on the event id. A message that keeps
@@ -7,6 +7,7 @@
 
 mod consumer;
 mod embedded;
+mod nats;
 mod relay;
 
 use std::time::Duration;
@@ -15,6 +16,7 @@ use async_trait::async_trait;
 
 pub use consumer::{Batch, ConsumerOptions, HandlerError, consume, consume_batched};
 pub use embedded::EmbeddedBus;
+pub use nats::{NatsBus, NatsOptions, ParkedMessage};
 pub use relay::{Relay, RelayHandle};
 
 /// The streams, one per event family.
@@ -34,6 +36,15 @@ pub enum Error {
     /// The bus is shutting down.
     #[error("bus closed")]
     Closed,
+    /// NATS or JetStream failed (not connected, timed out, refused the request).
+    #[error("nats: {0}")]
+    Nats(String),
+    /// What was asked for does not exist (a parked message that was replayed already).
+    #[error("not found: {0}")]
+    NotFound(String),
+    /// The request cannot be served as asked (a reserved stream name).
+    #[error("invalid: {0}")]
+    Invalid(String),
 }
 
 /// The bus's result type.
@@ -53,6 +64,27 @@ pub struct Delivery {
     pub message: Message,
     /// The stream's sequence number of the message.
     pub seq: i64,
+    /// How many times the bus has delivered this message, this delivery included: 1 the first
+    /// time, more after a consumer crashed or let its acknowledgement deadline pass. The
+    /// embedded bus does not count redeliveries and always says 1. On JetStream it is the
+    /// server's count, which is a guide rather than exact: nats-server 2.9 miscounts when a
+    /// redelivery races the expiry of a pull request.
+    pub attempt: u32,
+    /// What the NATS adapter needs to acknowledge this delivery; `None` from the embedded bus.
+    pub(crate) nats: Option<std::sync::Arc<nats::Handle>>,
+}
+
+impl Delivery {
+    /// A first delivery that carries no adapter handle, as the embedded bus hands out; for
+    /// exercising handlers in tests.
+    pub fn new(message: Message, seq: i64) -> Self {
+        Self {
+            message,
+            seq,
+            attempt: 1,
+            nats: None,
+        }
+    }
 }
 
 /// A durable, at-least-once event bus.
@@ -77,9 +109,45 @@ pub trait Bus: Send + Sync {
         max: u32,
         wait: Duration,
     ) -> Result<Vec<Delivery>>;
-    /// Acknowledges a delivery and everything before it on this stream for this consumer.
-    async fn ack(&self, stream: &str, consumer: &str, delivery: &Delivery) -> Result<()>;
-    /// Gives up on a delivery: parks it for operators and moves on.
+    /// Acknowledges exactly `deliveries` (handled by this consumer). On JetStream it returns
+    /// once the acknowledgements are flushed to the server, which does not confirm them: one
+    /// lost to a disconnect means a redelivery, which consumers dedupe.
+    ///
+    /// The consumer loop handles a fetched batch in stream order and acknowledges only a
+    /// gap-free prefix of it (what it parked excepted), so an adapter with one cursor per
+    /// consumer, like the embedded one, may move its cursor to the highest of them. Replicas
+    /// sharing a durable consumer on JetStream each acknowledge their own deliveries only.
+    async fn ack(&self, stream: &str, consumer: &str, deliveries: &[Delivery]) -> Result<()>;
+    /// Tells the bus that `deliveries` are still being worked on (a handler retrying with
+    /// backoff, a long batch), so it does not hand them to another replica meanwhile. The
+    /// consumer loop calls it every [`Bus::progress_interval`].
+    async fn in_progress(
+        &self,
+        _stream: &str,
+        _consumer: &str,
+        _deliveries: &[Delivery],
+    ) -> Result<()> {
+        Ok(())
+    }
+    /// How often a consumer holding deliveries must call [`Bus::in_progress`]; `None` for an
+    /// adapter that never takes a delivery back (the embedded one).
+    fn progress_interval(&self) -> Option<Duration> {
+        None
+    }
+    /// Hands back deliveries this consumer fetched but will not handle now (it is stopping),
+    /// so that they are redelivered soon, to this or another replica, instead of after the
+    /// acknowledgement deadline. An adapter that redelivers from a cursor anyway does nothing.
+    async fn release(
+        &self,
+        _stream: &str,
+        _consumer: &str,
+        _deliveries: &[Delivery],
+    ) -> Result<()> {
+        Ok(())
+    }
+    /// Gives up on a delivery: parks it where operators see it, then acknowledges it. When it
+    /// cannot be parked it returns the error and acknowledges nothing, so the message comes
+    /// again rather than vanish.
     async fn park(
         &self,
         stream: &str,
