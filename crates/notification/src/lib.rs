@@ -119,7 +119,7 @@ impl Notification {
                             me.store
                                 .cancel_escalations(&inc.id)
                                 .await
-                                .map_err(|e| HandlerError::Retry(e.to_string()))?;
+                                .map_err(HandlerError::from)?;
                         }
                         let deliveries = me.plan(&event);
                         if deliveries.is_empty() {
@@ -128,7 +128,7 @@ impl Notification {
                         me.store
                             .insert_deliveries(&deliveries)
                             .await
-                            .map_err(|e| HandlerError::Retry(e.to_string()))?;
+                            .map_err(HandlerError::from)?;
                         me.wake.notify_one();
                         Ok(())
                     }

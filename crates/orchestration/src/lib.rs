@@ -234,7 +234,7 @@ impl Orchestration {
         self.store
             .create_runs(runs)
             .await
-            .map_err(|e| HandlerError::Retry(e.to_string()))?;
+            .map_err(HandlerError::from)?;
         self.relay.wake();
         self.wake.notify_one();
         Ok(())

@@ -29,10 +29,11 @@ impl Error {
         }
     }
 
-    /// Storage trouble is worth a retry; anything else will fail the same way again.
+    /// Storage trouble is worth a retry (an unreachable store is waited out); anything else
+    /// will fail the same way again.
     pub(crate) fn into_handler(self) -> HandlerError {
         match self {
-            Self::Storage(e) => HandlerError::Retry(e.to_string()),
+            Self::Storage(e) => e.into(),
             other => HandlerError::Permanent(other.to_string()),
         }
     }
