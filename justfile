@@ -4,14 +4,28 @@
 run *ARGS:
     cargo run -p firebreak -- up {{ARGS}}
 
-# Run every test (unit, integration, end-to-end). One drives the real Alertmanager:
-# `just test-deps` installs it on Debian/Ubuntu.
-test:
-    cargo test --workspace --locked
+# Four `firebreak serve` processes (intake :7400, triage :7410, orchestration :7420,
+# notification :7430; HTTP on the next port) configured by deploy/distributed.yaml. Talk to
+# it with `firebreak --client-config deploy/client.yaml …`; Ctrl-C stops all four.
+# Run the distributed stack locally on the machine's Postgres (:5432) and NATS (:4222).
+distributed:
+    #!/usr/bin/env bash
+    set -euo pipefail
+    cargo build -q -p firebreak
+    trap 'kill $(jobs -p) 2>/dev/null' EXIT
+    port=7400
+    for service in intake triage orchestration notification; do
+        target/debug/firebreak serve "$service" --config deploy/distributed.yaml \
+            --grpc-addr "127.0.0.1:$port" --http-addr "127.0.0.1:$((port + 1))" &
+        port=$((port + 10))
+    done
+    wait
 
-# What the tests need besides Rust: Prometheus Alertmanager (Debian's package).
-test-deps:
-    command -v prometheus-alertmanager || (sudo apt-get update && sudo apt-get install -y prometheus-alertmanager)
+# `tests/run` installs and starts what the tests need (nats-server, Postgres, Alertmanager)
+# when it is missing.
+# Run every test (unit, integration, end-to-end, distributed).
+test *ARGS:
+    tests/run {{ARGS}}
 
 # Lint: formatting and clippy with warnings as errors.
 lint:
@@ -30,7 +44,8 @@ check-runbooks:
 test-runbooks:
     cargo run -q -p firebreak -- runbook test runbooks --require-tests
 
-# Benchmarks (release build): intake throughput and ack latency, runbook step overhead.
+# Benchmarks (release build): intake, runbook step overhead, the distributed stack.
 bench:
     cargo bench -p firebreak-e2e --bench intake
     cargo bench -p firebreak-e2e --bench runbook_steps
+    cargo bench -p firebreak --bench distributed

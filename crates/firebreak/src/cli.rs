@@ -28,6 +28,11 @@ pub struct Cli {
         default_value = "http://127.0.0.1:7400"
     )]
     pub server: String,
+    /// A client configuration for a distributed deployment: a YAML map of each service's
+    /// gRPC address (`intake`, `triage`, `orchestration`, `notification`); services it does
+    /// not name are reached at --server.
+    #[arg(long, global = true, env = "FIREBREAK_CLIENT_CONFIG")]
+    pub client_config: Option<PathBuf>,
     /// How client commands print results.
     #[arg(long, global = true, env = "FIREBREAK_OUTPUT", value_enum, default_value_t = OutputFormat::Table)]
     pub output: OutputFormat,
@@ -39,6 +44,9 @@ pub struct Cli {
 pub enum Command {
     /// Run all four services in one process (embedded mode: SQLite, in-process bus).
     Up(UpArgs),
+    /// Run one service of a distributed deployment (Postgres, NATS JetStream); run any
+    /// number of replicas of each.
+    Serve(ServeArgs),
     /// Raise an incident (an alert that opens or joins one).
     Raise(RaiseArgs),
     /// Look at and move incidents.
@@ -87,6 +95,28 @@ pub struct UpArgs {
     #[arg(long)]
     pub http_addr: Option<std::net::SocketAddr>,
     /// The runbook directory [default: ./runbooks].
+    #[arg(long)]
+    pub runbooks: Option<PathBuf>,
+    /// Let runbooks' side-effecting actions act for real (default: dry runs).
+    #[arg(long)]
+    pub live: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// The service to run.
+    #[arg(value_enum)]
+    pub service: crate::app::Service,
+    /// A YAML configuration file: `database_url`, `nats`, `peers` and the rest of `up`'s keys.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// gRPC listen address [default: 127.0.0.1:7400].
+    #[arg(long)]
+    pub grpc_addr: Option<std::net::SocketAddr>,
+    /// HTTP listen address for /healthz and /metrics (and intake's webhooks) [default: 127.0.0.1:7401].
+    #[arg(long)]
+    pub http_addr: Option<std::net::SocketAddr>,
+    /// The runbook directory (orchestration) [default: ./runbooks].
     #[arg(long)]
     pub runbooks: Option<PathBuf>,
     /// Let runbooks' side-effecting actions act for real (default: dry runs).
@@ -235,6 +265,7 @@ impl Cli {
         let out = Out::new(self.output);
         match self.command {
             Command::Up(args) => up(args).await.map(|()| 0),
+            Command::Serve(args) => serve(args).await.map(|()| 0),
             Command::Runbook(RunbookCmd::Check { dir }) => Ok(check(&dir, &out)),
             Command::Runbook(RunbookCmd::Test { dir, require_tests }) => {
                 Ok(crate::authoring::test(&dir, require_tests, &out))
@@ -249,7 +280,9 @@ impl Cli {
                 let source = match (incident, fixture) {
                     (Some(id), _) => crate::authoring::Source::Incident {
                         id,
-                        channel: connect(&self.server).await?,
+                        channel: Targets::connect(&self.server, self.client_config.as_deref())
+                            .await?
+                            .triage,
                     },
                     (None, Some(path)) => crate::authoring::Source::Fixture { path, case },
                     (None, None) => bail!("give --incident ID or --fixture FILE"),
@@ -257,19 +290,92 @@ impl Cli {
                 crate::authoring::dry_run(&runbooks, &name, source, &out).await
             }
             cmd => {
-                let channel = connect(&self.server).await?;
-                client(cmd, channel, &out).await.map(|()| 0)
+                let targets = Targets::connect(&self.server, self.client_config.as_deref()).await?;
+                client(cmd, targets, &out).await.map(|()| 0)
             }
         }
     }
 }
 
+/// Where each service's calls go: all to --server (embedded mode), or each to its address
+/// in the client configuration (distributed mode).
+struct Targets {
+    intake: Channel,
+    triage: Channel,
+    orchestration: Channel,
+}
+
+impl Targets {
+    async fn connect(
+        server: &str,
+        client_config: Option<&std::path::Path>,
+    ) -> anyhow::Result<Self> {
+        let peers = match client_config {
+            Some(path) => crate::config::Peers::load(path)?,
+            None => crate::config::Peers::default(),
+        };
+        // One connection per distinct address.
+        let mut open: std::collections::HashMap<String, Channel> = Default::default();
+        let mut channel = async |p: &Option<String>| -> anyhow::Result<Channel> {
+            let url = p.clone().unwrap_or_else(|| server.to_owned());
+            if let Some(c) = open.get(&url) {
+                return Ok(c.clone());
+            }
+            let c = connect(&url).await?;
+            open.insert(url, c.clone());
+            Ok(c)
+        };
+        Ok(Self {
+            intake: channel(&peers.intake).await?,
+            triage: channel(&peers.triage).await?,
+            orchestration: channel(&peers.orchestration).await?,
+        })
+    }
+}
+
 async fn connect(server: &str) -> anyhow::Result<Channel> {
     tonic::transport::Endpoint::from_shared(server.to_owned())
-        .with_context(|| format!("invalid --server {server:?}"))?
+        .with_context(|| format!("invalid server address {server:?}"))?
         .connect()
         .await
         .with_context(|| format!("cannot reach Firebreak at {server} (is `firebreak up` running?)"))
+}
+
+async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let mut config = Config::load(args.config.as_deref(), std::env::vars())?;
+    if let Some(a) = args.grpc_addr {
+        config.grpc_addr = a;
+    }
+    if let Some(a) = args.http_addr {
+        config.http_addr = a;
+    }
+    if let Some(r) = args.runbooks {
+        config.runbooks_dir = r;
+    }
+    config.live |= args.live;
+    firebreak_telemetry::init_tracing(config.log_json);
+    let service = args.service;
+    let app = App::serve(config, service).await?;
+    eprintln!(
+        "firebreak {} is up (distributed mode)\n  gRPC    {}  (health, reflection)\n  HTTP    http://{}/healthz",
+        service.name(),
+        app.grpc_addr(),
+        app.http_addr(),
+    );
+    run_until_signal(app).await
+}
+
+async fn run_until_signal(app: App) -> anyhow::Result<()> {
+    let shutdown = CancellationToken::new();
+    let signal = shutdown.clone();
+    tokio::spawn(async move {
+        wait_for_signal().await;
+        tracing::info!("shutting down; a second signal exits at once");
+        signal.cancel();
+        wait_for_signal().await;
+        std::process::exit(130);
+    });
+    app.run(shutdown).await
 }
 
 async fn up(args: UpArgs) -> anyhow::Result<()> {
@@ -302,16 +408,7 @@ async fn up(args: UpArgs) -> anyhow::Result<()> {
             "dry run: side-effecting actions are simulated (--live to act)"
         },
     );
-    let shutdown = CancellationToken::new();
-    let signal = shutdown.clone();
-    tokio::spawn(async move {
-        wait_for_signal().await;
-        tracing::info!("shutting down; a second signal exits at once");
-        signal.cancel();
-        wait_for_signal().await;
-        std::process::exit(130);
-    });
-    app.run(shutdown).await
+    run_until_signal(app).await
 }
 
 async fn wait_for_signal() {
@@ -354,9 +451,10 @@ fn check(dir: &std::path::Path, out: &Out) -> i32 {
     }
 }
 
-async fn client(cmd: Command, channel: Channel, out: &Out) -> anyhow::Result<()> {
-    let mut incidents = IncidentServiceClient::new(channel.clone());
-    let mut runs = RunbookServiceClient::new(channel.clone());
+async fn client(cmd: Command, targets: Targets, out: &Out) -> anyhow::Result<()> {
+    let mut incidents = IncidentServiceClient::new(targets.triage);
+    let mut runs = RunbookServiceClient::new(targets.orchestration);
+    let channel = targets.intake;
     match cmd {
         Command::Raise(a) => {
             let mut labels = std::collections::HashMap::new();
@@ -552,6 +650,7 @@ async fn client(cmd: Command, channel: Channel, out: &Out) -> anyhow::Result<()>
             out.run(r.map_err(status)?.into_inner().run.as_ref());
         }
         Command::Up(_)
+        | Command::Serve(_)
         | Command::Runbook(
             RunbookCmd::Check { .. } | RunbookCmd::Test { .. } | RunbookCmd::DryRun { .. },
         ) => {

@@ -72,6 +72,56 @@ pub struct Config {
     /// Seconds to finish in-flight work after a shutdown signal.
     #[serde(default = "default_grace")]
     pub shutdown_grace_seconds: u64,
+    /// Distributed mode (`firebreak serve`): the service's Postgres database. `{service}` is
+    /// replaced by the service's name, so one file can describe all four.
+    #[serde(default)]
+    pub database_url: Option<String>,
+    /// Distributed mode: the NATS JetStream server the services' events travel through.
+    #[serde(default)]
+    pub nats: Option<NatsConfig>,
+    /// Distributed mode: where the services this one calls listen (intake calls triage).
+    #[serde(default)]
+    pub peers: Peers,
+    /// Distributed mode: seconds a replica's lease on a run lasts unrenewed, so how soon
+    /// another replica takes over the runs of one that died.
+    #[serde(default = "default_lease")]
+    pub run_lease_seconds: u64,
+    /// Distributed mode: connections each process keeps to its database at most.
+    #[serde(default = "default_db_connections")]
+    pub database_max_connections: u32,
+}
+
+/// The NATS JetStream connection of distributed mode.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NatsConfig {
+    /// `nats://host:4222`.
+    pub url: String,
+    /// Seconds before a message handed to a replica that did not acknowledge it goes to
+    /// another (a replica that died).
+    #[serde(default = "default_ack_wait")]
+    pub ack_wait_seconds: u64,
+}
+
+/// The gRPC addresses of the four services (`http://host:port`): in a server's
+/// configuration, the ones it calls; for the CLI (`--client-config`), where each is.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Peers {
+    pub intake: Option<String>,
+    pub triage: Option<String>,
+    pub orchestration: Option<String>,
+    pub notification: Option<String>,
+}
+
+impl Peers {
+    /// Reads a client configuration file.
+    pub fn load(path: &Path) -> anyhow::Result<Self> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read client config {}", path.display()))?;
+        serde_yaml::from_str(&text)
+            .with_context(|| format!("invalid client config {}", path.display()))
+    }
 }
 
 fn default_data_dir() -> PathBuf {
@@ -92,9 +142,23 @@ fn default_max_in_flight() -> usize {
 fn default_grace() -> u64 {
     10
 }
+fn default_db_connections() -> u32 {
+    10
+}
+fn default_lease() -> u64 {
+    30
+}
+fn default_ack_wait() -> u64 {
+    30
+}
 
 /// Environment variables that belong to the CLI client, not to the server's configuration.
-const CLIENT_ENV: &[&str] = &["FIREBREAK_SERVER", "FIREBREAK_OUTPUT", "FIREBREAK_USER"];
+const CLIENT_ENV: &[&str] = &[
+    "FIREBREAK_SERVER",
+    "FIREBREAK_OUTPUT",
+    "FIREBREAK_USER",
+    "FIREBREAK_CLIENT_CONFIG",
+];
 
 impl Default for Config {
     fn default() -> Self {
@@ -162,6 +226,18 @@ impl Config {
             bail!("channel \"log\" is built in; name yours differently");
         }
         Ok(())
+    }
+
+    /// The database URL of `service` in distributed mode.
+    pub fn database_url_for(&self, service: &str) -> anyhow::Result<String> {
+        let url = self
+            .database_url
+            .as_deref()
+            .context("distributed mode needs `database_url` (postgres://…) in the configuration")?;
+        if !url.starts_with("postgres://") && !url.starts_with("postgresql://") {
+            bail!("database_url must be a postgres:// URL, not {url:?}");
+        }
+        Ok(url.replace("{service}", service))
     }
 
     /// The taxonomy in force.
@@ -269,5 +345,60 @@ mod tests {
         std::fs::write(&file, "taxonomy:\n  categories:\n    - name: only-one\n").unwrap();
         let err = format!("{:#}", Config::load(Some(&file), env(&[])).unwrap_err());
         assert!(err.contains("uncategorized"), "{err}");
+    }
+
+    #[test]
+    fn the_shipped_distributed_configurations_load() {
+        let root = concat!(env!("CARGO_MANIFEST_DIR"), "/../../");
+        let c = Config::load(
+            Some(&Path::new(root).join("deploy/distributed.yaml")),
+            env(&[]),
+        )
+        .unwrap();
+        assert_eq!(
+            c.database_url_for("triage").unwrap(),
+            "postgres://postgres@127.0.0.1:5432/firebreak_triage"
+        );
+        assert_eq!(c.nats.unwrap().url, "nats://127.0.0.1:4222");
+        assert_eq!(c.peers.triage.as_deref(), Some("http://127.0.0.1:7410"));
+        let client = Peers::load(&Path::new(root).join("deploy/client.yaml")).unwrap();
+        assert_eq!(
+            client.notification.as_deref(),
+            Some("http://127.0.0.1:7430")
+        );
+
+        // The Kubernetes ConfigMap's file, with the URL from the Secret in the environment.
+        let manifests =
+            std::fs::read_to_string(Path::new(root).join("deploy/kubernetes/firebreak.yaml"))
+                .unwrap();
+        let first = manifests.split("\n---").next().unwrap();
+        let map: serde_yaml::Value = serde_yaml::from_str(first).unwrap();
+        let file_text = map["data"]["firebreak.yaml"].as_str().unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("firebreak.yaml");
+        std::fs::write(&file, file_text).unwrap();
+        let c = Config::load(
+            Some(&file),
+            env(&[(
+                "FIREBREAK_DATABASE_URL",
+                "postgres://fb:pw@pg:5432/firebreak_{service}",
+            )]),
+        )
+        .unwrap();
+        assert_eq!(
+            c.database_url_for("intake").unwrap(),
+            "postgres://fb:pw@pg:5432/firebreak_intake"
+        );
+        assert!(c.log_json);
+    }
+
+    #[test]
+    fn distributed_mode_needs_a_postgres_url() {
+        let c = Config::load(None, env(&[])).unwrap();
+        let err = format!("{:#}", c.database_url_for("triage").unwrap_err());
+        assert!(err.contains("database_url"), "{err}");
+        let c = Config::load(None, env(&[("FIREBREAK_DATABASE_URL", "sqlite://x.db")])).unwrap();
+        let err = format!("{:#}", c.database_url_for("triage").unwrap_err());
+        assert!(err.contains("postgres://"), "{err}");
     }
 }

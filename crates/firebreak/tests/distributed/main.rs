@@ -1,0 +1,474 @@
+//! Distributed mode end to end: `firebreak serve` processes (the real binary) on Postgres and
+//! NATS JetStream, with replicas, `kill -9`, a NATS restart and a Postgres outage.
+
+mod harness;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use firebreak_proto::v1;
+use harness::{Deployment, Recorder, alert, eventually};
+use sqlx::Row;
+
+const CONTAIN_YAML: &str = "
+name: contain
+description: call the containment API once per incident, then note it
+match:
+  categories: [service-outage]
+parameters:
+  target:
+    description: the containment API
+    default: http://contain.invalid
+capabilities: [http.post, incident.note]
+";
+
+const CONTAIN_RHAI: &str = r#"
+// One containment call, then a note on the timeline.
+fn run(incident, params) {
+    http::post(params.target + "/contain", #{ incident: incident.id });
+    incident::note("contained");
+}
+"#;
+
+/// A runbook directory with `contain`, and the config lines that point it and the `ops`
+/// webhook channel at `target`.
+fn setup(target: &Recorder) -> (tempfile::TempDir, String) {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("contain.yaml"), CONTAIN_YAML).unwrap();
+    std::fs::write(dir.path().join("contain.rhai"), CONTAIN_RHAI).unwrap();
+    let extra = format!(
+        "live: true\nchannels:\n  - name: ops\n    kind: webhook\n    url: {url}/hook\nrunbook_params:\n  contain:\n    target: {url}\n",
+        url = target.url
+    );
+    (dir, extra)
+}
+
+fn outage(title: &str, key: &str) -> v1::AlertInput {
+    v1::AlertInput {
+        category: "service-outage".into(),
+        ..alert(title, key, "")
+    }
+}
+
+/// Raises `total` alerts over `keys` dedup keys from `clients` concurrent clients in batches
+/// of `batch`; returns the ids of the alerts intake accepted. A batch that fails (a process
+/// was killed) is retried with the same idempotency key, as a real client would.
+async fn storm(
+    d: &Deployment,
+    total: usize,
+    keys: usize,
+    clients: usize,
+    batch: usize,
+) -> Vec<String> {
+    let per_client = total / clients;
+    let mut tasks = tokio::task::JoinSet::new();
+    for c in 0..clients {
+        let url = d.grpc("intake-1");
+        tasks.spawn(async move {
+            let mut accepted = Vec::new();
+            let mut sent = 0;
+            let mut b = 0;
+            while sent < per_client {
+                let n = batch.min(per_client - sent);
+                let alerts: Vec<_> = (sent..sent + n)
+                    .map(|i| {
+                        let k = (c * per_client + i) % keys;
+                        outage(&format!("service {k} down"), &format!("key-{k}"))
+                    })
+                    .collect();
+                let idem = format!("client-{c}-batch-{b}");
+                let results = loop {
+                    let Ok(ch) = tonic::transport::Endpoint::from_shared(url.clone())
+                        .unwrap()
+                        .connect()
+                        .await
+                    else {
+                        tokio::time::sleep(Duration::from_millis(200)).await;
+                        continue;
+                    };
+                    let mut intake = v1::intake_service_client::IntakeServiceClient::new(ch);
+                    match intake
+                        .raise_alerts(v1::RaiseAlertsRequest {
+                            alerts: alerts.clone(),
+                            idempotency_key: idem.clone(),
+                        })
+                        .await
+                    {
+                        Ok(r) => break r.into_inner().results,
+                        Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+                    }
+                };
+                for r in results {
+                    assert!(r.error.is_empty(), "refused: {}", r.error);
+                    accepted.push(r.alert_id);
+                }
+                sent += n;
+                b += 1;
+            }
+            accepted
+        });
+    }
+    let mut all = Vec::new();
+    while let Some(r) = tasks.join_next().await {
+        all.extend(r.unwrap());
+    }
+    all
+}
+
+/// Waits until triage holds every accepted alert, then checks the invariants: each alert in
+/// exactly one incident, one open incident per key, alert counts summing to the alerts, one
+/// run per incident, one containment call per run, a delivery of each opened incident.
+async fn assert_nothing_lost_or_doubled(
+    d: &Deployment,
+    target: &Recorder,
+    accepted: &[String],
+    keys: usize,
+) {
+    let unique: BTreeSet<&String> = accepted.iter().collect();
+    assert_eq!(
+        unique.len(),
+        accepted.len(),
+        "intake gave an alert id twice"
+    );
+    let triage = d.db("triage").await;
+    let want = accepted.len() as i64;
+    eventually("triage to hold every accepted alert", 180, || {
+        let triage = triage.clone();
+        async move {
+            let n: i64 = sqlx::query("SELECT COUNT(*) FROM incident_alerts")
+                .fetch_one(&triage)
+                .await
+                .ok()?
+                .get(0);
+            (n >= want).then_some(())
+        }
+    })
+    .await;
+    let in_triage: BTreeSet<String> = sqlx::query("SELECT alert_id FROM incident_alerts")
+        .fetch_all(&triage)
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    let missing = unique.iter().filter(|a| !in_triage.contains(**a)).count();
+    assert_eq!(missing, 0, "accepted alerts that never reached an incident");
+
+    let rows = sqlx::query(
+        "SELECT dedup_key, COUNT(*), SUM(alert_count)::BIGINT FROM incidents
+         WHERE state IN ('open', 'acknowledged') GROUP BY dedup_key",
+    )
+    .fetch_all(&triage)
+    .await
+    .unwrap();
+    assert_eq!(rows.len(), keys, "open incidents per key");
+    let mut alerts_in_incidents = 0;
+    for r in &rows {
+        let (key, n, sum): (String, i64, i64) = (r.get(0), r.get(1), r.get(2));
+        assert_eq!(n, 1, "two open incidents for {key}");
+        alerts_in_incidents += sum;
+    }
+    assert_eq!(alerts_in_incidents, want, "alert counts sum to the alerts");
+
+    let orchestration = d.db("orchestration").await;
+    let runs = eventually("every run to finish", 180, || {
+        let o = orchestration.clone();
+        async move {
+            let rows = sqlx::query("SELECT incident_id, state FROM runs")
+                .fetch_all(&o)
+                .await
+                .ok()?;
+            (rows.len() >= keys && rows.iter().all(|r| r.get::<String, _>(1) == "succeeded"))
+                .then_some(rows)
+        }
+    })
+    .await;
+    let per_incident: BTreeSet<String> = runs.iter().map(|r| r.get(0)).collect();
+    assert_eq!(runs.len(), keys, "runs");
+    assert_eq!(per_incident.len(), keys, "one run per incident");
+
+    // Each run called the containment API under one idempotency key (run:1), so the target
+    // applied each containment once; a call cut off by a kill was repeated with that key.
+    let mut calls: BTreeMap<String, usize> = BTreeMap::new();
+    for r in target.on("/contain") {
+        *calls.entry(r.idempotency_key).or_default() += 1;
+    }
+    assert_eq!(calls.len(), keys, "distinct containment actions");
+    assert!(calls.keys().all(|k| k.ends_with(":1")), "{calls:?}");
+
+    // Every opened incident was delivered to the webhook at least once.
+    let opened: BTreeSet<String> = sqlx::query("SELECT id FROM incidents")
+        .fetch_all(&triage)
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    eventually("a delivery of every opened incident", 120, || {
+        let delivered: BTreeSet<String> = target
+            .on("/hook")
+            .iter()
+            .filter(|r| r.body["kind"] == "incident.opened")
+            .filter_map(|r| r.body["incident"]["id"].as_str().map(str::to_owned))
+            .collect();
+        let done = opened.is_subset(&delivered);
+        async move { done.then_some(()) }
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_incident_path_across_four_processes() {
+    let target = Recorder::start().await;
+    let (runbooks, extra) = setup(&target);
+    let mut d = Deployment::new(runbooks.path(), &extra).await;
+    d.start_all();
+    for p in ["intake-1", "triage-1", "orchestration-1", "notification-1"] {
+        assert_eq!(d.health(p).await, "SERVING", "{p}");
+    }
+
+    let raised = d
+        .intake()
+        .await
+        .raise_incident(v1::RaiseIncidentRequest {
+            alert: Some(v1::AlertInput {
+                title: "checkout service down".into(),
+                labels: [("service".to_owned(), "checkout".to_owned())].into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let id = raised.incident_id.clone();
+    assert!(!raised.deduplicated);
+    let mut incidents = d.incidents().await;
+    let inc = incidents
+        .get_incident(v1::GetIncidentRequest { id: id.clone() })
+        .await
+        .unwrap()
+        .into_inner()
+        .incident
+        .unwrap();
+    assert_eq!(inc.category, "service-outage");
+    assert_eq!(
+        (inc.severity, inc.priority, inc.state.as_str()),
+        (1, 1, "open")
+    );
+
+    // The runbook ran in the orchestration process, once, live.
+    let runs = d.runs().await;
+    let run = eventually("the run to succeed", 60, || {
+        let mut runs = runs.clone();
+        let id = id.clone();
+        async move {
+            runs.list_runs(v1::ListRunsRequest {
+                incident_id: id,
+                ..Default::default()
+            })
+            .await
+            .ok()?
+            .into_inner()
+            .runs
+            .into_iter()
+            .find(|r| r.state == "succeeded")
+        }
+    })
+    .await;
+    assert_eq!(run.runbook, "contain");
+    let calls = target.on("/contain");
+    assert_eq!(calls.len(), 1);
+    assert_eq!(calls[0].idempotency_key, format!("{}:1", run.id));
+
+    // The runbook's note reached triage's timeline over the bus; notification delivered.
+    eventually("the runbook's note on the timeline", 60, || {
+        let mut incidents = incidents.clone();
+        let id = id.clone();
+        async move {
+            let t = incidents
+                .get_timeline(v1::GetTimelineRequest { id })
+                .await
+                .ok()?
+                .into_inner();
+            t.entries
+                .iter()
+                .any(|e| e.kind == "note" && e.data.contains("contained"))
+                .then_some(())
+        }
+    })
+    .await;
+    eventually("the webhook delivery", 60, || {
+        let ok = target.on("/hook").iter().any(|r| {
+            r.body["kind"] == "incident.opened" && r.body["incident"]["id"] == id.as_str()
+        });
+        async move { ok.then_some(()) }
+    })
+    .await;
+
+    // Dedup across the wire, then the life cycle through the CLI's client configuration.
+    let again = d
+        .intake()
+        .await
+        .raise_incident(v1::RaiseIncidentRequest {
+            alert: Some(v1::AlertInput {
+                title: "checkout service down".into(),
+                labels: [("service".to_owned(), "checkout".to_owned())].into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(again.deduplicated);
+    assert_eq!(again.incident_id, id);
+    d.cli(&["incident", "ack", &id]);
+    d.cli(&["incident", "resolve", &id, "--summary", "restarted"]);
+    d.cli(&["incident", "close", &id, "--root-cause", "a bad deploy"]);
+    let shown: serde_json::Value =
+        serde_json::from_str(&d.cli(&["--output", "json", "incident", "show", &id])).unwrap();
+    assert_eq!(shown["state"], "closed", "{shown}");
+    let listed = d.cli(&["run", "list", "--incident", &id]);
+    assert!(listed.contains("contain"), "{listed}");
+    let review = d.cli(&["incident", "review", &id]);
+    assert!(review.contains("a bad deploy"), "{review}");
+
+    // Bad input over the wire: a clear error, nothing stored.
+    let err = d
+        .intake()
+        .await
+        .raise_incident(v1::RaiseIncidentRequest {
+            alert: Some(v1::AlertInput {
+                title: " ".into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::InvalidArgument);
+    let n: i64 = sqlx::query("SELECT COUNT(*) FROM alerts")
+        .fetch_one(&d.db("intake").await)
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(n, 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn replicas_open_one_incident_per_key_and_run_each_runbook_once() {
+    let target = Recorder::start().await;
+    let (runbooks, extra) = setup(&target);
+    let mut d = Deployment::new(runbooks.path(), &extra).await;
+    d.start_all();
+    d.start("triage", 2);
+    d.start("orchestration", 2);
+    let accepted = storm(&d, 10_000, 1_000, 8, 50).await;
+    assert_eq!(accepted.len(), 10_000);
+    assert_nothing_lost_or_doubled(&d, &target, &accepted, 1_000).await;
+    // Both replicas of each took part.
+    for p in ["triage-1", "triage-2"] {
+        let m = harness::get(&format!("{}/metrics", d.http(p))).await;
+        let handled =
+            metric(&m, "incidents_opened_total") + metric(&m, "alerts_deduplicated_total");
+        assert!(handled > 0.0, "{p} triaged nothing:\n{m}");
+    }
+    for p in ["orchestration-1", "orchestration-2"] {
+        let m = harness::get(&format!("{}/metrics", d.http(p))).await;
+        assert!(
+            metric(&m, "runs_finished_total") > 0.0,
+            "{p} ran none:\n{m}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn kill_9_of_each_service_in_flight_loses_and_doubles_nothing() {
+    let target = Recorder::start().await;
+    let (runbooks, extra) = setup(&target);
+    let mut d = Deployment::new(runbooks.path(), &extra).await;
+    d.start_all();
+    let mut accepted = Vec::new();
+    for victim in ["triage-1", "orchestration-1", "notification-1", "intake-1"] {
+        // Work in flight everywhere, then the kill, then more work while it is down (not
+        // for intake: its callers retry), then the restart.
+        accepted.extend(storm(&d, 400, 100, 4, 20).await);
+        d.kill9(victim);
+        if victim != "intake-1" {
+            accepted.extend(storm(&d, 200, 100, 4, 20).await);
+        }
+        d.restart(victim);
+    }
+    accepted.extend(storm(&d, 200, 100, 4, 20).await);
+    assert_nothing_lost_or_doubled(&d, &target, &accepted, 100).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_nats_restart_mid_flow_loses_and_doubles_nothing() {
+    let target = Recorder::start().await;
+    let (runbooks, extra) = setup(&target);
+    let mut d = Deployment::new(runbooks.path(), &extra).await;
+    d.start_all();
+    let mut accepted = storm(&d, 1_000, 100, 4, 50).await;
+    d.nats.kill();
+    // Intake still accepts: events wait in its outbox until NATS is back.
+    accepted.extend(storm(&d, 500, 100, 4, 50).await);
+    d.nats.restart().await;
+    accepted.extend(storm(&d, 500, 100, 4, 50).await);
+    assert_nothing_lost_or_doubled(&d, &target, &accepted, 100).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_postgres_outage_reports_not_serving_and_work_resumes() {
+    let mut cluster = firebreak_testkit::postgres::PgCluster::new().await;
+    let target = Recorder::start().await;
+    let (runbooks, extra) = setup(&target);
+    let server = cluster.url("postgres");
+    let server = server.rsplit_once('/').unwrap().0.to_owned();
+    let mut d = Deployment::on(server, runbooks.path(), &extra).await;
+    d.start_all();
+    let mut accepted = storm(&d, 500, 50, 4, 25).await;
+
+    cluster.stop().await;
+    for p in ["intake-1", "triage-1", "orchestration-1", "notification-1"] {
+        let name = p.to_owned();
+        eventually(&format!("{p} NOT_SERVING"), 30, || {
+            let d = &d;
+            let name = name.clone();
+            async move { (d.health(&name).await == "NOT_SERVING").then_some(()) }
+        })
+        .await;
+    }
+    // While the database is away, intake refuses instead of pretending: nothing accepted.
+    let refused = d
+        .intake()
+        .await
+        .raise_alerts(v1::RaiseAlertsRequest {
+            alerts: vec![outage("during the outage", "key-0")],
+            idempotency_key: String::new(),
+        })
+        .await;
+    assert!(refused.is_err(), "{refused:?}");
+
+    cluster.start().await;
+    for p in ["intake-1", "triage-1", "orchestration-1", "notification-1"] {
+        let name = p.to_owned();
+        eventually(&format!("{p} SERVING again"), 60, || {
+            let d = &d;
+            let name = name.clone();
+            async move { (d.health(&name).await == "SERVING").then_some(()) }
+        })
+        .await;
+    }
+    accepted.extend(storm(&d, 500, 50, 4, 25).await);
+    assert_nothing_lost_or_doubled(&d, &target, &accepted, 50).await;
+}
+
+/// The sum of a Prometheus metric's samples in a `/metrics` page.
+fn metric(page: &str, name: &str) -> f64 {
+    page.lines()
+        .filter(|l| l.starts_with(name))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
