@@ -61,6 +61,8 @@ async fn storm(
     batch: usize,
 ) -> Vec<String> {
     let per_client = total / clients;
+    // Idempotency keys are unique to this storm: a later storm's batches are new alerts.
+    let storm_id = uuid::Uuid::new_v4();
     let mut tasks = tokio::task::JoinSet::new();
     for c in 0..clients {
         let url = d.grpc("intake-1");
@@ -76,7 +78,7 @@ async fn storm(
                         outage(&format!("service {k} down"), &format!("key-{k}"))
                     })
                     .collect();
-                let idem = format!("client-{c}-batch-{b}");
+                let idem = format!("{storm_id}-client-{c}-batch-{b}");
                 let results = loop {
                     let Ok(ch) = tonic::transport::Endpoint::from_shared(url.clone())
                         .unwrap()
@@ -465,10 +467,15 @@ async fn a_postgres_outage_reports_not_serving_and_work_resumes() {
     assert_nothing_lost_or_doubled(&d, &target, &accepted, 50).await;
 }
 
-/// The sum of a Prometheus metric's samples in a `/metrics` page.
+/// The sum of a Prometheus metric's samples in a `/metrics` page (`name` without the
+/// `firebreak_` prefix).
 fn metric(page: &str, name: &str) -> f64 {
+    let name = format!("firebreak_{name}");
     page.lines()
-        .filter(|l| l.starts_with(name))
+        .filter(|l| {
+            l.strip_prefix(&name)
+                .is_some_and(|rest| rest.starts_with([' ', '{']))
+        })
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
         .sum()
 }
