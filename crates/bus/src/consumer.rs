@@ -338,8 +338,13 @@ where
     // Earlier deliveries by the bus count against the limit: each of them ran the handler at
     // least once.
     let mut attempt = delivery.attempt.max(1);
+    // The handler works in the trace the event carries.
+    let traceparent = firebreak_proto::decode_event(&delivery.message.payload)
+        .map(|e| e.traceparent)
+        .unwrap_or_default();
     loop {
-        let outcome = handler(delivery.clone()).await;
+        let outcome =
+            firebreak_telemetry::trace::scope(Some(&traceparent), handler(delivery.clone())).await;
         match outcome {
             Ok(()) => return Delivered::Handled(delivery),
             Err(HandlerError::Permanent(error)) => {

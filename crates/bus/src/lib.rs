@@ -157,7 +157,8 @@ pub trait Bus: Send + Sync {
     ) -> Result<()>;
 }
 
-/// Builds an event envelope for the outbox: a fresh id, the time, and the payload.
+/// Builds an event envelope for the outbox: a fresh id, the time, the payload, and the trace
+/// context of the work that caused it (a new trace outside any).
 pub fn outbox_event(
     stream: &str,
     subject: impl Into<String>,
@@ -170,7 +171,7 @@ pub fn outbox_event(
     let event = firebreak_proto::v1::Event {
         id: id.clone(),
         occurred_at: Some(firebreak_proto::timestamp(now.as_micros() as i64)),
-        traceparent: String::new(),
+        traceparent: firebreak_telemetry::trace::outgoing(),
         payload: Some(payload),
     };
     firebreak_storage::OutboxEvent {

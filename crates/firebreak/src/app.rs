@@ -438,6 +438,7 @@ impl App {
         routes.add_service(health_service).add_service(reflection);
         let grpc_shutdown = shutdown.clone();
         let grpc = tonic::transport::Server::builder()
+            .layer(crate::traced::TraceLayer)
             .add_routes(routes.routes())
             .serve_with_incoming_shutdown(
                 tokio_stream::wrappers::TcpListenerStream::new(self.grpc),
@@ -473,6 +474,7 @@ impl App {
                     )
                 }),
             );
+        let router = router.layer(crate::traced::TraceLayer);
         let http_shutdown = shutdown.clone();
         let http = axum::serve(self.http, router)
             .with_graceful_shutdown(http_shutdown.cancelled_owned())

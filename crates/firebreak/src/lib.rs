@@ -5,6 +5,7 @@ mod authoring;
 pub mod cli;
 pub mod config;
 mod output;
+mod traced;
 
 pub use app::App;
 pub use config::Config;

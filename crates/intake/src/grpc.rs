@@ -153,6 +153,9 @@ impl IntakeService for Intake {
         let mut triage = self.triage.clone();
         let mut call = Request::new(v1::IngestAlertRequest { alert: Some(alert) });
         call.set_timeout(Duration::from_secs(5));
+        if let Ok(traceparent) = firebreak_telemetry::trace::outgoing().parse() {
+            call.metadata_mut().insert("traceparent", traceparent);
+        }
         // The alert is stored: whatever triage answers, the caller's signal is accepted.
         let (incident_id, deduplicated) = match triage.ingest_alert(call).await {
             Ok(r) => {

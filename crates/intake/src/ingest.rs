@@ -67,6 +67,8 @@ pub(crate) struct Job {
     auto_resolve: bool,
     items: Vec<Checked>,
     idempotency_key: Option<String>,
+    /// The caller's trace context, which the events of its signals continue.
+    traceparent: Option<String>,
     reply: oneshot::Sender<Result<Vec<Outcome>, IngestError>>,
 }
 
@@ -139,6 +141,7 @@ impl Intake {
             auto_resolve: source.auto_resolve,
             items,
             idempotency_key: idempotency_key.map(|k| format!("{}:{k}", source.integration)),
+            traceparent: firebreak_telemetry::trace::current().map(|c| c.to_string()),
             reply,
         };
         // The queue is bounded: when it is full, the caller hears so at once.
@@ -240,7 +243,11 @@ async fn commit_group(
                     duplicate: false,
                     received: None,
                 },
-                Ok(signal) => apply(&mut pending, &source, item, signal, received_at),
+                Ok(signal) => {
+                    firebreak_telemetry::trace::sync_scope(job.traceparent.as_deref(), || {
+                        apply(&mut pending, &source, item, signal, received_at)
+                    })
+                }
             });
         }
         if let Some(key) = &job.idempotency_key {

@@ -1,5 +1,7 @@
-//! Firebreak's telemetry: the tracing subscriber and the Prometheus metrics every service
-//! updates.
+//! Firebreak's telemetry: the tracing subscriber, W3C trace context, and the Prometheus
+//! metrics every service updates.
+
+pub mod trace;
 
 use std::sync::OnceLock;
 

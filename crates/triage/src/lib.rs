@@ -89,8 +89,9 @@ impl Triage {
                             match firebreak_proto::decode_event(&d.message.payload) {
                                 Ok(firebreak_proto::v1::Event {
                                     payload: Some(Payload::AlertReceived(a)),
+                                    traceparent,
                                     ..
-                                }) => alerts.push(a),
+                                }) => alerts.push((traceparent, a)),
                                 _ => return Ok(Batch::OneByOne),
                             }
                         }

@@ -52,22 +52,36 @@ impl Triage {
     /// Ingests a run of alerts in one transaction, as a consumer fetched them: the same
     /// decisions as one by one, a fraction of the commits. Any error rolls all back (the
     /// consumer then takes them one at a time).
-    pub(crate) async fn ingest_batch(&self, alerts: &[v1::AlertReceived]) -> Result<()> {
+    /// Each alert comes with the trace context of its event, which the events it causes
+    /// continue.
+    pub(crate) async fn ingest_batch(&self, alerts: &[(String, v1::AlertReceived)]) -> Result<()> {
+        use firebreak_telemetry::trace;
         let mut tx = self.store.begin().await?;
         let mut written = Vec::new();
         let mut deduplicated = Vec::new();
         // Alerts joining an incident are announced once per incident and batch, with its
-        // latest state; each alert still gets its own timeline entry.
+        // latest state, in the trace of the last of them; each alert still gets its own
+        // timeline entry.
         let mut attached = std::collections::BTreeMap::new();
-        for alert in alerts {
-            let (ingested, entries) = self.ingest_in(&mut *tx, alert, Some(&mut attached)).await?;
+        let mut traces = std::collections::HashMap::new();
+        for (traceparent, alert) in alerts {
+            let (ingested, entries) = trace::scope(
+                Some(traceparent),
+                self.ingest_in(&mut *tx, alert, Some(&mut attached)),
+            )
+            .await?;
             if !entries.is_empty() {
                 deduplicated.push(ingested.deduplicated);
                 written.extend(entries);
             }
+            traces.insert(ingested.incident_id, traceparent.as_str());
         }
         for incident in attached.values() {
-            stage_change(&mut *tx, incident, "alert_attached", "triage", &[]).await?;
+            trace::scope(
+                traces.get(&incident.id).copied(),
+                stage_change(&mut *tx, incident, "alert_attached", "triage", &[]),
+            )
+            .await?;
         }
         tx.commit().await?;
         self.after_commit(&deduplicated, written);

@@ -229,17 +229,22 @@ async fn the_incident_path_across_four_processes() {
         assert_eq!(d.health(p).await, "SERVING", "{p}");
     }
 
+    // The caller's trace context, which the incident's events continue.
+    let mut raise = tonic::Request::new(v1::RaiseIncidentRequest {
+        alert: Some(v1::AlertInput {
+            title: "checkout service down".into(),
+            labels: [("service".to_owned(), "checkout".to_owned())].into(),
+            ..Default::default()
+        }),
+        ..Default::default()
+    });
+    raise
+        .metadata_mut()
+        .insert("traceparent", TRACEPARENT.parse().unwrap());
     let raised = d
         .intake()
         .await
-        .raise_incident(v1::RaiseIncidentRequest {
-            alert: Some(v1::AlertInput {
-                title: "checkout service down".into(),
-                labels: [("service".to_owned(), "checkout".to_owned())].into(),
-                ..Default::default()
-            }),
-            ..Default::default()
-        })
+        .raise_incident(raise)
         .await
         .unwrap()
         .into_inner();
@@ -279,6 +284,20 @@ async fn the_incident_path_across_four_processes() {
     })
     .await;
     assert_eq!(run.runbook, "contain");
+    // One trace from the caller through intake, triage and orchestration: every event of
+    // the alert, the incident and the run's creation carries it in its NATS headers.
+    for (stream, at_least) in [
+        ("FIREBREAK_ALERTS", 1),
+        ("FIREBREAK_INCIDENTS", 1),
+        ("FIREBREAK_RUNBOOKS", 1),
+    ] {
+        let traces = trace_ids(&d.nats.url(), stream).await;
+        let in_trace = traces.iter().filter(|t| *t == TRACE_ID).count();
+        assert!(in_trace >= at_least, "{stream}: {traces:?}");
+        if stream != "FIREBREAK_RUNBOOKS" {
+            assert_eq!(in_trace, traces.len(), "{stream}: {traces:?}");
+        }
+    }
     let calls = target.on("/contain");
     assert_eq!(calls.len(), 1);
     assert_eq!(calls[0].idempotency_key, format!("{}:1", run.id));
@@ -465,6 +484,29 @@ async fn a_postgres_outage_reports_not_serving_and_work_resumes() {
     }
     accepted.extend(storm(&d, 500, 50, 4, 25).await);
     assert_nothing_lost_or_doubled(&d, &target, &accepted, 50).await;
+}
+
+const TRACE_ID: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
+const TRACEPARENT: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+
+/// The trace id in the `traceparent` header of each message in `stream` ("" for none).
+async fn trace_ids(nats: &str, stream: &str) -> Vec<String> {
+    let js = async_nats::jetstream::new(async_nats::connect(nats).await.unwrap());
+    let mut stream = js.get_stream(stream).await.unwrap();
+    let last = stream.info().await.unwrap().state.last_sequence;
+    let mut ids = Vec::new();
+    for seq in 1..=last {
+        let Ok(m) = stream.get_raw_message(seq).await else {
+            continue;
+        };
+        let header = m
+            .headers
+            .get("traceparent")
+            .map(|v| v.as_str().to_owned())
+            .unwrap_or_default();
+        ids.push(header.split('-').nth(1).unwrap_or_default().to_owned());
+    }
+    ids
 }
 
 /// The sum of a Prometheus metric's samples in a `/metrics` page (`name` without the
