@@ -83,6 +83,15 @@ pub trait TriageStore: Outbox {
 /// A triage write transaction; nothing is visible until `commit`.
 #[async_trait]
 pub trait TriageTx: Send {
+    /// Reads ahead what ingesting a batch of alerts will ask, so that later calls answer
+    /// from memory: which of `alert_ids` are attached already, and the active incidents of
+    /// `dedup_keys`, locked in key order (replicas ingesting overlapping batches then take
+    /// their locks in the same order and cannot deadlock). An adapter without round trips to
+    /// save does nothing.
+    async fn prefetch(&mut self, alert_ids: &[String], dedup_keys: &[String]) -> Result<()> {
+        let _ = (alert_ids, dedup_keys);
+        Ok(())
+    }
     /// The incident an alert was already attached to, if any, and whether it opened it.
     async fn incident_of_alert(&mut self, alert_id: &str) -> Result<Option<(String, bool)>>;
     /// The open or acknowledged incident with this dedup key.

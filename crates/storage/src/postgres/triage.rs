@@ -1,6 +1,6 @@
 //! Triage's tables in Postgres: incidents, the alerts attached to them, the timeline.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use async_trait::async_trait;
 use sqlx::postgres::{PgBindIterExt, PgPool, PgRow};
@@ -111,6 +111,9 @@ impl TriageStore for PgTriageStore {
             tx: self.pool.begin().await?,
             held: HashMap::new(),
             links: HashMap::new(),
+            attached: HashMap::new(),
+            unattached: HashSet::new(),
+            no_active: HashSet::new(),
             link_order: Vec::new(),
             entries: Vec::new(),
             events: Vec::new(),
@@ -203,6 +206,12 @@ struct PgTriageTx {
     held: HashMap<String, Held>,
     /// Attachments to write: alert id → (incident id, opened).
     links: HashMap<String, (String, bool)>,
+    /// Prefetched attachments of alerts (`prefetch`): alert id → (incident id, opened).
+    attached: HashMap<String, (String, bool)>,
+    /// Prefetched alerts no incident held.
+    unattached: HashSet<String>,
+    /// Prefetched dedup keys without an active incident.
+    no_active: HashSet<String>,
     link_order: Vec<String>,
     entries: Vec<TimelineRecord>,
     events: Vec<OutboxEvent>,
@@ -446,6 +455,11 @@ SELECT locked.*,
         AS seqs
 FROM locked";
 
+/// Locks the active incidents of many keys, in key order.
+const LOCK_BY_KEYS: &str = "
+SELECT * FROM incidents WHERE dedup_key = ANY($1) AND state IN ('open', 'acknowledged')
+ORDER BY dedup_key FOR UPDATE";
+
 /// Everything a triage transaction deferred, in one statement. Data-modifying CTEs all run,
 /// referenced or not; foreign keys are checked at the statement's end, when the incidents
 /// they point at are written.
@@ -511,9 +525,54 @@ impl TriageTx for PgTriageTx {
         Ok(Some((incident_id, open)))
     }
 
+    async fn prefetch(&mut self, alert_ids: &[String], dedup_keys: &[String]) -> Result<()> {
+        let rows = sqlx::query(
+            "SELECT alert_id, incident_id, opened FROM incident_alerts WHERE alert_id = ANY($1)",
+        )
+        .bind(alert_ids)
+        .fetch_all(&mut *self.tx)
+        .await?;
+        self.unattached.extend(alert_ids.iter().cloned());
+        for r in &rows {
+            let alert_id: String = r.try_get(0)?;
+            self.unattached.remove(&alert_id);
+            self.attached
+                .insert(alert_id, (r.try_get(1)?, r.try_get(2)?));
+        }
+        // Keys whose incidents this transaction holds (and may have resolved) are left to
+        // `active_incident_by_key`.
+        let mut keys: Vec<&String> = dedup_keys
+            .iter()
+            .filter(|k| !self.held.values().any(|h| &h.record.dedup_key == *k))
+            .collect();
+        keys.sort_unstable();
+        keys.dedup();
+        if keys.is_empty() {
+            return Ok(());
+        }
+        let rows = sqlx::query(LOCK_BY_KEYS)
+            .bind(keys.iter().map(|k| k.as_str()).bind_iter())
+            .fetch_all(&mut *self.tx)
+            .await?;
+        self.no_active.extend(keys.into_iter().cloned());
+        for r in &rows {
+            let record = incident_row(r)?;
+            self.no_active.remove(&record.dedup_key);
+            // Sequence numbers are taken after these locks, when entries need them.
+            self.hold(record);
+        }
+        Ok(())
+    }
+
     async fn incident_of_alert(&mut self, alert_id: &str) -> Result<Option<(String, bool)>> {
         if let Some((incident_id, opened)) = self.links.get(alert_id) {
             return Ok(Some((incident_id.clone(), *opened)));
+        }
+        if let Some((incident_id, opened)) = self.attached.get(alert_id) {
+            return Ok(Some((incident_id.clone(), *opened)));
+        }
+        if self.unattached.contains(alert_id) {
+            return Ok(None);
         }
         let row =
             sqlx::query("SELECT incident_id, opened FROM incident_alerts WHERE alert_id = $1")
@@ -532,6 +591,11 @@ impl TriageTx for PgTriageTx {
                 && matches!(h.record.state.as_str(), "open" | "acknowledged")
         }) {
             return Ok(Some(h.record.clone()));
+        }
+        if self.no_active.contains(dedup_key) {
+            // Prefetched: none was active then. One a replica opens since makes this
+            // transaction's insert a conflict, and the caller retries.
+            return Ok(None);
         }
         // A held incident of this key that was resolved here must be written out first, or
         // the database would still call it active.
@@ -623,6 +687,7 @@ impl TriageTx for PgTriageTx {
         if self.links.contains_key(alert_id) {
             return Err(Error::Conflict("alert already attached".into()));
         }
+        self.unattached.remove(alert_id);
         self.links
             .insert(alert_id.to_owned(), (incident_id.to_owned(), opened));
         self.link_order.push(alert_id.to_owned());

@@ -16,6 +16,7 @@ crate::contract!(triage:
     incidents_list_newest_first,
     writes_without_a_prior_read,
     a_dropped_transaction_leaves_nothing,
+    prefetched_answers_are_the_reads_answers,
 );
 
 async fn one_active_incident_per_dedup_key(f: &Fixture<dyn TriageStore>) {
@@ -460,4 +461,60 @@ async fn a_dropped_transaction_leaves_nothing(f: &Fixture<dyn TriageStore>) {
     tx.enqueue(&event("ev-3")).await.unwrap();
     tx.commit().await.unwrap();
     assert_eq!(pending_ids(store).await, ["ev-2", "ev-3"]);
+}
+
+async fn prefetched_answers_are_the_reads_answers(f: &Fixture<dyn TriageStore>) {
+    let store = &*f.store;
+    let mut tx = store.begin().await.unwrap();
+    tx.insert_incident(&incident("a", "k", "open"))
+        .await
+        .unwrap();
+    tx.insert_incident(&incident("old", "k2", "closed"))
+        .await
+        .unwrap();
+    tx.link_alert("al-1", "a", true).await.unwrap();
+    tx.commit().await.unwrap();
+
+    let mut tx = store.begin().await.unwrap();
+    let ids = ["al-1", "al-2"].map(String::from);
+    let keys = ["k", "k2", "k3", "k"].map(String::from);
+    tx.prefetch(&ids, &keys).await.unwrap();
+    assert_eq!(
+        tx.incident_of_alert("al-1").await.unwrap(),
+        Some(("a".to_owned(), true))
+    );
+    assert_eq!(tx.incident_of_alert("al-2").await.unwrap(), None);
+    assert_eq!(tx.incident_of_alert("al-3").await.unwrap(), None);
+    assert_eq!(
+        tx.active_incident_by_key("k").await.unwrap().unwrap().id,
+        "a"
+    );
+    assert_eq!(tx.active_incident_by_key("k2").await.unwrap(), None);
+    assert_eq!(tx.active_incident_by_key("k3").await.unwrap(), None);
+    // What the transaction does after the prefetch is what later calls see.
+    tx.link_alert("al-2", "a", false).await.unwrap();
+    assert_eq!(
+        tx.incident_of_alert("al-2").await.unwrap(),
+        Some(("a".to_owned(), false))
+    );
+    tx.insert_incident(&incident("n", "k3", "open"))
+        .await
+        .unwrap();
+    assert_eq!(
+        tx.active_incident_by_key("k3").await.unwrap().unwrap().id,
+        "n"
+    );
+    let again = tx.link_alert("al-2", "n", false).await;
+    assert!(matches!(again, Err(Error::Conflict(_))), "{again:?}");
+    tx.commit().await.unwrap();
+
+    let mut tx = store.begin().await.unwrap();
+    assert_eq!(
+        tx.incident_of_alert("al-2").await.unwrap(),
+        Some(("a".to_owned(), false))
+    );
+    assert_eq!(
+        tx.active_incident_by_key("k3").await.unwrap().unwrap().id,
+        "n"
+    );
 }
