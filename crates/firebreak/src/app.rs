@@ -106,6 +106,23 @@ fn lock_data_dir(dir: &std::path::Path) -> anyhow::Result<std::fs::File> {
     }
 }
 
+/// Connects to the configuration's NATS JetStream, creating or updating the streams.
+pub(crate) async fn connect_nats(config: &Config) -> anyhow::Result<NatsBus> {
+    let nats = config
+        .nats
+        .as_ref()
+        .context("distributed mode needs `nats: {url: nats://…}` in the configuration")?;
+    NatsBus::connect(
+        &nats.url,
+        NatsOptions {
+            ack_wait: Duration::from_secs(nats.ack_wait_seconds.max(1)),
+            ..NatsOptions::default()
+        },
+    )
+    .await
+    .with_context(|| format!("cannot reach NATS at {}", nats.url))
+}
+
 /// The listeners, bound before anything else so a taken port fails fast.
 async fn bind(config: &Config) -> anyhow::Result<(TcpListener, TcpListener)> {
     let grpc = TcpListener::bind(config.grpc_addr)
@@ -280,21 +297,7 @@ impl App {
         let _ = rustls::crypto::ring::default_provider().install_default();
         let name = service.name();
         let url = config.database_url_for(name)?;
-        let nats = config
-            .nats
-            .clone()
-            .context("distributed mode needs `nats: {url: nats://…}` in the configuration")?;
-        let nats_bus = Arc::new(
-            NatsBus::connect(
-                &nats.url,
-                NatsOptions {
-                    ack_wait: Duration::from_secs(nats.ack_wait_seconds.max(1)),
-                    ..NatsOptions::default()
-                },
-            )
-            .await
-            .with_context(|| format!("cannot reach NATS at {}", nats.url))?,
-        );
+        let nats_bus = Arc::new(connect_nats(&config).await?);
         let bus: Arc<dyn Bus> = nats_bus.clone();
         let bus_probe: Probe = Arc::new(move || {
             let bus = nats_bus.clone();

@@ -63,6 +63,29 @@ pub enum Command {
     /// Integrations: the keys monitoring tools send with.
     #[command(subcommand)]
     Integration(IntegrationCmd),
+    /// Events consumers gave up on (distributed mode): parked in NATS, never dropped.
+    #[command(subcommand)]
+    Parked(ParkedCmd),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ParkedCmd {
+    /// List parked events, oldest first, with the consumer and the error that parked them.
+    List {
+        /// The servers' configuration file (its `nats:` is used).
+        #[arg(long)]
+        config: PathBuf,
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+    },
+    /// Publish a parked event again to its stream: the consumer that gave up on it handles
+    /// it anew, the others recognise it as handled.
+    Replay {
+        /// The parked sequence number `parked list` shows.
+        seq: u64,
+        #[arg(long)]
+        config: PathBuf,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -266,6 +289,7 @@ impl Cli {
         match self.command {
             Command::Up(args) => up(args).await.map(|()| 0),
             Command::Serve(args) => serve(args).await.map(|()| 0),
+            Command::Parked(cmd) => parked(cmd, &out).await.map(|()| 0),
             Command::Runbook(RunbookCmd::Check { dir }) => Ok(check(&dir, &out)),
             Command::Runbook(RunbookCmd::Test { dir, require_tests }) => {
                 Ok(crate::authoring::test(&dir, require_tests, &out))
@@ -363,6 +387,22 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         app.http_addr(),
     );
     run_until_signal(app).await
+}
+
+async fn parked(cmd: ParkedCmd, out: &Out) -> anyhow::Result<()> {
+    let path = match &cmd {
+        ParkedCmd::List { config, .. } | ParkedCmd::Replay { config, .. } => config,
+    };
+    let config = Config::load(Some(path), std::env::vars())?;
+    let bus = crate::app::connect_nats(&config).await?;
+    match cmd {
+        ParkedCmd::List { limit, .. } => out.parked(&bus.parked(limit).await?),
+        ParkedCmd::Replay { seq, .. } => {
+            bus.replay(seq).await?;
+            out.replayed(seq);
+        }
+    }
+    Ok(())
 }
 
 async fn run_until_signal(app: App) -> anyhow::Result<()> {
@@ -651,6 +691,7 @@ async fn client(cmd: Command, targets: Targets, out: &Out) -> anyhow::Result<()>
         }
         Command::Up(_)
         | Command::Serve(_)
+        | Command::Parked(_)
         | Command::Runbook(
             RunbookCmd::Check { .. } | RunbookCmd::Test { .. } | RunbookCmd::DryRun { .. },
         ) => {

@@ -436,6 +436,52 @@ impl Out {
         }
     }
 
+    pub(crate) fn parked(&self, list: &[firebreak_bus::ParkedMessage]) {
+        let at = |p: &firebreak_bus::ParkedMessage| {
+            time::OffsetDateTime::from(p.parked_at)
+                .format(&time::format_description::well_known::Rfc3339)
+                .unwrap_or_default()
+        };
+        match self.format {
+            OutputFormat::Json => self.json(Value::Array(
+                list.iter()
+                    .map(|p| {
+                        json!({
+                            "seq": p.seq, "stream": p.stream, "stream_seq": p.stream_seq,
+                            "consumer": p.consumer, "event_id": p.event_id,
+                            "subject": p.subject, "error": p.error, "parked_at": at(p),
+                        })
+                    })
+                    .collect(),
+            )),
+            OutputFormat::Table => table(
+                &[
+                    "seq", "stream", "consumer", "subject", "event", "parked", "error",
+                ],
+                list.iter()
+                    .map(|p| {
+                        vec![
+                            p.seq.to_string(),
+                            format!("{}#{}", p.stream, p.stream_seq),
+                            p.consumer.clone(),
+                            p.subject.clone(),
+                            p.event_id.clone(),
+                            at(p),
+                            p.error.clone(),
+                        ]
+                    })
+                    .collect(),
+            ),
+        }
+    }
+
+    pub(crate) fn replayed(&self, seq: u64) {
+        match self.format {
+            OutputFormat::Json => self.json(json!({ "replayed": seq })),
+            OutputFormat::Table => println!("replayed parked event {seq}"),
+        }
+    }
+
     pub(crate) fn deleted(&self, name: &str) {
         match self.format {
             OutputFormat::Json => self.json(json!({ "deleted": name })),

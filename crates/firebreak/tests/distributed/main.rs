@@ -486,6 +486,83 @@ async fn a_postgres_outage_reports_not_serving_and_work_resumes() {
     assert_nothing_lost_or_doubled(&d, &target, &accepted, 50).await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_event_no_consumer_can_handle_is_parked_listed_and_replayable() {
+    let target = Recorder::start().await;
+    let (runbooks, extra) = setup(&target);
+    let mut d = Deployment::new(runbooks.path(), &extra).await;
+    d.start("triage", 1);
+    d.start("intake", 1);
+    // Something that is not an event, on the alerts stream.
+    let nats = async_nats::connect(d.nats.url()).await.unwrap();
+    let js = async_nats::jetstream::new(nats);
+    let mut headers = async_nats::HeaderMap::new();
+    headers.insert("Nats-Msg-Id", "garbage-1");
+    js.publish_with_headers(
+        "firebreak.alerts.alerts.received",
+        headers,
+        "not protobuf".into(),
+    )
+    .await
+    .unwrap()
+    .await
+    .unwrap();
+
+    let config = d.config.to_str().unwrap().to_owned();
+    let list = |d: &Deployment| -> serde_json::Value {
+        serde_json::from_str(&d.cli(&["--output", "json", "parked", "list", "--config", &config]))
+            .unwrap()
+    };
+    let parked = eventually("the garbage parked", 30, || {
+        let l = list(&d);
+        async move { (l.as_array()?.len() == 1).then_some(l) }
+    })
+    .await;
+    let p = &parked[0];
+    assert_eq!(p["stream"], "alerts", "{p}");
+    assert_eq!(p["consumer"], "triage", "{p}");
+    assert!(p["error"].as_str().unwrap().contains("undecodable"), "{p}");
+    // Triage went on serving: a real alert after it opens an incident.
+    let raised = d
+        .intake()
+        .await
+        .raise_incident(v1::RaiseIncidentRequest {
+            alert: Some(outage("after the garbage", "key-after")),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(!raised.incident_id.is_empty(), "{raised:?}");
+
+    let seq = p["seq"].as_u64().unwrap().to_string();
+    let replayed = d.cli(&["parked", "replay", &seq, "--config", &config]);
+    assert!(
+        replayed.contains(&format!("replayed parked event {seq}")),
+        "{replayed}"
+    );
+    // The replay took it off the parked stream; still garbage, it is parked again, under a
+    // new sequence (nothing dropped).
+    let again = eventually("the replay parked again", 30, || {
+        let l = list(&d);
+        let seq = p["seq"].clone();
+        async move {
+            let l = l.as_array()?;
+            (l.len() == 1 && l[0]["seq"] != seq).then(|| l[0].clone())
+        }
+    })
+    .await;
+    assert_eq!(again["event_id"], p["event_id"], "{again}");
+    assert_eq!(again["consumer"], "triage", "{again}");
+    // A parked sequence that does not exist is a clear error.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_firebreak"))
+        .args(["parked", "replay", "999", "--config", &config])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(!out.stderr.is_empty());
+}
+
 const TRACE_ID: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
 const TRACEPARENT: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
 
