@@ -176,6 +176,7 @@ async fn the_whole_incident_path() {
             "severity",
         ),
         (alert("x", &[("9bad", "v")]), "labels"),
+        (alert("nul \0 inside", &[]), "title"),
         (
             v1::RaiseIncidentRequest {
                 alert: Some(AlertInput {

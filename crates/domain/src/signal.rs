@@ -48,6 +48,16 @@ pub struct Signal {
 impl Signal {
     /// Validates `input`, naming the first field that is wrong.
     pub fn parse(input: SignalInput) -> Result<Self> {
+        // NUL is no text: Postgres refuses it, and no monitoring tool means one.
+        for (field, text) in [
+            ("title", &input.title),
+            ("description", &input.description),
+            ("category", &input.category),
+            ("source", &input.source),
+            ("dedup_key", &input.dedup_key),
+        ] {
+            no_nul(field, text)?;
+        }
         let title = input.title.trim().to_owned();
         if title.is_empty() {
             return Err(invalid("title", "must not be empty"));
@@ -116,7 +126,16 @@ pub fn parse_label(s: &str) -> Result<(String, String)> {
     Ok((key.to_owned(), value.to_owned()))
 }
 
+/// Refuses text holding a NUL character.
+pub fn no_nul(field: &'static str, text: &str) -> Result<()> {
+    if text.contains('\0') {
+        return Err(invalid(field, "must not contain NUL characters"));
+    }
+    Ok(())
+}
+
 fn check_label(key: &str, value: &str) -> Result<()> {
+    no_nul("labels", value)?;
     let mut chars = key.chars();
     let head_ok = chars
         .next()
@@ -207,6 +226,21 @@ mod tests {
                     ..input("t")
                 },
                 "dedup_key",
+            ),
+            (input("a\0b"), "title"),
+            (
+                SignalInput {
+                    description: "nul \0".into(),
+                    ..input("t")
+                },
+                "description",
+            ),
+            (
+                SignalInput {
+                    labels: [("k".to_owned(), "v\0".to_owned())].into(),
+                    ..input("t")
+                },
+                "labels",
             ),
         ];
         for (signal, field) in cases {

@@ -278,6 +278,10 @@ impl Intake {
                 "invalid alert_key: longer than {MAX_ALERT_KEY} bytes"
             ));
         }
+        firebreak_domain::no_nul("alert_key", &item.alert_key).map_err(|e| e.to_string())?;
+        for value in item.annotations.values() {
+            firebreak_domain::no_nul("annotations", value).map_err(|e| e.to_string())?;
+        }
         if item.action != Action::Trigger {
             if item.alert_key.trim().is_empty() {
                 return Err("invalid alert_key: a follow-up needs the key of its alert".into());
