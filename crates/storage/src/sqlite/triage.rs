@@ -1,5 +1,6 @@
 //! Triage's tables in SQLite: incidents, the alerts attached to them, the timeline.
 
+use std::collections::HashMap;
 use std::path::Path;
 
 use async_trait::async_trait;
@@ -100,6 +101,8 @@ impl TriageStore for SqliteTriageStore {
     async fn begin(&self) -> Result<Box<dyn TriageTx>> {
         Ok(Box::new(SqliteTriageTx {
             tx: self.write.begin_with("BEGIN IMMEDIATE").await?,
+            attached: HashMap::new(),
+            active: HashMap::new(),
         }))
     }
 
@@ -140,8 +143,32 @@ impl TriageStore for SqliteTriageStore {
     }
 }
 
+/// A triage write transaction. SQLite has one writer, and `BEGIN IMMEDIATE` makes this
+/// transaction it: what it read cannot change under it, so what `prefetch` read is kept and
+/// kept current as the transaction writes, and answers later reads without a statement
+/// (each costs two thread switches through sqlx's SQLite worker).
 struct SqliteTriageTx {
     tx: Transaction<'static, Sqlite>,
+    /// Prefetched alerts: alert id → its (incident id, opened), or `None` when unattached.
+    attached: HashMap<String, Option<(String, bool)>>,
+    /// Prefetched dedup keys: key → its active incident, or `None`.
+    active: HashMap<String, Option<IncidentRecord>>,
+}
+
+impl SqliteTriageTx {
+    /// Keeps the prefetched active incident of `i`'s key current after `i` was written.
+    fn track(&mut self, i: &IncidentRecord) {
+        let Some(current) = self.active.get_mut(&i.dedup_key) else {
+            return;
+        };
+        let is_active = matches!(i.state.as_str(), "open" | "acknowledged");
+        match current {
+            Some(c) if c.id == i.id => *current = is_active.then(|| i.clone()),
+            Some(_) => {}
+            None if is_active => *current = Some(i.clone()),
+            None => {}
+        }
+    }
 }
 
 #[async_trait]
@@ -167,7 +194,42 @@ impl TriageTx for SqliteTriageTx {
         Ok(Some((incident_id, open)))
     }
 
+    async fn prefetch(&mut self, alert_ids: &[String], dedup_keys: &[String]) -> Result<()> {
+        let rows = sqlx::query(
+            "SELECT alert_id, incident_id, opened FROM incident_alerts
+             WHERE alert_id IN (SELECT value FROM json_each(?))",
+        )
+        .bind(json_text(&alert_ids)?)
+        .fetch_all(&mut *self.tx)
+        .await?;
+        for id in alert_ids {
+            self.attached.insert(id.clone(), None);
+        }
+        for r in &rows {
+            self.attached
+                .insert(r.try_get(0)?, Some((r.try_get(1)?, r.try_get(2)?)));
+        }
+        let rows = sqlx::query(
+            "SELECT * FROM incidents WHERE state IN ('open', 'acknowledged')
+             AND dedup_key IN (SELECT value FROM json_each(?))",
+        )
+        .bind(json_text(&dedup_keys)?)
+        .fetch_all(&mut *self.tx)
+        .await?;
+        for key in dedup_keys {
+            self.active.insert(key.clone(), None);
+        }
+        for r in &rows {
+            let i = incident_row(r)?;
+            self.active.insert(i.dedup_key.clone(), Some(i));
+        }
+        Ok(())
+    }
+
     async fn incident_of_alert(&mut self, alert_id: &str) -> Result<Option<(String, bool)>> {
+        if let Some(known) = self.attached.get(alert_id) {
+            return Ok(known.clone());
+        }
         let row = sqlx::query("SELECT incident_id, opened FROM incident_alerts WHERE alert_id = ?")
             .bind(alert_id)
             .fetch_optional(&mut *self.tx)
@@ -179,6 +241,9 @@ impl TriageTx for SqliteTriageTx {
     }
 
     async fn active_incident_by_key(&mut self, dedup_key: &str) -> Result<Option<IncidentRecord>> {
+        if let Some(known) = self.active.get(dedup_key) {
+            return Ok(known.clone());
+        }
         sqlx::query(
             "SELECT * FROM incidents WHERE dedup_key = ? AND state IN ('open', 'acknowledged')",
         )
@@ -228,6 +293,7 @@ impl TriageTx for SqliteTriageTx {
         .execute(&mut *self.tx)
         .await
         .map_err(|e| conflict(e, "an active incident holds this dedup key"))?;
+        self.track(i);
         Ok(())
     }
 
@@ -257,6 +323,7 @@ impl TriageTx for SqliteTriageTx {
         .bind(&i.id)
         .execute(&mut *self.tx)
         .await?;
+        self.track(i);
         Ok(())
     }
 
@@ -271,6 +338,9 @@ impl TriageTx for SqliteTriageTx {
         .execute(&mut *self.tx)
         .await
         .map_err(|e| conflict(e, "alert already attached"))?;
+        if let Some(known) = self.attached.get_mut(alert_id) {
+            *known = Some((incident_id.to_owned(), opened));
+        }
         Ok(())
     }
 

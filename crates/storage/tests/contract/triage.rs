@@ -506,6 +506,20 @@ async fn prefetched_answers_are_the_reads_answers(f: &Fixture<dyn TriageStore>) 
     );
     let again = tx.link_alert("al-2", "n", false).await;
     assert!(matches!(again, Err(Error::Conflict(_))), "{again:?}");
+    let mut a = tx.active_incident_by_key("k").await.unwrap().unwrap();
+    a.alert_count = 7;
+    tx.update_incident(&a).await.unwrap();
+    assert_eq!(
+        tx.active_incident_by_key("k")
+            .await
+            .unwrap()
+            .unwrap()
+            .alert_count,
+        7
+    );
+    a.state = "resolved".into();
+    tx.update_incident(&a).await.unwrap();
+    assert_eq!(tx.active_incident_by_key("k").await.unwrap(), None);
     tx.commit().await.unwrap();
 
     let mut tx = store.begin().await.unwrap();
