@@ -362,7 +362,7 @@ async fn connect(server: &str) -> anyhow::Result<Channel> {
         .with_context(|| format!("invalid server address {server:?}"))?
         .connect()
         .await
-        .with_context(|| format!("cannot reach Firebreak at {server} (is `firebreak up` running?)"))
+        .with_context(|| format!("cannot reach Firebreak at {server} (is `firebreak up` or `firebreak serve` running there?)"))
 }
 
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
