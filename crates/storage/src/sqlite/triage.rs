@@ -103,6 +103,8 @@ impl TriageStore for SqliteTriageStore {
             tx: self.write.begin_with("BEGIN IMMEDIATE").await?,
             attached: HashMap::new(),
             active: HashMap::new(),
+            dirty: HashMap::new(),
+            links: Vec::new(),
         }))
     }
 
@@ -153,9 +155,49 @@ struct SqliteTriageTx {
     attached: HashMap<String, Option<(String, bool)>>,
     /// Prefetched dedup keys: key → its active incident, or `None`.
     active: HashMap<String, Option<IncidentRecord>>,
+    /// Updates of prefetched incidents not written yet: id → the incident as last updated.
+    dirty: HashMap<String, IncidentRecord>,
+    /// Attachments of prefetched alerts not written yet: (alert id, incident id, opened).
+    links: Vec<(String, String, bool)>,
 }
 
 impl SqliteTriageTx {
+    /// Writes the deferred updates of the incidents of `dedup_key` (all, for `None`).
+    async fn flush_incidents(&mut self, dedup_key: Option<&str>) -> Result<()> {
+        let ids: Vec<String> = self
+            .dirty
+            .values()
+            .filter(|i| dedup_key.is_none_or(|k| i.dedup_key == k))
+            .map(|i| i.id.clone())
+            .collect();
+        for id in ids {
+            if let Some(i) = self.dirty.remove(&id) {
+                update_row(&mut self.tx, &i).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes the deferred attachments, in one statement.
+    async fn flush_links(&mut self) -> Result<()> {
+        if self.links.is_empty() {
+            return Ok(());
+        }
+        let links = std::mem::take(&mut self.links);
+        sqlx::query(
+            "INSERT INTO incident_alerts (alert_id, incident_id, opened, attached_at)
+             SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]'),
+                 json_extract(value, '$[2]'), ?
+             FROM json_each(?)",
+        )
+        .bind(now_micros())
+        .bind(json_text(&links)?)
+        .execute(&mut *self.tx)
+        .await
+        .map_err(|e| conflict(e, "alert already attached"))?;
+        Ok(())
+    }
+
     /// Keeps the prefetched active incident of `i`'s key current after `i` was written.
     fn track(&mut self, i: &IncidentRecord) {
         let Some(current) = self.active.get_mut(&i.dedup_key) else {
@@ -174,6 +216,7 @@ impl SqliteTriageTx {
 #[async_trait]
 impl TriageTx for SqliteTriageTx {
     async fn resolve_alert(&mut self, alert_id: &str) -> Result<Option<(String, i64)>> {
+        self.flush_links().await?;
         let row = sqlx::query(
             "UPDATE incident_alerts SET resolved = 1 WHERE alert_id = ? RETURNING incident_id",
         )
@@ -230,6 +273,7 @@ impl TriageTx for SqliteTriageTx {
         if let Some(known) = self.attached.get(alert_id) {
             return Ok(known.clone());
         }
+        self.flush_links().await?;
         let row = sqlx::query("SELECT incident_id, opened FROM incident_alerts WHERE alert_id = ?")
             .bind(alert_id)
             .fetch_optional(&mut *self.tx)
@@ -244,6 +288,7 @@ impl TriageTx for SqliteTriageTx {
         if let Some(known) = self.active.get(dedup_key) {
             return Ok(known.clone());
         }
+        self.flush_incidents(Some(dedup_key)).await?;
         sqlx::query(
             "SELECT * FROM incidents WHERE dedup_key = ? AND state IN ('open', 'acknowledged')",
         )
@@ -255,6 +300,9 @@ impl TriageTx for SqliteTriageTx {
     }
 
     async fn incident(&mut self, id: &str) -> Result<Option<IncidentRecord>> {
+        if let Some(i) = self.dirty.get(id) {
+            return Ok(Some(i.clone()));
+        }
         sqlx::query("SELECT * FROM incidents WHERE id = ?")
             .bind(id)
             .fetch_optional(&mut *self.tx)
@@ -264,6 +312,8 @@ impl TriageTx for SqliteTriageTx {
     }
 
     async fn insert_incident(&mut self, i: &IncidentRecord) -> Result<()> {
+        // The unique index must see this transaction's updates of the key's incidents.
+        self.flush_incidents(Some(&i.dedup_key)).await?;
         sqlx::query(
             "INSERT INTO incidents (id, title, description, category, severity, priority, urgency, state,
                 dedup_key, alert_count, labels, source, opened_at, acknowledged_at, resolved_at, closed_at,
@@ -298,36 +348,26 @@ impl TriageTx for SqliteTriageTx {
     }
 
     async fn update_incident(&mut self, i: &IncidentRecord) -> Result<()> {
-        sqlx::query(
-            "UPDATE incidents SET title = ?, description = ?, category = ?, severity = ?, priority = ?,
-                urgency = ?, state = ?, alert_count = ?, labels = ?, acknowledged_at = ?, resolved_at = ?,
-                closed_at = ?, resolution_summary = ?, root_cause = ?, review = ?, updated_at = ?
-             WHERE id = ?",
-        )
-        .bind(&i.title)
-        .bind(&i.description)
-        .bind(&i.category)
-        .bind(i64::from(i.severity))
-        .bind(i64::from(i.priority))
-        .bind(&i.urgency)
-        .bind(&i.state)
-        .bind(i64::from(i.alert_count))
-        .bind(json_text(&i.labels)?)
-        .bind(i.acknowledged_at)
-        .bind(i.resolved_at)
-        .bind(i.closed_at)
-        .bind(&i.resolution_summary)
-        .bind(&i.root_cause)
-        .bind(&i.review)
-        .bind(i.updated_at)
-        .bind(&i.id)
-        .execute(&mut *self.tx)
-        .await?;
         self.track(i);
-        Ok(())
+        if self.active.contains_key(&i.dedup_key) {
+            // Prefetched: written once, at the latest at commit, however often updated.
+            self.dirty.insert(i.id.clone(), i.clone());
+            return Ok(());
+        }
+        update_row(&mut self.tx, i).await
     }
 
     async fn link_alert(&mut self, alert_id: &str, incident_id: &str, opened: bool) -> Result<()> {
+        if let Some(known) = self.attached.get_mut(alert_id) {
+            // Prefetched: whether it is attached is known here; written at commit.
+            if known.is_some() {
+                return Err(crate::Error::Conflict("alert already attached".into()));
+            }
+            *known = Some((incident_id.to_owned(), opened));
+            self.links
+                .push((alert_id.to_owned(), incident_id.to_owned(), opened));
+            return Ok(());
+        }
         sqlx::query(
             "INSERT INTO incident_alerts (alert_id, incident_id, opened, attached_at) VALUES (?, ?, ?, ?)",
         )
@@ -338,9 +378,6 @@ impl TriageTx for SqliteTriageTx {
         .execute(&mut *self.tx)
         .await
         .map_err(|e| conflict(e, "alert already attached"))?;
-        if let Some(known) = self.attached.get_mut(alert_id) {
-            *known = Some((incident_id.to_owned(), opened));
-        }
         Ok(())
     }
 
@@ -381,10 +418,41 @@ impl TriageTx for SqliteTriageTx {
         enqueue(&mut self.tx, event).await
     }
 
-    async fn commit(self: Box<Self>) -> Result<()> {
+    async fn commit(mut self: Box<Self>) -> Result<()> {
+        self.flush_incidents(None).await?;
+        self.flush_links().await?;
         self.tx.commit().await?;
         Ok(())
     }
+}
+
+async fn update_row(tx: &mut Transaction<'static, Sqlite>, i: &IncidentRecord) -> Result<()> {
+    sqlx::query(
+            "UPDATE incidents SET title = ?, description = ?, category = ?, severity = ?, priority = ?,
+                urgency = ?, state = ?, alert_count = ?, labels = ?, acknowledged_at = ?, resolved_at = ?,
+                closed_at = ?, resolution_summary = ?, root_cause = ?, review = ?, updated_at = ?
+             WHERE id = ?",
+        )
+        .bind(&i.title)
+        .bind(&i.description)
+        .bind(&i.category)
+        .bind(i64::from(i.severity))
+        .bind(i64::from(i.priority))
+        .bind(&i.urgency)
+        .bind(&i.state)
+        .bind(i64::from(i.alert_count))
+        .bind(json_text(&i.labels)?)
+        .bind(i.acknowledged_at)
+        .bind(i.resolved_at)
+        .bind(i.closed_at)
+        .bind(&i.resolution_summary)
+        .bind(&i.root_cause)
+        .bind(&i.review)
+        .bind(i.updated_at)
+        .bind(&i.id)
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
 }
 
 fn incident_row(r: &SqliteRow) -> Result<IncidentRecord> {

@@ -517,10 +517,21 @@ async fn prefetched_answers_are_the_reads_answers(f: &Fixture<dyn TriageStore>) 
             .alert_count,
         7
     );
+    assert_eq!(tx.incident("a").await.unwrap().unwrap().alert_count, 7);
     a.state = "resolved".into();
     tx.update_incident(&a).await.unwrap();
     assert_eq!(tx.active_incident_by_key("k").await.unwrap(), None);
+    // A new incident of the resolved one's key is no conflict.
+    tx.insert_incident(&incident("a2", "k", "open"))
+        .await
+        .unwrap();
+    assert_eq!(
+        tx.active_incident_by_key("k").await.unwrap().unwrap().id,
+        "a2"
+    );
     tx.commit().await.unwrap();
+    let a = store.incident("a").await.unwrap().unwrap();
+    assert_eq!((a.state.as_str(), a.alert_count), ("resolved", 7));
 
     let mut tx = store.begin().await.unwrap();
     assert_eq!(
