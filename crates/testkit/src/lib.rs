@@ -4,3 +4,4 @@
 
 pub mod nats;
 pub mod postgres;
+pub mod recorder;

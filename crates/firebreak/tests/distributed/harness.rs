@@ -4,16 +4,13 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use axum::http::HeaderMap;
 use firebreak_proto::v1::{
     self, incident_service_client::IncidentServiceClient,
     intake_service_client::IntakeServiceClient, runbook_service_client::RunbookServiceClient,
 };
 use firebreak_testkit::nats::NatsServer;
-use serde_json::Value;
 use tonic::transport::Channel;
 
 pub(crate) const BIN: &str = env!("CARGO_BIN_EXE_firebreak");
@@ -28,57 +25,7 @@ pub(crate) fn free_port() -> u16 {
         .port()
 }
 
-/// One request the recording server received.
-#[derive(Debug, Clone)]
-pub(crate) struct Received {
-    pub(crate) path: String,
-    pub(crate) idempotency_key: String,
-    pub(crate) body: Value,
-}
-
-/// A local HTTP server that records every request and answers 200.
-pub(crate) struct Recorder {
-    pub(crate) url: String,
-    pub(crate) received: Arc<Mutex<Vec<Received>>>,
-}
-
-impl Recorder {
-    pub(crate) async fn start() -> Self {
-        let received: Arc<Mutex<Vec<Received>>> = Arc::default();
-        let sink = received.clone();
-        let app = axum::Router::new().fallback(
-            move |uri: axum::http::Uri, headers: HeaderMap, body: axum::body::Bytes| {
-                let sink = sink.clone();
-                async move {
-                    sink.lock().unwrap().push(Received {
-                        path: uri.path().to_owned(),
-                        idempotency_key: headers
-                            .get("idempotency-key")
-                            .and_then(|v| v.to_str().ok())
-                            .unwrap_or_default()
-                            .to_owned(),
-                        body: serde_json::from_slice(&body).unwrap_or(Value::Null),
-                    });
-                    "{\"ok\":true}"
-                }
-            },
-        );
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let url = format!("http://{}", listener.local_addr().unwrap());
-        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-        Self { url, received }
-    }
-
-    pub(crate) fn on(&self, path: &str) -> Vec<Received> {
-        self.received
-            .lock()
-            .unwrap()
-            .iter()
-            .filter(|r| r.path == path)
-            .cloned()
-            .collect()
-    }
-}
+pub(crate) use firebreak_testkit::recorder::Recorder;
 
 /// One `firebreak serve` process.
 pub(crate) struct Proc {

@@ -1,0 +1,61 @@
+//! A recording HTTP server: the real local webhook target and outside API tests point at.
+
+use std::sync::{Arc, Mutex};
+
+use axum::http::HeaderMap;
+use serde_json::Value;
+
+/// One request the recording server received.
+#[derive(Debug, Clone)]
+pub struct Received {
+    pub path: String,
+    pub idempotency_key: String,
+    pub body: Value,
+}
+
+/// A local HTTP server that records every request and answers 200: the webhook target
+/// and the outside API of tests.
+pub struct Recorder {
+    pub url: String,
+    pub received: Arc<Mutex<Vec<Received>>>,
+}
+
+impl Recorder {
+    /// Listens on a free local port; serves until the runtime ends.
+    pub async fn start() -> Self {
+        let received: Arc<Mutex<Vec<Received>>> = Arc::default();
+        let sink = received.clone();
+        let app = axum::Router::new().fallback(
+            move |uri: axum::http::Uri, headers: HeaderMap, body: axum::body::Bytes| {
+                let sink = sink.clone();
+                async move {
+                    sink.lock().unwrap().push(Received {
+                        path: uri.path().to_owned(),
+                        idempotency_key: headers
+                            .get("idempotency-key")
+                            .and_then(|v| v.to_str().ok())
+                            .unwrap_or_default()
+                            .to_owned(),
+                        body: serde_json::from_slice(&body).unwrap_or(Value::Null),
+                    });
+                    "{\"ok\":true}"
+                }
+            },
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        Self { url, received }
+    }
+
+    /// The requests received on `path`, in order.
+    pub fn on(&self, path: &str) -> Vec<Received> {
+        self.received
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|r| r.path == path)
+            .cloned()
+            .collect()
+    }
+}
