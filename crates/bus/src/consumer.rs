@@ -339,9 +339,7 @@ where
     // least once.
     let mut attempt = delivery.attempt.max(1);
     // The handler works in the trace the event carries.
-    let traceparent = firebreak_proto::decode_event(&delivery.message.payload)
-        .map(|e| e.traceparent)
-        .unwrap_or_default();
+    let traceparent = firebreak_proto::event_traceparent(&delivery.message.payload);
     loop {
         let outcome =
             firebreak_telemetry::trace::scope(Some(&traceparent), handler(delivery.clone())).await;

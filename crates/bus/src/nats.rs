@@ -627,8 +627,8 @@ fn outbound(family: &str, message: &Message) -> (String, Publish) {
 
 /// The W3C traceparent of an encoded event, when it decodes and has one.
 fn traceparent(payload: &[u8]) -> Option<String> {
-    let event = firebreak_proto::decode_event(payload).ok()?;
-    (!event.traceparent.is_empty()).then(|| header_value(&event.traceparent))
+    let traceparent = firebreak_proto::event_traceparent(payload);
+    (!traceparent.is_empty()).then(|| header_value(&traceparent))
 }
 
 /// A fetched JetStream message as a delivery; `None` (logged) for one that cannot be

@@ -83,3 +83,41 @@ pub fn encode_event(event: &v1::Event) -> Vec<u8> {
 pub fn decode_event(bytes: &[u8]) -> Result<v1::Event, prost::DecodeError> {
     <v1::Event as prost::Message>::decode(bytes)
 }
+
+/// The envelope's `traceparent` field alone (`Event` field 3): the payload is skipped, not
+/// decoded, so the bus can read it on every publish and delivery cheaply.
+#[derive(Clone, PartialEq, prost::Message)]
+struct EventTrace {
+    #[prost(string, tag = "3")]
+    traceparent: String,
+}
+
+/// The W3C traceparent an encoded event carries; empty when it has none or does not decode.
+pub fn event_traceparent(bytes: &[u8]) -> String {
+    <EventTrace as prost::Message>::decode(bytes)
+        .map(|e| e.traceparent)
+        .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_traceparent_is_read_without_the_payload() {
+        let tp = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+        let event = v1::Event {
+            id: "e1".into(),
+            traceparent: tp.into(),
+            payload: Some(v1::event::Payload::AlertAcknowledged(
+                v1::AlertAcknowledged {
+                    alert_id: "a1".into(),
+                    integration: "grpc".into(),
+                },
+            )),
+            ..Default::default()
+        };
+        assert_eq!(event_traceparent(&encode_event(&event)), tp);
+        assert_eq!(event_traceparent(b"not protobuf"), "");
+    }
+}

@@ -39,7 +39,9 @@ impl Triage {
 
     async fn try_ingest(&self, alert: &v1::AlertReceived) -> Result<Ingested> {
         let mut tx = self.store.begin().await?;
-        let (ingested, written) = self.ingest_in(&mut *tx, alert, None).await?;
+        let (ingested, written) = self
+            .ingest_in(&mut *tx, alert, signal_of(alert), None)
+            .await?;
         if written.is_empty() {
             // Ingested before: nothing was written.
             return Ok(ingested);
@@ -66,19 +68,19 @@ impl Triage {
         let mut traces = std::collections::HashMap::new();
         // In dedup key order (stable: a key's alerts keep theirs), so that replicas ingesting
         // overlapping batches open and lock incidents in one order and cannot deadlock.
-        let mut sorted: Vec<(String, &(String, v1::AlertReceived))> = alerts
-            .iter()
-            .map(|a| (signal_of(&a.1).map(|s| s.dedup_key).unwrap_or_default(), a))
-            .collect();
-        sorted.sort_by(|a, b| a.0.cmp(&b.0));
+        // An alert whose signal does not parse sorts first; it fails the batch as it did.
+        let mut sorted: Vec<(Result<Signal>, &(String, v1::AlertReceived))> =
+            alerts.iter().map(|a| (signal_of(&a.1), a)).collect();
+        let key = |s: &Result<Signal>| s.as_ref().map_or("", |s| s.dedup_key.as_str()).to_owned();
+        sorted.sort_by_key(|(s, _)| key(s));
         // What the loop will ask, read in two round trips instead of two per alert.
         let ids: Vec<String> = alerts.iter().map(|(_, a)| a.alert_id.clone()).collect();
-        let keys: Vec<String> = sorted.iter().map(|(k, _)| k.clone()).collect();
+        let keys: Vec<String> = sorted.iter().map(|(s, _)| key(s)).collect();
         tx.prefetch(&ids, &keys).await?;
-        for (_, (traceparent, alert)) in sorted {
+        for (signal, (traceparent, alert)) in sorted {
             let (ingested, entries) = trace::scope(
                 Some(traceparent),
-                self.ingest_in(&mut *tx, alert, Some(&mut attached)),
+                self.ingest_in(&mut *tx, alert, signal, Some(&mut attached)),
             )
             .await?;
             if !entries.is_empty() {
@@ -113,12 +115,14 @@ impl Triage {
         }
     }
 
-    /// The decisions of ingesting one alert, written in `tx` (not committed). Returns the
-    /// timeline entries written; none when the alert was ingested before.
+    /// The decisions of ingesting one alert (`signal` is its parse), written in `tx` (not
+    /// committed). Returns the timeline entries written; none when the alert was ingested
+    /// before.
     async fn ingest_in(
         &self,
         tx: &mut dyn TriageTx,
         alert: &v1::AlertReceived,
+        signal: Result<Signal>,
         attached: Option<&mut std::collections::BTreeMap<String, IncidentRecord>>,
     ) -> Result<(Ingested, Vec<TimelineRecord>)> {
         if let Some((incident_id, opened)) = tx.incident_of_alert(&alert.alert_id).await? {
@@ -130,7 +134,7 @@ impl Triage {
                 Vec::new(),
             ));
         }
-        let mut signal = signal_of(alert)?;
+        let mut signal = signal?;
         let mut class_note = None;
         let class = match self.taxonomy.classify(&signal) {
             Ok(c) => c,
