@@ -4,7 +4,8 @@
 //! Scenarios: gRPC one alert per call, gRPC batches of 100, the Alertmanager webhook (groups
 //! of 10), the PagerDuty v2 webhook (one event per call), each with 64 concurrent callers for
 //! a few seconds; then gRPC single-alert calls paced at 5,000 alerts/s for the latency at
-//! that load. Prints alerts/s and ack p50/p99. Run with `just bench`.
+//! that load. Prints alerts/s and ack p50/p99. Run with `just bench`; arguments after `--`
+//! pick the lines whose name holds them.
 #![allow(clippy::print_stdout)]
 
 use std::sync::Arc;
@@ -268,7 +269,15 @@ async fn main() {
             Some(5_000),
         ),
     ];
+    // `cargo bench --bench intake -- paced` runs only the lines whose name holds "paced".
+    let only: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with("--"))
+        .collect();
     for (name, call, rate) in runs {
+        if !only.is_empty() && !only.iter().any(|o| name.contains(o.as_str())) {
+            continue;
+        }
         let (targets, shutdown, dir) = start().await;
         scenario(name, &targets, call, rate).await;
         shutdown.cancel();

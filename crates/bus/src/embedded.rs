@@ -1,6 +1,7 @@
 //! The embedded bus: in-process delivery, durable in a SQLite log, for `firebreak up`.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -14,7 +15,9 @@ use crate::{Bus, Delivery, Message, Result};
 #[derive(Clone)]
 pub struct EmbeddedBus {
     log: Arc<dyn BusLog>,
-    appended: Arc<watch::Sender<u64>>,
+    /// Per stream, ticks when messages were appended to it: a consumer waiting on one stream
+    /// is not woken (to query the log for nothing) by appends to the others.
+    appended: Arc<Mutex<HashMap<String, watch::Sender<u64>>>>,
 }
 
 impl EmbeddedBus {
@@ -22,8 +25,25 @@ impl EmbeddedBus {
     pub fn new(log: Arc<dyn BusLog>) -> Self {
         Self {
             log,
-            appended: Arc::new(watch::channel(0).0),
+            appended: Arc::default(),
         }
+    }
+
+    fn tick(&self, stream: &str) {
+        let mut streams = self.appended.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(tx) = streams.get(stream) {
+            tx.send_modify(|n| *n += 1);
+        } else {
+            streams.insert(stream.to_owned(), watch::channel(1).0);
+        }
+    }
+
+    fn subscribe(&self, stream: &str) -> watch::Receiver<u64> {
+        let mut streams = self.appended.lock().unwrap_or_else(PoisonError::into_inner);
+        streams
+            .entry(stream.to_owned())
+            .or_insert_with(|| watch::channel(0).0)
+            .subscribe()
     }
 }
 
@@ -36,12 +56,15 @@ impl Bus for EmbeddedBus {
             payload: m.payload,
         };
         if self.log.append(stream, &msg).await? {
-            self.appended.send_modify(|n| *n += 1);
+            self.tick(stream);
         }
         Ok(())
     }
 
     async fn publish_batch(&self, messages: Vec<(String, Message)>) -> Result<()> {
+        let mut streams: Vec<String> = messages.iter().map(|(s, _)| s.clone()).collect();
+        streams.sort_unstable();
+        streams.dedup();
         let batch: Vec<(String, BusMessage)> = messages
             .into_iter()
             .map(|(stream, m)| {
@@ -56,7 +79,9 @@ impl Bus for EmbeddedBus {
             })
             .collect();
         if self.log.append_batch(&batch).await? > 0 {
-            self.appended.send_modify(|n| *n += 1);
+            for stream in &streams {
+                self.tick(stream);
+            }
         }
         Ok(())
     }
@@ -68,7 +93,7 @@ impl Bus for EmbeddedBus {
         max: u32,
         wait: Duration,
     ) -> Result<Vec<Delivery>> {
-        let mut appended = self.appended.subscribe();
+        let mut appended = self.subscribe(stream);
         let deadline = tokio::time::Instant::now() + wait;
         loop {
             appended.borrow_and_update();
