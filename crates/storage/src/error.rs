@@ -9,12 +9,21 @@ pub enum Error {
     /// The database could not be reached or answered with an error.
     #[error("database: {0}")]
     Database(#[from] sqlx::Error),
+    /// SQLite answered with an error (on a connection of the adapter's own threads).
+    #[error("database: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    /// A SQLite connection's thread has stopped: the store is gone.
+    #[error("database: the connection to {0} has stopped")]
+    Stopped(String),
     /// A stored value did not parse back.
     #[error("corrupt row: {0}")]
     Corrupt(String),
     /// A schema migration failed.
     #[error("migration {version}: {source}")]
-    Migration { version: i64, source: sqlx::Error },
+    Migration {
+        version: i64,
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
 }
 
 /// The storage layer's result type.
@@ -24,8 +33,10 @@ impl Error {
     /// True when the database could not be reached (down, restarting, the network): worth
     /// waiting out however long it takes, unlike an error in the request itself.
     pub fn is_unavailable(&self) -> bool {
-        let Self::Database(e) = self else {
-            return false;
+        let e = match self {
+            Self::Database(e) => e,
+            Self::Stopped(_) => return true,
+            _ => return false,
         };
         match e {
             sqlx::Error::Io(_)

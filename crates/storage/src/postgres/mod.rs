@@ -193,12 +193,10 @@ async fn migrate(pool: &PgPool, service: &str, migrations: &[Migration]) -> Resu
     if let Some(other) = other {
         return Err(Error::Migration {
             version: 0,
-            source: sqlx::Error::Configuration(
-                format!(
-                    "the database holds the {other} service's tables; {service} needs a database of its own"
-                )
-                .into(),
-            ),
+            source: format!(
+                "the database holds the {other} service's tables; {service} needs a database of its own"
+            )
+            .into(),
         });
     }
     let current: i64 = sqlx::query("SELECT COALESCE(MAX(version), 0) FROM schema_migrations")
@@ -211,7 +209,7 @@ async fn migrate(pool: &PgPool, service: &str, migrations: &[Migration]) -> Resu
             .await
             .map_err(|source| Error::Migration {
                 version: m.version,
-                source,
+                source: source.into(),
             })?;
         sqlx::query(
             "INSERT INTO schema_migrations (version, service, applied_at) VALUES ($1, $2, $3)",

@@ -3,9 +3,8 @@
 use std::path::Path;
 
 use async_trait::async_trait;
-use sqlx::Row;
-use sqlx::sqlite::SqlitePool;
 
+use super::conn::Db;
 use super::{Migration, now_micros};
 use crate::{BusLog, BusMessage, ParkedRecord, Result};
 
@@ -41,56 +40,55 @@ CREATE TABLE parked (
 /// The embedded bus's log on SQLite.
 #[derive(Clone)]
 pub struct SqliteBusLog {
-    pool: SqlitePool,
-    /// The one connection that writes.
-    write: SqlitePool,
+    db: Db,
 }
 
 impl SqliteBusLog {
     /// Opens `path`, creating and migrating it as needed.
     pub async fn open(path: &Path, durable_fsync: bool) -> Result<Self> {
-        let (pool, write) = super::open(path, MIGRATIONS, durable_fsync).await?;
-        Ok(Self { pool, write })
+        Ok(Self {
+            db: Db::open(path, MIGRATIONS, durable_fsync).await?,
+        })
     }
 }
+
+const APPEND: &str = "INSERT INTO messages (stream, id, subject, payload, appended_at)
+    VALUES (?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING";
+
+const MOVE_CURSOR: &str = "INSERT INTO cursors (consumer, stream, acked_seq) VALUES (?, ?, ?)
+    ON CONFLICT (consumer, stream) DO UPDATE SET acked_seq = MAX(acked_seq, excluded.acked_seq)";
 
 #[async_trait]
 impl BusLog for SqliteBusLog {
     async fn append(&self, stream: &str, m: &BusMessage) -> Result<bool> {
-        let done = sqlx::query(
-            "INSERT INTO messages (stream, id, subject, payload, appended_at) VALUES (?, ?, ?, ?, ?)
-             ON CONFLICT (id) DO NOTHING",
-        )
-        .bind(stream)
-        .bind(&m.id)
-        .bind(&m.subject)
-        .bind(&m.payload)
-        .bind(now_micros())
-        .execute(&self.write)
-        .await?;
-        Ok(done.rows_affected() == 1)
+        let (stream, m) = (stream.to_owned(), m.clone());
+        self.db
+            .write(move |tx| {
+                let n = tx.prepare_cached(APPEND)?.execute((
+                    &stream,
+                    &m.id,
+                    &m.subject,
+                    &m.payload,
+                    now_micros(),
+                ))?;
+                Ok(n == 1)
+            })
+            .await
     }
 
     async fn append_batch(&self, batch: &[(String, BusMessage)]) -> Result<u64> {
-        let now = now_micros();
-        let mut tx = self.write.begin_with("BEGIN IMMEDIATE").await?;
-        let mut appended = 0;
-        for chunk in batch.chunks(1000) {
-            let mut q = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
-                "INSERT INTO messages (stream, id, subject, payload, appended_at) ",
-            );
-            q.push_values(chunk, |mut b, (stream, m)| {
-                b.push_bind(stream)
-                    .push_bind(&m.id)
-                    .push_bind(&m.subject)
-                    .push_bind(&m.payload)
-                    .push_bind(now);
-            });
-            q.push(" ON CONFLICT (id) DO NOTHING");
-            appended += q.build().execute(&mut *tx).await?.rows_affected();
-        }
-        tx.commit().await?;
-        Ok(appended)
+        let batch = batch.to_vec();
+        self.db
+            .write(move |tx| {
+                let now = now_micros();
+                let mut append = tx.prepare_cached(APPEND)?;
+                let mut appended = 0;
+                for (stream, m) in &batch {
+                    appended += append.execute((stream, &m.id, &m.subject, &m.payload, now))?;
+                }
+                Ok(appended as u64)
+            })
+            .await
     }
 
     async fn fetch(
@@ -99,89 +97,76 @@ impl BusLog for SqliteBusLog {
         stream: &str,
         limit: u32,
     ) -> Result<Vec<(i64, BusMessage)>> {
-        let rows = sqlx::query(
-            "SELECT seq, id, subject, payload FROM messages
-             WHERE stream = ? AND seq > COALESCE((SELECT acked_seq FROM cursors WHERE consumer = ? AND stream = ?), 0)
-             ORDER BY seq LIMIT ?",
-        )
-        .bind(stream)
-        .bind(consumer)
-        .bind(stream)
-        .bind(i64::from(limit))
-        .fetch_all(&self.pool)
-        .await?;
-        rows.iter()
-            .map(|r| {
-                Ok((
-                    r.try_get("seq")?,
-                    BusMessage {
-                        id: r.try_get("id")?,
-                        subject: r.try_get("subject")?,
-                        payload: r.try_get("payload")?,
-                    },
-                ))
+        let (consumer, stream) = (consumer.to_owned(), stream.to_owned());
+        self.db
+            .read(move |c| {
+                let mut q = c.prepare_cached(
+                    "SELECT seq, id, subject, payload FROM messages
+                     WHERE stream = ?1 AND seq > COALESCE(
+                        (SELECT acked_seq FROM cursors WHERE consumer = ?2 AND stream = ?1), 0)
+                     ORDER BY seq LIMIT ?3",
+                )?;
+                let rows = q.query_map((&stream, &consumer, i64::from(limit)), |r| {
+                    Ok((
+                        r.get(0)?,
+                        BusMessage {
+                            id: r.get(1)?,
+                            subject: r.get(2)?,
+                            payload: r.get(3)?,
+                        },
+                    ))
+                })?;
+                Ok(rows.collect::<rusqlite::Result<_>>()?)
             })
-            .collect()
+            .await
     }
 
     async fn ack(&self, consumer: &str, stream: &str, seq: i64) -> Result<()> {
-        sqlx::query(
-            "INSERT INTO cursors (consumer, stream, acked_seq) VALUES (?, ?, ?)
-             ON CONFLICT (consumer, stream) DO UPDATE SET acked_seq = MAX(acked_seq, excluded.acked_seq)",
-        )
-        .bind(consumer)
-        .bind(stream)
-        .bind(seq)
-        .execute(&self.write)
-        .await?;
-        Ok(())
+        let (consumer, stream) = (consumer.to_owned(), stream.to_owned());
+        self.db
+            .write(move |tx| {
+                tx.prepare_cached(MOVE_CURSOR)?
+                    .execute((&consumer, &stream, seq))?;
+                Ok(())
+            })
+            .await
     }
 
     async fn park(&self, consumer: &str, stream: &str, seq: i64, error: &str) -> Result<()> {
-        let mut tx = self.write.begin_with("BEGIN IMMEDIATE").await?;
-        sqlx::query(
-            "INSERT INTO parked (consumer, stream, seq, error, parked_at) VALUES (?, ?, ?, ?, ?)
-             ON CONFLICT DO NOTHING",
-        )
-        .bind(consumer)
-        .bind(stream)
-        .bind(seq)
-        .bind(error)
-        .bind(now_micros())
-        .execute(&mut *tx)
-        .await?;
-        sqlx::query(
-            "INSERT INTO cursors (consumer, stream, acked_seq) VALUES (?, ?, ?)
-             ON CONFLICT (consumer, stream) DO UPDATE SET acked_seq = MAX(acked_seq, excluded.acked_seq)",
-        )
-        .bind(consumer)
-        .bind(stream)
-        .bind(seq)
-        .execute(&mut *tx)
-        .await?;
-        tx.commit().await?;
-        Ok(())
+        let (consumer, stream, error) = (consumer.to_owned(), stream.to_owned(), error.to_owned());
+        self.db
+            .write(move |tx| {
+                tx.execute(
+                    "INSERT INTO parked (consumer, stream, seq, error, parked_at) VALUES (?, ?, ?, ?, ?)
+                     ON CONFLICT DO NOTHING",
+                    (&consumer, &stream, seq, &error, now_micros()),
+                )?;
+                tx.execute(MOVE_CURSOR, (&consumer, &stream, seq))?;
+                Ok(())
+            })
+            .await
     }
 
     async fn parked(&self) -> Result<Vec<ParkedRecord>> {
-        let rows = sqlx::query(
-            "SELECT p.consumer, p.stream, p.seq, p.error, p.parked_at, m.id, m.subject
-             FROM parked p JOIN messages m ON m.seq = p.seq ORDER BY p.parked_at",
-        )
-        .fetch_all(&self.pool)
-        .await?;
-        rows.iter()
-            .map(|r| {
-                Ok(ParkedRecord {
-                    consumer: r.try_get("consumer")?,
-                    stream: r.try_get("stream")?,
-                    seq: r.try_get("seq")?,
-                    message_id: r.try_get("id")?,
-                    subject: r.try_get("subject")?,
-                    error: r.try_get("error")?,
-                    parked_at: r.try_get("parked_at")?,
-                })
+        self.db
+            .read(|c| {
+                let mut q = c.prepare(
+                    "SELECT p.consumer, p.stream, p.seq, p.error, p.parked_at, m.id, m.subject
+                     FROM parked p JOIN messages m ON m.seq = p.seq ORDER BY p.parked_at",
+                )?;
+                let rows = q.query_map([], |r| {
+                    Ok(ParkedRecord {
+                        consumer: r.get(0)?,
+                        stream: r.get(1)?,
+                        seq: r.get(2)?,
+                        error: r.get(3)?,
+                        parked_at: r.get(4)?,
+                        message_id: r.get(5)?,
+                        subject: r.get(6)?,
+                    })
+                })?;
+                Ok(rows.collect::<rusqlite::Result<_>>()?)
             })
-            .collect()
+            .await
     }
 }

@@ -3,12 +3,13 @@
 use std::path::Path;
 
 use async_trait::async_trait;
-use sqlx::sqlite::{SqlitePool, SqliteRow};
-use sqlx::{Row, Sqlite, SqliteConnection, Transaction};
+use rusqlite::{Connection, OptionalExtension};
 
-use super::{Migration, OUTBOX, conflict, enqueue, from_json, impl_outbox, json_text, now_micros};
+use super::conn::{self, Db, Tx};
+use super::{Migration, OUTBOX, from_json, json_text, now_micros};
 use crate::{
-    AlertKeyRow, AlertRecord, IntakeStore, IntakeTx, IntegrationRecord, OutboxEvent, Result,
+    AlertKeyRow, AlertRecord, IntakeStore, IntakeTx, IntegrationRecord, Outbox, OutboxEvent,
+    OutboxRecord, Result,
 };
 
 const MIGRATIONS: &[Migration] = &[
@@ -74,166 +75,249 @@ CREATE TABLE integrations (
 /// Intake's store on SQLite.
 #[derive(Clone)]
 pub struct SqliteIntakeStore {
-    pool: SqlitePool,
-    /// The one connection that writes.
-    write: SqlitePool,
+    db: Db,
 }
 
 impl SqliteIntakeStore {
     /// Opens `path`, creating and migrating it as needed.
     pub async fn open(path: &Path, durable_fsync: bool) -> Result<Self> {
-        let (pool, write) = super::open(path, MIGRATIONS, durable_fsync).await?;
-        Ok(Self { pool, write })
+        Ok(Self {
+            db: Db::open(path, MIGRATIONS, durable_fsync).await?,
+        })
     }
 }
 
-impl_outbox!(SqliteIntakeStore);
+#[async_trait]
+impl Outbox for SqliteIntakeStore {
+    async fn pending(&self, limit: u32) -> Result<Vec<OutboxRecord>> {
+        conn::outbox_pending(&self.db, limit).await
+    }
+    async fn mark_published(&self, seqs: &[i64]) -> Result<()> {
+        conn::outbox_mark(&self.db, seqs).await
+    }
+    async fn ping(&self) -> Result<()> {
+        self.db
+            .read(|c| Ok(c.query_row("SELECT 1", [], |_| Ok(()))?))
+            .await
+    }
+}
 
 #[async_trait]
 impl IntakeStore for SqliteIntakeStore {
     async fn insert_alert(&self, a: &AlertRecord, event: &OutboxEvent) -> Result<()> {
-        let mut tx = self.write.begin_with("BEGIN IMMEDIATE").await?;
-        insert_alert(&mut tx, a).await?;
-        enqueue(&mut tx, event).await?;
-        tx.commit().await?;
-        Ok(())
+        let (a, event) = (a.clone(), event.clone());
+        self.db
+            .write(move |tx| {
+                insert_alerts(tx, std::slice::from_ref(&a))?;
+                conn::enqueue(tx, &[event])
+            })
+            .await
     }
 
     async fn begin(&self) -> Result<Box<dyn IntakeTx>> {
         Ok(Box::new(SqliteIntakeTx {
-            tx: self.write.begin_with("BEGIN IMMEDIATE").await?,
+            tx: self.db.begin().await,
         }))
     }
 
     async fn integrations(&self) -> Result<Vec<IntegrationRecord>> {
-        let rows = sqlx::query("SELECT * FROM integrations ORDER BY name")
-            .fetch_all(&self.pool)
-            .await?;
-        rows.iter()
-            .map(|r| {
-                Ok(IntegrationRecord {
-                    name: r.try_get("name")?,
-                    kind: r.try_get("kind")?,
-                    key: r.try_get("key")?,
-                    settings: from_json(r.try_get("settings")?)?,
-                    created_at: r.try_get("created_at")?,
-                })
+        self.db
+            .read(|c| {
+                let mut q = c.prepare(
+                    "SELECT name, kind, key, settings, created_at FROM integrations ORDER BY name",
+                )?;
+                let rows = q.query_map([], |r| {
+                    Ok((
+                        r.get::<_, String>(0)?,
+                        r.get::<_, String>(1)?,
+                        r.get::<_, String>(2)?,
+                        r.get::<_, String>(3)?,
+                        r.get::<_, i64>(4)?,
+                    ))
+                })?;
+                let mut out = Vec::new();
+                for row in rows {
+                    let (name, kind, key, settings, created_at) = row?;
+                    out.push(IntegrationRecord {
+                        name,
+                        kind,
+                        key,
+                        settings: from_json(&settings)?,
+                        created_at,
+                    });
+                }
+                Ok(out)
             })
-            .collect()
+            .await
     }
 
     async fn create_integration(&self, i: &IntegrationRecord) -> Result<()> {
-        sqlx::query(
-            "INSERT INTO integrations (name, kind, key, settings, created_at) VALUES (?, ?, ?, ?, ?)",
-        )
-        .bind(&i.name)
-        .bind(&i.kind)
-        .bind(&i.key)
-        .bind(json_text(&i.settings)?)
-        .bind(i.created_at)
-        .execute(&self.write)
-        .await
-        .map_err(|e| conflict(e, &format!("integration {:?} or its key exists", i.name)))?;
-        Ok(())
+        let settings = json_text(&i.settings)?;
+        let i = i.clone();
+        self.db
+            .write(move |tx| {
+                tx.execute(
+                    "INSERT INTO integrations (name, kind, key, settings, created_at) VALUES (?, ?, ?, ?, ?)",
+                    (&i.name, &i.kind, &i.key, &settings, i.created_at),
+                )
+                .map_err(|e| {
+                    conn::conflict(e, &format!("integration {:?} or its key exists", i.name))
+                })?;
+                Ok(())
+            })
+            .await
     }
 
     async fn delete_integration(&self, name: &str) -> Result<bool> {
-        let done = sqlx::query("DELETE FROM integrations WHERE name = ?")
-            .bind(name)
-            .execute(&self.write)
-            .await?;
-        Ok(done.rows_affected() == 1)
+        let name = name.to_owned();
+        self.db
+            .write(move |tx| {
+                Ok(tx.execute("DELETE FROM integrations WHERE name = ?", [&name])? == 1)
+            })
+            .await
     }
 
     async fn alert(&self, id: &str) -> Result<Option<AlertRecord>> {
-        sqlx::query("SELECT * FROM alerts WHERE id = ?")
-            .bind(id)
-            .fetch_optional(&self.pool)
-            .await?
-            .map(|r| alert_row(&r))
-            .transpose()
+        let id = id.to_owned();
+        self.db
+            .read(move |c| {
+                let row = c
+                    .query_row(
+                        "SELECT id, received_at, source, title, description, severity, category,
+                            labels, dedup_key, annotations, integration, alert_key
+                         FROM alerts WHERE id = ?",
+                        [&id],
+                        AlertRow::read,
+                    )
+                    .optional()?;
+                row.map(AlertRow::record).transpose()
+            })
+            .await
     }
 
     async fn count_alerts(&self) -> Result<i64> {
-        Ok(sqlx::query("SELECT COUNT(*) FROM alerts")
-            .fetch_one(&self.pool)
-            .await?
-            .try_get(0)?)
+        self.db
+            .read(|c| Ok(c.query_row("SELECT COUNT(*) FROM alerts", [], |r| r.get(0))?))
+            .await
     }
 }
 
-async fn insert_alert(tx: &mut SqliteConnection, a: &AlertRecord) -> Result<()> {
-    sqlx::query(
+/// An alert row as stored, its JSON columns not yet parsed.
+struct AlertRow {
+    record: AlertRecord,
+    labels: String,
+    annotations: String,
+}
+
+impl AlertRow {
+    fn read(r: &rusqlite::Row<'_>) -> rusqlite::Result<Self> {
+        Ok(Self {
+            record: AlertRecord {
+                id: r.get(0)?,
+                received_at: r.get(1)?,
+                source: r.get(2)?,
+                title: r.get(3)?,
+                description: r.get(4)?,
+                severity: r.get(5)?,
+                category: r.get(6)?,
+                labels: Default::default(),
+                dedup_key: r.get(8)?,
+                annotations: Default::default(),
+                integration: r.get(10)?,
+                alert_key: r.get(11)?,
+            },
+            labels: r.get(7)?,
+            annotations: r.get(9)?,
+        })
+    }
+
+    fn record(self) -> Result<AlertRecord> {
+        Ok(AlertRecord {
+            labels: from_json(&self.labels)?,
+            annotations: from_json(&self.annotations)?,
+            ..self.record
+        })
+    }
+}
+
+fn insert_alerts(tx: &Connection, alerts: &[AlertRecord]) -> Result<()> {
+    let mut insert = tx.prepare_cached(
         "INSERT INTO alerts (id, received_at, source, title, description, severity, category, labels,
             dedup_key, annotations, integration, alert_key)
          VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-    )
-    .bind(&a.id)
-    .bind(a.received_at)
-    .bind(&a.source)
-    .bind(&a.title)
-    .bind(&a.description)
-    .bind(i64::from(a.severity))
-    .bind(&a.category)
-    .bind(json_text(&a.labels)?)
-    .bind(&a.dedup_key)
-    .bind(json_text(&a.annotations)?)
-    .bind(&a.integration)
-    .bind(&a.alert_key)
-    .execute(&mut *tx)
-    .await?;
+    )?;
+    for a in alerts {
+        insert.execute(rusqlite::params![
+            a.id,
+            a.received_at,
+            a.source,
+            a.title,
+            a.description,
+            a.severity,
+            a.category,
+            json_text(&a.labels)?,
+            a.dedup_key,
+            json_text(&a.annotations)?,
+            a.integration,
+            a.alert_key,
+        ])?;
+    }
     Ok(())
 }
 
+/// A group's transaction: each call is one hand-over to the writing connection's thread.
 struct SqliteIntakeTx {
-    tx: Transaction<'static, Sqlite>,
+    tx: Tx,
 }
 
 #[async_trait]
 impl IntakeTx for SqliteIntakeTx {
     async fn alert_keys(&mut self, pairs: &[(String, String)]) -> Result<Vec<AlertKeyRow>> {
-        let mut out = Vec::new();
-        for chunk in pairs.chunks(500) {
-            let mut q = sqlx::QueryBuilder::<Sqlite>::new(
-                "SELECT integration, alert_key, alert_id, state FROM alert_keys
-                 WHERE (integration, alert_key) IN (",
-            );
-            let mut sep = q.separated(", ");
-            for (integration, key) in chunk {
-                sep.push("(")
-                    .push_bind_unseparated(integration)
-                    .push_unseparated(", ")
-                    .push_bind_unseparated(key)
-                    .push_unseparated(")");
-            }
-            q.push(")");
-            for r in q.build().fetch_all(&mut *self.tx).await? {
-                out.push((r.try_get(0)?, r.try_get(1)?, r.try_get(2)?, r.try_get(3)?));
-            }
+        if pairs.is_empty() {
+            return Ok(Vec::new());
         }
-        Ok(out)
+        let pairs = pairs.to_vec();
+        self.tx
+            .call(move |c| {
+                let mut q = c.prepare_cached(
+                    "SELECT alert_id, state FROM alert_keys WHERE integration = ? AND alert_key = ?",
+                )?;
+                let mut out = Vec::new();
+                for (integration, key) in pairs {
+                    let row = q
+                        .query_row((&integration, &key), |r| {
+                            Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
+                        })
+                        .optional()?;
+                    if let Some((id, state)) = row {
+                        out.push((integration, key, id, state));
+                    }
+                }
+                Ok(out)
+            })
+            .await
     }
 
     async fn set_alert_keys(&mut self, rows: &[AlertKeyRow]) -> Result<()> {
-        let now = now_micros();
-        for chunk in rows.chunks(1000) {
-            let mut q = sqlx::QueryBuilder::<Sqlite>::new(
-                "INSERT INTO alert_keys (integration, alert_key, alert_id, state, updated_at) ",
-            );
-            q.push_values(chunk, |mut b, (integration, key, id, state)| {
-                b.push_bind(integration)
-                    .push_bind(key)
-                    .push_bind(id)
-                    .push_bind(state)
-                    .push_bind(now);
-            });
-            q.push(
-                " ON CONFLICT (integration, alert_key) DO UPDATE SET alert_id = excluded.alert_id,
-                    state = excluded.state, updated_at = excluded.updated_at",
-            );
-            q.build().execute(&mut *self.tx).await?;
+        if rows.is_empty() {
+            return Ok(());
         }
-        Ok(())
+        let rows = rows.to_vec();
+        self.tx
+            .call(move |c| {
+                let now = now_micros();
+                let mut set = c.prepare_cached(
+                    "INSERT INTO alert_keys (integration, alert_key, alert_id, state, updated_at)
+                     VALUES (?, ?, ?, ?, ?)
+                     ON CONFLICT (integration, alert_key) DO UPDATE SET alert_id = excluded.alert_id,
+                        state = excluded.state, updated_at = excluded.updated_at",
+                )?;
+                for (integration, key, id, state) in &rows {
+                    set.execute((integration, key, id, state, now))?;
+                }
+                Ok(())
+            })
+            .await
     }
 
     async fn insert_alerts(
@@ -241,93 +325,52 @@ impl IntakeTx for SqliteIntakeTx {
         alerts: &[AlertRecord],
         events: &[OutboxEvent],
     ) -> Result<()> {
-        // 12 and 5 bound variables a row: chunks stay far below SQLite's 32766.
-        for chunk in alerts.chunks(500) {
-            let mut q = sqlx::QueryBuilder::<Sqlite>::new(
-                "INSERT INTO alerts (id, received_at, source, title, description, severity, category, labels,
-                    dedup_key, annotations, integration, alert_key) ",
-            );
-            let mut rows = Vec::with_capacity(chunk.len());
-            for a in chunk {
-                rows.push((a, json_text(&a.labels)?, json_text(&a.annotations)?));
-            }
-            q.push_values(rows, |mut b, (a, labels, annotations)| {
-                b.push_bind(&a.id)
-                    .push_bind(a.received_at)
-                    .push_bind(&a.source)
-                    .push_bind(&a.title)
-                    .push_bind(&a.description)
-                    .push_bind(i64::from(a.severity))
-                    .push_bind(&a.category)
-                    .push_bind(labels)
-                    .push_bind(&a.dedup_key)
-                    .push_bind(annotations)
-                    .push_bind(&a.integration)
-                    .push_bind(&a.alert_key);
-            });
-            q.build().execute(&mut *self.tx).await?;
+        if alerts.is_empty() && events.is_empty() {
+            return Ok(());
         }
-        let now = now_micros();
-        for chunk in events.chunks(1000) {
-            let mut q = sqlx::QueryBuilder::<Sqlite>::new(
-                "INSERT INTO outbox (id, stream, subject, payload, created_at) ",
-            );
-            q.push_values(chunk, |mut b, e| {
-                b.push_bind(&e.id)
-                    .push_bind(&e.stream)
-                    .push_bind(&e.subject)
-                    .push_bind(&e.payload)
-                    .push_bind(now);
-            });
-            q.build().execute(&mut *self.tx).await?;
-        }
-        Ok(())
+        let (alerts, events) = (alerts.to_vec(), events.to_vec());
+        self.tx
+            .call(move |c| {
+                insert_alerts(c, &alerts)?;
+                conn::enqueue(c, &events)
+            })
+            .await
     }
 
     async fn idempotent(&mut self, key: &str) -> Result<Option<Vec<u8>>> {
-        let row = sqlx::query("SELECT response FROM idempotency WHERE key = ?")
-            .bind(key)
-            .fetch_optional(&mut *self.tx)
-            .await?;
-        Ok(match row {
-            Some(r) => Some(r.try_get(0)?),
-            None => None,
-        })
+        let key = key.to_owned();
+        self.tx
+            .call(move |c| {
+                Ok(
+                    c.prepare_cached("SELECT response FROM idempotency WHERE key = ?")?
+                        .query_row([&key], |r| r.get(0))
+                        .optional()?,
+                )
+            })
+            .await
     }
 
     async fn remember(&mut self, key: &str, response: &[u8]) -> Result<()> {
-        sqlx::query("INSERT INTO idempotency (key, response, created_at) VALUES (?, ?, ?)")
-            .bind(key)
-            .bind(response)
-            .bind(now_micros())
-            .execute(&mut *self.tx)
-            .await?;
-        Ok(())
+        let (key, response) = (key.to_owned(), response.to_vec());
+        self.tx
+            .call(move |c| {
+                c.prepare_cached(
+                    "INSERT INTO idempotency (key, response, created_at) VALUES (?, ?, ?)",
+                )?
+                .execute((&key, &response, now_micros()))?;
+                Ok(())
+            })
+            .await
     }
 
     async fn enqueue(&mut self, event: &OutboxEvent) -> Result<()> {
-        enqueue(&mut self.tx, event).await
+        let event = event.clone();
+        self.tx
+            .call(move |c| conn::enqueue(c, std::slice::from_ref(&event)))
+            .await
     }
 
     async fn commit(self: Box<Self>) -> Result<()> {
-        self.tx.commit().await?;
-        Ok(())
+        self.tx.commit().await
     }
-}
-
-fn alert_row(r: &SqliteRow) -> Result<AlertRecord> {
-    Ok(AlertRecord {
-        id: r.try_get("id")?,
-        received_at: r.try_get("received_at")?,
-        source: r.try_get("source")?,
-        title: r.try_get("title")?,
-        description: r.try_get("description")?,
-        severity: r.try_get::<i64, _>("severity")? as u32,
-        category: r.try_get("category")?,
-        labels: from_json(r.try_get("labels")?)?,
-        dedup_key: r.try_get("dedup_key")?,
-        annotations: from_json(r.try_get("annotations")?)?,
-        integration: r.try_get("integration")?,
-        alert_key: r.try_get("alert_key")?,
-    })
 }

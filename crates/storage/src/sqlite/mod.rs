@@ -1,6 +1,7 @@
 //! The SQLite adapter: one database file per service, WAL, embedded migrations.
 
 mod bus;
+mod conn;
 mod intake;
 mod notification;
 mod orchestration;
@@ -94,7 +95,7 @@ async fn migrate(pool: &SqlitePool, migrations: &[Migration]) -> Result<()> {
             .await
             .map_err(|source| Error::Migration {
                 version: m.version,
-                source,
+                source: source.into(),
             })?;
         sqlx::query("INSERT INTO schema_migrations (version, applied_at) VALUES (?, ?)")
             .bind(m.version)
@@ -162,21 +163,27 @@ pub(crate) async fn outbox_mark(pool: &SqlitePool, seqs: &[i64]) -> Result<()> {
         q.push(")");
         q.build().execute(&mut *tx).await?;
     }
-    // Published rows are kept a day for operators, then swept. The sweep scans the table,
-    // so it runs about once per 4096 events rather than on every mark.
-    let crossed = seqs.iter().any(|s| s % 4096 == 0)
-        || seqs
-            .first()
-            .zip(seqs.last())
-            .is_some_and(|(a, b)| b / 4096 != a / 4096);
-    if crossed {
+    if sweep_due(seqs) {
         sqlx::query("DELETE FROM outbox WHERE published_at < ?")
-            .bind(now - 86_400_000_000)
+            .bind(now - OUTBOX_KEPT_MICROS)
             .execute(&mut *tx)
             .await?;
     }
     tx.commit().await?;
     Ok(())
+}
+
+/// Published outbox rows are kept a day for operators, then swept.
+pub(crate) const OUTBOX_KEPT_MICROS: i64 = 86_400_000_000;
+
+/// Whether marking `seqs` published should sweep old rows too. The sweep scans the table, so
+/// it runs about once per 4096 events rather than on every mark.
+pub(crate) fn sweep_due(seqs: &[i64]) -> bool {
+    seqs.iter().any(|s| s % 4096 == 0)
+        || seqs
+            .first()
+            .zip(seqs.last())
+            .is_some_and(|(a, b)| b / 4096 != a / 4096)
 }
 
 pub(crate) fn json_text(v: &impl serde::Serialize) -> Result<String> {

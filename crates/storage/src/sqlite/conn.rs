@@ -1,0 +1,327 @@
+//! SQLite connections on threads of their own: a call hands its thread a closure that runs a
+//! whole transaction, so a transaction costs one hand-over between threads.
+//!
+//! sqlx's SQLite driver hands every statement to its connection's thread and back; on the
+//! hot paths (intake's group commit, the embedded bus) those hand-overs, not SQLite, were
+//! where the time went. A store on [`Db`] writes through one connection, serialised by a
+//! lock that a multi-call transaction holds from begin to end, and reads through another,
+//! which sees only committed data.
+
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::path::Path;
+use std::sync::{Arc, mpsc};
+use std::time::Duration;
+
+use rusqlite::{Connection, OpenFlags};
+use tokio::sync::{Mutex, OwnedMutexGuard, oneshot};
+
+use super::{Migration, now_micros};
+use crate::{Error, Result};
+
+/// A call, and whether it may leave a transaction open (for the next call of a
+/// [`Tx`]).
+type Work = (Box<dyn FnOnce(&mut Connection) + Send>, bool);
+
+/// One connection on its own thread. Cheap to clone; the thread ends with the last clone.
+#[derive(Clone)]
+pub(crate) struct Conn {
+    work: mpsc::Sender<Work>,
+    name: Arc<str>,
+}
+
+impl Conn {
+    fn spawn(mut conn: Connection, name: String) -> Result<Self> {
+        let (work, queue) = mpsc::channel::<Work>();
+        std::thread::Builder::new()
+            .name(format!("sqlite-{name}"))
+            .spawn(move || {
+                while let Ok((job, keep_open)) = queue.recv() {
+                    // A panicking call loses its answer (the caller hears `Stopped`), not the
+                    // connection.
+                    let _ = catch_unwind(AssertUnwindSafe(|| job(&mut conn)));
+                    if !keep_open && !conn.is_autocommit() {
+                        // A call must not leave a transaction open for the next one.
+                        let _ = conn.execute_batch("ROLLBACK");
+                    }
+                }
+            })
+            .map_err(|e| Error::Stopped(format!("{name}: {e}")))?;
+        Ok(Self {
+            work,
+            name: name.into(),
+        })
+    }
+
+    /// Runs `f` on the connection's thread.
+    pub(crate) async fn call<R, F>(&self, f: F) -> Result<R>
+    where
+        F: FnOnce(&mut Connection) -> Result<R> + Send + 'static,
+        R: Send + 'static,
+    {
+        self.run(f, false).await
+    }
+
+    async fn run<R, F>(&self, f: F, keep_open: bool) -> Result<R>
+    where
+        F: FnOnce(&mut Connection) -> Result<R> + Send + 'static,
+        R: Send + 'static,
+    {
+        let (reply, answer) = oneshot::channel();
+        let job = Box::new(move |c: &mut Connection| {
+            let _ = reply.send(f(c));
+        });
+        self.work
+            .send((job, keep_open))
+            .map_err(|_| self.stopped())?;
+        answer.await.map_err(|_| self.stopped())?
+    }
+
+    fn stopped(&self) -> Error {
+        Error::Stopped(self.name.to_string())
+    }
+}
+
+/// A database file: one writing connection, one reading.
+#[derive(Clone)]
+pub(crate) struct Db {
+    read: Conn,
+    write: Conn,
+    /// Held by whoever writes; a transaction spanning calls holds it throughout.
+    lock: Arc<Mutex<()>>,
+}
+
+impl Db {
+    /// Opens (creating if needed) the database at `path` in WAL mode and applies
+    /// `migrations`; see [`super::open`] for the durability settings.
+    pub(crate) async fn open(
+        path: &Path,
+        migrations: &'static [Migration],
+        durable_fsync: bool,
+    ) -> Result<Self> {
+        let name = path.file_name().map_or_else(
+            || path.display().to_string(),
+            |n| n.to_string_lossy().into(),
+        );
+        let mut write = connect(path, durable_fsync)?;
+        migrate(&mut write, migrations)?;
+        let read = connect(path, durable_fsync)?;
+        Ok(Self {
+            read: Conn::spawn(read, format!("{name}-r"))?,
+            write: Conn::spawn(write, name)?,
+            lock: Arc::default(),
+        })
+    }
+
+    /// Runs `f` on the reading connection: it sees what was committed when it started.
+    pub(crate) async fn read<R, F>(&self, f: F) -> Result<R>
+    where
+        F: FnOnce(&mut Connection) -> Result<R> + Send + 'static,
+        R: Send + 'static,
+    {
+        self.read.call(f).await
+    }
+
+    /// Runs `f` in one write transaction (`BEGIN IMMEDIATE`), committed when it returns `Ok`
+    /// and rolled back when it fails.
+    pub(crate) async fn write<R, F>(&self, f: F) -> Result<R>
+    where
+        F: FnOnce(&rusqlite::Transaction<'_>) -> Result<R> + Send + 'static,
+        R: Send + 'static,
+    {
+        let _held = self.lock.lock().await;
+        self.write.call(|c| transaction(c, f)).await
+    }
+
+    /// Starts a write transaction spanning several calls: nothing else writes until it
+    /// ends. `BEGIN IMMEDIATE` goes with its first call.
+    pub(crate) async fn begin(&self) -> Tx {
+        Tx {
+            conn: self.write.clone(),
+            _held: self.lock.clone().lock_owned().await,
+            ended: false,
+        }
+    }
+}
+
+/// A write transaction spanning calls; rolled back unless committed. Each call is one
+/// hand-over to the writing connection's thread, however many statements it runs.
+pub(crate) struct Tx {
+    conn: Conn,
+    _held: OwnedMutexGuard<()>,
+    ended: bool,
+}
+
+impl Tx {
+    /// Runs `f` inside the transaction.
+    pub(crate) async fn call<R, F>(&mut self, f: F) -> Result<R>
+    where
+        F: FnOnce(&Connection) -> Result<R> + Send + 'static,
+        R: Send + 'static,
+    {
+        self.conn
+            .run(
+                |c| {
+                    if c.is_autocommit() {
+                        c.execute_batch("BEGIN IMMEDIATE")?;
+                    }
+                    // A call that fails changes nothing, as one statement would not.
+                    c.execute_batch("SAVEPOINT call")?;
+                    let out = f(c);
+                    c.execute_batch(if out.is_ok() {
+                        "RELEASE call"
+                    } else {
+                        "ROLLBACK TO call; RELEASE call"
+                    })?;
+                    out
+                },
+                true,
+            )
+            .await
+    }
+
+    /// Commits what the calls did.
+    pub(crate) async fn commit(mut self) -> Result<()> {
+        self.ended = true;
+        self.conn
+            .call(|c| {
+                if !c.is_autocommit() {
+                    c.execute_batch("COMMIT")?;
+                }
+                Ok(())
+            })
+            .await
+    }
+}
+
+impl Drop for Tx {
+    fn drop(&mut self) {
+        if !self.ended {
+            // Queued before the lock is released, so it runs before the next writer's calls;
+            // the thread rolls back what a call without `keep_open` leaves open.
+            let _ = self.conn.work.send((Box::new(|_| {}), false));
+        }
+    }
+}
+
+/// Runs `f` in a `BEGIN IMMEDIATE` transaction on `c`.
+pub(crate) fn transaction<R>(
+    c: &mut Connection,
+    f: impl FnOnce(&rusqlite::Transaction<'_>) -> Result<R>,
+) -> Result<R> {
+    let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+    let out = f(&tx)?;
+    tx.commit()?;
+    Ok(out)
+}
+
+fn connect(path: &Path, durable_fsync: bool) -> Result<Connection> {
+    let c = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_WRITE
+            | OpenFlags::SQLITE_OPEN_CREATE
+            | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )?;
+    c.busy_timeout(Duration::from_secs(10))?;
+    c.pragma_update(None, "journal_mode", "WAL")?;
+    c.pragma_update(
+        None,
+        "synchronous",
+        if durable_fsync { "FULL" } else { "NORMAL" },
+    )?;
+    c.pragma_update(None, "foreign_keys", "ON")?;
+    // Pages are read through a memory map rather than copied in by a read call each, and the
+    // connection keeps more of them (16 MiB; SQLite's default is 2): the hot tables' indexes
+    // stay in memory as they grow.
+    c.pragma_update(None, "mmap_size", 256 * 1024 * 1024)?;
+    c.pragma_update(None, "cache_size", -16 * 1024)?;
+    c.set_prepared_statement_cache_capacity(64);
+    Ok(c)
+}
+
+fn migrate(c: &mut Connection, migrations: &[Migration]) -> Result<()> {
+    transaction(c, |tx| {
+        tx.execute_batch(
+            "CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, applied_at INTEGER NOT NULL)",
+        )?;
+        let current: i64 = tx.query_row(
+            "SELECT COALESCE(MAX(version), 0) FROM schema_migrations",
+            [],
+            |r| r.get(0),
+        )?;
+        for m in migrations.iter().filter(|m| m.version > current) {
+            tx.execute_batch(m.sql).map_err(|source| Error::Migration {
+                version: m.version,
+                source: source.into(),
+            })?;
+            tx.execute(
+                "INSERT INTO schema_migrations (version, applied_at) VALUES (?, ?)",
+                (m.version, now_micros()),
+            )?;
+        }
+        Ok(())
+    })
+}
+
+/// Maps a uniqueness violation to `Error::Conflict`.
+pub(crate) fn conflict(e: rusqlite::Error, what: &str) -> Error {
+    match e.sqlite_error_code() {
+        Some(rusqlite::ErrorCode::ConstraintViolation) => Error::Conflict(what.to_owned()),
+        _ => Error::Sqlite(e),
+    }
+}
+
+/// Appends events to the outbox of the transaction `tx`.
+pub(crate) fn enqueue(tx: &Connection, events: &[crate::OutboxEvent]) -> Result<()> {
+    let now = now_micros();
+    let mut insert = tx.prepare_cached(
+        "INSERT INTO outbox (id, stream, subject, payload, created_at) VALUES (?, ?, ?, ?, ?)",
+    )?;
+    for e in events {
+        insert.execute((&e.id, &e.stream, &e.subject, &e.payload, now))?;
+    }
+    Ok(())
+}
+
+/// Unpublished outbox rows, oldest first.
+pub(crate) async fn outbox_pending(db: &Db, limit: u32) -> Result<Vec<crate::OutboxRecord>> {
+    db.read(move |c| {
+        let mut q = c.prepare_cached(
+            "SELECT seq, id, stream, subject, payload FROM outbox WHERE published_at IS NULL
+             ORDER BY seq LIMIT ?",
+        )?;
+        let rows = q.query_map([i64::from(limit)], |r| {
+            Ok(crate::OutboxRecord {
+                seq: r.get(0)?,
+                event: crate::OutboxEvent {
+                    id: r.get(1)?,
+                    stream: r.get(2)?,
+                    subject: r.get(3)?,
+                    payload: r.get(4)?,
+                },
+            })
+        })?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    })
+    .await
+}
+
+/// Marks outbox rows published; sweeps old published rows now and then (see
+/// [`super::outbox_mark`]).
+pub(crate) async fn outbox_mark(db: &Db, seqs: &[i64]) -> Result<()> {
+    let seqs = seqs.to_vec();
+    db.write(move |tx| {
+        let now = now_micros();
+        let mut mark = tx.prepare_cached("UPDATE outbox SET published_at = ? WHERE seq = ?")?;
+        for seq in &seqs {
+            mark.execute((now, seq))?;
+        }
+        if super::sweep_due(&seqs) {
+            tx.execute(
+                "DELETE FROM outbox WHERE published_at < ?",
+                [now - super::OUTBOX_KEPT_MICROS],
+            )?;
+        }
+        Ok(())
+    })
+    .await
+}
