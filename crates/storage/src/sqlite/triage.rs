@@ -7,7 +7,7 @@ use async_trait::async_trait;
 use sqlx::sqlite::{SqlitePool, SqliteRow};
 use sqlx::{Row, Sqlite, Transaction};
 
-use super::{Migration, OUTBOX, conflict, enqueue, from_json, impl_outbox, json_text, now_micros};
+use super::{Migration, OUTBOX, conflict, from_json, impl_outbox, json_text, now_micros};
 use crate::{
     IncidentRecord, NewTimelineEntry, OutboxEvent, Result, TimelineRecord, TriageStore, TriageTx,
 };
@@ -105,6 +105,9 @@ impl TriageStore for SqliteTriageStore {
             active: HashMap::new(),
             dirty: HashMap::new(),
             links: Vec::new(),
+            next_seq: None,
+            entries: Vec::new(),
+            events: Vec::new(),
         }))
     }
 
@@ -148,7 +151,9 @@ impl TriageStore for SqliteTriageStore {
 /// A triage write transaction. SQLite has one writer, and `BEGIN IMMEDIATE` makes this
 /// transaction it: what it read cannot change under it, so what `prefetch` read is kept and
 /// kept current as the transaction writes, and answers later reads without a statement
-/// (each costs two thread switches through sqlx's SQLite worker).
+/// (each costs two thread switches through sqlx's SQLite worker). For the same reason it can
+/// number its timeline entries itself: they and its outbox events, which nothing reads
+/// inside the transaction, are written at commit, a few statements for a whole batch.
 struct SqliteTriageTx {
     tx: Transaction<'static, Sqlite>,
     /// Prefetched alerts: alert id → its (incident id, opened), or `None` when unattached.
@@ -159,6 +164,12 @@ struct SqliteTriageTx {
     dirty: HashMap<String, IncidentRecord>,
     /// Attachments of prefetched alerts not written yet: (alert id, incident id, opened).
     links: Vec<(String, String, bool)>,
+    /// The sequence number the next timeline entry gets, once read.
+    next_seq: Option<i64>,
+    /// Timeline entries not written yet, numbered.
+    entries: Vec<TimelineRecord>,
+    /// Outbox events not written yet, in order.
+    events: Vec<OutboxEvent>,
 }
 
 impl SqliteTriageTx {
@@ -195,6 +206,44 @@ impl SqliteTriageTx {
         .execute(&mut *self.tx)
         .await
         .map_err(|e| conflict(e, "alert already attached"))?;
+        Ok(())
+    }
+
+    /// Writes the deferred timeline entries and outbox events.
+    async fn flush_appends(&mut self) -> Result<()> {
+        // 6 and 5 bound variables a row: chunks stay far below SQLite's 32766.
+        for chunk in std::mem::take(&mut self.entries).chunks(1000) {
+            let mut rows = Vec::with_capacity(chunk.len());
+            for e in chunk {
+                rows.push((e, json_text(&e.data)?));
+            }
+            let mut q = sqlx::QueryBuilder::<Sqlite>::new(
+                "INSERT INTO timeline (seq, incident_id, kind, at, actor, data) ",
+            );
+            q.push_values(rows, |mut b, (e, data)| {
+                b.push_bind(e.seq)
+                    .push_bind(&e.incident_id)
+                    .push_bind(&e.kind)
+                    .push_bind(e.at)
+                    .push_bind(&e.actor)
+                    .push_bind(data);
+            });
+            q.build().execute(&mut *self.tx).await?;
+        }
+        let now = now_micros();
+        for chunk in std::mem::take(&mut self.events).chunks(1000) {
+            let mut q = sqlx::QueryBuilder::<Sqlite>::new(
+                "INSERT INTO outbox (id, stream, subject, payload, created_at) ",
+            );
+            q.push_values(chunk, |mut b, e| {
+                b.push_bind(&e.id)
+                    .push_bind(&e.stream)
+                    .push_bind(&e.subject)
+                    .push_bind(&e.payload)
+                    .push_bind(now);
+            });
+            q.build().execute(&mut *self.tx).await?;
+        }
         Ok(())
     }
 
@@ -382,25 +431,28 @@ impl TriageTx for SqliteTriageTx {
     }
 
     async fn append(&mut self, e: &NewTimelineEntry) -> Result<TimelineRecord> {
-        let seq: i64 = sqlx::query(
-            "INSERT INTO timeline (incident_id, kind, at, actor, data) VALUES (?, ?, ?, ?, ?) RETURNING seq",
-        )
-        .bind(&e.incident_id)
-        .bind(&e.kind)
-        .bind(e.at)
-        .bind(&e.actor)
-        .bind(json_text(&e.data)?)
-        .fetch_one(&mut *self.tx)
-        .await?
-        .try_get(0)?;
-        Ok(TimelineRecord {
+        let seq = match self.next_seq {
+            Some(seq) => seq,
+            // What AUTOINCREMENT would give: past every number ever used.
+            None => sqlx::query(
+                "SELECT MAX(COALESCE((SELECT seq FROM sqlite_sequence WHERE name = 'timeline'), 0),
+                    COALESCE((SELECT MAX(seq) FROM timeline), 0)) + 1",
+            )
+            .fetch_one(&mut *self.tx)
+            .await?
+            .try_get(0)?,
+        };
+        self.next_seq = Some(seq + 1);
+        let entry = TimelineRecord {
             seq,
             incident_id: e.incident_id.clone(),
             kind: e.kind.clone(),
             at: e.at,
             actor: e.actor.clone(),
             data: e.data.clone(),
-        })
+        };
+        self.entries.push(entry.clone());
+        Ok(entry)
     }
 
     async fn mark_processed(&mut self, event_id: &str) -> Result<bool> {
@@ -415,12 +467,14 @@ impl TriageTx for SqliteTriageTx {
     }
 
     async fn enqueue(&mut self, event: &OutboxEvent) -> Result<()> {
-        enqueue(&mut self.tx, event).await
+        self.events.push(event.clone());
+        Ok(())
     }
 
     async fn commit(mut self: Box<Self>) -> Result<()> {
         self.flush_incidents(None).await?;
         self.flush_links().await?;
+        self.flush_appends().await?;
         self.tx.commit().await?;
         Ok(())
     }

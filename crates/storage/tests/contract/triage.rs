@@ -180,6 +180,23 @@ async fn the_timeline_is_append_only_and_in_order(f: &Fixture<dyn TriageStore>) 
         assert!(err.to_string().contains("append-only"), "{err}");
     }
     assert_eq!(store.timeline("a").await.unwrap(), timeline);
+
+    // A transaction that does not commit leaves no entries; numbering goes on after it.
+    let mut tx = store.begin().await.unwrap();
+    tx.append(&entry("a", "note", json!({ "n": "dropped" })))
+        .await
+        .unwrap();
+    drop(tx);
+    let mut tx = store.begin().await.unwrap();
+    let after = tx
+        .append(&entry("a", "note", json!({ "n": "after" })))
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    let now = store.timeline("a").await.unwrap();
+    assert_eq!(now.len(), 6);
+    assert_eq!(now[5], after);
+    assert!(after.seq > blind.seq);
 }
 
 async fn processed_events_are_remembered(f: &Fixture<dyn TriageStore>) {
