@@ -180,13 +180,25 @@ impl Tx {
     }
 
     /// Commits what the calls did.
-    pub(crate) async fn commit(mut self) -> Result<()> {
+    pub(crate) async fn commit(self) -> Result<()> {
+        self.commit_with(|_| Ok(())).await
+    }
+
+    /// Runs `f` (the writes a transaction kept for last) and commits, in one call; when `f`
+    /// fails, nothing of the transaction is kept.
+    pub(crate) async fn commit_with<F>(mut self, f: F) -> Result<()>
+    where
+        F: FnOnce(&Connection) -> Result<()> + Send + 'static,
+    {
         self.ended = true;
         self.conn
             .call(|c| {
-                if !c.is_autocommit() {
-                    c.execute_batch("COMMIT")?;
+                if c.is_autocommit() {
+                    c.execute_batch("BEGIN IMMEDIATE")?;
                 }
+                // On failure the thread rolls back what this call leaves open.
+                f(c)?;
+                c.execute_batch("COMMIT")?;
                 Ok(())
             })
             .await

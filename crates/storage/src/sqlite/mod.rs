@@ -194,14 +194,6 @@ pub(crate) fn from_json<T: serde::de::DeserializeOwned>(s: &str) -> Result<T> {
     serde_json::from_str(s).map_err(|e| Error::Corrupt(e.to_string()))
 }
 
-/// Maps a unique-constraint violation to `Error::Conflict`.
-pub(crate) fn conflict(e: sqlx::Error, what: &str) -> Error {
-    match &e {
-        sqlx::Error::Database(db) if db.is_unique_violation() => Error::Conflict(what.to_owned()),
-        _ => Error::Database(e),
-    }
-}
-
 macro_rules! impl_outbox {
     ($store:ty) => {
         #[async_trait::async_trait]

@@ -4,12 +4,13 @@ use std::collections::HashMap;
 use std::path::Path;
 
 use async_trait::async_trait;
-use sqlx::sqlite::{SqlitePool, SqliteRow};
-use sqlx::{Row, Sqlite, Transaction};
+use rusqlite::{Connection, OptionalExtension};
 
-use super::{Migration, OUTBOX, conflict, from_json, impl_outbox, json_text, now_micros};
+use super::conn::{self, Db, Tx};
+use super::{Migration, OUTBOX, from_json, json_text, now_micros};
 use crate::{
-    IncidentRecord, NewTimelineEntry, OutboxEvent, Result, TimelineRecord, TriageStore, TriageTx,
+    IncidentRecord, NewTimelineEntry, Outbox, OutboxEvent, OutboxRecord, Result, TimelineRecord,
+    TriageStore, TriageTx,
 };
 
 const MIGRATIONS: &[Migration] = &[
@@ -81,26 +82,42 @@ CREATE TABLE processed_events (
 /// Triage's store on SQLite.
 #[derive(Clone)]
 pub struct SqliteTriageStore {
-    pool: SqlitePool,
-    /// The one connection that writes.
-    write: SqlitePool,
+    db: Db,
 }
 
 impl SqliteTriageStore {
     /// Opens `path`, creating and migrating it as needed.
     pub async fn open(path: &Path, durable_fsync: bool) -> Result<Self> {
-        let (pool, write) = super::open(path, MIGRATIONS, durable_fsync).await?;
-        Ok(Self { pool, write })
+        Ok(Self {
+            db: Db::open(path, MIGRATIONS, durable_fsync).await?,
+        })
     }
 }
 
-impl_outbox!(SqliteTriageStore);
+#[async_trait]
+impl Outbox for SqliteTriageStore {
+    async fn pending(&self, limit: u32) -> Result<Vec<OutboxRecord>> {
+        conn::outbox_pending(&self.db, limit).await
+    }
+    async fn mark_published(&self, seqs: &[i64]) -> Result<()> {
+        conn::outbox_mark(&self.db, seqs).await
+    }
+    async fn ping(&self) -> Result<()> {
+        self.db
+            .read(|c| Ok(c.query_row("SELECT 1", [], |_| Ok(()))?))
+            .await
+    }
+}
+
+const INCIDENT: &str = "SELECT id, title, description, category, severity, priority, urgency,
+    state, dedup_key, alert_count, labels, source, opened_at, acknowledged_at, resolved_at,
+    closed_at, resolution_summary, root_cause, review, updated_at FROM incidents";
 
 #[async_trait]
 impl TriageStore for SqliteTriageStore {
     async fn begin(&self) -> Result<Box<dyn TriageTx>> {
         Ok(Box::new(SqliteTriageTx {
-            tx: self.write.begin_with("BEGIN IMMEDIATE").await?,
+            tx: self.db.begin().await,
             attached: HashMap::new(),
             active: HashMap::new(),
             dirty: HashMap::new(),
@@ -112,50 +129,86 @@ impl TriageStore for SqliteTriageStore {
     }
 
     async fn incident(&self, id: &str) -> Result<Option<IncidentRecord>> {
-        sqlx::query("SELECT * FROM incidents WHERE id = ?")
-            .bind(id)
-            .fetch_optional(&self.pool)
-            .await?
-            .map(|r| incident_row(&r))
-            .transpose()
+        let id = id.to_owned();
+        self.db
+            .read(move |c| {
+                c.prepare_cached(&format!("{INCIDENT} WHERE id = ?"))?
+                    .query_row([&id], IncidentRow::read)
+                    .optional()?
+                    .map(IncidentRow::record)
+                    .transpose()
+            })
+            .await
     }
 
     async fn incidents(&self, state: Option<&str>, limit: u32) -> Result<Vec<IncidentRecord>> {
-        let rows = match state {
-            Some(state) => sqlx::query(
-                "SELECT * FROM incidents WHERE state = ? ORDER BY opened_at DESC, id DESC LIMIT ?",
-            )
-            .bind(state)
-            .bind(i64::from(limit))
-            .fetch_all(&self.pool)
-            .await?,
-            None => {
-                sqlx::query("SELECT * FROM incidents ORDER BY opened_at DESC, id DESC LIMIT ?")
-                    .bind(i64::from(limit))
-                    .fetch_all(&self.pool)
-                    .await?
-            }
-        };
-        rows.iter().map(incident_row).collect()
+        let state = state.map(str::to_owned);
+        self.db
+            .read(move |c| {
+                let limit = i64::from(limit);
+                let rows = match &state {
+                    Some(state) => c
+                        .prepare_cached(&format!(
+                            "{INCIDENT} WHERE state = ? ORDER BY opened_at DESC, id DESC LIMIT ?"
+                        ))?
+                        .query_map((state, limit), IncidentRow::read)?
+                        .collect::<rusqlite::Result<Vec<_>>>()?,
+                    None => c
+                        .prepare_cached(&format!(
+                            "{INCIDENT} ORDER BY opened_at DESC, id DESC LIMIT ?"
+                        ))?
+                        .query_map([limit], IncidentRow::read)?
+                        .collect::<rusqlite::Result<Vec<_>>>()?,
+                };
+                rows.into_iter().map(IncidentRow::record).collect()
+            })
+            .await
     }
 
     async fn timeline(&self, incident_id: &str) -> Result<Vec<TimelineRecord>> {
-        let rows = sqlx::query("SELECT * FROM timeline WHERE incident_id = ? ORDER BY seq")
-            .bind(incident_id)
-            .fetch_all(&self.pool)
-            .await?;
-        rows.iter().map(timeline_row).collect()
+        let incident_id = incident_id.to_owned();
+        self.db
+            .read(move |c| {
+                let rows = c
+                    .prepare_cached(
+                        "SELECT seq, incident_id, kind, at, actor, data FROM timeline
+                         WHERE incident_id = ? ORDER BY seq",
+                    )?
+                    .query_map([&incident_id], |r| {
+                        Ok((
+                            TimelineRecord {
+                                seq: r.get(0)?,
+                                incident_id: r.get(1)?,
+                                kind: r.get(2)?,
+                                at: r.get(3)?,
+                                actor: r.get(4)?,
+                                data: serde_json::Value::Null,
+                            },
+                            r.get::<_, String>(5)?,
+                        ))
+                    })?
+                    .collect::<rusqlite::Result<Vec<_>>>()?;
+                rows.into_iter()
+                    .map(|(e, data)| {
+                        Ok(TimelineRecord {
+                            data: from_json(&data)?,
+                            ..e
+                        })
+                    })
+                    .collect()
+            })
+            .await
     }
 }
 
-/// A triage write transaction. SQLite has one writer, and `BEGIN IMMEDIATE` makes this
-/// transaction it: what it read cannot change under it, so what `prefetch` read is kept and
-/// kept current as the transaction writes, and answers later reads without a statement
-/// (each costs two thread switches through sqlx's SQLite worker). For the same reason it can
-/// number its timeline entries itself: they and its outbox events, which nothing reads
-/// inside the transaction, are written at commit, a few statements for a whole batch.
+/// A triage write transaction. It holds the database's one write lock, so what it read
+/// cannot change under it: what `prefetch` read is kept, kept current as the transaction
+/// writes, and answers later reads without a call. For the same reason it numbers its
+/// timeline entries itself. Its incident updates, attachments, timeline entries and outbox
+/// events are written at commit, in the call that commits: a whole batch of alerts costs a
+/// few hand-overs to the connection's thread.
 struct SqliteTriageTx {
-    tx: Transaction<'static, Sqlite>,
+    tx: Tx,
     /// Prefetched alerts: alert id → its (incident id, opened), or `None` when unattached.
     attached: HashMap<String, Option<(String, bool)>>,
     /// Prefetched dedup keys: key → its active incident, or `None`.
@@ -173,78 +226,19 @@ struct SqliteTriageTx {
 }
 
 impl SqliteTriageTx {
-    /// Writes the deferred updates of the incidents of `dedup_key` (all, for `None`).
-    async fn flush_incidents(&mut self, dedup_key: Option<&str>) -> Result<()> {
-        let ids: Vec<String> = self
-            .dirty
+    /// The deferred updates of the incidents of `dedup_key`, to be written before what
+    /// depends on them; they stay deferred until [`Self::written`] says they were.
+    fn dirty_of(&self, dedup_key: &str) -> Vec<IncidentRecord> {
+        self.dirty
             .values()
-            .filter(|i| dedup_key.is_none_or(|k| i.dedup_key == k))
-            .map(|i| i.id.clone())
-            .collect();
-        for id in ids {
-            if let Some(i) = self.dirty.remove(&id) {
-                update_row(&mut self.tx, &i).await?;
-            }
-        }
-        Ok(())
+            .filter(|i| i.dedup_key == dedup_key)
+            .cloned()
+            .collect()
     }
 
-    /// Writes the deferred attachments, in one statement.
-    async fn flush_links(&mut self) -> Result<()> {
-        if self.links.is_empty() {
-            return Ok(());
-        }
-        let links = std::mem::take(&mut self.links);
-        sqlx::query(
-            "INSERT INTO incident_alerts (alert_id, incident_id, opened, attached_at)
-             SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]'),
-                 json_extract(value, '$[2]'), ?
-             FROM json_each(?)",
-        )
-        .bind(now_micros())
-        .bind(json_text(&links)?)
-        .execute(&mut *self.tx)
-        .await
-        .map_err(|e| conflict(e, "alert already attached"))?;
-        Ok(())
-    }
-
-    /// Writes the deferred timeline entries and outbox events.
-    async fn flush_appends(&mut self) -> Result<()> {
-        // 6 and 5 bound variables a row: chunks stay far below SQLite's 32766.
-        for chunk in std::mem::take(&mut self.entries).chunks(1000) {
-            let mut rows = Vec::with_capacity(chunk.len());
-            for e in chunk {
-                rows.push((e, json_text(&e.data)?));
-            }
-            let mut q = sqlx::QueryBuilder::<Sqlite>::new(
-                "INSERT INTO timeline (seq, incident_id, kind, at, actor, data) ",
-            );
-            q.push_values(rows, |mut b, (e, data)| {
-                b.push_bind(e.seq)
-                    .push_bind(&e.incident_id)
-                    .push_bind(&e.kind)
-                    .push_bind(e.at)
-                    .push_bind(&e.actor)
-                    .push_bind(data);
-            });
-            q.build().execute(&mut *self.tx).await?;
-        }
-        let now = now_micros();
-        for chunk in std::mem::take(&mut self.events).chunks(1000) {
-            let mut q = sqlx::QueryBuilder::<Sqlite>::new(
-                "INSERT INTO outbox (id, stream, subject, payload, created_at) ",
-            );
-            q.push_values(chunk, |mut b, e| {
-                b.push_bind(&e.id)
-                    .push_bind(&e.stream)
-                    .push_bind(&e.subject)
-                    .push_bind(&e.payload)
-                    .push_bind(now);
-            });
-            q.build().execute(&mut *self.tx).await?;
-        }
-        Ok(())
+    /// Forgets the deferred updates of `dedup_key`'s incidents: they were written.
+    fn written(&mut self, dedup_key: &str) {
+        self.dirty.retain(|_, i| i.dedup_key != dedup_key);
     }
 
     /// Keeps the prefetched active incident of `i`'s key current after `i` was written.
@@ -262,57 +256,86 @@ impl SqliteTriageTx {
     }
 }
 
+/// Writes attachments.
+fn write_links(c: &Connection, links: &[(String, String, bool)]) -> Result<()> {
+    let now = now_micros();
+    let mut insert = c.prepare_cached(
+        "INSERT INTO incident_alerts (alert_id, incident_id, opened, attached_at) VALUES (?, ?, ?, ?)",
+    )?;
+    for (alert_id, incident_id, opened) in links {
+        insert
+            .execute((alert_id, incident_id, opened, now))
+            .map_err(|e| conn::conflict(e, "alert already attached"))?;
+    }
+    Ok(())
+}
+
 #[async_trait]
 impl TriageTx for SqliteTriageTx {
     async fn resolve_alert(&mut self, alert_id: &str) -> Result<Option<(String, i64)>> {
-        self.flush_links().await?;
-        let row = sqlx::query(
-            "UPDATE incident_alerts SET resolved = 1 WHERE alert_id = ? RETURNING incident_id",
-        )
-        .bind(alert_id)
-        .fetch_optional(&mut *self.tx)
-        .await?;
-        let Some(row) = row else {
-            return Ok(None);
-        };
-        let incident_id: String = row.try_get(0)?;
-        let open: i64 = sqlx::query(
-            "SELECT COUNT(*) FROM incident_alerts WHERE incident_id = ? AND resolved = 0",
-        )
-        .bind(&incident_id)
-        .fetch_one(&mut *self.tx)
-        .await?
-        .try_get(0)?;
-        Ok(Some((incident_id, open)))
+        // The deferred attachments go first; they stay deferred if this fails.
+        let links = self.links.clone();
+        let alert_id = alert_id.to_owned();
+        let resolved = self
+            .tx
+            .call(move |c| {
+                write_links(c, &links)?;
+                let incident_id: Option<String> = c
+                    .prepare_cached(
+                        "UPDATE incident_alerts SET resolved = 1 WHERE alert_id = ? RETURNING incident_id",
+                    )?
+                    .query_row([&alert_id], |r| r.get(0))
+                    .optional()?;
+                let Some(incident_id) = incident_id else {
+                    return Ok(None);
+                };
+                let open: i64 = c
+                    .prepare_cached(
+                        "SELECT COUNT(*) FROM incident_alerts WHERE incident_id = ? AND resolved = 0",
+                    )?
+                    .query_row([&incident_id], |r| r.get(0))?;
+                Ok(Some((incident_id, open)))
+            })
+            .await?;
+        self.links.clear();
+        Ok(resolved)
     }
 
     async fn prefetch(&mut self, alert_ids: &[String], dedup_keys: &[String]) -> Result<()> {
-        let rows = sqlx::query(
-            "SELECT alert_id, incident_id, opened FROM incident_alerts
-             WHERE alert_id IN (SELECT value FROM json_each(?))",
-        )
-        .bind(json_text(&alert_ids)?)
-        .fetch_all(&mut *self.tx)
-        .await?;
+        let (ids, keys) = (json_text(&alert_ids)?, json_text(&dedup_keys)?);
+        let (attached, active) = self
+            .tx
+            .call(move |c| {
+                let attached = c
+                    .prepare_cached(
+                        "SELECT alert_id, incident_id, opened FROM incident_alerts
+                         WHERE alert_id IN (SELECT value FROM json_each(?))",
+                    )?
+                    .query_map([&ids], |r| {
+                        Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get(2)?))
+                    })?
+                    .collect::<rusqlite::Result<Vec<_>>>()?;
+                let active = c
+                    .prepare_cached(&format!(
+                        "{INCIDENT} WHERE state IN ('open', 'acknowledged')
+                         AND dedup_key IN (SELECT value FROM json_each(?))"
+                    ))?
+                    .query_map([&keys], IncidentRow::read)?
+                    .collect::<rusqlite::Result<Vec<_>>>()?;
+                Ok((attached, active))
+            })
+            .await?;
         for id in alert_ids {
             self.attached.insert(id.clone(), None);
         }
-        for r in &rows {
-            self.attached
-                .insert(r.try_get(0)?, Some((r.try_get(1)?, r.try_get(2)?)));
+        for (alert_id, incident_id, opened) in attached {
+            self.attached.insert(alert_id, Some((incident_id, opened)));
         }
-        let rows = sqlx::query(
-            "SELECT * FROM incidents WHERE state IN ('open', 'acknowledged')
-             AND dedup_key IN (SELECT value FROM json_each(?))",
-        )
-        .bind(json_text(&dedup_keys)?)
-        .fetch_all(&mut *self.tx)
-        .await?;
         for key in dedup_keys {
             self.active.insert(key.clone(), None);
         }
-        for r in &rows {
-            let i = incident_row(r)?;
+        for row in active {
+            let i = row.record()?;
             self.active.insert(i.dedup_key.clone(), Some(i));
         }
         Ok(())
@@ -322,76 +345,109 @@ impl TriageTx for SqliteTriageTx {
         if let Some(known) = self.attached.get(alert_id) {
             return Ok(known.clone());
         }
-        self.flush_links().await?;
-        let row = sqlx::query("SELECT incident_id, opened FROM incident_alerts WHERE alert_id = ?")
-            .bind(alert_id)
-            .fetch_optional(&mut *self.tx)
+        let links = self.links.clone();
+        let alert_id = alert_id.to_owned();
+        let found = self
+            .tx
+            .call(move |c| {
+                write_links(c, &links)?;
+                Ok(c
+                    .prepare_cached(
+                        "SELECT incident_id, opened FROM incident_alerts WHERE alert_id = ?",
+                    )?
+                    .query_row([&alert_id], |r| Ok((r.get(0)?, r.get(1)?)))
+                    .optional()?)
+            })
             .await?;
-        Ok(match row {
-            Some(r) => Some((r.try_get(0)?, r.try_get(1)?)),
-            None => None,
-        })
+        self.links.clear();
+        Ok(found)
     }
 
     async fn active_incident_by_key(&mut self, dedup_key: &str) -> Result<Option<IncidentRecord>> {
         if let Some(known) = self.active.get(dedup_key) {
             return Ok(known.clone());
         }
-        self.flush_incidents(Some(dedup_key)).await?;
-        sqlx::query(
-            "SELECT * FROM incidents WHERE dedup_key = ? AND state IN ('open', 'acknowledged')",
-        )
-        .bind(dedup_key)
-        .fetch_optional(&mut *self.tx)
-        .await?
-        .map(|r| incident_row(&r))
-        .transpose()
+        let dirty = self.dirty_of(dedup_key);
+        let key = dedup_key.to_owned();
+        let active = self
+            .tx
+            .call(move |c| {
+                for i in &dirty {
+                    update_row(c, i)?;
+                }
+                c.prepare_cached(&format!(
+                    "{INCIDENT} WHERE dedup_key = ? AND state IN ('open', 'acknowledged')"
+                ))?
+                .query_row([&key], IncidentRow::read)
+                .optional()?
+                .map(IncidentRow::record)
+                .transpose()
+            })
+            .await?;
+        self.written(dedup_key);
+        Ok(active)
     }
 
     async fn incident(&mut self, id: &str) -> Result<Option<IncidentRecord>> {
         if let Some(i) = self.dirty.get(id) {
             return Ok(Some(i.clone()));
         }
-        sqlx::query("SELECT * FROM incidents WHERE id = ?")
-            .bind(id)
-            .fetch_optional(&mut *self.tx)
-            .await?
-            .map(|r| incident_row(&r))
-            .transpose()
+        let id = id.to_owned();
+        self.tx
+            .call(move |c| {
+                c.prepare_cached(&format!("{INCIDENT} WHERE id = ?"))?
+                    .query_row([&id], IncidentRow::read)
+                    .optional()?
+                    .map(IncidentRow::record)
+                    .transpose()
+            })
+            .await
     }
 
     async fn insert_incident(&mut self, i: &IncidentRecord) -> Result<()> {
         // The unique index must see this transaction's updates of the key's incidents.
-        self.flush_incidents(Some(&i.dedup_key)).await?;
-        sqlx::query(
-            "INSERT INTO incidents (id, title, description, category, severity, priority, urgency, state,
-                dedup_key, alert_count, labels, source, opened_at, acknowledged_at, resolved_at, closed_at,
-                resolution_summary, root_cause, review, updated_at)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        )
-        .bind(&i.id)
-        .bind(&i.title)
-        .bind(&i.description)
-        .bind(&i.category)
-        .bind(i64::from(i.severity))
-        .bind(i64::from(i.priority))
-        .bind(&i.urgency)
-        .bind(&i.state)
-        .bind(&i.dedup_key)
-        .bind(i64::from(i.alert_count))
-        .bind(json_text(&i.labels)?)
-        .bind(&i.source)
-        .bind(i.opened_at)
-        .bind(i.acknowledged_at)
-        .bind(i.resolved_at)
-        .bind(i.closed_at)
-        .bind(&i.resolution_summary)
-        .bind(&i.root_cause)
-        .bind(&i.review)
-        .bind(i.updated_at)
-        .execute(&mut *self.tx)
-        .await
-        .map_err(|e| conflict(e, "an active incident holds this dedup key"))?;
+        let dirty = self.dirty_of(&i.dedup_key);
+        let labels = json_text(&i.labels)?;
+        let incident = i.clone();
+        self.tx
+            .call(move |c| {
+                for d in &dirty {
+                    update_row(c, d)?;
+                }
+                let i = &incident;
+                c.prepare_cached(
+                    "INSERT INTO incidents (id, title, description, category, severity, priority, urgency, state,
+                        dedup_key, alert_count, labels, source, opened_at, acknowledged_at, resolved_at, closed_at,
+                        resolution_summary, root_cause, review, updated_at)
+                     VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                )?
+                .execute(rusqlite::params![
+                    i.id,
+                    i.title,
+                    i.description,
+                    i.category,
+                    i.severity,
+                    i.priority,
+                    i.urgency,
+                    i.state,
+                    i.dedup_key,
+                    i.alert_count,
+                    labels,
+                    i.source,
+                    i.opened_at,
+                    i.acknowledged_at,
+                    i.resolved_at,
+                    i.closed_at,
+                    i.resolution_summary,
+                    i.root_cause,
+                    i.review,
+                    i.updated_at,
+                ])
+                .map_err(|e| conn::conflict(e, "an active incident holds this dedup key"))?;
+                Ok(())
+            })
+            .await?;
+        self.written(&i.dedup_key);
         self.track(i);
         Ok(())
     }
@@ -403,7 +459,8 @@ impl TriageTx for SqliteTriageTx {
             self.dirty.insert(i.id.clone(), i.clone());
             return Ok(());
         }
-        update_row(&mut self.tx, i).await
+        let i = i.clone();
+        self.tx.call(move |c| update_row(c, &i)).await
     }
 
     async fn link_alert(&mut self, alert_id: &str, incident_id: &str, opened: bool) -> Result<()> {
@@ -417,30 +474,27 @@ impl TriageTx for SqliteTriageTx {
                 .push((alert_id.to_owned(), incident_id.to_owned(), opened));
             return Ok(());
         }
-        sqlx::query(
-            "INSERT INTO incident_alerts (alert_id, incident_id, opened, attached_at) VALUES (?, ?, ?, ?)",
-        )
-        .bind(alert_id)
-        .bind(incident_id)
-        .bind(opened)
-        .bind(now_micros())
-        .execute(&mut *self.tx)
-        .await
-        .map_err(|e| conflict(e, "alert already attached"))?;
-        Ok(())
+        // Not prefetched: written now, so a second attachment fails here.
+        let link = [(alert_id.to_owned(), incident_id.to_owned(), opened)];
+        self.tx.call(move |c| write_links(c, &link)).await
     }
 
     async fn append(&mut self, e: &NewTimelineEntry) -> Result<TimelineRecord> {
         let seq = match self.next_seq {
             Some(seq) => seq,
             // What AUTOINCREMENT would give: past every number ever used.
-            None => sqlx::query(
-                "SELECT MAX(COALESCE((SELECT seq FROM sqlite_sequence WHERE name = 'timeline'), 0),
-                    COALESCE((SELECT MAX(seq) FROM timeline), 0)) + 1",
-            )
-            .fetch_one(&mut *self.tx)
-            .await?
-            .try_get(0)?,
+            None => {
+                self.tx
+                    .call(|c| {
+                        Ok(c.query_row(
+                            "SELECT MAX(COALESCE((SELECT seq FROM sqlite_sequence WHERE name = 'timeline'), 0),
+                                COALESCE((SELECT MAX(seq) FROM timeline), 0)) + 1",
+                            [],
+                            |r| r.get(0),
+                        )?)
+                    })
+                    .await?
+            }
         };
         self.next_seq = Some(seq + 1);
         let entry = TimelineRecord {
@@ -456,14 +510,18 @@ impl TriageTx for SqliteTriageTx {
     }
 
     async fn mark_processed(&mut self, event_id: &str) -> Result<bool> {
-        let done = sqlx::query(
-            "INSERT INTO processed_events (event_id, processed_at) VALUES (?, ?) ON CONFLICT DO NOTHING",
-        )
-        .bind(event_id)
-        .bind(now_micros())
-        .execute(&mut *self.tx)
-        .await?;
-        Ok(done.rows_affected() == 1)
+        let event_id = event_id.to_owned();
+        self.tx
+            .call(move |c| {
+                let n = c
+                    .prepare_cached(
+                        "INSERT INTO processed_events (event_id, processed_at) VALUES (?, ?)
+                         ON CONFLICT DO NOTHING",
+                    )?
+                    .execute((&event_id, now_micros()))?;
+                Ok(n == 1)
+            })
+            .await
     }
 
     async fn enqueue(&mut self, event: &OutboxEvent) -> Result<()> {
@@ -472,75 +530,105 @@ impl TriageTx for SqliteTriageTx {
     }
 
     async fn commit(mut self: Box<Self>) -> Result<()> {
-        self.flush_incidents(None).await?;
-        self.flush_links().await?;
-        self.flush_appends().await?;
-        self.tx.commit().await?;
-        Ok(())
+        let Self {
+            tx,
+            dirty,
+            links,
+            entries,
+            events,
+            ..
+        } = *self;
+        let mut rows = Vec::with_capacity(entries.len());
+        for e in entries {
+            let data = json_text(&e.data)?;
+            rows.push((e, data));
+        }
+        tx.commit_with(move |c| {
+            for i in dirty.values() {
+                update_row(c, i)?;
+            }
+            write_links(c, &links)?;
+            let mut append = c.prepare_cached(
+                "INSERT INTO timeline (seq, incident_id, kind, at, actor, data) VALUES (?, ?, ?, ?, ?, ?)",
+            )?;
+            for (e, data) in &rows {
+                append.execute((e.seq, &e.incident_id, &e.kind, e.at, &e.actor, data))?;
+            }
+            conn::enqueue(c, &events)
+        })
+        .await
     }
 }
 
-async fn update_row(tx: &mut Transaction<'static, Sqlite>, i: &IncidentRecord) -> Result<()> {
-    sqlx::query(
-            "UPDATE incidents SET title = ?, description = ?, category = ?, severity = ?, priority = ?,
-                urgency = ?, state = ?, alert_count = ?, labels = ?, acknowledged_at = ?, resolved_at = ?,
-                closed_at = ?, resolution_summary = ?, root_cause = ?, review = ?, updated_at = ?
-             WHERE id = ?",
-        )
-        .bind(&i.title)
-        .bind(&i.description)
-        .bind(&i.category)
-        .bind(i64::from(i.severity))
-        .bind(i64::from(i.priority))
-        .bind(&i.urgency)
-        .bind(&i.state)
-        .bind(i64::from(i.alert_count))
-        .bind(json_text(&i.labels)?)
-        .bind(i.acknowledged_at)
-        .bind(i.resolved_at)
-        .bind(i.closed_at)
-        .bind(&i.resolution_summary)
-        .bind(&i.root_cause)
-        .bind(&i.review)
-        .bind(i.updated_at)
-        .bind(&i.id)
-        .execute(&mut **tx)
-        .await?;
+fn update_row(c: &Connection, i: &IncidentRecord) -> Result<()> {
+    c.prepare_cached(
+        "UPDATE incidents SET title = ?, description = ?, category = ?, severity = ?, priority = ?,
+            urgency = ?, state = ?, alert_count = ?, labels = ?, acknowledged_at = ?, resolved_at = ?,
+            closed_at = ?, resolution_summary = ?, root_cause = ?, review = ?, updated_at = ?
+         WHERE id = ?",
+    )?
+    .execute(rusqlite::params![
+        i.title,
+        i.description,
+        i.category,
+        i.severity,
+        i.priority,
+        i.urgency,
+        i.state,
+        i.alert_count,
+        json_text(&i.labels)?,
+        i.acknowledged_at,
+        i.resolved_at,
+        i.closed_at,
+        i.resolution_summary,
+        i.root_cause,
+        i.review,
+        i.updated_at,
+        i.id,
+    ])?;
     Ok(())
 }
 
-fn incident_row(r: &SqliteRow) -> Result<IncidentRecord> {
-    Ok(IncidentRecord {
-        id: r.try_get("id")?,
-        title: r.try_get("title")?,
-        description: r.try_get("description")?,
-        category: r.try_get("category")?,
-        severity: r.try_get::<i64, _>("severity")? as u32,
-        priority: r.try_get::<i64, _>("priority")? as u32,
-        urgency: r.try_get("urgency")?,
-        state: r.try_get("state")?,
-        dedup_key: r.try_get("dedup_key")?,
-        alert_count: r.try_get::<i64, _>("alert_count")? as u32,
-        labels: from_json(r.try_get("labels")?)?,
-        source: r.try_get("source")?,
-        opened_at: r.try_get("opened_at")?,
-        acknowledged_at: r.try_get("acknowledged_at")?,
-        resolved_at: r.try_get("resolved_at")?,
-        closed_at: r.try_get("closed_at")?,
-        resolution_summary: r.try_get("resolution_summary")?,
-        root_cause: r.try_get("root_cause")?,
-        review: r.try_get("review")?,
-        updated_at: r.try_get("updated_at")?,
-    })
+/// An incident row as stored, its labels not yet parsed.
+struct IncidentRow {
+    record: IncidentRecord,
+    labels: String,
 }
 
-fn timeline_row(r: &SqliteRow) -> Result<TimelineRecord> {
-    Ok(TimelineRecord {
-        seq: r.try_get("seq")?,
-        incident_id: r.try_get("incident_id")?,
-        kind: r.try_get("kind")?,
-        at: r.try_get("at")?,
-        actor: r.try_get("actor")?,
-        data: from_json(r.try_get("data")?)?,
-    })
+impl IncidentRow {
+    /// Reads a row of [`INCIDENT`]'s columns.
+    fn read(r: &rusqlite::Row<'_>) -> rusqlite::Result<Self> {
+        Ok(Self {
+            record: IncidentRecord {
+                id: r.get(0)?,
+                title: r.get(1)?,
+                description: r.get(2)?,
+                category: r.get(3)?,
+                severity: r.get(4)?,
+                priority: r.get(5)?,
+                urgency: r.get(6)?,
+                state: r.get(7)?,
+                dedup_key: r.get(8)?,
+                alert_count: r.get(9)?,
+                labels: Default::default(),
+                source: r.get(11)?,
+                opened_at: r.get(12)?,
+                acknowledged_at: r.get(13)?,
+                resolved_at: r.get(14)?,
+                closed_at: r.get(15)?,
+                resolution_summary: r.get(16)?,
+                root_cause: r.get(17)?,
+                review: r.get(18)?,
+                updated_at: r.get(19)?,
+            },
+            labels: r.get(10)?,
+        })
+    }
+
+    fn record(self) -> Result<IncidentRecord> {
+        Ok(IncidentRecord {
+            labels: from_json(&self.labels)?,
+            ..self.record
+        })
+    }
 }
