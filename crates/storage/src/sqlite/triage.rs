@@ -317,7 +317,9 @@ impl TriageTx for SqliteTriageTx {
                     .collect::<rusqlite::Result<Vec<_>>>()?;
                 let active = c
                     .prepare_cached(&format!(
-                        "{INCIDENT} WHERE state IN ('open', 'acknowledged')
+                        // Without the hint SQLite walks every active incident (by state).
+                        "{INCIDENT} INDEXED BY incidents_one_active_per_key
+                         WHERE state IN ('open', 'acknowledged')
                          AND dedup_key IN (SELECT value FROM json_each(?))"
                     ))?
                     .query_map([&keys], IncidentRow::read)?
@@ -351,12 +353,11 @@ impl TriageTx for SqliteTriageTx {
             .tx
             .call(move |c| {
                 write_links(c, &links)?;
-                Ok(c
-                    .prepare_cached(
-                        "SELECT incident_id, opened FROM incident_alerts WHERE alert_id = ?",
-                    )?
-                    .query_row([&alert_id], |r| Ok((r.get(0)?, r.get(1)?)))
-                    .optional()?)
+                Ok(c.prepare_cached(
+                    "SELECT incident_id, opened FROM incident_alerts WHERE alert_id = ?",
+                )?
+                .query_row([&alert_id], |r| Ok((r.get(0)?, r.get(1)?)))
+                .optional()?)
             })
             .await?;
         self.links.clear();
