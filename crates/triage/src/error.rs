@@ -24,7 +24,11 @@ impl Error {
             }
             Self::NotFound(_) => ErrorCode::NotFound,
             Self::Storage(firebreak_storage::Error::Conflict(_)) => ErrorCode::AlreadyExists,
-            Self::Storage(firebreak_storage::Error::Database(_)) => ErrorCode::Unavailable,
+            Self::Storage(
+                firebreak_storage::Error::Database(_)
+                | firebreak_storage::Error::Sqlite(_)
+                | firebreak_storage::Error::Stopped(_),
+            ) => ErrorCode::Unavailable,
             Self::Storage(_) => ErrorCode::Internal,
         }
     }

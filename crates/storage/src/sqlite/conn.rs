@@ -1,11 +1,11 @@
 //! SQLite connections on threads of their own: a call hands its thread a closure that runs a
 //! whole transaction, so a transaction costs one hand-over between threads.
 //!
-//! sqlx's SQLite driver hands every statement to its connection's thread and back; on the
-//! hot paths (intake's group commit, the embedded bus) those hand-overs, not SQLite, were
-//! where the time went. A store on [`Db`] writes through one connection, serialised by a
-//! lock that a multi-call transaction holds from begin to end, and reads through another,
-//! which sees only committed data.
+//! sqlx's SQLite driver, which this adapter used before, hands every statement to its
+//! connection's thread and back; under load those hand-overs, not SQLite, took most of the
+//! CPU. A store on [`Db`] writes through one connection, serialised by a lock that a
+//! transaction spanning calls holds from begin to end, and reads through another, which sees
+//! only committed data.
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::Path;
@@ -91,8 +91,13 @@ pub(crate) struct Db {
 }
 
 impl Db {
-    /// Opens (creating if needed) the database at `path` in WAL mode and applies
-    /// `migrations`; see [`super::open`] for the durability settings.
+    /// Opens (creating if needed) the database at `path` and applies `migrations`.
+    ///
+    /// WAL with `synchronous = NORMAL`: a committed transaction survives a crash of the
+    /// process (the guarantee Firebreak makes); `synchronous = FULL` (`durable_fsync`) also
+    /// survives a power loss at the cost of an fsync per commit. SQLite has one writer at a
+    /// time: writers queue for the lock in order instead of meeting `SQLITE_BUSY` and
+    /// sleeping in its busy handler, which made write latency's tail long.
     pub(crate) async fn open(
         path: &Path,
         migrations: &'static [Migration],
@@ -317,8 +322,7 @@ pub(crate) async fn outbox_pending(db: &Db, limit: u32) -> Result<Vec<crate::Out
     .await
 }
 
-/// Marks outbox rows published; sweeps old published rows now and then (see
-/// [`super::outbox_mark`]).
+/// Marks outbox rows published; now and then sweeps rows published more than a day ago.
 pub(crate) async fn outbox_mark(db: &Db, seqs: &[i64]) -> Result<()> {
     let seqs = seqs.to_vec();
     db.write(move |tx| {

@@ -6,10 +6,10 @@ use async_trait::async_trait;
 use rusqlite::{Connection, OptionalExtension};
 
 use super::conn::{self, Db, Tx};
+use super::impl_outbox;
 use super::{Migration, OUTBOX, from_json, json_text, now_micros};
 use crate::{
-    AlertKeyRow, AlertRecord, IntakeStore, IntakeTx, IntegrationRecord, Outbox, OutboxEvent,
-    OutboxRecord, Result,
+    AlertKeyRow, AlertRecord, IntakeStore, IntakeTx, IntegrationRecord, OutboxEvent, Result,
 };
 
 const MIGRATIONS: &[Migration] = &[
@@ -87,20 +87,7 @@ impl SqliteIntakeStore {
     }
 }
 
-#[async_trait]
-impl Outbox for SqliteIntakeStore {
-    async fn pending(&self, limit: u32) -> Result<Vec<OutboxRecord>> {
-        conn::outbox_pending(&self.db, limit).await
-    }
-    async fn mark_published(&self, seqs: &[i64]) -> Result<()> {
-        conn::outbox_mark(&self.db, seqs).await
-    }
-    async fn ping(&self) -> Result<()> {
-        self.db
-            .read(|c| Ok(c.query_row("SELECT 1", [], |_| Ok(()))?))
-            .await
-    }
-}
+impl_outbox!(SqliteIntakeStore);
 
 #[async_trait]
 impl IntakeStore for SqliteIntakeStore {

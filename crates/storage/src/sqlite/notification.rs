@@ -3,10 +3,11 @@
 use std::path::Path;
 
 use async_trait::async_trait;
-use sqlx::Row;
-use sqlx::sqlite::{SqlitePool, SqliteRow};
+use rusqlite::Row;
 
-use super::{Migration, OUTBOX, enqueue, from_json, impl_outbox, json_text};
+use super::conn::{self, Db};
+use super::impl_outbox;
+use super::{Migration, OUTBOX, json_text};
 use crate::{DeliveryRecord, NotificationStore, OutboxEvent, Result};
 
 const MIGRATIONS: &[Migration] = &[
@@ -79,21 +80,24 @@ CREATE INDEX deliveries_incident ON deliveries (incident_id);
 /// Notification's store on SQLite.
 #[derive(Clone)]
 pub struct SqliteNotificationStore {
-    pool: SqlitePool,
-    /// The one connection that writes.
-    write: SqlitePool,
+    db: Db,
 }
 
 impl SqliteNotificationStore {
     /// Opens `path`, creating and migrating it as needed.
     pub async fn open(path: &Path, durable_fsync: bool) -> Result<Self> {
-        let (pool, write) = super::open(path, MIGRATIONS, durable_fsync).await?;
+        let db = Db::open(path, MIGRATIONS, durable_fsync).await?;
         // An embedded database belongs to one process (the app locks its data directory):
         // a claim found here was left by a crashed process and is void.
-        sqlx::query("UPDATE deliveries SET lease_until = NULL WHERE lease_until IS NOT NULL")
-            .execute(&write)
-            .await?;
-        Ok(Self { pool, write })
+        db.write(|tx| {
+            tx.execute(
+                "UPDATE deliveries SET lease_until = NULL WHERE lease_until IS NOT NULL",
+                [],
+            )?;
+            Ok(())
+        })
+        .await?;
+        Ok(Self { db })
     }
 }
 
@@ -102,33 +106,35 @@ impl_outbox!(SqliteNotificationStore);
 #[async_trait]
 impl NotificationStore for SqliteNotificationStore {
     async fn insert_deliveries(&self, deliveries: &[DeliveryRecord]) -> Result<u32> {
-        let mut tx = self.write.begin_with("BEGIN IMMEDIATE").await?;
-        let mut inserted = 0;
-        for d in deliveries {
-            let done = sqlx::query(
-                "INSERT INTO deliveries (id, event_id, channel, incident_id, kind, payload, status, attempts,
-                    last_error, created_at, next_attempt_at, delivered_at, escalation_step)
-                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (event_id, channel) DO NOTHING",
-            )
-            .bind(&d.id)
-            .bind(&d.event_id)
-            .bind(&d.channel)
-            .bind(&d.incident_id)
-            .bind(&d.kind)
-            .bind(json_text(&d.payload)?)
-            .bind(&d.status)
-            .bind(i64::from(d.attempts))
-            .bind(&d.last_error)
-            .bind(d.created_at)
-            .bind(d.next_attempt_at)
-            .bind(d.delivered_at)
-            .bind(i64::from(d.escalation_step))
-            .execute(&mut *tx)
-            .await?;
-            inserted += done.rows_affected() as u32;
-        }
-        tx.commit().await?;
-        Ok(inserted)
+        let deliveries = deliveries.to_vec();
+        self.db
+            .write(move |tx| {
+                let mut insert = tx.prepare_cached(
+                    "INSERT INTO deliveries (id, event_id, channel, incident_id, kind, payload, status, attempts,
+                        last_error, created_at, next_attempt_at, delivered_at, escalation_step)
+                     VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (event_id, channel) DO NOTHING",
+                )?;
+                let mut inserted = 0;
+                for d in &deliveries {
+                    inserted += insert.execute(rusqlite::params![
+                        d.id,
+                        d.event_id,
+                        d.channel,
+                        d.incident_id,
+                        d.kind,
+                        json_text(&d.payload)?,
+                        d.status,
+                        d.attempts,
+                        d.last_error,
+                        d.created_at,
+                        d.next_attempt_at,
+                        d.delivered_at,
+                        d.escalation_step,
+                    ])? as u32;
+                }
+                Ok(inserted)
+            })
+            .await
     }
 
     async fn claim_due_deliveries(
@@ -137,43 +143,45 @@ impl NotificationStore for SqliteNotificationStore {
         lease_until: i64,
         limit: u32,
     ) -> Result<Vec<DeliveryRecord>> {
-        let rows = sqlx::query(
-            "UPDATE deliveries SET lease_until = ?1 WHERE id IN (
-                SELECT id FROM deliveries WHERE status = 'pending' AND next_attempt_at <= ?2
-                    AND (lease_until IS NULL OR lease_until < ?2)
-                ORDER BY next_attempt_at LIMIT ?3)
-             RETURNING *",
-        )
-        .bind(lease_until)
-        .bind(now)
-        .bind(i64::from(limit))
-        .fetch_all(&self.write)
-        .await?;
-        let mut due = rows.iter().map(delivery_row).collect::<Result<Vec<_>>>()?;
+        let mut due: Vec<DeliveryRecord> = self
+            .db
+            .write(move |tx| {
+                Ok(tx
+                    .prepare_cached(
+                        "UPDATE deliveries SET lease_until = ?1 WHERE id IN (
+                            SELECT id FROM deliveries WHERE status = 'pending' AND next_attempt_at <= ?2
+                                AND (lease_until IS NULL OR lease_until < ?2)
+                            ORDER BY next_attempt_at LIMIT ?3)
+                         RETURNING *",
+                    )?
+                    .query_map((lease_until, now, i64::from(limit)), delivery_row)?
+                    .collect::<rusqlite::Result<_>>()?)
+            })
+            .await?;
         due.sort_by_key(|d| d.next_attempt_at);
         Ok(due)
     }
 
     async fn update_delivery(&self, d: &DeliveryRecord, event: Option<&OutboxEvent>) -> Result<()> {
-        let mut tx = self.write.begin_with("BEGIN IMMEDIATE").await?;
-        sqlx::query(
-            "UPDATE deliveries SET status = ?, attempts = ?, last_error = ?, next_attempt_at = ?, delivered_at = ?,
-                lease_until = NULL
-             WHERE id = ?",
-        )
-        .bind(&d.status)
-        .bind(i64::from(d.attempts))
-        .bind(&d.last_error)
-        .bind(d.next_attempt_at)
-        .bind(d.delivered_at)
-        .bind(&d.id)
-        .execute(&mut *tx)
-        .await?;
-        if let Some(e) = event {
-            enqueue(&mut tx, e).await?;
-        }
-        tx.commit().await?;
-        Ok(())
+        let (d, event) = (d.clone(), event.cloned());
+        self.db
+            .write(move |tx| {
+                tx.prepare_cached(
+                    "UPDATE deliveries SET status = ?, attempts = ?, last_error = ?, next_attempt_at = ?, delivered_at = ?,
+                        lease_until = NULL
+                     WHERE id = ?",
+                )?
+                .execute(rusqlite::params![
+                    d.status,
+                    d.attempts,
+                    d.last_error,
+                    d.next_attempt_at,
+                    d.delivered_at,
+                    d.id,
+                ])?;
+                conn::enqueue(tx, event.as_slice())
+            })
+            .await
     }
 
     async fn deliveries(
@@ -181,43 +189,48 @@ impl NotificationStore for SqliteNotificationStore {
         incident_id: Option<&str>,
         limit: u32,
     ) -> Result<Vec<DeliveryRecord>> {
-        let rows = sqlx::query(
-            "SELECT * FROM deliveries WHERE (?1 IS NULL OR incident_id = ?1)
-             ORDER BY created_at DESC, id DESC LIMIT ?2",
-        )
-        .bind(incident_id)
-        .bind(i64::from(limit))
-        .fetch_all(&self.pool)
-        .await?;
-        rows.iter().map(delivery_row).collect()
+        let incident_id = incident_id.map(str::to_owned);
+        self.db
+            .read(move |c| {
+                Ok(c.prepare_cached(
+                    "SELECT * FROM deliveries WHERE (?1 IS NULL OR incident_id = ?1)
+                     ORDER BY created_at DESC, id DESC LIMIT ?2",
+                )?
+                .query_map((incident_id, i64::from(limit)), delivery_row)?
+                .collect::<rusqlite::Result<_>>()?)
+            })
+            .await
     }
 
     async fn cancel_escalations(&self, incident_id: &str) -> Result<u32> {
-        let done = sqlx::query(
-            "UPDATE deliveries SET status = 'cancelled', last_error = 'the incident was acknowledged'
-             WHERE incident_id = ? AND status = 'pending' AND escalation_step >= 2",
-        )
-        .bind(incident_id)
-        .execute(&self.write)
-        .await?;
-        Ok(done.rows_affected() as u32)
+        let incident_id = incident_id.to_owned();
+        self.db
+            .write(move |tx| {
+                Ok(tx
+                    .prepare_cached(
+                        "UPDATE deliveries SET status = 'cancelled', last_error = 'the incident was acknowledged'
+                         WHERE incident_id = ? AND status = 'pending' AND escalation_step >= 2",
+                    )?
+                    .execute([&incident_id])? as u32)
+            })
+            .await
     }
 }
 
-fn delivery_row(r: &SqliteRow) -> Result<DeliveryRecord> {
+fn delivery_row(r: &Row<'_>) -> rusqlite::Result<DeliveryRecord> {
     Ok(DeliveryRecord {
-        id: r.try_get("id")?,
-        event_id: r.try_get("event_id")?,
-        channel: r.try_get("channel")?,
-        incident_id: r.try_get("incident_id")?,
-        kind: r.try_get("kind")?,
-        payload: from_json(r.try_get("payload")?)?,
-        status: r.try_get("status")?,
-        attempts: r.try_get::<i64, _>("attempts")? as u32,
-        last_error: r.try_get("last_error")?,
-        created_at: r.try_get("created_at")?,
-        next_attempt_at: r.try_get("next_attempt_at")?,
-        delivered_at: r.try_get("delivered_at")?,
-        escalation_step: r.try_get::<i64, _>("escalation_step")? as u32,
+        id: r.get("id")?,
+        event_id: r.get("event_id")?,
+        channel: r.get("channel")?,
+        incident_id: r.get("incident_id")?,
+        kind: r.get("kind")?,
+        payload: r.get("payload")?,
+        status: r.get("status")?,
+        attempts: r.get("attempts")?,
+        last_error: r.get("last_error")?,
+        created_at: r.get("created_at")?,
+        next_attempt_at: r.get("next_attempt_at")?,
+        delivered_at: r.get("delivered_at")?,
+        escalation_step: r.get("escalation_step")?,
     })
 }

@@ -3,10 +3,11 @@
 use std::path::Path;
 
 use async_trait::async_trait;
-use sqlx::Row;
-use sqlx::sqlite::{SqlitePool, SqliteRow};
+use rusqlite::{Connection, OptionalExtension, Row};
 
-use super::{Migration, OUTBOX, enqueue, from_json, impl_outbox, json_text, now_micros};
+use super::conn::{self, Db};
+use super::impl_outbox;
+use super::{Migration, OUTBOX, json_text, now_micros};
 use crate::{JournalRecord, OrchestrationStore, OutboxEvent, Result, RunRecord};
 
 const MIGRATIONS: &[Migration] = &[
@@ -74,23 +75,24 @@ ALTER TABLE runs ADD COLUMN lease_until INTEGER;
 /// Orchestration's store on SQLite.
 #[derive(Clone)]
 pub struct SqliteOrchestrationStore {
-    pool: SqlitePool,
-    /// The one connection that writes.
-    write: SqlitePool,
+    db: Db,
 }
 
 impl SqliteOrchestrationStore {
     /// Opens `path`, creating and migrating it as needed.
     pub async fn open(path: &Path, durable_fsync: bool) -> Result<Self> {
-        let (pool, write) = super::open(path, MIGRATIONS, durable_fsync).await?;
+        let db = Db::open(path, MIGRATIONS, durable_fsync).await?;
         // An embedded database belongs to one process (the app locks its data directory):
         // a lease found here was left by a crashed process and is void.
-        sqlx::query(
-            "UPDATE runs SET lease_owner = NULL, lease_until = NULL WHERE lease_owner IS NOT NULL",
-        )
-        .execute(&write)
+        db.write(|tx| {
+            tx.execute(
+                "UPDATE runs SET lease_owner = NULL, lease_until = NULL WHERE lease_owner IS NOT NULL",
+                [],
+            )?;
+            Ok(())
+        })
         .await?;
-        Ok(Self { pool, write })
+        Ok(Self { db })
     }
 }
 
@@ -99,43 +101,48 @@ impl_outbox!(SqliteOrchestrationStore);
 #[async_trait]
 impl OrchestrationStore for SqliteOrchestrationStore {
     async fn create_runs(&self, runs: &[(RunRecord, OutboxEvent)]) -> Result<u32> {
-        let mut tx = self.write.begin_with("BEGIN IMMEDIATE").await?;
-        let mut created = 0;
-        for (r, event) in runs {
-            let done = sqlx::query(
-                "INSERT INTO runs (id, runbook, incident_id, state, live, error, input, started_at, finished_at, phase, plan, wake_at)
-                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (runbook, incident_id) DO NOTHING",
-            )
-            .bind(&r.id)
-            .bind(&r.runbook)
-            .bind(&r.incident_id)
-            .bind(&r.state)
-            .bind(r.live)
-            .bind(&r.error)
-            .bind(json_text(&r.input)?)
-            .bind(r.started_at)
-            .bind(r.finished_at)
-            .bind(&r.phase)
-            .bind(json_text(&r.plan)?)
-            .bind(r.wake_at)
-            .execute(&mut *tx)
-            .await?;
-            if done.rows_affected() == 1 {
-                enqueue(&mut tx, event).await?;
-                created += 1;
-            }
-        }
-        tx.commit().await?;
-        Ok(created)
+        let runs = runs.to_vec();
+        self.db
+            .write(move |tx| {
+                let mut insert = tx.prepare_cached(
+                    "INSERT INTO runs (id, runbook, incident_id, state, live, error, input, started_at, finished_at, phase, plan, wake_at)
+                     VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (runbook, incident_id) DO NOTHING",
+                )?;
+                let mut created = 0;
+                for (r, event) in &runs {
+                    let done = insert.execute(rusqlite::params![
+                        r.id,
+                        r.runbook,
+                        r.incident_id,
+                        r.state,
+                        r.live,
+                        r.error,
+                        json_text(&r.input)?,
+                        r.started_at,
+                        r.finished_at,
+                        r.phase,
+                        json_text(&r.plan)?,
+                        r.wake_at,
+                    ])?;
+                    if done == 1 {
+                        conn::enqueue(tx, std::slice::from_ref(event))?;
+                        created += 1;
+                    }
+                }
+                Ok(created)
+            })
+            .await
     }
 
     async fn run(&self, id: &str) -> Result<Option<RunRecord>> {
-        sqlx::query("SELECT * FROM runs WHERE id = ?")
-            .bind(id)
-            .fetch_optional(&self.pool)
-            .await?
-            .map(|r| run_row(&r))
-            .transpose()
+        let id = id.to_owned();
+        self.db
+            .read(move |c| {
+                Ok(c.prepare_cached("SELECT * FROM runs WHERE id = ?")?
+                    .query_row([&id], run_row)
+                    .optional()?)
+            })
+            .await
     }
 
     async fn runs(
@@ -144,53 +151,59 @@ impl OrchestrationStore for SqliteOrchestrationStore {
         state: Option<&str>,
         limit: u32,
     ) -> Result<Vec<RunRecord>> {
-        let rows = sqlx::query(
-            "SELECT * FROM runs WHERE (?1 IS NULL OR incident_id = ?1) AND (?2 IS NULL OR state = ?2)
-             ORDER BY id DESC LIMIT ?3",
-        )
-        .bind(incident_id)
-        .bind(state)
-        .bind(i64::from(limit))
-        .fetch_all(&self.pool)
-        .await?;
-        rows.iter().map(run_row).collect()
+        let (incident_id, state) = (incident_id.map(str::to_owned), state.map(str::to_owned));
+        self.db
+            .read(move |c| {
+                Ok(c.prepare_cached(
+                    "SELECT * FROM runs WHERE (?1 IS NULL OR incident_id = ?1) AND (?2 IS NULL OR state = ?2)
+                     ORDER BY id DESC LIMIT ?3",
+                )?
+                .query_map((incident_id, state, i64::from(limit)), run_row)?
+                .collect::<rusqlite::Result<_>>()?)
+            })
+            .await
     }
 
     async fn due_runs(&self, now: i64) -> Result<Vec<RunRecord>> {
-        let rows = sqlx::query(
-            "SELECT * FROM runs WHERE state IN ('pending', 'running')
-                OR (state IN ('sleeping', 'waiting_approval') AND wake_at <= ?)
-             ORDER BY id",
-        )
-        .bind(now)
-        .fetch_all(&self.pool)
-        .await?;
-        rows.iter().map(run_row).collect()
+        self.db
+            .read(move |c| {
+                Ok(c.prepare_cached(
+                    "SELECT * FROM runs WHERE state IN ('pending', 'running')
+                        OR (state IN ('sleeping', 'waiting_approval') AND wake_at <= ?)
+                     ORDER BY id",
+                )?
+                .query_map([now], run_row)?
+                .collect::<rusqlite::Result<_>>()?)
+            })
+            .await
     }
 
     async fn lease_run(&self, id: &str, owner: &str, until: i64, now: i64) -> Result<bool> {
-        let done = sqlx::query(
-            "UPDATE runs SET lease_owner = ?1, lease_until = ?2
-             WHERE id = ?3 AND (lease_owner IS NULL OR lease_owner = ?1 OR lease_until < ?4)",
-        )
-        .bind(owner)
-        .bind(until)
-        .bind(id)
-        .bind(now)
-        .execute(&self.write)
-        .await?;
-        Ok(done.rows_affected() == 1)
+        let (id, owner) = (id.to_owned(), owner.to_owned());
+        self.db
+            .write(move |tx| {
+                let n = tx
+                    .prepare_cached(
+                        "UPDATE runs SET lease_owner = ?1, lease_until = ?2
+                         WHERE id = ?3 AND (lease_owner IS NULL OR lease_owner = ?1 OR lease_until < ?4)",
+                    )?
+                    .execute((&owner, until, &id, now))?;
+                Ok(n == 1)
+            })
+            .await
     }
 
     async fn release_run(&self, id: &str, owner: &str) -> Result<()> {
-        sqlx::query(
-            "UPDATE runs SET lease_owner = NULL, lease_until = NULL WHERE id = ? AND lease_owner = ?",
-        )
-        .bind(id)
-        .bind(owner)
-        .execute(&self.write)
-        .await?;
-        Ok(())
+        let (id, owner) = (id.to_owned(), owner.to_owned());
+        self.db
+            .write(move |tx| {
+                tx.prepare_cached(
+                    "UPDATE runs SET lease_owner = NULL, lease_until = NULL WHERE id = ? AND lease_owner = ?",
+                )?
+                .execute((&id, &owner))?;
+                Ok(())
+            })
+            .await
     }
 
     async fn transition(
@@ -200,32 +213,39 @@ impl OrchestrationStore for SqliteOrchestrationStore {
         journal: Option<&JournalRecord>,
         events: &[OutboxEvent],
     ) -> Result<bool> {
-        let mut tx = self.write.begin_with("BEGIN IMMEDIATE").await?;
-        let done = sqlx::query(
-            "UPDATE runs SET state = ?, phase = ?, plan = ?, wake_at = ?, error = ?, finished_at = ?
-             WHERE id = ? AND state = ?",
-        )
-        .bind(&r.state)
-        .bind(&r.phase)
-        .bind(json_text(&r.plan)?)
-        .bind(r.wake_at)
-        .bind(&r.error)
-        .bind(r.finished_at)
-        .bind(&r.id)
-        .bind(from)
-        .execute(&mut *tx)
-        .await?;
-        if done.rows_affected() != 1 {
-            return Ok(false);
-        }
-        if let Some(j) = journal {
-            put_journal(&mut tx, j).await?;
-        }
-        for e in events {
-            enqueue(&mut tx, e).await?;
-        }
-        tx.commit().await?;
-        Ok(true)
+        let (r, from, journal, events) = (
+            r.clone(),
+            from.to_owned(),
+            journal.cloned(),
+            events.to_vec(),
+        );
+        self.db
+            .write(move |tx| {
+                let n = tx
+                    .prepare_cached(
+                        "UPDATE runs SET state = ?, phase = ?, plan = ?, wake_at = ?, error = ?, finished_at = ?
+                         WHERE id = ? AND state = ?",
+                    )?
+                    .execute(rusqlite::params![
+                        r.state,
+                        r.phase,
+                        json_text(&r.plan)?,
+                        r.wake_at,
+                        r.error,
+                        r.finished_at,
+                        r.id,
+                        from,
+                    ])?;
+                if n != 1 {
+                    return Ok(false);
+                }
+                if let Some(j) = &journal {
+                    put_journal(tx, j)?;
+                }
+                conn::enqueue(tx, &events)?;
+                Ok(true)
+            })
+            .await
     }
 
     async fn set_run_state(
@@ -236,121 +256,127 @@ impl OrchestrationStore for SqliteOrchestrationStore {
         events: &[OutboxEvent],
     ) -> Result<()> {
         let finished = matches!(state, "succeeded" | "failed" | "rejected").then(now_micros);
-        let mut tx = self.write.begin_with("BEGIN IMMEDIATE").await?;
-        sqlx::query(
-            "UPDATE runs SET state = ?, error = COALESCE(?, error), finished_at = ? WHERE id = ?",
-        )
-        .bind(state)
-        .bind(error)
-        .bind(finished)
-        .bind(id)
-        .execute(&mut *tx)
-        .await?;
-        for e in events {
-            enqueue(&mut tx, e).await?;
-        }
-        tx.commit().await?;
-        Ok(())
+        let (id, state, error, events) = (
+            id.to_owned(),
+            state.to_owned(),
+            error.map(str::to_owned),
+            events.to_vec(),
+        );
+        self.db
+            .write(move |tx| {
+                tx.prepare_cached(
+                    "UPDATE runs SET state = ?, error = COALESCE(?, error), finished_at = ? WHERE id = ?",
+                )?
+                .execute((&state, &error, finished, &id))?;
+                conn::enqueue(tx, &events)
+            })
+            .await
     }
 
     async fn journal(&self, run_id: &str) -> Result<Vec<JournalRecord>> {
-        let rows = sqlx::query("SELECT * FROM journal WHERE run_id = ? ORDER BY seq")
-            .bind(run_id)
-            .fetch_all(&self.pool)
-            .await?;
-        rows.iter()
-            .map(|r| {
-                Ok(JournalRecord {
-                    run_id: r.try_get("run_id")?,
-                    seq: r.try_get::<i64, _>("seq")? as u32,
-                    action: r.try_get("action")?,
-                    args: from_json(r.try_get("args")?)?,
-                    args_digest: r.try_get("args_digest")?,
-                    status: r.try_get("status")?,
-                    result: from_json(r.try_get("result")?)?,
-                    idempotency_key: r.try_get("idempotency_key")?,
-                    attempts: r.try_get::<i64, _>("attempts")? as u32,
-                    at: r.try_get("at")?,
-                })
+        let run_id = run_id.to_owned();
+        self.db
+            .read(move |c| {
+                Ok(
+                    c.prepare_cached("SELECT * FROM journal WHERE run_id = ? ORDER BY seq")?
+                        .query_map([&run_id], |r| {
+                            Ok(JournalRecord {
+                                run_id: r.get("run_id")?,
+                                seq: r.get("seq")?,
+                                action: r.get("action")?,
+                                args: r.get("args")?,
+                                args_digest: r.get("args_digest")?,
+                                status: r.get("status")?,
+                                result: r.get("result")?,
+                                idempotency_key: r.get("idempotency_key")?,
+                                attempts: r.get("attempts")?,
+                                at: r.get("at")?,
+                            })
+                        })?
+                        .collect::<rusqlite::Result<_>>()?,
+                )
             })
-            .collect()
+            .await
     }
 
     async fn put_journal(&self, j: &JournalRecord, events: &[OutboxEvent]) -> Result<()> {
-        let mut tx = self.write.begin_with("BEGIN IMMEDIATE").await?;
-        put_journal(&mut tx, j).await?;
-        for e in events {
-            enqueue(&mut tx, e).await?;
-        }
-        tx.commit().await?;
-        Ok(())
+        let (j, events) = (j.clone(), events.to_vec());
+        self.db
+            .write(move |tx| {
+                put_journal(tx, &j)?;
+                conn::enqueue(tx, &events)
+            })
+            .await
     }
 
     async fn append_log(&self, run_id: &str, lines: &[String]) -> Result<()> {
-        let mut tx = self.write.begin_with("BEGIN IMMEDIATE").await?;
-        let next: i64 = sqlx::query("SELECT COALESCE(MAX(n), 0) FROM run_log WHERE run_id = ?")
-            .bind(run_id)
-            .fetch_one(&mut *tx)
-            .await?
-            .try_get(0)?;
-        for (i, line) in lines.iter().enumerate() {
-            sqlx::query("INSERT INTO run_log (run_id, n, line) VALUES (?, ?, ?)")
-                .bind(run_id)
-                .bind(next + 1 + i as i64)
-                .bind(line)
-                .execute(&mut *tx)
-                .await?;
-        }
-        tx.commit().await?;
-        Ok(())
+        let (run_id, lines) = (run_id.to_owned(), lines.to_vec());
+        self.db
+            .write(move |tx| {
+                let next: i64 = tx
+                    .prepare_cached("SELECT COALESCE(MAX(n), 0) FROM run_log WHERE run_id = ?")?
+                    .query_row([&run_id], |r| r.get(0))?;
+                let mut insert =
+                    tx.prepare_cached("INSERT INTO run_log (run_id, n, line) VALUES (?, ?, ?)")?;
+                for (i, line) in lines.iter().enumerate() {
+                    insert.execute((&run_id, next + 1 + i as i64, line))?;
+                }
+                Ok(())
+            })
+            .await
     }
 
     async fn log(&self, run_id: &str) -> Result<Vec<String>> {
-        let rows = sqlx::query("SELECT line FROM run_log WHERE run_id = ? ORDER BY n")
-            .bind(run_id)
-            .fetch_all(&self.pool)
-            .await?;
-        rows.iter().map(|r| Ok(r.try_get(0)?)).collect()
+        let run_id = run_id.to_owned();
+        self.db
+            .read(move |c| {
+                Ok(
+                    c.prepare_cached("SELECT line FROM run_log WHERE run_id = ? ORDER BY n")?
+                        .query_map([&run_id], |r| r.get(0))?
+                        .collect::<rusqlite::Result<_>>()?,
+                )
+            })
+            .await
     }
 }
 
 /// Writes a journal entry, or replaces the status, result and attempts of a step that was
 /// waiting or sleeping.
-async fn put_journal(tx: &mut sqlx::SqliteConnection, j: &JournalRecord) -> Result<()> {
-    sqlx::query(
+fn put_journal(tx: &Connection, j: &JournalRecord) -> Result<()> {
+    tx.prepare_cached(
         "INSERT INTO journal (run_id, seq, action, args, args_digest, status, result, idempotency_key, attempts, at)
          VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
          ON CONFLICT (run_id, seq) DO UPDATE SET status = excluded.status, result = excluded.result,
             attempts = excluded.attempts, at = excluded.at",
-    )
-    .bind(&j.run_id)
-    .bind(i64::from(j.seq))
-    .bind(&j.action)
-    .bind(json_text(&j.args)?)
-    .bind(&j.args_digest)
-    .bind(&j.status)
-    .bind(json_text(&j.result)?)
-    .bind(&j.idempotency_key)
-    .bind(i64::from(j.attempts))
-    .bind(j.at)
-    .execute(&mut *tx)
-    .await?;
+    )?
+    .execute(rusqlite::params![
+        j.run_id,
+        j.seq,
+        j.action,
+        json_text(&j.args)?,
+        j.args_digest,
+        j.status,
+        json_text(&j.result)?,
+        j.idempotency_key,
+        j.attempts,
+        j.at,
+    ])?;
     Ok(())
 }
 
-fn run_row(r: &SqliteRow) -> Result<RunRecord> {
+fn run_row(r: &Row<'_>) -> rusqlite::Result<RunRecord> {
     Ok(RunRecord {
-        id: r.try_get("id")?,
-        runbook: r.try_get("runbook")?,
-        incident_id: r.try_get("incident_id")?,
-        state: r.try_get("state")?,
-        live: r.try_get("live")?,
-        error: r.try_get("error")?,
-        input: from_json(r.try_get("input")?)?,
-        started_at: r.try_get("started_at")?,
-        finished_at: r.try_get("finished_at")?,
-        phase: r.try_get("phase")?,
-        plan: from_json(r.try_get("plan")?)?,
-        wake_at: r.try_get("wake_at")?,
+        id: r.get("id")?,
+        runbook: r.get("runbook")?,
+        incident_id: r.get("incident_id")?,
+        state: r.get("state")?,
+        live: r.get("live")?,
+        error: r.get("error")?,
+        input: r.get("input")?,
+        started_at: r.get("started_at")?,
+        finished_at: r.get("finished_at")?,
+        phase: r.get("phase")?,
+        plan: r.get("plan")?,
+        wake_at: r.get("wake_at")?,
     })
 }

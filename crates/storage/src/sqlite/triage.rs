@@ -7,10 +7,10 @@ use async_trait::async_trait;
 use rusqlite::{Connection, OptionalExtension};
 
 use super::conn::{self, Db, Tx};
+use super::impl_outbox;
 use super::{Migration, OUTBOX, from_json, json_text, now_micros};
 use crate::{
-    IncidentRecord, NewTimelineEntry, Outbox, OutboxEvent, OutboxRecord, Result, TimelineRecord,
-    TriageStore, TriageTx,
+    IncidentRecord, NewTimelineEntry, OutboxEvent, Result, TimelineRecord, TriageStore, TriageTx,
 };
 
 const MIGRATIONS: &[Migration] = &[
@@ -94,20 +94,7 @@ impl SqliteTriageStore {
     }
 }
 
-#[async_trait]
-impl Outbox for SqliteTriageStore {
-    async fn pending(&self, limit: u32) -> Result<Vec<OutboxRecord>> {
-        conn::outbox_pending(&self.db, limit).await
-    }
-    async fn mark_published(&self, seqs: &[i64]) -> Result<()> {
-        conn::outbox_mark(&self.db, seqs).await
-    }
-    async fn ping(&self) -> Result<()> {
-        self.db
-            .read(|c| Ok(c.query_row("SELECT 1", [], |_| Ok(()))?))
-            .await
-    }
-}
+impl_outbox!(SqliteTriageStore);
 
 const INCIDENT: &str = "SELECT id, title, description, category, severity, priority, urgency,
     state, dedup_key, alert_count, labels, source, opened_at, acknowledged_at, resolved_at,

@@ -45,20 +45,22 @@ impl Backend {
     }
 
     /// Runs a statement past the store, as an operator with a SQL shell would.
-    pub(crate) async fn exec_raw(&self, sql: &'static str) -> Result<u64, sqlx::Error> {
+    pub(crate) async fn exec_raw(&self, sql: &'static str) -> Result<u64, String> {
         match self {
             Backend::Sqlite { path, .. } => {
-                let url = format!("sqlite://{}", path.display());
-                let mut conn = sqlx::SqliteConnection::connect(&url).await?;
-                let done = sqlx::query(sql).execute(&mut conn).await;
-                let _ = conn.close().await;
-                Ok(done?.rows_affected())
+                let conn = rusqlite::Connection::open(path).map_err(|e| e.to_string())?;
+                conn.busy_timeout(std::time::Duration::from_secs(10))
+                    .map_err(|e| e.to_string())?;
+                let done = conn.execute(sql, []).map_err(|e| e.to_string())?;
+                Ok(done as u64)
             }
             Backend::Postgres(db) => {
-                let mut conn = sqlx::PgConnection::connect(&db.url).await?;
+                let mut conn = sqlx::PgConnection::connect(&db.url)
+                    .await
+                    .map_err(|e| e.to_string())?;
                 let done = sqlx::query(sql).execute(&mut conn).await;
                 let _ = conn.close().await;
-                Ok(done?.rows_affected())
+                Ok(done.map_err(|e| e.to_string())?.rows_affected())
             }
         }
     }
