@@ -341,3 +341,121 @@ pub(crate) async fn outbox_mark(db: &Db, seqs: &[i64]) -> Result<()> {
     })
     .await
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SCHEMA: &[Migration] = &[Migration {
+        version: 1,
+        sql: "CREATE TABLE t (n INTEGER PRIMARY KEY);",
+    }];
+
+    async fn db() -> (Db, tempfile::TempDir) {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::open(&dir.path().join("t.db"), SCHEMA, false)
+            .await
+            .unwrap();
+        (db, dir)
+    }
+
+    async fn rows(db: &Db) -> Vec<i64> {
+        db.read(|c| {
+            Ok(c.prepare("SELECT n FROM t ORDER BY n")?
+                .query_map([], |r| r.get(0))?
+                .collect::<rusqlite::Result<_>>()?)
+        })
+        .await
+        .unwrap()
+    }
+
+    fn insert(n: i64) -> impl FnOnce(&Connection) -> Result<()> + Send + 'static {
+        move |c| {
+            c.execute("INSERT INTO t (n) VALUES (?)", [n])?;
+            Ok(())
+        }
+    }
+
+    #[tokio::test]
+    async fn a_transaction_spanning_calls_commits_all_or_nothing() {
+        let (db, _dir) = db().await;
+        let mut tx = db.begin().await;
+        tx.call(insert(1)).await.unwrap();
+        tx.call(insert(2)).await.unwrap();
+        // The reading connection never sees what is not committed.
+        assert!(rows(&db).await.is_empty());
+        tx.commit().await.unwrap();
+        assert_eq!(rows(&db).await, [1, 2]);
+
+        // Dropped uncommitted: nothing stays, and the next writer does not find itself
+        // inside the abandoned transaction.
+        let mut tx = db.begin().await;
+        tx.call(insert(3)).await.unwrap();
+        drop(tx);
+        db.write(|tx| insert(4)(tx)).await.unwrap();
+        assert_eq!(rows(&db).await, [1, 2, 4]);
+    }
+
+    #[tokio::test]
+    async fn a_failed_call_changes_nothing_and_the_transaction_goes_on() {
+        let (db, _dir) = db().await;
+        let mut tx = db.begin().await;
+        tx.call(insert(1)).await.unwrap();
+        // 5 goes in, then 1 fails: the call is undone as a whole.
+        let failed = tx
+            .call(|c| {
+                insert(5)(c)?;
+                insert(1)(c)
+            })
+            .await;
+        assert!(matches!(failed, Err(Error::Sqlite(_))), "{failed:?}");
+        tx.call(insert(2)).await.unwrap();
+        tx.commit().await.unwrap();
+        assert_eq!(rows(&db).await, [1, 2]);
+
+        // A failing last write keeps nothing of its transaction.
+        let mut tx = db.begin().await;
+        tx.call(insert(7)).await.unwrap();
+        assert!(tx.commit_with(insert(2)).await.is_err());
+        let written = db.write(|tx| insert(8)(tx)).await;
+        assert!(written.is_ok(), "{written:?}");
+        assert_eq!(rows(&db).await, [1, 2, 8]);
+    }
+
+    #[tokio::test]
+    async fn writers_wait_for_an_open_transaction() {
+        let (db, _dir) = db().await;
+        let mut tx = db.begin().await;
+        tx.call(insert(1)).await.unwrap();
+        let other = tokio::spawn({
+            let db = db.clone();
+            async move {
+                db.write(|tx| {
+                    // Runs after the transaction: it sees 1 and adds 2.
+                    let seen: i64 = tx.query_row("SELECT COUNT(*) FROM t", [], |r| r.get(0))?;
+                    insert(seen + 1)(tx)
+                })
+                .await
+            }
+        });
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        assert!(!other.is_finished());
+        tx.commit().await.unwrap();
+        other.await.unwrap().unwrap();
+        assert_eq!(rows(&db).await, [1, 2]);
+    }
+
+    #[tokio::test]
+    async fn a_panicking_call_loses_its_answer_not_the_connection() {
+        let (db, _dir) = db().await;
+        let lost = db
+            .write(|tx| -> Result<()> {
+                insert(1)(tx)?;
+                panic!("a bug in a call");
+            })
+            .await;
+        assert!(matches!(lost, Err(Error::Stopped(_))), "{lost:?}");
+        db.write(|tx| insert(2)(tx)).await.unwrap();
+        assert_eq!(rows(&db).await, [2]);
+    }
+}
