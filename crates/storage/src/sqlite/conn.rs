@@ -184,11 +184,6 @@ impl Tx {
             .await
     }
 
-    /// Commits what the calls did.
-    pub(crate) async fn commit(self) -> Result<()> {
-        self.commit_with(|_| Ok(())).await
-    }
-
     /// Runs `f` (the writes a transaction kept for last) and commits, in one call; when `f`
     /// fails, nothing of the transaction is kept.
     pub(crate) async fn commit_with<F>(mut self, f: F) -> Result<()>
@@ -384,7 +379,7 @@ mod tests {
         tx.call(insert(2)).await.unwrap();
         // The reading connection never sees what is not committed.
         assert!(rows(&db).await.is_empty());
-        tx.commit().await.unwrap();
+        tx.commit_with(|_| Ok(())).await.unwrap();
         assert_eq!(rows(&db).await, [1, 2]);
 
         // Dropped uncommitted: nothing stays, and the next writer does not find itself
@@ -410,7 +405,7 @@ mod tests {
             .await;
         assert!(matches!(failed, Err(Error::Sqlite(_))), "{failed:?}");
         tx.call(insert(2)).await.unwrap();
-        tx.commit().await.unwrap();
+        tx.commit_with(|_| Ok(())).await.unwrap();
         assert_eq!(rows(&db).await, [1, 2]);
 
         // A failing last write keeps nothing of its transaction.
@@ -440,7 +435,7 @@ mod tests {
         });
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
         assert!(!other.is_finished());
-        tx.commit().await.unwrap();
+        tx.commit_with(|_| Ok(())).await.unwrap();
         other.await.unwrap().unwrap();
         assert_eq!(rows(&db).await, [1, 2]);
     }

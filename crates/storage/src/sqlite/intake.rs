@@ -104,6 +104,8 @@ impl IntakeStore for SqliteIntakeStore {
     async fn begin(&self) -> Result<Box<dyn IntakeTx>> {
         Ok(Box::new(SqliteIntakeTx {
             tx: self.db.begin().await,
+            alerts: Vec::new(),
+            events: Vec::new(),
         }))
     }
 
@@ -252,9 +254,15 @@ fn insert_alerts(tx: &Connection, alerts: &[AlertRecord]) -> Result<()> {
     Ok(())
 }
 
-/// A group's transaction: each call is one hand-over to the writing connection's thread.
+/// A group's transaction: each read is one hand-over to the writing connection's thread.
+/// The alerts and events, which nothing reads inside the transaction, are written in the
+/// call that commits, so a group of alerts without keys costs one hand-over in all (a
+/// duplicate alert id fails the commit).
 struct SqliteIntakeTx {
     tx: Tx,
+    alerts: Vec<AlertRecord>,
+    /// In the order they were added.
+    events: Vec<OutboxEvent>,
 }
 
 #[async_trait]
@@ -312,16 +320,9 @@ impl IntakeTx for SqliteIntakeTx {
         alerts: &[AlertRecord],
         events: &[OutboxEvent],
     ) -> Result<()> {
-        if alerts.is_empty() && events.is_empty() {
-            return Ok(());
-        }
-        let (alerts, events) = (alerts.to_vec(), events.to_vec());
-        self.tx
-            .call(move |c| {
-                insert_alerts(c, &alerts)?;
-                conn::enqueue(c, &events)
-            })
-            .await
+        self.alerts.extend_from_slice(alerts);
+        self.events.extend_from_slice(events);
+        Ok(())
     }
 
     async fn idempotent(&mut self, key: &str) -> Result<Option<Vec<u8>>> {
@@ -351,13 +352,16 @@ impl IntakeTx for SqliteIntakeTx {
     }
 
     async fn enqueue(&mut self, event: &OutboxEvent) -> Result<()> {
-        let event = event.clone();
-        self.tx
-            .call(move |c| conn::enqueue(c, std::slice::from_ref(&event)))
-            .await
+        self.events.push(event.clone());
+        Ok(())
     }
 
     async fn commit(self: Box<Self>) -> Result<()> {
-        self.tx.commit().await
+        let Self { tx, alerts, events } = *self;
+        tx.commit_with(move |c| {
+            insert_alerts(c, &alerts)?;
+            conn::enqueue(c, &events)
+        })
+        .await
     }
 }
