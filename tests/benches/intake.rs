@@ -4,8 +4,8 @@
 //! Scenarios: gRPC one alert per call, gRPC batches of 100, the Alertmanager webhook (groups
 //! of 10), the PagerDuty v2 webhook (one event per call), each with 64 concurrent callers for
 //! a few seconds; then gRPC single-alert calls paced at 5,000 alerts/s for the latency at
-//! that load. Prints alerts/s and ack p50/p99. Run with `just bench`; arguments after `--`
-//! pick the lines whose name holds them.
+//! that load. Prints alerts/s, ack p50/p99 and the process's CPU time per alert. Run with
+//! `just bench`; arguments after `--` pick the lines whose name holds them.
 #![allow(clippy::print_stdout)]
 
 use std::sync::Arc;
@@ -130,6 +130,7 @@ fn percentile(sorted: &[Duration], p: f64) -> f64 {
 
 /// Runs `call` from `CALLERS` callers for `SECONDS`, or paced at `rate` alerts/s in all.
 async fn scenario(name: &str, targets: &[Target], call: Call, rate: Option<u64>) {
+    let cpu_before = cpu_seconds();
     let until = Instant::now() + Duration::from_secs(SECONDS);
     let mut tasks = tokio::task::JoinSet::new();
     for t in targets {
@@ -164,6 +165,7 @@ async fn scenario(name: &str, targets: &[Target], call: Call, rate: Option<u64>)
         all.extend(r.unwrap());
     }
     let elapsed = started.elapsed().as_secs_f64();
+    let cpu = cpu_seconds() - cpu_before;
     all.sort_unstable();
     let alerts = all.len() as u64 * call.alerts();
     // Downstream: how fast triage turns the backlog into incidents (alerts attached per
@@ -198,12 +200,29 @@ async fn scenario(name: &str, targets: &[Target], call: Call, rate: Option<u64>)
         }
     };
     println!(
-        "  {name:<34} {:>8.0} alerts/s  ack p50 {:>6.2} ms  p99 {:>7.2} ms  ({} calls){downstream}",
+        "  {name:<34} {:>8.0} alerts/s  ack p50 {:>6.2} ms  p99 {:>7.2} ms  ({} calls)  cpu {:>4.0} µs/alert{downstream}",
         alerts as f64 / elapsed,
         percentile(&all, 0.50),
         percentile(&all, 0.99),
-        all.len()
+        all.len(),
+        cpu * 1e6 / alerts as f64,
     );
+}
+
+/// CPU time (user and system) this process has used, in seconds: callers, the stack and
+/// its downstream work together. Steadier than alerts/s on a shared machine.
+fn cpu_seconds() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    // Fields after the command name (which is in parentheses): utime and stime are the
+    // 12th and 13th, in clock ticks (100 a second on Linux).
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let ticks: u64 = rest
+        .split_whitespace()
+        .skip(11)
+        .take(2)
+        .filter_map(|t| t.parse::<u64>().ok())
+        .sum();
+    ticks as f64 / 100.0
 }
 
 /// A fresh embedded stack and `CALLERS` connected callers, so no scenario inherits the
