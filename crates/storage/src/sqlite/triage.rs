@@ -290,7 +290,7 @@ impl TriageTx for SqliteTriageTx {
 
     async fn prefetch(&mut self, alert_ids: &[String], dedup_keys: &[String]) -> Result<()> {
         let (ids, keys) = (json_text(&alert_ids)?, json_text(&dedup_keys)?);
-        let (attached, active) = self
+        let (attached, active, next_seq) = self
             .tx
             .call(move |c| {
                 let attached = c
@@ -311,9 +311,12 @@ impl TriageTx for SqliteTriageTx {
                     ))?
                     .query_map([&keys], IncidentRow::read)?
                     .collect::<rusqlite::Result<Vec<_>>>()?;
-                Ok((attached, active))
+                // The batch appends to the timeline: its first number, read on the way.
+                Ok((attached, active, next_timeline_seq(c)?))
             })
             .await?;
+        // Unless this transaction numbered entries already (not yet written, so not counted).
+        self.next_seq.get_or_insert(next_seq);
         for id in alert_ids {
             self.attached.insert(id.clone(), None);
         }
@@ -470,19 +473,7 @@ impl TriageTx for SqliteTriageTx {
     async fn append(&mut self, e: &NewTimelineEntry) -> Result<TimelineRecord> {
         let seq = match self.next_seq {
             Some(seq) => seq,
-            // What AUTOINCREMENT would give: past every number ever used.
-            None => {
-                self.tx
-                    .call(|c| {
-                        Ok(c.query_row(
-                            "SELECT MAX(COALESCE((SELECT seq FROM sqlite_sequence WHERE name = 'timeline'), 0),
-                                COALESCE((SELECT MAX(seq) FROM timeline), 0)) + 1",
-                            [],
-                            |r| r.get(0),
-                        )?)
-                    })
-                    .await?
-            }
+            None => self.tx.call(next_timeline_seq).await?,
         };
         self.next_seq = Some(seq + 1);
         let entry = TimelineRecord {
@@ -546,6 +537,15 @@ impl TriageTx for SqliteTriageTx {
         })
         .await
     }
+}
+
+/// What AUTOINCREMENT would number the next timeline entry: past every number ever used.
+fn next_timeline_seq(c: &Connection) -> Result<i64> {
+    Ok(c.prepare_cached(
+        "SELECT MAX(COALESCE((SELECT seq FROM sqlite_sequence WHERE name = 'timeline'), 0),
+            COALESCE((SELECT MAX(seq) FROM timeline), 0)) + 1",
+    )?
+    .query_row([], |r| r.get(0))?)
 }
 
 fn update_row(c: &Connection, i: &IncidentRecord) -> Result<()> {

@@ -197,6 +197,22 @@ async fn the_timeline_is_append_only_and_in_order(f: &Fixture<dyn TriageStore>) 
     assert_eq!(now.len(), 6);
     assert_eq!(now[5], after);
     assert!(after.seq > blind.seq);
+
+    // Numbering holds across a read-ahead in the middle of a transaction.
+    let mut tx = store.begin().await.unwrap();
+    let first = tx
+        .append(&entry("a", "note", json!({ "n": "p1" })))
+        .await
+        .unwrap();
+    tx.prefetch(&[], &["k".to_owned()]).await.unwrap();
+    let second = tx
+        .append(&entry("a", "note", json!({ "n": "p2" })))
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    assert!(first.seq < second.seq);
+    let now = store.timeline("a").await.unwrap();
+    assert_eq!(now[now.len() - 2..], [first, second]);
 }
 
 async fn processed_events_are_remembered(f: &Fixture<dyn TriageStore>) {
