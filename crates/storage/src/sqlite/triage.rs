@@ -96,9 +96,17 @@ impl SqliteTriageStore {
 
 impl_outbox!(SqliteTriageStore);
 
-const INCIDENT: &str = "SELECT id, title, description, category, severity, priority, urgency,
-    state, dedup_key, alert_count, labels, source, opened_at, acknowledged_at, resolved_at,
-    closed_at, resolution_summary, root_cause, review, updated_at FROM incidents";
+/// A query of incidents: the columns [`IncidentRow::read`] reads, then `$rest`.
+macro_rules! incidents {
+    ($rest:literal) => {
+        concat!(
+            "SELECT id, title, description, category, severity, priority, urgency, state,
+                dedup_key, alert_count, labels, source, opened_at, acknowledged_at, resolved_at,
+                closed_at, resolution_summary, root_cause, review, updated_at FROM incidents ",
+            $rest
+        )
+    };
+}
 
 #[async_trait]
 impl TriageStore for SqliteTriageStore {
@@ -117,15 +125,7 @@ impl TriageStore for SqliteTriageStore {
 
     async fn incident(&self, id: &str) -> Result<Option<IncidentRecord>> {
         let id = id.to_owned();
-        self.db
-            .read(move |c| {
-                c.prepare_cached(&format!("{INCIDENT} WHERE id = ?"))?
-                    .query_row([&id], IncidentRow::read)
-                    .optional()?
-                    .map(IncidentRow::record)
-                    .transpose()
-            })
-            .await
+        self.db.read(move |c| incident_by_id(c, &id)).await
     }
 
     async fn incidents(&self, state: Option<&str>, limit: u32) -> Result<Vec<IncidentRecord>> {
@@ -135,15 +135,13 @@ impl TriageStore for SqliteTriageStore {
                 let limit = i64::from(limit);
                 let rows = match &state {
                     Some(state) => c
-                        .prepare_cached(&format!(
-                            "{INCIDENT} WHERE state = ? ORDER BY opened_at DESC, id DESC LIMIT ?"
+                        .prepare_cached(incidents!(
+                            "WHERE state = ? ORDER BY opened_at DESC, id DESC LIMIT ?"
                         ))?
                         .query_map((state, limit), IncidentRow::read)?
                         .collect::<rusqlite::Result<Vec<_>>>()?,
                     None => c
-                        .prepare_cached(&format!(
-                            "{INCIDENT} ORDER BY opened_at DESC, id DESC LIMIT ?"
-                        ))?
+                        .prepare_cached(incidents!("ORDER BY opened_at DESC, id DESC LIMIT ?"))?
                         .query_map([limit], IncidentRow::read)?
                         .collect::<rusqlite::Result<Vec<_>>>()?,
                 };
@@ -302,10 +300,10 @@ impl TriageTx for SqliteTriageTx {
                         Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get(2)?))
                     })?
                     .collect::<rusqlite::Result<Vec<_>>>()?;
+                // Without the hint SQLite walks every active incident (by state).
                 let active = c
-                    .prepare_cached(&format!(
-                        // Without the hint SQLite walks every active incident (by state).
-                        "{INCIDENT} INDEXED BY incidents_one_active_per_key
+                    .prepare_cached(incidents!(
+                        "INDEXED BY incidents_one_active_per_key
                          WHERE state IN ('open', 'acknowledged')
                          AND dedup_key IN (SELECT value FROM json_each(?))"
                     ))?
@@ -366,8 +364,8 @@ impl TriageTx for SqliteTriageTx {
                 for i in &dirty {
                     update_row(c, i)?;
                 }
-                c.prepare_cached(&format!(
-                    "{INCIDENT} WHERE dedup_key = ? AND state IN ('open', 'acknowledged')"
+                c.prepare_cached(incidents!(
+                    "WHERE dedup_key = ? AND state IN ('open', 'acknowledged')"
                 ))?
                 .query_row([&key], IncidentRow::read)
                 .optional()?
@@ -384,15 +382,7 @@ impl TriageTx for SqliteTriageTx {
             return Ok(Some(i.clone()));
         }
         let id = id.to_owned();
-        self.tx
-            .call(move |c| {
-                c.prepare_cached(&format!("{INCIDENT} WHERE id = ?"))?
-                    .query_row([&id], IncidentRow::read)
-                    .optional()?
-                    .map(IncidentRow::record)
-                    .transpose()
-            })
-            .await
+        self.tx.call(move |c| incident_by_id(c, &id)).await
     }
 
     async fn insert_incident(&mut self, i: &IncidentRecord) -> Result<()> {
@@ -548,6 +538,14 @@ fn next_timeline_seq(c: &Connection) -> Result<i64> {
     .query_row([], |r| r.get(0))?)
 }
 
+fn incident_by_id(c: &Connection, id: &str) -> Result<Option<IncidentRecord>> {
+    c.prepare_cached(incidents!("WHERE id = ?"))?
+        .query_row([id], IncidentRow::read)
+        .optional()?
+        .map(IncidentRow::record)
+        .transpose()
+}
+
 fn update_row(c: &Connection, i: &IncidentRecord) -> Result<()> {
     c.prepare_cached(
         "UPDATE incidents SET title = ?, description = ?, category = ?, severity = ?, priority = ?,
@@ -584,7 +582,7 @@ struct IncidentRow {
 }
 
 impl IncidentRow {
-    /// Reads a row of [`INCIDENT`]'s columns.
+    /// Reads a row of an [`incidents!`] query.
     fn read(r: &rusqlite::Row<'_>) -> rusqlite::Result<Self> {
         Ok(Self {
             record: IncidentRecord {
