@@ -10,6 +10,7 @@ mod grpc;
 mod logic;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use firebreak_bus::{
     Batch, Bus, ConsumerOptions, HandlerError, Relay, RelayHandle, consume_batched, streams,
@@ -71,9 +72,13 @@ impl Triage {
                 self.bus.clone(),
                 stream,
                 "triage",
-                // Alert storms come in large runs: bigger batches, fewer transactions.
+                // Alert storms come in large runs: bigger batches, fewer transactions. Under
+                // load the next fetch waits 10 ms to let a batch fill: at 10,000 alerts/s, about
+                // a hundred alerts a transaction instead of a few (the intake benchmark spent
+                // 10-25% less CPU per alert with it).
                 ConsumerOptions {
                     batch: 500,
+                    linger: Duration::from_millis(10),
                     ..ConsumerOptions::default()
                 },
                 shutdown.clone(),

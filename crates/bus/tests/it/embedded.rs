@@ -192,3 +192,65 @@ async fn an_unavailable_store_is_waited_out_without_parking() {
     assert_eq!(calls.load(std::sync::atomic::Ordering::SeqCst), 11);
     assert!(log.parked().await.unwrap().is_empty(), "nothing parked");
 }
+
+#[tokio::test]
+async fn under_load_the_consume_loop_lingers_so_batches_fill() {
+    use firebreak_bus::{Batch, ConsumerOptions, Delivery, consume_batched};
+    use tokio_util::sync::CancellationToken;
+
+    let dir = tempfile::tempdir().unwrap();
+    let (b, _) = bus(&dir.path().join("bus.db")).await;
+    b.publish("alerts", msg("a")).await.unwrap();
+    b.publish("alerts", msg("b")).await.unwrap();
+    // The size of every batch handled: a batch handler sees two or more, the one-by-one
+    // handler one.
+    let sizes: Arc<std::sync::Mutex<Vec<usize>>> = Arc::default();
+    let shutdown = CancellationToken::new();
+    let consumer = tokio::spawn(consume_batched(
+        Arc::new(b.clone()),
+        "alerts",
+        "triage",
+        ConsumerOptions {
+            linger: Duration::from_secs(2),
+            ..ConsumerOptions::default()
+        },
+        shutdown.clone(),
+        {
+            let sizes = sizes.clone();
+            move |batch: Arc<[Delivery]>| {
+                let sizes = sizes.clone();
+                async move {
+                    sizes.lock().unwrap().push(batch.len());
+                    Ok(Batch::Handled)
+                }
+            }
+        },
+        {
+            let sizes = sizes.clone();
+            move |_: Delivery| {
+                let sizes = sizes.clone();
+                async move {
+                    sizes.lock().unwrap().push(1);
+                    Ok(())
+                }
+            }
+        },
+    ));
+    crate::eventually(Duration::from_secs(10), "the first batch", || async {
+        (!sizes.lock().unwrap().is_empty()).then_some(())
+    })
+    .await;
+    // A batch of two but not a full one: the loop waits before fetching again, so two
+    // messages published apart arrive together (without lingering, the first would be
+    // fetched alone).
+    b.publish("alerts", msg("c")).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    b.publish("alerts", msg("d")).await.unwrap();
+    crate::eventually(Duration::from_secs(10), "c and d handled", || async {
+        (sizes.lock().unwrap().iter().sum::<usize>() == 4).then_some(())
+    })
+    .await;
+    shutdown.cancel();
+    consumer.await.unwrap();
+    assert_eq!(*sizes.lock().unwrap(), [2, 2]);
+}
