@@ -1,32 +1,65 @@
-//! The embedded bus: in-process delivery, durable in a SQLite log, for `firebreak up`.
+//! The embedded bus: in-process delivery, durable in SQLite, for `firebreak up`.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use firebreak_storage::{BusLog, BusMessage};
+use firebreak_storage::{BusLog, BusMessage, Outbox, OutboxLog};
 use tokio::sync::watch;
 
-use crate::{Bus, Delivery, Message, Result};
+use crate::{Bus, Delivery, Error, Message, Result};
 
-/// The in-process bus. Messages live in a SQLite log so that a crash loses none: consumers
+/// The in-process bus. Messages are durable in SQLite, so a crash loses none: consumers
 /// resume from their durable cursor. Cheap to clone.
+///
+/// A stream given its producer's outbox ([`EmbeddedBus::read_in_place`]) is served straight
+/// from that service's database: the events committed with a state change are the stream,
+/// and nothing copies them. Other streams live in the bus's own log, where a relay publishes.
+/// A consumer of a stream read in place first drains what a relay copied into the log before
+/// (a data directory of an earlier version), then moves to the outbox where that relay
+/// stopped.
 #[derive(Clone)]
 pub struct EmbeddedBus {
     log: Arc<dyn BusLog>,
+    /// Streams read in place, each from the outbox of the one service producing it.
+    sources: Arc<HashMap<String, Arc<dyn OutboxLog>>>,
+    /// Where each consumer of a stream read in place is, as far as this process knows.
+    places: Arc<Mutex<HashMap<(String, String), Place>>>,
     /// Per stream, ticks when messages were appended to it: a consumer waiting on one stream
-    /// is not woken (to query the log for nothing) by appends to the others.
+    /// is not woken (to query for nothing) by appends to the others.
     appended: Arc<Mutex<HashMap<String, watch::Sender<u64>>>>,
 }
+
+/// Where a consumer of a stream read in place reads.
+#[derive(Clone, Copy)]
+enum Place {
+    /// Still in the bus's log: messages a relay copied there before.
+    Log,
+    /// In the outbox, past this sequence number.
+    Outbox(i64),
+}
+
+/// Acknowledgements crossing a multiple of this sweep the outbox of old, consumed events.
+const SWEEP_EVERY: i64 = 4096;
 
 impl EmbeddedBus {
     /// A bus over `log`.
     pub fn new(log: Arc<dyn BusLog>) -> Self {
         Self {
             log,
+            sources: Arc::default(),
+            places: Arc::default(),
             appended: Arc::default(),
         }
+    }
+
+    /// Serves `stream` from `outbox`, the outbox of the service producing it: consumers read
+    /// its committed events in place. The service's relay then only passes on wake-ups.
+    #[must_use]
+    pub fn read_in_place(mut self, stream: &str, outbox: Arc<dyn OutboxLog>) -> Self {
+        Arc::make_mut(&mut self.sources).insert(stream.to_owned(), outbox);
+        self
     }
 
     fn tick(&self, stream: &str) {
@@ -45,11 +78,127 @@ impl EmbeddedBus {
             .or_insert_with(|| watch::channel(0).0)
             .subscribe()
     }
+
+    fn refuse_in_place(&self, stream: &str) -> Result<()> {
+        if self.sources.contains_key(stream) {
+            return Err(Error::Invalid(format!(
+                "stream {stream} is read in place from its producer's outbox; nothing publishes to it"
+            )));
+        }
+        Ok(())
+    }
+
+    /// Where `consumer` reads `stream` (read in place): known, or its durable cursor.
+    async fn place(&self, consumer: &str, stream: &str) -> Result<Place> {
+        let key = (consumer.to_owned(), stream.to_owned());
+        if let Some(p) = self.places().get(&key) {
+            return Ok(*p);
+        }
+        let place = match self.log.outbox_cursor(consumer, stream).await? {
+            Some(seq) => Place::Outbox(seq),
+            None => Place::Log,
+        };
+        self.places().insert(key, place);
+        Ok(place)
+    }
+
+    fn places(&self) -> std::sync::MutexGuard<'_, HashMap<(String, String), Place>> {
+        self.places.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Up to `max` deliveries of `stream`, read in place from `source`, for `consumer`.
+    async fn fetch_in_place(
+        &self,
+        source: &dyn OutboxLog,
+        stream: &str,
+        consumer: &str,
+        max: u32,
+    ) -> Result<Vec<Delivery>> {
+        match self.place(consumer, stream).await? {
+            Place::Log => {
+                let batch = self.log.fetch(consumer, stream, max).await?;
+                if !batch.is_empty() {
+                    return Ok(from_log(batch));
+                }
+                // The log is drained: on into the outbox, where the relay stopped copying.
+                let start = source.start().await?;
+                self.log.move_outbox_cursor(consumer, stream, start).await?;
+                self.places().insert(
+                    (consumer.to_owned(), stream.to_owned()),
+                    Place::Outbox(start),
+                );
+                Box::pin(self.fetch_in_place(source, stream, consumer, max)).await
+            }
+            Place::Outbox(after) => Ok(source
+                .since(stream, after, max)
+                .await?
+                .into_iter()
+                .map(|row| {
+                    Delivery::new(
+                        Message {
+                            id: row.event.id,
+                            subject: row.event.subject,
+                            payload: row.event.payload,
+                        },
+                        row.seq,
+                    )
+                })
+                .collect()),
+        }
+    }
+
+    /// Moves `consumer`'s cursor in `stream` (read in place) to `seq`; now and then sweeps
+    /// the outbox of the events every consumer is past.
+    async fn ack_in_place(
+        &self,
+        source: &dyn OutboxLog,
+        stream: &str,
+        consumer: &str,
+        seq: i64,
+    ) -> Result<()> {
+        let before = match self.place(consumer, stream).await? {
+            Place::Log => return Ok(self.log.ack(consumer, stream, seq).await?),
+            Place::Outbox(before) => before,
+        };
+        self.log.move_outbox_cursor(consumer, stream, seq).await?;
+        self.places().insert(
+            (consumer.to_owned(), stream.to_owned()),
+            Place::Outbox(before.max(seq)),
+        );
+        if before / SWEEP_EVERY != seq / SWEEP_EVERY
+            && let Some(upto) = self.log.min_outbox_cursor(stream).await?
+        {
+            source.sweep(stream, upto).await?;
+        }
+        Ok(())
+    }
+}
+
+fn from_log(batch: Vec<(i64, BusMessage)>) -> Vec<Delivery> {
+    batch
+        .into_iter()
+        .map(|(seq, m)| {
+            Delivery::new(
+                Message {
+                    id: m.id,
+                    subject: m.subject,
+                    payload: m.payload,
+                },
+                seq,
+            )
+        })
+        .collect()
+}
+
+/// Whether `source` is `outbox` (the same store).
+fn same(source: &Arc<dyn OutboxLog>, outbox: &dyn Outbox) -> bool {
+    std::ptr::addr_eq(Arc::as_ptr(source), std::ptr::from_ref(outbox))
 }
 
 #[async_trait]
 impl Bus for EmbeddedBus {
     async fn publish(&self, stream: &str, m: Message) -> Result<()> {
+        self.refuse_in_place(stream)?;
         let msg = BusMessage {
             id: m.id,
             subject: m.subject,
@@ -65,6 +214,9 @@ impl Bus for EmbeddedBus {
         let mut streams: Vec<String> = messages.iter().map(|(s, _)| s.clone()).collect();
         streams.sort_unstable();
         streams.dedup();
+        for stream in &streams {
+            self.refuse_in_place(stream)?;
+        }
         let batch: Vec<(String, BusMessage)> = messages
             .into_iter()
             .map(|(stream, m)| {
@@ -97,21 +249,15 @@ impl Bus for EmbeddedBus {
         let deadline = tokio::time::Instant::now() + wait;
         loop {
             appended.borrow_and_update();
-            let batch = self.log.fetch(consumer, stream, max).await?;
+            let batch = match self.sources.get(stream) {
+                Some(source) => {
+                    self.fetch_in_place(&**source, stream, consumer, max)
+                        .await?
+                }
+                None => from_log(self.log.fetch(consumer, stream, max).await?),
+            };
             if !batch.is_empty() {
-                return Ok(batch
-                    .into_iter()
-                    .map(|(seq, m)| {
-                        Delivery::new(
-                            Message {
-                                id: m.id,
-                                subject: m.subject,
-                                payload: m.payload,
-                            },
-                            seq,
-                        )
-                    })
-                    .collect());
+                return Ok(batch);
             }
             if tokio::time::timeout_at(deadline, appended.changed())
                 .await
@@ -127,13 +273,46 @@ impl Bus for EmbeddedBus {
     /// consumer loop acknowledges a gap-free run in stream order; one process consumes an
     /// embedded bus, so there is no other replica whose deliveries it could cover.
     async fn ack(&self, stream: &str, consumer: &str, deliveries: &[Delivery]) -> Result<()> {
-        match deliveries.iter().map(|d| d.seq).max() {
-            Some(seq) => Ok(self.log.ack(consumer, stream, seq).await?),
-            None => Ok(()),
+        let Some(seq) = deliveries.iter().map(|d| d.seq).max() else {
+            return Ok(());
+        };
+        match self.sources.get(stream) {
+            Some(source) => self.ack_in_place(&**source, stream, consumer, seq).await,
+            None => Ok(self.log.ack(consumer, stream, seq).await?),
         }
     }
 
     async fn park(&self, stream: &str, consumer: &str, d: &Delivery, error: &str) -> Result<()> {
+        if self.sources.contains_key(stream)
+            && let Place::Outbox(before) = self.place(consumer, stream).await?
+        {
+            let m = &d.message;
+            let copy = BusMessage {
+                id: m.id.clone(),
+                subject: m.subject.clone(),
+                payload: m.payload.clone(),
+            };
+            self.log
+                .park_event(consumer, stream, d.seq, &copy, error)
+                .await?;
+            self.places().insert(
+                (consumer.to_owned(), stream.to_owned()),
+                Place::Outbox(before.max(d.seq)),
+            );
+            return Ok(());
+        }
         Ok(self.log.park(consumer, stream, d.seq, error).await?)
+    }
+
+    fn reads_in_place(&self, outbox: &dyn Outbox) -> bool {
+        self.sources.values().any(|s| same(s, outbox))
+    }
+
+    fn outbox_written(&self, outbox: &dyn Outbox) {
+        for (stream, source) in self.sources.iter() {
+            if same(source, outbox) {
+                self.tick(stream);
+            }
+        }
     }
 }

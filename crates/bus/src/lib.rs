@@ -155,6 +155,14 @@ pub trait Bus: Send + Sync {
         delivery: &Delivery,
         error: &str,
     ) -> Result<()>;
+    /// Whether this bus reads `outbox` in place (the embedded bus does, for the streams it
+    /// was given one for): a relay then has nothing to copy and only passes on, through
+    /// [`Bus::outbox_written`], that new events committed.
+    fn reads_in_place(&self, _outbox: &dyn firebreak_storage::Outbox) -> bool {
+        false
+    }
+    /// New events committed to an outbox this bus reads in place.
+    fn outbox_written(&self, _outbox: &dyn firebreak_storage::Outbox) {}
 }
 
 /// Builds an event envelope for the outbox: a fresh id, the time, the payload, and the trace

@@ -37,7 +37,18 @@ impl Relay {
     /// A publish that fails leaves the row unpublished; it is retried on the next round. A
     /// crash between publish and mark publishes again after restart: the bus dedupes on the
     /// event id, so consumers see it once in the stream (and dedupe anyway).
+    ///
+    /// When the bus reads the outbox in place (the embedded bus), there is nothing to move:
+    /// the relay only passes the wake-ups of commits on to the bus.
     pub async fn run(self, shutdown: CancellationToken) {
+        if self.bus.reads_in_place(&*self.outbox) {
+            loop {
+                tokio::select! {
+                    () = self.handle.wake.notified() => self.bus.outbox_written(&*self.outbox),
+                    () = shutdown.cancelled() => return,
+                }
+            }
+        }
         let poll = Duration::from_millis(500);
         loop {
             let drained = match self.round().await {

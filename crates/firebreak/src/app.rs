@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use axum::routing::get;
-use firebreak_bus::{Bus, EmbeddedBus};
+use firebreak_bus::{Bus, EmbeddedBus, streams};
 use firebreak_bus::{NatsBus, NatsOptions};
 use firebreak_domain::{Clock, SystemClock};
 use firebreak_intake::{Intake, Registry};
@@ -223,11 +223,6 @@ impl App {
         let data_lock = lock_data_dir(&config.data_dir)?;
         let db = |name: &str| config.data_dir.join(format!("{name}.db"));
         let fsync = config.durable_fsync;
-        let bus: Arc<dyn Bus> = Arc::new(EmbeddedBus::new(Arc::new(
-            SqliteBusLog::open(&db("bus"), fsync)
-                .await
-                .context("opening bus.db")?,
-        )));
         let catalog = load_catalog(&config)?;
         let runbooks = catalog.all().len();
         let (grpc, http) = bind(&config).await?;
@@ -252,6 +247,18 @@ impl App {
             SqliteNotificationStore::open(&db("notification"), fsync)
                 .await
                 .context("opening notification.db")?,
+        );
+        // Each stream is read in place from the outbox of the one service producing it.
+        let bus: Arc<dyn Bus> = Arc::new(
+            EmbeddedBus::new(Arc::new(
+                SqliteBusLog::open(&db("bus"), fsync)
+                    .await
+                    .context("opening bus.db")?,
+            ))
+            .read_in_place(streams::ALERTS, intake_store.clone())
+            .read_in_place(streams::INCIDENTS, triage_store.clone())
+            .read_in_place(streams::RUNBOOKS, orchestration_store.clone())
+            .read_in_place(streams::NOTIFICATIONS, notification_store.clone()),
         );
         let probes = vec![
             store_probe("intake", intake_store.clone()),

@@ -27,6 +27,22 @@ pub trait Outbox: Send + Sync {
     async fn ping(&self) -> Result<()>;
 }
 
+/// An outbox read in place: the embedded bus serves a stream's events to its consumers
+/// straight from the producing service's database, instead of a relay copying them into a
+/// log of its own. Each stream has one producer, so a stream is one outbox.
+#[async_trait]
+pub trait OutboxLog: Outbox {
+    /// Committed events of `stream` after sequence number `after`, oldest first.
+    async fn since(&self, stream: &str, after: i64, limit: u32) -> Result<Vec<OutboxRecord>>;
+    /// Where a consumer moving from the bus's log to reading in place starts: the events up
+    /// to it went to the log through a relay (before this outbox was read in place), the
+    /// ones after it never will.
+    async fn start(&self) -> Result<i64>;
+    /// Deletes the events of `stream` up to `seq` (every consumer is past them) that are more
+    /// than a day old.
+    async fn sweep(&self, stream: &str, upto: i64) -> Result<()>;
+}
+
 /// Intake's store: the raw and normalized alerts.
 #[async_trait]
 pub trait IntakeStore: Outbox {
@@ -221,4 +237,21 @@ pub trait BusLog: Send + Sync {
     async fn park(&self, consumer: &str, stream: &str, seq: i64, error: &str) -> Result<()>;
     /// Parked messages, for operators.
     async fn parked(&self) -> Result<Vec<ParkedRecord>>;
+    /// Where the consumer is in `stream` read in place (an [`OutboxLog`]'s sequence numbers):
+    /// `None` until it has moved there from this log.
+    async fn outbox_cursor(&self, consumer: &str, stream: &str) -> Result<Option<i64>>;
+    /// Moves the consumer's cursor in `stream` read in place to `seq` (never backwards).
+    async fn move_outbox_cursor(&self, consumer: &str, stream: &str, seq: i64) -> Result<()>;
+    /// The lowest cursor of the consumers of `stream` read in place.
+    async fn min_outbox_cursor(&self, stream: &str) -> Result<Option<i64>>;
+    /// Parks a copy of an event of `stream` read in place (the outbox sweeps its own), and
+    /// moves the consumer past it.
+    async fn park_event(
+        &self,
+        consumer: &str,
+        stream: &str,
+        seq: i64,
+        msg: &BusMessage,
+        error: &str,
+    ) -> Result<()>;
 }

@@ -1,7 +1,9 @@
-//! Integration tests of the bus crate: the embedded adapter on SQLite, the NATS adapter on a
+//! Integration tests of the bus crate: the embedded adapter on SQLite (its own log, and
+//! streams read in place from a service's outbox), the NATS adapter on a
 //! real `nats-server` per test, and the consumer loop on both.
 
 mod embedded;
+mod in_place;
 mod nats;
 
 use std::future::Future;

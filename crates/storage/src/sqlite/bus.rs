@@ -8,9 +8,10 @@ use super::conn::Db;
 use super::{Migration, now_micros};
 use crate::{BusLog, BusMessage, ParkedRecord, Result};
 
-const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    sql: "
+const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        sql: "
 CREATE TABLE messages (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
     stream TEXT NOT NULL,
@@ -35,7 +36,32 @@ CREATE TABLE parked (
     PRIMARY KEY (consumer, stream, seq)
 );
 ",
-}];
+    },
+    // Streams read in place from their producer's outbox: a cursor per consumer in the
+    // outbox's sequence numbers, and parked events kept as copies (the outbox sweeps its own).
+    Migration {
+        version: 2,
+        sql: "
+CREATE TABLE outbox_cursors (
+    consumer TEXT NOT NULL,
+    stream TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    PRIMARY KEY (consumer, stream)
+);
+CREATE TABLE parked_events (
+    consumer TEXT NOT NULL,
+    stream TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    error TEXT NOT NULL,
+    parked_at INTEGER NOT NULL,
+    message_id TEXT NOT NULL,
+    subject TEXT NOT NULL,
+    payload BLOB NOT NULL,
+    PRIMARY KEY (consumer, stream, seq)
+);
+",
+    },
+];
 
 /// The embedded bus's log on SQLite.
 #[derive(Clone)]
@@ -54,6 +80,10 @@ impl SqliteBusLog {
 
 const APPEND: &str = "INSERT INTO messages (stream, id, subject, payload, appended_at)
     VALUES (?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING";
+
+const MOVE_OUTBOX_CURSOR: &str =
+    "INSERT INTO outbox_cursors (consumer, stream, seq) VALUES (?, ?, ?)
+    ON CONFLICT (consumer, stream) DO UPDATE SET seq = MAX(seq, excluded.seq)";
 
 const MOVE_CURSOR: &str = "INSERT INTO cursors (consumer, stream, acked_seq) VALUES (?, ?, ?)
     ON CONFLICT (consumer, stream) DO UPDATE SET acked_seq = MAX(acked_seq, excluded.acked_seq)";
@@ -152,7 +182,11 @@ impl BusLog for SqliteBusLog {
             .read(|c| {
                 let mut q = c.prepare(
                     "SELECT p.consumer, p.stream, p.seq, p.error, p.parked_at, m.id, m.subject
-                     FROM parked p JOIN messages m ON m.seq = p.seq ORDER BY p.parked_at",
+                     FROM parked p JOIN messages m ON m.seq = p.seq
+                     UNION ALL
+                     SELECT consumer, stream, seq, error, parked_at, message_id, subject
+                     FROM parked_events
+                     ORDER BY 5",
                 )?;
                 let rows = q.query_map([], |r| {
                     Ok(ParkedRecord {
@@ -166,6 +200,80 @@ impl BusLog for SqliteBusLog {
                     })
                 })?;
                 Ok(rows.collect::<rusqlite::Result<_>>()?)
+            })
+            .await
+    }
+
+    async fn outbox_cursor(&self, consumer: &str, stream: &str) -> Result<Option<i64>> {
+        let (consumer, stream) = (consumer.to_owned(), stream.to_owned());
+        self.db
+            .read(move |c| {
+                let mut q = c.prepare_cached(
+                    "SELECT seq FROM outbox_cursors WHERE consumer = ? AND stream = ?",
+                )?;
+                let mut rows = q.query_map((&consumer, &stream), |r| r.get(0))?;
+                Ok(rows.next().transpose()?)
+            })
+            .await
+    }
+
+    async fn move_outbox_cursor(&self, consumer: &str, stream: &str, seq: i64) -> Result<()> {
+        let (consumer, stream) = (consumer.to_owned(), stream.to_owned());
+        self.db
+            .write(move |tx| {
+                tx.prepare_cached(MOVE_OUTBOX_CURSOR)?
+                    .execute((&consumer, &stream, seq))?;
+                Ok(())
+            })
+            .await
+    }
+
+    async fn min_outbox_cursor(&self, stream: &str) -> Result<Option<i64>> {
+        let stream = stream.to_owned();
+        self.db
+            .read(move |c| {
+                Ok(c.query_row(
+                    "SELECT MIN(seq) FROM outbox_cursors WHERE stream = ?",
+                    [&stream],
+                    |r| r.get(0),
+                )?)
+            })
+            .await
+    }
+
+    async fn park_event(
+        &self,
+        consumer: &str,
+        stream: &str,
+        seq: i64,
+        msg: &BusMessage,
+        error: &str,
+    ) -> Result<()> {
+        let (consumer, stream, error, msg) = (
+            consumer.to_owned(),
+            stream.to_owned(),
+            error.to_owned(),
+            msg.clone(),
+        );
+        self.db
+            .write(move |tx| {
+                tx.execute(
+                    "INSERT INTO parked_events
+                        (consumer, stream, seq, error, parked_at, message_id, subject, payload)
+                     VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+                    (
+                        &consumer,
+                        &stream,
+                        seq,
+                        &error,
+                        now_micros(),
+                        &msg.id,
+                        &msg.subject,
+                        &msg.payload,
+                    ),
+                )?;
+                tx.execute(MOVE_OUTBOX_CURSOR, (&consumer, &stream, seq))?;
+                Ok(())
             })
             .await
     }

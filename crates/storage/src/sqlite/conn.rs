@@ -130,7 +130,7 @@ impl Db {
     /// and rolled back when it fails.
     pub(crate) async fn write<R, F>(&self, f: F) -> Result<R>
     where
-        F: FnOnce(&rusqlite::Transaction<'_>) -> Result<R> + Send + 'static,
+        F: FnOnce(&Connection) -> Result<R> + Send + 'static,
         R: Send + 'static,
     {
         let _held = self.lock.lock().await;
@@ -167,16 +167,15 @@ impl Tx {
             .run(
                 |c| {
                     if c.is_autocommit() {
-                        c.execute_batch("BEGIN IMMEDIATE")?;
+                        run(c, "BEGIN IMMEDIATE")?;
                     }
                     // A call that fails changes nothing, as one statement would not.
-                    c.execute_batch("SAVEPOINT call")?;
+                    run(c, "SAVEPOINT call")?;
                     let out = f(c);
-                    c.execute_batch(if out.is_ok() {
-                        "RELEASE call"
-                    } else {
-                        "ROLLBACK TO call; RELEASE call"
-                    })?;
+                    if out.is_err() {
+                        run(c, "ROLLBACK TO call")?;
+                    }
+                    run(c, "RELEASE call")?;
                     out
                 },
                 true,
@@ -194,11 +193,11 @@ impl Tx {
         self.conn
             .call(|c| {
                 if c.is_autocommit() {
-                    c.execute_batch("BEGIN IMMEDIATE")?;
+                    run(c, "BEGIN IMMEDIATE")?;
                 }
                 // On failure the thread rolls back what this call leaves open.
                 f(c)?;
-                c.execute_batch("COMMIT")?;
+                run(c, "COMMIT")?;
                 Ok(())
             })
             .await
@@ -215,15 +214,29 @@ impl Drop for Tx {
     }
 }
 
+/// Runs one statement without parameters through the statement cache (`execute_batch`
+/// would compile it again on every call).
+fn run(c: &Connection, sql: &str) -> Result<()> {
+    c.prepare_cached(sql)?.raw_execute()?;
+    Ok(())
+}
+
 /// Runs `f` in a `BEGIN IMMEDIATE` transaction on `c`.
 pub(crate) fn transaction<R>(
     c: &mut Connection,
-    f: impl FnOnce(&rusqlite::Transaction<'_>) -> Result<R>,
+    f: impl FnOnce(&Connection) -> Result<R>,
 ) -> Result<R> {
-    let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-    let out = f(&tx)?;
-    tx.commit()?;
-    Ok(out)
+    run(c, "BEGIN IMMEDIATE")?;
+    match f(c) {
+        Ok(out) => {
+            run(c, "COMMIT")?;
+            Ok(out)
+        }
+        Err(e) => {
+            let _ = run(c, "ROLLBACK");
+            Err(e)
+        }
+    }
 }
 
 fn connect(path: &Path, durable_fsync: bool) -> Result<Connection> {
@@ -300,20 +313,74 @@ pub(crate) async fn outbox_pending(db: &Db, limit: u32) -> Result<Vec<crate::Out
             "SELECT seq, id, stream, subject, payload FROM outbox WHERE published_at IS NULL
              ORDER BY seq LIMIT ?",
         )?;
-        let rows = q.query_map([i64::from(limit)], |r| {
-            Ok(crate::OutboxRecord {
-                seq: r.get(0)?,
-                event: crate::OutboxEvent {
-                    id: r.get(1)?,
-                    stream: r.get(2)?,
-                    subject: r.get(3)?,
-                    payload: r.get(4)?,
-                },
-            })
-        })?;
+        let rows = q.query_map([i64::from(limit)], outbox_record)?;
         Ok(rows.collect::<rusqlite::Result<_>>()?)
     })
     .await
+}
+
+/// Committed outbox rows of `stream` after `after`, oldest first.
+pub(crate) async fn outbox_since(
+    db: &Db,
+    stream: &str,
+    after: i64,
+    limit: u32,
+) -> Result<Vec<crate::OutboxRecord>> {
+    let stream = stream.to_owned();
+    db.read(move |c| {
+        let mut q = c.prepare_cached(
+            "SELECT seq, id, stream, subject, payload FROM outbox WHERE seq > ? AND stream = ?
+             ORDER BY seq LIMIT ?",
+        )?;
+        let rows = q.query_map((after, &stream, i64::from(limit)), outbox_record)?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    })
+    .await
+}
+
+/// Where reading the outbox in place starts: before its first row a relay did not mark
+/// published (nothing marks rows when the outbox is read in place), or at its highest
+/// sequence number when every row was published.
+pub(crate) async fn outbox_start(db: &Db) -> Result<i64> {
+    db.read(|c| {
+        Ok(c.query_row(
+            "SELECT COALESCE(
+                (SELECT seq - 1 FROM outbox WHERE published_at IS NULL ORDER BY seq LIMIT 1),
+                (SELECT seq FROM sqlite_sequence WHERE name = 'outbox'),
+                0)",
+            [],
+            |r| r.get(0),
+        )?)
+    })
+    .await
+}
+
+/// Deletes rows of `stream` up to `upto` older than a day, at most a few thousand of the
+/// oldest at a time (rows are in the order they were written, so this never scans the day's
+/// rows that are kept).
+pub(crate) async fn outbox_sweep(db: &Db, stream: &str, upto: i64) -> Result<()> {
+    let stream = stream.to_owned();
+    db.write(move |tx| {
+        tx.execute(
+            "DELETE FROM outbox WHERE seq IN (SELECT seq FROM outbox WHERE seq <= ?1 ORDER BY seq LIMIT 8192)
+               AND stream = ?2 AND created_at < ?3",
+            (upto, &stream, now_micros() - super::OUTBOX_KEPT_MICROS),
+        )?;
+        Ok(())
+    })
+    .await
+}
+
+fn outbox_record(r: &rusqlite::Row<'_>) -> rusqlite::Result<crate::OutboxRecord> {
+    Ok(crate::OutboxRecord {
+        seq: r.get(0)?,
+        event: crate::OutboxEvent {
+            id: r.get(1)?,
+            stream: r.get(2)?,
+            subject: r.get(3)?,
+            payload: r.get(4)?,
+        },
+    })
 }
 
 /// Marks outbox rows published; now and then sweeps rows published more than a day ago.
@@ -451,5 +518,68 @@ mod tests {
         assert!(matches!(lost, Err(Error::Stopped(_))), "{lost:?}");
         db.write(|tx| insert(2)(tx)).await.unwrap();
         assert_eq!(rows(&db).await, [2]);
+    }
+
+    /// An outbox of an earlier version, moved to reading in place: rows and their sequence
+    /// numbers kept, numbering never reused, and reading starts after what a relay copied.
+    #[tokio::test]
+    async fn the_outbox_read_in_place_keeps_rows_numbering_and_where_the_relay_stopped() {
+        use super::super::{OUTBOX, OUTBOX_READ_IN_PLACE};
+        const OLD: &[Migration] = &[Migration {
+            version: 1,
+            sql: OUTBOX,
+        }];
+        const NEW: &[Migration] = &[
+            Migration {
+                version: 1,
+                sql: OUTBOX,
+            },
+            Migration {
+                version: 2,
+                sql: OUTBOX_READ_IN_PLACE,
+            },
+        ];
+        let event = |id: &str| crate::OutboxEvent {
+            id: id.into(),
+            stream: "alerts".into(),
+            subject: "alerts.received".into(),
+            payload: id.as_bytes().to_vec(),
+        };
+        let ids = |rows: Vec<crate::OutboxRecord>| -> Vec<(i64, String)> {
+            rows.into_iter().map(|r| (r.seq, r.event.id)).collect()
+        };
+        for (published, swept, start) in [(2, 1, 2), (4, 4, 4)] {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("o.db");
+            {
+                let db = Db::open(&path, OLD, false).await.unwrap();
+                let events: Vec<_> = ["e1", "e2", "e3", "e4"].map(event).into();
+                db.write(move |tx| enqueue(tx, &events)).await.unwrap();
+                outbox_mark(&db, &(1..=published).collect::<Vec<_>>())
+                    .await
+                    .unwrap();
+                db.write(move |tx| {
+                    tx.execute("DELETE FROM outbox WHERE seq <= ?", [swept])?;
+                    Ok(())
+                })
+                .await
+                .unwrap();
+            }
+            let db = Db::open(&path, NEW, false).await.unwrap();
+            assert_eq!(
+                outbox_start(&db).await.unwrap(),
+                start,
+                "{published} published"
+            );
+            let kept: Vec<(i64, String)> = (swept + 1..=4).map(|s| (s, format!("e{s}"))).collect();
+            assert_eq!(ids(outbox_since(&db, "alerts", 0, 10).await.unwrap()), kept);
+            db.write(move |tx| enqueue(tx, &[event("e5")]))
+                .await
+                .unwrap();
+            let after = outbox_since(&db, "alerts", 4, 10).await.unwrap();
+            assert_eq!(ids(after), [(5, "e5".to_owned())], "numbering goes on");
+            // Read in place, nothing is marked published: the start stays put.
+            assert_eq!(outbox_start(&db).await.unwrap(), start);
+        }
     }
 }

@@ -7,7 +7,7 @@ use rusqlite::{Connection, OptionalExtension};
 
 use super::conn::{self, Db, Tx};
 use super::impl_outbox;
-use super::{Migration, OUTBOX, from_json, json_text, now_micros};
+use super::{Migration, OUTBOX, OUTBOX_READ_IN_PLACE, from_json, json_text, now_micros};
 use crate::{
     AlertKeyRow, AlertRecord, IntakeStore, IntakeTx, IntegrationRecord, OutboxEvent, Result,
 };
@@ -69,6 +69,10 @@ CREATE TABLE integrations (
     Migration {
         version: 4,
         sql: "DROP INDEX IF EXISTS alerts_dedup_key;",
+    },
+    Migration {
+        version: 5,
+        sql: OUTBOX_READ_IN_PLACE,
     },
 ];
 

@@ -36,6 +36,28 @@ CREATE TABLE outbox (
 CREATE INDEX outbox_unpublished ON outbox (seq) WHERE published_at IS NULL;
 ";
 
+/// The outbox as the embedded bus reads it in place ([`crate::OutboxLog`]): without the
+/// unique index on event ids (they are generated, and consumers dedupe on them anyway) and
+/// the index of unpublished rows (nothing marks rows published any more), which cost two
+/// index writes an event. The AUTOINCREMENT high-water mark carries over, so no sequence
+/// number is used twice.
+const OUTBOX_READ_IN_PLACE: &str = "
+CREATE TABLE outbox_v2 (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    id TEXT NOT NULL,
+    stream TEXT NOT NULL,
+    subject TEXT NOT NULL,
+    payload BLOB NOT NULL,
+    created_at INTEGER NOT NULL,
+    published_at INTEGER
+);
+INSERT INTO outbox_v2 SELECT seq, id, stream, subject, payload, created_at, published_at FROM outbox;
+DELETE FROM sqlite_sequence WHERE name = 'outbox_v2';
+INSERT INTO sqlite_sequence (name, seq) SELECT 'outbox_v2', seq FROM sqlite_sequence WHERE name = 'outbox';
+DROP TABLE outbox;
+ALTER TABLE outbox_v2 RENAME TO outbox;
+";
+
 pub(crate) fn now_micros() -> i64 {
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -79,6 +101,24 @@ macro_rules! impl_outbox {
                 self.db
                     .read(|c| Ok(c.query_row("SELECT 1", [], |_| Ok(()))?))
                     .await
+            }
+        }
+
+        #[async_trait::async_trait]
+        impl crate::OutboxLog for $store {
+            async fn since(
+                &self,
+                stream: &str,
+                after: i64,
+                limit: u32,
+            ) -> crate::Result<Vec<crate::OutboxRecord>> {
+                super::conn::outbox_since(&self.db, stream, after, limit).await
+            }
+            async fn start(&self) -> crate::Result<i64> {
+                super::conn::outbox_start(&self.db).await
+            }
+            async fn sweep(&self, stream: &str, upto: i64) -> crate::Result<()> {
+                super::conn::outbox_sweep(&self.db, stream, upto).await
             }
         }
     };

@@ -7,7 +7,7 @@ use rusqlite::Row;
 
 use super::conn::{self, Db};
 use super::impl_outbox;
-use super::{Migration, OUTBOX, json_text};
+use super::{Migration, OUTBOX, OUTBOX_READ_IN_PLACE, json_text};
 use crate::{DeliveryRecord, NotificationStore, OutboxEvent, Result};
 
 const MIGRATIONS: &[Migration] = &[
@@ -74,6 +74,10 @@ CREATE INDEX deliveries_incident ON deliveries (incident_id);
     Migration {
         version: 4,
         sql: "ALTER TABLE deliveries ADD COLUMN lease_until INTEGER;",
+    },
+    Migration {
+        version: 5,
+        sql: OUTBOX_READ_IN_PLACE,
     },
 ];
 

@@ -7,7 +7,7 @@ use rusqlite::{Connection, OptionalExtension, Row};
 
 use super::conn::{self, Db};
 use super::impl_outbox;
-use super::{Migration, OUTBOX, json_text, now_micros};
+use super::{Migration, OUTBOX, OUTBOX_READ_IN_PLACE, json_text, now_micros};
 use crate::{JournalRecord, OrchestrationStore, OutboxEvent, Result, RunRecord};
 
 const MIGRATIONS: &[Migration] = &[
@@ -69,6 +69,10 @@ CREATE INDEX runs_state ON runs (state, wake_at);
 ALTER TABLE runs ADD COLUMN lease_owner TEXT;
 ALTER TABLE runs ADD COLUMN lease_until INTEGER;
 ",
+    },
+    Migration {
+        version: 5,
+        sql: OUTBOX_READ_IN_PLACE,
     },
 ];
 

@@ -8,7 +8,7 @@ use rusqlite::{Connection, OptionalExtension};
 
 use super::conn::{self, Db, Tx};
 use super::impl_outbox;
-use super::{Migration, OUTBOX, from_json, json_text, now_micros};
+use super::{Migration, OUTBOX, OUTBOX_READ_IN_PLACE, from_json, json_text, now_micros};
 use crate::{
     IncidentRecord, NewTimelineEntry, OutboxEvent, Result, TimelineRecord, TriageStore, TriageTx,
 };
@@ -76,6 +76,10 @@ CREATE TABLE processed_events (
     Migration {
         version: 3,
         sql: "ALTER TABLE incident_alerts ADD COLUMN resolved INTEGER NOT NULL DEFAULT 0;",
+    },
+    Migration {
+        version: 4,
+        sql: OUTBOX_READ_IN_PLACE,
     },
 ];
 
