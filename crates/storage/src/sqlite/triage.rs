@@ -81,6 +81,27 @@ CREATE TABLE processed_events (
         version: 4,
         sql: OUTBOX_READ_IN_PLACE,
     },
+    // An incident's unresolved alerts are counted on every resolve: without an index that
+    // scanned every attachment ever made. The attachments keyed by alert id alone (WITHOUT
+    // ROWID: one b-tree, not a table and its key's index), so the new index costs no more
+    // writes an attachment than before.
+    Migration {
+        version: 5,
+        sql: "
+CREATE TABLE incident_alerts_v2 (
+    alert_id TEXT PRIMARY KEY,
+    incident_id TEXT NOT NULL REFERENCES incidents (id),
+    opened INTEGER NOT NULL,
+    attached_at INTEGER NOT NULL,
+    resolved INTEGER NOT NULL DEFAULT 0
+) WITHOUT ROWID;
+INSERT INTO incident_alerts_v2 (alert_id, incident_id, opened, attached_at, resolved)
+    SELECT alert_id, incident_id, opened, attached_at, resolved FROM incident_alerts;
+DROP TABLE incident_alerts;
+ALTER TABLE incident_alerts_v2 RENAME TO incident_alerts;
+CREATE INDEX incident_alerts_unresolved ON incident_alerts (incident_id) WHERE resolved = 0;
+",
+    },
 ];
 
 /// Triage's store on SQLite.
@@ -120,6 +141,7 @@ impl TriageStore for SqliteTriageStore {
             attached: HashMap::new(),
             active: HashMap::new(),
             dirty: HashMap::new(),
+            stored_state: HashMap::new(),
             links: Vec::new(),
             next_seq: None,
             entries: Vec::new(),
@@ -204,6 +226,9 @@ struct SqliteTriageTx {
     active: HashMap<String, Option<IncidentRecord>>,
     /// Updates of prefetched incidents not written yet: id → the incident as last updated.
     dirty: HashMap<String, IncidentRecord>,
+    /// The state of each deferred update's incident as stored: an update that keeps it
+    /// leaves the state's indexes alone.
+    stored_state: HashMap<String, String>,
     /// Attachments of prefetched alerts not written yet: (alert id, incident id, opened).
     links: Vec<(String, String, bool)>,
     /// The sequence number the next timeline entry gets, once read.
@@ -228,6 +253,8 @@ impl SqliteTriageTx {
     /// Forgets the deferred updates of `dedup_key`'s incidents: they were written.
     fn written(&mut self, dedup_key: &str) {
         self.dirty.retain(|_, i| i.dedup_key != dedup_key);
+        let dirty = &self.dirty;
+        self.stored_state.retain(|id, _| dirty.contains_key(id));
     }
 
     /// Keeps the prefetched active incident of `i`'s key current after `i` was written.
@@ -438,6 +465,12 @@ impl TriageTx for SqliteTriageTx {
     }
 
     async fn update_incident(&mut self, i: &IncidentRecord) -> Result<()> {
+        if !self.dirty.contains_key(&i.id)
+            && let Some(Some(stored)) = self.active.get(&i.dedup_key)
+            && stored.id == i.id
+        {
+            self.stored_state.insert(i.id.clone(), stored.state.clone());
+        }
         self.track(i);
         if self.active.contains_key(&i.dedup_key) {
             // Prefetched: written once, at the latest at commit, however often updated.
@@ -506,6 +539,7 @@ impl TriageTx for SqliteTriageTx {
         let Self {
             tx,
             dirty,
+            stored_state,
             links,
             entries,
             events,
@@ -518,7 +552,11 @@ impl TriageTx for SqliteTriageTx {
         }
         tx.commit_with(move |c| {
             for i in dirty.values() {
-                update_row(c, i)?;
+                if stored_state.get(&i.id) == Some(&i.state) {
+                    update_row_keeping_state(c, i)?;
+                } else {
+                    update_row(c, i)?;
+                }
             }
             write_links(c, &links)?;
             let mut append = c.prepare_cached(
@@ -565,6 +603,36 @@ fn update_row(c: &Connection, i: &IncidentRecord) -> Result<()> {
         i.priority,
         i.urgency,
         i.state,
+        i.alert_count,
+        json_text(&i.labels)?,
+        i.acknowledged_at,
+        i.resolved_at,
+        i.closed_at,
+        i.resolution_summary,
+        i.root_cause,
+        i.review,
+        i.updated_at,
+        i.id,
+    ])?;
+    Ok(())
+}
+
+/// [`update_row`] of an incident whose state is unchanged: without assigning the state,
+/// SQLite leaves the two indexes on it (by state, one active incident per key) alone.
+fn update_row_keeping_state(c: &Connection, i: &IncidentRecord) -> Result<()> {
+    c.prepare_cached(
+        "UPDATE incidents SET title = ?, description = ?, category = ?, severity = ?, priority = ?,
+            urgency = ?, alert_count = ?, labels = ?, acknowledged_at = ?, resolved_at = ?,
+            closed_at = ?, resolution_summary = ?, root_cause = ?, review = ?, updated_at = ?
+         WHERE id = ?",
+    )?
+    .execute(rusqlite::params![
+        i.title,
+        i.description,
+        i.category,
+        i.severity,
+        i.priority,
+        i.urgency,
         i.alert_count,
         json_text(&i.labels)?,
         i.acknowledged_at,
