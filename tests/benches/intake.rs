@@ -4,7 +4,9 @@
 //! Scenarios: gRPC one alert per call, gRPC batches of 100, the Alertmanager webhook (groups
 //! of 10), the PagerDuty v2 webhook (one event per call), each with 64 concurrent callers for
 //! a few seconds; then gRPC single-alert calls paced at 5,000 alerts/s for the latency at
-//! that load. Prints alerts/s, ack p50/p99 and the process's CPU time per alert. Run with
+//! that load. Prints alerts/s, ack p50/p99 and the process's CPU time per alert. A first line
+//! calls the gRPC health check the same way: what the transport alone (client and server in
+//! this process) allows on this machine, the ceiling of one alert per call. Run with
 //! `just bench`; arguments after `--` pick the lines whose name holds them.
 #![allow(clippy::print_stdout)]
 
@@ -19,6 +21,7 @@ use firebreak_proto::v1::{
 };
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
+use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
 
 #[global_allocator]
 static ALLOC: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
@@ -31,6 +34,8 @@ const PD_KEY: &str = "bench-pd-key-000000000001";
 /// What one call sends.
 #[derive(Clone, Copy)]
 enum Call {
+    /// The gRPC health check: the transport, no alert.
+    Health,
     GrpcOne,
     GrpcBatch,
     Alertmanager,
@@ -40,7 +45,7 @@ enum Call {
 impl Call {
     fn alerts(self) -> u64 {
         match self {
-            Self::GrpcOne | Self::PagerDuty => 1,
+            Self::Health | Self::GrpcOne | Self::PagerDuty => 1,
             Self::GrpcBatch => 100,
             Self::Alertmanager => 10,
         }
@@ -48,6 +53,7 @@ impl Call {
 }
 
 struct Target {
+    health: HealthClient<tonic::transport::Channel>,
     grpc: IntakeServiceClient<tonic::transport::Channel>,
     incidents: IncidentServiceClient<tonic::transport::Channel>,
     http: reqwest::Client,
@@ -69,6 +75,15 @@ impl Target {
         };
         let start = Instant::now();
         match call {
+            Call::Health => {
+                let r = self
+                    .health
+                    .check(HealthCheckRequest {
+                        service: String::new(),
+                    })
+                    .await;
+                assert!(r.is_ok(), "{r:?}");
+            }
             Call::GrpcOne | Call::GrpcBatch => {
                 let alerts = (0..call.alerts())
                     .map(|i| alert(n * call.alerts() + i))
@@ -135,6 +150,7 @@ async fn scenario(name: &str, targets: &[Target], call: Call, rate: Option<u64>)
     let mut tasks = tokio::task::JoinSet::new();
     for t in targets {
         let mut t = Target {
+            health: t.health.clone(),
             grpc: t.grpc.clone(),
             incidents: t.incidents.clone(),
             http: t.http.clone(),
@@ -172,7 +188,7 @@ async fn scenario(name: &str, targets: &[Target], call: Call, rate: Option<u64>)
     // second over the next 3 s). The PagerDuty scenario opens an incident per event, too many
     // to count here.
     let downstream = match call {
-        Call::PagerDuty => String::new(),
+        Call::Health | Call::PagerDuty => String::new(),
         _ => {
             let mut incidents = targets[0].incidents.clone();
             let mut attached = async || -> u64 {
@@ -199,8 +215,12 @@ async fn scenario(name: &str, targets: &[Target], call: Call, rate: Option<u64>)
             )
         }
     };
+    let unit = match call {
+        Call::Health => "call",
+        _ => "alert",
+    };
     println!(
-        "  {name:<34} {:>8.0} alerts/s  ack p50 {:>6.2} ms  p99 {:>7.2} ms  ({} calls)  cpu {:>4.0} µs/alert{downstream}",
+        "  {name:<34} {:>8.0} {unit}s/s  ack p50 {:>6.2} ms  p99 {:>7.2} ms  ({} calls)  cpu {:>4.0} µs/{unit}{downstream}",
         alerts as f64 / elapsed,
         percentile(&all, 0.50),
         percentile(&all, 0.99),
@@ -258,6 +278,7 @@ async fn start() -> (Vec<Target>, CancellationToken, tempfile::TempDir) {
             .await
             .unwrap();
         targets.push(Target {
+            health: HealthClient::new(channel.clone()),
             grpc: IntakeServiceClient::new(channel.clone()),
             incidents: IncidentServiceClient::new(channel),
             http: reqwest::Client::new(),
@@ -273,7 +294,8 @@ async fn main() {
     println!(
         "intake, embedded mode (SQLite WAL, committed before each answer; triage, orchestration and notification run alongside), {CALLERS} callers, {SECONDS} s each, a fresh stack per line"
     );
-    let runs: [(&str, Call, Option<u64>); 5] = [
+    let runs: [(&str, Call, Option<u64>); 6] = [
+        ("gRPC health check (transport only)", Call::Health, None),
         ("gRPC RaiseAlerts, 1 alert per call", Call::GrpcOne, None),
         ("gRPC RaiseAlerts, batches of 100", Call::GrpcBatch, None),
         (

@@ -61,11 +61,23 @@ const MAX_ALERT_KEY: usize = 255;
 /// was refused.
 pub(crate) type Checked = (Incoming, Result<Option<Signal>, String>);
 
+/// A trigger's alert and `alerts` event, made in the caller's task so that the writer, which
+/// every call waits on, only decides (new alert or repeat) and stores.
+struct Prepared {
+    record: AlertRecord,
+    received: v1::AlertReceived,
+    event: OutboxEvent,
+}
+
+/// A signal as the writer takes it: a trigger prepared, a follow-up as is, or why it was
+/// refused.
+type Ready = (Incoming, Result<Option<Prepared>, String>);
+
 /// A call waiting for the writer.
 pub(crate) struct Job {
     integration: String,
     auto_resolve: bool,
-    items: Vec<Checked>,
+    items: Vec<Ready>,
     idempotency_key: Option<String>,
     /// The caller's trace context, which the events of its signals continue.
     traceparent: Option<String>,
@@ -136,6 +148,16 @@ impl Intake {
         idempotency_key: Option<&str>,
     ) -> Result<Vec<Outcome>, IngestError> {
         let (reply, answer) = oneshot::channel();
+        let received_at = (firebreak_domain::now().unix_timestamp_nanos() / 1_000) as i64;
+        let items = items
+            .into_iter()
+            .map(|(mut item, checked)| {
+                let ready = checked.map(|signal| {
+                    signal.map(|signal| prepare(&source, &mut item, signal, received_at))
+                });
+                (item, ready)
+            })
+            .collect();
         let job = Job {
             integration: source.integration.to_owned(),
             auto_resolve: source.auto_resolve,
@@ -202,8 +224,6 @@ async fn commit_group(
     group: &mut [Job],
 ) -> firebreak_storage::Result<Vec<Vec<Outcome>>> {
     let mut tx = store.begin().await?;
-    let now = firebreak_domain::now();
-    let received_at = (now.unix_timestamp_nanos() / 1_000) as i64;
     let mut pending = Pending::default();
     // One read for every alert key the group names.
     let mut pairs: Vec<(String, String)> = group
@@ -234,22 +254,22 @@ async fn commit_group(
             integration: &job.integration,
             auto_resolve: job.auto_resolve,
         };
-        let mut outcomes = Vec::with_capacity(job.items.len());
-        for (item, checked) in std::mem::take(&mut job.items) {
-            outcomes.push(match checked {
-                Err(error) => Outcome {
-                    alert_id: String::new(),
-                    error: Some(error),
-                    duplicate: false,
-                    received: None,
-                },
-                Ok(signal) => {
-                    firebreak_telemetry::trace::sync_scope(job.traceparent.as_deref(), || {
-                        apply(&mut pending, &source, item, signal, received_at)
-                    })
-                }
-            });
-        }
+        let items = std::mem::take(&mut job.items);
+        // The events of follow-ups continue the caller's trace (triggers' were made in it).
+        let outcomes = firebreak_telemetry::trace::sync_scope(job.traceparent.as_deref(), || {
+            items
+                .into_iter()
+                .map(|(item, ready)| match ready {
+                    Err(error) => Outcome {
+                        alert_id: String::new(),
+                        error: Some(error),
+                        duplicate: false,
+                        received: None,
+                    },
+                    Ok(prepared) => apply(&mut pending, &source, &item, prepared),
+                })
+                .collect::<Vec<_>>()
+        });
         if let Some(key) = &job.idempotency_key {
             let bytes = serde_json::to_vec(&outcomes).unwrap_or_default();
             tx.remember(key, &bytes).await?;
@@ -265,7 +285,7 @@ async fn commit_group(
         })
         .collect();
     tx.set_alert_keys(&keys).await?;
-    tx.insert_alerts(&pending.alerts, &pending.events).await?;
+    tx.insert_alerts(pending.alerts, pending.events).await?;
     tx.commit().await?;
     Ok(results)
 }
@@ -302,14 +322,42 @@ impl Intake {
     }
 }
 
+/// A trigger's alert and event, as stored if it turns out not to be a repeat.
+fn prepare(source: &Source<'_>, item: &mut Incoming, signal: Signal, received_at: i64) -> Prepared {
+    let record = AlertRecord {
+        id: AlertId::new().to_string(),
+        received_at,
+        source: signal.source,
+        title: signal.title,
+        description: signal.description,
+        severity: signal.severity.map_or(0, |s| u32::from(s.level())),
+        category: signal.category.unwrap_or_default(),
+        labels: signal.labels,
+        dedup_key: signal.dedup_key,
+        annotations: std::mem::take(&mut item.annotations),
+        integration: source.integration.to_owned(),
+        alert_key: item.alert_key.trim().to_owned(),
+    };
+    let received = received_message(&record, item.truncated);
+    let event = outbox_event(
+        streams::ALERTS,
+        "alerts.received",
+        Payload::AlertReceived(received.clone()),
+    );
+    Prepared {
+        record,
+        received,
+        event,
+    }
+}
+
 /// Applies one signal: alert-key bookkeeping now, rows and events into `pending` (in order,
 /// so a resolve never overtakes the trigger it follows).
 fn apply(
     pending: &mut Pending,
     source: &Source<'_>,
-    item: Incoming,
-    signal: Option<Signal>,
-    received_at: i64,
+    item: &Incoming,
+    prepared: Option<Prepared>,
 ) -> Outcome {
     let key = item.alert_key.trim();
     let current = pending.key(source.integration, key);
@@ -319,37 +367,25 @@ fn apply(
         duplicate,
         received: None,
     };
-    match (item.action, signal) {
-        (Action::Trigger, Some(signal)) => {
+    match (item.action, prepared) {
+        (
+            Action::Trigger,
+            Some(Prepared {
+                record,
+                received,
+                event,
+            }),
+        ) => {
             if let Some((id, state)) = current
                 && state != "resolved"
             {
                 // A repeat (Alertmanager's repeat_interval, a retried send): same alert.
                 return outcome(id, true);
             }
-            let record = AlertRecord {
-                id: AlertId::new().to_string(),
-                received_at,
-                source: signal.source,
-                title: signal.title,
-                description: signal.description,
-                severity: signal.severity.map_or(0, |s| u32::from(s.level())),
-                category: signal.category.unwrap_or_default(),
-                labels: signal.labels,
-                dedup_key: signal.dedup_key,
-                annotations: item.annotations,
-                integration: source.integration.to_owned(),
-                alert_key: key.to_owned(),
-            };
             if !key.is_empty() {
                 pending.set_key(source.integration, key, &record.id, "firing");
             }
-            let received = received_message(&record, item.truncated);
-            pending.events.push(outbox_event(
-                streams::ALERTS,
-                "alerts.received",
-                Payload::AlertReceived(received.clone()),
-            ));
+            pending.events.push(event);
             let id = record.id.clone();
             pending.alerts.push(record);
             Outcome {

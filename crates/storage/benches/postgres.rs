@@ -127,7 +127,7 @@ async fn intake_groups(total: usize, group: usize) {
             })
             .collect();
         tx.set_alert_keys(&rows).await.unwrap();
-        tx.insert_alerts(&batch, &events).await.unwrap();
+        tx.insert_alerts(batch, events).await.unwrap();
         tx.commit().await.unwrap();
     }
     report(

@@ -74,8 +74,11 @@ pub trait IntakeTx: Send {
     /// Points (integration, alert key) pairs at alerts in a state.
     async fn set_alert_keys(&mut self, rows: &[AlertKeyRow]) -> Result<()>;
     /// Inserts alerts and their events with a few statements, however many there are.
-    async fn insert_alerts(&mut self, alerts: &[AlertRecord], events: &[OutboxEvent])
-    -> Result<()>;
+    async fn insert_alerts(
+        &mut self,
+        alerts: Vec<AlertRecord>,
+        events: Vec<OutboxEvent>,
+    ) -> Result<()>;
     /// The response stored for an idempotency key, if the call was made before.
     async fn idempotent(&mut self, key: &str) -> Result<Option<Vec<u8>>>;
     /// Stores the response of a call with an idempotency key.

@@ -273,11 +273,11 @@ impl IntakeTx for PgIntakeTx {
 
     async fn insert_alerts(
         &mut self,
-        alerts: &[AlertRecord],
-        events: &[OutboxEvent],
+        alerts: Vec<AlertRecord>,
+        events: Vec<OutboxEvent>,
     ) -> Result<()> {
-        insert_alerts(&mut self.tx, alerts).await?;
-        enqueue_all(&mut self.tx, events).await
+        insert_alerts(&mut self.tx, &alerts).await?;
+        enqueue_all(&mut self.tx, &events).await
     }
 
     async fn idempotent(&mut self, key: &str) -> Result<Option<Vec<u8>>> {

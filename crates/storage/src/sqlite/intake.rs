@@ -321,11 +321,11 @@ impl IntakeTx for SqliteIntakeTx {
 
     async fn insert_alerts(
         &mut self,
-        alerts: &[AlertRecord],
-        events: &[OutboxEvent],
+        alerts: Vec<AlertRecord>,
+        events: Vec<OutboxEvent>,
     ) -> Result<()> {
-        self.alerts.extend_from_slice(alerts);
-        self.events.extend_from_slice(events);
+        self.alerts.extend(alerts);
+        self.events.extend(events);
         Ok(())
     }
 

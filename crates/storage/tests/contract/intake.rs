@@ -18,7 +18,7 @@ async fn alerts_and_their_events_commit_together(f: &Fixture<dyn IntakeStore>) {
     let alerts = vec![alert("a1"), alert("a2"), alert("a3")];
     let events = vec![event("e1"), event("e2"), event("e3")];
     let mut tx = store.begin().await.unwrap();
-    tx.insert_alerts(&alerts, &events).await.unwrap();
+    tx.insert_alerts(alerts.clone(), events).await.unwrap();
     // Nothing shows before the commit.
     assert_eq!(store.alert("a1").await.unwrap(), None);
     assert!(store.pending(10).await.unwrap().is_empty());
@@ -33,11 +33,14 @@ async fn alerts_and_their_events_commit_together(f: &Fixture<dyn IntakeStore>) {
 
     // Empty batches are fine; a duplicate alert id fails the batch.
     let mut tx = store.begin().await.unwrap();
-    tx.insert_alerts(&[], &[]).await.unwrap();
+    tx.insert_alerts(vec![], vec![]).await.unwrap();
     tx.commit().await.unwrap();
     // (SQLite writes a group's alerts when it commits, so the error may come from either.)
     let mut tx = store.begin().await.unwrap();
-    let dup = match tx.insert_alerts(&[alert("a4"), alert("a1")], &[]).await {
+    let dup = match tx
+        .insert_alerts(vec![alert("a4"), alert("a1")], vec![])
+        .await
+    {
         Ok(()) => tx.commit().await,
         Err(e) => Err(e),
     };
@@ -49,7 +52,7 @@ async fn alerts_and_their_events_commit_together(f: &Fixture<dyn IntakeStore>) {
     let many: Vec<_> = (0..1200).map(|n| alert(&format!("m{n}"))).collect();
     let many_events: Vec<_> = (0..1200).map(|n| event(&format!("me{n}"))).collect();
     let mut tx = store.begin().await.unwrap();
-    tx.insert_alerts(&many, &many_events).await.unwrap();
+    tx.insert_alerts(many.clone(), many_events).await.unwrap();
     tx.commit().await.unwrap();
     assert_eq!(store.count_alerts().await.unwrap(), 1203);
     assert_eq!(
@@ -62,7 +65,7 @@ async fn alerts_and_their_events_commit_together(f: &Fixture<dyn IntakeStore>) {
 async fn a_dropped_transaction_leaves_nothing(f: &Fixture<dyn IntakeStore>) {
     let store = &*f.store;
     let mut tx = store.begin().await.unwrap();
-    tx.insert_alerts(&[alert("a1")], &[event("e1")])
+    tx.insert_alerts(vec![alert("a1")], vec![event("e1")])
         .await
         .unwrap();
     tx.set_alert_keys(&[("am".into(), "fp".into(), "a1".into(), "firing".into())])

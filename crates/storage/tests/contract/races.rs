@@ -448,7 +448,7 @@ async fn intake_replicas_decide_about_one_key_in_turn() {
                 tx.set_alert_keys(&[("am".into(), "fp".into(), id.clone(), "firing".into())])
                     .await
                     .unwrap();
-                tx.insert_alerts(&[alert(&id)], &[event(&id)])
+                tx.insert_alerts(vec![alert(&id)], vec![event(&id)])
                     .await
                     .unwrap();
             }
@@ -470,7 +470,7 @@ async fn intake_replicas_decide_about_one_key_in_turn() {
                 Some(first) => first,
                 None => {
                     let mine = format!("response-{n}").into_bytes();
-                    tx.insert_alerts(&[alert(&format!("idem-{n}"))], &[])
+                    tx.insert_alerts(vec![alert(&format!("idem-{n}"))], vec![])
                         .await
                         .unwrap();
                     tx.remember("idem-1", &mine).await.unwrap();
