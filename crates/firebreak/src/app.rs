@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use axum::routing::get;
+use axum::serve::ListenerExt;
 use firebreak_bus::{Bus, EmbeddedBus, streams};
 use firebreak_bus::{NatsBus, NatsOptions};
 use firebreak_domain::{Clock, SystemClock};
@@ -451,7 +452,9 @@ impl App {
             .layer(crate::traced::TraceLayer)
             .add_routes(routes.routes())
             .serve_with_incoming_shutdown(
-                tokio_stream::wrappers::TcpListenerStream::new(self.grpc),
+                // Without TCP_NODELAY, an answer written in more than one piece waits for the
+                // peer's delayed acknowledgement (tens of ms) before its last piece goes out.
+                tonic::transport::server::TcpIncoming::from(self.grpc).with_nodelay(Some(true)),
                 grpc_shutdown.cancelled_owned(),
             );
         let serving = Arc::new(std::sync::atomic::AtomicBool::new(true));
@@ -486,7 +489,12 @@ impl App {
             );
         let router = router.layer(crate::traced::TraceLayer);
         let http_shutdown = shutdown.clone();
-        let http = axum::serve(self.http, router)
+        let http_listener = self.http.tap_io(|tcp| {
+            if let Err(e) = tcp.set_nodelay(true) {
+                tracing::debug!(error = %e, "setting TCP_NODELAY failed");
+            }
+        });
+        let http = axum::serve(http_listener, router)
             .with_graceful_shutdown(http_shutdown.cancelled_owned())
             .into_future();
 
