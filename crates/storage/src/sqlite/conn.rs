@@ -34,6 +34,9 @@ pub(crate) struct Conn {
 /// WAL pages after which a checkpoint is due (SQLite's own default for auto-checkpoints).
 const CHECKPOINT_PAGES: i32 = 1000;
 
+/// WAL pages after which the writer checkpoints itself, between transactions.
+const MAX_WAL_PAGES: i32 = 4 * CHECKPOINT_PAGES;
+
 thread_local! {
     /// Pages in the WAL after the last commit on this thread's connection.
     static WAL_PAGES: Cell<i32> = const { Cell::new(0) };
@@ -46,32 +49,48 @@ fn note_wal(_: &rusqlite::hooks::Wal, pages: std::ffi::c_int) -> rusqlite::Resul
 }
 
 /// Where a writing connection's checkpoints run: on another connection's thread, so that
-/// copying the WAL back into the database never delays a commit (it took the tail of the
+/// copying the WAL back into the database does not delay commits (it took the tail of the
 /// commit latency), with at most one checkpoint queued.
+///
+/// The WAL starts over only when a checkpoint copied all of it before the writer's next
+/// transaction began. A writer that keeps a transaction open most of the time (triage's
+/// batches under load) leaves the other thread no such moment, and its WAL would grow
+/// without end; past [`MAX_WAL_PAGES`] the writer checkpoints itself between transactions,
+/// as SQLite's auto-checkpoints did.
 struct Checkpoints {
     on: Conn,
     queued: Arc<AtomicBool>,
 }
 
 impl Checkpoints {
-    /// Queues a checkpoint when the last commit left the WAL past [`CHECKPOINT_PAGES`].
-    fn after_call(&self) {
-        if WAL_PAGES.with(Cell::get) < CHECKPOINT_PAGES || self.queued.swap(true, Ordering::AcqRel)
-        {
+    /// After a call on the writing connection `conn`: queues a checkpoint when the last
+    /// commit left the WAL past [`CHECKPOINT_PAGES`], or checkpoints right here past
+    /// [`MAX_WAL_PAGES`].
+    fn after_call(&self, conn: &Connection) {
+        let pages = WAL_PAGES.with(Cell::get);
+        if pages >= MAX_WAL_PAGES && conn.is_autocommit() {
+            WAL_PAGES.with(|p| p.set(0));
+            checkpoint(conn);
             return;
         }
-        WAL_PAGES.with(|p| p.set(0));
+        if pages < CHECKPOINT_PAGES || self.queued.swap(true, Ordering::AcqRel) {
+            return;
+        }
         let queued = self.queued.clone();
         let job: Box<dyn FnOnce(&mut Connection) + Send> = Box::new(move |c| {
-            // PASSIVE: copies what no reader still needs, never waits for a writer.
-            if let Err(e) = c.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
-                tracing::warn!(error = %e, "SQLite checkpoint failed");
-            }
+            checkpoint(c);
             queued.store(false, Ordering::Release);
         });
         if self.on.work.send((job, false)).is_err() {
             self.queued.store(false, Ordering::Release);
         }
+    }
+}
+
+/// A passive checkpoint: copies what no reader still needs, never waits for anyone.
+fn checkpoint(c: &Connection) {
+    if let Err(e) = c.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
+        tracing::warn!(error = %e, "SQLite checkpoint failed");
     }
 }
 
@@ -98,7 +117,7 @@ impl Conn {
                         let _ = conn.execute_batch("ROLLBACK");
                     }
                     if let Some(c) = &checkpoints {
-                        c.after_call();
+                        c.after_call(&conn);
                     }
                 }
             })
@@ -321,6 +340,8 @@ fn connect(path: &Path, durable_fsync: bool) -> Result<Connection> {
     // indexes stay in memory as they grow. (A memory map was tried: it tripled the resident
     // set for no measurable gain.)
     c.pragma_update(None, "cache_size", -8 * 1024)?;
+    // A WAL that grew in a storm is cut back to this when it starts over.
+    c.pragma_update(None, "journal_size_limit", 64 * 1024 * 1024)?;
     c.set_prepared_statement_cache_capacity(64);
     Ok(c)
 }
@@ -662,10 +683,8 @@ mod tests {
         })
         .await
         .unwrap();
-        let pages = db.write(|_| Ok(WAL_PAGES.with(Cell::get))).await.unwrap();
-        assert_eq!(pages, 0, "a checkpoint was queued ({pages} pages noted)");
-        // Once the checkpoint ran, the next commit starts the WAL over; without it, every
-        // commit would add to the WAL instead.
+        // Once the queued checkpoint ran, the next commit starts the WAL over; without it,
+        // every commit would add to the WAL instead.
         let deadline = std::time::Instant::now() + Duration::from_secs(30);
         let mut n = 1_000_000;
         loop {
@@ -682,5 +701,41 @@ mod tests {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         assert_eq!(rows(&db).await.len(), (n - 1_000_000) as usize);
+    }
+
+    /// A writer that leaves the other thread no moment to checkpoint (here: that thread is
+    /// busy) checkpoints itself past 4,000 pages, so its WAL does not grow without end.
+    #[tokio::test]
+    async fn past_4000_pages_the_writer_checkpoints_itself() {
+        let (db, _dir) = db().await;
+        let (release, blocked) = std::sync::mpsc::channel::<()>();
+        let reader = {
+            let db = db.clone();
+            tokio::spawn(async move {
+                db.read(move |_| {
+                    let _ = blocked.recv();
+                    Ok(())
+                })
+                .await
+            })
+        };
+        db.write(|c| {
+            c.execute_batch("CREATE TABLE b (x BLOB NOT NULL)")?;
+            let mut insert = c.prepare("INSERT INTO b (x) VALUES (zeroblob(4000))")?;
+            for _ in 0..4_500 {
+                insert.execute([])?;
+            }
+            Ok(())
+        })
+        .await
+        .unwrap();
+        // That call was followed by the writer's own checkpoint; the next commit starts the
+        // WAL over, though the reading thread never got to run one.
+        db.write(insert(1)).await.unwrap();
+        let pages = db.write(|_| Ok(WAL_PAGES.with(Cell::get))).await.unwrap();
+        assert!(pages < 10, "the WAL did not start over: {pages} pages");
+        release.send(()).unwrap();
+        reader.await.unwrap().unwrap();
+        assert_eq!(rows(&db).await, [1]);
     }
 }
