@@ -241,9 +241,21 @@ fn words(text: &str) -> Vec<String> {
         .collect()
 }
 
+/// Whether the phrase's words occur in a row in `words` (lowercase). Runs for every keyword
+/// of every category on every alert, so it allocates nothing.
 fn contains_phrase(words: &[String], phrase: &str) -> bool {
-    let want = self::words(phrase);
-    !want.is_empty() && words.windows(want.len()).any(|w| w == want.as_slice())
+    let want = || {
+        phrase
+            .split(|c: char| !c.is_alphanumeric())
+            .filter(|w| !w.is_empty())
+    };
+    let n = want().count();
+    n > 0
+        && words.windows(n).any(|w| {
+            w.iter()
+                .zip(want())
+                .all(|(have, want)| want.chars().flat_map(char::to_lowercase).eq(have.chars()))
+        })
 }
 
 #[cfg(test)]
