@@ -82,9 +82,11 @@ CREATE TABLE processed_events (
         sql: OUTBOX_READ_IN_PLACE,
     },
     // An incident's unresolved alerts are counted on every resolve: without an index that
-    // scanned every attachment ever made. The attachments keyed by alert id alone (WITHOUT
-    // ROWID: one b-tree, not a table and its key's index), so the new index costs no more
-    // writes an attachment than before.
+    // scanned every attachment ever made. They are kept counted, a row per incident: an
+    // index of unresolved attachments would take a write in a different place for every
+    // attachment (in a storm, a page per incident and batch), the counts a few hot pages.
+    // The attachments are keyed by alert id alone (WITHOUT ROWID: one b-tree, not a table
+    // and its key's index).
     Migration {
         version: 5,
         sql: "
@@ -99,7 +101,12 @@ INSERT INTO incident_alerts_v2 (alert_id, incident_id, opened, attached_at, reso
     SELECT alert_id, incident_id, opened, attached_at, resolved FROM incident_alerts;
 DROP TABLE incident_alerts;
 ALTER TABLE incident_alerts_v2 RENAME TO incident_alerts;
-CREATE INDEX incident_alerts_unresolved ON incident_alerts (incident_id) WHERE resolved = 0;
+CREATE TABLE unresolved_alerts (
+    incident_id TEXT PRIMARY KEY,
+    count INTEGER NOT NULL
+) WITHOUT ROWID;
+INSERT INTO unresolved_alerts (incident_id, count)
+    SELECT incident_id, SUM(resolved = 0) FROM incident_alerts GROUP BY incident_id;
 ",
     },
 ];
@@ -278,10 +285,19 @@ fn write_links(c: &Connection, links: &[(String, String, bool)]) -> Result<()> {
     let mut insert = c.prepare_cached(
         "INSERT INTO incident_alerts (alert_id, incident_id, opened, attached_at) VALUES (?, ?, ?, ?)",
     )?;
+    let mut added: HashMap<&str, i64> = HashMap::new();
     for (alert_id, incident_id, opened) in links {
         insert
             .execute((alert_id, incident_id, opened, now))
             .map_err(|e| conn::conflict(e, "alert already attached"))?;
+        *added.entry(incident_id.as_str()).or_default() += 1;
+    }
+    let mut count = c.prepare_cached(
+        "INSERT INTO unresolved_alerts (incident_id, count) VALUES (?, ?)
+         ON CONFLICT (incident_id) DO UPDATE SET count = count + excluded.count",
+    )?;
+    for (incident_id, n) in added {
+        count.execute((incident_id, n))?;
     }
     Ok(())
 }
@@ -296,19 +312,35 @@ impl TriageTx for SqliteTriageTx {
             .tx
             .call(move |c| {
                 write_links(c, &links)?;
-                let incident_id: Option<String> = c
+                let flipped: Option<String> = c
                     .prepare_cached(
-                        "UPDATE incident_alerts SET resolved = 1 WHERE alert_id = ? RETURNING incident_id",
+                        "UPDATE incident_alerts SET resolved = 1 WHERE alert_id = ? AND resolved = 0
+                         RETURNING incident_id",
                     )?
                     .query_row([&alert_id], |r| r.get(0))
                     .optional()?;
-                let Some(incident_id) = incident_id else {
-                    return Ok(None);
+                let incident_id = match flipped {
+                    Some(id) => {
+                        c.prepare_cached(
+                            "UPDATE unresolved_alerts SET count = count - 1 WHERE incident_id = ?",
+                        )?
+                        .execute([&id])?;
+                        id
+                    }
+                    // Unknown, or resolved before.
+                    None => match c
+                        .prepare_cached(
+                            "SELECT incident_id FROM incident_alerts WHERE alert_id = ?",
+                        )?
+                        .query_row([&alert_id], |r| r.get(0))
+                        .optional()?
+                    {
+                        Some(id) => id,
+                        None => return Ok(None),
+                    },
                 };
                 let open: i64 = c
-                    .prepare_cached(
-                        "SELECT COUNT(*) FROM incident_alerts WHERE incident_id = ? AND resolved = 0",
-                    )?
+                    .prepare_cached("SELECT count FROM unresolved_alerts WHERE incident_id = ?")?
                     .query_row([&incident_id], |r| r.get(0))?;
                 Ok(Some((incident_id, open)))
             })
@@ -688,5 +720,43 @@ impl IncidentRow {
             labels: from_json(&self.labels)?,
             ..self.record
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::TriageStore;
+
+    /// Attachments made before their unresolved ones were counted are counted by the
+    /// migration that starts counting.
+    #[tokio::test]
+    async fn the_migration_counts_the_unresolved_alerts_already_attached() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("triage.db");
+        {
+            let before = Db::open(&path, &MIGRATIONS[..4], false).await.unwrap();
+            before
+                .write(|c| {
+                    c.execute_batch(
+                        "INSERT INTO incidents (id, title, description, category, severity,
+                            priority, urgency, state, dedup_key, alert_count, labels, source,
+                            opened_at, resolution_summary, root_cause, review, updated_at)
+                         VALUES ('a', 't', '', 'uncategorized', 3, 3, 'medium', 'open', 'k', 3,
+                            '{}', 's', 0, '', '', '', 0);
+                         INSERT INTO incident_alerts (alert_id, incident_id, opened, attached_at, resolved)
+                         VALUES ('a1', 'a', 1, 0, 1), ('a2', 'a', 0, 0, 0), ('a3', 'a', 0, 0, 0);",
+                    )?;
+                    Ok(())
+                })
+                .await
+                .unwrap();
+        }
+        let store = SqliteTriageStore::open(&path, false).await.unwrap();
+        let mut tx = store.begin().await.unwrap();
+        assert_eq!(tx.resolve_alert("a2").await.unwrap(), Some(("a".into(), 1)));
+        assert_eq!(tx.resolve_alert("a1").await.unwrap(), Some(("a".into(), 1)));
+        assert_eq!(tx.resolve_alert("a3").await.unwrap(), Some(("a".into(), 0)));
+        tx.commit().await.unwrap();
     }
 }
