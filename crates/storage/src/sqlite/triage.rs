@@ -425,7 +425,7 @@ impl TriageTx for SqliteTriageTx {
             .tx
             .call(move |c| {
                 for i in &dirty {
-                    update_row(c, i)?;
+                    update_row(c, i, false)?;
                 }
                 c.prepare_cached(incidents!(
                     "WHERE dedup_key = ? AND state IN ('open', 'acknowledged')"
@@ -456,7 +456,7 @@ impl TriageTx for SqliteTriageTx {
         self.tx
             .call(move |c| {
                 for d in &dirty {
-                    update_row(c, d)?;
+                    update_row(c, d, false)?;
                 }
                 let i = &incident;
                 c.prepare_cached(
@@ -510,7 +510,7 @@ impl TriageTx for SqliteTriageTx {
             return Ok(());
         }
         let i = i.clone();
-        self.tx.call(move |c| update_row(c, &i)).await
+        self.tx.call(move |c| update_row(c, &i, false)).await
     }
 
     async fn link_alert(&mut self, alert_id: &str, incident_id: &str, opened: bool) -> Result<()> {
@@ -584,11 +584,7 @@ impl TriageTx for SqliteTriageTx {
         }
         tx.commit_with(move |c| {
             for i in dirty.values() {
-                if stored_state.get(&i.id) == Some(&i.state) {
-                    update_row_keeping_state(c, i)?;
-                } else {
-                    update_row(c, i)?;
-                }
+                update_row(c, i, stored_state.get(&i.id) == Some(&i.state))?;
             }
             write_links(c, &links)?;
             let mut append = c.prepare_cached(
@@ -620,62 +616,45 @@ fn incident_by_id(c: &Connection, id: &str) -> Result<Option<IncidentRecord>> {
         .transpose()
 }
 
-fn update_row(c: &Connection, i: &IncidentRecord) -> Result<()> {
-    c.prepare_cached(
-        "UPDATE incidents SET title = ?, description = ?, category = ?, severity = ?, priority = ?,
-            urgency = ?, state = ?, alert_count = ?, labels = ?, acknowledged_at = ?, resolved_at = ?,
-            closed_at = ?, resolution_summary = ?, root_cause = ?, review = ?, updated_at = ?
-         WHERE id = ?",
-    )?
-    .execute(rusqlite::params![
-        i.title,
-        i.description,
-        i.category,
-        i.severity,
-        i.priority,
-        i.urgency,
-        i.state,
-        i.alert_count,
-        json_text(&i.labels)?,
-        i.acknowledged_at,
-        i.resolved_at,
-        i.closed_at,
-        i.resolution_summary,
-        i.root_cause,
-        i.review,
-        i.updated_at,
-        i.id,
-    ])?;
-    Ok(())
-}
-
-/// [`update_row`] of an incident whose state is unchanged: without assigning the state,
-/// SQLite leaves the two indexes on it (by state, one active incident per key) alone.
-fn update_row_keeping_state(c: &Connection, i: &IncidentRecord) -> Result<()> {
-    c.prepare_cached(
+/// Writes an incident's row. With `keep_state` (the state as stored is unchanged) the state
+/// is not assigned, and SQLite leaves the two indexes on it (by state, one active incident
+/// per key) alone.
+fn update_row(c: &Connection, i: &IncidentRecord, keep_state: bool) -> Result<()> {
+    let labels = json_text(&i.labels)?;
+    let mut params: Vec<&dyn rusqlite::ToSql> = vec![
+        &i.title,
+        &i.description,
+        &i.category,
+        &i.severity,
+        &i.priority,
+        &i.urgency,
+        &i.alert_count,
+        &labels,
+        &i.acknowledged_at,
+        &i.resolved_at,
+        &i.closed_at,
+        &i.resolution_summary,
+        &i.root_cause,
+        &i.review,
+        &i.updated_at,
+    ];
+    if !keep_state {
+        params.push(&i.state);
+    }
+    params.push(&i.id);
+    c.prepare_cached(if keep_state {
         "UPDATE incidents SET title = ?, description = ?, category = ?, severity = ?, priority = ?,
             urgency = ?, alert_count = ?, labels = ?, acknowledged_at = ?, resolved_at = ?,
             closed_at = ?, resolution_summary = ?, root_cause = ?, review = ?, updated_at = ?
-         WHERE id = ?",
-    )?
-    .execute(rusqlite::params![
-        i.title,
-        i.description,
-        i.category,
-        i.severity,
-        i.priority,
-        i.urgency,
-        i.alert_count,
-        json_text(&i.labels)?,
-        i.acknowledged_at,
-        i.resolved_at,
-        i.closed_at,
-        i.resolution_summary,
-        i.root_cause,
-        i.review,
-        i.updated_at,
-        i.id,
-    ])?;
+         WHERE id = ?"
+    } else {
+        "UPDATE incidents SET title = ?, description = ?, category = ?, severity = ?, priority = ?,
+            urgency = ?, alert_count = ?, labels = ?, acknowledged_at = ?, resolved_at = ?,
+            closed_at = ?, resolution_summary = ?, root_cause = ?, review = ?, updated_at = ?,
+            state = ?
+         WHERE id = ?"
+    })?
+    .execute(params.as_slice())?;
     Ok(())
 }
 
