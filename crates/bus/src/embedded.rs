@@ -106,6 +106,18 @@ impl EmbeddedBus {
         self.places.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
+    /// Notes that `consumer` is past `seq` in `stream`'s outbox (never backwards).
+    fn moved(&self, consumer: &str, stream: &str, seq: i64) {
+        let mut places = self.places();
+        let place = places
+            .entry((consumer.to_owned(), stream.to_owned()))
+            .or_insert(Place::Outbox(seq));
+        *place = match *place {
+            Place::Outbox(before) => Place::Outbox(before.max(seq)),
+            Place::Log => Place::Outbox(seq),
+        };
+    }
+
     /// Up to `max` deliveries of `stream`, read in place from `source`, for `consumer`.
     async fn fetch_in_place(
         &self,
@@ -123,10 +135,7 @@ impl EmbeddedBus {
                 // The log is drained: on into the outbox, where the relay stopped copying.
                 let start = source.start().await?;
                 self.log.move_outbox_cursor(consumer, stream, start).await?;
-                self.places().insert(
-                    (consumer.to_owned(), stream.to_owned()),
-                    Place::Outbox(start),
-                );
+                self.moved(consumer, stream, start);
                 Box::pin(self.fetch_in_place(source, stream, consumer, max)).await
             }
             Place::Outbox(after) => Ok(source
@@ -161,14 +170,17 @@ impl EmbeddedBus {
             Place::Outbox(before) => before,
         };
         self.log.move_outbox_cursor(consumer, stream, seq).await?;
-        self.places().insert(
-            (consumer.to_owned(), stream.to_owned()),
-            Place::Outbox(before.max(seq)),
-        );
-        if before / SWEEP_EVERY != seq / SWEEP_EVERY
-            && let Some(upto) = self.log.min_outbox_cursor(stream).await?
-        {
-            source.sweep(stream, upto).await?;
+        self.moved(consumer, stream, seq);
+        if before / SWEEP_EVERY != seq / SWEEP_EVERY {
+            // The acknowledgement stands; a sweep that failed is done by the next one.
+            let swept = match self.log.min_outbox_cursor(stream).await {
+                Ok(Some(upto)) => source.sweep(stream, upto).await,
+                Ok(None) => Ok(()),
+                Err(e) => Err(e),
+            };
+            if let Err(e) = swept {
+                tracing::warn!(stream, error = %e, "sweeping the outbox failed");
+            }
         }
         Ok(())
     }
@@ -284,7 +296,7 @@ impl Bus for EmbeddedBus {
 
     async fn park(&self, stream: &str, consumer: &str, d: &Delivery, error: &str) -> Result<()> {
         if self.sources.contains_key(stream)
-            && let Place::Outbox(before) = self.place(consumer, stream).await?
+            && let Place::Outbox(_) = self.place(consumer, stream).await?
         {
             let m = &d.message;
             let copy = BusMessage {
@@ -295,10 +307,7 @@ impl Bus for EmbeddedBus {
             self.log
                 .park_event(consumer, stream, d.seq, &copy, error)
                 .await?;
-            self.places().insert(
-                (consumer.to_owned(), stream.to_owned()),
-                Place::Outbox(before.max(d.seq)),
-            );
+            self.moved(consumer, stream, d.seq);
             return Ok(());
         }
         Ok(self.log.park(consumer, stream, d.seq, error).await?)

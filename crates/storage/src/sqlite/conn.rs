@@ -738,4 +738,47 @@ mod tests {
         reader.await.unwrap().unwrap();
         assert_eq!(rows(&db).await, [1]);
     }
+
+    /// Sweeping keeps what a consumer has not passed and what is less than a day old.
+    #[tokio::test]
+    async fn the_sweep_deletes_only_old_events_every_consumer_is_past() {
+        use super::super::{OUTBOX, OUTBOX_READ_IN_PLACE};
+        const SCHEMA: &[Migration] = &[
+            Migration {
+                version: 1,
+                sql: OUTBOX,
+            },
+            Migration {
+                version: 2,
+                sql: OUTBOX_READ_IN_PLACE,
+            },
+        ];
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::open(&dir.path().join("o.db"), SCHEMA, false)
+            .await
+            .unwrap();
+        let old = now_micros() - super::super::OUTBOX_KEPT_MICROS - 1;
+        db.write(move |c| {
+            // 1-3 are more than a day old, 4 is new, 5 is old again (a clock step).
+            for (seq, created_at) in [(1, old), (2, old), (3, old), (4, now_micros()), (5, old)] {
+                c.execute(
+                    "INSERT INTO outbox (seq, id, stream, subject, payload, created_at)
+                     VALUES (?, ?, 'alerts', 's', x'00', ?)",
+                    (seq, format!("e{seq}"), created_at),
+                )?;
+            }
+            Ok(())
+        })
+        .await
+        .unwrap();
+        // The slowest consumer is past 4.
+        outbox_sweep(&db, "alerts", 4).await.unwrap();
+        let left: Vec<i64> = outbox_since(&db, "alerts", 0, 10)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|r| r.seq)
+            .collect();
+        assert_eq!(left, [4, 5]);
+    }
 }
