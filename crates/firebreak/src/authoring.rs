@@ -62,8 +62,15 @@ pub(crate) fn test(dir: &Path, require_tests: bool, out: &Out) -> i32 {
 
 /// Where a dry run takes its incident from.
 pub(crate) enum Source {
-    Incident { id: String, channel: Channel },
-    Fixture { path: PathBuf, case: Option<String> },
+    Incident {
+        id: String,
+        channel: Channel,
+        request_timeout: std::time::Duration,
+    },
+    Fixture {
+        path: PathBuf,
+        case: Option<String>,
+    },
 }
 
 /// `firebreak runbook dry-run NAME`: runs the script with every action simulated and prints
@@ -81,11 +88,15 @@ pub(crate) async fn dry_run(
         .clone();
     let limits = Limits::default();
     let sim = match source {
-        Source::Incident { id, channel } => {
+        Source::Incident {
+            id,
+            channel,
+            request_timeout,
+        } => {
             let incident = IncidentServiceClient::new(channel)
                 .get_incident(v1::GetIncidentRequest { id })
                 .await
-                .map_err(|s| anyhow::anyhow!("{:?}: {}", s.code(), s.message()))?
+                .map_err(|s| crate::cli::status(s, request_timeout))?
                 .into_inner()
                 .incident
                 .context("the server returned no incident")?;

@@ -1,8 +1,9 @@
 //! The command line: `firebreak up` and the client commands that talk to a running server.
 
 use std::path::PathBuf;
+use std::time::Duration;
 
-use anyhow::{Context, bail};
+use anyhow::bail;
 use clap::{Args, Parser, Subcommand};
 use firebreak_proto::v1::{
     self, incident_service_client::IncidentServiceClient,
@@ -13,12 +14,25 @@ use firebreak_proto::v1::{
 use tokio_util::sync::CancellationToken;
 use tonic::transport::Channel;
 
-use crate::output::{Out, OutputFormat};
+use crate::output::{Exit, Failure, Out, OutputFormat};
 use crate::{App, Config};
+
+/// What `--help` says about exit codes; the README's table says the same.
+const EXIT_CODES: &str = "\
+Exit codes:
+  0  success
+  1  failed: what the command checked failed (runbook test, simulated run), or another error
+  2  usage: the command line is wrong
+  3  unavailable: the server is unreachable, did not answer in time, or is overloaded (retry)
+  4  not found: what the command names does not exist
+  5  invalid: the server refused the input
+  6  conflict: the target's state does not allow it (already exists, wrong state)
+  7  denied: the caller may not do this
+Under --output json an error is one JSON object on stderr: {\"code\", \"message\", \"exit\"}.";
 
 /// Firebreak: incident management with durable, sandboxed runbooks.
 #[derive(Debug, Parser)]
-#[command(name = "firebreak", version, about)]
+#[command(name = "firebreak", version, about, after_help = EXIT_CODES)]
 pub struct Cli {
     /// The server's gRPC address, for client commands.
     #[arg(
@@ -36,6 +50,12 @@ pub struct Cli {
     /// How client commands print results.
     #[arg(long, global = true, env = "FIREBREAK_OUTPUT", value_enum, default_value_t = OutputFormat::Table)]
     pub output: OutputFormat,
+    /// How long client commands wait for a connection to a service (`5s`, `500ms`, `5`).
+    #[arg(long, global = true, env = "FIREBREAK_CONNECT_TIMEOUT", default_value = "5s", value_parser = parse_duration)]
+    pub connect_timeout: Duration,
+    /// How long client commands wait for each answer (`30s`, `2m`).
+    #[arg(long, global = true, env = "FIREBREAK_REQUEST_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
+    pub request_timeout: Duration,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -282,10 +302,97 @@ fn who() -> String {
     std::env::var("USER").map_or_else(|_| "user:cli".into(), |u| format!("user:{u}"))
 }
 
+/// A duration on the command line: `500ms`, `5s`, `2m`, or plain seconds; 1 ms to 1 hour.
+fn parse_duration(text: &str) -> Result<Duration, String> {
+    let t = text.trim();
+    let (number, unit) = match t.find(|c: char| !c.is_ascii_digit()) {
+        Some(i) => t.split_at(i),
+        None => (t, "s"),
+    };
+    let n: u64 = number
+        .parse()
+        .map_err(|_| format!("{text:?} is not a duration such as 500ms, 5s or 2m"))?;
+    let d = match unit {
+        "ms" => Duration::from_millis(n),
+        "s" => Duration::from_secs(n),
+        "m" => Duration::from_secs(n.saturating_mul(60)),
+        _ => return Err(format!("{text:?}: the unit must be ms, s or m")),
+    };
+    if d < Duration::from_millis(1) || d > Duration::from_secs(3600) {
+        return Err(format!("{text:?} must lie between 1ms and 1h"));
+    }
+    Ok(d)
+}
+
+/// Whether the raw command line (or `FIREBREAK_OUTPUT`) asks for JSON, for errors found
+/// before clap could parse it.
+fn json_requested(args: &[String]) -> bool {
+    let mut json = std::env::var("FIREBREAK_OUTPUT").is_ok_and(|v| v == "json");
+    for (i, a) in args.iter().enumerate() {
+        if a == "--output=json" || (a == "--output" && args.get(i + 1).is_some_and(|v| v == "json"))
+        {
+            json = true;
+        } else if a.starts_with("--output") {
+            json = false;
+        }
+    }
+    json
+}
+
+/// Parses the process's command line. Help and version go to stdout (exit 0); a usage error
+/// exits 2, as a JSON object on stderr when JSON output was asked for.
+pub fn parse() -> Cli {
+    let args: Vec<String> = std::env::args().collect();
+    match Cli::try_parse_from(&args) {
+        Ok(cli) => cli,
+        Err(e) => {
+            let usage = !matches!(
+                e.kind(),
+                clap::error::ErrorKind::DisplayHelp | clap::error::ErrorKind::DisplayVersion
+            );
+            if usage && json_requested(&args) {
+                let rendered = e.render().to_string();
+                let message = rendered
+                    .lines()
+                    .find(|l| !l.trim().is_empty())
+                    .unwrap_or_default()
+                    .trim_start_matches("error: ")
+                    .to_owned();
+                crate::output::report_error(OutputFormat::Json, Exit::Usage, &message);
+                std::process::exit(Exit::Usage.code());
+            }
+            e.exit()
+        }
+    }
+}
+
 impl Cli {
+    /// Runs the command and reports its error; returns the process exit code (see
+    /// [`EXIT_CODES`]).
+    pub async fn main(self) -> i32 {
+        let format = self.output;
+        match self.run().await {
+            Ok(code) => code,
+            Err(e) => {
+                let exit = e
+                    .chain()
+                    .find_map(|c| c.downcast_ref::<Failure>())
+                    .map_or(Exit::Failed, |f| f.exit);
+                crate::output::report_error(format, exit, &format!("{e:#}"));
+                exit.code()
+            }
+        }
+    }
+
     /// Runs the command; returns the process exit code.
     pub async fn run(self) -> anyhow::Result<i32> {
         let out = Out::new(self.output);
+        let targets = Targets {
+            server: self.server,
+            client_config: self.client_config,
+            connect_timeout: self.connect_timeout,
+            request_timeout: self.request_timeout,
+        };
         match self.command {
             Command::Up(args) => up(args).await.map(|()| 0),
             Command::Serve(args) => serve(args).await.map(|()| 0),
@@ -304,65 +411,86 @@ impl Cli {
                 let source = match (incident, fixture) {
                     (Some(id), _) => crate::authoring::Source::Incident {
                         id,
-                        channel: Targets::connect(&self.server, self.client_config.as_deref())
-                            .await?
-                            .triage,
+                        channel: targets.connect(Service::Triage).await?,
+                        request_timeout: targets.request_timeout,
                     },
                     (None, Some(path)) => crate::authoring::Source::Fixture { path, case },
                     (None, None) => bail!("give --incident ID or --fixture FILE"),
                 };
                 crate::authoring::dry_run(&runbooks, &name, source, &out).await
             }
-            cmd => {
-                let targets = Targets::connect(&self.server, self.client_config.as_deref()).await?;
-                client(cmd, targets, &out).await.map(|()| 0)
-            }
+            cmd => client(cmd, &targets, &out).await.map(|()| 0),
         }
     }
 }
 
+/// The services client commands call.
+#[derive(Debug, Clone, Copy)]
+enum Service {
+    Intake,
+    Triage,
+    Orchestration,
+}
+
 /// Where each service's calls go: all to --server (embedded mode), or each to its address
-/// in the client configuration (distributed mode).
+/// in the client configuration (distributed mode). A command connects only to the service
+/// it calls, so `raise` works while triage is down.
 struct Targets {
-    intake: Channel,
-    triage: Channel,
-    orchestration: Channel,
+    server: String,
+    client_config: Option<PathBuf>,
+    connect_timeout: Duration,
+    request_timeout: Duration,
 }
 
 impl Targets {
-    async fn connect(
-        server: &str,
-        client_config: Option<&std::path::Path>,
-    ) -> anyhow::Result<Self> {
-        let peers = match client_config {
-            Some(path) => crate::config::Peers::load(path)?,
+    /// Connects to `service`, with the connect and request timeouts.
+    async fn connect(&self, service: Service) -> anyhow::Result<Channel> {
+        let peers = match &self.client_config {
+            Some(path) => crate::config::Peers::load(path)
+                .map_err(|e| anyhow::Error::new(Failure::new(Exit::Usage, format!("{e:#}"))))?,
             None => crate::config::Peers::default(),
         };
-        // One connection per distinct address.
-        let mut open: std::collections::HashMap<String, Channel> = Default::default();
-        let mut channel = async |p: &Option<String>| -> anyhow::Result<Channel> {
-            let url = p.clone().unwrap_or_else(|| server.to_owned());
-            if let Some(c) = open.get(&url) {
-                return Ok(c.clone());
-            }
-            let c = connect(&url).await?;
-            open.insert(url, c.clone());
-            Ok(c)
+        let (name, peer) = match service {
+            Service::Intake => ("intake", peers.intake),
+            Service::Triage => ("triage", peers.triage),
+            Service::Orchestration => ("orchestration", peers.orchestration),
         };
-        Ok(Self {
-            intake: channel(&peers.intake).await?,
-            triage: channel(&peers.triage).await?,
-            orchestration: channel(&peers.orchestration).await?,
-        })
+        let url = peer.unwrap_or_else(|| self.server.clone());
+        let endpoint = tonic::transport::Endpoint::from_shared(url.clone())
+            .map_err(|_| Failure::new(Exit::Usage, format!("invalid {name} address {url:?}")))?
+            .connect_timeout(self.connect_timeout)
+            .timeout(self.request_timeout);
+        match tokio::time::timeout(self.connect_timeout, endpoint.connect()).await {
+            Ok(Ok(channel)) => Ok(channel),
+            Ok(Err(e)) => Err(Failure::new(
+                Exit::Unavailable,
+                format!("cannot reach {name} at {url}: {} (is `firebreak up` or `firebreak serve` running there?)", error_chain(&e)),
+            )
+            .into()),
+            Err(_) => Err(Failure::new(
+                Exit::Unavailable,
+                format!(
+                    "cannot reach {name} at {url}: no connection within {:?} (--connect-timeout)",
+                    self.connect_timeout
+                ),
+            )
+            .into()),
+        }
     }
 }
 
-async fn connect(server: &str) -> anyhow::Result<Channel> {
-    tonic::transport::Endpoint::from_shared(server.to_owned())
-        .with_context(|| format!("invalid server address {server:?}"))?
-        .connect()
-        .await
-        .with_context(|| format!("cannot reach Firebreak at {server} (is `firebreak up` or `firebreak serve` running there?)"))
+/// An error and its causes on one line.
+fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut parts = vec![e.to_string()];
+    let mut source = e.source();
+    while let Some(s) = source {
+        let text = s.to_string();
+        if !parts.iter().any(|p| p.contains(&text)) {
+            parts.push(text);
+        }
+        source = s.source();
+    }
+    parts.join(": ")
 }
 
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
@@ -491,15 +619,24 @@ fn check(dir: &std::path::Path, out: &Out) -> i32 {
     }
 }
 
-async fn client(cmd: Command, targets: Targets, out: &Out) -> anyhow::Result<()> {
-    let mut incidents = IncidentServiceClient::new(targets.triage);
-    let mut runs = RunbookServiceClient::new(targets.orchestration);
-    let channel = targets.intake;
+async fn client(cmd: Command, targets: &Targets, out: &Out) -> anyhow::Result<()> {
+    let service = match &cmd {
+        Command::Raise(_) | Command::ResolveAlert { .. } | Command::Integration(_) => {
+            Service::Intake
+        }
+        Command::Incident(_) => Service::Triage,
+        _ => Service::Orchestration,
+    };
+    let channel = targets.connect(service).await?;
+    let mut incidents = IncidentServiceClient::new(channel.clone());
+    let mut runs = RunbookServiceClient::new(channel.clone());
+    let status = |s: tonic::Status| status(s, targets.request_timeout);
     match cmd {
         Command::Raise(a) => {
             let mut labels = std::collections::HashMap::new();
             for l in &a.labels {
-                let (k, v) = firebreak_domain::parse_label(l)?;
+                let (k, v) = firebreak_domain::parse_label(l)
+                    .map_err(|e| Failure::new(Exit::Usage, format!("--label {l:?}: {e}")))?;
                 labels.insert(k, v);
             }
             let r = IntakeServiceClient::new(channel)
@@ -701,6 +838,13 @@ async fn client(cmd: Command, targets: Targets, out: &Out) -> anyhow::Result<()>
     Ok(())
 }
 
-fn status(s: tonic::Status) -> anyhow::Error {
-    anyhow::anyhow!("{:?}: {}", s.code(), s.message())
+/// A failed call as an error with its exit code.
+pub(crate) fn status(s: tonic::Status, request_timeout: Duration) -> anyhow::Error {
+    let exit = Exit::of_status(s.code());
+    let message = if s.code() == tonic::Code::Cancelled && s.message().contains("Timeout expired") {
+        format!("no answer within {request_timeout:?} (--request-timeout)")
+    } else {
+        format!("{:?}: {}", s.code(), s.message())
+    };
+    Failure::new(exit, message).into()
 }

@@ -158,6 +158,8 @@ const CLIENT_ENV: &[&str] = &[
     "FIREBREAK_OUTPUT",
     "FIREBREAK_USER",
     "FIREBREAK_CLIENT_CONFIG",
+    "FIREBREAK_CONNECT_TIMEOUT",
+    "FIREBREAK_REQUEST_TIMEOUT",
 ];
 
 impl Default for Config {

@@ -1,9 +1,138 @@
 //! What client commands print: aligned tables for people, JSON for scripts.
 #![allow(clippy::print_stdout)]
 
+use std::io::Write;
+
 use clap::ValueEnum;
 use firebreak_proto::v1;
 use serde_json::{Value, json};
+
+/// `println!` that ends the process quietly (exit 0) when stdout is a closed pipe
+/// (`firebreak incident list | head -1`), as `head`'s reader would expect, instead of
+/// panicking.
+macro_rules! say {
+    ($($arg:tt)*) => {
+        $crate::output::say_raw(&format!("{}\n", format_args!($($arg)*)))
+    };
+}
+
+/// Writes `text` to stdout; a closed pipe ends the process quietly, another write error
+/// ends it with exit code 1.
+pub(crate) fn say_raw(text: &str) {
+    let mut out = std::io::stdout().lock();
+    if let Err(e) = out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        if e.kind() == std::io::ErrorKind::BrokenPipe {
+            std::process::exit(0);
+        }
+        let _ = writeln!(std::io::stderr(), "error: cannot write to stdout: {e}");
+        std::process::exit(Exit::Failed.code());
+    }
+}
+
+/// What a failed command's exit code says. The numbers are an interface for scripts:
+/// stable, listed in `--help` and the README.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Exit {
+    /// The command ran and what it checked failed (a runbook test, a simulated run), or an
+    /// error of no other kind.
+    Failed,
+    /// The command line is wrong (clap's code too).
+    Usage,
+    /// The server could not be reached, did not answer in time, or is overloaded: a retry
+    /// may work.
+    Unavailable,
+    /// What the command names does not exist.
+    NotFound,
+    /// The server refused the input as invalid.
+    Invalid,
+    /// The target is not in a state that allows it (already exists, wrong state).
+    Conflict,
+    /// The caller may not do this.
+    Denied,
+}
+
+impl Exit {
+    pub(crate) fn code(self) -> i32 {
+        match self {
+            Exit::Failed => 1,
+            Exit::Usage => 2,
+            Exit::Unavailable => 3,
+            Exit::NotFound => 4,
+            Exit::Invalid => 5,
+            Exit::Conflict => 6,
+            Exit::Denied => 7,
+        }
+    }
+
+    /// The name in a JSON error's `code`.
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            Exit::Failed => "failed",
+            Exit::Usage => "usage",
+            Exit::Unavailable => "unavailable",
+            Exit::NotFound => "not_found",
+            Exit::Invalid => "invalid",
+            Exit::Conflict => "conflict",
+            Exit::Denied => "denied",
+        }
+    }
+
+    /// The one place gRPC status codes become exit codes.
+    pub(crate) fn of_status(code: tonic::Code) -> Self {
+        use tonic::Code;
+        match code {
+            // Cancelled is how tonic reports the request timeout.
+            Code::Unavailable
+            | Code::DeadlineExceeded
+            | Code::ResourceExhausted
+            | Code::Cancelled => Exit::Unavailable,
+            Code::NotFound => Exit::NotFound,
+            Code::InvalidArgument | Code::OutOfRange => Exit::Invalid,
+            Code::AlreadyExists | Code::FailedPrecondition | Code::Aborted => Exit::Conflict,
+            Code::PermissionDenied | Code::Unauthenticated => Exit::Denied,
+            Code::Ok | Code::Unknown | Code::Internal | Code::Unimplemented | Code::DataLoss => {
+                Exit::Failed
+            }
+        }
+    }
+}
+
+/// A failure with its exit code; anything else that fails a command exits with
+/// [`Exit::Failed`].
+#[derive(Debug)]
+pub(crate) struct Failure {
+    pub(crate) exit: Exit,
+    pub(crate) message: String,
+}
+
+impl Failure {
+    pub(crate) fn new(exit: Exit, message: impl Into<String>) -> Self {
+        Self {
+            exit,
+            message: message.into(),
+        }
+    }
+}
+
+impl std::fmt::Display for Failure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for Failure {}
+
+/// Prints a failed command's error on stderr: a line of text, or under `--output json` one
+/// JSON object `{"code", "message", "exit"}`.
+pub(crate) fn report_error(format: OutputFormat, exit: Exit, message: &str) {
+    let text = match format {
+        OutputFormat::Json => {
+            json!({ "code": exit.name(), "message": message, "exit": exit.code() }).to_string()
+        }
+        OutputFormat::Table => format!("error: {message}"),
+    };
+    let _ = writeln!(std::io::stderr(), "{text}");
+}
 
 /// How results are printed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -85,7 +214,7 @@ fn table(headers: &[&str], rows: Vec<Vec<String>>) {
                 format!("{c:<w$}")
             })
             .collect();
-        println!("{}", parts.join("  ").trim_end());
+        say!("{}", parts.join("  ").trim_end());
     };
     line(headers.iter().map(|h| h.to_uppercase()).collect());
     for row in rows {
@@ -99,19 +228,33 @@ impl Out {
     }
 
     fn json(&self, v: Value) {
-        println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+        say!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
     }
 
+    /// A raise's answer. Stdout holds the incident id and nothing else (`ID=$(firebreak raise
+    /// …)`); when the incident is not known yet, stdout stays empty and the status goes to
+    /// stderr. JSON always has `status`: `opened`, `attached` or `accepted` (no incident yet).
     pub(crate) fn raised(&self, r: &v1::RaiseIncidentResponse) {
+        let known = !r.incident_id.is_empty();
+        let status = match (known, r.deduplicated) {
+            (false, _) => "accepted",
+            (true, true) => "attached",
+            (true, false) => "opened",
+        };
         match self.format {
             OutputFormat::Json => self.json(json!({
-                "incident_id": r.incident_id, "alert_id": r.alert_id, "deduplicated": r.deduplicated,
+                "status": status,
+                "incident_id": if known { Value::from(r.incident_id.as_str()) } else { Value::Null },
+                "alert_id": r.alert_id, "deduplicated": r.deduplicated,
             })),
-            OutputFormat::Table if r.incident_id.is_empty() => println!(
-                "alert {} accepted; its incident is being opened",
-                r.alert_id
-            ),
-            OutputFormat::Table => println!("{}", r.incident_id),
+            OutputFormat::Table if known => say!("{}", r.incident_id),
+            OutputFormat::Table => {
+                let _ = writeln!(
+                    std::io::stderr(),
+                    "alert {} accepted; its incident opens once triage is reachable (`firebreak incident list` shows it)",
+                    r.alert_id
+                );
+            }
         }
     }
 
@@ -149,7 +292,7 @@ impl Out {
                             Value::Null => "-".into(),
                             other => other.to_string(),
                         };
-                        println!("{k:<20} {v}");
+                        say!("{k:<20} {v}");
                     }
                 }
             }
@@ -184,7 +327,7 @@ impl Out {
                 "incident_id": r.incident_id, "markdown": r.markdown,
                 "generated_at": ts(r.generated_at.as_ref()),
             })),
-            OutputFormat::Table => print!("{}", r.markdown),
+            OutputFormat::Table => say_raw(&r.markdown),
         }
     }
 
@@ -244,7 +387,7 @@ impl Out {
         match self.format {
             OutputFormat::Json => self.json(run_json(r)),
             OutputFormat::Table => {
-                println!(
+                say!(
                     "run      {}\nrunbook  {}\nincident {}\nstate    {}\nmode     {}",
                     r.id,
                     r.runbook,
@@ -253,7 +396,7 @@ impl Out {
                     if r.live { "live" } else { "dry-run" }
                 );
                 if !r.error.is_empty() {
-                    println!("error    {}", r.error);
+                    say!("error    {}", r.error);
                 }
                 if let Some(at) = ts(r.wake_at.as_ref()).as_str() {
                     let what = if r.state == "sleeping" {
@@ -261,12 +404,12 @@ impl Out {
                     } else {
                         "expires"
                     };
-                    println!("{what:<8} {at}");
+                    say!("{what:<8} {at}");
                 }
                 if let Ok(Value::Array(plan)) = serde_json::from_str::<Value>(&r.plan) {
-                    println!("\nplan ({}):", r.phase);
+                    say!("\nplan ({}):", r.phase);
                     for step in &plan {
-                        println!(
+                        say!(
                             "  {}. {} {}",
                             step["seq"],
                             step["action"].as_str().unwrap_or_default(),
@@ -274,7 +417,7 @@ impl Out {
                         );
                     }
                 }
-                println!();
+                say!("");
                 table(
                     &["seq", "action", "status", "args", "result"],
                     r.actions
@@ -291,7 +434,7 @@ impl Out {
                         .collect(),
                 );
                 for line in &r.log {
-                    println!("log: {line}");
+                    say!("log: {line}");
                 }
             }
         }
@@ -300,7 +443,7 @@ impl Out {
     pub(crate) fn check_ok(&self, names: &[&str]) {
         match self.format {
             OutputFormat::Json => self.json(json!({ "ok": true, "runbooks": names })),
-            OutputFormat::Table => println!("{} runbook(s) ok: {}", names.len(), names.join(", ")),
+            OutputFormat::Table => say!("{} runbook(s) ok: {}", names.len(), names.join(", ")),
         }
     }
 
@@ -354,7 +497,7 @@ impl Out {
                 "runbook": runbook, "outcome": outcome, "plan": sim.steps, "log": sim.log,
             })),
             OutputFormat::Table => {
-                println!("dry run of {runbook}: {outcome}\n");
+                say!("dry run of {runbook}: {outcome}\n");
                 table(
                     &["seq", "action", "args", "result"],
                     sim.steps
@@ -370,7 +513,7 @@ impl Out {
                         .collect(),
                 );
                 for line in &sim.log {
-                    println!("log: {line}");
+                    say!("log: {line}");
                 }
             }
         }
@@ -389,11 +532,11 @@ impl Out {
             OutputFormat::Table => {
                 for r in results {
                     match &r.failure {
-                        None => println!("ok    {}: {}", r.runbook, r.case),
-                        Some(why) => println!("FAIL  {}: {}: {why}", r.runbook, r.case),
+                        None => say!("ok    {}: {}", r.runbook, r.case),
+                        Some(why) => say!("FAIL  {}: {}: {why}", r.runbook, r.case),
                     }
                 }
-                println!(
+                say!(
                     "\n{} case(s): {} passed, {failed} failed",
                     results.len(),
                     results.len() - failed
@@ -408,9 +551,9 @@ impl Out {
                 self.json(json!({ "alert_id": alert_id, "resolved": !alert_id.is_empty() }))
             }
             OutputFormat::Table if alert_id.is_empty() => {
-                println!("no firing alert has that key; nothing changed")
+                say!("no firing alert has that key; nothing changed")
             }
-            OutputFormat::Table => println!("resolved alert {alert_id}"),
+            OutputFormat::Table => say!("resolved alert {alert_id}"),
         }
     }
 
@@ -424,7 +567,7 @@ impl Out {
             )),
             OutputFormat::Table if created => {
                 for i in list {
-                    println!("{}", i.key);
+                    say!("{}", i.key);
                 }
             }
             OutputFormat::Table => table(
@@ -478,14 +621,43 @@ impl Out {
     pub(crate) fn replayed(&self, seq: u64) {
         match self.format {
             OutputFormat::Json => self.json(json!({ "replayed": seq })),
-            OutputFormat::Table => println!("replayed parked event {seq}"),
+            OutputFormat::Table => say!("replayed parked event {seq}"),
         }
     }
 
     pub(crate) fn deleted(&self, name: &str) {
         match self.format {
             OutputFormat::Json => self.json(json!({ "deleted": name })),
-            OutputFormat::Table => println!("deleted {name}"),
+            OutputFormat::Table => say!("deleted {name}"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_status_code_has_its_exit_code() {
+        use tonic::Code;
+        let cases = [
+            (Code::Unavailable, 3),
+            (Code::DeadlineExceeded, 3),
+            (Code::ResourceExhausted, 3),
+            (Code::Cancelled, 3),
+            (Code::NotFound, 4),
+            (Code::InvalidArgument, 5),
+            (Code::OutOfRange, 5),
+            (Code::AlreadyExists, 6),
+            (Code::FailedPrecondition, 6),
+            (Code::Aborted, 6),
+            (Code::PermissionDenied, 7),
+            (Code::Unauthenticated, 7),
+            (Code::Internal, 1),
+            (Code::Unknown, 1),
+        ];
+        for (code, exit) in cases {
+            assert_eq!(Exit::of_status(code).code(), exit, "{code:?}");
         }
     }
 }

@@ -666,3 +666,258 @@ fn shell_words(s: &str) -> Vec<String> {
     }
     words
 }
+
+/// Runs the binary from `cwd` with `args`; returns (exit code, stdout, stderr). A command
+/// still running after a minute is killed and fails the test, so a hang cannot stall the
+/// suite (the commands under test time out in seconds).
+fn run_in_dir(cwd: &Path, args: &[&str], stdout: Option<Stdio>) -> (i32, String, String) {
+    let mut cmd = Command::new(BIN);
+    cmd.current_dir(cwd)
+        .args(args)
+        .env_remove("FIREBREAK_SERVER")
+        .env_remove("FIREBREAK_OUTPUT")
+        .env_remove("FIREBREAK_CLIENT_CONFIG")
+        .stdin(Stdio::null())
+        .stderr(Stdio::piped());
+    let piped = stdout.is_none();
+    cmd.stdout(stdout.unwrap_or_else(Stdio::piped));
+    let mut child = cmd.spawn().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("firebreak {args:?} hung");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let read = |r: Option<&mut dyn std::io::Read>| {
+        let mut s = String::new();
+        if let Some(r) = r {
+            r.read_to_string(&mut s).unwrap();
+        }
+        s
+    };
+    let out = if piped {
+        read(child.stdout.as_mut().map(|o| o as &mut dyn std::io::Read))
+    } else {
+        String::new()
+    };
+    let err = read(child.stderr.as_mut().map(|o| o as &mut dyn std::io::Read));
+    (status.code().unwrap_or(-1), out, err)
+}
+
+/// An embedded server with the shipped runbooks, and a directory to run commands from.
+fn shipped_server(dir: &Path) -> Server {
+    let config = dir.join("config.yaml");
+    std::fs::write(&config, "{}\n").unwrap();
+    Server::start(&dir.join("data"), &repo("runbooks"), &config)
+}
+
+#[test]
+fn a_closed_stdout_ends_the_cli_quietly() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = shipped_server(dir.path());
+    for n in 0..3 {
+        server.cli(&["raise", "--title", &format!("disk full on db-{n}")]);
+    }
+    // `firebreak incident list | head -1` where head has already gone: every write fails.
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader);
+    let (code, _, err) = run_in_dir(
+        dir.path(),
+        &["--server", &server.grpc, "incident", "list"],
+        Some(Stdio::from(writer)),
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(err.is_empty(), "nothing on stderr: {err}");
+}
+
+/// A client configuration sending triage and orchestration calls to a port nobody
+/// listens on.
+fn dead_peers(dir: &Path) -> PathBuf {
+    let dead = format!("http://127.0.0.1:{}", free_port());
+    let path = dir.join("client.yaml");
+    std::fs::write(&path, format!("triage: {dead}\norchestration: {dead}\n")).unwrap();
+    path
+}
+
+#[test]
+fn raise_needs_only_intake_and_prints_only_the_id() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = shipped_server(dir.path());
+    let client = dead_peers(dir.path());
+    let client = client.to_str().unwrap();
+    let (code, out, err) = run_in_dir(
+        dir.path(),
+        &[
+            "--server",
+            &server.grpc,
+            "--client-config",
+            client,
+            "raise",
+            "--title",
+            "checkout latency above SLO",
+        ],
+        None,
+    );
+    assert_eq!(code, 0, "{err}");
+    // Stdout is the id alone, as `ID=$(firebreak raise …)` takes it.
+    let id = out.strip_suffix('\n').unwrap();
+    assert!(uuid::Uuid::parse_str(id).is_ok(), "{out:?}");
+    let shown = server.json(&["incident", "show", id]);
+    assert_eq!(shown["id"], id);
+    // A triage command with that configuration says triage is unreachable, exit code 3.
+    let (code, _, err) = run_in_dir(
+        dir.path(),
+        &[
+            "--client-config",
+            client,
+            "--output",
+            "json",
+            "incident",
+            "list",
+        ],
+        None,
+    );
+    assert_eq!(code, 3, "{err}");
+    let e: Value = serde_json::from_str(&err).unwrap();
+    assert_eq!(e["code"], "unavailable", "{e}");
+    assert_eq!(e["exit"], 3);
+    assert!(
+        e["message"]
+            .as_str()
+            .unwrap()
+            .contains("cannot reach triage"),
+        "{e}"
+    );
+}
+
+#[test]
+fn a_silent_server_times_out_as_unavailable() {
+    // Accepts connections (the kernel does, into the backlog) and never answers.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", silent.local_addr().unwrap());
+    let dir = tempfile::tempdir().unwrap();
+    let (code, out, err) = run_in_dir(
+        dir.path(),
+        &[
+            "--server",
+            &url,
+            "--connect-timeout",
+            "1s",
+            "--request-timeout",
+            "1s",
+            "--output",
+            "json",
+            "incident",
+            "list",
+        ],
+        None,
+    );
+    assert_eq!(code, 3, "{out}{err}");
+    let e: Value = serde_json::from_str(&err).unwrap();
+    assert_eq!(e["code"], "unavailable", "{e}");
+    drop(silent);
+}
+
+#[test]
+fn failures_have_their_own_exit_codes_and_json_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = shipped_server(dir.path());
+    let id = server.cli(&["raise", "--title", "checkout latency above SLO"]);
+    let id = id.trim();
+    let run = |args: &[&str]| {
+        let mut all = vec!["--server", server.grpc.as_str(), "--output", "json"];
+        all.extend_from_slice(args);
+        let (code, out, err) = run_in_dir(dir.path(), &all, None);
+        let e: Value = serde_json::from_str(&err)
+            .unwrap_or_else(|_| panic!("not JSON on stderr for {args:?}: {err}"));
+        assert_eq!(e["exit"], code, "{e}");
+        assert!(out.is_empty(), "{out}");
+        (code, e["code"].as_str().unwrap().to_owned())
+    };
+    let unknown = uuid::Uuid::now_v7().to_string();
+    assert_eq!(
+        run(&["incident", "show", &unknown]),
+        (4, "not_found".into())
+    );
+    assert_eq!(run(&["incident", "show", "nope"]), (5, "invalid".into()));
+    assert_eq!(
+        run(&["incident", "close", id, "--root-cause", "x"]),
+        (6, "conflict".into())
+    );
+    assert_eq!(
+        run(&["raise", "--title", "x", "--label", "no-equals-sign"]),
+        (2, "usage".into())
+    );
+    assert_eq!(run(&["incident", "shwo", id]), (2, "usage".into()));
+    // Without --output json the error is a line of text, with the same code.
+    let (code, _, err) = run_in_dir(
+        dir.path(),
+        &["--server", &server.grpc, "incident", "show", &unknown],
+        None,
+    );
+    assert_eq!(code, 4);
+    assert!(err.starts_with("error: NotFound: "), "{err}");
+}
+
+#[test]
+fn raise_while_triage_is_down_is_accepted_without_an_id_on_stdout() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let nats = rt.block_on(firebreak_testkit::nats::NatsServer::start());
+    let db = rt.block_on(firebreak_testkit::postgres::TestDatabase::create());
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("intake.yaml");
+    let dead = free_port();
+    std::fs::write(
+        &config,
+        format!(
+            "database_url: {}\nnats:\n  url: {}\npeers:\n  triage: http://127.0.0.1:{dead}\n",
+            db.url_for("intake"),
+            nats.url()
+        ),
+    )
+    .unwrap();
+    let (grpc, http) = (free_port(), free_port());
+    let child = Command::new(BIN)
+        .args(["serve", "intake", "--config"])
+        .arg(&config)
+        .args(["--grpc-addr", &format!("127.0.0.1:{grpc}")])
+        .args(["--http-addr", &format!("127.0.0.1:{http}")])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let intake = Server {
+        child,
+        grpc: format!("http://127.0.0.1:{grpc}"),
+    };
+    wait_for("intake to listen", || {
+        std::net::TcpStream::connect(("127.0.0.1", grpc)).ok()
+    });
+    let client = dead_peers(dir.path());
+    let client = client.to_str().unwrap();
+    let raise = |json: bool| {
+        let mut args = vec!["--server", intake.grpc.as_str(), "--client-config", client];
+        if json {
+            args.extend(["--output", "json"]);
+        }
+        args.extend(["raise", "--title", "payments service down"]);
+        run_in_dir(dir.path(), &args, None)
+    };
+    // `ID=$(firebreak raise …)` captures nothing rather than a sentence; the status is on
+    // stderr and the alert is accepted (exit 0).
+    let (code, out, err) = raise(false);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out, "", "stdout holds an id or nothing");
+    assert!(err.contains("accepted"), "{err}");
+    let (code, out, err) = raise(true);
+    assert_eq!(code, 0, "{err}");
+    let answer: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(answer["status"], "accepted", "{answer}");
+    assert!(answer["incident_id"].is_null(), "{answer}");
+    assert!(uuid::Uuid::parse_str(answer["alert_id"].as_str().unwrap()).is_ok());
+}
