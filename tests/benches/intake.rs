@@ -261,7 +261,7 @@ async fn start() -> (Vec<Target>, CancellationToken, tempfile::TempDir) {
     std::fs::create_dir(&runbooks).unwrap();
     let mut config = Config::load(Some(&file), Vec::new()).unwrap();
     config.data_dir = dir.path().join("data");
-    config.runbooks_dir = runbooks;
+    config.runbooks_dir = Some(runbooks);
     config.grpc_addr = "127.0.0.1:0".parse().unwrap();
     config.http_addr = "127.0.0.1:0".parse().unwrap();
     let app = App::build(config).await.unwrap();

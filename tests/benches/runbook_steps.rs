@@ -146,7 +146,7 @@ async fn main() {
     .unwrap();
     let config = Config {
         data_dir: dir.path().join("data"),
-        runbooks_dir: runbooks,
+        runbooks_dir: Some(runbooks),
         grpc_addr: "127.0.0.1:0".parse().unwrap(),
         http_addr: "127.0.0.1:0".parse().unwrap(),
         ..Config::default()

@@ -40,7 +40,7 @@ impl Stack {
         config.data_dir = data.path().join("data");
         config.grpc_addr = "127.0.0.1:0".parse().unwrap();
         config.http_addr = "127.0.0.1:0".parse().unwrap();
-        config.runbooks_dir = runbooks.to_path_buf();
+        config.runbooks_dir = Some(runbooks.to_path_buf());
         let clock = Arc::new(ManualClock::default());
         let app = App::build_with_clock(config, clock.clone()).await.unwrap();
         let grpc = format!("http://{}", app.grpc_addr());

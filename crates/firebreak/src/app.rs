@@ -135,11 +135,34 @@ async fn bind(config: &Config) -> anyhow::Result<(TcpListener, TcpListener)> {
     Ok((grpc, http))
 }
 
+/// The runbooks in force: the built-in catalogue, `runbooks_dir`'s, or both (the
+/// directory's replacing built-ins of the same name); parameter overrides checked against
+/// them.
 fn load_catalog(config: &Config) -> anyhow::Result<Catalog> {
-    Catalog::load(&config.runbooks_dir, &Limits::default()).map_err(|errors| {
+    let invalid = |errors: Vec<firebreak_runbook::LoadError>| {
         let lines: Vec<String> = errors.iter().map(ToString::to_string).collect();
         anyhow::anyhow!("invalid runbooks:\n{}", lines.join("\n"))
-    })
+    };
+    let limits = Limits::default();
+    let builtin = config
+        .runbooks_builtin
+        .unwrap_or(config.runbooks_dir.is_none());
+    let mut catalog = if builtin {
+        Catalog::builtin(&limits).map_err(invalid)?
+    } else {
+        Catalog::default()
+    };
+    if let Some(dir) = &config.runbooks_dir {
+        catalog = catalog.overlay(Catalog::load(dir, &limits).map_err(invalid)?);
+    }
+    for (name, overrides) in &config.runbook_params {
+        let rb = catalog
+            .get(name)
+            .with_context(|| format!("runbook_params: no runbook named {name:?}"))?;
+        rb.params(Some(overrides))
+            .map_err(|e| anyhow::anyhow!("runbook_params: {e}"))?;
+    }
+    Ok(catalog)
 }
 
 fn lazy_channel(url: &str) -> anyhow::Result<tonic::transport::Channel> {
@@ -215,6 +238,8 @@ impl App {
     pub async fn build_with_clock(config: Config, clock: Arc<dyn Clock>) -> anyhow::Result<Self> {
         // reqwest's rustls needs a process-wide crypto provider before any client is built.
         let _ = rustls::crypto::ring::default_provider().install_default();
+        // Configuration is checked before anything is created on disk.
+        let catalog = load_catalog(&config)?;
         std::fs::create_dir_all(&config.data_dir).with_context(|| {
             format!(
                 "cannot create the data directory {}",
@@ -224,7 +249,6 @@ impl App {
         let data_lock = lock_data_dir(&config.data_dir)?;
         let db = |name: &str| config.data_dir.join(format!("{name}.db"));
         let fsync = config.durable_fsync;
-        let catalog = load_catalog(&config)?;
         let runbooks = catalog.all().len();
         let (grpc, http) = bind(&config).await?;
         let grpc_addr = grpc.local_addr()?;

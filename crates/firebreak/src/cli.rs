@@ -137,7 +137,8 @@ pub struct UpArgs {
     /// HTTP listen address for /healthz and /metrics [default: 127.0.0.1:7401].
     #[arg(long)]
     pub http_addr: Option<std::net::SocketAddr>,
-    /// The runbook directory [default: ./runbooks].
+    /// A runbook directory, replacing the built-in runbooks (`runbooks_builtin: true` in
+    /// the configuration keeps them beside it) [default: the built-in runbooks].
     #[arg(long)]
     pub runbooks: Option<PathBuf>,
     /// Let runbooks' side-effecting actions act for real (default: dry runs).
@@ -159,7 +160,8 @@ pub struct ServeArgs {
     /// HTTP listen address for /healthz and /metrics (and intake's webhooks) [default: 127.0.0.1:7401].
     #[arg(long)]
     pub http_addr: Option<std::net::SocketAddr>,
-    /// The runbook directory (orchestration) [default: ./runbooks].
+    /// A runbook directory (orchestration), replacing the built-in runbooks
+    /// [default: the built-in runbooks].
     #[arg(long)]
     pub runbooks: Option<PathBuf>,
     /// Let runbooks' side-effecting actions act for real (default: dry runs).
@@ -502,7 +504,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         config.http_addr = a;
     }
     if let Some(r) = args.runbooks {
-        config.runbooks_dir = r;
+        config.runbooks_dir = Some(r);
     }
     config.live |= args.live;
     firebreak_telemetry::init_tracing(config.log_json);
@@ -558,16 +560,22 @@ async fn up(args: UpArgs) -> anyhow::Result<()> {
         config.http_addr = a;
     }
     if let Some(r) = args.runbooks {
-        config.runbooks_dir = r;
+        config.runbooks_dir = Some(r);
     }
     config.live |= args.live;
     firebreak_telemetry::init_tracing(config.log_json);
     let live = config.live;
     let data_dir = config.data_dir.clone();
+    let catalogue = match (&config.runbooks_dir, config.runbooks_builtin) {
+        (None, Some(false)) => "none".to_owned(),
+        (None, _) => "built in".to_owned(),
+        (Some(dir), Some(true)) => format!("built in + {}", dir.display()),
+        (Some(dir), _) => dir.display().to_string(),
+    };
     let app = App::build(config).await?;
     let (grpc, http) = (app.grpc_addr(), app.http_addr());
     eprintln!(
-        "firebreak is up (embedded mode)\n  gRPC    {grpc}  (health, reflection)\n  HTTP    http://{http}/healthz  http://{http}/metrics\n  data    {}\n  runbooks {} loaded, {}\n\nraise a first incident:\n  firebreak raise --title \"checkout latency above SLO\" --label service=checkout\n  firebreak incident list",
+        "firebreak is up (embedded mode)\n  gRPC    {grpc}  (health, reflection)\n  HTTP    http://{http}/healthz  http://{http}/metrics\n  data    {}\n  runbooks {} loaded ({catalogue}), {}\n\nraise a first incident:\n  firebreak raise --title \"checkout latency above SLO\" --label service=checkout\n  firebreak incident list",
         data_dir.display(),
         app.runbook_count(),
         if live {

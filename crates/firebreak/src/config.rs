@@ -23,9 +23,14 @@ pub struct Config {
     /// The HTTP listen address: `/healthz`, `/metrics`.
     #[serde(default = "default_http_addr")]
     pub http_addr: SocketAddr,
-    /// The runbook directory.
-    #[serde(default = "default_runbooks")]
-    pub runbooks_dir: PathBuf,
+    /// A runbook directory. Without one, the runbooks shipped in the binary run; with one,
+    /// its runbooks replace them (see `runbooks_builtin`).
+    #[serde(default)]
+    pub runbooks_dir: Option<PathBuf>,
+    /// Keep the built-in runbooks beside `runbooks_dir`'s, which then replace built-ins of
+    /// the same name and add the rest. Default: true without `runbooks_dir`, false with one.
+    #[serde(default)]
+    pub runbooks_builtin: Option<bool>,
     /// Let runbooks' side-effecting actions act for real; off means dry runs that record
     /// what they would have done.
     #[serde(default)]
@@ -132,9 +137,6 @@ fn default_grpc_addr() -> SocketAddr {
 }
 fn default_http_addr() -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], 7401))
-}
-fn default_runbooks() -> PathBuf {
-    "./runbooks".into()
 }
 fn default_max_in_flight() -> usize {
     firebreak_intake::MAX_IN_FLIGHT

@@ -58,7 +58,50 @@ impl Catalog {
         };
         let entries = std::fs::read_dir(dir)
             .map_err(|e| vec![whole(format!("cannot read the runbook directory: {e}"))])?;
-        let mut paths: Vec<PathBuf> = entries.filter_map(|e| e.ok().map(|e| e.path())).collect();
+        let paths: Vec<PathBuf> = entries.filter_map(|e| e.ok().map(|e| e.path())).collect();
+        Self::from_files(
+            paths,
+            &|p| std::fs::read_to_string(p).map_err(|e| e.to_string()),
+            limits,
+        )
+    }
+
+    /// The runbooks shipped with Firebreak (`runbooks/` of its source), compiled into the
+    /// binary: the catalogue when no directory is configured. Errors name them
+    /// `<built-in>/NAME.yaml`.
+    pub fn builtin(limits: &Limits) -> Result<Self, Vec<LoadError>> {
+        const BUILTIN: &[(&str, &str)] = include!(concat!(env!("OUT_DIR"), "/builtin.rs"));
+        let root = Path::new("<built-in>");
+        let paths = BUILTIN.iter().map(|(name, _)| root.join(name)).collect();
+        let read = |p: &Path| {
+            BUILTIN
+                .iter()
+                .find(|(name, _)| root.join(name) == p)
+                .map(|(_, text)| (*text).to_owned())
+                .ok_or_else(|| "no such built-in file".to_owned())
+        };
+        Self::from_files(paths, &read, limits)
+    }
+
+    /// This catalogue with `other`'s runbooks added, each replacing the one of the same name.
+    pub fn overlay(mut self, other: Catalog) -> Self {
+        for rb in other.runbooks {
+            self.runbooks
+                .retain(|r| r.manifest.name != rb.manifest.name);
+            self.runbooks.push(rb);
+        }
+        self.runbooks
+            .sort_by(|a, b| a.manifest.name.cmp(&b.manifest.name));
+        self
+    }
+
+    /// The runbooks among `paths` (manifests and scripts; other files are ignored), read
+    /// through `read`.
+    fn from_files(
+        mut paths: Vec<PathBuf>,
+        read: &dyn Fn(&Path) -> Result<String, String>,
+        limits: &Limits,
+    ) -> Result<Self, Vec<LoadError>> {
         paths.sort();
         let mut runbooks = Vec::new();
         let mut errors = Vec::new();
@@ -80,7 +123,7 @@ impl Catalog {
             }
         }
         for path in manifests {
-            match load_one(path, limits) {
+            match load_one(path, read, limits) {
                 Ok(rb) => runbooks.push(rb),
                 Err(e) => errors.extend(e),
             }
@@ -157,7 +200,11 @@ impl Runbook {
     }
 }
 
-fn load_one(path: &Path, limits: &Limits) -> Result<Runbook, Vec<LoadError>> {
+fn load_one(
+    path: &Path,
+    read: &dyn Fn(&Path) -> Result<String, String>,
+    limits: &Limits,
+) -> Result<Runbook, Vec<LoadError>> {
     let at = |line: usize, column: usize, message: String| {
         vec![LoadError {
             file: path.to_path_buf(),
@@ -166,7 +213,7 @@ fn load_one(path: &Path, limits: &Limits) -> Result<Runbook, Vec<LoadError>> {
             message,
         }]
     };
-    let text = std::fs::read_to_string(path).map_err(|e| at(0, 0, format!("cannot read: {e}")))?;
+    let text = read(path).map_err(|e| at(0, 0, format!("cannot read: {e}")))?;
     let manifest: Manifest = serde_yaml::from_str(&text).map_err(|e| {
         let (line, col) = e.location().map_or((0, 0), |l| (l.line(), l.column()));
         at(line, col, e.to_string())
@@ -274,7 +321,7 @@ fn load_one(path: &Path, limits: &Limits) -> Result<Runbook, Vec<LoadError>> {
         }
     }
     let script_path = path.with_extension("rhai");
-    let source = match std::fs::read_to_string(&script_path) {
+    let source = match read(&script_path) {
         Ok(s) => s,
         Err(e) => {
             errors.push(LoadError {
@@ -334,4 +381,41 @@ fn line_of(text: &str, key: &str) -> (usize, usize) {
                 .then(|| (i + 1, l.len() - trimmed.len() + 1))
         })
         .unwrap_or((0, 0))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn names(c: &Catalog) -> Vec<&str> {
+        c.all().iter().map(|r| r.manifest.name.as_str()).collect()
+    }
+
+    #[test]
+    fn the_builtin_catalogue_is_the_shipped_directory_and_a_directory_overlays_it() {
+        let limits = Limits::default();
+        let builtin = Catalog::builtin(&limits).unwrap();
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../runbooks");
+        let shipped = Catalog::load(&dir, &limits).unwrap();
+        assert_eq!(names(&builtin), names(&shipped));
+        for (b, s) in builtin.all().iter().zip(shipped.all()) {
+            assert_eq!(b.source, s.source);
+        }
+        assert!(names(&builtin).contains(&"denial-of-service"));
+
+        let mine = tempfile::tempdir().unwrap();
+        std::fs::write(
+            mine.path().join("malware.yaml"),
+            "name: malware\nmatch: {}\ncapabilities: [incident]\n",
+        )
+        .unwrap();
+        std::fs::write(
+            mine.path().join("malware.rhai"),
+            "// Mine.\nfn run(incident, params) { incident::note(\"mine\"); }\n",
+        )
+        .unwrap();
+        let overlaid = builtin.overlay(Catalog::load(mine.path(), &limits).unwrap());
+        assert_eq!(names(&overlaid), names(&shipped), "replaced, not added");
+        assert!(overlaid.get("malware").unwrap().source.contains("mine"));
+    }
 }

@@ -26,14 +26,27 @@ struct Server {
 
 impl Server {
     fn start(data: &Path, runbooks: &Path, config: &Path) -> Self {
+        let (data, runbooks, config) = (data.to_str(), runbooks.to_str(), config.to_str());
+        Self::up(
+            Path::new("."),
+            &[
+                "--data-dir",
+                data.unwrap(),
+                "--runbooks",
+                runbooks.unwrap(),
+                "--config",
+                config.unwrap(),
+            ],
+        )
+    }
+
+    /// `firebreak up ARGS` run from `cwd`, on free ports.
+    fn up(cwd: &Path, args: &[&str]) -> Self {
         let (grpc, http) = (free_port(), free_port());
         let child = Command::new(BIN)
-            .args(["up", "--data-dir"])
-            .arg(data)
-            .arg("--runbooks")
-            .arg(runbooks)
-            .arg("--config")
-            .arg(config)
+            .current_dir(cwd)
+            .arg("up")
+            .args(args)
             .args(["--grpc-addr", &format!("127.0.0.1:{grpc}")])
             .args(["--http-addr", &format!("127.0.0.1:{http}")])
             .stdout(Stdio::null())
@@ -920,4 +933,51 @@ fn raise_while_triage_is_down_is_accepted_without_an_id_on_stdout() {
     assert_eq!(answer["status"], "accepted", "{answer}");
     assert!(answer["incident_id"].is_null(), "{answer}");
     assert!(uuid::Uuid::parse_str(answer["alert_id"].as_str().unwrap()).is_ok());
+}
+
+#[test]
+fn up_from_an_empty_directory_runs_the_built_in_runbooks() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::up(dir.path(), &[]);
+    let runbooks = server.json(&["runbook", "list"]);
+    let names: Vec<&str> = runbooks
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["name"].as_str().unwrap())
+        .collect();
+    let shipped = std::fs::read_dir(repo("runbooks"))
+        .unwrap()
+        .filter(|e| {
+            let name = e.as_ref().unwrap().file_name();
+            name.to_str().unwrap().ends_with(".rhai")
+        })
+        .count();
+    assert_eq!(names.len(), shipped, "{names:?}");
+    assert!(names.contains(&"denial-of-service"), "{names:?}");
+    assert!(dir.path().join("firebreak-data").is_dir());
+}
+
+#[test]
+fn up_with_invalid_runbooks_creates_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let (code, _, err) = run_in_dir(
+        dir.path(),
+        &[
+            "up",
+            "--runbooks",
+            "./missing",
+            "--grpc-addr",
+            "127.0.0.1:0",
+            "--http-addr",
+            "127.0.0.1:0",
+        ],
+        None,
+    );
+    assert_ne!(code, 0);
+    assert!(err.contains("cannot read the runbook directory"), "{err}");
+    assert!(
+        !dir.path().join("firebreak-data").exists(),
+        "configuration is checked before the data directory is made"
+    );
 }
