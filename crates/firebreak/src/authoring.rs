@@ -1,13 +1,12 @@
-//! Runbook authoring commands that need no server state: `runbook test` and `runbook dry-run`.
+//! Runbook authoring commands that need no server: `runbook test` and `runbook dry-run
+//! --fixture`.
 #![allow(clippy::print_stderr)]
 
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
-use firebreak_proto::v1::{self, incident_service_client::IncidentServiceClient};
 use firebreak_runbook::fixture::{fixture_files, read_fixture, run_case, run_dir};
-use firebreak_runbook::{Catalog, Limits, Simulator, simulate};
-use tonic::transport::Channel;
+use firebreak_runbook::{Catalog, Limits, Outcome};
 
 use crate::output::Out;
 
@@ -60,25 +59,14 @@ pub(crate) fn test(dir: &Path, require_tests: bool, out: &Out) -> i32 {
     code
 }
 
-/// Where a dry run takes its incident from.
-pub(crate) enum Source {
-    Incident {
-        id: String,
-        channel: Channel,
-        request_timeout: std::time::Duration,
-    },
-    Fixture {
-        path: PathBuf,
-        case: Option<String>,
-    },
-}
-
-/// `firebreak runbook dry-run NAME`: runs the script with every action simulated and prints
-/// the plan. Nothing is recorded and nothing acts.
+/// `firebreak runbook dry-run NAME --fixture FILE`: runs a fixture's case against the
+/// runbook of a local directory with every action simulated and prints the plan. Nothing is
+/// recorded and nothing acts. (With `--incident` the server simulates: see the CLI.)
 pub(crate) async fn dry_run(
     dir: &Path,
     name: &str,
-    source: Source,
+    path: PathBuf,
+    case: Option<String>,
     out: &Out,
 ) -> anyhow::Result<i32> {
     let catalog = load(dir)?;
@@ -87,49 +75,23 @@ pub(crate) async fn dry_run(
         .with_context(|| format!("no runbook named {name:?} in {}", dir.display()))?
         .clone();
     let limits = Limits::default();
-    let sim = match source {
-        Source::Incident {
-            id,
-            channel,
-            request_timeout,
-        } => {
-            let incident = IncidentServiceClient::new(channel)
-                .get_incident(v1::GetIncidentRequest { id })
-                .await
-                .map_err(|s| crate::cli::status(s, request_timeout))?
-                .into_inner()
-                .incident
-                .context("the server returned no incident")?;
-            let input = firebreak_orchestration::incident_input(&incident);
-            let params = runbook.params(None).map_err(anyhow::Error::msg)?;
-            tokio::task::spawn_blocking(move || {
-                simulate(
-                    &runbook,
-                    input,
-                    params,
-                    Simulator::new(Vec::new(), Vec::new()),
-                    &limits,
-                )
-            })
-            .await?
-        }
-        Source::Fixture { path, case } => {
-            let fixture = read_fixture(&path).map_err(anyhow::Error::msg)?;
-            let chosen = match &case {
-                Some(c) => fixture.cases.into_iter().find(|x| &x.name == c),
-                None => fixture.cases.into_iter().next(),
-            };
-            let Some(chosen) = chosen else {
-                bail!("{}: no case {:?}", path.display(), case.unwrap_or_default());
-            };
-            tokio::task::spawn_blocking(move || run_case(&runbook, &chosen, &limits))
-                .await?
-                .map_err(anyhow::Error::msg)?
-        }
+    let fixture = read_fixture(&path).map_err(anyhow::Error::msg)?;
+    let chosen = match &case {
+        Some(c) => fixture.cases.into_iter().find(|x| &x.name == c),
+        None => fixture.cases.into_iter().next(),
     };
-    out.simulation(name, &sim);
-    Ok(i32::from(matches!(
-        sim.outcome,
-        firebreak_runbook::Outcome::Failed(_)
-    )))
+    let Some(chosen) = chosen else {
+        bail!("{}: no case {:?}", path.display(), case.unwrap_or_default());
+    };
+    let sim = tokio::task::spawn_blocking(move || run_case(&runbook, &chosen, &limits))
+        .await?
+        .map_err(anyhow::Error::msg)?;
+    let (outcome, failed) = match &sim.outcome {
+        Outcome::Succeeded { .. } => ("succeeded".to_owned(), false),
+        Outcome::Failed(e) => (format!("failed: {e}"), true),
+        Outcome::Waiting { .. } => ("waiting".to_owned(), false),
+        Outcome::Sleeping { .. } => ("sleeping".to_owned(), false),
+    };
+    out.simulation(name, &outcome, &sim.steps, &sim.log);
+    Ok(i32::from(failed))
 }

@@ -262,8 +262,9 @@ pub enum RunbookCmd {
         fixture: Option<PathBuf>,
         #[arg(long, requires = "fixture")]
         case: Option<String>,
-        /// The runbook directory.
-        #[arg(long, default_value = "./runbooks")]
+        /// The runbook directory of the fixture's runbook (with --incident, the server's
+        /// catalogue is used).
+        #[arg(long, default_value = "./runbooks", requires = "fixture")]
         runbooks: PathBuf,
     },
 }
@@ -409,21 +410,61 @@ impl Cli {
                 fixture,
                 case,
                 runbooks,
-            }) => {
-                let source = match (incident, fixture) {
-                    (Some(id), _) => crate::authoring::Source::Incident {
-                        id,
-                        channel: targets.connect(Service::Triage).await?,
-                        request_timeout: targets.request_timeout,
-                    },
-                    (None, Some(path)) => crate::authoring::Source::Fixture { path, case },
-                    (None, None) => bail!("give --incident ID or --fixture FILE"),
-                };
-                crate::authoring::dry_run(&runbooks, &name, source, &out).await
-            }
+            }) => match (incident, fixture) {
+                (Some(id), _) => dry_run_on_server(&targets, &name, id, &out).await,
+                (None, Some(path)) => {
+                    crate::authoring::dry_run(&runbooks, &name, path, case, &out).await
+                }
+                (None, None) => bail!("give --incident ID or --fixture FILE"),
+            },
             cmd => client(cmd, &targets, &out).await.map(|()| 0),
         }
     }
+}
+
+/// `runbook dry-run NAME --incident ID`: the incident from triage, simulated by
+/// orchestration with the runbook, parameters and limits it runs with.
+async fn dry_run_on_server(
+    targets: &Targets,
+    name: &str,
+    id: String,
+    out: &Out,
+) -> anyhow::Result<i32> {
+    let status = |s: tonic::Status| status(s, targets.request_timeout);
+    let incident = IncidentServiceClient::new(targets.connect(Service::Triage).await?)
+        .get_incident(v1::GetIncidentRequest { id })
+        .await
+        .map_err(status)?
+        .into_inner()
+        .incident
+        .ok_or_else(|| Failure::new(Exit::Failed, "triage answered without the incident"))?;
+    let r = RunbookServiceClient::new(targets.connect(Service::Orchestration).await?)
+        .dry_run(v1::DryRunRequest {
+            runbook: name.to_owned(),
+            incident: Some(incident),
+        })
+        .await
+        .map_err(status)?
+        .into_inner();
+    let steps: Vec<firebreak_runbook::PlannedStep> = r
+        .steps
+        .into_iter()
+        .map(|s| firebreak_runbook::PlannedStep {
+            seq: s.seq,
+            action: s.action,
+            args: serde_json::from_str(&s.args).unwrap_or(serde_json::Value::String(s.args)),
+            result: serde_json::from_str(&s.result).unwrap_or(serde_json::Value::String(s.result)),
+            mocked: false,
+        })
+        .collect();
+    let failed = r.outcome == "failed";
+    let outcome = if failed {
+        format!("failed: {}", r.error)
+    } else {
+        r.outcome
+    };
+    out.simulation(name, &outcome, &steps, &r.log);
+    Ok(i32::from(failed))
 }
 
 /// The services client commands call.

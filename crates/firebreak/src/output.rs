@@ -485,22 +485,23 @@ impl Out {
         }
     }
 
-    /// A simulated run: outcome, the plan, and the log.
-    pub(crate) fn simulation(&self, runbook: &str, sim: &firebreak_runbook::Simulation) {
-        let outcome = match &sim.outcome {
-            firebreak_runbook::Outcome::Succeeded { .. } => "succeeded".to_owned(),
-            firebreak_runbook::Outcome::Failed(e) => format!("failed: {e}"),
-            other => format!("{other:?}"),
-        };
+    /// A simulated run: outcome (`succeeded`, `failed: WHY`, …), the plan, and the log.
+    pub(crate) fn simulation(
+        &self,
+        runbook: &str,
+        outcome: &str,
+        steps: &[firebreak_runbook::PlannedStep],
+        log: &[String],
+    ) {
         match self.format {
             OutputFormat::Json => self.json(json!({
-                "runbook": runbook, "outcome": outcome, "plan": sim.steps, "log": sim.log,
+                "runbook": runbook, "outcome": outcome, "plan": steps, "log": log,
             })),
             OutputFormat::Table => {
                 say!("dry run of {runbook}: {outcome}\n");
                 table(
                     &["seq", "action", "args", "result"],
-                    sim.steps
+                    steps
                         .iter()
                         .map(|s| {
                             vec![
@@ -512,7 +513,7 @@ impl Out {
                         })
                         .collect(),
                 );
-                for line in &sim.log {
+                for line in log {
                     say!("log: {line}");
                 }
             }

@@ -7,7 +7,9 @@ use tonic::{Request, Response, Status};
 
 use crate::Orchestration;
 use crate::approvals::{DecideError, Decision};
+use firebreak_proto::Message;
 use firebreak_runbook::OnTimeout;
+use firebreak_runbook::{Outcome, Simulator, simulate};
 
 const STATES: &[&str] = &[
     "pending",
@@ -18,6 +20,13 @@ const STATES: &[&str] = &[
     "failed",
     "rejected",
 ];
+
+/// Dry runs simulating at once in this process; more are refused (`RESOURCE_EXHAUSTED`), so
+/// dry runs cannot take the blocking threads live runs need.
+static DRY_RUNS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(4);
+
+/// The largest incident a dry run takes, encoded.
+const MAX_DRY_RUN_INCIDENT: usize = 256 * 1024;
 
 /// The gRPC face of orchestration.
 pub struct RunbookApi {
@@ -212,6 +221,77 @@ impl RunbookService for RunbookApi {
         req: Request<v1::DecideApprovalRequest>,
     ) -> Result<Response<v1::DecideApprovalResponse>, Status> {
         self.decide(req.into_inner(), false).await
+    }
+
+    async fn dry_run(
+        &self,
+        req: Request<v1::DryRunRequest>,
+    ) -> Result<Response<v1::DryRunResponse>, Status> {
+        let req = req.into_inner();
+        if req.runbook.len() > 128 {
+            return Err(ErrorCode::InvalidArgument.status("runbook is longer than 128 bytes"));
+        }
+        let incident = req
+            .incident
+            .ok_or_else(|| ErrorCode::InvalidArgument.status("incident is required"))?;
+        if incident.encoded_len() > MAX_DRY_RUN_INCIDENT {
+            return Err(ErrorCode::InvalidArgument.status(format!(
+                "incident is larger than {MAX_DRY_RUN_INCIDENT} bytes"
+            )));
+        }
+        let runbook = self
+            .orch
+            .catalog
+            .get(&req.runbook)
+            .ok_or_else(|| {
+                ErrorCode::NotFound
+                    .status(format!("no runbook named {:?} on this server", req.runbook))
+            })?
+            .clone();
+        // The parameters a run would get: the configuration's overrides, checked at start-up.
+        let params = runbook
+            .params(self.orch.options.params.get(&req.runbook))
+            .map_err(|e| ErrorCode::FailedPrecondition.status(e))?;
+        let _permit = DRY_RUNS.try_acquire().map_err(|_| {
+            ErrorCode::ResourceExhausted.status("too many dry runs at once; retry shortly")
+        })?;
+        let input = crate::incident_input(&incident);
+        let limits = self.orch.options.limits.clone();
+        let sim = tokio::task::spawn_blocking(move || {
+            simulate(
+                &runbook,
+                input,
+                params,
+                Simulator::new(Vec::new(), Vec::new()),
+                &limits,
+            )
+        })
+        .await
+        .map_err(|e| {
+            tracing::error!(error = %e, "a dry run's thread failed");
+            ErrorCode::Internal.status("the dry run's thread failed")
+        })?;
+        let (outcome, error) = match sim.outcome {
+            Outcome::Succeeded { .. } => ("succeeded", String::new()),
+            Outcome::Failed(e) => ("failed", e),
+            Outcome::Waiting { .. } => ("waiting", String::new()),
+            Outcome::Sleeping { .. } => ("sleeping", String::new()),
+        };
+        Ok(Response::new(v1::DryRunResponse {
+            outcome: outcome.into(),
+            error,
+            steps: sim
+                .steps
+                .iter()
+                .map(|s| v1::PlannedStep {
+                    seq: s.seq,
+                    action: s.action.clone(),
+                    args: s.args.to_string(),
+                    result: s.result.to_string(),
+                })
+                .collect(),
+            log: sim.log,
+        }))
     }
 
     async fn list_approvals(

@@ -22,6 +22,8 @@ fn free_port() -> u16 {
 struct Server {
     child: Child,
     grpc: String,
+    /// An empty directory client commands run from: they must not need `./runbooks`.
+    cwd: tempfile::TempDir,
 }
 
 impl Server {
@@ -60,6 +62,7 @@ impl Server {
         let s = Self {
             child,
             grpc: format!("http://127.0.0.1:{grpc}"),
+            cwd: tempfile::tempdir().unwrap(),
         };
         let deadline = Instant::now() + Duration::from_secs(20);
         while std::net::TcpStream::connect(("127.0.0.1", grpc)).is_err() {
@@ -71,9 +74,8 @@ impl Server {
 
     /// Runs a client command against this server and returns its stdout.
     fn cli(&self, args: &[&str]) -> String {
-        // From the repository root, where `./runbooks` is, as in the README.
         let out = Command::new(BIN)
-            .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/../.."))
+            .current_dir(self.cwd.path())
             .args(["--server", &self.grpc])
             .args(args)
             .output()
@@ -907,6 +909,7 @@ fn raise_while_triage_is_down_is_accepted_without_an_id_on_stdout() {
     let intake = Server {
         child,
         grpc: format!("http://127.0.0.1:{grpc}"),
+        cwd: tempfile::tempdir().unwrap(),
     };
     wait_for("intake to listen", || {
         std::net::TcpStream::connect(("127.0.0.1", grpc)).ok()
@@ -979,5 +982,48 @@ fn up_with_invalid_runbooks_creates_nothing() {
     assert!(
         !dir.path().join("firebreak-data").exists(),
         "configuration is checked before the data directory is made"
+    );
+}
+
+#[test]
+fn dry_run_of_an_incident_uses_the_servers_runbooks_and_parameters() {
+    let dir = tempfile::tempdir().unwrap();
+    let (runbooks, config) = setup(
+        dir.path(),
+        "page-payments",
+        "capabilities: [http, incident]\n",
+        "// Calls the target, then notes.\nfn run(incident, params) {\n    http::post(params.target + \"/page\", #{ id: incident.id });\n    incident::note(\"paged\");\n}\n",
+        "http://server-side.invalid",
+    );
+    let server = Server::start(&dir.path().join("data"), &runbooks, &config);
+    let id = raise(&server);
+    // Run from an empty directory: no `./runbooks` to read.
+    let plan = server.json(&["runbook", "dry-run", "page-payments", "--incident", &id]);
+    assert_eq!(plan["outcome"], "succeeded", "{plan:#}");
+    assert_eq!(plan["plan"][0]["action"], "http.post", "{plan:#}");
+    assert_eq!(
+        plan["plan"][0]["args"]["url"], "http://server-side.invalid/page",
+        "the server's parameters: {plan:#}"
+    );
+    assert_eq!(plan["plan"][0]["args"]["body"]["id"], id.as_str());
+    assert_eq!(plan["plan"][1]["action"], "incident.note");
+    // A runbook the server does not have is not found, whatever the local directory holds.
+    let (code, _, err) = run_in_dir(
+        &repo("."),
+        &[
+            "--server",
+            &server.grpc,
+            "runbook",
+            "dry-run",
+            "malware",
+            "--incident",
+            &id,
+        ],
+        None,
+    );
+    assert_eq!(code, 4, "{err}");
+    assert!(
+        err.contains("no runbook named \"malware\" on this server"),
+        "{err}"
     );
 }
