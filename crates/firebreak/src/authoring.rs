@@ -10,34 +10,27 @@ use firebreak_runbook::{Catalog, Limits, Outcome};
 
 use crate::output::Out;
 
-fn load(dir: &Path) -> anyhow::Result<Catalog> {
-    Catalog::load(dir, &Limits::default()).map_err(|errors| {
-        for e in &errors {
-            eprintln!("{e}");
-        }
-        anyhow::anyhow!("{} runbook error(s) in {}", errors.len(), dir.display())
-    })
+/// Errors found in files, one `file:line:col: message` a line after a summary: the message
+/// of one error, so that `--output json` prints them as one object.
+pub(crate) fn file_errors(what: &str, errors: &[impl std::fmt::Display]) -> anyhow::Error {
+    let lines: Vec<String> = errors.iter().map(ToString::to_string).collect();
+    crate::output::Failure::new(
+        crate::output::Exit::Failed,
+        format!("{} {what} error(s):\n{}", lines.len(), lines.join("\n")),
+    )
+    .into()
+}
+
+pub(crate) fn load(dir: &Path) -> anyhow::Result<Catalog> {
+    Catalog::load(dir, &Limits::default()).map_err(|errors| file_errors("runbook", &errors))
 }
 
 /// `firebreak runbook test DIR`: every case of every fixture, a line each. Exit code 1 when
 /// a case fails, a fixture is broken, or (with `require_tests`) a runbook has no tests.
-pub(crate) fn test(dir: &Path, require_tests: bool, out: &Out) -> i32 {
-    let catalog = match load(dir) {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("{e}");
-            return 1;
-        }
-    };
-    let results = match run_dir(dir, &catalog, &Limits::default()) {
-        Ok(r) => r,
-        Err(errors) => {
-            for e in &errors {
-                eprintln!("{e}");
-            }
-            return 1;
-        }
-    };
+pub(crate) fn test(dir: &Path, require_tests: bool, out: &Out) -> anyhow::Result<i32> {
+    let catalog = load(dir)?;
+    let results = run_dir(dir, &catalog, &Limits::default())
+        .map_err(|errors| file_errors("fixture", &errors))?;
     out.test_results(&results);
     let mut code = i32::from(results.iter().any(|r| r.failure.is_some()));
     let tested: Vec<String> = fixture_files(dir)
@@ -56,7 +49,7 @@ pub(crate) fn test(dir: &Path, require_tests: bool, out: &Out) -> i32 {
             }
         }
     }
-    code
+    Ok(code)
 }
 
 /// `firebreak runbook dry-run NAME --fixture FILE`: runs a fixture's case against the

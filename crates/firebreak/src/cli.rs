@@ -400,9 +400,9 @@ impl Cli {
             Command::Up(args) => up(args).await.map(|()| 0),
             Command::Serve(args) => serve(args).await.map(|()| 0),
             Command::Parked(cmd) => parked(cmd, &out).await.map(|()| 0),
-            Command::Runbook(RunbookCmd::Check { dir }) => Ok(check(&dir, &out)),
+            Command::Runbook(RunbookCmd::Check { dir }) => check(&dir, &out),
             Command::Runbook(RunbookCmd::Test { dir, require_tests }) => {
-                Ok(crate::authoring::test(&dir, require_tests, &out))
+                crate::authoring::test(&dir, require_tests, &out)
             }
             Command::Runbook(RunbookCmd::DryRun {
                 name,
@@ -647,25 +647,15 @@ async fn wait_for_signal() {
     }
 }
 
-fn check(dir: &std::path::Path, out: &Out) -> i32 {
-    match firebreak_runbook::Catalog::load(dir, &firebreak_runbook::Limits::default()) {
-        Ok(catalog) => {
-            let names: Vec<&str> = catalog
-                .all()
-                .iter()
-                .map(|r| r.manifest.name.as_str())
-                .collect();
-            out.check_ok(&names);
-            0
-        }
-        Err(errors) => {
-            for e in &errors {
-                eprintln!("{e}");
-            }
-            eprintln!("{} error(s)", errors.len());
-            1
-        }
-    }
+fn check(dir: &std::path::Path, out: &Out) -> anyhow::Result<i32> {
+    let catalog = crate::authoring::load(dir)?;
+    let names: Vec<&str> = catalog
+        .all()
+        .iter()
+        .map(|r| r.manifest.name.as_str())
+        .collect();
+    out.check_ok(&names);
+    Ok(0)
 }
 
 async fn client(cmd: Command, targets: &Targets, out: &Out) -> anyhow::Result<()> {

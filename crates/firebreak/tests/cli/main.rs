@@ -1027,3 +1027,29 @@ fn dry_run_of_an_incident_uses_the_servers_runbooks_and_parameters() {
         "{err}"
     );
 }
+
+#[test]
+fn runbook_errors_are_one_json_object_under_output_json() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("bad.yaml"),
+        "name: bad\nmatch: {}\ncapabilities: [teleport]\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("bad.rhai"),
+        "// Bad.\nfn run(incident, params) {}\n",
+    )
+    .unwrap();
+    let path = dir.path().to_str().unwrap();
+    let (code, out, err) = offline(&["--output", "json", "runbook", "check", path]);
+    assert_eq!(code, 1, "{out}{err}");
+    let e: Value =
+        serde_json::from_str(&err).unwrap_or_else(|_| panic!("not one JSON object: {err}"));
+    assert_eq!(e["code"], "failed", "{e}");
+    let message = e["message"].as_str().unwrap();
+    assert!(
+        message.contains("bad.yaml:3:1: unknown capability"),
+        "{message}"
+    );
+}
