@@ -355,10 +355,13 @@ pub fn parse() -> Cli {
             );
             if usage && json_requested(&args) {
                 let rendered = e.render().to_string();
+                // The error's paragraph, without clap's usage and hint.
                 let message = rendered
                     .lines()
-                    .find(|l| !l.trim().is_empty())
-                    .unwrap_or_default()
+                    .map(str::trim)
+                    .take_while(|l| !l.is_empty())
+                    .collect::<Vec<_>>()
+                    .join(" ")
                     .trim_start_matches("error: ")
                     .to_owned();
                 crate::output::report_error(OutputFormat::Json, Exit::Usage, &message);
