@@ -262,10 +262,10 @@ pub enum RunbookCmd {
         fixture: Option<PathBuf>,
         #[arg(long, requires = "fixture")]
         case: Option<String>,
-        /// The runbook directory of the fixture's runbook (with --incident, the server's
-        /// catalogue is used).
-        #[arg(long, default_value = "./runbooks", requires = "fixture")]
-        runbooks: PathBuf,
+        /// The runbook directory of the fixture's runbook [default: ./runbooks] (with
+        /// --incident, the server's catalogue is used).
+        #[arg(long, conflicts_with = "incident")]
+        runbooks: Option<PathBuf>,
     },
 }
 
@@ -416,7 +416,8 @@ impl Cli {
             }) => match (incident, fixture) {
                 (Some(id), _) => dry_run_on_server(&targets, &name, id, &out).await,
                 (None, Some(path)) => {
-                    crate::authoring::dry_run(&runbooks, &name, path, case, &out).await
+                    let dir = runbooks.unwrap_or_else(|| "./runbooks".into());
+                    crate::authoring::dry_run(&dir, &name, path, case, &out).await
                 }
                 (None, None) => bail!("give --incident ID or --fixture FILE"),
             },
