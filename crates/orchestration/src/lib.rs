@@ -27,7 +27,7 @@ use tokio::sync::{Notify, Semaphore};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-pub use executor::incident_input;
+pub use executor::{MAX_EXECUTION_ATTEMPTS, incident_input};
 pub use grpc::RunbookApi;
 pub use host::ExecOptions;
 pub use k8s::KubeOptions;
@@ -88,8 +88,8 @@ pub struct Orchestration {
     wake: Arc<Notify>,
     slots: Arc<Semaphore>,
     actions: Arc<Actions>,
-    /// Runs executing in this process: run id → runbook.
-    running: Arc<std::sync::Mutex<std::collections::HashMap<String, String>>>,
+    /// Runs claimed by this process: run id → runbook, and whether its lease is held.
+    running: Arc<std::sync::Mutex<std::collections::HashMap<String, executor::Claim>>>,
     /// This process's name on the run leases it holds.
     owner: Arc<str>,
 }

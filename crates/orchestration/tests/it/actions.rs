@@ -1,0 +1,1 @@
+//! Live actions: deadlines, bounded responses, secrets and notification channels.
