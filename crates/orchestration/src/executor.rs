@@ -383,6 +383,9 @@ impl Orchestration {
             clock: self.options.clock.clone(),
             rt: tokio::runtime::Handle::current(),
             log: Mutex::new(Vec::new()),
+            deadline: std::time::Instant::now()
+                + std::time::Duration::from_secs(u64::from(runbook.manifest.timeout_seconds)),
+            timeout_seconds: runbook.manifest.timeout_seconds,
         });
         let approval_timeout = runbook.manifest.approval.timeout_seconds;
         let execution = Execution {

@@ -2,7 +2,7 @@
 
 use std::process::Stdio;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use firebreak_bus::{outbox_event, streams};
 use firebreak_proto::v1::{self, event::Payload, incident_command::Command};
@@ -83,8 +83,13 @@ pub(crate) struct RunHost {
     pub(crate) clock: Arc<dyn firebreak_domain::Clock>,
     pub(crate) rt: Handle,
     pub(crate) log: Mutex<Vec<String>>,
+    /// When this execution's time (the manifest's `timeout_seconds`) runs out: no action,
+    /// retries and their waits included, runs past it.
+    pub(crate) deadline: Instant,
+    pub(crate) timeout_seconds: u32,
 }
 
+/// Bytes of an HTTP response body kept; the rest is not read.
 const MAX_BODY: usize = 64 * 1024;
 
 impl RunHost {
@@ -176,8 +181,17 @@ impl RunHost {
         let attempts = step.retry.attempts.max(1);
         let mut tries = 0;
         let result = loop {
+            let left = self.deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                break Err(self.deadline_exceeded(step));
+            }
             tries += 1;
-            let outcome = self.rt.block_on(self.attempt(step, &args));
+            // A call that blocks (a target that never answers) ends with the run's time.
+            let outcome = self.rt.block_on(async {
+                tokio::time::timeout(left, self.attempt(step, &args))
+                    .await
+                    .unwrap_or_else(|_| Err(self.deadline_exceeded(step)))
+            });
             let again = match &outcome {
                 Ok(v) => {
                     v["status"].as_u64().is_some_and(|s| s >= 500 || s == 429)
@@ -192,7 +206,8 @@ impl RunHost {
                 .retry
                 .backoff_ms
                 .saturating_mul(1 << (tries - 1).min(10));
-            std::thread::sleep(Duration::from_millis(backoff.min(60_000)));
+            let left = self.deadline.saturating_duration_since(Instant::now());
+            std::thread::sleep(Duration::from_millis(backoff.min(60_000)).min(left));
         };
         let result = match result {
             Ok(mut v) => {
@@ -202,6 +217,13 @@ impl RunHost {
             Err(e) => Err(redact_str(&e.message, &used)),
         };
         (result, tries)
+    }
+
+    fn deadline_exceeded(&self, step: &Step) -> ActionError {
+        ActionError::permanent(format!(
+            "deadline exceeded: the run's {}s ran out during {}",
+            self.timeout_seconds, step.action
+        ))
     }
 
     async fn attempt(&self, step: &Step, args: &Value) -> Result<Value, ActionError> {
@@ -243,13 +265,29 @@ impl RunHost {
             retryable: true,
         })?;
         let status = resp.status().as_u16();
-        let bytes = resp.bytes().await.map_err(|e| ActionError {
+        // The body is read as it comes and no further than the cap: a huge response costs
+        // the cap in memory, not its size.
+        let mut resp = resp;
+        let mut kept = Vec::new();
+        let mut truncated = false;
+        while let Some(chunk) = resp.chunk().await.map_err(|e| ActionError {
             message: format!("http body: {}", e.without_url()),
             retryable: true,
-        })?;
-        let bytes = &bytes[..bytes.len().min(MAX_BODY)];
-        let body = serde_json::from_slice(bytes)
-            .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(bytes).into_owned()));
+        })? {
+            let room = MAX_BODY - kept.len();
+            if chunk.len() > room {
+                kept.extend_from_slice(&chunk[..room]);
+                truncated = true;
+                break;
+            }
+            kept.extend_from_slice(&chunk);
+        }
+        drop(resp);
+        let body = serde_json::from_slice(&kept)
+            .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&kept).into_owned()));
+        if truncated {
+            return Ok(json!({ "status": status, "body": body, "truncated": true }));
+        }
         Ok(json!({ "status": status, "body": body }))
     }
 
