@@ -58,6 +58,9 @@ pub struct Options {
     /// How long a run's lease lasts without renewal: how soon another replica takes over
     /// the runs of a process that died.
     pub lease: std::time::Duration,
+    /// Where `notify::send` may send: the configured channels and escalation policies
+    /// (`log` always exists). Any other target fails the step.
+    pub notify_targets: std::collections::BTreeSet<String>,
 }
 
 impl Default for Options {
@@ -73,6 +76,7 @@ impl Default for Options {
             secrets: SecretSource::default(),
             clock: Arc::new(SystemClock),
             lease: std::time::Duration::from_secs(30),
+            notify_targets: ["log".to_owned()].into(),
         }
     }
 }
@@ -113,6 +117,11 @@ impl Orchestration {
             .timeout(std::time::Duration::from_secs(30))
             .build()
             .map_err(|e| format!("http client: {e}"))?;
+        let http_direct = reqwest::Client::builder()
+            .timeout(std::time::Duration::from_secs(30))
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .map_err(|e| format!("http client: {e}"))?;
         Ok(Self {
             store,
             bus,
@@ -122,9 +131,11 @@ impl Orchestration {
             wake: Arc::new(Notify::new()),
             actions: Arc::new(Actions {
                 http,
+                http_direct,
                 kube: k8s::Kube::new(options.kubernetes.clone()),
                 exec: options.exec.clone(),
                 secrets: options.secrets.clone(),
+                notify_targets: options.notify_targets.clone(),
             }),
             options: Arc::new(options),
             running: Arc::default(),

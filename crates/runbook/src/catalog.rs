@@ -261,7 +261,7 @@ fn load_one(path: &Path, limits: &Limits) -> Result<Runbook, Vec<LoadError>> {
             ));
         }
     }
-    for name in &manifest.secrets {
+    for name in manifest.secrets.iter().map(|s| &s.name) {
         let valid = !name.is_empty()
             && name
                 .chars()

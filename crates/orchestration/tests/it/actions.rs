@@ -189,3 +189,161 @@ async fn a_huge_response_is_read_no_further_than_the_cap() {
         sent.load(Ordering::SeqCst)
     );
 }
+
+const TOKEN: &str = "tok-v4lu3-never-elsewhere";
+
+/// Options reading the secret `tok` from a directory.
+fn with_secret(dir: &tempfile::TempDir) -> Options {
+    std::fs::write(dir.path().join("tok"), TOKEN).unwrap();
+    Options {
+        secrets: firebreak_orchestration::SecretSource {
+            dir: Some(dir.path().to_path_buf()),
+        },
+        ..Options::default()
+    }
+}
+
+/// A secret goes only to a host its declaration lists: sent anywhere else (in the URL, or
+/// in a header of a request to another host) the step is refused before any connection is
+/// made; to a listed host it goes out with its value.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_secret_is_sent_only_to_its_hosts() {
+    let (url, accepted) = silent_target().await;
+    let secrets = tempfile::tempdir().unwrap();
+    for (name, secrets_field, request) in [
+        (
+            "in-url",
+            "[{ name: tok, hosts: [api.example.com] }]",
+            "http::get(params.url + \"/?t=\" + secret(\"tok\"))",
+        ),
+        (
+            "in-header",
+            "[{ name: tok, hosts: [api.example.com] }]",
+            "http::request(#{ method: \"GET\", url: params.url, headers: #{ Authorization: \"Bearer \" + secret(\"tok\") } })",
+        ),
+        (
+            "in-body",
+            "[{ name: tok, hosts: [\"127.0.0.1:1\"] }]",
+            "http::post(params.url, #{ token: secret(\"tok\") })",
+        ),
+        // The plain form names no hosts: the secret goes nowhere.
+        (
+            "no-hosts",
+            "[tok]",
+            "http::get(params.url + \"/\" + secret(\"tok\"))",
+        ),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        runbook(
+            dir.path(),
+            name,
+            &format!(
+                "match: {{}}\ncapabilities: [http]\nsecrets: {secrets_field}\nparameters:\n  url: {{ default: \"{url}\" }}\n"
+            ),
+            &format!("fn run(incident, params) {{\n    {request};\n}}\n"),
+        );
+        let Ended { run, store, .. } = run_to_end(&dir, name, with_secret(&secrets)).await;
+        assert_eq!(run.state, "failed", "{name}");
+        assert!(
+            run.error.contains("capability denied"),
+            "{name}: {}",
+            run.error
+        );
+        assert!(!run.error.contains(TOKEN), "{name}: {}", run.error);
+        let journal = store.journal("r1").await.unwrap();
+        assert_eq!(journal[0].status, "failed", "{name}");
+        assert_eq!(journal[0].attempts, 0, "{name}");
+    }
+    assert_eq!(accepted.load(Ordering::SeqCst), 0, "a request went out");
+
+    // To a listed host, the value goes out.
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let got = tokio::spawn(async move {
+        let (mut socket, _) = listener.accept().await.unwrap();
+        let mut request = vec![0u8; 8192];
+        let n = socket.read(&mut request).await.unwrap();
+        socket
+            .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+            .await
+            .unwrap();
+        String::from_utf8_lossy(&request[..n]).into_owned()
+    });
+    let dir = tempfile::tempdir().unwrap();
+    runbook(
+        dir.path(),
+        "allowed",
+        &format!(
+            "match: {{}}\ncapabilities: [http]\nsecrets: [{{ name: tok, hosts: [\"127.0.0.1:{}\"] }}]\nparameters:\n  url: {{ default: \"http://{addr}\" }}\n",
+            addr.port()
+        ),
+        "fn run(incident, params) {\n    http::request(#{ method: \"GET\", url: params.url, headers: #{ Authorization: \"Bearer \" + secret(\"tok\") } });\n}\n",
+    );
+    let Ended { run, .. } = run_to_end(&dir, "allowed", with_secret(&secrets)).await;
+    assert_eq!(run.state, "succeeded", "{}", run.error);
+    let request = got.await.unwrap();
+    assert!(
+        request
+            .to_ascii_lowercase()
+            .contains(&format!("authorization: bearer {TOKEN}")),
+        "{request}"
+    );
+}
+
+/// A notification to a target the configuration does not have fails its step (and, not
+/// caught, the run) instead of passing for sent; configured targets and `log` go out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_notification_to_an_unknown_channel_fails_the_run() {
+    let dir = tempfile::tempdir().unwrap();
+    runbook(
+        dir.path(),
+        "notifies",
+        "match: {}\ncapabilities: [notify]\n",
+        "fn run(incident, params) {\n    notify::send(\"log\", \"one\");\n    notify::send(\"ops\", \"two\");\n    notify::send(\"nowhere\", \"three\");\n}\n",
+    );
+    let options = Options {
+        notify_targets: ["log".to_owned(), "ops".to_owned()].into(),
+        ..Options::default()
+    };
+    let Ended {
+        run, store, bus, ..
+    } = run_to_end(&dir, "notifies", options).await;
+    assert_eq!(run.state, "failed");
+    assert!(
+        run.error
+            .contains("unknown notification channel \"nowhere\""),
+        "{}",
+        run.error
+    );
+    assert_eq!(
+        bus.notifications(),
+        [("log".into(), "one".into()), ("ops".into(), "two".into())]
+    );
+    let statuses: Vec<_> = store
+        .journal("r1")
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|j| j.status)
+        .collect();
+    assert_eq!(statuses, ["done", "done", "failed"]);
+}
+
+/// A secret's hosts are checked when the runbook loads: one that is not a host name or
+/// address is an error naming the secret.
+#[test]
+fn a_secret_host_that_is_no_host_does_not_load() {
+    let dir = tempfile::tempdir().unwrap();
+    runbook(
+        dir.path(),
+        "bad",
+        "match: {}\ncapabilities: [http]\nsecrets: [{ name: tok, hosts: [\"evil.example/x\"] }]\n",
+        "fn run(incident, params) {}\n",
+    );
+    let errors = firebreak_runbook::Catalog::load(dir.path(), &Default::default()).unwrap_err();
+    let text = format!("{errors:?}");
+    assert!(
+        text.contains("secret \\\"tok\\\": host \\\"evil.example/x\\\""),
+        "{text}"
+    );
+}

@@ -49,6 +49,20 @@ impl RecordingBus {
             })
             .count()
     }
+
+    /// The `runbooks.notify` requests published so far: (channel, message).
+    pub(crate) fn notifications(&self) -> Vec<(String, String)> {
+        let published = self.published.lock().unwrap();
+        published
+            .iter()
+            .filter_map(
+                |m| match firebreak_proto::decode_event(&m.payload).ok()?.payload? {
+                    Payload::NotifyRequested(n) => Some((n.channel, n.message)),
+                    _ => None,
+                },
+            )
+            .collect()
+    }
 }
 
 #[async_trait]
