@@ -188,22 +188,58 @@ pub(crate) async fn wait_for_run(
     );
 }
 
-/// A store whose first list of due runs is taken at once but handed out only when the test
-/// opens the gate: a replica acting on a snapshot that went stale meanwhile.
-pub(crate) struct StaleDueRuns {
+/// A store with hooks: its first list of due runs can be taken at once but handed out only
+/// when the test opens a gate (a replica acting on a snapshot that went stale meanwhile),
+/// and its first lease can be held up while the calls made meanwhile are counted.
+pub(crate) struct Hooked {
     pub(crate) inner: Arc<dyn OrchestrationStore>,
-    /// Told when the snapshot is taken.
-    pub(crate) taken: Arc<Notify>,
-    /// Opened by the test.
-    pub(crate) gate: Arc<Notify>,
+    /// Told when the first list is taken, and the gate the test opens to hand it out.
+    pub(crate) stale: Option<(Arc<Notify>, Arc<Notify>)>,
     /// Lists of due runs handed out.
     pub(crate) lists: Arc<Mutex<u32>>,
     /// Told after each list handed out.
     pub(crate) listed: Arc<Notify>,
+    /// How long the first `lease_run` is held up.
+    pub(crate) lease_stall: Option<Duration>,
+    pub(crate) leases: Arc<Mutex<LeaseCalls>>,
+}
+
+/// Calls taking or renewing leases.
+#[derive(Default, Debug)]
+pub(crate) struct LeaseCalls {
+    pub(crate) calls: u32,
+    stalled: bool,
+    /// Made while the first was held up.
+    pub(crate) during_stall: u32,
+}
+
+impl Hooked {
+    pub(crate) fn new(inner: Arc<dyn OrchestrationStore>) -> Self {
+        Self {
+            inner,
+            stale: None,
+            lists: Arc::default(),
+            listed: Arc::default(),
+            lease_stall: None,
+            leases: Arc::default(),
+        }
+    }
+
+    /// Counts a lease call; true when it is the first and is to be held up.
+    fn lease_call(&self) -> bool {
+        let mut l = self.leases.lock().unwrap();
+        l.calls += 1;
+        if l.stalled {
+            l.during_stall += 1;
+        }
+        let stall = l.calls == 1 && self.lease_stall.is_some();
+        l.stalled |= stall;
+        stall
+    }
 }
 
 #[async_trait]
-impl Outbox for StaleDueRuns {
+impl Outbox for Hooked {
     async fn pending(&self, limit: u32) -> Result<Vec<OutboxRecord>> {
         self.inner.pending(limit).await
     }
@@ -216,7 +252,7 @@ impl Outbox for StaleDueRuns {
 }
 
 #[async_trait]
-impl OrchestrationStore for StaleDueRuns {
+impl OrchestrationStore for Hooked {
     async fn create_runs(&self, runs: &[(RunRecord, OutboxEvent)]) -> Result<u32> {
         self.inner.create_runs(runs).await
     }
@@ -234,18 +270,25 @@ impl OrchestrationStore for StaleDueRuns {
     async fn due_runs(&self, now: i64) -> Result<Vec<RunRecord>> {
         let first = *self.lists.lock().unwrap() == 0;
         let due = self.inner.due_runs(now).await?;
-        if first {
-            self.taken.notify_one();
-            self.gate.notified().await;
+        if let (true, Some((taken, gate))) = (first, &self.stale) {
+            taken.notify_one();
+            gate.notified().await;
         }
         *self.lists.lock().unwrap() += 1;
         self.listed.notify_one();
         Ok(due)
     }
     async fn lease_run(&self, id: &str, owner: &str, until: i64, now: i64) -> Result<bool> {
+        if self.lease_call()
+            && let Some(stall) = self.lease_stall
+        {
+            tokio::time::sleep(stall).await;
+            self.leases.lock().unwrap().stalled = false;
+        }
         self.inner.lease_run(id, owner, until, now).await
     }
     async fn renew_run(&self, id: &str, owner: &str, until: i64) -> Result<bool> {
+        self.lease_call();
         self.inner.renew_run(id, owner, until).await
     }
     async fn release_run(&self, id: &str, owner: &str) -> Result<()> {

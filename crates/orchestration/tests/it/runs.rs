@@ -11,7 +11,7 @@ use firebreak_testkit::postgres::TestDatabase;
 use tokio::sync::Notify;
 
 use crate::harness::{
-    RecordingBus, Running, StaleDueRuns, catalog, pending_run, runbook, started, wait_for_run,
+    Hooked, RecordingBus, Running, catalog, pending_run, runbook, started, wait_for_run,
 };
 
 const NOTER: &str = "match: {}\ncapabilities: [incident]\n";
@@ -50,12 +50,11 @@ async fn a_stale_list_of_due_runs_finishes_no_run_twice() {
         Arc::new(Notify::new()),
     );
     let lists = Arc::new(Mutex::new(0));
-    let stale = StaleDueRuns {
-        inner: b_store,
-        taken: taken.clone(),
-        gate: gate.clone(),
+    let stale = Hooked {
+        stale: Some((taken.clone(), gate.clone())),
         lists: lists.clone(),
         listed: listed.clone(),
+        ..Hooked::new(b_store)
     };
     let bus = Arc::new(RecordingBus::default());
     let b = Running::start(
@@ -164,4 +163,63 @@ async fn a_run_that_keeps_crashing_the_process_fails_at_the_bound() {
     assert_eq!(bus.finishes("crashing"), 1);
     assert_eq!(done.state, "succeeded", "{}", done.error);
     assert_eq!(bus.finishes("unlucky"), 1);
+}
+
+/// A process renews only the leases it holds: while it is still asking for a run's lease
+/// (held by another replica), its renewals leave that run alone, so they neither take the
+/// lease nor report it lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_held_leases_are_renewed() {
+    let data = tempfile::tempdir().unwrap();
+    let store: Arc<dyn OrchestrationStore> = Arc::new(
+        SqliteOrchestrationStore::open(&data.path().join("orchestration.db"), false)
+            .await
+            .unwrap(),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    runbook(dir.path(), "noter", NOTER, NOTE);
+    store
+        .create_run(&pending_run("r1", "noter", false), &started("r1"))
+        .await
+        .unwrap();
+    // Another replica holds it for an hour.
+    let now = firebreak_runbook::now_micros();
+    assert!(
+        store
+            .lease_run("r1", "other", now + 3_600_000_000, now)
+            .await
+            .unwrap()
+    );
+    let hooked = Hooked {
+        // Renewals run every 10 ms; the first lease is held up for twenty of them.
+        lease_stall: Some(std::time::Duration::from_millis(200)),
+        ..Hooked::new(store.clone())
+    };
+    let (leases, lists, listed) = (
+        hooked.leases.clone(),
+        hooked.lists.clone(),
+        hooked.listed.clone(),
+    );
+    let orch = Running::start(
+        Arc::new(hooked),
+        Arc::new(RecordingBus::default()),
+        catalog(dir.path()),
+        Options {
+            lease: std::time::Duration::from_millis(30),
+            ..Options::default()
+        },
+    );
+    // The executor listed the run, asked for its lease (refused), and listed again.
+    while *lists.lock().unwrap() < 2 {
+        listed.notified().await;
+    }
+    orch.stop().await;
+    let (calls, during_stall) = {
+        let l = leases.lock().unwrap();
+        (l.calls, l.during_stall)
+    };
+    assert!(calls >= 1, "lease calls: {calls}");
+    assert_eq!(during_stall, 0, "lease calls while the first was held up");
+    let run = store.run("r1").await.unwrap().unwrap();
+    assert_eq!(run.state, "pending");
 }
