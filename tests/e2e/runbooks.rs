@@ -495,7 +495,7 @@ async fn secrets_reach_requests_only_and_retries_keep_one_idempotency_key() {
     runbook(
         dir.path(),
         "uses-secret",
-        "match: { categories: [data-breach] }\nparameters:\n  url: { default: http://unset.invalid }\ncapabilities: [http, incident]\nsecrets: [api-token]\nretry: { http: { attempts: 3, backoff_ms: 10 } }\n",
+        "match: { categories: [data-breach] }\nparameters:\n  url: { default: http://unset.invalid }\ncapabilities: [http, incident]\nsecrets: [{ name: api-token, hosts: [127.0.0.1] }]\nretry: { http: { attempts: 3, backoff_ms: 10 } }\n",
         r#"
 // Calls a flaky API with a secret, then tries every way to leak the secret.
 fn run(incident, params) {

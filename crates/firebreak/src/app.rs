@@ -207,6 +207,10 @@ fn build_orchestration(
             },
             clock,
             lease: Duration::from_secs(config.run_lease_seconds.max(1)),
+            notify_targets: std::iter::once("log".to_owned())
+                .chain(config.channels.iter().map(|c| c.name.clone()))
+                .chain(config.escalation_policies.iter().map(|p| p.name.clone()))
+                .collect(),
             ..Options::default()
         },
     )

@@ -92,10 +92,9 @@ impl Orchestration {
                         if !self.claim(&run) {
                             continue;
                         }
-                        if !self.lease(&run.id).await {
-                            self.unclaim(&run.id);
+                        let Some(run) = self.take(run).await else {
                             continue;
-                        }
+                        };
                         let Ok(permit) = self.slots.clone().acquire_owned().await else {
                             return;
                         };
@@ -125,7 +124,76 @@ impl Orchestration {
         while tasks.join_next().await.is_some() {}
     }
 
-    /// Takes or renews this process's lease on a run; false when another process holds it.
+    /// Takes this process's lease on a claimed run and reads the run again under it: the
+    /// list of due runs is a snapshot, and another replica may have executed the run (and
+    /// finished it, or moved it on) since. Returns the run as it stands, or `None` (claim and
+    /// lease let go) when it is not for this process to execute now.
+    async fn take(&self, listed: RunRecord) -> Option<RunRecord> {
+        let id = listed.id.clone();
+        if !self.lease(&id).await {
+            self.unclaim(&id);
+            return None;
+        }
+        self.mark_leased(&id);
+        let fresh = match self.store.run(&id).await {
+            Ok(Some(run)) => Some(run),
+            Ok(None) => None,
+            Err(e) => {
+                tracing::warn!(run = %id, error = %e, "reading the run failed");
+                None
+            }
+        };
+        let due = |r: &RunRecord| match r.state.as_str() {
+            "pending" | "running" => true,
+            "sleeping" => r.wake_at.is_none_or(|t| t <= self.now()),
+            _ => false,
+        };
+        let run = fresh.filter(due);
+        let Some(run) = run else {
+            self.unclaim(&id);
+            self.release(&id).await;
+            return None;
+        };
+        // Executions that began and never ended died with their process (a script that
+        // aborts it, a kill): past the bound the run fails instead of taking every restart
+        // down again.
+        match self.store.begin_attempt(&id, &self.owner).await {
+            Ok(Some(n)) if n > MAX_EXECUTION_ATTEMPTS => {
+                let from = run.state.clone();
+                let msg = format!(
+                    "the run crashed the process {} times (its execution began and never ended); it is not tried again",
+                    n - 1
+                );
+                tracing::error!(run = %id, runbook = %run.runbook, attempts = n - 1, "giving up a run that keeps crashing the process");
+                self.finish(&run, &from, "failed", Some(&msg)).await;
+                self.unclaim(&id);
+                self.release(&id).await;
+                None
+            }
+            Ok(Some(_)) => Some(run),
+            Ok(None) => {
+                self.unclaim(&id);
+                self.release(&id).await;
+                None
+            }
+            Err(e) => {
+                tracing::warn!(run = %id, error = %e, "counting the run's execution failed");
+                self.unclaim(&id);
+                self.release(&id).await;
+                None
+            }
+        }
+    }
+
+    async fn release(&self, id: &str) {
+        if let Err(e) = self.store.release_run(id, &self.owner).await {
+            // It runs out on its own.
+            tracing::warn!(run = %id, error = %e, "releasing the run's lease failed");
+        }
+    }
+
+    /// Takes this process's lease on a run; false when another process holds it, or the run
+    /// is not in a state to execute.
     async fn lease(&self, id: &str) -> bool {
         let now = wall_micros();
         let until = now + self.options.lease.as_micros() as i64;
@@ -139,7 +207,8 @@ impl Orchestration {
     }
 
     /// Renews the leases of the runs executing here, three times per lease period, until
-    /// `shutdown`.
+    /// `shutdown`. Runs claimed but not (yet) leased are not renewed: their lease may be
+    /// another replica's, and that is no loss.
     async fn renew_leases(self, shutdown: CancellationToken) {
         loop {
             tokio::select! {
@@ -147,12 +216,25 @@ impl Orchestration {
                 () = shutdown.cancelled() => return,
             }
             let ids: Vec<String> = match self.running.lock() {
-                Ok(r) => r.keys().cloned().collect(),
+                Ok(r) => r
+                    .iter()
+                    .filter(|(_, c)| c.leased)
+                    .map(|(id, _)| id.clone())
+                    .collect(),
                 Err(_) => return,
             };
             for id in ids {
-                if !self.lease(&id).await {
-                    tracing::error!(run = %id, "lost the run's lease: another process may take it over");
+                let until = wall_micros() + self.options.lease.as_micros() as i64;
+                match self.store.renew_run(&id, &self.owner, until).await {
+                    Ok(true) => {}
+                    // Released meanwhile, because its execution ended: no loss.
+                    Ok(false) if !self.is_leased(&id) => {}
+                    Ok(false) => {
+                        tracing::error!(run = %id, "lost the run's lease: another process may take it over");
+                    }
+                    Err(e) => {
+                        tracing::warn!(run = %id, error = %e, "renewing the run's lease failed")
+                    }
                 }
             }
         }
@@ -162,6 +244,20 @@ impl Orchestration {
         if let Ok(mut r) = self.running.lock() {
             r.remove(id);
         }
+    }
+
+    fn mark_leased(&self, id: &str) {
+        if let Ok(mut r) = self.running.lock()
+            && let Some(c) = r.get_mut(id)
+        {
+            c.leased = true;
+        }
+    }
+
+    fn is_leased(&self, id: &str) -> bool {
+        self.running
+            .lock()
+            .is_ok_and(|r| r.get(id).is_some_and(|c| c.leased))
     }
 
     /// Marks a run as executing here, unless it is already or its runbook is at its cap.
@@ -176,10 +272,22 @@ impl Orchestration {
         if running.contains_key(&run.id) {
             return false;
         }
-        if cap > 0 && running.values().filter(|r| **r == run.runbook).count() >= cap {
+        if cap > 0
+            && running
+                .values()
+                .filter(|c| c.runbook == run.runbook)
+                .count()
+                >= cap
+        {
             return false;
         }
-        running.insert(run.id.clone(), run.runbook.clone());
+        running.insert(
+            run.id.clone(),
+            Claim {
+                runbook: run.runbook.clone(),
+                leased: false,
+            },
+        );
         true
     }
 
@@ -205,7 +313,7 @@ impl Orchestration {
     async fn execute_run(&self, run: RunRecord) {
         let Some(runbook) = self.catalog.get(&run.runbook).cloned() else {
             let msg = format!("runbook {} is no longer loaded", run.runbook);
-            self.finish(&run, "failed", Some(&msg)).await;
+            self.finish(&run, &run.state, "failed", Some(&msg)).await;
             return;
         };
         if run.state != "running" {
@@ -228,7 +336,7 @@ impl Orchestration {
         let params = match runbook.params(self.options.params.get(&run.runbook)) {
             Ok(p) => p,
             Err(e) => {
-                self.finish(&run, "failed", Some(&e)).await;
+                self.finish(&run, "running", "failed", Some(&e)).await;
                 return;
             }
         };
@@ -275,6 +383,9 @@ impl Orchestration {
             clock: self.options.clock.clone(),
             rt: tokio::runtime::Handle::current(),
             log: Mutex::new(Vec::new()),
+            deadline: std::time::Instant::now()
+                + std::time::Duration::from_secs(u64::from(runbook.manifest.timeout_seconds)),
+            timeout_seconds: runbook.manifest.timeout_seconds,
         });
         let approval_timeout = runbook.manifest.approval.timeout_seconds;
         let execution = Execution {
@@ -297,12 +408,14 @@ impl Orchestration {
         self.append_log(&run, &lines).await;
         match outcome {
             Outcome::Succeeded { steps } => {
-                tracing::info!(run = %run.id, runbook = %run.runbook, steps, "run succeeded");
-                self.finish(&run, "succeeded", None).await;
+                if self.finish(&run, "running", "succeeded", None).await {
+                    tracing::info!(run = %run.id, runbook = %run.runbook, steps, "run succeeded");
+                }
             }
             Outcome::Failed(msg) => {
-                tracing::warn!(run = %run.id, runbook = %run.runbook, error = %msg, "run failed");
-                self.finish(&run, "failed", Some(&msg)).await;
+                if self.finish(&run, "running", "failed", Some(&msg)).await {
+                    tracing::warn!(run = %run.id, runbook = %run.runbook, error = %msg, "run failed");
+                }
             }
             Outcome::Waiting { seq } => {
                 tracing::info!(run = %run.id, seq, "run waits for approval");
@@ -365,6 +478,7 @@ impl Orchestration {
             Err(e) => {
                 self.finish(
                     &run,
+                    "running",
                     "failed",
                     Some(&format!("the plan's thread failed: {e}")),
                 )
@@ -374,8 +488,13 @@ impl Orchestration {
         };
         self.append_log(&run, &sim.log).await;
         if let Outcome::Failed(msg) = &sim.outcome {
-            self.finish(&run, "failed", Some(&format!("planning failed: {msg}")))
-                .await;
+            self.finish(
+                &run,
+                "running",
+                "failed",
+                Some(&format!("planning failed: {msg}")),
+            )
+            .await;
             return;
         }
         let plan = serde_json::to_value(&sim.steps).unwrap_or_default();
@@ -403,20 +522,48 @@ impl Orchestration {
         }
     }
 
-    pub(crate) async fn finish(&self, run: &RunRecord, state: &str, error: Option<&str>) {
-        let m = firebreak_telemetry::metrics();
-        firebreak_telemetry::Metrics::count(&m.runs_finished, state);
+    /// Finishes a run that is in `from`, with its event, once: false (nothing written, nothing
+    /// counted) when it was no longer in `from`, because another execution moved or
+    /// finished it.
+    pub(crate) async fn finish(
+        &self,
+        run: &RunRecord,
+        from: &str,
+        state: &str,
+        error: Option<&str>,
+    ) -> bool {
         let event = run_event(run, state, "", error.unwrap_or_default());
-        if let Err(e) = self
+        let finished = match self
             .store
-            .set_run_state(&run.id, state, error, &[event])
+            .set_run_state(&run.id, from, state, error, &[event])
             .await
         {
-            tracing::warn!(run = %run.id, error = %e, "finishing run failed");
+            Ok(finished) => finished,
+            Err(e) => {
+                tracing::warn!(run = %run.id, error = %e, "finishing run failed");
+                false
+            }
+        };
+        if finished {
+            let m = firebreak_telemetry::metrics();
+            firebreak_telemetry::Metrics::count(&m.runs_finished, state);
+            self.relay.wake();
+        } else {
+            tracing::warn!(run = %run.id, state, "the run was finished or moved on by another execution");
         }
-        self.relay.wake();
+        finished
     }
 }
+
+/// A run claimed by this process, and whether it holds its lease yet.
+pub(crate) struct Claim {
+    runbook: String,
+    leased: bool,
+}
+
+/// Executions of a run that may begin and never end (their process died) before the run
+/// fails instead of being tried again.
+pub const MAX_EXECUTION_ATTEMPTS: u32 = 3;
 
 /// Leases are about processes being alive, so they run on the wall clock, not the injected
 /// one that timers use.

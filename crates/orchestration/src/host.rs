@@ -2,7 +2,7 @@
 
 use std::process::Stdio;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use firebreak_bus::{outbox_event, streams};
 use firebreak_proto::v1::{self, event::Payload, incident_command::Command};
@@ -15,7 +15,7 @@ use tokio::runtime::Handle;
 
 use crate::executor::run_event;
 use crate::k8s::Kube;
-use crate::secrets::{SecretSource, inject, redact, redact_str};
+use crate::secrets::{SecretSource, carried, check_destination, inject, redact, redact_str};
 
 /// What `exec` actions may run.
 #[derive(Debug, Clone, Deserialize)]
@@ -52,9 +52,14 @@ fn default_exec_output() -> usize {
 /// What the actions that reach outside need, shared by every run.
 pub(crate) struct Actions {
     pub(crate) http: reqwest::Client,
+    /// For requests carrying a secret: follows no redirect, which could take the secret
+    /// (in a header or the body) to a host it may not go to.
+    pub(crate) http_direct: reqwest::Client,
     pub(crate) kube: Kube,
     pub(crate) exec: ExecOptions,
     pub(crate) secrets: SecretSource,
+    /// Where `notify::send` may send.
+    pub(crate) notify_targets: std::collections::BTreeSet<String>,
 }
 
 /// Why an action failed, and whether trying again may help.
@@ -78,13 +83,18 @@ pub(crate) struct RunHost {
     pub(crate) store: Arc<dyn OrchestrationStore>,
     pub(crate) run: RunRecord,
     /// The secrets the runbook declares.
-    pub(crate) secrets: Vec<String>,
+    pub(crate) secrets: Vec<firebreak_runbook::Secret>,
     pub(crate) actions: Arc<Actions>,
     pub(crate) clock: Arc<dyn firebreak_domain::Clock>,
     pub(crate) rt: Handle,
     pub(crate) log: Mutex<Vec<String>>,
+    /// When this execution's time (the manifest's `timeout_seconds`) runs out: no action,
+    /// retries and their waits included, runs past it.
+    pub(crate) deadline: Instant,
+    pub(crate) timeout_seconds: u32,
 }
 
+/// Bytes of an HTTP response body kept; the rest is not read.
 const MAX_BODY: usize = 64 * 1024;
 
 impl RunHost {
@@ -152,6 +162,19 @@ impl RunHost {
             })),
             "incident.escalate" => cmd(Command::Escalate(s("reason"))),
             "incident.resolve" => cmd(Command::Resolve(s("summary"))),
+            "notify.send" if !self.actions.notify_targets.contains(&s("channel")) => {
+                let known: Vec<&str> = self
+                    .actions
+                    .notify_targets
+                    .iter()
+                    .map(String::as_str)
+                    .collect();
+                Err(format!(
+                    "unknown notification channel {:?}: the configuration has channels and escalation policies {}",
+                    s("channel"),
+                    known.join(", ")
+                ))
+            }
             "notify.send" => Ok(Some(outbox_event(
                 streams::RUNBOOKS,
                 "runbooks.notify",
@@ -173,11 +196,28 @@ impl RunHost {
             Ok(x) => x,
             Err(e) => return (Err(e), 0),
         };
+        // Where the request goes is judged as it would go out, values in place; the error
+        // names no value.
+        let carried = carried(&step.args, &self.secrets);
+        let url = args["url"].as_str().unwrap_or_default();
+        if let Err(e) = check_destination(&step.action, url, &carried) {
+            return (Err(redact_str(&e, &used)), 0);
+        }
+        let direct = !carried.is_empty();
         let attempts = step.retry.attempts.max(1);
         let mut tries = 0;
         let result = loop {
+            let left = self.deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                break Err(self.deadline_exceeded(step));
+            }
             tries += 1;
-            let outcome = self.rt.block_on(self.attempt(step, &args));
+            // A call that blocks (a target that never answers) ends with the run's time.
+            let outcome = self.rt.block_on(async {
+                tokio::time::timeout(left, self.attempt(step, &args, direct))
+                    .await
+                    .unwrap_or_else(|_| Err(self.deadline_exceeded(step)))
+            });
             let again = match &outcome {
                 Ok(v) => {
                     v["status"].as_u64().is_some_and(|s| s >= 500 || s == 429)
@@ -192,7 +232,8 @@ impl RunHost {
                 .retry
                 .backoff_ms
                 .saturating_mul(1 << (tries - 1).min(10));
-            std::thread::sleep(Duration::from_millis(backoff.min(60_000)));
+            let left = self.deadline.saturating_duration_since(Instant::now());
+            std::thread::sleep(Duration::from_millis(backoff.min(60_000)).min(left));
         };
         let result = match result {
             Ok(mut v) => {
@@ -204,9 +245,16 @@ impl RunHost {
         (result, tries)
     }
 
-    async fn attempt(&self, step: &Step, args: &Value) -> Result<Value, ActionError> {
+    fn deadline_exceeded(&self, step: &Step) -> ActionError {
+        ActionError::permanent(format!(
+            "deadline exceeded: the run's {}s ran out during {}",
+            self.timeout_seconds, step.action
+        ))
+    }
+
+    async fn attempt(&self, step: &Step, args: &Value, direct: bool) -> Result<Value, ActionError> {
         match step.action.split('.').next().unwrap_or_default() {
-            "http" => self.http(step, args).await,
+            "http" => self.http(step, args, direct).await,
             "k8s" => self.actions.kube.perform(&step.action, args).await,
             "exec" => self.exec(args).await,
             _ => Err(ActionError::permanent(format!(
@@ -216,15 +264,18 @@ impl RunHost {
         }
     }
 
-    async fn http(&self, step: &Step, a: &Value) -> Result<Value, ActionError> {
+    async fn http(&self, step: &Step, a: &Value, direct: bool) -> Result<Value, ActionError> {
         let method = a["method"].as_str().unwrap_or("GET").to_uppercase();
         let url = a["url"].as_str().unwrap_or_default();
         let method = reqwest::Method::from_bytes(method.as_bytes())
             .map_err(|_| ActionError::permanent(format!("invalid http method {method:?}")))?;
         let timeout = a["timeout_ms"].as_u64().unwrap_or(10_000).min(60_000);
-        let mut req = self
-            .actions
-            .http
+        let client = if direct {
+            &self.actions.http_direct
+        } else {
+            &self.actions.http
+        };
+        let mut req = client
             .request(method, url)
             .timeout(Duration::from_millis(timeout))
             .header("Idempotency-Key", &step.idempotency_key);
@@ -243,13 +294,29 @@ impl RunHost {
             retryable: true,
         })?;
         let status = resp.status().as_u16();
-        let bytes = resp.bytes().await.map_err(|e| ActionError {
+        // The body is read as it comes and no further than the cap: a huge response costs
+        // the cap in memory, not its size.
+        let mut resp = resp;
+        let mut kept = Vec::new();
+        let mut truncated = false;
+        while let Some(chunk) = resp.chunk().await.map_err(|e| ActionError {
             message: format!("http body: {}", e.without_url()),
             retryable: true,
-        })?;
-        let bytes = &bytes[..bytes.len().min(MAX_BODY)];
-        let body = serde_json::from_slice(bytes)
-            .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(bytes).into_owned()));
+        })? {
+            let room = MAX_BODY - kept.len();
+            if chunk.len() > room {
+                kept.extend_from_slice(&chunk[..room]);
+                truncated = true;
+                break;
+            }
+            kept.extend_from_slice(&chunk);
+        }
+        drop(resp);
+        let body = serde_json::from_slice(&kept)
+            .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&kept).into_owned()));
+        if truncated {
+            return Ok(json!({ "status": status, "body": body, "truncated": true }));
+        }
         Ok(json!({ "status": status, "body": body }))
     }
 
@@ -340,7 +407,13 @@ impl Host for RunHost {
             _ => {}
         }
         if !is_side_effecting(&step.action) {
-            let event = self.internal(step)?;
+            let event = match self.internal(step) {
+                Ok(event) => event,
+                Err(e) => {
+                    self.journal(step, "failed", json!({ "error": e }), 1, None)?;
+                    return Err(e);
+                }
+            };
             self.journal(step, "done", json!({}), 1, event)?;
             return Ok(StepOutcome::Done(json!({})));
         }

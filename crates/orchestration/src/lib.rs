@@ -27,7 +27,7 @@ use tokio::sync::{Notify, Semaphore};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-pub use executor::incident_input;
+pub use executor::{MAX_EXECUTION_ATTEMPTS, incident_input};
 pub use grpc::RunbookApi;
 pub use host::ExecOptions;
 pub use k8s::KubeOptions;
@@ -58,6 +58,9 @@ pub struct Options {
     /// How long a run's lease lasts without renewal: how soon another replica takes over
     /// the runs of a process that died.
     pub lease: std::time::Duration,
+    /// Where `notify::send` may send: the configured channels and escalation policies
+    /// (`log` always exists). Any other target fails the step.
+    pub notify_targets: std::collections::BTreeSet<String>,
 }
 
 impl Default for Options {
@@ -73,6 +76,7 @@ impl Default for Options {
             secrets: SecretSource::default(),
             clock: Arc::new(SystemClock),
             lease: std::time::Duration::from_secs(30),
+            notify_targets: ["log".to_owned()].into(),
         }
     }
 }
@@ -88,8 +92,8 @@ pub struct Orchestration {
     wake: Arc<Notify>,
     slots: Arc<Semaphore>,
     actions: Arc<Actions>,
-    /// Runs executing in this process: run id → runbook.
-    running: Arc<std::sync::Mutex<std::collections::HashMap<String, String>>>,
+    /// Runs claimed by this process: run id → runbook, and whether its lease is held.
+    running: Arc<std::sync::Mutex<std::collections::HashMap<String, executor::Claim>>>,
     /// This process's name on the run leases it holds.
     owner: Arc<str>,
 }
@@ -113,6 +117,11 @@ impl Orchestration {
             .timeout(std::time::Duration::from_secs(30))
             .build()
             .map_err(|e| format!("http client: {e}"))?;
+        let http_direct = reqwest::Client::builder()
+            .timeout(std::time::Duration::from_secs(30))
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .map_err(|e| format!("http client: {e}"))?;
         Ok(Self {
             store,
             bus,
@@ -122,9 +131,11 @@ impl Orchestration {
             wake: Arc::new(Notify::new()),
             actions: Arc::new(Actions {
                 http,
+                http_direct,
                 kube: k8s::Kube::new(options.kubernetes.clone()),
                 exec: options.exec.clone(),
                 secrets: options.secrets.clone(),
+                notify_targets: options.notify_targets.clone(),
             }),
             options: Arc::new(options),
             running: Arc::default(),

@@ -308,7 +308,7 @@ fn load_one(
             ));
         }
     }
-    for name in &manifest.secrets {
+    for name in manifest.secrets.iter().map(|s| &s.name) {
         let valid = !name.is_empty()
             && name
                 .chars()

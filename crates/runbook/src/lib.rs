@@ -14,7 +14,8 @@ mod simulate;
 
 pub use catalog::{Catalog, LoadError, Runbook};
 pub use manifest::{
-    Approval, Concurrency, Manifest, Match, Mode, OnTimeout, Parameter, Retry, SeverityRange,
+    Approval, Concurrency, Manifest, Match, Mode, OnTimeout, Parameter, Retry, Secret,
+    SeverityRange,
 };
 pub use sandbox::{
     ACTIONS, Execution, Host, Limits, MAX_SLEEP_SECONDS, Outcome, Recorded, Step, StepOutcome,

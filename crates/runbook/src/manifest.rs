@@ -25,9 +25,10 @@ pub struct Manifest {
     /// The actions the script may call: a module (`http`) or one action (`http.post`).
     #[serde(default)]
     pub capabilities: Vec<String>,
-    /// Secrets the script may use through `secret("NAME")`.
+    /// Secrets the script may use through `secret("NAME")`, each with the hosts live
+    /// requests carrying it may go to.
     #[serde(default)]
-    pub secrets: Vec<String>,
+    pub secrets: Vec<Secret>,
     /// `auto` runs at once; `plan-approve` first records a plan (every action simulated)
     /// that a person approves before the run applies it.
     #[serde(default)]
@@ -41,6 +42,70 @@ pub struct Manifest {
     /// How many runs of this runbook may execute at once.
     #[serde(default)]
     pub concurrency: Concurrency,
+}
+
+/// A secret a runbook declares: `{name: NAME, hosts: [HOST, ...]}`. A live request carrying
+/// it goes only to these hosts (`host` or `host:port`); the plain `NAME` form still loads,
+/// with no hosts, so the secret can be used in dry runs and fixtures but sent nowhere.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(try_from = "SecretForm")]
+pub struct Secret {
+    pub name: String,
+    /// Lower case.
+    pub hosts: Vec<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(
+    untagged,
+    expecting = "a secret name, or {name: NAME, hosts: [HOST, ...]}"
+)]
+enum SecretForm {
+    Name(String),
+    Full(SecretFull),
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SecretFull {
+    name: String,
+    #[serde(default)]
+    hosts: Vec<String>,
+}
+
+/// Hosts one secret may name.
+const MAX_SECRET_HOSTS: usize = 32;
+
+impl TryFrom<SecretForm> for Secret {
+    type Error = String;
+
+    fn try_from(form: SecretForm) -> Result<Self, String> {
+        let (name, hosts) = match form {
+            SecretForm::Name(name) => (name, Vec::new()),
+            SecretForm::Full(f) => (f.name, f.hosts),
+        };
+        if hosts.len() > MAX_SECRET_HOSTS {
+            return Err(format!(
+                "secret {name:?}: hosts lists at most {MAX_SECRET_HOSTS} hosts"
+            ));
+        }
+        let hosts = hosts
+            .into_iter()
+            .map(|h| {
+                let valid = (1..=260).contains(&h.len())
+                    && h.chars()
+                        .all(|c| c.is_ascii_alphanumeric() || ".-:[]".contains(c));
+                if valid {
+                    Ok(h.to_ascii_lowercase())
+                } else {
+                    Err(format!(
+                        "secret {name:?}: host {h:?} must be a host name or address, with an optional :port"
+                    ))
+                }
+            })
+            .collect::<Result<_, _>>()?;
+        Ok(Self { name, hosts })
+    }
 }
 
 /// How a run starts.

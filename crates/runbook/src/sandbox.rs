@@ -510,7 +510,7 @@ fn register_actions(engine: &mut Engine, ctx: &Arc<Ctx>) {
                 .manifest
                 .secrets
                 .iter()
-                .any(|s| s == name.as_str())
+                .any(|s| s.name == name.as_str())
             {
                 return Err(c.halt(Stop::Fatal(format!(
                     "secret denied: runbook {} does not declare the secret {name:?}",

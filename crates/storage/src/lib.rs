@@ -154,16 +154,29 @@ pub trait OrchestrationStore: Outbox {
     /// restart), sleeping runs whose time has come, approvals that timed out. A replica
     /// executes one only once it holds its lease (`lease_run`).
     async fn due_runs(&self, now: i64) -> Result<Vec<RunRecord>>;
-    /// Takes or renews the lease on a run for `owner` until `until` (micros): true when
-    /// `owner` holds it now (it was free, its holder's lease ran out before `now`, or `owner`
-    /// held it already). Replicas execute only the runs they hold, so a run is executed by one
-    /// process at a time and taken over when its holder dies.
+    /// Takes the lease on a run for `owner` until `until` (micros): true when `owner` holds it
+    /// now (it was free, its holder's lease ran out before `now`, or `owner` held it already)
+    /// and the run is in a state an executor starts from (pending, running or sleeping). A
+    /// finished run, or one waiting for a person, is never leased: a replica acting on a stale
+    /// list of due runs cannot execute (and finish) a run again. Replicas execute only the
+    /// runs they hold, so a run is executed by one process at a time and taken over when its
+    /// holder dies.
     async fn lease_run(&self, id: &str, owner: &str, until: i64, now: i64) -> Result<bool>;
+    /// Extends `owner`'s lease on a run to `until`, whatever the run's state; false when
+    /// `owner` no longer holds it. Never takes a lease it does not hold.
+    async fn renew_run(&self, id: &str, owner: &str, until: i64) -> Result<bool>;
     /// Gives up `owner`'s lease on a run (it finished, or waits for time or a person).
     async fn release_run(&self, id: &str, owner: &str) -> Result<()>;
+    /// Counts an execution of a run `owner` holds the lease of, before it starts: the count
+    /// of executions begun since the run last stopped cleanly (a transition or finish to any
+    /// state but running resets it). Returns the new count, or `None` when `owner` does not
+    /// hold the run or it is not in a state an executor starts from. A count that keeps
+    /// growing means executions of the run keep dying with their process.
+    async fn begin_attempt(&self, id: &str, owner: &str) -> Result<Option<u32>>;
     /// Moves a run from state `from` to what `run` holds (state, phase, plan, wake_at, error,
     /// finished_at), with an optional journal entry and events, in one transaction. False
-    /// (and nothing written) when the run was no longer in `from`: someone else moved it.
+    /// (and nothing written) when the run was no longer in `from`, or is finished: someone
+    /// else moved it.
     async fn transition(
         &self,
         run: &RunRecord,
@@ -171,14 +184,17 @@ pub trait OrchestrationStore: Outbox {
         journal: Option<&JournalRecord>,
         events: &[OutboxEvent],
     ) -> Result<bool>;
-    /// Moves a run to `state`, with an optional error, and writes its events.
+    /// Moves a run from state `from` to `state`, with an optional error, and writes its
+    /// events, in one transaction. False (and nothing written) when the run was no longer in
+    /// `from`, or is finished: a run finishes once, with one event.
     async fn set_run_state(
         &self,
         id: &str,
+        from: &str,
         state: &str,
         error: Option<&str>,
         events: &[OutboxEvent],
-    ) -> Result<()>;
+    ) -> Result<bool>;
     /// The run's journal, in sequence order.
     async fn journal(&self, run_id: &str) -> Result<Vec<JournalRecord>>;
     /// Writes (or replaces, for a step that was waiting) a journal entry and its events.

@@ -189,6 +189,23 @@ async fn assert_nothing_lost_or_doubled(
     assert_eq!(runs.len(), keys, "runs");
     assert_eq!(per_incident.len(), keys, "one run per incident");
 
+    // Each run finished once: one `runbooks.succeeded` event per run, however many
+    // replicas listed it as due and whoever was killed under it.
+    let mut finishes: BTreeMap<String, usize> = BTreeMap::new();
+    for r in sqlx::query("SELECT payload FROM outbox WHERE subject = 'runbooks.succeeded'")
+        .fetch_all(&orchestration)
+        .await
+        .unwrap()
+    {
+        let event = firebreak_proto::decode_event(&r.get::<Vec<u8>, _>(0)).unwrap();
+        if let Some(v1::event::Payload::RunChanged(c)) = event.payload {
+            *finishes.entry(c.run_id).or_default() += 1;
+        }
+    }
+    assert_eq!(finishes.len(), keys, "runs with a finish event");
+    let twice: Vec<_> = finishes.iter().filter(|(_, n)| **n != 1).collect();
+    assert!(twice.is_empty(), "runs finished more than once: {twice:?}");
+
     // Each run called the containment API under one idempotency key (run:1), so the target
     // applied each containment once; a call cut off by a kill was repeated with that key.
     let mut calls: BTreeMap<String, usize> = BTreeMap::new();

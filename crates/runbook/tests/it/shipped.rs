@@ -534,7 +534,11 @@ fn manifests_declare_exactly_what_scripts_use() {
             "{category}: capabilities must be exactly the actions the script calls"
         );
         assert_eq!(
-            rb.manifest.secrets.iter().cloned().collect::<BTreeSet<_>>(),
+            rb.manifest
+                .secrets
+                .iter()
+                .map(|s| s.name.clone())
+                .collect::<BTreeSet<_>>(),
             secrets_in(&rb.source),
             "{category}: secrets must be exactly the ones the script uses"
         );
@@ -911,7 +915,13 @@ fn performance_degradation_sheds_the_configured_features() {
 fn data_breach_authenticates_to_the_secrets_manager_with_a_placeholder_only() {
     let catalog = catalog();
     let rb = catalog.get("data-breach").unwrap();
-    assert_eq!(rb.manifest.secrets, ["secrets-api-token"]);
+    assert_eq!(
+        rb.manifest.secrets,
+        [firebreak_runbook::Secret {
+            name: "secrets-api-token".into(),
+            hosts: vec!["secrets.internal".into()],
+        }]
+    );
     let inc = incident("data-breach", 1, 1, labels("data-breach"));
     let (_, steps) = run_with(rb, inc, Recording::new());
     let requests: Vec<&Step> = steps.iter().filter(|s| s.action == REQUEST).collect();

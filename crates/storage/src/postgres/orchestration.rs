@@ -62,6 +62,11 @@ CREATE TABLE run_log (
 );
 ",
     },
+    // Executions begun since the run last stopped cleanly (`begin_attempt`).
+    Migration {
+        version: 3,
+        sql: "ALTER TABLE runs ADD COLUMN attempts BIGINT NOT NULL DEFAULT 0;",
+    },
 ];
 
 /// The namespace of the advisory lock that orders appends to one run's log.
@@ -183,10 +188,12 @@ impl OrchestrationStore for PgOrchestrationStore {
 
     async fn lease_run(&self, id: &str, owner: &str, until: i64, now: i64) -> Result<bool> {
         // Two replicas asking at once: the second waits for the first's row lock, then
-        // re-checks the condition against what the first wrote, and is refused.
+        // re-checks the condition against what the first wrote, and is refused. So does a
+        // replica asking after the run finished.
         let done = sqlx::query(
             "UPDATE runs SET lease_owner = $1, lease_until = $2
-             WHERE id = $3 AND (lease_owner IS NULL OR lease_owner = $1 OR lease_until < $4)",
+             WHERE id = $3 AND state IN ('pending', 'running', 'sleeping')
+                AND (lease_owner IS NULL OR lease_owner = $1 OR lease_until < $4)",
         )
         .bind(owner)
         .bind(until)
@@ -194,6 +201,17 @@ impl OrchestrationStore for PgOrchestrationStore {
         .bind(now)
         .execute(&self.pool)
         .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn renew_run(&self, id: &str, owner: &str, until: i64) -> Result<bool> {
+        let done =
+            sqlx::query("UPDATE runs SET lease_until = $1 WHERE id = $2 AND lease_owner = $3")
+                .bind(until)
+                .bind(id)
+                .bind(owner)
+                .execute(&self.pool)
+                .await?;
         Ok(done.rows_affected() == 1)
     }
 
@@ -208,6 +226,19 @@ impl OrchestrationStore for PgOrchestrationStore {
         Ok(())
     }
 
+    async fn begin_attempt(&self, id: &str, owner: &str) -> Result<Option<u32>> {
+        let row = sqlx::query(
+            "UPDATE runs SET attempts = attempts + 1
+             WHERE id = $1 AND lease_owner = $2 AND state IN ('pending', 'running', 'sleeping')
+             RETURNING attempts",
+        )
+        .bind(id)
+        .bind(owner)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(|r| get_u32(&r, "attempts")).transpose()
+    }
+
     async fn transition(
         &self,
         r: &RunRecord,
@@ -219,8 +250,9 @@ impl OrchestrationStore for PgOrchestrationStore {
         // Compare-and-set: a concurrent transition of the run makes this wait, then find
         // the state moved on and change nothing.
         let done = sqlx::query(
-            "UPDATE runs SET state = $1, phase = $2, plan = $3, wake_at = $4, error = $5, finished_at = $6
-             WHERE id = $7 AND state = $8",
+            "UPDATE runs SET state = $1, phase = $2, plan = $3, wake_at = $4, error = $5, finished_at = $6,
+                attempts = CASE WHEN $1 = 'running' THEN attempts ELSE 0 END
+             WHERE id = $7 AND state = $8 AND state NOT IN ('succeeded', 'failed', 'rejected')",
         )
         .bind(&r.state)
         .bind(&r.phase)
@@ -246,24 +278,33 @@ impl OrchestrationStore for PgOrchestrationStore {
     async fn set_run_state(
         &self,
         id: &str,
+        from: &str,
         state: &str,
         error: Option<&str>,
         events: &[OutboxEvent],
-    ) -> Result<()> {
+    ) -> Result<bool> {
         let finished = matches!(state, "succeeded" | "failed" | "rejected").then(now_micros);
         let mut tx = self.pool.begin().await?;
-        sqlx::query(
-            "UPDATE runs SET state = $1, error = COALESCE($2, error), finished_at = $3 WHERE id = $4",
+        // Compare-and-set, as `transition`: of two executors finishing the same run, the
+        // second waits for the first's row lock, then finds the state moved on.
+        let done = sqlx::query(
+            "UPDATE runs SET state = $1, error = COALESCE($2, error), finished_at = $3,
+                attempts = CASE WHEN $1 = 'running' THEN attempts ELSE 0 END
+             WHERE id = $4 AND state = $5 AND state NOT IN ('succeeded', 'failed', 'rejected')",
         )
         .bind(state)
         .bind(error)
         .bind(finished)
         .bind(id)
+        .bind(from)
         .execute(&mut *tx)
         .await?;
+        if done.rows_affected() != 1 {
+            return Ok(false);
+        }
         enqueue_all(&mut tx, events).await?;
         tx.commit().await?;
-        Ok(())
+        Ok(true)
     }
 
     async fn journal(&self, run_id: &str) -> Result<Vec<JournalRecord>> {

@@ -74,6 +74,11 @@ ALTER TABLE runs ADD COLUMN lease_until INTEGER;
         version: 5,
         sql: OUTBOX_READ_IN_PLACE,
     },
+    // Executions begun since the run last stopped cleanly (`begin_attempt`).
+    Migration {
+        version: 6,
+        sql: "ALTER TABLE runs ADD COLUMN attempts INTEGER NOT NULL DEFAULT 0;",
+    },
 ];
 
 /// Orchestration's store on SQLite.
@@ -189,9 +194,24 @@ impl OrchestrationStore for SqliteOrchestrationStore {
                 let n = tx
                     .prepare_cached(
                         "UPDATE runs SET lease_owner = ?1, lease_until = ?2
-                         WHERE id = ?3 AND (lease_owner IS NULL OR lease_owner = ?1 OR lease_until < ?4)",
+                         WHERE id = ?3 AND state IN ('pending', 'running', 'sleeping')
+                            AND (lease_owner IS NULL OR lease_owner = ?1 OR lease_until < ?4)",
                     )?
                     .execute((&owner, until, &id, now))?;
+                Ok(n == 1)
+            })
+            .await
+    }
+
+    async fn renew_run(&self, id: &str, owner: &str, until: i64) -> Result<bool> {
+        let (id, owner) = (id.to_owned(), owner.to_owned());
+        self.db
+            .write(move |tx| {
+                let n = tx
+                    .prepare_cached(
+                        "UPDATE runs SET lease_until = ? WHERE id = ? AND lease_owner = ?",
+                    )?
+                    .execute((until, &id, &owner))?;
                 Ok(n == 1)
             })
             .await
@@ -206,6 +226,22 @@ impl OrchestrationStore for SqliteOrchestrationStore {
                 )?
                 .execute((&id, &owner))?;
                 Ok(())
+            })
+            .await
+    }
+
+    async fn begin_attempt(&self, id: &str, owner: &str) -> Result<Option<u32>> {
+        let (id, owner) = (id.to_owned(), owner.to_owned());
+        self.db
+            .write(move |tx| {
+                Ok(tx
+                    .prepare_cached(
+                        "UPDATE runs SET attempts = attempts + 1
+                         WHERE id = ? AND lease_owner = ? AND state IN ('pending', 'running', 'sleeping')
+                         RETURNING attempts",
+                    )?
+                    .query_row((&id, &owner), |r| r.get(0))
+                    .optional()?)
             })
             .await
     }
@@ -227,8 +263,9 @@ impl OrchestrationStore for SqliteOrchestrationStore {
             .write(move |tx| {
                 let n = tx
                     .prepare_cached(
-                        "UPDATE runs SET state = ?, phase = ?, plan = ?, wake_at = ?, error = ?, finished_at = ?
-                         WHERE id = ? AND state = ?",
+                        "UPDATE runs SET state = ?1, phase = ?2, plan = ?3, wake_at = ?4, error = ?5, finished_at = ?6,
+                            attempts = CASE WHEN ?1 = 'running' THEN attempts ELSE 0 END
+                         WHERE id = ?7 AND state = ?8 AND state NOT IN ('succeeded', 'failed', 'rejected')",
                     )?
                     .execute(rusqlite::params![
                         r.state,
@@ -255,24 +292,33 @@ impl OrchestrationStore for SqliteOrchestrationStore {
     async fn set_run_state(
         &self,
         id: &str,
+        from: &str,
         state: &str,
         error: Option<&str>,
         events: &[OutboxEvent],
-    ) -> Result<()> {
+    ) -> Result<bool> {
         let finished = matches!(state, "succeeded" | "failed" | "rejected").then(now_micros);
-        let (id, state, error, events) = (
+        let (id, from, state, error, events) = (
             id.to_owned(),
+            from.to_owned(),
             state.to_owned(),
             error.map(str::to_owned),
             events.to_vec(),
         );
         self.db
             .write(move |tx| {
-                tx.prepare_cached(
-                    "UPDATE runs SET state = ?, error = COALESCE(?, error), finished_at = ? WHERE id = ?",
-                )?
-                .execute((&state, &error, finished, &id))?;
-                conn::enqueue(tx, &events)
+                let n = tx
+                    .prepare_cached(
+                        "UPDATE runs SET state = ?1, error = COALESCE(?2, error), finished_at = ?3,
+                            attempts = CASE WHEN ?1 = 'running' THEN attempts ELSE 0 END
+                         WHERE id = ?4 AND state = ?5 AND state NOT IN ('succeeded', 'failed', 'rejected')",
+                    )?
+                    .execute((&state, &error, finished, &id, &from))?;
+                if n != 1 {
+                    return Ok(false);
+                }
+                conn::enqueue(tx, &events)?;
+                Ok(true)
             })
             .await
     }

@@ -14,6 +14,8 @@ crate::contract!(orchestration:
     logs_append_in_order,
     run_states_are_set_with_their_events,
     due_runs_are_those_with_work_to_do,
+    finished_runs_are_never_leased_or_finished_again,
+    attempts_count_executions_until_the_run_stops_cleanly,
 );
 
 async fn one_run_per_runbook_and_incident(f: &Fixture<dyn OrchestrationStore>) {
@@ -279,29 +281,215 @@ async fn run_states_are_set_with_their_events(f: &Fixture<dyn OrchestrationStore
         .create_run(&run("r1", "restart", "inc-1"), &event("e0"))
         .await
         .unwrap();
-    store
-        .set_run_state("r1", "running", None, &[event("e1")])
-        .await
-        .unwrap();
+    assert!(
+        store
+            .set_run_state("r1", "pending", "running", None, &[event("e1")])
+            .await
+            .unwrap()
+    );
     let r = store.run("r1").await.unwrap().unwrap();
     assert_eq!(
         (r.state.as_str(), r.error.as_str(), r.finished_at),
         ("running", "", None)
     );
-    store
-        .set_run_state("r1", "failed", Some("boom"), &[event("e2"), event("e3")])
-        .await
-        .unwrap();
+    // From a state the run is no longer in: nothing is written.
+    assert!(
+        !store
+            .set_run_state("r1", "pending", "failed", Some("late"), &[event("x")])
+            .await
+            .unwrap()
+    );
+    assert!(
+        store
+            .set_run_state("r1", "running", "sleeping", Some("boom"), &[])
+            .await
+            .unwrap()
+    );
+    assert!(
+        store
+            .set_run_state(
+                "r1",
+                "sleeping",
+                "failed",
+                None,
+                &[event("e2"), event("e3")]
+            )
+            .await
+            .unwrap()
+    );
     let r = store.run("r1").await.unwrap().unwrap();
+    // No error given: the last one stays.
     assert_eq!((r.state.as_str(), r.error.as_str()), ("failed", "boom"));
     assert!(r.finished_at.is_some_and(|t| t > 0));
-    // No error given: the last one stays.
+    assert!(
+        !store
+            .set_run_state("nope", "pending", "failed", None, &[event("y")])
+            .await
+            .unwrap()
+    );
+    assert_eq!(pending_ids(store).await, ["e0", "e1", "e2", "e3"]);
+}
+
+/// A replica acting on a stale list of due runs, after another finished the run and gave
+/// its lease up, neither executes nor finishes it again: one finish, one event.
+async fn finished_runs_are_never_leased_or_finished_again(f: &Fixture<dyn OrchestrationStore>) {
+    let store = &*f.store;
+    for (id, incident) in [("r1", "inc-1"), ("r2", "inc-2"), ("r3", "inc-3")] {
+        store
+            .create_run(&run(id, "restart", incident), &event(&format!("c-{id}")))
+            .await
+            .unwrap();
+    }
+    let stale = store.due_runs(0).await.unwrap();
+    assert_eq!(stale.len(), 3);
+
+    // Replica a executes and finishes each, each its own way, and lets go.
+    for id in ["r1", "r2", "r3"] {
+        assert!(store.lease_run(id, "a", 100, 10).await.unwrap());
+        assert!(
+            store
+                .set_run_state(id, "pending", "running", None, &[])
+                .await
+                .unwrap()
+        );
+    }
+    assert!(
+        store
+            .set_run_state("r1", "running", "succeeded", None, &[event("done-1")])
+            .await
+            .unwrap()
+    );
+    assert!(
+        store
+            .set_run_state("r2", "running", "failed", Some("boom"), &[event("done-2")])
+            .await
+            .unwrap()
+    );
+    let mut rejected = run("r3", "restart", "inc-3");
+    rejected.state = "rejected".into();
+    assert!(
+        store
+            .transition(&rejected, "running", None, &[event("done-3")])
+            .await
+            .unwrap()
+    );
+    for id in ["r1", "r2", "r3"] {
+        store.release_run(id, "a").await.unwrap();
+    }
+
+    // Replica b, with its stale snapshot, is refused the lease, a finish and a transition,
+    // even naming the finished state as where it moves from.
+    for r in &stale {
+        assert!(!store.lease_run(&r.id, "b", 300, 200).await.unwrap());
+        assert!(!store.lease_run(&r.id, "a", 300, 200).await.unwrap());
+        assert_eq!(store.begin_attempt(&r.id, "b").await.unwrap(), None);
+        for from in ["pending", "running", "succeeded", "failed", "rejected"] {
+            assert!(
+                !store
+                    .set_run_state(&r.id, from, "succeeded", None, &[event("again")])
+                    .await
+                    .unwrap()
+            );
+            let mut again = r.clone();
+            again.state = "running".into();
+            assert!(
+                !store
+                    .transition(&again, from, None, &[event("again")])
+                    .await
+                    .unwrap()
+            );
+        }
+    }
+    assert!(store.due_runs(1_000).await.unwrap().is_empty());
+    assert_eq!(
+        pending_ids(store).await,
+        ["c-r1", "c-r2", "c-r3", "done-1", "done-2", "done-3"]
+    );
+    let states: Vec<_> = store
+        .runs(None, None, 10)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| (r.id, r.state, r.error))
+        .collect();
+    assert_eq!(
+        states,
+        [
+            ("r3".into(), "rejected".into(), "".into()),
+            ("r2".into(), "failed".into(), "boom".into()),
+            ("r1".into(), "succeeded".into(), "".into()),
+        ] as [(String, String, String); 3]
+    );
+    // A run waiting for a person is not leased either: a decision moves it on.
+    let mut waiting = run("r4", "restart", "inc-4");
+    waiting.state = "waiting_approval".into();
+    store.create_run(&waiting, &event("c-r4")).await.unwrap();
+    assert!(!store.lease_run("r4", "a", 100, 10).await.unwrap());
+    // A holder renews whatever the state, and nobody else does.
+    let mut sleeping = run("r5", "restart", "inc-5");
+    sleeping.state = "sleeping".into();
+    store.create_run(&sleeping, &event("c-r5")).await.unwrap();
+    assert!(!store.renew_run("r5", "a", 100).await.unwrap());
+    assert!(store.lease_run("r5", "a", 100, 10).await.unwrap());
+    assert!(store.renew_run("r5", "a", 200).await.unwrap());
+    assert!(!store.renew_run("r5", "b", 300).await.unwrap());
+    assert!(!store.lease_run("r5", "b", 300, 150).await.unwrap());
+    store.release_run("r5", "a").await.unwrap();
+    assert!(!store.renew_run("r5", "a", 400).await.unwrap());
+    assert!(store.lease_run("r5", "b", 300, 150).await.unwrap());
+}
+
+/// Executions begun and never ended (their process died) add up; one that stops cleanly
+/// (waits, sleeps, finishes) starts the count over.
+async fn attempts_count_executions_until_the_run_stops_cleanly(
+    f: &Fixture<dyn OrchestrationStore>,
+) {
+    let store = &*f.store;
     store
-        .set_run_state("r1", "rejected", None, &[])
+        .create_run(&run("r1", "restart", "inc-1"), &event("e0"))
         .await
         .unwrap();
-    assert_eq!(store.run("r1").await.unwrap().unwrap().error, "boom");
-    assert_eq!(pending_ids(store).await, ["e0", "e1", "e2", "e3"]);
+    // Only the lease holder counts.
+    assert_eq!(store.begin_attempt("r1", "a").await.unwrap(), None);
+    assert!(store.lease_run("r1", "a", 100, 10).await.unwrap());
+    assert_eq!(store.begin_attempt("r1", "a").await.unwrap(), Some(1));
+    assert!(
+        store
+            .set_run_state("r1", "pending", "running", None, &[])
+            .await
+            .unwrap()
+    );
+    // The process dies; its lease runs out; another takes over, and dies too.
+    assert!(store.lease_run("r1", "b", 300, 200).await.unwrap());
+    assert_eq!(store.begin_attempt("r1", "b").await.unwrap(), Some(2));
+    assert_eq!(store.begin_attempt("r1", "a").await.unwrap(), None);
+    assert!(store.lease_run("r1", "c", 500, 400).await.unwrap());
+    assert_eq!(store.begin_attempt("r1", "c").await.unwrap(), Some(3));
+    // A run that sleeps stopped cleanly: its next execution is its first again.
+    let mut sleeping = run("r1", "restart", "inc-1");
+    sleeping.state = "sleeping".into();
+    sleeping.wake_at = Some(50);
+    assert!(
+        store
+            .transition(&sleeping, "running", None, &[])
+            .await
+            .unwrap()
+    );
+    assert_eq!(store.begin_attempt("r1", "c").await.unwrap(), Some(1));
+    assert!(
+        store
+            .set_run_state("r1", "sleeping", "running", None, &[])
+            .await
+            .unwrap()
+    );
+    assert_eq!(store.begin_attempt("r1", "c").await.unwrap(), Some(2));
+    assert!(
+        store
+            .set_run_state("r1", "running", "failed", Some("crashed"), &[])
+            .await
+            .unwrap()
+    );
+    assert_eq!(store.begin_attempt("r1", "c").await.unwrap(), None);
 }
 
 async fn due_runs_are_those_with_work_to_do(f: &Fixture<dyn OrchestrationStore>) {

@@ -383,6 +383,27 @@ async fn runs_leases_and_transitions_have_one_winner() {
     assert_eq!(tasks.join_all().await.into_iter().filter(|m| *m).count(), 1);
     assert_eq!(stores[0].pending(10).await.unwrap().len(), 2);
 
+    // Finishing it: one finish, one event.
+    let mut tasks = JoinSet::new();
+    for n in 0..8 {
+        let (store, barrier, id) = (stores[n % REPLICAS].clone(), barrier.clone(), id.clone());
+        tasks.spawn(async move {
+            barrier.wait().await;
+            store
+                .set_run_state(
+                    &id,
+                    "running",
+                    "succeeded",
+                    None,
+                    &[event(&format!("done-{n}"))],
+                )
+                .await
+                .unwrap()
+        });
+    }
+    assert_eq!(tasks.join_all().await.into_iter().filter(|m| *m).count(), 1);
+    assert_eq!(stores[0].pending(10).await.unwrap().len(), 3);
+
     // Appending to its log: no line lost, none numbered twice.
     let mut tasks = JoinSet::new();
     for n in 0..8 {
