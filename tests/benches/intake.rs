@@ -264,6 +264,8 @@ async fn start() -> (Vec<Target>, CancellationToken, tempfile::TempDir) {
     config.runbooks_dir = runbooks;
     config.grpc_addr = "127.0.0.1:0".parse().unwrap();
     config.http_addr = "127.0.0.1:0".parse().unwrap();
+    // The benchmark measures throughput, not the keyless callers' rate limit.
+    config.intake_anonymous_rate_limit_per_second = 0;
     let app = App::build(config).await.unwrap();
     let grpc = format!("http://{}", app.grpc_addr());
     let base = format!("http://{}", app.http_addr());

@@ -59,17 +59,11 @@ impl Intake {
 
 /// An error answer in PagerDuty's shape, which Alertmanager's log shows as is.
 fn error(status: StatusCode, kind: &str, message: &str, errors: Vec<String>) -> Response {
-    let mut response = (
+    (
         status,
         axum::Json(json!({ "status": kind, "message": message, "errors": errors })),
     )
-        .into_response();
-    if status == StatusCode::TOO_MANY_REQUESTS {
-        response
-            .headers_mut()
-            .insert("retry-after", axum::http::HeaderValue::from_static("1"));
-    }
-    response
+        .into_response()
 }
 
 fn invalid(errors: Vec<String>) -> Response {
@@ -90,14 +84,22 @@ fn auth_error(e: &AuthError) -> Response {
 }
 
 fn ingest_error(e: &IngestError) -> Response {
-    match e {
-        IngestError::Overloaded | IngestError::RateLimited(_) => error(
-            StatusCode::TOO_MANY_REQUESTS,
-            "throttled",
-            &e.to_string(),
-            Vec::new(),
-        ),
-        IngestError::Storage(_) => error(
+    match e.retry_after() {
+        Some(delay) => {
+            let mut response = error(
+                StatusCode::TOO_MANY_REQUESTS,
+                "throttled",
+                &e.to_string(),
+                Vec::new(),
+            );
+            // Whole seconds, rounded up: a client retrying sooner would be refused again.
+            let seconds = delay.as_secs() + u64::from(delay.subsec_nanos() > 0);
+            response
+                .headers_mut()
+                .insert("retry-after", seconds.max(1).into());
+            response
+        }
+        None => error(
             StatusCode::SERVICE_UNAVAILABLE,
             "unavailable",
             &e.to_string(),
@@ -197,7 +199,7 @@ async fn alertmanager_bearer(
     let token = headers
         .get("authorization")
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(crate::integrations::bearer_token)
         .unwrap_or_default();
     alertmanager(&intake, token, &body).await
 }
@@ -223,6 +225,18 @@ async fn alertmanager(intake: &Intake, key: &str, body: &Bytes) -> Response {
     }
     if payload.alerts.is_empty() {
         return invalid(vec!["alerts: the group holds no alert".into()]);
+    }
+    let max = intake.max_alerts_per_call;
+    if payload.alerts.len() > max {
+        return error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "invalid event",
+            "Too many alerts in one call",
+            vec![format!(
+                "alerts: the group holds {} alerts, more than {max} in one call; set `max_alerts: {max}` in the webhook receiver (Alertmanager then reports the rest as truncatedAlerts)",
+                payload.alerts.len()
+            )],
+        );
     }
     // One incident per Alertmanager group: its group key, canonical, is the dedup key.
     let dedup_key =
@@ -384,7 +398,7 @@ async fn pagerduty_v2(State(intake): State<Intake>, body: Bytes) -> Response {
     };
     let given_key = event.dedup_key.clone().filter(|k| !k.trim().is_empty());
     if given_key.as_ref().is_some_and(|k| k.len() > 255) {
-        errors.push("Length of 'dedup_key' is greater than 255 characters".into());
+        errors.push("Length of 'dedup_key' is greater than 255 bytes".into());
     }
     if action != Action::Trigger && given_key.is_none() {
         errors.push(format!(
@@ -568,7 +582,7 @@ async fn pagerduty_v1(State(intake): State<Intake>, body: Bytes) -> Response {
     let given = event.incident_key.clone().filter(|k| !k.trim().is_empty());
     if given.as_ref().is_some_and(|k| k.len() > 255) {
         return invalid(vec![
-            "Length of 'incident_key' is greater than 255 characters".into(),
+            "Length of 'incident_key' is greater than 255 bytes".into(),
         ]);
     }
     if action != Action::Trigger && given.is_none() {

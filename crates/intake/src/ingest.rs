@@ -299,7 +299,8 @@ impl Intake {
             ));
         }
         firebreak_domain::no_nul("alert_key", &item.alert_key).map_err(|e| e.to_string())?;
-        for value in item.annotations.values() {
+        for (key, value) in &item.annotations {
+            firebreak_domain::no_nul("annotations", key).map_err(|e| e.to_string())?;
             firebreak_domain::no_nul("annotations", value).map_err(|e| e.to_string())?;
         }
         if item.action != Action::Trigger {
