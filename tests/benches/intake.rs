@@ -196,6 +196,7 @@ async fn scenario(name: &str, targets: &[Target], call: Call, rate: Option<u64>)
                     .list_incidents(v1::ListIncidentsRequest {
                         state: String::new(),
                         limit: 1000,
+                        page_token: String::new(),
                     })
                     .await
                     .unwrap()

@@ -26,6 +26,8 @@ use crate::{
 
 /// PagerDuty's limit on an event's body.
 const PAGERDUTY_MAX_BODY: usize = 512 * 1024;
+/// A change event's details (`custom_details` as JSON) at most.
+const MAX_CHANGE_DETAILS: usize = 64 * 1024;
 /// Alertmanager sends whole groups; allow large ones.
 const ALERTMANAGER_MAX_BODY: usize = 8 * 1024 * 1024;
 
@@ -515,6 +517,31 @@ async fn pagerduty_change(State(intake): State<Intake>, body: Bytes) -> Response
             "'payload.summary' must hold 1 to 1024 characters".into(),
         ]);
     }
+    // Stored once by triage, and referred to from every incident it concerns: bounded here.
+    let details = p.custom_details.map(|d| d.to_string()).unwrap_or_default();
+    let mut errors = Vec::new();
+    if details.len() > MAX_CHANGE_DETAILS {
+        errors.push(format!(
+            "'payload.custom_details' is {} bytes as JSON, more than {MAX_CHANGE_DETAILS}",
+            details.len()
+        ));
+    }
+    if p.source.len() > 255 {
+        errors.push("Length of 'payload.source' is greater than 255 bytes".into());
+    }
+    for (field, text) in [
+        ("payload.summary", &p.summary),
+        ("payload.source", &p.source),
+        ("payload.custom_details", &details),
+    ] {
+        // JSON escapes a NUL in the details; the text fields hold it raw.
+        if text.contains('\0') || text.contains("\\u0000") {
+            errors.push(format!("'{field}' must not contain NUL characters"));
+        }
+    }
+    if !errors.is_empty() {
+        return invalid(errors);
+    }
     let _permit = match intake.admit_for(&integration, 1) {
         Ok(p) => p,
         Err(e) => return ingest_error(&e),
@@ -529,7 +556,7 @@ async fn pagerduty_change(State(intake): State<Intake>, body: Bytes) -> Response
             at: Some(firebreak_proto::timestamp(
                 (firebreak_domain::now().unix_timestamp_nanos() / 1_000) as i64,
             )),
-            details: p.custom_details.map(|d| d.to_string()).unwrap_or_default(),
+            details,
         }),
     );
     match intake.record_event(&event).await {
