@@ -507,6 +507,22 @@ async fn bad_webhook_input_gets_a_clear_4xx_and_stores_nothing() {
             "annotations",
         ),
         (
+            "am: annotations over 64 KiB",
+            am.clone(),
+            with(&firing, &["alerts", "0", "annotations", "log"], json!("l".repeat(70_000))),
+            400,
+            "annotations",
+        ),
+        (
+            "v1: incident key over 255 bytes",
+            "/generic/2010-04-15/create_event.json".into(),
+            serde_json::to_vec(&json!({ "service_key": V1_KEY, "event_type": "trigger",
+                "description": "d", "incident_key": "€".repeat(100) }))
+            .unwrap(),
+            400,
+            "greater than 255 bytes",
+        ),
+        (
             "am: more alerts than a call may hold",
             am.clone(),
             {

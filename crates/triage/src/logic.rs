@@ -867,7 +867,13 @@ fn entry(incident_id: &str, kind: &str, actor: &str, data: serde_json::Value) ->
     }
 }
 
+/// The review draft of an incident, at most [`MAX_PAGE_BYTES`]: a flooded timeline must not
+/// make the review unreadable (gRPC's 4 MiB message limit) or the incident row huge.
 fn render_review(inc: &IncidentRecord, timeline: &[TimelineRecord]) -> String {
+    clip(&render_review_unbounded(inc, timeline), MAX_PAGE_BYTES)
+}
+
+fn render_review_unbounded(inc: &IncidentRecord, timeline: &[TimelineRecord]) -> String {
     let mut runs: Vec<firebreak_domain::ReviewRun> = Vec::new();
     for t in timeline.iter().filter(|t| t.kind.starts_with("runbook_")) {
         let name = t.data["runbook"].as_str().unwrap_or_default().to_owned();
@@ -940,4 +946,120 @@ fn summarize(data: &serde_json::Value) -> String {
         }
     }
     parts.join("; ")
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use firebreak_bus::EmbeddedBus;
+    use firebreak_storage::sqlite::{SqliteBusLog, SqliteTriageStore};
+
+    use super::*;
+
+    async fn triage(dir: &std::path::Path) -> Triage {
+        let store = SqliteTriageStore::open(&dir.join("triage.db"), false)
+            .await
+            .unwrap();
+        let log = SqliteBusLog::open(&dir.join("bus.db"), false)
+            .await
+            .unwrap();
+        let bus = Arc::new(EmbeddedBus::new(Arc::new(log)));
+        Triage::new(Arc::new(store), bus, firebreak_domain::Taxonomy::default())
+    }
+
+    fn alert() -> v1::AlertReceived {
+        v1::AlertReceived {
+            alert_id: firebreak_domain::AlertId::new().to_string(),
+            title: "flooded".into(),
+            source: "test".into(),
+            dedup_key: "flood".into(),
+            ..Default::default()
+        }
+    }
+
+    /// Events from runbooks were stored as sent: a 32,769-byte note, NUL in actors, a run's
+    /// megabyte of action JSON, all read back by every timeline read.
+    #[tokio::test]
+    async fn text_arriving_in_events_is_clipped_and_never_holds_nul() {
+        let dir = tempfile::tempdir().unwrap();
+        let t = triage(dir.path()).await;
+        let id = t.ingest(alert()).await.unwrap().incident_id;
+        let hostile_actor = format!("runbook:{}\0", "a".repeat(1000));
+        t.apply_command(
+            "ev-1",
+            v1::IncidentCommand {
+                incident_id: id.clone(),
+                actor: hostile_actor.clone(),
+                command: Some(Command::Note(format!("{}\0", "n".repeat(32_769)))),
+            },
+        )
+        .await
+        .unwrap();
+        t.record_run(
+            "ev-2",
+            v1::RunChanged {
+                run_id: "r".into(),
+                runbook: "flood".into(),
+                incident_id: id.clone(),
+                change: "action".into(),
+                live: true,
+                action: json!({ "action": "http", "result": "x".repeat(1_000_000) }).to_string(),
+                detail: "d".repeat(100_000),
+            },
+        )
+        .await
+        .unwrap();
+        let timeline = t.store.timeline(&id).await.unwrap();
+        let note = timeline.iter().find(|e| e.kind == "note").unwrap();
+        let text = note.data["text"].as_str().unwrap();
+        assert!(text.len() <= MAX_TEXT, "a note of {} bytes", text.len());
+        assert!(!text.contains('\0') && !note.actor.contains('\0'));
+        assert!(
+            note.actor.len() <= MAX_ACTOR,
+            "an actor of {} bytes",
+            note.actor.len()
+        );
+        let run = timeline
+            .iter()
+            .find(|e| e.kind == "runbook_action")
+            .unwrap();
+        let size = run.data.to_string().len();
+        assert!(
+            size <= MAX_DOCUMENT + MAX_TEXT + 4096,
+            "a run entry of {size} bytes"
+        );
+        assert_eq!(run.data["action"]["action"], "http");
+    }
+
+    /// The review draft was rendered from the whole timeline, however large.
+    #[tokio::test]
+    async fn a_flooded_timeline_leaves_a_bounded_review() {
+        let dir = tempfile::tempdir().unwrap();
+        let t = triage(dir.path()).await;
+        let id = t.ingest(alert()).await.unwrap().incident_id;
+        for n in 0..100 {
+            t.apply_command(
+                &format!("ev-{n}"),
+                v1::IncidentCommand {
+                    incident_id: id.clone(),
+                    actor: "runbook:flood".into(),
+                    command: Some(Command::Note("n".repeat(MAX_TEXT))),
+                },
+            )
+            .await
+            .unwrap();
+        }
+        t.transition(&id, Action::Resolve, "user:alice", "done")
+            .await
+            .unwrap();
+        let review = t.review(&id).await.unwrap();
+        assert!(
+            review.len() <= MAX_PAGE_BYTES,
+            "a review of {} bytes",
+            review.len()
+        );
+        let stored = t.store.incident(&id).await.unwrap().unwrap().review;
+        assert!(stored.len() <= MAX_PAGE_BYTES);
+    }
 }
