@@ -353,7 +353,10 @@ async fn the_whole_incident_path() {
         let id = id.clone();
         async move {
             let t = incidents
-                .get_timeline(v1::GetTimelineRequest { id })
+                .get_timeline(v1::GetTimelineRequest {
+                    id,
+                    ..Default::default()
+                })
                 .await
                 .ok()?
                 .into_inner()

@@ -91,6 +91,7 @@ async fn timeline(s: &Stack, incident: &str) -> Vec<v1::TimelineEntry> {
         .clone()
         .get_timeline(v1::GetTimelineRequest {
             id: incident.into(),
+            ..Default::default()
         })
         .await
         .unwrap()

@@ -55,27 +55,57 @@ async fn post(
     (status, headers, body)
 }
 
+/// Every incident, newest first, page by page.
 async fn incidents(s: &Stack) -> Vec<v1::Incident> {
-    s.incidents
-        .clone()
-        .list_incidents(v1::ListIncidentsRequest {
-            state: String::new(),
-            limit: 0,
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .incidents
+    let mut all = Vec::new();
+    let mut page_token = String::new();
+    loop {
+        let page = s
+            .incidents
+            .clone()
+            .list_incidents(v1::ListIncidentsRequest {
+                state: String::new(),
+                limit: 0,
+                page_token,
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        all.extend(page.incidents);
+        if page.next_page_token.is_empty() {
+            return all;
+        }
+        page_token = page.next_page_token;
+    }
+}
+
+/// An incident's whole timeline, page by page, as the entries themselves.
+async fn timeline_entries(s: &Stack, id: &str) -> Vec<v1::TimelineEntry> {
+    let mut all = Vec::new();
+    let mut page_token = String::new();
+    loop {
+        let page = s
+            .incidents
+            .clone()
+            .get_timeline(v1::GetTimelineRequest {
+                id: id.into(),
+                limit: 0,
+                page_token,
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        all.extend(page.entries);
+        if page.next_page_token.is_empty() {
+            return all;
+        }
+        page_token = page.next_page_token;
+    }
 }
 
 async fn timeline(s: &Stack, id: &str) -> Vec<(String, Value)> {
-    s.incidents
-        .clone()
-        .get_timeline(v1::GetTimelineRequest { id: id.into() })
+    timeline_entries(s, id)
         .await
-        .unwrap()
-        .into_inner()
-        .entries
         .into_iter()
         .map(|e| (e.kind, serde_json::from_str(&e.data).unwrap_or(Value::Null)))
         .collect()
@@ -458,6 +488,61 @@ async fn bad_webhook_input_gets_a_clear_4xx_and_stores_nothing() {
             "dedup_key",
         ),
         (
+            // 100 characters, 300 bytes: the limit is in bytes, and the error says so.
+            "pd: dedup key over 255 bytes",
+            "/v2/enqueue".into(),
+            with(&trigger, &["dedup_key"], json!("€".repeat(100))),
+            400,
+            "greater than 255 bytes",
+        ),
+        (
+            "am: NUL in an annotation key",
+            am.clone(),
+            with(
+                &firing,
+                &["alerts", "0", "annotations", "a\u{0}b"],
+                json!("x"),
+            ),
+            400,
+            "annotations",
+        ),
+        (
+            "am: annotations over 64 KiB",
+            am.clone(),
+            with(&firing, &["alerts", "0", "annotations", "log"], json!("l".repeat(70_000))),
+            400,
+            "annotations",
+        ),
+        (
+            "v1: incident key over 255 bytes",
+            "/generic/2010-04-15/create_event.json".into(),
+            serde_json::to_vec(&json!({ "service_key": V1_KEY, "event_type": "trigger",
+                "description": "d", "incident_key": "€".repeat(100) }))
+            .unwrap(),
+            400,
+            "greater than 255 bytes",
+        ),
+        (
+            "am: more alerts than a call may hold",
+            am.clone(),
+            {
+                let mut b = firing.clone();
+                let one = b["alerts"][0].clone();
+                b["alerts"] = Value::Array(
+                    (0..1001)
+                        .map(|i| {
+                            let mut a = one.clone();
+                            a["fingerprint"] = json!(format!("{i:016x}"));
+                            a
+                        })
+                        .collect(),
+                );
+                serde_json::to_vec(&b).unwrap()
+            },
+            413,
+            "max_alerts: 1000",
+        ),
+        (
             "pd: no payload",
             "/v2/enqueue".into(),
             with(&trigger, &["payload"], Value::Null),
@@ -478,6 +563,16 @@ async fn bad_webhook_input_gets_a_clear_4xx_and_stores_nothing() {
             huge.into_bytes(),
             413,
             "",
+        ),
+        (
+            "change: details over 64 KiB",
+            "/v2/change/enqueue".into(),
+            serde_json::to_vec(&json!({ "routing_key": PD_KEY, "payload": {
+                "summary": "deploy", "source": "ci", "custom_details": { "log": "l".repeat(70_000) },
+            } }))
+            .unwrap(),
+            400,
+            "custom_details",
         ),
         (
             "change: no summary",
@@ -504,7 +599,7 @@ async fn bad_webhook_input_gets_a_clear_4xx_and_stores_nothing() {
     for (name, path, body, want, says) in cases {
         let (status, _, answer) = post(&s, &path, body, None).await;
         assert_eq!(status, want, "{name}: {answer}");
-        if want != 413 {
+        if !says.is_empty() {
             assert!(
                 answer.to_string().contains(says),
                 "{name}: {answer} lacks {says:?}"
@@ -532,6 +627,157 @@ async fn an_integration_over_its_rate_gets_429_with_retry_after() {
     assert_eq!(first, 202);
     assert_eq!(second, 429, "{answer}");
     assert_eq!(headers.get("retry-after").unwrap(), "1");
+}
+
+/// A batch larger than the integration's rate per second was refused forever: the bucket
+/// never holds that many tokens.
+#[tokio::test]
+async fn a_group_larger_than_the_rate_is_admitted_and_the_next_told_when_to_retry() {
+    let s = Stack::start(
+        &runbooks(),
+        &format!(
+            "{}  - {{ name: prom5, kind: alertmanager, key: am5-key-00000000000001, rate_limit_per_second: 5 }}\n",
+            config()
+        ),
+    )
+    .await;
+    let mut group: Value = serde_json::from_slice(&data("alertmanager-firing.json")).unwrap();
+    let one = group["alerts"][0].clone();
+    group["alerts"] = Value::Array(
+        (0..6)
+            .map(|i| {
+                let mut a = one.clone();
+                a["fingerprint"] = json!(format!("{i:016x}"));
+                a
+            })
+            .collect(),
+    );
+    let body = serde_json::to_vec(&group).unwrap();
+    let path = "/v1/webhooks/alertmanager/am5-key-00000000000001";
+    let (status, _, answer) = post(&s, path, body.clone(), None).await;
+    assert_eq!((status, &answer["new"]), (200, &json!(6)), "{answer}");
+    // It borrowed a second's worth and more: the next group waits 1.2 s, rounded up.
+    let (status, headers, answer) = post(&s, path, body, None).await;
+    assert_eq!(status, 429, "{answer}");
+    assert_eq!(headers.get("retry-after").unwrap(), "2");
+}
+
+/// The `RetryInfo` in a RESOURCE_EXHAUSTED status's details.
+fn retry_delay(status: &tonic::Status) -> std::time::Duration {
+    use firebreak_proto::Message;
+    let details = firebreak_intake::RpcStatus::decode(status.details()).unwrap();
+    let any = details
+        .details
+        .iter()
+        .find(|a| a.type_url == firebreak_intake::RETRY_INFO_TYPE)
+        .expect("a RetryInfo detail");
+    let delay = firebreak_intake::RetryInfo::decode(any.value.as_slice())
+        .unwrap()
+        .retry_delay
+        .unwrap();
+    std::time::Duration::new(delay.seconds as u64, delay.nanos as u32)
+}
+
+/// Keyless gRPC callers skipped every rate limit; RESOURCE_EXHAUSTED said nothing of when
+/// to retry.
+#[tokio::test]
+async fn keyless_grpc_callers_are_rate_limited_and_told_when_to_retry() {
+    let mut s = Stack::start(
+        &runbooks(),
+        &format!(
+            "{}  - {{ name: slowgrpc, kind: grpc, key: slow-grpc-key-000000001, rate_limit_per_second: 2 }}\nintake_anonymous_rate_limit_per_second: 3\n",
+            config()
+        ),
+    )
+    .await;
+    let batch = |n: usize| v1::RaiseAlertsRequest {
+        alerts: (0..n)
+            .map(|i| grpc_alert("anon", &format!("k{i}")))
+            .collect(),
+        idempotency_key: String::new(),
+    };
+    s.intake.raise_alerts(batch(3)).await.unwrap();
+    let refused = s.intake.raise_alerts(batch(1)).await.unwrap_err();
+    assert_eq!(refused.code(), Code::ResourceExhausted, "{refused:?}");
+    assert!(refused.message().contains("anonymous"), "{refused:?}");
+    let delay = retry_delay(&refused);
+    assert!(
+        delay > std::time::Duration::ZERO && delay <= std::time::Duration::from_secs(1),
+        "{delay:?}"
+    );
+    // An integration over its rate is told when to retry too.
+    s.intake
+        .raise_alerts(authed(batch(2), "slow-grpc-key-000000001"))
+        .await
+        .unwrap();
+    let refused = s
+        .intake
+        .raise_alerts(authed(batch(1), "slow-grpc-key-000000001"))
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Code::ResourceExhausted);
+    assert!(retry_delay(&refused) > std::time::Duration::ZERO);
+}
+
+/// `bearer` was refused: only `Bearer ` with that case was understood.
+#[tokio::test]
+async fn bearer_schemes_are_case_insensitive() {
+    let mut s = Stack::start(&runbooks(), &config()).await;
+    let resp = reqwest::Client::new()
+        .post(format!("{}/v1/webhooks/alertmanager", s.http))
+        .header("content-type", "application/json")
+        .header("authorization", format!("bearer {AM_KEY}"))
+        .body(data("alertmanager-firing.json"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let mut req = tonic::Request::new(v1::RaiseAlertsRequest {
+        alerts: vec![grpc_alert("lowercase", "l")],
+        idempotency_key: String::new(),
+    });
+    req.metadata_mut().insert(
+        "authorization",
+        format!("BEARER {GRPC_KEY}").parse().unwrap(),
+    );
+    s.intake.raise_alerts(req).await.unwrap();
+}
+
+/// A request body that is not protobuf was answered INTERNAL, as if the server had failed.
+#[tokio::test]
+async fn malformed_protobuf_is_an_invalid_argument() {
+    let s = Stack::start(&runbooks(), &config()).await;
+    let client = reqwest::Client::builder()
+        .http2_prior_knowledge()
+        .build()
+        .unwrap();
+    // A gRPC frame (uncompressed, 3 bytes) holding a field 1 of length 100: truncated.
+    let mut frame = vec![0u8, 0, 0, 0, 3];
+    frame.extend_from_slice(&[0x0a, 100, 1]);
+    for method in [
+        "firebreak.v1.IntakeService/RaiseIncident",
+        "firebreak.v1.IntakeService/RaiseAlerts",
+        "firebreak.v1.IntegrationService/CreateIntegration",
+    ] {
+        let resp = client
+            .post(format!("{}/{method}", s.grpc))
+            .header("content-type", "application/grpc")
+            .header("te", "trailers")
+            .body(frame.clone())
+            .send()
+            .await
+            .unwrap();
+        let status = resp
+            .headers()
+            .get("grpc-status")
+            .map(|v| v.to_str().unwrap().to_owned());
+        assert_eq!(
+            status.as_deref(),
+            Some("3"),
+            "{method}: {:?}",
+            resp.headers()
+        );
+    }
 }
 
 fn grpc_alert(title: &str, key: &str) -> AlertInput {
@@ -936,4 +1182,299 @@ async fn overload_is_refused_at_once_and_refused_calls_store_nothing() {
     let mut want: Vec<String> = stored.iter().map(|c| format!("storm {c}")).collect();
     want.sort();
     assert_eq!(titles, want);
+}
+
+/// One raised incident's id (a keyless gRPC raise).
+async fn raise(s: &mut Stack, title: &str) -> String {
+    s.intake
+        .raise_incident(v1::RaiseIncidentRequest {
+            alert: Some(AlertInput {
+                title: title.into(),
+                source: "hostile".into(),
+                dedup_key: title.into(),
+                ..Default::default()
+            }),
+            idempotency_key: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .incident_id
+}
+
+/// Summaries, root causes, actors and notes had no limit and took NUL: two 3.9 MB summaries
+/// made every `ListIncidents` fail (gRPC's 4 MiB limit).
+#[tokio::test]
+async fn free_text_reaching_triage_is_limited_and_never_holds_nul() {
+    let mut s = Stack::start(&runbooks(), &config()).await;
+    let id = raise(&mut s, "hostile text").await;
+    let big = "s".repeat(3_900_000);
+    let cases: Vec<(&str, tonic::Status)> = vec![
+        (
+            "summary",
+            s.incidents
+                .resolve(v1::ResolveRequest {
+                    id: id.clone(),
+                    actor: "alice".into(),
+                    summary: big.clone(),
+                })
+                .await
+                .map(drop)
+                .unwrap_err(),
+        ),
+        (
+            "summary",
+            s.incidents
+                .resolve(v1::ResolveRequest {
+                    id: id.clone(),
+                    actor: "alice".into(),
+                    summary: "fixed\0".into(),
+                })
+                .await
+                .map(drop)
+                .unwrap_err(),
+        ),
+        (
+            "actor",
+            s.incidents
+                .acknowledge(v1::AcknowledgeRequest {
+                    id: id.clone(),
+                    actor: "a".repeat(300),
+                })
+                .await
+                .map(drop)
+                .unwrap_err(),
+        ),
+        (
+            "actor",
+            s.incidents
+                .add_note(v1::AddNoteRequest {
+                    id: id.clone(),
+                    actor: "eve\0".into(),
+                    text: "hi".into(),
+                })
+                .await
+                .map(drop)
+                .unwrap_err(),
+        ),
+        (
+            "text",
+            s.incidents
+                .add_note(v1::AddNoteRequest {
+                    id: id.clone(),
+                    actor: "alice".into(),
+                    text: "a\0b".into(),
+                })
+                .await
+                .map(drop)
+                .unwrap_err(),
+        ),
+    ];
+    for (field, status) in cases {
+        assert_eq!(status.code(), Code::InvalidArgument, "{field}: {status:?}");
+        assert!(status.message().contains(field), "{field}: {status:?}");
+    }
+    // Nothing changed: still open, and only the opening entries on the timeline.
+    assert_eq!(incidents(&s).await[0].state, "open");
+    assert!(timeline(&s, &id).await.iter().all(|(k, _)| k != "note"));
+    s.incidents
+        .resolve(v1::ResolveRequest {
+            id: id.clone(),
+            actor: "alice".into(),
+            summary: "r".repeat(16 * 1024),
+        })
+        .await
+        .unwrap();
+    let closed = s
+        .incidents
+        .close(v1::CloseRequest {
+            id: id.clone(),
+            actor: "alice".into(),
+            root_cause: "c".repeat(16 * 1024 + 1),
+        })
+        .await
+        .map(drop)
+        .unwrap_err();
+    assert_eq!(closed.code(), Code::InvalidArgument);
+    assert!(closed.message().contains("root_cause"), "{closed:?}");
+}
+
+/// Lists were bounded in rows only: a page of large incidents or entries outgrew what a
+/// client decodes (4 MiB). Each page now stays within 1 MiB, and the tokens lead through all.
+#[tokio::test]
+async fn incident_and_timeline_pages_are_bounded_in_bytes_and_lead_through_everything() {
+    use firebreak_proto::Message;
+    let mut s = Stack::start(&runbooks(), &config()).await;
+    let mut ids = Vec::new();
+    for n in 0..80 {
+        let id = raise(&mut s, &format!("big {n}")).await;
+        s.incidents
+            .resolve(v1::ResolveRequest {
+                id: id.clone(),
+                actor: "alice".into(),
+                summary: format!("{n} {}", "s".repeat(16 * 1024 - 8)),
+            })
+            .await
+            .unwrap();
+        ids.push(id);
+    }
+    for n in 0..80 {
+        s.incidents
+            .add_note(v1::AddNoteRequest {
+                id: ids[0].clone(),
+                actor: "alice".into(),
+                text: format!("{n} {}", "n".repeat(16 * 1024 - 8)),
+            })
+            .await
+            .unwrap();
+    }
+    // Incidents: 80 × 16 KiB in pages of up to 100 rows.
+    let mut seen = Vec::new();
+    let mut pages = 0;
+    let mut page_token = String::new();
+    loop {
+        let page = s
+            .incidents
+            .list_incidents(v1::ListIncidentsRequest {
+                state: String::new(),
+                limit: 100,
+                page_token,
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert!(
+            page.encoded_len() <= 1024 * 1024,
+            "{} bytes",
+            page.encoded_len()
+        );
+        assert!(!page.incidents.is_empty());
+        pages += 1;
+        seen.extend(page.incidents.into_iter().map(|i| i.id));
+        if page.next_page_token.is_empty() {
+            break;
+        }
+        page_token = page.next_page_token;
+    }
+    assert!(pages >= 2, "one page held 80 × 16 KiB");
+    ids.reverse();
+    assert_eq!(seen, ids, "every incident once, newest first");
+    // The timeline: 80 notes of 16 KiB.
+    let mut notes = Vec::new();
+    let mut pages = 0;
+    let mut page_token = String::new();
+    loop {
+        let page = s
+            .incidents
+            .get_timeline(v1::GetTimelineRequest {
+                id: ids[79].clone(),
+                limit: 0,
+                page_token,
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert!(
+            page.encoded_len() <= 1024 * 1024,
+            "{} bytes",
+            page.encoded_len()
+        );
+        pages += 1;
+        notes.extend(
+            page.entries
+                .into_iter()
+                .filter(|e| e.kind == "note")
+                .map(|e| serde_json::from_str::<Value>(&e.data).unwrap()["text"].clone()),
+        );
+        if page.next_page_token.is_empty() {
+            break;
+        }
+        page_token = page.next_page_token;
+    }
+    assert!(pages >= 2);
+    let numbers: Vec<String> = notes
+        .iter()
+        .map(|t| t.as_str().unwrap().split(' ').next().unwrap().to_owned())
+        .collect();
+    let want: Vec<String> = (0..80).map(|n| n.to_string()).collect();
+    assert_eq!(numbers, want, "every note once, in order");
+    let bad = s
+        .incidents
+        .list_incidents(v1::ListIncidentsRequest {
+            state: String::new(),
+            limit: 0,
+            page_token: "nonsense".into(),
+        })
+        .await
+        .map(drop)
+        .unwrap_err();
+    assert_eq!(bad.code(), Code::InvalidArgument);
+    assert!(bad.message().contains("page_token"));
+}
+
+/// A change event was copied onto every open incident of its integration: with many open,
+/// one event multiplied the store's growth.
+#[tokio::test]
+async fn a_change_event_is_stored_once_whatever_the_incidents_it_concerns() {
+    let s = Stack::start(&runbooks(), &config()).await;
+    let mut trigger: Value = serde_json::from_slice(&data("pagerduty-trigger.json")).unwrap();
+    const OPEN: usize = 40;
+    for n in 0..OPEN {
+        trigger["dedup_key"] = json!(format!("svc-{n}"));
+        let (status, _, _) = post(
+            &s,
+            "/v2/enqueue",
+            serde_json::to_vec(&trigger).unwrap(),
+            None,
+        )
+        .await;
+        assert_eq!(status, 202);
+    }
+    incidents_where(&s, "the open incidents", |l| l.len() == OPEN).await;
+    let log = "l".repeat(60_000);
+    let change = json!({ "routing_key": PD_KEY, "payload": {
+        "summary": "deploy 42", "source": "ci", "custom_details": { "log": log },
+    } });
+    let event_bytes = change["payload"]["custom_details"].to_string().len();
+    let (status, _, _) = post(
+        &s,
+        "/v2/change/enqueue",
+        serde_json::to_vec(&change).unwrap(),
+        None,
+    )
+    .await;
+    assert_eq!(status, 202);
+    let list = incidents(&s).await;
+    let mut stored = 0;
+    let mut change_ids = std::collections::BTreeSet::new();
+    for inc in &list {
+        let entry = eventually("the change on every timeline", || async {
+            timeline_entries(&s, &inc.id)
+                .await
+                .into_iter()
+                .find(|e| e.kind == "change")
+        })
+        .await;
+        stored += entry.data.len();
+        let data: Value = serde_json::from_str(&entry.data).unwrap();
+        assert_eq!(data["summary"], "deploy 42");
+        change_ids.insert(data["change_id"].as_str().unwrap_or_default().to_owned());
+    }
+    // Every entry names one stored change, which holds the details once.
+    assert_eq!(change_ids.len(), 1, "{change_ids:?}");
+    let id = change_ids.into_iter().next().unwrap();
+    let stored_change = s
+        .incidents
+        .clone()
+        .get_change(v1::GetChangeRequest { id })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(stored_change.details.len(), event_bytes);
+    stored += stored_change.details.len();
+    // What was stored for the event: its details once, plus a small entry per incident.
+    assert!(
+        stored < event_bytes + OPEN * 512,
+        "{stored} bytes stored for a {event_bytes}-byte change on {OPEN} incidents"
+    );
 }

@@ -41,7 +41,12 @@ async fn main() {
     let rate = env_or("BENCH_RATE", 5_000);
     let paced_seconds = env_or("BENCH_PACED_SECONDS", 20);
     let runbooks = tempfile::tempdir().unwrap();
-    let mut d = Deployment::new(runbooks.path(), "").await;
+    let mut d = Deployment::new(
+        runbooks.path(),
+        // Throughput, not the keyless callers' rate limit, is measured.
+        "intake_anonymous_rate_limit_per_second: 0",
+    )
+    .await;
     d.start_all();
     for n in 2..=replicas {
         d.start("triage", n);

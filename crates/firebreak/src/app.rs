@@ -180,9 +180,11 @@ async fn build_intake(
 ) -> anyhow::Result<Intake> {
     let registry = Registry::load(config.integrations.clone(), store.as_ref())
         .await
-        .map_err(|e| anyhow::anyhow!("invalid integrations: {e}"))?;
+        .map_err(|e| anyhow::anyhow!("invalid integrations: {e}"))?
+        .with_anonymous_rate_limit(config.intake_anonymous_rate_limit_per_second);
     Ok(Intake::new(store, bus, config.taxonomy(), triage, registry)
-        .with_max_in_flight(config.intake_max_in_flight))
+        .with_max_in_flight(config.intake_max_in_flight)
+        .with_max_alerts_per_call(config.intake_max_alerts_per_call))
 }
 
 fn build_orchestration(

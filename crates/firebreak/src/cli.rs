@@ -201,6 +201,12 @@ pub enum IncidentCmd {
         /// open, acknowledged, resolved or closed.
         #[arg(long)]
         state: Option<String>,
+        /// Incidents per page (at most 1000).
+        #[arg(long, default_value_t = 100)]
+        limit: u32,
+        /// Where the previous page ended (printed on stderr when more follow).
+        #[arg(long, default_value = "")]
+        page_token: String,
     },
     Show {
         id: String,
@@ -701,16 +707,24 @@ async fn client(cmd: Command, targets: &Targets, out: &Out) -> anyhow::Result<()
                 .into_inner();
             out.raised(&r);
         }
-        Command::Incident(IncidentCmd::List { state }) => {
+        Command::Incident(IncidentCmd::List {
+            state,
+            limit,
+            page_token,
+        }) => {
             let r = incidents
                 .list_incidents(v1::ListIncidentsRequest {
                     state: state.unwrap_or_default(),
-                    limit: 0,
+                    limit,
+                    page_token,
                 })
                 .await
                 .map_err(status)?
                 .into_inner();
             out.incidents(&r.incidents);
+            if !r.next_page_token.is_empty() {
+                eprintln!("more incidents: --page-token {}", r.next_page_token);
+            }
         }
         Command::Incident(IncidentCmd::Show { id }) => {
             let r = incidents
@@ -721,12 +735,26 @@ async fn client(cmd: Command, targets: &Targets, out: &Out) -> anyhow::Result<()
             out.incident(r.incident.as_ref());
         }
         Command::Incident(IncidentCmd::Timeline { id }) => {
-            let r = incidents
-                .get_timeline(v1::GetTimelineRequest { id })
-                .await
-                .map_err(status)?
-                .into_inner();
-            out.timeline(&r.entries);
+            // The whole timeline, page by page (each bounded in size).
+            let mut entries = Vec::new();
+            let mut page_token = String::new();
+            loop {
+                let r = incidents
+                    .get_timeline(v1::GetTimelineRequest {
+                        id: id.clone(),
+                        limit: 0,
+                        page_token,
+                    })
+                    .await
+                    .map_err(status)?
+                    .into_inner();
+                entries.extend(r.entries);
+                if r.next_page_token.is_empty() {
+                    break;
+                }
+                page_token = r.next_page_token;
+            }
+            out.timeline(&entries);
         }
         Command::Incident(IncidentCmd::Acknowledge { id }) => {
             let r = incidents

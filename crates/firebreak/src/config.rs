@@ -54,6 +54,14 @@ pub struct Config {
     /// Calls intake stores at once; more are answered 429 / RESOURCE_EXHAUSTED at once.
     #[serde(default = "default_max_in_flight")]
     pub intake_max_in_flight: usize,
+    /// Alerts per second keyless gRPC callers may raise together (a burst of one second's
+    /// worth); 0 means no limit. Integrations have their own `rate_limit_per_second`.
+    #[serde(default = "default_anonymous_rate")]
+    pub intake_anonymous_rate_limit_per_second: u32,
+    /// Alerts one call (a gRPC batch, an Alertmanager group) may hold; larger calls are
+    /// refused (400 / 413) rather than holding intake's writer.
+    #[serde(default = "default_max_alerts_per_call")]
+    pub intake_max_alerts_per_call: usize,
     /// Escalation policies runbooks can page with `notify::send("POLICY", ..)`: steps of
     /// channels, each later step only if the incident is still unacknowledged.
     #[serde(default)]
@@ -140,6 +148,12 @@ fn default_http_addr() -> SocketAddr {
 }
 fn default_max_in_flight() -> usize {
     firebreak_intake::MAX_IN_FLIGHT
+}
+fn default_anonymous_rate() -> u32 {
+    10_000
+}
+fn default_max_alerts_per_call() -> usize {
+    firebreak_intake::MAX_ALERTS_PER_CALL
 }
 fn default_grace() -> u64 {
     10

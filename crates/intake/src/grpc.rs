@@ -12,24 +12,22 @@ use firebreak_proto::v1::{
 };
 use tonic::{Request, Response, Status};
 
+use crate::edge::{InvalidProtobuf, exhausted};
 use crate::ingest::received_message;
-use crate::integrations::{AuthError, to_record};
+use crate::integrations::{AuthError, bearer_token, to_record};
 use crate::{Action, Incoming, IngestError, Intake, Integration, IntegrationKind, Outcome, Source};
-
-/// Alerts in one `RaiseAlerts` call.
-const MAX_BATCH: usize = 1000;
 
 impl Intake {
     /// The gRPC `IntakeService`.
-    pub fn grpc(&self) -> IntakeServiceServer<Self> {
-        IntakeServiceServer::new(self.clone())
+    pub fn grpc(&self) -> InvalidProtobuf<IntakeServiceServer<Self>> {
+        InvalidProtobuf(IntakeServiceServer::new(self.clone()))
     }
 
     /// The gRPC `IntegrationService`.
-    pub fn integrations_grpc(&self) -> IntegrationServiceServer<IntegrationApi> {
-        IntegrationServiceServer::new(IntegrationApi {
+    pub fn integrations_grpc(&self) -> InvalidProtobuf<IntegrationServiceServer<IntegrationApi>> {
+        InvalidProtobuf(IntegrationServiceServer::new(IntegrationApi {
             intake: self.clone(),
-        })
+        }))
     }
 
     /// The integration of a gRPC caller: the one its bearer token names, else the
@@ -38,11 +36,7 @@ impl Intake {
         let Some(value) = req.metadata().get("authorization") else {
             return Ok(None);
         };
-        let token = value
-            .to_str()
-            .ok()
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .unwrap_or_default();
+        let token = value.to_str().map(bearer_token).unwrap_or_default();
         self.registry
             .authenticate(token, IntegrationKind::Grpc)
             .map(Some)
@@ -57,7 +51,7 @@ impl Intake {
     ) -> Result<Vec<Outcome>, Status> {
         let _permit = match caller {
             Some(i) => self.admit_for(i, batch.len()),
-            None => self.admit(),
+            None => self.admit_anonymous(batch.len()),
         }
         .map_err(ingest_status)?;
         let source = Source {
@@ -84,11 +78,9 @@ fn auth_status(e: AuthError) -> Status {
 }
 
 fn ingest_status(e: IngestError) -> Status {
-    match e {
-        IngestError::Overloaded | IngestError::RateLimited(_) => {
-            ErrorCode::ResourceExhausted.status(e.to_string())
-        }
-        IngestError::Storage(_) => ErrorCode::Unavailable.status(e.to_string()),
+    match e.retry_after() {
+        Some(delay) => exhausted(e.to_string(), delay),
+        None => ErrorCode::Unavailable.status(e.to_string()),
     }
 }
 
@@ -180,9 +172,10 @@ impl IntakeService for Intake {
     ) -> Result<Response<v1::RaiseAlertsResponse>, Status> {
         let caller = self.grpc_caller(&req)?;
         let req = req.into_inner();
-        if req.alerts.is_empty() || req.alerts.len() > MAX_BATCH {
+        let max = self.max_alerts_per_call;
+        if req.alerts.is_empty() || req.alerts.len() > max {
             return Err(ErrorCode::InvalidArgument.status(format!(
-                "invalid alerts: a batch holds 1 to {MAX_BATCH} alerts, not {}",
+                "invalid alerts: a batch holds 1 to {max} alerts, not {}; split it",
                 req.alerts.len()
             )));
         }

@@ -26,6 +26,8 @@ use crate::{
 
 /// PagerDuty's limit on an event's body.
 const PAGERDUTY_MAX_BODY: usize = 512 * 1024;
+/// A change event's details (`custom_details` as JSON) at most.
+const MAX_CHANGE_DETAILS: usize = 64 * 1024;
 /// Alertmanager sends whole groups; allow large ones.
 const ALERTMANAGER_MAX_BODY: usize = 8 * 1024 * 1024;
 
@@ -59,17 +61,11 @@ impl Intake {
 
 /// An error answer in PagerDuty's shape, which Alertmanager's log shows as is.
 fn error(status: StatusCode, kind: &str, message: &str, errors: Vec<String>) -> Response {
-    let mut response = (
+    (
         status,
         axum::Json(json!({ "status": kind, "message": message, "errors": errors })),
     )
-        .into_response();
-    if status == StatusCode::TOO_MANY_REQUESTS {
-        response
-            .headers_mut()
-            .insert("retry-after", axum::http::HeaderValue::from_static("1"));
-    }
-    response
+        .into_response()
 }
 
 fn invalid(errors: Vec<String>) -> Response {
@@ -90,14 +86,22 @@ fn auth_error(e: &AuthError) -> Response {
 }
 
 fn ingest_error(e: &IngestError) -> Response {
-    match e {
-        IngestError::Overloaded | IngestError::RateLimited(_) => error(
-            StatusCode::TOO_MANY_REQUESTS,
-            "throttled",
-            &e.to_string(),
-            Vec::new(),
-        ),
-        IngestError::Storage(_) => error(
+    match e.retry_after() {
+        Some(delay) => {
+            let mut response = error(
+                StatusCode::TOO_MANY_REQUESTS,
+                "throttled",
+                &e.to_string(),
+                Vec::new(),
+            );
+            // Whole seconds, rounded up: a client retrying sooner would be refused again.
+            let seconds = delay.as_secs() + u64::from(delay.subsec_nanos() > 0);
+            response
+                .headers_mut()
+                .insert("retry-after", seconds.max(1).into());
+            response
+        }
+        None => error(
             StatusCode::SERVICE_UNAVAILABLE,
             "unavailable",
             &e.to_string(),
@@ -197,7 +201,7 @@ async fn alertmanager_bearer(
     let token = headers
         .get("authorization")
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(crate::integrations::bearer_token)
         .unwrap_or_default();
     alertmanager(&intake, token, &body).await
 }
@@ -223,6 +227,18 @@ async fn alertmanager(intake: &Intake, key: &str, body: &Bytes) -> Response {
     }
     if payload.alerts.is_empty() {
         return invalid(vec!["alerts: the group holds no alert".into()]);
+    }
+    let max = intake.max_alerts_per_call;
+    if payload.alerts.len() > max {
+        return error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "invalid event",
+            "Too many alerts in one call",
+            vec![format!(
+                "alerts: the group holds {} alerts, more than {max} in one call; set `max_alerts: {max}` in the webhook receiver (Alertmanager then reports the rest as truncatedAlerts)",
+                payload.alerts.len()
+            )],
+        );
     }
     // One incident per Alertmanager group: its group key, canonical, is the dedup key.
     let dedup_key =
@@ -384,7 +400,7 @@ async fn pagerduty_v2(State(intake): State<Intake>, body: Bytes) -> Response {
     };
     let given_key = event.dedup_key.clone().filter(|k| !k.trim().is_empty());
     if given_key.as_ref().is_some_and(|k| k.len() > 255) {
-        errors.push("Length of 'dedup_key' is greater than 255 characters".into());
+        errors.push("Length of 'dedup_key' is greater than 255 bytes".into());
     }
     if action != Action::Trigger && given_key.is_none() {
         errors.push(format!(
@@ -501,6 +517,31 @@ async fn pagerduty_change(State(intake): State<Intake>, body: Bytes) -> Response
             "'payload.summary' must hold 1 to 1024 characters".into(),
         ]);
     }
+    // Stored once by triage, and referred to from every incident it concerns: bounded here.
+    let details = p.custom_details.map(|d| d.to_string()).unwrap_or_default();
+    let mut errors = Vec::new();
+    if details.len() > MAX_CHANGE_DETAILS {
+        errors.push(format!(
+            "'payload.custom_details' is {} bytes as JSON, more than {MAX_CHANGE_DETAILS}",
+            details.len()
+        ));
+    }
+    if p.source.len() > 255 {
+        errors.push("Length of 'payload.source' is greater than 255 bytes".into());
+    }
+    for (field, text) in [
+        ("payload.summary", &p.summary),
+        ("payload.source", &p.source),
+        ("payload.custom_details", &details),
+    ] {
+        // JSON escapes a NUL in the details; the text fields hold it raw.
+        if text.contains('\0') || text.contains("\\u0000") {
+            errors.push(format!("'{field}' must not contain NUL characters"));
+        }
+    }
+    if !errors.is_empty() {
+        return invalid(errors);
+    }
     let _permit = match intake.admit_for(&integration, 1) {
         Ok(p) => p,
         Err(e) => return ingest_error(&e),
@@ -515,7 +556,7 @@ async fn pagerduty_change(State(intake): State<Intake>, body: Bytes) -> Response
             at: Some(firebreak_proto::timestamp(
                 (firebreak_domain::now().unix_timestamp_nanos() / 1_000) as i64,
             )),
-            details: p.custom_details.map(|d| d.to_string()).unwrap_or_default(),
+            details,
         }),
     );
     match intake.record_event(&event).await {
@@ -568,7 +609,7 @@ async fn pagerduty_v1(State(intake): State<Intake>, body: Bytes) -> Response {
     let given = event.incident_key.clone().filter(|k| !k.trim().is_empty());
     if given.as_ref().is_some_and(|k| k.len() > 255) {
         return invalid(vec![
-            "Length of 'incident_key' is greater than 255 characters".into(),
+            "Length of 'incident_key' is greater than 255 bytes".into(),
         ]);
     }
     if action != Action::Trigger && given.is_none() {

@@ -56,6 +56,9 @@ pub struct Source<'a> {
 }
 
 const MAX_ALERT_KEY: usize = 255;
+/// An alert's annotations (Alertmanager) or details (PagerDuty), keys and values together:
+/// they travel with the alert onto its incident's timeline.
+const MAX_ANNOTATIONS: usize = 64 * 1024;
 
 /// A signal with the verdict of its validation: its parsed form (for a trigger) or why it
 /// was refused.
@@ -299,8 +302,19 @@ impl Intake {
             ));
         }
         firebreak_domain::no_nul("alert_key", &item.alert_key).map_err(|e| e.to_string())?;
-        for value in item.annotations.values() {
+        for (key, value) in &item.annotations {
+            firebreak_domain::no_nul("annotations", key).map_err(|e| e.to_string())?;
             firebreak_domain::no_nul("annotations", value).map_err(|e| e.to_string())?;
+        }
+        let size: usize = item
+            .annotations
+            .iter()
+            .map(|(k, v)| k.len() + v.len())
+            .sum();
+        if size > MAX_ANNOTATIONS {
+            return Err(format!(
+                "invalid annotations: {size} bytes, more than {MAX_ANNOTATIONS}"
+            ));
         }
         if item.action != Action::Trigger {
             if item.alert_key.trim().is_empty() {

@@ -4,7 +4,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use firebreak_storage::{IntakeStore, IntegrationRecord};
 use serde::{Deserialize, Serialize};
@@ -63,6 +63,8 @@ pub struct Integration {
     #[serde(default = "yes")]
     pub auto_resolve: bool,
     /// Alerts per second it may send (bursts up to one second's worth); 0 means no limit.
+    /// A call larger than one second's worth is admitted when the budget is full and
+    /// borrows the rest, so the next calls wait until it is repaid.
     #[serde(default)]
     pub rate_limit_per_second: u32,
 }
@@ -178,6 +180,20 @@ pub struct Registry {
     declared: Arc<Vec<Integration>>,
     runtime: Arc<Mutex<HashMap<String, Integration>>>,
     buckets: Arc<Mutex<HashMap<String, (f64, Instant)>>>,
+    /// Alerts per second keyless gRPC callers may send together; 0 means no limit.
+    anonymous_rate: u32,
+}
+
+/// The bucket of keyless gRPC callers; no integration name holds a NUL.
+const ANONYMOUS: &str = "\0anonymous";
+
+/// The bearer token of an `authorization` value: the scheme is case-insensitive
+/// (RFC 9110), the token follows it after white space.
+pub(crate) fn bearer_token(value: &str) -> &str {
+    match value.trim().split_once(char::is_whitespace) {
+        Some((scheme, token)) if scheme.eq_ignore_ascii_case("bearer") => token.trim(),
+        _ => "",
+    }
 }
 
 impl Registry {
@@ -207,7 +223,14 @@ impl Registry {
             declared: Arc::new(declared),
             runtime: Arc::new(Mutex::new(runtime)),
             buckets: Arc::default(),
+            anonymous_rate: 0,
         })
+    }
+
+    /// Limits keyless gRPC callers, together, to `per_second` alerts (0: no limit).
+    pub fn with_anonymous_rate_limit(mut self, per_second: u32) -> Self {
+        self.anonymous_rate = per_second;
+        self
     }
 
     /// The integration a key names, if it is of `kind`.
@@ -232,26 +255,43 @@ impl Registry {
         Ok(found)
     }
 
-    /// Takes `n` alerts from the integration's rate budget; false when it is spent.
-    pub fn admit(&self, integration: &Integration, n: usize) -> bool {
-        let rate = f64::from(integration.rate_limit_per_second);
-        if rate == 0.0 {
-            return true;
+    /// Takes `n` alerts from the integration's rate budget, or says how long to wait.
+    pub fn admit(&self, integration: &Integration, n: usize) -> Result<(), Duration> {
+        self.take(
+            &integration.name,
+            integration.rate_limit_per_second,
+            n,
+            Instant::now(),
+        )
+    }
+
+    /// Takes `n` alerts from the budget keyless gRPC callers share.
+    pub fn admit_anonymous(&self, n: usize) -> Result<(), Duration> {
+        self.take(ANONYMOUS, self.anonymous_rate, n, Instant::now())
+    }
+
+    /// A token bucket holding up to one second's worth (`rate`), refilled continuously.
+    /// A call of `n` alerts needs `n` tokens, or a full bucket when `n` exceeds it: it then
+    /// borrows the rest (the bucket goes below zero), so a call larger than the burst is
+    /// admitted instead of refused forever, and the average rate still holds.
+    fn take(&self, bucket: &str, rate: u32, n: usize, now: Instant) -> Result<(), Duration> {
+        if rate == 0 {
+            return Ok(());
         }
+        let rate = f64::from(rate);
         let Ok(mut buckets) = self.buckets.lock() else {
-            return true;
+            return Ok(());
         };
-        let now = Instant::now();
-        let (tokens, last) = buckets
-            .entry(integration.name.clone())
-            .or_insert((rate, now));
-        *tokens = (*tokens + now.duration_since(*last).as_secs_f64() * rate).min(rate);
-        *last = now;
-        if *tokens >= n as f64 {
-            *tokens -= n as f64;
-            true
+        let (tokens, last) = buckets.entry(bucket.to_owned()).or_insert((rate, now));
+        *tokens = (*tokens + now.saturating_duration_since(*last).as_secs_f64() * rate).min(rate);
+        *last = now.max(*last);
+        let n = n as f64;
+        let needed = n.min(rate);
+        if *tokens >= needed {
+            *tokens -= n;
+            Ok(())
         } else {
-            false
+            Err(Duration::from_secs_f64((needed - *tokens) / rate))
         }
     }
 
@@ -344,16 +384,73 @@ mod tests {
         assert!(i.validate().is_err());
     }
 
-    #[test]
-    fn the_rate_budget_refills_over_time() {
-        let r = Registry {
+    fn registry() -> Registry {
+        Registry {
             declared: Arc::new(Vec::new()),
             runtime: Arc::default(),
             buckets: Arc::default(),
-        };
+            anonymous_rate: 0,
+        }
+    }
+
+    #[test]
+    fn the_rate_budget_refills_over_time() {
+        let r = registry();
         let i = integration(IntegrationKind::Pagerduty, 10);
-        assert!(r.admit(&i, 10));
-        assert!(!r.admit(&i, 1), "the second's budget is spent");
-        assert!(r.admit(&integration(IntegrationKind::Pagerduty, 0), 1_000_000));
+        assert!(r.admit(&i, 10).is_ok());
+        assert!(r.admit(&i, 1).is_err(), "the second's budget is spent");
+        assert!(
+            r.admit(&integration(IntegrationKind::Pagerduty, 0), 1_000_000)
+                .is_ok()
+        );
+    }
+
+    /// A call larger than the burst was refused forever: it needed more tokens than the
+    /// bucket ever holds.
+    #[test]
+    fn a_call_larger_than_the_burst_borrows_and_the_rate_still_holds() {
+        let r = registry();
+        let t0 = Instant::now();
+        let at = |ms: u64| t0 + Duration::from_millis(ms);
+        assert_eq!(
+            r.take("prom", 5, 6, at(0)),
+            Ok(()),
+            "a full bucket admits 6 at 5/s"
+        );
+        // It borrowed one: the bucket is full again 1.2 s later, not before.
+        let wait = r.take("prom", 5, 6, at(1)).unwrap_err();
+        assert!(
+            (1.15..=1.2).contains(&wait.as_secs_f64()),
+            "told to wait {wait:?}"
+        );
+        assert!(r.take("prom", 5, 6, at(1100)).is_err());
+        assert_eq!(r.take("prom", 5, 6, at(1200)), Ok(()));
+        // Over 10 s of calls of 6, what is admitted stays within the rate (plus one burst).
+        let mut admitted = 12;
+        for ms in (1300..=11_200).step_by(100) {
+            if r.take("prom", 5, 6, at(ms)).is_ok() {
+                admitted += 6;
+            }
+        }
+        assert!(admitted <= 5 * 11 + 6, "{admitted} alerts in 11.2 s at 5/s");
+        assert!(admitted >= 5 * 10, "{admitted} alerts in 11.2 s at 5/s");
+    }
+
+    /// Keyless callers skipped every rate limit.
+    #[test]
+    fn keyless_callers_share_the_anonymous_budget() {
+        let r = registry().with_anonymous_rate_limit(3);
+        assert_eq!(r.admit_anonymous(3), Ok(()));
+        assert!(r.admit_anonymous(1).is_err());
+        assert_eq!(registry().admit_anonymous(1_000_000), Ok(()), "0: no limit");
+    }
+
+    #[test]
+    fn bearer_schemes_are_case_insensitive() {
+        assert_eq!(bearer_token("Bearer abc"), "abc");
+        assert_eq!(bearer_token("bearer abc"), "abc");
+        assert_eq!(bearer_token("BEARER   abc "), "abc");
+        assert_eq!(bearer_token("Basic abc"), "");
+        assert_eq!(bearer_token("abc"), "");
     }
 }

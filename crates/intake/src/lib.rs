@@ -7,12 +7,14 @@
 //! and the `alerts` event opens the incident later. Work in flight is bounded: past the bound
 //! callers get `RESOURCE_EXHAUSTED` / HTTP 429 rather than a growing queue.
 
+mod edge;
 mod grpc;
 pub mod http;
 mod ingest;
 mod integrations;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use firebreak_bus::{Bus, Relay, RelayHandle};
 use firebreak_domain::Taxonomy;
@@ -23,6 +25,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::Channel;
 
+pub use edge::{InvalidProtobuf, RETRY_INFO_TYPE, RetryInfo, RpcStatus};
 pub use grpc::IntegrationApi;
 pub use ingest::{Action, Incoming, Outcome, Source};
 pub use integrations::{AuthError, Integration, IntegrationKind, Registry, new_key};
@@ -32,19 +35,36 @@ pub use integrations::{AuthError, Integration, IntegrationKind, Registry, new_ke
 pub const MAX_IN_FLIGHT: usize = 512;
 /// Calls queued for the writer.
 const MAX_QUEUED: usize = 1024;
+/// Alerts one call (a gRPC batch, an Alertmanager group) may hold by default.
+pub const MAX_ALERTS_PER_CALL: usize = 1000;
+/// What an overloaded intake tells callers to wait.
+const OVERLOAD_RETRY: Duration = Duration::from_secs(1);
 
 /// Why a batch was not stored.
 #[derive(Debug, thiserror::Error)]
 pub enum IngestError {
     #[error("overloaded: too many calls in flight, retry shortly")]
     Overloaded,
-    #[error("rate limit of integration {0} exceeded")]
-    RateLimited(String),
+    #[error("rate limit of {integration} exceeded, retry in {:.1} s", retry_after.as_secs_f64())]
+    RateLimited {
+        /// The integration, or `anonymous gRPC callers`.
+        integration: String,
+        retry_after: Duration,
+    },
     #[error("alerts not stored: {0}")]
     Storage(String),
 }
 
 impl IngestError {
+    /// How long the caller should wait before retrying, when a retry may work soon.
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            Self::Overloaded => Some(OVERLOAD_RETRY),
+            Self::RateLimited { retry_after, .. } => Some(*retry_after),
+            Self::Storage(_) => None,
+        }
+    }
+
     fn storage(e: firebreak_storage::Error) -> Self {
         tracing::error!(error = %e, "storing alerts failed");
         Self::Storage(e.to_string())
@@ -61,6 +81,8 @@ pub struct Intake {
     triage: IncidentServiceClient<Channel>,
     registry: Registry,
     in_flight: Arc<Semaphore>,
+    /// Alerts one call may hold.
+    max_alerts_per_call: usize,
     /// Calls waiting for the writer; bounded, so overload is refused, not queued.
     jobs: mpsc::Sender<ingest::Job>,
 }
@@ -86,6 +108,7 @@ impl Intake {
             triage: IncidentServiceClient::new(triage),
             registry,
             in_flight: Arc::new(Semaphore::new(MAX_IN_FLIGHT)),
+            max_alerts_per_call: MAX_ALERTS_PER_CALL,
             jobs,
         }
     }
@@ -93,6 +116,13 @@ impl Intake {
     /// Bounds the calls storing at once to `n` (at least 1).
     pub fn with_max_in_flight(mut self, n: usize) -> Self {
         self.in_flight = Arc::new(Semaphore::new(n.max(1)));
+        self
+    }
+
+    /// Bounds the alerts of one call (a gRPC batch, an Alertmanager group) to `n` (at
+    /// least 1): one huge call would hold the writer, which every caller waits on.
+    pub fn with_max_alerts_per_call(mut self, n: usize) -> Self {
+        self.max_alerts_per_call = n.max(1);
         self
     }
 
@@ -138,9 +168,24 @@ impl Intake {
         integration: &Integration,
         n: usize,
     ) -> Result<OwnedSemaphorePermit, IngestError> {
-        if !self.registry.admit(integration, n) {
-            return Err(IngestError::RateLimited(integration.name.clone()));
-        }
+        self.registry
+            .admit(integration, n)
+            .map_err(|retry_after| IngestError::RateLimited {
+                integration: format!("integration {}", integration.name),
+                retry_after,
+            })?;
+        self.admit()
+    }
+
+    /// Admission for a keyless gRPC caller's batch of `n`: the budget they share, then a
+    /// slot.
+    fn admit_anonymous(&self, n: usize) -> Result<OwnedSemaphorePermit, IngestError> {
+        self.registry
+            .admit_anonymous(n)
+            .map_err(|retry_after| IngestError::RateLimited {
+                integration: "anonymous gRPC callers".into(),
+                retry_after,
+            })?;
         self.admit()
     }
 }

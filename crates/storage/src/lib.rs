@@ -94,9 +94,37 @@ pub trait TriageStore: Outbox {
     async fn begin(&self) -> Result<Box<dyn TriageTx>>;
     async fn incident(&self, id: &str) -> Result<Option<IncidentRecord>>;
     /// Newest first, optionally of one state.
-    async fn incidents(&self, state: Option<&str>, limit: u32) -> Result<Vec<IncidentRecord>>;
+    async fn incidents(&self, state: Option<&str>, limit: u32) -> Result<Vec<IncidentRecord>> {
+        self.incidents_page(state, None, limit, usize::MAX).await
+    }
+    /// A page of incidents, newest first, optionally of one state, starting after `after`:
+    /// at most `limit`, and no more once those read hold `max_bytes` (their
+    /// [`IncidentRecord::wire_size`]; the one crossing the bound is included, so a page is
+    /// never empty while incidents remain).
+    async fn incidents_page(
+        &self,
+        state: Option<&str>,
+        after: Option<&IncidentCursor>,
+        limit: u32,
+        max_bytes: usize,
+    ) -> Result<Vec<IncidentRecord>>;
     /// The timeline of an incident, oldest first.
-    async fn timeline(&self, incident_id: &str) -> Result<Vec<TimelineRecord>>;
+    async fn timeline(&self, incident_id: &str) -> Result<Vec<TimelineRecord>> {
+        self.timeline_page(incident_id, 0, u32::MAX, usize::MAX)
+            .await
+    }
+    /// A page of an incident's timeline, oldest first, of the entries after sequence number
+    /// `after_seq`: at most `limit`, and no more once those read hold `max_bytes` (kind,
+    /// actor and data as stored; the one crossing the bound is included).
+    async fn timeline_page(
+        &self,
+        incident_id: &str,
+        after_seq: i64,
+        limit: u32,
+        max_bytes: usize,
+    ) -> Result<Vec<TimelineRecord>>;
+    /// A change event by id.
+    async fn change(&self, id: &str) -> Result<Option<ChangeRecord>>;
 }
 
 /// A triage write transaction; nothing is visible until `commit`.
@@ -128,6 +156,8 @@ pub trait TriageTx: Send {
     async fn append(&mut self, entry: &NewTimelineEntry) -> Result<TimelineRecord>;
     /// Records that an event was handled; false when it had been already.
     async fn mark_processed(&mut self, event_id: &str) -> Result<bool>;
+    /// Stores a change event once; false when one with its id is stored already.
+    async fn insert_change(&mut self, change: &ChangeRecord) -> Result<bool>;
     async fn enqueue(&mut self, event: &OutboxEvent) -> Result<()>;
     async fn commit(self: Box<Self>) -> Result<()>;
 }

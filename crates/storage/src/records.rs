@@ -100,6 +100,54 @@ pub struct IncidentRecord {
     pub updated_at: i64,
 }
 
+impl IncidentRecord {
+    /// About the bytes the incident takes on the wire (its review, never sent with it,
+    /// left out): what bounds a page of incidents.
+    pub fn wire_size(&self) -> usize {
+        [
+            &self.id,
+            &self.title,
+            &self.description,
+            &self.category,
+            &self.state,
+            &self.dedup_key,
+            &self.source,
+            &self.resolution_summary,
+            &self.root_cause,
+        ]
+        .iter()
+        .map(|s| s.len())
+        .sum::<usize>()
+            + self
+                .labels
+                .iter()
+                .map(|(k, v)| k.len() + v.len() + 4)
+                .sum::<usize>()
+            + 64
+    }
+}
+
+/// Where a page of incidents (newest first) ended: the next page starts after it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IncidentCursor {
+    pub opened_at: i64,
+    pub id: String,
+}
+
+/// A change event (a deploy, a configuration change), stored once; the timelines of the
+/// incidents it concerns refer to it by id.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ChangeRecord {
+    /// The id of the event that carried it.
+    pub id: String,
+    pub integration: String,
+    pub summary: String,
+    pub source: String,
+    pub at: i64,
+    /// The sender's details, as JSON text.
+    pub details: String,
+}
+
 /// A timeline entry to append.
 #[derive(Debug, Clone)]
 pub struct NewTimelineEntry {

@@ -11,6 +11,8 @@ pub enum Error {
     Domain(#[from] firebreak_domain::Error),
     #[error("incident {0} not found")]
     NotFound(String),
+    #[error("change {0} not found")]
+    ChangeNotFound(String),
     #[error(transparent)]
     Storage(#[from] firebreak_storage::Error),
 }
@@ -22,7 +24,7 @@ impl Error {
             Self::Domain(firebreak_domain::Error::Transition { .. }) => {
                 ErrorCode::FailedPrecondition
             }
-            Self::NotFound(_) => ErrorCode::NotFound,
+            Self::NotFound(_) | Self::ChangeNotFound(_) => ErrorCode::NotFound,
             Self::Storage(firebreak_storage::Error::Conflict(_)) => ErrorCode::AlreadyExists,
             Self::Storage(
                 firebreak_storage::Error::Database(_)

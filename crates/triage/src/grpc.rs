@@ -7,7 +7,11 @@ use firebreak_proto::v1::{self, incident_service_server::IncidentService};
 use tokio_stream::{Stream, StreamExt, wrappers::BroadcastStream};
 use tonic::{Request, Response, Status};
 
+use firebreak_proto::Message;
+use firebreak_storage::IncidentCursor;
+
 use crate::convert::{entry_to_proto, incident_to_proto, now_micros};
+use crate::limits::{MAX_ACTOR, MAX_PAGE_BYTES, MAX_TEXT, checked};
 use crate::{Error, Triage};
 
 /// The gRPC face of triage.
@@ -15,11 +19,53 @@ pub struct IncidentApi {
     pub(crate) triage: Triage,
 }
 
-fn actor(given: &str) -> String {
-    match given.trim() {
+/// The actor a caller states, checked: at most [`MAX_ACTOR`] bytes, no NUL.
+fn actor(given: &str) -> Result<String, Error> {
+    Ok(match checked("actor", given.trim(), MAX_ACTOR)? {
         "" => "user:anonymous".into(),
         a if a.contains(':') => a.into(),
         a => format!("user:{a}"),
+    })
+}
+
+/// A caller's free text (`field`), checked: at most [`MAX_TEXT`] bytes, no NUL.
+fn text<'a>(field: &'static str, given: &'a str) -> Result<&'a str, Error> {
+    Ok(checked(field, given, MAX_TEXT)?)
+}
+
+fn invalid_token(reason: &str) -> Error {
+    Error::Domain(firebreak_domain::Error::Invalid {
+        field: "page_token",
+        reason: reason.into(),
+    })
+}
+
+/// The items of a page: at most `limit` of `items`, and no more than fit in
+/// [`MAX_PAGE_BYTES`] encoded (but at least one). True as second value when more remain:
+/// some were left out, or the store returned more than `limit`, or stopped at its own
+/// byte bound (`read_bytes`).
+fn page<T: Message>(items: Vec<T>, limit: usize, read_bytes: usize) -> (Vec<T>, bool) {
+    let available = items.len();
+    let mut out = Vec::with_capacity(available.min(limit));
+    let mut bytes = 0;
+    for item in items.into_iter().take(limit) {
+        // The item's bytes plus its field tag and length prefix.
+        let size = item.encoded_len() + 6;
+        if !out.is_empty() && bytes + size > MAX_PAGE_BYTES {
+            break;
+        }
+        bytes += size;
+        out.push(item);
+    }
+    let more = out.len() < available || read_bytes >= MAX_PAGE_BYTES;
+    (out, more)
+}
+
+/// A page size asked for: `default` for 0, at most 1000.
+fn limit(asked: u32, default: u32) -> u32 {
+    match asked {
+        0 => default,
+        n => n.min(1000),
     }
 }
 
@@ -40,10 +86,7 @@ impl IncidentApi {
         who: &str,
         text: &str,
     ) -> Result<Response<v1::IncidentResponse>, Status> {
-        let inc = self
-            .triage
-            .transition(id, action, &actor(who), text)
-            .await?;
+        let inc = self.triage.transition(id, action, who, text).await?;
         Ok(Response::new(v1::IncidentResponse {
             incident: Some(incident_to_proto(&inc)),
         }))
@@ -73,18 +116,52 @@ impl IncidentService for IncidentApi {
             "" => None,
             s => Some(s.parse::<IncidentState>().map_err(Error::from)?),
         };
-        let limit = match req.limit {
-            0 => 100,
-            n => n.min(1000),
+        let limit = limit(req.limit, 100);
+        let after = match req.page_token.trim() {
+            "" => None,
+            token => {
+                let (at, id) = token
+                    .split_once('.')
+                    .ok_or_else(|| invalid_token("not a token this service gave"))?;
+                firebreak_domain::IncidentId::parse(id)
+                    .map_err(|_| invalid_token("not a token this service gave"))?;
+                Some(IncidentCursor {
+                    opened_at: at
+                        .parse()
+                        .map_err(|_| invalid_token("not a token this service gave"))?,
+                    id: id.to_owned(),
+                })
+            }
         };
+        // One more than asked: whether another page follows.
         let list = self
             .triage
             .store
-            .incidents(state.map(IncidentState::as_str), limit)
+            .incidents_page(
+                state.map(IncidentState::as_str),
+                after.as_ref(),
+                limit + 1,
+                MAX_PAGE_BYTES,
+            )
             .await
             .map_err(Error::from)?;
+        let read: usize = list.iter().map(|i| i.wire_size()).sum();
+        let cursors: Vec<String> = list
+            .iter()
+            .map(|i| format!("{}.{}", i.opened_at, i.id))
+            .collect();
+        let (incidents, more) = page(
+            list.iter().map(incident_to_proto).collect(),
+            limit as usize,
+            read,
+        );
+        let next_page_token = match incidents.len() {
+            n if more && n > 0 => cursors[n - 1].clone(),
+            _ => String::new(),
+        };
         Ok(Response::new(v1::ListIncidentsResponse {
-            incidents: list.iter().map(incident_to_proto).collect(),
+            incidents,
+            next_page_token,
         }))
     }
 
@@ -92,15 +169,37 @@ impl IncidentService for IncidentApi {
         &self,
         req: Request<v1::GetTimelineRequest>,
     ) -> Result<Response<v1::GetTimelineResponse>, Status> {
-        let inc = self.load(&req.into_inner().id).await?;
-        let entries = self
+        let req = req.into_inner();
+        let inc = self.load(&req.id).await?;
+        let limit = limit(req.limit, 500);
+        let after = match req.page_token.trim() {
+            "" => 0,
+            token => token
+                .parse::<i64>()
+                .map_err(|_| invalid_token("not a token this service gave"))?,
+        };
+        let list = self
             .triage
             .store
-            .timeline(&inc.id)
+            .timeline_page(&inc.id, after, limit + 1, MAX_PAGE_BYTES)
             .await
             .map_err(Error::from)?;
+        let read: usize = list
+            .iter()
+            .map(|e| e.kind.len() + e.actor.len() + e.data.to_string().len() + 32)
+            .sum();
+        let (entries, more) = page(
+            list.iter().map(entry_to_proto).collect(),
+            limit as usize,
+            read,
+        );
+        let next_page_token = match entries.last() {
+            Some(e) if more => e.seq.to_string(),
+            _ => String::new(),
+        };
         Ok(Response::new(v1::GetTimelineResponse {
-            entries: entries.iter().map(entry_to_proto).collect(),
+            entries,
+            next_page_token,
         }))
     }
 
@@ -109,7 +208,8 @@ impl IncidentService for IncidentApi {
         req: Request<v1::AcknowledgeRequest>,
     ) -> Result<Response<v1::IncidentResponse>, Status> {
         let r = req.into_inner();
-        self.change(&r.id, Action::Acknowledge, &r.actor, "").await
+        self.change(&r.id, Action::Acknowledge, &actor(&r.actor)?, "")
+            .await
     }
 
     async fn resolve(
@@ -117,7 +217,8 @@ impl IncidentService for IncidentApi {
         req: Request<v1::ResolveRequest>,
     ) -> Result<Response<v1::IncidentResponse>, Status> {
         let r = req.into_inner();
-        self.change(&r.id, Action::Resolve, &r.actor, &r.summary)
+        let summary = text("summary", &r.summary)?;
+        self.change(&r.id, Action::Resolve, &actor(&r.actor)?, summary)
             .await
     }
 
@@ -126,7 +227,8 @@ impl IncidentService for IncidentApi {
         req: Request<v1::CloseRequest>,
     ) -> Result<Response<v1::IncidentResponse>, Status> {
         let r = req.into_inner();
-        self.change(&r.id, Action::Close, &r.actor, &r.root_cause)
+        let root_cause = text("root_cause", &r.root_cause)?;
+        self.change(&r.id, Action::Close, &actor(&r.actor)?, root_cause)
             .await
     }
 
@@ -137,7 +239,7 @@ impl IncidentService for IncidentApi {
         let r = req.into_inner();
         let e = self
             .triage
-            .add_note(&r.id, &actor(&r.actor), &r.text)
+            .add_note(&r.id, &actor(&r.actor)?, text("text", &r.text)?)
             .await?;
         Ok(Response::new(v1::AddNoteResponse {
             entry: Some(entry_to_proto(&e)),
@@ -169,6 +271,28 @@ impl IncidentService for IncidentApi {
         Ok(Response::new(v1::IngestAlertResponse {
             incident_id: done.incident_id,
             deduplicated: done.deduplicated,
+        }))
+    }
+
+    async fn get_change(
+        &self,
+        req: Request<v1::GetChangeRequest>,
+    ) -> Result<Response<v1::GetChangeResponse>, Status> {
+        let id = req.into_inner().id;
+        let c = self
+            .triage
+            .store
+            .change(&id)
+            .await
+            .map_err(Error::from)?
+            .ok_or_else(|| Error::ChangeNotFound(id.clone()))?;
+        Ok(Response::new(v1::GetChangeResponse {
+            id: c.id,
+            integration: c.integration,
+            summary: c.summary,
+            source: c.source,
+            at: Some(firebreak_proto::timestamp(c.at)),
+            details: c.details,
         }))
     }
 

@@ -7,6 +7,7 @@
 mod convert;
 mod error;
 mod grpc;
+mod limits;
 mod logic;
 
 use std::sync::Arc;

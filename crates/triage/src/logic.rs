@@ -10,6 +10,10 @@ use firebreak_storage::{IncidentRecord, NewTimelineEntry, TimelineRecord, Triage
 use serde_json::json;
 
 use crate::convert::{from_micros, incident_to_proto, now_micros};
+use crate::limits::{
+    MAX_ACTOR, MAX_CHANGE_DETAILS, MAX_CHANGE_SUMMARY, MAX_DOCUMENT, MAX_NAME, MAX_PAGE_BYTES,
+    MAX_TEXT, clip, clip_json,
+};
 use crate::{Error, Triage};
 
 type Result<T, E = Error> = std::result::Result<T, E>;
@@ -398,17 +402,25 @@ impl Triage {
 
     /// Puts a runbook's progress on the incident's timeline (once per event).
     pub(crate) async fn record_run(&self, event_id: &str, run: v1::RunChanged) -> Result<()> {
+        // A runbook's action and detail come from a script: clipped, so no run can flood
+        // the timeline with what a read cannot carry.
+        let action = match serde_json::from_str::<serde_json::Value>(&run.action) {
+            Ok(v) => clip_json(v, MAX_DOCUMENT),
+            Err(_) if run.action.is_empty() => serde_json::Value::Null,
+            Err(_) => json!({ "truncated": clip(&run.action, MAX_DOCUMENT) }),
+        };
+        let runbook = clip(&run.runbook, MAX_NAME);
         let data = json!({
-            "run_id": run.run_id, "runbook": run.runbook, "live": run.live,
-            "action": serde_json::from_str::<serde_json::Value>(&run.action).unwrap_or_default(),
-            "detail": run.detail,
+            "run_id": clip(&run.run_id, MAX_NAME), "runbook": runbook, "live": run.live,
+            "action": action,
+            "detail": clip(&run.detail, MAX_TEXT),
         });
-        let kind = format!("runbook_{}", run.change);
+        let kind = format!("runbook_{}", clip(&run.change, MAX_NAME));
         self.record(
             event_id,
             &run.incident_id,
             &kind,
-            &format!("runbook:{}", run.runbook),
+            &clip(&format!("runbook:{runbook}"), MAX_ACTOR),
             data,
         )
         .await
@@ -421,8 +433,9 @@ impl Triage {
         d: v1::DeliveryChanged,
     ) -> Result<()> {
         let data = json!({
-            "delivery_id": d.delivery_id, "channel": d.channel, "status": d.status,
-            "attempts": d.attempts, "error": d.error,
+            "delivery_id": clip(&d.delivery_id, MAX_NAME), "channel": clip(&d.channel, MAX_NAME),
+            "status": clip(&d.status, MAX_NAME), "attempts": d.attempts,
+            "error": clip(&d.error, MAX_TEXT),
         });
         self.record(
             event_id,
@@ -463,7 +476,8 @@ impl Triage {
         event_id: &str,
         cmd: v1::IncidentCommand,
     ) -> Result<()> {
-        let actor = cmd.actor.clone();
+        // A runbook's text is clipped, not refused: the command cannot be answered.
+        let actor = clip(&cmd.actor, MAX_ACTOR);
         let id = cmd.incident_id.clone();
         // The processed mark and the change share one transaction, so a redelivered command
         // changes nothing.
@@ -475,7 +489,12 @@ impl Triage {
                     return Ok(());
                 }
                 let e = tx
-                    .append(&entry(&id, "note", &actor, json!({ "text": text })))
+                    .append(&entry(
+                        &id,
+                        "note",
+                        &actor,
+                        json!({ "text": clip(&text, MAX_TEXT) }),
+                    ))
                     .await?;
                 tx.commit().await?;
                 self.announce(vec![e]);
@@ -487,6 +506,7 @@ impl Triage {
             // Escalating raises the severity one level (SEV1 stays SEV1) and is announced as
             // its own change, so channels page for it even at SEV1.
             Some(Command::Escalate(reason)) => {
+                let reason = clip(&reason, MAX_TEXT);
                 let mut tx = self.store.begin().await?;
                 if !tx.mark_processed(event_id).await? {
                     return Ok(());
@@ -533,7 +553,8 @@ impl Triage {
                     // A runbook asked for a category the taxonomy lacks: say so where the
                     // responders look rather than drop it.
                     let text = format!(
-                        "a runbook asked to set the unknown category {category:?}; the category stays {}",
+                        "a runbook asked to set the unknown category {:?}; the category stays {}",
+                        clip(&category, MAX_NAME),
                         inc.category
                     );
                     let e = tx
@@ -572,7 +593,7 @@ impl Triage {
                         &id,
                         "role_assigned",
                         &actor,
-                        json!({ "role": a.role, "person": a.person }),
+                        json!({ "role": clip(&a.role, MAX_NAME), "person": clip(&a.person, MAX_ACTOR) }),
                     ))
                     .await?;
                 tx.commit().await?;
@@ -583,7 +604,7 @@ impl Triage {
             // incident resolved and is refused, which is the outcome wanted.
             Some(Command::Resolve(summary)) => {
                 match self
-                    .transition(&id, Action::Resolve, &actor, &summary)
+                    .transition(&id, Action::Resolve, &actor, &clip(&summary, MAX_TEXT))
                     .await
                 {
                     Ok(_) | Err(Error::NotFound(_)) => Ok(()),
@@ -680,7 +701,7 @@ fn with_origin(mut data: serde_json::Value, alert: &v1::AlertReceived) -> serde_
         }
         if !alert.annotations.is_empty() {
             let sorted: std::collections::BTreeMap<_, _> = alert.annotations.iter().collect();
-            obj.insert("annotations".into(), json!(sorted));
+            obj.insert("annotations".into(), clip_json(json!(sorted), MAX_DOCUMENT));
         }
         if alert.truncated_alerts > 0 {
             obj.insert("truncated_alerts".into(), json!(alert.truncated_alerts));
@@ -747,36 +768,74 @@ impl Triage {
         }
     }
 
-    /// A change event: a timeline entry on every active incident of the same integration,
-    /// as context; nobody is paged.
+    /// A change event: stored once, and a timeline entry referring to it (by `change_id`)
+    /// on every active incident of the same integration, as context; nobody is paged. The
+    /// details stay in the one stored copy: an entry per incident holding them would grow
+    /// the store by the event's size times the incidents open.
     pub(crate) async fn change_received(
         &self,
         event_id: &str,
         c: v1::ChangeReceived,
     ) -> Result<()> {
-        let mut incidents = self.store.incidents(Some("open"), 1000).await?;
-        incidents.extend(self.store.incidents(Some("acknowledged"), 1000).await?);
-        let data = json!({
-            "summary": c.summary, "source": c.source, "integration": c.integration,
-            "details": serde_json::from_str::<serde_json::Value>(&c.details).unwrap_or_default(),
-        });
-        for inc in incidents
-            .iter()
-            // Webhook incidents carry their integration in their source: `pagerduty/NAME`.
-            .filter(|i| {
-                i.source.split_once('/').map(|(_, name)| name) == Some(c.integration.as_str())
-            })
-        {
-            let key = format!("{event_id}:{}", inc.id);
-            self.record(
-                &key,
-                &inc.id,
-                "change",
-                &format!("integration:{}", c.integration),
-                data.clone(),
-            )
-            .await?;
+        let mut concerned = Vec::new();
+        for state in [IncidentState::Open, IncidentState::Acknowledged] {
+            let mut after = None;
+            loop {
+                let page = self
+                    .store
+                    .incidents_page(Some(state.as_str()), after.as_ref(), 1000, MAX_PAGE_BYTES)
+                    .await?;
+                let Some(last) = page.last() else { break };
+                after = Some(firebreak_storage::IncidentCursor {
+                    opened_at: last.opened_at,
+                    id: last.id.clone(),
+                });
+                // Webhook incidents carry their integration in their source: `pagerduty/NAME`.
+                concerned.extend(
+                    page.into_iter()
+                        .filter(|i| {
+                            i.source.split_once('/').map(|(_, name)| name)
+                                == Some(c.integration.as_str())
+                        })
+                        .map(|i| i.id),
+                );
+            }
         }
+        let details = if c.details.len() > MAX_CHANGE_DETAILS {
+            json!({ "truncated": clip(&c.details, MAX_CHANGE_DETAILS) }).to_string()
+        } else {
+            c.details.replace('\0', "\u{fffd}")
+        };
+        let change = firebreak_storage::ChangeRecord {
+            id: event_id.to_owned(),
+            integration: clip(&c.integration, MAX_NAME),
+            summary: clip(&c.summary, MAX_CHANGE_SUMMARY),
+            source: clip(&c.source, MAX_CHANGE_SUMMARY),
+            at: c
+                .at
+                .as_ref()
+                .map_or_else(now_micros, firebreak_proto::micros),
+            details,
+        };
+        let mut tx = self.store.begin().await?;
+        if !tx.mark_processed(event_id).await? {
+            return Ok(());
+        }
+        tx.insert_change(&change).await?;
+        let actor = format!("integration:{}", change.integration);
+        let data = json!({
+            "change_id": change.id, "summary": change.summary, "source": change.source,
+            "integration": change.integration, "details_bytes": change.details.len(),
+        });
+        let mut written = Vec::with_capacity(concerned.len());
+        for id in &concerned {
+            written.push(
+                tx.append(&entry(id, "change", &actor, data.clone()))
+                    .await?,
+            );
+        }
+        tx.commit().await?;
+        self.announce(written);
         Ok(())
     }
 
@@ -808,7 +867,13 @@ fn entry(incident_id: &str, kind: &str, actor: &str, data: serde_json::Value) ->
     }
 }
 
+/// The review draft of an incident, at most [`MAX_PAGE_BYTES`]: a flooded timeline must not
+/// make the review unreadable (gRPC's 4 MiB message limit) or the incident row huge.
 fn render_review(inc: &IncidentRecord, timeline: &[TimelineRecord]) -> String {
+    clip(&render_review_unbounded(inc, timeline), MAX_PAGE_BYTES)
+}
+
+fn render_review_unbounded(inc: &IncidentRecord, timeline: &[TimelineRecord]) -> String {
     let mut runs: Vec<firebreak_domain::ReviewRun> = Vec::new();
     for t in timeline.iter().filter(|t| t.kind.starts_with("runbook_")) {
         let name = t.data["runbook"].as_str().unwrap_or_default().to_owned();
@@ -881,4 +946,120 @@ fn summarize(data: &serde_json::Value) -> String {
         }
     }
     parts.join("; ")
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use firebreak_bus::EmbeddedBus;
+    use firebreak_storage::sqlite::{SqliteBusLog, SqliteTriageStore};
+
+    use super::*;
+
+    async fn triage(dir: &std::path::Path) -> Triage {
+        let store = SqliteTriageStore::open(&dir.join("triage.db"), false)
+            .await
+            .unwrap();
+        let log = SqliteBusLog::open(&dir.join("bus.db"), false)
+            .await
+            .unwrap();
+        let bus = Arc::new(EmbeddedBus::new(Arc::new(log)));
+        Triage::new(Arc::new(store), bus, firebreak_domain::Taxonomy::default())
+    }
+
+    fn alert() -> v1::AlertReceived {
+        v1::AlertReceived {
+            alert_id: firebreak_domain::AlertId::new().to_string(),
+            title: "flooded".into(),
+            source: "test".into(),
+            dedup_key: "flood".into(),
+            ..Default::default()
+        }
+    }
+
+    /// Events from runbooks were stored as sent: a 32,769-byte note, NUL in actors, a run's
+    /// megabyte of action JSON, all read back by every timeline read.
+    #[tokio::test]
+    async fn text_arriving_in_events_is_clipped_and_never_holds_nul() {
+        let dir = tempfile::tempdir().unwrap();
+        let t = triage(dir.path()).await;
+        let id = t.ingest(alert()).await.unwrap().incident_id;
+        let hostile_actor = format!("runbook:{}\0", "a".repeat(1000));
+        t.apply_command(
+            "ev-1",
+            v1::IncidentCommand {
+                incident_id: id.clone(),
+                actor: hostile_actor.clone(),
+                command: Some(Command::Note(format!("{}\0", "n".repeat(32_769)))),
+            },
+        )
+        .await
+        .unwrap();
+        t.record_run(
+            "ev-2",
+            v1::RunChanged {
+                run_id: "r".into(),
+                runbook: "flood".into(),
+                incident_id: id.clone(),
+                change: "action".into(),
+                live: true,
+                action: json!({ "action": "http", "result": "x".repeat(1_000_000) }).to_string(),
+                detail: "d".repeat(100_000),
+            },
+        )
+        .await
+        .unwrap();
+        let timeline = t.store.timeline(&id).await.unwrap();
+        let note = timeline.iter().find(|e| e.kind == "note").unwrap();
+        let text = note.data["text"].as_str().unwrap();
+        assert!(text.len() <= MAX_TEXT, "a note of {} bytes", text.len());
+        assert!(!text.contains('\0') && !note.actor.contains('\0'));
+        assert!(
+            note.actor.len() <= MAX_ACTOR,
+            "an actor of {} bytes",
+            note.actor.len()
+        );
+        let run = timeline
+            .iter()
+            .find(|e| e.kind == "runbook_action")
+            .unwrap();
+        let size = run.data.to_string().len();
+        assert!(
+            size <= MAX_DOCUMENT + MAX_TEXT + 4096,
+            "a run entry of {size} bytes"
+        );
+        assert_eq!(run.data["action"]["action"], "http");
+    }
+
+    /// The review draft was rendered from the whole timeline, however large.
+    #[tokio::test]
+    async fn a_flooded_timeline_leaves_a_bounded_review() {
+        let dir = tempfile::tempdir().unwrap();
+        let t = triage(dir.path()).await;
+        let id = t.ingest(alert()).await.unwrap().incident_id;
+        for n in 0..100 {
+            t.apply_command(
+                &format!("ev-{n}"),
+                v1::IncidentCommand {
+                    incident_id: id.clone(),
+                    actor: "runbook:flood".into(),
+                    command: Some(Command::Note("n".repeat(MAX_TEXT))),
+                },
+            )
+            .await
+            .unwrap();
+        }
+        t.transition(&id, Action::Resolve, "user:alice", "done")
+            .await
+            .unwrap();
+        let review = t.review(&id).await.unwrap();
+        assert!(
+            review.len() <= MAX_PAGE_BYTES,
+            "a review of {} bytes",
+            review.len()
+        );
+        let stored = t.store.incident(&id).await.unwrap().unwrap().review;
+        assert!(stored.len() <= MAX_PAGE_BYTES);
+    }
 }

@@ -325,7 +325,10 @@ async fn the_incident_path_across_four_processes() {
         let id = id.clone();
         async move {
             let t = incidents
-                .get_timeline(v1::GetTimelineRequest { id })
+                .get_timeline(v1::GetTimelineRequest {
+                    id,
+                    ..Default::default()
+                })
                 .await
                 .ok()?
                 .into_inner();

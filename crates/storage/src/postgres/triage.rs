@@ -8,9 +8,10 @@ use sqlx::{PgConnection, Postgres, Row, Transaction};
 
 use super::{Migration, OUTBOX, conflict, from_json, get_u32, impl_outbox, json_text, now_micros};
 use crate::{
-    Error, IncidentRecord, NewTimelineEntry, OutboxEvent, Result, TimelineRecord, TriageStore,
-    TriageTx,
+    ChangeRecord, Error, IncidentCursor, IncidentRecord, NewTimelineEntry, OutboxEvent, Result,
+    TimelineRecord, TriageStore, TriageTx,
 };
+use futures::TryStreamExt;
 
 /// The Postgres schema starts where SQLite's stands today (its version 3).
 const MIGRATIONS: &[Migration] = &[
@@ -80,6 +81,20 @@ CREATE TABLE processed_events (
 );
 ",
     },
+    // A change event is stored once; each timeline it concerns refers to it by id.
+    Migration {
+        version: 3,
+        sql: "
+CREATE TABLE changes (
+    id TEXT PRIMARY KEY,
+    integration TEXT NOT NULL,
+    summary TEXT NOT NULL,
+    source TEXT NOT NULL,
+    at BIGINT NOT NULL,
+    details TEXT NOT NULL
+);
+",
+    },
 ];
 
 /// Triage's store on Postgres.
@@ -131,31 +146,95 @@ impl TriageStore for PgTriageStore {
             .transpose()
     }
 
-    async fn incidents(&self, state: Option<&str>, limit: u32) -> Result<Vec<IncidentRecord>> {
-        let rows = match state {
-            Some(state) => sqlx::query(
-                "SELECT * FROM incidents WHERE state = $1 ORDER BY opened_at DESC, id DESC LIMIT $2",
-            )
-            .bind(state)
-            .bind(i64::from(limit))
-            .fetch_all(&self.pool)
-            .await?,
-            None => {
-                sqlx::query("SELECT * FROM incidents ORDER BY opened_at DESC, id DESC LIMIT $1")
-                    .bind(i64::from(limit))
-                    .fetch_all(&self.pool)
-                    .await?
-            }
+    async fn incidents_page(
+        &self,
+        state: Option<&str>,
+        after: Option<&IncidentCursor>,
+        limit: u32,
+        max_bytes: usize,
+    ) -> Result<Vec<IncidentRecord>> {
+        let mut sql = String::from("SELECT * FROM incidents WHERE TRUE");
+        let mut n = 0;
+        let mut param = || {
+            n += 1;
+            format!("${n}")
         };
-        rows.iter().map(incident_row).collect()
+        if state.is_some() {
+            sql.push_str(&format!(" AND state = {}", param()));
+        }
+        if after.is_some() {
+            sql.push_str(&format!(
+                " AND (opened_at, id) < ({}, {})",
+                param(),
+                param()
+            ));
+        }
+        sql.push_str(&format!(
+            " ORDER BY opened_at DESC, id DESC LIMIT {}",
+            param()
+        ));
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+        if let Some(state) = state {
+            query = query.bind(state);
+        }
+        if let Some(after) = after {
+            query = query.bind(after.opened_at).bind(&after.id);
+        }
+        let mut rows = query.bind(i64::from(limit)).fetch(&self.pool);
+        let (mut out, mut bytes) = (Vec::new(), 0usize);
+        // Rows stream in: past the byte bound the rest are never read.
+        while bytes < max_bytes
+            && let Some(row) = rows.try_next().await?
+        {
+            let i = incident_row(&row)?;
+            bytes += i.wire_size();
+            out.push(i);
+        }
+        Ok(out)
     }
 
-    async fn timeline(&self, incident_id: &str) -> Result<Vec<TimelineRecord>> {
-        let rows = sqlx::query("SELECT * FROM timeline WHERE incident_id = $1 ORDER BY seq")
-            .bind(incident_id)
-            .fetch_all(&self.pool)
-            .await?;
-        rows.iter().map(timeline_row).collect()
+    async fn timeline_page(
+        &self,
+        incident_id: &str,
+        after_seq: i64,
+        limit: u32,
+        max_bytes: usize,
+    ) -> Result<Vec<TimelineRecord>> {
+        let mut rows = sqlx::query(
+            "SELECT * FROM timeline WHERE incident_id = $1 AND seq > $2 ORDER BY seq LIMIT $3",
+        )
+        .bind(incident_id)
+        .bind(after_seq)
+        .bind(i64::from(limit))
+        .fetch(&self.pool);
+        let (mut out, mut bytes) = (Vec::new(), 0usize);
+        while bytes < max_bytes
+            && let Some(row) = rows.try_next().await?
+        {
+            let data: &str = row.try_get("data")?;
+            let e = timeline_row(&row)?;
+            bytes += e.kind.len() + e.actor.len() + data.len() + 32;
+            out.push(e);
+        }
+        Ok(out)
+    }
+
+    async fn change(&self, id: &str) -> Result<Option<ChangeRecord>> {
+        sqlx::query("SELECT * FROM changes WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?
+            .map(|r| {
+                Ok(ChangeRecord {
+                    id: r.try_get("id")?,
+                    integration: r.try_get("integration")?,
+                    summary: r.try_get("summary")?,
+                    source: r.try_get("source")?,
+                    at: r.try_get("at")?,
+                    details: r.try_get("details")?,
+                })
+            })
+            .transpose()
     }
 }
 
@@ -737,6 +816,22 @@ impl TriageTx for PgTriageTx {
         )
         .bind(event_id)
         .bind(now_micros())
+        .execute(&mut *self.tx)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn insert_change(&mut self, c: &ChangeRecord) -> Result<bool> {
+        let done = sqlx::query(
+            "INSERT INTO changes (id, integration, summary, source, at, details)
+             VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING",
+        )
+        .bind(&c.id)
+        .bind(&c.integration)
+        .bind(&c.summary)
+        .bind(&c.source)
+        .bind(c.at)
+        .bind(&c.details)
         .execute(&mut *self.tx)
         .await?;
         Ok(done.rows_affected() == 1)

@@ -10,7 +10,8 @@ use super::conn::{self, Db, Tx};
 use super::impl_outbox;
 use super::{Migration, OUTBOX, OUTBOX_READ_IN_PLACE, from_json, json_text, now_micros};
 use crate::{
-    IncidentRecord, NewTimelineEntry, OutboxEvent, Result, TimelineRecord, TriageStore, TriageTx,
+    ChangeRecord, IncidentCursor, IncidentRecord, NewTimelineEntry, OutboxEvent, Result,
+    TimelineRecord, TriageStore, TriageTx,
 };
 
 const MIGRATIONS: &[Migration] = &[
@@ -109,6 +110,20 @@ INSERT INTO unresolved_alerts (incident_id, count)
     SELECT incident_id, SUM(resolved = 0) FROM incident_alerts GROUP BY incident_id;
 ",
     },
+    // A change event is stored once; each timeline it concerns refers to it by id.
+    Migration {
+        version: 6,
+        sql: "
+CREATE TABLE changes (
+    id TEXT PRIMARY KEY,
+    integration TEXT NOT NULL,
+    summary TEXT NOT NULL,
+    source TEXT NOT NULL,
+    at INTEGER NOT NULL,
+    details TEXT NOT NULL
+);
+",
+    },
 ];
 
 /// Triage's store on SQLite.
@@ -161,59 +176,99 @@ impl TriageStore for SqliteTriageStore {
         self.db.read(move |c| incident_by_id(c, &id)).await
     }
 
-    async fn incidents(&self, state: Option<&str>, limit: u32) -> Result<Vec<IncidentRecord>> {
+    async fn incidents_page(
+        &self,
+        state: Option<&str>,
+        after: Option<&IncidentCursor>,
+        limit: u32,
+        max_bytes: usize,
+    ) -> Result<Vec<IncidentRecord>> {
         let state = state.map(str::to_owned);
+        let after = after.cloned();
         self.db
             .read(move |c| {
-                let limit = i64::from(limit);
-                let rows = match &state {
-                    Some(state) => c
-                        .prepare_cached(incidents!(
-                            "WHERE state = ? ORDER BY opened_at DESC, id DESC LIMIT ?"
-                        ))?
-                        .query_map((state, limit), IncidentRow::read)?
-                        .collect::<rusqlite::Result<Vec<_>>>()?,
-                    None => c
-                        .prepare_cached(incidents!("ORDER BY opened_at DESC, id DESC LIMIT ?"))?
-                        .query_map([limit], IncidentRow::read)?
-                        .collect::<rusqlite::Result<Vec<_>>>()?,
-                };
-                rows.into_iter().map(IncidentRow::record).collect()
+                let mut sql = String::from(incidents!("WHERE 1 = 1"));
+                let mut params: Vec<Box<dyn rusqlite::ToSql>> = Vec::new();
+                if let Some(state) = state {
+                    sql.push_str(" AND state = ?");
+                    params.push(Box::new(state));
+                }
+                if let Some(after) = after {
+                    sql.push_str(" AND (opened_at, id) < (?, ?)");
+                    params.push(Box::new(after.opened_at));
+                    params.push(Box::new(after.id));
+                }
+                sql.push_str(" ORDER BY opened_at DESC, id DESC LIMIT ?");
+                params.push(Box::new(i64::from(limit)));
+                let mut stmt = c.prepare_cached(&sql)?;
+                let mut rows = stmt.query(rusqlite::params_from_iter(params.iter()))?;
+                let (mut out, mut bytes) = (Vec::new(), 0usize);
+                while bytes < max_bytes
+                    && let Some(row) = rows.next()?
+                {
+                    let i = IncidentRow::read(row)?.record()?;
+                    bytes += i.wire_size();
+                    out.push(i);
+                }
+                Ok(out)
             })
             .await
     }
 
-    async fn timeline(&self, incident_id: &str) -> Result<Vec<TimelineRecord>> {
+    async fn timeline_page(
+        &self,
+        incident_id: &str,
+        after_seq: i64,
+        limit: u32,
+        max_bytes: usize,
+    ) -> Result<Vec<TimelineRecord>> {
         let incident_id = incident_id.to_owned();
         self.db
             .read(move |c| {
-                let rows = c
-                    .prepare_cached(
-                        "SELECT seq, incident_id, kind, at, actor, data FROM timeline
-                         WHERE incident_id = ? ORDER BY seq",
-                    )?
-                    .query_map([&incident_id], |r| {
-                        Ok((
-                            TimelineRecord {
-                                seq: r.get(0)?,
-                                incident_id: r.get(1)?,
-                                kind: r.get(2)?,
-                                at: r.get(3)?,
-                                actor: r.get(4)?,
-                                data: serde_json::Value::Null,
-                            },
-                            r.get::<_, String>(5)?,
-                        ))
-                    })?
-                    .collect::<rusqlite::Result<Vec<_>>>()?;
-                rows.into_iter()
-                    .map(|(e, data)| {
-                        Ok(TimelineRecord {
-                            data: from_json(&data)?,
-                            ..e
-                        })
+                let mut stmt = c.prepare_cached(
+                    "SELECT seq, incident_id, kind, at, actor, data FROM timeline
+                     WHERE incident_id = ? AND seq > ? ORDER BY seq LIMIT ?",
+                )?;
+                let mut rows = stmt.query((&incident_id, after_seq, i64::from(limit)))?;
+                let (mut out, mut bytes) = (Vec::new(), 0usize);
+                while bytes < max_bytes
+                    && let Some(r) = rows.next()?
+                {
+                    let (kind, actor, data): (String, String, String) =
+                        (r.get(2)?, r.get(4)?, r.get(5)?);
+                    bytes += kind.len() + actor.len() + data.len() + 32;
+                    out.push(TimelineRecord {
+                        seq: r.get(0)?,
+                        incident_id: r.get(1)?,
+                        kind,
+                        at: r.get(3)?,
+                        actor,
+                        data: from_json(&data)?,
+                    });
+                }
+                Ok(out)
+            })
+            .await
+    }
+
+    async fn change(&self, id: &str) -> Result<Option<ChangeRecord>> {
+        let id = id.to_owned();
+        self.db
+            .read(move |c| {
+                Ok(c.prepare_cached(
+                    "SELECT id, integration, summary, source, at, details FROM changes WHERE id = ?",
+                )?
+                .query_row([&id], |r| {
+                    Ok(ChangeRecord {
+                        id: r.get(0)?,
+                        integration: r.get(1)?,
+                        summary: r.get(2)?,
+                        source: r.get(3)?,
+                        at: r.get(4)?,
+                        details: r.get(5)?,
                     })
-                    .collect()
+                })
+                .optional()?)
             })
             .await
     }
@@ -557,6 +612,28 @@ impl TriageTx for SqliteTriageTx {
                          ON CONFLICT DO NOTHING",
                     )?
                     .execute((&event_id, now_micros()))?;
+                Ok(n == 1)
+            })
+            .await
+    }
+
+    async fn insert_change(&mut self, change: &ChangeRecord) -> Result<bool> {
+        let c = change.clone();
+        self.tx
+            .call(move |conn| {
+                let n = conn
+                    .prepare_cached(
+                        "INSERT INTO changes (id, integration, summary, source, at, details)
+                         VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+                    )?
+                    .execute((
+                        &c.id,
+                        &c.integration,
+                        &c.summary,
+                        &c.source,
+                        c.at,
+                        &c.details,
+                    ))?;
                 Ok(n == 1)
             })
             .await

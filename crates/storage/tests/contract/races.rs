@@ -539,7 +539,11 @@ async fn replicas_starting_together_create_and_migrate_the_database_once() {
             .unwrap();
     assert_eq!(
         versions,
-        [(1, "triage".to_owned()), (2, "triage".to_owned())]
+        [
+            (1, "triage".to_owned()),
+            (2, "triage".to_owned()),
+            (3, "triage".to_owned())
+        ]
     );
 }
 

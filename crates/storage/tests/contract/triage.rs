@@ -17,7 +17,129 @@ crate::contract!(triage:
     writes_without_a_prior_read,
     a_dropped_transaction_leaves_nothing,
     prefetched_answers_are_the_reads_answers,
+    incident_pages_follow_a_cursor_and_a_byte_bound,
+    timeline_pages_follow_a_sequence_number_and_a_byte_bound,
+    change_events_are_stored_once,
 );
+
+async fn incident_pages_follow_a_cursor_and_a_byte_bound(f: &Fixture<dyn TriageStore>) {
+    use firebreak_storage::IncidentCursor;
+    let store = &*f.store;
+    let mut tx = store.begin().await.unwrap();
+    for n in 0..7 {
+        let mut i = incident(
+            &format!("i{n}"),
+            &format!("k{n}"),
+            ["open", "closed"][n % 2],
+        );
+        // Two share an opening time: the cursor must tell them apart by id.
+        i.opened_at = 100 + (n as i64).min(5);
+        if n == 3 {
+            i.resolution_summary = "s".repeat(100_000);
+        }
+        tx.insert_incident(&i).await.unwrap();
+    }
+    tx.commit().await.unwrap();
+    let ids = |list: &[firebreak_storage::IncidentRecord]| {
+        list.iter().map(|i| i.id.clone()).collect::<Vec<_>>()
+    };
+    let cursor = |i: &firebreak_storage::IncidentRecord| IncidentCursor {
+        opened_at: i.opened_at,
+        id: i.id.clone(),
+    };
+    // Pages of 3, then from where each ended: every incident once, newest first.
+    let mut seen = Vec::new();
+    let mut after = None;
+    loop {
+        let page = store
+            .incidents_page(None, after.as_ref(), 3, usize::MAX)
+            .await
+            .unwrap();
+        if page.is_empty() {
+            break;
+        }
+        seen.extend(ids(&page));
+        after = page.last().map(cursor);
+    }
+    assert_eq!(seen, ["i6", "i5", "i4", "i3", "i2", "i1", "i0"]);
+    // Of one state, after a cursor.
+    let page = store
+        .incidents_page(
+            Some("open"),
+            Some(&IncidentCursor {
+                opened_at: 105,
+                id: "i5".into(),
+            }),
+            10,
+            usize::MAX,
+        )
+        .await
+        .unwrap();
+    assert_eq!(ids(&page), ["i4", "i2", "i0"]);
+    // The byte bound: reading stops at the incident crossing it (i3's 100 kB summary).
+    let page = store.incidents_page(None, None, 10, 50_000).await.unwrap();
+    assert_eq!(ids(&page), ["i6", "i5", "i4", "i3"]);
+    let page = store.incidents_page(None, None, 10, 1).await.unwrap();
+    assert_eq!(ids(&page), ["i6"], "a page holds at least one incident");
+}
+
+async fn timeline_pages_follow_a_sequence_number_and_a_byte_bound(f: &Fixture<dyn TriageStore>) {
+    let store = &*f.store;
+    let mut tx = store.begin().await.unwrap();
+    tx.insert_incident(&incident("a", "k", "open"))
+        .await
+        .unwrap();
+    tx.insert_incident(&incident("b", "k2", "open"))
+        .await
+        .unwrap();
+    let mut written = Vec::new();
+    for n in 0..5 {
+        let text = if n == 2 {
+            "x".repeat(100_000)
+        } else {
+            n.to_string()
+        };
+        written.push(
+            tx.append(&entry("a", "note", json!({ "text": text })))
+                .await
+                .unwrap(),
+        );
+        tx.append(&entry("b", "note", json!({}))).await.unwrap();
+    }
+    tx.commit().await.unwrap();
+    let page = store.timeline_page("a", 0, 2, usize::MAX).await.unwrap();
+    assert_eq!(page, written[..2]);
+    let page = store
+        .timeline_page("a", page[1].seq, 10, usize::MAX)
+        .await
+        .unwrap();
+    assert_eq!(page, written[2..]);
+    let page = store.timeline_page("a", 0, 10, 50_000).await.unwrap();
+    assert_eq!(page, written[..3], "stops at the entry crossing the bound");
+    let page = store
+        .timeline_page("a", written[4].seq, 10, usize::MAX)
+        .await
+        .unwrap();
+    assert!(page.is_empty());
+}
+
+async fn change_events_are_stored_once(f: &Fixture<dyn TriageStore>) {
+    let store = &*f.store;
+    let change = firebreak_storage::ChangeRecord {
+        id: "ev-1".into(),
+        integration: "pd".into(),
+        summary: "deploy 42".into(),
+        source: "ci".into(),
+        at: 9,
+        details: r#"{"sha":"abc"}"#.into(),
+    };
+    let mut tx = store.begin().await.unwrap();
+    assert!(tx.insert_change(&change).await.unwrap());
+    assert!(!tx.insert_change(&change).await.unwrap(), "stored once");
+    tx.commit().await.unwrap();
+    assert_eq!(store.change("ev-1").await.unwrap(), Some(change));
+    assert_eq!(store.change("ev-2").await.unwrap(), None);
+}
 
 async fn one_active_incident_per_dedup_key(f: &Fixture<dyn TriageStore>) {
     let store = &*f.store;
