@@ -13,6 +13,8 @@ use rhai::{Dynamic, Engine, EvalAltResult, ImmutableString, Map, Module};
 const MAX_NAME: usize = 128;
 /// Longest address `validate::email` accepts (RFC 5321).
 const MAX_EMAIL: usize = 254;
+/// Longest text `validate::text` accepts, as a label value.
+const MAX_TEXT: usize = 1024;
 /// Longest URL `url::join` builds.
 const MAX_URL: usize = 8 * 1024;
 
@@ -41,6 +43,9 @@ pub(crate) fn register(engine: &mut Engine) {
     });
     validate.set_native_fn("email", |field: ImmutableString, value: Dynamic| {
         check(&field, value, email)
+    });
+    validate.set_native_fn("text", |field: ImmutableString, value: Dynamic| {
+        check(&field, value, text)
     });
     engine.register_static_module("validate", validate.into());
 }
@@ -181,6 +186,21 @@ fn email(text: &str) -> Result<String, String> {
     }
 }
 
+/// Free text that names one thing: not empty, no wildcard, no control characters, at most
+/// [`MAX_TEXT`] bytes.
+fn text(text: &str) -> Result<String, String> {
+    let valid = !text.trim().is_empty()
+        && text.len() <= MAX_TEXT
+        && !text.chars().any(|c| c.is_control() || c == '*');
+    if valid {
+        Ok(text.to_owned())
+    } else {
+        Err(format!(
+            "is not one value: 1 to {MAX_TEXT} bytes, no wildcard (*), no control characters"
+        ))
+    }
+}
+
 /// A label as quoted in an error: at most 64 characters.
 fn truncated(text: &str) -> String {
     text.chars().take(64).collect()
@@ -243,6 +263,10 @@ mod tests {
             assert!(name(bad).is_err(), "{bad:?}");
         }
         assert!(email("billing@examp1e.com").is_ok());
+        assert!(text("<abc@examp1e.com>").is_ok());
+        for bad in ["*", "", "  ", "a\nb", "https://*.example.com"] {
+            assert!(text(bad).is_err(), "{bad:?}");
+        }
         for bad in [
             "*@examp1e.com",
             "billing@*",

@@ -353,3 +353,78 @@ fn a_script_over_the_size_limit_is_refused_before_it_compiles() {
         errors[0]
     );
 }
+
+// ---- item 5: URLs built from labels -------------------------------------------------------
+
+#[test]
+fn url_join_escapes_every_segment_and_query_value() {
+    let rb = runbook(
+        r#"fn run(i, p) {
+            http::get(url::join("http://autoscaler.internal:8080/", ["api", "v1", "services", i.labels.service, "scale"]));
+            http::get(url::join("https://status.test", ["health", 7], #{ q: "a b&c=d#", skip: () }));
+        }"#,
+        "http",
+    );
+    let host = Arc::new(Recording::new());
+    let outcome = execute(firebreak_runbook::Execution {
+        runbook: rb,
+        run_id: "run-1".into(),
+        incident: json!({ "labels": { "service": "../../../admin/v1/purge-all?confirm=yes#" } }),
+        params: json!({}),
+        journal: Vec::new(),
+        host: host.clone(),
+        limits: Limits::default(),
+    });
+    assert_eq!(outcome, Outcome::Succeeded { steps: 2 });
+    let urls: Vec<String> = host
+        .steps()
+        .iter()
+        .map(|s| s.args["url"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(
+        urls,
+        [
+            "http://autoscaler.internal:8080/api/v1/services/..%2F..%2F..%2Fadmin%2Fv1%2Fpurge-all%3Fconfirm%3Dyes%23/scale",
+            "https://status.test/health/7?q=a%20b%26c%3Dd%23",
+        ]
+    );
+
+    for (script, error) in [
+        ("url::join(\"http://x.test\", [\"..\"])", "dot segment"),
+        ("url::join(\"http://x.test\", [\"\"])", "dot segment"),
+        (
+            "url::join(\"file:///etc\", [\"passwd\"])",
+            "must be an http:// or https:// URL",
+        ),
+        (
+            "url::join(\"http://x.test/?a=1\", [\"b\"])",
+            "without query or fragment",
+        ),
+        (
+            "url::join(\"http://x.test\", [#{}])",
+            "must be a string, number or boolean",
+        ),
+        (
+            "validate::ip(\"source_ip\", \"0.0.0.0/0\")",
+            "source_ip: \"0.0.0.0/0\" is not a single IP address",
+        ),
+        (
+            "validate::ip(\"source_ip\", \"::\")",
+            "source_ip: \"::\" is an address that stands for many hosts",
+        ),
+        (
+            "validate::name(\"user\", \"*\")",
+            "user: \"*\" is not a name",
+        ),
+        ("validate::name(\"user\", 7)", "user: must be a string"),
+    ] {
+        let message = failure(&format!("fn run(i, p) {{ {script}; }}"), "", 0);
+        assert!(message.contains(error), "{script}: {message}");
+    }
+    // A missing label passes through, for the script's own check.
+    let rb = runbook(
+        "fn run(i, p) { if validate::ip(\"x\", i.labels.nothing) != () { throw \"no\"; } }",
+        "",
+    );
+    assert_eq!(run(&rb, Vec::new()).0, Outcome::Succeeded { steps: 0 });
+}
