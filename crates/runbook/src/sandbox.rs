@@ -86,7 +86,10 @@ pub struct Limits {
     pub max_call_levels: usize,
     pub max_expr_depth: usize,
     pub max_string_size: usize,
+    /// Elements of an array, nested ones included; at most 10,000 (see
+    /// [`SCRIPT_STACK_BYTES`]).
     pub max_array_size: usize,
+    /// Entries of a map, nested ones included; at most 10,000, as arrays.
     pub max_map_size: usize,
     pub max_functions: usize,
     pub max_variables: usize,
@@ -278,6 +281,14 @@ fn digest_text(action: &str, args: &str) -> String {
         .collect()
 }
 
+/// Array and map sizes as the engine applies them: at most 10,000 (0, unlimited to Rhai,
+/// included), because they bound how deeply values nest and [`SCRIPT_STACK_BYTES`] is sized
+/// for the depth those two allow.
+fn nesting_bound(size: usize) -> usize {
+    const MAX: usize = 10_000;
+    if size == 0 { MAX } else { size.min(MAX) }
+}
+
 /// A raw engine with only the packages scripts need and every limit set: no `eval`, no
 /// `import`, no blocking sleep, no filesystem or network but the declared actions.
 pub(crate) fn engine(limits: &Limits) -> Engine {
@@ -297,8 +308,8 @@ pub(crate) fn engine(limits: &Limits) -> Engine {
         .set_max_call_levels(limits.max_call_levels)
         .set_max_expr_depths(limits.max_expr_depth, limits.max_expr_depth / 2)
         .set_max_string_size(limits.max_string_size)
-        .set_max_array_size(limits.max_array_size)
-        .set_max_map_size(limits.max_map_size)
+        .set_max_array_size(nesting_bound(limits.max_array_size))
+        .set_max_map_size(nesting_bound(limits.max_map_size))
         .set_max_functions(limits.max_functions)
         .set_max_variables(limits.max_variables)
         .set_max_modules(0)

@@ -100,6 +100,24 @@ fn nesting_is_bounded_by_the_size_limits_even_without_an_operation_budget() {
 }
 
 #[test]
+fn unlimited_or_larger_sizes_are_held_to_what_the_stack_is_sized_for() {
+    // 0 is "unlimited" to Rhai; the sandbox keeps 10,000, which bounds nesting.
+    let limits = Limits {
+        max_array_size: 0,
+        ..Limits::default()
+    };
+    let rb = runbook(
+        "fn run(i, p) { let a = []; for n in 0..10001 { a.push(n); } }",
+        "",
+    );
+    let outcome = execute_with(&rb, &Arc::new(Recording::new()), Vec::new(), limits);
+    assert!(
+        matches!(&outcome, Outcome::Failed(m) if m.starts_with("size limit exceeded")),
+        "{outcome:?}"
+    );
+}
+
+#[test]
 fn a_deep_value_never_reaches_an_action_or_the_journal() {
     // 70 levels: within every size limit, deeper than an action's arguments may be.
     let script = "fn run(i, p) { let m = 1; for j in 0..70 { m = [m]; } http::post(p.target, m); }";
