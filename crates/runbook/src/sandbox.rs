@@ -1,6 +1,6 @@
 //! The Rhai sandbox: a raw engine with limits, the action modules, and replay against a journal.
 
-use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -73,9 +73,10 @@ pub const MAX_NOTE_BYTES: usize = 16 * 1024;
 
 /// Bytes a script allocates that count as one operation. Rhai counts a copy of a value as
 /// one operation whatever its size, so a loop copying a large value spent seconds of CPU
-/// within the operation limit; allocation follows what a copy costs. The shipped runbooks
-/// allocate 140 to 250 bytes an operation (their host's work included), so they are charged
-/// about twice their operations; a copy of a 10,000-element array costs 625.
+/// within the operation limit; allocation follows what a copy costs. What the host allocates
+/// performing a step is not charged. The shipped runbooks allocate at most 250 bytes an
+/// operation (measured with their host's work), so they are charged at most twice their
+/// operations; a copy of a 10,000-element array costs 625.
 pub const BYTES_PER_OPERATION: u64 = 256;
 
 /// The sandbox's limits.
@@ -222,6 +223,9 @@ struct Ctx {
     /// included, so a replay counts as the first execution did.
     pages: AtomicU32,
     notifications: AtomicU32,
+    /// Bytes the host allocated on this thread performing steps (an HTTP response read and
+    /// parsed): not the script's copies, so not charged as operations.
+    host_allocated: AtomicU64,
 }
 
 /// The allocation counters of the current thread, when jemalloc is the global allocator
@@ -243,6 +247,11 @@ impl Meter {
         };
         meter.base = meter.counters();
         meter
+    }
+
+    /// Bytes the current thread allocated in all (0 without jemalloc).
+    fn allocated() -> u64 {
+        tikv_jemalloc_ctl::thread::allocatedp::read().map_or(0, |a| a.get())
     }
 
     /// Bytes the thread allocated and freed in all.
@@ -375,6 +384,7 @@ fn execute_here(x: Execution) -> Outcome {
         max_log_lines: x.limits.max_log_lines,
         pages: AtomicU32::new(0),
         notifications: AtomicU32::new(0),
+        host_allocated: AtomicU64::new(0),
     });
     let mut engine = engine(&x.limits);
     register_actions(&mut engine, &ctx);
@@ -385,6 +395,7 @@ fn execute_here(x: Execution) -> Outcome {
     let meter = Meter::start();
     let max_memory = i64::try_from(x.limits.max_memory_bytes).unwrap_or(i64::MAX);
     let max_operations = x.limits.max_operations;
+    let progress_ctx = ctx.clone();
     engine.on_progress(move |ops| {
         // Checked at every operation, so a script that only computes stops at its deadline.
         if Instant::now() > deadline {
@@ -394,9 +405,8 @@ fn execute_here(x: Execution) -> Outcome {
             return None;
         }
         let (allocated, held) = meter.read();
-        if max_operations > 0
-            && ops.saturating_add(allocated / BYTES_PER_OPERATION) > max_operations
-        {
+        let copied = allocated.saturating_sub(progress_ctx.host_allocated.load(Ordering::Relaxed));
+        if max_operations > 0 && ops.saturating_add(copied / BYTES_PER_OPERATION) > max_operations {
             return Some(Dynamic::from("operations"));
         }
         (held > max_memory).then(|| Dynamic::from("memory"))
@@ -551,7 +561,11 @@ impl Ctx {
             idempotency_key: format!("{}:{seq}", self.run_id),
             retry: self.runbook.manifest.retry(action),
         };
-        match self.host.perform(&step) {
+        let before = Meter::allocated();
+        let performed = self.host.perform(&step);
+        self.host_allocated
+            .fetch_add(Meter::allocated().wrapping_sub(before), Ordering::Relaxed);
+        match performed {
             Ok(StepOutcome::Done(v)) => result_to_dynamic(action, seq, &v),
             Ok(StepOutcome::Waiting) => Err(self.halt(Stop::Waiting(seq))),
             Ok(StepOutcome::Sleeping { until }) => Err(self.halt(Stop::Sleeping(seq, until))),

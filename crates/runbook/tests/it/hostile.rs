@@ -214,6 +214,24 @@ fn copying_a_large_value_in_a_loop_is_charged_by_its_size() {
     }
 }
 
+#[test]
+fn what_the_host_allocates_performing_steps_is_not_charged_to_the_script() {
+    // A live HTTP step reads and parses its response on the script's thread; 150 steps of
+    // 8 MiB each would be 4.9 million operations if they were charged.
+    let rb = runbook(
+        "fn run(i, p) { for n in 0..150 { http::get(p.target); } }",
+        "http",
+    );
+    let host = Arc::new(Recording::answering(|_| {
+        let response = std::hint::black_box(vec![1u8; 8 << 20]);
+        Some(Ok(firebreak_runbook::StepOutcome::Done(
+            json!({ "status": 200, "bytes": response.len() }),
+        )))
+    }));
+    let outcome = execute_with(&rb, &host, Vec::new(), Limits::default());
+    assert_eq!(outcome, Outcome::Succeeded { steps: 150 });
+}
+
 // ---- item 7: caps on effects ------------------------------------------------------------
 
 #[test]
