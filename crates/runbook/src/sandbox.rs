@@ -331,11 +331,11 @@ pub(crate) fn engine(limits: &Limits) -> Engine {
     // name up among the variables declared before it, slowed down quadratically instead
     // (200,000 `let`s: minutes). The same limit at compile time refuses such a script at
     // load, where it is cheap.
-    let max_variables = limits.max_variables;
+    // A refusal is a `ForbiddenVariable` error at the declaration; the catalog words it.
     // Rhai marks `on_def_var` deprecated only to say it is volatile; a change would show
     // here as a compile error, and the load tests cover what it does.
+    let max_variables = limits.max_variables;
     #[allow(deprecated)]
-    // A refusal is a `ForbiddenVariable` error at the declaration; the catalog words it.
     e.on_def_var(move |is_runtime, _, ctx| Ok(is_runtime || ctx.scope().len() < max_variables));
     crate::builtins::register(&mut e);
     e
@@ -365,13 +365,21 @@ pub fn execute(x: Execution) -> Outcome {
 fn execute_here(x: Execution) -> Outcome {
     let timeout = x.runbook.manifest.timeout_seconds;
     let deadline = Instant::now() + Duration::from_secs(u64::from(timeout));
-    let incident = match to_dynamic(&x.incident) {
-        Ok(v) => v,
-        Err(e) => return Outcome::Failed(format!("the incident cannot enter the script: {e}")),
+    let input = |what: &str, v: &Value| {
+        if json_deeper_than(v, MAX_VALUE_DEPTH) {
+            return Err(format!(
+                "the {what} nested deeper than {MAX_VALUE_DEPTH} levels"
+            ));
+        }
+        rhai::serde::to_dynamic(v)
+            .map_err(|e| format!("the {what} not a value for the script: {e}"))
     };
-    let params = match to_dynamic(&x.params) {
-        Ok(v) => v,
-        Err(e) => return Outcome::Failed(format!("the parameters cannot enter the script: {e}")),
+    let (incident, params) = match (
+        input("incident is", &x.incident),
+        input("parameters are", &x.params),
+    ) {
+        (Ok(incident), Ok(params)) => (incident, params),
+        (Err(e), _) | (_, Err(e)) => return Outcome::Failed(e),
     };
     let ctx = Arc::new(Ctx {
         host: x.host,
@@ -632,14 +640,6 @@ fn result_to_dynamic(action: &str, seq: u32, v: &Value) -> Result<Dynamic, Box<E
             "the result of {action} at step {seq} is nested deeper than {MAX_VALUE_DEPTH} levels"
         )
         .into());
-    }
-    rhai::serde::to_dynamic(v)
-}
-
-/// A JSON value as a script value; refused when nested deeper than [`MAX_VALUE_DEPTH`].
-fn to_dynamic(v: &Value) -> Result<Dynamic, Box<EvalAltResult>> {
-    if json_deeper_than(v, MAX_VALUE_DEPTH) {
-        return Err(format!("a value nested deeper than {MAX_VALUE_DEPTH} levels").into());
     }
     rhai::serde::to_dynamic(v)
 }

@@ -151,7 +151,7 @@ fn a_deep_value_never_reaches_an_action_or_the_journal() {
         "{note}"
     );
 
-    // So is a deep incident, before the script starts.
+    // So are deep parameters (or a deep incident), before the script starts.
     let rb = runbook("fn run(i, p) {}", "");
     let mut labels = json!("x");
     for _ in 0..100 {
@@ -160,18 +160,15 @@ fn a_deep_value_never_reaches_an_action_or_the_journal() {
     let outcome = execute(firebreak_runbook::Execution {
         runbook: rb,
         run_id: "run-1".into(),
-        incident: json!({ "labels": labels }),
-        params: json!({}),
+        incident: json!({}),
+        params: json!({ "deep": labels }),
         journal: Vec::new(),
         host: Arc::new(Recording::new()),
         limits: Limits::default(),
     });
     assert_eq!(
         outcome,
-        Outcome::Failed(
-            "the incident cannot enter the script: Runtime error: a value nested deeper than 64 levels"
-                .into()
-        )
+        Outcome::Failed("the parameters are nested deeper than 64 levels".into())
     );
 }
 
