@@ -630,6 +630,16 @@ const HOSTILE: &[(&str, &str, &str)] = &[
         "print(secret(\"root\"));",
         "secret denied",
     ),
+    (
+        "nesting",
+        "let m = #{}; for j in 0..6000 { m = #{ inner: m }; }",
+        "operation limit exceeded",
+    ),
+    (
+        "deep-arrays",
+        "let a = []; for j in 0..100000 { a = [a]; }",
+        "limit exceeded",
+    ),
     ("sleep", "sleep(1);", "capability denied"),
     ("long-sleep", "sleep(999999999);", "seconds must be 0 to"),
 ];

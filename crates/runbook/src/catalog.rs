@@ -5,7 +5,7 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use crate::manifest::Manifest;
+use crate::manifest::{Manifest, RunLimits};
 use crate::sandbox::{ACTIONS, Limits, engine};
 
 /// A runbook that loaded: its manifest and its compiled script.
@@ -320,7 +320,47 @@ fn load_one(
             ));
         }
     }
+    for (cap, value, max) in [
+        (
+            "max_steps",
+            manifest.limits.max_steps,
+            RunLimits::MAX.max_steps,
+        ),
+        (
+            "max_pages",
+            manifest.limits.max_pages,
+            RunLimits::MAX.max_pages,
+        ),
+        (
+            "max_notifications",
+            manifest.limits.max_notifications,
+            RunLimits::MAX.max_notifications,
+        ),
+    ] {
+        let min = u32::from(cap == "max_steps");
+        if !(min..=max).contains(&value) {
+            errors.push(field(
+                cap,
+                format!("limits.{cap} must be {min} to {max}, not {value}"),
+            ));
+        }
+    }
     let script_path = path.with_extension("rhai");
+    // The size is checked before the script is read whole or compiled (a built-in script
+    // has no file to measure, and is ours).
+    let size = std::fs::metadata(&script_path).map_or(0, |m| m.len());
+    if size > limits.max_script_bytes as u64 {
+        errors.push(LoadError {
+            file: script_path.clone(),
+            line: 0,
+            column: 0,
+            message: format!(
+                "the script is {size} bytes, more than {} (split it, or move data into parameters)",
+                limits.max_script_bytes
+            ),
+        });
+        return Err(errors);
+    }
     let source = match read(&script_path) {
         Ok(s) => s,
         Err(e) => {
@@ -341,7 +381,14 @@ fn load_one(
                 file: script_path.clone(),
                 line: e.1.line().unwrap_or(0),
                 column: e.1.position().unwrap_or(0),
-                message: e.0.to_string(),
+                message: match e.err_type() {
+                    // The only variables the engine forbids are those past the limit.
+                    rhai::ParseErrorType::ForbiddenVariable(name) => format!(
+                        "too many variables: `{name}` would be more than {} in scope at once (parameters included)",
+                        limits.max_variables
+                    ),
+                    other => other.to_string(),
+                },
             });
             return Err(errors);
         }

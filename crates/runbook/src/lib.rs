@@ -6,6 +6,7 @@
 //! sees its result. Replaying a script against its journal returns recorded results instead
 //! of acting again, which is what makes runs survive crashes and wait for approvals.
 
+mod builtins;
 mod catalog;
 pub mod fixture;
 mod manifest;
@@ -14,11 +15,12 @@ mod simulate;
 
 pub use catalog::{Catalog, LoadError, Runbook};
 pub use manifest::{
-    Approval, Concurrency, Manifest, Match, Mode, OnTimeout, Parameter, Retry, Secret,
+    Approval, Concurrency, Manifest, Match, Mode, OnTimeout, Parameter, Retry, RunLimits, Secret,
     SeverityRange,
 };
 pub use sandbox::{
-    ACTIONS, Execution, Host, Limits, MAX_SLEEP_SECONDS, Outcome, Recorded, Step, StepOutcome,
+    ACTIONS, BYTES_PER_OPERATION, Execution, Host, Limits, MAX_ARGS_BYTES, MAX_NOTE_BYTES,
+    MAX_SLEEP_SECONDS, MAX_VALUE_DEPTH, Outcome, Recorded, SCRIPT_STACK_BYTES, Step, StepOutcome,
     digest, execute, is_side_effecting, now_micros, secret_placeholder,
 };
 pub use simulate::{Mock, PlannedStep, Simulation, Simulator, contains, simulate};

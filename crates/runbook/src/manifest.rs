@@ -42,6 +42,53 @@ pub struct Manifest {
     /// How many runs of this runbook may execute at once.
     #[serde(default)]
     pub concurrency: Concurrency,
+    /// Caps on what one run may do.
+    #[serde(default)]
+    pub limits: RunLimits,
+}
+
+/// Caps on the effects of one run, counted by the sandbox (replayed steps included).
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct RunLimits {
+    /// Steps (actions, approvals and sleeps) a run may take: 1 to 10,000.
+    #[serde(default = "default_max_steps")]
+    pub max_steps: u32,
+    /// Pages (`incident::escalate`) a run may send: 0 to 100.
+    #[serde(default = "default_max_pages")]
+    pub max_pages: u32,
+    /// Notifications (`notify::send`) a run may send: 0 to 1,000.
+    #[serde(default = "default_max_notifications")]
+    pub max_notifications: u32,
+}
+
+impl Default for RunLimits {
+    fn default() -> Self {
+        Self {
+            max_steps: default_max_steps(),
+            max_pages: default_max_pages(),
+            max_notifications: default_max_notifications(),
+        }
+    }
+}
+
+impl RunLimits {
+    /// The largest value each cap may be set to.
+    pub const MAX: Self = Self {
+        max_steps: 10_000,
+        max_pages: 100,
+        max_notifications: 1_000,
+    };
+}
+
+fn default_max_steps() -> u32 {
+    200
+}
+fn default_max_pages() -> u32 {
+    5
+}
+fn default_max_notifications() -> u32 {
+    20
 }
 
 /// A secret a runbook declares: `{name: NAME, hosts: [HOST, ...]}`. A live request carrying

@@ -1,7 +1,8 @@
 //! The Rhai sandbox: a raw engine with limits, the action modules, and replay against a journal.
 
-use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::cell::RefCell;
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, mpsc};
 use std::time::{Duration, Instant};
 
 use rhai::{Dynamic, Engine, EvalAltResult, ImmutableString, Map, Module, Position, Scope};
@@ -52,6 +53,33 @@ pub fn secret_placeholder(name: &str) -> String {
 /// Longest durable sleep, in seconds.
 pub const MAX_SLEEP_SECONDS: i64 = 7 * 24 * 3600;
 
+/// Stack of the thread each execution runs on. Rhai clones, drops, compares, prints and
+/// size-checks nested values recursively, so the stack a script needs grows with the depth
+/// of its values. The size limits bound that depth (each level is an array element or a
+/// map entry, so at most `max_array_size + max_map_size` levels); the worst of those
+/// operations measured 7 KB a level in a debug build (comparing maps), 140 MB at 20,000
+/// levels. The stack is reserved, not committed: a script touches only what it uses.
+pub const SCRIPT_STACK_BYTES: usize = 256 * 1024 * 1024;
+
+/// Levels of nesting a value may have where it crosses the sandbox's edge: the incident and
+/// parameters going in, action arguments going out (to the journal), results coming back.
+/// It keeps every journal entry readable by `serde_json`, whose parser stops at 128.
+pub const MAX_VALUE_DEPTH: usize = 64;
+
+/// Bytes of an action's arguments as JSON: what one journal entry may hold of them.
+pub const MAX_ARGS_BYTES: usize = 1024 * 1024;
+
+/// Bytes a note from a runbook may hold, as notes from people.
+pub const MAX_NOTE_BYTES: usize = 16 * 1024;
+
+/// Bytes a script allocates that count as one operation. Rhai counts a copy of a value as
+/// one operation whatever its size, so a loop copying a large value spent seconds of CPU
+/// within the operation limit; allocation follows what a copy costs. What the host allocates
+/// performing a step is not charged. The shipped runbooks allocate at most 250 bytes an
+/// operation (measured with their host's work), so they are charged at most twice their
+/// operations; a copy of a 10,000-element array costs 625.
+pub const BYTES_PER_OPERATION: u64 = 256;
+
 /// The sandbox's limits.
 #[derive(Debug, Clone)]
 pub struct Limits {
@@ -60,7 +88,10 @@ pub struct Limits {
     pub max_call_levels: usize,
     pub max_expr_depth: usize,
     pub max_string_size: usize,
+    /// Elements of an array, nested ones included; at most 10,000 (see
+    /// [`SCRIPT_STACK_BYTES`]).
     pub max_array_size: usize,
+    /// Entries of a map, nested ones included; at most 10,000, as arrays.
     pub max_map_size: usize,
     pub max_functions: usize,
     pub max_variables: usize,
@@ -70,6 +101,8 @@ pub struct Limits {
     /// global allocator (the `firebreak` binary's); Rhai's own size limits do not cover
     /// values grown by index assignment (`m[k] = v`), this does.
     pub max_memory_bytes: u64,
+    /// Bytes of a script's source.
+    pub max_script_bytes: usize,
 }
 
 impl Default for Limits {
@@ -85,6 +118,7 @@ impl Default for Limits {
             max_variables: 256,
             max_log_lines: 1_000,
             max_memory_bytes: 64 * 1024 * 1024,
+            max_script_bytes: 64 * 1024,
         }
     }
 }
@@ -186,28 +220,83 @@ struct Ctx {
     stop: Mutex<Option<Stop>>,
     log_lines: AtomicUsize,
     max_log_lines: usize,
+    /// Pages (`incident.escalate`) and notifications (`notify.send`) so far, replayed steps
+    /// included, so a replay counts as the first execution did.
+    pages: AtomicU32,
+    notifications: AtomicU32,
+    /// Bytes the host allocated on this thread performing steps (an HTTP response read and
+    /// parsed): not the script's copies, so not charged as operations.
+    host_allocated: AtomicU64,
 }
 
-/// Net bytes the current thread has allocated, when jemalloc is the global allocator (else
-/// always 0, and no memory limit applies).
-fn thread_net_allocated() -> i64 {
-    use tikv_jemalloc_ctl::thread::{allocatedp, deallocatedp};
-    match (allocatedp::read(), deallocatedp::read()) {
-        (Ok(a), Ok(d)) => (a.get() as i64).wrapping_sub(d.get() as i64),
-        _ => 0,
+/// The allocation counters of the current thread, when jemalloc is the global allocator
+/// (else they read 0, and neither the memory limit nor the charge for copies applies).
+struct Meter {
+    mibs: Option<(
+        tikv_jemalloc_ctl::thread::allocatedp_mib,
+        tikv_jemalloc_ctl::thread::deallocatedp_mib,
+    )>,
+    base: (u64, u64),
+}
+
+impl Meter {
+    fn start() -> Self {
+        use tikv_jemalloc_ctl::thread::{allocatedp, deallocatedp};
+        let mut meter = Self {
+            mibs: allocatedp::mib().ok().zip(deallocatedp::mib().ok()),
+            base: (0, 0),
+        };
+        meter.base = meter.counters();
+        meter
+    }
+
+    /// Bytes the current thread allocated in all (0 without jemalloc).
+    fn allocated() -> u64 {
+        tikv_jemalloc_ctl::thread::allocatedp::read().map_or(0, |a| a.get())
+    }
+
+    /// Bytes the thread allocated and freed in all.
+    fn counters(&self) -> (u64, u64) {
+        match &self.mibs {
+            Some((a, d)) => match (a.read(), d.read()) {
+                (Ok(a), Ok(d)) => (a.get(), d.get()),
+                _ => (0, 0),
+            },
+            None => (0, 0),
+        }
+    }
+
+    /// Bytes allocated since the start, and bytes held now beyond what was held then.
+    fn read(&self) -> (u64, i64) {
+        let (a, d) = self.counters();
+        let allocated = a.wrapping_sub(self.base.0);
+        let freed = d.wrapping_sub(self.base.1);
+        (allocated, (allocated as i64).wrapping_sub(freed as i64))
     }
 }
 
 /// The digest that ties a journal entry to the call that made it.
 pub fn digest(action: &str, args: &Value) -> String {
+    digest_text(action, &args.to_string())
+}
+
+fn digest_text(action: &str, args: &str) -> String {
     let mut h = Sha256::new();
     h.update(action.as_bytes());
     h.update([0]);
-    h.update(args.to_string().as_bytes());
+    h.update(args.as_bytes());
     h.finalize()[..16]
         .iter()
         .map(|b| format!("{b:02x}"))
         .collect()
+}
+
+/// Array and map sizes as the engine applies them: at most 10,000 (0, unlimited to Rhai,
+/// included), because they bound how deeply values nest and [`SCRIPT_STACK_BYTES`] is sized
+/// for the depth those two allow.
+fn nesting_bound(size: usize) -> usize {
+    const MAX: usize = 10_000;
+    if size == 0 { MAX } else { size.min(MAX) }
 }
 
 /// A raw engine with only the packages scripts need and every limit set: no `eval`, no
@@ -229,21 +318,119 @@ pub(crate) fn engine(limits: &Limits) -> Engine {
         .set_max_call_levels(limits.max_call_levels)
         .set_max_expr_depths(limits.max_expr_depth, limits.max_expr_depth / 2)
         .set_max_string_size(limits.max_string_size)
-        .set_max_array_size(limits.max_array_size)
-        .set_max_map_size(limits.max_map_size)
+        .set_max_array_size(nesting_bound(limits.max_array_size))
+        .set_max_map_size(nesting_bound(limits.max_map_size))
         .set_max_functions(limits.max_functions)
         .set_max_variables(limits.max_variables)
         .set_max_modules(0)
         .set_module_resolver(rhai::module_resolvers::DummyModuleResolver::new());
     e.disable_symbol("eval").disable_symbol("import");
+    // Closures share the variables they capture, and a value held in a closure escapes the
+    // size checks that bound how deeply values nest (see SCRIPT_STACK_BYTES).
+    e.set_allow_anonymous_fn(false);
+    // Rhai checks the variables in scope when a script runs; the parser, which looks every
+    // name up among the variables declared before it, slowed down quadratically instead
+    // (200,000 `let`s: minutes). The same limit at compile time refuses such a script at
+    // load, where it is cheap.
+    // A refusal is a `ForbiddenVariable` error at the declaration; the catalog words it.
+    // Rhai marks `on_def_var` deprecated only to say it is volatile; a change would show
+    // here as a compile error, and the load tests cover what it does.
+    let max_variables = limits.max_variables;
+    #[allow(deprecated)]
+    e.on_def_var(move |is_runtime, _, ctx| Ok(is_runtime || ctx.scope().len() < max_variables));
+    crate::builtins::register(&mut e);
     e
 }
 
 /// Runs the script's `run(incident, params)` to its end, a wait, or a failure. Blocking: call
-/// it off the async runtime (the orchestration service uses `spawn_blocking`).
+/// it off the async runtime (the orchestration service uses `spawn_blocking`). The script
+/// runs on a thread with a stack of [`SCRIPT_STACK_BYTES`], whatever the caller's: each
+/// calling thread has one such worker, kept while the caller lives (the orchestrator's
+/// blocking pool reuses its threads), because a new thread per run, with its stack mapped
+/// and unmapped and its allocator caches, took the `runbook_steps` benchmark's 400
+/// concurrent runs from about 300 to 230 runs/s.
 pub fn execute(x: Execution) -> Outcome {
-    let deadline =
-        Instant::now() + Duration::from_secs(u64::from(x.runbook.manifest.timeout_seconds));
+    let (done, outcome) = mpsc::channel();
+    let mut job = Some((x, done));
+    WORKER.with(|worker| {
+        let mut worker = worker.borrow_mut();
+        for _ in 0..2 {
+            let Some(j) = job.take() else { break };
+            let jobs = match worker.as_ref() {
+                Some(jobs) => jobs,
+                None => match spawn_worker() {
+                    Ok(jobs) => worker.insert(jobs),
+                    Err(e) => {
+                        let (_, done) = j;
+                        let _ = done.send(Outcome::Failed(format!(
+                            "cannot start a thread for the script: {e}"
+                        )));
+                        return;
+                    }
+                },
+            };
+            // A worker that is gone (it cannot be, short of an abort) is replaced once.
+            if let Err(mpsc::SendError(j)) = jobs.send(j) {
+                job = Some(j);
+                *worker = None;
+            }
+        }
+    });
+    outcome
+        .recv()
+        .unwrap_or_else(|_| Outcome::Failed("the script's thread ended before the script".into()))
+}
+
+type Job = (Execution, mpsc::Sender<Outcome>);
+
+thread_local! {
+    /// The worker of the calling thread; dropping it (the caller ends) ends the worker.
+    static WORKER: RefCell<Option<mpsc::Sender<Job>>> = const { RefCell::new(None) };
+}
+
+/// A thread with a stack of [`SCRIPT_STACK_BYTES`] that runs executions one at a time.
+fn spawn_worker() -> std::io::Result<mpsc::Sender<Job>> {
+    let (jobs, queue) = mpsc::channel::<Job>();
+    std::thread::Builder::new()
+        .name("runbook-script".into())
+        .stack_size(SCRIPT_STACK_BYTES)
+        .spawn(move || {
+            for (x, done) in queue {
+                let outcome =
+                    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| execute_here(x)))
+                        .unwrap_or_else(|panic| {
+                            let why = panic
+                                .downcast_ref::<&str>()
+                                .map(|s| (*s).to_owned())
+                                .or_else(|| panic.downcast_ref::<String>().cloned())
+                                .unwrap_or_default();
+                            Outcome::Failed(format!("the script engine failed: {why}"))
+                        });
+                let _ = done.send(outcome);
+            }
+        })?;
+    Ok(jobs)
+}
+
+fn execute_here(x: Execution) -> Outcome {
+    let timeout = x.runbook.manifest.timeout_seconds;
+    let deadline = Instant::now() + Duration::from_secs(u64::from(timeout));
+    let input = |what: &str, v: &Value| {
+        if json_deeper_than(v, MAX_VALUE_DEPTH) {
+            return Err(format!(
+                "the {what} nested deeper than {MAX_VALUE_DEPTH} levels"
+            ));
+        }
+        rhai::serde::to_dynamic(v)
+            .map_err(|e| format!("the {what} not a value for the script: {e}"))
+    };
+    let (incident, params) = match (
+        input("incident is", &x.incident),
+        input("parameters are", &x.params),
+    ) {
+        (Ok(incident), Ok(params)) => (incident, params),
+        (Err(e), _) | (_, Err(e)) => return Outcome::Failed(e),
+    };
     let ctx = Arc::new(Ctx {
         host: x.host,
         journal: x.journal,
@@ -253,6 +440,9 @@ pub fn execute(x: Execution) -> Outcome {
         stop: Mutex::new(None),
         log_lines: AtomicUsize::new(0),
         max_log_lines: x.limits.max_log_lines,
+        pages: AtomicU32::new(0),
+        notifications: AtomicU32::new(0),
+        host_allocated: AtomicU64::new(0),
     });
     let mut engine = engine(&x.limits);
     register_actions(&mut engine, &ctx);
@@ -260,20 +450,26 @@ pub fn execute(x: Execution) -> Outcome {
     engine.on_print(move |s| print_ctx.log(s));
     let debug_ctx = ctx.clone();
     engine.on_debug(move |s, _, pos| debug_ctx.log(&format!("{pos}: {s}")));
-    let base = thread_net_allocated();
-    let max_memory = x.limits.max_memory_bytes;
+    let meter = Meter::start();
+    let max_memory = i64::try_from(x.limits.max_memory_bytes).unwrap_or(i64::MAX);
+    let max_operations = x.limits.max_operations;
+    let progress_ctx = ctx.clone();
     engine.on_progress(move |ops| {
+        // Checked at every operation, so a script that only computes stops at its deadline.
         if Instant::now() > deadline {
             return Some(Dynamic::from("deadline"));
         }
-        let over = ops % 512 == 0
-            && thread_net_allocated().saturating_sub(base)
-                > max_memory.try_into().unwrap_or(i64::MAX);
-        over.then(|| Dynamic::from("memory"))
+        if ops % 16 != 0 {
+            return None;
+        }
+        let (allocated, held) = meter.read();
+        let copied = allocated.saturating_sub(progress_ctx.host_allocated.load(Ordering::Relaxed));
+        if max_operations > 0 && ops.saturating_add(copied / BYTES_PER_OPERATION) > max_operations {
+            return Some(Dynamic::from("operations"));
+        }
+        (held > max_memory).then(|| Dynamic::from("memory"))
     });
 
-    let incident = rhai::serde::to_dynamic(&x.incident).unwrap_or(Dynamic::UNIT);
-    let params = rhai::serde::to_dynamic(&x.params).unwrap_or(Dynamic::UNIT);
     let result =
         engine.call_fn::<Dynamic>(&mut Scope::new(), &x.runbook.ast, "run", (incident, params));
     let stop = ctx.stop.lock().map(|mut s| s.take()).unwrap_or(None);
@@ -290,7 +486,7 @@ pub fn execute(x: Execution) -> Outcome {
             )),
             None => Outcome::Succeeded { steps },
         },
-        (Err(e), None) => Outcome::Failed(describe(&e, x.runbook.manifest.timeout_seconds)),
+        (Err(e), None) => Outcome::Failed(describe(&e, timeout)),
     }
 }
 
@@ -306,6 +502,10 @@ fn describe(e: &EvalAltResult, timeout: u32) -> String {
         EvalAltResult::ErrorTerminated(why, _) if why.to_string() == "memory" => {
             "memory limit exceeded: the script held too much memory".to_owned()
         }
+        EvalAltResult::ErrorTerminated(why, pos) if why.to_string() == "operations" => format!(
+            "operation limit exceeded{}: the script ran too many operations (copies of large values count by their size)",
+            at(pos)
+        ),
         EvalAltResult::ErrorTerminated(..) => {
             format!("deadline exceeded: the script ran longer than {timeout}s")
         }
@@ -374,7 +574,17 @@ impl Ctx {
         check_capability: bool,
     ) -> Result<Dynamic, Box<EvalAltResult>> {
         let seq = self.next.fetch_add(1, Ordering::SeqCst) + 1;
-        let digest = digest(action, &args);
+        self.within_caps(action, seq)?;
+        let text = args.to_string();
+        if text.len() > MAX_ARGS_BYTES {
+            return Err(format!(
+                "the arguments of {action} are {} bytes of JSON, more than {MAX_ARGS_BYTES}",
+                text.len()
+            )
+            .into());
+        }
+        let digest = digest_text(action, &text);
+        drop(text);
         if let Some(rec) = self.journal.iter().find(|r| r.seq == seq) {
             if rec.action != action || rec.digest != digest {
                 return Err(self.halt(Stop::Fatal(format!(
@@ -392,7 +602,7 @@ impl Ctx {
                     _ => Ok(Dynamic::UNIT),
                 },
                 "failed" => Err(failed(&rec.result)),
-                _ => to_dynamic(&rec.result),
+                _ => result_to_dynamic(action, seq, &rec.result),
             };
         }
         if check_capability && !self.runbook.manifest.allows(action) {
@@ -409,12 +619,50 @@ impl Ctx {
             idempotency_key: format!("{}:{seq}", self.run_id),
             retry: self.runbook.manifest.retry(action),
         };
-        match self.host.perform(&step) {
-            Ok(StepOutcome::Done(v)) => to_dynamic(&v),
+        let before = Meter::allocated();
+        let performed = self.host.perform(&step);
+        self.host_allocated
+            .fetch_add(Meter::allocated().wrapping_sub(before), Ordering::Relaxed);
+        match performed {
+            Ok(StepOutcome::Done(v)) => result_to_dynamic(action, seq, &v),
             Ok(StepOutcome::Waiting) => Err(self.halt(Stop::Waiting(seq))),
             Ok(StepOutcome::Sleeping { until }) => Err(self.halt(Stop::Sleeping(seq, until))),
             Err(msg) => Err(failed(&json!({ "error": msg }))),
         }
+    }
+}
+
+impl Ctx {
+    /// Ends the run when a step goes past the manifest's caps on steps, pages and
+    /// notifications. Replayed steps count too, so a replay stops where the first execution
+    /// did; the script cannot catch this.
+    fn within_caps(&self, action: &str, seq: u32) -> Result<(), Box<EvalAltResult>> {
+        let caps = &self.runbook.manifest.limits;
+        let name = &self.runbook.manifest.name;
+        if seq > caps.max_steps {
+            return Err(self.halt(Stop::Fatal(format!(
+                "step limit exceeded at step {seq}: runbook {name} may take at most {} steps a run (limits.max_steps)",
+                caps.max_steps
+            ))));
+        }
+        let (counter, cap, what, field) = match action {
+            "incident.escalate" => (&self.pages, caps.max_pages, "page", "limits.max_pages"),
+            "notify.send" => (
+                &self.notifications,
+                caps.max_notifications,
+                "send",
+                "limits.max_notifications",
+            ),
+            _ => return Ok(()),
+        };
+        let n = counter.fetch_add(1, Ordering::SeqCst) + 1;
+        if n > cap {
+            return Err(self.halt(Stop::Fatal(format!(
+                "{} limit exceeded at step {seq}: runbook {name} may {what} at most {cap} times a run ({field})",
+                if what == "page" { "page" } else { "notification" }
+            ))));
+        }
+        Ok(())
     }
 }
 
@@ -435,12 +683,52 @@ fn approved(answer: &Dynamic) -> Result<bool, Box<EvalAltResult>> {
         .unwrap_or(false))
 }
 
-fn to_dynamic(v: &Value) -> Result<Dynamic, Box<EvalAltResult>> {
+/// An action's result as the script sees it.
+fn result_to_dynamic(action: &str, seq: u32, v: &Value) -> Result<Dynamic, Box<EvalAltResult>> {
+    if json_deeper_than(v, MAX_VALUE_DEPTH) {
+        return Err(format!(
+            "the result of {action} at step {seq} is nested deeper than {MAX_VALUE_DEPTH} levels"
+        )
+        .into());
+    }
     rhai::serde::to_dynamic(v)
 }
 
+/// A script value as JSON; refused when nested deeper than [`MAX_VALUE_DEPTH`], before any
+/// conversion that would recurse through it.
 fn to_json(d: &Dynamic) -> Result<Value, Box<EvalAltResult>> {
+    if deeper_than(d, MAX_VALUE_DEPTH) {
+        return Err(format!(
+            "a value nested deeper than {MAX_VALUE_DEPTH} levels cannot leave the script"
+        )
+        .into());
+    }
     rhai::serde::from_dynamic(d)
+}
+
+/// True when `d` nests arrays and maps more than `levels` deep. The recursion stops at
+/// `levels`, whatever the value's depth.
+pub(crate) fn deeper_than(d: &Dynamic, levels: usize) -> bool {
+    if d.is_array() {
+        levels == 0
+            || d.as_array_ref()
+                .is_ok_and(|a| a.iter().any(|v| deeper_than(v, levels - 1)))
+    } else if d.is_map() {
+        levels == 0
+            || d.as_map_ref()
+                .is_ok_and(|m| m.values().any(|v| deeper_than(v, levels - 1)))
+    } else {
+        false
+    }
+}
+
+/// True when `v` nests arrays and objects more than `levels` deep, as [`deeper_than`].
+fn json_deeper_than(v: &Value, levels: usize) -> bool {
+    match v {
+        Value::Array(a) => levels == 0 || a.iter().any(|v| json_deeper_than(v, levels - 1)),
+        Value::Object(m) => levels == 0 || m.values().any(|v| json_deeper_than(v, levels - 1)),
+        _ => false,
+    }
 }
 
 fn register_actions(engine: &mut Engine, ctx: &Arc<Ctx>) {
@@ -650,6 +938,13 @@ fn register_incident(engine: &mut Engine, ctx: &Arc<Ctx>) {
     let mut incident = Module::new();
     let c = ctx.clone();
     incident.set_native_fn("note", move |text: ImmutableString| {
+        if text.is_empty() || text.len() > MAX_NOTE_BYTES {
+            return Err(format!(
+                "incident::note: the text is {} bytes; a note holds 1 to {MAX_NOTE_BYTES} bytes",
+                text.len()
+            )
+            .into());
+        }
         c.call("incident.note", json!({ "text": text.as_str() }))
     });
     let c = ctx.clone();

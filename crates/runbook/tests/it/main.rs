@@ -1,6 +1,7 @@
 //! The runbook engine's integration tests: the sandbox on small runbooks, and every shipped
 //! runbook.
 
+mod hostile;
 mod sandbox;
 mod shipped;
 

@@ -13,18 +13,18 @@ use serde_json::{Value, json};
 
 /// A host that records every step and its log. HTTP answers `{"status": 200, "simulated":
 /// true}`, approvals are granted, everything else answers `{}`, unless `answer` says otherwise.
-struct Recording {
+pub(crate) struct Recording {
     steps: Mutex<Vec<Step>>,
-    log: Mutex<Vec<String>>,
+    pub(crate) log: Mutex<Vec<String>>,
     answer: fn(&Step) -> Option<Result<StepOutcome, String>>,
 }
 
 impl Recording {
-    fn new() -> Self {
+    pub(crate) fn new() -> Self {
         Self::answering(|_| None)
     }
 
-    fn answering(answer: fn(&Step) -> Option<Result<StepOutcome, String>>) -> Self {
+    pub(crate) fn answering(answer: fn(&Step) -> Option<Result<StepOutcome, String>>) -> Self {
         Self {
             steps: Mutex::new(Vec::new()),
             log: Mutex::new(Vec::new()),
@@ -32,7 +32,7 @@ impl Recording {
         }
     }
 
-    fn steps(&self) -> Vec<Step> {
+    pub(crate) fn steps(&self) -> Vec<Step> {
         self.steps.lock().unwrap().clone()
     }
 }
@@ -56,14 +56,14 @@ impl Host for Recording {
 }
 
 /// Writes runbook `t` (manifest `yaml`, script `script`) into `dir` and loads the catalog.
-fn load_raw(dir: &Path, yaml: &str, script: &str) -> Result<Catalog, Vec<LoadError>> {
+pub(crate) fn load_raw(dir: &Path, yaml: &str, script: &str) -> Result<Catalog, Vec<LoadError>> {
     std::fs::write(dir.join("t.yaml"), yaml).unwrap();
     std::fs::write(dir.join("t.rhai"), script).unwrap();
     Catalog::load(dir, &Limits::default())
 }
 
 /// Runbook `t` with `script` and these capabilities, which must load.
-fn runbook(script: &str, capabilities: &str) -> Runbook {
+pub(crate) fn runbook(script: &str, capabilities: &str) -> Runbook {
     let dir = tempfile::tempdir().unwrap();
     let yaml = format!("name: t\nmatch: {{}}\ncapabilities: [{capabilities}]\n");
     let catalog = load_raw(dir.path(), &yaml, script)
@@ -72,12 +72,12 @@ fn runbook(script: &str, capabilities: &str) -> Runbook {
 }
 
 /// The load errors of runbook `t` with `script`, which must not load.
-fn load_errors(script: &str) -> Vec<LoadError> {
+pub(crate) fn load_errors(script: &str) -> Vec<LoadError> {
     let dir = tempfile::tempdir().unwrap();
     load_raw(dir.path(), "name: t\nmatch: {}\n", script).unwrap_err()
 }
 
-fn execute_with(
+pub(crate) fn execute_with(
     rb: &Runbook,
     host: &Arc<Recording>,
     journal: Vec<Recorded>,
@@ -94,7 +94,7 @@ fn execute_with(
     })
 }
 
-fn run(rb: &Runbook, journal: Vec<Recorded>) -> (Outcome, Arc<Recording>) {
+pub(crate) fn run(rb: &Runbook, journal: Vec<Recorded>) -> (Outcome, Arc<Recording>) {
     let host = Arc::new(Recording::new());
     let outcome = execute_with(rb, &host, journal, Limits::default());
     (outcome, host)
@@ -102,7 +102,7 @@ fn run(rb: &Runbook, journal: Vec<Recorded>) -> (Outcome, Arc<Recording>) {
 
 /// The failure message of `script`, which must fail; the host must not have been asked to
 /// do anything unless `actions_before` says how many steps may precede the failure.
-fn failure(script: &str, capabilities: &str, actions_before: usize) -> String {
+pub(crate) fn failure(script: &str, capabilities: &str, actions_before: usize) -> String {
     let (outcome, host) = run(&runbook(script, capabilities), Vec::new());
     assert_eq!(host.steps().len(), actions_before, "{script}");
     match outcome {
@@ -111,7 +111,7 @@ fn failure(script: &str, capabilities: &str, actions_before: usize) -> String {
     }
 }
 
-fn journal_of(steps: &[Step], result: impl Fn(&Step) -> Value) -> Vec<Recorded> {
+pub(crate) fn journal_of(steps: &[Step], result: impl Fn(&Step) -> Value) -> Vec<Recorded> {
     steps
         .iter()
         .map(|s| Recorded {
@@ -608,7 +608,7 @@ fn actions_check_their_arguments_before_anything_is_performed() {
 }
 
 /// Runbook `t` with a full manifest body (after `name: t`), which must load.
-fn runbook_with(yaml: &str, script: &str) -> Runbook {
+pub(crate) fn runbook_with(yaml: &str, script: &str) -> Runbook {
     let dir = tempfile::tempdir().unwrap();
     let catalog = load_raw(dir.path(), &format!("name: t\nmatch: {{}}\n{yaml}"), script)
         .unwrap_or_else(|errors| panic!("does not load: {errors:#?}"));
