@@ -498,6 +498,92 @@ fn a_script_changed_between_crash_and_replay_fails_naming_the_step() {
     assert_eq!(paths, ["/one"], "the changed script acted on nothing");
 }
 
+/// The runbook that aborted the process: nesting maps 6,000 deep overflowed a
+/// worker's stack, and the run, resumed at start-up, took the server down again after every
+/// restart. Each of these ends its own run; the server serves on, and after a `kill -9` and a
+/// restart no run is tried again.
+const NESTING: &[(&str, &str)] = &[
+    (
+        "nest-maps",
+        "fn run(incident, params) { let m = #{}; for j in 0..6000 { m = #{ inner: m }; } }\n",
+    ),
+    (
+        "nest-deep",
+        "fn run(incident, params) { let m = #{}; for j in 0..100000 { m = #{ inner: m }; } }\n",
+    ),
+    (
+        "nest-arrays",
+        "fn run(incident, params) { let a = []; for j in 0..100000 { a = [a]; } incident::note(`${a}`); }\n",
+    ),
+];
+
+#[test]
+fn nesting_scripts_end_their_own_runs_and_the_server_survives_restarts() {
+    let dir = tempfile::tempdir().unwrap();
+    let runbooks = dir.path().join("runbooks");
+    std::fs::create_dir(&runbooks).unwrap();
+    for (name, script) in NESTING {
+        std::fs::write(
+            runbooks.join(format!("{name}.yaml")),
+            format!("name: {name}\nmatch:\n  categories: [service-outage]\ncapabilities: [incident.note]\n"),
+        )
+        .unwrap();
+        std::fs::write(runbooks.join(format!("{name}.rhai")), script).unwrap();
+    }
+    let config = dir.path().join("config.yaml");
+    std::fs::write(&config, "live: true\n").unwrap();
+    let data = dir.path().join("data");
+
+    let mut server = Server::start(&data, &runbooks, &config);
+    let id = raise(&server);
+    let failed = wait_for("every run to fail", || {
+        let runs = server.json(&["run", "list", "--incident", &id]);
+        let runs = runs.as_array()?.clone();
+        (runs.len() == NESTING.len() && runs.iter().all(|r| r["state"] == "failed")).then_some(runs)
+    });
+    for run in &failed {
+        let error = run["error"].as_str().unwrap_or_default();
+        assert!(
+            !error.is_empty(),
+            "a run failed without saying why: {run:#}"
+        );
+    }
+    wait_for("a finish of each run on the timeline", || {
+        (finishes(&server, &id) == NESTING.len()).then_some(())
+    });
+    assert!(
+        server.child.try_wait().unwrap().is_none(),
+        "the server died"
+    );
+    server.kill9();
+
+    let server = Server::start(&data, &runbooks, &config);
+    // A run started after the restart proves the executor has looked at the old ones.
+    let again = raise(&server);
+    wait_for("the new incident's runs to fail", || {
+        let runs = server.json(&["run", "list", "--incident", &again]);
+        let runs = runs.as_array()?.clone();
+        (runs.len() == NESTING.len() && runs.iter().all(|r| r["state"] == "failed")).then_some(())
+    });
+    wait_for("a finish of each new run on the timeline", || {
+        (finishes(&server, &again) == NESTING.len()).then_some(())
+    });
+    assert_eq!(
+        finishes(&server, &id),
+        NESTING.len(),
+        "the restart finished an old run again"
+    );
+    server.cli(&["incident", "list"]);
+}
+
+/// How many `runbook_failed` entries an incident's timeline holds.
+fn finishes(server: &Server, incident: &str) -> usize {
+    let timeline = server.json(&["incident", "timeline", incident]);
+    timeline.as_array().map_or(0, |t| {
+        t.iter().filter(|e| e["kind"] == "runbook_failed").count()
+    })
+}
+
 /// Runs the binary without a server; returns (exit code, stdout, stderr).
 fn offline(args: &[&str]) -> (i32, String, String) {
     let out = Command::new(BIN).args(args).output().unwrap();
