@@ -894,7 +894,7 @@ async fn an_escalation_policy_pages_later_steps_only_while_nobody_acknowledges()
             let list = n
                 .list_deliveries(v1::ListDeliveriesRequest {
                     incident_id: id,
-                    limit: 0,
+                    ..Default::default()
                 })
                 .await
                 .ok()?
@@ -923,6 +923,46 @@ async fn an_escalation_policy_pages_later_steps_only_while_nobody_acknowledges()
     .await;
     assert_eq!(messages("/secondary", "malware"), 0);
     assert_eq!(messages("/primary", "malware"), 1);
+
+    // Pages of one delivery each, following tokens, list what one page of all lists.
+    let mut n = s.notifications.clone();
+    let all: Vec<String> = n
+        .list_deliveries(v1::ListDeliveriesRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .deliveries
+        .into_iter()
+        .map(|d| d.id)
+        .collect();
+    let (mut paged, mut page_token) = (Vec::new(), String::new());
+    loop {
+        let r = n
+            .list_deliveries(v1::ListDeliveriesRequest {
+                limit: 1,
+                page_token,
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(r.deliveries.len(), 1);
+        paged.extend(r.deliveries.into_iter().map(|d| d.id));
+        if r.next_page_token.is_empty() {
+            break;
+        }
+        page_token = r.next_page_token;
+    }
+    assert!(all.len() > 3, "{all:?}");
+    assert_eq!(paged, all);
+    let bad = n
+        .list_deliveries(v1::ListDeliveriesRequest {
+            page_token: "nonsense".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(bad.code(), Code::InvalidArgument);
 }
 
 #[tokio::test]

@@ -292,6 +292,20 @@ pub trait NotificationStore: Outbox {
         &self,
         incident_id: Option<&str>,
         limit: u32,
+    ) -> Result<Vec<DeliveryRecord>> {
+        self.deliveries_page(incident_id, None, limit, usize::MAX)
+            .await
+    }
+    /// A page of deliveries, newest first, optionally of one incident, starting after
+    /// `after`: at most `limit`, and no more once those read hold `max_bytes` (their
+    /// [`DeliveryRecord::wire_size`]; the one crossing the bound is included). Rows past the
+    /// bound are never read.
+    async fn deliveries_page(
+        &self,
+        incident_id: Option<&str>,
+        after: Option<&DeliveryCursor>,
+        limit: u32,
+        max_bytes: usize,
     ) -> Result<Vec<DeliveryRecord>>;
     /// Cancels the pending deliveries of later escalation steps (2 and on) of an incident;
     /// returns how many.

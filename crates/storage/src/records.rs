@@ -282,3 +282,30 @@ pub struct DeliveryRecord {
     /// The step of an escalation policy this delivery belongs to; 0 for none.
     pub escalation_step: u32,
 }
+
+impl DeliveryRecord {
+    /// About the bytes the delivery takes on the wire (its payload, never sent, left out):
+    /// what bounds a page of deliveries.
+    pub fn wire_size(&self) -> usize {
+        [
+            &self.id,
+            &self.event_id,
+            &self.channel,
+            &self.incident_id,
+            &self.kind,
+            &self.status,
+            &self.last_error,
+        ]
+        .iter()
+        .map(|s| s.len())
+        .sum::<usize>()
+            + 64
+    }
+}
+
+/// Where a page of deliveries (newest first) ended: the next page starts after it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeliveryCursor {
+    pub created_at: i64,
+    pub id: String,
+}
