@@ -61,15 +61,25 @@ async fn measure(
         }
         let started = Instant::now();
         loop {
-            let list = runs
-                .list_runs(v1::ListRunsRequest {
-                    limit: 1000,
-                    ..Default::default()
-                })
-                .await
-                .unwrap()
-                .into_inner()
-                .runs;
+            // Every run, page by page: a page holds at most 1 MiB.
+            let mut list = Vec::new();
+            let mut page_token = String::new();
+            loop {
+                let page = runs
+                    .list_runs(v1::ListRunsRequest {
+                        limit: 1000,
+                        page_token,
+                        ..Default::default()
+                    })
+                    .await
+                    .unwrap()
+                    .into_inner();
+                list.extend(page.runs);
+                if page.next_page_token.is_empty() {
+                    break;
+                }
+                page_token = page.next_page_token;
+            }
             let done: Vec<v1::Run> = list
                 .into_iter()
                 .filter(|r| ids.contains(&r.incident_id) && r.state == "succeeded")

@@ -454,7 +454,10 @@ async fn dry_run_records_without_acting() {
     );
     let _ = s
         .runs
-        .get_run(v1::GetRunRequest { id: run.id })
+        .get_run(v1::GetRunRequest {
+            id: run.id,
+            ..Default::default()
+        })
         .await
         .unwrap();
 }

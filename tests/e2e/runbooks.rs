@@ -78,7 +78,10 @@ async fn run_of(
 async fn full_run(s: &Stack, id: &str) -> v1::Run {
     s.runs
         .clone()
-        .get_run(v1::GetRunRequest { id: id.into() })
+        .get_run(v1::GetRunRequest {
+            id: id.into(),
+            ..Default::default()
+        })
         .await
         .unwrap()
         .into_inner()
@@ -143,7 +146,7 @@ async fn approvals_need_the_role_and_record_who_and_why_and_time_out_to_their_fa
     .await;
     let pending = s
         .runs
-        .list_approvals(v1::ListApprovalsRequest {})
+        .list_approvals(v1::ListApprovalsRequest::default())
         .await
         .unwrap()
         .into_inner()
@@ -152,6 +155,34 @@ async fn approvals_need_the_role_and_record_who_and_why_and_time_out_to_their_fa
     assert_eq!(mine.prompt, "restart the web tier?");
     assert_eq!(mine.role, "commander");
     assert_eq!(mine.on_timeout, "reject");
+
+    // Pages of one approval each, oldest first, reach both waiting runs.
+    run_of(&s, &id, "ask-timeout", "ask-timeout to wait", |r| {
+        r.state == "waiting_approval"
+    })
+    .await;
+    let (mut paged, mut page_token) = (Vec::new(), String::new());
+    loop {
+        let r = s
+            .runs
+            .list_approvals(v1::ListApprovalsRequest {
+                limit: 1,
+                page_token,
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(r.approvals.len(), 1);
+        paged.extend(r.approvals.into_iter().map(|a| a.run_id));
+        if r.next_page_token.is_empty() {
+            break;
+        }
+        page_token = r.next_page_token;
+    }
+    let mut oldest_first = paged.clone();
+    oldest_first.sort();
+    assert_eq!(paged, oldest_first);
+    assert!(paged.len() == 2 && paged.contains(&ask.id), "{paged:?}");
 
     // Someone outside the role is refused and nothing changes.
     let denied = s
@@ -873,7 +904,7 @@ async fn an_escalation_policy_pages_later_steps_only_while_nobody_acknowledges()
             let list = n
                 .list_deliveries(v1::ListDeliveriesRequest {
                     incident_id: id,
-                    limit: 0,
+                    ..Default::default()
                 })
                 .await
                 .ok()?
@@ -902,6 +933,46 @@ async fn an_escalation_policy_pages_later_steps_only_while_nobody_acknowledges()
     .await;
     assert_eq!(messages("/secondary", "malware"), 0);
     assert_eq!(messages("/primary", "malware"), 1);
+
+    // Pages of one delivery each, following tokens, list what one page of all lists.
+    let mut n = s.notifications.clone();
+    let all: Vec<String> = n
+        .list_deliveries(v1::ListDeliveriesRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .deliveries
+        .into_iter()
+        .map(|d| d.id)
+        .collect();
+    let (mut paged, mut page_token) = (Vec::new(), String::new());
+    loop {
+        let r = n
+            .list_deliveries(v1::ListDeliveriesRequest {
+                limit: 1,
+                page_token,
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(r.deliveries.len(), 1);
+        paged.extend(r.deliveries.into_iter().map(|d| d.id));
+        if r.next_page_token.is_empty() {
+            break;
+        }
+        page_token = r.next_page_token;
+    }
+    assert!(all.len() > 3, "{all:?}");
+    assert_eq!(paged, all);
+    let bad = n
+        .list_deliveries(v1::ListDeliveriesRequest {
+            page_token: "nonsense".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(bad.code(), Code::InvalidArgument);
 }
 
 #[tokio::test]
@@ -1002,4 +1073,226 @@ async fn of_racing_decisions_exactly_one_wins() {
         .filter(|e| e.kind == "runbook_approved" || e.kind == "runbook_rejected")
         .count();
     assert_eq!(decisions, 1);
+}
+
+/// Every page of runs, following tokens; each answer checked to be at most 1 MiB.
+async fn all_runs(s: &Stack, incident: &str, limit: u32) -> (Vec<v1::Run>, usize) {
+    use firebreak_proto::Message;
+    let (mut runs, mut pages, mut page_token) = (Vec::new(), 0, String::new());
+    loop {
+        let r = s
+            .runs
+            .clone()
+            .list_runs(v1::ListRunsRequest {
+                incident_id: incident.into(),
+                limit,
+                page_token,
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert!(
+            r.encoded_len() <= 1 << 20,
+            "a page of {} bytes",
+            r.encoded_len()
+        );
+        assert!(!r.runs.is_empty(), "a page is never empty");
+        pages += 1;
+        runs.extend(r.runs);
+        if r.next_page_token.is_empty() {
+            return (runs, pages);
+        }
+        page_token = r.next_page_token;
+    }
+}
+
+/// A run's whole journal, page by page; each answer checked to be at most 1 MiB.
+async fn whole_journal(s: &Stack, id: &str) -> (Vec<v1::RunAction>, usize) {
+    use firebreak_proto::Message;
+    let (mut actions, mut pages, mut page_token) = (Vec::new(), 0, String::new());
+    loop {
+        let r = s
+            .runs
+            .clone()
+            .get_run(v1::GetRunRequest {
+                id: id.into(),
+                limit: 0,
+                page_token,
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert!(
+            r.encoded_len() <= 1 << 20,
+            "a page of {} bytes",
+            r.encoded_len()
+        );
+        let run = r.run.unwrap();
+        assert!(!run.actions.is_empty(), "a page is never empty");
+        assert_eq!(run.next_actions_page_token, r.next_page_token);
+        pages += 1;
+        actions.extend(run.actions);
+        if r.next_page_token.is_empty() {
+            return (actions, pages);
+        }
+        page_token = r.next_page_token;
+    }
+}
+
+#[tokio::test]
+async fn a_journal_flood_leaves_runs_readable_page_by_page() {
+    let dir = tempfile::tempdir().unwrap();
+    let yaml = "match: { categories: [malware] }\ncapabilities: [incident]\ntimeout_seconds: 60\n";
+    // 300 steps of 15 KB each: 4.5 MB of journal a run, past gRPC's 4 MiB decode limit.
+    runbook(
+        dir.path(),
+        "flood",
+        yaml,
+        "// Journals 300 large notes.\nfn run(incident, params) {\n    let text = \"\";\n    for i in 0..15000 { text += \"x\"; }\n    for i in 0..300 { incident::note(`${i} ${text}`); }\n}\n",
+    );
+    let mut s = Stack::start(dir.path(), "{}\n").await;
+    let mut incidents = Vec::new();
+    for n in 0..5 {
+        incidents.push(raise(&mut s, "malware", &[("host", &format!("h{n}"))]).await);
+    }
+    let mut ids = Vec::new();
+    for incident in &incidents {
+        let run = run_of(&s, incident, "flood", "the flood to end", |r| {
+            r.state == "succeeded"
+        })
+        .await;
+        // A list carries the first part of a run's journal and says where the rest is.
+        assert!(!run.actions.is_empty() && run.actions.len() < 300);
+        assert!(!run.next_actions_page_token.is_empty());
+        ids.push(run.id);
+    }
+
+    // Every run is reachable through pages of at most 1 MiB, whatever the page size asked.
+    for limit in [0, 1, 2] {
+        let (runs, pages) = all_runs(&s, "", limit).await;
+        let mut listed: Vec<String> = runs.into_iter().map(|r| r.id).collect();
+        listed.sort();
+        let mut want = ids.clone();
+        want.sort();
+        assert_eq!(listed, want, "limit {limit}");
+        assert!(pages >= 2, "limit {limit}: {pages} page(s)");
+    }
+
+    // Each run's whole journal is reachable, in order, through pages of at most 1 MiB.
+    for id in &ids {
+        let (actions, pages) = whole_journal(&s, id).await;
+        let seqs: Vec<u32> = actions.iter().map(|a| a.seq).collect();
+        assert_eq!(seqs, (1..=300).collect::<Vec<_>>());
+        assert!(pages >= 5, "{pages} page(s)");
+        assert!(actions.iter().all(|a| a.args.len() > 15_000));
+    }
+
+    // A token this service did not give is refused.
+    let bad = s
+        .runs
+        .clone()
+        .get_run(v1::GetRunRequest {
+            id: ids[0].clone(),
+            limit: 0,
+            page_token: "x".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(bad.code(), Code::InvalidArgument);
+    assert!(bad.message().contains("page_token"), "{}", bad.message());
+}
+
+#[tokio::test]
+async fn run_requests_refuse_oversized_or_nul_text_naming_the_field() {
+    let dir = tempfile::tempdir().unwrap();
+    runbook(
+        dir.path(),
+        "good",
+        "match: { categories: [malware] }\ncapabilities: [incident]\n",
+        "// Behaves.\nfn run(incident, params) {\n    incident::note(\"contained\");\n}\n",
+    );
+    let s = Stack::start(dir.path(), "{}\n").await;
+    let run = "01937f5e-0000-7000-8000-000000000000";
+    let mut runs = s.runs.clone();
+    let refused = |r: Result<tonic::Response<v1::DecideApprovalResponse>, tonic::Status>,
+                   field: &str| {
+        let e = r.unwrap_err();
+        assert_eq!(e.code(), Code::InvalidArgument, "{field}: {e:?}");
+        assert!(e.message().contains(field), "{field}: {}", e.message());
+    };
+    refused(runs.approve(decide(run, "al\0ice", "")).await, "actor");
+    refused(
+        runs.approve(decide(run, &"a".repeat(300), "")).await,
+        "actor",
+    );
+    refused(runs.reject(decide(run, "alice", "no\0")).await, "comment");
+    refused(
+        runs.reject(decide(run, "alice", &"c".repeat(5000))).await,
+        "comment",
+    );
+    refused(
+        runs.approve(decide(&"r".repeat(100_000), "alice", ""))
+            .await,
+        "run_id",
+    );
+
+    let incident = v1::Incident {
+        id: "01937f5e-0000-7000-8000-000000000001".into(),
+        title: "bad\0title".into(),
+        category: "malware".into(),
+        ..Default::default()
+    };
+    for (req, field) in [
+        (
+            v1::DryRunRequest {
+                runbook: "go\0od".into(),
+                incident: Some(incident.clone()),
+            },
+            "runbook",
+        ),
+        (
+            v1::DryRunRequest {
+                runbook: "good".into(),
+                incident: Some(incident),
+            },
+            "incident.title",
+        ),
+    ] {
+        let e = runs.dry_run(req).await.unwrap_err();
+        assert_eq!(e.code(), Code::InvalidArgument, "{field}: {e:?}");
+        assert!(e.message().contains(field), "{field}: {}", e.message());
+    }
+
+    let e = runs
+        .list_runs(v1::ListRunsRequest {
+            page_token: "not-a-token".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument);
+    assert!(e.message().contains("page_token"), "{}", e.message());
+    let e = runs
+        .list_approvals(v1::ListApprovalsRequest {
+            limit: 0,
+            page_token: "\0".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument);
+    assert!(e.message().contains("page_token"), "{}", e.message());
+    let e = runs
+        .get_run(v1::GetRunRequest {
+            id: "x".repeat(100_000),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument);
+    assert!(
+        e.message().contains("id") && e.message().len() < 200,
+        "{}",
+        e.message()
+    );
 }

@@ -283,10 +283,15 @@ pub enum RunCmd {
         /// pending, running, sleeping, waiting_approval, succeeded, failed or rejected.
         #[arg(long)]
         state: Option<String>,
+        /// Runs per page, newest first (at most 1000).
+        #[arg(long, default_value_t = 100)]
+        limit: u32,
+        /// Where the previous page ended (printed on stderr when more follow).
+        #[arg(long, default_value = "")]
+        page_token: String,
     },
-    Show {
-        run: String,
-    },
+    /// A run with its whole journal (fetched page by page).
+    Show { run: String },
     /// Approvals waiting for a person, oldest first.
     Approvals,
     /// Approve a run's pending approval (or its plan); the run resumes.
@@ -474,6 +479,9 @@ async fn dry_run_on_server(
         r.outcome
     };
     out.simulation(name, &outcome, &steps, &r.log);
+    if r.truncated {
+        eprintln!("the server left out steps or log lines to keep its answer within 1 MiB");
+    }
     Ok(i32::from(failed))
 }
 
@@ -812,25 +820,55 @@ async fn client(cmd: Command, targets: &Targets, out: &Out) -> anyhow::Result<()
                 .into_inner();
             out.runbooks(&r.runbooks);
         }
-        Command::Run(RunCmd::List { incident, state }) => {
+        Command::Run(RunCmd::List {
+            incident,
+            state,
+            limit,
+            page_token,
+        }) => {
             let r = runs
                 .list_runs(v1::ListRunsRequest {
                     incident_id: incident.unwrap_or_default(),
-                    limit: 0,
+                    limit,
                     state: state.unwrap_or_default(),
+                    page_token,
                 })
                 .await
                 .map_err(status)?
                 .into_inner();
             out.runs(&r.runs);
+            if !r.next_page_token.is_empty() {
+                eprintln!("more runs: --page-token {}", r.next_page_token);
+            }
         }
         Command::Run(RunCmd::Show { run }) => {
-            let r = runs
-                .get_run(v1::GetRunRequest { id: run })
-                .await
-                .map_err(status)?
-                .into_inner();
-            out.run(r.run.as_ref());
+            // The run with its whole journal, page by page (each bounded in size).
+            let mut first: Option<v1::Run> = None;
+            let mut page_token = String::new();
+            loop {
+                let r = runs
+                    .get_run(v1::GetRunRequest {
+                        id: run.clone(),
+                        limit: 0,
+                        page_token,
+                    })
+                    .await
+                    .map_err(status)?
+                    .into_inner();
+                let Some(page) = r.run else { break };
+                match &mut first {
+                    Some(whole) => whole.actions.extend(page.actions),
+                    None => first = Some(page),
+                }
+                if r.next_page_token.is_empty() {
+                    break;
+                }
+                page_token = r.next_page_token;
+            }
+            if let Some(whole) = &mut first {
+                whole.next_actions_page_token.clear();
+            }
+            out.run(first.as_ref());
         }
         Command::ResolveAlert { alert_key } => {
             let r = IntakeServiceClient::new(channel)
@@ -872,12 +910,25 @@ async fn client(cmd: Command, targets: &Targets, out: &Out) -> anyhow::Result<()
             }
         }
         Command::Run(RunCmd::Approvals) => {
-            let r = runs
-                .list_approvals(v1::ListApprovalsRequest {})
-                .await
-                .map_err(status)?
-                .into_inner();
-            out.approvals(&r.approvals);
+            // Every approval waiting, page by page.
+            let mut approvals = Vec::new();
+            let mut page_token = String::new();
+            loop {
+                let r = runs
+                    .list_approvals(v1::ListApprovalsRequest {
+                        limit: 0,
+                        page_token,
+                    })
+                    .await
+                    .map_err(status)?
+                    .into_inner();
+                approvals.extend(r.approvals);
+                if r.next_page_token.is_empty() {
+                    break;
+                }
+                page_token = r.next_page_token;
+            }
+            out.approvals(&approvals);
         }
         Command::Run(cmd @ (RunCmd::Approve(_) | RunCmd::Reject(_))) => {
             let (approve, d) = match cmd {

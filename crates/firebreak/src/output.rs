@@ -374,7 +374,12 @@ impl Out {
                             r.incident_id.clone(),
                             r.state.clone(),
                             if r.live { "live" } else { "dry-run" }.into(),
-                            r.actions.len().to_string(),
+                            // A `+` when the list carries only the first part of the journal.
+                            if r.next_actions_page_token.is_empty() {
+                                r.actions.len().to_string()
+                            } else {
+                                format!("{}+", r.actions.len())
+                            },
                         ]
                     })
                     .collect(),

@@ -19,7 +19,7 @@ use firebreak_proto::v1::{
     event::Payload,
     notification_service_server::{NotificationService, NotificationServiceServer},
 };
-use firebreak_storage::{DeliveryRecord, NotificationStore};
+use firebreak_storage::{DeliveryCursor, DeliveryRecord, NotificationStore};
 use serde_json::json;
 use tokio::sync::Notify;
 use tokio::task::JoinSet;
@@ -305,7 +305,11 @@ impl NotificationService for Notification {
         &self,
         req: Request<v1::ListDeliveriesRequest>,
     ) -> Result<Response<v1::ListDeliveriesResponse>, Status> {
+        use firebreak_proto::Message;
         let req = req.into_inner();
+        if req.incident_id.len() > 64 {
+            return Err(ErrorCode::InvalidArgument.status("incident_id is longer than 64 bytes"));
+        }
         let incident = match req.incident_id.trim() {
             "" => None,
             id => Some(
@@ -319,27 +323,86 @@ impl NotificationService for Notification {
         } else {
             req.limit.min(1000)
         };
+        let after = delivery_token(&req.page_token)?;
+        // One more than asked: whether another page follows.
         let list = self
             .store
-            .deliveries(incident.as_deref(), limit)
+            .deliveries_page(
+                incident.as_deref(),
+                after.as_ref(),
+                limit + 1,
+                MAX_PAGE_BYTES,
+            )
             .await
             .map_err(|e| ErrorCode::Unavailable.status(e.to_string()))?;
+        let read: usize = list.iter().map(DeliveryRecord::wire_size).sum();
+        let mut more = list.len() > limit as usize || read >= MAX_PAGE_BYTES;
+        let (mut deliveries, mut bytes) = (Vec::new(), 0);
+        let mut last = None;
+        for d in list.iter().take(limit as usize) {
+            let item = v1::Delivery {
+                id: d.id.clone(),
+                channel: d.channel.clone(),
+                incident_id: d.incident_id.clone(),
+                event_id: d.event_id.clone(),
+                kind: d.kind.clone(),
+                status: d.status.clone(),
+                attempts: d.attempts,
+                last_error: clip(&d.last_error, MAX_ERROR),
+                created_at: Some(firebreak_proto::timestamp(d.created_at)),
+                delivered_at: d.delivered_at.map(firebreak_proto::timestamp),
+            };
+            let size = item.encoded_len() + 6;
+            if !deliveries.is_empty() && bytes + size > MAX_PAGE_BYTES {
+                more = true;
+                break;
+            }
+            bytes += size;
+            last = Some(format!("{}.{}", d.created_at, d.id));
+            deliveries.push(item);
+        }
+        let next_page_token = match last {
+            Some(token) if more => token,
+            _ => String::new(),
+        };
         Ok(Response::new(v1::ListDeliveriesResponse {
-            deliveries: list
-                .iter()
-                .map(|d| v1::Delivery {
-                    id: d.id.clone(),
-                    channel: d.channel.clone(),
-                    incident_id: d.incident_id.clone(),
-                    event_id: d.event_id.clone(),
-                    kind: d.kind.clone(),
-                    status: d.status.clone(),
-                    attempts: d.attempts,
-                    last_error: d.last_error.clone(),
-                    created_at: Some(firebreak_proto::timestamp(d.created_at)),
-                    delivered_at: d.delivered_at.map(firebreak_proto::timestamp),
-                })
-                .collect(),
+            deliveries,
+            next_page_token,
         }))
     }
+}
+
+/// The encoded size a page of deliveries may reach: a quarter of gRPC's default 4 MiB
+/// message limit, so a page always decodes.
+const MAX_PAGE_BYTES: usize = 1024 * 1024;
+/// A delivery's error as sent (a target's answer can be long).
+const MAX_ERROR: usize = 16 * 1024;
+
+/// A page token of deliveries: `CREATED_AT.ID` of the last delivery of the previous page.
+fn delivery_token(token: &str) -> Result<Option<DeliveryCursor>, Status> {
+    let invalid =
+        || ErrorCode::InvalidArgument.status("page_token is not a token this service gave");
+    match token.trim() {
+        "" => Ok(None),
+        t if t.len() > 128 || t.contains('\0') => Err(invalid()),
+        t => {
+            let (at, id) = t.split_once('.').ok_or_else(invalid)?;
+            Ok(Some(DeliveryCursor {
+                created_at: at.parse().map_err(|_| invalid())?,
+                id: id.to_owned(),
+            }))
+        }
+    }
+}
+
+/// `text` cut to at most `max` bytes on a character boundary, marked with `…` when cut.
+fn clip(text: &str, max: usize) -> String {
+    if text.len() <= max {
+        return text.to_owned();
+    }
+    let mut end = max.saturating_sub('…'.len_utf8());
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &text[..end])
 }

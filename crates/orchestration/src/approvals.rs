@@ -81,14 +81,14 @@ impl Orchestration {
                 .transition(&next, "waiting_approval", None, &events)
                 .await?
         } else {
-            let journal = store.journal(&run.id).await?;
-            let Some(waiting) = journal.iter().find(|j| j.status == "waiting") else {
+            // The waiting step alone: a run's journal may be far too large to read whole.
+            let Some(waiting) = store.waiting_step(&run.id).await? else {
                 return Err(DecideError::NotWaiting(
                     run.id,
                     "without a pending approval".into(),
                 ));
             };
-            let mut decided = waiting.clone();
+            let mut decided = waiting;
             decided.status = "done".into();
             decided.result = json!({ "approved": d.approved, "by": d.actor, "comment": d.comment });
             decided.at = self.now();

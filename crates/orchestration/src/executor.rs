@@ -532,10 +532,13 @@ impl Orchestration {
         state: &str,
         error: Option<&str>,
     ) -> bool {
-        let event = run_event(run, state, "", error.unwrap_or_default());
+        // A script's error can be as long as the script likes: it is stored clipped, so the
+        // run stays readable.
+        let error = error.map(|e| crate::limits::clip(e, crate::limits::MAX_TEXT));
+        let event = run_event(run, state, "", error.as_deref().unwrap_or_default());
         let finished = match self
             .store
-            .set_run_state(&run.id, from, state, error, &[event])
+            .set_run_state(&run.id, from, state, error.as_deref(), &[event])
             .await
         {
             Ok(finished) => finished,

@@ -2,11 +2,15 @@
 
 use firebreak_proto::ErrorCode;
 use firebreak_proto::v1::{self, runbook_service_server::RunbookService};
-use firebreak_storage::{JournalRecord, RunRecord};
+use firebreak_storage::{JournalRecord, RunQuery, RunRecord};
 use tonic::{Request, Response, Status};
 
 use crate::Orchestration;
 use crate::approvals::{DecideError, Decision};
+use crate::limits::{
+    MAX_ACTOR, MAX_COMMENT, MAX_DOCUMENT, MAX_LISTED_JOURNAL, MAX_NAME, MAX_PAGE_BYTES, MAX_TEXT,
+    checked, clip, clip_json, clip_lines,
+};
 use firebreak_proto::Message;
 use firebreak_runbook::OnTimeout;
 use firebreak_runbook::{Outcome, Simulator, simulate};
@@ -38,37 +42,121 @@ fn unavailable(e: firebreak_storage::Error) -> Status {
     ErrorCode::Unavailable.status(e.to_string())
 }
 
-fn run_to_proto(r: &RunRecord, journal: &[JournalRecord], log: Vec<String>) -> v1::Run {
+/// The run as sent, without its journal (`actions`): free text clipped, log and plan only
+/// when `full` (a list of runs, the first page of `GetRun`).
+fn run_to_proto(r: &RunRecord, log: Vec<String>, full: bool) -> v1::Run {
     v1::Run {
         id: r.id.clone(),
         runbook: r.runbook.clone(),
         incident_id: r.incident_id.clone(),
         state: r.state.clone(),
         live: r.live,
-        error: r.error.clone(),
+        error: clip(&r.error, MAX_TEXT),
         started_at: Some(firebreak_proto::timestamp(r.started_at)),
         finished_at: r.finished_at.map(firebreak_proto::timestamp),
-        actions: journal
-            .iter()
-            .map(|j| v1::RunAction {
-                seq: j.seq,
-                action: j.action.clone(),
-                args: j.args.to_string(),
-                result: j.result.to_string(),
-                status: j.status.clone(),
-                idempotency_key: j.idempotency_key.clone(),
-                at: Some(firebreak_proto::timestamp(j.at)),
-            })
-            .collect(),
-        log,
+        actions: Vec::new(),
+        log: if full {
+            clip_lines(log, MAX_DOCUMENT).0
+        } else {
+            Vec::new()
+        },
         phase: r.phase.clone(),
-        plan: if r.plan.is_null() {
+        plan: if r.plan.is_null() || !full {
             String::new()
         } else {
-            r.plan.to_string()
+            clip_json(&r.plan, MAX_DOCUMENT)
         },
         wake_at: r.wake_at.map(firebreak_proto::timestamp),
+        next_actions_page_token: String::new(),
     }
+}
+
+fn action_to_proto(j: &JournalRecord) -> v1::RunAction {
+    v1::RunAction {
+        seq: j.seq,
+        action: j.action.clone(),
+        args: clip_json(&j.args, MAX_DOCUMENT),
+        result: clip_json(&j.result, MAX_DOCUMENT),
+        status: j.status.clone(),
+        idempotency_key: j.idempotency_key.clone(),
+        at: Some(firebreak_proto::timestamp(j.at)),
+    }
+}
+
+/// The items of a page: at most `limit` of `items`, and no more than fit in `budget` bytes
+/// encoded (but at least one). True as second value when more remain: some were left out,
+/// or the store returned more than `limit`, or stopped at its own byte bound (`read_bytes`
+/// reached `budget`).
+fn page<T: Message>(
+    items: Vec<T>,
+    limit: usize,
+    budget: usize,
+    read_bytes: usize,
+) -> (Vec<T>, bool) {
+    let available = items.len();
+    let mut out = Vec::with_capacity(available.min(limit));
+    let mut bytes = 0;
+    for item in items.into_iter().take(limit) {
+        // The item's bytes plus its field tag and length prefix.
+        let size = item.encoded_len() + 6;
+        if !out.is_empty() && bytes + size > budget {
+            break;
+        }
+        bytes += size;
+        out.push(item);
+    }
+    let more = out.len() < available || read_bytes >= budget;
+    (out, more)
+}
+
+/// A page size asked for: `default` for 0, at most 1000.
+fn page_limit(asked: u32, default: u32) -> u32 {
+    match asked {
+        0 => default,
+        n => n.min(1000),
+    }
+}
+
+fn invalid_token() -> Status {
+    ErrorCode::InvalidArgument.status("page_token is not a token this service gave")
+}
+
+/// A page token naming the last run of a page (its id).
+fn run_token(token: &str) -> Result<Option<String>, Status> {
+    match token.trim() {
+        "" => Ok(None),
+        t => Ok(Some(
+            firebreak_domain::RunId::parse(t)
+                .map_err(|_| invalid_token())?
+                .to_string(),
+        )),
+    }
+}
+
+fn invalid(e: impl std::fmt::Display) -> Status {
+    ErrorCode::InvalidArgument.status(e.to_string())
+}
+
+/// Refuses an incident for a dry run holding NUL in any of its text, naming the field.
+fn incident_text(incident: &v1::Incident) -> Result<(), Status> {
+    for (field, text) in [
+        ("incident.id", &incident.id),
+        ("incident.title", &incident.title),
+        ("incident.description", &incident.description),
+        ("incident.category", &incident.category),
+        ("incident.state", &incident.state),
+        ("incident.dedup_key", &incident.dedup_key),
+        ("incident.source", &incident.source),
+        ("incident.resolution_summary", &incident.resolution_summary),
+        ("incident.root_cause", &incident.root_cause),
+    ] {
+        checked(field, text, MAX_DRY_RUN_INCIDENT)?;
+    }
+    for (k, v) in &incident.labels {
+        checked("incident.labels", k, MAX_DRY_RUN_INCIDENT)?;
+        checked("incident.labels", v, MAX_DRY_RUN_INCIDENT)?;
+    }
+    Ok(())
 }
 
 fn decide_status(e: DecideError) -> Status {
@@ -81,18 +169,57 @@ fn decide_status(e: DecideError) -> Status {
 }
 
 impl RunbookApi {
-    async fn load(&self, id: &str) -> Result<v1::Run, Status> {
-        firebreak_domain::RunId::parse(id)
-            .map_err(|e| ErrorCode::InvalidArgument.status(e.to_string()))?;
+    /// A part of a run's journal: the entries after `after`, at most `limit`, within `budget`
+    /// bytes encoded (at least one); with the token of the next part, empty at the end.
+    async fn actions(
+        &self,
+        run_id: &str,
+        after: u32,
+        limit: u32,
+        budget: usize,
+    ) -> Result<(Vec<v1::RunAction>, String), Status> {
+        let list = self
+            .orch
+            .store
+            .journal_page(run_id, after, limit + 1, budget)
+            .await
+            .map_err(unavailable)?;
+        let read: usize = list.iter().map(JournalRecord::wire_size).sum();
+        let (actions, more) = page(
+            list.iter().map(action_to_proto).collect(),
+            limit as usize,
+            budget,
+            read,
+        );
+        let token = match actions.last() {
+            Some(a) if more => a.seq.to_string(),
+            _ => String::new(),
+        };
+        Ok((actions, token))
+    }
+
+    /// A run with one page of its journal: the first (with its log and plan) when `after` is
+    /// 0, else the entries after `after`; the whole answer within [`MAX_PAGE_BYTES`].
+    async fn load(&self, id: &str, after: u32, limit: u32) -> Result<v1::Run, Status> {
+        firebreak_domain::RunId::parse(checked("id", id, 64)?).map_err(invalid)?;
         let store = &self.orch.store;
         let run = store
             .run(id)
             .await
             .map_err(unavailable)?
             .ok_or_else(|| ErrorCode::NotFound.status(format!("run {id} not found")))?;
-        let journal = store.journal(id).await.map_err(unavailable)?;
-        let log = store.log(id).await.map_err(unavailable)?;
-        Ok(run_to_proto(&run, &journal, log))
+        let full = after == 0;
+        let log = if full {
+            store.log(id).await.map_err(unavailable)?
+        } else {
+            Vec::new()
+        };
+        let mut out = run_to_proto(&run, log, full);
+        let budget = MAX_PAGE_BYTES.saturating_sub(out.encoded_len() + 64);
+        let (actions, token) = self.actions(id, after, limit, budget).await?;
+        out.actions = actions;
+        out.next_actions_page_token = token;
+        Ok(out)
     }
 
     async fn decide(
@@ -100,19 +227,16 @@ impl RunbookApi {
         req: v1::DecideApprovalRequest,
         approved: bool,
     ) -> Result<Response<v1::DecideApprovalResponse>, Status> {
-        firebreak_domain::RunId::parse(&req.run_id)
-            .map_err(|e| ErrorCode::InvalidArgument.status(e.to_string()))?;
-        if req.comment.len() > 4096 {
-            return Err(ErrorCode::InvalidArgument.status("comment is longer than 4096 bytes"));
-        }
-        let actor = match req.actor.trim() {
+        firebreak_domain::RunId::parse(checked("run_id", &req.run_id, 64)?).map_err(invalid)?;
+        let comment = checked("comment", req.comment.trim(), MAX_COMMENT)?;
+        let actor = match checked("actor", req.actor.trim(), MAX_ACTOR)? {
             "" => "user:anonymous",
             a => a,
         };
         let decision = Decision {
             approved,
             actor,
-            comment: req.comment.trim(),
+            comment,
             by_timeout: false,
         };
         self.orch
@@ -120,7 +244,7 @@ impl RunbookApi {
             .await
             .map_err(decide_status)?;
         Ok(Response::new(v1::DecideApprovalResponse {
-            run: Some(self.load(&req.run_id).await?),
+            run: Some(self.load(&req.run_id, 0, 500).await?),
         }))
     }
 }
@@ -166,46 +290,83 @@ impl RunbookService for RunbookApi {
         let incident = match req.incident_id.trim() {
             "" => None,
             id => Some(
-                firebreak_domain::IncidentId::parse(id)
-                    .map_err(|e| ErrorCode::InvalidArgument.status(e.to_string()))?
+                firebreak_domain::IncidentId::parse(checked("incident_id", id, 64)?)
+                    .map_err(invalid)?
                     .to_string(),
             ),
         };
-        let limit = if req.limit == 0 {
-            100
-        } else {
-            req.limit.min(1000)
-        };
+        let limit = page_limit(req.limit, 100);
         let state = match req.state.trim() {
             "" => None,
             s if STATES.contains(&s) => Some(s),
             s => {
                 return Err(ErrorCode::InvalidArgument.status(format!(
-                    "unknown run state {s:?}; known: {}",
+                    "unknown run state {:?}; known: {}",
+                    clip(s, 64),
                     STATES.join(", ")
                 )));
             }
         };
+        let after = run_token(&req.page_token)?;
+        let query = RunQuery {
+            incident_id: incident.as_deref(),
+            state,
+            after: after.as_deref(),
+            oldest_first: false,
+        };
+        // One more than asked: whether another page follows.
         let runs = self
             .orch
             .store
-            .runs(incident.as_deref(), state, limit)
+            .runs_page(&query, limit + 1, MAX_PAGE_BYTES)
             .await
             .map_err(unavailable)?;
-        let mut out = Vec::with_capacity(runs.len());
-        for r in &runs {
-            let journal = self.orch.store.journal(&r.id).await.map_err(unavailable)?;
-            out.push(run_to_proto(r, &journal, Vec::new()));
+        let read: usize = runs.iter().map(RunRecord::wire_size).sum();
+        let mut more = runs.len() > limit as usize || read >= MAX_PAGE_BYTES;
+        let mut out = Vec::new();
+        let mut bytes = 0;
+        // Each run with the first part of its journal, read only for the runs the page holds.
+        for r in runs.iter().take(limit as usize) {
+            let mut run = run_to_proto(r, Vec::new(), true);
+            let (actions, token) = self.actions(&r.id, 0, 1000, MAX_LISTED_JOURNAL).await?;
+            run.actions = actions;
+            run.next_actions_page_token = token;
+            let size = run.encoded_len() + 6;
+            if !out.is_empty() && bytes + size > MAX_PAGE_BYTES {
+                more = true;
+                break;
+            }
+            bytes += size;
+            out.push(run);
         }
-        Ok(Response::new(v1::ListRunsResponse { runs: out }))
+        if out.len() < runs.len() {
+            more = true;
+        }
+        let next_page_token = match out.last() {
+            Some(r) if more => r.id.clone(),
+            _ => String::new(),
+        };
+        Ok(Response::new(v1::ListRunsResponse {
+            runs: out,
+            next_page_token,
+        }))
     }
 
     async fn get_run(
         &self,
         req: Request<v1::GetRunRequest>,
     ) -> Result<Response<v1::GetRunResponse>, Status> {
+        let req = req.into_inner();
+        let after = match req.page_token.trim() {
+            "" => 0,
+            t => t.parse::<u32>().map_err(|_| invalid_token())?,
+        };
+        let run = self
+            .load(&req.id, after, page_limit(req.limit, 500))
+            .await?;
         Ok(Response::new(v1::GetRunResponse {
-            run: Some(self.load(&req.into_inner().id).await?),
+            next_page_token: run.next_actions_page_token.clone(),
+            run: Some(run),
         }))
     }
 
@@ -228,9 +389,7 @@ impl RunbookService for RunbookApi {
         req: Request<v1::DryRunRequest>,
     ) -> Result<Response<v1::DryRunResponse>, Status> {
         let req = req.into_inner();
-        if req.runbook.len() > 128 {
-            return Err(ErrorCode::InvalidArgument.status("runbook is longer than 128 bytes"));
-        }
+        checked("runbook", &req.runbook, MAX_NAME)?;
         let incident = req
             .incident
             .ok_or_else(|| ErrorCode::InvalidArgument.status("incident is required"))?;
@@ -239,6 +398,7 @@ impl RunbookService for RunbookApi {
                 "incident is larger than {MAX_DRY_RUN_INCIDENT} bytes"
             )));
         }
+        incident_text(&incident)?;
         let runbook = self
             .orch
             .catalog
@@ -277,35 +437,60 @@ impl RunbookService for RunbookApi {
             Outcome::Waiting { .. } => ("waiting", String::new()),
             Outcome::Sleeping { .. } => ("sleeping", String::new()),
         };
+        let error = clip(&error, MAX_TEXT);
+        let (log, mut truncated) = clip_lines(sim.log, MAX_DOCUMENT);
+        let mut steps = Vec::new();
+        let mut bytes = log.iter().map(|l| l.len() + 6).sum::<usize>() + error.len();
+        // A dry run's steps are not stored: what does not fit in a page is left out.
+        for s in &sim.steps {
+            let step = v1::PlannedStep {
+                seq: s.seq,
+                action: s.action.clone(),
+                args: clip_json(&s.args, MAX_DOCUMENT),
+                result: clip_json(&s.result, MAX_DOCUMENT),
+            };
+            let size = step.encoded_len() + 6;
+            if bytes + size > MAX_PAGE_BYTES {
+                truncated = true;
+                break;
+            }
+            bytes += size;
+            steps.push(step);
+        }
         Ok(Response::new(v1::DryRunResponse {
             outcome: outcome.into(),
             error,
-            steps: sim
-                .steps
-                .iter()
-                .map(|s| v1::PlannedStep {
-                    seq: s.seq,
-                    action: s.action.clone(),
-                    args: s.args.to_string(),
-                    result: s.result.to_string(),
-                })
-                .collect(),
-            log: sim.log,
+            steps,
+            log,
+            truncated,
         }))
     }
 
     async fn list_approvals(
         &self,
-        _: Request<v1::ListApprovalsRequest>,
+        req: Request<v1::ListApprovalsRequest>,
     ) -> Result<Response<v1::ListApprovalsResponse>, Status> {
+        let req = req.into_inner();
+        let limit = page_limit(req.limit, 100);
+        let after = run_token(&req.page_token)?;
         let store = &self.orch.store;
-        let mut runs = store
-            .runs(None, Some("waiting_approval"), 1000)
+        let query = RunQuery {
+            state: Some("waiting_approval"),
+            after: after.as_deref(),
+            oldest_first: true,
+            ..RunQuery::default()
+        };
+        let runs = store
+            .runs_page(&query, limit + 1, MAX_PAGE_BYTES)
             .await
             .map_err(unavailable)?;
-        runs.reverse();
-        let mut approvals = Vec::with_capacity(runs.len());
-        for run in runs {
+        let read: usize = runs.iter().map(RunRecord::wire_size).sum();
+        let mut more = runs.len() > limit as usize || read >= MAX_PAGE_BYTES;
+        let (mut approvals, mut bytes) = (Vec::new(), 0);
+        // The id of the last run the page went through: a run that stopped waiting
+        // meanwhile is skipped, not listed again.
+        let mut last = None;
+        for run in runs.iter().take(limit as usize) {
             let approval = self
                 .orch
                 .catalog
@@ -320,17 +505,19 @@ impl RunbookService for RunbookApi {
                     run.started_at,
                 )
             } else {
-                let journal = store.journal(&run.id).await.map_err(unavailable)?;
-                match journal.iter().find(|j| j.status == "waiting") {
+                match store.waiting_step(&run.id).await.map_err(unavailable)? {
                     Some(j) => (
                         j.seq,
-                        j.args["prompt"].as_str().unwrap_or_default().to_owned(),
+                        clip(j.args["prompt"].as_str().unwrap_or_default(), MAX_TEXT),
                         j.at,
                     ),
-                    None => continue,
+                    None => {
+                        last = Some(run.id.clone());
+                        continue;
+                    }
                 }
             };
-            approvals.push(v1::PendingApproval {
+            let item = v1::PendingApproval {
                 run_id: run.id.clone(),
                 runbook: run.runbook.clone(),
                 incident_id: run.incident_id.clone(),
@@ -343,8 +530,23 @@ impl RunbookService for RunbookApi {
                     OnTimeout::Approve => "approve".into(),
                     OnTimeout::Reject => "reject".into(),
                 },
-            });
+            };
+            let size = item.encoded_len() + 6;
+            if !approvals.is_empty() && bytes + size > MAX_PAGE_BYTES {
+                more = true;
+                break;
+            }
+            bytes += size;
+            last = Some(run.id.clone());
+            approvals.push(item);
         }
-        Ok(Response::new(v1::ListApprovalsResponse { approvals }))
+        let next_page_token = match last {
+            Some(id) if more => id,
+            _ => String::new(),
+        };
+        Ok(Response::new(v1::ListApprovalsResponse {
+            approvals,
+            next_page_token,
+        }))
     }
 }

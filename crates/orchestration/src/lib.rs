@@ -11,6 +11,7 @@ mod executor;
 mod grpc;
 mod host;
 mod k8s;
+mod limits;
 mod secrets;
 
 use std::collections::BTreeMap;

@@ -179,6 +179,24 @@ pub trait OrchestrationStore: Outbox {
         incident_id: Option<&str>,
         state: Option<&str>,
         limit: u32,
+    ) -> Result<Vec<RunRecord>> {
+        let query = RunQuery {
+            incident_id,
+            state,
+            ..RunQuery::default()
+        };
+        self.runs_page(&query, limit, usize::MAX).await
+    }
+    /// A page of runs matching `query` (in id order, newest first unless
+    /// `query.oldest_first`), starting after `query.after`: at most `limit`, and no more once
+    /// those read hold `max_bytes` (their [`RunRecord::wire_size`]; the one crossing the
+    /// bound is included, so a page is never empty while runs remain). Rows past the bound
+    /// are never read.
+    async fn runs_page(
+        &self,
+        query: &RunQuery<'_>,
+        limit: u32,
+        max_bytes: usize,
     ) -> Result<Vec<RunRecord>>;
     /// Runs with work to do at `now`: pending or running (to (re)start, also after a
     /// restart), sleeping runs whose time has come, approvals that timed out. A replica
@@ -226,7 +244,22 @@ pub trait OrchestrationStore: Outbox {
         events: &[OutboxEvent],
     ) -> Result<bool>;
     /// The run's journal, in sequence order.
-    async fn journal(&self, run_id: &str) -> Result<Vec<JournalRecord>>;
+    async fn journal(&self, run_id: &str) -> Result<Vec<JournalRecord>> {
+        self.journal_page(run_id, 0, u32::MAX, usize::MAX).await
+    }
+    /// A page of the run's journal, in sequence order, of the entries after `after_seq`: at
+    /// most `limit`, and no more once those read hold `max_bytes` (their
+    /// [`JournalRecord::wire_size`]; the one crossing the bound is included). Rows past the
+    /// bound are never read.
+    async fn journal_page(
+        &self,
+        run_id: &str,
+        after_seq: u32,
+        limit: u32,
+        max_bytes: usize,
+    ) -> Result<Vec<JournalRecord>>;
+    /// The journal entry the run waits at (status `waiting`), if any: the newest one.
+    async fn waiting_step(&self, run_id: &str) -> Result<Option<JournalRecord>>;
     /// Writes (or replaces, for a step that was waiting) a journal entry and its events.
     async fn put_journal(&self, entry: &JournalRecord, events: &[OutboxEvent]) -> Result<()>;
     /// Appends lines to the run's log.
@@ -259,6 +292,20 @@ pub trait NotificationStore: Outbox {
         &self,
         incident_id: Option<&str>,
         limit: u32,
+    ) -> Result<Vec<DeliveryRecord>> {
+        self.deliveries_page(incident_id, None, limit, usize::MAX)
+            .await
+    }
+    /// A page of deliveries, newest first, optionally of one incident, starting after
+    /// `after`: at most `limit`, and no more once those read hold `max_bytes` (their
+    /// [`DeliveryRecord::wire_size`]; the one crossing the bound is included). Rows past the
+    /// bound are never read.
+    async fn deliveries_page(
+        &self,
+        incident_id: Option<&str>,
+        after: Option<&DeliveryCursor>,
+        limit: u32,
+        max_bytes: usize,
     ) -> Result<Vec<DeliveryRecord>>;
     /// Cancels the pending deliveries of later escalation steps (2 and on) of an incident;
     /// returns how many.

@@ -196,6 +196,40 @@ impl RunRecord {
     pub fn is_finished(&self) -> bool {
         matches!(self.state.as_str(), "succeeded" | "failed" | "rejected")
     }
+
+    /// About the bytes the run takes on the wire without its journal and log (its input,
+    /// never sent, left out): what bounds a page of runs.
+    pub fn wire_size(&self) -> usize {
+        [
+            &self.id,
+            &self.runbook,
+            &self.incident_id,
+            &self.state,
+            &self.error,
+            &self.phase,
+        ]
+        .iter()
+        .map(|s| s.len())
+        .sum::<usize>()
+            + if self.plan.is_null() {
+                0
+            } else {
+                self.plan.to_string().len()
+            }
+            + 64
+    }
+}
+
+/// Which runs a page lists: optionally of one incident and in one state, after the run
+/// `after` (an id) in the order asked.
+#[derive(Debug, Clone, Default)]
+pub struct RunQuery<'a> {
+    pub incident_id: Option<&'a str>,
+    pub state: Option<&'a str>,
+    /// The id of the last run of the previous page.
+    pub after: Option<&'a str>,
+    /// Oldest first (ascending ids) instead of newest first.
+    pub oldest_first: bool,
 }
 
 /// One journaled action of a run.
@@ -214,6 +248,18 @@ pub struct JournalRecord {
     pub idempotency_key: String,
     pub attempts: u32,
     pub at: i64,
+}
+
+impl JournalRecord {
+    /// About the bytes the entry takes on the wire: what bounds a page of a journal.
+    pub fn wire_size(&self) -> usize {
+        self.action.len()
+            + self.args.to_string().len()
+            + self.result.to_string().len()
+            + self.status.len()
+            + self.idempotency_key.len()
+            + 32
+    }
 }
 
 /// A notification to deliver on a channel (notification).
@@ -235,4 +281,31 @@ pub struct DeliveryRecord {
     pub delivered_at: Option<i64>,
     /// The step of an escalation policy this delivery belongs to; 0 for none.
     pub escalation_step: u32,
+}
+
+impl DeliveryRecord {
+    /// About the bytes the delivery takes on the wire (its payload, never sent, left out):
+    /// what bounds a page of deliveries.
+    pub fn wire_size(&self) -> usize {
+        [
+            &self.id,
+            &self.event_id,
+            &self.channel,
+            &self.incident_id,
+            &self.kind,
+            &self.status,
+            &self.last_error,
+        ]
+        .iter()
+        .map(|s| s.len())
+        .sum::<usize>()
+            + 64
+    }
+}
+
+/// Where a page of deliveries (newest first) ended: the next page starts after it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeliveryCursor {
+    pub created_at: i64,
+    pub id: String,
 }

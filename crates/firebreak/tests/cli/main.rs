@@ -1180,3 +1180,74 @@ fn the_deploy_files_need_no_working_directory_and_no_undefined_config_map() {
         );
     }
 }
+
+/// A journal flood (runs of 300 steps of 15 KB: 4.5 MB each, past gRPC's 4 MiB limit) leaves
+/// `run show` whole (it follows every page of the journal) and `run list` paged with
+/// `--limit` and `--page-token`.
+#[test]
+fn run_show_and_run_list_survive_a_journal_flood() {
+    let dir = tempfile::tempdir().unwrap();
+    let rhai = "// Journals 300 large notes.\nfn run(incident, params) {\n    let text = \"\";\n    for i in 0..15000 { text += \"x\"; }\n    for i in 0..300 { incident::note(`${i} ${text}`); }\n}\n";
+    let (runbooks, config) = setup(
+        dir.path(),
+        "flood",
+        "capabilities: [incident]\ntimeout_seconds: 60\n",
+        rhai,
+        "http://unused.invalid",
+    );
+    let server = Server::start(&dir.path().join("data"), &runbooks, &config);
+    let mut runs = Vec::new();
+    for host in ["db-1", "db-2"] {
+        let raised = server.json(&[
+            "raise",
+            "--title",
+            &format!("{host} down"),
+            "--category",
+            "service-outage",
+        ]);
+        let incident = raised["incident_id"].as_str().unwrap().to_owned();
+        let run = run_in(&server, &incident, "succeeded");
+        runs.push(run["id"].as_str().unwrap().to_owned());
+    }
+
+    for id in &runs {
+        let run = server.json(&["run", "show", id]);
+        let seqs: Vec<u64> = run["actions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|a| a["seq"].as_u64().unwrap())
+            .collect();
+        assert_eq!(
+            seqs,
+            (1..=300).collect::<Vec<_>>(),
+            "the whole journal of {id}"
+        );
+    }
+
+    // One run a page: the first says where the next starts, the last says nothing more.
+    let grpc = server.grpc.clone();
+    let list = |extra: &[&str]| {
+        let mut args = vec!["--server", grpc.as_str(), "run", "list", "--limit", "1"];
+        args.extend_from_slice(extra);
+        let (code, out, err) = run_in_dir(server.cwd.path(), &args, None);
+        assert_eq!(code, 0, "{err}");
+        (out, err)
+    };
+    let (first, err) = list(&[]);
+    let token = err
+        .trim()
+        .strip_prefix("more runs: --page-token ")
+        .unwrap_or_else(|| panic!("no token: {err}"))
+        .to_owned();
+    let (second, err) = list(&["--page-token", &token]);
+    assert!(
+        first.contains(&runs[1]) && second.contains(&runs[0]),
+        "{first}\n{second}"
+    );
+    // The list carries the first part of each journal, marked with a `+`.
+    assert!(first.contains("+"), "{first}");
+    assert!(err.is_empty(), "the second page is the last: {err}");
+    let (_, err) = list(&["--page-token", &runs[0]]);
+    assert!(err.is_empty(), "{err}");
+}

@@ -12,7 +12,8 @@ use firebreak_orchestration::{Options, Orchestration};
 use firebreak_proto::v1::event::Payload;
 use firebreak_runbook::{Catalog, Limits};
 use firebreak_storage::{
-    JournalRecord, OrchestrationStore, Outbox, OutboxEvent, OutboxRecord, Result, RunRecord,
+    JournalRecord, OrchestrationStore, Outbox, OutboxEvent, OutboxRecord, Result, RunQuery,
+    RunRecord,
 };
 use tokio::sync::Notify;
 use tokio::task::JoinSet;
@@ -267,6 +268,14 @@ impl OrchestrationStore for Hooked {
     ) -> Result<Vec<RunRecord>> {
         self.inner.runs(incident_id, state, limit).await
     }
+    async fn runs_page(
+        &self,
+        query: &RunQuery<'_>,
+        limit: u32,
+        max_bytes: usize,
+    ) -> Result<Vec<RunRecord>> {
+        self.inner.runs_page(query, limit, max_bytes).await
+    }
     async fn due_runs(&self, now: i64) -> Result<Vec<RunRecord>> {
         let first = *self.lists.lock().unwrap() == 0;
         let due = self.inner.due_runs(now).await?;
@@ -320,6 +329,20 @@ impl OrchestrationStore for Hooked {
     }
     async fn journal(&self, run_id: &str) -> Result<Vec<JournalRecord>> {
         self.inner.journal(run_id).await
+    }
+    async fn journal_page(
+        &self,
+        run_id: &str,
+        after_seq: u32,
+        limit: u32,
+        max_bytes: usize,
+    ) -> Result<Vec<JournalRecord>> {
+        self.inner
+            .journal_page(run_id, after_seq, limit, max_bytes)
+            .await
+    }
+    async fn waiting_step(&self, run_id: &str) -> Result<Option<JournalRecord>> {
+        self.inner.waiting_step(run_id).await
     }
     async fn put_journal(&self, entry: &JournalRecord, events: &[OutboxEvent]) -> Result<()> {
         self.inner.put_journal(entry, events).await

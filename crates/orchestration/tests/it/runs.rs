@@ -223,3 +223,41 @@ async fn only_held_leases_are_renewed() {
     let run = store.run("r1").await.unwrap().unwrap();
     assert_eq!(run.state, "pending");
 }
+
+/// A script's error is as long as the script makes it: the run stores it clipped (16 KiB,
+/// marked), so the run and its finish event stay readable.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_stores_its_error_clipped() {
+    let data = tempfile::tempdir().unwrap();
+    let store: Arc<dyn OrchestrationStore> = Arc::new(
+        SqliteOrchestrationStore::open(&data.path().join("orchestration.db"), false)
+            .await
+            .unwrap(),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    runbook(
+        dir.path(),
+        "loud",
+        NOTER,
+        "fn run(incident, params) {\n    let t = \"\";\n    for i in 0..60000 { t += \"e\"; }\n    throw t;\n}\n",
+    );
+    store
+        .create_run(&pending_run("loud", "loud", false), &started("loud"))
+        .await
+        .unwrap();
+    let orch = Running::start(
+        store.clone(),
+        Arc::new(RecordingBus::default()),
+        catalog(dir.path()),
+        Options::default(),
+    );
+    let failed = wait_for_run(&*store, "loud", "the run to fail", |r| r.is_finished()).await;
+    orch.stop().await;
+    assert_eq!(failed.state, "failed");
+    assert!(failed.error.contains("eeee"), "{}", failed.error);
+    assert!(
+        failed.error.len() <= 16 * 1024 && failed.error.ends_with('…'),
+        "{} bytes",
+        failed.error.len()
+    );
+}

@@ -5,7 +5,8 @@ use sqlx::Row;
 use sqlx::postgres::{PgBindIterExt, PgPool, PgRow};
 
 use super::{Migration, OUTBOX, from_json, get_u32, impl_outbox, json_text, now_micros};
-use crate::{DeliveryRecord, NotificationStore, OutboxEvent, Result};
+use crate::{DeliveryCursor, DeliveryRecord, NotificationStore, OutboxEvent, Result};
+use futures::TryStreamExt;
 
 /// The Postgres schema starts where SQLite's stands today (its version 4).
 const MIGRATIONS: &[Migration] = &[
@@ -155,20 +156,33 @@ impl NotificationStore for PgNotificationStore {
         Ok(())
     }
 
-    async fn deliveries(
+    async fn deliveries_page(
         &self,
         incident_id: Option<&str>,
+        after: Option<&DeliveryCursor>,
         limit: u32,
+        max_bytes: usize,
     ) -> Result<Vec<DeliveryRecord>> {
-        let rows = sqlx::query(
+        let mut rows = sqlx::query(
             "SELECT * FROM deliveries WHERE ($1::text IS NULL OR incident_id = $1)
-             ORDER BY created_at DESC, id DESC LIMIT $2",
+                AND ($2::bigint IS NULL OR (created_at, id) < ($2, $3))
+             ORDER BY created_at DESC, id DESC LIMIT $4",
         )
         .bind(incident_id)
+        .bind(after.map(|a| a.created_at))
+        .bind(after.map(|a| a.id.as_str()))
         .bind(i64::from(limit))
-        .fetch_all(&self.pool)
-        .await?;
-        rows.iter().map(delivery_row).collect()
+        .fetch(&self.pool);
+        let (mut out, mut bytes) = (Vec::new(), 0usize);
+        // Rows stream in: past the byte bound the rest are never read.
+        while bytes < max_bytes
+            && let Some(row) = rows.try_next().await?
+        {
+            let d = delivery_row(&row)?;
+            bytes += d.wire_size();
+            out.push(d);
+        }
+        Ok(out)
     }
 
     async fn cancel_escalations(&self, incident_id: &str) -> Result<u32> {

@@ -9,7 +9,8 @@ use super::{
     Migration, OUTBOX, enqueue_all, from_json, get_u32, impl_outbox, json_text, lock_key,
     now_micros,
 };
-use crate::{JournalRecord, OrchestrationStore, OutboxEvent, Result, RunRecord};
+use crate::{JournalRecord, OrchestrationStore, OutboxEvent, Result, RunQuery, RunRecord};
+use futures::TryStreamExt;
 
 /// The Postgres schema starts where SQLite's stands today (its version 4).
 const MIGRATIONS: &[Migration] = &[
@@ -155,23 +156,37 @@ impl OrchestrationStore for PgOrchestrationStore {
             .transpose()
     }
 
-    async fn runs(
+    async fn runs_page(
         &self,
-        incident_id: Option<&str>,
-        state: Option<&str>,
+        query: &RunQuery<'_>,
         limit: u32,
+        max_bytes: usize,
     ) -> Result<Vec<RunRecord>> {
-        let rows = sqlx::query(
+        let sql = if query.oldest_first {
             "SELECT * FROM runs WHERE ($1::text IS NULL OR incident_id = $1)
-                AND ($2::text IS NULL OR state = $2)
-             ORDER BY id DESC LIMIT $3",
-        )
-        .bind(incident_id)
-        .bind(state)
-        .bind(i64::from(limit))
-        .fetch_all(&self.pool)
-        .await?;
-        rows.iter().map(run_row).collect()
+                AND ($2::text IS NULL OR state = $2) AND ($3::text IS NULL OR id > $3)
+             ORDER BY id LIMIT $4"
+        } else {
+            "SELECT * FROM runs WHERE ($1::text IS NULL OR incident_id = $1)
+                AND ($2::text IS NULL OR state = $2) AND ($3::text IS NULL OR id < $3)
+             ORDER BY id DESC LIMIT $4"
+        };
+        let mut rows = sqlx::query(sql)
+            .bind(query.incident_id)
+            .bind(query.state)
+            .bind(query.after)
+            .bind(i64::from(limit))
+            .fetch(&self.pool);
+        let (mut out, mut bytes) = (Vec::new(), 0usize);
+        // Rows stream in: past the byte bound the rest are never read.
+        while bytes < max_bytes
+            && let Some(row) = rows.try_next().await?
+        {
+            let run = run_row(&row)?;
+            bytes += run.wire_size();
+            out.push(run);
+        }
+        Ok(out)
     }
 
     async fn due_runs(&self, now: i64) -> Result<Vec<RunRecord>> {
@@ -307,27 +322,42 @@ impl OrchestrationStore for PgOrchestrationStore {
         Ok(true)
     }
 
-    async fn journal(&self, run_id: &str) -> Result<Vec<JournalRecord>> {
-        let rows = sqlx::query("SELECT * FROM journal WHERE run_id = $1 ORDER BY seq")
-            .bind(run_id)
-            .fetch_all(&self.pool)
-            .await?;
-        rows.iter()
-            .map(|r| {
-                Ok(JournalRecord {
-                    run_id: r.try_get("run_id")?,
-                    seq: get_u32(r, "seq")?,
-                    action: r.try_get("action")?,
-                    args: from_json(r.try_get("args")?)?,
-                    args_digest: r.try_get("args_digest")?,
-                    status: r.try_get("status")?,
-                    result: from_json(r.try_get("result")?)?,
-                    idempotency_key: r.try_get("idempotency_key")?,
-                    attempts: get_u32(r, "attempts")?,
-                    at: r.try_get("at")?,
-                })
-            })
-            .collect()
+    async fn journal_page(
+        &self,
+        run_id: &str,
+        after_seq: u32,
+        limit: u32,
+        max_bytes: usize,
+    ) -> Result<Vec<JournalRecord>> {
+        let mut rows = sqlx::query(
+            "SELECT * FROM journal WHERE run_id = $1 AND seq > $2 ORDER BY seq LIMIT $3",
+        )
+        .bind(run_id)
+        .bind(i64::from(after_seq))
+        .bind(i64::from(limit))
+        .fetch(&self.pool);
+        let (mut out, mut bytes) = (Vec::new(), 0usize);
+        while bytes < max_bytes
+            && let Some(row) = rows.try_next().await?
+        {
+            let j = journal_row(&row)?;
+            bytes += j.wire_size();
+            out.push(j);
+        }
+        Ok(out)
+    }
+
+    async fn waiting_step(&self, run_id: &str) -> Result<Option<JournalRecord>> {
+        sqlx::query(
+            "SELECT * FROM journal WHERE run_id = $1 AND status = 'waiting'
+             ORDER BY seq DESC LIMIT 1",
+        )
+        .bind(run_id)
+        .fetch_optional(&self.pool)
+        .await?
+        .as_ref()
+        .map(journal_row)
+        .transpose()
     }
 
     async fn put_journal(&self, j: &JournalRecord, events: &[OutboxEvent]) -> Result<()> {
@@ -394,6 +424,21 @@ async fn put_journal(conn: &mut PgConnection, j: &JournalRecord) -> Result<()> {
     .execute(conn)
     .await?;
     Ok(())
+}
+
+fn journal_row(r: &PgRow) -> Result<JournalRecord> {
+    Ok(JournalRecord {
+        run_id: r.try_get("run_id")?,
+        seq: get_u32(r, "seq")?,
+        action: r.try_get("action")?,
+        args: from_json(r.try_get("args")?)?,
+        args_digest: r.try_get("args_digest")?,
+        status: r.try_get("status")?,
+        result: from_json(r.try_get("result")?)?,
+        idempotency_key: r.try_get("idempotency_key")?,
+        attempts: get_u32(r, "attempts")?,
+        at: r.try_get("at")?,
+    })
 }
 
 fn run_row(r: &PgRow) -> Result<RunRecord> {

@@ -8,7 +8,7 @@ use rusqlite::Row;
 use super::conn::{self, Db};
 use super::impl_outbox;
 use super::{Migration, OUTBOX, OUTBOX_READ_IN_PLACE, json_text};
-use crate::{DeliveryRecord, NotificationStore, OutboxEvent, Result};
+use crate::{DeliveryCursor, DeliveryRecord, NotificationStore, OutboxEvent, Result};
 
 const MIGRATIONS: &[Migration] = &[
     Migration {
@@ -188,20 +188,33 @@ impl NotificationStore for SqliteNotificationStore {
             .await
     }
 
-    async fn deliveries(
+    async fn deliveries_page(
         &self,
         incident_id: Option<&str>,
+        after: Option<&DeliveryCursor>,
         limit: u32,
+        max_bytes: usize,
     ) -> Result<Vec<DeliveryRecord>> {
         let incident_id = incident_id.map(str::to_owned);
+        let (after_at, after_id) = after.map(|a| (a.created_at, a.id.clone())).unzip();
         self.db
             .read(move |c| {
-                Ok(c.prepare_cached(
+                let mut stmt = c.prepare_cached(
                     "SELECT * FROM deliveries WHERE (?1 IS NULL OR incident_id = ?1)
-                     ORDER BY created_at DESC, id DESC LIMIT ?2",
-                )?
-                .query_map((incident_id, i64::from(limit)), delivery_row)?
-                .collect::<rusqlite::Result<_>>()?)
+                        AND (?2 IS NULL OR (created_at, id) < (?2, ?3))
+                     ORDER BY created_at DESC, id DESC LIMIT ?4",
+                )?;
+                let mut rows = stmt.query((incident_id, after_at, after_id, i64::from(limit)))?;
+                let (mut out, mut bytes) = (Vec::new(), 0usize);
+                // Rows are stepped one by one: past the byte bound the rest are never read.
+                while bytes < max_bytes
+                    && let Some(row) = rows.next()?
+                {
+                    let d = delivery_row(row)?;
+                    bytes += d.wire_size();
+                    out.push(d);
+                }
+                Ok(out)
             })
             .await
     }

@@ -8,7 +8,7 @@ use rusqlite::{Connection, OptionalExtension, Row};
 use super::conn::{self, Db};
 use super::impl_outbox;
 use super::{Migration, OUTBOX, OUTBOX_READ_IN_PLACE, json_text, now_micros};
-use crate::{JournalRecord, OrchestrationStore, OutboxEvent, Result, RunRecord};
+use crate::{JournalRecord, OrchestrationStore, OutboxEvent, Result, RunQuery, RunRecord};
 
 const MIGRATIONS: &[Migration] = &[
     Migration {
@@ -154,21 +154,40 @@ impl OrchestrationStore for SqliteOrchestrationStore {
             .await
     }
 
-    async fn runs(
+    async fn runs_page(
         &self,
-        incident_id: Option<&str>,
-        state: Option<&str>,
+        query: &RunQuery<'_>,
         limit: u32,
+        max_bytes: usize,
     ) -> Result<Vec<RunRecord>> {
-        let (incident_id, state) = (incident_id.map(str::to_owned), state.map(str::to_owned));
+        let (incident_id, state, after) = (
+            query.incident_id.map(str::to_owned),
+            query.state.map(str::to_owned),
+            query.after.map(str::to_owned),
+        );
+        let sql = if query.oldest_first {
+            "SELECT * FROM runs WHERE (?1 IS NULL OR incident_id = ?1) AND (?2 IS NULL OR state = ?2)
+                AND (?3 IS NULL OR id > ?3)
+             ORDER BY id LIMIT ?4"
+        } else {
+            "SELECT * FROM runs WHERE (?1 IS NULL OR incident_id = ?1) AND (?2 IS NULL OR state = ?2)
+                AND (?3 IS NULL OR id < ?3)
+             ORDER BY id DESC LIMIT ?4"
+        };
         self.db
             .read(move |c| {
-                Ok(c.prepare_cached(
-                    "SELECT * FROM runs WHERE (?1 IS NULL OR incident_id = ?1) AND (?2 IS NULL OR state = ?2)
-                     ORDER BY id DESC LIMIT ?3",
-                )?
-                .query_map((incident_id, state, i64::from(limit)), run_row)?
-                .collect::<rusqlite::Result<_>>()?)
+                let mut stmt = c.prepare_cached(sql)?;
+                let mut rows = stmt.query((incident_id, state, after, i64::from(limit)))?;
+                let (mut out, mut bytes) = (Vec::new(), 0usize);
+                // Rows are stepped one by one: past the byte bound the rest are never read.
+                while bytes < max_bytes
+                    && let Some(row) = rows.next()?
+                {
+                    let run = run_row(row)?;
+                    bytes += run.wire_size();
+                    out.push(run);
+                }
+                Ok(out)
             })
             .await
     }
@@ -323,28 +342,43 @@ impl OrchestrationStore for SqliteOrchestrationStore {
             .await
     }
 
-    async fn journal(&self, run_id: &str) -> Result<Vec<JournalRecord>> {
+    async fn journal_page(
+        &self,
+        run_id: &str,
+        after_seq: u32,
+        limit: u32,
+        max_bytes: usize,
+    ) -> Result<Vec<JournalRecord>> {
         let run_id = run_id.to_owned();
         self.db
             .read(move |c| {
-                Ok(
-                    c.prepare_cached("SELECT * FROM journal WHERE run_id = ? ORDER BY seq")?
-                        .query_map([&run_id], |r| {
-                            Ok(JournalRecord {
-                                run_id: r.get("run_id")?,
-                                seq: r.get("seq")?,
-                                action: r.get("action")?,
-                                args: r.get("args")?,
-                                args_digest: r.get("args_digest")?,
-                                status: r.get("status")?,
-                                result: r.get("result")?,
-                                idempotency_key: r.get("idempotency_key")?,
-                                attempts: r.get("attempts")?,
-                                at: r.get("at")?,
-                            })
-                        })?
-                        .collect::<rusqlite::Result<_>>()?,
-                )
+                let mut stmt = c.prepare_cached(
+                    "SELECT * FROM journal WHERE run_id = ? AND seq > ? ORDER BY seq LIMIT ?",
+                )?;
+                let mut rows = stmt.query((&run_id, after_seq, i64::from(limit)))?;
+                let (mut out, mut bytes) = (Vec::new(), 0usize);
+                while bytes < max_bytes
+                    && let Some(r) = rows.next()?
+                {
+                    let j = journal_row(r)?;
+                    bytes += j.wire_size();
+                    out.push(j);
+                }
+                Ok(out)
+            })
+            .await
+    }
+
+    async fn waiting_step(&self, run_id: &str) -> Result<Option<JournalRecord>> {
+        let run_id = run_id.to_owned();
+        self.db
+            .read(move |c| {
+                Ok(c.prepare_cached(
+                    "SELECT * FROM journal WHERE run_id = ? AND status = 'waiting'
+                     ORDER BY seq DESC LIMIT 1",
+                )?
+                .query_row([&run_id], journal_row)
+                .optional()?)
             })
             .await
     }
@@ -412,6 +446,21 @@ fn put_journal(tx: &Connection, j: &JournalRecord) -> Result<()> {
         j.at,
     ])?;
     Ok(())
+}
+
+fn journal_row(r: &Row<'_>) -> rusqlite::Result<JournalRecord> {
+    Ok(JournalRecord {
+        run_id: r.get("run_id")?,
+        seq: r.get("seq")?,
+        action: r.get("action")?,
+        args: r.get("args")?,
+        args_digest: r.get("args_digest")?,
+        status: r.get("status")?,
+        result: r.get("result")?,
+        idempotency_key: r.get("idempotency_key")?,
+        attempts: r.get("attempts")?,
+        at: r.get("at")?,
+    })
 }
 
 fn run_row(r: &Row<'_>) -> rusqlite::Result<RunRecord> {

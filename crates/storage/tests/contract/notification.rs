@@ -1,6 +1,6 @@
 //! Notification's store: deliveries (one per event and channel), claims, escalations.
 
-use firebreak_storage::NotificationStore;
+use firebreak_storage::{DeliveryCursor, NotificationStore};
 
 use crate::fixtures::{Fixture, delivery, event, pending_ids};
 
@@ -8,6 +8,7 @@ crate::contract!(notification:
     one_delivery_per_event_and_channel,
     claims_are_held_until_they_run_out_or_the_attempt_is_recorded,
     acknowledging_cancels_later_escalation_steps,
+    delivery_pages_follow_a_cursor_and_a_byte_bound,
 );
 
 async fn one_delivery_per_event_and_channel(f: &Fixture<dyn NotificationStore>) {
@@ -183,4 +184,52 @@ async fn acknowledging_cancels_later_escalation_steps(f: &Fixture<dyn Notificati
         .map(|d| d.id)
         .collect();
     assert_eq!(claimed, ["s0", "s1", "other-2"]);
+}
+
+async fn delivery_pages_follow_a_cursor_and_a_byte_bound(f: &Fixture<dyn NotificationStore>) {
+    let store = &*f.store;
+    // Seven deliveries, two at the same instant, each with a 100 KB error.
+    let list: Vec<_> = (0..7)
+        .map(|i| {
+            let mut d = delivery(
+                &format!("d{i}"),
+                &format!("e{i}"),
+                "slack",
+                10 + i64::from(i / 2),
+            );
+            d.last_error = "x".repeat(100_000);
+            d
+        })
+        .collect();
+    store.insert_deliveries(&list).await.unwrap();
+
+    let (mut seen, mut after) = (Vec::new(), None::<DeliveryCursor>);
+    loop {
+        let page = store
+            .deliveries_page(Some("inc-1"), after.as_ref(), 100, 250_000)
+            .await
+            .unwrap();
+        let Some(last) = page.last() else { break };
+        assert!(page.len() <= 3, "a page stops at the bound: {}", page.len());
+        after = Some(DeliveryCursor {
+            created_at: last.created_at,
+            id: last.id.clone(),
+        });
+        seen.extend(page.iter().map(|d| d.id.clone()));
+    }
+    assert_eq!(seen, ["d6", "d5", "d4", "d3", "d2", "d1", "d0"]);
+    let one = store.deliveries_page(None, None, 100, 1).await.unwrap();
+    assert_eq!(one.len(), 1);
+    let after = DeliveryCursor {
+        created_at: 12,
+        id: "d5".into(),
+    };
+    let page = store
+        .deliveries_page(None, Some(&after), 2, usize::MAX)
+        .await
+        .unwrap();
+    assert_eq!(
+        page.iter().map(|d| d.id.as_str()).collect::<Vec<_>>(),
+        ["d4", "d3"]
+    );
 }

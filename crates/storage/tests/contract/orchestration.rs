@@ -1,7 +1,7 @@
 //! Orchestration's store: runs (one per runbook and incident), compare-and-set transitions,
 //! leases, the journal and run logs.
 
-use firebreak_storage::OrchestrationStore;
+use firebreak_storage::{OrchestrationStore, RunQuery};
 use serde_json::json;
 
 use crate::fixtures::{Fixture, event, journal, pending_ids, run};
@@ -16,6 +16,8 @@ crate::contract!(orchestration:
     due_runs_are_those_with_work_to_do,
     finished_runs_are_never_leased_or_finished_again,
     attempts_count_executions_until_the_run_stops_cleanly,
+    runs_page_by_id_and_stop_at_a_byte_bound,
+    journals_page_by_seq_and_stop_at_a_byte_bound,
 );
 
 async fn one_run_per_runbook_and_incident(f: &Fixture<dyn OrchestrationStore>) {
@@ -529,4 +531,101 @@ async fn due_runs_are_those_with_work_to_do(f: &Fixture<dyn OrchestrationStore>)
             "e-approval-timed-out"
         ]
     );
+}
+
+async fn runs_page_by_id_and_stop_at_a_byte_bound(f: &Fixture<dyn OrchestrationStore>) {
+    let store = &*f.store;
+    let runs: Vec<_> = (0..7)
+        .map(|i| {
+            let mut r = run(&format!("r{i}"), &format!("rb{i}"), "inc-1");
+            // Every run holds a 100 KB error: a few of them pass the byte bound.
+            r.error = "x".repeat(100_000);
+            (r, event(&format!("e{i}")))
+        })
+        .collect();
+    store.create_runs(&runs).await.unwrap();
+    let ids = |runs: &[firebreak_storage::RunRecord]| {
+        runs.iter().map(|r| r.id.clone()).collect::<Vec<_>>()
+    };
+
+    // Newest first, page after page, each stopping once it holds 250 KB.
+    let (mut seen, mut after) = (Vec::new(), None::<String>);
+    loop {
+        let query = RunQuery {
+            incident_id: Some("inc-1"),
+            after: after.as_deref(),
+            ..RunQuery::default()
+        };
+        let page = store.runs_page(&query, 100, 250_000).await.unwrap();
+        if page.is_empty() {
+            break;
+        }
+        assert!(
+            page.len() <= 3,
+            "a page stops at the bound: {:?}",
+            ids(&page)
+        );
+        after = page.last().map(|r| r.id.clone());
+        seen.extend(ids(&page));
+    }
+    assert_eq!(seen, ["r6", "r5", "r4", "r3", "r2", "r1", "r0"]);
+
+    // A bound smaller than one run still returns that run.
+    let one = store.runs_page(&RunQuery::default(), 100, 1).await.unwrap();
+    assert_eq!(ids(&one), ["r6"]);
+
+    // Oldest first, of one state, after a cursor, at most `limit`.
+    let query = RunQuery {
+        state: Some("pending"),
+        after: Some("r1"),
+        oldest_first: true,
+        ..RunQuery::default()
+    };
+    let page = store.runs_page(&query, 2, usize::MAX).await.unwrap();
+    assert_eq!(ids(&page), ["r2", "r3"]);
+    let query = RunQuery {
+        state: Some("running"),
+        ..RunQuery::default()
+    };
+    assert!(
+        store
+            .runs_page(&query, 10, usize::MAX)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
+
+async fn journals_page_by_seq_and_stop_at_a_byte_bound(f: &Fixture<dyn OrchestrationStore>) {
+    let store = &*f.store;
+    store
+        .create_run(&run("r1", "restart", "inc-1"), &event("e1"))
+        .await
+        .unwrap();
+    for seq in 1..=9 {
+        let mut j = journal("r1", seq, "done");
+        j.result = json!({ "body": "y".repeat(100_000) });
+        store.put_journal(&j, &[]).await.unwrap();
+    }
+    store
+        .put_journal(&journal("r1", 10, "waiting"), &[])
+        .await
+        .unwrap();
+
+    let (mut seen, mut after) = (Vec::new(), 0);
+    loop {
+        let page = store.journal_page("r1", after, 100, 250_000).await.unwrap();
+        let Some(last) = page.last() else { break };
+        assert!(page.len() <= 3, "a page stops at the bound: {}", page.len());
+        after = last.seq;
+        seen.extend(page.iter().map(|j| j.seq));
+    }
+    assert_eq!(seen, (1..=10).collect::<Vec<_>>());
+    let page = store.journal_page("r1", 3, 2, usize::MAX).await.unwrap();
+    assert_eq!(page.iter().map(|j| j.seq).collect::<Vec<_>>(), [4, 5]);
+    assert_eq!(store.journal("r1").await.unwrap().len(), 10);
+
+    let waiting = store.waiting_step("r1").await.unwrap().unwrap();
+    assert_eq!((waiting.seq, waiting.status.as_str()), (10, "waiting"));
+    assert!(store.waiting_step("r2").await.unwrap().is_none());
 }
