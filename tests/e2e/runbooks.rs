@@ -1143,8 +1143,8 @@ async fn whole_journal(s: &Stack, id: &str) -> (Vec<v1::RunAction>, usize) {
 #[tokio::test]
 async fn a_journal_flood_leaves_runs_readable_page_by_page() {
     let dir = tempfile::tempdir().unwrap();
-    let yaml = "match: { categories: [malware] }\ncapabilities: [incident]\ntimeout_seconds: 60\n";
-    // 300 steps of 15 KB each: 4.5 MB of journal a run, past gRPC's 4 MiB decode limit.
+    let yaml = "match: { categories: [malware] }\ncapabilities: [incident]\ntimeout_seconds: 60\nlimits: { max_steps: 400 }\n";
+    // 300 steps (past the default cap of 200, raised here) of 15 KB each: 4.5 MB of journal a run, past gRPC's 4 MiB decode limit.
     runbook(
         dir.path(),
         "flood",

@@ -1191,7 +1191,7 @@ fn run_show_and_run_list_survive_a_journal_flood() {
     let (runbooks, config) = setup(
         dir.path(),
         "flood",
-        "capabilities: [incident]\ntimeout_seconds: 60\n",
+        "capabilities: [incident]\ntimeout_seconds: 60\nlimits: { max_steps: 400 }\n",
         rhai,
         "http://unused.invalid",
     );
