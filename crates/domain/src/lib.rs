@@ -19,7 +19,7 @@ pub use ids::{AlertId, EventId, IncidentId, RunId, new_id};
 pub use incident::{Action, IncidentState, Priority, Severity, Urgency};
 pub use review::{ReviewInput, ReviewRun, TimelineItem, review_markdown};
 pub use rules::{CategoryRule, Classification, DEFAULT_TAXONOMY, Taxonomy, UNCATEGORIZED};
-pub use signal::{Labels, Signal, SignalInput, derive_dedup_key, no_nul, parse_label};
+pub use signal::{Labels, Signal, SignalInput, clip, derive_dedup_key, no_nul, parse_label};
 
 /// Seconds since the Unix epoch in UTC, the unit of every stored timestamp.
 pub type Timestamp = time::OffsetDateTime;

@@ -134,6 +134,25 @@ pub fn no_nul(field: &'static str, text: &str) -> Result<()> {
     Ok(())
 }
 
+/// `text` with NUL replaced and cut to at most `max` bytes (on a character boundary), marked
+/// with `…` when cut: for text a service stores or shows but cannot refuse (it came in an
+/// event, or the service made it).
+pub fn clip(text: &str, max: usize) -> String {
+    let text = if text.contains('\0') {
+        std::borrow::Cow::Owned(text.replace('\0', "\u{fffd}"))
+    } else {
+        std::borrow::Cow::Borrowed(text)
+    };
+    if text.len() <= max {
+        return text.into_owned();
+    }
+    let mut end = max.saturating_sub('…'.len_utf8());
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &text[..end])
+}
+
 fn check_label(key: &str, value: &str) -> Result<()> {
     no_nul("labels", value)?;
     let mut chars = key.chars();
@@ -186,6 +205,16 @@ pub fn derive_dedup_key(source: &str, title: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn clip_keeps_what_fits_and_cuts_on_a_character_boundary() {
+        assert_eq!(clip("short", 16), "short");
+        assert_eq!(clip("a\0b", 16), "a\u{fffd}b");
+        // 'é' is two bytes: a cut inside it moves back before it.
+        let cut = clip("ééééé", 6);
+        assert!(cut.len() <= 6, "{cut:?}");
+        assert_eq!(cut, "é…");
+    }
 
     fn input(title: &str) -> SignalInput {
         SignalInput {

@@ -38,23 +38,7 @@ pub(crate) fn checked<'a>(field: &str, text: &'a str, max: usize) -> Result<&'a 
     Ok(text)
 }
 
-/// `text` with NUL replaced and cut to at most `max` bytes (on a character boundary), marked
-/// with `…` when cut.
-pub(crate) fn clip(text: &str, max: usize) -> String {
-    let text = if text.contains('\0') {
-        std::borrow::Cow::Owned(text.replace('\0', "\u{fffd}"))
-    } else {
-        std::borrow::Cow::Borrowed(text)
-    };
-    if text.len() <= max {
-        return text.into_owned();
-    }
-    let mut end = max.saturating_sub('…'.len_utf8());
-    while !text.is_char_boundary(end) {
-        end -= 1;
-    }
-    format!("{}…", &text[..end])
-}
+pub(crate) use firebreak_domain::clip;
 
 /// A JSON document's text, at most about `max` bytes: as is when it fits, else
 /// `{"truncated": <the text clipped>}`, still JSON for whoever parses it.
