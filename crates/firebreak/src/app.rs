@@ -1,6 +1,7 @@
 //! The application: all four services in one process on SQLite and the embedded bus
 //! (`firebreak up`), or one service on Postgres and NATS JetStream (`firebreak serve`); each
-//! with one gRPC server (health, reflection) and one HTTP server (`/healthz`, `/metrics`).
+//! with one gRPC server (health, reflection) and one HTTP server (`/livez`, `/readyz`,
+//! `/healthz`, `/metrics`), both under the connection limits of `net`.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -8,7 +9,6 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use axum::routing::get;
-use axum::serve::ListenerExt;
 use firebreak_bus::{Bus, EmbeddedBus, streams};
 use firebreak_bus::{NatsBus, NatsOptions};
 use firebreak_domain::{Clock, SystemClock};
@@ -16,6 +16,7 @@ use firebreak_intake::{Intake, Registry};
 use firebreak_notification::{Channel, Notification};
 use firebreak_orchestration::{Options, Orchestration, SecretSource};
 use firebreak_runbook::{Catalog, Limits};
+use firebreak_storage::health::HealthCheck;
 use firebreak_storage::postgres::{
     PgIntakeStore, PgNotificationStore, PgOrchestrationStore, PgTriageStore,
 };
@@ -31,6 +32,8 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
+use crate::health::{self, Dependency, Readiness};
+use crate::net;
 
 /// Which service `firebreak serve` runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -53,36 +56,50 @@ impl Service {
     }
 }
 
-/// Checks a dependency (a database, the bus) for health: `Err` says what is wrong.
-type Probe = Arc<dyn Fn() -> BoxFuture<'static, Result<(), String>> + Send + Sync>;
-
-fn store_probe(name: &'static str, outbox: Arc<dyn firebreak_storage::Outbox>) -> Probe {
-    Arc::new(move || {
-        let outbox = outbox.clone();
-        Box::pin(async move {
-            match tokio::time::timeout(Duration::from_secs(3), outbox.ping()).await {
-                Ok(Ok(())) => Ok(()),
-                Ok(Err(e)) => Err(format!("{name} database: {e}")),
-                Err(_) => Err(format!("{name} database: no answer in 3 s")),
-            }
-        })
-    })
+/// A database checked on a connection of its own (see [`HealthCheck`]).
+fn database(name: impl Into<String>, check: HealthCheck) -> Dependency {
+    let check = Arc::new(check);
+    Dependency {
+        name: name.into(),
+        required: true,
+        probe: Arc::new(move || {
+            let check = check.clone();
+            Box::pin(async move { check.check().await.map_err(|e| e.to_string()) })
+        }),
+    }
 }
 
-/// A built, bound, not yet running stack: all four services (embedded mode) or one
-/// (`firebreak serve`).
+/// A bound, not yet running stack: all four services (embedded mode) or one (`firebreak
+/// serve`).
 pub struct App {
     config: Config,
     grpc: TcpListener,
     http: TcpListener,
+    start: Start,
+    runbooks: usize,
+    /// Embedded mode's hold on its data directory, released when the process ends.
+    _data_lock: Option<std::fs::File>,
+}
+
+/// What `run` starts from.
+enum Start {
+    /// Embedded mode: every service is built.
+    Built(Box<Services>),
+    /// Distributed mode: the service connects to Postgres and NATS once running, retrying
+    /// until they answer, meanwhile live but not ready.
+    Connect {
+        service: Service,
+        catalog: Option<Catalog>,
+    },
+}
+
+/// The services of the process and what their readiness depends on.
+struct Services {
     intake: Option<Intake>,
     triage: Option<Triage>,
     orchestration: Option<Orchestration>,
     notification: Option<Notification>,
-    runbooks: usize,
-    probes: Vec<Probe>,
-    /// Embedded mode's hold on its data directory, released when the process ends.
-    _data_lock: Option<std::fs::File>,
+    dependencies: Vec<Dependency>,
 }
 
 /// Locks the data directory for this process: embedded databases have one owner, so a
@@ -166,10 +183,136 @@ fn load_catalog(config: &Config) -> anyhow::Result<Catalog> {
 }
 
 fn lazy_channel(url: &str) -> anyhow::Result<tonic::transport::Channel> {
+    Ok(peer_endpoint(url)?.connect_lazy())
+}
+
+fn peer_endpoint(url: &str) -> anyhow::Result<tonic::transport::Endpoint> {
     Ok(tonic::transport::Endpoint::from_shared(url.to_owned())
         .with_context(|| format!("invalid service address {url:?}"))?
-        .connect_timeout(Duration::from_secs(2))
-        .connect_lazy())
+        .connect_timeout(Duration::from_secs(2)))
+}
+
+/// How often a peer's host names are resolved again, so replicas that come and go (a
+/// headless Service's addresses) join and leave the balanced set.
+const RESOLVE_EVERY: Duration = Duration::from_secs(10);
+
+/// One peer address: its scheme, host and port.
+struct PeerAddress {
+    url: String,
+    scheme: String,
+    host: String,
+    port: u16,
+}
+
+/// Parses a peer entry (one address or several, see [`crate::config::Peers`]).
+fn peer_addresses(entry: &str) -> anyhow::Result<Vec<PeerAddress>> {
+    let addresses = crate::config::split_addresses(entry);
+    if addresses.is_empty() {
+        bail!("no address in {entry:?}");
+    }
+    if addresses.len() > 64 {
+        bail!(
+            "{} addresses in one peer entry; at most 64",
+            addresses.len()
+        );
+    }
+    addresses
+        .into_iter()
+        .map(|url| {
+            let uri: axum::http::Uri = url
+                .parse()
+                .with_context(|| format!("invalid service address {url:?}"))?;
+            let scheme = uri.scheme_str().unwrap_or("http").to_owned();
+            let host = uri
+                .host()
+                .filter(|h| !h.is_empty())
+                .with_context(|| format!("service address {url:?} has no host"))?
+                .trim_matches(|c| c == '[' || c == ']')
+                .to_owned();
+            let port = uri
+                .port_u16()
+                .unwrap_or(if scheme == "https" { 443 } else { 80 });
+            peer_endpoint(&url)?;
+            Ok(PeerAddress {
+                url,
+                scheme,
+                host,
+                port,
+            })
+        })
+        .collect()
+}
+
+/// A channel to a peer that spreads calls over every address of its entry and every
+/// address their host names resolve to. One literal IP address is a plain channel.
+fn peer_channel(entry: &str) -> anyhow::Result<tonic::transport::Channel> {
+    let addresses = peer_addresses(entry)?;
+    if let [one] = addresses.as_slice()
+        && one.host.parse::<std::net::IpAddr>().is_ok()
+    {
+        return lazy_channel(&one.url);
+    }
+    let (channel, changes) = tonic::transport::Channel::balance_channel::<String>(64);
+    tokio::spawn(resolve_peers(addresses, changes));
+    Ok(channel)
+}
+
+/// Keeps a balanced channel's set of endpoints equal to what the peer's addresses resolve
+/// to; ends when the channel is gone.
+async fn resolve_peers(
+    addresses: Vec<PeerAddress>,
+    changes: tokio::sync::mpsc::Sender<
+        tonic::transport::channel::Change<String, tonic::transport::Endpoint>,
+    >,
+) {
+    use tonic::transport::channel::Change;
+    let mut current: std::collections::BTreeSet<String> = Default::default();
+    loop {
+        let mut found = std::collections::BTreeSet::new();
+        for a in &addresses {
+            match tokio::net::lookup_host((a.host.as_str(), a.port)).await {
+                Ok(resolved) => found.extend(resolved.map(|ip| match ip {
+                    std::net::SocketAddr::V4(v4) => format!("{}://{v4}", a.scheme),
+                    std::net::SocketAddr::V6(v6) => format!("{}://{v6}", a.scheme),
+                })),
+                Err(e) => {
+                    tracing::warn!(address = %a.url, error = %e, "cannot resolve a peer's address")
+                }
+            }
+        }
+        // Nothing resolved (DNS is down): keep what worked, or try the names themselves, so
+        // calls fail fast instead of waiting for an endpoint that never comes.
+        if found.is_empty() {
+            if current.is_empty() {
+                found = addresses.iter().map(|a| a.url.clone()).collect();
+            } else {
+                found = current.clone();
+            }
+        }
+        for gone in current.difference(&found) {
+            if changes.send(Change::Remove(gone.clone())).await.is_err() {
+                return;
+            }
+        }
+        for new in found.difference(&current) {
+            let Ok(endpoint) = peer_endpoint(new) else {
+                continue;
+            };
+            tracing::debug!(address = %new, "a peer address joins the balanced set");
+            if changes
+                .send(Change::Insert(new.clone(), endpoint))
+                .await
+                .is_err()
+            {
+                return;
+            }
+        }
+        current = found;
+        tokio::select! {
+            () = tokio::time::sleep(RESOLVE_EVERY) => {}
+            () = changes.closed() => return,
+        }
+    }
 }
 
 async fn build_intake(
@@ -216,7 +359,7 @@ fn build_orchestration(
             ..Options::default()
         },
     )
-    .map_err(|e| anyhow::anyhow!("invalid runbook_params: {e}"))
+    .map_err(|e| anyhow::anyhow!("cannot start orchestration: {e}"))
 }
 
 fn build_notification(
@@ -244,6 +387,7 @@ impl App {
     pub async fn build_with_clock(config: Config, clock: Arc<dyn Clock>) -> anyhow::Result<Self> {
         // reqwest's rustls needs a process-wide crypto provider before any client is built.
         let _ = rustls::crypto::ring::default_provider().install_default();
+        config.log_ignored_env();
         // Configuration is checked before anything is created on disk.
         let catalog = load_catalog(&config)?;
         std::fs::create_dir_all(&config.data_dir).with_context(|| {
@@ -291,12 +435,10 @@ impl App {
             .read_in_place(streams::RUNBOOKS, orchestration_store.clone())
             .read_in_place(streams::NOTIFICATIONS, notification_store.clone()),
         );
-        let probes = vec![
-            store_probe("intake", intake_store.clone()),
-            store_probe("triage", triage_store.clone()),
-            store_probe("orchestration", orchestration_store.clone()),
-            store_probe("notification", notification_store.clone()),
-        ];
+        let dependencies = ["intake", "triage", "orchestration", "notification", "bus"]
+            .into_iter()
+            .map(|name| database(format!("{name}.db"), HealthCheck::sqlite(db(name))))
+            .collect();
         let triage = Triage::new(triage_store, bus.clone(), config.taxonomy());
         // Intake reaches triage over gRPC, as it does in distributed mode; here that is
         // this process's own server.
@@ -319,110 +461,53 @@ impl App {
             config,
             grpc,
             http,
-            intake: Some(intake),
-            triage: Some(triage),
-            orchestration: Some(orchestration),
-            notification: Some(notification),
+            start: Start::Built(Box::new(Services {
+                intake: Some(intake),
+                triage: Some(triage),
+                orchestration: Some(orchestration),
+                notification: Some(notification),
+                dependencies,
+            })),
             runbooks,
-            probes,
             _data_lock: Some(data_lock),
         })
     }
 
     /// One service of a distributed deployment: its Postgres database, NATS JetStream, and
-    /// the other services at the addresses in `peers`.
+    /// the other services at the addresses in `peers`. The configuration and the runbooks are
+    /// checked and the listeners bound now; Postgres and NATS are reached once running, and
+    /// waited for while they do not answer.
     pub async fn serve(config: Config, service: Service) -> anyhow::Result<Self> {
         let _ = rustls::crypto::ring::default_provider().install_default();
-        let name = service.name();
-        let url = config.database_url_for(name)?;
-        let nats_bus = Arc::new(connect_nats(&config).await?);
-        let bus: Arc<dyn Bus> = nats_bus.clone();
-        let bus_probe: Probe = Arc::new(move || {
-            let bus = nats_bus.clone();
-            Box::pin(async move {
-                if bus.is_connected() {
-                    Ok(())
-                } else {
-                    Err("NATS: not connected".to_owned())
-                }
-            })
-        });
-        let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-        let redacted = redact_url(&url);
+        config.log_ignored_env();
+        config.database_url_for(service.name())?;
+        config
+            .nats
+            .as_ref()
+            .context("distributed mode needs `nats: {url: nats://…}` in the configuration")?;
+        let mut catalog = None;
         let mut runbooks = 0;
-        let (mut intake, mut triage, mut orchestration, mut notification) =
-            (None, None, None, None);
-        let probe = match service {
+        match service {
             Service::Intake => {
-                let store = Arc::new(
-                    PgIntakeStore::connect_with(&url, config.database_max_connections)
-                        .await
-                        .with_context(|| format!("opening the intake database {redacted}"))?,
-                );
-                let triage_url = config.peers.triage.as_deref().context(
+                let triage = config.peers.triage.as_deref().context(
                     "intake calls triage: set `peers: {triage: http://…}` in the configuration",
                 )?;
-                intake = Some(
-                    build_intake(&config, store.clone(), bus, lazy_channel(triage_url)?).await?,
-                );
-                store_probe(name, store)
-            }
-            Service::Triage => {
-                let store = Arc::new(
-                    PgTriageStore::connect_with(&url, config.database_max_connections)
-                        .await
-                        .with_context(|| format!("opening the triage database {redacted}"))?,
-                );
-                triage = Some(Triage::new(store.clone(), bus, config.taxonomy()));
-                store_probe(name, store)
+                peer_addresses(triage).context("invalid peers.triage")?;
             }
             Service::Orchestration => {
-                let catalog = load_catalog(&config)?;
-                runbooks = catalog.all().len();
-                let store = Arc::new(
-                    PgOrchestrationStore::connect_with(&url, config.database_max_connections)
-                        .await
-                        .with_context(|| {
-                            format!("opening the orchestration database {redacted}")
-                        })?,
-                );
-                orchestration = Some(build_orchestration(
-                    &config,
-                    store.clone(),
-                    bus,
-                    catalog,
-                    clock,
-                )?);
-                store_probe(name, store)
+                let c = load_catalog(&config)?;
+                runbooks = c.all().len();
+                catalog = Some(c);
             }
-            Service::Notification => {
-                let store = Arc::new(
-                    PgNotificationStore::connect_with(&url, config.database_max_connections)
-                        .await
-                        .with_context(|| format!("opening the notification database {redacted}"))?,
-                );
-                notification = Some(build_notification(&config, store.clone(), bus, clock)?);
-                store_probe(name, store)
-            }
-        };
-        // Intake keeps accepting while NATS is away (its outbox holds the events), so only
-        // its database decides its health; the others cannot work without the bus.
-        let probes = if service == Service::Intake {
-            vec![probe]
-        } else {
-            vec![probe, bus_probe]
-        };
+            Service::Triage | Service::Notification => {}
+        }
         let (grpc, http) = bind(&config).await?;
         Ok(Self {
             config,
             grpc,
             http,
-            intake,
-            triage,
-            orchestration,
-            notification,
+            start: Start::Connect { service, catalog },
             runbooks,
-            probes,
             _data_lock: None,
         })
     }
@@ -442,108 +527,141 @@ impl App {
         self.runbooks
     }
 
-    /// Serves until `shutdown` fires: health turns NOT_SERVING, listeners stop accepting,
-    /// background work gets the grace period to finish.
+    /// Serves until `shutdown` fires: readiness turns NOT_SERVING, listeners stop accepting,
+    /// background work gets the grace period to finish. In distributed mode both servers
+    /// answer from the start (liveness, and `UNAVAILABLE` / 503 "starting" for the rest)
+    /// while the service waits for its database and NATS.
     pub async fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {
+        let App {
+            config,
+            grpc,
+            http,
+            start,
+            ..
+        } = self;
+        let limits = config.connections.clone();
+        let (grpc_cap, http_cap) = net::fit_caps(
+            limits.grpc_max_connections,
+            limits.http_max_connections,
+            net::raise_fd_limit(),
+        );
+        let server_limits = |max_connections: usize| net::Limits {
+            max_connections: max_connections.max(1),
+            header_timeout: Duration::from_secs(limits.header_timeout_seconds.max(1)),
+            idle_timeout: Duration::from_secs(limits.idle_timeout_seconds.max(1)),
+            tcp_keepalive: seconds(limits.keepalive_interval_seconds),
+        };
+        let (reporter, health_service) = tonic_health::server::health_reporter();
+        reporter
+            .set_service_status("", tonic_health::ServingStatus::NotServing)
+            .await;
+        let readiness = Readiness::new(reporter);
+        let mut base = tonic::service::RoutesBuilder::default();
+        base.add_service(health_service)
+            .add_service(reflection().build_v1()?)
+            .add_service(reflection().build_v1alpha()?);
+        let grpc_routes = Late::new(base.routes());
+        let http_routes = LateHttp::new(health_routes(&readiness));
+
+        // Stops both servers: the shutdown signal, or a start-up that failed.
+        let stop = CancellationToken::new();
         let work = CancellationToken::new();
         let mut tasks = JoinSet::new();
-        let mut routes = tonic::service::RoutesBuilder::default();
-        let mut router = axum::Router::new();
-        if let Some(s) = &self.intake {
-            s.spawn(&mut tasks, &work);
-            routes.add_service(s.grpc());
-            routes.add_service(s.integrations_grpc());
-            router = router.merge(s.http_routes());
-        }
-        if let Some(s) = &self.triage {
-            s.spawn(&mut tasks, &work);
-            routes.add_service(s.grpc());
-        }
-        if let Some(s) = &self.orchestration {
-            s.spawn(&mut tasks, &work);
-            routes.add_service(s.grpc());
-        }
-        if let Some(s) = &self.notification {
-            s.spawn(&mut tasks, &work);
-            routes.add_service(s.grpc());
-        }
-
-        let (health, health_service) = tonic_health::server::health_reporter();
-        health
-            .set_service_status("", tonic_health::ServingStatus::Serving)
-            .await;
-        let reflection = tonic_reflection::server::Builder::configure()
-            .register_encoded_file_descriptor_set(firebreak_proto::FILE_DESCRIPTOR_SET)
-            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-            .build_v1()?;
-        routes.add_service(health_service).add_service(reflection);
-        let grpc_shutdown = shutdown.clone();
-        let grpc = tonic::transport::Server::builder()
-            .layer(crate::traced::TraceLayer)
-            .add_routes(routes.routes())
-            .serve_with_incoming_shutdown(
-                // Without TCP_NODELAY, an answer written in more than one piece waits for the
-                // peer's delayed acknowledgement (tens of ms) before its last piece goes out.
-                tonic::transport::server::TcpIncoming::from(self.grpc).with_nodelay(Some(true)),
-                grpc_shutdown.cancelled_owned(),
-            );
-        let serving = Arc::new(std::sync::atomic::AtomicBool::new(true));
-        tasks.spawn(monitor(
-            self.probes.clone(),
-            health.clone(),
-            serving.clone(),
-            work.clone(),
-        ));
-        let router = router
-            .route(
-                "/healthz",
-                get(move || {
-                    let serving = serving.load(std::sync::atomic::Ordering::Relaxed);
-                    async move {
-                        if serving {
-                            (axum::http::StatusCode::OK, "ok\n")
-                        } else {
-                            (axum::http::StatusCode::SERVICE_UNAVAILABLE, "not serving\n")
-                        }
-                    }
-                }),
-            )
-            .route(
-                "/metrics",
-                get(|| async {
-                    (
-                        [("content-type", "text/plain; version=0.0.4")],
-                        firebreak_telemetry::metrics().render(),
-                    )
-                }),
-            );
-        let router = router.layer(crate::traced::TraceLayer);
-        let http_shutdown = shutdown.clone();
-        let http_listener = self.http.tap_io(|tcp| {
-            if let Err(e) = tcp.set_nodelay(true) {
-                tracing::debug!(error = %e, "setting TCP_NODELAY failed");
+        let startup = Startup {
+            readiness: readiness.clone(),
+            grpc_routes: grpc_routes.clone(),
+            http_routes: http_routes.clone(),
+            work: work.clone(),
+        };
+        // Embedded mode is ready before it accepts its first connection.
+        let start = match start {
+            Start::Built(services) => {
+                startup.finish(*services, &mut tasks).await;
+                None
             }
-        });
-        let http = axum::serve(http_listener, router)
-            .with_graceful_shutdown(http_shutdown.cancelled_owned())
-            .into_future();
+            Start::Connect { service, catalog } => Some((service, catalog)),
+        };
 
-        let watch_health = {
-            let shutdown = shutdown.clone();
-            let health = health.clone();
+        let grpc_server = {
+            let mut builder = tonic::transport::Server::builder()
+                .max_concurrent_streams(limits.max_concurrent_streams.max(1))
+                .http2_keepalive_interval(seconds(limits.keepalive_interval_seconds))
+                .http2_keepalive_timeout(seconds(limits.keepalive_timeout_seconds))
+                .http2_max_header_list_size(MAX_HEADER_LIST_BYTES);
+            if let Some(t) = seconds(limits.request_timeout_seconds) {
+                builder = builder.timeout(t);
+            }
+            let connections = net::Connections::new("grpc", server_limits(grpc_cap));
+            let incoming = futures::stream::unfold((grpc, connections), |(l, c)| async move {
+                let next = c.accept(&l).await;
+                Some((next, (l, c)))
+            });
+            let stop = stop.clone();
             async move {
-                shutdown.cancelled().await;
-                health
-                    .set_service_status("", tonic_health::ServingStatus::NotServing)
+                let served = builder
+                    .layer(crate::traced::TraceLayer)
+                    .layer(net::CountCallsLayer)
+                    .serve_with_incoming_shutdown(
+                        grpc_routes,
+                        incoming,
+                        stop.clone().cancelled_owned(),
+                    )
                     .await;
+                stop.cancel();
+                served.context("gRPC server failed")
             }
         };
-        let (grpc_result, http_result, ()) = tokio::join!(grpc, http, watch_health);
-        grpc_result.context("gRPC server failed")?;
-        http_result.context("HTTP server failed")?;
+        let http_server = {
+            let connections = net::Connections::new("http", server_limits(http_cap));
+            let stop = stop.clone();
+            let request_timeout = seconds(limits.request_timeout_seconds);
+            let header_timeout = Duration::from_secs(limits.header_timeout_seconds.max(1));
+            async move {
+                let served = serve_http(
+                    http,
+                    connections,
+                    http_routes,
+                    request_timeout,
+                    header_timeout,
+                    stop.clone(),
+                )
+                .await;
+                stop.cancel();
+                served.context("HTTP server failed")
+            }
+        };
+        let main = async {
+            let started = match start {
+                None => Ok(()),
+                Some((service, catalog)) => tokio::select! {
+                    built = connect(&config, service, catalog, &readiness) => match built {
+                        Ok(services) => {
+                            startup.finish(services, &mut tasks).await;
+                            Ok(())
+                        }
+                        Err(e) => Err(e),
+                    },
+                    () = shutdown.cancelled() => Ok(()),
+                    () = stop.cancelled() => Ok(()),
+                },
+            };
+            if started.is_ok() {
+                tokio::select! {
+                    () = shutdown.cancelled() => {}
+                    () = stop.cancelled() => {}
+                }
+            }
+            work.cancel();
+            readiness.set(false, vec!["shutting down".to_owned()]).await;
+            stop.cancel();
+            started
+        };
+        let (grpc_result, http_result, started) = tokio::join!(grpc_server, http_server, main);
+        started?;
+        grpc_result?;
+        http_result?;
 
-        work.cancel();
-        let grace = Duration::from_secs(self.config.shutdown_grace_seconds);
+        let grace = Duration::from_secs(config.shutdown_grace_seconds);
         if tokio::time::timeout(grace, async { while tasks.join_next().await.is_some() {} })
             .await
             .is_err()
@@ -558,44 +676,439 @@ impl App {
     }
 }
 
-/// Checks the probes every second and reports NOT_SERVING (gRPC health and `/healthz`) while
-/// one fails, SERVING again once all pass; the services retry on their own meanwhile.
-async fn monitor(
-    probes: Vec<Probe>,
-    health: tonic_health::server::HealthReporter,
-    serving: Arc<std::sync::atomic::AtomicBool>,
-    shutdown: CancellationToken,
-) {
-    let mut was_ok = true;
-    while !shutdown.is_cancelled() {
-        let mut failure = None;
-        for probe in &probes {
-            if let Err(e) = probe().await {
-                failure = Some(e);
-                break;
-            }
+/// The largest header block a gRPC call may send (h2 would allow 16 MiB).
+const MAX_HEADER_LIST_BYTES: u32 = 64 * 1024;
+
+/// `Some` duration, or `None` for 0 (off).
+fn seconds(n: u64) -> Option<Duration> {
+    (n > 0).then(|| Duration::from_secs(n))
+}
+
+/// The reflection service's configuration, for both protocol versions: v1 and v1alpha (the
+/// only one some generic clients speak, e.g. Python's grpc-requests).
+fn reflection() -> tonic_reflection::server::Builder<'static> {
+    tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(firebreak_proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+}
+
+/// What start-up hands the running servers once the services are built.
+struct Startup {
+    readiness: Readiness,
+    grpc_routes: Late,
+    http_routes: LateHttp,
+    work: CancellationToken,
+}
+
+impl Startup {
+    /// Starts the services' background work, routes calls to them, and checks readiness
+    /// once before the monitor takes over.
+    async fn finish(&self, services: Services, tasks: &mut JoinSet<()>) {
+        let mut routes = tonic::service::RoutesBuilder::default();
+        let mut router = health_routes(&self.readiness);
+        if let Some(s) = &services.intake {
+            s.spawn(tasks, &self.work);
+            routes.add_service(s.grpc());
+            routes.add_service(s.integrations_grpc());
+            router = router.merge(s.http_routes());
         }
-        let ok = failure.is_none();
-        if ok != was_ok {
-            if let Some(e) = &failure {
-                tracing::error!(error = %e, "a dependency failed: NOT_SERVING until it is back");
-            } else {
-                tracing::info!("dependencies are back: SERVING");
-            }
-            let status = if ok {
-                tonic_health::ServingStatus::Serving
-            } else {
-                tonic_health::ServingStatus::NotServing
+        if let Some(s) = &services.triage {
+            s.spawn(tasks, &self.work);
+            routes.add_service(s.grpc());
+        }
+        if let Some(s) = &services.orchestration {
+            s.spawn(tasks, &self.work);
+            routes.add_service(s.grpc());
+        }
+        if let Some(s) = &services.notification {
+            s.spawn(tasks, &self.work);
+            routes.add_service(s.grpc());
+        }
+        self.grpc_routes.set(routes.routes());
+        self.http_routes.set(router);
+        let (ready, problems) = health::check(&services.dependencies).await;
+        self.readiness.set(ready, problems).await;
+        tasks.spawn(health::monitor(
+            services.dependencies,
+            self.readiness.clone(),
+            self.work.clone(),
+        ));
+    }
+}
+
+/// Reaches the service's database and NATS, retrying each until it answers (start-up must
+/// not fail because a dependency starts later), then builds the service.
+async fn connect(
+    config: &Config,
+    service: Service,
+    catalog: Option<Catalog>,
+    readiness: &Readiness,
+) -> anyhow::Result<Services> {
+    let name = service.name();
+    let url = config.database_url_for(name)?;
+    let redacted = redact_url(&url);
+    let max = config.database_max_connections;
+    let waiting = Waiting::new(readiness.clone());
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let nats = retry(&waiting, "nats", || connect_nats(config));
+    let context = || format!("opening the {name} database {redacted}");
+    let mut services = Services {
+        intake: None,
+        triage: None,
+        orchestration: None,
+        notification: None,
+        dependencies: Vec::new(),
+    };
+    let nats_bus: Arc<NatsBus> = match service {
+        Service::Intake => {
+            let (nats, store) = tokio::join!(
+                nats,
+                retry(&waiting, "database", || async {
+                    PgIntakeStore::connect_with(&url, max)
+                        .await
+                        .with_context(context)
+                })
+            );
+            let nats = Arc::new(nats);
+            let triage = config.peers.triage.as_deref().unwrap_or_default();
+            services.intake = Some(
+                build_intake(config, Arc::new(store), nats.clone(), peer_channel(triage)?).await?,
+            );
+            nats
+        }
+        Service::Triage => {
+            let (nats, store) = tokio::join!(
+                nats,
+                retry(&waiting, "database", || async {
+                    PgTriageStore::connect_with(&url, max)
+                        .await
+                        .with_context(context)
+                })
+            );
+            let nats = Arc::new(nats);
+            services.triage = Some(Triage::new(
+                Arc::new(store),
+                nats.clone(),
+                config.taxonomy(),
+            ));
+            nats
+        }
+        Service::Orchestration => {
+            let (nats, store) = tokio::join!(
+                nats,
+                retry(&waiting, "database", || async {
+                    PgOrchestrationStore::connect_with(&url, max)
+                        .await
+                        .with_context(context)
+                })
+            );
+            let nats = Arc::new(nats);
+            let catalog = match catalog {
+                Some(c) => c,
+                None => load_catalog(config)?,
             };
-            health.set_service_status("", status).await;
-            serving.store(ok, std::sync::atomic::Ordering::Relaxed);
-            was_ok = ok;
+            services.orchestration = Some(build_orchestration(
+                config,
+                Arc::new(store),
+                nats.clone(),
+                catalog,
+                clock,
+            )?);
+            nats
         }
-        tokio::select! {
-            () = tokio::time::sleep(Duration::from_secs(1)) => {}
-            () = shutdown.cancelled() => {}
+        Service::Notification => {
+            let (nats, store) = tokio::join!(
+                nats,
+                retry(&waiting, "database", || async {
+                    PgNotificationStore::connect_with(&url, max)
+                        .await
+                        .with_context(context)
+                })
+            );
+            let nats = Arc::new(nats);
+            services.notification = Some(build_notification(
+                config,
+                Arc::new(store),
+                nats.clone(),
+                clock,
+            )?);
+            nats
+        }
+    };
+    services.dependencies.push(database(
+        "database",
+        HealthCheck::postgres(&url, name).context("invalid database_url")?,
+    ));
+    // Intake keeps accepting while NATS is away (its outbox holds the events until the relay
+    // can publish them), so NATS does not decide its readiness; it is still reported, in
+    // `/readyz` and `firebreak_dependency_up`. The others cannot work without the bus.
+    services.dependencies.push(Dependency {
+        name: "nats".to_owned(),
+        required: service != Service::Intake,
+        probe: Arc::new(move || {
+            let bus = nats_bus.clone();
+            Box::pin(async move {
+                if bus.is_connected() {
+                    Ok(())
+                } else {
+                    Err("not connected".to_owned())
+                }
+            })
+        }),
+    });
+    tracing::info!(service = name, "connected to the database and NATS");
+    Ok(services)
+}
+
+/// What start-up is waiting for, shown by `/readyz`.
+#[derive(Clone)]
+struct Waiting {
+    readiness: Readiness,
+    waits: Arc<std::sync::Mutex<std::collections::BTreeMap<&'static str, String>>>,
+}
+
+impl Waiting {
+    fn new(readiness: Readiness) -> Self {
+        Self {
+            readiness,
+            waits: Default::default(),
         }
     }
+
+    async fn update(&self, what: &'static str, state: Option<String>) {
+        let problems: Vec<String> = {
+            let mut waits = self.waits.lock().unwrap_or_else(|e| e.into_inner());
+            match state {
+                Some(s) => waits.insert(what, s),
+                None => waits.remove(what),
+            };
+            waits.iter().map(|(k, v)| format!("{k}: {v}")).collect()
+        };
+        let problems = if problems.is_empty() {
+            vec!["starting".to_owned()]
+        } else {
+            problems
+        };
+        self.readiness.set(false, problems).await;
+    }
+}
+
+/// The first wait after a failed attempt, and the longest.
+const RETRY_FIRST: Duration = Duration::from_millis(250);
+const RETRY_MAX: Duration = Duration::from_secs(10);
+
+/// Runs `attempt` until it succeeds, waiting longer after each failure (to 10 s) and logging
+/// each one.
+async fn retry<T, F, Fut>(waiting: &Waiting, what: &'static str, mut attempt: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<T>>,
+{
+    let mut delay = RETRY_FIRST;
+    for n in 1u64.. {
+        match attempt().await {
+            Ok(v) => {
+                if n > 1 {
+                    tracing::info!(dependency = what, attempts = n, "connected");
+                }
+                waiting.update(what, None).await;
+                return v;
+            }
+            Err(e) => {
+                tracing::warn!(
+                    dependency = what,
+                    attempt = n,
+                    retry_in_ms = delay.as_millis() as u64,
+                    error = format!("{e:#}"),
+                    "cannot connect yet; retrying"
+                );
+                waiting
+                    .update(what, Some(format!("waiting (attempt {n}): {e:#}")))
+                    .await;
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(RETRY_MAX);
+            }
+        }
+    }
+    unreachable!("the attempts never run out")
+}
+
+/// `/livez`, `/readyz`, `/healthz` (an alias of `/readyz`) and `/metrics`.
+fn health_routes(readiness: &Readiness) -> axum::Router {
+    let ready = {
+        let readiness = readiness.clone();
+        move || {
+            let answer = readiness.http();
+            async move { answer }
+        }
+    };
+    axum::Router::new()
+        .route("/livez", get(|| async { "ok\n" }))
+        .route("/readyz", get(ready.clone()))
+        .route("/healthz", get(ready))
+        .route(
+            "/metrics",
+            get(|| async {
+                (
+                    [("content-type", "text/plain; version=0.0.4")],
+                    firebreak_telemetry::metrics().render(),
+                )
+            }),
+        )
+}
+
+/// The gRPC routes: health and reflection from the start, the services once built (until
+/// then their calls are `UNAVAILABLE`, which clients retry).
+#[derive(Clone)]
+struct Late {
+    base: tonic::service::Routes,
+    full: Arc<std::sync::OnceLock<tonic::service::Routes>>,
+}
+
+impl Late {
+    fn new(base: tonic::service::Routes) -> Self {
+        Self {
+            base,
+            full: Default::default(),
+        }
+    }
+
+    fn set(&self, routes: tonic::service::Routes) {
+        let _ = self.full.set(routes);
+    }
+}
+
+impl tower::Service<axum::http::Request<tonic::body::Body>> for Late {
+    type Response = axum::http::Response<tonic::body::Body>;
+    type Error = std::convert::Infallible;
+    type Future = BoxFuture<'static, Result<Self::Response, Self::Error>>;
+
+    fn poll_ready(
+        &mut self,
+        _cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        // Routes (an axum router) are always ready.
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: axum::http::Request<tonic::body::Body>) -> Self::Future {
+        let path = req.uri().path();
+        let always = path.starts_with("/grpc.health.") || path.starts_with("/grpc.reflection.");
+        let routes = match self.full.get() {
+            _ if always => self.base.clone(),
+            Some(full) => full.clone(),
+            None => {
+                return Box::pin(async {
+                    Ok(
+                        tonic::Status::unavailable("starting: waiting for the database and NATS")
+                            .into_http(),
+                    )
+                });
+            }
+        };
+        Box::pin(tower::ServiceExt::oneshot(routes, req))
+    }
+}
+
+/// The HTTP routes: health and metrics from the start, intake's webhooks once built (503
+/// until then).
+#[derive(Clone)]
+struct LateHttp {
+    starting: axum::Router,
+    full: Arc<std::sync::OnceLock<axum::Router>>,
+}
+
+impl LateHttp {
+    fn new(base: axum::Router) -> Self {
+        Self {
+            starting: base
+                .fallback(|| async {
+                    (
+                        axum::http::StatusCode::SERVICE_UNAVAILABLE,
+                        "starting: waiting for the database and NATS\n",
+                    )
+                })
+                .layer(crate::traced::TraceLayer),
+            full: Default::default(),
+        }
+    }
+
+    fn set(&self, router: axum::Router) {
+        let _ = self.full.set(router.layer(crate::traced::TraceLayer));
+    }
+
+    fn router(&self) -> axum::Router {
+        self.full.get().unwrap_or(&self.starting).clone()
+    }
+}
+
+/// Serves HTTP/1 on `listener` under the connection limits until `stop`: headers must arrive
+/// within `header_timeout`, and a request must be answered within `request_timeout` (408
+/// otherwise, body included); connections are then given the time of one request to finish.
+async fn serve_http(
+    listener: TcpListener,
+    connections: net::Connections,
+    routes: LateHttp,
+    request_timeout: Option<Duration>,
+    header_timeout: Duration,
+    stop: CancellationToken,
+) -> std::io::Result<()> {
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder
+        .timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(header_timeout)
+        .max_buf_size(64 * 1024);
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    loop {
+        let io = tokio::select! {
+            () = stop.cancelled() => break,
+            io = connections.accept(&listener) => io,
+        };
+        let io = match io {
+            Ok(io) => io,
+            Err(e) => {
+                tracing::debug!(error = %e, "accepting an HTTP connection failed");
+                continue;
+            }
+        };
+        let info = io.info();
+        let routes = routes.clone();
+        let service =
+            hyper::service::service_fn(move |req: axum::http::Request<hyper::body::Incoming>| {
+                let guard = info.begin();
+                let router = routes.router();
+                async move {
+                    let call = tower::ServiceExt::oneshot(router, req.map(axum::body::Body::new));
+                    let response = match request_timeout {
+                        None => call.await,
+                        Some(t) => match tokio::time::timeout(t, call).await {
+                            Ok(r) => r,
+                            Err(_) => Ok(axum::response::IntoResponse::into_response((
+                                axum::http::StatusCode::REQUEST_TIMEOUT,
+                                "request timeout\n",
+                            ))),
+                        },
+                    };
+                    response.map(|r| r.map(|body| net::Guarded::new(body, Some(guard))))
+                }
+            });
+        let conn = builder.serve_connection(hyper_util::rt::TokioIo::new(io), service);
+        let conn = graceful.watch(conn);
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::debug!(error = %e, "an HTTP connection ended with an error");
+            }
+        });
+    }
+    drop(listener);
+    let wait = request_timeout.unwrap_or(Duration::from_secs(10));
+    if tokio::time::timeout(wait, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::debug!("HTTP connections still open at shutdown were closed");
+    }
+    Ok(())
 }
 
 /// A database URL without its password, for messages.
@@ -613,6 +1126,29 @@ fn redact_url(url: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn a_peer_entry_resolves_to_every_address() {
+        use tonic::transport::channel::Change;
+        let addresses = peer_addresses("http://localhost:7410, http://127.0.0.2:7411").unwrap();
+        let (tx, mut rx) = tokio::sync::mpsc::channel(8);
+        let task = tokio::spawn(resolve_peers(addresses, tx));
+        let mut seen = std::collections::BTreeSet::new();
+        while !(seen.contains("http://127.0.0.1:7410") && seen.contains("http://127.0.0.2:7411")) {
+            match rx.recv().await {
+                Some(Change::Insert(key, _)) => seen.insert(key),
+                other => panic!("unexpected {other:?} after {seen:?}"),
+            };
+        }
+        drop(rx);
+        task.await.unwrap();
+
+        let err = |entry: &str| format!("{:#}", peer_addresses(entry).err().unwrap());
+        assert!(err(" , ").contains("no address"));
+        assert!(err("http://:7400").contains("has no host"));
+        let many = vec!["http://a:1"; 65].join(",");
+        assert!(err(&many).contains("at most 64"));
+    }
 
     #[test]
     fn a_data_directory_has_one_embedded_process() {

@@ -84,6 +84,7 @@ pub(crate) async fn dry_run(
         Outcome::Failed(e) => (format!("failed: {e}"), true),
         Outcome::Waiting { .. } => ("waiting".to_owned(), false),
         Outcome::Sleeping { .. } => ("sleeping".to_owned(), false),
+        Outcome::Interrupted { reason, .. } => (format!("interrupted: {reason}"), true),
     };
     out.simulation(name, &outcome, &sim.steps, &sim.log);
     Ok(i32::from(failed))

@@ -102,6 +102,57 @@ pub struct Config {
     /// Distributed mode: connections each process keeps to its database at most.
     #[serde(default = "default_db_connections")]
     pub database_max_connections: u32,
+    /// Limits on the connections both servers (gRPC and HTTP) accept.
+    #[serde(default)]
+    pub connections: ConnectionLimits,
+    /// `FIREBREAK_*` environment variables that name no configuration key (Kubernetes
+    /// service links such as `FIREBREAK_INTAKE_SERVICE_HOST`), ignored; logged once tracing
+    /// is up.
+    #[serde(skip)]
+    pub ignored_env: Vec<String>,
+}
+
+/// Limits on the connections each server accepts, so a flood of connections or streams
+/// cannot take the process's memory or file descriptors.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ConnectionLimits {
+    /// gRPC connections open at once; at the cap the oldest idle one is closed for a new one,
+    /// or the new one waits when none is idle.
+    pub grpc_max_connections: usize,
+    /// HTTP connections open at once (health, metrics, webhooks), with the same rule; a
+    /// cap of its own, so a gRPC flood never keeps a health probe out.
+    pub http_max_connections: usize,
+    /// Streams (calls) one HTTP/2 connection may have open at once, advertised to clients
+    /// as SETTINGS_MAX_CONCURRENT_STREAMS.
+    pub max_concurrent_streams: u32,
+    /// Seconds a new connection has to send its first complete request (HTTP headers, a
+    /// gRPC call's headers); a slow sender is closed after this.
+    pub header_timeout_seconds: u64,
+    /// Seconds a connection with no call in flight stays open.
+    pub idle_timeout_seconds: u64,
+    /// Seconds a request (headers and body) may take until its answer starts; 0: no limit.
+    pub request_timeout_seconds: u64,
+    /// Seconds between HTTP/2 keep-alive pings on a connection that is quiet, and TCP
+    /// keep-alive probes; 0: none.
+    pub keepalive_interval_seconds: u64,
+    /// Seconds a keep-alive ping may go unanswered before the connection is closed.
+    pub keepalive_timeout_seconds: u64,
+}
+
+impl Default for ConnectionLimits {
+    fn default() -> Self {
+        Self {
+            grpc_max_connections: 4096,
+            http_max_connections: 512,
+            max_concurrent_streams: 200,
+            header_timeout_seconds: 10,
+            idle_timeout_seconds: 300,
+            request_timeout_seconds: 60,
+            keepalive_interval_seconds: 60,
+            keepalive_timeout_seconds: 20,
+        }
+    }
 }
 
 /// The NATS JetStream connection of distributed mode.
@@ -118,13 +169,45 @@ pub struct NatsConfig {
 
 /// The gRPC addresses of the four services (`http://host:port`): in a server's
 /// configuration, the ones it calls; for the CLI (`--client-config`), where each is.
+///
+/// A server reaches a peer at every address given (a list, or one string with commas) and
+/// at every address each host name resolves to, re-resolved as replicas come and go, and
+/// spreads its calls over them: name a headless Service to reach every replica.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Peers {
+    #[serde(default, deserialize_with = "addresses")]
     pub intake: Option<String>,
+    #[serde(default, deserialize_with = "addresses")]
     pub triage: Option<String>,
     pub orchestration: Option<String>,
     pub notification: Option<String>,
+}
+
+/// One address, or a list of them kept as one comma-separated string (the form the
+/// environment can give too).
+fn addresses<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum OneOrMany {
+        One(String),
+        Many(Vec<String>),
+    }
+    Ok(match Option::<OneOrMany>::deserialize(d)? {
+        None => None,
+        Some(OneOrMany::One(s)) => Some(s),
+        Some(OneOrMany::Many(list)) => Some(list.join(",")),
+    })
+}
+
+/// The addresses in a peer's entry: split at commas, trimmed, empty ones dropped.
+pub fn split_addresses(entry: &str) -> Vec<String> {
+    entry
+        .split(',')
+        .map(str::trim)
+        .filter(|a| !a.is_empty())
+        .map(str::to_owned)
+        .collect()
 }
 
 impl Peers {
@@ -178,6 +261,38 @@ const CLIENT_ENV: &[&str] = &[
     "FIREBREAK_REQUEST_TIMEOUT",
 ];
 
+/// The top-level configuration keys, which the environment may set (`FIREBREAK_KEY`,
+/// `FIREBREAK_KEY__NESTED`); a test keeps it equal to `Config`'s fields.
+const KEYS: &[&str] = &[
+    "data_dir",
+    "grpc_addr",
+    "http_addr",
+    "runbooks_dir",
+    "runbooks_builtin",
+    "live",
+    "log_json",
+    "durable_fsync",
+    "taxonomy",
+    "channels",
+    "integrations",
+    "intake_max_in_flight",
+    "intake_anonymous_rate_limit_per_second",
+    "intake_max_alerts_per_call",
+    "escalation_policies",
+    "runbook_params",
+    "approvers",
+    "exec",
+    "kubernetes",
+    "secrets_dir",
+    "shutdown_grace_seconds",
+    "database_url",
+    "nats",
+    "peers",
+    "run_lease_seconds",
+    "database_max_connections",
+    "connections",
+];
+
 impl Default for Config {
     fn default() -> Self {
         Self::layered(serde_yaml::Value::Mapping(Default::default())).expect("defaults are valid")
@@ -207,6 +322,7 @@ impl Config {
             }
             None => serde_yaml::Value::Mapping(Default::default()),
         };
+        let mut ignored = Vec::new();
         for (key, raw) in env {
             let Some(rest) = key.strip_prefix("FIREBREAK_") else {
                 continue;
@@ -216,6 +332,13 @@ impl Config {
                 continue;
             }
             let path: Vec<String> = rest.split("__").map(str::to_lowercase).collect();
+            // Kubernetes gives every pod service-link variables for every Service
+            // (`FIREBREAK_INTAKE_SERVICE_HOST`, `FIREBREAK_INTAKE_PORT_7400_TCP_ADDR`, ...);
+            // a variable naming no top-level key is not meant for us. Files stay strict.
+            if !KEYS.contains(&path[0].as_str()) {
+                ignored.push(key);
+                continue;
+            }
             let parsed: serde_yaml::Value =
                 serde_yaml::from_str(&raw).unwrap_or(serde_yaml::Value::String(raw.clone()));
             set_path(&mut value, &path, parsed);
@@ -228,7 +351,11 @@ impl Config {
             None => "invalid configuration (FIREBREAK_ environment)".to_owned(),
         })?;
         config.validate()?;
-        Ok(config)
+        ignored.sort();
+        Ok(Self {
+            ignored_env: ignored,
+            ..config
+        })
     }
 
     fn layered(value: serde_yaml::Value) -> Result<Self, serde_yaml::Error> {
@@ -261,6 +388,42 @@ impl Config {
     /// The taxonomy in force.
     pub fn taxonomy(&self) -> Taxonomy {
         self.taxonomy.clone().unwrap_or_default()
+    }
+}
+
+/// Whether an environment variable has the shape of a Kubernetes service link
+/// (`NAME_SERVICE_HOST`, `NAME_SERVICE_PORT[_PORTNAME]`, `NAME_PORT[_N_PROTO[_FIELD]]`).
+fn is_service_link(key: &str) -> bool {
+    let parts: Vec<&str> = key.split('_').collect();
+    parts.iter().enumerate().skip(1).any(|(i, part)| {
+        let rest = &parts[i + 1..];
+        match *part {
+            "SERVICE" => matches!(rest.first(), Some(&"HOST") | Some(&"PORT")),
+            "PORT" => match rest {
+                [] => true,
+                [n, proto, field @ ..] => {
+                    n.chars().all(|c| c.is_ascii_digit())
+                        && matches!(*proto, "TCP" | "UDP" | "SCTP")
+                        && field.len() <= 1
+                }
+                _ => false,
+            },
+            _ => false,
+        }
+    })
+}
+
+impl Config {
+    /// Logs the environment variables the loader ignored: service links at debug, anything
+    /// else at warn (a misspelt key is not silently lost).
+    pub fn log_ignored_env(&self) {
+        for key in &self.ignored_env {
+            if is_service_link(key) {
+                tracing::debug!(variable = %key, "ignoring a Kubernetes service-link variable: it names no configuration key");
+            } else {
+                tracing::warn!(variable = %key, "ignoring an environment variable that names no configuration key");
+            }
+        }
     }
 }
 
@@ -342,11 +505,72 @@ mod tests {
         std::fs::write(&file, "liev: true\n").unwrap();
         let err = format!("{:#}", Config::load(Some(&file), env(&[])).unwrap_err());
         assert!(err.contains("unknown field `liev`"), "{err}");
+        // A nested key under a known one is still checked.
         let err = format!(
             "{:#}",
-            Config::load(None, env(&[("FIREBREAK_NOPE", "1")])).unwrap_err()
+            Config::load(None, env(&[("FIREBREAK_NATS__URLL", "x")])).unwrap_err()
         );
-        assert!(err.contains("unknown field `nope`"), "{err}");
+        assert!(err.contains("unknown field `urll`"), "{err}");
+    }
+
+    #[test]
+    fn kubernetes_service_links_are_ignored() {
+        let links = env(&[
+            ("FIREBREAK_INTAKE_SERVICE_HOST", "10.0.0.7"),
+            ("FIREBREAK_INTAKE_SERVICE_PORT", "7400"),
+            ("FIREBREAK_INTAKE_SERVICE_PORT_GRPC", "7400"),
+            ("FIREBREAK_INTAKE_PORT", "tcp://10.0.0.7:7400"),
+            ("FIREBREAK_INTAKE_PORT_7400_TCP", "tcp://10.0.0.7:7400"),
+            ("FIREBREAK_INTAKE_PORT_7400_TCP_PROTO", "tcp"),
+            ("FIREBREAK_INTAKE_PORT_7400_TCP_PORT", "7400"),
+            ("FIREBREAK_INTAKE_PORT_7400_TCP_ADDR", "10.0.0.7"),
+            ("FIREBREAK_NATS_PORT", "tcp://10.0.0.9:4222"),
+            ("FIREBREAK_LIVE", "true"),
+        ]);
+        let c = Config::load(None, links).unwrap();
+        assert!(c.live);
+        assert_eq!(c.ignored_env.len(), 9);
+        assert!(
+            c.ignored_env
+                .contains(&"FIREBREAK_INTAKE_PORT_7400_TCP_ADDR".to_owned())
+        );
+        assert!(is_service_link("FIREBREAK_INTAKE_PORT_7400_TCP_ADDR"));
+        assert!(is_service_link("FIREBREAK_TRIAGE_SERVICE_HOST"));
+        assert!(!is_service_link("FIREBREAK_LIEV"));
+    }
+
+    #[test]
+    fn the_environment_keys_are_the_configuration_keys() {
+        // serde names every field it expects when it meets an unknown one.
+        let err = Config::layered(serde_yaml::from_str("\"?\": 1").unwrap())
+            .unwrap_err()
+            .to_string();
+        let expected = err.split("expected one of").nth(1).unwrap();
+        let fields: Vec<&str> = expected
+            .split(',')
+            .map(|f| f.trim().trim_matches('`'))
+            .map(|f| f.split('`').next().unwrap())
+            .collect();
+        assert_eq!(fields, KEYS);
+    }
+
+    #[test]
+    fn a_peer_may_be_several_addresses() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("f.yaml");
+        std::fs::write(&file, "peers:\n  triage: [http://a:7400, http://b:7400]\n").unwrap();
+        let c = Config::load(Some(&file), env(&[])).unwrap();
+        let triage = c.peers.triage.unwrap();
+        assert_eq!(split_addresses(&triage), ["http://a:7400", "http://b:7400"]);
+        let c = Config::load(
+            None,
+            env(&[("FIREBREAK_PEERS__TRIAGE", "http://a:1, http://b:2,")]),
+        )
+        .unwrap();
+        assert_eq!(
+            split_addresses(&c.peers.triage.unwrap()),
+            ["http://a:1", "http://b:2"]
+        );
     }
 
     #[test]

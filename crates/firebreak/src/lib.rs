@@ -4,6 +4,8 @@ pub mod app;
 mod authoring;
 pub mod cli;
 pub mod config;
+mod health;
+mod net;
 mod output;
 mod traced;
 

@@ -417,6 +417,13 @@ impl Orchestration {
                     tracing::warn!(run = %run.id, runbook = %run.runbook, error = %msg, "run failed");
                 }
             }
+            Outcome::Interrupted { seq, reason } => {
+                // The store went away under the script: the run is not over, and its journal
+                // holds every step before this one. Let go of it; once the store is back, an
+                // execution (here or on another replica) replays the journal and goes on.
+                tracing::warn!(run = %run.id, seq, error = %reason, "run interrupted; it resumes when the store is back");
+                self.release(&run.id).await;
+            }
             Outcome::Waiting { seq } => {
                 tracing::info!(run = %run.id, seq, "run waits for approval");
                 let until = self.now() + secs(approval_timeout);

@@ -436,6 +436,8 @@ impl RunbookService for RunbookApi {
             Outcome::Failed(e) => ("failed", e),
             Outcome::Waiting { .. } => ("waiting", String::new()),
             Outcome::Sleeping { .. } => ("sleeping", String::new()),
+            // A simulation journals nothing, so nothing interrupts it; said plainly if it did.
+            Outcome::Interrupted { reason, .. } => ("failed", reason),
         };
         let error = clip(&error, MAX_TEXT);
         let (log, mut truncated) = clip_lines(sim.log, MAX_DOCUMENT);

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use firebreak_bus::{outbox_event, streams};
 use firebreak_proto::v1::{self, event::Payload, incident_command::Command};
-use firebreak_runbook::{Host, Step, StepOutcome, is_side_effecting};
+use firebreak_runbook::{Host, Step, StepError, StepOutcome, is_side_effecting};
 use firebreak_storage::{JournalRecord, OrchestrationStore, OutboxEvent, RunRecord};
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -105,7 +105,7 @@ impl RunHost {
         result: Value,
         attempts: u32,
         extra: Option<OutboxEvent>,
-    ) -> Result<(), String> {
+    ) -> Result<(), StepError> {
         let record = JournalRecord {
             run_id: self.run.id.clone(),
             seq: step.seq,
@@ -130,7 +130,7 @@ impl RunHost {
         events.extend(extra);
         self.rt
             .block_on(self.store.put_journal(&record, &events))
-            .map_err(|e| format!("journal write failed: {e}"))
+            .map_err(|e| StepError::Interrupted(format!("journal write failed: {e}")))
     }
 
     fn incident_command(&self, command: Command) -> OutboxEvent {
@@ -388,7 +388,7 @@ async fn bounded(stream: Option<impl AsyncRead + Unpin>, limit: usize) -> (Strin
 }
 
 impl Host for RunHost {
-    fn perform(&self, step: &Step) -> Result<StepOutcome, String> {
+    fn perform(&self, step: &Step) -> Result<StepOutcome, StepError> {
         match step.action.as_str() {
             "approval.request" => {
                 self.journal(step, "waiting", Value::Null, 1, None)?;
@@ -411,7 +411,7 @@ impl Host for RunHost {
                 Ok(event) => event,
                 Err(e) => {
                     self.journal(step, "failed", json!({ "error": e }), 1, None)?;
-                    return Err(e);
+                    return Err(StepError::Failed(e));
                 }
             };
             self.journal(step, "done", json!({}), 1, event)?;
@@ -435,7 +435,7 @@ impl Host for RunHost {
             }
             (Err(e), tries) => {
                 self.journal(step, "failed", json!({ "error": e }), tries, None)?;
-                Err(e)
+                Err(StepError::Failed(e))
             }
         }
     }

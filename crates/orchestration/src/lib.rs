@@ -117,12 +117,12 @@ impl Orchestration {
         let http = reqwest::Client::builder()
             .timeout(std::time::Duration::from_secs(30))
             .build()
-            .map_err(|e| format!("http client: {e}"))?;
+            .map_err(client_error)?;
         let http_direct = reqwest::Client::builder()
             .timeout(std::time::Duration::from_secs(30))
             .redirect(reqwest::redirect::Policy::none())
             .build()
-            .map_err(|e| format!("http client: {e}"))?;
+            .map_err(client_error)?;
         Ok(Self {
             store,
             bus,
@@ -251,4 +251,18 @@ impl Orchestration {
         self.wake.notify_one();
         Ok(())
     }
+}
+
+/// What building an HTTP client failed on. reqwest says only "builder error"; the cause (no
+/// CA certificates to trust, as in an image without ca-certificates) is further down the chain.
+fn client_error(e: reqwest::Error) -> String {
+    let mut msg = format!("http client: {e}");
+    let mut source = std::error::Error::source(&e);
+    while let Some(s) = source {
+        msg.push_str(&format!(": {s}"));
+        source = s.source();
+    }
+    format!(
+        "{msg} (HTTPS needs the system's CA certificates: install the ca-certificates package, or point SSL_CERT_FILE at a bundle)"
+    )
 }

@@ -158,11 +158,33 @@ pub enum StepOutcome {
     Sleeping { until: i64 },
 }
 
+/// Why the host did not give a step a result.
+#[derive(Debug, Clone, PartialEq)]
+pub enum StepError {
+    /// The action failed, and the failure is journaled: the script gets a catchable error.
+    Failed(String),
+    /// The host could not journal the step (its store is away). The execution stops where it
+    /// is, uncatchable, and the run is not finished: a later execution replays the journal
+    /// and goes on from the step.
+    Interrupted(String),
+}
+
+impl From<String> for StepError {
+    fn from(message: String) -> Self {
+        Self::Failed(message)
+    }
+}
+
+impl From<&str> for StepError {
+    fn from(message: &str) -> Self {
+        Self::Failed(message.to_owned())
+    }
+}
+
 /// Performs actions for the engine. Called on the blocking thread that runs the script.
 pub trait Host: Send + Sync {
-    /// Performs or simulates `step`, journaling it durably before returning. An `Err` is
-    /// journaled as a failed step and raised in the script as a catchable error.
-    fn perform(&self, step: &Step) -> Result<StepOutcome, String>;
+    /// Performs or simulates `step`, journaling it durably before returning.
+    fn perform(&self, step: &Step) -> Result<StepOutcome, StepError>;
     /// A line the script printed.
     fn log(&self, line: &str);
 }
@@ -196,11 +218,17 @@ pub enum Outcome {
         seq: u32,
         until: i64,
     },
+    /// Stopped at step `seq` because the host could not journal it; the run is not over.
+    Interrupted {
+        seq: u32,
+        reason: String,
+    },
 }
 
 enum Stop {
     Waiting(u32),
     Sleeping(u32, i64),
+    Interrupted(u32, String),
     Fatal(String),
 }
 
@@ -477,6 +505,7 @@ fn execute_here(x: Execution) -> Outcome {
     match (result, stop) {
         (_, Some(Stop::Waiting(seq))) => Outcome::Waiting { seq },
         (_, Some(Stop::Sleeping(seq, until))) => Outcome::Sleeping { seq, until },
+        (_, Some(Stop::Interrupted(seq, reason))) => Outcome::Interrupted { seq, reason },
         (_, Some(Stop::Fatal(msg))) => Outcome::Failed(msg),
         (Ok(_), None) => match ctx.journal.iter().find(|r| r.seq > steps) {
             // The script ended before steps it took the last time: it was changed.
@@ -627,7 +656,8 @@ impl Ctx {
             Ok(StepOutcome::Done(v)) => result_to_dynamic(action, seq, &v),
             Ok(StepOutcome::Waiting) => Err(self.halt(Stop::Waiting(seq))),
             Ok(StepOutcome::Sleeping { until }) => Err(self.halt(Stop::Sleeping(seq, until))),
-            Err(msg) => Err(failed(&json!({ "error": msg }))),
+            Err(StepError::Failed(msg)) => Err(failed(&json!({ "error": msg }))),
+            Err(StepError::Interrupted(why)) => Err(self.halt(Stop::Interrupted(seq, why))),
         }
     }
 }

@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use crate::catalog::Runbook;
-use crate::sandbox::{Execution, Host, Limits, Outcome, Step, StepOutcome, execute};
+use crate::sandbox::{Execution, Host, Limits, Outcome, Step, StepError, StepOutcome, execute};
 
 /// One step of a plan: an action the script called, its arguments, the simulated result.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -97,7 +97,7 @@ impl Simulator {
 }
 
 impl Host for Simulator {
-    fn perform(&self, step: &Step) -> Result<StepOutcome, String> {
+    fn perform(&self, step: &Step) -> Result<StepOutcome, StepError> {
         let mock = self.mock_for(step);
         let mocked = mock.is_some();
         let result = match mock {
@@ -119,7 +119,7 @@ impl Host for Simulator {
                 mocked,
             });
         }
-        result.map(StepOutcome::Done)
+        result.map(StepOutcome::Done).map_err(StepError::Failed)
     }
 
     fn log(&self, line: &str) {

@@ -7,6 +7,7 @@
 //! Only this crate speaks SQL.
 
 mod error;
+pub mod health;
 pub mod postgres;
 mod records;
 pub mod sqlite;

@@ -8,6 +8,7 @@ use std::sync::OnceLock;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 use tracing_subscriber::EnvFilter;
 
@@ -31,6 +32,12 @@ pub struct Outcome {
     pub outcome: String,
 }
 
+/// A label set naming one dependency of a service (its database, the bus).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct Dependency {
+    pub dependency: String,
+}
+
 /// The counters Firebreak exports at `/metrics`.
 pub struct Metrics {
     registry: Registry,
@@ -46,6 +53,8 @@ pub struct Metrics {
     pub runs_finished: Family<Outcome, Counter>,
     /// Delivery attempts, by outcome (delivered, retry, failed).
     pub deliveries: Family<Outcome, Counter>,
+    /// 1 while a dependency answers its health check, 0 while it does not.
+    pub dependency_up: Family<Dependency, Gauge>,
 }
 
 /// The process's metrics.
@@ -60,6 +69,7 @@ pub fn metrics() -> &'static Metrics {
             alerts_deduplicated: Counter::default(),
             runs_finished: Family::default(),
             deliveries: Family::default(),
+            dependency_up: Family::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -92,6 +102,11 @@ pub fn metrics() -> &'static Metrics {
             "Notification delivery attempts",
             m.deliveries.clone(),
         );
+        registry.register(
+            "dependency_up",
+            "1 while a dependency (database, NATS) answers the service's health check, else 0",
+            m.dependency_up.clone(),
+        );
         Metrics { registry, ..m }
     })
 }
@@ -106,6 +121,15 @@ impl Metrics {
         out
     }
 
+    /// Records whether `dependency` answers.
+    pub fn set_dependency_up(&self, dependency: &str, up: bool) {
+        self.dependency_up
+            .get_or_create(&Dependency {
+                dependency: dependency.to_owned(),
+            })
+            .set(i64::from(up));
+    }
+
     /// Counts one outcome in `family`.
     pub fn count(family: &Family<Outcome, Counter>, outcome: &str) {
         family
@@ -113,5 +137,25 @@ impl Metrics {
                 outcome: outcome.to_owned(),
             })
             .inc();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dependency_state_is_exported() {
+        metrics().set_dependency_up("nats", false);
+        metrics().set_dependency_up("postgres", true);
+        let text = metrics().render();
+        assert!(
+            text.contains("firebreak_dependency_up{dependency=\"nats\"} 0"),
+            "{text}"
+        );
+        assert!(
+            text.contains("firebreak_dependency_up{dependency=\"postgres\"} 1"),
+            "{text}"
+        );
     }
 }

@@ -3,5 +3,6 @@
 //! that stop and start the server. Everything is removed when the fixture drops.
 
 pub mod nats;
+pub mod ports;
 pub mod postgres;
 pub mod recorder;

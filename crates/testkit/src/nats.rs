@@ -10,7 +10,7 @@ use tokio::process::{Child, Command};
 /// How long a server may take to come up before the fixture gives up (and fails the test).
 const STARTUP: Duration = Duration::from_secs(15);
 
-/// A `nats-server` with JetStream, listening on 127.0.0.1 on a port it picked itself, storing
+/// A `nats-server` with JetStream, listening on 127.0.0.1 on a port from [`crate::ports`], storing
 /// into a temporary directory. Killed, and its directory removed, on drop.
 ///
 /// [`NatsServer::kill`] and [`NatsServer::restart`] simulate a crash: the server comes back on
@@ -81,7 +81,9 @@ impl NatsServer {
         self.starts += 1;
         let dir = self.dir.path();
         let log = dir.join(format!("nats-{}.log", self.starts));
-        let port_arg = port.map_or_else(|| "-1".to_owned(), |p| p.to_string());
+        // An explicit port outside the ephemeral range, so nothing takes it across restarts.
+        let port = port.unwrap_or_else(crate::ports::free_port);
+        let port_arg = port.to_string();
         let child = Command::new("nats-server")
             .arg("-js")
             .args(["-a", "127.0.0.1", "-p", &port_arg])
@@ -125,9 +127,7 @@ impl NatsServer {
                     .await
                     .is_ok()
             {
-                if let Some(expected) = port {
-                    assert_eq!(p, expected, "nats-server came back on another port");
-                }
+                assert_eq!(p, port, "nats-server listens on another port");
                 self.port = p;
                 return;
             }

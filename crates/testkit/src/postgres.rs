@@ -161,7 +161,7 @@ impl PgCluster {
             None
         };
         let mut cluster = PgCluster {
-            port: free_port(),
+            port: crate::ports::free_port(),
             dir,
             bin,
             run_as,
@@ -356,14 +356,6 @@ fn user_ids(user: &str) -> Option<(u32, u32)> {
         let _password = fields.next()?;
         Some((fields.next()?.parse().ok()?, fields.next()?.parse().ok()?))
     })
-}
-
-/// A port free on 127.0.0.1 now; the server binds it a moment later.
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("finding a free port")
 }
 
 #[cfg(test)]

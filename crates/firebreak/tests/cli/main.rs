@@ -1,6 +1,7 @@
 //! Tests of the real `firebreak` binary: crash recovery with `kill -9`, and the README's
 //! walk-through run command by command.
 
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
@@ -10,13 +11,7 @@ use serde_json::Value;
 
 const BIN: &str = env!("CARGO_BIN_EXE_firebreak");
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+use firebreak_testkit::ports::free_port;
 
 /// A `firebreak up` process on free ports over a data directory that outlives it.
 struct Server {
@@ -997,8 +992,14 @@ fn raise_while_triage_is_down_is_accepted_without_an_id_on_stdout() {
         grpc: format!("http://127.0.0.1:{grpc}"),
         cwd: tempfile::tempdir().unwrap(),
     };
-    wait_for("intake to listen", || {
-        std::net::TcpStream::connect(("127.0.0.1", grpc)).ok()
+    // `serve` listens before it has connected to Postgres and NATS; it is ready after.
+    wait_for("intake to be ready", || {
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", http)).ok()?;
+        s.write_all(b"GET /readyz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            .ok()?;
+        let mut answer = String::new();
+        s.read_to_string(&mut answer).ok()?;
+        answer.starts_with("HTTP/1.1 200").then_some(())
     });
     let client = dead_peers(dir.path());
     let client = client.to_str().unwrap();

@@ -17,13 +17,7 @@ pub(crate) const BIN: &str = env!("CARGO_BIN_EXE_firebreak");
 
 pub(crate) const SERVICES: [&str; 4] = ["intake", "triage", "orchestration", "notification"];
 
-pub(crate) fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+pub(crate) use firebreak_testkit::ports::free_port;
 
 pub(crate) use firebreak_testkit::recorder::Recorder;
 
@@ -106,6 +100,38 @@ impl Deployment {
 
     /// Starts replica `n` of `service` and waits until it listens.
     pub(crate) fn start(&mut self, service: &'static str, n: u32) -> String {
+        self.start_with_env(service, n, &[])
+    }
+
+    /// The gRPC port of `triage-1`, which the configuration's `peers.triage` names.
+    pub(crate) fn triage_port(&self) -> u16 {
+        self.triage_port
+    }
+
+    /// [`Deployment::start`] with extra environment variables.
+    pub(crate) fn start_with_env(
+        &mut self,
+        service: &'static str,
+        n: u32,
+        env: &[(&str, &str)],
+    ) -> String {
+        self.spawn(service, n, env, true)
+    }
+
+    /// Starts replica `n` of `service` and returns once it listens, ready or not (it waits
+    /// for its database and NATS on its own).
+    pub(crate) fn start_unready(&mut self, service: &'static str, n: u32) -> String {
+        self.spawn(service, n, &[], false)
+    }
+
+    /// Starts a process; waits until it is ready (`/readyz` 200), or only listens.
+    fn spawn(
+        &mut self,
+        service: &'static str,
+        n: u32,
+        env: &[(&str, &str)],
+        ready: bool,
+    ) -> String {
         let name = format!("{service}-{n}");
         let (grpc, http) = match self.procs.get(&name) {
             Some(p) => (p.grpc, p.http),
@@ -119,6 +145,7 @@ impl Deployment {
             .args(["--grpc-addr", &format!("127.0.0.1:{grpc}")])
             .args(["--http-addr", &format!("127.0.0.1:{http}")])
             .env("RUST_LOG", "info")
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
@@ -129,7 +156,9 @@ impl Deployment {
             child: Some(child),
         };
         let deadline = Instant::now() + Duration::from_secs(30);
-        while std::net::TcpStream::connect(("127.0.0.1", grpc)).is_err() {
+        while !(ready || std::net::TcpStream::connect(("127.0.0.1", grpc)).is_ok())
+            || (ready && !is_ready(http))
+        {
             if let Some(status) = p.child.as_mut().unwrap().try_wait().unwrap() {
                 panic!("{name} exited with {status}:\n{}", self.log(&name));
             }
@@ -306,6 +335,23 @@ async fn channel(url: &str) -> Channel {
         .connect()
         .await
         .unwrap()
+}
+
+/// Whether the process with HTTP port `port` answers `/readyz` with 200.
+fn is_ready(port: u16) -> bool {
+    use std::io::{Read, Write};
+    let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
+        return false;
+    };
+    let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
+    if s.write_all(b"GET /readyz HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n")
+        .is_err()
+    {
+        return false;
+    }
+    let mut answer = String::new();
+    let _ = s.read_to_string(&mut answer);
+    answer.starts_with("HTTP/1.1 200")
 }
 
 /// Waits up to `secs` for `f` to give a value.

@@ -2,6 +2,7 @@
 //! NATS JetStream, with replicas, `kill -9`, a NATS restart and a Postgres outage.
 
 mod harness;
+mod platform;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;

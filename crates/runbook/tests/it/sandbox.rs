@@ -6,8 +6,8 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 
 use firebreak_runbook::{
-    Catalog, Execution, Host, Limits, LoadError, Outcome, Recorded, Runbook, Step, StepOutcome,
-    digest, execute,
+    Catalog, Execution, Host, Limits, LoadError, Outcome, Recorded, Runbook, Step, StepError,
+    StepOutcome, digest, execute,
 };
 use serde_json::{Value, json};
 
@@ -16,7 +16,7 @@ use serde_json::{Value, json};
 pub(crate) struct Recording {
     steps: Mutex<Vec<Step>>,
     pub(crate) log: Mutex<Vec<String>>,
-    answer: fn(&Step) -> Option<Result<StepOutcome, String>>,
+    answer: fn(&Step) -> Option<Result<StepOutcome, StepError>>,
 }
 
 impl Recording {
@@ -24,7 +24,7 @@ impl Recording {
         Self::answering(|_| None)
     }
 
-    pub(crate) fn answering(answer: fn(&Step) -> Option<Result<StepOutcome, String>>) -> Self {
+    pub(crate) fn answering(answer: fn(&Step) -> Option<Result<StepOutcome, StepError>>) -> Self {
         Self {
             steps: Mutex::new(Vec::new()),
             log: Mutex::new(Vec::new()),
@@ -38,7 +38,7 @@ impl Recording {
 }
 
 impl Host for Recording {
-    fn perform(&self, step: &Step) -> Result<StepOutcome, String> {
+    fn perform(&self, step: &Step) -> Result<StepOutcome, StepError> {
         self.steps.lock().unwrap().push(step.clone());
         if let Some(answer) = (self.answer)(step) {
             return answer;
@@ -554,7 +554,7 @@ fn a_script_cannot_catch_a_wait_and_carry_on() {
 
 #[test]
 fn a_host_error_is_catchable_and_fails_the_run_when_not_caught() {
-    let refuse: fn(&Step) -> Option<Result<StepOutcome, String>> = |step| {
+    let refuse: fn(&Step) -> Option<Result<StepOutcome, StepError>> = |step| {
         step.action
             .starts_with("http.")
             .then(|| Err("connection refused".into()))
@@ -583,6 +583,32 @@ fn a_host_error_is_catchable_and_fails_the_run_when_not_caught() {
         "{outcome:?}"
     );
     assert_eq!(host.steps().len(), 1, "the note after the error never ran");
+}
+
+#[test]
+fn a_step_the_host_could_not_journal_stops_the_execution_uncatchably() {
+    let store_away: fn(&Step) -> Option<Result<StepOutcome, StepError>> = |step| {
+        (step.seq == 2).then(|| Err(StepError::Interrupted("database: pool timed out".into())))
+    };
+    // The script tries to catch everything and carry on; an interruption is not its to catch.
+    let rb = runbook(
+        "fn run(i, p) { incident::note(\"one\"); try { incident::note(\"two\"); } catch (e) { incident::note(`caught ${e}`); } incident::note(\"three\"); }",
+        "incident.note",
+    );
+    let host = Arc::new(Recording::answering(store_away));
+    let outcome = execute_with(&rb, &host, Vec::new(), Limits::default());
+    assert_eq!(
+        outcome,
+        Outcome::Interrupted {
+            seq: 2,
+            reason: "database: pool timed out".into()
+        }
+    );
+    assert_eq!(
+        host.steps().len(),
+        2,
+        "nothing after the interrupted step ran"
+    );
 }
 
 #[test]

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use firebreak_runbook::{
-    Catalog, Execution, Host, Limits, Mode, OnTimeout, Outcome, Recorded, Runbook, Step,
+    Catalog, Execution, Host, Limits, Mode, OnTimeout, Outcome, Recorded, Runbook, Step, StepError,
     StepOutcome, execute, is_side_effecting,
 };
 use serde_json::{Value, json};
@@ -79,7 +79,7 @@ impl Recording {
 }
 
 impl Host for Recording {
-    fn perform(&self, step: &Step) -> Result<StepOutcome, String> {
+    fn perform(&self, step: &Step) -> Result<StepOutcome, StepError> {
         self.steps.lock().unwrap().push(step.clone());
         let result = match step.action.as_str() {
             "approval.request" => match self.approval {
