@@ -85,6 +85,17 @@ pub enum Urgency {
     Low,
 }
 
+impl Urgency {
+    /// The stored and displayed name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::High => "high",
+            Self::Medium => "medium",
+            Self::Low => "low",
+        }
+    }
+}
+
 impl FromStr for Urgency {
     type Err = Error;
     fn from_str(s: &str) -> Result<Self> {

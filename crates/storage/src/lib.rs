@@ -128,9 +128,21 @@ pub trait TriageStore: Outbox {
     async fn change(&self, id: &str) -> Result<Option<ChangeRecord>>;
 }
 
-/// A triage write transaction; nothing is visible until `commit`.
+/// A triage write transaction; nothing is visible until `commit` (or `apply`).
+///
+/// Triage reads a [`TriageSnapshot`], decides in pure code, and hands the resulting
+/// [`TriageChangeset`] to `apply`, which writes it and commits. The other methods are the
+/// older read-as-you-go interface, kept while the contract suite moves over.
 #[async_trait]
 pub trait TriageTx: Send {
+    /// Reads what a batch of decisions depends on. On Postgres the active incidents of the
+    /// keys are locked in key order, then the incidents asked by id in id order, so
+    /// replicas deciding on overlapping batches take their locks in one order.
+    async fn snapshot(&mut self, request: &SnapshotRequest) -> Result<TriageSnapshot>;
+    /// Writes `changes` (updates, then inserts, attachments, cleared alerts, change events,
+    /// timeline entries, events) and commits; returns the entries as numbered.
+    /// [`Error::Conflict`] when the store was not as the snapshot said; nothing is written.
+    async fn apply(self: Box<Self>, changes: TriageChangeset) -> Result<Vec<TimelineRecord>>;
     /// Reads ahead what ingesting a batch of alerts will ask, so that later calls answer
     /// from memory: which of `alert_ids` are attached already, and the active incidents of
     /// `dedup_keys`, locked in key order (replicas ingesting overlapping batches then take

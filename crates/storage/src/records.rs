@@ -1,6 +1,6 @@
 //! Rows as the services see them: plain data, timestamps in microseconds since the epoch.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 /// An event to publish after the transaction that wrote it commits.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -149,7 +149,7 @@ pub struct ChangeRecord {
 }
 
 /// A timeline entry to append.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct NewTimelineEntry {
     pub incident_id: String,
     pub kind: String,
@@ -167,6 +167,96 @@ pub struct TimelineRecord {
     pub at: i64,
     pub actor: String,
     pub data: serde_json::Value,
+}
+
+/// An alert's attachment to an incident (triage).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AlertLink {
+    pub alert_id: String,
+    pub incident_id: String,
+    /// The alert opened the incident (rather than joined it).
+    pub opened: bool,
+    /// The sender said the alert cleared.
+    pub resolved: bool,
+}
+
+/// What triage's decisions read ([`crate::TriageTx::snapshot`]).
+#[derive(Debug, Clone, Default)]
+pub struct SnapshotRequest {
+    /// Alerts whose attachments are wanted.
+    pub alert_ids: Vec<String>,
+    /// Dedup keys whose active incident is wanted.
+    pub dedup_keys: Vec<String>,
+    /// Incidents wanted by id.
+    pub incident_ids: Vec<String>,
+    /// Also the incidents the alerts in `alert_ids` are attached to.
+    pub incidents_of_alerts: bool,
+    /// Events whose processed mark is wanted.
+    pub event_ids: Vec<String>,
+}
+
+/// The part of triage's store that a batch of decisions depends on, read in the transaction
+/// that applies them. Incidents in it are locked on Postgres (`FOR UPDATE`) until that
+/// transaction ends, so what the decisions rest on cannot change under them.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct TriageSnapshot {
+    /// Attached alerts among those asked for, by alert id (absent: not attached).
+    pub links: HashMap<String, AlertLink>,
+    /// The active incident of each dedup key asked for that has one.
+    pub active: HashMap<String, IncidentRecord>,
+    /// Incidents by id: those asked for (and those of the alerts, when asked) that exist.
+    pub incidents: HashMap<String, IncidentRecord>,
+    /// How many of its alerts have not cleared, for each incident in `incidents`.
+    pub unresolved: HashMap<String, i64>,
+    /// Events among those asked for that were handled before.
+    pub processed: HashSet<String>,
+}
+
+/// An incident as a changeset leaves it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct IncidentUpdate {
+    pub record: IncidentRecord,
+    /// Whether its state differs from the stored one (SQLite then leaves the state's
+    /// indexes alone).
+    pub state_changed: bool,
+}
+
+/// Everything a batch of triage's decisions writes, applied in one transaction by
+/// [`crate::TriageTx::apply`]. A write that finds the store other than the snapshot said
+/// (a processed mark, an attachment or an active dedup key taken meanwhile) fails the whole
+/// changeset with [`crate::Error::Conflict`]; the caller decides again on a fresh snapshot.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct TriageChangeset {
+    /// Events now handled.
+    pub processed: Vec<String>,
+    /// Incidents opened.
+    pub inserts: Vec<IncidentRecord>,
+    /// Incidents changed, each once, as they end up.
+    pub updates: Vec<IncidentUpdate>,
+    /// Alerts attached (unresolved).
+    pub links: Vec<AlertLink>,
+    /// Attached alerts that cleared.
+    pub resolved_alerts: Vec<String>,
+    /// Change events stored.
+    pub changes: Vec<ChangeRecord>,
+    /// Timeline entries, in order; numbered when written.
+    pub entries: Vec<NewTimelineEntry>,
+    /// Events to publish, in order.
+    pub events: Vec<OutboxEvent>,
+}
+
+impl TriageChangeset {
+    /// Whether applying it would write nothing.
+    pub fn is_empty(&self) -> bool {
+        self.processed.is_empty()
+            && self.inserts.is_empty()
+            && self.updates.is_empty()
+            && self.links.is_empty()
+            && self.resolved_alerts.is_empty()
+            && self.changes.is_empty()
+            && self.entries.is_empty()
+            && self.events.is_empty()
+    }
 }
 
 /// A runbook run (orchestration).

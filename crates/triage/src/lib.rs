@@ -5,6 +5,7 @@
 //! `notifications` (delivery outcomes); publishes `incidents`.
 
 mod convert;
+mod decide;
 mod error;
 mod grpc;
 mod limits;

@@ -1,15 +1,18 @@
-//! Triage's rules applied in transactions: ingest, life-cycle changes, timeline entries.
+//! Triage's shell: reads a snapshot, lets `decide` decide, applies the changeset in the same
+//! transaction, then tells watchers and wakes the relay. Every rule lives in `decide.rs`.
 
 use firebreak_bus::{outbox_event, streams};
-use firebreak_domain::{
-    Action, IncidentState, Priority, ReviewInput, Severity, Signal, SignalInput, TimelineItem,
-    Urgency, review_markdown,
-};
+use firebreak_domain::{Action, IncidentState};
 use firebreak_proto::v1::{self, event::Payload, incident_command::Command};
-use firebreak_storage::{IncidentRecord, NewTimelineEntry, TimelineRecord, TriageTx};
+use firebreak_storage::{
+    ChangeRecord, IncidentRecord, OutboxEvent, SnapshotRequest, TimelineRecord,
+};
 use serde_json::json;
 
-use crate::convert::{from_micros, incident_to_proto, now_micros};
+use crate::convert::{incident_to_proto, now_micros};
+use crate::decide::{
+    Announcement, Context, Decision, Ingested, Input, RunbookCommand, decide, render_review,
+};
 use crate::limits::{
     MAX_ACTOR, MAX_CHANGE_DETAILS, MAX_CHANGE_SUMMARY, MAX_DOCUMENT, MAX_NAME, MAX_PAGE_BYTES,
     MAX_TEXT, clip, clip_json,
@@ -18,266 +21,50 @@ use crate::{Error, Triage};
 
 type Result<T, E = Error> = std::result::Result<T, E>;
 
-/// The outcome of ingesting an alert.
-pub(crate) struct Ingested {
-    pub(crate) incident_id: String,
-    pub(crate) deduplicated: bool,
-}
+/// How often a batch is decided again after the store was not as its snapshot said (another
+/// replica opened the key, attached the alert or handled the event first).
+const CONFLICT_RETRIES: u32 = 3;
 
 impl Triage {
-    /// Turns a stored alert into an incident or attaches it to the open one with its dedup key.
-    /// Idempotent by alert id: a second call returns the first answer and changes nothing.
-    pub(crate) async fn ingest(&self, alert: v1::AlertReceived) -> Result<Ingested> {
-        // Two replicas racing on a new key: the database's unique index lets one insert win;
-        // the loser retries and finds the winner's incident to attach to.
-        for _ in 0..3 {
-            match self.try_ingest(&alert).await {
-                Err(Error::Storage(firebreak_storage::Error::Conflict(_))) => continue,
-                other => return other,
-            }
-        }
-        Err(Error::Storage(firebreak_storage::Error::Conflict(
-            "dedup key kept changing hands".into(),
-        )))
-    }
-
-    async fn try_ingest(&self, alert: &v1::AlertReceived) -> Result<Ingested> {
-        let mut tx = self.store.begin().await?;
-        let (ingested, written) = self
-            .ingest_in(&mut *tx, alert, signal_of(alert), None)
-            .await?;
-        if written.is_empty() {
-            // Ingested before: nothing was written.
-            return Ok(ingested);
-        }
-        tx.commit().await?;
-        self.after_commit(&[ingested.deduplicated], written);
-        Ok(ingested)
-    }
-
-    /// Ingests a run of alerts in one transaction, as a consumer fetched them: the same
-    /// decisions as one by one, a fraction of the commits. Any error rolls all back (the
-    /// consumer then takes them one at a time).
-    /// Each alert comes with the trace context of its event, which the events it causes
-    /// continue.
-    pub(crate) async fn ingest_batch(&self, alerts: &[(String, v1::AlertReceived)]) -> Result<()> {
-        use firebreak_telemetry::trace;
-        let mut tx = self.store.begin().await?;
-        let mut written = Vec::new();
-        let mut deduplicated = Vec::new();
-        // Alerts joining an incident are announced once per incident and batch, with its
-        // latest state, in the trace of the last of them; each alert still gets its own
-        // timeline entry.
-        let mut attached = std::collections::BTreeMap::new();
-        let mut traces = std::collections::HashMap::new();
-        // In dedup key order (stable: a key's alerts keep theirs), so that replicas ingesting
-        // overlapping batches open and lock incidents in one order and cannot deadlock.
-        // An alert whose signal does not parse sorts first; it fails the batch as it did.
-        let mut sorted: Vec<(Result<Signal>, &(String, v1::AlertReceived))> =
-            alerts.iter().map(|a| (signal_of(&a.1), a)).collect();
-        let key = |s: &Result<Signal>| s.as_ref().map_or("", |s| s.dedup_key.as_str()).to_owned();
-        sorted.sort_by_key(|(s, _)| key(s));
-        // What the loop will ask, read in two round trips instead of two per alert.
-        let ids: Vec<String> = alerts.iter().map(|(_, a)| a.alert_id.clone()).collect();
-        let keys: Vec<String> = sorted.iter().map(|(s, _)| key(s)).collect();
-        tx.prefetch(&ids, &keys).await?;
-        for (signal, (traceparent, alert)) in sorted {
-            let (ingested, entries) = trace::scope(
-                Some(traceparent),
-                self.ingest_in(&mut *tx, alert, signal, Some(&mut attached)),
-            )
-            .await?;
-            if !entries.is_empty() {
-                deduplicated.push(ingested.deduplicated);
-                written.extend(entries);
-            }
-            traces.insert(ingested.incident_id, traceparent.as_str());
-        }
-        for incident in attached.values() {
-            trace::scope(
-                traces.get(&incident.id).copied(),
-                stage_change(&mut *tx, incident, "alert_attached", "triage", &[]),
-            )
-            .await?;
-        }
-        tx.commit().await?;
-        self.after_commit(&deduplicated, written);
-        Ok(())
-    }
-
-    /// After ingest commits: wake the relay, tell watchers, count.
-    fn after_commit(&self, deduplicated: &[bool], written: Vec<TimelineRecord>) {
-        self.relay.wake();
-        self.announce(written);
-        let m = firebreak_telemetry::metrics();
-        for d in deduplicated {
-            if *d {
-                m.alerts_deduplicated.inc();
-            } else {
-                m.incidents_opened.inc();
-            }
-        }
-    }
-
-    /// The decisions of ingesting one alert (`signal` is its parse), written in `tx` (not
-    /// committed). Returns the timeline entries written; none when the alert was ingested
-    /// before.
-    async fn ingest_in(
+    /// Reads what `inputs` depend on, decides, applies, all in one transaction; on a
+    /// conflict, decides again on a fresh snapshot. Returns the decision and the timeline
+    /// entries written.
+    async fn decide_and_apply(
         &self,
-        tx: &mut dyn TriageTx,
-        alert: &v1::AlertReceived,
-        signal: Result<Signal>,
-        attached: Option<&mut std::collections::BTreeMap<String, IncidentRecord>>,
-    ) -> Result<(Ingested, Vec<TimelineRecord>)> {
-        if let Some((incident_id, opened)) = tx.incident_of_alert(&alert.alert_id).await? {
-            return Ok((
-                Ingested {
-                    incident_id,
-                    deduplicated: !opened,
-                },
-                Vec::new(),
-            ));
-        }
-        let mut signal = signal?;
-        let mut class_note = None;
-        let class = match self.taxonomy.classify(&signal) {
-            Ok(c) => c,
-            // Intake checks categories too; one can only be unknown here if the taxonomy
-            // changed in between. The alert is kept and categorized by the rules instead.
-            Err(e) => {
-                class_note = Some(e.to_string());
-                signal.category = None;
-                self.taxonomy.classify(&signal)?
-            }
-        };
-        let now = now_micros();
-        let mut entries = Vec::new();
-        let (incident, change, deduplicated) =
-            match tx.active_incident_by_key(&signal.dedup_key).await? {
-                Some(mut inc) => {
-                    inc.alert_count += 1;
-                    inc.updated_at = now;
-                    entries.push(entry(&inc.id, "alert_attached", "triage", with_origin(json!({
-                    "alert_id": alert.alert_id, "title": signal.title, "source": signal.source,
-                    "alert_count": inc.alert_count,
-                }), alert)));
-                    let current = Severity::new(inc.severity)?;
-                    let change = if class.severity.is_worse_than(current) {
-                        let urgency: Urgency = inc.urgency.parse().unwrap_or_default();
-                        entries.push(entry(
-                            &inc.id,
-                            "severity_changed",
-                            "triage",
-                            json!({
-                                "from": inc.severity, "to": class.severity.level(),
-                                "reason": format!("a new alert is {}", class.severity_reason),
-                            }),
-                        ));
-                        inc.severity = u32::from(class.severity.level());
-                        inc.priority = u32::from(
-                            Priority::from_impact_urgency(class.severity, urgency).level(),
-                        );
-                        "severity_changed"
-                    } else {
-                        "alert_attached"
-                    };
-                    tx.update_incident(&inc).await?;
-                    tx.link_alert(&alert.alert_id, &inc.id, false).await?;
-                    (inc, change, true)
-                }
-                None => {
-                    let inc = IncidentRecord {
-                        id: firebreak_domain::IncidentId::new().to_string(),
-                        title: signal.title.clone(),
-                        description: signal.description.clone(),
-                        category: class.category.clone(),
-                        severity: u32::from(class.severity.level()),
-                        priority: u32::from(class.priority.level()),
-                        urgency: format!("{:?}", class.urgency).to_lowercase(),
-                        state: IncidentState::Open.as_str().into(),
-                        dedup_key: signal.dedup_key.clone(),
-                        alert_count: 1,
-                        labels: signal.labels.clone(),
-                        source: signal.source.clone(),
-                        opened_at: now,
-                        acknowledged_at: None,
-                        resolved_at: None,
-                        closed_at: None,
-                        resolution_summary: String::new(),
-                        root_cause: String::new(),
-                        review: String::new(),
-                        updated_at: now,
-                    };
-                    tx.insert_incident(&inc).await?;
-                    tx.link_alert(&alert.alert_id, &inc.id, true).await?;
-                    entries.push(entry(
-                    &inc.id,
-                    "opened",
-                    "triage",
-                    with_origin(
-                        json!({
-                            "alert_id": alert.alert_id, "title": inc.title, "source": inc.source,
-                            "dedup_key": inc.dedup_key,
-                        }),
-                        alert,
-                    ),
-                ));
-                    entries.push(entry(
-                        &inc.id,
-                        "categorized",
-                        "triage",
-                        json!({
-                            "category": class.category, "reason": class.category_reason,
-                            "note": class_note,
-                        }),
-                    ));
-                    entries.push(entry(
-                    &inc.id,
-                    "prioritized",
-                    "triage",
-                    json!({
-                        "severity": class.severity.level(), "severity_name": class.severity.name(),
-                        "severity_reason": class.severity_reason,
-                        "urgency": inc.urgency, "priority": class.priority.level(),
-                    }),
-                ));
-                    (inc, "opened", false)
-                }
+        request: &SnapshotRequest,
+        inputs: &[Input],
+    ) -> Result<(Decision, Vec<TimelineRecord>)> {
+        let mut tries = 0;
+        loop {
+            let mut tx = self.store.begin().await?;
+            let snapshot = tx.snapshot(request).await?;
+            let mut decision = {
+                let mut new_id = || firebreak_domain::IncidentId::new().to_string();
+                let mut ctx = Context {
+                    taxonomy: &self.taxonomy,
+                    now: now_micros(),
+                    new_id: &mut new_id,
+                };
+                decide(&snapshot, inputs, &mut ctx)?
             };
-        let incident_id = incident.id.clone();
-        // In a batch, a plain attach is announced at the batch's end (see ingest_batch).
-        let change = match attached {
-            Some(later) if change == "alert_attached" => {
-                later.insert(incident.id.clone(), incident.clone());
-                ""
+            if decision.changeset.is_empty() {
+                // Nothing to write: the transaction ends unused.
+                return Ok((decision, Vec::new()));
             }
-            _ => change,
-        };
-        let written = stage_change(tx, &incident, change, "triage", &entries).await?;
-        Ok((
-            Ingested {
-                incident_id,
-                deduplicated,
-            },
-            written,
-        ))
-    }
-
-    /// Appends `entries`, enqueues the `incidents` event for `change`, commits, then tells
-    /// watchers and wakes the relay.
-    async fn commit_change(
-        &self,
-        mut tx: Box<dyn TriageTx>,
-        incident: &IncidentRecord,
-        change: &str,
-        actor: &str,
-        entries: Vec<NewTimelineEntry>,
-    ) -> Result<()> {
-        let written = stage_change(&mut *tx, incident, change, actor, &entries).await?;
-        tx.commit().await?;
-        self.relay.wake();
-        self.announce(written);
-        Ok(())
+            let mut changeset = std::mem::take(&mut decision.changeset);
+            changeset.events = decision.announcements.iter().map(event_of).collect();
+            match tx.apply(changeset).await {
+                Ok(written) => {
+                    self.relay.wake();
+                    self.announce(written.clone());
+                    return Ok((decision, written));
+                }
+                Err(firebreak_storage::Error::Conflict(_)) if tries < CONFLICT_RETRIES => {
+                    tries += 1;
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
     }
 
     fn announce(&self, entries: Vec<TimelineRecord>) {
@@ -287,7 +74,59 @@ impl Triage {
         }
     }
 
-    /// Applies a life-cycle action requested by a person or a runbook.
+    /// Turns a stored alert into an incident or attaches it to the open one with its dedup key.
+    /// Idempotent by alert id: a second call returns the first answer and changes nothing.
+    pub(crate) async fn ingest(&self, alert: v1::AlertReceived) -> Result<Ingested> {
+        let traceparent = firebreak_telemetry::trace::current().map(|c| c.to_string());
+        let (decision, _) = self
+            .ingest_inputs(vec![Input::Alert { alert, traceparent }])
+            .await?;
+        decision.ingested.into_iter().next().ok_or_else(|| {
+            Error::Storage(firebreak_storage::Error::Corrupt(
+                "an alert without an answer".into(),
+            ))
+        })
+    }
+
+    /// Ingests a run of alerts in one transaction, as a consumer fetched them: the same
+    /// decisions as one by one, a fraction of the commits. Any error rolls all back (the
+    /// consumer then takes them one at a time). Each alert comes with the trace context of
+    /// its event, which the events it causes continue.
+    pub(crate) async fn ingest_batch(&self, alerts: &[(String, v1::AlertReceived)]) -> Result<()> {
+        let inputs = alerts
+            .iter()
+            .map(|(traceparent, alert)| Input::Alert {
+                alert: alert.clone(),
+                traceparent: Some(traceparent.clone()),
+            })
+            .collect();
+        self.ingest_inputs(inputs).await.map(drop)
+    }
+
+    async fn ingest_inputs(&self, inputs: Vec<Input>) -> Result<(Decision, Vec<TimelineRecord>)> {
+        let mut request = SnapshotRequest::default();
+        for input in &inputs {
+            if let Input::Alert { alert, .. } = input {
+                request.alert_ids.push(alert.alert_id.clone());
+                // An alert whose signal does not parse fails the batch in `decide`.
+                if let Ok(signal) = crate::decide::signal_of(alert) {
+                    request.dedup_keys.push(signal.dedup_key);
+                }
+            }
+        }
+        let done = self.decide_and_apply(&request, &inputs).await?;
+        let m = firebreak_telemetry::metrics();
+        for i in done.0.ingested.iter().filter(|i| !i.before) {
+            if i.deduplicated {
+                m.alerts_deduplicated.inc();
+            } else {
+                m.incidents_opened.inc();
+            }
+        }
+        Ok(done)
+    }
+
+    /// Applies a life-cycle action requested by a person, a runbook or an integration.
     pub(crate) async fn transition(
         &self,
         id: &str,
@@ -296,88 +135,43 @@ impl Triage {
         text: &str,
     ) -> Result<IncidentRecord> {
         firebreak_domain::IncidentId::parse(id)?;
-        if action == Action::Close && text.trim().is_empty() {
-            return Err(firebreak_domain::Error::Invalid {
-                field: "root_cause",
-                reason: "closing an incident requires a root cause".into(),
-            }
-            .into());
-        }
-        let mut tx = self.store.begin().await?;
-        let mut inc = tx
-            .incident(id)
-            .await?
-            .ok_or_else(|| Error::NotFound(id.to_owned()))?;
-        let from: IncidentState = inc.state.parse()?;
-        let to = from.apply(action)?;
-        let now = now_micros();
-        inc.state = to.as_str().into();
-        inc.updated_at = now;
-        let (kind, data) = match action {
-            Action::Acknowledge => {
-                inc.acknowledged_at = Some(now);
-                ("acknowledged", json!({}))
-            }
-            Action::Resolve => {
-                inc.resolved_at = Some(now);
-                inc.resolution_summary = text.trim().to_owned();
-                ("resolved", json!({ "summary": inc.resolution_summary }))
-            }
-            Action::Close => {
-                inc.closed_at = Some(now);
-                inc.root_cause = text.trim().to_owned();
-                ("closed", json!({ "root_cause": inc.root_cause }))
-            }
+        // Resolve and close render the review from the timeline as it stands.
+        let timeline = match action {
+            Action::Acknowledge => Vec::new(),
+            Action::Resolve | Action::Close => self.store.timeline(id).await?,
         };
-        let mut entries = vec![entry(&inc.id, kind, actor, data)];
-        if matches!(action, Action::Resolve | Action::Close) {
-            // The draft is rendered from the timeline as it stands, this entry included.
-            let mut timeline = self.store.timeline(&inc.id).await?;
-            timeline.push(TimelineRecord {
-                seq: 0,
-                incident_id: inc.id.clone(),
-                kind: kind.into(),
-                at: now,
-                actor: actor.into(),
-                data: entries[0].data.clone(),
-            });
-            inc.review = render_review(&inc, &timeline);
-            if action == Action::Resolve {
-                entries.push(entry(&inc.id, "review_drafted", "triage", json!({})));
-            }
-        }
-        tx.update_incident(&inc).await?;
-        self.commit_change(tx, &inc, kind, actor, entries).await?;
-        Ok(inc)
+        let input = Input::Transition {
+            incident_id: id.to_owned(),
+            action,
+            actor: actor.to_owned(),
+            text: text.to_owned(),
+            timeline,
+        };
+        let (decision, _) = self.decide_and_apply(&by_id(id), &[input]).await?;
+        decision
+            .transitioned
+            .into_iter()
+            .next()
+            .ok_or_else(|| Error::NotFound(id.to_owned()))
     }
 
-    /// Adds a note to the timeline.
+    /// Adds a person's note to the timeline.
     pub(crate) async fn add_note(
         &self,
         id: &str,
         actor: &str,
         text: &str,
     ) -> Result<TimelineRecord> {
-        firebreak_domain::IncidentId::parse(id)?;
-        let text = text.trim();
-        if text.is_empty() || text.len() > 16 * 1024 {
-            return Err(firebreak_domain::Error::Invalid {
-                field: "text",
-                reason: "a note must hold 1 to 16384 bytes".into(),
-            }
-            .into());
-        }
-        let mut tx = self.store.begin().await?;
-        let inc = tx
-            .incident(id)
-            .await?
-            .ok_or_else(|| Error::NotFound(id.to_owned()))?;
-        let e = tx
-            .append(&entry(&inc.id, "note", actor, json!({ "text": text })))
-            .await?;
-        tx.commit().await?;
-        self.announce(vec![e.clone()]);
-        Ok(e)
+        let input = Input::Note {
+            incident_id: id.to_owned(),
+            actor: actor.to_owned(),
+            text: text.to_owned(),
+        };
+        let (_, written) = self.decide_and_apply(&by_id(id), &[input]).await?;
+        written
+            .into_iter()
+            .next()
+            .ok_or_else(|| Error::NotFound(id.to_owned()))
     }
 
     /// The review draft: while the incident is resolved it is re-rendered, so runbook
@@ -389,12 +183,12 @@ impl Triage {
             .incident(id)
             .await?
             .ok_or_else(|| Error::NotFound(id.to_owned()))?;
-        match inc.state.as_str() {
-            "resolved" => Ok(render_review(&inc, &self.store.timeline(id).await?)),
-            "closed" => Ok(inc.review),
+        match inc.state.parse::<IncidentState>()? {
+            IncidentState::Resolved => Ok(render_review(&inc, &self.store.timeline(id).await?)),
+            IncidentState::Closed => Ok(inc.review),
             state => Err(firebreak_domain::Error::Transition {
                 action: "review",
-                state: IncidentState::from_str_lossy(state).as_str(),
+                state: state.as_str(),
             }
             .into()),
         }
@@ -415,15 +209,14 @@ impl Triage {
             "action": action,
             "detail": clip(&run.detail, MAX_TEXT),
         });
-        let kind = format!("runbook_{}", clip(&run.change, MAX_NAME));
-        self.record(
-            event_id,
-            &run.incident_id,
-            &kind,
-            &clip(&format!("runbook:{runbook}"), MAX_ACTOR),
+        let input = Input::Record {
+            event_id: event_id.to_owned(),
+            incident_id: run.incident_id.clone(),
+            kind: format!("runbook_{}", clip(&run.change, MAX_NAME)),
+            actor: clip(&format!("runbook:{runbook}"), MAX_ACTOR),
             data,
-        )
-        .await
+        };
+        self.once(event_id, &run.incident_id, input).await
     }
 
     /// Puts a delivery's outcome on the incident's timeline (once per event).
@@ -437,37 +230,22 @@ impl Triage {
             "status": clip(&d.status, MAX_NAME), "attempts": d.attempts,
             "error": clip(&d.error, MAX_TEXT),
         });
-        self.record(
-            event_id,
-            &d.incident_id,
-            "notification",
-            "notification",
+        let input = Input::Record {
+            event_id: event_id.to_owned(),
+            incident_id: d.incident_id.clone(),
+            kind: "notification".into(),
+            actor: "notification".into(),
             data,
-        )
-        .await
+        };
+        self.once(event_id, &d.incident_id, input).await
     }
 
-    async fn record(
-        &self,
-        event_id: &str,
-        incident_id: &str,
-        kind: &str,
-        actor: &str,
-        data: serde_json::Value,
-    ) -> Result<()> {
-        let mut tx = self.store.begin().await?;
-        if !tx.mark_processed(event_id).await? {
-            return Ok(());
-        }
-        if tx.incident(incident_id).await?.is_none() {
-            tracing::warn!(incident_id, kind, "event for an unknown incident ignored");
-            tx.commit().await?;
-            return Ok(());
-        }
-        let e = tx.append(&entry(incident_id, kind, actor, data)).await?;
-        tx.commit().await?;
-        self.announce(vec![e]);
-        Ok(())
+    /// Decides on an event's input once: the processed mark and its effect share a
+    /// transaction, so a redelivered event changes nothing.
+    async fn once(&self, event_id: &str, incident_id: &str, input: Input) -> Result<()> {
+        let mut request = by_id(incident_id);
+        request.event_ids.push(event_id.to_owned());
+        self.decide_and_apply(&request, &[input]).await.map(drop)
     }
 
     /// Applies a runbook's command to an incident, once per event.
@@ -476,296 +254,81 @@ impl Triage {
         event_id: &str,
         cmd: v1::IncidentCommand,
     ) -> Result<()> {
-        // A runbook's text is clipped, not refused: the command cannot be answered.
-        let actor = clip(&cmd.actor, MAX_ACTOR);
-        let id = cmd.incident_id.clone();
-        // The processed mark and the change share one transaction, so a redelivered command
-        // changes nothing.
-        match cmd.command {
-            Some(Command::Note(text)) => {
-                let mut tx = self.store.begin().await?;
-                if !tx.mark_processed(event_id).await? || tx.incident(&id).await?.is_none() {
-                    tx.commit().await?;
-                    return Ok(());
-                }
-                let e = tx
-                    .append(&entry(
-                        &id,
-                        "note",
-                        &actor,
-                        json!({ "text": clip(&text, MAX_TEXT) }),
-                    ))
-                    .await?;
-                tx.commit().await?;
-                self.announce(vec![e]);
-                Ok(())
-            }
-            Some(Command::SetSeverity(level)) => {
-                self.set_severity(event_id, &id, &actor, level).await
-            }
-            // Escalating raises the severity one level (SEV1 stays SEV1) and is announced as
-            // its own change, so channels page for it even at SEV1.
-            Some(Command::Escalate(reason)) => {
-                let reason = clip(&reason, MAX_TEXT);
-                let mut tx = self.store.begin().await?;
-                if !tx.mark_processed(event_id).await? {
-                    return Ok(());
-                }
-                let Some(mut inc) = tx.incident(&id).await? else {
-                    tx.commit().await?;
-                    return Ok(());
-                };
-                if !IncidentState::from_str_lossy(&inc.state).is_active() {
-                    tx.commit().await?;
-                    return Ok(());
-                }
-                let level = inc.severity.saturating_sub(1).max(1);
-                let mut entries = Vec::new();
-                if level != inc.severity {
-                    let urgency: Urgency = inc.urgency.parse().unwrap_or_default();
-                    entries.push(entry(
-                        &id,
-                        "severity_changed",
-                        &actor,
-                        json!({ "from": inc.severity, "to": level, "reason": format!("escalated: {reason}") }),
-                    ));
-                    inc.severity = level;
-                    inc.priority = u32::from(
-                        Priority::from_impact_urgency(Severity::new(level)?, urgency).level(),
-                    );
-                }
-                entries.push(entry(&id, "escalated", &actor, json!({ "reason": reason })));
-                inc.updated_at = now_micros();
-                tx.update_incident(&inc).await?;
-                self.commit_change(tx, &inc, "escalated", &actor, entries)
-                    .await
-            }
-            Some(Command::SetCategory(category)) => {
-                let mut tx = self.store.begin().await?;
-                if !tx.mark_processed(event_id).await? {
-                    return Ok(());
-                }
-                let Some(mut inc) = tx.incident(&id).await? else {
-                    tx.commit().await?;
-                    return Ok(());
-                };
-                if !self.taxonomy.has(&category) {
-                    // A runbook asked for a category the taxonomy lacks: say so where the
-                    // responders look rather than drop it.
-                    let text = format!(
-                        "a runbook asked to set the unknown category {:?}; the category stays {}",
-                        clip(&category, MAX_NAME),
-                        inc.category
-                    );
-                    let e = tx
-                        .append(&entry(&id, "note", &actor, json!({ "text": text })))
-                        .await?;
-                    tx.commit().await?;
-                    self.announce(vec![e]);
-                    return Ok(());
-                }
-                if inc.category == category
-                    || !IncidentState::from_str_lossy(&inc.state).is_active()
-                {
-                    tx.commit().await?;
-                    return Ok(());
-                }
-                let entries = vec![entry(
-                    &id,
-                    "category_changed",
-                    &actor,
-                    json!({ "from": inc.category, "to": category }),
-                )];
-                inc.category = category;
-                inc.updated_at = now_micros();
-                tx.update_incident(&inc).await?;
-                self.commit_change(tx, &inc, "category_changed", &actor, entries)
-                    .await
-            }
-            Some(Command::Assign(a)) => {
-                let mut tx = self.store.begin().await?;
-                if !tx.mark_processed(event_id).await? || tx.incident(&id).await?.is_none() {
-                    tx.commit().await?;
-                    return Ok(());
-                }
-                let e = tx
-                    .append(&entry(
-                        &id,
-                        "role_assigned",
-                        &actor,
-                        json!({ "role": clip(&a.role, MAX_NAME), "person": clip(&a.person, MAX_ACTOR) }),
-                    ))
-                    .await?;
-                tx.commit().await?;
-                self.announce(vec![e]);
-                Ok(())
-            }
+        let command = match cmd.command {
+            Some(Command::Note(text)) => RunbookCommand::Note(text),
+            Some(Command::SetSeverity(level)) => RunbookCommand::SetSeverity(level),
+            Some(Command::Escalate(reason)) => RunbookCommand::Escalate(reason),
+            Some(Command::SetCategory(category)) => RunbookCommand::SetCategory(category),
+            Some(Command::Assign(a)) => RunbookCommand::Assign {
+                role: a.role,
+                person: a.person,
+            },
             // The state machine makes this one idempotent: a redelivered resolve finds the
             // incident resolved and is refused, which is the outcome wanted.
             Some(Command::Resolve(summary)) => {
-                match self
-                    .transition(&id, Action::Resolve, &actor, &clip(&summary, MAX_TEXT))
-                    .await
-                {
-                    Ok(_) | Err(Error::NotFound(_)) => Ok(()),
-                    Err(Error::Domain(firebreak_domain::Error::Transition { .. })) => Ok(()),
-                    Err(e) => Err(e),
-                }
+                let actor = clip(&cmd.actor, MAX_ACTOR);
+                return ignore_refusals(
+                    self.transition(
+                        &cmd.incident_id,
+                        Action::Resolve,
+                        &actor,
+                        &clip(&summary, MAX_TEXT),
+                    )
+                    .await,
+                );
             }
-            None => Ok(()),
-        }
-    }
-}
-
-impl Triage {
-    /// A runbook sets an active incident's severity, once per event.
-    async fn set_severity(&self, event_id: &str, id: &str, actor: &str, level: u32) -> Result<()> {
-        let mut tx = self.store.begin().await?;
-        if !tx.mark_processed(event_id).await? {
-            return Ok(());
-        }
-        let Some(mut inc) = tx.incident(id).await? else {
-            tx.commit().await?;
-            return Ok(());
+            None => return Ok(()),
         };
-        let severity = Severity::new(level)?;
-        if inc.severity == level || !IncidentState::from_str_lossy(&inc.state).is_active() {
-            tx.commit().await?;
-            return Ok(());
-        }
-        let urgency: Urgency = inc.urgency.parse().unwrap_or_default();
-        let entries = vec![entry(
-            id,
-            "severity_changed",
-            actor,
-            json!({ "from": inc.severity, "to": level, "reason": "set by a runbook" }),
-        )];
-        inc.severity = level;
-        inc.priority = u32::from(Priority::from_impact_urgency(severity, urgency).level());
-        inc.updated_at = now_micros();
-        tx.update_incident(&inc).await?;
-        self.commit_change(tx, &inc, "severity_changed", actor, entries)
-            .await
+        let input = Input::Command {
+            event_id: event_id.to_owned(),
+            incident_id: cmd.incident_id.clone(),
+            actor: cmd.actor,
+            command,
+        };
+        self.once(event_id, &cmd.incident_id, input).await
     }
-}
 
-/// The signal an alert event carries.
-fn signal_of(alert: &v1::AlertReceived) -> Result<Signal> {
-    Ok(Signal::parse(SignalInput {
-        title: alert.title.clone(),
-        description: alert.description.clone(),
-        severity: alert.severity,
-        category: alert.category.clone(),
-        labels: alert.labels.clone().into_iter().collect(),
-        source: alert.source.clone(),
-        dedup_key: alert.dedup_key.clone(),
-    })?)
-}
-
-/// Appends `entries` and enqueues the `incidents` event for `change` in `tx`.
-async fn stage_change(
-    tx: &mut dyn TriageTx,
-    incident: &IncidentRecord,
-    change: &str,
-    actor: &str,
-    entries: &[NewTimelineEntry],
-) -> Result<Vec<TimelineRecord>> {
-    let mut written = Vec::with_capacity(entries.len());
-    for e in entries {
-        written.push(tx.append(e).await?);
-    }
-    if !change.is_empty() {
-        tx.enqueue(&outbox_event(
-            streams::INCIDENTS,
-            format!("incidents.{change}"),
-            Payload::IncidentChanged(v1::IncidentChanged {
-                change: change.to_owned(),
-                incident: Some(incident_to_proto(incident)),
-                actor: actor.to_owned(),
-            }),
-        ))
-        .await?;
-    }
-    Ok(written)
-}
-
-/// Adds where an alert came from to its timeline data: the integration, the sender's
-/// annotations, and how many alerts the sender left out of the call.
-fn with_origin(mut data: serde_json::Value, alert: &v1::AlertReceived) -> serde_json::Value {
-    if let Some(obj) = data.as_object_mut() {
-        if !alert.integration.is_empty() {
-            obj.insert("integration".into(), json!(alert.integration));
-        }
-        if !alert.alert_key.is_empty() {
-            obj.insert("alert_key".into(), json!(alert.alert_key));
-        }
-        if !alert.annotations.is_empty() {
-            let sorted: std::collections::BTreeMap<_, _> = alert.annotations.iter().collect();
-            obj.insert("annotations".into(), clip_json(json!(sorted), MAX_DOCUMENT));
-        }
-        if alert.truncated_alerts > 0 {
-            obj.insert("truncated_alerts".into(), json!(alert.truncated_alerts));
-        }
-    }
-    data
-}
-
-impl Triage {
     /// The sender resolved an alert: mark it, and resolve its incident when it was the last
     /// unresolved one and the integration auto-resolves. Safe to repeat: a redelivered
     /// event finds the mark made and the incident resolved.
     pub(crate) async fn alert_resolved(&self, event_id: &str, r: v1::AlertResolved) -> Result<()> {
-        let mut tx = self.store.begin().await?;
-        let fresh = tx.mark_processed(event_id).await?;
-        let Some((incident_id, open)) = tx.resolve_alert(&r.alert_id).await? else {
-            tx.commit().await?;
-            return Ok(());
+        let request = SnapshotRequest {
+            alert_ids: vec![r.alert_id.clone()],
+            incidents_of_alerts: true,
+            event_ids: vec![event_id.to_owned()],
+            ..Default::default()
         };
-        let mut announced = Vec::new();
-        if fresh {
-            announced.push(
-                tx.append(&entry(
-                    &incident_id,
-                    "alert_resolved",
-                    &format!("integration:{}", r.integration),
-                    json!({ "alert_id": r.alert_id, "unresolved_alerts": open }),
-                ))
-                .await?,
-            );
-        }
-        tx.commit().await?;
-        self.announce(announced);
-        if open == 0 && r.auto_resolve {
-            let actor = format!("integration:{}", r.integration);
-            match self
+        let input = Input::AlertResolved {
+            event_id: event_id.to_owned(),
+            alert_id: r.alert_id.clone(),
+            integration: r.integration.clone(),
+            auto_resolve: r.auto_resolve,
+        };
+        let (decision, _) = self.decide_and_apply(&request, &[input]).await?;
+        for (incident_id, actor) in decision.auto_resolve {
+            let resolved = self
                 .transition(
                     &incident_id,
                     Action::Resolve,
                     &actor,
                     "all its alerts resolved",
                 )
-                .await
-            {
-                Ok(_) | Err(Error::Domain(firebreak_domain::Error::Transition { .. })) => {}
-                Err(e) => return Err(e),
-            }
+                .await;
+            ignore_refusals(resolved)?;
         }
         Ok(())
     }
 
     /// The sender acknowledged an alert: acknowledge its incident if it is still open.
     pub(crate) async fn alert_acknowledged(&self, a: v1::AlertAcknowledged) -> Result<()> {
-        let Some((incident_id, _)) = self.incident_of_alert(&a.alert_id).await? else {
+        let Some(incident_id) = self.incident_of_alert(&a.alert_id).await? else {
             return Ok(());
         };
         let actor = format!("integration:{}", a.integration);
-        match self
-            .transition(&incident_id, Action::Acknowledge, &actor, "")
-            .await
-        {
-            Ok(_) | Err(Error::Domain(firebreak_domain::Error::Transition { .. })) => Ok(()),
-            Err(e) => Err(e),
-        }
+        ignore_refusals(
+            self.transition(&incident_id, Action::Acknowledge, &actor, "")
+                .await,
+        )
     }
 
     /// A change event: stored once, and a timeline entry referring to it (by `change_id`)
@@ -806,7 +369,7 @@ impl Triage {
         } else {
             c.details.replace('\0', "\u{fffd}")
         };
-        let change = firebreak_storage::ChangeRecord {
+        let change = ChangeRecord {
             id: event_id.to_owned(),
             integration: clip(&c.integration, MAX_NAME),
             summary: clip(&c.summary, MAX_CHANGE_SUMMARY),
@@ -817,135 +380,61 @@ impl Triage {
                 .map_or_else(now_micros, firebreak_proto::micros),
             details,
         };
-        let mut tx = self.store.begin().await?;
-        if !tx.mark_processed(event_id).await? {
-            return Ok(());
-        }
-        tx.insert_change(&change).await?;
-        let actor = format!("integration:{}", change.integration);
-        let data = json!({
-            "change_id": change.id, "summary": change.summary, "source": change.source,
-            "integration": change.integration, "details_bytes": change.details.len(),
-        });
-        let mut written = Vec::with_capacity(concerned.len());
-        for id in &concerned {
-            written.push(
-                tx.append(&entry(id, "change", &actor, data.clone()))
-                    .await?,
-            );
-        }
-        tx.commit().await?;
-        self.announce(written);
-        Ok(())
-    }
-
-    async fn incident_of_alert(&self, alert_id: &str) -> Result<Option<(String, bool)>> {
-        let mut tx = self.store.begin().await?;
-        let found = tx.incident_of_alert(alert_id).await?;
-        tx.commit().await?;
-        Ok(found)
-    }
-}
-
-trait StateExt {
-    fn from_str_lossy(s: &str) -> IncidentState;
-}
-
-impl StateExt for IncidentState {
-    fn from_str_lossy(s: &str) -> IncidentState {
-        s.parse().unwrap_or(IncidentState::Closed)
-    }
-}
-
-fn entry(incident_id: &str, kind: &str, actor: &str, data: serde_json::Value) -> NewTimelineEntry {
-    NewTimelineEntry {
-        incident_id: incident_id.to_owned(),
-        kind: kind.to_owned(),
-        at: now_micros(),
-        actor: actor.to_owned(),
-        data,
-    }
-}
-
-/// The review draft of an incident, at most [`MAX_PAGE_BYTES`]: a flooded timeline must not
-/// make the review unreadable (gRPC's 4 MiB message limit) or the incident row huge.
-fn render_review(inc: &IncidentRecord, timeline: &[TimelineRecord]) -> String {
-    clip(&render_review_unbounded(inc, timeline), MAX_PAGE_BYTES)
-}
-
-fn render_review_unbounded(inc: &IncidentRecord, timeline: &[TimelineRecord]) -> String {
-    let mut runs: Vec<firebreak_domain::ReviewRun> = Vec::new();
-    for t in timeline.iter().filter(|t| t.kind.starts_with("runbook_")) {
-        let name = t.data["runbook"].as_str().unwrap_or_default().to_owned();
-        let idx = match runs.iter().position(|r| r.runbook == name) {
-            Some(i) => i,
-            None => {
-                runs.push(firebreak_domain::ReviewRun {
-                    runbook: name,
-                    state: "running".into(),
-                    live: t.data["live"].as_bool().unwrap_or(false),
-                    actions: Vec::new(),
-                });
-                runs.len() - 1
-            }
+        let request = SnapshotRequest {
+            event_ids: vec![event_id.to_owned()],
+            ..Default::default()
         };
-        let run = &mut runs[idx];
-        match t.kind.as_str() {
-            "runbook_action" => {
-                let a = &t.data["action"];
-                run.actions.push(format!(
-                    "`{}` {} → {}",
-                    a["action"].as_str().unwrap_or("?"),
-                    a["args"],
-                    a["status"].as_str().unwrap_or("?")
-                ));
-            }
-            "runbook_succeeded" => run.state = "succeeded".into(),
-            "runbook_failed" => {
-                run.state = format!("failed: {}", t.data["detail"].as_str().unwrap_or(""))
-            }
-            "runbook_waiting_approval" => run.state = "waiting for approval".into(),
-            _ => {}
-        }
+        let input = Input::Change { change, concerned };
+        self.decide_and_apply(&request, &[input]).await.map(drop)
     }
-    review_markdown(&ReviewInput {
-        incident_id: inc.id.clone(),
-        title: inc.title.clone(),
-        category: inc.category.clone(),
-        severity: inc.severity as u8,
-        priority: inc.priority as u8,
-        alert_count: inc.alert_count,
-        opened_at: from_micros(inc.opened_at),
-        acknowledged_at: inc.acknowledged_at.map(from_micros),
-        resolved_at: inc.resolved_at.map(from_micros),
-        resolution_summary: inc.resolution_summary.clone(),
-        root_cause: inc.root_cause.clone(),
-        timeline: timeline
-            .iter()
-            .map(|t| TimelineItem {
-                at: from_micros(t.at),
-                kind: t.kind.clone(),
-                actor: t.actor.clone(),
-                detail: summarize(&t.data),
+
+    async fn incident_of_alert(&self, alert_id: &str) -> Result<Option<String>> {
+        let mut tx = self.store.begin().await?;
+        let snapshot = tx
+            .snapshot(&SnapshotRequest {
+                alert_ids: vec![alert_id.to_owned()],
+                ..Default::default()
             })
-            .collect(),
-        runs,
-    })
+            .await?;
+        Ok(snapshot.links.get(alert_id).map(|l| l.incident_id.clone()))
+    }
 }
 
-fn summarize(data: &serde_json::Value) -> String {
-    let mut parts = Vec::new();
-    if let Some(map) = data.as_object() {
-        for (k, v) in map {
-            match v {
-                serde_json::Value::Null => {}
-                serde_json::Value::String(s) if s.is_empty() => {}
-                serde_json::Value::String(s) => parts.push(format!("{k}: {s}")),
-                other => parts.push(format!("{k}: {other}")),
-            }
-        }
+/// A snapshot of one incident.
+fn by_id(id: &str) -> SnapshotRequest {
+    SnapshotRequest {
+        incident_ids: vec![id.to_owned()],
+        ..Default::default()
     }
-    parts.join("; ")
+}
+
+/// A transition asked for by an event rather than a person: an incident gone or already
+/// past the state is the outcome wanted, not an error.
+fn ignore_refusals<T>(result: Result<T>) -> Result<()> {
+    match result {
+        Ok(_) | Err(Error::NotFound(_)) => Ok(()),
+        Err(Error::Domain(firebreak_domain::Error::Transition { .. })) => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+/// The `incidents` event announcing a change, in the trace it continues.
+fn event_of(a: &Announcement) -> OutboxEvent {
+    let make = || {
+        outbox_event(
+            streams::INCIDENTS,
+            format!("incidents.{}", a.change.as_str()),
+            Payload::IncidentChanged(v1::IncidentChanged {
+                change: a.change.as_str().to_owned(),
+                incident: Some(incident_to_proto(&a.incident)),
+                actor: a.actor.clone(),
+            }),
+        )
+    };
+    match &a.traceparent {
+        Some(tp) => firebreak_telemetry::trace::sync_scope(Some(tp), make),
+        None => make(),
+    }
 }
 
 #[cfg(test)]

@@ -8,8 +8,9 @@ use sqlx::{PgConnection, Postgres, Row, Transaction};
 
 use super::{Migration, OUTBOX, conflict, from_json, get_u32, impl_outbox, json_text, now_micros};
 use crate::{
-    ChangeRecord, Error, IncidentCursor, IncidentRecord, NewTimelineEntry, OutboxEvent, Result,
-    TimelineRecord, TriageStore, TriageTx,
+    AlertLink, ChangeRecord, Error, IncidentCursor, IncidentRecord, NewTimelineEntry, OutboxEvent,
+    Result, SnapshotRequest, TimelineRecord, TriageChangeset, TriageSnapshot, TriageStore,
+    TriageTx,
 };
 use futures::TryStreamExt;
 
@@ -575,8 +576,262 @@ WITH changed AS (
 )
 SELECT COUNT(*) FROM linked";
 
+/// A changeset's attachments, processed marks, change events, timeline entries and events,
+/// in one statement. The entries' numbers are taken here, after every lock the snapshot
+/// took, so each exceeds those of the entries committed before; they are handed out in
+/// order, so a batch's entries read in the order decided.
+const APPLY: &str = "
+WITH marked AS (
+    INSERT INTO processed_events (event_id, processed_at)
+    SELECT e, $20 FROM unnest($1::text[]) AS m(e)
+    ON CONFLICT (event_id) DO NOTHING
+    RETURNING 1
+), linked AS (
+    INSERT INTO incident_alerts (alert_id, incident_id, opened, attached_at)
+    SELECT a, i, o, $20 FROM unnest($2::text[], $3::text[], $4::bool[]) AS l(a, i, o)
+    ON CONFLICT (alert_id) DO NOTHING
+    RETURNING 1
+), stored AS (
+    INSERT INTO changes (id, integration, summary, source, at, details)
+    SELECT * FROM unnest($5::text[], $6::text[], $7::text[], $8::text[], $9::int8[], $10::text[])
+    ON CONFLICT DO NOTHING
+    RETURNING 1
+), taken AS MATERIALIZED (
+    SELECT nextval('timeline_seq') AS seq FROM generate_series(1, cardinality($11::text[]))
+), numbered AS MATERIALIZED (
+    SELECT seq, row_number() OVER (ORDER BY seq) AS n FROM taken
+), appended AS (
+    INSERT INTO timeline (seq, incident_id, kind, at, actor, data)
+    SELECT numbered.seq, e.incident_id, e.kind, e.at, e.actor, e.data
+    FROM unnest($11::text[], $12::text[], $13::int8[], $14::text[], $15::text[])
+        WITH ORDINALITY AS e(incident_id, kind, at, actor, data, n)
+    JOIN numbered USING (n)
+    RETURNING 1
+), enqueued AS (
+    INSERT INTO outbox (id, stream, subject, payload, created_at)
+    SELECT id, stream, subject, payload, $20
+    FROM unnest($16::text[], $17::text[], $18::text[], $19::bytea[]) AS e(id, stream, subject, payload)
+    RETURNING 1
+)
+SELECT (SELECT COUNT(*) FROM marked), (SELECT COUNT(*) FROM linked),
+    (SELECT COUNT(*) FROM stored), ARRAY(SELECT seq FROM numbered ORDER BY n)";
+
+/// Inserts a changeset's incidents; those whose dedup key an active incident holds are
+/// left out (and counted as missing), without aborting the transaction.
+const INSERT_INCIDENTS: &str = "
+INSERT INTO incidents (id, title, description, category, severity, priority, urgency, state,
+    dedup_key, alert_count, labels, source, opened_at, acknowledged_at, resolved_at, closed_at,
+    resolution_summary, root_cause, review, updated_at)
+SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::int8[], $6::int8[],
+    $7::text[], $8::text[], $9::text[], $10::int8[], $11::text[], $12::text[], $13::int8[],
+    $14::int8[], $15::int8[], $16::int8[], $17::text[], $18::text[], $19::text[], $20::int8[])
+ON CONFLICT (dedup_key) WHERE state IN ('open', 'acknowledged') DO NOTHING";
+
+impl PgTriageTx {
+    async fn read_snapshot(&mut self, req: &SnapshotRequest) -> Result<TriageSnapshot> {
+        let mut snap = TriageSnapshot::default();
+        if !req.alert_ids.is_empty() {
+            let rows = sqlx::query(
+                "SELECT alert_id, incident_id, opened, resolved FROM incident_alerts
+                 WHERE alert_id = ANY($1)",
+            )
+            .bind(&req.alert_ids)
+            .fetch_all(&mut *self.tx)
+            .await?;
+            for r in &rows {
+                let link = AlertLink {
+                    alert_id: r.try_get(0)?,
+                    incident_id: r.try_get(1)?,
+                    opened: r.try_get(2)?,
+                    resolved: r.try_get(3)?,
+                };
+                snap.links.insert(link.alert_id.clone(), link);
+            }
+        }
+        if !req.dedup_keys.is_empty() {
+            let mut keys: Vec<&str> = req.dedup_keys.iter().map(String::as_str).collect();
+            keys.sort_unstable();
+            keys.dedup();
+            let rows = sqlx::query(LOCK_BY_KEYS)
+                .bind(keys.iter().copied().bind_iter())
+                .fetch_all(&mut *self.tx)
+                .await?;
+            for r in &rows {
+                let i = incident_row(r)?;
+                snap.active.insert(i.dedup_key.clone(), i);
+            }
+        }
+        let mut ids: Vec<&str> = req.incident_ids.iter().map(String::as_str).collect();
+        if req.incidents_of_alerts {
+            ids.extend(snap.links.values().map(|l| l.incident_id.as_str()));
+        }
+        ids.sort_unstable();
+        ids.dedup();
+        if !ids.is_empty() {
+            let rows =
+                sqlx::query("SELECT * FROM incidents WHERE id = ANY($1) ORDER BY id FOR UPDATE")
+                    .bind(ids.iter().copied().bind_iter())
+                    .fetch_all(&mut *self.tx)
+                    .await?;
+            for r in &rows {
+                let i = incident_row(r)?;
+                snap.unresolved.insert(i.id.clone(), 0);
+                snap.incidents.insert(i.id.clone(), i);
+            }
+            // Counted in a statement after the locks were granted: it sees what the
+            // transactions that held them committed.
+            let rows = sqlx::query(
+                "SELECT incident_id, COUNT(*) FROM incident_alerts
+                 WHERE incident_id = ANY($1) AND NOT resolved GROUP BY incident_id",
+            )
+            .bind(ids.iter().copied().bind_iter())
+            .fetch_all(&mut *self.tx)
+            .await?;
+            for r in &rows {
+                snap.unresolved.insert(r.try_get(0)?, r.try_get(1)?);
+            }
+        }
+        if !req.event_ids.is_empty() {
+            let rows =
+                sqlx::query("SELECT event_id FROM processed_events WHERE event_id = ANY($1)")
+                    .bind(&req.event_ids)
+                    .fetch_all(&mut *self.tx)
+                    .await?;
+            for r in &rows {
+                snap.processed.insert(r.try_get(0)?);
+            }
+        }
+        Ok(snap)
+    }
+
+    async fn write_changeset(&mut self, ch: &TriageChangeset) -> Result<Vec<TimelineRecord>> {
+        // Updates first: an incident resolved here frees its dedup key for an insert.
+        if !ch.updates.is_empty() {
+            let records: Vec<&IncidentRecord> = ch.updates.iter().map(|u| &u.record).collect();
+            update_incidents(&mut self.tx, &records).await?;
+        }
+        if !ch.inserts.is_empty() {
+            let i = &ch.inserts;
+            let labels = i
+                .iter()
+                .map(|i| json_text(&i.labels))
+                .collect::<Result<Vec<_>>>()?;
+            // Against a concurrent insert of a key this waits for that transaction and then
+            // inserts nothing: a conflict that leaves the transaction usable.
+            let done = sqlx::query(INSERT_INCIDENTS)
+                .bind(i.iter().map(|i| &i.id).bind_iter())
+                .bind(i.iter().map(|i| &i.title).bind_iter())
+                .bind(i.iter().map(|i| &i.description).bind_iter())
+                .bind(i.iter().map(|i| &i.category).bind_iter())
+                .bind(i.iter().map(|i| i64::from(i.severity)).bind_iter())
+                .bind(i.iter().map(|i| i64::from(i.priority)).bind_iter())
+                .bind(i.iter().map(|i| &i.urgency).bind_iter())
+                .bind(i.iter().map(|i| &i.state).bind_iter())
+                .bind(i.iter().map(|i| &i.dedup_key).bind_iter())
+                .bind(i.iter().map(|i| i64::from(i.alert_count)).bind_iter())
+                .bind(&labels)
+                .bind(i.iter().map(|i| &i.source).bind_iter())
+                .bind(i.iter().map(|i| i.opened_at).bind_iter())
+                .bind(i.iter().map(|i| i.acknowledged_at).bind_iter())
+                .bind(i.iter().map(|i| i.resolved_at).bind_iter())
+                .bind(i.iter().map(|i| i.closed_at).bind_iter())
+                .bind(i.iter().map(|i| &i.resolution_summary).bind_iter())
+                .bind(i.iter().map(|i| &i.root_cause).bind_iter())
+                .bind(i.iter().map(|i| &i.review).bind_iter())
+                .bind(i.iter().map(|i| i.updated_at).bind_iter())
+                .execute(&mut *self.tx)
+                .await
+                .map_err(|e| conflict(e, "an incident with this id exists"))?;
+            if done.rows_affected() != i.len() as u64 {
+                return Err(Error::Conflict(
+                    "an active incident holds this dedup key".into(),
+                ));
+            }
+        }
+        let data = ch
+            .entries
+            .iter()
+            .map(|e| json_text(&e.data))
+            .collect::<Result<Vec<_>>>()?;
+        let (links, changes, entries, events) = (&ch.links, &ch.changes, &ch.entries, &ch.events);
+        let row = sqlx::query(APPLY)
+            .bind(&ch.processed)
+            .bind(links.iter().map(|l| &l.alert_id).bind_iter())
+            .bind(links.iter().map(|l| &l.incident_id).bind_iter())
+            .bind(links.iter().map(|l| l.opened).bind_iter())
+            .bind(changes.iter().map(|c| &c.id).bind_iter())
+            .bind(changes.iter().map(|c| &c.integration).bind_iter())
+            .bind(changes.iter().map(|c| &c.summary).bind_iter())
+            .bind(changes.iter().map(|c| &c.source).bind_iter())
+            .bind(changes.iter().map(|c| c.at).bind_iter())
+            .bind(changes.iter().map(|c| &c.details).bind_iter())
+            .bind(entries.iter().map(|e| &e.incident_id).bind_iter())
+            .bind(entries.iter().map(|e| &e.kind).bind_iter())
+            .bind(entries.iter().map(|e| e.at).bind_iter())
+            .bind(entries.iter().map(|e| &e.actor).bind_iter())
+            .bind(&data)
+            .bind(events.iter().map(|e| &e.id).bind_iter())
+            .bind(events.iter().map(|e| &e.stream).bind_iter())
+            .bind(events.iter().map(|e| &e.subject).bind_iter())
+            .bind(events.iter().map(|e| &e.payload).bind_iter())
+            .bind(now_micros())
+            .fetch_one(&mut *self.tx)
+            .await?;
+        let (marked, linked, stored): (i64, i64, i64) =
+            (row.try_get(0)?, row.try_get(1)?, row.try_get(2)?);
+        let seqs: Vec<i64> = row.try_get(3)?;
+        if marked != ch.processed.len() as i64 {
+            return Err(Error::Conflict("an event was handled meanwhile".into()));
+        }
+        if linked != links.len() as i64 {
+            return Err(Error::Conflict("alert already attached".into()));
+        }
+        if stored != changes.len() as i64 {
+            return Err(Error::Conflict("a change event is stored".into()));
+        }
+        if !ch.resolved_alerts.is_empty() {
+            let done = sqlx::query(
+                "UPDATE incident_alerts SET resolved = TRUE WHERE alert_id = ANY($1) AND NOT resolved",
+            )
+            .bind(&ch.resolved_alerts)
+            .execute(&mut *self.tx)
+            .await?;
+            if done.rows_affected() != ch.resolved_alerts.len() as u64 {
+                return Err(Error::Conflict("an alert cleared meanwhile".into()));
+            }
+        }
+        if seqs.len() != entries.len() {
+            return Err(Error::Corrupt(
+                "the timeline sequence gave too few numbers".into(),
+            ));
+        }
+        Ok(entries
+            .iter()
+            .zip(seqs)
+            .map(|(e, seq)| TimelineRecord {
+                seq,
+                incident_id: e.incident_id.clone(),
+                kind: e.kind.clone(),
+                at: e.at,
+                actor: e.actor.clone(),
+                data: e.data.clone(),
+            })
+            .collect())
+    }
+}
+
 #[async_trait]
 impl TriageTx for PgTriageTx {
+    async fn snapshot(&mut self, request: &SnapshotRequest) -> Result<TriageSnapshot> {
+        self.read_snapshot(request).await
+    }
+
+    async fn apply(mut self: Box<Self>, changes: TriageChangeset) -> Result<Vec<TimelineRecord>> {
+        let written = self.write_changeset(&changes).await?;
+        self.tx.commit().await?;
+        Ok(written)
+    }
+
     async fn resolve_alert(&mut self, alert_id: &str) -> Result<Option<(String, i64)>> {
         self.flush_links().await?;
         let row = sqlx::query(

@@ -267,9 +267,10 @@ impl Tx {
 
     /// Runs `f` (the writes a transaction kept for last) and commits, in one call; when `f`
     /// fails, nothing of the transaction is kept.
-    pub(crate) async fn commit_with<F>(mut self, f: F) -> Result<()>
+    pub(crate) async fn commit_with<R, F>(mut self, f: F) -> Result<R>
     where
-        F: FnOnce(&Connection) -> Result<()> + Send + 'static,
+        F: FnOnce(&Connection) -> Result<R> + Send + 'static,
+        R: Send + 'static,
     {
         self.ended = true;
         self.conn
@@ -278,9 +279,9 @@ impl Tx {
                     run(c, "BEGIN IMMEDIATE")?;
                 }
                 // On failure the thread rolls back what this call leaves open.
-                f(c)?;
+                let r = f(c)?;
                 run(c, "COMMIT")?;
-                Ok(())
+                Ok(r)
             })
             .await
     }

@@ -10,8 +10,9 @@ use super::conn::{self, Db, Tx};
 use super::impl_outbox;
 use super::{Migration, OUTBOX, OUTBOX_READ_IN_PLACE, from_json, json_text, now_micros};
 use crate::{
-    ChangeRecord, IncidentCursor, IncidentRecord, NewTimelineEntry, OutboxEvent, Result,
-    TimelineRecord, TriageStore, TriageTx,
+    AlertLink, ChangeRecord, Error, IncidentCursor, IncidentRecord, NewTimelineEntry, OutboxEvent,
+    Result, SnapshotRequest, TimelineRecord, TriageChangeset, TriageSnapshot, TriageStore,
+    TriageTx,
 };
 
 const MIGRATIONS: &[Migration] = &[
@@ -357,8 +358,207 @@ fn write_links(c: &Connection, links: &[(String, String, bool)]) -> Result<()> {
     Ok(())
 }
 
+/// Reads a triage snapshot (see [`TriageTx::snapshot`]); SQLite has one writer at a time,
+/// so nothing needs locking.
+fn read_snapshot(c: &Connection, req: &SnapshotRequest) -> Result<TriageSnapshot> {
+    let mut snap = TriageSnapshot::default();
+    if !req.alert_ids.is_empty() {
+        let ids = json_text(&req.alert_ids)?;
+        let mut links = c.prepare_cached(
+            "SELECT alert_id, incident_id, opened, resolved FROM incident_alerts
+             WHERE alert_id IN (SELECT value FROM json_each(?))",
+        )?;
+        let rows = links.query_map([&ids], |r| {
+            Ok(AlertLink {
+                alert_id: r.get(0)?,
+                incident_id: r.get(1)?,
+                opened: r.get(2)?,
+                resolved: r.get(3)?,
+            })
+        })?;
+        for link in rows {
+            let link = link?;
+            snap.links.insert(link.alert_id.clone(), link);
+        }
+    }
+    if !req.dedup_keys.is_empty() {
+        let keys = json_text(&req.dedup_keys)?;
+        // Without the hint SQLite walks every active incident (by state).
+        let mut active = c.prepare_cached(incidents!(
+            "INDEXED BY incidents_one_active_per_key
+             WHERE state IN ('open', 'acknowledged')
+             AND dedup_key IN (SELECT value FROM json_each(?))"
+        ))?;
+        for row in active.query_map([&keys], IncidentRow::read)? {
+            let i = row?.record()?;
+            snap.active.insert(i.dedup_key.clone(), i);
+        }
+    }
+    let mut ids: Vec<&String> = req.incident_ids.iter().collect();
+    if req.incidents_of_alerts {
+        ids.extend(snap.links.values().map(|l| &l.incident_id));
+    }
+    ids.sort_unstable();
+    ids.dedup();
+    for id in ids {
+        if let Some(i) = incident_by_id(c, id)? {
+            let open: i64 = c
+                .prepare_cached("SELECT count FROM unresolved_alerts WHERE incident_id = ?")?
+                .query_row([id], |r| r.get(0))
+                .optional()?
+                .unwrap_or(0);
+            snap.unresolved.insert(i.id.clone(), open);
+            snap.incidents.insert(i.id.clone(), i);
+        }
+    }
+    if !req.event_ids.is_empty() {
+        let ids = json_text(&req.event_ids)?;
+        let mut seen = c.prepare_cached(
+            "SELECT event_id FROM processed_events WHERE event_id IN (SELECT value FROM json_each(?))",
+        )?;
+        for id in seen.query_map([&ids], |r| r.get::<_, String>(0))? {
+            snap.processed.insert(id?);
+        }
+    }
+    Ok(snap)
+}
+
+/// Writes a triage changeset (see [`TriageTx::apply`]), numbering its timeline entries.
+fn write_changeset(c: &Connection, ch: &TriageChangeset) -> Result<Vec<TimelineRecord>> {
+    let now = now_micros();
+    let mut mark = c.prepare_cached(
+        "INSERT INTO processed_events (event_id, processed_at) VALUES (?, ?) ON CONFLICT DO NOTHING",
+    )?;
+    for id in &ch.processed {
+        if mark.execute((id, now))? != 1 {
+            return Err(Error::Conflict(format!("event {id} was handled meanwhile")));
+        }
+    }
+    // Updates first: an incident resolved here frees its dedup key for an insert.
+    for u in &ch.updates {
+        update_row(c, &u.record, !u.state_changed)?;
+    }
+    for i in &ch.inserts {
+        insert_row(c, i)?;
+    }
+    let links: Vec<(String, String, bool)> = ch
+        .links
+        .iter()
+        .map(|l| (l.alert_id.clone(), l.incident_id.clone(), l.opened))
+        .collect();
+    write_links(c, &links)?;
+    for alert_id in &ch.resolved_alerts {
+        let incident_id: Option<String> = c
+            .prepare_cached(
+                "UPDATE incident_alerts SET resolved = 1 WHERE alert_id = ? AND resolved = 0
+                 RETURNING incident_id",
+            )?
+            .query_row([alert_id], |r| r.get(0))
+            .optional()?;
+        let Some(incident_id) = incident_id else {
+            return Err(Error::Conflict(format!(
+                "alert {alert_id} is not an unresolved attached alert"
+            )));
+        };
+        c.prepare_cached("UPDATE unresolved_alerts SET count = count - 1 WHERE incident_id = ?")?
+            .execute([&incident_id])?;
+    }
+    for change in &ch.changes {
+        let n = c
+            .prepare_cached(
+                "INSERT INTO changes (id, integration, summary, source, at, details)
+                 VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+            )?
+            .execute((
+                &change.id,
+                &change.integration,
+                &change.summary,
+                &change.source,
+                change.at,
+                &change.details,
+            ))?;
+        if n != 1 {
+            return Err(Error::Conflict(format!("change {} is stored", change.id)));
+        }
+    }
+    let mut written = Vec::with_capacity(ch.entries.len());
+    if !ch.entries.is_empty() {
+        let first = next_timeline_seq(c)?;
+        let mut append = c.prepare_cached(
+            "INSERT INTO timeline (seq, incident_id, kind, at, actor, data) VALUES (?, ?, ?, ?, ?, ?)",
+        )?;
+        for (n, e) in ch.entries.iter().enumerate() {
+            let seq = first + n as i64;
+            append.execute((
+                seq,
+                &e.incident_id,
+                &e.kind,
+                e.at,
+                &e.actor,
+                json_text(&e.data)?,
+            ))?;
+            written.push(TimelineRecord {
+                seq,
+                incident_id: e.incident_id.clone(),
+                kind: e.kind.clone(),
+                at: e.at,
+                actor: e.actor.clone(),
+                data: e.data.clone(),
+            });
+        }
+    }
+    conn::enqueue(c, &ch.events)?;
+    Ok(written)
+}
+
+/// Inserts an incident's row; a conflict when an active incident holds its dedup key.
+fn insert_row(c: &Connection, i: &IncidentRecord) -> Result<()> {
+    let labels = json_text(&i.labels)?;
+    c.prepare_cached(
+        "INSERT INTO incidents (id, title, description, category, severity, priority, urgency, state,
+            dedup_key, alert_count, labels, source, opened_at, acknowledged_at, resolved_at, closed_at,
+            resolution_summary, root_cause, review, updated_at)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+    )?
+    .execute(rusqlite::params![
+        i.id,
+        i.title,
+        i.description,
+        i.category,
+        i.severity,
+        i.priority,
+        i.urgency,
+        i.state,
+        i.dedup_key,
+        i.alert_count,
+        labels,
+        i.source,
+        i.opened_at,
+        i.acknowledged_at,
+        i.resolved_at,
+        i.closed_at,
+        i.resolution_summary,
+        i.root_cause,
+        i.review,
+        i.updated_at,
+    ])
+    .map_err(|e| conn::conflict(e, "an active incident holds this dedup key"))?;
+    Ok(())
+}
+
 #[async_trait]
 impl TriageTx for SqliteTriageTx {
+    async fn snapshot(&mut self, request: &SnapshotRequest) -> Result<TriageSnapshot> {
+        let request = request.clone();
+        self.tx.call(move |c| read_snapshot(c, &request)).await
+    }
+
+    async fn apply(self: Box<Self>, changes: TriageChangeset) -> Result<Vec<TimelineRecord>> {
+        self.tx
+            .commit_with(move |c| write_changeset(c, &changes))
+            .await
+    }
+
     async fn resolve_alert(&mut self, alert_id: &str) -> Result<Option<(String, i64)>> {
         // The deferred attachments go first; they stay deferred if this fails.
         let links = self.links.clone();

@@ -1,0 +1,922 @@
+//! Triage's decisions as one pure function: what a batch of inputs does to the incidents a
+//! snapshot holds.
+//!
+//! [`decide`] takes a [`TriageSnapshot`] (what the store held when the batch's transaction
+//! read it), the inputs, and a [`Context`] (the rules, the time, a source of ids), and returns
+//! a [`Decision`]: the typed [`TriageChangeset`] the store applies in one transaction, the
+//! changes to announce on the `incidents` stream, and each input's answer. No IO, no async,
+//! no clock: every path is unit-testable from a snapshot. The shell around it
+//! (`logic.rs`) reads the snapshot, calls this, turns announcements into events, applies.
+//!
+//! Where things are decided, for a newcomer:
+//! - the **dedup key** comes with the alert (intake derives the default: see
+//!   `firebreak_domain::Signal`); here an alert joins the active incident with its key, or
+//!   opens one;
+//! - the **category, severity, urgency and priority** come from the taxonomy
+//!   (`Taxonomy::classify`), applied in [`Work::ingest`]; a later alert only ever raises the
+//!   severity;
+//! - the **life cycle** is `IncidentState::apply` (domain), applied in [`Work::transition`].
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+use firebreak_domain::{
+    Action, IncidentState, Priority, ReviewInput, Severity, Signal, SignalInput, Taxonomy,
+    TimelineItem, Urgency, review_markdown,
+};
+use firebreak_proto::v1;
+use firebreak_storage::{
+    AlertLink, ChangeRecord, IncidentRecord, IncidentUpdate, NewTimelineEntry, TimelineRecord,
+    TriageChangeset, TriageSnapshot,
+};
+use serde_json::json;
+
+use crate::Error;
+use crate::convert::from_micros;
+use crate::limits::{MAX_ACTOR, MAX_DOCUMENT, MAX_NAME, MAX_PAGE_BYTES, MAX_TEXT, clip, clip_json};
+
+type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// The most bytes a person's note holds.
+pub(crate) const MAX_NOTE: usize = 16 * 1024;
+
+/// Something triage is asked to do.
+#[derive(Debug, Clone)]
+pub(crate) enum Input {
+    /// An alert intake accepted, with the trace context of its event.
+    Alert {
+        alert: v1::AlertReceived,
+        traceparent: Option<String>,
+    },
+    /// A person, a runbook or an integration moves an incident along its life cycle.
+    /// `timeline` is the incident's timeline as it stands (resolve and close render the
+    /// review from it); empty for acknowledge.
+    Transition {
+        incident_id: String,
+        action: Action,
+        actor: String,
+        text: String,
+        timeline: Vec<TimelineRecord>,
+    },
+    /// A person's note.
+    Note {
+        incident_id: String,
+        actor: String,
+        text: String,
+    },
+    /// A runbook's progress or a delivery's outcome for the timeline, once per event.
+    Record {
+        event_id: String,
+        incident_id: String,
+        kind: String,
+        actor: String,
+        data: serde_json::Value,
+    },
+    /// A runbook's command, once per event (resolve is a [`Input::Transition`]).
+    Command {
+        event_id: String,
+        incident_id: String,
+        actor: String,
+        command: RunbookCommand,
+    },
+    /// The sender cleared an alert, once per event.
+    AlertResolved {
+        event_id: String,
+        alert_id: String,
+        integration: String,
+        auto_resolve: bool,
+    },
+    /// A change event: stored once, and referred to from the timelines of `concerned`.
+    Change {
+        change: ChangeRecord,
+        concerned: Vec<String>,
+    },
+}
+
+/// What a runbook can ask of an incident through an event.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum RunbookCommand {
+    Note(String),
+    SetSeverity(u32),
+    /// Raise the severity one level (SEV1 stays SEV1) and page for it.
+    Escalate(String),
+    SetCategory(String),
+    Assign {
+        role: String,
+        person: String,
+    },
+}
+
+/// A change to an incident that the `incidents` stream announces (`incidents.<name>`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(crate) enum Change {
+    Opened,
+    AlertAttached,
+    SeverityChanged,
+    Acknowledged,
+    Resolved,
+    Closed,
+    Escalated,
+    CategoryChanged,
+}
+
+impl Change {
+    /// The name on the wire and in the subject.
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            Self::Opened => "opened",
+            Self::AlertAttached => "alert_attached",
+            Self::SeverityChanged => "severity_changed",
+            Self::Acknowledged => "acknowledged",
+            Self::Resolved => "resolved",
+            Self::Closed => "closed",
+            Self::Escalated => "escalated",
+            Self::CategoryChanged => "category_changed",
+        }
+    }
+
+    fn of(action: Action) -> Self {
+        match action {
+            Action::Acknowledge => Self::Acknowledged,
+            Action::Resolve => Self::Resolved,
+            Action::Close => Self::Closed,
+        }
+    }
+}
+
+/// A change to announce, with the incident as the change left it.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Announcement {
+    pub(crate) change: Change,
+    pub(crate) incident: IncidentRecord,
+    pub(crate) actor: String,
+    /// The trace the announcement continues (an alert's event); `None`: the caller's.
+    pub(crate) traceparent: Option<String>,
+}
+
+/// What became of an alert.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Ingested {
+    pub(crate) incident_id: String,
+    /// It joined an incident rather than opening one.
+    pub(crate) deduplicated: bool,
+    /// It was ingested before this batch: nothing was decided for it.
+    pub(crate) before: bool,
+}
+
+/// What the rules need besides the snapshot.
+pub(crate) struct Context<'a> {
+    pub(crate) taxonomy: &'a Taxonomy,
+    /// Unix microseconds.
+    pub(crate) now: i64,
+    /// Makes the id of a new incident.
+    pub(crate) new_id: &'a mut dyn FnMut() -> String,
+}
+
+/// A batch's decisions.
+#[derive(Debug, Default)]
+pub(crate) struct Decision {
+    /// What to write (its events are left to the shell: see `announcements`).
+    pub(crate) changeset: TriageChangeset,
+    /// What to announce on `incidents`, in order.
+    pub(crate) announcements: Vec<Announcement>,
+    /// One per [`Input::Alert`], in input order.
+    pub(crate) ingested: Vec<Ingested>,
+    /// The incidents transitions left, in input order.
+    pub(crate) transitioned: Vec<IncidentRecord>,
+    /// Incidents whose last alert cleared through an auto-resolving integration: the shell
+    /// resolves them next (their review needs the timeline as committed).
+    pub(crate) auto_resolve: Vec<(String, String)>,
+}
+
+/// Decides what `inputs` do, in order, to the incidents in `snapshot`. The first input
+/// that cannot be taken fails the whole batch (the caller then takes them one at a time).
+pub(crate) fn decide(
+    snapshot: &TriageSnapshot,
+    inputs: &[Input],
+    ctx: &mut Context<'_>,
+) -> Result<Decision> {
+    let mut work = Work::new(snapshot);
+    for input in inputs {
+        work.take(input, ctx)?;
+    }
+    Ok(work.finish())
+}
+
+/// The batch's working state: the incidents as the inputs so far left them.
+struct Work<'s> {
+    snap: &'s TriageSnapshot,
+    /// Incidents touched or read so far, as they stand now, by id.
+    incidents: HashMap<String, IncidentRecord>,
+    /// Their state as stored, for those the snapshot held.
+    stored_state: HashMap<String, String>,
+    /// Ids of the incidents this batch opened, in order.
+    opened: Vec<String>,
+    /// Ids of stored incidents this batch changed, in order.
+    changed: Vec<String>,
+    /// The active incident of each dedup key the batch touched (`None`: none now).
+    active: HashMap<String, Option<String>>,
+    /// Alerts attached by this batch.
+    linked: HashMap<String, AlertLink>,
+    /// Alerts cleared by this batch.
+    cleared: HashSet<String>,
+    /// Unresolved alerts per incident, as this batch left them.
+    unresolved: HashMap<String, i64>,
+    /// Events handled by this batch.
+    handled: HashSet<String>,
+    /// Plain attachments announced once per incident at the batch's end: id → the trace of
+    /// the last alert, in first-attach order.
+    attached: Vec<String>,
+    attach_traces: HashMap<String, Option<String>>,
+    decision: Decision,
+}
+
+impl<'s> Work<'s> {
+    fn new(snap: &'s TriageSnapshot) -> Self {
+        Self {
+            snap,
+            incidents: HashMap::new(),
+            stored_state: HashMap::new(),
+            opened: Vec::new(),
+            changed: Vec::new(),
+            active: HashMap::new(),
+            linked: HashMap::new(),
+            cleared: HashSet::new(),
+            unresolved: HashMap::new(),
+            handled: HashSet::new(),
+            attached: Vec::new(),
+            attach_traces: HashMap::new(),
+            decision: Decision::default(),
+        }
+    }
+
+    fn take(&mut self, input: &Input, ctx: &mut Context<'_>) -> Result<()> {
+        match input {
+            Input::Alert { alert, traceparent } => self.ingest(alert, traceparent.as_deref(), ctx),
+            Input::Transition {
+                incident_id,
+                action,
+                actor,
+                text,
+                timeline,
+            } => self.transition(incident_id, *action, actor, text, timeline, ctx.now),
+            Input::Note {
+                incident_id,
+                actor,
+                text,
+            } => self.note(incident_id, actor, text, ctx.now),
+            Input::Record {
+                event_id,
+                incident_id,
+                kind,
+                actor,
+                data,
+            } => {
+                if self.first_time(event_id) && self.incident(incident_id).is_some() {
+                    self.entry(incident_id, kind, actor, data.clone(), ctx.now);
+                }
+                Ok(())
+            }
+            Input::Command {
+                event_id,
+                incident_id,
+                actor,
+                command,
+            } => self.command(event_id, incident_id, actor, command, ctx),
+            Input::AlertResolved {
+                event_id,
+                alert_id,
+                integration,
+                auto_resolve,
+            } => {
+                self.alert_resolved(event_id, alert_id, integration, *auto_resolve, ctx.now);
+                Ok(())
+            }
+            Input::Change { change, concerned } => {
+                if !self.first_time(&change.id) {
+                    return Ok(());
+                }
+                self.decision.changeset.changes.push(change.clone());
+                let actor = format!("integration:{}", change.integration);
+                let data = json!({
+                    "change_id": change.id, "summary": change.summary, "source": change.source,
+                    "integration": change.integration, "details_bytes": change.details.len(),
+                });
+                for id in concerned {
+                    self.entry(id, "change", &actor, data.clone(), ctx.now);
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// Opens an incident for `alert` or attaches it to the active one with its dedup key.
+    fn ingest(
+        &mut self,
+        alert: &v1::AlertReceived,
+        traceparent: Option<&str>,
+        ctx: &mut Context<'_>,
+    ) -> Result<()> {
+        if let Some(link) = self
+            .linked
+            .get(&alert.alert_id)
+            .or_else(|| self.snap.links.get(&alert.alert_id))
+        {
+            self.decision.ingested.push(Ingested {
+                incident_id: link.incident_id.clone(),
+                deduplicated: !link.opened,
+                before: true,
+            });
+            return Ok(());
+        }
+        let mut signal = signal_of(alert)?;
+        let mut class_note = None;
+        let class = match ctx.taxonomy.classify(&signal) {
+            Ok(c) => c,
+            // Intake checks categories too; one can only be unknown here if the taxonomy
+            // changed in between. The alert is kept and categorized by the rules instead.
+            Err(e) => {
+                class_note = Some(e.to_string());
+                signal.category = None;
+                ctx.taxonomy.classify(&signal)?
+            }
+        };
+        let now = ctx.now;
+        let traceparent = traceparent.map(str::to_owned);
+        if let Some(id) = self.active_of(&signal.dedup_key) {
+            let mut inc = self.incidents[&id].clone();
+            inc.alert_count += 1;
+            inc.updated_at = now;
+            let data = with_origin(
+                json!({
+                    "alert_id": alert.alert_id, "title": signal.title, "source": signal.source,
+                    "alert_count": inc.alert_count,
+                }),
+                alert,
+            );
+            self.entry(&id, "alert_attached", "triage", data, now);
+            let current = Severity::new(inc.severity)?;
+            let rises = class.severity.is_worse_than(current);
+            if rises {
+                let urgency: Urgency = inc.urgency.parse()?;
+                let data = json!({
+                    "from": inc.severity, "to": class.severity.level(),
+                    "reason": format!("a new alert is {}", class.severity_reason),
+                });
+                self.entry(&id, "severity_changed", "triage", data, now);
+                inc.severity = u32::from(class.severity.level());
+                inc.priority =
+                    u32::from(Priority::from_impact_urgency(class.severity, urgency).level());
+            }
+            self.link(&alert.alert_id, &id, false);
+            self.put(inc.clone());
+            if rises {
+                self.announce(Change::SeverityChanged, inc, "triage", traceparent);
+            } else {
+                // Announced once per incident and batch, with its latest state.
+                if !self.attach_traces.contains_key(&id) {
+                    self.attached.push(id.clone());
+                }
+                self.attach_traces.insert(id.clone(), traceparent);
+            }
+            self.decision.ingested.push(Ingested {
+                incident_id: id,
+                deduplicated: true,
+                before: false,
+            });
+            return Ok(());
+        }
+        let inc = IncidentRecord {
+            id: (ctx.new_id)(),
+            title: signal.title.clone(),
+            description: signal.description.clone(),
+            category: class.category.clone(),
+            severity: u32::from(class.severity.level()),
+            priority: u32::from(class.priority.level()),
+            urgency: class.urgency.as_str().to_owned(),
+            state: IncidentState::Open.as_str().into(),
+            dedup_key: signal.dedup_key.clone(),
+            alert_count: 1,
+            labels: signal.labels.clone(),
+            source: signal.source.clone(),
+            opened_at: now,
+            acknowledged_at: None,
+            resolved_at: None,
+            closed_at: None,
+            resolution_summary: String::new(),
+            root_cause: String::new(),
+            review: String::new(),
+            updated_at: now,
+        };
+        let id = inc.id.clone();
+        let opened = with_origin(
+            json!({
+                "alert_id": alert.alert_id, "title": inc.title, "source": inc.source,
+                "dedup_key": inc.dedup_key,
+            }),
+            alert,
+        );
+        self.entry(&id, "opened", "triage", opened, now);
+        let categorized = json!({
+            "category": class.category, "reason": class.category_reason, "note": class_note,
+        });
+        self.entry(&id, "categorized", "triage", categorized, now);
+        let prioritized = json!({
+            "severity": class.severity.level(), "severity_name": class.severity.name(),
+            "severity_reason": class.severity_reason,
+            "urgency": inc.urgency, "priority": class.priority.level(),
+        });
+        self.entry(&id, "prioritized", "triage", prioritized, now);
+        self.opened.push(id.clone());
+        self.active.insert(inc.dedup_key.clone(), Some(id.clone()));
+        self.incidents.insert(id.clone(), inc.clone());
+        self.unresolved.insert(id.clone(), 0);
+        self.link(&alert.alert_id, &id, true);
+        self.announce(Change::Opened, inc, "triage", traceparent);
+        self.decision.ingested.push(Ingested {
+            incident_id: id,
+            deduplicated: false,
+            before: false,
+        });
+        Ok(())
+    }
+
+    fn transition(
+        &mut self,
+        id: &str,
+        action: Action,
+        actor: &str,
+        text: &str,
+        timeline: &[TimelineRecord],
+        now: i64,
+    ) -> Result<()> {
+        firebreak_domain::IncidentId::parse(id)?;
+        if action == Action::Close && text.trim().is_empty() {
+            return Err(firebreak_domain::Error::Invalid {
+                field: "root_cause",
+                reason: "closing an incident requires a root cause".into(),
+            }
+            .into());
+        }
+        let mut inc = self
+            .incident(id)
+            .ok_or_else(|| Error::NotFound(id.to_owned()))?;
+        let from: IncidentState = inc.state.parse()?;
+        let to = from.apply(action)?;
+        inc.state = to.as_str().into();
+        inc.updated_at = now;
+        let (kind, data) = match action {
+            Action::Acknowledge => {
+                inc.acknowledged_at = Some(now);
+                ("acknowledged", json!({}))
+            }
+            Action::Resolve => {
+                inc.resolved_at = Some(now);
+                inc.resolution_summary = text.trim().to_owned();
+                ("resolved", json!({ "summary": inc.resolution_summary }))
+            }
+            Action::Close => {
+                inc.closed_at = Some(now);
+                inc.root_cause = text.trim().to_owned();
+                ("closed", json!({ "root_cause": inc.root_cause }))
+            }
+        };
+        if matches!(action, Action::Resolve | Action::Close) {
+            // The draft is rendered from the timeline as it stands, this entry included.
+            let mut timeline = timeline.to_vec();
+            timeline.push(TimelineRecord {
+                seq: 0,
+                incident_id: inc.id.clone(),
+                kind: kind.into(),
+                at: now,
+                actor: actor.into(),
+                data: data.clone(),
+            });
+            inc.review = render_review(&inc, &timeline);
+        }
+        self.entry(id, kind, actor, data, now);
+        if action == Action::Resolve {
+            self.entry(id, "review_drafted", "triage", json!({}), now);
+        }
+        if from.is_active() && !to.is_active() {
+            // Its dedup key is free: the next alert with it opens a new incident.
+            self.active.insert(inc.dedup_key.clone(), None);
+        }
+        self.put(inc.clone());
+        self.announce(Change::of(action), inc.clone(), actor, None);
+        self.decision.transitioned.push(inc);
+        Ok(())
+    }
+
+    fn note(&mut self, id: &str, actor: &str, text: &str, now: i64) -> Result<()> {
+        firebreak_domain::IncidentId::parse(id)?;
+        let text = text.trim();
+        if text.is_empty() || text.len() > MAX_NOTE {
+            return Err(firebreak_domain::Error::Invalid {
+                field: "text",
+                reason: format!("a note must hold 1 to {MAX_NOTE} bytes"),
+            }
+            .into());
+        }
+        if self.incident(id).is_none() {
+            return Err(Error::NotFound(id.to_owned()));
+        }
+        self.entry(id, "note", actor, json!({ "text": text }), now);
+        Ok(())
+    }
+
+    fn command(
+        &mut self,
+        event_id: &str,
+        id: &str,
+        actor: &str,
+        command: &RunbookCommand,
+        ctx: &mut Context<'_>,
+    ) -> Result<()> {
+        // A runbook's text is clipped, not refused: the command cannot be answered.
+        let actor = clip(actor, MAX_ACTOR);
+        if !self.first_time(event_id) {
+            return Ok(());
+        }
+        let Some(mut inc) = self.incident(id) else {
+            return Ok(());
+        };
+        let now = ctx.now;
+        let active = inc.state.parse::<IncidentState>()?.is_active();
+        match command {
+            RunbookCommand::Note(text) => {
+                self.entry(
+                    id,
+                    "note",
+                    &actor,
+                    json!({ "text": clip(text, MAX_TEXT) }),
+                    now,
+                );
+            }
+            RunbookCommand::Assign { role, person } => {
+                let data =
+                    json!({ "role": clip(role, MAX_NAME), "person": clip(person, MAX_ACTOR) });
+                self.entry(id, "role_assigned", &actor, data, now);
+            }
+            RunbookCommand::SetSeverity(level) => {
+                let severity = Severity::new(*level)?;
+                if inc.severity == *level || !active {
+                    return Ok(());
+                }
+                let urgency: Urgency = inc.urgency.parse()?;
+                let data =
+                    json!({ "from": inc.severity, "to": level, "reason": "set by a runbook" });
+                self.entry(id, "severity_changed", &actor, data, now);
+                inc.severity = *level;
+                inc.priority = u32::from(Priority::from_impact_urgency(severity, urgency).level());
+                inc.updated_at = now;
+                self.put(inc.clone());
+                self.announce(Change::SeverityChanged, inc, &actor, None);
+            }
+            // Escalating raises the severity one level (SEV1 stays SEV1) and is announced as
+            // its own change, so channels page for it even at SEV1.
+            RunbookCommand::Escalate(reason) => {
+                if !active {
+                    return Ok(());
+                }
+                let reason = clip(reason, MAX_TEXT);
+                let level = inc.severity.saturating_sub(1).max(1);
+                if level != inc.severity {
+                    let urgency: Urgency = inc.urgency.parse()?;
+                    let data = json!({
+                        "from": inc.severity, "to": level, "reason": format!("escalated: {reason}"),
+                    });
+                    self.entry(id, "severity_changed", &actor, data, now);
+                    inc.severity = level;
+                    inc.priority = u32::from(
+                        Priority::from_impact_urgency(Severity::new(level)?, urgency).level(),
+                    );
+                }
+                self.entry(id, "escalated", &actor, json!({ "reason": reason }), now);
+                inc.updated_at = now;
+                self.put(inc.clone());
+                self.announce(Change::Escalated, inc, &actor, None);
+            }
+            RunbookCommand::SetCategory(category) => {
+                if !ctx.taxonomy.has(category) {
+                    // A runbook asked for a category the taxonomy lacks: say so where the
+                    // responders look rather than drop it.
+                    let text = format!(
+                        "a runbook asked to set the unknown category {:?}; the category stays {}",
+                        clip(category, MAX_NAME),
+                        inc.category
+                    );
+                    self.entry(id, "note", &actor, json!({ "text": text }), now);
+                    return Ok(());
+                }
+                if inc.category == *category || !active {
+                    return Ok(());
+                }
+                let data = json!({ "from": inc.category, "to": category });
+                self.entry(id, "category_changed", &actor, data, now);
+                inc.category = category.clone();
+                inc.updated_at = now;
+                self.put(inc.clone());
+                self.announce(Change::CategoryChanged, inc, &actor, None);
+            }
+        }
+        Ok(())
+    }
+
+    /// Marks an alert cleared; when it was its incident's last and the integration
+    /// auto-resolves, the incident is resolved next. Safe to repeat: a redelivered event
+    /// finds the mark made and adds no entry.
+    fn alert_resolved(
+        &mut self,
+        event_id: &str,
+        alert_id: &str,
+        integration: &str,
+        auto_resolve: bool,
+        now: i64,
+    ) {
+        let fresh = self.first_time(event_id);
+        let Some(link) = self
+            .linked
+            .get(alert_id)
+            .or_else(|| self.snap.links.get(alert_id))
+            .cloned()
+        else {
+            return;
+        };
+        let id = link.incident_id;
+        let mut open = self
+            .unresolved
+            .get(&id)
+            .or_else(|| self.snap.unresolved.get(&id))
+            .copied()
+            .unwrap_or(0);
+        if !link.resolved && self.cleared.insert(alert_id.to_owned()) {
+            open = (open - 1).max(0);
+            self.unresolved.insert(id.clone(), open);
+            self.decision
+                .changeset
+                .resolved_alerts
+                .push(alert_id.to_owned());
+        }
+        let actor = format!("integration:{integration}");
+        if fresh {
+            let data = json!({ "alert_id": alert_id, "unresolved_alerts": open });
+            self.entry(&id, "alert_resolved", &actor, data, now);
+        }
+        if open == 0 && auto_resolve {
+            self.decision.auto_resolve.push((id, actor));
+        }
+    }
+
+    /// The incident as it stands now, if it exists.
+    fn incident(&mut self, id: &str) -> Option<IncidentRecord> {
+        if let Some(i) = self.incidents.get(id) {
+            return Some(i.clone());
+        }
+        let stored = self
+            .snap
+            .incidents
+            .get(id)
+            .or_else(|| self.snap.active.values().find(|i| i.id == id))?
+            .clone();
+        self.stored_state
+            .insert(stored.id.clone(), stored.state.clone());
+        self.incidents.insert(stored.id.clone(), stored.clone());
+        Some(stored)
+    }
+
+    /// The id of the active incident with `dedup_key` now, if any.
+    fn active_of(&mut self, dedup_key: &str) -> Option<String> {
+        if let Some(now) = self.active.get(dedup_key) {
+            return now.clone();
+        }
+        let stored = self.snap.active.get(dedup_key)?.id.clone();
+        // Read through `incident`, which may hold a newer version (a transition in this batch).
+        let inc = self.incident(&stored)?;
+        let active = inc
+            .state
+            .parse::<IncidentState>()
+            .is_ok_and(|s| s.is_active());
+        let now = active.then_some(stored);
+        self.active.insert(dedup_key.to_owned(), now.clone());
+        now
+    }
+
+    /// Keeps `inc` as changed by this batch.
+    fn put(&mut self, inc: IncidentRecord) {
+        if !self.opened.contains(&inc.id) && !self.changed.contains(&inc.id) {
+            self.stored_state
+                .entry(inc.id.clone())
+                .or_insert_with(|| inc.state.clone());
+            self.changed.push(inc.id.clone());
+        }
+        self.incidents.insert(inc.id.clone(), inc);
+    }
+
+    fn link(&mut self, alert_id: &str, incident_id: &str, opened: bool) {
+        let link = AlertLink {
+            alert_id: alert_id.to_owned(),
+            incident_id: incident_id.to_owned(),
+            opened,
+            resolved: false,
+        };
+        self.linked.insert(alert_id.to_owned(), link.clone());
+        self.decision.changeset.links.push(link);
+        let open = self
+            .unresolved
+            .get(incident_id)
+            .or_else(|| self.snap.unresolved.get(incident_id))
+            .copied()
+            .unwrap_or(0);
+        self.unresolved.insert(incident_id.to_owned(), open + 1);
+    }
+
+    /// Whether `event_id` is handled for the first time; marks it handled.
+    fn first_time(&mut self, event_id: &str) -> bool {
+        if self.snap.processed.contains(event_id) || !self.handled.insert(event_id.to_owned()) {
+            return false;
+        }
+        self.decision.changeset.processed.push(event_id.to_owned());
+        true
+    }
+
+    fn entry(
+        &mut self,
+        incident_id: &str,
+        kind: &str,
+        actor: &str,
+        data: serde_json::Value,
+        at: i64,
+    ) {
+        self.decision.changeset.entries.push(NewTimelineEntry {
+            incident_id: incident_id.to_owned(),
+            kind: kind.to_owned(),
+            at,
+            actor: actor.to_owned(),
+            data,
+        });
+    }
+
+    fn announce(
+        &mut self,
+        change: Change,
+        incident: IncidentRecord,
+        actor: &str,
+        traceparent: Option<String>,
+    ) {
+        self.decision.announcements.push(Announcement {
+            change,
+            incident,
+            actor: actor.to_owned(),
+            traceparent,
+        });
+    }
+
+    fn finish(mut self) -> Decision {
+        for id in std::mem::take(&mut self.attached) {
+            let incident = self.incidents[&id].clone();
+            let traceparent = self.attach_traces.remove(&id).flatten();
+            self.announce(Change::AlertAttached, incident, "triage", traceparent);
+        }
+        let Self {
+            mut incidents,
+            stored_state,
+            opened,
+            changed,
+            mut decision,
+            ..
+        } = self;
+        for id in opened {
+            if let Some(i) = incidents.remove(&id) {
+                decision.changeset.inserts.push(i);
+            }
+        }
+        for id in changed {
+            if let Some(record) = incidents.remove(&id) {
+                let state_changed = stored_state.get(&id) != Some(&record.state);
+                decision.changeset.updates.push(IncidentUpdate {
+                    record,
+                    state_changed,
+                });
+            }
+        }
+        decision
+    }
+}
+
+/// The signal an alert event carries.
+pub(crate) fn signal_of(alert: &v1::AlertReceived) -> Result<Signal> {
+    Ok(Signal::parse(SignalInput {
+        title: alert.title.clone(),
+        description: alert.description.clone(),
+        severity: alert.severity,
+        category: alert.category.clone(),
+        labels: alert.labels.clone().into_iter().collect(),
+        source: alert.source.clone(),
+        dedup_key: alert.dedup_key.clone(),
+    })?)
+}
+
+/// Adds where an alert came from to its timeline data: the integration, the sender's
+/// annotations, and how many alerts the sender left out of the call.
+fn with_origin(mut data: serde_json::Value, alert: &v1::AlertReceived) -> serde_json::Value {
+    if let Some(obj) = data.as_object_mut() {
+        if !alert.integration.is_empty() {
+            obj.insert("integration".into(), json!(alert.integration));
+        }
+        if !alert.alert_key.is_empty() {
+            obj.insert("alert_key".into(), json!(alert.alert_key));
+        }
+        if !alert.annotations.is_empty() {
+            let sorted: BTreeMap<_, _> = alert.annotations.iter().collect();
+            obj.insert("annotations".into(), clip_json(json!(sorted), MAX_DOCUMENT));
+        }
+        if alert.truncated_alerts > 0 {
+            obj.insert("truncated_alerts".into(), json!(alert.truncated_alerts));
+        }
+    }
+    data
+}
+
+/// The review draft of an incident, at most [`MAX_PAGE_BYTES`]: a flooded timeline must not
+/// make the review unreadable (gRPC's 4 MiB message limit) or the incident row huge.
+pub(crate) fn render_review(inc: &IncidentRecord, timeline: &[TimelineRecord]) -> String {
+    clip(&render_review_unbounded(inc, timeline), MAX_PAGE_BYTES)
+}
+
+fn render_review_unbounded(inc: &IncidentRecord, timeline: &[TimelineRecord]) -> String {
+    let mut runs: Vec<firebreak_domain::ReviewRun> = Vec::new();
+    for t in timeline.iter().filter(|t| t.kind.starts_with("runbook_")) {
+        let name = t.data["runbook"].as_str().unwrap_or_default().to_owned();
+        let idx = match runs.iter().position(|r| r.runbook == name) {
+            Some(i) => i,
+            None => {
+                runs.push(firebreak_domain::ReviewRun {
+                    runbook: name,
+                    state: "running".into(),
+                    live: t.data["live"].as_bool().unwrap_or(false),
+                    actions: Vec::new(),
+                });
+                runs.len() - 1
+            }
+        };
+        let run = &mut runs[idx];
+        match t.kind.as_str() {
+            "runbook_action" => {
+                let a = &t.data["action"];
+                run.actions.push(format!(
+                    "`{}` {} → {}",
+                    a["action"].as_str().unwrap_or("?"),
+                    a["args"],
+                    a["status"].as_str().unwrap_or("?")
+                ));
+            }
+            "runbook_succeeded" => run.state = "succeeded".into(),
+            "runbook_failed" => {
+                run.state = format!("failed: {}", t.data["detail"].as_str().unwrap_or(""))
+            }
+            "runbook_waiting_approval" => run.state = "waiting for approval".into(),
+            _ => {}
+        }
+    }
+    review_markdown(&ReviewInput {
+        incident_id: inc.id.clone(),
+        title: inc.title.clone(),
+        category: inc.category.clone(),
+        severity: inc.severity as u8,
+        priority: inc.priority as u8,
+        alert_count: inc.alert_count,
+        opened_at: from_micros(inc.opened_at),
+        acknowledged_at: inc.acknowledged_at.map(from_micros),
+        resolved_at: inc.resolved_at.map(from_micros),
+        resolution_summary: inc.resolution_summary.clone(),
+        root_cause: inc.root_cause.clone(),
+        timeline: timeline
+            .iter()
+            .map(|t| TimelineItem {
+                at: from_micros(t.at),
+                kind: t.kind.clone(),
+                actor: t.actor.clone(),
+                detail: summarize(&t.data),
+            })
+            .collect(),
+        runs,
+    })
+}
+
+fn summarize(data: &serde_json::Value) -> String {
+    let mut parts = Vec::new();
+    if let Some(map) = data.as_object() {
+        for (k, v) in map {
+            match v {
+                serde_json::Value::Null => {}
+                serde_json::Value::String(s) if s.is_empty() => {}
+                serde_json::Value::String(s) => parts.push(format!("{k}: {s}")),
+                other => parts.push(format!("{k}: {other}")),
+            }
+        }
+    }
+    parts.join("; ")
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,636 @@
+//! Table-driven tests of `decide`: snapshots in, changesets out, no database.
+
+use std::collections::BTreeMap;
+
+use firebreak_domain::{Action, Taxonomy};
+use firebreak_proto::v1;
+use firebreak_storage::{AlertLink, ChangeRecord, IncidentRecord, TriageSnapshot};
+
+use super::*;
+
+const NOW: i64 = 1_800_000_000_000_000;
+
+fn id(n: u32) -> String {
+    format!("01900000-0000-7000-8000-{n:012}")
+}
+
+fn alert(alert_id: &str, key: &str, severity: u32) -> Input {
+    Input::Alert {
+        alert: v1::AlertReceived {
+            alert_id: alert_id.into(),
+            title: format!("{key} is down"),
+            source: "test".into(),
+            dedup_key: key.into(),
+            severity,
+            ..Default::default()
+        },
+        traceparent: Some(format!("00-{:032x}-{:016x}-01", 7, alert_id.len())),
+    }
+}
+
+fn incident(n: u32, key: &str, state: &str, severity: u32) -> IncidentRecord {
+    IncidentRecord {
+        id: id(n),
+        title: format!("{key} is down"),
+        description: String::new(),
+        category: "service-outage".into(),
+        severity,
+        priority: 3,
+        urgency: "medium".into(),
+        state: state.into(),
+        dedup_key: key.into(),
+        alert_count: 1,
+        labels: BTreeMap::new(),
+        source: "test".into(),
+        opened_at: NOW - 1_000,
+        acknowledged_at: None,
+        resolved_at: None,
+        closed_at: None,
+        resolution_summary: String::new(),
+        root_cause: String::new(),
+        review: String::new(),
+        updated_at: NOW - 1_000,
+    }
+}
+
+/// A snapshot holding `incidents`, the active ones also by key, each with one unresolved
+/// alert `al-<n>`.
+fn holding(incidents: &[IncidentRecord]) -> TriageSnapshot {
+    let mut s = TriageSnapshot::default();
+    for (n, i) in incidents.iter().enumerate() {
+        if matches!(i.state.as_str(), "open" | "acknowledged") {
+            s.active.insert(i.dedup_key.clone(), i.clone());
+        }
+        s.incidents.insert(i.id.clone(), i.clone());
+        s.unresolved.insert(i.id.clone(), 1);
+        let alert_id = format!("al-{n}");
+        s.links.insert(
+            alert_id.clone(),
+            AlertLink {
+                alert_id,
+                incident_id: i.id.clone(),
+                opened: true,
+                resolved: false,
+            },
+        );
+    }
+    s
+}
+
+fn run(snapshot: &TriageSnapshot, inputs: &[Input]) -> Result<Decision> {
+    let taxonomy = Taxonomy::default();
+    let mut next = 100;
+    let mut new_id = || {
+        next += 1;
+        id(next)
+    };
+    decide(
+        snapshot,
+        inputs,
+        &mut Context {
+            taxonomy: &taxonomy,
+            now: NOW,
+            new_id: &mut new_id,
+        },
+    )
+}
+
+fn kinds(d: &Decision) -> Vec<&str> {
+    d.changeset
+        .entries
+        .iter()
+        .map(|e| e.kind.as_str())
+        .collect()
+}
+
+fn changes(d: &Decision) -> Vec<Change> {
+    d.announcements.iter().map(|a| a.change).collect()
+}
+
+#[test]
+fn a_new_key_opens_an_incident_categorized_and_prioritized() {
+    let d = run(&TriageSnapshot::default(), &[alert("a1", "db", 2)]).unwrap();
+    let cs = &d.changeset;
+    assert_eq!(cs.inserts.len(), 1);
+    let inc = &cs.inserts[0];
+    assert_eq!(
+        (inc.id.as_str(), inc.state.as_str()),
+        (id(101).as_str(), "open")
+    );
+    assert_eq!((inc.severity, inc.alert_count, inc.opened_at), (2, 1, NOW));
+    assert_eq!(
+        inc.urgency
+            .parse::<firebreak_domain::Urgency>()
+            .unwrap()
+            .as_str(),
+        inc.urgency
+    );
+    assert!(cs.updates.is_empty());
+    assert_eq!(
+        cs.links,
+        vec![AlertLink {
+            alert_id: "a1".into(),
+            incident_id: id(101),
+            opened: true,
+            resolved: false
+        }]
+    );
+    assert_eq!(kinds(&d), ["opened", "categorized", "prioritized"]);
+    assert_eq!(changes(&d), [Change::Opened]);
+    assert_eq!(
+        d.ingested,
+        [Ingested {
+            incident_id: id(101),
+            deduplicated: false,
+            before: false
+        }]
+    );
+    assert!(cs.processed.is_empty() && cs.events.is_empty());
+}
+
+#[test]
+fn an_alert_joins_the_active_incident_of_its_key() {
+    // Table: the incident's severity, the alert's, and what the attach must do.
+    let cases = [
+        (3, 3, 3, vec!["alert_attached"], vec![Change::AlertAttached]),
+        (3, 4, 3, vec!["alert_attached"], vec![Change::AlertAttached]),
+        (
+            3,
+            1,
+            1,
+            vec!["alert_attached", "severity_changed"],
+            vec![Change::SeverityChanged],
+        ),
+    ];
+    for (stored, sent, after, entries, announced) in cases {
+        let snap = holding(&[incident(1, "db", "acknowledged", stored)]);
+        let d = run(&snap, &[alert("a9", "db", sent)]).unwrap();
+        let cs = &d.changeset;
+        assert!(cs.inserts.is_empty(), "{stored}/{sent}");
+        assert_eq!(cs.updates.len(), 1);
+        let u = &cs.updates[0];
+        assert_eq!((u.record.alert_count, u.record.severity), (2, after));
+        assert_eq!(u.record.state, "acknowledged");
+        assert!(!u.state_changed, "an attach keeps the state");
+        assert_eq!(kinds(&d), entries, "{stored}/{sent}");
+        assert_eq!(changes(&d), announced, "{stored}/{sent}");
+        assert_eq!(cs.links[0].incident_id, id(1));
+        assert!(!cs.links[0].opened);
+        assert!(d.ingested[0].deduplicated);
+    }
+}
+
+#[test]
+fn a_batch_on_one_new_key_opens_once_and_announces_the_attach_once() {
+    let inputs = [
+        alert("a1", "db", 3),
+        alert("a2", "db", 3),
+        alert("a3", "db", 3),
+    ];
+    let d = run(&TriageSnapshot::default(), &inputs).unwrap();
+    let cs = &d.changeset;
+    assert_eq!(cs.inserts.len(), 1, "one incident for the key");
+    assert!(
+        cs.updates.is_empty(),
+        "the new incident is inserted as it ends up"
+    );
+    assert_eq!(cs.inserts[0].alert_count, 3);
+    assert_eq!(cs.links.len(), 3);
+    assert_eq!(
+        kinds(&d),
+        [
+            "opened",
+            "categorized",
+            "prioritized",
+            "alert_attached",
+            "alert_attached"
+        ]
+    );
+    assert_eq!(changes(&d), [Change::Opened, Change::AlertAttached]);
+    // The attach is announced with the incident's latest state, in the last alert's trace.
+    let attach = &d.announcements[1];
+    assert_eq!(attach.incident.alert_count, 3);
+    let Input::Alert { traceparent, .. } = &inputs[2] else {
+        unreachable!()
+    };
+    assert_eq!(&attach.traceparent, traceparent);
+}
+
+#[test]
+fn an_alert_ingested_before_changes_nothing() {
+    let snap = holding(&[incident(1, "db", "open", 3)]);
+    // `al-0` is attached in the snapshot; the second `x` repeats one earlier in the batch.
+    let d = run(&snap, &[alert("al-0", "db", 3)]).unwrap();
+    assert!(d.changeset.is_empty());
+    assert_eq!(
+        d.ingested,
+        [Ingested {
+            incident_id: id(1),
+            deduplicated: false,
+            before: true
+        }]
+    );
+    let d = run(&snap, &[alert("x", "db", 3), alert("x", "db", 3)]).unwrap();
+    assert_eq!(d.changeset.links.len(), 1);
+    assert_eq!(d.changeset.updates[0].record.alert_count, 2);
+    assert!(d.ingested[1].before);
+}
+
+#[test]
+fn a_racing_open_decided_again_attaches_to_the_winner() {
+    // The first decision saw no active incident; another replica's insert won, the apply
+    // conflicted, and the fresh snapshot holds the winner.
+    let first = run(&TriageSnapshot::default(), &[alert("a1", "db", 3)]).unwrap();
+    assert_eq!(first.changeset.inserts.len(), 1);
+    let winner = incident(7, "db", "open", 3);
+    let again = run(&holding(&[winner]), &[alert("a1", "db", 3)]).unwrap();
+    assert!(again.changeset.inserts.is_empty());
+    assert_eq!(again.changeset.updates[0].record.id, id(7));
+    assert_eq!(again.changeset.links[0].incident_id, id(7));
+}
+
+#[test]
+fn an_alert_that_does_not_parse_fails_the_batch() {
+    let bad = Input::Alert {
+        alert: v1::AlertReceived {
+            alert_id: "bad".into(),
+            title: "  ".into(),
+            dedup_key: "k".into(),
+            ..Default::default()
+        },
+        traceparent: None,
+    };
+    let err = run(&TriageSnapshot::default(), &[alert("a1", "db", 3), bad]).unwrap_err();
+    assert!(err.to_string().contains("title"), "{err}");
+}
+
+#[test]
+fn transitions_follow_the_life_cycle() {
+    // Table: stored state, action, text, the state after or the error it must name.
+    let cases: [(&str, Action, &str, Result<&str, &str>); 8] = [
+        ("open", Action::Acknowledge, "", Ok("acknowledged")),
+        ("open", Action::Resolve, "fixed", Ok("resolved")),
+        ("acknowledged", Action::Resolve, "fixed", Ok("resolved")),
+        ("resolved", Action::Close, "a bad deploy", Ok("closed")),
+        ("acknowledged", Action::Acknowledge, "", Err("acknowledge")),
+        ("resolved", Action::Close, "  ", Err("root cause")),
+        ("closed", Action::Resolve, "x", Err("resolve")),
+        ("open", Action::Close, "why", Err("close")),
+    ];
+    for (state, action, text, want) in cases {
+        let snap = holding(&[incident(1, "db", state, 3)]);
+        let input = Input::Transition {
+            incident_id: id(1),
+            action,
+            actor: "user:alice".into(),
+            text: text.into(),
+            timeline: Vec::new(),
+        };
+        match (run(&snap, &[input]), want) {
+            (Ok(d), Ok(to)) => {
+                let u = &d.changeset.updates[0];
+                assert_eq!(u.record.state, to, "{state} {action:?}");
+                assert!(u.state_changed);
+                assert_eq!(d.transitioned[0].state, to);
+                assert_eq!(d.announcements[0].actor, "user:alice");
+                if matches!(action, Action::Resolve | Action::Close) {
+                    assert!(
+                        u.record.review.contains("user:alice"),
+                        "{}",
+                        u.record.review
+                    );
+                }
+            }
+            (Err(e), Err(names)) => assert!(e.to_string().contains(names), "{e}"),
+            (got, want) => panic!("{state} {action:?}: got {got:?}, want {want:?}"),
+        }
+    }
+}
+
+#[test]
+fn a_resolve_drafts_the_review_and_frees_the_key_for_the_next_alert() {
+    let snap = holding(&[incident(1, "db", "open", 3)]);
+    let resolve = Input::Transition {
+        incident_id: id(1),
+        action: Action::Resolve,
+        actor: "user:alice".into(),
+        text: "rolled back".into(),
+        timeline: Vec::new(),
+    };
+    let d = run(&snap, &[resolve, alert("a2", "db", 3)]).unwrap();
+    assert_eq!(
+        kinds(&d),
+        [
+            "resolved",
+            "review_drafted",
+            "opened",
+            "categorized",
+            "prioritized"
+        ]
+    );
+    assert_eq!(
+        d.changeset.updates[0].record.resolution_summary,
+        "rolled back"
+    );
+    assert_eq!(
+        d.changeset.inserts.len(),
+        1,
+        "a new incident for the freed key"
+    );
+    assert_eq!(changes(&d), [Change::Resolved, Change::Opened]);
+}
+
+#[test]
+fn closing_an_old_incident_leaves_the_active_one_of_its_key_alone() {
+    let snap = holding(&[
+        incident(1, "db", "resolved", 3),
+        incident(2, "db", "open", 3),
+    ]);
+    let close = Input::Transition {
+        incident_id: id(1),
+        action: Action::Close,
+        actor: "user:alice".into(),
+        text: "disk".into(),
+        timeline: Vec::new(),
+    };
+    let d = run(&snap, &[close, alert("a2", "db", 3)]).unwrap();
+    assert!(d.changeset.inserts.is_empty());
+    assert_eq!(d.ingested[0].incident_id, id(2));
+}
+
+#[test]
+fn an_unknown_stored_state_is_an_error_not_closed() {
+    let snap = holding(&[incident(1, "db", "paused", 3)]);
+    let ack = Input::Transition {
+        incident_id: id(1),
+        action: Action::Acknowledge,
+        actor: "user:alice".into(),
+        text: String::new(),
+        timeline: Vec::new(),
+    };
+    let err = run(&snap, &[ack]).unwrap_err();
+    assert!(err.to_string().contains("paused"), "{err}");
+}
+
+#[test]
+fn notes_are_checked_and_need_the_incident() {
+    let snap = holding(&[incident(1, "db", "open", 3)]);
+    let note = |incident_id: String, text: &str| Input::Note {
+        incident_id,
+        actor: "user:alice".into(),
+        text: text.into(),
+    };
+    let d = run(&snap, &[note(id(1), "  looking  ")]).unwrap();
+    assert_eq!(d.changeset.entries[0].data["text"], "looking");
+    assert!(d.changeset.updates.is_empty() && d.announcements.is_empty());
+    for (input, names) in [
+        (note(id(1), " "), "text"),
+        (note(id(1), &"n".repeat(MAX_NOTE + 1)), "text"),
+        (note(id(9), "hi"), "not found"),
+        (note("INC-1".into(), "hi"), "incident_id"),
+    ] {
+        let err = run(&snap, &[input]).unwrap_err();
+        assert!(err.to_string().contains(names), "{err}");
+    }
+}
+
+fn command(event: &str, c: RunbookCommand) -> Input {
+    Input::Command {
+        event_id: event.into(),
+        incident_id: id(1),
+        actor: "runbook:contain".into(),
+        command: c,
+    }
+}
+
+/// A command case: the incident's state and severity, the command, the entries written and
+/// the changes announced.
+type CommandCase = (&'static str, u32, RunbookCommand, Vec<&'static str>, Vec<Change>);
+
+#[test]
+fn runbook_commands_change_active_incidents_once() {
+    use RunbookCommand as C;
+    // Table: the incident's state and severity, the command, the entries and announcements.
+    let cases: Vec<CommandCase> = vec![
+        ("open", 3, C::Note("hi".into()), vec!["note"], vec![]),
+        (
+            "open",
+            3,
+            C::Assign {
+                role: "commander".into(),
+                person: "alice".into(),
+            },
+            vec!["role_assigned"],
+            vec![],
+        ),
+        (
+            "open",
+            3,
+            C::SetSeverity(1),
+            vec!["severity_changed"],
+            vec![Change::SeverityChanged],
+        ),
+        ("open", 3, C::SetSeverity(3), vec![], vec![]),
+        ("resolved", 3, C::SetSeverity(1), vec![], vec![]),
+        (
+            "open",
+            3,
+            C::Escalate("slow".into()),
+            vec!["severity_changed", "escalated"],
+            vec![Change::Escalated],
+        ),
+        (
+            "open",
+            1,
+            C::Escalate("worse".into()),
+            vec!["escalated"],
+            vec![Change::Escalated],
+        ),
+        ("resolved", 2, C::Escalate("late".into()), vec![], vec![]),
+        (
+            "open",
+            3,
+            C::SetCategory("malware".into()),
+            vec!["category_changed"],
+            vec![Change::CategoryChanged],
+        ),
+        (
+            "open",
+            3,
+            C::SetCategory("service-outage".into()),
+            vec![],
+            vec![],
+        ),
+        (
+            "open",
+            3,
+            C::SetCategory("no-such".into()),
+            vec!["note"],
+            vec![],
+        ),
+        (
+            "acknowledged",
+            3,
+            C::SetCategory("malware".into()),
+            vec!["category_changed"],
+            vec![Change::CategoryChanged],
+        ),
+    ];
+    for (state, severity, c, entries, announced) in cases {
+        let snap = holding(&[incident(1, "db", state, severity)]);
+        let d = run(&snap, &[command("ev-1", c.clone())]).unwrap();
+        assert_eq!(kinds(&d), entries, "{state} {c:?}");
+        assert_eq!(changes(&d), announced, "{state} {c:?}");
+        assert_eq!(d.changeset.processed, ["ev-1"], "{state} {c:?}");
+        // Redelivered: nothing at all.
+        let mut seen = snap.clone();
+        seen.processed.insert("ev-1".into());
+        let again = run(&seen, &[command("ev-1", c.clone())]).unwrap();
+        assert!(again.changeset.is_empty(), "{state} {c:?}");
+    }
+}
+
+#[test]
+fn an_escalation_recomputes_the_priority_from_the_stored_urgency() {
+    let snap = holding(&[incident(1, "db", "open", 3)]);
+    let d = run(
+        &snap,
+        &[command("ev-1", RunbookCommand::Escalate("x".into()))],
+    )
+    .unwrap();
+    let r = &d.changeset.updates[0].record;
+    let want = firebreak_domain::Priority::from_impact_urgency(
+        firebreak_domain::Severity::new(2).unwrap(),
+        firebreak_domain::Urgency::Medium,
+    );
+    assert_eq!((r.severity, r.priority), (2, u32::from(want.level())));
+    let mut bad = incident(1, "db", "open", 3);
+    bad.urgency = "whenever".into();
+    let err = run(
+        &holding(&[bad]),
+        &[command("ev-1", RunbookCommand::SetSeverity(1))],
+    )
+    .unwrap_err();
+    assert!(err.to_string().contains("urgency"), "{err}");
+}
+
+#[test]
+fn a_command_text_is_clipped_and_a_command_for_a_gone_incident_is_only_marked() {
+    let snap = holding(&[incident(1, "db", "open", 3)]);
+    let d = run(
+        &snap,
+        &[command(
+            "ev-1",
+            RunbookCommand::Note("n".repeat(MAX_TEXT * 2)),
+        )],
+    )
+    .unwrap();
+    assert!(d.changeset.entries[0].data["text"].as_str().unwrap().len() <= MAX_TEXT);
+    let d = run(
+        &TriageSnapshot::default(),
+        &[command("ev-2", RunbookCommand::Note("hi".into()))],
+    )
+    .unwrap();
+    assert_eq!(d.changeset.processed, ["ev-2"]);
+    assert!(d.changeset.entries.is_empty());
+}
+
+fn cleared(event: &str, alert_id: &str, auto_resolve: bool) -> Input {
+    Input::AlertResolved {
+        event_id: event.into(),
+        alert_id: alert_id.into(),
+        integration: "am".into(),
+        auto_resolve,
+    }
+}
+
+#[test]
+fn the_last_alert_clearing_resolves_an_auto_resolving_incident() {
+    let mut snap = holding(&[incident(1, "db", "open", 3)]);
+    snap.unresolved.insert(id(1), 2);
+    snap.links.insert(
+        "al-x".into(),
+        AlertLink {
+            alert_id: "al-x".into(),
+            incident_id: id(1),
+            opened: false,
+            resolved: false,
+        },
+    );
+    // One of two clears: counted, no resolve.
+    let d = run(&snap, &[cleared("ev-1", "al-0", true)]).unwrap();
+    assert_eq!(d.changeset.resolved_alerts, ["al-0"]);
+    assert_eq!(d.changeset.entries[0].data["unresolved_alerts"], 1);
+    assert!(d.auto_resolve.is_empty());
+    // Both in one batch: the second is the last.
+    let d = run(
+        &snap,
+        &[cleared("ev-1", "al-0", true), cleared("ev-2", "al-x", true)],
+    )
+    .unwrap();
+    assert_eq!(d.changeset.entries[1].data["unresolved_alerts"], 0);
+    assert_eq!(d.auto_resolve, [(id(1), "integration:am".to_owned())]);
+    // Without auto-resolve the incident stays as it is.
+    let d = run(
+        &snap,
+        &[
+            cleared("ev-1", "al-0", false),
+            cleared("ev-2", "al-x", false),
+        ],
+    )
+    .unwrap();
+    assert!(d.auto_resolve.is_empty());
+    // Redelivered after the flip: no entry, no second flip; the resolve is asked again
+    // (and refused by the life cycle if it happened).
+    let mut after = snap.clone();
+    after.processed.insert("ev-2".into());
+    after.unresolved.insert(id(1), 0);
+    after.links.get_mut("al-x").unwrap().resolved = true;
+    let d = run(&after, &[cleared("ev-2", "al-x", true)]).unwrap();
+    assert!(d.changeset.entries.is_empty() && d.changeset.resolved_alerts.is_empty());
+    assert_eq!(d.auto_resolve.len(), 1);
+    // An alert no incident holds: only the mark.
+    let d = run(&snap, &[cleared("ev-3", "nobody", true)]).unwrap();
+    assert_eq!(d.changeset.processed, ["ev-3"]);
+    assert!(d.changeset.entries.is_empty());
+}
+
+#[test]
+fn records_and_changes_land_once() {
+    let snap = holding(&[incident(1, "db", "open", 3), incident(2, "api", "open", 3)]);
+    let record = |incident_id: String| Input::Record {
+        event_id: "ev-1".into(),
+        incident_id,
+        kind: "runbook_action".into(),
+        actor: "runbook:contain".into(),
+        data: serde_json::json!({ "run_id": "r" }),
+    };
+    let d = run(&snap, &[record(id(1)), record(id(1))]).unwrap();
+    assert_eq!(kinds(&d), ["runbook_action"], "one entry per event");
+    let d = run(&snap, &[record(id(9))]).unwrap();
+    assert_eq!(d.changeset.processed, ["ev-1"]);
+    assert!(
+        d.changeset.entries.is_empty(),
+        "an unknown incident gets nothing"
+    );
+
+    let change = ChangeRecord {
+        id: "ev-c".into(),
+        integration: "deploys".into(),
+        summary: "v2 rolled out".into(),
+        source: "ci".into(),
+        at: NOW,
+        details: "{}".into(),
+    };
+    let input = Input::Change {
+        change: change.clone(),
+        concerned: vec![id(1), id(2)],
+    };
+    let d = run(&snap, std::slice::from_ref(&input)).unwrap();
+    assert_eq!(d.changeset.changes, [change]);
+    assert_eq!(kinds(&d), ["change", "change"]);
+    assert_eq!(d.changeset.entries[0].actor, "integration:deploys");
+    let mut seen = snap.clone();
+    seen.processed.insert("ev-c".into());
+    assert!(run(&seen, &[input]).unwrap().changeset.is_empty());
+}
