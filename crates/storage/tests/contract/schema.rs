@@ -309,7 +309,10 @@ async fn schemas_agree(service: &str) {
     let sqlite = sqlite_catalog(&path);
     let postgres = postgres_catalog(&db.url).await;
     assert!(!sqlite.is_empty(), "{service}: no tables read from sqlite");
-    assert!(!postgres.is_empty(), "{service}: no tables read from postgres");
+    assert!(
+        !postgres.is_empty(),
+        "{service}: no tables read from postgres"
+    );
     let drift: Vec<String> = compare(&sqlite, &postgres)
         .iter()
         .map(ToString::to_string)
@@ -390,7 +393,10 @@ fn the_comparison_names_each_difference() {
             ("review", column(false, Class::Text)),
         ]),
     );
-    sqlite.insert("changes".into(), table(&[("id", column(false, Class::Text))]));
+    sqlite.insert(
+        "changes".into(),
+        table(&[("id", column(false, Class::Text))]),
+    );
     postgres.insert("runs".into(), table(&[("id", column(false, Class::Text))]));
 
     let drift: Vec<String> = compare(&sqlite, &postgres)
