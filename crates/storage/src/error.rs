@@ -24,6 +24,22 @@ pub enum Error {
         version: i64,
         source: Box<dyn std::error::Error + Send + Sync>,
     },
+    /// A migration the database applied is not the one the code holds under its version: its
+    /// text was edited afterwards, so the schema may not be what the code expects.
+    #[error(
+        "{service}: migration {version} was edited after it was applied \
+         (applied sha256 {applied}, code sha256 {code}); restore its text and make the change \
+         in a new migration"
+    )]
+    MigrationEdited {
+        /// The service (on SQLite, its database file).
+        service: String,
+        version: i64,
+        /// The checksum recorded when the migration was applied.
+        applied: String,
+        /// The checksum of the migration's text in this build.
+        code: String,
+    },
 }
 
 /// The storage layer's result type.

@@ -8,6 +8,7 @@
 
 mod error;
 pub mod health;
+mod migration;
 pub mod postgres;
 mod records;
 pub mod sqlite;

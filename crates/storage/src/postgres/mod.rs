@@ -25,11 +25,7 @@ pub use triage::PgTriageStore;
 
 use crate::{Error, OutboxEvent, OutboxRecord, Result};
 
-/// One schema change: applied once, in order, inside the migration transaction.
-pub(crate) struct Migration {
-    pub(crate) version: i64,
-    pub(crate) sql: &'static str,
-}
+pub(crate) use crate::migration::Migration;
 
 /// The outbox every service database carries.
 ///
@@ -171,15 +167,34 @@ async fn migrate(pool: &PgPool, service: &str, migrations: &[Migration]) -> Resu
         .await?
         .try_get(0)?;
     if !exists {
+        // `checksum` is NULL only in rows written before checksums were kept (by an older
+        // build, which names its columns and leaves it out); they are backfilled below.
         sqlx::query(
             "CREATE TABLE schema_migrations (
                 version BIGINT PRIMARY KEY,
                 service TEXT NOT NULL,
-                applied_at BIGINT NOT NULL
+                applied_at BIGINT NOT NULL,
+                checksum TEXT
             )",
         )
         .execute(&mut *tx)
         .await?;
+    } else {
+        // A table from before checksums gets the column; checked first, as above, rather
+        // than `ADD COLUMN IF NOT EXISTS` and its notice at every start.
+        let has_checksum: bool = sqlx::query(
+            "SELECT EXISTS (SELECT 1 FROM information_schema.columns
+             WHERE table_schema = current_schema() AND table_name = 'schema_migrations'
+               AND column_name = 'checksum')",
+        )
+        .fetch_one(&mut *tx)
+        .await?
+        .try_get(0)?;
+        if !has_checksum {
+            sqlx::query("ALTER TABLE schema_migrations ADD COLUMN checksum TEXT")
+                .execute(&mut *tx)
+                .await?;
+        }
     }
     // Each service needs its own database: two sharing one would share an outbox and
     // skip each other's migrations.
@@ -199,10 +214,26 @@ async fn migrate(pool: &PgPool, service: &str, migrations: &[Migration]) -> Resu
             .into(),
         });
     }
-    let current: i64 = sqlx::query("SELECT COALESCE(MAX(version), 0) FROM schema_migrations")
-        .fetch_one(&mut *tx)
-        .await?
-        .try_get(0)?;
+    let applied: Vec<(i64, Option<String>)> =
+        sqlx::query_as("SELECT version, checksum FROM schema_migrations ORDER BY version")
+            .fetch_all(&mut *tx)
+            .await?;
+    let backfill = crate::migration::verify(service, migrations, &applied)?;
+    for (version, checksum) in &backfill {
+        sqlx::query("UPDATE schema_migrations SET checksum = $1 WHERE version = $2")
+            .bind(checksum)
+            .bind(version)
+            .execute(&mut *tx)
+            .await?;
+    }
+    if !backfill.is_empty() {
+        tracing::info!(
+            service,
+            migrations = backfill.len(),
+            "recorded the checksums of migrations applied before checksums were kept"
+        );
+    }
+    let current = applied.last().map_or(0, |(v, _)| *v);
     for m in migrations.iter().filter(|m| m.version > current) {
         sqlx::raw_sql(sqlx::AssertSqlSafe(m.sql))
             .execute(&mut *tx)
@@ -212,11 +243,13 @@ async fn migrate(pool: &PgPool, service: &str, migrations: &[Migration]) -> Resu
                 source: source.into(),
             })?;
         sqlx::query(
-            "INSERT INTO schema_migrations (version, service, applied_at) VALUES ($1, $2, $3)",
+            "INSERT INTO schema_migrations (version, service, applied_at, checksum)
+             VALUES ($1, $2, $3, $4)",
         )
         .bind(m.version)
         .bind(service)
         .bind(now_micros())
+        .bind(m.checksum())
         .execute(&mut *tx)
         .await?;
     }
@@ -385,6 +418,120 @@ mod tests {
         assert_eq!(lock_key("", &[]), 0xcbf2_9ce4_8422_2325_u64 as i64);
         assert_ne!(lock_key("k", &["a", "bc"]), lock_key("k", &["ab", "c"]));
         assert_ne!(lock_key("k", &["a"]), lock_key("i", &["a"]));
+    }
+
+    const APPLIED: &[Migration] = &[
+        Migration {
+            version: 1,
+            sql: "CREATE TABLE t (n BIGINT PRIMARY KEY);",
+        },
+        Migration {
+            version: 2,
+            sql: "CREATE TABLE u (n BIGINT PRIMARY KEY);",
+        },
+    ];
+
+    /// `APPLIED` with version 2's text edited after it was applied.
+    const EDITED: &[Migration] = &[
+        Migration {
+            version: 1,
+            sql: "CREATE TABLE t (n BIGINT PRIMARY KEY);",
+        },
+        Migration {
+            version: 2,
+            sql: "CREATE TABLE u (n BIGINT PRIMARY KEY, m TEXT);",
+        },
+    ];
+
+    /// The checksums the bookkeeping table holds, by version.
+    async fn recorded(url: &str) -> Vec<(i64, Option<String>)> {
+        let mut c = PgConnection::connect(url).await.unwrap();
+        let rows =
+            sqlx::query_as("SELECT version, checksum FROM schema_migrations ORDER BY version")
+                .fetch_all(&mut c)
+                .await
+                .unwrap();
+        let _ = c.close().await;
+        rows
+    }
+
+    fn checksums(migrations: &[Migration]) -> Vec<(i64, Option<String>)> {
+        migrations
+            .iter()
+            .map(|m| (m.version, Some(m.checksum())))
+            .collect()
+    }
+
+    /// Opening with a migration edited since it was applied is refused, naming the service,
+    /// the version and both checksums; the texts as applied open as before.
+    #[tokio::test]
+    async fn an_edited_applied_migration_is_refused_at_start() {
+        let db = firebreak_testkit::postgres::TestDatabase::create().await;
+        open(&db.url, "triage", APPLIED, 2)
+            .await
+            .unwrap()
+            .close()
+            .await;
+        assert_eq!(recorded(&db.url).await, checksums(APPLIED));
+
+        let refused = open(&db.url, "triage", EDITED, 2).await.err();
+        let Some(Error::MigrationEdited {
+            service,
+            version,
+            applied,
+            code,
+        }) = &refused
+        else {
+            panic!("not refused: {refused:?}");
+        };
+        assert_eq!(
+            (service.as_str(), *version, applied, code),
+            ("triage", 2, &APPLIED[1].checksum(), &EDITED[1].checksum())
+        );
+        let message = refused.as_ref().unwrap().to_string();
+        assert!(
+            message.contains("triage") && message.contains(applied) && message.contains(code),
+            "{message}"
+        );
+        // Refusing changed nothing.
+        assert_eq!(recorded(&db.url).await, checksums(APPLIED));
+
+        let pool = open(&db.url, "triage", APPLIED, 2).await.unwrap();
+        sqlx::query("SELECT n FROM u").execute(&pool).await.unwrap();
+        pool.close().await;
+    }
+
+    /// A database migrated before checksums were kept (a bookkeeping table without the
+    /// column, or rows without a value) has them recorded from the code at start, and is held
+    /// to them from then on.
+    #[tokio::test]
+    async fn migrations_applied_before_checksums_are_backfilled_not_refused() {
+        for before in [
+            "ALTER TABLE schema_migrations DROP COLUMN checksum",
+            "UPDATE schema_migrations SET checksum = NULL",
+        ] {
+            let db = firebreak_testkit::postgres::TestDatabase::create().await;
+            open(&db.url, "intake", &APPLIED[..1], 2)
+                .await
+                .unwrap()
+                .close()
+                .await;
+            let mut c = PgConnection::connect(&db.url).await.unwrap();
+            sqlx::raw_sql(before).execute(&mut c).await.unwrap();
+            let _ = c.close().await;
+
+            open(&db.url, "intake", APPLIED, 2)
+                .await
+                .unwrap()
+                .close()
+                .await;
+            assert_eq!(recorded(&db.url).await, checksums(APPLIED), "{before}");
+            let refused = open(&db.url, "intake", EDITED, 2).await.err();
+            assert!(
+                matches!(refused, Some(Error::MigrationEdited { version: 2, .. })),
+                "{before}: {refused:?}"
+            );
+        }
     }
 
     #[test]

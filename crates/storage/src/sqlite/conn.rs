@@ -184,7 +184,7 @@ impl Db {
             |n| n.to_string_lossy().into(),
         );
         let mut write = connect(path, durable_fsync)?;
-        migrate(&mut write, migrations)?;
+        migrate(&mut write, &name, migrations)?;
         // The hook replaces SQLite's auto-checkpoints, which ran in the committing call.
         write.wal_hook(Some(note_wal));
         let read = Conn::spawn(connect(path, durable_fsync)?, format!("{name}-r"))?;
@@ -347,24 +347,50 @@ fn connect(path: &Path, durable_fsync: bool) -> Result<Connection> {
     Ok(c)
 }
 
-fn migrate(c: &mut Connection, migrations: &[Migration]) -> Result<()> {
+/// Applies the migrations `c`'s database lacks, after checking that those it applied are the
+/// code's (`name`, the database file, stands for the service in errors).
+fn migrate(c: &mut Connection, name: &str, migrations: &[Migration]) -> Result<()> {
     transaction(c, |tx| {
+        // `checksum` is NULL only in rows written before checksums were kept; a table from
+        // then gets the column here, and its rows are backfilled below.
         tx.execute_batch(
-            "CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, applied_at INTEGER NOT NULL)",
+            "CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, applied_at INTEGER NOT NULL, checksum TEXT)",
         )?;
-        let current: i64 = tx.query_row(
-            "SELECT COALESCE(MAX(version), 0) FROM schema_migrations",
+        let has_checksum: bool = tx.query_row(
+            "SELECT EXISTS (SELECT 1 FROM pragma_table_info('schema_migrations') WHERE name = 'checksum')",
             [],
             |r| r.get(0),
         )?;
+        if !has_checksum {
+            tx.execute_batch("ALTER TABLE schema_migrations ADD COLUMN checksum TEXT")?;
+        }
+        let applied: Vec<(i64, Option<String>)> = tx
+            .prepare("SELECT version, checksum FROM schema_migrations ORDER BY version")?
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+            .collect::<rusqlite::Result<_>>()?;
+        let backfill = crate::migration::verify(name, migrations, &applied)?;
+        for (version, checksum) in &backfill {
+            tx.execute(
+                "UPDATE schema_migrations SET checksum = ? WHERE version = ?",
+                (checksum, version),
+            )?;
+        }
+        if !backfill.is_empty() {
+            tracing::info!(
+                database = name,
+                migrations = backfill.len(),
+                "recorded the checksums of migrations applied before checksums were kept"
+            );
+        }
+        let current = applied.last().map_or(0, |(v, _)| *v);
         for m in migrations.iter().filter(|m| m.version > current) {
             tx.execute_batch(m.sql).map_err(|source| Error::Migration {
                 version: m.version,
                 source: source.into(),
             })?;
             tx.execute(
-                "INSERT INTO schema_migrations (version, applied_at) VALUES (?, ?)",
-                (m.version, now_micros()),
+                "INSERT INTO schema_migrations (version, applied_at, checksum) VALUES (?, ?, ?)",
+                (m.version, now_micros(), m.checksum()),
             )?;
         }
         Ok(())
@@ -603,6 +629,116 @@ mod tests {
         assert!(matches!(lost, Err(Error::Stopped(_))), "{lost:?}");
         db.write(|tx| insert(2)(tx)).await.unwrap();
         assert_eq!(rows(&db).await, [2]);
+    }
+
+    const APPLIED: &[Migration] = &[
+        Migration {
+            version: 1,
+            sql: "CREATE TABLE t (n INTEGER PRIMARY KEY);",
+        },
+        Migration {
+            version: 2,
+            sql: "CREATE TABLE u (n INTEGER PRIMARY KEY);",
+        },
+    ];
+
+    /// `APPLIED` with version 2's text edited after it was applied.
+    const EDITED: &[Migration] = &[
+        Migration {
+            version: 1,
+            sql: "CREATE TABLE t (n INTEGER PRIMARY KEY);",
+        },
+        Migration {
+            version: 2,
+            sql: "CREATE TABLE u (n INTEGER PRIMARY KEY, m TEXT);",
+        },
+    ];
+
+    /// The checksums the bookkeeping table holds, by version.
+    fn recorded(path: &Path) -> Vec<(i64, Option<String>)> {
+        let c = Connection::open(path).unwrap();
+        c.prepare("SELECT version, checksum FROM schema_migrations ORDER BY version")
+            .unwrap()
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .unwrap()
+            .collect::<rusqlite::Result<_>>()
+            .unwrap()
+    }
+
+    fn checksums(migrations: &[Migration]) -> Vec<(i64, Option<String>)> {
+        migrations
+            .iter()
+            .map(|m| (m.version, Some(m.checksum())))
+            .collect()
+    }
+
+    /// Opening with a migration edited since it was applied is refused, naming the database,
+    /// the version and both checksums; the texts as applied open as before.
+    #[tokio::test]
+    async fn an_edited_applied_migration_is_refused_at_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("triage.db");
+        drop(Db::open(&path, APPLIED, false).await.unwrap());
+        assert_eq!(recorded(&path), checksums(APPLIED));
+
+        let refused = Db::open(&path, EDITED, false).await.err();
+        let Some(Error::MigrationEdited {
+            service,
+            version,
+            applied,
+            code,
+        }) = &refused
+        else {
+            panic!("not refused: {refused:?}");
+        };
+        assert_eq!(
+            (service.as_str(), *version, applied, code),
+            (
+                "triage.db",
+                2,
+                &APPLIED[1].checksum(),
+                &EDITED[1].checksum()
+            )
+        );
+        let message = refused.as_ref().unwrap().to_string();
+        assert!(
+            message.contains("triage.db") && message.contains(applied) && message.contains(code),
+            "{message}"
+        );
+        // Refusing changed nothing.
+        assert_eq!(recorded(&path), checksums(APPLIED));
+
+        let db = Db::open(&path, APPLIED, false).await.unwrap();
+        db.read(|c| Ok(c.execute_batch("SELECT n FROM u")?))
+            .await
+            .unwrap();
+    }
+
+    /// A database migrated before checksums were kept (a bookkeeping table without the
+    /// column, or rows without a value) has them recorded from the code at open, and is held
+    /// to them from then on.
+    #[tokio::test]
+    async fn migrations_applied_before_checksums_are_backfilled_not_refused() {
+        for before in [
+            "ALTER TABLE schema_migrations DROP COLUMN checksum",
+            "UPDATE schema_migrations SET checksum = NULL",
+        ] {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("intake.db");
+            drop(Db::open(&path, &APPLIED[..1], false).await.unwrap());
+            Connection::open(&path)
+                .unwrap()
+                .execute_batch(before)
+                .unwrap();
+
+            drop(Db::open(&path, APPLIED, false).await.unwrap());
+            assert_eq!(recorded(&path), checksums(APPLIED), "{before}");
+            let refused = Db::open(&path, EDITED, false).await.err();
+            assert!(
+                matches!(refused, Some(Error::MigrationEdited { version: 2, .. })),
+                "{before}: {refused:?}"
+            );
+        }
     }
 
     /// An outbox of an earlier version, moved to reading in place: rows and their sequence

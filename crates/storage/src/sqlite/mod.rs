@@ -16,11 +16,7 @@ pub use triage::SqliteTriageStore;
 
 use crate::{Error, Result};
 
-/// One schema change: applied once, in order, inside a transaction.
-pub(crate) struct Migration {
-    pub(crate) version: i64,
-    pub(crate) sql: &'static str,
-}
+pub(crate) use crate::migration::Migration;
 
 /// The outbox every service database carries.
 const OUTBOX: &str = "

@@ -8,6 +8,7 @@ mod notification;
 mod orchestration;
 mod outbox;
 mod races;
+mod schema;
 mod server;
 mod triage;
 
