@@ -25,8 +25,8 @@ use firebreak_domain::{
 };
 use firebreak_proto::v1;
 use firebreak_storage::{
-    AlertLink, ChangeRecord, IncidentRecord, IncidentUpdate, NewTimelineEntry, TimelineRecord,
-    TriageChangeset, TriageSnapshot,
+    AlertLink, ChangeRecord, IncidentRecord, IncidentUpdate, NewTimelineEntry, SnapshotRequest,
+    TimelineRecord, TriageChangeset, TriageSnapshot,
 };
 use serde_json::json;
 
@@ -186,6 +186,47 @@ pub(crate) struct Decision {
     /// Incidents whose last alert cleared through an auto-resolving integration: the shell
     /// resolves them next (their review needs the timeline as committed).
     pub(crate) auto_resolve: Vec<(String, String)>,
+}
+
+/// What deciding on `inputs` needs to read: the snapshot to take before [`decide`].
+pub(crate) fn request_for(inputs: &[Input]) -> SnapshotRequest {
+    let mut r = SnapshotRequest::default();
+    for input in inputs {
+        match input {
+            Input::Alert { alert, .. } => {
+                r.alert_ids.push(alert.alert_id.clone());
+                // An alert whose signal does not parse fails the batch in `decide`.
+                if let Ok(signal) = signal_of(alert) {
+                    r.dedup_keys.push(signal.dedup_key);
+                }
+            }
+            Input::Transition { incident_id, .. } | Input::Note { incident_id, .. } => {
+                r.incident_ids.push(incident_id.clone());
+            }
+            Input::Record {
+                event_id,
+                incident_id,
+                ..
+            }
+            | Input::Command {
+                event_id,
+                incident_id,
+                ..
+            } => {
+                r.incident_ids.push(incident_id.clone());
+                r.event_ids.push(event_id.clone());
+            }
+            Input::AlertResolved {
+                event_id, alert_id, ..
+            } => {
+                r.alert_ids.push(alert_id.clone());
+                r.incidents_of_alerts = true;
+                r.event_ids.push(event_id.clone());
+            }
+            Input::Change { change, .. } => r.event_ids.push(change.id.clone()),
+        }
+    }
+    r
 }
 
 /// Decides what `inputs` do, in order, to the incidents in `snapshot`. The first input
@@ -918,5 +959,7 @@ fn summarize(data: &serde_json::Value) -> String {
     parts.join("; ")
 }
 
+#[cfg(test)]
+mod model;
 #[cfg(test)]
 mod tests;

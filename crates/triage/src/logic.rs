@@ -12,6 +12,7 @@ use serde_json::json;
 use crate::convert::{incident_to_proto, now_micros};
 use crate::decide::{
     Announcement, Context, Decision, Ingested, Input, RunbookCommand, decide, render_review,
+    request_for,
 };
 use crate::limits::{
     MAX_ACTOR, MAX_CHANGE_DETAILS, MAX_CHANGE_SUMMARY, MAX_DOCUMENT, MAX_NAME, MAX_PAGE_BYTES,
@@ -29,15 +30,12 @@ impl Triage {
     /// Reads what `inputs` depend on, decides, applies, all in one transaction; on a
     /// conflict, decides again on a fresh snapshot. Returns the decision and the timeline
     /// entries written.
-    async fn decide_and_apply(
-        &self,
-        request: &SnapshotRequest,
-        inputs: &[Input],
-    ) -> Result<(Decision, Vec<TimelineRecord>)> {
+    async fn decide_and_apply(&self, inputs: &[Input]) -> Result<(Decision, Vec<TimelineRecord>)> {
+        let request = request_for(inputs);
         let mut tries = 0;
         loop {
             let mut tx = self.store.begin().await?;
-            let snapshot = tx.snapshot(request).await?;
+            let snapshot = tx.snapshot(&request).await?;
             let mut decision = {
                 let mut new_id = || firebreak_domain::IncidentId::new().to_string();
                 let mut ctx = Context {
@@ -104,17 +102,7 @@ impl Triage {
     }
 
     async fn ingest_inputs(&self, inputs: Vec<Input>) -> Result<(Decision, Vec<TimelineRecord>)> {
-        let mut request = SnapshotRequest::default();
-        for input in &inputs {
-            if let Input::Alert { alert, .. } = input {
-                request.alert_ids.push(alert.alert_id.clone());
-                // An alert whose signal does not parse fails the batch in `decide`.
-                if let Ok(signal) = crate::decide::signal_of(alert) {
-                    request.dedup_keys.push(signal.dedup_key);
-                }
-            }
-        }
-        let done = self.decide_and_apply(&request, &inputs).await?;
+        let done = self.decide_and_apply(&inputs).await?;
         let m = firebreak_telemetry::metrics();
         for i in done.0.ingested.iter().filter(|i| !i.before) {
             if i.deduplicated {
@@ -147,7 +135,7 @@ impl Triage {
             text: text.to_owned(),
             timeline,
         };
-        let (decision, _) = self.decide_and_apply(&by_id(id), &[input]).await?;
+        let (decision, _) = self.decide_and_apply(&[input]).await?;
         decision
             .transitioned
             .into_iter()
@@ -167,7 +155,7 @@ impl Triage {
             actor: actor.to_owned(),
             text: text.to_owned(),
         };
-        let (_, written) = self.decide_and_apply(&by_id(id), &[input]).await?;
+        let (_, written) = self.decide_and_apply(&[input]).await?;
         written
             .into_iter()
             .next()
@@ -216,7 +204,7 @@ impl Triage {
             actor: clip(&format!("runbook:{runbook}"), MAX_ACTOR),
             data,
         };
-        self.once(event_id, &run.incident_id, input).await
+        self.decide_and_apply(&[input]).await.map(drop)
     }
 
     /// Puts a delivery's outcome on the incident's timeline (once per event).
@@ -237,15 +225,7 @@ impl Triage {
             actor: "notification".into(),
             data,
         };
-        self.once(event_id, &d.incident_id, input).await
-    }
-
-    /// Decides on an event's input once: the processed mark and its effect share a
-    /// transaction, so a redelivered event changes nothing.
-    async fn once(&self, event_id: &str, incident_id: &str, input: Input) -> Result<()> {
-        let mut request = by_id(incident_id);
-        request.event_ids.push(event_id.to_owned());
-        self.decide_and_apply(&request, &[input]).await.map(drop)
+        self.decide_and_apply(&[input]).await.map(drop)
     }
 
     /// Applies a runbook's command to an incident, once per event.
@@ -285,26 +265,20 @@ impl Triage {
             actor: cmd.actor,
             command,
         };
-        self.once(event_id, &cmd.incident_id, input).await
+        self.decide_and_apply(&[input]).await.map(drop)
     }
 
     /// The sender resolved an alert: mark it, and resolve its incident when it was the last
     /// unresolved one and the integration auto-resolves. Safe to repeat: a redelivered
     /// event finds the mark made and the incident resolved.
     pub(crate) async fn alert_resolved(&self, event_id: &str, r: v1::AlertResolved) -> Result<()> {
-        let request = SnapshotRequest {
-            alert_ids: vec![r.alert_id.clone()],
-            incidents_of_alerts: true,
-            event_ids: vec![event_id.to_owned()],
-            ..Default::default()
-        };
         let input = Input::AlertResolved {
             event_id: event_id.to_owned(),
             alert_id: r.alert_id.clone(),
             integration: r.integration.clone(),
             auto_resolve: r.auto_resolve,
         };
-        let (decision, _) = self.decide_and_apply(&request, &[input]).await?;
+        let (decision, _) = self.decide_and_apply(&[input]).await?;
         for (incident_id, actor) in decision.auto_resolve {
             let resolved = self
                 .transition(
@@ -380,12 +354,8 @@ impl Triage {
                 .map_or_else(now_micros, firebreak_proto::micros),
             details,
         };
-        let request = SnapshotRequest {
-            event_ids: vec![event_id.to_owned()],
-            ..Default::default()
-        };
         let input = Input::Change { change, concerned };
-        self.decide_and_apply(&request, &[input]).await.map(drop)
+        self.decide_and_apply(&[input]).await.map(drop)
     }
 
     async fn incident_of_alert(&self, alert_id: &str) -> Result<Option<String>> {
@@ -397,14 +367,6 @@ impl Triage {
             })
             .await?;
         Ok(snapshot.links.get(alert_id).map(|l| l.incident_id.clone()))
-    }
-}
-
-/// A snapshot of one incident.
-fn by_id(id: &str) -> SnapshotRequest {
-    SnapshotRequest {
-        incident_ids: vec![id.to_owned()],
-        ..Default::default()
     }
 }
 

@@ -405,7 +405,13 @@ fn command(event: &str, c: RunbookCommand) -> Input {
 
 /// A command case: the incident's state and severity, the command, the entries written and
 /// the changes announced.
-type CommandCase = (&'static str, u32, RunbookCommand, Vec<&'static str>, Vec<Change>);
+type CommandCase = (
+    &'static str,
+    u32,
+    RunbookCommand,
+    Vec<&'static str>,
+    Vec<Change>,
+);
 
 #[test]
 fn runbook_commands_change_active_incidents_once() {
