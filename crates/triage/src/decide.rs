@@ -268,6 +268,9 @@ struct Work<'s> {
     /// the last alert, in first-attach order.
     attached: Vec<String>,
     attach_traces: HashMap<String, Option<String>>,
+    /// The `alert_attached` entry of each incident this batch attached alerts to: its
+    /// index in the changeset's entries.
+    attach_entries: HashMap<String, usize>,
     decision: Decision,
 }
 
@@ -286,6 +289,7 @@ impl<'s> Work<'s> {
             handled: HashSet::new(),
             attached: Vec::new(),
             attach_traces: HashMap::new(),
+            attach_entries: HashMap::new(),
             decision: Decision::default(),
         }
     }
@@ -387,14 +391,7 @@ impl<'s> Work<'s> {
             let mut inc = self.incidents[&id].clone();
             inc.alert_count += 1;
             inc.updated_at = now;
-            let data = with_origin(
-                json!({
-                    "alert_id": alert.alert_id, "title": signal.title, "source": signal.source,
-                    "alert_count": inc.alert_count,
-                }),
-                alert,
-            );
-            self.entry(&id, "alert_attached", "triage", data, now);
+            self.attach_entry(&id, alert, &signal, inc.alert_count, now);
             let current = Severity::new(inc.severity)?;
             let rises = class.severity.is_worse_than(current);
             if rises {
@@ -706,6 +703,45 @@ impl<'s> Work<'s> {
         if open == 0 && auto_resolve {
             self.decision.auto_resolve.push((id, actor));
         }
+    }
+
+    /// Puts an attached alert on its incident's timeline. The first alert a batch attaches
+    /// to an incident gets an entry of its own, with its origin; the batch's later ones join
+    /// that entry, which then lists the ids of all (`alert_ids`) and the latest count: a
+    /// storm on one key costs one entry per batch, not one per alert, and each alert stays
+    /// findable from the timeline.
+    fn attach_entry(
+        &mut self,
+        id: &str,
+        alert: &v1::AlertReceived,
+        signal: &Signal,
+        alert_count: u32,
+        now: i64,
+    ) {
+        if let Some(&at) = self.attach_entries.get(id) {
+            let data = &mut self.decision.changeset.entries[at].data;
+            if let Some(first) = data.get("alert_id").cloned() {
+                *data = json!({
+                    "alert_ids": [first],
+                    "title": data["title"], "source": data["source"],
+                });
+            }
+            if let Some(ids) = data["alert_ids"].as_array_mut() {
+                ids.push(json!(alert.alert_id));
+            }
+            data["alert_count"] = json!(alert_count);
+            return;
+        }
+        let data = with_origin(
+            json!({
+                "alert_id": alert.alert_id, "title": signal.title, "source": signal.source,
+                "alert_count": alert_count,
+            }),
+            alert,
+        );
+        self.attach_entries
+            .insert(id.to_owned(), self.decision.changeset.entries.len());
+        self.entry(id, "alert_attached", "triage", data, now);
     }
 
     /// The incident as it stands now, if it exists.

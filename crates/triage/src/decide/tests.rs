@@ -196,16 +196,14 @@ fn a_batch_on_one_new_key_opens_once_and_announces_the_attach_once() {
     );
     assert_eq!(cs.inserts[0].alert_count, 3);
     assert_eq!(cs.links.len(), 3);
+    // The attachments after the opening share one entry listing them.
     assert_eq!(
         kinds(&d),
-        [
-            "opened",
-            "categorized",
-            "prioritized",
-            "alert_attached",
-            "alert_attached"
-        ]
+        ["opened", "categorized", "prioritized", "alert_attached"]
     );
+    let shared = &cs.entries[3].data;
+    assert_eq!(shared["alert_ids"], serde_json::json!(["a2", "a3"]));
+    assert_eq!(shared["alert_count"], 3);
     assert_eq!(changes(&d), [Change::Opened, Change::AlertAttached]);
     // The attach is announced with the incident's latest state, in the last alert's trace.
     let attach = &d.announcements[1];
@@ -214,6 +212,30 @@ fn a_batch_on_one_new_key_opens_once_and_announces_the_attach_once() {
         unreachable!()
     };
     assert_eq!(&attach.traceparent, traceparent);
+}
+
+#[test]
+fn one_alert_keeps_its_origin_and_a_batch_on_a_stored_incident_shares_one_entry() {
+    let snap = holding(&[incident(1, "db", "open", 3)]);
+    let mut one = alert("a1", "db", 3);
+    if let Input::Alert { alert, .. } = &mut one {
+        alert.integration = "am".into();
+        alert.alert_key = "fp-1".into();
+    }
+    let d = run(&snap, &[one]).unwrap();
+    let data = &d.changeset.entries[0].data;
+    assert_eq!(data["alert_id"], "a1");
+    assert_eq!(data["integration"], "am");
+    assert_eq!(data["alert_key"], "fp-1");
+
+    let batch: Vec<Input> = (0..50).map(|n| alert(&format!("b{n}"), "db", 3)).collect();
+    let d = run(&snap, &batch).unwrap();
+    assert_eq!(kinds(&d), ["alert_attached"], "one entry for the batch");
+    let data = &d.changeset.entries[0].data;
+    assert_eq!(data["alert_ids"].as_array().unwrap().len(), 50);
+    assert_eq!(data["alert_count"], 51);
+    assert_eq!(d.changeset.links.len(), 50, "each alert still attached");
+    assert_eq!(d.changeset.updates[0].record.alert_count, 51);
 }
 
 #[test]
