@@ -150,26 +150,24 @@ pub fn new_key() -> String {
 }
 
 /// Why a caller was refused.
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
 pub enum AuthError {
     /// No key or token given.
+    #[error("no integration key or bearer token given")]
     Missing,
     /// No integration has this key.
+    #[error("unknown integration key")]
     Unknown,
     /// The key belongs to an integration of another kind.
+    #[error("integration {name} is of kind {}, not for this endpoint", kind.as_str())]
     WrongKind { name: String, kind: IntegrationKind },
 }
 
-impl std::fmt::Display for AuthError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+impl firebreak_proto::ServiceError for AuthError {
+    fn error_code(&self) -> firebreak_proto::ErrorCode {
         match self {
-            Self::Missing => write!(f, "no integration key or bearer token given"),
-            Self::Unknown => write!(f, "unknown integration key"),
-            Self::WrongKind { name, kind } => write!(
-                f,
-                "integration {name} is of kind {}, not for this endpoint",
-                kind.as_str()
-            ),
+            Self::WrongKind { .. } => firebreak_proto::ErrorCode::PermissionDenied,
+            Self::Missing | Self::Unknown => firebreak_proto::ErrorCode::Unauthenticated,
         }
     }
 }

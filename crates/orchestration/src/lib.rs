@@ -7,6 +7,7 @@
 //! against its journal: completed actions return their recorded results.
 
 mod approvals;
+mod error;
 mod executor;
 mod grpc;
 mod host;
