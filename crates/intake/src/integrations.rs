@@ -172,6 +172,19 @@ impl firebreak_proto::ServiceError for AuthError {
     }
 }
 
+/// Why the integrations could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    /// A declared integration is not valid; the text names it and says why.
+    #[error("{0}")]
+    Invalid(String),
+    #[error("reading integrations: {0}")]
+    Storage(#[from] firebreak_storage::Error),
+    /// A stored (runtime) integration does not read back.
+    #[error("stored integration {name}: {reason}")]
+    Stored { name: String, reason: String },
+}
+
 /// Every integration: the configuration's, fixed, and the runtime ones from the store.
 #[derive(Clone)]
 pub struct Registry {
@@ -196,25 +209,27 @@ pub(crate) fn bearer_token(value: &str) -> &str {
 
 impl Registry {
     /// The registry of the configuration's integrations plus those in `store`.
-    pub async fn load(declared: Vec<Integration>, store: &dyn IntakeStore) -> Result<Self, String> {
+    pub async fn load(
+        declared: Vec<Integration>,
+        store: &dyn IntakeStore,
+    ) -> Result<Self, LoadError> {
         let mut names = std::collections::BTreeSet::new();
         let mut keys = std::collections::BTreeSet::new();
         for i in &declared {
-            i.validate()?;
+            i.validate().map_err(LoadError::Invalid)?;
             if !names.insert(i.name.clone()) || !keys.insert(i.key.clone()) {
-                return Err(format!(
+                return Err(LoadError::Invalid(format!(
                     "integration {}: its name or key is used twice",
                     i.name
-                ));
+                )));
             }
         }
         let mut runtime = HashMap::new();
-        for r in store
-            .integrations()
-            .await
-            .map_err(|e| format!("reading integrations: {e}"))?
-        {
-            let i = from_record(&r).map_err(|e| format!("stored integration {}: {e}", r.name))?;
+        for r in store.integrations().await? {
+            let i = from_record(&r).map_err(|reason| LoadError::Stored {
+                name: r.name.clone(),
+                reason,
+            })?;
             runtime.insert(i.key.clone(), i);
         }
         Ok(Self {

@@ -29,7 +29,7 @@ use tonic::transport::Channel;
 pub use edge::{InvalidProtobuf, RETRY_INFO_TYPE, RetryInfo, RpcStatus};
 pub use grpc::IntegrationApi;
 pub use ingest::{Action, Incoming, Outcome, Source};
-pub use integrations::{AuthError, Integration, IntegrationKind, Registry, new_key};
+pub use integrations::{AuthError, Integration, IntegrationKind, LoadError, Registry, new_key};
 
 /// Calls (gRPC or HTTP) storing at once by default; more wait for nothing and are told to
 /// retry.

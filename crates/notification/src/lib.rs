@@ -31,6 +31,19 @@ use crate::error::Error;
 pub use channels::{Channel, ChannelKind, DeliveryError};
 pub use escalation::{EscalationPolicy, EscalationStep};
 
+/// Why notification could not be set up from its configuration.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// A channel is not valid; the text names it and says why.
+    #[error("{0}")]
+    Channels(String),
+    /// An escalation policy is not valid; the text names it and says why.
+    #[error("{0}")]
+    Policies(String),
+    #[error("http client: {0}")]
+    HttpClient(#[source] reqwest::Error),
+}
+
 /// Attempts before a delivery is marked failed.
 const MAX_ATTEMPTS: u32 = 8;
 /// How long a replica holds the deliveries it claimed before another may take them: longer
@@ -57,13 +70,13 @@ impl Notification {
         bus: Arc<dyn Bus>,
         channels: Vec<Channel>,
         policies: Vec<EscalationPolicy>,
-    ) -> Result<Self, String> {
-        channels::validate(&channels)?;
-        escalation::validate(&policies, &channels)?;
+    ) -> Result<Self, ConfigError> {
+        channels::validate(&channels).map_err(ConfigError::Channels)?;
+        escalation::validate(&policies, &channels).map_err(ConfigError::Policies)?;
         let http = reqwest::Client::builder()
             .timeout(Duration::from_secs(10))
             .build()
-            .map_err(|e| format!("http client: {e}"))?;
+            .map_err(ConfigError::HttpClient)?;
         Ok(Self {
             store,
             bus,
