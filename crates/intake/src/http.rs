@@ -653,3 +653,50 @@ async fn pagerduty_v1(State(intake): State<Intake>, body: Bytes) -> Response {
         Err(r) => r,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use super::*;
+
+    async fn body(r: Response) -> Value {
+        let bytes = axum::body::to_bytes(r.into_body(), 1 << 20).await.unwrap();
+        serde_json::from_slice(&bytes).unwrap()
+    }
+
+    /// The webhooks answer with the HTTP status of the same error code the gRPC edge sends.
+    #[tokio::test]
+    async fn webhook_errors_take_their_status_from_the_error_code() {
+        let wrong = AuthError::WrongKind {
+            name: "am".into(),
+            kind: IntegrationKind::Alertmanager,
+        };
+        assert_eq!(auth_error(&wrong).status(), StatusCode::FORBIDDEN);
+        assert_eq!(
+            auth_error(&AuthError::Unknown).status(),
+            StatusCode::UNAUTHORIZED
+        );
+        let throttled = ingest_error(&IngestError::RateLimited {
+            integration: "integration am".into(),
+            retry_after: Duration::from_millis(1500),
+        });
+        assert_eq!(throttled.status(), StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(throttled.headers()["retry-after"], "2");
+        assert_eq!(body(throttled).await["status"], "throttled");
+    }
+
+    #[tokio::test]
+    async fn a_storage_failure_is_503_without_the_database_words() {
+        let e = IngestError::Storage(Arc::new(firebreak_storage::Error::Stopped(
+            "/var/lib/firebreak/intake.db".into(),
+        )));
+        let r = ingest_error(&e);
+        assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
+        let body = body(r).await;
+        assert_eq!(body["status"], "unavailable");
+        let message = body["message"].as_str().unwrap();
+        assert!(!message.contains("intake.db"), "{message}");
+    }
+}

@@ -266,7 +266,12 @@ impl IncidentService for IncidentApi {
         let alert = req
             .into_inner()
             .alert
-            .ok_or_else(|| Status::invalid_argument("invalid alert: missing"))?;
+            .ok_or_else(|| {
+                Error::Domain(firebreak_domain::Error::Invalid {
+                    field: "alert",
+                    reason: "missing".into(),
+                })
+            })?;
         let done = self.triage.ingest(alert).await?;
         Ok(Response::new(v1::IngestAlertResponse {
             incident_id: done.incident_id,
