@@ -60,9 +60,10 @@ impl Intake {
         let key = match idempotency_key.trim() {
             "" => None,
             k if k.len() > 255 => {
-                return Err(
-                    Error::Invalid("invalid idempotency_key: longer than 255 bytes".into()).into(),
-                );
+                return Err(Error::Invalid(
+                    "invalid idempotency_key: longer than 255 bytes".into(),
+                )
+                .into());
             }
             k => Some(k),
         };
@@ -248,9 +249,7 @@ impl IntegrationService for IntegrationApi {
             ))
         })?;
         let integration = Integration::generated(req.name.trim(), kind);
-        integration
-            .validate()
-            .map_err(Error::Invalid)?;
+        integration.validate().map_err(Error::Invalid)?;
         let registry = &self.intake.registry;
         if registry
             .all()

@@ -174,9 +174,7 @@ impl Intake {
             firebreak_telemetry::metrics().intake_overloaded.inc();
             IngestError::Overloaded
         })?;
-        let outcomes = answer
-            .await
-            .map_err(|_| IngestError::WriterStopped)??;
+        let outcomes = answer.await.map_err(|_| IngestError::WriterStopped)??;
         let m = firebreak_telemetry::metrics();
         for o in &outcomes {
             if o.received.is_some() {

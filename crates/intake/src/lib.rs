@@ -18,8 +18,8 @@ use std::time::Duration;
 
 use firebreak_bus::{Bus, Relay, RelayHandle};
 use firebreak_domain::Taxonomy;
-use firebreak_proto::{ErrorCode, ServiceError};
 use firebreak_proto::v1::incident_service_client::IncidentServiceClient;
+use firebreak_proto::{ErrorCode, ServiceError};
 use firebreak_storage::IntakeStore;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio::task::JoinSet;

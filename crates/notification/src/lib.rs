@@ -439,7 +439,10 @@ mod tests {
         assert_eq!(unknown.to_string(), "unknown channel \"pager\"");
         assert_eq!(retry_at(&unknown, 1, 0), None);
         let answered = DeliveryError::Status(reqwest::StatusCode::SERVICE_UNAVAILABLE);
-        assert_eq!(answered.to_string(), "webhook answered 503 Service Unavailable");
+        assert_eq!(
+            answered.to_string(),
+            "webhook answered 503 Service Unavailable"
+        );
         assert_eq!(retry_at(&answered, 1, 0), Some(1_000_000));
         assert_eq!(retry_at(&answered, MAX_ATTEMPTS, 0), None);
     }
@@ -448,6 +451,9 @@ mod tests {
     fn a_bad_page_token_is_invalid_argument() {
         let status = Status::from(delivery_token("no-dot-here").unwrap_err());
         assert_eq!(status.code(), tonic::Code::InvalidArgument);
-        assert_eq!(status.message(), "page_token is not a token this service gave");
+        assert_eq!(
+            status.message(),
+            "page_token is not a token this service gave"
+        );
     }
 }

@@ -263,13 +263,12 @@ impl RunHost {
     async fn http(&self, step: &Step, a: &Value, direct: bool) -> Result<Value, ActionError> {
         let method = a["method"].as_str().unwrap_or("GET").to_uppercase();
         let url = a["url"].as_str().unwrap_or_default();
-        let method = reqwest::Method::from_bytes(method.as_bytes())
-            .map_err(|_| {
-                ActionError::new(
-                    ActionErrorKind::InvalidArgument,
-                    format!("invalid http method {method:?}"),
-                )
-            })?;
+        let method = reqwest::Method::from_bytes(method.as_bytes()).map_err(|_| {
+            ActionError::new(
+                ActionErrorKind::InvalidArgument,
+                format!("invalid http method {method:?}"),
+            )
+        })?;
         let timeout = a["timeout_ms"].as_u64().unwrap_or(10_000).min(60_000);
         let client = if direct {
             &self.actions.http_direct

@@ -90,6 +90,9 @@ mod tests {
         assert!(!corrupt.caller_message().contains("bogus"));
         let conflict = Error::Conflict("alert already attached".into());
         assert_eq!(conflict.error_code(), ErrorCode::AlreadyExists);
-        assert_eq!(conflict.caller_message(), "conflict: alert already attached");
+        assert_eq!(
+            conflict.caller_message(),
+            "conflict: alert already attached"
+        );
     }
 }

@@ -63,7 +63,11 @@ mod tests {
         ));
         let status = tonic::Status::from(e);
         assert_eq!(status.code(), tonic::Code::Unavailable);
-        assert!(!status.message().contains("triage.db"), "{}", status.message());
+        assert!(
+            !status.message().contains("triage.db"),
+            "{}",
+            status.message()
+        );
         let status = tonic::Status::from(Error::NotFound("inc-1".into()));
         assert_eq!(status.code(), tonic::Code::NotFound);
         assert_eq!(status.message(), "incident inc-1 not found");
