@@ -16,9 +16,9 @@ pub(crate) enum Error {
     RunNotFound(String),
     #[error("no runbook named {0:?} on this server")]
     RunbookNotFound(String),
-    /// The runbook's parameters (the configuration's overrides) do not hold.
-    #[error("{0}")]
-    Params(String),
+    /// The configuration's parameter overrides do not fit the runbook.
+    #[error(transparent)]
+    Params(#[from] firebreak_runbook::UnknownParameter),
     #[error("too many dry runs at once; retry shortly")]
     DryRunsBusy,
     #[error("the dry run's thread failed")]

@@ -113,8 +113,7 @@ impl Orchestration {
             let rb = catalog
                 .get(name)
                 .ok_or_else(|| SetupError::UnknownRunbook(name.clone()))?;
-            rb.params(Some(overrides))
-                .map_err(|reason| SetupError::Params(name.clone(), reason))?;
+            rb.params(Some(overrides))?;
         }
         let http = reqwest::Client::builder()
             .timeout(std::time::Duration::from_secs(30))
@@ -260,9 +259,8 @@ impl Orchestration {
 pub enum SetupError {
     #[error("parameters given for unknown runbook {0:?}")]
     UnknownRunbook(String),
-    /// The configuration's parameters for a runbook do not hold; the text says why.
-    #[error("runbook {0:?}: {1}")]
-    Params(String, String),
+    #[error(transparent)]
+    Params(#[from] firebreak_runbook::UnknownParameter),
     /// Its text carries the whole chain, which says what to install.
     #[error("{}", client_error(.0))]
     HttpClient(reqwest::Error),

@@ -15,7 +15,7 @@ mod sandbox;
 mod simulate;
 
 pub use action_error::{ActionError, ActionErrorKind};
-pub use catalog::{Catalog, LoadError, Runbook};
+pub use catalog::{Catalog, LoadError, Runbook, UnknownParameter};
 pub use manifest::{
     Approval, Concurrency, Manifest, Match, Mode, OnTimeout, Parameter, Retry, RunLimits, Secret,
     SeverityRange,
