@@ -324,7 +324,10 @@ async fn a_notification_to_an_unknown_channel_fails_the_run() {
     assert_eq!(statuses, ["done", "done", "failed"]);
     // The typed error is journaled as its text alone, the shape replays read back.
     let text = journal[2].result["error"].as_str().unwrap();
-    assert!(text.starts_with("unknown notification channel \"nowhere\""), "{text}");
+    assert!(
+        text.starts_with("unknown notification channel \"nowhere\""),
+        "{text}"
+    );
     assert_eq!(journal[2].result.as_object().unwrap().len(), 1);
 }
 
