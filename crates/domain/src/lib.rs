@@ -10,6 +10,7 @@ mod ids;
 mod incident;
 mod review;
 mod rules;
+mod service_error;
 mod signal;
 
 pub use clock::{Clock, ManualClock, SystemClock};
@@ -19,6 +20,7 @@ pub use ids::{AlertId, EventId, IncidentId, RunId, new_id};
 pub use incident::{Action, IncidentState, Priority, Severity, Urgency};
 pub use review::{ReviewInput, ReviewRun, TimelineItem, review_markdown};
 pub use rules::{CategoryRule, Classification, DEFAULT_TAXONOMY, Taxonomy, UNCATEGORIZED};
+pub use service_error::{ErrorCode, ServiceError};
 pub use signal::{Labels, Signal, SignalInput, clip, derive_dedup_key, no_nul, parse_label};
 
 /// Seconds since the Unix epoch in UTC, the unit of every stored timestamp.

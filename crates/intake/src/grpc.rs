@@ -4,7 +4,6 @@
 use std::time::Duration;
 
 use firebreak_domain::SignalInput;
-use firebreak_proto::ErrorCode;
 use firebreak_proto::v1::{
     self,
     intake_service_server::{IntakeService, IntakeServiceServer},
@@ -12,10 +11,10 @@ use firebreak_proto::v1::{
 };
 use tonic::{Request, Response, Status};
 
-use crate::edge::{InvalidProtobuf, exhausted};
+use crate::edge::InvalidProtobuf;
 use crate::ingest::received_message;
-use crate::integrations::{AuthError, bearer_token, to_record};
-use crate::{Action, Incoming, IngestError, Intake, Integration, IntegrationKind, Outcome, Source};
+use crate::integrations::{bearer_token, to_record};
+use crate::{Action, Error, Incoming, Intake, Integration, IntegrationKind, Outcome, Source};
 
 impl Intake {
     /// The gRPC `IntakeService`.
@@ -40,7 +39,7 @@ impl Intake {
         self.registry
             .authenticate(token, IntegrationKind::Grpc)
             .map(Some)
-            .map_err(auth_status)
+            .map_err(|e| Error::from(e).into())
     }
 
     async fn ingest_grpc(
@@ -53,7 +52,7 @@ impl Intake {
             Some(i) => self.admit_for(i, batch.len()),
             None => self.admit_anonymous(batch.len()),
         }
-        .map_err(ingest_status)?;
+        .map_err(Error::from)?;
         let source = Source {
             integration: caller.map_or("grpc", |i| i.name.as_str()),
             auto_resolve: caller.is_none_or(|i| i.auto_resolve),
@@ -61,26 +60,14 @@ impl Intake {
         let key = match idempotency_key.trim() {
             "" => None,
             k if k.len() > 255 => {
-                return Err(ErrorCode::InvalidArgument
-                    .status("invalid idempotency_key: longer than 255 bytes"));
+                return Err(Error::Invalid(
+                    "invalid idempotency_key: longer than 255 bytes".into(),
+                )
+                .into());
             }
             k => Some(k),
         };
-        self.ingest(source, batch, key).await.map_err(ingest_status)
-    }
-}
-
-fn auth_status(e: AuthError) -> Status {
-    match e {
-        AuthError::WrongKind { .. } => ErrorCode::PermissionDenied.status(e.to_string()),
-        AuthError::Missing | AuthError::Unknown => ErrorCode::Unauthenticated.status(e.to_string()),
-    }
-}
-
-fn ingest_status(e: IngestError) -> Status {
-    match e.retry_after() {
-        Some(delay) => exhausted(e.to_string(), delay),
-        None => ErrorCode::Unavailable.status(e.to_string()),
+        Ok(self.ingest(source, batch, key).await.map_err(Error::from)?)
     }
 }
 
@@ -116,7 +103,7 @@ impl IntakeService for Intake {
         let req = req.into_inner();
         let a = req
             .alert
-            .ok_or_else(|| ErrorCode::InvalidArgument.status("invalid alert: missing"))?;
+            .ok_or_else(|| Error::Invalid("invalid alert: missing".into()))?;
         let mut outcomes = self
             .ingest_grpc(
                 caller.as_ref(),
@@ -126,7 +113,7 @@ impl IntakeService for Intake {
             .await?;
         let outcome = outcomes.remove(0);
         if let Some(error) = outcome.error {
-            return Err(ErrorCode::InvalidArgument.status(error));
+            return Err(Error::Invalid(error).into());
         }
         // A repeat or a retried call: the alert is stored already; read it back for triage.
         let alert = match outcome.received {
@@ -136,8 +123,8 @@ impl IntakeService for Intake {
                     .store
                     .alert(&outcome.alert_id)
                     .await
-                    .map_err(|e| ErrorCode::Unavailable.status(e.to_string()))?
-                    .ok_or_else(|| ErrorCode::Internal.status("the stored alert is gone"))?;
+                    .map_err(Error::from)?
+                    .ok_or_else(|| Error::AlertGone(outcome.alert_id.clone()))?;
                 received_message(&stored, 0)
             }
         };
@@ -174,10 +161,11 @@ impl IntakeService for Intake {
         let req = req.into_inner();
         let max = self.max_alerts_per_call;
         if req.alerts.is_empty() || req.alerts.len() > max {
-            return Err(ErrorCode::InvalidArgument.status(format!(
+            return Err(Error::Invalid(format!(
                 "invalid alerts: a batch holds 1 to {max} alerts, not {}; split it",
                 req.alerts.len()
-            )));
+            ))
+            .into());
         }
         let batch = req
             .alerts
@@ -217,7 +205,7 @@ impl IntakeService for Intake {
             .await?;
         let outcome = outcomes.remove(0);
         if let Some(error) = outcome.error {
-            return Err(ErrorCode::InvalidArgument.status(error));
+            return Err(Error::Invalid(error).into());
         }
         Ok(Response::new(v1::ResolveAlertResponse {
             alert_id: if outcome.duplicate {
@@ -255,24 +243,20 @@ impl IntegrationService for IntegrationApi {
     ) -> Result<Response<v1::CreateIntegrationResponse>, Status> {
         let req = req.into_inner();
         let kind = IntegrationKind::parse(req.kind.trim()).ok_or_else(|| {
-            ErrorCode::InvalidArgument.status(format!(
+            Error::Invalid(format!(
                 "invalid kind: {:?} is not alertmanager, pagerduty or grpc",
                 req.kind
             ))
         })?;
         let integration = Integration::generated(req.name.trim(), kind);
-        integration
-            .validate()
-            .map_err(|e| ErrorCode::InvalidArgument.status(e))?;
+        integration.validate().map_err(Error::Invalid)?;
         let registry = &self.intake.registry;
         if registry
             .all()
             .iter()
             .any(|(i, _)| i.name == integration.name)
         {
-            return Err(
-                ErrorCode::AlreadyExists.status(format!("integration {} exists", integration.name))
-            );
+            return Err(Error::IntegrationExists(integration.name).into());
         }
         let now = (firebreak_domain::now().unix_timestamp_nanos() / 1_000) as i64;
         self.intake
@@ -280,8 +264,11 @@ impl IntegrationService for IntegrationApi {
             .create_integration(&to_record(&integration, now))
             .await
             .map_err(|e| match e {
-                firebreak_storage::Error::Conflict(m) => ErrorCode::AlreadyExists.status(m),
-                e => ErrorCode::Unavailable.status(e.to_string()),
+                // Another call created it since the check above.
+                firebreak_storage::Error::Conflict(_) => {
+                    Error::IntegrationExists(integration.name.clone())
+                }
+                e => Error::Storage(e),
             })?;
         registry.add_runtime(integration.clone());
         Ok(Response::new(v1::CreateIntegrationResponse {
@@ -311,18 +298,16 @@ impl IntegrationService for IntegrationApi {
         let name = req.into_inner().name;
         let registry = &self.intake.registry;
         if registry.is_declared(&name) {
-            return Err(ErrorCode::FailedPrecondition.status(format!(
-                "integration {name} is declared in the configuration; remove it there"
-            )));
+            return Err(Error::IntegrationDeclared(name).into());
         }
         let deleted = self
             .intake
             .store
             .delete_integration(&name)
             .await
-            .map_err(|e| ErrorCode::Unavailable.status(e.to_string()))?;
+            .map_err(Error::from)?;
         if !deleted {
-            return Err(ErrorCode::NotFound.status(format!("integration {name} not found")));
+            return Err(Error::IntegrationNotFound(name).into());
         }
         registry.remove_runtime(&name);
         Ok(Response::new(v1::DeleteIntegrationResponse {}))

@@ -16,6 +16,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use firebreak_bus::{outbox_event, streams};
 use firebreak_domain::{Labels, SignalInput, dedup_key_for_group_key, dedup_key_for_labels};
+use firebreak_proto::ServiceError;
 use firebreak_proto::v1::{self, event::Payload};
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -77,23 +78,27 @@ fn invalid(errors: Vec<String>) -> Response {
     )
 }
 
+/// The answer to an error, its status from the same [`ServiceError`] mapping the gRPC edge
+/// uses; `kind` is PagerDuty's word for it. The server's own faults are logged here and
+/// told in general words.
+fn service_error(e: &(impl ServiceError + ?Sized), kind: &str) -> Response {
+    let code = e.error_code();
+    if code.is_server_fault() {
+        tracing::error!(code = ?code, error = %e, "webhook failed");
+    }
+    let status =
+        StatusCode::from_u16(code.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    error(status, kind, &e.caller_message(), Vec::new())
+}
+
 fn auth_error(e: &AuthError) -> Response {
-    let status = match e {
-        AuthError::WrongKind { .. } => StatusCode::FORBIDDEN,
-        AuthError::Missing | AuthError::Unknown => StatusCode::UNAUTHORIZED,
-    };
-    error(status, "unauthorized", &e.to_string(), Vec::new())
+    service_error(e, "unauthorized")
 }
 
 fn ingest_error(e: &IngestError) -> Response {
     match e.retry_after() {
         Some(delay) => {
-            let mut response = error(
-                StatusCode::TOO_MANY_REQUESTS,
-                "throttled",
-                &e.to_string(),
-                Vec::new(),
-            );
+            let mut response = service_error(e, "throttled");
             // Whole seconds, rounded up: a client retrying sooner would be refused again.
             let seconds = delay.as_secs() + u64::from(delay.subsec_nanos() > 0);
             response
@@ -101,12 +106,7 @@ fn ingest_error(e: &IngestError) -> Response {
                 .insert("retry-after", seconds.max(1).into());
             response
         }
-        None => error(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "unavailable",
-            &e.to_string(),
-            Vec::new(),
-        ),
+        None => service_error(e, "unavailable"),
     }
 }
 
@@ -651,5 +651,52 @@ async fn pagerduty_v1(State(intake): State<Intake>, body: Bytes) -> Response {
         )
             .into_response(),
         Err(r) => r,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use super::*;
+
+    async fn body(r: Response) -> Value {
+        let bytes = axum::body::to_bytes(r.into_body(), 1 << 20).await.unwrap();
+        serde_json::from_slice(&bytes).unwrap()
+    }
+
+    /// The webhooks answer with the HTTP status of the same error code the gRPC edge sends.
+    #[tokio::test]
+    async fn webhook_errors_take_their_status_from_the_error_code() {
+        let wrong = AuthError::WrongKind {
+            name: "am".into(),
+            kind: IntegrationKind::Alertmanager,
+        };
+        assert_eq!(auth_error(&wrong).status(), StatusCode::FORBIDDEN);
+        assert_eq!(
+            auth_error(&AuthError::Unknown).status(),
+            StatusCode::UNAUTHORIZED
+        );
+        let throttled = ingest_error(&IngestError::RateLimited {
+            integration: "integration am".into(),
+            retry_after: Duration::from_millis(1500),
+        });
+        assert_eq!(throttled.status(), StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(throttled.headers()["retry-after"], "2");
+        assert_eq!(body(throttled).await["status"], "throttled");
+    }
+
+    #[tokio::test]
+    async fn a_storage_failure_is_503_without_the_database_words() {
+        let e = IngestError::Storage(Arc::new(firebreak_storage::Error::Stopped(
+            "/var/lib/firebreak/intake.db".into(),
+        )));
+        let r = ingest_error(&e);
+        assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
+        let body = body(r).await;
+        assert_eq!(body["status"], "unavailable");
+        let message = body["message"].as_str().unwrap();
+        assert!(!message.contains("intake.db"), "{message}");
     }
 }

@@ -174,9 +174,7 @@ impl Intake {
             firebreak_telemetry::metrics().intake_overloaded.inc();
             IngestError::Overloaded
         })?;
-        let outcomes = answer
-            .await
-            .map_err(|_| IngestError::Storage("intake's writer stopped".into()))??;
+        let outcomes = answer.await.map_err(|_| IngestError::WriterStopped)??;
         let m = firebreak_telemetry::metrics();
         for o in &outcomes {
             if o.received.is_some() {
@@ -213,9 +211,10 @@ pub(crate) async fn writer(
                 }
             }
             Err(e) => {
-                tracing::error!(error = %e, calls = group.len(), "storing alerts failed");
+                // Logged where it is answered, once per call.
+                let e = std::sync::Arc::new(e);
                 for job in group {
-                    let _ = job.reply.send(Err(IngestError::Storage(e.to_string())));
+                    let _ = job.reply.send(Err(IngestError::Storage(e.clone())));
                 }
             }
         }

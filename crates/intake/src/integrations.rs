@@ -150,28 +150,39 @@ pub fn new_key() -> String {
 }
 
 /// Why a caller was refused.
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
 pub enum AuthError {
     /// No key or token given.
+    #[error("no integration key or bearer token given")]
     Missing,
     /// No integration has this key.
+    #[error("unknown integration key")]
     Unknown,
     /// The key belongs to an integration of another kind.
+    #[error("integration {name} is of kind {}, not for this endpoint", kind.as_str())]
     WrongKind { name: String, kind: IntegrationKind },
 }
 
-impl std::fmt::Display for AuthError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+impl firebreak_proto::ServiceError for AuthError {
+    fn error_code(&self) -> firebreak_proto::ErrorCode {
         match self {
-            Self::Missing => write!(f, "no integration key or bearer token given"),
-            Self::Unknown => write!(f, "unknown integration key"),
-            Self::WrongKind { name, kind } => write!(
-                f,
-                "integration {name} is of kind {}, not for this endpoint",
-                kind.as_str()
-            ),
+            Self::WrongKind { .. } => firebreak_proto::ErrorCode::PermissionDenied,
+            Self::Missing | Self::Unknown => firebreak_proto::ErrorCode::Unauthenticated,
         }
     }
+}
+
+/// Why the integrations could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    /// A declared integration is not valid; the text names it and says why.
+    #[error("{0}")]
+    Invalid(String),
+    #[error("reading integrations: {0}")]
+    Storage(#[from] firebreak_storage::Error),
+    /// A stored (runtime) integration does not read back.
+    #[error("stored integration {name}: {reason}")]
+    Stored { name: String, reason: String },
 }
 
 /// Every integration: the configuration's, fixed, and the runtime ones from the store.
@@ -198,25 +209,27 @@ pub(crate) fn bearer_token(value: &str) -> &str {
 
 impl Registry {
     /// The registry of the configuration's integrations plus those in `store`.
-    pub async fn load(declared: Vec<Integration>, store: &dyn IntakeStore) -> Result<Self, String> {
+    pub async fn load(
+        declared: Vec<Integration>,
+        store: &dyn IntakeStore,
+    ) -> Result<Self, LoadError> {
         let mut names = std::collections::BTreeSet::new();
         let mut keys = std::collections::BTreeSet::new();
         for i in &declared {
-            i.validate()?;
+            i.validate().map_err(LoadError::Invalid)?;
             if !names.insert(i.name.clone()) || !keys.insert(i.key.clone()) {
-                return Err(format!(
+                return Err(LoadError::Invalid(format!(
                     "integration {}: its name or key is used twice",
                     i.name
-                ));
+                )));
             }
         }
         let mut runtime = HashMap::new();
-        for r in store
-            .integrations()
-            .await
-            .map_err(|e| format!("reading integrations: {e}"))?
-        {
-            let i = from_record(&r).map_err(|e| format!("stored integration {}: {e}", r.name))?;
+        for r in store.integrations().await? {
+            let i = from_record(&r).map_err(|reason| LoadError::Stored {
+                name: r.name.clone(),
+                reason,
+            })?;
             runtime.insert(i.key.clone(), i);
         }
         Ok(Self {

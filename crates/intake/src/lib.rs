@@ -19,6 +19,7 @@ use std::time::Duration;
 use firebreak_bus::{Bus, Relay, RelayHandle};
 use firebreak_domain::Taxonomy;
 use firebreak_proto::v1::incident_service_client::IncidentServiceClient;
+use firebreak_proto::{ErrorCode, ServiceError};
 use firebreak_storage::IntakeStore;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio::task::JoinSet;
@@ -28,7 +29,7 @@ use tonic::transport::Channel;
 pub use edge::{InvalidProtobuf, RETRY_INFO_TYPE, RetryInfo, RpcStatus};
 pub use grpc::IntegrationApi;
 pub use ingest::{Action, Incoming, Outcome, Source};
-pub use integrations::{AuthError, Integration, IntegrationKind, Registry, new_key};
+pub use integrations::{AuthError, Integration, IntegrationKind, LoadError, Registry, new_key};
 
 /// Calls (gRPC or HTTP) storing at once by default; more wait for nothing and are told to
 /// retry.
@@ -51,8 +52,13 @@ pub enum IngestError {
         integration: String,
         retry_after: Duration,
     },
+    /// The store failed; one failed transaction answers every call of its group, so they
+    /// share the error.
     #[error("alerts not stored: {0}")]
-    Storage(String),
+    Storage(#[source] Arc<firebreak_storage::Error>),
+    /// Intake's writer task is gone (the service is stopping).
+    #[error("alerts not stored: intake's writer stopped")]
+    WriterStopped,
 }
 
 impl IngestError {
@@ -61,13 +67,81 @@ impl IngestError {
         match self {
             Self::Overloaded => Some(OVERLOAD_RETRY),
             Self::RateLimited { retry_after, .. } => Some(*retry_after),
-            Self::Storage(_) => None,
+            Self::Storage(_) | Self::WriterStopped => None,
         }
     }
 
     fn storage(e: firebreak_storage::Error) -> Self {
-        tracing::error!(error = %e, "storing alerts failed");
-        Self::Storage(e.to_string())
+        Self::Storage(Arc::new(e))
+    }
+}
+
+impl ServiceError for IngestError {
+    fn error_code(&self) -> ErrorCode {
+        match self {
+            Self::Overloaded | Self::RateLimited { .. } => ErrorCode::ResourceExhausted,
+            Self::Storage(e) => e.error_code(),
+            Self::WriterStopped => ErrorCode::Unavailable,
+        }
+    }
+}
+
+/// What intake answers a gRPC or HTTP caller with, when it does not answer with success.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The request itself is not acceptable; the text says why.
+    #[error("{0}")]
+    Invalid(String),
+    #[error(transparent)]
+    Auth(#[from] AuthError),
+    #[error(transparent)]
+    Ingest(#[from] IngestError),
+    #[error("integration {0} exists")]
+    IntegrationExists(String),
+    #[error("integration {0} not found")]
+    IntegrationNotFound(String),
+    #[error("integration {0} is declared in the configuration; remove it there")]
+    IntegrationDeclared(String),
+    /// An alert the store said it holds could not be read back.
+    #[error("the stored alert {0} is gone")]
+    AlertGone(String),
+    #[error(transparent)]
+    Storage(#[from] firebreak_storage::Error),
+}
+
+impl ServiceError for Error {
+    fn error_code(&self) -> ErrorCode {
+        match self {
+            Self::Invalid(_) => ErrorCode::InvalidArgument,
+            Self::Auth(e) => e.error_code(),
+            Self::Ingest(e) => e.error_code(),
+            Self::IntegrationExists(_) => ErrorCode::AlreadyExists,
+            Self::IntegrationNotFound(_) => ErrorCode::NotFound,
+            Self::IntegrationDeclared(_) => ErrorCode::FailedPrecondition,
+            Self::AlertGone(_) => ErrorCode::Internal,
+            Self::Storage(e) => e.error_code(),
+        }
+    }
+
+    fn caller_message(&self) -> String {
+        match self {
+            Self::Ingest(e) => e.caller_message(),
+            Self::Storage(e) => e.caller_message(),
+            Self::AlertGone(_) => "internal error".into(),
+            other => other.to_string(),
+        }
+    }
+}
+
+impl From<Error> for tonic::Status {
+    fn from(e: Error) -> Self {
+        // Throttled callers are told when to come back, in the detail gRPC clients read.
+        if let Error::Ingest(i) = &e
+            && let Some(delay) = i.retry_after()
+        {
+            return edge::exhausted(i.caller_message(), delay);
+        }
+        firebreak_proto::status(&e)
     }
 }
 

@@ -4,6 +4,30 @@ use serde::Deserialize;
 
 use firebreak_storage::DeliveryRecord;
 
+/// Why a delivery attempt failed.
+#[derive(Debug, thiserror::Error)]
+pub enum DeliveryError {
+    /// The delivery names a channel the configuration no longer has: no retry can work.
+    #[error("unknown channel {0:?}")]
+    UnknownChannel(String),
+    /// The webhook could not be reached, or its answer not read.
+    #[error("webhook request failed: {0}")]
+    Request(#[source] reqwest::Error),
+    /// The webhook answered with a status other than success.
+    #[error("webhook answered {0}")]
+    Status(reqwest::StatusCode),
+}
+
+impl DeliveryError {
+    /// True when trying again cannot help.
+    pub fn is_permanent(&self) -> bool {
+        match self {
+            Self::UnknownChannel(_) => true,
+            Self::Request(_) | Self::Status(_) => false,
+        }
+    }
+}
+
 /// A configured channel.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
@@ -59,7 +83,7 @@ impl Channel {
         &self,
         http: &reqwest::Client,
         d: &DeliveryRecord,
-    ) -> Result<(), String> {
+    ) -> Result<(), DeliveryError> {
         match &self.kind {
             ChannelKind::Log => {
                 tracing::info!(channel = %self.name, incident = %d.incident_id, kind = %d.kind, payload = %d.payload, "notification");
@@ -72,11 +96,11 @@ impl Channel {
                     .json(&d.payload)
                     .send()
                     .await
-                    .map_err(|e| format!("webhook request failed: {e}"))?;
+                    .map_err(DeliveryError::Request)?;
                 if resp.status().is_success() {
                     Ok(())
                 } else {
-                    Err(format!("webhook answered {}", resp.status()))
+                    Err(DeliveryError::Status(resp.status()))
                 }
             }
         }

@@ -4,6 +4,7 @@
 //! Consumes `incidents` and `runbooks`; publishes `notifications` (delivery outcomes).
 
 mod channels;
+mod error;
 mod escalation;
 
 use std::sync::Arc;
@@ -13,7 +14,6 @@ use firebreak_bus::{
     Bus, ConsumerOptions, HandlerError, Relay, RelayHandle, consume, outbox_event, streams,
 };
 use firebreak_domain::{Clock, SystemClock};
-use firebreak_proto::ErrorCode;
 use firebreak_proto::v1::{
     self,
     event::Payload,
@@ -26,8 +26,23 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status};
 
-pub use channels::{Channel, ChannelKind};
+use crate::error::Error;
+
+pub use channels::{Channel, ChannelKind, DeliveryError};
 pub use escalation::{EscalationPolicy, EscalationStep};
+
+/// Why notification could not be set up from its configuration.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// A channel is not valid; the text names it and says why.
+    #[error("{0}")]
+    Channels(String),
+    /// An escalation policy is not valid; the text names it and says why.
+    #[error("{0}")]
+    Policies(String),
+    #[error("http client: {0}")]
+    HttpClient(#[source] reqwest::Error),
+}
 
 /// Attempts before a delivery is marked failed.
 const MAX_ATTEMPTS: u32 = 8;
@@ -55,13 +70,13 @@ impl Notification {
         bus: Arc<dyn Bus>,
         channels: Vec<Channel>,
         policies: Vec<EscalationPolicy>,
-    ) -> Result<Self, String> {
-        channels::validate(&channels)?;
-        escalation::validate(&policies, &channels)?;
+    ) -> Result<Self, ConfigError> {
+        channels::validate(&channels).map_err(ConfigError::Channels)?;
+        escalation::validate(&policies, &channels).map_err(ConfigError::Policies)?;
         let http = reqwest::Client::builder()
             .timeout(Duration::from_secs(10))
             .build()
-            .map_err(|e| format!("http client: {e}"))?;
+            .map_err(ConfigError::HttpClient)?;
         Ok(Self {
             store,
             bus,
@@ -251,7 +266,7 @@ impl Notification {
         d.attempts += 1;
         let outcome = match self.channels.iter().find(|c| c.name == d.channel) {
             Some(ch) => ch.send(&self.http, &d).await,
-            None => Err(format!("unknown channel {:?}", d.channel)),
+            None => Err(DeliveryError::UnknownChannel(d.channel.clone())),
         };
         let now = self.clock.now_micros();
         match &outcome {
@@ -261,13 +276,10 @@ impl Notification {
                 d.last_error.clear();
             }
             Err(e) => {
-                d.last_error = e.clone();
-                let unknown = e.starts_with("unknown channel");
-                if unknown || d.attempts >= MAX_ATTEMPTS {
-                    d.status = "failed".into();
-                } else {
-                    let backoff = 500_000i64 << d.attempts.min(10);
-                    d.next_attempt_at = now + backoff.min(300_000_000);
+                d.last_error = e.to_string();
+                match retry_at(e, d.attempts, now) {
+                    Some(at) => d.next_attempt_at = at,
+                    None => d.status = "failed".into(),
                 }
                 tracing::warn!(delivery = %d.id, channel = %d.channel, attempt = d.attempts, error = %e, "delivery failed");
             }
@@ -308,13 +320,13 @@ impl NotificationService for Notification {
         use firebreak_proto::Message;
         let req = req.into_inner();
         if req.incident_id.len() > 64 {
-            return Err(ErrorCode::InvalidArgument.status("incident_id is longer than 64 bytes"));
+            return Err(Error::Invalid("incident_id is longer than 64 bytes".into()).into());
         }
         let incident = match req.incident_id.trim() {
             "" => None,
             id => Some(
                 firebreak_domain::IncidentId::parse(id)
-                    .map_err(|e| ErrorCode::InvalidArgument.status(e.to_string()))?
+                    .map_err(|e| Error::Invalid(e.to_string()))?
                     .to_string(),
             ),
         };
@@ -334,7 +346,7 @@ impl NotificationService for Notification {
                 MAX_PAGE_BYTES,
             )
             .await
-            .map_err(|e| ErrorCode::Unavailable.status(e.to_string()))?;
+            .map_err(Error::from)?;
         let read: usize = list.iter().map(DeliveryRecord::wire_size).sum();
         let mut more = list.len() > limit as usize || read >= MAX_PAGE_BYTES;
         let (mut deliveries, mut bytes) = (Vec::new(), 0);
@@ -378,10 +390,20 @@ const MAX_PAGE_BYTES: usize = 1024 * 1024;
 /// A delivery's error as sent (a target's answer can be long).
 const MAX_ERROR: usize = 16 * 1024;
 
+/// When a delivery that failed with `e` on attempt `attempts` is tried again (Unix
+/// microseconds), or `None` when it has failed for good: its error is permanent or its
+/// attempts are spent. The backoff doubles from a second, up to five minutes.
+fn retry_at(e: &DeliveryError, attempts: u32, now: i64) -> Option<i64> {
+    if e.is_permanent() || attempts >= MAX_ATTEMPTS {
+        return None;
+    }
+    let backoff = 500_000i64 << attempts.min(10);
+    Some(now + backoff.min(300_000_000))
+}
+
 /// A page token of deliveries: `CREATED_AT.ID` of the last delivery of the previous page.
-fn delivery_token(token: &str) -> Result<Option<DeliveryCursor>, Status> {
-    let invalid =
-        || ErrorCode::InvalidArgument.status("page_token is not a token this service gave");
+fn delivery_token(token: &str) -> Result<Option<DeliveryCursor>, Error> {
+    let invalid = || Error::InvalidPageToken;
     match token.trim() {
         "" => Ok(None),
         t if t.len() > 128 || t.contains('\0') => Err(invalid()),
@@ -405,4 +427,33 @@ fn clip(text: &str, max: usize) -> String {
         end -= 1;
     }
     format!("{}…", &text[..end])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_unknown_channel_fails_at_once_and_a_webhook_answer_is_retried() {
+        let unknown = DeliveryError::UnknownChannel("pager".into());
+        assert_eq!(unknown.to_string(), "unknown channel \"pager\"");
+        assert_eq!(retry_at(&unknown, 1, 0), None);
+        let answered = DeliveryError::Status(reqwest::StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(
+            answered.to_string(),
+            "webhook answered 503 Service Unavailable"
+        );
+        assert_eq!(retry_at(&answered, 1, 0), Some(1_000_000));
+        assert_eq!(retry_at(&answered, MAX_ATTEMPTS, 0), None);
+    }
+
+    #[test]
+    fn a_bad_page_token_is_invalid_argument() {
+        let status = Status::from(delivery_token("no-dot-here").unwrap_err());
+        assert_eq!(status.code(), tonic::Code::InvalidArgument);
+        assert_eq!(
+            status.message(),
+            "page_token is not a token this service gave"
+        );
+    }
 }

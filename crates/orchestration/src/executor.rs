@@ -336,7 +336,8 @@ impl Orchestration {
         let params = match runbook.params(self.options.params.get(&run.runbook)) {
             Ok(p) => p,
             Err(e) => {
-                self.finish(&run, "running", "failed", Some(&e)).await;
+                self.finish(&run, "running", "failed", Some(&e.to_string()))
+                    .await;
                 return;
             }
         };

@@ -1,12 +1,12 @@
 //! The gRPC `RunbookService`: runbooks, runs, approvals.
 
-use firebreak_proto::ErrorCode;
 use firebreak_proto::v1::{self, runbook_service_server::RunbookService};
 use firebreak_storage::{JournalRecord, RunQuery, RunRecord};
 use tonic::{Request, Response, Status};
 
 use crate::Orchestration;
-use crate::approvals::{DecideError, Decision};
+use crate::approvals::Decision;
+use crate::error::Error;
 use crate::limits::{
     MAX_ACTOR, MAX_COMMENT, MAX_DOCUMENT, MAX_LISTED_JOURNAL, MAX_NAME, MAX_PAGE_BYTES, MAX_TEXT,
     checked, clip, clip_json, clip_lines,
@@ -35,11 +35,6 @@ const MAX_DRY_RUN_INCIDENT: usize = 256 * 1024;
 /// The gRPC face of orchestration.
 pub struct RunbookApi {
     pub(crate) orch: Orchestration,
-}
-
-fn unavailable(e: firebreak_storage::Error) -> Status {
-    tracing::error!(error = %e, "orchestration storage failed");
-    ErrorCode::Unavailable.status(e.to_string())
 }
 
 /// The run as sent, without its journal (`actions`): free text clipped, log and plan only
@@ -117,8 +112,8 @@ fn page_limit(asked: u32, default: u32) -> u32 {
     }
 }
 
-fn invalid_token() -> Status {
-    ErrorCode::InvalidArgument.status("page_token is not a token this service gave")
+fn invalid_token() -> Error {
+    Error::InvalidPageToken
 }
 
 /// A page token naming the last run of a page (its id).
@@ -133,8 +128,8 @@ fn run_token(token: &str) -> Result<Option<String>, Status> {
     }
 }
 
-fn invalid(e: impl std::fmt::Display) -> Status {
-    ErrorCode::InvalidArgument.status(e.to_string())
+fn invalid(e: impl std::fmt::Display) -> Error {
+    Error::Invalid(e.to_string())
 }
 
 /// Refuses an incident for a dry run holding NUL in any of its text, naming the field.
@@ -159,15 +154,6 @@ fn incident_text(incident: &v1::Incident) -> Result<(), Status> {
     Ok(())
 }
 
-fn decide_status(e: DecideError) -> Status {
-    match e {
-        DecideError::NotFound(_) => ErrorCode::NotFound.status(e.to_string()),
-        DecideError::NotWaiting(..) => ErrorCode::FailedPrecondition.status(e.to_string()),
-        DecideError::Forbidden(_) => ErrorCode::PermissionDenied.status(e.to_string()),
-        DecideError::Storage(e) => unavailable(e),
-    }
-}
-
 impl RunbookApi {
     /// A part of a run's journal: the entries after `after`, at most `limit`, within `budget`
     /// bytes encoded (at least one); with the token of the next part, empty at the end.
@@ -183,7 +169,7 @@ impl RunbookApi {
             .store
             .journal_page(run_id, after, limit + 1, budget)
             .await
-            .map_err(unavailable)?;
+            .map_err(Error::from)?;
         let read: usize = list.iter().map(JournalRecord::wire_size).sum();
         let (actions, more) = page(
             list.iter().map(action_to_proto).collect(),
@@ -206,11 +192,11 @@ impl RunbookApi {
         let run = store
             .run(id)
             .await
-            .map_err(unavailable)?
-            .ok_or_else(|| ErrorCode::NotFound.status(format!("run {id} not found")))?;
+            .map_err(Error::from)?
+            .ok_or_else(|| Error::RunNotFound(id.to_owned()))?;
         let full = after == 0;
         let log = if full {
-            store.log(id).await.map_err(unavailable)?
+            store.log(id).await.map_err(Error::from)?
         } else {
             Vec::new()
         };
@@ -242,7 +228,7 @@ impl RunbookApi {
         self.orch
             .decide(&req.run_id, decision)
             .await
-            .map_err(decide_status)?;
+            .map_err(Error::from)?;
         Ok(Response::new(v1::DecideApprovalResponse {
             run: Some(self.load(&req.run_id, 0, 500).await?),
         }))
@@ -300,11 +286,12 @@ impl RunbookService for RunbookApi {
             "" => None,
             s if STATES.contains(&s) => Some(s),
             s => {
-                return Err(ErrorCode::InvalidArgument.status(format!(
+                return Err(Error::Invalid(format!(
                     "unknown run state {:?}; known: {}",
                     clip(s, 64),
                     STATES.join(", ")
-                )));
+                ))
+                .into());
             }
         };
         let after = run_token(&req.page_token)?;
@@ -320,7 +307,7 @@ impl RunbookService for RunbookApi {
             .store
             .runs_page(&query, limit + 1, MAX_PAGE_BYTES)
             .await
-            .map_err(unavailable)?;
+            .map_err(Error::from)?;
         let read: usize = runs.iter().map(RunRecord::wire_size).sum();
         let mut more = runs.len() > limit as usize || read >= MAX_PAGE_BYTES;
         let mut out = Vec::new();
@@ -392,29 +379,25 @@ impl RunbookService for RunbookApi {
         checked("runbook", &req.runbook, MAX_NAME)?;
         let incident = req
             .incident
-            .ok_or_else(|| ErrorCode::InvalidArgument.status("incident is required"))?;
+            .ok_or_else(|| Error::Invalid("incident is required".into()))?;
         if incident.encoded_len() > MAX_DRY_RUN_INCIDENT {
-            return Err(ErrorCode::InvalidArgument.status(format!(
+            return Err(Error::Invalid(format!(
                 "incident is larger than {MAX_DRY_RUN_INCIDENT} bytes"
-            )));
+            ))
+            .into());
         }
         incident_text(&incident)?;
         let runbook = self
             .orch
             .catalog
             .get(&req.runbook)
-            .ok_or_else(|| {
-                ErrorCode::NotFound
-                    .status(format!("no runbook named {:?} on this server", req.runbook))
-            })?
+            .ok_or_else(|| Error::RunbookNotFound(req.runbook.clone()))?
             .clone();
         // The parameters a run would get: the configuration's overrides, checked at start-up.
         let params = runbook
             .params(self.orch.options.params.get(&req.runbook))
-            .map_err(|e| ErrorCode::FailedPrecondition.status(e))?;
-        let _permit = DRY_RUNS.try_acquire().map_err(|_| {
-            ErrorCode::ResourceExhausted.status("too many dry runs at once; retry shortly")
-        })?;
+            .map_err(Error::Params)?;
+        let _permit = DRY_RUNS.try_acquire().map_err(|_| Error::DryRunsBusy)?;
         let input = crate::incident_input(&incident);
         let limits = self.orch.options.limits.clone();
         let sim = tokio::task::spawn_blocking(move || {
@@ -427,10 +410,7 @@ impl RunbookService for RunbookApi {
             )
         })
         .await
-        .map_err(|e| {
-            tracing::error!(error = %e, "a dry run's thread failed");
-            ErrorCode::Internal.status("the dry run's thread failed")
-        })?;
+        .map_err(Error::DryRunThread)?;
         let (outcome, error) = match sim.outcome {
             Outcome::Succeeded { .. } => ("succeeded", String::new()),
             Outcome::Failed(e) => ("failed", e),
@@ -485,7 +465,7 @@ impl RunbookService for RunbookApi {
         let runs = store
             .runs_page(&query, limit + 1, MAX_PAGE_BYTES)
             .await
-            .map_err(unavailable)?;
+            .map_err(Error::from)?;
         let read: usize = runs.iter().map(RunRecord::wire_size).sum();
         let mut more = runs.len() > limit as usize || read >= MAX_PAGE_BYTES;
         let (mut approvals, mut bytes) = (Vec::new(), 0);
@@ -507,7 +487,7 @@ impl RunbookService for RunbookApi {
                     run.started_at,
                 )
             } else {
-                match store.waiting_step(&run.id).await.map_err(unavailable)? {
+                match store.waiting_step(&run.id).await.map_err(Error::from)? {
                     Some(j) => (
                         j.seq,
                         clip(j.args["prompt"].as_str().unwrap_or_default(), MAX_TEXT),

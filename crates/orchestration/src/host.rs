@@ -6,7 +6,9 @@ use std::time::{Duration, Instant};
 
 use firebreak_bus::{outbox_event, streams};
 use firebreak_proto::v1::{self, event::Payload, incident_command::Command};
-use firebreak_runbook::{Host, Step, StepError, StepOutcome, is_side_effecting};
+use firebreak_runbook::{
+    ActionError, ActionErrorKind, Host, Step, StepError, StepOutcome, is_side_effecting,
+};
 use firebreak_storage::{JournalRecord, OrchestrationStore, OutboxEvent, RunRecord};
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -60,22 +62,6 @@ pub(crate) struct Actions {
     pub(crate) secrets: SecretSource,
     /// Where `notify::send` may send.
     pub(crate) notify_targets: std::collections::BTreeSet<String>,
-}
-
-/// Why an action failed, and whether trying again may help.
-#[derive(Debug)]
-pub(crate) struct ActionError {
-    pub(crate) message: String,
-    pub(crate) retryable: bool,
-}
-
-impl ActionError {
-    pub(crate) fn permanent(message: impl Into<String>) -> Self {
-        Self {
-            message: message.into(),
-            retryable: false,
-        }
-    }
 }
 
 /// One run's host. Lives on the blocking thread that executes the script.
@@ -146,7 +132,7 @@ impl RunHost {
     }
 
     /// Firebreak's own actions: they always run, dry or live.
-    fn internal(&self, step: &Step) -> Result<Option<OutboxEvent>, String> {
+    fn internal(&self, step: &Step) -> Result<Option<OutboxEvent>, ActionError> {
         let a = &step.args;
         let s = |k: &str| a[k].as_str().unwrap_or_default().to_owned();
         let cmd = |c| Ok(Some(self.incident_command(c)));
@@ -169,10 +155,13 @@ impl RunHost {
                     .iter()
                     .map(String::as_str)
                     .collect();
-                Err(format!(
-                    "unknown notification channel {:?}: the configuration has channels and escalation policies {}",
-                    s("channel"),
-                    known.join(", ")
+                Err(ActionError::new(
+                    ActionErrorKind::Denied,
+                    format!(
+                        "unknown notification channel {:?}: the configuration has channels and escalation policies {}",
+                        s("channel"),
+                        known.join(", ")
+                    ),
                 ))
             }
             "notify.send" => Ok(Some(outbox_event(
@@ -185,23 +174,27 @@ impl RunHost {
                     actor: format!("runbook:{}", self.run.runbook),
                 }),
             ))),
-            other => Err(format!("unknown action {other}")),
+            other => Err(ActionError::new(
+                ActionErrorKind::InvalidArgument,
+                format!("unknown action {other}"),
+            )),
         }
     }
 
     /// An action that acts outside Firebreak, tried as the runbook's retry policy says.
     /// Returns the result (or error) with secrets redacted, and the tries made.
-    fn external(&self, step: &Step) -> (Result<Value, String>, u32) {
+    fn external(&self, step: &Step) -> (Result<Value, ActionError>, u32) {
         let (args, used) = match inject(&step.args, &self.secrets, &self.actions.secrets) {
             Ok(x) => x,
-            Err(e) => return (Err(e), 0),
+            Err(e) => return (Err(ActionError::new(ActionErrorKind::Secret, e)), 0),
         };
         // Where the request goes is judged as it would go out, values in place; the error
         // names no value.
         let carried = carried(&step.args, &self.secrets);
         let url = args["url"].as_str().unwrap_or_default();
         if let Err(e) = check_destination(&step.action, url, &carried) {
-            return (Err(redact_str(&e, &used)), 0);
+            let e = ActionError::new(ActionErrorKind::RefusedDestination, redact_str(&e, &used));
+            return (Err(e), 0);
         }
         let direct = !carried.is_empty();
         let attempts = step.retry.attempts.max(1);
@@ -223,7 +216,7 @@ impl RunHost {
                     v["status"].as_u64().is_some_and(|s| s >= 500 || s == 429)
                         && step.action.starts_with("http.")
                 }
-                Err(e) => e.retryable,
+                Err(e) => e.is_retryable(),
             };
             if !again || tries >= attempts {
                 break outcome;
@@ -240,16 +233,19 @@ impl RunHost {
                 redact(&mut v, &used);
                 Ok(v)
             }
-            Err(e) => Err(redact_str(&e.message, &used)),
+            Err(e) => Err(e.map_message(|m| redact_str(m, &used))),
         };
         (result, tries)
     }
 
     fn deadline_exceeded(&self, step: &Step) -> ActionError {
-        ActionError::permanent(format!(
-            "deadline exceeded: the run's {}s ran out during {}",
-            self.timeout_seconds, step.action
-        ))
+        ActionError::new(
+            ActionErrorKind::Deadline,
+            format!(
+                "deadline exceeded: the run's {}s ran out during {}",
+                self.timeout_seconds, step.action
+            ),
+        )
     }
 
     async fn attempt(&self, step: &Step, args: &Value, direct: bool) -> Result<Value, ActionError> {
@@ -257,18 +253,22 @@ impl RunHost {
             "http" => self.http(step, args, direct).await,
             "k8s" => self.actions.kube.perform(&step.action, args).await,
             "exec" => self.exec(args).await,
-            _ => Err(ActionError::permanent(format!(
-                "unknown action {}",
-                step.action
-            ))),
+            _ => Err(ActionError::new(
+                ActionErrorKind::InvalidArgument,
+                format!("unknown action {}", step.action),
+            )),
         }
     }
 
     async fn http(&self, step: &Step, a: &Value, direct: bool) -> Result<Value, ActionError> {
         let method = a["method"].as_str().unwrap_or("GET").to_uppercase();
         let url = a["url"].as_str().unwrap_or_default();
-        let method = reqwest::Method::from_bytes(method.as_bytes())
-            .map_err(|_| ActionError::permanent(format!("invalid http method {method:?}")))?;
+        let method = reqwest::Method::from_bytes(method.as_bytes()).map_err(|_| {
+            ActionError::new(
+                ActionErrorKind::InvalidArgument,
+                format!("invalid http method {method:?}"),
+            )
+        })?;
         let timeout = a["timeout_ms"].as_u64().unwrap_or(10_000).min(60_000);
         let client = if direct {
             &self.actions.http_direct
@@ -289,9 +289,11 @@ impl RunHost {
         if !a["body"].is_null() {
             req = req.json(&a["body"]);
         }
-        let resp = req.send().await.map_err(|e| ActionError {
-            message: format!("http request failed: {}", e.without_url()),
-            retryable: true,
+        let resp = req.send().await.map_err(|e| {
+            ActionError::new(
+                ActionErrorKind::Transport,
+                format!("http request failed: {}", e.without_url()),
+            )
         })?;
         let status = resp.status().as_u16();
         // The body is read as it comes and no further than the cap: a huge response costs
@@ -299,9 +301,11 @@ impl RunHost {
         let mut resp = resp;
         let mut kept = Vec::new();
         let mut truncated = false;
-        while let Some(chunk) = resp.chunk().await.map_err(|e| ActionError {
-            message: format!("http body: {}", e.without_url()),
-            retryable: true,
+        while let Some(chunk) = resp.chunk().await.map_err(|e| {
+            ActionError::new(
+                ActionErrorKind::Transport,
+                format!("http body: {}", e.without_url()),
+            )
         })? {
             let room = MAX_BODY - kept.len();
             if chunk.len() > room {
@@ -324,9 +328,12 @@ impl RunHost {
         let opts = &self.actions.exec;
         let command = a["command"].as_str().unwrap_or_default();
         if !opts.allow.iter().any(|c| c == command) {
-            return Err(ActionError::permanent(format!(
-                "command {command:?} is not allowed: add it to exec.allow in the configuration"
-            )));
+            return Err(ActionError::new(
+                ActionErrorKind::Denied,
+                format!(
+                    "command {command:?} is not allowed: add it to exec.allow in the configuration"
+                ),
+            ));
         }
         let args: Vec<&str> = a["args"]
             .as_array()
@@ -341,7 +348,12 @@ impl RunHost {
             .stderr(Stdio::piped())
             .kill_on_drop(true)
             .spawn()
-            .map_err(|e| ActionError::permanent(format!("cannot run {command:?}: {e}")))?;
+            .map_err(|e| {
+                ActionError::new(
+                    ActionErrorKind::Failed,
+                    format!("cannot run {command:?}: {e}"),
+                )
+            })?;
         let (out, err) = (child.stdout.take(), child.stderr.take());
         let limit = opts.max_output_bytes;
         let run = async {
@@ -353,12 +365,16 @@ impl RunHost {
             tokio::time::timeout(Duration::from_secs(opts.timeout_seconds), run)
                 .await
                 .map_err(|_| {
-                    ActionError::permanent(format!(
-                        "{command:?} ran longer than {}s and was killed",
-                        opts.timeout_seconds
-                    ))
+                    ActionError::new(
+                        ActionErrorKind::Timeout,
+                        format!(
+                            "{command:?} ran longer than {}s and was killed",
+                            opts.timeout_seconds
+                        ),
+                    )
                 })?;
-        let status = status.map_err(|e| ActionError::permanent(format!("{command:?}: {e}")))?;
+        let status = status
+            .map_err(|e| ActionError::new(ActionErrorKind::Failed, format!("{command:?}: {e}")))?;
         Ok(json!({
             "status": status.code().unwrap_or(-1),
             "stdout": stdout.0,
@@ -410,7 +426,7 @@ impl Host for RunHost {
             let event = match self.internal(step) {
                 Ok(event) => event,
                 Err(e) => {
-                    self.journal(step, "failed", json!({ "error": e }), 1, None)?;
+                    self.journal(step, "failed", json!({ "error": e.message }), 1, None)?;
                     return Err(StepError::Failed(e));
                 }
             };
@@ -434,7 +450,7 @@ impl Host for RunHost {
                 Ok(StepOutcome::Done(v))
             }
             (Err(e), tries) => {
-                self.journal(step, "failed", json!({ "error": e }), tries, None)?;
+                self.journal(step, "failed", json!({ "error": e.message }), tries, None)?;
                 Err(StepError::Failed(e))
             }
         }

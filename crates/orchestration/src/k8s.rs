@@ -10,7 +10,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use tokio::sync::OnceCell;
 
-use crate::host::ActionError;
+use firebreak_runbook::{ActionError, ActionErrorKind};
 
 /// Which cluster the `k8s` actions talk to.
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -53,7 +53,7 @@ impl Kube {
                 Client::try_from(config).map_err(|e| format!("Kubernetes client: {e}"))
             })
             .await
-            .map_err(ActionError::permanent)?;
+            .map_err(|e: String| ActionError::new(ActionErrorKind::Failed, e))?;
         Ok(client.clone())
     }
 
@@ -142,7 +142,12 @@ impl Kube {
                         "policyTypes": ["Ingress", "Egress"],
                     },
                 }))
-                .map_err(|e| ActionError::permanent(format!("network policy: {e}")))?;
+                .map_err(|e| {
+                    ActionError::new(
+                        ActionErrorKind::InvalidArgument,
+                        format!("network policy: {e}"),
+                    )
+                })?;
                 // Server-side apply: applying the same policy again changes nothing.
                 Api::<NetworkPolicy>::namespaced(client, &ns)
                     .patch(
@@ -154,7 +159,10 @@ impl Kube {
                     .map_err(kube_error)?;
                 Ok(json!({ "ok": true, "network_policy": policy_name }))
             }
-            other => Err(ActionError::permanent(format!("unknown action {other}"))),
+            other => Err(ActionError::new(
+                ActionErrorKind::InvalidArgument,
+                format!("unknown action {other}"),
+            )),
         }
     }
 }
@@ -167,13 +175,13 @@ fn isolation_name(selector: &Value) -> String {
 
 fn kube_error(e: kube::Error) -> ActionError {
     match &e {
-        kube::Error::Api(s) => ActionError {
-            message: format!("kubernetes answered {}: {}", s.code, s.message),
-            retryable: s.code >= 500 || s.code == 429,
-        },
-        _ => ActionError {
-            message: format!("kubernetes request failed: {e}"),
-            retryable: true,
-        },
+        kube::Error::Api(s) => ActionError::new(
+            ActionErrorKind::Status(s.code),
+            format!("kubernetes answered {}: {}", s.code, s.message),
+        ),
+        _ => ActionError::new(
+            ActionErrorKind::Transport,
+            format!("kubernetes request failed: {e}"),
+        ),
     }
 }

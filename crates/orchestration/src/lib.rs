@@ -7,6 +7,7 @@
 //! against its journal: completed actions return their recorded results.
 
 mod approvals;
+mod error;
 mod executor;
 mod grpc;
 mod host;
@@ -106,23 +107,23 @@ impl Orchestration {
         bus: Arc<dyn Bus>,
         catalog: Catalog,
         options: Options,
-    ) -> Result<Self, String> {
+    ) -> Result<Self, SetupError> {
         // Parameter overrides are checked now, not when a run needs them.
         for (name, overrides) in &options.params {
             let rb = catalog
                 .get(name)
-                .ok_or_else(|| format!("parameters given for unknown runbook {name:?}"))?;
+                .ok_or_else(|| SetupError::UnknownRunbook(name.clone()))?;
             rb.params(Some(overrides))?;
         }
         let http = reqwest::Client::builder()
             .timeout(std::time::Duration::from_secs(30))
             .build()
-            .map_err(client_error)?;
+            .map_err(SetupError::HttpClient)?;
         let http_direct = reqwest::Client::builder()
             .timeout(std::time::Duration::from_secs(30))
             .redirect(reqwest::redirect::Policy::none())
             .build()
-            .map_err(client_error)?;
+            .map_err(SetupError::HttpClient)?;
         Ok(Self {
             store,
             bus,
@@ -253,11 +254,23 @@ impl Orchestration {
     }
 }
 
+/// Why orchestration could not be set up from its configuration.
+#[derive(Debug, thiserror::Error)]
+pub enum SetupError {
+    #[error("parameters given for unknown runbook {0:?}")]
+    UnknownRunbook(String),
+    #[error(transparent)]
+    Params(#[from] firebreak_runbook::UnknownParameter),
+    /// Its text carries the whole chain, which says what to install.
+    #[error("{}", client_error(.0))]
+    HttpClient(reqwest::Error),
+}
+
 /// What building an HTTP client failed on. reqwest says only "builder error"; the cause (no
 /// CA certificates to trust, as in an image without ca-certificates) is further down the chain.
-fn client_error(e: reqwest::Error) -> String {
+fn client_error(e: &reqwest::Error) -> String {
     let mut msg = format!("http client: {e}");
-    let mut source = std::error::Error::source(&e);
+    let mut source = std::error::Error::source(e);
     while let Some(s) = source {
         msg.push_str(&format!(": {s}"));
         source = s.source();

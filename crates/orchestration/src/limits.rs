@@ -4,9 +4,9 @@
 //! action arguments and results) is clipped on the wire, so a run always fits in a page and a
 //! page always decodes.
 
-use firebreak_proto::ErrorCode;
 use serde_json::Value;
-use tonic::Status;
+
+use crate::error::Error;
 
 /// Who decides an approval: `user:NAME`.
 pub(crate) const MAX_ACTOR: usize = 256;
@@ -25,12 +25,12 @@ pub(crate) const MAX_LISTED_JOURNAL: usize = 256 * 1024;
 pub(crate) const MAX_PAGE_BYTES: usize = 1024 * 1024;
 
 /// `text` if it holds no NUL and at most `max` bytes; else INVALID_ARGUMENT naming `field`.
-pub(crate) fn checked<'a>(field: &str, text: &'a str, max: usize) -> Result<&'a str, Status> {
+pub(crate) fn checked<'a>(field: &str, text: &'a str, max: usize) -> Result<&'a str, Error> {
     if text.contains('\0') {
-        return Err(ErrorCode::InvalidArgument.status(format!("{field} must not contain NUL")));
+        return Err(Error::Invalid(format!("{field} must not contain NUL")));
     }
     if text.len() > max {
-        return Err(ErrorCode::InvalidArgument.status(format!(
+        return Err(Error::Invalid(format!(
             "{field} is longer than {max} bytes ({} bytes given)",
             text.len()
         )));
@@ -83,7 +83,8 @@ mod tests {
         let cut = clip(&"é".repeat(100), 11);
         assert!(cut.len() <= 11 && cut.ends_with('…'), "{cut}");
         assert!(checked("actor", "a\0", 10).is_err());
-        let e = checked("comment", "abcd", 3).unwrap_err();
+        let e = tonic::Status::from(checked("comment", "abcd", 3).unwrap_err());
+        assert_eq!(e.code(), tonic::Code::InvalidArgument);
         assert!(e.message().contains("comment"), "{}", e.message());
         let doc = clip_json(&serde_json::json!({ "body": "x".repeat(10_000) }), 1000);
         assert!(doc.len() <= 1100, "{}", doc.len());

@@ -27,51 +27,29 @@ pub fn micros(t: &Timestamp) -> i64 {
     t.seconds * 1_000_000 + i64::from(t.nanos) / 1_000
 }
 
-/// The few error kinds callers must be able to tell apart, with their gRPC and HTTP codes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ErrorCode {
-    InvalidArgument,
-    NotFound,
-    AlreadyExists,
-    FailedPrecondition,
-    PermissionDenied,
-    Unauthenticated,
-    ResourceExhausted,
-    Unavailable,
-    Internal,
+pub use firebreak_domain::{ErrorCode, ServiceError};
+
+/// The gRPC code of an [`ErrorCode`] (the mapping itself is [`ErrorCode::codes`]).
+pub fn grpc_code(code: ErrorCode) -> tonic::Code {
+    tonic::Code::from_i32(code.grpc_code())
 }
 
-impl ErrorCode {
-    /// The gRPC status with `message`.
-    pub fn status(self, message: impl Into<String>) -> tonic::Status {
-        let code = match self {
-            Self::InvalidArgument => tonic::Code::InvalidArgument,
-            Self::NotFound => tonic::Code::NotFound,
-            Self::AlreadyExists => tonic::Code::AlreadyExists,
-            Self::FailedPrecondition => tonic::Code::FailedPrecondition,
-            Self::PermissionDenied => tonic::Code::PermissionDenied,
-            Self::Unauthenticated => tonic::Code::Unauthenticated,
-            Self::ResourceExhausted => tonic::Code::ResourceExhausted,
-            Self::Unavailable => tonic::Code::Unavailable,
-            Self::Internal => tonic::Code::Internal,
-        };
-        tonic::Status::new(code, message)
-    }
-
-    /// The HTTP status code.
-    pub fn http(self) -> u16 {
-        match self {
-            Self::InvalidArgument => 400,
-            Self::NotFound => 404,
-            Self::AlreadyExists => 409,
-            Self::FailedPrecondition => 409,
-            Self::PermissionDenied => 403,
-            Self::Unauthenticated => 401,
-            Self::ResourceExhausted => 429,
-            Self::Unavailable => 503,
-            Self::Internal => 500,
+/// The gRPC status answering a caller with `e`: its code and its caller message. Every server
+/// answers its errors through this. The server's own faults are logged here, where they are
+/// handled, with their whole chain of sources; the caller hears only general words.
+pub fn status<E: ServiceError + ?Sized>(e: &E) -> tonic::Status {
+    let code = e.error_code();
+    if code.is_server_fault() {
+        let mut chain = e.to_string();
+        let mut source = e.source();
+        while let Some(s) = source {
+            chain.push_str(": ");
+            chain.push_str(&s.to_string());
+            source = s.source();
         }
+        tracing::error!(code = ?code, error = %chain, "request failed");
     }
+    tonic::Status::new(grpc_code(code), e.caller_message())
 }
 
 /// Encodes an event envelope for the bus.
@@ -102,6 +80,61 @@ pub fn event_traceparent(bytes: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The table callers rely on: each code, its gRPC code and its HTTP status.
+    #[test]
+    fn each_error_code_maps_to_one_grpc_code_and_one_http_status() {
+        use tonic::Code;
+        let table = [
+            (ErrorCode::InvalidArgument, Code::InvalidArgument, 400),
+            (ErrorCode::NotFound, Code::NotFound, 404),
+            (ErrorCode::AlreadyExists, Code::AlreadyExists, 409),
+            (ErrorCode::FailedPrecondition, Code::FailedPrecondition, 409),
+            (ErrorCode::PermissionDenied, Code::PermissionDenied, 403),
+            (ErrorCode::Unauthenticated, Code::Unauthenticated, 401),
+            (ErrorCode::ResourceExhausted, Code::ResourceExhausted, 429),
+            (ErrorCode::Unavailable, Code::Unavailable, 503),
+            (ErrorCode::Internal, Code::Internal, 500),
+        ];
+        assert_eq!(table.len(), ErrorCode::ALL.len());
+        for (code, grpc, http) in table {
+            assert_eq!(grpc_code(code), grpc, "{code:?}");
+            assert_eq!(code.http_status(), http, "{code:?}");
+        }
+    }
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("connection refused")]
+    struct Refused;
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("database: relation \"runs\" does not exist")]
+    struct Sql(#[source] Refused);
+
+    impl ServiceError for Sql {
+        fn error_code(&self) -> ErrorCode {
+            ErrorCode::Internal
+        }
+    }
+
+    #[test]
+    fn a_server_fault_reaches_the_caller_without_its_text() {
+        let s = status(&Sql(Refused));
+        assert_eq!(s.code(), tonic::Code::Internal);
+        assert!(!s.message().contains("relation"), "{}", s.message());
+        assert!(!s.message().contains("refused"), "{}", s.message());
+    }
+
+    #[test]
+    fn a_caller_error_reaches_the_caller_as_written() {
+        let e = firebreak_domain::Error::Transition {
+            action: "acknowledge",
+            state: "closed",
+        };
+        let s = status(&e);
+        assert_eq!(s.code(), tonic::Code::FailedPrecondition);
+        assert_eq!(s.message(), "cannot acknowledge an incident that is closed");
+    }
 
     #[test]
     fn the_traceparent_is_read_without_the_payload() {

@@ -174,13 +174,21 @@ impl Catalog {
     }
 }
 
+/// An override of a parameter the runbook's manifest does not declare.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("runbook {runbook} has no parameter {name:?}")]
+pub struct UnknownParameter {
+    pub runbook: String,
+    pub name: String,
+}
+
 impl Runbook {
     /// The parameters a run receives: the manifest's defaults, with `overrides` applied.
     /// An override of a parameter the manifest does not declare is an error.
     pub fn params(
         &self,
         overrides: Option<&BTreeMap<String, serde_json::Value>>,
-    ) -> Result<serde_json::Value, String> {
+    ) -> Result<serde_json::Value, UnknownParameter> {
         let mut params: serde_json::Map<String, serde_json::Value> = self
             .manifest
             .parameters
@@ -189,10 +197,10 @@ impl Runbook {
             .collect();
         for (k, v) in overrides.into_iter().flatten() {
             if !params.contains_key(k) {
-                return Err(format!(
-                    "runbook {} has no parameter {k:?}",
-                    self.manifest.name
-                ));
+                return Err(UnknownParameter {
+                    runbook: self.manifest.name.clone(),
+                    name: k.clone(),
+                });
             }
             params.insert(k.clone(), v.clone());
         }

@@ -96,12 +96,40 @@ pub fn fixture_files(dir: &Path) -> std::io::Result<Vec<(String, PathBuf)>> {
     Ok(out)
 }
 
+/// Why a fixture could not be read or a case not run.
+#[derive(Debug, thiserror::Error)]
+pub enum FixtureError {
+    #[error("{}: {source}", path.display())]
+    Read {
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
+    /// The file is not a fixture; the error names its line and column.
+    #[error("{}:{line}:{col}: {source}", path.display())]
+    Parse {
+        path: std::path::PathBuf,
+        line: usize,
+        col: usize,
+        source: serde_yaml::Error,
+    },
+    #[error(transparent)]
+    Params(#[from] crate::UnknownParameter),
+}
+
 /// Reads a fixture file; errors name the file, line and column.
-pub fn read_fixture(path: &Path) -> Result<Fixture, String> {
-    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
-    serde_yaml::from_str(&text).map_err(|e| {
-        let (line, col) = e.location().map_or((0, 0), |l| (l.line(), l.column()));
-        format!("{}:{line}:{col}: {e}", path.display())
+pub fn read_fixture(path: &Path) -> Result<Fixture, FixtureError> {
+    let text = std::fs::read_to_string(path).map_err(|source| FixtureError::Read {
+        path: path.to_owned(),
+        source,
+    })?;
+    serde_yaml::from_str(&text).map_err(|source| {
+        let (line, col) = source.location().map_or((0, 0), |l| (l.line(), l.column()));
+        FixtureError::Parse {
+            path: path.to_owned(),
+            line,
+            col,
+            source,
+        }
     })
 }
 
@@ -130,7 +158,11 @@ pub fn case_incident(runbook: &Runbook, fields: &serde_json::Map<String, Value>)
 }
 
 /// Runs one case.
-pub fn run_case(runbook: &Runbook, case: &Case, limits: &Limits) -> Result<Simulation, String> {
+pub fn run_case(
+    runbook: &Runbook,
+    case: &Case,
+    limits: &Limits,
+) -> Result<Simulation, FixtureError> {
     let params = runbook.params(Some(&case.params))?;
     let incident = case_incident(runbook, &case.incident);
     let sim = Simulator::new(case.mocks.clone(), case.approvals.clone());
@@ -211,7 +243,7 @@ pub fn run_dir(
         let fixture = match read_fixture(&path) {
             Ok(f) => f,
             Err(e) => {
-                errors.push(e);
+                errors.push(e.to_string());
                 continue;
             }
         };
@@ -220,6 +252,7 @@ pub fn run_dir(
         }
         for case in &fixture.cases {
             let failure = run_case(runbook, case, limits)
+                .map_err(|e| e.to_string())
                 .and_then(|sim| check(case, &sim))
                 .err();
             results.push(CaseResult {

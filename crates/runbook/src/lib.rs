@@ -6,6 +6,7 @@
 //! sees its result. Replaying a script against its journal returns recorded results instead
 //! of acting again, which is what makes runs survive crashes and wait for approvals.
 
+mod action_error;
 mod builtins;
 mod catalog;
 pub mod fixture;
@@ -13,7 +14,8 @@ mod manifest;
 mod sandbox;
 mod simulate;
 
-pub use catalog::{Catalog, LoadError, Runbook};
+pub use action_error::{ActionError, ActionErrorKind};
+pub use catalog::{Catalog, LoadError, Runbook, UnknownParameter};
 pub use manifest::{
     Approval, Concurrency, Manifest, Match, Mode, OnTimeout, Parameter, Retry, RunLimits, Secret,
     SeverityRange,

@@ -161,23 +161,30 @@ pub enum StepOutcome {
 /// Why the host did not give a step a result.
 #[derive(Debug, Clone, PartialEq)]
 pub enum StepError {
-    /// The action failed, and the failure is journaled: the script gets a catchable error.
-    Failed(String),
+    /// The action failed, and the failure is journaled: the script gets a catchable error
+    /// with its text.
+    Failed(crate::ActionError),
     /// The host could not journal the step (its store is away). The execution stops where it
     /// is, uncatchable, and the run is not finished: a later execution replays the journal
     /// and goes on from the step.
     Interrupted(String),
 }
 
+impl From<crate::ActionError> for StepError {
+    fn from(e: crate::ActionError) -> Self {
+        Self::Failed(e)
+    }
+}
+
 impl From<String> for StepError {
     fn from(message: String) -> Self {
-        Self::Failed(message)
+        Self::Failed(message.into())
     }
 }
 
 impl From<&str> for StepError {
     fn from(message: &str) -> Self {
-        Self::Failed(message.to_owned())
+        Self::Failed(message.into())
     }
 }
 
@@ -656,7 +663,7 @@ impl Ctx {
             Ok(StepOutcome::Done(v)) => result_to_dynamic(action, seq, &v),
             Ok(StepOutcome::Waiting) => Err(self.halt(Stop::Waiting(seq))),
             Ok(StepOutcome::Sleeping { until }) => Err(self.halt(Stop::Sleeping(seq, until))),
-            Err(StepError::Failed(msg)) => Err(failed(&json!({ "error": msg }))),
+            Err(StepError::Failed(e)) => Err(failed(&json!({ "error": e.message }))),
             Err(StepError::Interrupted(why)) => Err(self.halt(Stop::Interrupted(seq, why))),
         }
     }

@@ -119,7 +119,9 @@ impl Host for Simulator {
                 mocked,
             });
         }
-        result.map(StepOutcome::Done).map_err(StepError::Failed)
+        result
+            .map(StepOutcome::Done)
+            .map_err(|e| StepError::Failed(e.into()))
     }
 
     fn log(&self, line: &str) {

@@ -1,5 +1,7 @@
 //! The storage layer's error.
 
+use firebreak_domain::{ErrorCode, ServiceError};
+
 /// What went wrong talking to a database.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -42,6 +44,21 @@ pub enum Error {
     },
 }
 
+/// How a caller hears of a storage error: a conflict is theirs to know of; anything else is
+/// the server's fault, and [`ServiceError::caller_message`]'s general words stand in for the
+/// database's own (a query, a table, a path), which stay in the log.
+impl ServiceError for Error {
+    fn error_code(&self) -> ErrorCode {
+        match self {
+            Self::Conflict(_) => ErrorCode::AlreadyExists,
+            // Whether the database is down or answered with an error, a retry may work once
+            // it is back; the caller cannot tell the two apart and need not.
+            Self::Database(_) | Self::Sqlite(_) | Self::Stopped(_) => ErrorCode::Unavailable,
+            Self::Corrupt(_) | Self::Migration { .. } => ErrorCode::Internal,
+        }
+    }
+}
+
 /// The storage layer's result type.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
@@ -68,5 +85,30 @@ impl Error {
                 .is_some_and(|c| c.starts_with("08") || c.starts_with("57P")),
             _ => false,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_database_error_is_unavailable_without_its_text() {
+        let e = Error::Sqlite(rusqlite::Error::SqliteFailure(
+            rusqlite::ffi::Error::new(1),
+            Some("no such table: secret_incidents".into()),
+        ));
+        assert_eq!(e.error_code(), ErrorCode::Unavailable);
+        assert!(e.to_string().contains("secret_incidents"));
+        assert!(!e.caller_message().contains("secret_incidents"));
+        let corrupt = Error::Corrupt("runs.state \"bogus\"".into());
+        assert_eq!(corrupt.error_code(), ErrorCode::Internal);
+        assert!(!corrupt.caller_message().contains("bogus"));
+        let conflict = Error::Conflict("alert already attached".into());
+        assert_eq!(conflict.error_code(), ErrorCode::AlreadyExists);
+        assert_eq!(
+            conflict.caller_message(),
+            "conflict: alert already attached"
+        );
     }
 }

@@ -1,7 +1,7 @@
 //! Triage's error, and how it maps to gRPC statuses and consumer retries.
 
 use firebreak_bus::HandlerError;
-use firebreak_proto::ErrorCode;
+use firebreak_proto::{ErrorCode, ServiceError};
 
 /// What went wrong in triage.
 #[derive(Debug, thiserror::Error)]
@@ -17,24 +17,25 @@ pub enum Error {
     Storage(#[from] firebreak_storage::Error),
 }
 
-impl Error {
-    fn code(&self) -> ErrorCode {
+impl ServiceError for Error {
+    fn error_code(&self) -> ErrorCode {
         match self {
-            Self::Domain(firebreak_domain::Error::Invalid { .. }) => ErrorCode::InvalidArgument,
-            Self::Domain(firebreak_domain::Error::Transition { .. }) => {
-                ErrorCode::FailedPrecondition
-            }
+            Self::Domain(e) => e.error_code(),
             Self::NotFound(_) | Self::ChangeNotFound(_) => ErrorCode::NotFound,
-            Self::Storage(firebreak_storage::Error::Conflict(_)) => ErrorCode::AlreadyExists,
-            Self::Storage(
-                firebreak_storage::Error::Database(_)
-                | firebreak_storage::Error::Sqlite(_)
-                | firebreak_storage::Error::Stopped(_),
-            ) => ErrorCode::Unavailable,
-            Self::Storage(_) => ErrorCode::Internal,
+            Self::Storage(e) => e.error_code(),
         }
     }
 
+    fn caller_message(&self) -> String {
+        match self {
+            Self::Domain(e) => e.caller_message(),
+            Self::Storage(e) => e.caller_message(),
+            other => other.to_string(),
+        }
+    }
+}
+
+impl Error {
     /// Storage trouble is worth a retry (an unreachable store is waited out); anything else
     /// will fail the same way again.
     pub(crate) fn into_handler(self) -> HandlerError {
@@ -47,12 +48,28 @@ impl Error {
 
 impl From<Error> for tonic::Status {
     fn from(e: Error) -> Self {
-        if matches!(
-            e.code(),
-            firebreak_proto::ErrorCode::Unavailable | firebreak_proto::ErrorCode::Internal
-        ) {
-            tracing::error!(error = %e, "triage request failed");
-        }
-        e.code().status(e.to_string())
+        firebreak_proto::status(&e)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn storage_text_does_not_reach_a_caller() {
+        let e = Error::Storage(firebreak_storage::Error::Stopped(
+            "/var/lib/firebreak/triage.db".into(),
+        ));
+        let status = tonic::Status::from(e);
+        assert_eq!(status.code(), tonic::Code::Unavailable);
+        assert!(
+            !status.message().contains("triage.db"),
+            "{}",
+            status.message()
+        );
+        let status = tonic::Status::from(Error::NotFound("inc-1".into()));
+        assert_eq!(status.code(), tonic::Code::NotFound);
+        assert_eq!(status.message(), "incident inc-1 not found");
     }
 }

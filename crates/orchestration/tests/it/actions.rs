@@ -319,14 +319,16 @@ async fn a_notification_to_an_unknown_channel_fails_the_run() {
         bus.notifications(),
         [("log".into(), "one".into()), ("ops".into(), "two".into())]
     );
-    let statuses: Vec<_> = store
-        .journal("r1")
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|j| j.status)
-        .collect();
+    let journal = store.journal("r1").await.unwrap();
+    let statuses: Vec<_> = journal.iter().map(|j| j.status.as_str()).collect();
     assert_eq!(statuses, ["done", "done", "failed"]);
+    // The typed error is journaled as its text alone, the shape replays read back.
+    let text = journal[2].result["error"].as_str().unwrap();
+    assert!(
+        text.starts_with("unknown notification channel \"nowhere\""),
+        "{text}"
+    );
+    assert_eq!(journal[2].result.as_object().unwrap().len(), 1);
 }
 
 /// A secret's hosts are checked when the runbook loads: one that is not a host name or

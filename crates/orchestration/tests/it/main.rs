@@ -2,5 +2,6 @@
 //! and the actions a live run performs against local servers.
 
 mod actions;
+mod errors;
 mod harness;
 mod runs;
