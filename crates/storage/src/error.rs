@@ -54,7 +54,9 @@ impl ServiceError for Error {
             // Whether the database is down or answered with an error, a retry may work once
             // it is back; the caller cannot tell the two apart and need not.
             Self::Database(_) | Self::Sqlite(_) | Self::Stopped(_) => ErrorCode::Unavailable,
-            Self::Corrupt(_) | Self::Migration { .. } => ErrorCode::Internal,
+            Self::Corrupt(_) | Self::Migration { .. } | Self::MigrationEdited { .. } => {
+                ErrorCode::Internal
+            }
         }
     }
 }
