@@ -43,38 +43,32 @@ fn opening(
 fn appending(
     entries: impl IntoIterator<Item = firebreak_storage::NewTimelineEntry>,
 ) -> TriageChangeset {
-    TriageChangeset {
-        entries: entries.into_iter().collect(),
-        ..Default::default()
-    }
+    let mut changes = TriageChangeset::default();
+    changes.entries.extend(entries);
+    changes
+}
+
+/// A request naming `ids` in one of its lists.
+fn asking(list: fn(&mut SnapshotRequest) -> &mut Vec<String>, ids: &[&str]) -> SnapshotRequest {
+    let mut request = SnapshotRequest::default();
+    *list(&mut request) = ids.iter().map(|&i| i.into()).collect();
+    request
 }
 
 fn by_ids(ids: &[&str]) -> SnapshotRequest {
-    SnapshotRequest {
-        incident_ids: ids.iter().map(|&i| i.into()).collect(),
-        ..Default::default()
-    }
+    asking(|r| &mut r.incident_ids, ids)
 }
 
 fn by_keys(keys: &[&str]) -> SnapshotRequest {
-    SnapshotRequest {
-        dedup_keys: keys.iter().map(|&k| k.into()).collect(),
-        ..Default::default()
-    }
+    asking(|r| &mut r.dedup_keys, keys)
 }
 
 fn by_alerts(ids: &[&str]) -> SnapshotRequest {
-    SnapshotRequest {
-        alert_ids: ids.iter().map(|&a| a.into()).collect(),
-        ..Default::default()
-    }
+    asking(|r| &mut r.alert_ids, ids)
 }
 
 fn by_events(ids: &[&str]) -> SnapshotRequest {
-    SnapshotRequest {
-        event_ids: ids.iter().map(|&e| e.into()).collect(),
-        ..Default::default()
-    }
+    asking(|r| &mut r.event_ids, ids)
 }
 
 fn is_conflict<T: std::fmt::Debug>(r: &Result<T, Error>) -> bool {
@@ -284,13 +278,12 @@ async fn the_timeline_is_append_only_and_in_order(f: &Fixture<dyn TriageStore>) 
         .await
         .unwrap()
         .remove(0);
-    let blind = apply(
-        store,
-        appending([entry("a", "note", json!({ "n": "blind" }))]),
-    )
-    .await
-    .unwrap()
-    .remove(0);
+    // A note on "a" in a changeset of its own.
+    let note = |n: &'static str| async move {
+        let changes = appending([entry("a", "note", json!({ "n": n }))]);
+        apply(store, changes).await.unwrap().remove(0)
+    };
+    let blind = note("blind").await;
     let timeline = store.timeline("a").await.unwrap();
     assert_eq!(timeline.len(), 5);
     assert_eq!(timeline[3], read_first);
@@ -324,13 +317,7 @@ async fn the_timeline_is_append_only_and_in_order(f: &Fixture<dyn TriageStore>) 
     ]);
     assert!(apply(store, orphaned).await.is_err());
     assert_eq!(store.timeline("a").await.unwrap(), timeline);
-    let after = apply(
-        store,
-        appending([entry("a", "note", json!({ "n": "after" }))]),
-    )
-    .await
-    .unwrap()
-    .remove(0);
+    let after = note("after").await;
     let now = store.timeline("a").await.unwrap();
     assert_eq!(now.len(), 6);
     assert_eq!(now[5], after);
