@@ -1,6 +1,7 @@
 //! The Postgres adapter's throughput on its hot paths, against the test server (a fresh
-//! database per scenario): intake's write groups, triage's batched and one-by-one ingest (the
-//! calls triage makes per alert), the outbox relay, notification's claims. Prints figures; a
+//! database per scenario): intake's write groups, triage's batched and one-by-one ingest (a
+//! snapshot, the changeset triage would decide, one apply), the outbox relay, notification's
+//! claims. Prints figures; a
 //! benchmark, not a test, it asserts nothing about time.
 //!
 //! `cargo bench -p firebreak-storage --bench postgres`. `BENCH_ALERTS` changes the load,
@@ -14,8 +15,9 @@ use std::time::Instant;
 
 use firebreak_storage::postgres::{PgIntakeStore, PgNotificationStore, PgTriageStore};
 use firebreak_storage::{
-    AlertRecord, DeliveryRecord, Error, IncidentRecord, IntakeStore, NewTimelineEntry,
-    NotificationStore, OutboxEvent, TriageStore, TriageTx,
+    AlertLink, AlertRecord, DeliveryRecord, Error, IncidentRecord, IncidentUpdate, IntakeStore,
+    NewTimelineEntry, NotificationStore, OutboxEvent, SnapshotRequest, TriageChangeset,
+    TriageStore,
 };
 use firebreak_testkit::postgres::TestDatabase;
 use serde_json::json;
@@ -89,10 +91,14 @@ async fn round_trips(total: usize) {
     let mut tx = store.begin().await.unwrap();
     let started = Instant::now();
     for n in 0..total {
-        tx.incident_of_alert(&format!("alert-{n}")).await.unwrap();
+        let one = SnapshotRequest {
+            alert_ids: vec![format!("alert-{n}")],
+            ..Default::default()
+        };
+        tx.snapshot(&one).await.unwrap();
     }
     report(
-        "round trip: incident_of_alert in one transaction",
+        "round trip: a snapshot of one alert in one transaction",
         total,
         started,
     );
@@ -193,47 +199,74 @@ fn entry(incident: &str, kind: &str) -> NewTimelineEntry {
     }
 }
 
-/// What triage's `ingest_in` asks of the store for one alert.
-async fn ingest_one(
-    tx: &mut dyn TriageTx,
-    a: &AlertRecord,
-    touched: &mut BTreeMap<String, IncidentRecord>,
-) -> Result<(), Error> {
-    if tx.incident_of_alert(&a.id).await?.is_some() {
-        return Ok(());
-    }
-    match tx.active_incident_by_key(&a.dedup_key).await? {
-        Some(mut inc) => {
-            inc.alert_count += 1;
-            tx.update_incident(&inc).await?;
-            tx.link_alert(&a.id, &inc.id, false).await?;
-            tx.append(&entry(&inc.id, "alert_attached")).await?;
-            touched.insert(inc.id.clone(), inc);
-        }
-        None => {
-            let inc = new_incident(format!("inc-{}", a.id), &a.dedup_key);
-            tx.insert_incident(&inc).await?;
-            tx.link_alert(&a.id, &inc.id, true).await?;
-            for kind in ["opened", "categorized", "prioritized"] {
-                tx.append(&entry(&inc.id, kind)).await?;
-            }
-            tx.enqueue(&event(format!("opened-{}", a.id))).await?;
-        }
-    }
-    Ok(())
-}
-
+/// What triage decides for a run of alerts, roughly: each alert not attached yet joins its
+/// key's active incident (one entry) or opens one (three entries and an event); each incident
+/// joined is written once, with one event.
 async fn ingest_batch(store: &dyn TriageStore, alerts: &[AlertRecord]) -> Result<(), Error> {
+    let mut alerts: Vec<&AlertRecord> = alerts.iter().collect();
+    // In key order, as triage decides: replicas insert new keys in one order.
+    alerts.sort_by(|a, b| a.dedup_key.cmp(&b.dedup_key));
     let mut tx = store.begin().await?;
-    let mut touched = BTreeMap::new();
+    let snapshot = tx
+        .snapshot(&SnapshotRequest {
+            alert_ids: alerts.iter().map(|a| a.id.clone()).collect(),
+            dedup_keys: alerts.iter().map(|a| a.dedup_key.clone()).collect(),
+            ..Default::default()
+        })
+        .await?;
+    let mut joined: BTreeMap<String, IncidentRecord> = BTreeMap::new();
+    let mut opened: BTreeMap<String, IncidentRecord> = BTreeMap::new();
+    let mut changes = TriageChangeset::default();
     for a in alerts {
-        ingest_one(&mut *tx, a, &mut touched).await?;
+        if snapshot.links.contains_key(&a.id) {
+            continue;
+        }
+        let key = &a.dedup_key;
+        if !joined.contains_key(key)
+            && let Some(active) = snapshot.active.get(key)
+        {
+            joined.insert(key.clone(), active.clone());
+        }
+        let (incident_id, first) = match (opened.get_mut(key), joined.get_mut(key)) {
+            (Some(inc), _) | (None, Some(inc)) => {
+                inc.alert_count += 1;
+                (inc.id.clone(), false)
+            }
+            (None, None) => {
+                let inc = new_incident(format!("inc-{}", a.id), key);
+                changes.events.push(event(format!("opened-{}", a.id)));
+                let id = inc.id.clone();
+                opened.insert(key.clone(), inc);
+                (id, true)
+            }
+        };
+        changes.links.push(AlertLink {
+            alert_id: a.id.clone(),
+            incident_id: incident_id.clone(),
+            opened: first,
+            resolved: false,
+        });
+        let kinds: &[&str] = if first {
+            &["opened", "categorized", "prioritized"]
+        } else {
+            &["alert_attached"]
+        };
+        changes
+            .entries
+            .extend(kinds.iter().map(|kind| entry(&incident_id, kind)));
     }
-    for (id, _) in touched {
-        tx.enqueue(&event(format!("attached-{id}-{}", alerts[0].id)))
-            .await?;
+    changes.inserts = opened.into_values().collect();
+    for inc in joined.into_values() {
+        changes.events.push(event(format!(
+            "attached-{}-{}",
+            inc.id, changes.links[0].alert_id
+        )));
+        changes.updates.push(IncidentUpdate {
+            record: inc,
+            state_changed: false,
+        });
     }
-    tx.commit().await
+    tx.apply(changes).await.map(drop)
 }
 
 /// Triage's batched ingest: `replicas` store instances each taking batches of the alert
@@ -290,21 +323,8 @@ async fn triage_batches(total: usize, batch: usize, keys: usize, replicas: usize
 
 async fn ingest_single(store: &dyn TriageStore, a: &AlertRecord) {
     for _ in 0..10 {
-        let mut tx = store.begin().await.unwrap();
-        let mut touched = BTreeMap::new();
-        match ingest_one(&mut *tx, a, &mut touched).await {
-            Ok(()) => {
-                for (id, _) in touched {
-                    tx.enqueue(&event(format!("attached-{id}-{}", a.id)))
-                        .await
-                        .unwrap();
-                }
-                match tx.commit().await {
-                    Ok(()) => return,
-                    Err(Error::Conflict(_)) => continue,
-                    Err(e) => panic!("{e}"),
-                }
-            }
+        match ingest_batch(store, std::slice::from_ref(a)).await {
+            Ok(()) => return,
             Err(Error::Conflict(_)) => continue,
             Err(e) => panic!("{e}"),
         }

@@ -129,51 +129,25 @@ pub trait TriageStore: Outbox {
     async fn change(&self, id: &str) -> Result<Option<ChangeRecord>>;
 }
 
-/// A triage write transaction; nothing is visible until `commit` (or `apply`).
+/// A triage write transaction: nothing is visible until `apply` commits it, and dropping it
+/// unapplied leaves the store as it was.
 ///
 /// Triage reads a [`TriageSnapshot`], decides in pure code, and hands the resulting
-/// [`TriageChangeset`] to `apply`, which writes it and commits. The other methods are the
-/// older read-as-you-go interface, kept while the contract suite moves over.
+/// [`TriageChangeset`] to `apply`, which writes it and commits. The store holds no rules and
+/// caches nothing between the two.
 #[async_trait]
 pub trait TriageTx: Send {
     /// Reads what a batch of decisions depends on. On Postgres the active incidents of the
     /// keys are locked in key order, then the incidents asked by id in id order, so
-    /// replicas deciding on overlapping batches take their locks in one order.
+    /// replicas deciding on overlapping batches take their locks in one order; they stay
+    /// locked until the transaction ends. May be called more than once.
     async fn snapshot(&mut self, request: &SnapshotRequest) -> Result<TriageSnapshot>;
     /// Writes `changes` (updates, then inserts, attachments, cleared alerts, change events,
-    /// timeline entries, events) and commits; returns the entries as numbered.
-    /// [`Error::Conflict`] when the store was not as the snapshot said; nothing is written.
+    /// timeline entries, events) and commits; returns the entries as numbered, in the
+    /// changeset's order and numbered in it. [`Error::Conflict`] when the store was not as
+    /// the snapshot said (a processed mark, an attachment, a change event or an active
+    /// dedup key taken, an alert cleared or never attached); nothing is written.
     async fn apply(self: Box<Self>, changes: TriageChangeset) -> Result<Vec<TimelineRecord>>;
-    /// Reads ahead what ingesting a batch of alerts will ask, so that later calls answer
-    /// from memory: which of `alert_ids` are attached already, and the active incidents of
-    /// `dedup_keys`, locked in key order (replicas ingesting overlapping batches then take
-    /// their locks in the same order and cannot deadlock). An adapter without round trips to
-    /// save does nothing.
-    async fn prefetch(&mut self, alert_ids: &[String], dedup_keys: &[String]) -> Result<()> {
-        let _ = (alert_ids, dedup_keys);
-        Ok(())
-    }
-    /// The incident an alert was already attached to, if any, and whether it opened it.
-    async fn incident_of_alert(&mut self, alert_id: &str) -> Result<Option<(String, bool)>>;
-    /// The open or acknowledged incident with this dedup key.
-    async fn active_incident_by_key(&mut self, dedup_key: &str) -> Result<Option<IncidentRecord>>;
-    async fn incident(&mut self, id: &str) -> Result<Option<IncidentRecord>>;
-    /// Inserts a new incident; `Error::Conflict` when an active one holds the dedup key.
-    async fn insert_incident(&mut self, incident: &IncidentRecord) -> Result<()>;
-    async fn update_incident(&mut self, incident: &IncidentRecord) -> Result<()>;
-    /// Attaches an alert to an incident (`opened`: the alert opened it).
-    async fn link_alert(&mut self, alert_id: &str, incident_id: &str, opened: bool) -> Result<()>;
-    /// Marks an alert resolved; returns its incident and how many of that incident's alerts
-    /// are still unresolved, or `None` for an alert no incident holds.
-    async fn resolve_alert(&mut self, alert_id: &str) -> Result<Option<(String, i64)>>;
-    /// Appends a timeline entry and returns it with its sequence number.
-    async fn append(&mut self, entry: &NewTimelineEntry) -> Result<TimelineRecord>;
-    /// Records that an event was handled; false when it had been already.
-    async fn mark_processed(&mut self, event_id: &str) -> Result<bool>;
-    /// Stores a change event once; false when one with its id is stored already.
-    async fn insert_change(&mut self, change: &ChangeRecord) -> Result<bool>;
-    async fn enqueue(&mut self, event: &OutboxEvent) -> Result<()>;
-    async fn commit(self: Box<Self>) -> Result<()>;
 }
 
 /// Orchestration's store: runs and their journal.

@@ -10,9 +10,8 @@ use super::conn::{self, Db, Tx};
 use super::impl_outbox;
 use super::{Migration, OUTBOX, OUTBOX_READ_IN_PLACE, from_json, json_text, now_micros};
 use crate::{
-    AlertLink, ChangeRecord, Error, IncidentCursor, IncidentRecord, NewTimelineEntry, OutboxEvent,
-    Result, SnapshotRequest, TimelineRecord, TriageChangeset, TriageSnapshot, TriageStore,
-    TriageTx,
+    AlertLink, ChangeRecord, Error, IncidentCursor, IncidentRecord, Result, SnapshotRequest,
+    TimelineRecord, TriageChangeset, TriageSnapshot, TriageStore, TriageTx,
 };
 
 const MIGRATIONS: &[Migration] = &[
@@ -161,14 +160,6 @@ impl TriageStore for SqliteTriageStore {
     async fn begin(&self) -> Result<Box<dyn TriageTx>> {
         Ok(Box::new(SqliteTriageTx {
             tx: self.db.begin().await,
-            attached: HashMap::new(),
-            active: HashMap::new(),
-            dirty: HashMap::new(),
-            stored_state: HashMap::new(),
-            links: Vec::new(),
-            next_seq: None,
-            entries: Vec::new(),
-            events: Vec::new(),
         }))
     }
 
@@ -275,78 +266,26 @@ impl TriageStore for SqliteTriageStore {
     }
 }
 
-/// A triage write transaction. It holds the database's one write lock, so what it read
-/// cannot change under it: what `prefetch` read is kept, kept current as the transaction
-/// writes, and answers later reads without a call. For the same reason it numbers its
-/// timeline entries itself. Its incident updates, attachments, timeline entries and outbox
-/// events are written at commit, in the call that commits: a whole batch of alerts costs a
-/// few hand-overs to the connection's thread.
+/// A triage write transaction. It holds the database's one write lock from `begin` to
+/// `apply` (or its drop), so what its snapshot read cannot change under it, and it numbers
+/// its timeline entries itself, from where AUTOINCREMENT would go on. The snapshot is one
+/// hand-over to the connection's thread, the changeset another, which commits.
 struct SqliteTriageTx {
     tx: Tx,
-    /// Prefetched alerts: alert id → its (incident id, opened), or `None` when unattached.
-    attached: HashMap<String, Option<(String, bool)>>,
-    /// Prefetched dedup keys: key → its active incident, or `None`.
-    active: HashMap<String, Option<IncidentRecord>>,
-    /// Updates of prefetched incidents not written yet: id → the incident as last updated.
-    dirty: HashMap<String, IncidentRecord>,
-    /// The state of each deferred update's incident as stored: an update that keeps it
-    /// leaves the state's indexes alone.
-    stored_state: HashMap<String, String>,
-    /// Attachments of prefetched alerts not written yet: (alert id, incident id, opened).
-    links: Vec<(String, String, bool)>,
-    /// The sequence number the next timeline entry gets, once read.
-    next_seq: Option<i64>,
-    /// Timeline entries not written yet, numbered.
-    entries: Vec<TimelineRecord>,
-    /// Outbox events not written yet, in order.
-    events: Vec<OutboxEvent>,
 }
 
-impl SqliteTriageTx {
-    /// The deferred updates of the incidents of `dedup_key`, to be written before what
-    /// depends on them; they stay deferred until [`Self::written`] says they were.
-    fn dirty_of(&self, dedup_key: &str) -> Vec<IncidentRecord> {
-        self.dirty
-            .values()
-            .filter(|i| i.dedup_key == dedup_key)
-            .cloned()
-            .collect()
-    }
-
-    /// Forgets the deferred updates of `dedup_key`'s incidents: they were written.
-    fn written(&mut self, dedup_key: &str) {
-        self.dirty.retain(|_, i| i.dedup_key != dedup_key);
-        let dirty = &self.dirty;
-        self.stored_state.retain(|id, _| dirty.contains_key(id));
-    }
-
-    /// Keeps the prefetched active incident of `i`'s key current after `i` was written.
-    fn track(&mut self, i: &IncidentRecord) {
-        let Some(current) = self.active.get_mut(&i.dedup_key) else {
-            return;
-        };
-        let is_active = matches!(i.state.as_str(), "open" | "acknowledged");
-        match current {
-            Some(c) if c.id == i.id => *current = is_active.then(|| i.clone()),
-            Some(_) => {}
-            None if is_active => *current = Some(i.clone()),
-            None => {}
-        }
-    }
-}
-
-/// Writes attachments.
-fn write_links(c: &Connection, links: &[(String, String, bool)]) -> Result<()> {
+/// Writes attachments (unresolved), counting them among their incidents' unresolved alerts.
+fn write_links(c: &Connection, links: &[AlertLink]) -> Result<()> {
     let now = now_micros();
     let mut insert = c.prepare_cached(
         "INSERT INTO incident_alerts (alert_id, incident_id, opened, attached_at) VALUES (?, ?, ?, ?)",
     )?;
     let mut added: HashMap<&str, i64> = HashMap::new();
-    for (alert_id, incident_id, opened) in links {
+    for l in links {
         insert
-            .execute((alert_id, incident_id, opened, now))
+            .execute((&l.alert_id, &l.incident_id, l.opened, now))
             .map_err(|e| conn::conflict(e, "alert already attached"))?;
-        *added.entry(incident_id.as_str()).or_default() += 1;
+        *added.entry(l.incident_id.as_str()).or_default() += 1;
     }
     let mut count = c.prepare_cached(
         "INSERT INTO unresolved_alerts (incident_id, count) VALUES (?, ?)
@@ -441,12 +380,7 @@ fn write_changeset(c: &Connection, ch: &TriageChangeset) -> Result<Vec<TimelineR
     for i in &ch.inserts {
         insert_row(c, i)?;
     }
-    let links: Vec<(String, String, bool)> = ch
-        .links
-        .iter()
-        .map(|l| (l.alert_id.clone(), l.incident_id.clone(), l.opened))
-        .collect();
-    write_links(c, &links)?;
+    write_links(c, &ch.links)?;
     for alert_id in &ch.resolved_alerts {
         let incident_id: Option<String> = c
             .prepare_cached(
@@ -557,322 +491,6 @@ impl TriageTx for SqliteTriageTx {
         self.tx
             .commit_with(move |c| write_changeset(c, &changes))
             .await
-    }
-
-    async fn resolve_alert(&mut self, alert_id: &str) -> Result<Option<(String, i64)>> {
-        // The deferred attachments go first; they stay deferred if this fails.
-        let links = self.links.clone();
-        let alert_id = alert_id.to_owned();
-        let resolved = self
-            .tx
-            .call(move |c| {
-                write_links(c, &links)?;
-                let flipped: Option<String> = c
-                    .prepare_cached(
-                        "UPDATE incident_alerts SET resolved = 1 WHERE alert_id = ? AND resolved = 0
-                         RETURNING incident_id",
-                    )?
-                    .query_row([&alert_id], |r| r.get(0))
-                    .optional()?;
-                let incident_id = match flipped {
-                    Some(id) => {
-                        c.prepare_cached(
-                            "UPDATE unresolved_alerts SET count = count - 1 WHERE incident_id = ?",
-                        )?
-                        .execute([&id])?;
-                        id
-                    }
-                    // Unknown, or resolved before.
-                    None => match c
-                        .prepare_cached(
-                            "SELECT incident_id FROM incident_alerts WHERE alert_id = ?",
-                        )?
-                        .query_row([&alert_id], |r| r.get(0))
-                        .optional()?
-                    {
-                        Some(id) => id,
-                        None => return Ok(None),
-                    },
-                };
-                let open: i64 = c
-                    .prepare_cached("SELECT count FROM unresolved_alerts WHERE incident_id = ?")?
-                    .query_row([&incident_id], |r| r.get(0))?;
-                Ok(Some((incident_id, open)))
-            })
-            .await?;
-        self.links.clear();
-        Ok(resolved)
-    }
-
-    async fn prefetch(&mut self, alert_ids: &[String], dedup_keys: &[String]) -> Result<()> {
-        let (ids, keys) = (json_text(&alert_ids)?, json_text(&dedup_keys)?);
-        let (attached, active, next_seq) = self
-            .tx
-            .call(move |c| {
-                let attached = c
-                    .prepare_cached(
-                        "SELECT alert_id, incident_id, opened FROM incident_alerts
-                         WHERE alert_id IN (SELECT value FROM json_each(?))",
-                    )?
-                    .query_map([&ids], |r| {
-                        Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get(2)?))
-                    })?
-                    .collect::<rusqlite::Result<Vec<_>>>()?;
-                // Without the hint SQLite walks every active incident (by state).
-                let active = c
-                    .prepare_cached(incidents!(
-                        "INDEXED BY incidents_one_active_per_key
-                         WHERE state IN ('open', 'acknowledged')
-                         AND dedup_key IN (SELECT value FROM json_each(?))"
-                    ))?
-                    .query_map([&keys], IncidentRow::read)?
-                    .collect::<rusqlite::Result<Vec<_>>>()?;
-                // The batch appends to the timeline: its first number, read on the way.
-                Ok((attached, active, next_timeline_seq(c)?))
-            })
-            .await?;
-        // Unless this transaction numbered entries already (not yet written, so not counted).
-        self.next_seq.get_or_insert(next_seq);
-        for id in alert_ids {
-            self.attached.insert(id.clone(), None);
-        }
-        for (alert_id, incident_id, opened) in attached {
-            self.attached.insert(alert_id, Some((incident_id, opened)));
-        }
-        for key in dedup_keys {
-            self.active.insert(key.clone(), None);
-        }
-        for row in active {
-            let i = row.record()?;
-            self.active.insert(i.dedup_key.clone(), Some(i));
-        }
-        Ok(())
-    }
-
-    async fn incident_of_alert(&mut self, alert_id: &str) -> Result<Option<(String, bool)>> {
-        if let Some(known) = self.attached.get(alert_id) {
-            return Ok(known.clone());
-        }
-        let links = self.links.clone();
-        let alert_id = alert_id.to_owned();
-        let found = self
-            .tx
-            .call(move |c| {
-                write_links(c, &links)?;
-                Ok(c.prepare_cached(
-                    "SELECT incident_id, opened FROM incident_alerts WHERE alert_id = ?",
-                )?
-                .query_row([&alert_id], |r| Ok((r.get(0)?, r.get(1)?)))
-                .optional()?)
-            })
-            .await?;
-        self.links.clear();
-        Ok(found)
-    }
-
-    async fn active_incident_by_key(&mut self, dedup_key: &str) -> Result<Option<IncidentRecord>> {
-        if let Some(known) = self.active.get(dedup_key) {
-            return Ok(known.clone());
-        }
-        let dirty = self.dirty_of(dedup_key);
-        let key = dedup_key.to_owned();
-        let active = self
-            .tx
-            .call(move |c| {
-                for i in &dirty {
-                    update_row(c, i, false)?;
-                }
-                c.prepare_cached(incidents!(
-                    "WHERE dedup_key = ? AND state IN ('open', 'acknowledged')"
-                ))?
-                .query_row([&key], IncidentRow::read)
-                .optional()?
-                .map(IncidentRow::record)
-                .transpose()
-            })
-            .await?;
-        self.written(dedup_key);
-        Ok(active)
-    }
-
-    async fn incident(&mut self, id: &str) -> Result<Option<IncidentRecord>> {
-        if let Some(i) = self.dirty.get(id) {
-            return Ok(Some(i.clone()));
-        }
-        let id = id.to_owned();
-        self.tx.call(move |c| incident_by_id(c, &id)).await
-    }
-
-    async fn insert_incident(&mut self, i: &IncidentRecord) -> Result<()> {
-        // The unique index must see this transaction's updates of the key's incidents.
-        let dirty = self.dirty_of(&i.dedup_key);
-        let labels = json_text(&i.labels)?;
-        let incident = i.clone();
-        self.tx
-            .call(move |c| {
-                for d in &dirty {
-                    update_row(c, d, false)?;
-                }
-                let i = &incident;
-                c.prepare_cached(
-                    "INSERT INTO incidents (id, title, description, category, severity, priority, urgency, state,
-                        dedup_key, alert_count, labels, source, opened_at, acknowledged_at, resolved_at, closed_at,
-                        resolution_summary, root_cause, review, updated_at)
-                     VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                )?
-                .execute(rusqlite::params![
-                    i.id,
-                    i.title,
-                    i.description,
-                    i.category,
-                    i.severity,
-                    i.priority,
-                    i.urgency,
-                    i.state,
-                    i.dedup_key,
-                    i.alert_count,
-                    labels,
-                    i.source,
-                    i.opened_at,
-                    i.acknowledged_at,
-                    i.resolved_at,
-                    i.closed_at,
-                    i.resolution_summary,
-                    i.root_cause,
-                    i.review,
-                    i.updated_at,
-                ])
-                .map_err(|e| conn::conflict(e, "an active incident holds this dedup key"))?;
-                Ok(())
-            })
-            .await?;
-        self.written(&i.dedup_key);
-        self.track(i);
-        Ok(())
-    }
-
-    async fn update_incident(&mut self, i: &IncidentRecord) -> Result<()> {
-        if !self.dirty.contains_key(&i.id)
-            && let Some(Some(stored)) = self.active.get(&i.dedup_key)
-            && stored.id == i.id
-        {
-            self.stored_state.insert(i.id.clone(), stored.state.clone());
-        }
-        self.track(i);
-        if self.active.contains_key(&i.dedup_key) {
-            // Prefetched: written once, at the latest at commit, however often updated.
-            self.dirty.insert(i.id.clone(), i.clone());
-            return Ok(());
-        }
-        let i = i.clone();
-        self.tx.call(move |c| update_row(c, &i, false)).await
-    }
-
-    async fn link_alert(&mut self, alert_id: &str, incident_id: &str, opened: bool) -> Result<()> {
-        if let Some(known) = self.attached.get_mut(alert_id) {
-            // Prefetched: whether it is attached is known here; written at commit.
-            if known.is_some() {
-                return Err(crate::Error::Conflict("alert already attached".into()));
-            }
-            *known = Some((incident_id.to_owned(), opened));
-            self.links
-                .push((alert_id.to_owned(), incident_id.to_owned(), opened));
-            return Ok(());
-        }
-        // Not prefetched: written now, so a second attachment fails here.
-        let link = [(alert_id.to_owned(), incident_id.to_owned(), opened)];
-        self.tx.call(move |c| write_links(c, &link)).await
-    }
-
-    async fn append(&mut self, e: &NewTimelineEntry) -> Result<TimelineRecord> {
-        let seq = match self.next_seq {
-            Some(seq) => seq,
-            None => self.tx.call(next_timeline_seq).await?,
-        };
-        self.next_seq = Some(seq + 1);
-        let entry = TimelineRecord {
-            seq,
-            incident_id: e.incident_id.clone(),
-            kind: e.kind.clone(),
-            at: e.at,
-            actor: e.actor.clone(),
-            data: e.data.clone(),
-        };
-        self.entries.push(entry.clone());
-        Ok(entry)
-    }
-
-    async fn mark_processed(&mut self, event_id: &str) -> Result<bool> {
-        let event_id = event_id.to_owned();
-        self.tx
-            .call(move |c| {
-                let n = c
-                    .prepare_cached(
-                        "INSERT INTO processed_events (event_id, processed_at) VALUES (?, ?)
-                         ON CONFLICT DO NOTHING",
-                    )?
-                    .execute((&event_id, now_micros()))?;
-                Ok(n == 1)
-            })
-            .await
-    }
-
-    async fn insert_change(&mut self, change: &ChangeRecord) -> Result<bool> {
-        let c = change.clone();
-        self.tx
-            .call(move |conn| {
-                let n = conn
-                    .prepare_cached(
-                        "INSERT INTO changes (id, integration, summary, source, at, details)
-                         VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
-                    )?
-                    .execute((
-                        &c.id,
-                        &c.integration,
-                        &c.summary,
-                        &c.source,
-                        c.at,
-                        &c.details,
-                    ))?;
-                Ok(n == 1)
-            })
-            .await
-    }
-
-    async fn enqueue(&mut self, event: &OutboxEvent) -> Result<()> {
-        self.events.push(event.clone());
-        Ok(())
-    }
-
-    async fn commit(mut self: Box<Self>) -> Result<()> {
-        let Self {
-            tx,
-            dirty,
-            stored_state,
-            links,
-            entries,
-            events,
-            ..
-        } = *self;
-        let mut rows = Vec::with_capacity(entries.len());
-        for e in entries {
-            let data = json_text(&e.data)?;
-            rows.push((e, data));
-        }
-        tx.commit_with(move |c| {
-            for i in dirty.values() {
-                update_row(c, i, stored_state.get(&i.id) == Some(&i.state))?;
-            }
-            write_links(c, &links)?;
-            let mut append = c.prepare_cached(
-                "INSERT INTO timeline (seq, incident_id, kind, at, actor, data) VALUES (?, ?, ?, ?, ?, ?)",
-            )?;
-            for (e, data) in &rows {
-                append.execute((e.seq, &e.incident_id, &e.kind, e.at, &e.actor, data))?;
-            }
-            conn::enqueue(c, &events)
-        })
-        .await
     }
 }
 
@@ -1009,10 +627,28 @@ mod tests {
                 .unwrap();
         }
         let store = SqliteTriageStore::open(&path, false).await.unwrap();
-        let mut tx = store.begin().await.unwrap();
-        assert_eq!(tx.resolve_alert("a2").await.unwrap(), Some(("a".into(), 1)));
-        assert_eq!(tx.resolve_alert("a1").await.unwrap(), Some(("a".into(), 1)));
-        assert_eq!(tx.resolve_alert("a3").await.unwrap(), Some(("a".into(), 0)));
-        tx.commit().await.unwrap();
+        let unresolved = |store: SqliteTriageStore| async move {
+            let mut tx = store.begin().await.unwrap();
+            let request = SnapshotRequest {
+                incident_ids: vec!["a".into()],
+                ..Default::default()
+            };
+            tx.snapshot(&request).await.unwrap().unresolved["a"]
+        };
+        let clear = |store: SqliteTriageStore, alert: &str| {
+            let changes = TriageChangeset {
+                resolved_alerts: vec![alert.to_owned()],
+                ..Default::default()
+            };
+            async move { store.begin().await.unwrap().apply(changes).await }
+        };
+        assert_eq!(unresolved(store.clone()).await, 2);
+        clear(store.clone(), "a2").await.unwrap();
+        assert_eq!(unresolved(store.clone()).await, 1);
+        let again = clear(store.clone(), "a1").await;
+        assert!(matches!(again, Err(Error::Conflict(_))), "{again:?}");
+        assert_eq!(unresolved(store.clone()).await, 1);
+        clear(store.clone(), "a3").await.unwrap();
+        assert_eq!(unresolved(store).await, 0);
     }
 }

@@ -11,8 +11,9 @@ use firebreak_storage::sqlite::{
     SqliteIntakeStore, SqliteNotificationStore, SqliteOrchestrationStore, SqliteTriageStore,
 };
 use firebreak_storage::{
-    AlertRecord, DeliveryRecord, IncidentRecord, IntakeStore, JournalRecord, NewTimelineEntry,
-    NotificationStore, OrchestrationStore, OutboxEvent, RunRecord, TriageStore,
+    AlertLink, AlertRecord, DeliveryRecord, IncidentRecord, IncidentUpdate, IntakeStore,
+    JournalRecord, NewTimelineEntry, NotificationStore, OrchestrationStore, OutboxEvent, RunRecord,
+    SnapshotRequest, TimelineRecord, TriageChangeset, TriageSnapshot, TriageStore,
 };
 use firebreak_testkit::postgres::TestDatabase;
 use sqlx::Connection;
@@ -249,4 +250,36 @@ pub(crate) async fn pending_ids(store: &dyn firebreak_storage::Outbox) -> Vec<St
         .into_iter()
         .map(|r| r.event.id)
         .collect()
+}
+
+/// Applies a changeset in a transaction of its own, as one decided without a snapshot.
+pub(crate) async fn apply(
+    store: &dyn TriageStore,
+    changes: TriageChangeset,
+) -> firebreak_storage::Result<Vec<TimelineRecord>> {
+    store.begin().await?.apply(changes).await
+}
+
+/// A snapshot read in a transaction of its own, which then ends unapplied.
+pub(crate) async fn snapshot(store: &dyn TriageStore, request: SnapshotRequest) -> TriageSnapshot {
+    let mut tx = store.begin().await.unwrap();
+    tx.snapshot(&request).await.unwrap()
+}
+
+/// An attachment of an unresolved alert.
+pub(crate) fn link(alert_id: &str, incident_id: &str, opened: bool) -> AlertLink {
+    AlertLink {
+        alert_id: alert_id.into(),
+        incident_id: incident_id.into(),
+        opened,
+        resolved: false,
+    }
+}
+
+/// An incident as an update leaves it, its state changed or not.
+pub(crate) fn update(record: &IncidentRecord, state_changed: bool) -> IncidentUpdate {
+    IncidentUpdate {
+        record: record.clone(),
+        state_changed,
+    }
 }

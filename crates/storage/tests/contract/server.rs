@@ -3,10 +3,10 @@
 use std::time::{Duration, Instant};
 
 use firebreak_storage::postgres::PgTriageStore;
-use firebreak_storage::{Outbox, TriageStore};
+use firebreak_storage::{Outbox, SnapshotRequest, TriageChangeset, TriageStore};
 use firebreak_testkit::postgres::PgCluster;
 
-use crate::fixtures::{event, incident};
+use crate::fixtures::{apply, event, incident};
 
 #[tokio::test]
 async fn ping_fails_while_the_server_is_down_and_the_store_recovers_by_itself() {
@@ -16,12 +16,12 @@ async fn ping_fails_while_the_server_is_down_and_the_store_recovers_by_itself() 
         .unwrap();
     store.ping().await.unwrap();
     // Connections in the pool that the restart will cut.
-    let mut tx = store.begin().await.unwrap();
-    tx.insert_incident(&incident("a", "k", "open"))
-        .await
-        .unwrap();
-    tx.enqueue(&event("e1")).await.unwrap();
-    tx.commit().await.unwrap();
+    let opening = TriageChangeset {
+        inserts: vec![incident("a", "k", "open")],
+        events: vec![event("e1")],
+        ..Default::default()
+    };
+    apply(&store, opening).await.unwrap();
 
     cluster.stop().await;
     // Health fails, within the pool's acquire timeout (3 s) rather than hanging.
@@ -38,11 +38,19 @@ async fn ping_fails_while_the_server_is_down_and_the_store_recovers_by_itself() 
     // The cut connections are replaced without a caller seeing them fail.
     store.ping().await.unwrap();
     let mut tx = store.begin().await.unwrap();
-    assert_eq!(tx.incident("a").await.unwrap().unwrap().state, "open");
-    tx.insert_incident(&incident("b", "k2", "open"))
+    let snap = tx
+        .snapshot(&SnapshotRequest {
+            incident_ids: vec!["a".into()],
+            ..Default::default()
+        })
         .await
         .unwrap();
-    tx.commit().await.unwrap();
+    assert_eq!(snap.incidents["a"].state, "open");
+    let opening = TriageChangeset {
+        inserts: vec![incident("b", "k2", "open")],
+        ..Default::default()
+    };
+    tx.apply(opening).await.unwrap();
     assert_eq!(store.incidents(None, 10).await.unwrap().len(), 2);
     assert_eq!(store.pending(10).await.unwrap().len(), 1);
 }

@@ -1,32 +1,84 @@
 //! Triage's store: incidents (one active per dedup key), their alerts, the append-only
-//! timeline, processed events.
+//! timeline, processed events; what a snapshot reads and what apply refuses.
 
-use firebreak_storage::{Error, TriageStore};
+use firebreak_storage::{
+    ChangeRecord, Error, SnapshotRequest, TimelineRecord, TriageChangeset, TriageStore,
+};
 use serde_json::json;
 
-use crate::fixtures::{Backend, Fixture, entry, event, incident, pending_ids, triage_store};
+use crate::fixtures::{
+    Backend, Fixture, apply, entry, event, incident, link, pending_ids, snapshot, triage_store,
+    update,
+};
 
 crate::contract!(triage:
     one_active_incident_per_dedup_key,
     the_timeline_is_append_only_and_in_order,
+    entries_of_one_apply_are_numbered_in_the_changesets_order,
     processed_events_are_remembered,
-    a_transaction_reads_its_own_writes,
+    a_snapshot_reads_what_was_applied,
     alerts_attach_once,
     resolving_alerts_counts_those_left,
     incidents_list_newest_first,
     writes_without_a_prior_read,
     a_dropped_transaction_leaves_nothing,
-    prefetched_answers_are_the_reads_answers,
+    a_snapshot_answers_what_was_asked,
+    apply_refuses_a_store_other_than_the_snapshot_said,
     incident_pages_follow_a_cursor_and_a_byte_bound,
     timeline_pages_follow_a_sequence_number_and_a_byte_bound,
     change_events_are_stored_once,
 );
 
+/// A changeset that opens incidents.
+fn opening(
+    incidents: impl IntoIterator<Item = firebreak_storage::IncidentRecord>,
+) -> TriageChangeset {
+    TriageChangeset {
+        inserts: incidents.into_iter().collect(),
+        ..Default::default()
+    }
+}
+
+/// A changeset that appends timeline entries.
+fn appending(
+    entries: impl IntoIterator<Item = firebreak_storage::NewTimelineEntry>,
+) -> TriageChangeset {
+    let mut changes = TriageChangeset::default();
+    changes.entries.extend(entries);
+    changes
+}
+
+/// A request naming `ids` in one of its lists.
+fn asking(list: fn(&mut SnapshotRequest) -> &mut Vec<String>, ids: &[&str]) -> SnapshotRequest {
+    let mut request = SnapshotRequest::default();
+    *list(&mut request) = ids.iter().map(|&i| i.into()).collect();
+    request
+}
+
+fn by_ids(ids: &[&str]) -> SnapshotRequest {
+    asking(|r| &mut r.incident_ids, ids)
+}
+
+fn by_keys(keys: &[&str]) -> SnapshotRequest {
+    asking(|r| &mut r.dedup_keys, keys)
+}
+
+fn by_alerts(ids: &[&str]) -> SnapshotRequest {
+    asking(|r| &mut r.alert_ids, ids)
+}
+
+fn by_events(ids: &[&str]) -> SnapshotRequest {
+    asking(|r| &mut r.event_ids, ids)
+}
+
+fn is_conflict<T: std::fmt::Debug>(r: &Result<T, Error>) -> bool {
+    matches!(r, Err(Error::Conflict(_)))
+}
+
 async fn incident_pages_follow_a_cursor_and_a_byte_bound(f: &Fixture<dyn TriageStore>) {
     use firebreak_storage::IncidentCursor;
     let store = &*f.store;
-    let mut tx = store.begin().await.unwrap();
-    for n in 0..7 {
+    let all = (0..7).map(|n| {
         let mut i = incident(
             &format!("i{n}"),
             &format!("k{n}"),
@@ -37,9 +89,9 @@ async fn incident_pages_follow_a_cursor_and_a_byte_bound(f: &Fixture<dyn TriageS
         if n == 3 {
             i.resolution_summary = "s".repeat(100_000);
         }
-        tx.insert_incident(&i).await.unwrap();
-    }
-    tx.commit().await.unwrap();
+        i
+    });
+    apply(store, opening(all)).await.unwrap();
     let ids = |list: &[firebreak_storage::IncidentRecord]| {
         list.iter().map(|i| i.id.clone()).collect::<Vec<_>>()
     };
@@ -85,28 +137,24 @@ async fn incident_pages_follow_a_cursor_and_a_byte_bound(f: &Fixture<dyn TriageS
 
 async fn timeline_pages_follow_a_sequence_number_and_a_byte_bound(f: &Fixture<dyn TriageStore>) {
     let store = &*f.store;
-    let mut tx = store.begin().await.unwrap();
-    tx.insert_incident(&incident("a", "k", "open"))
-        .await
-        .unwrap();
-    tx.insert_incident(&incident("b", "k2", "open"))
-        .await
-        .unwrap();
-    let mut written = Vec::new();
+    let mut changes = opening([incident("a", "k", "open"), incident("b", "k2", "open")]);
     for n in 0..5 {
         let text = if n == 2 {
             "x".repeat(100_000)
         } else {
             n.to_string()
         };
-        written.push(
-            tx.append(&entry("a", "note", json!({ "text": text })))
-                .await
-                .unwrap(),
-        );
-        tx.append(&entry("b", "note", json!({}))).await.unwrap();
+        changes
+            .entries
+            .push(entry("a", "note", json!({ "text": text })));
+        changes.entries.push(entry("b", "note", json!({})));
     }
-    tx.commit().await.unwrap();
+    let written: Vec<TimelineRecord> = apply(store, changes)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|e| e.incident_id == "a")
+        .collect();
     let page = store.timeline_page("a", 0, 2, usize::MAX).await.unwrap();
     assert_eq!(page, written[..2]);
     let page = store
@@ -125,7 +173,7 @@ async fn timeline_pages_follow_a_sequence_number_and_a_byte_bound(f: &Fixture<dy
 
 async fn change_events_are_stored_once(f: &Fixture<dyn TriageStore>) {
     let store = &*f.store;
-    let change = firebreak_storage::ChangeRecord {
+    let change = ChangeRecord {
         id: "ev-1".into(),
         integration: "pd".into(),
         summary: "deploy 42".into(),
@@ -133,72 +181,51 @@ async fn change_events_are_stored_once(f: &Fixture<dyn TriageStore>) {
         at: 9,
         details: r#"{"sha":"abc"}"#.into(),
     };
-    let mut tx = store.begin().await.unwrap();
-    assert!(tx.insert_change(&change).await.unwrap());
-    assert!(!tx.insert_change(&change).await.unwrap(), "stored once");
-    tx.commit().await.unwrap();
+    let storing = |change: &ChangeRecord| TriageChangeset {
+        changes: vec![change.clone()],
+        ..Default::default()
+    };
+    apply(store, storing(&change)).await.unwrap();
+    // Once: storing it again is a conflict, and changes nothing.
+    let mut other = change.clone();
+    other.summary = "deploy 43".into();
+    let again = apply(store, storing(&other)).await;
+    assert!(is_conflict(&again), "{again:?}");
     assert_eq!(store.change("ev-1").await.unwrap(), Some(change));
     assert_eq!(store.change("ev-2").await.unwrap(), None);
 }
 
 async fn one_active_incident_per_dedup_key(f: &Fixture<dyn TriageStore>) {
     let store = &*f.store;
-    let mut tx = store.begin().await.unwrap();
-    tx.insert_incident(&incident("a", "k", "open"))
+    apply(store, opening([incident("a", "k", "open")]))
         .await
         .unwrap();
-    tx.commit().await.unwrap();
 
-    // A second active incident with the key is refused, whatever the caller believed, and
-    // the transaction stays usable.
-    let mut tx = store.begin().await.unwrap();
-    let err = tx
-        .insert_incident(&incident("b", "k", "acknowledged"))
-        .await
-        .unwrap_err();
-    assert!(matches!(err, Error::Conflict(_)), "{err:?}");
-    assert_eq!(tx.incident("a").await.unwrap().unwrap().state, "open");
-    assert_eq!(
-        tx.active_incident_by_key("k").await.unwrap().unwrap().id,
-        "a"
-    );
-    drop(tx);
+    // A second active incident with the key is refused, whatever the decision believed.
+    let second = apply(store, opening([incident("b", "k", "acknowledged")])).await;
+    assert!(is_conflict(&second), "{second:?}");
     assert_eq!(store.incident("b").await.unwrap(), None);
+    assert_eq!(snapshot(store, by_keys(&["k"])).await.active["k"].id, "a");
 
     // An inactive incident with the key is no conflict; nor is another key.
-    let mut tx = store.begin().await.unwrap();
-    tx.insert_incident(&incident("old", "k", "closed"))
-        .await
-        .unwrap();
-    tx.insert_incident(&incident("other", "k2", "open"))
-        .await
-        .unwrap();
-    tx.commit().await.unwrap();
+    let more = opening([
+        incident("old", "k", "closed"),
+        incident("other", "k2", "open"),
+    ]);
+    apply(store, more).await.unwrap();
 
     // Reusing an id is a conflict too.
-    let mut tx = store.begin().await.unwrap();
-    let err = tx
-        .insert_incident(&incident("a", "k3", "open"))
-        .await
-        .unwrap_err();
-    assert!(matches!(err, Error::Conflict(_)), "{err:?}");
-    drop(tx);
+    let reused = apply(store, opening([incident("a", "k3", "open")])).await;
+    assert!(is_conflict(&reused), "{reused:?}");
 
-    // Once the first is resolved (in the same transaction), the key may open a new incident.
-    let mut tx = store.begin().await.unwrap();
-    let mut a = tx.active_incident_by_key("k").await.unwrap().unwrap();
+    // Resolving the first frees the key for an incident the same changeset opens.
+    let mut a = store.incident("a").await.unwrap().unwrap();
     a.state = "resolved".into();
     a.resolved_at = Some(7);
-    tx.update_incident(&a).await.unwrap();
-    assert_eq!(tx.active_incident_by_key("k").await.unwrap(), None);
-    tx.insert_incident(&incident("c", "k", "open"))
-        .await
-        .unwrap();
-    assert_eq!(
-        tx.active_incident_by_key("k").await.unwrap().unwrap().id,
-        "c"
-    );
-    tx.commit().await.unwrap();
+    let mut changes = opening([incident("c", "k", "open")]);
+    changes.updates.push(update(&a, true));
+    apply(store, changes).await.unwrap();
+    assert_eq!(snapshot(store, by_keys(&["k"])).await.active["k"].id, "c");
     assert_eq!(
         store.incident("a").await.unwrap().unwrap().state,
         "resolved"
@@ -207,15 +234,12 @@ async fn one_active_incident_per_dedup_key(f: &Fixture<dyn TriageStore>) {
     assert_eq!(store.incidents(None, 10).await.unwrap().len(), 4);
 
     // Reopening the resolved one while "c" is active is refused.
-    let mut tx = store.begin().await.unwrap();
-    let mut a = tx.incident("a").await.unwrap().unwrap();
     a.state = "open".into();
-    let reopened = async {
-        tx.update_incident(&a).await?;
-        tx.commit().await
-    }
-    .await;
-    assert!(reopened.is_err());
+    let reopening = TriageChangeset {
+        updates: vec![update(&a, true)],
+        ..Default::default()
+    };
+    assert!(apply(store, reopening).await.is_err());
     assert_eq!(
         store.incident("a").await.unwrap().unwrap().state,
         "resolved"
@@ -224,26 +248,17 @@ async fn one_active_incident_per_dedup_key(f: &Fixture<dyn TriageStore>) {
 
 async fn the_timeline_is_append_only_and_in_order(f: &Fixture<dyn TriageStore>) {
     let store = &*f.store;
-    let mut tx = store.begin().await.unwrap();
-    tx.insert_incident(&incident("a", "k", "open"))
-        .await
-        .unwrap();
-    tx.insert_incident(&incident("b", "k2", "open"))
-        .await
-        .unwrap();
-    let mut written = Vec::new();
-    for (n, id) in ["a", "b", "a", "a", "b"].into_iter().enumerate() {
-        written.push(
-            tx.append(&entry(id, "note", json!({ "n": n })))
-                .await
-                .unwrap(),
-        );
-    }
+    let mut changes = opening([incident("a", "k", "open"), incident("b", "k2", "open")]);
+    changes.entries = ["a", "b", "a", "a", "b"]
+        .into_iter()
+        .enumerate()
+        .map(|(n, id)| entry(id, "note", json!({ "n": n })))
+        .collect();
+    let written = apply(store, changes).await.unwrap();
     assert!(
         written.windows(2).all(|w| w[0].seq < w[1].seq),
         "{written:?}"
     );
-    tx.commit().await.unwrap();
     let of = |id: &str| {
         written
             .iter()
@@ -255,34 +270,25 @@ async fn the_timeline_is_append_only_and_in_order(f: &Fixture<dyn TriageStore>) 
     assert_eq!(store.timeline("b").await.unwrap(), of("b"));
     assert!(store.timeline("nope").await.unwrap().is_empty());
 
-    // A later transaction's entries come after, whether it read the incident first or not.
+    // A later transaction's entries come after, whether it took a snapshot first or not.
     let mut tx = store.begin().await.unwrap();
-    tx.incident("a").await.unwrap().unwrap();
+    tx.snapshot(&by_ids(&["a"])).await.unwrap();
     let read_first = tx
-        .append(&entry("a", "note", json!({ "n": "later" })))
+        .apply(appending([entry("a", "note", json!({ "n": "later" }))]))
         .await
-        .unwrap();
-    tx.commit().await.unwrap();
-    let mut tx = store.begin().await.unwrap();
-    let blind = tx
-        .append(&entry("a", "note", json!({ "n": "blind" })))
-        .await
-        .unwrap();
-    tx.commit().await.unwrap();
+        .unwrap()
+        .remove(0);
+    // A note on "a" in a changeset of its own.
+    let note = |n: &'static str| async move {
+        let changes = appending([entry("a", "note", json!({ "n": n }))]);
+        apply(store, changes).await.unwrap().remove(0)
+    };
+    let blind = note("blind").await;
     let timeline = store.timeline("a").await.unwrap();
     assert_eq!(timeline.len(), 5);
     assert_eq!(timeline[3], read_first);
     assert_eq!(timeline[4], blind);
     assert!(timeline.windows(2).all(|w| w[0].seq < w[1].seq));
-
-    // An entry needs its incident.
-    let mut tx = store.begin().await.unwrap();
-    let orphan = async {
-        tx.append(&entry("nope", "note", json!({}))).await?;
-        tx.commit().await
-    }
-    .await;
-    assert!(orphan.is_err());
 
     // Raw SQL cannot rewrite history either.
     let err = f
@@ -303,73 +309,97 @@ async fn the_timeline_is_append_only_and_in_order(f: &Fixture<dyn TriageStore>) 
     }
     assert_eq!(store.timeline("a").await.unwrap(), timeline);
 
-    // A transaction that does not commit leaves no entries; numbering goes on after it.
-    let mut tx = store.begin().await.unwrap();
-    tx.append(&entry("a", "note", json!({ "n": "dropped" })))
-        .await
-        .unwrap();
-    drop(tx);
-    let mut tx = store.begin().await.unwrap();
-    let after = tx
-        .append(&entry("a", "note", json!({ "n": "after" })))
-        .await
-        .unwrap();
-    tx.commit().await.unwrap();
+    // An entry needs its incident: a changeset whose last entry has none leaves none of its
+    // entries, and numbering goes on after it.
+    let orphaned = appending([
+        entry("a", "note", json!({ "n": "dropped" })),
+        entry("nope", "note", json!({})),
+    ]);
+    assert!(apply(store, orphaned).await.is_err());
+    assert_eq!(store.timeline("a").await.unwrap(), timeline);
+    let after = note("after").await;
     let now = store.timeline("a").await.unwrap();
     assert_eq!(now.len(), 6);
     assert_eq!(now[5], after);
     assert!(after.seq > blind.seq);
+}
 
-    // Numbering holds across a read-ahead in the middle of a transaction.
-    let mut tx = store.begin().await.unwrap();
-    let first = tx
-        .append(&entry("a", "note", json!({ "n": "p1" })))
+async fn entries_of_one_apply_are_numbered_in_the_changesets_order(f: &Fixture<dyn TriageStore>) {
+    let store = &*f.store;
+    let mut changes = opening([incident("a", "k", "open"), incident("b", "k2", "open")]);
+    changes.entries = (0..40)
+        .map(|n| entry(["a", "b", "b", "a", "a"][n % 5], "note", json!({ "n": n })))
+        .collect();
+    let asked = changes.entries.clone();
+    let written = apply(store, changes).await.unwrap();
+    // Returned in the changeset's order, as asked, numbered upwards.
+    let returned: Vec<_> = written
+        .iter()
+        .map(|e| entry(&e.incident_id, &e.kind, e.data.clone()))
+        .collect();
+    assert_eq!(returned, asked);
+    assert!(
+        written.windows(2).all(|w| w[0].seq < w[1].seq),
+        "{written:?}"
+    );
+    // As stored: each incident's timeline holds its entries in that order, with those numbers.
+    for id in ["a", "b"] {
+        let mine: Vec<_> = written
+            .iter()
+            .filter(|e| e.incident_id == id)
+            .cloned()
+            .collect();
+        assert_eq!(store.timeline(id).await.unwrap(), mine);
+    }
+    // The next changeset's entries come after all of them.
+    let next = apply(store, appending([entry("b", "note", json!({}))]))
         .await
         .unwrap();
-    tx.prefetch(&[], &["k".to_owned()]).await.unwrap();
-    let second = tx
-        .append(&entry("a", "note", json!({ "n": "p2" })))
-        .await
-        .unwrap();
-    tx.commit().await.unwrap();
-    assert!(first.seq < second.seq);
-    let now = store.timeline("a").await.unwrap();
-    assert_eq!(now[now.len() - 2..], [first, second]);
+    assert!(next[0].seq > written.last().unwrap().seq);
 }
 
 async fn processed_events_are_remembered(f: &Fixture<dyn TriageStore>) {
+    use std::collections::HashSet;
     let store = &*f.store;
-    let mut tx = store.begin().await.unwrap();
-    assert!(tx.mark_processed("event-1").await.unwrap());
-    assert!(!tx.mark_processed("event-1").await.unwrap());
-    assert!(tx.mark_processed("event-2").await.unwrap());
-    tx.commit().await.unwrap();
+    let marking = |ids: &[&str]| TriageChangeset {
+        processed: ids.iter().map(|&i| i.into()).collect(),
+        ..Default::default()
+    };
+    let asked = by_events(&["event-1", "event-2", "event-3"]);
+    let handled = HashSet::from(["event-1".to_owned(), "event-2".to_owned()]);
+    apply(store, marking(&["event-1", "event-2"]))
+        .await
+        .unwrap();
+    assert_eq!(snapshot(store, asked.clone()).await.processed, handled);
 
-    // A dropped transaction's mark is gone.
-    let mut tx = store.begin().await.unwrap();
-    assert!(tx.mark_processed("event-3").await.unwrap());
-    drop(tx);
+    // Marking one again is a conflict, and the changeset's other marks are not kept.
+    let again = apply(store, marking(&["event-3", "event-1"])).await;
+    assert!(is_conflict(&again), "{again:?}");
 
     // A reopened store remembers what was processed.
     let store = triage_store(&f.backend).await;
-    let mut tx = store.begin().await.unwrap();
-    assert!(!tx.mark_processed("event-1").await.unwrap());
-    assert!(!tx.mark_processed("event-2").await.unwrap());
-    assert!(tx.mark_processed("event-3").await.unwrap());
+    assert_eq!(snapshot(&*store, asked.clone()).await.processed, handled);
+    apply(&*store, marking(&["event-3"])).await.unwrap();
+    assert_eq!(snapshot(&*store, asked).await.processed.len(), 3);
 }
 
-async fn a_transaction_reads_its_own_writes(f: &Fixture<dyn TriageStore>) {
+async fn a_snapshot_reads_what_was_applied(f: &Fixture<dyn TriageStore>) {
+    use std::collections::HashMap;
     let store = &*f.store;
-    let mut tx = store.begin().await.unwrap();
     let original = incident("a", "k", "open");
-    tx.insert_incident(&original).await.unwrap();
-    assert_eq!(tx.incident("a").await.unwrap(), Some(original.clone()));
+    apply(store, opening([original.clone()])).await.unwrap();
+    let asked = SnapshotRequest {
+        dedup_keys: vec!["k".into(), "nope".into(), "ignored".into()],
+        incident_ids: vec!["a".into(), "nope".into()],
+        ..Default::default()
+    };
+    let snap = snapshot(store, asked.clone()).await;
     assert_eq!(
-        tx.active_incident_by_key("k").await.unwrap(),
-        Some(original.clone())
+        snap.incidents,
+        HashMap::from([("a".into(), original.clone())])
     );
-    assert_eq!(tx.incident("nope").await.unwrap(), None);
-    assert_eq!(tx.active_incident_by_key("nope").await.unwrap(), None);
+    assert_eq!(snap.active, HashMap::from([("k".into(), original.clone())]));
+    assert_eq!(snap.unresolved, HashMap::from([("a".into(), 0)]));
 
     // An update writes what may change; the dedup key, source and opening time stay.
     let mut changed = original.clone();
@@ -384,157 +414,147 @@ async fn a_transaction_reads_its_own_writes(f: &Fixture<dyn TriageStore>) {
     changed.dedup_key = "ignored".into();
     changed.source = "ignored".into();
     changed.opened_at = 99;
-    tx.update_incident(&changed).await.unwrap();
+    let updating = |i: &firebreak_storage::IncidentRecord, state_changed| TriageChangeset {
+        updates: vec![update(i, state_changed)],
+        ..Default::default()
+    };
+    apply(store, updating(&changed, true)).await.unwrap();
     let mut expected = changed.clone();
     expected.dedup_key = "k".into();
     expected.source = "test".into();
     expected.opened_at = 1;
-    assert_eq!(tx.incident("a").await.unwrap(), Some(expected.clone()));
+    let snap = snapshot(store, asked.clone()).await;
     assert_eq!(
-        tx.active_incident_by_key("k").await.unwrap(),
-        Some(expected.clone())
+        snap.incidents,
+        HashMap::from([("a".into(), expected.clone())])
     );
-    assert_eq!(tx.active_incident_by_key("ignored").await.unwrap(), None);
-    // Not visible outside until the commit.
-    assert_eq!(store.incident("a").await.unwrap(), None);
-    tx.commit().await.unwrap();
+    assert_eq!(snap.active, HashMap::from([("k".into(), expected.clone())]));
     assert_eq!(store.incident("a").await.unwrap(), Some(expected.clone()));
 
-    // A second transaction sees the first's commit, and its own further changes.
-    let mut tx = store.begin().await.unwrap();
-    let mut inc = tx.active_incident_by_key("k").await.unwrap().unwrap();
-    assert_eq!(inc, expected);
-    inc.alert_count += 1;
-    tx.update_incident(&inc).await.unwrap();
-    inc.alert_count += 1;
-    tx.update_incident(&inc).await.unwrap();
-    assert_eq!(tx.incident("a").await.unwrap().unwrap().alert_count, 4);
-    tx.commit().await.unwrap();
-    assert_eq!(store.incident("a").await.unwrap().unwrap().alert_count, 4);
+    // An update that keeps the state writes the rest all the same.
+    let mut kept = expected.clone();
+    kept.alert_count = 4;
+    kept.title = "newer title".into();
+    apply(store, updating(&kept, false)).await.unwrap();
+    assert_eq!(snapshot(store, asked).await.active["k"], kept);
 
-    // Values out of range are refused (by the commit at the latest).
-    let mut tx = store.begin().await.unwrap();
-    let mut bad = tx.incident("a").await.unwrap().unwrap();
+    // Values out of range are refused, and nothing changes.
+    let mut bad = kept.clone();
     bad.severity = 9;
-    let refused = async {
-        tx.update_incident(&bad).await?;
-        tx.commit().await
-    }
-    .await;
-    assert!(refused.is_err());
-    assert_eq!(store.incident("a").await.unwrap().unwrap().severity, 1);
+    bad.alert_count = 5;
+    assert!(apply(store, updating(&bad, false)).await.is_err());
+    assert_eq!(store.incident("a").await.unwrap(), Some(kept));
 }
 
 async fn alerts_attach_once(f: &Fixture<dyn TriageStore>) {
+    use std::collections::HashMap;
     let store = &*f.store;
-    let mut tx = store.begin().await.unwrap();
-    tx.insert_incident(&incident("a", "k", "open"))
-        .await
-        .unwrap();
-    tx.link_alert("al-1", "a", true).await.unwrap();
-    tx.link_alert("al-2", "a", false).await.unwrap();
+    let mut changes = opening([incident("a", "k", "open")]);
+    changes.links = vec![link("al-1", "a", true), link("al-2", "a", false)];
+    apply(store, changes).await.unwrap();
+    let snap = snapshot(store, by_alerts(&["al-1", "al-2", "al-3"])).await;
     assert_eq!(
-        tx.incident_of_alert("al-1").await.unwrap(),
-        Some(("a".to_owned(), true))
+        snap.links,
+        HashMap::from([
+            ("al-1".into(), link("al-1", "a", true)),
+            ("al-2".into(), link("al-2", "a", false)),
+        ])
     );
-    assert_eq!(
-        tx.incident_of_alert("al-2").await.unwrap(),
-        Some(("a".to_owned(), false))
-    );
-    assert_eq!(tx.incident_of_alert("al-3").await.unwrap(), None);
-    let again = tx.link_alert("al-1", "a", false).await;
-    assert!(matches!(again, Err(Error::Conflict(_))), "{again:?}");
-    drop(tx);
 
-    let mut tx = store.begin().await.unwrap();
-    tx.insert_incident(&incident("a", "k", "open"))
-        .await
-        .unwrap();
-    tx.link_alert("al-1", "a", true).await.unwrap();
-    tx.commit().await.unwrap();
-
-    // Attaching it again in a later transaction conflicts (at the latest on commit).
-    let mut tx = store.begin().await.unwrap();
-    assert_eq!(
-        tx.incident_of_alert("al-1").await.unwrap(),
-        Some(("a".to_owned(), true))
-    );
-    tx.insert_incident(&incident("b", "k2", "open"))
-        .await
-        .unwrap();
-    let again = async {
-        tx.link_alert("al-1", "b", false).await?;
-        tx.commit().await
-    }
-    .await;
-    assert!(matches!(again, Err(Error::Conflict(_))), "{again:?}");
+    // Attaching one twice in a changeset is a conflict, and nothing of it is written.
+    let mut twice = opening([incident("b", "k2", "open")]);
+    twice.links = vec![link("al-3", "b", true), link("al-3", "b", false)];
+    let twice = apply(store, twice).await;
+    assert!(is_conflict(&twice), "{twice:?}");
     assert_eq!(store.incident("b").await.unwrap(), None);
 
+    // So is attaching one attached before.
+    let mut again = opening([incident("b", "k2", "open")]);
+    again.links = vec![link("al-1", "b", false)];
+    let again = apply(store, again).await;
+    assert!(is_conflict(&again), "{again:?}");
+    assert_eq!(store.incident("b").await.unwrap(), None);
+    let snap = snapshot(store, by_alerts(&["al-1", "al-3"])).await;
+    assert_eq!(
+        snap.links,
+        HashMap::from([("al-1".into(), link("al-1", "a", true))])
+    );
+
     // An alert attaches only to an incident that exists.
-    let mut tx = store.begin().await.unwrap();
-    let orphan = async {
-        tx.link_alert("al-9", "nope", false).await?;
-        tx.commit().await
-    }
-    .await;
-    assert!(orphan.is_err());
-    let mut tx = store.begin().await.unwrap();
-    assert_eq!(tx.incident_of_alert("al-9").await.unwrap(), None);
+    let orphan = TriageChangeset {
+        links: vec![link("al-9", "nope", false)],
+        ..Default::default()
+    };
+    assert!(apply(store, orphan).await.is_err());
+    assert!(snapshot(store, by_alerts(&["al-9"])).await.links.is_empty());
 }
 
 async fn resolving_alerts_counts_those_left(f: &Fixture<dyn TriageStore>) {
     let store = &*f.store;
-    let mut tx = store.begin().await.unwrap();
-    tx.insert_incident(&incident("a", "k", "open"))
-        .await
-        .unwrap();
-    tx.insert_incident(&incident("b", "k2", "open"))
-        .await
-        .unwrap();
-    for (alert, inc) in [("a1", "a"), ("a2", "a"), ("a3", "a"), ("b1", "b")] {
-        tx.link_alert(alert, inc, alert.ends_with('1'))
-            .await
-            .unwrap();
+    let mut changes = opening([incident("a", "k", "open"), incident("b", "k2", "open")]);
+    changes.links = [("a1", "a"), ("a2", "a"), ("a3", "a"), ("b1", "b")]
+        .map(|(alert, inc)| link(alert, inc, alert.ends_with('1')))
+        .into();
+    // Cleared in the changeset that attached it.
+    changes.resolved_alerts = vec!["a1".into()];
+    apply(store, changes).await.unwrap();
+    let left = |snap: firebreak_storage::TriageSnapshot| {
+        (
+            snap.unresolved.get("a").copied(),
+            snap.unresolved.get("b").copied(),
+        )
+    };
+    assert_eq!(
+        left(snapshot(store, by_ids(&["a", "b"])).await),
+        (Some(2), Some(1))
+    );
+
+    let clearing = |ids: &[&str]| TriageChangeset {
+        resolved_alerts: ids.iter().map(|&i| i.into()).collect(),
+        ..Default::default()
+    };
+    apply(store, clearing(&["a2"])).await.unwrap();
+    // Clearing one cleared before, or one never attached, is a conflict that clears nothing.
+    for refused in [&["a3", "a1"], &["a3", "nope"]] {
+        let r = apply(store, clearing(refused)).await;
+        assert!(is_conflict(&r), "{refused:?}: {r:?}");
     }
-    // Within the transaction that attached them.
-    assert_eq!(tx.resolve_alert("a1").await.unwrap(), Some(("a".into(), 2)));
-    tx.commit().await.unwrap();
+    // The incidents of the alerts asked, with what is left of each.
+    let asked = SnapshotRequest {
+        alert_ids: vec!["a1".into(), "a3".into(), "b1".into()],
+        incidents_of_alerts: true,
+        ..Default::default()
+    };
+    let snap = snapshot(store, asked).await;
+    assert!(snap.links["a1"].resolved && !snap.links["a3"].resolved);
+    let mut ids: Vec<_> = snap.incidents.keys().cloned().collect();
+    ids.sort();
+    assert_eq!(ids, ["a", "b"]);
+    assert_eq!(left(snap), (Some(1), Some(1)));
 
-    let mut tx = store.begin().await.unwrap();
-    assert_eq!(tx.resolve_alert("a2").await.unwrap(), Some(("a".into(), 1)));
-    assert_eq!(tx.resolve_alert("nope").await.unwrap(), None);
-    // Resolving one twice changes nothing.
-    assert_eq!(tx.resolve_alert("a1").await.unwrap(), Some(("a".into(), 1)));
-    tx.commit().await.unwrap();
-
-    let mut tx = store.begin().await.unwrap();
-    assert_eq!(tx.resolve_alert("a3").await.unwrap(), Some(("a".into(), 0)));
-    drop(tx);
-    // Dropped: a3 is still unresolved.
-    let mut tx = store.begin().await.unwrap();
-    assert_eq!(tx.resolve_alert("a3").await.unwrap(), Some(("a".into(), 0)));
-    assert_eq!(tx.resolve_alert("b1").await.unwrap(), Some(("b".into(), 0)));
-    // The incident is readable after a resolve (the store may have locked it).
-    assert_eq!(tx.incident("a").await.unwrap().unwrap().id, "a");
-    tx.commit().await.unwrap();
+    apply(store, clearing(&["a3", "b1"])).await.unwrap();
+    assert_eq!(
+        left(snapshot(store, by_ids(&["a", "b"])).await),
+        (Some(0), Some(0))
+    );
 }
 
 async fn incidents_list_newest_first(f: &Fixture<dyn TriageStore>) {
     let store = &*f.store;
-    let mut tx = store.begin().await.unwrap();
-    for (n, state) in ["open", "resolved", "open", "closed", "acknowledged"]
+    let mut all: Vec<_> = ["open", "resolved", "open", "closed", "acknowledged"]
         .into_iter()
         .enumerate()
-    {
-        let mut i = incident(&format!("i{n}"), &format!("k{n}"), state);
-        i.opened_at = 100 + n as i64;
-        tx.insert_incident(&i).await.unwrap();
-    }
+        .map(|(n, state)| {
+            let mut i = incident(&format!("i{n}"), &format!("k{n}"), state);
+            i.opened_at = 100 + n as i64;
+            i
+        })
+        .collect();
     // Same opening time: the greater id first.
     let mut tie = incident("i9", "k9", "open");
     tie.opened_at = 104;
-    tx.insert_incident(&tie).await.unwrap();
-    tx.commit().await.unwrap();
+    all.push(tie);
+    apply(store, opening(all)).await.unwrap();
 
     let ids = |list: Vec<firebreak_storage::IncidentRecord>| {
         list.into_iter().map(|i| i.id).collect::<Vec<_>>()
@@ -561,140 +581,204 @@ async fn incidents_list_newest_first(f: &Fixture<dyn TriageStore>) {
 
 async fn writes_without_a_prior_read(f: &Fixture<dyn TriageStore>) {
     let store = &*f.store;
-    let mut tx = store.begin().await.unwrap();
-    tx.insert_incident(&incident("a", "k", "open"))
+    apply(store, opening([incident("a", "k", "open")]))
         .await
         .unwrap();
-    tx.commit().await.unwrap();
 
-    // Updating, attaching and appending to an incident the transaction never read.
-    let mut tx = store.begin().await.unwrap();
+    // Updating, attaching and appending to an incident no snapshot read.
     let mut a = incident("a", "k", "acknowledged");
     a.alert_count = 5;
-    tx.update_incident(&a).await.unwrap();
-    tx.link_alert("al-1", "a", false).await.unwrap();
-    let e = tx
-        .append(&entry("a", "acknowledged", json!({})))
-        .await
-        .unwrap();
-    tx.enqueue(&event("ev-1")).await.unwrap();
-    assert_eq!(tx.incident("a").await.unwrap(), Some(a.clone()));
-    tx.commit().await.unwrap();
+    let changes = TriageChangeset {
+        updates: vec![update(&a, true)],
+        links: vec![link("al-1", "a", false)],
+        entries: vec![entry("a", "acknowledged", json!({}))],
+        events: vec![event("ev-1")],
+        ..Default::default()
+    };
+    let written = apply(store, changes).await.unwrap();
     assert_eq!(store.incident("a").await.unwrap(), Some(a));
-    assert_eq!(store.timeline("a").await.unwrap(), vec![e]);
+    assert_eq!(store.timeline("a").await.unwrap(), written);
     assert_eq!(pending_ids(store).await, ["ev-1"]);
-    let mut tx = store.begin().await.unwrap();
     assert_eq!(
-        tx.incident_of_alert("al-1").await.unwrap(),
-        Some(("a".to_owned(), false))
+        snapshot(store, by_alerts(&["al-1"])).await.links["al-1"],
+        link("al-1", "a", false)
     );
 }
 
 async fn a_dropped_transaction_leaves_nothing(f: &Fixture<dyn TriageStore>) {
     let store = &*f.store;
-    let mut tx = store.begin().await.unwrap();
-    tx.insert_incident(&incident("a", "k", "open"))
+    apply(store, opening([incident("a", "k", "open")]))
         .await
         .unwrap();
-    tx.link_alert("al-1", "a", true).await.unwrap();
-    tx.append(&entry("a", "opened", json!({}))).await.unwrap();
-    tx.mark_processed("ev").await.unwrap();
-    tx.enqueue(&event("ev-1")).await.unwrap();
+    // A transaction dropped after its snapshot (its decision wrote nothing) changes nothing,
+    // and lets go of what it locked: the update below would wait for it otherwise.
+    let mut tx = store.begin().await.unwrap();
+    let read = tx
+        .snapshot(&SnapshotRequest {
+            dedup_keys: vec!["k".into()],
+            incident_ids: vec!["a".into()],
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(read.active["k"].id, "a");
     drop(tx);
-    assert_eq!(store.incident("a").await.unwrap(), None);
-    assert!(store.timeline("a").await.unwrap().is_empty());
-    assert!(store.pending(10).await.unwrap().is_empty());
-    let mut tx = store.begin().await.unwrap();
-    assert_eq!(tx.incident_of_alert("al-1").await.unwrap(), None);
-    assert!(tx.mark_processed("ev").await.unwrap());
 
-    // What a committed transaction enqueued is pending, in order.
-    tx.insert_incident(&incident("a", "k", "open"))
-        .await
-        .unwrap();
-    tx.enqueue(&event("ev-2")).await.unwrap();
-    tx.enqueue(&event("ev-3")).await.unwrap();
-    tx.commit().await.unwrap();
+    // A changeset failing at its last entry leaves nothing of the rest.
+    let mut changes = opening([incident("b", "k2", "open")]);
+    changes.processed = vec!["ev".into()];
+    changes.links = vec![link("al-1", "b", true)];
+    changes.entries = vec![
+        entry("b", "opened", json!({})),
+        entry("nope", "note", json!({})),
+    ];
+    changes.events = vec![event("ev-1")];
+    assert!(apply(store, changes).await.is_err());
+    assert_eq!(store.incident("b").await.unwrap(), None);
+    assert!(store.timeline("b").await.unwrap().is_empty());
+    assert!(store.pending(10).await.unwrap().is_empty());
+    let left = snapshot(
+        store,
+        SnapshotRequest {
+            alert_ids: vec!["al-1".into()],
+            event_ids: vec!["ev".into()],
+            ..Default::default()
+        },
+    )
+    .await;
+    assert!(
+        left.links.is_empty() && left.processed.is_empty(),
+        "{left:?}"
+    );
+
+    // What an applied changeset enqueued is pending, in order.
+    let mut a = store.incident("a").await.unwrap().unwrap();
+    a.alert_count = 2;
+    let changes = TriageChangeset {
+        processed: vec!["ev".into()],
+        updates: vec![update(&a, false)],
+        events: vec![event("ev-2"), event("ev-3")],
+        ..Default::default()
+    };
+    apply(store, changes).await.unwrap();
     assert_eq!(pending_ids(store).await, ["ev-2", "ev-3"]);
+    assert_eq!(store.incident("a").await.unwrap(), Some(a));
 }
 
-async fn prefetched_answers_are_the_reads_answers(f: &Fixture<dyn TriageStore>) {
+async fn a_snapshot_answers_what_was_asked(f: &Fixture<dyn TriageStore>) {
+    use firebreak_storage::TriageSnapshot;
+    use std::collections::{HashMap, HashSet};
     let store = &*f.store;
-    let mut tx = store.begin().await.unwrap();
-    tx.insert_incident(&incident("a", "k", "open"))
-        .await
-        .unwrap();
-    tx.insert_incident(&incident("old", "k2", "closed"))
-        .await
-        .unwrap();
-    tx.link_alert("al-1", "a", true).await.unwrap();
-    tx.commit().await.unwrap();
-
-    let mut tx = store.begin().await.unwrap();
-    let ids = ["al-1", "al-2"].map(String::from);
-    let keys = ["k", "k2", "k3", "k"].map(String::from);
-    tx.prefetch(&ids, &keys).await.unwrap();
-    assert_eq!(
-        tx.incident_of_alert("al-1").await.unwrap(),
-        Some(("a".to_owned(), true))
-    );
-    assert_eq!(tx.incident_of_alert("al-2").await.unwrap(), None);
-    assert_eq!(tx.incident_of_alert("al-3").await.unwrap(), None);
-    assert_eq!(
-        tx.active_incident_by_key("k").await.unwrap().unwrap().id,
-        "a"
-    );
-    assert_eq!(tx.active_incident_by_key("k2").await.unwrap(), None);
-    assert_eq!(tx.active_incident_by_key("k3").await.unwrap(), None);
-    // What the transaction does after the prefetch is what later calls see.
-    tx.link_alert("al-2", "a", false).await.unwrap();
-    assert_eq!(
-        tx.incident_of_alert("al-2").await.unwrap(),
-        Some(("a".to_owned(), false))
-    );
-    tx.insert_incident(&incident("n", "k3", "open"))
-        .await
-        .unwrap();
-    assert_eq!(
-        tx.active_incident_by_key("k3").await.unwrap().unwrap().id,
-        "n"
-    );
-    let again = tx.link_alert("al-2", "n", false).await;
-    assert!(matches!(again, Err(Error::Conflict(_))), "{again:?}");
-    let mut a = tx.active_incident_by_key("k").await.unwrap().unwrap();
-    a.alert_count = 7;
-    tx.update_incident(&a).await.unwrap();
-    assert_eq!(
-        tx.active_incident_by_key("k")
-            .await
-            .unwrap()
-            .unwrap()
-            .alert_count,
-        7
-    );
-    assert_eq!(tx.incident("a").await.unwrap().unwrap().alert_count, 7);
-    a.state = "resolved".into();
-    tx.update_incident(&a).await.unwrap();
-    assert_eq!(tx.active_incident_by_key("k").await.unwrap(), None);
-    // A new incident of the resolved one's key is no conflict.
-    tx.insert_incident(&incident("a2", "k", "open"))
-        .await
-        .unwrap();
-    assert_eq!(
-        tx.active_incident_by_key("k").await.unwrap().unwrap().id,
-        "a2"
-    );
-    tx.commit().await.unwrap();
+    let mut changes = opening([incident("a", "k", "open"), incident("old", "k2", "closed")]);
+    changes.links = vec![link("al-1", "a", true)];
+    changes.processed = vec!["ev-1".into()];
+    apply(store, changes).await.unwrap();
     let a = store.incident("a").await.unwrap().unwrap();
-    assert_eq!((a.state.as_str(), a.alert_count), ("resolved", 7));
+    let old = store.incident("old").await.unwrap().unwrap();
 
-    let mut tx = store.begin().await.unwrap();
+    let mut asked = SnapshotRequest {
+        alert_ids: vec!["al-1".into(), "al-2".into()],
+        dedup_keys: ["k", "k2", "k3", "k"].map(String::from).into(),
+        incident_ids: vec!["old".into(), "nope".into()],
+        incidents_of_alerts: true,
+        event_ids: vec!["ev-1".into(), "ev-2".into()],
+    };
+    let snap = snapshot(store, asked.clone()).await;
     assert_eq!(
-        tx.incident_of_alert("al-2").await.unwrap(),
-        Some(("a".to_owned(), false))
+        snap,
+        TriageSnapshot {
+            links: HashMap::from([("al-1".into(), link("al-1", "a", true))]),
+            active: HashMap::from([("k".into(), a.clone())]),
+            incidents: HashMap::from([("a".into(), a), ("old".into(), old.clone())]),
+            unresolved: HashMap::from([("a".into(), 1), ("old".into(), 0)]),
+            processed: HashSet::from(["ev-1".into()]),
+        }
     );
+    // Without the incidents of the alerts, those asked by id alone.
+    asked.incidents_of_alerts = false;
+    let snap = snapshot(store, asked).await;
+    assert_eq!(snap.incidents, HashMap::from([("old".into(), old)]));
+    assert_eq!(snap.unresolved, HashMap::from([("old".into(), 0)]));
+    // Asked nothing, it reads nothing.
     assert_eq!(
-        tx.active_incident_by_key("k3").await.unwrap().unwrap().id,
-        "n"
+        snapshot(store, SnapshotRequest::default()).await,
+        TriageSnapshot::default()
     );
+}
+
+async fn apply_refuses_a_store_other_than_the_snapshot_said(f: &Fixture<dyn TriageStore>) {
+    let store = &*f.store;
+    let mut setup = opening([incident("a", "k", "open")]);
+    setup.links = vec![link("al-1", "a", true), link("al-2", "a", false)];
+    setup.resolved_alerts = vec!["al-2".into()];
+    setup.processed = vec!["ev-1".into()];
+    setup.entries = vec![entry("a", "opened", json!({}))];
+    apply(store, setup).await.unwrap();
+    let incidents = store.incidents(None, 10).await.unwrap();
+    let timeline = store.timeline("a").await.unwrap();
+
+    // Each conflicting changeset also carries what a decision writes alongside: an incident
+    // opened, an alert attached, an entry, a mark, an event.
+    let alongside = |mut c: TriageChangeset| {
+        c.inserts.push(incident("side", "side-key", "open"));
+        c.links.push(link("al-side", "side", true));
+        c.entries.push(entry("a", "note", json!({})));
+        c.processed.push("ev-side".into());
+        c.events.push(event("side"));
+        c
+    };
+    let cases = [
+        (
+            "a processed mark already present",
+            TriageChangeset {
+                processed: vec!["ev-1".into()],
+                ..Default::default()
+            },
+        ),
+        (
+            "an alert already attached",
+            TriageChangeset {
+                links: vec![link("al-1", "a", false)],
+                ..Default::default()
+            },
+        ),
+        (
+            "an active dedup key taken",
+            opening([incident("b", "k", "open")]),
+        ),
+        (
+            "an alert already cleared",
+            TriageChangeset {
+                resolved_alerts: vec!["al-2".into()],
+                ..Default::default()
+            },
+        ),
+    ];
+    let asked = SnapshotRequest {
+        alert_ids: vec!["al-1".into(), "al-side".into()],
+        incident_ids: vec!["a".into()],
+        event_ids: vec!["ev-side".into()],
+        ..Default::default()
+    };
+    for (what, conflicting) in cases {
+        let refused = apply(store, alongside(conflicting)).await;
+        assert!(is_conflict(&refused), "{what}: {refused:?}");
+        assert_eq!(
+            store.incidents(None, 10).await.unwrap(),
+            incidents,
+            "{what}"
+        );
+        assert_eq!(store.timeline("a").await.unwrap(), timeline, "{what}");
+        assert!(pending_ids(store).await.is_empty(), "{what}");
+        let snap = snapshot(store, asked.clone()).await;
+        assert_eq!(snap.links.len(), 1, "{what}: {:?}", snap.links);
+        assert_eq!(snap.links["al-1"], link("al-1", "a", true), "{what}");
+        assert_eq!(snap.unresolved["a"], 1, "{what}");
+        assert!(snap.processed.is_empty(), "{what}");
+    }
+    // What went alongside is no conflict by itself.
+    apply(store, alongside(TriageChangeset::default()))
+        .await
+        .unwrap();
+    assert_eq!(snapshot(store, asked).await.links.len(), 2);
 }
