@@ -93,7 +93,7 @@ async fn the_whole_incident_path() {
                 .await
                 .ok()?
                 .into_inner();
-            r.runs.into_iter().find(|r| r.state == "succeeded")
+            r.runs.into_iter().find(|r| r.state.as_str() == "succeeded")
         }
     })
     .await;
@@ -269,7 +269,7 @@ async fn the_whole_incident_path() {
         .into_inner()
         .incident
         .unwrap();
-    assert_eq!(acked.state, "acknowledged");
+    assert_eq!(acked.state.as_str(), "acknowledged");
     assert!(acked.acknowledged_at.is_some());
     let err = s
         .incidents
@@ -292,7 +292,7 @@ async fn the_whole_incident_path() {
         .into_inner()
         .incident
         .unwrap();
-    assert_eq!(resolved.state, "resolved");
+    assert_eq!(resolved.state.as_str(), "resolved");
     let review = s
         .incidents
         .get_review(v1::GetReviewRequest { id: id.clone() })
@@ -442,12 +442,12 @@ async fn dry_run_records_without_acting() {
                 .await
                 .ok()?
                 .into_inner();
-            r.runs.into_iter().find(|r| r.state == "succeeded")
+            r.runs.into_iter().find(|r| r.state.as_str() == "succeeded")
         }
     })
     .await;
     assert!(!run.live);
-    assert_eq!(run.actions[0].status, "simulated");
+    assert_eq!(run.actions[0].status.as_str(), "simulated");
     assert!(
         target.on("/restart").is_empty(),
         "a dry run must not call the target"

@@ -141,7 +141,7 @@ async fn approvals_need_the_role_and_record_who_and_why_and_time_out_to_their_fa
     let id = raise(&mut s, "service-outage", &[]).await;
 
     let ask = run_of(&s, &id, "ask", "ask to wait", |r| {
-        r.state == "waiting_approval"
+        r.state.as_str() == "waiting_approval"
     })
     .await;
     let pending = s
@@ -158,7 +158,7 @@ async fn approvals_need_the_role_and_record_who_and_why_and_time_out_to_their_fa
 
     // Pages of one approval each, oldest first, reach both waiting runs.
     run_of(&s, &id, "ask-timeout", "ask-timeout to wait", |r| {
-        r.state == "waiting_approval"
+        r.state.as_str() == "waiting_approval"
     })
     .await;
     let (mut paged, mut page_token) = (Vec::new(), String::new());
@@ -205,7 +205,10 @@ async fn approvals_need_the_role_and_record_who_and_why_and_time_out_to_their_fa
         .reject(decide(&ask.id, "user:alice", "not during the sale"))
         .await
         .unwrap();
-    let done = run_of(&s, &id, "ask", "ask to finish", |r| r.state == "succeeded").await;
+    let done = run_of(&s, &id, "ask", "ask to finish", |r| {
+        r.state.as_str() == "succeeded"
+    })
+    .await;
     let answer = &done.actions[0];
     assert_eq!(answer.action, "approval.request");
     let result: Value = serde_json::from_str(&answer.result).unwrap();
@@ -223,12 +226,12 @@ async fn approvals_need_the_role_and_record_who_and_why_and_time_out_to_their_fa
     // Nobody answers the other one: after its timeout (an hour, on the test's clock) the
     // fallback (approve) applies.
     run_of(&s, &id, "ask-timeout", "ask-timeout to wait", |r| {
-        r.state == "waiting_approval"
+        r.state.as_str() == "waiting_approval"
     })
     .await;
     s.clock.advance(std::time::Duration::from_secs(3601));
     let timed = run_of(&s, &id, "ask-timeout", "the timeout fallback", |r| {
-        r.state == "succeeded"
+        r.state.as_str() == "succeeded"
     })
     .await;
     let result: Value = serde_json::from_str(&timed.actions[0].result).unwrap();
@@ -290,10 +293,10 @@ fn run(incident, params) {
     let id = raise(&mut s, "misconfiguration", &[("service", "checkout")]).await;
 
     let planned = run_of(&s, &id, "rollback", "the plan", |r| {
-        r.state == "waiting_approval"
+        r.state.as_str() == "waiting_approval"
     })
     .await;
-    assert_eq!(planned.phase, "plan");
+    assert_eq!(planned.phase.as_str(), "plan");
     let plan: Value = serde_json::from_str(&planned.plan).unwrap();
     let actions: Vec<&str> = plan
         .as_array()
@@ -305,7 +308,7 @@ fn run(incident, params) {
     assert_eq!(plan[0]["args"]["body"]["service"], "checkout");
     assert!(planned.actions.is_empty(), "planning journals nothing");
     run_of(&s, &id, "rollback-too", "the second plan", |r| {
-        r.state == "waiting_approval"
+        r.state.as_str() == "waiting_approval"
     })
     .await;
     assert!(
@@ -328,11 +331,14 @@ fn run(incident, params) {
         ))
         .await
         .unwrap();
-    let applied = run_of(&s, &id, "rollback", "the apply", |r| r.state == "succeeded").await;
-    assert_eq!(applied.phase, "apply");
+    let applied = run_of(&s, &id, "rollback", "the apply", |r| {
+        r.state.as_str() == "succeeded"
+    })
+    .await;
+    assert_eq!(applied.phase.as_str(), "apply");
     assert_eq!(applied.actions.len(), 2);
     let rejected = run_of(&s, &id, "rollback-too", "the rejection", |r| {
-        r.state == "rejected"
+        r.state.as_str() == "rejected"
     })
     .await;
     assert!(
@@ -429,7 +435,7 @@ fn run(incident, params) {
         matches!(r.state.as_str(), "succeeded" | "failed")
     })
     .await;
-    assert_eq!(run.state, "succeeded", "{}", run.error);
+    assert_eq!(run.state.as_str(), "succeeded", "{}", run.error);
     let calls = calls.lock().unwrap().clone();
     let seen: Vec<(String, String)> = calls
         .iter()
@@ -546,7 +552,7 @@ fn run(incident, params) {
     let mut s = Stack::start(dir.path(), &config).await;
     let id = raise(&mut s, "data-breach", &[]).await;
     let run = run_of(&s, &id, "uses-secret", "the run to fail", |r| {
-        r.state == "failed"
+        r.state.as_str() == "failed"
     })
     .await;
     let run = full_run(&s, &run.id).await;
@@ -560,7 +566,7 @@ fn run(incident, params) {
         )
     );
     let http = &run.actions[0];
-    assert_eq!(http.status, "done");
+    assert_eq!(http.status.as_str(), "done");
     let result: Value = serde_json::from_str(&http.result).unwrap();
     assert_eq!(result["status"], 200);
 
@@ -611,7 +617,7 @@ fn run(incident, params) {
         matches!(r.state.as_str(), "succeeded" | "failed")
     })
     .await;
-    assert_eq!(run.state, "failed");
+    assert_eq!(run.state.as_str(), "failed");
     assert!(
         run.error.contains("\"/bin/sh\" is not allowed"),
         "{}",
@@ -620,7 +626,7 @@ fn run(incident, params) {
     let echo: Value = serde_json::from_str(&run.actions[0].result).unwrap();
     assert_eq!(echo["stdout"], "contained web-7\n");
     assert_eq!(echo["status"], 0);
-    assert_eq!(run.actions[2].status, "failed");
+    assert_eq!(run.actions[2].status.as_str(), "failed");
     assert!(
         run.actions[2].result.contains("ran longer than 1s"),
         "{}",
@@ -710,10 +716,13 @@ async fn hostile_scripts_end_their_own_runs_while_a_good_one_completes() {
     );
     let mut s = Stack::start(dir.path(), "{}\n").await;
     let id = raise(&mut s, "malware", &[]).await;
-    let good = run_of(&s, &id, "good", "the good run", |r| r.state == "succeeded").await;
+    let good = run_of(&s, &id, "good", "the good run", |r| {
+        r.state.as_str() == "succeeded"
+    })
+    .await;
     assert_eq!(good.actions.len(), 1);
     for (name, _, error) in HOSTILE {
-        let run = run_of(&s, &id, name, name, |r| r.state == "failed").await;
+        let run = run_of(&s, &id, name, name, |r| r.state.as_str() == "failed").await;
         assert!(
             run.error.contains(error),
             "{name}: {:?} lacks {error:?}",
@@ -721,7 +730,10 @@ async fn hostile_scripts_end_their_own_runs_while_a_good_one_completes() {
         );
         assert!(run.actions.is_empty(), "{name} acted: {:?}", run.actions);
     }
-    let flood = run_of(&s, &id, "flood", "the flood", |r| r.state == "succeeded").await;
+    let flood = run_of(&s, &id, "flood", "the flood", |r| {
+        r.state.as_str() == "succeeded"
+    })
+    .await;
     let log = full_run(&s, &flood.id).await.log;
     assert_eq!(log.len(), 1001, "the log keeps 1000 lines and says it cut");
     assert!(log[1000].contains("log truncated"));
@@ -787,7 +799,7 @@ async fn max_running_caps_the_runs_of_a_runbook_executing_at_once() {
     assert_eq!(ids.len(), 3, "three incidents, three runs");
     for id in &ids {
         run_of(&s, id, "one-at-a-time", "each run", |r| {
-            r.state == "succeeded"
+            r.state.as_str() == "succeeded"
         })
         .await;
     }
@@ -813,7 +825,10 @@ fn run(incident, params) {
     );
     let mut s = Stack::start(dir.path(), "{}\n").await;
     let id = raise(&mut s, "uncategorized", &[]).await;
-    run_of(&s, &id, "triage-it", "the run", |r| r.state == "succeeded").await;
+    run_of(&s, &id, "triage-it", "the run", |r| {
+        r.state.as_str() == "succeeded"
+    })
+    .await;
     let entries = eventually("every change on the timeline", || {
         let s = &s;
         let id = id.clone();
@@ -910,7 +925,10 @@ async fn an_escalation_policy_pages_later_steps_only_while_nobody_acknowledges()
                 .ok()?
                 .into_inner()
                 .deliveries;
-            let cancelled = list.iter().filter(|d| d.status == "cancelled").count();
+            let cancelled = list
+                .iter()
+                .filter(|d| d.status.as_str() == "cancelled")
+                .count();
             (cancelled == 2).then_some(cancelled)
         }
     })
@@ -987,7 +1005,7 @@ async fn a_durable_sleep_of_an_hour_wakes_when_its_time_has_come() {
     let mut s = Stack::start(dir.path(), "{}\n").await;
     let id = raise(&mut s, "service-outage", &[]).await;
     let sleeping = run_of(&s, &id, "wait-and-see", "the sleep", |r| {
-        r.state == "sleeping"
+        r.state.as_str() == "sleeping"
     })
     .await;
     let wake = sleeping.wake_at.unwrap();
@@ -997,11 +1015,11 @@ async fn a_durable_sleep_of_an_hour_wakes_when_its_time_has_come() {
         "{wake:?} {started:?}"
     );
     assert_eq!(sleeping.actions.len(), 2, "the sleep is journaled");
-    assert_eq!(sleeping.actions[1].status, "sleeping");
+    assert_eq!(sleeping.actions[1].status.as_str(), "sleeping");
 
     s.clock.advance(std::time::Duration::from_secs(3601));
     let done = run_of(&s, &id, "wait-and-see", "the wake-up", |r| {
-        r.state == "succeeded"
+        r.state.as_str() == "succeeded"
     })
     .await;
     let steps: Vec<(&str, &str)> = done
@@ -1031,7 +1049,7 @@ async fn of_racing_decisions_exactly_one_wins() {
     let mut s = Stack::start(dir.path(), "{}\n").await;
     let id = raise(&mut s, "service-outage", &[]).await;
     let run = run_of(&s, &id, "ask", "the wait", |r| {
-        r.state == "waiting_approval"
+        r.state.as_str() == "waiting_approval"
     })
     .await;
     let mut calls = tokio::task::JoinSet::new();
@@ -1055,7 +1073,10 @@ async fn of_racing_decisions_exactly_one_wins() {
         }
     }
     assert_eq!(winners.len(), 1, "{winners:?}");
-    let done = run_of(&s, &id, "ask", "the run", |r| r.state == "succeeded").await;
+    let done = run_of(&s, &id, "ask", "the run", |r| {
+        r.state.as_str() == "succeeded"
+    })
+    .await;
     let result: Value = serde_json::from_str(&done.actions[0].result).unwrap();
     assert_eq!(result["by"], format!("user:p{}", winners[0]));
     assert_eq!(result["approved"], winners[0] % 2 == 0);
@@ -1159,7 +1180,7 @@ async fn a_journal_flood_leaves_runs_readable_page_by_page() {
     let mut ids = Vec::new();
     for incident in &incidents {
         let run = run_of(&s, incident, "flood", "the flood to end", |r| {
-            r.state == "succeeded"
+            r.state.as_str() == "succeeded"
         })
         .await;
         // A list carries the first part of a run's journal and says where the rest is.

@@ -12,6 +12,7 @@ mod review;
 mod rules;
 mod service_error;
 mod signal;
+mod states;
 
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use dedup::{canonical_labels, dedup_key_for_group_key, dedup_key_for_labels, dedup_key_of};
@@ -22,6 +23,7 @@ pub use review::{ReviewInput, ReviewRun, TimelineItem, review_markdown};
 pub use rules::{CategoryRule, Classification, DEFAULT_TAXONOMY, Taxonomy, UNCATEGORIZED};
 pub use service_error::{ErrorCode, ServiceError};
 pub use signal::{Labels, Signal, SignalInput, clip, derive_dedup_key, no_nul, parse_label};
+pub use states::{AlertState, DeliveryState, RunPhase, RunState, StepStatus};
 
 /// Seconds since the Unix epoch in UTC, the unit of every stored timestamp.
 pub type Timestamp = time::OffsetDateTime;

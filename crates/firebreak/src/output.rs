@@ -404,7 +404,7 @@ impl Out {
                     say!("error    {}", r.error);
                 }
                 if let Some(at) = ts(r.wake_at.as_ref()).as_str() {
-                    let what = if r.state == "sleeping" {
+                    let what = if r.state.as_str() == "sleeping" {
                         "wakes"
                     } else {
                         "expires"

@@ -13,7 +13,7 @@ use std::time::Duration;
 use firebreak_bus::{
     Bus, ConsumerOptions, HandlerError, Relay, RelayHandle, consume, outbox_event, streams,
 };
-use firebreak_domain::{Clock, SystemClock};
+use firebreak_domain::{Clock, DeliveryState, SystemClock};
 use firebreak_proto::v1::{
     self,
     event::Payload,
@@ -166,7 +166,7 @@ impl Notification {
                 incident_id: incident_id.to_owned(),
                 kind: kind.to_owned(),
                 payload,
-                status: "pending".into(),
+                status: DeliveryState::Pending,
                 attempts: 0,
                 last_error: String::new(),
                 created_at: now,
@@ -271,7 +271,7 @@ impl Notification {
         let now = self.clock.now_micros();
         match &outcome {
             Ok(()) => {
-                d.status = "delivered".into();
+                d.status = DeliveryState::Delivered;
                 d.delivered_at = Some(now);
                 d.last_error.clear();
             }
@@ -279,18 +279,18 @@ impl Notification {
                 d.last_error = e.to_string();
                 match retry_at(e, d.attempts, now) {
                     Some(at) => d.next_attempt_at = at,
-                    None => d.status = "failed".into(),
+                    None => d.status = DeliveryState::Failed,
                 }
                 tracing::warn!(delivery = %d.id, channel = %d.channel, attempt = d.attempts, error = %e, "delivery failed");
             }
         }
-        let outcome = if d.status == "pending" {
+        let outcome = if d.status == DeliveryState::Pending {
             "retry"
         } else {
             d.status.as_str()
         };
         firebreak_telemetry::Metrics::count(&firebreak_telemetry::metrics().deliveries, outcome);
-        let event = (d.status != "pending").then(|| {
+        let event = (d.status != DeliveryState::Pending).then(|| {
             outbox_event(
                 streams::NOTIFICATIONS,
                 format!("notifications.{}", d.status),
@@ -298,7 +298,7 @@ impl Notification {
                     delivery_id: d.id.clone(),
                     incident_id: d.incident_id.clone(),
                     channel: d.channel.clone(),
-                    status: d.status.clone(),
+                    status: d.status.as_str().to_owned(),
                     attempts: d.attempts,
                     error: d.last_error.clone(),
                 }),
@@ -358,7 +358,7 @@ impl NotificationService for Notification {
                 incident_id: d.incident_id.clone(),
                 event_id: d.event_id.clone(),
                 kind: d.kind.clone(),
-                status: d.status.clone(),
+                status: d.status.as_str().to_owned(),
                 attempts: d.attempts,
                 last_error: clip(&d.last_error, MAX_ERROR),
                 created_at: Some(firebreak_proto::timestamp(d.created_at)),

@@ -1,5 +1,6 @@
 //! Approvals: a person (or the timeout's fallback) decides a waiting step or a plan.
 
+use firebreak_domain::{RunPhase, RunState, StepStatus};
 use firebreak_runbook::OnTimeout;
 use firebreak_storage::RunRecord;
 use serde_json::json;
@@ -42,8 +43,8 @@ impl Orchestration {
             .run(run_id)
             .await?
             .ok_or_else(|| DecideError::NotFound(run_id.to_owned()))?;
-        if run.state != "waiting_approval" {
-            return Err(DecideError::NotWaiting(run.id, run.state));
+        if run.state != RunState::WaitingApproval {
+            return Err(DecideError::NotWaiting(run.id, run.state.to_string()));
         }
         let role = self
             .catalog
@@ -68,17 +69,17 @@ impl Orchestration {
         let events = [run_event(&run, change, "", &detail)];
         let mut next = run.clone();
         next.wake_at = None;
-        let moved = if run.phase == "plan" {
+        let moved = if run.phase == RunPhase::Plan {
             if d.approved {
-                next.phase = "apply".into();
-                next.state = "pending".into();
+                next.phase = RunPhase::Apply;
+                next.state = RunState::Pending;
             } else {
-                next.state = "rejected".into();
+                next.state = RunState::Rejected;
                 next.error = format!("plan rejected by {detail}");
                 next.finished_at = Some(self.now());
             }
             store
-                .transition(&next, "waiting_approval", None, &events)
+                .transition(&next, RunState::WaitingApproval, None, &events)
                 .await?
         } else {
             // The waiting step alone: a run's journal may be far too large to read whole.
@@ -89,12 +90,12 @@ impl Orchestration {
                 ));
             };
             let mut decided = waiting;
-            decided.status = "done".into();
+            decided.status = StepStatus::Done;
             decided.result = json!({ "approved": d.approved, "by": d.actor, "comment": d.comment });
             decided.at = self.now();
-            next.state = "pending".into();
+            next.state = RunState::Pending;
             store
-                .transition(&next, "waiting_approval", Some(&decided), &events)
+                .transition(&next, RunState::WaitingApproval, Some(&decided), &events)
                 .await?
         };
         if !moved {

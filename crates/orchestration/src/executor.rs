@@ -3,6 +3,7 @@
 use std::sync::{Arc, Mutex};
 
 use firebreak_bus::{outbox_event, streams};
+use firebreak_domain::{RunPhase, RunState, StepStatus};
 use firebreak_proto::v1::{self, event::Payload};
 use firebreak_runbook::{
     Execution, Mode, Outcome, PlannedStep, Recorded, Runbook, Simulator, execute, simulate,
@@ -43,15 +44,15 @@ pub(crate) fn new_run(
         id: firebreak_domain::RunId::new().to_string(),
         runbook: runbook.manifest.name.clone(),
         incident_id: incident.id.clone(),
-        state: "pending".into(),
+        state: RunState::Pending,
         live,
         error: String::new(),
         input: incident_input(incident),
         started_at: now,
         finished_at: None,
         phase: match runbook.manifest.mode {
-            Mode::PlanApprove => "plan".into(),
-            Mode::Auto => "apply".into(),
+            Mode::PlanApprove => RunPhase::Plan,
+            Mode::Auto => RunPhase::Apply,
         },
         plan: serde_json::Value::Null,
         wake_at: None,
@@ -85,7 +86,7 @@ impl Orchestration {
             match self.store.due_runs(self.now()).await {
                 Ok(runs) => {
                     for run in runs {
-                        if run.state == "waiting_approval" {
+                        if run.state == RunState::WaitingApproval {
                             self.expire_approval(&run).await;
                             continue;
                         }
@@ -143,9 +144,9 @@ impl Orchestration {
                 None
             }
         };
-        let due = |r: &RunRecord| match r.state.as_str() {
-            "pending" | "running" => true,
-            "sleeping" => r.wake_at.is_none_or(|t| t <= self.now()),
+        let due = |r: &RunRecord| match r.state {
+            RunState::Pending | RunState::Running => true,
+            RunState::Sleeping => r.wake_at.is_none_or(|t| t <= self.now()),
             _ => false,
         };
         let run = fresh.filter(due);
@@ -159,13 +160,13 @@ impl Orchestration {
         // down again.
         match self.store.begin_attempt(&id, &self.owner).await {
             Ok(Some(n)) if n > MAX_EXECUTION_ATTEMPTS => {
-                let from = run.state.clone();
+                let from = run.state;
                 let msg = format!(
                     "the run crashed the process {} times (its execution began and never ended); it is not tried again",
                     n - 1
                 );
                 tracing::error!(run = %id, runbook = %run.runbook, attempts = n - 1, "giving up a run that keeps crashing the process");
-                self.finish(&run, &from, "failed", Some(&msg)).await;
+                self.finish(&run, from, RunState::Failed, Some(&msg)).await;
                 self.unclaim(&id);
                 self.release(&id).await;
                 None
@@ -295,7 +296,7 @@ impl Orchestration {
     async fn move_run(
         &self,
         run: &RunRecord,
-        from: &str,
+        from: RunState,
         change: impl FnOnce(&mut RunRecord),
         events: &[OutboxEvent],
     ) -> bool {
@@ -313,17 +314,18 @@ impl Orchestration {
     async fn execute_run(&self, run: RunRecord) {
         let Some(runbook) = self.catalog.get(&run.runbook).cloned() else {
             let msg = format!("runbook {} is no longer loaded", run.runbook);
-            self.finish(&run, &run.state, "failed", Some(&msg)).await;
+            self.finish(&run, run.state, RunState::Failed, Some(&msg))
+                .await;
             return;
         };
-        if run.state != "running" {
-            let from = run.state.clone();
+        if run.state != RunState::Running {
+            let from = run.state;
             let moved = self
                 .move_run(
                     &run,
-                    &from,
+                    from,
                     |r| {
-                        r.state = "running".into();
+                        r.state = RunState::Running;
                         r.wake_at = None;
                     },
                     &[],
@@ -336,12 +338,17 @@ impl Orchestration {
         let params = match runbook.params(self.options.params.get(&run.runbook)) {
             Ok(p) => p,
             Err(e) => {
-                self.finish(&run, "running", "failed", Some(&e.to_string()))
-                    .await;
+                self.finish(
+                    &run,
+                    RunState::Running,
+                    RunState::Failed,
+                    Some(&e.to_string()),
+                )
+                .await;
                 return;
             }
         };
-        if run.phase == "plan" {
+        if run.phase == RunPhase::Plan {
             self.plan(run, runbook, params).await;
             return;
         }
@@ -355,10 +362,13 @@ impl Orchestration {
         // A sleep whose time has come is over: record it so before replaying.
         let now = self.now();
         let mut journal = journal;
-        for j in journal.iter_mut().filter(|j| j.status == "sleeping") {
+        for j in journal
+            .iter_mut()
+            .filter(|j| j.status == StepStatus::Sleeping)
+        {
             let until = j.result["until"].as_i64().unwrap_or(0);
             if until <= now {
-                j.status = "done".into();
+                j.status = StepStatus::Done;
                 j.result = json!({ "slept_until": until });
                 if let Err(e) = self.store.put_journal(j, &[]).await {
                     tracing::warn!(run = %run.id, error = %e, "recording the end of a sleep failed");
@@ -372,7 +382,7 @@ impl Orchestration {
                 seq: j.seq,
                 action: j.action,
                 digest: j.args_digest,
-                status: j.status,
+                status: j.status.as_str().to_owned(),
                 result: j.result,
             })
             .collect();
@@ -409,12 +419,18 @@ impl Orchestration {
         self.append_log(&run, &lines).await;
         match outcome {
             Outcome::Succeeded { steps } => {
-                if self.finish(&run, "running", "succeeded", None).await {
+                if self
+                    .finish(&run, RunState::Running, RunState::Succeeded, None)
+                    .await
+                {
                     tracing::info!(run = %run.id, runbook = %run.runbook, steps, "run succeeded");
                 }
             }
             Outcome::Failed(msg) => {
-                if self.finish(&run, "running", "failed", Some(&msg)).await {
+                if self
+                    .finish(&run, RunState::Running, RunState::Failed, Some(&msg))
+                    .await
+                {
                     tracing::warn!(run = %run.id, runbook = %run.runbook, error = %msg, "run failed");
                 }
             }
@@ -430,9 +446,9 @@ impl Orchestration {
                 let until = self.now() + secs(approval_timeout);
                 self.move_run(
                     &run,
-                    "running",
+                    RunState::Running,
                     |r| {
-                        r.state = "waiting_approval".into();
+                        r.state = RunState::WaitingApproval;
                         r.wake_at = Some(until);
                     },
                     &[],
@@ -452,9 +468,9 @@ impl Orchestration {
                 );
                 self.move_run(
                     &run,
-                    "running",
+                    RunState::Running,
                     |r| {
-                        r.state = "sleeping".into();
+                        r.state = RunState::Sleeping;
                         r.wake_at = Some(until);
                     },
                     &[event],
@@ -486,8 +502,8 @@ impl Orchestration {
             Err(e) => {
                 self.finish(
                     &run,
-                    "running",
-                    "failed",
+                    RunState::Running,
+                    RunState::Failed,
                     Some(&format!("the plan's thread failed: {e}")),
                 )
                 .await;
@@ -498,8 +514,8 @@ impl Orchestration {
         if let Outcome::Failed(msg) = &sim.outcome {
             self.finish(
                 &run,
-                "running",
-                "failed",
+                RunState::Running,
+                RunState::Failed,
                 Some(&format!("planning failed: {msg}")),
             )
             .await;
@@ -510,9 +526,9 @@ impl Orchestration {
         let until = self.now() + secs(timeout);
         self.move_run(
             &run,
-            "running",
+            RunState::Running,
             |r| {
-                r.state = "waiting_approval".into();
+                r.state = RunState::WaitingApproval;
                 r.plan = plan;
                 r.wake_at = Some(until);
             },
@@ -536,14 +552,19 @@ impl Orchestration {
     pub(crate) async fn finish(
         &self,
         run: &RunRecord,
-        from: &str,
-        state: &str,
+        from: RunState,
+        state: RunState,
         error: Option<&str>,
     ) -> bool {
         // A script's error can be as long as the script likes: it is stored clipped, so the
         // run stays readable.
         let error = error.map(|e| crate::limits::clip(e, crate::limits::MAX_TEXT));
-        let event = run_event(run, state, "", error.as_deref().unwrap_or_default());
+        let event = run_event(
+            run,
+            state.as_str(),
+            "",
+            error.as_deref().unwrap_or_default(),
+        );
         let finished = match self
             .store
             .set_run_state(&run.id, from, state, error.as_deref(), &[event])
@@ -557,10 +578,10 @@ impl Orchestration {
         };
         if finished {
             let m = firebreak_telemetry::metrics();
-            firebreak_telemetry::Metrics::count(&m.runs_finished, state);
+            firebreak_telemetry::Metrics::count(&m.runs_finished, state.as_str());
             self.relay.wake();
         } else {
-            tracing::warn!(run = %run.id, state, "the run was finished or moved on by another execution");
+            tracing::warn!(run = %run.id, %state, "the run was finished or moved on by another execution");
         }
         finished
     }

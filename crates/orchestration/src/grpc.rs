@@ -11,19 +11,10 @@ use crate::limits::{
     MAX_ACTOR, MAX_COMMENT, MAX_DOCUMENT, MAX_LISTED_JOURNAL, MAX_NAME, MAX_PAGE_BYTES, MAX_TEXT,
     checked, clip, clip_json, clip_lines,
 };
+use firebreak_domain::{RunPhase, RunState};
 use firebreak_proto::Message;
 use firebreak_runbook::OnTimeout;
 use firebreak_runbook::{Outcome, Simulator, simulate};
-
-const STATES: &[&str] = &[
-    "pending",
-    "running",
-    "sleeping",
-    "waiting_approval",
-    "succeeded",
-    "failed",
-    "rejected",
-];
 
 /// Dry runs simulating at once in this process; more are refused (`RESOURCE_EXHAUSTED`), so
 /// dry runs cannot take the blocking threads live runs need.
@@ -44,7 +35,7 @@ fn run_to_proto(r: &RunRecord, log: Vec<String>, full: bool) -> v1::Run {
         id: r.id.clone(),
         runbook: r.runbook.clone(),
         incident_id: r.incident_id.clone(),
-        state: r.state.clone(),
+        state: r.state.as_str().to_owned(),
         live: r.live,
         error: clip(&r.error, MAX_TEXT),
         started_at: Some(firebreak_proto::timestamp(r.started_at)),
@@ -55,7 +46,7 @@ fn run_to_proto(r: &RunRecord, log: Vec<String>, full: bool) -> v1::Run {
         } else {
             Vec::new()
         },
-        phase: r.phase.clone(),
+        phase: r.phase.as_str().to_owned(),
         plan: if r.plan.is_null() || !full {
             String::new()
         } else {
@@ -72,7 +63,7 @@ fn action_to_proto(j: &JournalRecord) -> v1::RunAction {
         action: j.action.clone(),
         args: clip_json(&j.args, MAX_DOCUMENT),
         result: clip_json(&j.result, MAX_DOCUMENT),
-        status: j.status.clone(),
+        status: j.status.as_str().to_owned(),
         idempotency_key: j.idempotency_key.clone(),
         at: Some(firebreak_proto::timestamp(j.at)),
     }
@@ -284,15 +275,14 @@ impl RunbookService for RunbookApi {
         let limit = page_limit(req.limit, 100);
         let state = match req.state.trim() {
             "" => None,
-            s if STATES.contains(&s) => Some(s),
-            s => {
-                return Err(Error::Invalid(format!(
+            s => Some(s.parse::<RunState>().map_err(|_| {
+                let known: Vec<&str> = RunState::ALL.iter().map(|s| s.as_str()).collect();
+                Error::Invalid(format!(
                     "unknown run state {:?}; known: {}",
                     clip(s, 64),
-                    STATES.join(", ")
+                    known.join(", ")
                 ))
-                .into());
-            }
+            })?),
         };
         let after = run_token(&req.page_token)?;
         let query = RunQuery {
@@ -457,7 +447,7 @@ impl RunbookService for RunbookApi {
         let after = run_token(&req.page_token)?;
         let store = &self.orch.store;
         let query = RunQuery {
-            state: Some("waiting_approval"),
+            state: Some(RunState::WaitingApproval),
             after: after.as_deref(),
             oldest_first: true,
             ..RunQuery::default()
@@ -479,7 +469,7 @@ impl RunbookService for RunbookApi {
                 .get(&run.runbook)
                 .map(|rb| rb.manifest.approval.clone())
                 .unwrap_or_default();
-            let (seq, prompt, requested_at) = if run.phase == "plan" {
+            let (seq, prompt, requested_at) = if run.phase == RunPhase::Plan {
                 let steps = run.plan.as_array().map_or(0, Vec::len);
                 (
                     0,

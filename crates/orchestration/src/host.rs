@@ -5,6 +5,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use firebreak_bus::{outbox_event, streams};
+use firebreak_domain::StepStatus;
 use firebreak_proto::v1::{self, event::Payload, incident_command::Command};
 use firebreak_runbook::{
     ActionError, ActionErrorKind, Host, Step, StepError, StepOutcome, is_side_effecting,
@@ -87,7 +88,7 @@ impl RunHost {
     fn journal(
         &self,
         step: &Step,
-        status: &str,
+        status: StepStatus,
         result: Value,
         attempts: u32,
         extra: Option<OutboxEvent>,
@@ -98,7 +99,7 @@ impl RunHost {
             action: step.action.clone(),
             args: step.args.clone(),
             args_digest: step.digest.clone(),
-            status: status.to_owned(),
+            status,
             result: result.clone(),
             idempotency_key: step.idempotency_key.clone(),
             attempts,
@@ -107,7 +108,7 @@ impl RunHost {
         let summary = json!({
             "seq": step.seq, "action": step.action, "args": step.args, "status": status, "result": result,
         });
-        let change = if status == "waiting" {
+        let change = if status == StepStatus::Waiting {
             "waiting_approval"
         } else {
             "action"
@@ -407,17 +408,23 @@ impl Host for RunHost {
     fn perform(&self, step: &Step) -> Result<StepOutcome, StepError> {
         match step.action.as_str() {
             "approval.request" => {
-                self.journal(step, "waiting", Value::Null, 1, None)?;
+                self.journal(step, StepStatus::Waiting, Value::Null, 1, None)?;
                 return Ok(StepOutcome::Waiting);
             }
             "sleep.for" => {
                 let seconds = step.args["seconds"].as_i64().unwrap_or(0);
                 if seconds > 0 {
                     let until = self.clock.now_micros() + seconds * 1_000_000;
-                    self.journal(step, "sleeping", json!({ "until": until }), 1, None)?;
+                    self.journal(
+                        step,
+                        StepStatus::Sleeping,
+                        json!({ "until": until }),
+                        1,
+                        None,
+                    )?;
                     return Ok(StepOutcome::Sleeping { until });
                 }
-                self.journal(step, "done", json!({}), 1, None)?;
+                self.journal(step, StepStatus::Done, json!({}), 1, None)?;
                 return Ok(StepOutcome::Done(json!({})));
             }
             _ => {}
@@ -426,11 +433,17 @@ impl Host for RunHost {
             let event = match self.internal(step) {
                 Ok(event) => event,
                 Err(e) => {
-                    self.journal(step, "failed", json!({ "error": e.message }), 1, None)?;
+                    self.journal(
+                        step,
+                        StepStatus::Failed,
+                        json!({ "error": e.message }),
+                        1,
+                        None,
+                    )?;
                     return Err(StepError::Failed(e));
                 }
             };
-            self.journal(step, "done", json!({}), 1, event)?;
+            self.journal(step, StepStatus::Done, json!({}), 1, event)?;
             return Ok(StepOutcome::Done(json!({})));
         }
         if !self.run.live {
@@ -441,16 +454,22 @@ impl Host for RunHost {
                 }
                 _ => json!({ "ok": true, "simulated": true }),
             };
-            self.journal(step, "simulated", result.clone(), 0, None)?;
+            self.journal(step, StepStatus::Simulated, result.clone(), 0, None)?;
             return Ok(StepOutcome::Done(result));
         }
         match self.external(step) {
             (Ok(v), tries) => {
-                self.journal(step, "done", v.clone(), tries, None)?;
+                self.journal(step, StepStatus::Done, v.clone(), tries, None)?;
                 Ok(StepOutcome::Done(v))
             }
             (Err(e), tries) => {
-                self.journal(step, "failed", json!({ "error": e.message }), tries, None)?;
+                self.journal(
+                    step,
+                    StepStatus::Failed,
+                    json!({ "error": e.message }),
+                    tries,
+                    None,
+                )?;
                 Err(StepError::Failed(e))
             }
         }

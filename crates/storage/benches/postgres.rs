@@ -172,8 +172,8 @@ fn new_incident(id: String, key: &str) -> IncidentRecord {
         category: "performance".into(),
         severity: 2,
         priority: 2,
-        urgency: "high".into(),
-        state: "open".into(),
+        urgency: "high".parse().unwrap(),
+        state: "open".parse().unwrap(),
         dedup_key: key.into(),
         alert_count: 1,
         labels: BTreeMap::from([("env".into(), "prod".into())]),
@@ -360,7 +360,7 @@ async fn notification_claims(total: usize) {
             incident_id: format!("inc-{}", n % 100),
             kind: "opened".into(),
             payload: json!({ "text": "HighLatency on api-1" }),
-            status: "pending".into(),
+            status: "pending".parse().unwrap(),
             attempts: 0,
             last_error: String::new(),
             created_at: n as i64,
@@ -385,7 +385,7 @@ async fn notification_claims(total: usize) {
             break;
         }
         for mut d in claimed {
-            d.status = "delivered".into();
+            d.status = "delivered".parse().unwrap();
             d.attempts = 1;
             d.delivered_at = Some(1);
             store.update_delivery(&d, None).await.unwrap();

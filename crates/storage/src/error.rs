@@ -13,7 +13,7 @@ pub enum Error {
     Database(#[from] sqlx::Error),
     /// SQLite answered with an error (on a connection of the adapter's own threads).
     #[error("database: {0}")]
-    Sqlite(#[from] rusqlite::Error),
+    Sqlite(rusqlite::Error),
     /// A SQLite connection's thread has stopped: the store is gone.
     #[error("database: the connection to {0} has stopped")]
     Stopped(String),
@@ -57,6 +57,19 @@ impl ServiceError for Error {
             Self::Corrupt(_) | Self::Migration { .. } | Self::MigrationEdited { .. } => {
                 ErrorCode::Internal
             }
+        }
+    }
+}
+
+/// A value SQLite returned that does not convert (an unknown state name, say) is a corrupt
+/// row, not an unreachable database.
+impl From<rusqlite::Error> for Error {
+    fn from(e: rusqlite::Error) -> Self {
+        match e {
+            rusqlite::Error::FromSqlConversionFailure(_, _, cause) => {
+                Self::Corrupt(cause.to_string())
+            }
+            other => Self::Sqlite(other),
         }
     }
 }

@@ -18,6 +18,8 @@ use async_trait::async_trait;
 pub use error::{Error, Result};
 pub use records::*;
 
+use firebreak_domain::RunState;
+
 /// Events written with a state change, waiting for the relay to publish them.
 #[async_trait]
 pub trait Outbox: Send + Sync {
@@ -165,7 +167,7 @@ pub trait OrchestrationStore: Outbox {
     async fn runs(
         &self,
         incident_id: Option<&str>,
-        state: Option<&str>,
+        state: Option<RunState>,
         limit: u32,
     ) -> Result<Vec<RunRecord>> {
         let query = RunQuery {
@@ -216,7 +218,7 @@ pub trait OrchestrationStore: Outbox {
     async fn transition(
         &self,
         run: &RunRecord,
-        from: &str,
+        from: RunState,
         journal: Option<&JournalRecord>,
         events: &[OutboxEvent],
     ) -> Result<bool>;
@@ -226,8 +228,8 @@ pub trait OrchestrationStore: Outbox {
     async fn set_run_state(
         &self,
         id: &str,
-        from: &str,
-        state: &str,
+        from: RunState,
+        state: RunState,
         error: Option<&str>,
         events: &[OutboxEvent],
     ) -> Result<bool>;

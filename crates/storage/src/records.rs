@@ -2,6 +2,8 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
+use firebreak_domain::{DeliveryState, IncidentState, RunPhase, RunState, StepStatus, Urgency};
+
 /// An event to publish after the transaction that wrote it commits.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OutboxEvent {
@@ -83,8 +85,8 @@ pub struct IncidentRecord {
     pub category: String,
     pub severity: u32,
     pub priority: u32,
-    pub urgency: String,
-    pub state: String,
+    pub urgency: Urgency,
+    pub state: IncidentState,
     pub dedup_key: String,
     pub alert_count: u32,
     pub labels: BTreeMap<String, String>,
@@ -109,7 +111,7 @@ impl IncidentRecord {
             &self.title,
             &self.description,
             &self.category,
-            &self.state,
+            self.state.as_str(),
             &self.dedup_key,
             &self.source,
             &self.resolution_summary,
@@ -265,16 +267,15 @@ pub struct RunRecord {
     pub id: String,
     pub runbook: String,
     pub incident_id: String,
-    /// pending, running, sleeping, waiting_approval, succeeded, failed, rejected.
-    pub state: String,
+    pub state: RunState,
     pub live: bool,
     pub error: String,
     /// The incident as the run saw it when it started (JSON), so replays see the same input.
     pub input: serde_json::Value,
     pub started_at: i64,
     pub finished_at: Option<i64>,
-    /// `plan` while a plan-approve run records its plan, then `apply`.
-    pub phase: String,
+    /// `Plan` while a plan-approve run records its plan, then `Apply`.
+    pub phase: RunPhase,
     /// The recorded plan (JSON array), or null.
     pub plan: serde_json::Value,
     /// When a sleeping run wakes or a pending approval times out.
@@ -284,7 +285,7 @@ pub struct RunRecord {
 impl RunRecord {
     /// True for succeeded, failed and rejected runs.
     pub fn is_finished(&self) -> bool {
-        matches!(self.state.as_str(), "succeeded" | "failed" | "rejected")
+        self.state.is_finished()
     }
 
     /// About the bytes the run takes on the wire without its journal and log (its input,
@@ -294,9 +295,9 @@ impl RunRecord {
             &self.id,
             &self.runbook,
             &self.incident_id,
-            &self.state,
+            self.state.as_str(),
             &self.error,
-            &self.phase,
+            self.phase.as_str(),
         ]
         .iter()
         .map(|s| s.len())
@@ -315,7 +316,7 @@ impl RunRecord {
 #[derive(Debug, Clone, Default)]
 pub struct RunQuery<'a> {
     pub incident_id: Option<&'a str>,
-    pub state: Option<&'a str>,
+    pub state: Option<RunState>,
     /// The id of the last run of the previous page.
     pub after: Option<&'a str>,
     /// Oldest first (ascending ids) instead of newest first.
@@ -332,8 +333,7 @@ pub struct JournalRecord {
     pub args: serde_json::Value,
     /// A digest of the arguments, to detect a replay that diverges.
     pub args_digest: String,
-    /// done, failed, simulated or waiting.
-    pub status: String,
+    pub status: StepStatus,
     pub result: serde_json::Value,
     pub idempotency_key: String,
     pub attempts: u32,
@@ -346,7 +346,7 @@ impl JournalRecord {
         self.action.len()
             + self.args.to_string().len()
             + self.result.to_string().len()
-            + self.status.len()
+            + self.status.as_str().len()
             + self.idempotency_key.len()
             + 32
     }
@@ -361,9 +361,8 @@ pub struct DeliveryRecord {
     pub incident_id: String,
     pub kind: String,
     pub payload: serde_json::Value,
-    /// pending, delivered, failed or cancelled (a later escalation step after an
-    /// acknowledgement).
-    pub status: String,
+    /// Cancelled: a later escalation step after an acknowledgement.
+    pub status: DeliveryState,
     pub attempts: u32,
     pub last_error: String,
     pub created_at: i64,
@@ -383,7 +382,7 @@ impl DeliveryRecord {
             &self.channel,
             &self.incident_id,
             &self.kind,
-            &self.status,
+            self.status.as_str(),
             &self.last_error,
         ]
         .iter()

@@ -21,7 +21,7 @@ pub(crate) fn incident_to_proto(i: &IncidentRecord) -> v1::Incident {
         category: i.category.clone(),
         severity: i.severity,
         priority: i.priority,
-        state: i.state.clone(),
+        state: i.state.as_str().to_owned(),
         dedup_key: i.dedup_key.clone(),
         alert_count: i.alert_count,
         labels: i.labels.clone().into_iter().collect(),

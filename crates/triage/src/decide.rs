@@ -21,7 +21,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 
 use firebreak_domain::{
     Action, IncidentState, Priority, ReviewInput, Severity, Signal, SignalInput, Taxonomy,
-    TimelineItem, Urgency, review_markdown,
+    TimelineItem, review_markdown,
 };
 use firebreak_proto::v1;
 use firebreak_storage::{
@@ -249,7 +249,7 @@ struct Work<'s> {
     /// Incidents touched or read so far, as they stand now, by id.
     incidents: HashMap<String, IncidentRecord>,
     /// Their state as stored, for those the snapshot held.
-    stored_state: HashMap<String, String>,
+    stored_state: HashMap<String, IncidentState>,
     /// Ids of the incidents this batch opened, in order.
     opened: Vec<String>,
     /// Ids of stored incidents this batch changed, in order.
@@ -395,7 +395,7 @@ impl<'s> Work<'s> {
             let current = Severity::new(inc.severity)?;
             let rises = class.severity.is_worse_than(current);
             if rises {
-                let urgency: Urgency = inc.urgency.parse()?;
+                let urgency = inc.urgency;
                 let data = json!({
                     "from": inc.severity, "to": class.severity.level(),
                     "reason": format!("a new alert is {}", class.severity_reason),
@@ -430,8 +430,8 @@ impl<'s> Work<'s> {
             category: class.category.clone(),
             severity: u32::from(class.severity.level()),
             priority: u32::from(class.priority.level()),
-            urgency: class.urgency.as_str().to_owned(),
-            state: IncidentState::Open.as_str().into(),
+            urgency: class.urgency,
+            state: IncidentState::Open,
             dedup_key: signal.dedup_key.clone(),
             alert_count: 1,
             labels: signal.labels.clone(),
@@ -498,9 +498,9 @@ impl<'s> Work<'s> {
         let mut inc = self
             .incident(id)
             .ok_or_else(|| Error::NotFound(id.to_owned()))?;
-        let from: IncidentState = inc.state.parse()?;
+        let from = inc.state;
         let to = from.apply(action)?;
-        inc.state = to.as_str().into();
+        inc.state = to;
         inc.updated_at = now;
         let (kind, data) = match action {
             Action::Acknowledge => {
@@ -579,7 +579,7 @@ impl<'s> Work<'s> {
             return Ok(());
         };
         let now = ctx.now;
-        let active = inc.state.parse::<IncidentState>()?.is_active();
+        let active = inc.state.is_active();
         match command {
             RunbookCommand::Note(text) => {
                 self.entry(
@@ -600,7 +600,7 @@ impl<'s> Work<'s> {
                 if inc.severity == *level || !active {
                     return Ok(());
                 }
-                let urgency: Urgency = inc.urgency.parse()?;
+                let urgency = inc.urgency;
                 let data =
                     json!({ "from": inc.severity, "to": level, "reason": "set by a runbook" });
                 self.entry(id, "severity_changed", &actor, data, now);
@@ -619,7 +619,7 @@ impl<'s> Work<'s> {
                 let reason = clip(reason, MAX_TEXT);
                 let level = inc.severity.saturating_sub(1).max(1);
                 if level != inc.severity {
-                    let urgency: Urgency = inc.urgency.parse()?;
+                    let urgency = inc.urgency;
                     let data = json!({
                         "from": inc.severity, "to": level, "reason": format!("escalated: {reason}"),
                     });
@@ -755,8 +755,7 @@ impl<'s> Work<'s> {
             .get(id)
             .or_else(|| self.snap.active.values().find(|i| i.id == id))?
             .clone();
-        self.stored_state
-            .insert(stored.id.clone(), stored.state.clone());
+        self.stored_state.insert(stored.id.clone(), stored.state);
         self.incidents.insert(stored.id.clone(), stored.clone());
         Some(stored)
     }
@@ -769,10 +768,7 @@ impl<'s> Work<'s> {
         let stored = self.snap.active.get(dedup_key)?.id.clone();
         // Read through `incident`, which may hold a newer version (a transition in this batch).
         let inc = self.incident(&stored)?;
-        let active = inc
-            .state
-            .parse::<IncidentState>()
-            .is_ok_and(|s| s.is_active());
+        let active = inc.state.is_active();
         let now = active.then_some(stored);
         self.active.insert(dedup_key.to_owned(), now.clone());
         now
@@ -781,9 +777,7 @@ impl<'s> Work<'s> {
     /// Keeps `inc` as changed by this batch.
     fn put(&mut self, inc: IncidentRecord) {
         if !self.opened.contains(&inc.id) && !self.changed.contains(&inc.id) {
-            self.stored_state
-                .entry(inc.id.clone())
-                .or_insert_with(|| inc.state.clone());
+            self.stored_state.entry(inc.id.clone()).or_insert(inc.state);
             self.changed.push(inc.id.clone());
         }
         self.incidents.insert(inc.id.clone(), inc);

@@ -171,7 +171,7 @@ impl Triage {
             .incident(id)
             .await?
             .ok_or_else(|| Error::NotFound(id.to_owned()))?;
-        match inc.state.parse::<IncidentState>()? {
+        match inc.state {
             IncidentState::Resolved => Ok(render_review(&inc, &self.store.timeline(id).await?)),
             IncidentState::Closed => Ok(inc.review),
             state => Err(firebreak_domain::Error::Transition {

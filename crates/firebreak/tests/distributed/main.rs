@@ -297,7 +297,7 @@ async fn the_incident_path_across_four_processes() {
             .into_inner()
             .runs
             .into_iter()
-            .find(|r| r.state == "succeeded")
+            .find(|r| r.state.as_str() == "succeeded")
         }
     })
     .await;

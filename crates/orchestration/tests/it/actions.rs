@@ -93,13 +93,13 @@ async fn the_deadline_holds_during_a_call_that_blocks() {
     let Ended {
         run, store, bus, ..
     } = run_to_end(&dir, "waits", Options::default()).await;
-    assert_eq!(run.state, "failed");
+    assert_eq!(run.state.as_str(), "failed");
     assert!(run.error.contains("deadline exceeded"), "{}", run.error);
     // The request went out, and the target never answered it.
     assert_eq!(accepted.load(Ordering::SeqCst), 1);
     let journal = store.journal("r1").await.unwrap();
     assert_eq!(journal.len(), 1);
-    assert_eq!(journal[0].status, "failed");
+    assert_eq!(journal[0].status.as_str(), "failed");
     assert_eq!(bus.finishes("r1"), 1);
 }
 
@@ -171,7 +171,7 @@ async fn a_huge_response_is_read_no_further_than_the_cap() {
         peak < 100 * 1024,
         "peak resident set {peak} KiB (now {rss} KiB)"
     );
-    assert_eq!(run.state, "succeeded", "{}", run.error);
+    assert_eq!(run.state.as_str(), "succeeded", "{}", run.error);
     assert_eq!(store.log("r1").await.unwrap(), ["truncated: true"]);
     let journal = store.journal("r1").await.unwrap();
     let result = &journal[0].result;
@@ -243,7 +243,7 @@ async fn a_secret_is_sent_only_to_its_hosts() {
             &format!("fn run(incident, params) {{\n    {request};\n}}\n"),
         );
         let Ended { run, store, .. } = run_to_end(&dir, name, with_secret(&secrets)).await;
-        assert_eq!(run.state, "failed", "{name}");
+        assert_eq!(run.state.as_str(), "failed", "{name}");
         assert!(
             run.error.contains("capability denied"),
             "{name}: {}",
@@ -251,7 +251,7 @@ async fn a_secret_is_sent_only_to_its_hosts() {
         );
         assert!(!run.error.contains(TOKEN), "{name}: {}", run.error);
         let journal = store.journal("r1").await.unwrap();
-        assert_eq!(journal[0].status, "failed", "{name}");
+        assert_eq!(journal[0].status.as_str(), "failed", "{name}");
         assert_eq!(journal[0].attempts, 0, "{name}");
     }
     assert_eq!(accepted.load(Ordering::SeqCst), 0, "a request went out");
@@ -280,7 +280,7 @@ async fn a_secret_is_sent_only_to_its_hosts() {
         "fn run(incident, params) {\n    http::request(#{ method: \"GET\", url: params.url, headers: #{ Authorization: \"Bearer \" + secret(\"tok\") } });\n}\n",
     );
     let Ended { run, .. } = run_to_end(&dir, "allowed", with_secret(&secrets)).await;
-    assert_eq!(run.state, "succeeded", "{}", run.error);
+    assert_eq!(run.state.as_str(), "succeeded", "{}", run.error);
     let request = got.await.unwrap();
     assert!(
         request
@@ -308,7 +308,7 @@ async fn a_notification_to_an_unknown_channel_fails_the_run() {
     let Ended {
         run, store, bus, ..
     } = run_to_end(&dir, "notifies", options).await;
-    assert_eq!(run.state, "failed");
+    assert_eq!(run.state.as_str(), "failed");
     assert!(
         run.error
             .contains("unknown notification channel \"nowhere\""),

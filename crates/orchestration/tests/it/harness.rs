@@ -2,6 +2,7 @@
 //! directory, an orchestrator started over a store, and a store whose list of due runs goes
 //! stale on purpose.
 
+use firebreak_domain::{RunPhase, RunState};
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -113,13 +114,13 @@ pub(crate) fn pending_run(id: &str, runbook: &str, live: bool) -> RunRecord {
         id: id.into(),
         runbook: runbook.into(),
         incident_id: format!("inc-{id}"),
-        state: "pending".into(),
+        state: RunState::Pending,
         live,
         error: String::new(),
         input: serde_json::json!({ "id": format!("inc-{id}"), "labels": {} }),
         started_at: 1,
         finished_at: None,
-        phase: "apply".into(),
+        phase: RunPhase::Apply,
         plan: serde_json::Value::Null,
         wake_at: None,
     }
@@ -263,7 +264,7 @@ impl OrchestrationStore for Hooked {
     async fn runs(
         &self,
         incident_id: Option<&str>,
-        state: Option<&str>,
+        state: Option<RunState>,
         limit: u32,
     ) -> Result<Vec<RunRecord>> {
         self.inner.runs(incident_id, state, limit).await
@@ -309,7 +310,7 @@ impl OrchestrationStore for Hooked {
     async fn transition(
         &self,
         run: &RunRecord,
-        from: &str,
+        from: RunState,
         journal: Option<&JournalRecord>,
         events: &[OutboxEvent],
     ) -> Result<bool> {
@@ -318,8 +319,8 @@ impl OrchestrationStore for Hooked {
     async fn set_run_state(
         &self,
         id: &str,
-        from: &str,
-        state: &str,
+        from: RunState,
+        state: RunState,
         error: Option<&str>,
         events: &[OutboxEvent],
     ) -> Result<bool> {

@@ -37,7 +37,7 @@ async fn a_stale_list_of_due_runs_finishes_no_run_twice() {
         .map(|(n, id)| {
             let mut run = pending_run(id, "noter", false);
             if n > 0 {
-                run.state = "running".into();
+                run.state = firebreak_domain::RunState::Running;
             }
             (run, started(id))
         })
@@ -72,7 +72,7 @@ async fn a_stale_list_of_due_runs_finishes_no_run_twice() {
     );
     for id in &ids {
         wait_for_run(&*a_store, id, "a to finish the run", |r| {
-            r.state == "succeeded"
+            r.state.as_str() == "succeeded"
         })
         .await;
     }
@@ -92,7 +92,7 @@ async fn a_stale_list_of_due_runs_finishes_no_run_twice() {
             bus.run_changes()
         );
         let run = a_store.run(id).await.unwrap().unwrap();
-        assert_eq!(run.state, "succeeded");
+        assert_eq!(run.state.as_str(), "succeeded");
         assert_eq!(a_store.journal(id).await.unwrap().len(), 1);
     }
 }
@@ -111,9 +111,9 @@ async fn a_run_that_keeps_crashing_the_process_fails_at_the_bound() {
     let dir = tempfile::tempdir().unwrap();
     runbook(dir.path(), "noter", NOTER, NOTE);
     let mut crashing = pending_run("crashing", "noter", false);
-    crashing.state = "running".into();
+    crashing.state = firebreak_domain::RunState::Running;
     let mut unlucky = pending_run("unlucky", "noter", false);
-    unlucky.state = "running".into();
+    unlucky.state = firebreak_domain::RunState::Running;
     store
         .create_runs(&[
             (crashing, started("crashing")),
@@ -150,7 +150,7 @@ async fn a_run_that_keeps_crashing_the_process_fails_at_the_bound() {
     .await;
     orch.stop().await;
 
-    assert_eq!(failed.state, "failed");
+    assert_eq!(failed.state.as_str(), "failed");
     assert!(
         failed.error.contains(&format!(
             "the run crashed the process {MAX_EXECUTION_ATTEMPTS} times"
@@ -161,7 +161,7 @@ async fn a_run_that_keeps_crashing_the_process_fails_at_the_bound() {
     // Given up without executing the script again.
     assert!(store.journal("crashing").await.unwrap().is_empty());
     assert_eq!(bus.finishes("crashing"), 1);
-    assert_eq!(done.state, "succeeded", "{}", done.error);
+    assert_eq!(done.state.as_str(), "succeeded", "{}", done.error);
     assert_eq!(bus.finishes("unlucky"), 1);
 }
 
@@ -221,7 +221,7 @@ async fn only_held_leases_are_renewed() {
     assert!(calls >= 1, "lease calls: {calls}");
     assert_eq!(during_stall, 0, "lease calls while the first was held up");
     let run = store.run("r1").await.unwrap().unwrap();
-    assert_eq!(run.state, "pending");
+    assert_eq!(run.state.as_str(), "pending");
 }
 
 /// A script's error is as long as the script makes it: the run stores it clipped (16 KiB,
@@ -253,7 +253,7 @@ async fn a_run_stores_its_error_clipped() {
     );
     let failed = wait_for_run(&*store, "loud", "the run to fail", |r| r.is_finished()).await;
     orch.stop().await;
-    assert_eq!(failed.state, "failed");
+    assert_eq!(failed.state.as_str(), "failed");
     assert!(failed.error.contains("eeee"), "{}", failed.error);
     assert!(
         failed.error.len() <= 16 * 1024 && failed.error.ends_with('…'),

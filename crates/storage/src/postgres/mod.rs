@@ -384,6 +384,17 @@ pub(crate) fn conflict(e: sqlx::Error, what: &str) -> Error {
 }
 
 /// Reads a BIGINT column holding a count or level the records keep as `u32`.
+/// Reads a column holding a state's name (`IncidentState`, `RunState`…): an unknown name is
+/// a corrupt row naming the column, never a default.
+pub(crate) fn named<T>(r: &sqlx::postgres::PgRow, column: &str) -> Result<T>
+where
+    T: std::str::FromStr<Err = firebreak_domain::Error>,
+{
+    let text: String = r.try_get(column)?;
+    text.parse()
+        .map_err(|e| Error::Corrupt(format!("{column}: {e}")))
+}
+
 pub(crate) fn get_u32(r: &sqlx::postgres::PgRow, column: &str) -> Result<u32> {
     let v: i64 = r.try_get(column)?;
     u32::try_from(v).map_err(|_| Error::Corrupt(format!("{column} = {v} is out of range")))

@@ -4,6 +4,7 @@ use async_trait::async_trait;
 use sqlx::Row;
 use sqlx::postgres::{PgBindIterExt, PgPool, PgRow};
 
+use super::named;
 use super::{Migration, OUTBOX, from_json, get_u32, impl_outbox, json_text, now_micros};
 use crate::{DeliveryCursor, DeliveryRecord, NotificationStore, OutboxEvent, Result};
 use futures::TryStreamExt;
@@ -90,7 +91,7 @@ impl NotificationStore for PgNotificationStore {
         .bind(deliveries.iter().map(|d| &d.incident_id).bind_iter())
         .bind(deliveries.iter().map(|d| &d.kind).bind_iter())
         .bind(&payloads)
-        .bind(deliveries.iter().map(|d| &d.status).bind_iter())
+        .bind(deliveries.iter().map(|d| d.status.as_str()).bind_iter())
         .bind(deliveries.iter().map(|d| i64::from(d.attempts)).bind_iter())
         .bind(deliveries.iter().map(|d| &d.last_error).bind_iter())
         .bind(deliveries.iter().map(|d| d.created_at).bind_iter())
@@ -140,7 +141,7 @@ impl NotificationStore for PgNotificationStore {
             INSERT INTO outbox (id, stream, subject, payload, created_at)
             SELECT $7, $8, $9, $10, $11 WHERE $7::text IS NOT NULL",
         )
-        .bind(&d.status)
+        .bind(d.status.as_str())
         .bind(i64::from(d.attempts))
         .bind(&d.last_error)
         .bind(d.next_attempt_at)
@@ -205,7 +206,7 @@ fn delivery_row(r: &PgRow) -> Result<DeliveryRecord> {
         incident_id: r.try_get("incident_id")?,
         kind: r.try_get("kind")?,
         payload: from_json(r.try_get("payload")?)?,
-        status: r.try_get("status")?,
+        status: named(r, "status")?,
         attempts: get_u32(r, "attempts")?,
         last_error: r.try_get("last_error")?,
         created_at: r.try_get("created_at")?,

@@ -5,10 +5,13 @@ use async_trait::async_trait;
 use sqlx::postgres::{PgBindIterExt, PgPool, PgRow};
 use sqlx::{PgConnection, Row};
 
+use super::named;
 use super::{
     Migration, OUTBOX, enqueue_all, from_json, get_u32, impl_outbox, json_text, lock_key,
     now_micros,
 };
+use firebreak_domain::RunState;
+
 use crate::{JournalRecord, OrchestrationStore, OutboxEvent, Result, RunQuery, RunRecord};
 use futures::TryStreamExt;
 
@@ -121,13 +124,13 @@ impl OrchestrationStore for PgOrchestrationStore {
         .bind(runs.iter().map(|(r, _)| &r.id).bind_iter())
         .bind(runs.iter().map(|(r, _)| &r.runbook).bind_iter())
         .bind(runs.iter().map(|(r, _)| &r.incident_id).bind_iter())
-        .bind(runs.iter().map(|(r, _)| &r.state).bind_iter())
+        .bind(runs.iter().map(|(r, _)| r.state.as_str()).bind_iter())
         .bind(runs.iter().map(|(r, _)| r.live).bind_iter())
         .bind(runs.iter().map(|(r, _)| &r.error).bind_iter())
         .bind(&inputs)
         .bind(runs.iter().map(|(r, _)| r.started_at).bind_iter())
         .bind(runs.iter().map(|(r, _)| r.finished_at).bind_iter())
-        .bind(runs.iter().map(|(r, _)| &r.phase).bind_iter())
+        .bind(runs.iter().map(|(r, _)| r.phase.as_str()).bind_iter())
         .bind(&plans)
         .bind(runs.iter().map(|(r, _)| r.wake_at).bind_iter())
         .fetch_all(&mut *tx)
@@ -173,7 +176,7 @@ impl OrchestrationStore for PgOrchestrationStore {
         };
         let mut rows = sqlx::query(sql)
             .bind(query.incident_id)
-            .bind(query.state)
+            .bind(query.state.map(|s| s.as_str()))
             .bind(query.after)
             .bind(i64::from(limit))
             .fetch(&self.pool);
@@ -257,7 +260,7 @@ impl OrchestrationStore for PgOrchestrationStore {
     async fn transition(
         &self,
         r: &RunRecord,
-        from: &str,
+        from: RunState,
         journal: Option<&JournalRecord>,
         events: &[OutboxEvent],
     ) -> Result<bool> {
@@ -269,14 +272,14 @@ impl OrchestrationStore for PgOrchestrationStore {
                 attempts = CASE WHEN $1 = 'running' THEN attempts ELSE 0 END
              WHERE id = $7 AND state = $8 AND state NOT IN ('succeeded', 'failed', 'rejected')",
         )
-        .bind(&r.state)
-        .bind(&r.phase)
+        .bind(r.state.as_str())
+        .bind(r.phase.as_str())
         .bind(json_text(&r.plan)?)
         .bind(r.wake_at)
         .bind(&r.error)
         .bind(r.finished_at)
         .bind(&r.id)
-        .bind(from)
+        .bind(from.as_str())
         .execute(&mut *tx)
         .await?;
         if done.rows_affected() != 1 {
@@ -293,12 +296,12 @@ impl OrchestrationStore for PgOrchestrationStore {
     async fn set_run_state(
         &self,
         id: &str,
-        from: &str,
-        state: &str,
+        from: RunState,
+        state: RunState,
         error: Option<&str>,
         events: &[OutboxEvent],
     ) -> Result<bool> {
-        let finished = matches!(state, "succeeded" | "failed" | "rejected").then(now_micros);
+        let finished = state.is_finished().then(now_micros);
         let mut tx = self.pool.begin().await?;
         // Compare-and-set, as `transition`: of two executors finishing the same run, the
         // second waits for the first's row lock, then finds the state moved on.
@@ -307,11 +310,11 @@ impl OrchestrationStore for PgOrchestrationStore {
                 attempts = CASE WHEN $1 = 'running' THEN attempts ELSE 0 END
              WHERE id = $4 AND state = $5 AND state NOT IN ('succeeded', 'failed', 'rejected')",
         )
-        .bind(state)
+        .bind(state.as_str())
         .bind(error)
         .bind(finished)
         .bind(id)
-        .bind(from)
+        .bind(from.as_str())
         .execute(&mut *tx)
         .await?;
         if done.rows_affected() != 1 {
@@ -416,7 +419,7 @@ async fn put_journal(conn: &mut PgConnection, j: &JournalRecord) -> Result<()> {
     .bind(&j.action)
     .bind(json_text(&j.args)?)
     .bind(&j.args_digest)
-    .bind(&j.status)
+    .bind(j.status.as_str())
     .bind(json_text(&j.result)?)
     .bind(&j.idempotency_key)
     .bind(i64::from(j.attempts))
@@ -433,7 +436,7 @@ fn journal_row(r: &PgRow) -> Result<JournalRecord> {
         action: r.try_get("action")?,
         args: from_json(r.try_get("args")?)?,
         args_digest: r.try_get("args_digest")?,
-        status: r.try_get("status")?,
+        status: named(r, "status")?,
         result: from_json(r.try_get("result")?)?,
         idempotency_key: r.try_get("idempotency_key")?,
         attempts: get_u32(r, "attempts")?,
@@ -446,13 +449,13 @@ fn run_row(r: &PgRow) -> Result<RunRecord> {
         id: r.try_get("id")?,
         runbook: r.try_get("runbook")?,
         incident_id: r.try_get("incident_id")?,
-        state: r.try_get("state")?,
+        state: named(r, "state")?,
         live: r.try_get("live")?,
         error: r.try_get("error")?,
         input: from_json(r.try_get("input")?)?,
         started_at: r.try_get("started_at")?,
         finished_at: r.try_get("finished_at")?,
-        phase: r.try_get("phase")?,
+        phase: named(r, "phase")?,
         plan: from_json(r.try_get("plan")?)?,
         wake_at: r.try_get("wake_at")?,
     })

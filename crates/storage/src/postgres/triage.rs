@@ -4,6 +4,7 @@ use async_trait::async_trait;
 use sqlx::postgres::{PgBindIterExt, PgPool, PgRow};
 use sqlx::{PgConnection, Postgres, Row, Transaction};
 
+use super::named;
 use super::{Migration, OUTBOX, conflict, from_json, get_u32, impl_outbox, json_text, now_micros};
 use crate::{
     AlertLink, ChangeRecord, Error, IncidentCursor, IncidentRecord, Result, SnapshotRequest,
@@ -405,8 +406,8 @@ impl PgTriageTx {
                 .bind(i.iter().map(|i| &i.category).bind_iter())
                 .bind(i.iter().map(|i| i64::from(i.severity)).bind_iter())
                 .bind(i.iter().map(|i| i64::from(i.priority)).bind_iter())
-                .bind(i.iter().map(|i| &i.urgency).bind_iter())
-                .bind(i.iter().map(|i| &i.state).bind_iter())
+                .bind(i.iter().map(|i| i.urgency.as_str()).bind_iter())
+                .bind(i.iter().map(|i| i.state.as_str()).bind_iter())
                 .bind(i.iter().map(|i| &i.dedup_key).bind_iter())
                 .bind(i.iter().map(|i| i64::from(i.alert_count)).bind_iter())
                 .bind(&labels)
@@ -540,8 +541,8 @@ async fn update_incidents(conn: &mut PgConnection, incidents: &[&IncidentRecord]
     .bind(incidents.iter().map(|i| &i.category).bind_iter())
     .bind(incidents.iter().map(|i| i64::from(i.severity)).bind_iter())
     .bind(incidents.iter().map(|i| i64::from(i.priority)).bind_iter())
-    .bind(incidents.iter().map(|i| &i.urgency).bind_iter())
-    .bind(incidents.iter().map(|i| &i.state).bind_iter())
+    .bind(incidents.iter().map(|i| i.urgency.as_str()).bind_iter())
+    .bind(incidents.iter().map(|i| i.state.as_str()).bind_iter())
     .bind(incidents.iter().map(|i| i64::from(i.alert_count)).bind_iter())
     .bind(&labels)
     .bind(incidents.iter().map(|i| i.acknowledged_at).bind_iter())
@@ -564,8 +565,8 @@ fn incident_row(r: &PgRow) -> Result<IncidentRecord> {
         category: r.try_get("category")?,
         severity: get_u32(r, "severity")?,
         priority: get_u32(r, "priority")?,
-        urgency: r.try_get("urgency")?,
-        state: r.try_get("state")?,
+        urgency: named(r, "urgency")?,
+        state: named(r, "state")?,
         dedup_key: r.try_get("dedup_key")?,
         alert_count: get_u32(r, "alert_count")?,
         labels: from_json(r.try_get("labels")?)?,

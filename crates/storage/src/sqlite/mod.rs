@@ -78,6 +78,19 @@ pub(crate) fn json_text(v: &impl serde::Serialize) -> Result<String> {
     serde_json::to_string(v).map_err(|e| Error::Corrupt(e.to_string()))
 }
 
+/// Reads a column holding a state's name (`IncidentState`, `RunState`…): an unknown name is
+/// a corrupt row naming the field, never a default.
+pub(crate) fn named<T, I>(r: &rusqlite::Row<'_>, column: I) -> rusqlite::Result<T>
+where
+    T: std::str::FromStr<Err = firebreak_domain::Error>,
+    I: rusqlite::RowIndex,
+{
+    let text: String = r.get(column)?;
+    text.parse().map_err(|e| {
+        rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, Box::new(e))
+    })
+}
+
 pub(crate) fn from_json<T: serde::de::DeserializeOwned>(s: &str) -> Result<T> {
     serde_json::from_str(s).map_err(|e| Error::Corrupt(e.to_string()))
 }

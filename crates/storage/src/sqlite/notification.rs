@@ -7,6 +7,7 @@ use rusqlite::Row;
 
 use super::conn::{self, Db};
 use super::impl_outbox;
+use super::named;
 use super::{Migration, OUTBOX, OUTBOX_READ_IN_PLACE, json_text};
 use crate::{DeliveryCursor, DeliveryRecord, NotificationStore, OutboxEvent, Result};
 
@@ -127,7 +128,7 @@ impl NotificationStore for SqliteNotificationStore {
                         d.incident_id,
                         d.kind,
                         json_text(&d.payload)?,
-                        d.status,
+                        d.status.as_str(),
                         d.attempts,
                         d.last_error,
                         d.created_at,
@@ -176,7 +177,7 @@ impl NotificationStore for SqliteNotificationStore {
                      WHERE id = ?",
                 )?
                 .execute(rusqlite::params![
-                    d.status,
+                    d.status.as_str(),
                     d.attempts,
                     d.last_error,
                     d.next_attempt_at,
@@ -242,7 +243,7 @@ fn delivery_row(r: &Row<'_>) -> rusqlite::Result<DeliveryRecord> {
         incident_id: r.get("incident_id")?,
         kind: r.get("kind")?,
         payload: r.get("payload")?,
-        status: r.get("status")?,
+        status: named(r, "status")?,
         attempts: r.get("attempts")?,
         last_error: r.get("last_error")?,
         created_at: r.get("created_at")?,

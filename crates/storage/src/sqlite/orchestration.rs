@@ -7,7 +7,10 @@ use rusqlite::{Connection, OptionalExtension, Row};
 
 use super::conn::{self, Db};
 use super::impl_outbox;
+use super::named;
 use super::{Migration, OUTBOX, OUTBOX_READ_IN_PLACE, json_text, now_micros};
+use firebreak_domain::RunState;
+
 use crate::{JournalRecord, OrchestrationStore, OutboxEvent, Result, RunQuery, RunRecord};
 
 const MIGRATIONS: &[Migration] = &[
@@ -123,13 +126,13 @@ impl OrchestrationStore for SqliteOrchestrationStore {
                         r.id,
                         r.runbook,
                         r.incident_id,
-                        r.state,
+                        r.state.as_str(),
                         r.live,
                         r.error,
                         json_text(&r.input)?,
                         r.started_at,
                         r.finished_at,
-                        r.phase,
+                        r.phase.as_str(),
                         json_text(&r.plan)?,
                         r.wake_at,
                     ])?;
@@ -162,7 +165,7 @@ impl OrchestrationStore for SqliteOrchestrationStore {
     ) -> Result<Vec<RunRecord>> {
         let (incident_id, state, after) = (
             query.incident_id.map(str::to_owned),
-            query.state.map(str::to_owned),
+            query.state.map(|s| s.as_str().to_owned()),
             query.after.map(str::to_owned),
         );
         let sql = if query.oldest_first {
@@ -268,16 +271,12 @@ impl OrchestrationStore for SqliteOrchestrationStore {
     async fn transition(
         &self,
         r: &RunRecord,
-        from: &str,
+        from: RunState,
         journal: Option<&JournalRecord>,
         events: &[OutboxEvent],
     ) -> Result<bool> {
-        let (r, from, journal, events) = (
-            r.clone(),
-            from.to_owned(),
-            journal.cloned(),
-            events.to_vec(),
-        );
+        let (r, from, journal, events) =
+            (r.clone(), from.as_str(), journal.cloned(), events.to_vec());
         self.db
             .write(move |tx| {
                 let n = tx
@@ -287,8 +286,8 @@ impl OrchestrationStore for SqliteOrchestrationStore {
                          WHERE id = ?7 AND state = ?8 AND state NOT IN ('succeeded', 'failed', 'rejected')",
                     )?
                     .execute(rusqlite::params![
-                        r.state,
-                        r.phase,
+                        r.state.as_str(),
+                        r.phase.as_str(),
                         json_text(&r.plan)?,
                         r.wake_at,
                         r.error,
@@ -311,16 +310,16 @@ impl OrchestrationStore for SqliteOrchestrationStore {
     async fn set_run_state(
         &self,
         id: &str,
-        from: &str,
-        state: &str,
+        from: RunState,
+        state: RunState,
         error: Option<&str>,
         events: &[OutboxEvent],
     ) -> Result<bool> {
-        let finished = matches!(state, "succeeded" | "failed" | "rejected").then(now_micros);
+        let finished = state.is_finished().then(now_micros);
         let (id, from, state, error, events) = (
             id.to_owned(),
-            from.to_owned(),
-            state.to_owned(),
+            from.as_str(),
+            state.as_str(),
             error.map(str::to_owned),
             events.to_vec(),
         );
@@ -439,7 +438,7 @@ fn put_journal(tx: &Connection, j: &JournalRecord) -> Result<()> {
         j.action,
         json_text(&j.args)?,
         j.args_digest,
-        j.status,
+        j.status.as_str(),
         json_text(&j.result)?,
         j.idempotency_key,
         j.attempts,
@@ -455,7 +454,7 @@ fn journal_row(r: &Row<'_>) -> rusqlite::Result<JournalRecord> {
         action: r.get("action")?,
         args: r.get("args")?,
         args_digest: r.get("args_digest")?,
-        status: r.get("status")?,
+        status: named(r, "status")?,
         result: r.get("result")?,
         idempotency_key: r.get("idempotency_key")?,
         attempts: r.get("attempts")?,
@@ -468,13 +467,13 @@ fn run_row(r: &Row<'_>) -> rusqlite::Result<RunRecord> {
         id: r.get("id")?,
         runbook: r.get("runbook")?,
         incident_id: r.get("incident_id")?,
-        state: r.get("state")?,
+        state: named(r, "state")?,
         live: r.get("live")?,
         error: r.get("error")?,
         input: r.get("input")?,
         started_at: r.get("started_at")?,
         finished_at: r.get("finished_at")?,
-        phase: r.get("phase")?,
+        phase: named(r, "phase")?,
         plan: r.get("plan")?,
         wake_at: r.get("wake_at")?,
     })

@@ -8,6 +8,7 @@ use rusqlite::{Connection, OptionalExtension};
 
 use super::conn::{self, Db, Tx};
 use super::impl_outbox;
+use super::named;
 use super::{Migration, OUTBOX, OUTBOX_READ_IN_PLACE, from_json, json_text, now_micros};
 use crate::{
     AlertLink, ChangeRecord, Error, IncidentCursor, IncidentRecord, Result, SnapshotRequest,
@@ -461,8 +462,8 @@ fn insert_row(c: &Connection, i: &IncidentRecord) -> Result<()> {
         i.category,
         i.severity,
         i.priority,
-        i.urgency,
-        i.state,
+        i.urgency.as_str(),
+        i.state.as_str(),
         i.dedup_key,
         i.alert_count,
         labels,
@@ -516,13 +517,14 @@ fn incident_by_id(c: &Connection, id: &str) -> Result<Option<IncidentRecord>> {
 /// per key) alone.
 fn update_row(c: &Connection, i: &IncidentRecord, keep_state: bool) -> Result<()> {
     let labels = json_text(&i.labels)?;
+    let (urgency, state) = (i.urgency.as_str(), i.state.as_str());
     let mut params: Vec<&dyn rusqlite::ToSql> = vec![
         &i.title,
         &i.description,
         &i.category,
         &i.severity,
         &i.priority,
-        &i.urgency,
+        &urgency,
         &i.alert_count,
         &labels,
         &i.acknowledged_at,
@@ -534,7 +536,7 @@ fn update_row(c: &Connection, i: &IncidentRecord, keep_state: bool) -> Result<()
         &i.updated_at,
     ];
     if !keep_state {
-        params.push(&i.state);
+        params.push(&state);
     }
     params.push(&i.id);
     c.prepare_cached(if keep_state {
@@ -570,8 +572,8 @@ impl IncidentRow {
                 category: r.get(3)?,
                 severity: r.get(4)?,
                 priority: r.get(5)?,
-                urgency: r.get(6)?,
-                state: r.get(7)?,
+                urgency: named(r, 6)?,
+                state: named(r, 7)?,
                 dedup_key: r.get(8)?,
                 alert_count: r.get(9)?,
                 labels: Default::default(),
@@ -601,6 +603,34 @@ impl IncidentRow {
 mod tests {
     use super::*;
     use crate::TriageStore;
+
+    /// A state or urgency the code does not know (written by a newer version, or by hand
+    /// past the CHECK) is a corrupt row naming the field, never read as some default state.
+    #[tokio::test]
+    async fn an_unknown_stored_state_or_urgency_is_a_corrupt_row() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("triage.db");
+        let store = SqliteTriageStore::open(&path, false).await.unwrap();
+        let raw = Connection::open(&path).unwrap();
+        raw.execute_batch("PRAGMA ignore_check_constraints = ON")
+            .unwrap();
+        for (id, urgency, state, names) in [
+            ("a", "medium", "paused", "paused"),
+            ("b", "whenever", "open", "whenever"),
+        ] {
+            raw.execute(
+                "INSERT INTO incidents (id, title, description, category, severity, priority,
+                    urgency, state, dedup_key, alert_count, labels, source, opened_at,
+                    resolution_summary, root_cause, review, updated_at)
+                 VALUES (?1, 't', '', 'c', 3, 3, ?2, ?3, ?1, 1, '{}', 's', 1, '', '', '', 1)",
+                (id, urgency, state),
+            )
+            .unwrap();
+            let err = store.incident(id).await.unwrap_err();
+            assert!(matches!(err, Error::Corrupt(_)), "{err:?}");
+            assert!(err.to_string().contains(names), "{err}");
+        }
+    }
 
     /// Attachments made before their unresolved ones were counted are counted by the
     /// migration that starts counting.

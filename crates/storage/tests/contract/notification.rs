@@ -63,7 +63,7 @@ async fn claims_are_held_until_they_run_out_or_the_attempt_is_recorded(
 ) {
     let store = &*f.store;
     let mut delivered = delivery("done", "e0", "slack", 5);
-    delivered.status = "delivered".into();
+    delivered.status = "delivered".parse().unwrap();
     delivered.delivered_at = Some(6);
     store
         .insert_deliveries(&[
@@ -118,7 +118,7 @@ async fn claims_are_held_until_they_run_out_or_the_attempt_is_recorded(
         .await
         .unwrap();
     let mut ok = delivery("d20", "e2", "slack", 20);
-    ok.status = "delivered".into();
+    ok.status = "delivered".parse().unwrap();
     ok.attempts = 1;
     ok.delivered_at = Some(600);
     store.update_delivery(&ok, None).await.unwrap();
@@ -144,7 +144,7 @@ async fn acknowledging_cancels_later_escalation_steps(f: &Fixture<dyn Notificati
     let step = |id: &str, n: u32, status: &str| {
         let mut d = delivery(id, &format!("e-{id}"), "page", 10 + i64::from(n));
         d.escalation_step = n;
-        d.status = status.into();
+        d.status = status.parse().unwrap();
         d
     };
     let mut elsewhere = step("other-2", 2, "pending");
@@ -165,16 +165,28 @@ async fn acknowledging_cancels_later_escalation_steps(f: &Fixture<dyn Notificati
     let status = |list: &[firebreak_storage::DeliveryRecord], id: &str| {
         list.iter()
             .find(|d| d.id == id)
-            .map(|d| d.status.clone())
+            .map(|d| d.status)
             .unwrap()
     };
     let all = store.deliveries(None, 10).await.unwrap();
-    assert_eq!(status(&all, "s0"), "pending");
-    assert_eq!(status(&all, "s1"), "pending");
-    assert_eq!(status(&all, "s2"), "cancelled");
-    assert_eq!(status(&all, "s3"), "cancelled");
-    assert_eq!(status(&all, "s2-sent"), "delivered");
-    assert_eq!(status(&all, "other-2"), "pending");
+    assert_eq!(status(&all, "s0"), firebreak_domain::DeliveryState::Pending);
+    assert_eq!(status(&all, "s1"), firebreak_domain::DeliveryState::Pending);
+    assert_eq!(
+        status(&all, "s2"),
+        firebreak_domain::DeliveryState::Cancelled
+    );
+    assert_eq!(
+        status(&all, "s3"),
+        firebreak_domain::DeliveryState::Cancelled
+    );
+    assert_eq!(
+        status(&all, "s2-sent"),
+        firebreak_domain::DeliveryState::Delivered
+    );
+    assert_eq!(
+        status(&all, "other-2"),
+        firebreak_domain::DeliveryState::Pending
+    );
     // Cancelled deliveries are never claimed.
     let claimed: Vec<_> = store
         .claim_due_deliveries(100, 200, 10)

@@ -1,6 +1,7 @@
 //! Orchestration's store: runs (one per runbook and incident), compare-and-set transitions,
 //! leases, the journal and run logs.
 
+use firebreak_domain::{RunPhase, RunState};
 use firebreak_storage::{OrchestrationStore, RunQuery};
 use serde_json::json;
 
@@ -70,14 +71,14 @@ async fn one_run_per_runbook_and_incident(f: &Fixture<dyn OrchestrationStore>) {
     );
     assert_eq!(
         ids(store
-            .runs(Some("inc-1"), Some("pending"), 10)
+            .runs(Some("inc-1"), Some(RunState::Pending), 10)
             .await
             .unwrap()),
         ["r2", "r1"]
     );
     assert!(
         store
-            .runs(Some("inc-1"), Some("running"), 10)
+            .runs(Some("inc-1"), Some(RunState::Running), 10)
             .await
             .unwrap()
             .is_empty()
@@ -99,8 +100,8 @@ async fn transitions_compare_and_set(f: &Fixture<dyn OrchestrationStore>) {
         .await
         .unwrap();
     let mut next = run("r1", "restart", "inc-1");
-    next.state = "waiting_approval".into();
-    next.phase = "plan".into();
+    next.state = RunState::WaitingApproval;
+    next.phase = RunPhase::Plan;
     next.plan = json!([{ "action": "restart", "target": "db-1" }]);
     next.wake_at = Some(500);
     next.error = "none yet".into();
@@ -110,7 +111,7 @@ async fn transitions_compare_and_set(f: &Fixture<dyn OrchestrationStore>) {
     let moved = store
         .transition(
             &next,
-            "pending",
+            RunState::Pending,
             Some(&journal("r1", 1, "waiting")),
             &[event("e1"), event("e2")],
         )
@@ -129,11 +130,11 @@ async fn transitions_compare_and_set(f: &Fixture<dyn OrchestrationStore>) {
 
     // From a state the run is no longer in: nothing is written.
     let mut stale = next.clone();
-    stale.state = "running".into();
+    stale.state = RunState::Running;
     let moved = store
         .transition(
             &stale,
-            "pending",
+            RunState::Pending,
             Some(&journal("r1", 2, "done")),
             &[event("e3")],
         )
@@ -146,25 +147,25 @@ async fn transitions_compare_and_set(f: &Fixture<dyn OrchestrationStore>) {
     // Nor for a run that does not exist.
     assert!(
         !store
-            .transition(&run("nope", "x", "y"), "pending", None, &[])
+            .transition(&run("nope", "x", "y"), RunState::Pending, None, &[])
             .await
             .unwrap()
     );
 
     let mut done = next.clone();
-    done.state = "succeeded".into();
+    done.state = RunState::Succeeded;
     done.finished_at = Some(900);
     done.wake_at = None;
     assert!(
         store
-            .transition(&done, "waiting_approval", None, &[])
+            .transition(&done, RunState::WaitingApproval, None, &[])
             .await
             .unwrap()
     );
     let r = store.run("r1").await.unwrap().unwrap();
     assert_eq!(
-        (r.state.as_str(), r.finished_at, r.wake_at),
-        ("succeeded", Some(900), None)
+        (r.state, r.finished_at, r.wake_at),
+        (RunState::Succeeded, Some(900), None)
     );
     assert!(r.is_finished());
 }
@@ -285,25 +286,31 @@ async fn run_states_are_set_with_their_events(f: &Fixture<dyn OrchestrationStore
         .unwrap();
     assert!(
         store
-            .set_run_state("r1", "pending", "running", None, &[event("e1")])
+            .set_run_state(
+                "r1",
+                RunState::Pending,
+                RunState::Running,
+                None,
+                &[event("e1")]
+            )
             .await
             .unwrap()
     );
     let r = store.run("r1").await.unwrap().unwrap();
     assert_eq!(
-        (r.state.as_str(), r.error.as_str(), r.finished_at),
-        ("running", "", None)
+        (r.state, r.error.as_str(), r.finished_at),
+        (RunState::Running, "", None)
     );
     // From a state the run is no longer in: nothing is written.
     assert!(
         !store
-            .set_run_state("r1", "pending", "failed", Some("late"), &[event("x")])
-            .await
-            .unwrap()
-    );
-    assert!(
-        store
-            .set_run_state("r1", "running", "sleeping", Some("boom"), &[])
+            .set_run_state(
+                "r1",
+                RunState::Pending,
+                RunState::Failed,
+                Some("late"),
+                &[event("x")]
+            )
             .await
             .unwrap()
     );
@@ -311,8 +318,20 @@ async fn run_states_are_set_with_their_events(f: &Fixture<dyn OrchestrationStore
         store
             .set_run_state(
                 "r1",
-                "sleeping",
-                "failed",
+                RunState::Running,
+                RunState::Sleeping,
+                Some("boom"),
+                &[]
+            )
+            .await
+            .unwrap()
+    );
+    assert!(
+        store
+            .set_run_state(
+                "r1",
+                RunState::Sleeping,
+                RunState::Failed,
                 None,
                 &[event("e2"), event("e3")]
             )
@@ -321,11 +340,17 @@ async fn run_states_are_set_with_their_events(f: &Fixture<dyn OrchestrationStore
     );
     let r = store.run("r1").await.unwrap().unwrap();
     // No error given: the last one stays.
-    assert_eq!((r.state.as_str(), r.error.as_str()), ("failed", "boom"));
+    assert_eq!((r.state, r.error.as_str()), (RunState::Failed, "boom"));
     assert!(r.finished_at.is_some_and(|t| t > 0));
     assert!(
         !store
-            .set_run_state("nope", "pending", "failed", None, &[event("y")])
+            .set_run_state(
+                "nope",
+                RunState::Pending,
+                RunState::Failed,
+                None,
+                &[event("y")]
+            )
             .await
             .unwrap()
     );
@@ -350,28 +375,40 @@ async fn finished_runs_are_never_leased_or_finished_again(f: &Fixture<dyn Orches
         assert!(store.lease_run(id, "a", 100, 10).await.unwrap());
         assert!(
             store
-                .set_run_state(id, "pending", "running", None, &[])
+                .set_run_state(id, RunState::Pending, RunState::Running, None, &[])
                 .await
                 .unwrap()
         );
     }
     assert!(
         store
-            .set_run_state("r1", "running", "succeeded", None, &[event("done-1")])
+            .set_run_state(
+                "r1",
+                RunState::Running,
+                RunState::Succeeded,
+                None,
+                &[event("done-1")]
+            )
             .await
             .unwrap()
     );
     assert!(
         store
-            .set_run_state("r2", "running", "failed", Some("boom"), &[event("done-2")])
+            .set_run_state(
+                "r2",
+                RunState::Running,
+                RunState::Failed,
+                Some("boom"),
+                &[event("done-2")]
+            )
             .await
             .unwrap()
     );
     let mut rejected = run("r3", "restart", "inc-3");
-    rejected.state = "rejected".into();
+    rejected.state = RunState::Rejected;
     assert!(
         store
-            .transition(&rejected, "running", None, &[event("done-3")])
+            .transition(&rejected, RunState::Running, None, &[event("done-3")])
             .await
             .unwrap()
     );
@@ -385,15 +422,21 @@ async fn finished_runs_are_never_leased_or_finished_again(f: &Fixture<dyn Orches
         assert!(!store.lease_run(&r.id, "b", 300, 200).await.unwrap());
         assert!(!store.lease_run(&r.id, "a", 300, 200).await.unwrap());
         assert_eq!(store.begin_attempt(&r.id, "b").await.unwrap(), None);
-        for from in ["pending", "running", "succeeded", "failed", "rejected"] {
+        for from in [
+            RunState::Pending,
+            RunState::Running,
+            RunState::Succeeded,
+            RunState::Failed,
+            RunState::Rejected,
+        ] {
             assert!(
                 !store
-                    .set_run_state(&r.id, from, "succeeded", None, &[event("again")])
+                    .set_run_state(&r.id, from, RunState::Succeeded, None, &[event("again")])
                     .await
                     .unwrap()
             );
             let mut again = r.clone();
-            again.state = "running".into();
+            again.state = RunState::Running;
             assert!(
                 !store
                     .transition(&again, from, None, &[event("again")])
@@ -417,19 +460,19 @@ async fn finished_runs_are_never_leased_or_finished_again(f: &Fixture<dyn Orches
     assert_eq!(
         states,
         [
-            ("r3".into(), "rejected".into(), "".into()),
-            ("r2".into(), "failed".into(), "boom".into()),
-            ("r1".into(), "succeeded".into(), "".into()),
-        ] as [(String, String, String); 3]
+            ("r3".into(), RunState::Rejected, "".into()),
+            ("r2".into(), RunState::Failed, "boom".into()),
+            ("r1".into(), RunState::Succeeded, "".into()),
+        ] as [(String, RunState, String); 3]
     );
     // A run waiting for a person is not leased either: a decision moves it on.
     let mut waiting = run("r4", "restart", "inc-4");
-    waiting.state = "waiting_approval".into();
+    waiting.state = RunState::WaitingApproval;
     store.create_run(&waiting, &event("c-r4")).await.unwrap();
     assert!(!store.lease_run("r4", "a", 100, 10).await.unwrap());
     // A holder renews whatever the state, and nobody else does.
     let mut sleeping = run("r5", "restart", "inc-5");
-    sleeping.state = "sleeping".into();
+    sleeping.state = RunState::Sleeping;
     store.create_run(&sleeping, &event("c-r5")).await.unwrap();
     assert!(!store.renew_run("r5", "a", 100).await.unwrap());
     assert!(store.lease_run("r5", "a", 100, 10).await.unwrap());
@@ -457,7 +500,7 @@ async fn attempts_count_executions_until_the_run_stops_cleanly(
     assert_eq!(store.begin_attempt("r1", "a").await.unwrap(), Some(1));
     assert!(
         store
-            .set_run_state("r1", "pending", "running", None, &[])
+            .set_run_state("r1", RunState::Pending, RunState::Running, None, &[])
             .await
             .unwrap()
     );
@@ -469,25 +512,31 @@ async fn attempts_count_executions_until_the_run_stops_cleanly(
     assert_eq!(store.begin_attempt("r1", "c").await.unwrap(), Some(3));
     // A run that sleeps stopped cleanly: its next execution is its first again.
     let mut sleeping = run("r1", "restart", "inc-1");
-    sleeping.state = "sleeping".into();
+    sleeping.state = RunState::Sleeping;
     sleeping.wake_at = Some(50);
     assert!(
         store
-            .transition(&sleeping, "running", None, &[])
+            .transition(&sleeping, RunState::Running, None, &[])
             .await
             .unwrap()
     );
     assert_eq!(store.begin_attempt("r1", "c").await.unwrap(), Some(1));
     assert!(
         store
-            .set_run_state("r1", "sleeping", "running", None, &[])
+            .set_run_state("r1", RunState::Sleeping, RunState::Running, None, &[])
             .await
             .unwrap()
     );
     assert_eq!(store.begin_attempt("r1", "c").await.unwrap(), Some(2));
     assert!(
         store
-            .set_run_state("r1", "running", "failed", Some("crashed"), &[])
+            .set_run_state(
+                "r1",
+                RunState::Running,
+                RunState::Failed,
+                Some("crashed"),
+                &[]
+            )
             .await
             .unwrap()
     );
@@ -496,22 +545,22 @@ async fn attempts_count_executions_until_the_run_stops_cleanly(
 
 async fn due_runs_are_those_with_work_to_do(f: &Fixture<dyn OrchestrationStore>) {
     let store = &*f.store;
-    let with = |id: &str, state: &str, wake_at: Option<i64>| {
+    let with = |id: &str, state: RunState, wake_at: Option<i64>| {
         let mut r = run(id, id, "inc-1");
-        r.state = state.into();
+        r.state = state;
         r.wake_at = wake_at;
         (r, event(&format!("e-{id}")))
     };
     store
         .create_runs(&[
-            with("a-pending", "pending", None),
-            with("b-running", "running", None),
-            with("c-sleeping-due", "sleeping", Some(100)),
-            with("d-sleeping-later", "sleeping", Some(101)),
-            with("e-approval-timed-out", "waiting_approval", Some(50)),
-            with("f-approval-waiting", "waiting_approval", None),
-            with("g-succeeded", "succeeded", Some(10)),
-            with("h-failed", "failed", None),
+            with("a-pending", RunState::Pending, None),
+            with("b-running", RunState::Running, None),
+            with("c-sleeping-due", RunState::Sleeping, Some(100)),
+            with("d-sleeping-later", RunState::Sleeping, Some(101)),
+            with("e-approval-timed-out", RunState::WaitingApproval, Some(50)),
+            with("f-approval-waiting", RunState::WaitingApproval, None),
+            with("g-succeeded", RunState::Succeeded, Some(10)),
+            with("h-failed", RunState::Failed, None),
         ])
         .await
         .unwrap();
@@ -576,7 +625,7 @@ async fn runs_page_by_id_and_stop_at_a_byte_bound(f: &Fixture<dyn OrchestrationS
 
     // Oldest first, of one state, after a cursor, at most `limit`.
     let query = RunQuery {
-        state: Some("pending"),
+        state: Some(RunState::Pending),
         after: Some("r1"),
         oldest_first: true,
         ..RunQuery::default()
@@ -584,7 +633,7 @@ async fn runs_page_by_id_and_stop_at_a_byte_bound(f: &Fixture<dyn OrchestrationS
     let page = store.runs_page(&query, 2, usize::MAX).await.unwrap();
     assert_eq!(ids(&page), ["r2", "r3"]);
     let query = RunQuery {
-        state: Some("running"),
+        state: Some(RunState::Running),
         ..RunQuery::default()
     };
     assert!(

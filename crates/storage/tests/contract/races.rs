@@ -1,6 +1,7 @@
 //! Postgres only: replicas racing on one database. Each test starts its contenders together
 //! (a barrier) on a multi-threaded runtime, several store instances standing for replicas.
 
+use firebreak_domain::RunState;
 use std::collections::btree_map::Entry;
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::sync::Arc;
@@ -440,12 +441,17 @@ async fn runs_leases_and_transitions_have_one_winner() {
     for n in 0..8 {
         let (store, barrier) = (stores[n % REPLICAS].clone(), barrier.clone());
         let mut next = created[0].clone();
-        next.state = "running".into();
+        next.state = RunState::Running;
         next.error = format!("by {n}");
         tasks.spawn(async move {
             barrier.wait().await;
             store
-                .transition(&next, "pending", None, &[event(&format!("moved-{n}"))])
+                .transition(
+                    &next,
+                    RunState::Pending,
+                    None,
+                    &[event(&format!("moved-{n}"))],
+                )
                 .await
                 .unwrap()
         });
@@ -462,8 +468,8 @@ async fn runs_leases_and_transitions_have_one_winner() {
             store
                 .set_run_state(
                     &id,
-                    "running",
-                    "succeeded",
+                    RunState::Running,
+                    RunState::Succeeded,
                     None,
                     &[event(&format!("done-{n}"))],
                 )

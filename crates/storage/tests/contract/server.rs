@@ -45,7 +45,7 @@ async fn ping_fails_while_the_server_is_down_and_the_store_recovers_by_itself() 
         })
         .await
         .unwrap();
-    assert_eq!(snap.incidents["a"].state, "open");
+    assert_eq!(snap.incidents["a"].state.as_str(), "open");
     let opening = TriageChangeset {
         inserts: vec![incident("b", "k2", "open")],
         ..Default::default()

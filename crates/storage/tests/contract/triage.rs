@@ -220,7 +220,7 @@ async fn one_active_incident_per_dedup_key(f: &Fixture<dyn TriageStore>) {
 
     // Resolving the first frees the key for an incident the same changeset opens.
     let mut a = store.incident("a").await.unwrap().unwrap();
-    a.state = "resolved".into();
+    a.state = "resolved".parse().unwrap();
     a.resolved_at = Some(7);
     let mut changes = opening([incident("c", "k", "open")]);
     changes.updates.push(update(&a, true));
@@ -228,13 +228,13 @@ async fn one_active_incident_per_dedup_key(f: &Fixture<dyn TriageStore>) {
     assert_eq!(snapshot(store, by_keys(&["k"])).await.active["k"].id, "c");
     assert_eq!(
         store.incident("a").await.unwrap().unwrap().state,
-        "resolved"
+        firebreak_domain::IncidentState::Resolved
     );
     assert_eq!(store.incidents(Some("open"), 10).await.unwrap().len(), 2);
     assert_eq!(store.incidents(None, 10).await.unwrap().len(), 4);
 
     // Reopening the resolved one while "c" is active is refused.
-    a.state = "open".into();
+    a.state = "open".parse().unwrap();
     let reopening = TriageChangeset {
         updates: vec![update(&a, true)],
         ..Default::default()
@@ -242,7 +242,7 @@ async fn one_active_incident_per_dedup_key(f: &Fixture<dyn TriageStore>) {
     assert!(apply(store, reopening).await.is_err());
     assert_eq!(
         store.incident("a").await.unwrap().unwrap().state,
-        "resolved"
+        firebreak_domain::IncidentState::Resolved
     );
 }
 
@@ -408,7 +408,7 @@ async fn a_snapshot_reads_what_was_applied(f: &Fixture<dyn TriageStore>) {
     changed.priority = 1;
     changed.alert_count = 2;
     changed.labels.insert("team".into(), "db".into());
-    changed.state = "acknowledged".into();
+    changed.state = "acknowledged".parse().unwrap();
     changed.acknowledged_at = Some(9);
     changed.updated_at = 9;
     changed.dedup_key = "ignored".into();
@@ -575,7 +575,7 @@ async fn incidents_list_newest_first(f: &Fixture<dyn TriageStore>) {
     assert!(store.incidents(Some("nope"), 10).await.unwrap().is_empty());
     assert_eq!(
         store.incident("i1").await.unwrap().unwrap().state,
-        "resolved"
+        firebreak_domain::IncidentState::Resolved
     );
 }
 

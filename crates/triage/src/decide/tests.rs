@@ -36,8 +36,8 @@ fn incident(n: u32, key: &str, state: &str, severity: u32) -> IncidentRecord {
         category: "service-outage".into(),
         severity,
         priority: 3,
-        urgency: "medium".into(),
-        state: state.into(),
+        urgency: firebreak_domain::Urgency::Medium,
+        state: state.parse().unwrap(),
         dedup_key: key.into(),
         alert_count: 1,
         labels: BTreeMap::new(),
@@ -58,7 +58,7 @@ fn incident(n: u32, key: &str, state: &str, severity: u32) -> IncidentRecord {
 fn holding(incidents: &[IncidentRecord]) -> TriageSnapshot {
     let mut s = TriageSnapshot::default();
     for (n, i) in incidents.iter().enumerate() {
-        if matches!(i.state.as_str(), "open" | "acknowledged") {
+        if i.state.is_active() {
             s.active.insert(i.dedup_key.clone(), i.clone());
         }
         s.incidents.insert(i.id.clone(), i.clone());
@@ -118,13 +118,6 @@ fn a_new_key_opens_an_incident_categorized_and_prioritized() {
         (id(101).as_str(), "open")
     );
     assert_eq!((inc.severity, inc.alert_count, inc.opened_at), (2, 1, NOW));
-    assert_eq!(
-        inc.urgency
-            .parse::<firebreak_domain::Urgency>()
-            .unwrap()
-            .as_str(),
-        inc.urgency
-    );
     assert!(cs.updates.is_empty());
     assert_eq!(
         cs.links,
@@ -170,7 +163,7 @@ fn an_alert_joins_the_active_incident_of_its_key() {
         assert_eq!(cs.updates.len(), 1);
         let u = &cs.updates[0];
         assert_eq!((u.record.alert_count, u.record.severity), (2, after));
-        assert_eq!(u.record.state, "acknowledged");
+        assert_eq!(u.record.state.as_str(), "acknowledged");
         assert!(!u.state_changed, "an attach keeps the state");
         assert_eq!(kinds(&d), entries, "{stored}/{sent}");
         assert_eq!(changes(&d), announced, "{stored}/{sent}");
@@ -311,9 +304,9 @@ fn transitions_follow_the_life_cycle() {
         match (run(&snap, &[input]), want) {
             (Ok(d), Ok(to)) => {
                 let u = &d.changeset.updates[0];
-                assert_eq!(u.record.state, to, "{state} {action:?}");
+                assert_eq!(u.record.state.as_str(), to, "{state} {action:?}");
                 assert!(u.state_changed);
-                assert_eq!(d.transitioned[0].state, to);
+                assert_eq!(d.transitioned[0].state.as_str(), to);
                 assert_eq!(d.announcements[0].actor, "user:alice");
                 if matches!(action, Action::Resolve | Action::Close) {
                     assert!(
@@ -378,20 +371,6 @@ fn closing_an_old_incident_leaves_the_active_one_of_its_key_alone() {
     let d = run(&snap, &[close, alert("a2", "db", 3)]).unwrap();
     assert!(d.changeset.inserts.is_empty());
     assert_eq!(d.ingested[0].incident_id, id(2));
-}
-
-#[test]
-fn an_unknown_stored_state_is_an_error_not_closed() {
-    let snap = holding(&[incident(1, "db", "paused", 3)]);
-    let ack = Input::Transition {
-        incident_id: id(1),
-        action: Action::Acknowledge,
-        actor: "user:alice".into(),
-        text: String::new(),
-        timeline: Vec::new(),
-    };
-    let err = run(&snap, &[ack]).unwrap_err();
-    assert!(err.to_string().contains("paused"), "{err}");
 }
 
 #[test]
@@ -532,14 +511,6 @@ fn an_escalation_recomputes_the_priority_from_the_stored_urgency() {
         firebreak_domain::Urgency::Medium,
     );
     assert_eq!((r.severity, r.priority), (2, u32::from(want.level())));
-    let mut bad = incident(1, "db", "open", 3);
-    bad.urgency = "whenever".into();
-    let err = run(
-        &holding(&[bad]),
-        &[command("ev-1", RunbookCommand::SetSeverity(1))],
-    )
-    .unwrap_err();
-    assert!(err.to_string().contains("urgency"), "{err}");
 }
 
 #[test]
