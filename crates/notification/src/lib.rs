@@ -128,7 +128,12 @@ impl Notification {
                             })?;
                         // An acknowledged (or resolved, closed) incident needs no more paging.
                         if let Some(Payload::IncidentChanged(c)) = &event.payload
-                            && matches!(c.change.as_str(), "acknowledged" | "resolved" | "closed")
+                            && matches!(
+                                c.change_kind(),
+                                v1::IncidentChange::Acknowledged
+                                    | v1::IncidentChange::Resolved
+                                    | v1::IncidentChange::Closed
+                            )
                             && let Some(inc) = &c.incident
                         {
                             me.store
@@ -180,9 +185,10 @@ impl Notification {
                 let Some(inc) = &c.incident else {
                     return Vec::new();
                 };
+                let change = c.change_kind().name();
                 let payload = json!({
                     "event_id": event.id,
-                    "kind": format!("incident.{}", c.change),
+                    "kind": format!("incident.{change}"),
                     "actor": c.actor,
                     "incident": {
                         "id": inc.id, "title": inc.title, "category": inc.category,
@@ -194,12 +200,12 @@ impl Notification {
                 });
                 self.channels
                     .iter()
-                    .filter(|ch| ch.wants(&c.change, inc.severity))
+                    .filter(|ch| ch.wants(change, inc.severity))
                     .map(|ch| {
                         make(
                             &ch.name,
                             &inc.id,
-                            &format!("incident.{}", c.change),
+                            &format!("incident.{change}"),
                             payload.clone(),
                         )
                     })

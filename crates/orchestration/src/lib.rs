@@ -184,7 +184,7 @@ impl Orchestration {
                             return Ok(Batch::OneByOne);
                         };
                         if let Some(Payload::IncidentChanged(c)) = event.payload
-                            && (c.change == "opened" || c.change == "severity_changed")
+                            && starts_runs(&c)
                         {
                             runs.extend(me.runs_for(c));
                         }
@@ -198,9 +198,7 @@ impl Orchestration {
                     let event = firebreak_proto::decode_event(&delivery.message.payload)
                         .map_err(|e| HandlerError::Permanent(format!("undecodable event: {e}")))?;
                     match event.payload {
-                        Some(Payload::IncidentChanged(c))
-                            if c.change == "opened" || c.change == "severity_changed" =>
-                        {
+                        Some(Payload::IncidentChanged(c)) if starts_runs(&c) => {
                             me.start_runs(c).await
                         }
                         _ => Ok(()),
@@ -277,5 +275,14 @@ fn client_error(e: &reqwest::Error) -> String {
     }
     format!(
         "{msg} (HTTPS needs the system's CA certificates: install the ca-certificates package, or point SSL_CERT_FILE at a bundle)"
+    )
+}
+
+/// Whether an incident change starts the runbooks that match the incident: its opening, and
+/// a severity change (a runbook may match only the new severity).
+fn starts_runs(c: &v1::IncidentChanged) -> bool {
+    matches!(
+        c.change_kind(),
+        v1::IncidentChange::Opened | v1::IncidentChange::SeverityChanged
     )
 }

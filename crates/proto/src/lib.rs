@@ -5,6 +5,65 @@
 /// Everything generated from `proto/firebreak/v1`.
 pub mod v1 {
     tonic::include_proto!("firebreak.v1");
+
+    impl IncidentChange {
+        /// Every change, in declaration order (without `Unspecified`).
+        pub const ALL: [Self; 8] = [
+            Self::Opened,
+            Self::AlertAttached,
+            Self::SeverityChanged,
+            Self::Acknowledged,
+            Self::Resolved,
+            Self::Closed,
+            Self::Escalated,
+            Self::CategoryChanged,
+        ];
+
+        /// The change's name: in `IncidentChanged.change`, the event subject
+        /// (`incidents.<name>`), notification kinds (`incident.<name>`) and channel filters.
+        pub fn name(self) -> &'static str {
+            match self {
+                Self::Unspecified => "unspecified",
+                Self::Opened => "opened",
+                Self::AlertAttached => "alert_attached",
+                Self::SeverityChanged => "severity_changed",
+                Self::Acknowledged => "acknowledged",
+                Self::Resolved => "resolved",
+                Self::Closed => "closed",
+                Self::Escalated => "escalated",
+                Self::CategoryChanged => "category_changed",
+            }
+        }
+
+        /// The change a name stands for; `Unspecified` for a name no change has.
+        pub fn from_name(name: &str) -> Self {
+            Self::ALL
+                .into_iter()
+                .find(|c| c.name() == name)
+                .unwrap_or(Self::Unspecified)
+        }
+    }
+
+    impl IncidentChanged {
+        /// An event announcing `change`, with both the typed kind and its name set.
+        pub fn new(change: IncidentChange, incident: Incident, actor: String) -> Self {
+            Self {
+                change: change.name().to_owned(),
+                incident: Some(incident),
+                actor,
+                kind: change as i32,
+            }
+        }
+
+        /// The change this event announces: its typed kind, or (from a producer that predates
+        /// the kind) the change its name stands for.
+        pub fn change_kind(&self) -> IncidentChange {
+            match IncidentChange::try_from(self.kind) {
+                Ok(IncidentChange::Unspecified) | Err(_) => IncidentChange::from_name(&self.change),
+                Ok(kind) => kind,
+            }
+        }
+    }
 }
 
 /// The encoded file descriptor set of `firebreak.v1`, for gRPC reflection.
@@ -79,6 +138,36 @@ pub fn event_traceparent(bytes: &[u8]) -> String {
 
 #[cfg(test)]
 mod tests {
+    use super::v1::{IncidentChange, IncidentChanged};
+
+    #[test]
+    fn an_incident_change_reads_back_typed_and_by_name_from_older_producers() {
+        for c in IncidentChange::ALL {
+            let e = IncidentChanged::new(c, Default::default(), "triage".into());
+            assert_eq!((e.change_kind(), e.change.as_str()), (c, c.name()));
+            assert_eq!(IncidentChange::from_name(c.name()), c);
+        }
+        // From a producer that predates `kind`: the name decides.
+        let old = IncidentChanged {
+            change: "resolved".into(),
+            ..Default::default()
+        };
+        assert_eq!(old.change_kind(), IncidentChange::Resolved);
+        // The kind wins over the name; an unknown name is unspecified, never a default change.
+        let both = IncidentChanged {
+            change: "opened".into(),
+            kind: IncidentChange::Closed as i32,
+            ..Default::default()
+        };
+        assert_eq!(both.change_kind(), IncidentChange::Closed);
+        let odd = IncidentChanged {
+            change: "renamed".into(),
+            kind: 99,
+            ..Default::default()
+        };
+        assert_eq!(odd.change_kind(), IncidentChange::Unspecified);
+    }
+
     use super::*;
 
     /// The table callers rely on: each code, its gRPC code and its HTTP status.

@@ -106,40 +106,16 @@ pub(crate) enum RunbookCommand {
     },
 }
 
-/// A change to an incident that the `incidents` stream announces (`incidents.<name>`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub(crate) enum Change {
-    Opened,
-    AlertAttached,
-    SeverityChanged,
-    Acknowledged,
-    Resolved,
-    Closed,
-    Escalated,
-    CategoryChanged,
-}
+/// A change to an incident that the `incidents` stream announces (`incidents.<name>`): the
+/// wire's enum, so producer and consumers are checked by the compiler alike.
+pub(crate) use firebreak_proto::v1::IncidentChange as Change;
 
-impl Change {
-    /// The name on the wire and in the subject.
-    pub(crate) fn as_str(self) -> &'static str {
-        match self {
-            Self::Opened => "opened",
-            Self::AlertAttached => "alert_attached",
-            Self::SeverityChanged => "severity_changed",
-            Self::Acknowledged => "acknowledged",
-            Self::Resolved => "resolved",
-            Self::Closed => "closed",
-            Self::Escalated => "escalated",
-            Self::CategoryChanged => "category_changed",
-        }
-    }
-
-    fn of(action: Action) -> Self {
-        match action {
-            Action::Acknowledge => Self::Acknowledged,
-            Action::Resolve => Self::Resolved,
-            Action::Close => Self::Closed,
-        }
+/// The change a life-cycle action makes.
+fn change_of(action: Action) -> Change {
+    match action {
+        Action::Acknowledge => Change::Acknowledged,
+        Action::Resolve => Change::Resolved,
+        Action::Close => Change::Closed,
     }
 }
 
@@ -540,7 +516,7 @@ impl<'s> Work<'s> {
             self.active.insert(inc.dedup_key.clone(), None);
         }
         self.put(inc.clone());
-        self.announce(Change::of(action), inc.clone(), actor, None);
+        self.announce(change_of(action), inc.clone(), actor, None);
         self.decision.transitioned.push(inc);
         Ok(())
     }

@@ -385,12 +385,12 @@ fn event_of(a: &Announcement) -> OutboxEvent {
     let make = || {
         outbox_event(
             streams::INCIDENTS,
-            format!("incidents.{}", a.change.as_str()),
-            Payload::IncidentChanged(v1::IncidentChanged {
-                change: a.change.as_str().to_owned(),
-                incident: Some(incident_to_proto(&a.incident)),
-                actor: a.actor.clone(),
-            }),
+            format!("incidents.{}", a.change.name()),
+            Payload::IncidentChanged(v1::IncidentChanged::new(
+                a.change,
+                incident_to_proto(&a.incident),
+                a.actor.clone(),
+            )),
         )
     };
     match &a.traceparent {
