@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
-use crate::{Bus, Delivery};
+use crate::{Bus, Inbound};
 
 /// Why a handler did not process a message.
 #[derive(Debug)]
@@ -84,7 +84,7 @@ pub async fn consume<F, Fut>(
     shutdown: CancellationToken,
     handler: F,
 ) where
-    F: Fn(Delivery) -> Fut + Send + Sync,
+    F: Fn(Inbound) -> Fut + Send + Sync,
     Fut: Future<Output = Result<(), HandlerError>> + Send,
 {
     run(
@@ -100,7 +100,7 @@ pub async fn consume<F, Fut>(
 }
 
 /// The batch handler of a consumer that has none.
-type NoBatch = fn(Arc<[Delivery]>) -> std::future::Ready<Result<Batch, HandlerError>>;
+type NoBatch = fn(Arc<[Inbound]>) -> std::future::Ready<Result<Batch, HandlerError>>;
 
 /// What a batch handler made of a fetched batch.
 pub enum Batch {
@@ -122,9 +122,9 @@ pub async fn consume_batched<B, BFut, F, Fut>(
     batch_handler: B,
     handler: F,
 ) where
-    B: Fn(Arc<[Delivery]>) -> BFut + Send + Sync,
+    B: Fn(Arc<[Inbound]>) -> BFut + Send + Sync,
     BFut: Future<Output = Result<Batch, HandlerError>> + Send,
-    F: Fn(Delivery) -> Fut + Send + Sync,
+    F: Fn(Inbound) -> Fut + Send + Sync,
     Fut: Future<Output = Result<(), HandlerError>> + Send,
 {
     run(
@@ -148,9 +148,9 @@ async fn run<B, BFut, F, Fut>(
     batch_handler: Option<B>,
     handler: F,
 ) where
-    B: Fn(Arc<[Delivery]>) -> BFut + Send + Sync,
+    B: Fn(Arc<[Inbound]>) -> BFut + Send + Sync,
     BFut: Future<Output = Result<Batch, HandlerError>> + Send,
-    F: Fn(Delivery) -> Fut + Send + Sync,
+    F: Fn(Inbound) -> Fut + Send + Sync,
     Fut: Future<Output = Result<(), HandlerError>> + Send,
 {
     let mut fetch_backoff = options.backoff;
@@ -185,7 +185,7 @@ async fn run<B, BFut, F, Fut>(
         if batch.is_empty() {
             continue;
         }
-        let batch: Arc<[Delivery]> = batch.into();
+        let batch: Arc<[Inbound]> = batch.into();
         let work = handle_batch(
             &*bus,
             stream,
@@ -208,7 +208,7 @@ async fn keep_in_progress(
     bus: &dyn Bus,
     stream: &'static str,
     consumer: &'static str,
-    batch: &[Delivery],
+    batch: &[Inbound],
     work: impl Future<Output = ()>,
 ) {
     let Some(every) = bus.progress_interval() else {
@@ -240,11 +240,11 @@ async fn handle_batch<B, BFut, F, Fut>(
     shutdown: &CancellationToken,
     batch_handler: Option<&B>,
     handler: &F,
-    batch: Arc<[Delivery]>,
+    batch: Arc<[Inbound]>,
 ) where
-    B: Fn(Arc<[Delivery]>) -> BFut + Send + Sync,
+    B: Fn(Arc<[Inbound]>) -> BFut + Send + Sync,
     BFut: Future<Output = Result<Batch, HandlerError>> + Send,
-    F: Fn(Delivery) -> Fut + Send + Sync,
+    F: Fn(Inbound) -> Fut + Send + Sync,
     Fut: Future<Output = Result<(), HandlerError>> + Send,
 {
     // A batch holding a message that is due for parking goes one by one, so that it is parked
@@ -318,7 +318,7 @@ fn max_deliveries(options: &ConsumerOptions) -> u32 {
 /// How one delivery ended.
 enum Delivered {
     /// The handler succeeded; the delivery awaits its acknowledgement.
-    Handled(Delivery),
+    Handled(Inbound),
     /// Parked for operators (and so acknowledged).
     Parked,
     /// Shutting down, or parking failed: stop this batch.
@@ -333,10 +333,10 @@ async fn deliver<F, Fut>(
     options: &ConsumerOptions,
     shutdown: &CancellationToken,
     handler: &F,
-    delivery: Delivery,
+    delivery: Inbound,
 ) -> Delivered
 where
-    F: Fn(Delivery) -> Fut + Send + Sync,
+    F: Fn(Inbound) -> Fut + Send + Sync,
     Fut: Future<Output = Result<(), HandlerError>> + Send,
 {
     let max = max_deliveries(options);
@@ -387,7 +387,7 @@ async fn park(
     bus: &dyn Bus,
     stream: &'static str,
     consumer: &'static str,
-    delivery: &Delivery,
+    delivery: &Inbound,
     error: &str,
 ) -> Delivered {
     match bus.park(stream, consumer, delivery, error).await {

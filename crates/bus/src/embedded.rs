@@ -8,7 +8,7 @@ use async_trait::async_trait;
 use firebreak_storage::{BusLog, BusMessage, Outbox, OutboxLog};
 use tokio::sync::watch;
 
-use crate::{Bus, Delivery, Error, Message, Result};
+use crate::{Bus, Error, Inbound, Message, Result};
 
 /// The in-process bus. Messages are durable in SQLite, so a crash loses none: consumers
 /// resume from their durable cursor. Cheap to clone.
@@ -125,7 +125,7 @@ impl EmbeddedBus {
         stream: &str,
         consumer: &str,
         max: u32,
-    ) -> Result<Vec<Delivery>> {
+    ) -> Result<Vec<Inbound>> {
         match self.place(consumer, stream).await? {
             Place::Log => {
                 let batch = self.log.fetch(consumer, stream, max).await?;
@@ -143,7 +143,7 @@ impl EmbeddedBus {
                 .await?
                 .into_iter()
                 .map(|row| {
-                    Delivery::new(
+                    Inbound::new(
                         Message {
                             id: row.event.id,
                             subject: row.event.subject,
@@ -186,11 +186,11 @@ impl EmbeddedBus {
     }
 }
 
-fn from_log(batch: Vec<(i64, BusMessage)>) -> Vec<Delivery> {
+fn from_log(batch: Vec<(i64, BusMessage)>) -> Vec<Inbound> {
     batch
         .into_iter()
         .map(|(seq, m)| {
-            Delivery::new(
+            Inbound::new(
                 Message {
                     id: m.id,
                     subject: m.subject,
@@ -256,7 +256,7 @@ impl Bus for EmbeddedBus {
         consumer: &str,
         max: u32,
         wait: Duration,
-    ) -> Result<Vec<Delivery>> {
+    ) -> Result<Vec<Inbound>> {
         let mut appended = self.subscribe(stream);
         let deadline = tokio::time::Instant::now() + wait;
         loop {
@@ -284,7 +284,7 @@ impl Bus for EmbeddedBus {
     /// backwards: the log takes the maximum). That acknowledges exactly them because the
     /// consumer loop acknowledges a gap-free run in stream order; one process consumes an
     /// embedded bus, so there is no other replica whose deliveries it could cover.
-    async fn ack(&self, stream: &str, consumer: &str, deliveries: &[Delivery]) -> Result<()> {
+    async fn ack(&self, stream: &str, consumer: &str, deliveries: &[Inbound]) -> Result<()> {
         let Some(seq) = deliveries.iter().map(|d| d.seq).max() else {
             return Ok(());
         };
@@ -294,7 +294,7 @@ impl Bus for EmbeddedBus {
         }
     }
 
-    async fn park(&self, stream: &str, consumer: &str, d: &Delivery, error: &str) -> Result<()> {
+    async fn park(&self, stream: &str, consumer: &str, d: &Inbound, error: &str) -> Result<()> {
         if self.sources.contains_key(stream)
             && let Place::Outbox(_) = self.place(consumer, stream).await?
         {

@@ -1,7 +1,7 @@
 //! Firebreak's event bus: the `Bus` trait, its embedded and NATS JetStream adapters, the
 //! outbox relay and the consumer loop every service uses.
 //!
-//! Delivery is at least once: a message is acknowledged only after the consumer's handler
+//! Inbound is at least once: a message is acknowledged only after the consumer's handler
 //! (and so its transaction) succeeded. Consumers dedupe on the event id. A message that keeps
 //! failing is parked where operators can see it, never dropped silently.
 
@@ -58,9 +58,10 @@ pub struct Message {
     pub payload: Vec<u8>,
 }
 
-/// A message handed to a consumer, with what is needed to acknowledge it.
+/// A message handed to a consumer, with what is needed to acknowledge it. (Named so that
+/// "delivery" means one thing in Firebreak: a notification sent on a channel.)
 #[derive(Debug, Clone)]
-pub struct Delivery {
+pub struct Inbound {
     pub message: Message,
     /// The stream's sequence number of the message.
     pub seq: i64,
@@ -74,7 +75,7 @@ pub struct Delivery {
     pub(crate) nats: Option<std::sync::Arc<nats::Handle>>,
 }
 
-impl Delivery {
+impl Inbound {
     /// A first delivery that carries no adapter handle, as the embedded bus hands out; for
     /// exercising handlers in tests.
     pub fn new(message: Message, seq: i64) -> Self {
@@ -108,7 +109,7 @@ pub trait Bus: Send + Sync {
         consumer: &str,
         max: u32,
         wait: Duration,
-    ) -> Result<Vec<Delivery>>;
+    ) -> Result<Vec<Inbound>>;
     /// Acknowledges exactly `deliveries` (handled by this consumer). On JetStream it returns
     /// once the acknowledgements are flushed to the server, which does not confirm them: one
     /// lost to a disconnect means a redelivery, which consumers dedupe.
@@ -117,7 +118,7 @@ pub trait Bus: Send + Sync {
     /// gap-free prefix of it (what it parked excepted), so an adapter with one cursor per
     /// consumer, like the embedded one, may move its cursor to the highest of them. Replicas
     /// sharing a durable consumer on JetStream each acknowledge their own deliveries only.
-    async fn ack(&self, stream: &str, consumer: &str, deliveries: &[Delivery]) -> Result<()>;
+    async fn ack(&self, stream: &str, consumer: &str, deliveries: &[Inbound]) -> Result<()>;
     /// Tells the bus that `deliveries` are still being worked on (a handler retrying with
     /// backoff, a long batch), so it does not hand them to another replica meanwhile. The
     /// consumer loop calls it every [`Bus::progress_interval`].
@@ -125,7 +126,7 @@ pub trait Bus: Send + Sync {
         &self,
         _stream: &str,
         _consumer: &str,
-        _deliveries: &[Delivery],
+        _deliveries: &[Inbound],
     ) -> Result<()> {
         Ok(())
     }
@@ -137,12 +138,7 @@ pub trait Bus: Send + Sync {
     /// Hands back deliveries this consumer fetched but will not handle now (it is stopping),
     /// so that they are redelivered soon, to this or another replica, instead of after the
     /// acknowledgement deadline. An adapter that redelivers from a cursor anyway does nothing.
-    async fn release(
-        &self,
-        _stream: &str,
-        _consumer: &str,
-        _deliveries: &[Delivery],
-    ) -> Result<()> {
+    async fn release(&self, _stream: &str, _consumer: &str, _deliveries: &[Inbound]) -> Result<()> {
         Ok(())
     }
     /// Gives up on a delivery: parks it where operators see it, then acknowledges it. When it
@@ -152,7 +148,7 @@ pub trait Bus: Send + Sync {
         &self,
         stream: &str,
         consumer: &str,
-        delivery: &Delivery,
+        delivery: &Inbound,
         error: &str,
     ) -> Result<()>;
     /// Whether this bus reads `outbox` in place (the embedded bus does, for the streams it

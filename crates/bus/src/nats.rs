@@ -32,7 +32,7 @@ use async_trait::async_trait;
 use futures::StreamExt;
 use futures::stream::FuturesUnordered;
 
-use crate::{Bus, Delivery, Error, Message, Result, streams};
+use crate::{Bus, Error, Inbound, Message, Result, streams};
 
 /// The stream parked messages go to.
 const PARKED_STREAM: &str = "FIREBREAK_PARKED";
@@ -433,7 +433,7 @@ impl NatsBus {
     /// Bounded by [`ACK_TIMEOUT`]: while the client is reconnecting, acknowledgements queue
     /// and the flush waits for the connection; the caller must not wait for ever (the message
     /// is redelivered if the acknowledgement never lands).
-    async fn send_acks(&self, deliveries: &[Delivery], kind: AckKind) -> Result<()> {
+    async fn send_acks(&self, deliveries: &[Inbound], kind: AckKind) -> Result<()> {
         let handles = deliveries.iter().map(handle).collect::<Result<Vec<_>>>()?;
         let send = async {
             for h in handles {
@@ -490,7 +490,7 @@ impl Bus for NatsBus {
         consumer: &str,
         max: u32,
         wait: Duration,
-    ) -> Result<Vec<Delivery>> {
+    ) -> Result<Vec<Inbound>> {
         let pull = self.consumer(stream, consumer).await?;
         let mut request = pull.fetch().max_messages(max.max(1) as usize);
         if !wait.is_zero() {
@@ -537,7 +537,7 @@ impl Bus for NatsBus {
         Ok(out)
     }
 
-    async fn ack(&self, _stream: &str, _consumer: &str, deliveries: &[Delivery]) -> Result<()> {
+    async fn ack(&self, _stream: &str, _consumer: &str, deliveries: &[Inbound]) -> Result<()> {
         self.send_acks(deliveries, AckKind::Ack).await
     }
 
@@ -545,7 +545,7 @@ impl Bus for NatsBus {
         &self,
         _stream: &str,
         _consumer: &str,
-        deliveries: &[Delivery],
+        deliveries: &[Inbound],
     ) -> Result<()> {
         self.send_acks(deliveries, AckKind::Progress).await
     }
@@ -554,11 +554,11 @@ impl Bus for NatsBus {
         Some((self.inner.options.ack_wait / 3).max(Duration::from_millis(100)))
     }
 
-    async fn release(&self, _stream: &str, _consumer: &str, deliveries: &[Delivery]) -> Result<()> {
+    async fn release(&self, _stream: &str, _consumer: &str, deliveries: &[Inbound]) -> Result<()> {
         self.send_acks(deliveries, AckKind::Nak(None)).await
     }
 
-    async fn park(&self, stream: &str, consumer: &str, d: &Delivery, error: &str) -> Result<()> {
+    async fn park(&self, stream: &str, consumer: &str, d: &Inbound, error: &str) -> Result<()> {
         let handle = handle(d)?;
         // The same delivery parked twice (the first acknowledgement got lost) is stored once;
         // a replay that fails again is parked anew.
@@ -596,7 +596,7 @@ impl Bus for NatsBus {
 }
 
 /// The handle of a delivery from this adapter.
-fn handle(d: &Delivery) -> Result<&Handle> {
+fn handle(d: &Inbound) -> Result<&Handle> {
     d.nats.as_deref().ok_or_else(|| {
         Error::Invalid(format!(
             "delivery of {} did not come from the NATS bus",
@@ -633,7 +633,7 @@ fn traceparent(payload: &[u8]) -> Option<String> {
 
 /// A fetched JetStream message as a delivery; `None` (logged) for one that cannot be
 /// acknowledged, which a JetStream consumer never hands out.
-fn delivery(family: &str, m: jetstream::Message) -> Option<Delivery> {
+fn delivery(family: &str, m: jetstream::Message) -> Option<Inbound> {
     let (seq, attempt) = match m.info() {
         Ok(info) => (
             i64::try_from(info.stream_sequence).unwrap_or(i64::MAX),
@@ -663,7 +663,7 @@ fn delivery(family: &str, m: jetstream::Message) -> Option<Delivery> {
             .to_owned()
     });
     let replay_of = header(HEADER_REPLAY_OF);
-    Some(Delivery {
+    Some(Inbound {
         message: Message {
             id,
             subject,

@@ -14,7 +14,9 @@ use tonic::{Request, Response, Status};
 use crate::edge::InvalidProtobuf;
 use crate::ingest::received_message;
 use crate::integrations::{bearer_token, to_record};
-use crate::{Action, Error, Incoming, Intake, Integration, IntegrationKind, Outcome, Source};
+use crate::{
+    Error, Incoming, Intake, Integration, IntegrationKind, SignalAction, SignalResult, Source,
+};
 
 impl Intake {
     /// The gRPC `IntakeService`.
@@ -47,7 +49,7 @@ impl Intake {
         caller: Option<&Integration>,
         batch: Vec<Incoming>,
         idempotency_key: &str,
-    ) -> Result<Vec<Outcome>, Status> {
+    ) -> Result<Vec<SignalResult>, Status> {
         let _permit = match caller {
             Some(i) => self.admit_for(i, batch.len()),
             None => self.admit_anonymous(batch.len()),
@@ -77,7 +79,7 @@ fn trigger(a: v1::AlertInput, integration: Option<&Integration>) -> Incoming {
         _ => a.category,
     };
     Incoming {
-        action: Action::Trigger,
+        action: SignalAction::Trigger,
         alert_key: a.alert_key,
         input: SignalInput {
             title: a.title,
@@ -194,7 +196,7 @@ impl IntakeService for Intake {
         let caller = self.grpc_caller(&req)?;
         let req = req.into_inner();
         let item = Incoming {
-            action: Action::Resolve,
+            action: SignalAction::Resolve,
             alert_key: req.alert_key,
             input: SignalInput::default(),
             annotations: Default::default(),

@@ -22,7 +22,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::{
-    Action, AuthError, Incoming, IngestError, Intake, Integration, IntegrationKind, Source,
+    AuthError, Incoming, IngestError, Intake, Integration, IntegrationKind, SignalAction, Source,
 };
 
 /// PagerDuty's limit on an event's body.
@@ -131,7 +131,7 @@ async fn store(
     intake: &Intake,
     integration: &Integration,
     batch: Vec<Incoming>,
-) -> Result<Vec<crate::Outcome>, Response> {
+) -> Result<Vec<crate::SignalResult>, Response> {
     let _permit = intake
         .admit_for(integration, batch.len())
         .map_err(|e| ingest_error(&e))?;
@@ -246,8 +246,8 @@ async fn alertmanager(intake: &Intake, key: &str, body: &Bytes) -> Response {
     let mut batch = Vec::with_capacity(payload.alerts.len());
     for a in payload.alerts {
         let action = match a.status.as_str() {
-            "firing" => Action::Trigger,
-            "resolved" => Action::Resolve,
+            "firing" => SignalAction::Trigger,
+            "resolved" => SignalAction::Resolve,
             other => {
                 return invalid(vec![format!(
                     "alerts: status {other:?} is neither firing nor resolved"
@@ -388,21 +388,21 @@ async fn pagerduty_v2(State(intake): State<Intake>, body: Bytes) -> Response {
     };
     let mut errors = Vec::new();
     let action = match event.event_action.as_str() {
-        "trigger" => Action::Trigger,
-        "acknowledge" => Action::Acknowledge,
-        "resolve" => Action::Resolve,
+        "trigger" => SignalAction::Trigger,
+        "acknowledge" => SignalAction::Acknowledge,
+        "resolve" => SignalAction::Resolve,
         other => {
             errors.push(format!(
                 "'event_action' {other:?} is not one of trigger, acknowledge, resolve"
             ));
-            Action::Trigger
+            SignalAction::Trigger
         }
     };
     let given_key = event.dedup_key.clone().filter(|k| !k.trim().is_empty());
     if given_key.as_ref().is_some_and(|k| k.len() > 255) {
         errors.push("Length of 'dedup_key' is greater than 255 bytes".into());
     }
-    if action != Action::Trigger && given_key.is_none() {
+    if action != SignalAction::Trigger && given_key.is_none() {
         errors.push(format!(
             "'dedup_key' is required for event_action {:?}",
             event.event_action
@@ -410,7 +410,7 @@ async fn pagerduty_v2(State(intake): State<Intake>, body: Bytes) -> Response {
     }
     let mut input = SignalInput::default();
     let mut annotations = Labels::new();
-    if action == Action::Trigger {
+    if action == SignalAction::Trigger {
         match &event.payload {
             None => errors.push("'payload' is missing".into()),
             Some(p) => {
@@ -597,9 +597,9 @@ async fn pagerduty_v1(State(intake): State<Intake>, body: Bytes) -> Response {
         Err(r) => return r,
     };
     let action = match event.event_type.as_str() {
-        "trigger" => Action::Trigger,
-        "acknowledge" => Action::Acknowledge,
-        "resolve" => Action::Resolve,
+        "trigger" => SignalAction::Trigger,
+        "acknowledge" => SignalAction::Acknowledge,
+        "resolve" => SignalAction::Resolve,
         other => {
             return invalid(vec![format!(
                 "'event_type' {other:?} is not one of trigger, acknowledge, resolve"
@@ -612,12 +612,12 @@ async fn pagerduty_v1(State(intake): State<Intake>, body: Bytes) -> Response {
             "Length of 'incident_key' is greater than 255 bytes".into(),
         ]);
     }
-    if action != Action::Trigger && given.is_none() {
+    if action != SignalAction::Trigger && given.is_none() {
         return invalid(vec![
             "'incident_key' is required to acknowledge or resolve".into(),
         ]);
     }
-    if action == Action::Trigger
+    if action == SignalAction::Trigger
         && (event.description.trim().is_empty() || event.description.chars().count() > 1024)
     {
         return invalid(vec!["'description' must hold 1 to 1024 characters".into()]);

@@ -15,7 +15,7 @@ use crate::{IngestError, Intake};
 
 /// What a signal asks for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Action {
+pub enum SignalAction {
     Trigger,
     Acknowledge,
     Resolve,
@@ -24,7 +24,7 @@ pub enum Action {
 /// One signal as an endpoint read it.
 #[derive(Debug, Clone)]
 pub struct Incoming {
-    pub action: Action,
+    pub action: SignalAction,
     /// The signal (for a trigger; follow-ups use only `alert_key`).
     pub input: SignalInput,
     pub annotations: Labels,
@@ -36,7 +36,7 @@ pub struct Incoming {
 
 /// What became of one signal.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Outcome {
+pub struct SignalResult {
     /// The alert it made or named; empty when invalid or when a follow-up named no alert.
     pub alert_id: String,
     /// Why it was refused (nothing stored for it).
@@ -84,7 +84,7 @@ pub(crate) struct Job {
     idempotency_key: Option<String>,
     /// The caller's trace context, which the events of its signals continue.
     traceparent: Option<String>,
-    reply: oneshot::Sender<Result<Vec<Outcome>, IngestError>>,
+    reply: oneshot::Sender<Result<Vec<SignalResult>, IngestError>>,
 }
 
 /// Alerts one transaction takes at most; the calls beyond wait for the next.
@@ -127,7 +127,7 @@ impl Intake {
         source: Source<'_>,
         batch: Vec<Incoming>,
         idempotency_key: Option<&str>,
-    ) -> Result<Vec<Outcome>, IngestError> {
+    ) -> Result<Vec<SignalResult>, IngestError> {
         let items = self.validate(batch);
         self.ingest_checked(source, items, idempotency_key).await
     }
@@ -149,7 +149,7 @@ impl Intake {
         source: Source<'_>,
         items: Vec<Checked>,
         idempotency_key: Option<&str>,
-    ) -> Result<Vec<Outcome>, IngestError> {
+    ) -> Result<Vec<SignalResult>, IngestError> {
         let (reply, answer) = oneshot::channel();
         let received_at = (firebreak_domain::now().unix_timestamp_nanos() / 1_000) as i64;
         let items = items
@@ -224,7 +224,7 @@ pub(crate) async fn writer(
 async fn commit_group(
     store: &dyn IntakeStore,
     group: &mut [Job],
-) -> firebreak_storage::Result<Vec<Vec<Outcome>>> {
+) -> firebreak_storage::Result<Vec<Vec<SignalResult>>> {
     let mut tx = store.begin().await?;
     let mut pending = Pending::default();
     // One read for every alert key the group names.
@@ -262,7 +262,7 @@ async fn commit_group(
             items
                 .into_iter()
                 .map(|(item, ready)| match ready {
-                    Err(error) => Outcome {
+                    Err(error) => SignalResult {
                         alert_id: String::new(),
                         error: Some(error),
                         duplicate: false,
@@ -315,7 +315,7 @@ impl Intake {
                 "invalid annotations: {size} bytes, more than {MAX_ANNOTATIONS}"
             ));
         }
-        if item.action != Action::Trigger {
+        if item.action != SignalAction::Trigger {
             if item.alert_key.trim().is_empty() {
                 return Err("invalid alert_key: a follow-up needs the key of its alert".into());
             }
@@ -371,10 +371,10 @@ fn apply(
     source: &Source<'_>,
     item: &Incoming,
     prepared: Option<Prepared>,
-) -> Outcome {
+) -> SignalResult {
     let key = item.alert_key.trim();
     let current = pending.key(source.integration, key);
-    let outcome = |alert_id: String, duplicate: bool| Outcome {
+    let outcome = |alert_id: String, duplicate: bool| SignalResult {
         alert_id,
         error: None,
         duplicate,
@@ -382,7 +382,7 @@ fn apply(
     };
     match (item.action, prepared) {
         (
-            Action::Trigger,
+            SignalAction::Trigger,
             Some(Prepared {
                 record,
                 received,
@@ -401,12 +401,12 @@ fn apply(
             pending.events.push(event);
             let id = record.id.clone();
             pending.alerts.push(record);
-            Outcome {
+            SignalResult {
                 received: Some(received),
                 ..outcome(id, false)
             }
         }
-        (Action::Acknowledge, _) => match current {
+        (SignalAction::Acknowledge, _) => match current {
             Some((id, state)) if state == "firing" => {
                 pending.set_key(source.integration, key, &id, "acknowledged");
                 pending.events.push(outbox_event(
@@ -423,7 +423,7 @@ fn apply(
             Some((id, _)) => outcome(id, true),
             None => outcome(String::new(), false),
         },
-        (Action::Resolve, _) => match current {
+        (SignalAction::Resolve, _) => match current {
             Some((id, state)) if state != "resolved" => {
                 pending.set_key(source.integration, key, &id, "resolved");
                 pending.events.push(outbox_event(
@@ -440,7 +440,7 @@ fn apply(
             Some((id, _)) => outcome(id, true),
             None => outcome(String::new(), false),
         },
-        (Action::Trigger, None) => outcome(String::new(), false),
+        (SignalAction::Trigger, None) => outcome(String::new(), false),
     }
 }
 

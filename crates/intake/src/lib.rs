@@ -28,7 +28,7 @@ use tonic::transport::Channel;
 
 pub use edge::{InvalidProtobuf, RETRY_INFO_TYPE, RetryInfo, RpcStatus};
 pub use grpc::IntegrationApi;
-pub use ingest::{Action, Incoming, Outcome, Source};
+pub use ingest::{Incoming, SignalAction, SignalResult, Source};
 pub use integrations::{AuthError, Integration, IntegrationKind, LoadError, Registry, new_key};
 
 /// Calls (gRPC or HTTP) storing at once by default; more wait for nothing and are told to

@@ -119,10 +119,10 @@ impl Notification {
                 "notification",
                 ConsumerOptions::default(),
                 shutdown.clone(),
-                move |delivery| {
+                move |inbound| {
                     let me = me.clone();
                     async move {
-                        let event = firebreak_proto::decode_event(&delivery.message.payload)
+                        let event = firebreak_proto::decode_event(&inbound.message.payload)
                             .map_err(|e| {
                                 HandlerError::Permanent(format!("undecodable event: {e}"))
                             })?;

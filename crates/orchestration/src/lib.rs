@@ -175,7 +175,7 @@ impl Orchestration {
             ConsumerOptions::default(),
             shutdown.clone(),
             // Runs for a fetched run of incident events, created in one transaction.
-            move |batch: Arc<[firebreak_bus::Delivery]>| {
+            move |batch: Arc<[firebreak_bus::Inbound]>| {
                 let me = batch_me.clone();
                 async move {
                     let mut runs = Vec::new();
@@ -192,10 +192,10 @@ impl Orchestration {
                     me.create_runs(&runs).await.map(|()| Batch::Handled)
                 }
             },
-            move |delivery| {
+            move |inbound| {
                 let me = me.clone();
                 async move {
-                    let event = firebreak_proto::decode_event(&delivery.message.payload)
+                    let event = firebreak_proto::decode_event(&inbound.message.payload)
                         .map_err(|e| HandlerError::Permanent(format!("undecodable event: {e}")))?;
                     match event.payload {
                         Some(Payload::IncidentChanged(c)) if starts_runs(&c) => {

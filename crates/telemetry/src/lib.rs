@@ -28,7 +28,7 @@ pub fn init_tracing(json: bool) {
 
 /// A label set of one `outcome` label.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct Outcome {
+pub struct OutcomeLabel {
     pub outcome: String,
 }
 
@@ -50,9 +50,9 @@ pub struct Metrics {
     /// Alerts attached to an open incident instead of opening one.
     pub alerts_deduplicated: Counter,
     /// Runbook runs that ended, by outcome (succeeded, failed).
-    pub runs_finished: Family<Outcome, Counter>,
+    pub runs_finished: Family<OutcomeLabel, Counter>,
     /// Delivery attempts, by outcome (delivered, retry, failed).
-    pub deliveries: Family<Outcome, Counter>,
+    pub deliveries: Family<OutcomeLabel, Counter>,
     /// 1 while a dependency answers its health check, 0 while it does not.
     pub dependency_up: Family<Dependency, Gauge>,
 }
@@ -131,9 +131,9 @@ impl Metrics {
     }
 
     /// Counts one outcome in `family`.
-    pub fn count(family: &Family<Outcome, Counter>, outcome: &str) {
+    pub fn count(family: &Family<OutcomeLabel, Counter>, outcome: &str) {
         family
-            .get_or_create(&Outcome {
+            .get_or_create(&OutcomeLabel {
                 outcome: outcome.to_owned(),
             })
             .inc();

@@ -85,7 +85,7 @@ impl Triage {
                 },
                 shutdown.clone(),
                 // An alert storm: a fetched run of alerts is ingested in one transaction.
-                move |batch: std::sync::Arc<[firebreak_bus::Delivery]>| {
+                move |batch: std::sync::Arc<[firebreak_bus::Inbound]>| {
                     let me = batch_me.clone();
                     async move {
                         if stream != streams::ALERTS {
@@ -108,10 +108,10 @@ impl Triage {
                             .map_err(Error::into_handler)
                     }
                 },
-                move |delivery| {
+                move |inbound| {
                     let me = me.clone();
                     async move {
-                        let event = firebreak_proto::decode_event(&delivery.message.payload)
+                        let event = firebreak_proto::decode_event(&inbound.message.payload)
                             .map_err(|e| {
                                 HandlerError::Permanent(format!("undecodable event: {e}"))
                             })?;

@@ -95,7 +95,7 @@ async fn a_waiting_fetch_wakes_on_publish() {
 
 #[tokio::test]
 async fn the_consume_loop_acknowledges_what_it_handled_and_parks_what_fails() {
-    use firebreak_bus::{ConsumerOptions, Delivery, HandlerError, consume};
+    use firebreak_bus::{ConsumerOptions, HandlerError, Inbound, consume};
     use tokio_util::sync::CancellationToken;
 
     let dir = tempfile::tempdir().unwrap();
@@ -116,7 +116,7 @@ async fn the_consume_loop_acknowledges_what_it_handled_and_parks_what_fails() {
         shutdown.clone(),
         {
             let handled = handled.clone();
-            move |d: Delivery| {
+            move |d: Inbound| {
                 let handled = handled.clone();
                 async move {
                     assert_eq!(d.attempt, 1);
@@ -147,7 +147,7 @@ async fn the_consume_loop_acknowledges_what_it_handled_and_parks_what_fails() {
 
 #[tokio::test]
 async fn an_unavailable_store_is_waited_out_without_parking() {
-    use firebreak_bus::{ConsumerOptions, Delivery, HandlerError, consume};
+    use firebreak_bus::{ConsumerOptions, HandlerError, Inbound, consume};
     use tokio_util::sync::CancellationToken;
 
     let dir = tempfile::tempdir().unwrap();
@@ -169,7 +169,7 @@ async fn an_unavailable_store_is_waited_out_without_parking() {
         shutdown.clone(),
         {
             let (calls, handled) = (calls.clone(), handled.clone());
-            move |d: Delivery| {
+            move |d: Inbound| {
                 let (calls, handled) = (calls.clone(), handled.clone());
                 async move {
                     // Ten outages in a row: more than the three deliveries before parking.
@@ -195,7 +195,7 @@ async fn an_unavailable_store_is_waited_out_without_parking() {
 
 #[tokio::test]
 async fn under_load_the_consume_loop_lingers_so_batches_fill() {
-    use firebreak_bus::{Batch, ConsumerOptions, Delivery, consume_batched};
+    use firebreak_bus::{Batch, ConsumerOptions, Inbound, consume_batched};
     use tokio_util::sync::CancellationToken;
 
     let dir = tempfile::tempdir().unwrap();
@@ -217,7 +217,7 @@ async fn under_load_the_consume_loop_lingers_so_batches_fill() {
         shutdown.clone(),
         {
             let sizes = sizes.clone();
-            move |batch: Arc<[Delivery]>| {
+            move |batch: Arc<[Inbound]>| {
                 let sizes = sizes.clone();
                 async move {
                     sizes.lock().unwrap().push(batch.len());
@@ -227,7 +227,7 @@ async fn under_load_the_consume_loop_lingers_so_batches_fill() {
         },
         {
             let sizes = sizes.clone();
-            move |_: Delivery| {
+            move |_: Inbound| {
                 let sizes = sizes.clone();
                 async move {
                     sizes.lock().unwrap().push(1);

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use async_nats::jetstream;
 use firebreak_bus::{
-    Bus, ConsumerOptions, Delivery, Error, HandlerError, Message, NatsBus, NatsOptions, consume,
+    Bus, ConsumerOptions, Error, HandlerError, Inbound, Message, NatsBus, NatsOptions, consume,
     streams,
 };
 use firebreak_proto::v1;
@@ -29,7 +29,7 @@ async fn inspect(server: &NatsServer) -> jetstream::Context {
     jetstream::new(async_nats::connect(server.url()).await.unwrap())
 }
 
-fn ids(deliveries: &[Delivery]) -> Vec<&str> {
+fn ids(deliveries: &[Inbound]) -> Vec<&str> {
     deliveries.iter().map(|d| d.message.id.as_str()).collect()
 }
 
@@ -241,7 +241,7 @@ async fn consume_loops_of_two_replicas_handle_every_event_once_and_acknowledge_e
                 ..fast_retries()
             },
             shutdown.clone(),
-            move |d: Delivery| {
+            move |d: Inbound| {
                 let handled = handled.clone();
                 async move {
                     handled.lock().unwrap().push((replica, d.message.id));
@@ -302,7 +302,7 @@ async fn a_permanently_failing_event_is_parked_and_a_replay_brings_it_back() {
         shutdown.clone(),
         {
             let (healthy, handled) = (healthy.clone(), handled.clone());
-            move |d: Delivery| {
+            move |d: Inbound| {
                 let (healthy, handled) = (healthy.clone(), handled.clone());
                 async move {
                     if d.message.id == "bad" && !healthy.load(Ordering::SeqCst) {
@@ -384,7 +384,7 @@ async fn an_event_failing_past_its_retries_is_parked_with_the_last_error() {
         shutdown.clone(),
         {
             let calls = calls.clone();
-            move |_d: Delivery| {
+            move |_d: Inbound| {
                 calls.fetch_add(1, Ordering::SeqCst);
                 async { Err(HandlerError::Retry("smtp down".into())) }
             }
@@ -451,7 +451,7 @@ async fn a_message_delivered_too_often_is_parked_without_calling_the_handler() {
         shutdown.clone(),
         {
             let calls = calls.clone();
-            move |d: Delivery| {
+            move |d: Inbound| {
                 calls.lock().unwrap().push(d.attempt);
                 async { Ok(()) }
             }
@@ -500,7 +500,7 @@ async fn a_delivery_being_retried_is_kept_from_other_replicas_past_the_ack_wait(
                 ..ConsumerOptions::default()
             },
             shutdown.clone(),
-            move |d: Delivery| {
+            move |d: Inbound| {
                 let (calls, failures_left) = (calls.clone(), failures_left.clone());
                 async move {
                     calls
@@ -571,7 +571,7 @@ async fn parking_the_same_delivery_twice_stores_it_once() {
         .unwrap();
     assert!(again.is_empty());
     // A delivery that did not come from NATS cannot be parked here (nor silently dropped).
-    let foreign = Delivery::new(msg("y"), 1);
+    let foreign = Inbound::new(msg("y"), 1);
     assert!(matches!(
         bus.park(streams::ALERTS, "triage", &foreign, "e").await,
         Err(Error::Invalid(_))

@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use firebreak_bus::{Bus, Delivery, Message};
+use firebreak_bus::{Bus, Inbound, Message};
 use firebreak_orchestration::{Options, Orchestration};
 use firebreak_proto::v1::event::Payload;
 use firebreak_runbook::{Catalog, Limits};
@@ -80,16 +80,16 @@ impl Bus for RecordingBus {
         _consumer: &str,
         _max: u32,
         wait: Duration,
-    ) -> firebreak_bus::Result<Vec<Delivery>> {
+    ) -> firebreak_bus::Result<Vec<Inbound>> {
         tokio::time::sleep(wait.min(Duration::from_millis(50))).await;
         Ok(Vec::new())
     }
 
-    async fn ack(&self, _: &str, _: &str, _: &[Delivery]) -> firebreak_bus::Result<()> {
+    async fn ack(&self, _: &str, _: &str, _: &[Inbound]) -> firebreak_bus::Result<()> {
         Ok(())
     }
 
-    async fn park(&self, _: &str, _: &str, _: &Delivery, _: &str) -> firebreak_bus::Result<()> {
+    async fn park(&self, _: &str, _: &str, _: &Inbound, _: &str) -> firebreak_bus::Result<()> {
         Ok(())
     }
 }
