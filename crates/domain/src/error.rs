@@ -12,6 +12,12 @@ pub enum Error {
         action: &'static str,
         state: &'static str,
     },
+    /// The run's state does not allow this move.
+    #[error("cannot {action} a run that is {state}")]
+    RunTransition {
+        action: &'static str,
+        state: &'static str,
+    },
 }
 
 /// The domain's result type.

@@ -23,7 +23,7 @@ pub use review::{ReviewInput, ReviewRun, TimelineItem, review_markdown};
 pub use rules::{CategoryRule, Classification, DEFAULT_TAXONOMY, Taxonomy, UNCATEGORIZED};
 pub use service_error::{ErrorCode, ServiceError};
 pub use signal::{Labels, Signal, SignalInput, clip, derive_dedup_key, no_nul, parse_label};
-pub use states::{AlertState, DeliveryState, RunPhase, RunState, StepStatus};
+pub use states::{AlertState, DeliveryState, RunEvent, RunPhase, RunState, StepStatus};
 
 /// Seconds since the Unix epoch in UTC, the unit of every stored timestamp.
 pub type Timestamp = time::OffsetDateTime;

@@ -88,7 +88,7 @@ impl ServiceError for crate::Error {
     fn error_code(&self) -> ErrorCode {
         match self {
             Self::Invalid { .. } => ErrorCode::InvalidArgument,
-            Self::Transition { .. } => ErrorCode::FailedPrecondition,
+            Self::Transition { .. } | Self::RunTransition { .. } => ErrorCode::FailedPrecondition,
         }
     }
 }

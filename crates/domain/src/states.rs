@@ -76,6 +76,72 @@ impl RunState {
     pub fn is_finished(self) -> bool {
         matches!(self, Self::Succeeded | Self::Failed | Self::Rejected)
     }
+
+    /// The state `event` moves a run in this state to, or why it cannot: the run's whole
+    /// life cycle, in one place.
+    ///
+    /// pending → running (an executor takes it; a running run whose process died is taken
+    /// again, and a sleeper whose time has come wakes) → succeeded, or → waiting_approval →
+    /// pending (approved) or rejected, or → sleeping → running. Any unfinished run can fail
+    /// (its script failed, its runbook is gone, it kept crashing the process). Nothing leaves
+    /// a finished run.
+    pub fn apply(self, event: RunEvent) -> Result<Self, Error> {
+        use RunState::*;
+        match (self, event) {
+            (Pending | Running | Sleeping, RunEvent::Execute) => Ok(Running),
+            (Running, RunEvent::Succeed) => Ok(Succeeded),
+            (s, RunEvent::Fail) if !s.is_finished() => Ok(Failed),
+            (Running, RunEvent::AwaitApproval) => Ok(WaitingApproval),
+            (Running, RunEvent::Sleep) => Ok(Sleeping),
+            (WaitingApproval, RunEvent::Approve) => Ok(Pending),
+            (WaitingApproval, RunEvent::Reject) => Ok(Rejected),
+            (state, event) => Err(Error::RunTransition {
+                action: event.verb(),
+                state: state.as_str(),
+            }),
+        }
+    }
+}
+
+/// What moves a run ([`RunState::apply`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum RunEvent {
+    /// An executor executes it (first, again after a crash, or woken from a sleep).
+    Execute,
+    /// Its script returned.
+    Succeed,
+    Fail,
+    /// Its script asked a person (a step's approval, or a plan's).
+    AwaitApproval,
+    /// Its script sleeps durably.
+    Sleep,
+    Approve,
+    Reject,
+}
+
+impl RunEvent {
+    /// Every event.
+    pub const ALL: [Self; 7] = [
+        Self::Execute,
+        Self::Succeed,
+        Self::Fail,
+        Self::AwaitApproval,
+        Self::Sleep,
+        Self::Approve,
+        Self::Reject,
+    ];
+
+    fn verb(self) -> &'static str {
+        match self {
+            Self::Execute => "execute",
+            Self::Succeed => "succeed",
+            Self::Fail => "fail",
+            Self::AwaitApproval => "wait for approval on",
+            Self::Sleep => "put to sleep",
+            Self::Approve => "approve",
+            Self::Reject => "reject",
+        }
+    }
 }
 
 states!(
@@ -164,6 +230,52 @@ mod tests {
             "no trimming: stored names are exact"
         );
         assert!("Delivered".parse::<DeliveryState>().is_err());
+    }
+
+    /// The whole table: every state × every event, against the life cycle as written out.
+    #[test]
+    fn the_run_life_cycle_allows_exactly_its_moves() {
+        use RunEvent as E;
+        use RunState as S;
+        let allowed = [
+            (S::Pending, E::Execute, S::Running),
+            (S::Running, E::Execute, S::Running),
+            (S::Sleeping, E::Execute, S::Running),
+            (S::Running, E::Succeed, S::Succeeded),
+            (S::Pending, E::Fail, S::Failed),
+            (S::Running, E::Fail, S::Failed),
+            (S::Sleeping, E::Fail, S::Failed),
+            (S::WaitingApproval, E::Fail, S::Failed),
+            (S::Running, E::AwaitApproval, S::WaitingApproval),
+            (S::Running, E::Sleep, S::Sleeping),
+            (S::WaitingApproval, E::Approve, S::Pending),
+            (S::WaitingApproval, E::Reject, S::Rejected),
+        ];
+        for from in RunState::ALL.iter().copied() {
+            for event in RunEvent::ALL {
+                let want = allowed
+                    .iter()
+                    .find(|(f, e, _)| *f == from && *e == event)
+                    .map(|(_, _, to)| *to);
+                match (from.apply(event), want) {
+                    (Ok(to), Some(w)) => assert_eq!(to, w, "{from} {event:?}"),
+                    (Err(e), None) => {
+                        let text = e.to_string();
+                        assert!(
+                            text.contains(from.as_str()) && text.contains("a run"),
+                            "{text}"
+                        );
+                    }
+                    (got, want) => panic!("{from} {event:?}: got {got:?}, want {want:?}"),
+                }
+            }
+        }
+        for end in [S::Succeeded, S::Failed, S::Rejected] {
+            assert!(
+                RunEvent::ALL.iter().all(|e| end.apply(*e).is_err()),
+                "{end} moved"
+            );
+        }
     }
 
     #[test]
