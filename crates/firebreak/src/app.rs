@@ -439,7 +439,7 @@ impl App {
             .into_iter()
             .map(|name| database(format!("{name}.db"), HealthCheck::sqlite(db(name))))
             .collect();
-        let triage = Triage::new(triage_store, bus.clone(), config.taxonomy());
+        let triage = Triage::new(triage_store, bus.clone(), config.taxonomy(), clock.clone());
         // Intake reaches triage over gRPC, as it does in distributed mode; here that is
         // this process's own server.
         let intake = build_intake(
@@ -790,6 +790,7 @@ async fn connect(
                 Arc::new(store),
                 nats.clone(),
                 config.taxonomy(),
+                clock,
             ));
             nats
         }

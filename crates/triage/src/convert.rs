@@ -3,11 +3,6 @@
 use firebreak_proto::v1;
 use firebreak_storage::{IncidentRecord, TimelineRecord};
 
-pub(crate) fn now_micros() -> i64 {
-    let t = firebreak_domain::now();
-    (t.unix_timestamp_nanos() / 1_000) as i64
-}
-
 pub(crate) fn from_micros(micros: i64) -> firebreak_domain::Timestamp {
     time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(micros) * 1_000)
         .unwrap_or(time::OffsetDateTime::UNIX_EPOCH)

@@ -163,10 +163,7 @@ async fn acknowledging_cancels_later_escalation_steps(f: &Fixture<dyn Notificati
     assert_eq!(store.cancel_escalations("inc-1").await.unwrap(), 2);
     assert_eq!(store.cancel_escalations("inc-1").await.unwrap(), 0);
     let status = |list: &[firebreak_storage::DeliveryRecord], id: &str| {
-        list.iter()
-            .find(|d| d.id == id)
-            .map(|d| d.status)
-            .unwrap()
+        list.iter().find(|d| d.id == id).map(|d| d.status).unwrap()
     };
     let all = store.deliveries(None, 10).await.unwrap();
     assert_eq!(status(&all, "s0"), firebreak_domain::DeliveryState::Pending);
