@@ -404,29 +404,29 @@ impl App {
         let grpc_addr = grpc.local_addr()?;
 
         let triage_store = Arc::new(
-            SqliteTriageStore::open(&db("triage"), fsync)
+            SqliteTriageStore::open_with_clock(&db("triage"), fsync, clock.clone())
                 .await
                 .context("opening triage.db")?,
         );
         let intake_store = Arc::new(
-            SqliteIntakeStore::open(&db("intake"), fsync)
+            SqliteIntakeStore::open_with_clock(&db("intake"), fsync, clock.clone())
                 .await
                 .context("opening intake.db")?,
         );
         let orchestration_store = Arc::new(
-            SqliteOrchestrationStore::open(&db("orchestration"), fsync)
+            SqliteOrchestrationStore::open_with_clock(&db("orchestration"), fsync, clock.clone())
                 .await
                 .context("opening orchestration.db")?,
         );
         let notification_store = Arc::new(
-            SqliteNotificationStore::open(&db("notification"), fsync)
+            SqliteNotificationStore::open_with_clock(&db("notification"), fsync, clock.clone())
                 .await
                 .context("opening notification.db")?,
         );
         // Each stream is read in place from the outbox of the one service producing it.
         let bus: Arc<dyn Bus> = Arc::new(
             EmbeddedBus::new(Arc::new(
-                SqliteBusLog::open(&db("bus"), fsync)
+                SqliteBusLog::open_with_clock(&db("bus"), fsync, clock.clone())
                     .await
                     .context("opening bus.db")?,
             ))
@@ -764,7 +764,7 @@ async fn connect(
             let (nats, store) = tokio::join!(
                 nats,
                 retry(&waiting, "database", || async {
-                    PgIntakeStore::connect_with(&url, max)
+                    PgIntakeStore::connect_with_clock(&url, max, clock.clone())
                         .await
                         .with_context(context)
                 })
@@ -780,7 +780,7 @@ async fn connect(
             let (nats, store) = tokio::join!(
                 nats,
                 retry(&waiting, "database", || async {
-                    PgTriageStore::connect_with(&url, max)
+                    PgTriageStore::connect_with_clock(&url, max, clock.clone())
                         .await
                         .with_context(context)
                 })
@@ -798,7 +798,7 @@ async fn connect(
             let (nats, store) = tokio::join!(
                 nats,
                 retry(&waiting, "database", || async {
-                    PgOrchestrationStore::connect_with(&url, max)
+                    PgOrchestrationStore::connect_with_clock(&url, max, clock.clone())
                         .await
                         .with_context(context)
                 })
@@ -821,7 +821,7 @@ async fn connect(
             let (nats, store) = tokio::join!(
                 nats,
                 retry(&waiting, "database", || async {
-                    PgNotificationStore::connect_with(&url, max)
+                    PgNotificationStore::connect_with_clock(&url, max, clock.clone())
                         .await
                         .with_context(context)
                 })
