@@ -34,7 +34,7 @@ pub(crate) enum Backend {
 }
 
 impl Backend {
-    async fn new(adapter: Adapter) -> Backend {
+    pub(crate) async fn new(adapter: Adapter) -> Backend {
         match adapter {
             Adapter::Sqlite => {
                 let dir = tempfile::tempdir().expect("temp dir");
