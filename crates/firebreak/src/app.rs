@@ -320,6 +320,7 @@ async fn build_intake(
     store: Arc<dyn IntakeStore>,
     bus: Arc<dyn Bus>,
     triage: tonic::transport::Channel,
+    clock: Arc<dyn Clock>,
 ) -> anyhow::Result<Intake> {
     let registry = Registry::load(config.integrations.clone(), store.as_ref())
         .await
@@ -327,7 +328,8 @@ async fn build_intake(
         .with_anonymous_rate_limit(config.intake_anonymous_rate_limit_per_second);
     Ok(Intake::new(store, bus, config.taxonomy(), triage, registry)
         .with_max_in_flight(config.intake_max_in_flight)
-        .with_max_alerts_per_call(config.intake_max_alerts_per_call))
+        .with_max_alerts_per_call(config.intake_max_alerts_per_call)
+        .with_clock(clock))
 }
 
 fn build_orchestration(
@@ -447,6 +449,7 @@ impl App {
             intake_store,
             bus.clone(),
             lazy_channel(&format!("http://{grpc_addr}"))?,
+            clock.clone(),
         )
         .await?;
         let orchestration = build_orchestration(
@@ -772,7 +775,14 @@ async fn connect(
             let nats = Arc::new(nats);
             let triage = config.peers.triage.as_deref().unwrap_or_default();
             services.intake = Some(
-                build_intake(config, Arc::new(store), nats.clone(), peer_channel(triage)?).await?,
+                build_intake(
+                    config,
+                    Arc::new(store),
+                    nats.clone(),
+                    peer_channel(triage)?,
+                    clock,
+                )
+                .await?,
             );
             nats
         }
