@@ -14,7 +14,7 @@ mod service_error;
 mod signal;
 mod states;
 
-pub use clock::{Clock, ManualClock, SystemClock};
+pub use clock::{Clock, ManualClock, Micros, SystemClock};
 pub use dedup::{canonical_labels, dedup_key_for_group_key, dedup_key_for_labels, dedup_key_of};
 pub use error::{Error, Result};
 pub use ids::{AlertId, EventId, IncidentId, RunId, new_id};

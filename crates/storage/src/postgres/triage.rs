@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use firebreak_domain::{Clock, SystemClock};
+use firebreak_domain::{Clock, Micros, SystemClock};
 use sqlx::postgres::{PgBindIterExt, PgPool, PgRow};
 use sqlx::{PgConnection, Postgres, Row, Transaction};
 
@@ -466,7 +466,7 @@ impl PgTriageTx {
             .bind(changes.iter().map(|c| &c.details).bind_iter())
             .bind(entries.iter().map(|e| &e.incident_id).bind_iter())
             .bind(entries.iter().map(|e| &e.kind).bind_iter())
-            .bind(entries.iter().map(|e| e.at).bind_iter())
+            .bind(entries.iter().map(|e| e.at.unix_micros()).bind_iter())
             .bind(entries.iter().map(|e| &e.actor).bind_iter())
             .bind(&data)
             .bind(events.iter().map(|e| &e.id).bind_iter())
@@ -605,7 +605,7 @@ fn timeline_row(r: &PgRow) -> Result<TimelineRecord> {
         seq: r.try_get("seq")?,
         incident_id: r.try_get("incident_id")?,
         kind: r.try_get("kind")?,
-        at: r.try_get("at")?,
+        at: Micros::from_unix_micros(r.try_get("at")?),
         actor: r.try_get("actor")?,
         data: from_json(r.try_get("data")?)?,
     })

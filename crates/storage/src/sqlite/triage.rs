@@ -5,7 +5,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use firebreak_domain::{Clock, SystemClock};
+use firebreak_domain::{Clock, Micros, SystemClock};
 use rusqlite::{Connection, OptionalExtension};
 
 use super::conn::{self, Db, Tx};
@@ -246,7 +246,7 @@ impl TriageStore for SqliteTriageStore {
                         seq: r.get(0)?,
                         incident_id: r.get(1)?,
                         kind,
-                        at: r.get(3)?,
+                        at: Micros::from_unix_micros(r.get(3)?),
                         actor,
                         data: from_json(&data)?,
                     });
@@ -439,7 +439,7 @@ fn write_changeset(c: &Connection, ch: &TriageChangeset, now: i64) -> Result<Vec
                 seq,
                 &e.incident_id,
                 &e.kind,
-                e.at,
+                e.at.unix_micros(),
                 &e.actor,
                 json_text(&e.data)?,
             ))?;
