@@ -163,18 +163,22 @@ pub trait Bus: Send + Sync {
 
 /// Builds an event envelope for the outbox: a fresh id, the time, the payload, and the trace
 /// context of the work that caused it (a new trace outside any).
+///
+/// `occurred_at` is read from the system clock, not an injected one: it is informational
+/// (nothing is due against it), and threading a clock through the nine callers, intake's
+/// among them, which has none, would cost more than it proves. The records an event
+/// announces carry the injected clock's times.
 pub fn outbox_event(
     stream: &str,
     subject: impl Into<String>,
     payload: firebreak_proto::v1::event::Payload,
 ) -> firebreak_storage::OutboxEvent {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default();
+    use firebreak_domain::Clock as _;
+    let now = firebreak_domain::SystemClock.now_micros();
     let id = new_event_id();
     let event = firebreak_proto::v1::Event {
         id: id.clone(),
-        occurred_at: Some(firebreak_proto::timestamp(now.as_micros() as i64)),
+        occurred_at: Some(firebreak_proto::timestamp(now)),
         traceparent: firebreak_telemetry::trace::outgoing(),
         payload: Some(payload),
     };

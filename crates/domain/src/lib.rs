@@ -14,7 +14,7 @@ mod service_error;
 mod signal;
 mod states;
 
-pub use clock::{Clock, ManualClock, SystemClock};
+pub use clock::{Clock, ManualClock, Micros, SystemClock};
 pub use dedup::{canonical_labels, dedup_key_for_group_key, dedup_key_for_labels, dedup_key_of};
 pub use error::{Error, Result};
 pub use ids::{AlertId, EventId, IncidentId, RunId, new_id};
@@ -25,12 +25,7 @@ pub use service_error::{ErrorCode, ServiceError};
 pub use signal::{Labels, Signal, SignalInput, clip, derive_dedup_key, no_nul, parse_label};
 pub use states::{AlertState, DeliveryState, RunEvent, RunPhase, RunState, StepStatus};
 
-/// Seconds since the Unix epoch in UTC, the unit of every stored timestamp.
+/// A point in time (UTC) as the review computes with it (durations, RFC 3339 text). Records
+/// store times as microseconds since the Unix epoch (`i64`), read from a [`Clock`]; a
+/// `Timestamp` is made from those and holds no finer precision.
 pub type Timestamp = time::OffsetDateTime;
-
-/// The current time, truncated to microseconds so that it survives a round trip through storage.
-pub fn now() -> Timestamp {
-    let t = time::OffsetDateTime::now_utc();
-    t.replace_nanosecond(t.nanosecond() / 1_000 * 1_000)
-        .unwrap_or(t)
-}

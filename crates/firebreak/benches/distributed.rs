@@ -100,10 +100,7 @@ async fn main() {
 }
 
 fn now_micros() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_micros() as i64
+    firebreak_domain::Clock::now_micros(&firebreak_domain::SystemClock)
 }
 
 /// Sends `total` alerts from `clients` concurrent clients in batches, flat out or at `rate`

@@ -320,6 +320,7 @@ async fn build_intake(
     store: Arc<dyn IntakeStore>,
     bus: Arc<dyn Bus>,
     triage: tonic::transport::Channel,
+    clock: Arc<dyn Clock>,
 ) -> anyhow::Result<Intake> {
     let registry = Registry::load(config.integrations.clone(), store.as_ref())
         .await
@@ -327,7 +328,8 @@ async fn build_intake(
         .with_anonymous_rate_limit(config.intake_anonymous_rate_limit_per_second);
     Ok(Intake::new(store, bus, config.taxonomy(), triage, registry)
         .with_max_in_flight(config.intake_max_in_flight)
-        .with_max_alerts_per_call(config.intake_max_alerts_per_call))
+        .with_max_alerts_per_call(config.intake_max_alerts_per_call)
+        .with_clock(clock))
 }
 
 fn build_orchestration(
@@ -404,29 +406,29 @@ impl App {
         let grpc_addr = grpc.local_addr()?;
 
         let triage_store = Arc::new(
-            SqliteTriageStore::open(&db("triage"), fsync)
+            SqliteTriageStore::open_with_clock(&db("triage"), fsync, clock.clone())
                 .await
                 .context("opening triage.db")?,
         );
         let intake_store = Arc::new(
-            SqliteIntakeStore::open(&db("intake"), fsync)
+            SqliteIntakeStore::open_with_clock(&db("intake"), fsync, clock.clone())
                 .await
                 .context("opening intake.db")?,
         );
         let orchestration_store = Arc::new(
-            SqliteOrchestrationStore::open(&db("orchestration"), fsync)
+            SqliteOrchestrationStore::open_with_clock(&db("orchestration"), fsync, clock.clone())
                 .await
                 .context("opening orchestration.db")?,
         );
         let notification_store = Arc::new(
-            SqliteNotificationStore::open(&db("notification"), fsync)
+            SqliteNotificationStore::open_with_clock(&db("notification"), fsync, clock.clone())
                 .await
                 .context("opening notification.db")?,
         );
         // Each stream is read in place from the outbox of the one service producing it.
         let bus: Arc<dyn Bus> = Arc::new(
             EmbeddedBus::new(Arc::new(
-                SqliteBusLog::open(&db("bus"), fsync)
+                SqliteBusLog::open_with_clock(&db("bus"), fsync, clock.clone())
                     .await
                     .context("opening bus.db")?,
             ))
@@ -439,7 +441,7 @@ impl App {
             .into_iter()
             .map(|name| database(format!("{name}.db"), HealthCheck::sqlite(db(name))))
             .collect();
-        let triage = Triage::new(triage_store, bus.clone(), config.taxonomy());
+        let triage = Triage::new(triage_store, bus.clone(), config.taxonomy(), clock.clone());
         // Intake reaches triage over gRPC, as it does in distributed mode; here that is
         // this process's own server.
         let intake = build_intake(
@@ -447,6 +449,7 @@ impl App {
             intake_store,
             bus.clone(),
             lazy_channel(&format!("http://{grpc_addr}"))?,
+            clock.clone(),
         )
         .await?;
         let orchestration = build_orchestration(
@@ -764,7 +767,7 @@ async fn connect(
             let (nats, store) = tokio::join!(
                 nats,
                 retry(&waiting, "database", || async {
-                    PgIntakeStore::connect_with(&url, max)
+                    PgIntakeStore::connect_with_clock(&url, max, clock.clone())
                         .await
                         .with_context(context)
                 })
@@ -772,7 +775,14 @@ async fn connect(
             let nats = Arc::new(nats);
             let triage = config.peers.triage.as_deref().unwrap_or_default();
             services.intake = Some(
-                build_intake(config, Arc::new(store), nats.clone(), peer_channel(triage)?).await?,
+                build_intake(
+                    config,
+                    Arc::new(store),
+                    nats.clone(),
+                    peer_channel(triage)?,
+                    clock,
+                )
+                .await?,
             );
             nats
         }
@@ -780,7 +790,7 @@ async fn connect(
             let (nats, store) = tokio::join!(
                 nats,
                 retry(&waiting, "database", || async {
-                    PgTriageStore::connect_with(&url, max)
+                    PgTriageStore::connect_with_clock(&url, max, clock.clone())
                         .await
                         .with_context(context)
                 })
@@ -790,6 +800,7 @@ async fn connect(
                 Arc::new(store),
                 nats.clone(),
                 config.taxonomy(),
+                clock,
             ));
             nats
         }
@@ -797,7 +808,7 @@ async fn connect(
             let (nats, store) = tokio::join!(
                 nats,
                 retry(&waiting, "database", || async {
-                    PgOrchestrationStore::connect_with(&url, max)
+                    PgOrchestrationStore::connect_with_clock(&url, max, clock.clone())
                         .await
                         .with_context(context)
                 })
@@ -820,7 +831,7 @@ async fn connect(
             let (nats, store) = tokio::join!(
                 nats,
                 retry(&waiting, "database", || async {
-                    PgNotificationStore::connect_with(&url, max)
+                    PgNotificationStore::connect_with_clock(&url, max, clock.clone())
                         .await
                         .with_context(context)
                 })

@@ -260,7 +260,7 @@ impl IntegrationService for IntegrationApi {
         {
             return Err(Error::IntegrationExists(integration.name).into());
         }
-        let now = (firebreak_domain::now().unix_timestamp_nanos() / 1_000) as i64;
+        let now = self.intake.clock.now_micros();
         self.intake
             .store
             .create_integration(&to_record(&integration, now))

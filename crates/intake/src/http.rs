@@ -553,9 +553,7 @@ async fn pagerduty_change(State(intake): State<Intake>, body: Bytes) -> Response
             integration: integration.name.clone(),
             summary: p.summary,
             source: p.source,
-            at: Some(firebreak_proto::timestamp(
-                (firebreak_domain::now().unix_timestamp_nanos() / 1_000) as i64,
-            )),
+            at: Some(firebreak_proto::timestamp(intake.clock.now_micros())),
             details,
         }),
     );

@@ -151,7 +151,7 @@ impl Intake {
         idempotency_key: Option<&str>,
     ) -> Result<Vec<SignalResult>, IngestError> {
         let (reply, answer) = oneshot::channel();
-        let received_at = (firebreak_domain::now().unix_timestamp_nanos() / 1_000) as i64;
+        let received_at = self.clock.now_micros();
         let items = items
             .into_iter()
             .map(|(mut item, checked)| {

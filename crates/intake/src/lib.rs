@@ -17,7 +17,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use firebreak_bus::{Bus, Relay, RelayHandle};
-use firebreak_domain::Taxonomy;
+use firebreak_domain::{Clock, SystemClock, Taxonomy};
 use firebreak_proto::v1::incident_service_client::IncidentServiceClient;
 use firebreak_proto::{ErrorCode, ServiceError};
 use firebreak_storage::IntakeStore;
@@ -159,6 +159,8 @@ pub struct Intake {
     max_alerts_per_call: usize,
     /// Calls waiting for the writer; bounded, so overload is refused, not queued.
     jobs: mpsc::Sender<ingest::Job>,
+    /// Where intake reads the time (alerts' `received_at`, integrations' `created_at`).
+    clock: Arc<dyn Clock>,
 }
 
 impl Intake {
@@ -184,7 +186,15 @@ impl Intake {
             in_flight: Arc::new(Semaphore::new(MAX_IN_FLIGHT)),
             max_alerts_per_call: MAX_ALERTS_PER_CALL,
             jobs,
+            clock: Arc::new(SystemClock),
         }
+    }
+
+    /// Reads the time from `clock` (the one the other services and the stores get) instead
+    /// of the system clock.
+    pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = clock;
+        self
     }
 
     /// Bounds the calls storing at once to `n` (at least 1).

@@ -195,8 +195,14 @@ impl Orchestration {
 
     /// Takes this process's lease on a run; false when another process holds it, or the run
     /// is not in a state to execute.
+    ///
+    /// Leases are compared across processes, so they must be on the wall clock: they are on
+    /// the injected clock, which in production is `SystemClock`, the wall clock (distributed
+    /// mode never gets another). A `ManualClock` in tests moves leases with the timers: a
+    /// jump past the lease period makes a lease look expired, which within one process only
+    /// lets the same owner take it again.
     async fn lease(&self, id: &str) -> bool {
-        let now = wall_micros();
+        let now = self.options.clock.now_micros();
         let until = now + self.options.lease.as_micros() as i64;
         match self.store.lease_run(id, &self.owner, until, now).await {
             Ok(held) => held,
@@ -225,7 +231,7 @@ impl Orchestration {
                 Err(_) => return,
             };
             for id in ids {
-                let until = wall_micros() + self.options.lease.as_micros() as i64;
+                let until = self.options.clock.now_micros() + self.options.lease.as_micros() as i64;
                 match self.store.renew_run(&id, &self.owner, until).await {
                     Ok(true) => {}
                     // Released meanwhile, because its execution ended: no loss.
@@ -596,15 +602,6 @@ pub(crate) struct Claim {
 /// Executions of a run that may begin and never end (their process died) before the run
 /// fails instead of being tried again.
 pub const MAX_EXECUTION_ATTEMPTS: u32 = 3;
-
-/// Leases are about processes being alive, so they run on the wall clock, not the injected
-/// one that timers use.
-fn wall_micros() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default()
-        .as_micros() as i64
-}
 
 fn secs(s: u64) -> i64 {
     i64::try_from(s.saturating_mul(1_000_000)).unwrap_or(i64::MAX / 2)

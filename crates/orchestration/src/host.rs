@@ -480,4 +480,8 @@ impl Host for RunHost {
             log.push(line.to_owned());
         }
     }
+
+    fn now_micros(&self) -> i64 {
+        self.clock.now_micros()
+    }
 }

@@ -23,6 +23,6 @@ pub use manifest::{
 pub use sandbox::{
     ACTIONS, BYTES_PER_OPERATION, Execution, Host, Limits, MAX_ARGS_BYTES, MAX_NOTE_BYTES,
     MAX_SLEEP_SECONDS, MAX_VALUE_DEPTH, Outcome, Recorded, SCRIPT_STACK_BYTES, Step, StepError,
-    StepOutcome, digest, execute, is_side_effecting, now_micros, secret_placeholder,
+    StepOutcome, digest, execute, is_side_effecting, secret_placeholder,
 };
 pub use simulate::{Mock, PlannedStep, Simulation, Simulator, contains, simulate};

@@ -5,6 +5,7 @@ use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, mpsc};
 use std::time::{Duration, Instant};
 
+use firebreak_domain::{Clock, SystemClock};
 use rhai::{Dynamic, Engine, EvalAltResult, ImmutableString, Map, Module, Position, Scope};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
@@ -194,6 +195,12 @@ pub trait Host: Send + Sync {
     fn perform(&self, step: &Step) -> Result<StepOutcome, StepError>;
     /// A line the script printed.
     fn log(&self, line: &str);
+    /// Now, in Unix microseconds, by the clock the host journals sleeps against: a journaled
+    /// sleep is over once this passes its `until`. The system clock unless the host has one
+    /// injected (orchestration's does).
+    fn now_micros(&self) -> i64 {
+        SystemClock.now_micros()
+    }
 }
 
 /// One execution of a runbook's script.
@@ -237,13 +244,6 @@ enum Stop {
     Sleeping(u32, i64),
     Interrupted(u32, String),
     Fatal(String),
-}
-
-/// Now, in Unix microseconds.
-pub fn now_micros() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_micros() as i64)
 }
 
 struct Ctx {
@@ -632,7 +632,7 @@ impl Ctx {
             return match rec.status.as_str() {
                 "waiting" => Err(self.halt(Stop::Waiting(seq))),
                 "sleeping" => match rec.result.get("until").and_then(Value::as_i64) {
-                    Some(until) if until > now_micros() => {
+                    Some(until) if until > self.host.now_micros() => {
                         Err(self.halt(Stop::Sleeping(seq, until)))
                     }
                     _ => Ok(Dynamic::UNIT),

@@ -193,7 +193,7 @@ fn entry(incident: &str, kind: &str) -> NewTimelineEntry {
     NewTimelineEntry {
         incident_id: incident.into(),
         kind: kind.into(),
-        at: 1,
+        at: firebreak_domain::Micros::from_unix_micros(1),
         actor: "triage".into(),
         data: json!({ "alert_id": "x", "title": "HighLatency", "source": "prometheus" }),
     }

@@ -2,7 +2,9 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
-use firebreak_domain::{DeliveryState, IncidentState, RunPhase, RunState, StepStatus, Urgency};
+use firebreak_domain::{
+    DeliveryState, IncidentState, Micros, RunPhase, RunState, StepStatus, Urgency,
+};
 
 /// An event to publish after the transaction that wrote it commits.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -155,7 +157,8 @@ pub struct ChangeRecord {
 pub struct NewTimelineEntry {
     pub incident_id: String,
     pub kind: String,
-    pub at: i64,
+    /// When it happened, by the service's clock.
+    pub at: Micros,
     pub actor: String,
     pub data: serde_json::Value,
 }
@@ -166,7 +169,8 @@ pub struct TimelineRecord {
     pub seq: i64,
     pub incident_id: String,
     pub kind: String,
-    pub at: i64,
+    /// When it happened, by the service's clock.
+    pub at: Micros,
     pub actor: String,
     pub data: serde_json::Value,
 }

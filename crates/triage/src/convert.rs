@@ -3,14 +3,9 @@
 use firebreak_proto::v1;
 use firebreak_storage::{IncidentRecord, TimelineRecord};
 
-pub(crate) fn now_micros() -> i64 {
-    let t = firebreak_domain::now();
-    (t.unix_timestamp_nanos() / 1_000) as i64
-}
-
+/// A stored time (Unix microseconds) as the review computes with it.
 pub(crate) fn from_micros(micros: i64) -> firebreak_domain::Timestamp {
-    time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(micros) * 1_000)
-        .unwrap_or(time::OffsetDateTime::UNIX_EPOCH)
+    firebreak_domain::Micros::from_unix_micros(micros).timestamp()
 }
 
 pub(crate) fn incident_to_proto(i: &IncidentRecord) -> v1::Incident {
@@ -40,7 +35,7 @@ pub(crate) fn entry_to_proto(e: &TimelineRecord) -> v1::TimelineEntry {
         seq: e.seq,
         incident_id: e.incident_id.clone(),
         kind: e.kind.clone(),
-        at: Some(firebreak_proto::timestamp(e.at)),
+        at: Some(firebreak_proto::timestamp(e.at.unix_micros())),
         actor: e.actor.clone(),
         data: e.data.to_string(),
     }

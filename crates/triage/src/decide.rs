@@ -20,7 +20,7 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 
 use firebreak_domain::{
-    Action, IncidentState, Priority, ReviewInput, Severity, Signal, SignalInput, Taxonomy,
+    Action, IncidentState, Micros, Priority, ReviewInput, Severity, Signal, SignalInput, Taxonomy,
     TimelineItem, review_markdown,
 };
 use firebreak_proto::v1;
@@ -501,7 +501,7 @@ impl<'s> Work<'s> {
                 seq: 0,
                 incident_id: inc.id.clone(),
                 kind: kind.into(),
-                at: now,
+                at: Micros::from_unix_micros(now),
                 actor: actor.into(),
                 data: data.clone(),
             });
@@ -797,7 +797,7 @@ impl<'s> Work<'s> {
         self.decision.changeset.entries.push(NewTimelineEntry {
             incident_id: incident_id.to_owned(),
             kind: kind.to_owned(),
-            at,
+            at: Micros::from_unix_micros(at),
             actor: actor.to_owned(),
             data,
         });
@@ -940,7 +940,7 @@ fn render_review_unbounded(inc: &IncidentRecord, timeline: &[TimelineRecord]) ->
         timeline: timeline
             .iter()
             .map(|t| TimelineItem {
-                at: from_micros(t.at),
+                at: t.at.timestamp(),
                 kind: t.kind.clone(),
                 actor: t.actor.clone(),
                 detail: summarize(&t.data),

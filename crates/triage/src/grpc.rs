@@ -10,7 +10,7 @@ use tonic::{Request, Response, Status};
 use firebreak_proto::Message;
 use firebreak_storage::IncidentCursor;
 
-use crate::convert::{entry_to_proto, incident_to_proto, now_micros};
+use crate::convert::{entry_to_proto, incident_to_proto};
 use crate::limits::{MAX_ACTOR, MAX_PAGE_BYTES, MAX_TEXT, checked};
 use crate::{Error, Triage};
 
@@ -255,7 +255,7 @@ impl IncidentService for IncidentApi {
         Ok(Response::new(v1::GetReviewResponse {
             incident_id: id,
             markdown,
-            generated_at: Some(firebreak_proto::timestamp(now_micros())),
+            generated_at: Some(firebreak_proto::timestamp(self.triage.clock.now_micros())),
         }))
     }
 

@@ -17,7 +17,7 @@ use std::time::Duration;
 use firebreak_bus::{
     Batch, Bus, ConsumerOptions, HandlerError, Relay, RelayHandle, consume_batched, streams,
 };
-use firebreak_domain::Taxonomy;
+use firebreak_domain::{Clock, Taxonomy};
 use firebreak_proto::v1::event::Payload;
 use firebreak_storage::{TimelineRecord, TriageStore};
 use tokio::sync::broadcast;
@@ -35,17 +35,27 @@ pub struct Triage {
     relay: RelayHandle,
     bus: Arc<dyn Bus>,
     watch: broadcast::Sender<TimelineRecord>,
+    /// Where every time triage records is read: decisions get it as `Context::now`, so the
+    /// pure `decide` never reads a clock itself.
+    clock: Arc<dyn Clock>,
 }
 
 impl Triage {
-    /// A triage service over its store and the bus.
-    pub fn new(store: Arc<dyn TriageStore>, bus: Arc<dyn Bus>, taxonomy: Taxonomy) -> Self {
+    /// A triage service over its store and the bus, reading the time from `clock` (the one
+    /// the other services and the stores get).
+    pub fn new(
+        store: Arc<dyn TriageStore>,
+        bus: Arc<dyn Bus>,
+        taxonomy: Taxonomy,
+        clock: Arc<dyn Clock>,
+    ) -> Self {
         Self {
             store,
             taxonomy: Arc::new(taxonomy),
             relay: RelayHandle::default(),
             bus,
             watch: broadcast::channel(1024).0,
+            clock,
         }
     }
 

@@ -9,7 +9,7 @@ use firebreak_storage::{
 };
 use serde_json::json;
 
-use crate::convert::{incident_to_proto, now_micros};
+use crate::convert::incident_to_proto;
 use crate::decide::{
     Announcement, Context, Decision, Ingested, Input, RunbookCommand, decide, render_review,
     request_for,
@@ -40,7 +40,7 @@ impl Triage {
                 let mut new_id = || firebreak_domain::IncidentId::new().to_string();
                 let mut ctx = Context {
                     taxonomy: &self.taxonomy,
-                    now: now_micros(),
+                    now: self.clock.now_micros(),
                     new_id: &mut new_id,
                 };
                 decide(&snapshot, inputs, &mut ctx)?
@@ -351,7 +351,7 @@ impl Triage {
             at: c
                 .at
                 .as_ref()
-                .map_or_else(now_micros, firebreak_proto::micros),
+                .map_or_else(|| self.clock.now_micros(), firebreak_proto::micros),
             details,
         };
         let input = Input::Change { change, concerned };
@@ -416,7 +416,12 @@ mod tests {
             .await
             .unwrap();
         let bus = Arc::new(EmbeddedBus::new(Arc::new(log)));
-        Triage::new(Arc::new(store), bus, firebreak_domain::Taxonomy::default())
+        Triage::new(
+            Arc::new(store),
+            bus,
+            firebreak_domain::Taxonomy::default(),
+            Arc::new(firebreak_domain::SystemClock),
+        )
     }
 
     fn alert() -> v1::AlertReceived {

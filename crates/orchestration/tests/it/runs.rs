@@ -183,7 +183,7 @@ async fn only_held_leases_are_renewed() {
         .await
         .unwrap();
     // Another replica holds it for an hour.
-    let now = firebreak_runbook::now_micros();
+    let now = firebreak_domain::Clock::now_micros(&firebreak_domain::SystemClock);
     assert!(
         store
             .lease_run("r1", "other", now + 3_600_000_000, now)

@@ -734,7 +734,12 @@ fn a_durable_sleep_stops_the_run_until_its_time() {
     let (outcome, host) = run(&rb, vec![sleeping(until)]);
     assert_eq!(outcome, Outcome::Sleeping { seq: 1, until });
     assert!(host.steps().is_empty());
-    let (outcome, host) = run(&rb, vec![sleeping(firebreak_runbook::now_micros() - 1)]);
+    let (outcome, host) = run(
+        &rb,
+        vec![sleeping(
+            firebreak_domain::Clock::now_micros(&firebreak_domain::SystemClock) - 1,
+        )],
+    );
     assert_eq!(outcome, Outcome::Succeeded { steps: 2 });
     assert_eq!(host.steps().len(), 1);
 }

@@ -1,13 +1,16 @@
 //! Intake's tables in Postgres: alerts, what each sender's alert key names, idempotency keys
 //! and integrations.
 
+use std::sync::Arc;
+
 use async_trait::async_trait;
+use firebreak_domain::{Clock, SystemClock};
 use sqlx::postgres::{PgBindIterExt, PgPool, PgRow};
 use sqlx::{Postgres, Row, Transaction};
 
 use super::{
     Migration, OUTBOX, conflict, enqueue, enqueue_all, from_json, get_u32, impl_outbox, json_text,
-    lock_key, now_micros,
+    lock_key,
 };
 use crate::{
     AlertKeyRow, AlertRecord, IntakeStore, IntakeTx, IntegrationRecord, OutboxEvent, Result,
@@ -72,6 +75,8 @@ const IDEMPOTENCY_LOCK: &str = "intake.idempotency";
 #[derive(Clone)]
 pub struct PgIntakeStore {
     pool: PgPool,
+    /// What rows are stamped with (`created_at`, `processed_at`…): the services' clock.
+    clock: Arc<dyn Clock>,
 }
 
 impl PgIntakeStore {
@@ -80,10 +85,21 @@ impl PgIntakeStore {
         Self::connect_with(url, super::MAX_CONNECTIONS).await
     }
 
-    /// [`Self::connect`] with a pool of at most `max_connections`.
+    /// [`Self::connect`] with a pool of at most `max_connections`; rows are stamped by the
+    /// system clock.
     pub async fn connect_with(url: &str, max_connections: u32) -> Result<Self> {
+        Self::connect_with_clock(url, max_connections, Arc::new(SystemClock)).await
+    }
+
+    /// [`Self::connect_with`] with rows stamped by `clock`, the clock the services read.
+    pub async fn connect_with_clock(
+        url: &str,
+        max_connections: u32,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Self> {
         Ok(Self {
-            pool: super::open(url, "intake", MIGRATIONS, max_connections).await?,
+            pool: super::open(url, "intake", MIGRATIONS, max_connections, clock.as_ref()).await?,
+            clock,
         })
     }
 }
@@ -95,7 +111,7 @@ impl IntakeStore for PgIntakeStore {
     async fn insert_alert(&self, a: &AlertRecord, event: &OutboxEvent) -> Result<()> {
         let mut tx = self.pool.begin().await?;
         insert_alerts(&mut tx, std::slice::from_ref(a)).await?;
-        enqueue(&mut tx, event).await?;
+        enqueue(&mut tx, event, self.clock.now_micros()).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -103,6 +119,7 @@ impl IntakeStore for PgIntakeStore {
     async fn begin(&self) -> Result<Box<dyn IntakeTx>> {
         Ok(Box::new(PgIntakeTx {
             tx: self.pool.begin().await?,
+            clock: self.clock.clone(),
         }))
     }
 
@@ -205,6 +222,7 @@ async fn insert_alerts(conn: &mut sqlx::PgConnection, alerts: &[AlertRecord]) ->
 /// other, as they would on SQLite's single writer, even when no row exists yet to lock.
 struct PgIntakeTx {
     tx: Transaction<'static, Postgres>,
+    clock: Arc<dyn Clock>,
 }
 
 #[async_trait]
@@ -265,7 +283,7 @@ impl IntakeTx for PgIntakeTx {
         .bind(rows.iter().map(|r| &r.1).bind_iter())
         .bind(rows.iter().map(|r| &r.2).bind_iter())
         .bind(rows.iter().map(|r| &r.3).bind_iter())
-        .bind(now_micros())
+        .bind(self.clock.now_micros())
         .execute(&mut *self.tx)
         .await?;
         Ok(())
@@ -277,7 +295,7 @@ impl IntakeTx for PgIntakeTx {
         events: Vec<OutboxEvent>,
     ) -> Result<()> {
         insert_alerts(&mut self.tx, &alerts).await?;
-        enqueue_all(&mut self.tx, &events).await
+        enqueue_all(&mut self.tx, &events, self.clock.now_micros()).await
     }
 
     async fn idempotent(&mut self, key: &str) -> Result<Option<Vec<u8>>> {
@@ -304,14 +322,14 @@ impl IntakeTx for PgIntakeTx {
         )
         .bind(key)
         .bind(response)
-        .bind(now_micros())
+        .bind(self.clock.now_micros())
         .execute(&mut *self.tx)
         .await?;
         Ok(())
     }
 
     async fn enqueue(&mut self, event: &OutboxEvent) -> Result<()> {
-        enqueue(&mut self.tx, event).await
+        enqueue(&mut self.tx, event, self.clock.now_micros()).await
     }
 
     async fn commit(self: Box<Self>) -> Result<()> {

@@ -15,6 +15,8 @@ mod triage;
 use std::str::FromStr;
 use std::time::Duration;
 
+use firebreak_domain::Clock;
+
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use sqlx::{Connection, PgConnection, Row};
 
@@ -128,6 +130,7 @@ pub(crate) async fn open(
     service: &str,
     migrations: &[Migration],
     max_connections: u32,
+    clock: &dyn Clock,
 ) -> Result<PgPool> {
     create_database_if_missing(url).await?;
     let mut options = PgConnectOptions::from_str(url)?;
@@ -150,11 +153,16 @@ pub(crate) async fn open(
         .test_before_acquire(true)
         .connect_with(options)
         .await?;
-    migrate(&pool, service, migrations).await?;
+    migrate(&pool, service, migrations, clock).await?;
     Ok(pool)
 }
 
-async fn migrate(pool: &PgPool, service: &str, migrations: &[Migration]) -> Result<()> {
+async fn migrate(
+    pool: &PgPool,
+    service: &str,
+    migrations: &[Migration],
+    clock: &dyn Clock,
+) -> Result<()> {
     let mut tx = pool.begin().await?;
     sqlx::query("SELECT pg_advisory_xact_lock($1)")
         .bind(MIGRATION_LOCK)
@@ -248,20 +256,13 @@ async fn migrate(pool: &PgPool, service: &str, migrations: &[Migration]) -> Resu
         )
         .bind(m.version)
         .bind(service)
-        .bind(now_micros())
+        .bind(clock.now_micros())
         .bind(m.checksum())
         .execute(&mut *tx)
         .await?;
     }
     tx.commit().await?;
     Ok(())
-}
-
-pub(crate) fn now_micros() -> i64 {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default();
-    now.as_micros() as i64
 }
 
 /// A 64-bit FNV-1a hash, for advisory lock keys: stable across builds and releases, so
@@ -283,8 +284,12 @@ pub(crate) fn lock_key(namespace: &str, parts: &[&str]) -> i64 {
     h as i64
 }
 
-/// Inserts events into the outbox with one statement.
-pub(crate) async fn enqueue_all(conn: &mut PgConnection, events: &[OutboxEvent]) -> Result<()> {
+/// Inserts events into the outbox with one statement, created at `now`.
+pub(crate) async fn enqueue_all(
+    conn: &mut PgConnection,
+    events: &[OutboxEvent],
+    now: i64,
+) -> Result<()> {
     if events.is_empty() {
         return Ok(());
     }
@@ -298,13 +303,14 @@ pub(crate) async fn enqueue_all(conn: &mut PgConnection, events: &[OutboxEvent])
     .bind(events.iter().map(|e| &e.stream).bind_iter())
     .bind(events.iter().map(|e| &e.subject).bind_iter())
     .bind(events.iter().map(|e| &e.payload).bind_iter())
-    .bind(now_micros())
+    .bind(now)
     .execute(conn)
     .await?;
     Ok(())
 }
 
-pub(crate) async fn enqueue(conn: &mut PgConnection, event: &OutboxEvent) -> Result<()> {
+/// Inserts one event into the outbox, created at `now`.
+pub(crate) async fn enqueue(conn: &mut PgConnection, event: &OutboxEvent, now: i64) -> Result<()> {
     sqlx::query(
         "INSERT INTO outbox (id, stream, subject, payload, created_at) VALUES ($1, $2, $3, $4, $5)",
     )
@@ -312,7 +318,7 @@ pub(crate) async fn enqueue(conn: &mut PgConnection, event: &OutboxEvent) -> Res
     .bind(&event.stream)
     .bind(&event.subject)
     .bind(&event.payload)
-    .bind(now_micros())
+    .bind(now)
     .execute(conn)
     .await?;
     Ok(())
@@ -341,12 +347,12 @@ pub(crate) async fn outbox_pending(pool: &PgPool, limit: u32) -> Result<Vec<Outb
         .collect()
 }
 
-/// Marks events published. Several relays may mark the same rows; the first mark stands.
-pub(crate) async fn outbox_mark(pool: &PgPool, seqs: &[i64]) -> Result<()> {
+/// Marks events published at `now`. Several relays may mark the same rows; the first mark
+/// stands.
+pub(crate) async fn outbox_mark(pool: &PgPool, seqs: &[i64], now: i64) -> Result<()> {
     if seqs.is_empty() {
         return Ok(());
     }
-    let now = now_micros();
     sqlx::query("UPDATE outbox SET published_at = $1 WHERE seq = ANY($2) AND published_at IS NULL")
         .bind(now)
         .bind(seqs)
@@ -408,7 +414,7 @@ macro_rules! impl_outbox {
                 super::outbox_pending(&self.pool, limit).await
             }
             async fn mark_published(&self, seqs: &[i64]) -> crate::Result<()> {
-                super::outbox_mark(&self.pool, seqs).await
+                super::outbox_mark(&self.pool, seqs, self.clock.now_micros()).await
             }
             async fn ping(&self) -> crate::Result<()> {
                 sqlx::query("SELECT 1").execute(&self.pool).await?;
@@ -421,6 +427,8 @@ pub(crate) use impl_outbox;
 
 #[cfg(test)]
 mod tests {
+    use firebreak_domain::SystemClock;
+
     use super::*;
 
     #[test]
@@ -478,14 +486,14 @@ mod tests {
     #[tokio::test]
     async fn an_edited_applied_migration_is_refused_at_start() {
         let db = firebreak_testkit::postgres::TestDatabase::create().await;
-        open(&db.url, "triage", APPLIED, 2)
+        open(&db.url, "triage", APPLIED, 2, &SystemClock)
             .await
             .unwrap()
             .close()
             .await;
         assert_eq!(recorded(&db.url).await, checksums(APPLIED));
 
-        let refused = open(&db.url, "triage", EDITED, 2).await.err();
+        let refused = open(&db.url, "triage", EDITED, 2, &SystemClock).await.err();
         let Some(Error::MigrationEdited {
             service,
             version,
@@ -507,7 +515,9 @@ mod tests {
         // Refusing changed nothing.
         assert_eq!(recorded(&db.url).await, checksums(APPLIED));
 
-        let pool = open(&db.url, "triage", APPLIED, 2).await.unwrap();
+        let pool = open(&db.url, "triage", APPLIED, 2, &SystemClock)
+            .await
+            .unwrap();
         sqlx::query("SELECT n FROM u").execute(&pool).await.unwrap();
         pool.close().await;
     }
@@ -522,7 +532,7 @@ mod tests {
             "UPDATE schema_migrations SET checksum = NULL",
         ] {
             let db = firebreak_testkit::postgres::TestDatabase::create().await;
-            open(&db.url, "intake", &APPLIED[..1], 2)
+            open(&db.url, "intake", &APPLIED[..1], 2, &SystemClock)
                 .await
                 .unwrap()
                 .close()
@@ -531,13 +541,13 @@ mod tests {
             sqlx::raw_sql(before).execute(&mut c).await.unwrap();
             let _ = c.close().await;
 
-            open(&db.url, "intake", APPLIED, 2)
+            open(&db.url, "intake", APPLIED, 2, &SystemClock)
                 .await
                 .unwrap()
                 .close()
                 .await;
             assert_eq!(recorded(&db.url).await, checksums(APPLIED), "{before}");
-            let refused = open(&db.url, "intake", EDITED, 2).await.err();
+            let refused = open(&db.url, "intake", EDITED, 2, &SystemClock).await.err();
             assert!(
                 matches!(refused, Some(Error::MigrationEdited { version: 2, .. })),
                 "{before}: {refused:?}"

@@ -1,11 +1,14 @@
 //! Notification's tables in Postgres: deliveries, claimed by one replica at a time.
 
+use std::sync::Arc;
+
 use async_trait::async_trait;
+use firebreak_domain::{Clock, SystemClock};
 use sqlx::Row;
 use sqlx::postgres::{PgBindIterExt, PgPool, PgRow};
 
 use super::named;
-use super::{Migration, OUTBOX, from_json, get_u32, impl_outbox, json_text, now_micros};
+use super::{Migration, OUTBOX, from_json, get_u32, impl_outbox, json_text};
 use crate::{DeliveryCursor, DeliveryRecord, NotificationStore, OutboxEvent, Result};
 use futures::TryStreamExt;
 
@@ -48,6 +51,8 @@ CREATE INDEX deliveries_incident ON deliveries (incident_id);
 #[derive(Clone)]
 pub struct PgNotificationStore {
     pool: PgPool,
+    /// What rows are stamped with (`created_at`, `processed_at`…): the services' clock.
+    clock: Arc<dyn Clock>,
 }
 
 impl PgNotificationStore {
@@ -56,10 +61,28 @@ impl PgNotificationStore {
         Self::connect_with(url, super::MAX_CONNECTIONS).await
     }
 
-    /// [`Self::connect`] with a pool of at most `max_connections`.
+    /// [`Self::connect`] with a pool of at most `max_connections`; rows are stamped by the
+    /// system clock.
     pub async fn connect_with(url: &str, max_connections: u32) -> Result<Self> {
+        Self::connect_with_clock(url, max_connections, Arc::new(SystemClock)).await
+    }
+
+    /// [`Self::connect_with`] with rows stamped by `clock`, the clock the services read.
+    pub async fn connect_with_clock(
+        url: &str,
+        max_connections: u32,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Self> {
         Ok(Self {
-            pool: super::open(url, "notification", MIGRATIONS, max_connections).await?,
+            pool: super::open(
+                url,
+                "notification",
+                MIGRATIONS,
+                max_connections,
+                clock.as_ref(),
+            )
+            .await?,
+            clock,
         })
     }
 }
@@ -151,7 +174,7 @@ impl NotificationStore for PgNotificationStore {
         .bind(event.map(|e| &e.stream))
         .bind(event.map(|e| &e.subject))
         .bind(event.map(|e| &e.payload))
-        .bind(now_micros())
+        .bind(self.clock.now_micros())
         .execute(&self.pool)
         .await?;
         Ok(())

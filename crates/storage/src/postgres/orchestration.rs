@@ -1,16 +1,15 @@
 //! Orchestration's tables in Postgres: runs (with the lease of the replica executing each),
 //! the run journal and run logs.
 
+use std::sync::Arc;
+
 use async_trait::async_trait;
 use sqlx::postgres::{PgBindIterExt, PgPool, PgRow};
 use sqlx::{PgConnection, Row};
 
 use super::named;
-use super::{
-    Migration, OUTBOX, enqueue_all, from_json, get_u32, impl_outbox, json_text, lock_key,
-    now_micros,
-};
-use firebreak_domain::RunState;
+use super::{Migration, OUTBOX, enqueue_all, from_json, get_u32, impl_outbox, json_text, lock_key};
+use firebreak_domain::{Clock, RunState, SystemClock};
 
 use crate::{JournalRecord, OrchestrationStore, OutboxEvent, Result, RunQuery, RunRecord};
 use futures::TryStreamExt;
@@ -80,6 +79,8 @@ const RUN_LOG_LOCK: &str = "orchestration.run_log";
 #[derive(Clone)]
 pub struct PgOrchestrationStore {
     pool: PgPool,
+    /// What rows are stamped with (`created_at`, `processed_at`…): the services' clock.
+    clock: Arc<dyn Clock>,
 }
 
 impl PgOrchestrationStore {
@@ -88,10 +89,28 @@ impl PgOrchestrationStore {
         Self::connect_with(url, super::MAX_CONNECTIONS).await
     }
 
-    /// [`Self::connect`] with a pool of at most `max_connections`.
+    /// [`Self::connect`] with a pool of at most `max_connections`; rows are stamped by the
+    /// system clock.
     pub async fn connect_with(url: &str, max_connections: u32) -> Result<Self> {
+        Self::connect_with_clock(url, max_connections, Arc::new(SystemClock)).await
+    }
+
+    /// [`Self::connect_with`] with rows stamped by `clock`, the clock the services read.
+    pub async fn connect_with_clock(
+        url: &str,
+        max_connections: u32,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Self> {
         Ok(Self {
-            pool: super::open(url, "orchestration", MIGRATIONS, max_connections).await?,
+            pool: super::open(
+                url,
+                "orchestration",
+                MIGRATIONS,
+                max_connections,
+                clock.as_ref(),
+            )
+            .await?,
+            clock,
         })
     }
 }
@@ -145,7 +164,7 @@ impl OrchestrationStore for PgOrchestrationStore {
             .filter(|(r, _)| created.contains(&r.id))
             .map(|(_, e)| e.clone())
             .collect();
-        enqueue_all(&mut tx, &events).await?;
+        enqueue_all(&mut tx, &events, self.clock.now_micros()).await?;
         tx.commit().await?;
         Ok(created.len() as u32)
     }
@@ -288,7 +307,7 @@ impl OrchestrationStore for PgOrchestrationStore {
         if let Some(j) = journal {
             put_journal(&mut tx, j).await?;
         }
-        enqueue_all(&mut tx, events).await?;
+        enqueue_all(&mut tx, events, self.clock.now_micros()).await?;
         tx.commit().await?;
         Ok(true)
     }
@@ -301,7 +320,7 @@ impl OrchestrationStore for PgOrchestrationStore {
         error: Option<&str>,
         events: &[OutboxEvent],
     ) -> Result<bool> {
-        let finished = state.is_finished().then(now_micros);
+        let finished = state.is_finished().then(|| self.clock.now_micros());
         let mut tx = self.pool.begin().await?;
         // Compare-and-set, as `transition`: of two executors finishing the same run, the
         // second waits for the first's row lock, then finds the state moved on.
@@ -320,7 +339,7 @@ impl OrchestrationStore for PgOrchestrationStore {
         if done.rows_affected() != 1 {
             return Ok(false);
         }
-        enqueue_all(&mut tx, events).await?;
+        enqueue_all(&mut tx, events, self.clock.now_micros()).await?;
         tx.commit().await?;
         Ok(true)
     }
@@ -366,7 +385,7 @@ impl OrchestrationStore for PgOrchestrationStore {
     async fn put_journal(&self, j: &JournalRecord, events: &[OutboxEvent]) -> Result<()> {
         let mut tx = self.pool.begin().await?;
         put_journal(&mut tx, j).await?;
-        enqueue_all(&mut tx, events).await?;
+        enqueue_all(&mut tx, events, self.clock.now_micros()).await?;
         tx.commit().await?;
         Ok(())
     }

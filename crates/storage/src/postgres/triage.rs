@@ -1,11 +1,14 @@
 //! Triage's tables in Postgres: incidents, the alerts attached to them, the timeline.
 
+use std::sync::Arc;
+
 use async_trait::async_trait;
+use firebreak_domain::{Clock, Micros, SystemClock};
 use sqlx::postgres::{PgBindIterExt, PgPool, PgRow};
 use sqlx::{PgConnection, Postgres, Row, Transaction};
 
 use super::named;
-use super::{Migration, OUTBOX, conflict, from_json, get_u32, impl_outbox, json_text, now_micros};
+use super::{Migration, OUTBOX, conflict, from_json, get_u32, impl_outbox, json_text};
 use crate::{
     AlertLink, ChangeRecord, Error, IncidentCursor, IncidentRecord, Result, SnapshotRequest,
     TimelineRecord, TriageChangeset, TriageSnapshot, TriageStore, TriageTx,
@@ -100,6 +103,8 @@ CREATE TABLE changes (
 #[derive(Clone)]
 pub struct PgTriageStore {
     pool: PgPool,
+    /// What rows are stamped with (`created_at`, `processed_at`…): the services' clock.
+    clock: Arc<dyn Clock>,
 }
 
 impl PgTriageStore {
@@ -108,10 +113,21 @@ impl PgTriageStore {
         Self::connect_with(url, super::MAX_CONNECTIONS).await
     }
 
-    /// [`Self::connect`] with a pool of at most `max_connections`.
+    /// [`Self::connect`] with a pool of at most `max_connections`; rows are stamped by the
+    /// system clock.
     pub async fn connect_with(url: &str, max_connections: u32) -> Result<Self> {
+        Self::connect_with_clock(url, max_connections, Arc::new(SystemClock)).await
+    }
+
+    /// [`Self::connect_with`] with rows stamped by `clock`, the clock the services read.
+    pub async fn connect_with_clock(
+        url: &str,
+        max_connections: u32,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Self> {
         Ok(Self {
-            pool: super::open(url, "triage", MIGRATIONS, max_connections).await?,
+            pool: super::open(url, "triage", MIGRATIONS, max_connections, clock.as_ref()).await?,
+            clock,
         })
     }
 }
@@ -123,6 +139,7 @@ impl TriageStore for PgTriageStore {
     async fn begin(&self) -> Result<Box<dyn TriageTx>> {
         Ok(Box::new(PgTriageTx {
             tx: self.pool.begin().await?,
+            clock: self.clock.clone(),
         }))
     }
 
@@ -250,6 +267,7 @@ impl TriageStore for PgTriageStore {
 /// changeset the numbers are handed out in the changeset's order.
 struct PgTriageTx {
     tx: Transaction<'static, Postgres>,
+    clock: Arc<dyn Clock>,
 }
 
 /// Locks the active incidents of many keys, in key order.
@@ -448,14 +466,14 @@ impl PgTriageTx {
             .bind(changes.iter().map(|c| &c.details).bind_iter())
             .bind(entries.iter().map(|e| &e.incident_id).bind_iter())
             .bind(entries.iter().map(|e| &e.kind).bind_iter())
-            .bind(entries.iter().map(|e| e.at).bind_iter())
+            .bind(entries.iter().map(|e| e.at.unix_micros()).bind_iter())
             .bind(entries.iter().map(|e| &e.actor).bind_iter())
             .bind(&data)
             .bind(events.iter().map(|e| &e.id).bind_iter())
             .bind(events.iter().map(|e| &e.stream).bind_iter())
             .bind(events.iter().map(|e| &e.subject).bind_iter())
             .bind(events.iter().map(|e| &e.payload).bind_iter())
-            .bind(now_micros())
+            .bind(self.clock.now_micros())
             .fetch_one(&mut *self.tx)
             .await?;
         let (marked, linked, stored): (i64, i64, i64) =
@@ -587,7 +605,7 @@ fn timeline_row(r: &PgRow) -> Result<TimelineRecord> {
         seq: r.try_get("seq")?,
         incident_id: r.try_get("incident_id")?,
         kind: r.try_get("kind")?,
-        at: r.try_get("at")?,
+        at: Micros::from_unix_micros(r.try_get("at")?),
         actor: r.try_get("actor")?,
         data: from_json(r.try_get("data")?)?,
     })

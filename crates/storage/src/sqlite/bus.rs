@@ -1,11 +1,13 @@
 //! The embedded bus's durable log in SQLite: streams, consumer cursors, parked messages.
 
 use std::path::Path;
+use std::sync::Arc;
 
 use async_trait::async_trait;
+use firebreak_domain::{Clock, SystemClock};
 
+use super::Migration;
 use super::conn::Db;
-use super::{Migration, now_micros};
 use crate::{BusLog, BusMessage, ParkedRecord, Result};
 
 const MIGRATIONS: &[Migration] = &[
@@ -70,10 +72,20 @@ pub struct SqliteBusLog {
 }
 
 impl SqliteBusLog {
-    /// Opens `path`, creating and migrating it as needed.
+    /// Opens `path`, creating and migrating it as needed; rows are stamped by the system
+    /// clock.
     pub async fn open(path: &Path, durable_fsync: bool) -> Result<Self> {
+        Self::open_with_clock(path, durable_fsync, Arc::new(SystemClock)).await
+    }
+
+    /// [`Self::open`] with rows stamped by `clock`, the clock the services read.
+    pub async fn open_with_clock(
+        path: &Path,
+        durable_fsync: bool,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Self> {
         Ok(Self {
-            db: Db::open(path, MIGRATIONS, durable_fsync).await?,
+            db: Db::open(path, MIGRATIONS, durable_fsync, clock).await?,
         })
     }
 }
@@ -92,6 +104,7 @@ const MOVE_CURSOR: &str = "INSERT INTO cursors (consumer, stream, acked_seq) VAL
 impl BusLog for SqliteBusLog {
     async fn append(&self, stream: &str, m: &BusMessage) -> Result<bool> {
         let (stream, m) = (stream.to_owned(), m.clone());
+        let clock = self.db.clock();
         self.db
             .write(move |tx| {
                 let n = tx.prepare_cached(APPEND)?.execute((
@@ -99,7 +112,7 @@ impl BusLog for SqliteBusLog {
                     &m.id,
                     &m.subject,
                     &m.payload,
-                    now_micros(),
+                    clock.now_micros(),
                 ))?;
                 Ok(n == 1)
             })
@@ -108,9 +121,10 @@ impl BusLog for SqliteBusLog {
 
     async fn append_batch(&self, batch: &[(String, BusMessage)]) -> Result<u64> {
         let batch = batch.to_vec();
+        let clock = self.db.clock();
         self.db
             .write(move |tx| {
-                let now = now_micros();
+                let now = clock.now_micros();
                 let mut append = tx.prepare_cached(APPEND)?;
                 let mut appended = 0;
                 for (stream, m) in &batch {
@@ -164,12 +178,13 @@ impl BusLog for SqliteBusLog {
 
     async fn park(&self, consumer: &str, stream: &str, seq: i64, error: &str) -> Result<()> {
         let (consumer, stream, error) = (consumer.to_owned(), stream.to_owned(), error.to_owned());
+        let clock = self.db.clock();
         self.db
             .write(move |tx| {
                 tx.execute(
                     "INSERT INTO parked (consumer, stream, seq, error, parked_at) VALUES (?, ?, ?, ?, ?)
                      ON CONFLICT DO NOTHING",
-                    (&consumer, &stream, seq, &error, now_micros()),
+                    (&consumer, &stream, seq, &error, clock.now_micros()),
                 )?;
                 tx.execute(MOVE_CURSOR, (&consumer, &stream, seq))?;
                 Ok(())
@@ -255,6 +270,7 @@ impl BusLog for SqliteBusLog {
             error.to_owned(),
             msg.clone(),
         );
+        let clock = self.db.clock();
         self.db
             .write(move |tx| {
                 tx.execute(
@@ -266,7 +282,7 @@ impl BusLog for SqliteBusLog {
                         &stream,
                         seq,
                         &error,
-                        now_micros(),
+                        clock.now_micros(),
                         &msg.id,
                         &msg.subject,
                         &msg.payload,

@@ -14,10 +14,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, mpsc};
 use std::time::Duration;
 
+use firebreak_domain::Clock;
 use rusqlite::{Connection, OpenFlags};
 use tokio::sync::{Mutex, OwnedMutexGuard, oneshot};
 
-use super::{Migration, now_micros};
+use super::Migration;
 use crate::{Error, Result};
 
 /// A call, and whether it may leave a transaction open (for the next call of a
@@ -164,6 +165,9 @@ pub(crate) struct Db {
     write: Conn,
     /// Held by whoever writes; a transaction spanning calls holds it throughout.
     lock: Arc<Mutex<()>>,
+    /// What the store stamps rows with (`created_at`, `processed_at`, `applied_at`…): the
+    /// clock the services read, so a test that moves it moves these too.
+    clock: Arc<dyn Clock>,
 }
 
 impl Db {
@@ -178,13 +182,14 @@ impl Db {
         path: &Path,
         migrations: &'static [Migration],
         durable_fsync: bool,
+        clock: Arc<dyn Clock>,
     ) -> Result<Self> {
         let name = path.file_name().map_or_else(
             || path.display().to_string(),
             |n| n.to_string_lossy().into(),
         );
         let mut write = connect(path, durable_fsync)?;
-        migrate(&mut write, &name, migrations)?;
+        migrate(&mut write, &name, migrations, clock.as_ref())?;
         // The hook replaces SQLite's auto-checkpoints, which ran in the committing call.
         write.wal_hook(Some(note_wal));
         let read = Conn::spawn(connect(path, durable_fsync)?, format!("{name}-r"))?;
@@ -196,7 +201,13 @@ impl Db {
             write: Conn::spawn_with(write, name, Some(checkpoints))?,
             read,
             lock: Arc::default(),
+            clock,
         })
+    }
+
+    /// The clock rows are stamped with, for a call to read inside its closure.
+    pub(crate) fn clock(&self) -> Arc<dyn Clock> {
+        self.clock.clone()
     }
 
     /// Runs `f` on the reading connection: it sees what was committed when it started.
@@ -226,6 +237,7 @@ impl Db {
             conn: self.write.clone(),
             _held: self.lock.clone().lock_owned().await,
             ended: false,
+            clock: self.clock.clone(),
         }
     }
 }
@@ -236,9 +248,16 @@ pub(crate) struct Tx {
     conn: Conn,
     _held: OwnedMutexGuard<()>,
     ended: bool,
+    clock: Arc<dyn Clock>,
 }
 
 impl Tx {
+    /// The time by the store's clock. The transaction holds the write lock, so a stamp read
+    /// here is taken inside it, as one read in a closure would be.
+    pub(crate) fn now(&self) -> i64 {
+        self.clock.now_micros()
+    }
+
     /// Runs `f` inside the transaction.
     pub(crate) async fn call<R, F>(&mut self, f: F) -> Result<R>
     where
@@ -349,7 +368,12 @@ fn connect(path: &Path, durable_fsync: bool) -> Result<Connection> {
 
 /// Applies the migrations `c`'s database lacks, after checking that those it applied are the
 /// code's (`name`, the database file, stands for the service in errors).
-fn migrate(c: &mut Connection, name: &str, migrations: &[Migration]) -> Result<()> {
+fn migrate(
+    c: &mut Connection,
+    name: &str,
+    migrations: &[Migration],
+    clock: &dyn Clock,
+) -> Result<()> {
     transaction(c, |tx| {
         // `checksum` is NULL only in rows written before checksums were kept; a table from
         // then gets the column here, and its rows are backfilled below.
@@ -390,7 +414,7 @@ fn migrate(c: &mut Connection, name: &str, migrations: &[Migration]) -> Result<(
             })?;
             tx.execute(
                 "INSERT INTO schema_migrations (version, applied_at, checksum) VALUES (?, ?, ?)",
-                (m.version, now_micros(), m.checksum()),
+                (m.version, clock.now_micros(), m.checksum()),
             )?;
         }
         Ok(())
@@ -405,9 +429,8 @@ pub(crate) fn conflict(e: rusqlite::Error, what: &str) -> Error {
     }
 }
 
-/// Appends events to the outbox of the transaction `tx`.
-pub(crate) fn enqueue(tx: &Connection, events: &[crate::OutboxEvent]) -> Result<()> {
-    let now = now_micros();
+/// Appends events to the outbox of the transaction `tx`, created at `now`.
+pub(crate) fn enqueue(tx: &Connection, events: &[crate::OutboxEvent], now: i64) -> Result<()> {
     let mut insert = tx.prepare_cached(
         "INSERT INTO outbox (id, stream, subject, payload, created_at) VALUES (?, ?, ?, ?, ?)",
     )?;
@@ -471,11 +494,12 @@ pub(crate) async fn outbox_start(db: &Db) -> Result<i64> {
 /// rows that are kept).
 pub(crate) async fn outbox_sweep(db: &Db, stream: &str, upto: i64) -> Result<()> {
     let stream = stream.to_owned();
+    let clock = db.clock();
     db.write(move |tx| {
         tx.execute(
             "DELETE FROM outbox WHERE seq IN (SELECT seq FROM outbox WHERE seq <= ?1 ORDER BY seq LIMIT 8192)
                AND stream = ?2 AND created_at < ?3",
-            (upto, &stream, now_micros() - super::OUTBOX_KEPT_MICROS),
+            (upto, &stream, clock.now_micros() - super::OUTBOX_KEPT_MICROS),
         )?;
         Ok(())
     })
@@ -497,8 +521,9 @@ fn outbox_record(r: &rusqlite::Row<'_>) -> rusqlite::Result<crate::OutboxRecord>
 /// Marks outbox rows published; now and then sweeps rows published more than a day ago.
 pub(crate) async fn outbox_mark(db: &Db, seqs: &[i64]) -> Result<()> {
     let seqs = seqs.to_vec();
+    let clock = db.clock();
     db.write(move |tx| {
-        let now = now_micros();
+        let now = clock.now_micros();
         let mut mark = tx.prepare_cached("UPDATE outbox SET published_at = ? WHERE seq = ?")?;
         for seq in &seqs {
             mark.execute((now, seq))?;
@@ -516,6 +541,8 @@ pub(crate) async fn outbox_mark(db: &Db, seqs: &[i64]) -> Result<()> {
 
 #[cfg(test)]
 mod tests {
+    use firebreak_domain::SystemClock;
+
     use super::*;
 
     const SCHEMA: &[Migration] = &[Migration {
@@ -525,9 +552,14 @@ mod tests {
 
     async fn db() -> (Db, tempfile::TempDir) {
         let dir = tempfile::tempdir().unwrap();
-        let db = Db::open(&dir.path().join("t.db"), SCHEMA, false)
-            .await
-            .unwrap();
+        let db = Db::open(
+            &dir.path().join("t.db"),
+            SCHEMA,
+            false,
+            Arc::new(SystemClock),
+        )
+        .await
+        .unwrap();
         (db, dir)
     }
 
@@ -678,10 +710,16 @@ mod tests {
     async fn an_edited_applied_migration_is_refused_at_open() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("triage.db");
-        drop(Db::open(&path, APPLIED, false).await.unwrap());
+        drop(
+            Db::open(&path, APPLIED, false, Arc::new(SystemClock))
+                .await
+                .unwrap(),
+        );
         assert_eq!(recorded(&path), checksums(APPLIED));
 
-        let refused = Db::open(&path, EDITED, false).await.err();
+        let refused = Db::open(&path, EDITED, false, Arc::new(SystemClock))
+            .await
+            .err();
         let Some(Error::MigrationEdited {
             service,
             version,
@@ -708,7 +746,9 @@ mod tests {
         // Refusing changed nothing.
         assert_eq!(recorded(&path), checksums(APPLIED));
 
-        let db = Db::open(&path, APPLIED, false).await.unwrap();
+        let db = Db::open(&path, APPLIED, false, Arc::new(SystemClock))
+            .await
+            .unwrap();
         db.read(|c| Ok(c.execute_batch("SELECT n FROM u")?))
             .await
             .unwrap();
@@ -725,15 +765,25 @@ mod tests {
         ] {
             let dir = tempfile::tempdir().unwrap();
             let path = dir.path().join("intake.db");
-            drop(Db::open(&path, &APPLIED[..1], false).await.unwrap());
+            drop(
+                Db::open(&path, &APPLIED[..1], false, Arc::new(SystemClock))
+                    .await
+                    .unwrap(),
+            );
             Connection::open(&path)
                 .unwrap()
                 .execute_batch(before)
                 .unwrap();
 
-            drop(Db::open(&path, APPLIED, false).await.unwrap());
+            drop(
+                Db::open(&path, APPLIED, false, Arc::new(SystemClock))
+                    .await
+                    .unwrap(),
+            );
             assert_eq!(recorded(&path), checksums(APPLIED), "{before}");
-            let refused = Db::open(&path, EDITED, false).await.err();
+            let refused = Db::open(&path, EDITED, false, Arc::new(SystemClock))
+                .await
+                .err();
             assert!(
                 matches!(refused, Some(Error::MigrationEdited { version: 2, .. })),
                 "{before}: {refused:?}"
@@ -773,9 +823,13 @@ mod tests {
             let dir = tempfile::tempdir().unwrap();
             let path = dir.path().join("o.db");
             {
-                let db = Db::open(&path, OLD, false).await.unwrap();
+                let db = Db::open(&path, OLD, false, Arc::new(SystemClock))
+                    .await
+                    .unwrap();
                 let events: Vec<_> = ["e1", "e2", "e3", "e4"].map(event).into();
-                db.write(move |tx| enqueue(tx, &events)).await.unwrap();
+                db.write(move |tx| enqueue(tx, &events, SystemClock.now_micros()))
+                    .await
+                    .unwrap();
                 outbox_mark(&db, &(1..=published).collect::<Vec<_>>())
                     .await
                     .unwrap();
@@ -786,7 +840,9 @@ mod tests {
                 .await
                 .unwrap();
             }
-            let db = Db::open(&path, NEW, false).await.unwrap();
+            let db = Db::open(&path, NEW, false, Arc::new(SystemClock))
+                .await
+                .unwrap();
             assert_eq!(
                 outbox_start(&db).await.unwrap(),
                 start,
@@ -794,7 +850,7 @@ mod tests {
             );
             let kept: Vec<(i64, String)> = (swept + 1..=4).map(|s| (s, format!("e{s}"))).collect();
             assert_eq!(ids(outbox_since(&db, "alerts", 0, 10).await.unwrap()), kept);
-            db.write(move |tx| enqueue(tx, &[event("e5")]))
+            db.write(move |tx| enqueue(tx, &[event("e5")], SystemClock.now_micros()))
                 .await
                 .unwrap();
             let after = outbox_since(&db, "alerts", 4, 10).await.unwrap();
@@ -891,13 +947,24 @@ mod tests {
             },
         ];
         let dir = tempfile::tempdir().unwrap();
-        let db = Db::open(&dir.path().join("o.db"), SCHEMA, false)
-            .await
-            .unwrap();
-        let old = now_micros() - super::super::OUTBOX_KEPT_MICROS - 1;
+        let db = Db::open(
+            &dir.path().join("o.db"),
+            SCHEMA,
+            false,
+            Arc::new(SystemClock),
+        )
+        .await
+        .unwrap();
+        let old = SystemClock.now_micros() - super::super::OUTBOX_KEPT_MICROS - 1;
         db.write(move |c| {
             // 1-3 are more than a day old, 4 is new, 5 is old again (a clock step).
-            for (seq, created_at) in [(1, old), (2, old), (3, old), (4, now_micros()), (5, old)] {
+            for (seq, created_at) in [
+                (1, old),
+                (2, old),
+                (3, old),
+                (4, SystemClock.now_micros()),
+                (5, old),
+            ] {
                 c.execute(
                     "INSERT INTO outbox (seq, id, stream, subject, payload, created_at)
                      VALUES (?, ?, 'alerts', 's', x'00', ?)",

@@ -1,13 +1,15 @@
 //! Intake's tables in SQLite: alerts.
 
 use std::path::Path;
+use std::sync::Arc;
 
 use async_trait::async_trait;
+use firebreak_domain::{Clock, SystemClock};
 use rusqlite::{Connection, OptionalExtension};
 
 use super::conn::{self, Db, Tx};
 use super::impl_outbox;
-use super::{Migration, OUTBOX, OUTBOX_READ_IN_PLACE, from_json, json_text, now_micros};
+use super::{Migration, OUTBOX, OUTBOX_READ_IN_PLACE, from_json, json_text};
 use crate::{
     AlertKeyRow, AlertRecord, IntakeStore, IntakeTx, IntegrationRecord, OutboxEvent, Result,
 };
@@ -83,10 +85,20 @@ pub struct SqliteIntakeStore {
 }
 
 impl SqliteIntakeStore {
-    /// Opens `path`, creating and migrating it as needed.
+    /// Opens `path`, creating and migrating it as needed; rows are stamped by the system
+    /// clock.
     pub async fn open(path: &Path, durable_fsync: bool) -> Result<Self> {
+        Self::open_with_clock(path, durable_fsync, Arc::new(SystemClock)).await
+    }
+
+    /// [`Self::open`] with rows stamped by `clock`, the clock the services read.
+    pub async fn open_with_clock(
+        path: &Path,
+        durable_fsync: bool,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Self> {
         Ok(Self {
-            db: Db::open(path, MIGRATIONS, durable_fsync).await?,
+            db: Db::open(path, MIGRATIONS, durable_fsync, clock).await?,
         })
     }
 }
@@ -97,10 +109,11 @@ impl_outbox!(SqliteIntakeStore);
 impl IntakeStore for SqliteIntakeStore {
     async fn insert_alert(&self, a: &AlertRecord, event: &OutboxEvent) -> Result<()> {
         let (a, event) = (a.clone(), event.clone());
+        let clock = self.db.clock();
         self.db
             .write(move |tx| {
                 insert_alerts(tx, std::slice::from_ref(&a))?;
-                conn::enqueue(tx, &[event])
+                conn::enqueue(tx, &[event], clock.now_micros())
             })
             .await
     }
@@ -302,9 +315,9 @@ impl IntakeTx for SqliteIntakeTx {
             return Ok(());
         }
         let rows = rows.to_vec();
+        let now = self.tx.now();
         self.tx
             .call(move |c| {
-                let now = now_micros();
                 let mut set = c.prepare_cached(
                     "INSERT INTO alert_keys (integration, alert_key, alert_id, state, updated_at)
                      VALUES (?, ?, ?, ?, ?)
@@ -344,12 +357,13 @@ impl IntakeTx for SqliteIntakeTx {
 
     async fn remember(&mut self, key: &str, response: &[u8]) -> Result<()> {
         let (key, response) = (key.to_owned(), response.to_vec());
+        let now = self.tx.now();
         self.tx
             .call(move |c| {
                 c.prepare_cached(
                     "INSERT INTO idempotency (key, response, created_at) VALUES (?, ?, ?)",
                 )?
-                .execute((&key, &response, now_micros()))?;
+                .execute((&key, &response, now))?;
                 Ok(())
             })
             .await
@@ -362,9 +376,10 @@ impl IntakeTx for SqliteIntakeTx {
 
     async fn commit(self: Box<Self>) -> Result<()> {
         let Self { tx, alerts, events } = *self;
+        let now = tx.now();
         tx.commit_with(move |c| {
             insert_alerts(c, &alerts)?;
-            conn::enqueue(c, &events)
+            conn::enqueue(c, &events, now)
         })
         .await
     }

@@ -54,13 +54,6 @@ DROP TABLE outbox;
 ALTER TABLE outbox_v2 RENAME TO outbox;
 ";
 
-pub(crate) fn now_micros() -> i64 {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default();
-    now.as_micros() as i64
-}
-
 /// Published outbox rows are kept a day for operators, then swept.
 pub(crate) const OUTBOX_KEPT_MICROS: i64 = 86_400_000_000;
 

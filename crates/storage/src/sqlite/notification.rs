@@ -1,8 +1,10 @@
 //! Notification's tables in SQLite: deliveries.
 
 use std::path::Path;
+use std::sync::Arc;
 
 use async_trait::async_trait;
+use firebreak_domain::{Clock, SystemClock};
 use rusqlite::Row;
 
 use super::conn::{self, Db};
@@ -89,9 +91,19 @@ pub struct SqliteNotificationStore {
 }
 
 impl SqliteNotificationStore {
-    /// Opens `path`, creating and migrating it as needed.
+    /// Opens `path`, creating and migrating it as needed; rows are stamped by the system
+    /// clock.
     pub async fn open(path: &Path, durable_fsync: bool) -> Result<Self> {
-        let db = Db::open(path, MIGRATIONS, durable_fsync).await?;
+        Self::open_with_clock(path, durable_fsync, Arc::new(SystemClock)).await
+    }
+
+    /// [`Self::open`] with rows stamped by `clock`, the clock the services read.
+    pub async fn open_with_clock(
+        path: &Path,
+        durable_fsync: bool,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Self> {
+        let db = Db::open(path, MIGRATIONS, durable_fsync, clock).await?;
         // An embedded database belongs to one process (the app locks its data directory):
         // a claim found here was left by a crashed process and is void.
         db.write(|tx| {
@@ -169,6 +181,7 @@ impl NotificationStore for SqliteNotificationStore {
 
     async fn update_delivery(&self, d: &DeliveryRecord, event: Option<&OutboxEvent>) -> Result<()> {
         let (d, event) = (d.clone(), event.cloned());
+        let clock = self.db.clock();
         self.db
             .write(move |tx| {
                 tx.prepare_cached(
@@ -184,7 +197,7 @@ impl NotificationStore for SqliteNotificationStore {
                     d.delivered_at,
                     d.id,
                 ])?;
-                conn::enqueue(tx, event.as_slice())
+                conn::enqueue(tx, event.as_slice(), clock.now_micros())
             })
             .await
     }

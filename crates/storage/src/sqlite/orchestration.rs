@@ -1,6 +1,7 @@
 //! Orchestration's tables in SQLite: runs, the run journal and run logs.
 
 use std::path::Path;
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use rusqlite::{Connection, OptionalExtension, Row};
@@ -8,8 +9,8 @@ use rusqlite::{Connection, OptionalExtension, Row};
 use super::conn::{self, Db};
 use super::impl_outbox;
 use super::named;
-use super::{Migration, OUTBOX, OUTBOX_READ_IN_PLACE, json_text, now_micros};
-use firebreak_domain::RunState;
+use super::{Migration, OUTBOX, OUTBOX_READ_IN_PLACE, json_text};
+use firebreak_domain::{Clock, RunState, SystemClock};
 
 use crate::{JournalRecord, OrchestrationStore, OutboxEvent, Result, RunQuery, RunRecord};
 
@@ -91,9 +92,19 @@ pub struct SqliteOrchestrationStore {
 }
 
 impl SqliteOrchestrationStore {
-    /// Opens `path`, creating and migrating it as needed.
+    /// Opens `path`, creating and migrating it as needed; rows are stamped by the system
+    /// clock.
     pub async fn open(path: &Path, durable_fsync: bool) -> Result<Self> {
-        let db = Db::open(path, MIGRATIONS, durable_fsync).await?;
+        Self::open_with_clock(path, durable_fsync, Arc::new(SystemClock)).await
+    }
+
+    /// [`Self::open`] with rows stamped by `clock`, the clock the services read.
+    pub async fn open_with_clock(
+        path: &Path,
+        durable_fsync: bool,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Self> {
+        let db = Db::open(path, MIGRATIONS, durable_fsync, clock).await?;
         // An embedded database belongs to one process (the app locks its data directory):
         // a lease found here was left by a crashed process and is void.
         db.write(|tx| {
@@ -114,6 +125,7 @@ impl_outbox!(SqliteOrchestrationStore);
 impl OrchestrationStore for SqliteOrchestrationStore {
     async fn create_runs(&self, runs: &[(RunRecord, OutboxEvent)]) -> Result<u32> {
         let runs = runs.to_vec();
+        let clock = self.db.clock();
         self.db
             .write(move |tx| {
                 let mut insert = tx.prepare_cached(
@@ -137,7 +149,7 @@ impl OrchestrationStore for SqliteOrchestrationStore {
                         r.wake_at,
                     ])?;
                     if done == 1 {
-                        conn::enqueue(tx, std::slice::from_ref(event))?;
+                        conn::enqueue(tx, std::slice::from_ref(event), clock.now_micros())?;
                         created += 1;
                     }
                 }
@@ -277,6 +289,7 @@ impl OrchestrationStore for SqliteOrchestrationStore {
     ) -> Result<bool> {
         let (r, from, journal, events) =
             (r.clone(), from.as_str(), journal.cloned(), events.to_vec());
+        let clock = self.db.clock();
         self.db
             .write(move |tx| {
                 let n = tx
@@ -301,7 +314,7 @@ impl OrchestrationStore for SqliteOrchestrationStore {
                 if let Some(j) = &journal {
                     put_journal(tx, j)?;
                 }
-                conn::enqueue(tx, &events)?;
+                conn::enqueue(tx, &events, clock.now_micros())?;
                 Ok(true)
             })
             .await
@@ -315,7 +328,7 @@ impl OrchestrationStore for SqliteOrchestrationStore {
         error: Option<&str>,
         events: &[OutboxEvent],
     ) -> Result<bool> {
-        let finished = state.is_finished().then(now_micros);
+        let finished = state.is_finished().then(|| self.db.clock().now_micros());
         let (id, from, state, error, events) = (
             id.to_owned(),
             from.as_str(),
@@ -323,6 +336,7 @@ impl OrchestrationStore for SqliteOrchestrationStore {
             error.map(str::to_owned),
             events.to_vec(),
         );
+        let clock = self.db.clock();
         self.db
             .write(move |tx| {
                 let n = tx
@@ -335,7 +349,7 @@ impl OrchestrationStore for SqliteOrchestrationStore {
                 if n != 1 {
                     return Ok(false);
                 }
-                conn::enqueue(tx, &events)?;
+                conn::enqueue(tx, &events, clock.now_micros())?;
                 Ok(true)
             })
             .await
@@ -384,10 +398,11 @@ impl OrchestrationStore for SqliteOrchestrationStore {
 
     async fn put_journal(&self, j: &JournalRecord, events: &[OutboxEvent]) -> Result<()> {
         let (j, events) = (j.clone(), events.to_vec());
+        let clock = self.db.clock();
         self.db
             .write(move |tx| {
                 put_journal(tx, &j)?;
-                conn::enqueue(tx, &events)
+                conn::enqueue(tx, &events, clock.now_micros())
             })
             .await
     }

@@ -2,14 +2,16 @@
 
 use std::collections::HashMap;
 use std::path::Path;
+use std::sync::Arc;
 
 use async_trait::async_trait;
+use firebreak_domain::{Clock, Micros, SystemClock};
 use rusqlite::{Connection, OptionalExtension};
 
 use super::conn::{self, Db, Tx};
 use super::impl_outbox;
 use super::named;
-use super::{Migration, OUTBOX, OUTBOX_READ_IN_PLACE, from_json, json_text, now_micros};
+use super::{Migration, OUTBOX, OUTBOX_READ_IN_PLACE, from_json, json_text};
 use crate::{
     AlertLink, ChangeRecord, Error, IncidentCursor, IncidentRecord, Result, SnapshotRequest,
     TimelineRecord, TriageChangeset, TriageSnapshot, TriageStore, TriageTx,
@@ -134,10 +136,20 @@ pub struct SqliteTriageStore {
 }
 
 impl SqliteTriageStore {
-    /// Opens `path`, creating and migrating it as needed.
+    /// Opens `path`, creating and migrating it as needed; rows are stamped by the system
+    /// clock.
     pub async fn open(path: &Path, durable_fsync: bool) -> Result<Self> {
+        Self::open_with_clock(path, durable_fsync, Arc::new(SystemClock)).await
+    }
+
+    /// [`Self::open`] with rows stamped by `clock`, the clock the services read.
+    pub async fn open_with_clock(
+        path: &Path,
+        durable_fsync: bool,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Self> {
         Ok(Self {
-            db: Db::open(path, MIGRATIONS, durable_fsync).await?,
+            db: Db::open(path, MIGRATIONS, durable_fsync, clock).await?,
         })
     }
 }
@@ -234,7 +246,7 @@ impl TriageStore for SqliteTriageStore {
                         seq: r.get(0)?,
                         incident_id: r.get(1)?,
                         kind,
-                        at: r.get(3)?,
+                        at: Micros::from_unix_micros(r.get(3)?),
                         actor,
                         data: from_json(&data)?,
                     });
@@ -276,8 +288,7 @@ struct SqliteTriageTx {
 }
 
 /// Writes attachments (unresolved), counting them among their incidents' unresolved alerts.
-fn write_links(c: &Connection, links: &[AlertLink]) -> Result<()> {
-    let now = now_micros();
+fn write_links(c: &Connection, links: &[AlertLink], now: i64) -> Result<()> {
     let mut insert = c.prepare_cached(
         "INSERT INTO incident_alerts (alert_id, incident_id, opened, attached_at) VALUES (?, ?, ?, ?)",
     )?;
@@ -363,9 +374,9 @@ fn read_snapshot(c: &Connection, req: &SnapshotRequest) -> Result<TriageSnapshot
     Ok(snap)
 }
 
-/// Writes a triage changeset (see [`TriageTx::apply`]), numbering its timeline entries.
-fn write_changeset(c: &Connection, ch: &TriageChangeset) -> Result<Vec<TimelineRecord>> {
-    let now = now_micros();
+/// Writes a triage changeset (see [`TriageTx::apply`]), numbering its timeline entries;
+/// processed marks, attachments and events are stamped `now`.
+fn write_changeset(c: &Connection, ch: &TriageChangeset, now: i64) -> Result<Vec<TimelineRecord>> {
     let mut mark = c.prepare_cached(
         "INSERT INTO processed_events (event_id, processed_at) VALUES (?, ?) ON CONFLICT DO NOTHING",
     )?;
@@ -381,7 +392,7 @@ fn write_changeset(c: &Connection, ch: &TriageChangeset) -> Result<Vec<TimelineR
     for i in &ch.inserts {
         insert_row(c, i)?;
     }
-    write_links(c, &ch.links)?;
+    write_links(c, &ch.links, now)?;
     for alert_id in &ch.resolved_alerts {
         let incident_id: Option<String> = c
             .prepare_cached(
@@ -428,7 +439,7 @@ fn write_changeset(c: &Connection, ch: &TriageChangeset) -> Result<Vec<TimelineR
                 seq,
                 &e.incident_id,
                 &e.kind,
-                e.at,
+                e.at.unix_micros(),
                 &e.actor,
                 json_text(&e.data)?,
             ))?;
@@ -442,7 +453,7 @@ fn write_changeset(c: &Connection, ch: &TriageChangeset) -> Result<Vec<TimelineR
             });
         }
     }
-    conn::enqueue(c, &ch.events)?;
+    conn::enqueue(c, &ch.events, now)?;
     Ok(written)
 }
 
@@ -489,8 +500,9 @@ impl TriageTx for SqliteTriageTx {
     }
 
     async fn apply(self: Box<Self>, changes: TriageChangeset) -> Result<Vec<TimelineRecord>> {
+        let now = self.tx.now();
         self.tx
-            .commit_with(move |c| write_changeset(c, &changes))
+            .commit_with(move |c| write_changeset(c, &changes, now))
             .await
     }
 }
@@ -639,7 +651,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("triage.db");
         {
-            let before = Db::open(&path, &MIGRATIONS[..4], false).await.unwrap();
+            let before = Db::open(&path, &MIGRATIONS[..4], false, Arc::new(SystemClock))
+                .await
+                .unwrap();
             before
                 .write(|c| {
                     c.execute_batch(

@@ -34,7 +34,7 @@ pub(crate) enum Backend {
 }
 
 impl Backend {
-    async fn new(adapter: Adapter) -> Backend {
+    pub(crate) async fn new(adapter: Adapter) -> Backend {
         match adapter {
             Adapter::Sqlite => {
                 let dir = tempfile::tempdir().expect("temp dir");
@@ -180,7 +180,7 @@ pub(crate) fn entry(incident_id: &str, kind: &str, data: serde_json::Value) -> N
     NewTimelineEntry {
         incident_id: incident_id.into(),
         kind: kind.into(),
-        at: 5,
+        at: firebreak_domain::Micros::from_unix_micros(5),
         actor: "test".into(),
         data,
     }

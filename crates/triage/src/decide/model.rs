@@ -338,7 +338,7 @@ async fn scenario(store: Arc<dyn TriageStore>, ops: &[Op]) {
     assert_eq!(stored.processed, model.processed);
     assert_eq!(stored.changes, model.changes);
     // Timelines per incident, in order (numbers differ between stores; order does not).
-    let strip = |t: &[TimelineRecord]| -> BTreeMap<String, Vec<(String, String, i64, String)>> {
+    let strip = |t: &[TimelineRecord]| -> BTreeMap<String, Vec<(String, String, firebreak_domain::Micros, String)>> {
         let mut by: BTreeMap<String, Vec<_>> = BTreeMap::new();
         for e in t {
             by.entry(e.incident_id.clone()).or_default().push((
