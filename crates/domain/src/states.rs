@@ -93,7 +93,7 @@ impl RunState {
             (s, RunEvent::Fail) if !s.is_finished() => Ok(Failed),
             (Running, RunEvent::AwaitApproval) => Ok(WaitingApproval),
             (Running, RunEvent::Sleep) => Ok(Sleeping),
-            (WaitingApproval, RunEvent::Approve) => Ok(Pending),
+            (WaitingApproval, RunEvent::Approve | RunEvent::Resume) => Ok(Pending),
             (WaitingApproval, RunEvent::Reject) => Ok(Rejected),
             (state, event) => Err(Error::RunTransition {
                 action: event.verb(),
@@ -115,13 +115,17 @@ pub enum RunEvent {
     AwaitApproval,
     /// Its script sleeps durably.
     Sleep,
+    /// A person approved its plan.
     Approve,
+    /// A person rejected its plan (or its approval timed out with `on_timeout: reject`).
     Reject,
+    /// A person decided its waiting step, either way: the script resumes with the decision.
+    Resume,
 }
 
 impl RunEvent {
     /// Every event.
-    pub const ALL: [Self; 7] = [
+    pub const ALL: [Self; 8] = [
         Self::Execute,
         Self::Succeed,
         Self::Fail,
@@ -129,6 +133,7 @@ impl RunEvent {
         Self::Sleep,
         Self::Approve,
         Self::Reject,
+        Self::Resume,
     ];
 
     fn verb(self) -> &'static str {
@@ -140,6 +145,7 @@ impl RunEvent {
             Self::Sleep => "put to sleep",
             Self::Approve => "approve",
             Self::Reject => "reject",
+            Self::Resume => "resume",
         }
     }
 }
@@ -250,6 +256,7 @@ mod tests {
             (S::Running, E::Sleep, S::Sleeping),
             (S::WaitingApproval, E::Approve, S::Pending),
             (S::WaitingApproval, E::Reject, S::Rejected),
+            (S::WaitingApproval, E::Resume, S::Pending),
         ];
         for from in RunState::ALL.iter().copied() {
             for event in RunEvent::ALL {

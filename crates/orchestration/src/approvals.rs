@@ -1,6 +1,6 @@
 //! Approvals: a person (or the timeout's fallback) decides a waiting step or a plan.
 
-use firebreak_domain::{RunPhase, RunState, StepStatus};
+use firebreak_domain::{RunEvent, RunPhase, RunState, StepStatus};
 use firebreak_runbook::OnTimeout;
 use firebreak_storage::RunRecord;
 use serde_json::json;
@@ -69,12 +69,13 @@ impl Orchestration {
         let events = [run_event(&run, change, "", &detail)];
         let mut next = run.clone();
         next.wake_at = None;
+        let not_waiting = |_| DecideError::NotWaiting(run.id.clone(), run.state.to_string());
         let moved = if run.phase == RunPhase::Plan {
             if d.approved {
                 next.phase = RunPhase::Apply;
-                next.state = RunState::Pending;
+                next.state = run.state.apply(RunEvent::Approve).map_err(not_waiting)?;
             } else {
-                next.state = RunState::Rejected;
+                next.state = run.state.apply(RunEvent::Reject).map_err(not_waiting)?;
                 next.error = format!("plan rejected by {detail}");
                 next.finished_at = Some(self.now());
             }
@@ -93,7 +94,7 @@ impl Orchestration {
             decided.status = StepStatus::Done;
             decided.result = json!({ "approved": d.approved, "by": d.actor, "comment": d.comment });
             decided.at = self.now();
-            next.state = RunState::Pending;
+            next.state = run.state.apply(RunEvent::Resume).map_err(not_waiting)?;
             store
                 .transition(&next, RunState::WaitingApproval, Some(&decided), &events)
                 .await?

@@ -3,7 +3,7 @@
 use std::sync::{Arc, Mutex};
 
 use firebreak_bus::{outbox_event, streams};
-use firebreak_domain::{RunPhase, RunState, StepStatus};
+use firebreak_domain::{RunEvent, RunPhase, RunState, StepStatus};
 use firebreak_proto::v1::{self, event::Payload};
 use firebreak_runbook::{
     Execution, Mode, Outcome, PlannedStep, Recorded, Runbook, Simulator, execute, simulate,
@@ -166,7 +166,7 @@ impl Orchestration {
                     n - 1
                 );
                 tracing::error!(run = %id, runbook = %run.runbook, attempts = n - 1, "giving up a run that keeps crashing the process");
-                self.finish(&run, from, RunState::Failed, Some(&msg)).await;
+                self.finish(&run, from, RunEvent::Fail, Some(&msg)).await;
                 self.unclaim(&id);
                 self.release(&id).await;
                 None
@@ -298,16 +298,27 @@ impl Orchestration {
         true
     }
 
-    /// Moves `run` to `state` if it is still in `from`, with its events; false if it was not.
+    /// Moves `run` from `from` by `event` (the state the life cycle says, `RunState::apply`),
+    /// with `change` to its other fields and its events, if it is still in `from`; false if
+    /// it was not, or if the life cycle has no such move (logged; nothing written).
     async fn move_run(
         &self,
         run: &RunRecord,
         from: RunState,
+        event: RunEvent,
         change: impl FnOnce(&mut RunRecord),
         events: &[OutboxEvent],
     ) -> bool {
+        let to = match from.apply(event) {
+            Ok(to) => to,
+            Err(e) => {
+                tracing::error!(run = %run.id, error = %e, "a move the run's life cycle does not have");
+                return false;
+            }
+        };
         let mut next = run.clone();
         change(&mut next);
+        next.state = to;
         match self.store.transition(&next, from, None, events).await {
             Ok(moved) => moved,
             Err(e) => {
@@ -320,22 +331,14 @@ impl Orchestration {
     async fn execute_run(&self, run: RunRecord) {
         let Some(runbook) = self.catalog.get(&run.runbook).cloned() else {
             let msg = format!("runbook {} is no longer loaded", run.runbook);
-            self.finish(&run, run.state, RunState::Failed, Some(&msg))
+            self.finish(&run, run.state, RunEvent::Fail, Some(&msg))
                 .await;
             return;
         };
         if run.state != RunState::Running {
             let from = run.state;
             let moved = self
-                .move_run(
-                    &run,
-                    from,
-                    |r| {
-                        r.state = RunState::Running;
-                        r.wake_at = None;
-                    },
-                    &[],
-                )
+                .move_run(&run, from, RunEvent::Execute, |r| r.wake_at = None, &[])
                 .await;
             if !moved {
                 return;
@@ -347,7 +350,7 @@ impl Orchestration {
                 self.finish(
                     &run,
                     RunState::Running,
-                    RunState::Failed,
+                    RunEvent::Fail,
                     Some(&e.to_string()),
                 )
                 .await;
@@ -426,7 +429,7 @@ impl Orchestration {
         match outcome {
             Outcome::Succeeded { steps } => {
                 if self
-                    .finish(&run, RunState::Running, RunState::Succeeded, None)
+                    .finish(&run, RunState::Running, RunEvent::Succeed, None)
                     .await
                 {
                     tracing::info!(run = %run.id, runbook = %run.runbook, steps, "run succeeded");
@@ -434,7 +437,7 @@ impl Orchestration {
             }
             Outcome::Failed(msg) => {
                 if self
-                    .finish(&run, RunState::Running, RunState::Failed, Some(&msg))
+                    .finish(&run, RunState::Running, RunEvent::Fail, Some(&msg))
                     .await
                 {
                     tracing::warn!(run = %run.id, runbook = %run.runbook, error = %msg, "run failed");
@@ -453,10 +456,8 @@ impl Orchestration {
                 self.move_run(
                     &run,
                     RunState::Running,
-                    |r| {
-                        r.state = RunState::WaitingApproval;
-                        r.wake_at = Some(until);
-                    },
+                    RunEvent::AwaitApproval,
+                    |r| r.wake_at = Some(until),
                     &[],
                 )
                 .await;
@@ -475,10 +476,8 @@ impl Orchestration {
                 self.move_run(
                     &run,
                     RunState::Running,
-                    |r| {
-                        r.state = RunState::Sleeping;
-                        r.wake_at = Some(until);
-                    },
+                    RunEvent::Sleep,
+                    |r| r.wake_at = Some(until),
                     &[event],
                 )
                 .await;
@@ -509,7 +508,7 @@ impl Orchestration {
                 self.finish(
                     &run,
                     RunState::Running,
-                    RunState::Failed,
+                    RunEvent::Fail,
                     Some(&format!("the plan's thread failed: {e}")),
                 )
                 .await;
@@ -521,7 +520,7 @@ impl Orchestration {
             self.finish(
                 &run,
                 RunState::Running,
-                RunState::Failed,
+                RunEvent::Fail,
                 Some(&format!("planning failed: {msg}")),
             )
             .await;
@@ -533,8 +532,8 @@ impl Orchestration {
         self.move_run(
             &run,
             RunState::Running,
+            RunEvent::AwaitApproval,
             |r| {
-                r.state = RunState::WaitingApproval;
                 r.plan = plan;
                 r.wake_at = Some(until);
             },
@@ -559,9 +558,20 @@ impl Orchestration {
         &self,
         run: &RunRecord,
         from: RunState,
-        state: RunState,
+        event: RunEvent,
         error: Option<&str>,
     ) -> bool {
+        let state = match from.apply(event) {
+            Ok(state) if state.is_finished() => state,
+            Ok(state) => {
+                tracing::error!(run = %run.id, %state, "finishing a run into an unfinished state");
+                return false;
+            }
+            Err(e) => {
+                tracing::error!(run = %run.id, error = %e, "a move the run's life cycle does not have");
+                return false;
+            }
+        };
         // A script's error can be as long as the script likes: it is stored clipped, so the
         // run stays readable.
         let error = error.map(|e| crate::limits::clip(e, crate::limits::MAX_TEXT));
