@@ -4,13 +4,13 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use firebreak_domain::{Clock, SystemClock};
+use firebreak_domain::Clock;
 use sqlx::postgres::{PgBindIterExt, PgPool, PgRow};
 use sqlx::{Postgres, Row, Transaction};
 
 use super::{
-    Migration, OUTBOX, conflict, enqueue, enqueue_all, from_json, get_u32, impl_outbox, json_text,
-    lock_key,
+    Migration, OUTBOX, conflict, enqueue, enqueue_all, from_json, get_u32, impl_connect,
+    impl_outbox, json_text, lock_key,
 };
 use crate::{
     AlertKeyRow, AlertRecord, IntakeStore, IntakeTx, IntegrationRecord, OutboxEvent, Result,
@@ -79,30 +79,7 @@ pub struct PgIntakeStore {
     clock: Arc<dyn Clock>,
 }
 
-impl PgIntakeStore {
-    /// Connects to the database `url` names, creating and migrating it as needed.
-    pub async fn connect(url: &str) -> Result<Self> {
-        Self::connect_with(url, super::MAX_CONNECTIONS).await
-    }
-
-    /// [`Self::connect`] with a pool of at most `max_connections`; rows are stamped by the
-    /// system clock.
-    pub async fn connect_with(url: &str, max_connections: u32) -> Result<Self> {
-        Self::connect_with_clock(url, max_connections, Arc::new(SystemClock)).await
-    }
-
-    /// [`Self::connect_with`] with rows stamped by `clock`, the clock the services read.
-    pub async fn connect_with_clock(
-        url: &str,
-        max_connections: u32,
-        clock: Arc<dyn Clock>,
-    ) -> Result<Self> {
-        Ok(Self {
-            pool: super::open(url, "intake", MIGRATIONS, max_connections, clock.as_ref()).await?,
-            clock,
-        })
-    }
-}
+impl_connect!(PgIntakeStore, "intake", MIGRATIONS);
 
 impl_outbox!(PgIntakeStore);
 

@@ -425,6 +425,38 @@ macro_rules! impl_outbox {
 }
 pub(crate) use impl_outbox;
 
+/// `connect`, `connect_with` and `connect_with_clock` for a store with fields `pool` and
+/// `clock`, on the database of `$service`, migrated by `$migrations`.
+macro_rules! impl_connect {
+    ($store:ty, $service:literal, $migrations:expr) => {
+        impl $store {
+            /// Connects to the database `url` names, creating and migrating it as needed.
+            pub async fn connect(url: &str) -> crate::Result<Self> {
+                Self::connect_with(url, super::MAX_CONNECTIONS).await
+            }
+
+            /// [`Self::connect`] with a pool of at most `max_connections`; rows are stamped by
+            /// the system clock.
+            pub async fn connect_with(url: &str, max_connections: u32) -> crate::Result<Self> {
+                let clock = std::sync::Arc::new(firebreak_domain::SystemClock);
+                Self::connect_with_clock(url, max_connections, clock).await
+            }
+
+            /// [`Self::connect_with`] with rows stamped by `clock`, the clock the services read.
+            pub async fn connect_with_clock(
+                url: &str,
+                max_connections: u32,
+                clock: std::sync::Arc<dyn firebreak_domain::Clock>,
+            ) -> crate::Result<Self> {
+                let pool = super::open(url, $service, $migrations, max_connections, clock.as_ref())
+                    .await?;
+                Ok(Self { pool, clock })
+            }
+        }
+    };
+}
+pub(crate) use impl_connect;
+
 #[cfg(test)]
 mod tests {
     use firebreak_domain::SystemClock;

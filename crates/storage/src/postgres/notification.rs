@@ -3,12 +3,12 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use firebreak_domain::{Clock, SystemClock};
+use firebreak_domain::Clock;
 use sqlx::Row;
 use sqlx::postgres::{PgBindIterExt, PgPool, PgRow};
 
 use super::named;
-use super::{Migration, OUTBOX, from_json, get_u32, impl_outbox, json_text};
+use super::{Migration, OUTBOX, from_json, get_u32, impl_connect, impl_outbox, json_text};
 use crate::{DeliveryCursor, DeliveryRecord, NotificationStore, OutboxEvent, Result};
 use futures::TryStreamExt;
 
@@ -55,37 +55,7 @@ pub struct PgNotificationStore {
     clock: Arc<dyn Clock>,
 }
 
-impl PgNotificationStore {
-    /// Connects to the database `url` names, creating and migrating it as needed.
-    pub async fn connect(url: &str) -> Result<Self> {
-        Self::connect_with(url, super::MAX_CONNECTIONS).await
-    }
-
-    /// [`Self::connect`] with a pool of at most `max_connections`; rows are stamped by the
-    /// system clock.
-    pub async fn connect_with(url: &str, max_connections: u32) -> Result<Self> {
-        Self::connect_with_clock(url, max_connections, Arc::new(SystemClock)).await
-    }
-
-    /// [`Self::connect_with`] with rows stamped by `clock`, the clock the services read.
-    pub async fn connect_with_clock(
-        url: &str,
-        max_connections: u32,
-        clock: Arc<dyn Clock>,
-    ) -> Result<Self> {
-        Ok(Self {
-            pool: super::open(
-                url,
-                "notification",
-                MIGRATIONS,
-                max_connections,
-                clock.as_ref(),
-            )
-            .await?,
-            clock,
-        })
-    }
-}
+impl_connect!(PgNotificationStore, "notification", MIGRATIONS);
 
 impl_outbox!(PgNotificationStore);
 

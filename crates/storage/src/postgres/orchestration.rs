@@ -8,8 +8,11 @@ use sqlx::postgres::{PgBindIterExt, PgPool, PgRow};
 use sqlx::{PgConnection, Row};
 
 use super::named;
-use super::{Migration, OUTBOX, enqueue_all, from_json, get_u32, impl_outbox, json_text, lock_key};
-use firebreak_domain::{Clock, RunState, SystemClock};
+use super::{
+    Migration, OUTBOX, enqueue_all, from_json, get_u32, impl_connect, impl_outbox, json_text,
+    lock_key,
+};
+use firebreak_domain::{Clock, RunState};
 
 use crate::{JournalRecord, OrchestrationStore, OutboxEvent, Result, RunQuery, RunRecord};
 use futures::TryStreamExt;
@@ -83,37 +86,7 @@ pub struct PgOrchestrationStore {
     clock: Arc<dyn Clock>,
 }
 
-impl PgOrchestrationStore {
-    /// Connects to the database `url` names, creating and migrating it as needed.
-    pub async fn connect(url: &str) -> Result<Self> {
-        Self::connect_with(url, super::MAX_CONNECTIONS).await
-    }
-
-    /// [`Self::connect`] with a pool of at most `max_connections`; rows are stamped by the
-    /// system clock.
-    pub async fn connect_with(url: &str, max_connections: u32) -> Result<Self> {
-        Self::connect_with_clock(url, max_connections, Arc::new(SystemClock)).await
-    }
-
-    /// [`Self::connect_with`] with rows stamped by `clock`, the clock the services read.
-    pub async fn connect_with_clock(
-        url: &str,
-        max_connections: u32,
-        clock: Arc<dyn Clock>,
-    ) -> Result<Self> {
-        Ok(Self {
-            pool: super::open(
-                url,
-                "orchestration",
-                MIGRATIONS,
-                max_connections,
-                clock.as_ref(),
-            )
-            .await?,
-            clock,
-        })
-    }
-}
+impl_connect!(PgOrchestrationStore, "orchestration", MIGRATIONS);
 
 impl_outbox!(PgOrchestrationStore);
 

@@ -3,12 +3,14 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use firebreak_domain::{Clock, Micros, SystemClock};
+use firebreak_domain::{Clock, Micros};
 use sqlx::postgres::{PgBindIterExt, PgPool, PgRow};
 use sqlx::{PgConnection, Postgres, Row, Transaction};
 
 use super::named;
-use super::{Migration, OUTBOX, conflict, from_json, get_u32, impl_outbox, json_text};
+use super::{
+    Migration, OUTBOX, conflict, from_json, get_u32, impl_connect, impl_outbox, json_text,
+};
 use crate::{
     AlertLink, ChangeRecord, Error, IncidentCursor, IncidentRecord, Result, SnapshotRequest,
     TimelineRecord, TriageChangeset, TriageSnapshot, TriageStore, TriageTx,
@@ -107,30 +109,7 @@ pub struct PgTriageStore {
     clock: Arc<dyn Clock>,
 }
 
-impl PgTriageStore {
-    /// Connects to the database `url` names, creating and migrating it as needed.
-    pub async fn connect(url: &str) -> Result<Self> {
-        Self::connect_with(url, super::MAX_CONNECTIONS).await
-    }
-
-    /// [`Self::connect`] with a pool of at most `max_connections`; rows are stamped by the
-    /// system clock.
-    pub async fn connect_with(url: &str, max_connections: u32) -> Result<Self> {
-        Self::connect_with_clock(url, max_connections, Arc::new(SystemClock)).await
-    }
-
-    /// [`Self::connect_with`] with rows stamped by `clock`, the clock the services read.
-    pub async fn connect_with_clock(
-        url: &str,
-        max_connections: u32,
-        clock: Arc<dyn Clock>,
-    ) -> Result<Self> {
-        Ok(Self {
-            pool: super::open(url, "triage", MIGRATIONS, max_connections, clock.as_ref()).await?,
-            clock,
-        })
-    }
-}
+impl_connect!(PgTriageStore, "triage", MIGRATIONS);
 
 impl_outbox!(PgTriageStore);
 

@@ -1,13 +1,9 @@
 //! The embedded bus's durable log in SQLite: streams, consumer cursors, parked messages.
 
-use std::path::Path;
-use std::sync::Arc;
-
 use async_trait::async_trait;
-use firebreak_domain::{Clock, SystemClock};
 
-use super::Migration;
 use super::conn::Db;
+use super::{Migration, impl_open};
 use crate::{BusLog, BusMessage, ParkedRecord, Result};
 
 const MIGRATIONS: &[Migration] = &[
@@ -71,24 +67,7 @@ pub struct SqliteBusLog {
     db: Db,
 }
 
-impl SqliteBusLog {
-    /// Opens `path`, creating and migrating it as needed; rows are stamped by the system
-    /// clock.
-    pub async fn open(path: &Path, durable_fsync: bool) -> Result<Self> {
-        Self::open_with_clock(path, durable_fsync, Arc::new(SystemClock)).await
-    }
-
-    /// [`Self::open`] with rows stamped by `clock`, the clock the services read.
-    pub async fn open_with_clock(
-        path: &Path,
-        durable_fsync: bool,
-        clock: Arc<dyn Clock>,
-    ) -> Result<Self> {
-        Ok(Self {
-            db: Db::open(path, MIGRATIONS, durable_fsync, clock).await?,
-        })
-    }
-}
+impl_open!(SqliteBusLog, MIGRATIONS);
 
 const APPEND: &str = "INSERT INTO messages (stream, id, subject, payload, appended_at)
     VALUES (?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING";

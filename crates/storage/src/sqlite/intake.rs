@@ -1,15 +1,11 @@
 //! Intake's tables in SQLite: alerts.
 
-use std::path::Path;
-use std::sync::Arc;
-
 use async_trait::async_trait;
-use firebreak_domain::{Clock, SystemClock};
 use rusqlite::{Connection, OptionalExtension};
 
 use super::conn::{self, Db, Tx};
-use super::impl_outbox;
 use super::{Migration, OUTBOX, OUTBOX_READ_IN_PLACE, from_json, json_text};
+use super::{impl_open, impl_outbox};
 use crate::{
     AlertKeyRow, AlertRecord, IntakeStore, IntakeTx, IntegrationRecord, OutboxEvent, Result,
 };
@@ -84,24 +80,7 @@ pub struct SqliteIntakeStore {
     db: Db,
 }
 
-impl SqliteIntakeStore {
-    /// Opens `path`, creating and migrating it as needed; rows are stamped by the system
-    /// clock.
-    pub async fn open(path: &Path, durable_fsync: bool) -> Result<Self> {
-        Self::open_with_clock(path, durable_fsync, Arc::new(SystemClock)).await
-    }
-
-    /// [`Self::open`] with rows stamped by `clock`, the clock the services read.
-    pub async fn open_with_clock(
-        path: &Path,
-        durable_fsync: bool,
-        clock: Arc<dyn Clock>,
-    ) -> Result<Self> {
-        Ok(Self {
-            db: Db::open(path, MIGRATIONS, durable_fsync, clock).await?,
-        })
-    }
-}
+impl_open!(SqliteIntakeStore, MIGRATIONS);
 
 impl_outbox!(SqliteIntakeStore);
 

@@ -126,3 +126,37 @@ macro_rules! impl_outbox {
     };
 }
 pub(crate) use impl_outbox;
+
+/// `open` and `open_with_clock` for a store on a [`conn::Db`] field named `db`, migrated by
+/// `$migrations`; each `on_open` statement then runs in one write before the store is handed
+/// out.
+macro_rules! impl_open {
+    ($store:ty, $migrations:expr $(, on_open: $sql:expr)?) => {
+        impl $store {
+            /// Opens `path`, creating and migrating it as needed; rows are stamped by the
+            /// system clock.
+            pub async fn open(path: &std::path::Path, durable_fsync: bool) -> crate::Result<Self> {
+                let clock = std::sync::Arc::new(firebreak_domain::SystemClock);
+                Self::open_with_clock(path, durable_fsync, clock).await
+            }
+
+            /// [`Self::open`] with rows stamped by `clock`, the clock the services read.
+            pub async fn open_with_clock(
+                path: &std::path::Path,
+                durable_fsync: bool,
+                clock: std::sync::Arc<dyn firebreak_domain::Clock>,
+            ) -> crate::Result<Self> {
+                let db = super::conn::Db::open(path, $migrations, durable_fsync, clock).await?;
+                $(
+                    db.write(|tx| {
+                        tx.execute($sql, [])?;
+                        Ok(())
+                    })
+                    .await?;
+                )?
+                Ok(Self { db })
+            }
+        }
+    };
+}
+pub(crate) use impl_open;

@@ -1,16 +1,12 @@
 //! Notification's tables in SQLite: deliveries.
 
-use std::path::Path;
-use std::sync::Arc;
-
 use async_trait::async_trait;
-use firebreak_domain::{Clock, SystemClock};
 use rusqlite::Row;
 
 use super::conn::{self, Db};
-use super::impl_outbox;
 use super::named;
 use super::{Migration, OUTBOX, OUTBOX_READ_IN_PLACE, json_text};
+use super::{impl_open, impl_outbox};
 use crate::{DeliveryCursor, DeliveryRecord, NotificationStore, OutboxEvent, Result};
 
 const MIGRATIONS: &[Migration] = &[
@@ -90,33 +86,13 @@ pub struct SqliteNotificationStore {
     db: Db,
 }
 
-impl SqliteNotificationStore {
-    /// Opens `path`, creating and migrating it as needed; rows are stamped by the system
-    /// clock.
-    pub async fn open(path: &Path, durable_fsync: bool) -> Result<Self> {
-        Self::open_with_clock(path, durable_fsync, Arc::new(SystemClock)).await
-    }
-
-    /// [`Self::open`] with rows stamped by `clock`, the clock the services read.
-    pub async fn open_with_clock(
-        path: &Path,
-        durable_fsync: bool,
-        clock: Arc<dyn Clock>,
-    ) -> Result<Self> {
-        let db = Db::open(path, MIGRATIONS, durable_fsync, clock).await?;
-        // An embedded database belongs to one process (the app locks its data directory):
-        // a claim found here was left by a crashed process and is void.
-        db.write(|tx| {
-            tx.execute(
-                "UPDATE deliveries SET lease_until = NULL WHERE lease_until IS NOT NULL",
-                [],
-            )?;
-            Ok(())
-        })
-        .await?;
-        Ok(Self { db })
-    }
-}
+// An embedded database belongs to one process (the app locks its data directory):
+// a claim found here was left by a crashed process and is void.
+impl_open!(
+    SqliteNotificationStore,
+    MIGRATIONS,
+    on_open: "UPDATE deliveries SET lease_until = NULL WHERE lease_until IS NOT NULL"
+);
 
 impl_outbox!(SqliteNotificationStore);
 

@@ -1,16 +1,13 @@
 //! Orchestration's tables in SQLite: runs, the run journal and run logs.
 
-use std::path::Path;
-use std::sync::Arc;
-
 use async_trait::async_trait;
 use rusqlite::{Connection, OptionalExtension, Row};
 
 use super::conn::{self, Db};
-use super::impl_outbox;
 use super::named;
 use super::{Migration, OUTBOX, OUTBOX_READ_IN_PLACE, json_text};
-use firebreak_domain::{Clock, RunState, SystemClock};
+use super::{impl_open, impl_outbox};
+use firebreak_domain::RunState;
 
 use crate::{JournalRecord, OrchestrationStore, OutboxEvent, Result, RunQuery, RunRecord};
 
@@ -91,33 +88,13 @@ pub struct SqliteOrchestrationStore {
     db: Db,
 }
 
-impl SqliteOrchestrationStore {
-    /// Opens `path`, creating and migrating it as needed; rows are stamped by the system
-    /// clock.
-    pub async fn open(path: &Path, durable_fsync: bool) -> Result<Self> {
-        Self::open_with_clock(path, durable_fsync, Arc::new(SystemClock)).await
-    }
-
-    /// [`Self::open`] with rows stamped by `clock`, the clock the services read.
-    pub async fn open_with_clock(
-        path: &Path,
-        durable_fsync: bool,
-        clock: Arc<dyn Clock>,
-    ) -> Result<Self> {
-        let db = Db::open(path, MIGRATIONS, durable_fsync, clock).await?;
-        // An embedded database belongs to one process (the app locks its data directory):
-        // a lease found here was left by a crashed process and is void.
-        db.write(|tx| {
-            tx.execute(
-                "UPDATE runs SET lease_owner = NULL, lease_until = NULL WHERE lease_owner IS NOT NULL",
-                [],
-            )?;
-            Ok(())
-        })
-        .await?;
-        Ok(Self { db })
-    }
-}
+// An embedded database belongs to one process (the app locks its data directory):
+// a lease found here was left by a crashed process and is void.
+impl_open!(
+    SqliteOrchestrationStore,
+    MIGRATIONS,
+    on_open: "UPDATE runs SET lease_owner = NULL, lease_until = NULL WHERE lease_owner IS NOT NULL"
+);
 
 impl_outbox!(SqliteOrchestrationStore);
 

@@ -1,17 +1,15 @@
 //! Triage's tables in SQLite: incidents, the alerts attached to them, the timeline.
 
 use std::collections::HashMap;
-use std::path::Path;
-use std::sync::Arc;
 
 use async_trait::async_trait;
-use firebreak_domain::{Clock, Micros, SystemClock};
+use firebreak_domain::Micros;
 use rusqlite::{Connection, OptionalExtension};
 
 use super::conn::{self, Db, Tx};
-use super::impl_outbox;
 use super::named;
 use super::{Migration, OUTBOX, OUTBOX_READ_IN_PLACE, from_json, json_text};
+use super::{impl_open, impl_outbox};
 use crate::{
     AlertLink, ChangeRecord, Error, IncidentCursor, IncidentRecord, Result, SnapshotRequest,
     TimelineRecord, TriageChangeset, TriageSnapshot, TriageStore, TriageTx,
@@ -135,24 +133,7 @@ pub struct SqliteTriageStore {
     db: Db,
 }
 
-impl SqliteTriageStore {
-    /// Opens `path`, creating and migrating it as needed; rows are stamped by the system
-    /// clock.
-    pub async fn open(path: &Path, durable_fsync: bool) -> Result<Self> {
-        Self::open_with_clock(path, durable_fsync, Arc::new(SystemClock)).await
-    }
-
-    /// [`Self::open`] with rows stamped by `clock`, the clock the services read.
-    pub async fn open_with_clock(
-        path: &Path,
-        durable_fsync: bool,
-        clock: Arc<dyn Clock>,
-    ) -> Result<Self> {
-        Ok(Self {
-            db: Db::open(path, MIGRATIONS, durable_fsync, clock).await?,
-        })
-    }
-}
+impl_open!(SqliteTriageStore, MIGRATIONS);
 
 impl_outbox!(SqliteTriageStore);
 
@@ -613,6 +594,10 @@ impl IncidentRow {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+
+    use firebreak_domain::SystemClock;
+
     use super::*;
     use crate::TriageStore;
 
