@@ -63,6 +63,57 @@ pub(crate) fn verify(
     Ok(backfill)
 }
 
+/// What both adapters' migration tests check.
+#[cfg(test)]
+pub(crate) mod testing {
+    use super::Migration;
+    use crate::Error;
+
+    /// What the bookkeeping table holds once `migrations` are applied: each version with the
+    /// checksum of its text.
+    pub(crate) fn checksums(migrations: &[Migration]) -> Vec<(i64, Option<String>)> {
+        migrations
+            .iter()
+            .map(|m| (m.version, Some(m.checksum())))
+            .collect()
+    }
+
+    /// Asserts that `refused` refuses `edited`, applied earlier as `applied`, naming
+    /// `service`, the version and both checksums (in its fields and its message).
+    pub(crate) fn assert_refused_edit(
+        refused: Option<&Error>,
+        service: &str,
+        applied: &Migration,
+        edited: &Migration,
+    ) {
+        let Some(
+            e @ Error::MigrationEdited {
+                service: named,
+                version,
+                applied: recorded,
+                code,
+            },
+        ) = refused
+        else {
+            panic!("not refused: {refused:?}");
+        };
+        assert_eq!(
+            (named.as_str(), *version, recorded, code),
+            (
+                service,
+                edited.version,
+                &applied.checksum(),
+                &edited.checksum()
+            )
+        );
+        let message = e.to_string();
+        assert!(
+            message.contains(service) && message.contains(recorded) && message.contains(code),
+            "{message}"
+        );
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -462,6 +462,7 @@ mod tests {
     use firebreak_domain::SystemClock;
 
     use super::*;
+    use crate::migration::testing::{assert_refused_edit, checksums};
 
     #[test]
     fn lock_keys_are_stable_and_keep_parts_apart() {
@@ -506,13 +507,6 @@ mod tests {
         rows
     }
 
-    fn checksums(migrations: &[Migration]) -> Vec<(i64, Option<String>)> {
-        migrations
-            .iter()
-            .map(|m| (m.version, Some(m.checksum())))
-            .collect()
-    }
-
     /// Opening with a migration edited since it was applied is refused, naming the service,
     /// the version and both checksums; the texts as applied open as before.
     #[tokio::test]
@@ -526,24 +520,7 @@ mod tests {
         assert_eq!(recorded(&db.url).await, checksums(APPLIED));
 
         let refused = open(&db.url, "triage", EDITED, 2, &SystemClock).await.err();
-        let Some(Error::MigrationEdited {
-            service,
-            version,
-            applied,
-            code,
-        }) = &refused
-        else {
-            panic!("not refused: {refused:?}");
-        };
-        assert_eq!(
-            (service.as_str(), *version, applied, code),
-            ("triage", 2, &APPLIED[1].checksum(), &EDITED[1].checksum())
-        );
-        let message = refused.as_ref().unwrap().to_string();
-        assert!(
-            message.contains("triage") && message.contains(applied) && message.contains(code),
-            "{message}"
-        );
+        assert_refused_edit(refused.as_ref(), "triage", &APPLIED[1], &EDITED[1]);
         // Refusing changed nothing.
         assert_eq!(recorded(&db.url).await, checksums(APPLIED));
 

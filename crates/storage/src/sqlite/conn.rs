@@ -544,6 +544,7 @@ mod tests {
     use firebreak_domain::SystemClock;
 
     use super::*;
+    use crate::migration::testing::{assert_refused_edit, checksums};
 
     const SCHEMA: &[Migration] = &[Migration {
         version: 1,
@@ -697,13 +698,6 @@ mod tests {
             .unwrap()
     }
 
-    fn checksums(migrations: &[Migration]) -> Vec<(i64, Option<String>)> {
-        migrations
-            .iter()
-            .map(|m| (m.version, Some(m.checksum())))
-            .collect()
-    }
-
     /// Opening with a migration edited since it was applied is refused, naming the database,
     /// the version and both checksums; the texts as applied open as before.
     #[tokio::test]
@@ -720,29 +714,7 @@ mod tests {
         let refused = Db::open(&path, EDITED, false, Arc::new(SystemClock))
             .await
             .err();
-        let Some(Error::MigrationEdited {
-            service,
-            version,
-            applied,
-            code,
-        }) = &refused
-        else {
-            panic!("not refused: {refused:?}");
-        };
-        assert_eq!(
-            (service.as_str(), *version, applied, code),
-            (
-                "triage.db",
-                2,
-                &APPLIED[1].checksum(),
-                &EDITED[1].checksum()
-            )
-        );
-        let message = refused.as_ref().unwrap().to_string();
-        assert!(
-            message.contains("triage.db") && message.contains(applied) && message.contains(code),
-            "{message}"
-        );
+        assert_refused_edit(refused.as_ref(), "triage.db", &APPLIED[1], &EDITED[1]);
         // Refusing changed nothing.
         assert_eq!(recorded(&path), checksums(APPLIED));
 
