@@ -14,6 +14,8 @@ pub(crate) enum Error {
     Storage(#[from] firebreak_storage::Error),
 }
 
+/// Callers hear [`ServiceError::caller_message`]'s default: an error in their request in its
+/// own words; a storage fault (wrapped transparently) in general ones.
 impl ServiceError for Error {
     fn error_code(&self) -> ErrorCode {
         match self {
@@ -21,17 +23,29 @@ impl ServiceError for Error {
             Self::Storage(e) => e.error_code(),
         }
     }
-
-    fn caller_message(&self) -> String {
-        match self {
-            Self::Storage(e) => e.caller_message(),
-            other => other.to_string(),
-        }
-    }
 }
 
-impl From<Error> for tonic::Status {
-    fn from(e: Error) -> Self {
-        firebreak_proto::status(&e)
+firebreak_proto::impl_into_status!(Error);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn storage_text_does_not_reach_a_caller() {
+        let e = Error::Storage(firebreak_storage::Error::Corrupt(
+            "deliveries.state \"bogus\" at row 17".into(),
+        ));
+        let status = tonic::Status::from(e);
+        assert_eq!(status.code(), tonic::Code::Internal);
+        assert_eq!(status.message(), "internal error");
+        let status = tonic::Status::from(Error::Invalid("channel: unknown kind".into()));
+        assert_eq!(status.code(), tonic::Code::InvalidArgument);
+        assert_eq!(status.message(), "channel: unknown kind");
+        let conflict = Error::Storage(firebreak_storage::Error::Conflict("delivery d-1".into()));
+        assert_eq!(
+            tonic::Status::from(conflict).message(),
+            "conflict: delivery d-1"
+        );
     }
 }

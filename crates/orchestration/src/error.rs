@@ -70,11 +70,7 @@ impl ServiceError for DecideError {
     }
 }
 
-impl From<Error> for tonic::Status {
-    fn from(e: Error) -> Self {
-        firebreak_proto::status(&e)
-    }
-}
+firebreak_proto::impl_into_status!(Error);
 
 #[cfg(test)]
 mod tests {

@@ -111,6 +111,19 @@ pub fn status<E: ServiceError + ?Sized>(e: &E) -> tonic::Status {
     tonic::Status::new(grpc_code(code), e.caller_message())
 }
 
+/// `From<$error> for tonic::Status`, through [`status`]: how a server's error type becomes
+/// the status its callers hear.
+#[macro_export]
+macro_rules! impl_into_status {
+    ($error:ty) => {
+        impl From<$error> for ::tonic::Status {
+            fn from(e: $error) -> Self {
+                $crate::status(&e)
+            }
+        }
+    };
+}
+
 /// Encodes an event envelope for the bus.
 pub fn encode_event(event: &v1::Event) -> Vec<u8> {
     prost::Message::encode_to_vec(event)

@@ -17,20 +17,14 @@ pub enum Error {
     Storage(#[from] firebreak_storage::Error),
 }
 
+/// Callers hear [`ServiceError::caller_message`]'s default: an error in their request in its
+/// own words; a storage fault (wrapped transparently) in general ones.
 impl ServiceError for Error {
     fn error_code(&self) -> ErrorCode {
         match self {
             Self::Domain(e) => e.error_code(),
             Self::NotFound(_) | Self::ChangeNotFound(_) => ErrorCode::NotFound,
             Self::Storage(e) => e.error_code(),
-        }
-    }
-
-    fn caller_message(&self) -> String {
-        match self {
-            Self::Domain(e) => e.caller_message(),
-            Self::Storage(e) => e.caller_message(),
-            other => other.to_string(),
         }
     }
 }
@@ -46,11 +40,7 @@ impl Error {
     }
 }
 
-impl From<Error> for tonic::Status {
-    fn from(e: Error) -> Self {
-        firebreak_proto::status(&e)
-    }
-}
+firebreak_proto::impl_into_status!(Error);
 
 #[cfg(test)]
 mod tests {
