@@ -163,6 +163,20 @@ pub struct NewTimelineEntry {
     pub data: serde_json::Value,
 }
 
+impl NewTimelineEntry {
+    /// The entry as stored under `seq`.
+    pub(crate) fn recorded(&self, seq: i64) -> TimelineRecord {
+        TimelineRecord {
+            seq,
+            incident_id: self.incident_id.clone(),
+            kind: self.kind.clone(),
+            at: self.at,
+            actor: self.actor.clone(),
+            data: self.data.clone(),
+        }
+    }
+}
+
 /// A stored timeline entry.
 #[derive(Debug, Clone, PartialEq)]
 pub struct TimelineRecord {

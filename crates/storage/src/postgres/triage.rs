@@ -486,14 +486,7 @@ impl PgTriageTx {
         Ok(entries
             .iter()
             .zip(seqs)
-            .map(|(e, seq)| TimelineRecord {
-                seq,
-                incident_id: e.incident_id.clone(),
-                kind: e.kind.clone(),
-                at: e.at,
-                actor: e.actor.clone(),
-                data: e.data.clone(),
-            })
+            .map(|(e, seq)| e.recorded(seq))
             .collect())
     }
 }

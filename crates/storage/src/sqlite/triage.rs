@@ -424,14 +424,7 @@ fn write_changeset(c: &Connection, ch: &TriageChangeset, now: i64) -> Result<Vec
                 &e.actor,
                 json_text(&e.data)?,
             ))?;
-            written.push(TimelineRecord {
-                seq,
-                incident_id: e.incident_id.clone(),
-                kind: e.kind.clone(),
-                at: e.at,
-                actor: e.actor.clone(),
-                data: e.data.clone(),
-            });
+            written.push(e.recorded(seq));
         }
     }
     conn::enqueue(c, &ch.events, now)?;
