@@ -16,8 +16,8 @@ use std::time::Instant;
 use firebreak_storage::postgres::{PgIntakeStore, PgNotificationStore, PgTriageStore};
 use firebreak_storage::{
     AlertLink, AlertRecord, DeliveryRecord, Error, IncidentRecord, IncidentUpdate, IntakeStore,
-    NewTimelineEntry, NotificationStore, OutboxEvent, SnapshotRequest, TriageChangeset,
-    TriageStore,
+    NewIncident, NewTimelineEntry, NotificationStore, OutboxEvent, SnapshotRequest,
+    TriageChangeset, TriageStore,
 };
 use firebreak_testkit::postgres::TestDatabase;
 use serde_json::json;
@@ -165,7 +165,7 @@ async fn relay(store: &dyn firebreak_storage::Outbox, what: &str) {
 }
 
 fn new_incident(id: String, key: &str) -> IncidentRecord {
-    IncidentRecord {
+    IncidentRecord::from(NewIncident {
         id,
         title: "HighLatency".into(),
         description: String::new(),
@@ -173,20 +173,11 @@ fn new_incident(id: String, key: &str) -> IncidentRecord {
         severity: 2,
         priority: 2,
         urgency: "high".parse().unwrap(),
-        state: "open".parse().unwrap(),
         dedup_key: key.into(),
-        alert_count: 1,
         labels: BTreeMap::from([("env".into(), "prod".into())]),
         source: "prometheus".into(),
         opened_at: 1,
-        acknowledged_at: None,
-        resolved_at: None,
-        closed_at: None,
-        resolution_summary: String::new(),
-        root_cause: String::new(),
-        review: String::new(),
-        updated_at: 1,
-    }
+    })
 }
 
 fn entry(incident: &str, kind: &str) -> NewTimelineEntry {

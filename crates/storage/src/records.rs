@@ -78,6 +78,51 @@ pub struct IntegrationRecord {
     pub created_at: i64,
 }
 
+/// What an incident is opened with (triage); the rest of its record follows from being new.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewIncident {
+    pub id: String,
+    pub title: String,
+    pub description: String,
+    pub category: String,
+    pub severity: u32,
+    pub priority: u32,
+    pub urgency: Urgency,
+    pub dedup_key: String,
+    pub labels: BTreeMap<String, String>,
+    pub source: String,
+    pub opened_at: i64,
+}
+
+/// An incident as opened: `Open`, with its first alert, updated when opened, nothing
+/// acknowledged, resolved or closed, and no resolution, root cause or review yet.
+impl From<NewIncident> for IncidentRecord {
+    fn from(n: NewIncident) -> Self {
+        Self {
+            id: n.id,
+            title: n.title,
+            description: n.description,
+            category: n.category,
+            severity: n.severity,
+            priority: n.priority,
+            urgency: n.urgency,
+            state: IncidentState::Open,
+            dedup_key: n.dedup_key,
+            alert_count: 1,
+            labels: n.labels,
+            source: n.source,
+            opened_at: n.opened_at,
+            acknowledged_at: None,
+            resolved_at: None,
+            closed_at: None,
+            resolution_summary: String::new(),
+            root_cause: String::new(),
+            review: String::new(),
+            updated_at: n.opened_at,
+        }
+    }
+}
+
 /// A stored incident (triage).
 #[derive(Debug, Clone, PartialEq)]
 pub struct IncidentRecord {

@@ -25,8 +25,8 @@ use firebreak_domain::{
 };
 use firebreak_proto::v1;
 use firebreak_storage::{
-    AlertLink, ChangeRecord, IncidentRecord, IncidentUpdate, NewTimelineEntry, SnapshotRequest,
-    TimelineRecord, TriageChangeset, TriageSnapshot,
+    AlertLink, ChangeRecord, IncidentRecord, IncidentUpdate, NewIncident, NewTimelineEntry,
+    SnapshotRequest, TimelineRecord, TriageChangeset, TriageSnapshot,
 };
 use serde_json::json;
 
@@ -399,7 +399,7 @@ impl<'s> Work<'s> {
             });
             return Ok(());
         }
-        let inc = IncidentRecord {
+        let inc = IncidentRecord::from(NewIncident {
             id: (ctx.new_id)(),
             title: signal.title.clone(),
             description: signal.description.clone(),
@@ -407,20 +407,11 @@ impl<'s> Work<'s> {
             severity: u32::from(class.severity.level()),
             priority: u32::from(class.priority.level()),
             urgency: class.urgency,
-            state: IncidentState::Open,
             dedup_key: signal.dedup_key.clone(),
-            alert_count: 1,
             labels: signal.labels.clone(),
             source: signal.source.clone(),
             opened_at: now,
-            acknowledged_at: None,
-            resolved_at: None,
-            closed_at: None,
-            resolution_summary: String::new(),
-            root_cause: String::new(),
-            review: String::new(),
-            updated_at: now,
-        };
+        });
         let id = inc.id.clone();
         let opened = with_origin(
             json!({

@@ -12,8 +12,9 @@ use firebreak_storage::sqlite::{
 };
 use firebreak_storage::{
     AlertLink, AlertRecord, DeliveryRecord, IncidentRecord, IncidentUpdate, IntakeStore,
-    JournalRecord, NewTimelineEntry, NotificationStore, OrchestrationStore, OutboxEvent, RunRecord,
-    SnapshotRequest, TimelineRecord, TriageChangeset, TriageSnapshot, TriageStore,
+    JournalRecord, NewIncident, NewTimelineEntry, NotificationStore, OrchestrationStore,
+    OutboxEvent, RunRecord, SnapshotRequest, TimelineRecord, TriageChangeset, TriageSnapshot,
+    TriageStore,
 };
 use firebreak_testkit::postgres::TestDatabase;
 use sqlx::Connection;
@@ -153,26 +154,20 @@ pub(crate) fn alert(id: &str) -> AlertRecord {
 
 pub(crate) fn incident(id: &str, key: &str, state: &str) -> IncidentRecord {
     IncidentRecord {
-        id: id.into(),
-        title: "t".into(),
-        description: String::new(),
-        category: "uncategorized".into(),
-        severity: 3,
-        priority: 3,
-        urgency: "medium".parse().unwrap(),
         state: state.parse().unwrap(),
-        dedup_key: key.into(),
-        alert_count: 1,
-        labels: BTreeMap::from([("service".into(), "api".into())]),
-        source: "test".into(),
-        opened_at: 1,
-        acknowledged_at: None,
-        resolved_at: None,
-        closed_at: None,
-        resolution_summary: String::new(),
-        root_cause: String::new(),
-        review: String::new(),
-        updated_at: 1,
+        ..IncidentRecord::from(NewIncident {
+            id: id.into(),
+            title: "t".into(),
+            description: String::new(),
+            category: "uncategorized".into(),
+            severity: 3,
+            priority: 3,
+            urgency: "medium".parse().unwrap(),
+            dedup_key: key.into(),
+            labels: BTreeMap::from([("service".into(), "api".into())]),
+            source: "test".into(),
+            opened_at: 1,
+        })
     }
 }
 

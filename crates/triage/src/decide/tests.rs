@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 
 use firebreak_domain::{Action, Taxonomy};
 use firebreak_proto::v1;
-use firebreak_storage::{AlertLink, ChangeRecord, IncidentRecord, TriageSnapshot};
+use firebreak_storage::{AlertLink, ChangeRecord, IncidentRecord, NewIncident, TriageSnapshot};
 
 use super::*;
 
@@ -30,26 +30,20 @@ fn alert(alert_id: &str, key: &str, severity: u32) -> Input {
 
 fn incident(n: u32, key: &str, state: &str, severity: u32) -> IncidentRecord {
     IncidentRecord {
-        id: id(n),
-        title: format!("{key} is down"),
-        description: String::new(),
-        category: "service-outage".into(),
-        severity,
-        priority: 3,
-        urgency: firebreak_domain::Urgency::Medium,
         state: state.parse().unwrap(),
-        dedup_key: key.into(),
-        alert_count: 1,
-        labels: BTreeMap::new(),
-        source: "test".into(),
-        opened_at: NOW - 1_000,
-        acknowledged_at: None,
-        resolved_at: None,
-        closed_at: None,
-        resolution_summary: String::new(),
-        root_cause: String::new(),
-        review: String::new(),
-        updated_at: NOW - 1_000,
+        ..IncidentRecord::from(NewIncident {
+            id: id(n),
+            title: format!("{key} is down"),
+            description: String::new(),
+            category: "service-outage".into(),
+            severity,
+            priority: 3,
+            urgency: firebreak_domain::Urgency::Medium,
+            dedup_key: key.into(),
+            labels: BTreeMap::new(),
+            source: "test".into(),
+            opened_at: NOW - 1_000,
+        })
     }
 }
 
