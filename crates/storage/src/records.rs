@@ -85,7 +85,9 @@ pub struct NewIncident {
     pub title: String,
     pub description: String,
     pub category: String,
+    /// Its `Severity`'s level, 1 to 5.
     pub severity: u32,
+    /// Its `Priority`'s level, 1 to 5.
     pub priority: u32,
     pub urgency: Urgency,
     pub dedup_key: String,
