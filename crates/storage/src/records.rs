@@ -258,6 +258,9 @@ pub struct SnapshotRequest {
     pub incident_ids: Vec<String>,
     /// Also the incidents the alerts in `alert_ids` are attached to.
     pub incidents_of_alerts: bool,
+    /// Also count the unresolved alerts of the incidents read (a cleared alert's decision
+    /// needs them; nothing else does, so the reads of the other inputs stay one per kind).
+    pub count_unresolved: bool,
     /// Events whose processed mark is wanted.
     pub event_ids: Vec<String>,
 }
@@ -273,7 +276,8 @@ pub struct TriageSnapshot {
     pub active: HashMap<String, IncidentRecord>,
     /// Incidents by id: those asked for (and those of the alerts, when asked) that exist.
     pub incidents: HashMap<String, IncidentRecord>,
-    /// How many of its alerts have not cleared, for each incident in `incidents`.
+    /// How many of its alerts have not cleared, for each incident in `incidents` (when the
+    /// request asked for the counts).
     pub unresolved: HashMap<String, i64>,
     /// Events among those asked for that were handled before.
     pub processed: HashSet<String>,

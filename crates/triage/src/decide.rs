@@ -197,6 +197,7 @@ pub(crate) fn request_for(inputs: &[Input]) -> SnapshotRequest {
             } => {
                 r.alert_ids.push(alert_id.clone());
                 r.incidents_of_alerts = true;
+                r.count_unresolved = true;
                 r.event_ids.push(event_id.clone());
             }
             Input::Change { change, .. } => r.event_ids.push(change.id.clone()),

@@ -353,9 +353,13 @@ impl PgTriageTx {
                     .await?;
             for r in &rows {
                 let i = incident_row(r)?;
-                snap.unresolved.insert(i.id.clone(), 0);
+                if req.count_unresolved {
+                    snap.unresolved.insert(i.id.clone(), 0);
+                }
                 snap.incidents.insert(i.id.clone(), i);
             }
+        }
+        if !ids.is_empty() && req.count_unresolved {
             // Counted in a statement after the locks were granted: it sees what the
             // transactions that held them committed.
             let rows = sqlx::query(

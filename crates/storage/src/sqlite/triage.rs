@@ -334,16 +334,26 @@ fn read_snapshot(c: &Connection, req: &SnapshotRequest) -> Result<TriageSnapshot
     ids.dedup();
     for id in ids {
         if let Some(i) = incident_by_id(c, id)? {
-            let open: i64 = c
-                .prepare_cached("SELECT count FROM unresolved_alerts WHERE incident_id = ?")?
-                .query_row([id], |r| r.get(0))
-                .optional()?
-                .unwrap_or(0);
-            snap.unresolved.insert(i.id.clone(), open);
+            if req.count_unresolved {
+                let open: i64 = c
+                    .prepare_cached("SELECT count FROM unresolved_alerts WHERE incident_id = ?")?
+                    .query_row([id], |r| r.get(0))
+                    .optional()?
+                    .unwrap_or(0);
+                snap.unresolved.insert(i.id.clone(), open);
+            }
             snap.incidents.insert(i.id.clone(), i);
         }
     }
-    if !req.event_ids.is_empty() {
+    if let [id] = req.event_ids.as_slice() {
+        // One event (every input but an alert batch): a lookup, not a JSON list.
+        let seen = c
+            .prepare_cached("SELECT 1 FROM processed_events WHERE event_id = ?")?
+            .exists([id])?;
+        if seen {
+            snap.processed.insert(id.clone());
+        }
+    } else if !req.event_ids.is_empty() {
         let ids = json_text(&req.event_ids)?;
         let mut seen = c.prepare_cached(
             "SELECT event_id FROM processed_events WHERE event_id IN (SELECT value FROM json_each(?))",
@@ -652,6 +662,7 @@ mod tests {
         let unresolved = |store: SqliteTriageStore| async move {
             let mut tx = store.begin().await.unwrap();
             let request = SnapshotRequest {
+                count_unresolved: true,
                 incident_ids: vec!["a".into()],
                 ..Default::default()
             };

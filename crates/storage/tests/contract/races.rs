@@ -40,6 +40,7 @@ async fn ingest(store: &dyn TriageStore, alerts: &[(String, String)]) -> usize {
     let mut alerts = alerts.to_vec();
     alerts.sort_by(|a, b| a.1.cmp(&b.1));
     let request = SnapshotRequest {
+        count_unresolved: true,
         alert_ids: alerts.iter().map(|(a, _)| a.clone()).collect(),
         dedup_keys: alerts.iter().map(|(_, k)| k.clone()).collect(),
         ..Default::default()
@@ -102,6 +103,7 @@ async fn ingest(store: &dyn TriageStore, alerts: &[(String, String)]) -> usize {
 
 fn by_id(id: &str) -> SnapshotRequest {
     SnapshotRequest {
+        count_unresolved: true,
         incident_ids: vec![id.into()],
         ..Default::default()
     }
@@ -109,6 +111,7 @@ fn by_id(id: &str) -> SnapshotRequest {
 
 fn by_key(key: &str) -> SnapshotRequest {
     SnapshotRequest {
+        count_unresolved: true,
         dedup_keys: vec![key.into()],
         ..Default::default()
     }
@@ -148,6 +151,7 @@ async fn sixteen_replicas_open_exactly_one_incident_per_dedup_key() {
     let alert_ids: Vec<String> = (0..16).map(|n| format!("al-{n:02}")).collect();
     let snap = tx
         .snapshot(&SnapshotRequest {
+            count_unresolved: true,
             alert_ids: alert_ids.clone(),
             ..Default::default()
         })
@@ -253,6 +257,7 @@ async fn replicas_resolving_an_incidents_alerts_leave_exactly_one_seeing_none_le
             let mut tx = store.begin().await.unwrap();
             let snap = tx
                 .snapshot(&SnapshotRequest {
+                    count_unresolved: true,
                     alert_ids: vec![alert_id.clone()],
                     incidents_of_alerts: true,
                     ..Default::default()
@@ -289,6 +294,7 @@ async fn an_event_is_processed_by_one_replica() {
             barrier.wait().await;
             let mut tx = store.begin().await.unwrap();
             let request = SnapshotRequest {
+                count_unresolved: true,
                 event_ids: vec!["event-1".into()],
                 ..Default::default()
             };

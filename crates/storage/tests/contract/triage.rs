@@ -55,8 +55,12 @@ fn asking(list: fn(&mut SnapshotRequest) -> &mut Vec<String>, ids: &[&str]) -> S
     request
 }
 
+/// Incidents by id, with their unresolved alerts counted.
 fn by_ids(ids: &[&str]) -> SnapshotRequest {
-    asking(|r| &mut r.incident_ids, ids)
+    SnapshotRequest {
+        count_unresolved: true,
+        ..asking(|r| &mut r.incident_ids, ids)
+    }
 }
 
 fn by_keys(keys: &[&str]) -> SnapshotRequest {
@@ -389,6 +393,7 @@ async fn a_snapshot_reads_what_was_applied(f: &Fixture<dyn TriageStore>) {
     let original = incident("a", "k", "open");
     apply(store, opening([original.clone()])).await.unwrap();
     let asked = SnapshotRequest {
+        count_unresolved: true,
         dedup_keys: vec!["k".into(), "nope".into(), "ignored".into()],
         incident_ids: vec!["a".into(), "nope".into()],
         ..Default::default()
@@ -521,6 +526,7 @@ async fn resolving_alerts_counts_those_left(f: &Fixture<dyn TriageStore>) {
     }
     // The incidents of the alerts asked, with what is left of each.
     let asked = SnapshotRequest {
+        count_unresolved: true,
         alert_ids: vec!["a1".into(), "a3".into(), "b1".into()],
         incidents_of_alerts: true,
         ..Default::default()
@@ -615,6 +621,7 @@ async fn a_dropped_transaction_leaves_nothing(f: &Fixture<dyn TriageStore>) {
     let mut tx = store.begin().await.unwrap();
     let read = tx
         .snapshot(&SnapshotRequest {
+            count_unresolved: true,
             dedup_keys: vec!["k".into()],
             incident_ids: vec!["a".into()],
             ..Default::default()
@@ -640,6 +647,7 @@ async fn a_dropped_transaction_leaves_nothing(f: &Fixture<dyn TriageStore>) {
     let left = snapshot(
         store,
         SnapshotRequest {
+            count_unresolved: true,
             alert_ids: vec!["al-1".into()],
             event_ids: vec!["ev".into()],
             ..Default::default()
@@ -677,6 +685,7 @@ async fn a_snapshot_answers_what_was_asked(f: &Fixture<dyn TriageStore>) {
     let old = store.incident("old").await.unwrap().unwrap();
 
     let mut asked = SnapshotRequest {
+        count_unresolved: true,
         alert_ids: vec!["al-1".into(), "al-2".into()],
         dedup_keys: ["k", "k2", "k3", "k"].map(String::from).into(),
         incident_ids: vec!["old".into(), "nope".into()],
@@ -755,6 +764,7 @@ async fn apply_refuses_a_store_other_than_the_snapshot_said(f: &Fixture<dyn Tria
         ),
     ];
     let asked = SnapshotRequest {
+        count_unresolved: true,
         alert_ids: vec!["al-1".into(), "al-side".into()],
         incident_ids: vec!["a".into()],
         event_ids: vec!["ev-side".into()],

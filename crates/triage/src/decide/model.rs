@@ -51,7 +51,9 @@ impl Model {
         for id in ids {
             if let Some(i) = self.incidents.get(id) {
                 s.incidents.insert(id.clone(), i.clone());
-                s.unresolved.insert(id.clone(), self.unresolved(id));
+                if r.count_unresolved {
+                    s.unresolved.insert(id.clone(), self.unresolved(id));
+                }
             }
         }
         for e in &r.event_ids {
@@ -362,6 +364,7 @@ async fn snapshot_of(store: &dyn TriageStore, id: &str) -> i64 {
     let snap = tx
         .snapshot(&SnapshotRequest {
             incident_ids: vec![id.to_owned()],
+            count_unresolved: true,
             ..Default::default()
         })
         .await
