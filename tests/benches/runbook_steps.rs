@@ -82,7 +82,7 @@ async fn measure(
             }
             let done: Vec<v1::Run> = list
                 .into_iter()
-                .filter(|r| ids.contains(&r.incident_id) && r.state.as_str() == "succeeded")
+                .filter(|r| ids.contains(&r.incident_id) && r.state() == v1::RunState::Succeeded)
                 .collect();
             if done.len() == ids.len() {
                 finished.extend(done);

@@ -77,7 +77,7 @@ async fn the_whole_incident_path() {
     // Categorize + prioritize: "down" → service-outage, SEV1 by the category, P1.
     assert_eq!(inc.category, "service-outage");
     assert_eq!((inc.severity, inc.priority), (1, 1));
-    assert_eq!((inc.state.as_str(), inc.alert_count), ("open", 1));
+    assert_eq!((inc.state(), inc.alert_count), (v1::IncidentState::Open, 1));
 
     // Respond: the matching runbook ran to the end, every action journaled, live.
     let run = eventually("the runbook run to succeed", || {
@@ -93,23 +93,25 @@ async fn the_whole_incident_path() {
                 .await
                 .ok()?
                 .into_inner();
-            r.runs.into_iter().find(|r| r.state.as_str() == "succeeded")
+            r.runs
+                .into_iter()
+                .find(|r| r.state() == v1::RunState::Succeeded)
         }
     })
     .await;
     assert_eq!(run.runbook, "restart-service");
     assert!(run.live);
-    let actions: Vec<(&str, &str)> = run
+    let actions: Vec<(&str, v1::StepStatus)> = run
         .actions
         .iter()
-        .map(|a| (a.action.as_str(), a.status.as_str()))
+        .map(|a| (a.action.as_str(), a.status()))
         .collect();
     assert_eq!(
         actions,
         [
-            ("http.post", "done"),
-            ("incident.note", "done"),
-            ("notify.send", "done")
+            ("http.post", v1::StepStatus::Done),
+            ("incident.note", v1::StepStatus::Done),
+            ("notify.send", v1::StepStatus::Done)
         ]
     );
     // The target saw the action once, with the run's stable idempotency key.
@@ -269,7 +271,7 @@ async fn the_whole_incident_path() {
         .into_inner()
         .incident
         .unwrap();
-    assert_eq!(acked.state.as_str(), "acknowledged");
+    assert_eq!(acked.state(), v1::IncidentState::Acknowledged);
     assert!(acked.acknowledged_at.is_some());
     let err = s
         .incidents
@@ -292,7 +294,7 @@ async fn the_whole_incident_path() {
         .into_inner()
         .incident
         .unwrap();
-    assert_eq!(resolved.state.as_str(), "resolved");
+    assert_eq!(resolved.state(), v1::IncidentState::Resolved);
     let review = s
         .incidents
         .get_review(v1::GetReviewRequest { id: id.clone() })
@@ -335,8 +337,8 @@ async fn the_whole_incident_path() {
         .incident
         .unwrap();
     assert_eq!(
-        (closed.state.as_str(), closed.root_cause.as_str()),
-        ("closed", "a bad deploy")
+        (closed.state(), closed.root_cause.as_str()),
+        (v1::IncidentState::Closed, "a bad deploy")
     );
     let review = s
         .incidents
@@ -442,12 +444,14 @@ async fn dry_run_records_without_acting() {
                 .await
                 .ok()?
                 .into_inner();
-            r.runs.into_iter().find(|r| r.state.as_str() == "succeeded")
+            r.runs
+                .into_iter()
+                .find(|r| r.state() == v1::RunState::Succeeded)
         }
     })
     .await;
     assert!(!run.live);
-    assert_eq!(run.actions[0].status.as_str(), "simulated");
+    assert_eq!(run.actions[0].status(), v1::StepStatus::Simulated);
     assert!(
         target.on("/restart").is_empty(),
         "a dry run must not call the target"

@@ -141,7 +141,7 @@ async fn approvals_need_the_role_and_record_who_and_why_and_time_out_to_their_fa
     let id = raise(&mut s, "service-outage", &[]).await;
 
     let ask = run_of(&s, &id, "ask", "ask to wait", |r| {
-        r.state.as_str() == "waiting_approval"
+        r.state() == v1::RunState::WaitingApproval
     })
     .await;
     let pending = s
@@ -158,7 +158,7 @@ async fn approvals_need_the_role_and_record_who_and_why_and_time_out_to_their_fa
 
     // Pages of one approval each, oldest first, reach both waiting runs.
     run_of(&s, &id, "ask-timeout", "ask-timeout to wait", |r| {
-        r.state.as_str() == "waiting_approval"
+        r.state() == v1::RunState::WaitingApproval
     })
     .await;
     let (mut paged, mut page_token) = (Vec::new(), String::new());
@@ -191,7 +191,10 @@ async fn approvals_need_the_role_and_record_who_and_why_and_time_out_to_their_fa
         .await
         .unwrap_err();
     assert_eq!(denied.code(), Code::PermissionDenied, "{denied:?}");
-    assert_eq!(full_run(&s, &ask.id).await.state, "waiting_approval");
+    assert_eq!(
+        full_run(&s, &ask.id).await.state(),
+        v1::RunState::WaitingApproval
+    );
     // Bad input: an id that is not a run id.
     let bad = s
         .runs
@@ -206,7 +209,7 @@ async fn approvals_need_the_role_and_record_who_and_why_and_time_out_to_their_fa
         .await
         .unwrap();
     let done = run_of(&s, &id, "ask", "ask to finish", |r| {
-        r.state.as_str() == "succeeded"
+        r.state() == v1::RunState::Succeeded
     })
     .await;
     let answer = &done.actions[0];
@@ -226,12 +229,12 @@ async fn approvals_need_the_role_and_record_who_and_why_and_time_out_to_their_fa
     // Nobody answers the other one: after its timeout (an hour, on the test's clock) the
     // fallback (approve) applies.
     run_of(&s, &id, "ask-timeout", "ask-timeout to wait", |r| {
-        r.state.as_str() == "waiting_approval"
+        r.state() == v1::RunState::WaitingApproval
     })
     .await;
     s.clock.advance(std::time::Duration::from_secs(3601));
     let timed = run_of(&s, &id, "ask-timeout", "the timeout fallback", |r| {
-        r.state.as_str() == "succeeded"
+        r.state() == v1::RunState::Succeeded
     })
     .await;
     let result: Value = serde_json::from_str(&timed.actions[0].result).unwrap();
@@ -293,10 +296,10 @@ fn run(incident, params) {
     let id = raise(&mut s, "misconfiguration", &[("service", "checkout")]).await;
 
     let planned = run_of(&s, &id, "rollback", "the plan", |r| {
-        r.state.as_str() == "waiting_approval"
+        r.state() == v1::RunState::WaitingApproval
     })
     .await;
-    assert_eq!(planned.phase.as_str(), "plan");
+    assert_eq!(planned.phase(), v1::RunPhase::Plan);
     let plan: Value = serde_json::from_str(&planned.plan).unwrap();
     let actions: Vec<&str> = plan
         .as_array()
@@ -308,7 +311,7 @@ fn run(incident, params) {
     assert_eq!(plan[0]["args"]["body"]["service"], "checkout");
     assert!(planned.actions.is_empty(), "planning journals nothing");
     run_of(&s, &id, "rollback-too", "the second plan", |r| {
-        r.state.as_str() == "waiting_approval"
+        r.state() == v1::RunState::WaitingApproval
     })
     .await;
     assert!(
@@ -332,13 +335,13 @@ fn run(incident, params) {
         .await
         .unwrap();
     let applied = run_of(&s, &id, "rollback", "the apply", |r| {
-        r.state.as_str() == "succeeded"
+        r.state() == v1::RunState::Succeeded
     })
     .await;
-    assert_eq!(applied.phase.as_str(), "apply");
+    assert_eq!(applied.phase(), v1::RunPhase::Apply);
     assert_eq!(applied.actions.len(), 2);
     let rejected = run_of(&s, &id, "rollback-too", "the rejection", |r| {
-        r.state.as_str() == "rejected"
+        r.state() == v1::RunState::Rejected
     })
     .await;
     assert!(
@@ -432,10 +435,10 @@ fn run(incident, params) {
     let mut s = Stack::start(dir.path(), &config).await;
     let id = raise(&mut s, "service-outage", &[]).await;
     let run = run_of(&s, &id, "k8s-all", "the run to end", |r| {
-        matches!(r.state.as_str(), "succeeded" | "failed")
+        matches!(r.state(), v1::RunState::Succeeded | v1::RunState::Failed)
     })
     .await;
-    assert_eq!(run.state.as_str(), "succeeded", "{}", run.error);
+    assert_eq!(run.state(), v1::RunState::Succeeded, "{}", run.error);
     let calls = calls.lock().unwrap().clone();
     let seen: Vec<(String, String)> = calls
         .iter()
@@ -552,7 +555,7 @@ fn run(incident, params) {
     let mut s = Stack::start(dir.path(), &config).await;
     let id = raise(&mut s, "data-breach", &[]).await;
     let run = run_of(&s, &id, "uses-secret", "the run to fail", |r| {
-        r.state.as_str() == "failed"
+        r.state() == v1::RunState::Failed
     })
     .await;
     let run = full_run(&s, &run.id).await;
@@ -566,7 +569,7 @@ fn run(incident, params) {
         )
     );
     let http = &run.actions[0];
-    assert_eq!(http.status.as_str(), "done");
+    assert_eq!(http.status(), v1::StepStatus::Done);
     let result: Value = serde_json::from_str(&http.result).unwrap();
     assert_eq!(result["status"], 200);
 
@@ -614,10 +617,10 @@ fn run(incident, params) {
     let mut s = Stack::start(dir.path(), config).await;
     let id = raise(&mut s, "malware", &[("host", "web-7")]).await;
     let run = run_of(&s, &id, "shell", "the run to end", |r| {
-        matches!(r.state.as_str(), "succeeded" | "failed")
+        matches!(r.state(), v1::RunState::Succeeded | v1::RunState::Failed)
     })
     .await;
-    assert_eq!(run.state.as_str(), "failed");
+    assert_eq!(run.state(), v1::RunState::Failed);
     assert!(
         run.error.contains("\"/bin/sh\" is not allowed"),
         "{}",
@@ -626,7 +629,7 @@ fn run(incident, params) {
     let echo: Value = serde_json::from_str(&run.actions[0].result).unwrap();
     assert_eq!(echo["stdout"], "contained web-7\n");
     assert_eq!(echo["status"], 0);
-    assert_eq!(run.actions[2].status.as_str(), "failed");
+    assert_eq!(run.actions[2].status(), v1::StepStatus::Failed);
     assert!(
         run.actions[2].result.contains("ran longer than 1s"),
         "{}",
@@ -717,12 +720,12 @@ async fn hostile_scripts_end_their_own_runs_while_a_good_one_completes() {
     let mut s = Stack::start(dir.path(), "{}\n").await;
     let id = raise(&mut s, "malware", &[]).await;
     let good = run_of(&s, &id, "good", "the good run", |r| {
-        r.state.as_str() == "succeeded"
+        r.state() == v1::RunState::Succeeded
     })
     .await;
     assert_eq!(good.actions.len(), 1);
     for (name, _, error) in HOSTILE {
-        let run = run_of(&s, &id, name, name, |r| r.state.as_str() == "failed").await;
+        let run = run_of(&s, &id, name, name, |r| r.state() == v1::RunState::Failed).await;
         assert!(
             run.error.contains(error),
             "{name}: {:?} lacks {error:?}",
@@ -731,7 +734,7 @@ async fn hostile_scripts_end_their_own_runs_while_a_good_one_completes() {
         assert!(run.actions.is_empty(), "{name} acted: {:?}", run.actions);
     }
     let flood = run_of(&s, &id, "flood", "the flood", |r| {
-        r.state.as_str() == "succeeded"
+        r.state() == v1::RunState::Succeeded
     })
     .await;
     let log = full_run(&s, &flood.id).await.log;
@@ -799,7 +802,7 @@ async fn max_running_caps_the_runs_of_a_runbook_executing_at_once() {
     assert_eq!(ids.len(), 3, "three incidents, three runs");
     for id in &ids {
         run_of(&s, id, "one-at-a-time", "each run", |r| {
-            r.state.as_str() == "succeeded"
+            r.state() == v1::RunState::Succeeded
         })
         .await;
     }
@@ -826,7 +829,7 @@ fn run(incident, params) {
     let mut s = Stack::start(dir.path(), "{}\n").await;
     let id = raise(&mut s, "uncategorized", &[]).await;
     run_of(&s, &id, "triage-it", "the run", |r| {
-        r.state.as_str() == "succeeded"
+        r.state() == v1::RunState::Succeeded
     })
     .await;
     let entries = eventually("every change on the timeline", || {
@@ -927,7 +930,7 @@ async fn an_escalation_policy_pages_later_steps_only_while_nobody_acknowledges()
                 .deliveries;
             let cancelled = list
                 .iter()
-                .filter(|d| d.status.as_str() == "cancelled")
+                .filter(|d| d.status() == v1::DeliveryState::Cancelled)
                 .count();
             (cancelled == 2).then_some(cancelled)
         }
@@ -1005,7 +1008,7 @@ async fn a_durable_sleep_of_an_hour_wakes_when_its_time_has_come() {
     let mut s = Stack::start(dir.path(), "{}\n").await;
     let id = raise(&mut s, "service-outage", &[]).await;
     let sleeping = run_of(&s, &id, "wait-and-see", "the sleep", |r| {
-        r.state.as_str() == "sleeping"
+        r.state() == v1::RunState::Sleeping
     })
     .await;
     let wake = sleeping.wake_at.unwrap();
@@ -1015,24 +1018,24 @@ async fn a_durable_sleep_of_an_hour_wakes_when_its_time_has_come() {
         "{wake:?} {started:?}"
     );
     assert_eq!(sleeping.actions.len(), 2, "the sleep is journaled");
-    assert_eq!(sleeping.actions[1].status.as_str(), "sleeping");
+    assert_eq!(sleeping.actions[1].status(), v1::StepStatus::Sleeping);
 
     s.clock.advance(std::time::Duration::from_secs(3601));
     let done = run_of(&s, &id, "wait-and-see", "the wake-up", |r| {
-        r.state.as_str() == "succeeded"
+        r.state() == v1::RunState::Succeeded
     })
     .await;
-    let steps: Vec<(&str, &str)> = done
+    let steps: Vec<(&str, v1::StepStatus)> = done
         .actions
         .iter()
-        .map(|a| (a.action.as_str(), a.status.as_str()))
+        .map(|a| (a.action.as_str(), a.status()))
         .collect();
     assert_eq!(
         steps,
         [
-            ("incident.note", "done"),
-            ("sleep.for", "done"),
-            ("incident.note", "done")
+            ("incident.note", v1::StepStatus::Done),
+            ("sleep.for", v1::StepStatus::Done),
+            ("incident.note", v1::StepStatus::Done)
         ]
     );
 }
@@ -1049,7 +1052,7 @@ async fn of_racing_decisions_exactly_one_wins() {
     let mut s = Stack::start(dir.path(), "{}\n").await;
     let id = raise(&mut s, "service-outage", &[]).await;
     let run = run_of(&s, &id, "ask", "the wait", |r| {
-        r.state.as_str() == "waiting_approval"
+        r.state() == v1::RunState::WaitingApproval
     })
     .await;
     let mut calls = tokio::task::JoinSet::new();
@@ -1074,7 +1077,7 @@ async fn of_racing_decisions_exactly_one_wins() {
     }
     assert_eq!(winners.len(), 1, "{winners:?}");
     let done = run_of(&s, &id, "ask", "the run", |r| {
-        r.state.as_str() == "succeeded"
+        r.state() == v1::RunState::Succeeded
     })
     .await;
     let result: Value = serde_json::from_str(&done.actions[0].result).unwrap();
@@ -1180,7 +1183,7 @@ async fn a_journal_flood_leaves_runs_readable_page_by_page() {
     let mut ids = Vec::new();
     for incident in &incidents {
         let run = run_of(&s, incident, "flood", "the flood to end", |r| {
-            r.state.as_str() == "succeeded"
+            r.state() == v1::RunState::Succeeded
         })
         .await;
         // A list carries the first part of a run's journal and says where the rest is.

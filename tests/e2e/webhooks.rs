@@ -167,13 +167,13 @@ async fn an_alertmanager_group_is_one_incident_whose_alerts_resolve_it() {
             .then_some(())
     })
     .await;
-    assert_eq!(incidents(&s).await[0].state.as_str(), "open");
+    assert_eq!(incidents(&s).await[0].state(), v1::IncidentState::Open);
 
     // The rest resolves: the incident resolves itself, by the integration.
     let (status, _, _) = post(&s, &path, data("alertmanager-resolved.json"), None).await;
     assert_eq!(status, 200);
     let list = incidents_where(&s, "the incident resolved", |l| {
-        l[0].state.as_str() == "resolved"
+        l[0].state() == v1::IncidentState::Resolved
     })
     .await;
     assert_eq!(list.len(), 1);
@@ -271,12 +271,15 @@ async fn pagerduty_events_follow_dedup_key_semantics() {
     let (status, _, _) = post(&s, "/v2/enqueue", data("pagerduty-acknowledge.json"), None).await;
     assert_eq!(status, 202);
     incidents_where(&s, "acknowledged", |l| {
-        l[0].state.as_str() == "acknowledged"
+        l[0].state() == v1::IncidentState::Acknowledged
     })
     .await;
     let (status, _, _) = post(&s, "/v2/enqueue", data("pagerduty-resolve.json"), None).await;
     assert_eq!(status, 202);
-    let list = incidents_where(&s, "resolved", |l| l[0].state.as_str() == "resolved").await;
+    let list = incidents_where(&s, "resolved", |l| {
+        l[0].state() == v1::IncidentState::Resolved
+    })
+    .await;
     assert_eq!(
         list[0].alert_count, 1,
         "the repeated trigger added no alert"
@@ -324,7 +327,7 @@ async fn pagerduty_events_follow_dedup_key_semantics() {
     assert_eq!(status, 200);
     incidents_where(&s, "the v1 incident resolved", |l| {
         l.iter()
-            .any(|i| i.source == "pagerduty/pd-v1" && i.state.as_str() == "resolved")
+            .any(|i| i.source == "pagerduty/pd-v1" && i.state() == v1::IncidentState::Resolved)
     })
     .await;
 }
@@ -875,7 +878,7 @@ async fn grpc_batches_report_per_alert_and_retries_return_the_first_answer() {
         .into_inner();
     assert_eq!(resolved.alert_id, first[0].alert_id);
     incidents_where(&s, "one resolved", |l| {
-        l.iter().any(|i| i.state.as_str() == "resolved")
+        l.iter().any(|i| i.state() == v1::IncidentState::Resolved)
     })
     .await;
 
@@ -1116,7 +1119,7 @@ async fn the_real_alertmanager_raises_and_resolves_incidents() {
     assert_eq!(am.alert(Some(&past)).await, 200);
     within_30s("the incident resolved", || async {
         let l = incidents(&s).await;
-        (l.len() == 1 && l[0].state.as_str() == "resolved").then_some(())
+        (l.len() == 1 && l[0].state() == v1::IncidentState::Resolved).then_some(())
     })
     .await;
 }
@@ -1281,7 +1284,7 @@ async fn free_text_reaching_triage_is_limited_and_never_holds_nul() {
         assert!(status.message().contains(field), "{field}: {status:?}");
     }
     // Nothing changed: still open, and only the opening entries on the timeline.
-    assert_eq!(incidents(&s).await[0].state.as_str(), "open");
+    assert_eq!(incidents(&s).await[0].state(), v1::IncidentState::Open);
     assert!(timeline(&s, &id).await.iter().all(|(k, _)| k != "note"));
     s.incidents
         .resolve(v1::ResolveRequest {

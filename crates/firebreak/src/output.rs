@@ -4,7 +4,7 @@
 use std::io::Write;
 
 use clap::ValueEnum;
-use firebreak_proto::v1;
+use firebreak_proto::{WireState, v1};
 use serde_json::{Value, json};
 
 /// `println!` that ends the process quietly (exit 0) when stdout is a closed pipe
@@ -160,10 +160,17 @@ fn ts(t: Option<&firebreak_proto::Timestamp>) -> Value {
     }
 }
 
+/// A state as a table shows it: its name, or "unknown" for one the server sent that this
+/// build does not know.
+fn shown<S: WireState>(state: Option<S>) -> &'static str {
+    state.map_or("unknown", S::name)
+}
+
 fn incident_json(i: &v1::Incident) -> Value {
     json!({
         "id": i.id, "title": i.title, "description": i.description, "category": i.category,
-        "severity": i.severity, "priority": i.priority, "state": i.state,
+        "severity": i.severity, "priority": i.priority,
+        "state": i.incident_state().map(WireState::name),
         "dedup_key": i.dedup_key, "alert_count": i.alert_count,
         "labels": i.labels.iter().collect::<std::collections::BTreeMap<_, _>>(),
         "source": i.source,
@@ -182,17 +189,19 @@ fn entry_json(e: &v1::TimelineEntry) -> Value {
 
 fn run_json(r: &v1::Run) -> Value {
     json!({
-        "id": r.id, "runbook": r.runbook, "incident_id": r.incident_id, "state": r.state,
+        "id": r.id, "runbook": r.runbook, "incident_id": r.incident_id,
+        "state": r.run_state().map(WireState::name),
         "live": r.live, "error": r.error, "started_at": ts(r.started_at.as_ref()),
         "finished_at": ts(r.finished_at.as_ref()),
         "actions": r.actions.iter().map(|a| json!({
-            "seq": a.seq, "action": a.action, "status": a.status,
+            "seq": a.seq, "action": a.action,
+            "status": a.step_status().map(WireState::name),
             "args": serde_json::from_str::<Value>(&a.args).unwrap_or(Value::Null),
             "result": serde_json::from_str::<Value>(&a.result).unwrap_or(Value::Null),
             "idempotency_key": a.idempotency_key,
         })).collect::<Vec<_>>(),
         "log": r.log,
-        "phase": r.phase,
+        "phase": r.run_phase().map(WireState::name),
         "plan": serde_json::from_str::<Value>(&r.plan).unwrap_or(Value::Null),
         "wake_at": ts(r.wake_at.as_ref()),
     })
@@ -267,7 +276,7 @@ impl Out {
                     .map(|i| {
                         vec![
                             i.id.clone(),
-                            i.state.clone(),
+                            shown(i.incident_state()).to_owned(),
                             format!("SEV{}", i.severity),
                             format!("P{}", i.priority),
                             i.category.clone(),
@@ -372,7 +381,7 @@ impl Out {
                             r.id.clone(),
                             r.runbook.clone(),
                             r.incident_id.clone(),
-                            r.state.clone(),
+                            shown(r.run_state()).to_owned(),
                             if r.live { "live" } else { "dry-run" }.into(),
                             // A `+` when the list carries only the first part of the journal.
                             if r.next_actions_page_token.is_empty() {
@@ -397,14 +406,14 @@ impl Out {
                     r.id,
                     r.runbook,
                     r.incident_id,
-                    r.state,
+                    shown(r.run_state()),
                     if r.live { "live" } else { "dry-run" }
                 );
                 if !r.error.is_empty() {
                     say!("error    {}", r.error);
                 }
                 if let Some(at) = ts(r.wake_at.as_ref()).as_str() {
-                    let what = if r.state.as_str() == "sleeping" {
+                    let what = if r.run_state() == Some(firebreak_domain::RunState::Sleeping) {
                         "wakes"
                     } else {
                         "expires"
@@ -412,7 +421,7 @@ impl Out {
                     say!("{what:<8} {at}");
                 }
                 if let Ok(Value::Array(plan)) = serde_json::from_str::<Value>(&r.plan) {
-                    say!("\nplan ({}):", r.phase);
+                    say!("\nplan ({}):", shown(r.run_phase()));
                     for step in &plan {
                         say!(
                             "  {}. {} {}",
@@ -431,7 +440,7 @@ impl Out {
                             vec![
                                 a.seq.to_string(),
                                 a.action.clone(),
-                                a.status.clone(),
+                                shown(a.step_status()).to_owned(),
                                 a.args.clone(),
                                 a.result.clone(),
                             ]

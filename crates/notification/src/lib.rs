@@ -14,6 +14,7 @@ use firebreak_bus::{
     Bus, ConsumerOptions, HandlerError, Relay, RelayHandle, consume, outbox_event, streams,
 };
 use firebreak_domain::{Clock, DeliveryState, SystemClock};
+use firebreak_proto::WireState;
 use firebreak_proto::v1::{
     self,
     event::Payload,
@@ -304,7 +305,8 @@ impl Notification {
                     delivery_id: d.id.clone(),
                     incident_id: d.incident_id.clone(),
                     channel: d.channel.clone(),
-                    status: d.status.as_str().to_owned(),
+                    status: d.status.wire(),
+                    status_name: d.status.as_str().to_owned(),
                     attempts: d.attempts,
                     error: d.last_error.clone(),
                 }),
@@ -364,7 +366,8 @@ impl NotificationService for Notification {
                 incident_id: d.incident_id.clone(),
                 event_id: d.event_id.clone(),
                 kind: d.kind.clone(),
-                status: d.status.as_str().to_owned(),
+                status: d.status.wire(),
+                status_name: d.status.as_str().to_owned(),
                 attempts: d.attempts,
                 last_error: clip(&d.last_error, MAX_ERROR),
                 created_at: Some(firebreak_proto::timestamp(d.created_at)),

@@ -1,6 +1,7 @@
 //! Approvals: a person (or the timeout's fallback) decides a waiting step or a plan.
 
 use firebreak_domain::{RunEvent, RunPhase, RunState, StepStatus};
+use firebreak_proto::v1;
 use firebreak_runbook::OnTimeout;
 use firebreak_storage::RunRecord;
 use serde_json::json;
@@ -61,7 +62,11 @@ impl Orchestration {
                 )));
             }
         }
-        let change = if d.approved { "approved" } else { "rejected" };
+        let change = if d.approved {
+            v1::RunChange::Approved
+        } else {
+            v1::RunChange::Rejected
+        };
         let detail = match d.comment {
             "" => d.actor.to_owned(),
             c => format!("{}: {c}", d.actor),

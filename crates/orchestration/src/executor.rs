@@ -24,7 +24,7 @@ pub fn incident_input(incident: &v1::Incident) -> serde_json::Value {
         "category": incident.category,
         "severity": incident.severity,
         "priority": incident.priority,
-        "state": incident.state,
+        "state": incident.incident_state().map(|s| s.as_str()),
         "dedup_key": incident.dedup_key,
         "alert_count": incident.alert_count,
         "labels": incident.labels.iter().collect::<std::collections::BTreeMap<_, _>>(),
@@ -60,15 +60,21 @@ pub(crate) fn new_run(
 }
 
 /// The `runbooks` event announcing a change of a run.
-pub(crate) fn run_event(run: &RunRecord, change: &str, action: &str, detail: &str) -> OutboxEvent {
+pub(crate) fn run_event(
+    run: &RunRecord,
+    change: v1::RunChange,
+    action: &str,
+    detail: &str,
+) -> OutboxEvent {
     outbox_event(
         streams::RUNBOOKS,
-        format!("runbooks.{change}"),
+        format!("runbooks.{}", change.name()),
         Payload::RunChanged(v1::RunChanged {
             run_id: run.id.clone(),
             runbook: run.runbook.clone(),
             incident_id: run.incident_id.clone(),
-            change: change.to_owned(),
+            change: change.name().to_owned(),
+            kind: change as i32,
             live: run.live,
             action: action.to_owned(),
             detail: detail.to_owned(),
@@ -466,7 +472,7 @@ impl Orchestration {
                 tracing::info!(run = %run.id, seq, until, "run sleeps");
                 let event = run_event(
                     &run,
-                    "sleeping",
+                    v1::RunChange::Sleeping,
                     "",
                     &format!(
                         "step {seq} sleeps until {}",
@@ -527,7 +533,7 @@ impl Orchestration {
             return;
         }
         let plan = serde_json::to_value(&sim.steps).unwrap_or_default();
-        let event = run_event(&run, "plan_ready", "", &plan_text(&sim.steps));
+        let event = run_event(&run, v1::RunChange::PlanReady, "", &plan_text(&sim.steps));
         let until = self.now() + secs(timeout);
         self.move_run(
             &run,
@@ -561,8 +567,8 @@ impl Orchestration {
         event: RunEvent,
         error: Option<&str>,
     ) -> bool {
-        let state = match from.apply(event) {
-            Ok(state) if state.is_finished() => state,
+        let (state, change) = match from.apply(event) {
+            Ok(state) if let Some(change) = v1::RunChange::finished(state) => (state, change),
             Ok(state) => {
                 tracing::error!(run = %run.id, %state, "finishing a run into an unfinished state");
                 return false;
@@ -575,12 +581,7 @@ impl Orchestration {
         // A script's error can be as long as the script likes: it is stored clipped, so the
         // run stays readable.
         let error = error.map(|e| crate::limits::clip(e, crate::limits::MAX_TEXT));
-        let event = run_event(
-            run,
-            state.as_str(),
-            "",
-            error.as_deref().unwrap_or_default(),
-        );
+        let event = run_event(run, change, "", error.as_deref().unwrap_or_default());
         let finished = match self
             .store
             .set_run_state(&run.id, from, state, error.as_deref(), &[event])

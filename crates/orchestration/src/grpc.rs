@@ -12,7 +12,7 @@ use crate::limits::{
     checked, clip, clip_json, clip_lines,
 };
 use firebreak_domain::{RunPhase, RunState};
-use firebreak_proto::Message;
+use firebreak_proto::{Message, WireState};
 use firebreak_runbook::OnTimeout;
 use firebreak_runbook::{Outcome, Simulator, simulate};
 
@@ -35,7 +35,8 @@ fn run_to_proto(r: &RunRecord, log: Vec<String>, full: bool) -> v1::Run {
         id: r.id.clone(),
         runbook: r.runbook.clone(),
         incident_id: r.incident_id.clone(),
-        state: r.state.as_str().to_owned(),
+        state: r.state.wire(),
+        state_name: r.state.as_str().to_owned(),
         live: r.live,
         error: clip(&r.error, MAX_TEXT),
         started_at: Some(firebreak_proto::timestamp(r.started_at)),
@@ -46,7 +47,8 @@ fn run_to_proto(r: &RunRecord, log: Vec<String>, full: bool) -> v1::Run {
         } else {
             Vec::new()
         },
-        phase: r.phase.as_str().to_owned(),
+        phase: r.phase.wire(),
+        phase_name: r.phase.as_str().to_owned(),
         plan: if r.plan.is_null() || !full {
             String::new()
         } else {
@@ -63,7 +65,8 @@ fn action_to_proto(j: &JournalRecord) -> v1::RunAction {
         action: j.action.clone(),
         args: clip_json(&j.args, MAX_DOCUMENT),
         result: clip_json(&j.result, MAX_DOCUMENT),
-        status: j.status.as_str().to_owned(),
+        status: j.status.wire(),
+        status_name: j.status.as_str().to_owned(),
         idempotency_key: j.idempotency_key.clone(),
         at: Some(firebreak_proto::timestamp(j.at)),
     }
@@ -130,7 +133,7 @@ fn incident_text(incident: &v1::Incident) -> Result<(), Status> {
         ("incident.title", &incident.title),
         ("incident.description", &incident.description),
         ("incident.category", &incident.category),
-        ("incident.state", &incident.state),
+        ("incident.state_name", &incident.state_name),
         ("incident.dedup_key", &incident.dedup_key),
         ("incident.source", &incident.source),
         ("incident.resolution_summary", &incident.resolution_summary),

@@ -109,9 +109,9 @@ impl RunHost {
             "seq": step.seq, "action": step.action, "args": step.args, "status": status, "result": result,
         });
         let change = if status == StepStatus::Waiting {
-            "waiting_approval"
+            v1::RunChange::WaitingApproval
         } else {
-            "action"
+            v1::RunChange::Action
         };
         let mut events = vec![run_event(&self.run, change, &summary.to_string(), "")];
         events.extend(extra);

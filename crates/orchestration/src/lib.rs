@@ -223,7 +223,7 @@ impl Orchestration {
         let Some(incident) = change.incident else {
             return Vec::new();
         };
-        if !matches!(incident.state.as_str(), "open" | "acknowledged") {
+        if !incident.incident_state().is_some_and(|s| s.is_active()) {
             return Vec::new();
         }
         let labels = incident.labels.clone().into_iter().collect();
@@ -232,7 +232,7 @@ impl Orchestration {
             .into_iter()
             .map(|rb| {
                 let run = executor::new_run(rb, &incident, self.options.live, self.now());
-                let event = executor::run_event(&run, "started", "", "");
+                let event = executor::run_event(&run, v1::RunChange::Started, "", "");
                 (run, event)
             })
             .collect()

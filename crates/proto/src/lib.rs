@@ -6,41 +6,88 @@
 pub mod v1 {
     tonic::include_proto!("firebreak.v1");
 
-    impl IncidentChange {
-        /// Every change, in declaration order (without `Unspecified`).
-        pub const ALL: [Self; 8] = [
-            Self::Opened,
-            Self::AlertAttached,
-            Self::SeverityChanged,
-            Self::Acknowledged,
-            Self::Resolved,
-            Self::Closed,
-            Self::Escalated,
-            Self::CategoryChanged,
-        ];
+    /// Gives an event-kind enum its names: `ALL` (without `Unspecified`), `name` (used in the
+    /// event's name field and subject) and `from_name`.
+    macro_rules! named_kinds {
+        ($kind:ident { $($variant:ident => $name:literal,)+ }) => {
+            impl $kind {
+                /// Every kind, in declaration order (without `Unspecified`).
+                pub const ALL: &'static [Self] = &[$(Self::$variant,)+];
 
-        /// The change's name: in `IncidentChanged.change`, the event subject
-        /// (`incidents.<name>`), notification kinds (`incident.<name>`) and channel filters.
-        pub fn name(self) -> &'static str {
-            match self {
-                Self::Unspecified => "unspecified",
-                Self::Opened => "opened",
-                Self::AlertAttached => "alert_attached",
-                Self::SeverityChanged => "severity_changed",
-                Self::Acknowledged => "acknowledged",
-                Self::Resolved => "resolved",
-                Self::Closed => "closed",
-                Self::Escalated => "escalated",
-                Self::CategoryChanged => "category_changed",
+                /// The kind's name: in the event's name field and its subject.
+                pub fn name(self) -> &'static str {
+                    match self {
+                        Self::Unspecified => "unspecified",
+                        $(Self::$variant => $name,)+
+                    }
+                }
+
+                /// The kind a name stands for; `Unspecified` for a name no kind has.
+                pub fn from_name(name: &str) -> Self {
+                    Self::ALL
+                        .iter()
+                        .copied()
+                        .find(|c| c.name() == name)
+                        .unwrap_or(Self::Unspecified)
+                }
+
+                /// The kind `typed` holds, or (when it is unspecified or unknown, from a
+                /// producer that predates the typed field) the kind `name` stands for.
+                fn read(typed: i32, name: &str) -> Self {
+                    match Self::try_from(typed) {
+                        Ok(Self::Unspecified) | Err(_) => Self::from_name(name),
+                        Ok(kind) => kind,
+                    }
+                }
+            }
+        };
+    }
+
+    // The subject (`incidents.<name>`), notification kinds (`incident.<name>`) and channel
+    // filters use these names.
+    named_kinds!(IncidentChange {
+        Opened => "opened",
+        AlertAttached => "alert_attached",
+        SeverityChanged => "severity_changed",
+        Acknowledged => "acknowledged",
+        Resolved => "resolved",
+        Closed => "closed",
+        Escalated => "escalated",
+        CategoryChanged => "category_changed",
+    });
+
+    // The subject (`runbooks.<name>`) and the timeline entry (`runbook_<name>`) use these.
+    named_kinds!(RunChange {
+        Started => "started",
+        Action => "action",
+        WaitingApproval => "waiting_approval",
+        Approved => "approved",
+        Rejected => "rejected",
+        Succeeded => "succeeded",
+        Failed => "failed",
+        Sleeping => "sleeping",
+        PlanReady => "plan_ready",
+    });
+
+    impl RunChange {
+        /// The change announcing that a run finished in `state`; `None` for a state that is
+        /// not an end.
+        pub fn finished(state: firebreak_domain::RunState) -> Option<Self> {
+            use firebreak_domain::RunState as S;
+            match state {
+                S::Succeeded => Some(Self::Succeeded),
+                S::Failed => Some(Self::Failed),
+                S::Rejected => Some(Self::Rejected),
+                S::Pending | S::Running | S::Sleeping | S::WaitingApproval => None,
             }
         }
+    }
 
-        /// The change a name stands for; `Unspecified` for a name no change has.
-        pub fn from_name(name: &str) -> Self {
-            Self::ALL
-                .into_iter()
-                .find(|c| c.name() == name)
-                .unwrap_or(Self::Unspecified)
+    impl RunChanged {
+        /// The change this event announces: its typed kind, or (from a producer that predates
+        /// the kind) the change its name stands for.
+        pub fn change_kind(&self) -> RunChange {
+            RunChange::read(self.kind, &self.change)
         }
     }
 
@@ -58,13 +105,13 @@ pub mod v1 {
         /// The change this event announces: its typed kind, or (from a producer that predates
         /// the kind) the change its name stands for.
         pub fn change_kind(&self) -> IncidentChange {
-            match IncidentChange::try_from(self.kind) {
-                Ok(IncidentChange::Unspecified) | Err(_) => IncidentChange::from_name(&self.change),
-                Ok(kind) => kind,
-            }
+            IncidentChange::read(self.kind, &self.change)
         }
     }
 }
+
+mod states;
+pub use states::WireState;
 
 /// The encoded file descriptor set of `firebreak.v1`, for gRPC reflection.
 pub const FILE_DESCRIPTOR_SET: &[u8] =
@@ -155,7 +202,7 @@ mod tests {
 
     #[test]
     fn an_incident_change_reads_back_typed_and_by_name_from_older_producers() {
-        for c in IncidentChange::ALL {
+        for &c in IncidentChange::ALL {
             let e = IncidentChanged::new(c, Default::default(), "triage".into());
             assert_eq!((e.change_kind(), e.change.as_str()), (c, c.name()));
             assert_eq!(IncidentChange::from_name(c.name()), c);

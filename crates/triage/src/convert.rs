@@ -1,6 +1,6 @@
 //! Conversions between triage's records and the protobuf contracts.
 
-use firebreak_proto::v1;
+use firebreak_proto::{WireState, v1};
 use firebreak_storage::{IncidentRecord, TimelineRecord};
 
 /// A stored time (Unix microseconds) as the review computes with it.
@@ -16,7 +16,8 @@ pub(crate) fn incident_to_proto(i: &IncidentRecord) -> v1::Incident {
         category: i.category.clone(),
         severity: i.severity,
         priority: i.priority,
-        state: i.state.as_str().to_owned(),
+        state: i.state.wire(),
+        state_name: i.state.as_str().to_owned(),
         dedup_key: i.dedup_key.clone(),
         alert_count: i.alert_count,
         labels: i.labels.clone().into_iter().collect(),

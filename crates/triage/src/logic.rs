@@ -200,7 +200,10 @@ impl Triage {
         let input = Input::Record {
             event_id: event_id.to_owned(),
             incident_id: run.incident_id.clone(),
-            kind: format!("runbook_{}", clip(&run.change, MAX_NAME)),
+            kind: match run.change_kind() {
+                v1::RunChange::Unspecified => format!("runbook_{}", clip(&run.change, MAX_NAME)),
+                change => format!("runbook_{}", change.name()),
+            },
             actor: clip(&format!("runbook:{runbook}"), MAX_ACTOR),
             data,
         };
@@ -215,7 +218,8 @@ impl Triage {
     ) -> Result<()> {
         let data = json!({
             "delivery_id": clip(&d.delivery_id, MAX_NAME), "channel": clip(&d.channel, MAX_NAME),
-            "status": clip(&d.status, MAX_NAME), "attempts": d.attempts,
+            // Null when the event names no state this build knows.
+            "status": d.delivery_state().map(|s| s.as_str()), "attempts": d.attempts,
             "error": clip(&d.error, MAX_TEXT),
         });
         let input = Input::Record {
@@ -459,6 +463,7 @@ mod tests {
                 runbook: "flood".into(),
                 incident_id: id.clone(),
                 change: "action".into(),
+                kind: v1::RunChange::Action as i32,
                 live: true,
                 action: json!({ "action": "http", "result": "x".repeat(1_000_000) }).to_string(),
                 detail: "d".repeat(100_000),

@@ -278,8 +278,8 @@ async fn the_incident_path_across_four_processes() {
         .unwrap();
     assert_eq!(inc.category, "service-outage");
     assert_eq!(
-        (inc.severity, inc.priority, inc.state.as_str()),
-        (1, 1, "open")
+        (inc.severity, inc.priority, inc.state()),
+        (1, 1, v1::IncidentState::Open)
     );
 
     // The runbook ran in the orchestration process, once, live.
@@ -297,7 +297,7 @@ async fn the_incident_path_across_four_processes() {
             .into_inner()
             .runs
             .into_iter()
-            .find(|r| r.state.as_str() == "succeeded")
+            .find(|r| r.state() == v1::RunState::Succeeded)
         }
     })
     .await;

@@ -27,7 +27,8 @@ pub(crate) struct RecordingBus {
 }
 
 impl RecordingBus {
-    /// The `runbooks.*` changes published so far: (run id, change, detail).
+    /// The `runbooks.*` changes published so far: (run id, change, detail). The change is read
+    /// from the typed field alone ("unspecified" if a producer left it out).
     pub(crate) fn run_changes(&self) -> Vec<(String, String, String)> {
         let published = self.published.lock().unwrap();
         published
@@ -35,7 +36,11 @@ impl RecordingBus {
             .filter_map(|m| {
                 let event = firebreak_proto::decode_event(&m.payload).ok()?;
                 match event.payload? {
-                    Payload::RunChanged(c) => Some((c.run_id, c.change, c.detail)),
+                    Payload::RunChanged(c) => {
+                        let kind = firebreak_proto::v1::RunChange::try_from(c.kind);
+                        let change = kind.unwrap_or_default().name().to_owned();
+                        Some((c.run_id, change, c.detail))
+                    }
                     _ => None,
                 }
             })
