@@ -6,7 +6,10 @@
 //! a few seconds; then gRPC single-alert calls paced at 5,000 alerts/s for the latency at
 //! that load. A first line calls the gRPC health check the same way: what the transport
 //! alone (client and server in this process) allows on this machine, the ceiling of one
-//! alert per call.
+//! alert per call. A last line sends gRPC single-alert calls to intake alone
+//! ([`App::build_intake_alone`]: intake's database and the embedded bus, served as the full
+//! stack serves them, with no triage, orchestration or notification consuming): intake's
+//! durable acceptance rate with nothing downstream competing for the machine.
 //!
 //! Each line prints alerts/s, ack p50/p99, the process's CPU time per alert and its resident
 //! memory: the peak during the line (`VmHWM`, reset at the line's start by writing 5 to
@@ -50,6 +53,15 @@ fn seconds() -> u64 {
         .and_then(|s| s.parse().ok())
         .filter(|&s| s > 0)
         .unwrap_or(SECONDS)
+}
+
+/// What a line runs against.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Stack {
+    /// The embedded stack: all four services.
+    Full,
+    /// Intake alone: nothing consumes what it accepts.
+    IntakeAlone,
 }
 
 /// What one call sends.
@@ -166,7 +178,14 @@ fn percentile(sorted: &[Duration], p: f64) -> f64 {
 
 /// Runs `call` from `CALLERS` callers for [`seconds`], or paced at `rate` alerts/s in all.
 /// `rss_reset` says whether the peak resident memory was reset at the line's start.
-async fn scenario(name: &str, targets: &[Target], call: Call, rate: Option<u64>, rss_reset: bool) {
+async fn scenario(
+    name: &str,
+    targets: &[Target],
+    call: Call,
+    rate: Option<u64>,
+    stack: Stack,
+    rss_reset: bool,
+) {
     let cpu_before = cpu_seconds();
     let until = Instant::now() + Duration::from_secs(seconds());
     let mut tasks = tokio::task::JoinSet::new();
@@ -208,8 +227,9 @@ async fn scenario(name: &str, targets: &[Target], call: Call, rate: Option<u64>,
     let alerts = all.len() as u64 * call.alerts();
     // Downstream: how fast triage turns the backlog into incidents (alerts attached per
     // second over the next 3 s). The PagerDuty scenario opens an incident per event, too many
-    // to count here.
+    // to count here. Intake alone has no triage to ask.
     let downstream = match call {
+        _ if stack == Stack::IntakeAlone => String::new(),
         Call::Health | Call::PagerDuty => String::new(),
         _ => {
             let mut incidents = targets[0].incidents.clone();
@@ -297,9 +317,9 @@ fn cpu_seconds() -> f64 {
     ticks as f64 / 100.0
 }
 
-/// A fresh embedded stack and `CALLERS` connected callers, so no scenario inherits the
-/// previous one's downstream backlog.
-async fn start() -> (Vec<Target>, CancellationToken, tempfile::TempDir) {
+/// A fresh embedded stack (all of it, or intake alone) and `CALLERS` connected callers, so
+/// no scenario inherits the previous one's downstream backlog.
+async fn start(stack: Stack) -> (Vec<Target>, CancellationToken, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("config.yaml");
     std::fs::write(
@@ -318,7 +338,10 @@ async fn start() -> (Vec<Target>, CancellationToken, tempfile::TempDir) {
     config.http_addr = "127.0.0.1:0".parse().unwrap();
     // The benchmark measures throughput, not the keyless callers' rate limit.
     config.intake_anonymous_rate_limit_per_second = 0;
-    let app = App::build(config).await.unwrap();
+    let app = match stack {
+        Stack::Full => App::build(config).await.unwrap(),
+        Stack::IntakeAlone => App::build_intake_alone(config).await.unwrap(),
+    };
     let grpc = format!("http://{}", app.grpc_addr());
     let base = format!("http://{}", app.http_addr());
     let shutdown = CancellationToken::new();
@@ -346,7 +369,7 @@ async fn start() -> (Vec<Target>, CancellationToken, tempfile::TempDir) {
 #[tokio::main]
 async fn main() {
     println!(
-        "intake, embedded mode (SQLite WAL, committed before each answer; triage, orchestration and notification run alongside), {CALLERS} callers, {} s each, a fresh stack per line; rss is the whole process, callers included",
+        "intake, embedded mode (SQLite WAL, committed before each answer; triage, orchestration and notification run alongside unless intake is alone), {CALLERS} callers, {} s each, a fresh stack per line; rss is the whole process, callers included",
         seconds()
     );
     let cores = std::thread::available_parallelism().map_or(0, usize::from);
@@ -356,20 +379,48 @@ async fn main() {
         "release (no debug assertions)"
     };
     println!("machine: {cores} cores; build: {build}");
-    let runs: [(&str, Call, Option<u64>); 6] = [
-        ("gRPC health check (transport only)", Call::Health, None),
-        ("gRPC RaiseAlerts, 1 alert per call", Call::GrpcOne, None),
-        ("gRPC RaiseAlerts, batches of 100", Call::GrpcBatch, None),
+    let runs: [(&str, Call, Option<u64>, Stack); 7] = [
+        (
+            "gRPC health check (transport only)",
+            Call::Health,
+            None,
+            Stack::Full,
+        ),
+        (
+            "gRPC RaiseAlerts, 1 alert per call",
+            Call::GrpcOne,
+            None,
+            Stack::Full,
+        ),
+        (
+            "gRPC RaiseAlerts, batches of 100",
+            Call::GrpcBatch,
+            None,
+            Stack::Full,
+        ),
         (
             "Alertmanager webhook, groups of 10",
             Call::Alertmanager,
             None,
+            Stack::Full,
         ),
-        ("PagerDuty v2 webhook, 1 per call", Call::PagerDuty, None),
+        (
+            "PagerDuty v2 webhook, 1 per call",
+            Call::PagerDuty,
+            None,
+            Stack::Full,
+        ),
         (
             "gRPC 1 per call, paced at 5,000/s",
             Call::GrpcOne,
             Some(5_000),
+            Stack::Full,
+        ),
+        (
+            "gRPC 1 per call, intake alone",
+            Call::GrpcOne,
+            None,
+            Stack::IntakeAlone,
         ),
     ];
     // `cargo bench --bench intake -- paced` runs only the lines whose name holds "paced".
@@ -377,14 +428,14 @@ async fn main() {
         .skip(1)
         .filter(|a| !a.starts_with("--"))
         .collect();
-    for (name, call, rate) in runs {
+    for (name, call, rate, stack) in runs {
         if !only.is_empty() && !only.iter().any(|o| name.contains(o.as_str())) {
             continue;
         }
         // The peak is the line's own: its stack, its callers and their load.
         let rss_reset = reset_peak_rss();
-        let (targets, shutdown, dir) = start().await;
-        scenario(name, &targets, call, rate, rss_reset).await;
+        let (targets, shutdown, dir) = start(stack).await;
+        scenario(name, &targets, call, rate, stack, rss_reset).await;
         shutdown.cancel();
         drop(targets);
         tokio::time::sleep(Duration::from_millis(500)).await;
