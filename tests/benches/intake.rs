@@ -4,10 +4,24 @@
 //! Scenarios: gRPC one alert per call, gRPC batches of 100, the Alertmanager webhook (groups
 //! of 10), the PagerDuty v2 webhook (one event per call), each with 64 concurrent callers for
 //! a few seconds; then gRPC single-alert calls paced at 5,000 alerts/s for the latency at
-//! that load. Prints alerts/s, ack p50/p99 and the process's CPU time per alert. A first line
-//! calls the gRPC health check the same way: what the transport alone (client and server in
-//! this process) allows on this machine, the ceiling of one alert per call. Run with
-//! `just bench`; arguments after `--` pick the lines whose name holds them.
+//! that load. A first line calls the gRPC health check the same way: what the transport
+//! alone (client and server in this process) allows on this machine, the ceiling of one
+//! alert per call. A last line sends gRPC single-alert calls to intake alone
+//! ([`App::build_intake_alone`]: intake's database and the embedded bus, served as the full
+//! stack serves them, with no triage, orchestration or notification consuming): intake's
+//! durable acceptance rate with nothing downstream competing for the machine.
+//!
+//! Each line prints alerts/s, ack p50/p99, the process's CPU time per alert and its resident
+//! memory: the peak during the line (`VmHWM`, reset at the line's start by writing 5 to
+//! `/proc/self/clear_refs`; "not reset" when that fails, the peak then being the process's
+//! since an earlier line or its start) and what is resident at the line's end (`VmRSS`).
+//! Callers run in the same process, so both include them, and the allocator may keep pages
+//! earlier lines freed. The first lines say how many cores the machine has and whether this
+//! is a debug build, whose figures mean nothing.
+//!
+//! Run with `just bench`; arguments after `--` pick the lines whose name holds them.
+//! `FIREBREAK_BENCH_SECONDS` shortens (or lengthens) each line's load, 4 s by default; a
+//! smoke test may set it to 1.
 #![allow(clippy::print_stdout)]
 
 use std::sync::Arc;
@@ -27,9 +41,28 @@ use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
 static ALLOC: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 const CALLERS: usize = 64;
+/// Each line's load, unless `FIREBREAK_BENCH_SECONDS` says otherwise.
 const SECONDS: u64 = 4;
 const AM_KEY: &str = "bench-am-key-000000000001";
 const PD_KEY: &str = "bench-pd-key-000000000001";
+
+/// Each line's load in seconds: `FIREBREAK_BENCH_SECONDS`, else [`SECONDS`].
+fn seconds() -> u64 {
+    std::env::var("FIREBREAK_BENCH_SECONDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .filter(|&s| s > 0)
+        .unwrap_or(SECONDS)
+}
+
+/// What a line runs against.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Stack {
+    /// The embedded stack: all four services.
+    Full,
+    /// Intake alone: nothing consumes what it accepts.
+    IntakeAlone,
+}
 
 /// What one call sends.
 #[derive(Clone, Copy)]
@@ -143,10 +176,18 @@ fn percentile(sorted: &[Duration], p: f64) -> f64 {
     sorted[i].as_secs_f64() * 1000.0
 }
 
-/// Runs `call` from `CALLERS` callers for `SECONDS`, or paced at `rate` alerts/s in all.
-async fn scenario(name: &str, targets: &[Target], call: Call, rate: Option<u64>) {
+/// Runs `call` from `CALLERS` callers for [`seconds`], or paced at `rate` alerts/s in all.
+/// `rss_reset` says whether the peak resident memory was reset at the line's start.
+async fn scenario(
+    name: &str,
+    targets: &[Target],
+    call: Call,
+    rate: Option<u64>,
+    stack: Stack,
+    rss_reset: bool,
+) {
     let cpu_before = cpu_seconds();
-    let until = Instant::now() + Duration::from_secs(SECONDS);
+    let until = Instant::now() + Duration::from_secs(seconds());
     let mut tasks = tokio::task::JoinSet::new();
     for t in targets {
         let mut t = Target {
@@ -186,8 +227,9 @@ async fn scenario(name: &str, targets: &[Target], call: Call, rate: Option<u64>)
     let alerts = all.len() as u64 * call.alerts();
     // Downstream: how fast triage turns the backlog into incidents (alerts attached per
     // second over the next 3 s). The PagerDuty scenario opens an incident per event, too many
-    // to count here.
+    // to count here. Intake alone has no triage to ask.
     let downstream = match call {
+        _ if stack == Stack::IntakeAlone => String::new(),
         Call::Health | Call::PagerDuty => String::new(),
         _ => {
             let mut incidents = targets[0].incidents.clone();
@@ -221,13 +263,42 @@ async fn scenario(name: &str, targets: &[Target], call: Call, rate: Option<u64>)
         _ => "alert",
     };
     println!(
-        "  {name:<34} {:>8.0} {unit}s/s  ack p50 {:>6.2} ms  p99 {:>7.2} ms  ({} calls)  cpu {:>4.0} µs/{unit}{downstream}",
+        "  {name:<34} {:>8.0} {unit}s/s  ack p50 {:>6.2} ms  p99 {:>7.2} ms  ({} calls)  cpu {:>4.0} µs/{unit}  {}{downstream}",
         alerts as f64 / elapsed,
         percentile(&all, 0.50),
         percentile(&all, 0.99),
         all.len(),
         cpu * 1e6 / alerts as f64,
+        rss(rss_reset),
     );
+}
+
+/// Resets the process's peak resident memory (`VmHWM`) to what is resident now; false when
+/// the kernel refused (not Linux, or no write access to `clear_refs`).
+fn reset_peak_rss() -> bool {
+    std::fs::write("/proc/self/clear_refs", "5").is_ok()
+}
+
+/// The process's peak resident memory since the last reset, and what is resident now, from
+/// `/proc/self/status`: callers, stack and allocator together.
+fn rss(reset: bool) -> String {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let mib = |field: &str| -> String {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(field))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+            .map_or_else(
+                || "?".to_owned(),
+                |kib| format!("{:.0}", kib as f64 / 1024.0),
+            )
+    };
+    let peak = if reset { "peak" } else { "peak (not reset)" };
+    format!(
+        "rss {peak} {} MiB, now {} MiB",
+        mib("VmHWM:"),
+        mib("VmRSS:")
+    )
 }
 
 /// CPU time (user and system) this process has used, in seconds: callers, the stack and
@@ -246,9 +317,9 @@ fn cpu_seconds() -> f64 {
     ticks as f64 / 100.0
 }
 
-/// A fresh embedded stack and `CALLERS` connected callers, so no scenario inherits the
-/// previous one's downstream backlog.
-async fn start() -> (Vec<Target>, CancellationToken, tempfile::TempDir) {
+/// A fresh embedded stack (all of it, or intake alone) and `CALLERS` connected callers, so
+/// no scenario inherits the previous one's downstream backlog.
+async fn start(stack: Stack) -> (Vec<Target>, CancellationToken, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("config.yaml");
     std::fs::write(
@@ -267,7 +338,10 @@ async fn start() -> (Vec<Target>, CancellationToken, tempfile::TempDir) {
     config.http_addr = "127.0.0.1:0".parse().unwrap();
     // The benchmark measures throughput, not the keyless callers' rate limit.
     config.intake_anonymous_rate_limit_per_second = 0;
-    let app = App::build(config).await.unwrap();
+    let app = match stack {
+        Stack::Full => App::build(config).await.unwrap(),
+        Stack::IntakeAlone => App::build_intake_alone(config).await.unwrap(),
+    };
     let grpc = format!("http://{}", app.grpc_addr());
     let base = format!("http://{}", app.http_addr());
     let shutdown = CancellationToken::new();
@@ -295,22 +369,58 @@ async fn start() -> (Vec<Target>, CancellationToken, tempfile::TempDir) {
 #[tokio::main]
 async fn main() {
     println!(
-        "intake, embedded mode (SQLite WAL, committed before each answer; triage, orchestration and notification run alongside), {CALLERS} callers, {SECONDS} s each, a fresh stack per line"
+        "intake, embedded mode (SQLite WAL, committed before each answer; triage, orchestration and notification run alongside unless intake is alone), {CALLERS} callers, {} s each, a fresh stack per line; rss is the whole process, callers included",
+        seconds()
     );
-    let runs: [(&str, Call, Option<u64>); 6] = [
-        ("gRPC health check (transport only)", Call::Health, None),
-        ("gRPC RaiseAlerts, 1 alert per call", Call::GrpcOne, None),
-        ("gRPC RaiseAlerts, batches of 100", Call::GrpcBatch, None),
+    let cores = std::thread::available_parallelism().map_or(0, usize::from);
+    let build = if cfg!(debug_assertions) {
+        "debug (debug assertions on: figures mean nothing)"
+    } else {
+        "release (no debug assertions)"
+    };
+    println!("machine: {cores} cores; build: {build}");
+    let runs: [(&str, Call, Option<u64>, Stack); 7] = [
+        (
+            "gRPC health check (transport only)",
+            Call::Health,
+            None,
+            Stack::Full,
+        ),
+        (
+            "gRPC RaiseAlerts, 1 alert per call",
+            Call::GrpcOne,
+            None,
+            Stack::Full,
+        ),
+        (
+            "gRPC RaiseAlerts, batches of 100",
+            Call::GrpcBatch,
+            None,
+            Stack::Full,
+        ),
         (
             "Alertmanager webhook, groups of 10",
             Call::Alertmanager,
             None,
+            Stack::Full,
         ),
-        ("PagerDuty v2 webhook, 1 per call", Call::PagerDuty, None),
+        (
+            "PagerDuty v2 webhook, 1 per call",
+            Call::PagerDuty,
+            None,
+            Stack::Full,
+        ),
         (
             "gRPC 1 per call, paced at 5,000/s",
             Call::GrpcOne,
             Some(5_000),
+            Stack::Full,
+        ),
+        (
+            "gRPC 1 per call, intake alone",
+            Call::GrpcOne,
+            None,
+            Stack::IntakeAlone,
         ),
     ];
     // `cargo bench --bench intake -- paced` runs only the lines whose name holds "paced".
@@ -318,12 +428,14 @@ async fn main() {
         .skip(1)
         .filter(|a| !a.starts_with("--"))
         .collect();
-    for (name, call, rate) in runs {
+    for (name, call, rate, stack) in runs {
         if !only.is_empty() && !only.iter().any(|o| name.contains(o.as_str())) {
             continue;
         }
-        let (targets, shutdown, dir) = start().await;
-        scenario(name, &targets, call, rate).await;
+        // The peak is the line's own: its stack, its callers and their load.
+        let rss_reset = reset_peak_rss();
+        let (targets, shutdown, dir) = start(stack).await;
+        scenario(name, &targets, call, rate, stack, rss_reset).await;
         shutdown.cancel();
         drop(targets);
         tokio::time::sleep(Duration::from_millis(500)).await;

@@ -387,6 +387,25 @@ impl App {
 
     /// [`App::build`] with timers due against `clock` (tests move a manual clock).
     pub async fn build_with_clock(config: Config, clock: Arc<dyn Clock>) -> anyhow::Result<Self> {
+        Self::build_embedded(config, clock, false).await
+    }
+
+    /// Embedded mode with intake alone: intake's database and the embedded bus (its `alerts`
+    /// stream read in place from intake's outbox), built and served as [`App::build`] does,
+    /// but no triage, orchestration or notification, so nothing consumes what intake
+    /// accepts, and `RaiseIncident` answers without an incident id (its call to triage
+    /// fails). For measuring intake's own rate (the intake benchmark), not for running
+    /// Firebreak.
+    pub async fn build_intake_alone(config: Config) -> anyhow::Result<Self> {
+        Self::build_embedded(config, Arc::new(SystemClock), true).await
+    }
+
+    /// Embedded mode: all four services, or intake alone.
+    async fn build_embedded(
+        config: Config,
+        clock: Arc<dyn Clock>,
+        intake_alone: bool,
+    ) -> anyhow::Result<Self> {
         // reqwest's rustls needs a process-wide crypto provider before any client is built.
         let _ = rustls::crypto::ring::default_provider().install_default();
         config.log_ignored_env();
@@ -405,43 +424,56 @@ impl App {
         let (grpc, http) = bind(&config).await?;
         let grpc_addr = grpc.local_addr()?;
 
-        let triage_store = Arc::new(
-            SqliteTriageStore::open_with_clock(&db("triage"), fsync, clock.clone())
-                .await
-                .context("opening triage.db")?,
-        );
         let intake_store = Arc::new(
             SqliteIntakeStore::open_with_clock(&db("intake"), fsync, clock.clone())
                 .await
                 .context("opening intake.db")?,
         );
-        let orchestration_store = Arc::new(
-            SqliteOrchestrationStore::open_with_clock(&db("orchestration"), fsync, clock.clone())
+        // Each stream is read in place from the outbox of the one service producing it.
+        let mut bus = EmbeddedBus::new(Arc::new(
+            SqliteBusLog::open_with_clock(&db("bus"), fsync, clock.clone())
+                .await
+                .context("opening bus.db")?,
+        ))
+        .read_in_place(streams::ALERTS, intake_store.clone());
+        let downstream = if intake_alone {
+            None
+        } else {
+            let triage_store = Arc::new(
+                SqliteTriageStore::open_with_clock(&db("triage"), fsync, clock.clone())
+                    .await
+                    .context("opening triage.db")?,
+            );
+            let orchestration_store = Arc::new(
+                SqliteOrchestrationStore::open_with_clock(
+                    &db("orchestration"),
+                    fsync,
+                    clock.clone(),
+                )
                 .await
                 .context("opening orchestration.db")?,
-        );
-        let notification_store = Arc::new(
-            SqliteNotificationStore::open_with_clock(&db("notification"), fsync, clock.clone())
-                .await
-                .context("opening notification.db")?,
-        );
-        // Each stream is read in place from the outbox of the one service producing it.
-        let bus: Arc<dyn Bus> = Arc::new(
-            EmbeddedBus::new(Arc::new(
-                SqliteBusLog::open_with_clock(&db("bus"), fsync, clock.clone())
+            );
+            let notification_store = Arc::new(
+                SqliteNotificationStore::open_with_clock(&db("notification"), fsync, clock.clone())
                     .await
-                    .context("opening bus.db")?,
-            ))
-            .read_in_place(streams::ALERTS, intake_store.clone())
-            .read_in_place(streams::INCIDENTS, triage_store.clone())
-            .read_in_place(streams::RUNBOOKS, orchestration_store.clone())
-            .read_in_place(streams::NOTIFICATIONS, notification_store.clone()),
-        );
-        let dependencies = ["intake", "triage", "orchestration", "notification", "bus"]
-            .into_iter()
+                    .context("opening notification.db")?,
+            );
+            bus = bus
+                .read_in_place(streams::INCIDENTS, triage_store.clone())
+                .read_in_place(streams::RUNBOOKS, orchestration_store.clone())
+                .read_in_place(streams::NOTIFICATIONS, notification_store.clone());
+            Some((triage_store, orchestration_store, notification_store))
+        };
+        let bus: Arc<dyn Bus> = Arc::new(bus);
+        let names: &[&str] = if intake_alone {
+            &["intake", "bus"]
+        } else {
+            &["intake", "triage", "orchestration", "notification", "bus"]
+        };
+        let dependencies = names
+            .iter()
             .map(|name| database(format!("{name}.db"), HealthCheck::sqlite(db(name))))
             .collect();
-        let triage = Triage::new(triage_store, bus.clone(), config.taxonomy(), clock.clone());
         // Intake reaches triage over gRPC, as it does in distributed mode; here that is
         // this process's own server.
         let intake = build_intake(
@@ -452,25 +484,35 @@ impl App {
             clock.clone(),
         )
         .await?;
-        let orchestration = build_orchestration(
-            &config,
-            orchestration_store,
-            bus.clone(),
-            catalog,
-            clock.clone(),
-        )?;
-        let notification = build_notification(&config, notification_store, bus, clock)?;
+        let mut services = Services {
+            intake: Some(intake),
+            triage: None,
+            orchestration: None,
+            notification: None,
+            dependencies,
+        };
+        if let Some((triage_store, orchestration_store, notification_store)) = downstream {
+            services.triage = Some(Triage::new(
+                triage_store,
+                bus.clone(),
+                config.taxonomy(),
+                clock.clone(),
+            ));
+            services.orchestration = Some(build_orchestration(
+                &config,
+                orchestration_store,
+                bus.clone(),
+                catalog,
+                clock.clone(),
+            )?);
+            services.notification =
+                Some(build_notification(&config, notification_store, bus, clock)?);
+        }
         Ok(Self {
             config,
             grpc,
             http,
-            start: Start::Built(Box::new(Services {
-                intake: Some(intake),
-                triage: Some(triage),
-                orchestration: Some(orchestration),
-                notification: Some(notification),
-                dependencies,
-            })),
+            start: Start::Built(Box::new(services)),
             runbooks,
             _data_lock: Some(data_lock),
         })
