@@ -174,11 +174,12 @@ pub fn outbox_event(
     payload: firebreak_proto::v1::event::Payload,
 ) -> firebreak_storage::OutboxEvent {
     use firebreak_domain::Clock as _;
-    let now = firebreak_domain::SystemClock.now_micros();
     let id = new_event_id();
     let event = firebreak_proto::v1::Event {
         id: id.clone(),
-        occurred_at: Some(firebreak_proto::timestamp(now)),
+        occurred_at: Some(firebreak_proto::timestamp(
+            firebreak_domain::SystemClock.now(),
+        )),
         traceparent: firebreak_telemetry::trace::outgoing(),
         payload: Some(payload),
     };

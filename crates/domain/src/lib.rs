@@ -26,6 +26,6 @@ pub use signal::{Labels, Signal, SignalInput, clip, derive_dedup_key, no_nul, pa
 pub use states::{AlertState, DeliveryState, RunEvent, RunPhase, RunState, StepStatus};
 
 /// A point in time (UTC) as the review computes with it (durations, RFC 3339 text). Records
-/// store times as microseconds since the Unix epoch (`i64`), read from a [`Clock`]; a
-/// `Timestamp` is made from those and holds no finer precision.
+/// hold times as [`Micros`] (microseconds since the Unix epoch), read from a [`Clock`]; a
+/// `Timestamp` is made from one ([`Micros::timestamp`]) and holds no finer precision.
 pub type Timestamp = time::OffsetDateTime;

@@ -260,7 +260,7 @@ impl IntegrationService for IntegrationApi {
         {
             return Err(Error::IntegrationExists(integration.name).into());
         }
-        let now = self.intake.clock.now_micros();
+        let now = self.intake.clock.now();
         self.intake
             .store
             .create_integration(&to_record(&integration, now))

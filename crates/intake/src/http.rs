@@ -553,7 +553,7 @@ async fn pagerduty_change(State(intake): State<Intake>, body: Bytes) -> Response
             integration: integration.name.clone(),
             summary: p.summary,
             source: p.source,
-            at: Some(firebreak_proto::timestamp(intake.clock.now_micros())),
+            at: Some(firebreak_proto::timestamp(intake.clock.now())),
             details,
         }),
     );

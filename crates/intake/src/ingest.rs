@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use firebreak_bus::{RelayHandle, outbox_event, streams};
-use firebreak_domain::{AlertId, Labels, Signal, SignalInput};
+use firebreak_domain::{AlertId, Labels, Micros, Signal, SignalInput};
 use firebreak_proto::v1::{self, event::Payload};
 use firebreak_storage::{AlertRecord, IntakeStore, OutboxEvent};
 use serde::{Deserialize, Serialize};
@@ -151,7 +151,7 @@ impl Intake {
         idempotency_key: Option<&str>,
     ) -> Result<Vec<SignalResult>, IngestError> {
         let (reply, answer) = oneshot::channel();
-        let received_at = self.clock.now_micros();
+        let received_at = self.clock.now();
         let items = items
             .into_iter()
             .map(|(mut item, checked)| {
@@ -336,7 +336,12 @@ impl Intake {
 }
 
 /// A trigger's alert and event, as stored if it turns out not to be a repeat.
-fn prepare(source: &Source<'_>, item: &mut Incoming, signal: Signal, received_at: i64) -> Prepared {
+fn prepare(
+    source: &Source<'_>,
+    item: &mut Incoming,
+    signal: Signal,
+    received_at: Micros,
+) -> Prepared {
     let record = AlertRecord {
         id: AlertId::new().to_string(),
         received_at,

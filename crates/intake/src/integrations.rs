@@ -349,7 +349,7 @@ fn constant_time_eq(a: &str, b: &str) -> bool {
             == 0
 }
 
-pub(crate) fn to_record(i: &Integration, now: i64) -> IntegrationRecord {
+pub(crate) fn to_record(i: &Integration, now: firebreak_domain::Micros) -> IntegrationRecord {
     IntegrationRecord {
         name: i.name.clone(),
         kind: i.kind.as_str().to_owned(),

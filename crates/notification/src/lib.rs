@@ -13,7 +13,7 @@ use std::time::Duration;
 use firebreak_bus::{
     Bus, ConsumerOptions, HandlerError, Relay, RelayHandle, consume, outbox_event, streams,
 };
-use firebreak_domain::{Clock, DeliveryState, SystemClock};
+use firebreak_domain::{Clock, DeliveryState, Micros, SystemClock};
 use firebreak_proto::WireState;
 use firebreak_proto::v1::{
     self,
@@ -49,7 +49,7 @@ pub enum ConfigError {
 const MAX_ATTEMPTS: u32 = 8;
 /// How long a replica holds the deliveries it claimed before another may take them: longer
 /// than a batch of attempts takes.
-const CLAIM_MICROS: i64 = 60_000_000;
+const CLAIM: Duration = Duration::from_secs(60);
 
 /// The notification service. Cheap to clone.
 #[derive(Clone)]
@@ -163,7 +163,7 @@ impl Notification {
 
     /// The deliveries an event calls for: one per subscribed channel.
     fn plan(&self, event: &v1::Event) -> Vec<DeliveryRecord> {
-        let now = self.clock.now_micros();
+        let now = self.clock.now();
         let make = |channel: &str, incident_id: &str, kind: &str, payload: serde_json::Value| {
             DeliveryRecord {
                 id: firebreak_domain::new_id().to_string(),
@@ -233,8 +233,7 @@ impl Notification {
                             d.event_id = format!("{}#{n_step}", event.id);
                         }
                         d.escalation_step = n_step;
-                        d.next_attempt_at =
-                            now + (step.after_seconds as i64).saturating_mul(1_000_000);
+                        d.next_attempt_at = now + Duration::from_secs(step.after_seconds);
                         out.push(d);
                     }
                 }
@@ -248,12 +247,8 @@ impl Notification {
     /// for a while first, so replicas share the work.
     async fn dispatch(self, shutdown: CancellationToken) {
         while !shutdown.is_cancelled() {
-            let now = self.clock.now_micros();
-            match self
-                .store
-                .claim_due_deliveries(now, now + CLAIM_MICROS, 32)
-                .await
-            {
+            let now = self.clock.now();
+            match self.store.claim_due_deliveries(now, now + CLAIM, 32).await {
                 Ok(due) => {
                     for d in due {
                         self.attempt(d).await;
@@ -275,7 +270,7 @@ impl Notification {
             Some(ch) => ch.send(&self.http, &d).await,
             None => Err(DeliveryError::UnknownChannel(d.channel.clone())),
         };
-        let now = self.clock.now_micros();
+        let now = self.clock.now();
         match &outcome {
             Ok(()) => {
                 d.status = DeliveryState::Delivered;
@@ -379,7 +374,7 @@ impl NotificationService for Notification {
                 break;
             }
             bytes += size;
-            last = Some(format!("{}.{}", d.created_at, d.id));
+            last = Some(format!("{}.{}", d.created_at.unix_micros(), d.id));
             deliveries.push(item);
         }
         let next_page_token = match last {
@@ -399,15 +394,15 @@ const MAX_PAGE_BYTES: usize = 1024 * 1024;
 /// A delivery's error as sent (a target's answer can be long).
 const MAX_ERROR: usize = 16 * 1024;
 
-/// When a delivery that failed with `e` on attempt `attempts` is tried again (Unix
-/// microseconds), or `None` when it has failed for good: its error is permanent or its
-/// attempts are spent. The backoff doubles from a second, up to five minutes.
-fn retry_at(e: &DeliveryError, attempts: u32, now: i64) -> Option<i64> {
+/// When a delivery that failed with `e` on attempt `attempts` is tried again, or `None` when
+/// it has failed for good: its error is permanent or its attempts are spent. The backoff
+/// doubles from a second, up to five minutes.
+fn retry_at(e: &DeliveryError, attempts: u32, now: Micros) -> Option<Micros> {
     if e.is_permanent() || attempts >= MAX_ATTEMPTS {
         return None;
     }
-    let backoff = 500_000i64 << attempts.min(10);
-    Some(now + backoff.min(300_000_000))
+    let backoff = Duration::from_micros(500_000 << attempts.min(10));
+    Some(now + backoff.min(Duration::from_secs(300)))
 }
 
 /// A page token of deliveries: `CREATED_AT.ID` of the last delivery of the previous page.
@@ -419,7 +414,7 @@ fn delivery_token(token: &str) -> Result<Option<DeliveryCursor>, Error> {
         t => {
             let (at, id) = t.split_once('.').ok_or_else(invalid)?;
             Ok(Some(DeliveryCursor {
-                created_at: at.parse().map_err(|_| invalid())?,
+                created_at: Micros::from_unix_micros(at.parse().map_err(|_| invalid())?),
                 id: id.to_owned(),
             }))
         }
@@ -446,14 +441,18 @@ mod tests {
     fn an_unknown_channel_fails_at_once_and_a_webhook_answer_is_retried() {
         let unknown = DeliveryError::UnknownChannel("pager".into());
         assert_eq!(unknown.to_string(), "unknown channel \"pager\"");
-        assert_eq!(retry_at(&unknown, 1, 0), None);
+        assert_eq!(retry_at(&unknown, 1, Micros::default()), None);
         let answered = DeliveryError::Status(reqwest::StatusCode::SERVICE_UNAVAILABLE);
         assert_eq!(
             answered.to_string(),
             "webhook answered 503 Service Unavailable"
         );
-        assert_eq!(retry_at(&answered, 1, 0), Some(1_000_000));
-        assert_eq!(retry_at(&answered, MAX_ATTEMPTS, 0), None);
+        let epoch = Micros::default();
+        assert_eq!(
+            retry_at(&answered, 1, epoch),
+            Some(Micros::from_unix_micros(1_000_000))
+        );
+        assert_eq!(retry_at(&answered, MAX_ATTEMPTS, epoch), None);
     }
 
     #[test]

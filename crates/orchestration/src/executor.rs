@@ -1,9 +1,10 @@
 //! The executor: picks runnable runs and executes them off the async runtime, bounded.
 
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use firebreak_bus::{outbox_event, streams};
-use firebreak_domain::{RunEvent, RunPhase, RunState, StepStatus};
+use firebreak_domain::{Micros, RunEvent, RunPhase, RunState, StepStatus};
 use firebreak_proto::v1::{self, event::Payload};
 use firebreak_runbook::{
     Execution, Mode, Outcome, PlannedStep, Recorded, Runbook, Simulator, execute, simulate,
@@ -38,7 +39,7 @@ pub(crate) fn new_run(
     runbook: &Runbook,
     incident: &v1::Incident,
     live: bool,
-    now: i64,
+    now: Micros,
 ) -> RunRecord {
     RunRecord {
         id: firebreak_domain::RunId::new().to_string(),
@@ -208,8 +209,8 @@ impl Orchestration {
     /// jump past the lease period makes a lease look expired, which within one process only
     /// lets the same owner take it again.
     async fn lease(&self, id: &str) -> bool {
-        let now = self.options.clock.now_micros();
-        let until = now + self.options.lease.as_micros() as i64;
+        let now = self.options.clock.now();
+        let until = now + self.options.lease;
         match self.store.lease_run(id, &self.owner, until, now).await {
             Ok(held) => held,
             Err(e) => {
@@ -237,7 +238,7 @@ impl Orchestration {
                 Err(_) => return,
             };
             for id in ids {
-                let until = self.options.clock.now_micros() + self.options.lease.as_micros() as i64;
+                let until = self.options.clock.now() + self.options.lease;
                 match self.store.renew_run(&id, &self.owner, until).await {
                     Ok(true) => {}
                     // Released meanwhile, because its execution ended: no loss.
@@ -381,10 +382,10 @@ impl Orchestration {
             .iter_mut()
             .filter(|j| j.status == StepStatus::Sleeping)
         {
-            let until = j.result["until"].as_i64().unwrap_or(0);
+            let until = Micros::from_unix_micros(j.result["until"].as_i64().unwrap_or(0));
             if until <= now {
                 j.status = StepStatus::Done;
-                j.result = json!({ "slept_until": until });
+                j.result = json!({ "slept_until": until.unix_micros() });
                 if let Err(e) = self.store.put_journal(j, &[]).await {
                     tracing::warn!(run = %run.id, error = %e, "recording the end of a sleep failed");
                     return;
@@ -410,7 +411,7 @@ impl Orchestration {
             rt: tokio::runtime::Handle::current(),
             log: Mutex::new(Vec::new()),
             deadline: std::time::Instant::now()
-                + std::time::Duration::from_secs(u64::from(runbook.manifest.timeout_seconds)),
+                + Duration::from_secs(u64::from(runbook.manifest.timeout_seconds)),
             timeout_seconds: runbook.manifest.timeout_seconds,
         });
         let approval_timeout = runbook.manifest.approval.timeout_seconds;
@@ -458,7 +459,7 @@ impl Orchestration {
             }
             Outcome::Waiting { seq } => {
                 tracing::info!(run = %run.id, seq, "run waits for approval");
-                let until = self.now() + secs(approval_timeout);
+                let until = self.now() + Duration::from_secs(approval_timeout);
                 self.move_run(
                     &run,
                     RunState::Running,
@@ -469,7 +470,7 @@ impl Orchestration {
                 .await;
             }
             Outcome::Sleeping { seq, until } => {
-                tracing::info!(run = %run.id, seq, until, "run sleeps");
+                tracing::info!(run = %run.id, seq, until = until.unix_micros(), "run sleeps");
                 let event = run_event(
                     &run,
                     v1::RunChange::Sleeping,
@@ -534,7 +535,7 @@ impl Orchestration {
         }
         let plan = serde_json::to_value(&sim.steps).unwrap_or_default();
         let event = run_event(&run, v1::RunChange::PlanReady, "", &plan_text(&sim.steps));
-        let until = self.now() + secs(timeout);
+        let until = self.now() + Duration::from_secs(timeout);
         self.move_run(
             &run,
             RunState::Running,
@@ -613,10 +614,6 @@ pub(crate) struct Claim {
 /// Executions of a run that may begin and never end (their process died) before the run
 /// fails instead of being tried again.
 pub const MAX_EXECUTION_ATTEMPTS: u32 = 3;
-
-fn secs(s: u64) -> i64 {
-    i64::try_from(s.saturating_mul(1_000_000)).unwrap_or(i64::MAX / 2)
-}
 
 /// A plan as people read it on the timeline: one line per step.
 pub(crate) fn plan_text(steps: &[PlannedStep]) -> String {

@@ -5,7 +5,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use firebreak_bus::{outbox_event, streams};
-use firebreak_domain::StepStatus;
+use firebreak_domain::{Micros, StepStatus};
 use firebreak_proto::v1::{self, event::Payload, incident_command::Command};
 use firebreak_runbook::{
     ActionError, ActionErrorKind, Host, Step, StepError, StepOutcome, is_side_effecting,
@@ -103,7 +103,7 @@ impl RunHost {
             result: result.clone(),
             idempotency_key: step.idempotency_key.clone(),
             attempts,
-            at: self.clock.now_micros(),
+            at: self.clock.now(),
         };
         let summary = json!({
             "seq": step.seq, "action": step.action, "args": step.args, "status": status, "result": result,
@@ -414,11 +414,11 @@ impl Host for RunHost {
             "sleep.for" => {
                 let seconds = step.args["seconds"].as_i64().unwrap_or(0);
                 if seconds > 0 {
-                    let until = self.clock.now_micros() + seconds * 1_000_000;
+                    let until = self.clock.now() + Duration::from_secs(seconds.unsigned_abs());
                     self.journal(
                         step,
                         StepStatus::Sleeping,
-                        json!({ "until": until }),
+                        json!({ "until": until.unix_micros() }),
                         1,
                         None,
                     )?;
@@ -481,7 +481,7 @@ impl Host for RunHost {
         }
     }
 
-    fn now_micros(&self) -> i64 {
-        self.clock.now_micros()
+    fn now(&self) -> Micros {
+        self.clock.now()
     }
 }

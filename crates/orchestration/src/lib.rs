@@ -21,7 +21,7 @@ use std::sync::Arc;
 use firebreak_bus::{
     Batch, Bus, ConsumerOptions, HandlerError, Relay, RelayHandle, consume_batched, streams,
 };
-use firebreak_domain::{Clock, SystemClock};
+use firebreak_domain::{Clock, Micros, SystemClock};
 use firebreak_proto::v1::{self, event::Payload};
 use firebreak_runbook::{Catalog, Limits};
 use firebreak_storage::{OrchestrationStore, OutboxEvent, RunRecord};
@@ -146,8 +146,8 @@ impl Orchestration {
     }
 
     /// Now, by the configured clock.
-    pub(crate) fn now(&self) -> i64 {
-        self.options.clock.now_micros()
+    pub(crate) fn now(&self) -> Micros {
+        self.options.clock.now()
     }
 
     /// The gRPC `RunbookService`.

@@ -120,17 +120,18 @@ pub const FILE_DESCRIPTOR_SET: &[u8] =
 pub use prost::Message;
 pub use prost_types::Timestamp;
 
-/// Microseconds since the epoch (how storage keeps time) as a protobuf timestamp.
-pub fn timestamp(micros: i64) -> Timestamp {
+/// A time as records hold it, as a protobuf timestamp.
+pub fn timestamp(at: firebreak_domain::Micros) -> Timestamp {
+    let micros = at.unix_micros();
     Timestamp {
         seconds: micros.div_euclid(1_000_000),
         nanos: (micros.rem_euclid(1_000_000) * 1_000) as i32,
     }
 }
 
-/// A protobuf timestamp as microseconds since the epoch.
-pub fn micros(t: &Timestamp) -> i64 {
-    t.seconds * 1_000_000 + i64::from(t.nanos) / 1_000
+/// A protobuf timestamp as records hold a time (finer than a microsecond dropped).
+pub fn micros(t: &Timestamp) -> firebreak_domain::Micros {
+    firebreak_domain::Micros::from_unix_micros(t.seconds * 1_000_000 + i64::from(t.nanos) / 1_000)
 }
 
 pub use firebreak_domain::{ErrorCode, ServiceError};
@@ -229,6 +230,19 @@ mod tests {
     }
 
     use super::*;
+
+    #[test]
+    fn a_time_round_trips_through_a_protobuf_timestamp() {
+        use firebreak_domain::Micros;
+        let t = timestamp(Micros::from_unix_micros(1_700_000_000_123_456));
+        assert_eq!((t.seconds, t.nanos), (1_700_000_000, 123_456_000));
+        let before = timestamp(Micros::from_unix_micros(-1));
+        assert_eq!((before.seconds, before.nanos), (-1, 999_999_000));
+        for m in [0, 1, -1, 1_700_000_000_123_456, -1_700_000_000_123_456] {
+            let m = Micros::from_unix_micros(m);
+            assert_eq!(micros(&timestamp(m)), m);
+        }
+    }
 
     /// The table callers rely on: each code, its gRPC code and its HTTP status.
     #[test]

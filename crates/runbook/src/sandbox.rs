@@ -5,7 +5,7 @@ use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, mpsc};
 use std::time::{Duration, Instant};
 
-use firebreak_domain::{Clock, SystemClock};
+use firebreak_domain::{Clock, Micros, SystemClock};
 use rhai::{Dynamic, Engine, EvalAltResult, ImmutableString, Map, Module, Position, Scope};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
@@ -155,8 +155,8 @@ pub enum StepOutcome {
     Done(Value),
     /// Journaled as waiting (an approval); the run stops until a person decides.
     Waiting,
-    /// Journaled as sleeping; the run stops and resumes at `until` (Unix microseconds).
-    Sleeping { until: i64 },
+    /// Journaled as sleeping; the run stops and resumes at `until`.
+    Sleeping { until: Micros },
 }
 
 /// Why the host did not give a step a result.
@@ -195,11 +195,11 @@ pub trait Host: Send + Sync {
     fn perform(&self, step: &Step) -> Result<StepOutcome, StepError>;
     /// A line the script printed.
     fn log(&self, line: &str);
-    /// Now, in Unix microseconds, by the clock the host journals sleeps against: a journaled
-    /// sleep is over once this passes its `until`. The system clock unless the host has one
-    /// injected (orchestration's does).
-    fn now_micros(&self) -> i64 {
-        SystemClock.now_micros()
+    /// Now, by the clock the host journals sleeps against: a journaled sleep is over once
+    /// this passes its `until`. The system clock unless the host has one injected
+    /// (orchestration's does).
+    fn now(&self) -> Micros {
+        SystemClock.now()
     }
 }
 
@@ -227,10 +227,10 @@ pub enum Outcome {
     Waiting {
         seq: u32,
     },
-    /// Sleeping at step `seq` until `until` (Unix microseconds).
+    /// Sleeping at step `seq` until `until`.
     Sleeping {
         seq: u32,
-        until: i64,
+        until: Micros,
     },
     /// Stopped at step `seq` because the host could not journal it; the run is not over.
     Interrupted {
@@ -241,7 +241,7 @@ pub enum Outcome {
 
 enum Stop {
     Waiting(u32),
-    Sleeping(u32, i64),
+    Sleeping(u32, Micros),
     Interrupted(u32, String),
     Fatal(String),
 }
@@ -631,8 +631,13 @@ impl Ctx {
             }
             return match rec.status.as_str() {
                 "waiting" => Err(self.halt(Stop::Waiting(seq))),
-                "sleeping" => match rec.result.get("until").and_then(Value::as_i64) {
-                    Some(until) if until > self.host.now_micros() => {
+                "sleeping" => match rec
+                    .result
+                    .get("until")
+                    .and_then(Value::as_i64)
+                    .map(Micros::from_unix_micros)
+                {
+                    Some(until) if until > self.host.now() => {
                         Err(self.halt(Stop::Sleeping(seq, until)))
                     }
                     _ => Ok(Dynamic::UNIT),

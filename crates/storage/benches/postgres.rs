@@ -13,6 +13,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Instant;
 
+use firebreak_domain::Micros;
 use firebreak_storage::postgres::{PgIntakeStore, PgNotificationStore, PgTriageStore};
 use firebreak_storage::{
     AlertLink, AlertRecord, DeliveryRecord, Error, IncidentRecord, IncidentUpdate, IntakeStore,
@@ -57,7 +58,7 @@ fn report(what: &str, n: usize, started: Instant) {
 fn alert(n: usize, key: &str) -> AlertRecord {
     AlertRecord {
         id: format!("alert-{n:08}"),
-        received_at: 1_700_000_000_000_000 + n as i64,
+        received_at: Micros::from_unix_micros(1_700_000_000_000_000 + n as i64),
         source: "prometheus".into(),
         title: format!("HighLatency on api-{}", n % 50),
         description: "p99 latency above 2 s for 5 minutes".into(),
@@ -176,7 +177,7 @@ fn new_incident(id: String, key: &str) -> IncidentRecord {
         dedup_key: key.into(),
         labels: BTreeMap::from([("env".into(), "prod".into())]),
         source: "prometheus".into(),
-        opened_at: 1,
+        opened_at: Micros::from_unix_micros(1),
     })
 }
 
@@ -184,7 +185,7 @@ fn entry(incident: &str, kind: &str) -> NewTimelineEntry {
     NewTimelineEntry {
         incident_id: incident.into(),
         kind: kind.into(),
-        at: firebreak_domain::Micros::from_unix_micros(1),
+        at: Micros::from_unix_micros(1),
         actor: "triage".into(),
         data: json!({ "alert_id": "x", "title": "HighLatency", "source": "prometheus" }),
     }
@@ -354,8 +355,8 @@ async fn notification_claims(total: usize) {
             status: "pending".parse().unwrap(),
             attempts: 0,
             last_error: String::new(),
-            created_at: n as i64,
-            next_attempt_at: n as i64,
+            created_at: Micros::from_unix_micros(n as i64),
+            next_attempt_at: Micros::from_unix_micros(n as i64),
             delivered_at: None,
             escalation_step: 0,
         })
@@ -369,7 +370,11 @@ async fn notification_claims(total: usize) {
     let mut n = 0;
     loop {
         let claimed = store
-            .claim_due_deliveries(i64::MAX - 1, i64::MAX, 100)
+            .claim_due_deliveries(
+                Micros::from_unix_micros(i64::MAX - 1),
+                Micros::from_unix_micros(i64::MAX),
+                100,
+            )
             .await
             .unwrap();
         if claimed.is_empty() {
@@ -378,7 +383,7 @@ async fn notification_claims(total: usize) {
         for mut d in claimed {
             d.status = "delivered".parse().unwrap();
             d.attempts = 1;
-            d.delivered_at = Some(1);
+            d.delivered_at = Some(Micros::from_unix_micros(1));
             store.update_delivery(&d, None).await.unwrap();
             n += 1;
         }

@@ -18,7 +18,7 @@ use async_trait::async_trait;
 pub use error::{Error, Result};
 pub use records::*;
 
-use firebreak_domain::RunState;
+use firebreak_domain::{Micros, RunState};
 
 /// Events written with a state change, waiting for the relay to publish them.
 #[async_trait]
@@ -191,18 +191,18 @@ pub trait OrchestrationStore: Outbox {
     /// Runs with work to do at `now`: pending or running (to (re)start, also after a
     /// restart), sleeping runs whose time has come, approvals that timed out. A replica
     /// executes one only once it holds its lease (`lease_run`).
-    async fn due_runs(&self, now: i64) -> Result<Vec<RunRecord>>;
-    /// Takes the lease on a run for `owner` until `until` (micros): true when `owner` holds it
+    async fn due_runs(&self, now: Micros) -> Result<Vec<RunRecord>>;
+    /// Takes the lease on a run for `owner` until `until`: true when `owner` holds it
     /// now (it was free, its holder's lease ran out before `now`, or `owner` held it already)
     /// and the run is in a state an executor starts from (pending, running or sleeping). A
     /// finished run, or one waiting for a person, is never leased: a replica acting on a stale
     /// list of due runs cannot execute (and finish) a run again. Replicas execute only the
     /// runs they hold, so a run is executed by one process at a time and taken over when its
     /// holder dies.
-    async fn lease_run(&self, id: &str, owner: &str, until: i64, now: i64) -> Result<bool>;
+    async fn lease_run(&self, id: &str, owner: &str, until: Micros, now: Micros) -> Result<bool>;
     /// Extends `owner`'s lease on a run to `until`, whatever the run's state; false when
     /// `owner` no longer holds it. Never takes a lease it does not hold.
-    async fn renew_run(&self, id: &str, owner: &str, until: i64) -> Result<bool>;
+    async fn renew_run(&self, id: &str, owner: &str, until: Micros) -> Result<bool>;
     /// Gives up `owner`'s lease on a run (it finished, or waits for time or a person).
     async fn release_run(&self, id: &str, owner: &str) -> Result<()>;
     /// Counts an execution of a run `owner` holds the lease of, before it starts: the count
@@ -262,13 +262,13 @@ pub trait OrchestrationStore: Outbox {
 pub trait NotificationStore: Outbox {
     /// Inserts deliveries unless they exist (same event and channel); returns those inserted.
     async fn insert_deliveries(&self, deliveries: &[DeliveryRecord]) -> Result<u32>;
-    /// Claims up to `limit` pending deliveries due at or before `now_micros` that no one else
-    /// holds, until `lease_until` (micros): replicas do not attempt the same delivery at once,
+    /// Claims up to `limit` pending deliveries due at or before `now` that no one else
+    /// holds, until `lease_until`: replicas do not attempt the same delivery at once,
     /// and a claim of a process that died runs out so another takes it.
     async fn claim_due_deliveries(
         &self,
-        now_micros: i64,
-        lease_until: i64,
+        now: Micros,
+        lease_until: Micros,
         limit: u32,
     ) -> Result<Vec<DeliveryRecord>>;
     /// Records an attempt's outcome with its event, and lets the claim go.

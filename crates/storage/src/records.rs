@@ -1,4 +1,5 @@
-//! Rows as the services see them: plain data, timestamps in microseconds since the epoch.
+//! Rows as the services see them: plain data, every time a [`Micros`] (microseconds since the
+//! epoch, as the stores keep it).
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
@@ -43,14 +44,14 @@ pub struct ParkedRecord {
     pub message_id: String,
     pub subject: String,
     pub error: String,
-    pub parked_at: i64,
+    pub parked_at: Micros,
 }
 
 /// A stored alert (intake).
 #[derive(Debug, Clone, PartialEq)]
 pub struct AlertRecord {
     pub id: String,
-    pub received_at: i64,
+    pub received_at: Micros,
     pub source: String,
     pub title: String,
     pub description: String,
@@ -75,7 +76,7 @@ pub struct IntegrationRecord {
     pub key: String,
     /// The rest of its settings, as JSON.
     pub settings: serde_json::Value,
-    pub created_at: i64,
+    pub created_at: Micros,
 }
 
 /// What an incident is opened with (triage); the rest of its record follows from being new.
@@ -93,7 +94,7 @@ pub struct NewIncident {
     pub dedup_key: String,
     pub labels: BTreeMap<String, String>,
     pub source: String,
-    pub opened_at: i64,
+    pub opened_at: Micros,
 }
 
 /// An incident as opened: `Open`, with its first alert, updated when opened, nothing
@@ -140,15 +141,15 @@ pub struct IncidentRecord {
     pub alert_count: u32,
     pub labels: BTreeMap<String, String>,
     pub source: String,
-    pub opened_at: i64,
-    pub acknowledged_at: Option<i64>,
-    pub resolved_at: Option<i64>,
-    pub closed_at: Option<i64>,
+    pub opened_at: Micros,
+    pub acknowledged_at: Option<Micros>,
+    pub resolved_at: Option<Micros>,
+    pub closed_at: Option<Micros>,
     pub resolution_summary: String,
     pub root_cause: String,
     /// The post-incident review draft (Markdown), written on resolve.
     pub review: String,
-    pub updated_at: i64,
+    pub updated_at: Micros,
 }
 
 impl IncidentRecord {
@@ -181,7 +182,7 @@ impl IncidentRecord {
 /// Where a page of incidents (newest first) ended: the next page starts after it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct IncidentCursor {
-    pub opened_at: i64,
+    pub opened_at: Micros,
     pub id: String,
 }
 
@@ -194,7 +195,7 @@ pub struct ChangeRecord {
     pub integration: String,
     pub summary: String,
     pub source: String,
-    pub at: i64,
+    pub at: Micros,
     /// The sender's details, as JSON text.
     pub details: String,
 }
@@ -341,14 +342,14 @@ pub struct RunRecord {
     pub error: String,
     /// The incident as the run saw it when it started (JSON), so replays see the same input.
     pub input: serde_json::Value,
-    pub started_at: i64,
-    pub finished_at: Option<i64>,
+    pub started_at: Micros,
+    pub finished_at: Option<Micros>,
     /// `Plan` while a plan-approve run records its plan, then `Apply`.
     pub phase: RunPhase,
     /// The recorded plan (JSON array), or null.
     pub plan: serde_json::Value,
     /// When a sleeping run wakes or a pending approval times out.
-    pub wake_at: Option<i64>,
+    pub wake_at: Option<Micros>,
 }
 
 impl RunRecord {
@@ -406,7 +407,7 @@ pub struct JournalRecord {
     pub result: serde_json::Value,
     pub idempotency_key: String,
     pub attempts: u32,
-    pub at: i64,
+    pub at: Micros,
 }
 
 impl JournalRecord {
@@ -434,9 +435,9 @@ pub struct DeliveryRecord {
     pub status: DeliveryState,
     pub attempts: u32,
     pub last_error: String,
-    pub created_at: i64,
-    pub next_attempt_at: i64,
-    pub delivered_at: Option<i64>,
+    pub created_at: Micros,
+    pub next_attempt_at: Micros,
+    pub delivered_at: Option<Micros>,
     /// The step of an escalation policy this delivery belongs to; 0 for none.
     pub escalation_step: u32,
 }
@@ -464,6 +465,6 @@ impl DeliveryRecord {
 /// Where a page of deliveries (newest first) ended: the next page starts after it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DeliveryCursor {
-    pub created_at: i64,
+    pub created_at: Micros,
     pub id: String,
 }

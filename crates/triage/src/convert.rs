@@ -3,11 +3,6 @@
 use firebreak_proto::{WireState, v1};
 use firebreak_storage::{IncidentRecord, TimelineRecord};
 
-/// A stored time (Unix microseconds) as the review computes with it.
-pub(crate) fn from_micros(micros: i64) -> firebreak_domain::Timestamp {
-    firebreak_domain::Micros::from_unix_micros(micros).timestamp()
-}
-
 pub(crate) fn incident_to_proto(i: &IncidentRecord) -> v1::Incident {
     v1::Incident {
         id: i.id.clone(),
@@ -36,7 +31,7 @@ pub(crate) fn entry_to_proto(e: &TimelineRecord) -> v1::TimelineEntry {
         seq: e.seq,
         incident_id: e.incident_id.clone(),
         kind: e.kind.clone(),
-        at: Some(firebreak_proto::timestamp(e.at.unix_micros())),
+        at: Some(firebreak_proto::timestamp(e.at)),
         actor: e.actor.clone(),
         data: e.data.to_string(),
     }

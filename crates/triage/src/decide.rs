@@ -31,7 +31,6 @@ use firebreak_storage::{
 use serde_json::json;
 
 use crate::Error;
-use crate::convert::from_micros;
 use crate::limits::{MAX_ACTOR, MAX_DOCUMENT, MAX_NAME, MAX_PAGE_BYTES, MAX_TEXT, clip, clip_json};
 
 type Result<T, E = Error> = std::result::Result<T, E>;
@@ -142,8 +141,8 @@ pub(crate) struct Ingested {
 /// What the rules need besides the snapshot.
 pub(crate) struct Context<'a> {
     pub(crate) taxonomy: &'a Taxonomy,
-    /// Unix microseconds.
-    pub(crate) now: i64,
+    /// When the decisions are made, by the service's clock.
+    pub(crate) now: Micros,
     /// Makes the id of a new incident.
     pub(crate) new_id: &'a mut dyn FnMut() -> String,
 }
@@ -453,7 +452,7 @@ impl<'s> Work<'s> {
         actor: &str,
         text: &str,
         timeline: &[TimelineRecord],
-        now: i64,
+        now: Micros,
     ) -> Result<()> {
         firebreak_domain::IncidentId::parse(id)?;
         if action == Action::Close && text.trim().is_empty() {
@@ -493,7 +492,7 @@ impl<'s> Work<'s> {
                 seq: 0,
                 incident_id: inc.id.clone(),
                 kind: kind.into(),
-                at: Micros::from_unix_micros(now),
+                at: now,
                 actor: actor.into(),
                 data: data.clone(),
             });
@@ -513,7 +512,7 @@ impl<'s> Work<'s> {
         Ok(())
     }
 
-    fn note(&mut self, id: &str, actor: &str, text: &str, now: i64) -> Result<()> {
+    fn note(&mut self, id: &str, actor: &str, text: &str, now: Micros) -> Result<()> {
         firebreak_domain::IncidentId::parse(id)?;
         let text = text.trim();
         if text.is_empty() || text.len() > MAX_NOTE {
@@ -637,7 +636,7 @@ impl<'s> Work<'s> {
         alert_id: &str,
         integration: &str,
         auto_resolve: bool,
-        now: i64,
+        now: Micros,
     ) {
         let fresh = self.first_time(event_id);
         let Some(link) = self
@@ -684,7 +683,7 @@ impl<'s> Work<'s> {
         alert: &v1::AlertReceived,
         signal: &Signal,
         alert_count: u32,
-        now: i64,
+        now: Micros,
     ) {
         if let Some(&at) = self.attach_entries.get(id) {
             let data = &mut self.decision.changeset.entries[at].data;
@@ -784,12 +783,12 @@ impl<'s> Work<'s> {
         kind: &str,
         actor: &str,
         data: serde_json::Value,
-        at: i64,
+        at: Micros,
     ) {
         self.decision.changeset.entries.push(NewTimelineEntry {
             incident_id: incident_id.to_owned(),
             kind: kind.to_owned(),
-            at: Micros::from_unix_micros(at),
+            at,
             actor: actor.to_owned(),
             data,
         });
@@ -924,9 +923,9 @@ fn render_review_unbounded(inc: &IncidentRecord, timeline: &[TimelineRecord]) ->
         severity: inc.severity as u8,
         priority: inc.priority as u8,
         alert_count: inc.alert_count,
-        opened_at: from_micros(inc.opened_at),
-        acknowledged_at: inc.acknowledged_at.map(from_micros),
-        resolved_at: inc.resolved_at.map(from_micros),
+        opened_at: inc.opened_at.timestamp(),
+        acknowledged_at: inc.acknowledged_at.map(Micros::timestamp),
+        resolved_at: inc.resolved_at.map(Micros::timestamp),
         resolution_summary: inc.resolution_summary.clone(),
         root_cause: inc.root_cause.clone(),
         timeline: timeline

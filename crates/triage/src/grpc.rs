@@ -2,7 +2,7 @@
 
 use std::pin::Pin;
 
-use firebreak_domain::{Action, IncidentState};
+use firebreak_domain::{Action, IncidentState, Micros};
 use firebreak_proto::v1::{self, incident_service_server::IncidentService};
 use tokio_stream::{Stream, StreamExt, wrappers::BroadcastStream};
 use tonic::{Request, Response, Status};
@@ -126,9 +126,10 @@ impl IncidentService for IncidentApi {
                 firebreak_domain::IncidentId::parse(id)
                     .map_err(|_| invalid_token("not a token this service gave"))?;
                 Some(IncidentCursor {
-                    opened_at: at
-                        .parse()
-                        .map_err(|_| invalid_token("not a token this service gave"))?,
+                    opened_at: Micros::from_unix_micros(
+                        at.parse()
+                            .map_err(|_| invalid_token("not a token this service gave"))?,
+                    ),
                     id: id.to_owned(),
                 })
             }
@@ -148,7 +149,7 @@ impl IncidentService for IncidentApi {
         let read: usize = list.iter().map(|i| i.wire_size()).sum();
         let cursors: Vec<String> = list
             .iter()
-            .map(|i| format!("{}.{}", i.opened_at, i.id))
+            .map(|i| format!("{}.{}", i.opened_at.unix_micros(), i.id))
             .collect();
         let (incidents, more) = page(
             list.iter().map(incident_to_proto).collect(),
@@ -255,7 +256,7 @@ impl IncidentService for IncidentApi {
         Ok(Response::new(v1::GetReviewResponse {
             incident_id: id,
             markdown,
-            generated_at: Some(firebreak_proto::timestamp(self.triage.clock.now_micros())),
+            generated_at: Some(firebreak_proto::timestamp(self.triage.clock.now())),
         }))
     }
 

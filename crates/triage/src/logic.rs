@@ -40,7 +40,7 @@ impl Triage {
                 let mut new_id = || firebreak_domain::IncidentId::new().to_string();
                 let mut ctx = Context {
                     taxonomy: &self.taxonomy,
-                    now: self.clock.now_micros(),
+                    now: self.clock.now(),
                     new_id: &mut new_id,
                 };
                 decide(&snapshot, inputs, &mut ctx)?
@@ -355,7 +355,7 @@ impl Triage {
             at: c
                 .at
                 .as_ref()
-                .map_or_else(|| self.clock.now_micros(), firebreak_proto::micros),
+                .map_or_else(|| self.clock.now(), firebreak_proto::micros),
             details,
         };
         let input = Input::Change { change, concerned };

@@ -45,7 +45,9 @@ fn fast_retries() -> ConsumerOptions {
 fn event(id: &str, traceparent: &str) -> Message {
     let event = v1::Event {
         id: id.to_owned(),
-        occurred_at: Some(firebreak_proto::timestamp(1_700_000_000_000_000)),
+        occurred_at: Some(firebreak_proto::timestamp(
+            firebreak_domain::Micros::from_unix_micros(1_700_000_000_000_000),
+        )),
         traceparent: traceparent.to_owned(),
         payload: None,
     };
@@ -898,7 +900,9 @@ async fn publish_batch_throughput_figure() {
                 let id = format!("{prefix}{i}");
                 let event = v1::Event {
                     id: id.clone(),
-                    occurred_at: Some(firebreak_proto::timestamp(1_700_000_000_000_000)),
+                    occurred_at: Some(firebreak_proto::timestamp(firebreak_domain::Micros::from_unix_micros(
+            1_700_000_000_000_000,
+        ))),
                     traceparent: "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
                         .to_owned(),
                     payload: Some(v1::event::Payload::AlertReceived(v1::AlertReceived {

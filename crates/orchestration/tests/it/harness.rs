@@ -2,7 +2,7 @@
 //! directory, an orchestrator started over a store, and a store whose list of due runs goes
 //! stale on purpose.
 
-use firebreak_domain::{RunPhase, RunState};
+use firebreak_domain::{Micros, RunPhase, RunState};
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -123,7 +123,7 @@ pub(crate) fn pending_run(id: &str, runbook: &str, live: bool) -> RunRecord {
         live,
         error: String::new(),
         input: serde_json::json!({ "id": format!("inc-{id}"), "labels": {} }),
-        started_at: 1,
+        started_at: Micros::from_unix_micros(1),
         finished_at: None,
         phase: RunPhase::Apply,
         plan: serde_json::Value::Null,
@@ -282,7 +282,7 @@ impl OrchestrationStore for Hooked {
     ) -> Result<Vec<RunRecord>> {
         self.inner.runs_page(query, limit, max_bytes).await
     }
-    async fn due_runs(&self, now: i64) -> Result<Vec<RunRecord>> {
+    async fn due_runs(&self, now: Micros) -> Result<Vec<RunRecord>> {
         let first = *self.lists.lock().unwrap() == 0;
         let due = self.inner.due_runs(now).await?;
         if let (true, Some((taken, gate))) = (first, &self.stale) {
@@ -293,7 +293,7 @@ impl OrchestrationStore for Hooked {
         self.listed.notify_one();
         Ok(due)
     }
-    async fn lease_run(&self, id: &str, owner: &str, until: i64, now: i64) -> Result<bool> {
+    async fn lease_run(&self, id: &str, owner: &str, until: Micros, now: Micros) -> Result<bool> {
         if self.lease_call()
             && let Some(stall) = self.lease_stall
         {
@@ -302,7 +302,7 @@ impl OrchestrationStore for Hooked {
         }
         self.inner.lease_run(id, owner, until, now).await
     }
-    async fn renew_run(&self, id: &str, owner: &str, until: i64) -> Result<bool> {
+    async fn renew_run(&self, id: &str, owner: &str, until: Micros) -> Result<bool> {
         self.lease_call();
         self.inner.renew_run(id, owner, until).await
     }

@@ -2,7 +2,9 @@
 //! run again, and a run whose executions keep dying with their process is given up.
 
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
+use firebreak_domain::Micros;
 use firebreak_orchestration::{MAX_EXECUTION_ATTEMPTS, Options};
 use firebreak_storage::OrchestrationStore;
 use firebreak_storage::postgres::PgOrchestrationStore;
@@ -127,8 +129,9 @@ async fn a_run_that_keeps_crashing_the_process_fails_at_the_bound() {
         async move {
             for k in 1..=times {
                 let owner = format!("dead-{k}");
-                let now = i64::from(k) * 10;
-                assert!(store.lease_run(id, &owner, now + 1, now).await.unwrap());
+                let now = Micros::from_unix_micros(i64::from(k) * 10);
+                let until = now + Duration::from_micros(1);
+                assert!(store.lease_run(id, &owner, until, now).await.unwrap());
                 assert_eq!(store.begin_attempt(id, &owner).await.unwrap(), Some(k));
             }
         }
@@ -183,16 +186,16 @@ async fn only_held_leases_are_renewed() {
         .await
         .unwrap();
     // Another replica holds it for an hour.
-    let now = firebreak_domain::Clock::now_micros(&firebreak_domain::SystemClock);
+    let now = firebreak_domain::Clock::now(&firebreak_domain::SystemClock);
     assert!(
         store
-            .lease_run("r1", "other", now + 3_600_000_000, now)
+            .lease_run("r1", "other", now + Duration::from_secs(3600), now)
             .await
             .unwrap()
     );
     let hooked = Hooked {
         // Renewals run every 10 ms; the first lease is held up for twenty of them.
-        lease_stall: Some(std::time::Duration::from_millis(200)),
+        lease_stall: Some(Duration::from_millis(200)),
         ..Hooked::new(store.clone())
     };
     let (leases, lists, listed) = (
@@ -205,7 +208,7 @@ async fn only_held_leases_are_renewed() {
         Arc::new(RecordingBus::default()),
         catalog(dir.path()),
         Options {
-            lease: std::time::Duration::from_millis(30),
+            lease: Duration::from_millis(30),
             ..Options::default()
         },
     );

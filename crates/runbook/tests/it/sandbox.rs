@@ -4,7 +4,9 @@
 
 use std::path::Path;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
+use firebreak_domain::Micros;
 use firebreak_runbook::{
     Catalog, Execution, Host, Limits, LoadError, Outcome, Recorded, Runbook, Step, StepError,
     StepOutcome, digest, execute,
@@ -716,19 +718,19 @@ fn a_durable_sleep_stops_the_run_until_its_time() {
         "fn run(incident, params) { sleep(60); incident::note(\"after\"); }",
     );
     // 2100-01-01: far in the future.
-    const UNTIL: i64 = 4_102_444_800_000_000;
+    const UNTIL: Micros = Micros::from_unix_micros(4_102_444_800_000_000);
     let until = UNTIL;
     let host = Arc::new(Recording::answering(|s| {
         (s.action == "sleep.for").then_some(Ok(StepOutcome::Sleeping { until: UNTIL }))
     }));
     let outcome = execute_with(&rb, &host, Vec::new(), Limits::default());
     assert_eq!(outcome, Outcome::Sleeping { seq: 1, until });
-    let sleeping = |until: i64| Recorded {
+    let sleeping = |until: Micros| Recorded {
         seq: 1,
         action: "sleep.for".into(),
         digest: digest("sleep.for", &json!({ "seconds": 60 })),
         status: "sleeping".into(),
-        result: json!({ "until": until }),
+        result: json!({ "until": until.unix_micros() }),
     };
     // Replayed early, it sleeps on; replayed late, the script goes on.
     let (outcome, host) = run(&rb, vec![sleeping(until)]);
@@ -737,7 +739,7 @@ fn a_durable_sleep_stops_the_run_until_its_time() {
     let (outcome, host) = run(
         &rb,
         vec![sleeping(
-            firebreak_domain::Clock::now_micros(&firebreak_domain::SystemClock) - 1,
+            firebreak_domain::Clock::now(&firebreak_domain::SystemClock) - Duration::from_micros(1),
         )],
     );
     assert_eq!(outcome, Outcome::Succeeded { steps: 2 });

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use firebreak_domain::Clock;
+use firebreak_domain::{Clock, Micros};
 use sqlx::postgres::{PgBindIterExt, PgPool, PgRow};
 use sqlx::{Postgres, Row, Transaction};
 
@@ -111,7 +111,7 @@ impl IntakeStore for PgIntakeStore {
                     kind: r.try_get("kind")?,
                     key: r.try_get("key")?,
                     settings: from_json(r.try_get("settings")?)?,
-                    created_at: r.try_get("created_at")?,
+                    created_at: Micros::from_unix_micros(r.try_get("created_at")?),
                 })
             })
             .collect()
@@ -125,7 +125,7 @@ impl IntakeStore for PgIntakeStore {
         .bind(&i.kind)
         .bind(&i.key)
         .bind(json_text(&i.settings)?)
-        .bind(i.created_at)
+        .bind(i.created_at.unix_micros())
         .execute(&self.pool)
         .await
         .map_err(|e| conflict(e, &format!("integration {:?} or its key exists", i.name)))?;
@@ -175,7 +175,7 @@ async fn insert_alerts(conn: &mut sqlx::PgConnection, alerts: &[AlertRecord]) ->
             $7::text[], $8::text[], $9::text[], $10::text[], $11::text[], $12::text[])",
     )
     .bind(alerts.iter().map(|a| &a.id).bind_iter())
-    .bind(alerts.iter().map(|a| a.received_at).bind_iter())
+    .bind(alerts.iter().map(|a| a.received_at.unix_micros()).bind_iter())
     .bind(alerts.iter().map(|a| &a.source).bind_iter())
     .bind(alerts.iter().map(|a| &a.title).bind_iter())
     .bind(alerts.iter().map(|a| &a.description).bind_iter())
@@ -318,7 +318,7 @@ impl IntakeTx for PgIntakeTx {
 fn alert_row(r: &PgRow) -> Result<AlertRecord> {
     Ok(AlertRecord {
         id: r.try_get("id")?,
-        received_at: r.try_get("received_at")?,
+        received_at: Micros::from_unix_micros(r.try_get("received_at")?),
         source: r.try_get("source")?,
         title: r.try_get("title")?,
         description: r.try_get("description")?,

@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use firebreak_domain::Clock;
+use firebreak_domain::{Clock, Micros};
 use sqlx::Row;
 use sqlx::postgres::{PgBindIterExt, PgPool, PgRow};
 
@@ -87,9 +87,9 @@ impl NotificationStore for PgNotificationStore {
         .bind(deliveries.iter().map(|d| d.status.as_str()).bind_iter())
         .bind(deliveries.iter().map(|d| i64::from(d.attempts)).bind_iter())
         .bind(deliveries.iter().map(|d| &d.last_error).bind_iter())
-        .bind(deliveries.iter().map(|d| d.created_at).bind_iter())
-        .bind(deliveries.iter().map(|d| d.next_attempt_at).bind_iter())
-        .bind(deliveries.iter().map(|d| d.delivered_at).bind_iter())
+        .bind(deliveries.iter().map(|d| d.created_at.unix_micros()).bind_iter())
+        .bind(deliveries.iter().map(|d| d.next_attempt_at.unix_micros()).bind_iter())
+        .bind(deliveries.iter().map(|d| d.delivered_at.map(Micros::unix_micros)).bind_iter())
         .bind(deliveries.iter().map(|d| i64::from(d.escalation_step)).bind_iter())
         .execute(&self.pool)
         .await?;
@@ -98,8 +98,8 @@ impl NotificationStore for PgNotificationStore {
 
     async fn claim_due_deliveries(
         &self,
-        now: i64,
-        lease_until: i64,
+        now: Micros,
+        lease_until: Micros,
         limit: u32,
     ) -> Result<Vec<DeliveryRecord>> {
         // Rows another claimer has locked are skipped, not waited for; a row it claimed and
@@ -113,8 +113,8 @@ impl NotificationStore for PgNotificationStore {
                 FOR UPDATE SKIP LOCKED)
              RETURNING *",
         )
-        .bind(now)
-        .bind(lease_until)
+        .bind(now.unix_micros())
+        .bind(lease_until.unix_micros())
         .bind(i64::from(limit))
         .fetch_all(&self.pool)
         .await?;
@@ -137,8 +137,8 @@ impl NotificationStore for PgNotificationStore {
         .bind(d.status.as_str())
         .bind(i64::from(d.attempts))
         .bind(&d.last_error)
-        .bind(d.next_attempt_at)
-        .bind(d.delivered_at)
+        .bind(d.next_attempt_at.unix_micros())
+        .bind(d.delivered_at.map(Micros::unix_micros))
         .bind(&d.id)
         .bind(event.map(|e| &e.id))
         .bind(event.map(|e| &e.stream))
@@ -163,7 +163,7 @@ impl NotificationStore for PgNotificationStore {
              ORDER BY created_at DESC, id DESC LIMIT $4",
         )
         .bind(incident_id)
-        .bind(after.map(|a| a.created_at))
+        .bind(after.map(|a| a.created_at.unix_micros()))
         .bind(after.map(|a| a.id.as_str()))
         .bind(i64::from(limit))
         .fetch(&self.pool);
@@ -202,9 +202,11 @@ fn delivery_row(r: &PgRow) -> Result<DeliveryRecord> {
         status: named(r, "status")?,
         attempts: get_u32(r, "attempts")?,
         last_error: r.try_get("last_error")?,
-        created_at: r.try_get("created_at")?,
-        next_attempt_at: r.try_get("next_attempt_at")?,
-        delivered_at: r.try_get("delivered_at")?,
+        created_at: Micros::from_unix_micros(r.try_get("created_at")?),
+        next_attempt_at: Micros::from_unix_micros(r.try_get("next_attempt_at")?),
+        delivered_at: r
+            .try_get::<Option<i64>, _>("delivered_at")?
+            .map(Micros::from_unix_micros),
         escalation_step: get_u32(r, "escalation_step")?,
     })
 }

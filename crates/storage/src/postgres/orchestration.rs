@@ -12,7 +12,7 @@ use super::{
     Migration, OUTBOX, enqueue_all, from_json, get_u32, impl_connect, impl_outbox, json_text,
     lock_key,
 };
-use firebreak_domain::{Clock, RunState};
+use firebreak_domain::{Clock, Micros, RunState};
 
 use crate::{JournalRecord, OrchestrationStore, OutboxEvent, Result, RunQuery, RunRecord};
 use futures::TryStreamExt;
@@ -120,11 +120,11 @@ impl OrchestrationStore for PgOrchestrationStore {
         .bind(runs.iter().map(|(r, _)| r.live).bind_iter())
         .bind(runs.iter().map(|(r, _)| &r.error).bind_iter())
         .bind(&inputs)
-        .bind(runs.iter().map(|(r, _)| r.started_at).bind_iter())
-        .bind(runs.iter().map(|(r, _)| r.finished_at).bind_iter())
+        .bind(runs.iter().map(|(r, _)| r.started_at.unix_micros()).bind_iter())
+        .bind(runs.iter().map(|(r, _)| r.finished_at.map(Micros::unix_micros)).bind_iter())
         .bind(runs.iter().map(|(r, _)| r.phase.as_str()).bind_iter())
         .bind(&plans)
-        .bind(runs.iter().map(|(r, _)| r.wake_at).bind_iter())
+        .bind(runs.iter().map(|(r, _)| r.wake_at.map(Micros::unix_micros)).bind_iter())
         .fetch_all(&mut *tx)
         .await?;
         let created = rows
@@ -184,19 +184,19 @@ impl OrchestrationStore for PgOrchestrationStore {
         Ok(out)
     }
 
-    async fn due_runs(&self, now: i64) -> Result<Vec<RunRecord>> {
+    async fn due_runs(&self, now: Micros) -> Result<Vec<RunRecord>> {
         let rows = sqlx::query(
             "SELECT * FROM runs WHERE state IN ('pending', 'running')
                 OR (state IN ('sleeping', 'waiting_approval') AND wake_at <= $1)
              ORDER BY id",
         )
-        .bind(now)
+        .bind(now.unix_micros())
         .fetch_all(&self.pool)
         .await?;
         rows.iter().map(run_row).collect()
     }
 
-    async fn lease_run(&self, id: &str, owner: &str, until: i64, now: i64) -> Result<bool> {
+    async fn lease_run(&self, id: &str, owner: &str, until: Micros, now: Micros) -> Result<bool> {
         // Two replicas asking at once: the second waits for the first's row lock, then
         // re-checks the condition against what the first wrote, and is refused. So does a
         // replica asking after the run finished.
@@ -206,18 +206,18 @@ impl OrchestrationStore for PgOrchestrationStore {
                 AND (lease_owner IS NULL OR lease_owner = $1 OR lease_until < $4)",
         )
         .bind(owner)
-        .bind(until)
+        .bind(until.unix_micros())
         .bind(id)
-        .bind(now)
+        .bind(now.unix_micros())
         .execute(&self.pool)
         .await?;
         Ok(done.rows_affected() == 1)
     }
 
-    async fn renew_run(&self, id: &str, owner: &str, until: i64) -> Result<bool> {
+    async fn renew_run(&self, id: &str, owner: &str, until: Micros) -> Result<bool> {
         let done =
             sqlx::query("UPDATE runs SET lease_until = $1 WHERE id = $2 AND lease_owner = $3")
-                .bind(until)
+                .bind(until.unix_micros())
                 .bind(id)
                 .bind(owner)
                 .execute(&self.pool)
@@ -267,9 +267,9 @@ impl OrchestrationStore for PgOrchestrationStore {
         .bind(r.state.as_str())
         .bind(r.phase.as_str())
         .bind(json_text(&r.plan)?)
-        .bind(r.wake_at)
+        .bind(r.wake_at.map(Micros::unix_micros))
         .bind(&r.error)
-        .bind(r.finished_at)
+        .bind(r.finished_at.map(Micros::unix_micros))
         .bind(&r.id)
         .bind(from.as_str())
         .execute(&mut *tx)
@@ -415,7 +415,7 @@ async fn put_journal(conn: &mut PgConnection, j: &JournalRecord) -> Result<()> {
     .bind(json_text(&j.result)?)
     .bind(&j.idempotency_key)
     .bind(i64::from(j.attempts))
-    .bind(j.at)
+    .bind(j.at.unix_micros())
     .execute(conn)
     .await?;
     Ok(())
@@ -432,7 +432,7 @@ fn journal_row(r: &PgRow) -> Result<JournalRecord> {
         result: from_json(r.try_get("result")?)?,
         idempotency_key: r.try_get("idempotency_key")?,
         attempts: get_u32(r, "attempts")?,
-        at: r.try_get("at")?,
+        at: Micros::from_unix_micros(r.try_get("at")?),
     })
 }
 
@@ -445,10 +445,14 @@ fn run_row(r: &PgRow) -> Result<RunRecord> {
         live: r.try_get("live")?,
         error: r.try_get("error")?,
         input: from_json(r.try_get("input")?)?,
-        started_at: r.try_get("started_at")?,
-        finished_at: r.try_get("finished_at")?,
+        started_at: Micros::from_unix_micros(r.try_get("started_at")?),
+        finished_at: r
+            .try_get::<Option<i64>, _>("finished_at")?
+            .map(Micros::from_unix_micros),
         phase: named(r, "phase")?,
         plan: from_json(r.try_get("plan")?)?,
-        wake_at: r.try_get("wake_at")?,
+        wake_at: r
+            .try_get::<Option<i64>, _>("wake_at")?
+            .map(Micros::from_unix_micros),
     })
 }

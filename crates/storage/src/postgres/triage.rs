@@ -163,7 +163,7 @@ impl TriageStore for PgTriageStore {
             query = query.bind(state);
         }
         if let Some(after) = after {
-            query = query.bind(after.opened_at).bind(&after.id);
+            query = query.bind(after.opened_at.unix_micros()).bind(&after.id);
         }
         let mut rows = query.bind(i64::from(limit)).fetch(&self.pool);
         let (mut out, mut bytes) = (Vec::new(), 0usize);
@@ -215,7 +215,7 @@ impl TriageStore for PgTriageStore {
                     integration: r.try_get("integration")?,
                     summary: r.try_get("summary")?,
                     source: r.try_get("source")?,
-                    at: r.try_get("at")?,
+                    at: Micros::from_unix_micros(r.try_get("at")?),
                     details: r.try_get("details")?,
                 })
             })
@@ -413,14 +413,26 @@ impl PgTriageTx {
                 .bind(i.iter().map(|i| i64::from(i.alert_count)).bind_iter())
                 .bind(&labels)
                 .bind(i.iter().map(|i| &i.source).bind_iter())
-                .bind(i.iter().map(|i| i.opened_at).bind_iter())
-                .bind(i.iter().map(|i| i.acknowledged_at).bind_iter())
-                .bind(i.iter().map(|i| i.resolved_at).bind_iter())
-                .bind(i.iter().map(|i| i.closed_at).bind_iter())
+                .bind(i.iter().map(|i| i.opened_at.unix_micros()).bind_iter())
+                .bind(
+                    i.iter()
+                        .map(|i| i.acknowledged_at.map(Micros::unix_micros))
+                        .bind_iter(),
+                )
+                .bind(
+                    i.iter()
+                        .map(|i| i.resolved_at.map(Micros::unix_micros))
+                        .bind_iter(),
+                )
+                .bind(
+                    i.iter()
+                        .map(|i| i.closed_at.map(Micros::unix_micros))
+                        .bind_iter(),
+                )
                 .bind(i.iter().map(|i| &i.resolution_summary).bind_iter())
                 .bind(i.iter().map(|i| &i.root_cause).bind_iter())
                 .bind(i.iter().map(|i| &i.review).bind_iter())
-                .bind(i.iter().map(|i| i.updated_at).bind_iter())
+                .bind(i.iter().map(|i| i.updated_at.unix_micros()).bind_iter())
                 .execute(&mut *self.tx)
                 .await
                 .map_err(|e| conflict(e, "an incident with this id exists"))?;
@@ -445,7 +457,7 @@ impl PgTriageTx {
             .bind(changes.iter().map(|c| &c.integration).bind_iter())
             .bind(changes.iter().map(|c| &c.summary).bind_iter())
             .bind(changes.iter().map(|c| &c.source).bind_iter())
-            .bind(changes.iter().map(|c| c.at).bind_iter())
+            .bind(changes.iter().map(|c| c.at.unix_micros()).bind_iter())
             .bind(changes.iter().map(|c| &c.details).bind_iter())
             .bind(entries.iter().map(|e| &e.incident_id).bind_iter())
             .bind(entries.iter().map(|e| &e.kind).bind_iter())
@@ -539,13 +551,13 @@ async fn update_incidents(conn: &mut PgConnection, incidents: &[&IncidentRecord]
     .bind(incidents.iter().map(|i| i.state.as_str()).bind_iter())
     .bind(incidents.iter().map(|i| i64::from(i.alert_count)).bind_iter())
     .bind(&labels)
-    .bind(incidents.iter().map(|i| i.acknowledged_at).bind_iter())
-    .bind(incidents.iter().map(|i| i.resolved_at).bind_iter())
-    .bind(incidents.iter().map(|i| i.closed_at).bind_iter())
+    .bind(incidents.iter().map(|i| i.acknowledged_at.map(Micros::unix_micros)).bind_iter())
+    .bind(incidents.iter().map(|i| i.resolved_at.map(Micros::unix_micros)).bind_iter())
+    .bind(incidents.iter().map(|i| i.closed_at.map(Micros::unix_micros)).bind_iter())
     .bind(incidents.iter().map(|i| &i.resolution_summary).bind_iter())
     .bind(incidents.iter().map(|i| &i.root_cause).bind_iter())
     .bind(incidents.iter().map(|i| &i.review).bind_iter())
-    .bind(incidents.iter().map(|i| i.updated_at).bind_iter())
+    .bind(incidents.iter().map(|i| i.updated_at.unix_micros()).bind_iter())
     .execute(conn)
     .await?;
     Ok(())
@@ -565,14 +577,20 @@ fn incident_row(r: &PgRow) -> Result<IncidentRecord> {
         alert_count: get_u32(r, "alert_count")?,
         labels: from_json(r.try_get("labels")?)?,
         source: r.try_get("source")?,
-        opened_at: r.try_get("opened_at")?,
-        acknowledged_at: r.try_get("acknowledged_at")?,
-        resolved_at: r.try_get("resolved_at")?,
-        closed_at: r.try_get("closed_at")?,
+        opened_at: Micros::from_unix_micros(r.try_get("opened_at")?),
+        acknowledged_at: r
+            .try_get::<Option<i64>, _>("acknowledged_at")?
+            .map(Micros::from_unix_micros),
+        resolved_at: r
+            .try_get::<Option<i64>, _>("resolved_at")?
+            .map(Micros::from_unix_micros),
+        closed_at: r
+            .try_get::<Option<i64>, _>("closed_at")?
+            .map(Micros::from_unix_micros),
         resolution_summary: r.try_get("resolution_summary")?,
         root_cause: r.try_get("root_cause")?,
         review: r.try_get("review")?,
-        updated_at: r.try_get("updated_at")?,
+        updated_at: Micros::from_unix_micros(r.try_get("updated_at")?),
     })
 }
 

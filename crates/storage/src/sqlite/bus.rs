@@ -1,6 +1,7 @@
 //! The embedded bus's durable log in SQLite: streams, consumer cursors, parked messages.
 
 use async_trait::async_trait;
+use firebreak_domain::Micros;
 
 use super::conn::Db;
 use super::{Migration, impl_open};
@@ -188,7 +189,7 @@ impl BusLog for SqliteBusLog {
                         stream: r.get(1)?,
                         seq: r.get(2)?,
                         error: r.get(3)?,
-                        parked_at: r.get(4)?,
+                        parked_at: Micros::from_unix_micros(r.get(4)?),
                         message_id: r.get(5)?,
                         subject: r.get(6)?,
                     })

@@ -1,6 +1,7 @@
 //! Intake's tables in SQLite: alerts.
 
 use async_trait::async_trait;
+use firebreak_domain::Micros;
 use rusqlite::{Connection, OptionalExtension};
 
 use super::conn::{self, Db, Tx};
@@ -128,7 +129,7 @@ impl IntakeStore for SqliteIntakeStore {
                         kind,
                         key,
                         settings: from_json(&settings)?,
-                        created_at,
+                        created_at: Micros::from_unix_micros(created_at),
                     });
                 }
                 Ok(out)
@@ -143,7 +144,7 @@ impl IntakeStore for SqliteIntakeStore {
             .write(move |tx| {
                 tx.execute(
                     "INSERT INTO integrations (name, kind, key, settings, created_at) VALUES (?, ?, ?, ?, ?)",
-                    (&i.name, &i.kind, &i.key, &settings, i.created_at),
+                    (&i.name, &i.kind, &i.key, &settings, i.created_at.unix_micros()),
                 )
                 .map_err(|e| {
                     conn::conflict(e, &format!("integration {:?} or its key exists", i.name))
@@ -199,7 +200,7 @@ impl AlertRow {
         Ok(Self {
             record: AlertRecord {
                 id: r.get(0)?,
-                received_at: r.get(1)?,
+                received_at: Micros::from_unix_micros(r.get(1)?),
                 source: r.get(2)?,
                 title: r.get(3)?,
                 description: r.get(4)?,
@@ -234,7 +235,7 @@ fn insert_alerts(tx: &Connection, alerts: &[AlertRecord]) -> Result<()> {
     for a in alerts {
         insert.execute(rusqlite::params![
             a.id,
-            a.received_at,
+            a.received_at.unix_micros(),
             a.source,
             a.title,
             a.description,

@@ -1,6 +1,7 @@
 //! Notification's tables in SQLite: deliveries.
 
 use async_trait::async_trait;
+use firebreak_domain::Micros;
 use rusqlite::Row;
 
 use super::conn::{self, Db};
@@ -119,9 +120,9 @@ impl NotificationStore for SqliteNotificationStore {
                         d.status.as_str(),
                         d.attempts,
                         d.last_error,
-                        d.created_at,
-                        d.next_attempt_at,
-                        d.delivered_at,
+                        d.created_at.unix_micros(),
+                        d.next_attempt_at.unix_micros(),
+                        d.delivered_at.map(Micros::unix_micros),
                         d.escalation_step,
                     ])? as u32;
                 }
@@ -132,8 +133,8 @@ impl NotificationStore for SqliteNotificationStore {
 
     async fn claim_due_deliveries(
         &self,
-        now: i64,
-        lease_until: i64,
+        now: Micros,
+        lease_until: Micros,
         limit: u32,
     ) -> Result<Vec<DeliveryRecord>> {
         let mut due: Vec<DeliveryRecord> = self
@@ -147,7 +148,10 @@ impl NotificationStore for SqliteNotificationStore {
                             ORDER BY next_attempt_at LIMIT ?3)
                          RETURNING *",
                     )?
-                    .query_map((lease_until, now, i64::from(limit)), delivery_row)?
+                    .query_map(
+                        (lease_until.unix_micros(), now.unix_micros(), i64::from(limit)),
+                        delivery_row,
+                    )?
                     .collect::<rusqlite::Result<_>>()?)
             })
             .await?;
@@ -169,8 +173,8 @@ impl NotificationStore for SqliteNotificationStore {
                     d.status.as_str(),
                     d.attempts,
                     d.last_error,
-                    d.next_attempt_at,
-                    d.delivered_at,
+                    d.next_attempt_at.unix_micros(),
+                    d.delivered_at.map(Micros::unix_micros),
                     d.id,
                 ])?;
                 conn::enqueue(tx, event.as_slice(), clock.now_micros())
@@ -186,7 +190,9 @@ impl NotificationStore for SqliteNotificationStore {
         max_bytes: usize,
     ) -> Result<Vec<DeliveryRecord>> {
         let incident_id = incident_id.map(str::to_owned);
-        let (after_at, after_id) = after.map(|a| (a.created_at, a.id.clone())).unzip();
+        let (after_at, after_id) = after
+            .map(|a| (a.created_at.unix_micros(), a.id.clone()))
+            .unzip();
         self.db
             .read(move |c| {
                 let mut stmt = c.prepare_cached(
@@ -235,9 +241,11 @@ fn delivery_row(r: &Row<'_>) -> rusqlite::Result<DeliveryRecord> {
         status: named(r, "status")?,
         attempts: r.get("attempts")?,
         last_error: r.get("last_error")?,
-        created_at: r.get("created_at")?,
-        next_attempt_at: r.get("next_attempt_at")?,
-        delivered_at: r.get("delivered_at")?,
+        created_at: Micros::from_unix_micros(r.get("created_at")?),
+        next_attempt_at: Micros::from_unix_micros(r.get("next_attempt_at")?),
+        delivered_at: r
+            .get::<_, Option<i64>>("delivered_at")?
+            .map(Micros::from_unix_micros),
         escalation_step: r.get("escalation_step")?,
     })
 }

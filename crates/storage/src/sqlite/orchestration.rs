@@ -7,7 +7,7 @@ use super::conn::{self, Db};
 use super::named;
 use super::{Migration, OUTBOX, OUTBOX_READ_IN_PLACE, json_text};
 use super::{impl_open, impl_outbox};
-use firebreak_domain::RunState;
+use firebreak_domain::{Micros, RunState};
 
 use crate::{JournalRecord, OrchestrationStore, OutboxEvent, Result, RunQuery, RunRecord};
 
@@ -119,11 +119,11 @@ impl OrchestrationStore for SqliteOrchestrationStore {
                         r.live,
                         r.error,
                         json_text(&r.input)?,
-                        r.started_at,
-                        r.finished_at,
+                        r.started_at.unix_micros(),
+                        r.finished_at.map(Micros::unix_micros),
                         r.phase.as_str(),
                         json_text(&r.plan)?,
-                        r.wake_at,
+                        r.wake_at.map(Micros::unix_micros),
                     ])?;
                     if done == 1 {
                         conn::enqueue(tx, std::slice::from_ref(event), clock.now_micros())?;
@@ -184,7 +184,7 @@ impl OrchestrationStore for SqliteOrchestrationStore {
             .await
     }
 
-    async fn due_runs(&self, now: i64) -> Result<Vec<RunRecord>> {
+    async fn due_runs(&self, now: Micros) -> Result<Vec<RunRecord>> {
         self.db
             .read(move |c| {
                 Ok(c.prepare_cached(
@@ -192,13 +192,13 @@ impl OrchestrationStore for SqliteOrchestrationStore {
                         OR (state IN ('sleeping', 'waiting_approval') AND wake_at <= ?)
                      ORDER BY id",
                 )?
-                .query_map([now], run_row)?
+                .query_map([now.unix_micros()], run_row)?
                 .collect::<rusqlite::Result<_>>()?)
             })
             .await
     }
 
-    async fn lease_run(&self, id: &str, owner: &str, until: i64, now: i64) -> Result<bool> {
+    async fn lease_run(&self, id: &str, owner: &str, until: Micros, now: Micros) -> Result<bool> {
         let (id, owner) = (id.to_owned(), owner.to_owned());
         self.db
             .write(move |tx| {
@@ -208,13 +208,13 @@ impl OrchestrationStore for SqliteOrchestrationStore {
                          WHERE id = ?3 AND state IN ('pending', 'running', 'sleeping')
                             AND (lease_owner IS NULL OR lease_owner = ?1 OR lease_until < ?4)",
                     )?
-                    .execute((&owner, until, &id, now))?;
+                    .execute((&owner, until.unix_micros(), &id, now.unix_micros()))?;
                 Ok(n == 1)
             })
             .await
     }
 
-    async fn renew_run(&self, id: &str, owner: &str, until: i64) -> Result<bool> {
+    async fn renew_run(&self, id: &str, owner: &str, until: Micros) -> Result<bool> {
         let (id, owner) = (id.to_owned(), owner.to_owned());
         self.db
             .write(move |tx| {
@@ -222,7 +222,7 @@ impl OrchestrationStore for SqliteOrchestrationStore {
                     .prepare_cached(
                         "UPDATE runs SET lease_until = ? WHERE id = ? AND lease_owner = ?",
                     )?
-                    .execute((until, &id, &owner))?;
+                    .execute((until.unix_micros(), &id, &owner))?;
                 Ok(n == 1)
             })
             .await
@@ -279,9 +279,9 @@ impl OrchestrationStore for SqliteOrchestrationStore {
                         r.state.as_str(),
                         r.phase.as_str(),
                         json_text(&r.plan)?,
-                        r.wake_at,
+                        r.wake_at.map(Micros::unix_micros),
                         r.error,
-                        r.finished_at,
+                        r.finished_at.map(Micros::unix_micros),
                         r.id,
                         from,
                     ])?;
@@ -434,7 +434,7 @@ fn put_journal(tx: &Connection, j: &JournalRecord) -> Result<()> {
         json_text(&j.result)?,
         j.idempotency_key,
         j.attempts,
-        j.at,
+        j.at.unix_micros(),
     ])?;
     Ok(())
 }
@@ -450,7 +450,7 @@ fn journal_row(r: &Row<'_>) -> rusqlite::Result<JournalRecord> {
         result: r.get("result")?,
         idempotency_key: r.get("idempotency_key")?,
         attempts: r.get("attempts")?,
-        at: r.get("at")?,
+        at: Micros::from_unix_micros(r.get("at")?),
     })
 }
 
@@ -463,10 +463,14 @@ fn run_row(r: &Row<'_>) -> rusqlite::Result<RunRecord> {
         live: r.get("live")?,
         error: r.get("error")?,
         input: r.get("input")?,
-        started_at: r.get("started_at")?,
-        finished_at: r.get("finished_at")?,
+        started_at: Micros::from_unix_micros(r.get("started_at")?),
+        finished_at: r
+            .get::<_, Option<i64>>("finished_at")?
+            .map(Micros::from_unix_micros),
         phase: named(r, "phase")?,
         plan: r.get("plan")?,
-        wake_at: r.get("wake_at")?,
+        wake_at: r
+            .get::<_, Option<i64>>("wake_at")?
+            .map(Micros::from_unix_micros),
     })
 }

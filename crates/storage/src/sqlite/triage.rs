@@ -181,7 +181,7 @@ impl TriageStore for SqliteTriageStore {
                 }
                 if let Some(after) = after {
                     sql.push_str(" AND (opened_at, id) < (?, ?)");
-                    params.push(Box::new(after.opened_at));
+                    params.push(Box::new(after.opened_at.unix_micros()));
                     params.push(Box::new(after.id));
                 }
                 sql.push_str(" ORDER BY opened_at DESC, id DESC LIMIT ?");
@@ -250,7 +250,7 @@ impl TriageStore for SqliteTriageStore {
                         integration: r.get(1)?,
                         summary: r.get(2)?,
                         source: r.get(3)?,
-                        at: r.get(4)?,
+                        at: Micros::from_unix_micros(r.get(4)?),
                         details: r.get(5)?,
                     })
                 })
@@ -411,7 +411,7 @@ fn write_changeset(c: &Connection, ch: &TriageChangeset, now: i64) -> Result<Vec
                 &change.integration,
                 &change.summary,
                 &change.source,
-                change.at,
+                change.at.unix_micros(),
                 &change.details,
             ))?;
         if n != 1 {
@@ -463,14 +463,14 @@ fn insert_row(c: &Connection, i: &IncidentRecord) -> Result<()> {
         i.alert_count,
         labels,
         i.source,
-        i.opened_at,
-        i.acknowledged_at,
-        i.resolved_at,
-        i.closed_at,
+        i.opened_at.unix_micros(),
+        i.acknowledged_at.map(Micros::unix_micros),
+        i.resolved_at.map(Micros::unix_micros),
+        i.closed_at.map(Micros::unix_micros),
         i.resolution_summary,
         i.root_cause,
         i.review,
-        i.updated_at,
+        i.updated_at.unix_micros(),
     ])
     .map_err(|e| conn::conflict(e, "an active incident holds this dedup key"))?;
     Ok(())
@@ -514,6 +514,12 @@ fn incident_by_id(c: &Connection, id: &str) -> Result<Option<IncidentRecord>> {
 fn update_row(c: &Connection, i: &IncidentRecord, keep_state: bool) -> Result<()> {
     let labels = json_text(&i.labels)?;
     let (urgency, state) = (i.urgency.as_str(), i.state.as_str());
+    let (acknowledged_at, resolved_at, closed_at, updated_at) = (
+        i.acknowledged_at.map(Micros::unix_micros),
+        i.resolved_at.map(Micros::unix_micros),
+        i.closed_at.map(Micros::unix_micros),
+        i.updated_at.unix_micros(),
+    );
     let mut params: Vec<&dyn rusqlite::ToSql> = vec![
         &i.title,
         &i.description,
@@ -523,13 +529,13 @@ fn update_row(c: &Connection, i: &IncidentRecord, keep_state: bool) -> Result<()
         &urgency,
         &i.alert_count,
         &labels,
-        &i.acknowledged_at,
-        &i.resolved_at,
-        &i.closed_at,
+        &acknowledged_at,
+        &resolved_at,
+        &closed_at,
         &i.resolution_summary,
         &i.root_cause,
         &i.review,
-        &i.updated_at,
+        &updated_at,
     ];
     if !keep_state {
         params.push(&state);
@@ -574,14 +580,14 @@ impl IncidentRow {
                 alert_count: r.get(9)?,
                 labels: Default::default(),
                 source: r.get(11)?,
-                opened_at: r.get(12)?,
-                acknowledged_at: r.get(13)?,
-                resolved_at: r.get(14)?,
-                closed_at: r.get(15)?,
+                opened_at: Micros::from_unix_micros(r.get(12)?),
+                acknowledged_at: r.get::<_, Option<i64>>(13)?.map(Micros::from_unix_micros),
+                resolved_at: r.get::<_, Option<i64>>(14)?.map(Micros::from_unix_micros),
+                closed_at: r.get::<_, Option<i64>>(15)?.map(Micros::from_unix_micros),
                 resolution_summary: r.get(16)?,
                 root_cause: r.get(17)?,
                 review: r.get(18)?,
-                updated_at: r.get(19)?,
+                updated_at: Micros::from_unix_micros(r.get(19)?),
             },
             labels: r.get(10)?,
         })

@@ -4,6 +4,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use firebreak_domain::Micros;
 use firebreak_storage::postgres::{
     PgIntakeStore, PgNotificationStore, PgOrchestrationStore, PgTriageStore,
 };
@@ -132,10 +133,30 @@ pub(crate) fn event(id: &str) -> OutboxEvent {
     }
 }
 
+/// The time `n` microseconds after the epoch: the made-up instants the checks use.
+pub(crate) const fn micros(n: i64) -> Micros {
+    Micros::from_unix_micros(n)
+}
+
+/// Whether `owner` holds the lease on run `id` until `until` after asking at `now` (both
+/// microseconds since the epoch).
+pub(crate) async fn lease(
+    store: &dyn OrchestrationStore,
+    id: &str,
+    owner: &str,
+    until: i64,
+    now: i64,
+) -> bool {
+    store
+        .lease_run(id, owner, micros(until), micros(now))
+        .await
+        .unwrap()
+}
+
 pub(crate) fn alert(id: &str) -> AlertRecord {
     AlertRecord {
         id: id.into(),
-        received_at: 1_700_000_000_000_000,
+        received_at: micros(1_700_000_000_000_000),
         source: "prometheus".into(),
         title: format!("alert {id}"),
         description: "it's \"quoted\", unicode ✓".into(),
@@ -166,7 +187,7 @@ pub(crate) fn incident(id: &str, key: &str, state: &str) -> IncidentRecord {
             dedup_key: key.into(),
             labels: BTreeMap::from([("service".into(), "api".into())]),
             source: "test".into(),
-            opened_at: 1,
+            opened_at: micros(1),
         })
     }
 }
@@ -175,7 +196,7 @@ pub(crate) fn entry(incident_id: &str, kind: &str, data: serde_json::Value) -> N
     NewTimelineEntry {
         incident_id: incident_id.into(),
         kind: kind.into(),
-        at: firebreak_domain::Micros::from_unix_micros(5),
+        at: micros(5),
         actor: "test".into(),
         data,
     }
@@ -190,7 +211,7 @@ pub(crate) fn run(id: &str, runbook: &str, incident_id: &str) -> RunRecord {
         live: true,
         error: String::new(),
         input: serde_json::json!({ "incident": incident_id, "n": [1, 2.5, null] }),
-        started_at: 10,
+        started_at: micros(10),
         finished_at: None,
         phase: "apply".parse().unwrap(),
         plan: serde_json::Value::Null,
@@ -209,7 +230,7 @@ pub(crate) fn journal(run_id: &str, seq: u32, status: &str) -> JournalRecord {
         result: serde_json::Value::Null,
         idempotency_key: format!("{run_id}-{seq}"),
         attempts: 1,
-        at: 20,
+        at: micros(20),
     }
 }
 
@@ -229,8 +250,8 @@ pub(crate) fn delivery(
         status: "pending".parse().unwrap(),
         attempts: 0,
         last_error: String::new(),
-        created_at: next_attempt_at,
-        next_attempt_at,
+        created_at: micros(next_attempt_at),
+        next_attempt_at: micros(next_attempt_at),
         delivered_at: None,
         escalation_step: 0,
     }

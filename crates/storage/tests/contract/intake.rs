@@ -2,7 +2,7 @@
 
 use firebreak_storage::{Error, IntakeStore, IntegrationRecord};
 
-use crate::fixtures::{Fixture, alert, event, pending_ids};
+use crate::fixtures::{Fixture, alert, event, micros, pending_ids};
 
 crate::contract!(intake:
     alerts_and_their_events_commit_together,
@@ -197,7 +197,7 @@ async fn integrations_are_unique_by_name_and_key(f: &Fixture<dyn IntakeStore>) {
         kind: "alertmanager".into(),
         key: key.into(),
         settings: serde_json::json!({ "auto_resolve": true, "labels": { "team": "db" } }),
-        created_at: 42,
+        created_at: micros(42),
     };
     assert!(store.integrations().await.unwrap().is_empty());
     store

@@ -2,7 +2,7 @@
 
 use firebreak_storage::{DeliveryCursor, NotificationStore};
 
-use crate::fixtures::{Fixture, delivery, event, pending_ids};
+use crate::fixtures::{Fixture, delivery, event, micros, pending_ids};
 
 crate::contract!(notification:
     one_delivery_per_event_and_channel,
@@ -64,7 +64,7 @@ async fn claims_are_held_until_they_run_out_or_the_attempt_is_recorded(
     let store = &*f.store;
     let mut delivered = delivery("done", "e0", "slack", 5);
     delivered.status = "delivered".parse().unwrap();
-    delivered.delivered_at = Some(6);
+    delivered.delivered_at = Some(micros(6));
     store
         .insert_deliveries(&[
             delivery("d30", "e3", "slack", 30),
@@ -81,28 +81,37 @@ async fn claims_are_held_until_they_run_out_or_the_attempt_is_recorded(
         list.into_iter().map(|d| d.id).collect::<Vec<_>>()
     };
     assert_eq!(
-        ids(store.claim_due_deliveries(50, 1000, 2).await.unwrap()),
+        ids(store
+            .claim_due_deliveries(micros(50), micros(1000), 2)
+            .await
+            .unwrap()),
         ["d10", "d20"]
     );
     assert_eq!(
-        ids(store.claim_due_deliveries(50, 1000, 10).await.unwrap()),
+        ids(store
+            .claim_due_deliveries(micros(50), micros(1000), 10)
+            .await
+            .unwrap()),
         ["d30"]
     );
     // All claimed until 1000: nothing for anyone else, even once d100 is due.
     assert!(
         store
-            .claim_due_deliveries(60, 1000, 10)
+            .claim_due_deliveries(micros(60), micros(1000), 10)
             .await
             .unwrap()
             .is_empty()
     );
     assert_eq!(
-        ids(store.claim_due_deliveries(999, 1000, 10).await.unwrap()),
+        ids(store
+            .claim_due_deliveries(micros(999), micros(1000), 10)
+            .await
+            .unwrap()),
         ["d100"]
     );
     assert!(
         store
-            .claim_due_deliveries(1000, 2000, 10)
+            .claim_due_deliveries(micros(1000), micros(2000), 10)
             .await
             .unwrap()
             .is_empty()
@@ -112,7 +121,7 @@ async fn claims_are_held_until_they_run_out_or_the_attempt_is_recorded(
     let mut retry = delivery("d10", "e1", "slack", 10);
     retry.attempts = 1;
     retry.last_error = "timeout".into();
-    retry.next_attempt_at = 500;
+    retry.next_attempt_at = micros(500);
     store
         .update_delivery(&retry, Some(&event("changed-1")))
         .await
@@ -120,22 +129,28 @@ async fn claims_are_held_until_they_run_out_or_the_attempt_is_recorded(
     let mut ok = delivery("d20", "e2", "slack", 20);
     ok.status = "delivered".parse().unwrap();
     ok.attempts = 1;
-    ok.delivered_at = Some(600);
+    ok.delivered_at = Some(micros(600));
     store.update_delivery(&ok, None).await.unwrap();
     assert_eq!(pending_ids(store).await, ["changed-1"]);
-    let claimed = store.claim_due_deliveries(600, 2000, 10).await.unwrap();
+    let claimed = store
+        .claim_due_deliveries(micros(600), micros(2000), 10)
+        .await
+        .unwrap();
     assert_eq!(claimed, vec![retry]);
 
     // A claim that ran out (its holder died) is taken by the next claimer.
     assert_eq!(
-        ids(store.claim_due_deliveries(1001, 3000, 10).await.unwrap()),
+        ids(store
+            .claim_due_deliveries(micros(1001), micros(3000), 10)
+            .await
+            .unwrap()),
         ["d30", "d100"]
     );
     let all = store.deliveries(None, 10).await.unwrap();
     let d20 = all.iter().find(|d| d.id == "d20").unwrap();
     assert_eq!(
         (d20.status.as_str(), d20.delivered_at),
-        ("delivered", Some(600))
+        ("delivered", Some(micros(600)))
     );
 }
 
@@ -186,7 +201,7 @@ async fn acknowledging_cancels_later_escalation_steps(f: &Fixture<dyn Notificati
     );
     // Cancelled deliveries are never claimed.
     let claimed: Vec<_> = store
-        .claim_due_deliveries(100, 200, 10)
+        .claim_due_deliveries(micros(100), micros(200), 10)
         .await
         .unwrap()
         .into_iter()
@@ -230,7 +245,7 @@ async fn delivery_pages_follow_a_cursor_and_a_byte_bound(f: &Fixture<dyn Notific
     let one = store.deliveries_page(None, None, 100, 1).await.unwrap();
     assert_eq!(one.len(), 1);
     let after = DeliveryCursor {
-        created_at: 12,
+        created_at: micros(12),
         id: "d5".into(),
     };
     let page = store

@@ -5,7 +5,7 @@ use firebreak_domain::{RunPhase, RunState};
 use firebreak_storage::{OrchestrationStore, RunQuery};
 use serde_json::json;
 
-use crate::fixtures::{Fixture, event, journal, pending_ids, run};
+use crate::fixtures::{Fixture, event, journal, lease, micros, pending_ids, run};
 
 crate::contract!(orchestration:
     one_run_per_runbook_and_incident,
@@ -103,7 +103,7 @@ async fn transitions_compare_and_set(f: &Fixture<dyn OrchestrationStore>) {
     next.state = RunState::WaitingApproval;
     next.phase = RunPhase::Plan;
     next.plan = json!([{ "action": "restart", "target": "db-1" }]);
-    next.wake_at = Some(500);
+    next.wake_at = Some(micros(500));
     next.error = "none yet".into();
     // Fields a transition does not write.
     next.live = false;
@@ -154,7 +154,7 @@ async fn transitions_compare_and_set(f: &Fixture<dyn OrchestrationStore>) {
 
     let mut done = next.clone();
     done.state = RunState::Succeeded;
-    done.finished_at = Some(900);
+    done.finished_at = Some(micros(900));
     done.wake_at = None;
     assert!(
         store
@@ -165,7 +165,7 @@ async fn transitions_compare_and_set(f: &Fixture<dyn OrchestrationStore>) {
     let r = store.run("r1").await.unwrap().unwrap();
     assert_eq!(
         (r.state, r.finished_at, r.wake_at),
-        (RunState::Succeeded, Some(900), None)
+        (RunState::Succeeded, Some(micros(900)), None)
     );
     assert!(r.is_finished());
 }
@@ -176,23 +176,23 @@ async fn leases_are_held_by_one_owner_until_they_run_out(f: &Fixture<dyn Orchest
         .create_run(&run("r1", "restart", "inc-1"), &event("e0"))
         .await
         .unwrap();
-    assert!(store.lease_run("r1", "a", 100, 10).await.unwrap());
+    assert!(lease(store, "r1", "a", 100, 10).await);
     // Another owner is refused while the lease lasts, also at its last instant.
-    assert!(!store.lease_run("r1", "b", 150, 50).await.unwrap());
-    assert!(!store.lease_run("r1", "b", 150, 100).await.unwrap());
+    assert!(!lease(store, "r1", "b", 150, 50).await);
+    assert!(!lease(store, "r1", "b", 150, 100).await);
     // The holder renews.
-    assert!(store.lease_run("r1", "a", 200, 60).await.unwrap());
-    assert!(!store.lease_run("r1", "b", 250, 150).await.unwrap());
+    assert!(lease(store, "r1", "a", 200, 60).await);
+    assert!(!lease(store, "r1", "b", 250, 150).await);
     // Once it ran out, another takes it over.
-    assert!(store.lease_run("r1", "b", 300, 201).await.unwrap());
-    assert!(!store.lease_run("r1", "a", 400, 250).await.unwrap());
+    assert!(lease(store, "r1", "b", 300, 201).await);
+    assert!(!lease(store, "r1", "a", 400, 250).await);
     // Only the holder can release.
     store.release_run("r1", "a").await.unwrap();
-    assert!(!store.lease_run("r1", "a", 400, 250).await.unwrap());
+    assert!(!lease(store, "r1", "a", 400, 250).await);
     store.release_run("r1", "b").await.unwrap();
-    assert!(store.lease_run("r1", "a", 400, 250).await.unwrap());
+    assert!(lease(store, "r1", "a", 400, 250).await);
     // No run, no lease.
-    assert!(!store.lease_run("nope", "a", 400, 250).await.unwrap());
+    assert!(!lease(store, "nope", "a", 400, 250).await);
     store.release_run("nope", "a").await.unwrap();
 }
 
@@ -229,14 +229,14 @@ async fn journal_entries_of_waiting_steps_are_replaced(f: &Fixture<dyn Orchestra
     let mut finished = journal("r1", 1, "done");
     finished.result = json!({ "status": 200, "body": "ok" });
     finished.attempts = 3;
-    finished.at = 77;
+    finished.at = micros(77);
     finished.action = "ignored".into();
     finished.args = json!("ignored");
     store.put_journal(&finished, &[event("e3")]).await.unwrap();
     let mut expected = journal("r1", 1, "done");
     expected.result = finished.result.clone();
     expected.attempts = 3;
-    expected.at = 77;
+    expected.at = micros(77);
     assert_eq!(
         store.journal("r1").await.unwrap(),
         vec![expected, journal("r1", 2, "done")]
@@ -341,7 +341,7 @@ async fn run_states_are_set_with_their_events(f: &Fixture<dyn OrchestrationStore
     let r = store.run("r1").await.unwrap().unwrap();
     // No error given: the last one stays.
     assert_eq!((r.state, r.error.as_str()), (RunState::Failed, "boom"));
-    assert!(r.finished_at.is_some_and(|t| t > 0));
+    assert!(r.finished_at.is_some_and(|t| t > micros(0)));
     assert!(
         !store
             .set_run_state(
@@ -367,12 +367,12 @@ async fn finished_runs_are_never_leased_or_finished_again(f: &Fixture<dyn Orches
             .await
             .unwrap();
     }
-    let stale = store.due_runs(0).await.unwrap();
+    let stale = store.due_runs(micros(0)).await.unwrap();
     assert_eq!(stale.len(), 3);
 
     // Replica a executes and finishes each, each its own way, and lets go.
     for id in ["r1", "r2", "r3"] {
-        assert!(store.lease_run(id, "a", 100, 10).await.unwrap());
+        assert!(lease(store, id, "a", 100, 10).await);
         assert!(
             store
                 .set_run_state(id, RunState::Pending, RunState::Running, None, &[])
@@ -419,8 +419,8 @@ async fn finished_runs_are_never_leased_or_finished_again(f: &Fixture<dyn Orches
     // Replica b, with its stale snapshot, is refused the lease, a finish and a transition,
     // even naming the finished state as where it moves from.
     for r in &stale {
-        assert!(!store.lease_run(&r.id, "b", 300, 200).await.unwrap());
-        assert!(!store.lease_run(&r.id, "a", 300, 200).await.unwrap());
+        assert!(!lease(store, &r.id, "b", 300, 200).await);
+        assert!(!lease(store, &r.id, "a", 300, 200).await);
         assert_eq!(store.begin_attempt(&r.id, "b").await.unwrap(), None);
         for from in [
             RunState::Pending,
@@ -445,7 +445,7 @@ async fn finished_runs_are_never_leased_or_finished_again(f: &Fixture<dyn Orches
             );
         }
     }
-    assert!(store.due_runs(1_000).await.unwrap().is_empty());
+    assert!(store.due_runs(micros(1_000)).await.unwrap().is_empty());
     assert_eq!(
         pending_ids(store).await,
         ["c-r1", "c-r2", "c-r3", "done-1", "done-2", "done-3"]
@@ -469,19 +469,19 @@ async fn finished_runs_are_never_leased_or_finished_again(f: &Fixture<dyn Orches
     let mut waiting = run("r4", "restart", "inc-4");
     waiting.state = RunState::WaitingApproval;
     store.create_run(&waiting, &event("c-r4")).await.unwrap();
-    assert!(!store.lease_run("r4", "a", 100, 10).await.unwrap());
+    assert!(!lease(store, "r4", "a", 100, 10).await);
     // A holder renews whatever the state, and nobody else does.
     let mut sleeping = run("r5", "restart", "inc-5");
     sleeping.state = RunState::Sleeping;
     store.create_run(&sleeping, &event("c-r5")).await.unwrap();
-    assert!(!store.renew_run("r5", "a", 100).await.unwrap());
-    assert!(store.lease_run("r5", "a", 100, 10).await.unwrap());
-    assert!(store.renew_run("r5", "a", 200).await.unwrap());
-    assert!(!store.renew_run("r5", "b", 300).await.unwrap());
-    assert!(!store.lease_run("r5", "b", 300, 150).await.unwrap());
+    assert!(!store.renew_run("r5", "a", micros(100)).await.unwrap());
+    assert!(lease(store, "r5", "a", 100, 10).await);
+    assert!(store.renew_run("r5", "a", micros(200)).await.unwrap());
+    assert!(!store.renew_run("r5", "b", micros(300)).await.unwrap());
+    assert!(!lease(store, "r5", "b", 300, 150).await);
     store.release_run("r5", "a").await.unwrap();
-    assert!(!store.renew_run("r5", "a", 400).await.unwrap());
-    assert!(store.lease_run("r5", "b", 300, 150).await.unwrap());
+    assert!(!store.renew_run("r5", "a", micros(400)).await.unwrap());
+    assert!(lease(store, "r5", "b", 300, 150).await);
 }
 
 /// Executions begun and never ended (their process died) add up; one that stops cleanly
@@ -496,7 +496,7 @@ async fn attempts_count_executions_until_the_run_stops_cleanly(
         .unwrap();
     // Only the lease holder counts.
     assert_eq!(store.begin_attempt("r1", "a").await.unwrap(), None);
-    assert!(store.lease_run("r1", "a", 100, 10).await.unwrap());
+    assert!(lease(store, "r1", "a", 100, 10).await);
     assert_eq!(store.begin_attempt("r1", "a").await.unwrap(), Some(1));
     assert!(
         store
@@ -505,15 +505,15 @@ async fn attempts_count_executions_until_the_run_stops_cleanly(
             .unwrap()
     );
     // The process dies; its lease runs out; another takes over, and dies too.
-    assert!(store.lease_run("r1", "b", 300, 200).await.unwrap());
+    assert!(lease(store, "r1", "b", 300, 200).await);
     assert_eq!(store.begin_attempt("r1", "b").await.unwrap(), Some(2));
     assert_eq!(store.begin_attempt("r1", "a").await.unwrap(), None);
-    assert!(store.lease_run("r1", "c", 500, 400).await.unwrap());
+    assert!(lease(store, "r1", "c", 500, 400).await);
     assert_eq!(store.begin_attempt("r1", "c").await.unwrap(), Some(3));
     // A run that sleeps stopped cleanly: its next execution is its first again.
     let mut sleeping = run("r1", "restart", "inc-1");
     sleeping.state = RunState::Sleeping;
-    sleeping.wake_at = Some(50);
+    sleeping.wake_at = Some(micros(50));
     assert!(
         store
             .transition(&sleeping, RunState::Running, None, &[])
@@ -548,7 +548,7 @@ async fn due_runs_are_those_with_work_to_do(f: &Fixture<dyn OrchestrationStore>)
     let with = |id: &str, state: RunState, wake_at: Option<i64>| {
         let mut r = run(id, id, "inc-1");
         r.state = state;
-        r.wake_at = wake_at;
+        r.wake_at = wake_at.map(micros);
         (r, event(&format!("e-{id}")))
     };
     store
@@ -565,7 +565,7 @@ async fn due_runs_are_those_with_work_to_do(f: &Fixture<dyn OrchestrationStore>)
         .await
         .unwrap();
     let due: Vec<_> = store
-        .due_runs(100)
+        .due_runs(micros(100))
         .await
         .unwrap()
         .into_iter()

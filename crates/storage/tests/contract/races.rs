@@ -18,7 +18,7 @@ use serde_json::json;
 use tokio::sync::Barrier;
 use tokio::task::JoinSet;
 
-use crate::fixtures::{alert, apply, delivery, entry, event, incident, link, run, update};
+use crate::fixtures::{alert, apply, delivery, entry, event, incident, link, micros, run, update};
 
 /// Replicas (store instances) per test.
 const REPLICAS: usize = 4;
@@ -338,7 +338,10 @@ async fn two_claimers_take_disjoint_deliveries_covering_all() {
             barrier.wait().await;
             let mut mine = Vec::new();
             loop {
-                let claimed = store.claim_due_deliveries(1000, 5000, 7).await.unwrap();
+                let claimed = store
+                    .claim_due_deliveries(micros(1000), micros(5000), 7)
+                    .await
+                    .unwrap();
                 if claimed.is_empty() {
                     break mine;
                 }
@@ -435,7 +438,7 @@ async fn runs_leases_and_transitions_have_one_winner() {
         tasks.spawn(async move {
             barrier.wait().await;
             store
-                .lease_run(&id, &format!("owner-{n}"), 1000, 10)
+                .lease_run(&id, &format!("owner-{n}"), micros(1000), micros(10))
                 .await
                 .unwrap()
         });

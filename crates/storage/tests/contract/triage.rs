@@ -7,8 +7,8 @@ use firebreak_storage::{
 use serde_json::json;
 
 use crate::fixtures::{
-    Backend, Fixture, apply, entry, event, incident, link, pending_ids, snapshot, triage_store,
-    update,
+    Backend, Fixture, apply, entry, event, incident, link, micros, pending_ids, snapshot,
+    triage_store, update,
 };
 
 crate::contract!(triage:
@@ -89,7 +89,7 @@ async fn incident_pages_follow_a_cursor_and_a_byte_bound(f: &Fixture<dyn TriageS
             ["open", "closed"][n % 2],
         );
         // Two share an opening time: the cursor must tell them apart by id.
-        i.opened_at = 100 + (n as i64).min(5);
+        i.opened_at = micros(100 + (n as i64).min(5));
         if n == 3 {
             i.resolution_summary = "s".repeat(100_000);
         }
@@ -123,7 +123,7 @@ async fn incident_pages_follow_a_cursor_and_a_byte_bound(f: &Fixture<dyn TriageS
         .incidents_page(
             Some("open"),
             Some(&IncidentCursor {
-                opened_at: 105,
+                opened_at: micros(105),
                 id: "i5".into(),
             }),
             10,
@@ -182,7 +182,7 @@ async fn change_events_are_stored_once(f: &Fixture<dyn TriageStore>) {
         integration: "pd".into(),
         summary: "deploy 42".into(),
         source: "ci".into(),
-        at: 9,
+        at: micros(9),
         details: r#"{"sha":"abc"}"#.into(),
     };
     let storing = |change: &ChangeRecord| TriageChangeset {
@@ -225,7 +225,7 @@ async fn one_active_incident_per_dedup_key(f: &Fixture<dyn TriageStore>) {
     // Resolving the first frees the key for an incident the same changeset opens.
     let mut a = store.incident("a").await.unwrap().unwrap();
     a.state = "resolved".parse().unwrap();
-    a.resolved_at = Some(7);
+    a.resolved_at = Some(micros(7));
     let mut changes = opening([incident("c", "k", "open")]);
     changes.updates.push(update(&a, true));
     apply(store, changes).await.unwrap();
@@ -414,11 +414,11 @@ async fn a_snapshot_reads_what_was_applied(f: &Fixture<dyn TriageStore>) {
     changed.alert_count = 2;
     changed.labels.insert("team".into(), "db".into());
     changed.state = "acknowledged".parse().unwrap();
-    changed.acknowledged_at = Some(9);
-    changed.updated_at = 9;
+    changed.acknowledged_at = Some(micros(9));
+    changed.updated_at = micros(9);
     changed.dedup_key = "ignored".into();
     changed.source = "ignored".into();
-    changed.opened_at = 99;
+    changed.opened_at = micros(99);
     let updating = |i: &firebreak_storage::IncidentRecord, state_changed| TriageChangeset {
         updates: vec![update(i, state_changed)],
         ..Default::default()
@@ -427,7 +427,7 @@ async fn a_snapshot_reads_what_was_applied(f: &Fixture<dyn TriageStore>) {
     let mut expected = changed.clone();
     expected.dedup_key = "k".into();
     expected.source = "test".into();
-    expected.opened_at = 1;
+    expected.opened_at = micros(1);
     let snap = snapshot(store, asked.clone()).await;
     assert_eq!(
         snap.incidents,
@@ -552,13 +552,13 @@ async fn incidents_list_newest_first(f: &Fixture<dyn TriageStore>) {
         .enumerate()
         .map(|(n, state)| {
             let mut i = incident(&format!("i{n}"), &format!("k{n}"), state);
-            i.opened_at = 100 + n as i64;
+            i.opened_at = micros(100 + n as i64);
             i
         })
         .collect();
     // Same opening time: the greater id first.
     let mut tie = incident("i9", "k9", "open");
-    tie.opened_at = 104;
+    tie.opened_at = micros(104);
     all.push(tie);
     apply(store, opening(all)).await.unwrap();
 

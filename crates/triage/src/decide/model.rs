@@ -208,7 +208,7 @@ fn inputs(op: &Op, ids: &[String], timeline: Vec<TimelineRecord>) -> Vec<Input> 
                 integration: "prop".into(),
                 summary: "deployed".into(),
                 source: "ci".into(),
-                at: 1,
+                at: Micros::from_unix_micros(1),
                 details: "{}".into(),
             },
             concerned: ids.to_vec(),
@@ -229,7 +229,7 @@ fn decided(snap: &TriageSnapshot, inputs: &[Input], step: usize) -> Result<Decis
         inputs,
         &mut Context {
             taxonomy: &taxonomy,
-            now: 1_800_000_000_000_000 + step as i64 * 1_000,
+            now: Micros::from_unix_micros(1_800_000_000_000_000 + step as i64 * 1_000),
             new_id: &mut new_id,
         },
     )

@@ -1,6 +1,7 @@
 //! Table-driven tests of `decide`: snapshots in, changesets out, no database.
 
 use std::collections::BTreeMap;
+use std::time::Duration;
 
 use firebreak_domain::{Action, Taxonomy};
 use firebreak_proto::v1;
@@ -8,7 +9,7 @@ use firebreak_storage::{AlertLink, ChangeRecord, IncidentRecord, NewIncident, Tr
 
 use super::*;
 
-const NOW: i64 = 1_800_000_000_000_000;
+const NOW: Micros = Micros::from_unix_micros(1_800_000_000_000_000);
 
 fn id(n: u32) -> String {
     format!("01900000-0000-7000-8000-{n:012}")
@@ -42,7 +43,7 @@ fn incident(n: u32, key: &str, state: &str, severity: u32) -> IncidentRecord {
             dedup_key: key.into(),
             labels: BTreeMap::new(),
             source: "test".into(),
-            opened_at: NOW - 1_000,
+            opened_at: NOW - Duration::from_millis(1),
         })
     }
 }
