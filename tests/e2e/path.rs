@@ -138,6 +138,13 @@ async fn the_whole_incident_path() {
         .find(|r| r.body["kind"] == "incident.opened")
         .unwrap();
     assert_eq!(opened.body["incident"]["id"], id.as_str());
+    // The payload's shape channels rely on: the state by name, severity and priority as
+    // levels (not the wire's enum values or names).
+    assert_eq!(opened.body["incident"]["state"], "open");
+    for level in ["severity", "priority"] {
+        let n = opened.body["incident"][level].as_u64();
+        assert!(n.is_some_and(|n| (1..=5).contains(&n)), "{level}: {n:?}");
+    }
     let message = hooks
         .iter()
         .find(|r| r.body["kind"] == "runbook.message")

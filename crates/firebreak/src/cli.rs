@@ -701,7 +701,7 @@ async fn client(cmd: Command, targets: &Targets, out: &Out) -> anyhow::Result<()
                     alert: Some(v1::AlertInput {
                         title: a.title,
                         description: a.description,
-                        severity: a.severity.unwrap_or(0),
+                        severity: firebreak_proto::wire_level(a.severity.unwrap_or(0)),
                         category: a.category,
                         labels,
                         source: a.source,

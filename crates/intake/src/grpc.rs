@@ -84,7 +84,7 @@ fn trigger(a: v1::AlertInput, integration: Option<&Integration>) -> Incoming {
         input: SignalInput {
             title: a.title,
             description: a.description,
-            severity: a.severity,
+            severity: firebreak_proto::level(a.severity),
             category,
             labels: a.labels.into_iter().collect(),
             source: a.source,

@@ -455,7 +455,7 @@ pub(crate) fn received_message(record: &AlertRecord, truncated: u32) -> v1::Aler
         alert_id: record.id.clone(),
         title: record.title.clone(),
         description: record.description.clone(),
-        severity: record.severity,
+        severity: firebreak_proto::wire_level(record.severity),
         category: record.category.clone(),
         labels: record.labels.clone().into_iter().collect(),
         source: record.source.clone(),

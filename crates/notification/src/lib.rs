@@ -193,7 +193,9 @@ impl Notification {
                     "actor": c.actor,
                     "incident": {
                         "id": inc.id, "title": inc.title, "category": inc.category,
-                        "severity": inc.severity, "priority": inc.priority, "state": inc.state,
+                        "severity": inc.severity, "priority": inc.priority,
+                        // By name, as channels have always received it.
+                        "state": inc.incident_state().map(|s| s.as_str()),
                         "dedup_key": inc.dedup_key, "alert_count": inc.alert_count,
                         "labels": inc.labels.iter().collect::<std::collections::BTreeMap<_, _>>(),
                         "source": inc.source,
@@ -201,7 +203,7 @@ impl Notification {
                 });
                 self.channels
                     .iter()
-                    .filter(|ch| ch.wants(change, inc.severity))
+                    .filter(|ch| ch.wants(change, firebreak_proto::level(inc.severity)))
                     .map(|ch| {
                         make(
                             &ch.name,

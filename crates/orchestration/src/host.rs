@@ -139,9 +139,9 @@ impl RunHost {
         let cmd = |c| Ok(Some(self.incident_command(c)));
         match step.action.as_str() {
             "incident.note" => cmd(Command::Note(s("text"))),
-            "incident.set_severity" => cmd(Command::SetSeverity(
+            "incident.set_severity" => cmd(Command::SetSeverity(firebreak_proto::wire_level(
                 a["severity"].as_u64().unwrap_or(3) as u32,
-            )),
+            ))),
             "incident.set_category" => cmd(Command::SetCategory(s("category"))),
             "incident.assign" => cmd(Command::Assign(v1::Assignment {
                 role: s("role"),

@@ -228,7 +228,11 @@ impl Orchestration {
         }
         let labels = incident.labels.clone().into_iter().collect();
         self.catalog
-            .matching(&incident.category, incident.severity, &labels)
+            .matching(
+                &incident.category,
+                firebreak_proto::level(incident.severity),
+                &labels,
+            )
             .into_iter()
             .map(|rb| {
                 let run = executor::new_run(rb, &incident, self.options.live, self.now());

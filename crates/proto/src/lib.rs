@@ -120,6 +120,18 @@ pub const FILE_DESCRIPTOR_SET: &[u8] =
 pub use prost::Message;
 pub use prost_types::Timestamp;
 
+/// A severity or priority on the wire (`v1::Severity`, `v1::Priority`, whose values are the
+/// levels) as the level the domain validates: 0 for unspecified; a negative value becomes one
+/// no level has, so `Severity::new` refuses it, naming the field.
+pub fn level(value: i32) -> u32 {
+    u32::try_from(value).unwrap_or(u32::MAX)
+}
+
+/// A level (1-5, or 0 for none) as its `v1::Severity` / `v1::Priority` value.
+pub fn wire_level(level: u32) -> i32 {
+    i32::try_from(level).unwrap_or(i32::MAX)
+}
+
 /// A time as records hold it, as a protobuf timestamp.
 pub fn timestamp(at: firebreak_domain::Micros) -> Timestamp {
     let micros = at.unix_micros();
@@ -297,6 +309,41 @@ mod tests {
         let s = status(&e);
         assert_eq!(s.code(), tonic::Code::FailedPrecondition);
         assert_eq!(s.message(), "cannot acknowledge an incident that is closed");
+    }
+
+    /// `AlertInput.severity` as a client built before it was an enum sends it.
+    #[derive(Clone, PartialEq, prost::Message)]
+    struct OldAlertInput {
+        #[prost(string, tag = "1")]
+        title: String,
+        #[prost(uint32, tag = "3")]
+        severity: u32,
+    }
+
+    #[test]
+    fn a_severity_sent_as_a_number_reads_as_its_enum_and_back() {
+        for n in 1..=5u32 {
+            let old = OldAlertInput {
+                title: "t".into(),
+                severity: n,
+            };
+            let new = v1::AlertInput::decode(old.encode_to_vec().as_slice()).unwrap();
+            assert_eq!(new.severity, wire_level(n));
+            assert_eq!(level(new.severity), n);
+            assert_eq!(new.severity().as_str_name(), format!("SEVERITY_SEV{n}"));
+            let back = OldAlertInput::decode(new.encode_to_vec().as_slice()).unwrap();
+            assert_eq!(back.severity, n);
+        }
+        // A number no severity has stays that number, for the domain to refuse by name; it
+        // is never read as a default.
+        let odd = OldAlertInput {
+            title: "t".into(),
+            severity: 9,
+        };
+        let new = v1::AlertInput::decode(odd.encode_to_vec().as_slice()).unwrap();
+        assert_eq!(level(new.severity), 9);
+        assert!(firebreak_domain::Severity::new(level(new.severity)).is_err());
+        assert_eq!(level(-1), u32::MAX);
     }
 
     #[test]

@@ -846,7 +846,7 @@ pub(crate) fn signal_of(alert: &v1::AlertReceived) -> Result<Signal> {
     Ok(Signal::parse(SignalInput {
         title: alert.title.clone(),
         description: alert.description.clone(),
-        severity: alert.severity,
+        severity: firebreak_proto::level(alert.severity),
         category: alert.category.clone(),
         labels: alert.labels.clone().into_iter().collect(),
         source: alert.source.clone(),

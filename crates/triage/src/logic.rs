@@ -240,7 +240,9 @@ impl Triage {
     ) -> Result<()> {
         let command = match cmd.command {
             Some(Command::Note(text)) => RunbookCommand::Note(text),
-            Some(Command::SetSeverity(level)) => RunbookCommand::SetSeverity(level),
+            Some(Command::SetSeverity(level)) => {
+                RunbookCommand::SetSeverity(firebreak_proto::level(level))
+            }
             Some(Command::Escalate(reason)) => RunbookCommand::Escalate(reason),
             Some(Command::SetCategory(category)) => RunbookCommand::SetCategory(category),
             Some(Command::Assign(a)) => RunbookCommand::Assign {

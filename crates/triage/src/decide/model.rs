@@ -149,7 +149,7 @@ fn inputs(op: &Op, ids: &[String], timeline: Vec<TimelineRecord>) -> Vec<Input> 
                     title: format!("key {k} failing"),
                     source: "prop".into(),
                     dedup_key: format!("key-{k}"),
-                    severity: u32::from(*sev),
+                    severity: i32::from(*sev),
                     ..Default::default()
                 },
                 traceparent: None,

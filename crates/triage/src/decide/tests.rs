@@ -22,7 +22,7 @@ fn alert(alert_id: &str, key: &str, severity: u32) -> Input {
             title: format!("{key} is down"),
             source: "test".into(),
             dedup_key: key.into(),
-            severity,
+            severity: firebreak_proto::wire_level(severity),
             ..Default::default()
         },
         traceparent: Some(format!("00-{:032x}-{:016x}-01", 7, alert_id.len())),
