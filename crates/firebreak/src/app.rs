@@ -806,15 +806,10 @@ async fn connect(
     };
     let nats_bus: Arc<NatsBus> = match service {
         Service::Intake => {
-            let (nats, store) = tokio::join!(
-                nats,
-                retry(&waiting, "database", || async {
-                    PgIntakeStore::connect_with_clock(&url, max, clock.clone())
-                        .await
-                        .with_context(context)
-                })
-            );
-            let nats = Arc::new(nats);
+            let (nats, store) = bus_and_store(nats, &waiting, &context, || {
+                PgIntakeStore::connect_with_clock(&url, max, clock.clone())
+            })
+            .await;
             let triage = config.peers.triage.as_deref().unwrap_or_default();
             services.intake = Some(
                 build_intake(
@@ -829,15 +824,10 @@ async fn connect(
             nats
         }
         Service::Triage => {
-            let (nats, store) = tokio::join!(
-                nats,
-                retry(&waiting, "database", || async {
-                    PgTriageStore::connect_with_clock(&url, max, clock.clone())
-                        .await
-                        .with_context(context)
-                })
-            );
-            let nats = Arc::new(nats);
+            let (nats, store) = bus_and_store(nats, &waiting, &context, || {
+                PgTriageStore::connect_with_clock(&url, max, clock.clone())
+            })
+            .await;
             services.triage = Some(Triage::new(
                 Arc::new(store),
                 nats.clone(),
@@ -847,15 +837,10 @@ async fn connect(
             nats
         }
         Service::Orchestration => {
-            let (nats, store) = tokio::join!(
-                nats,
-                retry(&waiting, "database", || async {
-                    PgOrchestrationStore::connect_with_clock(&url, max, clock.clone())
-                        .await
-                        .with_context(context)
-                })
-            );
-            let nats = Arc::new(nats);
+            let (nats, store) = bus_and_store(nats, &waiting, &context, || {
+                PgOrchestrationStore::connect_with_clock(&url, max, clock.clone())
+            })
+            .await;
             let catalog = match catalog {
                 Some(c) => c,
                 None => load_catalog(config)?,
@@ -870,15 +855,10 @@ async fn connect(
             nats
         }
         Service::Notification => {
-            let (nats, store) = tokio::join!(
-                nats,
-                retry(&waiting, "database", || async {
-                    PgNotificationStore::connect_with_clock(&url, max, clock.clone())
-                        .await
-                        .with_context(context)
-                })
-            );
-            let nats = Arc::new(nats);
+            let (nats, store) = bus_and_store(nats, &waiting, &context, || {
+                PgNotificationStore::connect_with_clock(&url, max, clock.clone())
+            })
+            .await;
             services.notification = Some(build_notification(
                 config,
                 Arc::new(store),
@@ -949,6 +929,24 @@ impl Waiting {
 /// The first wait after a failed attempt, and the longest.
 const RETRY_FIRST: Duration = Duration::from_millis(250);
 const RETRY_MAX: Duration = Duration::from_secs(10);
+
+/// NATS and the service's store (`connect`), each retried until it answers, reached at once.
+async fn bus_and_store<S, C, Fut>(
+    nats: impl std::future::Future<Output = NatsBus>,
+    waiting: &Waiting,
+    context: &(dyn Fn() -> String + Sync),
+    connect: C,
+) -> (Arc<NatsBus>, S)
+where
+    C: Fn() -> Fut,
+    Fut: std::future::Future<Output = firebreak_storage::Result<S>>,
+{
+    let store = retry(waiting, "database", || async {
+        connect().await.with_context(context)
+    });
+    let (nats, store) = tokio::join!(nats, store);
+    (Arc::new(nats), store)
+}
 
 /// Runs `attempt` until it succeeds, waiting longer after each failure (to 10 s) and logging
 /// each one.
