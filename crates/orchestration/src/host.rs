@@ -139,9 +139,21 @@ impl RunHost {
         let cmd = |c| Ok(Some(self.incident_command(c)));
         match step.action.as_str() {
             "incident.note" => cmd(Command::Note(s("text"))),
-            "incident.set_severity" => cmd(Command::SetSeverity(firebreak_proto::wire_level(
-                a["severity"].as_u64().unwrap_or(3) as u32,
-            ))),
+            "incident.set_severity" => {
+                // The sandbox lets only an integer 1-5 through; anything else is the
+                // caller's error, never a default.
+                let level = a["severity"]
+                    .as_u64()
+                    .and_then(|l| u32::try_from(l).ok())
+                    .filter(|l| (1..=5).contains(l))
+                    .ok_or_else(|| {
+                        ActionError::new(
+                            ActionErrorKind::InvalidArgument,
+                            "incident.set_severity: severity must be an integer 1-5",
+                        )
+                    })?;
+                cmd(Command::SetSeverity(firebreak_proto::wire_level(level)))
+            }
             "incident.set_category" => cmd(Command::SetCategory(s("category"))),
             "incident.assign" => cmd(Command::Assign(v1::Assignment {
                 role: s("role"),

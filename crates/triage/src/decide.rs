@@ -41,9 +41,11 @@ pub(crate) const MAX_NOTE: usize = 16 * 1024;
 /// Something triage is asked to do.
 #[derive(Debug, Clone)]
 pub(crate) enum Input {
-    /// An alert intake accepted, with the trace context of its event.
+    /// An alert intake accepted, with the signal parsed from it once (by [`Input::alert`])
+    /// and the trace context of its event.
     Alert {
         alert: v1::AlertReceived,
+        signal: Signal,
         traceparent: Option<String>,
     },
     /// A person, a runbook or an integration moves an incident along its life cycle.
@@ -168,12 +170,9 @@ pub(crate) fn request_for(inputs: &[Input]) -> SnapshotRequest {
     let mut r = SnapshotRequest::default();
     for input in inputs {
         match input {
-            Input::Alert { alert, .. } => {
+            Input::Alert { alert, signal, .. } => {
                 r.alert_ids.push(alert.alert_id.clone());
-                // An alert whose signal does not parse fails the batch in `decide`.
-                if let Ok(signal) = signal_of(alert) {
-                    r.dedup_keys.push(signal.dedup_key);
-                }
+                r.dedup_keys.push(signal.dedup_key.clone());
             }
             Input::Transition { incident_id, .. } | Input::Note { incident_id, .. } => {
                 r.incident_ids.push(incident_id.clone());
@@ -272,7 +271,11 @@ impl<'s> Work<'s> {
 
     fn take(&mut self, input: &Input, ctx: &mut Context<'_>) -> Result<()> {
         match input {
-            Input::Alert { alert, traceparent } => self.ingest(alert, traceparent.as_deref(), ctx),
+            Input::Alert {
+                alert,
+                signal,
+                traceparent,
+            } => self.ingest(alert, signal, traceparent.as_deref(), ctx),
             Input::Transition {
                 incident_id,
                 action,
@@ -334,6 +337,7 @@ impl<'s> Work<'s> {
     fn ingest(
         &mut self,
         alert: &v1::AlertReceived,
+        signal: &Signal,
         traceparent: Option<&str>,
         ctx: &mut Context<'_>,
     ) -> Result<()> {
@@ -349,7 +353,7 @@ impl<'s> Work<'s> {
             });
             return Ok(());
         }
-        let mut signal = signal_of(alert)?;
+        let mut signal = signal.clone();
         let mut class_note = None;
         let class = match ctx.taxonomy.classify(&signal) {
             Ok(c) => c,
@@ -841,8 +845,21 @@ impl<'s> Work<'s> {
     }
 }
 
+impl Input {
+    /// An alert as triage takes it: its signal is parsed here, once, so an alert that does not
+    /// parse is refused before anything is read (and fails a batch it is part of).
+    pub(crate) fn alert(alert: v1::AlertReceived, traceparent: Option<String>) -> Result<Self> {
+        let signal = signal_of(&alert)?;
+        Ok(Self::Alert {
+            alert,
+            signal,
+            traceparent,
+        })
+    }
+}
+
 /// The signal an alert event carries.
-pub(crate) fn signal_of(alert: &v1::AlertReceived) -> Result<Signal> {
+fn signal_of(alert: &v1::AlertReceived) -> Result<Signal> {
     Ok(Signal::parse(SignalInput {
         title: alert.title.clone(),
         description: alert.description.clone(),

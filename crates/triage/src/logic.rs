@@ -77,7 +77,7 @@ impl Triage {
     pub(crate) async fn ingest(&self, alert: v1::AlertReceived) -> Result<Ingested> {
         let traceparent = firebreak_telemetry::trace::current().map(|c| c.to_string());
         let (decision, _) = self
-            .ingest_inputs(vec![Input::Alert { alert, traceparent }])
+            .ingest_inputs(vec![Input::alert(alert, traceparent)?])
             .await?;
         decision.ingested.into_iter().next().ok_or_else(|| {
             Error::Storage(firebreak_storage::Error::Corrupt(
@@ -93,11 +93,8 @@ impl Triage {
     pub(crate) async fn ingest_batch(&self, alerts: &[(String, v1::AlertReceived)]) -> Result<()> {
         let inputs = alerts
             .iter()
-            .map(|(traceparent, alert)| Input::Alert {
-                alert: alert.clone(),
-                traceparent: Some(traceparent.clone()),
-            })
-            .collect();
+            .map(|(traceparent, alert)| Input::alert(alert.clone(), Some(traceparent.clone())))
+            .collect::<Result<_>>()?;
         self.ingest_inputs(inputs).await.map(drop)
     }
 

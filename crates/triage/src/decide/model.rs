@@ -143,16 +143,19 @@ fn inputs(op: &Op, ids: &[String], timeline: Vec<TimelineRecord>) -> Vec<Input> 
     match op {
         Op::Alerts(alerts) => alerts
             .iter()
-            .map(|(a, k, sev)| Input::Alert {
-                alert: v1::AlertReceived {
-                    alert_id: format!("alert-{a}"),
-                    title: format!("key {k} failing"),
-                    source: "prop".into(),
-                    dedup_key: format!("key-{k}"),
-                    severity: i32::from(*sev),
-                    ..Default::default()
-                },
-                traceparent: None,
+            .map(|(a, k, sev)| {
+                Input::alert(
+                    v1::AlertReceived {
+                        alert_id: format!("alert-{a}"),
+                        title: format!("key {k} failing"),
+                        source: "prop".into(),
+                        dedup_key: format!("key-{k}"),
+                        severity: i32::from(*sev),
+                        ..Default::default()
+                    },
+                    None,
+                )
+                .expect("the model's alerts parse")
             })
             .collect(),
         Op::Transition(n, a, with_text) => pick(*n)

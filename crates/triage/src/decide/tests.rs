@@ -16,8 +16,8 @@ fn id(n: u32) -> String {
 }
 
 fn alert(alert_id: &str, key: &str, severity: u32) -> Input {
-    Input::Alert {
-        alert: v1::AlertReceived {
+    Input::alert(
+        v1::AlertReceived {
             alert_id: alert_id.into(),
             title: format!("{key} is down"),
             source: "test".into(),
@@ -25,8 +25,9 @@ fn alert(alert_id: &str, key: &str, severity: u32) -> Input {
             severity: firebreak_proto::wire_level(severity),
             ..Default::default()
         },
-        traceparent: Some(format!("00-{:032x}-{:016x}-01", 7, alert_id.len())),
-    }
+        Some(format!("00-{:032x}-{:016x}-01", 7, alert_id.len())),
+    )
+    .unwrap()
 }
 
 fn incident(n: u32, key: &str, state: &str, severity: u32) -> IncidentRecord {
@@ -260,17 +261,14 @@ fn a_racing_open_decided_again_attaches_to_the_winner() {
 }
 
 #[test]
-fn an_alert_that_does_not_parse_fails_the_batch() {
-    let bad = Input::Alert {
-        alert: v1::AlertReceived {
-            alert_id: "bad".into(),
-            title: "  ".into(),
-            dedup_key: "k".into(),
-            ..Default::default()
-        },
-        traceparent: None,
+fn an_alert_that_does_not_parse_is_refused_naming_the_field() {
+    let bad = v1::AlertReceived {
+        alert_id: "bad".into(),
+        title: "  ".into(),
+        dedup_key: "k".into(),
+        ..Default::default()
     };
-    let err = run(&TriageSnapshot::default(), &[alert("a1", "db", 3), bad]).unwrap_err();
+    let err = Input::alert(bad, None).unwrap_err();
     assert!(err.to_string().contains("title"), "{err}");
 }
 
