@@ -45,7 +45,7 @@ pub(crate) enum Input {
     /// and the trace context of its event.
     Alert {
         alert: v1::AlertReceived,
-        signal: Signal,
+        signal: Box<Signal>,
         traceparent: Option<String>,
     },
     /// A person, a runbook or an integration moves an incident along its life cycle.
@@ -353,7 +353,7 @@ impl<'s> Work<'s> {
             });
             return Ok(());
         }
-        let mut signal = signal.clone();
+        let mut signal = Signal::clone(signal);
         let mut class_note = None;
         let class = match ctx.taxonomy.classify(&signal) {
             Ok(c) => c,
@@ -849,7 +849,7 @@ impl Input {
     /// An alert as triage takes it: its signal is parsed here, once, so an alert that does not
     /// parse is refused before anything is read (and fails a batch it is part of).
     pub(crate) fn alert(alert: v1::AlertReceived, traceparent: Option<String>) -> Result<Self> {
-        let signal = signal_of(&alert)?;
+        let signal = Box::new(signal_of(&alert)?);
         Ok(Self::Alert {
             alert,
             signal,
