@@ -3,6 +3,7 @@
 //! Everything here is pure: parsing and validating input, the incident state machine,
 //! categorization and prioritization rules, and the post-incident review draft.
 
+pub mod access;
 mod clock;
 mod dedup;
 mod error;

@@ -52,6 +52,7 @@ macro_rules! states {
         }
     };
 }
+pub(crate) use states;
 
 states!(
     /// Where a runbook run is.

@@ -8,6 +8,9 @@ pub enum Error {
     /// A uniqueness rule held: the row exists already.
     #[error("conflict: {0}")]
     Conflict(String),
+    /// A row the change needs does not exist (a token's subject, a membership's team).
+    #[error("not found: {0}")]
+    NotFound(String),
     /// The database could not be reached or answered with an error.
     #[error("database: {0}")]
     Database(#[from] sqlx::Error),
@@ -51,6 +54,7 @@ impl ServiceError for Error {
     fn error_code(&self) -> ErrorCode {
         match self {
             Self::Conflict(_) => ErrorCode::AlreadyExists,
+            Self::NotFound(_) => ErrorCode::NotFound,
             // Whether the database is down or answered with an error, a retry may work once
             // it is back; the caller cannot tell the two apart and need not.
             Self::Database(_) | Self::Sqlite(_) | Self::Stopped(_) => ErrorCode::Unavailable,

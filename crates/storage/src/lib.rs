@@ -302,6 +302,42 @@ pub trait NotificationStore: Outbox {
     async fn cancel_escalations(&self, incident_id: &str) -> Result<u32>;
 }
 
+/// The directory of people and the API tokens that act for them (notification's database).
+/// Every change to a token, including the revocations a user's deletion causes, takes the
+/// next `version`, in commit order, so [`DirectoryStore::tokens_since`] never skips one.
+#[async_trait]
+pub trait DirectoryStore: Send + Sync {
+    /// Adds a user; `Conflict` when the name is taken.
+    async fn insert_user(&self, user: &UserRecord) -> Result<()>;
+    /// Every user, by name.
+    async fn users(&self) -> Result<Vec<UserRecord>>;
+    async fn user(&self, name: &str) -> Result<Option<UserRecord>>;
+    /// Deletes a user, their team memberships, and revokes their tokens (at `now`); returns
+    /// whether the user existed.
+    async fn delete_user(&self, name: &str, now: Micros) -> Result<bool>;
+    /// Adds a team (its `members` are ignored); `Conflict` when the name is taken.
+    async fn insert_team(&self, team: &TeamRecord) -> Result<()>;
+    /// Every team with its members, by name.
+    async fn teams(&self) -> Result<Vec<TeamRecord>>;
+    /// Deletes a team and its memberships; returns whether it existed.
+    async fn delete_team(&self, name: &str) -> Result<bool>;
+    /// Makes `user` a member of `team` or not; returns whether anything changed. Both must
+    /// exist: `NotFound` names the missing one.
+    async fn set_member(&self, team: &str, user: &str, member: bool) -> Result<bool>;
+    /// Stores a new token (its `version` is assigned); returns it as stored. The subject
+    /// must exist (`NotFound` otherwise).
+    async fn insert_token(&self, token: &TokenRecord) -> Result<TokenRecord>;
+    /// Every token, newest first.
+    async fn tokens(&self) -> Result<Vec<TokenRecord>>;
+    /// Revokes a token at `now` (once: a second revoke changes nothing); returns it as
+    /// stored, or `None` when there is no such token.
+    async fn revoke_token(&self, id: &str, now: Micros) -> Result<Option<TokenRecord>>;
+    /// Tokens changed after `version` (created or revoked), by version.
+    async fn tokens_since(&self, version: i64) -> Result<Vec<TokenRecord>>;
+    /// Records when tokens were last used (a later time only).
+    async fn mark_used(&self, uses: &[(String, Micros)]) -> Result<()>;
+}
+
 /// The embedded bus's durable log: streams, consumer cursors and parked messages.
 #[async_trait]
 pub trait BusLog: Send + Sync {

@@ -468,3 +468,53 @@ pub struct DeliveryCursor {
     pub created_at: Micros,
     pub id: String,
 }
+
+/// A person or a service account of the directory (notification owns it; identity and
+/// on-call share it).
+#[derive(Debug, Clone, PartialEq)]
+pub struct UserRecord {
+    /// Unique, `a-z 0-9 . _ -` (`domain::access::parse_name`).
+    pub name: String,
+    pub display_name: String,
+    pub email: String,
+    /// An IANA time zone name, or empty.
+    pub time_zone: String,
+    /// A person, or a non-person account (a monitoring tool, a CI job).
+    pub kind: firebreak_domain::access::SubjectKind,
+    /// Declared in configuration: run-time calls cannot delete it.
+    pub declared: bool,
+    pub created_at: Micros,
+}
+
+/// A team of the directory, with its members' names (sorted).
+#[derive(Debug, Clone, PartialEq)]
+pub struct TeamRecord {
+    pub name: String,
+    pub display_name: String,
+    pub declared: bool,
+    pub created_at: Micros,
+    pub members: Vec<String>,
+}
+
+/// An API token: only its hash is kept. `version` orders changes (created, revoked) so
+/// that each service's verifier copies only what changed since it last looked.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TokenRecord {
+    /// The public id (12 hex digits).
+    pub id: String,
+    /// SHA-256 of the whole token, in hex.
+    pub hash: String,
+    /// The user or service account it acts as.
+    pub subject: String,
+    pub grants: Vec<firebreak_domain::access::Grant>,
+    pub description: String,
+    /// The actor that created it.
+    pub created_by: String,
+    pub created_at: Micros,
+    pub expires_at: Option<Micros>,
+    pub revoked_at: Option<Micros>,
+    /// As the verifiers last reported it (not versioned: use does not change the table).
+    pub last_used_at: Option<Micros>,
+    /// Assigned by the store at each change; increasing in commit order.
+    pub version: i64,
+}
