@@ -6,6 +6,7 @@
 //!
 //! Only this crate speaks SQL.
 
+mod directory;
 mod error;
 pub mod health;
 mod migration;

@@ -1,4 +1,4 @@
-//! Notification's tables in SQLite: deliveries.
+//! Notification's tables in SQLite: deliveries, and the directory (users, teams, API tokens).
 
 use async_trait::async_trait;
 use firebreak_domain::Micros;
@@ -8,7 +8,11 @@ use super::conn::{self, Db};
 use super::named;
 use super::{Migration, OUTBOX, OUTBOX_READ_IN_PLACE, json_text};
 use super::{impl_open, impl_outbox};
-use crate::{DeliveryCursor, DeliveryRecord, NotificationStore, OutboxEvent, Result};
+use crate::directory::{grants_text, kind_text, parse_grants, parse_kind};
+use crate::{
+    DeliveryCursor, DeliveryRecord, DirectoryStore, Error, NotificationStore, OutboxEvent, Result,
+    TeamRecord, TokenRecord, UserRecord,
+};
 
 const MIGRATIONS: &[Migration] = &[
     Migration {
@@ -79,7 +83,59 @@ CREATE INDEX deliveries_incident ON deliveries (incident_id);
         version: 5,
         sql: OUTBOX_READ_IN_PLACE,
     },
+    Migration {
+        version: 6,
+        sql: DIRECTORY,
+    },
 ];
+
+/// The directory: users, teams and their members, API tokens, and the counter that versions
+/// every change to a token. Postgres' migration 3 is the same schema.
+const DIRECTORY: &str = "
+CREATE TABLE users (
+    name TEXT PRIMARY KEY,
+    display_name TEXT NOT NULL,
+    email TEXT NOT NULL,
+    time_zone TEXT NOT NULL,
+    kind TEXT NOT NULL CHECK (kind IN ('user', 'service_account')),
+    declared INTEGER NOT NULL CHECK (declared IN (0, 1)),
+    created_at INTEGER NOT NULL
+);
+CREATE TABLE teams (
+    name TEXT PRIMARY KEY,
+    display_name TEXT NOT NULL,
+    declared INTEGER NOT NULL CHECK (declared IN (0, 1)),
+    created_at INTEGER NOT NULL
+);
+-- Deleting a team or a user deletes its memberships (the connections enable foreign keys).
+CREATE TABLE team_members (
+    team TEXT NOT NULL REFERENCES teams (name) ON DELETE CASCADE,
+    user_name TEXT NOT NULL REFERENCES users (name) ON DELETE CASCADE,
+    PRIMARY KEY (team, user_name)
+);
+CREATE INDEX team_members_user ON team_members (user_name);
+-- A token outlives its subject (revoked, for the record), so `subject` is no foreign key.
+CREATE TABLE api_tokens (
+    id TEXT PRIMARY KEY,
+    hash TEXT NOT NULL UNIQUE,
+    subject TEXT NOT NULL,
+    grants TEXT NOT NULL,
+    description TEXT NOT NULL,
+    created_by TEXT NOT NULL,
+    created_at INTEGER NOT NULL,
+    expires_at INTEGER,
+    revoked_at INTEGER,
+    last_used_at INTEGER,
+    version INTEGER NOT NULL
+);
+CREATE INDEX api_tokens_version ON api_tokens (version);
+CREATE INDEX api_tokens_subject ON api_tokens (subject) WHERE revoked_at IS NULL;
+CREATE TABLE directory_version (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    version INTEGER NOT NULL
+);
+INSERT INTO directory_version (id, version) VALUES (1, 0);
+";
 
 /// Notification's store on SQLite.
 #[derive(Clone)]
@@ -247,5 +303,331 @@ fn delivery_row(r: &Row<'_>) -> rusqlite::Result<DeliveryRecord> {
             .get::<_, Option<i64>>("delivered_at")?
             .map(Micros::from_unix_micros),
         escalation_step: r.get("escalation_step")?,
+    })
+}
+
+/// One writer at a time: every change to a token takes the next version of the counter in its
+/// transaction, so versions follow commit order.
+#[async_trait]
+impl DirectoryStore for SqliteNotificationStore {
+    async fn insert_user(&self, user: &UserRecord) -> Result<()> {
+        let user = user.clone();
+        let kind = kind_text(user.kind)?;
+        self.db
+            .write(move |tx| {
+                tx.prepare_cached(
+                    "INSERT INTO users (name, display_name, email, time_zone, kind, declared, created_at)
+                     VALUES (?, ?, ?, ?, ?, ?, ?)",
+                )?
+                .execute(rusqlite::params![
+                    user.name,
+                    user.display_name,
+                    user.email,
+                    user.time_zone,
+                    kind,
+                    user.declared,
+                    user.created_at.unix_micros(),
+                ])
+                .map_err(|e| conn::conflict(e, &format!("user {:?} exists", user.name)))?;
+                Ok(())
+            })
+            .await
+    }
+
+    async fn users(&self) -> Result<Vec<UserRecord>> {
+        self.db
+            .read(|c| {
+                c.prepare_cached("SELECT * FROM users ORDER BY name")?
+                    .query_and_then([], user_row)?
+                    .collect()
+            })
+            .await
+    }
+
+    async fn user(&self, name: &str) -> Result<Option<UserRecord>> {
+        let name = name.to_owned();
+        self.db
+            .read(move |c| {
+                c.prepare_cached("SELECT * FROM users WHERE name = ?")?
+                    .query_and_then([&name], user_row)?
+                    .next()
+                    .transpose()
+            })
+            .await
+    }
+
+    async fn delete_user(&self, name: &str, now: Micros) -> Result<bool> {
+        let name = name.to_owned();
+        self.db
+            .write(move |tx| {
+                // Memberships go with the user (ON DELETE CASCADE).
+                if tx
+                    .prepare_cached("DELETE FROM users WHERE name = ?")?
+                    .execute([&name])?
+                    == 0
+                {
+                    return Ok(false);
+                }
+                let ids: Vec<String> = tx
+                    .prepare_cached(
+                        "SELECT id FROM api_tokens WHERE subject = ? AND revoked_at IS NULL ORDER BY id",
+                    )?
+                    .query_map([&name], |r| r.get(0))?
+                    .collect::<rusqlite::Result<_>>()?;
+                if ids.is_empty() {
+                    return Ok(true);
+                }
+                // Each revocation is a change of its own, with a version of its own.
+                let first = bump_version(tx, ids.len())? - ids.len() as i64 + 1;
+                let mut revoke = tx.prepare_cached(
+                    "UPDATE api_tokens SET revoked_at = ?, version = ? WHERE id = ?",
+                )?;
+                for (version, id) in (first..).zip(&ids) {
+                    revoke.execute(rusqlite::params![now.unix_micros(), version, id])?;
+                }
+                Ok(true)
+            })
+            .await
+    }
+
+    async fn insert_team(&self, team: &TeamRecord) -> Result<()> {
+        let team = team.clone();
+        self.db
+            .write(move |tx| {
+                tx.prepare_cached(
+                    "INSERT INTO teams (name, display_name, declared, created_at) VALUES (?, ?, ?, ?)",
+                )?
+                .execute(rusqlite::params![
+                    team.name,
+                    team.display_name,
+                    team.declared,
+                    team.created_at.unix_micros(),
+                ])
+                .map_err(|e| conn::conflict(e, &format!("team {:?} exists", team.name)))?;
+                Ok(())
+            })
+            .await
+    }
+
+    async fn teams(&self) -> Result<Vec<TeamRecord>> {
+        self.db
+            .read(|c| {
+                let mut stmt = c.prepare_cached(
+                    "SELECT t.name, t.display_name, t.declared, t.created_at, m.user_name
+                     FROM teams t LEFT JOIN team_members m ON m.team = t.name
+                     ORDER BY t.name, m.user_name",
+                )?;
+                let mut rows = stmt.query([])?;
+                let mut teams: Vec<TeamRecord> = Vec::new();
+                while let Some(r) = rows.next()? {
+                    let name: String = r.get("name")?;
+                    if teams.last().is_none_or(|t| t.name != name) {
+                        teams.push(TeamRecord {
+                            name,
+                            display_name: r.get("display_name")?,
+                            declared: r.get("declared")?,
+                            created_at: Micros::from_unix_micros(r.get("created_at")?),
+                            members: Vec::new(),
+                        });
+                    }
+                    if let (Some(team), Some(member)) =
+                        (teams.last_mut(), r.get::<_, Option<String>>("user_name")?)
+                    {
+                        team.members.push(member);
+                    }
+                }
+                Ok(teams)
+            })
+            .await
+    }
+
+    async fn delete_team(&self, name: &str) -> Result<bool> {
+        let name = name.to_owned();
+        self.db
+            .write(move |tx| {
+                // Memberships go with the team (ON DELETE CASCADE).
+                Ok(tx
+                    .prepare_cached("DELETE FROM teams WHERE name = ?")?
+                    .execute([&name])?
+                    > 0)
+            })
+            .await
+    }
+
+    async fn set_member(&self, team: &str, user: &str, member: bool) -> Result<bool> {
+        let (team, user) = (team.to_owned(), user.to_owned());
+        self.db
+            .write(move |tx| {
+                if !exists(tx, "SELECT EXISTS (SELECT 1 FROM teams WHERE name = ?)", &team)? {
+                    return Err(Error::NotFound(format!("team {team}")));
+                }
+                if !exists(tx, "SELECT EXISTS (SELECT 1 FROM users WHERE name = ?)", &user)? {
+                    return Err(Error::NotFound(format!("user {user}")));
+                }
+                let sql = if member {
+                    "INSERT INTO team_members (team, user_name) VALUES (?, ?) ON CONFLICT DO NOTHING"
+                } else {
+                    "DELETE FROM team_members WHERE team = ? AND user_name = ?"
+                };
+                Ok(tx.prepare_cached(sql)?.execute([&team, &user])? > 0)
+            })
+            .await
+    }
+
+    async fn insert_token(&self, token: &TokenRecord) -> Result<TokenRecord> {
+        let mut token = token.clone();
+        let grants = grants_text(&token.grants);
+        self.db
+            .write(move |tx| {
+                let subject = &token.subject;
+                if !exists(
+                    tx,
+                    "SELECT EXISTS (SELECT 1 FROM users WHERE name = ?)",
+                    subject,
+                )? {
+                    return Err(Error::NotFound(format!("user {subject}")));
+                }
+                token.version = bump_version(tx, 1)?;
+                tx.prepare_cached(
+                    "INSERT INTO api_tokens (id, hash, subject, grants, description, created_by,
+                        created_at, expires_at, revoked_at, last_used_at, version)
+                     VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                )?
+                .execute(rusqlite::params![
+                    token.id,
+                    token.hash,
+                    token.subject,
+                    grants,
+                    token.description,
+                    token.created_by,
+                    token.created_at.unix_micros(),
+                    token.expires_at.map(Micros::unix_micros),
+                    token.revoked_at.map(Micros::unix_micros),
+                    token.last_used_at.map(Micros::unix_micros),
+                    token.version,
+                ])
+                .map_err(|e| {
+                    conn::conflict(
+                        e,
+                        &format!("a token with id {:?} or its hash exists", token.id),
+                    )
+                })?;
+                Ok(token)
+            })
+            .await
+    }
+
+    async fn tokens(&self) -> Result<Vec<TokenRecord>> {
+        self.db
+            .read(|c| {
+                c.prepare_cached("SELECT * FROM api_tokens ORDER BY created_at DESC, id DESC")?
+                    .query_and_then([], token_row)?
+                    .collect()
+            })
+            .await
+    }
+
+    async fn revoke_token(&self, id: &str, now: Micros) -> Result<Option<TokenRecord>> {
+        let id = id.to_owned();
+        self.db
+            .write(move |tx| {
+                let Some(mut token) = tx
+                    .prepare_cached("SELECT * FROM api_tokens WHERE id = ?")?
+                    .query_and_then([&id], token_row)?
+                    .next()
+                    .transpose()?
+                else {
+                    return Ok(None);
+                };
+                if token.revoked_at.is_some() {
+                    return Ok(Some(token));
+                }
+                token.revoked_at = Some(now);
+                token.version = bump_version(tx, 1)?;
+                tx.prepare_cached(
+                    "UPDATE api_tokens SET revoked_at = ?, version = ? WHERE id = ?",
+                )?
+                .execute(rusqlite::params![
+                    now.unix_micros(),
+                    token.version,
+                    id
+                ])?;
+                Ok(Some(token))
+            })
+            .await
+    }
+
+    async fn tokens_since(&self, version: i64) -> Result<Vec<TokenRecord>> {
+        self.db
+            .read(move |c| {
+                c.prepare_cached("SELECT * FROM api_tokens WHERE version > ? ORDER BY version, id")?
+                    .query_and_then([version], token_row)?
+                    .collect()
+            })
+            .await
+    }
+
+    async fn mark_used(&self, uses: &[(String, Micros)]) -> Result<()> {
+        if uses.is_empty() {
+            return Ok(());
+        }
+        let uses = uses.to_vec();
+        self.db
+            .write(move |tx| {
+                let mut mark = tx.prepare_cached(
+                    "UPDATE api_tokens SET last_used_at = ?1
+                     WHERE id = ?2 AND (last_used_at IS NULL OR last_used_at < ?1)",
+                )?;
+                for (id, at) in &uses {
+                    mark.execute(rusqlite::params![at.unix_micros(), id])?;
+                }
+                Ok(())
+            })
+            .await
+    }
+}
+
+/// Moves the directory's version on by `n` (the changes one transaction makes) and returns
+/// the new version: the changes take the `n` versions up to it.
+fn bump_version(tx: &rusqlite::Connection, n: usize) -> Result<i64> {
+    Ok(tx
+        .prepare_cached("UPDATE directory_version SET version = version + ? RETURNING version")?
+        .query_row([n as i64], |r| r.get(0))?)
+}
+
+/// Whether the one-row `SELECT EXISTS (...)` query `sql` answers true for `name`.
+fn exists(tx: &rusqlite::Connection, sql: &str, name: &str) -> Result<bool> {
+    Ok(tx.prepare_cached(sql)?.query_row([name], |r| r.get(0))?)
+}
+
+fn user_row(r: &Row<'_>) -> Result<UserRecord> {
+    Ok(UserRecord {
+        name: r.get("name")?,
+        display_name: r.get("display_name")?,
+        email: r.get("email")?,
+        time_zone: r.get("time_zone")?,
+        kind: parse_kind(&r.get::<_, String>("kind")?)?,
+        declared: r.get("declared")?,
+        created_at: Micros::from_unix_micros(r.get("created_at")?),
+    })
+}
+
+fn token_row(r: &Row<'_>) -> Result<TokenRecord> {
+    let at = |column: &str| -> rusqlite::Result<Option<Micros>> {
+        Ok(r.get::<_, Option<i64>>(column)?
+            .map(Micros::from_unix_micros))
+    };
+    Ok(TokenRecord {
+        id: r.get("id")?,
+        hash: r.get("hash")?,
+        subject: r.get("subject")?,
+        grants: parse_grants(&r.get::<_, String>("grants")?)?,
+        description: r.get("description")?,
+        created_by: r.get("created_by")?,
+        created_at: Micros::from_unix_micros(r.get("created_at")?),
+        expires_at: at("expires_at")?,
+        revoked_at: at("revoked_at")?,
+        last_used_at: at("last_used_at")?,
+        version: r.get("version")?,
     })
 }
