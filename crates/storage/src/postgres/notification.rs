@@ -1,15 +1,22 @@
-//! Notification's tables in Postgres: deliveries, claimed by one replica at a time.
+//! Notification's tables in Postgres: deliveries, claimed by one replica at a time, and the
+//! directory (users, teams, API tokens).
 
 use std::sync::Arc;
 
 use async_trait::async_trait;
 use firebreak_domain::{Clock, Micros};
-use sqlx::Row;
 use sqlx::postgres::{PgBindIterExt, PgPool, PgRow};
+use sqlx::{PgConnection, Row};
 
 use super::named;
-use super::{Migration, OUTBOX, from_json, get_u32, impl_connect, impl_outbox, json_text};
-use crate::{DeliveryCursor, DeliveryRecord, NotificationStore, OutboxEvent, Result};
+use super::{
+    Migration, OUTBOX, conflict, from_json, get_u32, impl_connect, impl_outbox, json_text,
+};
+use crate::directory::{grants_text, kind_text, parse_grants, parse_kind};
+use crate::{
+    DeliveryCursor, DeliveryRecord, DirectoryStore, Error, NotificationStore, OutboxEvent, Result,
+    TeamRecord, TokenRecord, UserRecord,
+};
 use futures::TryStreamExt;
 
 /// The Postgres schema starts where SQLite's stands today (its version 4).
@@ -45,7 +52,61 @@ CREATE INDEX deliveries_due ON deliveries (next_attempt_at) WHERE status = 'pend
 CREATE INDEX deliveries_incident ON deliveries (incident_id);
 ",
     },
+    Migration {
+        version: 3,
+        sql: DIRECTORY,
+    },
 ];
+
+/// The directory: users, teams and their members, API tokens, and the counter that versions
+/// every change to a token. SQLite's migration 6 is the same schema.
+const DIRECTORY: &str = "
+CREATE TABLE users (
+    name TEXT PRIMARY KEY,
+    display_name TEXT NOT NULL,
+    email TEXT NOT NULL,
+    time_zone TEXT NOT NULL,
+    kind TEXT NOT NULL CHECK (kind IN ('user', 'service_account')),
+    declared BOOLEAN NOT NULL,
+    created_at BIGINT NOT NULL
+);
+CREATE TABLE teams (
+    name TEXT PRIMARY KEY,
+    display_name TEXT NOT NULL,
+    declared BOOLEAN NOT NULL,
+    created_at BIGINT NOT NULL
+);
+-- Deleting a team or a user deletes its memberships.
+CREATE TABLE team_members (
+    team TEXT NOT NULL REFERENCES teams (name) ON DELETE CASCADE,
+    user_name TEXT NOT NULL REFERENCES users (name) ON DELETE CASCADE,
+    PRIMARY KEY (team, user_name)
+);
+CREATE INDEX team_members_user ON team_members (user_name);
+-- A token outlives its subject (revoked, for the record), so `subject` is no foreign key.
+CREATE TABLE api_tokens (
+    id TEXT PRIMARY KEY,
+    hash TEXT NOT NULL UNIQUE,
+    subject TEXT NOT NULL,
+    grants TEXT NOT NULL,
+    description TEXT NOT NULL,
+    created_by TEXT NOT NULL,
+    created_at BIGINT NOT NULL,
+    expires_at BIGINT,
+    revoked_at BIGINT,
+    last_used_at BIGINT,
+    version BIGINT NOT NULL
+);
+CREATE INDEX api_tokens_version ON api_tokens (version);
+CREATE INDEX api_tokens_subject ON api_tokens (subject) WHERE revoked_at IS NULL;
+-- One row, locked by each transaction that changes a token until it commits: writers take
+-- versions one after another, in the order they commit.
+CREATE TABLE directory_version (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    version BIGINT NOT NULL
+);
+INSERT INTO directory_version (id, version) VALUES (1, 0);
+";
 
 /// Notification's store on Postgres.
 #[derive(Clone)]
@@ -208,5 +269,337 @@ fn delivery_row(r: &PgRow) -> Result<DeliveryRecord> {
             .try_get::<Option<i64>, _>("delivered_at")?
             .map(Micros::from_unix_micros),
         escalation_step: get_u32(r, "escalation_step")?,
+    })
+}
+
+/// Replicas change the directory at once. Every transaction that changes a token locks the
+/// one row of `directory_version` to take its version and holds it until it commits, so
+/// versions follow commit order: a reader that sees version `v` committed has seen every
+/// change numbered below it, and [`DirectoryStore::tokens_since`] never skips one.
+///
+/// Locks are taken in one order, user, then tokens (by id), then the version row, so writers
+/// wait for each other and never deadlock.
+#[async_trait]
+impl DirectoryStore for PgNotificationStore {
+    async fn insert_user(&self, user: &UserRecord) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO users (name, display_name, email, time_zone, kind, declared, created_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        )
+        .bind(&user.name)
+        .bind(&user.display_name)
+        .bind(&user.email)
+        .bind(&user.time_zone)
+        .bind(kind_text(user.kind)?)
+        .bind(user.declared)
+        .bind(user.created_at.unix_micros())
+        .execute(&self.pool)
+        .await
+        .map_err(|e| conflict(e, &format!("user {:?} exists", user.name)))?;
+        Ok(())
+    }
+
+    async fn users(&self) -> Result<Vec<UserRecord>> {
+        sqlx::query("SELECT * FROM users ORDER BY name")
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(user_row)
+            .collect()
+    }
+
+    async fn user(&self, name: &str) -> Result<Option<UserRecord>> {
+        sqlx::query("SELECT * FROM users WHERE name = $1")
+            .bind(name)
+            .fetch_optional(&self.pool)
+            .await?
+            .as_ref()
+            .map(user_row)
+            .transpose()
+    }
+
+    async fn delete_user(&self, name: &str, now: Micros) -> Result<bool> {
+        let mut tx = self.pool.begin().await?;
+        // Memberships go with the user (ON DELETE CASCADE). The deleted row stays locked
+        // until commit: an `insert_token` that locked it first has committed its token
+        // before this goes on (and the select below sees it), one that comes after finds no
+        // user.
+        let deleted = sqlx::query("DELETE FROM users WHERE name = $1")
+            .bind(name)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        if deleted == 0 {
+            return Ok(false);
+        }
+        let ids: Vec<String> = sqlx::query_scalar(
+            "SELECT id FROM api_tokens WHERE subject = $1 AND revoked_at IS NULL
+             ORDER BY id FOR UPDATE",
+        )
+        .bind(name)
+        .fetch_all(&mut *tx)
+        .await?;
+        if !ids.is_empty() {
+            // Each revocation is a change of its own, with a version of its own.
+            let last = bump_version(&mut tx, ids.len()).await?;
+            sqlx::query(
+                "UPDATE api_tokens t SET revoked_at = $1, version = $2 + r.n
+                 FROM unnest($3::text[]) WITH ORDINALITY AS r(id, n) WHERE t.id = r.id",
+            )
+            .bind(now.unix_micros())
+            .bind(last - ids.len() as i64)
+            .bind(&ids)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    async fn insert_team(&self, team: &TeamRecord) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO teams (name, display_name, declared, created_at) VALUES ($1, $2, $3, $4)",
+        )
+        .bind(&team.name)
+        .bind(&team.display_name)
+        .bind(team.declared)
+        .bind(team.created_at.unix_micros())
+        .execute(&self.pool)
+        .await
+        .map_err(|e| conflict(e, &format!("team {:?} exists", team.name)))?;
+        Ok(())
+    }
+
+    async fn teams(&self) -> Result<Vec<TeamRecord>> {
+        let rows = sqlx::query(
+            "SELECT t.name, t.display_name, t.declared, t.created_at, m.user_name
+             FROM teams t LEFT JOIN team_members m ON m.team = t.name
+             ORDER BY t.name, m.user_name",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        let mut teams: Vec<TeamRecord> = Vec::new();
+        for r in &rows {
+            let name: String = r.try_get("name")?;
+            if teams.last().is_none_or(|t| t.name != name) {
+                teams.push(TeamRecord {
+                    name,
+                    display_name: r.try_get("display_name")?,
+                    declared: r.try_get("declared")?,
+                    created_at: Micros::from_unix_micros(r.try_get("created_at")?),
+                    members: Vec::new(),
+                });
+            }
+            if let (Some(team), Some(member)) = (
+                teams.last_mut(),
+                r.try_get::<Option<String>, _>("user_name")?,
+            ) {
+                team.members.push(member);
+            }
+        }
+        Ok(teams)
+    }
+
+    async fn delete_team(&self, name: &str) -> Result<bool> {
+        // Memberships go with the team (ON DELETE CASCADE).
+        let done = sqlx::query("DELETE FROM teams WHERE name = $1")
+            .bind(name)
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    async fn set_member(&self, team: &str, user: &str, member: bool) -> Result<bool> {
+        let mut tx = self.pool.begin().await?;
+        // Both rows stay locked against deletion until the membership is written.
+        if !locked(
+            &mut tx,
+            "SELECT 1 FROM teams WHERE name = $1 FOR KEY SHARE",
+            team,
+        )
+        .await?
+        {
+            return Err(Error::NotFound(format!("team {team}")));
+        }
+        if !locked(
+            &mut tx,
+            "SELECT 1 FROM users WHERE name = $1 FOR KEY SHARE",
+            user,
+        )
+        .await?
+        {
+            return Err(Error::NotFound(format!("user {user}")));
+        }
+        let sql = if member {
+            "INSERT INTO team_members (team, user_name) VALUES ($1, $2) ON CONFLICT DO NOTHING"
+        } else {
+            "DELETE FROM team_members WHERE team = $1 AND user_name = $2"
+        };
+        let done = sqlx::query(sql)
+            .bind(team)
+            .bind(user)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    async fn insert_token(&self, token: &TokenRecord) -> Result<TokenRecord> {
+        let mut tx = self.pool.begin().await?;
+        // The subject's row stays locked against deletion until the token is committed, so
+        // a `delete_user` running meanwhile waits and then revokes it.
+        let query = "SELECT 1 FROM users WHERE name = $1 FOR KEY SHARE";
+        if !locked(&mut tx, query, &token.subject).await? {
+            return Err(Error::NotFound(format!("user {}", token.subject)));
+        }
+        let mut token = token.clone();
+        token.version = bump_version(&mut tx, 1).await?;
+        sqlx::query(
+            "INSERT INTO api_tokens (id, hash, subject, grants, description, created_by,
+                created_at, expires_at, revoked_at, last_used_at, version)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+        )
+        .bind(&token.id)
+        .bind(&token.hash)
+        .bind(&token.subject)
+        .bind(grants_text(&token.grants))
+        .bind(&token.description)
+        .bind(&token.created_by)
+        .bind(token.created_at.unix_micros())
+        .bind(token.expires_at.map(Micros::unix_micros))
+        .bind(token.revoked_at.map(Micros::unix_micros))
+        .bind(token.last_used_at.map(Micros::unix_micros))
+        .bind(token.version)
+        .execute(&mut *tx)
+        .await
+        .map_err(|e| {
+            conflict(
+                e,
+                &format!("a token with id {:?} or its hash exists", token.id),
+            )
+        })?;
+        tx.commit().await?;
+        Ok(token)
+    }
+
+    async fn tokens(&self) -> Result<Vec<TokenRecord>> {
+        sqlx::query("SELECT * FROM api_tokens ORDER BY created_at DESC, id DESC")
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(token_row)
+            .collect()
+    }
+
+    async fn revoke_token(&self, id: &str, now: Micros) -> Result<Option<TokenRecord>> {
+        let mut tx = self.pool.begin().await?;
+        let Some(row) = sqlx::query("SELECT * FROM api_tokens WHERE id = $1 FOR UPDATE")
+            .bind(id)
+            .fetch_optional(&mut *tx)
+            .await?
+        else {
+            return Ok(None);
+        };
+        let mut token = token_row(&row)?;
+        if token.revoked_at.is_some() {
+            return Ok(Some(token));
+        }
+        token.revoked_at = Some(now);
+        token.version = bump_version(&mut tx, 1).await?;
+        sqlx::query("UPDATE api_tokens SET revoked_at = $1, version = $2 WHERE id = $3")
+            .bind(now.unix_micros())
+            .bind(token.version)
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(Some(token))
+    }
+
+    async fn tokens_since(&self, version: i64) -> Result<Vec<TokenRecord>> {
+        sqlx::query("SELECT * FROM api_tokens WHERE version > $1 ORDER BY version, id")
+            .bind(version)
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(token_row)
+            .collect()
+    }
+
+    async fn mark_used(&self, uses: &[(String, Micros)]) -> Result<()> {
+        if uses.is_empty() {
+            return Ok(());
+        }
+        // The rows are locked in id order (a `delete_user` takes them in that order too), so
+        // replicas marking overlapping batches wait for each other instead of deadlocking.
+        sqlx::query(
+            "WITH used AS (
+                SELECT id, max(at) AS at FROM unnest($1::text[], $2::int8[]) AS u(id, at)
+                GROUP BY id
+            ), locked AS (
+                SELECT t.id FROM api_tokens t JOIN used USING (id) ORDER BY t.id FOR UPDATE OF t
+            )
+            UPDATE api_tokens t SET last_used_at = used.at FROM used
+            WHERE t.id = used.id AND t.id IN (SELECT id FROM locked)
+              AND (t.last_used_at IS NULL OR t.last_used_at < used.at)",
+        )
+        .bind(uses.iter().map(|(id, _)| id).bind_iter())
+        .bind(uses.iter().map(|(_, at)| at.unix_micros()).bind_iter())
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+}
+
+/// Moves the directory's version on by `n` (the changes one transaction makes) and returns
+/// the new version: the changes take the `n` versions up to it. The version row stays locked
+/// until the transaction ends.
+async fn bump_version(tx: &mut PgConnection, n: usize) -> Result<i64> {
+    Ok(
+        sqlx::query_scalar("UPDATE directory_version SET version = version + $1 RETURNING version")
+            .bind(n as i64)
+            .fetch_one(tx)
+            .await?,
+    )
+}
+
+/// Whether the locking one-row query `sql` finds `name`.
+async fn locked(tx: &mut PgConnection, sql: &'static str, name: &str) -> Result<bool> {
+    Ok(sqlx::query(sql)
+        .bind(name)
+        .fetch_optional(tx)
+        .await?
+        .is_some())
+}
+
+fn user_row(r: &PgRow) -> Result<UserRecord> {
+    Ok(UserRecord {
+        name: r.try_get("name")?,
+        display_name: r.try_get("display_name")?,
+        email: r.try_get("email")?,
+        time_zone: r.try_get("time_zone")?,
+        kind: parse_kind(r.try_get("kind")?)?,
+        declared: r.try_get("declared")?,
+        created_at: Micros::from_unix_micros(r.try_get("created_at")?),
+    })
+}
+
+fn token_row(r: &PgRow) -> Result<TokenRecord> {
+    let at = |column: &str| -> Result<Option<Micros>> {
+        Ok(r.try_get::<Option<i64>, _>(column)?
+            .map(Micros::from_unix_micros))
+    };
+    Ok(TokenRecord {
+        id: r.try_get("id")?,
+        hash: r.try_get("hash")?,
+        subject: r.try_get("subject")?,
+        grants: parse_grants(r.try_get("grants")?)?,
+        description: r.try_get("description")?,
+        created_by: r.try_get("created_by")?,
+        created_at: Micros::from_unix_micros(r.try_get("created_at")?),
+        expires_at: at("expires_at")?,
+        revoked_at: at("revoked_at")?,
+        last_used_at: at("last_used_at")?,
+        version: r.try_get("version")?,
     })
 }
