@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use firebreak_domain::Micros;
+use firebreak_domain::access::{Grant, Role, Scope, SubjectKind};
 use firebreak_storage::postgres::{
     PgIntakeStore, PgNotificationStore, PgOrchestrationStore, PgTriageStore,
 };
@@ -12,10 +13,10 @@ use firebreak_storage::sqlite::{
     SqliteIntakeStore, SqliteNotificationStore, SqliteOrchestrationStore, SqliteTriageStore,
 };
 use firebreak_storage::{
-    AlertLink, AlertRecord, DeliveryRecord, IncidentRecord, IncidentUpdate, IntakeStore,
-    JournalRecord, NewIncident, NewTimelineEntry, NotificationStore, OrchestrationStore,
-    OutboxEvent, RunRecord, SnapshotRequest, TimelineRecord, TriageChangeset, TriageSnapshot,
-    TriageStore,
+    AlertLink, AlertRecord, DeliveryRecord, DirectoryStore, IncidentRecord, IncidentUpdate,
+    IntakeStore, JournalRecord, NewIncident, NewTimelineEntry, NotificationStore,
+    OrchestrationStore, OutboxEvent, RunRecord, SnapshotRequest, TeamRecord, TimelineRecord,
+    TokenRecord, TriageChangeset, TriageSnapshot, TriageStore, UserRecord,
 };
 use firebreak_testkit::postgres::TestDatabase;
 use sqlx::Connection;
@@ -116,6 +117,18 @@ pub(crate) async fn orchestration(adapter: Adapter) -> Fixture<dyn Orchestration
 pub(crate) async fn notification(adapter: Adapter) -> Fixture<dyn NotificationStore> {
     let backend = Backend::new(adapter).await;
     let store: Arc<dyn NotificationStore> = match &backend {
+        Backend::Sqlite { path, .. } => {
+            Arc::new(SqliteNotificationStore::open(path, false).await.unwrap())
+        }
+        Backend::Postgres(db) => Arc::new(PgNotificationStore::connect(&db.url).await.unwrap()),
+    };
+    Fixture { store, backend }
+}
+
+/// The directory, in notification's database.
+pub(crate) async fn directory(adapter: Adapter) -> Fixture<dyn DirectoryStore> {
+    let backend = Backend::new(adapter).await;
+    let store: Arc<dyn DirectoryStore> = match &backend {
         Backend::Sqlite { path, .. } => {
             Arc::new(SqliteNotificationStore::open(path, false).await.unwrap())
         }
@@ -297,5 +310,56 @@ pub(crate) fn update(record: &IncidentRecord, state_changed: bool) -> IncidentUp
     IncidentUpdate {
         record: record.clone(),
         state_changed,
+    }
+}
+
+/// A person of the directory, created at 1.
+pub(crate) fn user(name: &str) -> UserRecord {
+    UserRecord {
+        name: name.into(),
+        display_name: format!("{name} (\"display\") ✓"),
+        email: format!("{name}@example.com"),
+        time_zone: "Europe/Berlin".into(),
+        kind: SubjectKind::User,
+        declared: false,
+        created_at: micros(1),
+    }
+}
+
+/// A team without members, created at 2.
+pub(crate) fn team(name: &str) -> TeamRecord {
+    TeamRecord {
+        name: name.into(),
+        display_name: format!("Team {name}"),
+        declared: false,
+        created_at: micros(2),
+        members: Vec::new(),
+    }
+}
+
+/// A live token of `subject` created at `created_at`, with a grant on a team and one
+/// everywhere; its version is the store's to assign.
+pub(crate) fn token(id: &str, subject: &str, created_at: i64) -> TokenRecord {
+    TokenRecord {
+        id: id.into(),
+        hash: format!("hash-of-{id}"),
+        subject: subject.into(),
+        grants: vec![
+            Grant {
+                role: Role::Responder,
+                scope: Scope::Team("payments".into()),
+            },
+            Grant {
+                role: Role::Viewer,
+                scope: Scope::All,
+            },
+        ],
+        description: format!("token {id}"),
+        created_by: "user:admin".into(),
+        created_at: micros(created_at),
+        expires_at: Some(micros(created_at + 1_000_000)),
+        revoked_at: None,
+        last_used_at: None,
+        version: 0,
     }
 }

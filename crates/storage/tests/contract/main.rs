@@ -3,6 +3,7 @@
 //! Postgres-only modules race replicas against one database and take the server away.
 
 mod clock;
+mod directory;
 mod fixtures;
 mod intake;
 mod notification;
