@@ -5,20 +5,23 @@ use firebreak_domain::RunState;
 use std::collections::btree_map::Entry;
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use firebreak_storage::postgres::{
     PgIntakeStore, PgNotificationStore, PgOrchestrationStore, PgTriageStore,
 };
 use firebreak_storage::{
-    Error, IncidentRecord, IntakeStore, NotificationStore, OrchestrationStore, SnapshotRequest,
-    TriageChangeset, TriageStore,
+    DirectoryStore, Error, IncidentRecord, IntakeStore, NotificationStore, OrchestrationStore,
+    SnapshotRequest, TokenRecord, TriageChangeset, TriageStore,
 };
 use firebreak_testkit::postgres::TestDatabase;
 use serde_json::json;
 use tokio::sync::Barrier;
 use tokio::task::JoinSet;
 
-use crate::fixtures::{alert, apply, delivery, entry, event, incident, link, micros, run, update};
+use crate::fixtures::{
+    alert, apply, delivery, entry, event, incident, link, micros, run, token, update, user,
+};
 
 /// Replicas (store instances) per test.
 const REPLICAS: usize = 4;
@@ -777,4 +780,182 @@ async fn replicas_with_overlapping_batches_neither_deadlock_nor_lose_updates() {
     assert_eq!(all.len(), 20, "one incident per key");
     let alerts: u32 = all.iter().map(|i| i.alert_count).sum();
     assert_eq!(alerts as usize, REPLICAS * 5 * 20, "no attachment lost");
+}
+
+async fn directory_replicas(db: &TestDatabase) -> Vec<Arc<dyn DirectoryStore>> {
+    let mut out: Vec<Arc<dyn DirectoryStore>> = Vec::new();
+    for _ in 0..REPLICAS {
+        out.push(Arc::new(
+            PgNotificationStore::connect(&db.url).await.unwrap(),
+        ));
+    }
+    out
+}
+
+/// Replicas making and revoking tokens at once take distinct versions, in commit order: a
+/// follower copying `tokens_since` its last version meanwhile, as each service's verifier
+/// does, ends up with every token as it is, none skipped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn replicas_changing_tokens_take_distinct_versions_a_follower_never_skips() {
+    let db = TestDatabase::create().await;
+    let stores = directory_replicas(&db).await;
+    stores[0].insert_user(&user("amy")).await.unwrap();
+    let barrier = Arc::new(Barrier::new(REPLICAS + 1));
+    let done = Arc::new(AtomicBool::new(false));
+
+    let follower = {
+        let (store, barrier, done) = (stores[0].clone(), barrier.clone(), done.clone());
+        tokio::spawn(async move {
+            barrier.wait().await;
+            let (mut copy, mut at) = (BTreeMap::<String, TokenRecord>::new(), 0);
+            loop {
+                // Read before polling: the last poll starts after every writer finished.
+                let finished = done.load(Ordering::Acquire);
+                for t in store.tokens_since(at).await.unwrap() {
+                    assert!(t.version > at, "{t:?} listed after version {at}");
+                    at = t.version;
+                    copy.insert(t.id.clone(), t);
+                }
+                if finished {
+                    break copy;
+                }
+                tokio::task::yield_now().await;
+            }
+        })
+    };
+    let mut tasks = JoinSet::new();
+    for (r, store) in stores.iter().enumerate() {
+        let (store, barrier) = (store.clone(), barrier.clone());
+        tasks.spawn(async move {
+            barrier.wait().await;
+            let mut versions = Vec::new();
+            for n in 0..5 {
+                let made = token(&format!("t{r}-{n}"), "amy", n);
+                versions.push(store.insert_token(&made).await.unwrap().version);
+            }
+            let first = format!("t{r}-0");
+            let revoked = store.revoke_token(&first, micros(100)).await.unwrap();
+            versions.push(revoked.unwrap().version);
+            versions
+        });
+    }
+    let versions: Vec<i64> = tasks.join_all().await.concat();
+    done.store(true, Ordering::Release);
+    let copy = follower.await.unwrap();
+
+    // 20 tokens made and 4 revoked: 24 changes, each its own version.
+    let distinct: BTreeSet<i64> = versions.iter().copied().collect();
+    assert_eq!(versions.len(), REPLICAS * 6);
+    assert_eq!(distinct.len(), versions.len(), "{versions:?}");
+    let all = stores[1].tokens_since(0).await.unwrap();
+    assert_eq!(all.len(), REPLICAS * 5);
+    assert!(
+        all.windows(2).all(|w| w[0].version < w[1].version),
+        "{all:?}"
+    );
+    assert_eq!(all.last().map(|t| t.version), distinct.last().copied());
+    let revoked: Vec<&str> = all
+        .iter()
+        .filter(|t| t.revoked_at.is_some())
+        .map(|t| t.id.as_str())
+        .collect();
+    assert_eq!(revoked.len(), REPLICAS, "{revoked:?}");
+    assert!(revoked.iter().all(|id| id.ends_with("-0")), "{revoked:?}");
+    let now: BTreeMap<String, TokenRecord> = all.into_iter().map(|t| (t.id.clone(), t)).collect();
+    assert_eq!(copy, now, "the follower's copy differs");
+}
+
+/// A token made while its user is deleted is either refused (the user is gone) or made
+/// first and revoked with the user: no live token outlives its subject.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_token_made_while_its_user_is_deleted_is_refused_or_revoked() {
+    let db = TestDatabase::create().await;
+    let stores = directory_replicas(&db).await;
+    stores[0].insert_user(&user("amy")).await.unwrap();
+    let barrier = Arc::new(Barrier::new(REPLICAS));
+    let mut tasks = JoinSet::new();
+    for (r, store) in stores.iter().enumerate().skip(1) {
+        let (store, barrier) = (store.clone(), barrier.clone());
+        tasks.spawn(async move {
+            barrier.wait().await;
+            let mut made = 0;
+            for n in 0..20 {
+                match store
+                    .insert_token(&token(&format!("t{r}-{n}"), "amy", n))
+                    .await
+                {
+                    Ok(_) => made += 1,
+                    Err(Error::NotFound(_)) => {}
+                    Err(e) => panic!("insert_token: {e}"),
+                }
+            }
+            made
+        });
+    }
+    let deleter = stores[0].clone();
+    barrier.wait().await;
+    // Some tokens first, so the deletion meets inserts under way.
+    while deleter.tokens().await.unwrap().len() < 3 {
+        tokio::task::yield_now().await;
+    }
+    assert!(deleter.delete_user("amy", micros(1000)).await.unwrap());
+    let made: usize = tasks.join_all().await.into_iter().sum();
+
+    let all = deleter.tokens().await.unwrap();
+    assert_eq!(all.len(), made);
+    assert!(made >= 3, "{made}");
+    let live: Vec<&str> = all
+        .iter()
+        .filter(|t| t.revoked_at != Some(micros(1000)))
+        .map(|t| t.id.as_str())
+        .collect();
+    assert!(live.is_empty(), "live tokens of a deleted user: {live:?}");
+}
+
+/// Replicas reporting uses of the same tokens in different orders, while tokens are revoked,
+/// wait for each other rather than deadlock, and each token keeps its latest use.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn replicas_marking_overlapping_uses_keep_the_latest_without_deadlock() {
+    let db = TestDatabase::create().await;
+    let stores = directory_replicas(&db).await;
+    stores[0].insert_user(&user("amy")).await.unwrap();
+    let ids: Vec<String> = (0..20).map(|n| format!("t{n:02}")).collect();
+    for (n, id) in ids.iter().enumerate() {
+        stores[0]
+            .insert_token(&token(id, "amy", n as i64))
+            .await
+            .unwrap();
+    }
+    let barrier = Arc::new(Barrier::new(REPLICAS));
+    let mut tasks = JoinSet::new();
+    for (r, store) in stores.iter().enumerate() {
+        let (store, barrier, ids) = (store.clone(), barrier.clone(), ids.clone());
+        tasks.spawn(async move {
+            barrier.wait().await;
+            for round in 0..10_i64 {
+                let mut batch: Vec<(String, firebreak_domain::Micros)> = ids
+                    .iter()
+                    .map(|id| (id.clone(), micros(round * 10 + r as i64)))
+                    .collect();
+                if r % 2 == 1 {
+                    batch.reverse();
+                }
+                batch.rotate_left(r * 5);
+                store.mark_used(&batch).await.unwrap();
+                if round == 5 {
+                    let id = &ids[r * 5];
+                    store.revoke_token(id, micros(500)).await.unwrap().unwrap();
+                }
+            }
+        });
+    }
+    tasks.join_all().await;
+    let latest = micros(9 * 10 + REPLICAS as i64 - 1);
+    let all = stores[0].tokens().await.unwrap();
+    assert_eq!(all.len(), 20);
+    for t in &all {
+        assert_eq!(t.last_used_at, Some(latest), "{t:?}");
+    }
+    let revoked = all.iter().filter(|t| t.revoked_at.is_some()).count();
+    assert_eq!(revoked, REPLICAS);
 }
