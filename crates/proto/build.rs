@@ -13,6 +13,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "incidents",
         "orchestration",
         "notification",
+        "access",
     ]
     .map(|name| root.join(format!("firebreak/v1/{name}.proto")));
     for file in &files {

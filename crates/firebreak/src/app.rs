@@ -13,7 +13,7 @@ use firebreak_bus::{Bus, EmbeddedBus, streams};
 use firebreak_bus::{NatsBus, NatsOptions};
 use firebreak_domain::{Clock, SystemClock};
 use firebreak_intake::{Intake, Registry};
-use firebreak_notification::{Channel, Notification};
+use firebreak_notification::{Channel, Directory, Notification};
 use firebreak_orchestration::{Options, Orchestration, SecretSource};
 use firebreak_runbook::{Catalog, Limits};
 use firebreak_storage::health::HealthCheck;
@@ -31,6 +31,7 @@ use tokio::net::TcpListener;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
+use crate::auth::{self, AuthLayer, Verifier};
 use crate::config::Config;
 use crate::health::{self, Dependency, Readiness};
 use crate::net;
@@ -75,6 +76,9 @@ pub struct App {
     config: Config,
     grpc: TcpListener,
     http: TcpListener,
+    /// Verifies every gRPC call's credentials (`auth`); `None` in distributed mode, which
+    /// does not authenticate yet.
+    verifier: Option<Arc<Verifier>>,
     start: Start,
     runbooks: usize,
     /// Embedded mode's hold on its data directory, released when the process ends.
@@ -99,6 +103,8 @@ struct Services {
     triage: Option<Triage>,
     orchestration: Option<Orchestration>,
     notification: Option<Notification>,
+    /// The directory's gRPC services, where this process holds the directory.
+    directory: Option<Directory>,
     dependencies: Vec<Dependency>,
 }
 
@@ -319,7 +325,7 @@ async fn build_intake(
     config: &Config,
     store: Arc<dyn IntakeStore>,
     bus: Arc<dyn Bus>,
-    triage: tonic::transport::Channel,
+    triage: firebreak_proto::access::AuthedChannel,
     clock: Arc<dyn Clock>,
 ) -> anyhow::Result<Intake> {
     let registry = Registry::load(config.integrations.clone(), store.as_ref())
@@ -436,6 +442,28 @@ impl App {
                 .context("opening bus.db")?,
         ))
         .read_in_place(streams::ALERTS, intake_store.clone());
+        // Notification's database holds the directory (users, tokens), which every mode
+        // verifies calls against, intake alone included.
+        let notification_store = Arc::new(
+            SqliteNotificationStore::open_with_clock(&db("notification"), fsync, clock.clone())
+                .await
+                .context("opening notification.db")?,
+        );
+        let directory = Directory::new(notification_store.clone()).with_clock(clock.clone());
+        let service_token = match &config.auth.service_token {
+            Some(t) => t.0.clone(),
+            None => auth::generate_token()?,
+        };
+        let verifier = Arc::new(Verifier::new(
+            &service_token,
+            Arc::new(directory.clone()),
+            clock.clone(),
+        ));
+        auth::bootstrap(&directory, &config.data_dir).await?;
+        verifier
+            .sync_now()
+            .await
+            .context("reading the credential table")?;
         let downstream = if intake_alone {
             None
         } else {
@@ -453,16 +481,11 @@ impl App {
                 .await
                 .context("opening orchestration.db")?,
             );
-            let notification_store = Arc::new(
-                SqliteNotificationStore::open_with_clock(&db("notification"), fsync, clock.clone())
-                    .await
-                    .context("opening notification.db")?,
-            );
             bus = bus
                 .read_in_place(streams::INCIDENTS, triage_store.clone())
                 .read_in_place(streams::RUNBOOKS, orchestration_store.clone())
                 .read_in_place(streams::NOTIFICATIONS, notification_store.clone());
-            Some((triage_store, orchestration_store, notification_store))
+            Some((triage_store, orchestration_store))
         };
         let bus: Arc<dyn Bus> = Arc::new(bus);
         let names: &[&str] = if intake_alone {
@@ -480,7 +503,10 @@ impl App {
             &config,
             intake_store,
             bus.clone(),
-            lazy_channel(&format!("http://{grpc_addr}"))?,
+            firebreak_proto::access::authed(
+                lazy_channel(&format!("http://{grpc_addr}"))?,
+                Some(&service_token),
+            ),
             clock.clone(),
         )
         .await?;
@@ -489,9 +515,10 @@ impl App {
             triage: None,
             orchestration: None,
             notification: None,
+            directory: None,
             dependencies,
         };
-        if let Some((triage_store, orchestration_store, notification_store)) = downstream {
+        if let Some((triage_store, orchestration_store)) = downstream {
             services.triage = Some(Triage::new(
                 triage_store,
                 bus.clone(),
@@ -508,10 +535,12 @@ impl App {
             services.notification =
                 Some(build_notification(&config, notification_store, bus, clock)?);
         }
+        services.directory = Some(directory);
         Ok(Self {
             config,
             grpc,
             http,
+            verifier: Some(verifier),
             start: Start::Built(Box::new(services)),
             runbooks,
             _data_lock: Some(data_lock),
@@ -551,6 +580,7 @@ impl App {
             config,
             grpc,
             http,
+            verifier: None,
             start: Start::Connect { service, catalog },
             runbooks,
             _data_lock: None,
@@ -582,6 +612,7 @@ impl App {
             grpc,
             http,
             start,
+            verifier,
             ..
         } = self;
         let limits = config.connections.clone();
@@ -612,6 +643,10 @@ impl App {
         let stop = CancellationToken::new();
         let work = CancellationToken::new();
         let mut tasks = JoinSet::new();
+        if let Some(v) = &verifier {
+            let every = Duration::from_millis(config.auth.sync_interval_ms.max(50));
+            tasks.spawn(v.clone().run(every, work.clone()));
+        }
         let startup = Startup {
             readiness: readiness.clone(),
             grpc_routes: grpc_routes.clone(),
@@ -642,10 +677,12 @@ impl App {
                 Some((next, (l, c)))
             });
             let stop = stop.clone();
+            let auth = tower::util::option_layer(verifier.clone().map(AuthLayer));
             async move {
                 let served = builder
                     .layer(crate::traced::TraceLayer)
                     .layer(net::CountCallsLayer)
+                    .layer(auth)
                     .serve_with_incoming_shutdown(
                         grpc_routes,
                         incoming,
@@ -769,6 +806,10 @@ impl Startup {
             s.spawn(tasks, &self.work);
             routes.add_service(s.grpc());
         }
+        if let Some(d) = &services.directory {
+            routes.add_service(d.grpc());
+            routes.add_service(d.credentials_grpc());
+        }
         self.grpc_routes.set(routes.routes());
         self.http_routes.set(router);
         let (ready, problems) = health::check(&services.dependencies).await;
@@ -802,6 +843,7 @@ async fn connect(
         triage: None,
         orchestration: None,
         notification: None,
+        directory: None,
         dependencies: Vec::new(),
     };
     let nats_bus: Arc<NatsBus> = match service {
@@ -816,7 +858,7 @@ async fn connect(
                     config,
                     Arc::new(store),
                     nats.clone(),
-                    peer_channel(triage)?,
+                    firebreak_proto::access::authed(peer_channel(triage)?, None),
                     clock,
                 )
                 .await?,

@@ -12,7 +12,9 @@ use firebreak_proto::v1::{
     runbook_service_client::RunbookServiceClient,
 };
 use tokio_util::sync::CancellationToken;
-use tonic::transport::Channel;
+use firebreak_proto::access::AuthedChannel;
+
+use crate::cli_access::AccessCmd;
 
 use crate::output::{Exit, Failure, Out, OutputFormat};
 use crate::{App, Config};
@@ -42,6 +44,15 @@ pub struct Cli {
         default_value = "http://127.0.0.1:7400"
     )]
     pub server: String,
+    /// The API token client commands send [default: the credentials file's entry for
+    /// --server (`firebreak login`), else, for a server on this machine, the admin token
+    /// in its data directory ($FIREBREAK_DATA_DIR or ./firebreak-data)].
+    #[arg(long, global = true, env = "FIREBREAK_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    /// Send the token over plaintext to a server that is not on this machine (the network
+    /// can read it).
+    #[arg(long, global = true)]
+    pub insecure: bool,
     /// A client configuration for a distributed deployment: a YAML map of each service's
     /// gRPC address (`intake`, `triage`, `orchestration`, `notification`); services it does
     /// not name are reached at --server.
@@ -86,6 +97,25 @@ pub enum Command {
     /// Events consumers gave up on (distributed mode): parked in NATS, never dropped.
     #[command(subcommand)]
     Parked(ParkedCmd),
+    /// API tokens: create (printed once), list (masked), revoke; generate a service
+    /// credential.
+    #[command(subcommand)]
+    Token(crate::cli_access::TokenCmd),
+    /// Users and service accounts of the directory.
+    #[command(subcommand)]
+    User(crate::cli_access::UserCmd),
+    /// Teams and their members.
+    #[command(subcommand)]
+    Team(crate::cli_access::TeamCmd),
+    /// Who the server takes this client for: the actor it records, and its roles.
+    Whoami,
+    /// Check a token with --server and keep it for that server (mode 0600, in
+    /// $FIREBREAK_CREDENTIALS or ~/.config/firebreak/credentials).
+    Login {
+        /// The token (else read from standard input).
+        #[arg(long = "with-token", env = "FIREBREAK_LOGIN_TOKEN", hide_env_values = true)]
+        token: Option<String>,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -304,12 +334,9 @@ pub enum RunCmd {
 #[derive(Debug, Args)]
 pub struct DecideArgs {
     pub run: String,
-    /// Why: recorded on the incident's timeline.
+    /// Why: recorded on the incident's timeline (the decider is the token's identity).
     #[arg(long, default_value = "")]
     pub comment: String,
-    /// Who decides [default: $FIREBREAK_USER, else $USER].
-    #[arg(long = "as", env = "FIREBREAK_USER")]
-    pub actor: Option<String>,
 }
 
 fn who() -> String {
@@ -404,7 +431,10 @@ impl Cli {
     /// Runs the command; returns the process exit code.
     pub async fn run(self) -> anyhow::Result<i32> {
         let out = Out::new(self.output);
+        let token = crate::cli_access::token_for(&self.server, self.token.as_deref());
         let targets = Targets {
+            token,
+            insecure: self.insecure,
             server: self.server,
             client_config: self.client_config,
             connect_timeout: self.connect_timeout,
@@ -432,9 +462,63 @@ impl Cli {
                 }
                 (None, None) => bail!("give --incident ID or --fixture FILE"),
             },
+            Command::Token(crate::cli_access::TokenCmd::Generate) => {
+                crate::output::say_raw(&crate::auth::generate_token()?);
+                Ok(0)
+            }
+            Command::Login { token } => login(&targets, token).await.map(|()| 0),
+            cmd @ (Command::Token(_) | Command::User(_) | Command::Team(_) | Command::Whoami) => {
+                let cmd = match cmd {
+                    Command::Token(c) => AccessCmd::Token(c),
+                    Command::User(c) => AccessCmd::User(c),
+                    Command::Team(c) => AccessCmd::Team(c),
+                    _ => AccessCmd::WhoAmI,
+                };
+                let channel = targets.connect(Service::Notification).await?;
+                let timeout = targets.request_timeout;
+                crate::cli_access::run(cmd, channel, self.output, |s| status(s, timeout))
+                    .await
+                    .map(|()| 0)
+            }
             cmd => client(cmd, &targets, &out).await.map(|()| 0),
         }
     }
+}
+
+/// `firebreak login`: asks the server who the token is, then keeps it for the server.
+async fn login(targets: &Targets, token: Option<String>) -> anyhow::Result<()> {
+    let token = match token {
+        Some(t) => t,
+        None => {
+            let mut line = String::new();
+            std::io::stdin().read_line(&mut line)?;
+            line
+        }
+    };
+    let token = token.trim().to_owned();
+    let checked = Targets {
+        token: Some(token.clone()),
+        insecure: targets.insecure,
+        server: targets.server.clone(),
+        client_config: targets.client_config.clone(),
+        connect_timeout: targets.connect_timeout,
+        request_timeout: targets.request_timeout,
+    };
+    let me = v1::access_service_client::AccessServiceClient::new(
+        checked.connect(Service::Notification).await?,
+    )
+    .who_am_i(v1::WhoAmIRequest {})
+    .await
+    .map_err(|s| status(s, targets.request_timeout))?
+    .into_inner();
+    let path = crate::cli_access::save_login(&targets.server, &token)?;
+    crate::output::say_raw(&format!(
+        "logged in to {} as {} (kept in {})",
+        targets.server,
+        me.actor,
+        path.display()
+    ));
+    Ok(())
 }
 
 /// `runbook dry-run NAME --incident ID`: the incident from triage, simulated by
@@ -491,12 +575,16 @@ enum Service {
     Intake,
     Triage,
     Orchestration,
+    Notification,
 }
 
 /// Where each service's calls go: all to --server (embedded mode), or each to its address
 /// in the client configuration (distributed mode). A command connects only to the service
 /// it calls, so `raise` works while triage is down.
 struct Targets {
+    /// The token every call sends, if any.
+    token: Option<String>,
+    insecure: bool,
     server: String,
     client_config: Option<PathBuf>,
     connect_timeout: Duration,
@@ -505,7 +593,7 @@ struct Targets {
 
 impl Targets {
     /// Connects to `service`, with the connect and request timeouts.
-    async fn connect(&self, service: Service) -> anyhow::Result<Channel> {
+    async fn connect(&self, service: Service) -> anyhow::Result<AuthedChannel> {
         let peers = match &self.client_config {
             Some(path) => crate::config::Peers::load(path)
                 .map_err(|e| anyhow::Error::new(Failure::new(Exit::Usage, format!("{e:#}"))))?,
@@ -515,14 +603,29 @@ impl Targets {
             Service::Intake => ("intake", peers.intake),
             Service::Triage => ("triage", peers.triage),
             Service::Orchestration => ("orchestration", peers.orchestration),
+            Service::Notification => ("notification", peers.notification),
         };
         let url = peer.unwrap_or_else(|| self.server.clone());
+        if self.token.is_some()
+            && url.starts_with("http://")
+            && !crate::cli_access::is_loopback(&url)
+            && !self.insecure
+        {
+            return Err(Failure::new(
+                Exit::Usage,
+                format!("refusing to send a token over plaintext to {url}: use https://, or --insecure to send it anyway"),
+            )
+            .into());
+        }
         let endpoint = tonic::transport::Endpoint::from_shared(url.clone())
             .map_err(|_| Failure::new(Exit::Usage, format!("invalid {name} address {url:?}")))?
             .connect_timeout(self.connect_timeout)
             .timeout(self.request_timeout);
         match tokio::time::timeout(self.connect_timeout, endpoint.connect()).await {
-            Ok(Ok(channel)) => Ok(channel),
+            Ok(Ok(channel)) => Ok(firebreak_proto::access::authed(
+                channel,
+                self.token.as_deref(),
+            )),
             Ok(Err(e)) => Err(Failure::new(
                 Exit::Unavailable,
                 format!("cannot reach {name} at {url}: {} (is `firebreak up` or `firebreak serve` running there?)", error_chain(&e)),
@@ -938,7 +1041,7 @@ async fn client(cmd: Command, targets: &Targets, out: &Out) -> anyhow::Result<()
             };
             let req = v1::DecideApprovalRequest {
                 run_id: d.run,
-                actor: d.actor.unwrap_or_else(who),
+                actor: who(),
                 comment: d.comment,
             };
             let r = if approve {
@@ -951,6 +1054,11 @@ async fn client(cmd: Command, targets: &Targets, out: &Out) -> anyhow::Result<()
         Command::Up(_)
         | Command::Serve(_)
         | Command::Parked(_)
+        | Command::Token(_)
+        | Command::User(_)
+        | Command::Team(_)
+        | Command::Whoami
+        | Command::Login { .. }
         | Command::Runbook(
             RunbookCmd::Check { .. } | RunbookCmd::Test { .. } | RunbookCmd::DryRun { .. },
         ) => {

@@ -105,6 +105,9 @@ pub struct Config {
     /// Limits on the connections both servers (gRPC and HTTP) accept.
     #[serde(default)]
     pub connections: ConnectionLimits,
+    /// Authentication: the service credential and how often the credential copy syncs.
+    #[serde(default)]
+    pub auth: AuthConfig,
     /// `FIREBREAK_*` environment variables that name no configuration key (Kubernetes
     /// service links such as `FIREBREAK_INTAKE_SERVICE_HOST`), ignored; logged once tracing
     /// is up.
@@ -152,6 +155,39 @@ impl Default for ConnectionLimits {
             keepalive_interval_seconds: 60,
             keepalive_timeout_seconds: 20,
         }
+    }
+}
+
+/// How calls are authenticated (docs/security.md).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthConfig {
+    /// The credential Firebreak's services call each other with (a token as `firebreak
+    /// token generate` prints one). Distributed mode needs the same one in every service;
+    /// embedded mode makes one at each start when none is set.
+    pub service_token: Option<SecretText>,
+    /// Milliseconds between syncs of each process's credential copy: the longest a
+    /// revoked token keeps working on another replica.
+    pub sync_interval_ms: u64,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        Self {
+            service_token: None,
+            sync_interval_ms: 1000,
+        }
+    }
+}
+
+/// Configuration text that is a secret: never shown by `Debug` (a logged configuration).
+#[derive(Clone, Deserialize, PartialEq, Eq)]
+#[serde(transparent)]
+pub struct SecretText(pub String);
+
+impl std::fmt::Debug for SecretText {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("***")
     }
 }
 
@@ -256,6 +292,7 @@ const CLIENT_ENV: &[&str] = &[
     "FIREBREAK_SERVER",
     "FIREBREAK_OUTPUT",
     "FIREBREAK_USER",
+    "FIREBREAK_TOKEN",
     "FIREBREAK_CLIENT_CONFIG",
     "FIREBREAK_CONNECT_TIMEOUT",
     "FIREBREAK_REQUEST_TIMEOUT",
@@ -291,6 +328,7 @@ const KEYS: &[&str] = &[
     "run_lease_seconds",
     "database_max_connections",
     "connections",
+    "auth",
 ];
 
 impl Default for Config {
@@ -369,6 +407,13 @@ impl Config {
         }
         if self.channels.iter().any(|c| c.name == "log") {
             bail!("channel \"log\" is built in; name yours differently");
+        }
+        if let Some(t) = &self.auth.service_token {
+            firebreak_domain::access::PresentedToken::parse(&t.0).map_err(|_| {
+                anyhow::anyhow!(
+                    "auth.service_token is not a Firebreak token (fb_<12 hex>_<64 hex>); make one with `firebreak token generate`"
+                )
+            })?;
         }
         Ok(())
     }

@@ -1,8 +1,10 @@
 //! The `firebreak` binary's library: configuration, the embedded application and the CLI.
 
 pub mod app;
+mod auth;
 mod authoring;
 pub mod cli;
+pub mod cli_access;
 pub mod config;
 mod health;
 mod net;

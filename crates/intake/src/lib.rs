@@ -24,7 +24,6 @@ use firebreak_storage::IntakeStore;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
-use tonic::transport::Channel;
 
 pub use edge::{InvalidProtobuf, RETRY_INFO_TYPE, RetryInfo, RpcStatus};
 pub use grpc::IntegrationApi;
@@ -152,7 +151,7 @@ pub struct Intake {
     bus: Arc<dyn Bus>,
     relay: RelayHandle,
     taxonomy: Arc<Taxonomy>,
-    triage: IncidentServiceClient<Channel>,
+    triage: IncidentServiceClient<firebreak_proto::access::AuthedChannel>,
     registry: Registry,
     in_flight: Arc<Semaphore>,
     /// Alerts one call may hold.
@@ -169,7 +168,7 @@ impl Intake {
         store: Arc<dyn IntakeStore>,
         bus: Arc<dyn Bus>,
         taxonomy: Taxonomy,
-        triage: Channel,
+        triage: firebreak_proto::access::AuthedChannel,
         registry: Registry,
     ) -> Self {
         let relay = RelayHandle::default();

@@ -4,12 +4,22 @@ use firebreak_proto::{ErrorCode, ServiceError};
 
 /// What `NotificationService` answers with when it does not answer with success.
 #[derive(Debug, thiserror::Error)]
-pub(crate) enum Error {
+pub enum Error {
     /// The request itself is not acceptable; the text names the field and why.
     #[error("{0}")]
     Invalid(String),
     #[error("page_token is not a token this service gave")]
     InvalidPageToken,
+    #[error(transparent)]
+    Domain(#[from] firebreak_domain::Error),
+    #[error("{0} not found")]
+    NotFound(String),
+    /// Declared in configuration: changed there, not at run time.
+    #[error("{0} is declared in configuration; change it there")]
+    Declared(String),
+    /// The operating system's random generator failed (no token can be made).
+    #[error("no randomness: {0}")]
+    Random(String),
     #[error(transparent)]
     Storage(#[from] firebreak_storage::Error),
 }
@@ -20,6 +30,10 @@ impl ServiceError for Error {
     fn error_code(&self) -> ErrorCode {
         match self {
             Self::Invalid(_) | Self::InvalidPageToken => ErrorCode::InvalidArgument,
+            Self::Domain(e) => e.error_code(),
+            Self::NotFound(_) => ErrorCode::NotFound,
+            Self::Declared(_) => ErrorCode::FailedPrecondition,
+            Self::Random(_) => ErrorCode::Internal,
             Self::Storage(e) => e.error_code(),
         }
     }

@@ -4,6 +4,7 @@
 //! Consumes `incidents` and `runbooks`; publishes `notifications` (delivery outcomes).
 
 mod channels;
+mod directory;
 mod error;
 mod escalation;
 
@@ -30,6 +31,8 @@ use tonic::{Request, Response, Status};
 use crate::error::Error;
 
 pub use channels::{Channel, ChannelKind, DeliveryError};
+pub use directory::{Directory, MAX_SYNC};
+pub use error::Error as NotificationError;
 pub use escalation::{EscalationPolicy, EscalationStep};
 
 /// Why notification could not be set up from its configuration.

@@ -26,6 +26,8 @@ pub(crate) enum DecideError {
 pub(crate) struct Decision<'a> {
     pub(crate) approved: bool,
     pub(crate) actor: &'a str,
+    /// The permission roles the authenticated caller holds here (admin holds them all).
+    pub(crate) roles: &'a [firebreak_domain::access::Role],
     pub(crate) comment: &'a str,
     /// The timeout's fallback decides: no role applies.
     pub(crate) by_timeout: bool,
@@ -53,11 +55,14 @@ impl Orchestration {
             .map(|rb| rb.manifest.approval.role.clone())
             .unwrap_or_default();
         if !d.by_timeout && !role.is_empty() {
+            // The role is a permission role the caller's token holds, or a group of the
+            // configuration's `approvers`.
+            let holds = d.roles.iter().any(|r| r.as_str() == role);
             let members = self.options.approvers.get(&role);
             let name = d.actor.strip_prefix("user:").unwrap_or(d.actor);
-            if !members.is_some_and(|m| m.iter().any(|p| p == name)) {
+            if !holds && !members.is_some_and(|m| m.iter().any(|p| p == name)) {
                 return Err(DecideError::Forbidden(format!(
-                    "{:?} may not decide runs of {}: only members of the role {role:?} may (approvers in the configuration)",
+                    "{:?} may not decide runs of {}: only holders of the role {role:?} may (a token's role, or approvers in the configuration)",
                     d.actor, run.runbook
                 )));
             }
@@ -121,6 +126,7 @@ impl Orchestration {
         let decision = Decision {
             approved: fallback == OnTimeout::Approve,
             actor: "firebreak:timeout",
+            roles: &[],
             comment: "no decision before the approval timed out",
             by_timeout: true,
         };

@@ -204,18 +204,37 @@ impl RunbookApi {
 
     async fn decide(
         &self,
-        req: v1::DecideApprovalRequest,
+        req: Request<v1::DecideApprovalRequest>,
         approved: bool,
     ) -> Result<Response<v1::DecideApprovalResponse>, Status> {
+        // The authenticated caller decides, with the roles it holds here; the request's
+        // `actor` counts only where no access layer runs.
+        let caller = firebreak_proto::access::caller(&req).cloned();
+        let req = req.into_inner();
         firebreak_domain::RunId::parse(checked("run_id", &req.run_id, 64)?).map_err(invalid)?;
         let comment = checked("comment", req.comment.trim(), MAX_COMMENT)?;
-        let actor = match checked("actor", req.actor.trim(), MAX_ACTOR)? {
-            "" => "user:anonymous",
-            a => a,
+        let (actor, roles) = match &caller {
+            Some(p) => {
+                let here = firebreak_domain::access::Target {
+                    service: "orchestration",
+                    team: None,
+                };
+                let roles: Vec<_> = firebreak_domain::access::Role::ALL
+                    .iter()
+                    .copied()
+                    .filter(|r| p.holds(*r, here))
+                    .collect();
+                (p.actor(), roles)
+            }
+            None => match checked("actor", req.actor.trim(), MAX_ACTOR)? {
+                "" => ("user:anonymous".to_owned(), Vec::new()),
+                a => (a.to_owned(), Vec::new()),
+            },
         };
         let decision = Decision {
             approved,
-            actor,
+            actor: &actor,
+            roles: &roles,
             comment,
             by_timeout: false,
         };
@@ -354,14 +373,14 @@ impl RunbookService for RunbookApi {
         &self,
         req: Request<v1::DecideApprovalRequest>,
     ) -> Result<Response<v1::DecideApprovalResponse>, Status> {
-        self.decide(req.into_inner(), true).await
+        self.decide(req, true).await
     }
 
     async fn reject(
         &self,
         req: Request<v1::DecideApprovalRequest>,
     ) -> Result<Response<v1::DecideApprovalResponse>, Status> {
-        self.decide(req.into_inner(), false).await
+        self.decide(req, false).await
     }
 
     async fn dry_run(

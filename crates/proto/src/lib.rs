@@ -110,6 +110,7 @@ pub mod v1 {
     }
 }
 
+pub mod access;
 mod states;
 pub use states::WireState;
 

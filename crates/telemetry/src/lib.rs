@@ -55,6 +55,8 @@ pub struct Metrics {
     pub deliveries: Family<OutcomeLabel, Counter>,
     /// 1 while a dependency answers its health check, 0 while it does not.
     pub dependency_up: Family<Dependency, Gauge>,
+    /// Calls refused by the access layer (no, bad or insufficient credentials).
+    pub auth_failures: Counter,
 }
 
 /// The process's metrics.
@@ -70,6 +72,7 @@ pub fn metrics() -> &'static Metrics {
             runs_finished: Family::default(),
             deliveries: Family::default(),
             dependency_up: Family::default(),
+            auth_failures: Counter::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -106,6 +109,11 @@ pub fn metrics() -> &'static Metrics {
             "dependency_up",
             "1 while a dependency (database, NATS) answers the service's health check, else 0",
             m.dependency_up.clone(),
+        );
+        registry.register(
+            "auth_failures",
+            "Calls refused for missing, invalid or insufficient credentials",
+            m.auth_failures.clone(),
         );
         Metrics { registry, ..m }
     })

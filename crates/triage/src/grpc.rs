@@ -19,8 +19,13 @@ pub struct IncidentApi {
     pub(crate) triage: Triage,
 }
 
-/// The actor a caller states, checked: at most [`MAX_ACTOR`] bytes, no NUL.
-fn actor(given: &str) -> Result<String, Error> {
+/// The actor of a call: the authenticated caller, never a request field, where the access
+/// layer runs; otherwise (no access layer) the actor the caller states, checked: at most
+/// [`MAX_ACTOR`] bytes, no NUL.
+fn actor(caller: Option<String>, given: &str) -> Result<String, Error> {
+    if let Some(a) = caller {
+        return Ok(a);
+    }
     Ok(match checked("actor", given.trim(), MAX_ACTOR)? {
         "" => "user:anonymous".into(),
         a if a.contains(':') => a.into(),
@@ -208,8 +213,9 @@ impl IncidentService for IncidentApi {
         &self,
         req: Request<v1::AcknowledgeRequest>,
     ) -> Result<Response<v1::IncidentResponse>, Status> {
+        let who = firebreak_proto::access::caller(&req).map(|p| p.actor());
         let r = req.into_inner();
-        self.change(&r.id, Action::Acknowledge, &actor(&r.actor)?, "")
+        self.change(&r.id, Action::Acknowledge, &actor(who, &r.actor)?, "")
             .await
     }
 
@@ -217,9 +223,10 @@ impl IncidentService for IncidentApi {
         &self,
         req: Request<v1::ResolveRequest>,
     ) -> Result<Response<v1::IncidentResponse>, Status> {
+        let who = firebreak_proto::access::caller(&req).map(|p| p.actor());
         let r = req.into_inner();
         let summary = text("summary", &r.summary)?;
-        self.change(&r.id, Action::Resolve, &actor(&r.actor)?, summary)
+        self.change(&r.id, Action::Resolve, &actor(who, &r.actor)?, summary)
             .await
     }
 
@@ -227,9 +234,10 @@ impl IncidentService for IncidentApi {
         &self,
         req: Request<v1::CloseRequest>,
     ) -> Result<Response<v1::IncidentResponse>, Status> {
+        let who = firebreak_proto::access::caller(&req).map(|p| p.actor());
         let r = req.into_inner();
         let root_cause = text("root_cause", &r.root_cause)?;
-        self.change(&r.id, Action::Close, &actor(&r.actor)?, root_cause)
+        self.change(&r.id, Action::Close, &actor(who, &r.actor)?, root_cause)
             .await
     }
 
@@ -237,10 +245,11 @@ impl IncidentService for IncidentApi {
         &self,
         req: Request<v1::AddNoteRequest>,
     ) -> Result<Response<v1::AddNoteResponse>, Status> {
+        let who = firebreak_proto::access::caller(&req).map(|p| p.actor());
         let r = req.into_inner();
         let e = self
             .triage
-            .add_note(&r.id, &actor(&r.actor)?, text("text", &r.text)?)
+            .add_note(&r.id, &actor(who, &r.actor)?, text("text", &r.text)?)
             .await?;
         Ok(Response::new(v1::AddNoteResponse {
             entry: Some(entry_to_proto(&e)),

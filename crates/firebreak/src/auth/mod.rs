@@ -1,0 +1,538 @@
+//! Authentication and authorization for every gRPC call, in one tower layer.
+//!
+//! Each process keeps a copy of the credential table (token hash → principal) and verifies
+//! tokens against it locally: no call waits on another service. The copy follows the
+//! directory (notification's store) by version: in embedded mode read in-process, in
+//! distributed mode over the internal `CredentialService` with the service credential. It
+//! syncs every second, and at once (at most a few times a second) when a token it does not
+//! know is presented, so a new token works everywhere at its first use and a revocation
+//! reaches every replica within the sync interval. The rule a method needs is in
+//! [`rules::METHODS`]; the handlers never check roles, they read the verified
+//! [`Principal`] the layer puts on the request.
+
+pub(crate) mod rules;
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{Arc, RwLock};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use axum::http::{Request, Response};
+use firebreak_domain::access::{
+    Grant, Permission, PresentedToken, Principal, Role, Scope, SubjectKind, TOKEN_PREFIX, Target,
+};
+use firebreak_domain::{Clock, Micros};
+use firebreak_proto::v1;
+use anyhow::Context as _;
+use tokio_util::sync::CancellationToken;
+
+use rules::Rule;
+
+/// Why a caller was not let through.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Denied {
+    /// No credentials, or ones that are not (or no longer) valid.
+    Unauthenticated(&'static str),
+    /// Valid credentials without the permission.
+    Forbidden(String),
+    /// The credential table has not been read yet (start-up): try again shortly.
+    NotReady,
+}
+
+impl Denied {
+    fn status(&self) -> tonic::Status {
+        match self {
+            Self::Unauthenticated(why) => tonic::Status::unauthenticated(*why),
+            Self::Forbidden(why) => tonic::Status::permission_denied(why.clone()),
+            Self::NotReady => {
+                tonic::Status::unavailable("credentials are not loaded yet, retry shortly")
+            }
+        }
+    }
+}
+
+/// One token in the copy.
+struct Entry {
+    principal: Arc<Principal>,
+    expires_at: Option<Micros>,
+    /// The last use seen here, and the last one reported to the directory.
+    used: AtomicI64,
+    reported: AtomicI64,
+}
+
+/// Where the copy comes from: the directory, in-process or over gRPC.
+#[tonic::async_trait]
+pub(crate) trait CredentialSource: Send + Sync {
+    /// Reports `uses` and returns the credentials changed after `since`, by version.
+    async fn sync(
+        &self,
+        since: i64,
+        uses: Vec<(String, Micros)>,
+    ) -> anyhow::Result<Vec<v1::Credential>>;
+}
+
+/// The directory in this process (embedded mode, and notification's own replicas).
+#[tonic::async_trait]
+impl CredentialSource for firebreak_notification::Directory {
+    async fn sync(
+        &self,
+        since: i64,
+        uses: Vec<(String, Micros)>,
+    ) -> anyhow::Result<Vec<v1::Credential>> {
+        if !uses.is_empty() {
+            self.mark_used(&uses).await?;
+        }
+        Ok(self.credentials_since(since).await?)
+    }
+}
+
+/// The directory of a notification replica, over the internal gRPC service.
+pub(crate) struct RemoteSource(
+    pub(crate)  v1::credential_service_client::CredentialServiceClient<
+        firebreak_proto::access::AuthedChannel,
+    >,
+);
+
+#[tonic::async_trait]
+impl CredentialSource for RemoteSource {
+    async fn sync(
+        &self,
+        since: i64,
+        uses: Vec<(String, Micros)>,
+    ) -> anyhow::Result<Vec<v1::Credential>> {
+        let uses = uses
+            .into_iter()
+            .map(|(id, at)| v1::TokenUse {
+                id,
+                at: Some(firebreak_proto::timestamp(at)),
+            })
+            .collect();
+        let r = self
+            .0
+            .clone()
+            .sync_credentials(v1::SyncCredentialsRequest {
+                since_version: since,
+                uses,
+            })
+            .await?;
+        Ok(r.into_inner().credentials)
+    }
+}
+
+/// How soon after one sync a token this copy does not know may cause another.
+const MISS_SYNC_INTERVAL: Duration = Duration::from_millis(200);
+
+/// The process's credential copy and the service credential.
+pub(crate) struct Verifier {
+    table: RwLock<HashMap<String, Arc<Entry>>>,
+    version: AtomicI64,
+    /// The SHA-256 of the service credential Firebreak's own services call each other with.
+    service_hash: String,
+    source: Arc<dyn CredentialSource>,
+    clock: Arc<dyn Clock>,
+    /// Whether the copy has been read once; until then user tokens get [`Denied::NotReady`].
+    loaded: std::sync::atomic::AtomicBool,
+    /// One sync at a time, and when the last one started.
+    syncing: tokio::sync::Mutex<Option<Instant>>,
+}
+
+impl Verifier {
+    pub(crate) fn new(
+        service_token: &str,
+        source: Arc<dyn CredentialSource>,
+        clock: Arc<dyn Clock>,
+    ) -> Self {
+        Self {
+            table: RwLock::default(),
+            version: AtomicI64::new(0),
+            service_hash: hash(service_token),
+            source,
+            clock,
+            loaded: false.into(),
+            syncing: tokio::sync::Mutex::new(None),
+        }
+    }
+
+    /// Verifies a bearer token against the copy: the principal, or why not. A token the copy
+    /// does not know is `Ok(None)` (the caller may sync and look again).
+    fn lookup(&self, token: &str) -> Result<Option<Arc<Principal>>, Denied> {
+        let presented = PresentedToken::parse(token)
+            .map_err(|_| Denied::Unauthenticated("the token is malformed"))?;
+        let h = presented.hash();
+        if h == self.service_hash {
+            return Ok(Some(service_principal()));
+        }
+        let table = self.table.read().unwrap_or_else(|e| e.into_inner());
+        let Some(entry) = table.get(&h) else {
+            return Ok(None);
+        };
+        let now = self.clock.now();
+        if entry.expires_at.is_some_and(|at| at <= now) {
+            return Err(Denied::Unauthenticated("the token has expired"));
+        }
+        entry.used.fetch_max(now.unix_micros(), Ordering::Relaxed);
+        Ok(Some(entry.principal.clone()))
+    }
+
+    /// Verifies `token`, syncing once when the copy does not know it (a token made a moment
+    /// ago on another replica).
+    pub(crate) async fn verify(&self, token: &str) -> Result<Arc<Principal>, Denied> {
+        if let Some(p) = self.lookup(token)? {
+            return Ok(p);
+        }
+        let asked = Instant::now();
+        self.sync_after(asked).await;
+        if !self.loaded.load(Ordering::Acquire) {
+            return Err(Denied::NotReady);
+        }
+        self.lookup(token)?
+            .ok_or(Denied::Unauthenticated("the token is unknown or revoked"))
+    }
+
+    /// Syncs unless one started at or after `asked`; waits so that misses sync at most once
+    /// per [`MISS_SYNC_INTERVAL`] (callers waiting meanwhile share the next sync).
+    async fn sync_after(&self, asked: Instant) {
+        let mut last = self.syncing.lock().await;
+        if let Some(at) = *last {
+            if at >= asked {
+                // A sync that started after the miss has run: it saw what there was.
+                return;
+            }
+            // Unknown tokens cause a sync at most every MISS_SYNC_INTERVAL: a flood of
+            // made-up tokens waits here instead of reading the directory.
+            let wait = MISS_SYNC_INTERVAL.saturating_sub(at.elapsed());
+            if !wait.is_zero() {
+                tokio::time::sleep(wait).await;
+            }
+        }
+        *last = Some(Instant::now());
+        if let Err(e) = self.sync_now().await {
+            tracing::warn!(error = %e, "syncing credentials failed");
+        }
+    }
+
+    /// Reports uses and applies every change since the copy's version.
+    pub(crate) async fn sync_now(&self) -> anyhow::Result<()> {
+        let uses = self.take_uses();
+        let mut first = true;
+        loop {
+            let since = self.version.load(Ordering::Acquire);
+            let page = self
+                .source
+                .sync(since, if first { uses.clone() } else { Vec::new() })
+                .await;
+            let page = match page {
+                Ok(p) => p,
+                Err(e) => {
+                    // Not reported: report them next time.
+                    self.restore_uses(&uses);
+                    return Err(e);
+                }
+            };
+            first = false;
+            let full = page.len() >= firebreak_notification::MAX_SYNC;
+            self.apply(page);
+            if !full {
+                break;
+            }
+        }
+        self.loaded.store(true, Ordering::Release);
+        Ok(())
+    }
+
+    /// Applies changed credentials to the copy.
+    fn apply(&self, changed: Vec<v1::Credential>) {
+        if changed.is_empty() {
+            return;
+        }
+        let mut table = self.table.write().unwrap_or_else(|e| e.into_inner());
+        for c in changed {
+            self.version.fetch_max(c.version, Ordering::AcqRel);
+            table.retain(|_, e| e.principal.token_id != c.id);
+            if c.revoked {
+                continue;
+            }
+            let Some(principal) = principal_of(&c) else {
+                tracing::warn!(token = %firebreak_domain::access::mask_token_id(&c.id), "a credential that does not parse is left out");
+                continue;
+            };
+            table.insert(
+                c.hash,
+                Arc::new(Entry {
+                    principal: Arc::new(principal),
+                    expires_at: c.expires_at.as_ref().map(firebreak_proto::micros),
+                    used: AtomicI64::new(0),
+                    reported: AtomicI64::new(0),
+                }),
+            );
+        }
+    }
+
+    fn take_uses(&self) -> Vec<(String, Micros)> {
+        let table = self.table.read().unwrap_or_else(|e| e.into_inner());
+        table
+            .values()
+            .filter_map(|e| {
+                let used = e.used.load(Ordering::Relaxed);
+                let before = e.reported.swap(used, Ordering::Relaxed);
+                (used > before).then(|| (e.principal.token_id.clone(), Micros::from_unix_micros(used)))
+            })
+            .collect()
+    }
+
+    fn restore_uses(&self, uses: &[(String, Micros)]) {
+        let table = self.table.read().unwrap_or_else(|e| e.into_inner());
+        for e in table.values() {
+            if uses.iter().any(|(id, _)| *id == e.principal.token_id) {
+                e.reported.store(0, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// Syncs every `every` until `stop`: revocations reach this copy within that time.
+    pub(crate) async fn run(self: Arc<Self>, every: Duration, stop: CancellationToken) {
+        loop {
+            {
+                let mut last = self.syncing.lock().await;
+                *last = Some(Instant::now());
+                if let Err(e) = self.sync_now().await {
+                    tracing::warn!(error = %e, "syncing credentials failed; retrying");
+                }
+            }
+            tokio::select! {
+                () = tokio::time::sleep(every) => {}
+                () = stop.cancelled() => return,
+            }
+        }
+    }
+}
+
+/// A new token from the operating system's random generator (the service credential of an
+/// embedded process, `firebreak token generate`).
+pub(crate) fn generate_token() -> anyhow::Result<String> {
+    let mut random = [0u8; 38];
+    getrandom::fill(&mut random).map_err(|e| anyhow::anyhow!("no randomness: {e}"))?;
+    Ok(firebreak_domain::access::NewToken::from_random(&random).token)
+}
+
+/// Where embedded mode writes the first admin token, and the CLI looks for it.
+pub(crate) const ADMIN_TOKEN_FILE: &str = "admin.token";
+
+/// The first start of an embedded data directory: when the directory holds no token yet,
+/// makes the user `admin` and an admin token for it, and writes the token (mode 0600) to
+/// `data_dir/admin.token`, where the CLI finds it when it talks to a local server.
+pub(crate) async fn bootstrap(
+    directory: &firebreak_notification::Directory,
+    data_dir: &std::path::Path,
+) -> anyhow::Result<()> {
+    if directory.has_tokens().await? {
+        return Ok(());
+    }
+    directory
+        .ensure_user(firebreak_storage::UserRecord {
+            name: "admin".into(),
+            display_name: "Administrator".into(),
+            email: String::new(),
+            time_zone: String::new(),
+            kind: SubjectKind::User,
+            declared: false,
+            created_at: Micros::from_unix_micros(0),
+        })
+        .await?;
+    let (_, secret) = directory
+        .create_token(
+            "admin",
+            vec![Grant {
+                role: Role::Admin,
+                scope: Scope::All,
+            }],
+            "made by the first start of this data directory",
+            None,
+            "service:firebreak",
+        )
+        .await?;
+    let path = data_dir.join(ADMIN_TOKEN_FILE);
+    write_secret(&path, &secret)?;
+    tracing::info!(path = %path.display(), "first start: an admin token was written here (mode 0600); the CLI uses it for a local server");
+    Ok(())
+}
+
+/// Writes `secret` to `path`, readable by its owner only, replacing what was there.
+fn write_secret(path: &std::path::Path, secret: &str) -> anyhow::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let tmp = path.with_extension("tmp");
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(true)
+        .write(true)
+        .mode(0o600)
+        .open(&tmp)
+        .with_context(|| format!("cannot write {}", tmp.display()))?;
+    f.write_all(format!("{secret}\n").as_bytes())?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, path).with_context(|| format!("cannot write {}", path.display()))?;
+    Ok(())
+}
+
+fn hash(token: &str) -> String {
+    PresentedToken::parse(token).map_or_else(|_| String::from("-"), |t| t.hash())
+}
+
+/// Firebreak's own services, as they call each other.
+fn service_principal() -> Arc<Principal> {
+    static P: std::sync::OnceLock<Arc<Principal>> = std::sync::OnceLock::new();
+    P.get_or_init(|| {
+        Arc::new(Principal {
+            kind: SubjectKind::Service,
+            name: "firebreak".into(),
+            token_id: String::new(),
+            grants: vec![Grant {
+                role: Role::Service,
+                scope: Scope::All,
+            }],
+        })
+    })
+    .clone()
+}
+
+fn principal_of(c: &v1::Credential) -> Option<Principal> {
+    Some(Principal {
+        kind: firebreak_proto::access::kind(c.kind).ok()?,
+        name: c.subject.clone(),
+        token_id: c.id.clone(),
+        grants: c
+            .grants
+            .iter()
+            .map(firebreak_proto::access::grant)
+            .collect::<Result<_, _>>()
+            .ok()?,
+    })
+}
+
+/// The bearer token in an `authorization: Bearer <token>` header.
+fn bearer(header: Option<&axum::http::HeaderValue>) -> Result<&str, Denied> {
+    let value =
+        header.ok_or(Denied::Unauthenticated("no credentials: send authorization: Bearer <token>"))?;
+    let text = value
+        .to_str()
+        .map_err(|_| Denied::Unauthenticated("the authorization header is not text"))?;
+    let (scheme, token) = text
+        .split_once(' ')
+        .ok_or(Denied::Unauthenticated("the authorization header is not Bearer <token>"))?;
+    if !scheme.eq_ignore_ascii_case("bearer") {
+        return Err(Denied::Unauthenticated("the authorization header is not Bearer <token>"));
+    }
+    Ok(token.trim())
+}
+
+/// Decides a call to `path` with `authorization`: the principal to run it as (none for a
+/// public method), or why not.
+async fn decide(
+    verifier: &Verifier,
+    path: &str,
+    authorization: Option<&axum::http::HeaderValue>,
+) -> Result<Option<Arc<Principal>>, Denied> {
+    let Some((service, rule)) = rules::rule(path) else {
+        return Err(Denied::Forbidden(format!("{path} has no access rule")));
+    };
+    if rule == Rule::Public {
+        return Ok(None);
+    }
+    let token = bearer(authorization)?;
+    if matches!(rule, Rule::NeedsOrKey(_)) && !token.starts_with(TOKEN_PREFIX) {
+        // An integration key: intake checks it and refuses an unknown one.
+        return Ok(None);
+    }
+    let principal = verifier.verify(token).await?;
+    if let Rule::Needs(permission) | Rule::NeedsOrKey(permission) = rule {
+        allow(&principal, permission, service)?;
+    }
+    Ok(Some(principal))
+}
+
+fn allow(p: &Principal, permission: Permission, service: &str) -> Result<(), Denied> {
+    let target = Target {
+        service,
+        team: None,
+    };
+    if p.may(permission, target) {
+        Ok(())
+    } else {
+        Err(Denied::Forbidden(format!(
+            "{} may not {permission} (roles: {})",
+            p.actor(),
+            p.roles()
+                .iter()
+                .map(|r| r.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        )))
+    }
+}
+
+/// Wraps the gRPC router in [`Authorized`].
+#[derive(Clone)]
+pub(crate) struct AuthLayer(pub(crate) Arc<Verifier>);
+
+impl<S> tower::Layer<S> for AuthLayer {
+    type Service = Authorized<S>;
+
+    fn layer(&self, inner: S) -> Authorized<S> {
+        Authorized {
+            inner,
+            verifier: self.0.clone(),
+        }
+    }
+}
+
+/// A gRPC service whose calls are authenticated and authorized before they reach it.
+#[derive(Clone)]
+pub(crate) struct Authorized<S> {
+    inner: S,
+    verifier: Arc<Verifier>,
+}
+
+impl<S> tower::Service<Request<tonic::body::Body>> for Authorized<S>
+where
+    S: tower::Service<Request<tonic::body::Body>, Response = Response<tonic::body::Body>>
+        + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = Pin<Box<dyn Future<Output = Result<S::Response, S::Error>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut req: Request<tonic::body::Body>) -> Self::Future {
+        // The clone is the one made ready next; this call uses the one made ready now.
+        let clone = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, clone);
+        let verifier = self.verifier.clone();
+        let path = req.uri().path().to_owned();
+        let authorization = req.headers().get(axum::http::header::AUTHORIZATION).cloned();
+        Box::pin(async move {
+            match decide(&verifier, &path, authorization.as_ref()).await {
+                Ok(principal) => {
+                    if let Some(p) = principal {
+                        req.extensions_mut().insert(Principal::clone(&p));
+                    }
+                    inner.call(req).await
+                }
+                Err(denied) => {
+                    firebreak_telemetry::metrics().auth_failures.inc();
+                    tracing::info!(path, denied = ?denied, "call refused");
+                    Ok(denied.status().into_http())
+                }
+            }
+        })
+    }
+}

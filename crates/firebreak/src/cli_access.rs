@@ -1,0 +1,523 @@
+//! The CLI's identity commands (`token`, `user`, `team`, `whoami`, `login`) and how every
+//! client command finds the token it sends.
+
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::Context as _;
+use clap::{Args, Subcommand};
+use firebreak_proto::access::{AuthedChannel, wire_grant};
+use firebreak_proto::v1::{self, access_service_client::AccessServiceClient};
+use serde_json::json;
+
+use crate::output::{Exit, Failure, OutputFormat, say_raw};
+
+#[derive(Debug, Subcommand)]
+pub enum TokenCmd {
+    /// Create an API token for a user or service account and print it (once).
+    Create(TokenCreateArgs),
+    /// List tokens: masked ids, subject, roles, expiry, last use.
+    List,
+    /// Revoke a token (its id as `token list` shows it).
+    Revoke { id: String },
+    /// Print a new random token without asking a server: the service credential
+    /// (`auth.service_token`) of a distributed deployment.
+    Generate,
+}
+
+#[derive(Debug, Args)]
+pub struct TokenCreateArgs {
+    /// The user or service account the token acts as.
+    #[arg(long)]
+    pub subject: String,
+    /// A role, optionally where it applies: `responder`, `responder@team:payments`,
+    /// `admin@service:intake`. Repeat for more.
+    #[arg(long = "role", required = true)]
+    pub roles: Vec<String>,
+    #[arg(long, default_value = "")]
+    pub description: String,
+    /// How long it lives: `30d`, `12h`, `90m`; never expires without it.
+    #[arg(long, value_parser = parse_lifetime)]
+    pub expires_in: Option<Duration>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum UserCmd {
+    /// Add a person (or, with --service-account, a non-person account).
+    Create {
+        name: String,
+        #[arg(long, default_value = "")]
+        display_name: String,
+        #[arg(long, default_value = "")]
+        email: String,
+        /// An IANA time zone such as Europe/Berlin.
+        #[arg(long, default_value = "")]
+        time_zone: String,
+        /// A monitoring tool or a CI job rather than a person.
+        #[arg(long)]
+        service_account: bool,
+    },
+    List,
+    /// Delete a user: their team memberships go, and their tokens are revoked.
+    Delete { name: String },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TeamCmd {
+    Create {
+        name: String,
+        #[arg(long, default_value = "")]
+        display_name: String,
+    },
+    List,
+    Delete {
+        name: String,
+    },
+    /// Make a user a member of a team.
+    Add {
+        team: String,
+        user: String,
+    },
+    /// Take a user off a team.
+    Remove {
+        team: String,
+        user: String,
+    },
+}
+
+/// `30d`, `12h`, `90m`, `3600s` (or plain seconds).
+fn parse_lifetime(text: &str) -> Result<Duration, String> {
+    let t = text.trim();
+    let (number, unit) = match t.find(|c: char| !c.is_ascii_digit()) {
+        Some(i) => t.split_at(i),
+        None => (t, "s"),
+    };
+    let n: u64 = number
+        .parse()
+        .map_err(|_| format!("{text:?} is not a lifetime such as 30d, 12h or 90m"))?;
+    let unit = match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        _ => return Err(format!("{text:?} is not a lifetime such as 30d, 12h or 90m")),
+    };
+    Ok(Duration::from_secs(n.saturating_mul(unit)))
+}
+
+/// A `ROLE[@SCOPE]` argument as a wire grant.
+fn grant_arg(text: &str) -> Result<v1::Grant, Failure> {
+    let (role, scope) = text.split_once('@').unwrap_or((text, "all"));
+    let role: firebreak_domain::access::Role = role
+        .parse()
+        .map_err(|e| Failure::new(Exit::Usage, format!("--role {text:?}: {e}")))?;
+    let scope: firebreak_domain::access::Scope = scope
+        .parse()
+        .map_err(|e| Failure::new(Exit::Usage, format!("--role {text:?}: {e}")))?;
+    Ok(wire_grant(&firebreak_domain::access::Grant { role, scope }))
+}
+
+fn grants_text(grants: &[v1::Grant]) -> String {
+    grants
+        .iter()
+        .map(|g| {
+            let role = firebreak_proto::access::role(g.role)
+                .map_or_else(|_| "?".to_owned(), |r| r.as_str().to_owned());
+            if g.scope == "all" || g.scope.is_empty() {
+                role
+            } else {
+                format!("{role}@{}", g.scope)
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+fn ts(t: Option<&firebreak_proto::Timestamp>) -> String {
+    t.map(|t| {
+        time::OffsetDateTime::from_unix_timestamp(t.seconds)
+            .ok()
+            .and_then(|d| {
+                d.format(&time::format_description::well_known::Rfc3339)
+                    .ok()
+            })
+            .unwrap_or_default()
+    })
+    .unwrap_or_default()
+}
+
+fn token_json(t: &v1::Token) -> serde_json::Value {
+    json!({
+        "id": t.id, "masked_id": t.masked_id, "subject": t.subject, "grants": grants_text(&t.grants),
+        "description": t.description, "created_by": t.created_by,
+        "created_at": ts(t.created_at.as_ref()), "expires_at": ts(t.expires_at.as_ref()),
+        "revoked_at": ts(t.revoked_at.as_ref()), "last_used_at": ts(t.last_used_at.as_ref()),
+    })
+}
+
+fn print_json(v: serde_json::Value) {
+    say_raw(&serde_json::to_string_pretty(&v).unwrap_or_default());
+}
+
+/// Runs an identity command against the directory (notification's service).
+pub(crate) async fn run(
+    cmd: AccessCmd,
+    channel: AuthedChannel,
+    format: OutputFormat,
+    status: impl Fn(tonic::Status) -> anyhow::Error,
+) -> anyhow::Result<()> {
+    let mut access = AccessServiceClient::new(channel);
+    let json_out = matches!(format, OutputFormat::Json);
+    match cmd {
+        AccessCmd::WhoAmI => {
+            let r = access
+                .who_am_i(v1::WhoAmIRequest {})
+                .await
+                .map_err(status)?
+                .into_inner();
+            if json_out {
+                print_json(json!({ "actor": r.actor, "token_id": r.token_id, "grants": grants_text(&r.grants) }));
+            } else {
+                say_raw(&format!("{} ({})", r.actor, grants_text(&r.grants)));
+            }
+        }
+        AccessCmd::Token(TokenCmd::Create(a)) => {
+            let grants = a
+                .roles
+                .iter()
+                .map(|r| grant_arg(r))
+                .collect::<Result<Vec<_>, _>>()?;
+            let r = access
+                .create_token(v1::CreateTokenRequest {
+                    subject: a.subject,
+                    grants,
+                    description: a.description,
+                    expires_in_seconds: a.expires_in.map_or(0, |d| d.as_secs().max(1)),
+                })
+                .await
+                .map_err(status)?
+                .into_inner();
+            if json_out {
+                let mut v = r.token.as_ref().map(token_json).unwrap_or_default();
+                v["token"] = json!(r.secret);
+                print_json(v);
+            } else {
+                // Stdout holds the token alone: TOKEN=$(firebreak token create …).
+                say_raw(&r.secret);
+                eprintln!("keep it now: Firebreak stores only its hash and cannot show it again");
+            }
+        }
+        AccessCmd::Token(TokenCmd::List) => {
+            let r = access
+                .list_tokens(v1::ListTokensRequest {})
+                .await
+                .map_err(status)?
+                .into_inner();
+            if json_out {
+                print_json(json!(r.tokens.iter().map(token_json).collect::<Vec<_>>()));
+            } else {
+                crate::output::table(
+                    &["id", "subject", "roles", "expires", "last used", "revoked"],
+                    r.tokens
+                        .iter()
+                        .map(|t| {
+                            vec![
+                                t.masked_id.clone(),
+                                t.subject.clone(),
+                                grants_text(&t.grants),
+                                ts(t.expires_at.as_ref()),
+                                ts(t.last_used_at.as_ref()),
+                                ts(t.revoked_at.as_ref()),
+                            ]
+                        })
+                        .collect(),
+                );
+            }
+        }
+        AccessCmd::Token(TokenCmd::Revoke { id }) => {
+            let r = access
+                .revoke_token(v1::RevokeTokenRequest { id })
+                .await
+                .map_err(status)?
+                .into_inner();
+            let t = r.token.unwrap_or_default();
+            if json_out {
+                print_json(token_json(&t));
+            } else {
+                say_raw(&format!("revoked {}", t.masked_id));
+            }
+        }
+        AccessCmd::Token(TokenCmd::Generate) => {
+            unreachable!("generated locally before connecting")
+        }
+        AccessCmd::User(cmd) => user(cmd, &mut access, json_out, &status).await?,
+        AccessCmd::Team(cmd) => team(cmd, &mut access, json_out, &status).await?,
+    }
+    Ok(())
+}
+
+async fn user(
+    cmd: UserCmd,
+    access: &mut AccessServiceClient<AuthedChannel>,
+    json_out: bool,
+    status: &impl Fn(tonic::Status) -> anyhow::Error,
+) -> anyhow::Result<()> {
+    let show = |u: &v1::User| {
+        json!({ "name": u.name, "display_name": u.display_name, "email": u.email,
+                "time_zone": u.time_zone, "service_account": u.kind == v1::SubjectKind::ServiceAccount as i32,
+                "declared": u.declared })
+    };
+    match cmd {
+        UserCmd::Create {
+            name,
+            display_name,
+            email,
+            time_zone,
+            service_account,
+        } => {
+            let kind = if service_account {
+                v1::SubjectKind::ServiceAccount
+            } else {
+                v1::SubjectKind::User
+            };
+            let r = access
+                .create_user(v1::CreateUserRequest {
+                    user: Some(v1::User {
+                        name,
+                        display_name,
+                        email,
+                        time_zone,
+                        kind: kind as i32,
+                        ..Default::default()
+                    }),
+                })
+                .await
+                .map_err(status)?
+                .into_inner();
+            let u = r.user.unwrap_or_default();
+            if json_out {
+                print_json(show(&u));
+            } else {
+                say_raw(&format!("created user {}", u.name));
+            }
+        }
+        UserCmd::List => {
+            let r = access
+                .list_users(v1::ListUsersRequest {})
+                .await
+                .map_err(status)?
+                .into_inner();
+            if json_out {
+                print_json(json!(r.users.iter().map(show).collect::<Vec<_>>()));
+            } else {
+                crate::output::table(
+                    &["name", "display name", "email", "time zone", "kind"],
+                    r.users
+                        .iter()
+                        .map(|u| {
+                            let kind = if u.kind == v1::SubjectKind::ServiceAccount as i32 {
+                                "service account"
+                            } else {
+                                "user"
+                            };
+                            vec![
+                                u.name.clone(),
+                                u.display_name.clone(),
+                                u.email.clone(),
+                                u.time_zone.clone(),
+                                kind.to_owned(),
+                            ]
+                        })
+                        .collect(),
+                );
+            }
+        }
+        UserCmd::Delete { name } => {
+            access
+                .delete_user(v1::DeleteUserRequest { name: name.clone() })
+                .await
+                .map_err(status)?;
+            if json_out {
+                print_json(json!({ "deleted": name }));
+            } else {
+                say_raw(&format!("deleted user {name}; their tokens are revoked"));
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn team(
+    cmd: TeamCmd,
+    access: &mut AccessServiceClient<AuthedChannel>,
+    json_out: bool,
+    status: &impl Fn(tonic::Status) -> anyhow::Error,
+) -> anyhow::Result<()> {
+    let show = |t: &v1::Team| json!({ "name": t.name, "display_name": t.display_name, "members": t.members, "declared": t.declared });
+    let membership = |team: String, user: String, member: bool| v1::SetTeamMemberRequest {
+        team,
+        user,
+        member,
+    };
+    let team = match cmd {
+        TeamCmd::Create { name, display_name } => access
+            .create_team(v1::CreateTeamRequest {
+                team: Some(v1::Team {
+                    name,
+                    display_name,
+                    ..Default::default()
+                }),
+            })
+            .await
+            .map_err(status)?
+            .into_inner()
+            .team,
+        TeamCmd::List => {
+            let r = access
+                .list_teams(v1::ListTeamsRequest {})
+                .await
+                .map_err(status)?
+                .into_inner();
+            if json_out {
+                print_json(json!(r.teams.iter().map(show).collect::<Vec<_>>()));
+            } else {
+                crate::output::table(
+                    &["name", "display name", "members"],
+                    r.teams
+                        .iter()
+                        .map(|t| vec![t.name.clone(), t.display_name.clone(), t.members.join(",")])
+                        .collect(),
+                );
+            }
+            return Ok(());
+        }
+        TeamCmd::Delete { name } => {
+            access
+                .delete_team(v1::DeleteTeamRequest { name: name.clone() })
+                .await
+                .map_err(status)?;
+            say_raw(&format!("deleted team {name}"));
+            return Ok(());
+        }
+        TeamCmd::Add { team, user } => access
+            .set_team_member(membership(team, user, true))
+            .await
+            .map_err(status)?
+            .into_inner()
+            .team,
+        TeamCmd::Remove { team, user } => access
+            .set_team_member(membership(team, user, false))
+            .await
+            .map_err(status)?
+            .into_inner()
+            .team,
+    };
+    let t = team.unwrap_or_default();
+    if json_out {
+        print_json(show(&t));
+    } else {
+        say_raw(&format!("team {}: {}", t.name, t.members.join(", ")));
+    }
+    Ok(())
+}
+
+/// The identity commands, which call the directory.
+#[derive(Debug)]
+pub enum AccessCmd {
+    WhoAmI,
+    Token(TokenCmd),
+    User(UserCmd),
+    Team(TeamCmd),
+}
+
+/// Where `firebreak login` keeps tokens: `$FIREBREAK_CREDENTIALS`, else
+/// `$XDG_CONFIG_HOME/firebreak/credentials`, else `~/.config/firebreak/credentials`.
+pub(crate) fn credentials_path() -> Option<PathBuf> {
+    if let Some(p) = std::env::var_os("FIREBREAK_CREDENTIALS") {
+        return Some(p.into());
+    }
+    let base = std::env::var_os("XDG_CONFIG_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".config")))?;
+    Some(base.join("firebreak").join("credentials"))
+}
+
+/// The credentials file: server URL → token, one `URL TOKEN` line each.
+fn read_credentials(path: &Path) -> Vec<(String, String)> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| {
+            let (url, token) = l.trim().split_once(' ')?;
+            Some((url.to_owned(), token.trim().to_owned()))
+        })
+        .collect()
+}
+
+/// `firebreak login --server URL --token T`: checks the token with the server, then keeps
+/// it (mode 0600) for that server.
+pub(crate) fn save_login(server: &str, token: &str) -> anyhow::Result<PathBuf> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let path = credentials_path().context("no home directory for the credentials file")?;
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)
+            .with_context(|| format!("cannot create {}", dir.display()))?;
+    }
+    let mut lines: Vec<(String, String)> = read_credentials(&path)
+        .into_iter()
+        .filter(|(url, _)| url != server)
+        .collect();
+    lines.push((server.to_owned(), token.to_owned()));
+    let tmp = path.with_extension("tmp");
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(true)
+        .write(true)
+        .mode(0o600)
+        .open(&tmp)
+        .with_context(|| format!("cannot write {}", tmp.display()))?;
+    for (url, token) in &lines {
+        writeln!(f, "{url} {token}")?;
+    }
+    std::fs::rename(&tmp, &path).with_context(|| format!("cannot write {}", path.display()))?;
+    Ok(path)
+}
+
+/// Whether `url`'s host is this machine (a token sent there never crosses a network).
+pub(crate) fn is_loopback(url: &str) -> bool {
+    let Ok(uri) = url.parse::<axum::http::Uri>() else {
+        return false;
+    };
+    match uri.host() {
+        Some("localhost") => true,
+        Some(h) => h
+            .trim_matches(|c| c == '[' || c == ']')
+            .parse::<IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback()),
+        None => false,
+    }
+}
+
+/// The token a client command sends to `server`: `--token` / `FIREBREAK_TOKEN`, else the
+/// credentials file's entry for the server, else (a server on this machine) the admin token
+/// embedded mode wrote in its data directory (`$FIREBREAK_DATA_DIR`, else
+/// `./firebreak-data`).
+pub(crate) fn token_for(server: &str, given: Option<&str>) -> Option<String> {
+    if let Some(t) = given.filter(|t| !t.is_empty()) {
+        return Some(t.trim().to_owned());
+    }
+    if let Some(path) = credentials_path()
+        && let Some((_, t)) = read_credentials(&path).into_iter().find(|(u, _)| u == server)
+    {
+        return Some(t);
+    }
+    if is_loopback(server) {
+        let dir = std::env::var_os("FIREBREAK_DATA_DIR")
+            .map_or_else(|| PathBuf::from("firebreak-data"), PathBuf::from);
+        let text = std::fs::read_to_string(dir.join(crate::auth::ADMIN_TOKEN_FILE)).ok()?;
+        return Some(text.trim().to_owned());
+    }
+    None
+}

@@ -1,0 +1,148 @@
+//! Identity on the wire: roles, grants and subjects to and from the domain's, and the
+//! authenticated caller a request carries.
+
+use firebreak_domain::access::{Grant, Principal, Role, Scope, SubjectKind};
+
+use crate::v1;
+
+/// A domain role as its wire value.
+pub fn wire_role(role: Role) -> v1::Role {
+    match role {
+        Role::IncidentCommander => v1::Role::IncidentCommander,
+        Role::Responder => v1::Role::Responder,
+        Role::ItOperator => v1::Role::ItOperator,
+        Role::Manager => v1::Role::Manager,
+        Role::Analyst => v1::Role::Analyst,
+        Role::Viewer => v1::Role::Viewer,
+        Role::Admin => v1::Role::Admin,
+        Role::Integration => v1::Role::Integration,
+        Role::Service => v1::Role::Service,
+    }
+}
+
+/// A wire role as the domain's; unspecified or unknown values are an error naming `role`.
+pub fn role(value: i32) -> Result<Role, firebreak_domain::Error> {
+    let known = v1::Role::try_from(value).ok();
+    Role::ALL
+        .iter()
+        .copied()
+        .find(|r| Some(wire_role(*r)) == known)
+        .ok_or_else(|| firebreak_domain::Error::Invalid {
+            field: "role",
+            reason: format!("{value} is not a role"),
+        })
+}
+
+/// A domain grant on the wire.
+pub fn wire_grant(g: &Grant) -> v1::Grant {
+    v1::Grant {
+        role: wire_role(g.role) as i32,
+        scope: g.scope.to_string(),
+    }
+}
+
+/// A wire grant as the domain's; an empty scope means `all`.
+pub fn grant(g: &v1::Grant) -> Result<Grant, firebreak_domain::Error> {
+    let scope = if g.scope.is_empty() {
+        Scope::All
+    } else {
+        g.scope.parse()?
+    };
+    Ok(Grant {
+        role: role(g.role)?,
+        scope,
+    })
+}
+
+/// A subject kind on the wire.
+pub fn wire_kind(kind: SubjectKind) -> v1::SubjectKind {
+    match kind {
+        SubjectKind::User => v1::SubjectKind::User,
+        SubjectKind::ServiceAccount => v1::SubjectKind::ServiceAccount,
+        SubjectKind::Service => v1::SubjectKind::Service,
+    }
+}
+
+/// A wire subject kind as the domain's; unspecified is an error naming `kind`.
+pub fn kind(value: i32) -> Result<SubjectKind, firebreak_domain::Error> {
+    match v1::SubjectKind::try_from(value) {
+        Ok(v1::SubjectKind::User) => Ok(SubjectKind::User),
+        Ok(v1::SubjectKind::ServiceAccount) => Ok(SubjectKind::ServiceAccount),
+        Ok(v1::SubjectKind::Service) => Ok(SubjectKind::Service),
+        _ => Err(firebreak_domain::Error::Invalid {
+            field: "kind",
+            reason: format!("{value} is not a subject kind"),
+        }),
+    }
+}
+
+/// The authenticated caller of a request, as the server's access layer verified it; `None`
+/// only where no access layer runs (a service's own tests).
+pub fn caller<T>(request: &tonic::Request<T>) -> Option<&Principal> {
+    request.extensions().get::<Principal>()
+}
+
+/// The actor to record for a request's caller: the authenticated identity, never a request
+/// field. Without an access layer (a service's own tests), `anonymous`.
+pub fn actor<T>(request: &tonic::Request<T>) -> String {
+    caller(request).map_or_else(|| "anonymous".to_owned(), Principal::actor)
+}
+
+/// Sends a bearer token with every call on a channel (a service's credential to its peers,
+/// a person's token from the CLI).
+#[derive(Clone, Default)]
+pub struct Bearer(Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>);
+
+impl Bearer {
+    /// `token` as `authorization: Bearer <token>`; `None` (or a token that is not header
+    /// text) sends nothing.
+    pub fn new(token: Option<&str>) -> Self {
+        Self(token.and_then(|t| format!("Bearer {t}").parse().ok()))
+    }
+}
+
+impl std::fmt::Debug for Bearer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.is_some() { "Bearer(***)" } else { "Bearer(none)" })
+    }
+}
+
+impl tonic::service::Interceptor for Bearer {
+    fn call(&mut self, mut req: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+        if let Some(v) = &self.0 {
+            req.metadata_mut().insert("authorization", v.clone());
+        }
+        Ok(req)
+    }
+}
+
+/// A channel that sends a bearer token with every call.
+pub type AuthedChannel =
+    tonic::service::interceptor::InterceptedService<tonic::transport::Channel, Bearer>;
+
+/// `channel`, sending `token` with every call.
+pub fn authed(channel: tonic::transport::Channel, token: Option<&str>) -> AuthedChannel {
+    tonic::service::interceptor::InterceptedService::new(channel, Bearer::new(token))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_role_goes_over_the_wire_and_back() {
+        for r in Role::ALL {
+            assert_eq!(role(wire_role(*r) as i32).unwrap(), *r);
+        }
+        for bad in [0, 10, -1] {
+            assert!(role(bad).unwrap_err().to_string().contains("role"));
+        }
+        let g = grant(&v1::Grant {
+            role: v1::Role::Responder as i32,
+            scope: "team:db".into(),
+        })
+        .unwrap();
+        assert_eq!(wire_grant(&g).scope, "team:db");
+        assert!(kind(0).is_err());
+    }
+}
