@@ -6,13 +6,13 @@ use std::time::Duration;
 
 use firebreak::{App, Config};
 use firebreak_domain::ManualClock;
+use firebreak_proto::access::AuthedChannel as Channel;
 use firebreak_proto::v1::{
     incident_service_client::IncidentServiceClient, intake_service_client::IntakeServiceClient,
     notification_service_client::NotificationServiceClient,
     runbook_service_client::RunbookServiceClient,
 };
 use tokio_util::sync::CancellationToken;
-use tonic::transport::Channel;
 
 pub(crate) use firebreak_testkit::recorder::Recorder;
 
@@ -24,6 +24,8 @@ pub(crate) struct Stack {
     pub(crate) notifications: NotificationServiceClient<Channel>,
     pub(crate) http: String,
     pub(crate) grpc: String,
+    /// The admin token of the stack's data directory.
+    pub(crate) admin_token: String,
     /// Timers are due against this clock: tests advance it instead of sleeping.
     pub(crate) clock: Arc<ManualClock>,
     shutdown: CancellationToken,
@@ -38,6 +40,7 @@ impl Stack {
         std::fs::write(&file, yaml).unwrap();
         let mut config = Config::load(Some(&file), Vec::new()).unwrap();
         config.data_dir = data.path().join("data");
+        let data_dir = config.data_dir.clone();
         config.grpc_addr = "127.0.0.1:0".parse().unwrap();
         config.http_addr = "127.0.0.1:0".parse().unwrap();
         config.runbooks_dir = Some(runbooks.to_path_buf());
@@ -47,12 +50,19 @@ impl Stack {
         let http = format!("http://{}", app.http_addr());
         let shutdown = CancellationToken::new();
         tokio::spawn(app.run(shutdown.clone()));
+        // The admin token the first start wrote: every client call sends it.
+        let admin_token = std::fs::read_to_string(data_dir.join("admin.token"))
+            .unwrap()
+            .trim()
+            .to_owned();
         let channel = tonic::transport::Endpoint::from_shared(grpc.clone())
             .unwrap()
             .connect()
             .await
             .unwrap();
+        let channel = firebreak_proto::access::authed(channel, Some(&admin_token));
         Self {
+            admin_token,
             intake: IntakeServiceClient::new(channel.clone()),
             incidents: IncidentServiceClient::new(channel.clone()),
             runs: RunbookServiceClient::new(channel.clone()),

@@ -923,7 +923,10 @@ async fn integrations_created_at_run_time_authenticate_until_deleted() {
         .connect()
         .await
         .unwrap();
-    let mut api = IntegrationServiceClient::new(channel);
+    let mut api = IntegrationServiceClient::new(firebreak_proto::access::authed(
+        channel,
+        Some(&s.admin_token),
+    ));
     let created = api
         .create_integration(v1::CreateIntegrationRequest {
             name: "staging-prom".into(),
@@ -1141,7 +1144,9 @@ async fn overload_is_refused_at_once_and_refused_calls_store_nothing() {
             .connect()
             .await
             .unwrap();
-        let mut intake = v1::intake_service_client::IntakeServiceClient::new(channel);
+        let mut intake = v1::intake_service_client::IntakeServiceClient::new(
+            firebreak_proto::access::authed(channel, Some(&s.admin_token)),
+        );
         calls.spawn(async move {
             let alerts = (0..1000)
                 .map(|i| AlertInput {

@@ -427,9 +427,6 @@ impl App {
         let db = |name: &str| config.data_dir.join(format!("{name}.db"));
         let fsync = config.durable_fsync;
         let runbooks = catalog.all().len();
-        let (grpc, http) = bind(&config).await?;
-        let grpc_addr = grpc.local_addr()?;
-
         let intake_store = Arc::new(
             SqliteIntakeStore::open_with_clock(&db("intake"), fsync, clock.clone())
                 .await
@@ -464,6 +461,9 @@ impl App {
             .sync_now()
             .await
             .context("reading the credential table")?;
+        // Bound once the admin token is written: a client that reaches the port finds it.
+        let (grpc, http) = bind(&config).await?;
+        let grpc_addr = grpc.local_addr()?;
         let downstream = if intake_alone {
             None
         } else {

@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use anyhow::bail;
 use clap::{Args, Parser, Subcommand};
+use firebreak_proto::access::AuthedChannel;
 use firebreak_proto::v1::{
     self, incident_service_client::IncidentServiceClient,
     intake_service_client::IntakeServiceClient,
@@ -12,7 +13,6 @@ use firebreak_proto::v1::{
     runbook_service_client::RunbookServiceClient,
 };
 use tokio_util::sync::CancellationToken;
-use firebreak_proto::access::AuthedChannel;
 
 use crate::cli_access::AccessCmd;
 
@@ -113,7 +113,11 @@ pub enum Command {
     /// $FIREBREAK_CREDENTIALS or ~/.config/firebreak/credentials).
     Login {
         /// The token (else read from standard input).
-        #[arg(long = "with-token", env = "FIREBREAK_LOGIN_TOKEN", hide_env_values = true)]
+        #[arg(
+            long = "with-token",
+            env = "FIREBREAK_LOGIN_TOKEN",
+            hide_env_values = true
+        )]
         token: Option<String>,
     },
 }

@@ -60,7 +60,9 @@ pub enum UserCmd {
     },
     List,
     /// Delete a user: their team memberships go, and their tokens are revoked.
-    Delete { name: String },
+    Delete {
+        name: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -101,7 +103,11 @@ fn parse_lifetime(text: &str) -> Result<Duration, String> {
         "m" => 60,
         "h" => 3600,
         "d" => 86_400,
-        _ => return Err(format!("{text:?} is not a lifetime such as 30d, 12h or 90m")),
+        _ => {
+            return Err(format!(
+                "{text:?} is not a lifetime such as 30d, 12h or 90m"
+            ));
+        }
     };
     Ok(Duration::from_secs(n.saturating_mul(unit)))
 }
@@ -177,7 +183,9 @@ pub(crate) async fn run(
                 .map_err(status)?
                 .into_inner();
             if json_out {
-                print_json(json!({ "actor": r.actor, "token_id": r.token_id, "grants": grants_text(&r.grants) }));
+                print_json(
+                    json!({ "actor": r.actor, "token_id": r.token_id, "grants": grants_text(&r.grants) }),
+                );
             } else {
                 say_raw(&format!("{} ({})", r.actor, grants_text(&r.grants)));
             }
@@ -355,24 +363,23 @@ async fn team(
     status: &impl Fn(tonic::Status) -> anyhow::Error,
 ) -> anyhow::Result<()> {
     let show = |t: &v1::Team| json!({ "name": t.name, "display_name": t.display_name, "members": t.members, "declared": t.declared });
-    let membership = |team: String, user: String, member: bool| v1::SetTeamMemberRequest {
-        team,
-        user,
-        member,
-    };
+    let membership =
+        |team: String, user: String, member: bool| v1::SetTeamMemberRequest { team, user, member };
     let team = match cmd {
-        TeamCmd::Create { name, display_name } => access
-            .create_team(v1::CreateTeamRequest {
-                team: Some(v1::Team {
-                    name,
-                    display_name,
-                    ..Default::default()
-                }),
-            })
-            .await
-            .map_err(status)?
-            .into_inner()
-            .team,
+        TeamCmd::Create { name, display_name } => {
+            access
+                .create_team(v1::CreateTeamRequest {
+                    team: Some(v1::Team {
+                        name,
+                        display_name,
+                        ..Default::default()
+                    }),
+                })
+                .await
+                .map_err(status)?
+                .into_inner()
+                .team
+        }
         TeamCmd::List => {
             let r = access
                 .list_teams(v1::ListTeamsRequest {})
@@ -400,18 +407,22 @@ async fn team(
             say_raw(&format!("deleted team {name}"));
             return Ok(());
         }
-        TeamCmd::Add { team, user } => access
-            .set_team_member(membership(team, user, true))
-            .await
-            .map_err(status)?
-            .into_inner()
-            .team,
-        TeamCmd::Remove { team, user } => access
-            .set_team_member(membership(team, user, false))
-            .await
-            .map_err(status)?
-            .into_inner()
-            .team,
+        TeamCmd::Add { team, user } => {
+            access
+                .set_team_member(membership(team, user, true))
+                .await
+                .map_err(status)?
+                .into_inner()
+                .team
+        }
+        TeamCmd::Remove { team, user } => {
+            access
+                .set_team_member(membership(team, user, false))
+                .await
+                .map_err(status)?
+                .into_inner()
+                .team
+        }
     };
     let t = team.unwrap_or_default();
     if json_out {
@@ -462,8 +473,7 @@ pub(crate) fn save_login(server: &str, token: &str) -> anyhow::Result<PathBuf> {
     use std::os::unix::fs::OpenOptionsExt;
     let path = credentials_path().context("no home directory for the credentials file")?;
     if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir)
-            .with_context(|| format!("cannot create {}", dir.display()))?;
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     }
     let mut lines: Vec<(String, String)> = read_credentials(&path)
         .into_iter()
@@ -509,7 +519,9 @@ pub(crate) fn token_for(server: &str, given: Option<&str>) -> Option<String> {
         return Some(t.trim().to_owned());
     }
     if let Some(path) = credentials_path()
-        && let Some((_, t)) = read_credentials(&path).into_iter().find(|(u, _)| u == server)
+        && let Some((_, t)) = read_credentials(&path)
+            .into_iter()
+            .find(|(u, _)| u == server)
     {
         return Some(t);
     }

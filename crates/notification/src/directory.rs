@@ -109,10 +109,14 @@ impl Directory {
             last_used_at: None,
             version: 0,
         };
-        let stored = self.store.insert_token(&record).await.map_err(|e| match e {
-            firebreak_storage::Error::NotFound(_) => Error::NotFound(format!("user {subject}")),
-            e => e.into(),
-        })?;
+        let stored = self
+            .store
+            .insert_token(&record)
+            .await
+            .map_err(|e| match e {
+                firebreak_storage::Error::NotFound(_) => Error::NotFound(format!("user {subject}")),
+                e => e.into(),
+            })?;
         Ok((stored, made.token))
     }
 
@@ -151,8 +155,7 @@ impl Directory {
             .map(|t| v1::Credential {
                 // A token whose subject is gone is revoked already; say so either way.
                 revoked: t.revoked_at.is_some() || !kinds.contains_key(&t.subject),
-                kind: wire_kind(kinds.get(&t.subject).copied().unwrap_or(SubjectKind::User))
-                    as i32,
+                kind: wire_kind(kinds.get(&t.subject).copied().unwrap_or(SubjectKind::User)) as i32,
                 grants: t.grants.iter().map(wire_grant).collect(),
                 expires_at: t.expires_at.map(timestamp),
                 id: t.id,
@@ -251,15 +254,9 @@ impl AccessService for Directory {
             .map_err(Error::from)?;
         let expires_in =
             (r.expires_in_seconds > 0).then(|| Duration::from_secs(r.expires_in_seconds));
-        let (token, secret) = Directory::create_token(
-            self,
-            &r.subject,
-            grants,
-            &r.description,
-            expires_in,
-            &by,
-        )
-        .await?;
+        let (token, secret) =
+            Directory::create_token(self, &r.subject, grants, &r.description, expires_in, &by)
+                .await?;
         Ok(Response::new(v1::CreateTokenResponse {
             token: Some(token_to_proto(&token)),
             secret,
@@ -330,10 +327,7 @@ impl AccessService for Directory {
             declared: false,
             created_at: self.clock.now(),
         };
-        self.store
-            .insert_user(&record)
-            .await
-            .map_err(Error::from)?;
+        self.store.insert_user(&record).await.map_err(Error::from)?;
         Ok(Response::new(v1::CreateUserResponse {
             user: Some(user_to_proto(&record)),
         }))
@@ -383,10 +377,7 @@ impl AccessService for Directory {
             created_at: self.clock.now(),
             members: Vec::new(),
         };
-        self.store
-            .insert_team(&record)
-            .await
-            .map_err(Error::from)?;
+        self.store.insert_team(&record).await.map_err(Error::from)?;
         Ok(Response::new(v1::CreateTeamResponse {
             team: Some(team_to_proto(&record)),
         }))
@@ -413,10 +404,7 @@ impl AccessService for Directory {
             Some(t) if t.declared => return Err(Error::Declared(format!("team {name}")).into()),
             Some(_) => {}
         }
-        self.store
-            .delete_team(&name)
-            .await
-            .map_err(Error::from)?;
+        self.store.delete_team(&name).await.map_err(Error::from)?;
         Ok(Response::new(v1::DeleteTeamResponse {}))
     }
 

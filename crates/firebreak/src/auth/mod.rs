@@ -20,13 +20,13 @@ use std::sync::{Arc, RwLock};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
+use anyhow::Context as _;
 use axum::http::{Request, Response};
 use firebreak_domain::access::{
     Grant, Permission, PresentedToken, Principal, Role, Scope, SubjectKind, TOKEN_PREFIX, Target,
 };
 use firebreak_domain::{Clock, Micros};
 use firebreak_proto::v1;
-use anyhow::Context as _;
 use tokio_util::sync::CancellationToken;
 
 use rules::Rule;
@@ -278,7 +278,8 @@ impl Verifier {
             .filter_map(|e| {
                 let used = e.used.load(Ordering::Relaxed);
                 let before = e.reported.swap(used, Ordering::Relaxed);
-                (used > before).then(|| (e.principal.token_id.clone(), Micros::from_unix_micros(used)))
+                (used > before)
+                    .then(|| (e.principal.token_id.clone(), Micros::from_unix_micros(used)))
             })
             .collect()
     }
@@ -415,16 +416,19 @@ fn principal_of(c: &v1::Credential) -> Option<Principal> {
 
 /// The bearer token in an `authorization: Bearer <token>` header.
 fn bearer(header: Option<&axum::http::HeaderValue>) -> Result<&str, Denied> {
-    let value =
-        header.ok_or(Denied::Unauthenticated("no credentials: send authorization: Bearer <token>"))?;
+    let value = header.ok_or(Denied::Unauthenticated(
+        "no credentials: send authorization: Bearer <token>",
+    ))?;
     let text = value
         .to_str()
         .map_err(|_| Denied::Unauthenticated("the authorization header is not text"))?;
-    let (scheme, token) = text
-        .split_once(' ')
-        .ok_or(Denied::Unauthenticated("the authorization header is not Bearer <token>"))?;
+    let (scheme, token) = text.split_once(' ').ok_or(Denied::Unauthenticated(
+        "the authorization header is not Bearer <token>",
+    ))?;
     if !scheme.eq_ignore_ascii_case("bearer") {
-        return Err(Denied::Unauthenticated("the authorization header is not Bearer <token>"));
+        return Err(Denied::Unauthenticated(
+            "the authorization header is not Bearer <token>",
+        ));
     }
     Ok(token.trim())
 }
@@ -518,7 +522,10 @@ where
         let mut inner = std::mem::replace(&mut self.inner, clone);
         let verifier = self.verifier.clone();
         let path = req.uri().path().to_owned();
-        let authorization = req.headers().get(axum::http::header::AUTHORIZATION).cloned();
+        let authorization = req
+            .headers()
+            .get(axum::http::header::AUTHORIZATION)
+            .cloned();
         Box::pin(async move {
             match decide(&verifier, &path, authorization.as_ref()).await {
                 Ok(principal) => {

@@ -25,46 +25,194 @@ use Rule::{Authenticated, Needs, NeedsOrKey, Public};
 /// Every method: its full path, the service it belongs to, and its rule.
 pub(crate) const METHODS: &[(&str, &str, Rule)] = &[
     // Intake.
-    ("/firebreak.v1.IntakeService/RaiseIncident", "intake", NeedsOrKey(P::AlertsRaise)),
-    ("/firebreak.v1.IntakeService/RaiseAlerts", "intake", NeedsOrKey(P::AlertsRaise)),
-    ("/firebreak.v1.IntakeService/ResolveAlert", "intake", NeedsOrKey(P::AlertsRaise)),
-    ("/firebreak.v1.IntegrationService/CreateIntegration", "intake", Needs(P::IntegrationsManage)),
-    ("/firebreak.v1.IntegrationService/ListIntegrations", "intake", Needs(P::IntegrationsRead)),
-    ("/firebreak.v1.IntegrationService/DeleteIntegration", "intake", Needs(P::IntegrationsManage)),
+    (
+        "/firebreak.v1.IntakeService/RaiseIncident",
+        "intake",
+        NeedsOrKey(P::AlertsRaise),
+    ),
+    (
+        "/firebreak.v1.IntakeService/RaiseAlerts",
+        "intake",
+        NeedsOrKey(P::AlertsRaise),
+    ),
+    (
+        "/firebreak.v1.IntakeService/ResolveAlert",
+        "intake",
+        NeedsOrKey(P::AlertsRaise),
+    ),
+    (
+        "/firebreak.v1.IntegrationService/CreateIntegration",
+        "intake",
+        Needs(P::IntegrationsManage),
+    ),
+    (
+        "/firebreak.v1.IntegrationService/ListIntegrations",
+        "intake",
+        Needs(P::IntegrationsRead),
+    ),
+    (
+        "/firebreak.v1.IntegrationService/DeleteIntegration",
+        "intake",
+        Needs(P::IntegrationsManage),
+    ),
     // Triage.
-    ("/firebreak.v1.IncidentService/GetIncident", "triage", Needs(P::IncidentsRead)),
-    ("/firebreak.v1.IncidentService/ListIncidents", "triage", Needs(P::IncidentsRead)),
-    ("/firebreak.v1.IncidentService/GetTimeline", "triage", Needs(P::IncidentsRead)),
-    ("/firebreak.v1.IncidentService/Acknowledge", "triage", Needs(P::IncidentsAcknowledge)),
-    ("/firebreak.v1.IncidentService/Resolve", "triage", Needs(P::IncidentsResolve)),
-    ("/firebreak.v1.IncidentService/Close", "triage", Needs(P::IncidentsClose)),
-    ("/firebreak.v1.IncidentService/AddNote", "triage", Needs(P::IncidentsNote)),
-    ("/firebreak.v1.IncidentService/GetReview", "triage", Needs(P::IncidentsRead)),
-    ("/firebreak.v1.IncidentService/IngestAlert", "triage", Needs(P::AlertsIngest)),
-    ("/firebreak.v1.IncidentService/Watch", "triage", Needs(P::IncidentsRead)),
-    ("/firebreak.v1.IncidentService/GetChange", "triage", Needs(P::IncidentsRead)),
+    (
+        "/firebreak.v1.IncidentService/GetIncident",
+        "triage",
+        Needs(P::IncidentsRead),
+    ),
+    (
+        "/firebreak.v1.IncidentService/ListIncidents",
+        "triage",
+        Needs(P::IncidentsRead),
+    ),
+    (
+        "/firebreak.v1.IncidentService/GetTimeline",
+        "triage",
+        Needs(P::IncidentsRead),
+    ),
+    (
+        "/firebreak.v1.IncidentService/Acknowledge",
+        "triage",
+        Needs(P::IncidentsAcknowledge),
+    ),
+    (
+        "/firebreak.v1.IncidentService/Resolve",
+        "triage",
+        Needs(P::IncidentsResolve),
+    ),
+    (
+        "/firebreak.v1.IncidentService/Close",
+        "triage",
+        Needs(P::IncidentsClose),
+    ),
+    (
+        "/firebreak.v1.IncidentService/AddNote",
+        "triage",
+        Needs(P::IncidentsNote),
+    ),
+    (
+        "/firebreak.v1.IncidentService/GetReview",
+        "triage",
+        Needs(P::IncidentsRead),
+    ),
+    (
+        "/firebreak.v1.IncidentService/IngestAlert",
+        "triage",
+        Needs(P::AlertsIngest),
+    ),
+    (
+        "/firebreak.v1.IncidentService/Watch",
+        "triage",
+        Needs(P::IncidentsRead),
+    ),
+    (
+        "/firebreak.v1.IncidentService/GetChange",
+        "triage",
+        Needs(P::IncidentsRead),
+    ),
     // Orchestration.
-    ("/firebreak.v1.RunbookService/ListRunbooks", "orchestration", Needs(P::RunbooksRead)),
-    ("/firebreak.v1.RunbookService/ListRuns", "orchestration", Needs(P::RunbooksRead)),
-    ("/firebreak.v1.RunbookService/GetRun", "orchestration", Needs(P::RunbooksRead)),
-    ("/firebreak.v1.RunbookService/Approve", "orchestration", Needs(P::ApprovalsDecide)),
-    ("/firebreak.v1.RunbookService/Reject", "orchestration", Needs(P::ApprovalsDecide)),
-    ("/firebreak.v1.RunbookService/ListApprovals", "orchestration", Needs(P::RunbooksRead)),
-    ("/firebreak.v1.RunbookService/DryRun", "orchestration", Needs(P::RunbooksDryRun)),
+    (
+        "/firebreak.v1.RunbookService/ListRunbooks",
+        "orchestration",
+        Needs(P::RunbooksRead),
+    ),
+    (
+        "/firebreak.v1.RunbookService/ListRuns",
+        "orchestration",
+        Needs(P::RunbooksRead),
+    ),
+    (
+        "/firebreak.v1.RunbookService/GetRun",
+        "orchestration",
+        Needs(P::RunbooksRead),
+    ),
+    (
+        "/firebreak.v1.RunbookService/Approve",
+        "orchestration",
+        Needs(P::ApprovalsDecide),
+    ),
+    (
+        "/firebreak.v1.RunbookService/Reject",
+        "orchestration",
+        Needs(P::ApprovalsDecide),
+    ),
+    (
+        "/firebreak.v1.RunbookService/ListApprovals",
+        "orchestration",
+        Needs(P::RunbooksRead),
+    ),
+    (
+        "/firebreak.v1.RunbookService/DryRun",
+        "orchestration",
+        Needs(P::RunbooksDryRun),
+    ),
     // Notification and the directory.
-    ("/firebreak.v1.NotificationService/ListDeliveries", "notification", Needs(P::DeliveriesRead)),
-    ("/firebreak.v1.AccessService/WhoAmI", "notification", Authenticated),
-    ("/firebreak.v1.AccessService/CreateToken", "notification", Needs(P::TokensManage)),
-    ("/firebreak.v1.AccessService/ListTokens", "notification", Needs(P::TokensManage)),
-    ("/firebreak.v1.AccessService/RevokeToken", "notification", Needs(P::TokensManage)),
-    ("/firebreak.v1.AccessService/CreateUser", "notification", Needs(P::DirectoryManage)),
-    ("/firebreak.v1.AccessService/ListUsers", "notification", Needs(P::DirectoryRead)),
-    ("/firebreak.v1.AccessService/DeleteUser", "notification", Needs(P::DirectoryManage)),
-    ("/firebreak.v1.AccessService/CreateTeam", "notification", Needs(P::DirectoryManage)),
-    ("/firebreak.v1.AccessService/ListTeams", "notification", Needs(P::DirectoryRead)),
-    ("/firebreak.v1.AccessService/DeleteTeam", "notification", Needs(P::DirectoryManage)),
-    ("/firebreak.v1.AccessService/SetTeamMember", "notification", Needs(P::DirectoryManage)),
-    ("/firebreak.v1.CredentialService/SyncCredentials", "notification", Needs(P::CredentialsSync)),
+    (
+        "/firebreak.v1.NotificationService/ListDeliveries",
+        "notification",
+        Needs(P::DeliveriesRead),
+    ),
+    (
+        "/firebreak.v1.AccessService/WhoAmI",
+        "notification",
+        Authenticated,
+    ),
+    (
+        "/firebreak.v1.AccessService/CreateToken",
+        "notification",
+        Needs(P::TokensManage),
+    ),
+    (
+        "/firebreak.v1.AccessService/ListTokens",
+        "notification",
+        Needs(P::TokensManage),
+    ),
+    (
+        "/firebreak.v1.AccessService/RevokeToken",
+        "notification",
+        Needs(P::TokensManage),
+    ),
+    (
+        "/firebreak.v1.AccessService/CreateUser",
+        "notification",
+        Needs(P::DirectoryManage),
+    ),
+    (
+        "/firebreak.v1.AccessService/ListUsers",
+        "notification",
+        Needs(P::DirectoryRead),
+    ),
+    (
+        "/firebreak.v1.AccessService/DeleteUser",
+        "notification",
+        Needs(P::DirectoryManage),
+    ),
+    (
+        "/firebreak.v1.AccessService/CreateTeam",
+        "notification",
+        Needs(P::DirectoryManage),
+    ),
+    (
+        "/firebreak.v1.AccessService/ListTeams",
+        "notification",
+        Needs(P::DirectoryRead),
+    ),
+    (
+        "/firebreak.v1.AccessService/DeleteTeam",
+        "notification",
+        Needs(P::DirectoryManage),
+    ),
+    (
+        "/firebreak.v1.AccessService/SetTeamMember",
+        "notification",
+        Needs(P::DirectoryManage),
+    ),
+    (
+        "/firebreak.v1.CredentialService/SyncCredentials",
+        "notification",
+        Needs(P::CredentialsSync),
+    ),
 ];
 
 /// The gRPC services anyone may call: health (probes) and reflection (generic clients).

@@ -19,6 +19,8 @@ struct Server {
     grpc: String,
     /// An empty directory client commands run from: they must not need `./runbooks`.
     cwd: tempfile::TempDir,
+    /// The server's data directory, where client commands find its admin token.
+    data: PathBuf,
 }
 
 impl Server {
@@ -54,10 +56,15 @@ impl Server {
             })
             .spawn()
             .unwrap();
+        let data = args
+            .iter()
+            .position(|a| *a == "--data-dir")
+            .map_or_else(|| cwd.join("firebreak-data"), |i| cwd.join(args[i + 1]));
         let s = Self {
             child,
             grpc: format!("http://127.0.0.1:{grpc}"),
             cwd: tempfile::tempdir().unwrap(),
+            data,
         };
         let deadline = Instant::now() + Duration::from_secs(20);
         while std::net::TcpStream::connect(("127.0.0.1", grpc)).is_err() {
@@ -71,6 +78,7 @@ impl Server {
     fn cli(&self, args: &[&str]) -> String {
         let out = Command::new(BIN)
             .current_dir(self.cwd.path())
+            .env("FIREBREAK_DATA_DIR", &self.data)
             .args(["--server", &self.grpc])
             .args(args)
             .output()
@@ -81,6 +89,14 @@ impl Server {
             String::from_utf8_lossy(&out.stderr)
         );
         String::from_utf8(out.stdout).unwrap()
+    }
+
+    /// The admin token the server's first start wrote.
+    fn token(&self) -> String {
+        std::fs::read_to_string(self.data.join("admin.token"))
+            .unwrap()
+            .trim()
+            .to_owned()
     }
 
     fn json(&self, args: &[&str]) -> Value {
@@ -436,14 +452,24 @@ fn an_approval_survives_a_crash_and_the_run_resumes_when_approved() {
         hits.lock().unwrap().is_empty(),
         "nothing acted before the approval"
     );
+    // Dana approves with her own token: the timeline names her, whatever a request says.
+    server.cli(&["user", "create", "dana"]);
+    let dana = server.cli(&[
+        "token",
+        "create",
+        "--subject",
+        "dana",
+        "--role",
+        "responder",
+    ]);
     server.cli(&[
+        "--token",
+        dana.trim(),
         "run",
         "approve",
         &run_id,
         "--comment",
         "standby is healthy",
-        "--as",
-        "dana",
     ]);
     run_in(&server, &id, "succeeded");
     let failovers = hits
@@ -460,7 +486,7 @@ fn an_approval_survives_a_crash_and_the_run_resumes_when_approved() {
             .find(|e| e["kind"] == "runbook_approved")
             .cloned()
     });
-    assert_eq!(timeline["data"]["detail"], "dana: standby is healthy");
+    assert_eq!(timeline["data"]["detail"], "user:dana: standby is healthy");
 }
 
 #[test]
@@ -822,9 +848,17 @@ fn a_closed_stdout_ends_the_cli_quietly() {
     // `firebreak incident list | head -1` where head has already gone: every write fails.
     let (reader, writer) = std::io::pipe().unwrap();
     drop(reader);
+    let token = server.token();
     let (code, _, err) = run_in_dir(
         dir.path(),
-        &["--server", &server.grpc, "incident", "list"],
+        &[
+            "--server",
+            &server.grpc,
+            "--token",
+            &token,
+            "incident",
+            "list",
+        ],
         Some(Stdio::from(writer)),
     );
     assert_eq!(code, 0, "{err}");
@@ -846,11 +880,14 @@ fn raise_needs_only_intake_and_prints_only_the_id() {
     let server = shipped_server(dir.path());
     let client = dead_peers(dir.path());
     let client = client.to_str().unwrap();
+    let token = server.token();
     let (code, out, err) = run_in_dir(
         dir.path(),
         &[
             "--server",
             &server.grpc,
+            "--token",
+            &token,
             "--client-config",
             client,
             "raise",
@@ -925,8 +962,16 @@ fn failures_have_their_own_exit_codes_and_json_errors() {
     let server = shipped_server(dir.path());
     let id = server.cli(&["raise", "--title", "checkout latency above SLO"]);
     let id = id.trim();
+    let token = server.token();
     let run = |args: &[&str]| {
-        let mut all = vec!["--server", server.grpc.as_str(), "--output", "json"];
+        let mut all = vec![
+            "--server",
+            server.grpc.as_str(),
+            "--token",
+            &token,
+            "--output",
+            "json",
+        ];
         all.extend_from_slice(args);
         let (code, out, err) = run_in_dir(dir.path(), &all, None);
         let e: Value = serde_json::from_str(&err)
@@ -953,11 +998,30 @@ fn failures_have_their_own_exit_codes_and_json_errors() {
     // Without --output json the error is a line of text, with the same code.
     let (code, _, err) = run_in_dir(
         dir.path(),
-        &["--server", &server.grpc, "incident", "show", &unknown],
+        &[
+            "--server",
+            &server.grpc,
+            "--token",
+            &token,
+            "incident",
+            "show",
+            &unknown,
+        ],
         None,
     );
     assert_eq!(code, 4);
     assert!(err.starts_with("error: NotFound: "), "{err}");
+    // No token (none given, none found): denied, and said so.
+    let (code, _, err) = run_in_dir(
+        dir.path(),
+        &["--server", &server.grpc, "incident", "show", &unknown],
+        None,
+    );
+    assert_eq!(code, 7, "{err}");
+    assert!(
+        err.starts_with("error: Unauthenticated: no credentials"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -991,6 +1055,7 @@ fn raise_while_triage_is_down_is_accepted_without_an_id_on_stdout() {
         child,
         grpc: format!("http://127.0.0.1:{grpc}"),
         cwd: tempfile::tempdir().unwrap(),
+        data: PathBuf::new(),
     };
     // `serve` listens before it has connected to Postgres and NATS; it is ready after.
     wait_for("intake to be ready", || {
@@ -1095,11 +1160,14 @@ fn dry_run_of_an_incident_uses_the_servers_runbooks_and_parameters() {
     assert_eq!(plan["plan"][0]["args"]["body"]["id"], id.as_str());
     assert_eq!(plan["plan"][1]["action"], "incident.note");
     // A runbook the server does not have is not found, whatever the local directory holds.
+    let token = server.token();
     let (code, _, err) = run_in_dir(
         &repo("."),
         &[
             "--server",
             &server.grpc,
+            "--token",
+            &token,
             "runbook",
             "dry-run",
             "malware",
@@ -1228,8 +1296,18 @@ fn run_show_and_run_list_survive_a_journal_flood() {
 
     // One run a page: the first says where the next starts, the last says nothing more.
     let grpc = server.grpc.clone();
+    let token = server.token();
     let list = |extra: &[&str]| {
-        let mut args = vec!["--server", grpc.as_str(), "run", "list", "--limit", "1"];
+        let mut args = vec![
+            "--server",
+            grpc.as_str(),
+            "--token",
+            &token,
+            "run",
+            "list",
+            "--limit",
+            "1",
+        ];
         args.extend_from_slice(extra);
         let (code, out, err) = run_in_dir(server.cwd.path(), &args, None);
         assert_eq!(code, 0, "{err}");
