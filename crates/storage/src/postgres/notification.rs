@@ -536,7 +536,7 @@ impl DirectoryStore for PgNotificationStore {
             "WITH used AS (
                 SELECT id, max(at) AS at FROM unnest($1::text[], $2::int8[]) AS u(id, at)
                 GROUP BY id
-            ), locked AS (
+            ), locked AS MATERIALIZED (
                 SELECT t.id FROM api_tokens t JOIN used USING (id) ORDER BY t.id FOR UPDATE OF t
             )
             UPDATE api_tokens t SET last_used_at = used.at FROM used

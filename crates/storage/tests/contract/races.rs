@@ -926,13 +926,14 @@ async fn replicas_marking_overlapping_uses_keep_the_latest_without_deadlock() {
             .await
             .unwrap();
     }
+    const ROUNDS: i64 = 30;
     let barrier = Arc::new(Barrier::new(REPLICAS));
     let mut tasks = JoinSet::new();
     for (r, store) in stores.iter().enumerate() {
         let (store, barrier, ids) = (store.clone(), barrier.clone(), ids.clone());
         tasks.spawn(async move {
             barrier.wait().await;
-            for round in 0..10_i64 {
+            for round in 0..ROUNDS {
                 let mut batch: Vec<(String, firebreak_domain::Micros)> = ids
                     .iter()
                     .map(|id| (id.clone(), micros(round * 10 + r as i64)))
@@ -942,7 +943,7 @@ async fn replicas_marking_overlapping_uses_keep_the_latest_without_deadlock() {
                 }
                 batch.rotate_left(r * 5);
                 store.mark_used(&batch).await.unwrap();
-                if round == 5 {
+                if round == ROUNDS / 2 {
                     let id = &ids[r * 5];
                     store.revoke_token(id, micros(500)).await.unwrap().unwrap();
                 }
@@ -950,7 +951,7 @@ async fn replicas_marking_overlapping_uses_keep_the_latest_without_deadlock() {
         });
     }
     tasks.join_all().await;
-    let latest = micros(9 * 10 + REPLICAS as i64 - 1);
+    let latest = micros((ROUNDS - 1) * 10 + REPLICAS as i64 - 1);
     let all = stores[0].tokens().await.unwrap();
     assert_eq!(all.len(), 20);
     for t in &all {
