@@ -13,6 +13,10 @@ distributed:
     set -euo pipefail
     cargo build -q -p firebreak
     trap 'kill $(jobs -p) 2>/dev/null' EXIT
+    export FIREBREAK_AUTH__SERVICE_TOKEN=$(target/debug/firebreak token generate)
+    export FIREBREAK_AUTH__ADMIN_TOKEN=$(target/debug/firebreak token generate)
+    echo "admin token (this run only): $FIREBREAK_AUTH__ADMIN_TOKEN"
+    echo "  export FIREBREAK_TOKEN=$FIREBREAK_AUTH__ADMIN_TOKEN"
     port=7400
     for service in intake triage orchestration notification; do
         target/debug/firebreak serve "$service" --config deploy/distributed.yaml \

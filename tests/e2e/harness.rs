@@ -8,7 +8,8 @@ use firebreak::{App, Config};
 use firebreak_domain::ManualClock;
 use firebreak_proto::access::AuthedChannel as Channel;
 use firebreak_proto::v1::{
-    incident_service_client::IncidentServiceClient, intake_service_client::IntakeServiceClient,
+    self, incident_service_client::IncidentServiceClient,
+    intake_service_client::IntakeServiceClient,
     notification_service_client::NotificationServiceClient,
     runbook_service_client::RunbookServiceClient,
 };
@@ -26,6 +27,8 @@ pub(crate) struct Stack {
     pub(crate) grpc: String,
     /// The admin token of the stack's data directory.
     pub(crate) admin_token: String,
+    /// A connection sending the admin token, for more clients.
+    channel: Channel,
     /// Timers are due against this clock: tests advance it instead of sleeping.
     pub(crate) clock: Arc<ManualClock>,
     shutdown: CancellationToken,
@@ -66,7 +69,8 @@ impl Stack {
             intake: IntakeServiceClient::new(channel.clone()),
             incidents: IncidentServiceClient::new(channel.clone()),
             runs: RunbookServiceClient::new(channel.clone()),
-            notifications: NotificationServiceClient::new(channel),
+            notifications: NotificationServiceClient::new(channel.clone()),
+            channel,
             http,
             grpc,
             clock,
@@ -74,6 +78,71 @@ impl Stack {
             _data: data,
         }
     }
+}
+
+impl Stack {
+    /// The directory's service, as the admin.
+    pub(crate) fn access(&self) -> v1::access_service_client::AccessServiceClient<Channel> {
+        v1::access_service_client::AccessServiceClient::new(self.channel.clone())
+    }
+
+    /// Clients acting as a new user `name` holding `role` everywhere (made here, with a
+    /// token of their own).
+    pub(crate) async fn person(&self, name: &str, role: v1::Role) -> Person {
+        let mut access = self.access();
+        access
+            .create_user(v1::CreateUserRequest {
+                user: Some(v1::User {
+                    name: name.into(),
+                    ..Default::default()
+                }),
+            })
+            .await
+            .unwrap();
+        let token = access
+            .create_token(v1::CreateTokenRequest {
+                subject: name.into(),
+                grants: vec![v1::Grant {
+                    role: role as i32,
+                    scope: "all".into(),
+                }],
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .secret;
+        let channel = tonic::transport::Endpoint::from_shared(self.grpc.clone())
+            .unwrap()
+            .connect()
+            .await
+            .unwrap();
+        let channel = firebreak_proto::access::authed(channel, Some(&token));
+        Person {
+            incidents: IncidentServiceClient::new(channel.clone()),
+            runs: RunbookServiceClient::new(channel),
+        }
+    }
+
+    /// Intake's integrations, as the admin.
+    pub(crate) fn integrations(
+        &self,
+    ) -> v1::integration_service_client::IntegrationServiceClient<Channel> {
+        v1::integration_service_client::IntegrationServiceClient::new(self.channel.clone())
+    }
+}
+
+/// A person's clients: every call sends their token.
+pub(crate) struct Person {
+    pub(crate) incidents: IncidentServiceClient<Channel>,
+    pub(crate) runs: RunbookServiceClient<Channel>,
+}
+
+/// A directory without runbooks, for tests that are not about them.
+pub(crate) fn empty_runbooks() -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join("firebreak-e2e-no-runbooks");
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
 }
 
 impl Drop for Stack {

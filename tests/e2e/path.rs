@@ -56,6 +56,8 @@ async fn the_whole_incident_path() {
         target.url, target.url
     );
     let mut s = Stack::start(runbooks.path(), &config).await;
+    // Alice commands the incident with her own token.
+    let mut alice = s.person("alice", v1::Role::IncidentCommander).await;
 
     // Identify + log: the incident exists when the caller gets OK.
     let raised = s
@@ -267,7 +269,7 @@ async fn the_whole_incident_path() {
     );
 
     // Close: acknowledge, resolve (review drafted), close with a root cause.
-    let acked = s
+    let acked = alice
         .incidents
         .acknowledge(v1::AcknowledgeRequest {
             id: id.clone(),
@@ -280,7 +282,7 @@ async fn the_whole_incident_path() {
         .unwrap();
     assert_eq!(acked.state(), v1::IncidentState::Acknowledged);
     assert!(acked.acknowledged_at.is_some());
-    let err = s
+    let err = alice
         .incidents
         .acknowledge(v1::AcknowledgeRequest {
             id: id.clone(),
@@ -289,7 +291,7 @@ async fn the_whole_incident_path() {
         .await
         .unwrap_err();
     assert_eq!(err.code(), Code::FailedPrecondition, "acknowledging twice");
-    let resolved = s
+    let resolved = alice
         .incidents
         .resolve(v1::ResolveRequest {
             id: id.clone(),
@@ -320,7 +322,7 @@ async fn the_whole_incident_path() {
     ] {
         assert!(review.contains(want), "review lacks {want:?}:\n{review}");
     }
-    let err = s
+    let err = alice
         .incidents
         .close(v1::CloseRequest {
             id: id.clone(),
@@ -331,7 +333,7 @@ async fn the_whole_incident_path() {
         .unwrap_err();
     assert_eq!(err.code(), Code::InvalidArgument);
     assert!(err.message().contains("root_cause"));
-    let closed = s
+    let closed = alice
         .incidents
         .close(v1::CloseRequest {
             id: id.clone(),

@@ -128,7 +128,7 @@ async fn approvals_need_the_role_and_record_who_and_why_and_time_out_to_their_fa
     runbook(
         dir.path(),
         "ask",
-        &format!("{caps}approval: {{ role: commander }}\n"),
+        &format!("{caps}approval: {{ role: incident-commander }}\n"),
         ASK_RHAI,
     );
     runbook(
@@ -137,7 +137,10 @@ async fn approvals_need_the_role_and_record_who_and_why_and_time_out_to_their_fa
         &format!("{caps}approval: {{ timeout_seconds: 3600, on_timeout: approve }}\n"),
         ASK_RHAI,
     );
-    let mut s = Stack::start(dir.path(), "approvers:\n  commander: [alice]\n").await;
+    let mut s = Stack::start(dir.path(), "{}\n").await;
+    // Alice commands; Bob responds: only a holder of the approval's role may decide.
+    let mut alice = s.person("alice", v1::Role::IncidentCommander).await;
+    let mut bob = s.person("bob", v1::Role::Responder).await;
     let id = raise(&mut s, "service-outage", &[]).await;
 
     let ask = run_of(&s, &id, "ask", "ask to wait", |r| {
@@ -153,7 +156,7 @@ async fn approvals_need_the_role_and_record_who_and_why_and_time_out_to_their_fa
         .approvals;
     let mine = pending.iter().find(|a| a.run_id == ask.id).unwrap();
     assert_eq!(mine.prompt, "restart the web tier?");
-    assert_eq!(mine.role, "commander");
+    assert_eq!(mine.role, "incident-commander");
     assert_eq!(mine.on_timeout, "reject");
 
     // Pages of one approval each, oldest first, reach both waiting runs.
@@ -185,9 +188,9 @@ async fn approvals_need_the_role_and_record_who_and_why_and_time_out_to_their_fa
     assert!(paged.len() == 2 && paged.contains(&ask.id), "{paged:?}");
 
     // Someone outside the role is refused and nothing changes.
-    let denied = s
+    let denied = bob
         .runs
-        .reject(decide(&ask.id, "user:bob", "no"))
+        .reject(decide(&ask.id, "user:alice", "no"))
         .await
         .unwrap_err();
     assert_eq!(denied.code(), Code::PermissionDenied, "{denied:?}");
@@ -204,8 +207,9 @@ async fn approvals_need_the_role_and_record_who_and_why_and_time_out_to_their_fa
     assert_eq!(bad.code(), Code::InvalidArgument);
 
     // Alice rejects; the script sees "no" and goes on.
-    s.runs
-        .reject(decide(&ask.id, "user:alice", "not during the sale"))
+    alice
+        .runs
+        .reject(decide(&ask.id, "user:bob", "not during the sale"))
         .await
         .unwrap();
     let done = run_of(&s, &id, "ask", "ask to finish", |r| {
@@ -219,7 +223,7 @@ async fn approvals_need_the_role_and_record_who_and_why_and_time_out_to_their_fa
     assert_eq!(result["by"], "user:alice");
     assert_eq!(result["comment"], "not during the sale");
     // A second decision finds nothing waiting.
-    let again = s
+    let again = alice
         .runs
         .approve(decide(&ask.id, "user:alice", ""))
         .await
@@ -1057,8 +1061,8 @@ async fn of_racing_decisions_exactly_one_wins() {
     .await;
     let mut calls = tokio::task::JoinSet::new();
     for i in 0..12 {
-        let mut runs = s.runs.clone();
-        let req = decide(&run.id, &format!("user:p{i}"), "me first");
+        let mut runs = s.person(&format!("p{i}"), v1::Role::Responder).await.runs;
+        let req = decide(&run.id, "user:someone-else", "me first");
         calls.spawn(async move {
             let r = if i % 2 == 0 {
                 runs.approve(req).await
@@ -1245,11 +1249,12 @@ async fn run_requests_refuse_oversized_or_nul_text_naming_the_field() {
         assert_eq!(e.code(), Code::InvalidArgument, "{field}: {e:?}");
         assert!(e.message().contains(field), "{field}: {}", e.message());
     };
-    refused(runs.approve(decide(run, "al\0ice", "")).await, "actor");
-    refused(
-        runs.approve(decide(run, &"a".repeat(300), "")).await,
-        "actor",
-    );
+    // The request's actor is not who decides (the token is): hostile text there is ignored,
+    // and the unknown run is what the caller hears of.
+    for actor in ["al\0ice".to_owned(), "a".repeat(300)] {
+        let e = runs.approve(decide(run, &actor, "")).await.unwrap_err();
+        assert_eq!(e.code(), Code::NotFound, "{e:?}");
+    }
     refused(runs.reject(decide(run, "alice", "no\0")).await, "comment");
     refused(
         runs.reject(decide(run, "alice", &"c".repeat(5000))).await,

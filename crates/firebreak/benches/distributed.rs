@@ -118,7 +118,9 @@ async fn raise(url: &str, clients: usize, total: usize, rate: Option<usize>) -> 
                 .connect()
                 .await
                 .unwrap();
-            let mut intake = v1::intake_service_client::IntakeServiceClient::new(ch);
+            let mut intake = v1::intake_service_client::IntakeServiceClient::new(
+                firebreak_proto::access::authed(ch, Some(harness::ADMIN_TOKEN)),
+            );
             let mut ticker = every.map(|e| {
                 // Clients spread over the interval instead of sending together.
                 let offset = e.mul_f64(c as f64 / clients as f64);

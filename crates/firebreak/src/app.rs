@@ -76,8 +76,7 @@ pub struct App {
     config: Config,
     grpc: TcpListener,
     http: TcpListener,
-    /// Verifies every gRPC call's credentials (`auth`); `None` in distributed mode, which
-    /// does not authenticate yet.
+    /// Verifies every gRPC call's credentials (`auth`).
     verifier: Option<Arc<Verifier>>,
     start: Start,
     runbooks: usize,
@@ -453,9 +452,10 @@ impl App {
         };
         let verifier = Arc::new(Verifier::new(
             &service_token,
-            Arc::new(directory.clone()),
+            config.auth.admin_token.as_ref().map(|t| t.0.as_str()),
             clock.clone(),
         ));
+        verifier.set_source(Arc::new(directory.clone()));
         auth::bootstrap(&directory, &config.data_dir).await?;
         verifier
             .sync_now()
@@ -559,6 +559,32 @@ impl App {
             .nats
             .as_ref()
             .context("distributed mode needs `nats: {url: nats://…}` in the configuration")?;
+        let service_token = config
+            .auth
+            .service_token
+            .as_ref()
+            .map(|t| t.0.clone())
+            .context("distributed mode needs `auth: {service_token: …}`, the same in every service (make one with `firebreak token generate`)")?;
+        let verifier = Arc::new(Verifier::new(
+            &service_token,
+            config.auth.admin_token.as_ref().map(|t| t.0.as_str()),
+            Arc::new(SystemClock),
+        ));
+        if service != Service::Notification {
+            // The directory is notification's: the copy follows it over gRPC.
+            let notification = config.peers.notification.as_deref().context(
+                "every service verifies tokens against notification's directory: set `peers: {notification: http://…}` in the configuration",
+            )?;
+            let channel = firebreak_proto::access::authed(
+                peer_channel(notification).context("invalid peers.notification")?,
+                Some(&service_token),
+            );
+            verifier.set_source(Arc::new(auth::RemoteSource(
+                firebreak_proto::v1::credential_service_client::CredentialServiceClient::new(
+                    channel,
+                ),
+            )));
+        }
         let mut catalog = None;
         let mut runbooks = 0;
         match service {
@@ -580,7 +606,7 @@ impl App {
             config,
             grpc,
             http,
-            verifier: None,
+            verifier: Some(verifier),
             start: Start::Connect { service, catalog },
             runbooks,
             _data_lock: None,
@@ -649,6 +675,7 @@ impl App {
         }
         let startup = Startup {
             readiness: readiness.clone(),
+            verifier: verifier.clone(),
             grpc_routes: grpc_routes.clone(),
             http_routes: http_routes.clone(),
             work: work.clone(),
@@ -777,6 +804,7 @@ fn reflection() -> tonic_reflection::server::Builder<'static> {
 /// What start-up hands the running servers once the services are built.
 struct Startup {
     readiness: Readiness,
+    verifier: Option<Arc<Verifier>>,
     grpc_routes: Late,
     http_routes: LateHttp,
     work: CancellationToken,
@@ -809,6 +837,12 @@ impl Startup {
         if let Some(d) = &services.directory {
             routes.add_service(d.grpc());
             routes.add_service(d.credentials_grpc());
+            // Notification's replicas follow their own database.
+            if let Some(v) = &self.verifier
+                && !v.has_source()
+            {
+                v.set_source(Arc::new(d.clone()));
+            }
         }
         self.grpc_routes.set(routes.routes());
         self.http_routes.set(router);
@@ -858,7 +892,10 @@ async fn connect(
                     config,
                     Arc::new(store),
                     nats.clone(),
-                    firebreak_proto::access::authed(peer_channel(triage)?, None),
+                    firebreak_proto::access::authed(
+                        peer_channel(triage)?,
+                        config.auth.service_token.as_ref().map(|t| t.0.as_str()),
+                    ),
                     clock,
                 )
                 .await?,
@@ -901,12 +938,9 @@ async fn connect(
                 PgNotificationStore::connect_with_clock(&url, max, clock.clone())
             })
             .await;
-            services.notification = Some(build_notification(
-                config,
-                Arc::new(store),
-                nats.clone(),
-                clock,
-            )?);
+            let store = Arc::new(store);
+            services.directory = Some(Directory::new(store.clone()).with_clock(clock.clone()));
+            services.notification = Some(build_notification(config, store, nats.clone(), clock)?);
             nats
         }
     };

@@ -166,6 +166,10 @@ pub struct AuthConfig {
     /// token generate` prints one). Distributed mode needs the same one in every service;
     /// embedded mode makes one at each start when none is set.
     pub service_token: Option<SecretText>,
+    /// A break-glass admin credential every service verifies from its configuration alone
+    /// (as `user:admin`, admin everywhere): how a distributed deployment's first tokens are
+    /// made. Take it out once people have tokens of their own.
+    pub admin_token: Option<SecretText>,
     /// Milliseconds between syncs of each process's credential copy: the longest a
     /// revoked token keeps working on another replica.
     pub sync_interval_ms: u64,
@@ -175,6 +179,7 @@ impl Default for AuthConfig {
     fn default() -> Self {
         Self {
             service_token: None,
+            admin_token: None,
             sync_interval_ms: 1000,
         }
     }
@@ -408,12 +413,17 @@ impl Config {
         if self.channels.iter().any(|c| c.name == "log") {
             bail!("channel \"log\" is built in; name yours differently");
         }
-        if let Some(t) = &self.auth.service_token {
-            firebreak_domain::access::PresentedToken::parse(&t.0).map_err(|_| {
-                anyhow::anyhow!(
-                    "auth.service_token is not a Firebreak token (fb_<12 hex>_<64 hex>); make one with `firebreak token generate`"
-                )
-            })?;
+        for (key, t) in [
+            ("service_token", &self.auth.service_token),
+            ("admin_token", &self.auth.admin_token),
+        ] {
+            if let Some(t) = t {
+                firebreak_domain::access::PresentedToken::parse(&t.0).map_err(|_| {
+                    anyhow::anyhow!(
+                        "auth.{key} is not a Firebreak token (fb_<12 hex>_<64 hex>); make one with `firebreak token generate`"
+                    )
+                })?;
+            }
         }
         Ok(())
     }

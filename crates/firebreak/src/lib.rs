@@ -12,4 +12,5 @@ mod output;
 mod traced;
 
 pub use app::App;
+pub use auth::rules as access_rules;
 pub use config::Config;

@@ -31,34 +31,37 @@ impl Intake {
         }))
     }
 
-    /// The integration of a gRPC caller: the one its bearer token names, else the
-    /// unauthenticated `grpc` source.
-    fn grpc_caller<T>(&self, req: &Request<T>) -> Result<Option<Integration>, Status> {
-        // A Firebreak API token the access layer verified: no integration key to look up.
+    /// Who calls over gRPC: an API token the access layer verified, an integration key in
+    /// the bearer header, or (where no access layer runs) nobody in particular.
+    fn grpc_caller<T>(&self, req: &Request<T>) -> Result<GrpcCaller, Status> {
         if firebreak_proto::access::caller(req).is_some() {
-            return Ok(None);
+            return Ok(GrpcCaller::Token);
         }
         let Some(value) = req.metadata().get("authorization") else {
-            return Ok(None);
+            return Ok(GrpcCaller::Anonymous);
         };
         let token = value.to_str().map(bearer_token).unwrap_or_default();
         self.registry
             .authenticate(token, IntegrationKind::Grpc)
-            .map(Some)
+            .map(GrpcCaller::Key)
             .map_err(|e| Error::from(e).into())
     }
 
     async fn ingest_grpc(
         &self,
-        caller: Option<&Integration>,
+        caller: &GrpcCaller,
         batch: Vec<Incoming>,
         idempotency_key: &str,
     ) -> Result<Vec<SignalResult>, Status> {
+        // An integration keeps to its rate; a verified token is bounded by the in-flight cap
+        // alone; keyless callers share the anonymous budget.
         let _permit = match caller {
-            Some(i) => self.admit_for(i, batch.len()),
-            None => self.admit_anonymous(batch.len()),
+            GrpcCaller::Key(i) => self.admit_for(i, batch.len()),
+            GrpcCaller::Token => self.admit(),
+            GrpcCaller::Anonymous => self.admit_anonymous(batch.len()),
         }
         .map_err(Error::from)?;
+        let caller = caller.integration();
         let source = Source {
             integration: caller.map_or("grpc", |i| i.name.as_str()),
             auto_resolve: caller.is_none_or(|i| i.auto_resolve),
@@ -99,6 +102,25 @@ fn trigger(a: v1::AlertInput, integration: Option<&Integration>) -> Incoming {
     }
 }
 
+/// Who raises alerts over gRPC.
+enum GrpcCaller {
+    /// An integration, by its key.
+    Key(Integration),
+    /// A person or account, by an API token the access layer verified.
+    Token,
+    /// No credentials (only where no access layer runs: a service's own tests).
+    Anonymous,
+}
+
+impl GrpcCaller {
+    fn integration(&self) -> Option<&Integration> {
+        match self {
+            Self::Key(i) => Some(i),
+            Self::Token | Self::Anonymous => None,
+        }
+    }
+}
+
 #[tonic::async_trait]
 impl IntakeService for Intake {
     async fn raise_incident(
@@ -112,8 +134,8 @@ impl IntakeService for Intake {
             .ok_or_else(|| Error::Invalid("invalid alert: missing".into()))?;
         let mut outcomes = self
             .ingest_grpc(
-                caller.as_ref(),
-                vec![trigger(a, caller.as_ref())],
+                &caller,
+                vec![trigger(a, caller.integration())],
                 &req.idempotency_key,
             )
             .await?;
@@ -176,10 +198,10 @@ impl IntakeService for Intake {
         let batch = req
             .alerts
             .into_iter()
-            .map(|a| trigger(a, caller.as_ref()))
+            .map(|a| trigger(a, caller.integration()))
             .collect();
         let outcomes = self
-            .ingest_grpc(caller.as_ref(), batch, &req.idempotency_key)
+            .ingest_grpc(&caller, batch, &req.idempotency_key)
             .await?;
         Ok(Response::new(v1::RaiseAlertsResponse {
             results: outcomes
@@ -207,7 +229,7 @@ impl IntakeService for Intake {
             truncated: 0,
         };
         let mut outcomes = self
-            .ingest_grpc(caller.as_ref(), vec![item], &req.idempotency_key)
+            .ingest_grpc(&caller, vec![item], &req.idempotency_key)
             .await?;
         let outcome = outcomes.remove(0);
         if let Some(error) = outcome.error {

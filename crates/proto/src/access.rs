@@ -113,7 +113,11 @@ impl std::fmt::Debug for Bearer {
 
 impl tonic::service::Interceptor for Bearer {
     fn call(&mut self, mut req: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
-        if let Some(v) = &self.0 {
+        // A call that carries its own credentials (an integration key, another token) keeps
+        // them.
+        if let Some(v) = &self.0
+            && !req.metadata().contains_key("authorization")
+        {
             req.metadata_mut().insert("authorization", v.clone());
         }
         Ok(req)

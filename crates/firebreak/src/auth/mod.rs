@@ -10,7 +10,7 @@
 //! [`rules::METHODS`]; the handlers never check roles, they read the verified
 //! [`Principal`] the layer puts on the request.
 
-pub(crate) mod rules;
+pub mod rules;
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -125,13 +125,16 @@ impl CredentialSource for RemoteSource {
 /// How soon after one sync a token this copy does not know may cause another.
 const MISS_SYNC_INTERVAL: Duration = Duration::from_millis(200);
 
-/// The process's credential copy and the service credential.
+/// The process's credential copy, and the credentials its configuration declares.
 pub(crate) struct Verifier {
     table: RwLock<HashMap<String, Arc<Entry>>>,
     version: AtomicI64,
-    /// The SHA-256 of the service credential Firebreak's own services call each other with.
-    service_hash: String,
-    source: Arc<dyn CredentialSource>,
+    /// Credentials from the configuration, by hash: the service credential Firebreak's own
+    /// services call each other with, and the break-glass admin token if one is set.
+    declared: HashMap<String, Arc<Principal>>,
+    /// The directory the copy follows; set once known (distributed notification replicas
+    /// open theirs after start-up).
+    source: RwLock<Option<Arc<dyn CredentialSource>>>,
     clock: Arc<dyn Clock>,
     /// Whether the copy has been read once; until then user tokens get [`Denied::NotReady`].
     loaded: std::sync::atomic::AtomicBool,
@@ -140,20 +143,51 @@ pub(crate) struct Verifier {
 }
 
 impl Verifier {
+    /// A verifier accepting `service_token` as Firebreak's services and `admin_token` (if
+    /// any) as `user:admin`, and whatever the directory holds once a source is set.
     pub(crate) fn new(
         service_token: &str,
-        source: Arc<dyn CredentialSource>,
+        admin_token: Option<&str>,
         clock: Arc<dyn Clock>,
     ) -> Self {
+        let mut declared = HashMap::new();
+        declared.insert(hash(service_token), service_principal());
+        if let Some(t) = admin_token {
+            declared.insert(
+                hash(t),
+                Arc::new(Principal {
+                    kind: SubjectKind::User,
+                    name: "admin".into(),
+                    token_id: String::new(),
+                    grants: vec![Grant {
+                        role: Role::Admin,
+                        scope: Scope::All,
+                    }],
+                }),
+            );
+        }
         Self {
             table: RwLock::default(),
             version: AtomicI64::new(0),
-            service_hash: hash(service_token),
-            source,
+            declared,
+            source: RwLock::new(None),
             clock,
             loaded: false.into(),
             syncing: tokio::sync::Mutex::new(None),
         }
+    }
+
+    /// Follows `source` from now on.
+    pub(crate) fn set_source(&self, source: Arc<dyn CredentialSource>) {
+        *self.source.write().unwrap_or_else(|e| e.into_inner()) = Some(source);
+    }
+
+    /// Whether a source is set.
+    pub(crate) fn has_source(&self) -> bool {
+        self.source
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_some()
     }
 
     /// Verifies a bearer token against the copy: the principal, or why not. A token the copy
@@ -162,8 +196,8 @@ impl Verifier {
         let presented = PresentedToken::parse(token)
             .map_err(|_| Denied::Unauthenticated("the token is malformed"))?;
         let h = presented.hash();
-        if h == self.service_hash {
-            return Ok(Some(service_principal()));
+        if let Some(p) = self.declared.get(&h) {
+            return Ok(Some(p.clone()));
         }
         let table = self.table.read().unwrap_or_else(|e| e.into_inner());
         let Some(entry) = table.get(&h) else {
@@ -216,12 +250,17 @@ impl Verifier {
 
     /// Reports uses and applies every change since the copy's version.
     pub(crate) async fn sync_now(&self) -> anyhow::Result<()> {
+        let source = self
+            .source
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+            .ok_or_else(|| anyhow::anyhow!("the directory is not reachable yet"))?;
         let uses = self.take_uses();
         let mut first = true;
         loop {
             let since = self.version.load(Ordering::Acquire);
-            let page = self
-                .source
+            let page = source
                 .sync(since, if first { uses.clone() } else { Vec::new() })
                 .await;
             let page = match page {

@@ -7,7 +7,7 @@ use firebreak_domain::access::Permission;
 
 /// What a method needs from its caller.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Rule {
+pub enum Rule {
     /// Anyone, with or without credentials (health, reflection).
     Public,
     /// Any verified caller (who am I).
@@ -23,7 +23,7 @@ use Permission as P;
 use Rule::{Authenticated, Needs, NeedsOrKey, Public};
 
 /// Every method: its full path, the service it belongs to, and its rule.
-pub(crate) const METHODS: &[(&str, &str, Rule)] = &[
+pub const METHODS: &[(&str, &str, Rule)] = &[
     // Intake.
     (
         "/firebreak.v1.IntakeService/RaiseIncident",
@@ -224,7 +224,7 @@ const PUBLIC_SERVICES: &[&str] = &[
 
 /// The rule for a request path and the service it belongs to; `None` for a path with no rule
 /// (refused).
-pub(crate) fn rule(path: &str) -> Option<(&'static str, Rule)> {
+pub fn rule(path: &str) -> Option<(&'static str, Rule)> {
     if PUBLIC_SERVICES.iter().any(|s| path.starts_with(s)) {
         return Some(("", Public));
     }
@@ -232,4 +232,32 @@ pub(crate) fn rule(path: &str) -> Option<(&'static str, Rule)> {
         .iter()
         .find(|(p, _, _)| *p == path)
         .map(|(_, service, rule)| (*service, *rule))
+}
+
+/// The permission matrix as docs/security.md shows it: each method, its permission, and the
+/// roles holding it (a test keeps the document equal to this).
+pub fn markdown() -> String {
+    use firebreak_domain::access::Role;
+    let mut out = String::from("| method | needs | roles |\n| --- | --- | --- |\n");
+    for (path, _, rule) in METHODS {
+        let method = path.trim_start_matches("/firebreak.v1.");
+        let (needs, roles) = match rule {
+            Public => ("nothing".to_owned(), "anyone".to_owned()),
+            Authenticated => ("a valid token".to_owned(), "any".to_owned()),
+            Needs(p) | NeedsOrKey(p) => {
+                let roles: Vec<&str> = Role::ALL
+                    .iter()
+                    .filter(|r| r.grants(*p))
+                    .map(|r| r.as_str())
+                    .collect();
+                let mut needs = format!("`{p}`");
+                if matches!(rule, NeedsOrKey(_)) {
+                    needs.push_str(" or an integration key");
+                }
+                (needs, roles.join(", "))
+            }
+        };
+        out.push_str(&format!("| `{method}` | {needs} | {roles} |\n"));
+    }
+    out
 }

@@ -1024,6 +1024,11 @@ fn failures_have_their_own_exit_codes_and_json_errors() {
     );
 }
 
+const SERVICE_TOKEN: &str =
+    "fb_5e5e5e5e5e5e_0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+const ADMIN_TOKEN: &str =
+    "fb_adadadadadad_fedcba9876543210fedcba9876543210fedcba9876543210fedcba9876543210";
+
 #[test]
 fn raise_while_triage_is_down_is_accepted_without_an_id_on_stdout() {
     let rt = tokio::runtime::Runtime::new().unwrap();
@@ -1035,7 +1040,7 @@ fn raise_while_triage_is_down_is_accepted_without_an_id_on_stdout() {
     std::fs::write(
         &config,
         format!(
-            "database_url: {}\nnats:\n  url: {}\npeers:\n  triage: http://127.0.0.1:{dead}\n",
+            "database_url: {}\nnats:\n  url: {}\npeers:\n  triage: http://127.0.0.1:{dead}\n  notification: http://127.0.0.1:{dead}\nauth:\n  service_token: {SERVICE_TOKEN}\n  admin_token: {ADMIN_TOKEN}\n",
             db.url_for("intake"),
             nats.url()
         ),
@@ -1069,7 +1074,16 @@ fn raise_while_triage_is_down_is_accepted_without_an_id_on_stdout() {
     let client = dead_peers(dir.path());
     let client = client.to_str().unwrap();
     let raise = |json: bool| {
-        let mut args = vec!["--server", intake.grpc.as_str(), "--client-config", client];
+        // The configured admin token: intake verifies it without the directory, which is
+        // as unreachable as triage here.
+        let mut args = vec![
+            "--server",
+            intake.grpc.as_str(),
+            "--token",
+            ADMIN_TOKEN,
+            "--client-config",
+            client,
+        ];
         if json {
             args.extend(["--output", "json"]);
         }

@@ -6,12 +6,12 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use firebreak_proto::access::AuthedChannel as Channel;
 use firebreak_proto::v1::{
     self, incident_service_client::IncidentServiceClient,
     intake_service_client::IntakeServiceClient, runbook_service_client::RunbookServiceClient,
 };
 use firebreak_testkit::nats::NatsServer;
-use tonic::transport::Channel;
 
 pub(crate) const BIN: &str = env!("CARGO_BIN_EXE_firebreak");
 
@@ -47,6 +47,8 @@ pub(crate) struct Deployment {
     pub(crate) procs: BTreeMap<String, Proc>,
     /// The gRPC port of `triage-1`, which intake calls.
     triage_port: u16,
+    /// The gRPC port of `notification-1`, whose directory every service's token copy follows.
+    notification_port: u16,
     _serial: tokio::sync::MutexGuard<'static, ()>,
 }
 
@@ -84,14 +86,16 @@ impl Deployment {
             config,
             procs: BTreeMap::new(),
             triage_port: free_port(),
+            notification_port: free_port(),
             _serial: serial,
         };
         let text = format!(
-            "database_url: {}/{}_{{service}}\nnats:\n  url: {}\n  ack_wait_seconds: 5\npeers:\n  triage: http://127.0.0.1:{}\nrun_lease_seconds: 3\ndatabase_max_connections: 4\nrunbooks_dir: {}\nshutdown_grace_seconds: 2\n{extra}\n",
+            "database_url: {}/{}_{{service}}\nnats:\n  url: {}\n  ack_wait_seconds: 5\npeers:\n  triage: http://127.0.0.1:{}\n  notification: http://127.0.0.1:{}\nauth:\n  service_token: {SERVICE_TOKEN}\n  admin_token: {ADMIN_TOKEN}\n  sync_interval_ms: 200\nrun_lease_seconds: 3\ndatabase_max_connections: 4\nrunbooks_dir: {}\nshutdown_grace_seconds: 2\n{extra}\n",
             d.pg_server,
             d.prefix,
             d.nats.url(),
             d.triage_port,
+            d.notification_port,
             runbooks.display(),
         );
         std::fs::write(&d.config, text).unwrap();
@@ -136,6 +140,7 @@ impl Deployment {
         let (grpc, http) = match self.procs.get(&name) {
             Some(p) => (p.grpc, p.http),
             None if service == "triage" && n == 1 => (self.triage_port, free_port()),
+            None if service == "notification" && n == 1 => (self.notification_port, free_port()),
             None => (free_port(), free_port()),
         };
         let log = std::fs::File::create(self.dir.path().join(format!("{name}.log"))).unwrap();
@@ -270,6 +275,7 @@ impl Deployment {
     /// Runs the CLI against this deployment through a client configuration; stdout.
     pub(crate) fn cli(&self, args: &[&str]) -> String {
         let out = Command::new(BIN)
+            .args(["--token", ADMIN_TOKEN])
             .arg("--client-config")
             .arg(self.client_config())
             .args(args)
@@ -329,13 +335,22 @@ impl Drop for Deployment {
     }
 }
 
-async fn channel(url: &str) -> Channel {
-    tonic::transport::Endpoint::from_shared(url.to_owned())
+/// A connection to `url` sending the deployment's admin token.
+pub(crate) async fn channel(url: &str) -> Channel {
+    let c = tonic::transport::Endpoint::from_shared(url.to_owned())
         .unwrap()
         .connect()
         .await
-        .unwrap()
+        .unwrap();
+    firebreak_proto::access::authed(c, Some(ADMIN_TOKEN))
 }
+
+/// The service credential every process of a test deployment shares.
+pub(crate) const SERVICE_TOKEN: &str =
+    "fb_5e5e5e5e5e5e_0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+/// The deployment's break-glass admin token (`auth.admin_token`).
+pub(crate) const ADMIN_TOKEN: &str =
+    "fb_adadadadadad_fedcba9876543210fedcba9876543210fedcba9876543210fedcba9876543210";
 
 /// Whether the process with HTTP port `port` answers `/readyz` with 200.
 fn is_ready(port: u16) -> bool {

@@ -89,7 +89,9 @@ async fn storm(
                         tokio::time::sleep(Duration::from_millis(200)).await;
                         continue;
                     };
-                    let mut intake = v1::intake_service_client::IntakeServiceClient::new(ch);
+                    let mut intake = v1::intake_service_client::IntakeServiceClient::new(
+                        firebreak_proto::access::authed(ch, Some(harness::ADMIN_TOKEN)),
+                    );
                     match intake
                         .raise_alerts(v1::RaiseAlertsRequest {
                             alerts: alerts.clone(),

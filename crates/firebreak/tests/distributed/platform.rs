@@ -22,6 +22,14 @@ struct Embedded {
 }
 
 impl Embedded {
+    /// The admin token the first start wrote to the data directory.
+    fn token(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("data/admin.token"))
+            .unwrap()
+            .trim()
+            .to_owned()
+    }
+
     /// Starts `firebreak up` with `config` (YAML) under `prlimit` arguments, if any, and
     /// waits until `/livez` answers.
     fn start(config: &str, prlimit: Option<&str>) -> Self {
@@ -135,11 +143,13 @@ async fn grpc_advertises_and_holds_a_stream_limit() {
         let _ = connection.await;
     });
 
+    let token = up.token();
     let call = || {
         axum::http::Request::post(format!(
             "http://127.0.0.1:{}/firebreak.v1.IncidentService/ListIncidents",
             up.grpc
         ))
+        .header("authorization", format!("Bearer {token}"))
         .header("content-type", "application/grpc")
         .header("te", "trailers")
         .body(())
