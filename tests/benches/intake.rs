@@ -29,6 +29,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use firebreak::{App, Config};
+use firebreak_proto::access::AuthedChannel;
 use firebreak_proto::v1::{
     self, incident_service_client::IncidentServiceClient,
     intake_service_client::IntakeServiceClient,
@@ -86,9 +87,9 @@ impl Call {
 }
 
 struct Target {
-    health: HealthClient<tonic::transport::Channel>,
-    grpc: IntakeServiceClient<tonic::transport::Channel>,
-    incidents: IncidentServiceClient<tonic::transport::Channel>,
+    health: HealthClient<AuthedChannel>,
+    grpc: IntakeServiceClient<AuthedChannel>,
+    incidents: IncidentServiceClient<AuthedChannel>,
     http: reqwest::Client,
     base: String,
     seq: Arc<AtomicU64>,
@@ -347,6 +348,8 @@ async fn start(stack: Stack) -> (Vec<Target>, CancellationToken, tempfile::TempD
     let shutdown = CancellationToken::new();
     tokio::spawn(app.run(shutdown.clone()));
     let seq = Arc::new(AtomicU64::new(0));
+    // Every call carries the admin token the first start wrote (verified in memory).
+    let token = std::fs::read_to_string(dir.path().join("data/admin.token")).unwrap();
     let mut targets = Vec::new();
     for _ in 0..CALLERS {
         let channel = tonic::transport::Endpoint::from_shared(grpc.clone())
@@ -354,6 +357,7 @@ async fn start(stack: Stack) -> (Vec<Target>, CancellationToken, tempfile::TempD
             .connect()
             .await
             .unwrap();
+        let channel = firebreak_proto::access::authed(channel, Some(token.trim()));
         targets.push(Target {
             health: HealthClient::new(channel.clone()),
             grpc: IntakeServiceClient::new(channel.clone()),

@@ -31,8 +31,8 @@ struct Measured {
 /// Raises `n` incidents (tagged `tag`), `batch` at a time, waiting for each batch's runs to
 /// succeed; returns the gaps between consecutive journal entries and the run throughput.
 async fn measure(
-    intake: &mut IntakeServiceClient<tonic::transport::Channel>,
-    runs: &mut RunbookServiceClient<tonic::transport::Channel>,
+    intake: &mut IntakeServiceClient<firebreak_proto::access::AuthedChannel>,
+    runs: &mut RunbookServiceClient<firebreak_proto::access::AuthedChannel>,
     tag: &str,
     n: usize,
     batch: usize,
@@ -170,6 +170,8 @@ async fn main() {
         .connect()
         .await
         .unwrap();
+    let token = std::fs::read_to_string(dir.path().join("data/admin.token")).unwrap();
+    let channel = firebreak_proto::access::authed(channel, Some(token.trim()));
     let mut intake = IntakeServiceClient::new(channel.clone());
     let mut runs = RunbookServiceClient::new(channel);
 

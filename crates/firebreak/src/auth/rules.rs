@@ -261,3 +261,37 @@ pub fn markdown() -> String {
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// docs/security.md shows the matrix this code enforces.
+    #[test]
+    fn the_security_doc_shows_the_matrix_in_force() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../docs/security.md");
+        let doc = std::fs::read_to_string(path).unwrap();
+        let start = doc.find("<!-- matrix:begin -->\n").unwrap() + 22;
+        let end = doc.find("<!-- matrix:end -->").unwrap();
+        let want = markdown();
+        if std::env::var_os("FIREBREAK_WRITE_DOCS").is_some() {
+            std::fs::write(path, format!("{}{want}{}", &doc[..start], &doc[end..])).unwrap();
+            return;
+        }
+        assert_eq!(
+            &doc[start..end],
+            want,
+            "docs/security.md's matrix is stale: run this test with FIREBREAK_WRITE_DOCS=1"
+        );
+    }
+
+    #[test]
+    fn paths_without_a_rule_are_refused_and_health_is_public() {
+        assert_eq!(rule("/firebreak.v1.IncidentService/Nope"), None);
+        assert_eq!(rule("/grpc.health.v1.Health/Check"), Some(("", Public)));
+        assert_eq!(
+            rule("/firebreak.v1.IncidentService/Close"),
+            Some(("triage", Needs(P::IncidentsClose)))
+        );
+    }
+}
