@@ -35,6 +35,7 @@ use crate::auth::{self, AuthLayer, Verifier};
 use crate::config::Config;
 use crate::health::{self, Dependency, Readiness};
 use crate::net;
+use crate::tls::{self, ClientTls, ServerTls};
 
 /// Which service `firebreak serve` runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -187,14 +188,39 @@ fn load_catalog(config: &Config) -> anyhow::Result<Catalog> {
     Ok(catalog)
 }
 
-fn lazy_channel(url: &str) -> anyhow::Result<tonic::transport::Channel> {
-    Ok(peer_endpoint(url)?.connect_lazy())
+/// Embedded intake's channel to this process's own server: over TLS when the server speaks
+/// it (checked against `tls.server_name`, default `localhost`, and `tls.ca_file`).
+fn self_channel(
+    config: &Config,
+    grpc_addr: SocketAddr,
+) -> anyhow::Result<tonic::transport::Channel> {
+    if config.tls.cert_file.is_none() {
+        return lazy_channel(&format!("http://{grpc_addr}"), &ClientTls::default());
+    }
+    let mut tls = ClientTls::for_peers(&config.tls);
+    tls.server_name = Some(
+        config
+            .tls
+            .server_name
+            .clone()
+            .unwrap_or_else(|| "localhost".into()),
+    );
+    lazy_channel(&format!("https://{grpc_addr}"), &tls)
 }
 
-fn peer_endpoint(url: &str) -> anyhow::Result<tonic::transport::Endpoint> {
-    Ok(tonic::transport::Endpoint::from_shared(url.to_owned())
+fn lazy_channel(url: &str, tls: &ClientTls) -> anyhow::Result<tonic::transport::Channel> {
+    Ok(peer_endpoint(url, tls, None)?.connect_lazy())
+}
+
+fn peer_endpoint(
+    url: &str,
+    tls: &ClientTls,
+    domain: Option<&str>,
+) -> anyhow::Result<tonic::transport::Endpoint> {
+    let endpoint = tonic::transport::Endpoint::from_shared(url.to_owned())
         .with_context(|| format!("invalid service address {url:?}"))?
-        .connect_timeout(Duration::from_secs(2)))
+        .connect_timeout(Duration::from_secs(2));
+    tls.apply(endpoint, domain)
 }
 
 /// How often a peer's host names are resolved again, so replicas that come and go (a
@@ -237,7 +263,8 @@ fn peer_addresses(entry: &str) -> anyhow::Result<Vec<PeerAddress>> {
             let port = uri
                 .port_u16()
                 .unwrap_or(if scheme == "https" { 443 } else { 80 });
-            peer_endpoint(&url)?;
+            tonic::transport::Endpoint::from_shared(url.clone())
+                .with_context(|| format!("invalid service address {url:?}"))?;
             Ok(PeerAddress {
                 url,
                 scheme,
@@ -250,15 +277,15 @@ fn peer_addresses(entry: &str) -> anyhow::Result<Vec<PeerAddress>> {
 
 /// A channel to a peer that spreads calls over every address of its entry and every
 /// address their host names resolve to. One literal IP address is a plain channel.
-fn peer_channel(entry: &str) -> anyhow::Result<tonic::transport::Channel> {
+fn peer_channel(entry: &str, tls: &ClientTls) -> anyhow::Result<tonic::transport::Channel> {
     let addresses = peer_addresses(entry)?;
     if let [one] = addresses.as_slice()
         && one.host.parse::<std::net::IpAddr>().is_ok()
     {
-        return lazy_channel(&one.url);
+        return lazy_channel(&one.url, tls);
     }
     let (channel, changes) = tonic::transport::Channel::balance_channel::<String>(64);
-    tokio::spawn(resolve_peers(addresses, changes));
+    tokio::spawn(resolve_peers(addresses, changes, tls.clone()));
     Ok(channel)
 }
 
@@ -269,17 +296,27 @@ async fn resolve_peers(
     changes: tokio::sync::mpsc::Sender<
         tonic::transport::channel::Change<String, tonic::transport::Endpoint>,
     >,
+    tls: ClientTls,
 ) {
     use tonic::transport::channel::Change;
     let mut current: std::collections::BTreeSet<String> = Default::default();
     loop {
+        // Each resolved address keeps the host name it came from: TLS checks the peer's
+        // certificate against the name, not the address.
         let mut found = std::collections::BTreeSet::new();
+        let mut names = std::collections::BTreeMap::new();
         for a in &addresses {
             match tokio::net::lookup_host((a.host.as_str(), a.port)).await {
-                Ok(resolved) => found.extend(resolved.map(|ip| match ip {
-                    std::net::SocketAddr::V4(v4) => format!("{}://{v4}", a.scheme),
-                    std::net::SocketAddr::V6(v6) => format!("{}://{v6}", a.scheme),
-                })),
+                Ok(resolved) => {
+                    for ip in resolved {
+                        let url = match ip {
+                            std::net::SocketAddr::V4(v4) => format!("{}://{v4}", a.scheme),
+                            std::net::SocketAddr::V6(v6) => format!("{}://{v6}", a.scheme),
+                        };
+                        names.insert(url.clone(), a.host.clone());
+                        found.insert(url);
+                    }
+                }
                 Err(e) => {
                     tracing::warn!(address = %a.url, error = %e, "cannot resolve a peer's address")
                 }
@@ -300,7 +337,7 @@ async fn resolve_peers(
             }
         }
         for new in found.difference(&current) {
-            let Ok(endpoint) = peer_endpoint(new) else {
+            let Ok(endpoint) = peer_endpoint(new, &tls, names.get(new).map(String::as_str)) else {
                 continue;
             };
             tracing::debug!(address = %new, "a peer address joins the balanced set");
@@ -504,7 +541,7 @@ impl App {
             intake_store,
             bus.clone(),
             firebreak_proto::access::authed(
-                lazy_channel(&format!("http://{grpc_addr}"))?,
+                self_channel(&config, grpc_addr)?,
                 Some(&service_token),
             ),
             clock.clone(),
@@ -576,7 +613,8 @@ impl App {
                 "every service verifies tokens against notification's directory: set `peers: {notification: http://…}` in the configuration",
             )?;
             let channel = firebreak_proto::access::authed(
-                peer_channel(notification).context("invalid peers.notification")?,
+                peer_channel(notification, &ClientTls::for_peers(&config.tls))
+                    .context("invalid peers.notification")?,
                 Some(&service_token),
             );
             verifier.set_source(Arc::new(auth::RemoteSource(
@@ -653,6 +691,11 @@ impl App {
             idle_timeout: Duration::from_secs(limits.idle_timeout_seconds.max(1)),
             tcp_keepalive: seconds(limits.keepalive_interval_seconds),
         };
+        let header_timeout = Duration::from_secs(limits.header_timeout_seconds.max(1));
+        let grpc_tls =
+            ServerTls::from_config(&config.tls, b"h2", header_timeout).context("invalid tls")?;
+        let http_tls = ServerTls::from_config(&config.tls, b"http/1.1", header_timeout)
+            .context("invalid tls")?;
         let (reporter, health_service) = tonic_health::server::health_reporter();
         reporter
             .set_service_status("", tonic_health::ServingStatus::NotServing)
@@ -699,10 +742,7 @@ impl App {
                 builder = builder.timeout(t);
             }
             let connections = net::Connections::new("grpc", server_limits(grpc_cap));
-            let incoming = futures::stream::unfold((grpc, connections), |(l, c)| async move {
-                let next = c.accept(&l).await;
-                Some((next, (l, c)))
-            });
+            let incoming = grpc_incoming(grpc, connections, grpc_tls);
             let stop = stop.clone();
             let auth = tower::util::option_layer(verifier.clone().map(AuthLayer));
             async move {
@@ -729,6 +769,7 @@ impl App {
                 let served = serve_http(
                     http,
                     connections,
+                    http_tls,
                     http_routes,
                     request_timeout,
                     header_timeout,
@@ -893,7 +934,7 @@ async fn connect(
                     Arc::new(store),
                     nats.clone(),
                     firebreak_proto::access::authed(
-                        peer_channel(triage)?,
+                        peer_channel(triage, &ClientTls::for_peers(&config.tls))?,
                         config.auth.service_token.as_ref().map(|t| t.0.as_str()),
                     ),
                     clock,
@@ -1172,9 +1213,55 @@ impl LateHttp {
 /// Serves HTTP/1 on `listener` under the connection limits until `stop`: headers must arrive
 /// within `header_timeout`, and a request must be answered within `request_timeout` (408
 /// otherwise, body included); connections are then given the time of one request to finish.
+/// The gRPC server's connections: accepted under the limits, and (with TLS) each handshake
+/// on a task of its own, so a client that stalls its handshake holds up no other.
+fn grpc_incoming(
+    listener: TcpListener,
+    connections: net::Connections,
+    tls: Option<ServerTls>,
+) -> std::pin::Pin<Box<dyn futures::Stream<Item = std::io::Result<tls::Stream>> + Send>> {
+    let Some(tls) = tls else {
+        return Box::pin(futures::stream::unfold(
+            (listener, connections),
+            |(l, c)| async move {
+                let next = c.accept(&l).await.map(tls::Stream::Plain);
+                Some((next, (l, c)))
+            },
+        ));
+    };
+    let (tx, rx) = tokio::sync::mpsc::channel(64);
+    tokio::spawn(async move {
+        loop {
+            let accepted = tokio::select! {
+                a = connections.accept(&listener) => a,
+                () = tx.closed() => return,
+            };
+            match accepted {
+                Ok(conn) => {
+                    let (tls, tx) = (tls.clone(), tx.clone());
+                    tokio::spawn(async move {
+                        if let Ok(stream) = tls.accept(conn).await {
+                            let _ = tx.send(Ok(stream)).await;
+                        }
+                    });
+                }
+                Err(e) => {
+                    if tx.send(Err(e)).await.is_err() {
+                        return;
+                    }
+                }
+            }
+        }
+    });
+    Box::pin(futures::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|next| (next, rx))
+    }))
+}
+
 async fn serve_http(
     listener: TcpListener,
     connections: net::Connections,
+    tls: Option<ServerTls>,
     routes: LateHttp,
     request_timeout: Option<Duration>,
     header_timeout: Duration,
@@ -1219,10 +1306,17 @@ async fn serve_http(
                     response.map(|r| r.map(|body| net::Guarded::new(body, Some(guard))))
                 }
             });
-        let conn = builder.serve_connection(hyper_util::rt::TokioIo::new(io), service);
-        let conn = graceful.watch(conn);
+        let (builder, watcher, tls) = (builder.clone(), graceful.watcher(), tls.clone());
         tokio::spawn(async move {
-            if let Err(e) = conn.await {
+            let io = match &tls {
+                None => tls::Stream::Plain(io),
+                Some(t) => match t.accept(io).await {
+                    Ok(s) => s,
+                    Err(_) => return,
+                },
+            };
+            let conn = builder.serve_connection(hyper_util::rt::TokioIo::new(io), service);
+            if let Err(e) = watcher.watch(conn).await {
                 tracing::debug!(error = %e, "an HTTP connection ended with an error");
             }
         });
@@ -1259,7 +1353,7 @@ mod tests {
         use tonic::transport::channel::Change;
         let addresses = peer_addresses("http://localhost:7410, http://127.0.0.2:7411").unwrap();
         let (tx, mut rx) = tokio::sync::mpsc::channel(8);
-        let task = tokio::spawn(resolve_peers(addresses, tx));
+        let task = tokio::spawn(resolve_peers(addresses, tx, ClientTls::default()));
         let mut seen = std::collections::BTreeSet::new();
         while !(seen.contains("http://127.0.0.1:7410") && seen.contains("http://127.0.0.2:7411")) {
             match rx.recv().await {

@@ -53,6 +53,25 @@ pub struct Cli {
     /// can read it).
     #[arg(long, global = true)]
     pub insecure: bool,
+    /// The CA an `https://` server's certificate is checked against [default: the system's
+    /// roots].
+    #[arg(long, global = true, env = "FIREBREAK_CA_FILE")]
+    pub ca_file: Option<PathBuf>,
+    /// A client certificate (PEM) for servers that require one (mTLS), with --client-key.
+    #[arg(
+        long,
+        global = true,
+        env = "FIREBREAK_CLIENT_CERT",
+        requires = "client_key"
+    )]
+    pub client_cert: Option<PathBuf>,
+    #[arg(
+        long,
+        global = true,
+        env = "FIREBREAK_CLIENT_KEY",
+        requires = "client_cert"
+    )]
+    pub client_key: Option<PathBuf>,
     /// A client configuration for a distributed deployment: a YAML map of each service's
     /// gRPC address (`intake`, `triage`, `orchestration`, `notification`); services it does
     /// not name are reached at --server.
@@ -439,6 +458,12 @@ impl Cli {
         let targets = Targets {
             token,
             insecure: self.insecure,
+            tls: crate::tls::ClientTls {
+                ca_file: self.ca_file,
+                cert_file: self.client_cert,
+                key_file: self.client_key,
+                server_name: None,
+            },
             server: self.server,
             client_config: self.client_config,
             connect_timeout: self.connect_timeout,
@@ -503,6 +528,7 @@ async fn login(targets: &Targets, token: Option<String>) -> anyhow::Result<()> {
     let checked = Targets {
         token: Some(token.clone()),
         insecure: targets.insecure,
+        tls: targets.tls.clone(),
         server: targets.server.clone(),
         client_config: targets.client_config.clone(),
         connect_timeout: targets.connect_timeout,
@@ -589,6 +615,8 @@ struct Targets {
     /// The token every call sends, if any.
     token: Option<String>,
     insecure: bool,
+    /// How `https://` servers are reached.
+    tls: crate::tls::ClientTls,
     server: String,
     client_config: Option<PathBuf>,
     connect_timeout: Duration,
@@ -625,6 +653,10 @@ impl Targets {
             .map_err(|_| Failure::new(Exit::Usage, format!("invalid {name} address {url:?}")))?
             .connect_timeout(self.connect_timeout)
             .timeout(self.request_timeout);
+        let endpoint = self
+            .tls
+            .apply(endpoint, None)
+            .map_err(|e| Failure::new(Exit::Usage, format!("{e:#}")))?;
         match tokio::time::timeout(self.connect_timeout, endpoint.connect()).await {
             Ok(Ok(channel)) => Ok(firebreak_proto::access::authed(
                 channel,

@@ -108,6 +108,9 @@ pub struct Config {
     /// Authentication: the service credential and how often the credential copy syncs.
     #[serde(default)]
     pub auth: AuthConfig,
+    /// TLS for both servers and for the connections to peers.
+    #[serde(default)]
+    pub tls: TlsConfig,
     /// `FIREBREAK_*` environment variables that name no configuration key (Kubernetes
     /// service links such as `FIREBREAK_INTAKE_SERVICE_HOST`), ignored; logged once tracing
     /// is up.
@@ -183,6 +186,28 @@ impl Default for AuthConfig {
             sync_interval_ms: 1000,
         }
     }
+}
+
+/// TLS (docs/security.md). With `cert_file` and `key_file` both servers speak TLS only;
+/// the files are read again when they change.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TlsConfig {
+    /// The servers' certificate chain (PEM).
+    pub cert_file: Option<PathBuf>,
+    /// Its private key (PEM).
+    pub key_file: Option<PathBuf>,
+    /// When set, clients must present a certificate signed by this CA (mTLS).
+    pub client_ca_file: Option<PathBuf>,
+    /// The CA that `https://` peers' certificates are checked against; the system roots
+    /// when unset. Embedded mode reaches its own server with it too.
+    pub ca_file: Option<PathBuf>,
+    /// The certificate and key presented to peers that require client certificates.
+    pub client_cert_file: Option<PathBuf>,
+    pub client_key_file: Option<PathBuf>,
+    /// Embedded mode: the name its own certificate is checked against when intake calls
+    /// this process's server (default `localhost`).
+    pub server_name: Option<String>,
 }
 
 /// Configuration text that is a secret: never shown by `Debug` (a logged configuration).
@@ -334,6 +359,7 @@ const KEYS: &[&str] = &[
     "database_max_connections",
     "connections",
     "auth",
+    "tls",
 ];
 
 impl Default for Config {

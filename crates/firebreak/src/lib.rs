@@ -9,6 +9,7 @@ pub mod config;
 mod health;
 mod net;
 mod output;
+mod tls;
 mod traced;
 
 pub use app::App;

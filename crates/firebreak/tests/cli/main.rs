@@ -1,6 +1,8 @@
 //! Tests of the real `firebreak` binary: crash recovery with `kill -9`, and the README's
 //! walk-through run command by command.
 
+mod tls;
+
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -21,6 +23,8 @@ struct Server {
     cwd: tempfile::TempDir,
     /// The server's data directory, where client commands find its admin token.
     data: PathBuf,
+    /// The HTTP port.
+    http: u16,
 }
 
 impl Server {
@@ -65,6 +69,7 @@ impl Server {
             grpc: format!("http://127.0.0.1:{grpc}"),
             cwd: tempfile::tempdir().unwrap(),
             data,
+            http,
         };
         let deadline = Instant::now() + Duration::from_secs(20);
         while std::net::TcpStream::connect(("127.0.0.1", grpc)).is_err() {
@@ -1061,6 +1066,7 @@ fn raise_while_triage_is_down_is_accepted_without_an_id_on_stdout() {
         grpc: format!("http://127.0.0.1:{grpc}"),
         cwd: tempfile::tempdir().unwrap(),
         data: PathBuf::new(),
+        http,
     };
     // `serve` listens before it has connected to Postgres and NATS; it is ready after.
     wait_for("intake to be ready", || {
