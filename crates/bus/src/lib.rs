@@ -16,7 +16,7 @@ use async_trait::async_trait;
 
 pub use consumer::{Batch, ConsumerOptions, HandlerError, consume, consume_batched};
 pub use embedded::EmbeddedBus;
-pub use nats::{NatsBus, NatsOptions, ParkedMessage};
+pub use nats::{NatsAuth, NatsBus, NatsOptions, ParkedMessage};
 pub use relay::{Relay, RelayHandle};
 
 /// The streams, one per event family.

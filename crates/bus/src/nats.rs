@@ -62,6 +62,84 @@ const ACK_TIMEOUT: Duration = Duration::from_secs(10);
 /// A parking reason longer than this is cut (headers are not meant for stack traces).
 const MAX_ERROR_LEN: usize = 2048;
 
+/// How Firebreak proves itself to NATS and protects the connection: user and password, a
+/// token, an NKey seed or a credentials file (JWT and seed), and TLS with a CA and an
+/// optional client certificate. Secrets never reach `Debug`.
+#[derive(Clone, Default)]
+pub struct NatsAuth {
+    pub user: Option<String>,
+    pub password: Option<String>,
+    pub token: Option<String>,
+    pub nkey_seed: Option<String>,
+    pub credentials_file: Option<std::path::PathBuf>,
+    /// Refuse a connection without TLS (also implied by a `tls://` URL).
+    pub require_tls: bool,
+    /// The CA the server's certificate is checked against (else the system roots).
+    pub ca_file: Option<std::path::PathBuf>,
+    pub client_cert_file: Option<std::path::PathBuf>,
+    pub client_key_file: Option<std::path::PathBuf>,
+}
+
+impl std::fmt::Debug for NatsAuth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NatsAuth")
+            .field("user", &self.user)
+            .field("password", &self.password.as_ref().map(|_| "***"))
+            .field("token", &self.token.as_ref().map(|_| "***"))
+            .field("nkey_seed", &self.nkey_seed.as_ref().map(|_| "***"))
+            .field("credentials_file", &self.credentials_file)
+            .field("require_tls", &self.require_tls)
+            .field("ca_file", &self.ca_file)
+            .finish()
+    }
+}
+
+impl NatsAuth {
+    async fn apply(self, mut o: ConnectOptions) -> Result<ConnectOptions> {
+        let kinds = [
+            self.user.is_some() || self.password.is_some(),
+            self.token.is_some(),
+            self.nkey_seed.is_some(),
+            self.credentials_file.is_some(),
+        ];
+        if kinds.iter().filter(|k| **k).count() > 1 {
+            return Err(Error::Nats(
+                "give one of user/password, token, nkey_seed or credentials_file".into(),
+            ));
+        }
+        if let Some(user) = self.user {
+            o = o.user_and_password(user, self.password.unwrap_or_default());
+        }
+        if let Some(token) = self.token {
+            o = o.token(token);
+        }
+        if let Some(seed) = self.nkey_seed {
+            o = o.nkey(seed);
+        }
+        if let Some(path) = self.credentials_file {
+            o = o.credentials_file(&path).await.map_err(|e| {
+                Error::Nats(format!(
+                    "cannot read credentials_file {}: {e}",
+                    path.display()
+                ))
+            })?;
+        }
+        if let Some(ca) = self.ca_file {
+            o = o.add_root_certificates(ca);
+        }
+        match (self.client_cert_file, self.client_key_file) {
+            (Some(cert), Some(key)) => o = o.add_client_certificate(cert, key),
+            (None, None) => {}
+            _ => {
+                return Err(Error::Nats(
+                    "client_cert_file and client_key_file go together".into(),
+                ));
+            }
+        }
+        Ok(o.require_tls(self.require_tls))
+    }
+}
+
 /// How the NATS bus sets up its streams and consumers.
 #[derive(Debug, Clone)]
 pub struct NatsOptions {
@@ -152,7 +230,13 @@ impl NatsBus {
     /// updates the streams of every event family and the parked stream. Connecting again with
     /// the same options changes nothing on the server.
     pub async fn connect(url: &str, options: NatsOptions) -> Result<Self> {
-        let client = ConnectOptions::new()
+        Self::connect_with(url, options, NatsAuth::default()).await
+    }
+
+    /// [`NatsBus::connect`] with credentials and TLS.
+    pub async fn connect_with(url: &str, options: NatsOptions, auth: NatsAuth) -> Result<Self> {
+        let connect = auth.apply(ConnectOptions::new()).await?;
+        let client = connect
             .name("firebreak")
             .max_reconnects(None)
             .event_callback(|event| async move {

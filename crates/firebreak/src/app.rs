@@ -136,12 +136,13 @@ pub(crate) async fn connect_nats(config: &Config) -> anyhow::Result<NatsBus> {
         .nats
         .as_ref()
         .context("distributed mode needs `nats: {url: nats://…}` in the configuration")?;
-    NatsBus::connect(
+    NatsBus::connect_with(
         &nats.url,
         NatsOptions {
             ack_wait: Duration::from_secs(nats.ack_wait_seconds.max(1)),
             ..NatsOptions::default()
         },
+        nats.auth(),
     )
     .await
     .with_context(|| format!("cannot reach NATS at {}", nats.url))

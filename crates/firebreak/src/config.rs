@@ -231,6 +231,46 @@ pub struct NatsConfig {
     /// another (a replica that died).
     #[serde(default = "default_ack_wait")]
     pub ack_wait_seconds: u64,
+    /// Credentials, at most one kind: `user` and `password`, `token`, `nkey_seed`, or
+    /// `credentials_file` (a `.creds` file: JWT and seed).
+    #[serde(default)]
+    pub user: Option<String>,
+    #[serde(default)]
+    pub password: Option<SecretText>,
+    #[serde(default)]
+    pub token: Option<SecretText>,
+    #[serde(default)]
+    pub nkey_seed: Option<SecretText>,
+    #[serde(default)]
+    pub credentials_file: Option<PathBuf>,
+    /// TLS: required (also with a `tls://` URL), the CA to check the server against, and a
+    /// client certificate where the server requires one.
+    #[serde(default)]
+    pub require_tls: bool,
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+    #[serde(default)]
+    pub client_cert_file: Option<PathBuf>,
+    #[serde(default)]
+    pub client_key_file: Option<PathBuf>,
+}
+
+impl NatsConfig {
+    /// The credentials and TLS the bus connects with.
+    pub fn auth(&self) -> firebreak_bus::NatsAuth {
+        let secret = |s: &Option<SecretText>| s.as_ref().map(|s| s.0.clone());
+        firebreak_bus::NatsAuth {
+            user: self.user.clone(),
+            password: secret(&self.password),
+            token: secret(&self.token),
+            nkey_seed: secret(&self.nkey_seed),
+            credentials_file: self.credentials_file.clone(),
+            require_tls: self.require_tls || self.url.starts_with("tls://"),
+            ca_file: self.ca_file.clone(),
+            client_cert_file: self.client_cert_file.clone(),
+            client_key_file: self.client_key_file.clone(),
+        }
+    }
 }
 
 /// The gRPC addresses of the four services (`http://host:port`): in a server's

@@ -23,12 +23,19 @@ pub struct NatsServer {
     child: Option<Child>,
     /// Starts so far, to give each run its own log file.
     starts: u32,
+    /// Arguments added to every start (authentication, TLS).
+    extra: Vec<String>,
 }
 
 impl NatsServer {
     /// Starts a server on a free port with a fresh store directory, and waits until it
     /// accepts connections.
     pub async fn start() -> NatsServer {
+        Self::start_with(&[]).await
+    }
+
+    /// [`NatsServer::start`] with more `nats-server` arguments (`--user`, `--tlscert`, …).
+    pub async fn start_with(extra: &[&str]) -> NatsServer {
         let dir = tempfile::Builder::new()
             .prefix("firebreak-nats-")
             .tempdir()
@@ -38,6 +45,7 @@ impl NatsServer {
             port: 0,
             child: None,
             starts: 0,
+            extra: extra.iter().map(|a| (*a).to_owned()).collect(),
         };
         server.spawn(None).await;
         server
@@ -93,6 +101,7 @@ impl NatsServer {
             .arg(dir)
             .arg("-l")
             .arg(&log)
+            .args(&self.extra)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -147,7 +156,10 @@ impl Drop for NatsServer {
 /// The port in a ports file (`{"nats":["nats://127.0.0.1:PORT"], ...}`), once it is complete.
 fn read_port(file: &Path) -> Option<u16> {
     let text = std::fs::read_to_string(file).ok()?;
-    let start = text.find("nats://")? + "nats://".len();
+    let start = text
+        .find("nats://")
+        .map(|i| i + "nats://".len())
+        .or_else(|| text.find("tls://").map(|i| i + "tls://".len()))?;
     let rest = &text[start..];
     let end = rest.find('"')?;
     let (_, port) = rest[..end].rsplit_once(':')?;

@@ -5,6 +5,7 @@
 mod embedded;
 mod in_place;
 mod nats;
+mod nats_auth;
 
 use std::future::Future;
 use std::time::Duration;
