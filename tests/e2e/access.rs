@@ -640,3 +640,44 @@ async fn the_timeline_names_the_tokens_identity_not_the_requests_actor() {
     assert_eq!(ack.actor, "user:alice");
     assert!(!t.entries.iter().any(|e| e.actor.contains("root")));
 }
+
+#[tokio::test]
+async fn a_token_in_the_wrong_place_or_shape_is_unauthenticated() {
+    let s = Stack::start(&crate::harness::empty_runbooks(), "").await;
+    let channel = tonic::transport::Endpoint::from_shared(s.grpc.clone())
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let token = s.admin_token.clone();
+    let cases: Vec<(&str, String)> = vec![
+        ("x-api-key", token.clone()),
+        ("authorization", format!("Basic {token}")),
+        ("authorization", token.clone()),
+        ("authorization", "Bearer ".to_owned()),
+        ("authorization", format!("Bearer {token}x")),
+        ("authorization", format!("Bearer {}", token.to_uppercase())),
+        ("authorization", format!("Bearer {}", "f".repeat(8 * 1024))),
+    ];
+    for (header, value) in cases {
+        let mut grpc = tonic::client::Grpc::new(channel.clone());
+        grpc.ready().await.unwrap();
+        let mut req = tonic::Request::new(Vec::new());
+        req.metadata_mut().insert(
+            axum::http::HeaderName::from_static(header)
+                .as_str()
+                .parse::<tonic::metadata::MetadataKey<_>>()
+                .unwrap(),
+            value.parse().unwrap(),
+        );
+        let path = axum::http::uri::PathAndQuery::from_static(
+            "/firebreak.v1.IncidentService/ListIncidents",
+        );
+        let code = match grpc.unary(req, path, Raw).await {
+            Ok(_) => Code::Ok,
+            Err(e) => e.code(),
+        };
+        let shown: String = value.chars().take(40).collect();
+        assert_eq!(code, Code::Unauthenticated, "{header}: {shown}…");
+    }
+}

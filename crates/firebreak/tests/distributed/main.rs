@@ -1,6 +1,7 @@
 //! Distributed mode end to end: `firebreak serve` processes (the real binary) on Postgres and
 //! NATS JetStream, with replicas, `kill -9`, a NATS restart and a Postgres outage.
 
+mod access;
 mod harness;
 mod platform;
 
