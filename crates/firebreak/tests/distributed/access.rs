@@ -149,7 +149,7 @@ async fn services_use_the_service_credential_and_tokens_follow_the_directory() {
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    println!(
+    eprintln!(
         "revocation reached triage in {} ms",
         revoked_at.elapsed().as_millis()
     );
