@@ -63,6 +63,8 @@ enum Stack {
     Full,
     /// Intake alone: nothing consumes what it accepts.
     IntakeAlone,
+    /// All four services, both servers speaking TLS (a certificate made at start).
+    FullTls,
 }
 
 /// What one call sends.
@@ -318,6 +320,36 @@ fn cpu_seconds() -> f64 {
     ticks as f64 / 100.0
 }
 
+/// A CA (its PEM) and a TLS configuration for `localhost` signed by it, written under `dir`.
+fn certificates(dir: &std::path::Path) -> (Vec<u8>, firebreak::config::TlsConfig) {
+    use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
+    let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca_key = KeyPair::generate().unwrap();
+    let ca = params.self_signed(&ca_key).unwrap();
+    let issuer = Issuer::new(params, ca_key);
+    let key = KeyPair::generate().unwrap();
+    let cert = CertificateParams::new(vec!["localhost".to_owned()])
+        .unwrap()
+        .signed_by(&key, &issuer)
+        .unwrap();
+    let (ca_file, cert_file, key_file) = (
+        dir.join("ca.pem"),
+        dir.join("server.pem"),
+        dir.join("server.key"),
+    );
+    std::fs::write(&ca_file, ca.pem()).unwrap();
+    std::fs::write(&cert_file, cert.pem()).unwrap();
+    std::fs::write(&key_file, key.serialize_pem()).unwrap();
+    let tls = firebreak::config::TlsConfig {
+        cert_file: Some(cert_file),
+        key_file: Some(key_file),
+        ca_file: Some(ca_file),
+        ..Default::default()
+    };
+    (ca.pem().into_bytes(), tls)
+}
+
 /// A fresh embedded stack (all of it, or intake alone) and `CALLERS` connected callers, so
 /// no scenario inherits the previous one's downstream backlog.
 async fn start(stack: Stack) -> (Vec<Target>, CancellationToken, tempfile::TempDir) {
@@ -339,11 +371,19 @@ async fn start(stack: Stack) -> (Vec<Target>, CancellationToken, tempfile::TempD
     config.http_addr = "127.0.0.1:0".parse().unwrap();
     // The benchmark measures throughput, not the keyless callers' rate limit.
     config.intake_anonymous_rate_limit_per_second = 0;
+    let ca = (stack == Stack::FullTls).then(|| {
+        let (ca, tls) = certificates(dir.path());
+        config.tls = tls;
+        ca
+    });
     let app = match stack {
-        Stack::Full => App::build(config).await.unwrap(),
+        Stack::Full | Stack::FullTls => App::build(config).await.unwrap(),
         Stack::IntakeAlone => App::build_intake_alone(config).await.unwrap(),
     };
-    let grpc = format!("http://{}", app.grpc_addr());
+    let grpc = match &ca {
+        None => format!("http://{}", app.grpc_addr()),
+        Some(_) => format!("https://localhost:{}", app.grpc_addr().port()),
+    };
     let base = format!("http://{}", app.http_addr());
     let shutdown = CancellationToken::new();
     tokio::spawn(app.run(shutdown.clone()));
@@ -352,11 +392,16 @@ async fn start(stack: Stack) -> (Vec<Target>, CancellationToken, tempfile::TempD
     let token = std::fs::read_to_string(dir.path().join("data/admin.token")).unwrap();
     let mut targets = Vec::new();
     for _ in 0..CALLERS {
-        let channel = tonic::transport::Endpoint::from_shared(grpc.clone())
-            .unwrap()
-            .connect()
-            .await
-            .unwrap();
+        let mut endpoint = tonic::transport::Endpoint::from_shared(grpc.clone()).unwrap();
+        if let Some(ca) = &ca {
+            endpoint = endpoint
+                .tls_config(
+                    tonic::transport::ClientTlsConfig::new()
+                        .ca_certificate(tonic::transport::Certificate::from_pem(ca)),
+                )
+                .unwrap();
+        }
+        let channel = endpoint.connect().await.unwrap();
         let channel = firebreak_proto::access::authed(channel, Some(token.trim()));
         targets.push(Target {
             health: HealthClient::new(channel.clone()),
@@ -383,7 +428,7 @@ async fn main() {
         "release (no debug assertions)"
     };
     println!("machine: {cores} cores; build: {build}");
-    let runs: [(&str, Call, Option<u64>, Stack); 7] = [
+    let runs: [(&str, Call, Option<u64>, Stack); 10] = [
         (
             "gRPC health check (transport only)",
             Call::Health,
@@ -425,6 +470,24 @@ async fn main() {
             Call::GrpcOne,
             None,
             Stack::IntakeAlone,
+        ),
+        (
+            "gRPC RaiseAlerts, 1 alert per call, TLS",
+            Call::GrpcOne,
+            None,
+            Stack::FullTls,
+        ),
+        (
+            "gRPC RaiseAlerts, batches of 100, TLS",
+            Call::GrpcBatch,
+            None,
+            Stack::FullTls,
+        ),
+        (
+            "gRPC 1 per call, paced at 5,000/s, TLS",
+            Call::GrpcOne,
+            Some(5_000),
+            Stack::FullTls,
         ),
     ];
     // `cargo bench --bench intake -- paced` runs only the lines whose name holds "paced".
