@@ -681,3 +681,51 @@ async fn a_token_in_the_wrong_place_or_shape_is_unauthenticated() {
         assert_eq!(code, Code::Unauthenticated, "{header}: {shown}…");
     }
 }
+
+#[tokio::test]
+async fn a_source_that_keeps_failing_is_slowed_down_and_no_one_else_is() {
+    let s = Stack::start(
+        &crate::harness::empty_runbooks(),
+        "auth:\n  failures_per_minute: 5\n  failure_delay_ms: 3000\n",
+    )
+    .await;
+    let from = |ip: &str| {
+        tonic::transport::Endpoint::from_shared(s.grpc.clone())
+            .unwrap()
+            .local_address(Some(ip.parse().unwrap()))
+    };
+    let guesser = from("127.0.0.1").connect().await.unwrap();
+    let other = from("127.0.0.2").connect().await.unwrap();
+    let path = "/firebreak.v1.IncidentService/ListIncidents";
+    let guess = format!("fb_0123456789ab_{}", "7".repeat(64));
+    let timed = async |channel: &tonic::transport::Channel, token: &str| {
+        let started = std::time::Instant::now();
+        let code = call(channel, path, false, Vec::new(), Some(token)).await;
+        (code, started.elapsed())
+    };
+    for _ in 0..4 {
+        let (code, took) = timed(&guesser, &guess).await;
+        assert_eq!(code, Code::Unauthenticated);
+        assert!(
+            took < Duration::from_millis(2500),
+            "{took:?} before the limit"
+        );
+    }
+    // The fifth failure reaches the limit: from here on each failure waits 3 s. (A call
+    // that is not held back takes milliseconds; 2.5 s leaves a loaded machine room.)
+    for _ in 0..2 {
+        let (code, took) = timed(&guesser, &guess).await;
+        assert_eq!(code, Code::Unauthenticated);
+        assert!(took >= Duration::from_secs(3), "{took:?}: not slowed down");
+    }
+    // The same address with a valid token, and another address guessing, are not slowed.
+    let (code, took) = timed(&guesser, &s.admin_token).await;
+    assert_eq!(code, Code::Ok);
+    assert!(took < Duration::from_millis(2500), "{took:?}");
+    let (code, took) = timed(&other, &guess).await;
+    assert_eq!(code, Code::Unauthenticated);
+    assert!(
+        took < Duration::from_millis(2500),
+        "{took:?}: another source was slowed"
+    );
+}

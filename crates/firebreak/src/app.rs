@@ -488,11 +488,17 @@ impl App {
             Some(t) => t.0.clone(),
             None => auth::generate_token()?,
         };
-        let verifier = Arc::new(Verifier::new(
-            &service_token,
-            config.auth.admin_token.as_ref().map(|t| t.0.as_str()),
-            clock.clone(),
-        ));
+        let verifier = Arc::new(
+            Verifier::new(
+                &service_token,
+                config.auth.admin_token.as_ref().map(|t| t.0.as_str()),
+                clock.clone(),
+            )
+            .with_failure_limit(
+                config.auth.failures_per_minute,
+                Duration::from_millis(config.auth.failure_delay_ms),
+            ),
+        );
         verifier.set_source(Arc::new(directory.clone()));
         auth::bootstrap(&directory, &config.data_dir).await?;
         verifier
@@ -603,11 +609,17 @@ impl App {
             .as_ref()
             .map(|t| t.0.clone())
             .context("distributed mode needs `auth: {service_token: …}`, the same in every service (make one with `firebreak token generate`)")?;
-        let verifier = Arc::new(Verifier::new(
-            &service_token,
-            config.auth.admin_token.as_ref().map(|t| t.0.as_str()),
-            Arc::new(SystemClock),
-        ));
+        let verifier = Arc::new(
+            Verifier::new(
+                &service_token,
+                config.auth.admin_token.as_ref().map(|t| t.0.as_str()),
+                Arc::new(SystemClock),
+            )
+            .with_failure_limit(
+                config.auth.failures_per_minute,
+                Duration::from_millis(config.auth.failure_delay_ms),
+            ),
+        );
         if service != Service::Notification {
             // The directory is notification's: the copy follows it over gRPC.
             let notification = config.peers.notification.as_deref().context(

@@ -176,6 +176,11 @@ pub struct AuthConfig {
     /// Milliseconds between syncs of each process's credential copy: the longest a
     /// revoked token keeps working on another replica.
     pub sync_interval_ms: u64,
+    /// Failed authentications from one address in a minute after which each further failure
+    /// from it is answered a second late (valid tokens from it are not); 0: never.
+    pub failures_per_minute: u32,
+    /// How late, in milliseconds, each further failure of such an address is answered.
+    pub failure_delay_ms: u64,
 }
 
 impl Default for AuthConfig {
@@ -184,6 +189,8 @@ impl Default for AuthConfig {
             service_token: None,
             admin_token: None,
             sync_interval_ms: 1000,
+            failures_per_minute: 10,
+            failure_delay_ms: 1000,
         }
     }
 }

@@ -11,6 +11,7 @@
 //! [`Principal`] the layer puts on the request.
 
 pub mod rules;
+mod throttle;
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -140,6 +141,8 @@ pub(crate) struct Verifier {
     loaded: std::sync::atomic::AtomicBool,
     /// One sync at a time, and when the last one started.
     syncing: tokio::sync::Mutex<Option<Instant>>,
+    /// Failed authentications per source address.
+    throttle: throttle::Throttle,
 }
 
 impl Verifier {
@@ -174,7 +177,15 @@ impl Verifier {
             clock,
             loaded: false.into(),
             syncing: tokio::sync::Mutex::new(None),
+            throttle: throttle::Throttle::new(10, Duration::from_secs(1)),
         }
+    }
+
+    /// Slows down a source address after `per_minute` failed authentications (0: never):
+    /// each further failure is answered `delay` late.
+    pub(crate) fn with_failure_limit(mut self, per_minute: u32, delay: Duration) -> Self {
+        self.throttle = throttle::Throttle::new(per_minute, delay);
+        self
     }
 
     /// Follows `source` from now on.
@@ -213,9 +224,17 @@ impl Verifier {
 
     /// Verifies `token`, syncing once when the copy does not know it (a token made a moment
     /// ago on another replica).
-    pub(crate) async fn verify(&self, token: &str) -> Result<Arc<Principal>, Denied> {
+    pub(crate) async fn verify(
+        &self,
+        token: &str,
+        source: Option<std::net::IpAddr>,
+    ) -> Result<Arc<Principal>, Denied> {
         if let Some(p) = self.lookup(token)? {
             return Ok(p);
+        }
+        // A source that keeps failing makes no more syncs: it is guessing.
+        if source.is_some_and(|ip| self.throttle.is_slowed(ip)) {
+            return Err(Denied::Unauthenticated("the token is unknown or revoked"));
         }
         let asked = Instant::now();
         self.sync_after(asked).await;
@@ -478,6 +497,7 @@ async fn decide(
     verifier: &Verifier,
     path: &str,
     authorization: Option<&axum::http::HeaderValue>,
+    source: Option<std::net::IpAddr>,
 ) -> Result<Option<Arc<Principal>>, Denied> {
     let Some((service, rule)) = rules::rule(path) else {
         return Err(Denied::Forbidden(format!("{path} has no access rule")));
@@ -490,7 +510,7 @@ async fn decide(
         // An integration key: intake checks it and refuses an unknown one.
         return Ok(None);
     }
-    let principal = verifier.verify(token).await?;
+    let principal = verifier.verify(token, source).await?;
     if let Rule::Needs(permission) | Rule::NeedsOrKey(permission) = rule {
         allow(&principal, permission, service)?;
     }
@@ -565,8 +585,12 @@ where
             .headers()
             .get(axum::http::header::AUTHORIZATION)
             .cloned();
+        let source = req
+            .extensions()
+            .get::<crate::net::ConnInfo>()
+            .map(|c| c.remote().ip());
         Box::pin(async move {
-            match decide(&verifier, &path, authorization.as_ref()).await {
+            match decide(&verifier, &path, authorization.as_ref(), source).await {
                 Ok(principal) => {
                     if let Some(p) = principal {
                         req.extensions_mut().insert(Principal::clone(&p));
@@ -575,6 +599,12 @@ where
                 }
                 Err(denied) => {
                     firebreak_telemetry::metrics().auth_failures.inc();
+                    // Guessing slows down: a source over the limit waits for each failure.
+                    if let (Denied::Unauthenticated(_), Some(ip)) = (&denied, source)
+                        && verifier.throttle.failed(ip)
+                    {
+                        tokio::time::sleep(verifier.throttle.delay).await;
+                    }
                     tracing::info!(path, denied = ?denied, "call refused");
                     Ok(denied.status().into_http())
                 }
