@@ -173,6 +173,9 @@ pub struct AuthConfig {
     /// Milliseconds between syncs of each process's credential copy: the longest a
     /// revoked token keeps working on another replica.
     pub sync_interval_ms: u64,
+    /// Days the audit log keeps an entry; 0 keeps entries for ever. Notification (the
+    /// embedded process, or the notification service) deletes older ones every hour.
+    pub audit_retention_days: u64,
 }
 
 impl Default for AuthConfig {
@@ -181,6 +184,7 @@ impl Default for AuthConfig {
             service_token: None,
             admin_token: None,
             sync_interval_ms: 1000,
+            audit_retention_days: 365,
         }
     }
 }

@@ -318,6 +318,11 @@ impl std::fmt::Debug for ConnInfo {
 }
 
 impl ConnInfo {
+    /// The peer's address.
+    pub(crate) fn remote(&self) -> SocketAddr {
+        self.remote
+    }
+
     /// Counts a call in flight until the returned guard drops.
     pub(crate) fn begin(&self) -> CallGuard {
         self.conn.served.store(true, Ordering::Release);
