@@ -259,7 +259,7 @@ impl Directory {
 /// An entry as it is stored: each field within its bound, without NUL.
 fn audit_record(e: &v1::AuditEntry) -> AuditRecord {
     let field = |text: &str, max: usize| crate::clip(&text.replace('\0', ""), max);
-    let id = uuid::Uuid::parse_str(&e.id).map_or_else(|_| uuid::Uuid::now_v7(), |u| u);
+    let id = uuid::Uuid::parse_str(&e.id).unwrap_or_else(|_| uuid::Uuid::now_v7());
     AuditRecord {
         id: id.to_string(),
         at: e.at.as_ref().map(micros).unwrap_or_default(),
@@ -818,7 +818,10 @@ mod tests {
         d.append_audit(&[odd, twice.clone(), twice.clone()])
             .await
             .unwrap();
-        assert_eq!(d.append_audit(&[twice.clone()]).await.unwrap(), 0);
+        assert_eq!(
+            d.append_audit(std::slice::from_ref(&twice)).await.unwrap(),
+            0
+        );
         let all = list(&d, v1::ListAuditRequest::default())
             .await
             .unwrap()
