@@ -121,7 +121,18 @@ impl Stack {
         Person {
             incidents: IncidentServiceClient::new(channel.clone()),
             runs: RunbookServiceClient::new(channel),
+            token,
         }
+    }
+
+    /// The audit log, as the admin.
+    pub(crate) fn audit(&self) -> v1::audit_service_client::AuditServiceClient<Channel> {
+        v1::audit_service_client::AuditServiceClient::new(self.channel.clone())
+    }
+
+    /// The stack's data directory (its databases).
+    pub(crate) fn data_dir(&self) -> std::path::PathBuf {
+        self._data.path().join("data")
     }
 
     /// Intake's integrations, as the admin.
@@ -136,6 +147,8 @@ impl Stack {
 pub(crate) struct Person {
     pub(crate) incidents: IncidentServiceClient<Channel>,
     pub(crate) runs: RunbookServiceClient<Channel>,
+    /// Their token's secret.
+    pub(crate) token: String,
 }
 
 /// A directory without runbooks, for tests that are not about them.

@@ -25,6 +25,9 @@ pub mod streams {
     pub const INCIDENTS: &str = "incidents";
     pub const RUNBOOKS: &str = "runbooks";
     pub const NOTIFICATIONS: &str = "notifications";
+    /// The audit log's entries as they are appended, for a SIEM: nothing in Firebreak
+    /// consumes it.
+    pub const AUDIT: &str = "audit";
 }
 
 /// What went wrong on the bus.

@@ -279,6 +279,7 @@ impl NatsBus {
             streams::INCIDENTS,
             streams::RUNBOOKS,
             streams::NOTIFICATIONS,
+            streams::AUDIT,
         ] {
             bus.ensure_stream(family).await?;
         }

@@ -24,7 +24,7 @@ use firebreak_storage::sqlite::{
     SqliteBusLog, SqliteIntakeStore, SqliteNotificationStore, SqliteOrchestrationStore,
     SqliteTriageStore,
 };
-use firebreak_storage::{IntakeStore, NotificationStore, OrchestrationStore};
+use firebreak_storage::{BusLog, IntakeStore, NotificationStore, OrchestrationStore, OutboxLog};
 use firebreak_triage::Triage;
 use futures::future::BoxFuture;
 use tokio::net::TcpListener;
@@ -105,6 +105,9 @@ struct Services {
     notification: Option<Notification>,
     /// The directory's gRPC services, where this process holds the directory.
     directory: Option<Directory>,
+    /// Embedded mode: the bus's log and notification's outbox, where the `audit` stream is
+    /// read in place with no consumer in Firebreak; its old events are swept.
+    audit_outbox: Option<(Arc<dyn BusLog>, Arc<dyn OutboxLog>)>,
     dependencies: Vec<Dependency>,
 }
 
@@ -469,20 +472,22 @@ impl App {
                 .await
                 .context("opening intake.db")?,
         );
-        // Each stream is read in place from the outbox of the one service producing it.
-        let mut bus = EmbeddedBus::new(Arc::new(
+        let bus_log: Arc<dyn BusLog> = Arc::new(
             SqliteBusLog::open_with_clock(&db("bus"), fsync, clock.clone())
                 .await
                 .context("opening bus.db")?,
-        ))
-        .read_in_place(streams::ALERTS, intake_store.clone());
+        );
         // Notification's database holds the directory (users, tokens), which every mode
-        // verifies calls against, intake alone included.
+        // verifies calls against, intake alone included, and the audit log.
         let notification_store = Arc::new(
             SqliteNotificationStore::open_with_clock(&db("notification"), fsync, clock.clone())
                 .await
                 .context("opening notification.db")?,
         );
+        // Each stream is read in place from the outbox of the one service producing it.
+        let mut bus = EmbeddedBus::new(bus_log.clone())
+            .read_in_place(streams::ALERTS, intake_store.clone())
+            .read_in_place(streams::AUDIT, notification_store.clone());
         let directory = Directory::new(notification_store.clone()).with_clock(clock.clone());
         let service_token = match &config.auth.service_token {
             Some(t) => t.0.clone(),
@@ -560,6 +565,7 @@ impl App {
             orchestration: None,
             notification: None,
             directory: None,
+            audit_outbox: Some((bus_log, notification_store.clone())),
             dependencies,
         };
         if let Some((triage_store, orchestration_store)) = downstream {
@@ -732,6 +738,7 @@ impl App {
         let startup = Startup {
             readiness: readiness.clone(),
             verifier: verifier.clone(),
+            audit_retention_days: config.auth.audit_retention_days,
             grpc_routes: grpc_routes.clone(),
             http_routes: http_routes.clone(),
             work: work.clone(),
@@ -859,6 +866,8 @@ fn reflection() -> tonic_reflection::server::Builder<'static> {
 struct Startup {
     readiness: Readiness,
     verifier: Option<Arc<Verifier>>,
+    /// `auth.audit_retention_days`, for the directory's retention task.
+    audit_retention_days: u64,
     grpc_routes: Late,
     http_routes: LateHttp,
     work: CancellationToken,
@@ -891,12 +900,25 @@ impl Startup {
         if let Some(d) = &services.directory {
             routes.add_service(d.grpc());
             routes.add_service(d.credentials_grpc());
+            routes.add_service(d.audit_grpc());
+            tasks.spawn(
+                d.clone()
+                    .keep_audit(self.audit_retention_days, self.work.clone()),
+            );
             // Notification's replicas follow their own database.
             if let Some(v) = &self.verifier
                 && !v.has_source()
             {
                 v.set_source(Arc::new(d.clone()));
             }
+        }
+        if let Some((log, outbox)) = services.audit_outbox.clone() {
+            tasks.spawn(sweep_unconsumed(
+                log,
+                outbox,
+                streams::AUDIT,
+                self.work.clone(),
+            ));
         }
         self.grpc_routes.set(routes.routes());
         self.http_routes.set(router);
@@ -907,6 +929,32 @@ impl Startup {
             self.readiness.clone(),
             self.work.clone(),
         ));
+    }
+}
+
+/// Every minute until `stop`, sweeps the events of `stream` (read in place from `outbox`)
+/// that every consumer is past and that are more than a day old. A stream no consumer in this
+/// process reads (`audit`, kept for consumers outside Firebreak, which an embedded bus has
+/// none of) would otherwise grow for ever: without a consumer, every old event goes. (A sweep
+/// looks at the oldest 8,192 rows of the outbox, so it runs often.)
+async fn sweep_unconsumed(
+    log: Arc<dyn BusLog>,
+    outbox: Arc<dyn OutboxLog>,
+    stream: &'static str,
+    stop: CancellationToken,
+) {
+    loop {
+        let swept = match log.min_outbox_cursor(stream).await {
+            Ok(upto) => outbox.sweep(stream, upto.unwrap_or(i64::MAX)).await,
+            Err(e) => Err(e),
+        };
+        if let Err(e) = swept {
+            tracing::warn!(stream, error = %e, "sweeping the outbox failed; retrying");
+        }
+        tokio::select! {
+            () = tokio::time::sleep(Duration::from_secs(60)) => {}
+            () = stop.cancelled() => return,
+        }
     }
 }
 
@@ -932,6 +980,7 @@ async fn connect(
         orchestration: None,
         notification: None,
         directory: None,
+        audit_outbox: None,
         dependencies: Vec::new(),
     };
     let nats_bus: Arc<NatsBus> = match service {

@@ -126,6 +126,9 @@ pub enum Command {
     /// Teams and their members.
     #[command(subcommand)]
     Team(crate::cli_access::TeamCmd),
+    /// The audit log: refused calls and calls that changed something (needs audit.read).
+    #[command(subcommand)]
+    Audit(crate::cli_access::AuditCmd),
     /// Who the server takes this client for: the actor it records, and its roles.
     Whoami,
     /// Check a token with --server and keep it for that server (mode 0600, in
@@ -496,11 +499,16 @@ impl Cli {
                 Ok(0)
             }
             Command::Login { token } => login(&targets, token).await.map(|()| 0),
-            cmd @ (Command::Token(_) | Command::User(_) | Command::Team(_) | Command::Whoami) => {
+            cmd @ (Command::Token(_)
+            | Command::User(_)
+            | Command::Team(_)
+            | Command::Audit(_)
+            | Command::Whoami) => {
                 let cmd = match cmd {
                     Command::Token(c) => AccessCmd::Token(c),
                     Command::User(c) => AccessCmd::User(c),
                     Command::Team(c) => AccessCmd::Team(c),
+                    Command::Audit(c) => AccessCmd::Audit(c),
                     _ => AccessCmd::WhoAmI,
                 };
                 let channel = targets.connect(Service::Notification).await?;
@@ -1093,6 +1101,7 @@ async fn client(cmd: Command, targets: &Targets, out: &Out) -> anyhow::Result<()
         | Command::Token(_)
         | Command::User(_)
         | Command::Team(_)
+        | Command::Audit(_)
         | Command::Whoami
         | Command::Login { .. }
         | Command::Runbook(

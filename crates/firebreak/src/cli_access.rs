@@ -1,5 +1,5 @@
-//! The CLI's identity commands (`token`, `user`, `team`, `whoami`, `login`) and how every
-//! client command finds the token it sends.
+//! The CLI's identity commands (`token`, `user`, `team`, `whoami`, `login`, `audit`) and how
+//! every client command finds the token it sends.
 
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
@@ -8,7 +8,9 @@ use std::time::Duration;
 use anyhow::Context as _;
 use clap::{Args, Subcommand};
 use firebreak_proto::access::{AuthedChannel, wire_grant};
-use firebreak_proto::v1::{self, access_service_client::AccessServiceClient};
+use firebreak_proto::v1::{
+    self, access_service_client::AccessServiceClient, audit_service_client::AuditServiceClient,
+};
 use serde_json::json;
 
 use crate::output::{Exit, Failure, OutputFormat, say_raw};
@@ -88,6 +90,40 @@ pub enum TeamCmd {
     },
 }
 
+#[derive(Debug, Subcommand)]
+pub enum AuditCmd {
+    /// Audit entries, newest first: refused calls and calls that changed something.
+    List(AuditListArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct AuditListArgs {
+    /// Only this actor: user:alice, account:grafana, service:firebreak, anonymous.
+    #[arg(long)]
+    pub actor: Option<String>,
+    /// Only entries since then: a time ago (`1h`, `7d`) or an RFC 3339 time.
+    #[arg(long, value_parser = parse_since)]
+    pub since: Option<time::OffsetDateTime>,
+    /// Only this method: `IncidentService/Close`, `Close`, or its whole path.
+    #[arg(long)]
+    pub action: Option<String>,
+    /// The most entries shown.
+    #[arg(long, default_value_t = 100)]
+    pub limit: u32,
+}
+
+/// `1h`, `7d` (that long ago) or an RFC 3339 time.
+fn parse_since(text: &str) -> Result<time::OffsetDateTime, String> {
+    if let Ok(at) =
+        time::OffsetDateTime::parse(text.trim(), &time::format_description::well_known::Rfc3339)
+    {
+        return Ok(at);
+    }
+    let ago = parse_lifetime(text)
+        .map_err(|_| format!("{text:?} is neither a time ago (1h, 7d) nor an RFC 3339 time"))?;
+    Ok(time::OffsetDateTime::now_utc() - ago)
+}
+
 /// `30d`, `12h`, `90m`, `3600s` (or plain seconds).
 fn parse_lifetime(text: &str) -> Result<Duration, String> {
     let t = text.trim();
@@ -162,6 +198,71 @@ fn token_json(t: &v1::Token) -> serde_json::Value {
     })
 }
 
+fn audit_json(e: &v1::AuditEntry) -> serde_json::Value {
+    json!({
+        "id": e.id, "at": ts(e.at.as_ref()), "actor": e.actor, "roles": e.roles,
+        "method": e.method, "target": e.target, "outcome": e.outcome, "reason": e.reason,
+        "source": e.source, "request_id": e.request_id, "trace_id": e.trace_id,
+    })
+}
+
+/// `firebreak audit list`: pages through the log until `limit` entries are shown.
+async fn audit(
+    cmd: AuditCmd,
+    channel: AuthedChannel,
+    json_out: bool,
+    status: &impl Fn(tonic::Status) -> anyhow::Error,
+) -> anyhow::Result<()> {
+    let AuditCmd::List(a) = cmd;
+    let mut client = AuditServiceClient::new(channel);
+    let since = a.since.map(|t| firebreak_proto::Timestamp {
+        seconds: t.unix_timestamp(),
+        nanos: i32::try_from(t.nanosecond()).unwrap_or(0),
+    });
+    let mut entries = Vec::new();
+    let mut page_token = String::new();
+    while entries.len() < a.limit as usize {
+        let want = (a.limit as usize - entries.len()).min(1000) as u32;
+        let r = client
+            .list_audit(v1::ListAuditRequest {
+                actor: a.actor.clone().unwrap_or_default(),
+                since,
+                action: a.action.clone().unwrap_or_default(),
+                limit: want,
+                page_token,
+            })
+            .await
+            .map_err(status)?
+            .into_inner();
+        entries.extend(r.entries);
+        if r.next_page_token.is_empty() {
+            break;
+        }
+        page_token = r.next_page_token;
+    }
+    if json_out {
+        print_json(json!(entries.iter().map(audit_json).collect::<Vec<_>>()));
+    } else {
+        crate::output::table(
+            &["at", "actor", "method", "outcome", "source", "reason"],
+            entries
+                .iter()
+                .map(|e| {
+                    vec![
+                        ts(e.at.as_ref()),
+                        e.actor.clone(),
+                        e.method.trim_start_matches("/firebreak.v1.").to_owned(),
+                        e.outcome.clone(),
+                        e.source.clone(),
+                        e.reason.clone(),
+                    ]
+                })
+                .collect(),
+        );
+    }
+    Ok(())
+}
+
 fn print_json(v: serde_json::Value) {
     say_raw(&serde_json::to_string_pretty(&v).unwrap_or_default());
 }
@@ -173,8 +274,12 @@ pub(crate) async fn run(
     format: OutputFormat,
     status: impl Fn(tonic::Status) -> anyhow::Error,
 ) -> anyhow::Result<()> {
-    let mut access = AccessServiceClient::new(channel);
     let json_out = matches!(format, OutputFormat::Json);
+    let cmd = match cmd {
+        AccessCmd::Audit(a) => return audit(a, channel, json_out, &status).await,
+        cmd => cmd,
+    };
+    let mut access = AccessServiceClient::new(channel);
     match cmd {
         AccessCmd::WhoAmI => {
             let r = access
@@ -261,6 +366,7 @@ pub(crate) async fn run(
         }
         AccessCmd::User(cmd) => user(cmd, &mut access, json_out, &status).await?,
         AccessCmd::Team(cmd) => team(cmd, &mut access, json_out, &status).await?,
+        AccessCmd::Audit(_) => unreachable!("answered above"),
     }
     Ok(())
 }
@@ -440,6 +546,7 @@ pub enum AccessCmd {
     Token(TokenCmd),
     User(UserCmd),
     Team(TeamCmd),
+    Audit(AuditCmd),
 }
 
 /// Where `firebreak login` keeps tokens: `$FIREBREAK_CREDENTIALS`, else

@@ -181,6 +181,9 @@ pub struct AuthConfig {
     pub failures_per_minute: u32,
     /// How late, in milliseconds, each further failure of such an address is answered.
     pub failure_delay_ms: u64,
+    /// Days the audit log keeps an entry; 0 keeps entries for ever. Notification (the
+    /// embedded process, or the notification service) deletes older ones every hour.
+    pub audit_retention_days: u64,
 }
 
 impl Default for AuthConfig {
@@ -191,6 +194,7 @@ impl Default for AuthConfig {
             sync_interval_ms: 1000,
             failures_per_minute: 10,
             failure_delay_ms: 1000,
+            audit_retention_days: 365,
         }
     }
 }

@@ -2,6 +2,10 @@
 //! them, served over `AccessService`; and the credential copy every service's verifier
 //! keeps, served over the internal `CredentialService`.
 //!
+//! It also keeps the audit log: every access layer ships its entries with its credential
+//! sync (in-process, or over `CredentialService`), the directory appends them with an `audit`
+//! event each, serves them over `AuditService`, and deletes those past the retention.
+//!
 //! Who may call what is decided before a call reaches here (the access layer); these
 //! handlers validate input and record the authenticated actor.
 
@@ -15,10 +19,15 @@ use firebreak_domain::access::{
 use firebreak_domain::{Clock, Micros, SystemClock};
 use firebreak_proto::access::{actor, caller, grant, kind, wire_grant, wire_kind};
 use firebreak_proto::v1::access_service_server::{AccessService, AccessServiceServer};
+use firebreak_proto::v1::audit_service_server::{AuditService, AuditServiceServer};
 use firebreak_proto::v1::credential_service_server::{CredentialService, CredentialServiceServer};
 use firebreak_proto::v1::{self};
 use firebreak_proto::{micros, timestamp};
-use firebreak_storage::{DirectoryStore, TeamRecord, TokenRecord, UserRecord};
+use firebreak_storage::{
+    AuditCursor, AuditFilter, AuditRecord, DirectoryStore, OutboxEvent, TeamRecord, TokenRecord,
+    UserRecord,
+};
+use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status};
 
 use crate::error::Error;
@@ -33,8 +42,17 @@ const MAX_TOKEN_LIFE: Duration = Duration::from_secs(10 * 366 * 24 * 3600);
 const MAX_DISPLAY_NAME: usize = 128;
 const MAX_EMAIL: usize = 254;
 const MAX_TIME_ZONE: usize = 64;
-/// The most token uses one sync reports, and credentials one sync answers with.
+/// The most token uses (and audit entries) one sync reports, and credentials one sync
+/// answers with.
 pub const MAX_SYNC: usize = 10_000;
+/// The bounds of a `ListAudit` filter.
+const MAX_AUDIT_ACTOR: usize = 256;
+const MAX_AUDIT_ACTION: usize = 128;
+/// How many audit entries a page holds unless asked for fewer, and at most.
+const DEFAULT_AUDIT_PAGE: u32 = 100;
+const MAX_AUDIT_PAGE: u32 = 1000;
+/// How often entries past the retention are deleted.
+const AUDIT_RETENTION_EVERY: Duration = Duration::from_secs(3600);
 
 /// The directory's gRPC services on its store.
 #[derive(Clone)]
@@ -63,6 +81,69 @@ impl Directory {
 
     pub fn credentials_grpc(&self) -> CredentialServiceServer<Self> {
         CredentialServiceServer::new(self.clone())
+    }
+
+    pub fn audit_grpc(&self) -> AuditServiceServer<Self> {
+        AuditServiceServer::new(self.clone())
+    }
+
+    /// Appends an access layer's audit entries (at most [`MAX_SYNC`]) to the log, each with
+    /// its `audit` event; an entry appended before (a sync retried) is skipped. Entries are
+    /// made by Firebreak's own access layers, but are stored only within bounds: a field too
+    /// long is clipped, NUL is dropped, an id that is not a UUID gets a new one, so one bad
+    /// entry never makes the credential sync that carries it fail for ever.
+    pub async fn append_audit(&self, entries: &[v1::AuditEntry]) -> Result<u64, Error> {
+        if entries.len() > MAX_SYNC {
+            return Err(Error::Invalid(format!("audit: at most {MAX_SYNC} entries")));
+        }
+        let mut seen = std::collections::HashSet::new();
+        let batch: Vec<(AuditRecord, OutboxEvent)> = entries
+            .iter()
+            .map(audit_record)
+            .filter(|r| seen.insert(r.id.clone()))
+            .map(|r| {
+                let event = audit_event(&r);
+                (r, event)
+            })
+            .collect();
+        Ok(self.store.append_audit(&batch).await?)
+    }
+
+    /// Deletes the audit entries older than `days` days; `0` keeps them for ever.
+    pub async fn delete_old_audit(&self, days: u64) -> Result<u64, Error> {
+        if days == 0 {
+            return Ok(0);
+        }
+        let keep = Duration::from_secs(days.saturating_mul(86_400));
+        let now = self.clock.now().unix_micros();
+        let before = now.saturating_sub(i64::try_from(keep.as_micros()).unwrap_or(i64::MAX));
+        Ok(self
+            .store
+            .delete_audit_before(Micros::from_unix_micros(before))
+            .await?)
+    }
+
+    /// Deletes audit entries older than `days` days now and every hour until `stop` (the
+    /// retention; `0` keeps them for ever).
+    pub async fn keep_audit(self, days: u64, stop: CancellationToken) {
+        if days == 0 {
+            return;
+        }
+        loop {
+            match self.delete_old_audit(days).await {
+                Ok(0) => {}
+                Ok(deleted) => {
+                    tracing::info!(deleted, days, "audit entries past the retention deleted")
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "deleting old audit entries failed; retrying in an hour")
+                }
+            }
+            tokio::select! {
+                () = tokio::time::sleep(AUDIT_RETENTION_EVERY) => {}
+                () = stop.cancelled() => return,
+            }
+        }
     }
 
     /// Makes a token for `subject` (an existing user or service account) and stores its
@@ -173,6 +254,83 @@ impl Directory {
         }
         Ok(self.store.mark_used(uses).await?)
     }
+}
+
+/// An entry as it is stored: each field within its bound, without NUL.
+fn audit_record(e: &v1::AuditEntry) -> AuditRecord {
+    let field = |text: &str, max: usize| crate::clip(&text.replace('\0', ""), max);
+    let id = uuid::Uuid::parse_str(&e.id).unwrap_or_else(|_| uuid::Uuid::now_v7());
+    AuditRecord {
+        id: id.to_string(),
+        at: e.at.as_ref().map(micros).unwrap_or_default(),
+        actor: field(&e.actor, MAX_AUDIT_ACTOR),
+        roles: field(&e.roles, 512),
+        method: field(&e.method, 256),
+        target: field(&e.target, 256),
+        outcome: field(&e.outcome, 32),
+        reason: field(&e.reason, 512),
+        source: field(&e.source, 128),
+        request_id: field(&e.request_id, 128),
+        trace_id: field(&e.trace_id, 64),
+    }
+}
+
+fn audit_to_proto(r: &AuditRecord) -> v1::AuditEntry {
+    v1::AuditEntry {
+        id: r.id.clone(),
+        at: Some(timestamp(r.at)),
+        actor: r.actor.clone(),
+        roles: r.roles.clone(),
+        method: r.method.clone(),
+        target: r.target.clone(),
+        outcome: r.outcome.clone(),
+        reason: r.reason.clone(),
+        source: r.source.clone(),
+        request_id: r.request_id.clone(),
+        trace_id: r.trace_id.clone(),
+    }
+}
+
+/// The `audit` event of an entry: its id is the entry's, so a consumer sees it once however
+/// often it was sent.
+fn audit_event(r: &AuditRecord) -> OutboxEvent {
+    let event = v1::Event {
+        id: r.id.clone(),
+        occurred_at: Some(timestamp(r.at)),
+        traceparent: String::new(),
+        payload: Some(v1::event::Payload::AuditRecorded(v1::AuditRecorded {
+            entry: Some(audit_to_proto(r)),
+        })),
+    };
+    OutboxEvent {
+        id: r.id.clone(),
+        stream: firebreak_bus::streams::AUDIT.to_owned(),
+        subject: "audit.recorded".to_owned(),
+        payload: firebreak_proto::encode_event(&event),
+    }
+}
+
+/// A page token of the audit log: `AT.ID` of the last entry of the previous page.
+fn audit_token(token: &str) -> Result<Option<AuditCursor>, Error> {
+    let invalid = || Error::InvalidPageToken;
+    match token {
+        "" => Ok(None),
+        t if t.len() > 128 || t.contains('\0') => Err(invalid()),
+        t => {
+            let (at, id) = t.split_once('.').ok_or_else(invalid)?;
+            let id = uuid::Uuid::parse_str(id).map_err(|_| invalid())?;
+            Ok(Some(AuditCursor {
+                at: Micros::from_unix_micros(at.parse().map_err(|_| invalid())?),
+                id: id.to_string(),
+            }))
+        }
+    }
+}
+
+/// A filter's text: empty is no filter; else within `max` bytes, without NUL.
+fn filter_text(field: &str, text: &str, max: usize) -> Result<Option<String>, Error> {
+    check_text(field, text, max)?;
+    Ok((!text.is_empty()).then(|| text.to_owned()))
 }
 
 fn check_text(field: &str, text: &str, max: usize) -> Result<(), Error> {
@@ -443,6 +601,12 @@ impl CredentialService for Directory {
         if r.uses.len() > MAX_SYNC {
             return Err(Error::Invalid(format!("uses: at most {MAX_SYNC}")).into());
         }
+        // The caller is a service credential (the access layer checked): its entries are
+        // appended first, so a sync that fails after it is retried with them and appends
+        // nothing twice.
+        if !r.audit.is_empty() {
+            self.append_audit(&r.audit).await?;
+        }
         let uses: Vec<(String, Micros)> = r
             .uses
             .iter()
@@ -455,5 +619,241 @@ impl CredentialService for Directory {
         Ok(Response::new(v1::SyncCredentialsResponse {
             credentials: self.credentials_since(r.since_version).await?,
         }))
+    }
+}
+
+#[tonic::async_trait]
+impl AuditService for Directory {
+    async fn list_audit(
+        &self,
+        req: Request<v1::ListAuditRequest>,
+    ) -> Result<Response<v1::ListAuditResponse>, Status> {
+        let r = req.into_inner();
+        let filter = AuditFilter {
+            actor: filter_text("actor", &r.actor, MAX_AUDIT_ACTOR)?,
+            since: r.since.as_ref().map(micros),
+            action: filter_text("action", &r.action, MAX_AUDIT_ACTION)?,
+        };
+        let after = audit_token(&r.page_token)?;
+        let limit = match r.limit {
+            0 => DEFAULT_AUDIT_PAGE,
+            n => n.min(MAX_AUDIT_PAGE),
+        };
+        // One more than asked: whether another page follows.
+        let mut rows = self
+            .store
+            .audit(&filter, after.as_ref(), limit + 1)
+            .await
+            .map_err(Error::from)?;
+        let more = rows.len() > limit as usize;
+        rows.truncate(limit as usize);
+        let next_page_token = match rows.last() {
+            Some(last) if more => format!("{}.{}", last.at.unix_micros(), last.id),
+            _ => String::new(),
+        };
+        Ok(Response::new(v1::ListAuditResponse {
+            entries: rows.iter().map(audit_to_proto).collect(),
+            next_page_token,
+        }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use firebreak_domain::ManualClock;
+    use firebreak_storage::sqlite::SqliteNotificationStore;
+
+    use super::*;
+
+    async fn directory() -> (Directory, Arc<ManualClock>, tempfile::TempDir) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteNotificationStore::open(&dir.path().join("n.db"), false)
+            .await
+            .unwrap();
+        let clock = Arc::new(ManualClock::default());
+        let d = Directory::new(Arc::new(store)).with_clock(clock.clone());
+        (d, clock, dir)
+    }
+
+    fn entry(actor: &str, at: Micros) -> v1::AuditEntry {
+        v1::AuditEntry {
+            id: uuid::Uuid::now_v7().to_string(),
+            at: Some(timestamp(at)),
+            actor: actor.into(),
+            method: "/firebreak.v1.IncidentService/Close".into(),
+            outcome: "ok".into(),
+            ..Default::default()
+        }
+    }
+
+    async fn list(
+        d: &Directory,
+        req: v1::ListAuditRequest,
+    ) -> Result<v1::ListAuditResponse, Status> {
+        d.list_audit(Request::new(req))
+            .await
+            .map(Response::into_inner)
+    }
+
+    #[tokio::test]
+    async fn hostile_filters_and_page_tokens_are_invalid_argument_naming_the_field() {
+        let (d, _, _dir) = directory().await;
+        let cases = [
+            (
+                "actor",
+                v1::ListAuditRequest {
+                    actor: "a".repeat(257),
+                    ..Default::default()
+                },
+            ),
+            (
+                "actor",
+                v1::ListAuditRequest {
+                    actor: "user:a\0b".into(),
+                    ..Default::default()
+                },
+            ),
+            (
+                "action",
+                v1::ListAuditRequest {
+                    action: "A".repeat(129),
+                    ..Default::default()
+                },
+            ),
+            (
+                "action",
+                v1::ListAuditRequest {
+                    action: "Close\0".into(),
+                    ..Default::default()
+                },
+            ),
+            (
+                "page_token",
+                v1::ListAuditRequest {
+                    page_token: "nope".into(),
+                    ..Default::default()
+                },
+            ),
+            (
+                "page_token",
+                v1::ListAuditRequest {
+                    page_token: "12.not-a-uuid".into(),
+                    ..Default::default()
+                },
+            ),
+            (
+                "page_token",
+                v1::ListAuditRequest {
+                    page_token: format!("x.{}", uuid::Uuid::now_v7()),
+                    ..Default::default()
+                },
+            ),
+            (
+                "page_token",
+                v1::ListAuditRequest {
+                    page_token: "9".repeat(200),
+                    ..Default::default()
+                },
+            ),
+        ];
+        for (field, req) in cases {
+            let e = list(&d, req.clone()).await.unwrap_err();
+            assert_eq!(e.code(), tonic::Code::InvalidArgument, "{req:?}");
+            assert!(e.message().contains(field), "{field}: {}", e.message());
+        }
+        // At the bounds, fine.
+        let ok = v1::ListAuditRequest {
+            actor: "a".repeat(256),
+            action: "A".repeat(128),
+            ..Default::default()
+        };
+        assert!(list(&d, ok).await.unwrap().entries.is_empty());
+    }
+
+    #[tokio::test]
+    async fn pages_are_clamped_and_followed_to_the_end() {
+        let (d, clock, _dir) = directory().await;
+        let now = clock.now();
+        let batch: Vec<_> = (0..1_001).map(|_| entry("user:alice", now)).collect();
+        assert_eq!(d.append_audit(&batch).await.unwrap(), 1_001);
+        let page = list(&d, v1::ListAuditRequest::default()).await.unwrap();
+        assert_eq!(page.entries.len(), 100);
+        assert!(!page.next_page_token.is_empty());
+        let big = v1::ListAuditRequest {
+            limit: 5_000,
+            ..Default::default()
+        };
+        let page = list(&d, big.clone()).await.unwrap();
+        assert_eq!(page.entries.len(), 1_000);
+        let rest = list(
+            &d,
+            v1::ListAuditRequest {
+                page_token: page.next_page_token,
+                ..big
+            },
+        )
+        .await
+        .unwrap();
+        assert_eq!(rest.entries.len(), 1);
+        assert_eq!(rest.next_page_token, "");
+        // Newest first throughout (ids are time-ordered, all at one time).
+        assert!(page.entries.windows(2).all(|w| w[0].id > w[1].id));
+        assert!(page.entries[999].id > rest.entries[0].id);
+        // More than a sync may carry is refused whole.
+        let flood: Vec<_> = (0..=MAX_SYNC).map(|_| entry("user:x", now)).collect();
+        assert!(matches!(
+            d.append_audit(&flood).await,
+            Err(Error::Invalid(_))
+        ));
+    }
+
+    #[tokio::test]
+    async fn entries_are_stored_within_bounds_and_once() {
+        let (d, clock, _dir) = directory().await;
+        let mut odd = entry("user:a\0b", clock.now());
+        odd.id = "not a uuid".into();
+        odd.reason = "r".repeat(5_000);
+        odd.method = "/m".repeat(1_000);
+        let twice = entry("user:bob", clock.now());
+        d.append_audit(&[odd, twice.clone(), twice.clone()])
+            .await
+            .unwrap();
+        assert_eq!(
+            d.append_audit(std::slice::from_ref(&twice)).await.unwrap(),
+            0
+        );
+        let all = list(&d, v1::ListAuditRequest::default())
+            .await
+            .unwrap()
+            .entries;
+        assert_eq!(all.len(), 2);
+        let odd = all.iter().find(|e| e.actor != "user:bob").unwrap();
+        assert_eq!(odd.actor, "user:ab");
+        assert!(uuid::Uuid::parse_str(&odd.id).is_ok());
+        assert!(odd.reason.len() <= 512 && odd.method.len() <= 256);
+    }
+
+    #[tokio::test]
+    async fn retention_deletes_entries_older_than_its_days_and_zero_keeps_all() {
+        let (d, clock, _dir) = directory().await;
+        let now = clock.now();
+        let old = entry(
+            "user:old",
+            Micros::from_unix_micros(now.unix_micros() - 3 * 86_400_000_000),
+        );
+        let new = entry("user:new", now);
+        d.append_audit(&[old, new]).await.unwrap();
+        assert_eq!(d.delete_old_audit(0).await.unwrap(), 0);
+        assert_eq!(d.delete_old_audit(5).await.unwrap(), 0);
+        assert_eq!(d.delete_old_audit(2).await.unwrap(), 1);
+        clock.advance(Duration::from_secs(3 * 86_400));
+        assert_eq!(d.delete_old_audit(2).await.unwrap(), 1);
+        assert!(
+            list(&d, v1::ListAuditRequest::default())
+                .await
+                .unwrap()
+                .entries
+                .is_empty()
+        );
     }
 }

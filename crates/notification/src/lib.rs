@@ -427,7 +427,7 @@ fn delivery_token(token: &str) -> Result<Option<DeliveryCursor>, Error> {
 }
 
 /// `text` cut to at most `max` bytes on a character boundary, marked with `…` when cut.
-fn clip(text: &str, max: usize) -> String {
+pub(crate) fn clip(text: &str, max: usize) -> String {
     if text.len() <= max {
         return text.to_owned();
     }

@@ -337,6 +337,20 @@ pub trait DirectoryStore: Send + Sync {
     async fn tokens_since(&self, version: i64) -> Result<Vec<TokenRecord>>;
     /// Records when tokens were last used (a later time only).
     async fn mark_used(&self, uses: &[(String, Micros)]) -> Result<()>;
+    /// Appends entries to the audit log, each with its `audit` event, in one transaction;
+    /// an entry whose id is stored already is skipped with its event. Returns how many it
+    /// appended. The log has no update: entries only arrive and, past the retention, go.
+    async fn append_audit(&self, entries: &[(AuditRecord, OutboxEvent)]) -> Result<u64>;
+    /// Audit entries matching `filter`, newest first (by time, then id), after `after`: at
+    /// most `limit`.
+    async fn audit(
+        &self,
+        filter: &AuditFilter,
+        after: Option<&AuditCursor>,
+        limit: u32,
+    ) -> Result<Vec<AuditRecord>>;
+    /// Deletes the audit entries older than `before`; returns how many.
+    async fn delete_audit_before(&self, before: Micros) -> Result<u64>;
 }
 
 /// The embedded bus's durable log: streams, consumer cursors and parked messages.

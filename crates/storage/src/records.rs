@@ -518,3 +518,48 @@ pub struct TokenRecord {
     /// Assigned by the store at each change; increasing in commit order.
     pub version: i64,
 }
+
+/// One entry of the audit log (notification's database): a call the access layer refused, or
+/// an allowed call to a method that changes state. Append-only: nothing updates an entry;
+/// entries older than the retention go whole.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditRecord {
+    /// A UUIDv7 made where the call was received; appending an id again changes nothing.
+    pub id: String,
+    pub at: Micros,
+    /// `user:NAME`, `account:NAME`, `service:NAME` or `anonymous`.
+    pub actor: String,
+    /// Permission role names, comma-separated.
+    pub roles: String,
+    /// The gRPC method path.
+    pub method: String,
+    /// What the call acted on, when known.
+    pub target: String,
+    /// `ok`, `denied`, `unauthenticated`, `unavailable` or a gRPC code name.
+    pub outcome: String,
+    /// Why the call was refused.
+    pub reason: String,
+    /// The caller's address.
+    pub source: String,
+    pub request_id: String,
+    pub trace_id: String,
+}
+
+/// Which audit entries to list; every filter given must hold.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AuditFilter {
+    /// Exactly this actor.
+    pub actor: Option<String>,
+    /// At or after this time.
+    pub since: Option<Micros>,
+    /// A method: its whole path, or the end of it after a `/` or a `.`
+    /// (`IncidentService/Close` and `Close` both name `/firebreak.v1.IncidentService/Close`).
+    pub action: Option<String>,
+}
+
+/// Where a page of audit entries (newest first) ended: the next page starts after it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditCursor {
+    pub at: Micros,
+    pub id: String,
+}

@@ -57,6 +57,9 @@ pub struct Metrics {
     pub dependency_up: Family<Dependency, Gauge>,
     /// Calls refused by the access layer (no, bad or insufficient credentials).
     pub auth_failures: Counter,
+    /// Audit entries dropped before they were shipped, because more waited than the
+    /// buffer holds.
+    pub audit_dropped: Counter,
 }
 
 /// The process's metrics.
@@ -73,6 +76,7 @@ pub fn metrics() -> &'static Metrics {
             deliveries: Family::default(),
             dependency_up: Family::default(),
             auth_failures: Counter::default(),
+            audit_dropped: Counter::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -114,6 +118,11 @@ pub fn metrics() -> &'static Metrics {
             "auth_failures",
             "Calls refused for missing, invalid or insufficient credentials",
             m.auth_failures.clone(),
+        );
+        registry.register(
+            "audit_dropped",
+            "Audit entries dropped unshipped because the buffer was full",
+            m.audit_dropped.clone(),
         );
         Metrics { registry, ..m }
     })

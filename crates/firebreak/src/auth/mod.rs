@@ -9,15 +9,22 @@
 //! reaches every replica within the sync interval. The rule a method needs is in
 //! [`rules::METHODS`]; the handlers never check roles, they read the verified
 //! [`Principal`] the layer puts on the request.
+//!
+//! The layer also writes the audit log's entries: every refused call, and every allowed call
+//! to a method that changes state ([`rules::audited_when_allowed`]). Entries wait in a bounded
+//! buffer on the [`Verifier`] and travel with its next credential sync, so no call waits on
+//! the log; an entry is lost if the process dies before that sync (within the sync interval),
+//! or when more than [`MAX_AUDIT_BUFFER`] wait (the oldest go first, counted by
+//! `firebreak_audit_dropped_total`).
 
 pub mod rules;
 mod throttle;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicI64, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
@@ -44,6 +51,15 @@ pub(crate) enum Denied {
 }
 
 impl Denied {
+    /// The outcome an audit entry records for the refusal.
+    fn outcome(&self) -> &'static str {
+        match self {
+            Self::Unauthenticated(_) => "unauthenticated",
+            Self::Forbidden(_) => "denied",
+            Self::NotReady => "unavailable",
+        }
+    }
+
     fn status(&self) -> tonic::Status {
         match self {
             Self::Unauthenticated(why) => tonic::Status::unauthenticated(*why),
@@ -67,11 +83,13 @@ struct Entry {
 /// Where the copy comes from: the directory, in-process or over gRPC.
 #[tonic::async_trait]
 pub(crate) trait CredentialSource: Send + Sync {
-    /// Reports `uses` and returns the credentials changed after `since`, by version.
+    /// Reports `uses`, hands over `audit` entries, and returns the credentials changed
+    /// after `since`, by version.
     async fn sync(
         &self,
         since: i64,
         uses: Vec<(String, Micros)>,
+        audit: Vec<v1::AuditEntry>,
     ) -> anyhow::Result<Vec<v1::Credential>>;
 }
 
@@ -82,7 +100,11 @@ impl CredentialSource for firebreak_notification::Directory {
         &self,
         since: i64,
         uses: Vec<(String, Micros)>,
+        audit: Vec<v1::AuditEntry>,
     ) -> anyhow::Result<Vec<v1::Credential>> {
+        if !audit.is_empty() {
+            self.append_audit(&audit).await?;
+        }
         if !uses.is_empty() {
             self.mark_used(&uses).await?;
         }
@@ -103,6 +125,7 @@ impl CredentialSource for RemoteSource {
         &self,
         since: i64,
         uses: Vec<(String, Micros)>,
+        audit: Vec<v1::AuditEntry>,
     ) -> anyhow::Result<Vec<v1::Credential>> {
         let uses = uses
             .into_iter()
@@ -117,6 +140,7 @@ impl CredentialSource for RemoteSource {
             .sync_credentials(v1::SyncCredentialsRequest {
                 since_version: since,
                 uses,
+                audit,
             })
             .await?;
         Ok(r.into_inner().credentials)
@@ -125,6 +149,16 @@ impl CredentialSource for RemoteSource {
 
 /// How soon after one sync a token this copy does not know may cause another.
 const MISS_SYNC_INTERVAL: Duration = Duration::from_millis(200);
+
+/// The most audit entries waiting to be shipped; past it the oldest are dropped (and
+/// counted).
+pub(crate) const MAX_AUDIT_BUFFER: usize = 10_000;
+/// The most audit entries one sync call carries: an entry is at most about 2 KiB, so a call
+/// stays well inside gRPC's 4 MiB message limit.
+const MAX_AUDIT_BATCH: usize = 1_000;
+/// The most audit batches one sync ships beyond its first call, so a flood of entries does
+/// not keep a sync (and the verifications waiting on it) going.
+const MAX_AUDIT_ROUNDS: usize = 10;
 
 /// The process's credential copy, and the credentials its configuration declares.
 pub(crate) struct Verifier {
@@ -143,6 +177,8 @@ pub(crate) struct Verifier {
     syncing: tokio::sync::Mutex<Option<Instant>>,
     /// Failed authentications per source address.
     throttle: throttle::Throttle,
+    /// Audit entries waiting for the next sync to ship them, oldest first.
+    audit: Mutex<VecDeque<v1::AuditEntry>>,
 }
 
 impl Verifier {
@@ -178,6 +214,7 @@ impl Verifier {
             loaded: false.into(),
             syncing: tokio::sync::Mutex::new(None),
             throttle: throttle::Throttle::new(10, Duration::from_secs(1)),
+            audit: Mutex::default(),
         }
     }
 
@@ -186,6 +223,45 @@ impl Verifier {
     pub(crate) fn with_failure_limit(mut self, per_minute: u32, delay: Duration) -> Self {
         self.throttle = throttle::Throttle::new(per_minute, delay);
         self
+    }
+
+    /// Queues an audit entry for the next sync; when the buffer is full the oldest entry is
+    /// dropped and counted.
+    pub(crate) fn record(&self, entry: v1::AuditEntry) {
+        let mut buffer = self.audit.lock().unwrap_or_else(|e| e.into_inner());
+        if buffer.len() >= MAX_AUDIT_BUFFER {
+            buffer.pop_front();
+            firebreak_telemetry::metrics().audit_dropped.inc();
+        }
+        buffer.push_back(entry);
+    }
+
+    /// The oldest waiting entries, at most [`MAX_AUDIT_BATCH`].
+    fn take_audit(&self) -> Vec<v1::AuditEntry> {
+        let mut buffer = self.audit.lock().unwrap_or_else(|e| e.into_inner());
+        let n = buffer.len().min(MAX_AUDIT_BATCH);
+        buffer.drain(..n).collect()
+    }
+
+    /// Puts entries a failed sync did not ship back in front of the buffer, keeping within
+    /// its bound (the oldest go, counted).
+    fn restore_audit(&self, entries: Vec<v1::AuditEntry>) {
+        let mut buffer = self.audit.lock().unwrap_or_else(|e| e.into_inner());
+        for e in entries.into_iter().rev() {
+            buffer.push_front(e);
+        }
+        let over = buffer.len().saturating_sub(MAX_AUDIT_BUFFER);
+        if over > 0 {
+            buffer.drain(..over);
+            firebreak_telemetry::metrics()
+                .audit_dropped
+                .inc_by(over as u64);
+        }
+    }
+
+    /// How many audit entries wait.
+    fn audit_waiting(&self) -> usize {
+        self.audit.lock().unwrap_or_else(|e| e.into_inner()).len()
     }
 
     /// Follows `source` from now on.
@@ -267,7 +343,8 @@ impl Verifier {
         }
     }
 
-    /// Reports uses and applies every change since the copy's version.
+    /// Reports uses, ships waiting audit entries, and applies every change since the copy's
+    /// version.
     pub(crate) async fn sync_now(&self) -> anyhow::Result<()> {
         let source = self
             .source
@@ -277,23 +354,32 @@ impl Verifier {
             .ok_or_else(|| anyhow::anyhow!("the directory is not reachable yet"))?;
         let uses = self.take_uses();
         let mut first = true;
+        let mut rounds = 0;
         loop {
             let since = self.version.load(Ordering::Acquire);
+            let audit = self.take_audit();
             let page = source
-                .sync(since, if first { uses.clone() } else { Vec::new() })
+                .sync(
+                    since,
+                    if first { uses.clone() } else { Vec::new() },
+                    audit.clone(),
+                )
                 .await;
             let page = match page {
                 Ok(p) => p,
                 Err(e) => {
                     // Not reported: report them next time.
                     self.restore_uses(&uses);
+                    self.restore_audit(audit);
                     return Err(e);
                 }
             };
             first = false;
+            rounds += 1;
             let full = page.len() >= firebreak_notification::MAX_SYNC;
             self.apply(page);
-            if !full {
+            let more_audit = self.audit_waiting() > 0 && rounds <= MAX_AUDIT_ROUNDS;
+            if !full && !more_audit {
                 break;
             }
         }
@@ -491,6 +577,19 @@ fn bearer(header: Option<&axum::http::HeaderValue>) -> Result<&str, Denied> {
     Ok(token.trim())
 }
 
+/// Why a call was refused, and who made it when the token was valid (the audit log names
+/// them).
+struct Refusal {
+    denied: Denied,
+    who: Option<Arc<Principal>>,
+}
+
+impl From<Denied> for Refusal {
+    fn from(denied: Denied) -> Self {
+        Self { denied, who: None }
+    }
+}
+
 /// Decides a call to `path` with `authorization`: the principal to run it as (none for a
 /// public method), or why not.
 async fn decide(
@@ -498,9 +597,9 @@ async fn decide(
     path: &str,
     authorization: Option<&axum::http::HeaderValue>,
     source: Option<std::net::IpAddr>,
-) -> Result<Option<Arc<Principal>>, Denied> {
+) -> Result<Option<Arc<Principal>>, Refusal> {
     let Some((service, rule)) = rules::rule(path) else {
-        return Err(Denied::Forbidden(format!("{path} has no access rule")));
+        return Err(Denied::Forbidden(format!("{path} has no access rule")).into());
     };
     if rule == Rule::Public {
         return Ok(None);
@@ -511,8 +610,13 @@ async fn decide(
         return Ok(None);
     }
     let principal = verifier.verify(token, source).await?;
-    if let Rule::Needs(permission) | Rule::NeedsOrKey(permission) = rule {
-        allow(&principal, permission, service)?;
+    if let Rule::Needs(permission) | Rule::NeedsOrKey(permission) = rule
+        && let Err(denied) = allow(&principal, permission, service)
+    {
+        return Err(Refusal {
+            denied,
+            who: Some(principal),
+        });
     }
     Ok(Some(principal))
 }
@@ -589,15 +693,13 @@ where
             .extensions()
             .get::<crate::net::ConnInfo>()
             .map(|c| c.remote().ip());
+        // What the audit entry needs from the request; never the credentials or the body.
+        let call = Call::of(&req);
         Box::pin(async move {
-            match decide(&verifier, &path, authorization.as_ref(), source).await {
-                Ok(principal) => {
-                    if let Some(p) = principal {
-                        req.extensions_mut().insert(Principal::clone(&p));
-                    }
-                    inner.call(req).await
-                }
-                Err(denied) => {
+            let decided = decide(&verifier, &path, authorization.as_ref(), source).await;
+            let principal = match decided {
+                Ok(p) => p,
+                Err(Refusal { denied, who }) => {
                     firebreak_telemetry::metrics().auth_failures.inc();
                     // Guessing slows down: a source over the limit waits for each failure.
                     if let (Denied::Unauthenticated(_), Some(ip)) = (&denied, source)
@@ -606,9 +708,239 @@ where
                         tokio::time::sleep(verifier.throttle.delay).await;
                     }
                     tracing::info!(path, denied = ?denied, "call refused");
-                    Ok(denied.status().into_http())
+                    let reason = match &denied {
+                        Denied::Unauthenticated(why) => (*why).to_owned(),
+                        Denied::Forbidden(why) => why.clone(),
+                        Denied::NotReady => "credentials are not loaded yet".to_owned(),
+                    };
+                    let who = who.as_deref().map(Actor::Principal);
+                    verifier.record(call.entry(&path, who, denied.outcome(), &reason));
+                    return Ok(denied.status().into_http());
                 }
+            };
+            if let Some(p) = &principal {
+                req.extensions_mut().insert(Principal::clone(p));
             }
+            if !rules::audited_when_allowed(&path) {
+                return inner.call(req).await;
+            }
+            let answered = inner.call(req).await;
+            let outcome = match &answered {
+                Ok(response) => outcome_of(response.headers()),
+                Err(_) => "internal".to_owned(),
+            };
+            let who = principal.as_deref().map_or(Actor::Key, Actor::Principal);
+            verifier.record(call.entry(&path, Some(who), &outcome, ""));
+            answered
         })
+    }
+}
+
+/// Who made an allowed call, as the audit log names them.
+#[derive(Clone, Copy)]
+enum Actor<'a> {
+    Principal(&'a Principal),
+    /// An integration key in place of a token (intake checks it; the key is not recorded).
+    Key,
+}
+
+/// The parts of a request an audit entry records, read before the request moves on.
+struct Call {
+    at: Micros,
+    source: String,
+    request_id: String,
+    traceparent: Option<String>,
+}
+
+/// The longest `x-request-id` recorded, the longest method path and refusal reason.
+const MAX_REQUEST_ID: usize = 128;
+const MAX_METHOD: usize = 256;
+const MAX_REASON: usize = 512;
+
+impl Call {
+    fn of(req: &Request<tonic::body::Body>) -> Self {
+        let header = |name: &str| {
+            req.headers()
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned)
+        };
+        Self {
+            at: Micros::from_unix_micros(
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX)),
+            ),
+            source: req
+                .extensions()
+                .get::<crate::net::ConnInfo>()
+                .map(|c| c.remote().to_string())
+                .unwrap_or_default(),
+            request_id: header("x-request-id")
+                .filter(|id| !id.trim().is_empty())
+                .map_or_else(
+                    || firebreak_domain::new_id().to_string(),
+                    |id| clip(id.trim(), MAX_REQUEST_ID),
+                ),
+            traceparent: header("traceparent"),
+        }
+    }
+
+    /// The entry of this call to `path` by `who` (`None`: nobody verified), ending in
+    /// `outcome`.
+    fn entry(
+        &self,
+        path: &str,
+        who: Option<Actor<'_>>,
+        outcome: &str,
+        reason: &str,
+    ) -> v1::AuditEntry {
+        let (actor, roles) = match who {
+            Some(Actor::Principal(p)) => (
+                p.actor(),
+                p.roles()
+                    .iter()
+                    .map(|r| r.as_str())
+                    .collect::<Vec<_>>()
+                    .join(","),
+            ),
+            Some(Actor::Key) => ("integration-key".to_owned(), String::new()),
+            None => ("anonymous".to_owned(), String::new()),
+        };
+        // The trace the call runs in (the trace layer set it from `traceparent`, or began one).
+        let trace_id = firebreak_telemetry::trace::current()
+            .or_else(|| {
+                self.traceparent
+                    .as_deref()
+                    .and_then(firebreak_telemetry::trace::TraceContext::parse)
+            })
+            .map(|c| c.trace_id())
+            .unwrap_or_default();
+        v1::AuditEntry {
+            id: firebreak_domain::new_id().to_string(),
+            at: Some(firebreak_proto::timestamp(self.at)),
+            actor,
+            roles,
+            method: clip(path, MAX_METHOD),
+            target: String::new(),
+            outcome: outcome.to_owned(),
+            reason: clip(reason, MAX_REASON),
+            source: self.source.clone(),
+            request_id: self.request_id.clone(),
+            trace_id,
+        }
+    }
+}
+
+/// A call's outcome from its response headers: a handler's error is answered trailers-only,
+/// so its `grpc-status` is among them; none means the call went through.
+fn outcome_of(headers: &axum::http::HeaderMap) -> String {
+    let Some(code) = headers
+        .get("grpc-status")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<i32>().ok())
+    else {
+        return "ok".to_owned();
+    };
+    code_name(tonic::Code::from_i32(code))
+}
+
+/// A gRPC code as the audit log names it: `not_found`, `invalid_argument`, `ok`.
+fn code_name(code: tonic::Code) -> String {
+    let mut out = String::new();
+    for (i, c) in format!("{code:?}").chars().enumerate() {
+        if c.is_ascii_uppercase() {
+            if i > 0 {
+                out.push('_');
+            }
+            out.push(c.to_ascii_lowercase());
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// `text` cut to at most `max` bytes on a character boundary.
+fn clip(text: &str, max: usize) -> String {
+    if text.len() <= max {
+        return text.to_owned();
+    }
+    let mut end = max;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    text[..end].to_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(n: usize) -> v1::AuditEntry {
+        v1::AuditEntry {
+            request_id: n.to_string(),
+            ..Default::default()
+        }
+    }
+
+    fn waiting(v: &Verifier) -> Vec<String> {
+        let buffer = v.audit.lock().unwrap();
+        buffer.iter().map(|e| e.request_id.clone()).collect()
+    }
+
+    #[test]
+    fn a_full_audit_buffer_drops_its_oldest_entries_and_counts_them() {
+        let v = Verifier::new(
+            "fb_5e5e5e5e5e5e_0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef",
+            None,
+            Arc::new(firebreak_domain::SystemClock),
+        );
+        let dropped = || firebreak_telemetry::metrics().audit_dropped.get();
+        let before = dropped();
+        for n in 0..MAX_AUDIT_BUFFER + 3 {
+            v.record(entry(n));
+        }
+        // Other tests in this process may drop too: at least these three were counted.
+        assert!(dropped() >= before + 3);
+        let kept = waiting(&v);
+        assert_eq!(kept.len(), MAX_AUDIT_BUFFER);
+        assert_eq!(kept[0], "3");
+        assert_eq!(
+            kept[MAX_AUDIT_BUFFER - 1],
+            (MAX_AUDIT_BUFFER + 2).to_string()
+        );
+
+        // A batch taken is the oldest; one a failed sync gives back goes in front again,
+        // and what no longer fits is dropped from the oldest end.
+        let batch = v.take_audit();
+        assert_eq!(batch.len(), MAX_AUDIT_BATCH);
+        assert_eq!(batch[0].request_id, "3");
+        v.record(entry(100_000));
+        v.record(entry(100_001));
+        let before = dropped();
+        v.restore_audit(batch);
+        assert!(dropped() >= before + 2);
+        let kept = waiting(&v);
+        assert_eq!(kept.len(), MAX_AUDIT_BUFFER);
+        assert_eq!(kept[0], "5");
+        assert_eq!(kept[MAX_AUDIT_BUFFER - 1], "100001");
+    }
+
+    #[test]
+    fn outcomes_are_read_from_the_grpc_status_of_the_answer() {
+        let mut headers = axum::http::HeaderMap::new();
+        assert_eq!(outcome_of(&headers), "ok");
+        headers.insert("grpc-status", "5".parse().unwrap());
+        assert_eq!(outcome_of(&headers), "not_found");
+        headers.insert("grpc-status", "3".parse().unwrap());
+        assert_eq!(outcome_of(&headers), "invalid_argument");
+        headers.insert("grpc-status", "0".parse().unwrap());
+        assert_eq!(outcome_of(&headers), "ok");
+        assert_eq!(
+            code_name(tonic::Code::FailedPrecondition),
+            "failed_precondition"
+        );
+        assert_eq!(clip("héllo", 2), "h");
     }
 }

@@ -213,7 +213,41 @@ pub const METHODS: &[(&str, &str, Rule)] = &[
         "notification",
         Needs(P::CredentialsSync),
     ),
+    (
+        "/firebreak.v1.AuditService/ListAudit",
+        "notification",
+        Needs(P::AuditRead),
+    ),
 ];
+
+/// Methods that change state but are the machine path, repeated per alert and per second:
+/// the credential sync (which carries the audit entries themselves), intake handing each
+/// alert to triage, and raising alerts (the data plane: each alert is stored by intake with
+/// its integration and source, and auditing thousands a second would double every write).
+/// Refused calls to them are audited like any other.
+const INTERNAL: &[&str] = &[
+    "/firebreak.v1.CredentialService/SyncCredentials",
+    "/firebreak.v1.IncidentService/IngestAlert",
+    "/firebreak.v1.IntakeService/RaiseIncident",
+    "/firebreak.v1.IntakeService/RaiseAlerts",
+    "/firebreak.v1.IntakeService/ResolveAlert",
+];
+
+/// Whether an allowed call to `path` goes into the audit log: a method that changes state
+/// (every method but reads: `Get*`, `List*`, `Watch`, `WhoAmI`, and `DryRun`, which changes
+/// nothing), unless it is internal. A method of a new kind is audited until it is named a
+/// read here. Refused calls are audited whatever the method (health and reflection are never
+/// refused).
+pub fn audited_when_allowed(path: &str) -> bool {
+    if PUBLIC_SERVICES.iter().any(|s| path.starts_with(s)) || INTERNAL.contains(&path) {
+        return false;
+    }
+    let method = path.rsplit('/').next().unwrap_or(path);
+    let read = method.starts_with("Get")
+        || method.starts_with("List")
+        || matches!(method, "Watch" | "WhoAmI" | "DryRun");
+    !read
+}
 
 /// The gRPC services anyone may call: health (probes) and reflection (generic clients).
 const PUBLIC_SERVICES: &[&str] = &[
@@ -238,7 +272,7 @@ pub fn rule(path: &str) -> Option<(&'static str, Rule)> {
 /// roles holding it (a test keeps the document equal to this).
 pub fn markdown() -> String {
     use firebreak_domain::access::Role;
-    let mut out = String::from("| method | needs | roles |\n| --- | --- | --- |\n");
+    let mut out = String::from("| method | needs | roles | audited |\n| --- | --- | --- | --- |\n");
     for (path, _, rule) in METHODS {
         let method = path.trim_start_matches("/firebreak.v1.");
         let (needs, roles) = match rule {
@@ -257,7 +291,12 @@ pub fn markdown() -> String {
                 (needs, roles.join(", "))
             }
         };
-        out.push_str(&format!("| `{method}` | {needs} | {roles} |\n"));
+        let audited = if audited_when_allowed(path) {
+            "always"
+        } else {
+            "when refused"
+        };
+        out.push_str(&format!("| `{method}` | {needs} | {roles} | {audited} |\n"));
     }
     out
 }
@@ -283,6 +322,41 @@ mod tests {
             want,
             "docs/security.md's matrix is stale: run this test with FIREBREAK_WRITE_DOCS=1"
         );
+    }
+
+    /// The methods whose allowed calls are audited, named one by one: a method that moves
+    /// between the lists is a decision this test makes visible.
+    #[test]
+    fn allowed_calls_are_audited_exactly_for_the_methods_that_change_state() {
+        let audited: Vec<&str> = METHODS
+            .iter()
+            .map(|(p, _, _)| *p)
+            .filter(|p| audited_when_allowed(p))
+            .map(|p| p.trim_start_matches("/firebreak.v1."))
+            .collect();
+        assert_eq!(
+            audited,
+            [
+                "IntegrationService/CreateIntegration",
+                "IntegrationService/DeleteIntegration",
+                "IncidentService/Acknowledge",
+                "IncidentService/Resolve",
+                "IncidentService/Close",
+                "IncidentService/AddNote",
+                "RunbookService/Approve",
+                "RunbookService/Reject",
+                "AccessService/CreateToken",
+                "AccessService/RevokeToken",
+                "AccessService/CreateUser",
+                "AccessService/DeleteUser",
+                "AccessService/CreateTeam",
+                "AccessService/DeleteTeam",
+                "AccessService/SetTeamMember",
+            ]
+        );
+        assert!(!audited_when_allowed("/grpc.health.v1.Health/Check"));
+        // A path without a rule (refused, and audited as such) would count as a change.
+        assert!(audited_when_allowed("/firebreak.v1.IncidentService/Nope"));
     }
 
     #[test]

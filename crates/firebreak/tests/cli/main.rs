@@ -1351,3 +1351,66 @@ fn run_show_and_run_list_survive_a_journal_flood() {
     let (_, err) = list(&["--page-token", &runs[0]]);
     assert!(err.is_empty(), "{err}");
 }
+
+#[test]
+fn audit_list_shows_who_changed_what_filtered_by_actor_as_json() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("config.yaml");
+    std::fs::write(&config, "auth:\n  sync_interval_ms: 50\n").unwrap();
+    let server = Server::start(&dir.path().join("data"), &repo("runbooks"), &config);
+    let id = raise(&server);
+    server.cli(&["user", "create", "dana"]);
+    let dana = server.cli(&[
+        "token",
+        "create",
+        "--subject",
+        "dana",
+        "--role",
+        "responder",
+    ]);
+    server.cli(&["--token", dana.trim(), "incident", "ack", &id]);
+    let entries = wait_for("dana's acknowledgement in the audit log", || {
+        let list = server.json(&["audit", "list", "--actor", "user:dana"]);
+        (list.as_array()?.len() == 1).then_some(list)
+    });
+    let ack = &entries[0];
+    assert_eq!(ack["actor"], "user:dana", "{entries:#}");
+    assert_eq!(ack["method"], "/firebreak.v1.IncidentService/Acknowledge");
+    assert_eq!(ack["roles"], "responder");
+    assert_eq!(ack["outcome"], "ok");
+    assert!(ack["source"].as_str().unwrap().starts_with("127.0.0.1:"));
+    assert!(!ack["at"].as_str().unwrap().is_empty());
+    // The admin's changes are there, and filters narrow them.
+    let admin = server.json(&[
+        "audit",
+        "list",
+        "--actor",
+        "user:admin",
+        "--action",
+        "CreateUser",
+        "--since",
+        "1h",
+    ]);
+    assert_eq!(admin.as_array().unwrap().len(), 1, "{admin:#}");
+    let limited = server.json(&["audit", "list", "--limit", "1"]);
+    assert_eq!(limited.as_array().unwrap().len(), 1);
+    let none = server.json(&["audit", "list", "--since", "2999-01-01T00:00:00Z"]);
+    assert_eq!(none, serde_json::json!([]));
+    // The table names the method without its package.
+    let table = server.cli(&["audit", "list", "--actor", "user:dana"]);
+    assert!(table.contains("IncidentService/Acknowledge"), "{table}");
+    // A responder may not read the log.
+    let out = Command::new(BIN)
+        .current_dir(server.cwd.path())
+        .args([
+            "--server",
+            &server.grpc,
+            "--token",
+            dana.trim(),
+            "audit",
+            "list",
+        ])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+}

@@ -622,3 +622,69 @@ fn metric(page: &str, name: &str) -> f64 {
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
         .sum()
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_call_to_triage_is_audited_by_notification_and_published_on_the_audit_stream() {
+    let target = Recorder::start().await;
+    let (runbooks, extra) = setup(&target);
+    let mut d = Deployment::new(runbooks.path(), &extra).await;
+    d.start("notification", 1);
+    d.start("triage", 1);
+    // An allowed change that fails in the handler: triage's access layer records it, and its
+    // credential sync carries the entry to notification.
+    let missing = d
+        .incidents()
+        .await
+        .acknowledge(v1::AcknowledgeRequest {
+            id: "01900000-0000-7000-8000-000000000000".into(),
+            actor: String::new(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(missing.code(), tonic::Code::NotFound);
+    let list = |d: &Deployment| -> serde_json::Value {
+        serde_json::from_str(&d.cli(&[
+            "--output",
+            "json",
+            "audit",
+            "list",
+            "--actor",
+            "user:admin",
+            "--action",
+            "IncidentService/Acknowledge",
+        ]))
+        .unwrap()
+    };
+    let entries = eventually("triage's entry in notification's log", 30, || {
+        let l = list(&d);
+        async move { (l.as_array()?.len() == 1).then_some(l) }
+    })
+    .await;
+    let e = &entries[0];
+    assert_eq!(e["outcome"], "not_found", "{e}");
+    assert_eq!(e["roles"], "admin", "{e}");
+    assert!(
+        e["source"].as_str().unwrap().starts_with("127.0.0.1:"),
+        "{e}"
+    );
+
+    // The entry is on the audit stream for a SIEM, as an AuditRecorded event.
+    let nats = async_nats::connect(d.nats.url()).await.unwrap();
+    let js = async_nats::jetstream::new(nats);
+    let stream = js.get_stream("FIREBREAK_AUDIT").await.unwrap();
+    let msg = eventually("the audit event on NATS", 30, || {
+        let stream = stream.clone();
+        async move {
+            stream
+                .get_last_raw_message_by_subject("firebreak.audit.audit.recorded")
+                .await
+                .ok()
+        }
+    })
+    .await;
+    let event = firebreak_proto::decode_event(&msg.payload).unwrap();
+    let Some(v1::event::Payload::AuditRecorded(recorded)) = event.payload else {
+        panic!("not an AuditRecorded event: {event:?}");
+    };
+    assert_eq!(recorded.entry.unwrap().id, event.id);
+}

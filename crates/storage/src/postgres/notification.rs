@@ -14,8 +14,8 @@ use super::{
 };
 use crate::directory::{grants_text, kind_text, parse_grants, parse_kind};
 use crate::{
-    DeliveryCursor, DeliveryRecord, DirectoryStore, Error, NotificationStore, OutboxEvent, Result,
-    TeamRecord, TokenRecord, UserRecord,
+    AuditCursor, AuditFilter, AuditRecord, DeliveryCursor, DeliveryRecord, DirectoryStore, Error,
+    NotificationStore, OutboxEvent, Result, TeamRecord, TokenRecord, UserRecord,
 };
 use futures::TryStreamExt;
 
@@ -56,7 +56,31 @@ CREATE INDEX deliveries_incident ON deliveries (incident_id);
         version: 3,
         sql: DIRECTORY,
     },
+    Migration {
+        version: 4,
+        sql: AUDIT,
+    },
 ];
+
+/// The audit log: append-only (no statement updates it), listed newest first, by actor, and
+/// deleted by age. SQLite's migration 7 is the same schema.
+const AUDIT: &str = "
+CREATE TABLE audit_log (
+    id TEXT PRIMARY KEY,
+    at BIGINT NOT NULL,
+    actor TEXT NOT NULL,
+    roles TEXT NOT NULL,
+    method TEXT NOT NULL,
+    target TEXT NOT NULL,
+    outcome TEXT NOT NULL,
+    reason TEXT NOT NULL,
+    source TEXT NOT NULL,
+    request_id TEXT NOT NULL,
+    trace_id TEXT NOT NULL
+);
+CREATE INDEX audit_log_at ON audit_log (at, id);
+CREATE INDEX audit_log_actor ON audit_log (actor, at);
+";
 
 /// The directory: users, teams and their members, API tokens, and the counter that versions
 /// every change to a token. SQLite's migration 6 is the same schema.
@@ -549,6 +573,104 @@ impl DirectoryStore for PgNotificationStore {
         .await?;
         Ok(())
     }
+
+    async fn append_audit(&self, entries: &[(AuditRecord, OutboxEvent)]) -> Result<u64> {
+        if entries.is_empty() {
+            return Ok(0);
+        }
+        let a = |f: fn(&AuditRecord) -> &String| entries.iter().map(move |(r, _)| f(r)).bind_iter();
+        // One statement: the entries not stored yet go in, and the events of exactly those go
+        // into the outbox (an entry sent again by a retried sync has its event there already).
+        let done = sqlx::query(
+            "WITH input AS (
+                SELECT * FROM unnest($1::text[], $2::int8[], $3::text[], $4::text[], $5::text[],
+                    $6::text[], $7::text[], $8::text[], $9::text[], $10::text[], $11::text[],
+                    $12::text[], $13::text[], $14::text[], $15::bytea[])
+                    WITH ORDINALITY AS i(id, at, actor, roles, method, target, outcome, reason,
+                        source, request_id, trace_id, event_id, stream, subject, payload, n)
+            ), appended AS (
+                INSERT INTO audit_log (id, at, actor, roles, method, target, outcome, reason,
+                    source, request_id, trace_id)
+                SELECT id, at, actor, roles, method, target, outcome, reason, source,
+                    request_id, trace_id FROM input ORDER BY n
+                ON CONFLICT (id) DO NOTHING
+                RETURNING id
+            )
+            INSERT INTO outbox (id, stream, subject, payload, created_at)
+            SELECT i.event_id, i.stream, i.subject, i.payload, $16 FROM input i
+            WHERE i.id IN (SELECT id FROM appended) ORDER BY i.n",
+        )
+        .bind(a(|r| &r.id))
+        .bind(entries.iter().map(|(r, _)| r.at.unix_micros()).bind_iter())
+        .bind(a(|r| &r.actor))
+        .bind(a(|r| &r.roles))
+        .bind(a(|r| &r.method))
+        .bind(a(|r| &r.target))
+        .bind(a(|r| &r.outcome))
+        .bind(a(|r| &r.reason))
+        .bind(a(|r| &r.source))
+        .bind(a(|r| &r.request_id))
+        .bind(a(|r| &r.trace_id))
+        .bind(entries.iter().map(|(_, e)| &e.id).bind_iter())
+        .bind(entries.iter().map(|(_, e)| &e.stream).bind_iter())
+        .bind(entries.iter().map(|(_, e)| &e.subject).bind_iter())
+        .bind(entries.iter().map(|(_, e)| &e.payload).bind_iter())
+        .bind(self.clock.now_micros())
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected())
+    }
+
+    async fn audit(
+        &self,
+        filter: &AuditFilter,
+        after: Option<&AuditCursor>,
+        limit: u32,
+    ) -> Result<Vec<AuditRecord>> {
+        sqlx::query(
+            "SELECT * FROM audit_log WHERE ($1::text IS NULL OR actor = $1)
+                AND ($2::bigint IS NULL OR at >= $2)
+                AND ($3::text IS NULL OR method = $3
+                     OR right(method, length($3) + 1) IN ('/' || $3, '.' || $3))
+                AND ($4::bigint IS NULL OR (at, id) < ($4, $5))
+             ORDER BY at DESC, id DESC LIMIT $6",
+        )
+        .bind(filter.actor.as_deref())
+        .bind(filter.since.map(Micros::unix_micros))
+        .bind(filter.action.as_deref())
+        .bind(after.map(|a| a.at.unix_micros()))
+        .bind(after.map(|a| a.id.as_str()))
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?
+        .iter()
+        .map(audit_row)
+        .collect()
+    }
+
+    async fn delete_audit_before(&self, before: Micros) -> Result<u64> {
+        let done = sqlx::query("DELETE FROM audit_log WHERE at < $1")
+            .bind(before.unix_micros())
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected())
+    }
+}
+
+fn audit_row(r: &PgRow) -> Result<AuditRecord> {
+    Ok(AuditRecord {
+        id: r.try_get("id")?,
+        at: Micros::from_unix_micros(r.try_get("at")?),
+        actor: r.try_get("actor")?,
+        roles: r.try_get("roles")?,
+        method: r.try_get("method")?,
+        target: r.try_get("target")?,
+        outcome: r.try_get("outcome")?,
+        reason: r.try_get("reason")?,
+        source: r.try_get("source")?,
+        request_id: r.try_get("request_id")?,
+        trace_id: r.try_get("trace_id")?,
+    })
 }
 
 /// Moves the directory's version on by `n` (the changes one transaction makes) and returns

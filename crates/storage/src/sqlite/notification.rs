@@ -10,8 +10,8 @@ use super::{Migration, OUTBOX, OUTBOX_READ_IN_PLACE, json_text};
 use super::{impl_open, impl_outbox};
 use crate::directory::{grants_text, kind_text, parse_grants, parse_kind};
 use crate::{
-    DeliveryCursor, DeliveryRecord, DirectoryStore, Error, NotificationStore, OutboxEvent, Result,
-    TeamRecord, TokenRecord, UserRecord,
+    AuditCursor, AuditFilter, AuditRecord, DeliveryCursor, DeliveryRecord, DirectoryStore, Error,
+    NotificationStore, OutboxEvent, Result, TeamRecord, TokenRecord, UserRecord,
 };
 
 const MIGRATIONS: &[Migration] = &[
@@ -87,7 +87,31 @@ CREATE INDEX deliveries_incident ON deliveries (incident_id);
         version: 6,
         sql: DIRECTORY,
     },
+    Migration {
+        version: 7,
+        sql: AUDIT,
+    },
 ];
+
+/// The audit log: append-only (no statement updates it), listed newest first, by actor, and
+/// deleted by age. Postgres' migration 4 is the same schema.
+const AUDIT: &str = "
+CREATE TABLE audit_log (
+    id TEXT PRIMARY KEY,
+    at INTEGER NOT NULL,
+    actor TEXT NOT NULL,
+    roles TEXT NOT NULL,
+    method TEXT NOT NULL,
+    target TEXT NOT NULL,
+    outcome TEXT NOT NULL,
+    reason TEXT NOT NULL,
+    source TEXT NOT NULL,
+    request_id TEXT NOT NULL,
+    trace_id TEXT NOT NULL
+);
+CREATE INDEX audit_log_at ON audit_log (at, id);
+CREATE INDEX audit_log_actor ON audit_log (actor, at);
+";
 
 /// The directory: users, teams and their members, API tokens, and the counter that versions
 /// every change to a token. Postgres' migration 3 is the same schema.
@@ -585,6 +609,106 @@ impl DirectoryStore for SqliteNotificationStore {
             })
             .await
     }
+
+    async fn append_audit(&self, entries: &[(AuditRecord, OutboxEvent)]) -> Result<u64> {
+        if entries.is_empty() {
+            return Ok(0);
+        }
+        let entries = entries.to_vec();
+        let clock = self.db.clock();
+        self.db
+            .write(move |tx| {
+                let mut insert = tx.prepare_cached(
+                    "INSERT INTO audit_log (id, at, actor, roles, method, target, outcome, reason,
+                        source, request_id, trace_id)
+                     VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING",
+                )?;
+                let mut appended = Vec::new();
+                for (a, event) in &entries {
+                    let n = insert.execute(rusqlite::params![
+                        a.id,
+                        a.at.unix_micros(),
+                        a.actor,
+                        a.roles,
+                        a.method,
+                        a.target,
+                        a.outcome,
+                        a.reason,
+                        a.source,
+                        a.request_id,
+                        a.trace_id,
+                    ])?;
+                    // An entry sent again (a sync retried) is in the log, and its event in
+                    // the outbox, already.
+                    if n > 0 {
+                        appended.push(event.clone());
+                    }
+                }
+                conn::enqueue(tx, &appended, clock.now_micros())?;
+                Ok(appended.len() as u64)
+            })
+            .await
+    }
+
+    async fn audit(
+        &self,
+        filter: &AuditFilter,
+        after: Option<&AuditCursor>,
+        limit: u32,
+    ) -> Result<Vec<AuditRecord>> {
+        let f = filter.clone();
+        let (after_at, after_id) = after.map(|a| (a.at.unix_micros(), a.id.clone())).unzip();
+        self.db
+            .read(move |c| {
+                c.prepare_cached(
+                    "SELECT * FROM audit_log WHERE (?1 IS NULL OR actor = ?1)
+                        AND (?2 IS NULL OR at >= ?2)
+                        AND (?3 IS NULL OR method = ?3
+                             OR substr(method, -length(?3) - 1) IN ('/' || ?3, '.' || ?3))
+                        AND (?4 IS NULL OR (at, id) < (?4, ?5))
+                     ORDER BY at DESC, id DESC LIMIT ?6",
+                )?
+                .query_and_then(
+                    rusqlite::params![
+                        f.actor,
+                        f.since.map(Micros::unix_micros),
+                        f.action,
+                        after_at,
+                        after_id,
+                        i64::from(limit),
+                    ],
+                    audit_row,
+                )?
+                .collect()
+            })
+            .await
+    }
+
+    async fn delete_audit_before(&self, before: Micros) -> Result<u64> {
+        self.db
+            .write(move |tx| {
+                Ok(tx
+                    .prepare_cached("DELETE FROM audit_log WHERE at < ?")?
+                    .execute([before.unix_micros()])? as u64)
+            })
+            .await
+    }
+}
+
+fn audit_row(r: &Row<'_>) -> Result<AuditRecord> {
+    Ok(AuditRecord {
+        id: r.get("id")?,
+        at: Micros::from_unix_micros(r.get("at")?),
+        actor: r.get("actor")?,
+        roles: r.get("roles")?,
+        method: r.get("method")?,
+        target: r.get("target")?,
+        outcome: r.get("outcome")?,
+        reason: r.get("reason")?,
+        source: r.get("source")?,
+        request_id: r.get("request_id")?,
+        trace_id: r.get("trace_id")?,
+    })
 }
 
 /// Moves the directory's version on by `n` (the changes one transaction makes) and returns

@@ -137,6 +137,22 @@ pub(crate) async fn directory(adapter: Adapter) -> Fixture<dyn DirectoryStore> {
     Fixture { store, backend }
 }
 
+/// The directory with its outbox, where audit entries and their events go together.
+pub(crate) trait AuditStore: DirectoryStore + firebreak_storage::Outbox {}
+impl<T: DirectoryStore + firebreak_storage::Outbox> AuditStore for T {}
+
+/// The audit log, in notification's database.
+pub(crate) async fn audit(adapter: Adapter) -> Fixture<dyn AuditStore> {
+    let backend = Backend::new(adapter).await;
+    let store: Arc<dyn AuditStore> = match &backend {
+        Backend::Sqlite { path, .. } => {
+            Arc::new(SqliteNotificationStore::open(path, false).await.unwrap())
+        }
+        Backend::Postgres(db) => Arc::new(PgNotificationStore::connect(&db.url).await.unwrap()),
+    };
+    Fixture { store, backend }
+}
+
 pub(crate) fn event(id: &str) -> OutboxEvent {
     OutboxEvent {
         id: id.into(),

@@ -2,6 +2,7 @@
 //! adapters, SQLite (a file in a temporary directory) and Postgres (a fresh database per test).
 //! Postgres-only modules race replicas against one database and take the server away.
 
+mod audit;
 mod clock;
 mod directory;
 mod fixtures;
