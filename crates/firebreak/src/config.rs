@@ -111,6 +111,10 @@ pub struct Config {
     /// TLS for both servers and for the connections to peers.
     #[serde(default)]
     pub tls: TlsConfig,
+    /// The key the secrets Firebreak stores are encrypted with (run-time integrations'
+    /// signing secrets).
+    #[serde(default)]
+    pub secrets_encryption: SecretsEncryption,
     /// `FIREBREAK_*` environment variables that name no configuration key (Kubernetes
     /// service links such as `FIREBREAK_INTAKE_SERVICE_HOST`), ignored; logged once tracing
     /// is up.
@@ -208,6 +212,24 @@ pub struct TlsConfig {
     /// Embedded mode: the name its own certificate is checked against when intake calls
     /// this process's server (default `localhost`).
     pub server_name: Option<String>,
+}
+
+/// The key stored secrets are sealed with (AES-256-GCM): 32 bytes written as 64 hex digits,
+/// in `key_file` or in `key` (`FIREBREAK_SECRETS_KEY`). Without one, run-time integrations
+/// cannot have signing secrets (declared ones can); embedded mode makes `secrets.key` in its
+/// data directory at its first start.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SecretsEncryption {
+    /// A file holding the key (64 hex digits), readable by Firebreak only.
+    pub key_file: Option<PathBuf>,
+    /// The key itself, usually from the `FIREBREAK_SECRETS_KEY` environment variable;
+    /// `key_file` wins when both are set.
+    pub key: Option<SecretText>,
+    /// Files of keys used before: secrets sealed under them are still read, and sealed
+    /// again under the current key when a service starts. Drop one once every service
+    /// started with its successor.
+    pub previous_key_files: Vec<PathBuf>,
 }
 
 /// Configuration text that is a secret: never shown by `Debug` (a logged configuration).
@@ -360,7 +382,12 @@ const KEYS: &[&str] = &[
     "connections",
     "auth",
     "tls",
+    "secrets_encryption",
 ];
+
+/// The environment variable holding the secrets key, short for
+/// `FIREBREAK_SECRETS_ENCRYPTION__KEY`.
+const SECRETS_KEY_ENV: &str = "FIREBREAK_SECRETS_KEY";
 
 impl Default for Config {
     fn default() -> Self {
@@ -398,6 +425,15 @@ impl Config {
             };
             // Secret values are read by name when a runbook uses them, never as configuration.
             if CLIENT_ENV.contains(&key.as_str()) || rest.starts_with("SECRET_") {
+                continue;
+            }
+            if key == SECRETS_KEY_ENV {
+                // Kept as text: hex digits may read as a YAML number.
+                set_path(
+                    &mut value,
+                    &["secrets_encryption".to_owned(), "key".to_owned()],
+                    serde_yaml::Value::String(raw),
+                );
                 continue;
             }
             let path: Vec<String> = rest.split("__").map(str::to_lowercase).collect();
