@@ -850,3 +850,132 @@ async fn no_key_or_secret_reaches_rows_events_or_logs() {
         check(&format!("{s}'s log"), &log);
     }
 }
+
+/// Without a secrets key, a run-time integration with a signing secret is refused naming
+/// `secrets_encryption`; with one it is stored sealed; started with a new key and the old
+/// one as previous, intake seals it again under the new key, and the old key can go.
+#[tokio::test]
+async fn signing_secrets_need_a_key_and_follow_its_rotation() {
+    const OLD: &str = "1111111111111111111111111111111111111111111111111111111111111111";
+    const NEW: &str = "2222222222222222222222222222222222222222222222222222222222222222";
+    const SECRET: &str = "rotating-secret-00000001";
+    let target = Recorder::start().await;
+    let (runbooks, extra) = setup(&target);
+    let mut d = Deployment::new(runbooks.path(), &extra).await;
+    let secret_file = d.dir.path().join("signing.secret");
+    std::fs::write(&secret_file, SECRET).unwrap();
+    let (old_file, new_file) = (d.dir.path().join("old.key"), d.dir.path().join("new.key"));
+    std::fs::write(&old_file, OLD).unwrap();
+    std::fs::write(&new_file, NEW).unwrap();
+    let create = |d: &Deployment| {
+        std::process::Command::new(harness::BIN)
+            .args(["--token", harness::ADMIN_TOKEN, "--output", "json"])
+            .arg("--client-config")
+            .arg(d.client_config())
+            .args(["integration", "create", "rot", "--kind", "alertmanager"])
+            .arg("--signing-secret-file")
+            .arg(&secret_file)
+            .output()
+            .unwrap()
+    };
+
+    d.start("intake", 1);
+    let refused = create(&d);
+    assert!(!refused.status.success());
+    let said = String::from_utf8_lossy(&refused.stderr);
+    assert!(said.contains("secrets_encryption"), "{said}");
+    assert!(said.contains("FailedPrecondition"), "{said}");
+
+    d.kill9("intake-1");
+    let old_key = ("FIREBREAK_SECRETS_KEY", OLD);
+    d.start_with_env("intake", 1, &[old_key]);
+    let made = create(&d);
+    assert!(
+        made.status.success(),
+        "{}",
+        String::from_utf8_lossy(&made.stderr)
+    );
+    let key = serde_json::from_slice::<serde_json::Value>(&made.stdout).unwrap()[0]["key"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let id = |hex: &str| {
+        let bytes: Vec<u8> = (0..64)
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap())
+            .collect();
+        firebreak_domain::access::sha256_hex(&bytes)[..8].to_owned()
+    };
+    assert!(sealed(&d).await.starts_with(&format!("v1:{}:", id(OLD))));
+
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let signed_call = |http: String| {
+        let key = key.clone();
+        async move {
+            let body = serde_json::to_vec(&serde_json::json!({
+                "version": "4", "groupKey": "{}:{alertname=\"rot\"}", "status": "firing",
+                "alerts": [{ "status": "firing", "labels": { "alertname": "rot" } }],
+            }))
+            .unwrap();
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_secs() as i64;
+            let sig = firebreak_intake::sign(&firebreak_intake::Secret::new(SECRET), now, &body);
+            reqwest::Client::new()
+                .post(format!("{http}/v1/webhooks/alertmanager/{key}"))
+                .header("content-type", "application/json")
+                .header("x-firebreak-signature", sig)
+                .body(body)
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
+        }
+    };
+    assert_eq!(signed_call(d.http("intake-1")).await, 200);
+
+    // A new key, the old one previous: sealed again under the new key at start.
+    d.kill9("intake-1");
+    let previous = format!("[{}]", old_file.display());
+    d.start_with_env(
+        "intake",
+        1,
+        &[
+            (
+                "FIREBREAK_SECRETS_ENCRYPTION__KEY_FILE",
+                new_file.to_str().unwrap(),
+            ),
+            (
+                "FIREBREAK_SECRETS_ENCRYPTION__PREVIOUS_KEY_FILES",
+                &previous,
+            ),
+        ],
+    );
+    assert!(sealed(&d).await.starts_with(&format!("v1:{}:", id(NEW))));
+    assert_eq!(signed_call(d.http("intake-1")).await, 200);
+    // The old key can go now.
+    d.kill9("intake-1");
+    d.start_with_env(
+        "intake",
+        1,
+        &[(
+            "FIREBREAK_SECRETS_ENCRYPTION__KEY_FILE",
+            new_file.to_str().unwrap(),
+        )],
+    );
+    assert_eq!(signed_call(d.http("intake-1")).await, 200);
+}
+
+/// The sealed signing secret of intake's integration `rot`.
+async fn sealed(d: &Deployment) -> String {
+    let db = d.db("intake").await;
+    let s: String =
+        sqlx::query_scalar("SELECT signing_secret FROM integrations WHERE name = 'rot'")
+            .fetch_one(&db)
+            .await
+            .unwrap();
+    db.close().await;
+    s
+}
