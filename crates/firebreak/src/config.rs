@@ -593,6 +593,27 @@ mod tests {
         assert!(c.kubernetes.url.is_some());
     }
 
+    /// `FIREBREAK_SECRETS_KEY` is the secrets key, kept as text; a printed configuration
+    /// shows no key or secret.
+    #[test]
+    fn the_secrets_key_comes_from_the_environment_and_secrets_never_print() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("f.yaml");
+        std::fs::write(
+            &file,
+            "integrations:\n  - { name: am, kind: alertmanager, key: am-key-0000000000000001, signing_secret: am-secret-00000000000001 }\n",
+        )
+        .unwrap();
+        let key = "1234567890123456789012345678901234567890123456789012345678901234";
+        let c = Config::load(Some(&file), env(&[("FIREBREAK_SECRETS_KEY", key)])).unwrap();
+        assert_eq!(c.secrets_encryption.key, Some(SecretText(key.into())));
+        assert!(c.ignored_env.is_empty(), "{:?}", c.ignored_env);
+        let printed = format!("{c:?}");
+        for secret in [key, "am-key-0000000000000001", "am-secret-00000000000001"] {
+            assert!(!printed.contains(secret), "{secret} printed");
+        }
+    }
+
     #[test]
     fn defaults_need_no_file() {
         let c = Config::load(None, env(&[])).unwrap();
