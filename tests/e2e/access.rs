@@ -275,6 +275,7 @@ fn hostile_bodies(incident: &str, admin_token_id: &str) -> BTreeMap<&'static str
         v1::CreateIntegrationRequest {
             name: "intruder".into(),
             kind: "grpc".into(),
+            ..Default::default()
         }
         .encode_to_vec(),
     );

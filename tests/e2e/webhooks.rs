@@ -938,6 +938,7 @@ async fn integrations_created_at_run_time_authenticate_until_deleted() {
         .create_integration(v1::CreateIntegrationRequest {
             name: "staging-prom".into(),
             kind: "alertmanager".into(),
+            ..Default::default()
         })
         .await
         .unwrap()
@@ -972,6 +973,7 @@ async fn integrations_created_at_run_time_authenticate_until_deleted() {
         .create_integration(v1::CreateIntegrationRequest {
             name: "staging-prom".into(),
             kind: "alertmanager".into(),
+            ..Default::default()
         })
         .await
         .unwrap_err();
@@ -980,6 +982,7 @@ async fn integrations_created_at_run_time_authenticate_until_deleted() {
         .create_integration(v1::CreateIntegrationRequest {
             name: "x".into(),
             kind: "nagios".into(),
+            ..Default::default()
         })
         .await
         .unwrap_err();
@@ -1477,4 +1480,312 @@ async fn a_change_event_is_stored_once_whatever_the_incidents_it_concerns() {
         stored < event_bytes + OPEN * 512,
         "{stored} bytes stored for a {event_bytes}-byte change on {OPEN} incidents"
     );
+}
+
+const SIGNED_KEY: &str = "signed-key-000000000001";
+const SIGNING_SECRET: &str = "whsec-declared-0000000001";
+
+/// A declared integration that signs its calls, beside the usual ones.
+fn signed_config() -> String {
+    format!(
+        "{}  - {{ name: signed, kind: alertmanager, key: {SIGNED_KEY}, signing_secret: {SIGNING_SECRET} }}\n",
+        config()
+    )
+}
+
+/// The recorded Alertmanager group under another group key and alert name, so each call's
+/// incident is its own.
+fn am_group(name: &str) -> Vec<u8> {
+    let mut group: Value = serde_json::from_slice(&data("alertmanager-firing.json")).unwrap();
+    group["groupKey"] = json!(format!("{{}}:{{alertname=\"{name}\"}}"));
+    for a in group["alerts"].as_array_mut().unwrap() {
+        a["labels"]["alertname"] = json!(name);
+        a["fingerprint"] = json!(format!("{name}-{}", a["fingerprint"].as_str().unwrap()));
+    }
+    serde_json::to_vec(&group).unwrap()
+}
+
+/// Request headers: (name, value).
+type Headers<'a> = Vec<(&'a str, String)>;
+
+/// POSTs `body` with headers, from `client`; returns status, headers and JSON body.
+async fn post_with(
+    client: &reqwest::Client,
+    url: &str,
+    body: Vec<u8>,
+    headers: &[(&str, String)],
+) -> (u16, reqwest::header::HeaderMap, Value) {
+    let mut req = client
+        .post(url)
+        .header("content-type", "application/json")
+        .body(body);
+    for (name, value) in headers {
+        req = req.header(*name, value.as_str());
+    }
+    let resp = req.send().await.unwrap();
+    let status = resp.status().as_u16();
+    let headers = resp.headers().clone();
+    (status, headers, resp.json().await.unwrap_or(Value::Null))
+}
+
+/// The stack's time in unix seconds (its clock is a manual one).
+fn now_seconds(s: &Stack) -> i64 {
+    use firebreak_domain::Clock;
+    s.clock.now_micros().div_euclid(1_000_000)
+}
+
+/// An integration with a signing secret (declared, or created at run time and stored
+/// sealed) accepts a call signed over its body within five minutes; unsigned, wrongly signed,
+/// stale and malformed calls are 401 naming the header, and store nothing. Listings show
+/// every key masked, and never the secret.
+#[tokio::test]
+async fn signed_webhooks_are_accepted_and_bad_signatures_store_nothing() {
+    let s = Stack::start(&runbooks(), &signed_config()).await;
+    let mut api = s.integrations();
+    let runtime_secret = "whsec-runtime-000000000002";
+    let created = api
+        .create_integration(v1::CreateIntegrationRequest {
+            name: "signed-runtime".into(),
+            kind: "alertmanager".into(),
+            signing_secret: runtime_secret.into(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .integration
+        .unwrap();
+    let client = reqwest::Client::new();
+    let url = |key: &str| format!("{}/v1/webhooks/alertmanager/{key}", s.http);
+    let now = now_seconds(&s);
+    let sig = |secret: &str, t: i64, body: &[u8]| {
+        firebreak_intake::sign(&firebreak_intake::Secret::new(secret), t, body)
+    };
+
+    let bad = am_group("bad");
+    let good_sig = sig(SIGNING_SECRET, now, &bad);
+    let v1 = &good_sig[good_sig.find("v1=").unwrap() + 3..];
+    // (what, the signature header if any, what the answer says)
+    let cases: Vec<(&str, Headers, &str)> = vec![
+        ("unsigned", vec![], "missing X-Firebreak-Signature"),
+        (
+            "wrong secret",
+            vec![(
+                "x-firebreak-signature",
+                sig("whsec-wrong-0000000000001", now, &bad),
+            )],
+            "does not match",
+        ),
+        (
+            "another body",
+            vec![("x-firebreak-signature", sig(SIGNING_SECRET, now, b"{}"))],
+            "does not match",
+        ),
+        (
+            "stale",
+            vec![(
+                "x-firebreak-signature",
+                sig(SIGNING_SECRET, now - 301, &bad),
+            )],
+            "more than 5 minutes",
+        ),
+        (
+            "malformed",
+            vec![("x-firebreak-signature", format!("v1={v1}"))],
+            "malformed X-Firebreak-Signature",
+        ),
+        (
+            "oversized",
+            vec![(
+                "x-firebreak-signature",
+                format!("t={now},v1={v1},pad={}", "a".repeat(4000)),
+            )],
+            "malformed X-Firebreak-Signature",
+        ),
+        (
+            "non-hex",
+            vec![(
+                "x-firebreak-signature",
+                format!("t={now},v1={}", "zz".repeat(32)),
+            )],
+            "malformed X-Firebreak-Signature",
+        ),
+        (
+            "huge t",
+            vec![(
+                "x-firebreak-signature",
+                format!("t={},v1={v1}", "9".repeat(400)),
+            )],
+            "malformed X-Firebreak-Signature",
+        ),
+    ];
+    for (what, headers, says) in &cases {
+        let (status, _, answer) = post_with(&client, &url(SIGNED_KEY), bad.clone(), headers).await;
+        assert_eq!(status, 401, "{what}: {answer}");
+        let message = answer["message"].as_str().unwrap_or_default();
+        assert!(message.contains(says), "{what}: {answer}");
+        assert!(!message.contains(SIGNING_SECRET), "{what}: {answer}");
+    }
+    // The run-time one: its secret was stored sealed and read back.
+    let (status, _, answer) = post_with(&client, &url(&created.key), bad.clone(), &[]).await;
+    assert_eq!(status, 401, "{answer}");
+
+    // Signed right, both are accepted; theirs are the only incidents.
+    let good = am_group("good");
+    let (status, _, answer) = post_with(
+        &client,
+        &url(SIGNED_KEY),
+        good.clone(),
+        &[("x-firebreak-signature", sig(SIGNING_SECRET, now, &good))],
+    )
+    .await;
+    assert_eq!(status, 200, "{answer}");
+    let (status, _, answer) = post_with(
+        &client,
+        &url(&created.key),
+        good.clone(),
+        &[(
+            "X-Firebreak-Signature",
+            sig(runtime_secret, now - 299, &good),
+        )],
+    )
+    .await;
+    assert_eq!(status, 200, "{answer}");
+    // An integration without a secret takes unsigned calls as before.
+    let (status, _, _) = post(
+        &s,
+        &format!("/v1/webhooks/alertmanager/{AM_KEY}"),
+        am_group("plain"),
+        None,
+    )
+    .await;
+    assert_eq!(status, 200);
+    let list = incidents_where(&s, "the good incidents", |l| l.len() >= 3).await;
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let list = incidents(&s).await.len().max(list.len());
+    assert_eq!(list, 3, "a refused call opened an incident");
+
+    // Listed masked: the first four characters, declared and run-time alike.
+    let listed = api
+        .list_integrations(v1::ListIntegrationsRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .integrations;
+    let masked = |name: &str| listed.iter().find(|i| i.name == name).unwrap().key.clone();
+    assert_eq!(masked("signed"), "sign…");
+    assert_eq!(masked("prom"), "am-k…");
+    assert_eq!(masked("signed-runtime"), format!("{}…", &created.key[..4]));
+    let text = format!("{listed:?}");
+    for secret in [SIGNED_KEY, &created.key, SIGNING_SECRET, runtime_secret] {
+        assert!(!text.contains(secret), "listing shows {secret}");
+    }
+}
+
+/// A source that keeps presenting wrong keys is answered 429 with Retry-After for the rest
+/// of its minute, whatever it presents (a good key, a gRPC raise), while another source goes
+/// on; failures are counted in `firebreak_auth_failures_total`.
+#[tokio::test]
+async fn a_source_failing_again_and_again_is_held_back_and_others_are_not() {
+    let s = Stack::start(&runbooks(), &config()).await;
+    let failures = || async {
+        let text = reqwest::get(format!("{}/metrics", s.http))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        text.lines()
+            .find(|l| l.starts_with("firebreak_auth_failures_total"))
+            .and_then(|l| l.split_whitespace().last())
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    let before = failures().await;
+    let from = |ip: [u8; 4]| {
+        reqwest::Client::builder()
+            .local_address(std::net::IpAddr::from(ip))
+            .build()
+            .unwrap()
+    };
+    let (one, two) = (from([127, 0, 0, 1]), from([127, 0, 0, 2]));
+    let url = |key: &str| format!("{}/v1/webhooks/alertmanager/{key}", s.http);
+    for n in 0..firebreak_intake::MAX_FAILURES {
+        let (status, _, _) = post_with(
+            &one,
+            &url(&format!("wrong-key-{n:012}")),
+            am_group("x"),
+            &[],
+        )
+        .await;
+        assert_eq!(status, 401, "failure {n}");
+    }
+    let (status, headers, answer) = post_with(&one, &url(AM_KEY), am_group("held"), &[]).await;
+    assert_eq!(
+        status, 429,
+        "a good key from a failing source waits: {answer}"
+    );
+    assert_eq!(headers["retry-after"], "60");
+    assert!(
+        answer["message"]
+            .as_str()
+            .unwrap()
+            .contains("too many failed authentications"),
+        "{answer}"
+    );
+    // Over gRPC too, with an integration key.
+    let channel = tonic::transport::Endpoint::from_shared(s.grpc.clone())
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let held = v1::intake_service_client::IntakeServiceClient::new(channel)
+        .raise_alerts(authed(
+            v1::RaiseAlertsRequest {
+                alerts: vec![grpc_alert("held", "h")],
+                idempotency_key: String::new(),
+            },
+            GRPC_KEY,
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(held.code(), Code::ResourceExhausted, "{held:?}");
+    // Another source is not held.
+    let (status, _, answer) = post_with(&two, &url(AM_KEY), am_group("other"), &[]).await;
+    assert_eq!(status, 200, "{answer}");
+    assert!(failures().await - before >= f64::from(firebreak_intake::MAX_FAILURES));
+    // Its minute over, the first source may call again.
+    s.clock.advance(firebreak_intake::WINDOW);
+    let (status, _, answer) = post_with(&one, &url(AM_KEY), am_group("later"), &[]).await;
+    assert_eq!(status, 200, "{answer}");
+}
+
+/// Wrong gRPC integration keys count against their source as webhook ones do.
+#[tokio::test]
+async fn wrong_grpc_integration_keys_hold_back_their_source() {
+    let s = Stack::start(&runbooks(), &config()).await;
+    let channel = tonic::transport::Endpoint::from_shared(s.grpc.clone())
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut intake = v1::intake_service_client::IntakeServiceClient::new(channel);
+    let raise = |key: &str| {
+        authed(
+            v1::RaiseAlertsRequest {
+                alerts: vec![grpc_alert("g", "g")],
+                idempotency_key: String::new(),
+            },
+            key,
+        )
+    };
+    for n in 0..firebreak_intake::MAX_FAILURES {
+        let e = intake
+            .raise_alerts(raise(&format!("wrong-grpc-key-{n:08}")))
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), Code::Unauthenticated, "failure {n}");
+    }
+    let held = intake.raise_alerts(raise(GRPC_KEY)).await.unwrap_err();
+    assert_eq!(held.code(), Code::ResourceExhausted, "{held:?}");
+    assert!(retry_delay(&held) > std::time::Duration::from_secs(50));
 }

@@ -341,12 +341,25 @@ impl<'a> PresentedToken<'a> {
 }
 
 fn token_hash(token: &str) -> String {
-    let digest = Sha256::digest(token.as_bytes());
-    let mut out = String::with_capacity(64);
-    for b in digest {
-        out.push_str(&format!("{b:02x}"));
-    }
-    out
+    sha256_hex(token.as_bytes())
+}
+
+/// What intake's store keeps in place of an integration key: its SHA-256, in lowercase hex.
+/// Keys intake makes hold 128 random bits, so a fast hash is enough (no dictionary to try);
+/// keys an operator chose are declared in the configuration, which is not stored.
+pub fn integration_key_hash(key: &str) -> String {
+    sha256_hex(key.as_bytes())
+}
+
+/// SHA-256 of `bytes`, in lowercase hex.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    use std::fmt::Write;
+    Sha256::digest(bytes)
+        .iter()
+        .fold(String::with_capacity(64), |mut out, b| {
+            let _ = write!(out, "{b:02x}");
+            out
+        })
 }
 
 /// A newly made token: shown once to its creator, then only its hash is kept.

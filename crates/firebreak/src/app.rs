@@ -12,7 +12,7 @@ use axum::routing::get;
 use firebreak_bus::{Bus, EmbeddedBus, streams};
 use firebreak_bus::{NatsBus, NatsOptions};
 use firebreak_domain::{Clock, SystemClock};
-use firebreak_intake::{Intake, Registry};
+use firebreak_intake::{Intake, Keyring, Registry};
 use firebreak_notification::{Channel, Directory, Notification};
 use firebreak_orchestration::{Options, Orchestration, SecretSource};
 use firebreak_runbook::{Catalog, Limits};
@@ -361,14 +361,55 @@ async fn resolve_peers(
     }
 }
 
+/// Where embedded mode keeps the secrets key it made, when none is configured.
+pub(crate) const SECRETS_KEY_FILE: &str = "secrets.key";
+
+/// The keys stored secrets are sealed with, from `secrets_encryption`; in embedded mode
+/// (`data_dir`), without one configured, the data directory's `secrets.key`, made (mode
+/// 0600) at the first start.
+fn secrets_keyring(config: &Config, data_dir: Option<&std::path::Path>) -> anyhow::Result<Keyring> {
+    let read = |path: &std::path::Path, what: &str| -> anyhow::Result<[u8; 32]> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read {what} {}", path.display()))?;
+        Keyring::parse_key(&text).map_err(|e| anyhow::anyhow!("{what} {}: {e}", path.display()))
+    };
+    let settings = &config.secrets_encryption;
+    let current = match (&settings.key_file, &settings.key, data_dir) {
+        (Some(file), _, _) => Some(read(file, "secrets_encryption.key_file")?),
+        (None, Some(key), _) => {
+            Some(Keyring::parse_key(&key.0).map_err(|e| {
+                anyhow::anyhow!("secrets_encryption.key (FIREBREAK_SECRETS_KEY): {e}")
+            })?)
+        }
+        (None, None, Some(dir)) => {
+            let path = dir.join(SECRETS_KEY_FILE);
+            if !path.exists() {
+                let key = Keyring::generate_key()
+                    .map_err(|e| anyhow::anyhow!("cannot make a secrets key: {e}"))?;
+                auth::write_secret(&path, &key)?;
+                tracing::info!(path = %path.display(), "first start: a secrets key was written here (mode 0600); stored signing secrets are encrypted with it");
+            }
+            Some(read(&path, "the secrets key")?)
+        }
+        (None, None, None) => None,
+    };
+    let previous = settings
+        .previous_key_files
+        .iter()
+        .map(|f| read(f, "secrets_encryption.previous_key_files"))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    Ok(Keyring::new(current, &previous))
+}
+
 async fn build_intake(
     config: &Config,
     store: Arc<dyn IntakeStore>,
     bus: Arc<dyn Bus>,
     triage: firebreak_proto::access::AuthedChannel,
     clock: Arc<dyn Clock>,
+    keyring: Keyring,
 ) -> anyhow::Result<Intake> {
-    let registry = Registry::load(config.integrations.clone(), store.as_ref())
+    let registry = Registry::load(config.integrations.clone(), store.as_ref(), keyring)
         .await
         .map_err(|e| anyhow::anyhow!("invalid integrations: {e}"))?
         .with_anonymous_rate_limit(config.intake_anonymous_rate_limit_per_second);
@@ -557,6 +598,7 @@ impl App {
                 Some(&service_token),
             ),
             clock.clone(),
+            secrets_keyring(&config, Some(&config.data_dir))?,
         )
         .await?;
         let mut services = Services {
@@ -1000,6 +1042,7 @@ async fn connect(
                         config.auth.service_token.as_ref().map(|t| t.0.as_str()),
                     ),
                     clock,
+                    secrets_keyring(config, None)?,
                 )
                 .await?,
             );
@@ -1353,8 +1396,12 @@ async fn serve_http(
             hyper::service::service_fn(move |req: axum::http::Request<hyper::body::Incoming>| {
                 let guard = info.begin();
                 let router = routes.router();
+                let mut req = req.map(axum::body::Body::new);
+                // Where the call came from, for handlers that tell sources apart.
+                req.extensions_mut()
+                    .insert(firebreak_proto::access::RemoteAddr(info.remote()));
                 async move {
-                    let call = tower::ServiceExt::oneshot(router, req.map(axum::body::Body::new));
+                    let call = tower::ServiceExt::oneshot(router, req);
                     let response = match request_timeout {
                         None => call.await,
                         Some(t) => match tokio::time::timeout(t, call).await {

@@ -111,6 +111,10 @@ pub struct Config {
     /// TLS for both servers and for the connections to peers.
     #[serde(default)]
     pub tls: TlsConfig,
+    /// The key the secrets Firebreak stores are encrypted with (run-time integrations'
+    /// signing secrets).
+    #[serde(default)]
+    pub secrets_encryption: SecretsEncryption,
     /// `FIREBREAK_*` environment variables that name no configuration key (Kubernetes
     /// service links such as `FIREBREAK_INTAKE_SERVICE_HOST`), ignored; logged once tracing
     /// is up.
@@ -219,6 +223,24 @@ pub struct TlsConfig {
     /// Embedded mode: the name its own certificate is checked against when intake calls
     /// this process's server (default `localhost`).
     pub server_name: Option<String>,
+}
+
+/// The key stored secrets are sealed with (AES-256-GCM): 32 bytes written as 64 hex digits,
+/// in `key_file` or in `key` (`FIREBREAK_SECRETS_KEY`). Without one, run-time integrations
+/// cannot have signing secrets (declared ones can); embedded mode makes `secrets.key` in its
+/// data directory at its first start.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SecretsEncryption {
+    /// A file holding the key (64 hex digits), readable by Firebreak only.
+    pub key_file: Option<PathBuf>,
+    /// The key itself, usually from the `FIREBREAK_SECRETS_KEY` environment variable;
+    /// `key_file` wins when both are set.
+    pub key: Option<SecretText>,
+    /// Files of keys used before: secrets sealed under them are still read, and sealed
+    /// again under the current key when a service starts. Drop one once every service
+    /// started with its successor.
+    pub previous_key_files: Vec<PathBuf>,
 }
 
 /// Configuration text that is a secret: never shown by `Debug` (a logged configuration).
@@ -411,7 +433,12 @@ const KEYS: &[&str] = &[
     "connections",
     "auth",
     "tls",
+    "secrets_encryption",
 ];
+
+/// The environment variable holding the secrets key, short for
+/// `FIREBREAK_SECRETS_ENCRYPTION__KEY`.
+const SECRETS_KEY_ENV: &str = "FIREBREAK_SECRETS_KEY";
 
 impl Default for Config {
     fn default() -> Self {
@@ -449,6 +476,15 @@ impl Config {
             };
             // Secret values are read by name when a runbook uses them, never as configuration.
             if CLIENT_ENV.contains(&key.as_str()) || rest.starts_with("SECRET_") {
+                continue;
+            }
+            if key == SECRETS_KEY_ENV {
+                // Kept as text: hex digits may read as a YAML number.
+                set_path(
+                    &mut value,
+                    &["secrets_encryption".to_owned(), "key".to_owned()],
+                    serde_yaml::Value::String(raw),
+                );
                 continue;
             }
             let path: Vec<String> = rest.split("__").map(str::to_lowercase).collect();
@@ -606,6 +642,27 @@ mod tests {
         assert_eq!(c.approvers["incident-commander"], ["alice", "bob"]);
         assert_eq!(c.exec.allow, ["/usr/local/bin/flush-cdn"]);
         assert!(c.kubernetes.url.is_some());
+    }
+
+    /// `FIREBREAK_SECRETS_KEY` is the secrets key, kept as text; a printed configuration
+    /// shows no key or secret.
+    #[test]
+    fn the_secrets_key_comes_from_the_environment_and_secrets_never_print() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("f.yaml");
+        std::fs::write(
+            &file,
+            "integrations:\n  - { name: am, kind: alertmanager, key: am-key-0000000000000001, signing_secret: am-secret-00000000000001 }\n",
+        )
+        .unwrap();
+        let key = "1234567890123456789012345678901234567890123456789012345678901234";
+        let c = Config::load(Some(&file), env(&[("FIREBREAK_SECRETS_KEY", key)])).unwrap();
+        assert_eq!(c.secrets_encryption.key, Some(SecretText(key.into())));
+        assert!(c.ignored_env.is_empty(), "{:?}", c.ignored_env);
+        let printed = format!("{c:?}");
+        for secret in [key, "am-key-0000000000000001", "am-secret-00000000000001"] {
+            assert!(!printed.contains(secret), "{secret} printed");
+        }
     }
 
     #[test]

@@ -318,7 +318,7 @@ impl std::fmt::Debug for ConnInfo {
 }
 
 impl ConnInfo {
-    /// The peer's address.
+    /// The address the connection came from.
     pub(crate) fn remote(&self) -> SocketAddr {
         self.remote
     }
@@ -390,7 +390,8 @@ impl<B: http_body::Body + Unpin> http_body::Body for Guarded<B> {
 }
 
 /// Counts each gRPC call on its connection (see [`ConnInfo`]), so only connections with
-/// nothing in flight are closed as idle.
+/// nothing in flight are closed as idle, and tells the call where it came from
+/// ([`firebreak_proto::access::RemoteAddr`]).
 #[derive(Debug, Clone, Copy, Default)]
 pub(crate) struct CountCallsLayer;
 
@@ -418,8 +419,13 @@ where
         self.0.poll_ready(cx)
     }
 
-    fn call(&mut self, req: Request<B>) -> Self::Future {
-        let guard = req.extensions().get::<ConnInfo>().map(ConnInfo::begin);
+    fn call(&mut self, mut req: Request<B>) -> Self::Future {
+        let info = req.extensions().get::<ConnInfo>().cloned();
+        let guard = info.as_ref().map(ConnInfo::begin);
+        if let Some(info) = info {
+            req.extensions_mut()
+                .insert(firebreak_proto::access::RemoteAddr(info.remote()));
+        }
         let call = self.0.call(req);
         Box::pin(async move {
             let response = call.await?;

@@ -13,7 +13,7 @@ use tonic::{Request, Response, Status};
 
 use crate::edge::InvalidProtobuf;
 use crate::ingest::received_message;
-use crate::integrations::{bearer_token, to_record};
+use crate::integrations::{Listed, bearer_token};
 use crate::{
     Error, Incoming, Intake, Integration, IntegrationKind, SignalAction, SignalResult, Source,
 };
@@ -41,8 +41,15 @@ impl Intake {
             return Ok(GrpcCaller::Anonymous);
         };
         let token = value.to_str().map(bearer_token).unwrap_or_default();
+        // A source that keeps presenting wrong keys is held back before its key is looked at.
+        let source = firebreak_proto::access::remote_addr(req).map(|a| a.ip());
+        let now = self.clock.now();
         self.registry
-            .authenticate(token, IntegrationKind::Grpc)
+            .admit_source(source, now)
+            .and_then(|()| {
+                let found = self.registry.authenticate(token, IntegrationKind::Grpc);
+                self.registry.note(source, now, found)
+            })
             .map(GrpcCaller::Key)
             .map_err(|e| Error::from(e).into())
     }
@@ -250,15 +257,13 @@ pub struct IntegrationApi {
     intake: Intake,
 }
 
-fn integration_proto(i: &Integration, declared: bool, show_key: bool) -> v1::Integration {
+/// An integration on the wire with `key` as given: the whole key once, when it is created;
+/// masked when listed. The signing secret is never sent.
+fn integration_proto(i: &Integration, declared: bool, key: String) -> v1::Integration {
     v1::Integration {
         name: i.name.clone(),
         kind: i.kind.as_str().into(),
-        key: if show_key {
-            i.key.clone()
-        } else {
-            format!("{}…", &i.key[..4.min(i.key.len())])
-        },
+        key,
         origin: if declared { "configuration" } else { "runtime" }.into(),
     }
 }
@@ -276,20 +281,28 @@ impl IntegrationService for IntegrationApi {
                 req.kind
             ))
         })?;
-        let integration = Integration::generated(req.name.trim(), kind);
+        let integration = Integration {
+            signing_secret: Some(req.signing_secret)
+                .filter(|s| !s.is_empty())
+                .map(crate::Secret::new),
+            ..Integration::generated(req.name.trim(), kind)
+        };
         integration.validate().map_err(Error::Invalid)?;
         let registry = &self.intake.registry;
         if registry
             .all()
             .iter()
-            .any(|(i, _)| i.name == integration.name)
+            .any(|l| l.integration.name == integration.name)
         {
             return Err(Error::IntegrationExists(integration.name).into());
         }
         let now = self.intake.clock.now();
+        let record = registry
+            .record(&integration, now)
+            .map_err(|_| Error::NoSecretsKey)?;
         self.intake
             .store
-            .create_integration(&to_record(&integration, now))
+            .create_integration(&record)
             .await
             .map_err(|e| match e {
                 // Another call created it since the check above.
@@ -298,9 +311,13 @@ impl IntegrationService for IntegrationApi {
                 }
                 e => Error::Storage(e),
             })?;
-        registry.add_runtime(integration.clone());
+        registry.add_runtime(&integration, &record);
         Ok(Response::new(v1::CreateIntegrationResponse {
-            integration: Some(integration_proto(&integration, false, true)),
+            integration: Some(integration_proto(
+                &integration,
+                false,
+                integration.key.expose().to_owned(),
+            )),
         }))
     }
 
@@ -313,8 +330,8 @@ impl IntegrationService for IntegrationApi {
                 .intake
                 .registry
                 .all()
-                .iter()
-                .map(|(i, declared)| integration_proto(i, *declared, false))
+                .into_iter()
+                .map(|l: Listed| integration_proto(&l.integration, l.declared, l.masked_key))
                 .collect(),
         }))
     }

@@ -2,6 +2,11 @@
 //! (alerts and change events) and the v1 generic events API Alertmanager's `pagerduty_configs`
 //! speak. Each answers 2xx only after its alerts are committed, 4xx for what a retry cannot
 //! fix (nothing stored), 429 with `Retry-After` under overload, 503 when a retry may work.
+//!
+//! An integration with a signing secret accepts only calls signed with it
+//! (`X-Firebreak-Signature`, checked over the raw body before anything is stored), and a
+//! source address with too many wrong keys or
+//! signatures in a minute is answered 429 until its minute ends.
 // Helpers return the ready error `Response` for handlers to answer with at once; it lives
 // for one request, so its size does not matter.
 #![allow(clippy::result_large_err)]
@@ -10,13 +15,14 @@ use std::collections::BTreeMap;
 
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::extract::{DefaultBodyLimit, Extension, Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use firebreak_bus::{outbox_event, streams};
 use firebreak_domain::{Labels, SignalInput, dedup_key_for_group_key, dedup_key_for_labels};
 use firebreak_proto::ServiceError;
+use firebreak_proto::access::RemoteAddr;
 use firebreak_proto::v1::{self, event::Payload};
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -92,7 +98,48 @@ fn service_error(e: &(impl ServiceError + ?Sized), kind: &str) -> Response {
 }
 
 fn auth_error(e: &AuthError) -> Response {
-    service_error(e, "unauthorized")
+    match e {
+        AuthError::TooManyFailures { retry_after } => {
+            let mut response = service_error(e, "throttled");
+            let seconds = retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0);
+            response
+                .headers_mut()
+                .insert("retry-after", seconds.max(1).into());
+            response
+        }
+        _ => service_error(e, "unauthorized"),
+    }
+}
+
+/// Who calls: the source address the server put on the request, if any.
+type Remote = Option<Extension<RemoteAddr>>;
+
+/// The integration a webhook call authenticates as, or the answer refusing it: the source
+/// must not be held back, the key must name an integration of `kind`, and the call must be
+/// signed when the integration signs its calls. Wrong keys and signatures count against
+/// the source.
+fn authenticate(
+    intake: &Intake,
+    remote: &Remote,
+    key: &str,
+    kind: IntegrationKind,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<Integration, Response> {
+    let source = remote.as_ref().map(|Extension(RemoteAddr(a))| a.ip());
+    let now = intake.clock.now();
+    let registry = &intake.registry;
+    registry
+        .admit_source(source, now)
+        .and_then(|()| {
+            let found = registry.authenticate(key, kind).and_then(|i| {
+                let signature = headers.get(crate::SIGNATURE_HEADER).map(|v| v.as_bytes());
+                registry.check_signature(&i, signature, body, now)?;
+                Ok(i)
+            });
+            registry.note(source, now, found)
+        })
+        .map_err(|e| auth_error(&e))
 }
 
 fn ingest_error(e: &IngestError) -> Response {
@@ -111,14 +158,25 @@ fn ingest_error(e: &IngestError) -> Response {
 }
 
 /// The PagerDuty integration a routing (or service) key names, or the answer refusing it.
-fn pagerduty_integration(intake: &Intake, field: &str, key: &str) -> Result<Integration, Response> {
+fn pagerduty_integration(
+    intake: &Intake,
+    remote: &Remote,
+    field: &str,
+    key: &str,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<Integration, Response> {
     if key.trim().is_empty() {
         return Err(invalid(vec![format!("'{field}' is missing or blank")]));
     }
-    intake
-        .registry
-        .authenticate(key, IntegrationKind::Pagerduty)
-        .map_err(|e| auth_error(&e))
+    authenticate(
+        intake,
+        remote,
+        key,
+        IntegrationKind::Pagerduty,
+        headers,
+        body,
+    )
 }
 
 /// Parses a JSON body into `T`, or answers 400 saying why.
@@ -187,14 +245,17 @@ struct AmAlert {
 
 async fn alertmanager_keyed(
     State(intake): State<Intake>,
+    remote: Remote,
     Path(key): Path<String>,
+    headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    alertmanager(&intake, &key, &body).await
+    alertmanager(&intake, &remote, &key, &headers, &body).await
 }
 
 async fn alertmanager_bearer(
     State(intake): State<Intake>,
+    remote: Remote,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
@@ -203,16 +264,26 @@ async fn alertmanager_bearer(
         .and_then(|v| v.to_str().ok())
         .map(crate::integrations::bearer_token)
         .unwrap_or_default();
-    alertmanager(&intake, token, &body).await
+    alertmanager(&intake, &remote, token, &headers, &body).await
 }
 
-async fn alertmanager(intake: &Intake, key: &str, body: &Bytes) -> Response {
-    let integration = match intake
-        .registry
-        .authenticate(key, IntegrationKind::Alertmanager)
-    {
+async fn alertmanager(
+    intake: &Intake,
+    remote: &Remote,
+    key: &str,
+    headers: &HeaderMap,
+    body: &Bytes,
+) -> Response {
+    let integration = match authenticate(
+        intake,
+        remote,
+        key,
+        IntegrationKind::Alertmanager,
+        headers,
+        body,
+    ) {
         Ok(i) => i,
-        Err(e) => return auth_error(&e),
+        Err(r) => return r,
     };
     let payload: AmPayload = match parse(body) {
         Ok(p) => p,
@@ -377,15 +448,22 @@ fn details(v: Option<&Value>) -> Labels {
     }
 }
 
-async fn pagerduty_v2(State(intake): State<Intake>, body: Bytes) -> Response {
+async fn pagerduty_v2(
+    State(intake): State<Intake>,
+    remote: Remote,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     let event: PdEvent = match parse(&body) {
         Ok(e) => e,
         Err(r) => return r,
     };
-    let integration = match pagerduty_integration(&intake, "routing_key", &event.routing_key) {
-        Ok(i) => i,
-        Err(r) => return r,
-    };
+    let key = &event.routing_key;
+    let integration =
+        match pagerduty_integration(&intake, &remote, "routing_key", key, &headers, &body) {
+            Ok(i) => i,
+            Err(r) => return r,
+        };
     let mut errors = Vec::new();
     let action = match event.event_action.as_str() {
         "trigger" => SignalAction::Trigger,
@@ -500,15 +578,22 @@ struct PdChangePayload {
     custom_details: Option<Value>,
 }
 
-async fn pagerduty_change(State(intake): State<Intake>, body: Bytes) -> Response {
+async fn pagerduty_change(
+    State(intake): State<Intake>,
+    remote: Remote,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     let change: PdChange = match parse(&body) {
         Ok(c) => c,
         Err(r) => return r,
     };
-    let integration = match pagerduty_integration(&intake, "routing_key", &change.routing_key) {
-        Ok(i) => i,
-        Err(r) => return r,
-    };
+    let key = &change.routing_key;
+    let integration =
+        match pagerduty_integration(&intake, &remote, "routing_key", key, &headers, &body) {
+            Ok(i) => i,
+            Err(r) => return r,
+        };
     let Some(p) = change.payload else {
         return invalid(vec!["'payload' is missing".into()]);
     };
@@ -585,15 +670,22 @@ struct PdV1 {
     client: Option<String>,
 }
 
-async fn pagerduty_v1(State(intake): State<Intake>, body: Bytes) -> Response {
+async fn pagerduty_v1(
+    State(intake): State<Intake>,
+    remote: Remote,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     let event: PdV1 = match parse(&body) {
         Ok(e) => e,
         Err(r) => return r,
     };
-    let integration = match pagerduty_integration(&intake, "service_key", &event.service_key) {
-        Ok(i) => i,
-        Err(r) => return r,
-    };
+    let key = &event.service_key;
+    let integration =
+        match pagerduty_integration(&intake, &remote, "service_key", key, &headers, &body) {
+            Ok(i) => i,
+            Err(r) => return r,
+        };
     let action = match event.event_type.as_str() {
         "trigger" => SignalAction::Trigger,
         "acknowledge" => SignalAction::Acknowledge,

@@ -3,11 +3,17 @@
 //! Declared in the configuration (GitOps) or created at run time.
 
 use std::collections::{BTreeMap, HashMap};
+use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use firebreak_domain::Micros;
+use firebreak_domain::access::integration_key_hash;
 use firebreak_storage::{IntakeStore, IntegrationRecord};
 use serde::{Deserialize, Serialize};
+
+use crate::failures::FailureGate;
+use crate::secrets::{Keyring, SealError, Secret, SignatureError};
 
 /// The tools an integration serves.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
@@ -41,14 +47,19 @@ impl IntegrationKind {
 }
 
 /// One integration.
-#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Integration {
     pub name: String,
     pub kind: IntegrationKind,
-    /// The routing key (PagerDuty), path key or bearer token (Alertmanager, gRPC): at least
-    /// 16 characters.
-    pub key: String,
+    /// The routing key (PagerDuty), path key or bearer token (Alertmanager, gRPC): 16 to 128
+    /// printable characters. A run-time integration's is known only when it is created: the
+    /// store keeps its SHA-256, so one read back from the store holds none (empty).
+    pub key: Secret,
+    /// When set, every webhook call must be signed with it: `X-Firebreak-Signature:
+    /// t=<unix seconds>,v1=<hex HMAC-SHA256(secret, "<t>." + body)>` (16 to 256 bytes).
+    #[serde(default)]
+    pub signing_secret: Option<Secret>,
     /// The label (Alertmanager) holding the severity.
     #[serde(default = "default_severity_label")]
     pub severity_label: String,
@@ -82,7 +93,8 @@ impl Integration {
         Self {
             name: name.to_owned(),
             kind,
-            key: new_key(),
+            key: Secret::new(new_key()),
+            signing_secret: None,
             severity_label: default_severity_label(),
             severity_map: BTreeMap::new(),
             category: String::new(),
@@ -120,12 +132,18 @@ impl Integration {
                 self.name
             ));
         }
-        if self.key.len() < 16
-            || self.key.len() > 128
-            || !self.key.chars().all(|c| c.is_ascii_graphic())
-        {
+        let key = self.key.expose();
+        if key.len() < 16 || key.len() > 128 || !key.chars().all(|c| c.is_ascii_graphic()) {
             return Err(format!(
                 "integration {}: the key must be 16 to 128 printable characters",
+                self.name
+            ));
+        }
+        if let Some(secret) = &self.signing_secret
+            && !(16..=256).contains(&secret.expose().len())
+        {
+            return Err(format!(
+                "integration {}: the signing secret must be 16 to 256 bytes",
                 self.name
             ));
         }
@@ -161,13 +179,33 @@ pub enum AuthError {
     /// The key belongs to an integration of another kind.
     #[error("integration {name} is of kind {}, not for this endpoint", kind.as_str())]
     WrongKind { name: String, kind: IntegrationKind },
+    /// The integration signs its webhooks, and this call's signature does not hold.
+    #[error(transparent)]
+    Signature(#[from] SignatureError),
+    /// The caller's address failed to authenticate too often lately.
+    #[error(
+        "too many failed authentications from this address: retry in {} s",
+        retry_after.as_secs().max(1)
+    )]
+    TooManyFailures { retry_after: Duration },
+}
+
+impl AuthError {
+    /// Whether this is a wrong credential (a guess), which counts against its source. A
+    /// missing key or a key of the wrong kind is a mistake, not a guess.
+    fn is_guess(&self) -> bool {
+        matches!(self, Self::Unknown | Self::Signature(_))
+    }
 }
 
 impl firebreak_proto::ServiceError for AuthError {
     fn error_code(&self) -> firebreak_proto::ErrorCode {
         match self {
             Self::WrongKind { .. } => firebreak_proto::ErrorCode::PermissionDenied,
-            Self::Missing | Self::Unknown => firebreak_proto::ErrorCode::Unauthenticated,
+            Self::Missing | Self::Unknown | Self::Signature(_) => {
+                firebreak_proto::ErrorCode::Unauthenticated
+            }
+            Self::TooManyFailures { .. } => firebreak_proto::ErrorCode::ResourceExhausted,
         }
     }
 }
@@ -185,14 +223,42 @@ pub enum LoadError {
     Stored { name: String, reason: String },
 }
 
+/// A run-time integration as the registry holds it: found by its key's hash.
+#[derive(Debug, Clone)]
+struct Stored {
+    integration: Integration,
+    /// The first characters of its key, for listings.
+    key_hint: String,
+}
+
+/// An integration as listed: its key masked.
+#[derive(Debug, Clone)]
+pub struct Listed {
+    pub integration: Integration,
+    /// Declared in the configuration, not created at run time.
+    pub declared: bool,
+    /// The key's first four characters and `…`.
+    pub masked_key: String,
+}
+
 /// Every integration: the configuration's, fixed, and the runtime ones from the store.
 #[derive(Clone)]
 pub struct Registry {
     declared: Arc<Vec<Integration>>,
-    runtime: Arc<Mutex<HashMap<String, Integration>>>,
+    /// Run-time integrations by the SHA-256 of their key.
+    runtime: Arc<Mutex<HashMap<String, Stored>>>,
     buckets: Arc<Mutex<HashMap<String, (f64, Instant)>>>,
     /// Alerts per second keyless gRPC callers may send together; 0 means no limit.
     anonymous_rate: u32,
+    /// Seals run-time integrations' signing secrets.
+    keyring: Arc<Keyring>,
+    /// Failed authentications by source.
+    failures: Arc<FailureGate>,
+}
+
+/// A key's first four characters and `…`: enough to tell keys apart, nothing to guess with.
+fn mask(hint: &str) -> String {
+    format!("{}…", hint.chars().take(4).collect::<String>())
 }
 
 /// The bucket of keyless gRPC callers; no integration name holds a NUL.
@@ -208,16 +274,19 @@ pub(crate) fn bearer_token(value: &str) -> &str {
 }
 
 impl Registry {
-    /// The registry of the configuration's integrations plus those in `store`.
+    /// The registry of the configuration's integrations plus those in `store`, whose signing
+    /// secrets `keyring` opens. Secrets sealed under a previous key are sealed again under
+    /// the current one and stored so.
     pub async fn load(
         declared: Vec<Integration>,
         store: &dyn IntakeStore,
+        keyring: Keyring,
     ) -> Result<Self, LoadError> {
         let mut names = std::collections::BTreeSet::new();
         let mut keys = std::collections::BTreeSet::new();
         for i in &declared {
             i.validate().map_err(LoadError::Invalid)?;
-            if !names.insert(i.name.clone()) || !keys.insert(i.key.clone()) {
+            if !names.insert(i.name.clone()) || !keys.insert(i.key.expose().to_owned()) {
                 return Err(LoadError::Invalid(format!(
                     "integration {}: its name or key is used twice",
                     i.name
@@ -226,17 +295,44 @@ impl Registry {
         }
         let mut runtime = HashMap::new();
         for r in store.integrations().await? {
-            let i = from_record(&r).map_err(|reason| LoadError::Stored {
+            let stored = |reason: String| LoadError::Stored {
                 name: r.name.clone(),
                 reason,
-            })?;
-            runtime.insert(i.key.clone(), i);
+            };
+            let mut i = from_record(&r).map_err(stored)?;
+            if let Some(sealed) = &r.signing_secret {
+                let secret = keyring
+                    .open(&r.name, sealed)
+                    .map_err(|e| stored(format!("its signing secret: {e}")))?;
+                if !keyring.is_current(sealed) && keyring.can_seal() {
+                    let resealed = keyring
+                        .seal(&r.name, &secret)
+                        .map_err(|e| stored(format!("its signing secret: {e}")))?;
+                    // False: another replica sealed it again first, which is as good.
+                    store.reseal_integration(&r.name, sealed, &resealed).await?;
+                    tracing::info!(
+                        integration = %r.name,
+                        key = keyring.current_id().unwrap_or_default(),
+                        "sealed a signing secret again under the current secrets key"
+                    );
+                }
+                i.signing_secret = Some(secret);
+            }
+            runtime.insert(
+                r.key_hash.clone(),
+                Stored {
+                    integration: i,
+                    key_hint: r.key_hint.clone(),
+                },
+            );
         }
         Ok(Self {
             declared: Arc::new(declared),
             runtime: Arc::new(Mutex::new(runtime)),
             buckets: Arc::default(),
             anonymous_rate: 0,
+            keyring: Arc::new(keyring),
+            failures: Arc::default(),
         })
     }
 
@@ -252,12 +348,20 @@ impl Registry {
         if key.is_empty() {
             return Err(AuthError::Missing);
         }
+        // Declared keys are compared in constant time; stored ones are found by their hash,
+        // which says nothing of the key through timing.
         let found = self
             .declared
             .iter()
-            .find(|i| constant_time_eq(&i.key, key))
+            .find(|i| constant_time_eq(i.key.expose(), key))
             .cloned()
-            .or_else(|| self.runtime.lock().ok().and_then(|r| r.get(key).cloned()))
+            .or_else(|| {
+                let hash = integration_key_hash(key);
+                self.runtime
+                    .lock()
+                    .ok()
+                    .and_then(|r| r.get(&hash).map(|s| s.integration.clone()))
+            })
             .ok_or(AuthError::Unknown)?;
         if found.kind != kind {
             return Err(AuthError::WrongKind {
@@ -266,6 +370,77 @@ impl Registry {
             });
         }
         Ok(found)
+    }
+
+    /// Checks a webhook call's signature when the integration signs its calls: `header` is
+    /// [`crate::SIGNATURE_HEADER`]'s value, if any, `body` the raw body, `now` the time.
+    pub fn check_signature(
+        &self,
+        integration: &Integration,
+        header: Option<&[u8]>,
+        body: &[u8],
+        now: Micros,
+    ) -> Result<(), AuthError> {
+        let Some(secret) = &integration.signing_secret else {
+            return Ok(());
+        };
+        let seconds = now.unix_micros().div_euclid(1_000_000);
+        crate::secrets::verify(secret, header, body, seconds).map_err(AuthError::from)
+    }
+
+    /// Whether `source` may try to authenticate at `now`: refused for the rest of its
+    /// window once it failed too often. Unknown sources (no server said) are not held.
+    pub fn admit_source(&self, source: Option<IpAddr>, now: Micros) -> Result<(), AuthError> {
+        match source {
+            Some(ip) => self
+                .failures
+                .check(ip, now)
+                .map_err(|retry_after| AuthError::TooManyFailures { retry_after }),
+            None => Ok(()),
+        }
+    }
+
+    /// Notes how an authentication of `source` at `now` ended: a wrong key or signature
+    /// counts against the source and in `firebreak_auth_failures_total`.
+    pub fn note<T>(
+        &self,
+        source: Option<IpAddr>,
+        now: Micros,
+        outcome: Result<T, AuthError>,
+    ) -> Result<T, AuthError> {
+        if let Err(e) = &outcome
+            && e.is_guess()
+        {
+            firebreak_telemetry::metrics().auth_failures.inc();
+            if let Some(ip) = source {
+                self.failures.fail(ip, now);
+            }
+            tracing::debug!(source = ?source, reason = %e, "integration authentication failed");
+        }
+        outcome
+    }
+
+    /// The record storing a new run-time integration: its key hashed, its signing secret
+    /// sealed (`SealError::NoKey` when there is a secret and no key to seal it with).
+    pub(crate) fn record(
+        &self,
+        i: &Integration,
+        now: Micros,
+    ) -> Result<IntegrationRecord, SealError> {
+        let signing_secret = i
+            .signing_secret
+            .as_ref()
+            .map(|s| self.keyring.seal(&i.name, s))
+            .transpose()?;
+        Ok(IntegrationRecord {
+            name: i.name.clone(),
+            kind: i.kind.as_str().to_owned(),
+            key_hash: integration_key_hash(i.key.expose()),
+            key_hint: i.key.expose().chars().take(4).collect(),
+            settings: serde_json::to_value(StoredSettings::of(i)).unwrap_or_default(),
+            signing_secret,
+            created_at: now,
+        })
     }
 
     /// Takes `n` alerts from the integration's rate budget, or says how long to wait.
@@ -308,17 +483,32 @@ impl Registry {
         }
     }
 
-    /// Every integration, declared ones first.
-    pub fn all(&self) -> Vec<(Integration, bool)> {
-        let mut out: Vec<(Integration, bool)> =
-            self.declared.iter().cloned().map(|i| (i, true)).collect();
-        let mut runtime: Vec<Integration> = self
+    /// Every integration, declared ones first, keys masked.
+    pub fn all(&self) -> Vec<Listed> {
+        let mut out: Vec<Listed> = self
+            .declared
+            .iter()
+            .map(|i| Listed {
+                integration: i.clone(),
+                declared: true,
+                masked_key: mask(i.key.expose()),
+            })
+            .collect();
+        let mut runtime: Vec<Listed> = self
             .runtime
             .lock()
-            .map(|r| r.values().cloned().collect())
+            .map(|r| {
+                r.values()
+                    .map(|s| Listed {
+                        integration: s.integration.clone(),
+                        declared: false,
+                        masked_key: mask(&s.key_hint),
+                    })
+                    .collect()
+            })
             .unwrap_or_default();
-        runtime.sort_by(|a, b| a.name.cmp(&b.name));
-        out.extend(runtime.into_iter().map(|i| (i, false)));
+        runtime.sort_by(|a, b| a.integration.name.cmp(&b.integration.name));
+        out.extend(runtime);
         out
     }
 
@@ -327,15 +517,25 @@ impl Registry {
         self.declared.iter().any(|i| i.name == name)
     }
 
-    pub(crate) fn add_runtime(&self, i: Integration) {
+    /// Adds a run-time integration just stored as `record`; the key is not kept.
+    pub(crate) fn add_runtime(&self, i: &Integration, record: &IntegrationRecord) {
         if let Ok(mut r) = self.runtime.lock() {
-            r.insert(i.key.clone(), i);
+            r.insert(
+                record.key_hash.clone(),
+                Stored {
+                    integration: Integration {
+                        key: Secret::default(),
+                        ..i.clone()
+                    },
+                    key_hint: record.key_hint.clone(),
+                },
+            );
         }
     }
 
     pub(crate) fn remove_runtime(&self, name: &str) {
         if let Ok(mut r) = self.runtime.lock() {
-            r.retain(|_, i| i.name != name);
+            r.retain(|_, s| s.integration.name != name);
         }
     }
 }
@@ -349,18 +549,51 @@ fn constant_time_eq(a: &str, b: &str) -> bool {
             == 0
 }
 
-pub(crate) fn to_record(i: &Integration, now: firebreak_domain::Micros) -> IntegrationRecord {
-    IntegrationRecord {
-        name: i.name.clone(),
-        kind: i.kind.as_str().to_owned(),
-        key: i.key.clone(),
-        settings: serde_json::to_value(i).unwrap_or_default(),
-        created_at: now,
+/// The settings a run-time integration stores as JSON: never its key or signing secret.
+/// Rows of earlier versions also hold its name and kind (the columns hold them too), which
+/// reading skips.
+#[derive(Debug, Serialize, Deserialize)]
+struct StoredSettings {
+    #[serde(default = "default_severity_label")]
+    severity_label: String,
+    #[serde(default)]
+    severity_map: BTreeMap<String, u32>,
+    #[serde(default)]
+    category: String,
+    #[serde(default = "yes")]
+    auto_resolve: bool,
+    #[serde(default)]
+    rate_limit_per_second: u32,
+}
+
+impl StoredSettings {
+    fn of(i: &Integration) -> Self {
+        Self {
+            severity_label: i.severity_label.clone(),
+            severity_map: i.severity_map.clone(),
+            category: i.category.clone(),
+            auto_resolve: i.auto_resolve,
+            rate_limit_per_second: i.rate_limit_per_second,
+        }
     }
 }
 
 fn from_record(r: &IntegrationRecord) -> Result<Integration, String> {
-    serde_json::from_value(r.settings.clone()).map_err(|e| e.to_string())
+    let kind =
+        IntegrationKind::parse(&r.kind).ok_or_else(|| format!("unknown kind {:?}", r.kind))?;
+    let s: StoredSettings =
+        serde_json::from_value(r.settings.clone()).map_err(|e| e.to_string())?;
+    Ok(Integration {
+        name: r.name.clone(),
+        kind,
+        key: Secret::default(),
+        signing_secret: None,
+        severity_label: s.severity_label,
+        severity_map: s.severity_map,
+        category: s.category,
+        auto_resolve: s.auto_resolve,
+        rate_limit_per_second: s.rate_limit_per_second,
+    })
 }
 
 #[cfg(test)]
@@ -393,7 +626,7 @@ mod tests {
         assert_eq!(a.len(), 32);
         let mut i = integration(IntegrationKind::Grpc, 0);
         assert_eq!(i.validate(), Ok(()));
-        i.key = "short".into();
+        i.key = Secret::new("short");
         assert!(i.validate().is_err());
     }
 
@@ -403,6 +636,8 @@ mod tests {
             runtime: Arc::default(),
             buckets: Arc::default(),
             anonymous_rate: 0,
+            keyring: Arc::default(),
+            failures: Arc::default(),
         }
     }
 

@@ -8,10 +8,12 @@
 //! callers get `RESOURCE_EXHAUSTED` / HTTP 429 rather than a growing queue.
 
 mod edge;
+mod failures;
 mod grpc;
 pub mod http;
 mod ingest;
 mod integrations;
+mod secrets;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -26,9 +28,15 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 pub use edge::{InvalidProtobuf, RETRY_INFO_TYPE, RetryInfo, RpcStatus};
+pub use failures::{FailureGate, MAX_FAILURES, MAX_SOURCES, WINDOW};
 pub use grpc::IntegrationApi;
 pub use ingest::{Incoming, SignalAction, SignalResult, Source};
-pub use integrations::{AuthError, Integration, IntegrationKind, LoadError, Registry, new_key};
+pub use integrations::{
+    AuthError, Integration, IntegrationKind, Listed, LoadError, Registry, new_key,
+};
+pub use secrets::{
+    Keyring, SIGNATURE_HEADER, SIGNATURE_TOLERANCE_SECONDS, SealError, Secret, SignatureError, sign,
+};
 
 /// Calls (gRPC or HTTP) storing at once by default; more wait for nothing and are told to
 /// retry.
@@ -101,6 +109,11 @@ pub enum Error {
     IntegrationNotFound(String),
     #[error("integration {0} is declared in the configuration; remove it there")]
     IntegrationDeclared(String),
+    /// A signing secret given with no secrets key configured to store it encrypted.
+    #[error(
+        "cannot store a signing secret: configure secrets_encryption (key_file, or FIREBREAK_SECRETS_KEY) so it is stored encrypted, or declare the integration in the configuration"
+    )]
+    NoSecretsKey,
     /// An alert the store said it holds could not be read back.
     #[error("the stored alert {0} is gone")]
     AlertGone(String),
@@ -116,7 +129,7 @@ impl ServiceError for Error {
             Self::Ingest(e) => e.error_code(),
             Self::IntegrationExists(_) => ErrorCode::AlreadyExists,
             Self::IntegrationNotFound(_) => ErrorCode::NotFound,
-            Self::IntegrationDeclared(_) => ErrorCode::FailedPrecondition,
+            Self::IntegrationDeclared(_) | Self::NoSecretsKey => ErrorCode::FailedPrecondition,
             Self::AlertGone(_) => ErrorCode::Internal,
             Self::Storage(e) => e.error_code(),
         }
@@ -139,6 +152,9 @@ impl From<Error> for tonic::Status {
             && let Some(delay) = i.retry_after()
         {
             return edge::exhausted(i.caller_message(), delay);
+        }
+        if let Error::Auth(a @ AuthError::TooManyFailures { retry_after }) = &e {
+            return edge::exhausted(a.to_string(), *retry_after);
         }
         firebreak_proto::status(&e)
     }

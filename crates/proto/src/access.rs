@@ -82,6 +82,17 @@ pub fn caller<T>(request: &tonic::Request<T>) -> Option<&Principal> {
     request.extensions().get::<Principal>()
 }
 
+/// The address a call (gRPC or HTTP) came from: the servers put it on every request, so a
+/// service can tell sources apart (intake slows down one that keeps failing to
+/// authenticate). Absent where no server of Firebreak's runs (a service's own tests).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RemoteAddr(pub std::net::SocketAddr);
+
+/// The address a gRPC request came from, if the server said.
+pub fn remote_addr<T>(request: &tonic::Request<T>) -> Option<std::net::SocketAddr> {
+    request.extensions().get::<RemoteAddr>().map(|r| r.0)
+}
+
 /// The actor to record for a request's caller: the authenticated identity, never a request
 /// field. Without an access layer (a service's own tests), `anonymous`.
 pub fn actor<T>(request: &tonic::Request<T>) -> String {

@@ -57,8 +57,12 @@ pub trait IntakeStore: Outbox {
     async fn begin(&self) -> Result<Box<dyn IntakeTx>>;
     /// Integrations created at run time, by name.
     async fn integrations(&self) -> Result<Vec<IntegrationRecord>>;
-    /// Adds an integration; `Conflict` when its name or key is taken.
+    /// Adds an integration; `Conflict` when its name or key (hash) is taken.
     async fn create_integration(&self, integration: &IntegrationRecord) -> Result<()>;
+    /// Replaces an integration's sealed signing secret `from` with `to` (the same secret
+    /// sealed under another encryption key); false, and nothing changed, when the
+    /// integration is gone or no longer holds `from` (another replica resealed it first).
+    async fn reseal_integration(&self, name: &str, from: &str, to: &str) -> Result<bool>;
     /// Deletes an integration; false when there was none of that name.
     async fn delete_integration(&self, name: &str) -> Result<bool>;
     /// One alert by id.

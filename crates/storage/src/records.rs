@@ -68,14 +68,21 @@ pub struct AlertRecord {
     pub alert_key: String,
 }
 
-/// An integration created at run time (those in the configuration are not stored).
+/// An integration created at run time (those in the configuration are not stored). Its key
+/// is not stored, only its hash; its signing secret only sealed (encrypted) by intake.
 #[derive(Debug, Clone, PartialEq)]
 pub struct IntegrationRecord {
     pub name: String,
     pub kind: String,
-    pub key: String,
-    /// The rest of its settings, as JSON.
+    /// SHA-256 of its key, in lowercase hex ([`firebreak_domain::access::integration_key_hash`]):
+    /// what a presented key is looked up by.
+    pub key_hash: String,
+    /// The first characters of its key, so listings can tell keys apart.
+    pub key_hint: String,
+    /// The rest of its settings, as JSON (never the key or the secret).
     pub settings: serde_json::Value,
+    /// Its webhook signing secret as intake sealed it (encrypted, naming its key), if any.
+    pub signing_secret: Option<String>,
     pub created_at: Micros,
 }
 

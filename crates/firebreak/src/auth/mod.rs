@@ -506,7 +506,7 @@ pub(crate) async fn bootstrap(
 }
 
 /// Writes `secret` to `path`, readable by its owner only, replacing what was there.
-fn write_secret(path: &std::path::Path, secret: &str) -> anyhow::Result<()> {
+pub(crate) fn write_secret(path: &std::path::Path, secret: &str) -> anyhow::Result<()> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
     let tmp = path.with_extension("tmp");

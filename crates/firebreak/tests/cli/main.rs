@@ -1414,3 +1414,143 @@ fn audit_list_shows_who_changed_what_filtered_by_actor_as_json() {
         .unwrap();
     assert!(!out.status.success());
 }
+
+/// Embedded mode (SQLite): integration keys and signing secrets, declared and created at
+/// run time, are in no byte of the data directory's files (every database and its log)
+/// and no line of the debug log, after good and bad calls with them.
+#[test]
+fn no_key_or_secret_reaches_the_data_directory_or_the_log() {
+    const DECLARED_KEY: &str = "declared-key-0a1b2c3d4e";
+    const DECLARED_SECRET: &str = "declared-secret-9f8e7d6c5b";
+    const RUNTIME_SECRET: &str = "runtime-secret-5a4b3c2d1e";
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("config.yaml");
+    std::fs::write(
+        &config,
+        format!("integrations:\n  - {{ name: decl, kind: alertmanager, key: {DECLARED_KEY}, signing_secret: {DECLARED_SECRET} }}\n"),
+    )
+    .unwrap();
+    let data = dir.path().join("data");
+    let runbooks = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../runbooks");
+    let log = dir.path().join("server.log");
+    let (grpc, http) = (free_port(), free_port());
+    let mut child = Command::new(BIN)
+        .arg("up")
+        .arg("--data-dir")
+        .arg(&data)
+        .arg("--runbooks")
+        .arg(&runbooks)
+        .arg("--config")
+        .arg(&config)
+        .args(["--grpc-addr", &format!("127.0.0.1:{grpc}")])
+        .args(["--http-addr", &format!("127.0.0.1:{http}")])
+        .env("RUST_LOG", "debug")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    wait_for("the server to listen", || {
+        std::net::TcpStream::connect(("127.0.0.1", grpc)).ok()
+    });
+    let client = |args: &[&str]| -> Value {
+        let out = Command::new(BIN)
+            .env("FIREBREAK_DATA_DIR", &data)
+            .args([
+                "--server",
+                &format!("http://127.0.0.1:{grpc}"),
+                "--output",
+                "json",
+            ])
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).unwrap()
+    };
+    let secret_file = dir.path().join("secret.txt");
+    std::fs::write(&secret_file, RUNTIME_SECRET).unwrap();
+    let created = client(&[
+        "integration",
+        "create",
+        "rt",
+        "--kind",
+        "alertmanager",
+        "--signing-secret-file",
+        secret_file.to_str().unwrap(),
+    ]);
+    let runtime_key = created[0]["key"].as_str().unwrap().to_owned();
+
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    let post = |key: &str, name: &str, secret: Option<&str>| {
+        let body = serde_json::to_vec(&serde_json::json!({
+            "version": "4", "groupKey": format!("{{}}:{{alertname=\"{name}\"}}"), "status": "firing",
+            "alerts": [{ "status": "firing", "labels": { "alertname": name } }],
+        }))
+        .unwrap();
+        let mut req = reqwest::Client::new()
+            .post(format!(
+                "http://127.0.0.1:{http}/v1/webhooks/alertmanager/{key}"
+            ))
+            .body(body.clone());
+        if let Some(s) = secret {
+            let sig = firebreak_intake::sign(&firebreak_intake::Secret::new(s), now, &body);
+            req = req.header("x-firebreak-signature", sig);
+        }
+        rt.block_on(async { req.send().await.unwrap().status().as_u16() })
+    };
+    assert_eq!(post(DECLARED_KEY, "d-good", Some(DECLARED_SECRET)), 200);
+    assert_eq!(
+        post(DECLARED_KEY, "d-bad", Some("wrong-secret-000000000")),
+        401
+    );
+    assert_eq!(post(&runtime_key, "r-good", Some(RUNTIME_SECRET)), 200);
+    assert_eq!(post(&runtime_key, "r-unsigned", None), 401);
+    assert_eq!(post("not-a-key-0000000000", "nobody", None), 401);
+    wait_for("the incidents of the good calls", || {
+        let list = client(&["incident", "list"]);
+        (list.as_array().map_or(0, Vec::len) >= 2).then_some(())
+    });
+    child.kill().unwrap();
+    child.wait().unwrap();
+
+    let secrets_key = std::fs::read_to_string(data.join("secrets.key")).unwrap();
+    let mut files = 0;
+    for entry in std::fs::read_dir(&data).unwrap() {
+        let path = entry.unwrap().path();
+        if path.file_name().is_some_and(|n| n == "secrets.key") {
+            continue;
+        }
+        let text = String::from_utf8_lossy(&std::fs::read(&path).unwrap()).into_owned();
+        files += 1;
+        for needle in [
+            DECLARED_KEY,
+            DECLARED_SECRET,
+            RUNTIME_SECRET,
+            runtime_key.as_str(),
+            secrets_key.trim(),
+        ] {
+            assert!(!text.contains(needle), "{needle} in {}", path.display());
+        }
+    }
+    assert!(files >= 5, "the databases were read");
+    let logged = std::fs::read_to_string(&log).unwrap();
+    assert!(logged.contains("DEBUG"), "the log is at debug");
+    for needle in [
+        DECLARED_KEY,
+        DECLARED_SECRET,
+        RUNTIME_SECRET,
+        runtime_key.as_str(),
+        secrets_key.trim(),
+    ] {
+        assert!(!logged.contains(needle), "{needle} in the log");
+    }
+}

@@ -688,3 +688,361 @@ async fn a_call_to_triage_is_audited_by_notification_and_published_on_the_audit_
     };
     assert_eq!(recorded.entry.unwrap().id, event.id);
 }
+
+/// Every message body of a NATS stream, as text.
+async fn stream_text(nats: &str, stream: &str) -> String {
+    let js = async_nats::jetstream::new(async_nats::connect(nats).await.unwrap());
+    let Ok(mut stream) = js.get_stream(stream).await else {
+        return String::new();
+    };
+    let last = stream.info().await.unwrap().state.last_sequence;
+    let mut text = String::new();
+    for seq in 1..=last {
+        if let Ok(m) = stream.get_raw_message(seq).await {
+            text.push_str(&String::from_utf8_lossy(&m.payload));
+            text.push_str(&format!("{:?}\n", m.headers));
+        }
+    }
+    text
+}
+
+/// Integration keys and signing secrets, declared and created at run time, reach no stored
+/// row (every table of every service's database, read with `SELECT *`), no event on the bus
+/// and no log line (at debug), after good and bad calls with them; nor does the secrets key.
+#[tokio::test]
+async fn no_key_or_secret_reaches_rows_events_or_logs() {
+    const DECLARED_KEY: &str = "declared-key-7f3a9c1e55";
+    const DECLARED_SECRET: &str = "declared-secret-b81d44e2a0";
+    const RUNTIME_SECRET: &str = "runtime-secret-c93e17f6b2";
+    const SECRETS_KEY: &str = "5e8f0c2b7a9d41e6b3c8f05a2d7e9b1c4f6a8d0e2b5c7f9a1d3e5b7c9f0a2d4e";
+    let target = Recorder::start().await;
+    let (runbooks, extra) = setup(&target);
+    let extra = format!(
+        "{extra}\nintegrations:\n  - {{ name: decl, kind: alertmanager, key: {DECLARED_KEY}, signing_secret: {DECLARED_SECRET} }}\n"
+    );
+    let mut d = Deployment::new(runbooks.path(), &extra).await;
+    let env = [
+        ("RUST_LOG", "debug"),
+        ("FIREBREAK_SECRETS_KEY", SECRETS_KEY),
+    ];
+    for s in harness::SERVICES {
+        d.start_with_env(s, 1, &env);
+    }
+    let secret_file = d.dir.path().join("runtime.secret");
+    std::fs::write(&secret_file, RUNTIME_SECRET).unwrap();
+    let created: serde_json::Value = serde_json::from_str(&d.cli(&[
+        "--output",
+        "json",
+        "integration",
+        "create",
+        "rt",
+        "--kind",
+        "pagerduty",
+        "--signing-secret-file",
+        secret_file.to_str().unwrap(),
+    ]))
+    .unwrap();
+    let runtime_key = created[0]["key"].as_str().unwrap().to_owned();
+    let plain: serde_json::Value = serde_json::from_str(&d.cli(&[
+        "--output",
+        "json",
+        "integration",
+        "create",
+        "plain",
+        "--kind",
+        "alertmanager",
+    ]))
+    .unwrap();
+    let plain_key = plain[0]["key"].as_str().unwrap().to_owned();
+
+    // Good and bad calls with each.
+    let http = d.http("intake-1");
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let client = reqwest::Client::new();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    let sign = |secret: &str, body: &[u8]| {
+        firebreak_intake::sign(&firebreak_intake::Secret::new(secret), now, body)
+    };
+    let am = |name: &str| {
+        serde_json::to_vec(&serde_json::json!({
+            "version": "4", "groupKey": format!("{{}}:{{alertname=\"{name}\"}}"), "status": "firing",
+            "alerts": [{ "status": "firing", "labels": { "alertname": name, "severity": "critical" },
+                "annotations": { "summary": format!("{name} is down") } }],
+        }))
+        .unwrap()
+    };
+    let pd = |key: &str, summary: &str| {
+        serde_json::to_vec(&serde_json::json!({
+            "routing_key": key, "event_action": "trigger",
+            "payload": { "summary": summary, "source": "db-1", "severity": "critical" },
+        }))
+        .unwrap()
+    };
+    let mut calls: Vec<(String, Vec<u8>, Option<String>, u16)> = Vec::new();
+    let body = am("declared-good");
+    calls.push((
+        format!("/v1/webhooks/alertmanager/{DECLARED_KEY}"),
+        body.clone(),
+        Some(sign(DECLARED_SECRET, &body)),
+        200,
+    ));
+    calls.push((
+        format!("/v1/webhooks/alertmanager/{DECLARED_KEY}"),
+        am("declared-bad"),
+        Some(sign("not-the-secret-000000", &body)),
+        401,
+    ));
+    let body = pd(&runtime_key, "runtime good");
+    let signed = sign(RUNTIME_SECRET, &body);
+    calls.push(("/v2/enqueue".into(), body, Some(signed), 202));
+    calls.push((
+        "/v2/enqueue".into(),
+        pd(&runtime_key, "runtime unsigned"),
+        None,
+        401,
+    ));
+    calls.push((
+        format!("/v1/webhooks/alertmanager/{plain_key}"),
+        am("plain-good"),
+        None,
+        200,
+    ));
+    calls.push((
+        format!(
+            "/v1/webhooks/alertmanager/{}x",
+            &plain_key[..plain_key.len() - 1]
+        ),
+        am("plain-wrong"),
+        None,
+        401,
+    ));
+    for (path, body, signature, want) in calls {
+        let mut req = client
+            .post(format!("{http}{path}"))
+            .header("content-type", "application/json")
+            .body(body);
+        if let Some(s) = signature {
+            req = req.header("x-firebreak-signature", s);
+        }
+        let resp = req.send().await.unwrap();
+        let status = resp.status().as_u16();
+        assert_eq!(status, want, "{path}: {}", resp.text().await.unwrap());
+    }
+    let mut incidents = d.incidents().await;
+    eventually("the three good calls' incidents", 30, || {
+        let mut incidents = incidents.clone();
+        async move {
+            let list = incidents
+                .list_incidents(v1::ListIncidentsRequest::default())
+                .await
+                .ok()?
+                .into_inner()
+                .incidents;
+            (list.len() >= 3).then_some(())
+        }
+    })
+    .await;
+    let _ = incidents
+        .list_incidents(v1::ListIncidentsRequest::default())
+        .await;
+
+    let needles = [
+        DECLARED_KEY,
+        DECLARED_SECRET,
+        RUNTIME_SECRET,
+        SECRETS_KEY,
+        runtime_key.as_str(),
+        plain_key.as_str(),
+    ];
+    let check = |where_: &str, text: &str| {
+        for n in needles {
+            assert!(!text.contains(n), "{n} found in {where_}");
+        }
+    };
+    // Every row of every table of every service's database.
+    for service in harness::SERVICES {
+        let db = d.db(service).await;
+        let tables: Vec<String> = sqlx::query_scalar(
+            "SELECT table_name::text FROM information_schema.tables WHERE table_schema = 'public'",
+        )
+        .fetch_all(&db)
+        .await
+        .unwrap();
+        assert!(!tables.is_empty(), "{service} has tables");
+        for table in tables {
+            let rows: Vec<String> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+                "SELECT row_to_json(t)::text FROM (SELECT * FROM \"{table}\") t"
+            )))
+            .fetch_all(&db)
+            .await
+            .unwrap();
+            check(&format!("{service}.{table}"), &rows.join("\n"));
+        }
+        db.close().await;
+    }
+    // The run-time integration's secret is stored sealed, and its key hashed.
+    let db = d.db("intake").await;
+    let row = sqlx::query("SELECT key_hash, signing_secret FROM integrations WHERE name = 'rt'")
+        .fetch_one(&db)
+        .await
+        .unwrap();
+    let hash: String = row.get(0);
+    let sealed: Option<String> = row.get(1);
+    assert_eq!(
+        hash,
+        firebreak_domain::access::integration_key_hash(&runtime_key)
+    );
+    assert!(sealed.unwrap().starts_with("v1:"));
+    db.close().await;
+    // Every event on the bus.
+    for stream in [
+        "FIREBREAK_ALERTS",
+        "FIREBREAK_INCIDENTS",
+        "FIREBREAK_RUNBOOKS",
+        "FIREBREAK_NOTIFICATIONS",
+    ] {
+        let text = stream_text(&d.nats.url(), stream).await;
+        if stream == "FIREBREAK_ALERTS" {
+            assert!(text.contains("declared-good"), "the alerts were read");
+        }
+        check(stream, &text);
+    }
+    // Every log line, at debug.
+    for s in harness::SERVICES {
+        let log = d.log(&format!("{s}-1"));
+        assert!(log.contains("DEBUG"), "{s} logs at debug");
+        check(&format!("{s}'s log"), &log);
+    }
+}
+
+/// Without a secrets key, a run-time integration with a signing secret is refused naming
+/// `secrets_encryption`; with one it is stored sealed; started with a new key and the old
+/// one as previous, intake seals it again under the new key, and the old key can go.
+#[tokio::test]
+async fn signing_secrets_need_a_key_and_follow_its_rotation() {
+    const OLD: &str = "1111111111111111111111111111111111111111111111111111111111111111";
+    const NEW: &str = "2222222222222222222222222222222222222222222222222222222222222222";
+    const SECRET: &str = "rotating-secret-00000001";
+    let target = Recorder::start().await;
+    let (runbooks, extra) = setup(&target);
+    let mut d = Deployment::new(runbooks.path(), &extra).await;
+    let secret_file = d.dir.path().join("signing.secret");
+    std::fs::write(&secret_file, SECRET).unwrap();
+    let (old_file, new_file) = (d.dir.path().join("old.key"), d.dir.path().join("new.key"));
+    std::fs::write(&old_file, OLD).unwrap();
+    std::fs::write(&new_file, NEW).unwrap();
+    let create = |d: &Deployment| {
+        std::process::Command::new(harness::BIN)
+            .args(["--token", harness::ADMIN_TOKEN, "--output", "json"])
+            .arg("--client-config")
+            .arg(d.client_config())
+            .args(["integration", "create", "rot", "--kind", "alertmanager"])
+            .arg("--signing-secret-file")
+            .arg(&secret_file)
+            .output()
+            .unwrap()
+    };
+
+    d.start("intake", 1);
+    let refused = create(&d);
+    assert!(!refused.status.success());
+    let said = String::from_utf8_lossy(&refused.stderr);
+    assert!(said.contains("secrets_encryption"), "{said}");
+    assert!(said.contains("FailedPrecondition"), "{said}");
+
+    d.kill9("intake-1");
+    let old_key = ("FIREBREAK_SECRETS_KEY", OLD);
+    d.start_with_env("intake", 1, &[old_key]);
+    let made = create(&d);
+    assert!(
+        made.status.success(),
+        "{}",
+        String::from_utf8_lossy(&made.stderr)
+    );
+    let key = serde_json::from_slice::<serde_json::Value>(&made.stdout).unwrap()[0]["key"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let id = |hex: &str| {
+        let bytes: Vec<u8> = (0..64)
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap())
+            .collect();
+        firebreak_domain::access::sha256_hex(&bytes)[..8].to_owned()
+    };
+    assert!(sealed(&d).await.starts_with(&format!("v1:{}:", id(OLD))));
+
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let signed_call = |http: String| {
+        let key = key.clone();
+        async move {
+            let body = serde_json::to_vec(&serde_json::json!({
+                "version": "4", "groupKey": "{}:{alertname=\"rot\"}", "status": "firing",
+                "alerts": [{ "status": "firing", "labels": { "alertname": "rot" } }],
+            }))
+            .unwrap();
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_secs() as i64;
+            let sig = firebreak_intake::sign(&firebreak_intake::Secret::new(SECRET), now, &body);
+            reqwest::Client::new()
+                .post(format!("{http}/v1/webhooks/alertmanager/{key}"))
+                .header("content-type", "application/json")
+                .header("x-firebreak-signature", sig)
+                .body(body)
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
+        }
+    };
+    assert_eq!(signed_call(d.http("intake-1")).await, 200);
+
+    // A new key, the old one previous: sealed again under the new key at start.
+    d.kill9("intake-1");
+    let previous = format!("[{}]", old_file.display());
+    d.start_with_env(
+        "intake",
+        1,
+        &[
+            (
+                "FIREBREAK_SECRETS_ENCRYPTION__KEY_FILE",
+                new_file.to_str().unwrap(),
+            ),
+            (
+                "FIREBREAK_SECRETS_ENCRYPTION__PREVIOUS_KEY_FILES",
+                &previous,
+            ),
+        ],
+    );
+    assert!(sealed(&d).await.starts_with(&format!("v1:{}:", id(NEW))));
+    assert_eq!(signed_call(d.http("intake-1")).await, 200);
+    // The old key can go now.
+    d.kill9("intake-1");
+    d.start_with_env(
+        "intake",
+        1,
+        &[(
+            "FIREBREAK_SECRETS_ENCRYPTION__KEY_FILE",
+            new_file.to_str().unwrap(),
+        )],
+    );
+    assert_eq!(signed_call(d.http("intake-1")).await, 200);
+}
+
+/// The sealed signing secret of intake's integration `rot`.
+async fn sealed(d: &Deployment) -> String {
+    let db = d.db("intake").await;
+    let s: String =
+        sqlx::query_scalar("SELECT signing_secret FROM integrations WHERE name = 'rot'")
+            .fetch_one(&db)
+            .await
+            .unwrap();
+    db.close().await;
+    s
+}

@@ -65,6 +65,21 @@ CREATE TABLE integrations (
 );
 ",
     },
+    // Integration keys are kept as SHA-256 only (built into Postgres since 11), out of the
+    // settings JSON too, where earlier versions copied them; signing secrets sealed.
+    Migration {
+        version: 3,
+        sql: "
+ALTER TABLE integrations ADD COLUMN key_hash TEXT;
+ALTER TABLE integrations ADD COLUMN key_hint TEXT NOT NULL DEFAULT '';
+ALTER TABLE integrations ADD COLUMN signing_secret TEXT;
+UPDATE integrations SET key_hash = encode(sha256(convert_to(key, 'UTF8')), 'hex'),
+    key_hint = substr(key, 1, 4), settings = (settings::jsonb - 'key')::text;
+ALTER TABLE integrations ALTER COLUMN key_hash SET NOT NULL;
+ALTER TABLE integrations ADD CONSTRAINT integrations_key_hash_key UNIQUE (key_hash);
+ALTER TABLE integrations DROP COLUMN key;
+",
+    },
 ];
 
 /// Namespaces of intake's advisory locks.
@@ -109,8 +124,10 @@ impl IntakeStore for PgIntakeStore {
                 Ok(IntegrationRecord {
                     name: r.try_get("name")?,
                     kind: r.try_get("kind")?,
-                    key: r.try_get("key")?,
+                    key_hash: r.try_get("key_hash")?,
+                    key_hint: r.try_get("key_hint")?,
                     settings: from_json(r.try_get("settings")?)?,
+                    signing_secret: r.try_get("signing_secret")?,
                     created_at: Micros::from_unix_micros(r.try_get("created_at")?),
                 })
             })
@@ -119,17 +136,32 @@ impl IntakeStore for PgIntakeStore {
 
     async fn create_integration(&self, i: &IntegrationRecord) -> Result<()> {
         sqlx::query(
-            "INSERT INTO integrations (name, kind, key, settings, created_at) VALUES ($1, $2, $3, $4, $5)",
+            "INSERT INTO integrations (name, kind, key_hash, key_hint, settings, signing_secret, created_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7)",
         )
         .bind(&i.name)
         .bind(&i.kind)
-        .bind(&i.key)
+        .bind(&i.key_hash)
+        .bind(&i.key_hint)
         .bind(json_text(&i.settings)?)
+        .bind(&i.signing_secret)
         .bind(i.created_at.unix_micros())
         .execute(&self.pool)
         .await
         .map_err(|e| conflict(e, &format!("integration {:?} or its key exists", i.name)))?;
         Ok(())
+    }
+
+    async fn reseal_integration(&self, name: &str, from: &str, to: &str) -> Result<bool> {
+        let done = sqlx::query(
+            "UPDATE integrations SET signing_secret = $1 WHERE name = $2 AND signing_secret = $3",
+        )
+        .bind(to)
+        .bind(name)
+        .bind(from)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
     }
 
     async fn delete_integration(&self, name: &str) -> Result<bool> {
@@ -330,4 +362,55 @@ fn alert_row(r: &PgRow) -> Result<AlertRecord> {
         integration: r.try_get("integration")?,
         alert_key: r.try_get("alert_key")?,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use firebreak_domain::SystemClock;
+    use firebreak_domain::access::integration_key_hash;
+
+    use super::*;
+
+    /// Keys stored in plaintext by version 2 are hashed by migration 3, out of the settings
+    /// too, the plaintext column dropped: no row holds them.
+    #[tokio::test]
+    async fn plaintext_keys_of_earlier_versions_are_hashed_by_the_migration() {
+        let db = firebreak_testkit::postgres::TestDatabase::create().await;
+        let pool = super::super::open(&db.url, "intake", &MIGRATIONS[..2], 2, &SystemClock)
+            .await
+            .unwrap();
+        let key = "plain-key-aaaaaaaa01";
+        sqlx::query(
+            "INSERT INTO integrations (name, kind, key, settings, created_at)
+             VALUES ('i0', 'alertmanager', $1, $2, 7)",
+        )
+        .bind(key)
+        .bind(serde_json::json!({ "name": "i0", "key": key, "auto_resolve": true }).to_string())
+        .execute(&pool)
+        .await
+        .unwrap();
+        pool.close().await;
+
+        let store = PgIntakeStore::connect(&db.url).await.unwrap();
+        assert_eq!(
+            store.integrations().await.unwrap(),
+            vec![IntegrationRecord {
+                name: "i0".into(),
+                kind: "alertmanager".into(),
+                key_hash: integration_key_hash(key),
+                key_hint: "plai".into(),
+                settings: serde_json::json!({ "name": "i0", "auto_resolve": true }),
+                signing_secret: None,
+                created_at: Micros::from_unix_micros(7),
+            }]
+        );
+        let rows: Vec<String> =
+            sqlx::query_scalar("SELECT row_to_json(i)::text FROM integrations i")
+                .fetch_all(&store.pool)
+                .await
+                .unwrap();
+        assert_eq!(rows.len(), 1);
+        assert!(!rows[0].contains(key), "{}", rows[0]);
+        assert!(!rows[0].contains("\"key\""), "{}", rows[0]);
+    }
 }

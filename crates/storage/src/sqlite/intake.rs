@@ -2,6 +2,7 @@
 
 use async_trait::async_trait;
 use firebreak_domain::Micros;
+use firebreak_domain::access::integration_key_hash;
 use rusqlite::{Connection, OptionalExtension};
 
 use super::conn::{self, Db, Tx};
@@ -73,7 +74,76 @@ CREATE TABLE integrations (
         version: 5,
         sql: OUTBOX_READ_IN_PLACE,
     },
+    // Integration keys are kept as SHA-256 only, and signing secrets sealed. SQLite has no
+    // SHA-256 in SQL: `hash_plaintext_keys` hashes the keys of earlier versions when the
+    // store opens, and drops the plaintext column.
+    Migration {
+        version: 6,
+        sql: "
+ALTER TABLE integrations ADD COLUMN key_hash TEXT;
+ALTER TABLE integrations ADD COLUMN key_hint TEXT NOT NULL DEFAULT '';
+ALTER TABLE integrations ADD COLUMN signing_secret TEXT;
+",
+    },
 ];
+
+/// The integrations table as it stands once keys are hashed.
+const INTEGRATIONS_HASHED: &str = "
+CREATE TABLE integrations_hashed (
+    name TEXT PRIMARY KEY,
+    kind TEXT NOT NULL,
+    key_hash TEXT NOT NULL UNIQUE,
+    key_hint TEXT NOT NULL,
+    settings TEXT NOT NULL,
+    signing_secret TEXT,
+    created_at INTEGER NOT NULL
+);
+INSERT INTO integrations_hashed
+    SELECT name, kind, key_hash, key_hint, settings, signing_secret, created_at FROM integrations;
+DROP TABLE integrations;
+ALTER TABLE integrations_hashed RENAME TO integrations;
+";
+
+/// Replaces the plaintext keys earlier versions stored (in the `key` column and in the
+/// settings JSON) by their SHA-256 and first four characters, then rebuilds the table
+/// without the `key` column. Runs at every open, in one write; does nothing once the column
+/// is gone, so a crash half-way leaves the old table and the next open starts over.
+///
+/// Deleted content is overwritten while it runs (`secure_delete`), so the old keys do not
+/// linger in the file's free pages.
+pub(crate) fn hash_plaintext_keys(tx: &Connection) -> Result<()> {
+    let plaintext: bool = tx.query_row(
+        "SELECT EXISTS (SELECT 1 FROM pragma_table_info('integrations') WHERE name = 'key')",
+        [],
+        |r| r.get(0),
+    )?;
+    if !plaintext {
+        return Ok(());
+    }
+    tx.pragma_update(None, "secure_delete", true)?;
+    let keys: Vec<(String, String)> = tx
+        .prepare("SELECT name, key FROM integrations")?
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+        .collect::<rusqlite::Result<_>>()?;
+    let mut update = tx.prepare(
+        "UPDATE integrations SET key_hash = ?, key_hint = ?, settings = json_remove(settings, '$.key')
+         WHERE name = ?",
+    )?;
+    for (name, key) in &keys {
+        let hint: String = key.chars().take(4).collect();
+        update.execute((integration_key_hash(key), hint, name))?;
+    }
+    drop(update);
+    tx.execute_batch(INTEGRATIONS_HASHED)?;
+    tx.pragma_update(None, "secure_delete", false)?;
+    if !keys.is_empty() {
+        tracing::info!(
+            integrations = keys.len(),
+            "integration keys are now stored as SHA-256 only"
+        );
+    }
+    Ok(())
+}
 
 /// Intake's store on SQLite.
 #[derive(Clone)]
@@ -81,7 +151,7 @@ pub struct SqliteIntakeStore {
     db: Db,
 }
 
-impl_open!(SqliteIntakeStore, MIGRATIONS);
+impl_open!(SqliteIntakeStore, MIGRATIONS, upgrade: hash_plaintext_keys);
 
 impl_outbox!(SqliteIntakeStore);
 
@@ -110,26 +180,29 @@ impl IntakeStore for SqliteIntakeStore {
         self.db
             .read(|c| {
                 let mut q = c.prepare(
-                    "SELECT name, kind, key, settings, created_at FROM integrations ORDER BY name",
+                    "SELECT name, kind, key_hash, key_hint, settings, signing_secret, created_at
+                     FROM integrations ORDER BY name",
                 )?;
                 let rows = q.query_map([], |r| {
                     Ok((
-                        r.get::<_, String>(0)?,
-                        r.get::<_, String>(1)?,
-                        r.get::<_, String>(2)?,
-                        r.get::<_, String>(3)?,
-                        r.get::<_, i64>(4)?,
+                        IntegrationRecord {
+                            name: r.get(0)?,
+                            kind: r.get(1)?,
+                            key_hash: r.get(2)?,
+                            key_hint: r.get(3)?,
+                            settings: serde_json::Value::Null,
+                            signing_secret: r.get(5)?,
+                            created_at: Micros::from_unix_micros(r.get(6)?),
+                        },
+                        r.get::<_, String>(4)?,
                     ))
                 })?;
                 let mut out = Vec::new();
                 for row in rows {
-                    let (name, kind, key, settings, created_at) = row?;
+                    let (record, settings) = row?;
                     out.push(IntegrationRecord {
-                        name,
-                        kind,
-                        key,
                         settings: from_json(&settings)?,
-                        created_at: Micros::from_unix_micros(created_at),
+                        ..record
                     });
                 }
                 Ok(out)
@@ -143,13 +216,34 @@ impl IntakeStore for SqliteIntakeStore {
         self.db
             .write(move |tx| {
                 tx.execute(
-                    "INSERT INTO integrations (name, kind, key, settings, created_at) VALUES (?, ?, ?, ?, ?)",
-                    (&i.name, &i.kind, &i.key, &settings, i.created_at.unix_micros()),
+                    "INSERT INTO integrations (name, kind, key_hash, key_hint, settings, signing_secret, created_at)
+                     VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    (
+                        &i.name,
+                        &i.kind,
+                        &i.key_hash,
+                        &i.key_hint,
+                        &settings,
+                        &i.signing_secret,
+                        i.created_at.unix_micros(),
+                    ),
                 )
                 .map_err(|e| {
                     conn::conflict(e, &format!("integration {:?} or its key exists", i.name))
                 })?;
                 Ok(())
+            })
+            .await
+    }
+
+    async fn reseal_integration(&self, name: &str, from: &str, to: &str) -> Result<bool> {
+        let (name, from, to) = (name.to_owned(), from.to_owned(), to.to_owned());
+        self.db
+            .write(move |tx| {
+                Ok(tx.execute(
+                    "UPDATE integrations SET signing_secret = ? WHERE name = ? AND signing_secret = ?",
+                    (&to, &name, &from),
+                )? == 1)
             })
             .await
     }
@@ -362,5 +456,99 @@ impl IntakeTx for SqliteIntakeTx {
             conn::enqueue(c, &events, now)
         })
         .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use firebreak_domain::SystemClock;
+
+    use super::*;
+
+    const KEYS: [&str; 2] = ["plain-key-aaaaaaaa01", "plain-key-bbbbbbbb02"];
+
+    /// A database as version 5 left it: integrations with their keys in plaintext, in the
+    /// `key` column and in the settings JSON.
+    async fn version_5(path: &std::path::Path) {
+        let db = Db::open(path, &MIGRATIONS[..5], false, Arc::new(SystemClock))
+            .await
+            .unwrap();
+        db.write(|tx| {
+            for (n, key) in KEYS.iter().enumerate() {
+                let name = format!("i{n}");
+                let settings = serde_json::json!({
+                    "name": name, "kind": "alertmanager", "key": key, "auto_resolve": true,
+                });
+                tx.execute(
+                    "INSERT INTO integrations (name, kind, key, settings, created_at)
+                     VALUES (?, 'alertmanager', ?, ?, 7)",
+                    (&name, key, settings.to_string()),
+                )?;
+            }
+            Ok(())
+        })
+        .await
+        .unwrap();
+    }
+
+    /// Every byte of the database's files (the database, its WAL), as text.
+    fn file_text(path: &std::path::Path) -> String {
+        let mut all = Vec::new();
+        for suffix in ["", "-wal"] {
+            let file = std::path::PathBuf::from(format!("{}{suffix}", path.display()));
+            all.extend(std::fs::read(file).unwrap_or_default());
+        }
+        String::from_utf8_lossy(&all).into_owned()
+    }
+
+    /// Keys stored in plaintext by earlier versions are hashed when the store opens, out of
+    /// the settings too, the plaintext column dropped; opening again changes nothing.
+    #[tokio::test]
+    async fn plaintext_keys_of_earlier_versions_are_hashed_at_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("intake.db");
+        version_5(&path).await;
+        assert!(file_text(&path).contains(KEYS[0]), "the fixture holds them");
+
+        let expected: Vec<IntegrationRecord> = KEYS
+            .iter()
+            .enumerate()
+            .map(|(n, key)| IntegrationRecord {
+                name: format!("i{n}"),
+                kind: "alertmanager".into(),
+                key_hash: integration_key_hash(key),
+                key_hint: "plai".into(),
+                settings: serde_json::json!({
+                    "name": format!("i{n}"), "kind": "alertmanager", "auto_resolve": true,
+                }),
+                signing_secret: None,
+                created_at: Micros::from_unix_micros(7),
+            })
+            .collect();
+        for _ in 0..2 {
+            let store = SqliteIntakeStore::open(&path, false).await.unwrap();
+            assert_eq!(store.integrations().await.unwrap(), expected);
+            let columns: Vec<String> = store
+                .db
+                .read(|c| {
+                    let mut q = c.prepare("SELECT name FROM pragma_table_info('integrations')")?;
+                    let names = q.query_map([], |r| r.get(0))?;
+                    Ok(names.collect::<rusqlite::Result<_>>()?)
+                })
+                .await
+                .unwrap();
+            assert!(!columns.contains(&"key".to_owned()), "{columns:?}");
+            // The old keys are not left in free pages or the log either.
+            let c = Connection::open(&path).unwrap();
+            c.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
+                .unwrap();
+            drop(c);
+            let text = file_text(&path);
+            for key in KEYS {
+                assert!(!text.contains(key), "{key} is still in the file");
+            }
+        }
     }
 }

@@ -128,10 +128,11 @@ macro_rules! impl_outbox {
 pub(crate) use impl_outbox;
 
 /// `open` and `open_with_clock` for a store on a [`conn::Db`] field named `db`, migrated by
-/// `$migrations`; each `on_open` statement then runs in one write before the store is handed
-/// out.
+/// `$migrations`; each `on_open` statement, then the `upgrade` step (a function of the write
+/// connection, for what SQL alone cannot do; it must be idempotent, as it runs at every
+/// open), runs in one write before the store is handed out.
 macro_rules! impl_open {
-    ($store:ty, $migrations:expr $(, on_open: $sql:expr)?) => {
+    ($store:ty, $migrations:expr $(, on_open: $sql:expr)? $(, upgrade: $step:path)?) => {
         impl $store {
             /// Opens `path`, creating and migrating it as needed; rows are stamped by the
             /// system clock.
@@ -153,6 +154,9 @@ macro_rules! impl_open {
                         Ok(())
                     })
                     .await?;
+                )?
+                $(
+                    db.write($step).await?;
                 )?
                 Ok(Self { db })
             }

@@ -1,5 +1,6 @@
 //! Intake's store: alerts and their events, alert keys, idempotency keys, integrations.
 
+use firebreak_domain::access::integration_key_hash;
 use firebreak_storage::{Error, IntakeStore, IntegrationRecord};
 
 use crate::fixtures::{Fixture, alert, event, micros, pending_ids};
@@ -11,6 +12,7 @@ crate::contract!(intake:
     alert_keys_name_what_was_set_last,
     idempotency_keys_return_the_first_response,
     integrations_are_unique_by_name_and_key,
+    sealed_secrets_are_replaced_only_from_what_they_were,
 );
 
 async fn alerts_and_their_events_commit_together(f: &Fixture<dyn IntakeStore>) {
@@ -192,13 +194,7 @@ async fn idempotency_keys_return_the_first_response(f: &Fixture<dyn IntakeStore>
 
 async fn integrations_are_unique_by_name_and_key(f: &Fixture<dyn IntakeStore>) {
     let store = &*f.store;
-    let integration = |name: &str, key: &str| IntegrationRecord {
-        name: name.into(),
-        kind: "alertmanager".into(),
-        key: key.into(),
-        settings: serde_json::json!({ "auto_resolve": true, "labels": { "team": "db" } }),
-        created_at: micros(42),
-    };
+    let integration = |name: &str, key: &str| record(name, key, None);
     assert!(store.integrations().await.unwrap().is_empty());
     store
         .create_integration(&integration("b", "kb"))
@@ -232,4 +228,70 @@ async fn integrations_are_unique_by_name_and_key(f: &Fixture<dyn IntakeStore>) {
         .create_integration(&integration("c", "ka"))
         .await
         .unwrap();
+}
+
+/// A run-time integration as intake stores it: its key hashed, its secret sealed.
+fn record(name: &str, key: &str, sealed: Option<&str>) -> IntegrationRecord {
+    IntegrationRecord {
+        name: name.into(),
+        kind: "alertmanager".into(),
+        key_hash: integration_key_hash(key),
+        key_hint: key.chars().take(4).collect(),
+        settings: serde_json::json!({ "auto_resolve": true, "labels": { "team": "db" } }),
+        signing_secret: sealed.map(str::to_owned),
+        created_at: micros(42),
+    }
+}
+
+async fn sealed_secrets_are_replaced_only_from_what_they_were(f: &Fixture<dyn IntakeStore>) {
+    let store = &*f.store;
+    store
+        .create_integration(&record("signed", "key-signed-0000001", Some("v1:aaaa:01")))
+        .await
+        .unwrap();
+    store
+        .create_integration(&record("plain", "key-plain-00000001", None))
+        .await
+        .unwrap();
+    // Read back as written, hash, hint and sealed secret included.
+    assert_eq!(
+        store.integrations().await.unwrap(),
+        vec![
+            record("plain", "key-plain-00000001", None),
+            record("signed", "key-signed-0000001", Some("v1:aaaa:01")),
+        ]
+    );
+    // Resealed from what it holds; a second replica resealing from the same old text, an
+    // integration without a secret and one that is gone change nothing.
+    assert!(
+        store
+            .reseal_integration("signed", "v1:aaaa:01", "v1:bbbb:02")
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .reseal_integration("signed", "v1:aaaa:01", "v1:cccc:03")
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .reseal_integration("plain", "v1:aaaa:01", "v1:cccc:03")
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .reseal_integration("gone", "v1:aaaa:01", "v1:cccc:03")
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        store.integrations().await.unwrap(),
+        vec![
+            record("plain", "key-plain-00000001", None),
+            record("signed", "key-signed-0000001", Some("v1:bbbb:02")),
+        ]
+    );
 }
