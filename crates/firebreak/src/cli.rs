@@ -376,24 +376,41 @@ fn who() -> String {
 
 /// A duration on the command line: `500ms`, `5s`, `2m`, or plain seconds; 1 ms to 1 hour.
 fn parse_duration(text: &str) -> Result<Duration, String> {
+    let d = parse_span(
+        text,
+        &[
+            ("ms", Duration::from_millis(1)),
+            ("s", Duration::from_secs(1)),
+            ("m", Duration::from_secs(60)),
+        ],
+        "a duration such as 500ms, 5s or 2m",
+    )?;
+    if d < Duration::from_millis(1) || d > Duration::from_secs(3600) {
+        return Err(format!("{text:?} must lie between 1ms and 1h"));
+    }
+    Ok(d)
+}
+
+/// A number with one of `units` (plain seconds without one), saying it is not `what`
+/// otherwise.
+pub(crate) fn parse_span(
+    text: &str,
+    units: &[(&str, Duration)],
+    what: &str,
+) -> Result<Duration, String> {
     let t = text.trim();
     let (number, unit) = match t.find(|c: char| !c.is_ascii_digit()) {
         Some(i) => t.split_at(i),
         None => (t, "s"),
     };
-    let n: u64 = number
-        .parse()
-        .map_err(|_| format!("{text:?} is not a duration such as 500ms, 5s or 2m"))?;
-    let d = match unit {
-        "ms" => Duration::from_millis(n),
-        "s" => Duration::from_secs(n),
-        "m" => Duration::from_secs(n.saturating_mul(60)),
-        _ => return Err(format!("{text:?}: the unit must be ms, s or m")),
-    };
-    if d < Duration::from_millis(1) || d > Duration::from_secs(3600) {
-        return Err(format!("{text:?} must lie between 1ms and 1h"));
-    }
-    Ok(d)
+    let bad = || format!("{text:?} is not {what}");
+    let n: u32 = number.parse().map_err(|_| bad())?;
+    let unit = units
+        .iter()
+        .find(|(u, _)| *u == unit)
+        .map(|(_, d)| *d)
+        .ok_or_else(bad)?;
+    unit.checked_mul(n).ok_or_else(bad)
 }
 
 /// Whether the raw command line (or `FIREBREAK_OUTPUT`) asks for JSON, for errors found
@@ -1147,4 +1164,39 @@ pub(crate) fn status(s: tonic::Status, request_timeout: Duration) -> anyhow::Err
         format!("{:?}: {}", s.code(), s.message())
     };
     Failure::new(exit, message).into()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn spans_take_their_units_and_refuse_the_rest() {
+        assert_eq!(parse_duration("500ms").unwrap(), Duration::from_millis(500));
+        assert_eq!(parse_duration("5").unwrap(), Duration::from_secs(5));
+        assert_eq!(parse_duration("2m").unwrap(), Duration::from_secs(120));
+        for bad in [
+            "",
+            "5h",
+            "-1s",
+            "0s",
+            "2h",
+            "99999999999999999999s",
+            "1.5s",
+            "5 s",
+        ] {
+            assert!(parse_duration(bad).is_err(), "{bad:?}");
+        }
+        let day = [("d", Duration::from_secs(86_400))];
+        assert_eq!(
+            parse_span("30d", &day, "a lifetime").unwrap(),
+            Duration::from_secs(30 * 86_400)
+        );
+        let e = parse_span("30y", &day, "a lifetime").unwrap_err();
+        assert!(e.contains("a lifetime"), "{e}");
+        assert!(
+            parse_span("99999999999d", &day, "a lifetime").is_err(),
+            "too large"
+        );
+    }
 }

@@ -126,26 +126,16 @@ fn parse_since(text: &str) -> Result<time::OffsetDateTime, String> {
 
 /// `30d`, `12h`, `90m`, `3600s` (or plain seconds).
 fn parse_lifetime(text: &str) -> Result<Duration, String> {
-    let t = text.trim();
-    let (number, unit) = match t.find(|c: char| !c.is_ascii_digit()) {
-        Some(i) => t.split_at(i),
-        None => (t, "s"),
-    };
-    let n: u64 = number
-        .parse()
-        .map_err(|_| format!("{text:?} is not a lifetime such as 30d, 12h or 90m"))?;
-    let unit = match unit {
-        "s" => 1,
-        "m" => 60,
-        "h" => 3600,
-        "d" => 86_400,
-        _ => {
-            return Err(format!(
-                "{text:?} is not a lifetime such as 30d, 12h or 90m"
-            ));
-        }
-    };
-    Ok(Duration::from_secs(n.saturating_mul(unit)))
+    crate::cli::parse_span(
+        text,
+        &[
+            ("s", Duration::from_secs(1)),
+            ("m", Duration::from_secs(60)),
+            ("h", Duration::from_secs(3600)),
+            ("d", Duration::from_secs(86_400)),
+        ],
+        "a lifetime such as 30d, 12h or 90m",
+    )
 }
 
 /// A `ROLE[@SCOPE]` argument as a wire grant.
@@ -576,8 +566,6 @@ fn read_credentials(path: &Path) -> Vec<(String, String)> {
 /// `firebreak login --server URL --token T`: checks the token with the server, then keeps
 /// it (mode 0600) for that server.
 pub(crate) fn save_login(server: &str, token: &str) -> anyhow::Result<PathBuf> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
     let path = credentials_path().context("no home directory for the credentials file")?;
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
@@ -587,18 +575,8 @@ pub(crate) fn save_login(server: &str, token: &str) -> anyhow::Result<PathBuf> {
         .filter(|(url, _)| url != server)
         .collect();
     lines.push((server.to_owned(), token.to_owned()));
-    let tmp = path.with_extension("tmp");
-    let mut f = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(true)
-        .write(true)
-        .mode(0o600)
-        .open(&tmp)
-        .with_context(|| format!("cannot write {}", tmp.display()))?;
-    for (url, token) in &lines {
-        writeln!(f, "{url} {token}")?;
-    }
-    std::fs::rename(&tmp, &path).with_context(|| format!("cannot write {}", path.display()))?;
+    let text: Vec<String> = lines.iter().map(|(u, t)| format!("{u} {t}")).collect();
+    crate::auth::write_secret(&path, &text.join("\n"))?;
     Ok(path)
 }
 
