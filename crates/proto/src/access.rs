@@ -76,10 +76,14 @@ pub fn kind(value: i32) -> Result<SubjectKind, firebreak_domain::Error> {
     }
 }
 
-/// The authenticated caller of a request, as the server's access layer verified it; `None`
-/// only where no access layer runs (a service's own tests).
+/// The authenticated caller of a request, as the server's access layer verified it (it puts
+/// an `Arc<Principal>` on the request: shared, not copied per call); `None` only where no
+/// access layer runs (a service's own tests).
 pub fn caller<T>(request: &tonic::Request<T>) -> Option<&Principal> {
-    request.extensions().get::<Principal>()
+    request
+        .extensions()
+        .get::<std::sync::Arc<Principal>>()
+        .map(|p| p.as_ref())
 }
 
 /// The address a call (gRPC or HTTP) came from: the servers put it on every request, so a

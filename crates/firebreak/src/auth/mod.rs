@@ -719,7 +719,7 @@ where
                 }
             };
             if let Some(p) = &principal {
-                req.extensions_mut().insert(Principal::clone(p));
+                req.extensions_mut().insert(Arc::clone(p));
             }
             if !rules::audited_when_allowed(&path) {
                 return inner.call(req).await;

@@ -262,10 +262,15 @@ pub fn rule(path: &str) -> Option<(&'static str, Rule)> {
     if PUBLIC_SERVICES.iter().any(|s| path.starts_with(s)) {
         return Some(("", Public));
     }
-    METHODS
-        .iter()
-        .find(|(p, _, _)| *p == path)
-        .map(|(_, service, rule)| (*service, *rule))
+    static BY_PATH: std::sync::LazyLock<
+        std::collections::HashMap<&'static str, (&'static str, Rule)>,
+    > = std::sync::LazyLock::new(|| {
+        METHODS
+            .iter()
+            .map(|(p, service, rule)| (*p, (*service, *rule)))
+            .collect()
+    });
+    BY_PATH.get(path).copied()
 }
 
 /// The permission matrix as docs/security.md shows it: each method, its permission, and the
