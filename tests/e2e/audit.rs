@@ -42,20 +42,7 @@ async fn changes_and_refusals_are_audited_with_who_what_how_and_where_and_reads_
     let mut s = Stack::start(&crate::harness::empty_runbooks(), &config).await;
     let mut rita = s.person("rita", v1::Role::Responder).await;
     let mut vic = s.person("vic", v1::Role::Viewer).await;
-    let id = s
-        .intake
-        .raise_incident(v1::RaiseIncidentRequest {
-            alert: Some(v1::AlertInput {
-                title: "checkout down".into(),
-                source: "e2e".into(),
-                ..Default::default()
-            }),
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .incident_id;
+    let id = s.raise("checkout down").await;
 
     // A responder acknowledges, in a trace and with a request id of the caller's.
     let mut ack = tonic::Request::new(v1::AcknowledgeRequest {

@@ -135,6 +135,23 @@ impl Stack {
         self._data.path().join("data")
     }
 
+    /// Raises an alert titled `title` as the admin; the id of its incident.
+    pub(crate) async fn raise(&mut self, title: &str) -> String {
+        self.intake
+            .raise_incident(v1::RaiseIncidentRequest {
+                alert: Some(v1::AlertInput {
+                    title: title.into(),
+                    source: "e2e".into(),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .incident_id
+    }
+
     /// Intake's integrations, as the admin.
     pub(crate) fn integrations(
         &self,

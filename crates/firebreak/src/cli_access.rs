@@ -13,7 +13,7 @@ use firebreak_proto::v1::{
 };
 use serde_json::json;
 
-use crate::output::{Exit, Failure, OutputFormat, say_raw};
+use crate::output::{Exit, Failure, OutputFormat, say_raw, ts_json};
 
 #[derive(Debug, Subcommand)]
 pub enum TokenCmd {
@@ -166,31 +166,23 @@ fn grants_text(grants: &[v1::Grant]) -> String {
         .join(",")
 }
 
+/// A timestamp for a table cell: RFC 3339, or empty when unset.
 fn ts(t: Option<&firebreak_proto::Timestamp>) -> String {
-    t.map(|t| {
-        time::OffsetDateTime::from_unix_timestamp(t.seconds)
-            .ok()
-            .and_then(|d| {
-                d.format(&time::format_description::well_known::Rfc3339)
-                    .ok()
-            })
-            .unwrap_or_default()
-    })
-    .unwrap_or_default()
+    crate::output::rfc3339(t).unwrap_or_default()
 }
 
 fn token_json(t: &v1::Token) -> serde_json::Value {
     json!({
         "id": t.id, "masked_id": t.masked_id, "subject": t.subject, "grants": grants_text(&t.grants),
         "description": t.description, "created_by": t.created_by,
-        "created_at": ts(t.created_at.as_ref()), "expires_at": ts(t.expires_at.as_ref()),
-        "revoked_at": ts(t.revoked_at.as_ref()), "last_used_at": ts(t.last_used_at.as_ref()),
+        "created_at": ts_json(t.created_at.as_ref()), "expires_at": ts_json(t.expires_at.as_ref()),
+        "revoked_at": ts_json(t.revoked_at.as_ref()), "last_used_at": ts_json(t.last_used_at.as_ref()),
     })
 }
 
 fn audit_json(e: &v1::AuditEntry) -> serde_json::Value {
     json!({
-        "id": e.id, "at": ts(e.at.as_ref()), "actor": e.actor, "roles": e.roles,
+        "id": e.id, "at": ts_json(e.at.as_ref()), "actor": e.actor, "roles": e.roles,
         "method": e.method, "target": e.target, "outcome": e.outcome, "reason": e.reason,
         "source": e.source, "request_id": e.request_id, "trace_id": e.trace_id,
     })

@@ -146,18 +146,23 @@ pub(crate) struct Out {
 }
 
 fn ts(t: Option<&firebreak_proto::Timestamp>) -> Value {
-    match t {
-        Some(t) => time::OffsetDateTime::from_unix_timestamp_nanos(
-            i128::from(t.seconds) * 1_000_000_000 + i128::from(t.nanos),
-        )
-        .ok()
-        .and_then(|d| {
-            d.format(&time::format_description::well_known::Rfc3339)
-                .ok()
-        })
-        .map_or(Value::Null, Value::String),
-        None => Value::Null,
-    }
+    rfc3339(t).map_or(Value::Null, Value::String)
+}
+
+/// A protobuf timestamp as RFC 3339 text; `None` when unset (or out of range).
+pub(crate) fn rfc3339(t: Option<&firebreak_proto::Timestamp>) -> Option<String> {
+    let t = t?;
+    time::OffsetDateTime::from_unix_timestamp_nanos(
+        i128::from(t.seconds) * 1_000_000_000 + i128::from(t.nanos),
+    )
+    .ok()?
+    .format(&time::format_description::well_known::Rfc3339)
+    .ok()
+}
+
+/// A timestamp as JSON: RFC 3339 text, or null when unset.
+pub(crate) fn ts_json(t: Option<&firebreak_proto::Timestamp>) -> Value {
+    ts(t)
 }
 
 /// A state as a table shows it: its name, or "unknown" for one the server sent that this

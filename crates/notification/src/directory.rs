@@ -696,6 +696,127 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn hostile_directory_requests_are_refused_naming_the_field() {
+        let (d, _, _dir) = directory().await;
+        d.ensure_user(UserRecord {
+            name: "alice".into(),
+            display_name: String::new(),
+            email: String::new(),
+            time_zone: String::new(),
+            kind: SubjectKind::User,
+            declared: false,
+            created_at: Micros::from_unix_micros(0),
+        })
+        .await
+        .unwrap();
+        let grant = |role: v1::Role, scope: &str| v1::Grant {
+            role: role as i32,
+            scope: scope.into(),
+        };
+        let token = |subject: &str, grants: Vec<v1::Grant>, description: &str, expires: u64| {
+            v1::CreateTokenRequest {
+                subject: subject.into(),
+                grants,
+                description: description.into(),
+                expires_in_seconds: expires,
+            }
+        };
+        let viewer = || vec![grant(v1::Role::Viewer, "all")];
+        let tokens = [
+            ("subject", token("Alice", viewer(), "", 0)),
+            ("subject", token(&"a".repeat(65), viewer(), "", 0)),
+            ("grants", token("alice", Vec::new(), "", 0)),
+            (
+                "grants",
+                token("alice", vec![grant(v1::Role::Viewer, "all"); 17], "", 0),
+            ),
+            (
+                "grants",
+                token("alice", vec![grant(v1::Role::Service, "all")], "", 0),
+            ),
+            (
+                "role",
+                token("alice", vec![grant(v1::Role::Unspecified, "all")], "", 0),
+            ),
+            (
+                "scope",
+                token(
+                    "alice",
+                    vec![grant(v1::Role::Viewer, "team:Bad Team")],
+                    "",
+                    0,
+                ),
+            ),
+            ("description", token("alice", viewer(), &"d".repeat(257), 0)),
+            ("description", token("alice", viewer(), "a\0b", 0)),
+            (
+                "expires_in_seconds",
+                token("alice", viewer(), "", 400_000_000),
+            ),
+        ];
+        for (field, req) in tokens {
+            let e = AccessService::create_token(&d, Request::new(req))
+                .await
+                .unwrap_err();
+            assert_eq!(e.code(), tonic::Code::InvalidArgument, "{field}: {e:?}");
+            assert!(e.message().contains(field), "{field}: {}", e.message());
+        }
+        let user = |name: &str, email: &str, kind: v1::SubjectKind| v1::CreateUserRequest {
+            user: Some(v1::User {
+                name: name.into(),
+                email: email.into(),
+                kind: kind as i32,
+                ..Default::default()
+            }),
+        };
+        let users = [
+            ("name", user("-bob", "", v1::SubjectKind::User)),
+            ("name", user("bob\0", "", v1::SubjectKind::User)),
+            (
+                "email",
+                user("bob", &"e".repeat(255), v1::SubjectKind::User),
+            ),
+            ("kind", user("bob", "", v1::SubjectKind::Service)),
+        ];
+        for (field, req) in users {
+            let e = AccessService::create_user(&d, Request::new(req))
+                .await
+                .unwrap_err();
+            assert_eq!(e.code(), tonic::Code::InvalidArgument, "{field}: {e:?}");
+            assert!(e.message().contains(field), "{field}: {}", e.message());
+        }
+        let e = AccessService::set_team_member(
+            &d,
+            Request::new(v1::SetTeamMemberRequest {
+                team: "nobody".into(),
+                user: "alice".into(),
+                member: true,
+            }),
+        )
+        .await
+        .unwrap_err();
+        assert_eq!(e.code(), tonic::Code::NotFound, "{e:?}");
+        let e = AccessService::revoke_token(
+            &d,
+            Request::new(v1::RevokeTokenRequest { id: "fb_zz".into() }),
+        )
+        .await
+        .unwrap_err();
+        assert!(e.message().contains("id"), "{e:?}");
+        // Nothing was made.
+        assert!(!d.has_tokens().await.unwrap());
+        let names: Vec<String> = d
+            .store
+            .users()
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|u| u.name)
+            .collect();
+        assert_eq!(names, ["alice"]);
+    }
+
+    #[tokio::test]
     async fn hostile_filters_and_page_tokens_are_invalid_argument_naming_the_field() {
         let (d, _, _dir) = directory().await;
         let cases = [

@@ -395,7 +395,8 @@ impl Verifier {
         let mut table = self.table.write().unwrap_or_else(|e| e.into_inner());
         for c in changed {
             self.version.fetch_max(c.version, Ordering::AcqRel);
-            table.retain(|_, e| e.principal.token_id != c.id);
+            // A token's hash never changes: the entry it had, if any, is under it.
+            table.remove(&c.hash);
             if c.revoked {
                 continue;
             }
@@ -429,9 +430,10 @@ impl Verifier {
     }
 
     fn restore_uses(&self, uses: &[(String, Micros)]) {
+        let ids: std::collections::HashSet<&str> = uses.iter().map(|(id, _)| id.as_str()).collect();
         let table = self.table.read().unwrap_or_else(|e| e.into_inner());
         for e in table.values() {
-            if uses.iter().any(|(id, _)| *id == e.principal.token_id) {
+            if ids.contains(e.principal.token_id.as_str()) {
                 e.reported.store(0, Ordering::Relaxed);
             }
         }
