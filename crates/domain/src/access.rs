@@ -54,6 +54,9 @@ states!(
         /// Close with a root cause.
         IncidentsClose => "incidents.close",
         IncidentsNote => "incidents.note",
+        /// Assign, hand off and remove incident roles (a commander's: the roles grant
+        /// permissions, so a responder assigning them could grant themselves close).
+        IncidentsAssign => "incidents.assign",
         /// Read runbooks, runs and pending approvals.
         RunbooksRead => "runbooks.read",
         /// Plan a runbook against an incident without acting.
@@ -93,7 +96,7 @@ const RESPONDER: &[Permission] = &[
     P::RunbooksDryRun,
     P::ApprovalsDecide,
 ];
-const COMMANDER: &[Permission] = &[P::IncidentsClose];
+const COMMANDER: &[Permission] = &[P::IncidentsClose, P::IncidentsAssign];
 const OPERATOR: &[Permission] = &[P::IntegrationsRead];
 const MANAGER: &[Permission] = &[P::IntegrationsRead, P::AuditRead];
 const ANALYST: &[Permission] = &[P::IncidentsNote, P::AuditRead];
@@ -104,6 +107,7 @@ const ADMIN: &[Permission] = &[
     P::TokensManage,
     P::AuditRead,
     P::IncidentsClose,
+    P::IncidentsAssign,
 ];
 
 impl Role {

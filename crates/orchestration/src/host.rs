@@ -158,6 +158,7 @@ impl RunHost {
             "incident.assign" => cmd(Command::Assign(v1::Assignment {
                 role: s("role"),
                 person: s("person"),
+                ..Default::default()
             })),
             "incident.escalate" => cmd(Command::Escalate(s("reason"))),
             "incident.resolve" => cmd(Command::Resolve(s("summary"))),

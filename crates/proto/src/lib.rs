@@ -54,6 +54,7 @@ pub mod v1 {
         Closed => "closed",
         Escalated => "escalated",
         CategoryChanged => "category_changed",
+        RolesChanged => "roles_changed",
     });
 
     // The subject (`runbooks.<name>`) and the timeline entry (`runbook_<name>`) use these.

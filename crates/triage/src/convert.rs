@@ -23,6 +23,7 @@ pub(crate) fn incident_to_proto(i: &IncidentRecord) -> v1::Incident {
         closed_at: i.closed_at.map(firebreak_proto::timestamp),
         resolution_summary: i.resolution_summary.clone(),
         root_cause: i.root_cause.clone(),
+        roles: Vec::new(),
     }
 }
 

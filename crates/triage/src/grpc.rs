@@ -256,6 +256,20 @@ impl IncidentService for IncidentApi {
         }))
     }
 
+    async fn assign_role(
+        &self,
+        _req: Request<v1::AssignRoleRequest>,
+    ) -> Result<Response<v1::IncidentResponse>, Status> {
+        Err(Status::unimplemented("incident roles are being built"))
+    }
+
+    async fn unassign_role(
+        &self,
+        _req: Request<v1::UnassignRoleRequest>,
+    ) -> Result<Response<v1::IncidentResponse>, Status> {
+        Err(Status::unimplemented("incident roles are being built"))
+    }
+
     async fn get_review(
         &self,
         req: Request<v1::GetReviewRequest>,

@@ -111,6 +111,16 @@ pub const METHODS: &[(&str, &str, Rule)] = &[
         "triage",
         Needs(P::IncidentsRead),
     ),
+    (
+        "/firebreak.v1.IncidentService/AssignRole",
+        "triage",
+        Needs(P::IncidentsAssign),
+    ),
+    (
+        "/firebreak.v1.IncidentService/UnassignRole",
+        "triage",
+        Needs(P::IncidentsAssign),
+    ),
     // Orchestration.
     (
         "/firebreak.v1.RunbookService/ListRunbooks",
