@@ -118,6 +118,12 @@ async fn changes_and_refusals_are_audited_with_who_what_how_and_where_and_reads_
     assert!(source.ip().is_loopback(), "{}", ok.source);
     assert!(ok.at.is_some());
     assert_eq!(failed.outcome, "not_found");
+    // What each call acted on, read from its request.
+    assert_eq!(ok.target, format!("incident:{id}"));
+    assert_eq!(
+        failed.target,
+        "incident:01900000-0000-7000-8000-000000000000"
+    );
     // Without a request id of the caller's, one is made; without a trace, one is begun.
     assert!(
         uuid::Uuid::parse_str(&failed.request_id).is_ok(),
@@ -130,6 +136,9 @@ async fn changes_and_refusals_are_audited_with_who_what_how_and_where_and_reads_
     let denied = shipped(&s, "user:vic", "Close").await;
     assert_eq!(denied.outcome, "denied");
     assert_eq!(denied.roles, "viewer");
+    // A user refused an incident's method is asked whether a role on it allows the call,
+    // so its target is known; an anonymous call's request is never read.
+    assert_eq!(denied.target, format!("incident:{id}"));
     assert!(
         denied.reason.contains("user:vic may not incidents.close"),
         "{}",
@@ -139,6 +148,7 @@ async fn changes_and_refusals_are_audited_with_who_what_how_and_where_and_reads_
     assert_eq!(unauthenticated.outcome, "unauthenticated");
     assert_eq!(unauthenticated.roles, "");
     assert!(unauthenticated.reason.contains("no credentials"));
+    assert_eq!(unauthenticated.target, "");
 
     let all = entries(
         &s,
@@ -167,8 +177,9 @@ async fn changes_and_refusals_are_audited_with_who_what_how_and_where_and_reads_
         assert!(
             all.iter().any(|e| e.method.ends_with(change)
                 && e.actor == "user:admin"
-                && e.outcome == "ok"),
-            "{change} is missing: {all:#?}"
+                && e.outcome == "ok"
+                && e.target == "user:rita"),
+            "{change} of rita is missing: {all:#?}"
         );
     }
 

@@ -111,6 +111,21 @@ const ADMIN: &[Permission] = &[
 ];
 
 impl Role {
+    /// The permission role an incident role grants on its incident: the guide's five
+    /// (`commander` or `incident-commander`, `responder`, `it-operator`, `manager`,
+    /// `analyst`); `None` for extra roles (a scribe reads and writes what their own grants
+    /// allow).
+    pub fn of_incident_role(name: &str) -> Option<Self> {
+        match name {
+            "commander" | "incident-commander" => Some(Self::IncidentCommander),
+            "responder" => Some(Self::Responder),
+            "it-operator" => Some(Self::ItOperator),
+            "manager" => Some(Self::Manager),
+            "analyst" => Some(Self::Analyst),
+            _ => None,
+        }
+    }
+
     /// Whether this role grants `p`: the permission matrix (docs/security.md shows it).
     pub fn grants(self, p: Permission) -> bool {
         let sets: &[&[Permission]] = match self {
@@ -141,6 +156,20 @@ pub enum Scope {
     Team(String),
     /// The methods of one service (intake, triage, orchestration, notification).
     Service(String),
+    /// One incident (and its runs): what an incident role grants its holder.
+    Incident(String),
+}
+
+impl Scope {
+    /// Whether a grant with this scope applies to `target`.
+    pub fn applies(&self, target: Target<'_>) -> bool {
+        match self {
+            Self::All => true,
+            Self::Service(s) => s == target.service,
+            Self::Team(t) => target.team == Some(t.as_str()),
+            Self::Incident(i) => target.incident == Some(i.as_str()),
+        }
+    }
 }
 
 /// The services a service scope may name.
@@ -158,13 +187,18 @@ impl FromStr for Scope {
         match s.split_once(':') {
             None if s == "all" => Ok(Self::All),
             Some(("team", name)) => Ok(Self::Team(parse_name("scope", name)?)),
+            Some(("incident", id)) => Ok(Self::Incident(
+                crate::IncidentId::parse(id)
+                    .map_err(|_| invalid("scope", format!("{id:?} is not an incident id")))?
+                    .to_string(),
+            )),
             Some(("service", name)) if SERVICES.contains(&name) => {
                 Ok(Self::Service(name.to_owned()))
             }
             _ => Err(invalid(
                 "scope",
                 format!(
-                    "{s:?} is not all, team:NAME or service:{}",
+                    "{s:?} is not all, team:NAME, incident:ID or service:{}",
                     SERVICES.join("|")
                 ),
             )),
@@ -178,6 +212,7 @@ impl fmt::Display for Scope {
             Self::All => f.write_str("all"),
             Self::Team(t) => write!(f, "team:{t}"),
             Self::Service(s) => write!(f, "service:{s}"),
+            Self::Incident(i) => write!(f, "incident:{i}"),
         }
     }
 }
@@ -253,6 +288,8 @@ pub struct Target<'a> {
     pub service: &'a str,
     /// The team the targeted resource belongs to, when it belongs to one.
     pub team: Option<&'a str>,
+    /// The incident the call is about (directly, or through one of its runs), when known.
+    pub incident: Option<&'a str>,
 }
 
 impl Principal {
@@ -272,26 +309,24 @@ impl Principal {
 
     /// Whether a grant gives `permission` on `target`.
     pub fn may(&self, permission: Permission, target: Target<'_>) -> bool {
-        self.grants.iter().any(|g| {
-            g.role.grants(permission)
-                && match &g.scope {
-                    Scope::All => true,
-                    Scope::Service(s) => s == target.service,
-                    Scope::Team(t) => target.team == Some(t.as_str()),
-                }
-        })
+        self.grants
+            .iter()
+            .any(|g| g.role.grants(permission) && g.scope.applies(target))
+    }
+
+    /// Whether a grant scoped to one incident gives `permission` (on some incident): then
+    /// a call it is refused on may be allowed once its incident is known.
+    pub fn may_on_some_incident(&self, permission: Permission) -> bool {
+        self.grants
+            .iter()
+            .any(|g| matches!(g.scope, Scope::Incident(_)) && g.role.grants(permission))
     }
 
     /// Whether this principal holds `role` (for an approval that requires it) on `target`.
     pub fn holds(&self, role: Role, target: Target<'_>) -> bool {
-        self.grants.iter().any(|g| {
-            (g.role == role || g.role == Role::Admin)
-                && match &g.scope {
-                    Scope::All => true,
-                    Scope::Service(s) => s == target.service,
-                    Scope::Team(t) => target.team == Some(t.as_str()),
-                }
-        })
+        self.grants
+            .iter()
+            .any(|g| (g.role == role || g.role == Role::Admin) && g.scope.applies(target))
     }
 }
 
@@ -439,6 +474,7 @@ mod tests {
                 &[IncidentCommander, Responder, ItOperator, Manager, Admin],
             ),
             (P::IncidentsClose, &[IncidentCommander, Manager, Admin]),
+            (P::IncidentsAssign, &[IncidentCommander, Manager, Admin]),
             (
                 P::IncidentsNote,
                 &[
@@ -484,6 +520,7 @@ mod tests {
         let on = |team| Target {
             service: "triage",
             team,
+            incident: None,
         };
         assert!(team.may(P::IncidentsAcknowledge, on(Some("payments"))));
         assert!(!team.may(P::IncidentsAcknowledge, on(Some("search"))));
@@ -493,13 +530,55 @@ mod tests {
             P::IntegrationsManage,
             Target {
                 service: "intake",
-                team: None
+                team: None,
+                incident: None,
             }
         ));
         assert!(!svc.may(P::IncidentsClose, on(None)));
         let viewer = principal(&[(Role::Viewer, Scope::All)]);
         assert!(!viewer.may(P::IncidentsAcknowledge, on(None)));
         assert_eq!(viewer.actor(), "user:alice");
+    }
+
+    #[test]
+    fn an_incident_role_grants_its_permissions_on_that_incident_only() {
+        let commander_of = |id: &str| Grant {
+            role: Role::of_incident_role("commander").unwrap(),
+            scope: Scope::Incident(id.into()),
+        };
+        let p = principal(&[(Role::Viewer, Scope::All)]);
+        let p = Principal {
+            grants: [p.grants, vec![commander_of("INC-42")]].concat(),
+            ..p
+        };
+        let on = |incident| Target {
+            service: "triage",
+            team: None,
+            incident,
+        };
+        assert!(p.may(P::IncidentsClose, on(Some("INC-42"))));
+        assert!(p.may(P::IncidentsAssign, on(Some("INC-42"))));
+        assert!(!p.may(P::IncidentsClose, on(Some("INC-43"))));
+        assert!(!p.may(P::IncidentsClose, on(None)));
+        assert!(p.may_on_some_incident(P::IncidentsClose));
+        assert!(!p.may_on_some_incident(P::TokensManage));
+        // Reading was the viewer's anyway; the incident grant adds nothing elsewhere.
+        assert!(p.may(P::IncidentsRead, on(Some("INC-43"))));
+        assert!(p.holds(Role::IncidentCommander, on(Some("INC-42"))));
+        assert!(!p.holds(Role::IncidentCommander, on(Some("INC-43"))));
+        for (name, role) in [
+            ("commander", Role::IncidentCommander),
+            ("incident-commander", Role::IncidentCommander),
+            ("responder", Role::Responder),
+            ("it-operator", Role::ItOperator),
+            ("manager", Role::Manager),
+            ("analyst", Role::Analyst),
+        ] {
+            assert_eq!(Role::of_incident_role(name), Some(role));
+        }
+        for extra in ["scribe", "admin", "service", "viewer", ""] {
+            assert_eq!(Role::of_incident_role(extra), None, "{extra}");
+        }
     }
 
     #[test]
@@ -513,9 +592,20 @@ mod tests {
             "service:intake".parse::<Scope>().unwrap(),
             Scope::Service("intake".into())
         );
+        let id = crate::IncidentId::new().to_string();
+        assert_eq!(
+            format!("incident:{id}").parse::<Scope>().unwrap(),
+            Scope::Incident(id.clone())
+        );
+        assert_eq!(
+            Scope::Incident(id.clone()).to_string(),
+            format!("incident:{id}")
+        );
         for bad in [
             "",
             "everything",
+            "incident:INC-42",
+            "incident:",
             "team:",
             "team:Bad Name",
             "service:billing",

@@ -624,8 +624,10 @@ impl App {
                 catalog,
                 clock.clone(),
             )?);
-            services.notification =
-                Some(build_notification(&config, notification_store, bus, clock)?);
+            services.notification = Some(
+                build_notification(&config, notification_store, bus, clock)?
+                    .with_directory(directory.clone()),
+            );
         }
         services.directory = Some(directory);
         Ok(Self {
@@ -934,6 +936,10 @@ impl Startup {
         if let Some(s) = &services.orchestration {
             s.spawn(tasks, &self.work);
             routes.add_service(s.grpc());
+            // Approvals are decided with the roles held on the run's incident.
+            if let Some(v) = &self.verifier {
+                v.set_runs(Arc::new(s.clone()));
+            }
         }
         if let Some(s) = &services.notification {
             s.spawn(tasks, &self.work);
@@ -1085,8 +1091,11 @@ async fn connect(
             })
             .await;
             let store = Arc::new(store);
-            services.directory = Some(Directory::new(store.clone()).with_clock(clock.clone()));
-            services.notification = Some(build_notification(config, store, nats.clone(), clock)?);
+            let directory = Directory::new(store.clone()).with_clock(clock.clone());
+            services.directory = Some(directory.clone());
+            services.notification = Some(
+                build_notification(config, store, nats.clone(), clock)?.with_directory(directory),
+            );
             nats
         }
     };

@@ -45,6 +45,8 @@ const MAX_TIME_ZONE: usize = 64;
 /// The most token uses (and audit entries) one sync reports, and credentials one sync
 /// answers with.
 pub const MAX_SYNC: usize = 10_000;
+/// The most incident roles of one incident the directory copies (triage allows 50).
+const MAX_INCIDENT_ROLES: usize = 64;
 /// The bounds of a `ListAudit` filter.
 const MAX_AUDIT_ACTOR: usize = 256;
 const MAX_AUDIT_ACTION: usize = 128;
@@ -245,6 +247,69 @@ impl Directory {
                 version: t.version,
             })
             .collect())
+    }
+
+    /// Every change after `since` a verifier applies: credentials and incident roles, at most
+    /// [`MAX_SYNC`] of each. A verifier moves its version to the highest it applied, so when
+    /// either list is cut short both end at the lower of the cut lists' last versions, and
+    /// `more` says to ask again.
+    pub async fn changes_since(&self, since: i64) -> Result<v1::SyncCredentialsResponse, Error> {
+        let mut credentials = self.credentials_since(since).await?;
+        let mut incident_grants: Vec<v1::IncidentGrant> = self
+            .store
+            .incident_roles_since(since)
+            .await?
+            .into_iter()
+            .take(MAX_SYNC)
+            .map(|r| v1::IncidentGrant {
+                incident_id: r.incident_id,
+                role: r.role,
+                person: r.person,
+                removed: r.removed,
+                version: r.version,
+            })
+            .collect();
+        let cut = [
+            (credentials.len(), credentials.last().map(|c| c.version)),
+            (
+                incident_grants.len(),
+                incident_grants.last().map(|g| g.version),
+            ),
+        ]
+        .into_iter()
+        .filter(|(n, _)| *n >= MAX_SYNC)
+        .filter_map(|(_, last)| last)
+        .min();
+        if let Some(cut) = cut {
+            credentials.retain(|c| c.version <= cut);
+            incident_grants.retain(|g| g.version <= cut);
+        }
+        Ok(v1::SyncCredentialsResponse {
+            credentials,
+            incident_grants,
+            more: cut.is_some(),
+        })
+    }
+
+    /// Copies an incident's roles (as triage announced them) into the directory, where every
+    /// verifier's copy picks them up: the guide's roles held by valid user names, at most
+    /// [`MAX_INCIDENT_ROLES`]. Returns whether anything changed.
+    pub async fn record_incident_roles(&self, incident: &v1::Incident) -> Result<bool, Error> {
+        let holders: Vec<(String, String)> = incident
+            .roles
+            .iter()
+            .filter(|a| Role::of_incident_role(&a.role).is_some())
+            .filter(|a| parse_name("person", &a.person).is_ok())
+            .take(MAX_INCIDENT_ROLES)
+            .map(|a| (a.role.clone(), a.person.clone()))
+            .collect();
+        if incident.id.is_empty() || incident.id.len() > 64 {
+            return Err(Error::Invalid("incident.id: 1-64 bytes".into()));
+        }
+        Ok(self
+            .store
+            .set_incident_roles(&incident.id, &holders)
+            .await?)
     }
 
     /// Records the token uses a verifier saw.
@@ -616,9 +681,7 @@ impl CredentialService for Directory {
         if !uses.is_empty() {
             self.mark_used(&uses).await?;
         }
-        Ok(Response::new(v1::SyncCredentialsResponse {
-            credentials: self.credentials_since(r.since_version).await?,
-        }))
+        Ok(Response::new(self.changes_since(r.since_version).await?))
     }
 }
 

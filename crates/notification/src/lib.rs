@@ -65,6 +65,8 @@ pub struct Notification {
     clock: Arc<dyn Clock>,
     http: reqwest::Client,
     wake: Arc<Notify>,
+    /// Where incident roles are copied, so that access layers learn what they grant.
+    directory: Option<Directory>,
 }
 
 impl Notification {
@@ -90,7 +92,14 @@ impl Notification {
             clock: Arc::new(SystemClock),
             http,
             wake: Arc::new(Notify::new()),
+            directory: None,
         })
+    }
+
+    /// Copies incident roles into `directory` as triage announces them.
+    pub fn with_directory(mut self, directory: Directory) -> Self {
+        self.directory = Some(directory);
+        self
     }
 
     /// Reads the time from `clock` (escalation steps and retries are due against it).
@@ -144,6 +153,21 @@ impl Notification {
                                 .cancel_escalations(&inc.id)
                                 .await
                                 .map_err(HandlerError::from)?;
+                        }
+                        // Incident roles grant permissions: the directory's copy is what every
+                        // access layer syncs.
+                        if let (Some(Payload::IncidentChanged(c)), Some(directory)) =
+                            (&event.payload, &me.directory)
+                            && c.change_kind() == v1::IncidentChange::RolesChanged
+                            && let Some(inc) = &c.incident
+                        {
+                            directory
+                                .record_incident_roles(inc)
+                                .await
+                                .map_err(|e| match e {
+                                    Error::Storage(e) => HandlerError::from(e),
+                                    other => HandlerError::Permanent(other.to_string()),
+                                })?;
                         }
                         let deliveries = me.plan(&event);
                         if deliveries.is_empty() {

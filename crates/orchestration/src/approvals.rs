@@ -26,8 +26,9 @@ pub(crate) enum DecideError {
 pub(crate) struct Decision<'a> {
     pub(crate) approved: bool,
     pub(crate) actor: &'a str,
-    /// The permission roles the authenticated caller holds here (admin holds them all).
-    pub(crate) roles: &'a [firebreak_domain::access::Role],
+    /// The authenticated caller (none where no access layer runs): the roles it holds on
+    /// the run's incident count, its incident roles among them.
+    pub(crate) caller: Option<&'a firebreak_domain::access::Principal>,
     pub(crate) comment: &'a str,
     /// The timeout's fallback decides: no role applies.
     pub(crate) by_timeout: bool,
@@ -57,7 +58,16 @@ impl Orchestration {
         if !d.by_timeout && !role.is_empty() {
             // The role is a permission role the caller's token holds, or a group of the
             // configuration's `approvers`.
-            let holds = d.roles.iter().any(|r| r.as_str() == role);
+            let on = firebreak_domain::access::Target {
+                service: "orchestration",
+                team: None,
+                incident: Some(&run.incident_id),
+            };
+            let holds = role
+                .parse::<firebreak_domain::access::Role>()
+                .ok()
+                .zip(d.caller)
+                .is_some_and(|(r, p)| p.holds(r, on));
             let members = self.options.approvers.get(&role);
             let name = d.actor.strip_prefix("user:").unwrap_or(d.actor);
             if !holds && !members.is_some_and(|m| m.iter().any(|p| p == name)) {
@@ -126,7 +136,7 @@ impl Orchestration {
         let decision = Decision {
             approved: fallback == OnTimeout::Approve,
             actor: "firebreak:timeout",
-            roles: &[],
+            caller: None,
             comment: "no decision before the approval timed out",
             by_timeout: true,
         };

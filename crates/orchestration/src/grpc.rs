@@ -213,28 +213,17 @@ impl RunbookApi {
         let req = req.into_inner();
         firebreak_domain::RunId::parse(checked("run_id", &req.run_id, 64)?).map_err(invalid)?;
         let comment = checked("comment", req.comment.trim(), MAX_COMMENT)?;
-        let (actor, roles) = match &caller {
-            Some(p) => {
-                let here = firebreak_domain::access::Target {
-                    service: "orchestration",
-                    team: None,
-                };
-                let roles: Vec<_> = firebreak_domain::access::Role::ALL
-                    .iter()
-                    .copied()
-                    .filter(|r| p.holds(*r, here))
-                    .collect();
-                (p.actor(), roles)
-            }
+        let actor = match &caller {
+            Some(p) => p.actor(),
             None => match checked("actor", req.actor.trim(), MAX_ACTOR)? {
-                "" => ("user:anonymous".to_owned(), Vec::new()),
-                a => (a.to_owned(), Vec::new()),
+                "" => "user:anonymous".to_owned(),
+                a => a.to_owned(),
             },
         };
         let decision = Decision {
             approved,
             actor: &actor,
-            roles: &roles,
+            caller: caller.as_ref(),
             comment,
             by_timeout: false,
         };

@@ -151,6 +151,19 @@ impl Orchestration {
     }
 
     /// The gRPC `RunbookService`.
+    /// The incident a run belongs to; `None` for an id that is not a run's (or when the
+    /// store cannot be read: the caller then decides without it).
+    pub async fn incident_of_run(&self, run_id: &str) -> Option<String> {
+        let id = firebreak_domain::RunId::parse(run_id).ok()?.to_string();
+        match self.store.run(&id).await {
+            Ok(run) => run.map(|r| r.incident_id),
+            Err(e) => {
+                tracing::warn!(run = %id, error = %e, "reading a run's incident failed");
+                None
+            }
+        }
+    }
+
     pub fn grpc(&self) -> v1::runbook_service_server::RunbookServiceServer<RunbookApi> {
         v1::runbook_service_server::RunbookServiceServer::new(RunbookApi { orch: self.clone() })
     }

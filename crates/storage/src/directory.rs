@@ -57,6 +57,32 @@ pub(crate) fn parse_grants(text: &str) -> Result<Vec<Grant>> {
         .collect()
 }
 
+/// The rows [`crate::DirectoryStore::set_incident_roles`] writes: each (role, person, removed)
+/// whose state differs from `current` ((role, person, removed) as stored), given that
+/// `wanted` is to be held and nothing else.
+pub(crate) fn role_changes(
+    current: &[(String, String, bool)],
+    wanted: &[(String, String)],
+) -> Vec<(String, String, bool)> {
+    let held = |r: &str, p: &str| {
+        current
+            .iter()
+            .any(|(cr, cp, removed)| cr == r && cp == p && !removed)
+    };
+    let mut out: Vec<(String, String, bool)> = Vec::new();
+    for (r, p) in wanted {
+        if !held(r, p) && !out.iter().any(|(or, op, _)| or == r && op == p) {
+            out.push((r.clone(), p.clone(), false));
+        }
+    }
+    for (r, p, removed) in current {
+        if !removed && !wanted.iter().any(|(wr, wp)| wr == r && wp == p) {
+            out.push((r.clone(), p.clone(), true));
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use firebreak_domain::access::{Role, Scope};

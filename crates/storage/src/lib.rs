@@ -339,6 +339,16 @@ pub trait DirectoryStore: Send + Sync {
     async fn revoke_token(&self, id: &str, now: Micros) -> Result<Option<TokenRecord>>;
     /// Tokens changed after `version` (created or revoked), by version.
     async fn tokens_since(&self, version: i64) -> Result<Vec<TokenRecord>>;
+    /// Makes `holders` ((role, person) pairs) the incident's roles: pairs not held yet are
+    /// added, held ones not among them are marked removed, each change at a new version.
+    /// Returns whether anything changed.
+    async fn set_incident_roles(
+        &self,
+        incident_id: &str,
+        holders: &[(String, String)],
+    ) -> Result<bool>;
+    /// Incident roles changed after `version` (added or removed), by version.
+    async fn incident_roles_since(&self, version: i64) -> Result<Vec<IncidentRoleRecord>>;
     /// Records when tokens were last used (a later time only).
     async fn mark_used(&self, uses: &[(String, Micros)]) -> Result<()>;
     /// Appends entries to the audit log, each with its `audit` event, in one transaction;

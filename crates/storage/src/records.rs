@@ -526,6 +526,19 @@ pub struct TokenRecord {
     pub version: i64,
 }
 
+/// One person's incident role as the directory copies it from triage's incidents, so that
+/// every access layer learns what the role grants (a removed one stays, versioned, so that
+/// copies drop it).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IncidentRoleRecord {
+    pub incident_id: String,
+    pub role: String,
+    pub person: String,
+    pub removed: bool,
+    /// From the same counter as tokens' versions; increasing in commit order.
+    pub version: i64,
+}
+
 /// One entry of the audit log (notification's database): a call the access layer refused, or
 /// an allowed call to a method that changes state. Append-only: nothing updates an entry;
 /// entries older than the retention go whole.

@@ -37,7 +37,7 @@ use firebreak_domain::{Clock, Micros};
 use firebreak_proto::v1;
 use tokio_util::sync::CancellationToken;
 
-use rules::Rule;
+use rules::{Rule, Subject};
 
 /// Why a caller was not let through.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -83,14 +83,28 @@ struct Entry {
 /// Where the copy comes from: the directory, in-process or over gRPC.
 #[tonic::async_trait]
 pub(crate) trait CredentialSource: Send + Sync {
-    /// Reports `uses`, hands over `audit` entries, and returns the credentials changed
-    /// after `since`, by version.
+    /// Reports `uses`, hands over `audit` entries, and returns the credentials and incident
+    /// roles changed after `since`, by version.
     async fn sync(
         &self,
         since: i64,
         uses: Vec<(String, Micros)>,
         audit: Vec<v1::AuditEntry>,
-    ) -> anyhow::Result<Vec<v1::Credential>>;
+    ) -> anyhow::Result<v1::SyncCredentialsResponse>;
+}
+
+/// Which incident a run belongs to (orchestration's store): a run's approvals are decided
+/// with the roles held on its incident.
+#[tonic::async_trait]
+pub(crate) trait RunIncidents: Send + Sync {
+    async fn incident_of(&self, run_id: &str) -> Option<String>;
+}
+
+#[tonic::async_trait]
+impl RunIncidents for firebreak_orchestration::Orchestration {
+    async fn incident_of(&self, run_id: &str) -> Option<String> {
+        self.incident_of_run(run_id).await
+    }
 }
 
 /// The directory in this process (embedded mode, and notification's own replicas).
@@ -101,14 +115,14 @@ impl CredentialSource for firebreak_notification::Directory {
         since: i64,
         uses: Vec<(String, Micros)>,
         audit: Vec<v1::AuditEntry>,
-    ) -> anyhow::Result<Vec<v1::Credential>> {
+    ) -> anyhow::Result<v1::SyncCredentialsResponse> {
         if !audit.is_empty() {
             self.append_audit(&audit).await?;
         }
         if !uses.is_empty() {
             self.mark_used(&uses).await?;
         }
-        Ok(self.credentials_since(since).await?)
+        Ok(self.changes_since(since).await?)
     }
 }
 
@@ -126,7 +140,7 @@ impl CredentialSource for RemoteSource {
         since: i64,
         uses: Vec<(String, Micros)>,
         audit: Vec<v1::AuditEntry>,
-    ) -> anyhow::Result<Vec<v1::Credential>> {
+    ) -> anyhow::Result<v1::SyncCredentialsResponse> {
         let uses = uses
             .into_iter()
             .map(|(id, at)| v1::TokenUse {
@@ -143,7 +157,7 @@ impl CredentialSource for RemoteSource {
                 audit,
             })
             .await?;
-        Ok(r.into_inner().credentials)
+        Ok(r.into_inner())
     }
 }
 
@@ -179,6 +193,10 @@ pub(crate) struct Verifier {
     throttle: throttle::Throttle,
     /// Audit entries waiting for the next sync to ship them, oldest first.
     audit: Mutex<VecDeque<v1::AuditEntry>>,
+    /// Incident roles as the directory copied them: user name → (incident id, role).
+    incident_roles: RwLock<HashMap<String, Vec<(String, String)>>>,
+    /// Where a run's incident is found (set where orchestration runs).
+    runs: RwLock<Option<Arc<dyn RunIncidents>>>,
 }
 
 impl Verifier {
@@ -215,6 +233,110 @@ impl Verifier {
             syncing: tokio::sync::Mutex::new(None),
             throttle: throttle::Throttle::new(10, Duration::from_secs(1)),
             audit: Mutex::default(),
+            incident_roles: RwLock::default(),
+            runs: RwLock::new(None),
+        }
+    }
+
+    /// Finds runs' incidents through `runs` from now on.
+    pub(crate) fn set_runs(&self, runs: Arc<dyn RunIncidents>) {
+        *self.runs.write().unwrap_or_else(|e| e.into_inner()) = Some(runs);
+    }
+
+    /// The incident a run belongs to, when this process knows its runs.
+    async fn run_incident(&self, run_id: &str) -> Option<String> {
+        let runs = self
+            .runs
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()?;
+        runs.incident_of(run_id).await
+    }
+
+    /// Whether `p` is a user holding an incident role somewhere (as the copy knows).
+    fn has_incident_roles(&self, p: &Principal) -> bool {
+        p.kind == SubjectKind::User
+            && self
+                .incident_roles
+                .read()
+                .unwrap_or_else(|e| e.into_inner())
+                .contains_key(&p.name)
+    }
+
+    /// `p` with the grants its incident roles on `incident` give (the same principal when
+    /// it holds none there).
+    fn on_incident(&self, p: &Arc<Principal>, incident: &str) -> Arc<Principal> {
+        if p.kind != SubjectKind::User {
+            return p.clone();
+        }
+        let extra: Vec<Grant> = self
+            .incident_roles
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&p.name)
+            .into_iter()
+            .flatten()
+            .filter(|(i, _)| i == incident)
+            .filter_map(|(_, role)| Role::of_incident_role(role))
+            .map(|role| Grant {
+                role,
+                scope: Scope::Incident(incident.to_owned()),
+            })
+            .collect();
+        if extra.is_empty() {
+            return p.clone();
+        }
+        let mut with = Principal::clone(p);
+        with.grants.extend(extra);
+        Arc::new(with)
+    }
+
+    /// Decides again a call to `path` refused to user `p` for want of a permission, with
+    /// the incident roles `p` holds on `incident`. The copy syncs first (at most a few times
+    /// a second, shared with unknown tokens): a role assigned a moment ago counts.
+    async fn by_incident_role(
+        &self,
+        path: &str,
+        p: Arc<Principal>,
+        incident: &str,
+        why: String,
+    ) -> Result<Arc<Principal>, Refusal> {
+        let refused = |p| Refusal {
+            denied: Denied::Forbidden(why.clone()),
+            who: Some(p),
+        };
+        let Some((service, Rule::Needs(permission) | Rule::NeedsOrKey(permission))) =
+            rules::rule(path)
+        else {
+            return Err(refused(p));
+        };
+        self.sync_after(Instant::now()).await;
+        let with = self.on_incident(&p, incident);
+        match allow_on(&with, permission, service, Some(incident)) {
+            Ok(()) => Ok(with),
+            Err(_) => Err(refused(p)),
+        }
+    }
+
+    /// Applies changed incident roles to the copy.
+    fn apply_roles(&self, changed: Vec<v1::IncidentGrant>) {
+        if changed.is_empty() {
+            return;
+        }
+        let mut roles = self
+            .incident_roles
+            .write()
+            .unwrap_or_else(|e| e.into_inner());
+        for g in changed {
+            self.version.fetch_max(g.version, Ordering::AcqRel);
+            let held = roles.entry(g.person.clone()).or_default();
+            held.retain(|(i, r)| !(*i == g.incident_id && *r == g.role));
+            if !g.removed {
+                held.push((g.incident_id, g.role));
+            }
+            if held.is_empty() {
+                roles.remove(&g.person);
+            }
         }
     }
 
@@ -376,8 +498,9 @@ impl Verifier {
             };
             first = false;
             rounds += 1;
-            let full = page.len() >= firebreak_notification::MAX_SYNC;
-            self.apply(page);
+            let full = page.more;
+            self.apply(page.credentials);
+            self.apply_roles(page.incident_grants);
             let more_audit = self.audit_waiting() > 0 && rounds <= MAX_AUDIT_ROUNDS;
             if !full && !more_audit {
                 break;
@@ -624,9 +747,20 @@ async fn decide(
 }
 
 fn allow(p: &Principal, permission: Permission, service: &str) -> Result<(), Denied> {
+    allow_on(p, permission, service, None)
+}
+
+/// Whether `p` may have `permission` on `service`'s methods, about `incident` when known.
+fn allow_on(
+    p: &Principal,
+    permission: Permission,
+    service: &str,
+    incident: Option<&str>,
+) -> Result<(), Denied> {
     let target = Target {
         service,
         team: None,
+        incident,
     };
     if p.may(permission, target) {
         Ok(())
@@ -681,7 +815,7 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, mut req: Request<tonic::body::Body>) -> Self::Future {
+    fn call(&mut self, req: Request<tonic::body::Body>) -> Self::Future {
         // The clone is the one made ready next; this call uses the one made ready now.
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
@@ -699,6 +833,58 @@ where
         let call = Call::of(&req);
         Box::pin(async move {
             let decided = decide(&verifier, &path, authorization.as_ref(), source).await;
+            // The call's target is read from its request when the audit log records it, or
+            // when incident roles may decide the call: a user refused here may command this
+            // incident, and one allowed may hold the role an approval requires on it.
+            let mut target = String::new();
+            let wanted = rules::target(&path).filter(|(subject, _)| {
+                let by_incident = matches!(subject, Subject::Incident | Subject::Run)
+                    && match &decided {
+                        Ok(Some(p)) => verifier.has_incident_roles(p),
+                        Err(Refusal {
+                            denied: Denied::Forbidden(_),
+                            who: Some(p),
+                        }) => p.kind == SubjectKind::User,
+                        _ => false,
+                    };
+                by_incident || (decided.is_ok() && rules::audited_when_allowed(&path))
+            });
+            let mut req = req;
+            let mut incident = None;
+            if let Some((subject, read)) = wanted {
+                let (parts, body) = req.into_parts();
+                let bytes = match read_body(body).await {
+                    Ok(b) => b,
+                    Err(status) => return Ok(status.into_http()),
+                };
+                let id = grpc_message(&bytes).and_then(read);
+                req = Request::from_parts(
+                    parts,
+                    tonic::body::Body::new(http_body_util::Full::new(bytes)),
+                );
+                if let Some(id) = id {
+                    target = clip(&format!("{}:{id}", subject.as_str()), MAX_TARGET);
+                    incident = match subject {
+                        Subject::Incident => Some(id),
+                        Subject::Run => verifier.run_incident(&id).await,
+                        _ => None,
+                    };
+                }
+            }
+            let decided = match (decided, incident) {
+                (Ok(Some(p)), Some(incident)) => Ok(Some(verifier.on_incident(&p, &incident))),
+                (
+                    Err(Refusal {
+                        denied: Denied::Forbidden(why),
+                        who: Some(p),
+                    }),
+                    Some(incident),
+                ) => verifier
+                    .by_incident_role(&path, p, &incident, why)
+                    .await
+                    .map(Some),
+                (decided, _) => decided,
+            };
             let principal = match decided {
                 Ok(p) => p,
                 Err(Refusal { denied, who }) => {
@@ -716,7 +902,7 @@ where
                         Denied::NotReady => "credentials are not loaded yet".to_owned(),
                     };
                     let who = who.as_deref().map(Actor::Principal);
-                    verifier.record(call.entry(&path, who, denied.outcome(), &reason));
+                    verifier.record(call.entry(&path, &target, who, denied.outcome(), &reason));
                     return Ok(denied.status().into_http());
                 }
             };
@@ -732,7 +918,7 @@ where
                 Err(_) => "internal".to_owned(),
             };
             let who = principal.as_deref().map_or(Actor::Key, Actor::Principal);
-            verifier.record(call.entry(&path, Some(who), &outcome, ""));
+            verifier.record(call.entry(&path, &target, Some(who), &outcome, ""));
             answered
         })
     }
@@ -755,8 +941,9 @@ struct Call {
     traceparent: Option<axum::http::HeaderValue>,
 }
 
-/// The longest `x-request-id` recorded, the longest method path and refusal reason.
+/// The longest `x-request-id` recorded, the longest target, method path and refusal reason.
 const MAX_REQUEST_ID: usize = 128;
+const MAX_TARGET: usize = 160;
 const MAX_METHOD: usize = 256;
 const MAX_REASON: usize = 512;
 
@@ -778,6 +965,7 @@ impl Call {
     fn entry(
         &self,
         path: &str,
+        target: &str,
         who: Option<Actor<'_>>,
         outcome: &str,
         reason: &str,
@@ -825,7 +1013,7 @@ impl Call {
             actor,
             roles,
             method: clip(path, MAX_METHOD),
-            target: String::new(),
+            target: target.to_owned(),
             outcome: outcome.to_owned(),
             reason: clip(reason, MAX_REASON),
             source: self.source.map(|a| a.to_string()).unwrap_or_default(),
@@ -833,6 +1021,40 @@ impl Call {
             trace_id,
         }
     }
+}
+
+/// The most bytes of a request read to find its target: gRPC's default message limit and
+/// its frame header. A larger request is refused as the server would refuse it.
+const MAX_REQUEST_BODY: usize = 4 * 1024 * 1024 + 5;
+
+/// A request body, read whole (within [`MAX_REQUEST_BODY`]).
+async fn read_body(body: tonic::body::Body) -> Result<bytes::Bytes, tonic::Status> {
+    use http_body_util::BodyExt as _;
+    match http_body_util::Limited::new(body, MAX_REQUEST_BODY)
+        .collect()
+        .await
+    {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => {
+            Err(tonic::Status::resource_exhausted(format!(
+                "the request is larger than {MAX_REQUEST_BODY} bytes"
+            )))
+        }
+        Err(e) => Err(tonic::Status::cancelled(format!(
+            "reading the request failed: {e}"
+        ))),
+    }
+}
+
+/// The message of a unary request's body: one uncompressed gRPC frame (a flag byte, a
+/// four-byte length, the message). A compressed message is not read here (no target).
+fn grpc_message(body: &[u8]) -> Option<&[u8]> {
+    let (&compressed, rest) = body.split_first()?;
+    if compressed != 0 {
+        return None;
+    }
+    let len = u32::from_be_bytes(rest.get(..4)?.try_into().ok()?) as usize;
+    rest.get(4..4usize.checked_add(len)?)
 }
 
 /// A call's outcome from its response headers: a handler's error is answered trailers-only,
@@ -885,6 +1107,75 @@ mod tests {
             request_id: n.to_string(),
             ..Default::default()
         }
+    }
+
+    fn verifier() -> Verifier {
+        Verifier::new(
+            "fb_5e5e5e5e5e5e_0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef",
+            None,
+            Arc::new(firebreak_domain::SystemClock),
+        )
+    }
+
+    #[test]
+    fn incident_roles_in_the_copy_grant_their_holder_permissions_on_that_incident_only() {
+        let v = verifier();
+        let grant =
+            |incident: &str, role: &str, person: &str, removed, version| v1::IncidentGrant {
+                incident_id: incident.into(),
+                role: role.into(),
+                person: person.into(),
+                removed,
+                version,
+            };
+        let amy = Arc::new(Principal {
+            kind: SubjectKind::User,
+            name: "amy".into(),
+            token_id: "0123456789ab".into(),
+            grants: vec![Grant {
+                role: Role::Viewer,
+                scope: Scope::All,
+            }],
+        });
+        assert!(!v.has_incident_roles(&amy));
+        v.apply_roles(vec![
+            grant("i1", "commander", "amy", false, 7),
+            grant("i2", "scribe", "amy", false, 8),
+        ]);
+        assert_eq!(v.version.load(Ordering::Acquire), 8);
+        assert!(v.has_incident_roles(&amy));
+        let on_i1 = v.on_incident(&amy, "i1");
+        assert!(allow_on(&on_i1, Permission::IncidentsClose, "triage", Some("i1")).is_ok());
+        assert!(allow_on(&on_i1, Permission::IncidentsClose, "triage", Some("i2")).is_err());
+        // An extra role grants nothing; the same principal comes back.
+        assert!(Arc::ptr_eq(&v.on_incident(&amy, "i2"), &amy));
+        // A service is never given incident roles, whatever its name.
+        let service = service_principal();
+        assert!(Arc::ptr_eq(&v.on_incident(&service, "i1"), &service));
+        // Removed, the role grants nothing again.
+        v.apply_roles(vec![grant("i1", "commander", "amy", true, 9)]);
+        let on_i1 = v.on_incident(&amy, "i1");
+        assert!(allow_on(&on_i1, Permission::IncidentsClose, "triage", Some("i1")).is_err());
+        v.apply_roles(vec![grant("i2", "scribe", "amy", true, 10)]);
+        assert!(!v.has_incident_roles(&amy));
+    }
+
+    #[test]
+    fn a_request_message_is_read_from_one_uncompressed_frame_only() {
+        let frame = |flag: u8, len: u32, body: &[u8]| {
+            let mut f = vec![flag];
+            f.extend_from_slice(&len.to_be_bytes());
+            f.extend_from_slice(body);
+            f
+        };
+        assert_eq!(grpc_message(&frame(0, 3, b"abc")), Some(&b"abc"[..]));
+        assert_eq!(grpc_message(&frame(0, 0, b"")), Some(&b""[..]));
+        // Compressed, short, or claiming more than it holds: not read.
+        assert_eq!(grpc_message(&frame(1, 3, b"abc")), None);
+        assert_eq!(grpc_message(&frame(0, 4, b"abc")), None);
+        assert_eq!(grpc_message(&frame(0, u32::MAX, b"abc")), None);
+        assert_eq!(grpc_message(&[0, 0, 0]), None);
+        assert_eq!(grpc_message(&[]), None);
     }
 
     fn waiting(v: &Verifier) -> Vec<String> {

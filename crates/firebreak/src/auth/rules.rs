@@ -266,6 +266,178 @@ const PUBLIC_SERVICES: &[&str] = &[
     "/grpc.reflection.v1alpha.ServerReflection/",
 ];
 
+/// What a method acts on, read from its request: the audit log records it as `KIND:ID`, and
+/// an incident (or a run, through its incident) is where incident roles grant permissions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Subject {
+    Incident,
+    Run,
+    Token,
+    User,
+    Team,
+    Integration,
+}
+
+impl Subject {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Incident => "incident",
+            Self::Run => "run",
+            Self::Token => "token",
+            Self::User => "user",
+            Self::Team => "team",
+            Self::Integration => "integration",
+        }
+    }
+}
+
+/// Reads a method's target out of its encoded request message.
+pub type ReadTarget = fn(&[u8]) -> Option<String>;
+
+/// Decodes the request as `$message` and takes `$field` (a path of fields) from it.
+macro_rules! read {
+    ($message:ty, $($field:ident).+) => {
+        (|b: &[u8]| {
+            <$message as firebreak_proto::Message>::decode(b)
+                .ok()
+                .map(|m| m.$($field).+)
+        }) as ReadTarget
+    };
+    ($message:ty, $first:ident ? . $($field:ident).+) => {
+        (|b: &[u8]| {
+            <$message as firebreak_proto::Message>::decode(b)
+                .ok()
+                .and_then(|m| m.$first)
+                .map(|m| m.$($field).+)
+        }) as ReadTarget
+    };
+}
+
+use firebreak_proto::v1;
+
+/// The methods whose target is known, and how it is read. Methods not here record no target
+/// (reads and lists, and raising alerts, which are not audited when allowed).
+const TARGETS: &[(&str, Subject, ReadTarget)] = &[
+    (
+        "/firebreak.v1.IncidentService/GetIncident",
+        Subject::Incident,
+        read!(v1::GetIncidentRequest, id),
+    ),
+    (
+        "/firebreak.v1.IncidentService/GetTimeline",
+        Subject::Incident,
+        read!(v1::GetTimelineRequest, id),
+    ),
+    (
+        "/firebreak.v1.IncidentService/GetReview",
+        Subject::Incident,
+        read!(v1::GetReviewRequest, id),
+    ),
+    (
+        "/firebreak.v1.IncidentService/Acknowledge",
+        Subject::Incident,
+        read!(v1::AcknowledgeRequest, id),
+    ),
+    (
+        "/firebreak.v1.IncidentService/Resolve",
+        Subject::Incident,
+        read!(v1::ResolveRequest, id),
+    ),
+    (
+        "/firebreak.v1.IncidentService/Close",
+        Subject::Incident,
+        read!(v1::CloseRequest, id),
+    ),
+    (
+        "/firebreak.v1.IncidentService/AddNote",
+        Subject::Incident,
+        read!(v1::AddNoteRequest, id),
+    ),
+    (
+        "/firebreak.v1.IncidentService/AssignRole",
+        Subject::Incident,
+        read!(v1::AssignRoleRequest, id),
+    ),
+    (
+        "/firebreak.v1.IncidentService/UnassignRole",
+        Subject::Incident,
+        read!(v1::UnassignRoleRequest, id),
+    ),
+    (
+        "/firebreak.v1.RunbookService/GetRun",
+        Subject::Run,
+        read!(v1::GetRunRequest, id),
+    ),
+    (
+        "/firebreak.v1.RunbookService/Approve",
+        Subject::Run,
+        read!(v1::DecideApprovalRequest, run_id),
+    ),
+    (
+        "/firebreak.v1.RunbookService/Reject",
+        Subject::Run,
+        read!(v1::DecideApprovalRequest, run_id),
+    ),
+    (
+        "/firebreak.v1.AccessService/CreateToken",
+        Subject::User,
+        read!(v1::CreateTokenRequest, subject),
+    ),
+    (
+        "/firebreak.v1.AccessService/RevokeToken",
+        Subject::Token,
+        read!(v1::RevokeTokenRequest, id),
+    ),
+    (
+        "/firebreak.v1.AccessService/CreateUser",
+        Subject::User,
+        read!(v1::CreateUserRequest, user?.name),
+    ),
+    (
+        "/firebreak.v1.AccessService/DeleteUser",
+        Subject::User,
+        read!(v1::DeleteUserRequest, name),
+    ),
+    (
+        "/firebreak.v1.AccessService/CreateTeam",
+        Subject::Team,
+        read!(v1::CreateTeamRequest, team?.name),
+    ),
+    (
+        "/firebreak.v1.AccessService/DeleteTeam",
+        Subject::Team,
+        read!(v1::DeleteTeamRequest, name),
+    ),
+    (
+        "/firebreak.v1.AccessService/SetTeamMember",
+        Subject::Team,
+        read!(v1::SetTeamMemberRequest, team),
+    ),
+    (
+        "/firebreak.v1.IntegrationService/CreateIntegration",
+        Subject::Integration,
+        read!(v1::CreateIntegrationRequest, name),
+    ),
+    (
+        "/firebreak.v1.IntegrationService/DeleteIntegration",
+        Subject::Integration,
+        read!(v1::DeleteIntegrationRequest, name),
+    ),
+];
+
+/// What `path` acts on and how to read it from its request, when known.
+pub fn target(path: &str) -> Option<(Subject, ReadTarget)> {
+    static BY_PATH: std::sync::LazyLock<
+        std::collections::HashMap<&'static str, (Subject, ReadTarget)>,
+    > = std::sync::LazyLock::new(|| {
+        TARGETS
+            .iter()
+            .map(|(p, subject, read)| (*p, (*subject, *read)))
+            .collect()
+    });
+    BY_PATH.get(path).copied()
+}
+
 /// The rule for a request path and the service it belongs to; `None` for a path with no rule
 /// (refused).
 pub fn rule(path: &str) -> Option<(&'static str, Rule)> {
@@ -358,6 +530,8 @@ mod tests {
                 "IncidentService/Resolve",
                 "IncidentService/Close",
                 "IncidentService/AddNote",
+                "IncidentService/AssignRole",
+                "IncidentService/UnassignRole",
                 "RunbookService/Approve",
                 "RunbookService/Reject",
                 "AccessService/CreateToken",
@@ -372,6 +546,44 @@ mod tests {
         assert!(!audited_when_allowed("/grpc.health.v1.Health/Check"));
         // A path without a rule (refused, and audited as such) would count as a change.
         assert!(audited_when_allowed("/firebreak.v1.IncidentService/Nope"));
+    }
+
+    /// Every audited method records what it acted on, and every target is read from a
+    /// method that exists, out of the request message that method takes.
+    #[test]
+    fn every_audited_method_names_its_target_read_from_its_own_request() {
+        for (path, _, _) in METHODS {
+            if audited_when_allowed(path) {
+                assert!(target(path).is_some(), "{path} records no target");
+            }
+        }
+        for (path, _, _) in TARGETS {
+            assert!(rule(path).is_some(), "{path} is not a method");
+        }
+        use firebreak_proto::Message as _;
+        let (subject, read) = target("/firebreak.v1.IncidentService/Close").unwrap();
+        let close = v1::CloseRequest {
+            id: "i-1".into(),
+            root_cause: "disk".into(),
+            ..Default::default()
+        };
+        assert_eq!(
+            (subject, read(&close.encode_to_vec())),
+            (Subject::Incident, Some("i-1".into()))
+        );
+        let (subject, read) = target("/firebreak.v1.AccessService/CreateUser").unwrap();
+        let create = v1::CreateUserRequest {
+            user: Some(v1::User {
+                name: "amy".into(),
+                ..Default::default()
+            }),
+        };
+        assert_eq!(
+            (subject, read(&create.encode_to_vec())),
+            (Subject::User, Some("amy".into()))
+        );
+        // A message that is not the method's reads as no target, never a panic.
+        assert_eq!(read(&[0xff, 0xff, 0xff]), None);
     }
 
     #[test]

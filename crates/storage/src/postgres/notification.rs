@@ -12,10 +12,11 @@ use super::named;
 use super::{
     Migration, OUTBOX, conflict, from_json, get_u32, impl_connect, impl_outbox, json_text,
 };
-use crate::directory::{grants_text, kind_text, parse_grants, parse_kind};
+use crate::directory::{grants_text, kind_text, parse_grants, parse_kind, role_changes};
 use crate::{
     AuditCursor, AuditFilter, AuditRecord, DeliveryCursor, DeliveryRecord, DirectoryStore, Error,
-    NotificationStore, OutboxEvent, Result, TeamRecord, TokenRecord, UserRecord,
+    IncidentRoleRecord, NotificationStore, OutboxEvent, Result, TeamRecord, TokenRecord,
+    UserRecord,
 };
 use futures::TryStreamExt;
 
@@ -60,7 +61,25 @@ CREATE INDEX deliveries_incident ON deliveries (incident_id);
         version: 4,
         sql: AUDIT,
     },
+    Migration {
+        version: 5,
+        sql: INCIDENT_ROLES,
+    },
 ];
+
+/// Incident roles as the directory copies them (see `IncidentRoleRecord`). SQLite's
+/// migration 8 is the same schema.
+const INCIDENT_ROLES: &str = "
+CREATE TABLE incident_roles (
+    incident_id TEXT NOT NULL,
+    role TEXT NOT NULL,
+    person TEXT NOT NULL,
+    removed BOOLEAN NOT NULL,
+    version BIGINT NOT NULL,
+    PRIMARY KEY (incident_id, role, person)
+);
+CREATE INDEX incident_roles_version ON incident_roles (version);
+";
 
 /// The audit log: append-only (no statement updates it), listed newest first, by actor, and
 /// deleted by age. SQLite's migration 7 is the same schema.
@@ -547,6 +566,66 @@ impl DirectoryStore for PgNotificationStore {
             .await?
             .iter()
             .map(token_row)
+            .collect()
+    }
+
+    async fn set_incident_roles(
+        &self,
+        incident_id: &str,
+        holders: &[(String, String)],
+    ) -> Result<bool> {
+        let mut tx = self.pool.begin().await?;
+        // The version row is locked first: two replicas writing roles take turns, and the
+        // second sees the first's rows.
+        sqlx::query("SELECT version FROM directory_version FOR UPDATE")
+            .execute(&mut *tx)
+            .await?;
+        let current: Vec<(String, String, bool)> = sqlx::query_as(
+            "SELECT role, person, removed FROM incident_roles WHERE incident_id = $1 FOR UPDATE",
+        )
+        .bind(incident_id)
+        .fetch_all(&mut *tx)
+        .await?;
+        let changes = role_changes(&current, holders);
+        if changes.is_empty() {
+            return Ok(false);
+        }
+        let last = bump_version(&mut tx, changes.len()).await?;
+        let first = last - changes.len() as i64 + 1;
+        for (version, (role, person, removed)) in (first..).zip(&changes) {
+            sqlx::query(
+                "INSERT INTO incident_roles (incident_id, role, person, removed, version)
+                 VALUES ($1, $2, $3, $4, $5)
+                 ON CONFLICT (incident_id, role, person)
+                 DO UPDATE SET removed = excluded.removed, version = excluded.version",
+            )
+            .bind(incident_id)
+            .bind(role)
+            .bind(person)
+            .bind(removed)
+            .bind(version)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    async fn incident_roles_since(&self, version: i64) -> Result<Vec<IncidentRoleRecord>> {
+        sqlx::query("SELECT * FROM incident_roles WHERE version > $1 ORDER BY version")
+            .bind(version)
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(|r| {
+                Ok(IncidentRoleRecord {
+                    incident_id: r.try_get("incident_id")?,
+                    role: r.try_get("role")?,
+                    person: r.try_get("person")?,
+                    removed: r.try_get("removed")?,
+                    version: r.try_get("version")?,
+                })
+            })
             .collect()
     }
 

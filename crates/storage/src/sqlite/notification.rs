@@ -8,10 +8,11 @@ use super::conn::{self, Db};
 use super::named;
 use super::{Migration, OUTBOX, OUTBOX_READ_IN_PLACE, json_text};
 use super::{impl_open, impl_outbox};
-use crate::directory::{grants_text, kind_text, parse_grants, parse_kind};
+use crate::directory::{grants_text, kind_text, parse_grants, parse_kind, role_changes};
 use crate::{
     AuditCursor, AuditFilter, AuditRecord, DeliveryCursor, DeliveryRecord, DirectoryStore, Error,
-    NotificationStore, OutboxEvent, Result, TeamRecord, TokenRecord, UserRecord,
+    IncidentRoleRecord, NotificationStore, OutboxEvent, Result, TeamRecord, TokenRecord,
+    UserRecord,
 };
 
 const MIGRATIONS: &[Migration] = &[
@@ -91,7 +92,25 @@ CREATE INDEX deliveries_incident ON deliveries (incident_id);
         version: 7,
         sql: AUDIT,
     },
+    Migration {
+        version: 8,
+        sql: INCIDENT_ROLES,
+    },
 ];
+
+/// Incident roles as the directory copies them (see `IncidentRoleRecord`). Postgres'
+/// migration 5 is the same schema.
+const INCIDENT_ROLES: &str = "
+CREATE TABLE incident_roles (
+    incident_id TEXT NOT NULL,
+    role TEXT NOT NULL,
+    person TEXT NOT NULL,
+    removed INTEGER NOT NULL CHECK (removed IN (0, 1)),
+    version INTEGER NOT NULL,
+    PRIMARY KEY (incident_id, role, person)
+);
+CREATE INDEX incident_roles_version ON incident_roles (version);
+";
 
 /// The audit log: append-only (no statement updates it), listed newest first, by actor, and
 /// deleted by age. Postgres' migration 4 is the same schema.
@@ -586,6 +605,64 @@ impl DirectoryStore for SqliteNotificationStore {
             .read(move |c| {
                 c.prepare_cached("SELECT * FROM api_tokens WHERE version > ? ORDER BY version, id")?
                     .query_and_then([version], token_row)?
+                    .collect()
+            })
+            .await
+    }
+
+    async fn set_incident_roles(
+        &self,
+        incident_id: &str,
+        holders: &[(String, String)],
+    ) -> Result<bool> {
+        let (incident_id, holders) = (incident_id.to_owned(), holders.to_vec());
+        self.db
+            .write(move |tx| {
+                let current: Vec<(String, String, bool)> = tx
+                    .prepare_cached(
+                        "SELECT role, person, removed FROM incident_roles WHERE incident_id = ?",
+                    )?
+                    .query_map([&incident_id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+                    .collect::<rusqlite::Result<_>>()?;
+                let changes = role_changes(&current, &holders);
+                if changes.is_empty() {
+                    return Ok(false);
+                }
+                let last = bump_version(tx, changes.len())?;
+                let first = last - changes.len() as i64 + 1;
+                let mut upsert = tx.prepare_cached(
+                    "INSERT INTO incident_roles (incident_id, role, person, removed, version)
+                     VALUES (?, ?, ?, ?, ?)
+                     ON CONFLICT (incident_id, role, person)
+                     DO UPDATE SET removed = excluded.removed, version = excluded.version",
+                )?;
+                for (version, (role, person, removed)) in (first..).zip(&changes) {
+                    upsert.execute(rusqlite::params![
+                        incident_id,
+                        role,
+                        person,
+                        removed,
+                        version
+                    ])?;
+                }
+                Ok(true)
+            })
+            .await
+    }
+
+    async fn incident_roles_since(&self, version: i64) -> Result<Vec<IncidentRoleRecord>> {
+        self.db
+            .read(move |c| {
+                c.prepare_cached("SELECT * FROM incident_roles WHERE version > ? ORDER BY version")?
+                    .query_and_then([version], |r| {
+                        Ok(IncidentRoleRecord {
+                            incident_id: r.get("incident_id")?,
+                            role: r.get("role")?,
+                            person: r.get("person")?,
+                            removed: r.get("removed")?,
+                            version: r.get("version")?,
+                        })
+                    })?
                     .collect()
             })
             .await

@@ -19,6 +19,7 @@ crate::contract!(directory:
     deleting_a_user_revokes_exactly_their_live_tokens,
     mark_used_only_moves_forward_and_takes_no_version,
     grants_that_do_not_parse_read_as_an_error,
+    incident_roles_change_only_what_differs_each_at_a_version_after_the_tokens,
 );
 
 fn ids(tokens: &[TokenRecord]) -> Vec<&str> {
@@ -321,6 +322,85 @@ async fn tokens_since_lists_exactly_the_changes_after_a_version_in_order(
         slice::from_ref(&d)
     );
     assert_eq!(store.tokens_since(d.version).await.unwrap(), []);
+}
+
+async fn incident_roles_change_only_what_differs_each_at_a_version_after_the_tokens(
+    f: &Fixture<dyn DirectoryStore>,
+) {
+    let store = &*f.store;
+    let pair = |r: &str, p: &str| (r.to_owned(), p.to_owned());
+    let view = |rows: Vec<firebreak_storage::IncidentRoleRecord>| {
+        rows.into_iter()
+            .map(|r| (r.incident_id, r.role, r.person, r.removed))
+            .collect::<Vec<_>>()
+    };
+    let row =
+        |i: &str, r: &str, p: &str, removed| (i.to_owned(), r.to_owned(), p.to_owned(), removed);
+    store.insert_user(&user("amy")).await.unwrap();
+    let a = store.insert_token(&token("a", "amy", 10)).await.unwrap();
+
+    assert!(
+        store
+            .set_incident_roles("i1", &[pair("commander", "amy"), pair("responder", "bob")])
+            .await
+            .unwrap()
+    );
+    // The same set again changes nothing and takes no version.
+    assert!(
+        !store
+            .set_incident_roles("i1", &[pair("responder", "bob"), pair("commander", "amy")])
+            .await
+            .unwrap()
+    );
+    let first = store.incident_roles_since(a.version).await.unwrap();
+    assert_eq!(first.len(), 2);
+    assert!(first.iter().all(|r| r.version > a.version));
+    let after_first = first.iter().map(|r| r.version).max().unwrap();
+
+    // A hand-off: amy's row is marked removed, carol's added, bob's untouched.
+    assert!(
+        store
+            .set_incident_roles(
+                "i1",
+                &[pair("commander", "carol"), pair("responder", "bob")]
+            )
+            .await
+            .unwrap()
+    );
+    let handoff = view(store.incident_roles_since(after_first).await.unwrap());
+    assert_eq!(handoff.len(), 2, "{handoff:?}");
+    assert!(handoff.contains(&row("i1", "commander", "carol", false)));
+    assert!(handoff.contains(&row("i1", "commander", "amy", true)));
+    // Another incident's roles are its own; a token made after takes a later version.
+    assert!(
+        store
+            .set_incident_roles("i2", &[pair("analyst", "amy")])
+            .await
+            .unwrap()
+    );
+    let b = store.insert_token(&token("b", "amy", 20)).await.unwrap();
+    let all = store.incident_roles_since(0).await.unwrap();
+    assert!(all.windows(2).all(|w| w[0].version < w[1].version));
+    assert!(all.iter().all(|r| r.version < b.version));
+    // Assigned again after removal, a row comes back.
+    assert!(
+        store
+            .set_incident_roles("i1", &[pair("commander", "amy")])
+            .await
+            .unwrap()
+    );
+    let back = view(store.incident_roles_since(b.version).await.unwrap());
+    assert_eq!(back.len(), 3, "{back:?}");
+    assert!(back.contains(&row("i1", "commander", "amy", false)));
+    assert!(back.contains(&row("i1", "commander", "carol", true)));
+    assert!(back.contains(&row("i1", "responder", "bob", true)));
+    assert_eq!(
+        view(store.incident_roles_since(0).await.unwrap())
+            .into_iter()
+            .filter(|r| r.0 == "i2")
+            .collect::<Vec<_>>(),
+        [row("i2", "analyst", "amy", false)]
+    );
 }
 
 async fn deleting_a_user_revokes_exactly_their_live_tokens(f: &Fixture<dyn DirectoryStore>) {
