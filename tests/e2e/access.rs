@@ -679,3 +679,147 @@ async fn a_source_that_keeps_failing_is_slowed_down_and_no_one_else_is() {
         "{took:?}: another source was slowed"
     );
 }
+
+/// Whether a call was refused for want of a permission (`None`), or its answer.
+fn unless_denied<T>(answer: Result<tonic::Response<T>, tonic::Status>) -> Option<T> {
+    match answer {
+        Ok(r) => Some(r.into_inner()),
+        Err(e) if e.code() == Code::PermissionDenied => None,
+        Err(e) => panic!("{e:?}"),
+    }
+}
+
+/// An incident role is data on one incident, and grants its permission role there only: a
+/// viewer made commander of one incident closes it, not another; an extra role (scribe)
+/// grants nothing; the role taken away, the permission goes with it.
+#[tokio::test]
+async fn an_incident_role_grants_its_permissions_on_that_incident_only() {
+    let config = format!("auth:\n  service_token: {SERVICE_TOKEN}\n  sync_interval_ms: 50\n");
+    let mut s = Stack::start(&crate::harness::empty_runbooks(), &config).await;
+    let vic = s.person("vic", v1::Role::Viewer).await;
+    let (a, b) = (s.raise("checkout down").await, s.raise("search down").await);
+    for id in [&a, &b] {
+        s.incidents
+            .resolve(v1::ResolveRequest {
+                id: id.clone(),
+                summary: "restarted".into(),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+    }
+    let close = |id: &str| v1::CloseRequest {
+        id: id.into(),
+        root_cause: "a bad deploy".into(),
+        ..Default::default()
+    };
+    let assign = |id: &str, role: &str| v1::AssignRoleRequest {
+        id: id.into(),
+        role: role.into(),
+        person: "vic".into(),
+    };
+    let mut mine = vic.incidents.clone();
+    assert!(unless_denied(mine.close(close(&a)).await).is_none());
+
+    s.incidents.assign_role(assign(&a, "commander")).await.unwrap();
+    s.incidents.assign_role(assign(&b, "scribe")).await.unwrap();
+    // The role reaches the access layer through the directory's copy.
+    let closed = eventually("vic's command of the first incident", || {
+        let (mut mine, req) = (vic.incidents.clone(), close(&a));
+        async move { unless_denied(mine.close(req).await) }
+    })
+    .await;
+    assert_eq!(
+        closed.incident.unwrap().state(),
+        v1::IncidentState::Closed
+    );
+    let timeline = s
+        .incidents
+        .get_timeline(v1::GetTimelineRequest {
+            id: a.clone(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .entries;
+    let entry = timeline.iter().find(|e| e.kind == "closed").unwrap();
+    assert_eq!(entry.actor, "user:vic");
+
+    // Not the other incident, where vic is only a scribe: refused, and it stays resolved.
+    assert!(unless_denied(mine.close(close(&b)).await).is_none());
+    let still = s
+        .incidents
+        .get_incident(v1::GetIncidentRequest { id: b.clone() })
+        .await
+        .unwrap()
+        .into_inner()
+        .incident
+        .unwrap();
+    assert_eq!(still.state(), v1::IncidentState::Resolved);
+
+    // Taken away, the role grants nothing again.
+    let c = s.raise("payments down").await;
+    s.incidents.assign_role(assign(&c, "responder")).await.unwrap();
+    let note = |text: &str| v1::AddNoteRequest {
+        id: c.clone(),
+        text: text.into(),
+        ..Default::default()
+    };
+    eventually("vic's responder role on the third incident", || {
+        let (mut mine, req) = (vic.incidents.clone(), note("on it"));
+        async move { unless_denied(mine.add_note(req).await) }
+    })
+    .await;
+    s.incidents
+        .unassign_role(v1::UnassignRoleRequest {
+            id: c.clone(),
+            role: "responder".into(),
+            person: "vic".into(),
+        })
+        .await
+        .unwrap();
+    eventually("vic's responder role to end", || {
+        let (mut mine, req) = (vic.incidents.clone(), note("still on it"));
+        async move { unless_denied(mine.add_note(req).await).is_none().then_some(()) }
+    })
+    .await;
+    // The refused note changed nothing: the timeline holds notes from vic's allowed calls
+    // only (one, unless a call raced the removal's sync).
+    let notes: Vec<String> = s
+        .incidents
+        .get_timeline(v1::GetTimelineRequest {
+            id: c.clone(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .entries
+        .into_iter()
+        .filter(|e| e.kind == "note")
+        .map(|e| e.data)
+        .collect();
+    assert!(notes.iter().any(|n| n.contains("on it")), "{notes:?}");
+    assert_eq!(
+        notes.iter().filter(|n| n.contains("\"on it\"")).count(),
+        1,
+        "{notes:?}"
+    );
+    // vic's refused attempts after the removal took effect are not on it.
+    let after = unless_denied(mine.add_note(note("refused for sure")).await);
+    assert!(after.is_none());
+    let notes_after = s
+        .incidents
+        .get_timeline(v1::GetTimelineRequest {
+            id: c.clone(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .entries;
+    assert!(!notes_after
+        .iter()
+        .any(|e| e.data.contains("refused for sure")));
+}

@@ -278,6 +278,67 @@ async fn approvals_need_the_role_and_record_who_and_why_and_time_out_to_their_fa
     assert!(notes.iter().any(|n| n.contains("approved: restarting")));
 }
 
+/// An approval that requires `incident-commander` is decided by the commander of the run's
+/// own incident (by incident role, here a viewer otherwise), and not by a responder, nor by
+/// the commander of another incident.
+#[tokio::test]
+async fn the_commander_of_a_runs_incident_decides_its_approval_and_no_other_commander_does() {
+    let dir = tempfile::tempdir().unwrap();
+    let caps = "match: { categories: [service-outage] }\ncapabilities: [approval, incident]\n";
+    runbook(
+        dir.path(),
+        "ask",
+        &format!("{caps}approval: {{ role: incident-commander }}\n"),
+        ASK_RHAI,
+    );
+    let mut s = Stack::start(dir.path(), "auth: { sync_interval_ms: 50 }\n").await;
+    let vic = s.person("vic", v1::Role::Viewer).await;
+    let mut rita = s.person("rita", v1::Role::Responder).await;
+    let id = raise(&mut s, "service-outage", &[]).await;
+    let other = raise(&mut s, "database", &[]).await;
+    let ask = run_of(&s, &id, "ask", "ask to wait", |r| {
+        r.state() == v1::RunState::WaitingApproval
+    })
+    .await;
+    let assign = |incident: &str, person: &str| v1::AssignRoleRequest {
+        id: incident.into(),
+        role: "commander".into(),
+        person: person.into(),
+    };
+    // Rita commands the other incident: that does not make her this one's commander.
+    s.incidents.assign_role(assign(&other, "rita")).await.unwrap();
+    s.incidents.assign_role(assign(&id, "vic")).await.unwrap();
+    let refused = rita
+        .runs
+        .approve(decide(&ask.id, "", ""))
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Code::PermissionDenied, "{refused:?}");
+    assert_eq!(
+        full_run(&s, &ask.id).await.state(),
+        v1::RunState::WaitingApproval
+    );
+    // Vic, a viewer, holds approvals on this incident once the role reaches the layer.
+    eventually("vic's command to take effect", || {
+        let (mut runs, req) = (vic.runs.clone(), decide(&ask.id, "", "go"));
+        async move {
+            match runs.approve(req).await {
+                Ok(_) => Some(()),
+                Err(e) if e.code() == Code::PermissionDenied => None,
+                Err(e) => panic!("{e:?}"),
+            }
+        }
+    })
+    .await;
+    let done = run_of(&s, &id, "ask", "ask to finish", |r| {
+        r.state() == v1::RunState::Succeeded
+    })
+    .await;
+    let result: Value = serde_json::from_str(&done.actions[0].result).unwrap();
+    assert_eq!(result["approved"], true);
+    assert_eq!(result["by"], "user:vic");
+}
+
 #[tokio::test]
 async fn a_plan_approve_runbook_acts_only_after_its_plan_is_approved() {
     let target = Recorder::start().await;
