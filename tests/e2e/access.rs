@@ -721,7 +721,10 @@ async fn an_incident_role_grants_its_permissions_on_that_incident_only() {
     let mut mine = vic.incidents.clone();
     assert!(unless_denied(mine.close(close(&a)).await).is_none());
 
-    s.incidents.assign_role(assign(&a, "commander")).await.unwrap();
+    s.incidents
+        .assign_role(assign(&a, "commander"))
+        .await
+        .unwrap();
     s.incidents.assign_role(assign(&b, "scribe")).await.unwrap();
     // The role reaches the access layer through the directory's copy.
     let closed = eventually("vic's command of the first incident", || {
@@ -729,10 +732,7 @@ async fn an_incident_role_grants_its_permissions_on_that_incident_only() {
         async move { unless_denied(mine.close(req).await) }
     })
     .await;
-    assert_eq!(
-        closed.incident.unwrap().state(),
-        v1::IncidentState::Closed
-    );
+    assert_eq!(closed.incident.unwrap().state(), v1::IncidentState::Closed);
     let timeline = s
         .incidents
         .get_timeline(v1::GetTimelineRequest {
@@ -760,7 +760,10 @@ async fn an_incident_role_grants_its_permissions_on_that_incident_only() {
 
     // Taken away, the role grants nothing again.
     let c = s.raise("payments down").await;
-    s.incidents.assign_role(assign(&c, "responder")).await.unwrap();
+    s.incidents
+        .assign_role(assign(&c, "responder"))
+        .await
+        .unwrap();
     let note = |text: &str| v1::AddNoteRequest {
         id: c.clone(),
         text: text.into(),
@@ -781,7 +784,11 @@ async fn an_incident_role_grants_its_permissions_on_that_incident_only() {
         .unwrap();
     eventually("vic's responder role to end", || {
         let (mut mine, req) = (vic.incidents.clone(), note("still on it"));
-        async move { unless_denied(mine.add_note(req).await).is_none().then_some(()) }
+        async move {
+            unless_denied(mine.add_note(req).await)
+                .is_none()
+                .then_some(())
+        }
     })
     .await;
     // The refused note changed nothing: the timeline holds notes from vic's allowed calls
@@ -819,7 +826,9 @@ async fn an_incident_role_grants_its_permissions_on_that_incident_only() {
         .unwrap()
         .into_inner()
         .entries;
-    assert!(!notes_after
-        .iter()
-        .any(|e| e.data.contains("refused for sure")));
+    assert!(
+        !notes_after
+            .iter()
+            .any(|e| e.data.contains("refused for sure"))
+    );
 }

@@ -306,7 +306,10 @@ async fn the_commander_of_a_runs_incident_decides_its_approval_and_no_other_comm
         person: person.into(),
     };
     // Rita commands the other incident: that does not make her this one's commander.
-    s.incidents.assign_role(assign(&other, "rita")).await.unwrap();
+    s.incidents
+        .assign_role(assign(&other, "rita"))
+        .await
+        .unwrap();
     s.incidents.assign_role(assign(&id, "vic")).await.unwrap();
     let refused = rita
         .runs

@@ -9,6 +9,7 @@ mod dedup;
 mod error;
 mod ids;
 mod incident;
+pub mod people;
 mod review;
 mod rules;
 mod service_error;

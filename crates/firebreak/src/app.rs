@@ -530,6 +530,10 @@ impl App {
             .read_in_place(streams::ALERTS, intake_store.clone())
             .read_in_place(streams::AUDIT, notification_store.clone());
         let directory = Directory::new(notification_store.clone()).with_clock(clock.clone());
+        directory
+            .declare(&config.users, &config.teams)
+            .await
+            .context("declaring the configuration's users and teams")?;
         let service_token = match &config.auth.service_token {
             Some(t) => t.0.clone(),
             None => auth::generate_token()?,
@@ -1092,6 +1096,10 @@ async fn connect(
             .await;
             let store = Arc::new(store);
             let directory = Directory::new(store.clone()).with_clock(clock.clone());
+            directory
+                .declare(&config.users, &config.teams)
+                .await
+                .context("declaring the configuration's users and teams")?;
             services.directory = Some(directory.clone());
             services.notification = Some(
                 build_notification(config, store, nats.clone(), clock)?.with_directory(directory),

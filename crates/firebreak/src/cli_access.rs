@@ -59,6 +59,32 @@ pub enum UserCmd {
         /// A monitoring tool or a CI job rather than a person.
         #[arg(long)]
         service_account: bool,
+        /// How they are paged, KIND:NAME=ADDRESS (email, sms, voice, slack, mattermost,
+        /// teams, webhook), e.g. `email:work=alice@example.com`; repeatable.
+        #[arg(long = "contact", value_parser = contact_arg)]
+        contacts: Vec<v1::ContactMethod>,
+        /// When, MINUTES:METHOD (`0:work`, `5:phone`); repeatable. None: at once through the
+        /// first contact method.
+        #[arg(long = "rule", value_parser = rule_arg)]
+        rules: Vec<v1::NotificationRule>,
+    },
+    /// Change a user made at run time (a declared one changes in the configuration). Options
+    /// not given keep their value; --contact or --rule replaces that whole list.
+    Update {
+        name: String,
+        #[arg(long)]
+        display_name: Option<String>,
+        #[arg(long)]
+        email: Option<String>,
+        #[arg(long)]
+        time_zone: Option<String>,
+        #[arg(long = "contact", value_parser = contact_arg)]
+        contacts: Vec<v1::ContactMethod>,
+        #[arg(long = "rule", value_parser = rule_arg)]
+        rules: Vec<v1::NotificationRule>,
+        /// Remove every contact method and rule.
+        #[arg(long, conflicts_with_all = ["contacts", "rules"])]
+        clear_contacts: bool,
     },
     List,
     /// Delete a user: their team memberships go, and their tokens are revoked.
@@ -360,9 +386,19 @@ async fn user(
     status: &impl Fn(tonic::Status) -> anyhow::Error,
 ) -> anyhow::Result<()> {
     let show = |u: &v1::User| {
+        let contacts: Vec<_> = u
+            .contact_methods
+            .iter()
+            .map(|m| json!({ "name": m.name, "kind": contact_kind_name(m.kind), "address": m.address }))
+            .collect();
+        let rules: Vec<_> = u
+            .notification_rules
+            .iter()
+            .map(|r| json!({ "after_minutes": r.after_minutes, "method": r.method }))
+            .collect();
         json!({ "name": u.name, "display_name": u.display_name, "email": u.email,
                 "time_zone": u.time_zone, "service_account": u.kind == v1::SubjectKind::ServiceAccount as i32,
-                "declared": u.declared })
+                "declared": u.declared, "contact_methods": contacts, "notification_rules": rules })
     };
     match cmd {
         UserCmd::Create {
@@ -371,6 +407,8 @@ async fn user(
             email,
             time_zone,
             service_account,
+            contacts,
+            rules,
         } => {
             let kind = if service_account {
                 v1::SubjectKind::ServiceAccount
@@ -385,6 +423,8 @@ async fn user(
                         email,
                         time_zone,
                         kind: kind as i32,
+                        contact_methods: contacts,
+                        notification_rules: rules,
                         ..Default::default()
                     }),
                 })
@@ -429,6 +469,50 @@ async fn user(
                 );
             }
         }
+        UserCmd::Update {
+            name,
+            display_name,
+            email,
+            time_zone,
+            contacts,
+            rules,
+            clear_contacts,
+        } => {
+            let users = access
+                .list_users(v1::ListUsersRequest {})
+                .await
+                .map_err(status)?
+                .into_inner()
+                .users;
+            let mut u = users
+                .into_iter()
+                .find(|u| u.name == name)
+                .ok_or_else(|| anyhow::anyhow!("no user {name:?}"))?;
+            u.display_name = display_name.unwrap_or(u.display_name);
+            u.email = email.unwrap_or(u.email);
+            u.time_zone = time_zone.unwrap_or(u.time_zone);
+            if clear_contacts {
+                u.contact_methods.clear();
+                u.notification_rules.clear();
+            }
+            if !contacts.is_empty() {
+                u.contact_methods = contacts;
+            }
+            if !rules.is_empty() {
+                u.notification_rules = rules;
+            }
+            let r = access
+                .update_user(v1::UpdateUserRequest { user: Some(u) })
+                .await
+                .map_err(status)?
+                .into_inner();
+            let u = r.user.unwrap_or_default();
+            if json_out {
+                print_json(show(&u));
+            } else {
+                say_raw(&format!("updated user {}", u.name));
+            }
+        }
         UserCmd::Delete { name } => {
             access
                 .delete_user(v1::DeleteUserRequest { name: name.clone() })
@@ -442,6 +526,48 @@ async fn user(
         }
     }
     Ok(())
+}
+
+/// `KIND:NAME=ADDRESS`, as `--contact` takes it.
+fn contact_arg(s: &str) -> Result<v1::ContactMethod, String> {
+    let (kind, rest) = s
+        .split_once(':')
+        .ok_or("expected KIND:NAME=ADDRESS, e.g. email:work=alice@example.com")?;
+    let (name, address) = rest
+        .split_once('=')
+        .ok_or("expected KIND:NAME=ADDRESS, e.g. email:work=alice@example.com")?;
+    let kind: firebreak_domain::people::ContactKind = kind.parse().map_err(|e| format!("{e}"))?;
+    Ok(firebreak_proto::access::wire_contact(
+        &firebreak_domain::people::ContactMethod {
+            name: name.to_owned(),
+            kind,
+            address: address.to_owned(),
+        },
+    ))
+}
+
+/// `MINUTES:METHOD`, as `--rule` takes it.
+fn rule_arg(s: &str) -> Result<v1::NotificationRule, String> {
+    let (minutes, method) = s
+        .split_once(':')
+        .ok_or("expected MINUTES:METHOD, e.g. 5:phone")?;
+    Ok(v1::NotificationRule {
+        after_minutes: minutes
+            .parse()
+            .map_err(|_| format!("{minutes:?} is not a number of minutes"))?,
+        method: method.to_owned(),
+    })
+}
+
+/// A wire contact kind's name (`email`), as the CLI shows it.
+fn contact_kind_name(kind: i32) -> String {
+    let probe = v1::ContactMethod {
+        kind,
+        ..Default::default()
+    };
+    firebreak_proto::access::contact(&probe)
+        .map(|m| m.kind.as_str().to_owned())
+        .unwrap_or_else(|_| "unknown".to_owned())
 }
 
 async fn team(

@@ -66,6 +66,13 @@ pub struct Config {
     /// channels, each later step only if the incident is still unacknowledged.
     #[serde(default)]
     pub escalation_policies: Vec<firebreak_notification::EscalationPolicy>,
+    /// People and service accounts declared here (GitOps): written into the directory at
+    /// start-up, not deletable or changeable at run time.
+    #[serde(default)]
+    pub users: Vec<firebreak_notification::declared::DeclaredUser>,
+    /// Teams declared here, with members (directory users).
+    #[serde(default)]
+    pub teams: Vec<firebreak_notification::declared::DeclaredTeam>,
     /// Parameter overrides per runbook: `runbook_params: {NAME: {PARAM: VALUE}}`.
     #[serde(default)]
     pub runbook_params: BTreeMap<String, BTreeMap<String, serde_json::Value>>,
@@ -419,6 +426,8 @@ const KEYS: &[&str] = &[
     "intake_anonymous_rate_limit_per_second",
     "intake_max_alerts_per_call",
     "escalation_policies",
+    "users",
+    "teams",
     "runbook_params",
     "approvers",
     "exec",
@@ -523,6 +532,8 @@ impl Config {
         if let Some(t) = &self.taxonomy {
             t.validate().context("invalid taxonomy")?;
         }
+        firebreak_notification::declared::validate(&self.users, &self.teams)
+            .map_err(|e| anyhow::anyhow!("invalid {e}"))?;
         if self.channels.iter().any(|c| c.name == "log") {
             bail!("channel \"log\" is built in; name yours differently");
         }

@@ -16,6 +16,7 @@ use std::time::Duration;
 use firebreak_domain::access::{
     self, Grant, NewToken, Role, SubjectKind, mask_token_id, parse_name,
 };
+use firebreak_domain::people::NotificationRule;
 use firebreak_domain::{Clock, Micros, SystemClock};
 use firebreak_proto::access::{actor, caller, grant, kind, wire_grant, wire_kind};
 use firebreak_proto::v1::access_service_server::{AccessService, AccessServiceServer};
@@ -59,8 +60,8 @@ const AUDIT_RETENTION_EVERY: Duration = Duration::from_secs(3600);
 /// The directory's gRPC services on its store.
 #[derive(Clone)]
 pub struct Directory {
-    store: Arc<dyn DirectoryStore>,
-    clock: Arc<dyn Clock>,
+    pub(crate) store: Arc<dyn DirectoryStore>,
+    pub(crate) clock: Arc<dyn Clock>,
 }
 
 impl Directory {
@@ -423,6 +424,61 @@ fn token_to_proto(t: &TokenRecord) -> v1::Token {
     }
 }
 
+/// A user as a caller sent it, checked: the name, bounded text, a user or service account
+/// (unspecified: a person), and contact methods and rules that hold together. Run-time
+/// entries are never declared.
+fn person(u: v1::User, now: Micros) -> Result<UserRecord, Error> {
+    let name = parse_name("name", &u.name)?;
+    check_text("display_name", &u.display_name, MAX_DISPLAY_NAME)?;
+    check_text("email", &u.email, MAX_EMAIL)?;
+    check_text("time_zone", &u.time_zone, MAX_TIME_ZONE)?;
+    let kind = match kind(u.kind) {
+        Ok(SubjectKind::Service) => {
+            return Err(Error::Invalid(
+                "kind: a directory entry is a user or a service account".into(),
+            ));
+        }
+        Ok(k) => k,
+        // Unspecified: a person.
+        Err(_) if u.kind == 0 => SubjectKind::User,
+        Err(e) => return Err(e.into()),
+    };
+    if u.contact_methods.len() > firebreak_domain::people::MAX_CONTACT_METHODS
+        || u.notification_rules.len() > firebreak_domain::people::MAX_NOTIFICATION_RULES
+    {
+        return Err(Error::Invalid(format!(
+            "contact_methods, notification_rules: at most {} and {}",
+            firebreak_domain::people::MAX_CONTACT_METHODS,
+            firebreak_domain::people::MAX_NOTIFICATION_RULES
+        )));
+    }
+    let contact_methods = u
+        .contact_methods
+        .iter()
+        .map(firebreak_proto::access::contact)
+        .collect::<Result<Vec<_>, _>>()?;
+    let notification_rules: Vec<NotificationRule> = u
+        .notification_rules
+        .into_iter()
+        .map(|r| NotificationRule {
+            after_minutes: r.after_minutes,
+            method: r.method,
+        })
+        .collect();
+    firebreak_domain::people::check_contacts(&contact_methods, &notification_rules)?;
+    Ok(UserRecord {
+        name,
+        display_name: u.display_name,
+        email: u.email,
+        time_zone: u.time_zone,
+        kind,
+        declared: false,
+        created_at: now,
+        contact_methods,
+        notification_rules,
+    })
+}
+
 fn user_to_proto(u: &UserRecord) -> v1::User {
     v1::User {
         name: u.name.clone(),
@@ -432,6 +488,19 @@ fn user_to_proto(u: &UserRecord) -> v1::User {
         kind: wire_kind(u.kind) as i32,
         declared: u.declared,
         created_at: Some(timestamp(u.created_at)),
+        contact_methods: u
+            .contact_methods
+            .iter()
+            .map(firebreak_proto::access::wire_contact)
+            .collect(),
+        notification_rules: u
+            .notification_rules
+            .iter()
+            .map(|r| v1::NotificationRule {
+                after_minutes: r.after_minutes,
+                method: r.method.clone(),
+            })
+            .collect(),
     }
 }
 
@@ -525,31 +594,7 @@ impl AccessService for Directory {
             .into_inner()
             .user
             .ok_or_else(|| Error::Invalid("user: required".into()))?;
-        let name = parse_name("name", &u.name).map_err(Error::from)?;
-        check_text("display_name", &u.display_name, MAX_DISPLAY_NAME)?;
-        check_text("email", &u.email, MAX_EMAIL)?;
-        check_text("time_zone", &u.time_zone, MAX_TIME_ZONE)?;
-        let kind = match kind(u.kind) {
-            Ok(SubjectKind::Service) => {
-                return Err(Error::Invalid(
-                    "kind: a directory entry is a user or a service account".into(),
-                )
-                .into());
-            }
-            Ok(k) => k,
-            // Unspecified: a person.
-            Err(_) if u.kind == 0 => SubjectKind::User,
-            Err(e) => return Err(Error::from(e).into()),
-        };
-        let record = UserRecord {
-            name,
-            display_name: u.display_name,
-            email: u.email,
-            time_zone: u.time_zone,
-            kind,
-            declared: false,
-            created_at: self.clock.now(),
-        };
+        let record = person(u, self.clock.now())?;
         self.store.insert_user(&record).await.map_err(Error::from)?;
         Ok(Response::new(v1::CreateUserResponse {
             user: Some(user_to_proto(&record)),
@@ -563,6 +608,35 @@ impl AccessService for Directory {
         let users = self.store.users().await.map_err(Error::from)?;
         Ok(Response::new(v1::ListUsersResponse {
             users: users.iter().map(user_to_proto).collect(),
+        }))
+    }
+
+    async fn update_user(
+        &self,
+        req: Request<v1::UpdateUserRequest>,
+    ) -> Result<Response<v1::UpdateUserResponse>, Status> {
+        let u = req
+            .into_inner()
+            .user
+            .ok_or_else(|| Error::Invalid("user: required".into()))?;
+        let wanted = person(u, self.clock.now())?;
+        let Some(stored) = self.store.user(&wanted.name).await.map_err(Error::from)? else {
+            return Err(Error::NotFound(format!("user {}", wanted.name)).into());
+        };
+        if stored.declared {
+            return Err(Error::Declared(format!("user {}", wanted.name)).into());
+        }
+        let record = UserRecord {
+            kind: stored.kind,
+            declared: stored.declared,
+            created_at: stored.created_at,
+            ..wanted
+        };
+        if !self.store.update_user(&record).await.map_err(Error::from)? {
+            return Err(Error::NotFound(format!("user {}", record.name)).into());
+        }
+        Ok(Response::new(v1::UpdateUserResponse {
+            user: Some(user_to_proto(&record)),
         }))
     }
 
@@ -722,13 +796,13 @@ impl AuditService for Directory {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use firebreak_domain::ManualClock;
     use firebreak_storage::sqlite::SqliteNotificationStore;
 
     use super::*;
 
-    async fn directory() -> (Directory, Arc<ManualClock>, tempfile::TempDir) {
+    pub(crate) async fn directory() -> (Directory, Arc<ManualClock>, tempfile::TempDir) {
         let dir = tempfile::tempdir().unwrap();
         let store = SqliteNotificationStore::open(&dir.path().join("n.db"), false)
             .await
@@ -769,6 +843,8 @@ mod tests {
             kind: SubjectKind::User,
             declared: false,
             created_at: Micros::from_unix_micros(0),
+            contact_methods: Vec::new(),
+            notification_rules: Vec::new(),
         })
         .await
         .unwrap();
@@ -841,6 +917,69 @@ mod tests {
             ),
             ("kind", user("bob", "", v1::SubjectKind::Service)),
         ];
+        let reached = |methods: Vec<(&str, v1::ContactKind, &str)>, rules: Vec<(u32, &str)>| {
+            v1::CreateUserRequest {
+                user: Some(v1::User {
+                    name: "bob".into(),
+                    contact_methods: methods
+                        .into_iter()
+                        .map(|(name, kind, address)| v1::ContactMethod {
+                            name: name.into(),
+                            kind: kind as i32,
+                            address: address.into(),
+                        })
+                        .collect(),
+                    notification_rules: rules
+                        .into_iter()
+                        .map(|(after_minutes, method)| v1::NotificationRule {
+                            after_minutes,
+                            method: method.into(),
+                        })
+                        .collect(),
+                    ..Default::default()
+                }),
+            }
+        };
+        let email = v1::ContactKind::Email;
+        let contacts = [
+            (
+                "contact_methods: [0].address",
+                reached(vec![("work", email, "not-an-address")], vec![]),
+            ),
+            (
+                "contact_methods.kind",
+                reached(
+                    vec![("work", v1::ContactKind::Unspecified, "b@x.io")],
+                    vec![],
+                ),
+            ),
+            (
+                "contact_methods: [1].name",
+                reached(
+                    vec![("work", email, "b@x.io"), ("work", email, "c@x.io")],
+                    vec![],
+                ),
+            ),
+            (
+                "notification_rules: [0].method",
+                reached(vec![("work", email, "b@x.io")], vec![(0, "pager")]),
+            ),
+            (
+                "notification_rules: [0].after_minutes",
+                reached(vec![("work", email, "b@x.io")], vec![(100_000, "work")]),
+            ),
+            (
+                "contact_methods",
+                reached(vec![("work", email, "b@x.io"); 11], vec![]),
+            ),
+        ];
+        for (field, req) in contacts {
+            let e = AccessService::create_user(&d, Request::new(req))
+                .await
+                .unwrap_err();
+            assert_eq!(e.code(), tonic::Code::InvalidArgument, "{field}: {e:?}");
+            assert!(e.message().contains(field), "{field}: {}", e.message());
+        }
         for (field, req) in users {
             let e = AccessService::create_user(&d, Request::new(req))
                 .await
@@ -877,6 +1016,104 @@ mod tests {
             .map(|u| u.name)
             .collect();
         assert_eq!(names, ["alice"]);
+    }
+
+    #[tokio::test]
+    async fn a_person_is_updated_whole_and_a_declared_one_only_in_configuration() {
+        let (d, _, _dir) = directory().await;
+        let bob = |address: &str, rules: Vec<v1::NotificationRule>| v1::User {
+            name: "bob".into(),
+            email: "bob@example.com".into(),
+            time_zone: "Europe/Berlin".into(),
+            contact_methods: vec![
+                v1::ContactMethod {
+                    name: "work".into(),
+                    kind: v1::ContactKind::Email as i32,
+                    address: "bob@example.com".into(),
+                },
+                v1::ContactMethod {
+                    name: "phone".into(),
+                    kind: v1::ContactKind::Sms as i32,
+                    address: address.into(),
+                },
+            ],
+            notification_rules: rules,
+            ..Default::default()
+        };
+        let made = AccessService::create_user(
+            &d,
+            Request::new(v1::CreateUserRequest {
+                user: Some(bob("+4915112345678", vec![])),
+            }),
+        )
+        .await
+        .unwrap()
+        .into_inner()
+        .user
+        .unwrap();
+        assert_eq!(made.contact_methods.len(), 2);
+        let rules = vec![v1::NotificationRule {
+            after_minutes: 5,
+            method: "phone".into(),
+        }];
+        let updated = AccessService::update_user(
+            &d,
+            Request::new(v1::UpdateUserRequest {
+                user: Some(bob("+14155550100", rules.clone())),
+            }),
+        )
+        .await
+        .unwrap()
+        .into_inner()
+        .user
+        .unwrap();
+        assert_eq!(updated.contact_methods[1].address, "+14155550100");
+        assert_eq!(updated.notification_rules, rules);
+        assert_eq!(updated.created_at, made.created_at);
+        let stored = d.store.user("bob").await.unwrap().unwrap();
+        assert_eq!(stored.contact_methods[1].address, "+14155550100");
+        assert_eq!(stored.notification_rules[0].after_minutes, 5);
+
+        // A hostile update changes nothing.
+        let e = AccessService::update_user(
+            &d,
+            Request::new(v1::UpdateUserRequest {
+                user: Some(bob("call me maybe", vec![])),
+            }),
+        )
+        .await
+        .unwrap_err();
+        assert_eq!(e.code(), tonic::Code::InvalidArgument);
+        assert_eq!(d.store.user("bob").await.unwrap().unwrap(), stored);
+        // Nobody by that name; a declared person is changed in configuration only.
+        let nobody = v1::User {
+            name: "nobody".into(),
+            ..Default::default()
+        };
+        let e = AccessService::update_user(
+            &d,
+            Request::new(v1::UpdateUserRequest { user: Some(nobody) }),
+        )
+        .await
+        .unwrap_err();
+        assert_eq!(e.code(), tonic::Code::NotFound);
+        d.store
+            .update_user(&UserRecord {
+                declared: true,
+                ..stored.clone()
+            })
+            .await
+            .unwrap();
+        let e = AccessService::update_user(
+            &d,
+            Request::new(v1::UpdateUserRequest {
+                user: Some(bob("+4915112345678", vec![])),
+            }),
+        )
+        .await
+        .unwrap_err();
+        assert_eq!(e.code(), tonic::Code::FailedPrecondition, "{e:?}");
+        assert!(e.message().contains("configuration"), "{e:?}");
     }
 
     #[tokio::test]

@@ -4,6 +4,7 @@
 //! Consumes `incidents` and `runbooks`; publishes `notifications` (delivery outcomes).
 
 mod channels;
+pub mod declared;
 mod directory;
 mod error;
 mod escalation;

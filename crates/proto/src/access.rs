@@ -2,6 +2,7 @@
 //! authenticated caller a request carries.
 
 use firebreak_domain::access::{Grant, Principal, Role, Scope, SubjectKind};
+use firebreak_domain::people::{ContactKind, ContactMethod};
 
 use crate::v1;
 
@@ -74,6 +75,49 @@ pub fn kind(value: i32) -> Result<SubjectKind, firebreak_domain::Error> {
             reason: format!("{value} is not a subject kind"),
         }),
     }
+}
+
+/// A contact method on the wire.
+pub fn wire_contact(m: &ContactMethod) -> v1::ContactMethod {
+    let kind = match m.kind {
+        ContactKind::Email => v1::ContactKind::Email,
+        ContactKind::Sms => v1::ContactKind::Sms,
+        ContactKind::Voice => v1::ContactKind::Voice,
+        ContactKind::Slack => v1::ContactKind::Slack,
+        ContactKind::Mattermost => v1::ContactKind::Mattermost,
+        ContactKind::Teams => v1::ContactKind::Teams,
+        ContactKind::Webhook => v1::ContactKind::Webhook,
+    };
+    v1::ContactMethod {
+        name: m.name.clone(),
+        kind: kind as i32,
+        address: m.address.clone(),
+    }
+}
+
+/// A wire contact method as the domain's; an unspecified or unknown kind is an error naming
+/// the field.
+pub fn contact(m: &v1::ContactMethod) -> Result<ContactMethod, firebreak_domain::Error> {
+    let kind = match v1::ContactKind::try_from(m.kind) {
+        Ok(v1::ContactKind::Email) => ContactKind::Email,
+        Ok(v1::ContactKind::Sms) => ContactKind::Sms,
+        Ok(v1::ContactKind::Voice) => ContactKind::Voice,
+        Ok(v1::ContactKind::Slack) => ContactKind::Slack,
+        Ok(v1::ContactKind::Mattermost) => ContactKind::Mattermost,
+        Ok(v1::ContactKind::Teams) => ContactKind::Teams,
+        Ok(v1::ContactKind::Webhook) => ContactKind::Webhook,
+        _ => {
+            return Err(firebreak_domain::Error::Invalid {
+                field: "contact_methods.kind",
+                reason: format!("{} is not a contact kind", m.kind),
+            });
+        }
+    };
+    Ok(ContactMethod {
+        name: m.name.clone(),
+        kind,
+        address: m.address.clone(),
+    })
 }
 
 /// The authenticated caller of a request, as the server's access layer verified it (it puts

@@ -317,6 +317,11 @@ pub trait DirectoryStore: Send + Sync {
     /// Every user, by name.
     async fn users(&self) -> Result<Vec<UserRecord>>;
     async fn user(&self, name: &str) -> Result<Option<UserRecord>>;
+    /// Replaces a user's display name, email, time zone, declared flag, contact methods and
+    /// rules (not its kind or creation time); returns whether the user exists.
+    async fn update_user(&self, user: &UserRecord) -> Result<bool>;
+    /// Replaces a team's display name and declared flag; returns whether the team exists.
+    async fn update_team(&self, team: &TeamRecord) -> Result<bool>;
     /// Deletes a user, their team memberships, and revokes their tokens (at `now`); returns
     /// whether the user existed.
     async fn delete_user(&self, name: &str, now: Micros) -> Result<bool>;

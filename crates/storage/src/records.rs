@@ -491,6 +491,10 @@ pub struct UserRecord {
     /// Declared in configuration: run-time calls cannot delete it.
     pub declared: bool,
     pub created_at: Micros,
+    /// How the person is reached, and in which order (checked by
+    /// `domain::people::check_contacts` before it is stored).
+    pub contact_methods: Vec<firebreak_domain::people::ContactMethod>,
+    pub notification_rules: Vec<firebreak_domain::people::NotificationRule>,
 }
 
 /// A team of the directory, with its members' names (sorted).

@@ -610,6 +610,8 @@ pub(crate) async fn bootstrap(
             kind: SubjectKind::User,
             declared: false,
             created_at: Micros::from_unix_micros(0),
+            contact_methods: Vec::new(),
+            notification_rules: Vec::new(),
         })
         .await?;
     let (_, secret) = directory

@@ -194,6 +194,11 @@ pub const METHODS: &[(&str, &str, Rule)] = &[
         Needs(P::DirectoryRead),
     ),
     (
+        "/firebreak.v1.AccessService/UpdateUser",
+        "notification",
+        Needs(P::DirectoryManage),
+    ),
+    (
         "/firebreak.v1.AccessService/DeleteUser",
         "notification",
         Needs(P::DirectoryManage),
@@ -394,6 +399,11 @@ const TARGETS: &[(&str, Subject, ReadTarget)] = &[
         read!(v1::CreateUserRequest, user?.name),
     ),
     (
+        "/firebreak.v1.AccessService/UpdateUser",
+        Subject::User,
+        read!(v1::UpdateUserRequest, user?.name),
+    ),
+    (
         "/firebreak.v1.AccessService/DeleteUser",
         Subject::User,
         read!(v1::DeleteUserRequest, name),
@@ -537,6 +547,7 @@ mod tests {
                 "AccessService/CreateToken",
                 "AccessService/RevokeToken",
                 "AccessService/CreateUser",
+                "AccessService/UpdateUser",
                 "AccessService/DeleteUser",
                 "AccessService/CreateTeam",
                 "AccessService/DeleteTeam",

@@ -1554,3 +1554,83 @@ fn no_key_or_secret_reaches_the_data_directory_or_the_log() {
         assert!(!logged.contains(needle), "{needle} in the log");
     }
 }
+
+#[test]
+fn people_are_declared_in_configuration_or_made_with_contact_methods_and_rules() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("config.yaml");
+    std::fs::write(
+        &config,
+        "users:\n  - name: olga\n    email: olga@example.com\n    time_zone: Europe/Berlin\n    contact_methods:\n      - { name: work, kind: email, address: olga@example.com }\n      - { name: phone, kind: sms, address: '+4915112345678' }\n    notification_rules:\n      - { after_minutes: 0, method: work }\n      - { after_minutes: 5, method: phone }\nteams:\n  - { name: payments, members: [olga] }\n",
+    )
+    .unwrap();
+    let server = Server::start(&dir.path().join("data"), &repo("runbooks"), &config);
+    server.cli(&[
+        "user",
+        "create",
+        "dana",
+        "--contact",
+        "email:work=dana@example.com",
+        "--contact",
+        "sms:phone=+14155550100",
+        "--rule",
+        "0:work",
+        "--rule",
+        "10:phone",
+    ]);
+    server.cli(&["user", "update", "dana", "--time-zone", "America/New_York"]);
+    let users = server.json(&["user", "list"]);
+    let find = |name: &str| {
+        users
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|u| u["name"] == name)
+            .unwrap()
+            .clone()
+    };
+    let olga = find("olga");
+    assert_eq!(olga["declared"], true, "{olga}");
+    assert_eq!(olga["contact_methods"][1]["kind"], "sms", "{olga}");
+    assert_eq!(olga["notification_rules"][1]["after_minutes"], 5, "{olga}");
+    let dana = find("dana");
+    assert_eq!(dana["declared"], false);
+    assert_eq!(dana["time_zone"], "America/New_York");
+    // The update kept what it was not told to change.
+    assert_eq!(
+        dana["contact_methods"][1]["address"], "+14155550100",
+        "{dana}"
+    );
+    assert_eq!(dana["notification_rules"][1]["method"], "phone", "{dana}");
+    let teams = server.json(&["team", "list"]);
+    assert_eq!(teams[0]["members"], serde_json::json!(["olga"]), "{teams}");
+    assert_eq!(teams[0]["declared"], true, "{teams}");
+
+    // A declared person is changed in the configuration only; bad contacts name the field.
+    let token = server.token();
+    let refused = |args: &[&str]| {
+        let mut all = vec!["--server", server.grpc.as_str(), "--token", &token];
+        all.extend_from_slice(args);
+        let (code, _, err) = run_in_dir(dir.path(), &all, None);
+        assert_ne!(code, 0, "{args:?}");
+        err
+    };
+    let err = refused(&["user", "update", "olga", "--email", "o@example.com"]);
+    assert!(err.contains("configuration"), "{err}");
+    let err = refused(&["user", "delete", "olga"]);
+    assert!(err.contains("configuration"), "{err}");
+    let err = refused(&["user", "create", "erin", "--contact", "sms:phone=12"]);
+    assert!(err.contains("contact_methods: [0].address"), "{err}");
+    let err = refused(&["user", "create", "erin", "--contact", "pager:x=1"]);
+    assert!(err.contains("contact_methods.kind"), "{err}");
+    // Nothing was made.
+    let users = server.json(&["user", "list"]);
+    assert!(
+        !users
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|u| u["name"] == "erin")
+    );
+    assert_eq!(find("olga")["email"], "olga@example.com");
+}

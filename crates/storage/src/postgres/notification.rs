@@ -65,7 +65,17 @@ CREATE INDEX deliveries_incident ON deliveries (incident_id);
         version: 5,
         sql: INCIDENT_ROLES,
     },
+    Migration {
+        version: 6,
+        sql: CONTACTS,
+    },
 ];
+
+/// How each person is reached (JSON lists). SQLite's migration 9 is the same.
+const CONTACTS: &str = "
+ALTER TABLE users ADD COLUMN contact_methods TEXT NOT NULL DEFAULT '[]';
+ALTER TABLE users ADD COLUMN notification_rules TEXT NOT NULL DEFAULT '[]';
+";
 
 /// Incident roles as the directory copies them (see `IncidentRoleRecord`). SQLite's
 /// migration 8 is the same schema.
@@ -326,8 +336,9 @@ fn delivery_row(r: &PgRow) -> Result<DeliveryRecord> {
 impl DirectoryStore for PgNotificationStore {
     async fn insert_user(&self, user: &UserRecord) -> Result<()> {
         sqlx::query(
-            "INSERT INTO users (name, display_name, email, time_zone, kind, declared, created_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7)",
+            "INSERT INTO users (name, display_name, email, time_zone, kind, declared, created_at,
+                contact_methods, notification_rules)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
         )
         .bind(&user.name)
         .bind(&user.display_name)
@@ -336,6 +347,8 @@ impl DirectoryStore for PgNotificationStore {
         .bind(kind_text(user.kind)?)
         .bind(user.declared)
         .bind(user.created_at.unix_micros())
+        .bind(json_text(&user.contact_methods)?)
+        .bind(json_text(&user.notification_rules)?)
         .execute(&self.pool)
         .await
         .map_err(|e| conflict(e, &format!("user {:?} exists", user.name)))?;
@@ -397,6 +410,34 @@ impl DirectoryStore for PgNotificationStore {
         }
         tx.commit().await?;
         Ok(true)
+    }
+
+    async fn update_user(&self, user: &UserRecord) -> Result<bool> {
+        let done = sqlx::query(
+            "UPDATE users SET display_name = $1, email = $2, time_zone = $3, declared = $4,
+                contact_methods = $5, notification_rules = $6
+             WHERE name = $7",
+        )
+        .bind(&user.display_name)
+        .bind(&user.email)
+        .bind(&user.time_zone)
+        .bind(user.declared)
+        .bind(json_text(&user.contact_methods)?)
+        .bind(json_text(&user.notification_rules)?)
+        .bind(&user.name)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    async fn update_team(&self, team: &TeamRecord) -> Result<bool> {
+        let done = sqlx::query("UPDATE teams SET display_name = $1, declared = $2 WHERE name = $3")
+            .bind(&team.display_name)
+            .bind(team.declared)
+            .bind(&team.name)
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected() > 0)
     }
 
     async fn insert_team(&self, team: &TeamRecord) -> Result<()> {
@@ -782,6 +823,8 @@ fn user_row(r: &PgRow) -> Result<UserRecord> {
         kind: parse_kind(r.try_get("kind")?)?,
         declared: r.try_get("declared")?,
         created_at: Micros::from_unix_micros(r.try_get("created_at")?),
+        contact_methods: from_json(r.try_get("contact_methods")?)?,
+        notification_rules: from_json(r.try_get("notification_rules")?)?,
     })
 }
 

@@ -6,7 +6,7 @@ use rusqlite::Row;
 
 use super::conn::{self, Db};
 use super::named;
-use super::{Migration, OUTBOX, OUTBOX_READ_IN_PLACE, json_text};
+use super::{Migration, OUTBOX, OUTBOX_READ_IN_PLACE, from_json, json_text};
 use super::{impl_open, impl_outbox};
 use crate::directory::{grants_text, kind_text, parse_grants, parse_kind, role_changes};
 use crate::{
@@ -96,7 +96,17 @@ CREATE INDEX deliveries_incident ON deliveries (incident_id);
         version: 8,
         sql: INCIDENT_ROLES,
     },
+    Migration {
+        version: 9,
+        sql: CONTACTS,
+    },
 ];
+
+/// How each person is reached (JSON lists). Postgres' migration 6 is the same.
+const CONTACTS: &str = "
+ALTER TABLE users ADD COLUMN contact_methods TEXT NOT NULL DEFAULT '[]';
+ALTER TABLE users ADD COLUMN notification_rules TEXT NOT NULL DEFAULT '[]';
+";
 
 /// Incident roles as the directory copies them (see `IncidentRoleRecord`). Postgres'
 /// migration 5 is the same schema.
@@ -359,8 +369,9 @@ impl DirectoryStore for SqliteNotificationStore {
         self.db
             .write(move |tx| {
                 tx.prepare_cached(
-                    "INSERT INTO users (name, display_name, email, time_zone, kind, declared, created_at)
-                     VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    "INSERT INTO users (name, display_name, email, time_zone, kind, declared, created_at,
+                        contact_methods, notification_rules)
+                     VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 )?
                 .execute(rusqlite::params![
                     user.name,
@@ -370,6 +381,8 @@ impl DirectoryStore for SqliteNotificationStore {
                     kind,
                     user.declared,
                     user.created_at.unix_micros(),
+                    json_text(&user.contact_methods)?,
+                    json_text(&user.notification_rules)?,
                 ])
                 .map_err(|e| conn::conflict(e, &format!("user {:?} exists", user.name)))?;
                 Ok(())
@@ -395,6 +408,50 @@ impl DirectoryStore for SqliteNotificationStore {
                     .query_and_then([&name], user_row)?
                     .next()
                     .transpose()
+            })
+            .await
+    }
+
+    async fn update_user(&self, user: &UserRecord) -> Result<bool> {
+        let user = user.clone();
+        let methods = json_text(&user.contact_methods)?;
+        let rules = json_text(&user.notification_rules)?;
+        self.db
+            .write(move |tx| {
+                Ok(tx
+                    .prepare_cached(
+                        "UPDATE users SET display_name = ?, email = ?, time_zone = ?, declared = ?,
+                            contact_methods = ?, notification_rules = ?
+                         WHERE name = ?",
+                    )?
+                    .execute(rusqlite::params![
+                        user.display_name,
+                        user.email,
+                        user.time_zone,
+                        user.declared,
+                        methods,
+                        rules,
+                        user.name,
+                    ])?
+                    > 0)
+            })
+            .await
+    }
+
+    async fn update_team(&self, team: &TeamRecord) -> Result<bool> {
+        let team = team.clone();
+        self.db
+            .write(move |tx| {
+                Ok(tx
+                    .prepare_cached(
+                        "UPDATE teams SET display_name = ?, declared = ? WHERE name = ?",
+                    )?
+                    .execute(rusqlite::params![
+                        team.display_name,
+                        team.declared,
+                        team.name
+                    ])?
+                    > 0)
             })
             .await
     }
@@ -810,6 +867,8 @@ fn user_row(r: &Row<'_>) -> Result<UserRecord> {
         kind: parse_kind(&r.get::<_, String>("kind")?)?,
         declared: r.get("declared")?,
         created_at: Micros::from_unix_micros(r.get("created_at")?),
+        contact_methods: from_json(&r.get::<_, String>("contact_methods")?)?,
+        notification_rules: from_json(&r.get::<_, String>("notification_rules")?)?,
     })
 }
 

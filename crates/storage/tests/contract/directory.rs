@@ -20,6 +20,7 @@ crate::contract!(directory:
     mark_used_only_moves_forward_and_takes_no_version,
     grants_that_do_not_parse_read_as_an_error,
     incident_roles_change_only_what_differs_each_at_a_version_after_the_tokens,
+    updating_a_person_replaces_how_they_are_reached_and_keeps_who_they_are,
 );
 
 fn ids(tokens: &[TokenRecord]) -> Vec<&str> {
@@ -401,6 +402,66 @@ async fn incident_roles_change_only_what_differs_each_at_a_version_after_the_tok
             .collect::<Vec<_>>(),
         [row("i2", "analyst", "amy", false)]
     );
+}
+
+async fn updating_a_person_replaces_how_they_are_reached_and_keeps_who_they_are(
+    f: &Fixture<dyn DirectoryStore>,
+) {
+    use firebreak_domain::people::{ContactKind, ContactMethod, NotificationRule};
+    let store = &*f.store;
+    let amy = user("amy");
+    store.insert_user(&amy).await.unwrap();
+    let changed = firebreak_storage::UserRecord {
+        display_name: "Amy A.".into(),
+        time_zone: "America/New_York".into(),
+        declared: true,
+        contact_methods: vec![
+            ContactMethod {
+                name: "phone".into(),
+                kind: ContactKind::Sms,
+                address: "+14155550100".into(),
+            },
+            amy.contact_methods[0].clone(),
+        ],
+        notification_rules: vec![
+            NotificationRule {
+                after_minutes: 0,
+                method: "work".into(),
+            },
+            NotificationRule {
+                after_minutes: 5,
+                method: "phone".into(),
+            },
+        ],
+        // Neither the kind nor the creation time changes.
+        kind: SubjectKind::ServiceAccount,
+        created_at: micros(99),
+        ..amy.clone()
+    };
+    assert!(store.update_user(&changed).await.unwrap());
+    let stored = store.user("amy").await.unwrap().unwrap();
+    assert_eq!(
+        stored,
+        firebreak_storage::UserRecord {
+            kind: amy.kind,
+            created_at: amy.created_at,
+            ..changed.clone()
+        }
+    );
+    assert!(!store.update_user(&user("nobody")).await.unwrap());
+    assert_eq!(store.user("nobody").await.unwrap(), None);
+
+    store.insert_team(&team("payments")).await.unwrap();
+    let declared = firebreak_storage::TeamRecord {
+        display_name: "Payments".into(),
+        declared: true,
+        ..team("payments")
+    };
+    assert!(store.update_team(&declared).await.unwrap());
+    let teams = store.teams().await.unwrap();
+    assert_eq!(teams[0].display_name, "Payments");
+    assert!(teams[0].declared);
+    assert!(!store.update_team(&team("nobody")).await.unwrap());
 }
 
 async fn deleting_a_user_revokes_exactly_their_live_tokens(f: &Fixture<dyn DirectoryStore>) {

@@ -339,6 +339,12 @@ pub(crate) fn user(name: &str) -> UserRecord {
         kind: SubjectKind::User,
         declared: false,
         created_at: micros(1),
+        contact_methods: vec![firebreak_domain::people::ContactMethod {
+            name: "work".into(),
+            kind: firebreak_domain::people::ContactKind::Email,
+            address: format!("{name}@example.com"),
+        }],
+        notification_rules: Vec::new(),
     }
 }
 
