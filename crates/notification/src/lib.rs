@@ -34,7 +34,10 @@ use crate::error::Error;
 pub use channels::{Channel, ChannelKind, DeliveryError};
 pub use directory::{Directory, MAX_SYNC};
 pub use error::Error as NotificationError;
-pub use escalation::{EscalationPolicy, EscalationStep};
+pub use escalation::{
+    EscalationPolicy, EscalationStep, Page, Reachable, Recipient, Roster, Target, next_step, plan,
+    step_pages,
+};
 
 /// Why notification could not be set up from its configuration.
 #[derive(Debug, thiserror::Error)]
@@ -80,6 +83,7 @@ impl Notification {
     ) -> Result<Self, ConfigError> {
         channels::validate(&channels).map_err(ConfigError::Channels)?;
         escalation::validate(&policies, &channels).map_err(ConfigError::Policies)?;
+        escalation::only_channels(&policies).map_err(ConfigError::Policies)?;
         let http = reqwest::Client::builder()
             .timeout(Duration::from_secs(10))
             .build()
@@ -256,7 +260,11 @@ impl Notification {
                 let mut out = Vec::new();
                 for (i, step) in policy.steps.iter().enumerate() {
                     let n_step = i as u32 + 1;
-                    for channel in &step.channels {
+                    let channels = step.all_targets().into_iter().filter_map(|t| match t {
+                        escalation::Target::Channel(c) => Some(c),
+                        _ => None,
+                    });
+                    for channel in &channels.collect::<Vec<_>>() {
                         let mut d =
                             make(channel, &n.incident_id, "runbook.message", payload.clone());
                         if n_step > 1 {
