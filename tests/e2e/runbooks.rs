@@ -1389,3 +1389,87 @@ async fn run_requests_refuse_oversized_or_nul_text_naming_the_field() {
         e.message()
     );
 }
+
+/// Routing without a runbook: an incident that opens pages through the policy its route
+/// names, step by step on the test's clock, each page exactly once, with repeats; an
+/// acknowledgement stops the rest; an incident no route takes pages nobody.
+#[tokio::test]
+async fn a_routed_policy_pages_an_opened_incident_until_someone_acknowledges() {
+    let target = Recorder::start().await;
+    let config = format!(
+        "channels:\n  - {{ name: primary, kind: webhook, url: {u}/primary }}\n  - {{ name: secondary, kind: webhook, url: {u}/secondary }}\nescalation_policies:\n  - name: dba\n    repeat: 1\n    repeat_after_seconds: 600\n    steps:\n      - targets: [{{ channel: primary }}]\n      - after_seconds: 300\n        channels: [secondary]\nroutes:\n  - {{ match: {{ categories: [service-outage] }}, policy: dba }}\n",
+        u = target.url
+    );
+    let mut s = Stack::start(&crate::harness::empty_runbooks(), &config).await;
+    let pages = |path: &str, incident: &str| {
+        target
+            .on(path)
+            .into_iter()
+            .filter(|r| r.body["kind"] == "escalation.page" && r.body["incident"]["id"] == incident)
+            .count()
+    };
+    let acked = raise(&mut s, "service-outage", &[("db", "orders")]).await;
+    let ignored = raise(&mut s, "malware", &[]).await;
+    let full = raise(&mut s, "service-outage", &[("db", "users")]).await;
+    eventually("both first steps", || async {
+        (pages("/primary", &acked) == 1 && pages("/primary", &full) == 1).then_some(())
+    })
+    .await;
+    s.incidents
+        .acknowledge(v1::AcknowledgeRequest {
+            id: acked.clone(),
+            actor: String::new(),
+        })
+        .await
+        .unwrap();
+    // The acknowledgement reaches notification before the clock moves on.
+    eventually("the acknowledged escalation cancelled", || {
+        let mut n = s.notifications.clone();
+        let id = acked.clone();
+        async move {
+            let list = n
+                .list_deliveries(v1::ListDeliveriesRequest {
+                    incident_id: id,
+                    ..Default::default()
+                })
+                .await
+                .ok()?
+                .into_inner()
+                .deliveries;
+            list.iter()
+                .any(|d| d.status() == v1::DeliveryState::Cancelled)
+                .then_some(())
+        }
+    })
+    .await;
+
+    // Step 2 at five minutes, the repeat's steps at 15 and 20 minutes.
+    for (minutes, primary, secondary) in [(5, 1, 1), (15, 2, 1), (20, 2, 2)] {
+        s.clock
+            .advance(std::time::Duration::from_secs(if minutes == 5 {
+                301
+            } else {
+                300
+            }));
+        if minutes == 15 {
+            s.clock.advance(std::time::Duration::from_secs(300));
+        }
+        eventually(&format!("the pages at minute {minutes}"), || async {
+            (pages("/primary", &full) == primary && pages("/secondary", &full) == secondary)
+                .then_some(())
+        })
+        .await;
+    }
+    // Then nothing more, however long nobody answers; the acknowledged and the unrouted
+    // incidents had their first page only, and none.
+    s.clock.advance(std::time::Duration::from_secs(3600));
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    assert_eq!(pages("/primary", &full), 2);
+    assert_eq!(pages("/secondary", &full), 2);
+    assert_eq!(pages("/primary", &acked), 1);
+    assert_eq!(pages("/secondary", &acked), 0);
+    assert_eq!(
+        pages("/primary", &ignored) + pages("/secondary", &ignored),
+        0
+    );
+}

@@ -461,6 +461,7 @@ fn build_notification(
     channels.extend(config.channels.iter().cloned());
     Ok(
         Notification::new(store, bus, channels, config.escalation_policies.clone())
+            .and_then(|n| n.with_routes(config.routes.clone()))
             .map_err(|e| anyhow::anyhow!("invalid channels: {e}"))?
             .with_clock(clock),
     )

@@ -66,6 +66,9 @@ pub struct Config {
     /// channels, each later step only if the incident is still unacknowledged.
     #[serde(default)]
     pub escalation_policies: Vec<firebreak_notification::EscalationPolicy>,
+    /// Which escalation policy pages when an incident opens: the first route that matches.
+    #[serde(default)]
+    pub routes: Vec<firebreak_notification::routing::Route>,
     /// People and service accounts declared here (GitOps): written into the directory at
     /// start-up, not deletable or changeable at run time.
     #[serde(default)]
@@ -426,6 +429,7 @@ const KEYS: &[&str] = &[
     "intake_anonymous_rate_limit_per_second",
     "intake_max_alerts_per_call",
     "escalation_policies",
+    "routes",
     "users",
     "teams",
     "runbook_params",

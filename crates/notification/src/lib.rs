@@ -8,6 +8,8 @@ pub mod declared;
 mod directory;
 mod error;
 mod escalation;
+mod paging;
+pub mod routing;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -38,6 +40,7 @@ pub use escalation::{
     EscalationPolicy, EscalationStep, Page, Reachable, Recipient, Roster, Target, next_step, plan,
     step_pages,
 };
+pub use paging::{NoSchedules, OnCall};
 
 /// Why notification could not be set up from its configuration.
 #[derive(Debug, thiserror::Error)]
@@ -69,8 +72,13 @@ pub struct Notification {
     clock: Arc<dyn Clock>,
     http: reqwest::Client,
     wake: Arc<Notify>,
-    /// Where incident roles are copied, so that access layers learn what they grant.
+    /// Where incident roles are copied, so that access layers learn what they grant; and
+    /// whose people and teams escalation pages.
     directory: Option<Directory>,
+    /// Which policy pages for an incident that opens.
+    routes: Arc<Vec<routing::Route>>,
+    /// Who is on call in each schedule.
+    schedules: Arc<dyn paging::OnCall>,
 }
 
 impl Notification {
@@ -98,7 +106,22 @@ impl Notification {
             http,
             wake: Arc::new(Notify::new()),
             directory: None,
+            routes: Arc::new(Vec::new()),
+            schedules: Arc::new(paging::NoSchedules),
         })
+    }
+
+    /// Pages for incidents as they open, through the policy the first matching route names.
+    pub fn with_routes(mut self, routes: Vec<routing::Route>) -> Result<Self, ConfigError> {
+        routing::validate(&routes, &self.policies).map_err(ConfigError::Policies)?;
+        self.routes = Arc::new(routes);
+        Ok(self)
+    }
+
+    /// Resolves schedules' on-call people through `schedules`.
+    pub fn with_schedules(mut self, schedules: Arc<dyn paging::OnCall>) -> Self {
+        self.schedules = schedules;
+        self
     }
 
     /// Copies incident roles into `directory` as triage announces them.
@@ -233,7 +256,8 @@ impl Notification {
                         "source": inc.source,
                     },
                 });
-                self.channels
+                let mut out: Vec<DeliveryRecord> = self
+                    .channels
                     .iter()
                     .filter(|ch| ch.wants(change, firebreak_proto::level(inc.severity)))
                     .map(|ch| {
@@ -244,7 +268,27 @@ impl Notification {
                             payload.clone(),
                         )
                     })
-                    .collect()
+                    .collect();
+                // An incident that opens pages through its routed policy; one that becomes
+                // SEV1 (or a runbook escalates) pages through it again.
+                let pages = match c.change_kind() {
+                    v1::IncidentChange::Opened => true,
+                    v1::IncidentChange::Escalated => true,
+                    v1::IncidentChange::SeverityChanged => {
+                        firebreak_proto::level(inc.severity) == 1
+                    }
+                    _ => false,
+                };
+                if pages && let Some(policy) = routing::route(&self.routes, inc) {
+                    out.push(self.first_step(
+                        policy,
+                        &event.id,
+                        &inc.id,
+                        payload["incident"].clone(),
+                        now,
+                    ));
+                }
+                out
             }
             Some(Payload::NotifyRequested(n)) => {
                 let payload = json!({
@@ -304,6 +348,9 @@ impl Notification {
 
     async fn attempt(&self, mut d: DeliveryRecord) {
         d.attempts += 1;
+        if d.kind == paging::STEP {
+            return self.attempt_step(d).await;
+        }
         let outcome = match self.channels.iter().find(|c| c.name == d.channel) {
             Some(ch) => ch.send(&self.http, &d).await,
             None => Err(DeliveryError::UnknownChannel(d.channel.clone())),
@@ -349,6 +396,36 @@ impl Notification {
             tracing::warn!(delivery = %d.id, error = %e, "recording a delivery failed");
         }
         self.relay.wake();
+    }
+}
+
+impl Notification {
+    /// Runs a due escalation step (see `paging`), retried like a delivery when the store
+    /// fails.
+    async fn attempt_step(&self, mut d: DeliveryRecord) {
+        let now = self.clock.now();
+        match self.run_step(&d).await {
+            Ok(_) => {
+                d.status = DeliveryState::Delivered;
+                d.delivered_at = Some(now);
+                d.last_error.clear();
+                self.wake.notify_one();
+            }
+            Err(e) => {
+                d.last_error = e.to_string();
+                if e.is_permanent() || d.attempts >= MAX_ATTEMPTS {
+                    d.status = DeliveryState::Failed;
+                } else {
+                    d.next_attempt_at = now
+                        + Duration::from_micros(500_000 << d.attempts.min(10))
+                            .min(Duration::from_secs(60));
+                }
+                tracing::warn!(delivery = %d.id, policy = %d.channel, error = %e, "an escalation step failed");
+            }
+        }
+        if let Err(e) = self.store.update_delivery(&d, None).await {
+            tracing::warn!(delivery = %d.id, error = %e, "recording an escalation step failed");
+        }
     }
 }
 

@@ -302,8 +302,9 @@ pub trait NotificationStore: Outbox {
         limit: u32,
         max_bytes: usize,
     ) -> Result<Vec<DeliveryRecord>>;
-    /// Cancels the pending deliveries of later escalation steps (2 and on) of an incident;
-    /// returns how many.
+    /// Cancels the pending deliveries of later escalation steps (2 and on) of an incident,
+    /// and every pending step and page of the paging engine (kinds `escalation.step` and
+    /// `escalation.page`); returns how many.
     async fn cancel_escalations(&self, incident_id: &str) -> Result<u32>;
 }
 

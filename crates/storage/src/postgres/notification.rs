@@ -296,7 +296,8 @@ impl NotificationStore for PgNotificationStore {
     async fn cancel_escalations(&self, incident_id: &str) -> Result<u32> {
         let done = sqlx::query(
             "UPDATE deliveries SET status = 'cancelled', last_error = 'the incident was acknowledged'
-             WHERE incident_id = $1 AND status = 'pending' AND escalation_step >= 2",
+             WHERE incident_id = $1 AND status = 'pending'
+                AND (escalation_step >= 2 OR kind IN ('escalation.step', 'escalation.page'))",
         )
         .bind(incident_id)
         .execute(&self.pool)

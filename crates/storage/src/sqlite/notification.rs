@@ -331,7 +331,8 @@ impl NotificationStore for SqliteNotificationStore {
                 Ok(tx
                     .prepare_cached(
                         "UPDATE deliveries SET status = 'cancelled', last_error = 'the incident was acknowledged'
-                         WHERE incident_id = ? AND status = 'pending' AND escalation_step >= 2",
+                         WHERE incident_id = ? AND status = 'pending'
+                            AND (escalation_step >= 2 OR kind IN ('escalation.step', 'escalation.page'))",
                     )?
                     .execute([&incident_id])? as u32)
             })
