@@ -853,7 +853,7 @@ fn run(incident, params) {
     })
     .await;
     assert!(
-        bad.error.contains("incident.assign") && bad.error.contains("role"),
+        bad.error.contains("incident::assign") && bad.error.contains("invalid role"),
         "{bad:?}"
     );
     let entries = eventually("every change on the timeline", || {
