@@ -306,6 +306,15 @@ fn hostile_bodies(incident: &str, admin_token_id: &str) -> BTreeMap<&'static str
         .encode_to_vec(),
     );
     b.insert(
+        "/firebreak.v1.IncidentService/AssignRole",
+        v1::AssignRoleRequest {
+            id: id.clone(),
+            role: "commander".into(),
+            person: "intruder".into(),
+        }
+        .encode_to_vec(),
+    );
+    b.insert(
         "/firebreak.v1.IncidentService/IngestAlert",
         v1::IngestAlertRequest {
             alert: Some(v1::AlertReceived {

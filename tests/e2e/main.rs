@@ -5,6 +5,7 @@ mod access;
 mod audit;
 mod harness;
 mod path;
+mod roles;
 mod runbooks;
 mod webhooks;
 

@@ -894,12 +894,32 @@ fn run(incident, params) {
 }
 "#,
     );
+    runbook(
+        dir.path(),
+        "staff-badly",
+        "match: { categories: [uncategorized] }\ncapabilities: [incident]\n",
+        r#"
+// Assigns a role name triage would refuse.
+fn run(incident, params) {
+    incident::assign("Scribe", "bob");
+}
+"#,
+    );
     let mut s = Stack::start(dir.path(), "{}\n").await;
     let id = raise(&mut s, "uncategorized", &[]).await;
     run_of(&s, &id, "triage-it", "the run", |r| {
         r.state() == v1::RunState::Succeeded
     })
     .await;
+    // The refused name fails its step and run, naming the field; the incident gets no role.
+    let bad = run_of(&s, &id, "staff-badly", "the bad run to fail", |r| {
+        r.state() == v1::RunState::Failed
+    })
+    .await;
+    assert!(
+        bad.error.contains("incident::assign") && bad.error.contains("invalid role"),
+        "{bad:?}"
+    );
     let entries = eventually("every change on the timeline", || {
         let s = &s;
         let id = id.clone();
@@ -916,7 +936,10 @@ fn run(incident, params) {
         json!({ "from": "uncategorized", "to": "phishing" })
     );
     let role: Value = serde_json::from_str(&kind("role_assigned").unwrap()).unwrap();
-    assert_eq!(role, json!({ "role": "commander", "person": "alice" }));
+    assert_eq!(
+        role,
+        json!({ "role": "commander", "person": "alice", "previous": null })
+    );
     let severity: Value = serde_json::from_str(&kind("severity_changed").unwrap()).unwrap();
     assert_eq!(severity["from"], 2);
     assert_eq!(severity["to"], 1);
@@ -940,6 +963,12 @@ fn run(incident, params) {
         .unwrap();
     assert_eq!(incident.category, "phishing");
     assert_eq!(incident.severity, 1);
+    let roles: Vec<(&str, &str, &str)> = incident
+        .roles
+        .iter()
+        .map(|r| (r.role.as_str(), r.person.as_str(), r.assigned_by.as_str()))
+        .collect();
+    assert_eq!(roles, [("commander", "alice", "runbook:triage-it")]);
 }
 
 #[tokio::test]

@@ -18,8 +18,22 @@ pub trait Clock: Send + Sync + std::fmt::Debug {
 
 /// A point in time as records hold it: microseconds since the Unix epoch (UTC), what a
 /// [`Clock`] reads and what the stores keep in a 64-bit integer column. A type of its own so
-/// that a record's time is not one more `i64` beside counts and sequence numbers.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+/// that a record's time is not one more `i64` beside counts and sequence numbers. In JSON
+/// (a record's JSON column) it is that integer.
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    Default,
+    serde::Serialize,
+    serde::Deserialize,
+)]
+#[serde(transparent)]
 pub struct Micros(i64);
 
 impl Micros {

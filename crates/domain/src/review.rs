@@ -19,6 +19,8 @@ pub struct ReviewInput {
     pub resolution_summary: String,
     /// Empty until a person records it at close.
     pub root_cause: String,
+    /// Who held which incident role, in the order they took it.
+    pub roles: Vec<ReviewRole>,
     pub timeline: Vec<TimelineItem>,
     pub runs: Vec<ReviewRun>,
 }
@@ -30,6 +32,16 @@ pub struct TimelineItem {
     pub kind: String,
     pub actor: String,
     pub detail: String,
+}
+
+/// A person's time in an incident role.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReviewRole {
+    pub role: String,
+    pub person: String,
+    pub from: Timestamp,
+    /// When they handed it off or it was taken from them; `None`: they hold it still.
+    pub until: Option<Timestamp>,
 }
 
 /// One runbook run and the actions it journaled.
@@ -68,6 +80,25 @@ pub fn review_markdown(r: &ReviewInput) -> String {
     if !r.resolution_summary.is_empty() {
         let _ = writeln!(md, "- Resolution: {}", r.resolution_summary);
     }
+    let _ = writeln!(md, "\n## Roles\n");
+    if r.roles.is_empty() {
+        let _ = writeln!(md, "No roles were assigned.");
+    } else {
+        let _ = writeln!(
+            md,
+            "| role | who | from | until |\n| --- | --- | --- | --- |"
+        );
+    }
+    for held in &r.roles {
+        let _ = writeln!(
+            md,
+            "| {} | {} | {} | {} |",
+            cell(&held.role),
+            cell(&held.person),
+            rfc3339(held.from),
+            held.until.map_or_else(|| "holds it".into(), rfc3339)
+        );
+    }
     let _ = writeln!(md, "\n## Timeline\n");
     let _ = writeln!(
         md,
@@ -80,7 +111,7 @@ pub fn review_markdown(r: &ReviewInput) -> String {
             rfc3339(item.at),
             item.kind,
             item.actor,
-            item.detail.replace('|', "\\|").replace('\n', " ")
+            cell(&item.detail)
         );
     }
     let _ = writeln!(md, "\n## Runbook actions\n");
@@ -108,6 +139,11 @@ pub fn review_markdown(r: &ReviewInput) -> String {
         }
     );
     md
+}
+
+/// Text as one table cell: its bars escaped, its lines joined.
+fn cell(text: &str) -> String {
+    text.replace('|', "\\|").replace('\n', " ")
 }
 
 fn rfc3339(t: Timestamp) -> String {
@@ -146,6 +182,20 @@ mod tests {
             resolved_at: Some(opened + time::Duration::seconds(3 * 3600 + 120)),
             resolution_summary: "rolled back".into(),
             root_cause: String::new(),
+            roles: vec![
+                ReviewRole {
+                    role: "commander".into(),
+                    person: "alice".into(),
+                    from: opened,
+                    until: Some(opened + time::Duration::seconds(60)),
+                },
+                ReviewRole {
+                    role: "commander".into(),
+                    person: "bob".into(),
+                    from: opened + time::Duration::seconds(60),
+                    until: None,
+                },
+            ],
             timeline: vec![TimelineItem {
                 at: opened,
                 kind: "opened".into(),
@@ -164,6 +214,9 @@ mod tests {
             "Time to acknowledge: 1m 30s",
             "Time to resolve: 3h 2m",
             "| opened | triage | a\\|b |",
+            "## Roles",
+            "| commander | alice | 2026-11-28T10:00:00Z | 2026-11-28T10:01:00Z |",
+            "| commander | bob | 2026-11-28T10:01:00Z | holds it |",
             "### service-outage (succeeded, dry run)",
             "1. http.post: simulated",
             "## Root cause",

@@ -295,6 +295,24 @@ pub enum IncidentCmd {
         id: String,
         text: String,
     },
+    /// Give PERSON an incident role (commander hands off: it has one holder; responder,
+    /// it-operator, manager, analyst and extra roles such as scribe may have several).
+    Assign {
+        id: String,
+        /// The role: commander (or incident-commander), responder, it-operator, manager,
+        /// analyst, or an extra one (scribe, communications…).
+        #[arg(long)]
+        role: String,
+        /// The user given the role.
+        person: String,
+    },
+    /// Take an incident role from PERSON.
+    Unassign {
+        id: String,
+        #[arg(long)]
+        role: String,
+        person: String,
+    },
     /// The post-incident review draft (Markdown).
     Review {
         id: String,
@@ -972,6 +990,20 @@ async fn client(cmd: Command, targets: &Targets, out: &Out) -> anyhow::Result<()
                 .await
                 .map_err(status)?;
             out.timeline(r.into_inner().entry.as_slice());
+        }
+        Command::Incident(IncidentCmd::Assign { id, role, person }) => {
+            let r = incidents
+                .assign_role(v1::AssignRoleRequest { id, role, person })
+                .await
+                .map_err(status)?;
+            out.incident(r.into_inner().incident.as_ref());
+        }
+        Command::Incident(IncidentCmd::Unassign { id, role, person }) => {
+            let r = incidents
+                .unassign_role(v1::UnassignRoleRequest { id, role, person })
+                .await
+                .map_err(status)?;
+            out.incident(r.into_inner().incident.as_ref());
         }
         Command::Incident(IncidentCmd::Review { id }) => {
             let r = incidents

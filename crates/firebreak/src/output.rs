@@ -182,6 +182,10 @@ fn incident_json(i: &v1::Incident) -> Value {
         "opened_at": ts(i.opened_at.as_ref()), "acknowledged_at": ts(i.acknowledged_at.as_ref()),
         "resolved_at": ts(i.resolved_at.as_ref()), "closed_at": ts(i.closed_at.as_ref()),
         "resolution_summary": i.resolution_summary, "root_cause": i.root_cause,
+        "roles": i.roles.iter().map(|r| json!({
+            "role": r.role, "person": r.person, "assigned_at": ts(r.assigned_at.as_ref()),
+            "assigned_by": r.assigned_by,
+        })).collect::<Vec<_>>(),
     })
 }
 
@@ -302,6 +306,15 @@ impl Out {
                 if let Value::Object(map) = incident_json(i) {
                     for (k, v) in map {
                         let v = match v {
+                            // Who holds what, in the order assigned: `commander=alice, ...`.
+                            Value::Array(_) if k == "roles" => match i.roles.as_slice() {
+                                [] => "-".into(),
+                                roles => roles
+                                    .iter()
+                                    .map(|r| format!("{}={}", r.role, r.person))
+                                    .collect::<Vec<_>>()
+                                    .join(", "),
+                            },
                             Value::String(s) => s,
                             Value::Null => "-".into(),
                             other => other.to_string(),

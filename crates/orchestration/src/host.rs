@@ -155,11 +155,23 @@ impl RunHost {
                 cmd(Command::SetSeverity(firebreak_proto::wire_level(level)))
             }
             "incident.set_category" => cmd(Command::SetCategory(s("category"))),
-            "incident.assign" => cmd(Command::Assign(v1::Assignment {
-                role: s("role"),
-                person: s("person"),
-                ..Default::default()
-            })),
+            "incident.assign" => {
+                // Triage holds the rule and refuses what breaks it; a name it would refuse
+                // fails the step here, where the runbook sees why, as a severity does.
+                let name = |field: &'static str| {
+                    firebreak_domain::access::parse_name(field, &s(field)).map_err(|e| {
+                        ActionError::new(
+                            ActionErrorKind::InvalidArgument,
+                            format!("incident.assign: {e}"),
+                        )
+                    })
+                };
+                cmd(Command::Assign(v1::Assignment {
+                    role: name("role")?,
+                    person: name("person")?,
+                    ..Default::default()
+                }))
+            }
             "incident.escalate" => cmd(Command::Escalate(s("reason"))),
             "incident.resolve" => cmd(Command::Resolve(s("summary"))),
             "notify.send" if !self.actions.notify_targets.contains(&s("channel")) => {

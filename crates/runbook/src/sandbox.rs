@@ -1010,8 +1010,12 @@ fn register_incident(engine: &mut Engine, ctx: &Arc<Ctx>) {
     incident.set_native_fn(
         "assign",
         move |role: ImmutableString, person: ImmutableString| {
-            if role.trim().is_empty() || person.trim().is_empty() {
-                return Err("incident::assign(role, person): both must be given".into());
+            // Names by the directory's rule, which triage holds them to: refused here,
+            // before a step is taken, as a severity out of range is.
+            for (field, name) in [("role", &role), ("person", &person)] {
+                if let Err(e) = firebreak_domain::access::parse_name(field, name) {
+                    return Err(format!("incident::assign(role, person): {e}").into());
+                }
             }
             c.call(
                 "incident.assign",

@@ -129,8 +129,23 @@ impl From<NewIncident> for IncidentRecord {
             root_cause: String::new(),
             review: String::new(),
             updated_at: n.opened_at,
+            roles: Vec::new(),
         }
     }
+}
+
+/// A person holding an incident role (triage decides who may; the store keeps the list as
+/// it is given, one JSON column).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RoleHolder {
+    /// The role's name: `commander`, `responder`, `scribe`…
+    pub role: String,
+    /// The user's name.
+    pub person: String,
+    pub assigned_at: Micros,
+    /// The actor who assigned it: `user:NAME`, `runbook:NAME`.
+    pub assigned_by: String,
 }
 
 /// A stored incident (triage).
@@ -157,6 +172,8 @@ pub struct IncidentRecord {
     /// The post-incident review draft (Markdown), written on resolve.
     pub review: String,
     pub updated_at: Micros,
+    /// Who holds which incident role, in the order they were assigned.
+    pub roles: Vec<RoleHolder>,
 }
 
 impl IncidentRecord {
@@ -181,6 +198,11 @@ impl IncidentRecord {
                 .labels
                 .iter()
                 .map(|(k, v)| k.len() + v.len() + 4)
+                .sum::<usize>()
+            + self
+                .roles
+                .iter()
+                .map(|r| r.role.len() + r.person.len() + r.assigned_by.len() + 24)
                 .sum::<usize>()
             + 64
     }

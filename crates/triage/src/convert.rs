@@ -23,7 +23,16 @@ pub(crate) fn incident_to_proto(i: &IncidentRecord) -> v1::Incident {
         closed_at: i.closed_at.map(firebreak_proto::timestamp),
         resolution_summary: i.resolution_summary.clone(),
         root_cause: i.root_cause.clone(),
-        roles: Vec::new(),
+        roles: i
+            .roles
+            .iter()
+            .map(|r| v1::Assignment {
+                role: r.role.clone(),
+                person: r.person.clone(),
+                assigned_at: Some(firebreak_proto::timestamp(r.assigned_at)),
+                assigned_by: r.assigned_by.clone(),
+            })
+            .collect(),
     }
 }
 

@@ -15,7 +15,9 @@
 //! - the **category, severity, urgency and priority** come from the taxonomy
 //!   (`Taxonomy::classify`), applied in [`Work::ingest`]; a later alert only ever raises the
 //!   severity;
-//! - the **life cycle** is `IncidentState::apply` (domain), applied in [`Work::transition`].
+//! - the **life cycle** is `IncidentState::apply` (domain), applied in [`Work::transition`];
+//! - the **roles** (who is commander, who responds) are `roles.rs`, applied in
+//!   `Work::change_role` for people's calls and runbooks' `incident.assign` alike.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
@@ -32,6 +34,10 @@ use serde_json::json;
 
 use crate::Error;
 use crate::limits::{MAX_ACTOR, MAX_DOCUMENT, MAX_NAME, MAX_PAGE_BYTES, MAX_TEXT, clip, clip_json};
+
+mod roles;
+
+pub(crate) use roles::{RoleChange, person_name, role_name};
 
 type Result<T, E = Error> = std::result::Result<T, E>;
 
@@ -63,6 +69,14 @@ pub(crate) enum Input {
         incident_id: String,
         actor: String,
         text: String,
+    },
+    /// A person gives or takes an incident role.
+    Role {
+        incident_id: String,
+        actor: String,
+        change: RoleChange,
+        role: String,
+        person: String,
     },
     /// A runbook's progress or a delivery's outcome for the timeline, once per event.
     Record {
@@ -160,6 +174,9 @@ pub(crate) struct Decision {
     pub(crate) ingested: Vec<Ingested>,
     /// The incidents transitions left, in input order.
     pub(crate) transitioned: Vec<IncidentRecord>,
+    /// The incidents role changes left (changed or not: a repeated assignment changes
+    /// nothing), in input order.
+    pub(crate) assigned: Vec<IncidentRecord>,
     /// Incidents whose last alert cleared through an auto-resolving integration: the shell
     /// resolves them next (their review needs the timeline as committed).
     pub(crate) auto_resolve: Vec<(String, String)>,
@@ -174,7 +191,9 @@ pub(crate) fn request_for(inputs: &[Input]) -> SnapshotRequest {
                 r.alert_ids.push(alert.alert_id.clone());
                 r.dedup_keys.push(signal.dedup_key.clone());
             }
-            Input::Transition { incident_id, .. } | Input::Note { incident_id, .. } => {
+            Input::Transition { incident_id, .. }
+            | Input::Note { incident_id, .. }
+            | Input::Role { incident_id, .. } => {
                 r.incident_ids.push(incident_id.clone());
             }
             Input::Record {
@@ -288,6 +307,17 @@ impl<'s> Work<'s> {
                 actor,
                 text,
             } => self.note(incident_id, actor, text, ctx.now),
+            Input::Role {
+                incident_id,
+                actor,
+                change,
+                role,
+                person,
+            } => {
+                let inc = self.change_role(incident_id, *change, role, person, actor, ctx.now)?;
+                self.decision.assigned.push(inc);
+                Ok(())
+            }
             Input::Record {
                 event_id,
                 incident_id,
@@ -561,10 +591,16 @@ impl<'s> Work<'s> {
                     now,
                 );
             }
+            // The rule a person's call goes through: a name the rule refuses fails the
+            // command (as a severity out of range does); a closed incident's roles stay as
+            // they are, as a late command leaves an inactive incident's severity alone.
             RunbookCommand::Assign { role, person } => {
-                let data =
-                    json!({ "role": clip(role, MAX_NAME), "person": clip(person, MAX_ACTOR) });
-                self.entry(id, "role_assigned", &actor, data, now);
+                let assigned = self.change_role(id, RoleChange::Assign, role, person, &actor, now);
+                match assigned {
+                    Ok(_) => {}
+                    Err(Error::Domain(firebreak_domain::Error::Transition { .. })) => {}
+                    Err(e) => return Err(e),
+                }
             }
             RunbookCommand::SetSeverity(level) => {
                 let severity = Severity::new(*level)?;
@@ -945,6 +981,7 @@ fn render_review_unbounded(inc: &IncidentRecord, timeline: &[TimelineRecord]) ->
         resolved_at: inc.resolved_at.map(Micros::timestamp),
         resolution_summary: inc.resolution_summary.clone(),
         root_cause: inc.root_cause.clone(),
+        roles: roles::review_roles(inc, timeline),
         timeline: timeline
             .iter()
             .map(|t| TimelineItem {

@@ -13,6 +13,9 @@ pub enum Error {
     NotFound(String),
     #[error("change {0} not found")]
     ChangeNotFound(String),
+    /// An unassignment named a role the person does not hold.
+    #[error("person {person} does not hold role {role}")]
+    RoleNotHeld { role: String, person: String },
     #[error(transparent)]
     Storage(#[from] firebreak_storage::Error),
 }
@@ -23,7 +26,9 @@ impl ServiceError for Error {
     fn error_code(&self) -> ErrorCode {
         match self {
             Self::Domain(e) => e.error_code(),
-            Self::NotFound(_) | Self::ChangeNotFound(_) => ErrorCode::NotFound,
+            Self::NotFound(_) | Self::ChangeNotFound(_) | Self::RoleNotHeld { .. } => {
+                ErrorCode::NotFound
+            }
             Self::Storage(e) => e.error_code(),
         }
     }

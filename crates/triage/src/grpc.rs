@@ -11,6 +11,7 @@ use firebreak_proto::Message;
 use firebreak_storage::IncidentCursor;
 
 use crate::convert::{entry_to_proto, incident_to_proto};
+use crate::decide::RoleChange;
 use crate::limits::{MAX_ACTOR, MAX_PAGE_BYTES, MAX_TEXT, checked};
 use crate::{Error, Triage};
 
@@ -82,6 +83,25 @@ impl IncidentApi {
             .incident(id)
             .await?
             .ok_or_else(|| Error::NotFound(id.to_owned()))
+    }
+
+    /// A role given or taken by the caller (the request names no actor: without an access
+    /// layer it is `user:anonymous`).
+    async fn roles(
+        &self,
+        id: &str,
+        change: RoleChange,
+        role: &str,
+        person: &str,
+        who: Option<String>,
+    ) -> Result<Response<v1::IncidentResponse>, Status> {
+        let inc = self
+            .triage
+            .change_role(id, change, role, person, &actor(who, "")?)
+            .await?;
+        Ok(Response::new(v1::IncidentResponse {
+            incident: Some(incident_to_proto(&inc)),
+        }))
     }
 
     async fn change(
@@ -258,16 +278,22 @@ impl IncidentService for IncidentApi {
 
     async fn assign_role(
         &self,
-        _req: Request<v1::AssignRoleRequest>,
+        req: Request<v1::AssignRoleRequest>,
     ) -> Result<Response<v1::IncidentResponse>, Status> {
-        Err(Status::unimplemented("incident roles are being built"))
+        let who = firebreak_proto::access::caller(&req).map(|p| p.actor());
+        let r = req.into_inner();
+        self.roles(&r.id, RoleChange::Assign, &r.role, &r.person, who)
+            .await
     }
 
     async fn unassign_role(
         &self,
-        _req: Request<v1::UnassignRoleRequest>,
+        req: Request<v1::UnassignRoleRequest>,
     ) -> Result<Response<v1::IncidentResponse>, Status> {
-        Err(Status::unimplemented("incident roles are being built"))
+        let who = firebreak_proto::access::caller(&req).map(|p| p.actor());
+        let r = req.into_inner();
+        self.roles(&r.id, RoleChange::Unassign, &r.role, &r.person, who)
+            .await
     }
 
     async fn get_review(

@@ -11,8 +11,8 @@ use serde_json::json;
 
 use crate::convert::incident_to_proto;
 use crate::decide::{
-    Announcement, Context, Decision, Ingested, Input, RunbookCommand, decide, render_review,
-    request_for,
+    Announcement, Context, Decision, Ingested, Input, RoleChange, RunbookCommand, decide,
+    person_name, render_review, request_for, role_name,
 };
 use crate::limits::{
     MAX_ACTOR, MAX_CHANGE_DETAILS, MAX_CHANGE_SUMMARY, MAX_DOCUMENT, MAX_NAME, MAX_PAGE_BYTES,
@@ -154,6 +154,35 @@ impl Triage {
         };
         let (_, written) = self.decide_and_apply(&[input]).await?;
         written
+            .into_iter()
+            .next()
+            .ok_or_else(|| Error::NotFound(id.to_owned()))
+    }
+
+    /// Gives or takes an incident role; the incident as it then stands (a repeated
+    /// assignment changes nothing and answers the same).
+    pub(crate) async fn change_role(
+        &self,
+        id: &str,
+        change: RoleChange,
+        role: &str,
+        person: &str,
+        actor: &str,
+    ) -> Result<IncidentRecord> {
+        // `decide` checks these too; here they are refused before a transaction begins.
+        firebreak_domain::IncidentId::parse(id)?;
+        role_name(role)?;
+        person_name(person)?;
+        let input = Input::Role {
+            incident_id: id.to_owned(),
+            actor: actor.to_owned(),
+            change,
+            role: role.to_owned(),
+            person: person.to_owned(),
+        };
+        let (decision, _) = self.decide_and_apply(&[input]).await?;
+        decision
+            .assigned
             .into_iter()
             .next()
             .ok_or_else(|| Error::NotFound(id.to_owned()))

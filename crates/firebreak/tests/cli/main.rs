@@ -1030,6 +1030,116 @@ fn failures_have_their_own_exit_codes_and_json_errors() {
     );
 }
 
+/// `incident assign` and `unassign` give and take roles (text and JSON like their neighbours),
+/// `incident show` lists them, and refusals exit with their codes naming what was wrong.
+#[test]
+fn incident_roles_are_assigned_shown_and_removed_from_the_cli() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = shipped_server(dir.path());
+    let id = server.cli(&["raise", "--title", "disk full on db-1"]);
+    let id = id.trim();
+    let roles_line = |text: &str| {
+        text.lines()
+            .find(|l| l.starts_with("roles "))
+            .map(|l| l["roles".len()..].trim().to_owned())
+            .unwrap_or_else(|| panic!("no roles line in\n{text}"))
+    };
+    assert_eq!(roles_line(&server.cli(&["incident", "show", id])), "-");
+
+    let out = server.cli(&["incident", "assign", id, "--role", "commander", "alice"]);
+    assert_eq!(roles_line(&out), "commander=alice");
+    let inc = server.json(&["incident", "assign", id, "--role", "responder", "bob"]);
+    let roles = inc["roles"].as_array().unwrap();
+    assert_eq!(roles.len(), 2, "{inc:#}");
+    assert_eq!(roles[1]["role"], "responder");
+    assert_eq!(roles[1]["person"], "bob");
+    assert_eq!(roles[1]["assigned_by"], "user:admin");
+    assert!(
+        roles[1]["assigned_at"].as_str().unwrap().ends_with('Z'),
+        "{inc:#}"
+    );
+    // The permission role's name hands the commander role off.
+    server.cli(&[
+        "incident",
+        "assign",
+        id,
+        "--role",
+        "incident-commander",
+        "carol",
+    ]);
+    assert_eq!(
+        roles_line(&server.cli(&["incident", "show", id])),
+        "responder=bob, commander=carol"
+    );
+    let out = server.cli(&["incident", "unassign", id, "--role", "responder", "bob"]);
+    assert_eq!(roles_line(&out), "commander=carol");
+    let shown = server.json(&["incident", "show", id]);
+    let people: Vec<(&str, &str)> = shown["roles"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| (r["role"].as_str().unwrap(), r["person"].as_str().unwrap()))
+        .collect();
+    assert_eq!(people, [("commander", "carol")]);
+    // The timeline says who did it.
+    let timeline = server.json(&["incident", "timeline", id]);
+    let entries: Vec<(&str, &str, &str)> = timeline
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["kind"].as_str().unwrap().starts_with("role_"))
+        .map(|e| {
+            (
+                e["kind"].as_str().unwrap(),
+                e["actor"].as_str().unwrap(),
+                e["data"]["person"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        entries,
+        [
+            ("role_assigned", "user:admin", "alice"),
+            ("role_assigned", "user:admin", "bob"),
+            ("role_assigned", "user:admin", "carol"),
+            ("role_removed", "user:admin", "bob"),
+        ]
+    );
+
+    // Refusals: exit code, JSON error, and the message naming the field or the holder.
+    let token = server.token();
+    let run = |args: &[&str]| {
+        let mut all = vec![
+            "--server",
+            server.grpc.as_str(),
+            "--token",
+            &token,
+            "--output",
+            "json",
+        ];
+        all.extend_from_slice(args);
+        let (code, out, err) = run_in_dir(dir.path(), &all, None);
+        assert!(out.is_empty(), "{out}");
+        let e: Value = serde_json::from_str(&err)
+            .unwrap_or_else(|_| panic!("not JSON on stderr for {args:?}: {err}"));
+        (code, e["message"].as_str().unwrap().to_owned())
+    };
+    let (code, message) = run(&["incident", "unassign", id, "--role", "responder", "bob"]);
+    assert_eq!(code, 4, "{message}");
+    assert!(
+        message.contains("bob") && message.contains("responder"),
+        "{message}"
+    );
+    let (code, message) = run(&["incident", "assign", id, "--role", "Scribe", "dan"]);
+    assert_eq!(code, 5, "{message}");
+    assert!(message.contains("role"), "{message}");
+    let (code, message) = run(&["incident", "assign", id, "--role", "scribe", "dan smith"]);
+    assert_eq!(code, 5, "{message}");
+    assert!(message.contains("person"), "{message}");
+    let (code, _, err) = run_in_dir(dir.path(), &["incident", "assign", id, "alice"], None);
+    assert_eq!(code, 2, "--role is required: {err}");
+}
+
 const SERVICE_TOKEN: &str =
     "fb_5e5e5e5e5e5e_0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
 const ADMIN_TOKEN: &str =

@@ -623,6 +623,30 @@ fn actions_check_their_arguments_before_anything_is_performed() {
     );
     assert!(host.steps().is_empty());
 
+    for (call, field) in [
+        (r#"incident::assign("Scribe", "bob")"#, "invalid role"),
+        (r#"incident::assign("scribe", "")"#, "invalid person"),
+        (
+            r#"incident::assign("scribe", "bob smith")"#,
+            "invalid person",
+        ),
+    ] {
+        let rb = runbook(&format!("fn run(i, p) {{ {call}; }}"), "incident");
+        let (outcome, host) = run(&rb, Vec::new());
+        assert!(
+            matches!(&outcome, Outcome::Failed(m) if m.contains(field)),
+            "{call}: {outcome:?}"
+        );
+        assert!(host.steps().is_empty(), "{call}");
+    }
+    let rb = runbook(
+        r#"fn run(i, p) { incident::assign("incident-commander", "alice"); }"#,
+        "incident",
+    );
+    let (outcome, host) = run(&rb, Vec::new());
+    assert_eq!(outcome, Outcome::Succeeded { steps: 1 });
+    assert_eq!(host.steps().len(), 1);
+
     let rb = runbook(
         "fn run(i, p) { http::request(#{ url: p.target }); }",
         "http",

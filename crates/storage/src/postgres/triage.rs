@@ -99,6 +99,12 @@ CREATE TABLE changes (
 );
 ",
     },
+    // Who holds which incident role: a JSON list of `RoleHolder`s, read and written with
+    // the row (at most 50, so a column, not a table joined on every read).
+    Migration {
+        version: 4,
+        sql: "ALTER TABLE incidents ADD COLUMN roles TEXT NOT NULL DEFAULT '[]';",
+    },
 ];
 
 /// Triage's store on Postgres.
@@ -299,10 +305,11 @@ SELECT (SELECT COUNT(*) FROM marked), (SELECT COUNT(*) FROM linked),
 const INSERT_INCIDENTS: &str = "
 INSERT INTO incidents (id, title, description, category, severity, priority, urgency, state,
     dedup_key, alert_count, labels, source, opened_at, acknowledged_at, resolved_at, closed_at,
-    resolution_summary, root_cause, review, updated_at)
+    resolution_summary, root_cause, review, updated_at, roles)
 SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::int8[], $6::int8[],
     $7::text[], $8::text[], $9::text[], $10::int8[], $11::text[], $12::text[], $13::int8[],
-    $14::int8[], $15::int8[], $16::int8[], $17::text[], $18::text[], $19::text[], $20::int8[])
+    $14::int8[], $15::int8[], $16::int8[], $17::text[], $18::text[], $19::text[], $20::int8[],
+    $21::text[])
 ON CONFLICT (dedup_key) WHERE state IN ('open', 'acknowledged') DO NOTHING";
 
 impl PgTriageTx {
@@ -398,6 +405,10 @@ impl PgTriageTx {
                 .iter()
                 .map(|i| json_text(&i.labels))
                 .collect::<Result<Vec<_>>>()?;
+            let roles = i
+                .iter()
+                .map(|i| json_text(&i.roles))
+                .collect::<Result<Vec<_>>>()?;
             // Against a concurrent insert of a key this waits for that transaction and then
             // inserts nothing: a conflict that leaves the transaction usable.
             let done = sqlx::query(INSERT_INCIDENTS)
@@ -433,6 +444,7 @@ impl PgTriageTx {
                 .bind(i.iter().map(|i| &i.root_cause).bind_iter())
                 .bind(i.iter().map(|i| &i.review).bind_iter())
                 .bind(i.iter().map(|i| i.updated_at.unix_micros()).bind_iter())
+                .bind(&roles)
                 .execute(&mut *self.tx)
                 .await
                 .map_err(|e| conflict(e, "an incident with this id exists"))?;
@@ -526,19 +538,23 @@ async fn update_incidents(conn: &mut PgConnection, incidents: &[&IncidentRecord]
         .iter()
         .map(|i| json_text(&i.labels))
         .collect::<Result<Vec<_>>>()?;
+    let roles = incidents
+        .iter()
+        .map(|i| json_text(&i.roles))
+        .collect::<Result<Vec<_>>>()?;
     sqlx::query(
         "UPDATE incidents AS i SET title = u.title, description = u.description, category = u.category,
             severity = u.severity, priority = u.priority, urgency = u.urgency, state = u.state,
             alert_count = u.alert_count, labels = u.labels, acknowledged_at = u.acknowledged_at,
             resolved_at = u.resolved_at, closed_at = u.closed_at,
             resolution_summary = u.resolution_summary, root_cause = u.root_cause, review = u.review,
-            updated_at = u.updated_at
+            updated_at = u.updated_at, roles = u.roles
          FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::int8[], $6::int8[],
             $7::text[], $8::text[], $9::int8[], $10::text[], $11::int8[], $12::int8[], $13::int8[],
-            $14::text[], $15::text[], $16::text[], $17::int8[])
+            $14::text[], $15::text[], $16::text[], $17::int8[], $18::text[])
             AS u(id, title, description, category, severity, priority, urgency, state, alert_count,
                 labels, acknowledged_at, resolved_at, closed_at, resolution_summary, root_cause,
-                review, updated_at)
+                review, updated_at, roles)
          WHERE i.id = u.id",
     )
     .bind(incidents.iter().map(|i| &i.id).bind_iter())
@@ -558,6 +574,7 @@ async fn update_incidents(conn: &mut PgConnection, incidents: &[&IncidentRecord]
     .bind(incidents.iter().map(|i| &i.root_cause).bind_iter())
     .bind(incidents.iter().map(|i| &i.review).bind_iter())
     .bind(incidents.iter().map(|i| i.updated_at.unix_micros()).bind_iter())
+    .bind(&roles)
     .execute(conn)
     .await?;
     Ok(())
@@ -591,6 +608,8 @@ fn incident_row(r: &PgRow) -> Result<IncidentRecord> {
         root_cause: r.try_get("root_cause")?,
         review: r.try_get("review")?,
         updated_at: Micros::from_unix_micros(r.try_get("updated_at")?),
+        roles: serde_json::from_str(r.try_get("roles")?)
+            .map_err(|e| Error::Corrupt(format!("roles: {e}")))?,
     })
 }
 

@@ -125,6 +125,12 @@ CREATE TABLE changes (
 );
 ",
     },
+    // Who holds which incident role: a JSON list of `RoleHolder`s, read and written with
+    // the row (at most 50, so a column, not a table joined on every read).
+    Migration {
+        version: 7,
+        sql: "ALTER TABLE incidents ADD COLUMN roles TEXT NOT NULL DEFAULT '[]';",
+    },
 ];
 
 /// Triage's store on SQLite.
@@ -143,7 +149,7 @@ macro_rules! incidents {
         concat!(
             "SELECT id, title, description, category, severity, priority, urgency, state,
                 dedup_key, alert_count, labels, source, opened_at, acknowledged_at, resolved_at,
-                closed_at, resolution_summary, root_cause, review, updated_at FROM incidents ",
+                closed_at, resolution_summary, root_cause, review, updated_at, roles FROM incidents ",
             $rest
         )
     };
@@ -443,12 +449,12 @@ fn write_changeset(c: &Connection, ch: &TriageChangeset, now: i64) -> Result<Vec
 
 /// Inserts an incident's row; a conflict when an active incident holds its dedup key.
 fn insert_row(c: &Connection, i: &IncidentRecord) -> Result<()> {
-    let labels = json_text(&i.labels)?;
+    let (labels, roles) = (json_text(&i.labels)?, json_text(&i.roles)?);
     c.prepare_cached(
         "INSERT INTO incidents (id, title, description, category, severity, priority, urgency, state,
             dedup_key, alert_count, labels, source, opened_at, acknowledged_at, resolved_at, closed_at,
-            resolution_summary, root_cause, review, updated_at)
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            resolution_summary, root_cause, review, updated_at, roles)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
     )?
     .execute(rusqlite::params![
         i.id,
@@ -471,6 +477,7 @@ fn insert_row(c: &Connection, i: &IncidentRecord) -> Result<()> {
         i.root_cause,
         i.review,
         i.updated_at.unix_micros(),
+        roles,
     ])
     .map_err(|e| conn::conflict(e, "an active incident holds this dedup key"))?;
     Ok(())
@@ -512,7 +519,7 @@ fn incident_by_id(c: &Connection, id: &str) -> Result<Option<IncidentRecord>> {
 /// is not assigned, and SQLite leaves the two indexes on it (by state, one active incident
 /// per key) alone.
 fn update_row(c: &Connection, i: &IncidentRecord, keep_state: bool) -> Result<()> {
-    let labels = json_text(&i.labels)?;
+    let (labels, roles) = (json_text(&i.labels)?, json_text(&i.roles)?);
     let (urgency, state) = (i.urgency.as_str(), i.state.as_str());
     let (acknowledged_at, resolved_at, closed_at, updated_at) = (
         i.acknowledged_at.map(Micros::unix_micros),
@@ -536,6 +543,7 @@ fn update_row(c: &Connection, i: &IncidentRecord, keep_state: bool) -> Result<()
         &i.root_cause,
         &i.review,
         &updated_at,
+        &roles,
     ];
     if !keep_state {
         params.push(&state);
@@ -544,23 +552,25 @@ fn update_row(c: &Connection, i: &IncidentRecord, keep_state: bool) -> Result<()
     c.prepare_cached(if keep_state {
         "UPDATE incidents SET title = ?, description = ?, category = ?, severity = ?, priority = ?,
             urgency = ?, alert_count = ?, labels = ?, acknowledged_at = ?, resolved_at = ?,
-            closed_at = ?, resolution_summary = ?, root_cause = ?, review = ?, updated_at = ?
+            closed_at = ?, resolution_summary = ?, root_cause = ?, review = ?, updated_at = ?,
+            roles = ?
          WHERE id = ?"
     } else {
         "UPDATE incidents SET title = ?, description = ?, category = ?, severity = ?, priority = ?,
             urgency = ?, alert_count = ?, labels = ?, acknowledged_at = ?, resolved_at = ?,
             closed_at = ?, resolution_summary = ?, root_cause = ?, review = ?, updated_at = ?,
-            state = ?
+            roles = ?, state = ?
          WHERE id = ?"
     })?
     .execute(params.as_slice())?;
     Ok(())
 }
 
-/// An incident row as stored, its labels not yet parsed.
+/// An incident row as stored, its labels and roles not yet parsed.
 struct IncidentRow {
     record: IncidentRecord,
     labels: String,
+    roles: String,
 }
 
 impl IncidentRow {
@@ -588,14 +598,18 @@ impl IncidentRow {
                 root_cause: r.get(17)?,
                 review: r.get(18)?,
                 updated_at: Micros::from_unix_micros(r.get(19)?),
+                roles: Vec::new(),
             },
             labels: r.get(10)?,
+            roles: r.get(20)?,
         })
     }
 
     fn record(self) -> Result<IncidentRecord> {
         Ok(IncidentRecord {
             labels: from_json(&self.labels)?,
+            roles: serde_json::from_str(&self.roles)
+                .map_err(|e| Error::Corrupt(format!("roles: {e}")))?,
             ..self.record
         })
     }

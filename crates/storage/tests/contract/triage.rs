@@ -27,6 +27,7 @@ crate::contract!(triage:
     incident_pages_follow_a_cursor_and_a_byte_bound,
     timeline_pages_follow_a_sequence_number_and_a_byte_bound,
     change_events_are_stored_once,
+    incident_roles_round_trip_through_inserts_updates_and_reads,
 );
 
 /// A changeset that opens incidents.
@@ -385,6 +386,115 @@ async fn processed_events_are_remembered(f: &Fixture<dyn TriageStore>) {
     assert_eq!(snapshot(&*store, asked.clone()).await.processed, handled);
     apply(&*store, marking(&["event-3"])).await.unwrap();
     assert_eq!(snapshot(&*store, asked).await.processed.len(), 3);
+}
+
+/// A holder of `role`, assigned at `at` by an actor with quotes and non-ASCII in its name
+/// (what JSON text must carry unchanged).
+fn holder(role: &str, person: &str, at: i64) -> firebreak_storage::RoleHolder {
+    firebreak_storage::RoleHolder {
+        role: role.into(),
+        person: person.into(),
+        assigned_at: micros(at),
+        assigned_by: "runbook:\"triage\" ✓".into(),
+    }
+}
+
+async fn incident_roles_round_trip_through_inserts_updates_and_reads(f: &Fixture<dyn TriageStore>) {
+    use std::collections::HashMap;
+    let store = &*f.store;
+    let mut a = incident("a", "k", "open");
+    a.roles = vec![
+        holder("commander", "alice", 1_700_000_000_000_001),
+        holder("responder", "bob", 2),
+        holder("responder", "carol", 3),
+    ];
+    apply(store, opening([a.clone(), incident("b", "k2", "open")]))
+        .await
+        .unwrap();
+    // Every read gives them back, in order.
+    let reads = async || {
+        let asked = SnapshotRequest {
+            dedup_keys: vec!["k".into()],
+            incident_ids: vec!["a".into(), "b".into()],
+            ..Default::default()
+        };
+        let snap = snapshot(store, asked).await;
+        let page = store
+            .incidents_page(None, None, 10, usize::MAX)
+            .await
+            .unwrap();
+        let listed: HashMap<String, firebreak_storage::IncidentRecord> =
+            page.into_iter().map(|i| (i.id.clone(), i)).collect();
+        (
+            store.incident("a").await.unwrap().unwrap(),
+            snap.incidents["a"].clone(),
+            snap.active["k"].clone(),
+            listed["a"].clone(),
+            listed["b"].roles.clone(),
+        )
+    };
+    let (by_id, in_snapshot, active, listed, none) = reads().await;
+    for (what, got) in [
+        ("incident", &by_id),
+        ("snapshot", &in_snapshot),
+        ("active", &active),
+        ("page", &listed),
+    ] {
+        assert_eq!(got, &a, "{what}");
+    }
+    assert!(none.is_empty(), "{none:?}");
+
+    // An update keeping the state writes the roles (a hand-off: the commander changes).
+    a.roles.remove(0);
+    a.roles.push(holder("commander", "dave", 4));
+    apply(
+        store,
+        TriageChangeset {
+            updates: vec![update(&a, false)],
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(reads().await.0, a);
+    // So does one changing it; the roles can go back to none.
+    a.state = "acknowledged".parse().unwrap();
+    a.roles.clear();
+    apply(
+        store,
+        TriageChangeset {
+            updates: vec![update(&a, true)],
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    let (by_id, in_snapshot, ..) = reads().await;
+    assert_eq!((&by_id, &in_snapshot), (&a, &a));
+
+    // A row written before roles existed (no roles column in its INSERT) has none.
+    f.backend
+        .exec_raw(
+            "INSERT INTO incidents (id, title, description, category, severity, priority,
+                urgency, state, dedup_key, alert_count, labels, source, opened_at,
+                resolution_summary, root_cause, review, updated_at)
+             VALUES ('old', 't', '', 'c', 3, 3, 'medium', 'closed', 'old', 1, '{}', 's', 1,
+                '', '', '', 1)",
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        store.incident("old").await.unwrap().unwrap().roles,
+        Vec::new()
+    );
+    // Roles that do not read back as holders are a corrupt row naming them, never none.
+    f.backend
+        .exec_raw("UPDATE incidents SET roles = '[{\"role\": 1}]' WHERE id = 'old'")
+        .await
+        .unwrap();
+    let err = store.incident("old").await.unwrap_err();
+    assert!(matches!(err, Error::Corrupt(_)), "{err:?}");
+    assert!(err.to_string().contains("roles"), "{err}");
 }
 
 async fn a_snapshot_reads_what_was_applied(f: &Fixture<dyn TriageStore>) {

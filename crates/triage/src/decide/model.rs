@@ -120,6 +120,8 @@ enum Op {
     Alerts(Vec<(u8, u8, u8)>),
     Transition(u8, u8, bool),
     Note(u8),
+    /// A person gives (true) or takes a role (from a pool) to or from a person (ditto).
+    Role(u8, u8, u8, bool),
     Command(u8, u8, u8),
     Cleared(u8, u8, bool),
     Change(u8),
@@ -130,6 +132,8 @@ fn op() -> impl Strategy<Value = Op> {
         4 => prop::collection::vec((0..14u8, 0..3u8, 0..6u8), 1..5).prop_map(Op::Alerts),
         2 => (any::<u8>(), 0..3u8, any::<bool>()).prop_map(|(i, a, t)| Op::Transition(i, a, t)),
         1 => any::<u8>().prop_map(Op::Note),
+        2 => (any::<u8>(), 0..3u8, 0..3u8, any::<bool>())
+            .prop_map(|(i, r, p, a)| Op::Role(i, r, p, a)),
         2 => (0..8u8, any::<u8>(), 0..6u8).prop_map(|(e, i, k)| Op::Command(e, i, k)),
         2 => (0..8u8, 0..14u8, any::<bool>()).prop_map(|(e, a, t)| Op::Cleared(e, a, t)),
         1 => (0..3u8).prop_map(Op::Change),
@@ -177,6 +181,20 @@ fn inputs(op: &Op, ids: &[String], timeline: Vec<TimelineRecord>) -> Vec<Input> 
                 incident_id,
                 actor: "user:prop".into(),
                 text: "looked".into(),
+            })
+            .into_iter()
+            .collect(),
+        Op::Role(n, r, p, give) => pick(*n)
+            .map(|incident_id| Input::Role {
+                incident_id,
+                actor: "user:prop".into(),
+                change: if *give {
+                    RoleChange::Assign
+                } else {
+                    RoleChange::Unassign
+                },
+                role: ["commander", "responder", "incident-commander"][*r as usize].into(),
+                person: ["alice", "bob", "carol"][*p as usize].into(),
             })
             .into_iter()
             .collect(),

@@ -7,6 +7,8 @@ use firebreak_domain::{Action, Taxonomy};
 use firebreak_proto::v1;
 use firebreak_storage::{AlertLink, ChangeRecord, IncidentRecord, NewIncident, TriageSnapshot};
 
+use firebreak_proto::{ErrorCode, ServiceError};
+
 use super::*;
 
 const NOW: Micros = Micros::from_unix_micros(1_800_000_000_000_000);
@@ -421,6 +423,27 @@ fn runbook_commands_change_active_incidents_once() {
                 person: "alice".into(),
             },
             vec!["role_assigned"],
+            vec![Change::RolesChanged],
+        ),
+        (
+            "resolved",
+            3,
+            C::Assign {
+                role: "scribe".into(),
+                person: "alice".into(),
+            },
+            vec!["role_assigned"],
+            vec![Change::RolesChanged],
+        ),
+        // A closed incident's roles stay: the command is only marked handled.
+        (
+            "closed",
+            3,
+            C::Assign {
+                role: "scribe".into(),
+                person: "alice".into(),
+            },
+            vec![],
             vec![],
         ),
         (
@@ -625,4 +648,345 @@ fn records_and_changes_land_once() {
     let mut seen = snap.clone();
     seen.processed.insert("ev-c".into());
     assert!(run(&seen, &[input]).unwrap().changeset.is_empty());
+}
+
+fn role(change: RoleChange, role: &str, person: &str) -> Input {
+    Input::Role {
+        incident_id: id(1),
+        actor: "user:carol".into(),
+        change,
+        role: role.into(),
+        person: person.into(),
+    }
+}
+
+fn assign(r: &str, person: &str) -> Input {
+    role(RoleChange::Assign, r, person)
+}
+
+fn unassign(r: &str, person: &str) -> Input {
+    role(RoleChange::Unassign, r, person)
+}
+
+/// Who holds which role, as `role=person`, in order.
+fn holders(i: &IncidentRecord) -> Vec<String> {
+    i.roles
+        .iter()
+        .map(|h| format!("{}={}", h.role, h.person))
+        .collect()
+}
+
+/// An open incident whose roles are `held` (`role=person`), assigned at 1 by `user:admin`.
+fn holding_roles(state: &str, held: &[&str]) -> TriageSnapshot {
+    let mut inc = incident(1, "db", state, 3);
+    inc.roles = held
+        .iter()
+        .map(|h| {
+            let (role, person) = h.split_once('=').unwrap();
+            firebreak_storage::RoleHolder {
+                role: role.into(),
+                person: person.into(),
+                assigned_at: Micros::from_unix_micros(1),
+                assigned_by: "user:admin".into(),
+            }
+        })
+        .collect();
+    holding(&[inc])
+}
+
+#[test]
+fn assigning_a_role_stores_it_on_the_timeline_and_announces_all_roles() {
+    let snap = holding_roles("open", &["responder=bob"]);
+    let d = run(&snap, &[assign("commander", "alice")]).unwrap();
+    let u = &d.changeset.updates[0];
+    assert!(!u.state_changed);
+    assert_eq!(holders(&u.record), ["responder=bob", "commander=alice"]);
+    let alice = &u.record.roles[1];
+    assert_eq!(
+        (alice.assigned_at, alice.assigned_by.as_str()),
+        (NOW, "user:carol")
+    );
+    assert_eq!(u.record.updated_at, NOW);
+    assert_eq!(kinds(&d), ["role_assigned"]);
+    let e = &d.changeset.entries[0];
+    assert_eq!(e.actor, "user:carol");
+    assert_eq!(
+        e.data,
+        serde_json::json!({ "role": "commander", "person": "alice", "previous": null })
+    );
+    assert_eq!(changes(&d), [Change::RolesChanged]);
+    assert_eq!(d.announcements[0].actor, "user:carol");
+    assert_eq!(
+        d.announcements[0].incident, u.record,
+        "the incident with all its roles"
+    );
+    assert_eq!(d.assigned, std::slice::from_ref(&u.record));
+}
+
+#[test]
+fn a_new_commander_takes_over_and_other_roles_have_several_holders() {
+    let snap = holding_roles("acknowledged", &["commander=alice", "responder=bob"]);
+    let d = run(
+        &snap,
+        &[
+            assign("commander", "dave"),
+            assign("responder", "erin"),
+            // The permission role's name is the same incident role.
+            assign("incident-commander", "frank"),
+        ],
+    )
+    .unwrap();
+    assert_eq!(
+        holders(&d.assigned[2]),
+        ["responder=bob", "responder=erin", "commander=frank"]
+    );
+    let data: Vec<_> = d.changeset.entries.iter().map(|e| &e.data).collect();
+    assert_eq!(data[0]["previous"], "alice");
+    assert_eq!(data[1]["previous"], serde_json::Value::Null);
+    assert_eq!(
+        (&data[2]["role"], &data[2]["previous"]),
+        (&"commander".into(), &"dave".into())
+    );
+    assert_eq!(
+        d.changeset.updates.len(),
+        1,
+        "one update, as the batch left it"
+    );
+    assert_eq!(d.changeset.updates[0].record, d.assigned[2]);
+    assert_eq!(changes(&d), [Change::RolesChanged; 3]);
+}
+
+#[test]
+fn assigning_a_role_held_already_changes_nothing() {
+    let snap = holding_roles("open", &["commander=alice", "responder=bob"]);
+    for input in [
+        assign("responder", "bob"),
+        assign("commander", "alice"),
+        assign("incident-commander", "alice"),
+    ] {
+        let d = run(&snap, std::slice::from_ref(&input)).unwrap();
+        assert!(d.changeset.is_empty(), "{input:?}");
+        assert!(d.announcements.is_empty(), "{input:?}");
+        assert_eq!(
+            d.assigned,
+            std::slice::from_ref(&snap.incidents[&id(1)]),
+            "{input:?}"
+        );
+    }
+}
+
+#[test]
+fn unassigning_removes_a_held_role_and_refuses_one_not_held() {
+    let snap = holding_roles("resolved", &["commander=alice", "responder=bob"]);
+    let d = run(&snap, &[unassign("incident-commander", "alice")]).unwrap();
+    assert_eq!(holders(&d.assigned[0]), ["responder=bob"]);
+    assert_eq!(kinds(&d), ["role_removed"]);
+    assert_eq!(
+        d.changeset.entries[0].data,
+        serde_json::json!({ "role": "commander", "person": "alice" })
+    );
+    assert_eq!(changes(&d), [Change::RolesChanged]);
+
+    for input in [
+        unassign("responder", "alice"),
+        unassign("scribe", "bob"),
+        unassign("commander", "bob"),
+    ] {
+        let err = run(&snap, std::slice::from_ref(&input)).unwrap_err();
+        assert_eq!(err.error_code(), ErrorCode::NotFound, "{input:?}: {err}");
+        let Input::Role { role, person, .. } = &input else {
+            unreachable!()
+        };
+        let text = err.to_string();
+        assert!(
+            text.contains(role.as_str()) && text.contains(person.as_str()),
+            "{text}"
+        );
+    }
+    // Taken twice in one batch: the second finds it gone.
+    let err = run(
+        &snap,
+        &[unassign("responder", "bob"), unassign("responder", "bob")],
+    );
+    assert!(matches!(err, Err(Error::RoleNotHeld { .. })), "{err:?}");
+}
+
+#[test]
+fn a_closed_incident_keeps_its_roles() {
+    let snap = holding_roles("closed", &["commander=alice"]);
+    for input in [assign("responder", "bob"), unassign("commander", "alice")] {
+        let err = run(&snap, std::slice::from_ref(&input)).unwrap_err();
+        assert_eq!(err.error_code(), ErrorCode::FailedPrecondition, "{err}");
+        assert!(err.to_string().contains("closed"), "{err}");
+    }
+}
+
+#[test]
+fn an_incident_holds_at_most_fifty_roles() {
+    let mut held: Vec<String> = (0..49).map(|n| format!("responder=p{n}")).collect();
+    held.push("commander=alice".into());
+    let held: Vec<&str> = held.iter().map(String::as_str).collect();
+    let snap = holding_roles("open", &held);
+    let err = run(&snap, &[assign("scribe", "zed")]).unwrap_err();
+    assert_eq!(err.error_code(), ErrorCode::InvalidArgument);
+    assert!(err.to_string().contains("roles"), "{err}");
+    // A hand-off needs no room; one taken makes room for the next.
+    let d = run(&snap, &[assign("commander", "bob")]).unwrap();
+    assert_eq!(d.assigned[0].roles.len(), 50);
+    let d = run(
+        &snap,
+        &[unassign("responder", "p0"), assign("scribe", "zed")],
+    )
+    .unwrap();
+    assert_eq!(d.assigned[1].roles.len(), 50);
+}
+
+#[test]
+fn hostile_role_and_person_names_are_refused_naming_the_field() {
+    let snap = holding_roles("open", &[]);
+    let long = "a".repeat(65);
+    let at_limit = "a".repeat(64);
+    for bad in [
+        "",
+        long.as_str(),
+        "Commander",
+        "on call",
+        "a\0b",
+        " alice",
+        "ali/ce",
+        "é",
+    ] {
+        for (input, field) in [
+            (assign(bad, "alice"), "role"),
+            (assign("responder", bad), "person"),
+            (unassign(bad, "alice"), "role"),
+            (unassign("responder", bad), "person"),
+        ] {
+            let err = run(&snap, &[input]).unwrap_err();
+            assert_eq!(
+                err.error_code(),
+                ErrorCode::InvalidArgument,
+                "{bad:?}: {err}"
+            );
+            assert!(err.to_string().contains(field), "{bad:?}: {err}");
+        }
+    }
+    let d = run(&snap, &[assign(&at_limit, &at_limit)]).unwrap();
+    assert_eq!(d.assigned[0].roles[0].role, at_limit);
+    // The incident is checked too.
+    let mut bad_id = assign("responder", "bob");
+    if let Input::Role { incident_id, .. } = &mut bad_id {
+        *incident_id = "INC-1".into();
+    }
+    let err = run(&snap, &[bad_id]).unwrap_err();
+    assert!(err.to_string().contains("incident_id"), "{err}");
+    let err = run(&TriageSnapshot::default(), &[assign("responder", "bob")]).unwrap_err();
+    assert!(matches!(err, Error::NotFound(_)), "{err:?}");
+}
+
+#[test]
+fn a_runbook_assigns_through_the_same_rule() {
+    let snap = holding_roles("open", &["commander=alice"]);
+    let cmd = |role: &str, person: &str| {
+        command(
+            "ev-1",
+            RunbookCommand::Assign {
+                role: role.into(),
+                person: person.into(),
+            },
+        )
+    };
+    let d = run(&snap, &[cmd("incident-commander", "bob")]).unwrap();
+    assert_eq!(holders(&d.changeset.updates[0].record), ["commander=bob"]);
+    let e = &d.changeset.entries[0];
+    assert_eq!(
+        (e.kind.as_str(), e.actor.as_str()),
+        ("role_assigned", "runbook:contain")
+    );
+    assert_eq!(e.data["previous"], "alice");
+    assert_eq!(
+        d.changeset.updates[0].record.roles[0].assigned_by,
+        "runbook:contain"
+    );
+    assert_eq!(changes(&d), [Change::RolesChanged]);
+    // Held already: only the mark.
+    let d = run(&snap, &[cmd("commander", "alice")]).unwrap();
+    assert_eq!(d.changeset.processed, ["ev-1"]);
+    assert!(d.changeset.entries.is_empty() && d.announcements.is_empty());
+    // A name the rule refuses fails the command, as a severity out of range does.
+    for (role, person, field) in [("Commander", "bob", "role"), ("commander", "", "person")] {
+        let err = run(&snap, &[cmd(role, person)]).unwrap_err();
+        assert!(err.to_string().contains(field), "{err}");
+    }
+    let err = run(&snap, &[command("ev-2", RunbookCommand::SetSeverity(0))]).unwrap_err();
+    assert_eq!(err.error_code(), ErrorCode::InvalidArgument);
+}
+
+#[test]
+fn the_review_lists_who_held_which_role_and_until_when() {
+    let at = |s: i64| Micros::from_unix_micros(1_800_000_000_000_000 + s * 1_000_000);
+    let entry = |s: i64, kind: &str, data: serde_json::Value| TimelineRecord {
+        seq: s,
+        incident_id: id(1),
+        kind: kind.into(),
+        at: at(s),
+        actor: "user:admin".into(),
+        data,
+    };
+    let timeline = vec![
+        entry(
+            1,
+            "role_assigned",
+            serde_json::json!({ "role": "commander", "person": "alice", "previous": null }),
+        ),
+        entry(
+            2,
+            "role_assigned",
+            serde_json::json!({ "role": "scribe", "person": "carol", "previous": null }),
+        ),
+        entry(
+            3,
+            "role_assigned",
+            serde_json::json!({ "role": "commander", "person": "bob", "previous": "alice" }),
+        ),
+        entry(
+            4,
+            "role_removed",
+            serde_json::json!({ "role": "scribe", "person": "carol" }),
+        ),
+    ];
+    let mut snap = holding_roles("acknowledged", &["commander=bob"]);
+    snap.incidents.get_mut(&id(1)).unwrap().roles[0].assigned_at = at(3);
+    let resolve = Input::Transition {
+        incident_id: id(1),
+        action: Action::Resolve,
+        actor: "user:bob".into(),
+        text: "fixed".into(),
+        timeline,
+    };
+    let d = run(&snap, &[resolve]).unwrap();
+    let review = &d.changeset.updates[0].record.review;
+    for row in [
+        "| commander | alice | 2027-01-15T08:00:01Z | 2027-01-15T08:00:03Z |",
+        "| scribe | carol | 2027-01-15T08:00:02Z | 2027-01-15T08:00:04Z |",
+        "| commander | bob | 2027-01-15T08:00:03Z | holds it |",
+    ] {
+        assert!(review.contains(row), "missing {row:?} in\n{review}");
+    }
+    // A holder the timeline does not show (stored roles are what holds now) is listed too.
+    let mut snap = holding_roles("open", &["responder=dave"]);
+    snap.incidents.get_mut(&id(1)).unwrap().roles[0].assigned_at = at(5);
+    let resolve = Input::Transition {
+        incident_id: id(1),
+        action: Action::Resolve,
+        actor: "user:bob".into(),
+        text: "fixed".into(),
+        timeline: Vec::new(),
+    };
+    let d = run(&snap, &[resolve]).unwrap();
+    let review = &d.changeset.updates[0].record.review;
+    assert!(
+        review.contains("| responder | dave | 2027-01-15T08:00:05Z | holds it |"),
+        "{review}"
+    );
 }
