@@ -295,7 +295,7 @@ async fn the_commander_of_a_runs_incident_decides_its_approval_and_no_other_comm
     let vic = s.person("vic", v1::Role::Viewer).await;
     let mut rita = s.person("rita", v1::Role::Responder).await;
     let id = raise(&mut s, "service-outage", &[]).await;
-    let other = raise(&mut s, "database", &[]).await;
+    let other = raise(&mut s, "misconfiguration", &[]).await;
     let ask = run_of(&s, &id, "ask", "ask to wait", |r| {
         r.state() == v1::RunState::WaitingApproval
     })
