@@ -129,6 +129,9 @@ pub enum Command {
     /// The audit log: refused calls and calls that changed something (needs audit.read).
     #[command(subcommand)]
     Audit(crate::cli_access::AuditCmd),
+    /// Escalation policies: who would be paged, and when.
+    #[command(subcommand)]
+    Escalation(crate::cli_access::EscalationCmd),
     /// Who the server takes this client for: the actor it records, and its roles.
     Whoami,
     /// Check a token with --server and keep it for that server (mode 0600, in
@@ -543,12 +546,14 @@ impl Cli {
             | Command::User(_)
             | Command::Team(_)
             | Command::Audit(_)
+            | Command::Escalation(_)
             | Command::Whoami) => {
                 let cmd = match cmd {
                     Command::Token(c) => AccessCmd::Token(c),
                     Command::User(c) => AccessCmd::User(c),
                     Command::Team(c) => AccessCmd::Team(c),
                     Command::Audit(c) => AccessCmd::Audit(c),
+                    Command::Escalation(c) => AccessCmd::Escalation(c),
                     _ => AccessCmd::WhoAmI,
                 };
                 let channel = targets.connect(Service::Notification).await?;
@@ -1176,6 +1181,7 @@ async fn client(cmd: Command, targets: &Targets, out: &Out) -> anyhow::Result<()
         | Command::User(_)
         | Command::Team(_)
         | Command::Audit(_)
+        | Command::Escalation(_)
         | Command::Whoami
         | Command::Login { .. }
         | Command::Runbook(

@@ -285,6 +285,7 @@ pub(crate) async fn run(
     let json_out = matches!(format, OutputFormat::Json);
     let cmd = match cmd {
         AccessCmd::Audit(a) => return audit(a, channel, json_out, &status).await,
+        AccessCmd::Escalation(e) => return escalation(e, channel, json_out, &status).await,
         cmd => cmd,
     };
     let mut access = AccessServiceClient::new(channel);
@@ -374,7 +375,7 @@ pub(crate) async fn run(
         }
         AccessCmd::User(cmd) => user(cmd, &mut access, json_out, &status).await?,
         AccessCmd::Team(cmd) => team(cmd, &mut access, json_out, &status).await?,
-        AccessCmd::Audit(_) => unreachable!("answered above"),
+        AccessCmd::Audit(_) | AccessCmd::Escalation(_) => unreachable!("answered above"),
     }
     Ok(())
 }
@@ -655,6 +656,75 @@ pub enum AccessCmd {
     User(UserCmd),
     Team(TeamCmd),
     Audit(AuditCmd),
+    Escalation(EscalationCmd),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum EscalationCmd {
+    /// Who a policy would page, at each step and when, if nobody acknowledged an incident
+    /// opened at --at (now by default): the directory and schedules as they stand. Pages
+    /// nobody.
+    Test {
+        policy: String,
+        /// When the incident opens: an RFC 3339 time, or a time ago (`1h`).
+        #[arg(long, value_parser = parse_since)]
+        at: Option<time::OffsetDateTime>,
+    },
+}
+
+async fn escalation(
+    cmd: EscalationCmd,
+    channel: AuthedChannel,
+    json_out: bool,
+    status: &impl Fn(tonic::Status) -> anyhow::Error,
+) -> anyhow::Result<()> {
+    let EscalationCmd::Test { policy, at } = cmd;
+    let at = at.map(|t| firebreak_proto::Timestamp {
+        seconds: t.unix_timestamp(),
+        nanos: t.nanosecond() as i32,
+    });
+    let r = v1::notification_service_client::NotificationServiceClient::new(channel)
+        .test_escalation(v1::TestEscalationRequest { policy, at })
+        .await
+        .map_err(status)?
+        .into_inner();
+    let when = |p: &v1::PlannedPage| crate::output::rfc3339(p.at.as_ref()).unwrap_or_default();
+    if json_out {
+        print_json(json!(r
+            .pages
+            .iter()
+            .map(|p| json!({ "step": p.step, "repeat": p.repeat, "at": when(p), "user": p.user, "via": p.via, "kind": p.kind }))
+            .collect::<Vec<_>>()));
+    } else if r.pages.is_empty() {
+        say_raw("nobody would be paged");
+    } else {
+        crate::output::table(
+            &["at", "step", "repeat", "who", "via"],
+            r.pages
+                .iter()
+                .map(|p| {
+                    let step = if p.step == 0 {
+                        "fallback".to_owned()
+                    } else {
+                        p.step.to_string()
+                    };
+                    let who = if p.user.is_empty() {
+                        "-".to_owned()
+                    } else {
+                        p.user.clone()
+                    };
+                    vec![
+                        when(p),
+                        step,
+                        p.repeat.to_string(),
+                        who,
+                        format!("{} ({})", p.via, p.kind),
+                    ]
+                })
+                .collect(),
+        );
+    }
+    Ok(())
 }
 
 /// Where `firebreak login` keeps tokens: `$FIREBREAK_CREDENTIALS`, else

@@ -431,6 +431,49 @@ impl Notification {
 
 #[tonic::async_trait]
 impl NotificationService for Notification {
+    async fn test_escalation(
+        &self,
+        req: Request<v1::TestEscalationRequest>,
+    ) -> Result<Response<v1::TestEscalationResponse>, Status> {
+        let req = req.into_inner();
+        if req.policy.len() > 256 {
+            return Err(Error::Invalid("policy: at most 256 bytes".into()).into());
+        }
+        let policy = self
+            .policies
+            .iter()
+            .find(|p| p.name == req.policy)
+            .ok_or_else(|| Error::NotFound(format!("escalation policy {:?}", req.policy)))?;
+        let at = req
+            .at
+            .as_ref()
+            .map_or_else(|| self.clock.now(), firebreak_proto::micros);
+        let roster = self
+            .roster()
+            .await
+            .map_err(|e| Status::unavailable(e.to_string()))?;
+        let pages = escalation::plan(policy, "dry-run", at, &roster)
+            .into_iter()
+            .map(|p| {
+                let (user, via, kind) = match p.to {
+                    Recipient::Person { name, method } => {
+                        (name, method.name, method.kind.as_str().to_owned())
+                    }
+                    Recipient::Channel(c) => (String::new(), c, "channel".to_owned()),
+                };
+                v1::PlannedPage {
+                    step: p.step,
+                    repeat: p.repeat,
+                    at: Some(firebreak_proto::timestamp(p.at)),
+                    user,
+                    via,
+                    kind,
+                }
+            })
+            .collect();
+        Ok(Response::new(v1::TestEscalationResponse { pages }))
+    }
+
     async fn list_deliveries(
         &self,
         req: Request<v1::ListDeliveriesRequest>,

@@ -210,6 +210,11 @@ impl Notification {
         }
     }
 
+    /// The directory and schedules as they stand now, for planning.
+    pub(crate) async fn roster(&self) -> Result<impl Roster + use<>, StepError> {
+        self.snapshot().await
+    }
+
     /// The directory's people and teams, read now.
     async fn snapshot(&self) -> Result<Snapshot, StepError> {
         let Some(directory) = &self.directory else {

@@ -164,6 +164,11 @@ pub const METHODS: &[(&str, &str, Rule)] = &[
         Needs(P::DeliveriesRead),
     ),
     (
+        "/firebreak.v1.NotificationService/TestEscalation",
+        "notification",
+        Needs(P::DeliveriesRead),
+    ),
+    (
         "/firebreak.v1.AccessService/WhoAmI",
         "notification",
         Authenticated,
@@ -260,7 +265,7 @@ pub fn audited_when_allowed(path: &str) -> bool {
     let method = path.rsplit('/').next().unwrap_or(path);
     let read = method.starts_with("Get")
         || method.starts_with("List")
-        || matches!(method, "Watch" | "WhoAmI" | "DryRun");
+        || matches!(method, "Watch" | "WhoAmI" | "DryRun" | "TestEscalation");
     !read
 }
 

@@ -1744,3 +1744,62 @@ fn people_are_declared_in_configuration_or_made_with_contact_methods_and_rules()
     );
     assert_eq!(find("olga")["email"], "olga@example.com");
 }
+
+#[test]
+fn escalation_test_dry_runs_who_would_be_paged_and_when() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("config.yaml");
+    std::fs::write(
+        &config,
+        "escalation_policies:\n  - name: sre\n    repeat: 1\n    steps:\n      - channels: [log]\n      - { after_seconds: 120, targets: [{ channel: log }] }\n",
+    )
+    .unwrap();
+    let server = Server::start(&dir.path().join("data"), &repo("runbooks"), &config);
+    let pages = server.json(&["escalation", "test", "sre", "--at", "2026-12-01T00:00:00Z"]);
+    let rows: Vec<(u64, u64, String)> = pages
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| {
+            (
+                p["step"].as_u64().unwrap(),
+                p["repeat"].as_u64().unwrap(),
+                p["at"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    let row = |step, repeat, at: &str| (step, repeat, at.to_owned());
+    assert_eq!(
+        rows,
+        [
+            row(1, 0, "2026-12-01T00:00:00Z"),
+            row(2, 0, "2026-12-01T00:02:00Z"),
+            // The repeat begins repeat_after_seconds (300 by default) after the last step.
+            row(1, 1, "2026-12-01T00:07:00Z"),
+            row(2, 1, "2026-12-01T00:09:00Z"),
+        ],
+        "{pages:#}"
+    );
+    assert!(
+        pages[0]["via"] == "log" && pages[0]["kind"] == "channel",
+        "{pages:#}"
+    );
+    // The dry run opened no incident.
+    assert_eq!(server.json(&["incident", "list"]), serde_json::json!([]));
+    let token = server.token();
+    let (code, _, err) = run_in_dir(
+        dir.path(),
+        &[
+            "--server",
+            &server.grpc,
+            "--token",
+            &token,
+            "escalation",
+            "test",
+            "nobody",
+        ],
+        None,
+    );
+    assert_eq!(code, 4, "{err}");
+    assert!(err.contains("nobody"), "{err}");
+}
