@@ -132,6 +132,9 @@ pub enum Command {
     /// Escalation policies: who would be paged, and when.
     #[command(subcommand)]
     Escalation(crate::cli_access::EscalationCmd),
+    /// Notification deliveries and pages.
+    #[command(subcommand)]
+    Delivery(crate::cli_access::DeliveryCmd),
     /// Who the server takes this client for: the actor it records, and its roles.
     Whoami,
     /// Check a token with --server and keep it for that server (mode 0600, in
@@ -547,6 +550,7 @@ impl Cli {
             | Command::Team(_)
             | Command::Audit(_)
             | Command::Escalation(_)
+            | Command::Delivery(_)
             | Command::Whoami) => {
                 let cmd = match cmd {
                     Command::Token(c) => AccessCmd::Token(c),
@@ -554,6 +558,7 @@ impl Cli {
                     Command::Team(c) => AccessCmd::Team(c),
                     Command::Audit(c) => AccessCmd::Audit(c),
                     Command::Escalation(c) => AccessCmd::Escalation(c),
+                    Command::Delivery(c) => AccessCmd::Delivery(c),
                     _ => AccessCmd::WhoAmI,
                 };
                 let channel = targets.connect(Service::Notification).await?;
@@ -1182,6 +1187,7 @@ async fn client(cmd: Command, targets: &Targets, out: &Out) -> anyhow::Result<()
         | Command::Team(_)
         | Command::Audit(_)
         | Command::Escalation(_)
+        | Command::Delivery(_)
         | Command::Whoami
         | Command::Login { .. }
         | Command::Runbook(

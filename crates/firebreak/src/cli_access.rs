@@ -286,6 +286,7 @@ pub(crate) async fn run(
     let cmd = match cmd {
         AccessCmd::Audit(a) => return audit(a, channel, json_out, &status).await,
         AccessCmd::Escalation(e) => return escalation(e, channel, json_out, &status).await,
+        AccessCmd::Delivery(d) => return delivery(d, channel, json_out, &status).await,
         cmd => cmd,
     };
     let mut access = AccessServiceClient::new(channel);
@@ -375,7 +376,9 @@ pub(crate) async fn run(
         }
         AccessCmd::User(cmd) => user(cmd, &mut access, json_out, &status).await?,
         AccessCmd::Team(cmd) => team(cmd, &mut access, json_out, &status).await?,
-        AccessCmd::Audit(_) | AccessCmd::Escalation(_) => unreachable!("answered above"),
+        AccessCmd::Audit(_) | AccessCmd::Escalation(_) | AccessCmd::Delivery(_) => {
+            unreachable!("answered above")
+        }
     }
     Ok(())
 }
@@ -657,6 +660,107 @@ pub enum AccessCmd {
     Team(TeamCmd),
     Audit(AuditCmd),
     Escalation(EscalationCmd),
+    Delivery(DeliveryCmd),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DeliveryCmd {
+    /// Deliveries and pages, newest first: channel, kind, state, attempts, last error.
+    List {
+        /// Only this incident's.
+        #[arg(long)]
+        incident: Option<String>,
+        /// Only failed ones (the same as --status failed).
+        #[arg(long, conflicts_with = "status")]
+        failed: bool,
+        /// Only those in this state: pending, delivered, failed, cancelled.
+        #[arg(long)]
+        status: Option<firebreak_domain::DeliveryState>,
+        /// At most this many (following pages), 1-10000.
+        #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+        limit: u32,
+    },
+}
+
+async fn delivery(
+    cmd: DeliveryCmd,
+    channel: AuthedChannel,
+    json_out: bool,
+    status: &impl Fn(tonic::Status) -> anyhow::Error,
+) -> anyhow::Result<()> {
+    use firebreak_proto::WireState as _;
+    let DeliveryCmd::List {
+        incident,
+        failed,
+        status: state,
+        limit,
+    } = cmd;
+    let state = if failed {
+        Some(firebreak_domain::DeliveryState::Failed)
+    } else {
+        state
+    };
+    let mut client = v1::notification_service_client::NotificationServiceClient::new(channel);
+    let (mut all, mut page_token) = (Vec::new(), String::new());
+    while all.len() < limit as usize {
+        let r = client
+            .list_deliveries(v1::ListDeliveriesRequest {
+                incident_id: incident.clone().unwrap_or_default(),
+                limit: (limit as usize - all.len()).min(1000) as u32,
+                page_token,
+                status: state.map_or(0, |s| s.wire()),
+            })
+            .await
+            .map_err(status)?
+            .into_inner();
+        all.extend(r.deliveries);
+        if r.next_page_token.is_empty() {
+            break;
+        }
+        page_token = r.next_page_token;
+    }
+    let state_name = |d: &v1::Delivery| {
+        firebreak_domain::DeliveryState::read(d.status, &d.status_name)
+            .map_or("unknown", |s| s.as_str())
+    };
+    if json_out {
+        print_json(json!(
+            all.iter()
+                .map(|d| json!({
+                    "id": d.id, "incident_id": d.incident_id, "channel": d.channel, "kind": d.kind,
+                    "status": state_name(d), "attempts": d.attempts, "last_error": d.last_error,
+                    "created_at": crate::output::rfc3339(d.created_at.as_ref()),
+                    "delivered_at": crate::output::rfc3339(d.delivered_at.as_ref()),
+                }))
+                .collect::<Vec<_>>()
+        ));
+    } else {
+        crate::output::table(
+            &[
+                "created",
+                "incident",
+                "channel",
+                "kind",
+                "status",
+                "attempts",
+                "last error",
+            ],
+            all.iter()
+                .map(|d| {
+                    vec![
+                        ts(d.created_at.as_ref()),
+                        d.incident_id.clone(),
+                        d.channel.clone(),
+                        d.kind.clone(),
+                        state_name(d).to_owned(),
+                        d.attempts.to_string(),
+                        d.last_error.chars().take(80).collect(),
+                    ]
+                })
+                .collect(),
+        );
+    }
+    Ok(())
 }
 
 #[derive(Debug, Subcommand)]

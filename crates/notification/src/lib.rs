@@ -497,11 +497,19 @@ impl NotificationService for Notification {
             req.limit.min(1000)
         };
         let after = delivery_token(&req.page_token)?;
+        let status =
+            match req.status {
+                0 => None,
+                s => Some(DeliveryState::from_wire(s).ok_or_else(|| {
+                    Error::Invalid(format!("status: {s} is not a delivery state"))
+                })?),
+            };
         // One more than asked: whether another page follows.
         let list = self
             .store
             .deliveries_page(
                 incident.as_deref(),
+                status,
                 after.as_ref(),
                 limit + 1,
                 MAX_PAGE_BYTES,

@@ -288,16 +288,17 @@ pub trait NotificationStore: Outbox {
         incident_id: Option<&str>,
         limit: u32,
     ) -> Result<Vec<DeliveryRecord>> {
-        self.deliveries_page(incident_id, None, limit, usize::MAX)
+        self.deliveries_page(incident_id, None, None, limit, usize::MAX)
             .await
     }
-    /// A page of deliveries, newest first, optionally of one incident, starting after
-    /// `after`: at most `limit`, and no more once those read hold `max_bytes` (their
-    /// [`DeliveryRecord::wire_size`]; the one crossing the bound is included). Rows past the
-    /// bound are never read.
+    /// A page of deliveries, newest first, optionally of one incident and in one state,
+    /// starting after `after`: at most `limit`, and no more once those read hold `max_bytes`
+    /// (their [`DeliveryRecord::wire_size`]; the one crossing the bound is included). Rows
+    /// past the bound are never read.
     async fn deliveries_page(
         &self,
         incident_id: Option<&str>,
+        status: Option<firebreak_domain::DeliveryState>,
         after: Option<&DeliveryCursor>,
         limit: u32,
         max_bytes: usize,

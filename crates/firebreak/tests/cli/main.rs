@@ -1751,7 +1751,7 @@ fn escalation_test_dry_runs_who_would_be_paged_and_when() {
     let config = dir.path().join("config.yaml");
     std::fs::write(
         &config,
-        "escalation_policies:\n  - name: sre\n    repeat: 1\n    steps:\n      - channels: [log]\n      - { after_seconds: 120, targets: [{ channel: log }] }\n",
+        "escalation_policies:\n  - name: sre\n    repeat: 1\n    steps:\n      - channels: [log]\n      - { after_seconds: 120, targets: [{ channel: log }] }\nroutes:\n  - { match: { categories: [service-outage] }, policy: sre }\n",
     )
     .unwrap();
     let server = Server::start(&dir.path().join("data"), &repo("runbooks"), &config);
@@ -1802,4 +1802,36 @@ fn escalation_test_dry_runs_who_would_be_paged_and_when() {
     );
     assert_eq!(code, 4, "{err}");
     assert!(err.contains("nobody"), "{err}");
+
+    // A routed incident pages at once: its first step ran and paged the log channel, and
+    // `delivery list` shows both; nothing failed.
+    let id = raise(&server);
+    let listed = wait_for("the first step's page", || {
+        let list = server.json(&["delivery", "list", "--incident", &id]);
+        let kinds: Vec<String> = list
+            .as_array()?
+            .iter()
+            .filter(|d| d["status"] == "delivered")
+            .map(|d| d["kind"].as_str().unwrap_or_default().to_owned())
+            .collect();
+        (kinds.contains(&"escalation.step".to_owned())
+            && kinds.contains(&"escalation.page".to_owned()))
+        .then_some(list)
+    });
+    let page = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["kind"] == "escalation.page")
+        .unwrap();
+    assert_eq!(page["channel"], "log", "{listed:#}");
+    assert_eq!(page["attempts"], 1, "{listed:#}");
+    assert_eq!(
+        server.json(&["delivery", "list", "--failed"]),
+        serde_json::json!([])
+    );
+    // The second step waits its two minutes: pending, listed by state.
+    let pending = server.json(&["delivery", "list", "--status", "pending", "--incident", &id]);
+    assert_eq!(pending.as_array().unwrap().len(), 1, "{pending:#}");
+    assert_eq!(pending[0]["kind"], "escalation.step");
 }

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use firebreak_domain::{Clock, Micros};
+use firebreak_domain::{Clock, DeliveryState, Micros};
 use sqlx::postgres::{PgBindIterExt, PgPool, PgRow};
 use sqlx::{PgConnection, Row};
 
@@ -267,6 +267,7 @@ impl NotificationStore for PgNotificationStore {
     async fn deliveries_page(
         &self,
         incident_id: Option<&str>,
+        status: Option<DeliveryState>,
         after: Option<&DeliveryCursor>,
         limit: u32,
         max_bytes: usize,
@@ -274,12 +275,14 @@ impl NotificationStore for PgNotificationStore {
         let mut rows = sqlx::query(
             "SELECT * FROM deliveries WHERE ($1::text IS NULL OR incident_id = $1)
                 AND ($2::bigint IS NULL OR (created_at, id) < ($2, $3))
+                AND ($5::text IS NULL OR status = $5)
              ORDER BY created_at DESC, id DESC LIMIT $4",
         )
         .bind(incident_id)
         .bind(after.map(|a| a.created_at.unix_micros()))
         .bind(after.map(|a| a.id.as_str()))
         .bind(i64::from(limit))
+        .bind(status.map(DeliveryState::as_str))
         .fetch(&self.pool);
         let (mut out, mut bytes) = (Vec::new(), 0usize);
         // Rows stream in: past the byte bound the rest are never read.

@@ -1,7 +1,7 @@
 //! Notification's tables in SQLite: deliveries, and the directory (users, teams, API tokens).
 
 use async_trait::async_trait;
-use firebreak_domain::Micros;
+use firebreak_domain::{DeliveryState, Micros};
 use rusqlite::Row;
 
 use super::conn::{self, Db};
@@ -294,11 +294,13 @@ impl NotificationStore for SqliteNotificationStore {
     async fn deliveries_page(
         &self,
         incident_id: Option<&str>,
+        status: Option<DeliveryState>,
         after: Option<&DeliveryCursor>,
         limit: u32,
         max_bytes: usize,
     ) -> Result<Vec<DeliveryRecord>> {
         let incident_id = incident_id.map(str::to_owned);
+        let status = status.map(DeliveryState::as_str);
         let (after_at, after_id) = after
             .map(|a| (a.created_at.unix_micros(), a.id.clone()))
             .unzip();
@@ -307,9 +309,11 @@ impl NotificationStore for SqliteNotificationStore {
                 let mut stmt = c.prepare_cached(
                     "SELECT * FROM deliveries WHERE (?1 IS NULL OR incident_id = ?1)
                         AND (?2 IS NULL OR (created_at, id) < (?2, ?3))
+                        AND (?5 IS NULL OR status = ?5)
                      ORDER BY created_at DESC, id DESC LIMIT ?4",
                 )?;
-                let mut rows = stmt.query((incident_id, after_at, after_id, i64::from(limit)))?;
+                let mut rows =
+                    stmt.query((incident_id, after_at, after_id, i64::from(limit), status))?;
                 let (mut out, mut bytes) = (Vec::new(), 0usize);
                 // Rows are stepped one by one: past the byte bound the rest are never read.
                 while bytes < max_bytes

@@ -230,7 +230,7 @@ async fn delivery_pages_follow_a_cursor_and_a_byte_bound(f: &Fixture<dyn Notific
     let (mut seen, mut after) = (Vec::new(), None::<DeliveryCursor>);
     loop {
         let page = store
-            .deliveries_page(Some("inc-1"), after.as_ref(), 100, 250_000)
+            .deliveries_page(Some("inc-1"), None, after.as_ref(), 100, 250_000)
             .await
             .unwrap();
         let Some(last) = page.last() else { break };
@@ -242,18 +242,45 @@ async fn delivery_pages_follow_a_cursor_and_a_byte_bound(f: &Fixture<dyn Notific
         seen.extend(page.iter().map(|d| d.id.clone()));
     }
     assert_eq!(seen, ["d6", "d5", "d4", "d3", "d2", "d1", "d0"]);
-    let one = store.deliveries_page(None, None, 100, 1).await.unwrap();
+    let one = store
+        .deliveries_page(None, None, None, 100, 1)
+        .await
+        .unwrap();
     assert_eq!(one.len(), 1);
     let after = DeliveryCursor {
         created_at: micros(12),
         id: "d5".into(),
     };
     let page = store
-        .deliveries_page(None, Some(&after), 2, usize::MAX)
+        .deliveries_page(None, None, Some(&after), 2, usize::MAX)
         .await
         .unwrap();
     assert_eq!(
         page.iter().map(|d| d.id.as_str()).collect::<Vec<_>>(),
         ["d4", "d3"]
+    );
+    // One state only: d2 failed, the others are pending.
+    let mut failed = list[2].clone();
+    failed.status = firebreak_domain::DeliveryState::Failed;
+    failed.attempts = 8;
+    store.update_delivery(&failed, None).await.unwrap();
+    let only = |s| async move {
+        store
+            .deliveries_page(None, Some(s), None, 100, usize::MAX)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|d| d.id)
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(only(firebreak_domain::DeliveryState::Failed).await, ["d2"]);
+    assert_eq!(
+        only(firebreak_domain::DeliveryState::Pending).await.len(),
+        6
+    );
+    assert!(
+        only(firebreak_domain::DeliveryState::Delivered)
+            .await
+            .is_empty()
     );
 }
