@@ -11,6 +11,7 @@ mod ids;
 mod incident;
 mod review;
 mod rules;
+pub mod schedule;
 mod service_error;
 mod signal;
 mod states;
