@@ -15,6 +15,8 @@ mod spec;
 mod validate;
 
 #[cfg(test)]
+mod properties;
+#[cfg(test)]
 mod tests;
 
 pub use error::{Problem, ScheduleError, ScheduleErrors};

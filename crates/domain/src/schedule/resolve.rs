@@ -225,6 +225,12 @@ impl Rotation {
 }
 
 impl Window {
+    /// How many days before the local date of an instant this window, containing it, may
+    /// have started: its length in days, one more for a `24:00` end, one for clock changes.
+    fn lookback_days(&self) -> i64 {
+        self.end_days + 2
+    }
+
     /// The window that starts on `date`, as instants; `None` when it does not start that
     /// day, or when a clock change leaves it empty.
     fn on(&self, zone: &TimeZone, date: Date) -> Option<(Timestamp, Timestamp)> {
@@ -236,10 +242,6 @@ impl Window {
         (start < end).then_some((start, end))
     }
 }
-
-/// How many days before the local date of an instant a window containing it may have
-/// started (a weekly window lasts at most 7 days; one more for clock changes).
-const WINDOW_LOOKBACK_DAYS: i64 = 8;
 
 impl Layer {
     /// The layer's member on call at `t`, if any.
@@ -257,12 +259,11 @@ impl Layer {
 
     fn in_window(&self, t: Timestamp) -> bool {
         let today = self.zone.to_datetime(t).date();
-        (-WINDOW_LOOKBACK_DAYS..=1).any(|d| {
-            add_days(today, d).is_some_and(|date| {
-                self.windows
-                    .iter()
-                    .filter_map(|w| w.on(&self.zone, date))
-                    .any(|(start, end)| start <= t && t < end)
+        self.windows.iter().any(|w| {
+            (-w.lookback_days()..=1).any(|d| {
+                add_days(today, d)
+                    .and_then(|date| w.on(&self.zone, date))
+                    .is_some_and(|(start, end)| start <= t && t < end)
             })
         })
     }
@@ -285,24 +286,26 @@ impl Layer {
         if self.windows.is_empty() {
             return;
         }
+        // Every window that may hold an instant of the range: from the lookback before the
+        // range's first local date (one more day, as a fold can put a later instant on an
+        // earlier date) to a day past its last.
         let first = self.zone.to_datetime(from).date();
         let last = self.zone.to_datetime(to).date();
-        let (Some(mut date), Some(last)) = (
-            add_days(first, -WINDOW_LOOKBACK_DAYS - 1),
-            add_days(last, 2),
-        ) else {
-            return;
-        };
-        while date <= last {
-            for w in &self.windows {
+        for w in &self.windows {
+            let (Some(mut date), Some(last)) =
+                (add_days(first, -w.lookback_days() - 1), add_days(last, 2))
+            else {
+                continue;
+            };
+            while date <= last {
                 if let Some((start, end)) = w.on(&self.zone, date) {
                     out.push(start);
                     out.push(end);
                 }
-            }
-            match date.tomorrow() {
-                Ok(next) => date = next,
-                Err(_) => break,
+                match date.tomorrow() {
+                    Ok(next) => date = next,
+                    Err(_) => break,
+                }
             }
         }
     }
