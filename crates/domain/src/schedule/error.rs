@@ -38,7 +38,7 @@ impl ServiceError for ScheduleError {
 pub struct ScheduleErrors(pub Vec<ScheduleError>);
 
 impl ScheduleErrors {
-    /// The errors, in the order of the fields.
+    /// The errors, schedule fields first, then layer by layer, then the overrides.
     pub fn errors(&self) -> &[ScheduleError] {
         &self.0
     }

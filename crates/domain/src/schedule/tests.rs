@@ -795,3 +795,72 @@ fn a_schedule_reads_back_what_it_writes() {
         assert_eq!(serde_json::from_str::<ScheduleSpec>(&json).unwrap(), spec);
     }
 }
+
+/// The guide's schedules, each in a ```yaml block holding `layers:`, are valid.
+fn guide() -> &'static str {
+    include_str!("../../../../docs/schedules.md")
+}
+
+fn guide_schedules() -> Vec<Schedule> {
+    guide()
+        .split("```yaml\n")
+        .skip(1)
+        .filter_map(|block| block.split("```").next())
+        .filter(|yaml| yaml.contains("layers:"))
+        .map(schedule)
+        .collect()
+}
+
+#[test]
+fn the_guides_examples_are_valid() {
+    assert_eq!(guide_schedules().len(), 6);
+}
+
+#[test]
+fn the_guides_worked_example_says_what_the_guide_says() {
+    let s = &guide_schedules()[0];
+    assert_eq!(s.name(), "payments-primary");
+    assert_table(
+        s,
+        &[
+            ("2026-11-02T10:00", &["alice"]),
+            ("2026-11-02T18:00", &["dave"]),
+            ("2026-11-03T18:00", &["erin"]),
+            ("2026-11-16T10:00", &[]),
+            ("2026-12-24T10:00", &["dave"]),
+            ("2026-12-24T20:00", &["dave"]),
+            ("2026-12-31T18:00", &["erin"]), // day 59 is erin's anyway
+            ("2026-12-31T19:00", &["erin"]),
+        ],
+    );
+    // The week of 2026-11-16 has an empty slot: office hours are gaps.
+    let holes = gaps(s, berlin("2026-11-16T00:00"), berlin("2026-11-21T00:00")).unwrap();
+    let office: Vec<(Timestamp, Timestamp)> = ["16", "17", "18", "19", "20"]
+        .iter()
+        .map(|d| {
+            (
+                berlin(&format!("2026-11-{d}T09:00")),
+                berlin(&format!("2026-11-{d}T18:00")),
+            )
+        })
+        .collect();
+    assert_eq!(
+        holes.iter().map(|i| (i.start, i.end)).collect::<Vec<_>>(),
+        office
+    );
+    // erin is added to whoever the layers say: on 2027-01-01, a Friday of week 8, alice.
+    assert_eq!(on_call(s, berlin("2027-01-01T10:00")), ["alice", "erin"]);
+    assert_eq!(on_call(s, berlin("2027-01-01T12:00")), ["alice"]);
+
+    let sun = &guide_schedules()[4];
+    assert_eq!(sun.name(), "platform-follow-the-sun");
+    let utc = |at: &str| local("UTC", at);
+    for (at, who) in [
+        ("2026-11-03T15:00", "emma"), // Berlin and New York overlap: New York wins
+        ("2026-11-03T10:00", "clara"),
+        ("2026-11-03T23:00", "ava"), // 10:00 on Wednesday in Sydney
+        ("2026-11-07T12:00", "oscar"),
+    ] {
+        assert_eq!(on_call(sun, utc(at)), [who], "at {at}Z");
+    }
+}
