@@ -141,6 +141,15 @@ pub enum Problem {
     /// Versions of a layer that are not listed together, in order.
     #[error("{0}")]
     LayerVersions(String),
+    /// A range in which a schedule changes too often to list.
+    #[error(
+        "the schedule changes more than {max} times from {from} to {to}; ask for a shorter range"
+    )]
+    TooManyShifts {
+        from: String,
+        to: String,
+        max: usize,
+    },
     /// A range asked of a schedule that is too long.
     #[error("the range from {from} to {to} is longer than {max_days} days")]
     RangeTooLong {

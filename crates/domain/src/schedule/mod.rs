@@ -20,7 +20,9 @@ mod properties;
 mod tests;
 
 pub use error::{Problem, ScheduleError, ScheduleErrors};
-pub use resolve::{Interval, MAX_RANGE_DAYS, Schedule, Shift, gaps, on_call, shifts, shifts_of};
+pub use resolve::{
+    Interval, MAX_RANGE_DAYS, MAX_SHIFTS, Schedule, Shift, gaps, on_call, shifts, shifts_of,
+};
 pub use spec::{
     ClockTime, Combine, LayerSpec, MAX_SCHEDULE_BYTES, OverrideSpec, RestrictionSpec, RotationSpec,
     ScheduleSpec, TurnLength, TurnUnit, Weekday, WindowEdge,

@@ -20,6 +20,10 @@ use super::spec::{ClockTime, Combine, ScheduleSpec};
 /// The longest range, in days of 24 hours, [`shifts`] and friends cover in one call.
 pub const MAX_RANGE_DAYS: i64 = 400;
 
+/// The most shifts [`shifts`] returns for one range; a schedule that changes more often
+/// is asked for a shorter range.
+pub const MAX_SHIFTS: usize = 100_000;
+
 /// A schedule that passed [`ScheduleSpec::validate`]: its zones found, its local times
 /// resolved, its users known. Only this type can be resolved.
 #[derive(Debug, Clone)]
@@ -54,35 +58,43 @@ impl Schedule {
     /// Who is on call at `t`, counting only `overrides` (a subset of the schedule's, for
     /// ranges that meet only some of them).
     fn resolve_at(&self, t: Timestamp, overrides: &[Override]) -> Vec<String> {
-        let base: BTreeSet<&str> = match self.spec.combine {
-            Combine::Exclusive => self
-                .layers
-                .iter()
-                .rev()
-                .find_map(|l| l.member_at(t))
-                .into_iter()
-                .collect(),
-            Combine::Additive => self.layers.iter().filter_map(|l| l.member_at(t)).collect(),
-        };
+        let members: Vec<Option<&str>> = self.layers.iter().map(|l| l.member_at(t)).collect();
         let active: Vec<&Override> = overrides.iter().filter(|o| o.covers(t)).collect();
-        // Replacements apply at once to the layers' people (validation keeps a user from
-        // being replaced twice at a time), so chains do not follow: with alice→dave and
-        // dave→erin both active, alice's place goes to dave.
-        let mut users: BTreeSet<&str> = BTreeSet::new();
-        for user in base {
-            let replaced = active.iter().find_map(|o| match &o.action {
-                Action::Replace { user: r, with } if r == user => Some(with.as_str()),
-                _ => None,
-            });
-            users.insert(replaced.unwrap_or(user));
-        }
-        for o in &active {
-            if let Action::Add(user) = &o.action {
-                users.insert(user);
-            }
-        }
-        users.into_iter().map(str::to_owned).collect()
+        decide(self.spec.combine, &members, &active)
+            .into_iter()
+            .map(str::to_owned)
+            .collect()
     }
+}
+
+/// Who is on call, given each layer's member (lowest layer first) and the overrides in
+/// force: the one step [`on_call`] and [`shifts`] share after the layers.
+fn decide<'a>(
+    combine: Combine,
+    members: &[Option<&'a str>],
+    active: &[&'a Override],
+) -> Vec<&'a str> {
+    let base: BTreeSet<&str> = match combine {
+        Combine::Exclusive => members.iter().rev().find_map(|m| *m).into_iter().collect(),
+        Combine::Additive => members.iter().flatten().copied().collect(),
+    };
+    // Replacements apply at once to the layers' people (validation keeps a user from being
+    // replaced twice at a time), so chains do not follow: with alice→dave and dave→erin both
+    // active, alice's place goes to dave.
+    let mut users: BTreeSet<&str> = BTreeSet::new();
+    for user in base {
+        let replaced = active.iter().find_map(|o| match &o.action {
+            Action::Replace { user: r, with } if r == user => Some(with.as_str()),
+            _ => None,
+        });
+        users.insert(replaced.unwrap_or(user));
+    }
+    for o in active {
+        if let Action::Add(user) = &o.action {
+            users.insert(user);
+        }
+    }
+    users.into_iter().collect()
 }
 
 impl Serialize for Schedule {
@@ -246,10 +258,16 @@ impl Window {
 impl Layer {
     /// The layer's member on call at `t`, if any.
     pub(super) fn member_at(&self, t: Timestamp) -> Option<&str> {
+        self.member_given(t, || self.in_window(t))
+    }
+
+    /// The layer's member on call at `t`, with `in_window` saying whether `t` is in one of
+    /// its windows (asked only when the layer has windows).
+    fn member_given(&self, t: Timestamp, in_window: impl FnOnce() -> bool) -> Option<&str> {
         if t < self.from || self.until.is_some_and(|u| t >= u) {
             return None;
         }
-        if !self.windows.is_empty() && !self.in_window(t) {
+        if !self.windows.is_empty() && !in_window() {
             return None;
         }
         let k = self.rotation.turn_at(&self.zone, t)?;
@@ -268,47 +286,70 @@ impl Layer {
         })
     }
 
-    /// Every instant in (`from`, `to`) where this layer's answer may change.
-    fn changes(&self, from: Timestamp, to: Timestamp, out: &mut Vec<Timestamp>) {
-        out.push(self.from);
-        out.extend(self.until);
-        if self.until.is_some_and(|u| u <= from) || self.from >= to {
-            return;
-        }
-        let mut k = self.rotation.turn_at(&self.zone, from).unwrap_or(0);
-        while let Some(h) = self.rotation.hand_off(&self.zone, k) {
-            if h >= to {
-                break;
-            }
-            out.push(h);
-            k += 1;
-        }
-        if self.windows.is_empty() {
-            return;
-        }
-        // Every window that may hold an instant of the range: from the lookback before the
-        // range's first local date (one more day, as a fold can put a later instant on an
-        // earlier date) to a day past its last.
-        let first = self.zone.to_datetime(from).date();
-        let last = self.zone.to_datetime(to).date();
-        for w in &self.windows {
-            let (Some(mut date), Some(last)) =
-                (add_days(first, -w.lookback_days() - 1), add_days(last, 2))
-            else {
-                continue;
-            };
-            while date <= last {
-                if let Some((start, end)) = w.on(&self.zone, date) {
-                    out.push(start);
-                    out.push(end);
+    /// The layer over [`from`, `to`): its member at `from` and at every later instant where
+    /// it may change (hand-offs, window edges, where it starts and ends), in order.
+    ///
+    /// Each answer is [`Layer::member_given`], as for [`on_call`]; only the window test is
+    /// read from the windows of the range, made once, instead of made again per instant.
+    fn timeline(&self, from: Timestamp, to: Timestamp) -> Vec<(Timestamp, Option<&str>)> {
+        let mut points = vec![from, self.from];
+        points.extend(self.until);
+        let mut windows: Vec<(Timestamp, Timestamp)> = Vec::new();
+        let counts = self.from < to && self.until.is_none_or(|u| u > from);
+        if counts {
+            let mut k = self.rotation.turn_at(&self.zone, from).unwrap_or(0);
+            while let Some(h) = self.rotation.hand_off(&self.zone, k) {
+                if h >= to {
+                    break;
                 }
-                match date.tomorrow() {
-                    Ok(next) => date = next,
-                    Err(_) => break,
+                points.push(h);
+                k += 1;
+            }
+            // Every window that may hold an instant of the range: from the look-back before
+            // the range's first local date (one day more, as a fold can put a later instant
+            // on an earlier date) to a day past its last.
+            let first = self.zone.to_datetime(from).date();
+            let last = add_days(self.zone.to_datetime(to).date(), 2).unwrap_or(Date::MAX);
+            for w in &self.windows {
+                let mut date = add_days(first, -w.lookback_days() - 1).unwrap_or(Date::MIN);
+                while date <= last {
+                    windows.extend(w.on(&self.zone, date));
+                    match date.tomorrow() {
+                        Ok(next) => date = next,
+                        Err(_) => break,
+                    }
                 }
             }
+        }
+        points.extend(windows.iter().flat_map(|&(start, end)| [start, end]));
+        points.retain(|&p| from <= p && p < to);
+        points.sort_unstable();
+        points.dedup();
+        let windows = union(windows);
+        points
+            .into_iter()
+            .map(|p| (p, self.member_given(p, || in_union(&windows, p))))
+            .collect()
+    }
+}
+
+/// Intervals merged into disjoint ones, in order.
+fn union(mut intervals: Vec<(Timestamp, Timestamp)>) -> Vec<(Timestamp, Timestamp)> {
+    intervals.sort_unstable();
+    let mut out: Vec<(Timestamp, Timestamp)> = Vec::with_capacity(intervals.len());
+    for (start, end) in intervals {
+        match out.last_mut() {
+            Some(last) if start <= last.1 => last.1 = last.1.max(end),
+            _ => out.push((start, end)),
         }
     }
+    out
+}
+
+/// Whether `t` is in one of the disjoint, ordered `intervals`.
+fn in_union(intervals: &[(Timestamp, Timestamp)], t: Timestamp) -> bool {
+    let i = intervals.partition_point(|&(start, _)| start <= t);
+    i > 0 && t < intervals[i - 1].1
 }
 
 /// Who is on call for `schedule` at `at`: user names, sorted, each once.
@@ -342,38 +383,103 @@ pub struct Interval {
 /// order, covering the range exactly (stretches with nobody included). Each stretch's people
 /// are [`on_call`]'s answer at every instant in it.
 ///
-/// The range must not be empty nor longer than [`MAX_RANGE_DAYS`].
+/// No sampling: every instant where the answer may change (hand-offs, window edges, where
+/// layers start and end, override edges) is a candidate, and at each the people are decided
+/// by `on_call`'s own steps (each layer's rule for its member, then combining and the
+/// overrides). Only the window test differs in form: each layer's windows over the range are
+/// made once and looked up, rather than made again per instant.
+///
+/// The range must not be empty nor longer than [`MAX_RANGE_DAYS`], and the answer holds at
+/// most [`MAX_SHIFTS`] stretches; else the error names `to`.
 pub fn shifts(
     schedule: &Schedule,
     from: Timestamp,
     to: Timestamp,
 ) -> Result<Vec<Shift>, ScheduleError> {
     check_range(from, to)?;
-    let overrides: Vec<Override> = schedule
+    let overrides: Vec<&Override> = schedule
         .overrides
         .iter()
         .filter(|o| o.from < to && o.to > from)
-        .cloned()
         .collect();
-    let mut cuts = vec![from];
-    for layer in &schedule.layers {
-        layer.changes(from, to, &mut cuts);
-    }
-    for o in &overrides {
-        cuts.push(o.from);
-        cuts.push(o.to);
-    }
-    cuts.retain(|&c| from <= c && c < to);
+    let timelines: Vec<Vec<(Timestamp, Option<&str>)>> = schedule
+        .layers
+        .iter()
+        .map(|l| l.timeline(from, to))
+        .collect();
+    let mut override_edges: Vec<Timestamp> = overrides
+        .iter()
+        .flat_map(|o| [o.from, o.to])
+        .filter(|&e| from <= e && e < to)
+        .collect();
+    override_edges.sort_unstable();
+    override_edges.dedup();
+    let mut cuts: Vec<Timestamp> = timelines
+        .iter()
+        .flat_map(|t| t.iter().map(|&(at, _)| at))
+        .chain(override_edges.iter().copied())
+        .chain([from])
+        .collect();
     cuts.sort_unstable();
     cuts.dedup();
 
+    // One sweep: each layer's answer changes only at its own points, the overrides in force
+    // only at their edges.
+    let mut next = vec![0usize; timelines.len()];
+    let mut members: Vec<Option<&str>> = vec![None; timelines.len()];
+    let mut next_edge = 0;
+    let mut active: Vec<&Override> = Vec::new();
     let mut out: Vec<Shift> = Vec::new();
     for (i, &start) in cuts.iter().enumerate() {
+        for (layer, timeline) in timelines.iter().enumerate() {
+            while let Some(&(at, member)) = timeline.get(next[layer])
+                && at <= start
+            {
+                members[layer] = member;
+                next[layer] += 1;
+            }
+        }
+        let mut edge = i == 0;
+        while override_edges.get(next_edge).is_some_and(|&e| e <= start) {
+            next_edge += 1;
+            edge = true;
+        }
+        if edge {
+            active = overrides
+                .iter()
+                .copied()
+                .filter(|o| o.covers(start))
+                .collect();
+        }
         let end = cuts.get(i + 1).copied().unwrap_or(to);
-        let users = schedule.resolve_at(start, &overrides);
+        let users = decide(schedule.spec.combine, &members, &active);
         match out.last_mut() {
-            Some(last) if last.users == users => last.end = end,
-            _ => out.push(Shift { start, end, users }),
+            Some(last)
+                if last
+                    .users
+                    .iter()
+                    .map(String::as_str)
+                    .eq(users.iter().copied()) =>
+            {
+                last.end = end;
+            }
+            _ => {
+                if out.len() == MAX_SHIFTS {
+                    return Err(ScheduleError::new(
+                        "to",
+                        Problem::TooManyShifts {
+                            from: from.to_string(),
+                            to: to.to_string(),
+                            max: MAX_SHIFTS,
+                        },
+                    ));
+                }
+                out.push(Shift {
+                    start,
+                    end,
+                    users: users.into_iter().map(str::to_owned).collect(),
+                });
+            }
         }
     }
     Ok(out)

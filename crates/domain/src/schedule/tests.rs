@@ -864,3 +864,58 @@ fn the_guides_worked_example_says_what_the_guide_says() {
         assert_eq!(on_call(sun, utc(at)), [who], "at {at}Z");
     }
 }
+
+#[test]
+fn the_ends_of_time_answer_without_panicking() {
+    let s = schedule(&TWO_LAYERS.replace("COMBINE", "additive"));
+    assert!(on_call(&s, Timestamp::MIN).is_empty());
+    assert_eq!(on_call(&s, Timestamp::MAX).len(), 1);
+    let week = jiff::SignedDuration::from_hours(7 * 24);
+    for (from, to) in [
+        (Timestamp::MIN, Timestamp::MIN + week),
+        (Timestamp::MAX - week, Timestamp::MAX),
+    ] {
+        let all = shifts(&s, from, to).unwrap();
+        assert_eq!((all[0].start, all[all.len() - 1].end), (from, to));
+        for shift in &all {
+            assert_eq!(on_call(&s, shift.start), shift.users);
+        }
+    }
+}
+
+#[test]
+fn a_range_with_too_many_changes_is_refused() {
+    // Twenty hourly layers of their own people handing off at different minutes, added up:
+    // 20 changes an hour, 192,000 in 400 days.
+    let layers: String = (0..20)
+        .map(|l| {
+            format!(
+                "  - name: l{l}\n    members: [a{l}, b{l}]\n    rotation: {{ every: 1h, hand_off: \"00:{:02}\", start: \"2026-01-01\" }}\n",
+                l * 3
+            )
+        })
+        .collect();
+    let s = schedule(&format!(
+        "name: busy\ntime_zone: UTC\ncombine: additive\nlayers:\n{layers}"
+    ));
+    let from = local("UTC", "2026-01-01T00:00");
+    let to = from + jiff::SignedDuration::from_hours(24 * MAX_RANGE_DAYS);
+    match shifts(&s, from, to) {
+        Err(e) => {
+            assert_eq!(e.field, "to");
+            assert!(
+                matches!(
+                    e.problem,
+                    Problem::TooManyShifts {
+                        max: MAX_SHIFTS,
+                        ..
+                    }
+                ),
+                "{e}"
+            );
+        }
+        Ok(all) => panic!("{} shifts", all.len()),
+    }
+    let month = from + jiff::SignedDuration::from_hours(24 * 30);
+    assert_eq!(shifts(&s, from, month).map(|a| a.len()), Ok(30 * 24 * 20));
+}

@@ -20,10 +20,14 @@ pub const MAX_MEMBERS: usize = 500;
 pub const MAX_RESTRICTIONS: usize = 32;
 /// The most overrides a schedule holds.
 pub const MAX_OVERRIDES: usize = 1_000;
-/// The longest turns: 366 days, in each unit.
+/// The longest turn in hours: 366 days.
 pub const MAX_TURN_HOURS: u32 = 366 * 24;
+/// The longest turn in days.
 pub const MAX_TURN_DAYS: u32 = 366;
+/// The longest turn in weeks.
 pub const MAX_TURN_WEEKS: u32 = 52;
+/// The most bytes of a refused time zone name an error repeats.
+const MAX_ECHO: usize = 64;
 
 /// The time zone database every schedule resolves through: the copy built into the binary
 /// (jiff's `tzdb-bundle-always`), never the host's, so every replica, container or laptop
@@ -125,7 +129,7 @@ impl Checker<'_> {
     fn zone(&mut self, field: &str, name: &str) -> Option<TimeZone> {
         let zone = time_zone(name);
         if zone.is_none() {
-            self.push(field, Problem::UnknownTimeZone(name.to_owned()));
+            self.push(field, Problem::UnknownTimeZone(crate::clip(name, MAX_ECHO)));
         }
         zone
     }
