@@ -12,6 +12,7 @@ mod incident;
 pub mod people;
 mod review;
 mod rules;
+pub mod schedule;
 mod service_error;
 mod signal;
 mod states;
