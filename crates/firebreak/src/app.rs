@@ -451,6 +451,16 @@ fn build_orchestration(
     .map_err(|e| anyhow::anyhow!("cannot start orchestration: {e}"))
 }
 
+/// Refuses schedules naming someone the directory does not have.
+async fn check_schedules(config: &Config, directory: &Directory) -> anyhow::Result<()> {
+    let schedules = firebreak_notification::schedules::Schedules::new(&config.schedules)
+        .map_err(|e| anyhow::anyhow!("invalid {e}"))?;
+    directory
+        .check_schedule_members(&schedules.members())
+        .await
+        .context("invalid schedules")
+}
+
 fn build_notification(
     config: &Config,
     store: Arc<dyn NotificationStore>,
@@ -462,6 +472,12 @@ fn build_notification(
     Ok(
         Notification::new(store, bus, channels, config.escalation_policies.clone())
             .and_then(|n| n.with_routes(config.routes.clone()))
+            .and_then(|n| {
+                n.with_schedules(
+                    firebreak_notification::schedules::Schedules::new(&config.schedules)
+                        .map_err(firebreak_notification::ConfigError::Policies)?,
+                )
+            })
             .map_err(|e| anyhow::anyhow!("invalid channels: {e}"))?
             .with_clock(clock),
     )
@@ -535,6 +551,7 @@ impl App {
             .declare(&config.users, &config.teams)
             .await
             .context("declaring the configuration's users and teams")?;
+        check_schedules(&config, &directory).await?;
         let service_token = match &config.auth.service_token {
             Some(t) => t.0.clone(),
             None => auth::generate_token()?,
@@ -1101,6 +1118,7 @@ async fn connect(
                 .declare(&config.users, &config.teams)
                 .await
                 .context("declaring the configuration's users and teams")?;
+            check_schedules(config, &directory).await?;
             services.directory = Some(directory.clone());
             services.notification = Some(
                 build_notification(config, store, nats.clone(), clock)?.with_directory(directory),

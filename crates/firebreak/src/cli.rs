@@ -135,6 +135,14 @@ pub enum Command {
     /// Notification deliveries and pages.
     #[command(subcommand)]
     Delivery(crate::cli_access::DeliveryCmd),
+    /// On-call schedules: the final schedule, and its gaps.
+    #[command(subcommand)]
+    Schedule(crate::cli_access::ScheduleCmd),
+    /// Who is on call now, in every schedule or one.
+    Oncall {
+        #[arg(long)]
+        schedule: Option<String>,
+    },
     /// Who the server takes this client for: the actor it records, and its roles.
     Whoami,
     /// Check a token with --server and keep it for that server (mode 0600, in
@@ -551,6 +559,8 @@ impl Cli {
             | Command::Audit(_)
             | Command::Escalation(_)
             | Command::Delivery(_)
+            | Command::Schedule(_)
+            | Command::Oncall { .. }
             | Command::Whoami) => {
                 let cmd = match cmd {
                     Command::Token(c) => AccessCmd::Token(c),
@@ -559,6 +569,8 @@ impl Cli {
                     Command::Audit(c) => AccessCmd::Audit(c),
                     Command::Escalation(c) => AccessCmd::Escalation(c),
                     Command::Delivery(c) => AccessCmd::Delivery(c),
+                    Command::Schedule(c) => AccessCmd::Schedule(c),
+                    Command::Oncall { schedule } => AccessCmd::OnCall { schedule },
                     _ => AccessCmd::WhoAmI,
                 };
                 let channel = targets.connect(Service::Notification).await?;
@@ -1188,6 +1200,8 @@ async fn client(cmd: Command, targets: &Targets, out: &Out) -> anyhow::Result<()
         | Command::Audit(_)
         | Command::Escalation(_)
         | Command::Delivery(_)
+        | Command::Schedule(_)
+        | Command::Oncall { .. }
         | Command::Whoami
         | Command::Login { .. }
         | Command::Runbook(

@@ -287,6 +287,8 @@ pub(crate) async fn run(
         AccessCmd::Audit(a) => return audit(a, channel, json_out, &status).await,
         AccessCmd::Escalation(e) => return escalation(e, channel, json_out, &status).await,
         AccessCmd::Delivery(d) => return delivery(d, channel, json_out, &status).await,
+        AccessCmd::Schedule(s) => return schedule(s, channel, json_out, &status).await,
+        AccessCmd::OnCall { schedule: s } => return oncall(s, channel, json_out, &status).await,
         cmd => cmd,
     };
     let mut access = AccessServiceClient::new(channel);
@@ -376,7 +378,11 @@ pub(crate) async fn run(
         }
         AccessCmd::User(cmd) => user(cmd, &mut access, json_out, &status).await?,
         AccessCmd::Team(cmd) => team(cmd, &mut access, json_out, &status).await?,
-        AccessCmd::Audit(_) | AccessCmd::Escalation(_) | AccessCmd::Delivery(_) => {
+        AccessCmd::Audit(_)
+        | AccessCmd::Escalation(_)
+        | AccessCmd::Delivery(_)
+        | AccessCmd::Schedule(_)
+        | AccessCmd::OnCall { .. } => {
             unreachable!("answered above")
         }
     }
@@ -661,6 +667,165 @@ pub enum AccessCmd {
     Audit(AuditCmd),
     Escalation(EscalationCmd),
     Delivery(DeliveryCmd),
+    Schedule(ScheduleCmd),
+    OnCall { schedule: Option<String> },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ScheduleCmd {
+    /// The final schedule: shifts with who, from and to (nobody included), in the
+    /// schedule's time zone or --tz.
+    Show {
+        name: String,
+        /// From (RFC 3339, or a time ago such as `1d`); now by default.
+        #[arg(long, value_parser = parse_since)]
+        from: Option<time::OffsetDateTime>,
+        /// Until, RFC 3339; a week after --from by default (at most 400 days).
+        #[arg(long, value_parser = parse_since)]
+        to: Option<time::OffsetDateTime>,
+        /// Show times in this IANA time zone.
+        #[arg(long)]
+        tz: Option<String>,
+    },
+    /// Where nobody is on call over the next --days days.
+    Gaps {
+        name: String,
+        #[arg(long, default_value_t = 28, value_parser = clap::value_parser!(u32).range(1..=400))]
+        days: u32,
+        #[arg(long)]
+        tz: Option<String>,
+    },
+}
+
+fn proto_time(t: time::OffsetDateTime) -> firebreak_proto::Timestamp {
+    firebreak_proto::Timestamp {
+        seconds: t.unix_timestamp(),
+        nanos: t.nanosecond() as i32,
+    }
+}
+
+/// `t` as local time in `zone`, RFC 3339 with its offset.
+fn in_zone(t: Option<&firebreak_proto::Timestamp>, zone: &jiff::tz::TimeZone) -> String {
+    t.and_then(|t| jiff::Timestamp::new(t.seconds, t.nanos).ok())
+        .map(|t| {
+            t.to_zoned(zone.clone())
+                .strftime("%Y-%m-%d %H:%M %:z")
+                .to_string()
+        })
+        .unwrap_or_default()
+}
+
+async fn schedule(
+    cmd: ScheduleCmd,
+    channel: AuthedChannel,
+    json_out: bool,
+    status: &impl Fn(tonic::Status) -> anyhow::Error,
+) -> anyhow::Result<()> {
+    let mut client = v1::notification_service_client::NotificationServiceClient::new(channel);
+    let (name, from, to, tz, gaps_only) = match cmd {
+        ScheduleCmd::Show { name, from, to, tz } => (name, from, to, tz, false),
+        ScheduleCmd::Gaps { name, days, tz } => {
+            let now = time::OffsetDateTime::now_utc();
+            (
+                name,
+                Some(now),
+                Some(now + time::Duration::days(i64::from(days))),
+                tz,
+                true,
+            )
+        }
+    };
+    let r = client
+        .list_shifts(v1::ListShiftsRequest {
+            schedule: name,
+            from: from.map(proto_time),
+            to: to.map(proto_time),
+            user: String::new(),
+        })
+        .await
+        .map_err(status)?
+        .into_inner();
+    let zone_name = tz.unwrap_or_else(|| r.time_zone.clone());
+    let zone = firebreak_domain::schedule::time_zone(&zone_name)
+        .ok_or_else(|| anyhow::anyhow!("--tz: {zone_name:?} is not an IANA time zone"))?;
+    let shifts: Vec<&v1::Shift> = r
+        .shifts
+        .iter()
+        .filter(|s| !gaps_only || s.users.is_empty())
+        .collect();
+    if json_out {
+        print_json(json!(
+            shifts
+                .iter()
+                .map(|s| json!({
+                    "start": crate::output::rfc3339(s.start.as_ref()),
+                    "end": crate::output::rfc3339(s.end.as_ref()),
+                    "users": s.users,
+                }))
+                .collect::<Vec<_>>()
+        ));
+    } else if gaps_only && shifts.is_empty() {
+        say_raw("no gaps: someone is on call throughout");
+    } else {
+        crate::output::table(
+            &["from", "to", "on call"],
+            shifts
+                .iter()
+                .map(|s| {
+                    let who = if s.users.is_empty() {
+                        "nobody".to_owned()
+                    } else {
+                        s.users.join(", ")
+                    };
+                    vec![
+                        in_zone(s.start.as_ref(), &zone),
+                        in_zone(s.end.as_ref(), &zone),
+                        who,
+                    ]
+                })
+                .collect(),
+        );
+    }
+    Ok(())
+}
+
+async fn oncall(
+    schedule: Option<String>,
+    channel: AuthedChannel,
+    json_out: bool,
+    status: &impl Fn(tonic::Status) -> anyhow::Error,
+) -> anyhow::Result<()> {
+    let r = v1::notification_service_client::NotificationServiceClient::new(channel)
+        .who_is_on_call(v1::WhoIsOnCallRequest {
+            schedule: schedule.unwrap_or_default(),
+            at: None,
+        })
+        .await
+        .map_err(status)?
+        .into_inner();
+    if json_out {
+        print_json(json!(r
+            .schedules
+            .iter()
+            .map(|s| json!({ "schedule": s.schedule, "users": s.users, "time_zone": s.time_zone }))
+            .collect::<Vec<_>>()));
+    } else {
+        crate::output::table(
+            &["schedule", "on call"],
+            r.schedules
+                .iter()
+                .map(|s| {
+                    let who = if s.users.is_empty() {
+                        "nobody".to_owned()
+                    } else {
+                        s.users.join(", ")
+                    };
+                    vec![s.schedule.clone(), who]
+                })
+                .collect(),
+        );
+    }
+    Ok(())
 }
 
 #[derive(Debug, Subcommand)]

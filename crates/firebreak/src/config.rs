@@ -66,6 +66,9 @@ pub struct Config {
     /// channels, each later step only if the incident is still unacknowledged.
     #[serde(default)]
     pub escalation_policies: Vec<firebreak_notification::EscalationPolicy>,
+    /// On-call schedules: layers of rotations, restrictions and overrides (docs/schedules.md).
+    #[serde(default)]
+    pub schedules: Vec<firebreak_domain::schedule::ScheduleSpec>,
     /// Which escalation policy pages when an incident opens: the first route that matches.
     #[serde(default)]
     pub routes: Vec<firebreak_notification::routing::Route>,
@@ -429,6 +432,7 @@ const KEYS: &[&str] = &[
     "intake_anonymous_rate_limit_per_second",
     "intake_max_alerts_per_call",
     "escalation_policies",
+    "schedules",
     "routes",
     "users",
     "teams",
@@ -537,6 +541,8 @@ impl Config {
             t.validate().context("invalid taxonomy")?;
         }
         firebreak_notification::declared::validate(&self.users, &self.teams)
+            .map_err(|e| anyhow::anyhow!("invalid {e}"))?;
+        firebreak_notification::schedules::Schedules::new(&self.schedules)
             .map_err(|e| anyhow::anyhow!("invalid {e}"))?;
         if self.channels.iter().any(|c| c.name == "log") {
             bail!("channel \"log\" is built in; name yours differently");

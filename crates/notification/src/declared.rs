@@ -96,6 +96,24 @@ pub fn validate(users: &[DeclaredUser], teams: &[DeclaredTeam]) -> Result<(), St
 }
 
 impl Directory {
+    /// Checks that every (schedule, user) names a user of the directory: a schedule paging
+    /// nobody by a typo is refused when the service starts, naming both.
+    pub async fn check_schedule_members(&self, members: &[(String, String)]) -> Result<(), Error> {
+        let users: HashSet<String> = self
+            .store
+            .users()
+            .await?
+            .into_iter()
+            .map(|u| u.name)
+            .collect();
+        match members.iter().find(|(_, user)| !users.contains(user)) {
+            Some((schedule, user)) => Err(Error::Invalid(format!(
+                "schedule {schedule:?} names {user:?}, who is not a user of the directory"
+            ))),
+            None => Ok(()),
+        }
+    }
+
     /// Makes the directory hold `users` and `teams` as declared: each added or changed to
     /// match (declared, so run-time calls leave it alone), each team's members added, and
     /// entries declared before but no longer marked as run-time ones. Run at start-up, by
@@ -257,6 +275,14 @@ mod tests {
         assert!(!d.store.teams().await.unwrap()[0].declared);
         assert_eq!(delete(&d, "bob").await, tonic::Code::Ok);
 
+        // Schedules name directory users; a stranger is refused naming schedule and user.
+        let pair = |s: &str, u: &str| (s.to_owned(), u.to_owned());
+        d.check_schedule_members(&[pair("primary", "alice")]).await.unwrap();
+        let e = d
+            .check_schedule_members(&[pair("primary", "alice"), pair("primary", "mallory")])
+            .await
+            .unwrap_err();
+        assert!(e.to_string().contains("primary") && e.to_string().contains("mallory"), "{e}");
         // A member who is nobody is an error naming the team and member.
         let e = d
             .declare(&[alice2], &[team("search", &["carol"])])

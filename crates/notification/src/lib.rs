@@ -10,6 +10,7 @@ mod error;
 mod escalation;
 mod paging;
 pub mod routing;
+pub mod schedules;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -40,7 +41,7 @@ pub use escalation::{
     EscalationPolicy, EscalationStep, Page, Reachable, Recipient, Roster, Target, next_step, plan,
     step_pages,
 };
-pub use paging::{NoSchedules, OnCall};
+pub use paging::OnCall;
 
 /// Why notification could not be set up from its configuration.
 #[derive(Debug, thiserror::Error)]
@@ -78,7 +79,7 @@ pub struct Notification {
     /// Which policy pages for an incident that opens.
     routes: Arc<Vec<routing::Route>>,
     /// Who is on call in each schedule.
-    schedules: Arc<dyn paging::OnCall>,
+    schedules: Arc<schedules::Schedules>,
 }
 
 impl Notification {
@@ -107,7 +108,7 @@ impl Notification {
             wake: Arc::new(Notify::new()),
             directory: None,
             routes: Arc::new(Vec::new()),
-            schedules: Arc::new(paging::NoSchedules),
+            schedules: Arc::new(schedules::Schedules::default()),
         })
     }
 
@@ -118,10 +119,33 @@ impl Notification {
         Ok(self)
     }
 
-    /// Resolves schedules' on-call people through `schedules`.
-    pub fn with_schedules(mut self, schedules: Arc<dyn paging::OnCall>) -> Self {
-        self.schedules = schedules;
-        self
+    /// Pages the people on call in `schedules`; every schedule a policy names must be
+    /// among them.
+    pub fn with_schedules(mut self, schedules: schedules::Schedules) -> Result<Self, ConfigError> {
+        for p in self.policies.iter() {
+            let named = p
+                .steps
+                .iter()
+                .flat_map(|s| s.targets.iter())
+                .chain(p.fallback.iter());
+            for t in named {
+                if let Target::Schedule(s) = t
+                    && schedules.get(s).is_none()
+                {
+                    return Err(ConfigError::Policies(format!(
+                        "escalation policy {:?} names the unknown schedule {s:?}",
+                        p.name
+                    )));
+                }
+            }
+        }
+        self.schedules = Arc::new(schedules);
+        Ok(self)
+    }
+
+    /// The schedules this service pages from.
+    pub fn schedules(&self) -> &schedules::Schedules {
+        &self.schedules
     }
 
     /// Copies incident roles into `directory` as triage announces them.
@@ -431,6 +455,94 @@ impl Notification {
 
 #[tonic::async_trait]
 impl NotificationService for Notification {
+    async fn who_is_on_call(
+        &self,
+        req: Request<v1::WhoIsOnCallRequest>,
+    ) -> Result<Response<v1::WhoIsOnCallResponse>, Status> {
+        let req = req.into_inner();
+        let at = req
+            .at
+            .as_ref()
+            .map_or_else(|| self.clock.now(), firebreak_proto::micros);
+        let chosen: Vec<&firebreak_domain::schedule::Schedule> = match req.schedule.trim() {
+            "" => self.schedules.all(),
+            name => vec![
+                self.schedules
+                    .get(name)
+                    .ok_or_else(|| Error::NotFound(format!("schedule {:?}", clip(name, 64))))?,
+            ],
+        };
+        let schedules = chosen
+            .into_iter()
+            .map(|s| v1::OnCallNow {
+                schedule: s.name().to_owned(),
+                users: firebreak_domain::schedule::on_call(s, schedules::instant(at)),
+                time_zone: s.spec().time_zone.clone(),
+            })
+            .collect();
+        Ok(Response::new(v1::WhoIsOnCallResponse { schedules }))
+    }
+
+    async fn list_shifts(
+        &self,
+        req: Request<v1::ListShiftsRequest>,
+    ) -> Result<Response<v1::ListShiftsResponse>, Status> {
+        use firebreak_domain::schedule;
+        let req = req.into_inner();
+        let s = self
+            .schedules
+            .get(req.schedule.trim())
+            .ok_or_else(|| Error::NotFound(format!("schedule {:?}", clip(&req.schedule, 64))))?
+            .clone();
+        let now = self.clock.now();
+        let from = req.from.as_ref().map_or(now, firebreak_proto::micros);
+        let to = req.to.as_ref().map_or(
+            from + Duration::from_secs(7 * 86_400),
+            firebreak_proto::micros,
+        );
+        if req.user.len() > 64 {
+            return Err(Error::Invalid("user: at most 64 bytes".into()).into());
+        }
+        let (from, to) = (schedules::instant(from), schedules::instant(to));
+        let user = req.user.clone();
+        // A schedule at its bounds takes seconds to lay out: off the async threads.
+        let laid_out = tokio::task::spawn_blocking(move || {
+            if user.is_empty() {
+                schedule::shifts(&s, from, to)
+            } else {
+                schedule::shifts_of(&s, &user, from, to).map(|intervals| {
+                    intervals
+                        .into_iter()
+                        .map(|i| schedule::Shift {
+                            start: i.start,
+                            end: i.end,
+                            users: vec![user.clone()],
+                        })
+                        .collect()
+                })
+            }
+            .map(|shifts| (shifts, s.spec().time_zone.clone()))
+        })
+        .await
+        .map_err(|e| Status::internal(format!("laying out the schedule failed: {e}")))?
+        .map_err(|e| Error::Invalid(e.to_string()))?;
+        let at = |t: jiff::Timestamp| {
+            firebreak_proto::timestamp(Micros::from_unix_micros(t.as_microsecond()))
+        };
+        Ok(Response::new(v1::ListShiftsResponse {
+            shifts: laid_out
+                .0
+                .into_iter()
+                .map(|sh| v1::Shift {
+                    start: Some(at(sh.start)),
+                    end: Some(at(sh.end)),
+                    users: sh.users,
+                })
+                .collect(),
+            time_zone: laid_out.1,
+        }))
+    }
+
     async fn test_escalation(
         &self,
         req: Request<v1::TestEscalationRequest>,

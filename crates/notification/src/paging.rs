@@ -27,15 +27,6 @@ pub trait OnCall: Send + Sync {
     fn on_call(&self, schedule: &str, at: Micros) -> Option<Vec<String>>;
 }
 
-/// No schedules at all.
-pub struct NoSchedules;
-
-impl OnCall for NoSchedules {
-    fn on_call(&self, _schedule: &str, _at: Micros) -> Option<Vec<String>> {
-        None
-    }
-}
-
 /// A step waiting to run: what its delivery's payload holds.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub(crate) struct Step {
@@ -59,7 +50,7 @@ pub(crate) struct Step {
 struct Snapshot {
     people: HashMap<String, Reachable>,
     teams: HashMap<String, Vec<String>>,
-    schedules: Arc<dyn OnCall>,
+    schedules: Arc<crate::schedules::Schedules>,
 }
 
 impl Roster for Snapshot {

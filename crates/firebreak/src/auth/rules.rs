@@ -169,6 +169,16 @@ pub const METHODS: &[(&str, &str, Rule)] = &[
         Needs(P::DeliveriesRead),
     ),
     (
+        "/firebreak.v1.NotificationService/WhoIsOnCall",
+        "notification",
+        Needs(P::DirectoryRead),
+    ),
+    (
+        "/firebreak.v1.NotificationService/ListShifts",
+        "notification",
+        Needs(P::DirectoryRead),
+    ),
+    (
         "/firebreak.v1.AccessService/WhoAmI",
         "notification",
         Authenticated,
@@ -265,7 +275,10 @@ pub fn audited_when_allowed(path: &str) -> bool {
     let method = path.rsplit('/').next().unwrap_or(path);
     let read = method.starts_with("Get")
         || method.starts_with("List")
-        || matches!(method, "Watch" | "WhoAmI" | "DryRun" | "TestEscalation");
+        || matches!(
+            method,
+            "Watch" | "WhoAmI" | "DryRun" | "TestEscalation" | "WhoIsOnCall"
+        );
     !read
 }
 

@@ -1835,3 +1835,106 @@ fn escalation_test_dry_runs_who_would_be_paged_and_when() {
     assert_eq!(pending.as_array().unwrap().len(), 1, "{pending:#}");
     assert_eq!(pending[0]["kind"], "escalation.step");
 }
+
+#[test]
+fn schedules_say_who_is_on_call_their_shifts_and_their_gaps() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("config.yaml");
+    std::fs::write(
+        &config,
+        "users:\n  - { name: alice, contact_methods: [{ name: work, kind: email, address: alice@example.com }] }\n  - { name: bob }\nschedules:\n  - name: primary\n    time_zone: Europe/Berlin\n    combine: exclusive\n    layers:\n      - name: week\n        members: [alice, bob]\n        rotation: { every: 1w, hand_off: \"09:00\", start: \"2026-11-02\" }\n        restrictions: [{ days: [mon, tue, wed, thu, fri], from: \"09:00\", to: \"18:00\" }]\n",
+    )
+    .unwrap();
+    let server = Server::start(&dir.path().join("data"), &repo("runbooks"), &config);
+    let now = server.json(&["oncall"]);
+    assert_eq!(now[0]["schedule"], "primary", "{now:#}");
+    assert_eq!(now[0]["time_zone"], "Europe/Berlin", "{now:#}");
+    // Monday 2 November, 09:00-18:00 Berlin (08:00-17:00 UTC) is alice's; then nobody
+    // until Tuesday 09:00.
+    let shifts = server.json(&[
+        "schedule",
+        "show",
+        "primary",
+        "--from",
+        "2026-11-02T00:00:00Z",
+        "--to",
+        "2026-11-03T12:00:00Z",
+    ]);
+    let rows: Vec<(String, String, Value)> = shifts
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| {
+            (
+                s["start"].as_str().unwrap().to_owned(),
+                s["end"].as_str().unwrap().to_owned(),
+                s["users"].clone(),
+            )
+        })
+        .collect();
+    let row = |a: &str, b: &str, who: Value| (a.to_owned(), b.to_owned(), who);
+    assert_eq!(
+        rows,
+        [
+            row(
+                "2026-11-02T00:00:00Z",
+                "2026-11-02T08:00:00Z",
+                serde_json::json!([])
+            ),
+            row(
+                "2026-11-02T08:00:00Z",
+                "2026-11-02T17:00:00Z",
+                serde_json::json!(["alice"])
+            ),
+            row(
+                "2026-11-02T17:00:00Z",
+                "2026-11-03T08:00:00Z",
+                serde_json::json!([])
+            ),
+            row(
+                "2026-11-03T08:00:00Z",
+                "2026-11-03T12:00:00Z",
+                serde_json::json!(["alice"])
+            ),
+        ],
+        "{shifts:#}"
+    );
+    // In text, times are in the schedule's zone, or --tz.
+    let text = server.cli(&[
+        "schedule",
+        "show",
+        "primary",
+        "--from",
+        "2026-11-02T00:00:00Z",
+        "--to",
+        "2026-11-03T00:00:00Z",
+        "--tz",
+        "America/New_York",
+    ]);
+    assert!(text.contains("2026-11-02 03:00 -05:00"), "{text}");
+    // Evenings and weekends are gaps, every one of them.
+    let gaps = server.json(&["schedule", "gaps", "primary", "--days", "14"]);
+    let n = gaps.as_array().unwrap().len();
+    assert!((10..=12).contains(&n), "{n}: {gaps:#}");
+    assert!(
+        gaps.as_array()
+            .unwrap()
+            .iter()
+            .all(|g| g["users"] == serde_json::json!([]))
+    );
+    let token = server.token();
+    let (code, _, err) = run_in_dir(
+        dir.path(),
+        &[
+            "--server",
+            &server.grpc,
+            "--token",
+            &token,
+            "schedule",
+            "show",
+            "nope",
+        ],
+        None,
+    );
+    assert_eq!(code, 4, "{err}");
+}
