@@ -966,6 +966,9 @@ impl Startup {
         if let Some(s) = &services.notification {
             s.spawn(tasks, &self.work);
             routes.add_service(s.grpc());
+            if let Some(v) = &self.verifier {
+                router = router.merge(crate::feeds::routes(s.clone(), v.clone()));
+            }
         }
         if let Some(d) = &services.directory {
             routes.add_service(d.grpc());

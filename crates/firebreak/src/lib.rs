@@ -6,6 +6,7 @@ mod authoring;
 pub mod cli;
 pub mod cli_access;
 pub mod config;
+mod feeds;
 mod health;
 mod net;
 mod output;

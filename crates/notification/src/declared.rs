@@ -277,12 +277,17 @@ mod tests {
 
         // Schedules name directory users; a stranger is refused naming schedule and user.
         let pair = |s: &str, u: &str| (s.to_owned(), u.to_owned());
-        d.check_schedule_members(&[pair("primary", "alice")]).await.unwrap();
+        d.check_schedule_members(&[pair("primary", "alice")])
+            .await
+            .unwrap();
         let e = d
             .check_schedule_members(&[pair("primary", "alice"), pair("primary", "mallory")])
             .await
             .unwrap_err();
-        assert!(e.to_string().contains("primary") && e.to_string().contains("mallory"), "{e}");
+        assert!(
+            e.to_string().contains("primary") && e.to_string().contains("mallory"),
+            "{e}"
+        );
         // A member who is nobody is an error naming the team and member.
         let e = d
             .declare(&[alice2], &[team("search", &["carol"])])

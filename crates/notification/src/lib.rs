@@ -8,6 +8,7 @@ pub mod declared;
 mod directory;
 mod error;
 mod escalation;
+pub mod ical;
 mod paging;
 pub mod routing;
 pub mod schedules;

@@ -238,6 +238,11 @@ impl Verifier {
         }
     }
 
+    /// The time on the verifier's clock (the process's clock).
+    pub(crate) fn now(&self) -> Micros {
+        self.clock.now()
+    }
+
     /// Finds runs' incidents through `runs` from now on.
     pub(crate) fn set_runs(&self, runs: Arc<dyn RunIncidents>) {
         *self.runs.write().unwrap_or_else(|e| e.into_inner()) = Some(runs);

@@ -1937,4 +1937,51 @@ fn schedules_say_who_is_on_call_their_shifts_and_their_gaps() {
         None,
     );
     assert_eq!(code, 4, "{err}");
+
+    // The iCalendar feeds, for calendar apps: the token in the query or as a bearer.
+    let get = |path: &str, bearer: Option<&str>| {
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", server.http)).unwrap();
+        let auth = bearer.map_or(String::new(), |t| format!("Authorization: Bearer {t}\r\n"));
+        write!(
+            s,
+            "GET {path} HTTP/1.1\r\nHost: x\r\n{auth}Connection: close\r\n\r\n"
+        )
+        .unwrap();
+        let mut answer = String::new();
+        s.read_to_string(&mut answer).unwrap();
+        answer
+    };
+    let feed = get(
+        &format!("/v1/oncall/schedules/primary.ics?token={token}"),
+        None,
+    );
+    assert!(feed.starts_with("HTTP/1.1 200"), "{feed}");
+    assert!(feed.contains("content-type: text/calendar"), "{feed}");
+    assert!(
+        feed.contains("BEGIN:VCALENDAR") && feed.contains("BEGIN:VEVENT"),
+        "{feed}"
+    );
+    assert!(feed.contains("SUMMARY:On call (primary): "), "{feed}");
+    let mine = get("/v1/oncall/users/alice.ics", Some(&token));
+    assert!(mine.starts_with("HTTP/1.1 200"), "{mine}");
+    assert!(mine.contains("alice (primary)"), "{mine}");
+    assert!(!mine.contains("bob"), "{mine}");
+    // Nobody, a made-up token, a bad name, a missing schedule.
+    assert!(get("/v1/oncall/schedules/primary.ics", None).starts_with("HTTP/1.1 401"));
+    let fake = "fb_000000000000_0000000000000000000000000000000000000000000000000000000000000000";
+    assert!(get("/v1/oncall/schedules/primary.ics", Some(fake)).starts_with("HTTP/1.1 401"));
+    assert!(
+        get(
+            &format!("/v1/oncall/schedules/Bad%20Name.ics?token={token}"),
+            None
+        )
+        .starts_with("HTTP/1.1 404")
+    );
+    assert!(
+        get(
+            &format!("/v1/oncall/schedules/nope.ics?token={token}"),
+            None
+        )
+        .starts_with("HTTP/1.1 404")
+    );
 }

@@ -1,0 +1,187 @@
+//! iCalendar feeds of on-call shifts over HTTP, for calendar apps:
+//! `GET /v1/oncall/schedules/{name}.ics` (a schedule's shifts) and
+//! `GET /v1/oncall/users/{name}.ics` (one person's shifts in every schedule), from a week ago
+//! to 60 days ahead. Calendar apps cannot send headers, so the token may come as `?token=`
+//! as well as `Authorization: Bearer`; either way it needs `directory.read`.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use firebreak_domain::access::{Permission, Target};
+use firebreak_domain::schedule;
+use firebreak_notification::Notification;
+
+use crate::auth::Verifier;
+
+/// How far back and ahead a feed reaches.
+const BEHIND: Duration = Duration::from_secs(7 * 86_400);
+const AHEAD: Duration = Duration::from_secs(60 * 86_400);
+
+#[derive(Clone)]
+struct Feeds {
+    notification: Notification,
+    verifier: Arc<Verifier>,
+}
+
+#[derive(serde::Deserialize)]
+struct TokenQuery {
+    token: Option<String>,
+}
+
+/// The feeds' routes.
+pub(crate) fn routes(notification: Notification, verifier: Arc<Verifier>) -> axum::Router {
+    axum::Router::new()
+        .route(
+            "/v1/oncall/schedules/{file}",
+            axum::routing::get(schedule_feed),
+        )
+        .route("/v1/oncall/users/{file}", axum::routing::get(user_feed))
+        .with_state(Feeds {
+            notification,
+            verifier,
+        })
+}
+
+async fn schedule_feed(
+    State(f): State<Feeds>,
+    Path(file): Path<String>,
+    Query(q): Query<TokenQuery>,
+    headers: HeaderMap,
+) -> Response {
+    if let Err(refused) = allowed(&f, &headers, q.token.as_deref()).await {
+        return refused;
+    }
+    let Some(name) = ics_name(&file) else {
+        return (StatusCode::NOT_FOUND, "feeds are NAME.ics\n").into_response();
+    };
+    let Some(s) = f.notification.schedules().get(name).cloned() else {
+        return (StatusCode::NOT_FOUND, format!("no schedule {name:?}\n")).into_response();
+    };
+    let (from, to) = range(&f);
+    let name = name.to_owned();
+    let laid_out = tokio::task::spawn_blocking(move || {
+        schedule::shifts(&s, from, to).map(|shifts| {
+            firebreak_notification::ical::calendar(&name, &shifts, jiff::Timestamp::now())
+        })
+    })
+    .await;
+    respond(laid_out)
+}
+
+async fn user_feed(
+    State(f): State<Feeds>,
+    Path(file): Path<String>,
+    Query(q): Query<TokenQuery>,
+    headers: HeaderMap,
+) -> Response {
+    if let Err(refused) = allowed(&f, &headers, q.token.as_deref()).await {
+        return refused;
+    }
+    let Some(user) = ics_name(&file) else {
+        return (StatusCode::NOT_FOUND, "feeds are NAME.ics\n").into_response();
+    };
+    let schedules: Vec<schedule::Schedule> = f
+        .notification
+        .schedules()
+        .all()
+        .into_iter()
+        .cloned()
+        .collect();
+    let (from, to) = range(&f);
+    let user = user.to_owned();
+    let laid_out = tokio::task::spawn_blocking(move || {
+        let mut shifts = Vec::new();
+        for s in &schedules {
+            for i in schedule::shifts_of(s, &user, from, to)? {
+                shifts.push(schedule::Shift {
+                    start: i.start,
+                    end: i.end,
+                    users: vec![format!("{user} ({})", s.name())],
+                });
+            }
+        }
+        shifts.sort_by_key(|s| s.start);
+        Ok(firebreak_notification::ical::calendar(
+            &user,
+            &shifts,
+            jiff::Timestamp::now(),
+        ))
+    })
+    .await;
+    respond(laid_out)
+}
+
+/// `NAME` of `NAME.ics`, when it is a name.
+fn ics_name(file: &str) -> Option<&str> {
+    let name = file.strip_suffix(".ics")?;
+    firebreak_domain::access::parse_name("name", name)
+        .ok()
+        .map(|_| name)
+}
+
+fn range(f: &Feeds) -> (jiff::Timestamp, jiff::Timestamp) {
+    let now = f.verifier.now();
+    (
+        firebreak_notification::schedules::instant(now - BEHIND),
+        firebreak_notification::schedules::instant(now + AHEAD),
+    )
+}
+
+fn respond(
+    laid_out: Result<Result<String, schedule::ScheduleError>, tokio::task::JoinError>,
+) -> Response {
+    match laid_out {
+        Ok(Ok(body)) => (
+            [(header::CONTENT_TYPE, "text/calendar; charset=utf-8")],
+            body,
+        )
+            .into_response(),
+        Ok(Err(e)) => (StatusCode::UNPROCESSABLE_ENTITY, format!("{e}\n")).into_response(),
+        Err(_) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "laying out the schedule failed\n",
+        )
+            .into_response(),
+    }
+}
+
+/// Whether the caller's token (bearer header, else `?token=`) may read the directory.
+async fn allowed(f: &Feeds, headers: &HeaderMap, query: Option<&str>) -> Result<(), Response> {
+    let bearer = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split_once(' '))
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .map(|(_, t)| t.trim());
+    let Some(token) = bearer.or(query) else {
+        return Err((
+            StatusCode::UNAUTHORIZED,
+            "no credentials: send authorization: Bearer <token> or ?token=\n",
+        )
+            .into_response());
+    };
+    let principal = match f.verifier.verify(token, None).await {
+        Ok(p) => p,
+        Err(_) => {
+            firebreak_telemetry::metrics().auth_failures.inc();
+            return Err((StatusCode::UNAUTHORIZED, "the token is not valid\n").into_response());
+        }
+    };
+    let target = Target {
+        service: "notification",
+        team: None,
+        incident: None,
+    };
+    if principal.may(Permission::DirectoryRead, target) {
+        Ok(())
+    } else {
+        Err((
+            StatusCode::FORBIDDEN,
+            format!("{} may not directory.read\n", principal.actor()),
+        )
+            .into_response())
+    }
+}
