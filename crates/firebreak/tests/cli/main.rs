@@ -1985,3 +1985,59 @@ fn schedules_say_who_is_on_call_their_shifts_and_their_gaps() {
         .starts_with("HTTP/1.1 404")
     );
 }
+
+/// Escalation timers are durable: the server is killed (`kill -9`) after step 1 paged and
+/// before step 2 is due; after the restart step 2 pages exactly once, when due, and step 1
+/// is not repeated. (Step 2 is a minute after step 1, the least a policy allows, so this
+/// test waits a real minute.)
+#[test]
+fn kill_9_between_escalation_steps_pages_the_next_step_once_and_repeats_nothing() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let (url, hits) = target(&rt);
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("config.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "channels:\n  - {{ name: first, kind: webhook, url: {url}/first }}\n  - {{ name: second, kind: webhook, url: {url}/second }}\nescalation_policies:\n  - name: sre\n    steps:\n      - channels: [first]\n      - {{ after_seconds: 60, channels: [second] }}\nroutes:\n  - {{ policy: sre }}\n"
+        ),
+    )
+    .unwrap();
+    let data = dir.path().join("data");
+    let empty = dir.path().join("no-runbooks");
+    std::fs::create_dir(&empty).unwrap();
+    let server = Server::start(&data, &empty, &config);
+    let id = raise(&server);
+    let pages = |path: &str| {
+        hits.lock()
+            .unwrap()
+            .iter()
+            .filter(|h| h.path == path && h.body["kind"] == "escalation.page")
+            .count()
+    };
+    wait_for("step 1's page", || (pages("/first") == 1).then_some(()));
+    let opened = Instant::now();
+    server.kill9();
+    assert_eq!(pages("/second"), 0);
+
+    let server = Server::start(&data, &empty, &config);
+    // Step 2 comes due a minute after step 1 ran: wait past it, then a little more for any
+    // double.
+    while opened.elapsed() < Duration::from_secs(58) {
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    wait_for("step 2's page after the restart", || {
+        (pages("/second") == 1).then_some(())
+    });
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(pages("/second"), 1, "step 2 paged exactly once");
+    assert_eq!(pages("/first"), 1, "step 1 was not repeated");
+    let list = server.json(&["delivery", "list", "--incident", &id]);
+    let steps = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|d| d["kind"] == "escalation.step" && d["status"] == "delivered")
+        .count();
+    assert_eq!(steps, 2, "{list:#}");
+}
