@@ -1046,3 +1046,45 @@ async fn sealed(d: &Deployment) -> String {
     db.close().await;
     s
 }
+
+/// Two notification replicas share the paging: every incident a route takes is paged
+/// exactly once per step, whichever replica consumed its event and claimed its step.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_notification_replicas_page_each_incident_once() {
+    let target = Recorder::start().await;
+    let (runbooks, _) = setup(&target);
+    let extra = format!(
+        "channels:\n  - {{ name: pager, kind: webhook, url: {url}/page }}\nescalation_policies:\n  - name: sre\n    steps:\n      - channels: [pager]\nroutes:\n  - {{ match: {{ categories: [service-outage] }}, policy: sre }}\n",
+        url = target.url
+    );
+    let mut d = Deployment::new(runbooks.path(), &extra).await;
+    d.start_all();
+    d.start("notification", 2);
+    let accepted = storm(&d, 400, 200, 4, 50).await;
+    assert_eq!(accepted.len(), 400);
+    let pages = |t: &Recorder| {
+        let mut by_incident = std::collections::HashMap::<String, usize>::new();
+        for r in t.on("/page") {
+            if r.body["kind"] == "escalation.page" {
+                let id = r.body["incident"]["id"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_owned();
+                *by_incident.entry(id).or_default() += 1;
+            }
+        }
+        by_incident
+    };
+    let paged = eventually("a page for each of the 200 incidents", 60, || async {
+        let p = pages(&target);
+        (p.len() >= 200).then_some(p)
+    })
+    .await;
+    // Settle, then count again: no incident was paged twice.
+    tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+    let paged_again = pages(&target);
+    assert_eq!(paged_again.len(), 200, "one incident per key");
+    let doubled: Vec<_> = paged_again.iter().filter(|(_, n)| **n != 1).collect();
+    assert!(doubled.is_empty(), "paged twice: {doubled:?}");
+    assert_eq!(paged.len(), paged_again.len());
+}
