@@ -1502,3 +1502,52 @@ async fn a_routed_policy_pages_an_opened_incident_until_someone_acknowledges() {
         0
     );
 }
+
+/// An incident that becomes SEV1 pages through its policy again (a new escalation, from
+/// step 1); one that only joins alerts does not.
+#[tokio::test]
+async fn an_incident_raised_to_sev1_is_paged_again() {
+    let target = Recorder::start().await;
+    let config = format!(
+        "channels:\n  - {{ name: pager, kind: webhook, url: {u}/page }}\nescalation_policies:\n  - name: sre\n    steps:\n      - channels: [pager]\nroutes:\n  - {{ policy: sre }}\n",
+        u = target.url
+    );
+    let s = Stack::start(&crate::harness::empty_runbooks(), &config).await;
+    let raise_at = |severity: i32| {
+        let mut intake = s.intake.clone();
+        async move {
+            intake
+                .raise_incident(v1::RaiseIncidentRequest {
+                    alert: Some(AlertInput {
+                        title: "checkout slow".into(),
+                        category: "performance-degradation".into(),
+                        severity,
+                        source: "e2e".into(),
+                        dedup_key: "checkout-slow".into(),
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                })
+                .await
+                .unwrap()
+                .into_inner()
+                .incident_id
+        }
+    };
+    let id = raise_at(3).await;
+    let pages = || {
+        target
+            .on("/page")
+            .into_iter()
+            .filter(|r| r.body["kind"] == "escalation.page" && r.body["incident"]["id"] == id)
+            .count()
+    };
+    eventually("the first page", || async { (pages() == 1).then_some(()) }).await;
+    // The same key at SEV3 again: it joins, nothing more is paged.
+    assert_eq!(raise_at(3).await, id);
+    // At SEV1: the incident becomes SEV1 and is paged again.
+    assert_eq!(raise_at(1).await, id);
+    eventually("the SEV1 page", || async { (pages() == 2).then_some(()) }).await;
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    assert_eq!(pages(), 2);
+}
