@@ -1279,9 +1279,27 @@ async fn a_journal_flood_leaves_runs_readable_page_by_page() {
     }
     let mut ids = Vec::new();
     for incident in &incidents {
-        let run = run_of(&s, incident, "flood", "the flood to end", |r| {
-            r.state() == v1::RunState::Succeeded
-        })
+        // 300 steps of 15 KB each, five runs at once: minutes on a loaded 2-core machine.
+        let run = crate::harness::eventually_within(
+            "the flood to end",
+            std::time::Duration::from_secs(120),
+            || {
+                let mut runs = s.runs.clone();
+                let incident = incident.clone();
+                async move {
+                    runs.list_runs(v1::ListRunsRequest {
+                        incident_id: incident,
+                        ..Default::default()
+                    })
+                    .await
+                    .ok()?
+                    .into_inner()
+                    .runs
+                    .into_iter()
+                    .find(|r| r.runbook == "flood" && r.state() == v1::RunState::Succeeded)
+                }
+            },
+        )
         .await;
         // A list carries the first part of a run's journal and says where the rest is.
         assert!(!run.actions.is_empty() && run.actions.len() < 300);
