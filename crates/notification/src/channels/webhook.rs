@@ -106,5 +106,14 @@ mod tests {
             .collect();
         assert!(hmac::verify(&key, b"1700000000.{}", &bytes).is_ok());
         assert!(hmac::verify(&key, b"1700000001.{}", &bytes).is_err());
+        // docs/channels.md's example, computed with openssl.
+        assert_eq!(
+            signature(
+                b"whsec-example",
+                1_733_150_000,
+                br#"{"kind":"incident.opened"}"#
+            ),
+            "t=1733150000,v1=d859143d7672e7f72b9da0a8449fbea4d79392a026ecb09726448a710168810e"
+        );
     }
 }
