@@ -19,8 +19,8 @@ const PROVIDER: &str = "slack";
 pub(crate) struct SlackSpec {
     /// The bot token (`xoxb-...`): `{secret: NAME}`. Needs the `chat:write` scope.
     pub(crate) token: SecretRef,
-    /// Where broadcasts go: a channel id (`C024BE91L`, which `chat.update` needs) or name;
-    /// without it, the channel reaches people only.
+    /// Where broadcasts go: a channel id (`C024BE91L`) or name (updates use the id Slack
+    /// answers with); without it, the channel reaches people only.
     #[serde(default)]
     pub(crate) channel: Option<String>,
     /// The Web API's base URL (tests point it at a local server).
