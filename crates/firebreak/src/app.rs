@@ -467,8 +467,19 @@ fn build_notification(
     bus: Arc<dyn Bus>,
     clock: Arc<dyn Clock>,
 ) -> anyhow::Result<Notification> {
+    // Channels name their secrets; each is read once, here (the runbooks' source: a file in
+    // `secrets_dir`, else FIREBREAK_SECRET_<NAME>).
+    let secrets = firebreak_orchestration::SecretSource {
+        dir: config.secrets_dir.clone(),
+    };
     let mut channels = vec![Channel::log()];
-    channels.extend(config.channels.iter().cloned());
+    for c in &config.channels {
+        channels.push(
+            c.clone()
+                .with_secrets(&|name| secrets.get(name))
+                .map_err(|e| anyhow::anyhow!("invalid channels: {e}"))?,
+        );
+    }
     Ok(
         Notification::new(store, bus, channels, config.escalation_policies.clone())
             .and_then(|n| n.with_routes(config.routes.clone()))

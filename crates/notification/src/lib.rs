@@ -35,7 +35,10 @@ use tonic::{Request, Response, Status};
 
 use crate::error::Error;
 
-pub use channels::{Channel, ChannelKind, DeliveryError};
+pub use channels::{
+    Channel, ChannelError, ChannelKind, DeliveryError, EventKind, Message, Receipt,
+    SIGNATURE_HEADER, TIMESTAMP_HEADER, channel_for, preview, sample_incident, signature,
+};
 pub use directory::{Directory, MAX_SYNC};
 pub use error::Error as NotificationError;
 pub use escalation::{
