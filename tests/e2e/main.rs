@@ -4,6 +4,7 @@
 mod access;
 mod audit;
 mod harness;
+mod oncall;
 mod path;
 mod roles;
 mod runbooks;

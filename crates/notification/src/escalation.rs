@@ -160,27 +160,6 @@ pub(crate) fn validate(policies: &[EscalationPolicy], channels: &[Channel]) -> R
     Ok(())
 }
 
-/// Refuses targets the running service cannot page yet: paging people (users, schedules,
-/// teams) comes with the paging engine; until then a step pages channels. Said at load, so
-/// that no configured page is silently dropped.
-pub(crate) fn only_channels(policies: &[EscalationPolicy]) -> Result<(), String> {
-    for p in policies {
-        let people = p
-            .steps
-            .iter()
-            .flat_map(|s| s.targets.iter())
-            .chain(p.fallback.iter())
-            .find(|t| !matches!(t, Target::Channel(_)));
-        if let Some(t) = people {
-            return Err(format!(
-                "escalation policy {:?}: {t:?}: paging people through a policy is not built yet; a step pages channels",
-                p.name
-            ));
-        }
-    }
-    Ok(())
-}
-
 impl EscalationStep {
     /// The step's targets, its channels among them.
     pub fn all_targets(&self) -> Vec<Target> {
@@ -609,20 +588,6 @@ steps:
         .unwrap();
         let first = |incident: &str| summary(&plan(&p, incident, at(0), &roster()))[0].3.clone();
         assert_eq!(first("inc-1"), first("inc-1"));
-    }
-
-    #[test]
-    fn until_the_paging_engine_runs_a_policy_paging_people_is_refused_at_load() {
-        let p: Vec<EscalationPolicy> = serde_yaml::from_str(
-            "- { name: p, steps: [{ channels: [log], targets: [{ schedule: primary }] }] }",
-        )
-        .unwrap();
-        let e = only_channels(&p).unwrap_err();
-        assert!(e.contains("\"p\"") && e.contains("not built yet"), "{e}");
-        let ok: Vec<EscalationPolicy> =
-            serde_yaml::from_str("- { name: p, steps: [{ targets: [{ channel: log }] }] }")
-                .unwrap();
-        assert!(only_channels(&ok).is_ok());
     }
 
     #[test]

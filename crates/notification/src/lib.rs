@@ -96,7 +96,6 @@ impl Notification {
     ) -> Result<Self, ConfigError> {
         channels::validate(&channels).map_err(ConfigError::Channels)?;
         escalation::validate(&policies, &channels).map_err(ConfigError::Policies)?;
-        escalation::only_channels(&policies).map_err(ConfigError::Policies)?;
         let http = reqwest::Client::builder()
             .timeout(Duration::from_secs(10))
             .build()
@@ -379,9 +378,13 @@ impl Notification {
         if d.kind == paging::STEP {
             return self.attempt_step(d).await;
         }
-        let outcome = match self.channels.iter().find(|c| c.name == d.channel) {
-            Some(ch) => ch.send(&self.http, &d).await,
-            None => Err(DeliveryError::UnknownChannel(d.channel.clone())),
+        let outcome = match paging::person_of(&d) {
+            // A page to a person: through the channel that reaches their contact method.
+            Some(method) => self.page_person(&d, &method).await,
+            None => match self.channels.iter().find(|c| c.name == d.channel) {
+                Some(ch) => ch.send(&self.http, &d).await,
+                None => Err(DeliveryError::UnknownChannel(d.channel.clone())),
+            },
         };
         let now = self.clock.now();
         match &outcome {
@@ -428,6 +431,24 @@ impl Notification {
 }
 
 impl Notification {
+    /// Pages a person through `method`, by the first channel that reaches its kind.
+    async fn page_person(
+        &self,
+        d: &DeliveryRecord,
+        method: &firebreak_domain::people::ContactMethod,
+    ) -> Result<(), DeliveryError> {
+        let Some(ch) = channels::channel_for(&self.channels, method.kind) else {
+            return Err(DeliveryError::UnknownChannel(format!(
+                "no channel reaches {} contact methods",
+                method.kind
+            )));
+        };
+        let msg = channels::Message::from_payload(&d.kind, &d.payload)?;
+        ch.deliver(&self.http, Some(method), &msg, &d.id)
+            .await
+            .map(|_| ())
+    }
+
     /// Runs a due escalation step (see `paging`), retried like a delivery when the store
     /// fails.
     async fn attempt_step(&self, mut d: DeliveryRecord) {

@@ -46,6 +46,15 @@ pub(crate) struct Step {
     pub at: i64,
 }
 
+/// The contact method a page delivery reaches its person through (`None` for a page to a
+/// channel, or any other delivery).
+pub(crate) fn person_of(d: &DeliveryRecord) -> Option<firebreak_domain::people::ContactMethod> {
+    if d.kind != PAGE {
+        return None;
+    }
+    serde_json::from_value(d.payload.get("recipient")?.get("method")?.clone()).ok()
+}
+
 /// The directory and schedules as one step sees them, read once per step.
 struct Snapshot {
     people: HashMap<String, Reachable>,
@@ -181,16 +190,18 @@ impl Notification {
                 json!({ "user": name, "method": method }),
             ),
         };
+        let event_id = format!("{}:{key}", step.root);
         DeliveryRecord {
             id: firebreak_domain::new_id().to_string(),
-            event_id: format!("{}:{key}", step.root),
+            payload: json!({
+                "event_id": event_id, "kind": PAGE, "actor": format!("escalation:{}", step.policy),
+                "policy": step.policy, "step": n, "repeat": repeat,
+                "recipient": recipient, "incident": step.incident,
+            }),
+            event_id,
             channel,
             incident_id: incident_id.to_owned(),
             kind: PAGE.to_owned(),
-            payload: json!({
-                "kind": "escalation.page", "policy": step.policy, "step": n, "repeat": repeat,
-                "recipient": recipient, "incident": step.incident,
-            }),
             status: DeliveryState::Pending,
             attempts: 0,
             last_error: String::new(),

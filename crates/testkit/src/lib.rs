@@ -6,3 +6,4 @@ pub mod nats;
 pub mod ports;
 pub mod postgres;
 pub mod recorder;
+pub mod smtp;

@@ -25,6 +25,8 @@ pub enum EventKind {
     RolesChanged,
     /// A runbook's `notify::send(CHANNEL, text)`.
     RunbookMessage,
+    /// An escalation step pages a person or a channel about an incident.
+    Page,
 }
 
 impl EventKind {
@@ -40,6 +42,7 @@ impl EventKind {
         Self::CategoryChanged,
         Self::RolesChanged,
         Self::RunbookMessage,
+        Self::Page,
     ];
 
     /// The short name: a channel's `events` filter and its template overrides use it, and
@@ -56,6 +59,7 @@ impl EventKind {
             Self::CategoryChanged => "category_changed",
             Self::RolesChanged => "roles_changed",
             Self::RunbookMessage => "runbook_message",
+            Self::Page => "page",
         }
     }
 
@@ -63,6 +67,7 @@ impl EventKind {
     pub fn delivery_kind(self) -> String {
         match self {
             Self::RunbookMessage => "runbook.message".to_owned(),
+            Self::Page => "escalation.page".to_owned(),
             other => format!("incident.{}", other.as_str()),
         }
     }
@@ -72,9 +77,12 @@ impl EventKind {
         if kind == "runbook.message" {
             return Some(Self::RunbookMessage);
         }
+        if kind == "escalation.page" {
+            return Some(Self::Page);
+        }
         kind.strip_prefix("incident.")
             .and_then(|k| k.parse().ok())
-            .filter(|k| *k != Self::RunbookMessage)
+            .filter(|k| !matches!(k, Self::RunbookMessage | Self::Page))
     }
 
     /// A few words saying what happened, for templates (`headline`).
@@ -90,6 +98,7 @@ impl EventKind {
             Self::CategoryChanged => "Category changed",
             Self::RolesChanged => "Roles changed",
             Self::RunbookMessage => "Runbook message",
+            Self::Page => "You are paged",
         }
     }
 
