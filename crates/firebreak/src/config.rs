@@ -665,6 +665,43 @@ mod tests {
         assert!(c.kubernetes.url.is_some());
     }
 
+    #[test]
+    fn the_readme_on_call_example_loads_and_pages_whoever_is_on_call() {
+        let readme =
+            std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../README.md"))
+                .unwrap();
+        let section = readme.split("## Getting a team on call").nth(1).unwrap();
+        let yaml = section
+            .split("```yaml\n")
+            .nth(1)
+            .and_then(|b| b.split("```").next())
+            .unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("oncall.yaml");
+        std::fs::write(&file, yaml).unwrap();
+        let c = Config::load(Some(&file), env(&[])).unwrap();
+        assert_eq!(c.schedules[0].name, "payments-primary");
+        assert_eq!(c.routes[0].policy, "payments-oncall");
+        // Its channels take their secrets as named.
+        for ch in &c.channels {
+            ch.clone()
+                .with_secrets(&|_| Some("s3cret".into()))
+                .unwrap_or_else(|e| panic!("{e}"));
+        }
+        let schedules = firebreak_notification::schedules::Schedules::new(&c.schedules).unwrap();
+        let at = firebreak_domain::Micros::from_unix_micros(
+            "2026-11-02T10:00:00Z"
+                .parse::<jiff::Timestamp>()
+                .unwrap()
+                .as_microsecond(),
+        );
+        use firebreak_notification::OnCall as _;
+        assert_eq!(
+            schedules.on_call("payments-primary", at),
+            Some(vec!["alice".to_owned()])
+        );
+    }
+
     /// `FIREBREAK_SECRETS_KEY` is the secrets key, kept as text; a printed configuration
     /// shows no key or secret.
     #[test]
