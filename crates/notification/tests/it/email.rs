@@ -2,44 +2,20 @@
 //! envelope, headers, body, the acknowledge link — over plain SMTP to loopback, STARTTLS and
 //! implicit TLS with authentication, and how refusals are classified.
 
-use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::time::Duration;
 
 use firebreak_domain::people::ContactKind;
 use firebreak_notification::{DeliveryError, EventKind};
 use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
 use serde_json::Value;
-use tokio::io::{AsyncBufReadExt, BufReader};
-use tokio::process::{Child, Command};
-use tokio::sync::mpsc;
 
 use crate::support::{channel, client, contact, message};
 
-/// The Python that has aiosmtpd: Debian's `/usr/bin/python3` first (a pyenv shim on `PATH`
-/// may not see Debian's modules), then `python3`.
-fn python() -> PathBuf {
-    for candidate in ["/usr/bin/python3", "python3"] {
-        let ok = std::process::Command::new(candidate)
-            .args(["-c", "import aiosmtpd"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success());
-        if ok {
-            return candidate.into();
-        }
-    }
-    panic!(
-        "no python3 with aiosmtpd: the email tests need a real SMTP server (apt-get install python3-aiosmtpd; tests/run installs it)"
-    );
-}
-
-/// A running aiosmtpd; killed on drop.
+/// A running aiosmtpd (testkit's), with the TLS material it was started with; killed on
+/// drop.
 struct SmtpServer {
     port: u16,
-    messages: mpsc::UnboundedReceiver<Value>,
-    _child: Child,
+    inner: firebreak_testkit::smtp::SmtpServer,
     _dir: Option<tempfile::TempDir>,
 }
 
@@ -74,64 +50,27 @@ impl Tls {
 
 impl SmtpServer {
     async fn start(args: &[&str], tls: Option<Tls>) -> Self {
-        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/smtp_server.py");
-        let mut cmd = Command::new(python());
-        cmd.arg(&script)
-            .args(args)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true);
+        let mut all: Vec<String> = args.iter().map(|a| (*a).to_owned()).collect();
         if let Some(tls) = &tls {
-            cmd.args(["--cert", &tls.path("server.pem")])
-                .args(["--key", &tls.path("server.key")]);
+            all.extend(["--cert".into(), tls.path("server.pem")]);
+            all.extend(["--key".into(), tls.path("server.key")]);
         }
-        let mut child = cmd
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start the SMTP server {script:?}: {e}"));
-        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-        let first = tokio::time::timeout(Duration::from_secs(20), lines.next_line()).await;
-        let port = match first {
-            Ok(Ok(Some(line))) if line.starts_with("PORT ") => line[5..].parse().unwrap(),
-            other => {
-                let _ = child.start_kill();
-                let mut stderr = String::new();
-                if let Some(mut e) = child.stderr.take() {
-                    use tokio::io::AsyncReadExt;
-                    let _ =
-                        tokio::time::timeout(Duration::from_secs(5), e.read_to_string(&mut stderr))
-                            .await;
-                }
-                panic!("the SMTP server did not start ({other:?}): {stderr}");
-            }
-        };
-        let (tx, messages) = mpsc::unbounded_channel();
-        tokio::spawn(async move {
-            while let Ok(Some(line)) = lines.next_line().await {
-                if let Some(json) = line.strip_prefix("MESSAGE ") {
-                    let _ = tx.send(serde_json::from_str::<Value>(json).unwrap());
-                }
-            }
-        });
+        let all: Vec<&str> = all.iter().map(String::as_str).collect();
+        let inner = firebreak_testkit::smtp::SmtpServer::start(&all).await;
         Self {
-            port,
-            messages,
-            _child: child,
+            port: inner.port,
+            inner,
             _dir: tls.map(|t| t.dir),
         }
     }
 
     async fn next(&mut self) -> Value {
-        tokio::time::timeout(Duration::from_secs(20), self.messages.recv())
-            .await
-            .expect("no message reached the SMTP server in 20 s")
-            .expect("the SMTP server stopped")
+        self.inner.next().await
     }
 
     /// Whether another message arrived (waiting a moment).
     async fn more(&mut self) -> bool {
-        tokio::time::timeout(Duration::from_millis(300), self.messages.recv())
-            .await
-            .is_ok()
+        self.inner.more(Duration::from_millis(300)).await
     }
 }
 
