@@ -181,6 +181,30 @@ impl Drop for Stack {
     }
 }
 
+/// Waits until one of the incident's pending deliveries (a later escalation step, a page)
+/// has been cancelled: an acknowledgement reached notification.
+pub(crate) async fn escalation_cancelled(s: &Stack, incident: &str) {
+    eventually("the pending escalation cancelled", || {
+        let mut n = s.notifications.clone();
+        let id = incident.to_owned();
+        async move {
+            let list = n
+                .list_deliveries(v1::ListDeliveriesRequest {
+                    incident_id: id,
+                    ..Default::default()
+                })
+                .await
+                .ok()?
+                .into_inner()
+                .deliveries;
+            list.iter()
+                .any(|d| d.status() == v1::DeliveryState::Cancelled)
+                .then_some(())
+        }
+    })
+    .await;
+}
+
 /// Polls `check` until it returns Some, for at most 10 seconds.
 pub(crate) async fn eventually<T, F, Fut>(what: &str, check: F) -> T
 where

@@ -5,7 +5,7 @@
 use firebreak_proto::v1;
 use firebreak_testkit::smtp::SmtpServer;
 
-use crate::harness::{Stack, eventually};
+use crate::harness::{Stack, escalation_cancelled};
 
 #[tokio::test]
 async fn the_person_on_call_is_emailed_then_the_next_step_until_someone_acknowledges() {
@@ -69,25 +69,7 @@ routes:
         })
         .await
         .unwrap();
-    eventually("the rest cancelled", || {
-        let mut n = s.notifications.clone();
-        let id = id.clone();
-        async move {
-            let list = n
-                .list_deliveries(v1::ListDeliveriesRequest {
-                    incident_id: id,
-                    ..Default::default()
-                })
-                .await
-                .ok()?
-                .into_inner()
-                .deliveries;
-            list.iter()
-                .any(|d| d.status() == v1::DeliveryState::Cancelled)
-                .then_some(())
-        }
-    })
-    .await;
+    escalation_cancelled(&s, &id).await;
     s.clock.advance(std::time::Duration::from_secs(600));
     assert!(
         !smtp.more(std::time::Duration::from_secs(2)).await,

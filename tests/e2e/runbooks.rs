@@ -1470,25 +1470,7 @@ async fn a_routed_policy_pages_an_opened_incident_until_someone_acknowledges() {
         .await
         .unwrap();
     // The acknowledgement reaches notification before the clock moves on.
-    eventually("the acknowledged escalation cancelled", || {
-        let mut n = s.notifications.clone();
-        let id = acked.clone();
-        async move {
-            let list = n
-                .list_deliveries(v1::ListDeliveriesRequest {
-                    incident_id: id,
-                    ..Default::default()
-                })
-                .await
-                .ok()?
-                .into_inner()
-                .deliveries;
-            list.iter()
-                .any(|d| d.status() == v1::DeliveryState::Cancelled)
-                .then_some(())
-        }
-    })
-    .await;
+    crate::harness::escalation_cancelled(&s, &acked).await;
 
     // Step 2 at five minutes, the repeat's steps at 15 and 20 minutes.
     for (minutes, primary, secondary) in [(5, 1, 1), (15, 2, 1), (20, 2, 2)] {
