@@ -91,6 +91,19 @@ pub struct Cli {
 }
 
 #[derive(Debug, Subcommand)]
+pub enum TemplateCmd {
+    /// Render CHANNEL's message for an event of an incident, as the channel would send it.
+    Preview {
+        channel: String,
+        #[arg(long)]
+        incident: String,
+        /// opened (default), acknowledged, resolved, closed, escalated, page, ...
+        #[arg(long, default_value = "opened")]
+        event: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run all four services in one process (embedded mode: SQLite, in-process bus).
     Up(UpArgs),
@@ -138,6 +151,9 @@ pub enum Command {
     /// On-call schedules: the final schedule, and its gaps.
     #[command(subcommand)]
     Schedule(crate::cli_access::ScheduleCmd),
+    /// Channels' messages: what a channel would send (rendered, nothing sent).
+    #[command(subcommand)]
+    Template(TemplateCmd),
     /// Who is on call now, in every schedule or one.
     Oncall {
         #[arg(long)]
@@ -553,6 +569,13 @@ impl Cli {
                 Ok(0)
             }
             Command::Login { token } => login(&targets, token).await.map(|()| 0),
+            Command::Template(TemplateCmd::Preview {
+                channel,
+                incident,
+                event,
+            }) => template_preview(&targets, channel, incident, event, self.output)
+                .await
+                .map(|()| 0),
             cmd @ (Command::Token(_)
             | Command::User(_)
             | Command::Team(_)
@@ -623,6 +646,43 @@ async fn login(targets: &Targets, token: Option<String>) -> anyhow::Result<()> {
 
 /// `runbook dry-run NAME --incident ID`: the incident from triage, simulated by
 /// orchestration with the runbook, parameters and limits it runs with.
+/// `firebreak template preview`: the incident from triage, rendered by notification.
+async fn template_preview(
+    targets: &Targets,
+    channel: String,
+    id: String,
+    event: String,
+    format: OutputFormat,
+) -> anyhow::Result<()> {
+    let status = |s: tonic::Status| status(s, targets.request_timeout);
+    let incident = IncidentServiceClient::new(targets.connect(Service::Triage).await?)
+        .get_incident(v1::GetIncidentRequest { id })
+        .await
+        .map_err(status)?
+        .into_inner()
+        .incident
+        .ok_or_else(|| Failure::new(Exit::Failed, "triage answered without the incident"))?;
+    let r = v1::notification_service_client::NotificationServiceClient::new(
+        targets.connect(Service::Notification).await?,
+    )
+    .preview_template(v1::PreviewTemplateRequest {
+        channel: channel.clone(),
+        event: event.clone(),
+        incident: Some(incident),
+    })
+    .await
+    .map_err(status)?
+    .into_inner();
+    if matches!(format, OutputFormat::Json) {
+        crate::cli_access::print_json(
+            serde_json::json!({ "channel": channel, "event": event, "text": r.text }),
+        );
+    } else {
+        crate::output::say_raw(&r.text);
+    }
+    Ok(())
+}
+
 async fn dry_run_on_server(
     targets: &Targets,
     name: &str,
@@ -1202,6 +1262,7 @@ async fn client(cmd: Command, targets: &Targets, out: &Out) -> anyhow::Result<()
         | Command::Delivery(_)
         | Command::Schedule(_)
         | Command::Oncall { .. }
+        | Command::Template(_)
         | Command::Whoami
         | Command::Login { .. }
         | Command::Runbook(

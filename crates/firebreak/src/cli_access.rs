@@ -271,7 +271,7 @@ async fn audit(
     Ok(())
 }
 
-fn print_json(v: serde_json::Value) {
+pub(crate) fn print_json(v: serde_json::Value) {
     say_raw(&serde_json::to_string_pretty(&v).unwrap_or_default());
 }
 

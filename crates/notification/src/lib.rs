@@ -273,15 +273,7 @@ impl Notification {
                     "event_id": event.id,
                     "kind": format!("incident.{change}"),
                     "actor": c.actor,
-                    "incident": {
-                        "id": inc.id, "title": inc.title, "category": inc.category,
-                        "severity": inc.severity, "priority": inc.priority,
-                        // By name, as channels have always received it.
-                        "state": inc.incident_state().map(|s| s.as_str()),
-                        "dedup_key": inc.dedup_key, "alert_count": inc.alert_count,
-                        "labels": inc.labels.iter().collect::<std::collections::BTreeMap<_, _>>(),
-                        "source": inc.source,
-                    },
+                    "incident": incident_json(inc),
                 });
                 let mut out: Vec<DeliveryRecord> = self
                     .channels
@@ -480,6 +472,34 @@ impl Notification {
 
 #[tonic::async_trait]
 impl NotificationService for Notification {
+    async fn preview_template(
+        &self,
+        req: Request<v1::PreviewTemplateRequest>,
+    ) -> Result<Response<v1::PreviewTemplateResponse>, Status> {
+        let req = req.into_inner();
+        let channel = self
+            .channels
+            .iter()
+            .find(|c| c.name == req.channel)
+            .ok_or_else(|| Error::NotFound(format!("channel {:?}", clip(&req.channel, 64))))?;
+        let event = match req.event.trim() {
+            "" => channels::EventKind::Opened,
+            e => e
+                .parse::<channels::EventKind>()
+                .map_err(|why| Error::Invalid(format!("event: {}", clip(&why, 512))))?,
+        };
+        let incident = req
+            .incident
+            .as_ref()
+            .ok_or_else(|| Error::Invalid("incident: required".into()))?;
+        let serde_json::Value::Object(fields) = incident_json(incident) else {
+            return Err(Status::internal("an incident is an object"));
+        };
+        let text = channels::preview(channel, event, &fields)
+            .map_err(|e| Error::Invalid(e.to_string()))?;
+        Ok(Response::new(v1::PreviewTemplateResponse { text }))
+    }
+
     async fn who_is_on_call(
         &self,
         req: Request<v1::WhoIsOnCallRequest>,
@@ -706,6 +726,19 @@ fn retry_at(e: &DeliveryError, attempts: u32, now: Micros) -> Option<Micros> {
     }
     let backoff = Duration::from_micros(500_000 << attempts.min(10));
     Some(now + backoff.min(Duration::from_secs(300)))
+}
+
+/// An incident as channels receive it (webhooks' JSON, templates' `incident`).
+fn incident_json(inc: &v1::Incident) -> serde_json::Value {
+    json!({
+        "id": inc.id, "title": inc.title, "category": inc.category,
+        "severity": inc.severity, "priority": inc.priority,
+        // By name, as channels have always received it.
+        "state": inc.incident_state().map(|s| s.as_str()),
+        "dedup_key": inc.dedup_key, "alert_count": inc.alert_count,
+        "labels": inc.labels.iter().collect::<std::collections::BTreeMap<_, _>>(),
+        "source": inc.source,
+    })
 }
 
 /// A page token of deliveries: `CREATED_AT.ID` of the last delivery of the previous page.

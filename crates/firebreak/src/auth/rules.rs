@@ -179,6 +179,11 @@ pub const METHODS: &[(&str, &str, Rule)] = &[
         Needs(P::DirectoryRead),
     ),
     (
+        "/firebreak.v1.NotificationService/PreviewTemplate",
+        "notification",
+        Needs(P::DeliveriesRead),
+    ),
+    (
         "/firebreak.v1.AccessService/WhoAmI",
         "notification",
         Authenticated,
@@ -277,7 +282,7 @@ pub fn audited_when_allowed(path: &str) -> bool {
         || method.starts_with("List")
         || matches!(
             method,
-            "Watch" | "WhoAmI" | "DryRun" | "TestEscalation" | "WhoIsOnCall"
+            "Watch" | "WhoAmI" | "DryRun" | "TestEscalation" | "WhoIsOnCall" | "PreviewTemplate"
         );
     !read
 }

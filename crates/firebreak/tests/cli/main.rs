@@ -1751,7 +1751,7 @@ fn escalation_test_dry_runs_who_would_be_paged_and_when() {
     let config = dir.path().join("config.yaml");
     std::fs::write(
         &config,
-        "escalation_policies:\n  - name: sre\n    repeat: 1\n    steps:\n      - channels: [log]\n      - { after_seconds: 120, targets: [{ channel: log }] }\nroutes:\n  - { match: { categories: [service-outage] }, policy: sre }\n",
+        "channels:\n  - { name: mail, kind: email, host: 127.0.0.1, tls: none, from: 'Firebreak <firebreak@example.com>' }\nescalation_policies:\n  - name: sre\n    repeat: 1\n    steps:\n      - channels: [log]\n      - { after_seconds: 120, targets: [{ channel: log }] }\nroutes:\n  - { match: { categories: [service-outage] }, policy: sre }\n",
     )
     .unwrap();
     let server = Server::start(&dir.path().join("data"), &repo("runbooks"), &config);
@@ -1830,6 +1830,42 @@ fn escalation_test_dry_runs_who_would_be_paged_and_when() {
         server.json(&["delivery", "list", "--failed"]),
         serde_json::json!([])
     );
+    // What a channel would send, rendered, nothing sent.
+    let preview = server.cli(&[
+        "template",
+        "preview",
+        "mail",
+        "--incident",
+        &id,
+        "--event",
+        "page",
+    ]);
+    assert!(preview.starts_with("Subject: "), "{preview}");
+    assert!(preview.contains("payments service down"), "{preview}");
+    let token = server.token();
+    for (args, code) in [
+        (
+            vec!["template", "preview", "nope", "--incident", id.as_str()],
+            4,
+        ),
+        (
+            vec![
+                "template",
+                "preview",
+                "mail",
+                "--incident",
+                id.as_str(),
+                "--event",
+                "party",
+            ],
+            5,
+        ),
+    ] {
+        let mut all = vec!["--server", server.grpc.as_str(), "--token", token.as_str()];
+        all.extend(args.iter().copied());
+        let (got, _, err) = run_in_dir(dir.path(), &all, None);
+        assert_eq!(got, code, "{args:?}: {err}");
+    }
     // The second step waits its two minutes: pending, listed by state.
     let pending = server.json(&["delivery", "list", "--status", "pending", "--incident", &id]);
     assert_eq!(pending.as_array().unwrap().len(), 1, "{pending:#}");
