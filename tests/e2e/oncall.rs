@@ -76,3 +76,122 @@ routes:
         "nothing after the acknowledgement"
     );
 }
+
+/// On call's read methods take names from callers: each is bounded, and a hostile one is
+/// INVALID_ARGUMENT naming its field (an unknown one NOT_FOUND), never a panic.
+#[tokio::test]
+async fn hostile_on_call_requests_are_refused_naming_the_field() {
+    let s = Stack::start(&crate::harness::empty_runbooks(), "{}\n").await;
+    let mut n = s.notifications.clone();
+    let long = "x".repeat(300);
+    let code_and = |r: Result<tonic::Response<()>, tonic::Status>| match r {
+        Ok(_) => (tonic::Code::Ok, String::new()),
+        Err(e) => (e.code(), e.message().to_owned()),
+    };
+    let cases: Vec<(&str, tonic::Code, (tonic::Code, String))> = vec![
+        (
+            "policy",
+            tonic::Code::InvalidArgument,
+            code_and(
+                n.test_escalation(v1::TestEscalationRequest {
+                    policy: long.clone(),
+                    at: None,
+                })
+                .await
+                .map(|r| r.map(|_| ())),
+            ),
+        ),
+        (
+            "schedule",
+            tonic::Code::InvalidArgument,
+            code_and(
+                n.who_is_on_call(v1::WhoIsOnCallRequest {
+                    schedule: "a\u{0}b".into(),
+                    at: None,
+                })
+                .await
+                .map(|r| r.map(|_| ())),
+            ),
+        ),
+        (
+            "user",
+            tonic::Code::InvalidArgument,
+            code_and(
+                n.list_shifts(v1::ListShiftsRequest {
+                    schedule: String::new(),
+                    user: long.clone(),
+                    ..Default::default()
+                })
+                .await
+                .map(|r| r.map(|_| ())),
+            ),
+        ),
+        (
+            "schedule",
+            tonic::Code::NotFound,
+            code_and(
+                n.list_shifts(v1::ListShiftsRequest {
+                    schedule: "nope".into(),
+                    ..Default::default()
+                })
+                .await
+                .map(|r| r.map(|_| ())),
+            ),
+        ),
+        (
+            "event",
+            tonic::Code::InvalidArgument,
+            code_and(
+                n.preview_template(v1::PreviewTemplateRequest {
+                    channel: "log".into(),
+                    event: "party".into(),
+                    incident: Some(v1::Incident::default()),
+                })
+                .await
+                .map(|r| r.map(|_| ())),
+            ),
+        ),
+        (
+            "incident",
+            tonic::Code::InvalidArgument,
+            code_and(
+                n.preview_template(v1::PreviewTemplateRequest {
+                    channel: "log".into(),
+                    event: String::new(),
+                    incident: None,
+                })
+                .await
+                .map(|r| r.map(|_| ())),
+            ),
+        ),
+        (
+            "channel",
+            tonic::Code::InvalidArgument,
+            code_and(
+                n.preview_template(v1::PreviewTemplateRequest {
+                    channel: long.clone(),
+                    event: String::new(),
+                    incident: Some(v1::Incident::default()),
+                })
+                .await
+                .map(|r| r.map(|_| ())),
+            ),
+        ),
+        (
+            "status",
+            tonic::Code::InvalidArgument,
+            code_and(
+                n.list_deliveries(v1::ListDeliveriesRequest {
+                    status: 99,
+                    ..Default::default()
+                })
+                .await
+                .map(|r| r.map(|_| ())),
+            ),
+        ),
+    ];
+    for (field, want, (got, message)) in cases {
+        assert_eq!(got, want, "{field}: {message}");
+        assert!(message.contains(field), "{field}: {message}");
+    }
+}

@@ -772,11 +772,7 @@ async fn schedule(
             shifts
                 .iter()
                 .map(|s| {
-                    let who = if s.users.is_empty() {
-                        "nobody".to_owned()
-                    } else {
-                        s.users.join(", ")
-                    };
+                    let who = who_of(&s.users);
                     vec![
                         in_zone(s.start.as_ref(), &zone),
                         in_zone(s.end.as_ref(), &zone),
@@ -787,6 +783,15 @@ async fn schedule(
         );
     }
     Ok(())
+}
+
+/// People on call as the CLI prints them: `alice, bob`, or `nobody`.
+fn who_of(users: &[String]) -> String {
+    if users.is_empty() {
+        "nobody".to_owned()
+    } else {
+        users.join(", ")
+    }
 }
 
 async fn oncall(
@@ -815,11 +820,7 @@ async fn oncall(
             r.schedules
                 .iter()
                 .map(|s| {
-                    let who = if s.users.is_empty() {
-                        "nobody".to_owned()
-                    } else {
-                        s.users.join(", ")
-                    };
+                    let who = who_of(&s.users);
                     vec![s.schedule.clone(), who]
                 })
                 .collect(),

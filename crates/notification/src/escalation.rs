@@ -248,7 +248,7 @@ pub fn step_pages(
     )
 }
 
-fn pages_for(
+pub(crate) fn pages_for(
     targets: &[Target],
     incident_id: &str,
     step: u32,

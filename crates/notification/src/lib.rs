@@ -457,9 +457,8 @@ impl Notification {
                 if e.is_permanent() || d.attempts >= MAX_ATTEMPTS {
                     d.status = DeliveryState::Failed;
                 } else {
-                    d.next_attempt_at = now
-                        + Duration::from_micros(500_000 << d.attempts.min(10))
-                            .min(Duration::from_secs(60));
+                    // A step waits at most a minute: people are waiting to be paged.
+                    d.next_attempt_at = now + backoff(d.attempts, Duration::from_secs(60));
                 }
                 tracing::warn!(delivery = %d.id, policy = %d.channel, error = %e, "an escalation step failed");
             }
@@ -477,12 +476,13 @@ impl NotificationService for Notification {
         req: Request<v1::PreviewTemplateRequest>,
     ) -> Result<Response<v1::PreviewTemplateResponse>, Status> {
         let req = req.into_inner();
+        let name = name_arg("channel", &req.channel)?;
         let channel = self
             .channels
             .iter()
-            .find(|c| c.name == req.channel)
-            .ok_or_else(|| Error::NotFound(format!("channel {:?}", clip(&req.channel, 64))))?;
-        let event = match req.event.trim() {
+            .find(|c| c.name == name)
+            .ok_or_else(|| Error::NotFound(format!("channel {name:?}")))?;
+        let event = match name_arg("event", &req.event)? {
             "" => channels::EventKind::Opened,
             e => e
                 .parse::<channels::EventKind>()
@@ -509,14 +509,15 @@ impl NotificationService for Notification {
             .at
             .as_ref()
             .map_or_else(|| self.clock.now(), firebreak_proto::micros);
-        let chosen: Vec<&firebreak_domain::schedule::Schedule> = match req.schedule.trim() {
-            "" => self.schedules.all(),
-            name => vec![
-                self.schedules
-                    .get(name)
-                    .ok_or_else(|| Error::NotFound(format!("schedule {:?}", clip(name, 64))))?,
-            ],
-        };
+        let chosen: Vec<&firebreak_domain::schedule::Schedule> =
+            match name_arg("schedule", &req.schedule)? {
+                "" => self.schedules.all(),
+                name => vec![
+                    self.schedules
+                        .get(name)
+                        .ok_or_else(|| Error::NotFound(format!("schedule {name:?}")))?,
+                ],
+            };
         let schedules = chosen
             .into_iter()
             .map(|s| v1::OnCallNow {
@@ -534,10 +535,12 @@ impl NotificationService for Notification {
     ) -> Result<Response<v1::ListShiftsResponse>, Status> {
         use firebreak_domain::schedule;
         let req = req.into_inner();
+        let name = name_arg("schedule", &req.schedule)?;
+        let user = name_arg("user", &req.user)?.to_owned();
         let s = self
             .schedules
-            .get(req.schedule.trim())
-            .ok_or_else(|| Error::NotFound(format!("schedule {:?}", clip(&req.schedule, 64))))?
+            .get(name)
+            .ok_or_else(|| Error::NotFound(format!("schedule {name:?}")))?
             .clone();
         let now = self.clock.now();
         let from = req.from.as_ref().map_or(now, firebreak_proto::micros);
@@ -545,11 +548,7 @@ impl NotificationService for Notification {
             from + Duration::from_secs(7 * 86_400),
             firebreak_proto::micros,
         );
-        if req.user.len() > 64 {
-            return Err(Error::Invalid("user: at most 64 bytes".into()).into());
-        }
         let (from, to) = (schedules::instant(from), schedules::instant(to));
-        let user = req.user.clone();
         // A schedule at its bounds takes seconds to lay out: off the async threads.
         let laid_out = tokio::task::spawn_blocking(move || {
             if user.is_empty() {
@@ -593,14 +592,12 @@ impl NotificationService for Notification {
         req: Request<v1::TestEscalationRequest>,
     ) -> Result<Response<v1::TestEscalationResponse>, Status> {
         let req = req.into_inner();
-        if req.policy.len() > 256 {
-            return Err(Error::Invalid("policy: at most 256 bytes".into()).into());
-        }
+        let name = name_arg("policy", &req.policy)?;
         let policy = self
             .policies
             .iter()
-            .find(|p| p.name == req.policy)
-            .ok_or_else(|| Error::NotFound(format!("escalation policy {:?}", req.policy)))?;
+            .find(|p| p.name == name)
+            .ok_or_else(|| Error::NotFound(format!("escalation policy {name:?}")))?;
         let at = req
             .at
             .as_ref()
@@ -724,8 +721,32 @@ fn retry_at(e: &DeliveryError, attempts: u32, now: Micros) -> Option<Micros> {
     if e.is_permanent() || attempts >= MAX_ATTEMPTS {
         return None;
     }
-    let backoff = Duration::from_micros(500_000 << attempts.min(10));
-    Some(now + backoff.min(Duration::from_secs(300)))
+    Some(now + backoff(attempts, Duration::from_secs(300)))
+}
+
+/// How long after its `attempts`-th failure something is tried again: half a second,
+/// doubling, at most `max`.
+fn backoff(attempts: u32, max: Duration) -> Duration {
+    Duration::from_micros(500_000 << attempts.min(10)).min(max)
+}
+
+/// The most bytes of a name a request gives (a channel, schedule, policy, user or event).
+const MAX_NAME_ARG: usize = 256;
+
+/// A name from a request, trimmed: refused naming `field` when longer than
+/// [`MAX_NAME_ARG`] or holding a control character.
+fn name_arg<'a>(field: &str, text: &'a str) -> Result<&'a str, Error> {
+    if text.len() > MAX_NAME_ARG {
+        return Err(Error::Invalid(format!(
+            "{field}: at most {MAX_NAME_ARG} bytes"
+        )));
+    }
+    if text.chars().any(char::is_control) {
+        return Err(Error::Invalid(format!(
+            "{field}: must not hold control characters"
+        )));
+    }
+    Ok(text.trim())
 }
 
 /// An incident as channels receive it (webhooks' JSON, templates' `incident`).

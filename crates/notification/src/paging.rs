@@ -284,18 +284,8 @@ fn decide_step(
         && !reached
         && let Some(f) = &policy.fallback
     {
-        let fallback = EscalationPolicy {
-            steps: vec![crate::escalation::EscalationStep {
-                after_seconds: 0,
-                channels: Vec::new(),
-                targets: vec![f.clone()],
-            }],
-            ..policy.clone()
-        };
-        pages = step_pages(&fallback, incident_id, 0, 0, at, roster)
-            .into_iter()
-            .map(|p| crate::escalation::Page { step: 0, ..p })
-            .collect();
+        pages =
+            crate::escalation::pages_for(std::slice::from_ref(f), incident_id, 0, 0, at, roster);
     }
     let mut out: Vec<Planned> = pages
         .into_iter()
