@@ -137,11 +137,24 @@ impl Stack {
 
     /// Raises an alert titled `title` as the admin; the id of its incident.
     pub(crate) async fn raise(&mut self, title: &str) -> String {
+        self.raise_with_labels(title, &[]).await
+    }
+
+    /// [`Stack::raise`] with labels.
+    pub(crate) async fn raise_with_labels(
+        &mut self,
+        title: &str,
+        labels: &[(&str, &str)],
+    ) -> String {
         self.intake
             .raise_incident(v1::RaiseIncidentRequest {
                 alert: Some(v1::AlertInput {
                     title: title.into(),
                     source: "e2e".into(),
+                    labels: labels
+                        .iter()
+                        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                        .collect(),
                     ..Default::default()
                 }),
                 ..Default::default()

@@ -2,6 +2,7 @@
 //! real local HTTP server standing in for webhook and runbook targets.
 
 mod access;
+mod answers;
 mod audit;
 mod harness;
 mod oncall;

@@ -22,7 +22,7 @@ pub use dedup::{canonical_labels, dedup_key_for_group_key, dedup_key_for_labels,
 pub use error::{Error, Result};
 pub use ids::{AlertId, EventId, IncidentId, RunId, new_id};
 pub use incident::{Action, IncidentState, Priority, Severity, Urgency};
-pub use review::{ReviewInput, ReviewRole, ReviewRun, TimelineItem, review_markdown};
+pub use review::{FirstPage, ReviewInput, ReviewRole, ReviewRun, TimelineItem, review_markdown};
 pub use rules::{CategoryRule, Classification, DEFAULT_TAXONOMY, Taxonomy, UNCATEGORIZED};
 pub use service_error::{ErrorCode, ServiceError};
 pub use signal::{Labels, Signal, SignalInput, clip, derive_dedup_key, no_nul, parse_label};

@@ -23,6 +23,19 @@ pub struct ReviewInput {
     pub roles: Vec<ReviewRole>,
     pub timeline: Vec<TimelineItem>,
     pub runs: Vec<ReviewRun>,
+    /// The first page that reached a person: time to acknowledge counts from it too.
+    pub first_page: Option<FirstPage>,
+    /// Who acknowledged, and from where (`slack`, `sms`, `link`; empty: the CLI or API).
+    pub acknowledged_by: Option<(String, String)>,
+}
+
+/// The first page handed to a person's provider.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FirstPage {
+    pub at: Timestamp,
+    pub user: String,
+    /// The channel it went through.
+    pub channel: String,
 }
 
 /// One timeline entry, as the review shows it.
@@ -72,6 +85,24 @@ pub fn review_markdown(r: &ReviewInput) -> String {
         "- Time to acknowledge: {}",
         duration_between(r.opened_at, r.acknowledged_at)
     );
+    if let Some(p) = &r.first_page {
+        let _ = writeln!(
+            md,
+            "- Time to acknowledge from the first page ({} through {} at {}): {}",
+            p.user,
+            p.channel,
+            rfc3339(p.at),
+            duration_between(p.at, r.acknowledged_at)
+        );
+    }
+    if let Some((who, via)) = &r.acknowledged_by {
+        let via = if via.is_empty() {
+            "the CLI or API"
+        } else {
+            via
+        };
+        let _ = writeln!(md, "- Acknowledged by {who} from {via}");
+    }
     let _ = writeln!(
         md,
         "- Time to resolve: {}",
@@ -208,10 +239,18 @@ mod tests {
                 live: false,
                 actions: vec!["http.post: simulated".into()],
             }],
+            first_page: Some(FirstPage {
+                at: opened + time::Duration::seconds(30),
+                user: "amy".into(),
+                channel: "email".into(),
+            }),
+            acknowledged_by: Some(("user:amy".into(), "slack".into())),
         });
         for want in [
             "# Post-incident review: API down",
             "Time to acknowledge: 1m 30s",
+            "Time to acknowledge from the first page (amy through email at 2026-11-28T10:00:30Z): 1m 0s",
+            "Acknowledged by user:amy from slack",
             "Time to resolve: 3h 2m",
             "| opened | triage | a\\|b |",
             "## Roles",

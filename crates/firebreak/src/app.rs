@@ -480,18 +480,26 @@ fn build_notification(
                 .map_err(|e| anyhow::anyhow!("invalid channels: {e}"))?,
         );
     }
-    Ok(
-        Notification::new(store, bus, channels, config.escalation_policies.clone())
-            .and_then(|n| n.with_routes(config.routes.clone()))
-            .and_then(|n| {
-                n.with_schedules(
-                    firebreak_notification::schedules::Schedules::new(&config.schedules)
-                        .map_err(firebreak_notification::ConfigError::Policies)?,
-                )
-            })
-            .map_err(|e| anyhow::anyhow!("invalid channels: {e}"))?
-            .with_clock(clock),
-    )
+    let responses = config
+        .responses
+        .as_ref()
+        .map(|spec| spec.build(&|name| secrets.get(name)))
+        .transpose()
+        .map_err(|e| anyhow::anyhow!("invalid {e}"))?;
+    let notification = Notification::new(store, bus, channels, config.escalation_policies.clone())
+        .and_then(|n| n.with_routes(config.routes.clone()))
+        .and_then(|n| {
+            n.with_schedules(
+                firebreak_notification::schedules::Schedules::new(&config.schedules)
+                    .map_err(firebreak_notification::ConfigError::Policies)?,
+            )
+        })
+        .map_err(|e| anyhow::anyhow!("invalid channels: {e}"))?
+        .with_clock(clock);
+    Ok(match responses {
+        Some(r) => notification.with_responses(r),
+        None => notification,
+    })
 }
 
 impl App {
@@ -977,6 +985,9 @@ impl Startup {
         if let Some(s) = &services.notification {
             s.spawn(tasks, &self.work);
             routes.add_service(s.grpc());
+            // Answers to pages carry their own proof (a signed link, Slack's or Twilio's
+            // signature), not a token.
+            router = router.merge(s.http_routes());
             if let Some(v) = &self.verifier {
                 router = router.merge(crate::feeds::routes(s.clone(), v.clone()));
             }

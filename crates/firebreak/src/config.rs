@@ -72,6 +72,10 @@ pub struct Config {
     /// Which escalation policy pages when an incident opens: the first route that matches.
     #[serde(default)]
     pub routes: Vec<firebreak_notification::routing::Route>,
+    /// Where people answer pages from: the public URL links in pages start with, and the
+    /// key that signs them (docs/oncall.md, "Acknowledging from a page").
+    #[serde(default)]
+    pub responses: Option<firebreak_notification::ResponsesSpec>,
     /// People and service accounts declared here (GitOps): written into the directory at
     /// start-up, not deletable or changeable at run time.
     #[serde(default)]
@@ -434,6 +438,7 @@ const KEYS: &[&str] = &[
     "escalation_policies",
     "schedules",
     "routes",
+    "responses",
     "users",
     "teams",
     "runbook_params",

@@ -9,7 +9,9 @@ mod directory;
 mod error;
 mod escalation;
 pub mod ical;
+mod inbound;
 mod paging;
+pub mod respond;
 pub mod routing;
 pub mod schedules;
 
@@ -37,7 +39,8 @@ use crate::error::Error;
 
 pub use channels::{
     Channel, ChannelError, ChannelKind, DeliveryError, EventKind, Message, Receipt,
-    SIGNATURE_HEADER, TIMESTAMP_HEADER, channel_for, preview, sample_incident, signature,
+    SIGNATURE_HEADER, SecretRef, TIMESTAMP_HEADER, channel_for, preview, sample_incident,
+    signature,
 };
 pub use directory::{Directory, MAX_SYNC};
 pub use error::Error as NotificationError;
@@ -45,6 +48,7 @@ pub use escalation::{
     EscalationPolicy, EscalationStep, Page, Reachable, Recipient, Roster, Target, next_step, plan,
     step_pages,
 };
+pub use inbound::{Responses, ResponsesSpec};
 pub use paging::OnCall;
 
 /// Why notification could not be set up from its configuration.
@@ -84,6 +88,8 @@ pub struct Notification {
     routes: Arc<Vec<routing::Route>>,
     /// Who is on call in each schedule.
     schedules: Arc<schedules::Schedules>,
+    /// Where people answer pages from (links, Slack buttons, SMS replies), if configured.
+    responses: Option<Arc<Responses>>,
 }
 
 impl Notification {
@@ -112,6 +118,7 @@ impl Notification {
             directory: None,
             routes: Arc::new(Vec::new()),
             schedules: Arc::new(schedules::Schedules::default()),
+            responses: None,
         })
     }
 
@@ -161,6 +168,19 @@ impl Notification {
     pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Self {
         self.clock = clock;
         self
+    }
+
+    /// Takes answers to pages as `responses` says: pages carry signed links, and the
+    /// HTTP routes of [`Notification::http_routes`] act on links, Slack buttons and SMS
+    /// replies.
+    pub fn with_responses(mut self, responses: Responses) -> Self {
+        self.responses = Some(Arc::new(responses));
+        self
+    }
+
+    /// The HTTP routes people answer pages through (see `inbound`).
+    pub fn http_routes(&self) -> axum::Router {
+        inbound::routes(self.clone())
     }
 
     /// The gRPC `NotificationService`.
@@ -412,6 +432,8 @@ impl Notification {
                     status_name: d.status.as_str().to_owned(),
                     attempts: d.attempts,
                     error: d.last_error.clone(),
+                    kind: d.kind.clone(),
+                    user: paging::user_of(&d).unwrap_or_default(),
                 }),
             )
         });
@@ -435,7 +457,23 @@ impl Notification {
                 method.kind
             )));
         };
-        let msg = channels::Message::from_payload(&d.kind, &d.payload)?;
+        let mut msg = channels::Message::from_payload(&d.kind, &d.payload)?;
+        if let (Some(user), Some(responses)) = (paging::user_of(d), &self.responses) {
+            let now = self.clock.now().unix_micros() / 1_000_000;
+            if let Some((ack, resolve)) = responses.links(&d.incident_id, &user, now) {
+                msg.ack_url = Some(ack);
+                msg.resolve_url = Some(resolve);
+            }
+            // A text message can be answered by a reply naming the incident's code.
+            if method.kind == firebreak_domain::people::ContactKind::Sms {
+                let code = self
+                    .store
+                    .reply_code(&method.address, &d.incident_id, self.clock.now())
+                    .await
+                    .map_err(|e| DeliveryError::Store(format!("assigning a reply code: {e}")))?;
+                msg.reply_code = Some(code);
+            }
+        }
         ch.deliver(&self.http, Some(method), &msg, &d.id)
             .await
             .map(|_| ())

@@ -55,6 +55,20 @@ pub(crate) fn person_of(d: &DeliveryRecord) -> Option<firebreak_domain::people::
     serde_json::from_value(d.payload.get("recipient")?.get("method")?.clone()).ok()
 }
 
+/// The person a page delivery is for (`None` for any other delivery).
+pub(crate) fn user_of(d: &DeliveryRecord) -> Option<String> {
+    if d.kind != PAGE {
+        return None;
+    }
+    Some(
+        d.payload
+            .get("recipient")?
+            .get("user")?
+            .as_str()?
+            .to_owned(),
+    )
+}
+
 /// The directory and schedules as one step sees them, read once per step.
 struct Snapshot {
     people: HashMap<String, Reachable>,

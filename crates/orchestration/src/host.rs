@@ -128,6 +128,7 @@ impl RunHost {
                 incident_id: self.run.incident_id.clone(),
                 actor: format!("runbook:{}", self.run.runbook),
                 command: Some(command),
+                via: String::new(),
             }),
         )
     }

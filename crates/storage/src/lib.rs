@@ -307,6 +307,36 @@ pub trait NotificationStore: Outbox {
     /// and every pending step and page of the paging engine (kinds `escalation.step` and
     /// `escalation.page`); returns how many.
     async fn cancel_escalations(&self, incident_id: &str) -> Result<u32>;
+    /// Keeps a response and its event (the command triage applies) in one transaction,
+    /// unless a response with its id is kept already; returns whether it was new.
+    async fn record_response(&self, response: &ResponseRecord, event: &OutboxEvent)
+    -> Result<bool>;
+    /// The code (1-99) that names `incident_id` in text messages to `address`: the one it
+    /// has, else the lowest free one, else the one assigned longest ago, taken over. Replies
+    /// such as `4a` name the incident by it.
+    async fn reply_code(&self, address: &str, incident_id: &str, now: Micros) -> Result<u32>;
+    /// The incident reply code `code` names for `address`, if any.
+    async fn reply_incident(&self, address: &str, code: u32) -> Result<Option<String>>;
+}
+
+/// The reply codes an address is given: one or two digits to type.
+pub const MAX_REPLY_CODE: u32 = 99;
+
+/// The code to give among `taken` (code, incident, assigned at) for `incident_id`: the one it
+/// has (`true`: nothing to store), else the lowest free code, else the code assigned longest
+/// ago. The one rule both stores apply.
+pub fn choose_reply_code(taken: &[(u32, String, i64)], incident_id: &str) -> (u32, bool) {
+    if let Some((code, _, _)) = taken.iter().find(|(_, i, _)| i == incident_id) {
+        return (*code, true);
+    }
+    if let Some(free) = (1..=MAX_REPLY_CODE).find(|c| !taken.iter().any(|(t, _, _)| t == c)) {
+        return (free, false);
+    }
+    let oldest = taken
+        .iter()
+        .min_by_key(|(code, _, at)| (*at, *code))
+        .map_or(1, |(code, _, _)| *code);
+    (oldest, false)
 }
 
 /// The directory of people and the API tokens that act for them (notification's database).

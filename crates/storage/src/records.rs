@@ -451,6 +451,23 @@ impl JournalRecord {
     }
 }
 
+/// Someone's answer to a page from where they are (a signed link, a Slack button, an SMS
+/// reply), kept once by its id: a provider retrying the same answer acts once.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ResponseRecord {
+    /// The answer's own id: Twilio's `MessageSid`, Slack's action (`trigger_id`), or a new
+    /// id for a link.
+    pub id: String,
+    pub incident_id: String,
+    /// The person who answered (a directory user's name).
+    pub user: String,
+    /// `acknowledge` or `resolve`.
+    pub action: String,
+    /// Where from: `link`, `slack`, `sms`.
+    pub via: String,
+    pub at: Micros,
+}
+
 /// A notification to deliver on a channel (notification).
 #[derive(Debug, Clone, PartialEq)]
 pub struct DeliveryRecord {

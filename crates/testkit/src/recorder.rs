@@ -11,6 +11,10 @@ pub struct Received {
     pub path: String,
     pub idempotency_key: String,
     pub body: Value,
+    /// The body as text (a form body, which `body` holds as null).
+    pub text: String,
+    /// The `Authorization` header, if any.
+    pub authorization: String,
 }
 
 /// A local HTTP server that records every request and answers 200: the webhook target
@@ -37,6 +41,12 @@ impl Recorder {
                             .unwrap_or_default()
                             .to_owned(),
                         body: serde_json::from_slice(&body).unwrap_or(Value::Null),
+                        text: String::from_utf8_lossy(&body).into_owned(),
+                        authorization: headers
+                            .get("authorization")
+                            .and_then(|v| v.to_str().ok())
+                            .unwrap_or_default()
+                            .to_owned(),
                     });
                     "{\"ok\":true}"
                 }

@@ -506,7 +506,11 @@ impl<'s> Work<'s> {
         let (kind, data) = match action {
             Action::Acknowledge => {
                 inc.acknowledged_at = Some(now);
-                ("acknowledged", json!({}))
+                // `text` says where a person answered a page from (`slack`, `sms`, `link`).
+                match text.trim() {
+                    "" => ("acknowledged", json!({})),
+                    via => ("acknowledged", json!({ "via": via })),
+                }
             }
             Action::Resolve => {
                 inc.resolved_at = Some(now);
@@ -992,7 +996,31 @@ fn render_review_unbounded(inc: &IncidentRecord, timeline: &[TimelineRecord]) ->
             })
             .collect(),
         runs,
+        first_page: first_page(timeline),
+        acknowledged_by: timeline.iter().find(|t| t.kind == "acknowledged").map(|t| {
+            (
+                t.actor.clone(),
+                t.data["via"].as_str().unwrap_or_default().to_owned(),
+            )
+        }),
     })
+}
+
+/// The first page a provider took for a person, from the timeline's delivery entries.
+fn first_page(timeline: &[TimelineRecord]) -> Option<firebreak_domain::FirstPage> {
+    timeline
+        .iter()
+        .filter(|t| {
+            t.kind == "notification"
+                && t.data["kind"] == "escalation.page"
+                && matches!(t.data["status"].as_str(), Some("sent" | "delivered"))
+        })
+        .min_by_key(|t| t.at)
+        .map(|t| firebreak_domain::FirstPage {
+            at: t.at.timestamp(),
+            user: t.data["user"].as_str().unwrap_or_default().to_owned(),
+            channel: t.data["channel"].as_str().unwrap_or_default().to_owned(),
+        })
 }
 
 fn summarize(data: &serde_json::Value) -> String {

@@ -247,6 +247,7 @@ impl Triage {
             // Null when the event names no state this build knows.
             "status": d.delivery_state().map(|s| s.as_str()), "attempts": d.attempts,
             "error": clip(&d.error, MAX_TEXT),
+            "kind": clip(&d.kind, MAX_NAME), "user": clip(&d.user, MAX_NAME),
         });
         let input = Input::Record {
             event_id: event_id.to_owned(),
@@ -285,6 +286,20 @@ impl Triage {
                         Action::Resolve,
                         &actor,
                         &clip(&summary, MAX_TEXT),
+                    )
+                    .await,
+                );
+            }
+            // A person answering a page (a link, a button, a reply): the same acknowledgement
+            // as the CLI's, with where it came from on the timeline.
+            Some(Command::Acknowledge(_)) => {
+                let actor = clip(&cmd.actor, MAX_ACTOR);
+                return ignore_refusals(
+                    self.transition(
+                        &cmd.incident_id,
+                        Action::Acknowledge,
+                        &actor,
+                        &clip(&cmd.via, MAX_NAME),
                     )
                     .await,
                 );
@@ -480,6 +495,7 @@ mod tests {
                 incident_id: id.clone(),
                 actor: hostile_actor.clone(),
                 command: Some(Command::Note(format!("{}\0", "n".repeat(32_769)))),
+                via: String::new(),
             },
         )
         .await
@@ -534,6 +550,7 @@ mod tests {
                     incident_id: id.clone(),
                     actor: "runbook:flood".into(),
                     command: Some(Command::Note("n".repeat(MAX_TEXT))),
+                    via: String::new(),
                 },
             )
             .await

@@ -77,7 +77,13 @@ impl Spec {
                 .iter()
                 .map(|r| ("password".to_owned(), r))
                 .collect(),
-            Self::Slack(s) => one("token", &s.token),
+            Self::Slack(s) => std::iter::once(("token".to_owned(), &s.token))
+                .chain(
+                    s.signing_secret
+                        .iter()
+                        .map(|r| ("signing_secret".to_owned(), r)),
+                )
+                .collect(),
             Self::Mattermost(s) => one("token", &s.token),
             Self::SlackWebhook(h) | Self::MattermostWebhook(h) | Self::Teams(h) => match &h.url {
                 UrlOrSecret::Secret(r) => one("url", r),

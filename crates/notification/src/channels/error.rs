@@ -129,6 +129,9 @@ pub enum DeliveryError {
     /// The delivery's stored payload is not a message this version can read.
     #[error("unreadable message: {0}")]
     Message(String),
+    /// Notification's own store failed while preparing the message (tried again).
+    #[error("notification's store: {0}")]
+    Store(String),
 }
 
 impl DeliveryError {
@@ -147,7 +150,7 @@ impl DeliveryError {
             | Self::Refused { permanent, .. }
             | Self::Smtp { permanent, .. } => *permanent,
             Self::Status(status) | Self::Answered { status, .. } => permanent_status(*status),
-            Self::RateLimited { .. } => false,
+            Self::RateLimited { .. } | Self::Store(_) => false,
         }
     }
 

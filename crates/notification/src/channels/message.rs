@@ -151,6 +151,9 @@ pub struct Message {
     /// returned ([`Receipt::provider_id`]): Slack and Mattermost then update that message
     /// instead of posting another, email replies in its thread.
     pub previous_id: Option<String>,
+    /// The code a text-message reply names the incident by (`4a` acknowledges it), when
+    /// the person can answer by SMS.
+    pub reply_code: Option<u32>,
 }
 
 impl Message {
@@ -176,6 +179,7 @@ impl Message {
             ack_url: None,
             resolve_url: None,
             previous_id: None,
+            reply_code: None,
         }
     }
 
@@ -199,6 +203,7 @@ impl Message {
             ack_url: None,
             resolve_url: None,
             previous_id: None,
+            reply_code: None,
         }
     }
 

@@ -36,6 +36,8 @@ use templates::{Escape, Part, PartSpec, Style, TemplateOverrides};
 
 pub use error::{ChannelError, DeliveryError};
 pub use message::{EventKind, Message, Receipt};
+pub use secrets::SecretRef;
+pub(crate) use slack::{ACK_ACTION as SLACK_ACK_ACTION, RESOLVE_ACTION as SLACK_RESOLVE_ACTION};
 pub use templates::sample_incident;
 pub use webhook::{SIGNATURE_HEADER, TIMESTAMP_HEADER, signature};
 
@@ -587,6 +589,22 @@ impl Channel {
     }
 
     /// The value of a secret the channel names in `field`.
+    /// The Slack app's signing secret, for a Slack channel that has one.
+    pub(crate) fn slack_signing_secret(&self) -> Option<&str> {
+        match &self.spec {
+            Spec::Slack(s) => s.signing_secret.as_ref().and_then(|r| self.secrets.get(r)),
+            _ => None,
+        }
+    }
+
+    /// A Twilio channel's auth token (what Twilio signs its webhooks with).
+    pub(crate) fn twilio_auth_token(&self) -> Option<&str> {
+        match &self.spec {
+            Spec::Twilio(s) => self.secrets.get(&s.auth_token),
+            _ => None,
+        }
+    }
+
     pub(crate) fn secret(
         &self,
         field: &str,

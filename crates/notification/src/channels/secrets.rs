@@ -12,11 +12,11 @@ use serde::de::{self, Deserializer};
 /// A reference to a secret by name: `{secret: smtp-password}` in configuration. The value
 /// comes from the secret lookup (a file in `secrets_dir`, or `FIREBREAK_SECRET_<NAME>`).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct SecretRef(String);
+pub struct SecretRef(String);
 
 impl SecretRef {
     /// The secret's name.
-    pub(crate) fn name(&self) -> &str {
+    pub fn name(&self) -> &str {
         &self.0
     }
 }

@@ -26,6 +26,52 @@ pub(crate) struct SlackSpec {
     /// The Web API's base URL (tests point it at a local server).
     #[serde(default = "default_api")]
     pub(crate) api_url: String,
+    /// The Slack app's signing secret: `{secret: NAME}`. With it, messages about an open
+    /// incident carry Acknowledge and Resolve buttons, and Firebreak takes the app's
+    /// interactive callbacks at `/v1/slack/interactions` (signature checked with it).
+    #[serde(default)]
+    pub(crate) signing_secret: Option<SecretRef>,
+}
+
+/// The `action_id`s of the buttons, as Slack sends them back.
+pub(crate) const ACK_ACTION: &str = "firebreak.acknowledge";
+pub(crate) const RESOLVE_ACTION: &str = "firebreak.resolve";
+
+/// The most characters of a section block's text (Slack's limit is 3,000).
+const MAX_SECTION: usize = 2_900;
+
+/// Blocks showing `text` with the buttons that still make sense in the incident's state
+/// (none once it is resolved or closed); `None` when no button does.
+fn blocks(text: &str, msg: &Message) -> Option<Value> {
+    let state = msg.incident.get("state").and_then(Value::as_str);
+    let buttons: Vec<Value> = [
+        (
+            ACK_ACTION,
+            "Acknowledge",
+            matches!(state, None | Some("open")),
+        ),
+        (
+            RESOLVE_ACTION,
+            "Resolve",
+            matches!(state, None | Some("open" | "acknowledged")),
+        ),
+    ]
+    .into_iter()
+    .filter(|(_, _, shown)| *shown)
+    .map(|(id, label, _)| {
+        json!({
+            "type": "button", "action_id": id, "value": msg.incident_id,
+            "text": { "type": "plain_text", "text": label },
+        })
+    })
+    .collect();
+    if buttons.is_empty() || msg.incident_id.is_empty() {
+        return None;
+    }
+    Some(json!([
+        { "type": "section", "text": { "type": "mrkdwn", "text": crate::clip(text, MAX_SECTION) } },
+        { "type": "actions", "block_id": "firebreak", "elements": buttons },
+    ]))
 }
 
 fn default_api() -> String {
@@ -83,13 +129,21 @@ impl SlackSpec {
         };
         let token = ch.secret("token", &self.token)?;
         let text = ch.render(msg, to)?.text;
+        let blocks = self
+            .signing_secret
+            .as_ref()
+            .and_then(|_| blocks(&text, msg));
         let api = self.api_url.trim_end_matches('/');
         if let Some((channel, ts)) = msg
             .previous_id
             .as_deref()
             .and_then(|p| message_ref(p, target))
         {
-            let body = json!({ "channel": channel, "ts": ts, "text": text });
+            // Without blocks, an update removes the buttons the message had.
+            let body = json!({
+                "channel": channel, "ts": ts, "text": text,
+                "blocks": blocks.clone().unwrap_or_else(|| json!([])),
+            });
             match post(client, &format!("{api}/chat.update"), token, &body).await {
                 Err(DeliveryError::Refused { reason, .. }) if GONE.contains(&reason.as_str()) => {
                     tracing::info!(channel = %ch.name, reason, "slack message not updatable; posting a new one");
@@ -97,9 +151,12 @@ impl SlackSpec {
                 other => return other,
             }
         }
-        let body = json!({
+        let mut body = json!({
             "channel": target, "text": text, "unfurl_links": false, "unfurl_media": false,
         });
+        if let Some(blocks) = blocks {
+            body["blocks"] = blocks;
+        }
         post(client, &format!("{api}/chat.postMessage"), token, &body).await
     }
 }

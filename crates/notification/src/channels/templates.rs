@@ -214,7 +214,8 @@ pub(crate) fn render(
 /// What templates see: `event` (`opened`), `kind` (`incident.opened`), `headline`, `actor`,
 /// `incident` (its fields), `incident_id`, `message` (a runbook's words), `ack_url`,
 /// `resolve_url` (empty when unset), `channel`, `to` (the contact's address, or empty),
-/// `update` (true when it replaces an earlier message).
+/// `update` (true when it replaces an earlier message), `reply_code` (the number an SMS reply
+/// names the incident by, or none).
 pub(crate) fn context(
     channel: &str,
     msg: &Message,
@@ -237,6 +238,7 @@ pub(crate) fn context(
         "channel": channel,
         "to": to.map(|c| c.address.clone()).unwrap_or_default(),
         "update": msg.previous_id.is_some(),
+        "reply_code": msg.reply_code,
     });
     match json {
         Value::Object(map) => map,
@@ -420,6 +422,9 @@ const SMS_TEXT: &str = "\
 Firebreak {{ incident_id }}: {{ message }}
 {% else %}
 {% if incident.severity %}[SEV{{ incident.severity }}] {% endif %}{{ headline }}: {{ incident.title|default(incident_id) }} ({{ incident_id }})
+{% endif %}
+{% if reply_code %}
+Reply {{ reply_code }}a to acknowledge, {{ reply_code }}r to resolve.
 {% endif %}
 {% if ack_url %}
 Ack: {{ ack_url }}

@@ -15,8 +15,8 @@ use super::{
 use crate::directory::{grants_text, kind_text, parse_grants, parse_kind, role_changes};
 use crate::{
     AuditCursor, AuditFilter, AuditRecord, DeliveryCursor, DeliveryRecord, DirectoryStore, Error,
-    IncidentRoleRecord, NotificationStore, OutboxEvent, Result, TeamRecord, TokenRecord,
-    UserRecord,
+    IncidentRoleRecord, NotificationStore, OutboxEvent, ResponseRecord, Result, TeamRecord,
+    TokenRecord, UserRecord,
 };
 use futures::TryStreamExt;
 
@@ -69,7 +69,33 @@ CREATE INDEX deliveries_incident ON deliveries (incident_id);
         version: 6,
         sql: CONTACTS,
     },
+    Migration {
+        version: 8,
+        sql: RESPONSES,
+    },
 ];
+
+/// People's answers to pages, and the codes SMS replies name incidents by. SQLite's
+/// migration 11 is the same.
+const RESPONSES: &str = "
+CREATE TABLE responses (
+    id TEXT PRIMARY KEY,
+    incident_id TEXT NOT NULL,
+    user_name TEXT NOT NULL,
+    action TEXT NOT NULL,
+    via TEXT NOT NULL,
+    at BIGINT NOT NULL
+);
+CREATE INDEX responses_incident ON responses (incident_id);
+CREATE TABLE reply_codes (
+    address TEXT NOT NULL,
+    code BIGINT NOT NULL,
+    incident_id TEXT NOT NULL,
+    assigned_at BIGINT NOT NULL,
+    PRIMARY KEY (address, code)
+);
+CREATE UNIQUE INDEX reply_codes_incident ON reply_codes (address, incident_id);
+";
 
 /// How each person is reached (JSON lists). SQLite's migration 9 is the same.
 const CONTACTS: &str = "
@@ -306,6 +332,84 @@ impl NotificationStore for PgNotificationStore {
         .execute(&self.pool)
         .await?;
         Ok(done.rows_affected() as u32)
+    }
+
+    async fn record_response(&self, r: &ResponseRecord, event: &OutboxEvent) -> Result<bool> {
+        // One statement: the event is written only with a response that is new.
+        let new: Option<String> = sqlx::query_scalar(
+            "WITH kept AS (
+                INSERT INTO responses (id, incident_id, user_name, action, via, at)
+                VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (id) DO NOTHING RETURNING id
+            ), queued AS (
+                INSERT INTO outbox (id, stream, subject, payload, created_at)
+                SELECT $7, $8, $9, $10, $11 FROM kept
+            )
+            SELECT id FROM kept",
+        )
+        .bind(&r.id)
+        .bind(&r.incident_id)
+        .bind(&r.user)
+        .bind(&r.action)
+        .bind(&r.via)
+        .bind(r.at.unix_micros())
+        .bind(&event.id)
+        .bind(&event.stream)
+        .bind(&event.subject)
+        .bind(&event.payload)
+        .bind(self.clock.now_micros())
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(new.is_some())
+    }
+
+    async fn reply_code(&self, address: &str, incident_id: &str, now: Micros) -> Result<u32> {
+        let mut tx = self.pool.begin().await?;
+        // Replicas paging one number at once take its codes one after the other.
+        sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended('reply_codes:' || $1, 0))")
+            .bind(address)
+            .execute(&mut *tx)
+            .await?;
+        let taken: Vec<(u32, String, i64)> = sqlx::query(
+            "SELECT code, incident_id, assigned_at FROM reply_codes WHERE address = $1",
+        )
+        .bind(address)
+        .fetch_all(&mut *tx)
+        .await?
+        .iter()
+        .map(|r| {
+            Ok((
+                get_u32(r, "code")?,
+                r.try_get("incident_id")?,
+                r.try_get("assigned_at")?,
+            ))
+        })
+        .collect::<Result<_>>()?;
+        let (code, kept) = crate::choose_reply_code(&taken, incident_id);
+        if !kept {
+            sqlx::query(
+                "INSERT INTO reply_codes (address, code, incident_id, assigned_at)
+                 VALUES ($1, $2, $3, $4)
+                 ON CONFLICT (address, code) DO UPDATE SET incident_id = $3, assigned_at = $4",
+            )
+            .bind(address)
+            .bind(i64::from(code))
+            .bind(incident_id)
+            .bind(now.unix_micros())
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(code)
+    }
+
+    async fn reply_incident(&self, address: &str, code: u32) -> Result<Option<String>> {
+        Ok(sqlx::query_scalar(
+            "SELECT incident_id FROM reply_codes WHERE address = $1 AND code = $2",
+        )
+        .bind(address)
+        .bind(i64::from(code))
+        .fetch_optional(&self.pool)
+        .await?)
     }
 }
 

@@ -11,8 +11,8 @@ use super::{impl_open, impl_outbox};
 use crate::directory::{grants_text, kind_text, parse_grants, parse_kind, role_changes};
 use crate::{
     AuditCursor, AuditFilter, AuditRecord, DeliveryCursor, DeliveryRecord, DirectoryStore, Error,
-    IncidentRoleRecord, NotificationStore, OutboxEvent, Result, TeamRecord, TokenRecord,
-    UserRecord,
+    IncidentRoleRecord, NotificationStore, OutboxEvent, ResponseRecord, Result, TeamRecord,
+    TokenRecord, UserRecord,
 };
 
 const MIGRATIONS: &[Migration] = &[
@@ -100,7 +100,33 @@ CREATE INDEX deliveries_incident ON deliveries (incident_id);
         version: 9,
         sql: CONTACTS,
     },
+    Migration {
+        version: 11,
+        sql: RESPONSES,
+    },
 ];
+
+/// People's answers to pages, and the codes SMS replies name incidents by. Postgres'
+/// migration 8 is the same.
+const RESPONSES: &str = "
+CREATE TABLE responses (
+    id TEXT PRIMARY KEY,
+    incident_id TEXT NOT NULL,
+    user_name TEXT NOT NULL,
+    action TEXT NOT NULL,
+    via TEXT NOT NULL,
+    at INTEGER NOT NULL
+);
+CREATE INDEX responses_incident ON responses (incident_id);
+CREATE TABLE reply_codes (
+    address TEXT NOT NULL,
+    code INTEGER NOT NULL,
+    incident_id TEXT NOT NULL,
+    assigned_at INTEGER NOT NULL,
+    PRIMARY KEY (address, code)
+);
+CREATE UNIQUE INDEX reply_codes_incident ON reply_codes (address, incident_id);
+";
 
 /// How each person is reached (JSON lists). Postgres' migration 6 is the same.
 const CONTACTS: &str = "
@@ -339,6 +365,72 @@ impl NotificationStore for SqliteNotificationStore {
                             AND (escalation_step >= 2 OR kind IN ('escalation.step', 'escalation.page'))",
                     )?
                     .execute([&incident_id])? as u32)
+            })
+            .await
+    }
+
+    async fn record_response(&self, r: &ResponseRecord, event: &OutboxEvent) -> Result<bool> {
+        let (r, event) = (r.clone(), event.clone());
+        let clock = self.db.clock();
+        self.db
+            .write(move |tx| {
+                let new =
+                    tx.prepare_cached(
+                        "INSERT INTO responses (id, incident_id, user_name, action, via, at)
+                         VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING",
+                    )?
+                    .execute(rusqlite::params![
+                        r.id,
+                        r.incident_id,
+                        r.user,
+                        r.action,
+                        r.via,
+                        r.at.unix_micros()
+                    ])? == 1;
+                if new {
+                    conn::enqueue(tx, std::slice::from_ref(&event), clock.now_micros())?;
+                }
+                Ok(new)
+            })
+            .await
+    }
+
+    async fn reply_code(&self, address: &str, incident_id: &str, now: Micros) -> Result<u32> {
+        let (address, incident_id) = (address.to_owned(), incident_id.to_owned());
+        self.db
+            .write(move |tx| {
+                let taken = tx
+                    .prepare_cached(
+                        "SELECT code, incident_id, assigned_at FROM reply_codes WHERE address = ?",
+                    )?
+                    .query_map([&address], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+                    .collect::<rusqlite::Result<Vec<(u32, String, i64)>>>()?;
+                let (code, kept) = crate::choose_reply_code(&taken, &incident_id);
+                if !kept {
+                    tx.prepare_cached(
+                        "INSERT INTO reply_codes (address, code, incident_id, assigned_at)
+                         VALUES (?1, ?2, ?3, ?4)
+                         ON CONFLICT (address, code) DO UPDATE SET incident_id = ?3, assigned_at = ?4",
+                    )?
+                    .execute(rusqlite::params![address, code, incident_id, now.unix_micros()])?;
+                }
+                Ok(code)
+            })
+            .await
+    }
+
+    async fn reply_incident(&self, address: &str, code: u32) -> Result<Option<String>> {
+        let address = address.to_owned();
+        self.db
+            .read(move |c| {
+                let mut stmt = c.prepare_cached(
+                    "SELECT incident_id FROM reply_codes WHERE address = ? AND code = ?",
+                )?;
+                let mut rows = stmt.query(rusqlite::params![address, code])?;
+                Ok(match rows.next()? {
+                    Some(r) => Some(r.get(0)?),
+                    None => None,
+                })
             })
             .await
     }

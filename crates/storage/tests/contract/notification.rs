@@ -1,4 +1,5 @@
-//! Notification's store: deliveries (one per event and channel), claims, escalations.
+//! Notification's store: deliveries (one per event and channel), claims, escalations,
+//! people's answers to pages and the reply codes of text messages.
 
 use firebreak_storage::{DeliveryCursor, NotificationStore};
 
@@ -9,6 +10,8 @@ crate::contract!(notification:
     claims_are_held_until_they_run_out_or_the_attempt_is_recorded,
     acknowledging_cancels_later_escalation_steps,
     delivery_pages_follow_a_cursor_and_a_byte_bound,
+    a_response_is_kept_once_with_its_event,
+    reply_codes_are_stable_per_incident_and_reused_when_all_are_taken,
 );
 
 async fn one_delivery_per_event_and_channel(f: &Fixture<dyn NotificationStore>) {
@@ -283,4 +286,70 @@ async fn delivery_pages_follow_a_cursor_and_a_byte_bound(f: &Fixture<dyn Notific
             .await
             .is_empty()
     );
+}
+
+async fn a_response_is_kept_once_with_its_event(f: &Fixture<dyn NotificationStore>) {
+    let store = &*f.store;
+    let answer = firebreak_storage::ResponseRecord {
+        id: "sms:SM1".into(),
+        incident_id: "inc-1".into(),
+        user: "amy".into(),
+        action: "acknowledge".into(),
+        via: "sms".into(),
+        at: micros(10),
+    };
+    let before = store.pending(1000).await.unwrap().len();
+    assert!(store.record_response(&answer, &event("e1")).await.unwrap());
+    // Twilio retrying the same message: kept once, and no second command.
+    assert!(!store.record_response(&answer, &event("e2")).await.unwrap());
+    let pending = store.pending(1000).await.unwrap();
+    assert_eq!(pending.len(), before + 1);
+    assert_eq!(pending.last().unwrap().event.id, "e1");
+}
+
+async fn reply_codes_are_stable_per_incident_and_reused_when_all_are_taken(
+    f: &Fixture<dyn NotificationStore>,
+) {
+    let store = &*f.store;
+    let code =
+        |inc: String, at: i64| async move { store.reply_code("+15550001", &inc, micros(at)).await };
+    assert_eq!(code("inc-a".into(), 1).await.unwrap(), 1);
+    assert_eq!(code("inc-b".into(), 2).await.unwrap(), 2);
+    assert_eq!(
+        code("inc-a".into(), 3).await.unwrap(),
+        1,
+        "an incident keeps its code"
+    );
+    // Another number has codes of its own.
+    assert_eq!(
+        store
+            .reply_code("+15550002", "inc-b", micros(4))
+            .await
+            .unwrap(),
+        1
+    );
+    assert_eq!(
+        store
+            .reply_incident("+15550001", 2)
+            .await
+            .unwrap()
+            .as_deref(),
+        Some("inc-b")
+    );
+    assert_eq!(store.reply_incident("+15550001", 7).await.unwrap(), None);
+    assert_eq!(store.reply_incident("+15550003", 1).await.unwrap(), None);
+    // All 99 taken: the one assigned longest ago is taken over.
+    for n in 3..=firebreak_storage::MAX_REPLY_CODE {
+        code(format!("inc-{n}"), 10 + i64::from(n)).await.unwrap();
+    }
+    assert_eq!(code("inc-new".into(), 1_000).await.unwrap(), 1);
+    assert_eq!(
+        store
+            .reply_incident("+15550001", 1)
+            .await
+            .unwrap()
+            .as_deref(),
+        Some("inc-new")
+    );
+    assert_eq!(code("inc-newer".into(), 1_001).await.unwrap(), 2);
 }
