@@ -796,7 +796,7 @@ fn incident_json(inc: &v1::Incident) -> serde_json::Value {
         "state": inc.incident_state().map(|s| s.as_str()),
         "dedup_key": inc.dedup_key, "alert_count": inc.alert_count,
         "labels": inc.labels.iter().collect::<std::collections::BTreeMap<_, _>>(),
-        "source": inc.source,
+        "source": inc.source, "integration": inc.integration,
     })
 }
 

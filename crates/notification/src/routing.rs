@@ -1,6 +1,6 @@
 //! Routes: which escalation policy pages for an incident when it opens, chosen by its
-//! category, severity, source and labels. The first route that matches wins; a route without
-//! a `match` matches everything (a default at the end).
+//! category, severity, source, labels and integration. The first route that matches wins; a
+//! route without a `match` matches everything (a default at the end).
 
 use std::collections::BTreeMap;
 
@@ -36,6 +36,9 @@ pub struct RouteMatch {
     /// Each of these labels, with exactly this value.
     #[serde(default)]
     pub labels: BTreeMap<String, String>,
+    /// One of these integrations (the one its first alert came through).
+    #[serde(default)]
+    pub integrations: Vec<String>,
 }
 
 /// The most routes, and conditions of one route.
@@ -49,6 +52,7 @@ impl RouteMatch {
         (self.categories.is_empty() || self.categories.contains(&incident.category))
             && (self.max_severity == 0 || (severity >= 1 && severity <= self.max_severity))
             && (self.sources.is_empty() || self.sources.contains(&incident.source))
+            && (self.integrations.is_empty() || self.integrations.contains(&incident.integration))
             && self
                 .labels
                 .iter()
@@ -77,7 +81,9 @@ pub(crate) fn validate(routes: &[Route], policies: &[EscalationPolicy]) -> Resul
             ));
         }
         let w = &r.when;
-        if w.categories.len() + w.sources.len() + w.labels.len() > MAX_CONDITIONS {
+        if w.categories.len() + w.sources.len() + w.labels.len() + w.integrations.len()
+            > MAX_CONDITIONS
+        {
             return Err(format!(
                 "routes[{i}].match: at most {MAX_CONDITIONS} conditions"
             ));
@@ -109,7 +115,7 @@ mod tests {
     #[test]
     fn the_first_matching_route_chooses_the_policy() {
         let routes: Vec<Route> = serde_yaml::from_str(
-            "- { match: { categories: [database], max_severity: 2 }, policy: dba }\n- { match: { labels: { team: payments } }, policy: payments }\n- { match: { sources: [grafana] }, policy: grafana }\n- { policy: default }\n",
+            "- { match: { categories: [database], max_severity: 2 }, policy: dba }\n- { match: { labels: { team: payments } }, policy: payments }\n- { match: { sources: [grafana] }, policy: grafana }\n- { match: { integrations: [am-payments] }, policy: from-am }\n- { policy: default }\n",
         )
         .unwrap();
         assert_eq!(route(&routes, &incident("database", 1, &[])), Some("dba"));
@@ -122,6 +128,12 @@ mod tests {
             route(&routes, &incident("network", 3, &[])),
             Some("default")
         );
+        // By the integration its first alert came through.
+        let through = v1::Incident {
+            integration: "am-payments".into(),
+            ..incident("network", 3, &[])
+        };
+        assert_eq!(route(&routes, &through), Some("from-am"));
         let none: Vec<Route> =
             serde_yaml::from_str("- { match: { categories: [database] }, policy: dba }\n").unwrap();
         assert_eq!(route(&none, &incident("network", 1, &[])), None);

@@ -177,6 +177,7 @@ fn new_incident(id: String, key: &str) -> IncidentRecord {
         dedup_key: key.into(),
         labels: BTreeMap::from([("env".into(), "prod".into())]),
         source: "prometheus".into(),
+        integration: String::new(),
         opened_at: Micros::from_unix_micros(1),
     })
 }

@@ -101,6 +101,8 @@ pub struct NewIncident {
     pub dedup_key: String,
     pub labels: BTreeMap<String, String>,
     pub source: String,
+    /// The integration its first alert came through (empty: unauthenticated gRPC).
+    pub integration: String,
     pub opened_at: Micros,
 }
 
@@ -121,6 +123,7 @@ impl From<NewIncident> for IncidentRecord {
             alert_count: 1,
             labels: n.labels,
             source: n.source,
+            integration: n.integration,
             opened_at: n.opened_at,
             acknowledged_at: None,
             resolved_at: None,
@@ -163,6 +166,9 @@ pub struct IncidentRecord {
     pub alert_count: u32,
     pub labels: BTreeMap<String, String>,
     pub source: String,
+    /// The integration its first alert came through (empty: unauthenticated gRPC); set
+    /// when it opens, never changed.
+    pub integration: String,
     pub opened_at: Micros,
     pub acknowledged_at: Option<Micros>,
     pub resolved_at: Option<Micros>,

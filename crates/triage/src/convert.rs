@@ -17,6 +17,7 @@ pub(crate) fn incident_to_proto(i: &IncidentRecord) -> v1::Incident {
         alert_count: i.alert_count,
         labels: i.labels.clone().into_iter().collect(),
         source: i.source.clone(),
+        integration: i.integration.clone(),
         opened_at: Some(firebreak_proto::timestamp(i.opened_at)),
         acknowledged_at: i.acknowledged_at.map(firebreak_proto::timestamp),
         resolved_at: i.resolved_at.map(firebreak_proto::timestamp),

@@ -444,6 +444,7 @@ impl<'s> Work<'s> {
             dedup_key: signal.dedup_key.clone(),
             labels: signal.labels.clone(),
             source: signal.source.clone(),
+            integration: alert.integration.clone(),
             opened_at: now,
         });
         let id = inc.id.clone();

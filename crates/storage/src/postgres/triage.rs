@@ -105,6 +105,11 @@ CREATE TABLE changes (
         version: 4,
         sql: "ALTER TABLE incidents ADD COLUMN roles TEXT NOT NULL DEFAULT '[]';",
     },
+    // SQLite's migration 8 is the same.
+    Migration {
+        version: 5,
+        sql: "ALTER TABLE incidents ADD COLUMN integration TEXT NOT NULL DEFAULT '';",
+    },
 ];
 
 /// Triage's store on Postgres.
@@ -305,11 +310,11 @@ SELECT (SELECT COUNT(*) FROM marked), (SELECT COUNT(*) FROM linked),
 const INSERT_INCIDENTS: &str = "
 INSERT INTO incidents (id, title, description, category, severity, priority, urgency, state,
     dedup_key, alert_count, labels, source, opened_at, acknowledged_at, resolved_at, closed_at,
-    resolution_summary, root_cause, review, updated_at, roles)
+    resolution_summary, root_cause, review, updated_at, roles, integration)
 SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::int8[], $6::int8[],
     $7::text[], $8::text[], $9::text[], $10::int8[], $11::text[], $12::text[], $13::int8[],
     $14::int8[], $15::int8[], $16::int8[], $17::text[], $18::text[], $19::text[], $20::int8[],
-    $21::text[])
+    $21::text[], $22::text[])
 ON CONFLICT (dedup_key) WHERE state IN ('open', 'acknowledged') DO NOTHING";
 
 impl PgTriageTx {
@@ -445,6 +450,7 @@ impl PgTriageTx {
                 .bind(i.iter().map(|i| &i.review).bind_iter())
                 .bind(i.iter().map(|i| i.updated_at.unix_micros()).bind_iter())
                 .bind(&roles)
+                .bind(i.iter().map(|i| &i.integration).bind_iter())
                 .execute(&mut *self.tx)
                 .await
                 .map_err(|e| conflict(e, "an incident with this id exists"))?;
@@ -594,6 +600,7 @@ fn incident_row(r: &PgRow) -> Result<IncidentRecord> {
         alert_count: get_u32(r, "alert_count")?,
         labels: from_json(r.try_get("labels")?)?,
         source: r.try_get("source")?,
+        integration: r.try_get("integration")?,
         opened_at: Micros::from_unix_micros(r.try_get("opened_at")?),
         acknowledged_at: r
             .try_get::<Option<i64>, _>("acknowledged_at")?

@@ -131,6 +131,11 @@ CREATE TABLE changes (
         version: 7,
         sql: "ALTER TABLE incidents ADD COLUMN roles TEXT NOT NULL DEFAULT '[]';",
     },
+    // Postgres' migration 5 is the same.
+    Migration {
+        version: 8,
+        sql: "ALTER TABLE incidents ADD COLUMN integration TEXT NOT NULL DEFAULT '';",
+    },
 ];
 
 /// Triage's store on SQLite.
@@ -149,7 +154,8 @@ macro_rules! incidents {
         concat!(
             "SELECT id, title, description, category, severity, priority, urgency, state,
                 dedup_key, alert_count, labels, source, opened_at, acknowledged_at, resolved_at,
-                closed_at, resolution_summary, root_cause, review, updated_at, roles FROM incidents ",
+                closed_at, resolution_summary, root_cause, review, updated_at, roles, integration
+                FROM incidents ",
             $rest
         )
     };
@@ -453,8 +459,8 @@ fn insert_row(c: &Connection, i: &IncidentRecord) -> Result<()> {
     c.prepare_cached(
         "INSERT INTO incidents (id, title, description, category, severity, priority, urgency, state,
             dedup_key, alert_count, labels, source, opened_at, acknowledged_at, resolved_at, closed_at,
-            resolution_summary, root_cause, review, updated_at, roles)
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            resolution_summary, root_cause, review, updated_at, roles, integration)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
     )?
     .execute(rusqlite::params![
         i.id,
@@ -478,6 +484,7 @@ fn insert_row(c: &Connection, i: &IncidentRecord) -> Result<()> {
         i.review,
         i.updated_at.unix_micros(),
         roles,
+        i.integration,
     ])
     .map_err(|e| conn::conflict(e, "an active incident holds this dedup key"))?;
     Ok(())
@@ -590,6 +597,7 @@ impl IncidentRow {
                 alert_count: r.get(9)?,
                 labels: Default::default(),
                 source: r.get(11)?,
+                integration: r.get(21)?,
                 opened_at: Micros::from_unix_micros(r.get(12)?),
                 acknowledged_at: r.get::<_, Option<i64>>(13)?.map(Micros::from_unix_micros),
                 resolved_at: r.get::<_, Option<i64>>(14)?.map(Micros::from_unix_micros),

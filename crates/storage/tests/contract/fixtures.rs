@@ -216,6 +216,7 @@ pub(crate) fn incident(id: &str, key: &str, state: &str) -> IncidentRecord {
             dedup_key: key.into(),
             labels: BTreeMap::from([("service".into(), "api".into())]),
             source: "test".into(),
+            integration: "am-payments".into(),
             opened_at: micros(1),
         })
     }

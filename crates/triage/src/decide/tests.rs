@@ -25,6 +25,7 @@ fn alert(alert_id: &str, key: &str, severity: u32) -> Input {
             source: "test".into(),
             dedup_key: key.into(),
             severity: firebreak_proto::wire_level(severity),
+            integration: "am-payments".into(),
             ..Default::default()
         },
         Some(format!("00-{:032x}-{:016x}-01", 7, alert_id.len())),
@@ -46,6 +47,7 @@ fn incident(n: u32, key: &str, state: &str, severity: u32) -> IncidentRecord {
             dedup_key: key.into(),
             labels: BTreeMap::new(),
             source: "test".into(),
+            integration: String::new(),
             opened_at: NOW - Duration::from_millis(1),
         })
     }
@@ -116,6 +118,8 @@ fn a_new_key_opens_an_incident_categorized_and_prioritized() {
         (id(101).as_str(), "open")
     );
     assert_eq!((inc.severity, inc.alert_count, inc.opened_at), (2, 1, NOW));
+    // Routes may choose a policy by the integration it came through.
+    assert_eq!(inc.integration, "am-payments");
     assert!(cs.updates.is_empty());
     assert_eq!(
         cs.links,
