@@ -383,3 +383,125 @@ async fn a_text_message_reply_resolves_and_a_forged_one_does_nothing() {
     })
     .await;
 }
+
+/// Hostile callbacks: too large, forged, stale, malformed, or naming what is not there. Each
+/// is refused with a status that says so, and the incident stays as it was.
+#[tokio::test]
+async fn hostile_answers_are_refused_and_change_nothing() {
+    let smtp = SmtpServer::start(&["--mode", "plain"]).await;
+    let api = Recorder::start().await;
+    let dir = secrets();
+    let mut s = Stack::start(
+        &crate::harness::empty_runbooks(),
+        &config(dir.path(), smtp.port, &api.url),
+    )
+    .await;
+    let id = s.raise("disk full").await;
+    let web = reqwest::Client::new();
+    let slack = |body: String, ts: i64, secret: &str| {
+        let signature = slack_signature(secret, ts, body.as_bytes());
+        web.post(format!("{}/v1/slack/interactions", s.http))
+            .header("x-slack-request-timestamp", ts.to_string())
+            .header("x-slack-signature", signature)
+            .body(body)
+            .send()
+    };
+    let now = s.clock.now().unix_micros() / 1_000_000;
+    let payload = |p: serde_json::Value| {
+        form_urlencoded::Serializer::new(String::new())
+            .append_pair("payload", &p.to_string())
+            .finish()
+    };
+    let button = |action: &str, value: &str| {
+        payload(serde_json::json!({
+            "type": "block_actions", "user": { "id": "U0BOB" }, "trigger_id": "t",
+            "actions": [{ "action_id": action, "value": value }],
+        }))
+    };
+    let cases: Vec<(&str, reqwest::StatusCode, reqwest::Response)> = vec![
+        (
+            "a body over 64 KiB",
+            reqwest::StatusCode::PAYLOAD_TOO_LARGE,
+            slack("x".repeat(100 * 1024), now, SLACK_SIGNING)
+                .await
+                .unwrap(),
+        ),
+        (
+            "a callback ten minutes old (a replay)",
+            reqwest::StatusCode::FORBIDDEN,
+            slack(
+                button("firebreak.acknowledge", &id),
+                now - 600,
+                SLACK_SIGNING,
+            )
+            .await
+            .unwrap(),
+        ),
+        (
+            "a payload that is not JSON",
+            reqwest::StatusCode::BAD_REQUEST,
+            slack("payload=%7Bnot".into(), now, SLACK_SIGNING)
+                .await
+                .unwrap(),
+        ),
+        (
+            "an interaction that is not a button",
+            reqwest::StatusCode::BAD_REQUEST,
+            slack(
+                payload(serde_json::json!({ "type": "view_submission" })),
+                now,
+                SLACK_SIGNING,
+            )
+            .await
+            .unwrap(),
+        ),
+        (
+            "a button Firebreak did not make",
+            reqwest::StatusCode::BAD_REQUEST,
+            slack(button("delete_everything", &id), now, SLACK_SIGNING)
+                .await
+                .unwrap(),
+        ),
+        (
+            "a value that is not an incident id",
+            reqwest::StatusCode::BAD_REQUEST,
+            slack(
+                button("firebreak.acknowledge", "../../etc/passwd"),
+                now,
+                SLACK_SIGNING,
+            )
+            .await
+            .unwrap(),
+        ),
+        (
+            "a link token of 2,000 bytes",
+            reqwest::StatusCode::FORBIDDEN,
+            web.post(format!("{}/v1/respond/{}", s.http, "a".repeat(2000)))
+                .send()
+                .await
+                .unwrap(),
+        ),
+        (
+            "a Twilio callback without a signature",
+            reqwest::StatusCode::FORBIDDEN,
+            web.post(format!("{}/v1/twilio/sms", s.http))
+                .form(&[("From", "+15550100"), ("Body", "1a")])
+                .send()
+                .await
+                .unwrap(),
+        ),
+    ];
+    for (what, want, got) in cases {
+        assert_eq!(got.status(), want, "{what}: {:?}", got.text().await);
+    }
+    assert_eq!(
+        incident(&s, &id).await.incident_state(),
+        Some(firebreak_domain::IncidentState::Open)
+    );
+    let answered = timeline(&s, &id)
+        .await
+        .into_iter()
+        .filter(|e| e.kind == "acknowledged" || e.kind == "resolved")
+        .count();
+    assert_eq!(answered, 0);
+}

@@ -595,3 +595,71 @@ fn escape(s: &str) -> String {
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(yaml: &str) -> ResponsesSpec {
+        serde_yaml::from_str(yaml).unwrap()
+    }
+
+    #[test]
+    fn responses_are_checked_at_load_naming_the_field() {
+        let key = "k".repeat(32);
+        let lookup = |name: &str| (name == "links").then(|| key.clone());
+        let ok = spec("{ public_url: 'https://fb.example.com/', signing_key: { secret: links } }")
+            .build(&lookup)
+            .unwrap();
+        let (ack, resolve) = ok.links("INC", "amy", 0).unwrap();
+        assert!(ack.starts_with("https://fb.example.com/v1/respond/") && ack.ends_with("?do=ack"));
+        assert!(resolve.ends_with("?do=resolve"));
+        // Without a signing key there are no links (Slack and SMS answers still work).
+        let bare = spec("{ public_url: 'https://fb.example.com' }")
+            .build(&lookup)
+            .unwrap();
+        assert_eq!(bare.links("INC", "amy", 0), None);
+        for (yaml, field) in [
+            (
+                "{ public_url: 'ftp://fb.example.com' }",
+                "responses.public_url",
+            ),
+            ("{ public_url: 'not a url' }", "responses.public_url"),
+            (
+                "{ public_url: 'https://fb.example.com/?a=b' }",
+                "responses.public_url",
+            ),
+            (
+                "{ public_url: 'https://fb.example.com', link_ttl_seconds: 5 }",
+                "responses.link_ttl_seconds",
+            ),
+            (
+                "{ public_url: 'https://fb.example.com', signing_key: { secret: missing } }",
+                "responses.signing_key",
+            ),
+        ] {
+            let e = spec(yaml).build(&lookup).unwrap_err();
+            assert!(e.starts_with(field), "{yaml}: {e}");
+        }
+        let short = |_: &str| Some("short".to_owned());
+        let e = spec("{ public_url: 'https://fb.example.com', signing_key: { secret: links } }")
+            .build(&short)
+            .unwrap_err();
+        assert!(e.contains("at least 32 bytes"), "{e}");
+        // A key's value in the configuration is refused: secrets are named, never written.
+        assert!(
+            serde_yaml::from_str::<ResponsesSpec>(
+                "{ public_url: 'https://fb.example.com', signing_key: 'hunter2' }"
+            )
+            .is_err()
+        );
+    }
+
+    #[test]
+    fn text_is_escaped_for_html_and_xml() {
+        assert_eq!(
+            escape("<b a=\"1\">'&'</b>"),
+            "&lt;b a=&quot;1&quot;&gt;&#39;&amp;&#39;&lt;/b&gt;"
+        );
+    }
+}
