@@ -687,6 +687,10 @@ mod tests {
         let c = Config::load(Some(&file), env(&[])).unwrap();
         assert_eq!(c.schedules[0].name, "payments-primary");
         assert_eq!(c.routes[0].policy, "payments-oncall");
+        let links = c.responses.as_ref().unwrap();
+        links
+            .build(&|_| Some("k".repeat(32)))
+            .unwrap_or_else(|e| panic!("{e}"));
         // Its channels take their secrets as named.
         for ch in &c.channels {
             ch.clone()
