@@ -329,6 +329,42 @@ async fn a_text_message_reply_resolves_and_a_forged_one_does_nothing() {
         Some("+15550100")
     );
 
+    // The text is `sent` (Twilio took it) with Twilio's id, until Twilio's status callback
+    // says it was delivered; a forged callback changes nothing.
+    let sid = text_sid(&s, &id).await;
+    let status = |token: &'static str, sid: String| {
+        let params: Vec<(String, String)> =
+            [("MessageSid", sid.as_str()), ("MessageStatus", "delivered")]
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect();
+        let signature = twilio_signature(token, &format!("{PUBLIC}/v1/twilio/status"), &params);
+        let url = format!("{}/v1/twilio/status", s.http);
+        async move {
+            reqwest::Client::new()
+                .post(url)
+                .header("x-twilio-signature", signature)
+                .form(&params)
+                .send()
+                .await
+                .unwrap()
+        }
+    };
+    assert_eq!(
+        status("not-the-token", sid.clone()).await.status(),
+        reqwest::StatusCode::FORBIDDEN
+    );
+    assert_eq!(
+        status(TWILIO_TOKEN, sid.clone()).await.status(),
+        reqwest::StatusCode::NO_CONTENT
+    );
+    eventually("the text delivered", || async {
+        page_of(&s, &id)
+            .await
+            .filter(|d| d.status() == v1::DeliveryState::Delivered)
+    })
+    .await;
+
     let reply = |token: &'static str, body: &'static str, sid: &'static str| {
         let params: Vec<(String, String)> = [
             ("From", "+15550100"),
@@ -504,4 +540,31 @@ async fn hostile_answers_are_refused_and_change_nothing() {
         .filter(|e| e.kind == "acknowledged" || e.kind == "resolved")
         .count();
     assert_eq!(answered, 0);
+}
+
+/// The page delivery of `incident`, if any.
+async fn page_of(s: &Stack, incident: &str) -> Option<v1::Delivery> {
+    s.notifications
+        .clone()
+        .list_deliveries(v1::ListDeliveriesRequest {
+            incident_id: incident.to_owned(),
+            ..Default::default()
+        })
+        .await
+        .ok()?
+        .into_inner()
+        .deliveries
+        .into_iter()
+        .find(|d| d.kind == "escalation.page")
+}
+
+/// The Twilio id of `incident`'s text page, once it is `sent`.
+async fn text_sid(s: &Stack, incident: &str) -> String {
+    eventually("the text sent with Twilio's id", || async {
+        page_of(s, incident)
+            .await
+            .filter(|d| d.status() == v1::DeliveryState::Sent && !d.provider_id.is_empty())
+            .map(|d| d.provider_id)
+    })
+    .await
 }

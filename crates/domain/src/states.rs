@@ -182,6 +182,12 @@ states!(
     DeliveryState, "delivery_state", {
         /// Due (now or at its step's time), to be attempted.
         Pending => "pending",
+        /// Handed to the provider, which accepted it but has not confirmed that it reached
+        /// the person (an SMTP relay took the email, Twilio queued the text or call). Final
+        /// for retries: a sent delivery is never attempted again; a provider's report moves
+        /// it to delivered or failed.
+        Sent => "sent",
+        /// In the channel, or confirmed by the provider as reached.
         Delivered => "delivered",
         /// Given up: a permanent error, or out of attempts.
         Failed => "failed",

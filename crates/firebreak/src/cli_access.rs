@@ -839,7 +839,7 @@ pub enum DeliveryCmd {
         /// Only failed ones (the same as --status failed).
         #[arg(long, conflicts_with = "status")]
         failed: bool,
-        /// Only those in this state: pending, delivered, failed, cancelled.
+        /// Only those in this state: pending, sent, delivered, failed, cancelled.
         #[arg(long)]
         status: Option<firebreak_domain::DeliveryState>,
         /// At most this many (following pages), 1-10000.
@@ -895,7 +895,9 @@ async fn delivery(
                 .map(|d| json!({
                     "id": d.id, "incident_id": d.incident_id, "channel": d.channel, "kind": d.kind,
                     "status": state_name(d), "attempts": d.attempts, "last_error": d.last_error,
+                    "provider_id": d.provider_id,
                     "created_at": crate::output::rfc3339(d.created_at.as_ref()),
+                    "sent_at": crate::output::rfc3339(d.sent_at.as_ref()),
                     "delivered_at": crate::output::rfc3339(d.delivered_at.as_ref()),
                 }))
                 .collect::<Vec<_>>()
@@ -909,6 +911,7 @@ async fn delivery(
                 "kind",
                 "status",
                 "attempts",
+                "provider id",
                 "last error",
             ],
             all.iter()
@@ -920,6 +923,7 @@ async fn delivery(
                         d.kind.clone(),
                         state_name(d).to_owned(),
                         d.attempts.to_string(),
+                        d.provider_id.chars().take(40).collect(),
                         d.last_error.chars().take(80).collect(),
                     ]
                 })

@@ -76,6 +76,12 @@ pub struct Config {
     /// key that signs them (docs/oncall.md, "Acknowledging from a page").
     #[serde(default)]
     pub responses: Option<firebreak_notification::ResponsesSpec>,
+    /// How many pages one destination (a number, an address) may receive in a window, per
+    /// contact kind: `throttles: {sms: [{count: 1, per_seconds: 60}]}`. A kind left out
+    /// keeps GoAlert's limits (SMS and voice 1 a minute and more over longer windows, email
+    /// 1 a minute, chat and webhooks none); `[]` turns a kind's throttle off.
+    #[serde(default)]
+    pub throttles: firebreak_notification::throttle::Throttles,
     /// People and service accounts declared here (GitOps): written into the directory at
     /// start-up, not deletable or changeable at run time.
     #[serde(default)]
@@ -439,6 +445,7 @@ const KEYS: &[&str] = &[
     "schedules",
     "routes",
     "responses",
+    "throttles",
     "users",
     "teams",
     "runbook_params",
@@ -552,6 +559,9 @@ impl Config {
         if self.channels.iter().any(|c| c.name == "log") {
             bail!("channel \"log\" is built in; name yours differently");
         }
+        self.throttles
+            .check()
+            .map_err(|e| anyhow::anyhow!("invalid {e}"))?;
         for (key, t) in [
             ("service_token", &self.auth.service_token),
             ("admin_token", &self.auth.admin_token),
@@ -827,6 +837,36 @@ mod tests {
             split_addresses(&c.peers.triage.unwrap()),
             ["http://a:1", "http://b:2"]
         );
+    }
+
+    #[test]
+    fn throttles_keep_goalerts_defaults_per_kind_and_are_checked() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("f.yaml");
+        let defaults = firebreak_notification::throttle::Throttles::default();
+        assert_eq!(Config::load(None, env(&[])).unwrap().throttles, defaults);
+        std::fs::write(
+            &file,
+            "throttles:\n  sms: [{ count: 2, per_seconds: 60 }]\n  email: []\n",
+        )
+        .unwrap();
+        let c = Config::load(Some(&file), env(&[])).unwrap();
+        assert_eq!(c.throttles.sms.len(), 1);
+        assert!(c.throttles.email.is_empty());
+        assert_eq!(c.throttles.voice, defaults.voice);
+        std::fs::write(
+            &file,
+            "throttles:\n  sms: [{ count: 0, per_seconds: 60 }]\n",
+        )
+        .unwrap();
+        let err = format!("{:#}", Config::load(Some(&file), env(&[])).unwrap_err());
+        assert!(
+            err.contains("throttles.sms[0].count: must be 1 to 1000, not 0"),
+            "{err}"
+        );
+        std::fs::write(&file, "throttles:\n  pager: []\n").unwrap();
+        let err = format!("{:#}", Config::load(Some(&file), env(&[])).unwrap_err());
+        assert!(err.contains("pager"), "{err}");
     }
 
     #[test]

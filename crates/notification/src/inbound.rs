@@ -1,7 +1,8 @@
 //! Where people answer pages from, over HTTP: a page's signed link (`GET` shows a button,
 //! `POST /v1/respond/{token}` acts: mail scanners that fetch links act on nothing), Slack's
 //! interactive callbacks (`POST /v1/slack/interactions`) and Twilio's inbound text messages
-//! (`POST /v1/twilio/sms`). Each is checked (the link's signature and expiry, Slack's or
+//! (`POST /v1/twilio/sms`); and Twilio's status callbacks (`POST /v1/twilio/status`), which
+//! move a `sent` text or call to delivered or failed. Each is checked (the link's signature and expiry, Slack's or
 //! Twilio's request signature), tied to a directory user, allowed by a rule, kept once by its
 //! id, and becomes the same acknowledge or resolve as the CLI's: a command to triage, with
 //! `user:NAME` as the actor and where it came from on the timeline.
@@ -133,6 +134,7 @@ pub(crate) fn routes(n: Notification) -> axum::Router {
         )
         .route("/v1/slack/interactions", axum::routing::post(slack_answer))
         .route("/v1/twilio/sms", axum::routing::post(sms_answer))
+        .route("/v1/twilio/status", axum::routing::post(twilio_status))
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .with_state(n)
 }
@@ -546,6 +548,67 @@ async fn sms_answer(State(n): State<Notification>, headers: HeaderMap, body: Byt
         ),
     )
         .into_response()
+}
+
+/// `POST /v1/twilio/status`: Twilio's report on a message or call it accepted, signed like
+/// an inbound message over `responses.public_url` + the path (a Twilio channel's
+/// `status_callback` points here). `delivered` (a text) or `completed` (a call) marks it
+/// delivered; `undelivered`, `failed`, `busy`, `no-answer` and `canceled` mark it failed, and
+/// a failed page fails over to the person's next contact method. Other states (queued,
+/// ringing, ...) change nothing.
+async fn twilio_status(State(n): State<Notification>, headers: HeaderMap, body: Bytes) -> Response {
+    let Ok(responses) = n.responses() else {
+        return plain(AnswerError::NotConfigured);
+    };
+    let params = form(&body);
+    let url = format!("{}/v1/twilio/status", responses.public_url);
+    let signature = headers
+        .get("x-twilio-signature")
+        .and_then(|v| v.to_str().ok());
+    let signed = n
+        .channels
+        .iter()
+        .filter_map(|c| c.twilio_auth_token())
+        .any(|t| respond::verify_twilio(t, &url, &params, signature).is_ok());
+    if !signed {
+        tracing::warn!("a Twilio status callback was refused: its signature does not match");
+        return plain(AnswerError::Refused(Refused::Unsigned));
+    }
+    let sid = field(&params, "MessageSid")
+        .or(field(&params, "CallSid"))
+        .unwrap_or_default();
+    let status = field(&params, "MessageStatus")
+        .or(field(&params, "CallStatus"))
+        .unwrap_or_default();
+    let report = match status {
+        "delivered" | "completed" => crate::delivery::ProviderReport::Delivered,
+        "undelivered" | "failed" | "busy" | "no-answer" | "canceled" => {
+            let code = field(&params, "ErrorCode").unwrap_or_default();
+            crate::delivery::ProviderReport::Failed(crate::clip(
+                &format!(
+                    "twilio: {status}{}",
+                    if code.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" (error {code})")
+                    }
+                ),
+                256,
+            ))
+        }
+        _ => return StatusCode::NO_CONTENT.into_response(),
+    };
+    match n.provider_report(sid, report).await {
+        Ok(_) => StatusCode::NO_CONTENT.into_response(),
+        Err(crate::error::Error::Invalid(why)) => {
+            (StatusCode::BAD_REQUEST, format!("{why}\n")).into_response()
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "recording a Twilio status failed");
+            // Twilio does not retry; say so in the log, and answer that it failed.
+            (StatusCode::SERVICE_UNAVAILABLE, "try again\n").into_response()
+        }
+    }
 }
 
 /// A form body's fields, in order (at most 64 of them).

@@ -5,6 +5,7 @@
 
 mod channels;
 pub mod declared;
+mod delivery;
 mod directory;
 mod error;
 mod escalation;
@@ -14,13 +15,12 @@ mod paging;
 pub mod respond;
 pub mod routing;
 pub mod schedules;
+pub mod throttle;
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use firebreak_bus::{
-    Bus, ConsumerOptions, HandlerError, Relay, RelayHandle, consume, outbox_event, streams,
-};
+use firebreak_bus::{Bus, ConsumerOptions, HandlerError, Relay, RelayHandle, consume, streams};
 use firebreak_domain::{Clock, DeliveryState, Micros, SystemClock};
 use firebreak_proto::WireState;
 use firebreak_proto::v1::{
@@ -42,6 +42,7 @@ pub use channels::{
     SIGNATURE_HEADER, SecretRef, TIMESTAMP_HEADER, channel_for, preview, sample_incident,
     signature,
 };
+pub use delivery::ProviderReport;
 pub use directory::{Directory, MAX_SYNC};
 pub use error::Error as NotificationError;
 pub use escalation::{
@@ -60,6 +61,9 @@ pub enum ConfigError {
     /// An escalation policy is not valid; the text names it and says why.
     #[error("{0}")]
     Policies(String),
+    /// A throttle is not valid; the text names the field and says why.
+    #[error("{0}")]
+    Throttles(String),
     #[error("http client: {0}")]
     HttpClient(#[source] reqwest::Error),
 }
@@ -90,6 +94,8 @@ pub struct Notification {
     schedules: Arc<schedules::Schedules>,
     /// Where people answer pages from (links, Slack buttons, SMS replies), if configured.
     responses: Option<Arc<Responses>>,
+    /// How many pages each destination may receive in a window.
+    throttles: Arc<throttle::Throttles>,
 }
 
 impl Notification {
@@ -119,7 +125,15 @@ impl Notification {
             routes: Arc::new(Vec::new()),
             schedules: Arc::new(schedules::Schedules::default()),
             responses: None,
+            throttles: Arc::new(throttle::Throttles::default()),
         })
+    }
+
+    /// Holds pages to each destination within `throttles` (GoAlert's limits by default).
+    pub fn with_throttles(mut self, throttles: throttle::Throttles) -> Result<Self, ConfigError> {
+        throttles.check().map_err(ConfigError::Throttles)?;
+        self.throttles = Arc::new(throttles);
+        Ok(self)
     }
 
     /// Pages for incidents as they open, through the policy the first matching route names.
@@ -281,6 +295,9 @@ impl Notification {
                 next_attempt_at: now,
                 delivered_at: None,
                 escalation_step: 0,
+                provider_id: None,
+                destination: String::new(),
+                sent_at: None,
             }
         };
         match &event.payload {
@@ -368,14 +385,8 @@ impl Notification {
     /// for a while first, so replicas share the work.
     async fn dispatch(self, shutdown: CancellationToken) {
         while !shutdown.is_cancelled() {
-            let now = self.clock.now();
-            match self.store.claim_due_deliveries(now, now + CLAIM, 32).await {
-                Ok(due) => {
-                    for d in due {
-                        self.attempt(d).await;
-                    }
-                }
-                Err(e) => tracing::warn!(error = %e, "listing due deliveries failed"),
+            if let Err(e) = self.dispatch_due().await {
+                tracing::warn!(error = %e, "listing due deliveries failed");
             }
             tokio::select! {
                 () = self.wake.notified() => {}
@@ -385,34 +396,83 @@ impl Notification {
         }
     }
 
+    /// Claims the deliveries due now and attempts each; returns how many. The dispatcher's
+    /// one round (tests call it to run the dispatcher by hand on their clock).
+    pub(crate) async fn dispatch_due(&self) -> Result<usize, firebreak_storage::Error> {
+        let now = self.clock.now();
+        let due = self
+            .store
+            .claim_due_deliveries(now, now + CLAIM, 32)
+            .await?;
+        let n = due.len();
+        for d in due {
+            self.attempt(d).await;
+        }
+        Ok(n)
+    }
+
     async fn attempt(&self, mut d: DeliveryRecord) {
         d.attempts += 1;
         if d.kind == paging::STEP {
             return self.attempt_step(d).await;
         }
-        let outcome = match paging::person_of(&d) {
+        let person = paging::person_of(&d);
+        if let Some(method) = &person
+            && self.throttled(&mut d, method).await
+        {
+            return;
+        }
+        let outcome = match &person {
             // A page to a person: through the channel that reaches their contact method.
-            Some(method) => self.page_person(&d, &method).await,
+            Some(method) => self.page_person(&d, method).await,
             None => match self.channels.iter().find(|c| c.name == d.channel) {
-                Some(ch) => ch.send(&self.http, &d).await,
+                Some(ch) => {
+                    let previous = self.previous_id(&d, ch.kind()).await;
+                    ch.send(&self.http, &d, previous)
+                        .await
+                        .map(|r| (r, ch.kind()))
+                }
                 None => Err(DeliveryError::UnknownChannel(d.channel.clone())),
             },
         };
         let now = self.clock.now();
         match &outcome {
-            Ok(()) => {
-                d.status = DeliveryState::Delivered;
-                d.delivered_at = Some(now);
+            Ok((receipt, kind)) => {
+                // Chat and webhooks answer once the message is there; email and texts are
+                // only handed on.
+                d.status = if kind.confirms_on_accept() {
+                    DeliveryState::Delivered
+                } else {
+                    DeliveryState::Sent
+                };
+                d.sent_at = Some(now);
+                d.delivered_at = (d.status == DeliveryState::Delivered).then_some(now);
+                d.provider_id = receipt
+                    .provider_id
+                    .as_deref()
+                    .filter(|p| !p.is_empty())
+                    .map(|p| clip(p, delivery::MAX_PROVIDER_ID));
                 d.last_error.clear();
             }
             Err(e) => {
                 d.last_error = e.to_string();
-                match retry_at(e, d.attempts, now) {
+                match retry_at(e, d.attempts, now, delivery::random_fraction()) {
                     Some(at) => d.next_attempt_at = at,
                     None => d.status = DeliveryState::Failed,
                 }
                 tracing::warn!(delivery = %d.id, channel = %d.channel, attempt = d.attempts, error = %e, "delivery failed");
             }
+        }
+        // A page that failed for good fails over to its person's next contact method: stored
+        // before the failure is, so a crash in between retries the page (and inserts the
+        // same failover, keyed, at most once) rather than losing it.
+        if d.status == DeliveryState::Failed
+            && person.is_some()
+            && let Err(e) = self.fail_over(&d).await
+        {
+            tracing::warn!(delivery = %d.id, error = %e, "failing over to the next contact method failed; the page is tried again");
+            d.status = DeliveryState::Pending;
+            d.next_attempt_at = now + backoff(0, Duration::from_secs(60));
         }
         let outcome = if d.status == DeliveryState::Pending {
             "retry"
@@ -420,23 +480,7 @@ impl Notification {
             d.status.as_str()
         };
         firebreak_telemetry::Metrics::count(&firebreak_telemetry::metrics().deliveries, outcome);
-        let event = (d.status != DeliveryState::Pending).then(|| {
-            outbox_event(
-                streams::NOTIFICATIONS,
-                format!("notifications.{}", d.status),
-                Payload::DeliveryChanged(v1::DeliveryChanged {
-                    delivery_id: d.id.clone(),
-                    incident_id: d.incident_id.clone(),
-                    channel: d.channel.clone(),
-                    status: d.status.wire(),
-                    status_name: d.status.as_str().to_owned(),
-                    attempts: d.attempts,
-                    error: d.last_error.clone(),
-                    kind: d.kind.clone(),
-                    user: paging::user_of(&d).unwrap_or_default(),
-                }),
-            )
-        });
+        let event = (d.status != DeliveryState::Pending).then(|| delivery::changed_event(&d));
         if let Err(e) = self.store.update_delivery(&d, event.as_ref()).await {
             tracing::warn!(delivery = %d.id, error = %e, "recording a delivery failed");
         }
@@ -450,7 +494,7 @@ impl Notification {
         &self,
         d: &DeliveryRecord,
         method: &firebreak_domain::people::ContactMethod,
-    ) -> Result<(), DeliveryError> {
+    ) -> Result<(Receipt, ChannelKind), DeliveryError> {
         let Some(ch) = channels::channel_for(&self.channels, method.kind) else {
             return Err(DeliveryError::UnknownChannel(format!(
                 "no channel reaches {} contact methods",
@@ -474,9 +518,10 @@ impl Notification {
                 msg.reply_code = Some(code);
             }
         }
+        msg.previous_id = self.previous_id(d, ch.kind()).await;
         ch.deliver(&self.http, Some(method), &msg, &d.id)
             .await
-            .map(|_| ())
+            .map(|r| (r, ch.kind()))
     }
 
     /// Runs a due escalation step (see `paging`), retried like a delivery when the store
@@ -496,7 +541,11 @@ impl Notification {
                     d.status = DeliveryState::Failed;
                 } else {
                     // A step waits at most a minute: people are waiting to be paged.
-                    d.next_attempt_at = now + backoff(d.attempts, Duration::from_secs(60));
+                    d.next_attempt_at = now
+                        + jitter(
+                            backoff(d.attempts, Duration::from_secs(60)),
+                            delivery::random_fraction(),
+                        );
                 }
                 tracing::warn!(delivery = %d.id, policy = %d.channel, error = %e, "an escalation step failed");
             }
@@ -725,6 +774,8 @@ impl NotificationService for Notification {
                 last_error: clip(&d.last_error, MAX_ERROR),
                 created_at: Some(firebreak_proto::timestamp(d.created_at)),
                 delivered_at: d.delivered_at.map(firebreak_proto::timestamp),
+                provider_id: d.provider_id.clone().unwrap_or_default(),
+                sent_at: d.sent_at.map(firebreak_proto::timestamp),
             };
             let size = item.encoded_len() + 6;
             if !deliveries.is_empty() && bytes + size > MAX_PAGE_BYTES {
@@ -752,14 +803,37 @@ const MAX_PAGE_BYTES: usize = 1024 * 1024;
 /// A delivery's error as sent (a target's answer can be long).
 const MAX_ERROR: usize = 16 * 1024;
 
+/// The longest a provider's `Retry-After` is waited for: a page an hour late is no page.
+const MAX_RETRY_AFTER: Duration = Duration::from_secs(3600);
+
 /// When a delivery that failed with `e` on attempt `attempts` is tried again, or `None` when
 /// it has failed for good: its error is permanent or its attempts are spent. The backoff
-/// doubles from a second, up to five minutes.
-fn retry_at(e: &DeliveryError, attempts: u32, now: Micros) -> Option<Micros> {
+/// doubles from a second, up to five minutes, with equal jitter (`fraction`, in `[0, 1)`,
+/// picks where in its upper half); a 429 or 503 that says `Retry-After` is waited out
+/// (up to an hour) when it asks for longer.
+fn retry_at(e: &DeliveryError, attempts: u32, now: Micros, fraction: f64) -> Option<Micros> {
     if e.is_permanent() || attempts >= MAX_ATTEMPTS {
         return None;
     }
-    Some(now + backoff(attempts, Duration::from_secs(300)))
+    let wait = jitter(backoff(attempts, Duration::from_secs(300)), fraction);
+    let asked = match e {
+        DeliveryError::RateLimited { .. } => e.retry_after(),
+        DeliveryError::Answered { status, .. }
+            if *status == reqwest::StatusCode::SERVICE_UNAVAILABLE =>
+        {
+            e.retry_after()
+        }
+        _ => None,
+    };
+    Some(now + wait.max(asked.unwrap_or_default().min(MAX_RETRY_AFTER)))
+}
+
+/// Equal jitter: half of `base` fixed, the other half scaled by `fraction` (in `[0, 1)`), so
+/// retries of many deliveries that failed together spread out instead of returning at once.
+/// Always within `[base / 2, base]`.
+fn jitter(base: Duration, fraction: f64) -> Duration {
+    let half = base / 2;
+    half + half.mul_f64(fraction.clamp(0.0, 1.0))
 }
 
 /// How long after its `attempts`-th failure something is tried again: half a second,
@@ -836,7 +910,7 @@ mod tests {
     fn an_unknown_channel_fails_at_once_and_a_webhook_answer_is_retried() {
         let unknown = DeliveryError::UnknownChannel("pager".into());
         assert_eq!(unknown.to_string(), "unknown channel \"pager\"");
-        assert_eq!(retry_at(&unknown, 1, Micros::default()), None);
+        assert_eq!(retry_at(&unknown, 1, Micros::default(), 0.5), None);
         let answered = DeliveryError::Status(reqwest::StatusCode::SERVICE_UNAVAILABLE);
         assert_eq!(
             answered.to_string(),
@@ -844,10 +918,67 @@ mod tests {
         );
         let epoch = Micros::default();
         assert_eq!(
-            retry_at(&answered, 1, epoch),
+            retry_at(&answered, 1, epoch, 1.0),
             Some(Micros::from_unix_micros(1_000_000))
         );
-        assert_eq!(retry_at(&answered, MAX_ATTEMPTS, epoch), None);
+        assert_eq!(
+            retry_at(&answered, 1, epoch, 0.0),
+            Some(Micros::from_unix_micros(500_000))
+        );
+        assert_eq!(retry_at(&answered, MAX_ATTEMPTS, epoch, 0.5), None);
+    }
+
+    #[test]
+    fn jittered_backoff_stays_within_half_and_all_of_its_base() {
+        for attempts in 0..12 {
+            let base = backoff(attempts, Duration::from_secs(300));
+            for fraction in [0.0, 1e-9, 0.25, 0.5, 0.999_999, 1.0]
+                .into_iter()
+                .chain((0..200).map(|_| delivery::random_fraction()))
+            {
+                let wait = jitter(base, fraction);
+                assert!(
+                    wait >= base / 2 && wait <= base,
+                    "{wait:?} outside [{:?}, {base:?}] ({fraction})",
+                    base / 2
+                );
+            }
+        }
+        // Random fractions are in [0, 1) and not all alike.
+        let drawn: Vec<f64> = (0..100).map(|_| delivery::random_fraction()).collect();
+        assert!(drawn.iter().all(|f| (0.0..1.0).contains(f)));
+        assert!(drawn.iter().any(|f| *f != drawn[0]));
+    }
+
+    #[test]
+    fn retry_after_is_waited_out_on_429_and_503_up_to_an_hour() {
+        use std::time::Duration as D;
+        let epoch = Micros::default();
+        let at = |e: &DeliveryError| retry_at(e, 1, epoch, 0.0).unwrap().unix_micros();
+        let limited = |secs| DeliveryError::RateLimited {
+            provider: "slack",
+            retry_after: Some(D::from_secs(secs)),
+        };
+        let answered = |status: u16, secs| DeliveryError::Answered {
+            provider: "twilio",
+            status: reqwest::StatusCode::from_u16(status).unwrap(),
+            detail: String::new(),
+            retry_after: Some(D::from_secs(secs)),
+        };
+        assert_eq!(at(&limited(30)), 30_000_000);
+        assert_eq!(at(&answered(503, 120)), 120_000_000);
+        // An hour at most, however long it asks.
+        assert_eq!(at(&limited(86_400)), 3_600_000_000);
+        // Shorter than the backoff: the backoff (half a second at the least jitter).
+        assert_eq!(at(&limited(0)), 500_000);
+        // Another status's Retry-After is not taken.
+        assert_eq!(at(&answered(500, 120)), 500_000);
+        // No Retry-After: the backoff.
+        let plain = DeliveryError::RateLimited {
+            provider: "slack",
+            retry_after: None,
+        };
+        assert_eq!(at(&plain), 500_000);
     }
 
     #[test]

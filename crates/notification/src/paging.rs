@@ -153,6 +153,9 @@ impl Notification {
             next_attempt_at: due,
             delivered_at: None,
             escalation_step: step.step as u32 + 1,
+            provider_id: None,
+            destination: String::new(),
+            sent_at: None,
         }
     }
 
@@ -197,11 +200,12 @@ impl Notification {
         repeat: u32,
         now: Micros,
     ) -> DeliveryRecord {
-        let (channel, recipient) = match &to {
-            Recipient::Channel(c) => (c.clone(), json!(null)),
+        let (channel, recipient, destination) = match &to {
+            Recipient::Channel(c) => (c.clone(), json!(null), String::new()),
             Recipient::Person { name, method } => (
                 format!("user:{name}/{}", method.name),
                 json!({ "user": name, "method": method }),
+                crate::delivery::destination(method),
             ),
         };
         let event_id = format!("{}:{key}", step.root);
@@ -223,6 +227,9 @@ impl Notification {
             next_attempt_at: at,
             delivered_at: None,
             escalation_step: n.max(1),
+            provider_id: None,
+            destination,
+            sent_at: None,
         }
     }
 

@@ -63,7 +63,7 @@ wire_states! {
     }
     RunPhase => RunPhase { Plan, Apply }
     StepStatus => StepStatus { Done, Failed, Waiting, Sleeping, Simulated }
-    DeliveryState => DeliveryState { Pending, Delivered, Failed, Cancelled }
+    DeliveryState => DeliveryState { Pending, Sent, Delivered, Failed, Cancelled }
 }
 
 impl v1::Incident {

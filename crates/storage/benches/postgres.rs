@@ -360,6 +360,9 @@ async fn notification_claims(total: usize) {
             next_attempt_at: Micros::from_unix_micros(n as i64),
             delivered_at: None,
             escalation_step: 0,
+            provider_id: None,
+            destination: String::new(),
+            sent_at: None,
         })
         .collect();
     let started = Instant::now();

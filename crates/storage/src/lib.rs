@@ -303,6 +303,34 @@ pub trait NotificationStore: Outbox {
         limit: u32,
         max_bytes: usize,
     ) -> Result<Vec<DeliveryRecord>>;
+    /// Moves the delivery `delivery.id` from state `from` to what `delivery` holds (state,
+    /// error, delivered time) with its event, in one transaction; `false`, changing nothing,
+    /// when it is not in state `from` (a provider's report seen before, or raced by another).
+    async fn transition_delivery(
+        &self,
+        delivery: &DeliveryRecord,
+        from: firebreak_domain::DeliveryState,
+        event: Option<&OutboxEvent>,
+    ) -> Result<bool>;
+    /// The delivery in state `status` whose provider id is `provider_id` (the oldest, should
+    /// a provider reuse an id, as Slack's `chat.update` does).
+    async fn delivery_by_provider_id(
+        &self,
+        provider_id: &str,
+        status: firebreak_domain::DeliveryState,
+    ) -> Result<Option<DeliveryRecord>>;
+    /// The provider id of the first delivery (by when it was sent) of `incident_id` on
+    /// `channel` whose kind starts with `kind_prefix` that was sent or delivered and has
+    /// one: what a later change to the same place updates or threads under.
+    async fn first_provider_id(
+        &self,
+        incident_id: &str,
+        channel: &str,
+        kind_prefix: &str,
+    ) -> Result<Option<String>>;
+    /// When deliveries to `destination` were handed to the provider at or after `since`:
+    /// the newest `limit` of them, oldest first (what throttles count).
+    async fn sent_to(&self, destination: &str, since: Micros, limit: u32) -> Result<Vec<Micros>>;
     /// Cancels the pending deliveries of later escalation steps (2 and on) of an incident,
     /// and every pending step and page of the paging engine (kinds `escalation.step` and
     /// `escalation.page`); returns how many.

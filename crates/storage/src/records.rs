@@ -492,6 +492,14 @@ pub struct DeliveryRecord {
     pub delivered_at: Option<Micros>,
     /// The step of an escalation policy this delivery belongs to; 0 for none.
     pub escalation_step: u32,
+    /// The provider's id of what was sent (Slack `CHANNEL:TS`, a Twilio SID, an email's
+    /// `Message-ID`), once sent; `None` before, or where the provider gives none.
+    pub provider_id: Option<String>,
+    /// Who a page reaches, as throttles count it (`sms:+15551230000`); empty for a
+    /// broadcast to a channel, which is not throttled.
+    pub destination: String,
+    /// When it was last handed to the provider.
+    pub sent_at: Option<Micros>,
 }
 
 impl DeliveryRecord {
@@ -506,6 +514,7 @@ impl DeliveryRecord {
             &self.kind,
             self.status.as_str(),
             &self.last_error,
+            self.provider_id.as_deref().unwrap_or_default(),
         ]
         .iter()
         .map(|s| s.len())

@@ -1826,6 +1826,10 @@ fn escalation_test_dry_runs_who_would_be_paged_and_when() {
         .unwrap();
     assert_eq!(page["channel"], "log", "{listed:#}");
     assert_eq!(page["attempts"], 1, "{listed:#}");
+    // The log gives no provider id; the page was handed over when it was delivered.
+    assert_eq!(page["provider_id"], "", "{listed:#}");
+    assert_eq!(page["sent_at"], page["delivered_at"], "{listed:#}");
+    assert!(page["sent_at"].is_string(), "{listed:#}");
     assert_eq!(
         server.json(&["delivery", "list", "--failed"]),
         serde_json::json!([])

@@ -98,6 +98,14 @@ impl ChannelKind {
         }
     }
 
+    /// Whether the provider's acceptance means the message reached where it goes (a post in
+    /// a chat channel, a webhook's answer): `delivered` at once. Email (an SMTP relay took
+    /// it) and texts and calls (Twilio, a gateway queued them) are only `sent` until the
+    /// provider reports back.
+    pub fn confirms_on_accept(self) -> bool {
+        !matches!(self, Self::Email | Self::Twilio | Self::SmsGateway)
+    }
+
     pub(crate) fn names() -> String {
         Self::ALL
             .iter()
@@ -511,14 +519,17 @@ impl Channel {
         event_ok && (self.max_severity == 0 || severity <= self.max_severity) && self.broadcasts()
     }
 
-    /// Delivers a stored delivery (a broadcast of its payload).
+    /// Delivers a stored delivery (a broadcast of its payload), updating or threading under
+    /// the message `previous_id` names when given.
     pub(crate) async fn send(
         &self,
         http: &reqwest::Client,
         d: &DeliveryRecord,
-    ) -> Result<(), DeliveryError> {
-        let msg = Message::from_payload(&d.kind, &d.payload)?;
-        self.deliver(http, None, &msg, &d.id).await.map(|_| ())
+        previous_id: Option<String>,
+    ) -> Result<Receipt, DeliveryError> {
+        let mut msg = Message::from_payload(&d.kind, &d.payload)?;
+        msg.previous_id = previous_id;
+        self.deliver(http, None, &msg, &d.id).await
     }
 
     /// Delivers `msg`: a broadcast to the channel when `to` is `None`, else to a person's
@@ -730,6 +741,9 @@ mod tests {
             next_attempt_at: Micros::default(),
             delivered_at: None,
             escalation_step: 0,
+            provider_id: None,
+            destination: String::new(),
+            sent_at: None,
         }
     }
 
@@ -739,11 +753,11 @@ mod tests {
         let http = reqwest::Client::new();
         let log = Channel::log();
         let opened = json!({"event_id": "e-1", "kind": "incident.opened", "actor": "", "incident": {"id": "i-1"}});
-        log.send(&http, &record("incident.opened", opened))
+        log.send(&http, &record("incident.opened", opened), None)
             .await
             .unwrap();
         let e = log
-            .send(&http, &record("incident.reopened", json!({})))
+            .send(&http, &record("incident.reopened", json!({})), None)
             .await
             .unwrap_err();
         assert!(e.is_permanent());

@@ -41,7 +41,15 @@ pub(crate) struct TwilioSpec {
     /// The REST API's base URL (tests point it at a local server).
     #[serde(default = "default_api")]
     pub(crate) api_url: String,
+    /// Where Twilio reports what became of each message and call (Firebreak's status
+    /// callback route), sent as `StatusCallback`; without it, texts and calls stay `sent`.
+    #[serde(default)]
+    pub(crate) status_callback: Option<String>,
 }
+
+/// The longest status callback URL taken (Twilio's own limit on a URL parameter is larger;
+/// Firebreak's route with a signed query needs far less).
+const MAX_STATUS_CALLBACK: usize = 2_048;
 
 fn default_api() -> String {
     "https://api.twilio.com".to_owned()
@@ -70,6 +78,16 @@ impl TwilioSpec {
         }
         check_url(&self.api_url, Scheme::Secure)
             .map_err(|e| err("api_url", format!("{:?} {e}", self.api_url)))?;
+        if let Some(url) = &self.status_callback {
+            if url.len() > MAX_STATUS_CALLBACK {
+                return Err(err(
+                    "status_callback",
+                    format!("has {} bytes, more than {MAX_STATUS_CALLBACK}", url.len()),
+                ));
+            }
+            check_url(url, Scheme::Secure)
+                .map_err(|e| err("status_callback", format!("{url:?} {e}")))?;
+        }
         Ok(())
     }
 
@@ -110,11 +128,17 @@ impl TwilioSpec {
             self.api_url.trim_end_matches('/'),
             self.account_sid
         );
-        let form = [
+        let mut form = vec![
             ("To", number.to_owned()),
             ("From", self.from.clone()),
             (content.0, content.1),
         ];
+        // Twilio then reports each message's and call's fate there (a call's `completed`,
+        // `busy`, `no-answer`, `failed`, `canceled`; a message's `delivered`, `undelivered`,
+        // `failed`, ...), against the SID the receipt holds.
+        if let Some(url) = &self.status_callback {
+            form.push(("StatusCallback", url.clone()));
+        }
         let req = client
             .post(url)
             .basic_auth(&self.account_sid, Some(token))

@@ -375,3 +375,63 @@ to: "+15551230000"
         );
     }
 }
+
+#[tokio::test]
+async fn twilio_is_told_where_to_report_each_text_and_call() {
+    let mock = twilio().await;
+    let hook = "https://firebreak.example.com/twilio/status";
+    let ch = twilio_channel(&mock, &format!(", status_callback: '{hook}'"));
+    for kind in [ContactKind::Sms, ContactKind::Voice] {
+        ch.deliver(
+            &client(),
+            Some(&contact(kind, "+4915112345678")),
+            &message(EventKind::Opened),
+            "k",
+        )
+        .await
+        .unwrap();
+    }
+    for r in mock.requests() {
+        let form = r.form();
+        let callbacks: Vec<_> = form.iter().filter(|(k, _)| k == "StatusCallback").collect();
+        assert_eq!(
+            callbacks,
+            [&("StatusCallback".to_owned(), hook.to_owned())],
+            "{}",
+            r.path
+        );
+    }
+    // Without one, no parameter.
+    let plain = twilio().await;
+    twilio_channel(&plain, "")
+        .deliver(
+            &client(),
+            Some(&contact(ContactKind::Sms, "+4915112345678")),
+            &message(EventKind::Opened),
+            "k",
+        )
+        .await
+        .unwrap();
+    assert!(
+        !plain
+            .one()
+            .form()
+            .iter()
+            .any(|(k, _)| k == "StatusCallback")
+    );
+    // A callback URL is checked at load, naming the field.
+    let yaml = |url: &str| {
+        format!(
+            "{{ name: phone, kind: twilio, account_sid: {SID}, auth_token: {{secret: t}}, from: '+15557654321', status_callback: '{url}' }}"
+        )
+    };
+    assert_eq!(
+        refusal(&yaml("http://firebreak.example.com/s"), &[("t", "x")]),
+        "channel \"phone\": status_callback: \"http://firebreak.example.com/s\" must start with https:// (plain http only to a loopback address)"
+    );
+    let long = format!("https://firebreak.example.com/{}", "a".repeat(2_100));
+    assert!(
+        refusal(&yaml(&long), &[("t", "x")])
+            .starts_with("channel \"phone\": status_callback: has 2130 bytes, more than 2048"),
+    );
+}

@@ -70,10 +70,31 @@ CREATE INDEX deliveries_incident ON deliveries (incident_id);
         sql: CONTACTS,
     },
     Migration {
+        version: 7,
+        sql: SENT,
+    },
+    Migration {
         version: 8,
         sql: RESPONSES,
     },
 ];
+
+/// Deliveries may be `sent` (handed to a provider that has not confirmed), remember the
+/// provider's id and when they were sent, and who a page reaches (throttles count by it).
+/// SQLite's migration 10 is the same schema.
+const SENT: &str = "
+ALTER TABLE deliveries DROP CONSTRAINT deliveries_status_check;
+ALTER TABLE deliveries ADD CONSTRAINT deliveries_status_check
+    CHECK (status IN ('pending', 'sent', 'delivered', 'failed', 'cancelled'));
+ALTER TABLE deliveries ADD COLUMN provider_id TEXT;
+ALTER TABLE deliveries ADD COLUMN destination TEXT NOT NULL DEFAULT '';
+ALTER TABLE deliveries ADD COLUMN sent_at BIGINT;
+UPDATE deliveries SET sent_at = delivered_at WHERE delivered_at IS NOT NULL;
+DROP INDEX deliveries_incident;
+CREATE INDEX deliveries_incident ON deliveries (incident_id, channel);
+CREATE INDEX deliveries_provider_id ON deliveries (provider_id) WHERE provider_id IS NOT NULL;
+CREATE INDEX deliveries_destination ON deliveries (destination, sent_at) WHERE destination <> '';
+";
 
 /// People's answers to pages, and the codes SMS replies name incidents by. SQLite's
 /// migration 11 is the same.
@@ -213,9 +234,11 @@ impl NotificationStore for PgNotificationStore {
         // transaction, then inserts nothing.
         let done = sqlx::query(
             "INSERT INTO deliveries (id, event_id, channel, incident_id, kind, payload, status, attempts,
-                last_error, created_at, next_attempt_at, delivered_at, escalation_step)
+                last_error, created_at, next_attempt_at, delivered_at, escalation_step, provider_id,
+                destination, sent_at)
              SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[],
-                $7::text[], $8::int8[], $9::text[], $10::int8[], $11::int8[], $12::int8[], $13::int8[])
+                $7::text[], $8::int8[], $9::text[], $10::int8[], $11::int8[], $12::int8[], $13::int8[],
+                $14::text[], $15::text[], $16::int8[])
              ON CONFLICT (event_id, channel) DO NOTHING",
         )
         .bind(deliveries.iter().map(|d| &d.id).bind_iter())
@@ -231,6 +254,9 @@ impl NotificationStore for PgNotificationStore {
         .bind(deliveries.iter().map(|d| d.next_attempt_at.unix_micros()).bind_iter())
         .bind(deliveries.iter().map(|d| d.delivered_at.map(Micros::unix_micros)).bind_iter())
         .bind(deliveries.iter().map(|d| i64::from(d.escalation_step)).bind_iter())
+        .bind(deliveries.iter().map(|d| d.provider_id.as_deref()).bind_iter())
+        .bind(deliveries.iter().map(|d| &d.destination).bind_iter())
+        .bind(deliveries.iter().map(|d| d.sent_at.map(Micros::unix_micros)).bind_iter())
         .execute(&self.pool)
         .await?;
         Ok(done.rows_affected() as u32)
@@ -268,7 +294,8 @@ impl NotificationStore for PgNotificationStore {
         sqlx::query(
             "WITH updated AS (
                 UPDATE deliveries SET status = $1, attempts = $2, last_error = $3,
-                    next_attempt_at = $4, delivered_at = $5, lease_until = NULL
+                    next_attempt_at = $4, delivered_at = $5, provider_id = $12, sent_at = $13,
+                    lease_until = NULL
                 WHERE id = $6
             )
             INSERT INTO outbox (id, stream, subject, payload, created_at)
@@ -285,9 +312,104 @@ impl NotificationStore for PgNotificationStore {
         .bind(event.map(|e| &e.subject))
         .bind(event.map(|e| &e.payload))
         .bind(self.clock.now_micros())
+        .bind(d.provider_id.as_deref())
+        .bind(d.sent_at.map(Micros::unix_micros))
         .execute(&self.pool)
         .await?;
         Ok(())
+    }
+
+    async fn transition_delivery(
+        &self,
+        d: &DeliveryRecord,
+        from: DeliveryState,
+        event: Option<&OutboxEvent>,
+    ) -> Result<bool> {
+        // One statement: the event is written only when the row moved, and a second report
+        // racing the first waits for its row lock, then finds the state changed.
+        let done = sqlx::query(
+            "WITH moved AS (
+                UPDATE deliveries SET status = $1, last_error = $2, delivered_at = $3
+                WHERE id = $4 AND status = $5
+                RETURNING id
+            ), written AS (
+                INSERT INTO outbox (id, stream, subject, payload, created_at)
+                SELECT $6, $7, $8, $9, $10 FROM moved WHERE $6::text IS NOT NULL
+            )
+            SELECT count(*) AS n FROM moved",
+        )
+        .bind(d.status.as_str())
+        .bind(&d.last_error)
+        .bind(d.delivered_at.map(Micros::unix_micros))
+        .bind(&d.id)
+        .bind(from.as_str())
+        .bind(event.map(|e| &e.id))
+        .bind(event.map(|e| &e.stream))
+        .bind(event.map(|e| &e.subject))
+        .bind(event.map(|e| &e.payload))
+        .bind(self.clock.now_micros())
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(done.try_get::<i64, _>("n")? > 0)
+    }
+
+    async fn delivery_by_provider_id(
+        &self,
+        provider_id: &str,
+        status: DeliveryState,
+    ) -> Result<Option<DeliveryRecord>> {
+        sqlx::query(
+            "SELECT * FROM deliveries WHERE provider_id = $1 AND status = $2
+             ORDER BY sent_at, id LIMIT 1",
+        )
+        .bind(provider_id)
+        .bind(status.as_str())
+        .fetch_optional(&self.pool)
+        .await?
+        .as_ref()
+        .map(delivery_row)
+        .transpose()
+    }
+
+    async fn first_provider_id(
+        &self,
+        incident_id: &str,
+        channel: &str,
+        kind_prefix: &str,
+    ) -> Result<Option<String>> {
+        let row = sqlx::query(
+            "SELECT provider_id FROM deliveries WHERE incident_id = $1 AND channel = $2
+                AND starts_with(kind, $3) AND provider_id IS NOT NULL
+                AND status IN ('sent', 'delivered')
+             ORDER BY sent_at, id LIMIT 1",
+        )
+        .bind(incident_id)
+        .bind(channel)
+        .bind(kind_prefix)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(match row {
+            Some(r) => r.try_get("provider_id")?,
+            None => None,
+        })
+    }
+
+    async fn sent_to(&self, destination: &str, since: Micros, limit: u32) -> Result<Vec<Micros>> {
+        let rows = sqlx::query(
+            "SELECT sent_at FROM deliveries WHERE destination = $1 AND sent_at >= $2
+             ORDER BY sent_at DESC LIMIT $3",
+        )
+        .bind(destination)
+        .bind(since.unix_micros())
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        let mut sent = rows
+            .iter()
+            .map(|r| r.try_get::<i64, _>("sent_at").map(Micros::from_unix_micros))
+            .collect::<std::result::Result<Vec<_>, _>>()?;
+        sent.reverse();
+        Ok(sent)
     }
 
     async fn deliveries_page(
@@ -430,6 +552,11 @@ fn delivery_row(r: &PgRow) -> Result<DeliveryRecord> {
             .try_get::<Option<i64>, _>("delivered_at")?
             .map(Micros::from_unix_micros),
         escalation_step: get_u32(r, "escalation_step")?,
+        provider_id: r.try_get("provider_id")?,
+        destination: r.try_get("destination")?,
+        sent_at: r
+            .try_get::<Option<i64>, _>("sent_at")?
+            .map(Micros::from_unix_micros),
     })
 }
 

@@ -101,10 +101,52 @@ CREATE INDEX deliveries_incident ON deliveries (incident_id);
         sql: CONTACTS,
     },
     Migration {
+        version: 10,
+        sql: SENT,
+    },
+    Migration {
         version: 11,
         sql: RESPONSES,
     },
 ];
+
+/// Deliveries may be `sent` (handed to a provider that has not confirmed), remember the
+/// provider's id and when they were sent, and who a page reaches (throttles count by it).
+/// SQLite cannot change a CHECK in place, so the table is rebuilt. Postgres' migration 7 is
+/// the same schema.
+const SENT: &str = "
+CREATE TABLE deliveries_new (
+    id TEXT PRIMARY KEY,
+    event_id TEXT NOT NULL,
+    channel TEXT NOT NULL,
+    incident_id TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    payload TEXT NOT NULL,
+    status TEXT NOT NULL CHECK (status IN ('pending', 'sent', 'delivered', 'failed', 'cancelled')),
+    attempts INTEGER NOT NULL,
+    last_error TEXT NOT NULL,
+    created_at INTEGER NOT NULL,
+    next_attempt_at INTEGER NOT NULL,
+    delivered_at INTEGER,
+    escalation_step INTEGER NOT NULL DEFAULT 0,
+    lease_until INTEGER,
+    provider_id TEXT,
+    destination TEXT NOT NULL DEFAULT '',
+    sent_at INTEGER,
+    UNIQUE (event_id, channel)
+);
+INSERT INTO deliveries_new (id, event_id, channel, incident_id, kind, payload, status, attempts,
+    last_error, created_at, next_attempt_at, delivered_at, escalation_step, lease_until, sent_at)
+SELECT id, event_id, channel, incident_id, kind, payload, status, attempts, last_error,
+    created_at, next_attempt_at, delivered_at, escalation_step, lease_until, delivered_at
+FROM deliveries;
+DROP TABLE deliveries;
+ALTER TABLE deliveries_new RENAME TO deliveries;
+CREATE INDEX deliveries_due ON deliveries (next_attempt_at) WHERE status = 'pending';
+CREATE INDEX deliveries_incident ON deliveries (incident_id, channel);
+CREATE INDEX deliveries_provider_id ON deliveries (provider_id) WHERE provider_id IS NOT NULL;
+CREATE INDEX deliveries_destination ON deliveries (destination, sent_at) WHERE destination <> '';
+";
 
 /// People's answers to pages, and the codes SMS replies name incidents by. Postgres'
 /// migration 8 is the same.
@@ -240,8 +282,9 @@ impl NotificationStore for SqliteNotificationStore {
             .write(move |tx| {
                 let mut insert = tx.prepare_cached(
                     "INSERT INTO deliveries (id, event_id, channel, incident_id, kind, payload, status, attempts,
-                        last_error, created_at, next_attempt_at, delivered_at, escalation_step)
-                     VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (event_id, channel) DO NOTHING",
+                        last_error, created_at, next_attempt_at, delivered_at, escalation_step,
+                        provider_id, destination, sent_at)
+                     VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (event_id, channel) DO NOTHING",
                 )?;
                 let mut inserted = 0;
                 for d in &deliveries {
@@ -259,6 +302,9 @@ impl NotificationStore for SqliteNotificationStore {
                         d.next_attempt_at.unix_micros(),
                         d.delivered_at.map(Micros::unix_micros),
                         d.escalation_step,
+                        d.provider_id,
+                        d.destination,
+                        d.sent_at.map(Micros::unix_micros),
                     ])? as u32;
                 }
                 Ok(inserted)
@@ -301,7 +347,7 @@ impl NotificationStore for SqliteNotificationStore {
             .write(move |tx| {
                 tx.prepare_cached(
                     "UPDATE deliveries SET status = ?, attempts = ?, last_error = ?, next_attempt_at = ?, delivered_at = ?,
-                        lease_until = NULL
+                        provider_id = ?, sent_at = ?, lease_until = NULL
                      WHERE id = ?",
                 )?
                 .execute(rusqlite::params![
@@ -310,11 +356,108 @@ impl NotificationStore for SqliteNotificationStore {
                     d.last_error,
                     d.next_attempt_at.unix_micros(),
                     d.delivered_at.map(Micros::unix_micros),
+                    d.provider_id,
+                    d.sent_at.map(Micros::unix_micros),
                     d.id,
                 ])?;
                 conn::enqueue(tx, event.as_slice(), clock.now_micros())
             })
             .await
+    }
+
+    async fn transition_delivery(
+        &self,
+        d: &DeliveryRecord,
+        from: DeliveryState,
+        event: Option<&OutboxEvent>,
+    ) -> Result<bool> {
+        let (d, event) = (d.clone(), event.cloned());
+        let clock = self.db.clock();
+        self.db
+            .write(move |tx| {
+                let moved =
+                    tx.prepare_cached(
+                        "UPDATE deliveries SET status = ?, last_error = ?, delivered_at = ?
+                         WHERE id = ? AND status = ?",
+                    )?
+                    .execute(rusqlite::params![
+                        d.status.as_str(),
+                        d.last_error,
+                        d.delivered_at.map(Micros::unix_micros),
+                        d.id,
+                        from.as_str(),
+                    ])? > 0;
+                if moved {
+                    conn::enqueue(tx, event.as_slice(), clock.now_micros())?;
+                }
+                Ok(moved)
+            })
+            .await
+    }
+
+    async fn delivery_by_provider_id(
+        &self,
+        provider_id: &str,
+        status: DeliveryState,
+    ) -> Result<Option<DeliveryRecord>> {
+        let provider_id = provider_id.to_owned();
+        self.db
+            .read(move |c| {
+                let mut stmt = c.prepare_cached(
+                    "SELECT * FROM deliveries WHERE provider_id = ? AND status = ?
+                     ORDER BY sent_at, id LIMIT 1",
+                )?;
+                let mut rows = stmt.query((provider_id, status.as_str()))?;
+                Ok(match rows.next()? {
+                    Some(r) => Some(delivery_row(r)?),
+                    None => None,
+                })
+            })
+            .await
+    }
+
+    async fn first_provider_id(
+        &self,
+        incident_id: &str,
+        channel: &str,
+        kind_prefix: &str,
+    ) -> Result<Option<String>> {
+        let (incident_id, channel) = (incident_id.to_owned(), channel.to_owned());
+        let kind_prefix = kind_prefix.to_owned();
+        self.db
+            .read(move |c| {
+                let mut stmt = c.prepare_cached(
+                    "SELECT provider_id FROM deliveries WHERE incident_id = ?1 AND channel = ?2
+                        AND substr(kind, 1, length(?3)) = ?3 AND provider_id IS NOT NULL
+                        AND status IN ('sent', 'delivered')
+                     ORDER BY sent_at, id LIMIT 1",
+                )?;
+                let mut rows = stmt.query((incident_id, channel, kind_prefix))?;
+                Ok(match rows.next()? {
+                    Some(r) => r.get(0)?,
+                    None => None,
+                })
+            })
+            .await
+    }
+
+    async fn sent_to(&self, destination: &str, since: Micros, limit: u32) -> Result<Vec<Micros>> {
+        let destination = destination.to_owned();
+        let mut sent: Vec<Micros> = self
+            .db
+            .read(move |c| {
+                Ok(c.prepare_cached(
+                    "SELECT sent_at FROM deliveries WHERE destination = ? AND sent_at >= ?
+                     ORDER BY sent_at DESC LIMIT ?",
+                )?
+                .query_map((destination, since.unix_micros(), i64::from(limit)), |r| {
+                    r.get::<_, i64>(0).map(Micros::from_unix_micros)
+                })?
+                .collect::<rusqlite::Result<_>>()?)
+            })
+            .await?;
+        sent.reverse();
+        Ok(sent)
     }
 
     async fn deliveries_page(
@@ -453,6 +596,11 @@ fn delivery_row(r: &Row<'_>) -> rusqlite::Result<DeliveryRecord> {
             .get::<_, Option<i64>>("delivered_at")?
             .map(Micros::from_unix_micros),
         escalation_step: r.get("escalation_step")?,
+        provider_id: r.get("provider_id")?,
+        destination: r.get("destination")?,
+        sent_at: r
+            .get::<_, Option<i64>>("sent_at")?
+            .map(Micros::from_unix_micros),
     })
 }
 

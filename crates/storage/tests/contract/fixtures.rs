@@ -284,6 +284,9 @@ pub(crate) fn delivery(
         next_attempt_at: micros(next_attempt_at),
         delivered_at: None,
         escalation_step: 0,
+        provider_id: None,
+        destination: String::new(),
+        sent_at: None,
     }
 }
 

@@ -12,6 +12,10 @@ crate::contract!(notification:
     delivery_pages_follow_a_cursor_and_a_byte_bound,
     a_response_is_kept_once_with_its_event,
     reply_codes_are_stable_per_incident_and_reused_when_all_are_taken,
+    a_sent_delivery_keeps_its_provider_id_and_is_never_claimed,
+    a_providers_report_moves_a_sent_delivery_once,
+    a_later_change_finds_the_first_provider_id_of_its_incident_and_channel,
+    sends_to_a_destination_are_counted_in_a_window,
 );
 
 async fn one_delivery_per_event_and_channel(f: &Fixture<dyn NotificationStore>) {
@@ -352,4 +356,197 @@ async fn reply_codes_are_stable_per_incident_and_reused_when_all_are_taken(
         Some("inc-new")
     );
     assert_eq!(code("inc-newer".into(), 1_001).await.unwrap(), 2);
+}
+
+async fn a_sent_delivery_keeps_its_provider_id_and_is_never_claimed(
+    f: &Fixture<dyn NotificationStore>,
+) {
+    let store = &*f.store;
+    store
+        .insert_deliveries(&[delivery("d1", "e1", "sms", 10)])
+        .await
+        .unwrap();
+    let mut sent = delivery("d1", "e1", "sms", 10);
+    sent.status = firebreak_domain::DeliveryState::Sent;
+    sent.attempts = 1;
+    sent.provider_id = Some("SM0123".into());
+    sent.sent_at = Some(micros(11));
+    store.update_delivery(&sent, None).await.unwrap();
+    let read = store.deliveries(None, 10).await.unwrap();
+    assert_eq!(read, vec![sent.clone()]);
+    // Sent is final for retries: due or not, nobody claims it.
+    assert!(
+        store
+            .claim_due_deliveries(micros(1000), micros(2000), 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let only_sent = store
+        .deliveries_page(
+            None,
+            Some(firebreak_domain::DeliveryState::Sent),
+            None,
+            10,
+            usize::MAX,
+        )
+        .await
+        .unwrap();
+    assert_eq!(only_sent, vec![sent]);
+}
+
+async fn a_providers_report_moves_a_sent_delivery_once(f: &Fixture<dyn NotificationStore>) {
+    use firebreak_domain::DeliveryState::{Delivered, Failed, Pending, Sent};
+    let store = &*f.store;
+    let mut sent = delivery("d1", "e1", "sms", 10);
+    sent.status = Sent;
+    sent.provider_id = Some("SM1".into());
+    sent.sent_at = Some(micros(11));
+    let mut pending = delivery("d2", "e2", "sms", 10);
+    pending.provider_id = Some("SM2".into());
+    store
+        .insert_deliveries(&[sent.clone(), pending])
+        .await
+        .unwrap();
+    assert_eq!(
+        store.delivery_by_provider_id("SM1", Sent).await.unwrap(),
+        Some(sent.clone())
+    );
+    assert_eq!(
+        store.delivery_by_provider_id("SM2", Sent).await.unwrap(),
+        None
+    );
+    assert_eq!(
+        store.delivery_by_provider_id("SM9", Sent).await.unwrap(),
+        None
+    );
+    assert!(
+        store
+            .delivery_by_provider_id("SM2", Pending)
+            .await
+            .unwrap()
+            .is_some()
+    );
+
+    let mut delivered = sent.clone();
+    delivered.status = Delivered;
+    delivered.delivered_at = Some(micros(20));
+    assert!(
+        store
+            .transition_delivery(&delivered, Sent, Some(&event("reported-1")))
+            .await
+            .unwrap()
+    );
+    // The same report again, or a contrary one: the delivery is no longer sent.
+    assert!(
+        !store
+            .transition_delivery(&delivered, Sent, Some(&event("reported-2")))
+            .await
+            .unwrap()
+    );
+    let mut failed = sent.clone();
+    failed.status = Failed;
+    failed.last_error = "undelivered".into();
+    assert!(
+        !store
+            .transition_delivery(&failed, Sent, Some(&event("reported-3")))
+            .await
+            .unwrap()
+    );
+    assert_eq!(pending_ids(store).await, ["reported-1"]);
+    let d1 = store.deliveries(None, 10).await.unwrap();
+    let d1 = d1.iter().find(|d| d.id == "d1").unwrap();
+    assert_eq!(d1, &delivered);
+}
+
+async fn a_later_change_finds_the_first_provider_id_of_its_incident_and_channel(
+    f: &Fixture<dyn NotificationStore>,
+) {
+    use firebreak_domain::DeliveryState::{Delivered, Failed, Pending, Sent};
+    let store = &*f.store;
+    let d = |id: &str, channel: &str, kind: &str, status, provider: Option<&str>, sent: i64| {
+        let mut d = delivery(id, &format!("e-{id}"), channel, 10);
+        d.kind = kind.into();
+        d.status = status;
+        d.provider_id = provider.map(str::to_owned);
+        d.sent_at = (status != Pending).then(|| micros(sent));
+        d
+    };
+    let mut other_incident = d("o", "ops", "incident.opened", Delivered, Some("C1:9.9"), 1);
+    other_incident.incident_id = "inc-2".into();
+    store
+        .insert_deliveries(&[
+            other_incident,
+            d("f", "ops", "incident.opened", Failed, Some("C1:0.1"), 2),
+            d("r", "ops", "runbook.message", Delivered, Some("C1:0.5"), 3),
+            d(
+                "a",
+                "ops",
+                "incident.acknowledged",
+                Delivered,
+                Some("C1:2.0"),
+                20,
+            ),
+            d("p", "ops", "incident.opened", Delivered, Some("C1:1.0"), 10),
+            d("n", "ops", "incident.resolved", Delivered, None, 5),
+            d("m", "mail", "incident.opened", Sent, Some("<m@x>"), 30),
+            d("q", "chat", "incident.opened", Pending, None, 0),
+        ])
+        .await
+        .unwrap();
+    let first = |channel: &'static str| async move {
+        store
+            .first_provider_id("inc-1", channel, "incident.")
+            .await
+            .unwrap()
+    };
+    // The first sent or delivered incident change with an id: not the failed one, not the
+    // runbook's message, not another incident's.
+    assert_eq!(first("ops").await.as_deref(), Some("C1:1.0"));
+    assert_eq!(first("mail").await.as_deref(), Some("<m@x>"));
+    assert_eq!(first("chat").await, None);
+    assert_eq!(
+        store
+            .first_provider_id("inc-1", "ops", "runbook.")
+            .await
+            .unwrap()
+            .as_deref(),
+        Some("C1:0.5")
+    );
+}
+
+async fn sends_to_a_destination_are_counted_in_a_window(f: &Fixture<dyn NotificationStore>) {
+    use firebreak_domain::DeliveryState::{Delivered, Failed, Pending, Sent};
+    let store = &*f.store;
+    let d = |id: &str, destination: &str, status, sent: Option<i64>| {
+        let mut d = delivery(id, &format!("e-{id}"), "user:a/phone", 10);
+        d.destination = destination.into();
+        d.status = status;
+        d.sent_at = sent.map(micros);
+        d
+    };
+    store
+        .insert_deliveries(&[
+            d("1", "sms:+15550001", Sent, Some(100)),
+            d("2", "sms:+15550001", Delivered, Some(200)),
+            d("3", "sms:+15550001", Failed, Some(300)),
+            d("4", "sms:+15550001", Pending, None),
+            d("5", "sms:+15550002", Sent, Some(250)),
+            d("6", "voice:+15550001", Sent, Some(260)),
+            d("7", "sms:+15550001", Failed, None),
+        ])
+        .await
+        .unwrap();
+    let sent = |since: i64, limit: u32| async move {
+        store
+            .sent_to("sms:+15550001", micros(since), limit)
+            .await
+            .unwrap()
+    };
+    // Every handed-over one counts, whatever became of it; oldest first.
+    assert_eq!(sent(0, 10).await, [micros(100), micros(200), micros(300)]);
+    assert_eq!(sent(200, 10).await, [micros(200), micros(300)]);
+    // The newest `limit`.
+    assert_eq!(sent(0, 2).await, [micros(200), micros(300)]);
+    assert!(sent(301, 10).await.is_empty());
 }

@@ -631,7 +631,8 @@ async fn replicas_starting_together_create_and_migrate_the_database_once() {
             (1, "triage".to_owned()),
             (2, "triage".to_owned()),
             (3, "triage".to_owned()),
-            (4, "triage".to_owned())
+            (4, "triage".to_owned()),
+            (5, "triage".to_owned())
         ]
     );
 }
