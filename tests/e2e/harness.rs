@@ -173,6 +173,18 @@ impl Stack {
     }
 }
 
+impl Person {
+    /// Notification's service, as this person.
+    pub(crate) async fn notifications(&self, s: &Stack) -> NotificationServiceClient<Channel> {
+        let channel = tonic::transport::Endpoint::from_shared(s.grpc.clone())
+            .unwrap()
+            .connect()
+            .await
+            .unwrap();
+        NotificationServiceClient::new(firebreak_proto::access::authed(channel, Some(&self.token)))
+    }
+}
+
 /// A person's clients: every call sends their token.
 pub(crate) struct Person {
     pub(crate) incidents: IncidentServiceClient<Channel>,

@@ -9,6 +9,7 @@ mod oncall;
 mod path;
 mod roles;
 mod runbooks;
+mod schedules;
 mod webhooks;
 
 // The binary's allocator, so the runbook sandbox's memory limit applies as it does there.

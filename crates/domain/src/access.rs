@@ -74,6 +74,11 @@ states!(
         DirectoryManage => "directory.manage",
         /// Create, list and revoke API tokens.
         TokensManage => "tokens.manage",
+        /// Create, replace and delete schedules at run time (declared ones change only in
+        /// configuration).
+        SchedulesManage => "schedules.manage",
+        /// Add and remove a schedule's overrides (swap a shift, cover for someone).
+        SchedulesOverride => "schedules.override",
         AuditRead => "audit.read",
         /// Read the credential table (each service's verifier keeps a copy).
         CredentialsSync => "credentials.sync",
@@ -95,16 +100,18 @@ const RESPONDER: &[Permission] = &[
     P::IncidentsNote,
     P::RunbooksDryRun,
     P::ApprovalsDecide,
+    P::SchedulesOverride,
 ];
 const COMMANDER: &[Permission] = &[P::IncidentsClose, P::IncidentsAssign];
 const OPERATOR: &[Permission] = &[P::IntegrationsRead];
-const MANAGER: &[Permission] = &[P::IntegrationsRead, P::AuditRead];
+const MANAGER: &[Permission] = &[P::IntegrationsRead, P::AuditRead, P::SchedulesManage];
 const ANALYST: &[Permission] = &[P::IncidentsNote, P::AuditRead];
 const ADMIN: &[Permission] = &[
     P::IntegrationsRead,
     P::IntegrationsManage,
     P::DirectoryManage,
     P::TokensManage,
+    P::SchedulesManage,
     P::AuditRead,
     P::IncidentsClose,
     P::IncidentsAssign,

@@ -461,9 +461,13 @@ async fn check_schedules(config: &Config, directory: &Directory) -> anyhow::Resu
         .context("invalid schedules")
 }
 
+/// Notification as configured. Its schedules (the configuration's and those made at run time)
+/// live in `schedules`: [`Notification::declare_schedules`] writes and loads them, and
+/// checks the policies against them, before it serves.
 fn build_notification(
     config: &Config,
     store: Arc<dyn NotificationStore>,
+    schedules: Arc<dyn firebreak_storage::ScheduleStore>,
     bus: Arc<dyn Bus>,
     clock: Arc<dyn Clock>,
 ) -> anyhow::Result<Notification> {
@@ -489,13 +493,8 @@ fn build_notification(
     let notification = Notification::new(store, bus, channels, config.escalation_policies.clone())
         .and_then(|n| n.with_routes(config.routes.clone()))
         .and_then(|n| n.with_throttles(config.throttles.clone()))
-        .and_then(|n| {
-            n.with_schedules(
-                firebreak_notification::schedules::Schedules::new(&config.schedules)
-                    .map_err(firebreak_notification::ConfigError::Policies)?,
-            )
-        })
         .map_err(|e| anyhow::anyhow!("invalid channels: {e}"))?
+        .with_schedule_store(schedules)
         .with_clock(clock);
     Ok(match responses {
         Some(r) => notification.with_responses(r),
@@ -666,10 +665,19 @@ impl App {
                 catalog,
                 clock.clone(),
             )?);
-            services.notification = Some(
-                build_notification(&config, notification_store, bus, clock)?
-                    .with_directory(directory.clone()),
-            );
+            let notification = build_notification(
+                &config,
+                notification_store.clone(),
+                notification_store,
+                bus,
+                clock,
+            )?
+            .with_directory(directory.clone());
+            notification
+                .declare_schedules(&config.schedules)
+                .await
+                .map_err(|e| anyhow::anyhow!("invalid schedules: {e}"))?;
+            services.notification = Some(notification);
         }
         services.directory = Some(directory);
         Ok(Self {
@@ -1146,9 +1154,14 @@ async fn connect(
                 .context("declaring the configuration's users and teams")?;
             check_schedules(config, &directory).await?;
             services.directory = Some(directory.clone());
-            services.notification = Some(
-                build_notification(config, store, nats.clone(), clock)?.with_directory(directory),
-            );
+            let notification =
+                build_notification(config, store.clone(), store, nats.clone(), clock)?
+                    .with_directory(directory);
+            notification
+                .declare_schedules(&config.schedules)
+                .await
+                .map_err(|e| anyhow::anyhow!("invalid schedules: {e}"))?;
+            services.notification = Some(notification);
             nats
         }
     };

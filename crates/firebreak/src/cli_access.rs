@@ -695,6 +695,36 @@ pub enum ScheduleCmd {
         #[arg(long)]
         tz: Option<String>,
     },
+    /// Every schedule: declared in configuration or made at run time, with its overrides.
+    List,
+    /// Creates or replaces a run-time schedule from a YAML file (the configuration's shape).
+    Put { file: std::path::PathBuf },
+    /// Deletes a run-time schedule and its overrides.
+    Delete { name: String },
+    /// Overrides: someone covers for someone else, or joins, for a while.
+    #[command(subcommand)]
+    Override(OverrideCmd),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum OverrideCmd {
+    /// `--replace A --with B` (B covers for A) or `--add B` (B is on call too), from --from
+    /// to --to.
+    Add {
+        schedule: String,
+        #[arg(long, value_parser = parse_since)]
+        from: time::OffsetDateTime,
+        #[arg(long, value_parser = parse_since)]
+        to: time::OffsetDateTime,
+        #[arg(long, requires = "with", conflicts_with = "add")]
+        replace: Option<String>,
+        #[arg(long, requires = "replace")]
+        with: Option<String>,
+        #[arg(long, required_unless_present = "replace")]
+        add: Option<String>,
+    },
+    /// Removes an override by its id (`schedule list` shows them).
+    Remove { schedule: String, id: String },
 }
 
 fn proto_time(t: time::OffsetDateTime) -> firebreak_proto::Timestamp {
@@ -723,6 +753,80 @@ async fn schedule(
 ) -> anyhow::Result<()> {
     let mut client = v1::notification_service_client::NotificationServiceClient::new(channel);
     let (name, from, to, tz, gaps_only) = match cmd {
+        ScheduleCmd::List => {
+            let r = client
+                .list_schedules(v1::ListSchedulesRequest {})
+                .await
+                .map_err(status)?
+                .into_inner();
+            return print_schedules(&r.schedules, json_out);
+        }
+        ScheduleCmd::Put { file } => {
+            let yaml = std::fs::read_to_string(&file)
+                .map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
+            let r = client
+                .put_schedule(v1::PutScheduleRequest { yaml })
+                .await
+                .map_err(status)?
+                .into_inner();
+            let name = r.schedule.map(|s| s.name).unwrap_or_default();
+            if json_out {
+                print_json(json!({ "schedule": name }));
+            } else {
+                say_raw(&format!("schedule {name} stored"));
+            }
+            return Ok(());
+        }
+        ScheduleCmd::Delete { name } => {
+            client
+                .delete_schedule(v1::DeleteScheduleRequest { name: name.clone() })
+                .await
+                .map_err(status)?;
+            say_raw(&format!("schedule {name} deleted"));
+            return Ok(());
+        }
+        ScheduleCmd::Override(OverrideCmd::Add {
+            schedule,
+            from,
+            to,
+            replace,
+            with,
+            add,
+        }) => {
+            let r = client
+                .add_override(v1::AddOverrideRequest {
+                    schedule,
+                    r#override: Some(v1::ScheduleOverride {
+                        from: Some(proto_time(from)),
+                        to: Some(proto_time(to)),
+                        replace: replace.unwrap_or_default(),
+                        with: with.unwrap_or_default(),
+                        add: add.unwrap_or_default(),
+                        ..Default::default()
+                    }),
+                })
+                .await
+                .map_err(status)?
+                .into_inner();
+            let id = r.r#override.map(|o| o.id).unwrap_or_default();
+            if json_out {
+                print_json(json!({ "id": id }));
+            } else {
+                say_raw(&format!("override {id} added"));
+            }
+            return Ok(());
+        }
+        ScheduleCmd::Override(OverrideCmd::Remove { schedule, id }) => {
+            client
+                .remove_override(v1::RemoveOverrideRequest {
+                    schedule,
+                    id: id.clone(),
+                })
+                .await
+                .map_err(status)?;
+            say_raw(&format!("override {id} removed"));
+            return Ok(());
+        }
         ScheduleCmd::Show { name, from, to, tz } => (name, from, to, tz, false),
         ScheduleCmd::Gaps { name, days, tz } => {
             let now = time::OffsetDateTime::now_utc();
@@ -782,6 +886,62 @@ async fn schedule(
                 .collect(),
         );
     }
+    Ok(())
+}
+
+fn print_schedules(schedules: &[v1::ScheduleInfo], json_out: bool) -> anyhow::Result<()> {
+    let o = |o: &v1::ScheduleOverride| {
+        let who = if o.add.is_empty() {
+            format!("{} for {}", o.with, o.replace)
+        } else {
+            format!("+{}", o.add)
+        };
+        (
+            o.id.clone(),
+            crate::output::rfc3339(o.from.as_ref()).unwrap_or_default(),
+            crate::output::rfc3339(o.to.as_ref()).unwrap_or_default(),
+            who,
+        )
+    };
+    if json_out {
+        print_json(json!(
+            schedules
+                .iter()
+                .map(|s| json!({
+                    "name": s.name, "declared": s.declared, "updated_by": s.updated_by,
+                    "overrides": s.overrides.iter().map(|x| {
+                        let (id, from, to, who) = o(x);
+                        json!({ "id": id, "from": from, "to": to, "who": who, "by": x.created_by })
+                    }).collect::<Vec<_>>(),
+                }))
+                .collect::<Vec<_>>()
+        ));
+        return Ok(());
+    }
+    let mut rows = Vec::new();
+    for s in schedules {
+        let origin = if s.declared {
+            "configuration"
+        } else {
+            "run time"
+        };
+        rows.push(vec![
+            s.name.clone(),
+            origin.to_owned(),
+            String::new(),
+            String::new(),
+        ]);
+        for x in &s.overrides {
+            let (id, from, to, who) = o(x);
+            rows.push(vec![
+                String::new(),
+                format!("override {id}"),
+                format!("{from} .. {to}"),
+                who,
+            ]);
+        }
+    }
+    crate::output::table(&["schedule", "from", "when", "who"], rows);
     Ok(())
 }
 

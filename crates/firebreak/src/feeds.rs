@@ -57,7 +57,7 @@ async fn schedule_feed(
     let Some(name) = ics_name(&file) else {
         return (StatusCode::NOT_FOUND, "feeds are NAME.ics\n").into_response();
     };
-    let Some(s) = f.notification.schedules().get(name).cloned() else {
+    let Some(s) = f.notification.schedules().await.get(name).cloned() else {
         return (StatusCode::NOT_FOUND, format!("no schedule {name:?}\n")).into_response();
     };
     let (from, to) = range(&f);
@@ -86,6 +86,7 @@ async fn user_feed(
     let schedules: Vec<schedule::Schedule> = f
         .notification
         .schedules()
+        .await
         .all()
         .into_iter()
         .cloned()

@@ -17,6 +17,9 @@ pub enum Error {
     /// Declared in configuration: changed there, not at run time.
     #[error("{0} is declared in configuration; change it there")]
     Declared(String),
+    /// Not now, for a reason the text gives (a policy pages the schedule, ...).
+    #[error("{0}")]
+    FailedPrecondition(String),
     /// The operating system's random generator failed (no token can be made).
     #[error("no randomness: {0}")]
     Random(String),
@@ -32,7 +35,7 @@ impl ServiceError for Error {
             Self::Invalid(_) | Self::InvalidPageToken => ErrorCode::InvalidArgument,
             Self::Domain(e) => e.error_code(),
             Self::NotFound(_) => ErrorCode::NotFound,
-            Self::Declared(_) => ErrorCode::FailedPrecondition,
+            Self::Declared(_) | Self::FailedPrecondition(_) => ErrorCode::FailedPrecondition,
             Self::Random(_) => ErrorCode::Internal,
             Self::Storage(e) => e.error_code(),
         }

@@ -14,6 +14,7 @@ mod inbound;
 mod paging;
 pub mod respond;
 pub mod routing;
+mod schedule_admin;
 pub mod schedules;
 pub mod throttle;
 
@@ -91,7 +92,7 @@ pub struct Notification {
     /// Which policy pages for an incident that opens.
     routes: Arc<Vec<routing::Route>>,
     /// Who is on call in each schedule.
-    schedules: Arc<schedules::Schedules>,
+    schedules: Arc<schedules::Live>,
     /// Where people answer pages from (links, Slack buttons, SMS replies), if configured.
     responses: Option<Arc<Responses>>,
     /// How many pages each destination may receive in a window.
@@ -123,7 +124,7 @@ impl Notification {
             wake: Arc::new(Notify::new()),
             directory: None,
             routes: Arc::new(Vec::new()),
-            schedules: Arc::new(schedules::Schedules::default()),
+            schedules: Arc::new(schedules::Live::fixed(schedules::Schedules::default())),
             responses: None,
             throttles: Arc::new(throttle::Throttles::default()),
         })
@@ -143,9 +144,78 @@ impl Notification {
         Ok(self)
     }
 
-    /// Pages the people on call in `schedules`; every schedule a policy names must be
-    /// among them.
+    /// Pages the people on call in `schedules` (the configuration's); every schedule a
+    /// policy names must be among them. With a schedule store, see
+    /// [`Notification::declare_schedules`] instead.
     pub fn with_schedules(mut self, schedules: schedules::Schedules) -> Result<Self, ConfigError> {
+        self.check_policy_schedules(&schedules)?;
+        self.schedules = Arc::new(schedules::Live::fixed(schedules));
+        Ok(self)
+    }
+
+    /// Keeps schedules in `store` too: the configuration's (declared) and those made at run
+    /// time over the API. Call [`Notification::declare_schedules`] before serving.
+    pub fn with_schedule_store(mut self, store: Arc<dyn firebreak_storage::ScheduleStore>) -> Self {
+        self.schedules = Arc::new(schedules::Live::stored(
+            store,
+            schedules::Schedules::default(),
+        ));
+        self
+    }
+
+    /// Writes the configuration's schedules to the store as declared (run-time calls cannot
+    /// change or delete them), releases those no longer declared (they stay, as run-time
+    /// schedules), loads every schedule, and checks that each schedule a policy names exists.
+    pub async fn declare_schedules(
+        &self,
+        declared: &[firebreak_domain::schedule::ScheduleSpec],
+    ) -> Result<(), ConfigError> {
+        schedules::Schedules::new(declared).map_err(ConfigError::Policies)?;
+        let store = self
+            .schedules
+            .store()
+            .ok_or_else(|| ConfigError::Policies("no schedule store".into()))?;
+        let store_err =
+            |e: firebreak_storage::Error| ConfigError::Policies(format!("storing schedules: {e}"));
+        let (_, stored) = store.schedules().await.map_err(store_err)?;
+        let now = self.clock.now();
+        for spec in declared {
+            let record = firebreak_storage::ScheduleRecord {
+                name: spec.name.clone(),
+                spec: serde_json::to_value(spec)
+                    .map_err(|e| ConfigError::Policies(e.to_string()))?,
+                declared: true,
+                updated_at: now,
+                updated_by: "configuration".into(),
+                overrides: Vec::new(),
+            };
+            let same = stored
+                .iter()
+                .any(|s| s.name == record.name && s.declared && s.spec == record.spec);
+            if !same {
+                store.put_schedule(&record).await.map_err(store_err)?;
+            }
+        }
+        for s in stored.iter().filter(|s| s.declared) {
+            if !declared.iter().any(|d| d.name == s.name) {
+                let released = firebreak_storage::ScheduleRecord {
+                    declared: false,
+                    updated_at: now,
+                    updated_by: "configuration".into(),
+                    ..s.clone()
+                };
+                store.put_schedule(&released).await.map_err(store_err)?;
+            }
+        }
+        let loaded =
+            self.schedules.reload().await.ok_or_else(|| {
+                ConfigError::Policies("reading the stored schedules failed".into())
+            })?;
+        self.check_policy_schedules(&loaded)
+    }
+
+    /// Refuses a policy naming a schedule `schedules` does not have.
+    fn check_policy_schedules(&self, schedules: &schedules::Schedules) -> Result<(), ConfigError> {
         for p in self.policies.iter() {
             let named = p
                 .steps
@@ -163,13 +233,12 @@ impl Notification {
                 }
             }
         }
-        self.schedules = Arc::new(schedules);
-        Ok(self)
+        Ok(())
     }
 
-    /// The schedules this service pages from.
-    pub fn schedules(&self) -> &schedules::Schedules {
-        &self.schedules
+    /// The schedules this service pages from, as they stand.
+    pub async fn schedules(&self) -> Arc<schedules::Schedules> {
+        self.schedules.now().await
     }
 
     /// Copies incident roles into `directory` as triage announces them.
@@ -587,6 +656,69 @@ impl NotificationService for Notification {
         Ok(Response::new(v1::PreviewTemplateResponse { text }))
     }
 
+    async fn list_schedules(
+        &self,
+        _req: Request<v1::ListSchedulesRequest>,
+    ) -> Result<Response<v1::ListSchedulesResponse>, Status> {
+        Ok(Response::new(v1::ListSchedulesResponse {
+            schedules: self.list_schedule_infos().await?,
+        }))
+    }
+
+    async fn put_schedule(
+        &self,
+        req: Request<v1::PutScheduleRequest>,
+    ) -> Result<Response<v1::PutScheduleResponse>, Status> {
+        let actor = caller(&req);
+        let schedule = self
+            .put_schedule_yaml(&req.into_inner().yaml, &actor)
+            .await?;
+        Ok(Response::new(v1::PutScheduleResponse {
+            schedule: Some(schedule),
+        }))
+    }
+
+    async fn delete_schedule(
+        &self,
+        req: Request<v1::DeleteScheduleRequest>,
+    ) -> Result<Response<v1::DeleteScheduleResponse>, Status> {
+        let req = req.into_inner();
+        self.delete_schedule_named(name_arg("name", &req.name)?)
+            .await?;
+        Ok(Response::new(v1::DeleteScheduleResponse {}))
+    }
+
+    async fn add_override(
+        &self,
+        req: Request<v1::AddOverrideRequest>,
+    ) -> Result<Response<v1::AddOverrideResponse>, Status> {
+        let actor = caller(&req);
+        let req = req.into_inner();
+        let o = req
+            .r#override
+            .as_ref()
+            .ok_or_else(|| Error::Invalid("override: required".into()))?;
+        let added = self
+            .add_schedule_override(name_arg("schedule", &req.schedule)?, o, &actor)
+            .await?;
+        Ok(Response::new(v1::AddOverrideResponse {
+            r#override: Some(added),
+        }))
+    }
+
+    async fn remove_override(
+        &self,
+        req: Request<v1::RemoveOverrideRequest>,
+    ) -> Result<Response<v1::RemoveOverrideResponse>, Status> {
+        let req = req.into_inner();
+        self.remove_schedule_override(
+            name_arg("schedule", &req.schedule)?,
+            name_arg("id", &req.id)?,
+        )
+        .await?;
+        Ok(Response::new(v1::RemoveOverrideResponse {}))
+    }
+
     async fn who_is_on_call(
         &self,
         req: Request<v1::WhoIsOnCallRequest>,
@@ -596,11 +728,12 @@ impl NotificationService for Notification {
             .at
             .as_ref()
             .map_or_else(|| self.clock.now(), firebreak_proto::micros);
+        let current = self.schedules.now().await;
         let chosen: Vec<&firebreak_domain::schedule::Schedule> =
             match name_arg("schedule", &req.schedule)? {
-                "" => self.schedules.all(),
+                "" => current.all(),
                 name => vec![
-                    self.schedules
+                    current
                         .get(name)
                         .ok_or_else(|| Error::NotFound(format!("schedule {name:?}")))?,
                 ],
@@ -626,6 +759,8 @@ impl NotificationService for Notification {
         let user = name_arg("user", &req.user)?.to_owned();
         let s = self
             .schedules
+            .now()
+            .await
             .get(name)
             .ok_or_else(|| Error::NotFound(format!("schedule {name:?}")))?
             .clone();
@@ -842,12 +977,17 @@ fn backoff(attempts: u32, max: Duration) -> Duration {
     Duration::from_micros(500_000 << attempts.min(10)).min(max)
 }
 
+/// The actor a call acts as (`user:NAME`), or `api` without one.
+fn caller<T>(req: &Request<T>) -> String {
+    firebreak_proto::access::caller(req).map_or_else(|| "api".to_owned(), |p| p.actor())
+}
+
 /// The most bytes of a name a request gives (a channel, schedule, policy, user or event).
 const MAX_NAME_ARG: usize = 256;
 
 /// A name from a request, trimmed: refused naming `field` when longer than
 /// [`MAX_NAME_ARG`] or holding a control character.
-fn name_arg<'a>(field: &str, text: &'a str) -> Result<&'a str, Error> {
+pub(crate) fn name_arg<'a>(field: &str, text: &'a str) -> Result<&'a str, Error> {
     if text.len() > MAX_NAME_ARG {
         return Err(Error::Invalid(format!(
             "{field}: at most {MAX_NAME_ARG} bytes"

@@ -244,7 +244,7 @@ impl Notification {
             return Ok(Snapshot {
                 people: HashMap::new(),
                 teams: HashMap::new(),
-                schedules: self.schedules.clone(),
+                schedules: self.schedules.now().await,
             });
         };
         let store = &directory.store;
@@ -270,7 +270,7 @@ impl Notification {
                 })
                 .collect(),
             teams: teams.into_iter().map(|t| (t.name, t.members)).collect(),
-            schedules: self.schedules.clone(),
+            schedules: self.schedules.now().await,
         })
     }
 }

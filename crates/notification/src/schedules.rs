@@ -1,7 +1,11 @@
-//! The configuration's on-call schedules, checked once and resolved by the domain's one pure
-//! function (`firebreak_domain::schedule::on_call`) whenever paging asks who is on call.
+//! On-call schedules: the configuration's and those made at run time, checked when they are
+//! written and resolved by the domain's one pure function
+//! (`firebreak_domain::schedule::on_call`) whenever paging asks who is on call. [`Live`]
+//! keeps the set current: with a store, it reloads when the store's schedule version moved,
+//! so every replica sees a change on its next read.
 
 use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
 
 use firebreak_domain::Micros;
 use firebreak_domain::schedule::{Schedule, ScheduleSpec, on_call};
@@ -65,6 +69,110 @@ impl Schedules {
         out.sort();
         out.dedup();
         out
+    }
+}
+
+impl Schedules {
+    /// The stored schedules with their run-time overrides. One that no longer checks (it
+    /// was valid when written) is left out, with a warning, rather than taking the rest down.
+    pub fn from_records(records: &[firebreak_storage::ScheduleRecord]) -> Self {
+        let mut out = HashMap::new();
+        for r in records {
+            match spec_of(r).and_then(|spec| spec.validate(&|_| true).map_err(|e| e.to_string())) {
+                Ok(s) => {
+                    out.insert(r.name.clone(), s);
+                }
+                Err(e) => {
+                    tracing::warn!(schedule = %r.name, error = %e, "a stored schedule does not check; it is left out")
+                }
+            }
+        }
+        Self(out)
+    }
+}
+
+/// A stored schedule's spec with its run-time overrides appended.
+pub(crate) fn spec_of(r: &firebreak_storage::ScheduleRecord) -> Result<ScheduleSpec, String> {
+    let mut spec: ScheduleSpec = serde_json::from_value(r.spec.clone())
+        .map_err(|e| format!("schedule {:?} as stored: {e}", r.name))?;
+    for o in &r.overrides {
+        spec.overrides.push(
+            serde_json::from_value(o.spec.clone())
+                .map_err(|e| format!("override {:?} as stored: {e}", o.id))?,
+        );
+    }
+    Ok(spec)
+}
+
+/// The schedules in force, kept current from the store when there is one.
+pub struct Live {
+    current: RwLock<(i64, Arc<Schedules>)>,
+    store: Option<Arc<dyn firebreak_storage::ScheduleStore>>,
+}
+
+impl std::fmt::Debug for Live {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Live").finish_non_exhaustive()
+    }
+}
+
+impl Live {
+    /// Schedules that never change (no store).
+    pub fn fixed(schedules: Schedules) -> Self {
+        Self {
+            current: RwLock::new((-1, Arc::new(schedules))),
+            store: None,
+        }
+    }
+
+    /// Schedules read from `store`, starting from `schedules` until the first read.
+    pub fn stored(store: Arc<dyn firebreak_storage::ScheduleStore>, schedules: Schedules) -> Self {
+        Self {
+            current: RwLock::new((-1, Arc::new(schedules))),
+            store: Some(store),
+        }
+    }
+
+    pub(crate) fn store(&self) -> Option<&Arc<dyn firebreak_storage::ScheduleStore>> {
+        self.store.as_ref()
+    }
+
+    fn cached(&self) -> (i64, Arc<Schedules>) {
+        let held = self.current.read().unwrap_or_else(|e| e.into_inner());
+        (held.0, held.1.clone())
+    }
+
+    /// The schedules as they stand: reloaded when the store's version moved (one cheap read
+    /// otherwise). A store that does not answer leaves the last set in force.
+    pub async fn now(&self) -> Arc<Schedules> {
+        let (version, held) = self.cached();
+        let Some(store) = &self.store else {
+            return held;
+        };
+        match store.schedules_version().await {
+            Ok(v) if v == version => held,
+            Ok(_) => self.reload().await.unwrap_or(held),
+            Err(e) => {
+                tracing::warn!(error = %e, "reading the schedule version failed; using the schedules held");
+                held
+            }
+        }
+    }
+
+    /// Reads every schedule from the store now.
+    pub async fn reload(&self) -> Option<Arc<Schedules>> {
+        let store = self.store.as_ref()?;
+        match store.schedules().await {
+            Ok((version, records)) => {
+                let fresh = Arc::new(Schedules::from_records(&records));
+                *self.current.write().unwrap_or_else(|e| e.into_inner()) = (version, fresh.clone());
+                Some(fresh)
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "reading the schedules failed; using the schedules held");
+                None
+            }
+        }
     }
 }
 

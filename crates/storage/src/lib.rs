@@ -367,6 +367,24 @@ pub fn choose_reply_code(taken: &[(u32, String, i64)], incident_id: &str) -> (u3
     (oldest, false)
 }
 
+/// On-call schedules kept at run time (notification's database). Every change takes the
+/// next schedule version in the same transaction, so replicas see one by comparing it.
+#[async_trait]
+pub trait ScheduleStore: Send + Sync {
+    /// Every schedule with its overrides, by name, and the version they stand at.
+    async fn schedules(&self) -> Result<(i64, Vec<ScheduleRecord>)>;
+    /// The version schedules stand at (cheap: one row).
+    async fn schedules_version(&self) -> Result<i64>;
+    /// Creates or replaces a schedule (its overrides stay).
+    async fn put_schedule(&self, schedule: &ScheduleRecord) -> Result<()>;
+    /// Deletes a schedule and its overrides; whether it existed.
+    async fn delete_schedule(&self, name: &str) -> Result<bool>;
+    /// Adds an override to an existing schedule (`NotFound` without it).
+    async fn add_override(&self, o: &OverrideRecord) -> Result<()>;
+    /// Removes an override of `schedule`; whether it existed.
+    async fn remove_override(&self, schedule: &str, id: &str) -> Result<bool>;
+}
+
 /// The directory of people and the API tokens that act for them (notification's database).
 /// Every change to a token, including the revocations a user's deletion causes, takes the
 /// next `version`, in commit order, so [`DirectoryStore::tokens_since`] never skips one.

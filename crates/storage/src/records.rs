@@ -457,6 +457,33 @@ impl JournalRecord {
     }
 }
 
+/// An on-call schedule as stored (notification's database): declared in configuration or
+/// made at run time, with the overrides added at run time.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ScheduleRecord {
+    pub name: String,
+    /// The schedule's spec (`domain::schedule::ScheduleSpec`) as JSON, without run-time
+    /// overrides.
+    pub spec: serde_json::Value,
+    /// Declared in configuration: run-time calls cannot replace or delete it.
+    pub declared: bool,
+    pub updated_at: Micros,
+    pub updated_by: String,
+    /// Run-time overrides, oldest first (ignored when stored: see `add_override`).
+    pub overrides: Vec<OverrideRecord>,
+}
+
+/// An override added at run time to a schedule.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OverrideRecord {
+    pub id: String,
+    pub schedule: String,
+    /// The override (`domain::schedule::OverrideSpec`) as JSON.
+    pub spec: serde_json::Value,
+    pub created_at: Micros,
+    pub created_by: String,
+}
+
 /// Someone's answer to a page from where they are (a signed link, a Slack button, an SMS
 /// reply), kept once by its id: a provider retrying the same answer acts once.
 #[derive(Debug, Clone, PartialEq)]

@@ -184,6 +184,31 @@ pub const METHODS: &[(&str, &str, Rule)] = &[
         Needs(P::DeliveriesRead),
     ),
     (
+        "/firebreak.v1.NotificationService/ListSchedules",
+        "notification",
+        Needs(P::DirectoryRead),
+    ),
+    (
+        "/firebreak.v1.NotificationService/PutSchedule",
+        "notification",
+        Needs(P::SchedulesManage),
+    ),
+    (
+        "/firebreak.v1.NotificationService/DeleteSchedule",
+        "notification",
+        Needs(P::SchedulesManage),
+    ),
+    (
+        "/firebreak.v1.NotificationService/AddOverride",
+        "notification",
+        Needs(P::SchedulesOverride),
+    ),
+    (
+        "/firebreak.v1.NotificationService/RemoveOverride",
+        "notification",
+        Needs(P::SchedulesOverride),
+    ),
+    (
         "/firebreak.v1.AccessService/WhoAmI",
         "notification",
         Authenticated,
@@ -304,6 +329,7 @@ pub enum Subject {
     User,
     Team,
     Integration,
+    Schedule,
 }
 
 impl Subject {
@@ -315,6 +341,7 @@ impl Subject {
             Self::User => "user",
             Self::Team => "team",
             Self::Integration => "integration",
+            Self::Schedule => "schedule",
         }
     }
 }
@@ -456,7 +483,39 @@ const TARGETS: &[(&str, Subject, ReadTarget)] = &[
         Subject::Integration,
         read!(v1::DeleteIntegrationRequest, name),
     ),
+    (
+        "/firebreak.v1.NotificationService/PutSchedule",
+        Subject::Schedule,
+        put_schedule_name,
+    ),
+    (
+        "/firebreak.v1.NotificationService/DeleteSchedule",
+        Subject::Schedule,
+        read!(v1::DeleteScheduleRequest, name),
+    ),
+    (
+        "/firebreak.v1.NotificationService/AddOverride",
+        Subject::Schedule,
+        read!(v1::AddOverrideRequest, schedule),
+    ),
+    (
+        "/firebreak.v1.NotificationService/RemoveOverride",
+        Subject::Schedule,
+        read!(v1::RemoveOverrideRequest, schedule),
+    ),
 ];
+
+/// A schedule put's name, read from its YAML (the audit log's target).
+fn put_schedule_name(b: &[u8]) -> Option<String> {
+    #[derive(serde::Deserialize)]
+    struct Named {
+        name: String,
+    }
+    let req = <v1::PutScheduleRequest as firebreak_proto::Message>::decode(b).ok()?;
+    serde_yaml::from_str::<Named>(&req.yaml)
+        .ok()
+        .map(|n| n.name)
+}
 
 /// What `path` acts on and how to read it from its request, when known.
 pub fn target(path: &str) -> Option<(Subject, ReadTarget)> {
@@ -567,6 +626,10 @@ mod tests {
                 "IncidentService/UnassignRole",
                 "RunbookService/Approve",
                 "RunbookService/Reject",
+                "NotificationService/PutSchedule",
+                "NotificationService/DeleteSchedule",
+                "NotificationService/AddOverride",
+                "NotificationService/RemoveOverride",
                 "AccessService/CreateToken",
                 "AccessService/RevokeToken",
                 "AccessService/CreateUser",

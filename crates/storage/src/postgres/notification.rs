@@ -77,6 +77,10 @@ CREATE INDEX deliveries_incident ON deliveries (incident_id);
         version: 8,
         sql: RESPONSES,
     },
+    Migration {
+        version: 9,
+        sql: SCHEDULES,
+    },
 ];
 
 /// Deliveries may be `sent` (handed to a provider that has not confirmed), remember the
@@ -94,6 +98,31 @@ DROP INDEX deliveries_incident;
 CREATE INDEX deliveries_incident ON deliveries (incident_id, channel);
 CREATE INDEX deliveries_provider_id ON deliveries (provider_id) WHERE provider_id IS NOT NULL;
 CREATE INDEX deliveries_destination ON deliveries (destination, sent_at) WHERE destination <> '';
+";
+
+/// Schedules kept at run time, their overrides, and the version every change takes.
+/// SQLite's migration 12 is the same.
+const SCHEDULES: &str = "
+CREATE TABLE schedules (
+    name TEXT PRIMARY KEY,
+    spec TEXT NOT NULL,
+    declared BOOLEAN NOT NULL,
+    updated_at BIGINT NOT NULL,
+    updated_by TEXT NOT NULL
+);
+CREATE TABLE schedule_overrides (
+    id TEXT PRIMARY KEY,
+    schedule TEXT NOT NULL REFERENCES schedules (name) ON DELETE CASCADE,
+    spec TEXT NOT NULL,
+    created_at BIGINT NOT NULL,
+    created_by TEXT NOT NULL
+);
+CREATE INDEX schedule_overrides_schedule ON schedule_overrides (schedule, created_at);
+CREATE TABLE schedule_version (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    version BIGINT NOT NULL
+);
+INSERT INTO schedule_version (id, version) VALUES (1, 0);
 ";
 
 /// People's answers to pages, and the codes SMS replies name incidents by. SQLite's
@@ -1081,4 +1110,144 @@ fn token_row(r: &PgRow) -> Result<TokenRecord> {
         last_used_at: at("last_used_at")?,
         version: r.try_get("version")?,
     })
+}
+
+/// Takes the next schedule version (inside the change's transaction).
+async fn bump_schedules(tx: &mut sqlx::PgConnection) -> Result<()> {
+    sqlx::query("UPDATE schedule_version SET version = version + 1 WHERE id = 1")
+        .execute(tx)
+        .await?;
+    Ok(())
+}
+
+#[async_trait]
+impl crate::ScheduleStore for PgNotificationStore {
+    async fn schedules(&self) -> Result<(i64, Vec<crate::ScheduleRecord>)> {
+        // One snapshot: the version and the rows agree.
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
+            .execute(&mut *tx)
+            .await?;
+        let version: i64 = sqlx::query_scalar("SELECT version FROM schedule_version WHERE id = 1")
+            .fetch_one(&mut *tx)
+            .await?;
+        let mut overrides: std::collections::HashMap<String, Vec<crate::OverrideRecord>> =
+            Default::default();
+        for r in sqlx::query(
+            "SELECT id, schedule, spec, created_at, created_by FROM schedule_overrides
+             ORDER BY created_at, id",
+        )
+        .fetch_all(&mut *tx)
+        .await?
+        {
+            let o = crate::OverrideRecord {
+                id: r.try_get("id")?,
+                schedule: r.try_get("schedule")?,
+                spec: from_json(r.try_get("spec")?)?,
+                created_at: Micros::from_unix_micros(r.try_get("created_at")?),
+                created_by: r.try_get("created_by")?,
+            };
+            overrides.entry(o.schedule.clone()).or_default().push(o);
+        }
+        let mut out = Vec::new();
+        for r in sqlx::query(
+            "SELECT name, spec, declared, updated_at, updated_by FROM schedules ORDER BY name",
+        )
+        .fetch_all(&mut *tx)
+        .await?
+        {
+            let name: String = r.try_get("name")?;
+            out.push(crate::ScheduleRecord {
+                overrides: overrides.remove(&name).unwrap_or_default(),
+                name,
+                spec: from_json(r.try_get("spec")?)?,
+                declared: r.try_get("declared")?,
+                updated_at: Micros::from_unix_micros(r.try_get("updated_at")?),
+                updated_by: r.try_get("updated_by")?,
+            });
+        }
+        tx.commit().await?;
+        Ok((version, out))
+    }
+
+    async fn schedules_version(&self) -> Result<i64> {
+        Ok(
+            sqlx::query_scalar("SELECT version FROM schedule_version WHERE id = 1")
+                .fetch_one(&self.pool)
+                .await?,
+        )
+    }
+
+    async fn put_schedule(&self, s: &crate::ScheduleRecord) -> Result<()> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query(
+            "INSERT INTO schedules (name, spec, declared, updated_at, updated_by)
+             VALUES ($1, $2, $3, $4, $5)
+             ON CONFLICT (name) DO UPDATE SET spec = $2, declared = $3, updated_at = $4,
+                updated_by = $5",
+        )
+        .bind(&s.name)
+        .bind(json_text(&s.spec)?)
+        .bind(s.declared)
+        .bind(s.updated_at.unix_micros())
+        .bind(&s.updated_by)
+        .execute(&mut *tx)
+        .await?;
+        bump_schedules(&mut tx).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn delete_schedule(&self, name: &str) -> Result<bool> {
+        let mut tx = self.pool.begin().await?;
+        let gone = sqlx::query("DELETE FROM schedules WHERE name = $1")
+            .bind(name)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected()
+            > 0;
+        if gone {
+            bump_schedules(&mut tx).await?;
+        }
+        tx.commit().await?;
+        Ok(gone)
+    }
+
+    async fn add_override(&self, o: &crate::OverrideRecord) -> Result<()> {
+        let mut tx = self.pool.begin().await?;
+        let added = sqlx::query(
+            "INSERT INTO schedule_overrides (id, schedule, spec, created_at, created_by)
+             SELECT $1, $2, $3, $4, $5 WHERE EXISTS (SELECT 1 FROM schedules WHERE name = $2)",
+        )
+        .bind(&o.id)
+        .bind(&o.schedule)
+        .bind(json_text(&o.spec)?)
+        .bind(o.created_at.unix_micros())
+        .bind(&o.created_by)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if added == 0 {
+            return Err(Error::NotFound(format!("schedule {:?}", o.schedule)));
+        }
+        bump_schedules(&mut tx).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn remove_override(&self, schedule: &str, id: &str) -> Result<bool> {
+        let mut tx = self.pool.begin().await?;
+        let gone = sqlx::query("DELETE FROM schedule_overrides WHERE schedule = $1 AND id = $2")
+            .bind(schedule)
+            .bind(id)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected()
+            > 0;
+        if gone {
+            bump_schedules(&mut tx).await?;
+        }
+        tx.commit().await?;
+        Ok(gone)
+    }
 }

@@ -108,6 +108,10 @@ CREATE INDEX deliveries_incident ON deliveries (incident_id);
         version: 11,
         sql: RESPONSES,
     },
+    Migration {
+        version: 12,
+        sql: SCHEDULES,
+    },
 ];
 
 /// Deliveries may be `sent` (handed to a provider that has not confirmed), remember the
@@ -146,6 +150,31 @@ CREATE INDEX deliveries_due ON deliveries (next_attempt_at) WHERE status = 'pend
 CREATE INDEX deliveries_incident ON deliveries (incident_id, channel);
 CREATE INDEX deliveries_provider_id ON deliveries (provider_id) WHERE provider_id IS NOT NULL;
 CREATE INDEX deliveries_destination ON deliveries (destination, sent_at) WHERE destination <> '';
+";
+
+/// Schedules kept at run time, their overrides, and the version every change takes.
+/// Postgres' migration 9 is the same.
+const SCHEDULES: &str = "
+CREATE TABLE schedules (
+    name TEXT PRIMARY KEY,
+    spec TEXT NOT NULL,
+    declared INTEGER NOT NULL CHECK (declared IN (0, 1)),
+    updated_at INTEGER NOT NULL,
+    updated_by TEXT NOT NULL
+);
+CREATE TABLE schedule_overrides (
+    id TEXT PRIMARY KEY,
+    schedule TEXT NOT NULL REFERENCES schedules (name) ON DELETE CASCADE,
+    spec TEXT NOT NULL,
+    created_at INTEGER NOT NULL,
+    created_by TEXT NOT NULL
+);
+CREATE INDEX schedule_overrides_schedule ON schedule_overrides (schedule, created_at);
+CREATE TABLE schedule_version (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    version INTEGER NOT NULL
+);
+INSERT INTO schedule_version (id, version) VALUES (1, 0);
 ";
 
 /// People's answers to pages, and the codes SMS replies name incidents by. Postgres'
@@ -1135,4 +1164,153 @@ fn token_row(r: &Row<'_>) -> Result<TokenRecord> {
         last_used_at: at("last_used_at")?,
         version: r.get("version")?,
     })
+}
+
+/// Takes the next schedule version (inside the change's transaction).
+fn bump_schedules(tx: &rusqlite::Connection) -> Result<()> {
+    tx.prepare_cached("UPDATE schedule_version SET version = version + 1 WHERE id = 1")?
+        .execute([])?;
+    Ok(())
+}
+
+#[async_trait]
+impl crate::ScheduleStore for SqliteNotificationStore {
+    async fn schedules(&self) -> Result<(i64, Vec<crate::ScheduleRecord>)> {
+        self.db
+            .read(|c| {
+                let version: i64 = c
+                    .prepare_cached("SELECT version FROM schedule_version WHERE id = 1")?
+                    .query_row([], |r| r.get(0))?;
+                let mut overrides: std::collections::HashMap<String, Vec<crate::OverrideRecord>> =
+                    Default::default();
+                let mut stmt = c.prepare_cached(
+                    "SELECT id, schedule, spec, created_at, created_by FROM schedule_overrides
+                     ORDER BY created_at, id",
+                )?;
+                let mut rows = stmt.query([])?;
+                while let Some(r) = rows.next()? {
+                    let o = crate::OverrideRecord {
+                        id: r.get(0)?,
+                        schedule: r.get(1)?,
+                        spec: from_json(&r.get::<_, String>(2)?)?,
+                        created_at: Micros::from_unix_micros(r.get(3)?),
+                        created_by: r.get(4)?,
+                    };
+                    overrides.entry(o.schedule.clone()).or_default().push(o);
+                }
+                let mut stmt = c.prepare_cached(
+                    "SELECT name, spec, declared, updated_at, updated_by FROM schedules ORDER BY name",
+                )?;
+                let mut rows = stmt.query([])?;
+                let mut out = Vec::new();
+                while let Some(r) = rows.next()? {
+                    let name: String = r.get(0)?;
+                    out.push(crate::ScheduleRecord {
+                        overrides: overrides.remove(&name).unwrap_or_default(),
+                        name,
+                        spec: from_json(&r.get::<_, String>(1)?)?,
+                        declared: r.get(2)?,
+                        updated_at: Micros::from_unix_micros(r.get(3)?),
+                        updated_by: r.get(4)?,
+                    });
+                }
+                Ok((version, out))
+            })
+            .await
+    }
+
+    async fn schedules_version(&self) -> Result<i64> {
+        self.db
+            .read(|c| {
+                Ok(
+                    c.prepare_cached("SELECT version FROM schedule_version WHERE id = 1")?
+                        .query_row([], |r| r.get(0))?,
+                )
+            })
+            .await
+    }
+
+    async fn put_schedule(&self, s: &crate::ScheduleRecord) -> Result<()> {
+        let s = s.clone();
+        let spec = json_text(&s.spec)?;
+        self.db
+            .write(move |tx| {
+                tx.prepare_cached(
+                    "INSERT INTO schedules (name, spec, declared, updated_at, updated_by)
+                     VALUES (?1, ?2, ?3, ?4, ?5)
+                     ON CONFLICT (name) DO UPDATE SET spec = ?2, declared = ?3, updated_at = ?4,
+                        updated_by = ?5",
+                )?
+                .execute(rusqlite::params![
+                    s.name,
+                    spec,
+                    s.declared,
+                    s.updated_at.unix_micros(),
+                    s.updated_by
+                ])?;
+                bump_schedules(tx)
+            })
+            .await
+    }
+
+    async fn delete_schedule(&self, name: &str) -> Result<bool> {
+        let name = name.to_owned();
+        self.db
+            .write(move |tx| {
+                tx.prepare_cached("DELETE FROM schedule_overrides WHERE schedule = ?")?
+                    .execute([&name])?;
+                let gone = tx
+                    .prepare_cached("DELETE FROM schedules WHERE name = ?")?
+                    .execute([&name])?
+                    > 0;
+                if gone {
+                    bump_schedules(tx)?;
+                }
+                Ok(gone)
+            })
+            .await
+    }
+
+    async fn add_override(&self, o: &crate::OverrideRecord) -> Result<()> {
+        let o = o.clone();
+        let spec = json_text(&o.spec)?;
+        self.db
+            .write(move |tx| {
+                let exists = tx
+                    .prepare_cached("SELECT 1 FROM schedules WHERE name = ?")?
+                    .exists([&o.schedule])?;
+                if !exists {
+                    return Err(Error::NotFound(format!("schedule {:?}", o.schedule)));
+                }
+                tx.prepare_cached(
+                    "INSERT INTO schedule_overrides (id, schedule, spec, created_at, created_by)
+                     VALUES (?, ?, ?, ?, ?)",
+                )?
+                .execute(rusqlite::params![
+                    o.id,
+                    o.schedule,
+                    spec,
+                    o.created_at.unix_micros(),
+                    o.created_by
+                ])?;
+                bump_schedules(tx)
+            })
+            .await
+    }
+
+    async fn remove_override(&self, schedule: &str, id: &str) -> Result<bool> {
+        let (schedule, id) = (schedule.to_owned(), id.to_owned());
+        self.db
+            .write(move |tx| {
+                let gone = tx
+                    .prepare_cached("DELETE FROM schedule_overrides WHERE schedule = ? AND id = ?")?
+                    .execute([&schedule, &id])?
+                    > 0;
+                if gone {
+                    bump_schedules(tx)?;
+                }
+                Ok(gone)
+            })
+            .await
+    }
 }

@@ -125,6 +125,18 @@ pub(crate) async fn notification(adapter: Adapter) -> Fixture<dyn NotificationSt
     Fixture { store, backend }
 }
 
+/// Run-time schedules, in notification's database.
+pub(crate) async fn schedules(adapter: Adapter) -> Fixture<dyn firebreak_storage::ScheduleStore> {
+    let backend = Backend::new(adapter).await;
+    let store: Arc<dyn firebreak_storage::ScheduleStore> = match &backend {
+        Backend::Sqlite { path, .. } => {
+            Arc::new(SqliteNotificationStore::open(path, false).await.unwrap())
+        }
+        Backend::Postgres(db) => Arc::new(PgNotificationStore::connect(&db.url).await.unwrap()),
+    };
+    Fixture { store, backend }
+}
+
 /// The directory, in notification's database.
 pub(crate) async fn directory(adapter: Adapter) -> Fixture<dyn DirectoryStore> {
     let backend = Backend::new(adapter).await;

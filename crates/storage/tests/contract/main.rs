@@ -11,6 +11,7 @@ mod notification;
 mod orchestration;
 mod outbox;
 mod races;
+mod schedules;
 mod schema;
 mod server;
 mod triage;
