@@ -2081,3 +2081,93 @@ fn kill_9_between_escalation_steps_pages_the_next_step_once_and_repeats_nothing(
         .count();
     assert_eq!(steps, 2, "{list:#}");
 }
+
+#[test]
+fn schedules_made_at_run_time_and_their_overrides_outlive_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("config.yaml");
+    std::fs::write(
+        &config,
+        "users:\n  - { name: alice }\n  - { name: bob }\n  - { name: carol }\nschedules:\n  - name: primary\n    time_zone: UTC\n    combine: exclusive\n    layers:\n      - { name: always, members: [alice], rotation: { every: 1d, hand_off: '00:00', start: '2020-01-01' } }\n",
+    )
+    .unwrap();
+    let night = dir.path().join("night.yaml");
+    std::fs::write(
+        &night,
+        "name: night\ntime_zone: UTC\ncombine: exclusive\nlayers:\n  - { name: always, members: [bob], rotation: { every: 1d, hand_off: '00:00', start: '2020-01-01' } }\n",
+    )
+    .unwrap();
+    let data = dir.path().join("data");
+    let server = Server::start(&data, &repo("runbooks"), &config);
+    server.cli(&["schedule", "put", night.to_str().unwrap()]);
+    let now = time::OffsetDateTime::now_utc();
+    let fmt = |t: time::OffsetDateTime| {
+        t.format(&time::format_description::well_known::Rfc3339)
+            .unwrap()
+    };
+    let added = server.json(&[
+        "schedule",
+        "override",
+        "add",
+        "primary",
+        "--from",
+        &fmt(now - time::Duration::minutes(1)),
+        "--to",
+        &fmt(now + time::Duration::hours(1)),
+        "--replace",
+        "alice",
+        "--with",
+        "carol",
+    ]);
+    let id = added["id"].as_str().unwrap().to_owned();
+    let who = |server: &Server| {
+        let now = server.json(&["oncall"]);
+        now.as_array()
+            .unwrap()
+            .iter()
+            .map(|s| {
+                (
+                    s["schedule"].as_str().unwrap().to_owned(),
+                    s["users"].clone(),
+                )
+            })
+            .collect::<Vec<_>>()
+    };
+    let expected = vec![
+        ("night".to_owned(), serde_json::json!(["bob"])),
+        ("primary".to_owned(), serde_json::json!(["carol"])),
+    ];
+    assert_eq!(who(&server), expected);
+    drop(server);
+
+    // After a restart: the same schedules, the same override.
+    let server = Server::start(&data, &repo("runbooks"), &config);
+    assert_eq!(who(&server), expected);
+    let listed = server.json(&["schedule", "list"]);
+    assert_eq!(listed[0]["name"], "night", "{listed:#}");
+    assert_eq!(listed[0]["declared"], false, "{listed:#}");
+    assert_eq!(listed[1]["overrides"][0]["id"], id.as_str(), "{listed:#}");
+    server.cli(&["schedule", "override", "remove", "primary", &id]);
+    server.cli(&["schedule", "delete", "night"]);
+    assert_eq!(
+        who(&server),
+        [("primary".to_owned(), serde_json::json!(["alice"]))]
+    );
+    // A declared schedule is not deleted at run time, and the CLI says why.
+    let token = server.token();
+    let (code, _, err) = run_in_dir(
+        dir.path(),
+        &[
+            "--server",
+            &server.grpc,
+            "--token",
+            &token,
+            "schedule",
+            "delete",
+            "primary",
+        ],
+        None,
+    );
+    assert_ne!(code, 0, "{err}");
+    assert!(err.contains("declared in configuration"), "{err}");
+}
