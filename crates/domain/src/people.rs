@@ -174,7 +174,52 @@ fn check_address(kind: ContactKind, address: &str) -> Result<(), String> {
                 && reqwest_like_https(address)
                 && !address.contains(char::is_whitespace);
             ok.then_some(())
-                .ok_or_else(|| format!("{address:?} is not an https:// URL"))
+                .ok_or_else(|| format!("{address:?} is not an https:// URL"))?;
+            // A person's webhook is not a way into the network Firebreak runs in.
+            match url_ip(address) {
+                Some(ip) if !is_public(ip) => Err(format!(
+                    "{address:?} points inside the network (a loopback, private, link-local or unspecified address)"
+                )),
+                _ => Ok(()),
+            }
+        }
+    }
+}
+
+/// The IP address a URL's host is written as, if it is one (`https://10.0.0.1/`,
+/// `https://[::1]:8443/`).
+fn url_ip(url: &str) -> Option<std::net::IpAddr> {
+    let host = url
+        .strip_prefix("https://")?
+        .split(['/', '?', '#'])
+        .next()?;
+    let host = match host.strip_prefix('[') {
+        Some(v6) => v6.split(']').next()?,
+        None => host.rsplit_once(':').map_or(host, |(h, _)| h),
+    };
+    host.parse().ok()
+}
+
+/// Whether `ip` is on the public internet (not loopback, private, link-local, shared,
+/// unspecified, or a unique-local IPv6 address).
+fn is_public(ip: std::net::IpAddr) -> bool {
+    match ip {
+        std::net::IpAddr::V4(v4) => {
+            let o = v4.octets();
+            !(v4.is_loopback()
+                || v4.is_private()
+                || v4.is_link_local()
+                || v4.is_unspecified()
+                || v4.is_broadcast()
+                || (o[0] == 100 && (64..128).contains(&o[1])))
+        }
+        std::net::IpAddr::V6(v6) => {
+            let s = v6.segments();
+            !(v6.is_loopback()
+                || v6.is_unspecified()
+                || (s[0] & 0xfe00) == 0xfc00
+                || (s[0] & 0xffc0) == 0xfe80
+                || v6.to_ipv4_mapped().is_some_and(|v4| !is_public(v4.into())))
         }
     }
 }
@@ -236,6 +281,22 @@ mod tests {
         assert!(
             check_address(Webhook, &format!("https://x.example/{}", "a".repeat(3000))).is_err()
         );
+        // Not into the network Firebreak runs in (cloud metadata, the database, itself).
+        for inside in [
+            "https://169.254.169.254/latest/meta-data",
+            "https://10.0.0.5/admin",
+            "https://127.0.0.1:8443/",
+            "https://[::1]/",
+            "https://[fd00::1]/x",
+            "https://[::ffff:192.168.1.1]/",
+            "https://100.64.0.1/",
+            "https://0.0.0.0/",
+        ] {
+            let why = check_address(Webhook, inside).unwrap_err();
+            assert!(why.contains("inside the network"), "{inside}: {why}");
+            assert!(check_address(Teams, inside).is_err(), "{inside}");
+        }
+        assert!(check_address(Webhook, "https://93.184.216.34/hook").is_ok());
     }
 
     #[test]
