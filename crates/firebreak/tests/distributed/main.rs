@@ -1088,3 +1088,71 @@ async fn two_notification_replicas_page_each_incident_once() {
     assert!(doubled.is_empty(), "paged twice: {doubled:?}");
     assert_eq!(paged.len(), paged_again.len());
 }
+
+/// A schedule override written through one notification replica is what the other pages
+/// from: each replica reloads schedules when the store's version moves.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_override_made_on_one_replica_is_in_force_on_the_other() {
+    let target = Recorder::start().await;
+    let (runbooks, _) = setup(&target);
+    let extra = "users:\n  - { name: alice }\n  - { name: carol }\nschedules:\n  - name: primary\n    time_zone: UTC\n    combine: exclusive\n    layers:\n      - { name: always, members: [alice], rotation: { every: 1d, hand_off: '00:00', start: '2020-01-01' } }\n";
+    let mut d = Deployment::new(runbooks.path(), extra).await;
+    d.start("notification", 1);
+    d.start("notification", 2);
+    let client = |name: &str| {
+        let url = d.grpc(name);
+        async move {
+            v1::notification_service_client::NotificationServiceClient::new(
+                harness::channel(&url).await,
+            )
+        }
+    };
+    let (mut one, two) = (
+        client("notification-1").await,
+        client("notification-2").await,
+    );
+    let who = |n: &v1::notification_service_client::NotificationServiceClient<_>| {
+        let mut n = n.clone();
+        async move {
+            n.who_is_on_call(v1::WhoIsOnCallRequest {
+                schedule: "primary".into(),
+                at: None,
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .schedules
+            .remove(0)
+            .users
+        }
+    };
+    eventually("both replicas serving", 60, || async {
+        let mut n = two.clone();
+        n.who_is_on_call(v1::WhoIsOnCallRequest::default())
+            .await
+            .ok()
+            .map(|_| ())
+    })
+    .await;
+    assert_eq!(who(&two).await, ["alice"]);
+    let now = firebreak_domain::Clock::now(&firebreak_domain::SystemClock);
+    let at = |secs: i64| {
+        firebreak_proto::timestamp(firebreak_domain::Micros::from_unix_micros(
+            now.unix_micros() + secs * 1_000_000,
+        ))
+    };
+    one.add_override(v1::AddOverrideRequest {
+        schedule: "primary".into(),
+        r#override: Some(v1::ScheduleOverride {
+            from: Some(at(-60)),
+            to: Some(at(3_600)),
+            replace: "alice".into(),
+            with: "carol".into(),
+            ..Default::default()
+        }),
+    })
+    .await
+    .unwrap();
+    // The other replica's very next read sees it (no waiting for a timer).
+    assert_eq!(who(&two).await, ["carol"]);
+}
