@@ -201,6 +201,30 @@ async fn an_email_then_a_slack_page_and_the_slack_button_stops_the_escalation() 
         .filter(|e| e.kind == "acknowledged")
         .count();
     assert_eq!(acks, 1);
+    // Each page remembers who acknowledged: alice's email and bob's Slack message alike.
+    let pages: Vec<v1::Delivery> = eventually("the pages marked acknowledged", || async {
+        let list = s
+            .notifications
+            .clone()
+            .list_deliveries(v1::ListDeliveriesRequest {
+                incident_id: id.clone(),
+                ..Default::default()
+            })
+            .await
+            .ok()?
+            .into_inner()
+            .deliveries;
+        let pages: Vec<v1::Delivery> = list
+            .into_iter()
+            .filter(|d| d.kind == "escalation.page" && d.status() != v1::DeliveryState::Cancelled)
+            .collect();
+        pages
+            .iter()
+            .all(|d| d.acknowledged_by == "user:bob" && d.acknowledged_at.is_some())
+            .then_some(pages)
+    })
+    .await;
+    assert_eq!(pages.len(), 2, "{pages:#?}");
 
     // The review counts time to acknowledge from the first page too, and says who
     // acknowledged from where.

@@ -1059,6 +1059,8 @@ async fn delivery(
                     "created_at": crate::output::rfc3339(d.created_at.as_ref()),
                     "sent_at": crate::output::rfc3339(d.sent_at.as_ref()),
                     "delivered_at": crate::output::rfc3339(d.delivered_at.as_ref()),
+                    "acknowledged_at": crate::output::rfc3339(d.acknowledged_at.as_ref()),
+                    "acknowledged_by": d.acknowledged_by,
                 }))
                 .collect::<Vec<_>>()
         ));
@@ -1072,6 +1074,7 @@ async fn delivery(
                 "status",
                 "attempts",
                 "provider id",
+                "acknowledged by",
                 "last error",
             ],
             all.iter()
@@ -1084,6 +1087,7 @@ async fn delivery(
                         state_name(d).to_owned(),
                         d.attempts.to_string(),
                         d.provider_id.chars().take(40).collect(),
+                        d.acknowledged_by.clone(),
                         d.last_error.chars().take(80).collect(),
                     ]
                 })

@@ -113,6 +113,10 @@ impl Notification {
         let Some(method) = paging::person_of(failed) else {
             return Ok(0);
         };
+        // Someone acknowledged since this page was made: nobody needs paging any more.
+        if failed.acknowledged_at.is_some() {
+            return Ok(0);
+        }
         let Some(user) = failed
             .payload
             .get("recipient")
@@ -291,6 +295,8 @@ fn failover_page(
         provider_id: None,
         destination: destination(next),
         sent_at: None,
+        acknowledged_at: None,
+        acknowledged_by: String::new(),
     }
 }
 

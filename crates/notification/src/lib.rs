@@ -311,6 +311,18 @@ impl Notification {
                                 .cancel_escalations(&inc.id)
                                 .await
                                 .map_err(HandlerError::from)?;
+                            // Each page remembers when and by whom (time to acknowledge from
+                            // it); a resolve or close marks what no acknowledgement did.
+                            let at = [inc.acknowledged_at, inc.resolved_at, inc.closed_at]
+                                .iter()
+                                .flatten()
+                                .map(firebreak_proto::micros)
+                                .min()
+                                .unwrap_or_else(|| me.clock.now());
+                            me.store
+                                .mark_acknowledged(&inc.id, at, &c.actor)
+                                .await
+                                .map_err(HandlerError::from)?;
                         }
                         // Incident roles grant permissions: the directory's copy is what every
                         // access layer syncs.
@@ -367,6 +379,8 @@ impl Notification {
                 provider_id: None,
                 destination: String::new(),
                 sent_at: None,
+                acknowledged_at: None,
+                acknowledged_by: String::new(),
             }
         };
         match &event.payload {
@@ -911,6 +925,8 @@ impl NotificationService for Notification {
                 delivered_at: d.delivered_at.map(firebreak_proto::timestamp),
                 provider_id: d.provider_id.clone().unwrap_or_default(),
                 sent_at: d.sent_at.map(firebreak_proto::timestamp),
+                acknowledged_at: d.acknowledged_at.map(firebreak_proto::timestamp),
+                acknowledged_by: d.acknowledged_by.clone(),
             };
             let size = item.encoded_len() + 6;
             if !deliveries.is_empty() && bytes + size > MAX_PAGE_BYTES {

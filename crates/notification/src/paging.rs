@@ -156,6 +156,8 @@ impl Notification {
             provider_id: None,
             destination: String::new(),
             sent_at: None,
+            acknowledged_at: None,
+            acknowledged_by: String::new(),
         }
     }
 
@@ -230,6 +232,8 @@ impl Notification {
             provider_id: None,
             destination,
             sent_at: None,
+            acknowledged_at: None,
+            acknowledged_by: String::new(),
         }
     }
 

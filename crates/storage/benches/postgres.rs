@@ -363,6 +363,8 @@ async fn notification_claims(total: usize) {
             provider_id: None,
             destination: String::new(),
             sent_at: None,
+            acknowledged_at: None,
+            acknowledged_by: String::new(),
         })
         .collect();
     let started = Instant::now();

@@ -335,6 +335,9 @@ pub trait NotificationStore: Outbox {
     /// and every pending step and page of the paging engine (kinds `escalation.step` and
     /// `escalation.page`); returns how many.
     async fn cancel_escalations(&self, incident_id: &str) -> Result<u32>;
+    /// Marks the pages of an incident not marked yet as acknowledged at `at` by `by` (its
+    /// acknowledgement, or its resolve or close when nobody acknowledged); returns how many.
+    async fn mark_acknowledged(&self, incident_id: &str, at: Micros, by: &str) -> Result<u32>;
     /// Keeps a response and its event (the command triage applies) in one transaction,
     /// unless a response with its id is kept already; returns whether it was new.
     async fn record_response(&self, response: &ResponseRecord, event: &OutboxEvent)

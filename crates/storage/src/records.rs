@@ -527,6 +527,11 @@ pub struct DeliveryRecord {
     pub destination: String,
     /// When it was last handed to the provider.
     pub sent_at: Option<Micros>,
+    /// For a page: when its incident was acknowledged (or resolved) after it was made, and
+    /// by whom (`user:amy`); time to acknowledge counts from `sent_at` to here. Set by
+    /// [`crate::NotificationStore::mark_acknowledged`], never by an insert.
+    pub acknowledged_at: Option<Micros>,
+    pub acknowledged_by: String,
 }
 
 impl DeliveryRecord {

@@ -744,6 +744,8 @@ mod tests {
             provider_id: None,
             destination: String::new(),
             sent_at: None,
+            acknowledged_at: None,
+            acknowledged_by: String::new(),
         }
     }
 

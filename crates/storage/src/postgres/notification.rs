@@ -81,7 +81,18 @@ CREATE INDEX deliveries_incident ON deliveries (incident_id);
         version: 9,
         sql: SCHEDULES,
     },
+    Migration {
+        version: 10,
+        sql: ACKNOWLEDGED,
+    },
 ];
+
+/// A page remembers when its incident was acknowledged and by whom (time to acknowledge
+/// from the page). SQLite's migration 13 is the same.
+const ACKNOWLEDGED: &str = "
+ALTER TABLE deliveries ADD COLUMN acknowledged_at BIGINT;
+ALTER TABLE deliveries ADD COLUMN acknowledged_by TEXT NOT NULL DEFAULT '';
+";
 
 /// Deliveries may be `sent` (handed to a provider that has not confirmed), remember the
 /// provider's id and when they were sent, and who a page reaches (throttles count by it).
@@ -485,6 +496,19 @@ impl NotificationStore for PgNotificationStore {
         Ok(done.rows_affected() as u32)
     }
 
+    async fn mark_acknowledged(&self, incident_id: &str, at: Micros, by: &str) -> Result<u32> {
+        let done = sqlx::query(
+            "UPDATE deliveries SET acknowledged_at = $1, acknowledged_by = $2
+             WHERE incident_id = $3 AND kind = 'escalation.page' AND acknowledged_at IS NULL",
+        )
+        .bind(at.unix_micros())
+        .bind(by)
+        .bind(incident_id)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() as u32)
+    }
+
     async fn record_response(&self, r: &ResponseRecord, event: &OutboxEvent) -> Result<bool> {
         // One statement: the event is written only with a response that is new.
         let new: Option<String> = sqlx::query_scalar(
@@ -586,6 +610,10 @@ fn delivery_row(r: &PgRow) -> Result<DeliveryRecord> {
         sent_at: r
             .try_get::<Option<i64>, _>("sent_at")?
             .map(Micros::from_unix_micros),
+        acknowledged_at: r
+            .try_get::<Option<i64>, _>("acknowledged_at")?
+            .map(Micros::from_unix_micros),
+        acknowledged_by: r.try_get("acknowledged_by")?,
     })
 }
 

@@ -112,7 +112,18 @@ CREATE INDEX deliveries_incident ON deliveries (incident_id);
         version: 12,
         sql: SCHEDULES,
     },
+    Migration {
+        version: 13,
+        sql: ACKNOWLEDGED,
+    },
 ];
+
+/// A page remembers when its incident was acknowledged and by whom (time to acknowledge
+/// from the page). Postgres' migration 10 is the same.
+const ACKNOWLEDGED: &str = "
+ALTER TABLE deliveries ADD COLUMN acknowledged_at INTEGER;
+ALTER TABLE deliveries ADD COLUMN acknowledged_by TEXT NOT NULL DEFAULT '';
+";
 
 /// Deliveries may be `sent` (handed to a provider that has not confirmed), remember the
 /// provider's id and when they were sent, and who a page reaches (throttles count by it).
@@ -541,6 +552,22 @@ impl NotificationStore for SqliteNotificationStore {
             .await
     }
 
+    async fn mark_acknowledged(&self, incident_id: &str, at: Micros, by: &str) -> Result<u32> {
+        let (incident_id, by) = (incident_id.to_owned(), by.to_owned());
+        self.db
+            .write(move |tx| {
+                Ok(tx
+                    .prepare_cached(
+                        "UPDATE deliveries SET acknowledged_at = ?, acknowledged_by = ?
+                         WHERE incident_id = ? AND kind = 'escalation.page'
+                            AND acknowledged_at IS NULL",
+                    )?
+                    .execute(rusqlite::params![at.unix_micros(), by, incident_id])?
+                    as u32)
+            })
+            .await
+    }
+
     async fn record_response(&self, r: &ResponseRecord, event: &OutboxEvent) -> Result<bool> {
         let (r, event) = (r.clone(), event.clone());
         let clock = self.db.clock();
@@ -630,6 +657,10 @@ fn delivery_row(r: &Row<'_>) -> rusqlite::Result<DeliveryRecord> {
         sent_at: r
             .get::<_, Option<i64>>("sent_at")?
             .map(Micros::from_unix_micros),
+        acknowledged_at: r
+            .get::<_, Option<i64>>("acknowledged_at")?
+            .map(Micros::from_unix_micros),
+        acknowledged_by: r.get("acknowledged_by")?,
     })
 }
 

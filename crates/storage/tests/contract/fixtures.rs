@@ -299,6 +299,8 @@ pub(crate) fn delivery(
         provider_id: None,
         destination: String::new(),
         sent_at: None,
+        acknowledged_at: None,
+        acknowledged_by: String::new(),
     }
 }
 

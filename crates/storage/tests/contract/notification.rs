@@ -11,6 +11,7 @@ crate::contract!(notification:
     acknowledging_cancels_later_escalation_steps,
     delivery_pages_follow_a_cursor_and_a_byte_bound,
     a_response_is_kept_once_with_its_event,
+    an_incidents_pages_are_marked_acknowledged_once,
     reply_codes_are_stable_per_incident_and_reused_when_all_are_taken,
     a_sent_delivery_keeps_its_provider_id_and_is_never_claimed,
     a_providers_report_moves_a_sent_delivery_once,
@@ -549,4 +550,47 @@ async fn sends_to_a_destination_are_counted_in_a_window(f: &Fixture<dyn Notifica
     // The newest `limit`.
     assert_eq!(sent(0, 2).await, [micros(200), micros(300)]);
     assert!(sent(301, 10).await.is_empty());
+}
+
+async fn an_incidents_pages_are_marked_acknowledged_once(f: &Fixture<dyn NotificationStore>) {
+    let store = &*f.store;
+    let page = |id: &str, incident: &str, kind: &str| {
+        let mut d = delivery(id, &format!("e-{id}"), "user:amy/work", 10);
+        d.incident_id = incident.into();
+        d.kind = kind.into();
+        d
+    };
+    store
+        .insert_deliveries(&[
+            page("p1", "inc-1", "escalation.page"),
+            page("p2", "inc-1", "escalation.page"),
+            page("s1", "inc-1", "escalation.step"),
+            page("p3", "inc-2", "escalation.page"),
+        ])
+        .await
+        .unwrap();
+    assert_eq!(
+        store
+            .mark_acknowledged("inc-1", micros(50), "user:bob")
+            .await
+            .unwrap(),
+        2
+    );
+    // A later resolve marks nothing already marked.
+    assert_eq!(
+        store
+            .mark_acknowledged("inc-1", micros(90), "user:carol")
+            .await
+            .unwrap(),
+        0
+    );
+    let all = store.deliveries(None, 100).await.unwrap();
+    let ack = |id: &str| {
+        let d = all.iter().find(|d| d.id == id).unwrap();
+        (d.acknowledged_at, d.acknowledged_by.clone())
+    };
+    assert_eq!(ack("p1"), (Some(micros(50)), "user:bob".to_owned()));
+    assert_eq!(ack("p2"), (Some(micros(50)), "user:bob".to_owned()));
+    assert_eq!(ack("s1"), (None, String::new()), "steps are not pages");
+    assert_eq!(ack("p3"), (None, String::new()), "another incident");
 }
