@@ -28,7 +28,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use firebreak::{App, Config};
+use firebreak::App;
 use firebreak_proto::access::AuthedChannel;
 use firebreak_proto::v1::{
     self, incident_service_client::IncidentServiceClient,
@@ -279,23 +279,12 @@ fn certificates(dir: &std::path::Path) -> (Vec<u8>, firebreak::config::TlsConfig
 /// no scenario inherits the previous one's downstream backlog.
 async fn start(stack: Stack) -> (Vec<Target>, CancellationToken, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("config.yaml");
-    std::fs::write(
-        &file,
-        format!(
+    let mut config = support::config(
+        dir.path(),
+        &format!(
             "integrations:\n  - {{ name: bench-am, kind: alertmanager, key: {AM_KEY} }}\n  - {{ name: bench-pd, kind: pagerduty, key: {PD_KEY} }}\n"
         ),
-    )
-    .unwrap();
-    let runbooks = dir.path().join("runbooks");
-    std::fs::create_dir(&runbooks).unwrap();
-    let mut config = Config::load(Some(&file), Vec::new()).unwrap();
-    config.data_dir = dir.path().join("data");
-    config.runbooks_dir = Some(runbooks);
-    config.grpc_addr = "127.0.0.1:0".parse().unwrap();
-    config.http_addr = "127.0.0.1:0".parse().unwrap();
-    // The benchmark measures throughput, not the keyless callers' rate limit.
-    config.intake_anonymous_rate_limit_per_second = 0;
+    );
     let ca = (stack == Stack::FullTls).then(|| {
         let (ca, tls) = certificates(dir.path());
         config.tls = tls;
@@ -310,11 +299,8 @@ async fn start(stack: Stack) -> (Vec<Target>, CancellationToken, tempfile::TempD
         Some(_) => format!("https://localhost:{}", app.grpc_addr().port()),
     };
     let base = format!("http://{}", app.http_addr());
-    let shutdown = CancellationToken::new();
-    tokio::spawn(app.run(shutdown.clone()));
+    let (token, shutdown) = support::serve(app, &dir.path().join("data"));
     let seq = Arc::new(AtomicU64::new(0));
-    // Every call carries the admin token the first start wrote (verified in memory).
-    let token = std::fs::read_to_string(dir.path().join("data/admin.token")).unwrap();
     let mut targets = Vec::new();
     for _ in 0..CALLERS {
         let mut endpoint = tonic::transport::Endpoint::from_shared(grpc.clone()).unwrap();
@@ -327,7 +313,7 @@ async fn start(stack: Stack) -> (Vec<Target>, CancellationToken, tempfile::TempD
                 .unwrap();
         }
         let channel = endpoint.connect().await.unwrap();
-        let channel = firebreak_proto::access::authed(channel, Some(token.trim()));
+        let channel = firebreak_proto::access::authed(channel, Some(&token));
         targets.push(Target {
             health: HealthClient::new(channel.clone()),
             grpc: IntakeServiceClient::new(channel.clone()),

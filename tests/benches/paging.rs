@@ -31,7 +31,7 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant, SystemTime};
 
-use firebreak::{App, Config};
+use firebreak::App;
 use firebreak_proto::access::AuthedChannel;
 use firebreak_proto::v1::{
     self, intake_service_client::IntakeServiceClient,
@@ -78,8 +78,6 @@ impl Bench {
         let secrets = dir.path().join("secrets");
         std::fs::create_dir(&secrets).unwrap();
         std::fs::write(secrets.join("slack-bot-token"), SLACK_TOKEN).unwrap();
-        let runbooks = dir.path().join("runbooks");
-        std::fs::create_dir(&runbooks).unwrap();
         let step_2 = if two_steps {
             format!(
                 "      - {{ after_seconds: {}, targets: [{{ user: second }}] }}\n",
@@ -88,10 +86,9 @@ impl Bench {
         } else {
             String::new()
         };
-        let file = dir.path().join("config.yaml");
-        std::fs::write(
-            &file,
-            format!(
+        let config = support::config(
+            dir.path(),
+            &format!(
                 "secrets_dir: {secrets}
 users:
   - {{ name: first, contact_methods: [{{ name: chat, kind: slack, address: {FIRST} }}] }}
@@ -108,30 +105,12 @@ escalation_policies:
                 secrets = secrets.display(),
                 api = slack.url,
             ),
-        )
-        .unwrap();
-        let mut config = Config::load(Some(&file), Vec::new()).unwrap();
-        config.data_dir = dir.path().join("data");
-        config.runbooks_dir = Some(runbooks);
-        config.grpc_addr = "127.0.0.1:0".parse().unwrap();
-        config.http_addr = "127.0.0.1:0".parse().unwrap();
-        // The benchmark measures paging, not the keyless callers' rate limit.
-        config.intake_anonymous_rate_limit_per_second = 0;
+        );
+        let data_dir = config.data_dir.clone();
         let app = App::build(config).await.unwrap();
         let grpc = format!("http://{}", app.grpc_addr());
-        let shutdown = CancellationToken::new();
-        tokio::spawn(app.run(shutdown.clone()));
-        // Every call carries the admin token the first start wrote (verified in memory).
-        let token = std::fs::read_to_string(dir.path().join("data/admin.token"))
-            .unwrap()
-            .trim()
-            .to_owned();
-        let channel = tonic::transport::Endpoint::from_shared(grpc.clone())
-            .unwrap()
-            .connect()
-            .await
-            .unwrap();
-        let channel = firebreak_proto::access::authed(channel, Some(&token));
+        let (token, shutdown) = support::serve(app, &data_dir);
+        let channel = support::connect(&grpc, &token).await;
         Self {
             intake: IntakeServiceClient::new(channel.clone()),
             notifications: NotificationServiceClient::new(channel),

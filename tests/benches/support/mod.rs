@@ -5,9 +5,12 @@
 //! is where their common figures are computed and printed the same way.
 #![allow(dead_code, reason = "each benchmark uses what it needs of these")]
 
+use std::path::Path;
 use std::time::{Duration, Instant};
 
+use firebreak::{App, Config};
 use firebreak_proto::access::AuthedChannel;
+use tokio_util::sync::CancellationToken;
 use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
 
 /// Each line's load, unless `FIREBREAK_BENCH_SECONDS` says otherwise.
@@ -34,6 +37,45 @@ pub(crate) fn machine() -> String {
         "release (no debug assertions)"
     };
     format!("machine: {cores} cores; build: {build}")
+}
+
+/// An embedded stack's configuration: `yaml` written to `dir/config.yaml` and loaded, data
+/// in `dir/data`, no runbooks (an empty `dir/runbooks`), both servers on free local ports,
+/// and no rate limit for keyless callers (benchmarks measure the work, not the limit).
+pub(crate) fn config(dir: &Path, yaml: &str) -> Config {
+    let file = dir.join("config.yaml");
+    std::fs::write(&file, yaml).unwrap();
+    let runbooks = dir.join("runbooks");
+    std::fs::create_dir_all(&runbooks).unwrap();
+    let mut config = Config::load(Some(&file), Vec::new()).unwrap();
+    config.data_dir = dir.join("data");
+    config.runbooks_dir = Some(runbooks);
+    config.grpc_addr = "127.0.0.1:0".parse().unwrap();
+    config.http_addr = "127.0.0.1:0".parse().unwrap();
+    config.intake_anonymous_rate_limit_per_second = 0;
+    config
+}
+
+/// Runs a built stack until the returned token is cancelled; with it, the admin token its
+/// first start wrote to `data_dir`, which every call carries (verified in memory).
+pub(crate) fn serve(app: App, data_dir: &Path) -> (String, CancellationToken) {
+    let shutdown = CancellationToken::new();
+    tokio::spawn(app.run(shutdown.clone()));
+    let token = std::fs::read_to_string(data_dir.join("admin.token"))
+        .unwrap()
+        .trim()
+        .to_owned();
+    (token, shutdown)
+}
+
+/// A connection of its own to the gRPC server at `grpc`, every call carrying `token`.
+pub(crate) async fn connect(grpc: &str, token: &str) -> AuthedChannel {
+    let channel = tonic::transport::Endpoint::from_shared(grpc.to_owned())
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    firebreak_proto::access::authed(channel, Some(token))
 }
 
 /// The `p` quantile (0 to 1) of sorted durations, in milliseconds.
@@ -136,13 +178,7 @@ pub(crate) async fn transport_ceiling(grpc: &str, token: &str) -> String {
     let rss_reset = reset_peak_rss();
     let mut callers = Vec::new();
     for _ in 0..CALLERS {
-        let channel = tonic::transport::Endpoint::from_shared(grpc.to_owned())
-            .unwrap()
-            .connect()
-            .await
-            .unwrap();
-        let channel = firebreak_proto::access::authed(channel, Some(token));
-        callers.push(Health(HealthClient::new(channel)));
+        callers.push(Health(HealthClient::new(connect(grpc, token).await)));
     }
     let load = drive(callers, seconds(), None).await;
     format!(
