@@ -32,8 +32,7 @@ impl Recorder {
     /// Listens on a free local port; serves until the runtime ends.
     pub async fn start() -> Self {
         // Slack's `ok`, and a provider id as Twilio answers one (`sid`).
-        Self::answering(|n, _| serde_json::json!({ "ok": true, "sid": format!("SM{n:032}") }))
-            .await
+        Self::answering(|n, _| serde_json::json!({ "ok": true, "sid": format!("SM{n:032}") })).await
     }
 
     /// Like [`Recorder::start`], answering each request with the JSON `answer` makes of it
