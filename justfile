@@ -48,8 +48,9 @@ check-runbooks:
 test-runbooks:
     cargo run -q -p firebreak -- runbook test runbooks --require-tests
 
-# Benchmarks (release build): intake, runbook step overhead, the distributed stack.
+# Benchmarks (release build): intake, runbook step overhead, paging, the distributed stack.
 bench:
     cargo bench -p firebreak-e2e --bench intake
     cargo bench -p firebreak-e2e --bench runbook_steps
+    cargo bench -p firebreak-e2e --bench paging
     cargo bench -p firebreak --bench distributed

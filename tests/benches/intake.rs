@@ -28,7 +28,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use firebreak::{App, Config};
+use firebreak::App;
 use firebreak_proto::access::AuthedChannel;
 use firebreak_proto::v1::{
     self, incident_service_client::IncidentServiceClient,
@@ -36,25 +36,17 @@ use firebreak_proto::v1::{
 };
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
-use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
+use tonic_health::pb::health_client::HealthClient;
+
+use support::{CALLERS, Caller, reset_peak_rss, rss, seconds};
+
+mod support;
 
 #[global_allocator]
 static ALLOC: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
-const CALLERS: usize = 64;
-/// Each line's load, unless `FIREBREAK_BENCH_SECONDS` says otherwise.
-const SECONDS: u64 = 4;
 const AM_KEY: &str = "bench-am-key-000000000001";
 const PD_KEY: &str = "bench-pd-key-000000000001";
-
-/// Each line's load in seconds: `FIREBREAK_BENCH_SECONDS`, else [`SECONDS`].
-fn seconds() -> u64 {
-    std::env::var("FIREBREAK_BENCH_SECONDS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .filter(|&s| s > 0)
-        .unwrap_or(SECONDS)
-}
 
 /// What a line runs against.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -112,13 +104,7 @@ impl Target {
         let start = Instant::now();
         match call {
             Call::Health => {
-                let r = self
-                    .health
-                    .check(HealthCheckRequest {
-                        service: String::new(),
-                    })
-                    .await;
-                assert!(r.is_ok(), "{r:?}");
+                support::Health(self.health.clone()).call().await;
             }
             Call::GrpcOne | Call::GrpcBatch => {
                 let alerts = (0..call.alerts())
@@ -174,9 +160,16 @@ impl Target {
     }
 }
 
-fn percentile(sorted: &[Duration], p: f64) -> f64 {
-    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted[i].as_secs_f64() * 1000.0
+/// A caller of a line: its target, making its line's call.
+struct Calling {
+    target: Target,
+    call: Call,
+}
+
+impl Caller for Calling {
+    fn call(&mut self) -> impl Future<Output = Duration> + Send {
+        self.target.send(self.call)
+    }
 }
 
 /// Runs `call` from `CALLERS` callers for [`seconds`], or paced at `rate` alerts/s in all.
@@ -189,45 +182,25 @@ async fn scenario(
     stack: Stack,
     rss_reset: bool,
 ) {
-    let cpu_before = cpu_seconds();
-    let until = Instant::now() + Duration::from_secs(seconds());
-    let mut tasks = tokio::task::JoinSet::new();
-    for t in targets {
-        let mut t = Target {
-            health: t.health.clone(),
-            grpc: t.grpc.clone(),
-            incidents: t.incidents.clone(),
-            http: t.http.clone(),
-            base: t.base.clone(),
-            seq: t.seq.clone(),
-        };
-        tasks.spawn(async move {
-            let mut latencies = Vec::new();
-            // Paced: each caller sends its share of the rate on a fixed schedule.
-            let mut tick = rate.map(|r| {
-                let per_caller = r as f64 / CALLERS as f64 / call.alerts() as f64;
-                let mut i = tokio::time::interval(Duration::from_secs_f64(1.0 / per_caller));
-                i.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-                i
-            });
-            while Instant::now() < until {
-                if let Some(tick) = tick.as_mut() {
-                    tick.tick().await;
-                }
-                latencies.push(t.send(call).await);
-            }
-            latencies
-        });
-    }
-    let started = Instant::now();
-    let mut all = Vec::new();
-    while let Some(r) = tasks.join_next().await {
-        all.extend(r.unwrap());
-    }
-    let elapsed = started.elapsed().as_secs_f64();
-    let cpu = cpu_seconds() - cpu_before;
-    all.sort_unstable();
-    let alerts = all.len() as u64 * call.alerts();
+    let callers = targets
+        .iter()
+        .map(|t| Calling {
+            target: Target {
+                health: t.health.clone(),
+                grpc: t.grpc.clone(),
+                incidents: t.incidents.clone(),
+                http: t.http.clone(),
+                base: t.base.clone(),
+                seq: t.seq.clone(),
+            },
+            call,
+        })
+        .collect();
+    // Paced: each caller sends its share of the rate on a fixed schedule.
+    let every =
+        rate.map(|r| Duration::from_secs_f64(CALLERS as f64 * call.alerts() as f64 / r as f64));
+    let load = support::drive(callers, seconds(), every).await;
+    let alerts = load.latencies.len() as u64 * call.alerts();
     // Downstream: how fast triage turns the backlog into incidents (alerts attached per
     // second over the next 3 s). The PagerDuty scenario opens an incident per event, too many
     // to count here. Intake alone has no triage to ask.
@@ -266,58 +239,10 @@ async fn scenario(
         _ => "alert",
     };
     println!(
-        "  {name:<34} {:>8.0} {unit}s/s  ack p50 {:>6.2} ms  p99 {:>7.2} ms  ({} calls)  cpu {:>4.0} µs/{unit}  {}{downstream}",
-        alerts as f64 / elapsed,
-        percentile(&all, 0.50),
-        percentile(&all, 0.99),
-        all.len(),
-        cpu * 1e6 / alerts as f64,
-        rss(rss_reset),
+        "{}  {}{downstream}",
+        load.line(name, call.alerts(), unit),
+        rss(rss_reset)
     );
-}
-
-/// Resets the process's peak resident memory (`VmHWM`) to what is resident now; false when
-/// the kernel refused (not Linux, or no write access to `clear_refs`).
-fn reset_peak_rss() -> bool {
-    std::fs::write("/proc/self/clear_refs", "5").is_ok()
-}
-
-/// The process's peak resident memory since the last reset, and what is resident now, from
-/// `/proc/self/status`: callers, stack and allocator together.
-fn rss(reset: bool) -> String {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    let mib = |field: &str| -> String {
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix(field))
-            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-            .map_or_else(
-                || "?".to_owned(),
-                |kib| format!("{:.0}", kib as f64 / 1024.0),
-            )
-    };
-    let peak = if reset { "peak" } else { "peak (not reset)" };
-    format!(
-        "rss {peak} {} MiB, now {} MiB",
-        mib("VmHWM:"),
-        mib("VmRSS:")
-    )
-}
-
-/// CPU time (user and system) this process has used, in seconds: callers, the stack and
-/// its downstream work together. Steadier than alerts/s on a shared machine.
-fn cpu_seconds() -> f64 {
-    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
-    // Fields after the command name (which is in parentheses): utime and stime are the
-    // 12th and 13th, in clock ticks (100 a second on Linux).
-    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
-    let ticks: u64 = rest
-        .split_whitespace()
-        .skip(11)
-        .take(2)
-        .filter_map(|t| t.parse::<u64>().ok())
-        .sum();
-    ticks as f64 / 100.0
 }
 
 /// A CA (its PEM) and a TLS configuration for `localhost` signed by it, written under `dir`.
@@ -354,23 +279,12 @@ fn certificates(dir: &std::path::Path) -> (Vec<u8>, firebreak::config::TlsConfig
 /// no scenario inherits the previous one's downstream backlog.
 async fn start(stack: Stack) -> (Vec<Target>, CancellationToken, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("config.yaml");
-    std::fs::write(
-        &file,
-        format!(
+    let mut config = support::config(
+        dir.path(),
+        &format!(
             "integrations:\n  - {{ name: bench-am, kind: alertmanager, key: {AM_KEY} }}\n  - {{ name: bench-pd, kind: pagerduty, key: {PD_KEY} }}\n"
         ),
-    )
-    .unwrap();
-    let runbooks = dir.path().join("runbooks");
-    std::fs::create_dir(&runbooks).unwrap();
-    let mut config = Config::load(Some(&file), Vec::new()).unwrap();
-    config.data_dir = dir.path().join("data");
-    config.runbooks_dir = Some(runbooks);
-    config.grpc_addr = "127.0.0.1:0".parse().unwrap();
-    config.http_addr = "127.0.0.1:0".parse().unwrap();
-    // The benchmark measures throughput, not the keyless callers' rate limit.
-    config.intake_anonymous_rate_limit_per_second = 0;
+    );
     let ca = (stack == Stack::FullTls).then(|| {
         let (ca, tls) = certificates(dir.path());
         config.tls = tls;
@@ -385,11 +299,8 @@ async fn start(stack: Stack) -> (Vec<Target>, CancellationToken, tempfile::TempD
         Some(_) => format!("https://localhost:{}", app.grpc_addr().port()),
     };
     let base = format!("http://{}", app.http_addr());
-    let shutdown = CancellationToken::new();
-    tokio::spawn(app.run(shutdown.clone()));
+    let (token, shutdown) = support::serve(app, &dir.path().join("data"));
     let seq = Arc::new(AtomicU64::new(0));
-    // Every call carries the admin token the first start wrote (verified in memory).
-    let token = std::fs::read_to_string(dir.path().join("data/admin.token")).unwrap();
     let mut targets = Vec::new();
     for _ in 0..CALLERS {
         let mut endpoint = tonic::transport::Endpoint::from_shared(grpc.clone()).unwrap();
@@ -402,7 +313,7 @@ async fn start(stack: Stack) -> (Vec<Target>, CancellationToken, tempfile::TempD
                 .unwrap();
         }
         let channel = endpoint.connect().await.unwrap();
-        let channel = firebreak_proto::access::authed(channel, Some(token.trim()));
+        let channel = firebreak_proto::access::authed(channel, Some(&token));
         targets.push(Target {
             health: HealthClient::new(channel.clone()),
             grpc: IntakeServiceClient::new(channel.clone()),
@@ -421,13 +332,7 @@ async fn main() {
         "intake, embedded mode (SQLite WAL, committed before each answer; triage, orchestration and notification run alongside unless intake is alone), {CALLERS} callers, {} s each, a fresh stack per line; rss is the whole process, callers included",
         seconds()
     );
-    let cores = std::thread::available_parallelism().map_or(0, usize::from);
-    let build = if cfg!(debug_assertions) {
-        "debug (debug assertions on: figures mean nothing)"
-    } else {
-        "release (no debug assertions)"
-    };
-    println!("machine: {cores} cores; build: {build}");
+    println!("{}", support::machine());
     let runs: [(&str, Call, Option<u64>, Stack); 10] = [
         (
             "gRPC health check (transport only)",

@@ -13,7 +13,8 @@ use firebreak::{App, Config};
 use firebreak_proto::v1::{
     self, intake_service_client::IntakeServiceClient, runbook_service_client::RunbookServiceClient,
 };
-use tokio_util::sync::CancellationToken;
+
+mod support;
 
 #[global_allocator]
 static ALLOC: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
@@ -163,15 +164,8 @@ async fn main() {
     };
     let app = App::build(config).await.unwrap();
     let grpc = format!("http://{}", app.grpc_addr());
-    let shutdown = CancellationToken::new();
-    tokio::spawn(app.run(shutdown.clone()));
-    let channel = tonic::transport::Endpoint::from_shared(grpc)
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
-    let token = std::fs::read_to_string(dir.path().join("data/admin.token")).unwrap();
-    let channel = firebreak_proto::access::authed(channel, Some(token.trim()));
+    let (token, shutdown) = support::serve(app, &dir.path().join("data"));
+    let channel = support::connect(&grpc, &token).await;
     let mut intake = IntakeServiceClient::new(channel.clone());
     let mut runs = RunbookServiceClient::new(channel);
 

@@ -1,6 +1,7 @@
 //! A recording HTTP server: the real local webhook target and outside API tests point at.
 
 use std::sync::{Arc, Mutex};
+use std::time::SystemTime;
 
 use axum::http::HeaderMap;
 use serde_json::Value;
@@ -15,10 +16,13 @@ pub struct Received {
     pub text: String,
     /// The `Authorization` header, if any.
     pub authorization: String,
+    /// When it arrived (the wall clock, comparable with the times Firebreak records).
+    pub at: SystemTime,
 }
 
-/// A local HTTP server that records every request and answers 200: the webhook target
-/// and the outside API of tests.
+/// A local HTTP server that records every request and answers 200 (with Slack's `ok` and a
+/// Twilio-like `sid`, or what [`Recorder::answering`] says): the webhook target and the
+/// outside API of tests.
 pub struct Recorder {
     pub url: String,
     pub received: Arc<Mutex<Vec<Received>>>,
@@ -27,15 +31,21 @@ pub struct Recorder {
 impl Recorder {
     /// Listens on a free local port; serves until the runtime ends.
     pub async fn start() -> Self {
+        // Slack's `ok`, and a provider id as Twilio answers one (`sid`).
+        Self::answering(|n, _| serde_json::json!({ "ok": true, "sid": format!("SM{n:032}") })).await
+    }
+
+    /// Like [`Recorder::start`], answering each request with the JSON `answer` makes of it
+    /// and of how many came before it (a provider's answer shape: Slack's
+    /// `{"ok":true,"channel":..,"ts":..}`).
+    pub async fn answering(answer: fn(usize, &Received) -> Value) -> Self {
         let received: Arc<Mutex<Vec<Received>>> = Arc::default();
         let sink = received.clone();
         let app = axum::Router::new().fallback(
             move |uri: axum::http::Uri, headers: HeaderMap, body: axum::body::Bytes| {
                 let sink = sink.clone();
                 async move {
-                    let mut received = sink.lock().unwrap();
-                    let n = received.len();
-                    received.push(Received {
+                    let r = Received {
                         path: uri.path().to_owned(),
                         idempotency_key: headers
                             .get("idempotency-key")
@@ -49,10 +59,12 @@ impl Recorder {
                             .and_then(|v| v.to_str().ok())
                             .unwrap_or_default()
                             .to_owned(),
-                    });
-                    drop(received);
-                    // Slack's `ok`, and a provider id as Twilio answers one (`sid`).
-                    format!("{{\"ok\":true,\"sid\":\"SM{:032}\"}}", n)
+                        at: SystemTime::now(),
+                    };
+                    let mut received = sink.lock().unwrap();
+                    let reply = answer(received.len(), &r).to_string();
+                    received.push(r);
+                    reply
                 }
             },
         );
