@@ -69,6 +69,12 @@ pub enum ConfigError {
     HttpClient(#[source] reqwest::Error),
 }
 
+/// The most deliveries one dispatcher round claims.
+const BATCH: u32 = 64;
+/// How long an idle dispatcher waits before it looks for due deliveries again (a step or a
+/// retry comes due without a wake-up): at most this late.
+const IDLE: Duration = Duration::from_millis(200);
+
 /// Attempts before a delivery is marked failed.
 const MAX_ATTEMPTS: u32 = 8;
 /// How long a replica holds the deliveries it claimed before another may take them: longer
@@ -468,29 +474,54 @@ impl Notification {
     /// for a while first, so replicas share the work.
     async fn dispatch(self, shutdown: CancellationToken) {
         while !shutdown.is_cancelled() {
-            if let Err(e) = self.dispatch_due().await {
-                tracing::warn!(error = %e, "listing due deliveries failed");
+            match self.dispatch_due().await {
+                // A full round: more are due (a storm of steps); the next round at once.
+                Ok(n) if n >= BATCH as usize => continue,
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "listing due deliveries failed"),
             }
             tokio::select! {
                 () = self.wake.notified() => {}
-                () = tokio::time::sleep(Duration::from_millis(500)) => {}
+                () = tokio::time::sleep(IDLE) => {}
                 () = shutdown.cancelled() => {}
             }
         }
     }
 
-    /// Claims the deliveries due now and attempts each; returns how many. The dispatcher's
-    /// one round (tests call it to run the dispatcher by hand on their clock).
+    /// Claims the deliveries due now and attempts them; returns how many. The dispatcher's
+    /// one round (tests call it to run the dispatcher by hand on their clock). Deliveries
+    /// to different places go at once; those to one place (a person's number or address,
+    /// or one incident's channel messages) go in order, so an update follows its original
+    /// and a throttle counts every send.
     pub(crate) async fn dispatch_due(&self) -> Result<usize, firebreak_storage::Error> {
         let now = self.clock.now();
         let due = self
             .store
-            .claim_due_deliveries(now, now + CLAIM, 32)
+            .claim_due_deliveries(now, now + CLAIM, BATCH)
             .await?;
         let n = due.len();
+        let mut lanes: Vec<(String, Vec<DeliveryRecord>)> = Vec::new();
         for d in due {
-            self.attempt(d).await;
+            let lane = if d.destination.is_empty() {
+                format!("incident:{}", d.incident_id)
+            } else {
+                format!("to:{}", d.destination)
+            };
+            match lanes.iter_mut().find(|(l, _)| *l == lane) {
+                Some((_, list)) => list.push(d),
+                None => lanes.push((lane, vec![d])),
+            }
         }
+        let mut running = JoinSet::new();
+        for (_, list) in lanes {
+            let me = self.clone();
+            running.spawn(async move {
+                for d in list {
+                    me.attempt(d).await;
+                }
+            });
+        }
+        while running.join_next().await.is_some() {}
         Ok(n)
     }
 

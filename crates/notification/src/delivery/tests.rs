@@ -404,6 +404,44 @@ async fn a_failed_page_fails_over_once_through_each_next_method_until_the_last()
     );
 }
 
+/// Acknowledged meanwhile: the call's failure report is recorded, and nobody else is paged.
+#[tokio::test]
+async fn a_page_failing_after_the_acknowledgement_fails_over_to_nobody() {
+    let (tw, slack) = (twilio().await, slack().await);
+    let rig = Rig::start(
+        &[twilio_channel(&tw), slack_channel(&slack, "")],
+        ALICE_POLICY,
+        &[(
+            "alice",
+            vec![
+                method("phone", ContactKind::Voice, "+15551230000"),
+                method("chat", ContactKind::Slack, "U0ALICE"),
+            ],
+        )],
+    )
+    .await;
+    rig.page("e1").await;
+    rig.settle().await;
+    let call = rig.pages().await.pop().unwrap();
+    assert_eq!(call.status, DeliveryState::Sent);
+    assert_eq!(
+        rig.store
+            .mark_acknowledged(&call.incident_id, rig.clock.now(), "user:alice")
+            .await
+            .unwrap(),
+        1
+    );
+    let sid = call.provider_id.clone().unwrap();
+    let failed = ProviderReport::Failed("twilio: no-answer".into());
+    assert!(rig.n.provider_report(&sid, failed).await.unwrap());
+    rig.settle().await;
+    let pages = rig.pages().await;
+    assert_eq!(pages.len(), 1, "no failover page");
+    assert_eq!(pages[0].status, DeliveryState::Failed);
+    assert_eq!(pages[0].acknowledged_by, "user:alice");
+    assert!(slack.requests().is_empty());
+}
+
 #[tokio::test]
 async fn a_providers_delivered_report_moves_a_sent_page_once() {
     let tw = twilio().await;
