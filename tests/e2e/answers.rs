@@ -67,6 +67,37 @@ routes:
     )
 }
 
+/// A stack that takes answers, with its SMTP server, its providers' stand-in and its
+/// secrets' directory (kept for as long as the stack runs).
+async fn answering_stack() -> (SmtpServer, Recorder, tempfile::TempDir, Stack) {
+    let smtp = SmtpServer::start(&["--mode", "plain"]).await;
+    let api = Recorder::start().await;
+    let dir = secrets();
+    let s = Stack::start(
+        &crate::harness::empty_runbooks(),
+        &config(dir.path(), smtp.port, &api.url),
+    )
+    .await;
+    (smtp, api, dir, s)
+}
+
+/// Posts Twilio's webhook `path` (`sms`, `status`) with `params`, signed with `token` over
+/// the public URL as Twilio signs it.
+async fn twilio(s: &Stack, path: &str, token: &str, params: &[(&str, &str)]) -> reqwest::Response {
+    let params: Vec<(String, String)> = params
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect();
+    let signature = twilio_signature(token, &format!("{PUBLIC}/v1/twilio/{path}"), &params);
+    reqwest::Client::new()
+        .post(format!("{}/v1/twilio/{path}", s.http))
+        .header("x-twilio-signature", signature)
+        .form(&params)
+        .send()
+        .await
+        .unwrap()
+}
+
 /// Posts a Slack `block_actions` callback for `action_id` on `incident` by Slack user
 /// `user`, signed with `secret` at the stack's time.
 async fn click(
@@ -126,14 +157,7 @@ async fn timeline(s: &Stack, id: &str) -> Vec<v1::TimelineEntry> {
 
 #[tokio::test]
 async fn an_email_then_a_slack_page_and_the_slack_button_stops_the_escalation() {
-    let mut smtp = SmtpServer::start(&["--mode", "plain"]).await;
-    let api = Recorder::start().await;
-    let dir = secrets();
-    let mut s = Stack::start(
-        &crate::harness::empty_runbooks(),
-        &config(dir.path(), smtp.port, &api.url),
-    )
-    .await;
+    let (mut smtp, api, _dir, mut s) = answering_stack().await;
     let id = s.raise("checkout is down").await;
 
     // Step 1: alice, on call, by email, with links that act as her.
@@ -253,14 +277,7 @@ async fn an_email_then_a_slack_page_and_the_slack_button_stops_the_escalation() 
 
 #[tokio::test]
 async fn a_pages_link_acts_only_when_posted_and_only_as_signed() {
-    let mut smtp = SmtpServer::start(&["--mode", "plain"]).await;
-    let api = Recorder::start().await;
-    let dir = secrets();
-    let mut s = Stack::start(
-        &crate::harness::empty_runbooks(),
-        &config(dir.path(), smtp.port, &api.url),
-    )
-    .await;
+    let (mut smtp, api, _dir, mut s) = answering_stack().await;
     let id = s.raise("search is slow").await;
     let mail = smtp.next().await;
     let body = mail["body"].as_str().unwrap_or_default().to_owned();
@@ -320,14 +337,7 @@ async fn a_pages_link_acts_only_when_posted_and_only_as_signed() {
 
 #[tokio::test]
 async fn a_text_message_reply_resolves_and_a_forged_one_does_nothing() {
-    let smtp = SmtpServer::start(&["--mode", "plain"]).await;
-    let api = Recorder::start().await;
-    let dir = secrets();
-    let mut s = Stack::start(
-        &crate::harness::empty_runbooks(),
-        &config(dir.path(), smtp.port, &api.url),
-    )
-    .await;
+    let (_smtp, api, _dir, mut s) = answering_stack().await;
     let id = s.raise_with_labels("replica lag", &[("team", "db")]).await;
     let text = eventually("dave's text message", || async {
         api.received
@@ -356,30 +366,26 @@ async fn a_text_message_reply_resolves_and_a_forged_one_does_nothing() {
     // The text is `sent` (Twilio took it) with Twilio's id, until Twilio's status callback
     // says it was delivered; a forged callback changes nothing.
     let sid = text_sid(&s, &id).await;
-    let status = |token: &'static str, sid: String| {
-        let params: Vec<(String, String)> =
-            [("MessageSid", sid.as_str()), ("MessageStatus", "delivered")]
-                .iter()
-                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-                .collect();
-        let signature = twilio_signature(token, &format!("{PUBLIC}/v1/twilio/status"), &params);
-        let url = format!("{}/v1/twilio/status", s.http);
-        async move {
-            reqwest::Client::new()
-                .post(url)
-                .header("x-twilio-signature", signature)
-                .form(&params)
-                .send()
-                .await
-                .unwrap()
-        }
-    };
     assert_eq!(
-        status("not-the-token", sid.clone()).await.status(),
+        twilio(
+            &s,
+            "status",
+            "not-the-token",
+            &[("MessageSid", &sid), ("MessageStatus", "delivered")]
+        )
+        .await
+        .status(),
         reqwest::StatusCode::FORBIDDEN
     );
     assert_eq!(
-        status(TWILIO_TOKEN, sid.clone()).await.status(),
+        twilio(
+            &s,
+            "status",
+            TWILIO_TOKEN,
+            &[("MessageSid", &sid), ("MessageStatus", "delivered")]
+        )
+        .await
+        .status(),
         reqwest::StatusCode::NO_CONTENT
     );
     eventually("the text delivered", || async {
@@ -390,26 +396,17 @@ async fn a_text_message_reply_resolves_and_a_forged_one_does_nothing() {
     .await;
 
     let reply = |token: &'static str, body: &'static str, sid: &'static str| {
-        let params: Vec<(String, String)> = [
-            ("From", "+15550100"),
-            ("To", "+15550199"),
-            ("Body", body),
-            ("MessageSid", sid),
-        ]
-        .iter()
-        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-        .collect();
-        let signature = twilio_signature(token, &format!("{PUBLIC}/v1/twilio/sms"), &params);
-        let url = format!("{}/v1/twilio/sms", s.http);
-        async move {
-            reqwest::Client::new()
-                .post(url)
-                .header("x-twilio-signature", signature)
-                .form(&params)
-                .send()
-                .await
-                .unwrap()
-        }
+        twilio(
+            &s,
+            "sms",
+            token,
+            &[
+                ("From", "+15550100"),
+                ("To", "+15550199"),
+                ("Body", body),
+                ("MessageSid", sid),
+            ],
+        )
     };
     // Signed with another token: refused, nothing changes.
     let forged = reply("not-the-token", "1r", "SM0001").await;
@@ -448,14 +445,7 @@ async fn a_text_message_reply_resolves_and_a_forged_one_does_nothing() {
 /// is refused with a status that says so, and the incident stays as it was.
 #[tokio::test]
 async fn hostile_answers_are_refused_and_change_nothing() {
-    let smtp = SmtpServer::start(&["--mode", "plain"]).await;
-    let api = Recorder::start().await;
-    let dir = secrets();
-    let mut s = Stack::start(
-        &crate::harness::empty_runbooks(),
-        &config(dir.path(), smtp.port, &api.url),
-    )
-    .await;
+    let (_smtp, api, _dir, mut s) = answering_stack().await;
     let id = s.raise("disk full").await;
     let web = reqwest::Client::new();
     let slack = |body: String, ts: i64, secret: &str| {
