@@ -277,7 +277,7 @@ async fn an_email_then_a_slack_page_and_the_slack_button_stops_the_escalation() 
 
 #[tokio::test]
 async fn a_pages_link_acts_only_when_posted_and_only_as_signed() {
-    let (mut smtp, api, _dir, mut s) = answering_stack().await;
+    let (mut smtp, _api, _dir, mut s) = answering_stack().await;
     let id = s.raise("search is slow").await;
     let mail = smtp.next().await;
     let body = mail["body"].as_str().unwrap_or_default().to_owned();
@@ -396,17 +396,16 @@ async fn a_text_message_reply_resolves_and_a_forged_one_does_nothing() {
     .await;
 
     let reply = |token: &'static str, body: &'static str, sid: &'static str| {
-        twilio(
-            &s,
-            "sms",
-            token,
-            &[
+        let s = &s;
+        async move {
+            let params = [
                 ("From", "+15550100"),
                 ("To", "+15550199"),
                 ("Body", body),
                 ("MessageSid", sid),
-            ],
-        )
+            ];
+            twilio(s, "sms", token, &params).await
+        }
     };
     // Signed with another token: refused, nothing changes.
     let forged = reply("not-the-token", "1r", "SM0001").await;
@@ -445,7 +444,7 @@ async fn a_text_message_reply_resolves_and_a_forged_one_does_nothing() {
 /// is refused with a status that says so, and the incident stays as it was.
 #[tokio::test]
 async fn hostile_answers_are_refused_and_change_nothing() {
-    let (_smtp, api, _dir, mut s) = answering_stack().await;
+    let (_smtp, _api, _dir, mut s) = answering_stack().await;
     let id = s.raise("disk full").await;
     let web = reqwest::Client::new();
     let slack = |body: String, ts: i64, secret: &str| {
