@@ -10,6 +10,7 @@ mod path;
 mod roles;
 mod runbooks;
 mod schedules;
+mod silences;
 mod webhooks;
 
 // The binary's allocator, so the runbook sandbox's memory limit applies as it does there.

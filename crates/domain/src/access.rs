@@ -79,6 +79,8 @@ states!(
         SchedulesManage => "schedules.manage",
         /// Add and remove a schedule's overrides (swap a shift, cover for someone).
         SchedulesOverride => "schedules.override",
+        /// Set, edit and expire silences (Alertmanager's API on Firebreak).
+        SilencesManage => "silences.manage",
         AuditRead => "audit.read",
         /// Read the credential table (each service's verifier keeps a copy).
         CredentialsSync => "credentials.sync",
@@ -101,6 +103,7 @@ const RESPONDER: &[Permission] = &[
     P::RunbooksDryRun,
     P::ApprovalsDecide,
     P::SchedulesOverride,
+    P::SilencesManage,
 ];
 const COMMANDER: &[Permission] = &[P::IncidentsClose, P::IncidentsAssign];
 const OPERATOR: &[Permission] = &[P::IntegrationsRead];

@@ -15,6 +15,7 @@ mod rules;
 pub mod schedule;
 mod service_error;
 mod signal;
+pub mod silence;
 mod states;
 
 pub use clock::{Clock, ManualClock, Micros, SystemClock};

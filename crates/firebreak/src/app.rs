@@ -105,6 +105,8 @@ struct Services {
     notification: Option<Notification>,
     /// The directory's gRPC services, where this process holds the directory.
     directory: Option<Directory>,
+    /// Silences, where this process holds intake's database: Alertmanager's API serves them.
+    silences: Option<(Arc<dyn firebreak_storage::SilenceStore>, Arc<dyn Clock>)>,
     /// Embedded mode: the bus's log and notification's outbox, where the `audit` stream is
     /// read in place with no consumer in Firebreak; its old events are swept.
     audit_outbox: Option<(Arc<dyn BusLog>, Arc<dyn OutboxLog>)>,
@@ -630,6 +632,7 @@ impl App {
             .collect();
         // Intake reaches triage over gRPC, as it does in distributed mode; here that is
         // this process's own server.
+        let silences: Arc<dyn firebreak_storage::SilenceStore> = intake_store.clone();
         let intake = build_intake(
             &config,
             intake_store,
@@ -648,6 +651,7 @@ impl App {
             orchestration: None,
             notification: None,
             directory: None,
+            silences: Some((silences, clock.clone())),
             audit_outbox: Some((bus_log, notification_store.clone())),
             dependencies,
         };
@@ -979,6 +983,13 @@ impl Startup {
             routes.add_service(s.integrations_grpc());
             router = router.merge(s.http_routes());
         }
+        if let (Some((store, clock)), Some(v)) = (&services.silences, &self.verifier) {
+            router = router.merge(crate::silences::routes(
+                store.clone(),
+                v.clone(),
+                clock.clone(),
+            ));
+        }
         if let Some(s) = &services.triage {
             s.spawn(tasks, &self.work);
             routes.add_service(s.grpc());
@@ -1084,6 +1095,7 @@ async fn connect(
         orchestration: None,
         notification: None,
         directory: None,
+        silences: None,
         audit_outbox: None,
         dependencies: Vec::new(),
     };
@@ -1094,10 +1106,12 @@ async fn connect(
             })
             .await;
             let triage = config.peers.triage.as_deref().unwrap_or_default();
+            let store = Arc::new(store);
+            services.silences = Some((store.clone(), clock.clone()));
             services.intake = Some(
                 build_intake(
                     config,
-                    Arc::new(store),
+                    store,
                     nats.clone(),
                     firebreak_proto::access::authed(
                         peer_channel(triage, &ClientTls::for_peers(&config.tls))?,

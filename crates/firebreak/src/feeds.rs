@@ -151,6 +151,27 @@ fn respond(
 
 /// Whether the caller's token (bearer header, else `?token=`) may read the directory.
 async fn allowed(f: &Feeds, headers: &HeaderMap, query: Option<&str>) -> Result<(), Response> {
+    authorize(
+        &f.verifier,
+        headers,
+        query,
+        Permission::DirectoryRead,
+        "notification",
+    )
+    .await
+    .map(drop)
+}
+
+/// The caller of an HTTP endpoint, verified from its token (a bearer header, else `query`),
+/// when it holds `permission` on `service`; otherwise the answer refusing it (401 without a
+/// valid token, 403 without the permission).
+pub(crate) async fn authorize(
+    verifier: &Verifier,
+    headers: &HeaderMap,
+    query: Option<&str>,
+    permission: Permission,
+    service: &str,
+) -> Result<Arc<firebreak_domain::access::Principal>, Response> {
     let bearer = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
@@ -164,7 +185,7 @@ async fn allowed(f: &Feeds, headers: &HeaderMap, query: Option<&str>) -> Result<
         )
             .into_response());
     };
-    let principal = match f.verifier.verify(token, None).await {
+    let principal = match verifier.verify(token, None).await {
         Ok(p) => p,
         Err(_) => {
             firebreak_telemetry::metrics().auth_failures.inc();
@@ -172,16 +193,16 @@ async fn allowed(f: &Feeds, headers: &HeaderMap, query: Option<&str>) -> Result<
         }
     };
     let target = Target {
-        service: "notification",
+        service,
         team: None,
         incident: None,
     };
-    if principal.may(Permission::DirectoryRead, target) {
-        Ok(())
+    if principal.may(permission, target) {
+        Ok(principal)
     } else {
         Err((
             StatusCode::FORBIDDEN,
-            format!("{} may not directory.read\n", principal.actor()),
+            format!("{} may not {}\n", principal.actor(), permission.as_str()),
         )
             .into_response())
     }

@@ -10,6 +10,7 @@ mod feeds;
 mod health;
 mod net;
 mod output;
+mod silences;
 mod tls;
 mod traced;
 

@@ -370,6 +370,19 @@ pub fn choose_reply_code(taken: &[(u32, String, i64)], incident_id: &str) -> (u3
     (oldest, false)
 }
 
+/// Silences (intake's database), Alertmanager's: kept by id, replaced when one with its id is
+/// put again (an edit), expired by moving their end.
+#[async_trait]
+pub trait SilenceStore: Send + Sync {
+    /// Creates or replaces a silence.
+    async fn put_silence(&self, silence: &firebreak_domain::silence::Silence) -> Result<()>;
+    /// Every silence, newest start first.
+    async fn silences(&self) -> Result<Vec<firebreak_domain::silence::Silence>>;
+    async fn silence(&self, id: &str) -> Result<Option<firebreak_domain::silence::Silence>>;
+    /// How many silences are kept (what bounds creating more).
+    async fn count_silences(&self) -> Result<u64>;
+}
+
 /// On-call schedules kept at run time (notification's database). Every change takes the
 /// next schedule version in the same transaction, so replicas see one by comparing it.
 #[async_trait]

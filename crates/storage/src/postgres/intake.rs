@@ -80,7 +80,25 @@ ALTER TABLE integrations ADD CONSTRAINT integrations_key_hash_key UNIQUE (key_ha
 ALTER TABLE integrations DROP COLUMN key;
 ",
     },
+    Migration {
+        version: 4,
+        sql: SILENCES,
+    },
 ];
+
+/// Silences, Alertmanager's (`domain::silence`); matchers as JSON. SQLite's migration 7 is the same.
+const SILENCES: &str = "
+CREATE TABLE silences (
+    id TEXT PRIMARY KEY,
+    matchers TEXT NOT NULL,
+    starts_at BIGINT NOT NULL,
+    ends_at BIGINT NOT NULL,
+    created_by TEXT NOT NULL,
+    comment TEXT NOT NULL,
+    updated_at BIGINT NOT NULL
+);
+CREATE INDEX silences_ends_at ON silences (ends_at);
+";
 
 /// Namespaces of intake's advisory locks.
 const ALERT_KEY_LOCK: &str = "intake.alert_key";
@@ -361,6 +379,66 @@ fn alert_row(r: &PgRow) -> Result<AlertRecord> {
         annotations: from_json(r.try_get("annotations")?)?,
         integration: r.try_get("integration")?,
         alert_key: r.try_get("alert_key")?,
+    })
+}
+
+#[async_trait]
+impl crate::SilenceStore for PgIntakeStore {
+    async fn put_silence(&self, s: &firebreak_domain::silence::Silence) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO silences (id, matchers, starts_at, ends_at, created_by, comment, updated_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7)
+             ON CONFLICT (id) DO UPDATE SET matchers = $2, starts_at = $3, ends_at = $4,
+                created_by = $5, comment = $6, updated_at = $7",
+        )
+        .bind(&s.id)
+        .bind(json_text(&s.matchers)?)
+        .bind(s.starts_at.unix_micros())
+        .bind(s.ends_at.unix_micros())
+        .bind(&s.created_by)
+        .bind(&s.comment)
+        .bind(s.updated_at.unix_micros())
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn silences(&self) -> Result<Vec<firebreak_domain::silence::Silence>> {
+        sqlx::query("SELECT * FROM silences ORDER BY starts_at DESC, id")
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(silence_row)
+            .collect()
+    }
+
+    async fn silence(&self, id: &str) -> Result<Option<firebreak_domain::silence::Silence>> {
+        sqlx::query("SELECT * FROM silences WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?
+            .as_ref()
+            .map(silence_row)
+            .transpose()
+    }
+
+    async fn count_silences(&self) -> Result<u64> {
+        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM silences")
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(n as u64)
+    }
+}
+
+fn silence_row(r: &PgRow) -> Result<firebreak_domain::silence::Silence> {
+    Ok(firebreak_domain::silence::Silence {
+        id: r.try_get("id")?,
+        matchers: from_json(r.try_get("matchers")?)?,
+        starts_at: Micros::from_unix_micros(r.try_get("starts_at")?),
+        ends_at: Micros::from_unix_micros(r.try_get("ends_at")?),
+        created_by: r.try_get("created_by")?,
+        comment: r.try_get("comment")?,
+        updated_at: Micros::from_unix_micros(r.try_get("updated_at")?),
     })
 }
 

@@ -85,7 +85,25 @@ ALTER TABLE integrations ADD COLUMN key_hint TEXT NOT NULL DEFAULT '';
 ALTER TABLE integrations ADD COLUMN signing_secret TEXT;
 ",
     },
+    Migration {
+        version: 7,
+        sql: SILENCES,
+    },
 ];
+
+/// Silences, Alertmanager's (`domain::silence`); matchers as JSON. Postgres' migration 4 is the same.
+const SILENCES: &str = "
+CREATE TABLE silences (
+    id TEXT PRIMARY KEY,
+    matchers TEXT NOT NULL,
+    starts_at INTEGER NOT NULL,
+    ends_at INTEGER NOT NULL,
+    created_by TEXT NOT NULL,
+    comment TEXT NOT NULL,
+    updated_at INTEGER NOT NULL
+);
+CREATE INDEX silences_ends_at ON silences (ends_at);
+";
 
 /// The integrations table as it stands once keys are hashed.
 const INTEGRATIONS_HASHED: &str = "
@@ -457,6 +475,89 @@ impl IntakeTx for SqliteIntakeTx {
         })
         .await
     }
+}
+
+#[async_trait]
+impl crate::SilenceStore for SqliteIntakeStore {
+    async fn put_silence(&self, s: &firebreak_domain::silence::Silence) -> Result<()> {
+        let s = s.clone();
+        let matchers = json_text(&s.matchers)?;
+        self.db
+            .write(move |tx| {
+                tx.prepare_cached(
+                    "INSERT INTO silences (id, matchers, starts_at, ends_at, created_by, comment, updated_at)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+                     ON CONFLICT (id) DO UPDATE SET matchers = ?2, starts_at = ?3, ends_at = ?4,
+                        created_by = ?5, comment = ?6, updated_at = ?7",
+                )?
+                .execute(rusqlite::params![
+                    s.id,
+                    matchers,
+                    s.starts_at.unix_micros(),
+                    s.ends_at.unix_micros(),
+                    s.created_by,
+                    s.comment,
+                    s.updated_at.unix_micros()
+                ])?;
+                Ok(())
+            })
+            .await
+    }
+
+    async fn silences(&self) -> Result<Vec<firebreak_domain::silence::Silence>> {
+        self.db
+            .read(|c| {
+                let mut stmt = c.prepare_cached(
+                    "SELECT id, matchers, starts_at, ends_at, created_by, comment, updated_at
+                     FROM silences ORDER BY starts_at DESC, id",
+                )?;
+                let mut rows = stmt.query([])?;
+                let mut out = Vec::new();
+                while let Some(r) = rows.next()? {
+                    out.push(silence_row(r)?);
+                }
+                Ok(out)
+            })
+            .await
+    }
+
+    async fn silence(&self, id: &str) -> Result<Option<firebreak_domain::silence::Silence>> {
+        let id = id.to_owned();
+        self.db
+            .read(move |c| {
+                let mut stmt = c.prepare_cached(
+                    "SELECT id, matchers, starts_at, ends_at, created_by, comment, updated_at
+                     FROM silences WHERE id = ?",
+                )?;
+                let mut rows = stmt.query([&id])?;
+                match rows.next()? {
+                    Some(r) => Ok(Some(silence_row(r)?)),
+                    None => Ok(None),
+                }
+            })
+            .await
+    }
+
+    async fn count_silences(&self) -> Result<u64> {
+        self.db
+            .read(|c| {
+                Ok(c.prepare_cached("SELECT COUNT(*) FROM silences")?
+                    .query_row([], |r| r.get::<_, i64>(0))? as u64)
+            })
+            .await
+    }
+}
+
+fn silence_row(r: &rusqlite::Row<'_>) -> Result<firebreak_domain::silence::Silence> {
+    Ok(firebreak_domain::silence::Silence {
+        id: r.get(0)?,
+        matchers: from_json(&r.get::<_, String>(1)?)?,
+        starts_at: Micros::from_unix_micros(r.get(2)?),
+        ends_at: Micros::from_unix_micros(r.get(3)?),
+        created_by: r.get(4)?,
+        comment: r.get(5)?,
+        updated_at: Micros::from_unix_micros(r.get(6)?),
+    })
 }
 
 #[cfg(test)]

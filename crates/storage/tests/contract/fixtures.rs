@@ -87,6 +87,18 @@ pub(crate) async fn intake(adapter: Adapter) -> Fixture<dyn IntakeStore> {
     Fixture { store, backend }
 }
 
+/// Silences, in intake's database.
+pub(crate) async fn silences(adapter: Adapter) -> Fixture<dyn firebreak_storage::SilenceStore> {
+    let backend = Backend::new(adapter).await;
+    let store: Arc<dyn firebreak_storage::SilenceStore> = match &backend {
+        Backend::Sqlite { path, .. } => {
+            Arc::new(SqliteIntakeStore::open(path, false).await.unwrap())
+        }
+        Backend::Postgres(db) => Arc::new(PgIntakeStore::connect(&db.url).await.unwrap()),
+    };
+    Fixture { store, backend }
+}
+
 pub(crate) async fn triage(adapter: Adapter) -> Fixture<dyn TriageStore> {
     let backend = Backend::new(adapter).await;
     let store = triage_store(&backend).await;

@@ -14,6 +14,7 @@ mod races;
 mod schedules;
 mod schema;
 mod server;
+mod silences;
 mod triage;
 
 /// Runs each listed check (an `async fn(&Fixture<dyn Store>)` of the calling module) on both
