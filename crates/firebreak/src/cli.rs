@@ -305,6 +305,11 @@ pub enum IncidentCmd {
     Timeline {
         id: String,
     },
+    /// Follow timelines live: every entry as it is written, of one incident or of all,
+    /// until interrupted (a line each; JSON lines with --output json).
+    Watch {
+        id: Option<String>,
+    },
     #[command(name = "ack")]
     Acknowledge {
         id: String,
@@ -1032,6 +1037,18 @@ async fn client(cmd: Command, targets: &Targets, out: &Out) -> anyhow::Result<()
                 page_token = r.next_page_token;
             }
             out.timeline(&entries);
+        }
+        Command::Incident(IncidentCmd::Watch { id }) => {
+            let mut stream = incidents
+                .watch(v1::WatchRequest {
+                    incident_id: id.unwrap_or_default(),
+                })
+                .await
+                .map_err(status)?
+                .into_inner();
+            while let Some(entry) = stream.message().await.map_err(status)? {
+                out.watched(&entry);
+            }
         }
         Command::Incident(IncidentCmd::Acknowledge { id }) => {
             let r = incidents

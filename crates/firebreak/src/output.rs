@@ -348,6 +348,25 @@ impl Out {
         }
     }
 
+    /// One entry as it arrives: a line each (JSON lines with --output json), flushed.
+    pub(crate) fn watched(&self, e: &v1::TimelineEntry) {
+        use std::io::Write as _;
+        let line = match self.format {
+            OutputFormat::Json => entry_json(e).to_string(),
+            OutputFormat::Table => format!(
+                "{}  {}  {}  {}  {}",
+                ts(e.at.as_ref()).as_str().unwrap_or("-"),
+                e.incident_id,
+                e.kind,
+                e.actor,
+                e.data
+            ),
+        };
+        let mut out = std::io::stdout().lock();
+        let _ = writeln!(out, "{line}");
+        let _ = out.flush();
+    }
+
     pub(crate) fn review(&self, r: &v1::GetReviewResponse) {
         match self.format {
             OutputFormat::Json => self.json(json!({

@@ -2171,3 +2171,79 @@ fn schedules_made_at_run_time_and_their_overrides_outlive_a_restart() {
     assert_ne!(code, 0, "{err}");
     assert!(err.contains("declared in configuration"), "{err}");
 }
+
+#[test]
+fn incident_watch_prints_each_timeline_entry_as_it_is_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("config.yaml");
+    std::fs::write(&config, "{}\n").unwrap();
+    let server = Server::start(&dir.path().join("data"), &repo("runbooks"), &config);
+    let raised = server.json(&["raise", "--title", "queue backing up"]);
+    let id = raised["incident_id"].as_str().unwrap().to_owned();
+    let token = server.token();
+    let mut watch = Command::new(BIN)
+        .args([
+            "--server",
+            server.grpc.as_str(),
+            "--token",
+            token.as_str(),
+            "--output",
+            "json",
+            "incident",
+            "watch",
+            id.as_str(),
+        ])
+        .env_remove("FIREBREAK_SERVER")
+        .env_remove("FIREBREAK_OUTPUT")
+        .env_remove("FIREBREAK_CLIENT_CONFIG")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = watch.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel::<Value>();
+    std::thread::spawn(move || {
+        use std::io::BufRead as _;
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if let Ok(v) = serde_json::from_str::<Value>(&line) {
+                let _ = tx.send(v);
+            }
+        }
+    });
+    // The stream is open once a note written now comes through.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        server.cli(&["incident", "note", &id, "ping"]);
+        if rx.recv_timeout(Duration::from_millis(500)).is_ok() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the watch never printed");
+    }
+    // Entries arrive as they are written, in order, one JSON line each.
+    server.cli(&["incident", "note", &id, "first look"]);
+    server.cli(&["incident", "ack", &id]);
+    let mut seen: Vec<(String, Value)> = Vec::new();
+    while !seen.iter().any(|(k, _)| k == "acknowledged") {
+        let v = rx
+            .recv_timeout(Duration::from_secs(30))
+            .unwrap_or_else(|_| panic!("no more entries after {seen:?}"));
+        assert_eq!(v["incident_id"], id.as_str(), "{v}");
+        // The person's entries (the shipped runbook writes its own meanwhile).
+        let by_person = v["actor"].as_str().is_some_and(|a| a.starts_with("user:"));
+        if by_person && v["data"]["text"] != "ping" {
+            seen.push((
+                v["kind"].as_str().unwrap_or_default().to_owned(),
+                v["data"].clone(),
+            ));
+        }
+    }
+    let kinds: Vec<&str> = seen.iter().map(|(k, _)| k.as_str()).collect();
+    assert_eq!(kinds, ["note", "acknowledged"], "{seen:?}");
+    assert_eq!(seen[0].1["text"], "first look");
+    let _ = watch.kill();
+    let _ = watch.wait();
+}
