@@ -152,3 +152,92 @@ async fn amtool_adds_queries_and_expires_silences_on_firebreak() {
     let all: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(all.as_array().unwrap().len(), 1, "{all:#}");
 }
+
+/// A silenced alert is stored and answered as silenced, opens no incident and pages
+/// nobody; an alert the silence does not match opens as usual; after amtool expires the
+/// silence, the same alert opens and pages.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silenced_alert_opens_and_pages_nothing_until_the_silence_is_expired() {
+    let hook = crate::harness::Recorder::start().await;
+    let config = format!(
+        "channels:\n  - {{ name: hook, kind: webhook, url: {}/hook }}\n",
+        hook.url
+    );
+    let s = Stack::start(&crate::harness::empty_runbooks(), &config).await;
+    let dir = tempfile::tempdir().unwrap();
+    let sam = s.person("sam", v1::Role::Responder).await;
+    let (code, out, err) = amtool(
+        &s,
+        dir.path(),
+        &sam.token,
+        &[
+            "silence",
+            "add",
+            "alertname=DiskFull",
+            "--comment=resizing",
+            "--duration=1h",
+        ],
+    );
+    assert_eq!(code, 0, "{out}{err}");
+    let id = out.trim().to_owned();
+    let raise = |alertname: &str, title: &str| {
+        let mut intake = s.intake.clone();
+        let alert = v1::AlertInput {
+            title: title.into(),
+            source: "e2e".into(),
+            labels: [("alertname".to_owned(), alertname.to_owned())].into(),
+            ..Default::default()
+        };
+        async move {
+            intake
+                .raise_incident(v1::RaiseIncidentRequest {
+                    alert: Some(alert),
+                    ..Default::default()
+                })
+                .await
+                .unwrap()
+                .into_inner()
+        }
+    };
+    let silenced = raise("DiskFull", "disk full on db-1").await;
+    assert_eq!(silenced.silenced_by, id, "{silenced:?}");
+    assert!(silenced.incident_id.is_empty() && !silenced.alert_id.is_empty());
+    let opened = raise("HighCPU", "cpu hot on web-1").await;
+    assert!(opened.silenced_by.is_empty() && !opened.incident_id.is_empty());
+    crate::harness::eventually("the unsilenced incident's message", || async {
+        (!hook.on("/hook").is_empty()).then_some(())
+    })
+    .await;
+    // Expired: the same alert opens and is announced.
+    let (code, out, err) = amtool(&s, dir.path(), &sam.token, &["silence", "expire", &id]);
+    assert_eq!(code, 0, "{out}{err}");
+    let after = raise("DiskFull", "disk full on db-1").await;
+    assert!(
+        after.silenced_by.is_empty() && !after.incident_id.is_empty(),
+        "{after:?}"
+    );
+    let announced = crate::harness::eventually("both incidents announced", || async {
+        let ids: std::collections::BTreeSet<String> = hook
+            .on("/hook")
+            .iter()
+            .filter_map(|r| r.body["incident"]["id"].as_str().map(str::to_owned))
+            .collect();
+        (ids.len() >= 2).then_some(ids)
+    })
+    .await;
+    assert_eq!(
+        announced,
+        [opened.incident_id.clone(), after.incident_id.clone()].into(),
+        "the silenced alert was never announced"
+    );
+    // Only those two incidents exist.
+    let listed = s
+        .incidents
+        .clone()
+        .list_incidents(v1::ListIncidentsRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .incidents;
+    assert_eq!(listed.len(), 2);
+}

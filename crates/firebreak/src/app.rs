@@ -106,7 +106,7 @@ struct Services {
     /// The directory's gRPC services, where this process holds the directory.
     directory: Option<Directory>,
     /// Silences, where this process holds intake's database: Alertmanager's API serves them.
-    silences: Option<(Arc<dyn firebreak_storage::SilenceStore>, Arc<dyn Clock>)>,
+    silences: Option<(Arc<firebreak_intake::silencer::Silencer>, Arc<dyn Clock>)>,
     /// Embedded mode: the bus's log and notification's outbox, where the `audit` stream is
     /// read in place with no consumer in Firebreak; its old events are swept.
     audit_outbox: Option<(Arc<dyn BusLog>, Arc<dyn OutboxLog>)>,
@@ -632,7 +632,6 @@ impl App {
             .collect();
         // Intake reaches triage over gRPC, as it does in distributed mode; here that is
         // this process's own server.
-        let silences: Arc<dyn firebreak_storage::SilenceStore> = intake_store.clone();
         let intake = build_intake(
             &config,
             intake_store,
@@ -645,13 +644,14 @@ impl App {
             secrets_keyring(&config, Some(&config.data_dir))?,
         )
         .await?;
+        let silencer = intake.silencer();
         let mut services = Services {
             intake: Some(intake),
             triage: None,
             orchestration: None,
             notification: None,
             directory: None,
-            silences: Some((silences, clock.clone())),
+            silences: Some((silencer, clock.clone())),
             audit_outbox: Some((bus_log, notification_store.clone())),
             dependencies,
         };
@@ -1106,22 +1106,20 @@ async fn connect(
             })
             .await;
             let triage = config.peers.triage.as_deref().unwrap_or_default();
-            let store = Arc::new(store);
-            services.silences = Some((store.clone(), clock.clone()));
-            services.intake = Some(
-                build_intake(
-                    config,
-                    store,
-                    nats.clone(),
-                    firebreak_proto::access::authed(
-                        peer_channel(triage, &ClientTls::for_peers(&config.tls))?,
-                        config.auth.service_token.as_ref().map(|t| t.0.as_str()),
-                    ),
-                    clock,
-                    secrets_keyring(config, None)?,
-                )
-                .await?,
-            );
+            let intake = build_intake(
+                config,
+                Arc::new(store),
+                nats.clone(),
+                firebreak_proto::access::authed(
+                    peer_channel(triage, &ClientTls::for_peers(&config.tls))?,
+                    config.auth.service_token.as_ref().map(|t| t.0.as_str()),
+                ),
+                clock.clone(),
+                secrets_keyring(config, None)?,
+            )
+            .await?;
+            services.silences = Some((intake.silencer(), clock));
+            services.intake = Some(intake);
             nats
         }
         Service::Triage => {

@@ -14,6 +14,7 @@ use axum::response::{IntoResponse, Response};
 use firebreak_domain::access::Permission;
 use firebreak_domain::silence::{MatchOp, Matcher, Silence};
 use firebreak_domain::{Clock, Micros};
+use firebreak_intake::silencer::Silencer;
 use firebreak_storage::SilenceStore;
 use serde::{Deserialize, Serialize};
 
@@ -27,13 +28,15 @@ const MAX_SILENCES: u64 = 10_000;
 #[derive(Clone)]
 struct Silences {
     store: Arc<dyn SilenceStore>,
+    /// Intake's silences in force, reloaded after each change here.
+    silencer: Arc<Silencer>,
     verifier: Arc<Verifier>,
     clock: Arc<dyn Clock>,
 }
 
 /// The silences API's routes.
 pub(crate) fn routes(
-    store: Arc<dyn SilenceStore>,
+    silencer: Arc<Silencer>,
     verifier: Arc<Verifier>,
     clock: Arc<dyn Clock>,
 ) -> axum::Router {
@@ -45,10 +48,20 @@ pub(crate) fn routes(
         )
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .with_state(Silences {
-            store,
+            store: silencer.store().clone(),
+            silencer,
             verifier,
             clock,
         })
+}
+
+impl Silences {
+    /// This process's intake takes a change at once (other replicas within a second).
+    async fn reload(&self, now: Micros) {
+        if let Err(e) = self.silencer.reload(now).await {
+            tracing::warn!(error = %e, "reloading the silences failed; they reload within a second");
+        }
+    }
 }
 
 /// A matcher as Alertmanager's API has it.
@@ -271,6 +284,7 @@ async fn create(
     if let Err(e) = api.store.put_silence(&silence).await {
         return store_failed(e);
     }
+    api.reload(now).await;
     tracing::info!(silence = %silence.id, by = %principal.actor(), "a silence was set");
     Json(serde_json::json!({ "silenceID": silence.id })).into_response()
 }
@@ -308,6 +322,7 @@ async fn expire(
     if let Err(e) = api.store.put_silence(&s).await {
         return store_failed(e);
     }
+    api.reload(now).await;
     tracing::info!(silence = %id, by = %principal.actor(), "a silence was expired");
     StatusCode::OK.into_response()
 }

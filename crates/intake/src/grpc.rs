@@ -150,6 +150,14 @@ impl IntakeService for Intake {
         if let Some(error) = outcome.error {
             return Err(Error::Invalid(error).into());
         }
+        // Silenced: stored, and triage never hears of it.
+        if let Some(silence) = outcome.silenced_by {
+            return Ok(Response::new(v1::RaiseIncidentResponse {
+                alert_id: outcome.alert_id,
+                silenced_by: silence,
+                ..Default::default()
+            }));
+        }
         // A repeat or a retried call: the alert is stored already; read it back for triage.
         let alert = match outcome.received {
             Some(a) => a,
@@ -185,6 +193,7 @@ impl IntakeService for Intake {
             alert_id,
             incident_id,
             deduplicated,
+            silenced_by: String::new(),
         }))
     }
 
@@ -217,6 +226,7 @@ impl IntakeService for Intake {
                     alert_id: o.alert_id,
                     error: o.error.unwrap_or_default(),
                     duplicate: o.duplicate,
+                    silenced_by: o.silenced_by.unwrap_or_default(),
                 })
                 .collect(),
         }))

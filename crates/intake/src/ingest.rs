@@ -46,6 +46,9 @@ pub struct SignalResult {
     /// The stored alert of a new trigger, as the `alerts` event carries it.
     #[serde(skip)]
     pub received: Option<v1::AlertReceived>,
+    /// The silence that silenced this trigger: it was stored, and opens and pages nothing.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub silenced_by: Option<String>,
 }
 
 /// The caller's integration as intake needs it.
@@ -70,6 +73,8 @@ struct Prepared {
     record: AlertRecord,
     received: v1::AlertReceived,
     event: OutboxEvent,
+    /// The silence in force that matches its labels: the alert is stored, and nothing opens.
+    silenced_by: Option<String>,
 }
 
 /// A signal as the writer takes it: a trigger prepared, a follow-up as is, or why it was
@@ -156,7 +161,13 @@ impl Intake {
             .into_iter()
             .map(|(mut item, checked)| {
                 let ready = checked.map(|signal| {
-                    signal.map(|signal| prepare(&source, &mut item, signal, received_at))
+                    signal.map(|signal| {
+                        let mut prepared = prepare(&source, &mut item, signal, received_at);
+                        prepared.silenced_by = self
+                            .silencer
+                            .silenced_by(&prepared.record.labels, received_at);
+                        prepared
+                    })
                 });
                 (item, ready)
             })
@@ -267,6 +278,7 @@ async fn commit_group(
                         error: Some(error),
                         duplicate: false,
                         received: None,
+                        silenced_by: None,
                     },
                     Ok(prepared) => apply(&mut pending, &source, &item, prepared),
                 })
@@ -366,6 +378,7 @@ fn prepare(
         record,
         received,
         event,
+        silenced_by: None,
     }
 }
 
@@ -384,6 +397,7 @@ fn apply(
         error: None,
         duplicate,
         received: None,
+        silenced_by: None,
     };
     match (item.action, prepared) {
         (
@@ -392,6 +406,7 @@ fn apply(
                 record,
                 received,
                 event,
+                silenced_by,
             }),
         ) => {
             if let Some((id, state)) = current
@@ -399,6 +414,17 @@ fn apply(
             {
                 // A repeat (Alertmanager's repeat_interval, a retried send): same alert.
                 return outcome(id, true);
+            }
+            // Silenced: stored, and nothing announced; nor is its key remembered as
+            // firing, so the sender's next notice after the silence ends is a new trigger.
+            if let Some(silence) = silenced_by {
+                tracing::debug!(alert = %record.id, silence, "an alert was silenced");
+                let id = record.id.clone();
+                pending.alerts.push(record);
+                return SignalResult {
+                    silenced_by: Some(silence),
+                    ..outcome(id, false)
+                };
             }
             if !key.is_empty() {
                 pending.set_key(source.integration, key, &record.id, "firing");

@@ -14,6 +14,7 @@ pub mod http;
 mod ingest;
 mod integrations;
 mod secrets;
+pub mod silencer;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -176,6 +177,8 @@ pub struct Intake {
     jobs: mpsc::Sender<ingest::Job>,
     /// Where intake reads the time (alerts' `received_at`, integrations' `created_at`).
     clock: Arc<dyn Clock>,
+    /// The silences in force: a silenced alert is stored, and opens and pages nothing.
+    silencer: Arc<silencer::Silencer>,
 }
 
 impl Intake {
@@ -191,7 +194,9 @@ impl Intake {
         let (jobs, queue) = mpsc::channel(MAX_QUEUED);
         // The writer ends when the last clone of this service is gone.
         tokio::spawn(ingest::writer(store.clone(), relay.clone(), queue));
+        let silences: Arc<dyn firebreak_storage::SilenceStore> = store.clone();
         Self {
+            silencer: Arc::new(silencer::Silencer::new(silences)),
             store,
             bus,
             relay,
@@ -203,6 +208,11 @@ impl Intake {
             jobs,
             clock: Arc::new(SystemClock),
         }
+    }
+
+    /// The silences this intake consults (the silences API reloads them after a change).
+    pub fn silencer(&self) -> Arc<silencer::Silencer> {
+        self.silencer.clone()
     }
 
     /// Reads the time from `clock` (the one the other services and the stores get) instead
@@ -239,6 +249,11 @@ impl Intake {
             name: "intake",
         };
         tasks.spawn(relay.run(shutdown.clone()));
+        tasks.spawn(
+            self.silencer
+                .clone()
+                .run(self.clock.clone(), shutdown.clone()),
+        );
     }
 
     /// A slot for one call, or `Overloaded` at once when all are taken.

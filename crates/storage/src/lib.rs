@@ -50,7 +50,7 @@ pub trait OutboxLog: Outbox {
 
 /// Intake's store: the raw and normalized alerts.
 #[async_trait]
-pub trait IntakeStore: Outbox {
+pub trait IntakeStore: Outbox + SilenceStore {
     /// Stores an alert and its `alerts` event in one transaction.
     async fn insert_alert(&self, alert: &AlertRecord, event: &OutboxEvent) -> Result<()>;
     /// Starts a write transaction, for a batch of signals that commits (or not) as one.
