@@ -157,15 +157,15 @@ impl Intake {
     ) -> Result<Vec<SignalResult>, IngestError> {
         let (reply, answer) = oneshot::channel();
         let received_at = self.clock.now();
+        let in_force = self.silencer.snapshot();
         let items = items
             .into_iter()
             .map(|(mut item, checked)| {
                 let ready = checked.map(|signal| {
                     signal.map(|signal| {
                         let mut prepared = prepare(&source, &mut item, signal, received_at);
-                        prepared.silenced_by = self
-                            .silencer
-                            .silenced_by(&prepared.record.labels, received_at);
+                        prepared.silenced_by =
+                            in_force.silenced_by(&prepared.record.labels, received_at);
                         prepared
                     })
                 });

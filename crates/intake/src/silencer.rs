@@ -23,6 +23,20 @@ struct Held {
     matchers: Vec<Compiled>,
 }
 
+/// The silences held at one moment.
+pub struct InForce(Arc<Vec<Held>>);
+
+impl InForce {
+    /// The silence that silences an alert with `labels` at `at`, if one does (with none held,
+    /// nothing is scanned).
+    pub fn silenced_by(&self, labels: &BTreeMap<String, String>, at: Micros) -> Option<String> {
+        self.0
+            .iter()
+            .find(|h| h.starts_at <= at && at < h.ends_at && silences(&h.matchers, labels))
+            .map(|h| h.id.clone())
+    }
+}
+
 /// The silences intake consults.
 pub struct Silencer {
     store: Arc<dyn SilenceStore>,
@@ -72,12 +86,9 @@ impl Silencer {
         Ok(())
     }
 
-    /// The silence that silences an alert with `labels` at `at`, if one does.
-    pub fn silenced_by(&self, labels: &BTreeMap<String, String>, at: Micros) -> Option<String> {
-        let held = self.held.read().unwrap_or_else(|e| e.into_inner()).clone();
-        held.iter()
-            .find(|h| h.starts_at <= at && at < h.ends_at && silences(&h.matchers, labels))
-            .map(|h| h.id.clone())
+    /// The silences held now: one read of the lock for a whole call's alerts.
+    pub fn snapshot(&self) -> InForce {
+        InForce(self.held.read().unwrap_or_else(|e| e.into_inner()).clone())
     }
 
     /// Reloads every second until `stop`.

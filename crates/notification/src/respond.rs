@@ -134,17 +134,21 @@ pub fn verify_slack(
         .and_then(|s| s.strip_prefix("v0="))
         .and_then(hex)
         .ok_or(Refused::Unsigned)?;
-    let key = hmac::Key::new(hmac::HMAC_SHA256, signing_secret.as_bytes());
-    let mut signed = format!("v0:{ts}:").into_bytes();
-    signed.extend_from_slice(body);
+    let (key, signed) = slack_input(signing_secret, ts, body);
     hmac::verify(&key, &signed, &tag).map_err(|_| Refused::Unsigned)
+}
+
+/// What Slack signs: `v0:TIMESTAMP:BODY`, with the signing secret's key.
+fn slack_input(signing_secret: &str, timestamp: &str, body: &[u8]) -> (hmac::Key, Vec<u8>) {
+    let key = hmac::Key::new(hmac::HMAC_SHA256, signing_secret.as_bytes());
+    let mut signed = format!("v0:{timestamp}:").into_bytes();
+    signed.extend_from_slice(body);
+    (key, signed)
 }
 
 /// Slack's signature of `body` at `timestamp` (what a local Slack in tests sends).
 pub fn slack_signature(signing_secret: &str, timestamp: i64, body: &[u8]) -> String {
-    let key = hmac::Key::new(hmac::HMAC_SHA256, signing_secret.as_bytes());
-    let mut signed = format!("v0:{timestamp}:").into_bytes();
-    signed.extend_from_slice(body);
+    let (key, signed) = slack_input(signing_secret, &timestamp.to_string(), body);
     let tag = hmac::sign(&key, &signed);
     let hex: String = tag.as_ref().iter().map(|b| format!("{b:02x}")).collect();
     format!("v0={hex}")
@@ -153,15 +157,8 @@ pub fn slack_signature(signing_secret: &str, timestamp: i64, body: &[u8]) -> Str
 /// Twilio's signature of a webhook: `X-Twilio-Signature: BASE64(HMAC-SHA1(auth token, the
 /// full URL Twilio requested + each POST parameter's name and value, sorted by name))`.
 pub fn twilio_signature(auth_token: &str, url: &str, params: &[(String, String)]) -> String {
-    let mut sorted: Vec<&(String, String)> = params.iter().collect();
-    sorted.sort();
-    let mut data = url.to_owned();
-    for (k, v) in sorted {
-        data.push_str(k);
-        data.push_str(v);
-    }
-    let key = hmac::Key::new(hmac::HMAC_SHA1_FOR_LEGACY_USE_ONLY, auth_token.as_bytes());
-    STANDARD.encode(hmac::sign(&key, data.as_bytes()).as_ref())
+    let (key, data) = twilio_input(auth_token, url, params);
+    STANDARD.encode(hmac::sign(&key, &data).as_ref())
 }
 
 /// Checks Twilio's signature of a webhook to `url` with form `params` (see
@@ -175,6 +172,13 @@ pub fn verify_twilio(
     let given = signature
         .and_then(|s| STANDARD.decode(s.trim()).ok())
         .ok_or(Refused::Unsigned)?;
+    let (key, data) = twilio_input(auth_token, url, params);
+    hmac::verify(&key, &data, &given).map_err(|_| Refused::Unsigned)
+}
+
+/// What Twilio signs: the URL, then each parameter's name and value sorted by name, with the
+/// auth token's key.
+fn twilio_input(auth_token: &str, url: &str, params: &[(String, String)]) -> (hmac::Key, Vec<u8>) {
     let mut sorted: Vec<&(String, String)> = params.iter().collect();
     sorted.sort();
     let mut data = url.to_owned();
@@ -182,8 +186,10 @@ pub fn verify_twilio(
         data.push_str(k);
         data.push_str(v);
     }
-    let key = hmac::Key::new(hmac::HMAC_SHA1_FOR_LEGACY_USE_ONLY, auth_token.as_bytes());
-    hmac::verify(&key, data.as_bytes(), &given).map_err(|_| Refused::Unsigned)
+    (
+        hmac::Key::new(hmac::HMAC_SHA1_FOR_LEGACY_USE_ONLY, auth_token.as_bytes()),
+        data.into_bytes(),
+    )
 }
 
 /// A text message's reply: `4a`, `4 ack`, `4r`, `4 resolve` (any case, spaces around).
