@@ -57,6 +57,9 @@ states!(
         /// Assign, hand off and remove incident roles (a commander's: the roles grant
         /// permissions, so a responder assigning them could grant themselves close).
         IncidentsAssign => "incidents.assign",
+        /// Set severity, priority and category by hand, with a reason (a commander's call:
+        /// a severity pages and starts runbooks).
+        IncidentsClassify => "incidents.classify",
         /// Read runbooks, runs and pending approvals.
         RunbooksRead => "runbooks.read",
         /// Plan a runbook against an incident without acting.
@@ -105,7 +108,7 @@ const RESPONDER: &[Permission] = &[
     P::SchedulesOverride,
     P::SilencesManage,
 ];
-const COMMANDER: &[Permission] = &[P::IncidentsClose, P::IncidentsAssign];
+const COMMANDER: &[Permission] = &[P::IncidentsClose, P::IncidentsAssign, P::IncidentsClassify];
 const OPERATOR: &[Permission] = &[P::IntegrationsRead];
 const MANAGER: &[Permission] = &[P::IntegrationsRead, P::AuditRead, P::SchedulesManage];
 const ANALYST: &[Permission] = &[P::IncidentsNote, P::AuditRead];
@@ -118,6 +121,7 @@ const ADMIN: &[Permission] = &[
     P::AuditRead,
     P::IncidentsClose,
     P::IncidentsAssign,
+    P::IncidentsClassify,
 ];
 
 impl Role {
@@ -485,6 +489,7 @@ mod tests {
             ),
             (P::IncidentsClose, &[IncidentCommander, Manager, Admin]),
             (P::IncidentsAssign, &[IncidentCommander, Manager, Admin]),
+            (P::IncidentsClassify, &[IncidentCommander, Manager, Admin]),
             (
                 P::IncidentsNote,
                 &[

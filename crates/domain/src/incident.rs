@@ -160,6 +160,9 @@ pub enum IncidentState {
     Open,
     /// A person owns it.
     Acknowledged,
+    /// The impact is contained (a workaround, a rollback, a runbook's fix); the cause may
+    /// remain. Paging stops, alerts still attach.
+    Mitigated,
     /// The impact is over; the post-incident review is drafted.
     Resolved,
     /// The review is done (root cause recorded); nothing changes any more.
@@ -170,34 +173,54 @@ pub enum IncidentState {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Action {
     Acknowledge,
+    Mitigate,
     Resolve,
     Close,
+    /// Back to open after a resolve (within the reopen window, which triage checks).
+    Reopen,
+    /// Closed because its alerts moved into another incident.
+    Merge,
 }
 
 impl Action {
     fn verb(self) -> &'static str {
         match self {
             Self::Acknowledge => "acknowledge",
+            Self::Mitigate => "mitigate",
             Self::Resolve => "resolve",
             Self::Close => "close",
+            Self::Reopen => "reopen",
+            Self::Merge => "merge",
         }
     }
 }
 
 impl IncidentState {
     /// Every state, in life-cycle order.
-    pub const ALL: [Self; 4] = [Self::Open, Self::Acknowledged, Self::Resolved, Self::Closed];
+    pub const ALL: [Self; 5] = [
+        Self::Open,
+        Self::Acknowledged,
+        Self::Mitigated,
+        Self::Resolved,
+        Self::Closed,
+    ];
 
     /// The state after `action`, or why the action is not allowed now.
     ///
-    /// open → acknowledged → resolved → closed, and open → resolved directly (an alert that
-    /// cleared before anyone looked). Nothing leaves closed; nothing goes backwards.
+    /// open → acknowledged → mitigated → resolved → closed. Steps may be skipped forward
+    /// (an alert that cleared before anyone looked resolves an open incident; a runbook's
+    /// fix mitigates one), never taken backwards, except that a resolved incident reopens
+    /// (triage keeps that to its reopen window). Any incident not closed can be merged
+    /// into another, which closes it. Nothing leaves closed.
     pub fn apply(self, action: Action) -> Result<Self> {
         use IncidentState::*;
         match (self, action) {
             (Open, Action::Acknowledge) => Ok(Acknowledged),
-            (Open | Acknowledged, Action::Resolve) => Ok(Resolved),
+            (Open | Acknowledged, Action::Mitigate) => Ok(Mitigated),
+            (Open | Acknowledged | Mitigated, Action::Resolve) => Ok(Resolved),
             (Resolved, Action::Close) => Ok(Closed),
+            (Resolved, Action::Reopen) => Ok(Open),
+            (Open | Acknowledged | Mitigated | Resolved, Action::Merge) => Ok(Closed),
             (state, action) => Err(Error::Transition {
                 action: action.verb(),
                 state: state.as_str(),
@@ -207,7 +230,7 @@ impl IncidentState {
 
     /// True while alerts with the incident's dedup key attach to it.
     pub fn is_active(self) -> bool {
-        matches!(self, Self::Open | Self::Acknowledged)
+        matches!(self, Self::Open | Self::Acknowledged | Self::Mitigated)
     }
 
     /// The stored and displayed name.
@@ -215,6 +238,7 @@ impl IncidentState {
         match self {
             Self::Open => "open",
             Self::Acknowledged => "acknowledged",
+            Self::Mitigated => "mitigated",
             Self::Resolved => "resolved",
             Self::Closed => "closed",
         }
@@ -230,7 +254,7 @@ impl FromStr for IncidentState {
             .ok_or_else(|| {
                 invalid(
                     "state",
-                    format!("{s:?} is not open, acknowledged, resolved or closed"),
+                    format!("{s:?} is not open, acknowledged, mitigated, resolved or closed"),
                 )
             })
     }
@@ -250,21 +274,40 @@ mod tests {
     fn every_transition_is_allowed_or_forbidden_as_designed() {
         use Action::*;
         use IncidentState::*;
+        // Every (state, action) pair: the target state, or None when forbidden.
         let table = [
             (Open, Acknowledge, Some(Acknowledged)),
+            (Open, Mitigate, Some(Mitigated)),
             (Open, Resolve, Some(Resolved)),
             (Open, Close, None),
+            (Open, Reopen, None),
+            (Open, Merge, Some(Closed)),
             (Acknowledged, Acknowledge, None),
+            (Acknowledged, Mitigate, Some(Mitigated)),
             (Acknowledged, Resolve, Some(Resolved)),
             (Acknowledged, Close, None),
+            (Acknowledged, Reopen, None),
+            (Acknowledged, Merge, Some(Closed)),
+            (Mitigated, Acknowledge, None),
+            (Mitigated, Mitigate, None),
+            (Mitigated, Resolve, Some(Resolved)),
+            (Mitigated, Close, None),
+            (Mitigated, Reopen, None),
+            (Mitigated, Merge, Some(Closed)),
             (Resolved, Acknowledge, None),
+            (Resolved, Mitigate, None),
             (Resolved, Resolve, None),
             (Resolved, Close, Some(Closed)),
+            (Resolved, Reopen, Some(Open)),
+            (Resolved, Merge, Some(Closed)),
             (Closed, Acknowledge, None),
+            (Closed, Mitigate, None),
             (Closed, Resolve, None),
             (Closed, Close, None),
+            (Closed, Reopen, None),
+            (Closed, Merge, None),
         ];
-        assert_eq!(table.len(), IncidentState::ALL.len() * 3);
+        assert_eq!(table.len(), IncidentState::ALL.len() * 6);
         for (from, action, to) in table {
             match (from.apply(action), to) {
                 (Ok(got), Some(want)) => assert_eq!(got, want, "{from} {action:?}"),

@@ -656,12 +656,10 @@ impl App {
             dependencies,
         };
         if let Some((triage_store, orchestration_store)) = downstream {
-            services.triage = Some(Triage::new(
-                triage_store,
-                bus.clone(),
-                config.taxonomy(),
-                clock.clone(),
-            ));
+            services.triage = Some(
+                Triage::new(triage_store, bus.clone(), config.taxonomy(), clock.clone())
+                    .with_lifecycle(config.reopen.lifecycle()),
+            );
             services.orchestration = Some(build_orchestration(
                 &config,
                 orchestration_store,
@@ -1127,12 +1125,10 @@ async fn connect(
                 PgTriageStore::connect_with_clock(&url, max, clock.clone())
             })
             .await;
-            services.triage = Some(Triage::new(
-                Arc::new(store),
-                nats.clone(),
-                config.taxonomy(),
-                clock,
-            ));
+            services.triage = Some(
+                Triage::new(Arc::new(store), nats.clone(), config.taxonomy(), clock)
+                    .with_lifecycle(config.reopen.lifecycle()),
+            );
             nats
         }
         Service::Orchestration => {

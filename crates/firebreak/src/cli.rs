@@ -289,7 +289,7 @@ pub struct RaiseArgs {
 pub enum IncidentCmd {
     /// List incidents, newest first.
     List {
-        /// open, acknowledged, resolved or closed.
+        /// open, acknowledged, mitigated, resolved or closed.
         #[arg(long)]
         state: Option<String>,
         /// Incidents per page (at most 1000).
@@ -318,6 +318,39 @@ pub enum IncidentCmd {
         id: String,
         #[arg(long, default_value = "")]
         summary: String,
+    },
+    /// The impact is contained (paging stops; alerts still attach).
+    Mitigate {
+        id: String,
+        #[arg(long, default_value = "")]
+        summary: String,
+    },
+    /// Open a resolved incident again (within `reopen.window_seconds` of its resolve).
+    Reopen {
+        id: String,
+        #[arg(long)]
+        reason: String,
+    },
+    /// Move every alert of ID into INTO and close ID with a link to it.
+    Merge {
+        id: String,
+        #[arg(long)]
+        into: String,
+        #[arg(long)]
+        reason: String,
+    },
+    /// Set the severity (1-5), priority (1-5) or category by hand, with a reason (a
+    /// severity alone recomputes the priority).
+    Set {
+        id: String,
+        #[arg(long)]
+        severity: Option<u32>,
+        #[arg(long)]
+        priority: Option<u32>,
+        #[arg(long)]
+        category: Option<String>,
+        #[arg(long)]
+        reason: String,
     },
     /// Close a resolved incident; the root cause is required.
     Close {
@@ -1063,6 +1096,69 @@ async fn client(cmd: Command, targets: &Targets, out: &Out) -> anyhow::Result<()
                     id,
                     actor: who(),
                     summary,
+                })
+                .await
+                .map_err(status)?;
+            out.incident(r.into_inner().incident.as_ref());
+        }
+        Command::Incident(IncidentCmd::Mitigate { id, summary }) => {
+            let r = incidents
+                .mitigate(v1::MitigateRequest {
+                    id,
+                    actor: who(),
+                    summary,
+                })
+                .await
+                .map_err(status)?;
+            out.incident(r.into_inner().incident.as_ref());
+        }
+        Command::Incident(IncidentCmd::Reopen { id, reason }) => {
+            let r = incidents
+                .reopen(v1::ReopenRequest {
+                    id,
+                    actor: who(),
+                    reason,
+                })
+                .await
+                .map_err(status)?;
+            out.incident(r.into_inner().incident.as_ref());
+        }
+        Command::Incident(IncidentCmd::Merge { id, into, reason }) => {
+            let r = incidents
+                .merge(v1::MergeRequest {
+                    id,
+                    into,
+                    actor: who(),
+                    reason,
+                })
+                .await
+                .map_err(status)?;
+            out.merged(&r.into_inner());
+        }
+        Command::Incident(IncidentCmd::Set {
+            id,
+            severity,
+            priority,
+            category,
+            reason,
+        }) => {
+            // 0 on the wire is "unchanged": a 0 given here must be refused, not ignored.
+            let level = |field: &str, v: Option<u32>| match v {
+                Some(0) => Err(Failure::new(
+                    Exit::Usage,
+                    format!("--{field}: 1 to 5, not 0"),
+                )),
+                Some(n) => Ok(i32::try_from(n).unwrap_or(i32::MAX)),
+                None => Ok(0),
+            };
+            let r = incidents
+                .reclassify(v1::ReclassifyRequest {
+                    id,
+                    actor: who(),
+                    severity: level("severity", severity)?,
+                    priority: level("priority", priority)?,
+                    category: category.unwrap_or_default(),
+                    reason,
                 })
                 .await
                 .map_err(status)?;

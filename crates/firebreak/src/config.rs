@@ -82,6 +82,11 @@ pub struct Config {
     /// 1 a minute, chat and webhooks none); `[]` turns a kind's throttle off.
     #[serde(default)]
     pub throttles: firebreak_notification::throttle::Throttles,
+    /// How long resolved incidents can reopen: by hand within `window_seconds` (an hour),
+    /// and by a repeat alert within `repeat_alerts_seconds` (0, the default: a repeat after
+    /// a resolve opens a new incident) or its integration's own window under `integrations`.
+    #[serde(default)]
+    pub reopen: ReopenConfig,
     /// People and service accounts declared here (GitOps): written into the directory at
     /// start-up, not deletable or changeable at run time.
     #[serde(default)]
@@ -143,6 +148,71 @@ pub struct Config {
     /// is up.
     #[serde(skip)]
     pub ignored_env: Vec<String>,
+}
+
+/// The reopen windows (`reopen:`), in seconds.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ReopenConfig {
+    pub window_seconds: u64,
+    pub repeat_alerts_seconds: u64,
+    /// A repeat alert's window per integration (by name), overriding `repeat_alerts_seconds`.
+    pub integrations: BTreeMap<String, u64>,
+}
+
+impl Default for ReopenConfig {
+    fn default() -> Self {
+        Self {
+            window_seconds: 3600,
+            repeat_alerts_seconds: 0,
+            integrations: BTreeMap::new(),
+        }
+    }
+}
+
+/// The longest reopen window: 30 days.
+const MAX_REOPEN_SECONDS: u64 = 30 * 24 * 3600;
+
+impl ReopenConfig {
+    /// Checks each window is at most 30 days, naming the field.
+    fn check(&self) -> anyhow::Result<()> {
+        let windows = [
+            ("reopen.window_seconds".to_owned(), self.window_seconds),
+            (
+                "reopen.repeat_alerts_seconds".to_owned(),
+                self.repeat_alerts_seconds,
+            ),
+        ]
+        .into_iter()
+        .chain(
+            self.integrations
+                .iter()
+                .map(|(name, s)| (format!("reopen.integrations.{name}"), *s)),
+        );
+        for (field, seconds) in windows {
+            if seconds > MAX_REOPEN_SECONDS {
+                bail!("{field}: at most {MAX_REOPEN_SECONDS} seconds (30 days), not {seconds}");
+            }
+        }
+        if self.integrations.len() > 1000 {
+            bail!("reopen.integrations: at most 1000 integrations");
+        }
+        Ok(())
+    }
+
+    /// Triage's policy.
+    pub fn lifecycle(&self) -> firebreak_triage::Lifecycle {
+        use std::time::Duration;
+        firebreak_triage::Lifecycle {
+            reopen_window: Duration::from_secs(self.window_seconds),
+            repeat_window: Duration::from_secs(self.repeat_alerts_seconds),
+            repeat_windows: self
+                .integrations
+                .iter()
+                .map(|(name, s)| (name.clone(), Duration::from_secs(*s)))
+                .collect(),
+        }
+    }
 }
 
 /// Limits on the connections each server accepts, so a flood of connections or streams
@@ -446,6 +516,7 @@ const KEYS: &[&str] = &[
     "routes",
     "responses",
     "throttles",
+    "reopen",
     "users",
     "teams",
     "runbook_params",
@@ -562,6 +633,7 @@ impl Config {
         self.throttles
             .check()
             .map_err(|e| anyhow::anyhow!("invalid {e}"))?;
+        self.reopen.check()?;
         for (key, t) in [
             ("service_token", &self.auth.service_token),
             ("admin_token", &self.auth.admin_token),

@@ -180,7 +180,9 @@ fn incident_json(i: &v1::Incident) -> Value {
         "labels": i.labels.iter().collect::<std::collections::BTreeMap<_, _>>(),
         "source": i.source,
         "opened_at": ts(i.opened_at.as_ref()), "acknowledged_at": ts(i.acknowledged_at.as_ref()),
+        "mitigated_at": ts(i.mitigated_at.as_ref()),
         "resolved_at": ts(i.resolved_at.as_ref()), "closed_at": ts(i.closed_at.as_ref()),
+        "merged_into": (!i.merged_into.is_empty()).then_some(i.merged_into.as_str()),
         "resolution_summary": i.resolution_summary, "root_cause": i.root_cause,
         "roles": i.roles.iter().map(|r| json!({
             "role": r.role, "person": r.person, "assigned_at": ts(r.assigned_at.as_ref()),
@@ -322,6 +324,28 @@ impl Out {
                         say!("{k:<20} {v}");
                     }
                 }
+            }
+        }
+    }
+
+    /// A merge's answer: the incident merged into (as `incident` shows it), after a line
+    /// naming the one merged away and the alerts moved; JSON holds both.
+    pub(crate) fn merged(&self, r: &v1::MergeResponse) {
+        match self.format {
+            OutputFormat::Json => self.json(json!({
+                "merged": r.merged.as_ref().map(incident_json),
+                "into": r.into.as_ref().map(incident_json),
+                "alerts_moved": r.alerts_moved,
+            })),
+            OutputFormat::Table => {
+                let id = |i: &Option<v1::Incident>| i.as_ref().map(|i| i.id.clone());
+                say!(
+                    "merged {} into {}: {} alerts moved",
+                    id(&r.merged).unwrap_or_default(),
+                    id(&r.into).unwrap_or_default(),
+                    r.alerts_moved
+                );
+                self.incident(r.into.as_ref());
             }
         }
     }

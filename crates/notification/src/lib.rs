@@ -303,15 +303,18 @@ impl Notification {
                             .map_err(|e| {
                                 HandlerError::Permanent(format!("undecodable event: {e}"))
                             })?;
-                        // An acknowledged (or resolved, closed) incident needs no more paging.
+                        // An acknowledged (or mitigated, resolved, closed, merged away)
+                        // incident needs no more paging.
                         if let Some(Payload::IncidentChanged(c)) = &event.payload
-                            && matches!(
-                                c.change_kind(),
-                                v1::IncidentChange::Acknowledged
-                                    | v1::IncidentChange::Resolved
-                                    | v1::IncidentChange::Closed
-                            )
                             && let Some(inc) = &c.incident
+                            && match c.change_kind() {
+                                v1::IncidentChange::Acknowledged
+                                | v1::IncidentChange::Mitigated
+                                | v1::IncidentChange::Resolved
+                                | v1::IncidentChange::Closed => true,
+                                v1::IncidentChange::Merged => !inc.merged_into.is_empty(),
+                                _ => false,
+                            }
                         {
                             me.store
                                 .cancel_escalations(&inc.id)
@@ -319,12 +322,17 @@ impl Notification {
                                 .map_err(HandlerError::from)?;
                             // Each page remembers when and by whom (time to acknowledge from
                             // it); a resolve or close marks what no acknowledgement did.
-                            let at = [inc.acknowledged_at, inc.resolved_at, inc.closed_at]
-                                .iter()
-                                .flatten()
-                                .map(firebreak_proto::micros)
-                                .min()
-                                .unwrap_or_else(|| me.clock.now());
+                            let at = [
+                                inc.acknowledged_at,
+                                inc.mitigated_at,
+                                inc.resolved_at,
+                                inc.closed_at,
+                            ]
+                            .iter()
+                            .flatten()
+                            .map(firebreak_proto::micros)
+                            .min()
+                            .unwrap_or_else(|| me.clock.now());
                             me.store
                                 .mark_acknowledged(&inc.id, at, &c.actor)
                                 .await
@@ -414,10 +422,10 @@ impl Notification {
                         )
                     })
                     .collect();
-                // An incident that opens pages through its routed policy; one that becomes
-                // SEV1 (or a runbook escalates) pages through it again.
+                // An incident that opens (or reopens) pages through its routed policy; one
+                // that becomes SEV1 (or a runbook escalates) pages through it again.
                 let pages = match c.change_kind() {
-                    v1::IncidentChange::Opened => true,
+                    v1::IncidentChange::Opened | v1::IncidentChange::Reopened => true,
                     v1::IncidentChange::Escalated => true,
                     v1::IncidentChange::SeverityChanged => {
                         firebreak_proto::level(inc.severity) == 1
@@ -1058,6 +1066,7 @@ fn incident_json(inc: &v1::Incident) -> serde_json::Value {
         "dedup_key": inc.dedup_key, "alert_count": inc.alert_count,
         "labels": inc.labels.iter().collect::<std::collections::BTreeMap<_, _>>(),
         "source": inc.source, "integration": inc.integration,
+        "merged_into": inc.merged_into,
     })
 }
 

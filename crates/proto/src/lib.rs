@@ -55,6 +55,10 @@ pub mod v1 {
         Escalated => "escalated",
         CategoryChanged => "category_changed",
         RolesChanged => "roles_changed",
+        Mitigated => "mitigated",
+        Reopened => "reopened",
+        Merged => "merged",
+        PriorityChanged => "priority_changed",
     });
 
     // The subject (`runbooks.<name>`) and the timeline entry (`runbook_<name>`) use these.

@@ -57,7 +57,7 @@ macro_rules! wire_states {
 }
 
 wire_states! {
-    IncidentState => IncidentState { Open, Acknowledged, Resolved, Closed }
+    IncidentState => IncidentState { Open, Acknowledged, Mitigated, Resolved, Closed }
     RunState => RunState {
         Pending, Running, Sleeping, WaitingApproval, Succeeded, Failed, Rejected,
     }

@@ -126,8 +126,10 @@ impl From<NewIncident> for IncidentRecord {
             integration: n.integration,
             opened_at: n.opened_at,
             acknowledged_at: None,
+            mitigated_at: None,
             resolved_at: None,
             closed_at: None,
+            merged_into: String::new(),
             resolution_summary: String::new(),
             root_cause: String::new(),
             review: String::new(),
@@ -171,8 +173,13 @@ pub struct IncidentRecord {
     pub integration: String,
     pub opened_at: Micros,
     pub acknowledged_at: Option<Micros>,
+    /// When the impact was contained (the `mitigated` state); kept after a resolve.
+    pub mitigated_at: Option<Micros>,
+    /// When it was resolved; cleared when it reopens.
     pub resolved_at: Option<Micros>,
     pub closed_at: Option<Micros>,
+    /// The incident its alerts were merged into (it is then closed); empty when not merged.
+    pub merged_into: String,
     pub resolution_summary: String,
     pub root_cause: String,
     /// The post-incident review draft (Markdown), written on resolve.
@@ -196,6 +203,7 @@ impl IncidentRecord {
             &self.source,
             &self.resolution_summary,
             &self.root_cause,
+            &self.merged_into,
         ]
         .iter()
         .map(|s| s.len())
@@ -283,6 +291,13 @@ pub struct AlertLink {
     pub resolved: bool,
 }
 
+/// A merge's move of every alert of one incident into another (triage).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AlertMove {
+    pub from: String,
+    pub to: String,
+}
+
 /// What triage's decisions read ([`crate::TriageTx::snapshot`]).
 #[derive(Debug, Clone, Default)]
 pub struct SnapshotRequest {
@@ -299,6 +314,9 @@ pub struct SnapshotRequest {
     pub count_unresolved: bool,
     /// Events whose processed mark is wanted.
     pub event_ids: Vec<String>,
+    /// Also, for each key in `dedup_keys`, the incident with it resolved last, when that was
+    /// at or after this time (a repeat alert inside the reopen window reopens it).
+    pub resolved_since: Option<Micros>,
 }
 
 /// The part of triage's store that a batch of decisions depends on, read in the transaction
@@ -317,6 +335,9 @@ pub struct TriageSnapshot {
     pub unresolved: HashMap<String, i64>,
     /// Events among those asked for that were handled before.
     pub processed: HashSet<String>,
+    /// The incident resolved last of each dedup key asked for, when it was resolved at or
+    /// after `resolved_since` and is still resolved (locked on Postgres like the active).
+    pub resolved: HashMap<String, IncidentRecord>,
 }
 
 /// An incident as a changeset leaves it.
@@ -344,6 +365,8 @@ pub struct TriageChangeset {
     pub links: Vec<AlertLink>,
     /// Attached alerts that cleared.
     pub resolved_alerts: Vec<String>,
+    /// Merges: every alert attached to `from` moves to `to`.
+    pub moves: Vec<AlertMove>,
     /// Change events stored.
     pub changes: Vec<ChangeRecord>,
     /// Timeline entries, in order; numbered when written.
@@ -360,6 +383,7 @@ impl TriageChangeset {
             && self.updates.is_empty()
             && self.links.is_empty()
             && self.resolved_alerts.is_empty()
+            && self.moves.is_empty()
             && self.changes.is_empty()
             && self.entries.is_empty()
             && self.events.is_empty()

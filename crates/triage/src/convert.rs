@@ -22,6 +22,8 @@ pub(crate) fn incident_to_proto(i: &IncidentRecord) -> v1::Incident {
         acknowledged_at: i.acknowledged_at.map(firebreak_proto::timestamp),
         resolved_at: i.resolved_at.map(firebreak_proto::timestamp),
         closed_at: i.closed_at.map(firebreak_proto::timestamp),
+        mitigated_at: i.mitigated_at.map(firebreak_proto::timestamp),
+        merged_into: i.merged_into.clone(),
         resolution_summary: i.resolution_summary.clone(),
         root_cause: i.root_cause.clone(),
         roles: i

@@ -15,11 +15,17 @@
 //! - the **category, severity, urgency and priority** come from the taxonomy
 //!   (`Taxonomy::classify`), applied in [`Work::ingest`]; a later alert only ever raises the
 //!   severity;
-//! - the **life cycle** is `IncidentState::apply` (domain), applied in [`Work::transition`];
+//! - the **life cycle** is `IncidentState::apply` (domain), applied in [`Work::transition`]
+//!   (acknowledge, mitigate, resolve, close, reopen), [`Work::merge`] and, for a repeat alert
+//!   inside its integration's reopen window, [`Work::reopen_for_repeat`]; the windows are
+//!   the [`Lifecycle`] policy;
+//! - a person's **reclassification** (severity, priority, category, with a reason) is
+//!   [`Work::reclassify`];
 //! - the **roles** (who is commander, who responds) are `roles.rs`, applied in
 //!   `Work::change_role` for people's calls and runbooks' `incident.assign` alike.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::time::Duration;
 
 use firebreak_domain::{
     Action, IncidentState, Micros, Priority, ReviewInput, Severity, Signal, SignalInput, Taxonomy,
@@ -27,8 +33,8 @@ use firebreak_domain::{
 };
 use firebreak_proto::v1;
 use firebreak_storage::{
-    AlertLink, ChangeRecord, IncidentRecord, IncidentUpdate, NewIncident, NewTimelineEntry,
-    SnapshotRequest, TimelineRecord, TriageChangeset, TriageSnapshot,
+    AlertLink, AlertMove, ChangeRecord, IncidentRecord, IncidentUpdate, NewIncident,
+    NewTimelineEntry, SnapshotRequest, TimelineRecord, TriageChangeset, TriageSnapshot,
 };
 use serde_json::json;
 
@@ -63,6 +69,20 @@ pub(crate) enum Input {
         actor: String,
         text: String,
         timeline: Vec<TimelineRecord>,
+    },
+    /// A person merges one incident into another: its alerts move, and it closes with a
+    /// link to `into`.
+    Merge {
+        incident_id: String,
+        into: String,
+        actor: String,
+        reason: String,
+    },
+    /// A person sets the severity, priority or category by hand, with a reason.
+    Reclassify {
+        incident_id: String,
+        actor: String,
+        change: Reclassification,
     },
     /// A person's note.
     Note {
@@ -107,6 +127,62 @@ pub(crate) enum Input {
     },
 }
 
+/// A reclassification by hand: what to set (`None`: leave as it is) and why.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub(crate) struct Reclassification {
+    pub(crate) severity: Option<u32>,
+    pub(crate) priority: Option<u32>,
+    pub(crate) category: Option<String>,
+    pub(crate) reason: String,
+}
+
+/// How long resolved incidents can come back: by hand (`reopen_window`), and by a repeat
+/// alert (its integration's window, else `repeat_window`; zero: a repeat opens a new
+/// incident, as it always did).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Lifecycle {
+    pub reopen_window: Duration,
+    pub repeat_window: Duration,
+    pub repeat_windows: HashMap<String, Duration>,
+}
+
+impl Default for Lifecycle {
+    fn default() -> Self {
+        Self {
+            reopen_window: Duration::from_secs(3600),
+            repeat_window: Duration::ZERO,
+            repeat_windows: HashMap::new(),
+        }
+    }
+}
+
+impl Lifecycle {
+    /// The window in which a repeat alert through `integration` reopens.
+    pub fn repeat_window_of(&self, integration: &str) -> Duration {
+        self.repeat_windows
+            .get(integration)
+            .copied()
+            .unwrap_or(self.repeat_window)
+    }
+
+    /// The longest repeat window of any integration: how far back a batch of alerts looks
+    /// for resolved incidents (zero: it does not look).
+    pub fn longest_repeat_window(&self) -> Duration {
+        self.repeat_windows
+            .values()
+            .copied()
+            .chain([self.repeat_window])
+            .max()
+            .unwrap_or_default()
+    }
+}
+
+/// Whether `at` is at most `window` after `since`.
+fn within(since: Micros, window: Duration, at: Micros) -> bool {
+    let window = i64::try_from(window.as_micros()).unwrap_or(i64::MAX);
+    at.unix_micros().saturating_sub(since.unix_micros()) <= window
+}
+
 /// What a runbook can ask of an incident through an event.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) enum RunbookCommand {
@@ -129,8 +205,11 @@ pub(crate) use firebreak_proto::v1::IncidentChange as Change;
 fn change_of(action: Action) -> Change {
     match action {
         Action::Acknowledge => Change::Acknowledged,
+        Action::Mitigate => Change::Mitigated,
         Action::Resolve => Change::Resolved,
         Action::Close => Change::Closed,
+        Action::Reopen => Change::Reopened,
+        Action::Merge => Change::Merged,
     }
 }
 
@@ -157,6 +236,7 @@ pub(crate) struct Ingested {
 /// What the rules need besides the snapshot.
 pub(crate) struct Context<'a> {
     pub(crate) taxonomy: &'a Taxonomy,
+    pub(crate) lifecycle: &'a Lifecycle,
     /// When the decisions are made, by the service's clock.
     pub(crate) now: Micros,
     /// Makes the id of a new incident.
@@ -177,6 +257,9 @@ pub(crate) struct Decision {
     /// The incidents role changes left (changed or not: a repeated assignment changes
     /// nothing), in input order.
     pub(crate) assigned: Vec<IncidentRecord>,
+    /// Merges, in input order: the incident merged away, the one merged into, and how many
+    /// alerts moved.
+    pub(crate) merged: Vec<(IncidentRecord, IncidentRecord, u32)>,
     /// Incidents whose last alert cleared through an auto-resolving integration: the shell
     /// resolves them next (their review needs the timeline as committed).
     pub(crate) auto_resolve: Vec<(String, String)>,
@@ -193,8 +276,16 @@ pub(crate) fn request_for(inputs: &[Input]) -> SnapshotRequest {
             }
             Input::Transition { incident_id, .. }
             | Input::Note { incident_id, .. }
+            | Input::Reclassify { incident_id, .. }
             | Input::Role { incident_id, .. } => {
                 r.incident_ids.push(incident_id.clone());
+            }
+            Input::Merge {
+                incident_id, into, ..
+            } => {
+                r.incident_ids.push(incident_id.clone());
+                r.incident_ids.push(into.clone());
+                r.count_unresolved = true;
             }
             Input::Record {
                 event_id,
@@ -301,7 +392,22 @@ impl<'s> Work<'s> {
                 actor,
                 text,
                 timeline,
-            } => self.transition(incident_id, *action, actor, text, timeline, ctx.now),
+            } => self.transition(incident_id, *action, actor, text, timeline, ctx),
+            Input::Merge {
+                incident_id,
+                into,
+                actor,
+                reason,
+            } => self.merge(incident_id, into, actor, reason, ctx.now),
+            Input::Reclassify {
+                incident_id,
+                actor,
+                change,
+            } => {
+                let inc = self.reclassify(incident_id, actor, change, ctx)?;
+                self.decision.transitioned.push(inc);
+                Ok(())
+            }
             Input::Note {
                 incident_id,
                 actor,
@@ -397,6 +503,10 @@ impl<'s> Work<'s> {
         };
         let now = ctx.now;
         let traceparent = traceparent.map(str::to_owned);
+        if self.active_of(&signal.dedup_key).is_none() {
+            let window = ctx.lifecycle.repeat_window_of(&alert.integration);
+            self.reopen_for_repeat(&signal.dedup_key, &alert.alert_id, window, now);
+        }
         if let Some(id) = self.active_of(&signal.dedup_key) {
             let mut inc = self.incidents[&id].clone();
             inc.alert_count += 1;
@@ -487,8 +597,9 @@ impl<'s> Work<'s> {
         actor: &str,
         text: &str,
         timeline: &[TimelineRecord],
-        now: Micros,
+        ctx: &Context<'_>,
     ) -> Result<()> {
+        let (lifecycle, now) = (ctx.lifecycle, ctx.now);
         firebreak_domain::IncidentId::parse(id)?;
         if action == Action::Close && text.trim().is_empty() {
             return Err(firebreak_domain::Error::Invalid {
@@ -497,11 +608,32 @@ impl<'s> Work<'s> {
             }
             .into());
         }
+        if action == Action::Reopen && text.trim().is_empty() {
+            return Err(firebreak_domain::Error::Invalid {
+                field: "reason",
+                reason: "reopening an incident requires a reason".into(),
+            }
+            .into());
+        }
         let mut inc = self
             .incident(id)
             .ok_or_else(|| Error::NotFound(id.to_owned()))?;
         let from = inc.state;
         let to = from.apply(action)?;
+        if action == Action::Reopen {
+            let resolved_at = inc.resolved_at.unwrap_or(inc.updated_at);
+            if !within(resolved_at, lifecycle.reopen_window, now) {
+                return Err(firebreak_domain::Error::Invalid {
+                    field: "id",
+                    reason: format!(
+                        "{id} was resolved more than {}s ago: incidents reopen within {}s of their resolve (reopen.window)",
+                        lifecycle.reopen_window.as_secs(),
+                        lifecycle.reopen_window.as_secs()
+                    ),
+                }
+                .into());
+            }
+        }
         inc.state = to;
         inc.updated_at = now;
         let (kind, data) = match action {
@@ -513,6 +645,10 @@ impl<'s> Work<'s> {
                     via => ("acknowledged", json!({ "via": via })),
                 }
             }
+            Action::Mitigate => {
+                inc.mitigated_at = Some(now);
+                ("mitigated", json!({ "summary": text.trim() }))
+            }
             Action::Resolve => {
                 inc.resolved_at = Some(now);
                 inc.resolution_summary = text.trim().to_owned();
@@ -522,6 +658,21 @@ impl<'s> Work<'s> {
                 inc.closed_at = Some(now);
                 inc.root_cause = text.trim().to_owned();
                 ("closed", json!({ "root_cause": inc.root_cause }))
+            }
+            Action::Reopen => {
+                let resolved_at = inc.resolved_at.take();
+                (
+                    "reopened",
+                    json!({ "reason": text.trim(), "resolved_at": resolved_at.map(Micros::unix_micros) }),
+                )
+            }
+            // Merging goes through `merge`, which moves the alerts.
+            Action::Merge => {
+                return Err(firebreak_domain::Error::Invalid {
+                    field: "action",
+                    reason: "a merge names the incident merged into".into(),
+                }
+                .into());
             }
         };
         if matches!(action, Action::Resolve | Action::Close) {
@@ -545,10 +696,239 @@ impl<'s> Work<'s> {
             // Its dedup key is free: the next alert with it opens a new incident.
             self.active.insert(inc.dedup_key.clone(), None);
         }
+        if !from.is_active() && to.is_active() {
+            // Reopened: it holds its key again (the store refuses it when another does).
+            self.active
+                .insert(inc.dedup_key.clone(), Some(inc.id.clone()));
+        }
         self.put(inc.clone());
         self.announce(change_of(action), inc.clone(), actor, None);
         self.decision.transitioned.push(inc);
         Ok(())
+    }
+
+    /// Reopens the incident with `dedup_key` that was resolved within `window` (and is still
+    /// resolved), for a repeat alert: the alert then joins it as any other would.
+    fn reopen_for_repeat(
+        &mut self,
+        dedup_key: &str,
+        alert_id: &str,
+        window: Duration,
+        now: Micros,
+    ) {
+        if window.is_zero() {
+            return;
+        }
+        let Some(stored) = self.snap.resolved.get(dedup_key) else {
+            return;
+        };
+        let Some(mut inc) = self.incident(&stored.id.clone()) else {
+            return;
+        };
+        let Some(resolved_at) = inc.resolved_at else {
+            return;
+        };
+        if inc.state != IncidentState::Resolved || !within(resolved_at, window, now) {
+            return;
+        }
+        inc.state = IncidentState::Open;
+        inc.resolved_at = None;
+        inc.updated_at = now;
+        let data = json!({
+            "reason": "a repeat alert inside the reopen window", "alert_id": alert_id,
+            "resolved_at": resolved_at.unix_micros(),
+        });
+        self.entry(&inc.id, "reopened", "triage", data, now);
+        self.active
+            .insert(dedup_key.to_owned(), Some(inc.id.clone()));
+        self.put(inc.clone());
+        self.announce(Change::Reopened, inc, "triage", None);
+    }
+
+    /// Merges `id` into `into`: every alert of `id` moves to `into`, which counts them, and
+    /// `id` closes with a link to it. Both go on their timelines and are announced.
+    fn merge(
+        &mut self,
+        id: &str,
+        into: &str,
+        actor: &str,
+        reason: &str,
+        now: Micros,
+    ) -> Result<()> {
+        firebreak_domain::IncidentId::parse(id)?;
+        firebreak_domain::IncidentId::parse(into).map_err(|e| match e {
+            firebreak_domain::Error::Invalid { reason, .. } => firebreak_domain::Error::Invalid {
+                field: "into",
+                reason,
+            },
+            other => other,
+        })?;
+        let reason = reason.trim();
+        if reason.is_empty() || reason.len() > MAX_TEXT {
+            return Err(firebreak_domain::Error::Invalid {
+                field: "reason",
+                reason: format!("a merge needs a reason of 1 to {MAX_TEXT} bytes"),
+            }
+            .into());
+        }
+        if id == into {
+            return Err(firebreak_domain::Error::Invalid {
+                field: "into",
+                reason: "an incident cannot be merged into itself".into(),
+            }
+            .into());
+        }
+        let mut source = self
+            .incident(id)
+            .ok_or_else(|| Error::NotFound(id.to_owned()))?;
+        let mut target = self
+            .incident(into)
+            .ok_or_else(|| Error::NotFound(into.to_owned()))?;
+        if !target.state.is_active() {
+            return Err(firebreak_domain::Error::Invalid {
+                field: "into",
+                reason: format!(
+                    "{into} is {}: alerts merge only into an open, acknowledged or mitigated incident",
+                    target.state
+                ),
+            }
+            .into());
+        }
+        let from = source.state;
+        source.state = from.apply(Action::Merge)?;
+        source.closed_at = Some(now);
+        source.merged_into = into.to_owned();
+        source.root_cause = format!("merged into {into}: {reason}");
+        source.updated_at = now;
+        let moved = source.alert_count;
+        target.alert_count = target.alert_count.saturating_add(moved);
+        target.updated_at = now;
+        let open = |w: &Self, i: &str| {
+            w.unresolved
+                .get(i)
+                .or_else(|| w.snap.unresolved.get(i))
+                .copied()
+                .unwrap_or(0)
+        };
+        let (source_open, target_open) = (open(self, id), open(self, into));
+        self.unresolved.insert(id.to_owned(), 0);
+        self.unresolved
+            .insert(into.to_owned(), target_open + source_open);
+        for link in self.linked.values_mut().filter(|l| l.incident_id == id) {
+            link.incident_id = into.to_owned();
+        }
+        self.decision.changeset.moves.push(AlertMove {
+            from: id.to_owned(),
+            to: into.to_owned(),
+        });
+        if from.is_active() {
+            self.active.insert(source.dedup_key.clone(), None);
+        }
+        let data = json!({ "into": into, "reason": reason, "alerts_moved": moved });
+        self.entry(id, "merged_into", actor, data, now);
+        let data = json!({ "from": id, "reason": reason, "alerts_moved": moved });
+        self.entry(into, "merged", actor, data, now);
+        self.put(source.clone());
+        self.put(target.clone());
+        self.announce(Change::Merged, source.clone(), actor, None);
+        self.announce(Change::Merged, target.clone(), actor, None);
+        self.decision.merged.push((source, target, moved));
+        Ok(())
+    }
+
+    /// Sets severity, priority and category by hand. A reason is required; a severity set
+    /// without a priority recomputes the priority (impact × urgency). Setting what is
+    /// already set changes nothing.
+    fn reclassify(
+        &mut self,
+        id: &str,
+        actor: &str,
+        change: &Reclassification,
+        ctx: &Context<'_>,
+    ) -> Result<IncidentRecord> {
+        firebreak_domain::IncidentId::parse(id)?;
+        let reason = change.reason.trim();
+        if reason.is_empty() || reason.len() > MAX_TEXT {
+            return Err(firebreak_domain::Error::Invalid {
+                field: "reason",
+                reason: format!("a change by hand needs a reason of 1 to {MAX_TEXT} bytes"),
+            }
+            .into());
+        }
+        if change.severity.is_none() && change.priority.is_none() && change.category.is_none() {
+            return Err(firebreak_domain::Error::Invalid {
+                field: "severity",
+                reason: "name a severity, a priority or a category to set".into(),
+            }
+            .into());
+        }
+        let severity = change.severity.map(Severity::new).transpose()?;
+        let priority = change.priority.map(Priority::new).transpose()?;
+        if let Some(category) = &change.category
+            && !ctx.taxonomy.has(category)
+        {
+            return Err(firebreak_domain::Error::Invalid {
+                field: "category",
+                reason: format!(
+                    "{:?} is not a category of the taxonomy",
+                    clip(category, MAX_NAME)
+                ),
+            }
+            .into());
+        }
+        let mut inc = self
+            .incident(id)
+            .ok_or_else(|| Error::NotFound(id.to_owned()))?;
+        if inc.state == IncidentState::Closed {
+            return Err(firebreak_domain::Error::Transition {
+                action: "reclassify",
+                state: inc.state.as_str(),
+            }
+            .into());
+        }
+        let now = ctx.now;
+        let mut changes = Vec::new();
+        if let Some(s) = severity
+            && u32::from(s.level()) != inc.severity
+        {
+            let data = json!({ "from": inc.severity, "to": s.level(), "reason": reason });
+            self.entry(id, "severity_changed", actor, data, now);
+            inc.severity = u32::from(s.level());
+            changes.push(Change::SeverityChanged);
+            if priority.is_none() {
+                let p = u32::from(Priority::from_impact_urgency(s, inc.urgency).level());
+                if p != inc.priority {
+                    let data = json!({ "from": inc.priority, "to": p, "reason": reason });
+                    self.entry(id, "priority_changed", actor, data, now);
+                    inc.priority = p;
+                }
+            }
+        }
+        if let Some(p) = priority
+            && u32::from(p.level()) != inc.priority
+        {
+            let data = json!({ "from": inc.priority, "to": p.level(), "reason": reason });
+            self.entry(id, "priority_changed", actor, data, now);
+            inc.priority = u32::from(p.level());
+            changes.push(Change::PriorityChanged);
+        }
+        if let Some(category) = &change.category
+            && *category != inc.category
+        {
+            let data = json!({ "from": inc.category, "to": category, "reason": reason });
+            self.entry(id, "category_changed", actor, data, now);
+            inc.category = category.clone();
+            changes.push(Change::CategoryChanged);
+        }
+        if changes.is_empty() {
+            return Ok(inc);
+        }
+        inc.updated_at = now;
+        self.put(inc.clone());
+        for c in changes {
+            self.announce(c, inc.clone(), actor, None);
+        }
+        Ok(inc)
     }
 
     fn note(&mut self, id: &str, actor: &str, text: &str, now: Micros) -> Result<()> {
@@ -765,7 +1145,8 @@ impl<'s> Work<'s> {
             .snap
             .incidents
             .get(id)
-            .or_else(|| self.snap.active.values().find(|i| i.id == id))?
+            .or_else(|| self.snap.active.values().find(|i| i.id == id))
+            .or_else(|| self.snap.resolved.values().find(|i| i.id == id))?
             .clone();
         self.stored_state.insert(stored.id.clone(), stored.state);
         self.incidents.insert(stored.id.clone(), stored.clone());

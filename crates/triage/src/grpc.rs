@@ -11,8 +11,8 @@ use firebreak_proto::Message;
 use firebreak_storage::IncidentCursor;
 
 use crate::convert::{entry_to_proto, incident_to_proto};
-use crate::decide::RoleChange;
-use crate::limits::{MAX_ACTOR, MAX_PAGE_BYTES, MAX_TEXT, checked};
+use crate::decide::{Reclassification, RoleChange};
+use crate::limits::{MAX_ACTOR, MAX_NAME, MAX_PAGE_BYTES, MAX_TEXT, checked};
 use crate::{Error, Triage};
 
 /// The gRPC face of triage.
@@ -259,6 +259,71 @@ impl IncidentService for IncidentApi {
         let root_cause = text("root_cause", &r.root_cause)?;
         self.change(&r.id, Action::Close, &actor(who, &r.actor)?, root_cause)
             .await
+    }
+
+    async fn mitigate(
+        &self,
+        req: Request<v1::MitigateRequest>,
+    ) -> Result<Response<v1::IncidentResponse>, Status> {
+        let who = firebreak_proto::access::caller(&req).map(|p| p.actor());
+        let r = req.into_inner();
+        let summary = text("summary", &r.summary)?;
+        self.change(&r.id, Action::Mitigate, &actor(who, &r.actor)?, summary)
+            .await
+    }
+
+    async fn reopen(
+        &self,
+        req: Request<v1::ReopenRequest>,
+    ) -> Result<Response<v1::IncidentResponse>, Status> {
+        let who = firebreak_proto::access::caller(&req).map(|p| p.actor());
+        let r = req.into_inner();
+        let reason = text("reason", &r.reason)?;
+        self.change(&r.id, Action::Reopen, &actor(who, &r.actor)?, reason)
+            .await
+    }
+
+    async fn merge(
+        &self,
+        req: Request<v1::MergeRequest>,
+    ) -> Result<Response<v1::MergeResponse>, Status> {
+        let who = firebreak_proto::access::caller(&req).map(|p| p.actor());
+        let r = req.into_inner();
+        let reason = text("reason", &r.reason)?;
+        let (merged, into, moved) = self
+            .triage
+            .merge(&r.id, &r.into, &actor(who, &r.actor)?, reason)
+            .await?;
+        Ok(Response::new(v1::MergeResponse {
+            merged: Some(incident_to_proto(&merged)),
+            into: Some(incident_to_proto(&into)),
+            alerts_moved: moved,
+        }))
+    }
+
+    async fn reclassify(
+        &self,
+        req: Request<v1::ReclassifyRequest>,
+    ) -> Result<Response<v1::IncidentResponse>, Status> {
+        let who = firebreak_proto::access::caller(&req).map(|p| p.actor());
+        let r = req.into_inner();
+        let level = |v: i32| (v != 0).then(|| firebreak_proto::level(v));
+        let change = Reclassification {
+            severity: level(r.severity),
+            priority: level(r.priority),
+            category: match checked("category", r.category.trim(), MAX_NAME).map_err(Error::from)? {
+                "" => None,
+                c => Some(c.to_owned()),
+            },
+            reason: text("reason", &r.reason)?.to_owned(),
+        };
+        let inc = self
+            .triage
+            .reclassify(&r.id, &actor(who, &r.actor)?, change)
+            .await?;
+        Ok(Response::new(v1::IncidentResponse {
+            incident: Some(incident_to_proto(&inc)),
+        }))
     }
 
     async fn add_note(

@@ -24,6 +24,7 @@ use tokio::sync::broadcast;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
+pub use decide::Lifecycle;
 pub use error::Error;
 pub use grpc::IncidentApi;
 
@@ -38,6 +39,8 @@ pub struct Triage {
     /// Where every time triage records is read: decisions get it as `Context::now`, so the
     /// pure `decide` never reads a clock itself.
     clock: Arc<dyn Clock>,
+    /// How long resolved incidents can reopen (by hand, by a repeat alert).
+    lifecycle: Arc<Lifecycle>,
 }
 
 impl Triage {
@@ -56,7 +59,15 @@ impl Triage {
             bus,
             watch: broadcast::channel(1024).0,
             clock,
+            lifecycle: Arc::new(Lifecycle::default()),
         }
+    }
+
+    /// The same service with `lifecycle`'s reopen windows (the default: people reopen within
+    /// an hour; a repeat alert opens a new incident).
+    pub fn with_lifecycle(mut self, lifecycle: Lifecycle) -> Self {
+        self.lifecycle = Arc::new(lifecycle);
+        self
     }
 
     /// The gRPC `IncidentService`.

@@ -11,8 +11,8 @@ use serde_json::json;
 
 use crate::convert::incident_to_proto;
 use crate::decide::{
-    Announcement, Context, Decision, Ingested, Input, RoleChange, RunbookCommand, decide,
-    person_name, render_review, request_for, role_name,
+    Announcement, Context, Decision, Ingested, Input, Reclassification, RoleChange, RunbookCommand,
+    decide, person_name, render_review, request_for, role_name,
 };
 use crate::limits::{
     MAX_ACTOR, MAX_CHANGE_DETAILS, MAX_CHANGE_SUMMARY, MAX_DOCUMENT, MAX_NAME, MAX_PAGE_BYTES,
@@ -31,16 +31,25 @@ impl Triage {
     /// conflict, decides again on a fresh snapshot. Returns the decision and the timeline
     /// entries written.
     async fn decide_and_apply(&self, inputs: &[Input]) -> Result<(Decision, Vec<TimelineRecord>)> {
-        let request = request_for(inputs);
+        let mut request = request_for(inputs);
+        let repeat_window = self.lifecycle.longest_repeat_window();
         let mut tries = 0;
         loop {
+            let now = self.clock.now();
+            if !repeat_window.is_zero() && !request.dedup_keys.is_empty() {
+                let back = i64::try_from(repeat_window.as_micros()).unwrap_or(i64::MAX);
+                request.resolved_since = Some(firebreak_domain::Micros::from_unix_micros(
+                    now.unix_micros().saturating_sub(back),
+                ));
+            }
             let mut tx = self.store.begin().await?;
             let snapshot = tx.snapshot(&request).await?;
             let mut decision = {
                 let mut new_id = || firebreak_domain::IncidentId::new().to_string();
                 let mut ctx = Context {
                     taxonomy: &self.taxonomy,
-                    now: self.clock.now(),
+                    lifecycle: &self.lifecycle,
+                    now,
                     new_id: &mut new_id,
                 };
                 decide(&snapshot, inputs, &mut ctx)?
@@ -122,8 +131,8 @@ impl Triage {
         firebreak_domain::IncidentId::parse(id)?;
         // Resolve and close render the review from the timeline as it stands.
         let timeline = match action {
-            Action::Acknowledge => Vec::new(),
             Action::Resolve | Action::Close => self.store.timeline(id).await?,
+            Action::Acknowledge | Action::Mitigate | Action::Reopen | Action::Merge => Vec::new(),
         };
         let input = Input::Transition {
             incident_id: id.to_owned(),
@@ -131,6 +140,49 @@ impl Triage {
             actor: actor.to_owned(),
             text: text.to_owned(),
             timeline,
+        };
+        let (decision, _) = self.decide_and_apply(&[input]).await?;
+        decision
+            .transitioned
+            .into_iter()
+            .next()
+            .ok_or_else(|| Error::NotFound(id.to_owned()))
+    }
+
+    /// Merges `id` into `into`: the incident merged away (closed, linked), the one merged
+    /// into, and how many alerts moved.
+    pub(crate) async fn merge(
+        &self,
+        id: &str,
+        into: &str,
+        actor: &str,
+        reason: &str,
+    ) -> Result<(IncidentRecord, IncidentRecord, u32)> {
+        let input = Input::Merge {
+            incident_id: id.to_owned(),
+            into: into.to_owned(),
+            actor: actor.to_owned(),
+            reason: reason.to_owned(),
+        };
+        let (decision, _) = self.decide_and_apply(&[input]).await?;
+        decision
+            .merged
+            .into_iter()
+            .next()
+            .ok_or_else(|| Error::NotFound(id.to_owned()))
+    }
+
+    /// Sets severity, priority or category by hand, with a reason.
+    pub(crate) async fn reclassify(
+        &self,
+        id: &str,
+        actor: &str,
+        change: Reclassification,
+    ) -> Result<IncidentRecord> {
+        let input = Input::Reclassify {
+            incident_id: id.to_owned(),
+            actor: actor.to_owned(),
+            change,
         };
         let (decision, _) = self.decide_and_apply(&[input]).await?;
         decision

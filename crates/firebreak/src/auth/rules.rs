@@ -121,6 +121,28 @@ pub const METHODS: &[(&str, &str, Rule)] = &[
         "triage",
         Needs(P::IncidentsAssign),
     ),
+    // Mitigating and reopening are a responder's, as resolving is; a merge closes an
+    // incident (checked on the incident merged away).
+    (
+        "/firebreak.v1.IncidentService/Mitigate",
+        "triage",
+        Needs(P::IncidentsResolve),
+    ),
+    (
+        "/firebreak.v1.IncidentService/Reopen",
+        "triage",
+        Needs(P::IncidentsResolve),
+    ),
+    (
+        "/firebreak.v1.IncidentService/Merge",
+        "triage",
+        Needs(P::IncidentsClose),
+    ),
+    (
+        "/firebreak.v1.IncidentService/Reclassify",
+        "triage",
+        Needs(P::IncidentsClassify),
+    ),
     // Orchestration.
     (
         "/firebreak.v1.RunbookService/ListRunbooks",
@@ -419,6 +441,26 @@ const TARGETS: &[(&str, Subject, ReadTarget)] = &[
         read!(v1::UnassignRoleRequest, id),
     ),
     (
+        "/firebreak.v1.IncidentService/Mitigate",
+        Subject::Incident,
+        read!(v1::MitigateRequest, id),
+    ),
+    (
+        "/firebreak.v1.IncidentService/Reopen",
+        Subject::Incident,
+        read!(v1::ReopenRequest, id),
+    ),
+    (
+        "/firebreak.v1.IncidentService/Merge",
+        Subject::Incident,
+        read!(v1::MergeRequest, id),
+    ),
+    (
+        "/firebreak.v1.IncidentService/Reclassify",
+        Subject::Incident,
+        read!(v1::ReclassifyRequest, id),
+    ),
+    (
         "/firebreak.v1.RunbookService/GetRun",
         Subject::Run,
         read!(v1::GetRunRequest, id),
@@ -624,6 +666,10 @@ mod tests {
                 "IncidentService/AddNote",
                 "IncidentService/AssignRole",
                 "IncidentService/UnassignRole",
+                "IncidentService/Mitigate",
+                "IncidentService/Reopen",
+                "IncidentService/Merge",
+                "IncidentService/Reclassify",
                 "RunbookService/Approve",
                 "RunbookService/Reject",
                 "NotificationService/PutSchedule",

@@ -23,6 +23,10 @@ pub enum EventKind {
     Escalated,
     CategoryChanged,
     RolesChanged,
+    Mitigated,
+    Reopened,
+    Merged,
+    PriorityChanged,
     /// A runbook's `notify::send(CHANNEL, text)`.
     RunbookMessage,
     /// An escalation step pages a person or a channel about an incident.
@@ -41,6 +45,10 @@ impl EventKind {
         Self::Escalated,
         Self::CategoryChanged,
         Self::RolesChanged,
+        Self::Mitigated,
+        Self::Reopened,
+        Self::Merged,
+        Self::PriorityChanged,
         Self::RunbookMessage,
         Self::Page,
     ];
@@ -58,6 +66,10 @@ impl EventKind {
             Self::Escalated => "escalated",
             Self::CategoryChanged => "category_changed",
             Self::RolesChanged => "roles_changed",
+            Self::Mitigated => "mitigated",
+            Self::Reopened => "reopened",
+            Self::Merged => "merged",
+            Self::PriorityChanged => "priority_changed",
             Self::RunbookMessage => "runbook_message",
             Self::Page => "page",
         }
@@ -97,6 +109,10 @@ impl EventKind {
             Self::Escalated => "Incident escalated",
             Self::CategoryChanged => "Category changed",
             Self::RolesChanged => "Roles changed",
+            Self::Mitigated => "Incident mitigated",
+            Self::Reopened => "Incident reopened",
+            Self::Merged => "Incidents merged",
+            Self::PriorityChanged => "Priority changed",
             Self::RunbookMessage => "Runbook message",
             Self::Page => "You are paged",
         }

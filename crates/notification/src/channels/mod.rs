@@ -192,7 +192,8 @@ pub struct Channel {
     /// The name runbooks and escalation policies use (`notify::send("NAME", ..)`).
     pub name: String,
     /// Incident changes it receives (opened, acknowledged, resolved, closed,
-    /// severity_changed, alert_attached, escalated, category_changed, roles_changed); empty
+    /// severity_changed, alert_attached, escalated, category_changed, roles_changed, mitigated,
+    /// reopened, merged, priority_changed); empty
     /// means all but alert_attached.
     pub events: Vec<String>,
     /// Only incidents at least this severe (1 is the most severe); 0 means all.
@@ -759,13 +760,13 @@ mod tests {
             .await
             .unwrap();
         let e = log
-            .send(&http, &record("incident.reopened", json!({})), None)
+            .send(&http, &record("incident.unheard_of", json!({})), None)
             .await
             .unwrap_err();
         assert!(e.is_permanent());
         assert_eq!(
             e.to_string(),
-            "unreadable message: unknown delivery kind \"incident.reopened\""
+            "unreadable message: unknown delivery kind \"incident.unheard_of\""
         );
     }
 

@@ -110,6 +110,24 @@ CREATE TABLE changes (
         version: 5,
         sql: "ALTER TABLE incidents ADD COLUMN integration TEXT NOT NULL DEFAULT '';",
     },
+    // The `mitigated` state (active: it holds its key), merges, and resolved incidents found
+    // by key for the reopen window. SQLite's migration 9 is the same.
+    Migration {
+        version: 6,
+        sql: "
+ALTER TABLE incidents DROP CONSTRAINT incidents_state_check;
+ALTER TABLE incidents ADD CONSTRAINT incidents_state_check
+    CHECK (state IN ('open', 'acknowledged', 'mitigated', 'resolved', 'closed'));
+DROP INDEX incidents_one_active_per_key;
+CREATE UNIQUE INDEX incidents_one_active_per_key ON incidents (dedup_key)
+    WHERE state IN ('open', 'acknowledged', 'mitigated');
+CREATE INDEX incidents_resolved_by_key ON incidents (dedup_key, resolved_at)
+    WHERE state = 'resolved';
+CREATE INDEX incident_alerts_by_incident ON incident_alerts (incident_id);
+ALTER TABLE incidents ADD COLUMN mitigated_at BIGINT;
+ALTER TABLE incidents ADD COLUMN merged_into TEXT NOT NULL DEFAULT '';
+",
+    },
 ];
 
 /// Triage's store on Postgres.
@@ -262,8 +280,15 @@ struct PgTriageTx {
 
 /// Locks the active incidents of many keys, in key order.
 const LOCK_BY_KEYS: &str = "
-SELECT * FROM incidents WHERE dedup_key = ANY($1) AND state IN ('open', 'acknowledged')
+SELECT * FROM incidents WHERE dedup_key = ANY($1) AND state IN ('open', 'acknowledged', 'mitigated')
 ORDER BY dedup_key FOR UPDATE";
+
+/// Locks the incidents of many keys resolved since a time, in key order, the last resolved
+/// of each key last (the one a repeat alert reopens).
+const LOCK_RESOLVED_BY_KEYS: &str = "
+SELECT * FROM incidents
+WHERE dedup_key = ANY($1) AND state = 'resolved' AND resolved_at >= $2
+ORDER BY dedup_key, resolved_at, id FOR UPDATE";
 
 /// A changeset's attachments, processed marks, change events, timeline entries and events,
 /// in one statement. The entries' numbers are taken here, after every lock the snapshot
@@ -310,12 +335,13 @@ SELECT (SELECT COUNT(*) FROM marked), (SELECT COUNT(*) FROM linked),
 const INSERT_INCIDENTS: &str = "
 INSERT INTO incidents (id, title, description, category, severity, priority, urgency, state,
     dedup_key, alert_count, labels, source, opened_at, acknowledged_at, resolved_at, closed_at,
-    resolution_summary, root_cause, review, updated_at, roles, integration)
+    resolution_summary, root_cause, review, updated_at, roles, integration, mitigated_at,
+    merged_into)
 SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::int8[], $6::int8[],
     $7::text[], $8::text[], $9::text[], $10::int8[], $11::text[], $12::text[], $13::int8[],
     $14::int8[], $15::int8[], $16::int8[], $17::text[], $18::text[], $19::text[], $20::int8[],
-    $21::text[], $22::text[])
-ON CONFLICT (dedup_key) WHERE state IN ('open', 'acknowledged') DO NOTHING";
+    $21::text[], $22::text[], $23::int8[], $24::text[])
+ON CONFLICT (dedup_key) WHERE state IN ('open', 'acknowledged', 'mitigated') DO NOTHING";
 
 impl PgTriageTx {
     async fn read_snapshot(&mut self, req: &SnapshotRequest) -> Result<TriageSnapshot> {
@@ -349,6 +375,19 @@ impl PgTriageTx {
             for r in &rows {
                 let i = incident_row(r)?;
                 snap.active.insert(i.dedup_key.clone(), i);
+            }
+            if let Some(since) = req.resolved_since {
+                let rows = sqlx::query(LOCK_RESOLVED_BY_KEYS)
+                    .bind(keys.iter().copied().bind_iter())
+                    .bind(since.unix_micros())
+                    .fetch_all(&mut *self.tx)
+                    .await?;
+                for r in &rows {
+                    let i = incident_row(r)?;
+                    if !snap.active.contains_key(&i.dedup_key) {
+                        snap.resolved.insert(i.dedup_key.clone(), i);
+                    }
+                }
             }
         }
         let mut ids: Vec<&str> = req.incident_ids.iter().map(String::as_str).collect();
@@ -402,7 +441,21 @@ impl PgTriageTx {
         // Updates first: an incident resolved here frees its dedup key for an insert.
         if !ch.updates.is_empty() {
             let records: Vec<&IncidentRecord> = ch.updates.iter().map(|u| &u.record).collect();
-            update_incidents(&mut self.tx, &records).await?;
+            update_incidents(&mut self.tx, &records)
+                .await
+                .map_err(|e| match e {
+                    // A reopened incident whose key another took meanwhile.
+                    Error::Database(e) => conflict(e, "an active incident holds this dedup key"),
+                    other => other,
+                })?;
+        }
+        // Both incidents of a merge were locked by the snapshot.
+        for m in &ch.moves {
+            sqlx::query("UPDATE incident_alerts SET incident_id = $2 WHERE incident_id = $1")
+                .bind(&m.from)
+                .bind(&m.to)
+                .execute(&mut *self.tx)
+                .await?;
         }
         if !ch.inserts.is_empty() {
             let i = &ch.inserts;
@@ -451,6 +504,12 @@ impl PgTriageTx {
                 .bind(i.iter().map(|i| i.updated_at.unix_micros()).bind_iter())
                 .bind(&roles)
                 .bind(i.iter().map(|i| &i.integration).bind_iter())
+                .bind(
+                    i.iter()
+                        .map(|i| i.mitigated_at.map(Micros::unix_micros))
+                        .bind_iter(),
+                )
+                .bind(i.iter().map(|i| &i.merged_into).bind_iter())
                 .execute(&mut *self.tx)
                 .await
                 .map_err(|e| conflict(e, "an incident with this id exists"))?;
@@ -554,13 +613,15 @@ async fn update_incidents(conn: &mut PgConnection, incidents: &[&IncidentRecord]
             alert_count = u.alert_count, labels = u.labels, acknowledged_at = u.acknowledged_at,
             resolved_at = u.resolved_at, closed_at = u.closed_at,
             resolution_summary = u.resolution_summary, root_cause = u.root_cause, review = u.review,
-            updated_at = u.updated_at, roles = u.roles
+            updated_at = u.updated_at, roles = u.roles, mitigated_at = u.mitigated_at,
+            merged_into = u.merged_into
          FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::int8[], $6::int8[],
             $7::text[], $8::text[], $9::int8[], $10::text[], $11::int8[], $12::int8[], $13::int8[],
-            $14::text[], $15::text[], $16::text[], $17::int8[], $18::text[])
+            $14::text[], $15::text[], $16::text[], $17::int8[], $18::text[], $19::int8[],
+            $20::text[])
             AS u(id, title, description, category, severity, priority, urgency, state, alert_count,
                 labels, acknowledged_at, resolved_at, closed_at, resolution_summary, root_cause,
-                review, updated_at, roles)
+                review, updated_at, roles, mitigated_at, merged_into)
          WHERE i.id = u.id",
     )
     .bind(incidents.iter().map(|i| &i.id).bind_iter())
@@ -581,6 +642,8 @@ async fn update_incidents(conn: &mut PgConnection, incidents: &[&IncidentRecord]
     .bind(incidents.iter().map(|i| &i.review).bind_iter())
     .bind(incidents.iter().map(|i| i.updated_at.unix_micros()).bind_iter())
     .bind(&roles)
+    .bind(incidents.iter().map(|i| i.mitigated_at.map(Micros::unix_micros)).bind_iter())
+    .bind(incidents.iter().map(|i| &i.merged_into).bind_iter())
     .execute(conn)
     .await?;
     Ok(())
@@ -611,6 +674,10 @@ fn incident_row(r: &PgRow) -> Result<IncidentRecord> {
         closed_at: r
             .try_get::<Option<i64>, _>("closed_at")?
             .map(Micros::from_unix_micros),
+        mitigated_at: r
+            .try_get::<Option<i64>, _>("mitigated_at")?
+            .map(Micros::from_unix_micros),
+        merged_into: r.try_get("merged_into")?,
         resolution_summary: r.try_get("resolution_summary")?,
         root_cause: r.try_get("root_cause")?,
         review: r.try_get("review")?,

@@ -136,6 +136,29 @@ CREATE TABLE changes (
         version: 8,
         sql: "ALTER TABLE incidents ADD COLUMN integration TEXT NOT NULL DEFAULT '';",
     },
+    // The `mitigated` state, and merges. A CHECK cannot be altered in SQLite: the state
+    // moves to a new column with the wider CHECK (the old one, and its CHECK, dropped), and
+    // the indexes on it are made again, `mitigated` counting as active. Resolved incidents
+    // are found by key for the reopen window. Postgres' migration 6 is the same.
+    Migration {
+        version: 9,
+        sql: "
+DROP INDEX incidents_one_active_per_key;
+DROP INDEX incidents_state;
+ALTER TABLE incidents RENAME COLUMN state TO state_v1;
+ALTER TABLE incidents ADD COLUMN state TEXT NOT NULL DEFAULT 'open'
+    CHECK (state IN ('open', 'acknowledged', 'mitigated', 'resolved', 'closed'));
+UPDATE incidents SET state = state_v1;
+ALTER TABLE incidents DROP COLUMN state_v1;
+CREATE UNIQUE INDEX incidents_one_active_per_key ON incidents (dedup_key)
+    WHERE state IN ('open', 'acknowledged', 'mitigated');
+CREATE INDEX incidents_state ON incidents (state, opened_at);
+CREATE INDEX incidents_resolved_by_key ON incidents (dedup_key, resolved_at)
+    WHERE state = 'resolved';
+ALTER TABLE incidents ADD COLUMN mitigated_at INTEGER;
+ALTER TABLE incidents ADD COLUMN merged_into TEXT NOT NULL DEFAULT '';
+",
+    },
 ];
 
 /// Triage's store on SQLite.
@@ -154,7 +177,8 @@ macro_rules! incidents {
         concat!(
             "SELECT id, title, description, category, severity, priority, urgency, state,
                 dedup_key, alert_count, labels, source, opened_at, acknowledged_at, resolved_at,
-                closed_at, resolution_summary, root_cause, review, updated_at, roles, integration
+                closed_at, resolution_summary, root_cause, review, updated_at, roles, integration,
+                mitigated_at, merged_into
                 FROM incidents ",
             $rest
         )
@@ -330,12 +354,27 @@ fn read_snapshot(c: &Connection, req: &SnapshotRequest) -> Result<TriageSnapshot
         // Without the hint SQLite walks every active incident (by state).
         let mut active = c.prepare_cached(incidents!(
             "INDEXED BY incidents_one_active_per_key
-             WHERE state IN ('open', 'acknowledged')
+             WHERE state IN ('open', 'acknowledged', 'mitigated')
              AND dedup_key IN (SELECT value FROM json_each(?))"
         ))?;
         for row in active.query_map([&keys], IncidentRow::read)? {
             let i = row?.record()?;
             snap.active.insert(i.dedup_key.clone(), i);
+        }
+        if let Some(since) = req.resolved_since {
+            // The last resolved of each key without an active one (an active one wins).
+            let mut resolved = c.prepare_cached(incidents!(
+                "INDEXED BY incidents_resolved_by_key
+                 WHERE state = 'resolved' AND resolved_at >= ?1
+                 AND dedup_key IN (SELECT value FROM json_each(?2))
+                 ORDER BY resolved_at"
+            ))?;
+            for row in resolved.query_map((since.unix_micros(), &keys), IncidentRow::read)? {
+                let i = row?.record()?;
+                if !snap.active.contains_key(&i.dedup_key) {
+                    snap.resolved.insert(i.dedup_key.clone(), i);
+                }
+            }
         }
     }
     let mut ids: Vec<&String> = req.incident_ids.iter().collect();
@@ -394,6 +433,20 @@ fn write_changeset(c: &Connection, ch: &TriageChangeset, now: i64) -> Result<Vec
     }
     for i in &ch.inserts {
         insert_row(c, i)?;
+    }
+    for m in &ch.moves {
+        c.prepare_cached("UPDATE incident_alerts SET incident_id = ?2 WHERE incident_id = ?1")?
+            .execute((&m.from, &m.to))?;
+        let moved: i64 = c
+            .prepare_cached("DELETE FROM unresolved_alerts WHERE incident_id = ? RETURNING count")?
+            .query_row([&m.from], |r| r.get(0))
+            .optional()?
+            .unwrap_or(0);
+        c.prepare_cached(
+            "INSERT INTO unresolved_alerts (incident_id, count) VALUES (?, ?)
+             ON CONFLICT (incident_id) DO UPDATE SET count = count + excluded.count",
+        )?
+        .execute((&m.to, moved))?;
     }
     write_links(c, &ch.links, now)?;
     for alert_id in &ch.resolved_alerts {
@@ -459,8 +512,9 @@ fn insert_row(c: &Connection, i: &IncidentRecord) -> Result<()> {
     c.prepare_cached(
         "INSERT INTO incidents (id, title, description, category, severity, priority, urgency, state,
             dedup_key, alert_count, labels, source, opened_at, acknowledged_at, resolved_at, closed_at,
-            resolution_summary, root_cause, review, updated_at, roles, integration)
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            resolution_summary, root_cause, review, updated_at, roles, integration, mitigated_at,
+            merged_into)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
     )?
     .execute(rusqlite::params![
         i.id,
@@ -485,6 +539,8 @@ fn insert_row(c: &Connection, i: &IncidentRecord) -> Result<()> {
         i.updated_at.unix_micros(),
         roles,
         i.integration,
+        i.mitigated_at.map(Micros::unix_micros),
+        i.merged_into,
     ])
     .map_err(|e| conn::conflict(e, "an active incident holds this dedup key"))?;
     Ok(())
@@ -528,6 +584,7 @@ fn incident_by_id(c: &Connection, id: &str) -> Result<Option<IncidentRecord>> {
 fn update_row(c: &Connection, i: &IncidentRecord, keep_state: bool) -> Result<()> {
     let (labels, roles) = (json_text(&i.labels)?, json_text(&i.roles)?);
     let (urgency, state) = (i.urgency.as_str(), i.state.as_str());
+    let mitigated_at = i.mitigated_at.map(Micros::unix_micros);
     let (acknowledged_at, resolved_at, closed_at, updated_at) = (
         i.acknowledged_at.map(Micros::unix_micros),
         i.resolved_at.map(Micros::unix_micros),
@@ -551,6 +608,8 @@ fn update_row(c: &Connection, i: &IncidentRecord, keep_state: bool) -> Result<()
         &i.review,
         &updated_at,
         &roles,
+        &mitigated_at,
+        &i.merged_into,
     ];
     if !keep_state {
         params.push(&state);
@@ -560,16 +619,18 @@ fn update_row(c: &Connection, i: &IncidentRecord, keep_state: bool) -> Result<()
         "UPDATE incidents SET title = ?, description = ?, category = ?, severity = ?, priority = ?,
             urgency = ?, alert_count = ?, labels = ?, acknowledged_at = ?, resolved_at = ?,
             closed_at = ?, resolution_summary = ?, root_cause = ?, review = ?, updated_at = ?,
-            roles = ?
+            roles = ?, mitigated_at = ?, merged_into = ?
          WHERE id = ?"
     } else {
         "UPDATE incidents SET title = ?, description = ?, category = ?, severity = ?, priority = ?,
             urgency = ?, alert_count = ?, labels = ?, acknowledged_at = ?, resolved_at = ?,
             closed_at = ?, resolution_summary = ?, root_cause = ?, review = ?, updated_at = ?,
-            roles = ?, state = ?
+            roles = ?, mitigated_at = ?, merged_into = ?, state = ?
          WHERE id = ?"
     })?
-    .execute(params.as_slice())?;
+    .execute(params.as_slice())
+    // A reopened incident whose key another holds.
+    .map_err(|e| conn::conflict(e, "an active incident holds this dedup key"))?;
     Ok(())
 }
 
@@ -602,6 +663,8 @@ impl IncidentRow {
                 acknowledged_at: r.get::<_, Option<i64>>(13)?.map(Micros::from_unix_micros),
                 resolved_at: r.get::<_, Option<i64>>(14)?.map(Micros::from_unix_micros),
                 closed_at: r.get::<_, Option<i64>>(15)?.map(Micros::from_unix_micros),
+                mitigated_at: r.get::<_, Option<i64>>(22)?.map(Micros::from_unix_micros),
+                merged_into: r.get(23)?,
                 resolution_summary: r.get(16)?,
                 root_cause: r.get(17)?,
                 review: r.get(18)?,

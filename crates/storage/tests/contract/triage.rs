@@ -28,7 +28,102 @@ crate::contract!(triage:
     timeline_pages_follow_a_sequence_number_and_a_byte_bound,
     change_events_are_stored_once,
     incident_roles_round_trip_through_inserts_updates_and_reads,
+    resolved_incidents_are_found_by_key_since_a_time_and_reopen,
+    a_merge_moves_every_alert_and_its_unresolved_count,
 );
+
+/// A changeset that writes `record`, its state changed.
+fn updating(record: &firebreak_storage::IncidentRecord) -> TriageChangeset {
+    TriageChangeset {
+        updates: vec![update(record, true)],
+        ..Default::default()
+    }
+}
+
+/// The reopen window's read: the incident resolved last of a key, since a time, unless an
+/// active one holds the key; a reopened incident holds its key again (a second active one
+/// is refused).
+async fn resolved_incidents_are_found_by_key_since_a_time_and_reopen(f: &Fixture<dyn TriageStore>) {
+    let store = &*f.store;
+    let at = |n, mut i: firebreak_storage::IncidentRecord| {
+        i.resolved_at = Some(micros(n));
+        i
+    };
+    apply(
+        store,
+        opening([
+            at(10, incident("r1", "k", "resolved")),
+            at(20, incident("r2", "k", "resolved")),
+            at(30, incident("m", "k3", "mitigated")),
+            at(5, incident("old", "k2", "resolved")),
+        ]),
+    )
+    .await
+    .unwrap();
+    let mut asked = by_keys(&["k", "k2", "k3"]);
+    asked.resolved_since = Some(micros(8));
+    let snap = snapshot(store, asked.clone()).await;
+    let found: Vec<(&str, &str)> = {
+        let mut v: Vec<_> = snap
+            .resolved
+            .iter()
+            .map(|(k, i)| (k.as_str(), i.id.as_str()))
+            .collect();
+        v.sort();
+        v
+    };
+    // The last of k; k2's is too old; k3 is held by its mitigated (active) incident.
+    assert_eq!(found, [("k", "r2")]);
+    assert_eq!(snap.active["k3"].id, "m");
+    // Without a time, nothing resolved is read.
+    assert!(snapshot(store, by_keys(&["k"])).await.resolved.is_empty());
+    // Reopened, r2 is the key's active incident; r1 cannot be too.
+    let mut r2 = snap.resolved["k"].clone();
+    r2.state = "open".parse().unwrap();
+    r2.resolved_at = None;
+    apply(store, updating(&r2)).await.unwrap();
+    assert_eq!(snapshot(store, by_keys(&["k"])).await.active["k"].id, "r2");
+    let mut r1 = store.incident("r1").await.unwrap().unwrap();
+    r1.state = "open".parse().unwrap();
+    let err = apply(store, updating(&r1)).await.unwrap_err();
+    assert!(matches!(err, Error::Conflict(_)), "{err:?}");
+}
+
+/// A merge moves every alert of one incident to another, unresolved ones counted there.
+async fn a_merge_moves_every_alert_and_its_unresolved_count(f: &Fixture<dyn TriageStore>) {
+    let store = &*f.store;
+    let mut setup = opening([incident("a", "ka", "open"), incident("b", "kb", "open")]);
+    setup.links = vec![
+        link("a1", "a", true),
+        link("a2", "a", false),
+        link("b1", "b", true),
+    ];
+    apply(store, setup).await.unwrap();
+    let clear = TriageChangeset {
+        resolved_alerts: vec!["a2".into()],
+        ..Default::default()
+    };
+    apply(store, clear).await.unwrap();
+    let mut merged = store.incident("a").await.unwrap().unwrap();
+    merged.state = "closed".parse().unwrap();
+    merged.merged_into = "b".into();
+    let mut changes = updating(&merged);
+    changes.moves = vec![firebreak_storage::AlertMove {
+        from: "a".into(),
+        to: "b".into(),
+    }];
+    apply(store, changes).await.unwrap();
+    let mut asked = by_ids(&["a", "b"]);
+    asked.alert_ids = vec!["a1".into(), "a2".into(), "b1".into()];
+    let snap = snapshot(store, asked).await;
+    for alert in ["a1", "a2", "b1"] {
+        assert_eq!(snap.links[alert].incident_id, "b", "{alert}");
+    }
+    assert_eq!((snap.unresolved["a"], snap.unresolved["b"]), (0, 2));
+    assert_eq!(snap.incidents["a"].merged_into, "b");
+    // The key of the merged incident is free.
+    assert!(snapshot(store, by_keys(&["ka"])).await.active.is_empty());
+}
 
 /// A changeset that opens incidents.
 fn opening(
@@ -801,6 +896,7 @@ async fn a_snapshot_answers_what_was_asked(f: &Fixture<dyn TriageStore>) {
         incident_ids: vec!["old".into(), "nope".into()],
         incidents_of_alerts: true,
         event_ids: vec!["ev-1".into(), "ev-2".into()],
+        resolved_since: None,
     };
     let snap = snapshot(store, asked.clone()).await;
     assert_eq!(
@@ -811,6 +907,7 @@ async fn a_snapshot_answers_what_was_asked(f: &Fixture<dyn TriageStore>) {
             incidents: HashMap::from([("a".into(), a), ("old".into(), old.clone())]),
             unresolved: HashMap::from([("a".into(), 1), ("old".into(), 0)]),
             processed: HashSet::from(["ev-1".into()]),
+            resolved: HashMap::new(),
         }
     );
     // Without the incidents of the alerts, those asked by id alone.

@@ -78,6 +78,14 @@ fn holding(incidents: &[IncidentRecord]) -> TriageSnapshot {
 }
 
 fn run(snapshot: &TriageSnapshot, inputs: &[Input]) -> Result<Decision> {
+    run_with(&Lifecycle::default(), snapshot, inputs)
+}
+
+fn run_with(
+    lifecycle: &Lifecycle,
+    snapshot: &TriageSnapshot,
+    inputs: &[Input],
+) -> Result<Decision> {
     let taxonomy = Taxonomy::default();
     let mut next = 100;
     let mut new_id = || {
@@ -89,6 +97,7 @@ fn run(snapshot: &TriageSnapshot, inputs: &[Input]) -> Result<Decision> {
         inputs,
         &mut Context {
             taxonomy: &taxonomy,
+            lifecycle,
             now: NOW,
             new_id: &mut new_id,
         },
@@ -281,8 +290,26 @@ fn an_alert_that_does_not_parse_is_refused_naming_the_field() {
 #[test]
 fn transitions_follow_the_life_cycle() {
     // Table: stored state, action, text, the state after or the error it must name.
-    let cases: [(&str, Action, &str, Result<&str, &str>); 8] = [
+    let cases: [(&str, Action, &str, Result<&str, &str>); 16] = [
         ("open", Action::Acknowledge, "", Ok("acknowledged")),
+        ("open", Action::Mitigate, "", Ok("mitigated")),
+        (
+            "acknowledged",
+            Action::Mitigate,
+            "rolled back",
+            Ok("mitigated"),
+        ),
+        ("mitigated", Action::Resolve, "fixed", Ok("resolved")),
+        ("mitigated", Action::Acknowledge, "", Err("acknowledge")),
+        ("resolved", Action::Reopen, "it is back", Ok("open")),
+        ("resolved", Action::Reopen, " ", Err("reason")),
+        ("closed", Action::Reopen, "why", Err("reopen")),
+        (
+            "acknowledged",
+            Action::Merge,
+            "x",
+            Err("merge names the incident"),
+        ),
         ("open", Action::Resolve, "fixed", Ok("resolved")),
         ("acknowledged", Action::Resolve, "fixed", Ok("resolved")),
         ("resolved", Action::Close, "a bad deploy", Ok("closed")),
@@ -993,4 +1020,254 @@ fn the_review_lists_who_held_which_role_and_until_when() {
         review.contains("| responder | dave | 2027-01-15T08:00:05Z | holds it |"),
         "{review}"
     );
+}
+
+fn transition(n: u32, action: Action, text: &str) -> Input {
+    Input::Transition {
+        incident_id: id(n),
+        action,
+        actor: "user:alice".into(),
+        text: text.into(),
+        timeline: Vec::new(),
+    }
+}
+
+/// A resolved incident `n` with key `key`, resolved `ago` before NOW.
+fn resolved_ago(n: u32, key: &str, ago: Duration) -> IncidentRecord {
+    let mut i = incident(n, key, "resolved", 3);
+    i.resolved_at = Some(Micros::from_unix_micros(
+        NOW.unix_micros() - ago.as_micros() as i64,
+    ));
+    i
+}
+
+#[test]
+fn mitigating_stops_paging_but_keeps_the_key_and_resolving_keeps_its_time() {
+    let snap = holding(&[incident(1, "db", "acknowledged", 3)]);
+    let d = run(
+        &snap,
+        &[
+            transition(1, Action::Mitigate, "rolled back"),
+            alert("a2", "db", 3),
+        ],
+    )
+    .unwrap();
+    assert_eq!(kinds(&d), ["mitigated", "alert_attached"]);
+    assert_eq!(changes(&d), [Change::Mitigated, Change::AlertAttached]);
+    // The alert joined the mitigated incident: mitigated is active.
+    assert_eq!(d.ingested[0].incident_id, id(1));
+    assert!(d.changeset.inserts.is_empty());
+    let inc = &d.changeset.updates[0].record;
+    assert_eq!(
+        (inc.mitigated_at, inc.state.as_str()),
+        (Some(NOW), "mitigated")
+    );
+}
+
+#[test]
+fn people_reopen_inside_the_window_only() {
+    let hour = Duration::from_secs(3600);
+    let inside = holding(&[resolved_ago(1, "db", hour - Duration::from_secs(1))]);
+    let d = run(&inside, &[transition(1, Action::Reopen, "it is back")]).unwrap();
+    let inc = &d.changeset.updates[0].record;
+    assert_eq!((inc.state.as_str(), inc.resolved_at), ("open", None));
+    assert_eq!(kinds(&d), ["reopened"]);
+    assert_eq!(changes(&d), [Change::Reopened]);
+    assert_eq!(d.changeset.entries[0].data["reason"], "it is back");
+    let outside = holding(&[resolved_ago(1, "db", hour + Duration::from_secs(1))]);
+    let err = run(&outside, &[transition(1, Action::Reopen, "late")]).unwrap_err();
+    assert!(err.to_string().contains("reopen.window"), "{err}");
+    // A zero window turns reopening off.
+    let off = Lifecycle {
+        reopen_window: Duration::ZERO,
+        ..Lifecycle::default()
+    };
+    assert!(run_with(&off, &inside, &[transition(1, Action::Reopen, "x")]).is_err());
+}
+
+#[test]
+fn a_repeat_alert_reopens_inside_its_integrations_window_and_opens_anew_outside() {
+    let lifecycle = Lifecycle {
+        repeat_window: Duration::from_secs(600),
+        repeat_windows: HashMap::from([("quiet".to_owned(), Duration::ZERO)]),
+        ..Lifecycle::default()
+    };
+    let mut snap = TriageSnapshot::default();
+    let recent = resolved_ago(1, "db", Duration::from_secs(599));
+    // As the store reads it: by key only (not among the incidents asked by id).
+    snap.resolved.insert("db".into(), recent);
+    // Inside: the same incident opens again, and the alert joins it.
+    let d = run_with(&lifecycle, &snap, &[alert("a2", "db", 3)]).unwrap();
+    assert!(d.changeset.inserts.is_empty());
+    assert_eq!(
+        (
+            d.ingested[0].incident_id.as_str(),
+            d.ingested[0].deduplicated
+        ),
+        (id(1).as_str(), true)
+    );
+    assert_eq!(kinds(&d), ["reopened", "alert_attached"]);
+    assert_eq!(changes(&d), [Change::Reopened, Change::AlertAttached]);
+    let inc = &d.changeset.updates[0].record;
+    assert_eq!((inc.state.as_str(), inc.alert_count), ("open", 2));
+    assert!(d.changeset.updates[0].state_changed);
+    // A second alert of the batch joins it too: one reopen.
+    let d = run_with(
+        &lifecycle,
+        &snap,
+        &[alert("a2", "db", 3), alert("a3", "db", 3)],
+    )
+    .unwrap();
+    assert_eq!(kinds(&d).iter().filter(|k| **k == "reopened").count(), 1);
+    assert_eq!(d.ingested[1].incident_id, id(1));
+    // The default (no repeat window) and an integration without one open a new incident.
+    for l in [
+        Lifecycle::default(),
+        Lifecycle {
+            repeat_windows: HashMap::from([("am-payments".to_owned(), Duration::ZERO)]),
+            ..lifecycle.clone()
+        },
+    ] {
+        let d = run_with(&l, &snap, &[alert("a2", "db", 3)]).unwrap();
+        assert_eq!(d.changeset.inserts.len(), 1, "{l:?}");
+    }
+    // Outside the window: a new incident.
+    let mut late = TriageSnapshot::default();
+    late.resolved
+        .insert("db".into(), resolved_ago(1, "db", Duration::from_secs(601)));
+    let d = run_with(&lifecycle, &late, &[alert("a2", "db", 3)]).unwrap();
+    assert_eq!(d.changeset.inserts.len(), 1);
+}
+
+fn merge(n: u32, into: u32, reason: &str) -> Input {
+    Input::Merge {
+        incident_id: id(n),
+        into: id(into),
+        actor: "user:alice".into(),
+        reason: reason.into(),
+    }
+}
+
+#[test]
+fn a_merge_moves_the_alerts_and_closes_with_a_link() {
+    let mut source = incident(1, "web-1", "acknowledged", 3);
+    source.alert_count = 3;
+    let mut snap = holding(&[source, incident(2, "web-2", "open", 2)]);
+    snap.unresolved.insert(id(1), 2);
+    let d = run(
+        &snap,
+        &[merge(1, 2, "same outage"), alert("a9", "web-1", 3)],
+    )
+    .unwrap();
+    assert_eq!(
+        d.changeset.moves,
+        [AlertMove {
+            from: id(1),
+            to: id(2)
+        }]
+    );
+    let (merged, into, moved) = &d.merged[0];
+    assert_eq!(moved, &3);
+    assert_eq!(
+        (
+            merged.state.as_str(),
+            merged.merged_into.as_str(),
+            merged.closed_at
+        ),
+        ("closed", id(2).as_str(), Some(NOW))
+    );
+    assert!(merged.root_cause.contains("same outage"));
+    assert_eq!(into.alert_count, 4);
+    assert_eq!(kinds(&d)[..2], ["merged_into", "merged"]);
+    assert_eq!(changes(&d)[..2], [Change::Merged, Change::Merged]);
+    // The merged incident's key is free: its next alert opens a new incident.
+    assert_eq!(d.changeset.inserts.len(), 1);
+}
+
+#[test]
+fn a_merge_is_refused_naming_the_field() {
+    let snap = holding(&[
+        incident(1, "a", "open", 3),
+        incident(2, "b", "resolved", 3),
+        incident(3, "c", "closed", 3),
+        incident(4, "d", "open", 3),
+    ]);
+    let cases = [
+        (merge(1, 1, "x"), "into"),
+        (merge(1, 2, "x"), "into"),
+        (merge(3, 4, "x"), "merge"),
+        (merge(1, 4, "  "), "reason"),
+        (merge(1, 9, "x"), "not found"),
+    ];
+    for (input, names) in cases {
+        let err = run(&snap, &[input]).unwrap_err();
+        assert!(err.to_string().contains(names), "{names}: {err}");
+    }
+}
+
+fn set(
+    severity: Option<u32>,
+    priority: Option<u32>,
+    category: Option<&str>,
+    reason: &str,
+) -> Input {
+    Input::Reclassify {
+        incident_id: id(1),
+        actor: "user:ic".into(),
+        change: Reclassification {
+            severity,
+            priority,
+            category: category.map(str::to_owned),
+            reason: reason.into(),
+        },
+    }
+}
+
+#[test]
+fn a_reclassification_needs_a_reason_and_goes_on_the_timeline() {
+    let snap = holding(&[incident(1, "db", "acknowledged", 3)]);
+    let d = run(
+        &snap,
+        &[set(Some(1), None, Some("data-breach"), "customer data")],
+    )
+    .unwrap();
+    assert_eq!(
+        kinds(&d),
+        ["severity_changed", "priority_changed", "category_changed"]
+    );
+    assert_eq!(
+        changes(&d),
+        [Change::SeverityChanged, Change::CategoryChanged]
+    );
+    let inc = &d.transitioned[0];
+    // SEV1 at the stored medium urgency: P2.
+    assert_eq!(
+        (inc.severity, inc.priority, inc.category.as_str()),
+        (1, 2, "data-breach")
+    );
+    assert!(
+        d.changeset
+            .entries
+            .iter()
+            .all(|e| e.data["reason"] == "customer data")
+    );
+    let d = run(&snap, &[set(None, Some(1), None, "board asked")]).unwrap();
+    assert_eq!(changes(&d), [Change::PriorityChanged]);
+    assert_eq!(d.transitioned[0].priority, 1);
+    // What is already set changes nothing.
+    let d = run(&snap, &[set(Some(3), None, None, "same")]).unwrap();
+    assert!(d.changeset.is_empty());
+    let closed = holding(&[incident(1, "db", "closed", 3)]);
+    let refusals = [
+        (&snap, set(Some(2), None, None, " "), "reason"),
+        (&snap, set(None, None, None, "why"), "severity"),
+        (&snap, set(Some(0), None, None, "why"), "severity"),
+        (&snap, set(None, Some(6), None, "why"), "priority"),
+        (&snap, set(None, None, Some("nope"), "why"), "category"),
+        (&closed, set(Some(2), None, None, "why"), "reclassify"),
+    ];
+    for (snap, input, names) in refusals {
+        let err = run(snap, &[input]).unwrap_err();
+        assert!(err.to_string().contains(names), "{names}: {err}");
+    }
 }
