@@ -5,6 +5,7 @@ mod access;
 mod answers;
 mod audit;
 mod harness;
+mod maintenance;
 mod oncall;
 mod path;
 mod roles;
