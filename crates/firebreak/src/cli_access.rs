@@ -1035,10 +1035,10 @@ async fn maintenance(
         return Ok(());
     }
     if r.windows.is_empty() {
-        say_raw("no maintenance windows");
+        say_raw("no maintenance windows\n");
     }
     for w in &r.windows {
-        say_raw(&maintenance_text(w));
+        say_raw(&format!("{}\n", maintenance_text(w)));
     }
     Ok(())
 }
