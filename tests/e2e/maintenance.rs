@@ -111,6 +111,17 @@ maintenance:
     let w = &windows[0];
     assert!(w.in_force);
     assert_eq!(w.occurrences.len(), 3);
+    // More occurrences than a window lists is refused naming the field.
+    let refused = s
+        .notifications
+        .list_maintenance_windows(v1::ListMaintenanceWindowsRequest {
+            occurrences: 21,
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::InvalidArgument);
+    assert!(refused.message().contains("occurrences"), "{refused:?}");
     let end = w.current.as_ref().and_then(|c| c.end).unwrap();
     let until = time::OffsetDateTime::from_unix_timestamp(end.seconds).unwrap();
     assert_eq!(
