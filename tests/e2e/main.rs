@@ -6,6 +6,7 @@ mod answers;
 mod audit;
 mod harness;
 mod lifecycle;
+mod maintenance;
 mod oncall;
 mod path;
 mod roles;

@@ -9,6 +9,7 @@ mod dedup;
 mod error;
 mod ids;
 mod incident;
+pub mod maintenance;
 pub mod people;
 mod review;
 mod rules;

@@ -154,6 +154,9 @@ pub enum Command {
     /// Channels' messages: what a channel would send (rendered, nothing sent).
     #[command(subcommand)]
     Template(TemplateCmd),
+    /// Maintenance windows: when incidents of some services page nobody.
+    #[command(subcommand)]
+    Maintenance(crate::cli_access::MaintenanceCmd),
     /// Who is on call now, in every schedule or one.
     Oncall {
         #[arg(long)]
@@ -621,6 +624,7 @@ impl Cli {
             | Command::Escalation(_)
             | Command::Delivery(_)
             | Command::Schedule(_)
+            | Command::Maintenance(_)
             | Command::Oncall { .. }
             | Command::Whoami) => {
                 let cmd = match cmd {
@@ -632,6 +636,7 @@ impl Cli {
                     Command::Delivery(c) => AccessCmd::Delivery(c),
                     Command::Schedule(c) => AccessCmd::Schedule(c),
                     Command::Oncall { schedule } => AccessCmd::OnCall { schedule },
+                    Command::Maintenance(c) => AccessCmd::Maintenance(c),
                     _ => AccessCmd::WhoAmI,
                 };
                 let channel = targets.connect(Service::Notification).await?;
@@ -1374,6 +1379,7 @@ async fn client(cmd: Command, targets: &Targets, out: &Out) -> anyhow::Result<()
         | Command::Escalation(_)
         | Command::Delivery(_)
         | Command::Schedule(_)
+        | Command::Maintenance(_)
         | Command::Oncall { .. }
         | Command::Template(_)
         | Command::Whoami

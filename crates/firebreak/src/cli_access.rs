@@ -289,6 +289,7 @@ pub(crate) async fn run(
         AccessCmd::Delivery(d) => return delivery(d, channel, json_out, &status).await,
         AccessCmd::Schedule(s) => return schedule(s, channel, json_out, &status).await,
         AccessCmd::OnCall { schedule: s } => return oncall(s, channel, json_out, &status).await,
+        AccessCmd::Maintenance(m) => return maintenance(m, channel, json_out, &status).await,
         cmd => cmd,
     };
     let mut access = AccessServiceClient::new(channel);
@@ -382,7 +383,8 @@ pub(crate) async fn run(
         | AccessCmd::Escalation(_)
         | AccessCmd::Delivery(_)
         | AccessCmd::Schedule(_)
-        | AccessCmd::OnCall { .. } => {
+        | AccessCmd::OnCall { .. }
+        | AccessCmd::Maintenance(_) => {
             unreachable!("answered above")
         }
     }
@@ -669,6 +671,18 @@ pub enum AccessCmd {
     Delivery(DeliveryCmd),
     Schedule(ScheduleCmd),
     OnCall { schedule: Option<String> },
+    Maintenance(MaintenanceCmd),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum MaintenanceCmd {
+    /// Every maintenance window: whether it is in force now, its rule and scope, and its
+    /// next occurrences in its time zone.
+    List {
+        /// Occurrences to show per window (the one in force first), 1-20.
+        #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=20))]
+        occurrences: u32,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -987,6 +1001,94 @@ async fn oncall(
         );
     }
     Ok(())
+}
+
+async fn maintenance(
+    cmd: MaintenanceCmd,
+    channel: AuthedChannel,
+    json_out: bool,
+    status: &impl Fn(tonic::Status) -> anyhow::Error,
+) -> anyhow::Result<()> {
+    let MaintenanceCmd::List { occurrences } = cmd;
+    let r = v1::notification_service_client::NotificationServiceClient::new(channel)
+        .list_maintenance_windows(v1::ListMaintenanceWindowsRequest {
+            at: None,
+            occurrences,
+        })
+        .await
+        .map_err(status)?
+        .into_inner();
+    if json_out {
+        let occurrence = |o: &v1::MaintenanceOccurrence| json!({ "start": ts_json(o.start.as_ref()), "end": ts_json(o.end.as_ref()) });
+        print_json(json!(
+            r.windows
+                .iter()
+                .map(|w| json!({
+                    "name": w.name, "time_zone": w.time_zone, "start": w.start,
+                    "duration": w.duration, "rrule": w.rrule, "services": w.services,
+                    "integrations": w.integrations, "matchers": w.matchers, "comment": w.comment,
+                    "in_force": w.in_force, "current": w.current.as_ref().map(occurrence),
+                    "occurrences": w.occurrences.iter().map(occurrence).collect::<Vec<_>>(),
+                }))
+                .collect::<Vec<_>>()
+        ));
+        return Ok(());
+    }
+    if r.windows.is_empty() {
+        say_raw("no maintenance windows\n");
+    }
+    for w in &r.windows {
+        say_raw(&format!("{}\n", maintenance_text(w)));
+    }
+    Ok(())
+}
+
+/// A window as `maintenance list` prints it: a block of lines, times in its own zone.
+fn maintenance_text(w: &v1::MaintenanceWindow) -> String {
+    let zone =
+        firebreak_domain::schedule::time_zone(&w.time_zone).unwrap_or(jiff::tz::TimeZone::UTC);
+    let span = |o: &v1::MaintenanceOccurrence| {
+        format!(
+            "{} – {}",
+            in_zone(o.start.as_ref(), &zone),
+            in_zone(o.end.as_ref(), &zone)
+        )
+    };
+    let state = match &w.current {
+        Some(c) => format!("in force until {}", in_zone(c.end.as_ref(), &zone)),
+        None => "not in force".to_owned(),
+    };
+    let rule = if w.rrule.is_empty() {
+        "once".to_owned()
+    } else {
+        w.rrule.clone()
+    };
+    let mut scope = Vec::new();
+    for (what, list) in [
+        ("services", &w.services),
+        ("integrations", &w.integrations),
+        ("matchers", &w.matchers),
+    ] {
+        if !list.is_empty() {
+            scope.push(format!("{what} {}", list.join(", ")));
+        }
+    }
+    let mut lines = vec![
+        format!("{}  {state}  ({})", w.name, w.time_zone),
+        format!("  rule:  {rule} from {} for {}", w.start, w.duration),
+        format!("  scope: {}", scope.join("; ")),
+    ];
+    if !w.comment.is_empty() {
+        lines.push(format!("  note:  {}", w.comment));
+    }
+    match w.occurrences.split_first() {
+        None => lines.push("  next:  none (the rule has ended)".to_owned()),
+        Some((first, rest)) => {
+            lines.push(format!("  next:  {}", span(first)));
+            lines.extend(rest.iter().map(|o| format!("         {}", span(o))));
+        }
+    }
+    lines.join("\n")
 }
 
 #[derive(Debug, Subcommand)]

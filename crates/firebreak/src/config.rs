@@ -76,6 +76,11 @@ pub struct Config {
     /// key that signs them (docs/oncall.md, "Acknowledging from a page").
     #[serde(default)]
     pub responses: Option<firebreak_notification::ResponsesSpec>,
+    /// Maintenance windows: recurring local hours (an RRULE in a time zone) during which
+    /// incidents of some services, integrations or labels are recorded but page nobody;
+    /// paging starts when the window ends (docs/maintenance.md).
+    #[serde(default)]
+    pub maintenance: Vec<firebreak_domain::maintenance::WindowSpec>,
     /// How many pages one destination (a number, an address) may receive in a window, per
     /// contact kind: `throttles: {sms: [{count: 1, per_seconds: 60}]}`. A kind left out
     /// keeps GoAlert's limits (SMS and voice 1 a minute and more over longer windows, email
@@ -515,6 +520,7 @@ const KEYS: &[&str] = &[
     "schedules",
     "routes",
     "responses",
+    "maintenance",
     "throttles",
     "reopen",
     "users",
@@ -634,6 +640,8 @@ impl Config {
             .check()
             .map_err(|e| anyhow::anyhow!("invalid {e}"))?;
         self.reopen.check()?;
+        firebreak_domain::maintenance::check_all(&self.maintenance)
+            .map_err(|e| anyhow::anyhow!("invalid {e}"))?;
         for (key, t) in [
             ("service_token", &self.auth.service_token),
             ("admin_token", &self.auth.admin_token),

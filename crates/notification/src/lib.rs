@@ -11,6 +11,7 @@ mod error;
 mod escalation;
 pub mod ical;
 mod inbound;
+mod maintenance;
 mod paging;
 pub mod respond;
 pub mod routing;
@@ -65,6 +66,9 @@ pub enum ConfigError {
     /// A throttle is not valid; the text names the field and says why.
     #[error("{0}")]
     Throttles(String),
+    /// A maintenance window is not valid; the text names the field and says why.
+    #[error("{0}")]
+    Maintenance(String),
     #[error("http client: {0}")]
     HttpClient(#[source] reqwest::Error),
 }
@@ -103,6 +107,8 @@ pub struct Notification {
     responses: Option<Arc<Responses>>,
     /// How many pages each destination may receive in a window.
     throttles: Arc<throttle::Throttles>,
+    /// Maintenance windows: while one covers an incident, its escalation pages nobody.
+    maintenance: Arc<Vec<firebreak_domain::maintenance::Window>>,
 }
 
 impl Notification {
@@ -133,6 +139,7 @@ impl Notification {
             schedules: Arc::new(schedules::Live::fixed(schedules::Schedules::default())),
             responses: None,
             throttles: Arc::new(throttle::Throttles::default()),
+            maintenance: Arc::new(Vec::new()),
         })
     }
 
@@ -140,6 +147,17 @@ impl Notification {
     pub fn with_throttles(mut self, throttles: throttle::Throttles) -> Result<Self, ConfigError> {
         throttles.check().map_err(ConfigError::Throttles)?;
         self.throttles = Arc::new(throttles);
+        Ok(self)
+    }
+
+    /// Holds paging back while one of `windows` covers an incident (see `maintenance`).
+    pub fn with_maintenance(
+        mut self,
+        windows: &[firebreak_domain::maintenance::WindowSpec],
+    ) -> Result<Self, ConfigError> {
+        let checked =
+            firebreak_domain::maintenance::check_all(windows).map_err(ConfigError::Maintenance)?;
+        self.maintenance = Arc::new(checked);
         Ok(self)
     }
 
@@ -650,8 +668,19 @@ impl Notification {
     /// fails.
     async fn attempt_step(&self, mut d: DeliveryRecord) {
         let now = self.clock.now();
-        match self.run_step(&d).await {
-            Ok(_) => {
+        // A maintenance window covering the incident holds the step back: it is replaced by
+        // one due at the window's end, and this one is done.
+        let mut held = None;
+        let outcome = match self.hold_for_maintenance(&d, now).await {
+            Ok(Some(event)) => {
+                held = Some(event);
+                Ok(())
+            }
+            Ok(None) => self.run_step(&d).await.map(drop),
+            Err(e) => Err(e),
+        };
+        match outcome {
+            Ok(()) => {
                 d.status = DeliveryState::Delivered;
                 d.delivered_at = Some(now);
                 d.last_error.clear();
@@ -672,8 +701,10 @@ impl Notification {
                 tracing::warn!(delivery = %d.id, policy = %d.channel, error = %e, "an escalation step failed");
             }
         }
-        if let Err(e) = self.store.update_delivery(&d, None).await {
+        if let Err(e) = self.store.update_delivery(&d, held.as_ref()).await {
             tracing::warn!(delivery = %d.id, error = %e, "recording an escalation step failed");
+        } else if held.is_some() {
+            self.relay.wake();
         }
     }
 }
@@ -901,6 +932,31 @@ impl NotificationService for Notification {
             })
             .collect();
         Ok(Response::new(v1::TestEscalationResponse { pages }))
+    }
+
+    async fn list_maintenance_windows(
+        &self,
+        req: Request<v1::ListMaintenanceWindowsRequest>,
+    ) -> Result<Response<v1::ListMaintenanceWindowsResponse>, Status> {
+        let req = req.into_inner();
+        let at = req
+            .at
+            .as_ref()
+            .map_or_else(|| self.clock.now(), firebreak_proto::micros);
+        let n = match req.occurrences {
+            0 => 3,
+            n if n as usize > maintenance::MAX_LISTED => {
+                return Err(Error::Invalid(format!(
+                    "occurrences: at most {}",
+                    maintenance::MAX_LISTED
+                ))
+                .into());
+            }
+            n => n as usize,
+        };
+        Ok(Response::new(v1::ListMaintenanceWindowsResponse {
+            windows: self.list_maintenance(at, n),
+        }))
     }
 
     async fn list_deliveries(

@@ -128,7 +128,7 @@ impl Notification {
         self.step_delivery(&step, incident_id, now, now)
     }
 
-    fn step_delivery(
+    pub(crate) fn step_delivery(
         &self,
         step: &Step,
         incident_id: &str,

@@ -164,6 +164,10 @@ impl Triage {
                                 .record_delivery(&id, d)
                                 .await
                                 .map_err(Error::into_handler),
+                            Some(Payload::PagingSuppressed(p)) => me
+                                .record_paging_suppressed(&id, p)
+                                .await
+                                .map_err(Error::into_handler),
                             // Other events on these streams are not triage's business.
                             _ => Ok(()),
                         }

@@ -311,6 +311,35 @@ impl Triage {
         self.decide_and_apply(&[input]).await.map(drop)
     }
 
+    /// Puts a maintenance window holding an incident's paging back on its timeline (once
+    /// per event): which window, until when, and the escalation step that waits.
+    pub(crate) async fn record_paging_suppressed(
+        &self,
+        event_id: &str,
+        p: v1::PagingSuppressed,
+    ) -> Result<()> {
+        let until = p
+            .until
+            .as_ref()
+            .map(|t| firebreak_proto::micros(t).timestamp())
+            .and_then(|t| {
+                t.format(&time::format_description::well_known::Rfc3339)
+                    .ok()
+            });
+        let data = json!({
+            "window": clip(&p.window, MAX_NAME), "until": until,
+            "policy": clip(&p.policy, MAX_NAME), "step": p.step,
+        });
+        let input = Input::Record {
+            event_id: event_id.to_owned(),
+            incident_id: p.incident_id.clone(),
+            kind: "paging_suppressed".into(),
+            actor: "notification".into(),
+            data,
+        };
+        self.decide_and_apply(&[input]).await.map(drop)
+    }
+
     /// Applies a runbook's command to an incident, once per event.
     pub(crate) async fn apply_command(
         &self,

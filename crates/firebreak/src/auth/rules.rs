@@ -231,6 +231,11 @@ pub const METHODS: &[(&str, &str, Rule)] = &[
         Needs(P::SchedulesOverride),
     ),
     (
+        "/firebreak.v1.NotificationService/ListMaintenanceWindows",
+        "notification",
+        Needs(P::DirectoryRead),
+    ),
+    (
         "/firebreak.v1.AccessService/WhoAmI",
         "notification",
         Authenticated,

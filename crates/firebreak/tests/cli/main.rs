@@ -2247,3 +2247,92 @@ fn incident_watch_prints_each_timeline_entry_as_it_is_written() {
     let _ = watch.kill();
     let _ = watch.wait();
 }
+
+#[test]
+fn maintenance_list_shows_each_window_in_force_or_not_with_its_next_occurrences() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("config.yaml");
+    // `always` holds every instant (a day long, every day); `once` ended long ago;
+    // `weekends` is in Berlin time.
+    std::fs::write(
+        &config,
+        "maintenance:\n  - { name: always, time_zone: UTC, start: '2020-01-01T00:00', duration: 1d, rrule: FREQ=DAILY, services: [checkout], comment: frozen }\n  - { name: once, time_zone: UTC, start: '2020-01-01T00:00', duration: 1h, integrations: [am-prod] }\n  - { name: weekends, time_zone: Europe/Berlin, start: '2026-01-03T00:00', duration: 2d, rrule: 'FREQ=WEEKLY;BYDAY=SA', matchers: ['env=\"staging\"'] }\n",
+    )
+    .unwrap();
+    let server = Server::start(&dir.path().join("data"), &repo("runbooks"), &config);
+    let list = server.json(&["maintenance", "list", "--occurrences", "5"]);
+    let names: Vec<&str> = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|w| w["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["always", "once", "weekends"], "{list:#}");
+    assert_eq!(list[0]["in_force"], true, "{list:#}");
+    assert_eq!(list[0]["occurrences"].as_array().unwrap().len(), 5);
+    assert_eq!(list[0]["current"], list[0]["occurrences"][0], "{list:#}");
+    assert!(
+        list[0]["current"]["end"]
+            .as_str()
+            .unwrap()
+            .ends_with("T00:00:00Z"),
+        "{list:#}"
+    );
+    assert_eq!(list[1]["in_force"], false);
+    assert!(list[1]["current"].is_null());
+    assert_eq!(list[1]["occurrences"], serde_json::json!([]));
+    assert_eq!(list[2]["matchers"][0], "env=\"staging\"");
+    assert_eq!(list[2]["occurrences"].as_array().unwrap().len(), 5);
+
+    let text = server.cli(&["maintenance", "list"]);
+    assert!(text.contains("always  in force until "), "{text}");
+    assert!(
+        text.contains("  rule:  FREQ=DAILY from 2020-01-01T00:00 for 1d"),
+        "{text}"
+    );
+    assert!(text.contains("  scope: services checkout"), "{text}");
+    assert!(text.contains("  note:  frozen"), "{text}");
+    assert!(text.contains("once  not in force  (UTC)"), "{text}");
+    assert!(
+        text.contains("  next:  none (the rule has ended)"),
+        "{text}"
+    );
+    assert!(text.contains("weekends  "), "{text}");
+    // Berlin's Saturdays at 00:00 local, with the offset of the day.
+    assert!(
+        text.contains(" 00:00 +01:00 – ") || text.contains(" 00:00 +02:00 – "),
+        "{text}"
+    );
+
+    // Out of bounds: a usage error, nothing asked.
+    let (code, _, _) = offline(&["maintenance", "list", "--occurrences", "21"]);
+    assert_eq!(code, 2);
+
+    // A window the configuration gets wrong stops `up` before anything is made, naming it.
+    let bad = dir.path().join("bad.yaml");
+    std::fs::write(
+        &bad,
+        "maintenance:\n  - { name: w, time_zone: UTC, start: '2026-01-01T01:00', duration: 3h, rrule: 'FREQ=MINUTELY', services: [checkout] }\n",
+    )
+    .unwrap();
+    let empty = tempfile::tempdir().unwrap();
+    let (code, _, err) = run_in_dir(
+        empty.path(),
+        &[
+            "up",
+            "--config",
+            bad.to_str().unwrap(),
+            "--grpc-addr",
+            "127.0.0.1:0",
+            "--http-addr",
+            "127.0.0.1:0",
+        ],
+        None,
+    );
+    assert_ne!(code, 0);
+    assert!(
+        err.contains("maintenance[0].rrule: FREQ=MINUTELY is not supported"),
+        "{err}"
+    );
+    assert!(!empty.path().join("firebreak-data").exists());
+}
