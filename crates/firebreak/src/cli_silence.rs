@@ -100,24 +100,9 @@ fn wire_time(flag: &str, text: &str) -> anyhow::Result<firebreak_proto::Timestam
     })
 }
 
-fn op_wire(op: firebreak_domain::silence::MatchOp) -> v1::MatchOperator {
-    use firebreak_domain::silence::MatchOp;
-    match op {
-        MatchOp::Equal => v1::MatchOperator::Equal,
-        MatchOp::NotEqual => v1::MatchOperator::NotEqual,
-        MatchOp::Regex => v1::MatchOperator::Regex,
-        MatchOp::NotRegex => v1::MatchOperator::NotRegex,
-    }
-}
-
+/// An operator as amtool writes it (`?` for one this build does not know).
 fn op_text(op: i32) -> &'static str {
-    match v1::MatchOperator::try_from(op) {
-        Ok(v1::MatchOperator::Equal) => "=",
-        Ok(v1::MatchOperator::NotEqual) => "!=",
-        Ok(v1::MatchOperator::Regex) => "=~",
-        Ok(v1::MatchOperator::NotRegex) => "!~",
-        _ => "?",
-    }
+    firebreak_proto::silence::wire_op(op).map_or("?", |op| op.as_str())
 }
 
 /// The request `add` sends: matchers parsed (only their syntax: the server checks the
@@ -130,7 +115,7 @@ fn request(a: &AddArgs) -> anyhow::Result<v1::CreateSilenceRequest> {
         .map(|(i, text)| {
             Matcher::parse(text)
                 .map(|m| v1::SilenceMatcher {
-                    op: op_wire(m.op).into(),
+                    op: firebreak_proto::silence::op_wire(m.op).into(),
                     name: m.name,
                     value: m.value,
                 })
@@ -241,6 +226,15 @@ fn alerts_table(alerts: &[v1::SilencedAlert]) {
     );
 }
 
+/// A silence a write answered with: as JSON, or as `text`.
+fn print_one(json_out: bool, s: &v1::Silence, text: String) {
+    if json_out {
+        print_json(silence_json(s));
+    } else {
+        say_raw(&text);
+    }
+}
+
 /// Runs a silence command against intake.
 pub(crate) async fn run(
     cmd: SilenceCmd,
@@ -293,12 +287,8 @@ pub(crate) async fn run(
                 .map_err(status)?
                 .into_inner();
             let s = r.silence.unwrap_or_default();
-            if json_out {
-                print_json(silence_json(&s));
-            } else {
-                // The id alone, as amtool prints it: `ID=$(firebreak silence add …)`.
-                say_raw(&format!("{}\n", s.id));
-            }
+            // The id alone, as amtool prints it: `ID=$(firebreak silence add …)`.
+            print_one(json_out, &s, format!("{}\n", s.id));
         }
         SilenceCmd::List { expired } => {
             let r = silences
@@ -393,11 +383,7 @@ pub(crate) async fn run(
                 .map_err(status)?
                 .into_inner();
             let s = r.silence.unwrap_or_default();
-            if json_out {
-                print_json(silence_json(&s));
-            } else {
-                say_raw(&format!("expired silence {}\n", s.id));
-            }
+            print_one(json_out, &s, format!("expired silence {}\n", s.id));
         }
     }
     Ok(())

@@ -313,27 +313,6 @@ fn wire_time(field: &str, t: &firebreak_proto::Timestamp) -> Result<Micros> {
     Ok(firebreak_proto::micros(t))
 }
 
-fn wire_op(op: i32) -> Option<firebreak_domain::silence::MatchOp> {
-    use firebreak_domain::silence::MatchOp;
-    match v1::MatchOperator::try_from(op).ok()? {
-        v1::MatchOperator::Equal => Some(MatchOp::Equal),
-        v1::MatchOperator::NotEqual => Some(MatchOp::NotEqual),
-        v1::MatchOperator::Regex => Some(MatchOp::Regex),
-        v1::MatchOperator::NotRegex => Some(MatchOp::NotRegex),
-        v1::MatchOperator::Unspecified => None,
-    }
-}
-
-fn op_wire(op: firebreak_domain::silence::MatchOp) -> v1::MatchOperator {
-    use firebreak_domain::silence::MatchOp;
-    match op {
-        MatchOp::Equal => v1::MatchOperator::Equal,
-        MatchOp::NotEqual => v1::MatchOperator::NotEqual,
-        MatchOp::Regex => v1::MatchOperator::Regex,
-        MatchOp::NotRegex => v1::MatchOperator::NotRegex,
-    }
-}
-
 /// A create (or preview) request as a draft; errors name the field.
 fn draft(req: v1::CreateSilenceRequest) -> Result<Draft> {
     let matchers = req
@@ -341,7 +320,7 @@ fn draft(req: v1::CreateSilenceRequest) -> Result<Draft> {
         .into_iter()
         .enumerate()
         .map(|(i, m)| {
-            let op = wire_op(m.op).ok_or_else(|| {
+            let op = firebreak_proto::silence::wire_op(m.op).ok_or_else(|| {
                 SilenceError::Invalid(format!("matchers[{i}].op: one of =, !=, =~, !~"))
             })?;
             Ok(Matcher {
@@ -383,7 +362,7 @@ fn silence_wire(s: &Silence, silenced_alerts: u64, now: Micros) -> v1::Silence {
             .iter()
             .map(|m| v1::SilenceMatcher {
                 name: m.name.clone(),
-                op: op_wire(m.op).into(),
+                op: firebreak_proto::silence::op_wire(m.op).into(),
                 value: m.value.clone(),
             })
             .collect(),

@@ -112,6 +112,7 @@ pub mod v1 {
 }
 
 pub mod access;
+pub mod silence;
 mod states;
 pub use states::WireState;
 

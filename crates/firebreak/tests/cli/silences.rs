@@ -29,8 +29,8 @@ fn raise(server: &Server, title: &str, labels: &[&str], key: &str) -> Value {
     server.json(&args)
 }
 
-/// Runs a command that must fail with `token`: (exit code, the JSON error's message).
-fn refused(server: &Server, token: &str, args: &[&str]) -> (i32, String) {
+/// Runs a command with `token`, JSON output: (exit code, stdout, stderr).
+fn run_as(server: &Server, token: &str, args: &[&str]) -> (i32, String, String) {
     let mut all = vec![
         "--server",
         server.grpc.as_str(),
@@ -40,7 +40,12 @@ fn refused(server: &Server, token: &str, args: &[&str]) -> (i32, String) {
         "json",
     ];
     all.extend_from_slice(args);
-    let (code, out, err) = run_in_dir(server.cwd.path(), &all, None);
+    run_in_dir(server.cwd.path(), &all, None)
+}
+
+/// Runs a command that must fail with `token`: (exit code, the JSON error's message).
+fn refused(server: &Server, token: &str, args: &[&str]) -> (i32, String) {
+    let (code, out, err) = run_as(server, token, args);
     assert!(out.is_empty(), "{args:?} printed {out}");
     let e: Value = serde_json::from_str(&err)
         .unwrap_or_else(|_| panic!("not JSON on stderr for {args:?}: {err}"));
@@ -465,43 +470,21 @@ fn a_reader_lists_silences_but_may_not_add_or_expire_one_even_with_amtool() {
     let (code, message) = refused(&server, vic, &["silence", "expire", &id]);
     assert_eq!(code, 7, "{message}");
     // The reader reads, and previews (a dry run changes nothing).
-    let listed: Value = {
-        let (code, out, err) = run_in_dir(
-            server.cwd.path(),
-            &[
-                "--server",
-                &server.grpc,
-                "--token",
-                vic,
-                "--output",
-                "json",
-                "silence",
-                "list",
-            ],
-            None,
-        );
-        assert_eq!(code, 0, "{err}");
-        serde_json::from_str(&out).unwrap()
-    };
+    let (code, out, err) = run_as(&server, vic, &["silence", "list"]);
+    assert_eq!(code, 0, "{err}");
+    let listed: Value = serde_json::from_str(&out).unwrap();
     assert_eq!(ids(&listed), [id.as_str()]);
-    let (code, _, err) = run_in_dir(
-        server.cwd.path(),
-        &[
-            "--server",
-            &server.grpc,
-            "--token",
-            vic,
-            "silence",
-            "add",
-            "job=web",
-            "--duration",
-            "1h",
-            "--comment",
-            "x",
-            "--dry-run",
-        ],
-        None,
-    );
+    let dry_run = [
+        "silence",
+        "add",
+        "job=web",
+        "--duration",
+        "1h",
+        "--comment",
+        "x",
+        "--dry-run",
+    ];
+    let (code, _, err) = run_as(&server, vic, &dry_run);
     assert_eq!(code, 0, "{err}");
     assert_eq!(all_silences(&server).len(), 1);
     assert_eq!(all_silences(&server)[0]["state"], "active");
