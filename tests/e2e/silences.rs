@@ -241,3 +241,59 @@ async fn a_silenced_alert_opens_and_pages_nothing_until_the_silence_is_expired()
         .incidents;
     assert_eq!(listed.len(), 2);
 }
+
+/// An edit (Alertmanager's POST with the silence's id) takes its new matchers at once: intake
+/// compiles a silence again when its version moves, and keeps nothing of the old one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_edited_silence_silences_by_its_new_matchers_at_once() {
+    let s = Stack::start(&crate::harness::empty_runbooks(), "{}\n").await;
+    let web = reqwest::Client::new();
+    let post = |id: &str, alertname: &str| {
+        let body = serde_json::json!({
+            "id": id,
+            "matchers": [{ "name": "alertname", "value": alertname, "isRegex": false }],
+            "startsAt": "2000-01-01T00:00:00Z", "endsAt": "2099-01-01T00:00:00Z",
+            "createdBy": "e2e", "comment": "edit",
+        });
+        let request = web
+            .post(format!("{}/api/v2/silences", s.http))
+            .bearer_auth(&s.admin_token)
+            .json(&body);
+        async move {
+            let r = request.send().await.unwrap();
+            assert_eq!(r.status(), reqwest::StatusCode::OK);
+            let v: serde_json::Value = r.json().await.unwrap();
+            v["silenceID"].as_str().unwrap().to_owned()
+        }
+    };
+    let raise = |alertname: &str| {
+        let mut intake = s.intake.clone();
+        let alert = v1::AlertInput {
+            title: format!("{alertname} fired"),
+            source: "e2e".into(),
+            labels: [("alertname".to_owned(), alertname.to_owned())].into(),
+            ..Default::default()
+        };
+        async move {
+            intake
+                .raise_incident(v1::RaiseIncidentRequest {
+                    alert: Some(alert),
+                    ..Default::default()
+                })
+                .await
+                .unwrap()
+                .into_inner()
+                .silenced_by
+        }
+    };
+    let id = post("", "DiskFull").await;
+    assert_eq!(raise("DiskFull").await, id);
+    assert_eq!(raise("HighCPU").await, "");
+    assert_eq!(post(&id, "HighCPU").await, id, "an edit keeps its id");
+    assert_eq!(
+        raise("DiskFull").await,
+        "",
+        "the old matcher still silences"
+    );
+    assert_eq!(raise("HighCPU").await, id);
+}

@@ -20,13 +20,12 @@ struct Held {
     id: String,
     starts_at: Micros,
     ends_at: Micros,
-    /// The version compiled: a reload compiles a silence again only when this moved.
-    updated_at: Micros,
-    matchers: Vec<Compiled>,
+    /// Compiled once: a reload compiles a silence again only when its matchers changed.
+    matchers: Arc<Vec<Compiled>>,
 }
 
 /// The silences held at one moment.
-pub struct InForce(Arc<Vec<Arc<Held>>>);
+pub struct InForce(Arc<Vec<Held>>);
 
 impl InForce {
     /// The silence that silences an alert with `labels` at `at`, if one does (with none held,
@@ -42,7 +41,7 @@ impl InForce {
 /// The silences intake consults.
 pub struct Silencer {
     store: Arc<dyn SilenceStore>,
-    held: RwLock<Arc<Vec<Arc<Held>>>>,
+    held: RwLock<Arc<Vec<Held>>>,
 }
 
 impl std::fmt::Debug for Silencer {
@@ -65,36 +64,38 @@ impl Silencer {
     }
 
     /// Reads the silences that have not ended by `now` and holds them. A silence held
-    /// already, unchanged since (same `updated_at`), keeps its compiled matchers: a reload
-    /// compiles only what changed, so a thousand silences cost a read, not a thousand
-    /// regex compilations, every second.
+    /// already with the same matchers keeps them compiled: a reload compiles only what
+    /// changed, so a thousand silences cost a read, not a thousand regex compilations, every
+    /// second.
     pub async fn reload(&self, now: Micros) -> Result<(), firebreak_storage::Error> {
-        let kept: HashMap<String, Arc<Held>> = self
+        let kept: HashMap<String, Arc<Vec<Compiled>>> = self
             .snapshot()
             .0
             .iter()
-            .map(|h| (h.id.clone(), h.clone()))
+            .map(|h| (h.id.clone(), h.matchers.clone()))
             .collect();
-        let held: Vec<Arc<Held>> = self
+        let held: Vec<Held> = self
             .store
             .silences()
             .await?
             .into_iter()
             .filter(|s| s.ends_at > now)
             .filter_map(|s| {
-                if let Some(h) = kept.get(&s.id).filter(|h| h.updated_at == s.updated_at) {
-                    return Some(h.clone());
-                }
-                // Each was checked when it was set; one that no longer compiles silences
-                // nothing rather than everything.
-                let matchers = s.check().ok()?;
-                Some(Arc::new(Held {
+                let same = kept.get(&s.id).filter(|compiled| {
+                    compiled.iter().map(Compiled::matcher).eq(s.matchers.iter())
+                });
+                let matchers = match same {
+                    Some(compiled) => compiled.clone(),
+                    // Each was checked when it was set; one that no longer compiles
+                    // silences nothing rather than everything.
+                    None => Arc::new(s.check().ok()?),
+                };
+                Some(Held {
                     id: s.id,
                     starts_at: s.starts_at,
                     ends_at: s.ends_at,
-                    updated_at: s.updated_at,
                     matchers,
-                }))
+                })
             })
             .collect();
         *self.held.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(held);

@@ -165,7 +165,12 @@ impl Silences {
 
     /// Checks `draft` as `actor` would keep it: the silence, its matchers compiled, and
     /// whether it edits one that exists. Nothing is kept.
-    async fn checked(&self, draft: Draft, actor: &str, now: Micros) -> Result<(Silence, bool)> {
+    async fn checked(
+        &self,
+        draft: Draft,
+        actor: &str,
+        now: Micros,
+    ) -> Result<(Silence, Vec<Compiled>, bool)> {
         let existing = match draft.id.as_deref().filter(|id| !id.is_empty()) {
             None => None,
             Some(id) => Some(self.get(id).await?),
@@ -191,15 +196,15 @@ impl Silences {
             comment: draft.comment,
             updated_at: now,
         };
-        silence.check().map_err(SilenceError::Invalid)?;
-        Ok((silence, existing.is_some()))
+        let compiled = silence.check().map_err(SilenceError::Invalid)?;
+        Ok((silence, compiled, existing.is_some()))
     }
 
     /// Keeps a new silence, or an edit of the one `draft.id` names, made by `actor`; intake
     /// takes it at once.
     pub async fn put(&self, draft: Draft, actor: &str) -> Result<Silence> {
         let now = self.clock.now();
-        let (silence, edit) = self.checked(draft, actor, now).await?;
+        let (silence, _, edit) = self.checked(draft, actor, now).await?;
         if !edit && self.silencer.store().count_silences().await? >= MAX_SILENCES {
             return Err(SilenceError::Invalid(format!(
                 "silences: at most {MAX_SILENCES} are kept; expire some"
@@ -235,9 +240,7 @@ impl Silences {
     /// and how many in all.
     pub async fn preview(&self, draft: Draft, actor: &str, limit: u32) -> Result<Preview> {
         let limit = alert_limit(limit)? as usize;
-        let (silence, _) = self.checked(draft, actor, self.clock.now()).await?;
-        // Checked just now: it compiles.
-        let matchers: Vec<Compiled> = silence.check().map_err(SilenceError::Invalid)?;
+        let (_, matchers, _) = self.checked(draft, actor, self.clock.now()).await?;
         let store = self.silencer.store();
         let mut preview = Preview {
             alerts: Vec::new(),
