@@ -241,6 +241,18 @@ async fn state(s: &mut Stack, incident: &str) -> BTreeMap<&'static str, String> 
             integrations.iter().map(|i| &i.name).collect::<Vec<_>>()
         ),
     );
+    let mut silences = Vec::new();
+    for expired in [false, true] {
+        let listed = s
+            .silences()
+            .list_silences(v1::ListSilencesRequest { expired })
+            .await
+            .unwrap()
+            .into_inner()
+            .silences;
+        silences.extend(listed.into_iter().map(|x| (x.id, x.ends_at)));
+    }
+    out.insert("silences", format!("{silences:?}"));
     out
 }
 
@@ -275,6 +287,23 @@ fn hostile_bodies(incident: &str, admin_token_id: &str) -> BTreeMap<&'static str
         v1::CreateIntegrationRequest {
             name: "intruder".into(),
             kind: "grpc".into(),
+            ..Default::default()
+        }
+        .encode_to_vec(),
+    );
+    b.insert(
+        "/firebreak.v1.SilenceService/CreateSilence",
+        v1::CreateSilenceRequest {
+            matchers: vec![v1::SilenceMatcher {
+                name: "alertname".into(),
+                op: v1::MatchOperator::Equal.into(),
+                value: "forged".into(),
+            }],
+            ends_at: Some(firebreak_proto::Timestamp {
+                seconds: 4_000_000_000,
+                nanos: 0,
+            }),
+            comment: "forged".into(),
             ..Default::default()
         }
         .encode_to_vec(),

@@ -171,6 +171,11 @@ impl Stack {
     ) -> v1::integration_service_client::IntegrationServiceClient<Channel> {
         v1::integration_service_client::IntegrationServiceClient::new(self.channel.clone())
     }
+
+    /// Intake's silences, as the admin.
+    pub(crate) fn silences(&self) -> v1::silence_service_client::SilenceServiceClient<Channel> {
+        v1::silence_service_client::SilenceServiceClient::new(self.channel.clone())
+    }
 }
 
 impl Person {

@@ -29,6 +29,25 @@ fn amtool(s: &Stack, dir: &std::path::Path, token: &str, args: &[&str]) -> (i32,
     )
 }
 
+/// Raises an alert named `alertname` over gRPC; intake's answer.
+async fn raise(s: &Stack, alertname: &str, title: &str) -> v1::RaiseIncidentResponse {
+    let alert = v1::AlertInput {
+        title: title.into(),
+        source: "e2e".into(),
+        labels: [("alertname".to_owned(), alertname.to_owned())].into(),
+        ..Default::default()
+    };
+    s.intake
+        .clone()
+        .raise_incident(v1::RaiseIncidentRequest {
+            alert: Some(alert),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+}
+
 /// amtool blocks its thread: the stack serves it from another.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn amtool_adds_queries_and_expires_silences_on_firebreak() {
@@ -180,25 +199,7 @@ async fn a_silenced_alert_opens_and_pages_nothing_until_the_silence_is_expired()
     );
     assert_eq!(code, 0, "{out}{err}");
     let id = out.trim().to_owned();
-    let raise = |alertname: &str, title: &str| {
-        let mut intake = s.intake.clone();
-        let alert = v1::AlertInput {
-            title: title.into(),
-            source: "e2e".into(),
-            labels: [("alertname".to_owned(), alertname.to_owned())].into(),
-            ..Default::default()
-        };
-        async move {
-            intake
-                .raise_incident(v1::RaiseIncidentRequest {
-                    alert: Some(alert),
-                    ..Default::default()
-                })
-                .await
-                .unwrap()
-                .into_inner()
-        }
-    };
+    let raise = |alertname: &'static str, title: &'static str| raise(&s, alertname, title);
     let silenced = raise("DiskFull", "disk full on db-1").await;
     assert_eq!(silenced.silenced_by, id, "{silenced:?}");
     assert!(silenced.incident_id.is_empty() && !silenced.alert_id.is_empty());
@@ -240,4 +241,44 @@ async fn a_silenced_alert_opens_and_pages_nothing_until_the_silence_is_expired()
         .into_inner()
         .incidents;
     assert_eq!(listed.len(), 2);
+}
+
+/// An edit (Alertmanager's POST with the silence's id) takes its new matchers at once: intake
+/// compiles a silence again when its version moves, and keeps nothing of the old one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_edited_silence_silences_by_its_new_matchers_at_once() {
+    let s = Stack::start(&crate::harness::empty_runbooks(), "{}\n").await;
+    let web = reqwest::Client::new();
+    let post = |id: &str, alertname: &str| {
+        let body = serde_json::json!({
+            "id": id,
+            "matchers": [{ "name": "alertname", "value": alertname, "isRegex": false }],
+            "startsAt": "2000-01-01T00:00:00Z", "endsAt": "2099-01-01T00:00:00Z",
+            "createdBy": "e2e", "comment": "edit",
+        });
+        let request = web
+            .post(format!("{}/api/v2/silences", s.http))
+            .bearer_auth(&s.admin_token)
+            .json(&body);
+        async move {
+            let r = request.send().await.unwrap();
+            assert_eq!(r.status(), reqwest::StatusCode::OK);
+            let v: serde_json::Value = r.json().await.unwrap();
+            v["silenceID"].as_str().unwrap().to_owned()
+        }
+    };
+    let raise = |alertname: &'static str| {
+        let raised = raise(&s, alertname, "fired");
+        async move { raised.await.silenced_by }
+    };
+    let id = post("", "DiskFull").await;
+    assert_eq!(raise("DiskFull").await, id);
+    assert_eq!(raise("HighCPU").await, "");
+    assert_eq!(post(&id, "HighCPU").await, id, "an edit keeps its id");
+    assert_eq!(
+        raise("DiskFull").await,
+        "",
+        "the old matcher still silences"
+    );
+    assert_eq!(raise("HighCPU").await, id);
 }

@@ -60,6 +60,80 @@ pub struct Matcher {
     pub value: String,
 }
 
+impl Matcher {
+    /// A matcher in amtool's syntax: `name=value`, `name!=value`, `name=~regex`,
+    /// `name!~regex`, the value optionally in double quotes (`host=~"web-.*"`, with `\"`
+    /// and `\\` inside). A bare word is `alertname=WORD`, as amtool reads a first matcher
+    /// without an operator. Only the syntax is checked here; [`Matcher::compile`] checks
+    /// the rest.
+    pub fn parse(text: &str) -> Result<Matcher, String> {
+        let text = text.trim();
+        let name_end = text
+            .find(|c: char| !(c == '_' || c.is_ascii_alphanumeric()))
+            .unwrap_or(text.len());
+        let (name, rest) = text.split_at(name_end);
+        if rest.is_empty() && !name.is_empty() {
+            return Ok(Matcher {
+                name: "alertname".into(),
+                op: MatchOp::Equal,
+                value: name.into(),
+            });
+        }
+        let (op, value) = [
+            ("=~", MatchOp::Regex),
+            ("!~", MatchOp::NotRegex),
+            ("!=", MatchOp::NotEqual),
+            ("=", MatchOp::Equal),
+        ]
+        .into_iter()
+        .find_map(|(sign, op)| rest.strip_prefix(sign).map(|v| (op, v)))
+        .ok_or_else(|| {
+            format!("{text:?} is not NAME=VALUE, NAME!=VALUE, NAME=~REGEX or NAME!~REGEX")
+        })?;
+        if name.is_empty() {
+            return Err(format!("{text:?} has no label name before its operator"));
+        }
+        Ok(Matcher {
+            name: name.into(),
+            op,
+            value: unquote(value.trim())
+                .ok_or_else(|| format!("{text:?}: the quoted value does not end with its quote"))?,
+        })
+    }
+}
+
+impl std::fmt::Display for Matcher {
+    /// As amtool writes it: `name=~"value"`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}{}{:?}", self.name, self.op.as_str(), self.value)
+    }
+}
+
+/// A value as typed: in double quotes (escapes `\"` and `\\`), or bare. `None` for an
+/// opening quote without its closing one.
+fn unquote(value: &str) -> Option<String> {
+    let Some(inner) = value.strip_prefix('"') else {
+        return Some(value.to_owned());
+    };
+    let mut out = String::with_capacity(inner.len());
+    let mut chars = inner.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '\\' => match chars.next() {
+                Some(e @ ('"' | '\\')) => out.push(e),
+                Some(other) => {
+                    out.push('\\');
+                    out.push(other);
+                }
+                None => return None,
+            },
+            '"' => return chars.as_str().is_empty().then_some(out),
+            c => out.push(c),
+        }
+    }
+    None
+}
+
 /// The most matchers a silence holds, and bytes of a name, a value (or regex), a comment and
 /// a creator.
 pub const MAX_MATCHERS: usize = 64;
@@ -271,6 +345,42 @@ mod tests {
                 matcher.op.as_str(),
                 matcher.value
             );
+        }
+    }
+
+    #[test]
+    fn matchers_parse_in_amtools_syntax() {
+        use MatchOp::*;
+        for (text, want) in [
+            ("alertname=DiskFull", m("alertname", Equal, "DiskFull")),
+            ("job!=batch", m("job", NotEqual, "batch")),
+            ("host=~\"web-.*\"", m("host", Regex, "web-.*")),
+            ("a!~b", m("a", NotRegex, "b")),
+            ("env=\"\"", m("env", Equal, "")),
+            ("env=", m("env", Equal, "")),
+            ("msg=\"say \\\"hi\\\"\"", m("msg", Equal, "say \"hi\"")),
+            ("path=~\"a\\.b\"", m("path", Regex, "a\\.b")),
+            ("DiskFull", m("alertname", Equal, "DiskFull")),
+            ("x=a=b", m("x", Equal, "a=b")),
+        ] {
+            assert_eq!(Matcher::parse(text).unwrap(), want, "{text}");
+        }
+        // Written back as amtool writes it, it parses to the same matcher.
+        let back = m("host", Regex, "web-\"1\".*").to_string();
+        assert_eq!(
+            Matcher::parse(&back).unwrap(),
+            m("host", Regex, "web-\"1\".*")
+        );
+        for bad in [
+            "",
+            "=web",
+            "job\"=x",
+            "job=\"web",
+            "job=\"a\"b",
+            "job~web",
+            "-x",
+        ] {
+            assert!(Matcher::parse(bad).is_err(), "{bad:?}");
         }
     }
 

@@ -980,6 +980,7 @@ impl Startup {
             s.spawn(tasks, &self.work);
             routes.add_service(s.grpc());
             routes.add_service(s.integrations_grpc());
+            routes.add_service(s.silences_grpc());
             router = router.merge(s.http_routes());
         }
         if let (Some((store, clock)), Some(v)) = (&services.silences, &self.verifier) {

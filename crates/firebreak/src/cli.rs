@@ -126,6 +126,9 @@ pub enum Command {
     /// Integrations: the keys monitoring tools send with.
     #[command(subcommand)]
     Integration(IntegrationCmd),
+    /// Silences (Alertmanager's): alerts they match are stored and page nobody.
+    #[command(subcommand)]
+    Silence(crate::cli_silence::SilenceCmd),
     /// Events consumers gave up on (distributed mode): parked in NATS, never dropped.
     #[command(subcommand)]
     Parked(ParkedCmd),
@@ -610,6 +613,13 @@ impl Cli {
                 Ok(0)
             }
             Command::Login { token } => login(&targets, token).await.map(|()| 0),
+            Command::Silence(cmd) => {
+                let channel = targets.connect(Service::Intake).await?;
+                let timeout = targets.request_timeout;
+                crate::cli_silence::run(cmd, channel, self.output, |s| status(s, timeout))
+                    .await
+                    .map(|()| 0)
+            }
             Command::Template(TemplateCmd::Preview {
                 channel,
                 incident,
@@ -1382,6 +1392,7 @@ async fn client(cmd: Command, targets: &Targets, out: &Out) -> anyhow::Result<()
         | Command::Maintenance(_)
         | Command::Oncall { .. }
         | Command::Template(_)
+        | Command::Silence(_)
         | Command::Whoami
         | Command::Login { .. }
         | Command::Runbook(

@@ -172,6 +172,35 @@ pub(crate) async fn authorize(
     permission: Permission,
     service: &str,
 ) -> Result<Arc<firebreak_domain::access::Principal>, Response> {
+    check(verifier, headers, query, permission, service)
+        .await
+        .map_err(|r| r.response)
+}
+
+/// A refused HTTP caller: the answer, and what the audit log records of it.
+pub(crate) struct Refused {
+    pub(crate) response: Response,
+    /// Who it was, when its token was valid.
+    pub(crate) who: Option<Arc<firebreak_domain::access::Principal>>,
+    pub(crate) code: firebreak_domain::ErrorCode,
+    pub(crate) reason: String,
+}
+
+/// [`authorize`], saying who was refused and why.
+pub(crate) async fn check(
+    verifier: &Verifier,
+    headers: &HeaderMap,
+    query: Option<&str>,
+    permission: Permission,
+    service: &str,
+) -> Result<Arc<firebreak_domain::access::Principal>, Refused> {
+    use firebreak_domain::ErrorCode;
+    let unauthenticated = |why: &str| Refused {
+        response: (StatusCode::UNAUTHORIZED, format!("{why}\n")).into_response(),
+        who: None,
+        code: ErrorCode::Unauthenticated,
+        reason: why.to_owned(),
+    };
     let bearer = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
@@ -179,17 +208,15 @@ pub(crate) async fn authorize(
         .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
         .map(|(_, t)| t.trim());
     let Some(token) = bearer.or(query) else {
-        return Err((
-            StatusCode::UNAUTHORIZED,
-            "no credentials: send authorization: Bearer <token> or ?token=\n",
-        )
-            .into_response());
+        return Err(unauthenticated(
+            "no credentials: send authorization: Bearer <token> or ?token=",
+        ));
     };
     let principal = match verifier.verify(token, None).await {
         Ok(p) => p,
         Err(_) => {
             firebreak_telemetry::metrics().auth_failures.inc();
-            return Err((StatusCode::UNAUTHORIZED, "the token is not valid\n").into_response());
+            return Err(unauthenticated("the token is not valid"));
         }
     };
     let target = Target {
@@ -200,10 +227,12 @@ pub(crate) async fn authorize(
     if principal.may(permission, target) {
         Ok(principal)
     } else {
-        Err((
-            StatusCode::FORBIDDEN,
-            format!("{} may not {}\n", principal.actor(), permission.as_str()),
-        )
-            .into_response())
+        let reason = format!("{} may not {}", principal.actor(), permission.as_str());
+        Err(Refused {
+            response: (StatusCode::FORBIDDEN, format!("{reason}\n")).into_response(),
+            who: Some(principal),
+            code: ErrorCode::PermissionDenied,
+            reason,
+        })
     }
 }

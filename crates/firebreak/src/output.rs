@@ -253,10 +253,13 @@ impl Out {
 
     /// A raise's answer. Stdout holds the incident id and nothing else (`ID=$(firebreak raise
     /// …)`); when the incident is not known yet, stdout stays empty and the status goes to
-    /// stderr. JSON always has `status`: `opened`, `attached` or `accepted` (no incident yet).
+    /// stderr. JSON always has `status`: `opened`, `attached`, `silenced` (stored, no incident:
+    /// `silenced_by` names the silence) or `accepted` (no incident yet).
     pub(crate) fn raised(&self, r: &v1::RaiseIncidentResponse) {
         let known = !r.incident_id.is_empty();
+        let silenced = !r.silenced_by.is_empty();
         let status = match (known, r.deduplicated) {
+            (false, _) if silenced => "silenced",
             (false, _) => "accepted",
             (true, true) => "attached",
             (true, false) => "opened",
@@ -266,8 +269,16 @@ impl Out {
                 "status": status,
                 "incident_id": if known { Value::from(r.incident_id.as_str()) } else { Value::Null },
                 "alert_id": r.alert_id, "deduplicated": r.deduplicated,
+                "silenced_by": if silenced { Value::from(r.silenced_by.as_str()) } else { Value::Null },
             })),
             OutputFormat::Table if known => say!("{}", r.incident_id),
+            OutputFormat::Table if silenced => {
+                let _ = writeln!(
+                    std::io::stderr(),
+                    "alert {} silenced by silence {}: stored, no incident, nobody paged (`firebreak silence show {}` lists it)",
+                    r.alert_id, r.silenced_by, r.silenced_by
+                );
+            }
             OutputFormat::Table => {
                 let _ = writeln!(
                     std::io::stderr(),

@@ -3,35 +3,35 @@
 //! `GET|POST /api/v2/silences`, `GET|DELETE /api/v2/silence/{id}`, the same JSON
 //! (`postableSilence`, `gettableSilence`). Calls carry a token (`Authorization: Bearer`, as
 //! amtool sends with `--http.config.file`): reading takes `incidents.read`, writing
-//! `silences.manage`. Silences are kept in intake's database; `domain::silence` checks them.
+//! `silences.manage`. Silences are kept in intake's database; intake's `silences` module
+//! checks, keeps and expires them for this API and for gRPC alike. Every write, allowed or
+//! refused, goes into the audit log as a gRPC call's does (`POST /api/v2/silences`,
+//! target `silence:ID`).
 
 use std::sync::Arc;
 
 use axum::Json;
-use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::extract::{DefaultBodyLimit, Extension, Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use firebreak_domain::access::Permission;
+use firebreak_domain::access::{Permission, Principal};
 use firebreak_domain::silence::{MatchOp, Matcher, Silence};
-use firebreak_domain::{Clock, Micros};
+use firebreak_domain::{Clock, Micros, ServiceError};
 use firebreak_intake::silencer::Silencer;
-use firebreak_storage::SilenceStore;
+use firebreak_intake::silences::{Draft, SilenceError, Silences};
+use firebreak_proto::access::RemoteAddr;
 use serde::{Deserialize, Serialize};
 
-use crate::auth::Verifier;
-use crate::feeds::authorize;
+use crate::auth::{HttpCall, Verifier};
+use crate::feeds::{authorize, check};
 
-/// The most bytes a silence's body may hold, and silences kept at once.
+/// The most bytes a silence's body may hold.
 const MAX_BODY: usize = 256 * 1024;
-const MAX_SILENCES: u64 = 10_000;
 
 #[derive(Clone)]
-struct Silences {
-    store: Arc<dyn SilenceStore>,
-    /// Intake's silences in force, reloaded after each change here.
-    silencer: Arc<Silencer>,
+struct Api {
+    silences: Silences,
     verifier: Arc<Verifier>,
-    clock: Arc<dyn Clock>,
 }
 
 /// The silences API's routes.
@@ -47,21 +47,10 @@ pub(crate) fn routes(
             axum::routing::get(one).delete(expire),
         )
         .layer(DefaultBodyLimit::max(MAX_BODY))
-        .with_state(Silences {
-            store: silencer.store().clone(),
-            silencer,
+        .with_state(Api {
+            silences: Silences::new(silencer, clock),
             verifier,
-            clock,
         })
-}
-
-impl Silences {
-    /// This process's intake takes a change at once (other replicas within a second).
-    async fn reload(&self, now: Micros) {
-        if let Err(e) = self.silencer.reload(now).await {
-            tracing::warn!(error = %e, "reloading the silences failed; they reload within a second");
-        }
-    }
 }
 
 /// A matcher as Alertmanager's API has it.
@@ -124,17 +113,52 @@ fn parse_time(field: &str, s: &str) -> Result<Micros, String> {
         .map_err(|e| format!("{field}: {s:?} is not an RFC 3339 time: {e}"))
 }
 
-fn bad(why: String) -> Response {
-    (StatusCode::BAD_REQUEST, format!("{why}\n")).into_response()
+/// A refused or failed call's answer: its code's HTTP status and its caller message.
+fn failed(e: &SilenceError) -> Response {
+    if let SilenceError::Storage(s) = e {
+        tracing::warn!(error = %s, "the silences store failed");
+    }
+    let status = StatusCode::from_u16(e.error_code().http_status())
+        .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    (status, format!("{}\n", e.caller_message())).into_response()
 }
 
-fn store_failed(e: firebreak_storage::Error) -> Response {
-    tracing::warn!(error = %e, "the silences store failed");
-    (
-        StatusCode::SERVICE_UNAVAILABLE,
-        "the silences store failed; try again\n",
+/// A write's caller, verified and allowed `silences.manage`, or the refusal (audited).
+async fn writer(api: &Api, call: &HttpCall<'_>, target: &str) -> Result<Arc<Principal>, Response> {
+    match check(
+        &api.verifier,
+        call.headers,
+        None,
+        Permission::SilencesManage,
+        "intake",
     )
-        .into_response()
+    .await
+    {
+        Ok(p) => Ok(p),
+        Err(refused) => {
+            api.verifier.audit_http(
+                call,
+                refused.who.as_deref(),
+                target,
+                Some(refused.code),
+                &refused.reason,
+            );
+            Err(refused.response)
+        }
+    }
+}
+
+/// Records an allowed write's outcome.
+fn audited<T>(
+    api: &Api,
+    call: &HttpCall<'_>,
+    who: &Principal,
+    target: &str,
+    done: &Result<T, SilenceError>,
+) {
+    let outcome = done.as_ref().err().map(ServiceError::error_code);
+    api.verifier
+        .audit_http(call, Some(who), target, outcome, "");
 }
 
 fn gettable(s: &Silence, now: Micros) -> Gettable {
@@ -161,7 +185,7 @@ fn gettable(s: &Silence, now: Micros) -> Gettable {
     }
 }
 
-async fn list(State(api): State<Silences>, headers: HeaderMap) -> Response {
+async fn list(State(api): State<Api>, headers: HeaderMap) -> Response {
     if let Err(refused) = authorize(
         &api.verifier,
         &headers,
@@ -173,14 +197,19 @@ async fn list(State(api): State<Silences>, headers: HeaderMap) -> Response {
     {
         return refused;
     }
-    let now = api.clock.now();
-    match api.store.silences().await {
-        Ok(all) => Json(all.iter().map(|s| gettable(s, now)).collect::<Vec<_>>()).into_response(),
-        Err(e) => store_failed(e),
+    let now = api.silences.now();
+    match api.silences.list().await {
+        Ok(all) => Json(
+            all.iter()
+                .map(|c| gettable(&c.silence, now))
+                .collect::<Vec<_>>(),
+        )
+        .into_response(),
+        Err(e) => failed(&e),
     }
 }
 
-async fn one(State(api): State<Silences>, Path(id): Path<String>, headers: HeaderMap) -> Response {
+async fn one(State(api): State<Api>, Path(id): Path<String>, headers: HeaderMap) -> Response {
     if let Err(refused) = authorize(
         &api.verifier,
         &headers,
@@ -192,77 +221,62 @@ async fn one(State(api): State<Silences>, Path(id): Path<String>, headers: Heade
     {
         return refused;
     }
-    match api.store.silence(&id).await {
-        Ok(Some(s)) => Json(gettable(&s, api.clock.now())).into_response(),
-        Ok(None) => (StatusCode::NOT_FOUND, format!("no silence {id:?}\n")).into_response(),
-        Err(e) => store_failed(e),
+    match api.silences.get(&id).await {
+        Ok(s) => Json(gettable(&s, api.silences.now())).into_response(),
+        Err(e) => failed(&e),
     }
 }
 
 /// `POST /api/v2/silences`: a new silence, or an edit of the one `id` names. Answers
 /// `{"silenceID": ID}`.
 async fn create(
-    State(api): State<Silences>,
+    State(api): State<Api>,
+    remote: Option<Extension<RemoteAddr>>,
     headers: HeaderMap,
     body: axum::body::Bytes,
 ) -> Response {
-    let principal = match authorize(
-        &api.verifier,
-        &headers,
-        None,
-        Permission::SilencesManage,
-        "intake",
-    )
-    .await
-    {
+    let call = HttpCall {
+        method: "POST /api/v2/silences",
+        headers: &headers,
+        source: remote.map(|Extension(RemoteAddr(a))| a),
+    };
+    let posted: Result<Postable, _> = serde_json::from_slice(&body);
+    // An edit names its silence; a new one is named once it is made.
+    let edited = match &posted {
+        Ok(p) => p.id.as_deref().filter(|id| !id.is_empty()),
+        Err(_) => None,
+    };
+    let target = edited.map_or_else(String::new, |id| format!("silence:{id}"));
+    let principal = match writer(&api, &call, &target).await {
         Ok(p) => p,
         Err(refused) => return refused,
     };
-    let posted: Postable = match serde_json::from_slice(&body) {
-        Ok(p) => p,
-        Err(e) => return bad(format!("the body is not a postableSilence: {e}")),
-    };
-    let now = api.clock.now();
-    let (starts_at, ends_at) = match (
-        parse_time("startsAt", &posted.starts_at),
-        parse_time("endsAt", &posted.ends_at),
-    ) {
-        (Ok(s), Ok(e)) => (s, e),
-        (Err(why), _) | (_, Err(why)) => return bad(why),
-    };
-    if ends_at <= now {
-        return bad("endsAt: in the past: the silence would silence nothing".into());
-    }
-    let existing = match posted.id.as_deref().filter(|id| !id.is_empty()) {
-        None => None,
-        Some(id) => match api.store.silence(id).await {
-            Ok(Some(s)) => Some(s),
-            Ok(None) => {
-                return (StatusCode::NOT_FOUND, format!("no silence {id:?}\n")).into_response();
-            }
-            Err(e) => return store_failed(e),
+    let done = match posted {
+        Ok(posted) => match draft(posted) {
+            Ok(d) => api.silences.put(d, &principal.actor()).await,
+            Err(why) => Err(SilenceError::Invalid(why)),
         },
+        Err(e) => Err(SilenceError::Invalid(format!(
+            "the body is not a postableSilence: {e}"
+        ))),
     };
-    if existing.is_none() {
-        match api.store.count_silences().await {
-            Ok(n) if n >= MAX_SILENCES => {
-                return bad(format!(
-                    "silences: at most {MAX_SILENCES} are kept; expire some"
-                ));
-            }
-            Ok(_) => {}
-            Err(e) => return store_failed(e),
-        }
+    let target = match &done {
+        Ok(s) => format!("silence:{}", s.id),
+        Err(_) => target,
+    };
+    audited(&api, &call, &principal, &target, &done);
+    match done {
+        Ok(s) => Json(serde_json::json!({ "silenceID": s.id })).into_response(),
+        Err(e) => failed(&e),
     }
-    // The creator is who the token says, with what the caller wrote beside it.
-    let created_by = match posted.created_by.trim() {
-        "" => principal.actor(),
-        said => format!("{} ({said})", principal.actor()),
-    };
-    let silence = Silence {
-        id: existing
-            .as_ref()
-            .map_or_else(|| firebreak_domain::new_id().to_string(), |s| s.id.clone()),
+}
+
+/// A `postableSilence` as intake takes it; errors name the field.
+fn draft(posted: Postable) -> Result<Draft, String> {
+    let starts_at = parse_time("startsAt", &posted.starts_at)?;
+    let ends_at = parse_time("endsAt", &posted.ends_at)?;
+    Ok(Draft {
+        id: posted.id.filter(|id| !id.is_empty()),
         matchers: posted
             .matchers
             .iter()
@@ -272,57 +286,34 @@ async fn create(
                 value: m.value.clone(),
             })
             .collect(),
-        starts_at,
+        starts_at: Some(starts_at),
         ends_at,
-        created_by: firebreak_domain::clip(&created_by, firebreak_domain::silence::MAX_CREATOR),
+        created_by: posted.created_by,
         comment: posted.comment,
-        updated_at: now,
-    };
-    if let Err(why) = silence.check() {
-        return bad(why);
-    }
-    if let Err(e) = api.store.put_silence(&silence).await {
-        return store_failed(e);
-    }
-    api.reload(now).await;
-    tracing::info!(silence = %silence.id, by = %principal.actor(), "a silence was set");
-    Json(serde_json::json!({ "silenceID": silence.id })).into_response()
+    })
 }
 
 /// `DELETE /api/v2/silence/{id}`: expires it now (a pending one never starts).
 async fn expire(
-    State(api): State<Silences>,
+    State(api): State<Api>,
+    remote: Option<Extension<RemoteAddr>>,
     Path(id): Path<String>,
     headers: HeaderMap,
 ) -> Response {
-    let principal = match authorize(
-        &api.verifier,
-        &headers,
-        None,
-        Permission::SilencesManage,
-        "intake",
-    )
-    .await
-    {
+    let call = HttpCall {
+        method: "DELETE /api/v2/silence",
+        headers: &headers,
+        source: remote.map(|Extension(RemoteAddr(a))| a),
+    };
+    let target = format!("silence:{id}");
+    let principal = match writer(&api, &call, &target).await {
         Ok(p) => p,
         Err(refused) => return refused,
     };
-    let now = api.clock.now();
-    let mut s = match api.store.silence(&id).await {
-        Ok(Some(s)) => s,
-        Ok(None) => return (StatusCode::NOT_FOUND, format!("no silence {id:?}\n")).into_response(),
-        Err(e) => return store_failed(e),
-    };
-    if s.state(now) == firebreak_domain::silence::SilenceState::Expired {
-        return bad(format!("silence {id:?} has expired already"));
+    let done = api.silences.expire(&id, &principal.actor()).await;
+    audited(&api, &call, &principal, &target, &done);
+    match done {
+        Ok(_) => StatusCode::OK.into_response(),
+        Err(e) => failed(&e),
     }
-    s.starts_at = s.starts_at.min(now);
-    s.ends_at = now;
-    s.updated_at = now;
-    if let Err(e) = api.store.put_silence(&s).await {
-        return store_failed(e);
-    }
-    api.reload(now).await;
-    tracing::info!(silence = %id, by = %principal.actor(), "a silence was expired");
-    StatusCode::OK.into_response()
 }

@@ -367,6 +367,7 @@ fn prepare(
         annotations: std::mem::take(&mut item.annotations),
         integration: source.integration.to_owned(),
         alert_key: item.alert_key.trim().to_owned(),
+        silenced_by: String::new(),
     };
     let received = received_message(&record, item.truncated);
     let event = outbox_event(
@@ -420,7 +421,10 @@ fn apply(
             if let Some(silence) = silenced_by {
                 tracing::debug!(alert = %record.id, silence, "an alert was silenced");
                 let id = record.id.clone();
-                pending.alerts.push(record);
+                pending.alerts.push(AlertRecord {
+                    silenced_by: silence.clone(),
+                    ..record
+                });
                 return SignalResult {
                     silenced_by: Some(silence),
                     ..outcome(id, false)

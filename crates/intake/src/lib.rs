@@ -15,6 +15,7 @@ mod ingest;
 mod integrations;
 mod secrets;
 pub mod silencer;
+pub mod silences;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -213,6 +214,21 @@ impl Intake {
     /// The silences this intake consults (the silences API reloads them after a change).
     pub fn silencer(&self) -> Arc<silencer::Silencer> {
         self.silencer.clone()
+    }
+
+    /// The gRPC `SilenceService`.
+    pub fn silences_grpc(
+        &self,
+    ) -> InvalidProtobuf<
+        firebreak_proto::v1::silence_service_server::SilenceServiceServer<silences::SilenceApi>,
+    > {
+        InvalidProtobuf(
+            firebreak_proto::v1::silence_service_server::SilenceServiceServer::new(
+                silences::SilenceApi {
+                    silences: silences::Silences::new(self.silencer.clone(), self.clock.clone()),
+                },
+            ),
+        )
     }
 
     /// Reads the time from `clock` (the one the other services and the stores get) instead

@@ -141,6 +141,10 @@ pub fn remote_addr<T>(request: &tonic::Request<T>) -> Option<std::net::SocketAdd
     request.extensions().get::<RemoteAddr>().map(|r| r.0)
 }
 
+/// The response metadata in which a method that makes what it acts on (a new silence)
+/// names it, for the audit log's target: its request could not.
+pub const TARGET_METADATA: &str = "firebreak-target";
+
 /// The actor to record for a request's caller: the authenticated identity, never a request
 /// field. Without an access layer (a service's own tests), `anonymous`.
 pub fn actor<T>(request: &tonic::Request<T>) -> String {

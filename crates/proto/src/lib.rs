@@ -116,6 +116,7 @@ pub mod v1 {
 }
 
 pub mod access;
+pub mod silence;
 mod states;
 pub use states::WireState;
 

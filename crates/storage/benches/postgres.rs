@@ -73,6 +73,7 @@ fn alert(n: usize, key: &str) -> AlertRecord {
         annotations: BTreeMap::from([("summary".into(), "latency".into())]),
         integration: "am".into(),
         alert_key: format!("fp-{n}"),
+        silenced_by: String::new(),
     }
 }
 

@@ -381,6 +381,18 @@ pub trait SilenceStore: Send + Sync {
     async fn silence(&self, id: &str) -> Result<Option<firebreak_domain::silence::Silence>>;
     /// How many silences are kept (what bounds creating more).
     async fn count_silences(&self) -> Result<u64>;
+    /// How many alerts each silence silenced, by silence id (silences that silenced none
+    /// are absent).
+    async fn silenced_counts(&self) -> Result<std::collections::HashMap<String, u64>>;
+    /// How many alerts `silence` silenced.
+    async fn count_silenced(&self, silence: &str) -> Result<u64>;
+    /// The alerts `silence` silenced, newest first, at most `limit`.
+    async fn silenced_alerts(&self, silence: &str, limit: u32) -> Result<Vec<AlertRecord>>;
+    /// The alerts firing now (or acknowledged), as their senders' keys say: those whose
+    /// (integration, alert key) names them and is not resolved. By alert id, after `after`
+    /// (empty: from the first), at most `limit`. Alerts sent without a key have no state of
+    /// their own here and are not among them.
+    async fn firing_alerts(&self, after: &str, limit: u32) -> Result<Vec<AlertRecord>>;
 }
 
 /// On-call schedules kept at run time (notification's database). Every change takes the

@@ -66,6 +66,8 @@ pub struct AlertRecord {
     pub integration: String,
     /// The sender's key for this alert (fingerprint, PagerDuty dedup key); empty if none.
     pub alert_key: String,
+    /// The silence that silenced it (stored, announced to nobody); empty when none did.
+    pub silenced_by: String,
 }
 
 /// An integration created at run time (those in the configuration are not stored). Its key

@@ -924,10 +924,55 @@ where
                 Ok(response) => outcome_of(response.headers()),
                 Err(_) => "internal".to_owned(),
             };
+            // A method that makes what it acts on (a new silence) names it in its answer.
+            if let (Some((subject, _)), true, Ok(response)) = (wanted, target.is_empty(), &answered)
+                && let Some(id) = response
+                    .headers()
+                    .get(firebreak_proto::access::TARGET_METADATA)
+                    .and_then(|v| v.to_str().ok())
+            {
+                target = clip(&format!("{}:{id}", subject.as_str()), MAX_TARGET);
+            }
             let who = principal.as_deref().map_or(Actor::Key, Actor::Principal);
             verifier.record(call.entry(&path, &target, Some(who), &outcome, ""));
             answered
         })
+    }
+}
+
+/// A call to an HTTP endpoint that changes something (Alertmanager's silences API), as the
+/// audit log records it: the same entry, written through the same buffer, as a gRPC call's.
+pub(crate) struct HttpCall<'a> {
+    /// What was called: `POST /api/v2/silences`.
+    pub(crate) method: &'a str,
+    pub(crate) headers: &'a axum::http::HeaderMap,
+    pub(crate) source: Option<std::net::SocketAddr>,
+}
+
+impl Verifier {
+    /// Records `call` by `who` (`None`: nobody verified) on `target` (`silence:ID`, or empty
+    /// when it named none): `outcome` is `None` when it went through, else the code it was
+    /// answered with; `reason` says why a refused call was refused.
+    pub(crate) fn audit_http(
+        &self,
+        call: &HttpCall<'_>,
+        who: Option<&Principal>,
+        target: &str,
+        outcome: Option<firebreak_domain::ErrorCode>,
+        reason: &str,
+    ) {
+        let outcome = outcome.map_or_else(
+            || "ok".to_owned(),
+            |code| code_name(firebreak_proto::grpc_code(code)),
+        );
+        let entry = Call::from_headers(call.headers, call.source).entry(
+            call.method,
+            &clip(target, MAX_TARGET),
+            who.map(Actor::Principal),
+            &outcome,
+            reason,
+        );
+        self.record(entry);
     }
 }
 
@@ -956,14 +1001,20 @@ const MAX_REASON: usize = 512;
 
 impl Call {
     fn of(req: &Request<tonic::body::Body>) -> Self {
-        Self {
-            at: std::time::SystemTime::now(),
-            source: req
-                .extensions()
+        Self::from_headers(
+            req.headers(),
+            req.extensions()
                 .get::<crate::net::ConnInfo>()
                 .map(crate::net::ConnInfo::remote),
-            request_id: req.headers().get("x-request-id").cloned(),
-            traceparent: req.headers().get("traceparent").cloned(),
+        )
+    }
+
+    fn from_headers(headers: &axum::http::HeaderMap, source: Option<std::net::SocketAddr>) -> Self {
+        Self {
+            at: std::time::SystemTime::now(),
+            source,
+            request_id: headers.get("x-request-id").cloned(),
+            traceparent: headers.get("traceparent").cloned(),
         }
     }
 

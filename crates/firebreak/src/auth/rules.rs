@@ -55,6 +55,31 @@ pub const METHODS: &[(&str, &str, Rule)] = &[
         "intake",
         Needs(P::IntegrationsManage),
     ),
+    (
+        "/firebreak.v1.SilenceService/ListSilences",
+        "intake",
+        Needs(P::IncidentsRead),
+    ),
+    (
+        "/firebreak.v1.SilenceService/GetSilence",
+        "intake",
+        Needs(P::IncidentsRead),
+    ),
+    (
+        "/firebreak.v1.SilenceService/CreateSilence",
+        "intake",
+        Needs(P::SilencesManage),
+    ),
+    (
+        "/firebreak.v1.SilenceService/ExpireSilence",
+        "intake",
+        Needs(P::SilencesManage),
+    ),
+    (
+        "/firebreak.v1.SilenceService/PreviewSilence",
+        "intake",
+        Needs(P::IncidentsRead),
+    ),
     // Triage.
     (
         "/firebreak.v1.IncidentService/GetIncident",
@@ -322,7 +347,7 @@ const INTERNAL: &[&str] = &[
 
 /// Whether an allowed call to `path` goes into the audit log: a method that changes state
 /// (every method but reads: `Get*`, `List*`, `Watch`, `WhoAmI`, and `DryRun`, which changes
-/// nothing), unless it is internal. A method of a new kind is audited until it is named a
+/// nothing, nor does `PreviewSilence`), unless it is internal. A method of a new kind is audited until it is named a
 /// read here. Refused calls are audited whatever the method (health and reflection are never
 /// refused).
 pub fn audited_when_allowed(path: &str) -> bool {
@@ -334,7 +359,13 @@ pub fn audited_when_allowed(path: &str) -> bool {
         || method.starts_with("List")
         || matches!(
             method,
-            "Watch" | "WhoAmI" | "DryRun" | "TestEscalation" | "WhoIsOnCall" | "PreviewTemplate"
+            "Watch"
+                | "WhoAmI"
+                | "DryRun"
+                | "TestEscalation"
+                | "WhoIsOnCall"
+                | "PreviewTemplate"
+                | "PreviewSilence"
         );
     !read
 }
@@ -357,6 +388,7 @@ pub enum Subject {
     Team,
     Integration,
     Schedule,
+    Silence,
 }
 
 impl Subject {
@@ -369,6 +401,7 @@ impl Subject {
             Self::Team => "team",
             Self::Integration => "integration",
             Self::Schedule => "schedule",
+            Self::Silence => "silence",
         }
     }
 }
@@ -530,6 +563,17 @@ const TARGETS: &[(&str, Subject, ReadTarget)] = &[
         Subject::Integration,
         read!(v1::DeleteIntegrationRequest, name),
     ),
+    // A new silence has no id in its request: the answer names it (`TARGET_METADATA`).
+    (
+        "/firebreak.v1.SilenceService/CreateSilence",
+        Subject::Silence,
+        edited_silence,
+    ),
+    (
+        "/firebreak.v1.SilenceService/ExpireSilence",
+        Subject::Silence,
+        read!(v1::ExpireSilenceRequest, id),
+    ),
     (
         "/firebreak.v1.NotificationService/PutSchedule",
         Subject::Schedule,
@@ -551,6 +595,14 @@ const TARGETS: &[(&str, Subject, ReadTarget)] = &[
         read!(v1::RemoveOverrideRequest, schedule),
     ),
 ];
+
+/// The silence a create edits (none for a new one, whose id the answer carries).
+fn edited_silence(b: &[u8]) -> Option<String> {
+    <v1::CreateSilenceRequest as firebreak_proto::Message>::decode(b)
+        .ok()
+        .map(|r| r.id)
+        .filter(|id| !id.is_empty())
+}
 
 /// A schedule put's name, read from its YAML (the audit log's target).
 fn put_schedule_name(b: &[u8]) -> Option<String> {
@@ -665,6 +717,8 @@ mod tests {
             [
                 "IntegrationService/CreateIntegration",
                 "IntegrationService/DeleteIntegration",
+                "SilenceService/CreateSilence",
+                "SilenceService/ExpireSilence",
                 "IncidentService/Acknowledge",
                 "IncidentService/Resolve",
                 "IncidentService/Close",

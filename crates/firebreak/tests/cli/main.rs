@@ -2,6 +2,7 @@
 //! walk-through run command by command.
 
 mod secrets;
+mod silences;
 mod tls;
 
 use std::io::{Read, Write};

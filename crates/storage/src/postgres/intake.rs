@@ -84,7 +84,20 @@ ALTER TABLE integrations DROP COLUMN key;
         version: 4,
         sql: SILENCES,
     },
+    Migration {
+        version: 5,
+        sql: SILENCED_ALERTS,
+    },
 ];
+
+/// Which silence silenced an alert, and what finds silenced and firing alerts; both indexes
+/// are partial, so the alerts that are neither cost them nothing. SQLite's migration 8 is
+/// the same.
+const SILENCED_ALERTS: &str = "
+ALTER TABLE alerts ADD COLUMN silenced_by TEXT NOT NULL DEFAULT '';
+CREATE INDEX alerts_silenced_by ON alerts (silenced_by, received_at) WHERE silenced_by <> '';
+CREATE INDEX alert_keys_current ON alert_keys (alert_id) WHERE state <> 'resolved';
+";
 
 /// Silences, Alertmanager's (`domain::silence`); matchers as JSON. SQLite's migration 7 is the same.
 const SILENCES: &str = "
@@ -220,9 +233,9 @@ async fn insert_alerts(conn: &mut sqlx::PgConnection, alerts: &[AlertRecord]) ->
     }
     sqlx::query(
         "INSERT INTO alerts (id, received_at, source, title, description, severity, category, labels,
-            dedup_key, annotations, integration, alert_key)
+            dedup_key, annotations, integration, alert_key, silenced_by)
          SELECT * FROM unnest($1::text[], $2::int8[], $3::text[], $4::text[], $5::text[], $6::int8[],
-            $7::text[], $8::text[], $9::text[], $10::text[], $11::text[], $12::text[])",
+            $7::text[], $8::text[], $9::text[], $10::text[], $11::text[], $12::text[], $13::text[])",
     )
     .bind(alerts.iter().map(|a| &a.id).bind_iter())
     .bind(alerts.iter().map(|a| a.received_at.unix_micros()).bind_iter())
@@ -236,6 +249,7 @@ async fn insert_alerts(conn: &mut sqlx::PgConnection, alerts: &[AlertRecord]) ->
     .bind(&annotations)
     .bind(alerts.iter().map(|a| &a.integration).bind_iter())
     .bind(alerts.iter().map(|a| &a.alert_key).bind_iter())
+    .bind(alerts.iter().map(|a| &a.silenced_by).bind_iter())
     .execute(conn)
     .await?;
     Ok(())
@@ -379,6 +393,7 @@ fn alert_row(r: &PgRow) -> Result<AlertRecord> {
         annotations: from_json(r.try_get("annotations")?)?,
         integration: r.try_get("integration")?,
         alert_key: r.try_get("alert_key")?,
+        silenced_by: r.try_get("silenced_by")?,
     })
 }
 
@@ -427,6 +442,57 @@ impl crate::SilenceStore for PgIntakeStore {
             .fetch_one(&self.pool)
             .await?;
         Ok(n as u64)
+    }
+
+    async fn silenced_counts(&self) -> Result<std::collections::HashMap<String, u64>> {
+        sqlx::query(
+            "SELECT silenced_by, COUNT(*) FROM alerts WHERE silenced_by <> '' GROUP BY silenced_by",
+        )
+        .fetch_all(&self.pool)
+        .await?
+        .iter()
+        .map(|r| Ok((r.try_get(0)?, r.try_get::<i64, _>(1)? as u64)))
+        .collect()
+    }
+
+    async fn count_silenced(&self, silence: &str) -> Result<u64> {
+        let n: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM alerts WHERE silenced_by = $1 AND silenced_by <> ''",
+        )
+        .bind(silence)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(n as u64)
+    }
+
+    async fn silenced_alerts(&self, silence: &str, limit: u32) -> Result<Vec<AlertRecord>> {
+        // The literal `<> ''` lets the partial index serve the query.
+        sqlx::query(
+            "SELECT * FROM alerts WHERE silenced_by = $1 AND silenced_by <> ''
+             ORDER BY received_at DESC, id DESC LIMIT $2",
+        )
+        .bind(silence)
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?
+        .iter()
+        .map(alert_row)
+        .collect()
+    }
+
+    async fn firing_alerts(&self, after: &str, limit: u32) -> Result<Vec<AlertRecord>> {
+        sqlx::query(
+            "SELECT a.* FROM alert_keys k JOIN alerts a ON a.id = k.alert_id
+             WHERE k.state <> 'resolved' AND k.alert_id > $1
+             ORDER BY k.alert_id LIMIT $2",
+        )
+        .bind(after)
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?
+        .iter()
+        .map(alert_row)
+        .collect()
     }
 }
 

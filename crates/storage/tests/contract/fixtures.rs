@@ -87,6 +87,16 @@ pub(crate) async fn intake(adapter: Adapter) -> Fixture<dyn IntakeStore> {
     Fixture { store, backend }
 }
 
+/// Opens (again) the intake store of a backend: the silences' alerts live beside them.
+pub(crate) async fn intake_store(backend: &Backend) -> Arc<dyn IntakeStore> {
+    match backend {
+        Backend::Sqlite { path, .. } => {
+            Arc::new(SqliteIntakeStore::open(path, false).await.unwrap())
+        }
+        Backend::Postgres(db) => Arc::new(PgIntakeStore::connect(&db.url).await.unwrap()),
+    }
+}
+
 /// Silences, in intake's database.
 pub(crate) async fn silences(adapter: Adapter) -> Fixture<dyn firebreak_storage::SilenceStore> {
     let backend = Backend::new(adapter).await;
@@ -223,6 +233,7 @@ pub(crate) fn alert(id: &str) -> AlertRecord {
         annotations: BTreeMap::from([("runbook".into(), "https://example.com/r".into())]),
         integration: "am".into(),
         alert_key: format!("fp-{id}"),
+        silenced_by: String::new(),
     }
 }
 
