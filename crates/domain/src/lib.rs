@@ -10,6 +10,7 @@ mod error;
 mod ids;
 mod incident;
 pub mod people;
+pub mod report;
 mod review;
 mod rules;
 pub mod schedule;
