@@ -10,6 +10,7 @@ mod error;
 mod grpc;
 mod limits;
 mod logic;
+mod report;
 
 use std::sync::Arc;
 use std::time::Duration;
