@@ -55,6 +55,12 @@ pub const METHODS: &[(&str, &str, Rule)] = &[
         "intake",
         Needs(P::IntegrationsManage),
     ),
+    // Silenced alerts for `firebreak report`: counts, read as incidents are.
+    (
+        "/firebreak.v1.IntegrationService/GetSilencedCounts",
+        "intake",
+        Needs(P::IncidentsRead),
+    ),
     // Triage.
     (
         "/firebreak.v1.IncidentService/GetIncident",
@@ -120,6 +126,11 @@ pub const METHODS: &[(&str, &str, Rule)] = &[
         "/firebreak.v1.IncidentService/UnassignRole",
         "triage",
         Needs(P::IncidentsAssign),
+    ),
+    (
+        "/firebreak.v1.IncidentService/GetReport",
+        "triage",
+        Needs(P::IncidentsRead),
     ),
     // Orchestration.
     (
