@@ -7,6 +7,7 @@ mod audit;
 mod harness;
 mod oncall;
 mod path;
+mod reports;
 mod roles;
 mod runbooks;
 mod schedules;
