@@ -250,16 +250,19 @@ impl TriageStore for PgTriageStore {
 
 /// What a report reads of each incident opened in its window (SQLite's `REPORT_FACTS`, in
 /// this dialect): the incident's columns, its first `resolved` entry (seq, actor) and the
-/// seq of its first entry by a person (`$2` is the actor prefix of a person).
+/// seq of its first entry by a person (`$2` is the actor prefix of a person). Each lateral
+/// read walks the incident's own entries in order (`timeline_incident`) and stops at the
+/// first: over 100,000 incidents of six entries each it took 0.9 s, against 1.5 s for one
+/// aggregation over their joined timelines and 2.6 s for correlated `MIN`s.
 const REPORT_FACTS: &str = "
 SELECT i.id, i.category, i.severity, i.labels, i.source, i.integration, i.opened_at,
     i.acknowledged_at, i.resolved_at, i.alert_count, r.seq AS resolve_seq,
-    r.actor AS resolve_actor,
-    (SELECT MIN(p.seq) FROM timeline p
-        WHERE p.incident_id = i.id AND left(p.actor, length($2)) = $2) AS person_seq
+    r.actor AS resolve_actor, p.seq AS person_seq
 FROM incidents i
-LEFT JOIN timeline r ON r.seq = (SELECT MIN(t.seq) FROM timeline t
-    WHERE t.incident_id = i.id AND t.kind = 'resolved')
+LEFT JOIN LATERAL (SELECT t.seq, t.actor FROM timeline t
+    WHERE t.incident_id = i.id AND t.kind = 'resolved' ORDER BY t.seq LIMIT 1) r ON TRUE
+LEFT JOIN LATERAL (SELECT t.seq FROM timeline t
+    WHERE t.incident_id = i.id AND left(t.actor, length($2)) = $2 ORDER BY t.seq LIMIT 1) p ON TRUE
 WHERE i.opened_at >= $1
 ORDER BY i.opened_at, i.id
 LIMIT $3";
