@@ -39,6 +39,9 @@ pub struct Triage {
     /// Where every time triage records is read: decisions get it as `Context::now`, so the
     /// pure `decide` never reads a clock itself.
     clock: Arc<dyn Clock>,
+    /// Reports computing at once (each reads a window of incidents): past
+    /// [`report::MAX_CONCURRENT_REPORTS`] a caller hears RESOURCE_EXHAUSTED.
+    reports: Arc<tokio::sync::Semaphore>,
 }
 
 impl Triage {
@@ -57,6 +60,7 @@ impl Triage {
             bus,
             watch: broadcast::channel(1024).0,
             clock,
+            reports: Arc::new(tokio::sync::Semaphore::new(report::MAX_CONCURRENT_REPORTS)),
         }
     }
 

@@ -10,6 +10,9 @@ use crate::{Error, Triage};
 
 /// The most incidents a report reads; past it the response says `truncated`.
 pub(crate) const MAX_REPORT_INCIDENTS: u32 = 100_000;
+/// Reports a process computes at once (each may read that many incidents and their first
+/// entries: about a second on Postgres); more are refused at once rather than queued.
+pub(crate) const MAX_CONCURRENT_REPORTS: usize = 2;
 
 impl Triage {
     /// The report over the incidents opened in the last `since` (`30d`…), grouped `by`.
@@ -21,6 +24,11 @@ impl Triage {
     ) -> Result<v1::GetReportResponse, Error> {
         let window = parse_since(since)?;
         let by = GroupBy::parse(by)?;
+        let _permit = self
+            .reports
+            .clone()
+            .try_acquire_owned()
+            .map_err(|_| Error::ReportsBusy)?;
         let until = self.clock.now();
         let start = until - window;
         let facts = self
@@ -59,5 +67,49 @@ pub(crate) fn group_to_proto(g: &ReportGroup) -> v1::ReportGroup {
         auto_remediated: g.auto_remediated,
         alerts: g.alerts,
         silenced: g.silenced,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use firebreak_bus::EmbeddedBus;
+    use firebreak_storage::sqlite::{SqliteBusLog, SqliteTriageStore};
+
+    use super::*;
+
+    #[tokio::test]
+    async fn reports_past_the_bound_are_refused_as_exhausted_and_bad_input_first() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteTriageStore::open(&dir.path().join("triage.db"), false)
+            .await
+            .unwrap();
+        let log = SqliteBusLog::open(&dir.path().join("bus.db"), false)
+            .await
+            .unwrap();
+        let triage = Triage::new(
+            Arc::new(store),
+            Arc::new(EmbeddedBus::new(Arc::new(log))),
+            firebreak_domain::Taxonomy::default(),
+            Arc::new(firebreak_domain::SystemClock),
+        );
+        let empty = triage.report("", "").await.unwrap();
+        assert_eq!((empty.by.as_str(), empty.groups.len()), ("category", 0));
+        assert_eq!(empty.total.unwrap().incidents, 0);
+        let held: Vec<_> = (0..MAX_CONCURRENT_REPORTS)
+            .map(|_| triage.reports.clone().try_acquire_owned().unwrap())
+            .collect();
+        let busy = triage.report("30d", "category").await.unwrap_err();
+        assert!(matches!(busy, Error::ReportsBusy), "{busy:?}");
+        assert_eq!(
+            tonic::Status::from(busy).code(),
+            tonic::Code::ResourceExhausted
+        );
+        // Bad input is refused naming the field, busy or not.
+        let e = triage.report("soon", "category").await.unwrap_err();
+        assert!(e.to_string().starts_with("invalid since"), "{e}");
+        drop(held);
+        assert!(triage.report("1h", "severity").await.is_ok());
     }
 }
