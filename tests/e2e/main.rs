@@ -9,6 +9,7 @@ mod lifecycle;
 mod maintenance;
 mod oncall;
 mod path;
+mod reports;
 mod roles;
 mod runbooks;
 mod schedules;

@@ -11,6 +11,7 @@ mod ids;
 mod incident;
 pub mod maintenance;
 pub mod people;
+pub mod report;
 mod review;
 mod rules;
 pub mod schedule;

@@ -718,11 +718,160 @@ impl Out {
             OutputFormat::Table => say!("deleted {name}"),
         }
     }
+
+    /// `firebreak report`: a row per group and the total (docs/reports.md).
+    pub(crate) fn report(&self, r: &v1::GetReportResponse) {
+        match self.format {
+            OutputFormat::Json => self.json(report_json(r)),
+            OutputFormat::Table => {
+                say!(
+                    "incidents opened from {} to {}, by {}{}",
+                    rfc3339(r.since.as_ref()).unwrap_or_default(),
+                    rfc3339(r.until.as_ref()).unwrap_or_default(),
+                    r.by,
+                    if r.truncated {
+                        " (truncated: the oldest 100,000 only)"
+                    } else {
+                        ""
+                    }
+                );
+                let row = |key: &str, g: &v1::ReportGroup| {
+                    let p = |d: &Option<v1::DurationPercentiles>,
+                             f: fn(
+                        &v1::DurationPercentiles,
+                    )
+                        -> &Option<firebreak_proto::WireDuration>| {
+                        d.as_ref()
+                            .and_then(|d| f(d).as_ref())
+                            .map_or_else(|| "-".to_owned(), span)
+                    };
+                    vec![
+                        if key.is_empty() {
+                            "-".to_owned()
+                        } else {
+                            key.to_owned()
+                        },
+                        g.incidents.to_string(),
+                        p(&g.time_to_acknowledge, |d| &d.p50),
+                        p(&g.time_to_acknowledge, |d| &d.p90),
+                        p(&g.time_to_resolve, |d| &d.p50),
+                        p(&g.time_to_resolve, |d| &d.p90),
+                        ratio(g.auto_remediated, g.incidents)
+                            .map_or_else(|| "-".to_owned(), |s| format!("{:.0}%", s * 100.0)),
+                        ratio(g.alerts, g.incidents)
+                            .map_or_else(|| "-".to_owned(), |a| format!("{a:.2}")),
+                        g.silenced.to_string(),
+                    ]
+                };
+                let mut rows: Vec<Vec<String>> = r.groups.iter().map(|g| row(&g.key, g)).collect();
+                if let Some(total) = &r.total {
+                    rows.push(row("TOTAL", total));
+                }
+                table(
+                    &[
+                        r.by.as_str(),
+                        "incidents",
+                        "mtta p50",
+                        "mtta p90",
+                        "mttr p50",
+                        "mttr p90",
+                        "auto",
+                        "alerts/inc",
+                        "silenced",
+                    ],
+                    rows,
+                );
+            }
+        }
+    }
+}
+
+/// `n` over `of`; `None` when `of` is 0.
+fn ratio(n: u64, of: u64) -> Option<f64> {
+    (of > 0).then(|| n as f64 / of as f64)
+}
+
+fn seconds(d: &firebreak_proto::WireDuration) -> f64 {
+    d.seconds as f64 + f64::from(d.nanos) / 1e9
+}
+
+/// A duration for people: `1d2h`, `3h5m`, `4m10s`, `12s`, `0.25s`.
+fn span(d: &firebreak_proto::WireDuration) -> String {
+    let total = d.seconds.max(0);
+    if total < 10 && d.nanos > 0 {
+        return format!("{}s", (seconds(d) * 100.0).round() / 100.0);
+    }
+    let (days, hours, minutes, secs) = (
+        total / 86_400,
+        total % 86_400 / 3_600,
+        total % 3_600 / 60,
+        total % 60,
+    );
+    let parts: Vec<String> = [(days, "d"), (hours, "h"), (minutes, "m"), (secs, "s")]
+        .iter()
+        .filter(|(n, _)| *n > 0)
+        .take(2)
+        .map(|(n, u)| format!("{n}{u}"))
+        .collect();
+    if parts.is_empty() {
+        "0s".to_owned()
+    } else {
+        parts.concat()
+    }
+}
+
+fn percentiles_json(p: Option<&v1::DurationPercentiles>) -> Value {
+    match p {
+        None => Value::Null,
+        Some(p) => json!({
+            "p50": p.p50.as_ref().map(seconds), "p90": p.p90.as_ref().map(seconds),
+        }),
+    }
+}
+
+fn report_group_json(g: &v1::ReportGroup) -> Value {
+    json!({
+        "key": g.key, "incidents": g.incidents, "acknowledged": g.acknowledged,
+        "resolved": g.resolved,
+        "mtta_seconds": percentiles_json(g.time_to_acknowledge.as_ref()),
+        "mttr_seconds": percentiles_json(g.time_to_resolve.as_ref()),
+        "auto_remediated": g.auto_remediated,
+        "auto_remediated_share": ratio(g.auto_remediated, g.incidents),
+        "alerts": g.alerts, "alerts_per_incident": ratio(g.alerts, g.incidents),
+        "silenced": g.silenced,
+    })
+}
+
+/// A report as JSON: times in seconds, shares and ratios as numbers (null without
+/// incidents), the window in RFC 3339.
+pub(crate) fn report_json(r: &v1::GetReportResponse) -> Value {
+    json!({
+        "by": r.by, "since": ts(r.since.as_ref()), "until": ts(r.until.as_ref()),
+        "truncated": r.truncated,
+        "groups": r.groups.iter().map(report_group_json).collect::<Vec<_>>(),
+        "total": r.total.as_ref().map_or(Value::Null, report_group_json),
+    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn spans_read_as_people_write_them() {
+        let d = |seconds, nanos| firebreak_proto::WireDuration { seconds, nanos };
+        for (given, want) in [
+            (d(0, 0), "0s"),
+            (d(0, 250_000_000), "0.25s"),
+            (d(12, 0), "12s"),
+            (d(250, 0), "4m10s"),
+            (d(3_600, 0), "1h"),
+            (d(3 * 3_600 + 5 * 60 + 7, 0), "3h5m"),
+            (d(86_400 + 2 * 3_600, 0), "1d2h"),
+        ] {
+            assert_eq!(span(&given), want, "{given:?}");
+        }
+    }
 
     #[test]
     fn every_status_code_has_its_exit_code() {

@@ -367,4 +367,45 @@ impl IntegrationService for IntegrationApi {
         registry.remove_runtime(&name);
         Ok(Response::new(v1::DeleteIntegrationResponse {}))
     }
+
+    async fn get_silenced_counts(
+        &self,
+        req: Request<v1::GetSilencedCountsRequest>,
+    ) -> Result<Response<v1::GetSilencedCountsResponse>, Status> {
+        let req = req.into_inner();
+        let by = firebreak_domain::report::GroupBy::parse(&req.by)
+            .map_err(|e| Error::Invalid(e.to_string()))?;
+        // Between the epoch and the year 9999: a hostile timestamp cannot overflow a
+        // conversion.
+        let since = match &req.since {
+            Some(t)
+                if (0..=253_402_300_799).contains(&t.seconds)
+                    && (0..1_000_000_000).contains(&t.nanos) =>
+            {
+                firebreak_proto::micros(t)
+            }
+            Some(_) => {
+                return Err(Error::Invalid(
+                    "invalid since: outside 1970-01-01 to 9999-12-31".into(),
+                )
+                .into());
+            }
+            None => {
+                return Err(
+                    Error::Invalid("invalid since: the window's start is required".into()).into(),
+                );
+            }
+        };
+        let counts = self
+            .intake
+            .store
+            .silenced_tally(since)
+            .await
+            .map_err(Error::from)?;
+        let counts = firebreak_domain::report::silenced_by_group(by, &counts)
+            .into_iter()
+            .map(|(key, count)| v1::SilencedGroupCount { key, count })
+            .collect();
+        Ok(Response::new(v1::GetSilencedCountsResponse { counts }))
+    }
 }

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use firebreak_bus::{RelayHandle, outbox_event, streams};
 use firebreak_domain::{AlertId, Labels, Micros, Signal, SignalInput};
 use firebreak_proto::v1::{self, event::Payload};
-use firebreak_storage::{AlertRecord, IntakeStore, OutboxEvent};
+use firebreak_storage::{AlertRecord, IntakeStore, OutboxEvent, SilencedRecord};
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot};
 
@@ -75,6 +75,8 @@ struct Prepared {
     event: OutboxEvent,
     /// The silence in force that matches its labels: the alert is stored, and nothing opens.
     silenced_by: Option<String>,
+    /// What reports count of it when silenced: what it would have been.
+    silenced: Option<SilencedRecord>,
 }
 
 /// A signal as the writer takes it: a trigger prepared, a follow-up as is, or why it was
@@ -100,6 +102,7 @@ const GROUP_ITEMS: usize = 4000;
 #[derive(Default)]
 struct Pending {
     alerts: Vec<AlertRecord>,
+    silenced: Vec<SilencedRecord>,
     events: Vec<OutboxEvent>,
     /// (integration, key) → (alert id, state, changed by this group).
     keys: HashMap<(String, String), (String, String, bool)>,
@@ -163,9 +166,16 @@ impl Intake {
             .map(|(mut item, checked)| {
                 let ready = checked.map(|signal| {
                     signal.map(|signal| {
+                        let silenced_by = in_force.silenced_by(&signal.labels, received_at);
+                        let silenced = silenced_by
+                            .as_ref()
+                            .map(|id| self.silenced_as(id, &source, &signal, received_at));
                         let mut prepared = prepare(&source, &mut item, signal, received_at);
-                        prepared.silenced_by =
-                            in_force.silenced_by(&prepared.record.labels, received_at);
+                        prepared.silenced_by = silenced_by;
+                        prepared.silenced = silenced.map(|s| SilencedRecord {
+                            alert_id: prepared.record.id.clone(),
+                            ..s
+                        });
                         prepared
                     })
                 });
@@ -300,11 +310,47 @@ async fn commit_group(
         .collect();
     tx.set_alert_keys(&keys).await?;
     tx.insert_alerts(pending.alerts, pending.events).await?;
+    if !pending.silenced.is_empty() {
+        tx.insert_silenced(pending.silenced).await?;
+    }
     tx.commit().await?;
     Ok(results)
 }
 
 impl Intake {
+    /// What a report counts of a trigger `silence` kept from opening anything: the category
+    /// and severity the taxonomy gives it (what triage would have), its service and
+    /// integration. The alert id is filled in when the alert is made.
+    fn silenced_as(
+        &self,
+        silence: &str,
+        source: &Source<'_>,
+        signal: &Signal,
+        received_at: Micros,
+    ) -> SilencedRecord {
+        // Intake checked the category against the same taxonomy; should it be unknown all
+        // the same, the rules categorize the alert, as triage would.
+        let class = self.taxonomy.classify(signal).or_else(|_| {
+            let mut s = signal.clone();
+            s.category = None;
+            self.taxonomy.classify(&s)
+        });
+        let (category, severity) = match class {
+            Ok(c) => (c.category, u32::from(c.severity.level())),
+            Err(_) => (firebreak_domain::UNCATEGORIZED.to_owned(), 3),
+        };
+        SilencedRecord {
+            alert_id: String::new(),
+            silence_id: silence.to_owned(),
+            received_at,
+            integration: source.integration.to_owned(),
+            service: firebreak_domain::report::service_of(&signal.labels, &signal.source)
+                .to_owned(),
+            category,
+            severity,
+        }
+    }
+
     /// Validates a signal; a trigger yields its parsed form.
     fn check(&self, item: &Incoming) -> Result<Option<Signal>, String> {
         if item.alert_key.len() > MAX_ALERT_KEY {
@@ -380,6 +426,7 @@ fn prepare(
         received,
         event,
         silenced_by: None,
+        silenced: None,
     }
 }
 
@@ -408,6 +455,7 @@ fn apply(
                 received,
                 event,
                 silenced_by,
+                silenced,
             }),
         ) => {
             if let Some((id, state)) = current
@@ -425,6 +473,7 @@ fn apply(
                     silenced_by: silence.clone(),
                     ..record
                 });
+                pending.silenced.extend(silenced);
                 return SignalResult {
                     silenced_by: Some(silence),
                     ..outcome(id, false)

@@ -125,6 +125,7 @@ pub const FILE_DESCRIPTOR_SET: &[u8] =
     include_bytes!(concat!(env!("OUT_DIR"), "/firebreak_descriptor.bin"));
 
 pub use prost::Message;
+pub use prost_types::Duration as WireDuration;
 pub use prost_types::Timestamp;
 
 /// A severity or priority on the wire (`v1::Severity`, `v1::Priority`, whose values are the
@@ -145,6 +146,14 @@ pub fn timestamp(at: firebreak_domain::Micros) -> Timestamp {
     Timestamp {
         seconds: micros.div_euclid(1_000_000),
         nanos: (micros.rem_euclid(1_000_000) * 1_000) as i32,
+    }
+}
+
+/// A span of time as a protobuf duration (whole nanoseconds; saturates past its range).
+pub fn duration(d: std::time::Duration) -> WireDuration {
+    WireDuration {
+        seconds: i64::try_from(d.as_secs()).unwrap_or(i64::MAX),
+        nanos: d.subsec_nanos() as i32,
     }
 }
 

@@ -69,7 +69,17 @@ pub trait IntakeStore: Outbox + SilenceStore {
     async fn alert(&self, id: &str) -> Result<Option<AlertRecord>>;
     /// How many alerts are stored.
     async fn count_alerts(&self) -> Result<i64>;
+    /// The triggers silenced at or after `since`, counted per (integration, service,
+    /// category, severity), in that order: at most [`MAX_SILENCED_GROUPS`] of them.
+    async fn silenced_tally(
+        &self,
+        since: Micros,
+    ) -> Result<Vec<firebreak_domain::report::SilencedCount>>;
 }
+
+/// The most (integration, service, category, severity) combinations of silenced alerts a
+/// report reads.
+pub const MAX_SILENCED_GROUPS: u32 = 10_000;
 
 /// (integration, alert key, alert id, state).
 pub type AlertKeyRow = (String, String, String, String);
@@ -92,6 +102,9 @@ pub trait IntakeTx: Send {
     async fn idempotent(&mut self, key: &str) -> Result<Option<Vec<u8>>>;
     /// Stores the response of a call with an idempotency key.
     async fn remember(&mut self, key: &str, response: &[u8]) -> Result<()>;
+    /// Records which of the alerts inserted in this transaction a silence kept from opening
+    /// anything.
+    async fn insert_silenced(&mut self, silenced: Vec<SilencedRecord>) -> Result<()>;
     async fn enqueue(&mut self, event: &OutboxEvent) -> Result<()>;
     async fn commit(self: Box<Self>) -> Result<()>;
 }
@@ -134,6 +147,15 @@ pub trait TriageStore: Outbox {
     ) -> Result<Vec<TimelineRecord>>;
     /// A change event by id.
     async fn change(&self, id: &str) -> Result<Option<ChangeRecord>>;
+    /// What a report needs of the incidents opened at or after `since`, oldest first (then
+    /// by id): at most `limit`. The first `resolved` entry and the first entry of a person
+    /// (actor starting with [`firebreak_domain::report::PERSON_ACTOR_PREFIX`]) are read from
+    /// each timeline.
+    async fn report_facts(
+        &self,
+        since: Micros,
+        limit: u32,
+    ) -> Result<Vec<firebreak_domain::report::IncidentFacts>>;
 }
 
 /// A triage write transaction: nothing is visible until `apply` commits it, and dropping it

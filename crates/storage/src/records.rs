@@ -70,6 +70,22 @@ pub struct AlertRecord {
     pub silenced_by: String,
 }
 
+/// A trigger a silence kept from opening anything (intake), with what it would have been:
+/// what reports count as silenced.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SilencedRecord {
+    pub alert_id: String,
+    /// The silence that matched it.
+    pub silence_id: String,
+    pub received_at: Micros,
+    pub integration: String,
+    /// Its `service` label, else its source ([`firebreak_domain::report::service_of`]).
+    pub service: String,
+    /// The category and severity level the taxonomy gives it.
+    pub category: String,
+    pub severity: u32,
+}
+
 /// An integration created at run time (those in the configuration are not stored). Its key
 /// is not stored, only its hash; its signing secret only sealed (encrypted) by intake.
 #[derive(Debug, Clone, PartialEq)]

@@ -9,6 +9,7 @@ use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 use tracing_subscriber::EnvFilter;
 
@@ -38,6 +39,27 @@ pub struct Dependency {
     pub dependency: String,
 }
 
+/// A label set of an incident's severity (`1`…`5`) and category: both bounded, by the scale
+/// and by the configured taxonomy.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct IncidentLabels {
+    pub severity: String,
+    pub category: String,
+}
+
+/// A histogram per severity and category.
+pub type IncidentHistogram = Family<IncidentLabels, Histogram, fn() -> Histogram>;
+
+/// The bucket bounds, in seconds, of time to acknowledge and to resolve: 10 s to a week.
+pub const RESPONSE_BUCKETS: [f64; 15] = [
+    10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 900.0, 1_800.0, 3_600.0, 7_200.0, 14_400.0, 28_800.0,
+    86_400.0, 259_200.0, 604_800.0,
+];
+
+fn response_histogram() -> Histogram {
+    Histogram::new(RESPONSE_BUCKETS)
+}
+
 /// The counters Firebreak exports at `/metrics`.
 pub struct Metrics {
     registry: Registry,
@@ -60,6 +82,12 @@ pub struct Metrics {
     /// Audit entries dropped before they were shipped, because more waited than the
     /// buffer holds.
     pub audit_dropped: Counter,
+    /// Seconds from an incident's opening to its acknowledgement, observed by triage when it
+    /// acknowledges one.
+    pub time_to_acknowledge: IncidentHistogram,
+    /// Seconds from an incident's opening to its resolve, observed by triage when it
+    /// resolves one.
+    pub time_to_resolve: IncidentHistogram,
 }
 
 /// The process's metrics.
@@ -77,6 +105,8 @@ pub fn metrics() -> &'static Metrics {
             dependency_up: Family::default(),
             auth_failures: Counter::default(),
             audit_dropped: Counter::default(),
+            time_to_acknowledge: Family::new_with_constructor(response_histogram),
+            time_to_resolve: Family::new_with_constructor(response_histogram),
             registry: Registry::default(),
         };
         registry.register(
@@ -124,6 +154,16 @@ pub fn metrics() -> &'static Metrics {
             "Audit entries dropped unshipped because the buffer was full",
             m.audit_dropped.clone(),
         );
+        registry.register(
+            "incident_time_to_acknowledge_seconds",
+            "Seconds from an incident's opening to its acknowledgement, by severity and category",
+            m.time_to_acknowledge.clone(),
+        );
+        registry.register(
+            "incident_time_to_resolve_seconds",
+            "Seconds from an incident's opening to its resolve, by severity and category",
+            m.time_to_resolve.clone(),
+        );
         Metrics { registry, ..m }
     })
 }
@@ -147,6 +187,22 @@ impl Metrics {
             .set(i64::from(up));
     }
 
+    /// Observes `seconds` in `family` for an incident of `severity` (its level) and
+    /// `category`.
+    pub fn observe_incident(
+        family: &IncidentHistogram,
+        severity: u32,
+        category: &str,
+        seconds: f64,
+    ) {
+        family
+            .get_or_create(&IncidentLabels {
+                severity: severity.to_string(),
+                category: category.to_owned(),
+            })
+            .observe(seconds);
+    }
+
     /// Counts one outcome in `family`.
     pub fn count(family: &Family<OutcomeLabel, Counter>, outcome: &str) {
         family
@@ -160,6 +216,50 @@ impl Metrics {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn response_times_are_prometheus_histograms_by_severity_and_category() {
+        let m = metrics();
+        Metrics::observe_incident(&m.time_to_acknowledge, 2, "malware-test", 45.0);
+        Metrics::observe_incident(&m.time_to_acknowledge, 2, "malware-test", 700.0);
+        let text = m.render();
+        let family = "firebreak_incident_time_to_acknowledge_seconds";
+        let labels = "severity=\"2\",category=\"malware-test\"";
+        assert!(
+            text.contains(&format!("# TYPE {family} histogram")),
+            "{text}"
+        );
+        for (le, count) in [
+            ("30.0", 0),
+            ("60.0", 1),
+            ("600.0", 1),
+            ("900.0", 2),
+            ("+Inf", 2),
+        ] {
+            let want = format!("{family}_bucket{{le=\"{le}\",{labels}}} {count}\n");
+            assert!(text.contains(&want), "{want} in {text}");
+        }
+        assert!(
+            text.contains(&format!("{family}_sum{{{labels}}} 745.0\n")),
+            "{text}"
+        );
+        assert!(
+            text.contains(&format!("{family}_count{{{labels}}} 2\n")),
+            "{text}"
+        );
+        Metrics::observe_incident(&m.time_to_resolve, 1, "malware-test", 7_200.0);
+        let text = m.render();
+        let family = "firebreak_incident_time_to_resolve_seconds";
+        let labels = "severity=\"1\",category=\"malware-test\"";
+        assert!(
+            text.contains(&format!("# TYPE {family} histogram")),
+            "{text}"
+        );
+        for (le, count) in [("3600.0", 0), ("7200.0", 1), ("+Inf", 1)] {
+            let want = format!("{family}_bucket{{le=\"{le}\",{labels}}} {count}\n");
+            assert!(text.contains(&want), "{want} in {text}");
+        }
+    }
 
     #[test]
     fn dependency_state_is_exported() {

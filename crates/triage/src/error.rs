@@ -16,6 +16,9 @@ pub enum Error {
     /// An unassignment named a role the person does not hold.
     #[error("person {person} does not hold role {role}")]
     RoleNotHeld { role: String, person: String },
+    /// As many reports as a process computes at once are being computed.
+    #[error("too many reports are being computed; retry shortly")]
+    ReportsBusy,
     #[error(transparent)]
     Storage(#[from] firebreak_storage::Error),
 }
@@ -29,6 +32,7 @@ impl ServiceError for Error {
             Self::NotFound(_) | Self::ChangeNotFound(_) | Self::RoleNotHeld { .. } => {
                 ErrorCode::NotFound
             }
+            Self::ReportsBusy => ErrorCode::ResourceExhausted,
             Self::Storage(e) => e.error_code(),
         }
     }

@@ -361,6 +361,14 @@ impl IncidentService for IncidentApi {
             .await
     }
 
+    async fn get_report(
+        &self,
+        req: Request<v1::GetReportRequest>,
+    ) -> Result<Response<v1::GetReportResponse>, Status> {
+        let r = req.into_inner();
+        Ok(Response::new(self.triage.report(&r.since, &r.by).await?))
+    }
+
     async fn get_review(
         &self,
         req: Request<v1::GetReviewRequest>,

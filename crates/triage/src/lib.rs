@@ -10,6 +10,7 @@ mod error;
 mod grpc;
 mod limits;
 mod logic;
+mod report;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -41,6 +42,9 @@ pub struct Triage {
     clock: Arc<dyn Clock>,
     /// How long resolved incidents can reopen (by hand, by a repeat alert).
     lifecycle: Arc<Lifecycle>,
+    /// Reports computing at once (each reads a window of incidents): past
+    /// [`report::MAX_CONCURRENT_REPORTS`] a caller hears RESOURCE_EXHAUSTED.
+    reports: Arc<tokio::sync::Semaphore>,
 }
 
 impl Triage {
@@ -60,6 +64,7 @@ impl Triage {
             watch: broadcast::channel(1024).0,
             clock,
             lifecycle: Arc::new(Lifecycle::default()),
+            reports: Arc::new(tokio::sync::Semaphore::new(report::MAX_CONCURRENT_REPORTS)),
         }
     }
 

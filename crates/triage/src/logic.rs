@@ -142,11 +142,13 @@ impl Triage {
             timeline,
         };
         let (decision, _) = self.decide_and_apply(&[input]).await?;
-        decision
+        let inc = decision
             .transitioned
             .into_iter()
             .next()
-            .ok_or_else(|| Error::NotFound(id.to_owned()))
+            .ok_or_else(|| Error::NotFound(id.to_owned()))?;
+        observe_response_time(&inc, action);
+        Ok(inc)
     }
 
     /// Merges `id` into `into`: the incident merged away (closed, linked), the one merged
@@ -524,6 +526,31 @@ fn event_of(a: &Announcement) -> OutboxEvent {
     match &a.traceparent {
         Some(tp) => firebreak_telemetry::trace::sync_scope(Some(tp), make),
         None => make(),
+    }
+}
+
+/// Observes the time from opening to acknowledgement or resolve in the Prometheus
+/// histograms (by severity and category) when `action` just made it.
+fn observe_response_time(inc: &IncidentRecord, action: Action) {
+    let (family, at) = match action {
+        Action::Acknowledge => (
+            &firebreak_telemetry::metrics().time_to_acknowledge,
+            inc.acknowledged_at,
+        ),
+        Action::Resolve => (
+            &firebreak_telemetry::metrics().time_to_resolve,
+            inc.resolved_at,
+        ),
+        _ => return,
+    };
+    if let Some(at) = at {
+        let seconds = at.saturating_duration_since(inc.opened_at).as_secs_f64();
+        firebreak_telemetry::Metrics::observe_incident(
+            family,
+            inc.severity,
+            &inc.category,
+            seconds,
+        );
     }
 }
 

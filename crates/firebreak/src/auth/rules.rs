@@ -80,6 +80,12 @@ pub const METHODS: &[(&str, &str, Rule)] = &[
         "intake",
         Needs(P::IncidentsRead),
     ),
+    // Silenced alerts for `firebreak report`: counts, read as incidents are.
+    (
+        "/firebreak.v1.IntegrationService/GetSilencedCounts",
+        "intake",
+        Needs(P::IncidentsRead),
+    ),
     // Triage.
     (
         "/firebreak.v1.IncidentService/GetIncident",
@@ -167,6 +173,11 @@ pub const METHODS: &[(&str, &str, Rule)] = &[
         "/firebreak.v1.IncidentService/Reclassify",
         "triage",
         Needs(P::IncidentsClassify),
+    ),
+    (
+        "/firebreak.v1.IncidentService/GetReport",
+        "triage",
+        Needs(P::IncidentsRead),
     ),
     // Orchestration.
     (

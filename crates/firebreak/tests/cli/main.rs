@@ -1141,6 +1141,87 @@ fn incident_roles_are_assigned_shown_and_removed_from_the_cli() {
     assert_eq!(code, 2, "--role is required: {err}");
 }
 
+#[test]
+fn report_prints_the_groups_as_a_table_and_json_and_refuses_bad_windows_and_groupings() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = shipped_server(dir.path());
+    let id = server.cli(&[
+        "raise",
+        "--title",
+        "disk full on db-1",
+        "--category",
+        "misconfiguration",
+        "--label",
+        "service=db",
+    ]);
+    let id = id.trim();
+    server.cli(&["incident", "ack", id]);
+
+    let r = server.json(&["report", "--since", "1d", "--by", "service"]);
+    assert_eq!(r["by"], "service", "{r:#}");
+    assert!(r["since"].as_str().unwrap().ends_with('Z'), "{r:#}");
+    let groups = r["groups"].as_array().unwrap();
+    assert_eq!(groups.len(), 1, "{r:#}");
+    let g = &groups[0];
+    assert_eq!(
+        (
+            &g["key"],
+            &g["incidents"],
+            &g["acknowledged"],
+            &g["alerts"],
+            &g["silenced"]
+        ),
+        (
+            &Value::from("db"),
+            &Value::from(1),
+            &Value::from(1),
+            &Value::from(1),
+            &Value::from(0)
+        ),
+        "{r:#}"
+    );
+    assert_eq!(g["alerts_per_incident"], 1.0, "{r:#}");
+    // One value: p50 and p90 are that value.
+    let mtta = &g["mtta_seconds"];
+    assert!(mtta["p50"].as_f64().unwrap() >= 0.0, "{r:#}");
+    assert_eq!(mtta["p50"], mtta["p90"], "{r:#}");
+    assert_eq!(r["total"]["incidents"], 1, "{r:#}");
+
+    let table = server.cli(&["report", "--by", "service"]);
+    let lines: Vec<&str> = table.lines().collect();
+    assert!(lines[0].starts_with("incidents opened from "), "{table}");
+    assert!(
+        lines[1].starts_with("SERVICE") && lines[1].contains("MTTA P50"),
+        "{table}"
+    );
+    assert!(
+        lines[2].starts_with("db ") && lines[3].starts_with("TOTAL "),
+        "{table}"
+    );
+
+    // Refused before any call, naming the flag and the field; JSON errors under --output json.
+    for (args, field) in [
+        (
+            &["report", "--since", "yesterday"][..],
+            "--since: invalid since",
+        ),
+        (&["report", "--since", "30"][..], "--since: invalid since"),
+        (&["report", "--since", "367d"][..], "--since: invalid since"),
+        (&["report", "--by", "team"][..], "--by: invalid by"),
+    ] {
+        let mut all = vec!["--server", server.grpc.as_str(), "--output", "json"];
+        all.extend_from_slice(args);
+        let (code, out, err) = run_in_dir(dir.path(), &all, None);
+        assert_eq!(code, 2, "{args:?}: {err}");
+        assert!(out.is_empty(), "{out}");
+        let e: Value = serde_json::from_str(&err).unwrap();
+        assert!(
+            e["message"].as_str().unwrap().starts_with(field),
+            "{args:?}: {err}"
+        );
+    }
+}
+
 const SERVICE_TOKEN: &str =
     "fb_5e5e5e5e5e5e_0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
 const ADMIN_TOKEN: &str =

@@ -88,6 +88,10 @@ ALTER TABLE integrations DROP COLUMN key;
         version: 5,
         sql: SILENCED_ALERTS,
     },
+    Migration {
+        version: 6,
+        sql: SILENCED_COUNTS,
+    },
 ];
 
 /// Which silence silenced an alert, and what finds silenced and firing alerts; both indexes
@@ -97,6 +101,21 @@ const SILENCED_ALERTS: &str = "
 ALTER TABLE alerts ADD COLUMN silenced_by TEXT NOT NULL DEFAULT '';
 CREATE INDEX alerts_silenced_by ON alerts (silenced_by, received_at) WHERE silenced_by <> '';
 CREATE INDEX alert_keys_current ON alert_keys (alert_id) WHERE state <> 'resolved';
+";
+
+/// Which stored alerts a silence kept from opening anything, with what they would have been
+/// (reports count them). SQLite's migration 9 is the same.
+const SILENCED_COUNTS: &str = "
+CREATE TABLE silenced_alerts (
+    alert_id TEXT PRIMARY KEY,
+    silence_id TEXT NOT NULL,
+    received_at BIGINT NOT NULL,
+    integration TEXT NOT NULL,
+    service TEXT NOT NULL,
+    category TEXT NOT NULL,
+    severity BIGINT NOT NULL
+);
+CREATE INDEX silenced_alerts_received_at ON silenced_alerts (received_at);
 ";
 
 /// Silences, Alertmanager's (`domain::silence`); matchers as JSON. SQLite's migration 7 is the same.
@@ -218,6 +237,65 @@ impl IntakeStore for PgIntakeStore {
             .await?
             .try_get(0)?)
     }
+
+    async fn silenced_tally(
+        &self,
+        since: Micros,
+    ) -> Result<Vec<firebreak_domain::report::SilencedCount>> {
+        let rows = sqlx::query(
+            "SELECT integration, service, category, severity, COUNT(*) AS count
+             FROM silenced_alerts WHERE received_at >= $1
+             GROUP BY integration, service, category, severity
+             ORDER BY integration, service, category, severity LIMIT $2",
+        )
+        .bind(since.unix_micros())
+        .bind(i64::from(crate::MAX_SILENCED_GROUPS))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                let count: i64 = r.try_get("count")?;
+                Ok(firebreak_domain::report::SilencedCount {
+                    integration: r.try_get("integration")?,
+                    service: r.try_get("service")?,
+                    category: r.try_get("category")?,
+                    severity: get_u32(r, "severity")?,
+                    count: u64::try_from(count).unwrap_or(0),
+                })
+            })
+            .collect()
+    }
+}
+
+/// Records silenced alerts with one statement, whatever their number.
+async fn insert_silenced(
+    conn: &mut sqlx::PgConnection,
+    silenced: &[crate::SilencedRecord],
+) -> Result<()> {
+    if silenced.is_empty() {
+        return Ok(());
+    }
+    sqlx::query(
+        "INSERT INTO silenced_alerts (alert_id, silence_id, received_at, integration, service,
+            category, severity)
+         SELECT * FROM unnest($1::text[], $2::text[], $3::int8[], $4::text[], $5::text[],
+            $6::text[], $7::int8[])",
+    )
+    .bind(silenced.iter().map(|s| &s.alert_id).bind_iter())
+    .bind(silenced.iter().map(|s| &s.silence_id).bind_iter())
+    .bind(
+        silenced
+            .iter()
+            .map(|s| s.received_at.unix_micros())
+            .bind_iter(),
+    )
+    .bind(silenced.iter().map(|s| &s.integration).bind_iter())
+    .bind(silenced.iter().map(|s| &s.service).bind_iter())
+    .bind(silenced.iter().map(|s| &s.category).bind_iter())
+    .bind(silenced.iter().map(|s| i64::from(s.severity)).bind_iter())
+    .execute(conn)
+    .await?;
+    Ok(())
 }
 
 /// Inserts alerts with one statement, whatever their number.
@@ -337,6 +415,10 @@ impl IntakeTx for PgIntakeTx {
     ) -> Result<()> {
         insert_alerts(&mut self.tx, &alerts).await?;
         enqueue_all(&mut self.tx, &events, self.clock.now_micros()).await
+    }
+
+    async fn insert_silenced(&mut self, silenced: Vec<crate::SilencedRecord>) -> Result<()> {
+        insert_silenced(&mut self.tx, &silenced).await
     }
 
     async fn idempotent(&mut self, key: &str) -> Result<Option<Vec<u8>>> {

@@ -250,6 +250,66 @@ impl TriageStore for PgTriageStore {
             })
             .transpose()
     }
+
+    async fn report_facts(
+        &self,
+        since: Micros,
+        limit: u32,
+    ) -> Result<Vec<firebreak_domain::report::IncidentFacts>> {
+        let rows = sqlx::query(REPORT_FACTS)
+            .bind(since.unix_micros())
+            .bind(firebreak_domain::report::PERSON_ACTOR_PREFIX)
+            .bind(i64::from(limit))
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(report_row).collect()
+    }
+}
+
+/// What a report reads of each incident opened in its window (SQLite's `REPORT_FACTS`, in
+/// this dialect): the incident's columns, its first `resolved` entry (seq, actor) and the
+/// seq of its first entry by a person (`$2` is the actor prefix of a person). Each lateral
+/// read walks the incident's own entries in order (`timeline_incident`) and stops at the
+/// first: over 100,000 incidents of six entries each it took 0.9 s, against 1.5 s for one
+/// aggregation over their joined timelines and 2.6 s for correlated `MIN`s.
+const REPORT_FACTS: &str = "
+SELECT i.id, i.category, i.severity, i.labels, i.source, i.integration, i.opened_at,
+    i.acknowledged_at, i.resolved_at, i.alert_count, r.seq AS resolve_seq,
+    r.actor AS resolve_actor, p.seq AS person_seq
+FROM incidents i
+LEFT JOIN LATERAL (SELECT t.seq, t.actor FROM timeline t
+    WHERE t.incident_id = i.id AND t.kind = 'resolved' ORDER BY t.seq LIMIT 1) r ON TRUE
+LEFT JOIN LATERAL (SELECT t.seq FROM timeline t
+    WHERE t.incident_id = i.id AND left(t.actor, length($2)) = $2 ORDER BY t.seq LIMIT 1) p ON TRUE
+WHERE i.opened_at >= $1
+ORDER BY i.opened_at, i.id
+LIMIT $3";
+
+fn report_row(r: &PgRow) -> Result<firebreak_domain::report::IncidentFacts> {
+    let labels: std::collections::BTreeMap<String, String> = from_json(r.try_get("labels")?)?;
+    let source: String = r.try_get("source")?;
+    let resolve: (Option<i64>, Option<String>) =
+        (r.try_get("resolve_seq")?, r.try_get("resolve_actor")?);
+    Ok(firebreak_domain::report::IncidentFacts {
+        id: r.try_get("id")?,
+        category: r.try_get("category")?,
+        severity: get_u32(r, "severity")?,
+        service: firebreak_domain::report::service_of(&labels, &source).to_owned(),
+        integration: r.try_get("integration")?,
+        opened_at: Micros::from_unix_micros(r.try_get("opened_at")?),
+        acknowledged_at: r
+            .try_get::<Option<i64>, _>("acknowledged_at")?
+            .map(Micros::from_unix_micros),
+        resolved_at: r
+            .try_get::<Option<i64>, _>("resolved_at")?
+            .map(Micros::from_unix_micros),
+        alert_count: get_u32(r, "alert_count")?,
+        first_resolve: match resolve {
+            (Some(seq), Some(actor)) => Some((seq, actor)),
+            _ => None,
+        },
+        first_person_entry: r.try_get("person_seq")?,
+    })
 }
 
 /// A triage write transaction.

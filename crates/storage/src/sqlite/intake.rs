@@ -9,7 +9,8 @@ use super::conn::{self, Db, Tx};
 use super::{Migration, OUTBOX, OUTBOX_READ_IN_PLACE, from_json, json_text};
 use super::{impl_open, impl_outbox};
 use crate::{
-    AlertKeyRow, AlertRecord, IntakeStore, IntakeTx, IntegrationRecord, OutboxEvent, Result,
+    AlertKeyRow, AlertRecord, IntakeStore, IntakeTx, IntegrationRecord, MAX_SILENCED_GROUPS,
+    OutboxEvent, Result, SilencedRecord,
 };
 
 const MIGRATIONS: &[Migration] = &[
@@ -93,6 +94,10 @@ ALTER TABLE integrations ADD COLUMN signing_secret TEXT;
         version: 8,
         sql: SILENCED_ALERTS,
     },
+    Migration {
+        version: 9,
+        sql: SILENCED_COUNTS,
+    },
 ];
 
 /// Which silence silenced an alert, and what finds silenced and firing alerts; both indexes
@@ -102,6 +107,21 @@ const SILENCED_ALERTS: &str = "
 ALTER TABLE alerts ADD COLUMN silenced_by TEXT NOT NULL DEFAULT '';
 CREATE INDEX alerts_silenced_by ON alerts (silenced_by, received_at) WHERE silenced_by <> '';
 CREATE INDEX alert_keys_current ON alert_keys (alert_id) WHERE state <> 'resolved';
+";
+
+/// Which stored alerts a silence kept from opening anything, with what they would have been
+/// (reports count them). Postgres' migration 5 is the same.
+const SILENCED_COUNTS: &str = "
+CREATE TABLE silenced_alerts (
+    alert_id TEXT PRIMARY KEY,
+    silence_id TEXT NOT NULL,
+    received_at INTEGER NOT NULL,
+    integration TEXT NOT NULL,
+    service TEXT NOT NULL,
+    category TEXT NOT NULL,
+    severity INTEGER NOT NULL
+);
+CREATE INDEX silenced_alerts_received_at ON silenced_alerts (received_at);
 ";
 
 /// Silences, Alertmanager's (`domain::silence`); matchers as JSON. Postgres' migration 4 is the same.
@@ -203,6 +223,7 @@ impl IntakeStore for SqliteIntakeStore {
         Ok(Box::new(SqliteIntakeTx {
             tx: self.db.begin().await,
             alerts: Vec::new(),
+            silenced: Vec::new(),
             events: Vec::new(),
         }))
     }
@@ -311,6 +332,53 @@ impl IntakeStore for SqliteIntakeStore {
             .read(|c| Ok(c.query_row("SELECT COUNT(*) FROM alerts", [], |r| r.get(0))?))
             .await
     }
+
+    async fn silenced_tally(
+        &self,
+        since: Micros,
+    ) -> Result<Vec<firebreak_domain::report::SilencedCount>> {
+        self.db
+            .read(move |c| {
+                let mut stmt = c.prepare_cached(
+                    "SELECT integration, service, category, severity, COUNT(*)
+                     FROM silenced_alerts WHERE received_at >= ?
+                     GROUP BY integration, service, category, severity
+                     ORDER BY integration, service, category, severity LIMIT ?",
+                )?;
+                let rows =
+                    stmt.query_map((since.unix_micros(), i64::from(MAX_SILENCED_GROUPS)), |r| {
+                        Ok(firebreak_domain::report::SilencedCount {
+                            integration: r.get(0)?,
+                            service: r.get(1)?,
+                            category: r.get(2)?,
+                            severity: r.get(3)?,
+                            count: u64::try_from(r.get::<_, i64>(4)?).unwrap_or(0),
+                        })
+                    })?;
+                Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+            })
+            .await
+    }
+}
+
+fn insert_silenced(tx: &Connection, silenced: &[SilencedRecord]) -> Result<()> {
+    let mut insert = tx.prepare_cached(
+        "INSERT INTO silenced_alerts (alert_id, silence_id, received_at, integration, service,
+            category, severity)
+         VALUES (?, ?, ?, ?, ?, ?, ?)",
+    )?;
+    for s in silenced {
+        insert.execute(rusqlite::params![
+            s.alert_id,
+            s.silence_id,
+            s.received_at.unix_micros(),
+            s.integration,
+            s.service,
+            s.category,
+            s.severity,
+        ])?;
+    }
+    Ok(())
 }
 
 /// An alert row as stored, its JSON columns not yet parsed.
@@ -385,6 +453,7 @@ fn insert_alerts(tx: &Connection, alerts: &[AlertRecord]) -> Result<()> {
 struct SqliteIntakeTx {
     tx: Tx,
     alerts: Vec<AlertRecord>,
+    silenced: Vec<SilencedRecord>,
     /// In the order they were added.
     events: Vec<OutboxEvent>,
 }
@@ -476,16 +545,27 @@ impl IntakeTx for SqliteIntakeTx {
             .await
     }
 
+    async fn insert_silenced(&mut self, silenced: Vec<SilencedRecord>) -> Result<()> {
+        self.silenced.extend(silenced);
+        Ok(())
+    }
+
     async fn enqueue(&mut self, event: &OutboxEvent) -> Result<()> {
         self.events.push(event.clone());
         Ok(())
     }
 
     async fn commit(self: Box<Self>) -> Result<()> {
-        let Self { tx, alerts, events } = *self;
+        let Self {
+            tx,
+            alerts,
+            silenced,
+            events,
+        } = *self;
         let now = tx.now();
         tx.commit_with(move |c| {
             insert_alerts(c, &alerts)?;
+            insert_silenced(c, &silenced)?;
             conn::enqueue(c, &events, now)
         })
         .await

@@ -294,6 +294,66 @@ impl TriageStore for SqliteTriageStore {
             })
             .await
     }
+
+    async fn report_facts(
+        &self,
+        since: Micros,
+        limit: u32,
+    ) -> Result<Vec<firebreak_domain::report::IncidentFacts>> {
+        self.db
+            .read(move |c| {
+                let mut stmt = c.prepare_cached(REPORT_FACTS)?;
+                let mut rows = stmt.query(rusqlite::params![
+                    since.unix_micros(),
+                    firebreak_domain::report::PERSON_ACTOR_PREFIX,
+                    i64::from(limit),
+                ])?;
+                let mut out = Vec::new();
+                while let Some(r) = rows.next()? {
+                    out.push(report_row(r)?);
+                }
+                Ok(out)
+            })
+            .await
+    }
+}
+
+/// What a report reads of each incident opened in its window: the incident's columns, its
+/// first `resolved` entry (seq, actor) and the seq of its first entry by a person (`?2` is
+/// the actor prefix of a person). Both timeline reads walk the incident's own entries
+/// (`timeline_incident`).
+const REPORT_FACTS: &str = "
+SELECT i.id, i.category, i.severity, i.labels, i.source, i.integration, i.opened_at,
+    i.acknowledged_at, i.resolved_at, i.alert_count, r.seq, r.actor,
+    (SELECT MIN(p.seq) FROM timeline p
+        WHERE p.incident_id = i.id AND substr(p.actor, 1, length(?2)) = ?2)
+FROM incidents i
+LEFT JOIN timeline r ON r.seq = (SELECT MIN(t.seq) FROM timeline t
+    WHERE t.incident_id = i.id AND t.kind = 'resolved')
+WHERE i.opened_at >= ?1
+ORDER BY i.opened_at, i.id
+LIMIT ?3";
+
+fn report_row(r: &rusqlite::Row<'_>) -> Result<firebreak_domain::report::IncidentFacts> {
+    let labels: std::collections::BTreeMap<String, String> = from_json(&r.get::<_, String>(3)?)?;
+    let source: String = r.get(4)?;
+    let resolve: (Option<i64>, Option<String>) = (r.get(10)?, r.get(11)?);
+    Ok(firebreak_domain::report::IncidentFacts {
+        id: r.get(0)?,
+        category: r.get(1)?,
+        severity: r.get(2)?,
+        service: firebreak_domain::report::service_of(&labels, &source).to_owned(),
+        integration: r.get(5)?,
+        opened_at: Micros::from_unix_micros(r.get(6)?),
+        acknowledged_at: r.get::<_, Option<i64>>(7)?.map(Micros::from_unix_micros),
+        resolved_at: r.get::<_, Option<i64>>(8)?.map(Micros::from_unix_micros),
+        alert_count: r.get(9)?,
+        first_resolve: match resolve {
+            (Some(seq), Some(actor)) => Some((seq, actor)),
+            _ => None,
+        },
+        first_person_entry: r.get(12)?,
+    })
 }
 
 /// A triage write transaction. It holds the database's one write lock from `begin` to

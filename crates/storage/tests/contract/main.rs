@@ -11,6 +11,7 @@ mod notification;
 mod orchestration;
 mod outbox;
 mod races;
+mod reports;
 mod schedules;
 mod schema;
 mod server;
