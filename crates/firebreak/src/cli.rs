@@ -406,6 +406,15 @@ pub enum RunCmd {
     },
     /// A run with its whole journal (fetched page by page).
     Show { run: String },
+    /// Follow runs live: what they did so far, then each change as it happens (a line each;
+    /// JSON lines with --output json). One run: until it finishes; an incident's runs, or
+    /// every run (from now on): until interrupted.
+    Watch {
+        run: Option<String>,
+        /// The runs of this incident.
+        #[arg(long, conflicts_with = "run")]
+        incident: Option<String>,
+    },
     /// Approvals waiting for a person, oldest first.
     Approvals,
     /// Approve a run's pending approval (or its plan); the run resumes.
@@ -1139,6 +1148,19 @@ async fn client(cmd: Command, targets: &Targets, out: &Out) -> anyhow::Result<()
             out.runs(&r.runs);
             if !r.next_page_token.is_empty() {
                 eprintln!("more runs: --page-token {}", r.next_page_token);
+            }
+        }
+        Command::Run(RunCmd::Watch { run, incident }) => {
+            let mut stream = runs
+                .watch_runs(v1::WatchRunsRequest {
+                    run_id: run.unwrap_or_default(),
+                    incident_id: incident.unwrap_or_default(),
+                })
+                .await
+                .map_err(status)?
+                .into_inner();
+            while let Some(p) = stream.message().await.map_err(status)? {
+                out.run_progress(&p);
             }
         }
         Command::Run(RunCmd::Show { run }) => {

@@ -367,6 +367,47 @@ impl Out {
         let _ = out.flush();
     }
 
+    /// One change of a run as it arrives: a line each (JSON lines with --output json),
+    /// flushed.
+    pub(crate) fn run_progress(&self, p: &v1::RunProgress) {
+        use std::io::Write as _;
+        let change = p.change().name();
+        let step = p.step.as_ref();
+        let line = match self.format {
+            OutputFormat::Json => json!({
+                "run_id": p.run_id, "runbook": p.runbook, "incident_id": p.incident_id,
+                "change": change, "at": ts(p.at.as_ref()), "live": p.live,
+                "backlog": p.backlog, "detail": p.detail,
+                "step": step.map(|a| json!({
+                    "seq": a.seq, "action": a.action,
+                    "status": a.step_status().map(WireState::name),
+                    "args": serde_json::from_str::<Value>(&a.args).unwrap_or(Value::Null),
+                    "result": serde_json::from_str::<Value>(&a.result).unwrap_or(Value::Null),
+                })),
+            })
+            .to_string(),
+            OutputFormat::Table => {
+                let mut line = format!(
+                    "{}  {}  {}  {change}",
+                    ts(p.at.as_ref()).as_str().unwrap_or("-"),
+                    p.run_id,
+                    p.runbook,
+                );
+                if let Some(a) = step {
+                    let status = a.step_status().map_or("-", WireState::name);
+                    line.push_str(&format!("  #{} {} {status} {}", a.seq, a.action, a.args));
+                }
+                if !p.detail.is_empty() {
+                    line.push_str(&format!("  {}", p.detail));
+                }
+                line
+            }
+        };
+        let mut out = std::io::stdout().lock();
+        let _ = writeln!(out, "{line}");
+        let _ = out.flush();
+    }
+
     pub(crate) fn review(&self, r: &v1::GetReviewResponse) {
         match self.format {
             OutputFormat::Json => self.json(json!({

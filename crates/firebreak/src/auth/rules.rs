@@ -157,6 +157,11 @@ pub const METHODS: &[(&str, &str, Rule)] = &[
         "orchestration",
         Needs(P::RunbooksDryRun),
     ),
+    (
+        "/firebreak.v1.RunbookService/WatchRuns",
+        "orchestration",
+        Needs(P::RunbooksRead),
+    ),
     // Notification and the directory.
     (
         "/firebreak.v1.NotificationService/ListDeliveries",
@@ -294,7 +299,7 @@ const INTERNAL: &[&str] = &[
 ];
 
 /// Whether an allowed call to `path` goes into the audit log: a method that changes state
-/// (every method but reads: `Get*`, `List*`, `Watch`, `WhoAmI`, and `DryRun`, which changes
+/// (every method but reads: `Get*`, `List*`, `Watch`, `WatchRuns`, `WhoAmI`, and `DryRun`, which changes
 /// nothing), unless it is internal. A method of a new kind is audited until it is named a
 /// read here. Refused calls are audited whatever the method (health and reflection are never
 /// refused).
@@ -307,7 +312,13 @@ pub fn audited_when_allowed(path: &str) -> bool {
         || method.starts_with("List")
         || matches!(
             method,
-            "Watch" | "WhoAmI" | "DryRun" | "TestEscalation" | "WhoIsOnCall" | "PreviewTemplate"
+            "Watch"
+                | "WatchRuns"
+                | "WhoAmI"
+                | "DryRun"
+                | "TestEscalation"
+                | "WhoIsOnCall"
+                | "PreviewTemplate"
         );
     !read
 }

@@ -3,6 +3,7 @@
 
 mod secrets;
 mod tls;
+mod watch_runs;
 
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
