@@ -310,6 +310,11 @@ pub enum IncidentCmd {
     Watch {
         id: Option<String>,
     },
+    /// An incident's alerts, first seen first: labels, firing or resolved, how many times
+    /// each fired, first and last seen (at most 500; a note on stderr when cut).
+    Alerts {
+        id: String,
+    },
     #[command(name = "ack")]
     Acknowledge {
         id: String,
@@ -1024,6 +1029,20 @@ async fn client(cmd: Command, targets: &Targets, out: &Out) -> anyhow::Result<()
                 .map_err(status)?
                 .into_inner();
             out.incident(r.incident.as_ref());
+        }
+        Command::Incident(IncidentCmd::Alerts { id }) => {
+            let r = incidents
+                .list_incident_alerts(v1::ListIncidentAlertsRequest { id, limit: 0 })
+                .await
+                .map_err(status)?
+                .into_inner();
+            if r.truncated {
+                eprintln!(
+                    "more alerts than listed: the first {} shown",
+                    r.alerts.len()
+                );
+            }
+            out.incident_alerts(&r);
         }
         Command::Incident(IncidentCmd::Timeline { id }) => {
             // The whole timeline, page by page (each bounded in size).

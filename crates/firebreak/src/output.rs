@@ -348,6 +348,55 @@ impl Out {
         }
     }
 
+    pub(crate) fn incident_alerts(&self, r: &v1::ListIncidentAlertsResponse) {
+        let status = |a: &v1::IncidentAlert| match a.status() {
+            v1::AlertStatus::Firing => "firing",
+            v1::AlertStatus::Resolved => "resolved",
+            v1::AlertStatus::Unspecified => "-",
+        };
+        fn labels(a: &v1::IncidentAlert) -> std::collections::BTreeMap<&String, &String> {
+            a.labels.iter().collect()
+        }
+        match self.format {
+            OutputFormat::Json => self.json(json!({
+                "alerts": r.alerts.iter().map(|a| json!({
+                    "alert_id": a.alert_id, "title": a.title, "labels": labels(a),
+                    "status": status(a), "fired": a.fired, "opened": a.opened,
+                    "first_seen": ts(a.first_seen.as_ref()), "last_seen": ts(a.last_seen.as_ref()),
+                    "resolved_at": ts(a.resolved_at.as_ref()),
+                })).collect::<Vec<_>>(),
+                "truncated": r.truncated,
+            })),
+            OutputFormat::Table => table(
+                &[
+                    "alert",
+                    "status",
+                    "fired",
+                    "first seen",
+                    "last seen",
+                    "title",
+                    "labels",
+                ],
+                r.alerts
+                    .iter()
+                    .map(|a| {
+                        let labels: Vec<String> =
+                            labels(a).iter().map(|(k, v)| format!("{k}={v}")).collect();
+                        vec![
+                            a.alert_id.clone(),
+                            status(a).to_owned(),
+                            a.fired.to_string(),
+                            ts(a.first_seen.as_ref()).as_str().unwrap_or("-").to_owned(),
+                            ts(a.last_seen.as_ref()).as_str().unwrap_or("-").to_owned(),
+                            a.title.clone(),
+                            labels.join(","),
+                        ]
+                    })
+                    .collect(),
+            ),
+        }
+    }
+
     /// One entry as it arrives: a line each (JSON lines with --output json), flushed.
     pub(crate) fn watched(&self, e: &v1::TimelineEntry) {
         use std::io::Write as _;

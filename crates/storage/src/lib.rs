@@ -137,6 +137,12 @@ pub trait TriageStore: Outbox {
     ) -> Result<Vec<TimelineRecord>>;
     /// A change event by id.
     async fn change(&self, id: &str) -> Result<Option<ChangeRecord>>;
+    /// The alerts attached to an incident, first seen first: at most `limit`.
+    async fn incident_alerts(
+        &self,
+        incident_id: &str,
+        limit: u32,
+    ) -> Result<Vec<IncidentAlertRecord>>;
 }
 
 /// A triage write transaction: nothing is visible until `apply` commits it, and dropping it

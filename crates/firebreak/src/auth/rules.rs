@@ -112,6 +112,11 @@ pub const METHODS: &[(&str, &str, Rule)] = &[
         Needs(P::IncidentsRead),
     ),
     (
+        "/firebreak.v1.IncidentService/ListIncidentAlerts",
+        "triage",
+        Needs(P::IncidentsRead),
+    ),
+    (
         "/firebreak.v1.IncidentService/AssignRole",
         "triage",
         Needs(P::IncidentsAssign),
@@ -398,6 +403,11 @@ const TARGETS: &[(&str, Subject, ReadTarget)] = &[
         "/firebreak.v1.IncidentService/GetReview",
         Subject::Incident,
         read!(v1::GetReviewRequest, id),
+    ),
+    (
+        "/firebreak.v1.IncidentService/ListIncidentAlerts",
+        Subject::Incident,
+        read!(v1::ListIncidentAlertsRequest, id),
     ),
     (
         "/firebreak.v1.IncidentService/Acknowledge",
