@@ -6,8 +6,9 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use firebreak_storage::{BusLog, BusMessage, Outbox, OutboxLog};
-use tokio::sync::watch;
+use tokio::sync::{broadcast, watch};
 
+use crate::watch::{WATCH_BUFFER, Watchers};
 use crate::{Bus, Error, Inbound, Message, Result};
 
 /// The in-process bus. Messages are durable in SQLite, so a crash loses none: consumers
@@ -29,6 +30,8 @@ pub struct EmbeddedBus {
     /// Per stream, ticks when messages were appended to it: a consumer waiting on one stream
     /// is not woken (to query for nothing) by appends to the others.
     appended: Arc<Mutex<HashMap<String, watch::Sender<u64>>>>,
+    /// The live readers of watched streams.
+    watchers: Arc<Watchers>,
 }
 
 /// Where a consumer of a stream read in place reads.
@@ -51,6 +54,7 @@ impl EmbeddedBus {
             sources: Arc::default(),
             places: Arc::default(),
             appended: Arc::default(),
+            watchers: Arc::default(),
         }
     }
 
@@ -186,6 +190,48 @@ impl EmbeddedBus {
     }
 }
 
+/// Rows a live reader takes from an outbox at a time.
+const LIVE_BATCH: u32 = 256;
+
+/// Hands `stream`'s rows committed after `after` to its watchers as they commit, until
+/// nobody watches.
+async fn read_live(
+    watchers: Arc<Watchers>,
+    stream: String,
+    source: Arc<dyn OutboxLog>,
+    mut appended: watch::Receiver<u64>,
+    mut after: i64,
+    tx: broadcast::Sender<Message>,
+) {
+    loop {
+        appended.borrow_and_update();
+        let rows = match source.since(&stream, after, LIVE_BATCH).await {
+            Ok(rows) => rows,
+            Err(e) => {
+                tracing::warn!(stream, error = %e, "reading the outbox for watchers failed");
+                Vec::new()
+            }
+        };
+        let full = rows.len() == LIVE_BATCH as usize;
+        for row in rows {
+            after = row.seq;
+            // Nobody listening right now is not an error: the check below ends the reader.
+            let _ = tx.send(Message {
+                id: row.event.id,
+                subject: row.event.subject,
+                payload: row.event.payload,
+            });
+        }
+        if !watchers.still_watched(&stream, &tx) {
+            return;
+        }
+        if !full {
+            // Woken by commits; at least every second, to notice that nobody watches.
+            let _ = tokio::time::timeout(Duration::from_secs(1), appended.changed()).await;
+        }
+    }
+}
+
 fn from_log(batch: Vec<(i64, BusMessage)>) -> Vec<Inbound> {
     batch
         .into_iter()
@@ -311,6 +357,35 @@ impl Bus for EmbeddedBus {
             return Ok(());
         }
         Ok(self.log.park(consumer, stream, d.seq, error).await?)
+    }
+
+    /// Streams read in place only: the rows committed after the outbox's head, read by one
+    /// task per stream whenever the producer commits.
+    async fn watch(&self, stream: &str) -> Result<broadcast::Receiver<Message>> {
+        if let Some(rx) = self.watchers.join(stream) {
+            return Ok(rx);
+        }
+        let Some(source) = self.sources.get(stream).cloned() else {
+            return Err(Error::Invalid(format!(
+                "stream {stream} is not read in place; it cannot be watched"
+            )));
+        };
+        // Subscribed to commits before the head is read: none after it goes unnoticed.
+        let appended = self.subscribe(stream);
+        let after = source.head().await?;
+        let (tx, _) = broadcast::channel(WATCH_BUFFER);
+        let (rx, started) = self.watchers.start(stream, tx.clone());
+        if started {
+            tokio::spawn(read_live(
+                self.watchers.clone(),
+                stream.to_owned(),
+                source,
+                appended,
+                after,
+                tx,
+            ));
+        }
+        Ok(rx)
     }
 
     fn reads_in_place(&self, outbox: &dyn Outbox) -> bool {

@@ -9,6 +9,7 @@ mod consumer;
 mod embedded;
 mod nats;
 mod relay;
+mod watch;
 
 use std::time::Duration;
 
@@ -18,6 +19,7 @@ pub use consumer::{Batch, ConsumerOptions, HandlerError, consume, consume_batche
 pub use embedded::EmbeddedBus;
 pub use nats::{NatsAuth, NatsBus, NatsOptions, ParkedMessage};
 pub use relay::{Relay, RelayHandle};
+pub use watch::WATCH_BUFFER;
 
 /// The streams, one per event family.
 pub mod streams {
@@ -162,6 +164,18 @@ pub trait Bus: Send + Sync {
     }
     /// New events committed to an outbox this bus reads in place.
     fn outbox_written(&self, _outbox: &dyn firebreak_storage::Outbox) {}
+    /// The messages of `stream` committed from now on, for people following progress live
+    /// (`WatchRuns`): nothing durable and nothing acknowledged. One reader per stream and
+    /// process serves every watcher through a buffer of [`WATCH_BUFFER`] messages; a watcher
+    /// further behind gets `Lagged` and should start over from the store. What committed
+    /// before the call is not delivered; what commits after it is, in order, possibly twice
+    /// (a relay republishing after a crash, a watcher joining a reader that is catching up),
+    /// so watchers dedupe on the message id.
+    async fn watch(&self, stream: &str) -> Result<tokio::sync::broadcast::Receiver<Message>> {
+        Err(Error::Invalid(format!(
+            "stream {stream} cannot be watched on this bus"
+        )))
+    }
 }
 
 /// Builds an event envelope for the outbox: a fresh id, the time, the payload, and the trace

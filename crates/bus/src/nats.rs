@@ -32,6 +32,7 @@ use async_trait::async_trait;
 use futures::StreamExt;
 use futures::stream::FuturesUnordered;
 
+use crate::watch::{WATCH_BUFFER, Watchers};
 use crate::{Bus, Error, Inbound, Message, Result, streams};
 
 /// The stream parked messages go to.
@@ -223,6 +224,8 @@ struct Inner {
     streams: Mutex<HashSet<String>>,
     /// Durable consumers bound to, by (family, consumer).
     consumers: Mutex<HashMap<(String, String), PullConsumer>>,
+    /// The live readers of watched families: a core NATS subscription each.
+    watchers: Arc<Watchers>,
 }
 
 impl NatsBus {
@@ -258,6 +261,7 @@ impl NatsBus {
                 options,
                 streams: Mutex::new(HashSet::new()),
                 consumers: Mutex::new(HashMap::new()),
+                watchers: Arc::default(),
             }),
         };
         bus.inner
@@ -643,6 +647,37 @@ impl Bus for NatsBus {
         self.send_acks(deliveries, AckKind::Nak(None)).await
     }
 
+    /// A core NATS subscription to the family's subjects: it receives what is published
+    /// there while it exists, as the stream does, and nothing from before.
+    async fn watch(&self, stream: &str) -> Result<tokio::sync::broadcast::Receiver<Message>> {
+        if let Some(rx) = self.inner.watchers.join(stream) {
+            return Ok(rx);
+        }
+        stream_name(stream)?;
+        let client = &self.inner.client;
+        let sub = client
+            .subscribe(format!("{}.>", subject_prefix(stream)))
+            .await
+            .map_err(nats("subscribing"))?;
+        // The server has the subscription once the flush returns: from then on nothing
+        // published is missed.
+        client
+            .flush()
+            .await
+            .map_err(nats("flushing a subscription"))?;
+        let (tx, _) = tokio::sync::broadcast::channel(WATCH_BUFFER);
+        let (rx, started) = self.inner.watchers.start(stream, tx.clone());
+        if started {
+            tokio::spawn(read_live(
+                self.inner.watchers.clone(),
+                stream.to_owned(),
+                sub,
+                tx,
+            ));
+        }
+        Ok(rx)
+    }
+
     async fn park(&self, stream: &str, consumer: &str, d: &Inbound, error: &str) -> Result<()> {
         let handle = handle(d)?;
         // The same delivery parked twice (the first acknowledgement got lost) is stored once;
@@ -681,6 +716,53 @@ impl Bus for NatsBus {
 }
 
 /// The handle of a delivery from this adapter.
+/// Hands what `sub` receives (every message published on a family's subjects, as the
+/// stream stores it) to the family's watchers, until nobody watches or the client closes.
+async fn read_live(
+    watchers: Arc<Watchers>,
+    family: String,
+    mut sub: async_nats::Subscriber,
+    tx: tokio::sync::broadcast::Sender<Message>,
+) {
+    let prefix = format!("{}.", subject_prefix(&family));
+    loop {
+        match tokio::time::timeout(Duration::from_secs(1), sub.next()).await {
+            Ok(Some(m)) => {
+                let header = |name: &str| {
+                    m.headers
+                        .as_ref()
+                        .and_then(|h| h.get(name))
+                        .map(|v| v.as_str().to_owned())
+                };
+                let Some(id) = header(HEADER_EVENT_ID) else {
+                    continue;
+                };
+                let subject = header(HEADER_SUBJECT).unwrap_or_else(|| {
+                    m.subject
+                        .as_str()
+                        .strip_prefix(&prefix)
+                        .unwrap_or(m.subject.as_str())
+                        .to_owned()
+                });
+                // Nobody listening right now is not an error: the check below ends the reader.
+                let _ = tx.send(Message {
+                    id,
+                    subject,
+                    payload: m.payload.to_vec(),
+                });
+            }
+            Ok(None) => {
+                watchers.forget(&family, &tx);
+                return;
+            }
+            Err(_) => {}
+        }
+        if !watchers.still_watched(&family, &tx) {
+            return;
+        }
+    }
+}
+
 fn handle(d: &Inbound) -> Result<&Handle> {
     d.nats.as_deref().ok_or_else(|| {
         Error::Invalid(format!(

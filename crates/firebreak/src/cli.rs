@@ -328,6 +328,11 @@ pub enum IncidentCmd {
     Watch {
         id: Option<String>,
     },
+    /// An incident's alerts, first seen first: labels, firing or resolved, how many times
+    /// each fired, first and last seen (at most 500; a note on stderr when cut).
+    Alerts {
+        id: String,
+    },
     #[command(name = "ack")]
     Acknowledge {
         id: String,
@@ -457,6 +462,15 @@ pub enum RunCmd {
     },
     /// A run with its whole journal (fetched page by page).
     Show { run: String },
+    /// Follow runs live: what they did so far, then each change as it happens (a line each;
+    /// JSON lines with --output json). One run: until it finishes; an incident's runs, or
+    /// every run (from now on): until interrupted.
+    Watch {
+        run: Option<String>,
+        /// The runs of this incident.
+        #[arg(long, conflicts_with = "run")]
+        incident: Option<String>,
+    },
     /// Approvals waiting for a person, oldest first.
     Approvals,
     /// Approve a run's pending approval (or its plan); the run resumes.
@@ -1127,6 +1141,20 @@ async fn client(cmd: Command, targets: &Targets, out: &Out) -> anyhow::Result<()
                 .into_inner();
             out.incident(r.incident.as_ref());
         }
+        Command::Incident(IncidentCmd::Alerts { id }) => {
+            let r = incidents
+                .list_incident_alerts(v1::ListIncidentAlertsRequest { id, limit: 0 })
+                .await
+                .map_err(status)?
+                .into_inner();
+            if r.truncated {
+                eprintln!(
+                    "more alerts than listed: the first {} shown",
+                    r.alerts.len()
+                );
+            }
+            out.incident_alerts(&r);
+        }
         Command::Incident(IncidentCmd::Timeline { id }) => {
             // The whole timeline, page by page (each bounded in size).
             let mut entries = Vec::new();
@@ -1313,6 +1341,19 @@ async fn client(cmd: Command, targets: &Targets, out: &Out) -> anyhow::Result<()
             out.runs(&r.runs);
             if !r.next_page_token.is_empty() {
                 eprintln!("more runs: --page-token {}", r.next_page_token);
+            }
+        }
+        Command::Run(RunCmd::Watch { run, incident }) => {
+            let mut stream = runs
+                .watch_runs(v1::WatchRunsRequest {
+                    run_id: run.unwrap_or_default(),
+                    incident_id: incident.unwrap_or_default(),
+                })
+                .await
+                .map_err(status)?
+                .into_inner();
+            while let Some(p) = stream.message().await.map_err(status)? {
+                out.run_progress(&p);
             }
         }
         Command::Run(RunCmd::Show { run }) => {

@@ -383,6 +383,55 @@ impl Out {
         }
     }
 
+    pub(crate) fn incident_alerts(&self, r: &v1::ListIncidentAlertsResponse) {
+        let status = |a: &v1::IncidentAlert| match a.status() {
+            v1::AlertStatus::Firing => "firing",
+            v1::AlertStatus::Resolved => "resolved",
+            v1::AlertStatus::Unspecified => "-",
+        };
+        fn labels(a: &v1::IncidentAlert) -> std::collections::BTreeMap<&String, &String> {
+            a.labels.iter().collect()
+        }
+        match self.format {
+            OutputFormat::Json => self.json(json!({
+                "alerts": r.alerts.iter().map(|a| json!({
+                    "alert_id": a.alert_id, "title": a.title, "labels": labels(a),
+                    "status": status(a), "fired": a.fired, "opened": a.opened,
+                    "first_seen": ts(a.first_seen.as_ref()), "last_seen": ts(a.last_seen.as_ref()),
+                    "resolved_at": ts(a.resolved_at.as_ref()),
+                })).collect::<Vec<_>>(),
+                "truncated": r.truncated,
+            })),
+            OutputFormat::Table => table(
+                &[
+                    "alert",
+                    "status",
+                    "fired",
+                    "first seen",
+                    "last seen",
+                    "title",
+                    "labels",
+                ],
+                r.alerts
+                    .iter()
+                    .map(|a| {
+                        let labels: Vec<String> =
+                            labels(a).iter().map(|(k, v)| format!("{k}={v}")).collect();
+                        vec![
+                            a.alert_id.clone(),
+                            status(a).to_owned(),
+                            a.fired.to_string(),
+                            ts(a.first_seen.as_ref()).as_str().unwrap_or("-").to_owned(),
+                            ts(a.last_seen.as_ref()).as_str().unwrap_or("-").to_owned(),
+                            a.title.clone(),
+                            labels.join(","),
+                        ]
+                    })
+                    .collect(),
+            ),
+        }
+    }
+
     /// One entry as it arrives: a line each (JSON lines with --output json), flushed.
     pub(crate) fn watched(&self, e: &v1::TimelineEntry) {
         use std::io::Write as _;
@@ -396,6 +445,47 @@ impl Out {
                 e.actor,
                 e.data
             ),
+        };
+        let mut out = std::io::stdout().lock();
+        let _ = writeln!(out, "{line}");
+        let _ = out.flush();
+    }
+
+    /// One change of a run as it arrives: a line each (JSON lines with --output json),
+    /// flushed.
+    pub(crate) fn run_progress(&self, p: &v1::RunProgress) {
+        use std::io::Write as _;
+        let change = p.change().name();
+        let step = p.step.as_ref();
+        let line = match self.format {
+            OutputFormat::Json => json!({
+                "run_id": p.run_id, "runbook": p.runbook, "incident_id": p.incident_id,
+                "change": change, "at": ts(p.at.as_ref()), "live": p.live,
+                "backlog": p.backlog, "detail": p.detail,
+                "step": step.map(|a| json!({
+                    "seq": a.seq, "action": a.action,
+                    "status": a.step_status().map(WireState::name),
+                    "args": serde_json::from_str::<Value>(&a.args).unwrap_or(Value::Null),
+                    "result": serde_json::from_str::<Value>(&a.result).unwrap_or(Value::Null),
+                })),
+            })
+            .to_string(),
+            OutputFormat::Table => {
+                let mut line = format!(
+                    "{}  {}  {}  {change}",
+                    ts(p.at.as_ref()).as_str().unwrap_or("-"),
+                    p.run_id,
+                    p.runbook,
+                );
+                if let Some(a) = step {
+                    let status = a.step_status().map_or("-", WireState::name);
+                    line.push_str(&format!("  #{} {} {status} {}", a.seq, a.action, a.args));
+                }
+                if !p.detail.is_empty() {
+                    line.push_str(&format!("  {}", p.detail));
+                }
+                line
+            }
         };
         let mut out = std::io::stdout().lock();
         let _ = writeln!(out, "{line}");

@@ -461,7 +461,17 @@ fn apply(
             if let Some((id, state)) = current
                 && state != "resolved"
             {
-                // A repeat (Alertmanager's repeat_interval, a retried send): same alert.
+                // A repeat (Alertmanager's repeat_interval, a retried send): same alert,
+                // counted where its incident lists it.
+                pending.events.push(outbox_event(
+                    streams::ALERTS,
+                    "alerts.repeated",
+                    Payload::AlertRepeated(v1::AlertRepeated {
+                        alert_id: id.clone(),
+                        integration: source.integration.to_owned(),
+                        at: Some(firebreak_proto::timestamp(record.received_at)),
+                    }),
+                ));
                 return outcome(id, true);
             }
             // Silenced: stored, and nothing announced; nor is its key remembered as

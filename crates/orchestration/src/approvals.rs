@@ -82,10 +82,7 @@ impl Orchestration {
         } else {
             v1::RunChange::Rejected
         };
-        let detail = match d.comment {
-            "" => d.actor.to_owned(),
-            c => format!("{}: {c}", d.actor),
-        };
+        let detail = crate::watch::decided_detail(d.actor, d.comment);
         let events = [run_event(&run, change, "", &detail)];
         let mut next = run.clone();
         next.wake_at = None;

@@ -27,6 +27,11 @@ pub(crate) enum Error {
     Decide(#[from] DecideError),
     #[error(transparent)]
     Storage(#[from] firebreak_storage::Error),
+    #[error("too many watches at once; retry shortly")]
+    WatchesBusy,
+    /// The bus could not be subscribed to (NATS away).
+    #[error("the event bus is unavailable")]
+    Bus(#[source] firebreak_bus::Error),
 }
 
 impl ServiceError for Error {
@@ -35,7 +40,8 @@ impl ServiceError for Error {
             Self::Invalid(_) | Self::InvalidPageToken => ErrorCode::InvalidArgument,
             Self::RunNotFound(_) | Self::RunbookNotFound(_) => ErrorCode::NotFound,
             Self::Params(_) => ErrorCode::FailedPrecondition,
-            Self::DryRunsBusy => ErrorCode::ResourceExhausted,
+            Self::DryRunsBusy | Self::WatchesBusy => ErrorCode::ResourceExhausted,
+            Self::Bus(_) => ErrorCode::Unavailable,
             Self::DryRunThread(_) => ErrorCode::Internal,
             Self::Decide(e) => e.error_code(),
             Self::Storage(e) => e.error_code(),

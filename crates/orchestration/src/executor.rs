@@ -475,10 +475,7 @@ impl Orchestration {
                     &run,
                     v1::RunChange::Sleeping,
                     "",
-                    &format!(
-                        "step {seq} sleeps until {}",
-                        firebreak_proto::timestamp(until)
-                    ),
+                    &sleeping_detail(seq, until),
                 );
                 self.move_run(
                     &run,
@@ -614,6 +611,14 @@ pub(crate) struct Claim {
 /// Executions of a run that may begin and never end (their process died) before the run
 /// fails instead of being tried again.
 pub const MAX_EXECUTION_ATTEMPTS: u32 = 3;
+
+/// What the `sleeping` event of a run says (a watch rebuilds it from the journal).
+pub(crate) fn sleeping_detail(seq: u32, until: Micros) -> String {
+    format!(
+        "step {seq} sleeps until {}",
+        firebreak_proto::timestamp(until)
+    )
+}
 
 /// A plan as people read it on the timeline: one line per step.
 pub(crate) fn plan_text(steps: &[PlannedStep]) -> String {

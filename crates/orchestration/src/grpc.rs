@@ -237,8 +237,77 @@ impl RunbookApi {
     }
 }
 
+type WatchRunsStream =
+    std::pin::Pin<Box<dyn tokio_stream::Stream<Item = Result<v1::RunProgress, Status>> + Send>>;
+
+/// The runs a `WatchRuns` call asks for, checked: an id of each kind at most, well formed;
+/// a run that does not exist is NOT_FOUND.
+async fn watch_scope(
+    orch: &Orchestration,
+    req: &v1::WatchRunsRequest,
+) -> Result<crate::watch::Scope, Status> {
+    use crate::watch::Scope;
+    let run_id = checked("run_id", req.run_id.trim(), 64)?;
+    let incident_id = checked("incident_id", req.incident_id.trim(), 64)?;
+    match (run_id, incident_id) {
+        ("", "") => Ok(Scope::All),
+        (run, "") => {
+            let id = firebreak_domain::RunId::parse(run)
+                .map_err(invalid)?
+                .to_string();
+            if orch.store.run(&id).await.map_err(Error::from)?.is_none() {
+                return Err(Error::RunNotFound(id).into());
+            }
+            Ok(Scope::Run(id))
+        }
+        ("", incident) => Ok(Scope::Incident(
+            firebreak_domain::IncidentId::parse(incident)
+                .map_err(invalid)?
+                .to_string(),
+        )),
+        _ => Err(Error::Invalid("give run_id or incident_id, not both".into()).into()),
+    }
+}
+
 #[tonic::async_trait]
 impl RunbookService for RunbookApi {
+    type WatchRunsStream = WatchRunsStream;
+
+    async fn watch_runs(
+        &self,
+        req: Request<v1::WatchRunsRequest>,
+    ) -> Result<Response<Self::WatchRunsStream>, Status> {
+        let scope = watch_scope(&self.orch, req.get_ref()).await?;
+        let permit = self
+            .orch
+            .watches
+            .clone()
+            .try_acquire_owned()
+            .map_err(|_| Error::WatchesBusy)?;
+        // Subscribed before the history is read: nothing committed in between is missed.
+        let bus = self
+            .orch
+            .bus
+            .watch(firebreak_bus::streams::RUNBOOKS)
+            .await
+            .map_err(|e| {
+                tracing::warn!(error = %e, "watching the runbooks stream failed");
+                Error::Bus(e)
+            })?;
+        let (tx, rx) = tokio::sync::mpsc::channel(crate::watch::OUTBOUND);
+        tokio::spawn(crate::watch::follow(
+            self.orch.store.clone(),
+            scope,
+            bus,
+            tx,
+            self.orch.stopping.clone(),
+            permit,
+        ));
+        Ok(Response::new(Box::pin(
+            tokio_stream::wrappers::ReceiverStream::new(rx),
+        )))
+    }
+
     async fn list_runbooks(
         &self,
         _: Request<v1::ListRunbooksRequest>,

@@ -14,6 +14,7 @@ mod host;
 mod k8s;
 mod limits;
 mod secrets;
+mod watch;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -98,6 +99,11 @@ pub struct Orchestration {
     running: Arc<std::sync::Mutex<std::collections::HashMap<String, executor::Claim>>>,
     /// This process's name on the run leases it holds.
     owner: Arc<str>,
+    /// Room for `WatchRuns` calls open at once.
+    watches: Arc<Semaphore>,
+    /// Cancelled when the service stops: open watches end then, or the gRPC server, which
+    /// waits for every call in flight, would never finish shutting down.
+    stopping: CancellationToken,
 }
 
 impl Orchestration {
@@ -142,6 +148,8 @@ impl Orchestration {
             options: Arc::new(options),
             running: Arc::default(),
             owner: format!("{}-{}", std::process::id(), uuid::Uuid::now_v7()).into(),
+            watches: Arc::new(Semaphore::new(watch::MAX_WATCHES)),
+            stopping: CancellationToken::new(),
         })
     }
 
@@ -170,6 +178,11 @@ impl Orchestration {
 
     /// Starts the relay, the `incidents` consumer and the executor.
     pub fn spawn(&self, tasks: &mut JoinSet<()>, shutdown: &CancellationToken) {
+        let (stop, stopping) = (shutdown.clone(), self.stopping.clone());
+        tasks.spawn(async move {
+            stop.cancelled().await;
+            stopping.cancel();
+        });
         tasks.spawn(
             Relay {
                 outbox: self.store.clone(),

@@ -39,6 +39,9 @@ pub trait Outbox: Send + Sync {
 pub trait OutboxLog: Outbox {
     /// Committed events of `stream` after sequence number `after`, oldest first.
     async fn since(&self, stream: &str, after: i64, limit: u32) -> Result<Vec<OutboxRecord>>;
+    /// The highest sequence number committed (0 when none): a watcher reading [`Self::since`]
+    /// from it sees only what commits afterwards.
+    async fn head(&self) -> Result<i64>;
     /// Where a consumer moving from the bus's log to reading in place starts: the events up
     /// to it went to the log through a relay (before this outbox was read in place), the
     /// ones after it never will.
@@ -156,6 +159,12 @@ pub trait TriageStore: Outbox {
         since: Micros,
         limit: u32,
     ) -> Result<Vec<firebreak_domain::report::IncidentFacts>>;
+    /// The alerts attached to an incident, first seen first: at most `limit`.
+    async fn incident_alerts(
+        &self,
+        incident_id: &str,
+        limit: u32,
+    ) -> Result<Vec<IncidentAlertRecord>>;
 }
 
 /// A triage write transaction: nothing is visible until `apply` commits it, and dropping it

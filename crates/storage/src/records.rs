@@ -316,6 +316,45 @@ pub struct AlertMove {
     pub to: String,
 }
 
+/// What an attached alert was when it was attached: kept on its attachment, so an
+/// incident lists its alerts without asking intake (triage).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AlertSeen {
+    pub alert_id: String,
+    pub title: String,
+    pub labels: BTreeMap<String, String>,
+    /// When intake received it.
+    pub fired_at: Micros,
+}
+
+/// The sender triggered an attached alert again while it fired (triage counts it).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AlertRepeat {
+    pub alert_id: String,
+    /// When intake received the repeat.
+    pub at: Micros,
+}
+
+/// An incident's alert as listed (triage's `incident_alerts` row).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IncidentAlertRecord {
+    pub alert_id: String,
+    pub incident_id: String,
+    pub opened: bool,
+    pub resolved: bool,
+    pub title: String,
+    pub labels: BTreeMap<String, String>,
+    /// Its first trigger (for attachments from before this was kept: when it was attached).
+    pub first_seen: Micros,
+    /// Its latest trigger or repeat.
+    pub last_seen: Micros,
+    /// Triggers after the first while it fired.
+    pub repeats: u32,
+    pub attached_at: Micros,
+    /// When the sender said it cleared (none for attachments cleared before this was kept).
+    pub resolved_at: Option<Micros>,
+}
+
 /// What triage's decisions read ([`crate::TriageTx::snapshot`]).
 #[derive(Debug, Clone, Default)]
 pub struct SnapshotRequest {
@@ -385,6 +424,10 @@ pub struct TriageChangeset {
     pub resolved_alerts: Vec<String>,
     /// Merges: every alert attached to `from` moves to `to`.
     pub moves: Vec<AlertMove>,
+    /// What the alerts attached here (in `links`) looked like; one per link at most.
+    pub seen: Vec<AlertSeen>,
+    /// Attached alerts triggered again while firing, one per repeat.
+    pub repeats: Vec<AlertRepeat>,
     /// Change events stored.
     pub changes: Vec<ChangeRecord>,
     /// Timeline entries, in order; numbered when written.
@@ -402,6 +445,7 @@ impl TriageChangeset {
             && self.links.is_empty()
             && self.resolved_alerts.is_empty()
             && self.moves.is_empty()
+            && self.repeats.is_empty()
             && self.changes.is_empty()
             && self.entries.is_empty()
             && self.events.is_empty()

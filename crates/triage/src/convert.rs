@@ -1,7 +1,7 @@
 //! Conversions between triage's records and the protobuf contracts.
 
 use firebreak_proto::{WireState, v1};
-use firebreak_storage::{IncidentRecord, TimelineRecord};
+use firebreak_storage::{IncidentAlertRecord, IncidentRecord, TimelineRecord};
 
 pub(crate) fn incident_to_proto(i: &IncidentRecord) -> v1::Incident {
     v1::Incident {
@@ -47,5 +47,23 @@ pub(crate) fn entry_to_proto(e: &TimelineRecord) -> v1::TimelineEntry {
         at: Some(firebreak_proto::timestamp(e.at)),
         actor: e.actor.clone(),
         data: e.data.to_string(),
+    }
+}
+
+pub(crate) fn alert_to_proto(a: &IncidentAlertRecord) -> v1::IncidentAlert {
+    v1::IncidentAlert {
+        alert_id: a.alert_id.clone(),
+        title: a.title.clone(),
+        labels: a.labels.clone().into_iter().collect(),
+        status: if a.resolved {
+            v1::AlertStatus::Resolved
+        } else {
+            v1::AlertStatus::Firing
+        } as i32,
+        fired: a.repeats.saturating_add(1),
+        first_seen: Some(firebreak_proto::timestamp(a.first_seen)),
+        last_seen: Some(firebreak_proto::timestamp(a.last_seen)),
+        resolved_at: a.resolved_at.map(firebreak_proto::timestamp),
+        opened: a.opened,
     }
 }

@@ -33,8 +33,9 @@ use firebreak_domain::{
 };
 use firebreak_proto::v1;
 use firebreak_storage::{
-    AlertLink, AlertMove, ChangeRecord, IncidentRecord, IncidentUpdate, NewIncident,
-    NewTimelineEntry, SnapshotRequest, TimelineRecord, TriageChangeset, TriageSnapshot,
+    AlertLink, AlertMove, AlertRepeat, AlertSeen, ChangeRecord, IncidentRecord, IncidentUpdate,
+    NewIncident, NewTimelineEntry, SnapshotRequest, TimelineRecord, TriageChangeset,
+    TriageSnapshot,
 };
 use serde_json::json;
 
@@ -124,6 +125,13 @@ pub(crate) enum Input {
     Change {
         change: ChangeRecord,
         concerned: Vec<String>,
+    },
+    /// The sender triggered a firing alert again, once per event: counted on its
+    /// attachment (an alert attached nowhere, silenced, is not counted).
+    AlertRepeated {
+        event_id: String,
+        alert_id: String,
+        at: Micros,
     },
 }
 
@@ -309,6 +317,12 @@ pub(crate) fn request_for(inputs: &[Input]) -> SnapshotRequest {
                 r.event_ids.push(event_id.clone());
             }
             Input::Change { change, .. } => r.event_ids.push(change.id.clone()),
+            Input::AlertRepeated {
+                event_id, alert_id, ..
+            } => {
+                r.alert_ids.push(alert_id.clone());
+                r.event_ids.push(event_id.clone());
+            }
         }
     }
     r
@@ -466,6 +480,21 @@ impl<'s> Work<'s> {
                 }
                 Ok(())
             }
+            Input::AlertRepeated {
+                event_id,
+                alert_id,
+                at,
+            } => {
+                let attached =
+                    self.linked.contains_key(alert_id) || self.snap.links.contains_key(alert_id);
+                if self.first_time(event_id) && attached {
+                    self.decision.changeset.repeats.push(AlertRepeat {
+                        alert_id: alert_id.clone(),
+                        at: *at,
+                    });
+                }
+                Ok(())
+            }
         }
     }
 
@@ -526,6 +555,7 @@ impl<'s> Work<'s> {
                     u32::from(Priority::from_impact_urgency(class.severity, urgency).level());
             }
             self.link(&alert.alert_id, &id, false);
+            self.seen(alert, &signal, now);
             self.put(inc.clone());
             if rises {
                 self.announce(Change::SeverityChanged, inc, "triage", traceparent);
@@ -581,6 +611,7 @@ impl<'s> Work<'s> {
         self.incidents.insert(id.clone(), inc.clone());
         self.unresolved.insert(id.clone(), 0);
         self.link(&alert.alert_id, &id, true);
+        self.seen(alert, &signal, now);
         self.announce(Change::Opened, inc, "triage", traceparent);
         self.decision.ingested.push(Ingested {
             incident_id: id,
@@ -1194,6 +1225,19 @@ impl<'s> Work<'s> {
         self.unresolved.insert(incident_id.to_owned(), open + 1);
     }
 
+    /// Keeps what an alert attached now was, for its incident's list of alerts.
+    fn seen(&mut self, alert: &v1::AlertReceived, signal: &Signal, now: Micros) {
+        self.decision.changeset.seen.push(AlertSeen {
+            alert_id: alert.alert_id.clone(),
+            title: signal.title.clone(),
+            labels: signal.labels.clone(),
+            fired_at: alert
+                .received_at
+                .as_ref()
+                .map_or(now, firebreak_proto::micros),
+        });
+    }
+
     /// Whether `event_id` is handled for the first time; marks it handled.
     fn first_time(&mut self, event_id: &str) -> bool {
         if self.snap.processed.contains(event_id) || !self.handled.insert(event_id.to_owned()) {
@@ -1268,6 +1312,15 @@ impl<'s> Work<'s> {
 }
 
 impl Input {
+    /// A repeat of a firing alert as triage takes it (`event_id` its event's id).
+    pub(crate) fn repeated(event_id: &str, r: &v1::AlertRepeated, now: Micros) -> Self {
+        Self::AlertRepeated {
+            event_id: event_id.to_owned(),
+            alert_id: r.alert_id.clone(),
+            at: r.at.as_ref().map_or(now, firebreak_proto::micros),
+        }
+    }
+
     /// An alert as triage takes it: its signal is parsed here, once, so an alert that does not
     /// parse is refused before anything is read (and fails a batch it is part of).
     pub(crate) fn alert(alert: v1::AlertReceived, traceparent: Option<String>) -> Result<Self> {

@@ -10,7 +10,7 @@ use tonic::{Request, Response, Status};
 use firebreak_proto::Message;
 use firebreak_storage::IncidentCursor;
 
-use crate::convert::{entry_to_proto, incident_to_proto};
+use crate::convert::{alert_to_proto, entry_to_proto, incident_to_proto};
 use crate::decide::{Reclassification, RoleChange};
 use crate::limits::{MAX_ACTOR, MAX_NAME, MAX_PAGE_BYTES, MAX_TEXT, checked};
 use crate::{Error, Triage};
@@ -117,6 +117,9 @@ impl IncidentApi {
         }))
     }
 }
+
+/// The most alerts `ListIncidentAlerts` lists (and no more than fit in 1 MiB).
+const MAX_LISTED_ALERTS: u32 = 500;
 
 type WatchStream = Pin<Box<dyn Stream<Item = Result<v1::TimelineEntry, Status>> + Send>>;
 
@@ -418,6 +421,34 @@ impl IncidentService for IncidentApi {
             source: c.source,
             at: Some(firebreak_proto::timestamp(c.at)),
             details: c.details,
+        }))
+    }
+
+    async fn list_incident_alerts(
+        &self,
+        req: Request<v1::ListIncidentAlertsRequest>,
+    ) -> Result<Response<v1::ListIncidentAlertsResponse>, Status> {
+        let req = req.into_inner();
+        self.load(&req.id).await?;
+        let limit = match req.limit {
+            0 => MAX_LISTED_ALERTS,
+            n => n.min(MAX_LISTED_ALERTS),
+        };
+        // One more than listed: whether the list is cut.
+        let alerts = self
+            .triage
+            .store
+            .incident_alerts(&req.id, limit + 1)
+            .await
+            .map_err(Error::from)?;
+        let (alerts, truncated) = page(
+            alerts.iter().map(alert_to_proto).collect(),
+            limit as usize,
+            0,
+        );
+        Ok(Response::new(v1::ListIncidentAlertsResponse {
+            alerts,
+            truncated,
         }))
     }
 

@@ -118,6 +118,7 @@ impl Triage {
                             return Ok(Batch::OneByOne);
                         }
                         let mut alerts = Vec::with_capacity(batch.len());
+                        let mut repeats = Vec::new();
                         for d in batch.iter() {
                             match firebreak_proto::decode_event(&d.message.payload) {
                                 Ok(firebreak_proto::v1::Event {
@@ -125,10 +126,15 @@ impl Triage {
                                     traceparent,
                                     ..
                                 }) => alerts.push((traceparent, a)),
+                                Ok(firebreak_proto::v1::Event {
+                                    payload: Some(Payload::AlertRepeated(r)),
+                                    id,
+                                    ..
+                                }) => repeats.push((id, r)),
                                 _ => return Ok(Batch::OneByOne),
                             }
                         }
-                        me.ingest_batch(&alerts)
+                        me.ingest_batch(&alerts, &repeats)
                             .await
                             .map(|()| Batch::Handled)
                             .map_err(Error::into_handler)
@@ -151,6 +157,10 @@ impl Triage {
                             Some(Payload::AlertResolved(r)) => {
                                 me.alert_resolved(&id, r).await.map_err(Error::into_handler)
                             }
+                            Some(Payload::AlertRepeated(r)) => me
+                                .alert_repeated(&id, &r)
+                                .await
+                                .map_err(Error::into_handler),
                             Some(Payload::AlertAcknowledged(a)) => {
                                 me.alert_acknowledged(a).await.map_err(Error::into_handler)
                             }

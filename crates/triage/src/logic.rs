@@ -99,12 +99,31 @@ impl Triage {
     /// decisions as one by one, a fraction of the commits. Any error rolls all back (the
     /// consumer then takes them one at a time). Each alert comes with the trace context of
     /// its event, which the events it causes continue.
-    pub(crate) async fn ingest_batch(&self, alerts: &[(String, v1::AlertReceived)]) -> Result<()> {
-        let inputs = alerts
+    /// A fetched run of alerts (with their trace context) and repeats of firing alerts (with
+    /// their event ids), in one transaction: the alerts first, so a repeat in the same run as
+    /// its trigger finds it attached.
+    pub(crate) async fn ingest_batch(
+        &self,
+        alerts: &[(String, v1::AlertReceived)],
+        repeats: &[(String, v1::AlertRepeated)],
+    ) -> Result<()> {
+        let mut inputs = alerts
             .iter()
             .map(|(traceparent, alert)| Input::alert(alert.clone(), Some(traceparent.clone())))
-            .collect::<Result<_>>()?;
+            .collect::<Result<Vec<_>>>()?;
+        let now = self.clock.now();
+        inputs.extend(
+            repeats
+                .iter()
+                .map(|(event_id, r)| Input::repeated(event_id, r, now)),
+        );
         self.ingest_inputs(inputs).await.map(drop)
+    }
+
+    /// The sender triggered a firing alert again: counted on its attachment, once.
+    pub(crate) async fn alert_repeated(&self, event_id: &str, r: &v1::AlertRepeated) -> Result<()> {
+        let input = Input::repeated(event_id, r, self.clock.now());
+        self.decide_and_apply(&[input]).await.map(drop)
     }
 
     async fn ingest_inputs(&self, inputs: Vec<Input>) -> Result<(Decision, Vec<TimelineRecord>)> {

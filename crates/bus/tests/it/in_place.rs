@@ -239,3 +239,49 @@ async fn consumers_drain_what_a_relay_copied_into_the_log_then_read_in_place() {
     write(&store, &["e5"]).await;
     assert_eq!(fetch_ids(&bus, "c").await, ["e5"]);
 }
+
+async fn next(rx: &mut tokio::sync::broadcast::Receiver<firebreak_bus::Message>) -> String {
+    tokio::time::timeout(Duration::from_secs(10), rx.recv())
+        .await
+        .expect("a watched message")
+        .unwrap()
+        .id
+}
+
+/// A watch sees what commits after it began, in order, whether committed before or after a
+/// second watcher joined; nothing from before; a watcher that falls a buffer behind is told.
+#[tokio::test]
+async fn watchers_see_what_commits_after_they_begin_in_order() {
+    let files = Files::new();
+    let (store, _, bus) = files.open().await;
+    write(&store, &["before"]).await;
+    let mut first = bus.watch("alerts").await.unwrap();
+    write(&store, &["e1", "e2"]).await;
+    bus.outbox_written(&*store);
+    assert_eq!(next(&mut first).await, "e1");
+    assert_eq!(next(&mut first).await, "e2");
+    let mut second = bus.watch("alerts").await.unwrap();
+    write(&store, &["e3"]).await;
+    bus.outbox_written(&*store);
+    assert_eq!(next(&mut first).await, "e3");
+    assert_eq!(next(&mut second).await, "e3");
+    // A stream not read in place cannot be watched.
+    let err = bus.watch("incidents").await.unwrap_err();
+    assert!(err.to_string().contains("incidents"), "{err}");
+    // Past the buffer, a watcher that read nothing meanwhile is told how much it missed
+    // (one that kept reading missed nothing).
+    let mut reading = bus.watch("alerts").await.unwrap();
+    let many: Vec<String> = (0..firebreak_bus::WATCH_BUFFER + 10)
+        .map(|n| format!("m{n}"))
+        .collect();
+    let ids: Vec<&str> = many.iter().map(String::as_str).collect();
+    write(&store, &ids).await;
+    bus.outbox_written(&*store);
+    for id in &many {
+        assert_eq!(&next(&mut reading).await, id);
+    }
+    match second.recv().await {
+        Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => assert_eq!(n, 10),
+        other => panic!("{other:?}"),
+    }
+}

@@ -980,3 +980,39 @@ async fn publish_batch_throughput_figure() {
         2.0 * rate(drained)
     );
 }
+
+/// A watch on NATS sees what is published after it began, in order, with its id and
+/// subject; two watchers share one subscription; nothing from before.
+#[tokio::test]
+async fn watchers_see_what_is_published_after_they_begin() {
+    init_tracing();
+    let server = NatsServer::start().await;
+    let bus = connect(&server, NatsOptions::default()).await;
+    bus.publish(streams::RUNBOOKS, msg("before")).await.unwrap();
+    let mut first = bus.watch(streams::RUNBOOKS).await.unwrap();
+    let mut second = bus.watch(streams::RUNBOOKS).await.unwrap();
+    // Another replica's publish reaches this one's watchers.
+    let other = connect(&server, NatsOptions::default()).await;
+    other.publish(streams::RUNBOOKS, msg("r1")).await.unwrap();
+    bus.publish(streams::INCIDENTS, msg("elsewhere"))
+        .await
+        .unwrap();
+    bus.publish(streams::RUNBOOKS, msg("r2")).await.unwrap();
+    for rx in [&mut first, &mut second] {
+        let mut got = Vec::new();
+        while got.len() < 2 {
+            let m = tokio::time::timeout(WAIT, rx.recv())
+                .await
+                .expect("a watched message")
+                .unwrap();
+            got.push((m.id, m.subject, m.payload));
+        }
+        assert_eq!(
+            got,
+            [
+                ("r1".into(), "incidents.opened".into(), b"r1".to_vec()),
+                ("r2".into(), "incidents.opened".into(), b"r2".to_vec())
+            ]
+        );
+    }
+}

@@ -143,6 +143,11 @@ pub const METHODS: &[(&str, &str, Rule)] = &[
         Needs(P::IncidentsRead),
     ),
     (
+        "/firebreak.v1.IncidentService/ListIncidentAlerts",
+        "triage",
+        Needs(P::IncidentsRead),
+    ),
+    (
         "/firebreak.v1.IncidentService/AssignRole",
         "triage",
         Needs(P::IncidentsAssign),
@@ -214,6 +219,11 @@ pub const METHODS: &[(&str, &str, Rule)] = &[
         "/firebreak.v1.RunbookService/DryRun",
         "orchestration",
         Needs(P::RunbooksDryRun),
+    ),
+    (
+        "/firebreak.v1.RunbookService/WatchRuns",
+        "orchestration",
+        Needs(P::RunbooksRead),
     ),
     // Notification and the directory.
     (
@@ -357,9 +367,9 @@ const INTERNAL: &[&str] = &[
 ];
 
 /// Whether an allowed call to `path` goes into the audit log: a method that changes state
-/// (every method but reads: `Get*`, `List*`, `Watch`, `WhoAmI`, and `DryRun`, which changes
-/// nothing, nor does `PreviewSilence`), unless it is internal. A method of a new kind is audited until it is named a
-/// read here. Refused calls are audited whatever the method (health and reflection are never
+/// (every method but reads: `Get*`, `List*`, `Watch`, `WatchRuns`, `WhoAmI`, and `DryRun`,
+/// which changes nothing, nor does `PreviewSilence`), unless it is internal. A method of a
+/// new kind is audited until it is named a read here. Refused calls are audited whatever the method (health and reflection are never
 /// refused).
 pub fn audited_when_allowed(path: &str) -> bool {
     if PUBLIC_SERVICES.iter().any(|s| path.starts_with(s)) || INTERNAL.contains(&path) {
@@ -371,6 +381,7 @@ pub fn audited_when_allowed(path: &str) -> bool {
         || matches!(
             method,
             "Watch"
+                | "WatchRuns"
                 | "WhoAmI"
                 | "DryRun"
                 | "TestEscalation"
@@ -458,6 +469,11 @@ const TARGETS: &[(&str, Subject, ReadTarget)] = &[
         "/firebreak.v1.IncidentService/GetReview",
         Subject::Incident,
         read!(v1::GetReviewRequest, id),
+    ),
+    (
+        "/firebreak.v1.IncidentService/ListIncidentAlerts",
+        Subject::Incident,
+        read!(v1::ListIncidentAlertsRequest, id),
     ),
     (
         "/firebreak.v1.IncidentService/Acknowledge",

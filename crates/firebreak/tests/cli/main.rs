@@ -1,9 +1,11 @@
 //! Tests of the real `firebreak` binary: crash recovery with `kill -9`, and the README's
 //! walk-through run command by command.
 
+mod incident_alerts;
 mod secrets;
 mod silences;
 mod tls;
+mod watch_runs;
 
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};

@@ -12,8 +12,9 @@ use super::{
     Migration, OUTBOX, conflict, from_json, get_u32, impl_connect, impl_outbox, json_text,
 };
 use crate::{
-    AlertLink, ChangeRecord, Error, IncidentCursor, IncidentRecord, Result, SnapshotRequest,
-    TimelineRecord, TriageChangeset, TriageSnapshot, TriageStore, TriageTx,
+    AlertLink, AlertSeen, ChangeRecord, Error, IncidentAlertRecord, IncidentCursor, IncidentRecord,
+    Result, SnapshotRequest, TimelineRecord, TriageChangeset, TriageSnapshot, TriageStore,
+    TriageTx,
 };
 use futures::TryStreamExt;
 
@@ -111,7 +112,7 @@ CREATE TABLE changes (
         sql: "ALTER TABLE incidents ADD COLUMN integration TEXT NOT NULL DEFAULT '';",
     },
     // The `mitigated` state (active: it holds its key), merges, and resolved incidents found
-    // by key for the reopen window. SQLite's migration 9 is the same.
+    // by key for the reopen window. SQLite's migration 9 is the same (10 is the next).
     Migration {
         version: 6,
         sql: "
@@ -126,6 +127,20 @@ CREATE INDEX incidents_resolved_by_key ON incidents (dedup_key, resolved_at)
 CREATE INDEX incident_alerts_by_incident ON incident_alerts (incident_id);
 ALTER TABLE incidents ADD COLUMN mitigated_at BIGINT;
 ALTER TABLE incidents ADD COLUMN merged_into TEXT NOT NULL DEFAULT '';
+",
+    },
+    // What each attached alert was, its repeats and when it cleared, and an index finding
+    // an incident's attachments (`ListIncidentAlerts`). SQLite's migration 10 is the same.
+    Migration {
+        version: 7,
+        sql: "
+ALTER TABLE incident_alerts ADD COLUMN title TEXT NOT NULL DEFAULT '';
+ALTER TABLE incident_alerts ADD COLUMN labels TEXT NOT NULL DEFAULT '{}';
+ALTER TABLE incident_alerts ADD COLUMN fired_at BIGINT;
+ALTER TABLE incident_alerts ADD COLUMN repeats BIGINT NOT NULL DEFAULT 0;
+ALTER TABLE incident_alerts ADD COLUMN last_seen_at BIGINT;
+ALTER TABLE incident_alerts ADD COLUMN resolved_at BIGINT;
+CREATE INDEX incident_alerts_of_incident ON incident_alerts (incident_id, attached_at);
 ",
     },
 ];
@@ -231,6 +246,47 @@ impl TriageStore for PgTriageStore {
             out.push(e);
         }
         Ok(out)
+    }
+
+    async fn incident_alerts(
+        &self,
+        incident_id: &str,
+        limit: u32,
+    ) -> Result<Vec<IncidentAlertRecord>> {
+        let rows = sqlx::query(
+            "SELECT alert_id, incident_id, opened, resolved, title, labels, fired_at,
+                last_seen_at, repeats, attached_at, resolved_at
+             FROM incident_alerts WHERE incident_id = $1 ORDER BY attached_at, alert_id LIMIT $2",
+        )
+        .bind(incident_id)
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                let attached: i64 = r.try_get("attached_at")?;
+                let first = r.try_get::<Option<i64>, _>("fired_at")?.unwrap_or(attached);
+                let last = r
+                    .try_get::<Option<i64>, _>("last_seen_at")?
+                    .unwrap_or(first);
+                let labels: String = r.try_get("labels")?;
+                Ok(IncidentAlertRecord {
+                    alert_id: r.try_get("alert_id")?,
+                    incident_id: r.try_get("incident_id")?,
+                    opened: r.try_get("opened")?,
+                    resolved: r.try_get("resolved")?,
+                    title: r.try_get("title")?,
+                    labels: from_json(&labels)?,
+                    first_seen: Micros::from_unix_micros(first),
+                    last_seen: Micros::from_unix_micros(last),
+                    repeats: u32::try_from(r.try_get::<i64, _>("repeats")?).unwrap_or(u32::MAX),
+                    attached_at: Micros::from_unix_micros(attached),
+                    resolved_at: r
+                        .try_get::<Option<i64>, _>("resolved_at")?
+                        .map(Micros::from_unix_micros),
+                })
+            })
+            .collect()
     }
 
     async fn change(&self, id: &str) -> Result<Option<ChangeRecord>> {
@@ -361,8 +417,11 @@ WITH marked AS (
     ON CONFLICT (event_id) DO NOTHING
     RETURNING 1
 ), linked AS (
-    INSERT INTO incident_alerts (alert_id, incident_id, opened, attached_at)
-    SELECT a, i, o, $20 FROM unnest($2::text[], $3::text[], $4::bool[]) AS l(a, i, o)
+    INSERT INTO incident_alerts (alert_id, incident_id, opened, attached_at, title, labels,
+        fired_at, last_seen_at)
+    SELECT a, i, o, $20, t, lb, f, f
+    FROM unnest($2::text[], $3::text[], $4::bool[], $21::text[], $22::text[], $23::int8[])
+        AS l(a, i, o, t, lb, f)
     ON CONFLICT (alert_id) DO NOTHING
     RETURNING 1
 ), stored AS (
@@ -585,6 +644,17 @@ impl PgTriageTx {
             .map(|e| json_text(&e.data))
             .collect::<Result<Vec<_>>>()?;
         let (links, changes, entries, events) = (&ch.links, &ch.changes, &ch.entries, &ch.events);
+        // What each attached alert was, in the order of `links`.
+        let seen: std::collections::HashMap<&str, &AlertSeen> =
+            ch.seen.iter().map(|s| (s.alert_id.as_str(), s)).collect();
+        let seen: Vec<Option<&AlertSeen>> = links
+            .iter()
+            .map(|l| seen.get(l.alert_id.as_str()).copied())
+            .collect();
+        let alert_labels = seen
+            .iter()
+            .map(|s| s.map_or_else(|| Ok("{}".to_owned()), |s| json_text(&s.labels)))
+            .collect::<Result<Vec<_>>>()?;
         let row = sqlx::query(APPLY)
             .bind(&ch.processed)
             .bind(links.iter().map(|l| &l.alert_id).bind_iter())
@@ -606,6 +676,17 @@ impl PgTriageTx {
             .bind(events.iter().map(|e| &e.subject).bind_iter())
             .bind(events.iter().map(|e| &e.payload).bind_iter())
             .bind(self.clock.now_micros())
+            .bind(
+                seen.iter()
+                    .map(|s| s.map_or("", |s| s.title.as_str()))
+                    .bind_iter(),
+            )
+            .bind(&alert_labels)
+            .bind(
+                seen.iter()
+                    .map(|s| s.map(|s| s.fired_at.unix_micros()))
+                    .bind_iter(),
+            )
             .fetch_one(&mut *self.tx)
             .await?;
         let (marked, linked, stored): (i64, i64, i64) =
@@ -620,11 +701,27 @@ impl PgTriageTx {
         if stored != changes.len() as i64 {
             return Err(Error::Conflict("a change event is stored".into()));
         }
+        if !ch.repeats.is_empty() {
+            // One row per alert: an UPDATE changes a row once, however often it is joined.
+            sqlx::query(
+                "UPDATE incident_alerts AS a SET repeats = a.repeats + r.n,
+                    last_seen_at = GREATEST(COALESCE(a.last_seen_at, a.fired_at, a.attached_at), r.at)
+                 FROM (SELECT id, COUNT(*) AS n, MAX(at) AS at
+                       FROM unnest($1::text[], $2::int8[]) AS u(id, at) GROUP BY id) AS r
+                 WHERE a.alert_id = r.id",
+            )
+            .bind(ch.repeats.iter().map(|r| &r.alert_id).bind_iter())
+            .bind(ch.repeats.iter().map(|r| r.at.unix_micros()).bind_iter())
+            .execute(&mut *self.tx)
+            .await?;
+        }
         if !ch.resolved_alerts.is_empty() {
             let done = sqlx::query(
-                "UPDATE incident_alerts SET resolved = TRUE WHERE alert_id = ANY($1) AND NOT resolved",
+                "UPDATE incident_alerts SET resolved = TRUE, resolved_at = $2
+                 WHERE alert_id = ANY($1) AND NOT resolved",
             )
             .bind(&ch.resolved_alerts)
+            .bind(self.clock.now_micros())
             .execute(&mut *self.tx)
             .await?;
             if done.rows_affected() != ch.resolved_alerts.len() as u64 {

@@ -489,6 +489,12 @@ pub(crate) async fn outbox_start(db: &Db) -> Result<i64> {
     .await
 }
 
+/// The highest sequence number of a committed row (0 when none).
+pub(crate) async fn outbox_head(db: &Db) -> Result<i64> {
+    db.read(|c| Ok(c.query_row("SELECT COALESCE(MAX(seq), 0) FROM outbox", [], |r| r.get(0))?))
+        .await
+}
+
 /// Deletes rows of `stream` up to `upto` older than a day, at most a few thousand of the
 /// oldest at a time (rows are in the order they were written, so this never scans the day's
 /// rows that are kept).

@@ -119,6 +119,9 @@ macro_rules! impl_outbox {
             async fn start(&self) -> crate::Result<i64> {
                 super::conn::outbox_start(&self.db).await
             }
+            async fn head(&self) -> crate::Result<i64> {
+                super::conn::outbox_head(&self.db).await
+            }
             async fn sweep(&self, stream: &str, upto: i64) -> crate::Result<()> {
                 super::conn::outbox_sweep(&self.db, stream, upto).await
             }

@@ -11,8 +11,9 @@ use super::named;
 use super::{Migration, OUTBOX, OUTBOX_READ_IN_PLACE, from_json, json_text};
 use super::{impl_open, impl_outbox};
 use crate::{
-    AlertLink, ChangeRecord, Error, IncidentCursor, IncidentRecord, Result, SnapshotRequest,
-    TimelineRecord, TriageChangeset, TriageSnapshot, TriageStore, TriageTx,
+    AlertLink, AlertSeen, ChangeRecord, Error, IncidentAlertRecord, IncidentCursor, IncidentRecord,
+    Result, SnapshotRequest, TimelineRecord, TriageChangeset, TriageSnapshot, TriageStore,
+    TriageTx,
 };
 
 const MIGRATIONS: &[Migration] = &[
@@ -159,6 +160,22 @@ ALTER TABLE incidents ADD COLUMN mitigated_at INTEGER;
 ALTER TABLE incidents ADD COLUMN merged_into TEXT NOT NULL DEFAULT '';
 ",
     },
+    // An incident lists its alerts (`ListIncidentAlerts`): each attachment keeps what the
+    // alert was (title, labels, first trigger), how often it was triggered again while
+    // firing, when last, and when it cleared; an index finds an incident's attachments.
+    // Postgres' migration 7 is the same.
+    Migration {
+        version: 10,
+        sql: "
+ALTER TABLE incident_alerts ADD COLUMN title TEXT NOT NULL DEFAULT '';
+ALTER TABLE incident_alerts ADD COLUMN labels TEXT NOT NULL DEFAULT '{}';
+ALTER TABLE incident_alerts ADD COLUMN fired_at INTEGER;
+ALTER TABLE incident_alerts ADD COLUMN repeats INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE incident_alerts ADD COLUMN last_seen_at INTEGER;
+ALTER TABLE incident_alerts ADD COLUMN resolved_at INTEGER;
+CREATE INDEX incident_alerts_of_incident ON incident_alerts (incident_id, attached_at);
+",
+    },
 ];
 
 /// Triage's store on SQLite.
@@ -273,6 +290,60 @@ impl TriageStore for SqliteTriageStore {
             .await
     }
 
+    async fn incident_alerts(
+        &self,
+        incident_id: &str,
+        limit: u32,
+    ) -> Result<Vec<IncidentAlertRecord>> {
+        let id = incident_id.to_owned();
+        self.db
+            .read(move |c| {
+                let mut q = c.prepare_cached(
+                    "SELECT alert_id, incident_id, opened, resolved, title, labels, fired_at,
+                        last_seen_at, repeats, attached_at, resolved_at
+                     FROM incident_alerts INDEXED BY incident_alerts_of_incident
+                     WHERE incident_id = ? ORDER BY attached_at, alert_id LIMIT ?",
+                )?;
+                let rows = q.query_map((&id, i64::from(limit)), |r| {
+                    Ok((
+                        (r.get::<_, String>(0)?, r.get::<_, String>(1)?),
+                        (r.get::<_, bool>(2)?, r.get::<_, bool>(3)?),
+                        (r.get::<_, String>(4)?, r.get::<_, String>(5)?),
+                        (r.get::<_, Option<i64>>(6)?, r.get::<_, Option<i64>>(7)?),
+                        (r.get::<_, i64>(8)?, r.get::<_, i64>(9)?),
+                        r.get::<_, Option<i64>>(10)?,
+                    ))
+                })?;
+                let mut out = Vec::new();
+                for row in rows {
+                    let (
+                        (alert_id, incident_id),
+                        (opened, resolved),
+                        (title, labels),
+                        (fired, last),
+                        (repeats, attached),
+                        cleared,
+                    ) = row?;
+                    let first = fired.unwrap_or(attached);
+                    out.push(IncidentAlertRecord {
+                        alert_id,
+                        incident_id,
+                        opened,
+                        resolved,
+                        title,
+                        labels: from_json(&labels)?,
+                        first_seen: Micros::from_unix_micros(first),
+                        last_seen: Micros::from_unix_micros(last.unwrap_or(first)),
+                        repeats: u32::try_from(repeats).unwrap_or(u32::MAX),
+                        attached_at: Micros::from_unix_micros(attached),
+                        resolved_at: cleared.map(Micros::from_unix_micros),
+                    });
+                }
+                Ok(out)
+            })
+            .await
+    }
+
     async fn change(&self, id: &str) -> Result<Option<ChangeRecord>> {
         let id = id.to_owned();
         self.db
@@ -364,15 +435,33 @@ struct SqliteTriageTx {
     tx: Tx,
 }
 
-/// Writes attachments (unresolved), counting them among their incidents' unresolved alerts.
-fn write_links(c: &Connection, links: &[AlertLink], now: i64) -> Result<()> {
+/// Writes attachments (unresolved) with what their alerts were (`seen`), counting them
+/// among their incidents' unresolved alerts.
+fn write_links(c: &Connection, links: &[AlertLink], seen: &[AlertSeen], now: i64) -> Result<()> {
     let mut insert = c.prepare_cached(
-        "INSERT INTO incident_alerts (alert_id, incident_id, opened, attached_at) VALUES (?, ?, ?, ?)",
+        "INSERT INTO incident_alerts (alert_id, incident_id, opened, attached_at, title, labels,
+            fired_at, last_seen_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
     )?;
+    let seen: HashMap<&str, &AlertSeen> = seen.iter().map(|s| (s.alert_id.as_str(), s)).collect();
     let mut added: HashMap<&str, i64> = HashMap::new();
     for l in links {
+        let alert = seen.get(l.alert_id.as_str());
+        let labels = match alert {
+            Some(a) => json_text(&a.labels)?,
+            None => "{}".to_owned(),
+        };
+        let fired = alert.map(|a| a.fired_at.unix_micros());
         insert
-            .execute((&l.alert_id, &l.incident_id, l.opened, now))
+            .execute((
+                &l.alert_id,
+                &l.incident_id,
+                l.opened,
+                now,
+                alert.map_or("", |a| a.title.as_str()),
+                labels,
+                fired,
+                fired,
+            ))
             .map_err(|e| conn::conflict(e, "alert already attached"))?;
         *added.entry(l.incident_id.as_str()).or_default() += 1;
     }
@@ -508,14 +597,22 @@ fn write_changeset(c: &Connection, ch: &TriageChangeset, now: i64) -> Result<Vec
         )?
         .execute((&m.to, moved))?;
     }
-    write_links(c, &ch.links, now)?;
+    write_links(c, &ch.links, &ch.seen, now)?;
+    for r in &ch.repeats {
+        c.prepare_cached(
+            "UPDATE incident_alerts SET repeats = repeats + 1,
+                last_seen_at = MAX(COALESCE(last_seen_at, fired_at, attached_at), ?)
+             WHERE alert_id = ?",
+        )?
+        .execute((r.at.unix_micros(), &r.alert_id))?;
+    }
     for alert_id in &ch.resolved_alerts {
         let incident_id: Option<String> = c
             .prepare_cached(
-                "UPDATE incident_alerts SET resolved = 1 WHERE alert_id = ? AND resolved = 0
-                 RETURNING incident_id",
+                "UPDATE incident_alerts SET resolved = 1, resolved_at = ?
+                 WHERE alert_id = ? AND resolved = 0 RETURNING incident_id",
             )?
-            .query_row([alert_id], |r| r.get(0))
+            .query_row((now, alert_id), |r| r.get(0))
             .optional()?;
         let Some(incident_id) = incident_id else {
             return Err(Error::Conflict(format!(

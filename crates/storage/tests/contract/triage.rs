@@ -30,6 +30,7 @@ crate::contract!(triage:
     incident_roles_round_trip_through_inserts_updates_and_reads,
     resolved_incidents_are_found_by_key_since_a_time_and_reopen,
     a_merge_moves_every_alert_and_its_unresolved_count,
+    an_incident_lists_its_alerts_as_they_were_with_repeats_and_clearing,
 );
 
 /// A changeset that writes `record`, its state changed.
@@ -998,4 +999,79 @@ async fn apply_refuses_a_store_other_than_the_snapshot_said(f: &Fixture<dyn Tria
         .await
         .unwrap();
     assert_eq!(snapshot(store, asked).await.links.len(), 2);
+}
+
+/// Each attachment keeps what its alert was; repeats count and move its last sighting (two
+/// repeats of one alert in one changeset included); clearing stamps it; attachments from
+/// before any of this was kept read as seen when attached.
+async fn an_incident_lists_its_alerts_as_they_were_with_repeats_and_clearing(
+    f: &Fixture<dyn TriageStore>,
+) {
+    use firebreak_domain::Micros;
+    use firebreak_storage::{AlertRepeat, AlertSeen};
+    let store = &*f.store;
+    let at = Micros::from_unix_micros;
+    let seen = |id: &str, fired: i64, host: &str| AlertSeen {
+        alert_id: id.into(),
+        title: format!("disk full on {host}"),
+        labels: [("host".to_owned(), host.to_owned())].into(),
+        fired_at: at(fired),
+    };
+    let repeat = |id: &str, when: i64| AlertRepeat {
+        alert_id: id.into(),
+        at: at(when),
+    };
+    let mut changes = opening([incident("a", "k", "open"), incident("b", "k2", "open")]);
+    changes.links = [("a1", "a"), ("a2", "a"), ("b1", "b"), ("a3", "a")]
+        .map(|(alert, inc)| link(alert, inc, alert == "a1"))
+        .into();
+    // a3 has nothing seen: as an attachment made before this was kept.
+    changes.seen = vec![seen("a1", 10, "x"), seen("a2", 20, "y"), seen("b1", 5, "z")];
+    apply(store, changes).await.unwrap();
+    let repeats = TriageChangeset {
+        repeats: vec![repeat("a1", 30), repeat("a1", 25)],
+        ..Default::default()
+    };
+    apply(store, repeats).await.unwrap();
+    let cleared = TriageChangeset {
+        repeats: vec![repeat("a2", 40)],
+        resolved_alerts: vec!["a2".into()],
+        ..Default::default()
+    };
+    apply(store, cleared).await.unwrap();
+
+    let listed = store.incident_alerts("a", 10).await.unwrap();
+    let ids: Vec<&str> = listed.iter().map(|a| a.alert_id.as_str()).collect();
+    assert_eq!(ids, ["a1", "a2", "a3"]);
+    let (a1, a2, a3) = (&listed[0], &listed[1], &listed[2]);
+    assert_eq!(
+        (
+            a1.title.as_str(),
+            a1.labels["host"].as_str(),
+            a1.opened,
+            a1.resolved
+        ),
+        ("disk full on x", "x", true, false)
+    );
+    assert_eq!(
+        (a1.repeats, a1.first_seen, a1.last_seen),
+        (2, at(10), at(30))
+    );
+    assert_eq!(a1.resolved_at, None);
+    assert_eq!(
+        (a2.repeats, a2.first_seen, a2.last_seen),
+        (1, at(20), at(40))
+    );
+    assert!(a2.resolved && a2.resolved_at.is_some(), "{a2:?}");
+    assert_eq!((a3.title.as_str(), a3.labels.len(), a3.repeats), ("", 0, 0));
+    assert_eq!(
+        (a3.first_seen, a3.last_seen),
+        (a3.attached_at, a3.attached_at)
+    );
+    assert!(listed.iter().all(|a| a.incident_id == "a"));
+
+    assert_eq!(store.incident_alerts("a", 2).await.unwrap().len(), 2);
+    let b = store.incident_alerts("b", 10).await.unwrap();
+    assert_eq!((b.len(), b[0].repeats, b[0].first_seen), (1, 0, at(5)));
+    assert!(store.incident_alerts("nope", 10).await.unwrap().is_empty());
 }

@@ -1271,3 +1271,56 @@ fn a_reclassification_needs_a_reason_and_goes_on_the_timeline() {
         assert!(err.to_string().contains(names), "{names}: {err}");
     }
 }
+
+/// An attached alert's repeats are counted once per event (a redelivery counts nothing), a
+/// repeat of an alert attached in the same batch counts, one attached nowhere (silenced)
+/// only marks its event; what each attached alert was is kept with its attachment.
+#[test]
+fn repeats_of_attached_alerts_count_once_and_attachments_keep_what_the_alert_was() {
+    let snap = holding(&[incident(1, "db", "open", 3)]);
+    let repeated = |event: &str, alert: &str, micros: i64| {
+        Input::repeated(
+            event,
+            &v1::AlertRepeated {
+                alert_id: alert.into(),
+                integration: "am-payments".into(),
+                at: Some(firebreak_proto::timestamp(Micros::from_unix_micros(micros))),
+            },
+            NOW,
+        )
+    };
+    let mut labelled = alert("a2", "db", 3);
+    if let Input::Alert { signal, .. } = &mut labelled {
+        signal.labels.insert("host".into(), "b".into());
+    }
+    let inputs = [
+        repeated("e1", "al-0", 5),
+        repeated("e1", "al-0", 5),
+        labelled,
+        repeated("e2", "a2", 7),
+        repeated("e3", "silenced", 8),
+    ];
+    let d = run(&snap, &inputs).unwrap();
+    let cs = &d.changeset;
+    let counted: Vec<(&str, i64)> = cs
+        .repeats
+        .iter()
+        .map(|r| (r.alert_id.as_str(), r.at.unix_micros()))
+        .collect();
+    assert_eq!(counted, [("al-0", 5), ("a2", 7)]);
+    assert_eq!(cs.processed, ["e1", "e2", "e3"]);
+    assert_eq!(
+        cs.seen,
+        [AlertSeen {
+            alert_id: "a2".into(),
+            title: "db is down".into(),
+            labels: [("host".to_owned(), "b".to_owned())].into(),
+            fired_at: NOW,
+        }]
+    );
+    // Handled before: nothing.
+    let mut snap = snap;
+    snap.processed.insert("e1".into());
+    let d = run(&snap, &[repeated("e1", "al-0", 5)]).unwrap();
+    assert!(d.changeset.is_empty(), "{:?}", d.changeset);
+}
