@@ -337,7 +337,7 @@ LEFT JOIN LATERAL (SELECT t.seq, t.actor FROM timeline t
     WHERE t.incident_id = i.id AND t.kind = 'resolved' ORDER BY t.seq LIMIT 1) r ON TRUE
 LEFT JOIN LATERAL (SELECT t.seq FROM timeline t
     WHERE t.incident_id = i.id AND left(t.actor, length($2)) = $2 ORDER BY t.seq LIMIT 1) p ON TRUE
-WHERE i.opened_at >= $1
+WHERE i.opened_at >= $1 AND i.merged_into = ''
 ORDER BY i.opened_at, i.id
 LIMIT $3";
 

@@ -401,7 +401,7 @@ SELECT i.id, i.category, i.severity, i.labels, i.source, i.integration, i.opened
 FROM incidents i
 LEFT JOIN timeline r ON r.seq = (SELECT MIN(t.seq) FROM timeline t
     WHERE t.incident_id = i.id AND t.kind = 'resolved')
-WHERE i.opened_at >= ?1
+WHERE i.opened_at >= ?1 AND i.merged_into = ''
 ORDER BY i.opened_at, i.id
 LIMIT ?3";
 

@@ -231,6 +231,19 @@ async fn seed(store: &dyn TriageStore) {
         changes.entries.extend(entries);
         apply(store, changes).await.unwrap();
     }
+    // Merged into another: its alerts count there, so it is left out of every figure.
+    let mut merged = seeded("m", "malware", 1, Some("web"), "am", 10, Some(20), None, 4);
+    merged.state = "closed".parse().unwrap();
+    merged.merged_into = "a".into();
+    apply(
+        store,
+        TriageChangeset {
+            inserts: vec![merged],
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
 }
 
 async fn seed_silenced(store: &dyn IntakeStore) {
