@@ -313,9 +313,9 @@ fn each_bad_field_is_refused_naming_the_channel_and_the_field() {
             "renders nothing for a sample resolved event",
         ),
         (
-            "{ name: x, kind: slack_webhook, url: 'https://x', templates: { by_event: { reopened: { text: x } } } }",
+            "{ name: x, kind: slack_webhook, url: 'https://x', templates: { by_event: { unheard_of: { text: x } } } }",
             "templates.by_event",
-            "unknown variant `reopened`",
+            "unknown variant `unheard_of`",
         ),
         (
             "{ name: x, kind: twilio, account_sid: AC0123456789abcdef0123456789abcdef, auth_token: {secret: t}, from: '+15557654321', templates: { text: \"{{ 'x' * 2000 }}\" } }",
