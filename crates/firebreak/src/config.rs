@@ -920,6 +920,48 @@ mod tests {
     }
 
     #[test]
+    fn reopen_windows_default_to_an_hour_by_hand_and_none_for_repeats_and_are_bounded() {
+        let c = Config::load(None, env(&[])).unwrap();
+        let l = c.reopen.lifecycle();
+        assert_eq!(
+            (
+                l.reopen_window.as_secs(),
+                l.repeat_window_of("any").as_secs()
+            ),
+            (3600, 0)
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("c.yaml");
+        std::fs::write(
+            &file,
+            "reopen:\n  repeat_alerts_seconds: 600\n  integrations: {grafana: 60}\n",
+        )
+        .unwrap();
+        let l = Config::load(Some(&file), env(&[]))
+            .unwrap()
+            .reopen
+            .lifecycle();
+        assert_eq!(l.repeat_window_of("grafana").as_secs(), 60);
+        assert_eq!(l.repeat_window_of("other").as_secs(), 600);
+        assert_eq!(l.longest_repeat_window().as_secs(), 600);
+        for (yaml, names) in [
+            (
+                "reopen:\n  window_seconds: 2592001\n",
+                "reopen.window_seconds",
+            ),
+            (
+                "reopen:\n  integrations: {grafana: 99999999999}\n",
+                "reopen.integrations.grafana",
+            ),
+            ("reopen:\n  window: 60\n", "window"),
+        ] {
+            std::fs::write(&file, yaml).unwrap();
+            let err = format!("{:#}", Config::load(Some(&file), env(&[])).unwrap_err());
+            assert!(err.contains(names), "{yaml}: {err}");
+        }
+    }
+
+    #[test]
     fn throttles_keep_goalerts_defaults_per_kind_and_are_checked() {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("f.yaml");

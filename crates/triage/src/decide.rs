@@ -187,8 +187,7 @@ impl Lifecycle {
 
 /// Whether `at` is at most `window` after `since`.
 fn within(since: Micros, window: Duration, at: Micros) -> bool {
-    let window = i64::try_from(window.as_micros()).unwrap_or(i64::MAX);
-    at.unix_micros().saturating_sub(since.unix_micros()) <= window
+    at.saturating_duration_since(since) <= window
 }
 
 /// What a runbook can ask of an incident through an event.

@@ -124,7 +124,6 @@ CREATE UNIQUE INDEX incidents_one_active_per_key ON incidents (dedup_key)
     WHERE state IN ('open', 'acknowledged', 'mitigated');
 CREATE INDEX incidents_resolved_by_key ON incidents (dedup_key, resolved_at)
     WHERE state = 'resolved';
-CREATE INDEX incident_alerts_by_incident ON incident_alerts (incident_id);
 ALTER TABLE incidents ADD COLUMN mitigated_at BIGINT;
 ALTER TABLE incidents ADD COLUMN merged_into TEXT NOT NULL DEFAULT '';
 ",
