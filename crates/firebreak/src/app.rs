@@ -498,6 +498,7 @@ fn build_notification(
         .and_then(|n| n.with_maintenance(&config.maintenance))
         .map_err(|e| anyhow::anyhow!("invalid channels: {e}"))?
         .with_schedule_store(schedules)
+        .with_commander_schedule(config.commander.schedule.clone())
         .with_clock(clock);
     Ok(match responses {
         Some(r) => notification.with_responses(r),
@@ -659,7 +660,7 @@ impl App {
         if let Some((triage_store, orchestration_store)) = downstream {
             services.triage = Some(
                 Triage::new(triage_store, bus.clone(), config.taxonomy(), clock.clone())
-                    .with_lifecycle(config.reopen.lifecycle()),
+                    .with_lifecycle(config.lifecycle()),
             );
             services.orchestration = Some(build_orchestration(
                 &config,
@@ -1129,7 +1130,7 @@ async fn connect(
             .await;
             services.triage = Some(
                 Triage::new(Arc::new(store), nats.clone(), config.taxonomy(), clock)
-                    .with_lifecycle(config.reopen.lifecycle()),
+                    .with_lifecycle(config.lifecycle()),
             );
             nats
         }

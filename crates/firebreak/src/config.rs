@@ -92,6 +92,11 @@ pub struct Config {
     /// a resolve opens a new incident) or its integration's own window under `integrations`.
     #[serde(default)]
     pub reopen: ReopenConfig,
+    /// Which incidents need an incident commander (`required_through_severity`: 2, SEV1–2,
+    /// by default; 0 for none), flagged `needs_commander` while nobody holds the role, and
+    /// the schedule whose on-call person becomes commander when one is needed.
+    #[serde(default)]
+    pub commander: CommanderConfig,
     /// People and service accounts declared here (GitOps): written into the directory at
     /// start-up, not deletable or changeable at run time.
     #[serde(default)]
@@ -175,6 +180,43 @@ impl Default for ReopenConfig {
     }
 }
 
+/// Who commands incidents (`commander:`).
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct CommanderConfig {
+    /// Incidents of this severity or worse need a commander (1: SEV1 only; 0: none).
+    pub required_through_severity: u32,
+    /// A schedule whose on-call person (the first when several are) is made commander of an
+    /// incident that needs one and has none, when it opens, reopens, or becomes severe enough.
+    pub schedule: Option<String>,
+}
+
+impl Default for CommanderConfig {
+    fn default() -> Self {
+        Self {
+            required_through_severity: 2,
+            schedule: None,
+        }
+    }
+}
+
+impl CommanderConfig {
+    /// Checks the severity is 0–5 and the schedule a name, naming the field.
+    fn check(&self) -> anyhow::Result<()> {
+        if self.required_through_severity > 5 {
+            bail!(
+                "commander.required_through_severity: 0 (none) to 5, not {}",
+                self.required_through_severity
+            );
+        }
+        if let Some(name) = &self.schedule {
+            firebreak_domain::access::parse_name("commander.schedule", name)
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
+        }
+        Ok(())
+    }
+}
+
 /// The longest reopen window: 30 days.
 const MAX_REOPEN_SECONDS: u64 = 30 * 24 * 3600;
 
@@ -205,10 +247,12 @@ impl ReopenConfig {
         Ok(())
     }
 
-    /// Triage's policy.
+    /// Triage's policy (with the default commander requirement; [`Config::lifecycle`] has
+    /// the configured one).
     pub fn lifecycle(&self) -> firebreak_triage::Lifecycle {
         use std::time::Duration;
         firebreak_triage::Lifecycle {
+            commander_through: CommanderConfig::default().required_through_severity,
             reopen_window: Duration::from_secs(self.window_seconds),
             repeat_window: Duration::from_secs(self.repeat_alerts_seconds),
             repeat_windows: self
@@ -523,6 +567,7 @@ const KEYS: &[&str] = &[
     "maintenance",
     "throttles",
     "reopen",
+    "commander",
     "users",
     "teams",
     "runbook_params",
@@ -640,6 +685,7 @@ impl Config {
             .check()
             .map_err(|e| anyhow::anyhow!("invalid {e}"))?;
         self.reopen.check()?;
+        self.commander.check()?;
         firebreak_domain::maintenance::check_all(&self.maintenance)
             .map_err(|e| anyhow::anyhow!("invalid {e}"))?;
         for (key, t) in [
@@ -698,6 +744,14 @@ fn is_service_link(key: &str) -> bool {
 }
 
 impl Config {
+    /// Triage's life-cycle policy: the reopen windows and who needs a commander.
+    pub fn lifecycle(&self) -> firebreak_triage::Lifecycle {
+        firebreak_triage::Lifecycle {
+            commander_through: self.commander.required_through_severity,
+            ..self.reopen.lifecycle()
+        }
+    }
+
     /// Logs the environment variables the loader ignored: service links at debug, anything
     /// else at warn (a misspelt key is not silently lost).
     pub fn log_ignored_env(&self) {
@@ -917,6 +971,54 @@ mod tests {
             split_addresses(&c.peers.triage.unwrap()),
             ["http://a:1", "http://b:2"]
         );
+    }
+
+    #[test]
+    fn sev1_and_sev2_need_a_commander_by_default_and_the_policy_is_checked() {
+        let c = Config::load(None, env(&[])).unwrap();
+        assert_eq!(
+            (c.lifecycle().commander_through, c.commander.schedule),
+            (2, None)
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("c.yaml");
+        std::fs::write(
+            &file,
+            "commander:
+  required_through_severity: 1
+  schedule: ic-primary
+",
+        )
+        .unwrap();
+        let c = Config::load(Some(&file), env(&[])).unwrap();
+        assert_eq!(c.lifecycle().commander_through, 1);
+        assert_eq!(c.commander.schedule.as_deref(), Some("ic-primary"));
+        // The environment sets it too, as every key.
+        let c = Config::load(
+            None,
+            env(&[("FIREBREAK_COMMANDER__REQUIRED_THROUGH_SEVERITY", "0")]),
+        )
+        .unwrap();
+        assert_eq!(c.lifecycle().commander_through, 0);
+        for (yaml, names) in [
+            (
+                "commander:\n  required_through_severity: 6\n",
+                "commander.required_through_severity",
+            ),
+            (
+                "commander:\n  schedule: 'IC Primary'\n",
+                "commander.schedule",
+            ),
+            (
+                &*format!("commander:\n  schedule: {}\n", "s".repeat(300)),
+                "commander.schedule",
+            ),
+            ("commander:\n  schedules: x\n", "schedules"),
+        ] {
+            std::fs::write(&file, yaml).unwrap();
+            let err = format!("{:#}", Config::load(Some(&file), env(&[])).unwrap_err());
+            assert!(err.contains(names), "{yaml}: {err}");
+        }
     }
 
     #[test]

@@ -188,6 +188,7 @@ fn incident_json(i: &v1::Incident) -> Value {
             "role": r.role, "person": r.person, "assigned_at": ts(r.assigned_at.as_ref()),
             "assigned_by": r.assigned_by,
         })).collect::<Vec<_>>(),
+        "needs_commander": i.needs_commander,
     })
 }
 
@@ -328,6 +329,11 @@ impl Out {
                                     .collect::<Vec<_>>()
                                     .join(", "),
                             },
+                            // Said only when it is so, loud enough to be seen.
+                            Value::Bool(false) if k == "needs_commander" => continue,
+                            Value::Bool(true) if k == "needs_commander" => {
+                                "YES: nobody commands this incident (incident assign ID --role commander PERSON)".into()
+                            }
                             Value::String(s) => s,
                             Value::Null => "-".into(),
                             other => other.to_string(),

@@ -221,6 +221,7 @@ impl Notification {
                 actor,
                 command: Some(command),
                 via: via.to_owned(),
+                if_vacant: false,
             }),
         );
         let record = ResponseRecord {

@@ -4,6 +4,7 @@
 //! Consumes `incidents` and `runbooks`; publishes `notifications` (delivery outcomes).
 
 mod channels;
+mod command;
 pub mod declared;
 mod delivery;
 mod directory;
@@ -109,6 +110,8 @@ pub struct Notification {
     throttles: Arc<throttle::Throttles>,
     /// Maintenance windows: while one covers an incident, its escalation pages nobody.
     maintenance: Arc<Vec<firebreak_domain::maintenance::Window>>,
+    /// The schedule whose on-call person commands incidents that need a commander.
+    commander_schedule: Option<Arc<str>>,
 }
 
 impl Notification {
@@ -140,6 +143,7 @@ impl Notification {
             responses: None,
             throttles: Arc::new(throttle::Throttles::default()),
             maintenance: Arc::new(Vec::new()),
+            commander_schedule: None,
         })
     }
 
@@ -265,6 +269,13 @@ impl Notification {
         self.schedules.now().await
     }
 
+    /// Makes the on-call person of `schedule` commander of incidents that need one (see
+    /// `command`).
+    pub fn with_commander_schedule(mut self, schedule: Option<String>) -> Self {
+        self.commander_schedule = schedule.map(Arc::from);
+        self
+    }
+
     /// Copies incident roles into `directory` as triage announces them.
     pub fn with_directory(mut self, directory: Directory) -> Self {
         self.directory = Some(directory);
@@ -371,6 +382,7 @@ impl Notification {
                                     other => HandlerError::Permanent(other.to_string()),
                                 })?;
                         }
+                        me.assign_commander(&event).await?;
                         let deliveries = me.plan(&event);
                         if deliveries.is_empty() {
                             return Ok(());
@@ -1122,7 +1134,7 @@ fn incident_json(inc: &v1::Incident) -> serde_json::Value {
         "dedup_key": inc.dedup_key, "alert_count": inc.alert_count,
         "labels": inc.labels.iter().collect::<std::collections::BTreeMap<_, _>>(),
         "source": inc.source, "integration": inc.integration,
-        "merged_into": inc.merged_into,
+        "merged_into": inc.merged_into, "needs_commander": inc.needs_commander,
     })
 }
 

@@ -129,6 +129,7 @@ impl RunHost {
                 actor: format!("runbook:{}", self.run.runbook),
                 command: Some(command),
                 via: String::new(),
+                if_vacant: false,
             }),
         )
     }

@@ -3,8 +3,12 @@
 use firebreak_proto::{WireState, v1};
 use firebreak_storage::{IncidentAlertRecord, IncidentRecord, TimelineRecord};
 
-pub(crate) fn incident_to_proto(i: &IncidentRecord) -> v1::Incident {
+use crate::Lifecycle;
+
+/// The incident on the wire; `policy` says whether it needs a commander.
+pub(crate) fn incident_to_proto(i: &IncidentRecord, policy: &Lifecycle) -> v1::Incident {
     v1::Incident {
+        needs_commander: policy.needs_commander(i),
         id: i.id.clone(),
         title: i.title.clone(),
         description: i.description.clone(),

@@ -152,6 +152,9 @@ pub struct Lifecycle {
     pub reopen_window: Duration,
     pub repeat_window: Duration,
     pub repeat_windows: HashMap<String, Duration>,
+    /// Incidents of this severity or worse (1 = SEV1 only, 2 = SEV1–2) need a commander:
+    /// while active with nobody in the role they carry the `needs_commander` flag. 0: none do.
+    pub commander_through: u32,
 }
 
 impl Default for Lifecycle {
@@ -160,11 +163,22 @@ impl Default for Lifecycle {
             reopen_window: Duration::from_secs(3600),
             repeat_window: Duration::ZERO,
             repeat_windows: HashMap::new(),
+            commander_through: 2,
         }
     }
 }
 
 impl Lifecycle {
+    /// Whether `incident` needs a commander now: its severity is one the policy requires a
+    /// commander for, it is active (open, acknowledged or mitigated), and nobody holds the
+    /// `commander` role. Computed, never stored, so a severity lowered by hand or a handoff
+    /// takes the flag away at once.
+    pub fn needs_commander(&self, incident: &IncidentRecord) -> bool {
+        (1..=self.commander_through).contains(&incident.severity)
+            && incident.state.is_active()
+            && !incident.roles.iter().any(|r| r.role == roles::COMMANDER)
+    }
+
     /// The window in which a repeat alert through `integration` reopens.
     pub fn repeat_window_of(&self, integration: &str) -> Duration {
         self.repeat_windows
@@ -198,9 +212,12 @@ pub(crate) enum RunbookCommand {
     /// Raise the severity one level (SEV1 stays SEV1) and page for it.
     Escalate(String),
     SetCategory(String),
+    /// Give `person` the role; with `if_vacant`, only when nobody holds it (a schedule's
+    /// on-call person made commander never takes the role from someone a person chose).
     Assign {
         role: String,
         person: String,
+        if_vacant: bool,
     },
 }
 
@@ -1009,7 +1026,15 @@ impl<'s> Work<'s> {
             // The rule a person's call goes through: a name the rule refuses fails the
             // command (as a severity out of range does); a closed incident's roles stay as
             // they are, as a late command leaves an inactive incident's severity alone.
-            RunbookCommand::Assign { role, person } => {
+            RunbookCommand::Assign {
+                role,
+                person,
+                if_vacant,
+            } => {
+                let held = |r: &str| inc.roles.iter().any(|h| h.role == r);
+                if *if_vacant && roles::role_name(role).is_ok_and(|r| held(&r)) {
+                    return Ok(());
+                }
                 let assigned = self.change_role(id, RoleChange::Assign, role, person, &actor, now);
                 match assigned {
                     Ok(_) => {}

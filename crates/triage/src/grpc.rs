@@ -100,7 +100,7 @@ impl IncidentApi {
             .change_role(id, change, role, person, &actor(who, "")?)
             .await?;
         Ok(Response::new(v1::IncidentResponse {
-            incident: Some(incident_to_proto(&inc)),
+            incident: Some(incident_to_proto(&inc, &self.triage.lifecycle)),
         }))
     }
 
@@ -113,7 +113,7 @@ impl IncidentApi {
     ) -> Result<Response<v1::IncidentResponse>, Status> {
         let inc = self.triage.transition(id, action, who, text).await?;
         Ok(Response::new(v1::IncidentResponse {
-            incident: Some(incident_to_proto(&inc)),
+            incident: Some(incident_to_proto(&inc, &self.triage.lifecycle)),
         }))
     }
 }
@@ -131,7 +131,7 @@ impl IncidentService for IncidentApi {
     ) -> Result<Response<v1::GetIncidentResponse>, Status> {
         let inc = self.load(&req.into_inner().id).await?;
         Ok(Response::new(v1::GetIncidentResponse {
-            incident: Some(incident_to_proto(&inc)),
+            incident: Some(incident_to_proto(&inc, &self.triage.lifecycle)),
         }))
     }
 
@@ -180,7 +180,9 @@ impl IncidentService for IncidentApi {
             .map(|i| format!("{}.{}", i.opened_at.unix_micros(), i.id))
             .collect();
         let (incidents, more) = page(
-            list.iter().map(incident_to_proto).collect(),
+            list.iter()
+                .map(|i| incident_to_proto(i, &self.triage.lifecycle))
+                .collect(),
             limit as usize,
             read,
         );
@@ -298,8 +300,8 @@ impl IncidentService for IncidentApi {
             .merge(&r.id, &r.into, &actor(who, &r.actor)?, reason)
             .await?;
         Ok(Response::new(v1::MergeResponse {
-            merged: Some(incident_to_proto(&merged)),
-            into: Some(incident_to_proto(&into)),
+            merged: Some(incident_to_proto(&merged, &self.triage.lifecycle)),
+            into: Some(incident_to_proto(&into, &self.triage.lifecycle)),
             alerts_moved: moved,
         }))
     }
@@ -325,7 +327,7 @@ impl IncidentService for IncidentApi {
             .reclassify(&r.id, &actor(who, &r.actor)?, change)
             .await?;
         Ok(Response::new(v1::IncidentResponse {
-            incident: Some(incident_to_proto(&inc)),
+            incident: Some(incident_to_proto(&inc, &self.triage.lifecycle)),
         }))
     }
 

@@ -9,6 +9,7 @@ use firebreak_storage::{
 };
 use serde_json::json;
 
+use crate::Lifecycle;
 use crate::convert::incident_to_proto;
 use crate::decide::{
     Announcement, Context, Decision, Ingested, Input, Reclassification, RoleChange, RunbookCommand,
@@ -59,7 +60,11 @@ impl Triage {
                 return Ok((decision, Vec::new()));
             }
             let mut changeset = std::mem::take(&mut decision.changeset);
-            changeset.events = decision.announcements.iter().map(event_of).collect();
+            changeset.events = decision
+                .announcements
+                .iter()
+                .map(|a| event_of(a, &self.lifecycle))
+                .collect();
             match tx.apply(changeset).await {
                 Ok(written) => {
                     self.relay.wake();
@@ -377,6 +382,7 @@ impl Triage {
             Some(Command::Assign(a)) => RunbookCommand::Assign {
                 role: a.role,
                 person: a.person,
+                if_vacant: cmd.if_vacant,
             },
             // The state machine makes this one idempotent: a redelivered resolve finds the
             // incident resolved and is refused, which is the outcome wanted.
@@ -530,14 +536,14 @@ fn ignore_refusals<T>(result: Result<T>) -> Result<()> {
 }
 
 /// The `incidents` event announcing a change, in the trace it continues.
-fn event_of(a: &Announcement) -> OutboxEvent {
+fn event_of(a: &Announcement, policy: &Lifecycle) -> OutboxEvent {
     let make = || {
         outbox_event(
             streams::INCIDENTS,
             format!("incidents.{}", a.change.name()),
             Payload::IncidentChanged(v1::IncidentChanged::new(
                 a.change,
-                incident_to_proto(&a.incident),
+                incident_to_proto(&a.incident, policy),
                 a.actor.clone(),
             )),
         )
@@ -623,6 +629,7 @@ mod tests {
                 actor: hostile_actor.clone(),
                 command: Some(Command::Note(format!("{}\0", "n".repeat(32_769)))),
                 via: String::new(),
+                if_vacant: false,
             },
         )
         .await
@@ -678,6 +685,7 @@ mod tests {
                     actor: "runbook:flood".into(),
                     command: Some(Command::Note("n".repeat(MAX_TEXT))),
                     via: String::new(),
+                    if_vacant: false,
                 },
             )
             .await

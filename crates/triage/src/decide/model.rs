@@ -212,6 +212,7 @@ fn inputs(op: &Op, ids: &[String], timeline: Vec<TimelineRecord>) -> Vec<Input> 
                     _ => RunbookCommand::Assign {
                         role: "commander".into(),
                         person: "alice".into(),
+                        if_vacant: *e % 2 == 0,
                     },
                 },
             })

@@ -452,6 +452,7 @@ fn runbook_commands_change_active_incidents_once() {
             C::Assign {
                 role: "commander".into(),
                 person: "alice".into(),
+                if_vacant: false,
             },
             vec!["role_assigned"],
             vec![Change::RolesChanged],
@@ -462,6 +463,7 @@ fn runbook_commands_change_active_incidents_once() {
             C::Assign {
                 role: "scribe".into(),
                 person: "alice".into(),
+                if_vacant: false,
             },
             vec!["role_assigned"],
             vec![Change::RolesChanged],
@@ -473,6 +475,7 @@ fn runbook_commands_change_active_incidents_once() {
             C::Assign {
                 role: "scribe".into(),
                 person: "alice".into(),
+                if_vacant: false,
             },
             vec![],
             vec![],
@@ -924,6 +927,7 @@ fn a_runbook_assigns_through_the_same_rule() {
             RunbookCommand::Assign {
                 role: role.into(),
                 person: person.into(),
+                if_vacant: false,
             },
         )
     };
@@ -951,6 +955,71 @@ fn a_runbook_assigns_through_the_same_rule() {
     }
     let err = run(&snap, &[command("ev-2", RunbookCommand::SetSeverity(0))]).unwrap_err();
     assert_eq!(err.error_code(), ErrorCode::InvalidArgument);
+}
+
+#[test]
+fn an_assignment_if_vacant_fills_an_empty_role_and_never_hands_one_off() {
+    let vacant = |role: &str, person: &str| {
+        command(
+            "ev-9",
+            RunbookCommand::Assign {
+                role: role.into(),
+                person: person.into(),
+                if_vacant: true,
+            },
+        )
+    };
+    // Held (under either of the role's names): only the mark, the holder stays.
+    let held = holding_roles("open", &["commander=bob"]);
+    for role in ["commander", "incident-commander"] {
+        let d = run(&held, &[vacant(role, "alice")]).unwrap();
+        assert_eq!(d.changeset.processed, ["ev-9"]);
+        assert!(d.changeset.updates.is_empty() && d.announcements.is_empty());
+    }
+    // Another role held does not count; an empty one is filled.
+    for snap in [
+        holding_roles("open", &[]),
+        holding_roles("open", &["responder=bob"]),
+    ] {
+        let d = run(&snap, &[vacant("commander", "alice")]).unwrap();
+        assert!(holders(&d.changeset.updates[0].record).contains(&"commander=alice".to_owned()));
+        assert_eq!(changes(&d), [Change::RolesChanged]);
+    }
+}
+
+#[test]
+fn an_incident_needs_a_commander_when_severe_active_and_uncommanded() {
+    let policy = |through| Lifecycle {
+        commander_through: through,
+        ..Lifecycle::default()
+    };
+    assert_eq!(Lifecycle::default().commander_through, 2);
+    // Table: policy, severity, state, roles held, needs a commander.
+    let cases = [
+        (2, 1, "open", &[][..], true),
+        (2, 2, "acknowledged", &[], true),
+        (2, 2, "mitigated", &["responder=bob"], true),
+        (2, 3, "open", &[], false),
+        (2, 1, "open", &["commander=bob"], false),
+        (2, 1, "resolved", &[], false),
+        (2, 1, "closed", &[], false),
+        (1, 2, "open", &[], false),
+        (5, 5, "open", &[], true),
+        (0, 1, "open", &[], false),
+    ];
+    for (through, severity, state, held, needs) in cases {
+        let mut inc = holding_roles(state, held)
+            .incidents
+            .into_values()
+            .next()
+            .unwrap();
+        inc.severity = severity;
+        assert_eq!(
+            policy(through).needs_commander(&inc),
+            needs,
+            "{through} {severity} {state} {held:?}"
+        );
+    }
 }
 
 #[test]
