@@ -902,6 +902,8 @@ fn raise_needs_only_intake_and_prints_only_the_id() {
             "raise",
             "--title",
             "checkout latency above SLO",
+            "--severity",
+            "2",
         ],
         None,
     );
@@ -911,6 +913,24 @@ fn raise_needs_only_intake_and_prints_only_the_id() {
     assert!(uuid::Uuid::parse_str(id).is_ok(), "{out:?}");
     let shown = server.json(&["incident", "show", id]);
     assert_eq!(shown["id"], id);
+    // SEV2 with nobody in command: flagged, in JSON and loudly in the table; gone once
+    // someone commands it.
+    assert_eq!(
+        (shown["severity"].as_i64(), &shown["needs_commander"]),
+        (Some(2), &Value::Bool(true))
+    );
+    let table = server.cli(&["incident", "show", id]);
+    assert!(
+        table.contains("needs_commander      YES: nobody commands this incident"),
+        "{table}"
+    );
+    server.cli(&["incident", "assign", id, "--role", "commander", "alice"]);
+    assert_eq!(
+        server.json(&["incident", "show", id])["needs_commander"],
+        false
+    );
+    let table = server.cli(&["incident", "show", id]);
+    assert!(!table.contains("needs_commander"), "{table}");
     // A triage command with that configuration says triage is unreachable, exit code 3.
     let (code, _, err) = run_in_dir(
         dir.path(),
