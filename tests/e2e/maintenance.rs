@@ -1,7 +1,8 @@
 //! Maintenance windows end to end: an incident raised inside a window opens and is on the
 //! timeline but pages nobody until the window ends; one outside it pages at once, once.
 //! Emails reach a real SMTP server; time moves on the test's clock. And windows the
-//! configuration gets wrong are refused naming the field.
+//! configuration gets wrong are refused naming the field. Windows made at run time hold paging
+//! the same way, until deleted; bad ones are refused and change nothing.
 
 use std::time::Duration;
 
@@ -281,4 +282,208 @@ async fn windows_the_configuration_gets_wrong_are_refused_naming_the_field() {
         let text = format!("{e:#}");
         assert!(text.contains(want), "{want}: {text}");
     }
+}
+
+/// A run-time window over checkout, from a minute ago for two hours, as YAML.
+fn checkout_deploy() -> String {
+    format!(
+        "name: checkout-deploy\ntime_zone: UTC\nstart: '{}'\nduration: 2h\nservices: [checkout]\ncomment: release 42\n",
+        local_start(Duration::from_secs(60))
+    )
+}
+
+#[tokio::test]
+async fn a_window_made_at_run_time_holds_paging_until_it_is_deleted_and_bad_ones_change_nothing() {
+    let mut smtp = SmtpServer::start(&["--mode", "plain"]).await;
+    let config = format!(
+        "users:
+  - {{ name: alice, contact_methods: [{{ name: work, kind: email, address: alice@example.com }}] }}
+channels:
+  - {{ name: mail, kind: email, host: 127.0.0.1, port: {port}, tls: none, from: 'Firebreak <firebreak@example.com>' }}
+escalation_policies:
+  - name: sre
+    steps:
+      - targets: [{{ user: alice }}]
+routes:
+  - {{ policy: sre }}
+maintenance:
+  - {{ name: frozen, time_zone: UTC, start: '2020-01-01T00:00', duration: 1h, services: [billing] }}
+",
+        port = smtp.port,
+    );
+    let mut s = Stack::start(&crate::harness::empty_runbooks(), &config).await;
+    let operator = s.person("otto", v1::Role::ItOperator).await;
+    let responder = s.person("rita", v1::Role::Responder).await;
+    let mut as_operator = operator.notifications(&s).await;
+    let mut as_responder = responder.notifications(&s).await;
+    let put = |yaml: String| v1::PutMaintenanceWindowRequest { yaml };
+
+    // A responder may not make one; an IT operator may.
+    let denied = as_responder
+        .put_maintenance_window(put(checkout_deploy()))
+        .await
+        .unwrap_err();
+    assert_eq!(denied.code(), tonic::Code::PermissionDenied);
+    let made = as_operator
+        .put_maintenance_window(put(checkout_deploy()))
+        .await
+        .unwrap()
+        .into_inner()
+        .window
+        .unwrap();
+    assert!(made.in_force && !made.declared, "{made:?}");
+    assert_eq!(
+        (made.name.as_str(), made.updated_by.as_str()),
+        ("checkout-deploy", "user:otto")
+    );
+
+    // It holds paging back as a configured one does: recorded, nobody emailed.
+    let held = s
+        .raise_with_labels("checkout is down", &[("service", "checkout")])
+        .await;
+    let entry = eventually("the timeline to say paging is suppressed", || {
+        let mut incidents = s.incidents.clone();
+        let id = held.clone();
+        async move {
+            incidents
+                .get_timeline(v1::GetTimelineRequest {
+                    id,
+                    ..Default::default()
+                })
+                .await
+                .ok()?
+                .into_inner()
+                .entries
+                .into_iter()
+                .find(|e| e.kind == "paging_suppressed")
+        }
+    })
+    .await;
+    let data: serde_json::Value = serde_json::from_str(&entry.data).unwrap();
+    assert_eq!(data["window"], "checkout-deploy", "{data}");
+    assert!(!smtp.more(Duration::from_secs(1)).await, "nobody is paged");
+
+    // Bad windows are refused naming the field, and change nothing.
+    let listed = |n: &mut v1::notification_service_client::NotificationServiceClient<_>| {
+        let mut n = n.clone();
+        async move {
+            n.list_maintenance_windows(v1::ListMaintenanceWindowsRequest::default())
+                .await
+                .unwrap()
+                .into_inner()
+                .windows
+                .into_iter()
+                .map(|w| (w.name, w.declared, w.duration))
+                .collect::<Vec<_>>()
+        }
+    };
+    let before = listed(&mut s.notifications).await;
+    assert_eq!(
+        before,
+        [
+            ("frozen".to_owned(), true, "1h".to_owned()),
+            ("checkout-deploy".to_owned(), false, "2h".to_owned())
+        ]
+    );
+    let cases = [
+        (
+            checkout_deploy().replace("checkout-deploy", "frozen"),
+            tonic::Code::FailedPrecondition,
+            "frozen",
+        ),
+        (
+            format!("{}comment: {}\n", checkout_deploy(), "x".repeat(17 * 1024)),
+            tonic::Code::InvalidArgument,
+            "yaml",
+        ),
+        (
+            format!("{}owner: bob\n", checkout_deploy()),
+            tonic::Code::InvalidArgument,
+            "owner",
+        ),
+        (
+            checkout_deploy().replace("services: [checkout]\n", ""),
+            tonic::Code::InvalidArgument,
+            "services, integrations or a matcher",
+        ),
+        (
+            format!("{}rrule: FREQ=SECONDLY\n", checkout_deploy()),
+            tonic::Code::InvalidArgument,
+            "yaml.rrule",
+        ),
+        (
+            checkout_deploy().replace("duration: 2h", "duration: 2h; DROP TABLE"),
+            tonic::Code::InvalidArgument,
+            "yaml.duration",
+        ),
+        (
+            checkout_deploy()
+                .replace("2h", "3h")
+                .replace("[checkout]", "[\"\"]"),
+            tonic::Code::InvalidArgument,
+            "yaml.services[0]",
+        ),
+    ];
+    for (yaml, code, field) in cases {
+        let e = as_operator
+            .put_maintenance_window(put(yaml))
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), code, "{e:?}");
+        assert!(e.message().contains(field), "{field}: {e:?}");
+    }
+    for (name, code) in [
+        ("frozen", tonic::Code::FailedPrecondition),
+        ("nope", tonic::Code::NotFound),
+        ("", tonic::Code::InvalidArgument),
+    ] {
+        let e = as_operator
+            .delete_maintenance_window(v1::DeleteMaintenanceWindowRequest { name: name.into() })
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), code, "{name}: {e:?}");
+    }
+    assert_eq!(listed(&mut s.notifications).await, before);
+
+    // Deleted, it holds nothing more: the next checkout incident pages at once, once.
+    as_operator
+        .delete_maintenance_window(v1::DeleteMaintenanceWindowRequest {
+            name: "checkout-deploy".into(),
+        })
+        .await
+        .unwrap();
+    s.raise_with_labels("checkout is down again", &[("service", "checkout")])
+        .await;
+    let page = smtp.next().await;
+    assert!(
+        subject_of(&page).contains("checkout is down again"),
+        "{page:#}"
+    );
+    assert!(!smtp.more(Duration::from_secs(1)).await, "one page");
+    assert_eq!(listed(&mut s.notifications).await, before[..1]);
+
+    // Both writes are in the audit log under the window's name, by the operator.
+    let written = eventually("the writes to be audited", || {
+        let mut audit = s.audit();
+        async move {
+            let entries = audit
+                .list_audit(v1::ListAuditRequest {
+                    actor: "user:otto".into(),
+                    ..Default::default()
+                })
+                .await
+                .ok()?
+                .into_inner()
+                .entries;
+            let mut ok: Vec<String> = entries
+                .into_iter()
+                .filter(|e| e.outcome == "ok" && e.target == "maintenance:checkout-deploy")
+                .map(|e| e.method.rsplit('/').next().unwrap_or_default().to_owned())
+                .collect();
+            ok.sort();
+            (ok.len() == 2).then_some(ok)
+        }
+    })
+    .await;
+    assert_eq!(written, ["DeleteMaintenanceWindow", "PutMaintenanceWindow"]);
 }

@@ -84,6 +84,9 @@ states!(
         SchedulesOverride => "schedules.override",
         /// Set, edit and expire silences (Alertmanager's API on Firebreak).
         SilencesManage => "silences.manage",
+        /// Create, replace and delete maintenance windows at run time (configured ones
+        /// change only in configuration): planned work that pages nobody.
+        MaintenanceManage => "maintenance.manage",
         AuditRead => "audit.read",
         /// Read the credential table (each service's verifier keeps a copy).
         CredentialsSync => "credentials.sync",
@@ -109,8 +112,13 @@ const RESPONDER: &[Permission] = &[
     P::SilencesManage,
 ];
 const COMMANDER: &[Permission] = &[P::IncidentsClose, P::IncidentsAssign, P::IncidentsClassify];
-const OPERATOR: &[Permission] = &[P::IntegrationsRead];
-const MANAGER: &[Permission] = &[P::IntegrationsRead, P::AuditRead, P::SchedulesManage];
+const OPERATOR: &[Permission] = &[P::IntegrationsRead, P::MaintenanceManage];
+const MANAGER: &[Permission] = &[
+    P::IntegrationsRead,
+    P::AuditRead,
+    P::SchedulesManage,
+    P::MaintenanceManage,
+];
 const ANALYST: &[Permission] = &[P::IncidentsNote, P::AuditRead];
 const ADMIN: &[Permission] = &[
     P::IntegrationsRead,
@@ -118,6 +126,7 @@ const ADMIN: &[Permission] = &[
     P::DirectoryManage,
     P::TokensManage,
     P::SchedulesManage,
+    P::MaintenanceManage,
     P::AuditRead,
     P::IncidentsClose,
     P::IncidentsAssign,
@@ -519,6 +528,7 @@ mod tests {
             ),
             (P::TokensManage, &[Admin]),
             (P::IntegrationsManage, &[Admin]),
+            (P::MaintenanceManage, &[ItOperator, Manager, Admin]),
             (P::AuditRead, &[Manager, Analyst, Admin]),
             (P::CredentialsSync, &[Service]),
         ];

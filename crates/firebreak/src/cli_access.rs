@@ -683,6 +683,32 @@ pub enum MaintenanceCmd {
         #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=20))]
         occurrences: u32,
     },
+    /// Creates or replaces a run-time window from a YAML file (one `maintenance:` entry's
+    /// fields: name, time_zone, start, duration, rrule, services, integrations, matchers,
+    /// comment).
+    Put { file: std::path::PathBuf },
+    /// Starts a one-off window now (UTC, from this minute) for `--for`: planned work on some
+    /// services, integrations or labels that should page nobody.
+    Start {
+        name: String,
+        /// How long: `30m`, `2h`, `1d`.
+        #[arg(long = "for")]
+        duration: String,
+        /// A service (its `service` label, else its source); repeatable.
+        #[arg(long = "service")]
+        services: Vec<String>,
+        /// An integration; repeatable.
+        #[arg(long = "integration")]
+        integrations: Vec<String>,
+        /// A label matcher such as `env="prod"` or `job=~"web.*"`; repeatable.
+        #[arg(long = "matcher")]
+        matchers: Vec<String>,
+        /// Why.
+        #[arg(long, default_value = "")]
+        comment: String,
+    },
+    /// Deletes a run-time window (configured ones change only in configuration).
+    Delete { name: String },
 }
 
 #[derive(Debug, Subcommand)]
@@ -1009,8 +1035,81 @@ async fn maintenance(
     json_out: bool,
     status: &impl Fn(tonic::Status) -> anyhow::Error,
 ) -> anyhow::Result<()> {
-    let MaintenanceCmd::List { occurrences } = cmd;
-    let r = v1::notification_service_client::NotificationServiceClient::new(channel)
+    let mut client = v1::notification_service_client::NotificationServiceClient::new(channel);
+    let yaml = match cmd {
+        MaintenanceCmd::List { occurrences } => {
+            return list_maintenance(&mut client, occurrences, json_out, status).await;
+        }
+        MaintenanceCmd::Delete { name } => {
+            client
+                .delete_maintenance_window(v1::DeleteMaintenanceWindowRequest {
+                    name: name.clone(),
+                })
+                .await
+                .map_err(status)?;
+            say_raw(&format!("maintenance window {name} deleted\n"));
+            return Ok(());
+        }
+        MaintenanceCmd::Put { file } => std::fs::read_to_string(&file)
+            .map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?,
+        MaintenanceCmd::Start {
+            name,
+            duration,
+            services,
+            integrations,
+            matchers,
+            comment,
+        } => {
+            let now = jiff::Timestamp::now().to_zoned(jiff::tz::TimeZone::UTC);
+            serde_yaml::to_string(&firebreak_domain::maintenance::WindowSpec {
+                name,
+                time_zone: "UTC".into(),
+                start: now.strftime("%Y-%m-%dT%H:%M").to_string(),
+                duration,
+                rrule: String::new(),
+                services,
+                integrations,
+                matchers,
+                comment,
+            })?
+        }
+    };
+    let w = client
+        .put_maintenance_window(v1::PutMaintenanceWindowRequest { yaml })
+        .await
+        .map_err(status)?
+        .into_inner()
+        .window
+        .unwrap_or_default();
+    if json_out {
+        print_json(window_json(&w));
+    } else {
+        say_raw(&format!("{}\n", maintenance_text(&w)));
+    }
+    Ok(())
+}
+
+/// A window as JSON, as `maintenance list --output json` prints each.
+fn window_json(w: &v1::MaintenanceWindow) -> serde_json::Value {
+    let occurrence = |o: &v1::MaintenanceOccurrence| json!({ "start": ts_json(o.start.as_ref()), "end": ts_json(o.end.as_ref()) });
+    json!({
+        "name": w.name, "time_zone": w.time_zone, "start": w.start,
+        "duration": w.duration, "rrule": w.rrule, "services": w.services,
+        "integrations": w.integrations, "matchers": w.matchers, "comment": w.comment,
+        "in_force": w.in_force, "current": w.current.as_ref().map(occurrence),
+        "occurrences": w.occurrences.iter().map(occurrence).collect::<Vec<_>>(),
+        "declared": w.declared, "updated_by": w.updated_by,
+        "updated_at": ts_json(w.updated_at.as_ref()),
+    })
+}
+
+async fn list_maintenance(
+    client: &mut v1::notification_service_client::NotificationServiceClient<AuthedChannel>,
+    occurrences: u32,
+    json_out: bool,
+    status: &impl Fn(tonic::Status) -> anyhow::Error,
+) -> anyhow::Result<()> {
+    let r = client
         .list_maintenance_windows(v1::ListMaintenanceWindowsRequest {
             at: None,
             occurrences,
@@ -1019,19 +1118,7 @@ async fn maintenance(
         .map_err(status)?
         .into_inner();
     if json_out {
-        let occurrence = |o: &v1::MaintenanceOccurrence| json!({ "start": ts_json(o.start.as_ref()), "end": ts_json(o.end.as_ref()) });
-        print_json(json!(
-            r.windows
-                .iter()
-                .map(|w| json!({
-                    "name": w.name, "time_zone": w.time_zone, "start": w.start,
-                    "duration": w.duration, "rrule": w.rrule, "services": w.services,
-                    "integrations": w.integrations, "matchers": w.matchers, "comment": w.comment,
-                    "in_force": w.in_force, "current": w.current.as_ref().map(occurrence),
-                    "occurrences": w.occurrences.iter().map(occurrence).collect::<Vec<_>>(),
-                }))
-                .collect::<Vec<_>>()
-        ));
+        print_json(json!(r.windows.iter().map(window_json).collect::<Vec<_>>()));
         return Ok(());
     }
     if r.windows.is_empty() {
@@ -1073,8 +1160,13 @@ fn maintenance_text(w: &v1::MaintenanceWindow) -> String {
             scope.push(format!("{what} {}", list.join(", ")));
         }
     }
+    let origin = if w.declared {
+        "configured".to_owned()
+    } else {
+        format!("made by {}", w.updated_by)
+    };
     let mut lines = vec![
-        format!("{}  {state}  ({})", w.name, w.time_zone),
+        format!("{}  {state}  ({}, {origin})", w.name, w.time_zone),
         format!("  rule:  {rule} from {} for {}", w.start, w.duration),
         format!("  scope: {}", scope.join("; ")),
     ];

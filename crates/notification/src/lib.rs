@@ -110,6 +110,9 @@ pub struct Notification {
     throttles: Arc<throttle::Throttles>,
     /// Maintenance windows: while one covers an incident, its escalation pages nobody.
     maintenance: Arc<Vec<firebreak_domain::maintenance::Window>>,
+    /// The configuration's windows and those made at run time, as of a schedule-store
+    /// version (see `maintenance::Notification::windows`).
+    windows: Arc<std::sync::RwLock<(i64, Arc<Vec<firebreak_domain::maintenance::Window>>)>>,
     /// The schedule whose on-call person commands incidents that need a commander.
     commander_schedule: Option<Arc<str>>,
 }
@@ -143,6 +146,7 @@ impl Notification {
             responses: None,
             throttles: Arc::new(throttle::Throttles::default()),
             maintenance: Arc::new(Vec::new()),
+            windows: Arc::new(std::sync::RwLock::new((-1, Arc::new(Vec::new())))),
             commander_schedule: None,
         })
     }
@@ -967,8 +971,31 @@ impl NotificationService for Notification {
             n => n as usize,
         };
         Ok(Response::new(v1::ListMaintenanceWindowsResponse {
-            windows: self.list_maintenance(at, n),
+            windows: self.list_maintenance(at, n).await,
         }))
+    }
+
+    async fn put_maintenance_window(
+        &self,
+        req: Request<v1::PutMaintenanceWindowRequest>,
+    ) -> Result<Response<v1::PutMaintenanceWindowResponse>, Status> {
+        let actor = caller(&req);
+        let window = self
+            .put_maintenance_yaml(&req.into_inner().yaml, &actor)
+            .await?;
+        Ok(Response::new(v1::PutMaintenanceWindowResponse {
+            window: Some(window),
+        }))
+    }
+
+    async fn delete_maintenance_window(
+        &self,
+        req: Request<v1::DeleteMaintenanceWindowRequest>,
+    ) -> Result<Response<v1::DeleteMaintenanceWindowResponse>, Status> {
+        let req = req.into_inner();
+        self.delete_maintenance_named(name_arg("name", &req.name)?)
+            .await?;
+        Ok(Response::new(v1::DeleteMaintenanceWindowResponse {}))
     }
 
     async fn list_deliveries(

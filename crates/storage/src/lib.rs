@@ -442,6 +442,14 @@ pub trait ScheduleStore: Send + Sync {
     async fn add_override(&self, o: &OverrideRecord) -> Result<()>;
     /// Removes an override of `schedule`; whether it existed.
     async fn remove_override(&self, schedule: &str, id: &str) -> Result<bool>;
+    /// The maintenance windows made at run time, by name. They change the version
+    /// [`ScheduleStore::schedules_version`] reads, as schedules do: one cheap read tells a
+    /// replica whether anything of the on-call configuration moved.
+    async fn maintenance_windows(&self) -> Result<Vec<MaintenanceRecord>>;
+    /// Creates or replaces a maintenance window.
+    async fn put_maintenance_window(&self, window: &MaintenanceRecord) -> Result<()>;
+    /// Deletes a maintenance window; whether it existed.
+    async fn delete_maintenance_window(&self, name: &str) -> Result<bool>;
 }
 
 /// The directory of people and the API tokens that act for them (notification's database).

@@ -559,6 +559,17 @@ pub struct ScheduleRecord {
     pub overrides: Vec<OverrideRecord>,
 }
 
+/// A maintenance window made at run time (notification's database); those of the
+/// configuration are not stored.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MaintenanceRecord {
+    pub name: String,
+    /// The window's spec (`domain::maintenance::WindowSpec`) as JSON.
+    pub spec: serde_json::Value,
+    pub updated_at: Micros,
+    pub updated_by: String,
+}
+
 /// An override added at run time to a schedule.
 #[derive(Debug, Clone, PartialEq)]
 pub struct OverrideRecord {

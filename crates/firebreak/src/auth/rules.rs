@@ -282,6 +282,16 @@ pub const METHODS: &[(&str, &str, Rule)] = &[
         Needs(P::DirectoryRead),
     ),
     (
+        "/firebreak.v1.NotificationService/PutMaintenanceWindow",
+        "notification",
+        Needs(P::MaintenanceManage),
+    ),
+    (
+        "/firebreak.v1.NotificationService/DeleteMaintenanceWindow",
+        "notification",
+        Needs(P::MaintenanceManage),
+    ),
+    (
         "/firebreak.v1.AccessService/WhoAmI",
         "notification",
         Authenticated,
@@ -411,6 +421,7 @@ pub enum Subject {
     Integration,
     Schedule,
     Silence,
+    Maintenance,
 }
 
 impl Subject {
@@ -424,6 +435,7 @@ impl Subject {
             Self::Integration => "integration",
             Self::Schedule => "schedule",
             Self::Silence => "silence",
+            Self::Maintenance => "maintenance",
         }
     }
 }
@@ -621,7 +633,32 @@ const TARGETS: &[(&str, Subject, ReadTarget)] = &[
         Subject::Schedule,
         read!(v1::RemoveOverrideRequest, schedule),
     ),
+    (
+        "/firebreak.v1.NotificationService/PutMaintenanceWindow",
+        Subject::Maintenance,
+        put_window_name,
+    ),
+    (
+        "/firebreak.v1.NotificationService/DeleteMaintenanceWindow",
+        Subject::Maintenance,
+        read!(v1::DeleteMaintenanceWindowRequest, name),
+    ),
 ];
+
+/// A maintenance window put's name, read from its YAML (the audit log's target).
+fn put_window_name(b: &[u8]) -> Option<String> {
+    let req = <v1::PutMaintenanceWindowRequest as firebreak_proto::Message>::decode(b).ok()?;
+    yaml_name(&req.yaml)
+}
+
+/// The `name:` of a YAML document, if it has one.
+fn yaml_name(yaml: &str) -> Option<String> {
+    #[derive(serde::Deserialize)]
+    struct Named {
+        name: String,
+    }
+    serde_yaml::from_str::<Named>(yaml).ok().map(|n| n.name)
+}
 
 /// The silence a create edits (none for a new one, whose id the answer carries).
 fn edited_silence(b: &[u8]) -> Option<String> {
@@ -633,14 +670,8 @@ fn edited_silence(b: &[u8]) -> Option<String> {
 
 /// A schedule put's name, read from its YAML (the audit log's target).
 fn put_schedule_name(b: &[u8]) -> Option<String> {
-    #[derive(serde::Deserialize)]
-    struct Named {
-        name: String,
-    }
     let req = <v1::PutScheduleRequest as firebreak_proto::Message>::decode(b).ok()?;
-    serde_yaml::from_str::<Named>(&req.yaml)
-        .ok()
-        .map(|n| n.name)
+    yaml_name(&req.yaml)
 }
 
 /// What `path` acts on and how to read it from its request, when known.
@@ -762,6 +793,8 @@ mod tests {
                 "NotificationService/DeleteSchedule",
                 "NotificationService/AddOverride",
                 "NotificationService/RemoveOverride",
+                "NotificationService/PutMaintenanceWindow",
+                "NotificationService/DeleteMaintenanceWindow",
                 "AccessService/CreateToken",
                 "AccessService/RevokeToken",
                 "AccessService/CreateUser",

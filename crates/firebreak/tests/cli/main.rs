@@ -85,6 +85,13 @@ impl Server {
 
     /// Runs a client command against this server and returns its stdout.
     fn cli(&self, args: &[&str]) -> String {
+        let (code, out, err) = self.run(args);
+        assert!(code == 0, "firebreak {args:?} failed: {err}");
+        out
+    }
+
+    /// Runs a client command against this server: exit code, stdout, stderr.
+    fn run(&self, args: &[&str]) -> (i32, String, String) {
         let out = Command::new(BIN)
             .current_dir(self.cwd.path())
             .env("FIREBREAK_DATA_DIR", &self.data)
@@ -92,12 +99,11 @@ impl Server {
             .args(args)
             .output()
             .unwrap();
-        assert!(
-            out.status.success(),
-            "firebreak {args:?} failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8(out.stdout).unwrap()
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8(out.stdout).unwrap(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
     }
 
     /// The admin token the server's first start wrote.
@@ -2396,7 +2402,10 @@ fn maintenance_list_shows_each_window_in_force_or_not_with_its_next_occurrences(
     );
     assert!(text.contains("  scope: services checkout"), "{text}");
     assert!(text.contains("  note:  frozen"), "{text}");
-    assert!(text.contains("once  not in force  (UTC)"), "{text}");
+    assert!(
+        text.contains("once  not in force  (UTC, configured)"),
+        "{text}"
+    );
     assert!(
         text.contains("  next:  none (the rule has ended)"),
         "{text}"
@@ -2411,6 +2420,63 @@ fn maintenance_list_shows_each_window_in_force_or_not_with_its_next_occurrences(
     // Out of bounds: a usage error, nothing asked.
     let (code, _, _) = offline(&["maintenance", "list", "--occurrences", "21"]);
     assert_eq!(code, 2);
+
+    // A one-off window from now, made and deleted at run time; configured ones stay.
+    let made = server.json(&[
+        "maintenance",
+        "start",
+        "deploy-42",
+        "--for",
+        "90m",
+        "--service",
+        "checkout",
+        "--matcher",
+        "env=\"prod\"",
+        "--comment",
+        "release 42",
+    ]);
+    assert_eq!(
+        (
+            &made["in_force"],
+            &made["declared"],
+            &made["duration"],
+            &made["time_zone"]
+        ),
+        (
+            &serde_json::json!(true),
+            &serde_json::json!(false),
+            &serde_json::json!("90m"),
+            &serde_json::json!("UTC")
+        ),
+        "{made:#}"
+    );
+    assert_eq!(made["matchers"], serde_json::json!(["env=\"prod\""]));
+    let text = server.cli(&["maintenance", "list"]);
+    assert!(text.contains("deploy-42  in force until "), "{text}");
+    assert!(text.contains("(UTC, made by user:"), "{text}");
+    let (code, _, err) = server.run(&[
+        "maintenance",
+        "start",
+        "deploy-43",
+        "--for",
+        "forever",
+        "--service",
+        "checkout",
+    ]);
+    assert_eq!(code, 5, "{err}");
+    assert!(err.contains("yaml.duration"), "{err}");
+    let (code, _, err) = server.run(&["maintenance", "delete", "always"]);
+    assert_ne!(code, 0);
+    assert!(err.contains("declared in configuration"), "{err}");
+    server.cli(&["maintenance", "delete", "deploy-42"]);
+    let names: Vec<String> = server
+        .json(&["maintenance", "list"])
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|w| w["name"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(names, ["always", "once", "weekends"]);
 
     // A window the configuration gets wrong stops `up` before anything is made, naming it.
     let bad = dir.path().join("bad.yaml");

@@ -85,7 +85,22 @@ CREATE INDEX deliveries_incident ON deliveries (incident_id);
         version: 10,
         sql: ACKNOWLEDGED,
     },
+    Migration {
+        version: 12,
+        sql: MAINTENANCE,
+    },
 ];
+
+/// Maintenance windows made at run time (those of the configuration are not stored).
+/// SQLite's migration 15 is the same.
+const MAINTENANCE: &str = "
+CREATE TABLE maintenance_windows (
+    name TEXT PRIMARY KEY,
+    spec TEXT NOT NULL,
+    updated_at BIGINT NOT NULL,
+    updated_by TEXT NOT NULL
+);
+";
 
 /// A page remembers when its incident was acknowledged and by whom (time to acknowledge
 /// from the page). SQLite's migration 13 is the same.
@@ -1268,6 +1283,57 @@ impl crate::ScheduleStore for PgNotificationStore {
         let gone = sqlx::query("DELETE FROM schedule_overrides WHERE schedule = $1 AND id = $2")
             .bind(schedule)
             .bind(id)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected()
+            > 0;
+        if gone {
+            bump_schedules(&mut tx).await?;
+        }
+        tx.commit().await?;
+        Ok(gone)
+    }
+
+    async fn maintenance_windows(&self) -> Result<Vec<crate::MaintenanceRecord>> {
+        let rows = sqlx::query(
+            "SELECT name, spec, updated_at, updated_by FROM maintenance_windows ORDER BY name",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(crate::MaintenanceRecord {
+                    name: r.try_get("name")?,
+                    spec: from_json(&r.try_get::<String, _>("spec")?)?,
+                    updated_at: Micros::from_unix_micros(r.try_get("updated_at")?),
+                    updated_by: r.try_get("updated_by")?,
+                })
+            })
+            .collect()
+    }
+
+    async fn put_maintenance_window(&self, w: &crate::MaintenanceRecord) -> Result<()> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query(
+            "INSERT INTO maintenance_windows (name, spec, updated_at, updated_by)
+             VALUES ($1, $2, $3, $4)
+             ON CONFLICT (name) DO UPDATE SET spec = $2, updated_at = $3, updated_by = $4",
+        )
+        .bind(&w.name)
+        .bind(json_text(&w.spec)?)
+        .bind(w.updated_at.unix_micros())
+        .bind(&w.updated_by)
+        .execute(&mut *tx)
+        .await?;
+        bump_schedules(&mut tx).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn delete_maintenance_window(&self, name: &str) -> Result<bool> {
+        let mut tx = self.pool.begin().await?;
+        let gone = sqlx::query("DELETE FROM maintenance_windows WHERE name = $1")
+            .bind(name)
             .execute(&mut *tx)
             .await?
             .rows_affected()

@@ -116,7 +116,22 @@ CREATE INDEX deliveries_incident ON deliveries (incident_id);
         version: 13,
         sql: ACKNOWLEDGED,
     },
+    Migration {
+        version: 15,
+        sql: MAINTENANCE,
+    },
 ];
+
+/// Maintenance windows made at run time (those of the configuration are not stored).
+/// Postgres' migration 12 is the same.
+const MAINTENANCE: &str = "
+CREATE TABLE maintenance_windows (
+    name TEXT PRIMARY KEY,
+    spec TEXT NOT NULL,
+    updated_at INTEGER NOT NULL,
+    updated_by TEXT NOT NULL
+);
+";
 
 /// A page remembers when its incident was acknowledged and by whom (time to acknowledge
 /// from the page). Postgres' migration 10 is the same.
@@ -1336,6 +1351,64 @@ impl crate::ScheduleStore for SqliteNotificationStore {
                 let gone = tx
                     .prepare_cached("DELETE FROM schedule_overrides WHERE schedule = ? AND id = ?")?
                     .execute([&schedule, &id])?
+                    > 0;
+                if gone {
+                    bump_schedules(tx)?;
+                }
+                Ok(gone)
+            })
+            .await
+    }
+
+    async fn maintenance_windows(&self) -> Result<Vec<crate::MaintenanceRecord>> {
+        self.db
+            .read(|c| {
+                let mut stmt = c.prepare_cached(
+                    "SELECT name, spec, updated_at, updated_by FROM maintenance_windows ORDER BY name",
+                )?;
+                let mut rows = stmt.query([])?;
+                let mut out = Vec::new();
+                while let Some(r) = rows.next()? {
+                    out.push(crate::MaintenanceRecord {
+                        name: r.get(0)?,
+                        spec: from_json(&r.get::<_, String>(1)?)?,
+                        updated_at: Micros::from_unix_micros(r.get(2)?),
+                        updated_by: r.get(3)?,
+                    });
+                }
+                Ok(out)
+            })
+            .await
+    }
+
+    async fn put_maintenance_window(&self, w: &crate::MaintenanceRecord) -> Result<()> {
+        let w = w.clone();
+        let spec = json_text(&w.spec)?;
+        self.db
+            .write(move |tx| {
+                tx.prepare_cached(
+                    "INSERT INTO maintenance_windows (name, spec, updated_at, updated_by)
+                     VALUES (?1, ?2, ?3, ?4)
+                     ON CONFLICT (name) DO UPDATE SET spec = ?2, updated_at = ?3, updated_by = ?4",
+                )?
+                .execute(rusqlite::params![
+                    w.name,
+                    spec,
+                    w.updated_at.unix_micros(),
+                    w.updated_by
+                ])?;
+                bump_schedules(tx)
+            })
+            .await
+    }
+
+    async fn delete_maintenance_window(&self, name: &str) -> Result<bool> {
+        let name = name.to_owned();
+        self.db
+            .write(move |tx| {
+                let gone = tx
+                    .prepare_cached("DELETE FROM maintenance_windows WHERE name = ?")?
+                    .execute([&name])?
                     > 0;
                 if gone {
                     bump_schedules(tx)?;

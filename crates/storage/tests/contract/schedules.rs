@@ -1,12 +1,14 @@
-//! Run-time schedules: stored with their overrides, each change taking the next version.
+//! Run-time schedules: stored with their overrides, each change taking the next version;
+//! run-time maintenance windows beside them, on the same version.
 
-use firebreak_storage::{OverrideRecord, ScheduleRecord, ScheduleStore};
+use firebreak_storage::{MaintenanceRecord, OverrideRecord, ScheduleRecord, ScheduleStore};
 use serde_json::json;
 
 use crate::fixtures::{Fixture, micros};
 
 crate::contract!(schedules:
     schedules_and_overrides_round_trip_and_every_change_takes_a_version,
+    maintenance_windows_round_trip_and_take_the_same_version,
 );
 
 fn schedule(name: &str, declared: bool, at: i64) -> ScheduleRecord {
@@ -77,4 +79,51 @@ async fn schedules_and_overrides_round_trip_and_every_change_takes_a_version(
     // The deleted schedule's overrides went with it: a new one of that name has none.
     store.put_schedule(&schedule("b", false, 8)).await.unwrap();
     assert!(store.schedules().await.unwrap().1[1].overrides.is_empty());
+}
+
+fn window(name: &str, duration: &str, at: i64) -> MaintenanceRecord {
+    MaintenanceRecord {
+        name: name.into(),
+        spec: json!({ "name": name, "time_zone": "UTC", "start": "2026-12-01T01:00", "duration": duration }),
+        updated_at: micros(at),
+        updated_by: "user:amy".into(),
+    }
+}
+
+async fn maintenance_windows_round_trip_and_take_the_same_version(f: &Fixture<dyn ScheduleStore>) {
+    let store = &*f.store;
+    assert!(store.maintenance_windows().await.unwrap().is_empty());
+    store.put_schedule(&schedule("a", false, 1)).await.unwrap();
+    store
+        .put_maintenance_window(&window("deploy", "1h", 2))
+        .await
+        .unwrap();
+    store
+        .put_maintenance_window(&window("backup", "2h", 3))
+        .await
+        .unwrap();
+    assert_eq!(store.schedules_version().await.unwrap(), 3);
+    // Replaced in place, by name.
+    store
+        .put_maintenance_window(&window("deploy", "3h", 4))
+        .await
+        .unwrap();
+    assert_eq!(
+        store.maintenance_windows().await.unwrap(),
+        [window("backup", "2h", 3), window("deploy", "3h", 4)]
+    );
+    assert_eq!(store.schedules_version().await.unwrap(), 4);
+    // Deleting one that exists takes a version; one that does not takes none.
+    assert!(store.delete_maintenance_window("deploy").await.unwrap());
+    assert!(!store.delete_maintenance_window("deploy").await.unwrap());
+    assert_eq!(store.schedules_version().await.unwrap(), 5);
+    assert_eq!(
+        store.maintenance_windows().await.unwrap(),
+        [window("backup", "2h", 3)]
+    );
+    // Schedules are untouched by windows.
+    assert_eq!(
+        store.schedules().await.unwrap().1,
+        [schedule("a", false, 1)]
+    );
 }
