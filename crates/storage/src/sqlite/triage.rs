@@ -176,6 +176,16 @@ ALTER TABLE incident_alerts ADD COLUMN resolved_at INTEGER;
 CREATE INDEX incident_alerts_of_incident ON incident_alerts (incident_id, attached_at);
 ",
     },
+    // Grouping: the group a rule put an incident in when it opened, and an index finding
+    // the active incidents of a group opened since a time. Postgres' migration 8 is the same.
+    Migration {
+        version: 11,
+        sql: "
+ALTER TABLE incidents ADD COLUMN group_key TEXT NOT NULL DEFAULT '';
+CREATE INDEX incidents_active_by_group ON incidents (group_key, opened_at)
+    WHERE state IN ('open', 'acknowledged', 'mitigated') AND group_key <> '';
+",
+    },
 ];
 
 /// Triage's store on SQLite.
@@ -195,7 +205,7 @@ macro_rules! incidents {
             "SELECT id, title, description, category, severity, priority, urgency, state,
                 dedup_key, alert_count, labels, source, opened_at, acknowledged_at, resolved_at,
                 closed_at, resolution_summary, root_cause, review, updated_at, roles, integration,
-                mitigated_at, merged_into
+                mitigated_at, merged_into, group_key
                 FROM incidents ",
             $rest
         )
@@ -526,6 +536,20 @@ fn read_snapshot(c: &Connection, req: &SnapshotRequest) -> Result<TriageSnapshot
             }
         }
     }
+    if let (false, Some(since)) = (req.group_keys.is_empty(), req.grouped_since) {
+        // The active incident of each group opened last (in order, the last one stays).
+        let keys = json_text(&req.group_keys)?;
+        let mut grouped = c.prepare_cached(incidents!(
+            "INDEXED BY incidents_active_by_group
+             WHERE state IN ('open', 'acknowledged', 'mitigated') AND group_key <> ''
+             AND group_key IN (SELECT value FROM json_each(?1)) AND opened_at >= ?2
+             ORDER BY group_key, opened_at, id"
+        ))?;
+        for row in grouped.query_map((&keys, since.unix_micros()), IncidentRow::read)? {
+            let i = row?.record()?;
+            snap.grouped.insert(i.group_key.clone(), i);
+        }
+    }
     let mut ids: Vec<&String> = req.incident_ids.iter().collect();
     if req.incidents_of_alerts {
         ids.extend(snap.links.values().map(|l| &l.incident_id));
@@ -670,8 +694,8 @@ fn insert_row(c: &Connection, i: &IncidentRecord) -> Result<()> {
         "INSERT INTO incidents (id, title, description, category, severity, priority, urgency, state,
             dedup_key, alert_count, labels, source, opened_at, acknowledged_at, resolved_at, closed_at,
             resolution_summary, root_cause, review, updated_at, roles, integration, mitigated_at,
-            merged_into)
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            merged_into, group_key)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
     )?
     .execute(rusqlite::params![
         i.id,
@@ -698,6 +722,7 @@ fn insert_row(c: &Connection, i: &IncidentRecord) -> Result<()> {
         i.integration,
         i.mitigated_at.map(Micros::unix_micros),
         i.merged_into,
+        i.group_key,
     ])
     .map_err(|e| conn::conflict(e, "an active incident holds this dedup key"))?;
     Ok(())
@@ -822,6 +847,7 @@ impl IncidentRow {
                 closed_at: r.get::<_, Option<i64>>(15)?.map(Micros::from_unix_micros),
                 mitigated_at: r.get::<_, Option<i64>>(22)?.map(Micros::from_unix_micros),
                 merged_into: r.get(23)?,
+                group_key: r.get(24)?,
                 resolution_summary: r.get(16)?,
                 root_cause: r.get(17)?,
                 review: r.get(18)?,
