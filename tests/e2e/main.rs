@@ -4,6 +4,7 @@
 mod access;
 mod answers;
 mod audit;
+mod grouping;
 mod harness;
 mod lifecycle;
 mod maintenance;

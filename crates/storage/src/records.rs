@@ -312,6 +312,9 @@ pub struct AlertLink {
     pub opened: bool,
     /// The sender said the alert cleared.
     pub resolved: bool,
+    /// The grouping rule that joined it to the incident (empty: it opened the incident, or
+    /// joined by its dedup key); set when attached.
+    pub grouped_by: String,
 }
 
 /// A merge's move of every alert of one incident into another (triage).

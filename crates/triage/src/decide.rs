@@ -531,7 +531,7 @@ impl<'s> Work<'s> {
                 incident_id: link.incident_id.clone(),
                 deduplicated: !link.opened,
                 before: true,
-                grouped_by: None,
+                grouped_by: Some(link.grouped_by.clone()).filter(|g| !g.is_empty()),
             });
             return Ok(());
         }
@@ -586,6 +586,10 @@ impl<'s> Work<'s> {
                     u32::from(Priority::from_impact_urgency(class.severity, urgency).level());
             }
             self.link(&alert.alert_id, &id, false);
+            if let (Some(rule), Some(l)) = (&grouped_by, self.decision.changeset.links.last_mut()) {
+                l.grouped_by = rule.clone();
+                self.linked.insert(l.alert_id.clone(), l.clone());
+            }
             self.seen(alert, &signal, now);
             self.put(inc.clone());
             if rises {
@@ -1253,6 +1257,7 @@ impl<'s> Work<'s> {
             incident_id: incident_id.to_owned(),
             opened,
             resolved: false,
+            grouped_by: String::new(),
         };
         self.linked.insert(alert_id.to_owned(), link.clone());
         self.decision.changeset.links.push(link);

@@ -148,6 +148,7 @@ CREATE INDEX incident_alerts_of_incident ON incident_alerts (incident_id, attach
         version: 8,
         sql: "
 ALTER TABLE incidents ADD COLUMN group_key TEXT NOT NULL DEFAULT '';
+ALTER TABLE incident_alerts ADD COLUMN grouped_by TEXT NOT NULL DEFAULT '';
 CREATE INDEX incidents_active_by_group ON incidents (group_key, opened_at)
     WHERE state IN ('open', 'acknowledged', 'mitigated') AND group_key <> '';
 ",
@@ -438,10 +439,11 @@ WITH marked AS (
     RETURNING 1
 ), linked AS (
     INSERT INTO incident_alerts (alert_id, incident_id, opened, attached_at, title, labels,
-        fired_at, last_seen_at)
-    SELECT a, i, o, $20, t, lb, f, f
-    FROM unnest($2::text[], $3::text[], $4::bool[], $21::text[], $22::text[], $23::int8[])
-        AS l(a, i, o, t, lb, f)
+        fired_at, last_seen_at, grouped_by)
+    SELECT a, i, o, $20, t, lb, f, f, g
+    FROM unnest($2::text[], $3::text[], $4::bool[], $21::text[], $22::text[], $23::int8[],
+        $24::text[])
+        AS l(a, i, o, t, lb, f, g)
     ON CONFLICT (alert_id) DO NOTHING
     RETURNING 1
 ), stored AS (
@@ -505,7 +507,7 @@ impl PgTriageTx {
         }
         if !req.alert_ids.is_empty() {
             let rows = sqlx::query(
-                "SELECT alert_id, incident_id, opened, resolved FROM incident_alerts
+                "SELECT alert_id, incident_id, opened, resolved, grouped_by FROM incident_alerts
                  WHERE alert_id = ANY($1)",
             )
             .bind(&req.alert_ids)
@@ -517,6 +519,7 @@ impl PgTriageTx {
                     incident_id: r.try_get(1)?,
                     opened: r.try_get(2)?,
                     resolved: r.try_get(3)?,
+                    grouped_by: r.try_get(4)?,
                 };
                 snap.links.insert(link.alert_id.clone(), link);
             }
@@ -758,6 +761,7 @@ impl PgTriageTx {
                     .map(|s| s.map(|s| s.fired_at.unix_micros()))
                     .bind_iter(),
             )
+            .bind(links.iter().map(|l| &l.grouped_by).bind_iter())
             .fetch_one(&mut *self.tx)
             .await?;
         let (marked, linked, stored): (i64, i64, i64) =

@@ -182,6 +182,7 @@ CREATE INDEX incident_alerts_of_incident ON incident_alerts (incident_id, attach
         version: 11,
         sql: "
 ALTER TABLE incidents ADD COLUMN group_key TEXT NOT NULL DEFAULT '';
+ALTER TABLE incident_alerts ADD COLUMN grouped_by TEXT NOT NULL DEFAULT '';
 CREATE INDEX incidents_active_by_group ON incidents (group_key, opened_at)
     WHERE state IN ('open', 'acknowledged', 'mitigated') AND group_key <> '';
 ",
@@ -450,7 +451,7 @@ struct SqliteTriageTx {
 fn write_links(c: &Connection, links: &[AlertLink], seen: &[AlertSeen], now: i64) -> Result<()> {
     let mut insert = c.prepare_cached(
         "INSERT INTO incident_alerts (alert_id, incident_id, opened, attached_at, title, labels,
-            fired_at, last_seen_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            fired_at, last_seen_at, grouped_by) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
     )?;
     let seen: HashMap<&str, &AlertSeen> = seen.iter().map(|s| (s.alert_id.as_str(), s)).collect();
     let mut added: HashMap<&str, i64> = HashMap::new();
@@ -471,6 +472,7 @@ fn write_links(c: &Connection, links: &[AlertLink], seen: &[AlertSeen], now: i64
                 labels,
                 fired,
                 fired,
+                &l.grouped_by,
             ))
             .map_err(|e| conn::conflict(e, "alert already attached"))?;
         *added.entry(l.incident_id.as_str()).or_default() += 1;
@@ -492,7 +494,7 @@ fn read_snapshot(c: &Connection, req: &SnapshotRequest) -> Result<TriageSnapshot
     if !req.alert_ids.is_empty() {
         let ids = json_text(&req.alert_ids)?;
         let mut links = c.prepare_cached(
-            "SELECT alert_id, incident_id, opened, resolved FROM incident_alerts
+            "SELECT alert_id, incident_id, opened, resolved, grouped_by FROM incident_alerts
              WHERE alert_id IN (SELECT value FROM json_each(?))",
         )?;
         let rows = links.query_map([&ids], |r| {
@@ -501,6 +503,7 @@ fn read_snapshot(c: &Connection, req: &SnapshotRequest) -> Result<TriageSnapshot
                 incident_id: r.get(1)?,
                 opened: r.get(2)?,
                 resolved: r.get(3)?,
+                grouped_by: r.get(4)?,
             })
         })?;
         for link in rows {

@@ -1162,4 +1162,19 @@ async fn a_groups_active_incident_is_found_by_group_key_since_a_time(f: &Fixture
         store.incident("g2").await.unwrap().unwrap().group_key,
         "group/a:1"
     );
+    // An attachment keeps the rule that grouped it.
+    let mut joined = link("al-g", "g1", false);
+    joined.grouped_by = "by-service".into();
+    apply(
+        store,
+        TriageChangeset {
+            links: vec![joined.clone(), link("al-h", "h", false)],
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    let snap = snapshot(store, by_alerts(&["al-g", "al-h"])).await;
+    assert_eq!(snap.links["al-g"], joined);
+    assert_eq!(snap.links["al-h"].grouped_by, "");
 }

@@ -213,12 +213,23 @@ mod tests {
         assert!(d.changeset.inserts.is_empty());
         assert_eq!(d.changeset.updates[0].record.alert_count, 2);
         assert_eq!(d.changeset.links[0].alert_id, "b1");
+        assert_eq!(d.changeset.links[0].grouped_by, "by-service");
         assert_eq!(kinds(&d), ["grouped", "alert_attached"]);
         let data = &d.changeset.entries[0].data;
         assert_eq!(data["rule"], "by-service");
         assert_eq!(data["group"]["labels"], json!({ "service": "api" }));
         assert_eq!(data["dedup_key"], "disk/b");
         assert_eq!(data["alert_ids"], json!(["b1"]));
+        // Asked again (the alerts event after the direct call), the answer is the same:
+        // the attachment keeps the rule.
+        let mut again = snap.clone();
+        again
+            .links
+            .insert("b1".into(), d.changeset.links[0].clone());
+        let d = run(&g, &again, &[alert("b1", "b", Some("api"))]);
+        assert!(d.changeset.is_empty());
+        assert!(d.ingested[0].before && d.ingested[0].deduplicated);
+        assert_eq!(d.ingested[0].grouped_by.as_deref(), Some("by-service"));
     }
 
     /// At the window's end, and after it, the alert opens an incident of its own, which

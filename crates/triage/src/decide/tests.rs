@@ -71,6 +71,7 @@ fn holding(incidents: &[IncidentRecord]) -> TriageSnapshot {
                 incident_id: i.id.clone(),
                 opened: true,
                 resolved: false,
+                grouped_by: String::new(),
             },
         );
     }
@@ -147,7 +148,8 @@ fn a_new_key_opens_an_incident_categorized_and_prioritized() {
             alert_id: "a1".into(),
             incident_id: id(101),
             opened: true,
-            resolved: false
+            resolved: false,
+            grouped_by: String::new(),
         }]
     );
     assert_eq!(kinds(&d), ["opened", "categorized", "prioritized"]);
@@ -614,6 +616,7 @@ fn the_last_alert_clearing_resolves_an_auto_resolving_incident() {
             incident_id: id(1),
             opened: false,
             resolved: false,
+            grouped_by: String::new(),
         },
     );
     // One of two clears: counted, no resolve.
