@@ -183,6 +183,7 @@ fn incident_json(i: &v1::Incident) -> Value {
         "mitigated_at": ts(i.mitigated_at.as_ref()),
         "resolved_at": ts(i.resolved_at.as_ref()), "closed_at": ts(i.closed_at.as_ref()),
         "merged_into": (!i.merged_into.is_empty()).then_some(i.merged_into.as_str()),
+        "group_key": (!i.group_key.is_empty()).then_some(i.group_key.as_str()),
         "resolution_summary": i.resolution_summary, "root_cause": i.root_cause,
         "roles": i.roles.iter().map(|r| json!({
             "role": r.role, "person": r.person, "assigned_at": ts(r.assigned_at.as_ref()),
