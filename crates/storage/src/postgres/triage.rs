@@ -391,8 +391,10 @@ fn report_row(r: &PgRow) -> Result<firebreak_domain::report::IncidentFacts> {
 
 /// A triage write transaction.
 ///
-/// `snapshot` locks what the decisions rest on: the active incidents of the keys asked, in
-/// key order, then the incidents asked by id, in id order (`FOR UPDATE`), so replicas
+/// `snapshot` locks what the decisions rest on: first the groups asked (an advisory lock per
+/// group key, in lock-key order: a group's incident may not exist yet), then the active
+/// incidents of the keys asked, in key order, then the incidents asked by id (a group's
+/// incident among them), in id order (`FOR UPDATE`), so replicas
 /// deciding on overlapping batches take their locks in one order and cannot deadlock on
 /// them. Two replicas attaching alerts to one incident thus take turns, and the second
 /// reads what the first committed: no update to the alert count or severity is lost. Its
