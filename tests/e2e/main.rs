@@ -5,6 +5,7 @@ mod access;
 mod answers;
 mod audit;
 mod command;
+mod grouping;
 mod harness;
 mod lifecycle;
 mod maintenance;

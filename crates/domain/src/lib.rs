@@ -7,6 +7,7 @@ pub mod access;
 mod clock;
 mod dedup;
 mod error;
+pub mod grouping;
 mod ids;
 mod incident;
 pub mod maintenance;

@@ -96,7 +96,7 @@ impl Signal {
             s => s.to_owned(),
         };
         let dedup_key = match input.dedup_key.trim() {
-            "" => derive_dedup_key(&source, &title),
+            "" => derive_dedup_key(&source, &title, &input.labels),
             k if k.len() > MAX_DEDUP_KEY => {
                 return Err(invalid(
                     "dedup_key",
@@ -191,12 +191,22 @@ fn parse_category(c: &str) -> Result<String> {
     }
 }
 
-/// The dedup key of a signal that brought none: the same source and title, the same key.
-pub fn derive_dedup_key(source: &str, title: &str) -> String {
+/// The dedup key of a signal that brought none: the same source, title (in any case) and
+/// label set, the same key. The labels are in it so that alerts of one title from different
+/// hosts (`host=a`, `host=b`) are separate alerts, each with its labels on record, rather
+/// than silently merged into the first one's incident; a grouping rule (`grouping.rules`,
+/// docs/grouping.md) is how related alerts are brought into one incident on purpose. The
+/// label set is canonical (`crate::canonical_labels`): the order labels come in, spacing
+/// and empty values do not change the key.
+pub fn derive_dedup_key(source: &str, title: &str, labels: &Labels) -> String {
     let mut hash = Sha256::new();
     hash.update(source.as_bytes());
     hash.update([0]);
     hash.update(title.to_lowercase().as_bytes());
+    hash.update([0]);
+    hash.update(
+        crate::canonical_labels(labels.iter().map(|(k, v)| (k.as_str(), v.as_str()))).as_bytes(),
+    );
     let digest = hash.finalize();
     let hex: String = digest[..12].iter().map(|b| format!("{b:02x}")).collect();
     format!("{source}:{hex}")
@@ -288,6 +298,36 @@ mod tests {
         assert_eq!(a.dedup_key, b.dedup_key);
         assert_ne!(a.dedup_key, c.dedup_key);
         assert!(a.dedup_key.starts_with("grpc:"));
+    }
+
+    /// Two hosts raising one title are two alerts with two keys (neither hides the other's
+    /// labels); the label set counts as a set: order and empty values change nothing; an
+    /// explicit key still wins over all of it.
+    #[test]
+    fn the_derived_dedup_key_holds_the_label_set() {
+        let with = |labels: &[(&str, &str)], key: &str| {
+            Signal::parse(SignalInput {
+                labels: labels
+                    .iter()
+                    .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                    .collect(),
+                dedup_key: key.into(),
+                ..input("Disk full")
+            })
+            .unwrap()
+            .dedup_key
+        };
+        let a = with(&[("host", "a"), ("service", "api")], "");
+        let b = with(&[("host", "b"), ("service", "api")], "");
+        assert_ne!(a, b);
+        assert_eq!(a, with(&[("service", "api"), ("host", "a")], ""));
+        assert_eq!(
+            a,
+            with(&[("host", "a"), ("service", "api"), ("zone", "")], "")
+        );
+        assert_ne!(a, with(&[], ""));
+        assert_eq!(with(&[("host", "a")], "disk/api"), "disk/api");
+        assert_eq!(with(&[("host", "b")], "disk/api"), "disk/api");
     }
 
     #[test]

@@ -660,7 +660,8 @@ impl App {
         if let Some((triage_store, orchestration_store)) = downstream {
             services.triage = Some(
                 Triage::new(triage_store, bus.clone(), config.taxonomy(), clock.clone())
-                    .with_lifecycle(config.lifecycle()),
+                    .with_lifecycle(config.lifecycle())
+                    .with_grouping(config.grouping.grouping()?),
             );
             services.orchestration = Some(build_orchestration(
                 &config,
@@ -1130,7 +1131,8 @@ async fn connect(
             .await;
             services.triage = Some(
                 Triage::new(Arc::new(store), nats.clone(), config.taxonomy(), clock)
-                    .with_lifecycle(config.lifecycle()),
+                    .with_lifecycle(config.lifecycle())
+                    .with_grouping(config.grouping.grouping()?),
             );
             nats
         }

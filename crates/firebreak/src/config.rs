@@ -97,6 +97,12 @@ pub struct Config {
     /// the schedule whose on-call person becomes commander when one is needed.
     #[serde(default)]
     pub commander: CommanderConfig,
+    /// Time-window grouping, Alertmanager-style: `rules`, the first that applies to an
+    /// alert naming its group (its `group_by` labels' values); an alert whose dedup key has
+    /// no active incident joins its group's incident opened less than the rule's `window`
+    /// ago (docs/grouping.md). None by default: nothing is grouped.
+    #[serde(default)]
+    pub grouping: GroupingConfig,
     /// People and service accounts declared here (GitOps): written into the directory at
     /// start-up, not deletable or changeable at run time.
     #[serde(default)]
@@ -261,6 +267,24 @@ impl ReopenConfig {
                 .map(|(name, s)| (name.clone(), Duration::from_secs(*s)))
                 .collect(),
         }
+    }
+}
+
+/// The grouping rules (`grouping:`).
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct GroupingConfig {
+    /// In order; the first rule that applies to an alert groups it. Each has a `name`, an
+    /// optional `integration` and `matchers` (amtool syntax) choosing its alerts, the
+    /// `group_by` labels and a `window` (`30s`, `5m`, `2h`; 1 second to 24 hours).
+    pub rules: Vec<firebreak_domain::grouping::GroupRuleSpec>,
+}
+
+impl GroupingConfig {
+    /// Triage's rules, checked; an error names the field (`grouping.rules[0].window`).
+    pub fn grouping(&self) -> anyhow::Result<firebreak_domain::grouping::Grouping> {
+        firebreak_domain::grouping::Grouping::compile(&self.rules)
+            .map_err(|e| anyhow::anyhow!("invalid {e}"))
     }
 }
 
@@ -568,6 +592,7 @@ const KEYS: &[&str] = &[
     "throttles",
     "reopen",
     "commander",
+    "grouping",
     "users",
     "teams",
     "runbook_params",
@@ -686,6 +711,7 @@ impl Config {
             .map_err(|e| anyhow::anyhow!("invalid {e}"))?;
         self.reopen.check()?;
         self.commander.check()?;
+        self.grouping.grouping()?;
         firebreak_domain::maintenance::check_all(&self.maintenance)
             .map_err(|e| anyhow::anyhow!("invalid {e}"))?;
         for (key, t) in [
@@ -1058,6 +1084,75 @@ mod tests {
             ("reopen:\n  window: 60\n", "window"),
         ] {
             std::fs::write(&file, yaml).unwrap();
+            let err = format!("{:#}", Config::load(Some(&file), env(&[])).unwrap_err());
+            assert!(err.contains(names), "{yaml}: {err}");
+        }
+    }
+
+    #[test]
+    fn grouping_has_no_rules_by_default_and_refuses_bad_ones_naming_the_field() {
+        let c = Config::load(None, env(&[])).unwrap();
+        assert!(c.grouping.rules.is_empty());
+        assert!(c.grouping.grouping().unwrap().is_empty());
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("c.yaml");
+        std::fs::write(
+            &file,
+            "grouping:\n  rules:\n  - name: by-service\n    integration: prom\n    matchers: ['env=prod']\n    group_by: [service]\n    window: 5m\n",
+        )
+        .unwrap();
+        let g = Config::load(Some(&file), env(&[]))
+            .unwrap()
+            .grouping
+            .grouping()
+            .unwrap();
+        assert_eq!(g.rules().len(), 1);
+        assert_eq!(g.longest_window().as_secs(), 300);
+        assert_eq!(g.rules()[0].integration.as_deref(), Some("prom"));
+        let rule = |rest: &str| format!("grouping:\n  rules:\n  - name: r\n{rest}");
+        for (yaml, names) in [
+            (
+                rule("    group_by: [service]\n    window: soon\n"),
+                "grouping.rules[0].window",
+            ),
+            (
+                rule("    group_by: [service]\n    window: 0s\n"),
+                "grouping.rules[0].window",
+            ),
+            (
+                rule("    group_by: [service]\n    window: 25h\n"),
+                "grouping.rules[0].window",
+            ),
+            (
+                rule("    group_by: []\n    window: 5m\n"),
+                "grouping.rules[0].group_by",
+            ),
+            (
+                rule(&format!(
+                    "    group_by: [{}]\n    window: 5m\n",
+                    vec!["a"; 17].join(", ")
+                )),
+                "grouping.rules[0].group_by",
+            ),
+            (
+                rule(&format!(
+                    "    group_by: [{}]\n    window: 5m\n",
+                    "x".repeat(10_000)
+                )),
+                "grouping.rules[0].group_by[0]",
+            ),
+            (
+                rule("    matchers: ['service=~\"(\"']\n    group_by: [service]\n    window: 5m\n"),
+                "grouping.rules[0].matchers[0]",
+            ),
+            (rule("    window: 5m\n"), "group_by"),
+            (
+                rule("    group_by: [service]\n    window: 5m\n    wait: 1m\n"),
+                "wait",
+            ),
+            ("grouping:\n  rule: []\n".to_owned(), "rule"),
+        ] {
+            std::fs::write(&file, &yaml).unwrap();
             let err = format!("{:#}", Config::load(Some(&file), env(&[])).unwrap_err());
             assert!(err.contains(names), "{yaml}: {err}");
         }

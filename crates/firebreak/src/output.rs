@@ -183,6 +183,7 @@ fn incident_json(i: &v1::Incident) -> Value {
         "mitigated_at": ts(i.mitigated_at.as_ref()),
         "resolved_at": ts(i.resolved_at.as_ref()), "closed_at": ts(i.closed_at.as_ref()),
         "merged_into": (!i.merged_into.is_empty()).then_some(i.merged_into.as_str()),
+        "group_key": (!i.group_key.is_empty()).then_some(i.group_key.as_str()),
         "resolution_summary": i.resolution_summary, "root_cause": i.root_cause,
         "roles": i.roles.iter().map(|r| json!({
             "role": r.role, "person": r.person, "assigned_at": ts(r.assigned_at.as_ref()),
@@ -255,13 +256,15 @@ impl Out {
     /// A raise's answer. Stdout holds the incident id and nothing else (`ID=$(firebreak raise
     /// …)`); when the incident is not known yet, stdout stays empty and the status goes to
     /// stderr. JSON always has `status`: `opened`, `attached`, `silenced` (stored, no incident:
-    /// `silenced_by` names the silence) or `accepted` (no incident yet).
+    /// `silenced_by` names the silence), `grouped` (joined its group's incident: `grouped_by` names the
+    /// grouping rule) or `accepted` (no incident yet).
     pub(crate) fn raised(&self, r: &v1::RaiseIncidentResponse) {
         let known = !r.incident_id.is_empty();
         let silenced = !r.silenced_by.is_empty();
         let status = match (known, r.deduplicated) {
             (false, _) if silenced => "silenced",
             (false, _) => "accepted",
+            (true, true) if !r.grouped_by.is_empty() => "grouped",
             (true, true) => "attached",
             (true, false) => "opened",
         };
@@ -271,6 +274,7 @@ impl Out {
                 "incident_id": if known { Value::from(r.incident_id.as_str()) } else { Value::Null },
                 "alert_id": r.alert_id, "deduplicated": r.deduplicated,
                 "silenced_by": if silenced { Value::from(r.silenced_by.as_str()) } else { Value::Null },
+                "grouped_by": if r.grouped_by.is_empty() { Value::Null } else { Value::from(r.grouped_by.as_str()) },
             })),
             OutputFormat::Table if known => say!("{}", r.incident_id),
             OutputFormat::Table if silenced => {

@@ -179,14 +179,18 @@ impl IntakeService for Intake {
             call.metadata_mut().insert("traceparent", traceparent);
         }
         // The alert is stored: whatever triage answers, the caller's signal is accepted.
-        let (incident_id, deduplicated) = match triage.ingest_alert(call).await {
+        let (incident_id, deduplicated, grouped_by) = match triage.ingest_alert(call).await {
             Ok(r) => {
                 let r = r.into_inner();
-                (r.incident_id, r.deduplicated || outcome.duplicate)
+                (
+                    r.incident_id,
+                    r.deduplicated || outcome.duplicate,
+                    r.grouped_by,
+                )
             }
             Err(status) => {
                 tracing::warn!(%alert_id, error = %status, "triage unreachable; the alerts event will open the incident");
-                (String::new(), outcome.duplicate)
+                (String::new(), outcome.duplicate, String::new())
             }
         };
         Ok(Response::new(v1::RaiseIncidentResponse {
@@ -194,6 +198,7 @@ impl IntakeService for Intake {
             incident_id,
             deduplicated,
             silenced_by: String::new(),
+            grouped_by,
         }))
     }
 

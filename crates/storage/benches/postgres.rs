@@ -239,6 +239,7 @@ async fn ingest_batch(store: &dyn TriageStore, alerts: &[AlertRecord]) -> Result
             incident_id: incident_id.clone(),
             opened: first,
             resolved: false,
+            grouped_by: String::new(),
         });
         let kinds: &[&str] = if first {
             &["opened", "categorized", "prioritized"]

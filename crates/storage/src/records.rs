@@ -153,6 +153,7 @@ impl From<NewIncident> for IncidentRecord {
             review: String::new(),
             updated_at: n.opened_at,
             roles: Vec::new(),
+            group_key: String::new(),
         }
     }
 }
@@ -205,6 +206,9 @@ pub struct IncidentRecord {
     pub updated_at: Micros,
     /// Who holds which incident role, in the order they were assigned.
     pub roles: Vec<RoleHolder>,
+    /// The group a grouping rule put it in when it opened (empty: none); set when it opens,
+    /// never changed. Triage finds the active incident of a group by it.
+    pub group_key: String,
 }
 
 impl IncidentRecord {
@@ -222,6 +226,7 @@ impl IncidentRecord {
             &self.resolution_summary,
             &self.root_cause,
             &self.merged_into,
+            &self.group_key,
         ]
         .iter()
         .map(|s| s.len())
@@ -307,6 +312,9 @@ pub struct AlertLink {
     pub opened: bool,
     /// The sender said the alert cleared.
     pub resolved: bool,
+    /// The grouping rule that joined it to the incident (empty: it opened the incident, or
+    /// joined by its dedup key); set when attached.
+    pub grouped_by: String,
 }
 
 /// A merge's move of every alert of one incident into another (triage).
@@ -374,6 +382,12 @@ pub struct SnapshotRequest {
     /// Also, for each key in `dedup_keys`, the incident with it resolved last, when that was
     /// at or after this time (a repeat alert inside the reopen window reopens it).
     pub resolved_since: Option<Micros>,
+    /// Group keys whose active incident opened last is wanted, when it opened at or after
+    /// `grouped_since` (a related alert inside the group's window joins it). On Postgres each
+    /// key is locked for the transaction (an advisory lock), so two replicas cannot both find
+    /// no incident of a group and open two.
+    pub group_keys: Vec<String>,
+    pub grouped_since: Option<Micros>,
 }
 
 /// The part of triage's store that a batch of decisions depends on, read in the transaction
@@ -395,6 +409,9 @@ pub struct TriageSnapshot {
     /// The incident resolved last of each dedup key asked for, when it was resolved at or
     /// after `resolved_since` and is still resolved (locked on Postgres like the active).
     pub resolved: HashMap<String, IncidentRecord>,
+    /// The active incident opened last of each group key asked for, when it opened at or
+    /// after `grouped_since`.
+    pub grouped: HashMap<String, IncidentRecord>,
 }
 
 /// An incident as a changeset leaves it.

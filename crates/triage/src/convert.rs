@@ -28,6 +28,7 @@ pub(crate) fn incident_to_proto(i: &IncidentRecord, policy: &Lifecycle) -> v1::I
         closed_at: i.closed_at.map(firebreak_proto::timestamp),
         mitigated_at: i.mitigated_at.map(firebreak_proto::timestamp),
         merged_into: i.merged_into.clone(),
+        group_key: i.group_key.clone(),
         resolution_summary: i.resolution_summary.clone(),
         root_cause: i.root_cause.clone(),
         roles: i

@@ -12,6 +12,9 @@
 //! - the **dedup key** comes with the alert (intake derives the default: see
 //!   `firebreak_domain::Signal`); here an alert joins the active incident with its key, or
 //!   opens one;
+//! - **grouping** (`grouping.rs`): an alert whose key has no active incident joins its
+//!   group's incident (the first grouping rule that applies, inside the rule's window), or
+//!   opens one that carries the group key;
 //! - the **category, severity, urgency and priority** come from the taxonomy
 //!   (`Taxonomy::classify`), applied in [`Work::ingest`]; a later alert only ever raises the
 //!   severity;
@@ -42,7 +45,10 @@ use serde_json::json;
 use crate::Error;
 use crate::limits::{MAX_ACTOR, MAX_DOCUMENT, MAX_NAME, MAX_PAGE_BYTES, MAX_TEXT, clip, clip_json};
 
+mod grouping;
 mod roles;
+
+pub(crate) use grouping::group_keys;
 
 pub(crate) use roles::{RoleChange, person_name, role_name};
 
@@ -255,12 +261,16 @@ pub(crate) struct Ingested {
     pub(crate) deduplicated: bool,
     /// It was ingested before this batch: nothing was decided for it.
     pub(crate) before: bool,
+    /// The grouping rule that joined it to its group's incident (then `deduplicated` too).
+    pub(crate) grouped_by: Option<String>,
 }
 
 /// What the rules need besides the snapshot.
 pub(crate) struct Context<'a> {
     pub(crate) taxonomy: &'a Taxonomy,
     pub(crate) lifecycle: &'a Lifecycle,
+    /// The grouping rules.
+    pub(crate) grouping: &'a firebreak_domain::grouping::Grouping,
     /// When the decisions are made, by the service's clock.
     pub(crate) now: Micros,
     /// Makes the id of a new incident.
@@ -371,6 +381,11 @@ struct Work<'s> {
     changed: Vec<String>,
     /// The active incident of each dedup key the batch touched (`None`: none now).
     active: HashMap<String, Option<String>>,
+    /// The incident of each group this batch looked up or opened (`None`: none).
+    groups: HashMap<String, Option<String>>,
+    /// The `grouped` entry of each incident this batch grouped alerts into: its index in the
+    /// changeset's entries.
+    group_entries: HashMap<String, usize>,
     /// Alerts attached by this batch.
     linked: HashMap<String, AlertLink>,
     /// Alerts cleared by this batch.
@@ -398,6 +413,8 @@ impl<'s> Work<'s> {
             opened: Vec::new(),
             changed: Vec::new(),
             active: HashMap::new(),
+            groups: HashMap::new(),
+            group_entries: HashMap::new(),
             linked: HashMap::new(),
             cleared: HashSet::new(),
             unresolved: HashMap::new(),
@@ -531,6 +548,7 @@ impl<'s> Work<'s> {
                 incident_id: link.incident_id.clone(),
                 deduplicated: !link.opened,
                 before: true,
+                grouped_by: Some(link.grouped_by.clone()).filter(|g| !g.is_empty()),
             });
             return Ok(());
         }
@@ -552,10 +570,24 @@ impl<'s> Work<'s> {
             let window = ctx.lifecycle.repeat_window_of(&alert.integration);
             self.reopen_for_repeat(&signal.dedup_key, &alert.alert_id, window, now);
         }
-        if let Some(id) = self.active_of(&signal.dedup_key) {
+        // The dedup key wins; without an active incident of its own, the alert's group.
+        let mut group = None;
+        let mut joined = self.active_of(&signal.dedup_key);
+        let mut grouped_by = None;
+        if joined.is_none() {
+            group = ctx.grouping.group_of(&alert.integration, &signal.labels);
+            if let Some(g) = &group {
+                joined = self.group_incident(g, now);
+                grouped_by = joined.as_ref().map(|_| g.rule.clone());
+            }
+        }
+        if let Some(id) = joined {
             let mut inc = self.incidents[&id].clone();
             inc.alert_count += 1;
             inc.updated_at = now;
+            if let (Some(g), true) = (&group, grouped_by.is_some()) {
+                self.grouped_entry(&id, alert, &signal, g, now);
+            }
             self.attach_entry(&id, alert, &signal, inc.alert_count, now);
             let current = Severity::new(inc.severity)?;
             let rises = class.severity.is_worse_than(current);
@@ -571,6 +603,10 @@ impl<'s> Work<'s> {
                     u32::from(Priority::from_impact_urgency(class.severity, urgency).level());
             }
             self.link(&alert.alert_id, &id, false);
+            if let (Some(rule), Some(l)) = (&grouped_by, self.decision.changeset.links.last_mut()) {
+                l.grouped_by = rule.clone();
+                self.linked.insert(l.alert_id.clone(), l.clone());
+            }
             self.seen(alert, &signal, now);
             self.put(inc.clone());
             if rises {
@@ -586,10 +622,11 @@ impl<'s> Work<'s> {
                 incident_id: id,
                 deduplicated: true,
                 before: false,
+                grouped_by,
             });
             return Ok(());
         }
-        let inc = IncidentRecord::from(NewIncident {
+        let mut inc = IncidentRecord::from(NewIncident {
             id: (ctx.new_id)(),
             title: signal.title.clone(),
             description: signal.description.clone(),
@@ -604,13 +641,19 @@ impl<'s> Work<'s> {
             opened_at: now,
         });
         let id = inc.id.clone();
-        let opened = with_origin(
+        let mut opened = with_origin(
             json!({
                 "alert_id": alert.alert_id, "title": inc.title, "source": inc.source,
                 "dedup_key": inc.dedup_key,
             }),
             alert,
         );
+        if let Some(g) = &group {
+            // It opens its group: related alerts join it for the rule's window.
+            inc.group_key = g.key.clone();
+            opened["group"] = grouping::describe(g);
+            self.groups.insert(g.key.clone(), Some(id.clone()));
+        }
         self.entry(&id, "opened", "triage", opened, now);
         let categorized = json!({
             "category": class.category, "reason": class.category_reason, "note": class_note,
@@ -633,6 +676,7 @@ impl<'s> Work<'s> {
             incident_id: id,
             deduplicated: false,
             before: false,
+            grouped_by: None,
         });
         Ok(())
     }
@@ -1201,7 +1245,8 @@ impl<'s> Work<'s> {
             .incidents
             .get(id)
             .or_else(|| self.snap.active.values().find(|i| i.id == id))
-            .or_else(|| self.snap.resolved.values().find(|i| i.id == id))?
+            .or_else(|| self.snap.resolved.values().find(|i| i.id == id))
+            .or_else(|| self.snap.grouped.values().find(|i| i.id == id))?
             .clone();
         self.stored_state.insert(stored.id.clone(), stored.state);
         self.incidents.insert(stored.id.clone(), stored.clone());
@@ -1237,6 +1282,7 @@ impl<'s> Work<'s> {
             incident_id: incident_id.to_owned(),
             opened,
             resolved: false,
+            grouped_by: String::new(),
         };
         self.linked.insert(alert_id.to_owned(), link.clone());
         self.decision.changeset.links.push(link);

@@ -401,6 +401,7 @@ impl IncidentService for IncidentApi {
         Ok(Response::new(v1::IngestAlertResponse {
             incident_id: done.incident_id,
             deduplicated: done.deduplicated,
+            grouped_by: done.grouped_by.unwrap_or_default(),
         }))
     }
 

@@ -18,6 +18,7 @@ use std::time::Duration;
 use firebreak_bus::{
     Batch, Bus, ConsumerOptions, HandlerError, Relay, RelayHandle, consume_batched, streams,
 };
+use firebreak_domain::grouping::Grouping;
 use firebreak_domain::{Clock, Taxonomy};
 use firebreak_proto::v1::event::Payload;
 use firebreak_storage::{TimelineRecord, TriageStore};
@@ -42,6 +43,8 @@ pub struct Triage {
     clock: Arc<dyn Clock>,
     /// How long resolved incidents can reopen (by hand, by a repeat alert).
     lifecycle: Arc<Lifecycle>,
+    /// The grouping rules (none: nothing is grouped).
+    grouping: Arc<Grouping>,
     /// Reports computing at once (each reads a window of incidents): past
     /// [`report::MAX_CONCURRENT_REPORTS`] a caller hears RESOURCE_EXHAUSTED.
     reports: Arc<tokio::sync::Semaphore>,
@@ -64,6 +67,7 @@ impl Triage {
             watch: broadcast::channel(1024).0,
             clock,
             lifecycle: Arc::new(Lifecycle::default()),
+            grouping: Arc::new(Grouping::default()),
             reports: Arc::new(tokio::sync::Semaphore::new(report::MAX_CONCURRENT_REPORTS)),
         }
     }
@@ -72,6 +76,12 @@ impl Triage {
     /// an hour; a repeat alert opens a new incident).
     pub fn with_lifecycle(mut self, lifecycle: Lifecycle) -> Self {
         self.lifecycle = Arc::new(lifecycle);
+        self
+    }
+
+    /// The same service with `grouping`'s rules (the default: none, nothing is grouped).
+    pub fn with_grouping(mut self, grouping: Grouping) -> Self {
+        self.grouping = Arc::new(grouping);
         self
     }
 

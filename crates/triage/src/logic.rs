@@ -13,7 +13,7 @@ use crate::Lifecycle;
 use crate::convert::incident_to_proto;
 use crate::decide::{
     Announcement, Context, Decision, Ingested, Input, Reclassification, RoleChange, RunbookCommand,
-    decide, person_name, render_review, request_for, role_name,
+    decide, group_keys, person_name, render_review, request_for, role_name,
 };
 use crate::limits::{
     MAX_ACTOR, MAX_CHANGE_DETAILS, MAX_CHANGE_SUMMARY, MAX_DOCUMENT, MAX_NAME, MAX_PAGE_BYTES,
@@ -33,6 +33,8 @@ impl Triage {
     /// entries written.
     async fn decide_and_apply(&self, inputs: &[Input]) -> Result<(Decision, Vec<TimelineRecord>)> {
         let mut request = request_for(inputs);
+        request.group_keys = group_keys(inputs, &self.grouping);
+        let group_window = self.grouping.longest_window();
         let repeat_window = self.lifecycle.longest_repeat_window();
         let mut tries = 0;
         loop {
@@ -43,6 +45,12 @@ impl Triage {
                     now.unix_micros().saturating_sub(back),
                 ));
             }
+            if !request.group_keys.is_empty() {
+                let back = i64::try_from(group_window.as_micros()).unwrap_or(i64::MAX);
+                request.grouped_since = Some(firebreak_domain::Micros::from_unix_micros(
+                    now.unix_micros().saturating_sub(back),
+                ));
+            }
             let mut tx = self.store.begin().await?;
             let snapshot = tx.snapshot(&request).await?;
             let mut decision = {
@@ -50,6 +58,7 @@ impl Triage {
                 let mut ctx = Context {
                     taxonomy: &self.taxonomy,
                     lifecycle: &self.lifecycle,
+                    grouping: &self.grouping,
                     now,
                     new_id: &mut new_id,
                 };

@@ -1,6 +1,7 @@
 //! Tests of the real `firebreak` binary: crash recovery with `kill -9`, and the README's
 //! walk-through run command by command.
 
+mod grouping;
 mod incident_alerts;
 mod secrets;
 mod silences;

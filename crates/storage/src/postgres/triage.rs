@@ -142,7 +142,29 @@ ALTER TABLE incident_alerts ADD COLUMN resolved_at BIGINT;
 CREATE INDEX incident_alerts_of_incident ON incident_alerts (incident_id, attached_at);
 ",
     },
+    // Grouping: the group a rule put an incident in when it opened, and an index finding
+    // the active incidents of a group opened since a time. SQLite's migration 11 is the same.
+    Migration {
+        version: 8,
+        sql: "
+ALTER TABLE incidents ADD COLUMN group_key TEXT NOT NULL DEFAULT '';
+ALTER TABLE incident_alerts ADD COLUMN grouped_by TEXT NOT NULL DEFAULT '';
+CREATE INDEX incidents_active_by_group ON incidents (group_key, opened_at)
+    WHERE state IN ('open', 'acknowledged', 'mitigated') AND group_key <> '';
+",
+    },
 ];
+
+/// The namespace of triage's advisory locks on group keys.
+const GROUP_LOCK: &str = "triage.group";
+
+/// The active incidents of many groups opened since a time, in group order, the one opened
+/// last of each group last. Not locked here: their ids join the incidents locked by id.
+const ACTIVE_BY_GROUPS: &str = "
+SELECT id, group_key FROM incidents
+WHERE state IN ('open', 'acknowledged', 'mitigated') AND group_key <> ''
+AND group_key = ANY($1) AND opened_at >= $2
+ORDER BY group_key, opened_at, id";
 
 /// Triage's store on Postgres.
 #[derive(Clone)]
@@ -369,8 +391,10 @@ fn report_row(r: &PgRow) -> Result<firebreak_domain::report::IncidentFacts> {
 
 /// A triage write transaction.
 ///
-/// `snapshot` locks what the decisions rest on: the active incidents of the keys asked, in
-/// key order, then the incidents asked by id, in id order (`FOR UPDATE`), so replicas
+/// `snapshot` locks what the decisions rest on: first the groups asked (an advisory lock per
+/// group key, in lock-key order: a group's incident may not exist yet), then the active
+/// incidents of the keys asked, in key order, then the incidents asked by id (a group's
+/// incident among them), in id order (`FOR UPDATE`), so replicas
 /// deciding on overlapping batches take their locks in one order and cannot deadlock on
 /// them. Two replicas attaching alerts to one incident thus take turns, and the second
 /// reads what the first committed: no update to the alert count or severity is lost. Its
@@ -417,10 +441,11 @@ WITH marked AS (
     RETURNING 1
 ), linked AS (
     INSERT INTO incident_alerts (alert_id, incident_id, opened, attached_at, title, labels,
-        fired_at, last_seen_at)
-    SELECT a, i, o, $20, t, lb, f, f
-    FROM unnest($2::text[], $3::text[], $4::bool[], $21::text[], $22::text[], $23::int8[])
-        AS l(a, i, o, t, lb, f)
+        fired_at, last_seen_at, grouped_by)
+    SELECT a, i, o, $20, t, lb, f, f, g
+    FROM unnest($2::text[], $3::text[], $4::bool[], $21::text[], $22::text[], $23::int8[],
+        $24::text[])
+        AS l(a, i, o, t, lb, f, g)
     ON CONFLICT (alert_id) DO NOTHING
     RETURNING 1
 ), stored AS (
@@ -454,19 +479,37 @@ const INSERT_INCIDENTS: &str = "
 INSERT INTO incidents (id, title, description, category, severity, priority, urgency, state,
     dedup_key, alert_count, labels, source, opened_at, acknowledged_at, resolved_at, closed_at,
     resolution_summary, root_cause, review, updated_at, roles, integration, mitigated_at,
-    merged_into)
+    merged_into, group_key)
 SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::int8[], $6::int8[],
     $7::text[], $8::text[], $9::text[], $10::int8[], $11::text[], $12::text[], $13::int8[],
     $14::int8[], $15::int8[], $16::int8[], $17::text[], $18::text[], $19::text[], $20::int8[],
-    $21::text[], $22::text[], $23::int8[], $24::text[])
+    $21::text[], $22::text[], $23::int8[], $24::text[], $25::text[])
 ON CONFLICT (dedup_key) WHERE state IN ('open', 'acknowledged', 'mitigated') DO NOTHING";
 
 impl PgTriageTx {
     async fn read_snapshot(&mut self, req: &SnapshotRequest) -> Result<TriageSnapshot> {
         let mut snap = TriageSnapshot::default();
+        // Whether a group has an incident is a question about a row that may not exist yet:
+        // an advisory lock per group key, taken before any row lock and in one statement in
+        // key order, makes replicas deciding about one group take turns (the second reads,
+        // in a later statement, the incident the first opened).
+        let grouping = !req.group_keys.is_empty() && req.grouped_since.is_some();
+        if grouping {
+            let mut locks: Vec<i64> = req
+                .group_keys
+                .iter()
+                .map(|k| super::lock_key(GROUP_LOCK, &[k]))
+                .collect();
+            locks.sort_unstable();
+            locks.dedup();
+            sqlx::query("SELECT pg_advisory_xact_lock(k) FROM unnest($1::int8[]) AS k")
+                .bind(&locks)
+                .execute(&mut *self.tx)
+                .await?;
+        }
         if !req.alert_ids.is_empty() {
             let rows = sqlx::query(
-                "SELECT alert_id, incident_id, opened, resolved FROM incident_alerts
+                "SELECT alert_id, incident_id, opened, resolved, grouped_by FROM incident_alerts
                  WHERE alert_id = ANY($1)",
             )
             .bind(&req.alert_ids)
@@ -478,6 +521,7 @@ impl PgTriageTx {
                     incident_id: r.try_get(1)?,
                     opened: r.try_get(2)?,
                     resolved: r.try_get(3)?,
+                    grouped_by: r.try_get(4)?,
                 };
                 snap.links.insert(link.alert_id.clone(), link);
             }
@@ -508,10 +552,27 @@ impl PgTriageTx {
                 }
             }
         }
+        // The incident opened last of each group, by id (locked below with the others).
+        let mut group_of: Vec<(String, String)> = Vec::new();
+        if let (true, Some(since)) = (grouping, req.grouped_since) {
+            let rows = sqlx::query(ACTIVE_BY_GROUPS)
+                .bind(&req.group_keys)
+                .bind(since.unix_micros())
+                .fetch_all(&mut *self.tx)
+                .await?;
+            for r in &rows {
+                let (id, key): (String, String) = (r.try_get(0)?, r.try_get(1)?);
+                match group_of.last_mut() {
+                    Some(last) if last.1 == key => last.0 = id,
+                    _ => group_of.push((id, key)),
+                }
+            }
+        }
         let mut ids: Vec<&str> = req.incident_ids.iter().map(String::as_str).collect();
         if req.incidents_of_alerts {
             ids.extend(snap.links.values().map(|l| l.incident_id.as_str()));
         }
+        ids.extend(group_of.iter().map(|(id, _)| id.as_str()));
         ids.sort_unstable();
         ids.dedup();
         if !ids.is_empty() {
@@ -540,6 +601,21 @@ impl PgTriageTx {
             .await?;
             for r in &rows {
                 snap.unresolved.insert(r.try_get(0)?, r.try_get(1)?);
+            }
+        }
+        // A group's incident as locked: still active (a transition may have ended it while
+        // this waited), kept where SQLite keeps it.
+        for (id, key) in group_of {
+            let asked = req.incident_ids.contains(&id)
+                || (req.incidents_of_alerts && snap.links.values().any(|l| l.incident_id == id));
+            let found = if asked {
+                snap.incidents.get(&id).cloned()
+            } else {
+                snap.unresolved.remove(&id);
+                snap.incidents.remove(&id)
+            };
+            if let Some(i) = found.filter(|i| i.state.is_active()) {
+                snap.grouped.insert(key, i);
             }
         }
         if !req.event_ids.is_empty() {
@@ -628,6 +704,7 @@ impl PgTriageTx {
                         .bind_iter(),
                 )
                 .bind(i.iter().map(|i| &i.merged_into).bind_iter())
+                .bind(i.iter().map(|i| &i.group_key).bind_iter())
                 .execute(&mut *self.tx)
                 .await
                 .map_err(|e| conflict(e, "an incident with this id exists"))?;
@@ -686,6 +763,7 @@ impl PgTriageTx {
                     .map(|s| s.map(|s| s.fired_at.unix_micros()))
                     .bind_iter(),
             )
+            .bind(links.iter().map(|l| &l.grouped_by).bind_iter())
             .fetch_one(&mut *self.tx)
             .await?;
         let (marked, linked, stored): (i64, i64, i64) =
@@ -834,6 +912,7 @@ fn incident_row(r: &PgRow) -> Result<IncidentRecord> {
             .try_get::<Option<i64>, _>("mitigated_at")?
             .map(Micros::from_unix_micros),
         merged_into: r.try_get("merged_into")?,
+        group_key: r.try_get("group_key")?,
         resolution_summary: r.try_get("resolution_summary")?,
         root_cause: r.try_get("root_cause")?,
         review: r.try_get("review")?,

@@ -176,6 +176,17 @@ ALTER TABLE incident_alerts ADD COLUMN resolved_at INTEGER;
 CREATE INDEX incident_alerts_of_incident ON incident_alerts (incident_id, attached_at);
 ",
     },
+    // Grouping: the group a rule put an incident in when it opened, and an index finding
+    // the active incidents of a group opened since a time. Postgres' migration 8 is the same.
+    Migration {
+        version: 11,
+        sql: "
+ALTER TABLE incidents ADD COLUMN group_key TEXT NOT NULL DEFAULT '';
+ALTER TABLE incident_alerts ADD COLUMN grouped_by TEXT NOT NULL DEFAULT '';
+CREATE INDEX incidents_active_by_group ON incidents (group_key, opened_at)
+    WHERE state IN ('open', 'acknowledged', 'mitigated') AND group_key <> '';
+",
+    },
 ];
 
 /// Triage's store on SQLite.
@@ -195,7 +206,7 @@ macro_rules! incidents {
             "SELECT id, title, description, category, severity, priority, urgency, state,
                 dedup_key, alert_count, labels, source, opened_at, acknowledged_at, resolved_at,
                 closed_at, resolution_summary, root_cause, review, updated_at, roles, integration,
-                mitigated_at, merged_into
+                mitigated_at, merged_into, group_key
                 FROM incidents ",
             $rest
         )
@@ -440,7 +451,7 @@ struct SqliteTriageTx {
 fn write_links(c: &Connection, links: &[AlertLink], seen: &[AlertSeen], now: i64) -> Result<()> {
     let mut insert = c.prepare_cached(
         "INSERT INTO incident_alerts (alert_id, incident_id, opened, attached_at, title, labels,
-            fired_at, last_seen_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            fired_at, last_seen_at, grouped_by) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
     )?;
     let seen: HashMap<&str, &AlertSeen> = seen.iter().map(|s| (s.alert_id.as_str(), s)).collect();
     let mut added: HashMap<&str, i64> = HashMap::new();
@@ -461,6 +472,7 @@ fn write_links(c: &Connection, links: &[AlertLink], seen: &[AlertSeen], now: i64
                 labels,
                 fired,
                 fired,
+                &l.grouped_by,
             ))
             .map_err(|e| conn::conflict(e, "alert already attached"))?;
         *added.entry(l.incident_id.as_str()).or_default() += 1;
@@ -482,7 +494,7 @@ fn read_snapshot(c: &Connection, req: &SnapshotRequest) -> Result<TriageSnapshot
     if !req.alert_ids.is_empty() {
         let ids = json_text(&req.alert_ids)?;
         let mut links = c.prepare_cached(
-            "SELECT alert_id, incident_id, opened, resolved FROM incident_alerts
+            "SELECT alert_id, incident_id, opened, resolved, grouped_by FROM incident_alerts
              WHERE alert_id IN (SELECT value FROM json_each(?))",
         )?;
         let rows = links.query_map([&ids], |r| {
@@ -491,6 +503,7 @@ fn read_snapshot(c: &Connection, req: &SnapshotRequest) -> Result<TriageSnapshot
                 incident_id: r.get(1)?,
                 opened: r.get(2)?,
                 resolved: r.get(3)?,
+                grouped_by: r.get(4)?,
             })
         })?;
         for link in rows {
@@ -524,6 +537,20 @@ fn read_snapshot(c: &Connection, req: &SnapshotRequest) -> Result<TriageSnapshot
                     snap.resolved.insert(i.dedup_key.clone(), i);
                 }
             }
+        }
+    }
+    if let (false, Some(since)) = (req.group_keys.is_empty(), req.grouped_since) {
+        // The active incident of each group opened last (in order, the last one stays).
+        let keys = json_text(&req.group_keys)?;
+        let mut grouped = c.prepare_cached(incidents!(
+            "INDEXED BY incidents_active_by_group
+             WHERE state IN ('open', 'acknowledged', 'mitigated') AND group_key <> ''
+             AND group_key IN (SELECT value FROM json_each(?1)) AND opened_at >= ?2
+             ORDER BY group_key, opened_at, id"
+        ))?;
+        for row in grouped.query_map((&keys, since.unix_micros()), IncidentRow::read)? {
+            let i = row?.record()?;
+            snap.grouped.insert(i.group_key.clone(), i);
         }
     }
     let mut ids: Vec<&String> = req.incident_ids.iter().collect();
@@ -670,8 +697,8 @@ fn insert_row(c: &Connection, i: &IncidentRecord) -> Result<()> {
         "INSERT INTO incidents (id, title, description, category, severity, priority, urgency, state,
             dedup_key, alert_count, labels, source, opened_at, acknowledged_at, resolved_at, closed_at,
             resolution_summary, root_cause, review, updated_at, roles, integration, mitigated_at,
-            merged_into)
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            merged_into, group_key)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
     )?
     .execute(rusqlite::params![
         i.id,
@@ -698,6 +725,7 @@ fn insert_row(c: &Connection, i: &IncidentRecord) -> Result<()> {
         i.integration,
         i.mitigated_at.map(Micros::unix_micros),
         i.merged_into,
+        i.group_key,
     ])
     .map_err(|e| conn::conflict(e, "an active incident holds this dedup key"))?;
     Ok(())
@@ -822,6 +850,7 @@ impl IncidentRow {
                 closed_at: r.get::<_, Option<i64>>(15)?.map(Micros::from_unix_micros),
                 mitigated_at: r.get::<_, Option<i64>>(22)?.map(Micros::from_unix_micros),
                 merged_into: r.get(23)?,
+                group_key: r.get(24)?,
                 resolution_summary: r.get(16)?,
                 root_cause: r.get(17)?,
                 review: r.get(18)?,

@@ -359,6 +359,7 @@ pub(crate) fn link(alert_id: &str, incident_id: &str, opened: bool) -> AlertLink
         incident_id: incident_id.into(),
         opened,
         resolved: false,
+        grouped_by: String::new(),
     }
 }
 

@@ -175,6 +175,64 @@ async fn sixteen_replicas_open_exactly_one_incident_per_dedup_key() {
     assert_eq!(store.pending(100).await.unwrap().len(), 16);
 }
 
+/// Alerts of one group with distinct dedup keys (hosts of one service), raced by replicas as
+/// triage's grouping does: a snapshot of the group's active incident since a time, then
+/// join it or open one carrying the group key. The group's advisory lock makes them take
+/// turns: exactly one incident opens, and every alert is counted on it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn replicas_racing_on_one_group_open_one_incident() {
+    let db = TestDatabase::create().await;
+    let stores = triage_replicas(&db).await;
+    let barrier = Arc::new(Barrier::new(12));
+    let mut tasks = JoinSet::new();
+    for n in 0..12 {
+        let store = stores[n % REPLICAS].clone();
+        let barrier = barrier.clone();
+        tasks.spawn(async move {
+            barrier.wait().await;
+            let request = SnapshotRequest {
+                dedup_keys: vec![format!("host-{n}")],
+                group_keys: vec!["group/by-service:api".into()],
+                grouped_since: Some(micros(0)),
+                ..Default::default()
+            };
+            let mut tx = store.begin().await.unwrap();
+            let snap = tx.snapshot(&request).await.unwrap();
+            assert!(snap.active.is_empty());
+            let (changes, opened) = match snap.grouped.get("group/by-service:api") {
+                Some(held) => {
+                    let mut inc = held.clone();
+                    inc.alert_count += 1;
+                    let changes = TriageChangeset {
+                        updates: vec![update(&inc, false)],
+                        links: vec![link(&format!("al-{n}"), &inc.id, false)],
+                        ..Default::default()
+                    };
+                    (changes, 0)
+                }
+                None => {
+                    let mut inc = incident(&format!("inc-{n}"), &format!("host-{n}"), "open");
+                    inc.group_key = "group/by-service:api".into();
+                    let changes = TriageChangeset {
+                        links: vec![link(&format!("al-{n}"), &inc.id, true)],
+                        inserts: vec![inc],
+                        ..Default::default()
+                    };
+                    (changes, 1)
+                }
+            };
+            tx.apply(changes).await.unwrap();
+            opened
+        });
+    }
+    let opened: usize = tasks.join_all().await.into_iter().sum();
+    assert_eq!(opened, 1);
+    let all = stores[0].incidents(None, 100).await.unwrap();
+    assert_eq!(all.len(), 1, "{all:?}");
+    assert_eq!(all[0].alert_count, 12);
+    assert_eq!(all[0].group_key, "group/by-service:api");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn eight_replicas_attaching_to_one_incident_lose_no_update() {
     let db = TestDatabase::create().await;
@@ -634,7 +692,8 @@ async fn replicas_starting_together_create_and_migrate_the_database_once() {
             (4, "triage".to_owned()),
             (5, "triage".to_owned()),
             (6, "triage".to_owned()),
-            (7, "triage".to_owned())
+            (7, "triage".to_owned()),
+            (8, "triage".to_owned())
         ]
     );
 }

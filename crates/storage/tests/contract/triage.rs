@@ -31,6 +31,7 @@ crate::contract!(triage:
     resolved_incidents_are_found_by_key_since_a_time_and_reopen,
     a_merge_moves_every_alert_and_its_unresolved_count,
     an_incident_lists_its_alerts_as_they_were_with_repeats_and_clearing,
+    a_groups_active_incident_is_found_by_group_key_since_a_time,
 );
 
 /// A changeset that writes `record`, its state changed.
@@ -898,6 +899,8 @@ async fn a_snapshot_answers_what_was_asked(f: &Fixture<dyn TriageStore>) {
         incidents_of_alerts: true,
         event_ids: vec!["ev-1".into(), "ev-2".into()],
         resolved_since: None,
+        group_keys: Vec::new(),
+        grouped_since: None,
     };
     let snap = snapshot(store, asked.clone()).await;
     assert_eq!(
@@ -909,6 +912,7 @@ async fn a_snapshot_answers_what_was_asked(f: &Fixture<dyn TriageStore>) {
             unresolved: HashMap::from([("a".into(), 1), ("old".into(), 0)]),
             processed: HashSet::from(["ev-1".into()]),
             resolved: HashMap::new(),
+            grouped: HashMap::new(),
         }
     );
     // Without the incidents of the alerts, those asked by id alone.
@@ -1074,4 +1078,103 @@ async fn an_incident_lists_its_alerts_as_they_were_with_repeats_and_clearing(
     let b = store.incident_alerts("b", 10).await.unwrap();
     assert_eq!((b.len(), b[0].repeats, b[0].first_seen), (1, 0, at(5)));
     assert!(store.incident_alerts("nope", 10).await.unwrap().is_empty());
+}
+
+/// Grouping's read: the active incident of a group opened last, at or after a time; the
+/// group key is kept as the incident opened with it (an update does not change it).
+async fn a_groups_active_incident_is_found_by_group_key_since_a_time(f: &Fixture<dyn TriageStore>) {
+    let store = &*f.store;
+    let grouped = |id: &str, key: &str, state: &str, group: &str, opened: i64| {
+        let mut i = incident(id, key, state);
+        i.group_key = group.into();
+        i.opened_at = micros(opened);
+        i.updated_at = micros(opened);
+        i
+    };
+    apply(
+        store,
+        opening([
+            grouped("g1", "k1", "open", "group/a:1", 10),
+            grouped("g2", "k2", "acknowledged", "group/a:1", 20),
+            grouped("g3", "k3", "resolved", "group/a:1", 30),
+            grouped("g4", "k4", "closed", "group/a:1", 40),
+            grouped("h", "k5", "mitigated", "group/a:2", 5),
+            grouped("none", "k6", "open", "", 50),
+        ]),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        store.incident("g1").await.unwrap().unwrap().group_key,
+        "group/a:1"
+    );
+    let asking = |since: Option<i64>, ids: &[&str]| SnapshotRequest {
+        group_keys: ["group/a:1", "group/a:2", "group/x:3", ""]
+            .map(String::from)
+            .into(),
+        grouped_since: since.map(micros),
+        incident_ids: ids.iter().map(|s| (*s).to_owned()).collect(),
+        ..Default::default()
+    };
+    let found = |snap: &firebreak_storage::TriageSnapshot| {
+        let mut v: Vec<(String, String)> = snap
+            .grouped
+            .iter()
+            .map(|(k, i)| (k.clone(), i.id.clone()))
+            .collect();
+        v.sort();
+        v
+    };
+    // Since 8: g2 is the group's latest active one (g3 resolved, g4 closed); h opened before.
+    let snap = snapshot(store, asking(Some(8), &[])).await;
+    assert_eq!(found(&snap), [("group/a:1".into(), "g2".into())]);
+    assert!(snap.incidents.is_empty(), "{:?}", snap.incidents);
+    assert_eq!(snap.grouped["group/a:1"].state.as_str(), "acknowledged");
+    let snap = snapshot(store, asking(Some(1), &[])).await;
+    assert_eq!(
+        found(&snap),
+        [
+            ("group/a:1".into(), "g2".into()),
+            ("group/a:2".into(), "h".into())
+        ]
+    );
+    // Exactly at the time counts; after it, nothing.
+    let snap = snapshot(store, asking(Some(20), &[])).await;
+    assert_eq!(found(&snap), [("group/a:1".into(), "g2".into())]);
+    assert!(
+        snapshot(store, asking(Some(21), &[]))
+            .await
+            .grouped
+            .is_empty()
+    );
+    // Without a time, nothing grouped is read; asked by id too, it is in both.
+    assert!(snapshot(store, asking(None, &[])).await.grouped.is_empty());
+    let snap = snapshot(store, asking(Some(8), &["g2"])).await;
+    assert_eq!(snap.incidents["g2"], snap.grouped["group/a:1"]);
+    // Resolved, g2 leaves the group's reads; g1 is the active one left.
+    let mut g2 = store.incident("g2").await.unwrap().unwrap();
+    g2.state = "resolved".parse().unwrap();
+    g2.group_key = "changed".into();
+    apply(store, updating(&g2)).await.unwrap();
+    let snap = snapshot(store, asking(Some(8), &[])).await;
+    assert_eq!(found(&snap), [("group/a:1".into(), "g1".into())]);
+    assert_eq!(
+        store.incident("g2").await.unwrap().unwrap().group_key,
+        "group/a:1"
+    );
+    // An attachment keeps the rule that grouped it.
+    let mut joined = link("al-g", "g1", false);
+    joined.grouped_by = "by-service".into();
+    apply(
+        store,
+        TriageChangeset {
+            links: vec![joined.clone(), link("al-h", "h", false)],
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    let snap = snapshot(store, by_alerts(&["al-g", "al-h"])).await;
+    assert_eq!(snap.links["al-g"], joined);
+    assert_eq!(snap.links["al-h"].grouped_by, "");
 }

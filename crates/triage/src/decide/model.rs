@@ -252,6 +252,7 @@ fn decided(snap: &TriageSnapshot, inputs: &[Input], step: usize) -> Result<Decis
         &mut Context {
             taxonomy: &taxonomy,
             lifecycle: &Lifecycle::default(),
+            grouping: &firebreak_domain::grouping::Grouping::default(),
             now: Micros::from_unix_micros(1_800_000_000_000_000 + step as i64 * 1_000),
             new_id: &mut new_id,
         },

@@ -71,6 +71,7 @@ fn holding(incidents: &[IncidentRecord]) -> TriageSnapshot {
                 incident_id: i.id.clone(),
                 opened: true,
                 resolved: false,
+                grouped_by: String::new(),
             },
         );
     }
@@ -86,6 +87,16 @@ fn run_with(
     snapshot: &TriageSnapshot,
     inputs: &[Input],
 ) -> Result<Decision> {
+    run_grouped(lifecycle, &Default::default(), NOW, snapshot, inputs)
+}
+
+fn run_grouped(
+    lifecycle: &Lifecycle,
+    grouping: &firebreak_domain::grouping::Grouping,
+    now: Micros,
+    snapshot: &TriageSnapshot,
+    inputs: &[Input],
+) -> Result<Decision> {
     let taxonomy = Taxonomy::default();
     let mut next = 100;
     let mut new_id = || {
@@ -98,7 +109,8 @@ fn run_with(
         &mut Context {
             taxonomy: &taxonomy,
             lifecycle,
-            now: NOW,
+            grouping,
+            now,
             new_id: &mut new_id,
         },
     )
@@ -136,7 +148,8 @@ fn a_new_key_opens_an_incident_categorized_and_prioritized() {
             alert_id: "a1".into(),
             incident_id: id(101),
             opened: true,
-            resolved: false
+            resolved: false,
+            grouped_by: String::new(),
         }]
     );
     assert_eq!(kinds(&d), ["opened", "categorized", "prioritized"]);
@@ -146,7 +159,8 @@ fn a_new_key_opens_an_incident_categorized_and_prioritized() {
         [Ingested {
             incident_id: id(101),
             deduplicated: false,
-            before: false
+            before: false,
+            grouped_by: None
         }]
     );
     assert!(cs.processed.is_empty() && cs.events.is_empty());
@@ -253,7 +267,8 @@ fn an_alert_ingested_before_changes_nothing() {
         [Ingested {
             incident_id: id(1),
             deduplicated: false,
-            before: true
+            before: true,
+            grouped_by: None
         }]
     );
     let d = run(&snap, &[alert("x", "db", 3), alert("x", "db", 3)]).unwrap();
@@ -604,6 +619,7 @@ fn the_last_alert_clearing_resolves_an_auto_resolving_incident() {
             incident_id: id(1),
             opened: false,
             resolved: false,
+            grouped_by: String::new(),
         },
     );
     // One of two clears: counted, no resolve.
