@@ -659,7 +659,8 @@ impl App {
         if let Some((triage_store, orchestration_store)) = downstream {
             services.triage = Some(
                 Triage::new(triage_store, bus.clone(), config.taxonomy(), clock.clone())
-                    .with_lifecycle(config.reopen.lifecycle()),
+                    .with_lifecycle(config.reopen.lifecycle())
+                    .with_review_template(config.review.template.clone())?,
             );
             services.orchestration = Some(build_orchestration(
                 &config,
@@ -1129,7 +1130,8 @@ async fn connect(
             .await;
             services.triage = Some(
                 Triage::new(Arc::new(store), nats.clone(), config.taxonomy(), clock)
-                    .with_lifecycle(config.reopen.lifecycle()),
+                    .with_lifecycle(config.reopen.lifecycle())
+                    .with_review_template(config.review.template.clone())?,
             );
             nats
         }

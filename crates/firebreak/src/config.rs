@@ -92,6 +92,11 @@ pub struct Config {
     /// a resolve opens a new incident) or its integration's own window under `integrations`.
     #[serde(default)]
     pub reopen: ReopenConfig,
+    /// The post-incident review: `template`, the sections people write after the facts
+    /// (each a `heading` and a `prompt`); the default is Root cause, What went well, What
+    /// went wrong. A section headed `Root cause` shows the recorded root cause.
+    #[serde(default)]
+    pub review: ReviewConfig,
     /// People and service accounts declared here (GitOps): written into the directory at
     /// start-up, not deletable or changeable at run time.
     #[serde(default)]
@@ -153,6 +158,23 @@ pub struct Config {
     /// is up.
     #[serde(skip)]
     pub ignored_env: Vec<String>,
+}
+
+/// The post-incident review (`review:`).
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ReviewConfig {
+    /// The sections people write, in order: 1 to 20, distinct one-line headings of at most
+    /// 128 bytes, prompts of at most 1 KiB.
+    pub template: Vec<firebreak_domain::ReviewSection>,
+}
+
+impl Default for ReviewConfig {
+    fn default() -> Self {
+        Self {
+            template: firebreak_domain::default_review_template(),
+        }
+    }
 }
 
 /// The reopen windows (`reopen:`), in seconds.
@@ -523,6 +545,7 @@ const KEYS: &[&str] = &[
     "maintenance",
     "throttles",
     "reopen",
+    "review",
     "users",
     "teams",
     "runbook_params",
@@ -640,6 +663,8 @@ impl Config {
             .check()
             .map_err(|e| anyhow::anyhow!("invalid {e}"))?;
         self.reopen.check()?;
+        firebreak_domain::check_review_template(&self.review.template)
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
         firebreak_domain::maintenance::check_all(&self.maintenance)
             .map_err(|e| anyhow::anyhow!("invalid {e}"))?;
         for (key, t) in [
@@ -954,6 +979,44 @@ mod tests {
                 "reopen.integrations.grafana",
             ),
             ("reopen:\n  window: 60\n", "window"),
+        ] {
+            std::fs::write(&file, yaml).unwrap();
+            let err = format!("{:#}", Config::load(Some(&file), env(&[])).unwrap_err());
+            assert!(err.contains(names), "{yaml}: {err}");
+        }
+    }
+
+    #[test]
+    fn the_review_template_defaults_to_the_built_in_one_and_is_checked() {
+        let c = Config::load(None, env(&[])).unwrap();
+        assert_eq!(
+            c.review.template,
+            firebreak_domain::default_review_template()
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("c.yaml");
+        std::fs::write(
+            &file,
+            "review:\n  template:\n    - {heading: Customer impact, prompt: Who noticed?}\n    - {heading: Root cause}\n",
+        )
+        .unwrap();
+        let t = Config::load(Some(&file), env(&[])).unwrap().review.template;
+        let headings: Vec<(&str, &str)> = t
+            .iter()
+            .map(|s| (s.heading.as_str(), s.prompt.as_str()))
+            .collect();
+        assert_eq!(
+            headings,
+            [("Customer impact", "Who noticed?"), ("Root cause", "")]
+        );
+        for (yaml, names) in [
+            ("review:\n  template: []\n", "review.template"),
+            (
+                "review:\n  template: [{heading: A}, {heading: a}]\n",
+                "appears twice",
+            ),
+            ("review:\n  template: [{heading: A, hint: x}]\n", "hint"),
+            ("review:\n  templates: []\n", "templates"),
         ] {
             std::fs::write(&file, yaml).unwrap();
             let err = format!("{:#}", Config::load(Some(&file), env(&[])).unwrap_err());

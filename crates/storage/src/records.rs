@@ -374,6 +374,8 @@ pub struct SnapshotRequest {
     /// Also, for each key in `dedup_keys`, the incident with it resolved last, when that was
     /// at or after this time (a repeat alert inside the reopen window reopens it).
     pub resolved_since: Option<Micros>,
+    /// Also read the follow-ups of the incidents read.
+    pub follow_ups: bool,
 }
 
 /// The part of triage's store that a batch of decisions depends on, read in the transaction
@@ -395,6 +397,9 @@ pub struct TriageSnapshot {
     /// The incident resolved last of each dedup key asked for, when it was resolved at or
     /// after `resolved_since` and is still resolved (locked on Postgres like the active).
     pub resolved: HashMap<String, IncidentRecord>,
+    /// The follow-ups of each incident in `incidents`, by number (when the request asked
+    /// for them).
+    pub follow_ups: HashMap<String, Vec<FollowUpRecord>>,
 }
 
 /// An incident as a changeset leaves it.
@@ -434,6 +439,8 @@ pub struct TriageChangeset {
     pub entries: Vec<NewTimelineEntry>,
     /// Events to publish, in order.
     pub events: Vec<OutboxEvent>,
+    /// Follow-ups added (`insert`) or changed, as they end up.
+    pub follow_ups: Vec<FollowUpWrite>,
 }
 
 impl TriageChangeset {
@@ -449,6 +456,7 @@ impl TriageChangeset {
             && self.changes.is_empty()
             && self.entries.is_empty()
             && self.events.is_empty()
+            && self.follow_ups.is_empty()
     }
 }
 
@@ -758,4 +766,39 @@ pub struct AuditFilter {
 pub struct AuditCursor {
     pub at: Micros,
     pub id: String,
+}
+
+/// A post-incident follow-up action item (triage): numbered within its incident from 1.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FollowUpRecord {
+    pub incident_id: String,
+    pub number: u32,
+    pub title: String,
+    /// A person's name.
+    pub owner: String,
+    pub due: Option<time::Date>,
+    pub state: firebreak_domain::follow_up::FollowUpState,
+    pub created_at: Micros,
+    /// The actor who added it.
+    pub created_by: String,
+    pub updated_at: Micros,
+}
+
+/// A follow-up a changeset writes: a new one (`insert`: a number taken meanwhile is a
+/// conflict) or a changed one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FollowUpWrite {
+    pub record: FollowUpRecord,
+    pub insert: bool,
+}
+
+/// Which follow-ups to list: every filter given must hold. Listed by incident, then number.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct FollowUpQuery {
+    pub incident_id: Option<String>,
+    pub owner: Option<String>,
+    pub state: Option<firebreak_domain::follow_up::FollowUpState>,
+    /// Past this (incident id, number), for the next page.
+    pub after: Option<(String, u32)>,
+    pub limit: u32,
 }

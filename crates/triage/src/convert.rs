@@ -1,7 +1,11 @@
 //! Conversions between triage's records and the protobuf contracts.
 
+use firebreak_domain::follow_up::{FollowUpState, format_date, overdue};
+use firebreak_domain::{Micros, ReviewInput};
 use firebreak_proto::{WireState, v1};
-use firebreak_storage::{IncidentAlertRecord, IncidentRecord, TimelineRecord};
+use firebreak_storage::{FollowUpRecord, IncidentAlertRecord, IncidentRecord, TimelineRecord};
+
+use crate::limits::MAX_PAGE_BYTES;
 
 pub(crate) fn incident_to_proto(i: &IncidentRecord) -> v1::Incident {
     v1::Incident {
@@ -66,4 +70,155 @@ pub(crate) fn alert_to_proto(a: &IncidentAlertRecord) -> v1::IncidentAlert {
         resolved_at: a.resolved_at.map(firebreak_proto::timestamp),
         opened: a.opened,
     }
+}
+
+/// A follow-up state on the wire.
+pub(crate) fn follow_up_state_to_proto(s: FollowUpState) -> v1::FollowUpState {
+    match s {
+        FollowUpState::Open => v1::FollowUpState::Open,
+        FollowUpState::Done => v1::FollowUpState::Done,
+    }
+}
+
+/// A follow-up state from the wire: `None` when unspecified; a value the contract does not
+/// have is refused naming `state`.
+pub(crate) fn follow_up_state(
+    value: i32,
+) -> Result<Option<FollowUpState>, firebreak_domain::Error> {
+    match v1::FollowUpState::try_from(value) {
+        Ok(v1::FollowUpState::Unspecified) => Ok(None),
+        Ok(v1::FollowUpState::Open) => Ok(Some(FollowUpState::Open)),
+        Ok(v1::FollowUpState::Done) => Ok(Some(FollowUpState::Done)),
+        Err(_) => Err(firebreak_domain::Error::Invalid {
+            field: "state",
+            reason: format!("{value} is not a follow-up state (open or done)"),
+        }),
+    }
+}
+
+/// A stored follow-up on the wire, overdue as of `today`.
+pub(crate) fn follow_up_to_proto(f: &FollowUpRecord, today: time::Date) -> v1::FollowUp {
+    v1::FollowUp {
+        incident_id: f.incident_id.clone(),
+        number: f.number,
+        title: f.title.clone(),
+        owner: f.owner.clone(),
+        due: f.due.map(format_date).unwrap_or_default(),
+        state: follow_up_state_to_proto(f.state) as i32,
+        created_at: Some(firebreak_proto::timestamp(f.created_at)),
+        created_by: f.created_by.clone(),
+        updated_at: Some(firebreak_proto::timestamp(f.updated_at)),
+        overdue: overdue(f.state, f.due, today),
+    }
+}
+
+/// The most status updates and actions per run a structured review carries: what a flood
+/// of either leaves out (`truncated`) so the review fits in a message.
+const MAX_REVIEW_UPDATES: usize = 500;
+const MAX_REVIEW_ACTIONS: usize = 200;
+
+fn wire_time(t: firebreak_domain::Timestamp) -> firebreak_proto::Timestamp {
+    firebreak_proto::timestamp(Micros::from_unix_micros(
+        i64::try_from(t.unix_timestamp_nanos() / 1_000).unwrap_or(i64::MAX),
+    ))
+}
+
+/// The review, structured, for the wire.
+pub(crate) fn review_to_proto(r: &ReviewInput) -> v1::Review {
+    let [tta, ttm, ttr] = r
+        .durations()
+        .map(|d| d.map(|d| firebreak_proto::duration(d.unsigned_abs())));
+    let skipped = r.status_updates.len().saturating_sub(MAX_REVIEW_UPDATES);
+    let mut truncated = skipped > 0;
+    v1::Review {
+        incident_id: r.incident_id.clone(),
+        title: r.title.clone(),
+        category: r.category.clone(),
+        severity: firebreak_proto::wire_level(u32::from(r.severity)),
+        priority: firebreak_proto::wire_level(u32::from(r.priority)),
+        alert_count: r.alert_count,
+        opened_at: Some(wire_time(r.opened_at)),
+        acknowledged_at: r.acknowledged_at.map(wire_time),
+        mitigated_at: r.mitigated_at.map(wire_time),
+        resolved_at: r.resolved_at.map(wire_time),
+        closed_at: r.closed_at.map(wire_time),
+        time_to_acknowledge: tta,
+        time_to_mitigate: ttm,
+        time_to_resolve: ttr,
+        summary: r.summary.clone(),
+        resolution_summary: r.resolution_summary.clone(),
+        root_cause: r.root_cause.clone(),
+        merged_into: r.merged_into.clone(),
+        acknowledged_by: r
+            .acknowledged_by
+            .as_ref()
+            .map(|(who, _)| who.clone())
+            .unwrap_or_default(),
+        roles: r
+            .roles
+            .iter()
+            .map(|h| v1::ReviewRoleHeld {
+                role: h.role.clone(),
+                person: h.person.clone(),
+                from: Some(wire_time(h.from)),
+                until: h.until.map(wire_time),
+            })
+            .collect(),
+        status_updates: r.status_updates[skipped..]
+            .iter()
+            .map(|u| v1::ReviewStatusUpdate {
+                at: Some(wire_time(u.at)),
+                actor: u.actor.clone(),
+                status: u.status.clone(),
+                message: u.message.clone(),
+            })
+            .collect(),
+        runs: r
+            .runs
+            .iter()
+            .map(|run| {
+                truncated |= run.actions.len() > MAX_REVIEW_ACTIONS;
+                v1::ReviewRun {
+                    runbook: run.runbook.clone(),
+                    state: run.state.clone(),
+                    live: run.live,
+                    actions: run
+                        .actions
+                        .iter()
+                        .take(MAX_REVIEW_ACTIONS)
+                        .cloned()
+                        .collect(),
+                }
+            })
+            .collect(),
+        follow_ups: r
+            .follow_ups
+            .iter()
+            .map(|f| v1::FollowUp {
+                incident_id: r.incident_id.clone(),
+                number: f.number,
+                title: f.title.clone(),
+                owner: f.owner.clone(),
+                due: f.due.map(format_date).unwrap_or_default(),
+                state: follow_up_state_to_proto(f.state) as i32,
+                overdue: f.overdue,
+                ..Default::default()
+            })
+            .collect(),
+        sections: r
+            .sections
+            .iter()
+            .map(|s| v1::ReviewSection {
+                heading: s.heading.clone(),
+                prompt: s.prompt.clone(),
+            })
+            .collect(),
+        truncated,
+    }
+}
+
+/// The review in Markdown, at most [`MAX_PAGE_BYTES`]: a flooded timeline must not make it
+/// unreadable (gRPC's 4 MiB message limit).
+pub(crate) fn review_markdown_bounded(r: &ReviewInput) -> String {
+    crate::limits::clip(&firebreak_domain::review_markdown(r), MAX_PAGE_BYTES)
 }

@@ -12,9 +12,9 @@ use super::{
     Migration, OUTBOX, conflict, from_json, get_u32, impl_connect, impl_outbox, json_text,
 };
 use crate::{
-    AlertLink, AlertSeen, ChangeRecord, Error, IncidentAlertRecord, IncidentCursor, IncidentRecord,
-    Result, SnapshotRequest, TimelineRecord, TriageChangeset, TriageSnapshot, TriageStore,
-    TriageTx,
+    AlertLink, AlertSeen, ChangeRecord, Error, FollowUpQuery, FollowUpRecord, IncidentAlertRecord,
+    IncidentCursor, IncidentRecord, Result, SnapshotRequest, TimelineRecord, TriageChangeset,
+    TriageSnapshot, TriageStore, TriageTx,
 };
 use futures::TryStreamExt;
 
@@ -141,6 +141,11 @@ ALTER TABLE incident_alerts ADD COLUMN last_seen_at BIGINT;
 ALTER TABLE incident_alerts ADD COLUMN resolved_at BIGINT;
 CREATE INDEX incident_alerts_of_incident ON incident_alerts (incident_id, attached_at);
 ",
+    },
+    // Post-incident follow-ups (`follow_ups.rs`). SQLite's migration 13 is the same.
+    Migration {
+        version: 10,
+        sql: super::follow_ups::MIGRATION,
     },
 ];
 
@@ -286,6 +291,10 @@ impl TriageStore for PgTriageStore {
                 })
             })
             .collect()
+    }
+
+    async fn follow_ups(&self, query: &FollowUpQuery) -> Result<Vec<FollowUpRecord>> {
+        super::follow_ups::query(&self.pool, query).await
     }
 
     async fn change(&self, id: &str) -> Result<Option<ChangeRecord>> {
@@ -542,6 +551,10 @@ impl PgTriageTx {
                 snap.unresolved.insert(r.try_get(0)?, r.try_get(1)?);
             }
         }
+        if req.follow_ups {
+            // Read after the incidents' locks were granted, like the counts.
+            snap.follow_ups = super::follow_ups::of_incidents(&mut self.tx, &ids).await?;
+        }
         if !req.event_ids.is_empty() {
             let rows =
                 sqlx::query("SELECT event_id FROM processed_events WHERE event_id = ANY($1)")
@@ -637,6 +650,7 @@ impl PgTriageTx {
                 ));
             }
         }
+        super::follow_ups::write(&mut self.tx, &ch.follow_ups).await?;
         let data = ch
             .entries
             .iter()

@@ -11,9 +11,9 @@ use super::named;
 use super::{Migration, OUTBOX, OUTBOX_READ_IN_PLACE, from_json, json_text};
 use super::{impl_open, impl_outbox};
 use crate::{
-    AlertLink, AlertSeen, ChangeRecord, Error, IncidentAlertRecord, IncidentCursor, IncidentRecord,
-    Result, SnapshotRequest, TimelineRecord, TriageChangeset, TriageSnapshot, TriageStore,
-    TriageTx,
+    AlertLink, AlertSeen, ChangeRecord, Error, FollowUpQuery, FollowUpRecord, IncidentAlertRecord,
+    IncidentCursor, IncidentRecord, Result, SnapshotRequest, TimelineRecord, TriageChangeset,
+    TriageSnapshot, TriageStore, TriageTx,
 };
 
 const MIGRATIONS: &[Migration] = &[
@@ -175,6 +175,11 @@ ALTER TABLE incident_alerts ADD COLUMN last_seen_at INTEGER;
 ALTER TABLE incident_alerts ADD COLUMN resolved_at INTEGER;
 CREATE INDEX incident_alerts_of_incident ON incident_alerts (incident_id, attached_at);
 ",
+    },
+    // Post-incident follow-ups (`follow_ups.rs`). Postgres' migration 10 is the same.
+    Migration {
+        version: 13,
+        sql: super::follow_ups::MIGRATION,
     },
 ];
 
@@ -341,6 +346,13 @@ impl TriageStore for SqliteTriageStore {
                 }
                 Ok(out)
             })
+            .await
+    }
+
+    async fn follow_ups(&self, query: &FollowUpQuery) -> Result<Vec<FollowUpRecord>> {
+        let query = query.clone();
+        self.db
+            .read(move |c| super::follow_ups::query(c, &query))
             .await
     }
 
@@ -532,6 +544,9 @@ fn read_snapshot(c: &Connection, req: &SnapshotRequest) -> Result<TriageSnapshot
     }
     ids.sort_unstable();
     ids.dedup();
+    if req.follow_ups {
+        snap.follow_ups = super::follow_ups::of_incidents(c, &ids)?;
+    }
     for id in ids {
         if let Some(i) = incident_by_id(c, id)? {
             if req.count_unresolved {
@@ -598,6 +613,7 @@ fn write_changeset(c: &Connection, ch: &TriageChangeset, now: i64) -> Result<Vec
         .execute((&m.to, moved))?;
     }
     write_links(c, &ch.links, &ch.seen, now)?;
+    super::follow_ups::write(c, &ch.follow_ups)?;
     for r in &ch.repeats {
         c.prepare_cached(
             "UPDATE incident_alerts SET repeats = repeats + 1,

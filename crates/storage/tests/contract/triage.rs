@@ -898,6 +898,7 @@ async fn a_snapshot_answers_what_was_asked(f: &Fixture<dyn TriageStore>) {
         incidents_of_alerts: true,
         event_ids: vec!["ev-1".into(), "ev-2".into()],
         resolved_since: None,
+        follow_ups: false,
     };
     let snap = snapshot(store, asked.clone()).await;
     assert_eq!(
@@ -909,6 +910,7 @@ async fn a_snapshot_answers_what_was_asked(f: &Fixture<dyn TriageStore>) {
             unresolved: HashMap::from([("a".into(), 1), ("old".into(), 0)]),
             processed: HashSet::from(["ev-1".into()]),
             resolved: HashMap::new(),
+            follow_ups: HashMap::new(),
         }
     );
     // Without the incidents of the alerts, those asked by id alone.
