@@ -2,6 +2,7 @@
 //! walk-through run command by command.
 
 mod incident_alerts;
+mod review;
 mod secrets;
 mod silences;
 mod tls;
