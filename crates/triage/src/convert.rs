@@ -112,10 +112,10 @@ pub(crate) fn follow_up_to_proto(f: &FollowUpRecord, today: time::Date) -> v1::F
     }
 }
 
-/// The most status updates and actions per run a structured review carries: what a flood
-/// of either leaves out (`truncated`) so the review fits in a message.
-const MAX_REVIEW_UPDATES: usize = 500;
-const MAX_REVIEW_ACTIONS: usize = 200;
+/// The most bytes of status updates, and of runbook actions, a structured review carries:
+/// a flood of either is cut (`truncated`: the newest updates and the first actions kept), so
+/// with the Markdown's 1 MiB the answer stays well under gRPC's 4 MiB message limit.
+const MAX_REVIEW_PART_BYTES: usize = 512 * 1024;
 
 fn wire_time(t: firebreak_domain::Timestamp) -> firebreak_proto::Timestamp {
     firebreak_proto::timestamp(Micros::from_unix_micros(
@@ -128,8 +128,20 @@ pub(crate) fn review_to_proto(r: &ReviewInput) -> v1::Review {
     let [tta, ttm, ttr] = r
         .durations()
         .map(|d| d.map(|d| firebreak_proto::duration(d.unsigned_abs())));
-    let skipped = r.status_updates.len().saturating_sub(MAX_REVIEW_UPDATES);
+    // The newest updates that fit.
+    let mut bytes = 0;
+    let kept = r
+        .status_updates
+        .iter()
+        .rev()
+        .take_while(|u| {
+            bytes += u.actor.len() + u.status.len() + u.message.len() + 32;
+            bytes <= MAX_REVIEW_PART_BYTES
+        })
+        .count();
+    let skipped = r.status_updates.len() - kept;
     let mut truncated = skipped > 0;
+    let mut action_bytes = 0;
     v1::Review {
         incident_id: r.incident_id.clone(),
         title: r.title.clone(),
@@ -177,17 +189,20 @@ pub(crate) fn review_to_proto(r: &ReviewInput) -> v1::Review {
             .runs
             .iter()
             .map(|run| {
-                truncated |= run.actions.len() > MAX_REVIEW_ACTIONS;
+                let fit = run
+                    .actions
+                    .iter()
+                    .take_while(|a| {
+                        action_bytes += a.len() + 8;
+                        action_bytes <= MAX_REVIEW_PART_BYTES
+                    })
+                    .count();
+                truncated |= fit < run.actions.len();
                 v1::ReviewRun {
                     runbook: run.runbook.clone(),
                     state: run.state.clone(),
                     live: run.live,
-                    actions: run
-                        .actions
-                        .iter()
-                        .take(MAX_REVIEW_ACTIONS)
-                        .cloned()
-                        .collect(),
+                    actions: run.actions.iter().take(fit).cloned().collect(),
                 }
             })
             .collect(),
@@ -221,4 +236,86 @@ pub(crate) fn review_to_proto(r: &ReviewInput) -> v1::Review {
 /// unreadable (gRPC's 4 MiB message limit).
 pub(crate) fn review_markdown_bounded(r: &ReviewInput) -> String {
     crate::limits::clip(&firebreak_domain::review_markdown(r), MAX_PAGE_BYTES)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use firebreak_domain::{ReviewRun, ReviewStatusUpdate};
+    use firebreak_proto::Message;
+
+    /// A review flooded with status updates and runbook actions still fits in a message:
+    /// the newest updates and the first actions are kept, and it says so.
+    #[test]
+    fn a_flooded_review_is_cut_to_fit_and_says_so() {
+        let at = time::macros::datetime!(2026-11-28 10:00 UTC);
+        let big = "m".repeat(16 * 1024);
+        let review = ReviewInput {
+            incident_id: "i".into(),
+            title: "t".into(),
+            category: "c".into(),
+            severity: 1,
+            priority: 1,
+            alert_count: 1,
+            opened_at: at,
+            acknowledged_at: None,
+            resolved_at: None,
+            resolution_summary: String::new(),
+            root_cause: String::new(),
+            roles: Vec::new(),
+            timeline: Vec::new(),
+            runs: vec![ReviewRun {
+                runbook: "r".into(),
+                state: "succeeded".into(),
+                live: true,
+                actions: (0..200).map(|n| format!("{n}:{big}")).collect(),
+            }],
+            first_page: None,
+            acknowledged_by: None,
+            mitigated_at: None,
+            closed_at: None,
+            merged_into: String::new(),
+            summary: String::new(),
+            status_updates: (0..500)
+                .map(|n| ReviewStatusUpdate {
+                    at,
+                    actor: "user:a".into(),
+                    status: "investigating".into(),
+                    message: format!("{n}:{big}"),
+                })
+                .collect(),
+            follow_ups: Vec::new(),
+            sections: Vec::new(),
+        };
+        let wire = review_to_proto(&review);
+        assert!(wire.truncated);
+        assert!(
+            wire.encoded_len() <= 2 * MAX_REVIEW_PART_BYTES + 4096,
+            "{} bytes",
+            wire.encoded_len()
+        );
+        assert!(
+            wire.status_updates
+                .last()
+                .unwrap()
+                .message
+                .starts_with("499:")
+        );
+        assert!(wire.runs[0].actions[0].starts_with("0:"));
+        // A small review is whole.
+        let small = ReviewInput {
+            status_updates: review.status_updates[..3].to_vec(),
+            runs: vec![ReviewRun {
+                actions: vec!["a".into()],
+                ..review.runs[0].clone()
+            }],
+            ..review
+        };
+        let wire = review_to_proto(&small);
+        assert!(!wire.truncated);
+        assert_eq!(
+            (wire.status_updates.len(), wire.runs[0].actions.len()),
+            (3, 1)
+        );
+    }
 }
