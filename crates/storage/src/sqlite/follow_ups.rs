@@ -153,3 +153,51 @@ pub(super) fn query(c: &Connection, query: &FollowUpQuery) -> Result<Vec<FollowU
         .map(|r| record(r?))
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use rusqlite::Connection;
+
+    use crate::sqlite::SqliteTriageStore;
+    use crate::{Error, FollowUpQuery, TriageStore};
+
+    /// A state or due date no code wrote (the CHECKs switched off, as a hand edit might) is
+    /// a corrupt row naming the column, never a default.
+    #[tokio::test]
+    async fn an_unknown_state_or_due_date_read_back_is_corrupt() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("triage.db");
+        let store = SqliteTriageStore::open(&path, false).await.unwrap();
+        let raw = Connection::open(&path).unwrap();
+        raw.execute_batch(
+            "PRAGMA ignore_check_constraints = ON;
+             INSERT INTO incidents (id, title, description, category, severity, priority,
+                urgency, state, dedup_key, alert_count, labels, source, opened_at,
+                resolution_summary, root_cause, review, updated_at)
+             VALUES ('a', 't', '', 'c', 3, 3, 'medium', 'open', 'k', 1, '{}', 's', 1, '', '', '', 1);",
+        )
+        .unwrap();
+        for (state, due, names) in [
+            ("paused", None, "paused"),
+            ("open", Some("2026-02-30"), "due"),
+        ] {
+            raw.execute("DELETE FROM follow_ups", ()).unwrap();
+            raw.execute(
+                "INSERT INTO follow_ups (incident_id, number, title, owner, due, state,
+                    created_at, created_by, updated_at)
+                 VALUES ('a', 1, 't', 'amy', ?, ?, 1, 'user:amy', 1)",
+                (due, state),
+            )
+            .unwrap();
+            let err = store
+                .follow_ups(&FollowUpQuery {
+                    limit: 10,
+                    ..Default::default()
+                })
+                .await
+                .unwrap_err();
+            assert!(matches!(err, Error::Corrupt(_)), "{err:?}");
+            assert!(err.to_string().contains(names), "{err}");
+        }
+    }
+}
