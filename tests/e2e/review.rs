@@ -9,7 +9,7 @@ use firebreak_proto::v1;
 use serde_json::Value;
 use tonic::Code;
 
-use crate::harness::{Stack, empty_runbooks};
+use crate::harness::{Stack, empty_runbooks, eventually};
 
 const TEMPLATE: &str = "review:
   template:
@@ -293,6 +293,44 @@ async fn the_review_states_roles_durations_follow_ups_summary_and_the_template()
         .into_inner();
     assert_eq!(page.follow_ups.len(), 1);
     assert!(!page.next_page_token.is_empty());
+
+    // The writes are audited with their target; the list, a read, is not.
+    let audited = |action: &'static str| {
+        let s = &s;
+        async move {
+            let req = v1::ListAuditRequest {
+                actor: "user:bob".into(),
+                action: action.into(),
+                ..Default::default()
+            };
+            s.audit()
+                .list_audit(req)
+                .await
+                .unwrap()
+                .into_inner()
+                .entries
+        }
+    };
+    let added = eventually("bob's follow-ups in the audit log", || async {
+        let e = audited("IncidentService/AddFollowUp").await;
+        (e.len() == 3).then_some(e)
+    })
+    .await;
+    assert!(
+        added
+            .iter()
+            .any(|e| e.target == format!("incident:{id}") && e.outcome == "ok"),
+        "{added:?}"
+    );
+    for action in [
+        "IncidentService/UpdateFollowUp",
+        "IncidentService/SetReviewSummary",
+    ] {
+        eventually(action, || async {
+            (audited(action).await.len() == 1).then_some(())
+        })
+        .await;
+    }
 
     // Reading is not writing: a viewer lists but may not add.
     let mut viewer = s.person("vic", v1::Role::Viewer).await.incidents;
