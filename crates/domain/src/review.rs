@@ -178,6 +178,8 @@ pub struct ReviewRole {
 /// One runbook run and the actions it journaled.
 #[derive(Debug, Clone)]
 pub struct ReviewRun {
+    /// The run's id (empty when the timeline did not name it).
+    pub run_id: String,
     pub runbook: String,
     pub state: String,
     pub live: bool,
@@ -405,6 +407,7 @@ mod tests {
                 detail: "a|b".into(),
             }],
             runs: vec![ReviewRun {
+                run_id: "r-1".into(),
                 runbook: "service-outage".into(),
                 state: "succeeded".into(),
                 live: false,

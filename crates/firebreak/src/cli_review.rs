@@ -315,7 +315,7 @@ fn review_json(r: &v1::Review) -> Value {
             "message": u.message,
         })).collect::<Vec<_>>(),
         "runs": r.runs.iter().map(|run| json!({
-            "runbook": run.runbook, "state": run.state, "live": run.live,
+            "run_id": run.run_id, "runbook": run.runbook, "state": run.state, "live": run.live,
             "actions": run.actions,
         })).collect::<Vec<_>>(),
         "follow_ups": r.follow_ups.iter().map(|f| json!({

@@ -199,6 +199,7 @@ pub(crate) fn review_to_proto(r: &ReviewInput) -> v1::Review {
                     .count();
                 truncated |= fit < run.actions.len();
                 v1::ReviewRun {
+                    run_id: run.run_id.clone(),
                     runbook: run.runbook.clone(),
                     state: run.state.clone(),
                     live: run.live,
@@ -265,6 +266,7 @@ mod tests {
             roles: Vec::new(),
             timeline: Vec::new(),
             runs: vec![ReviewRun {
+                run_id: "r-1".into(),
                 runbook: "r".into(),
                 state: "succeeded".into(),
                 live: true,

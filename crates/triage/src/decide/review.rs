@@ -311,16 +311,21 @@ fn status_updates(timeline: &[TimelineRecord]) -> Vec<ReviewStatusUpdate> {
         .collect()
 }
 
-/// What each runbook did, from its `runbook_*` entries: one run per runbook, its actions in
-/// order and how it ended.
+/// What each run did, from its `runbook_*` entries (one run per run id; entries naming none
+/// are taken per runbook): its actions in order and where it got to.
 fn runs(timeline: &[TimelineRecord]) -> Vec<ReviewRun> {
     let mut runs: Vec<ReviewRun> = Vec::new();
     for t in timeline.iter().filter(|t| t.kind.starts_with("runbook_")) {
         let name = t.data["runbook"].as_str().unwrap_or_default().to_owned();
-        let idx = match runs.iter().position(|r| r.runbook == name) {
+        let run_id = t.data["run_id"].as_str().unwrap_or_default().to_owned();
+        let idx = match runs
+            .iter()
+            .position(|r| r.run_id == run_id && (!run_id.is_empty() || r.runbook == name))
+        {
             Some(i) => i,
             None => {
                 runs.push(ReviewRun {
+                    run_id,
                     runbook: name,
                     state: "running".into(),
                     live: t.data["live"].as_bool().unwrap_or(false),
@@ -345,6 +350,10 @@ fn runs(timeline: &[TimelineRecord]) -> Vec<ReviewRun> {
                 run.state = format!("failed: {}", t.data["detail"].as_str().unwrap_or(""))
             }
             "runbook_waiting_approval" => run.state = "waiting for approval".into(),
+            "runbook_plan_ready" => run.state = "plan ready, waiting for approval".into(),
+            "runbook_approved" => run.state = "approved, running".into(),
+            "runbook_rejected" => run.state = "rejected".into(),
+            "runbook_sleeping" => run.state = "sleeping".into(),
             _ => {}
         }
     }

@@ -1612,6 +1612,18 @@ fn the_review_folds_roles_updates_runs_and_durations_from_the_timeline() {
             json!({"runbook": "db"}),
         ),
         e(
+            6,
+            "runbook_started",
+            "runbook:db",
+            json!({"runbook": "db", "run_id": "r-2", "live": false}),
+        ),
+        e(
+            6,
+            "runbook_rejected",
+            "runbook:db",
+            json!({"runbook": "db", "run_id": "r-2"}),
+        ),
+        e(
             7,
             "role_assigned",
             "user:amy",
@@ -1648,11 +1660,13 @@ fn the_review_folds_roles_updates_runs_and_durations_from_the_timeline() {
             ("resolved", "fixed", "user:bob")
         ]
     );
-    assert_eq!(r.runs.len(), 1);
-    assert_eq!(
-        (r.runs[0].state.as_str(), r.runs[0].live),
-        ("succeeded", true)
-    );
+    // Two runs of one runbook are two runs.
+    let runs: Vec<(&str, &str, bool)> = r
+        .runs
+        .iter()
+        .map(|r| (r.run_id.as_str(), r.state.as_str(), r.live))
+        .collect();
+    assert_eq!(runs, [("", "succeeded", true), ("r-2", "rejected", false)]);
     assert_eq!(
         r.runs[0].actions,
         ["`k8s.restart` {\"d\":\"db\"} → succeeded"]
