@@ -9,7 +9,7 @@ use firebreak_proto::v1;
 use serde_json::Value;
 use tonic::Code;
 
-use crate::harness::{Stack, empty_runbooks, eventually};
+use crate::harness::{Recorder, Stack, empty_runbooks, eventually};
 
 const TEMPLATE: &str = "review:
   template:
@@ -85,7 +85,13 @@ fn between(a: Option<firebreak_proto::Timestamp>, b: Option<firebreak_proto::Tim
 
 #[tokio::test]
 async fn the_review_states_roles_durations_follow_ups_summary_and_the_template() {
-    let mut s = Stack::start(&empty_runbooks(), TEMPLATE).await;
+    // A channel that wants the review's changes (no channel gets them unless it asks).
+    let hook = Recorder::start().await;
+    let config = format!(
+        "{TEMPLATE}channels:\n  - name: reviews\n    kind: webhook\n    url: {}/hook\n    events: [review_changed]\n",
+        hook.url
+    );
+    let mut s = Stack::start(&empty_runbooks(), &config).await;
     let id = s.raise("checkout down").await;
     let other = s.raise("search slow").await;
     let opened = s
@@ -293,6 +299,19 @@ async fn the_review_states_roles_durations_follow_ups_summary_and_the_template()
         .into_inner();
     assert_eq!(page.follow_ups.len(), 1);
     assert!(!page.next_page_token.is_empty());
+
+    // Each change was announced: three additions, a change, the summary.
+    let posted = eventually("the review's changes at the webhook", || async {
+        let got = hook.on("/hook");
+        (got.len() >= 5).then_some(got)
+    })
+    .await;
+    let kinds: Vec<&str> = posted
+        .iter()
+        .map(|r| r.body["kind"].as_str().unwrap_or_default())
+        .collect();
+    assert_eq!(kinds, ["incident.review_changed"; 5], "{posted:?}");
+    assert_eq!(posted[0].body["actor"], "user:bob", "{:?}", posted[0].body);
 
     // The writes are audited with their target; the list, a read, is not.
     let audited = |action: &'static str| {

@@ -5,7 +5,8 @@
 //! either way round); an incident has at most [`MAX_FOLLOW_UPS`], numbered from 1; a
 //! change that changes nothing writes nothing; an incident merged into another takes
 //! neither (its review is the other's). Each change is a timeline entry: `follow_up_added`,
-//! `follow_up_changed` (the fields changed, with what they were), `summary_edited`.
+//! `follow_up_changed` (the fields changed, with what they were), `summary_edited`; and is
+//! announced as `review_changed` (the incident itself does not change).
 //!
 //! Also here: the review's facts folded from the timeline (status updates, runbook runs,
 //! the latest summary), shared by the draft stored at resolve and the review rendered on
@@ -21,7 +22,7 @@ use firebreak_domain::{
 use firebreak_storage::{FollowUpRecord, FollowUpWrite, IncidentRecord, TimelineRecord};
 use serde_json::{Map, Value, json};
 
-use super::{Work, first_page, roles, summarize};
+use super::{Change, Work, first_page, roles, summarize};
 use crate::Error;
 
 /// A person's change to an incident's follow-ups, as given (checked by [`Work::follow_up`]).
@@ -187,6 +188,7 @@ impl Work<'_> {
             }
         };
         self.entry(id, kind, actor, data, now);
+        self.announce(Change::ReviewChanged, inc, actor, None);
         match list.iter_mut().find(|f| f.number == record.number) {
             Some(f) => *f = record.clone(),
             None => list.push(record.clone()),
@@ -221,6 +223,7 @@ impl Work<'_> {
             json!({ "summary": summary }),
             now,
         );
+        self.announce(Change::ReviewChanged, inc, actor, None);
         Ok(())
     }
 }

@@ -1419,8 +1419,10 @@ fn follow_ups_are_numbered_on_the_timeline_and_need_the_snapshots_list() {
         json!({"follow_up": 1, "title": "add a canary", "owner": "amy", "due": "2027-02-01", "state": "open"})
     );
     assert_eq!(d.changeset.entries[0].actor, "user:amy");
-    // Nothing about the incident itself changes, nor is anything announced.
-    assert!(d.changeset.updates.is_empty() && d.announcements.is_empty());
+    // Nothing about the incident itself changes; each addition is announced.
+    assert!(d.changeset.updates.is_empty());
+    assert_eq!(changes(&d), [Change::ReviewChanged, Change::ReviewChanged]);
+    assert_eq!(d.announcements[0].actor, "user:amy");
 
     // Done, and back to open: both allowed, each an entry naming what it was.
     let snap = with_follow_ups(&inc, &d);
@@ -1438,6 +1440,7 @@ fn follow_ups_are_numbered_on_the_timeline_and_need_the_snapshots_list() {
     let snap = with_follow_ups(&inc, &d);
     let again = run(&snap, &[update(1, 2, set_state(FollowUpState::Done))]).unwrap();
     assert!(again.changeset.is_empty(), "done twice changes nothing");
+    assert!(again.announcements.is_empty());
     assert_eq!(again.follow_ups[0].state, FollowUpState::Done);
     let reopened = run(&snap, &[update(1, 2, set_state(FollowUpState::Open))]).unwrap();
     assert_eq!(reopened.follow_ups[0].state, FollowUpState::Open);
@@ -1542,6 +1545,7 @@ fn a_summary_is_an_entry_the_review_reads_back() {
     };
     let d = run(&snap, &[summary("  first  "), summary("second")]).unwrap();
     assert_eq!(kinds(&d), ["summary_edited", "summary_edited"]);
+    assert_eq!(changes(&d), [Change::ReviewChanged, Change::ReviewChanged]);
     assert_eq!(d.changeset.entries[0].data, json!({"summary": "first"}));
     let err = run(&snap, &[summary(&"s".repeat(16 * 1024 + 1))]).unwrap_err();
     assert!(err.to_string().starts_with("invalid summary"), "{err}");
