@@ -12,6 +12,7 @@ mod maintenance;
 mod oncall;
 mod path;
 mod reports;
+mod review;
 mod roles;
 mod runbooks;
 mod schedules;

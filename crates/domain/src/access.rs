@@ -60,6 +60,8 @@ states!(
         /// Set severity, priority and category by hand, with a reason (a commander's call:
         /// a severity pages and starts runbooks).
         IncidentsClassify => "incidents.classify",
+        /// Write the post-incident review: add and change follow-ups, set the summary.
+        IncidentsReview => "incidents.review",
         /// Read runbooks, runs and pending approvals.
         RunbooksRead => "runbooks.read",
         /// Plan a runbook against an incident without acting.
@@ -110,6 +112,7 @@ const RESPONDER: &[Permission] = &[
     P::ApprovalsDecide,
     P::SchedulesOverride,
     P::SilencesManage,
+    P::IncidentsReview,
 ];
 const COMMANDER: &[Permission] = &[P::IncidentsClose, P::IncidentsAssign, P::IncidentsClassify];
 const OPERATOR: &[Permission] = &[P::IntegrationsRead, P::MaintenanceManage];
@@ -499,6 +502,10 @@ mod tests {
             (P::IncidentsClose, &[IncidentCommander, Manager, Admin]),
             (P::IncidentsAssign, &[IncidentCommander, Manager, Admin]),
             (P::IncidentsClassify, &[IncidentCommander, Manager, Admin]),
+            (
+                P::IncidentsReview,
+                &[IncidentCommander, Responder, ItOperator, Manager, Admin],
+            ),
             (
                 P::IncidentsNote,
                 &[

@@ -7,6 +7,7 @@ pub mod access;
 mod clock;
 mod dedup;
 mod error;
+pub mod follow_up;
 pub mod grouping;
 mod ids;
 mod incident;
@@ -26,7 +27,11 @@ pub use dedup::{canonical_labels, dedup_key_for_group_key, dedup_key_for_labels,
 pub use error::{Error, Result};
 pub use ids::{AlertId, EventId, IncidentId, RunId, new_id};
 pub use incident::{Action, IncidentState, Priority, Severity, Urgency};
-pub use review::{FirstPage, ReviewInput, ReviewRole, ReviewRun, TimelineItem, review_markdown};
+pub use review::{
+    FirstPage, MAX_SECTION_HEADING, MAX_SECTION_PROMPT, MAX_TEMPLATE_SECTIONS, ROOT_CAUSE_HEADING,
+    ReviewFollowUp, ReviewInput, ReviewRole, ReviewRun, ReviewSection, ReviewStatusUpdate,
+    TimelineItem, check_review_template, default_review_template, review_markdown,
+};
 pub use rules::{CategoryRule, Classification, DEFAULT_TAXONOMY, Taxonomy, UNCATEGORIZED};
 pub use service_error::{ErrorCode, ServiceError};
 pub use signal::{Labels, Signal, SignalInput, clip, derive_dedup_key, no_nul, parse_label};

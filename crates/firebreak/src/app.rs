@@ -661,7 +661,8 @@ impl App {
             services.triage = Some(
                 Triage::new(triage_store, bus.clone(), config.taxonomy(), clock.clone())
                     .with_lifecycle(config.lifecycle())
-                    .with_grouping(config.grouping.grouping()?),
+                    .with_grouping(config.grouping.grouping()?)
+                    .with_review_template(config.review.template.clone())?,
             );
             services.orchestration = Some(build_orchestration(
                 &config,
@@ -1132,7 +1133,8 @@ async fn connect(
             services.triage = Some(
                 Triage::new(Arc::new(store), nats.clone(), config.taxonomy(), clock)
                     .with_lifecycle(config.lifecycle())
-                    .with_grouping(config.grouping.grouping()?),
+                    .with_grouping(config.grouping.grouping()?)
+                    .with_review_template(config.review.template.clone())?,
             );
             nats
         }

@@ -404,10 +404,21 @@ pub enum IncidentCmd {
         role: String,
         person: String,
     },
-    /// The post-incident review draft (Markdown).
+    /// The post-incident review of a resolved or closed incident: Markdown, or the
+    /// structured review (--format json).
     Review {
         id: String,
+        #[arg(long, value_enum, default_value = "markdown")]
+        format: crate::cli_review::ReviewFormat,
     },
+    /// Set the review's summary (an empty TEXT clears it).
+    Summary {
+        id: String,
+        text: String,
+    },
+    /// The review's follow-up action items: add, done, reopen, edit, list.
+    #[command(subcommand, name = "follow-up")]
+    FollowUp(crate::cli_review::FollowUpCmd),
 }
 
 #[derive(Debug, Subcommand)]
@@ -1306,13 +1317,14 @@ async fn client(cmd: Command, targets: &Targets, out: &Out) -> anyhow::Result<()
                 .map_err(status)?;
             out.incident(r.into_inner().incident.as_ref());
         }
-        Command::Incident(IncidentCmd::Review { id }) => {
-            let r = incidents
-                .get_review(v1::GetReviewRequest { id })
-                .await
-                .map_err(status)?
-                .into_inner();
-            out.review(&r);
+        Command::Incident(IncidentCmd::Review { id, format }) => {
+            crate::cli_review::review(channel, id, format, out.format(), status).await?;
+        }
+        Command::Incident(IncidentCmd::Summary { id, text }) => {
+            crate::cli_review::summary(channel, id, text, out.format(), status).await?;
+        }
+        Command::Incident(IncidentCmd::FollowUp(cmd)) => {
+            crate::cli_review::follow_up(cmd, channel, out.format(), status).await?;
         }
         Command::Runbook(RunbookCmd::List) => {
             let r = runs

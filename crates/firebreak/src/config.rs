@@ -103,6 +103,11 @@ pub struct Config {
     /// ago (docs/grouping.md). None by default: nothing is grouped.
     #[serde(default)]
     pub grouping: GroupingConfig,
+    /// The post-incident review: `template`, the sections people write after the facts
+    /// (each a `heading` and a `prompt`); the default is Root cause, What went well, What
+    /// went wrong. A section headed `Root cause` shows the recorded root cause.
+    #[serde(default)]
+    pub review: ReviewConfig,
     /// People and service accounts declared here (GitOps): written into the directory at
     /// start-up, not deletable or changeable at run time.
     #[serde(default)]
@@ -164,6 +169,23 @@ pub struct Config {
     /// is up.
     #[serde(skip)]
     pub ignored_env: Vec<String>,
+}
+
+/// The post-incident review (`review:`).
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ReviewConfig {
+    /// The sections people write, in order: 1 to 20, distinct one-line headings of at most
+    /// 128 bytes, prompts of at most 1 KiB.
+    pub template: Vec<firebreak_domain::ReviewSection>,
+}
+
+impl Default for ReviewConfig {
+    fn default() -> Self {
+        Self {
+            template: firebreak_domain::default_review_template(),
+        }
+    }
 }
 
 /// The reopen windows (`reopen:`), in seconds.
@@ -593,6 +615,7 @@ const KEYS: &[&str] = &[
     "reopen",
     "commander",
     "grouping",
+    "review",
     "users",
     "teams",
     "runbook_params",
@@ -712,6 +735,8 @@ impl Config {
         self.reopen.check()?;
         self.commander.check()?;
         self.grouping.grouping()?;
+        firebreak_domain::check_review_template(&self.review.template)
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
         firebreak_domain::maintenance::check_all(&self.maintenance)
             .map_err(|e| anyhow::anyhow!("invalid {e}"))?;
         for (key, t) in [
@@ -1153,6 +1178,44 @@ mod tests {
             ("grouping:\n  rule: []\n".to_owned(), "rule"),
         ] {
             std::fs::write(&file, &yaml).unwrap();
+            let err = format!("{:#}", Config::load(Some(&file), env(&[])).unwrap_err());
+            assert!(err.contains(names), "{yaml}: {err}");
+        }
+    }
+
+    #[test]
+    fn the_review_template_defaults_to_the_built_in_one_and_is_checked() {
+        let c = Config::load(None, env(&[])).unwrap();
+        assert_eq!(
+            c.review.template,
+            firebreak_domain::default_review_template()
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("c.yaml");
+        std::fs::write(
+            &file,
+            "review:\n  template:\n    - {heading: Customer impact, prompt: Who noticed?}\n    - {heading: Root cause}\n",
+        )
+        .unwrap();
+        let t = Config::load(Some(&file), env(&[])).unwrap().review.template;
+        let headings: Vec<(&str, &str)> = t
+            .iter()
+            .map(|s| (s.heading.as_str(), s.prompt.as_str()))
+            .collect();
+        assert_eq!(
+            headings,
+            [("Customer impact", "Who noticed?"), ("Root cause", "")]
+        );
+        for (yaml, names) in [
+            ("review:\n  template: []\n", "review.template"),
+            (
+                "review:\n  template: [{heading: A}, {heading: a}]\n",
+                "appears twice",
+            ),
+            ("review:\n  template: [{heading: A, hint: x}]\n", "hint"),
+            ("review:\n  templates: []\n", "templates"),
+        ] {
+            std::fs::write(&file, yaml).unwrap();
             let err = format!("{:#}", Config::load(Some(&file), env(&[])).unwrap_err());
             assert!(err.contains(names), "{yaml}: {err}");
         }

@@ -5,6 +5,7 @@ mod auth;
 mod authoring;
 pub mod cli;
 pub mod cli_access;
+pub mod cli_review;
 pub mod cli_silence;
 pub mod config;
 mod feeds;

@@ -502,14 +502,9 @@ impl Out {
         let _ = out.flush();
     }
 
-    pub(crate) fn review(&self, r: &v1::GetReviewResponse) {
-        match self.format {
-            OutputFormat::Json => self.json(json!({
-                "incident_id": r.incident_id, "markdown": r.markdown,
-                "generated_at": ts(r.generated_at.as_ref()),
-            })),
-            OutputFormat::Table => say_raw(&r.markdown),
-        }
+    /// The format chosen (`--output`), for commands that print for themselves.
+    pub(crate) fn format(&self) -> OutputFormat {
+        self.format
     }
 
     pub(crate) fn runbooks(&self, list: &[v1::Runbook]) {

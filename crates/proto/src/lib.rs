@@ -59,6 +59,7 @@ pub mod v1 {
         Reopened => "reopened",
         Merged => "merged",
         PriorityChanged => "priority_changed",
+        ReviewChanged => "review_changed",
     });
 
     // The subject (`runbooks.<name>`) and the timeline entry (`runbook_<name>`) use these.

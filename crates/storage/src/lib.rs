@@ -165,6 +165,8 @@ pub trait TriageStore: Outbox {
         incident_id: &str,
         limit: u32,
     ) -> Result<Vec<IncidentAlertRecord>>;
+    /// Follow-ups as `query` says, by incident id then number (at most `query.limit`).
+    async fn follow_ups(&self, query: &FollowUpQuery) -> Result<Vec<FollowUpRecord>>;
 }
 
 /// A triage write transaction: nothing is visible until `apply` commits it, and dropping it

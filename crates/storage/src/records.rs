@@ -388,6 +388,8 @@ pub struct SnapshotRequest {
     /// no incident of a group and open two.
     pub group_keys: Vec<String>,
     pub grouped_since: Option<Micros>,
+    /// Also read the follow-ups of the incidents read.
+    pub follow_ups: bool,
 }
 
 /// The part of triage's store that a batch of decisions depends on, read in the transaction
@@ -412,6 +414,9 @@ pub struct TriageSnapshot {
     /// The active incident opened last of each group key asked for, when it opened at or
     /// after `grouped_since`.
     pub grouped: HashMap<String, IncidentRecord>,
+    /// The follow-ups of each incident in `incidents`, by number (when the request asked
+    /// for them).
+    pub follow_ups: HashMap<String, Vec<FollowUpRecord>>,
 }
 
 /// An incident as a changeset leaves it.
@@ -451,6 +456,8 @@ pub struct TriageChangeset {
     pub entries: Vec<NewTimelineEntry>,
     /// Events to publish, in order.
     pub events: Vec<OutboxEvent>,
+    /// Follow-ups added (`insert`) or changed, as they end up.
+    pub follow_ups: Vec<FollowUpWrite>,
 }
 
 impl TriageChangeset {
@@ -466,6 +473,7 @@ impl TriageChangeset {
             && self.changes.is_empty()
             && self.entries.is_empty()
             && self.events.is_empty()
+            && self.follow_ups.is_empty()
     }
 }
 
@@ -786,4 +794,39 @@ pub struct AuditFilter {
 pub struct AuditCursor {
     pub at: Micros,
     pub id: String,
+}
+
+/// A post-incident follow-up action item (triage): numbered within its incident from 1.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FollowUpRecord {
+    pub incident_id: String,
+    pub number: u32,
+    pub title: String,
+    /// A person's name.
+    pub owner: String,
+    pub due: Option<time::Date>,
+    pub state: firebreak_domain::follow_up::FollowUpState,
+    pub created_at: Micros,
+    /// The actor who added it.
+    pub created_by: String,
+    pub updated_at: Micros,
+}
+
+/// A follow-up a changeset writes: a new one (`insert`: a number taken meanwhile is a
+/// conflict) or a changed one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FollowUpWrite {
+    pub record: FollowUpRecord,
+    pub insert: bool,
+}
+
+/// Which follow-ups to list: every filter given must hold. Listed by incident, then number.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct FollowUpQuery {
+    pub incident_id: Option<String>,
+    pub owner: Option<String>,
+    pub state: Option<firebreak_domain::follow_up::FollowUpState>,
+    /// Past this (incident id, number), for the next page.
+    pub after: Option<(String, u32)>,
+    pub limit: u32,
 }

@@ -31,8 +31,8 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::Duration;
 
 use firebreak_domain::{
-    Action, IncidentState, Micros, Priority, ReviewInput, Severity, Signal, SignalInput, Taxonomy,
-    TimelineItem, review_markdown,
+    Action, IncidentState, Micros, Priority, Severity, Signal, SignalInput, Taxonomy,
+    review_markdown,
 };
 use firebreak_proto::v1;
 use firebreak_storage::{
@@ -46,10 +46,11 @@ use crate::Error;
 use crate::limits::{MAX_ACTOR, MAX_DOCUMENT, MAX_NAME, MAX_PAGE_BYTES, MAX_TEXT, clip, clip_json};
 
 mod grouping;
+mod review;
 mod roles;
 
 pub(crate) use grouping::group_keys;
-
+pub(crate) use review::{FollowUpChange, review_input, with_follow_ups};
 pub(crate) use roles::{RoleChange, person_name, role_name};
 
 type Result<T, E = Error> = std::result::Result<T, E>;
@@ -104,6 +105,18 @@ pub(crate) enum Input {
         change: RoleChange,
         role: String,
         person: String,
+    },
+    /// A person adds or changes a follow-up of the incident's review.
+    FollowUp {
+        incident_id: String,
+        actor: String,
+        change: FollowUpChange,
+    },
+    /// A person sets the summary of the incident's review.
+    Summary {
+        incident_id: String,
+        actor: String,
+        text: String,
     },
     /// A runbook's progress or a delivery's outcome for the timeline, once per event.
     Record {
@@ -297,6 +310,8 @@ pub(crate) struct Decision {
     /// Incidents whose last alert cleared through an auto-resolving integration: the shell
     /// resolves them next (their review needs the timeline as committed).
     pub(crate) auto_resolve: Vec<(String, String)>,
+    /// The follow-ups follow-up changes left (changed or not), in input order.
+    pub(crate) follow_ups: Vec<firebreak_storage::FollowUpRecord>,
 }
 
 /// What deciding on `inputs` needs to read: the snapshot to take before [`decide`].
@@ -311,8 +326,13 @@ pub(crate) fn request_for(inputs: &[Input]) -> SnapshotRequest {
             Input::Transition { incident_id, .. }
             | Input::Note { incident_id, .. }
             | Input::Reclassify { incident_id, .. }
-            | Input::Role { incident_id, .. } => {
+            | Input::Role { incident_id, .. }
+            | Input::Summary { incident_id, .. } => {
                 r.incident_ids.push(incident_id.clone());
+            }
+            Input::FollowUp { incident_id, .. } => {
+                r.incident_ids.push(incident_id.clone());
+                r.follow_ups = true;
             }
             Input::Merge {
                 incident_id, into, ..
@@ -373,6 +393,8 @@ struct Work<'s> {
     snap: &'s TriageSnapshot,
     /// Incidents touched or read so far, as they stand now, by id.
     incidents: HashMap<String, IncidentRecord>,
+    /// Follow-ups of incidents touched so far, as they stand now, by incident id.
+    follow_ups: HashMap<String, Vec<firebreak_storage::FollowUpRecord>>,
     /// Their state as stored, for those the snapshot held.
     stored_state: HashMap<String, IncidentState>,
     /// Ids of the incidents this batch opened, in order.
@@ -409,6 +431,7 @@ impl<'s> Work<'s> {
         Self {
             snap,
             incidents: HashMap::new(),
+            follow_ups: HashMap::new(),
             stored_state: HashMap::new(),
             opened: Vec::new(),
             changed: Vec::new(),
@@ -471,6 +494,20 @@ impl<'s> Work<'s> {
                 self.decision.assigned.push(inc);
                 Ok(())
             }
+            Input::FollowUp {
+                incident_id,
+                actor,
+                change,
+            } => {
+                let f = self.follow_up(incident_id, actor, change, ctx.now)?;
+                self.decision.follow_ups.push(f);
+                Ok(())
+            }
+            Input::Summary {
+                incident_id,
+                actor,
+                text,
+            } => self.summary(incident_id, actor, text, ctx.now),
             Input::Record {
                 event_id,
                 incident_id,
@@ -1444,71 +1481,7 @@ pub(crate) fn render_review(inc: &IncidentRecord, timeline: &[TimelineRecord]) -
 }
 
 fn render_review_unbounded(inc: &IncidentRecord, timeline: &[TimelineRecord]) -> String {
-    let mut runs: Vec<firebreak_domain::ReviewRun> = Vec::new();
-    for t in timeline.iter().filter(|t| t.kind.starts_with("runbook_")) {
-        let name = t.data["runbook"].as_str().unwrap_or_default().to_owned();
-        let idx = match runs.iter().position(|r| r.runbook == name) {
-            Some(i) => i,
-            None => {
-                runs.push(firebreak_domain::ReviewRun {
-                    runbook: name,
-                    state: "running".into(),
-                    live: t.data["live"].as_bool().unwrap_or(false),
-                    actions: Vec::new(),
-                });
-                runs.len() - 1
-            }
-        };
-        let run = &mut runs[idx];
-        match t.kind.as_str() {
-            "runbook_action" => {
-                let a = &t.data["action"];
-                run.actions.push(format!(
-                    "`{}` {} → {}",
-                    a["action"].as_str().unwrap_or("?"),
-                    a["args"],
-                    a["status"].as_str().unwrap_or("?")
-                ));
-            }
-            "runbook_succeeded" => run.state = "succeeded".into(),
-            "runbook_failed" => {
-                run.state = format!("failed: {}", t.data["detail"].as_str().unwrap_or(""))
-            }
-            "runbook_waiting_approval" => run.state = "waiting for approval".into(),
-            _ => {}
-        }
-    }
-    review_markdown(&ReviewInput {
-        incident_id: inc.id.clone(),
-        title: inc.title.clone(),
-        category: inc.category.clone(),
-        severity: inc.severity as u8,
-        priority: inc.priority as u8,
-        alert_count: inc.alert_count,
-        opened_at: inc.opened_at.timestamp(),
-        acknowledged_at: inc.acknowledged_at.map(Micros::timestamp),
-        resolved_at: inc.resolved_at.map(Micros::timestamp),
-        resolution_summary: inc.resolution_summary.clone(),
-        root_cause: inc.root_cause.clone(),
-        roles: roles::review_roles(inc, timeline),
-        timeline: timeline
-            .iter()
-            .map(|t| TimelineItem {
-                at: t.at.timestamp(),
-                kind: t.kind.clone(),
-                actor: t.actor.clone(),
-                detail: summarize(&t.data),
-            })
-            .collect(),
-        runs,
-        first_page: first_page(timeline),
-        acknowledged_by: timeline.iter().find(|t| t.kind == "acknowledged").map(|t| {
-            (
-                t.actor.clone(),
-                t.data["via"].as_str().unwrap_or_default().to_owned(),
-            )
-        }),
-    })
+    review_markdown(&review::review_input(inc, timeline))
 }
 
 /// The first page a provider took for a person, from the timeline's delivery entries.

@@ -16,6 +16,9 @@ pub enum Error {
     /// An unassignment named a role the person does not hold.
     #[error("person {person} does not hold role {role}")]
     RoleNotHeld { role: String, person: String },
+    /// A follow-up change named a number the incident has no follow-up with.
+    #[error("incident {incident} has no follow-up {number}")]
+    FollowUpNotFound { incident: String, number: u32 },
     /// As many reports as a process computes at once are being computed.
     #[error("too many reports are being computed; retry shortly")]
     ReportsBusy,
@@ -29,9 +32,10 @@ impl ServiceError for Error {
     fn error_code(&self) -> ErrorCode {
         match self {
             Self::Domain(e) => e.error_code(),
-            Self::NotFound(_) | Self::ChangeNotFound(_) | Self::RoleNotHeld { .. } => {
-                ErrorCode::NotFound
-            }
+            Self::NotFound(_)
+            | Self::ChangeNotFound(_)
+            | Self::RoleNotHeld { .. }
+            | Self::FollowUpNotFound { .. } => ErrorCode::NotFound,
             Self::ReportsBusy => ErrorCode::ResourceExhausted,
             Self::Storage(e) => e.error_code(),
         }

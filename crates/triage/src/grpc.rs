@@ -10,8 +10,11 @@ use tonic::{Request, Response, Status};
 use firebreak_proto::Message;
 use firebreak_storage::IncidentCursor;
 
-use crate::convert::{alert_to_proto, entry_to_proto, incident_to_proto};
-use crate::decide::{Reclassification, RoleChange};
+use crate::convert::{
+    alert_to_proto, entry_to_proto, follow_up_state, follow_up_to_proto, incident_to_proto,
+    review_markdown_bounded, review_to_proto,
+};
+use crate::decide::{FollowUpChange, Reclassification, RoleChange};
 use crate::limits::{MAX_ACTOR, MAX_NAME, MAX_PAGE_BYTES, MAX_TEXT, checked};
 use crate::{Error, Triage};
 
@@ -76,6 +79,11 @@ fn limit(asked: u32, default: u32) -> u32 {
 }
 
 impl IncidentApi {
+    /// Today (UTC) by triage's clock: what a follow-up is overdue against.
+    fn today(&self) -> time::Date {
+        self.triage.clock.now().timestamp().date()
+    }
+
     async fn load(&self, id: &str) -> Result<firebreak_storage::IncidentRecord, Error> {
         firebreak_domain::IncidentId::parse(id)?;
         self.triage
@@ -379,11 +387,155 @@ impl IncidentService for IncidentApi {
         req: Request<v1::GetReviewRequest>,
     ) -> Result<Response<v1::GetReviewResponse>, Status> {
         let id = req.into_inner().id;
-        let markdown = self.triage.review(&id).await?;
+        let review = self.triage.review(&id).await?;
         Ok(Response::new(v1::GetReviewResponse {
             incident_id: id,
-            markdown,
+            markdown: review_markdown_bounded(&review),
             generated_at: Some(firebreak_proto::timestamp(self.triage.clock.now())),
+            review: Some(review_to_proto(&review)),
+        }))
+    }
+
+    async fn add_follow_up(
+        &self,
+        req: Request<v1::AddFollowUpRequest>,
+    ) -> Result<Response<v1::FollowUpResponse>, Status> {
+        let who = firebreak_proto::access::caller(&req).map(|p| p.actor());
+        let r = req.into_inner();
+        let change = FollowUpChange::Add {
+            title: checked("title", &r.title, MAX_TEXT)
+                .map_err(Error::from)?
+                .to_owned(),
+            owner: checked("owner", &r.owner, MAX_NAME)
+                .map_err(Error::from)?
+                .to_owned(),
+            due: checked("due", &r.due, MAX_NAME)
+                .map_err(Error::from)?
+                .to_owned(),
+        };
+        let f = self
+            .triage
+            .follow_up(&r.id, &actor(who, "")?, change)
+            .await?;
+        Ok(Response::new(v1::FollowUpResponse {
+            follow_up: Some(follow_up_to_proto(&f, self.today())),
+        }))
+    }
+
+    async fn update_follow_up(
+        &self,
+        req: Request<v1::UpdateFollowUpRequest>,
+    ) -> Result<Response<v1::FollowUpResponse>, Status> {
+        let who = firebreak_proto::access::caller(&req).map(|p| p.actor());
+        let r = req.into_inner();
+        let given = |field: &'static str, v: &str, max: usize| -> Result<Option<String>, Error> {
+            Ok(match checked(field, v, max)? {
+                "" => None,
+                v => Some(v.to_owned()),
+            })
+        };
+        if r.clear_due && !r.due.is_empty() {
+            return Err(Error::Domain(firebreak_domain::Error::Invalid {
+                field: "due",
+                reason: "given with clear_due".into(),
+            })
+            .into());
+        }
+        let change = FollowUpChange::Update {
+            number: r.number,
+            title: given("title", &r.title, MAX_TEXT)?,
+            owner: given("owner", &r.owner, MAX_NAME)?,
+            due: if r.clear_due {
+                Some(String::new())
+            } else {
+                given("due", &r.due, MAX_NAME)?
+            },
+            state: follow_up_state(r.state).map_err(Error::from)?,
+        };
+        let f = self
+            .triage
+            .follow_up(&r.id, &actor(who, "")?, change)
+            .await?;
+        Ok(Response::new(v1::FollowUpResponse {
+            follow_up: Some(follow_up_to_proto(&f, self.today())),
+        }))
+    }
+
+    async fn list_follow_ups(
+        &self,
+        req: Request<v1::ListFollowUpsRequest>,
+    ) -> Result<Response<v1::ListFollowUpsResponse>, Status> {
+        let r = req.into_inner();
+        let incident_id = match r.id.trim() {
+            "" => None,
+            id => Some(self.load(id).await?.id),
+        };
+        let owner = match r.owner.trim() {
+            "" => None,
+            o => Some(firebreak_domain::access::parse_name("owner", o).map_err(Error::from)?),
+        };
+        let mut state = follow_up_state(r.state).map_err(Error::from)?;
+        if r.overdue {
+            state = Some(firebreak_domain::follow_up::FollowUpState::Open);
+        }
+        let after = match r.page_token.trim() {
+            "" => None,
+            token => {
+                let (id, n) = token
+                    .rsplit_once('.')
+                    .ok_or_else(|| invalid_token("not a token this service gave"))?;
+                firebreak_domain::IncidentId::parse(id)
+                    .map_err(|_| invalid_token("not a token this service gave"))?;
+                let n = n
+                    .parse::<u32>()
+                    .map_err(|_| invalid_token("not a token this service gave"))?;
+                Some((id.to_owned(), n))
+            }
+        };
+        let limit = limit(r.limit, 100);
+        // One more than asked: whether another page follows.
+        let read = self
+            .triage
+            .store
+            .follow_ups(&firebreak_storage::FollowUpQuery {
+                incident_id,
+                owner,
+                state,
+                after,
+                limit: limit + 1,
+            })
+            .await
+            .map_err(Error::from)?;
+        let more = read.len() > limit as usize;
+        let read = &read[..read.len().min(limit as usize)];
+        let next_page_token = match read.last() {
+            Some(f) if more => format!("{}.{}", f.incident_id, f.number),
+            _ => String::new(),
+        };
+        let today = self.today();
+        let follow_ups = read
+            .iter()
+            .map(|f| follow_up_to_proto(f, today))
+            .filter(|f| !r.overdue || f.overdue)
+            .collect();
+        Ok(Response::new(v1::ListFollowUpsResponse {
+            follow_ups,
+            next_page_token,
+        }))
+    }
+
+    async fn set_review_summary(
+        &self,
+        req: Request<v1::SetReviewSummaryRequest>,
+    ) -> Result<Response<v1::SetReviewSummaryResponse>, Status> {
+        let who = firebreak_proto::access::caller(&req).map(|p| p.actor());
+        let r = req.into_inner();
+        let e = self
+            .triage
+            .set_summary(&r.id, &actor(who, "")?, &r.summary)
+            .await?;
+        Ok(Response::new(v1::SetReviewSummaryResponse {
+            entry: Some(entry_to_proto(&e)),
         }))
     }
 

@@ -48,6 +48,8 @@ pub struct Triage {
     /// Reports computing at once (each reads a window of incidents): past
     /// [`report::MAX_CONCURRENT_REPORTS`] a caller hears RESOURCE_EXHAUSTED.
     reports: Arc<tokio::sync::Semaphore>,
+    /// The sections people write in a review (configuration `review.template`).
+    review_template: Arc<Vec<firebreak_domain::ReviewSection>>,
 }
 
 impl Triage {
@@ -69,7 +71,19 @@ impl Triage {
             lifecycle: Arc::new(Lifecycle::default()),
             grouping: Arc::new(Grouping::default()),
             reports: Arc::new(tokio::sync::Semaphore::new(report::MAX_CONCURRENT_REPORTS)),
+            review_template: Arc::new(firebreak_domain::default_review_template()),
         }
+    }
+
+    /// The same service with `template`'s sections in its reviews (checked: see
+    /// [`firebreak_domain::check_review_template`]).
+    pub fn with_review_template(
+        mut self,
+        template: Vec<firebreak_domain::ReviewSection>,
+    ) -> Result<Self, Error> {
+        firebreak_domain::check_review_template(&template)?;
+        self.review_template = Arc::new(template);
+        Ok(self)
     }
 
     /// The same service with `lifecycle`'s reopen windows (the default: people reopen within

@@ -12,8 +12,9 @@ use serde_json::json;
 use crate::Lifecycle;
 use crate::convert::incident_to_proto;
 use crate::decide::{
-    Announcement, Context, Decision, Ingested, Input, Reclassification, RoleChange, RunbookCommand,
-    decide, group_keys, person_name, render_review, request_for, role_name,
+    Announcement, Context, Decision, FollowUpChange, Ingested, Input, Reclassification, RoleChange,
+    RunbookCommand, decide, group_keys, person_name, request_for, review_input, role_name,
+    with_follow_ups,
 };
 use crate::limits::{
     MAX_ACTOR, MAX_CHANGE_DETAILS, MAX_CHANGE_SUMMARY, MAX_DOCUMENT, MAX_NAME, MAX_PAGE_BYTES,
@@ -275,24 +276,81 @@ impl Triage {
             .ok_or_else(|| Error::NotFound(id.to_owned()))
     }
 
-    /// The review draft: while the incident is resolved it is re-rendered, so runbook
-    /// actions that finish after the resolve still appear; after close it is frozen.
-    pub(crate) async fn review(&self, id: &str) -> Result<String> {
+    /// The review of a resolved or closed incident, made when asked from the timeline and
+    /// the follow-ups as they stand (runbook actions that finish after the resolve, and the
+    /// follow-ups and summary people keep writing after the close, appear), with the
+    /// configured template; the follow-ups are overdue by triage's clock.
+    pub(crate) async fn review(&self, id: &str) -> Result<firebreak_domain::ReviewInput> {
         firebreak_domain::IncidentId::parse(id)?;
         let inc = self
             .store
             .incident(id)
             .await?
             .ok_or_else(|| Error::NotFound(id.to_owned()))?;
-        match inc.state {
-            IncidentState::Resolved => Ok(render_review(&inc, &self.store.timeline(id).await?)),
-            IncidentState::Closed => Ok(inc.review),
-            state => Err(firebreak_domain::Error::Transition {
+        if !matches!(inc.state, IncidentState::Resolved | IncidentState::Closed) {
+            return Err(firebreak_domain::Error::Transition {
                 action: "review",
-                state: state.as_str(),
+                state: inc.state.as_str(),
             }
-            .into()),
+            .into());
         }
+        let timeline = self.store.timeline(id).await?;
+        let follow_ups = self
+            .store
+            .follow_ups(&firebreak_storage::FollowUpQuery {
+                incident_id: Some(id.to_owned()),
+                limit: u32::try_from(firebreak_domain::follow_up::MAX_FOLLOW_UPS)
+                    .unwrap_or(u32::MAX),
+                ..Default::default()
+            })
+            .await?;
+        Ok(with_follow_ups(
+            review_input(&inc, &timeline),
+            &follow_ups,
+            &self.review_template,
+            self.clock.now().timestamp().date(),
+        ))
+    }
+
+    /// Adds or changes a follow-up; the follow-up as it then stands.
+    pub(crate) async fn follow_up(
+        &self,
+        id: &str,
+        actor: &str,
+        change: FollowUpChange,
+    ) -> Result<firebreak_storage::FollowUpRecord> {
+        firebreak_domain::IncidentId::parse(id)?;
+        let input = Input::FollowUp {
+            incident_id: id.to_owned(),
+            actor: actor.to_owned(),
+            change,
+        };
+        let (decision, _) = self.decide_and_apply(&[input]).await?;
+        decision
+            .follow_ups
+            .into_iter()
+            .next()
+            .ok_or_else(|| Error::NotFound(id.to_owned()))
+    }
+
+    /// Sets the review's summary; the `summary_edited` entry written.
+    pub(crate) async fn set_summary(
+        &self,
+        id: &str,
+        actor: &str,
+        text: &str,
+    ) -> Result<TimelineRecord> {
+        firebreak_domain::IncidentId::parse(id)?;
+        let input = Input::Summary {
+            incident_id: id.to_owned(),
+            actor: actor.to_owned(),
+            text: text.to_owned(),
+        };
+        let (_, written) = self.decide_and_apply(&[input]).await?;
+        written
+            .into_iter()
+            .next()
+            .ok_or_else(|| Error::NotFound(id.to_owned()))
     }
 
     /// Puts a runbook's progress on the incident's timeline (once per event).
@@ -703,7 +761,7 @@ mod tests {
         t.transition(&id, Action::Resolve, "user:alice", "done")
             .await
             .unwrap();
-        let review = t.review(&id).await.unwrap();
+        let review = crate::convert::review_markdown_bounded(&t.review(&id).await.unwrap());
         assert!(
             review.len() <= MAX_PAGE_BYTES,
             "a review of {} bytes",

@@ -179,6 +179,27 @@ pub const METHODS: &[(&str, &str, Rule)] = &[
         "triage",
         Needs(P::IncidentsClassify),
     ),
+    // The post-incident review's follow-ups and summary.
+    (
+        "/firebreak.v1.IncidentService/AddFollowUp",
+        "triage",
+        Needs(P::IncidentsReview),
+    ),
+    (
+        "/firebreak.v1.IncidentService/UpdateFollowUp",
+        "triage",
+        Needs(P::IncidentsReview),
+    ),
+    (
+        "/firebreak.v1.IncidentService/SetReviewSummary",
+        "triage",
+        Needs(P::IncidentsReview),
+    ),
+    (
+        "/firebreak.v1.IncidentService/ListFollowUps",
+        "triage",
+        Needs(P::IncidentsRead),
+    ),
     (
         "/firebreak.v1.IncidentService/GetReport",
         "triage",
@@ -538,6 +559,26 @@ const TARGETS: &[(&str, Subject, ReadTarget)] = &[
         read!(v1::ReclassifyRequest, id),
     ),
     (
+        "/firebreak.v1.IncidentService/AddFollowUp",
+        Subject::Incident,
+        read!(v1::AddFollowUpRequest, id),
+    ),
+    (
+        "/firebreak.v1.IncidentService/UpdateFollowUp",
+        Subject::Incident,
+        read!(v1::UpdateFollowUpRequest, id),
+    ),
+    (
+        "/firebreak.v1.IncidentService/SetReviewSummary",
+        Subject::Incident,
+        read!(v1::SetReviewSummaryRequest, id),
+    ),
+    (
+        "/firebreak.v1.IncidentService/ListFollowUps",
+        Subject::Incident,
+        read!(v1::ListFollowUpsRequest, id),
+    ),
+    (
         "/firebreak.v1.RunbookService/GetRun",
         Subject::Run,
         read!(v1::GetRunRequest, id),
@@ -787,6 +828,9 @@ mod tests {
                 "IncidentService/Reopen",
                 "IncidentService/Merge",
                 "IncidentService/Reclassify",
+                "IncidentService/AddFollowUp",
+                "IncidentService/UpdateFollowUp",
+                "IncidentService/SetReviewSummary",
                 "RunbookService/Approve",
                 "RunbookService/Reject",
                 "NotificationService/PutSchedule",

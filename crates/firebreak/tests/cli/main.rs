@@ -3,6 +3,7 @@
 
 mod grouping;
 mod incident_alerts;
+mod review;
 mod secrets;
 mod silences;
 mod tls;

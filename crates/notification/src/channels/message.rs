@@ -27,6 +27,8 @@ pub enum EventKind {
     Reopened,
     Merged,
     PriorityChanged,
+    /// A follow-up added or changed, or the review's summary edited.
+    ReviewChanged,
     /// A runbook's `notify::send(CHANNEL, text)`.
     RunbookMessage,
     /// An escalation step pages a person or a channel about an incident.
@@ -49,6 +51,7 @@ impl EventKind {
         Self::Reopened,
         Self::Merged,
         Self::PriorityChanged,
+        Self::ReviewChanged,
         Self::RunbookMessage,
         Self::Page,
     ];
@@ -70,6 +73,7 @@ impl EventKind {
             Self::Reopened => "reopened",
             Self::Merged => "merged",
             Self::PriorityChanged => "priority_changed",
+            Self::ReviewChanged => "review_changed",
             Self::RunbookMessage => "runbook_message",
             Self::Page => "page",
         }
@@ -113,6 +117,7 @@ impl EventKind {
             Self::Reopened => "Incident reopened",
             Self::Merged => "Incidents merged",
             Self::PriorityChanged => "Priority changed",
+            Self::ReviewChanged => "Review changed",
             Self::RunbookMessage => "Runbook message",
             Self::Page => "You are paged",
         }

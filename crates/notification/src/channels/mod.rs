@@ -193,8 +193,8 @@ pub struct Channel {
     pub name: String,
     /// Incident changes it receives (opened, acknowledged, resolved, closed,
     /// severity_changed, alert_attached, escalated, category_changed, roles_changed, mitigated,
-    /// reopened, merged, priority_changed); empty
-    /// means all but alert_attached.
+    /// reopened, merged, priority_changed, review_changed); empty
+    /// means all but alert_attached and review_changed (the noisy and the after-the-fact).
     pub events: Vec<String>,
     /// Only incidents at least this severe (1 is the most severe); 0 means all.
     pub max_severity: u32,
@@ -513,7 +513,7 @@ impl Channel {
 
     pub(crate) fn wants(&self, change: &str, severity: u32) -> bool {
         let event_ok = if self.events.is_empty() {
-            change != "alert_attached"
+            !matches!(change, "alert_attached" | "review_changed")
         } else {
             self.events.iter().any(|e| e == change)
         };
@@ -786,6 +786,7 @@ mod tests {
         assert!(!team.wants("opened", 1));
         assert!(Channel::log().wants("opened", 5));
         assert!(!Channel::log().wants("alert_attached", 5));
+        assert!(!Channel::log().wants("review_changed", 5));
     }
 
     #[test]

@@ -7,6 +7,7 @@
 //! columns as arrays (`unnest`), so a batch costs a few statements whatever its size, and each
 //! statement text is fixed, so it is prepared once per connection.
 
+mod follow_ups;
 mod intake;
 mod notification;
 mod orchestration;

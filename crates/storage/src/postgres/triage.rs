@@ -12,9 +12,9 @@ use super::{
     Migration, OUTBOX, conflict, from_json, get_u32, impl_connect, impl_outbox, json_text,
 };
 use crate::{
-    AlertLink, AlertSeen, ChangeRecord, Error, IncidentAlertRecord, IncidentCursor, IncidentRecord,
-    Result, SnapshotRequest, TimelineRecord, TriageChangeset, TriageSnapshot, TriageStore,
-    TriageTx,
+    AlertLink, AlertSeen, ChangeRecord, Error, FollowUpQuery, FollowUpRecord, IncidentAlertRecord,
+    IncidentCursor, IncidentRecord, Result, SnapshotRequest, TimelineRecord, TriageChangeset,
+    TriageSnapshot, TriageStore, TriageTx,
 };
 use futures::TryStreamExt;
 
@@ -152,6 +152,11 @@ ALTER TABLE incident_alerts ADD COLUMN grouped_by TEXT NOT NULL DEFAULT '';
 CREATE INDEX incidents_active_by_group ON incidents (group_key, opened_at)
     WHERE state IN ('open', 'acknowledged', 'mitigated') AND group_key <> '';
 ",
+    },
+    // Post-incident follow-ups (`follow_ups.rs`). SQLite's migration 13 is the same.
+    Migration {
+        version: 10,
+        sql: super::follow_ups::MIGRATION,
     },
 ];
 
@@ -308,6 +313,10 @@ impl TriageStore for PgTriageStore {
                 })
             })
             .collect()
+    }
+
+    async fn follow_ups(&self, query: &FollowUpQuery) -> Result<Vec<FollowUpRecord>> {
+        super::follow_ups::query(&self.pool, query).await
     }
 
     async fn change(&self, id: &str) -> Result<Option<ChangeRecord>> {
@@ -603,6 +612,10 @@ impl PgTriageTx {
                 snap.unresolved.insert(r.try_get(0)?, r.try_get(1)?);
             }
         }
+        if req.follow_ups {
+            // Read after the incidents' locks were granted, like the counts.
+            snap.follow_ups = super::follow_ups::of_incidents(&mut self.tx, &ids).await?;
+        }
         // A group's incident as locked: still active (a transition may have ended it while
         // this waited), kept where SQLite keeps it.
         for (id, key) in group_of {
@@ -714,6 +727,7 @@ impl PgTriageTx {
                 ));
             }
         }
+        super::follow_ups::write(&mut self.tx, &ch.follow_ups).await?;
         let data = ch
             .entries
             .iter()

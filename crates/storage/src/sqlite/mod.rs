@@ -3,6 +3,7 @@
 
 mod bus;
 mod conn;
+mod follow_ups;
 mod intake;
 mod notification;
 mod orchestration;

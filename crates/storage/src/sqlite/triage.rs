@@ -11,9 +11,9 @@ use super::named;
 use super::{Migration, OUTBOX, OUTBOX_READ_IN_PLACE, from_json, json_text};
 use super::{impl_open, impl_outbox};
 use crate::{
-    AlertLink, AlertSeen, ChangeRecord, Error, IncidentAlertRecord, IncidentCursor, IncidentRecord,
-    Result, SnapshotRequest, TimelineRecord, TriageChangeset, TriageSnapshot, TriageStore,
-    TriageTx,
+    AlertLink, AlertSeen, ChangeRecord, Error, FollowUpQuery, FollowUpRecord, IncidentAlertRecord,
+    IncidentCursor, IncidentRecord, Result, SnapshotRequest, TimelineRecord, TriageChangeset,
+    TriageSnapshot, TriageStore, TriageTx,
 };
 
 const MIGRATIONS: &[Migration] = &[
@@ -187,6 +187,11 @@ CREATE INDEX incidents_active_by_group ON incidents (group_key, opened_at)
     WHERE state IN ('open', 'acknowledged', 'mitigated') AND group_key <> '';
 ",
     },
+    // Post-incident follow-ups (`follow_ups.rs`). Postgres' migration 10 is the same.
+    Migration {
+        version: 13,
+        sql: super::follow_ups::MIGRATION,
+    },
 ];
 
 /// Triage's store on SQLite.
@@ -352,6 +357,13 @@ impl TriageStore for SqliteTriageStore {
                 }
                 Ok(out)
             })
+            .await
+    }
+
+    async fn follow_ups(&self, query: &FollowUpQuery) -> Result<Vec<FollowUpRecord>> {
+        let query = query.clone();
+        self.db
+            .read(move |c| super::follow_ups::query(c, &query))
             .await
     }
 
@@ -559,6 +571,9 @@ fn read_snapshot(c: &Connection, req: &SnapshotRequest) -> Result<TriageSnapshot
     }
     ids.sort_unstable();
     ids.dedup();
+    if req.follow_ups {
+        snap.follow_ups = super::follow_ups::of_incidents(c, &ids)?;
+    }
     for id in ids {
         if let Some(i) = incident_by_id(c, id)? {
             if req.count_unresolved {
@@ -625,6 +640,7 @@ fn write_changeset(c: &Connection, ch: &TriageChangeset, now: i64) -> Result<Vec
         .execute((&m.to, moved))?;
     }
     write_links(c, &ch.links, &ch.seen, now)?;
+    super::follow_ups::write(c, &ch.follow_ups)?;
     for r in &ch.repeats {
         c.prepare_cached(
             "UPDATE incident_alerts SET repeats = repeats + 1,

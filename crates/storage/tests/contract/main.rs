@@ -6,6 +6,7 @@ mod audit;
 mod clock;
 mod directory;
 mod fixtures;
+mod follow_ups;
 mod intake;
 mod notification;
 mod orchestration;

@@ -901,6 +901,7 @@ async fn a_snapshot_answers_what_was_asked(f: &Fixture<dyn TriageStore>) {
         resolved_since: None,
         group_keys: Vec::new(),
         grouped_since: None,
+        follow_ups: false,
     };
     let snap = snapshot(store, asked.clone()).await;
     assert_eq!(
@@ -913,6 +914,7 @@ async fn a_snapshot_answers_what_was_asked(f: &Fixture<dyn TriageStore>) {
             processed: HashSet::from(["ev-1".into()]),
             resolved: HashMap::new(),
             grouped: HashMap::new(),
+            follow_ups: HashMap::new(),
         }
     );
     // Without the incidents of the alerts, those asked by id alone.

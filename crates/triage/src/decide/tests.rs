@@ -1409,3 +1409,369 @@ fn repeats_of_attached_alerts_count_once_and_attachments_keep_what_the_alert_was
     let d = run(&snap, &[repeated("e1", "al-0", 5)]).unwrap();
     assert!(d.changeset.is_empty(), "{:?}", d.changeset);
 }
+
+// The review's follow-ups and summary.
+
+fn add(n: u32, title: &str, owner: &str, due: &str) -> Input {
+    Input::FollowUp {
+        incident_id: id(n),
+        actor: "user:amy".into(),
+        change: FollowUpChange::Add {
+            title: title.into(),
+            owner: owner.into(),
+            due: due.into(),
+        },
+    }
+}
+
+fn update(n: u32, number: u32, f: impl FnOnce(&mut FollowUpChange)) -> Input {
+    let mut change = FollowUpChange::Update {
+        number,
+        title: None,
+        owner: None,
+        due: None,
+        state: None,
+    };
+    f(&mut change);
+    Input::FollowUp {
+        incident_id: id(n),
+        actor: "user:bob".into(),
+        change,
+    }
+}
+
+fn set_state(
+    state: firebreak_domain::follow_up::FollowUpState,
+) -> impl FnOnce(&mut FollowUpChange) {
+    move |c| {
+        if let FollowUpChange::Update { state: s, .. } = c {
+            *s = Some(state);
+        }
+    }
+}
+
+/// A snapshot holding `inc` with the follow-ups an earlier decision wrote.
+fn with_follow_ups(inc: &IncidentRecord, d: &Decision) -> TriageSnapshot {
+    let mut s = holding(std::slice::from_ref(inc));
+    s.follow_ups.insert(
+        inc.id.clone(),
+        d.changeset
+            .follow_ups
+            .iter()
+            .map(|w| w.record.clone())
+            .collect(),
+    );
+    s
+}
+
+#[test]
+fn follow_ups_are_numbered_on_the_timeline_and_need_the_snapshots_list() {
+    use firebreak_domain::follow_up::FollowUpState;
+    let inc = incident(1, "db", "resolved", 2);
+    assert!(request_for(&[add(1, "t", "amy", "")]).follow_ups);
+    let d = run(
+        &holding(std::slice::from_ref(&inc)),
+        &[
+            add(1, " add a canary ", "amy", "2027-02-01"),
+            add(1, "alert on 5xx", "bob", ""),
+        ],
+    )
+    .unwrap();
+    assert_eq!(kinds(&d), ["follow_up_added", "follow_up_added"]);
+    let made: Vec<(u32, &str, &str, bool)> = d
+        .changeset
+        .follow_ups
+        .iter()
+        .map(|w| {
+            (
+                w.record.number,
+                w.record.title.as_str(),
+                w.record.owner.as_str(),
+                w.insert,
+            )
+        })
+        .collect();
+    assert_eq!(
+        made,
+        [
+            (1, "add a canary", "amy", true),
+            (2, "alert on 5xx", "bob", true)
+        ]
+    );
+    assert_eq!(d.changeset.follow_ups[0].record.state, FollowUpState::Open);
+    assert_eq!(
+        d.changeset.entries[0].data,
+        json!({"follow_up": 1, "title": "add a canary", "owner": "amy", "due": "2027-02-01", "state": "open"})
+    );
+    assert_eq!(d.changeset.entries[0].actor, "user:amy");
+    // Nothing about the incident itself changes; each addition is announced.
+    assert!(d.changeset.updates.is_empty());
+    assert_eq!(changes(&d), [Change::ReviewChanged, Change::ReviewChanged]);
+    assert_eq!(d.announcements[0].actor, "user:amy");
+
+    // Done, and back to open: both allowed, each an entry naming what it was.
+    let snap = with_follow_ups(&inc, &d);
+    let d = run(&snap, &[update(1, 2, set_state(FollowUpState::Done))]).unwrap();
+    assert_eq!(kinds(&d), ["follow_up_changed"]);
+    assert_eq!(
+        d.changeset.entries[0].data,
+        json!({"follow_up": 2, "state": "done", "from": {"state": "open"}})
+    );
+    let w = &d.changeset.follow_ups[0];
+    assert_eq!(
+        (w.record.state, w.insert, w.record.updated_at),
+        (FollowUpState::Done, false, NOW)
+    );
+    let snap = with_follow_ups(&inc, &d);
+    let again = run(&snap, &[update(1, 2, set_state(FollowUpState::Done))]).unwrap();
+    assert!(again.changeset.is_empty(), "done twice changes nothing");
+    assert!(again.announcements.is_empty());
+    assert_eq!(again.follow_ups[0].state, FollowUpState::Done);
+    let reopened = run(&snap, &[update(1, 2, set_state(FollowUpState::Open))]).unwrap();
+    assert_eq!(reopened.follow_ups[0].state, FollowUpState::Open);
+
+    // Owner, title and due change together; the due date clears.
+    let d = run(
+        &snap,
+        &[update(1, 2, |c| {
+            if let FollowUpChange::Update {
+                title, owner, due, ..
+            } = c
+            {
+                *title = Some("alert on 5xx and 4xx".into());
+                *owner = Some("carol".into());
+                *due = Some("2027-03-01".into());
+            }
+        })],
+    )
+    .unwrap();
+    assert_eq!(
+        d.changeset.entries[0].data,
+        json!({"follow_up": 2, "title": "alert on 5xx and 4xx", "owner": "carol",
+            "due": "2027-03-01",
+            "from": {"title": "alert on 5xx", "owner": "bob", "due": null}})
+    );
+}
+
+#[test]
+fn bad_follow_ups_are_refused_naming_the_field_and_change_nothing() {
+    let inc = incident(1, "db", "open", 2);
+    let snap = holding(std::slice::from_ref(&inc));
+    // The incident opened a millisecond before NOW (2027-01-15): the 14th is too early.
+    for (input, field) in [
+        (add(1, "", "amy", ""), "title"),
+        (add(1, &"x".repeat(513), "amy", ""), "title"),
+        (add(1, "two\nlines", "amy", ""), "title"),
+        (add(1, "t", "Amy Smith", ""), "owner"),
+        (add(1, "t", "", ""), "owner"),
+        (add(1, "t", "amy", "2027-01-14"), "due"),
+        (add(1, "t", "amy", "15/01/2027"), "due"),
+        (add(1, "t", "amy", "2027-02-30"), "due"),
+        (update(1, 1, |_| {}), "update"),
+    ] {
+        let err = run(&snap, &[input]).unwrap_err();
+        assert_eq!(err.error_code(), ErrorCode::InvalidArgument, "{err}");
+        assert!(err.to_string().contains(field), "{field}: {err}");
+    }
+    assert!(run(&snap, &[add(1, "t", "amy", "2027-01-15")]).is_ok());
+    // An unknown incident, an unknown follow-up.
+    let err = run(&snap, &[add(9, "t", "amy", "")]).unwrap_err();
+    assert_eq!(err.error_code(), ErrorCode::NotFound, "{err}");
+    let err = run(
+        &snap,
+        &[update(
+            1,
+            3,
+            set_state(firebreak_domain::follow_up::FollowUpState::Done),
+        )],
+    )
+    .unwrap_err();
+    assert_eq!(err.error_code(), ErrorCode::NotFound, "{err}");
+    assert!(err.to_string().contains("follow-up 3"), "{err}");
+    // A merged incident's review is the other's.
+    let mut merged = incident(2, "db2", "closed", 2);
+    merged.merged_into = id(1);
+    let snap = holding(&[inc, merged]);
+    for input in [
+        add(2, "t", "amy", ""),
+        Input::Summary {
+            incident_id: id(2),
+            actor: "user:amy".into(),
+            text: "s".into(),
+        },
+    ] {
+        let err = run(&snap, &[input]).unwrap_err();
+        assert!(err.to_string().contains("merged into"), "{err}");
+    }
+}
+
+#[test]
+fn an_incident_has_at_most_two_hundred_follow_ups() {
+    let inc = incident(1, "db", "closed", 2);
+    let mut d = Decision::default();
+    for _ in 0..firebreak_domain::follow_up::MAX_FOLLOW_UPS {
+        let snap = with_follow_ups(&inc, &d);
+        let next = run(&snap, &[add(1, "t", "amy", "")]).unwrap();
+        d.changeset.follow_ups.extend(next.changeset.follow_ups);
+    }
+    assert_eq!(d.changeset.follow_ups.last().unwrap().record.number, 200);
+    let err = run(&with_follow_ups(&inc, &d), &[add(1, "t", "amy", "")]).unwrap_err();
+    assert!(err.to_string().contains("follow_ups"), "{err}");
+}
+
+#[test]
+fn a_summary_is_an_entry_the_review_reads_back() {
+    let inc = incident(1, "db", "resolved", 2);
+    let snap = holding(std::slice::from_ref(&inc));
+    let summary = |text: &str| Input::Summary {
+        incident_id: id(1),
+        actor: "user:amy".into(),
+        text: text.into(),
+    };
+    let d = run(&snap, &[summary("  first  "), summary("second")]).unwrap();
+    assert_eq!(kinds(&d), ["summary_edited", "summary_edited"]);
+    assert_eq!(changes(&d), [Change::ReviewChanged, Change::ReviewChanged]);
+    assert_eq!(d.changeset.entries[0].data, json!({"summary": "first"}));
+    let err = run(&snap, &[summary(&"s".repeat(16 * 1024 + 1))]).unwrap_err();
+    assert!(err.to_string().starts_with("invalid summary"), "{err}");
+    let timeline: Vec<TimelineRecord> = d
+        .changeset
+        .entries
+        .iter()
+        .enumerate()
+        .map(|(n, e)| TimelineRecord {
+            seq: n as i64 + 1,
+            incident_id: e.incident_id.clone(),
+            kind: e.kind.clone(),
+            at: e.at,
+            actor: e.actor.clone(),
+            data: e.data.clone(),
+        })
+        .collect();
+    assert_eq!(review_input(&inc, &timeline).summary, "second");
+}
+
+/// The review's facts from a timeline as the services write it: roles handed off, status
+/// updates (as the status-update RPC writes them), a runbook's actions, and the durations.
+#[test]
+fn the_review_folds_roles_updates_runs_and_durations_from_the_timeline() {
+    let mut inc = incident(1, "db", "resolved", 2);
+    let at = |s: i64| Micros::from_unix_micros(inc.opened_at.unix_micros() + s * 1_000_000);
+    inc.acknowledged_at = Some(at(90));
+    inc.mitigated_at = Some(at(600));
+    inc.resolved_at = Some(at(3600));
+    let e = |s, kind: &str, actor: &str, data| TimelineRecord {
+        seq: s,
+        incident_id: inc.id.clone(),
+        kind: kind.into(),
+        at: at(s),
+        actor: actor.into(),
+        data,
+    };
+    let timeline = vec![
+        e(1, "opened", "triage", json!({})),
+        e(
+            2,
+            "role_assigned",
+            "user:amy",
+            json!({"role": "commander", "person": "amy"}),
+        ),
+        e(
+            3,
+            "status_update",
+            "user:amy",
+            json!({"status": "investigating", "message": "looking"}),
+        ),
+        e(
+            4,
+            "runbook_started",
+            "runbook:db",
+            json!({"runbook": "db", "live": true}),
+        ),
+        e(
+            5,
+            "runbook_action",
+            "runbook:db",
+            json!({"runbook": "db", "action": {"action": "k8s.restart", "args": {"d": "db"}, "status": "succeeded"}}),
+        ),
+        e(
+            6,
+            "runbook_succeeded",
+            "runbook:db",
+            json!({"runbook": "db"}),
+        ),
+        e(
+            6,
+            "runbook_started",
+            "runbook:db",
+            json!({"runbook": "db", "run_id": "r-2", "live": false}),
+        ),
+        e(
+            6,
+            "runbook_rejected",
+            "runbook:db",
+            json!({"runbook": "db", "run_id": "r-2"}),
+        ),
+        e(
+            7,
+            "role_assigned",
+            "user:amy",
+            json!({"role": "commander", "person": "bob", "previous": "amy"}),
+        ),
+        e(
+            8,
+            "status_update",
+            "user:bob",
+            json!({"status": "resolved", "message": "fixed"}),
+        ),
+    ];
+    let r = review_input(&inc, &timeline);
+    let held: Vec<(&str, Option<i64>)> = r
+        .roles
+        .iter()
+        .map(|h| {
+            (
+                h.person.as_str(),
+                h.until.map(|u| (u - h.from).whole_seconds()),
+            )
+        })
+        .collect();
+    assert_eq!(held, [("amy", Some(5)), ("bob", None)]);
+    let updates: Vec<(&str, &str, &str)> = r
+        .status_updates
+        .iter()
+        .map(|u| (u.status.as_str(), u.message.as_str(), u.actor.as_str()))
+        .collect();
+    assert_eq!(
+        updates,
+        [
+            ("investigating", "looking", "user:amy"),
+            ("resolved", "fixed", "user:bob")
+        ]
+    );
+    // Two runs of one runbook are two runs.
+    let runs: Vec<(&str, &str, bool)> = r
+        .runs
+        .iter()
+        .map(|r| (r.run_id.as_str(), r.state.as_str(), r.live))
+        .collect();
+    assert_eq!(runs, [("", "succeeded", true), ("r-2", "rejected", false)]);
+    assert_eq!(
+        r.runs[0].actions,
+        ["`k8s.restart` {\"d\":\"db\"} → succeeded"]
+    );
+    assert_eq!(
+        r.durations(),
+        [90, 600, 3600].map(|s| Some(time::Duration::seconds(s)))
+    );
+    let md = review_markdown(&r);
+    for want in [
+        "Time to acknowledge: 1m 30s",
+        "Time to mitigate: 10m 0s",
+        "Time to resolve: 1h 0m",
+        "| investigating | user:amy | looking |",
+        "### db (succeeded, live)",
+    ] {
+        assert!(md.contains(want), "missing {want:?} in\n{md}");
+    }
+}
