@@ -60,6 +60,10 @@ states!(
         /// Set severity, priority and category by hand, with a reason (a commander's call:
         /// a severity pages and starts runbooks).
         IncidentsClassify => "incidents.classify",
+        /// Post status updates to an incident's stakeholders (docs/status-updates.md).
+        IncidentsUpdateStatus => "incidents.update_status",
+        /// Subscribe people and channels to an incident's status updates, and unsubscribe.
+        IncidentsSubscribe => "incidents.subscribe",
         /// Read runbooks, runs and pending approvals.
         RunbooksRead => "runbooks.read",
         /// Plan a runbook against an incident without acting.
@@ -107,6 +111,9 @@ const RESPONDER: &[Permission] = &[
     P::ApprovalsDecide,
     P::SchedulesOverride,
     P::SilencesManage,
+    // Status updates: whoever works the incident tells stakeholders and adds them.
+    P::IncidentsUpdateStatus,
+    P::IncidentsSubscribe,
 ];
 const COMMANDER: &[Permission] = &[P::IncidentsClose, P::IncidentsAssign, P::IncidentsClassify];
 const OPERATOR: &[Permission] = &[P::IntegrationsRead];

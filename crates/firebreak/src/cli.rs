@@ -408,6 +408,17 @@ pub enum IncidentCmd {
     Review {
         id: String,
     },
+    /// Post a status update to the incident's stakeholders (its subscribers, per incident
+    /// and by rule): on the timeline and delivered to each once. A `resolved` update does
+    /// not resolve the incident (docs/status-updates.md).
+    Update {
+        id: String,
+        /// investigating, identified, monitoring or resolved.
+        #[arg(long)]
+        status: String,
+        /// What stakeholders are told (1 to 4096 bytes).
+        message: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -1302,6 +1313,29 @@ async fn client(cmd: Command, targets: &Targets, out: &Out) -> anyhow::Result<()
         Command::Incident(IncidentCmd::Unassign { id, role, person }) => {
             let r = incidents
                 .unassign_role(v1::UnassignRoleRequest { id, role, person })
+                .await
+                .map_err(status)?;
+            out.incident(r.into_inner().incident.as_ref());
+        }
+        Command::Incident(IncidentCmd::Update {
+            id,
+            status: given,
+            message,
+        }) => {
+            let parsed = given
+                .parse::<firebreak_domain::UpdateStatus>()
+                .map_err(|e| match e {
+                    firebreak_domain::Error::Invalid { reason, .. } => {
+                        Failure::new(Exit::Usage, format!("--status: {reason}"))
+                    }
+                    other => Failure::new(Exit::Usage, format!("--status: {other}")),
+                })?;
+            let r = incidents
+                .post_status_update(v1::PostStatusUpdateRequest {
+                    id,
+                    status: firebreak_proto::WireState::wire(parsed),
+                    message,
+                })
                 .await
                 .map_err(status)?;
             out.incident(r.into_inner().incident.as_ref());

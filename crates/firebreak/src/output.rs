@@ -188,6 +188,15 @@ fn incident_json(i: &v1::Incident) -> Value {
             "role": r.role, "person": r.person, "assigned_at": ts(r.assigned_at.as_ref()),
             "assigned_by": r.assigned_by,
         })).collect::<Vec<_>>(),
+        "last_status_update": i.last_status_update.as_ref().map(status_update_json),
+    })
+}
+
+/// A status update to stakeholders: its status by name (null for one this build lacks).
+fn status_update_json(u: &v1::StatusUpdate) -> Value {
+    json!({
+        "status": firebreak_domain::UpdateStatus::from_wire(u.status).map(WireState::name),
+        "message": u.message, "at": ts(u.at.as_ref()), "by": u.by,
     })
 }
 
@@ -328,6 +337,20 @@ impl Out {
                                     .collect::<Vec<_>>()
                                     .join(", "),
                             },
+                            // `monitoring: the fix is out (2026-12-04T00:10:00Z, user:amy)`.
+                            Value::Object(_) if k == "last_status_update" => {
+                                match &i.last_status_update {
+                                    Some(u) => format!(
+                                        "{}: {} ({}, {})",
+                                        firebreak_domain::UpdateStatus::from_wire(u.status)
+                                            .map_or("unknown", WireState::name),
+                                        u.message,
+                                        rfc3339(u.at.as_ref()).unwrap_or_default(),
+                                        u.by
+                                    ),
+                                    None => "-".into(),
+                                }
+                            }
                             Value::String(s) => s,
                             Value::Null => "-".into(),
                             other => other.to_string(),

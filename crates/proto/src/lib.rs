@@ -59,6 +59,7 @@ pub mod v1 {
         Reopened => "reopened",
         Merged => "merged",
         PriorityChanged => "priority_changed",
+        StatusUpdated => "status_updated",
     });
 
     // The subject (`runbooks.<name>`) and the timeline entry (`runbook_<name>`) use these.
@@ -104,6 +105,7 @@ pub mod v1 {
                 incident: Some(incident),
                 actor,
                 kind: change as i32,
+                status_update: None,
             }
         }
 

@@ -153,6 +153,7 @@ impl From<NewIncident> for IncidentRecord {
             review: String::new(),
             updated_at: n.opened_at,
             roles: Vec::new(),
+            last_status_update: None,
         }
     }
 }
@@ -205,6 +206,8 @@ pub struct IncidentRecord {
     pub updated_at: Micros,
     /// Who holds which incident role, in the order they were assigned.
     pub roles: Vec<RoleHolder>,
+    /// The last status update to stakeholders (one JSON column); `None` before the first.
+    pub last_status_update: Option<firebreak_domain::StatusUpdate>,
 }
 
 impl IncidentRecord {
@@ -236,6 +239,10 @@ impl IncidentRecord {
                 .iter()
                 .map(|r| r.role.len() + r.person.len() + r.assigned_by.len() + 24)
                 .sum::<usize>()
+            + self
+                .last_status_update
+                .as_ref()
+                .map_or(0, |u| u.message.len() + u.by.len() + 24)
             + 64
     }
 }

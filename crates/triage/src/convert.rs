@@ -36,6 +36,7 @@ pub(crate) fn incident_to_proto(i: &IncidentRecord) -> v1::Incident {
                 assigned_by: r.assigned_by.clone(),
             })
             .collect(),
+        last_status_update: i.last_status_update.as_ref().map(Into::into),
     }
 }
 

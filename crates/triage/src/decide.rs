@@ -43,6 +43,7 @@ use crate::Error;
 use crate::limits::{MAX_ACTOR, MAX_DOCUMENT, MAX_NAME, MAX_PAGE_BYTES, MAX_TEXT, clip, clip_json};
 
 mod roles;
+mod status;
 
 pub(crate) use roles::{RoleChange, person_name, role_name};
 
@@ -98,6 +99,13 @@ pub(crate) enum Input {
         change: RoleChange,
         role: String,
         person: String,
+    },
+    /// A person's status update to the incident's stakeholders.
+    StatusUpdate {
+        incident_id: String,
+        actor: String,
+        status: firebreak_domain::UpdateStatus,
+        message: String,
     },
     /// A runbook's progress or a delivery's outcome for the timeline, once per event.
     Record {
@@ -264,6 +272,8 @@ pub(crate) struct Decision {
     /// The incidents role changes left (changed or not: a repeated assignment changes
     /// nothing), in input order.
     pub(crate) assigned: Vec<IncidentRecord>,
+    /// The incidents status updates left, in input order.
+    pub(crate) updated: Vec<IncidentRecord>,
     /// Merges, in input order: the incident merged away, the one merged into, and how many
     /// alerts moved.
     pub(crate) merged: Vec<(IncidentRecord, IncidentRecord, u32)>,
@@ -284,7 +294,8 @@ pub(crate) fn request_for(inputs: &[Input]) -> SnapshotRequest {
             Input::Transition { incident_id, .. }
             | Input::Note { incident_id, .. }
             | Input::Reclassify { incident_id, .. }
-            | Input::Role { incident_id, .. } => {
+            | Input::Role { incident_id, .. }
+            | Input::StatusUpdate { incident_id, .. } => {
                 r.incident_ids.push(incident_id.clone());
             }
             Input::Merge {
@@ -435,6 +446,16 @@ impl<'s> Work<'s> {
             } => {
                 let inc = self.change_role(incident_id, *change, role, person, actor, ctx.now)?;
                 self.decision.assigned.push(inc);
+                Ok(())
+            }
+            Input::StatusUpdate {
+                incident_id,
+                actor,
+                status,
+                message,
+            } => {
+                let inc = self.status_update(incident_id, *status, message, actor, ctx.now)?;
+                self.decision.updated.push(inc);
                 Ok(())
             }
             Input::Record {

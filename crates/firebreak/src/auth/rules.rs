@@ -184,6 +184,12 @@ pub const METHODS: &[(&str, &str, Rule)] = &[
         "triage",
         Needs(P::IncidentsRead),
     ),
+    // Status updates to stakeholders (docs/status-updates.md).
+    (
+        "/firebreak.v1.IncidentService/PostStatusUpdate",
+        "triage",
+        Needs(P::IncidentsUpdateStatus),
+    ),
     // Orchestration.
     (
         "/firebreak.v1.RunbookService/ListRunbooks",
@@ -526,6 +532,11 @@ const TARGETS: &[(&str, Subject, ReadTarget)] = &[
         read!(v1::ReclassifyRequest, id),
     ),
     (
+        "/firebreak.v1.IncidentService/PostStatusUpdate",
+        Subject::Incident,
+        read!(v1::PostStatusUpdateRequest, id),
+    ),
+    (
         "/firebreak.v1.RunbookService/GetRun",
         Subject::Run,
         read!(v1::GetRunRequest, id),
@@ -756,6 +767,7 @@ mod tests {
                 "IncidentService/Reopen",
                 "IncidentService/Merge",
                 "IncidentService/Reclassify",
+                "IncidentService/PostStatusUpdate",
                 "RunbookService/Approve",
                 "RunbookService/Reject",
                 "NotificationService/PutSchedule",

@@ -176,6 +176,13 @@ ALTER TABLE incident_alerts ADD COLUMN resolved_at INTEGER;
 CREATE INDEX incident_alerts_of_incident ON incident_alerts (incident_id, attached_at);
 ",
     },
+    // The last status update to stakeholders, as JSON (NULL before the first): read with
+    // the incident, so `incident show` and the events carry it. Postgres' migration 9 is
+    // the same.
+    Migration {
+        version: 12,
+        sql: "ALTER TABLE incidents ADD COLUMN last_status_update TEXT;",
+    },
 ];
 
 /// Triage's store on SQLite.
@@ -195,7 +202,7 @@ macro_rules! incidents {
             "SELECT id, title, description, category, severity, priority, urgency, state,
                 dedup_key, alert_count, labels, source, opened_at, acknowledged_at, resolved_at,
                 closed_at, resolution_summary, root_cause, review, updated_at, roles, integration,
-                mitigated_at, merged_into
+                mitigated_at, merged_into, last_status_update
                 FROM incidents ",
             $rest
         )
@@ -666,12 +673,13 @@ fn write_changeset(c: &Connection, ch: &TriageChangeset, now: i64) -> Result<Vec
 /// Inserts an incident's row; a conflict when an active incident holds its dedup key.
 fn insert_row(c: &Connection, i: &IncidentRecord) -> Result<()> {
     let (labels, roles) = (json_text(&i.labels)?, json_text(&i.roles)?);
+    let update = status_update_text(i)?;
     c.prepare_cached(
         "INSERT INTO incidents (id, title, description, category, severity, priority, urgency, state,
             dedup_key, alert_count, labels, source, opened_at, acknowledged_at, resolved_at, closed_at,
             resolution_summary, root_cause, review, updated_at, roles, integration, mitigated_at,
-            merged_into)
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            merged_into, last_status_update)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
     )?
     .execute(rusqlite::params![
         i.id,
@@ -698,6 +706,7 @@ fn insert_row(c: &Connection, i: &IncidentRecord) -> Result<()> {
         i.integration,
         i.mitigated_at.map(Micros::unix_micros),
         i.merged_into,
+        update,
     ])
     .map_err(|e| conn::conflict(e, "an active incident holds this dedup key"))?;
     Ok(())
@@ -742,6 +751,7 @@ fn update_row(c: &Connection, i: &IncidentRecord, keep_state: bool) -> Result<()
     let (labels, roles) = (json_text(&i.labels)?, json_text(&i.roles)?);
     let (urgency, state) = (i.urgency.as_str(), i.state.as_str());
     let mitigated_at = i.mitigated_at.map(Micros::unix_micros);
+    let update = status_update_text(i)?;
     let (acknowledged_at, resolved_at, closed_at, updated_at) = (
         i.acknowledged_at.map(Micros::unix_micros),
         i.resolved_at.map(Micros::unix_micros),
@@ -767,6 +777,7 @@ fn update_row(c: &Connection, i: &IncidentRecord, keep_state: bool) -> Result<()
         &roles,
         &mitigated_at,
         &i.merged_into,
+        &update,
     ];
     if !keep_state {
         params.push(&state);
@@ -776,13 +787,13 @@ fn update_row(c: &Connection, i: &IncidentRecord, keep_state: bool) -> Result<()
         "UPDATE incidents SET title = ?, description = ?, category = ?, severity = ?, priority = ?,
             urgency = ?, alert_count = ?, labels = ?, acknowledged_at = ?, resolved_at = ?,
             closed_at = ?, resolution_summary = ?, root_cause = ?, review = ?, updated_at = ?,
-            roles = ?, mitigated_at = ?, merged_into = ?
+            roles = ?, mitigated_at = ?, merged_into = ?, last_status_update = ?
          WHERE id = ?"
     } else {
         "UPDATE incidents SET title = ?, description = ?, category = ?, severity = ?, priority = ?,
             urgency = ?, alert_count = ?, labels = ?, acknowledged_at = ?, resolved_at = ?,
             closed_at = ?, resolution_summary = ?, root_cause = ?, review = ?, updated_at = ?,
-            roles = ?, mitigated_at = ?, merged_into = ?, state = ?
+            roles = ?, mitigated_at = ?, merged_into = ?, last_status_update = ?, state = ?
          WHERE id = ?"
     })?
     .execute(params.as_slice())
@@ -791,11 +802,17 @@ fn update_row(c: &Connection, i: &IncidentRecord, keep_state: bool) -> Result<()
     Ok(())
 }
 
-/// An incident row as stored, its labels and roles not yet parsed.
+/// An incident's last status update as its column holds it (NULL: none yet).
+fn status_update_text(i: &IncidentRecord) -> Result<Option<String>> {
+    i.last_status_update.as_ref().map(json_text).transpose()
+}
+
+/// An incident row as stored, its labels, roles and last status update not yet parsed.
 struct IncidentRow {
     record: IncidentRecord,
     labels: String,
     roles: String,
+    update: Option<String>,
 }
 
 impl IncidentRow {
@@ -827,9 +844,11 @@ impl IncidentRow {
                 review: r.get(18)?,
                 updated_at: Micros::from_unix_micros(r.get(19)?),
                 roles: Vec::new(),
+                last_status_update: None,
             },
             labels: r.get(10)?,
             roles: r.get(20)?,
+            update: r.get(24)?,
         })
     }
 
@@ -838,6 +857,12 @@ impl IncidentRow {
             labels: from_json(&self.labels)?,
             roles: serde_json::from_str(&self.roles)
                 .map_err(|e| Error::Corrupt(format!("roles: {e}")))?,
+            last_status_update: self
+                .update
+                .as_deref()
+                .map(serde_json::from_str)
+                .transpose()
+                .map_err(|e| Error::Corrupt(format!("last_status_update: {e}")))?,
             ..self.record
         })
     }

@@ -634,7 +634,8 @@ async fn replicas_starting_together_create_and_migrate_the_database_once() {
             (4, "triage".to_owned()),
             (5, "triage".to_owned()),
             (6, "triage".to_owned()),
-            (7, "triage".to_owned())
+            (7, "triage".to_owned()),
+            (9, "triage".to_owned())
         ]
     );
 }
