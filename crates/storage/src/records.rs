@@ -594,6 +594,17 @@ pub struct ResponseRecord {
     pub at: Micros,
 }
 
+/// A person or channel subscribed to one incident's status updates (notification).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SubscriptionRecord {
+    pub incident_id: String,
+    /// `person:NAME` or `channel:NAME`.
+    pub subscriber: String,
+    pub created_at: Micros,
+    /// The actor who subscribed it.
+    pub created_by: String,
+}
+
 /// A notification to deliver on a channel (notification).
 #[derive(Debug, Clone, PartialEq)]
 pub struct DeliveryRecord {
