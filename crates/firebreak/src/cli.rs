@@ -419,6 +419,23 @@ pub enum IncidentCmd {
         /// What stakeholders are told (1 to 4096 bytes).
         message: String,
     },
+    /// Subscribe a person (a user of the directory) or a channel to the incident's status
+    /// updates (configuration's `subscriptions` rules add more).
+    Subscribe {
+        id: String,
+        #[command(flatten)]
+        who: crate::cli_updates::SubscriberArgs,
+    },
+    /// End a person's or channel's subscription to the incident's status updates.
+    Unsubscribe {
+        id: String,
+        #[command(flatten)]
+        who: crate::cli_updates::SubscriberArgs,
+    },
+    /// The people and channels subscribed to the incident (not those of rules).
+    Subscribers {
+        id: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -1091,6 +1108,11 @@ async fn client(cmd: Command, targets: &Targets, out: &Out) -> anyhow::Result<()
         Command::Raise(_) | Command::ResolveAlert { .. } | Command::Integration(_) => {
             Service::Intake
         }
+        Command::Incident(
+            IncidentCmd::Subscribe { .. }
+            | IncidentCmd::Unsubscribe { .. }
+            | IncidentCmd::Subscribers { .. },
+        ) => Service::Notification,
         Command::Incident(_) => Service::Triage,
         _ => Service::Orchestration,
     };
@@ -1339,6 +1361,15 @@ async fn client(cmd: Command, targets: &Targets, out: &Out) -> anyhow::Result<()
                 .await
                 .map_err(status)?;
             out.incident(r.into_inner().incident.as_ref());
+        }
+        Command::Incident(
+            cmd @ (IncidentCmd::Subscribe { .. }
+            | IncidentCmd::Unsubscribe { .. }
+            | IncidentCmd::Subscribers { .. }),
+        ) => {
+            crate::cli_updates::subscriptions(cmd, channel, out)
+                .await
+                .map_err(status)?;
         }
         Command::Incident(IncidentCmd::Review { id }) => {
             let r = incidents

@@ -72,6 +72,11 @@ pub struct Config {
     /// Which escalation policy pages when an incident opens: the first route that matches.
     #[serde(default)]
     pub routes: Vec<firebreak_notification::routing::Route>,
+    /// Who receives the status updates of which incidents, besides each incident's own
+    /// subscribers: rules of a `match` (as a route's), `services`, and the `people` and
+    /// `channels` they send to (docs/status-updates.md).
+    #[serde(default)]
+    pub subscriptions: Vec<firebreak_notification::subscriptions::SubscriptionRule>,
     /// Where people answer pages from: the public URL links in pages start with, and the
     /// key that signs them (docs/oncall.md, "Acknowledging from a page").
     #[serde(default)]
@@ -519,6 +524,7 @@ const KEYS: &[&str] = &[
     "escalation_policies",
     "schedules",
     "routes",
+    "subscriptions",
     "responses",
     "maintenance",
     "throttles",
@@ -883,6 +889,38 @@ mod tests {
         assert!(is_service_link("FIREBREAK_INTAKE_PORT_7400_TCP_ADDR"));
         assert!(is_service_link("FIREBREAK_TRIAGE_SERVICE_HOST"));
         assert!(!is_service_link("FIREBREAK_LIEV"));
+    }
+
+    #[test]
+    fn subscriptions_default_to_none_load_rules_and_refuse_unknown_keys() {
+        assert!(Config::default().subscriptions.is_empty());
+        let c = Config::layered(
+            serde_yaml::from_str(
+                "subscriptions:\n  - { match: { max_severity: 2 }, services: [checkout], people: [amy], channels: [status] }\n",
+            )
+            .unwrap(),
+        )
+        .unwrap();
+        let rule = &c.subscriptions[0];
+        assert_eq!(
+            (
+                rule.when.max_severity,
+                &rule.services,
+                &rule.people,
+                &rule.channels
+            ),
+            (
+                2,
+                &vec!["checkout".to_owned()],
+                &vec!["amy".to_owned()],
+                &vec!["status".to_owned()]
+            )
+        );
+        let err = Config::layered(
+            serde_yaml::from_str("subscriptions:\n  - { persons: [amy] }\n").unwrap(),
+        )
+        .unwrap_err();
+        assert!(format!("{err:#}").contains("persons"), "{err:#}");
     }
 
     #[test]

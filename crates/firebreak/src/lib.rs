@@ -6,6 +6,7 @@ mod authoring;
 pub mod cli;
 pub mod cli_access;
 pub mod cli_silence;
+mod cli_updates;
 pub mod config;
 mod feeds;
 mod health;

@@ -825,6 +825,46 @@ impl Out {
         }
     }
 
+    /// A subscription's change: `subscribed person:amy to INC` (or `already subscribed`).
+    pub(crate) fn subscription(&self, action: &str, incident_id: &str, subscriber: &str) {
+        match self.format {
+            OutputFormat::Json => self.json(json!({
+                "incident_id": incident_id, "subscriber": subscriber, "result": action,
+            })),
+            OutputFormat::Table => say!("{action} {subscriber} to {incident_id}"),
+        }
+    }
+
+    /// An incident's own subscribers, oldest first.
+    pub(crate) fn subscribers(&self, r: &v1::ListSubscribersResponse) {
+        match self.format {
+            OutputFormat::Json => self.json(Value::Array(
+                r.subscriptions
+                    .iter()
+                    .map(|s| {
+                        json!({
+                            "subscriber": s.subscriber, "created_at": ts(s.created_at.as_ref()),
+                            "created_by": s.created_by,
+                        })
+                    })
+                    .collect(),
+            )),
+            OutputFormat::Table => table(
+                &["subscriber", "since", "by"],
+                r.subscriptions
+                    .iter()
+                    .map(|s| {
+                        vec![
+                            s.subscriber.clone(),
+                            rfc3339(s.created_at.as_ref()).unwrap_or_default(),
+                            s.created_by.clone(),
+                        ]
+                    })
+                    .collect(),
+            ),
+        }
+    }
+
     pub(crate) fn deleted(&self, name: &str) {
         match self.format {
             OutputFormat::Json => self.json(json!({ "deleted": name })),

@@ -17,6 +17,7 @@ pub mod respond;
 pub mod routing;
 mod schedule_admin;
 pub mod schedules;
+pub mod subscriptions;
 pub mod throttle;
 
 use std::sync::Arc;
@@ -69,6 +70,9 @@ pub enum ConfigError {
     /// A maintenance window is not valid; the text names the field and says why.
     #[error("{0}")]
     Maintenance(String),
+    /// A subscription rule is not valid; the text names the field and says why.
+    #[error("{0}")]
+    Subscriptions(String),
     #[error("http client: {0}")]
     HttpClient(#[source] reqwest::Error),
 }
@@ -109,6 +113,8 @@ pub struct Notification {
     throttles: Arc<throttle::Throttles>,
     /// Maintenance windows: while one covers an incident, its escalation pages nobody.
     maintenance: Arc<Vec<firebreak_domain::maintenance::Window>>,
+    /// Who receives the status updates of which incidents, by rule (configuration).
+    subscription_rules: Arc<Vec<subscriptions::SubscriptionRule>>,
 }
 
 impl Notification {
@@ -140,7 +146,20 @@ impl Notification {
             responses: None,
             throttles: Arc::new(throttle::Throttles::default()),
             maintenance: Arc::new(Vec::new()),
+            subscription_rules: Arc::new(Vec::new()),
         })
+    }
+
+    /// Sends status updates to the people and channels of `rules` (configuration's
+    /// `subscriptions`) besides each incident's own subscribers.
+    pub fn with_subscriptions(
+        mut self,
+        rules: Vec<subscriptions::SubscriptionRule>,
+    ) -> Result<Self, ConfigError> {
+        let names: Vec<String> = self.channels.iter().map(|c| c.name.clone()).collect();
+        subscriptions::validate(&rules, &names).map_err(ConfigError::Subscriptions)?;
+        self.subscription_rules = Arc::new(rules);
+        Ok(self)
     }
 
     /// Holds pages to each destination within `throttles` (GoAlert's limits by default).
@@ -371,7 +390,22 @@ impl Notification {
                                     other => HandlerError::Permanent(other.to_string()),
                                 })?;
                         }
-                        let deliveries = me.plan(&event);
+                        let mut deliveries = me.plan(&event);
+                        // A status update goes to the incident's subscribers too.
+                        if let Some(Payload::IncidentChanged(c)) = &event.payload
+                            && c.change_kind() == v1::IncidentChange::StatusUpdated
+                        {
+                            let planned = me.status_update_deliveries(&event, c).await.map_err(
+                                |e| match e {
+                                    Error::Storage(e) => HandlerError::from(e),
+                                    other => HandlerError::Permanent(other.to_string()),
+                                },
+                            )?;
+                            // A channel both subscribed and broadcasting every change gets
+                            // the update once (the store keeps one per event and channel).
+                            deliveries.retain(|d| !planned.iter().any(|p| p.channel == d.channel));
+                            deliveries.extend(planned);
+                        }
                         if deliveries.is_empty() {
                             return Ok(());
                         }
@@ -934,6 +968,27 @@ impl NotificationService for Notification {
         Ok(Response::new(v1::TestEscalationResponse { pages }))
     }
 
+    async fn subscribe(
+        &self,
+        req: Request<v1::SubscribeRequest>,
+    ) -> Result<Response<v1::SubscribeResponse>, Status> {
+        self.subscribe_call(req).await
+    }
+
+    async fn unsubscribe(
+        &self,
+        req: Request<v1::UnsubscribeRequest>,
+    ) -> Result<Response<v1::UnsubscribeResponse>, Status> {
+        self.unsubscribe_call(req).await
+    }
+
+    async fn list_subscribers(
+        &self,
+        req: Request<v1::ListSubscribersRequest>,
+    ) -> Result<Response<v1::ListSubscribersResponse>, Status> {
+        self.list_subscribers_call(req).await
+    }
+
     async fn list_maintenance_windows(
         &self,
         req: Request<v1::ListMaintenanceWindowsRequest>,
@@ -1123,6 +1178,12 @@ fn incident_json(inc: &v1::Incident) -> serde_json::Value {
         "labels": inc.labels.iter().collect::<std::collections::BTreeMap<_, _>>(),
         "source": inc.source, "integration": inc.integration,
         "merged_into": inc.merged_into,
+        "last_status_update": inc.last_status_update.as_ref().map(|u| json!({
+            "status": firebreak_domain::UpdateStatus::from_wire(u.status).map(|s| s.as_str()),
+            "message": u.message,
+            "at": u.at.as_ref().map(|t| firebreak_proto::micros(t).timestamp().to_string()),
+            "by": u.by,
+        })),
     })
 }
 

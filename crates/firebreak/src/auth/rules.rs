@@ -190,6 +190,21 @@ pub const METHODS: &[(&str, &str, Rule)] = &[
         "triage",
         Needs(P::IncidentsUpdateStatus),
     ),
+    (
+        "/firebreak.v1.NotificationService/Subscribe",
+        "notification",
+        Needs(P::IncidentsSubscribe),
+    ),
+    (
+        "/firebreak.v1.NotificationService/Unsubscribe",
+        "notification",
+        Needs(P::IncidentsSubscribe),
+    ),
+    (
+        "/firebreak.v1.NotificationService/ListSubscribers",
+        "notification",
+        Needs(P::IncidentsRead),
+    ),
     // Orchestration.
     (
         "/firebreak.v1.RunbookService/ListRunbooks",
@@ -537,6 +552,21 @@ const TARGETS: &[(&str, Subject, ReadTarget)] = &[
         read!(v1::PostStatusUpdateRequest, id),
     ),
     (
+        "/firebreak.v1.NotificationService/Subscribe",
+        Subject::Incident,
+        read!(v1::SubscribeRequest, incident_id),
+    ),
+    (
+        "/firebreak.v1.NotificationService/Unsubscribe",
+        Subject::Incident,
+        read!(v1::UnsubscribeRequest, incident_id),
+    ),
+    (
+        "/firebreak.v1.NotificationService/ListSubscribers",
+        Subject::Incident,
+        read!(v1::ListSubscribersRequest, incident_id),
+    ),
+    (
         "/firebreak.v1.RunbookService/GetRun",
         Subject::Run,
         read!(v1::GetRunRequest, id),
@@ -768,6 +798,8 @@ mod tests {
                 "IncidentService/Merge",
                 "IncidentService/Reclassify",
                 "IncidentService/PostStatusUpdate",
+                "NotificationService/Subscribe",
+                "NotificationService/Unsubscribe",
                 "RunbookService/Approve",
                 "RunbookService/Reject",
                 "NotificationService/PutSchedule",

@@ -27,6 +27,8 @@ pub enum EventKind {
     Reopened,
     Merged,
     PriorityChanged,
+    /// A status update to the incident's stakeholders (its subscribers).
+    StatusUpdated,
     /// A runbook's `notify::send(CHANNEL, text)`.
     RunbookMessage,
     /// An escalation step pages a person or a channel about an incident.
@@ -49,6 +51,7 @@ impl EventKind {
         Self::Reopened,
         Self::Merged,
         Self::PriorityChanged,
+        Self::StatusUpdated,
         Self::RunbookMessage,
         Self::Page,
     ];
@@ -70,6 +73,7 @@ impl EventKind {
             Self::Reopened => "reopened",
             Self::Merged => "merged",
             Self::PriorityChanged => "priority_changed",
+            Self::StatusUpdated => "status_updated",
             Self::RunbookMessage => "runbook_message",
             Self::Page => "page",
         }
@@ -113,6 +117,7 @@ impl EventKind {
             Self::Reopened => "Incident reopened",
             Self::Merged => "Incidents merged",
             Self::PriorityChanged => "Priority changed",
+            Self::StatusUpdated => "Status update",
             Self::RunbookMessage => "Runbook message",
             Self::Page => "You are paged",
         }
@@ -250,7 +255,16 @@ impl Message {
                 .ok_or_else(|| {
                     DeliveryError::Message(format!("a {kind} payload without its incident"))
                 })?;
-            Self::incident(text("event_id"), event, text("actor"), incident)
+            let mut msg = Self::incident(text("event_id"), event, text("actor"), incident);
+            // A status update's words are what templates show as `message`:
+            // `monitoring: the fix is out`.
+            if event == EventKind::StatusUpdated
+                && let Some(u) = msg.incident.get("last_status_update")
+            {
+                let field = |k: &str| u.get(k).and_then(Value::as_str).unwrap_or_default();
+                msg.text = format!("{}: {}", field("status"), field("message"));
+            }
+            msg
         };
         msg.ack_url = payload
             .get("ack_url")
