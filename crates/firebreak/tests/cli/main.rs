@@ -4,6 +4,7 @@
 mod incident_alerts;
 mod secrets;
 mod silences;
+mod status_updates;
 mod tls;
 mod watch_runs;
 
