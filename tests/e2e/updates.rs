@@ -455,3 +455,225 @@ async fn delivered_or_tried(s: &Stack, id: &str, n: usize) -> usize {
     })
     .await
 }
+
+/// The incident's status-reminder rows (`status.reminder`) and the reminders sent from
+/// them (`incident.status_reminder`), once none of the rows due by now is pending.
+async fn reminders(s: &Stack, id: &str) -> (Vec<v1::Delivery>, Vec<v1::Delivery>) {
+    eventually("the due reminders run", || {
+        let mut client = s.notifications.clone();
+        let id = id.to_owned();
+        let now = firebreak_domain::Clock::now(&*s.clock);
+        async move {
+            let list = client
+                .list_deliveries(v1::ListDeliveriesRequest {
+                    incident_id: id,
+                    ..Default::default()
+                })
+                .await
+                .ok()?
+                .into_inner()
+                .deliveries;
+            let rows: Vec<v1::Delivery> = list
+                .iter()
+                .filter(|d| d.kind == "status.reminder")
+                .cloned()
+                .collect();
+            let sent: Vec<v1::Delivery> = list
+                .iter()
+                .filter(|d| d.kind == "incident.status_reminder")
+                .cloned()
+                .collect();
+            // A row is due when created before now and pending: a row pending whose time has
+            // not come is the next period's.
+            let settled = rows
+                .iter()
+                .all(|d| d.status() != v1::DeliveryState::Pending)
+                || rows
+                    .iter()
+                    .filter(|d| d.status() == v1::DeliveryState::Pending)
+                    .count()
+                    == 1
+                    && rows
+                        .iter()
+                        .filter(|d| d.status() == v1::DeliveryState::Pending)
+                        .all(|d| {
+                            d.created_at
+                                .as_ref()
+                                .map(firebreak_proto::micros)
+                                .is_some_and(|c| c + Duration::from_secs(600) > now)
+                        });
+            let sent_done = sent
+                .iter()
+                .all(|d| d.status() != v1::DeliveryState::Pending);
+            (settled && sent_done).then_some((rows, sent))
+        }
+    })
+    .await
+}
+
+#[tokio::test]
+async fn the_commander_is_reminded_once_per_quiet_period_and_an_update_re_arms_it() {
+    let mut smtp = SmtpServer::start(&["--mode", "plain"]).await;
+    let config = format!(
+        "users:
+  - {{ name: amy, contact_methods: [{{ name: work, kind: email, address: amy@example.com }}] }}
+channels:
+  - {{ name: mail, kind: email, host: 127.0.0.1, port: {}, tls: none, from: 'Firebreak <firebreak@example.com>' }}
+status_updates:
+  reminders: [{{ max_severity: 5, after_seconds: 600 }}]
+",
+        smtp.port
+    );
+    let mut s = Stack::start(&empty_runbooks(), &config).await;
+    let id = s.raise("checkout is down").await;
+    let nobody = s.raise("search is slow").await;
+    s.incidents
+        .assign_role(v1::AssignRoleRequest {
+            id: id.clone(),
+            role: "commander".into(),
+            person: "amy".into(),
+        })
+        .await
+        .unwrap();
+    // An update five minutes in starts a new quiet period.
+    s.clock.advance(Duration::from_secs(300));
+    s.incidents
+        .post_status_update(update(&id, v1::UpdateStatus::Investigating, "on it"))
+        .await
+        .unwrap();
+    // Notification has armed the update's period (opened, commander assigned, the update:
+    // three rows) before the clock moves on.
+    eventually("the update's period armed", || {
+        let mut client = s.notifications.clone();
+        let id = id.clone();
+        async move {
+            let list = client
+                .list_deliveries(v1::ListDeliveriesRequest {
+                    incident_id: id,
+                    ..Default::default()
+                })
+                .await
+                .ok()?
+                .into_inner()
+                .deliveries;
+            (list.iter().filter(|d| d.kind == "status.reminder").count() == 3).then_some(())
+        }
+    })
+    .await;
+    // Ten minutes after the opening: the opening's period ended, but an update came in it,
+    // so its rows are superseded and nobody is reminded.
+    s.clock.advance(Duration::from_secs(301));
+    let (rows, sent) = eventually("the opening's reminders superseded", || {
+        let s = &s;
+        let id = id.clone();
+        async move {
+            let (rows, sent) = reminders(s, &id).await;
+            let cancelled = rows
+                .iter()
+                .filter(|d| d.status() == v1::DeliveryState::Cancelled)
+                .count();
+            (cancelled == 2).then_some((rows, sent))
+        }
+    })
+    .await;
+    assert_eq!(sent.len(), 0, "{sent:?}");
+    // Opened (no commander yet), commander assigned, the update: three rows, one pending.
+    assert_eq!(rows.len(), 3, "{rows:?}");
+
+    // The incident without a commander reminds nobody, and says so on its timeline.
+    let failed = eventually("the commanderless reminder failed", || {
+        let s = &s;
+        let nobody = nobody.clone();
+        async move {
+            let (rows, sent) = reminders(s, &nobody).await;
+            assert!(sent.is_empty(), "{sent:?}");
+            rows.into_iter()
+                .find(|d| d.status() == v1::DeliveryState::Failed)
+        }
+    })
+    .await;
+    assert!(failed.last_error.contains("no commander"), "{failed:?}");
+    eventually("the failure on the timeline", || {
+        let mut incidents = s.incidents.clone();
+        let nobody = nobody.clone();
+        async move {
+            let entries = incidents
+                .get_timeline(v1::GetTimelineRequest {
+                    id: nobody,
+                    ..Default::default()
+                })
+                .await
+                .ok()?
+                .into_inner()
+                .entries;
+            entries
+                .iter()
+                .any(|e| e.kind == "notification" && e.data.contains("no commander"))
+                .then_some(())
+        }
+    })
+    .await;
+
+    // Ten minutes after the update, still nothing new: amy is reminded, once.
+    s.clock.advance(Duration::from_secs(300));
+    let mail = smtp.next().await;
+    assert_eq!(
+        mail["rcpt_tos"],
+        serde_json::json!(["amy@example.com"]),
+        "{mail:#}"
+    );
+    assert!(
+        mail.to_string().contains("no status update for 10 minutes"),
+        "{mail:#}"
+    );
+    let (rows, sent) = reminders(&s, &id).await;
+    assert_eq!(sent.len(), 1, "{sent:?}");
+    assert_eq!(
+        rows.iter()
+            .filter(|d| d.status() == v1::DeliveryState::Delivered)
+            .count(),
+        1
+    );
+    // No update since: no new period, no second reminder however long it stays quiet.
+    s.clock.advance(Duration::from_secs(1200));
+    let (rows, sent) = reminders(&s, &id).await;
+    assert_eq!((rows.len(), sent.len()), (3, 1));
+    assert!(!smtp.more(Duration::from_millis(500)).await);
+
+    // Resolved, the incident arms a row that supersedes the rest and reminds nobody.
+    s.incidents
+        .post_status_update(update(&id, v1::UpdateStatus::Monitoring, "fix is out"))
+        .await
+        .unwrap();
+    s.incidents
+        .resolve(v1::ResolveRequest {
+            id: id.clone(),
+            summary: "fixed".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let rows = eventually("the resolve's row", || {
+        let s = &s;
+        let id = id.clone();
+        async move {
+            let (rows, _) = reminders(s, &id).await;
+            (rows.len() == 5).then_some(rows)
+        }
+    })
+    .await;
+    s.clock.advance(Duration::from_secs(601));
+    let (after, sent) = eventually("the monitoring period's row superseded", || {
+        let s = &s;
+        let id = id.clone();
+        async move {
+            let (rows, sent) = reminders(s, &id).await;
+            rows.iter()
+                .all(|d| d.status() != v1::DeliveryState::Pending)
+                .then_some((rows, sent))
+        }
+    })
+    .await;
+    assert_eq!(after.len(), rows.len());
+    assert_eq!(sent.len(), 1, "{sent:?}");
+}

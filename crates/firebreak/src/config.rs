@@ -77,6 +77,11 @@ pub struct Config {
     /// `channels` they send to (docs/status-updates.md).
     #[serde(default)]
     pub subscriptions: Vec<firebreak_notification::subscriptions::SubscriptionRule>,
+    /// Reminders to post status updates: `reminders` of `{max_severity, after_seconds}`,
+    /// the commander of an active incident that severe reminded when it went that long
+    /// without one (default: SEV1 after 30 minutes, SEV2 after an hour; `[]`: none).
+    #[serde(default)]
+    pub status_updates: firebreak_notification::StatusUpdatesSpec,
     /// Where people answer pages from: the public URL links in pages start with, and the
     /// key that signs them (docs/oncall.md, "Acknowledging from a page").
     #[serde(default)]
@@ -525,6 +530,7 @@ const KEYS: &[&str] = &[
     "schedules",
     "routes",
     "subscriptions",
+    "status_updates",
     "responses",
     "maintenance",
     "throttles",

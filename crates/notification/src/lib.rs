@@ -13,6 +13,7 @@ pub mod ical;
 mod inbound;
 mod maintenance;
 mod paging;
+mod reminders;
 pub mod respond;
 pub mod routing;
 mod schedule_admin;
@@ -54,6 +55,7 @@ pub use escalation::{
 };
 pub use inbound::{Responses, ResponsesSpec};
 pub use paging::OnCall;
+pub use reminders::{ReminderSpec, StatusUpdatesSpec};
 
 /// Why notification could not be set up from its configuration.
 #[derive(Debug, thiserror::Error)]
@@ -73,6 +75,9 @@ pub enum ConfigError {
     /// A subscription rule is not valid; the text names the field and says why.
     #[error("{0}")]
     Subscriptions(String),
+    /// A status-update reminder is not valid; the text names the field and says why.
+    #[error("{0}")]
+    StatusUpdates(String),
     #[error("http client: {0}")]
     HttpClient(#[source] reqwest::Error),
 }
@@ -115,6 +120,9 @@ pub struct Notification {
     maintenance: Arc<Vec<firebreak_domain::maintenance::Window>>,
     /// Who receives the status updates of which incidents, by rule (configuration).
     subscription_rules: Arc<Vec<subscriptions::SubscriptionRule>>,
+    /// How long an incident may go without a status update before its commander is
+    /// reminded, by severity.
+    reminders: Arc<Vec<firebreak_domain::status_update::ReminderRule>>,
 }
 
 impl Notification {
@@ -147,7 +155,18 @@ impl Notification {
             throttles: Arc::new(throttle::Throttles::default()),
             maintenance: Arc::new(Vec::new()),
             subscription_rules: Arc::new(Vec::new()),
+            reminders: Arc::new(firebreak_domain::status_update::DEFAULT_REMINDERS.to_vec()),
         })
+    }
+
+    /// Reminds commanders of quiet incidents as `spec` says (configuration's
+    /// `status_updates`; by default SEV1 after 30 minutes, SEV2 after an hour).
+    pub fn with_status_updates(
+        mut self,
+        spec: &reminders::StatusUpdatesSpec,
+    ) -> Result<Self, ConfigError> {
+        self.reminders = Arc::new(spec.rules().map_err(ConfigError::StatusUpdates)?);
+        Ok(self)
     }
 
     /// Sends status updates to the people and channels of `rules` (configuration's
@@ -391,6 +410,13 @@ impl Notification {
                                 })?;
                         }
                         let mut deliveries = me.plan(&event);
+                        // A change that starts a quiet period (or ends one) arms the
+                        // commander's reminder.
+                        if let Some(Payload::IncidentChanged(c)) = &event.payload
+                            && let Some(row) = me.reminder_row(c, me.clock.now())
+                        {
+                            deliveries.push(row);
+                        }
                         // A status update goes to the incident's subscribers too.
                         if let Some(Payload::IncidentChanged(c)) = &event.payload
                             && c.change_kind() == v1::IncidentChange::StatusUpdated
@@ -589,6 +615,9 @@ impl Notification {
         d.attempts += 1;
         if d.kind == paging::STEP {
             return self.attempt_step(d).await;
+        }
+        if d.kind == reminders::REMINDER {
+            return self.attempt_reminder(d).await;
         }
         let person = paging::person_of(&d);
         if let Some(method) = &person

@@ -29,6 +29,8 @@ pub enum EventKind {
     PriorityChanged,
     /// A status update to the incident's stakeholders (its subscribers).
     StatusUpdated,
+    /// A reminder to the incident's commander that no status update came for a while.
+    StatusReminder,
     /// A runbook's `notify::send(CHANNEL, text)`.
     RunbookMessage,
     /// An escalation step pages a person or a channel about an incident.
@@ -52,6 +54,7 @@ impl EventKind {
         Self::Merged,
         Self::PriorityChanged,
         Self::StatusUpdated,
+        Self::StatusReminder,
         Self::RunbookMessage,
         Self::Page,
     ];
@@ -74,6 +77,7 @@ impl EventKind {
             Self::Merged => "merged",
             Self::PriorityChanged => "priority_changed",
             Self::StatusUpdated => "status_updated",
+            Self::StatusReminder => "status_reminder",
             Self::RunbookMessage => "runbook_message",
             Self::Page => "page",
         }
@@ -118,6 +122,7 @@ impl EventKind {
             Self::Merged => "Incidents merged",
             Self::PriorityChanged => "Priority changed",
             Self::StatusUpdated => "Status update",
+            Self::StatusReminder => "No status update lately",
             Self::RunbookMessage => "Runbook message",
             Self::Page => "You are paged",
         }
@@ -263,6 +268,10 @@ impl Message {
             {
                 let field = |k: &str| u.get(k).and_then(Value::as_str).unwrap_or_default();
                 msg.text = format!("{}: {}", field("status"), field("message"));
+            }
+            // A reminder says what to do.
+            if event == EventKind::StatusReminder {
+                msg.text = text("message");
             }
             msg
         };

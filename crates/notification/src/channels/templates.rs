@@ -306,6 +306,9 @@ pub(crate) fn samples(event: EventKind) -> Vec<Message> {
         if event == EventKind::StatusUpdated {
             msg.text = "monitoring: checkout is back; we are watching error rates".into();
         }
+        if event == EventKind::StatusReminder {
+            msg.text = "no status update for 30 minutes: post one with `firebreak incident update 01JC0FFEE0SAMP1E0000000000 --status ... \"...\"`".into();
+        }
         msg
     };
     let plain = msg.clone();
