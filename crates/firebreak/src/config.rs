@@ -930,6 +930,31 @@ mod tests {
     }
 
     #[test]
+    fn status_update_reminders_default_to_sev1_and_sev2_and_refuse_unknown_keys() {
+        let defaults = Config::default().status_updates;
+        let rules: Vec<(u32, u64)> = defaults
+            .reminders
+            .iter()
+            .map(|r| (r.max_severity, r.after_seconds))
+            .collect();
+        assert_eq!(rules, [(1, 1800), (2, 3600)]);
+        let c =
+            Config::layered(serde_yaml::from_str("status_updates:\n  reminders: []\n").unwrap())
+                .unwrap();
+        assert!(c.status_updates.reminders.is_empty());
+        for bad in [
+            "status_updates:\n  reminder: []\n",
+            "status_updates:\n  reminders: [{ max_severity: 1, after: 30m }]\n",
+        ] {
+            let err = Config::layered(serde_yaml::from_str(bad).unwrap()).unwrap_err();
+            assert!(
+                format!("{err:#}").contains("unknown field"),
+                "{bad}: {err:#}"
+            );
+        }
+    }
+
+    #[test]
     fn the_environment_keys_are_the_configuration_keys() {
         // serde names every field it expects when it meets an unknown one.
         let err = Config::layered(serde_yaml::from_str("\"?\": 1").unwrap())
