@@ -17,6 +17,7 @@ mod roles;
 mod runbooks;
 mod schedules;
 mod silences;
+mod updates;
 mod webhooks;
 
 // The binary's allocator, so the runbook sandbox's memory limit applies as it does there.

@@ -62,6 +62,10 @@ states!(
         IncidentsClassify => "incidents.classify",
         /// Write the post-incident review: add and change follow-ups, set the summary.
         IncidentsReview => "incidents.review",
+        /// Post status updates to an incident's stakeholders (docs/status-updates.md).
+        IncidentsUpdateStatus => "incidents.update_status",
+        /// Subscribe people and channels to an incident's status updates, and unsubscribe.
+        IncidentsSubscribe => "incidents.subscribe",
         /// Read runbooks, runs and pending approvals.
         RunbooksRead => "runbooks.read",
         /// Plan a runbook against an incident without acting.
@@ -113,6 +117,9 @@ const RESPONDER: &[Permission] = &[
     P::SchedulesOverride,
     P::SilencesManage,
     P::IncidentsReview,
+    // Status updates: whoever works the incident tells stakeholders and adds them.
+    P::IncidentsUpdateStatus,
+    P::IncidentsSubscribe,
 ];
 const COMMANDER: &[Permission] = &[P::IncidentsClose, P::IncidentsAssign, P::IncidentsClassify];
 const OPERATOR: &[Permission] = &[P::IntegrationsRead, P::MaintenanceManage];

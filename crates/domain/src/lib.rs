@@ -21,6 +21,7 @@ mod service_error;
 mod signal;
 pub mod silence;
 mod states;
+pub mod status_update;
 
 pub use clock::{Clock, ManualClock, Micros, SystemClock};
 pub use dedup::{canonical_labels, dedup_key_for_group_key, dedup_key_for_labels, dedup_key_of};
@@ -36,6 +37,7 @@ pub use rules::{CategoryRule, Classification, DEFAULT_TAXONOMY, Taxonomy, UNCATE
 pub use service_error::{ErrorCode, ServiceError};
 pub use signal::{Labels, Signal, SignalInput, clip, derive_dedup_key, no_nul, parse_label};
 pub use states::{AlertState, DeliveryState, RunEvent, RunPhase, RunState, StepStatus};
+pub use status_update::{StatusUpdate, UpdateStatus};
 
 /// A point in time (UTC) as the review computes with it (durations, RFC 3339 text). Records
 /// hold times as [`Micros`] (microseconds since the Unix epoch), read from a [`Clock`]; a

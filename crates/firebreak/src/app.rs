@@ -494,6 +494,8 @@ fn build_notification(
         .map_err(|e| anyhow::anyhow!("invalid {e}"))?;
     let notification = Notification::new(store, bus, channels, config.escalation_policies.clone())
         .and_then(|n| n.with_routes(config.routes.clone()))
+        .and_then(|n| n.with_subscriptions(config.subscriptions.clone()))
+        .and_then(|n| n.with_status_updates(&config.status_updates))
         .and_then(|n| n.with_throttles(config.throttles.clone()))
         .and_then(|n| n.with_maintenance(&config.maintenance))
         .map_err(|e| anyhow::anyhow!("invalid channels: {e}"))?

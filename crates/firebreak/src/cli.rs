@@ -419,6 +419,34 @@ pub enum IncidentCmd {
     /// The review's follow-up action items: add, done, reopen, edit, list.
     #[command(subcommand, name = "follow-up")]
     FollowUp(crate::cli_review::FollowUpCmd),
+    /// Post a status update to the incident's stakeholders (its subscribers, per incident
+    /// and by rule): on the timeline and delivered to each once. A `resolved` update does
+    /// not resolve the incident (docs/status-updates.md).
+    Update {
+        id: String,
+        /// investigating, identified, monitoring or resolved.
+        #[arg(long)]
+        status: String,
+        /// What stakeholders are told (1 to 4096 bytes).
+        message: String,
+    },
+    /// Subscribe a person (a user of the directory) or a channel to the incident's status
+    /// updates (configuration's `subscriptions` rules add more).
+    Subscribe {
+        id: String,
+        #[command(flatten)]
+        who: crate::cli_updates::SubscriberArgs,
+    },
+    /// End a person's or channel's subscription to the incident's status updates.
+    Unsubscribe {
+        id: String,
+        #[command(flatten)]
+        who: crate::cli_updates::SubscriberArgs,
+    },
+    /// The people and channels subscribed to the incident (not those of rules).
+    Subscribers {
+        id: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -1091,6 +1119,11 @@ async fn client(cmd: Command, targets: &Targets, out: &Out) -> anyhow::Result<()
         Command::Raise(_) | Command::ResolveAlert { .. } | Command::Integration(_) => {
             Service::Intake
         }
+        Command::Incident(
+            IncidentCmd::Subscribe { .. }
+            | IncidentCmd::Unsubscribe { .. }
+            | IncidentCmd::Subscribers { .. },
+        ) => Service::Notification,
         Command::Incident(_) => Service::Triage,
         _ => Service::Orchestration,
     };
@@ -1325,6 +1358,38 @@ async fn client(cmd: Command, targets: &Targets, out: &Out) -> anyhow::Result<()
         }
         Command::Incident(IncidentCmd::FollowUp(cmd)) => {
             crate::cli_review::follow_up(cmd, channel, out.format(), status).await?;
+        }
+        Command::Incident(IncidentCmd::Update {
+            id,
+            status: given,
+            message,
+        }) => {
+            let parsed = given
+                .parse::<firebreak_domain::UpdateStatus>()
+                .map_err(|e| match e {
+                    firebreak_domain::Error::Invalid { reason, .. } => {
+                        Failure::new(Exit::Usage, format!("--status: {reason}"))
+                    }
+                    other => Failure::new(Exit::Usage, format!("--status: {other}")),
+                })?;
+            let r = incidents
+                .post_status_update(v1::PostStatusUpdateRequest {
+                    id,
+                    status: firebreak_proto::WireState::wire(parsed),
+                    message,
+                })
+                .await
+                .map_err(status)?;
+            out.incident(r.into_inner().incident.as_ref());
+        }
+        Command::Incident(
+            cmd @ (IncidentCmd::Subscribe { .. }
+            | IncidentCmd::Unsubscribe { .. }
+            | IncidentCmd::Subscribers { .. }),
+        ) => {
+            crate::cli_updates::subscriptions(cmd, channel, out)
+                .await
+                .map_err(status)?;
         }
         Command::Runbook(RunbookCmd::List) => {
             let r = runs

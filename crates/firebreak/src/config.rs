@@ -72,6 +72,16 @@ pub struct Config {
     /// Which escalation policy pages when an incident opens: the first route that matches.
     #[serde(default)]
     pub routes: Vec<firebreak_notification::routing::Route>,
+    /// Who receives the status updates of which incidents, besides each incident's own
+    /// subscribers: rules of a `match` (as a route's), `services`, and the `people` and
+    /// `channels` they send to (docs/status-updates.md).
+    #[serde(default)]
+    pub subscriptions: Vec<firebreak_notification::subscriptions::SubscriptionRule>,
+    /// Reminders to post status updates: `reminders` of `{max_severity, after_seconds}`,
+    /// the commander of an active incident that severe reminded when it went that long
+    /// without one (default: SEV1 after 30 minutes, SEV2 after an hour; `[]`: none).
+    #[serde(default)]
+    pub status_updates: firebreak_notification::StatusUpdatesSpec,
     /// Where people answer pages from: the public URL links in pages start with, and the
     /// key that signs them (docs/oncall.md, "Acknowledging from a page").
     #[serde(default)]
@@ -609,6 +619,8 @@ const KEYS: &[&str] = &[
     "escalation_policies",
     "schedules",
     "routes",
+    "subscriptions",
+    "status_updates",
     "responses",
     "maintenance",
     "throttles",
@@ -988,6 +1000,63 @@ mod tests {
         assert!(is_service_link("FIREBREAK_INTAKE_PORT_7400_TCP_ADDR"));
         assert!(is_service_link("FIREBREAK_TRIAGE_SERVICE_HOST"));
         assert!(!is_service_link("FIREBREAK_LIEV"));
+    }
+
+    #[test]
+    fn subscriptions_default_to_none_load_rules_and_refuse_unknown_keys() {
+        assert!(Config::default().subscriptions.is_empty());
+        let c = Config::layered(
+            serde_yaml::from_str(
+                "subscriptions:\n  - { match: { max_severity: 2 }, services: [checkout], people: [amy], channels: [status] }\n",
+            )
+            .unwrap(),
+        )
+        .unwrap();
+        let rule = &c.subscriptions[0];
+        assert_eq!(
+            (
+                rule.when.max_severity,
+                &rule.services,
+                &rule.people,
+                &rule.channels
+            ),
+            (
+                2,
+                &vec!["checkout".to_owned()],
+                &vec!["amy".to_owned()],
+                &vec!["status".to_owned()]
+            )
+        );
+        let err = Config::layered(
+            serde_yaml::from_str("subscriptions:\n  - { persons: [amy] }\n").unwrap(),
+        )
+        .unwrap_err();
+        assert!(format!("{err:#}").contains("persons"), "{err:#}");
+    }
+
+    #[test]
+    fn status_update_reminders_default_to_sev1_and_sev2_and_refuse_unknown_keys() {
+        let defaults = Config::default().status_updates;
+        let rules: Vec<(u32, u64)> = defaults
+            .reminders
+            .iter()
+            .map(|r| (r.max_severity, r.after_seconds))
+            .collect();
+        assert_eq!(rules, [(1, 1800), (2, 3600)]);
+        let c =
+            Config::layered(serde_yaml::from_str("status_updates:\n  reminders: []\n").unwrap())
+                .unwrap();
+        assert!(c.status_updates.reminders.is_empty());
+        for bad in [
+            "status_updates:\n  reminder: []\n",
+            "status_updates:\n  reminders: [{ max_severity: 1, after: 30m }]\n",
+        ] {
+            let err = Config::layered(serde_yaml::from_str(bad).unwrap()).unwrap_err();
+            assert!(
+                format!("{err:#}").contains("unknown field"),
+                "{bad}: {err:#}"
+            );
+        }
     }
 
     #[test]

@@ -7,6 +7,7 @@ pub mod cli;
 pub mod cli_access;
 pub mod cli_review;
 pub mod cli_silence;
+mod cli_updates;
 pub mod config;
 mod feeds;
 mod health;

@@ -190,6 +190,15 @@ fn incident_json(i: &v1::Incident) -> Value {
             "assigned_by": r.assigned_by,
         })).collect::<Vec<_>>(),
         "needs_commander": i.needs_commander,
+        "last_status_update": i.last_status_update.as_ref().map(status_update_json),
+    })
+}
+
+/// A status update to stakeholders: its status by name (null for one this build lacks).
+fn status_update_json(u: &v1::StatusUpdate) -> Value {
+    json!({
+        "status": firebreak_domain::UpdateStatus::from_wire(u.status).map(WireState::name),
+        "message": u.message, "at": ts(u.at.as_ref()), "by": u.by,
     })
 }
 
@@ -337,6 +346,20 @@ impl Out {
                             Value::Bool(false) if k == "needs_commander" => continue,
                             Value::Bool(true) if k == "needs_commander" => {
                                 "YES: nobody commands this incident (incident assign ID --role commander PERSON)".into()
+                            }
+                            // `monitoring: the fix is out (2026-12-04T00:10:00Z, user:amy)`.
+                            Value::Object(_) if k == "last_status_update" => {
+                                match &i.last_status_update {
+                                    Some(u) => format!(
+                                        "{}: {} ({}, {})",
+                                        firebreak_domain::UpdateStatus::from_wire(u.status)
+                                            .map_or("unknown", WireState::name),
+                                        u.message,
+                                        rfc3339(u.at.as_ref()).unwrap_or_default(),
+                                        u.by
+                                    ),
+                                    None => "-".into(),
+                                }
                             }
                             Value::String(s) => s,
                             Value::Null => "-".into(),
@@ -804,6 +827,46 @@ impl Out {
         match self.format {
             OutputFormat::Json => self.json(json!({ "replayed": seq })),
             OutputFormat::Table => say!("replayed parked event {seq}"),
+        }
+    }
+
+    /// A subscription's change: `subscribed person:amy to INC` (or `already subscribed`).
+    pub(crate) fn subscription(&self, action: &str, incident_id: &str, subscriber: &str) {
+        match self.format {
+            OutputFormat::Json => self.json(json!({
+                "incident_id": incident_id, "subscriber": subscriber, "result": action,
+            })),
+            OutputFormat::Table => say!("{action} {subscriber} to {incident_id}"),
+        }
+    }
+
+    /// An incident's own subscribers, oldest first.
+    pub(crate) fn subscribers(&self, r: &v1::ListSubscribersResponse) {
+        match self.format {
+            OutputFormat::Json => self.json(Value::Array(
+                r.subscriptions
+                    .iter()
+                    .map(|s| {
+                        json!({
+                            "subscriber": s.subscriber, "created_at": ts(s.created_at.as_ref()),
+                            "created_by": s.created_by,
+                        })
+                    })
+                    .collect(),
+            )),
+            OutputFormat::Table => table(
+                &["subscriber", "since", "by"],
+                r.subscriptions
+                    .iter()
+                    .map(|s| {
+                        vec![
+                            s.subscriber.clone(),
+                            rfc3339(s.created_at.as_ref()).unwrap_or_default(),
+                            s.created_by.clone(),
+                        ]
+                    })
+                    .collect(),
+            ),
         }
     }
 

@@ -283,7 +283,8 @@ fn failover_page(
         event_id,
         channel: format!("user:{user}/{}", next.name),
         incident_id: failed.incident_id.clone(),
-        kind: paging::PAGE.to_owned(),
+        // A page stays a page; a status update to a person stays one.
+        kind: failed.kind.clone(),
         payload,
         status: DeliveryState::Pending,
         attempts: 0,

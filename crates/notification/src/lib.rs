@@ -14,10 +14,12 @@ pub mod ical;
 mod inbound;
 mod maintenance;
 mod paging;
+mod reminders;
 pub mod respond;
 pub mod routing;
 mod schedule_admin;
 pub mod schedules;
+pub mod subscriptions;
 pub mod throttle;
 
 use std::sync::Arc;
@@ -54,6 +56,7 @@ pub use escalation::{
 };
 pub use inbound::{Responses, ResponsesSpec};
 pub use paging::OnCall;
+pub use reminders::{ReminderSpec, StatusUpdatesSpec};
 
 /// Why notification could not be set up from its configuration.
 #[derive(Debug, thiserror::Error)]
@@ -70,6 +73,12 @@ pub enum ConfigError {
     /// A maintenance window is not valid; the text names the field and says why.
     #[error("{0}")]
     Maintenance(String),
+    /// A subscription rule is not valid; the text names the field and says why.
+    #[error("{0}")]
+    Subscriptions(String),
+    /// A status-update reminder is not valid; the text names the field and says why.
+    #[error("{0}")]
+    StatusUpdates(String),
     #[error("http client: {0}")]
     HttpClient(#[source] reqwest::Error),
 }
@@ -115,6 +124,11 @@ pub struct Notification {
     windows: Arc<std::sync::RwLock<(i64, Arc<Vec<firebreak_domain::maintenance::Window>>)>>,
     /// The schedule whose on-call person commands incidents that need a commander.
     commander_schedule: Option<Arc<str>>,
+    /// Who receives the status updates of which incidents, by rule (configuration).
+    subscription_rules: Arc<Vec<subscriptions::SubscriptionRule>>,
+    /// How long an incident may go without a status update before its commander is
+    /// reminded, by severity.
+    reminders: Arc<Vec<firebreak_domain::status_update::ReminderRule>>,
 }
 
 impl Notification {
@@ -148,7 +162,31 @@ impl Notification {
             maintenance: Arc::new(Vec::new()),
             windows: Arc::new(std::sync::RwLock::new((-1, Arc::new(Vec::new())))),
             commander_schedule: None,
+            subscription_rules: Arc::new(Vec::new()),
+            reminders: Arc::new(firebreak_domain::status_update::DEFAULT_REMINDERS.to_vec()),
         })
+    }
+
+    /// Reminds commanders of quiet incidents as `spec` says (configuration's
+    /// `status_updates`; by default SEV1 after 30 minutes, SEV2 after an hour).
+    pub fn with_status_updates(
+        mut self,
+        spec: &reminders::StatusUpdatesSpec,
+    ) -> Result<Self, ConfigError> {
+        self.reminders = Arc::new(spec.rules().map_err(ConfigError::StatusUpdates)?);
+        Ok(self)
+    }
+
+    /// Sends status updates to the people and channels of `rules` (configuration's
+    /// `subscriptions`) besides each incident's own subscribers.
+    pub fn with_subscriptions(
+        mut self,
+        rules: Vec<subscriptions::SubscriptionRule>,
+    ) -> Result<Self, ConfigError> {
+        let names: Vec<String> = self.channels.iter().map(|c| c.name.clone()).collect();
+        subscriptions::validate(&rules, &names).map_err(ConfigError::Subscriptions)?;
+        self.subscription_rules = Arc::new(rules);
+        Ok(self)
     }
 
     /// Holds pages to each destination within `throttles` (GoAlert's limits by default).
@@ -387,7 +425,29 @@ impl Notification {
                                 })?;
                         }
                         me.assign_commander(&event).await?;
-                        let deliveries = me.plan(&event);
+                        let mut deliveries = me.plan(&event);
+                        // A change that starts a quiet period (or ends one) arms the
+                        // commander's reminder.
+                        if let Some(Payload::IncidentChanged(c)) = &event.payload
+                            && let Some(row) = me.reminder_row(c, me.clock.now())
+                        {
+                            deliveries.push(row);
+                        }
+                        // A status update goes to the incident's subscribers too.
+                        if let Some(Payload::IncidentChanged(c)) = &event.payload
+                            && c.change_kind() == v1::IncidentChange::StatusUpdated
+                        {
+                            let planned = me.status_update_deliveries(&event, c).await.map_err(
+                                |e| match e {
+                                    Error::Storage(e) => HandlerError::from(e),
+                                    other => HandlerError::Permanent(other.to_string()),
+                                },
+                            )?;
+                            // A channel both subscribed and broadcasting every change gets
+                            // the update once (the store keeps one per event and channel).
+                            deliveries.retain(|d| !planned.iter().any(|p| p.channel == d.channel));
+                            deliveries.extend(planned);
+                        }
                         if deliveries.is_empty() {
                             return Ok(());
                         }
@@ -571,6 +631,9 @@ impl Notification {
         d.attempts += 1;
         if d.kind == paging::STEP {
             return self.attempt_step(d).await;
+        }
+        if d.kind == reminders::REMINDER {
+            return self.attempt_reminder(d).await;
         }
         let person = paging::person_of(&d);
         if let Some(method) = &person
@@ -950,6 +1013,27 @@ impl NotificationService for Notification {
         Ok(Response::new(v1::TestEscalationResponse { pages }))
     }
 
+    async fn subscribe(
+        &self,
+        req: Request<v1::SubscribeRequest>,
+    ) -> Result<Response<v1::SubscribeResponse>, Status> {
+        self.subscribe_call(req).await
+    }
+
+    async fn unsubscribe(
+        &self,
+        req: Request<v1::UnsubscribeRequest>,
+    ) -> Result<Response<v1::UnsubscribeResponse>, Status> {
+        self.unsubscribe_call(req).await
+    }
+
+    async fn list_subscribers(
+        &self,
+        req: Request<v1::ListSubscribersRequest>,
+    ) -> Result<Response<v1::ListSubscribersResponse>, Status> {
+        self.list_subscribers_call(req).await
+    }
+
     async fn list_maintenance_windows(
         &self,
         req: Request<v1::ListMaintenanceWindowsRequest>,
@@ -1162,6 +1246,12 @@ fn incident_json(inc: &v1::Incident) -> serde_json::Value {
         "labels": inc.labels.iter().collect::<std::collections::BTreeMap<_, _>>(),
         "source": inc.source, "integration": inc.integration,
         "merged_into": inc.merged_into, "needs_commander": inc.needs_commander,
+        "last_status_update": inc.last_status_update.as_ref().map(|u| json!({
+            "status": firebreak_domain::UpdateStatus::from_wire(u.status).map(|s| s.as_str()),
+            "message": u.message,
+            "at": u.at.as_ref().map(|t| firebreak_proto::micros(t).timestamp().to_string()),
+            "by": u.by,
+        })),
     })
 }
 

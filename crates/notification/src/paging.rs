@@ -49,7 +49,13 @@ pub(crate) struct Step {
 /// The contact method a page delivery reaches its person through (`None` for a page to a
 /// channel, or any other delivery).
 pub(crate) fn person_of(d: &DeliveryRecord) -> Option<firebreak_domain::people::ContactMethod> {
-    if d.kind != PAGE {
+    if ![
+        PAGE,
+        crate::subscriptions::STATUS_UPDATE,
+        crate::reminders::REMINDER_MESSAGE,
+    ]
+    .contains(&d.kind.as_str())
+    {
         return None;
     }
     serde_json::from_value(d.payload.get("recipient")?.get("method")?.clone()).ok()

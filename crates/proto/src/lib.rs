@@ -60,6 +60,7 @@ pub mod v1 {
         Merged => "merged",
         PriorityChanged => "priority_changed",
         ReviewChanged => "review_changed",
+        StatusUpdated => "status_updated",
     });
 
     // The subject (`runbooks.<name>`) and the timeline entry (`runbook_<name>`) use these.
@@ -105,6 +106,7 @@ pub mod v1 {
                 incident: Some(incident),
                 actor,
                 kind: change as i32,
+                status_update: None,
             }
         }
 

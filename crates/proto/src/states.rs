@@ -64,6 +64,18 @@ wire_states! {
     RunPhase => RunPhase { Plan, Apply }
     StepStatus => StepStatus { Done, Failed, Waiting, Sleeping, Simulated }
     DeliveryState => DeliveryState { Pending, Sent, Delivered, Failed, Cancelled }
+    UpdateStatus => UpdateStatus { Investigating, Identified, Monitoring, Resolved }
+}
+
+impl From<&domain::StatusUpdate> for v1::StatusUpdate {
+    fn from(u: &domain::StatusUpdate) -> Self {
+        Self {
+            status: u.status.wire(),
+            message: u.message.clone(),
+            at: Some(crate::timestamp(u.at)),
+            by: u.by.clone(),
+        }
+    }
 }
 
 impl v1::Incident {

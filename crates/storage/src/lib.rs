@@ -381,6 +381,13 @@ pub trait NotificationStore: Outbox {
     async fn reply_code(&self, address: &str, incident_id: &str, now: Micros) -> Result<u32>;
     /// The incident reply code `code` names for `address`, if any.
     async fn reply_incident(&self, address: &str, code: u32) -> Result<Option<String>>;
+    /// Subscribes a person or channel to an incident's status updates; returns whether the
+    /// subscription is new (subscribing twice keeps the first).
+    async fn subscribe(&self, subscription: &SubscriptionRecord) -> Result<bool>;
+    /// Ends a subscription; returns whether there was one.
+    async fn unsubscribe(&self, incident_id: &str, subscriber: &str) -> Result<bool>;
+    /// An incident's subscriptions, oldest first.
+    async fn subscriptions(&self, incident_id: &str) -> Result<Vec<SubscriptionRecord>>;
 }
 
 /// The reply codes an address is given: one or two digits to type.

@@ -154,6 +154,7 @@ impl From<NewIncident> for IncidentRecord {
             updated_at: n.opened_at,
             roles: Vec::new(),
             group_key: String::new(),
+            last_status_update: None,
         }
     }
 }
@@ -209,6 +210,8 @@ pub struct IncidentRecord {
     /// The group a grouping rule put it in when it opened (empty: none); set when it opens,
     /// never changed. Triage finds the active incident of a group by it.
     pub group_key: String,
+    /// The last status update to stakeholders (one JSON column); `None` before the first.
+    pub last_status_update: Option<firebreak_domain::StatusUpdate>,
 }
 
 impl IncidentRecord {
@@ -241,6 +244,10 @@ impl IncidentRecord {
                 .iter()
                 .map(|r| r.role.len() + r.person.len() + r.assigned_by.len() + 24)
                 .sum::<usize>()
+            + self
+                .last_status_update
+                .as_ref()
+                .map_or(0, |u| u.message.len() + u.by.len() + 24)
             + 64
     }
 }
@@ -621,6 +628,17 @@ pub struct ResponseRecord {
     /// Where from: `link`, `slack`, `sms`.
     pub via: String,
     pub at: Micros,
+}
+
+/// A person or channel subscribed to one incident's status updates (notification).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SubscriptionRecord {
+    pub incident_id: String,
+    /// `person:NAME` or `channel:NAME`.
+    pub subscriber: String,
+    pub created_at: Micros,
+    /// The actor who subscribed it.
+    pub created_by: String,
 }
 
 /// A notification to deliver on a channel (notification).

@@ -45,6 +45,7 @@ pub(crate) fn incident_to_proto(i: &IncidentRecord, policy: &Lifecycle) -> v1::I
                 assigned_by: r.assigned_by.clone(),
             })
             .collect(),
+        last_status_update: i.last_status_update.as_ref().map(Into::into),
     }
 }
 

@@ -48,6 +48,7 @@ use crate::limits::{MAX_ACTOR, MAX_DOCUMENT, MAX_NAME, MAX_PAGE_BYTES, MAX_TEXT,
 mod grouping;
 mod review;
 mod roles;
+mod status;
 
 pub(crate) use grouping::group_keys;
 pub(crate) use review::{FollowUpChange, review_input, with_follow_ups};
@@ -117,6 +118,13 @@ pub(crate) enum Input {
         incident_id: String,
         actor: String,
         text: String,
+    },
+    /// A person's status update to the incident's stakeholders.
+    StatusUpdate {
+        incident_id: String,
+        actor: String,
+        status: firebreak_domain::UpdateStatus,
+        message: String,
     },
     /// A runbook's progress or a delivery's outcome for the timeline, once per event.
     Record {
@@ -304,6 +312,8 @@ pub(crate) struct Decision {
     /// The incidents role changes left (changed or not: a repeated assignment changes
     /// nothing), in input order.
     pub(crate) assigned: Vec<IncidentRecord>,
+    /// The incidents status updates left, in input order.
+    pub(crate) updated: Vec<IncidentRecord>,
     /// Merges, in input order: the incident merged away, the one merged into, and how many
     /// alerts moved.
     pub(crate) merged: Vec<(IncidentRecord, IncidentRecord, u32)>,
@@ -327,7 +337,8 @@ pub(crate) fn request_for(inputs: &[Input]) -> SnapshotRequest {
             | Input::Note { incident_id, .. }
             | Input::Reclassify { incident_id, .. }
             | Input::Role { incident_id, .. }
-            | Input::Summary { incident_id, .. } => {
+            | Input::Summary { incident_id, .. }
+            | Input::StatusUpdate { incident_id, .. } => {
                 r.incident_ids.push(incident_id.clone());
             }
             Input::FollowUp { incident_id, .. } => {
@@ -508,6 +519,16 @@ impl<'s> Work<'s> {
                 actor,
                 text,
             } => self.summary(incident_id, actor, text, ctx.now),
+            Input::StatusUpdate {
+                incident_id,
+                actor,
+                status,
+                message,
+            } => {
+                let inc = self.status_update(incident_id, *status, message, actor, ctx.now)?;
+                self.decision.updated.push(inc);
+                Ok(())
+            }
             Input::Record {
                 event_id,
                 incident_id,

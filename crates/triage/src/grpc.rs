@@ -354,6 +354,28 @@ impl IncidentService for IncidentApi {
         }))
     }
 
+    async fn post_status_update(
+        &self,
+        req: Request<v1::PostStatusUpdateRequest>,
+    ) -> Result<Response<v1::IncidentResponse>, Status> {
+        use firebreak_proto::WireState;
+        let who = firebreak_proto::access::caller(&req).map(|p| p.actor());
+        let r = req.into_inner();
+        let status = firebreak_domain::UpdateStatus::from_wire(r.status).ok_or_else(|| {
+            Error::Domain(firebreak_domain::Error::Invalid {
+                field: "status",
+                reason: "one of investigating, identified, monitoring, resolved is required".into(),
+            })
+        })?;
+        let inc = self
+            .triage
+            .post_status_update(&r.id, status, &r.message, &actor(who, "")?)
+            .await?;
+        Ok(Response::new(v1::IncidentResponse {
+            incident: Some(incident_to_proto(&inc, &self.triage.lifecycle)),
+        }))
+    }
+
     async fn assign_role(
         &self,
         req: Request<v1::AssignRoleRequest>,

@@ -12,9 +12,9 @@ use serde_json::json;
 use crate::Lifecycle;
 use crate::convert::incident_to_proto;
 use crate::decide::{
-    Announcement, Context, Decision, FollowUpChange, Ingested, Input, Reclassification, RoleChange,
-    RunbookCommand, decide, group_keys, person_name, request_for, review_input, role_name,
-    with_follow_ups,
+    Announcement, Change, Context, Decision, FollowUpChange, Ingested, Input, Reclassification,
+    RoleChange, RunbookCommand, decide, group_keys, person_name, request_for, review_input,
+    role_name, with_follow_ups,
 };
 use crate::limits::{
     MAX_ACTOR, MAX_CHANGE_DETAILS, MAX_CHANGE_SUMMARY, MAX_DOCUMENT, MAX_NAME, MAX_PAGE_BYTES,
@@ -242,6 +242,31 @@ impl Triage {
         };
         let (_, written) = self.decide_and_apply(&[input]).await?;
         written
+            .into_iter()
+            .next()
+            .ok_or_else(|| Error::NotFound(id.to_owned()))
+    }
+
+    /// Posts a status update to the incident's stakeholders; the incident as it then stands.
+    pub(crate) async fn post_status_update(
+        &self,
+        id: &str,
+        status: firebreak_domain::UpdateStatus,
+        message: &str,
+        actor: &str,
+    ) -> Result<IncidentRecord> {
+        // `decide` checks these too; here they are refused before a transaction begins.
+        firebreak_domain::IncidentId::parse(id)?;
+        firebreak_domain::status_update::update_message(message)?;
+        let input = Input::StatusUpdate {
+            incident_id: id.to_owned(),
+            actor: actor.to_owned(),
+            status,
+            message: message.to_owned(),
+        };
+        let (decision, _) = self.decide_and_apply(&[input]).await?;
+        decision
+            .updated
             .into_iter()
             .next()
             .ok_or_else(|| Error::NotFound(id.to_owned()))
@@ -608,11 +633,19 @@ fn event_of(a: &Announcement, policy: &Lifecycle) -> OutboxEvent {
         outbox_event(
             streams::INCIDENTS,
             format!("incidents.{}", a.change.name()),
-            Payload::IncidentChanged(v1::IncidentChanged::new(
-                a.change,
-                incident_to_proto(&a.incident, policy),
-                a.actor.clone(),
-            )),
+            Payload::IncidentChanged(v1::IncidentChanged {
+                // The update a status change announces travels beside the incident, so a
+                // consumer reads it where the kind says it is.
+                status_update: match a.change {
+                    Change::StatusUpdated => a.incident.last_status_update.as_ref().map(Into::into),
+                    _ => None,
+                },
+                ..v1::IncidentChanged::new(
+                    a.change,
+                    incident_to_proto(&a.incident, policy),
+                    a.actor.clone(),
+                )
+            }),
         )
     };
     match &a.traceparent {

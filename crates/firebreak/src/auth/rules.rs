@@ -205,6 +205,27 @@ pub const METHODS: &[(&str, &str, Rule)] = &[
         "triage",
         Needs(P::IncidentsRead),
     ),
+    // Status updates to stakeholders (docs/status-updates.md).
+    (
+        "/firebreak.v1.IncidentService/PostStatusUpdate",
+        "triage",
+        Needs(P::IncidentsUpdateStatus),
+    ),
+    (
+        "/firebreak.v1.NotificationService/Subscribe",
+        "notification",
+        Needs(P::IncidentsSubscribe),
+    ),
+    (
+        "/firebreak.v1.NotificationService/Unsubscribe",
+        "notification",
+        Needs(P::IncidentsSubscribe),
+    ),
+    (
+        "/firebreak.v1.NotificationService/ListSubscribers",
+        "notification",
+        Needs(P::IncidentsRead),
+    ),
     // Orchestration.
     (
         "/firebreak.v1.RunbookService/ListRunbooks",
@@ -579,6 +600,26 @@ const TARGETS: &[(&str, Subject, ReadTarget)] = &[
         read!(v1::ListFollowUpsRequest, id),
     ),
     (
+        "/firebreak.v1.IncidentService/PostStatusUpdate",
+        Subject::Incident,
+        read!(v1::PostStatusUpdateRequest, id),
+    ),
+    (
+        "/firebreak.v1.NotificationService/Subscribe",
+        Subject::Incident,
+        read!(v1::SubscribeRequest, incident_id),
+    ),
+    (
+        "/firebreak.v1.NotificationService/Unsubscribe",
+        Subject::Incident,
+        read!(v1::UnsubscribeRequest, incident_id),
+    ),
+    (
+        "/firebreak.v1.NotificationService/ListSubscribers",
+        Subject::Incident,
+        read!(v1::ListSubscribersRequest, incident_id),
+    ),
+    (
         "/firebreak.v1.RunbookService/GetRun",
         Subject::Run,
         read!(v1::GetRunRequest, id),
@@ -831,6 +872,9 @@ mod tests {
                 "IncidentService/AddFollowUp",
                 "IncidentService/UpdateFollowUp",
                 "IncidentService/SetReviewSummary",
+                "IncidentService/PostStatusUpdate",
+                "NotificationService/Subscribe",
+                "NotificationService/Unsubscribe",
                 "RunbookService/Approve",
                 "RunbookService/Reject",
                 "NotificationService/PutSchedule",

@@ -29,6 +29,10 @@ pub enum EventKind {
     PriorityChanged,
     /// A follow-up added or changed, or the review's summary edited.
     ReviewChanged,
+    /// A status update to the incident's stakeholders (its subscribers).
+    StatusUpdated,
+    /// A reminder to the incident's commander that no status update came for a while.
+    StatusReminder,
     /// A runbook's `notify::send(CHANNEL, text)`.
     RunbookMessage,
     /// An escalation step pages a person or a channel about an incident.
@@ -52,6 +56,8 @@ impl EventKind {
         Self::Merged,
         Self::PriorityChanged,
         Self::ReviewChanged,
+        Self::StatusUpdated,
+        Self::StatusReminder,
         Self::RunbookMessage,
         Self::Page,
     ];
@@ -74,6 +80,8 @@ impl EventKind {
             Self::Merged => "merged",
             Self::PriorityChanged => "priority_changed",
             Self::ReviewChanged => "review_changed",
+            Self::StatusUpdated => "status_updated",
+            Self::StatusReminder => "status_reminder",
             Self::RunbookMessage => "runbook_message",
             Self::Page => "page",
         }
@@ -118,6 +126,8 @@ impl EventKind {
             Self::Merged => "Incidents merged",
             Self::PriorityChanged => "Priority changed",
             Self::ReviewChanged => "Review changed",
+            Self::StatusUpdated => "Status update",
+            Self::StatusReminder => "No status update lately",
             Self::RunbookMessage => "Runbook message",
             Self::Page => "You are paged",
         }
@@ -255,7 +265,20 @@ impl Message {
                 .ok_or_else(|| {
                     DeliveryError::Message(format!("a {kind} payload without its incident"))
                 })?;
-            Self::incident(text("event_id"), event, text("actor"), incident)
+            let mut msg = Self::incident(text("event_id"), event, text("actor"), incident);
+            // A status update's words are what templates show as `message`:
+            // `monitoring: the fix is out`.
+            if event == EventKind::StatusUpdated
+                && let Some(u) = msg.incident.get("last_status_update")
+            {
+                let field = |k: &str| u.get(k).and_then(Value::as_str).unwrap_or_default();
+                msg.text = format!("{}: {}", field("status"), field("message"));
+            }
+            // A reminder says what to do.
+            if event == EventKind::StatusReminder {
+                msg.text = text("message");
+            }
+            msg
         };
         msg.ack_url = payload
             .get("ack_url")

@@ -302,7 +302,14 @@ pub(crate) fn samples(event: EventKind) -> Vec<Message> {
             _ => "open",
         };
         incident.insert("state".into(), Value::String(state.into()));
-        Message::incident("sample-event", event, "user:alice", incident)
+        let mut msg = Message::incident("sample-event", event, "user:alice", incident);
+        if event == EventKind::StatusUpdated {
+            msg.text = "monitoring: checkout is back; we are watching error rates".into();
+        }
+        if event == EventKind::StatusReminder {
+            msg.text = "no status update for 30 minutes: post one with `firebreak incident update 01JC0FFEE0SAMP1E0000000000 --status ... \"...\"`".into();
+        }
+        msg
     };
     let plain = msg.clone();
     msg.ack_url =
@@ -366,6 +373,10 @@ Labels:   {% for k, v in incident.labels|items %}{{ k }}={{ v }}{% if not loop.l
 
 {{ incident.description }}
 {% endif %}
+{% if message %}
+
+{{ message }}
+{% endif %}
 {% endif %}
 {% if ack_url or resolve_url %}
 
@@ -388,6 +399,9 @@ const SLACK_TEXT: &str = "\
 {% else %}
 *{% if incident.severity %}[SEV{{ incident.severity }}] {% endif %}{{ headline }}*: {{ incident.title|default(incident_id)|slack_escape }}
 `{{ incident_id }}`{% if incident.state %} · {{ incident.state }}{% endif %}{% if incident.priority %} · P{{ incident.priority }}{% endif %}{% if actor %} · by {{ actor|slack_escape }}{% endif %}{{ '' }}
+{% if message %}
+{{ message|slack_escape }}
+{% endif %}
 {% endif %}
 {% if ack_url or resolve_url %}
 {% if ack_url %}<{{ ack_url }}|Acknowledge>{% endif %}{% if ack_url and resolve_url %} · {% endif %}{% if resolve_url %}<{{ resolve_url }}|Resolve>{% endif %}
@@ -401,6 +415,9 @@ const MARKDOWN_TEXT: &str = "\
 {% else %}
 **{% if incident.severity %}[SEV{{ incident.severity }}] {% endif %}{{ headline }}**: {{ incident.title|default(incident_id) }}
 `{{ incident_id }}`{% if incident.state %} · {{ incident.state }}{% endif %}{% if incident.priority %} · P{{ incident.priority }}{% endif %}{% if actor %} · by {{ actor }}{% endif %}{{ '' }}
+{% if message %}
+{{ message }}
+{% endif %}
 {% endif %}
 {% if ack_url or resolve_url %}
 {% if ack_url %}[Acknowledge]({{ ack_url }}){% endif %}{% if ack_url and resolve_url %} · {% endif %}{% if resolve_url %}[Resolve]({{ resolve_url }}){% endif %}
@@ -415,6 +432,10 @@ Incident {{ incident_id }}{% if actor %}, from {{ actor }}{% endif %}{{ '' }}
 {{ headline }}{% if actor %} by {{ actor }}{% endif %}.
 
 ID: {{ incident_id }}{% if incident.state %} · State: {{ incident.state }}{% endif %}{% if incident.priority %} · P{{ incident.priority }}{% endif %}{% if incident.category %} · {{ incident.category }}{% endif %}{{ '' }}
+{% if message %}
+
+{{ message }}
+{% endif %}
 {% endif %}";
 
 const SMS_TEXT: &str = "\
@@ -422,6 +443,9 @@ const SMS_TEXT: &str = "\
 Firebreak {{ incident_id }}: {{ message }}
 {% else %}
 {% if incident.severity %}[SEV{{ incident.severity }}] {% endif %}{{ headline }}: {{ incident.title|default(incident_id) }} ({{ incident_id }})
+{% if message %}
+{{ message }}
+{% endif %}
 {% endif %}
 {% if reply_code %}
 Reply {{ reply_code }}a to acknowledge, {{ reply_code }}r to resolve.

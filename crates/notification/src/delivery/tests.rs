@@ -257,6 +257,7 @@ fn incident_event(id: &str, kind: v1::IncidentChange) -> v1::Event {
             }),
             actor: "user:alice".into(),
             kind: kind as i32,
+            ..Default::default()
         })),
         ..Default::default()
     }

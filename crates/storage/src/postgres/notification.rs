@@ -15,8 +15,8 @@ use super::{
 use crate::directory::{grants_text, kind_text, parse_grants, parse_kind, role_changes};
 use crate::{
     AuditCursor, AuditFilter, AuditRecord, DeliveryCursor, DeliveryRecord, DirectoryStore, Error,
-    IncidentRoleRecord, NotificationStore, OutboxEvent, ResponseRecord, Result, TeamRecord,
-    TokenRecord, UserRecord,
+    IncidentRoleRecord, NotificationStore, OutboxEvent, ResponseRecord, Result, SubscriptionRecord,
+    TeamRecord, TokenRecord, UserRecord,
 };
 use futures::TryStreamExt;
 
@@ -86,10 +86,26 @@ CREATE INDEX deliveries_incident ON deliveries (incident_id);
         sql: ACKNOWLEDGED,
     },
     Migration {
+        version: 11,
+        sql: SUBSCRIPTIONS,
+    },
+    Migration {
         version: 12,
         sql: MAINTENANCE,
     },
 ];
+
+/// Who is subscribed to which incident's status updates (`person:NAME`, `channel:NAME`).
+/// SQLite's migration 14 is the same.
+const SUBSCRIPTIONS: &str = "
+CREATE TABLE incident_subscriptions (
+    incident_id TEXT NOT NULL,
+    subscriber TEXT NOT NULL,
+    created_at BIGINT NOT NULL,
+    created_by TEXT NOT NULL,
+    PRIMARY KEY (incident_id, subscriber)
+);
+";
 
 /// Maintenance windows made at run time (those of the configuration are not stored).
 /// SQLite's migration 15 is the same.
@@ -600,6 +616,52 @@ impl NotificationStore for PgNotificationStore {
         .bind(i64::from(code))
         .fetch_optional(&self.pool)
         .await?)
+    }
+
+    async fn subscribe(&self, s: &SubscriptionRecord) -> Result<bool> {
+        let done = sqlx::query(
+            "INSERT INTO incident_subscriptions (incident_id, subscriber, created_at, created_by)
+             VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
+        )
+        .bind(&s.incident_id)
+        .bind(&s.subscriber)
+        .bind(s.created_at.unix_micros())
+        .bind(&s.created_by)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn unsubscribe(&self, incident_id: &str, subscriber: &str) -> Result<bool> {
+        let done = sqlx::query(
+            "DELETE FROM incident_subscriptions WHERE incident_id = $1 AND subscriber = $2",
+        )
+        .bind(incident_id)
+        .bind(subscriber)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn subscriptions(&self, incident_id: &str) -> Result<Vec<SubscriptionRecord>> {
+        let rows = sqlx::query(
+            "SELECT incident_id, subscriber, created_at, created_by
+             FROM incident_subscriptions WHERE incident_id = $1
+             ORDER BY created_at, subscriber",
+        )
+        .bind(incident_id)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(SubscriptionRecord {
+                    incident_id: r.try_get("incident_id")?,
+                    subscriber: r.try_get("subscriber")?,
+                    created_at: Micros::from_unix_micros(r.try_get("created_at")?),
+                    created_by: r.try_get("created_by")?,
+                })
+            })
+            .collect()
     }
 }
 

@@ -153,6 +153,12 @@ CREATE INDEX incidents_active_by_group ON incidents (group_key, opened_at)
     WHERE state IN ('open', 'acknowledged', 'mitigated') AND group_key <> '';
 ",
     },
+    // The last status update to stakeholders, as JSON (NULL before the first). SQLite's
+    // migration 12 is the same.
+    Migration {
+        version: 9,
+        sql: "ALTER TABLE incidents ADD COLUMN last_status_update TEXT;",
+    },
     // Post-incident follow-ups (`follow_ups.rs`). SQLite's migration 13 is the same.
     Migration {
         version: 10,
@@ -484,6 +490,7 @@ SELECT (SELECT COUNT(*) FROM marked), (SELECT COUNT(*) FROM linked),
 
 /// Inserts a changeset's incidents; those whose dedup key an active incident holds are
 /// left out (and counted as missing), without aborting the transaction.
+/// `last_status_update` is left NULL: a new incident has had no status update.
 const INSERT_INCIDENTS: &str = "
 INSERT INTO incidents (id, title, description, category, severity, priority, urgency, state,
     dedup_key, alert_count, labels, source, opened_at, acknowledged_at, resolved_at, closed_at,
@@ -855,6 +862,10 @@ async fn update_incidents(conn: &mut PgConnection, incidents: &[&IncidentRecord]
         .iter()
         .map(|i| json_text(&i.roles))
         .collect::<Result<Vec<_>>>()?;
+    let updates = incidents
+        .iter()
+        .map(|i| i.last_status_update.as_ref().map(json_text).transpose())
+        .collect::<Result<Vec<_>>>()?;
     sqlx::query(
         "UPDATE incidents AS i SET title = u.title, description = u.description, category = u.category,
             severity = u.severity, priority = u.priority, urgency = u.urgency, state = u.state,
@@ -862,14 +873,14 @@ async fn update_incidents(conn: &mut PgConnection, incidents: &[&IncidentRecord]
             resolved_at = u.resolved_at, closed_at = u.closed_at,
             resolution_summary = u.resolution_summary, root_cause = u.root_cause, review = u.review,
             updated_at = u.updated_at, roles = u.roles, mitigated_at = u.mitigated_at,
-            merged_into = u.merged_into
+            merged_into = u.merged_into, last_status_update = u.last_status_update
          FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::int8[], $6::int8[],
             $7::text[], $8::text[], $9::int8[], $10::text[], $11::int8[], $12::int8[], $13::int8[],
             $14::text[], $15::text[], $16::text[], $17::int8[], $18::text[], $19::int8[],
-            $20::text[])
+            $20::text[], $21::text[])
             AS u(id, title, description, category, severity, priority, urgency, state, alert_count,
                 labels, acknowledged_at, resolved_at, closed_at, resolution_summary, root_cause,
-                review, updated_at, roles, mitigated_at, merged_into)
+                review, updated_at, roles, mitigated_at, merged_into, last_status_update)
          WHERE i.id = u.id",
     )
     .bind(incidents.iter().map(|i| &i.id).bind_iter())
@@ -892,6 +903,7 @@ async fn update_incidents(conn: &mut PgConnection, incidents: &[&IncidentRecord]
     .bind(&roles)
     .bind(incidents.iter().map(|i| i.mitigated_at.map(Micros::unix_micros)).bind_iter())
     .bind(incidents.iter().map(|i| &i.merged_into).bind_iter())
+    .bind(&updates)
     .execute(conn)
     .await?;
     Ok(())
@@ -933,6 +945,11 @@ fn incident_row(r: &PgRow) -> Result<IncidentRecord> {
         updated_at: Micros::from_unix_micros(r.try_get("updated_at")?),
         roles: serde_json::from_str(r.try_get("roles")?)
             .map_err(|e| Error::Corrupt(format!("roles: {e}")))?,
+        last_status_update: r
+            .try_get::<Option<&str>, _>("last_status_update")?
+            .map(serde_json::from_str)
+            .transpose()
+            .map_err(|e| Error::Corrupt(format!("last_status_update: {e}")))?,
     })
 }
 

@@ -11,8 +11,8 @@ use super::{impl_open, impl_outbox};
 use crate::directory::{grants_text, kind_text, parse_grants, parse_kind, role_changes};
 use crate::{
     AuditCursor, AuditFilter, AuditRecord, DeliveryCursor, DeliveryRecord, DirectoryStore, Error,
-    IncidentRoleRecord, NotificationStore, OutboxEvent, ResponseRecord, Result, TeamRecord,
-    TokenRecord, UserRecord,
+    IncidentRoleRecord, NotificationStore, OutboxEvent, ResponseRecord, Result, SubscriptionRecord,
+    TeamRecord, TokenRecord, UserRecord,
 };
 
 const MIGRATIONS: &[Migration] = &[
@@ -117,10 +117,26 @@ CREATE INDEX deliveries_incident ON deliveries (incident_id);
         sql: ACKNOWLEDGED,
     },
     Migration {
+        version: 14,
+        sql: SUBSCRIPTIONS,
+    },
+    Migration {
         version: 15,
         sql: MAINTENANCE,
     },
 ];
+
+/// Who is subscribed to which incident's status updates (`person:NAME`, `channel:NAME`).
+/// Postgres' migration 11 is the same.
+const SUBSCRIPTIONS: &str = "
+CREATE TABLE incident_subscriptions (
+    incident_id TEXT NOT NULL,
+    subscriber TEXT NOT NULL,
+    created_at INTEGER NOT NULL,
+    created_by TEXT NOT NULL,
+    PRIMARY KEY (incident_id, subscriber)
+) WITHOUT ROWID;
+";
 
 /// Maintenance windows made at run time (those of the configuration are not stored).
 /// Postgres' migration 12 is the same.
@@ -645,6 +661,64 @@ impl NotificationStore for SqliteNotificationStore {
                     Some(r) => Some(r.get(0)?),
                     None => None,
                 })
+            })
+            .await
+    }
+
+    async fn subscribe(&self, s: &SubscriptionRecord) -> Result<bool> {
+        let s = s.clone();
+        self.db
+            .write(move |tx| {
+                Ok(tx
+                    .prepare_cached(
+                        "INSERT INTO incident_subscriptions
+                            (incident_id, subscriber, created_at, created_by)
+                         VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING",
+                    )?
+                    .execute(rusqlite::params![
+                        s.incident_id,
+                        s.subscriber,
+                        s.created_at.unix_micros(),
+                        s.created_by
+                    ])?
+                    == 1)
+            })
+            .await
+    }
+
+    async fn unsubscribe(&self, incident_id: &str, subscriber: &str) -> Result<bool> {
+        let (incident_id, subscriber) = (incident_id.to_owned(), subscriber.to_owned());
+        self.db
+            .write(move |tx| {
+                Ok(tx
+                    .prepare_cached(
+                        "DELETE FROM incident_subscriptions
+                         WHERE incident_id = ? AND subscriber = ?",
+                    )?
+                    .execute([&incident_id, &subscriber])?
+                    == 1)
+            })
+            .await
+    }
+
+    async fn subscriptions(&self, incident_id: &str) -> Result<Vec<SubscriptionRecord>> {
+        let incident_id = incident_id.to_owned();
+        self.db
+            .read(move |c| {
+                let mut stmt = c.prepare_cached(
+                    "SELECT incident_id, subscriber, created_at, created_by
+                     FROM incident_subscriptions WHERE incident_id = ?
+                     ORDER BY created_at, subscriber",
+                )?;
+                let rows = stmt.query_map([&incident_id], |r| {
+                    Ok(SubscriptionRecord {
+                        incident_id: r.get(0)?,
+                        subscriber: r.get(1)?,
+                        created_at: Micros::from_unix_micros(r.get(2)?),
+                        created_by: r.get(3)?,
+                    })
+                })?;
+                Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
             })
             .await
     }

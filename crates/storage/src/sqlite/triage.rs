@@ -187,6 +187,13 @@ CREATE INDEX incidents_active_by_group ON incidents (group_key, opened_at)
     WHERE state IN ('open', 'acknowledged', 'mitigated') AND group_key <> '';
 ",
     },
+    // The last status update to stakeholders, as JSON (NULL before the first): read with
+    // the incident, so `incident show` and the events carry it. Postgres' migration 9 is
+    // the same.
+    Migration {
+        version: 12,
+        sql: "ALTER TABLE incidents ADD COLUMN last_status_update TEXT;",
+    },
     // Post-incident follow-ups (`follow_ups.rs`). Postgres' migration 10 is the same.
     Migration {
         version: 13,
@@ -211,7 +218,7 @@ macro_rules! incidents {
             "SELECT id, title, description, category, severity, priority, urgency, state,
                 dedup_key, alert_count, labels, source, opened_at, acknowledged_at, resolved_at,
                 closed_at, resolution_summary, root_cause, review, updated_at, roles, integration,
-                mitigated_at, merged_into, group_key
+                mitigated_at, merged_into, group_key, last_status_update
                 FROM incidents ",
             $rest
         )
@@ -709,12 +716,13 @@ fn write_changeset(c: &Connection, ch: &TriageChangeset, now: i64) -> Result<Vec
 /// Inserts an incident's row; a conflict when an active incident holds its dedup key.
 fn insert_row(c: &Connection, i: &IncidentRecord) -> Result<()> {
     let (labels, roles) = (json_text(&i.labels)?, json_text(&i.roles)?);
+    let update = status_update_text(i)?;
     c.prepare_cached(
         "INSERT INTO incidents (id, title, description, category, severity, priority, urgency, state,
             dedup_key, alert_count, labels, source, opened_at, acknowledged_at, resolved_at, closed_at,
             resolution_summary, root_cause, review, updated_at, roles, integration, mitigated_at,
-            merged_into, group_key)
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            merged_into, group_key, last_status_update)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
     )?
     .execute(rusqlite::params![
         i.id,
@@ -742,6 +750,7 @@ fn insert_row(c: &Connection, i: &IncidentRecord) -> Result<()> {
         i.mitigated_at.map(Micros::unix_micros),
         i.merged_into,
         i.group_key,
+        update,
     ])
     .map_err(|e| conn::conflict(e, "an active incident holds this dedup key"))?;
     Ok(())
@@ -786,6 +795,7 @@ fn update_row(c: &Connection, i: &IncidentRecord, keep_state: bool) -> Result<()
     let (labels, roles) = (json_text(&i.labels)?, json_text(&i.roles)?);
     let (urgency, state) = (i.urgency.as_str(), i.state.as_str());
     let mitigated_at = i.mitigated_at.map(Micros::unix_micros);
+    let update = status_update_text(i)?;
     let (acknowledged_at, resolved_at, closed_at, updated_at) = (
         i.acknowledged_at.map(Micros::unix_micros),
         i.resolved_at.map(Micros::unix_micros),
@@ -811,6 +821,7 @@ fn update_row(c: &Connection, i: &IncidentRecord, keep_state: bool) -> Result<()
         &roles,
         &mitigated_at,
         &i.merged_into,
+        &update,
     ];
     if !keep_state {
         params.push(&state);
@@ -820,13 +831,13 @@ fn update_row(c: &Connection, i: &IncidentRecord, keep_state: bool) -> Result<()
         "UPDATE incidents SET title = ?, description = ?, category = ?, severity = ?, priority = ?,
             urgency = ?, alert_count = ?, labels = ?, acknowledged_at = ?, resolved_at = ?,
             closed_at = ?, resolution_summary = ?, root_cause = ?, review = ?, updated_at = ?,
-            roles = ?, mitigated_at = ?, merged_into = ?
+            roles = ?, mitigated_at = ?, merged_into = ?, last_status_update = ?
          WHERE id = ?"
     } else {
         "UPDATE incidents SET title = ?, description = ?, category = ?, severity = ?, priority = ?,
             urgency = ?, alert_count = ?, labels = ?, acknowledged_at = ?, resolved_at = ?,
             closed_at = ?, resolution_summary = ?, root_cause = ?, review = ?, updated_at = ?,
-            roles = ?, mitigated_at = ?, merged_into = ?, state = ?
+            roles = ?, mitigated_at = ?, merged_into = ?, last_status_update = ?, state = ?
          WHERE id = ?"
     })?
     .execute(params.as_slice())
@@ -835,11 +846,17 @@ fn update_row(c: &Connection, i: &IncidentRecord, keep_state: bool) -> Result<()
     Ok(())
 }
 
-/// An incident row as stored, its labels and roles not yet parsed.
+/// An incident's last status update as its column holds it (NULL: none yet).
+fn status_update_text(i: &IncidentRecord) -> Result<Option<String>> {
+    i.last_status_update.as_ref().map(json_text).transpose()
+}
+
+/// An incident row as stored, its labels, roles and last status update not yet parsed.
 struct IncidentRow {
     record: IncidentRecord,
     labels: String,
     roles: String,
+    update: Option<String>,
 }
 
 impl IncidentRow {
@@ -872,9 +889,11 @@ impl IncidentRow {
                 review: r.get(18)?,
                 updated_at: Micros::from_unix_micros(r.get(19)?),
                 roles: Vec::new(),
+                last_status_update: None,
             },
             labels: r.get(10)?,
             roles: r.get(20)?,
+            update: r.get(25)?,
         })
     }
 
@@ -883,6 +902,12 @@ impl IncidentRow {
             labels: from_json(&self.labels)?,
             roles: serde_json::from_str(&self.roles)
                 .map_err(|e| Error::Corrupt(format!("roles: {e}")))?,
+            last_status_update: self
+                .update
+                .as_deref()
+                .map(serde_json::from_str)
+                .transpose()
+                .map_err(|e| Error::Corrupt(format!("last_status_update: {e}")))?,
             ..self.record
         })
     }

@@ -17,6 +17,7 @@ crate::contract!(notification:
     a_providers_report_moves_a_sent_delivery_once,
     a_later_change_finds_the_first_provider_id_of_its_incident_and_channel,
     sends_to_a_destination_are_counted_in_a_window,
+    subscriptions_are_kept_once_per_incident_and_subscriber,
 );
 
 async fn one_delivery_per_event_and_channel(f: &Fixture<dyn NotificationStore>) {
@@ -593,4 +594,45 @@ async fn an_incidents_pages_are_marked_acknowledged_once(f: &Fixture<dyn Notific
     assert_eq!(ack("p2"), (Some(micros(50)), "user:bob".to_owned()));
     assert_eq!(ack("s1"), (None, String::new()), "steps are not pages");
     assert_eq!(ack("p3"), (None, String::new()), "another incident");
+}
+
+async fn subscriptions_are_kept_once_per_incident_and_subscriber(
+    f: &Fixture<dyn NotificationStore>,
+) {
+    use firebreak_storage::SubscriptionRecord;
+    let store = &*f.store;
+    let sub = |incident: &str, subscriber: &str, at: i64| SubscriptionRecord {
+        incident_id: incident.into(),
+        subscriber: subscriber.into(),
+        created_at: micros(at),
+        created_by: "user:amy".into(),
+    };
+    assert!(store.subscriptions("i1").await.unwrap().is_empty());
+    assert!(store.subscribe(&sub("i1", "person:bob", 2)).await.unwrap());
+    assert!(
+        store
+            .subscribe(&sub("i1", "channel:status", 1))
+            .await
+            .unwrap()
+    );
+    assert!(store.subscribe(&sub("i2", "person:bob", 3)).await.unwrap());
+    // Subscribing again keeps the first (its time and actor).
+    let mut again = sub("i1", "person:bob", 9);
+    again.created_by = "user:zed".into();
+    assert!(!store.subscribe(&again).await.unwrap());
+    assert_eq!(
+        store.subscriptions("i1").await.unwrap(),
+        [sub("i1", "channel:status", 1), sub("i1", "person:bob", 2)]
+    );
+    assert!(store.unsubscribe("i1", "person:bob").await.unwrap());
+    assert!(!store.unsubscribe("i1", "person:bob").await.unwrap());
+    assert!(!store.unsubscribe("i9", "channel:status").await.unwrap());
+    assert_eq!(
+        store.subscriptions("i1").await.unwrap(),
+        [sub("i1", "channel:status", 1)]
+    );
+    assert_eq!(
+        store.subscriptions("i2").await.unwrap(),
+        [sub("i2", "person:bob", 3)]
+    );
 }

@@ -694,6 +694,7 @@ async fn replicas_starting_together_create_and_migrate_the_database_once() {
             (6, "triage".to_owned()),
             (7, "triage".to_owned()),
             (8, "triage".to_owned()),
+            (9, "triage".to_owned()),
             (10, "triage".to_owned())
         ]
     );

@@ -32,6 +32,7 @@ crate::contract!(triage:
     a_merge_moves_every_alert_and_its_unresolved_count,
     an_incident_lists_its_alerts_as_they_were_with_repeats_and_clearing,
     a_groups_active_incident_is_found_by_group_key_since_a_time,
+    the_last_status_update_round_trips_and_a_bad_one_is_corrupt,
 );
 
 /// A changeset that writes `record`, its state changed.
@@ -1179,4 +1180,67 @@ async fn a_groups_active_incident_is_found_by_group_key_since_a_time(f: &Fixture
     let snap = snapshot(store, by_alerts(&["al-g", "al-h"])).await;
     assert_eq!(snap.links["al-g"], joined);
     assert_eq!(snap.links["al-h"].grouped_by, "");
+}
+
+/// The last status update is written with the incident and read back by every read; a
+/// stored one that does not parse is a corrupt row naming it.
+async fn the_last_status_update_round_trips_and_a_bad_one_is_corrupt(f: &Fixture<dyn TriageStore>) {
+    use firebreak_domain::{StatusUpdate, UpdateStatus};
+    let store = &*f.store;
+    let mut a = incident("a", "k", "open");
+    apply(store, opening([a.clone()])).await.unwrap();
+    assert_eq!(
+        store
+            .incident("a")
+            .await
+            .unwrap()
+            .unwrap()
+            .last_status_update,
+        None
+    );
+    for (state_changed, status, message) in [
+        (false, UpdateStatus::Investigating, "looking at the db"),
+        (
+            true,
+            UpdateStatus::Monitoring,
+            "failover done; \u{2764} watching",
+        ),
+    ] {
+        a.last_status_update = Some(StatusUpdate {
+            status,
+            message: message.into(),
+            at: micros(7),
+            by: "user:amy".into(),
+        });
+        if state_changed {
+            a.state = "mitigated".parse().unwrap();
+        }
+        apply(
+            store,
+            TriageChangeset {
+                updates: vec![update(&a, state_changed)],
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+        let asked = SnapshotRequest {
+            incident_ids: vec!["a".into()],
+            ..Default::default()
+        };
+        let page = store
+            .incidents_page(None, None, 10, usize::MAX)
+            .await
+            .unwrap();
+        assert_eq!(store.incident("a").await.unwrap().unwrap(), a);
+        assert_eq!(snapshot(store, asked).await.incidents["a"], a);
+        assert_eq!(page[0], a);
+    }
+    f.backend
+        .exec_raw("UPDATE incidents SET last_status_update = '{\"status\": \"fixed\"}'")
+        .await
+        .unwrap();
+    let err = store.incident("a").await.unwrap_err();
+    assert!(matches!(err, Error::Corrupt(_)), "{err:?}");
+    assert!(err.to_string().contains("last_status_update"), "{err}");
 }

@@ -1775,3 +1775,66 @@ fn the_review_folds_roles_updates_runs_and_durations_from_the_timeline() {
         assert!(md.contains(want), "missing {want:?} in\n{md}");
     }
 }
+
+fn status_update(status: firebreak_domain::UpdateStatus, message: &str) -> Input {
+    Input::StatusUpdate {
+        incident_id: id(1),
+        actor: "user:carol".into(),
+        status,
+        message: message.into(),
+    }
+}
+
+#[test]
+fn a_status_update_goes_on_the_timeline_and_is_announced_without_moving_the_state() {
+    use firebreak_domain::UpdateStatus;
+    for state in ["open", "acknowledged", "mitigated", "resolved"] {
+        let snap = holding(&[incident(1, "db", state, 1)]);
+        let d = run(
+            &snap,
+            &[status_update(UpdateStatus::Resolved, "  all clear  ")],
+        )
+        .unwrap();
+        assert_eq!(kinds(&d), ["status_update"], "{state}");
+        let entry = &d.changeset.entries[0];
+        assert_eq!(
+            (entry.actor.as_str(), &entry.data),
+            (
+                "user:carol",
+                &json!({ "status": "resolved", "message": "all clear" })
+            )
+        );
+        assert_eq!(changes(&d), [Change::StatusUpdated]);
+        let inc = &d.updated[0];
+        // A `resolved` update tells stakeholders; it does not resolve the incident.
+        assert_eq!(inc.state.as_str(), state);
+        let last = inc.last_status_update.as_ref().unwrap();
+        assert_eq!(
+            (
+                last.status,
+                last.message.as_str(),
+                last.at,
+                last.by.as_str()
+            ),
+            (UpdateStatus::Resolved, "all clear", NOW, "user:carol")
+        );
+        assert_eq!(d.announcements[0].incident, *inc);
+    }
+}
+
+#[test]
+fn a_status_update_is_refused_on_a_closed_or_unknown_incident_and_for_a_bad_message() {
+    use firebreak_domain::UpdateStatus;
+    let closed = holding(&[incident(1, "db", "closed", 1)]);
+    let err = run(&closed, &[status_update(UpdateStatus::Monitoring, "x")]).unwrap_err();
+    assert_eq!(err.error_code(), ErrorCode::FailedPrecondition, "{err}");
+    let none = TriageSnapshot::default();
+    let err = run(&none, &[status_update(UpdateStatus::Monitoring, "x")]).unwrap_err();
+    assert_eq!(err.error_code(), ErrorCode::NotFound, "{err}");
+    let open = holding(&[incident(1, "db", "open", 1)]);
+    for bad in ["", "  ", &"x".repeat(4097), "a\0b"] {
+        let err = run(&open, &[status_update(UpdateStatus::Identified, bad)]).unwrap_err();
+        assert_eq!(err.error_code(), ErrorCode::InvalidArgument, "{err}");
+        assert!(err.to_string().contains("message"), "{err}");
+    }
+}
