@@ -120,6 +120,27 @@ async fn the_review_states_roles_durations_follow_ups_summary_and_the_template()
         })
         .await
         .unwrap();
+    // The commander tells stakeholders twice (through the status-update RPC).
+    let mut alice = s
+        .person("alice", v1::Role::IncidentCommander)
+        .await
+        .incidents;
+    for (status, message) in [
+        (
+            v1::UpdateStatus::Investigating,
+            "checkout returns 503 for everyone",
+        ),
+        (v1::UpdateStatus::Identified, "a bad deploy; rolling back"),
+    ] {
+        alice
+            .post_status_update(v1::PostStatusUpdateRequest {
+                id: id.clone(),
+                status: status as i32,
+                message: message.into(),
+            })
+            .await
+            .unwrap();
+    }
     s.clock.advance(Duration::from_secs(510));
     s.incidents
         .mitigate(v1::MitigateRequest {
@@ -204,6 +225,22 @@ async fn the_review_states_roles_durations_follow_ups_summary_and_the_template()
         .map(|h| (h.role.as_str(), h.person.as_str()))
         .collect();
     assert_eq!(roles, [("commander", "alice")]);
+    let updates: Vec<(&str, &str, &str)> = r
+        .status_updates
+        .iter()
+        .map(|u| (u.status.as_str(), u.actor.as_str(), u.message.as_str()))
+        .collect();
+    assert_eq!(
+        updates,
+        [
+            (
+                "investigating",
+                "user:alice",
+                "checkout returns 503 for everyone"
+            ),
+            ("identified", "user:alice", "a bad deploy; rolling back"),
+        ]
+    );
     let follow_ups: Vec<(u32, &str, &str, v1::FollowUpState)> = r
         .follow_ups
         .iter()
@@ -232,6 +269,7 @@ async fn the_review_states_roles_durations_follow_ups_summary_and_the_template()
         "- [x] #2 alert on 5xx ratio (bob, no due date)",
         "## Customer impact\n\n_Who noticed and how?_",
         "## Status updates",
+        "| identified | user:alice | a bad deploy; rolling back |",
     ] {
         assert!(md.contains(want), "missing {want:?} in\n{md}");
     }
