@@ -386,8 +386,15 @@ fn run(incident, params) {
         target.on("/rollback").is_empty(),
         "nothing acts before approval"
     );
-    let t = timeline(&s, &id).await;
-    let shown = t.iter().find(|e| e.kind == "runbook_plan_ready").unwrap();
+    // Triage writes the plan on the timeline as it consumes the run's event: after the run
+    // shows it, not necessarily at once.
+    let shown = eventually("the plan on the timeline", || async {
+        timeline(&s, &id)
+            .await
+            .into_iter()
+            .find(|e| e.kind == "runbook_plan_ready")
+    })
+    .await;
     assert!(shown.data.contains("1. http.post"), "{}", shown.data);
 
     s.runs

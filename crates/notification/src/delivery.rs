@@ -279,25 +279,15 @@ fn failover_page(
         map.insert("failover_of".into(), json!(failed.id));
     }
     DeliveryRecord {
-        id: firebreak_domain::new_id().to_string(),
         event_id,
         channel: format!("user:{user}/{}", next.name),
         incident_id: failed.incident_id.clone(),
         // A page stays a page; a status update to a person stays one.
         kind: failed.kind.clone(),
         payload,
-        status: DeliveryState::Pending,
-        attempts: 0,
-        last_error: String::new(),
-        created_at: now,
-        next_attempt_at: now,
-        delivered_at: None,
         escalation_step: failed.escalation_step,
-        provider_id: None,
         destination: destination(next),
-        sent_at: None,
-        acknowledged_at: None,
-        acknowledged_by: String::new(),
+        ..DeliveryRecord::due(now)
     }
 }
 

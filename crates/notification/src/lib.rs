@@ -471,24 +471,12 @@ impl Notification {
         let now = self.clock.now();
         let make = |channel: &str, incident_id: &str, kind: &str, payload: serde_json::Value| {
             DeliveryRecord {
-                id: firebreak_domain::new_id().to_string(),
                 event_id: event.id.clone(),
                 channel: channel.to_owned(),
                 incident_id: incident_id.to_owned(),
                 kind: kind.to_owned(),
                 payload,
-                status: DeliveryState::Pending,
-                attempts: 0,
-                last_error: String::new(),
-                created_at: now,
-                next_attempt_at: now,
-                delivered_at: None,
-                escalation_step: 0,
-                provider_id: None,
-                destination: String::new(),
-                sent_at: None,
-                acknowledged_at: None,
-                acknowledged_by: String::new(),
+                ..DeliveryRecord::due(now)
             }
         };
         match &event.payload {

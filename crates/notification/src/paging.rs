@@ -9,7 +9,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use firebreak_domain::{DeliveryState, Micros};
+use firebreak_domain::Micros;
 use firebreak_storage::DeliveryRecord;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -142,7 +142,6 @@ impl Notification {
         now: Micros,
     ) -> DeliveryRecord {
         DeliveryRecord {
-            id: firebreak_domain::new_id().to_string(),
             event_id: format!("{}#{}.{}", step.root, step.repeat, step.step + 1),
             channel: format!("policy:{}", step.policy),
             incident_id: incident_id.to_owned(),
@@ -152,18 +151,9 @@ impl Notification {
                 ..step.clone()
             })
             .unwrap_or_default(),
-            status: DeliveryState::Pending,
-            attempts: 0,
-            last_error: String::new(),
-            created_at: now,
             next_attempt_at: due,
-            delivered_at: None,
             escalation_step: step.step as u32 + 1,
-            provider_id: None,
-            destination: String::new(),
-            sent_at: None,
-            acknowledged_at: None,
-            acknowledged_by: String::new(),
+            ..DeliveryRecord::due(now)
         }
     }
 
@@ -218,7 +208,6 @@ impl Notification {
         };
         let event_id = format!("{}:{key}", step.root);
         DeliveryRecord {
-            id: firebreak_domain::new_id().to_string(),
             payload: json!({
                 "event_id": event_id, "kind": PAGE, "actor": format!("escalation:{}", step.policy),
                 "policy": step.policy, "step": n, "repeat": repeat,
@@ -228,18 +217,10 @@ impl Notification {
             channel,
             incident_id: incident_id.to_owned(),
             kind: PAGE.to_owned(),
-            status: DeliveryState::Pending,
-            attempts: 0,
-            last_error: String::new(),
-            created_at: now,
             next_attempt_at: at,
-            delivered_at: None,
             escalation_step: n.max(1),
-            provider_id: None,
             destination,
-            sent_at: None,
-            acknowledged_at: None,
-            acknowledged_by: String::new(),
+            ..DeliveryRecord::due(now)
         }
     }
 

@@ -203,7 +203,6 @@ impl Notification {
             .map(|r| r.person.clone());
         let minutes = due.saturating_duration_since(since).as_secs() / 60;
         Some(DeliveryRecord {
-            id: firebreak_domain::new_id().to_string(),
             // One row per incident, period, length and commander: the same event again arms
             // nothing.
             event_id: format!(
@@ -226,21 +225,13 @@ impl Notification {
                 ),
             }),
             status,
-            attempts: 0,
             last_error: if status == DeliveryState::Cancelled {
                 "the incident was resolved".into()
             } else {
                 String::new()
             },
-            created_at: now,
             next_attempt_at: due,
-            delivered_at: None,
-            escalation_step: 0,
-            provider_id: None,
-            destination: String::new(),
-            sent_at: None,
-            acknowledged_at: None,
-            acknowledged_by: String::new(),
+            ..DeliveryRecord::due(now)
         })
     }
 
@@ -320,7 +311,6 @@ impl Notification {
         let now = self.clock.now();
         let event_id = format!("{}:message", d.event_id);
         let message = DeliveryRecord {
-            id: firebreak_domain::new_id().to_string(),
             payload: json!({
                 "event_id": event_id, "kind": REMINDER_MESSAGE, "actor": "notification",
                 "incident": d.payload["incident"], "message": d.payload["message"],
@@ -330,18 +320,8 @@ impl Notification {
             channel: format!("user:{commander}/{}", method.name),
             incident_id: d.incident_id.clone(),
             kind: REMINDER_MESSAGE.to_owned(),
-            status: DeliveryState::Pending,
-            attempts: 0,
-            last_error: String::new(),
-            created_at: now,
-            next_attempt_at: now,
-            delivered_at: None,
-            escalation_step: 0,
-            provider_id: None,
             destination: crate::delivery::destination(method),
-            sent_at: None,
-            acknowledged_at: None,
-            acknowledged_by: String::new(),
+            ..DeliveryRecord::due(now)
         };
         self.store
             .insert_deliveries(&[message])

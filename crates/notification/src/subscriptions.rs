@@ -7,8 +7,8 @@
 
 use std::collections::BTreeSet;
 
+use firebreak_domain::Micros;
 use firebreak_domain::access::parse_name;
-use firebreak_domain::{DeliveryState, Micros};
 use firebreak_proto::v1;
 use firebreak_storage::{DeliveryRecord, SubscriptionRecord};
 use serde::Deserialize;
@@ -308,24 +308,13 @@ fn delivery(
     now: Micros,
 ) -> DeliveryRecord {
     DeliveryRecord {
-        id: firebreak_domain::new_id().to_string(),
         event_id: event.id.clone(),
         channel: channel.to_owned(),
         incident_id: incident_id.to_owned(),
         kind: STATUS_UPDATE.to_owned(),
         payload,
-        status: DeliveryState::Pending,
-        attempts: 0,
-        last_error: String::new(),
-        created_at: now,
-        next_attempt_at: now,
-        delivered_at: None,
-        escalation_step: 0,
-        provider_id: None,
         destination: destination.to_owned(),
-        sent_at: None,
-        acknowledged_at: None,
-        acknowledged_by: String::new(),
+        ..DeliveryRecord::due(now)
     }
 }
 

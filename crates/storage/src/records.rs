@@ -675,6 +675,31 @@ pub struct DeliveryRecord {
 }
 
 impl DeliveryRecord {
+    /// A new delivery made at `now` and due then, never tried: what every planner starts from
+    /// (`DeliveryRecord { event_id, channel, incident_id, kind, payload, ..due(now) }`).
+    pub fn due(now: Micros) -> Self {
+        Self {
+            id: firebreak_domain::new_id().to_string(),
+            event_id: String::new(),
+            channel: String::new(),
+            incident_id: String::new(),
+            kind: String::new(),
+            payload: serde_json::Value::Null,
+            status: DeliveryState::Pending,
+            attempts: 0,
+            last_error: String::new(),
+            created_at: now,
+            next_attempt_at: now,
+            delivered_at: None,
+            escalation_step: 0,
+            provider_id: None,
+            destination: String::new(),
+            sent_at: None,
+            acknowledged_at: None,
+            acknowledged_by: String::new(),
+        }
+    }
+
     /// About the bytes the delivery takes on the wire (its payload, never sent, left out):
     /// what bounds a page of deliveries.
     pub fn wire_size(&self) -> usize {
