@@ -25,8 +25,8 @@ distributed:
     done
     wait
 
-# `tests/run` installs and starts what the tests need (nats-server, Postgres, Alertmanager)
-# when it is missing.
+# `tests/run` installs and starts what the tests need (nats-server, Postgres, Alertmanager,
+# promtool, aiosmtpd) when it is missing.
 # Run every test (unit, integration, end-to-end, distributed).
 test *ARGS:
     tests/run {{ARGS}}

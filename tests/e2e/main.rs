@@ -9,6 +9,7 @@ mod grouping;
 mod harness;
 mod lifecycle;
 mod maintenance;
+mod metrics;
 mod oncall;
 mod path;
 mod reports;

@@ -1311,15 +1311,32 @@ fn health_routes(readiness: &Readiness) -> axum::Router {
         .route("/livez", get(|| async { "ok\n" }))
         .route("/readyz", get(ready.clone()))
         .route("/healthz", get(ready))
-        .route(
-            "/metrics",
-            get(|| async {
-                (
-                    [("content-type", "text/plain; version=0.0.4")],
-                    firebreak_telemetry::metrics().render(),
-                )
-            }),
+        .route("/metrics", get(metrics))
+}
+
+/// `/metrics`: OpenMetrics for a scraper that asks for it (Prometheus does, in `Accept`),
+/// else the Prometheus text format 0.0.4 that every tool reads (`promtool check metrics`).
+async fn metrics(headers: axum::http::HeaderMap) -> impl axum::response::IntoResponse {
+    let open_metrics = headers
+        .get_all(axum::http::header::ACCEPT)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .any(|v| v.contains("application/openmetrics-text"));
+    let m = firebreak_telemetry::metrics();
+    if open_metrics {
+        (
+            [(
+                "content-type",
+                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            )],
+            m.render(),
         )
+    } else {
+        (
+            [("content-type", "text/plain; version=0.0.4; charset=utf-8")],
+            m.render_text(),
+        )
+    }
 }
 
 /// The gRPC routes: health and reflection from the start, the services once built (until

@@ -169,13 +169,20 @@ pub fn metrics() -> &'static Metrics {
 }
 
 impl Metrics {
-    /// The Prometheus text exposition of every metric.
+    /// Every metric in the OpenMetrics text format (`application/openmetrics-text;
+    /// version=1.0.0`), what Prometheus asks for first.
     pub fn render(&self) -> String {
         let mut out = String::new();
         if prometheus_client::encoding::text::encode(&mut out, &self.registry).is_err() {
             out.clear();
         }
         out
+    }
+
+    /// Every metric in the Prometheus text format 0.0.4 (`text/plain; version=0.0.4`), for
+    /// scrapers and tools that ask for no OpenMetrics (`promtool check metrics`, curl).
+    pub fn render_text(&self) -> String {
+        prometheus_text(&self.render())
     }
 
     /// Records whether `dependency` answers.
@@ -213,9 +220,57 @@ impl Metrics {
     }
 }
 
+/// The Prometheus text format 0.0.4 of an OpenMetrics exposition: a counter family is
+/// named as its samples are (`x_total`: OpenMetrics names the family `x`), `# UNIT` lines and
+/// the closing `# EOF` go, everything else is the same in both formats.
+fn prometheus_text(open_metrics: &str) -> String {
+    let counters: std::collections::HashSet<&str> = open_metrics
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .filter_map(|l| l.strip_suffix(" counter"))
+        .filter(|name| !name.ends_with("_total"))
+        .collect();
+    let mut out = String::with_capacity(open_metrics.len());
+    for line in open_metrics.lines() {
+        if line == "# EOF" || line.starts_with("# UNIT ") {
+            continue;
+        }
+        let renamed = ["# HELP ", "# TYPE "].iter().find_map(|prefix| {
+            let rest = line.strip_prefix(prefix)?;
+            let (name, tail) = rest.split_once(' ')?;
+            counters
+                .contains(name)
+                .then(|| format!("{prefix}{name}_total {tail}"))
+        });
+        match renamed {
+            Some(l) => out.push_str(&l),
+            None => out.push_str(line),
+        }
+        out.push('\n');
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_prometheus_text_names_counter_families_as_their_samples_and_ends_without_eof() {
+        let om = "# HELP firebreak_x Things.\n# TYPE firebreak_x counter\n# UNIT firebreak_x things\nfirebreak_x_total{a=\"1\"} 2\n# HELP firebreak_up Up.\n# TYPE firebreak_up gauge\nfirebreak_up 1\n# HELP firebreak_done_total Done.\n# TYPE firebreak_done_total counter\nfirebreak_done_total 3\n# EOF\n";
+        assert_eq!(
+            prometheus_text(om),
+            "# HELP firebreak_x_total Things.\n# TYPE firebreak_x_total counter\nfirebreak_x_total{a=\"1\"} 2\n# HELP firebreak_up Up.\n# TYPE firebreak_up gauge\nfirebreak_up 1\n# HELP firebreak_done_total Done.\n# TYPE firebreak_done_total counter\nfirebreak_done_total 3\n"
+        );
+        // The process's own: every counter family named with `_total`, no `# EOF`.
+        let text = metrics().render_text();
+        assert!(
+            text.contains("# TYPE firebreak_alerts_accepted_total counter\n"),
+            "{text}"
+        );
+        assert!(!text.contains("# EOF"), "{text}");
+        assert!(metrics().render().ends_with("# EOF\n"));
+    }
 
     #[test]
     fn response_times_are_prometheus_histograms_by_severity_and_category() {
