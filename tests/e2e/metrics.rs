@@ -1,6 +1,7 @@
 //! `/metrics` as scrapers and tools read it: the Prometheus text format by default, which the
 //! real `promtool check metrics` (Debian's `prometheus` package) passes after an incident's
-//! whole path, and OpenMetrics for a scraper that asks for it.
+//! whole path, with the process's own metrics and the build's, and OpenMetrics for a scraper
+//! that asks for it.
 
 use std::io::Write;
 use std::process::{Command, Stdio};
@@ -71,6 +72,14 @@ async fn promtool_passes_the_metrics_after_an_incidents_path_and_openmetrics_is_
         "# TYPE firebreak_alerts_accepted_total counter",
         "# TYPE firebreak_incidents_opened_total counter",
         "# TYPE firebreak_incident_time_to_resolve_seconds histogram",
+        "# TYPE process_cpu_seconds_total counter",
+        "# TYPE process_resident_memory_bytes gauge",
+        "# TYPE process_open_fds gauge",
+        "# TYPE process_start_time_seconds gauge",
+        &format!(
+            "firebreak_build_info{{version=\"{}\"}} 1\n",
+            env!("CARGO_PKG_VERSION")
+        ),
     ] {
         assert!(text.contains(family), "{family} in\n{text}");
     }

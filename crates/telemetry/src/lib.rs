@@ -1,6 +1,7 @@
 //! Firebreak's telemetry: the tracing subscriber, W3C trace context, and the Prometheus
 //! metrics every service updates.
 
+mod process;
 pub mod trace;
 
 use std::sync::OnceLock;
@@ -31,6 +32,12 @@ pub fn init_tracing(json: bool) {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct OutcomeLabel {
     pub outcome: String,
+}
+
+/// The running build, as `firebreak_build_info` labels it.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct BuildInfo {
+    version: String,
 }
 
 /// A label set naming one dependency of a service (its database, the bus).
@@ -94,7 +101,21 @@ pub struct Metrics {
 pub fn metrics() -> &'static Metrics {
     static METRICS: OnceLock<Metrics> = OnceLock::new();
     METRICS.get_or_init(|| {
-        let mut registry = Registry::with_prefix("firebreak");
+        // Firebreak's own under `firebreak_`; the process's under the conventional `process_`.
+        let mut root = Registry::default();
+        root.register_collector(Box::new(process::ProcessCollector));
+        let registry = root.sub_registry_with_prefix("firebreak");
+        let build_info = Family::<BuildInfo, Gauge>::default();
+        build_info
+            .get_or_create(&BuildInfo {
+                version: env!("CARGO_PKG_VERSION").to_owned(),
+            })
+            .set(1);
+        registry.register(
+            "build_info",
+            "1, labelled with the running build's version",
+            build_info,
+        );
         let m = Metrics {
             alerts_accepted: Counter::default(),
             intake_overloaded: Counter::default(),
@@ -164,7 +185,10 @@ pub fn metrics() -> &'static Metrics {
             "Seconds from an incident's opening to its resolve, by severity and category",
             m.time_to_resolve.clone(),
         );
-        Metrics { registry, ..m }
+        Metrics {
+            registry: root,
+            ..m
+        }
     })
 }
 
