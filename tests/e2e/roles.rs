@@ -184,35 +184,40 @@ async fn roles_are_assigned_handed_off_and_removed_by_the_caller_on_the_record()
         (
             s.incidents
                 .unassign_role(unassign(&id, "scribe", "carol"))
-                .await,
+                .await
+                .map(drop),
             Code::NotFound,
             "carol",
         ),
         (
             s.incidents
                 .assign_role(assign(&id, "Scribe", "carol"))
-                .await,
+                .await
+                .map(drop),
             Code::InvalidArgument,
             "role",
         ),
         (
             s.incidents
                 .assign_role(assign(&id, "scribe", &"c".repeat(65)))
-                .await,
+                .await
+                .map(drop),
             Code::InvalidArgument,
             "person",
         ),
         (
             s.incidents
                 .assign_role(assign(&id, "scribe", "carol\0"))
-                .await,
+                .await
+                .map(drop),
             Code::InvalidArgument,
             "person",
         ),
         (
             s.incidents
                 .assign_role(assign("not-an-id", "scribe", "carol"))
-                .await,
+                .await
+                .map(drop),
             Code::InvalidArgument,
             "incident_id",
         ),
@@ -223,7 +228,8 @@ async fn roles_are_assigned_handed_off_and_removed_by_the_caller_on_the_record()
                     "scribe",
                     "carol",
                 ))
-                .await,
+                .await
+                .map(drop),
             Code::NotFound,
             "not found",
         ),

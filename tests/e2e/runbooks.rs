@@ -102,8 +102,16 @@ async fn timeline(s: &Stack, incident: &str) -> Vec<v1::TimelineEntry> {
         .entries
 }
 
-fn decide(run: &str, actor: &str, comment: &str) -> v1::DecideApprovalRequest {
-    v1::DecideApprovalRequest {
+fn decide(run: &str, actor: &str, comment: &str) -> v1::ApproveRequest {
+    v1::ApproveRequest {
+        run_id: run.into(),
+        actor: actor.into(),
+        comment: comment.into(),
+    }
+}
+
+fn decide_reject(run: &str, actor: &str, comment: &str) -> v1::RejectRequest {
+    v1::RejectRequest {
         run_id: run.into(),
         actor: actor.into(),
         comment: comment.into(),
@@ -190,7 +198,7 @@ async fn approvals_need_the_role_and_record_who_and_why_and_time_out_to_their_fa
     // Someone outside the role is refused and nothing changes.
     let denied = bob
         .runs
-        .reject(decide(&ask.id, "user:alice", "no"))
+        .reject(decide_reject(&ask.id, "user:alice", "no"))
         .await
         .unwrap_err();
     assert_eq!(denied.code(), Code::PermissionDenied, "{denied:?}");
@@ -209,7 +217,7 @@ async fn approvals_need_the_role_and_record_who_and_why_and_time_out_to_their_fa
     // Alice rejects; the script sees "no" and goes on.
     alice
         .runs
-        .reject(decide(&ask.id, "user:bob", "not during the sale"))
+        .reject(decide_reject(&ask.id, "user:bob", "not during the sale"))
         .await
         .unwrap();
     let done = run_of(&s, &id, "ask", "ask to finish", |r| {
@@ -402,7 +410,7 @@ fn run(incident, params) {
         .await
         .unwrap();
     s.runs
-        .reject(decide(
+        .reject(decide_reject(
             &run_of(&s, &id, "rollback-too", "", |_| true).await.id,
             "user:carol",
             "one is enough",
@@ -1162,12 +1170,16 @@ async fn of_racing_decisions_exactly_one_wins() {
     let mut calls = tokio::task::JoinSet::new();
     for i in 0..12 {
         let mut runs = s.person(&format!("p{i}"), v1::Role::Responder).await.runs;
-        let req = decide(&run.id, "user:someone-else", "me first");
+        let run_id = run.id.clone();
         calls.spawn(async move {
             let r = if i % 2 == 0 {
-                runs.approve(req).await
+                runs.approve(decide(&run_id, "user:someone-else", "me first"))
+                    .await
+                    .map(drop)
             } else {
-                runs.reject(req).await
+                runs.reject(decide_reject(&run_id, "user:someone-else", "me first"))
+                    .await
+                    .map(drop)
             };
             (i, r.map(|_| ()).map_err(|e| e.code()))
         });
@@ -1361,8 +1373,7 @@ async fn run_requests_refuse_oversized_or_nul_text_naming_the_field() {
     let s = Stack::start(dir.path(), "{}\n").await;
     let run = "01937f5e-0000-7000-8000-000000000000";
     let mut runs = s.runs.clone();
-    let refused = |r: Result<tonic::Response<v1::DecideApprovalResponse>, tonic::Status>,
-                   field: &str| {
+    let refused = |r: Result<(), tonic::Status>, field: &str| {
         let e = r.unwrap_err();
         assert_eq!(e.code(), Code::InvalidArgument, "{field}: {e:?}");
         assert!(e.message().contains(field), "{field}: {}", e.message());
@@ -1373,14 +1384,22 @@ async fn run_requests_refuse_oversized_or_nul_text_naming_the_field() {
         let e = runs.approve(decide(run, &actor, "")).await.unwrap_err();
         assert_eq!(e.code(), Code::NotFound, "{e:?}");
     }
-    refused(runs.reject(decide(run, "alice", "no\0")).await, "comment");
     refused(
-        runs.reject(decide(run, "alice", &"c".repeat(5000))).await,
+        runs.reject(decide_reject(run, "alice", "no\0"))
+            .await
+            .map(drop),
+        "comment",
+    );
+    refused(
+        runs.reject(decide_reject(run, "alice", &"c".repeat(5000)))
+            .await
+            .map(drop),
         "comment",
     );
     refused(
         runs.approve(decide(&"r".repeat(100_000), "alice", ""))
-            .await,
+            .await
+            .map(drop),
         "run_id",
     );
 

@@ -1548,17 +1548,23 @@ async fn client(cmd: Command, targets: &Targets, out: &Out) -> anyhow::Result<()
                 RunCmd::Reject(d) => (false, d),
                 _ => bail!("not a decision"),
             };
-            let req = v1::DecideApprovalRequest {
-                run_id: d.run,
-                actor: who(),
-                comment: d.comment,
-            };
-            let r = if approve {
-                runs.approve(req).await
+            let (run_id, actor, comment) = (d.run, who(), d.comment);
+            let run = if approve {
+                let req = v1::ApproveRequest {
+                    run_id,
+                    actor,
+                    comment,
+                };
+                runs.approve(req).await.map_err(status)?.into_inner().run
             } else {
-                runs.reject(req).await
+                let req = v1::RejectRequest {
+                    run_id,
+                    actor,
+                    comment,
+                };
+                runs.reject(req).await.map_err(status)?.into_inner().run
             };
-            out.run(r.map_err(status)?.into_inner().run.as_ref());
+            out.run(run.as_ref());
         }
         Command::Up(_)
         | Command::Serve(_)

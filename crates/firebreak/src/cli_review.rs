@@ -136,29 +136,41 @@ pub(crate) async fn follow_up(
             owner,
             due,
             title,
-        } => incidents
-            .add_follow_up(v1::AddFollowUpRequest {
-                id,
-                title,
-                owner,
-                due,
-            })
-            .await
-            .map_err(status)?,
-        FollowUpCmd::Done { id, number } => incidents
-            .update_follow_up(v1::UpdateFollowUpRequest {
-                state: v1::FollowUpState::Done as i32,
-                ..update(id, number)
-            })
-            .await
-            .map_err(status)?,
-        FollowUpCmd::Reopen { id, number } => incidents
-            .update_follow_up(v1::UpdateFollowUpRequest {
-                state: v1::FollowUpState::Open as i32,
-                ..update(id, number)
-            })
-            .await
-            .map_err(status)?,
+        } => {
+            incidents
+                .add_follow_up(v1::AddFollowUpRequest {
+                    id,
+                    title,
+                    owner,
+                    due,
+                })
+                .await
+                .map_err(status)?
+                .into_inner()
+                .follow_up
+        }
+        FollowUpCmd::Done { id, number } => {
+            incidents
+                .update_follow_up(v1::UpdateFollowUpRequest {
+                    state: v1::FollowUpState::Done as i32,
+                    ..update(id, number)
+                })
+                .await
+                .map_err(status)?
+                .into_inner()
+                .follow_up
+        }
+        FollowUpCmd::Reopen { id, number } => {
+            incidents
+                .update_follow_up(v1::UpdateFollowUpRequest {
+                    state: v1::FollowUpState::Open as i32,
+                    ..update(id, number)
+                })
+                .await
+                .map_err(status)?
+                .into_inner()
+                .follow_up
+        }
         FollowUpCmd::Edit {
             id,
             number,
@@ -177,6 +189,8 @@ pub(crate) async fn follow_up(
                 })
                 .await
                 .map_err(status)?
+                .into_inner()
+                .follow_up
         }
         FollowUpCmd::List {
             id,
@@ -237,7 +251,7 @@ pub(crate) async fn follow_up(
             return Ok(());
         }
     };
-    let f = changed.into_inner().follow_up.unwrap_or_default();
+    let f = changed.unwrap_or_default();
     if json_out {
         print_json(follow_up_json(&f));
     } else {

@@ -202,15 +202,16 @@ impl RunbookApi {
         Ok(out)
     }
 
+    /// Approves or rejects `req`'s run (an `ApproveRequest`'s fields, which a
+    /// `RejectRequest` shares), as `caller`.
     async fn decide(
         &self,
-        req: Request<v1::DecideApprovalRequest>,
+        caller: Option<firebreak_domain::access::Principal>,
+        req: v1::ApproveRequest,
         approved: bool,
-    ) -> Result<Response<v1::DecideApprovalResponse>, Status> {
+    ) -> Result<Option<v1::Run>, Status> {
         // The authenticated caller decides, with the roles it holds here; the request's
         // `actor` counts only where no access layer runs.
-        let caller = firebreak_proto::access::caller(&req).cloned();
-        let req = req.into_inner();
         firebreak_domain::RunId::parse(checked("run_id", &req.run_id, 64)?).map_err(invalid)?;
         let comment = checked("comment", req.comment.trim(), MAX_COMMENT)?;
         let actor = match &caller {
@@ -231,9 +232,7 @@ impl RunbookApi {
             .decide(&req.run_id, decision)
             .await
             .map_err(Error::from)?;
-        Ok(Response::new(v1::DecideApprovalResponse {
-            run: Some(self.load(&req.run_id, 0, 500).await?),
-        }))
+        Ok(Some(self.load(&req.run_id, 0, 500).await?))
     }
 }
 
@@ -429,16 +428,26 @@ impl RunbookService for RunbookApi {
 
     async fn approve(
         &self,
-        req: Request<v1::DecideApprovalRequest>,
-    ) -> Result<Response<v1::DecideApprovalResponse>, Status> {
-        self.decide(req, true).await
+        req: Request<v1::ApproveRequest>,
+    ) -> Result<Response<v1::ApproveResponse>, Status> {
+        let caller = firebreak_proto::access::caller(&req).cloned();
+        let run = self.decide(caller, req.into_inner(), true).await?;
+        Ok(Response::new(v1::ApproveResponse { run }))
     }
 
     async fn reject(
         &self,
-        req: Request<v1::DecideApprovalRequest>,
-    ) -> Result<Response<v1::DecideApprovalResponse>, Status> {
-        self.decide(req, false).await
+        req: Request<v1::RejectRequest>,
+    ) -> Result<Response<v1::RejectResponse>, Status> {
+        let caller = firebreak_proto::access::caller(&req).cloned();
+        let r = req.into_inner();
+        let as_decision = v1::ApproveRequest {
+            run_id: r.run_id,
+            actor: r.actor,
+            comment: r.comment,
+        };
+        let run = self.decide(caller, as_decision, false).await?;
+        Ok(Response::new(v1::RejectResponse { run }))
     }
 
     async fn dry_run(

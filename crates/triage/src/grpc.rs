@@ -102,14 +102,12 @@ impl IncidentApi {
         role: &str,
         person: &str,
         who: Option<String>,
-    ) -> Result<Response<v1::IncidentResponse>, Status> {
+    ) -> Result<Option<v1::Incident>, Status> {
         let inc = self
             .triage
             .change_role(id, change, role, person, &actor(who, "")?)
             .await?;
-        Ok(Response::new(v1::IncidentResponse {
-            incident: Some(incident_to_proto(&inc, &self.triage.lifecycle)),
-        }))
+        Ok(Some(incident_to_proto(&inc, &self.triage.lifecycle)))
     }
 
     async fn change(
@@ -118,11 +116,9 @@ impl IncidentApi {
         action: Action,
         who: &str,
         text: &str,
-    ) -> Result<Response<v1::IncidentResponse>, Status> {
+    ) -> Result<Option<v1::Incident>, Status> {
         let inc = self.triage.transition(id, action, who, text).await?;
-        Ok(Response::new(v1::IncidentResponse {
-            incident: Some(incident_to_proto(&inc, &self.triage.lifecycle)),
-        }))
+        Ok(Some(incident_to_proto(&inc, &self.triage.lifecycle)))
     }
 }
 
@@ -245,55 +241,60 @@ impl IncidentService for IncidentApi {
     async fn acknowledge(
         &self,
         req: Request<v1::AcknowledgeRequest>,
-    ) -> Result<Response<v1::IncidentResponse>, Status> {
+    ) -> Result<Response<v1::AcknowledgeResponse>, Status> {
         let who = firebreak_proto::access::caller(&req).map(|p| p.actor());
         let r = req.into_inner();
         self.change(&r.id, Action::Acknowledge, &actor(who, &r.actor)?, "")
             .await
+            .map(|incident| Response::new(v1::AcknowledgeResponse { incident }))
     }
 
     async fn resolve(
         &self,
         req: Request<v1::ResolveRequest>,
-    ) -> Result<Response<v1::IncidentResponse>, Status> {
+    ) -> Result<Response<v1::ResolveResponse>, Status> {
         let who = firebreak_proto::access::caller(&req).map(|p| p.actor());
         let r = req.into_inner();
         let summary = text("summary", &r.summary)?;
         self.change(&r.id, Action::Resolve, &actor(who, &r.actor)?, summary)
             .await
+            .map(|incident| Response::new(v1::ResolveResponse { incident }))
     }
 
     async fn close(
         &self,
         req: Request<v1::CloseRequest>,
-    ) -> Result<Response<v1::IncidentResponse>, Status> {
+    ) -> Result<Response<v1::CloseResponse>, Status> {
         let who = firebreak_proto::access::caller(&req).map(|p| p.actor());
         let r = req.into_inner();
         let root_cause = text("root_cause", &r.root_cause)?;
         self.change(&r.id, Action::Close, &actor(who, &r.actor)?, root_cause)
             .await
+            .map(|incident| Response::new(v1::CloseResponse { incident }))
     }
 
     async fn mitigate(
         &self,
         req: Request<v1::MitigateRequest>,
-    ) -> Result<Response<v1::IncidentResponse>, Status> {
+    ) -> Result<Response<v1::MitigateResponse>, Status> {
         let who = firebreak_proto::access::caller(&req).map(|p| p.actor());
         let r = req.into_inner();
         let summary = text("summary", &r.summary)?;
         self.change(&r.id, Action::Mitigate, &actor(who, &r.actor)?, summary)
             .await
+            .map(|incident| Response::new(v1::MitigateResponse { incident }))
     }
 
     async fn reopen(
         &self,
         req: Request<v1::ReopenRequest>,
-    ) -> Result<Response<v1::IncidentResponse>, Status> {
+    ) -> Result<Response<v1::ReopenResponse>, Status> {
         let who = firebreak_proto::access::caller(&req).map(|p| p.actor());
         let r = req.into_inner();
         let reason = text("reason", &r.reason)?;
         self.change(&r.id, Action::Reopen, &actor(who, &r.actor)?, reason)
             .await
+            .map(|incident| Response::new(v1::ReopenResponse { incident }))
     }
 
     async fn merge(
@@ -317,7 +318,7 @@ impl IncidentService for IncidentApi {
     async fn reclassify(
         &self,
         req: Request<v1::ReclassifyRequest>,
-    ) -> Result<Response<v1::IncidentResponse>, Status> {
+    ) -> Result<Response<v1::ReclassifyResponse>, Status> {
         let who = firebreak_proto::access::caller(&req).map(|p| p.actor());
         let r = req.into_inner();
         let level = |v: i32| (v != 0).then(|| firebreak_proto::level(v));
@@ -334,7 +335,7 @@ impl IncidentService for IncidentApi {
             .triage
             .reclassify(&r.id, &actor(who, &r.actor)?, change)
             .await?;
-        Ok(Response::new(v1::IncidentResponse {
+        Ok(Response::new(v1::ReclassifyResponse {
             incident: Some(incident_to_proto(&inc, &self.triage.lifecycle)),
         }))
     }
@@ -357,7 +358,7 @@ impl IncidentService for IncidentApi {
     async fn post_status_update(
         &self,
         req: Request<v1::PostStatusUpdateRequest>,
-    ) -> Result<Response<v1::IncidentResponse>, Status> {
+    ) -> Result<Response<v1::PostStatusUpdateResponse>, Status> {
         use firebreak_proto::WireState;
         let who = firebreak_proto::access::caller(&req).map(|p| p.actor());
         let r = req.into_inner();
@@ -371,7 +372,7 @@ impl IncidentService for IncidentApi {
             .triage
             .post_status_update(&r.id, status, &r.message, &actor(who, "")?)
             .await?;
-        Ok(Response::new(v1::IncidentResponse {
+        Ok(Response::new(v1::PostStatusUpdateResponse {
             incident: Some(incident_to_proto(&inc, &self.triage.lifecycle)),
         }))
     }
@@ -379,21 +380,23 @@ impl IncidentService for IncidentApi {
     async fn assign_role(
         &self,
         req: Request<v1::AssignRoleRequest>,
-    ) -> Result<Response<v1::IncidentResponse>, Status> {
+    ) -> Result<Response<v1::AssignRoleResponse>, Status> {
         let who = firebreak_proto::access::caller(&req).map(|p| p.actor());
         let r = req.into_inner();
         self.roles(&r.id, RoleChange::Assign, &r.role, &r.person, who)
             .await
+            .map(|incident| Response::new(v1::AssignRoleResponse { incident }))
     }
 
     async fn unassign_role(
         &self,
         req: Request<v1::UnassignRoleRequest>,
-    ) -> Result<Response<v1::IncidentResponse>, Status> {
+    ) -> Result<Response<v1::UnassignRoleResponse>, Status> {
         let who = firebreak_proto::access::caller(&req).map(|p| p.actor());
         let r = req.into_inner();
         self.roles(&r.id, RoleChange::Unassign, &r.role, &r.person, who)
             .await
+            .map(|incident| Response::new(v1::UnassignRoleResponse { incident }))
     }
 
     async fn get_report(
@@ -421,7 +424,7 @@ impl IncidentService for IncidentApi {
     async fn add_follow_up(
         &self,
         req: Request<v1::AddFollowUpRequest>,
-    ) -> Result<Response<v1::FollowUpResponse>, Status> {
+    ) -> Result<Response<v1::AddFollowUpResponse>, Status> {
         let who = firebreak_proto::access::caller(&req).map(|p| p.actor());
         let r = req.into_inner();
         let change = FollowUpChange::Add {
@@ -439,7 +442,7 @@ impl IncidentService for IncidentApi {
             .triage
             .follow_up(&r.id, &actor(who, "")?, change)
             .await?;
-        Ok(Response::new(v1::FollowUpResponse {
+        Ok(Response::new(v1::AddFollowUpResponse {
             follow_up: Some(follow_up_to_proto(&f, self.today())),
         }))
     }
@@ -447,7 +450,7 @@ impl IncidentService for IncidentApi {
     async fn update_follow_up(
         &self,
         req: Request<v1::UpdateFollowUpRequest>,
-    ) -> Result<Response<v1::FollowUpResponse>, Status> {
+    ) -> Result<Response<v1::UpdateFollowUpResponse>, Status> {
         let who = firebreak_proto::access::caller(&req).map(|p| p.actor());
         let r = req.into_inner();
         let given = |field: &'static str, v: &str, max: usize| -> Result<Option<String>, Error> {
@@ -478,7 +481,7 @@ impl IncidentService for IncidentApi {
             .triage
             .follow_up(&r.id, &actor(who, "")?, change)
             .await?;
-        Ok(Response::new(v1::FollowUpResponse {
+        Ok(Response::new(v1::UpdateFollowUpResponse {
             follow_up: Some(follow_up_to_proto(&f, self.today())),
         }))
     }

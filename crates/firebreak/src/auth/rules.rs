@@ -627,12 +627,12 @@ const TARGETS: &[(&str, Subject, ReadTarget)] = &[
     (
         "/firebreak.v1.RunbookService/Approve",
         Subject::Run,
-        read!(v1::DecideApprovalRequest, run_id),
+        read!(v1::ApproveRequest, run_id),
     ),
     (
         "/firebreak.v1.RunbookService/Reject",
         Subject::Run,
-        read!(v1::DecideApprovalRequest, run_id),
+        read!(v1::RejectRequest, run_id),
     ),
     (
         "/firebreak.v1.AccessService/CreateToken",
