@@ -23,6 +23,20 @@ pub(crate) const STATUS_UPDATE: &str = "incident.status_updated";
 /// The most rules, and people plus channels of one rule.
 const MAX_RULES: usize = 1_000;
 const MAX_SUBSCRIBERS: usize = 1_000;
+/// The most people and channels subscribed to one incident by hand (rules add theirs at
+/// send time): what bounds the table per incident and each update's fan-out read.
+const MAX_PER_INCIDENT: usize = 200;
+
+/// Whether `subscriber` may join an incident subscribed to by `existing`: one already there
+/// always may (subscribing twice changes nothing), a new one only below the cap.
+fn room_for(existing: &[SubscriptionRecord], subscriber: &str) -> Result<(), Error> {
+    if existing.len() >= MAX_PER_INCIDENT && existing.iter().all(|e| e.subscriber != subscriber) {
+        return Err(Error::Invalid(format!(
+            "subscriber: an incident has at most {MAX_PER_INCIDENT} subscribers (unsubscribe one first)"
+        )));
+    }
+    Ok(())
+}
 
 /// A configured subscription (`subscriptions:`): the people and channels that receive the
 /// status updates of every incident the match takes.
@@ -233,6 +247,13 @@ impl Notification {
         let incident_id = incident_arg(&r.incident_id)?;
         let s = Subscriber::parse(&r.subscriber)?;
         self.known_subscriber(&s).await?;
+        // Checked before the write, so two replicas racing may pass the cap by one each.
+        let existing = self
+            .store
+            .subscriptions(&incident_id)
+            .await
+            .map_err(Error::from)?;
+        room_for(&existing, &s.text())?;
         let created = self
             .store
             .subscribe(&SubscriptionRecord {
@@ -340,6 +361,25 @@ mod tests {
             created_at: Micros::from_unix_micros(1),
             created_by: "user:amy".into(),
         }
+    }
+
+    #[test]
+    fn an_incident_takes_at_most_its_cap_of_subscribers_but_a_repeat_always() {
+        let record = |n: usize| SubscriptionRecord {
+            incident_id: "i".into(),
+            subscriber: format!("person:p{n}"),
+            created_at: firebreak_domain::Micros::from_unix_micros(0),
+            created_by: "user:admin".into(),
+        };
+        let almost: Vec<_> = (0..MAX_PER_INCIDENT - 1).map(record).collect();
+        assert!(room_for(&almost, "person:new").is_ok());
+        let full: Vec<_> = (0..MAX_PER_INCIDENT).map(record).collect();
+        let err = room_for(&full, "person:new").unwrap_err();
+        assert!(err.to_string().starts_with("subscriber:"), "{err}");
+        assert!(
+            room_for(&full, "person:p7").is_ok(),
+            "a repeat changes nothing"
+        );
     }
 
     #[test]
