@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument as _;
 
 use crate::{Bus, Inbound};
 
@@ -352,11 +353,24 @@ where
     // Earlier deliveries by the bus count against the limit: each of them ran the handler at
     // least once.
     let mut attempt = delivery.attempt.max(1);
-    // The handler works in the trace the event carries.
+    // The handler works in a span of the trace the event carries, one per attempt.
     let traceparent = firebreak_proto::event_traceparent(&delivery.message.payload);
     loop {
-        let outcome =
-            firebreak_telemetry::trace::scope(Some(&traceparent), handler(delivery.clone())).await;
+        let span = firebreak_telemetry::trace::follow(
+            tracing::info_span!(
+                "consume",
+                otel.name = format!("{stream} process"),
+                otel.kind = "consumer",
+                messaging.system = "nats",
+                messaging.operation.type = "process",
+                messaging.destination.name = stream,
+                messaging.consumer.group.name = consumer,
+                messaging.message.id = %delivery.message.id,
+                firebreak.attempt = attempt,
+            ),
+            Some(&traceparent),
+        );
+        let outcome = handler(delivery.clone()).instrument(span).await;
         match outcome {
             Ok(()) => return Delivered::Handled(delivery),
             Err(HandlerError::Permanent(error)) => {

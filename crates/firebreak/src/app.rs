@@ -537,6 +537,8 @@ impl App {
     ) -> anyhow::Result<Self> {
         // reqwest's rustls needs a process-wide crypto provider before any client is built.
         let _ = rustls::crypto::ring::default_provider().install_default();
+        // Spans carry trace context even when the caller set up no telemetry (a library use).
+        firebreak_telemetry::ensure_trace_context();
         config.log_ignored_env();
         // Configuration is checked before anything is created on disk.
         let catalog = load_catalog(&config)?;
@@ -705,6 +707,8 @@ impl App {
     /// waited for while they do not answer.
     pub async fn serve(config: Config, service: Service) -> anyhow::Result<Self> {
         let _ = rustls::crypto::ring::default_provider().install_default();
+        // Spans carry trace context even when the caller set up no telemetry (a library use).
+        firebreak_telemetry::ensure_trace_context();
         config.log_ignored_env();
         config.database_url_for(service.name())?;
         config
@@ -869,7 +873,7 @@ impl App {
             let auth = tower::util::option_layer(verifier.clone().map(AuthLayer));
             async move {
                 let served = builder
-                    .layer(crate::traced::TraceLayer)
+                    .layer(crate::traced::TraceLayer(crate::traced::Protocol::Grpc))
                     .layer(net::CountCallsLayer)
                     .layer(auth)
                     .serve_with_incoming_shutdown(
@@ -1410,13 +1414,15 @@ impl LateHttp {
                         "starting: waiting for the database and NATS\n",
                     )
                 })
-                .layer(crate::traced::TraceLayer),
+                .layer(crate::traced::TraceLayer(crate::traced::Protocol::Http)),
             full: Default::default(),
         }
     }
 
     fn set(&self, router: axum::Router) {
-        let _ = self.full.set(router.layer(crate::traced::TraceLayer));
+        let _ = self
+            .full
+            .set(router.layer(crate::traced::TraceLayer(crate::traced::Protocol::Http)));
     }
 
     fn router(&self) -> axum::Router {

@@ -1004,16 +1004,53 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         config.runbooks_dir = Some(r);
     }
     config.live |= args.live;
-    firebreak_telemetry::init_tracing(config.log_json);
     let service = args.service;
+    let telemetry = telemetry(&config, &format!("firebreak-{}", service.name()))?;
+    let json = config.log_json;
     let app = App::serve(config, service).await?;
-    eprintln!(
-        "firebreak {} is up (distributed mode)\n  gRPC    {}  (health, reflection)\n  HTTP    http://{}/healthz",
-        service.name(),
-        app.grpc_addr(),
-        app.http_addr(),
-    );
-    run_until_signal(app).await
+    if json {
+        tracing::info!(
+            mode = "distributed",
+            service = service.name(),
+            grpc = %app.grpc_addr(),
+            http = %app.http_addr(),
+            "firebreak is up"
+        );
+    } else {
+        eprintln!(
+            "firebreak {} is up (distributed mode)\n  gRPC    {}  (health, reflection)\n  HTTP    http://{}/healthz",
+            service.name(),
+            app.grpc_addr(),
+            app.http_addr(),
+        );
+    }
+    let ran = run_until_signal(app).await;
+    telemetry.shutdown(std::time::Duration::from_secs(5));
+    ran
+}
+
+/// Sets up logs and OpenTelemetry for the process: the `otel:` section over the `OTEL_*`
+/// variables; `service` names the process's spans and log lines.
+fn telemetry(config: &Config, service: &str) -> anyhow::Result<firebreak_telemetry::Telemetry> {
+    let telemetry = firebreak_telemetry::init(firebreak_telemetry::TelemetryOptions {
+        json: config.log_json,
+        service: service.to_owned(),
+        otel: (&config.otel).into(),
+        env: std::env::vars()
+            .filter(|(k, _)| k.starts_with("OTEL_"))
+            .collect(),
+        default_log_filter: "info".to_owned(),
+    })
+    .map_err(|e| anyhow::anyhow!("invalid {e}"))?;
+    if let Some(export) = &telemetry.export {
+        tracing::info!(
+            endpoint = %export.endpoint,
+            sample_ratio = export.sample_ratio,
+            service = %export.resource.get("service.name").map_or("", String::as_str),
+            "exporting traces over OTLP/gRPC"
+        );
+    }
+    Ok(telemetry)
 }
 
 async fn parked(cmd: ParkedCmd, out: &Out) -> anyhow::Result<()> {
@@ -1060,7 +1097,8 @@ async fn up(args: UpArgs) -> anyhow::Result<()> {
         config.runbooks_dir = Some(r);
     }
     config.live |= args.live;
-    firebreak_telemetry::init_tracing(config.log_json);
+    let telemetry = telemetry(&config, "firebreak")?;
+    let json = config.log_json;
     let live = config.live;
     let data_dir = config.data_dir.clone();
     let catalogue = match (&config.runbooks_dir, config.runbooks_builtin) {
@@ -1071,17 +1109,35 @@ async fn up(args: UpArgs) -> anyhow::Result<()> {
     };
     let app = App::build(config).await?;
     let (grpc, http) = (app.grpc_addr(), app.http_addr());
+    let mode = if live {
+        "LIVE: side-effecting actions act for real"
+    } else {
+        "dry run: side-effecting actions are simulated (--live to act)"
+    };
+    if json {
+        tracing::info!(
+            mode = "embedded",
+            grpc = %grpc,
+            http = %http,
+            data = %data_dir.display(),
+            runbooks = app.runbook_count(),
+            catalogue = %catalogue,
+            live,
+            "firebreak is up"
+        );
+        let ran = run_until_signal(app).await;
+        telemetry.shutdown(std::time::Duration::from_secs(5));
+        return ran;
+    }
     eprintln!(
         "firebreak is up (embedded mode)\n  gRPC    {grpc}  (health, reflection)\n  HTTP    http://{http}/healthz  http://{http}/metrics\n  data    {}\n  runbooks {} loaded ({catalogue}), {}\n\nraise a first incident:\n  firebreak raise --title \"checkout latency above SLO\" --label service=checkout\n  firebreak incident list",
         data_dir.display(),
         app.runbook_count(),
-        if live {
-            "LIVE: side-effecting actions act for real"
-        } else {
-            "dry run: side-effecting actions are simulated (--live to act)"
-        },
+        mode,
     );
-    run_until_signal(app).await
+    let ran = run_until_signal(app).await;
+    telemetry.shutdown(std::time::Duration::from_secs(5));
+    ran
 }
 
 async fn wait_for_signal() {

@@ -38,6 +38,10 @@ pub struct Config {
     /// Log lines as JSON instead of text.
     #[serde(default)]
     pub log_json: bool,
+    /// OpenTelemetry export of traces (`otel:`); the standard `OTEL_*` variables fill what
+    /// is unset, and nothing is exported without an endpoint.
+    #[serde(default)]
+    pub otel: OtelSection,
     /// fsync every commit (survives power loss, not only process crashes).
     #[serde(default)]
     pub durable_fsync: bool,
@@ -179,6 +183,31 @@ pub struct Config {
     /// is up.
     #[serde(skip)]
     pub ignored_env: Vec<String>,
+}
+
+/// OpenTelemetry export (`otel:`): docs/observability.md.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct OtelSection {
+    /// The OTLP/gRPC collector, `http://collector:4317` (`OTEL_EXPORTER_OTLP_ENDPOINT`).
+    pub endpoint: Option<String>,
+    /// `grpc`, the only protocol spoken (`OTEL_EXPORTER_OTLP_PROTOCOL`).
+    pub protocol: Option<String>,
+    /// The share of new traces exported, 0.0–1.0 (default 1.0; `OTEL_TRACES_SAMPLER_ARG`).
+    pub sample_ratio: Option<f64>,
+    /// Extra resource attributes (`OTEL_RESOURCE_ATTRIBUTES`), e.g. `deployment.environment`.
+    pub resource_attributes: BTreeMap<String, String>,
+}
+
+impl From<&OtelSection> for firebreak_telemetry::OtelConfig {
+    fn from(s: &OtelSection) -> Self {
+        Self {
+            endpoint: s.endpoint.clone(),
+            protocol: s.protocol.clone(),
+            sample_ratio: s.sample_ratio,
+            resource_attributes: s.resource_attributes.clone(),
+        }
+    }
 }
 
 /// The post-incident review (`review:`).
@@ -609,6 +638,7 @@ const KEYS: &[&str] = &[
     "runbooks_builtin",
     "live",
     "log_json",
+    "otel",
     "durable_fsync",
     "taxonomy",
     "channels",

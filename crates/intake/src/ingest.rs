@@ -187,7 +187,7 @@ impl Intake {
             auto_resolve: source.auto_resolve,
             items,
             idempotency_key: idempotency_key.map(|k| format!("{}:{k}", source.integration)),
-            traceparent: firebreak_telemetry::trace::current().map(|c| c.to_string()),
+            traceparent: Some(firebreak_telemetry::trace::outgoing()).filter(|t| !t.is_empty()),
             reply,
         };
         // The queue is bounded: when it is full, the caller hears so at once.
@@ -279,7 +279,11 @@ async fn commit_group(
         };
         let items = std::mem::take(&mut job.items);
         // The events of follow-ups continue the caller's trace (triggers' were made in it).
-        let outcomes = firebreak_telemetry::trace::sync_scope(job.traceparent.as_deref(), || {
+        let span = firebreak_telemetry::trace::follow(
+            tracing::info_span!("intake.store", integration = %job.integration, alerts = items.len()),
+            job.traceparent.as_deref(),
+        );
+        let outcomes = span.in_scope(|| {
             items
                 .into_iter()
                 .map(|(item, ready)| match ready {

@@ -287,7 +287,7 @@ fn failover_page(
         payload,
         escalation_step: failed.escalation_step,
         destination: destination(next),
-        ..DeliveryRecord::due(now)
+        ..crate::planned(now)
     }
 }
 

@@ -39,6 +39,7 @@ use tokio::sync::Notify;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status};
+use tracing::Instrument as _;
 
 use crate::error::Error;
 
@@ -476,7 +477,7 @@ impl Notification {
                 incident_id: incident_id.to_owned(),
                 kind: kind.to_owned(),
                 payload,
-                ..DeliveryRecord::due(now)
+                ..crate::planned(now)
             }
         };
         match &event.payload {
@@ -615,7 +616,26 @@ impl Notification {
         Ok(n)
     }
 
-    async fn attempt(&self, mut d: DeliveryRecord) {
+    /// Attempts `d` in a span of the trace it was planned in.
+    async fn attempt(&self, d: DeliveryRecord) {
+        let span = firebreak_telemetry::trace::follow(
+            tracing::info_span!(
+                "notification.deliver",
+                otel.name = format!("deliver {} {}", d.kind, d.channel),
+                otel.kind = "client",
+                delivery.id = %d.id,
+                delivery.kind = %d.kind,
+                channel = %d.channel,
+                incident.id = %d.incident_id,
+                firebreak.attempt = d.attempts + 1,
+                otel.status_code = tracing::field::Empty,
+            ),
+            Some(&d.traceparent),
+        );
+        self.attempt_in_span(d).instrument(span).await;
+    }
+
+    async fn attempt_in_span(&self, mut d: DeliveryRecord) {
         d.attempts += 1;
         if d.kind == paging::STEP {
             return self.attempt_step(d).await;
@@ -667,6 +687,7 @@ impl Notification {
                     Some(at) => d.next_attempt_at = at,
                     None => d.status = DeliveryState::Failed,
                 }
+                tracing::Span::current().record("otel.status_code", "ERROR");
                 tracing::warn!(delivery = %d.id, channel = %d.channel, attempt = d.attempts, error = %e, "delivery failed");
             }
         }
@@ -1168,6 +1189,15 @@ const MAX_RETRY_AFTER: Duration = Duration::from_secs(3600);
 /// doubles from a second, up to five minutes, with equal jitter (`fraction`, in `[0, 1)`,
 /// picks where in its upper half); a 429 or 503 that says `Retry-After` is waited out
 /// (up to an hour) when it asks for longer.
+/// A new delivery planned at `now`, in the trace of the work that plans it (an incident's
+/// event, an escalation step): what every planner starts from.
+pub(crate) fn planned(now: Micros) -> DeliveryRecord {
+    DeliveryRecord {
+        traceparent: firebreak_telemetry::trace::outgoing(),
+        ..DeliveryRecord::due(now)
+    }
+}
+
 fn retry_at(e: &DeliveryError, attempts: u32, now: Micros, fraction: f64) -> Option<Micros> {
     if e.is_permanent() || attempts >= MAX_ATTEMPTS {
         return None;

@@ -153,7 +153,7 @@ impl Notification {
             .unwrap_or_default(),
             next_attempt_at: due,
             escalation_step: step.step as u32 + 1,
-            ..DeliveryRecord::due(now)
+            ..crate::planned(now)
         }
     }
 
@@ -220,7 +220,7 @@ impl Notification {
             next_attempt_at: at,
             escalation_step: n.max(1),
             destination,
-            ..DeliveryRecord::due(now)
+            ..crate::planned(now)
         }
     }
 

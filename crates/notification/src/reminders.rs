@@ -231,7 +231,7 @@ impl Notification {
                 String::new()
             },
             next_attempt_at: due,
-            ..DeliveryRecord::due(now)
+            ..crate::planned(now)
         })
     }
 
@@ -321,7 +321,7 @@ impl Notification {
             incident_id: d.incident_id.clone(),
             kind: REMINDER_MESSAGE.to_owned(),
             destination: crate::delivery::destination(method),
-            ..DeliveryRecord::due(now)
+            ..crate::planned(now)
         };
         self.store
             .insert_deliveries(&[message])

@@ -335,7 +335,7 @@ fn delivery(
         kind: STATUS_UPDATE.to_owned(),
         payload,
         destination: destination.to_owned(),
-        ..DeliveryRecord::due(now)
+        ..crate::planned(now)
     }
 }
 

@@ -12,6 +12,7 @@ use firebreak_runbook::{
 use firebreak_storage::{OutboxEvent, RunRecord};
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument as _;
 
 use crate::Orchestration;
 use crate::host::RunHost;
@@ -57,6 +58,23 @@ pub(crate) fn new_run(
         },
         plan: serde_json::Value::Null,
         wake_at: None,
+        // Created while handling the incident's event: its trace.
+        traceparent: firebreak_telemetry::trace::outgoing(),
+    }
+}
+
+/// Why an execution of `run` resumes it rather than starts it (`None`: its first): it was
+/// running when its process died (`restart`), slept (`sleep`), or has steps journaled
+/// already, as after an approval (`approval`).
+fn resumed_from(
+    run: &RunRecord,
+    journal: &[firebreak_storage::JournalRecord],
+) -> Option<&'static str> {
+    match run.state {
+        RunState::Running => Some("restart"),
+        RunState::Sleeping => Some("sleep"),
+        _ if !journal.is_empty() => Some("approval"),
+        _ => None,
     }
 }
 
@@ -335,7 +353,28 @@ impl Orchestration {
         }
     }
 
+    /// Executes `run` in a span of the trace it was created in: the first execution is a
+    /// child of that context, and a resumed one (after a restart, a sleep or an approval) is
+    /// one too, linked to it and marked `firebreak.resumed`.
     async fn execute_run(&self, run: RunRecord) {
+        let span = firebreak_telemetry::trace::follow(
+            tracing::info_span!(
+                "runbook.run",
+                otel.name = format!("run {}", run.runbook),
+                run.id = %run.id,
+                runbook = %run.runbook,
+                incident.id = %run.incident_id,
+                firebreak.live = run.live,
+                firebreak.phase = run.phase.as_str(),
+                firebreak.resumed = tracing::field::Empty,
+                otel.status_code = tracing::field::Empty,
+            ),
+            Some(&run.traceparent),
+        );
+        self.execute_run_in_span(run).instrument(span).await;
+    }
+
+    async fn execute_run_in_span(&self, run: RunRecord) {
         let Some(runbook) = self.catalog.get(&run.runbook).cloned() else {
             let msg = format!("runbook {} is no longer loaded", run.runbook);
             self.finish(&run, run.state, RunEvent::Fail, Some(&msg))
@@ -375,6 +414,11 @@ impl Orchestration {
                 return;
             }
         };
+        if let Some(reason) = resumed_from(&run, &journal) {
+            let span = tracing::Span::current();
+            span.record("firebreak.resumed", reason);
+            firebreak_telemetry::trace::link(&span, &run.traceparent);
+        }
         // A sleep whose time has come is over: record it so before replaying.
         let now = self.now();
         let mut journal = journal;
@@ -424,7 +468,9 @@ impl Orchestration {
             host: host.clone(),
             limits: self.options.limits.clone(),
         };
-        let outcome = tokio::task::spawn_blocking(move || execute(execution))
+        // The script's thread works in the run's span: each step's span is its child.
+        let span = tracing::Span::current();
+        let outcome = tokio::task::spawn_blocking(move || span.in_scope(|| execute(execution)))
             .await
             .unwrap_or_else(|e| Outcome::Failed(format!("the script's thread failed: {e}")));
         let lines = host
@@ -443,6 +489,7 @@ impl Orchestration {
                 }
             }
             Outcome::Failed(msg) => {
+                tracing::Span::current().record("otel.status_code", "ERROR");
                 if self
                     .finish(&run, RunState::Running, RunEvent::Fail, Some(&msg))
                     .await
@@ -627,4 +674,47 @@ pub(crate) fn plan_text(steps: &[PlannedStep]) -> String {
         text.push_str(&format!("\n{}. {} {}", s.seq, s.action, s.args));
     }
     text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_execution_resumes_a_run_that_ran_slept_or_has_journaled_steps() {
+        let run = |state| RunRecord {
+            id: "r".into(),
+            runbook: "b".into(),
+            incident_id: "i".into(),
+            state,
+            live: false,
+            error: String::new(),
+            input: serde_json::Value::Null,
+            started_at: Micros::default(),
+            finished_at: None,
+            phase: RunPhase::Apply,
+            plan: serde_json::Value::Null,
+            wake_at: None,
+            traceparent: String::new(),
+        };
+        let step = firebreak_storage::JournalRecord {
+            run_id: "r".into(),
+            seq: 1,
+            action: "approval.request".into(),
+            args: serde_json::Value::Null,
+            args_digest: String::new(),
+            status: StepStatus::Done,
+            result: serde_json::Value::Null,
+            idempotency_key: String::new(),
+            attempts: 1,
+            at: Micros::default(),
+        };
+        assert_eq!(resumed_from(&run(RunState::Pending), &[]), None);
+        assert_eq!(resumed_from(&run(RunState::Running), &[]), Some("restart"));
+        assert_eq!(resumed_from(&run(RunState::Sleeping), &[]), Some("sleep"));
+        assert_eq!(
+            resumed_from(&run(RunState::Pending), &[step]),
+            Some("approval")
+        );
+    }
 }

@@ -432,7 +432,46 @@ async fn bounded(stream: Option<impl AsyncRead + Unpin>, limit: usize) -> (Strin
 }
 
 impl Host for RunHost {
+    /// Performs a step in a span of its own, a child of the run's.
     fn perform(&self, step: &Step) -> Result<StepOutcome, StepError> {
+        let span = tracing::info_span!(
+            "runbook.step",
+            otel.name = format!("step {} {}", step.seq, step.action),
+            run.id = %self.run.id,
+            incident.id = %self.run.incident_id,
+            step.seq = step.seq,
+            step.action = %step.action,
+            step.outcome = tracing::field::Empty,
+            otel.status_code = tracing::field::Empty,
+        );
+        let _entered = span.enter();
+        let outcome = self.perform_step(step);
+        let label = match &outcome {
+            Ok(StepOutcome::Done(_)) => "done",
+            Ok(StepOutcome::Waiting) => "waiting",
+            Ok(StepOutcome::Sleeping { .. }) => "sleeping",
+            Err(_) => "failed",
+        };
+        span.record("step.outcome", label);
+        if outcome.is_err() {
+            span.record("otel.status_code", "ERROR");
+        }
+        outcome
+    }
+
+    fn log(&self, line: &str) {
+        if let Ok(mut log) = self.log.lock() {
+            log.push(line.to_owned());
+        }
+    }
+
+    fn now(&self) -> Micros {
+        self.clock.now()
+    }
+}
+
+impl RunHost {
+    fn perform_step(&self, step: &Step) -> Result<StepOutcome, StepError> {
         match step.action.as_str() {
             "approval.request" => {
                 self.journal(step, StepStatus::Waiting, Value::Null, 1, None)?;
@@ -500,15 +539,5 @@ impl Host for RunHost {
                 Err(StepError::Failed(e))
             }
         }
-    }
-
-    fn log(&self, line: &str) {
-        if let Ok(mut log) = self.log.lock() {
-            log.push(line.to_owned());
-        }
-    }
-
-    fn now(&self) -> Micros {
-        self.clock.now()
     }
 }

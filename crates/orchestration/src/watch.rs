@@ -518,6 +518,7 @@ mod tests {
             phase: RunPhase::Apply,
             plan: serde_json::Value::Null,
             wake_at: None,
+            traceparent: String::new(),
         };
         let started = crate::executor::run_event(&run, RunChange::Started, "", "");
         executing.store.create_run(&run, &started).await.unwrap();

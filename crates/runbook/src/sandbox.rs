@@ -386,7 +386,8 @@ pub(crate) fn engine(limits: &Limits) -> Engine {
 /// concurrent runs from about 300 to 230 runs/s.
 pub fn execute(x: Execution) -> Outcome {
     let (done, outcome) = mpsc::channel();
-    let mut job = Some((x, done));
+    // The worker runs the script in the caller's span, so each step's span is its child.
+    let mut job = Some((x, done, tracing::Span::current()));
     WORKER.with(|worker| {
         let mut worker = worker.borrow_mut();
         for _ in 0..2 {
@@ -396,7 +397,7 @@ pub fn execute(x: Execution) -> Outcome {
                 None => match spawn_worker() {
                     Ok(jobs) => worker.insert(jobs),
                     Err(e) => {
-                        let (_, done) = j;
+                        let (_, done, _) = j;
                         let _ = done.send(Outcome::Failed(format!(
                             "cannot start a thread for the script: {e}"
                         )));
@@ -416,7 +417,7 @@ pub fn execute(x: Execution) -> Outcome {
         .unwrap_or_else(|_| Outcome::Failed("the script's thread ended before the script".into()))
 }
 
-type Job = (Execution, mpsc::Sender<Outcome>);
+type Job = (Execution, mpsc::Sender<Outcome>, tracing::Span);
 
 thread_local! {
     /// The worker of the calling thread; dropping it (the caller ends) ends the worker.
@@ -430,17 +431,19 @@ fn spawn_worker() -> std::io::Result<mpsc::Sender<Job>> {
         .name("runbook-script".into())
         .stack_size(SCRIPT_STACK_BYTES)
         .spawn(move || {
-            for (x, done) in queue {
-                let outcome =
-                    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| execute_here(x)))
-                        .unwrap_or_else(|panic| {
-                            let why = panic
-                                .downcast_ref::<&str>()
-                                .map(|s| (*s).to_owned())
-                                .or_else(|| panic.downcast_ref::<String>().cloned())
-                                .unwrap_or_default();
-                            Outcome::Failed(format!("the script engine failed: {why}"))
-                        });
+            for (x, done, span) in queue {
+                let outcome = span
+                    .in_scope(|| {
+                        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| execute_here(x)))
+                    })
+                    .unwrap_or_else(|panic| {
+                        let why = panic
+                            .downcast_ref::<&str>()
+                            .map(|s| (*s).to_owned())
+                            .or_else(|| panic.downcast_ref::<String>().cloned())
+                            .unwrap_or_default();
+                        Outcome::Failed(format!("the script engine failed: {why}"))
+                    });
                 let _ = done.send(outcome);
             }
         })?;

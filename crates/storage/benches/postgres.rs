@@ -367,6 +367,7 @@ async fn notification_claims(total: usize) {
             sent_at: None,
             acknowledged_at: None,
             acknowledged_by: String::new(),
+            traceparent: String::new(),
         })
         .collect();
     let started = Instant::now();

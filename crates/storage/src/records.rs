@@ -503,6 +503,9 @@ pub struct RunRecord {
     pub plan: serde_json::Value,
     /// When a sleeping run wakes or a pending approval times out.
     pub wake_at: Option<Micros>,
+    /// The W3C trace context the run was created in (its incident's trace), which every
+    /// execution of it, resumed ones too, continues; "" for none.
+    pub traceparent: String,
 }
 
 impl RunRecord {
@@ -672,6 +675,9 @@ pub struct DeliveryRecord {
     /// [`crate::NotificationStore::mark_acknowledged`], never by an insert.
     pub acknowledged_at: Option<Micros>,
     pub acknowledged_by: String,
+    /// The W3C trace context it was planned in (its incident's trace), which each attempt
+    /// continues; "" for none.
+    pub traceparent: String,
 }
 
 impl DeliveryRecord {
@@ -697,6 +703,7 @@ impl DeliveryRecord {
             sent_at: None,
             acknowledged_at: None,
             acknowledged_by: String::new(),
+            traceparent: String::new(),
         }
     }
 

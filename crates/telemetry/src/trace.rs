@@ -1,129 +1,101 @@
-//! W3C trace context (`traceparent`) carried from call to event to call, so one trace
-//! follows an incident through every service.
+//! Trace context carried from call to event to call, so one trace follows an incident through
+//! every service: W3C `traceparent` read and written by OpenTelemetry's propagator, over the
+//! tracing spans the OpenTelemetry layer turns into OTel spans.
 //!
-//! The context of the work at hand lives in a task-local: servers [`scope`] each request in
-//! the context its caller sent (or a new trace), consumers scope each event in the context
-//! it carries, and whatever that work emits — events, outgoing calls — carries
-//! [`outgoing`]: the same trace, a new span id.
+//! Servers and consumers open a span whose parent is the context their caller sent
+//! ([`follow`]); whatever the work inside emits — events, outgoing calls, stored runs and
+//! deliveries — carries [`outgoing`]: the current span's context. Work resumed later (a run
+//! after a restart or an approval) opens a span under the stored context and links to it
+//! ([`link`]).
 
-use std::fmt;
-use std::future::Future;
+use std::collections::HashMap;
 
-tokio::task_local! {
-    static CURRENT: TraceContext;
+use opentelemetry::propagation::TextMapPropagator;
+use opentelemetry::trace::TraceContextExt;
+use opentelemetry_sdk::propagation::TraceContextPropagator;
+use tracing_opentelemetry::OpenTelemetrySpanExt;
+
+/// The header (and metadata key) the context travels in.
+pub const TRACEPARENT: &str = "traceparent";
+
+/// The OTel context a `traceparent` names; an empty context (a new trace for the span that
+/// takes it) when it is missing or malformed, as the specification says to ignore those.
+pub fn extract(traceparent: Option<&str>) -> opentelemetry::Context {
+    let Some(value) = traceparent.filter(|v| well_formed(v)) else {
+        return opentelemetry::Context::new();
+    };
+    let carrier = HashMap::from([(TRACEPARENT.to_owned(), value.to_owned())]);
+    TraceContextPropagator::new().extract(&carrier)
 }
 
-/// A W3C trace context: trace id, parent span id, and the sampled flag.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct TraceContext {
-    trace_id: u128,
-    span_id: u64,
-    flags: u8,
+/// The field widths the specification fixes (the propagator alone takes a short trace id):
+/// version, 32-digit trace id, 16-digit span id, flags, in lowercase hex.
+fn well_formed(value: &str) -> bool {
+    let parts: Vec<&str> = value.trim().splitn(5, '-').collect();
+    let hex = |s: &str, len: usize| {
+        s.len() == len && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+    };
+    value.len() <= 512
+        && parts.len() >= 4
+        && hex(parts[0], 2)
+        && hex(parts[1], 32)
+        && hex(parts[2], 16)
+        && hex(parts[3], 2)
 }
 
-impl TraceContext {
-    /// Reads a `traceparent` header (version 00, or a later version's first four fields).
-    /// `None` when it is malformed or has an all-zero id, as the specification says to
-    /// ignore those.
-    pub fn parse(header: &str) -> Option<Self> {
-        let mut parts = header.trim().split('-');
-        let (version, trace, span, flags) =
-            (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
-        let hex = |s: &str, len: usize| {
-            s.len() == len && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
-        };
-        if !hex(version, 2)
-            || version == "ff"
-            || !hex(trace, 32)
-            || !hex(span, 16)
-            || !hex(flags, 2)
-        {
-            return None;
-        }
-        // Version 00 has exactly four fields; later versions may add some.
-        if version == "00" && parts.next().is_some() {
-            return None;
-        }
-        let trace_id = u128::from_str_radix(trace, 16).ok()?;
-        let span_id = u64::from_str_radix(span, 16).ok()?;
-        let flags = u8::from_str_radix(flags, 16).ok()?;
-        (trace_id != 0 && span_id != 0).then_some(Self {
-            trace_id,
-            span_id,
-            flags,
-        })
+/// The `traceparent` of `cx`'s span, or "" when it has no valid one.
+fn inject(cx: &opentelemetry::Context) -> String {
+    if !cx.span().span_context().is_valid() {
+        return String::new();
     }
+    let mut carrier = HashMap::new();
+    TraceContextPropagator::new().inject_context(cx, &mut carrier);
+    carrier.remove(TRACEPARENT).unwrap_or_default()
+}
 
-    /// A new trace, sampled.
-    pub fn root() -> Self {
-        let id = uuid::Uuid::new_v4().as_u128();
-        Self {
-            trace_id: id.max(1),
-            span_id: new_span_id(),
-            flags: 1,
-        }
+/// Makes `span` a child of the context `traceparent` names (the caller's, the event's, the
+/// stored run's); without a valid one, `span` begins a new trace. Returns `span`.
+pub fn follow(span: tracing::Span, traceparent: Option<&str>) -> tracing::Span {
+    let parent = extract(traceparent);
+    if parent.span().span_context().is_valid() {
+        // Fails only when the span was disabled or already started: nothing to follow then.
+        let _ = span.set_parent(parent);
     }
+    span
+}
 
-    /// The context of work caused by this one: the same trace, a new span.
-    pub fn child(&self) -> Self {
-        Self {
-            span_id: new_span_id(),
-            ..*self
-        }
-    }
-
-    /// The trace id as 32 hex digits.
-    pub fn trace_id(&self) -> String {
-        format!("{:032x}", self.trace_id)
+/// Links `span` to the context `traceparent` names (the origin of resumed work).
+pub fn link(span: &tracing::Span, traceparent: &str) {
+    let cx = extract(Some(traceparent));
+    let origin = cx.span().span_context().clone();
+    if origin.is_valid() {
+        span.add_link(origin);
     }
 }
 
-impl fmt::Display for TraceContext {
-    /// The `traceparent` header value.
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "00-{:032x}-{:016x}-{:02x}",
-            self.trace_id, self.span_id, self.flags
-        )
-    }
-}
-
-fn new_span_id() -> u64 {
-    (uuid::Uuid::new_v4().as_u128() as u64).max(1)
-}
-
-/// The context of the work at hand, if it has one.
-pub fn current() -> Option<TraceContext> {
-    CURRENT.try_with(|c| *c).ok()
-}
-
-/// The `traceparent` for what the work at hand emits (an event, a call): a child of the
-/// current context, or a new trace when there is none.
+/// The `traceparent` for what the work at hand emits (an event, a call, a stored run): the
+/// current span's context, or "" outside any traced span.
 pub fn outgoing() -> String {
-    current()
-        .map_or_else(TraceContext::root, |c| c.child())
-        .to_string()
+    inject(&tracing::Span::current().context())
 }
 
-/// Runs `work` in the context `traceparent` names; a missing or malformed one starts a new
-/// trace.
-pub fn scope<F: Future>(
-    traceparent: Option<&str>,
-    work: F,
-) -> impl Future<Output = F::Output> + use<F> {
-    let ctx = traceparent
-        .and_then(TraceContext::parse)
-        .unwrap_or_else(TraceContext::root);
-    CURRENT.scope(ctx, work)
+/// The `traceparent` of `span`.
+pub fn of(span: &tracing::Span) -> String {
+    inject(&span.context())
 }
 
-/// [`scope`] for synchronous work.
-pub fn sync_scope<R>(traceparent: Option<&str>, work: impl FnOnce() -> R) -> R {
-    let ctx = traceparent
-        .and_then(TraceContext::parse)
-        .unwrap_or_else(TraceContext::root);
-    CURRENT.sync_scope(ctx, work)
+/// The current span's trace id (32 hex digits), if it is in a trace.
+pub fn current_trace_id() -> Option<String> {
+    let cx = tracing::Span::current().context();
+    let sc = cx.span().span_context().clone();
+    sc.is_valid().then(|| sc.trace_id().to_string())
+}
+
+/// The trace id (32 hex digits) a `traceparent` names, if it is valid.
+pub fn trace_id_of(traceparent: &str) -> Option<String> {
+    let cx = extract(Some(traceparent));
+    let sc = cx.span().span_context().clone();
+    sc.is_valid().then(|| sc.trace_id().to_string())
 }
 
 #[cfg(test)]
@@ -133,40 +105,49 @@ mod tests {
     const EXAMPLE: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
 
     #[test]
-    fn the_specifications_example_round_trips() {
-        let c = TraceContext::parse(EXAMPLE).unwrap();
-        assert_eq!(c.to_string(), EXAMPLE);
-        assert_eq!(c.trace_id(), "4bf92f3577b34da6a3ce929d0e0e4736");
+    fn the_specifications_example_is_read() {
+        assert_eq!(
+            trace_id_of(EXAMPLE).as_deref(),
+            Some("4bf92f3577b34da6a3ce929d0e0e4736")
+        );
+        assert_eq!(inject(&extract(Some(EXAMPLE))), EXAMPLE);
     }
 
     #[test]
     fn malformed_headers_are_ignored() {
+        let long = format!("{EXAMPLE}{}", "0".repeat(600));
         for bad in [
             "",
             "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7",
             "00-00000000000000000000000000000000-00f067aa0ba902b7-01",
             "00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-01",
-            "00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01",
             "ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
-            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-extra",
             "00-4bf92f3577b34da6a3ce929d0e0e473-00f067aa0ba902b7-01",
+            "not a header at all",
+            "00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01",
+            long.as_str(),
         ] {
-            assert_eq!(TraceContext::parse(bad), None, "{bad}");
+            assert_eq!(trace_id_of(bad), None, "{bad}");
+            assert_eq!(inject(&extract(Some(bad))), "", "{bad}");
         }
     }
 
-    #[tokio::test]
-    async fn work_emits_children_of_its_context() {
-        let parent = TraceContext::parse(EXAMPLE).unwrap();
-        let emitted = scope(Some(EXAMPLE), async { outgoing() }).await;
-        let child = TraceContext::parse(&emitted).unwrap();
-        assert_eq!(child.trace_id(), parent.trace_id());
-        assert_ne!(child.to_string(), EXAMPLE, "a new span");
-        // Outside any scope, a new trace.
-        let lone = TraceContext::parse(&outgoing()).unwrap();
-        assert_ne!(lone.trace_id(), parent.trace_id());
+    #[test]
+    fn work_emits_children_of_its_context_and_nothing_outside_one() {
+        crate::ensure_trace_context();
+        let span = follow(tracing::info_span!("test.work"), Some(EXAMPLE));
+        let emitted = span.in_scope(outgoing);
+        assert_eq!(
+            trace_id_of(&emitted).as_deref(),
+            Some("4bf92f3577b34da6a3ce929d0e0e4736")
+        );
+        assert_ne!(emitted, EXAMPLE, "a span of its own");
+        assert_eq!(of(&span), emitted);
+        assert_eq!(outgoing(), "", "nothing outside a span");
         // A malformed context starts a new trace instead of failing the work.
-        let fresh = sync_scope(Some("garbage"), outgoing);
-        assert!(TraceContext::parse(&fresh).is_some());
+        let fresh = follow(tracing::info_span!("test.fresh"), Some("garbage"));
+        let id = fresh.in_scope(current_trace_id).expect("a new trace");
+        assert_ne!(id, "4bf92f3577b34da6a3ce929d0e0e4736");
+        assert_eq!(id.len(), 32);
     }
 }

@@ -3,6 +3,7 @@
 //! that stop and start the server. Everything is removed when the fixture drops.
 
 pub mod nats;
+pub mod otlp;
 pub mod ports;
 pub mod postgres;
 pub mod recorder;

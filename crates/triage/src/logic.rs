@@ -99,7 +99,7 @@ impl Triage {
     /// Turns a stored alert into an incident or attaches it to the open one with its dedup key.
     /// Idempotent by alert id: a second call returns the first answer and changes nothing.
     pub(crate) async fn ingest(&self, alert: v1::AlertReceived) -> Result<Ingested> {
-        let traceparent = firebreak_telemetry::trace::current().map(|c| c.to_string());
+        let traceparent = Some(firebreak_telemetry::trace::outgoing()).filter(|t| !t.is_empty());
         let (decision, _) = self
             .ingest_inputs(vec![Input::alert(alert, traceparent)?])
             .await?;
@@ -648,8 +648,22 @@ fn event_of(a: &Announcement, policy: &Lifecycle) -> OutboxEvent {
             }),
         )
     };
+    // An alert's decision continues the alert's trace (a batch mixes traces), in a span of
+    // its own that what the event causes descends from; a person's change continues the
+    // request's span.
     match &a.traceparent {
-        Some(tp) => firebreak_telemetry::trace::sync_scope(Some(tp), make),
+        Some(tp) => firebreak_telemetry::trace::follow(
+            tracing::info_span!(
+                "triage.decide",
+                otel.name = format!("triage {}", a.change.name()),
+                incident.id = %a.incident.id,
+                incident.severity = a.incident.severity,
+                incident.category = %a.incident.category,
+                firebreak.change = a.change.name(),
+            ),
+            Some(tp),
+        )
+        .in_scope(make),
         None => make(),
     }
 }

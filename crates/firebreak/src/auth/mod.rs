@@ -1041,14 +1041,13 @@ impl Call {
             None => ("anonymous".to_owned(), String::new()),
         };
         // The trace the call runs in (the trace layer set it from `traceparent`, or began one).
-        let trace_id = firebreak_telemetry::trace::current()
+        let trace_id = firebreak_telemetry::trace::current_trace_id()
             .or_else(|| {
                 self.traceparent
                     .as_ref()
                     .and_then(|v| v.to_str().ok())
-                    .and_then(firebreak_telemetry::trace::TraceContext::parse)
+                    .and_then(firebreak_telemetry::trace::trace_id_of)
             })
-            .map(|c| c.trace_id())
             .unwrap_or_default();
         let at = Micros::from_unix_micros(
             self.at

@@ -4,6 +4,7 @@
 mod access;
 mod harness;
 mod platform;
+mod traces;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;

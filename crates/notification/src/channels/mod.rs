@@ -747,6 +747,7 @@ mod tests {
             sent_at: None,
             acknowledged_at: None,
             acknowledged_by: String::new(),
+            traceparent: String::new(),
         }
     }
 

@@ -128,6 +128,7 @@ pub(crate) fn pending_run(id: &str, runbook: &str, live: bool) -> RunRecord {
         phase: RunPhase::Apply,
         plan: serde_json::Value::Null,
         wake_at: None,
+        traceparent: String::new(),
     }
 }
 

@@ -93,6 +93,11 @@ CREATE INDEX deliveries_incident ON deliveries (incident_id);
         version: 12,
         sql: MAINTENANCE,
     },
+    // The trace each delivery attempt continues.
+    Migration {
+        version: 13,
+        sql: "ALTER TABLE deliveries ADD COLUMN traceparent TEXT NOT NULL DEFAULT '';",
+    },
 ];
 
 /// Who is subscribed to which incident's status updates (`person:NAME`, `channel:NAME`).
@@ -306,10 +311,10 @@ impl NotificationStore for PgNotificationStore {
         let done = sqlx::query(
             "INSERT INTO deliveries (id, event_id, channel, incident_id, kind, payload, status, attempts,
                 last_error, created_at, next_attempt_at, delivered_at, escalation_step, provider_id,
-                destination, sent_at)
+                destination, sent_at, traceparent)
              SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[],
                 $7::text[], $8::int8[], $9::text[], $10::int8[], $11::int8[], $12::int8[], $13::int8[],
-                $14::text[], $15::text[], $16::int8[])
+                $14::text[], $15::text[], $16::int8[], $17::text[])
              ON CONFLICT (event_id, channel) DO NOTHING",
         )
         .bind(deliveries.iter().map(|d| &d.id).bind_iter())
@@ -328,6 +333,7 @@ impl NotificationStore for PgNotificationStore {
         .bind(deliveries.iter().map(|d| d.provider_id.as_deref()).bind_iter())
         .bind(deliveries.iter().map(|d| &d.destination).bind_iter())
         .bind(deliveries.iter().map(|d| d.sent_at.map(Micros::unix_micros)).bind_iter())
+        .bind(deliveries.iter().map(|d| &d.traceparent).bind_iter())
         .execute(&self.pool)
         .await?;
         Ok(done.rows_affected() as u32)
@@ -691,6 +697,7 @@ fn delivery_row(r: &PgRow) -> Result<DeliveryRecord> {
             .try_get::<Option<i64>, _>("acknowledged_at")?
             .map(Micros::from_unix_micros),
         acknowledged_by: r.try_get("acknowledged_by")?,
+        traceparent: r.try_get("traceparent")?,
     })
 }
 

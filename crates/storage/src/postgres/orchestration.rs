@@ -73,6 +73,11 @@ CREATE TABLE run_log (
         version: 3,
         sql: "ALTER TABLE runs ADD COLUMN attempts BIGINT NOT NULL DEFAULT 0;",
     },
+    // The trace a run continues, whenever and wherever it executes.
+    Migration {
+        version: 4,
+        sql: "ALTER TABLE runs ADD COLUMN traceparent TEXT NOT NULL DEFAULT '';",
+    },
 ];
 
 /// The namespace of the advisory lock that orders appends to one run's log.
@@ -107,9 +112,10 @@ impl OrchestrationStore for PgOrchestrationStore {
         // transaction, then skip the run.
         let rows = sqlx::query(
             "INSERT INTO runs (id, runbook, incident_id, state, live, error, input, started_at,
-                finished_at, phase, plan, wake_at)
+                finished_at, phase, plan, wake_at, traceparent)
              SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::bool[],
-                $6::text[], $7::text[], $8::int8[], $9::int8[], $10::text[], $11::text[], $12::int8[])
+                $6::text[], $7::text[], $8::int8[], $9::int8[], $10::text[], $11::text[], $12::int8[],
+                $13::text[])
              ON CONFLICT (runbook, incident_id) DO NOTHING
              RETURNING id",
         )
@@ -125,6 +131,7 @@ impl OrchestrationStore for PgOrchestrationStore {
         .bind(runs.iter().map(|(r, _)| r.phase.as_str()).bind_iter())
         .bind(&plans)
         .bind(runs.iter().map(|(r, _)| r.wake_at.map(Micros::unix_micros)).bind_iter())
+        .bind(runs.iter().map(|(r, _)| &r.traceparent).bind_iter())
         .fetch_all(&mut *tx)
         .await?;
         let created = rows
@@ -454,5 +461,6 @@ fn run_row(r: &PgRow) -> Result<RunRecord> {
         wake_at: r
             .try_get::<Option<i64>, _>("wake_at")?
             .map(Micros::from_unix_micros),
+        traceparent: r.try_get("traceparent")?,
     })
 }

@@ -124,6 +124,11 @@ CREATE INDEX deliveries_incident ON deliveries (incident_id);
         version: 15,
         sql: MAINTENANCE,
     },
+    // The trace each delivery attempt continues.
+    Migration {
+        version: 16,
+        sql: "ALTER TABLE deliveries ADD COLUMN traceparent TEXT NOT NULL DEFAULT '';",
+    },
 ];
 
 /// Who is subscribed to which incident's status updates (`person:NAME`, `channel:NAME`).
@@ -354,8 +359,8 @@ impl NotificationStore for SqliteNotificationStore {
                 let mut insert = tx.prepare_cached(
                     "INSERT INTO deliveries (id, event_id, channel, incident_id, kind, payload, status, attempts,
                         last_error, created_at, next_attempt_at, delivered_at, escalation_step,
-                        provider_id, destination, sent_at)
-                     VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (event_id, channel) DO NOTHING",
+                        provider_id, destination, sent_at, traceparent)
+                     VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (event_id, channel) DO NOTHING",
                 )?;
                 let mut inserted = 0;
                 for d in &deliveries {
@@ -376,6 +381,7 @@ impl NotificationStore for SqliteNotificationStore {
                         d.provider_id,
                         d.destination,
                         d.sent_at.map(Micros::unix_micros),
+                        d.traceparent,
                     ])? as u32;
                 }
                 Ok(inserted)
@@ -750,6 +756,7 @@ fn delivery_row(r: &Row<'_>) -> rusqlite::Result<DeliveryRecord> {
             .get::<_, Option<i64>>("acknowledged_at")?
             .map(Micros::from_unix_micros),
         acknowledged_by: r.get("acknowledged_by")?,
+        traceparent: r.get("traceparent")?,
     })
 }
 

@@ -80,6 +80,11 @@ ALTER TABLE runs ADD COLUMN lease_until INTEGER;
         version: 6,
         sql: "ALTER TABLE runs ADD COLUMN attempts INTEGER NOT NULL DEFAULT 0;",
     },
+    // The trace a run continues, whenever and wherever it executes.
+    Migration {
+        version: 7,
+        sql: "ALTER TABLE runs ADD COLUMN traceparent TEXT NOT NULL DEFAULT '';",
+    },
 ];
 
 /// Orchestration's store on SQLite.
@@ -106,8 +111,8 @@ impl OrchestrationStore for SqliteOrchestrationStore {
         self.db
             .write(move |tx| {
                 let mut insert = tx.prepare_cached(
-                    "INSERT INTO runs (id, runbook, incident_id, state, live, error, input, started_at, finished_at, phase, plan, wake_at)
-                     VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (runbook, incident_id) DO NOTHING",
+                    "INSERT INTO runs (id, runbook, incident_id, state, live, error, input, started_at, finished_at, phase, plan, wake_at, traceparent)
+                     VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (runbook, incident_id) DO NOTHING",
                 )?;
                 let mut created = 0;
                 for (r, event) in &runs {
@@ -124,6 +129,7 @@ impl OrchestrationStore for SqliteOrchestrationStore {
                         r.phase.as_str(),
                         json_text(&r.plan)?,
                         r.wake_at.map(Micros::unix_micros),
+                        r.traceparent,
                     ])?;
                     if done == 1 {
                         conn::enqueue(tx, std::slice::from_ref(event), clock.now_micros())?;
@@ -472,5 +478,6 @@ fn run_row(r: &Row<'_>) -> rusqlite::Result<RunRecord> {
         wake_at: r
             .get::<_, Option<i64>>("wake_at")?
             .map(Micros::from_unix_micros),
+        traceparent: r.get("traceparent")?,
     })
 }

@@ -281,6 +281,8 @@ pub(crate) fn run(id: &str, runbook: &str, incident_id: &str) -> RunRecord {
         phase: "apply".parse().unwrap(),
         plan: serde_json::Value::Null,
         wake_at: None,
+        // Stored and read back as it is (the runs contract compares whole records).
+        traceparent: "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".into(),
     }
 }
 
@@ -324,6 +326,7 @@ pub(crate) fn delivery(
         sent_at: None,
         acknowledged_at: None,
         acknowledged_by: String::new(),
+        traceparent: "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".into(),
     }
 }
 
