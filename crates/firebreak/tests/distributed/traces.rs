@@ -178,6 +178,7 @@ impl Up {
         let (grpc, http) = (free_port(), free_port());
         let file = dir.path().join("firebreak.yaml");
         std::fs::write(&file, config).unwrap();
+        let log = std::fs::File::create(dir.path().join("up.log")).unwrap();
         let child = Command::new(BIN)
             .arg("up")
             .arg("--config")
@@ -191,8 +192,9 @@ impl Up {
             .env("OTEL_EXPORTER_OTLP_ENDPOINT", receiver.endpoint())
             .envs(EXPORT_ENV)
             .env("RUST_LOG", "info")
+            .env("FIREBREAK_LOG_JSON", "true")
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(log)
             .spawn()
             .unwrap();
         let token_file = dir.path().join("data/admin.token");
@@ -206,6 +208,15 @@ impl Up {
             grpc,
             _dir: dir,
         }
+    }
+
+    /// The log so far, one JSON object per line.
+    fn log(&self) -> Vec<serde_json::Value> {
+        std::fs::read_to_string(self._dir.path().join("up.log"))
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+            .collect()
     }
 
     async fn channel(&self) -> firebreak_proto::access::AuthedChannel {
@@ -254,6 +265,23 @@ async fn an_incident_is_one_trace_in_embedded_mode() {
     .await;
     assert_the_path(&spans);
     assert!(spans.iter().all(|s| s.service == "firebreak"), "{spans:#?}");
+
+    // JSON logs: the banner is a JSON line, and the run's lines carry the incident's trace.
+    let log = up.log();
+    let banner = log
+        .iter()
+        .find(|l| l["message"] == "firebreak is up")
+        .expect("a JSON banner");
+    assert_eq!(banner["mode"], "embedded");
+    assert_eq!(banner["service"], "firebreak");
+    let run = named(&spans, "run contain")[0];
+    let succeeded = log
+        .iter()
+        .find(|l| l["message"] == "run succeeded")
+        .expect("the run's line");
+    assert_eq!(succeeded["trace_id"], CALLER_TRACE);
+    assert_eq!(succeeded["span_id"], run.span_id.as_str());
+    assert_eq!(succeeded["level"], "INFO");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
