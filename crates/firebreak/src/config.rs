@@ -10,6 +10,11 @@ use firebreak_domain::Taxonomy;
 use firebreak_notification::Channel;
 use serde::Deserialize;
 
+mod origin;
+
+pub use origin::ConfigError;
+use origin::{KeyPath, Seg, Sources};
+
 /// Everything `firebreak up` needs.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -658,27 +663,18 @@ impl Default for Config {
 }
 
 impl Config {
-    /// Loads the file (if any) and the environment over the defaults.
+    /// Loads the file (if any) and the environment over the defaults. An error names the key
+    /// path at fault and where its value came from: the file's line, or the environment
+    /// variable ([`ConfigError`]).
     pub fn load(
         file: Option<&Path>,
         env: impl IntoIterator<Item = (String, String)>,
     ) -> anyhow::Result<Self> {
-        let mut value = match file {
-            Some(path) => {
-                let text = std::fs::read_to_string(path)
-                    .with_context(|| format!("cannot read config file {}", path.display()))?;
-                let v: serde_yaml::Value = serde_yaml::from_str(&text)
-                    .with_context(|| format!("invalid config file {}", path.display()))?;
-                match v {
-                    serde_yaml::Value::Null => serde_yaml::Value::Mapping(Default::default()),
-                    v @ serde_yaml::Value::Mapping(_) => v,
-                    _ => bail!(
-                        "config file {}: the top level must be a map",
-                        path.display()
-                    ),
-                }
-            }
-            None => serde_yaml::Value::Mapping(Default::default()),
+        let text = file.map(read_file).transpose()?;
+        let mut sources = Sources::new(file.zip(text.as_deref()));
+        let mut value = match (file, &text) {
+            (Some(path), Some(text)) => parse_file(path, text)?,
+            _ => serde_yaml::Value::Mapping(Default::default()),
         };
         let mut ignored = Vec::new();
         for (key, raw) in env {
@@ -691,11 +687,9 @@ impl Config {
             }
             if key == SECRETS_KEY_ENV {
                 // Kept as text: hex digits may read as a YAML number.
-                set_path(
-                    &mut value,
-                    &["secrets_encryption".to_owned(), "key".to_owned()],
-                    serde_yaml::Value::String(raw),
-                );
+                let path = ["secrets_encryption".to_owned(), "key".to_owned()];
+                set_path(&mut value, &path, serde_yaml::Value::String(raw));
+                sources.set_by_env(KeyPath::keys(&path), &key);
                 continue;
             }
             let path: Vec<String> = rest.split("__").map(str::to_lowercase).collect();
@@ -709,15 +703,14 @@ impl Config {
             let parsed: serde_yaml::Value =
                 serde_yaml::from_str(&raw).unwrap_or(serde_yaml::Value::String(raw.clone()));
             set_path(&mut value, &path, parsed);
+            sources.set_by_env(KeyPath::keys(&path), &key);
         }
-        let config = Self::layered(value).context(match file {
-            Some(p) => format!(
-                "invalid configuration (file {} and FIREBREAK_ environment)",
-                p.display()
-            ),
-            None => "invalid configuration (FIREBREAK_ environment)".to_owned(),
-        })?;
-        config.validate()?;
+        check_channels(&value, &sources)?;
+        let config: Self =
+            serde_path_to_error::deserialize(value).map_err(|e| serde_error(&e, &sources))?;
+        config
+            .validate()
+            .map_err(|e| sources.annotate(&format!("{e:#}"), KEYS))?;
         ignored.sort();
         Ok(Self {
             ignored_env: ignored,
@@ -729,17 +722,29 @@ impl Config {
         serde_yaml::from_value(value)
     }
 
-    /// Checks what serde cannot: the taxonomy's own rules.
+    /// Checks what serde cannot (the taxonomy's rules, channels' URLs and templates, names,
+    /// bounds); each error's text starts with, or names, the key path at fault.
     pub fn validate(&self) -> anyhow::Result<()> {
         if let Some(t) = &self.taxonomy {
-            t.validate().context("invalid taxonomy")?;
+            // The domain's error says "invalid taxonomy: …" itself.
+            t.validate().map_err(|e| anyhow::anyhow!("{e}"))?;
         }
         firebreak_notification::declared::validate(&self.users, &self.teams)
             .map_err(|e| anyhow::anyhow!("invalid {e}"))?;
         firebreak_notification::schedules::Schedules::new(&self.schedules)
             .map_err(|e| anyhow::anyhow!("invalid {e}"))?;
-        if self.channels.iter().any(|c| c.name == "log") {
-            bail!("channel \"log\" is built in; name yours differently");
+        let mut names = std::collections::BTreeSet::new();
+        for (i, c) in self.channels.iter().enumerate() {
+            if c.name == "log" {
+                bail!("channels[{i}].name: channel \"log\" is built in; name yours differently");
+            }
+            if !names.insert(c.name.as_str()) {
+                bail!("channels[{i}].name: channel {:?} is defined twice", c.name);
+            }
+            c.check().map_err(|e| {
+                let (path, message) = channel_fault(i, &e);
+                anyhow::anyhow!("{path}: {message}")
+            })?;
         }
         self.throttles
             .check()
@@ -758,7 +763,7 @@ impl Config {
             if let Some(t) = t {
                 firebreak_domain::access::PresentedToken::parse(&t.0).map_err(|_| {
                     anyhow::anyhow!(
-                        "auth.{key} is not a Firebreak token (fb_<12 hex>_<64 hex>); make one with `firebreak token generate`"
+                        "auth.{key}: not a Firebreak token (fb_<12 hex>_<64 hex>); make one with `firebreak token generate`"
                     )
                 })?;
             }
@@ -842,6 +847,106 @@ fn set_path(value: &mut serde_yaml::Value, path: &[String], leaf: serde_yaml::Va
             .entry(key)
             .or_insert(serde_yaml::Value::Mapping(Default::default()));
         set_path(child, rest, leaf);
+    }
+}
+
+/// The largest configuration file read: a file named by mistake (a log, a dump) is refused
+/// rather than parsed.
+const MAX_FILE_BYTES: u64 = 4 * 1024 * 1024;
+
+/// The configuration file's text, at most [`MAX_FILE_BYTES`].
+fn read_file(path: &Path) -> anyhow::Result<String> {
+    use std::io::Read;
+    let f = std::fs::File::open(path)
+        .with_context(|| format!("cannot read config file {}", path.display()))?;
+    let mut text = String::new();
+    f.take(MAX_FILE_BYTES + 1)
+        .read_to_string(&mut text)
+        .with_context(|| format!("cannot read config file {}", path.display()))?;
+    if text.len() as u64 > MAX_FILE_BYTES {
+        bail!(
+            "config file {}: larger than {} MiB",
+            path.display(),
+            MAX_FILE_BYTES >> 20
+        );
+    }
+    Ok(text)
+}
+
+/// The file's YAML: a map (or nothing). A syntax error says its line and column.
+fn parse_file(path: &Path, text: &str) -> Result<serde_yaml::Value, ConfigError> {
+    let refuse = |message: String| ConfigError {
+        path: String::new(),
+        message,
+        origin: None,
+    };
+    let v: serde_yaml::Value = serde_yaml::from_str(text).map_err(|e| {
+        // serde_yaml says where a syntax error is, but not where a repeated key is.
+        match origin::find_repeated_key(text) {
+            Some((key, line)) => ConfigError {
+                path: key.to_string(),
+                message: format!("{e}"),
+                origin: Some(format!("line {line} of {}", path.display())),
+            },
+            None => refuse(format!("config file {} is not YAML: {e}", path.display())),
+        }
+    })?;
+    match v {
+        serde_yaml::Value::Null => Ok(serde_yaml::Value::Mapping(Default::default())),
+        v @ serde_yaml::Value::Mapping(_) => Ok(v),
+        _ => Err(refuse(format!(
+            "config file {}: the top level must be a map of keys (line 1)",
+            path.display()
+        ))),
+    }
+}
+
+/// A serde error as a [`ConfigError`]: the path serde_path_to_error tracked (with the key
+/// an `unknown field` error is about), and its origin.
+fn serde_error(
+    e: &serde_path_to_error::Error<serde_yaml::Error>,
+    sources: &Sources,
+) -> ConfigError {
+    let mut path = KeyPath::from_serde(e.path());
+    let message = e.inner().to_string();
+    // serde_path_to_error's path ends at the unknown key in some places and at the map
+    // holding it in others.
+    if let Some(field) = message
+        .strip_prefix("unknown field `")
+        .and_then(|rest| rest.split('`').next())
+        && path.0.last() != Some(&Seg::Key(field.to_owned()))
+    {
+        path = path.key(field);
+    }
+    sources.error(&path, message)
+}
+
+/// Reads each `channels:` entry as the channel parser does, so that an error names the
+/// entry's index and field (`channels[0].events`) rather than only the channel.
+fn check_channels(value: &serde_yaml::Value, sources: &Sources) -> Result<(), ConfigError> {
+    let Some(serde_yaml::Value::Sequence(items)) = value.get("channels") else {
+        return Ok(());
+    };
+    for (i, item) in items.iter().enumerate() {
+        let at = KeyPath(vec![Seg::Key("channels".into()), Seg::Index(i)]);
+        let json = serde_json::to_value(item).map_err(|e| sources.error(&at, e.to_string()))?;
+        Channel::from_config(json).map_err(|e| {
+            let (path, message) = channel_fault(i, &e);
+            sources.error(&path, message)
+        })?;
+    }
+    Ok(())
+}
+
+/// The key path of a channel's error (`channels[2].templates.text`) and its reason.
+fn channel_fault(index: usize, e: &firebreak_notification::ChannelError) -> (KeyPath, String) {
+    let at = KeyPath(vec![Seg::Key("channels".into()), Seg::Index(index)]);
+    if e.field.is_empty() {
+        return (at, e.reason.clone());
+    }
+    match KeyPath::parse(&e.field) {
+        Some(field) => (at.join(&field), e.reason.clone()),
+        None => (at, format!("{}: {}", e.field, e.reason)),
     }
 }
 
@@ -1329,8 +1434,14 @@ mod tests {
             "channels:\n  - name: ops\n    kind: webhook\n    url: ftp://x\n",
         )
         .unwrap();
-        let c = Config::load(Some(&file), env(&[])).unwrap();
-        assert_eq!(c.channels.len(), 1);
+        let err = format!("{:#}", Config::load(Some(&file), env(&[])).unwrap_err());
+        assert_eq!(
+            err,
+            format!(
+                "channels[0].url: \"ftp://x\" must start with http:// or https:// (line 4 of {})",
+                file.display()
+            )
+        );
         std::fs::write(&file, "taxonomy:\n  categories:\n    - name: only-one\n").unwrap();
         let err = format!("{:#}", Config::load(Some(&file), env(&[])).unwrap_err());
         assert!(err.contains("uncategorized"), "{err}");
@@ -1389,5 +1500,188 @@ mod tests {
         let c = Config::load(None, env(&[("FIREBREAK_DATABASE_URL", "sqlite://x.db")])).unwrap();
         let err = format!("{:#}", c.database_url_for("triage").unwrap_err());
         assert!(err.contains("postgres://"), "{err}");
+    }
+
+    /// Hostile configuration files: every error names the key path and the line (or the
+    /// environment variable) its value came from.
+    #[test]
+    fn every_error_names_the_key_path_and_its_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("firebreak.yaml");
+        type Case<'a> = (&'a str, &'a [(&'a str, &'a str)], &'a str);
+        let cases: &[Case] = &[
+            (
+                "live: true\n\nliev: true\n",
+                &[],
+                "liev: unknown field `liev`, expected one of `data_dir`, …(line 3 of F)",
+            ),
+            (
+                "nats:\n  url: nats://x\n  urll: y\n",
+                &[],
+                "nats.urll: unknown field `urll`, expected one of `url`, `ack_wait_seconds`, …(line 3 of F)",
+            ),
+            (
+                "grpc_addr: not-an-addr\n",
+                &[],
+                "grpc_addr: invalid socket address syntax (line 1 of F)",
+            ),
+            (
+                "channels:\n  - name: ops\n    kind: webhook\n    url: https://x\n    events: [opened, bogus]\n",
+                &[],
+                "channels[0].events[1]: \"bogus\" is not an incident change (one of opened, …(line 5 of F)",
+            ),
+            (
+                "channels:\n  - name: ops\n    kind: webhook\n    url: https://x\n  - name: two\n",
+                &[],
+                "channels[1].kind: is required (one of log, …(line 5 of F)",
+            ),
+            (
+                "channels:\n  - {name: ops, kind: webhook, url: 'https://x', tries: 3}\n",
+                &[],
+                "channels[0].tries: unknown field `tries`, …(line 2 of F)",
+            ),
+            (
+                "channels:\n  - {name: a, kind: webhook, url: 'https://x'}\n  - {name: a, kind: webhook, url: 'https://y'}\n",
+                &[],
+                "channels[1].name: channel \"a\" is defined twice (line 3 of F)",
+            ),
+            (
+                "channels:\n  - {name: log, kind: webhook, url: 'https://x'}\n",
+                &[],
+                "channels[0].name: channel \"log\" is built in; name yours differently (line 2 of F)",
+            ),
+            (
+                "channels:\n  - name: t\n    kind: teams\n    url: http://teams.example.com/x\n",
+                &[],
+                "channels[0].url: must start with https:// (plain http only to a loopback address) (line 4 of F)",
+            ),
+            (
+                "integrations:\n  - name: am\n    kind: alertmanagr\n    key: 0123456789abcdef0\n",
+                &[],
+                "integrations[0].kind: unknown variant `alertmanagr`, expected one of `alertmanager`, `pagerduty`, `grpc` (line 3 of F)",
+            ),
+            (
+                "integrations:\n  - name: am\n    kind: alertmanager\n    key: 0123456789abcdef0\n    severity_map: {x: nope}\n",
+                &[],
+                "integrations[0].severity_map.x: invalid type: string \"nope\", expected u32 (line 5 of F)",
+            ),
+            (
+                "schedules:\n  - name: s\n    time_zone: UTC\n    layers:\n      - name: l\n        members: [a]\n        rotation: {every: 1 fortnight, hand_off: '09:00', start: 2026-01-01}\n",
+                &[],
+                "schedules[0].layers[0].rotation.every: \"1 fortnight\" is not a turn length: expected a count and h, d or w (12h, 1d, 2w) (line 7 of F)",
+            ),
+            (
+                "a: [\n",
+                &[],
+                "config file F is not YAML: did not find expected node content at line 2 column 1, while parsing a flow node",
+            ),
+            (
+                "- a\n",
+                &[],
+                "config file F: the top level must be a map of keys (line 1)",
+            ),
+            (
+                "live: true\nlive: false\n",
+                &[],
+                "live: duplicate entry with key \"live\" (line 2 of F)",
+            ),
+            (
+                "",
+                &[
+                    ("FIREBREAK_NATS__ACK_WAIT_SECONDS", "abc"),
+                    ("FIREBREAK_NATS__URL", "nats://x"),
+                ],
+                "nats.ack_wait_seconds: invalid type: string \"abc\", expected u64 (from FIREBREAK_NATS__ACK_WAIT_SECONDS)",
+            ),
+            (
+                "nats:\n  url: nats://x\n",
+                &[("FIREBREAK_NATS__PORT", "4222")],
+                "nats.port: unknown field `port`, expected one of `url`, …(from FIREBREAK_NATS__PORT)",
+            ),
+            (
+                "",
+                &[("FIREBREAK_CHANNELS", "[{name: a, kind: pager}]")],
+                "channels[0].kind: unknown kind \"pager\" (one of log, …(from FIREBREAK_CHANNELS)",
+            ),
+            (
+                "nats:\n  ack_wait_seconds: 5\n",
+                &[],
+                "nats: missing field `url` (line 1 of F)",
+            ),
+            (
+                "reopen:\n  window_seconds: 99999999\n",
+                &[],
+                "reopen.window_seconds: at most 2592000 seconds (30 days), not 99999999 (line 2 of F)",
+            ),
+            (
+                "escalation_policies:\n  - name: p\n    steps:\n      - channels: [x]\n        targets: [{robot: x}]\n",
+                &[],
+                "escalation_policies[0].steps[0].targets[0].robot: unknown variant `robot`, expected one of `user`, …(line 5 of F)",
+            ),
+            (
+                "taxonomy:\n  categories:\n    - name: only-one\n",
+                &[],
+                "taxonomy: the category \"uncategorized\" must exist (line 1 of F)",
+            ),
+            (
+                "users:\n  - name: amy\n  - name: amy\n",
+                &[],
+                "users[1] (\"amy\"): declared twice (line 3 of F)",
+            ),
+            (
+                "grouping:\n  rules:\n  - name: r\n    group_by: [s]\n    window: soon\n",
+                &[],
+                "grouping.rules[0].window: \"soon\" is not a window such as 30s, 5m or 2h (line 5 of F)",
+            ),
+            (
+                "maintenance:\n  - name: w\n",
+                &[],
+                "maintenance[0]: missing field `time_zone` (line 2 of F)",
+            ),
+            (
+                "auth:\n  service_token: nope\n",
+                &[],
+                "auth.service_token: not a Firebreak token (fb_<12 hex>_<64 hex>); make one with `firebreak token generate` (line 2 of F)",
+            ),
+            (
+                "throttles:\n  sms: [{count: 0, per_seconds: 60}]\n",
+                &[],
+                "throttles.sms[0].count: must be 1 to 1000, not 0 (line 2 of F)",
+            ),
+            (
+                "review:\n  template: []\n",
+                &[],
+                "review.template: must hold 1 to 20 sections (0 given) (line 2 of F)",
+            ),
+            (
+                "routes:\n  - policy: p\n    match: {max_severity: x}\n",
+                &[],
+                "routes[0].match.max_severity: invalid type: string \"x\", expected u32 (line 3 of F)",
+            ),
+            (
+                "data_dir: [1]\n",
+                &[],
+                "data_dir: invalid type: sequence, expected path string (line 1 of F)",
+            ),
+            (
+                "responses:\n  public_url: https://x\n  signing_key: plain\n",
+                &[],
+                "responses.signing_key: expects {secret: NAME} naming a secret (a file in secrets_dir or FIREBREAK_SECRET_<NAME>), never the value itself (line 3 of F)",
+            ),
+        ];
+        for (yaml, vars, want) in cases {
+            std::fs::write(&file, yaml).unwrap();
+            let err = format!("{:#}", Config::load(Some(&file), env(vars)).unwrap_err());
+            let err = err.replace(&file.display().to_string(), "F");
+            let ok = match want.split_once('…') {
+                Some((head, tail)) => err.starts_with(head) && err.ends_with(tail),
+                None => err == *want,
+            };
+            assert!(ok, "{yaml:?}\n got: {err}\nwant: {want}");
+        }
+        // A file too large to be a configuration is refused before it is parsed.
+        std::fs::write(&file, "#".repeat(MAX_FILE_BYTES as usize + 1)).unwrap();
+        let err = format!("{:#}", Config::load(Some(&file), env(&[])).unwrap_err());
+        assert!(err.ends_with("larger than 4 MiB"), "{err}");
     }
 }
