@@ -11,6 +11,7 @@ use firebreak_notification::Channel;
 use serde::Deserialize;
 
 mod origin;
+mod secret_files;
 
 pub use origin::ConfigError;
 use origin::{KeyPath, Seg, Sources};
@@ -152,7 +153,7 @@ pub struct Config {
     /// Distributed mode (`firebreak serve`): the service's Postgres database. `{service}` is
     /// replaced by the service's name, so one file can describe all four.
     #[serde(default)]
-    pub database_url: Option<String>,
+    pub database_url: Option<SecretText>,
     /// Distributed mode: the NATS JetStream server the services' events travel through.
     #[serde(default)]
     pub nats: Option<NatsConfig>,
@@ -184,6 +185,10 @@ pub struct Config {
     /// is up.
     #[serde(skip)]
     pub ignored_env: Vec<String>,
+    /// Secrets read from files that `X_file` keys of `{secret: NAME}` fields name (a
+    /// channel's `token_file`), by the name the field now gives (`channels.0.token_file`).
+    #[serde(skip)]
+    pub file_secrets: BTreeMap<String, SecretText>,
 }
 
 /// The post-incident review (`review:`).
@@ -435,10 +440,12 @@ pub struct TlsConfig {
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct SecretsEncryption {
-    /// A file holding the key (64 hex digits), readable by Firebreak only.
+    /// A file holding the key (64 hex digits), readable by Firebreak only; read when a
+    /// service starts.
     pub key_file: Option<PathBuf>,
-    /// The key itself, usually from the `FIREBREAK_SECRETS_KEY` environment variable;
-    /// `key_file` wins when both are set.
+    /// The key itself, usually from the `FIREBREAK_SECRETS_KEY` environment variable.
+    /// Setting both `key` and `key_file` in one place is an error; the environment's
+    /// replaces the file's.
     pub key: Option<SecretText>,
     /// Files of keys used before: secrets sealed under them are still read, and sealed
     /// again under the current key when a service starts. Drop one once every service
@@ -492,6 +499,41 @@ pub struct NatsConfig {
 }
 
 impl NatsConfig {
+    /// Checks what the connection would refuse later: one kind of credentials at most, a
+    /// password with its user, a client certificate with its key.
+    fn check(&self) -> anyhow::Result<()> {
+        let kinds: Vec<&str> = [
+            (self.user.is_some(), "user"),
+            (self.token.is_some(), "token"),
+            (self.nkey_seed.is_some(), "nkey_seed"),
+            (self.credentials_file.is_some(), "credentials_file"),
+        ]
+        .into_iter()
+        .filter_map(|(set, name)| set.then_some(name))
+        .collect();
+        if kinds.len() > 1 {
+            bail!(
+                "nats.{}: give one kind of credentials (user and password, token, nkey_seed or credentials_file), not {}",
+                kinds[1],
+                kinds.join(" and ")
+            );
+        }
+        if self.password.is_some() && self.user.is_none() {
+            bail!("nats.password: needs nats.user");
+        }
+        if self.client_cert_file.is_some() != self.client_key_file.is_some() {
+            bail!("nats.client_cert_file: goes with nats.client_key_file; set both or neither");
+        }
+        if let Some(seed) = &self.nkey_seed
+            && !(seed.0.starts_with("SU") && seed.0.len() == 58)
+        {
+            bail!(
+                "nats.nkey_seed: not a user NKey seed (58 characters starting SU; `nk -gen user`)"
+            );
+        }
+        Ok(())
+    }
+
     /// The credentials and TLS the bus connects with.
     pub fn auth(&self) -> firebreak_bus::NatsAuth {
         let secret = |s: &Option<SecretText>| s.as_ref().map(|s| s.0.clone());
@@ -689,6 +731,10 @@ impl Config {
                 // Kept as text: hex digits may read as a YAML number.
                 let path = ["secrets_encryption".to_owned(), "key".to_owned()];
                 set_path(&mut value, &path, serde_yaml::Value::String(raw));
+                remove_path(
+                    &mut value,
+                    &["secrets_encryption".into(), "key_file".into()],
+                );
                 sources.set_by_env(KeyPath::keys(&path), &key);
                 continue;
             }
@@ -703,19 +749,26 @@ impl Config {
             let parsed: serde_yaml::Value =
                 serde_yaml::from_str(&raw).unwrap_or(serde_yaml::Value::String(raw.clone()));
             set_path(&mut value, &path, parsed);
+            // The environment's secret replaces the file's, whichever form each has.
+            if let Some(other) = secret_files::other_form(&path) {
+                remove_path(&mut value, &other);
+            }
             sources.set_by_env(KeyPath::keys(&path), &key);
         }
+        let file_secrets = secret_files::resolve(&mut value, &mut sources)?;
         check_channels(&value, &sources)?;
         let config: Self =
             serde_path_to_error::deserialize(value).map_err(|e| serde_error(&e, &sources))?;
+        ignored.sort();
+        let config = Self {
+            ignored_env: ignored,
+            file_secrets,
+            ..config
+        };
         config
             .validate()
             .map_err(|e| sources.annotate(&format!("{e:#}"), KEYS))?;
-        ignored.sort();
-        Ok(Self {
-            ignored_env: ignored,
-            ..config
-        })
+        Ok(config)
     }
 
     fn layered(value: serde_yaml::Value) -> Result<Self, serde_yaml::Error> {
@@ -741,10 +794,19 @@ impl Config {
             if !names.insert(c.name.as_str()) {
                 bail!("channels[{i}].name: channel {:?} is defined twice", c.name);
             }
-            c.check().map_err(|e| {
+            let fault = |e: firebreak_notification::ChannelError| {
                 let (path, message) = channel_fault(i, &e);
                 anyhow::anyhow!("{path}: {message}")
-            })?;
+            };
+            c.check().map_err(fault)?;
+            // Secrets read from `X_file` keys are known now: a URL among them is checked here
+            // when they are all the channel has (the rest come from secrets_dir at start).
+            let names = c.secret_names();
+            if !names.is_empty() && names.iter().all(|(_, n)| self.file_secrets.contains_key(n)) {
+                c.clone()
+                    .with_secrets(&|n| self.file_secret(n))
+                    .map_err(fault)?;
+            }
         }
         self.throttles
             .check()
@@ -756,6 +818,13 @@ impl Config {
             .map_err(|e| anyhow::anyhow!("{e}"))?;
         firebreak_domain::maintenance::check_all(&self.maintenance)
             .map_err(|e| anyhow::anyhow!("invalid {e}"))?;
+        if let Some(nats) = &self.nats {
+            nats.check()?;
+        }
+        if let Some(key) = &self.secrets_encryption.key {
+            firebreak_intake::Keyring::parse_key(&key.0)
+                .map_err(|e| anyhow::anyhow!("secrets_encryption.key: {e}"))?;
+        }
         for (key, t) in [
             ("service_token", &self.auth.service_token),
             ("admin_token", &self.auth.admin_token),
@@ -773,14 +842,23 @@ impl Config {
 
     /// The database URL of `service` in distributed mode.
     pub fn database_url_for(&self, service: &str) -> anyhow::Result<String> {
-        let url = self
-            .database_url
-            .as_deref()
-            .context("distributed mode needs `database_url` (postgres://…) in the configuration")?;
+        let url =
+            self.database_url.as_ref().map(|u| u.0.as_str()).context(
+                "distributed mode needs `database_url` (postgres://…) in the configuration",
+            )?;
         if !url.starts_with("postgres://") && !url.starts_with("postgresql://") {
-            bail!("database_url must be a postgres:// URL, not {url:?}");
+            // Not the URL itself: it may hold a password.
+            let scheme = url.split_once("://").map_or("(none)", |(s, _)| s);
+            bail!("database_url must be a postgres:// URL, not one of scheme {scheme:?}");
         }
         Ok(url.replace("{service}", service))
+    }
+
+    /// A secret an `X_file` key of a `{secret: NAME}` field was read from, by the name the
+    /// field now gives; the secrets of `secrets_dir` and `FIREBREAK_SECRET_<NAME>` are
+    /// looked up after these.
+    pub fn file_secret(&self, name: &str) -> Option<String> {
+        self.file_secrets.get(name).map(|s| s.0.clone())
     }
 
     /// The taxonomy in force.
@@ -830,6 +908,17 @@ impl Config {
                 tracing::warn!(variable = %key, "ignoring an environment variable that names no configuration key");
             }
         }
+    }
+}
+
+/// Removes the key at `path` (of maps only), if it is there.
+fn remove_path(value: &mut serde_yaml::Value, path: &[String]) {
+    let Some((last, parents)) = path.split_last() else {
+        return;
+    };
+    let parent = parents.iter().try_fold(value, |v, k| v.get_mut(k.as_str()));
+    if let Some(serde_yaml::Value::Mapping(map)) = parent {
+        map.remove(last.as_str());
     }
 }
 
@@ -1683,5 +1772,388 @@ mod tests {
         std::fs::write(&file, "#".repeat(MAX_FILE_BYTES as usize + 1)).unwrap();
         let err = format!("{:#}", Config::load(Some(&file), env(&[])).unwrap_err());
         assert!(err.ends_with("larger than 4 MiB"), "{err}");
+    }
+
+    /// A Firebreak token (`fb_<12 hex>_<64 hex>`), made of `c`.
+    fn token(c: char) -> String {
+        format!(
+            "fb_{}_{}",
+            c.to_string().repeat(12),
+            c.to_string().repeat(64)
+        )
+    }
+
+    /// Every secret-bearing key takes its value from a file instead: `X_file`.
+    #[test]
+    fn every_secret_bearing_key_reads_its_file_variant() {
+        let dir = tempfile::tempdir().unwrap();
+        let secret = |name: &str, value: &str| {
+            let p = dir.path().join(name);
+            std::fs::write(&p, format!("{value}\n")).unwrap();
+            p.display().to_string()
+        };
+        let values = [
+            ("db", "postgres://fb:db-pass-1@pg/firebreak_{service}"),
+            ("ikey", "integration-key-0001"),
+            ("isig", "integration-signing-0001"),
+            ("links", "link-signing-key-00000000000000000001"),
+            ("svc", &*token('a')),
+            ("adm", &*token('b')),
+            (
+                "seal",
+                "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff",
+            ),
+            ("hook", "https://hooks.example.com/webhook-token-0001"),
+            ("hsig", "webhook-signing-0001"),
+            ("smtp", "smtp-pass-0001"),
+            ("slack", "xoxb-slack-token-0001"),
+            ("ssig", "slack-signing-0001"),
+            ("mm", "mattermost-token-0001"),
+            ("teams", "https://teams.example.com/workflow-token-0001"),
+            (
+                "slackhook",
+                "https://hooks.slack.com/services/T/B/slackhook-0001",
+            ),
+            ("mmhook", "https://mm.example.com/hooks/mmhook-0001"),
+            ("twilio", "twilio-auth-0001"),
+            ("gw", "gateway-api-key-0001"),
+        ];
+        let f: BTreeMap<&str, String> = values.iter().map(|(n, v)| (*n, secret(n, v))).collect();
+        let yaml = format!(
+            "database_url_file: {db}
+integrations:
+  - {{name: am, kind: alertmanager, key_file: {ikey}, signing_secret_file: {isig}}}
+responses:
+  public_url: https://firebreak.example.com
+  signing_key_file: {links}
+auth:
+  service_token_file: {svc}
+  admin_token_file: {adm}
+secrets_encryption:
+  key_file: {seal}
+channels:
+  - {{name: hook, kind: webhook, url_file: {hook}, signing_secret_file: {hsig}}}
+  - {{name: mail, kind: email, host: smtp.example.com, from: fb@example.com, to: [ops@example.com], username: fb, password_file: {smtp}}}
+  - {{name: slack, kind: slack, channel: C1, token_file: {slack}, signing_secret_file: {ssig}}}
+  - {{name: mm, kind: mattermost, url: 'https://mm.example.com', channel_id: abcdefghijklmnopqrstuvwxyz, token_file: {mm}}}
+  - {{name: teams, kind: teams, url_file: {teams}}}
+  - {{name: slackhook, kind: slack_webhook, url_file: {slackhook}}}
+  - {{name: mmhook, kind: mattermost_webhook, url_file: {mmhook}}}
+  - {{name: sms, kind: twilio, account_sid: AC0123456789abcdef0123456789abcdef, from: '+15550000000', to: '+15551111111', auth_token_file: {twilio}}}
+  - name: gw
+    kind: sms_gateway
+    url: https://sms.example.com/send
+    to: '+15551111111'
+    body: '{{\"key\": {{{{ secrets.api_key }}}}, \"text\": {{{{ text }}}}}}'
+    secrets: {{api_key_file: {gw}}}
+",
+            db = f["db"],
+            ikey = f["ikey"],
+            isig = f["isig"],
+            links = f["links"],
+            svc = f["svc"],
+            adm = f["adm"],
+            seal = f["seal"],
+            hook = f["hook"],
+            hsig = f["hsig"],
+            smtp = f["smtp"],
+            slack = f["slack"],
+            ssig = f["ssig"],
+            mm = f["mm"],
+            teams = f["teams"],
+            slackhook = f["slackhook"],
+            mmhook = f["mmhook"],
+            twilio = f["twilio"],
+            gw = f["gw"],
+        );
+        let file = dir.path().join("firebreak.yaml");
+        std::fs::write(&file, &yaml).unwrap();
+        let c = Config::load(Some(&file), env(&[])).unwrap_or_else(|e| panic!("{e:#}"));
+        assert_eq!(
+            c.database_url_for("triage").unwrap(),
+            "postgres://fb:db-pass-1@pg/firebreak_triage"
+        );
+        use firebreak_intake::Secret;
+        let i = &c.integrations[0];
+        assert_eq!(
+            (i.key.clone(), i.signing_secret.clone()),
+            (
+                Secret::new("integration-key-0001"),
+                Some(Secret::new("integration-signing-0001"))
+            )
+        );
+        assert_eq!(c.auth.service_token, Some(SecretText(token('a'))));
+        assert_eq!(c.auth.admin_token, Some(SecretText(token('b'))));
+        // Read when a service starts, as before.
+        assert_eq!(
+            c.secrets_encryption.key_file.as_deref(),
+            Some(Path::new(&f["seal"]))
+        );
+        // Channels and links find their secrets by the names their fields now give, with
+        // nothing else to look in.
+        let lookup = |name: &str| c.file_secret(name);
+        for ch in &c.channels {
+            let given = ch.clone().with_secrets(&lookup);
+            assert!(given.is_ok(), "{}: {:?}", ch.name, given.err());
+        }
+        assert_eq!(
+            c.channels[2].secret_names(),
+            [
+                ("token".to_owned(), "channels.2.token_file".to_owned()),
+                (
+                    "signing_secret".to_owned(),
+                    "channels.2.signing_secret_file".to_owned()
+                )
+            ]
+        );
+        assert_eq!(
+            c.file_secret("channels.8.secrets.api_key_file").as_deref(),
+            Some("gateway-api-key-0001")
+        );
+        c.responses.as_ref().unwrap().build(&lookup).unwrap();
+        // No secret shows in a printed configuration.
+        let printed = format!("{c:?}");
+        for (name, value) in values {
+            assert!(!printed.contains(value), "{name}'s secret printed");
+        }
+
+        // NATS, one kind of credentials at a time.
+        let seed = nkeys::KeyPair::new_user().seed().unwrap();
+        for (kind, value, read) in [
+            ("password", "nats-pass-0001", "password"),
+            ("token", "nats-token-0001", "token"),
+            ("nkey_seed", seed.as_str(), "nkey_seed"),
+        ] {
+            let user = if kind == "password" {
+                "\n  user: fb"
+            } else {
+                ""
+            };
+            let path = secret("nats", value);
+            std::fs::write(
+                &file,
+                format!("nats:\n  url: nats://n:4222{user}\n  {kind}_file: {path}\n"),
+            )
+            .unwrap();
+            let c = Config::load(Some(&file), env(&[])).unwrap_or_else(|e| panic!("{e:#}"));
+            let auth = c.nats.unwrap().auth();
+            let got = match read {
+                "password" => auth.password,
+                "token" => auth.token,
+                _ => auth.nkey_seed,
+            };
+            assert_eq!(got.as_deref(), Some(value), "{kind}");
+        }
+    }
+
+    /// `X_file` refused: set with `X`, a file that cannot be a secret, a kind without `X`;
+    /// each error names the key, the path and the line.
+    #[test]
+    fn hostile_secret_files_are_refused_naming_the_key_the_path_and_the_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("firebreak.yaml");
+        let good = dir.path().join("good");
+        std::fs::write(&good, "nats-pass\n").unwrap();
+        let big = dir.path().join("big");
+        std::fs::write(&big, "x".repeat(64 * 1024 + 1)).unwrap();
+        let empty = dir.path().join("empty");
+        std::fs::write(&empty, "\n").unwrap();
+        let missing = dir.path().join("missing");
+        let (f, g, b, e, m, d) = (
+            file.display().to_string(),
+            good.display(),
+            big.display(),
+            empty.display(),
+            missing.display(),
+            dir.path().display(),
+        );
+        let cases = [
+            (
+                format!(
+                    "nats:\n  url: nats://n\n  user: fb\n  password: inline\n  password_file: {g}\n"
+                ),
+                format!(
+                    "nats.password_file: nats.password is set too: give the secret or the file holding it, not both (line 5 of {f})"
+                ),
+            ),
+            (
+                format!("database_url: postgres://x\ndatabase_url_file: {g}\n"),
+                format!(
+                    "database_url_file: database_url is set too: give the secret or the file holding it, not both (line 2 of {f})"
+                ),
+            ),
+            (
+                format!("secrets_encryption:\n  key: '00'\n  key_file: {g}\n"),
+                format!(
+                    "secrets_encryption.key_file: secrets_encryption.key is set too: give the secret or the file holding it, not both (line 3 of {f})"
+                ),
+            ),
+            (
+                format!(
+                    "channels:\n  - name: s\n    kind: slack\n    token: {{secret: t}}\n    token_file: {g}\n"
+                ),
+                format!(
+                    "channels[0].token_file: channels[0].token is set too: give the secret or the file holding it, not both (line 5 of {f})"
+                ),
+            ),
+            (
+                format!("auth:\n  admin_token_file: {m}\n"),
+                format!(
+                    "auth.admin_token_file: cannot read {m}: No such file or directory (os error 2) (line 2 of {f})"
+                ),
+            ),
+            (
+                format!("integrations:\n  - name: am\n    kind: alertmanager\n    key_file: {d}\n"),
+                format!("integrations[0].key_file: {d} is not a regular file (line 4 of {f})"),
+            ),
+            (
+                format!("channels:\n  - name: t\n    kind: teams\n    url_file: {b}\n"),
+                format!("channels[0].url_file: {b} is larger than 64 KiB (line 4 of {f})"),
+            ),
+            (
+                format!("responses:\n  public_url: https://x\n  signing_key_file: {e}\n"),
+                format!("responses.signing_key_file: {e} is empty (line 3 of {f})"),
+            ),
+            (
+                "database_url_file: [a, b]\n".to_owned(),
+                format!("database_url_file: must be a file's path (line 1 of {f})"),
+            ),
+            // A kind without the key: its file variant is an unknown key like any other.
+            (
+                format!(
+                    "channels:\n  - name: t\n    kind: teams\n    token_file: {g}\n    url: https://t.example.com\n"
+                ),
+                format!(
+                    "channels[0].token_file: unknown field `token_file`, expected `url` (line 4 of {f})"
+                ),
+            ),
+            (
+                format!("nats:\n  url: nats://n\n  urls_file: {g}\n"),
+                "nats.urls_file: unknown field `urls_file`, expected one of ".to_owned(),
+            ),
+            // A value read from a file that is not what the key takes says where it was read.
+            (
+                format!("auth:\n  service_token_file: {g}\n"),
+                format!(
+                    "auth.service_token: not a Firebreak token (fb_<12 hex>_<64 hex>); make one with `firebreak token generate` (read from {g} (auth.service_token_file, line 2 of {f}))"
+                ),
+            ),
+            (
+                "secrets_encryption:\n  key: '00'\n".to_owned(),
+                format!(
+                    "secrets_encryption.key: a secrets key is 64 hex digits (32 bytes) (line 2 of {f})"
+                ),
+            ),
+            (
+                format!("channels:\n  - name: h\n    kind: slack_webhook\n    url_file: {g}\n"),
+                format!(
+                    "channels[0].url: the URL in secret \"channels.0.url_file\" is not a URL (relative URL without a base) (read from {g} (channels[0].url_file, line 4 of {f}))"
+                ),
+            ),
+        ];
+        for (yaml, want) in cases {
+            std::fs::write(&file, &yaml).unwrap();
+            let got = format!("{:#}", Config::load(Some(&file), env(&[])).unwrap_err());
+            assert!(
+                got == want || (want.ends_with("one of ") && got.starts_with(&want)),
+                "{yaml}\n got: {got}\nwant: {want}"
+            );
+            assert!(!got.contains("nats-pass"), "a secret shown: {got}");
+        }
+    }
+
+    /// The environment's form of a secret replaces the file's, whichever each is.
+    #[test]
+    fn the_environment_overrides_a_secret_in_either_form() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("firebreak.yaml");
+        let from_file = dir.path().join("pass");
+        std::fs::write(&from_file, "from-file\n").unwrap();
+        let nats = |c: Config| c.nats.unwrap().auth().password.unwrap();
+        // The file's value, the environment's file.
+        std::fs::write(
+            &file,
+            "nats:\n  url: nats://n\n  user: fb\n  password: from-yaml\n",
+        )
+        .unwrap();
+        let pass_file = from_file.display().to_string();
+        let c = Config::load(
+            Some(&file),
+            env(&[("FIREBREAK_NATS__PASSWORD_FILE", &pass_file)]),
+        )
+        .unwrap();
+        assert_eq!(nats(c), "from-file");
+        // The file's file (missing: never read), the environment's value.
+        std::fs::write(
+            &file,
+            "nats:\n  url: nats://n\n  user: fb\n  password_file: /nonexistent/pass\n",
+        )
+        .unwrap();
+        let c = Config::load(
+            Some(&file),
+            env(&[("FIREBREAK_NATS__PASSWORD", "from-env")]),
+        )
+        .unwrap();
+        assert_eq!(nats(c), "from-env");
+        // An error in the environment's file names the variable.
+        let err = format!(
+            "{:#}",
+            Config::load(
+                Some(&file),
+                env(&[("FIREBREAK_NATS__PASSWORD_FILE", "/nonexistent/other")])
+            )
+            .unwrap_err()
+        );
+        assert_eq!(
+            err,
+            "nats.password_file: cannot read /nonexistent/other: No such file or directory (os error 2) (from FIREBREAK_NATS__PASSWORD_FILE)"
+        );
+        // FIREBREAK_SECRETS_KEY replaces a key_file.
+        std::fs::write(&file, "secrets_encryption:\n  key_file: /nonexistent/key\n").unwrap();
+        let key = "ab".repeat(32);
+        let c = Config::load(Some(&file), env(&[("FIREBREAK_SECRETS_KEY", &key)])).unwrap();
+        assert_eq!(c.secrets_encryption.key, Some(SecretText(key)));
+    }
+
+    #[test]
+    fn nats_credentials_are_checked_at_load() {
+        let seed = nkeys::KeyPair::new_user().seed().unwrap();
+        let account = nkeys::KeyPair::new_account().seed().unwrap();
+        assert_eq!(seed.len(), 58);
+        let nats = |rest: &str| {
+            Config::load(
+                None,
+                env(&[("FIREBREAK_NATS", &format!("{{url: nats://n, {rest}}}"))]),
+            )
+        };
+        nats(&format!("nkey_seed: {seed}")).unwrap();
+        nats("user: fb, password: p").unwrap();
+        nats("credentials_file: /x.creds, require_tls: true, ca_file: /ca.pem").unwrap();
+        for (rest, want) in [
+            (
+                "user: fb, password: p, token: t".to_owned(),
+                "nats.token: give one kind of credentials (user and password, token, nkey_seed or credentials_file), not user and token (from FIREBREAK_NATS)",
+            ),
+            (
+                format!("token: t, nkey_seed: {seed}"),
+                "nats.nkey_seed: give one kind of credentials (user and password, token, nkey_seed or credentials_file), not token and nkey_seed (from FIREBREAK_NATS)",
+            ),
+            (
+                "password: p".to_owned(),
+                "nats.password: needs nats.user (from FIREBREAK_NATS)",
+            ),
+            (
+                "client_cert_file: /c.pem".to_owned(),
+                "nats.client_cert_file: goes with nats.client_key_file; set both or neither (from FIREBREAK_NATS)",
+            ),
+            (
+                format!("nkey_seed: {account}"),
+                "nats.nkey_seed: not a user NKey seed (58 characters starting SU; `nk -gen user`) (from FIREBREAK_NATS)",
+            ),
+        ] {
+            let err = format!("{:#}", nats(&rest).unwrap_err());
+            assert_eq!(err, want, "{rest}");
+            assert!(!err.contains(&account[4..]), "a seed shown");
+        }
     }
 }

@@ -104,6 +104,8 @@ impl fmt::Display for KeyPath {
 pub(crate) struct Sources {
     file: Option<(PathBuf, String)>,
     env: Vec<(KeyPath, String)>,
+    /// Values read from files their `X_file` key named, and where each was read from.
+    read: Vec<(KeyPath, String)>,
 }
 
 impl Sources {
@@ -111,7 +113,18 @@ impl Sources {
         Self {
             file: file.map(|(p, t)| (p.to_owned(), t.to_owned())),
             env: Vec::new(),
+            read: Vec::new(),
         }
+    }
+
+    /// Records that the value at `path` was read from `file`, which the key `named_by`
+    /// names.
+    pub(crate) fn read_from(&mut self, path: KeyPath, file: &str, named_by: &KeyPath) {
+        let by = match self.origin(named_by) {
+            Some(origin) => format!("{named_by}, {origin}"),
+            None => named_by.to_string(),
+        };
+        self.read.push((path, format!("read from {file} ({by})")));
     }
 
     /// Records that environment variable `var` set the value at `path`.
@@ -124,6 +137,9 @@ impl Sources {
     /// or list around it), else the line of the file holding it or, when the file does not
     /// hold it (a default, a missing key), the nearest enclosing key that it holds.
     pub(crate) fn origin(&self, path: &KeyPath) -> Option<String> {
+        if let Some((_, read)) = self.read.iter().find(|(p, _)| path.starts_with(p)) {
+            return Some(read.clone());
+        }
         if let Some((_, var)) = self
             .env
             .iter()
