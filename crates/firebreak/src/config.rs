@@ -11,7 +11,12 @@ use firebreak_notification::Channel;
 use serde::Deserialize;
 
 mod origin;
+// The reference and the schema walk that holds it to the types: docs and tests only.
+#[cfg(test)]
+mod reference;
 mod secret_files;
+#[cfg(test)]
+mod walk;
 
 pub use origin::ConfigError;
 use origin::{KeyPath, Seg, Sources};
