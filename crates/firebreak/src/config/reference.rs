@@ -1638,7 +1638,7 @@ pub(crate) const SECTIONS: &[Section] = &[
                 "url",
                 "URL",
                 Required,
-                "`nats://host:4222`, or `tls://host:4222` to require TLS; several servers comma-separated.",
+                "`nats://host:4222`, or `tls://host:4222` to require TLS; the server tells the client of the other servers of its cluster.",
             ),
             k(
                 "ack_wait_seconds",
