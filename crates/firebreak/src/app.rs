@@ -478,18 +478,20 @@ fn build_notification(
     let secrets = firebreak_orchestration::SecretSource {
         dir: config.secrets_dir.clone(),
     };
+    // Secrets read from `X_file` keys come first.
+    let lookup = |name: &str| config.file_secret(name).or_else(|| secrets.get(name));
     let mut channels = vec![Channel::log()];
     for c in &config.channels {
         channels.push(
             c.clone()
-                .with_secrets(&|name| secrets.get(name))
+                .with_secrets(&lookup)
                 .map_err(|e| anyhow::anyhow!("invalid channels: {e}"))?,
         );
     }
     let responses = config
         .responses
         .as_ref()
-        .map(|spec| spec.build(&|name| secrets.get(name)))
+        .map(|spec| spec.build(&lookup))
         .transpose()
         .map_err(|e| anyhow::anyhow!("invalid {e}"))?;
     let notification = Notification::new(store, bus, channels, config.escalation_policies.clone())

@@ -10,6 +10,17 @@ use firebreak_domain::Taxonomy;
 use firebreak_notification::Channel;
 use serde::Deserialize;
 
+mod origin;
+// The reference and the schema walk that holds it to the types: docs and tests only.
+#[cfg(test)]
+mod reference;
+mod secret_files;
+#[cfg(test)]
+mod walk;
+
+pub use origin::ConfigError;
+use origin::{KeyPath, Seg, Sources};
+
 /// Everything `firebreak up` needs.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -151,7 +162,7 @@ pub struct Config {
     /// Distributed mode (`firebreak serve`): the service's Postgres database. `{service}` is
     /// replaced by the service's name, so one file can describe all four.
     #[serde(default)]
-    pub database_url: Option<String>,
+    pub database_url: Option<SecretText>,
     /// Distributed mode: the NATS JetStream server the services' events travel through.
     #[serde(default)]
     pub nats: Option<NatsConfig>,
@@ -183,6 +194,10 @@ pub struct Config {
     /// is up.
     #[serde(skip)]
     pub ignored_env: Vec<String>,
+    /// Secrets read from files that `X_file` keys of `{secret: NAME}` fields name (a
+    /// channel's `token_file`), by the name the field now gives (`channels.0.token_file`).
+    #[serde(skip)]
+    pub file_secrets: BTreeMap<String, SecretText>,
 }
 
 /// OpenTelemetry export (`otel:`): docs/observability.md.
@@ -459,10 +474,12 @@ pub struct TlsConfig {
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct SecretsEncryption {
-    /// A file holding the key (64 hex digits), readable by Firebreak only.
+    /// A file holding the key (64 hex digits), readable by Firebreak only; read when a
+    /// service starts.
     pub key_file: Option<PathBuf>,
-    /// The key itself, usually from the `FIREBREAK_SECRETS_KEY` environment variable;
-    /// `key_file` wins when both are set.
+    /// The key itself, usually from the `FIREBREAK_SECRETS_KEY` environment variable.
+    /// Setting both `key` and `key_file` in one place is an error; the environment's
+    /// replaces the file's.
     pub key: Option<SecretText>,
     /// Files of keys used before: secrets sealed under them are still read, and sealed
     /// again under the current key when a service starts. Drop one once every service
@@ -516,6 +533,41 @@ pub struct NatsConfig {
 }
 
 impl NatsConfig {
+    /// Checks what the connection would refuse later: one kind of credentials at most, a
+    /// password with its user, a client certificate with its key.
+    fn check(&self) -> anyhow::Result<()> {
+        let kinds: Vec<&str> = [
+            (self.user.is_some(), "user"),
+            (self.token.is_some(), "token"),
+            (self.nkey_seed.is_some(), "nkey_seed"),
+            (self.credentials_file.is_some(), "credentials_file"),
+        ]
+        .into_iter()
+        .filter_map(|(set, name)| set.then_some(name))
+        .collect();
+        if kinds.len() > 1 {
+            bail!(
+                "nats.{}: give one kind of credentials (user and password, token, nkey_seed or credentials_file), not {}",
+                kinds[1],
+                kinds.join(" and ")
+            );
+        }
+        if self.password.is_some() && self.user.is_none() {
+            bail!("nats.password: needs nats.user");
+        }
+        if self.client_cert_file.is_some() != self.client_key_file.is_some() {
+            bail!("nats.client_cert_file: goes with nats.client_key_file; set both or neither");
+        }
+        if let Some(seed) = &self.nkey_seed
+            && !(seed.0.starts_with("SU") && seed.0.len() == 58)
+        {
+            bail!(
+                "nats.nkey_seed: not a user NKey seed (58 characters starting SU; `nk -gen user`)"
+            );
+        }
+        Ok(())
+    }
+
     /// The credentials and TLS the bus connects with.
     pub fn auth(&self) -> firebreak_bus::NatsAuth {
         let secret = |s: &Option<SecretText>| s.as_ref().map(|s| s.0.clone());
@@ -688,27 +740,18 @@ impl Default for Config {
 }
 
 impl Config {
-    /// Loads the file (if any) and the environment over the defaults.
+    /// Loads the file (if any) and the environment over the defaults. An error names the key
+    /// path at fault and where its value came from: the file's line, or the environment
+    /// variable ([`ConfigError`]).
     pub fn load(
         file: Option<&Path>,
         env: impl IntoIterator<Item = (String, String)>,
     ) -> anyhow::Result<Self> {
-        let mut value = match file {
-            Some(path) => {
-                let text = std::fs::read_to_string(path)
-                    .with_context(|| format!("cannot read config file {}", path.display()))?;
-                let v: serde_yaml::Value = serde_yaml::from_str(&text)
-                    .with_context(|| format!("invalid config file {}", path.display()))?;
-                match v {
-                    serde_yaml::Value::Null => serde_yaml::Value::Mapping(Default::default()),
-                    v @ serde_yaml::Value::Mapping(_) => v,
-                    _ => bail!(
-                        "config file {}: the top level must be a map",
-                        path.display()
-                    ),
-                }
-            }
-            None => serde_yaml::Value::Mapping(Default::default()),
+        let text = file.map(read_file).transpose()?;
+        let mut sources = Sources::new(file.zip(text.as_deref()));
+        let mut value = match (file, &text) {
+            (Some(path), Some(text)) => parse_file(path, text)?,
+            _ => serde_yaml::Value::Mapping(Default::default()),
         };
         let mut ignored = Vec::new();
         for (key, raw) in env {
@@ -721,11 +764,13 @@ impl Config {
             }
             if key == SECRETS_KEY_ENV {
                 // Kept as text: hex digits may read as a YAML number.
-                set_path(
+                let path = ["secrets_encryption".to_owned(), "key".to_owned()];
+                set_path(&mut value, &path, serde_yaml::Value::String(raw));
+                remove_path(
                     &mut value,
-                    &["secrets_encryption".to_owned(), "key".to_owned()],
-                    serde_yaml::Value::String(raw),
+                    &["secrets_encryption".into(), "key_file".into()],
                 );
+                sources.set_by_env(KeyPath::keys(&path), &key);
                 continue;
             }
             let path: Vec<String> = rest.split("__").map(str::to_lowercase).collect();
@@ -739,37 +784,64 @@ impl Config {
             let parsed: serde_yaml::Value =
                 serde_yaml::from_str(&raw).unwrap_or(serde_yaml::Value::String(raw.clone()));
             set_path(&mut value, &path, parsed);
+            // The environment's secret replaces the file's, whichever form each has.
+            if let Some(other) = secret_files::other_form(&path) {
+                remove_path(&mut value, &other);
+            }
+            sources.set_by_env(KeyPath::keys(&path), &key);
         }
-        let config = Self::layered(value).context(match file {
-            Some(p) => format!(
-                "invalid configuration (file {} and FIREBREAK_ environment)",
-                p.display()
-            ),
-            None => "invalid configuration (FIREBREAK_ environment)".to_owned(),
-        })?;
-        config.validate()?;
+        let file_secrets = secret_files::resolve(&mut value, &mut sources)?;
+        check_channels(&value, &sources)?;
+        let config: Self =
+            serde_path_to_error::deserialize(value).map_err(|e| serde_error(&e, &sources))?;
         ignored.sort();
-        Ok(Self {
+        let config = Self {
             ignored_env: ignored,
+            file_secrets,
             ..config
-        })
+        };
+        config
+            .validate()
+            .map_err(|e| sources.annotate(&format!("{e:#}"), KEYS))?;
+        Ok(config)
     }
 
     fn layered(value: serde_yaml::Value) -> Result<Self, serde_yaml::Error> {
         serde_yaml::from_value(value)
     }
 
-    /// Checks what serde cannot: the taxonomy's own rules.
+    /// Checks what serde cannot (the taxonomy's rules, channels' URLs and templates, names,
+    /// bounds); each error's text starts with, or names, the key path at fault.
     pub fn validate(&self) -> anyhow::Result<()> {
         if let Some(t) = &self.taxonomy {
-            t.validate().context("invalid taxonomy")?;
+            // The domain's error says "invalid taxonomy: …" itself.
+            t.validate().map_err(|e| anyhow::anyhow!("{e}"))?;
         }
         firebreak_notification::declared::validate(&self.users, &self.teams)
             .map_err(|e| anyhow::anyhow!("invalid {e}"))?;
         firebreak_notification::schedules::Schedules::new(&self.schedules)
             .map_err(|e| anyhow::anyhow!("invalid {e}"))?;
-        if self.channels.iter().any(|c| c.name == "log") {
-            bail!("channel \"log\" is built in; name yours differently");
+        let mut names = std::collections::BTreeSet::new();
+        for (i, c) in self.channels.iter().enumerate() {
+            if c.name == "log" {
+                bail!("channels[{i}].name: channel \"log\" is built in; name yours differently");
+            }
+            if !names.insert(c.name.as_str()) {
+                bail!("channels[{i}].name: channel {:?} is defined twice", c.name);
+            }
+            let fault = |e: firebreak_notification::ChannelError| {
+                let (path, message) = channel_fault(i, &e);
+                anyhow::anyhow!("{path}: {message}")
+            };
+            c.check().map_err(fault)?;
+            // Secrets read from `X_file` keys are known now: a URL among them is checked here
+            // when they are all the channel has (the rest come from secrets_dir at start).
+            let names = c.secret_names();
+            if !names.is_empty() && names.iter().all(|(_, n)| self.file_secrets.contains_key(n)) {
+                c.clone()
+                    .with_secrets(&|n| self.file_secret(n))
+                    .map_err(fault)?;
+            }
         }
         self.throttles
             .check()
@@ -781,6 +853,13 @@ impl Config {
             .map_err(|e| anyhow::anyhow!("{e}"))?;
         firebreak_domain::maintenance::check_all(&self.maintenance)
             .map_err(|e| anyhow::anyhow!("invalid {e}"))?;
+        if let Some(nats) = &self.nats {
+            nats.check()?;
+        }
+        if let Some(key) = &self.secrets_encryption.key {
+            firebreak_intake::Keyring::parse_key(&key.0)
+                .map_err(|e| anyhow::anyhow!("secrets_encryption.key: {e}"))?;
+        }
         for (key, t) in [
             ("service_token", &self.auth.service_token),
             ("admin_token", &self.auth.admin_token),
@@ -788,7 +867,7 @@ impl Config {
             if let Some(t) = t {
                 firebreak_domain::access::PresentedToken::parse(&t.0).map_err(|_| {
                     anyhow::anyhow!(
-                        "auth.{key} is not a Firebreak token (fb_<12 hex>_<64 hex>); make one with `firebreak token generate`"
+                        "auth.{key}: not a Firebreak token (fb_<12 hex>_<64 hex>); make one with `firebreak token generate`"
                     )
                 })?;
             }
@@ -798,14 +877,23 @@ impl Config {
 
     /// The database URL of `service` in distributed mode.
     pub fn database_url_for(&self, service: &str) -> anyhow::Result<String> {
-        let url = self
-            .database_url
-            .as_deref()
-            .context("distributed mode needs `database_url` (postgres://…) in the configuration")?;
+        let url =
+            self.database_url.as_ref().map(|u| u.0.as_str()).context(
+                "distributed mode needs `database_url` (postgres://…) in the configuration",
+            )?;
         if !url.starts_with("postgres://") && !url.starts_with("postgresql://") {
-            bail!("database_url must be a postgres:// URL, not {url:?}");
+            // Not the URL itself: it may hold a password.
+            let scheme = url.split_once("://").map_or("(none)", |(s, _)| s);
+            bail!("database_url must be a postgres:// URL, not one of scheme {scheme:?}");
         }
         Ok(url.replace("{service}", service))
+    }
+
+    /// A secret an `X_file` key of a `{secret: NAME}` field was read from, by the name the
+    /// field now gives; the secrets of `secrets_dir` and `FIREBREAK_SECRET_<NAME>` are
+    /// looked up after these.
+    pub fn file_secret(&self, name: &str) -> Option<String> {
+        self.file_secrets.get(name).map(|s| s.0.clone())
     }
 
     /// The taxonomy in force.
@@ -858,6 +946,17 @@ impl Config {
     }
 }
 
+/// Removes the key at `path` (of maps only), if it is there.
+fn remove_path(value: &mut serde_yaml::Value, path: &[String]) {
+    let Some((last, parents)) = path.split_last() else {
+        return;
+    };
+    let parent = parents.iter().try_fold(value, |v, k| v.get_mut(k.as_str()));
+    if let Some(serde_yaml::Value::Mapping(map)) = parent {
+        map.remove(last.as_str());
+    }
+}
+
 fn set_path(value: &mut serde_yaml::Value, path: &[String], leaf: serde_yaml::Value) {
     let Some((head, rest)) = path.split_first() else {
         *value = leaf;
@@ -872,6 +971,106 @@ fn set_path(value: &mut serde_yaml::Value, path: &[String], leaf: serde_yaml::Va
             .entry(key)
             .or_insert(serde_yaml::Value::Mapping(Default::default()));
         set_path(child, rest, leaf);
+    }
+}
+
+/// The largest configuration file read: a file named by mistake (a log, a dump) is refused
+/// rather than parsed.
+const MAX_FILE_BYTES: u64 = 4 * 1024 * 1024;
+
+/// The configuration file's text, at most [`MAX_FILE_BYTES`].
+fn read_file(path: &Path) -> anyhow::Result<String> {
+    use std::io::Read;
+    let f = std::fs::File::open(path)
+        .with_context(|| format!("cannot read config file {}", path.display()))?;
+    let mut text = String::new();
+    f.take(MAX_FILE_BYTES + 1)
+        .read_to_string(&mut text)
+        .with_context(|| format!("cannot read config file {}", path.display()))?;
+    if text.len() as u64 > MAX_FILE_BYTES {
+        bail!(
+            "config file {}: larger than {} MiB",
+            path.display(),
+            MAX_FILE_BYTES >> 20
+        );
+    }
+    Ok(text)
+}
+
+/// The file's YAML: a map (or nothing). A syntax error says its line and column.
+fn parse_file(path: &Path, text: &str) -> Result<serde_yaml::Value, ConfigError> {
+    let refuse = |message: String| ConfigError {
+        path: String::new(),
+        message,
+        origin: None,
+    };
+    let v: serde_yaml::Value = serde_yaml::from_str(text).map_err(|e| {
+        // serde_yaml says where a syntax error is, but not where a repeated key is.
+        match origin::find_repeated_key(text) {
+            Some((key, line)) => ConfigError {
+                path: key.to_string(),
+                message: format!("{e}"),
+                origin: Some(format!("line {line} of {}", path.display())),
+            },
+            None => refuse(format!("config file {} is not YAML: {e}", path.display())),
+        }
+    })?;
+    match v {
+        serde_yaml::Value::Null => Ok(serde_yaml::Value::Mapping(Default::default())),
+        v @ serde_yaml::Value::Mapping(_) => Ok(v),
+        _ => Err(refuse(format!(
+            "config file {}: the top level must be a map of keys (line 1)",
+            path.display()
+        ))),
+    }
+}
+
+/// A serde error as a [`ConfigError`]: the path serde_path_to_error tracked (with the key
+/// an `unknown field` error is about), and its origin.
+fn serde_error(
+    e: &serde_path_to_error::Error<serde_yaml::Error>,
+    sources: &Sources,
+) -> ConfigError {
+    let mut path = KeyPath::from_serde(e.path());
+    let message = e.inner().to_string();
+    // serde_path_to_error's path ends at the unknown key in some places and at the map
+    // holding it in others.
+    if let Some(field) = message
+        .strip_prefix("unknown field `")
+        .and_then(|rest| rest.split('`').next())
+        && path.0.last() != Some(&Seg::Key(field.to_owned()))
+    {
+        path = path.key(field);
+    }
+    sources.error(&path, message)
+}
+
+/// Reads each `channels:` entry as the channel parser does, so that an error names the
+/// entry's index and field (`channels[0].events`) rather than only the channel.
+fn check_channels(value: &serde_yaml::Value, sources: &Sources) -> Result<(), ConfigError> {
+    let Some(serde_yaml::Value::Sequence(items)) = value.get("channels") else {
+        return Ok(());
+    };
+    for (i, item) in items.iter().enumerate() {
+        let at = KeyPath(vec![Seg::Key("channels".into()), Seg::Index(i)]);
+        let json = serde_json::to_value(item).map_err(|e| sources.error(&at, e.to_string()))?;
+        Channel::from_config(json).map_err(|e| {
+            let (path, message) = channel_fault(i, &e);
+            sources.error(&path, message)
+        })?;
+    }
+    Ok(())
+}
+
+/// The key path of a channel's error (`channels[2].templates.text`) and its reason.
+fn channel_fault(index: usize, e: &firebreak_notification::ChannelError) -> (KeyPath, String) {
+    let at = KeyPath(vec![Seg::Key("channels".into()), Seg::Index(index)]);
+    if e.field.is_empty() {
+        return (at, e.reason.clone());
+    }
+    match KeyPath::parse(&e.field) {
+        Some(field) => (at.join(&field), e.reason.clone()),
+        None => (at, format!("{}: {}", e.field, e.reason)),
     }
 }
 
@@ -1359,8 +1558,14 @@ mod tests {
             "channels:\n  - name: ops\n    kind: webhook\n    url: ftp://x\n",
         )
         .unwrap();
-        let c = Config::load(Some(&file), env(&[])).unwrap();
-        assert_eq!(c.channels.len(), 1);
+        let err = format!("{:#}", Config::load(Some(&file), env(&[])).unwrap_err());
+        assert_eq!(
+            err,
+            format!(
+                "channels[0].url: \"ftp://x\" must start with http:// or https:// (line 4 of {})",
+                file.display()
+            )
+        );
         std::fs::write(&file, "taxonomy:\n  categories:\n    - name: only-one\n").unwrap();
         let err = format!("{:#}", Config::load(Some(&file), env(&[])).unwrap_err());
         assert!(err.contains("uncategorized"), "{err}");
@@ -1419,5 +1624,571 @@ mod tests {
         let c = Config::load(None, env(&[("FIREBREAK_DATABASE_URL", "sqlite://x.db")])).unwrap();
         let err = format!("{:#}", c.database_url_for("triage").unwrap_err());
         assert!(err.contains("postgres://"), "{err}");
+    }
+
+    /// Hostile configuration files: every error names the key path and the line (or the
+    /// environment variable) its value came from.
+    #[test]
+    fn every_error_names_the_key_path_and_its_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("firebreak.yaml");
+        type Case<'a> = (&'a str, &'a [(&'a str, &'a str)], &'a str);
+        let cases: &[Case] = &[
+            (
+                "live: true\n\nliev: true\n",
+                &[],
+                "liev: unknown field `liev`, expected one of `data_dir`, …(line 3 of F)",
+            ),
+            (
+                "nats:\n  url: nats://x\n  urll: y\n",
+                &[],
+                "nats.urll: unknown field `urll`, expected one of `url`, `ack_wait_seconds`, …(line 3 of F)",
+            ),
+            (
+                "grpc_addr: not-an-addr\n",
+                &[],
+                "grpc_addr: invalid socket address syntax (line 1 of F)",
+            ),
+            (
+                "channels:\n  - name: ops\n    kind: webhook\n    url: https://x\n    events: [opened, bogus]\n",
+                &[],
+                "channels[0].events[1]: \"bogus\" is not an incident change (one of opened, …(line 5 of F)",
+            ),
+            (
+                "channels:\n  - name: ops\n    kind: webhook\n    url: https://x\n  - name: two\n",
+                &[],
+                "channels[1].kind: is required (one of log, …(line 5 of F)",
+            ),
+            (
+                "channels:\n  - {name: ops, kind: webhook, url: 'https://x', tries: 3}\n",
+                &[],
+                "channels[0].tries: unknown field `tries`, …(line 2 of F)",
+            ),
+            (
+                "channels:\n  - {name: a, kind: webhook, url: 'https://x'}\n  - {name: a, kind: webhook, url: 'https://y'}\n",
+                &[],
+                "channels[1].name: channel \"a\" is defined twice (line 3 of F)",
+            ),
+            (
+                "channels:\n  - {name: log, kind: webhook, url: 'https://x'}\n",
+                &[],
+                "channels[0].name: channel \"log\" is built in; name yours differently (line 2 of F)",
+            ),
+            (
+                "channels:\n  - name: t\n    kind: teams\n    url: http://teams.example.com/x\n",
+                &[],
+                "channels[0].url: must start with https:// (plain http only to a loopback address) (line 4 of F)",
+            ),
+            (
+                "integrations:\n  - name: am\n    kind: alertmanagr\n    key: 0123456789abcdef0\n",
+                &[],
+                "integrations[0].kind: unknown variant `alertmanagr`, expected one of `alertmanager`, `pagerduty`, `grpc` (line 3 of F)",
+            ),
+            (
+                "integrations:\n  - name: am\n    kind: alertmanager\n    key: 0123456789abcdef0\n    severity_map: {x: nope}\n",
+                &[],
+                "integrations[0].severity_map.x: invalid type: string \"nope\", expected u32 (line 5 of F)",
+            ),
+            (
+                "schedules:\n  - name: s\n    time_zone: UTC\n    layers:\n      - name: l\n        members: [a]\n        rotation: {every: 1 fortnight, hand_off: '09:00', start: 2026-01-01}\n",
+                &[],
+                "schedules[0].layers[0].rotation.every: \"1 fortnight\" is not a turn length: expected a count and h, d or w (12h, 1d, 2w) (line 7 of F)",
+            ),
+            (
+                "a: [\n",
+                &[],
+                "config file F is not YAML: did not find expected node content at line 2 column 1, while parsing a flow node",
+            ),
+            (
+                "- a\n",
+                &[],
+                "config file F: the top level must be a map of keys (line 1)",
+            ),
+            (
+                "live: true\nlive: false\n",
+                &[],
+                "live: duplicate entry with key \"live\" (line 2 of F)",
+            ),
+            (
+                "",
+                &[
+                    ("FIREBREAK_NATS__ACK_WAIT_SECONDS", "abc"),
+                    ("FIREBREAK_NATS__URL", "nats://x"),
+                ],
+                "nats.ack_wait_seconds: invalid type: string \"abc\", expected u64 (from FIREBREAK_NATS__ACK_WAIT_SECONDS)",
+            ),
+            (
+                "nats:\n  url: nats://x\n",
+                &[("FIREBREAK_NATS__PORT", "4222")],
+                "nats.port: unknown field `port`, expected one of `url`, …(from FIREBREAK_NATS__PORT)",
+            ),
+            (
+                "",
+                &[("FIREBREAK_CHANNELS", "[{name: a, kind: pager}]")],
+                "channels[0].kind: unknown kind \"pager\" (one of log, …(from FIREBREAK_CHANNELS)",
+            ),
+            (
+                "nats:\n  ack_wait_seconds: 5\n",
+                &[],
+                "nats: missing field `url` (line 1 of F)",
+            ),
+            (
+                "reopen:\n  window_seconds: 99999999\n",
+                &[],
+                "reopen.window_seconds: at most 2592000 seconds (30 days), not 99999999 (line 2 of F)",
+            ),
+            (
+                "escalation_policies:\n  - name: p\n    steps:\n      - channels: [x]\n        targets: [{robot: x}]\n",
+                &[],
+                "escalation_policies[0].steps[0].targets[0].robot: unknown variant `robot`, expected one of `user`, …(line 5 of F)",
+            ),
+            (
+                "taxonomy:\n  categories:\n    - name: only-one\n",
+                &[],
+                "taxonomy: the category \"uncategorized\" must exist (line 1 of F)",
+            ),
+            (
+                "users:\n  - name: amy\n  - name: amy\n",
+                &[],
+                "users[1] (\"amy\"): declared twice (line 3 of F)",
+            ),
+            (
+                "grouping:\n  rules:\n  - name: r\n    group_by: [s]\n    window: soon\n",
+                &[],
+                "grouping.rules[0].window: \"soon\" is not a window such as 30s, 5m or 2h (line 5 of F)",
+            ),
+            (
+                "maintenance:\n  - name: w\n",
+                &[],
+                "maintenance[0]: missing field `time_zone` (line 2 of F)",
+            ),
+            (
+                "auth:\n  service_token: nope\n",
+                &[],
+                "auth.service_token: not a Firebreak token (fb_<12 hex>_<64 hex>); make one with `firebreak token generate` (line 2 of F)",
+            ),
+            (
+                "throttles:\n  sms: [{count: 0, per_seconds: 60}]\n",
+                &[],
+                "throttles.sms[0].count: must be 1 to 1000, not 0 (line 2 of F)",
+            ),
+            (
+                "review:\n  template: []\n",
+                &[],
+                "review.template: must hold 1 to 20 sections (0 given) (line 2 of F)",
+            ),
+            (
+                "routes:\n  - policy: p\n    match: {max_severity: x}\n",
+                &[],
+                "routes[0].match.max_severity: invalid type: string \"x\", expected u32 (line 3 of F)",
+            ),
+            (
+                "data_dir: [1]\n",
+                &[],
+                "data_dir: invalid type: sequence, expected path string (line 1 of F)",
+            ),
+            (
+                "responses:\n  public_url: https://x\n  signing_key: plain\n",
+                &[],
+                "responses.signing_key: expects {secret: NAME} naming a secret (a file in secrets_dir or FIREBREAK_SECRET_<NAME>), never the value itself (line 3 of F)",
+            ),
+        ];
+        for (yaml, vars, want) in cases {
+            std::fs::write(&file, yaml).unwrap();
+            let err = format!("{:#}", Config::load(Some(&file), env(vars)).unwrap_err());
+            let err = err.replace(&file.display().to_string(), "F");
+            let ok = match want.split_once('…') {
+                Some((head, tail)) => err.starts_with(head) && err.ends_with(tail),
+                None => err == *want,
+            };
+            assert!(ok, "{yaml:?}\n got: {err}\nwant: {want}");
+        }
+        // A file too large to be a configuration is refused before it is parsed.
+        std::fs::write(&file, "#".repeat(MAX_FILE_BYTES as usize + 1)).unwrap();
+        let err = format!("{:#}", Config::load(Some(&file), env(&[])).unwrap_err());
+        assert!(err.ends_with("larger than 4 MiB"), "{err}");
+    }
+
+    /// A Firebreak token (`fb_<12 hex>_<64 hex>`), made of `c`.
+    fn token(c: char) -> String {
+        format!(
+            "fb_{}_{}",
+            c.to_string().repeat(12),
+            c.to_string().repeat(64)
+        )
+    }
+
+    /// Every secret-bearing key takes its value from a file instead: `X_file`.
+    #[test]
+    fn every_secret_bearing_key_reads_its_file_variant() {
+        let dir = tempfile::tempdir().unwrap();
+        let secret = |name: &str, value: &str| {
+            let p = dir.path().join(name);
+            std::fs::write(&p, format!("{value}\n")).unwrap();
+            p.display().to_string()
+        };
+        let values = [
+            ("db", "postgres://fb:db-pass-1@pg/firebreak_{service}"),
+            ("ikey", "integration-key-0001"),
+            ("isig", "integration-signing-0001"),
+            ("links", "link-signing-key-00000000000000000001"),
+            ("svc", &*token('a')),
+            ("adm", &*token('b')),
+            (
+                "seal",
+                "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff",
+            ),
+            ("hook", "https://hooks.example.com/webhook-token-0001"),
+            ("hsig", "webhook-signing-0001"),
+            ("smtp", "smtp-pass-0001"),
+            ("slack", "xoxb-slack-token-0001"),
+            ("ssig", "slack-signing-0001"),
+            ("mm", "mattermost-token-0001"),
+            ("teams", "https://teams.example.com/workflow-token-0001"),
+            (
+                "slackhook",
+                "https://hooks.slack.com/services/T/B/slackhook-0001",
+            ),
+            ("mmhook", "https://mm.example.com/hooks/mmhook-0001"),
+            ("twilio", "twilio-auth-0001"),
+            ("gw", "gateway-api-key-0001"),
+        ];
+        let f: BTreeMap<&str, String> = values.iter().map(|(n, v)| (*n, secret(n, v))).collect();
+        let yaml = format!(
+            "database_url_file: {db}
+integrations:
+  - {{name: am, kind: alertmanager, key_file: {ikey}, signing_secret_file: {isig}}}
+responses:
+  public_url: https://firebreak.example.com
+  signing_key_file: {links}
+auth:
+  service_token_file: {svc}
+  admin_token_file: {adm}
+secrets_encryption:
+  key_file: {seal}
+channels:
+  - {{name: hook, kind: webhook, url_file: {hook}, signing_secret_file: {hsig}}}
+  - {{name: mail, kind: email, host: smtp.example.com, from: fb@example.com, to: [ops@example.com], username: fb, password_file: {smtp}}}
+  - {{name: slack, kind: slack, channel: C1, token_file: {slack}, signing_secret_file: {ssig}}}
+  - {{name: mm, kind: mattermost, url: 'https://mm.example.com', channel_id: abcdefghijklmnopqrstuvwxyz, token_file: {mm}}}
+  - {{name: teams, kind: teams, url_file: {teams}}}
+  - {{name: slackhook, kind: slack_webhook, url_file: {slackhook}}}
+  - {{name: mmhook, kind: mattermost_webhook, url_file: {mmhook}}}
+  - {{name: sms, kind: twilio, account_sid: AC0123456789abcdef0123456789abcdef, from: '+15550000000', to: '+15551111111', auth_token_file: {twilio}}}
+  - name: gw
+    kind: sms_gateway
+    url: https://sms.example.com/send
+    to: '+15551111111'
+    body: '{{\"key\": {{{{ secrets.api_key }}}}, \"text\": {{{{ text }}}}}}'
+    secrets: {{api_key_file: {gw}}}
+",
+            db = f["db"],
+            ikey = f["ikey"],
+            isig = f["isig"],
+            links = f["links"],
+            svc = f["svc"],
+            adm = f["adm"],
+            seal = f["seal"],
+            hook = f["hook"],
+            hsig = f["hsig"],
+            smtp = f["smtp"],
+            slack = f["slack"],
+            ssig = f["ssig"],
+            mm = f["mm"],
+            teams = f["teams"],
+            slackhook = f["slackhook"],
+            mmhook = f["mmhook"],
+            twilio = f["twilio"],
+            gw = f["gw"],
+        );
+        let file = dir.path().join("firebreak.yaml");
+        std::fs::write(&file, &yaml).unwrap();
+        let c = Config::load(Some(&file), env(&[])).unwrap_or_else(|e| panic!("{e:#}"));
+        assert_eq!(
+            c.database_url_for("triage").unwrap(),
+            "postgres://fb:db-pass-1@pg/firebreak_triage"
+        );
+        use firebreak_intake::Secret;
+        let i = &c.integrations[0];
+        assert_eq!(
+            (i.key.clone(), i.signing_secret.clone()),
+            (
+                Secret::new("integration-key-0001"),
+                Some(Secret::new("integration-signing-0001"))
+            )
+        );
+        assert_eq!(c.auth.service_token, Some(SecretText(token('a'))));
+        assert_eq!(c.auth.admin_token, Some(SecretText(token('b'))));
+        // Read when a service starts, as before.
+        assert_eq!(
+            c.secrets_encryption.key_file.as_deref(),
+            Some(Path::new(&f["seal"]))
+        );
+        // Channels and links find their secrets by the names their fields now give, with
+        // nothing else to look in.
+        let lookup = |name: &str| c.file_secret(name);
+        for ch in &c.channels {
+            let given = ch.clone().with_secrets(&lookup);
+            assert!(given.is_ok(), "{}: {:?}", ch.name, given.err());
+        }
+        assert_eq!(
+            c.channels[2].secret_names(),
+            [
+                ("token".to_owned(), "channels.2.token_file".to_owned()),
+                (
+                    "signing_secret".to_owned(),
+                    "channels.2.signing_secret_file".to_owned()
+                )
+            ]
+        );
+        assert_eq!(
+            c.file_secret("channels.8.secrets.api_key_file").as_deref(),
+            Some("gateway-api-key-0001")
+        );
+        c.responses.as_ref().unwrap().build(&lookup).unwrap();
+        // No secret shows in a printed configuration.
+        let printed = format!("{c:?}");
+        for (name, value) in values {
+            assert!(!printed.contains(value), "{name}'s secret printed");
+        }
+
+        // NATS, one kind of credentials at a time.
+        let seed = nkeys::KeyPair::new_user().seed().unwrap();
+        for (kind, value, read) in [
+            ("password", "nats-pass-0001", "password"),
+            ("token", "nats-token-0001", "token"),
+            ("nkey_seed", seed.as_str(), "nkey_seed"),
+        ] {
+            let user = if kind == "password" {
+                "\n  user: fb"
+            } else {
+                ""
+            };
+            let path = secret("nats", value);
+            std::fs::write(
+                &file,
+                format!("nats:\n  url: nats://n:4222{user}\n  {kind}_file: {path}\n"),
+            )
+            .unwrap();
+            let c = Config::load(Some(&file), env(&[])).unwrap_or_else(|e| panic!("{e:#}"));
+            let auth = c.nats.unwrap().auth();
+            let got = match read {
+                "password" => auth.password,
+                "token" => auth.token,
+                _ => auth.nkey_seed,
+            };
+            assert_eq!(got.as_deref(), Some(value), "{kind}");
+        }
+    }
+
+    /// `X_file` refused: set with `X`, a file that cannot be a secret, a kind without `X`;
+    /// each error names the key, the path and the line.
+    #[test]
+    fn hostile_secret_files_are_refused_naming_the_key_the_path_and_the_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("firebreak.yaml");
+        let good = dir.path().join("good");
+        std::fs::write(&good, "nats-pass\n").unwrap();
+        let big = dir.path().join("big");
+        std::fs::write(&big, "x".repeat(64 * 1024 + 1)).unwrap();
+        let empty = dir.path().join("empty");
+        std::fs::write(&empty, "\n").unwrap();
+        let missing = dir.path().join("missing");
+        let (f, g, b, e, m, d) = (
+            file.display().to_string(),
+            good.display(),
+            big.display(),
+            empty.display(),
+            missing.display(),
+            dir.path().display(),
+        );
+        let cases = [
+            (
+                format!(
+                    "nats:\n  url: nats://n\n  user: fb\n  password: inline\n  password_file: {g}\n"
+                ),
+                format!(
+                    "nats.password_file: nats.password is set too: give the secret or the file holding it, not both (line 5 of {f})"
+                ),
+            ),
+            (
+                format!("database_url: postgres://x\ndatabase_url_file: {g}\n"),
+                format!(
+                    "database_url_file: database_url is set too: give the secret or the file holding it, not both (line 2 of {f})"
+                ),
+            ),
+            (
+                format!("secrets_encryption:\n  key: '00'\n  key_file: {g}\n"),
+                format!(
+                    "secrets_encryption.key_file: secrets_encryption.key is set too: give the secret or the file holding it, not both (line 3 of {f})"
+                ),
+            ),
+            (
+                format!(
+                    "channels:\n  - name: s\n    kind: slack\n    token: {{secret: t}}\n    token_file: {g}\n"
+                ),
+                format!(
+                    "channels[0].token_file: channels[0].token is set too: give the secret or the file holding it, not both (line 5 of {f})"
+                ),
+            ),
+            (
+                format!("auth:\n  admin_token_file: {m}\n"),
+                format!(
+                    "auth.admin_token_file: cannot read {m}: No such file or directory (os error 2) (line 2 of {f})"
+                ),
+            ),
+            (
+                format!("integrations:\n  - name: am\n    kind: alertmanager\n    key_file: {d}\n"),
+                format!("integrations[0].key_file: {d} is not a regular file (line 4 of {f})"),
+            ),
+            (
+                format!("channels:\n  - name: t\n    kind: teams\n    url_file: {b}\n"),
+                format!("channels[0].url_file: {b} is larger than 64 KiB (line 4 of {f})"),
+            ),
+            (
+                format!("responses:\n  public_url: https://x\n  signing_key_file: {e}\n"),
+                format!("responses.signing_key_file: {e} is empty (line 3 of {f})"),
+            ),
+            (
+                "database_url_file: [a, b]\n".to_owned(),
+                format!("database_url_file: must be a file's path (line 1 of {f})"),
+            ),
+            // A kind without the key: its file variant is an unknown key like any other.
+            (
+                format!(
+                    "channels:\n  - name: t\n    kind: teams\n    token_file: {g}\n    url: https://t.example.com\n"
+                ),
+                format!(
+                    "channels[0].token_file: unknown field `token_file`, expected `url` (line 4 of {f})"
+                ),
+            ),
+            (
+                format!("nats:\n  url: nats://n\n  urls_file: {g}\n"),
+                "nats.urls_file: unknown field `urls_file`, expected one of ".to_owned(),
+            ),
+            // A value read from a file that is not what the key takes says where it was read.
+            (
+                format!("auth:\n  service_token_file: {g}\n"),
+                format!(
+                    "auth.service_token: not a Firebreak token (fb_<12 hex>_<64 hex>); make one with `firebreak token generate` (read from {g} (auth.service_token_file, line 2 of {f}))"
+                ),
+            ),
+            (
+                "secrets_encryption:\n  key: '00'\n".to_owned(),
+                format!(
+                    "secrets_encryption.key: a secrets key is 64 hex digits (32 bytes) (line 2 of {f})"
+                ),
+            ),
+            (
+                format!("channels:\n  - name: h\n    kind: slack_webhook\n    url_file: {g}\n"),
+                format!(
+                    "channels[0].url: the URL in secret \"channels.0.url_file\" is not a URL (relative URL without a base) (read from {g} (channels[0].url_file, line 4 of {f}))"
+                ),
+            ),
+        ];
+        for (yaml, want) in cases {
+            std::fs::write(&file, &yaml).unwrap();
+            let got = format!("{:#}", Config::load(Some(&file), env(&[])).unwrap_err());
+            assert!(
+                got == want || (want.ends_with("one of ") && got.starts_with(&want)),
+                "{yaml}\n got: {got}\nwant: {want}"
+            );
+            assert!(!got.contains("nats-pass"), "a secret shown: {got}");
+        }
+    }
+
+    /// The environment's form of a secret replaces the file's, whichever each is.
+    #[test]
+    fn the_environment_overrides_a_secret_in_either_form() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("firebreak.yaml");
+        let from_file = dir.path().join("pass");
+        std::fs::write(&from_file, "from-file\n").unwrap();
+        let nats = |c: Config| c.nats.unwrap().auth().password.unwrap();
+        // The file's value, the environment's file.
+        std::fs::write(
+            &file,
+            "nats:\n  url: nats://n\n  user: fb\n  password: from-yaml\n",
+        )
+        .unwrap();
+        let pass_file = from_file.display().to_string();
+        let c = Config::load(
+            Some(&file),
+            env(&[("FIREBREAK_NATS__PASSWORD_FILE", &pass_file)]),
+        )
+        .unwrap();
+        assert_eq!(nats(c), "from-file");
+        // The file's file (missing: never read), the environment's value.
+        std::fs::write(
+            &file,
+            "nats:\n  url: nats://n\n  user: fb\n  password_file: /nonexistent/pass\n",
+        )
+        .unwrap();
+        let c = Config::load(
+            Some(&file),
+            env(&[("FIREBREAK_NATS__PASSWORD", "from-env")]),
+        )
+        .unwrap();
+        assert_eq!(nats(c), "from-env");
+        // An error in the environment's file names the variable.
+        let err = format!(
+            "{:#}",
+            Config::load(
+                Some(&file),
+                env(&[("FIREBREAK_NATS__PASSWORD_FILE", "/nonexistent/other")])
+            )
+            .unwrap_err()
+        );
+        assert_eq!(
+            err,
+            "nats.password_file: cannot read /nonexistent/other: No such file or directory (os error 2) (from FIREBREAK_NATS__PASSWORD_FILE)"
+        );
+        // FIREBREAK_SECRETS_KEY replaces a key_file.
+        std::fs::write(&file, "secrets_encryption:\n  key_file: /nonexistent/key\n").unwrap();
+        let key = "ab".repeat(32);
+        let c = Config::load(Some(&file), env(&[("FIREBREAK_SECRETS_KEY", &key)])).unwrap();
+        assert_eq!(c.secrets_encryption.key, Some(SecretText(key)));
+    }
+
+    #[test]
+    fn nats_credentials_are_checked_at_load() {
+        let seed = nkeys::KeyPair::new_user().seed().unwrap();
+        let account = nkeys::KeyPair::new_account().seed().unwrap();
+        assert_eq!(seed.len(), 58);
+        let nats = |rest: &str| {
+            Config::load(
+                None,
+                env(&[("FIREBREAK_NATS", &format!("{{url: nats://n, {rest}}}"))]),
+            )
+        };
+        nats(&format!("nkey_seed: {seed}")).unwrap();
+        nats("user: fb, password: p").unwrap();
+        nats("credentials_file: /x.creds, require_tls: true, ca_file: /ca.pem").unwrap();
+        for (rest, want) in [
+            (
+                "user: fb, password: p, token: t".to_owned(),
+                "nats.token: give one kind of credentials (user and password, token, nkey_seed or credentials_file), not user and token (from FIREBREAK_NATS)",
+            ),
+            (
+                format!("token: t, nkey_seed: {seed}"),
+                "nats.nkey_seed: give one kind of credentials (user and password, token, nkey_seed or credentials_file), not token and nkey_seed (from FIREBREAK_NATS)",
+            ),
+            (
+                "password: p".to_owned(),
+                "nats.password: needs nats.user (from FIREBREAK_NATS)",
+            ),
+            (
+                "client_cert_file: /c.pem".to_owned(),
+                "nats.client_cert_file: goes with nats.client_key_file; set both or neither (from FIREBREAK_NATS)",
+            ),
+            (
+                format!("nkey_seed: {account}"),
+                "nats.nkey_seed: not a user NKey seed (58 characters starting SU; `nk -gen user`) (from FIREBREAK_NATS)",
+            ),
+        ] {
+            let err = format!("{:#}", nats(&rest).unwrap_err());
+            assert_eq!(err, want, "{rest}");
+            assert!(!err.contains(&account[4..]), "a seed shown");
+        }
     }
 }

@@ -3,6 +3,7 @@
 
 mod access;
 mod harness;
+mod nats_config;
 mod platform;
 mod traces;
 

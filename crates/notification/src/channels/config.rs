@@ -67,11 +67,17 @@ impl Spec {
         }
         match self {
             Self::Log => Vec::new(),
-            Self::Webhook(s) => s
-                .signing_secret
-                .iter()
-                .map(|r| ("signing_secret".to_owned(), r))
-                .collect(),
+            Self::Webhook(s) => match &s.url {
+                UrlOrSecret::Secret(r) => one("url", r),
+                UrlOrSecret::Value(_) => Vec::new(),
+            }
+            .into_iter()
+            .chain(
+                s.signing_secret
+                    .iter()
+                    .map(|r| ("signing_secret".to_owned(), r)),
+            )
+            .collect(),
             Self::Email(s) => s
                 .password
                 .iter()

@@ -397,10 +397,16 @@ impl Channel {
 
     /// A URL held by a secret is checked once its value is known, without showing it.
     fn check_secret_urls(&self) -> Result<(), ChannelError> {
-        if let Spec::SlackWebhook(h) | Spec::MattermostWebhook(h) | Spec::Teams(h) = &self.spec
-            && let secrets::UrlOrSecret::Secret(r) = &h.url
+        let (url, scheme) = match &self.spec {
+            Spec::SlackWebhook(h) | Spec::MattermostWebhook(h) | Spec::Teams(h) => {
+                (&h.url, config::Scheme::Secure)
+            }
+            Spec::Webhook(w) => (&w.url, config::Scheme::Any),
+            _ => return Ok(()),
+        };
+        if let secrets::UrlOrSecret::Secret(r) = url
             && let Some(url) = self.secrets.get(r)
-            && let Err(e) = config::check_url(url, config::Scheme::Secure)
+            && let Err(e) = config::check_url(url, scheme)
         {
             let e = self.secrets.redact(&e);
             return Err(ChannelError::new(

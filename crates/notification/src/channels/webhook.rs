@@ -9,7 +9,7 @@ use ring::hmac;
 use serde::Deserialize;
 
 use super::config::{Scheme, check_url};
-use super::secrets::SecretRef;
+use super::secrets::{SecretRef, UrlOrSecret};
 use super::{Channel, ChannelError, DeliveryError, Message, Receipt, http};
 
 /// The header carrying the signature's time, in Unix seconds.
@@ -21,9 +21,10 @@ pub const SIGNATURE_HEADER: &str = "X-Firebreak-Signature";
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct WebhookSpec {
-    /// Where it POSTs: `http://` or `https://`.
-    #[serde(default)]
-    pub(crate) url: String,
+    /// Where it POSTs: `http://` or `https://`, or `{secret: NAME}` holding it (a URL with a
+    /// token in it).
+    #[serde(default = "no_url")]
+    pub(crate) url: UrlOrSecret,
     /// Signs every request with this secret: `{secret: NAME}`.
     #[serde(default)]
     pub(crate) signing_secret: Option<SecretRef>,
@@ -42,11 +43,20 @@ pub fn signature(secret: &[u8], timestamp: u64, body: &[u8]) -> String {
     format!("t={timestamp},v1={hex}")
 }
 
+fn no_url() -> UrlOrSecret {
+    UrlOrSecret::Value(String::new())
+}
+
 impl WebhookSpec {
+    /// A URL written in the configuration is checked here; one held by a secret once its
+    /// value is known ([`super::Channel::with_secrets`]).
     pub(crate) fn check(&self, channel: &str) -> Result<(), ChannelError> {
-        check_url(&self.url, Scheme::Any)
-            .map(|_| ())
-            .map_err(|e| ChannelError::new(channel, "url", format!("{:?} {e}", self.url)))
+        match &self.url {
+            UrlOrSecret::Value(url) => check_url(url, Scheme::Any)
+                .map(|_| ())
+                .map_err(|e| ChannelError::new(channel, "url", format!("{url:?} {e}"))),
+            UrlOrSecret::Secret(_) => Ok(()),
+        }
     }
 
     pub(crate) async fn deliver(
@@ -58,7 +68,7 @@ impl WebhookSpec {
         key: &str,
     ) -> Result<Receipt, DeliveryError> {
         let url = match to {
-            None => self.url.as_str(),
+            None => ch.url(&self.url)?,
             Some(c) if c.kind == ContactKind::Webhook => c.address.as_str(),
             Some(c) => return Err(ch.unreachable(c)),
         };

@@ -68,6 +68,37 @@ async fn a_signed_webhook_can_be_verified_by_recomputing_the_signature() {
     assert_no_secret(&format!("{ch:?}"), &[SIGNING_KEY]);
 }
 
+/// A URL with a token in it can be a secret, as Slack's and Teams' are: delivered to, never
+/// shown, and checked once known.
+#[tokio::test]
+async fn a_webhook_url_held_by_a_secret_is_delivered_to_and_never_shown() {
+    let mock = Mock::start(|_| Reply::text(204, "")).await;
+    let url = mock.url("/hook?token=hook-t0ken-123");
+    let ch = channel(
+        "{ name: ops, kind: webhook, url: {secret: ops-url} }",
+        &[("ops-url", &url)],
+    );
+    assert_eq!(
+        ch.secret_names(),
+        [("url".to_owned(), "ops-url".to_owned())]
+    );
+    ch.deliver(&client(), None, &message(EventKind::Opened), "d-1")
+        .await
+        .unwrap();
+    assert_eq!(mock.one().path, "/hook");
+    assert_no_secret(&format!("{ch:?}"), &["hook-t0ken-123", "/hook"]);
+    let bad = crate::support::with_secrets(
+        crate::support::parse("{ name: ops, kind: webhook, url: {secret: ops-url} }").unwrap(),
+        &[("ops-url", "ftp://x/hook-t0ken-123")],
+    )
+    .unwrap_err();
+    assert!(
+        bad.starts_with("channel \"ops\": url: the URL in secret \"ops-url\" must start with http:// or https://"),
+        "{bad}"
+    );
+    assert_no_secret(&bad, &["hook-t0ken-123"]);
+}
+
 #[tokio::test]
 async fn the_existing_webhook_configuration_keeps_working_unsigned() {
     let mock = Mock::start(|_| Reply::text(200, "")).await;
