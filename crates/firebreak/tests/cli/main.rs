@@ -1453,47 +1453,6 @@ fn runbook_errors_are_one_json_object_under_output_json() {
     );
 }
 
-#[test]
-fn the_deploy_files_need_no_working_directory_and_no_undefined_config_map() {
-    // The local distributed configuration names no relative runbook directory.
-    let local: serde_yaml::Value =
-        serde_yaml::from_str(&std::fs::read_to_string(repo("deploy/distributed.yaml")).unwrap())
-            .unwrap();
-    if let Some(dir) = local.get("runbooks_dir").and_then(|d| d.as_str()) {
-        assert!(Path::new(dir).is_absolute(), "runbooks_dir: {dir}");
-    }
-    // Every ConfigMap a Kubernetes volume mounts is defined beside it.
-    let text = std::fs::read_to_string(repo("deploy/kubernetes/firebreak.yaml")).unwrap();
-    let docs: Vec<serde_yaml::Value> = text
-        .split("\n---")
-        .map(|d| serde_yaml::from_str(d).unwrap())
-        .collect();
-    let defined: Vec<&str> = docs
-        .iter()
-        .filter(|d| d["kind"] == "ConfigMap")
-        .filter_map(|d| d["metadata"]["name"].as_str())
-        .collect();
-    let mut mounted = Vec::new();
-    for d in &docs {
-        for v in d["spec"]["template"]["spec"]["volumes"]
-            .as_sequence()
-            .into_iter()
-            .flatten()
-        {
-            if let Some(name) = v["configMap"]["name"].as_str() {
-                mounted.push(name);
-            }
-        }
-    }
-    assert!(!mounted.is_empty());
-    for name in mounted {
-        assert!(
-            defined.contains(&name),
-            "ConfigMap {name} is mounted but not defined"
-        );
-    }
-}
-
 /// A journal flood (runs of 300 steps of 15 KB: 4.5 MB each, past gRPC's 4 MiB limit) leaves
 /// `run show` whole (it follows every page of the journal) and `run list` paged with
 /// `--limit` and `--page-token`.
