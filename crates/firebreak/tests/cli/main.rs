@@ -2475,3 +2475,43 @@ fn maintenance_list_shows_each_window_in_force_or_not_with_its_next_occurrences(
     );
     assert!(!empty.path().join("firebreak-data").exists());
 }
+
+/// Embedded mode runs all four services: gRPC health answers for each one's name (readiness)
+/// and `NAME.live` (liveness), as the Kubernetes probes ask, and NOT_FOUND for any other.
+#[test]
+fn embedded_mode_answers_grpc_health_for_each_of_its_four_services() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::up(dir.path(), &["--data-dir", "data"]);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let channel = tonic::transport::Endpoint::from_shared(server.grpc.clone())
+            .unwrap()
+            .connect()
+            .await
+            .unwrap();
+        let mut health = tonic_health::pb::health_client::HealthClient::new(channel);
+        let mut status = async |service: &str| {
+            let request = tonic_health::pb::HealthCheckRequest {
+                service: service.to_owned(),
+            };
+            match health.check(request).await {
+                Ok(r) => r.into_inner().status().as_str_name().to_owned(),
+                Err(s) => format!("{:?}", s.code()),
+            }
+        };
+        let mut names = vec![String::new()];
+        for s in ["intake", "triage", "orchestration", "notification"] {
+            names.push(s.to_owned());
+            names.push(format!("{s}.live"));
+        }
+        for name in &names {
+            assert_eq!(status(name).await, "SERVING", "{name:?}");
+        }
+        for other in ["firebreak", "intake.ready", "firebreak.v1.IncidentService"] {
+            assert_eq!(status(other).await, "NotFound", "{other}");
+        }
+    });
+}

@@ -112,7 +112,10 @@ fn the_rendered_overlay_keeps_the_charts_promises() {
         // A pinned image: a version tag and a digest, never :latest.
         let image = str_of(&c["image"]);
         let (tagged, digest) = image.split_once('@').expect("the image has a digest");
-        assert!(digest.starts_with("sha256:") && digest.len() == 71, "{image}");
+        assert!(
+            digest.starts_with("sha256:") && digest.len() == 71,
+            "{image}"
+        );
         let tag = tagged.rsplit_once(':').map(|(_, t)| t).unwrap_or("");
         assert!(!tag.is_empty() && tag != "latest", "{image}");
         // The restricted security context.
@@ -168,13 +171,21 @@ fn the_rendered_overlay_keeps_the_charts_promises() {
             ("readinessProbe", service.to_owned()),
         ] {
             assert_eq!(c[probe]["grpc"]["port"], 7400, "{service} {probe}");
-            assert_eq!(c[probe]["grpc"]["service"], health.as_str(), "{service} {probe}");
+            assert_eq!(
+                c[probe]["grpc"]["service"],
+                health.as_str(),
+                "{service} {probe}"
+            );
         }
         let spread = d["spec"]["template"]["spec"]["topologySpreadConstraints"]
             .as_sequence()
             .unwrap();
         assert!(spread.len() >= 2, "{service}");
-        let pdb = find(&objects, "PodDisruptionBudget", &format!("firebreak-{service}"));
+        let pdb = find(
+            &objects,
+            "PodDisruptionBudget",
+            &format!("firebreak-{service}"),
+        );
         assert_eq!(
             pdb["spec"]["selector"]["matchLabels"],
             d["spec"]["selector"]["matchLabels"]
@@ -258,7 +269,10 @@ fn the_rendered_overlay_keeps_the_charts_promises() {
         .filter(|n| (n.ends_with(".yaml") && !n.ends_with(".test.yaml")) || n.ends_with(".rhai"))
         .collect();
     shipped.sort();
-    assert_eq!(keys, shipped, "runbooks/Kustomization must list every runbook file");
+    assert_eq!(
+        keys, shipped,
+        "runbooks/Kustomization must list every runbook file"
+    );
 }
 
 /// A pod's container run as a process: its environment is exactly what Kubernetes would give
@@ -373,7 +387,11 @@ impl Cluster<'_> {
     /// the chart turns off and the configuration must ignore all the same.
     fn env(&self, workload: &Value) -> Vec<(String, String)> {
         let mut env = Vec::new();
-        for e in container(workload)["env"].as_sequence().into_iter().flatten() {
+        for e in container(workload)["env"]
+            .as_sequence()
+            .into_iter()
+            .flatten()
+        {
             let name = str_of(&e["name"]).to_owned();
             if let Some(v) = e["value"].as_str() {
                 env.push((name, v.to_owned()));
@@ -617,7 +635,10 @@ async fn each_deployment_starts_with_the_rendered_environment_after_the_migrate_
         assert!(pod.alive(), "{} restarted:\n{}", pod.name, pod.log());
         let service = pod.name.trim_end_matches("-0");
         assert_eq!(grpc_health(grpc, "").await, "SERVING");
-        assert_eq!(grpc_health(grpc, &format!("{service}.live")).await, "SERVING");
+        assert_eq!(
+            grpc_health(grpc, &format!("{service}.live")).await,
+            "SERVING"
+        );
         for other in SERVICES.iter().filter(|o| **o != service) {
             assert_eq!(grpc_health(grpc, other).await, "NOT_FOUND", "{service}");
         }
@@ -631,11 +652,12 @@ async fn each_deployment_starts_with_the_rendered_environment_after_the_migrate_
 
     // The chart's wiring carries an incident: intake (the example admin token) → triage.
     let admin = &cluster.secrets["firebreak-auth"]["admin-token"];
-    let channel = tonic::transport::Endpoint::from_shared(format!("http://127.0.0.1:{}", intake.grpc))
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
+    let channel =
+        tonic::transport::Endpoint::from_shared(format!("http://127.0.0.1:{}", intake.grpc))
+            .unwrap()
+            .connect()
+            .await
+            .unwrap();
     let mut client = v1::intake_service_client::IntakeServiceClient::new(
         firebreak_proto::access::authed(channel, Some(admin)),
     );
@@ -720,8 +742,8 @@ fn the_image_build_leaves_out_target_and_git_and_runs_as_a_numeric_user() {
     let last = &lines[last_from..];
     let user = last
         .iter()
-        .filter_map(|l| l.strip_prefix("USER "))
-        .last()
+        .rev()
+        .find_map(|l| l.strip_prefix("USER "))
         .expect("the final stage sets USER");
     let uid = user.split(':').next().unwrap();
     assert_eq!(uid.parse::<u32>().ok(), Some(10001), "USER {user}");
@@ -742,7 +764,12 @@ fn the_image_build_leaves_out_target_and_git_and_runs_as_a_numeric_user() {
     // Every workspace member's manifest is in that layer.
     let mut members: Vec<String> = std::fs::read_dir(format!("{REPO}/crates"))
         .unwrap()
-        .map(|e| format!("crates/{}/Cargo.toml", e.unwrap().file_name().to_string_lossy()))
+        .map(|e| {
+            format!(
+                "crates/{}/Cargo.toml",
+                e.unwrap().file_name().to_string_lossy()
+            )
+        })
         .collect();
     members.push("tests/Cargo.toml".into());
     for m in members {

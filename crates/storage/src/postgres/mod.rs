@@ -741,7 +741,7 @@ mod tests {
         let require = |url: String, migrations: &'static [Migration]| async move {
             open(&url, "triage", migrations, 2, &SystemClock, Schema::Require)
                 .await
-                .map(|pool| drop(pool))
+                .map(drop)
         };
         let not_migrated = |r: Result<()>| match r {
             Err(Error::NotMigrated {
