@@ -787,3 +787,39 @@ fn the_image_build_leaves_out_target_and_git_and_runs_as_a_numeric_user() {
         );
     }
 }
+
+#[test]
+fn migrate_names_what_is_missing_or_unreachable_and_hides_the_password() {
+    let dir = tempfile::tempdir().unwrap();
+    let migrate = |env: &[(&str, &str)], args: &[&str]| {
+        let out = Command::new(BIN)
+            .arg("migrate")
+            .args(args)
+            .env_remove("FIREBREAK_DATABASE_URL")
+            .envs(env.iter().copied())
+            .current_dir(dir.path())
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "{args:?} succeeded");
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let err = migrate(&[], &[]);
+    assert!(err.contains("database_url"), "{err}");
+    // Nothing listens on port 1: the service and the server are named, not the password.
+    let err = migrate(
+        &[(
+            "FIREBREAK_DATABASE_URL",
+            "postgres://firebreak:s3cret-pw@127.0.0.1:1/firebreak_{service}",
+        )],
+        &["triage"],
+    );
+    assert!(
+        err.contains(
+            "migrating the triage database postgres://firebreak@127.0.0.1:1/firebreak_triage"
+        ),
+        "{err}"
+    );
+    assert!(!err.contains("s3cret-pw"), "{err}");
+    let err = migrate(&[], &["billing"]);
+    assert!(err.contains("invalid value 'billing'"), "{err}");
+}
