@@ -25,6 +25,36 @@ distributed:
     done
     wait
 
+# Build the container image (deploy/Containerfile) with podman, else docker, tagged with the
+# workspace's version: `just image`, or `just image registry.example/firebreak:TAG`. Push it and
+# pin its digest in your overlay (deploy/kubernetes/README.md).
+image tag="":
+    #!/usr/bin/env bash
+    set -euo pipefail
+    tag="{{tag}}"
+    if [ -z "$tag" ]; then
+        version=$(sed -n 's/^version = "\(.*\)"$/\1/p' Cargo.toml | head -n 1)
+        tag="ghcr.io/firebreak/firebreak:$version"
+    fi
+    if command -v podman >/dev/null; then
+        engine=podman
+    elif command -v docker >/dev/null && docker info >/dev/null 2>&1; then
+        engine=docker
+    elif command -v docker >/dev/null; then
+        echo "just image: docker is installed but its daemon does not answer (docker info failed); start it, or install podman" >&2
+        exit 1
+    else
+        echo "just image: neither podman nor docker is installed; install one of them to build the image" >&2
+        exit 1
+    fi
+    echo "building $tag with $engine (deploy/Containerfile)"
+    "$engine" build -f deploy/Containerfile -t "$tag" .
+
+# Check the deployment files: the rendered Kubernetes overlay (kubernetes-validate --strict,
+# checkov, yamllint) and the Containerfile (hadolint); .ci/run runs it too.
+check-deploy:
+    deploy/check
+
 # `tests/run` installs and starts what the tests need (nats-server, Postgres, Alertmanager,
 # promtool, aiosmtpd) when it is missing.
 # Run every test (unit, integration, end-to-end, distributed).

@@ -18,7 +18,7 @@ use firebreak_orchestration::{Options, Orchestration, SecretSource};
 use firebreak_runbook::{Catalog, Limits};
 use firebreak_storage::health::HealthCheck;
 use firebreak_storage::postgres::{
-    PgIntakeStore, PgNotificationStore, PgOrchestrationStore, PgTriageStore,
+    Migrated, PgIntakeStore, PgNotificationStore, PgOrchestrationStore, PgTriageStore, Schema,
 };
 use firebreak_storage::sqlite::{
     SqliteBusLog, SqliteIntakeStore, SqliteNotificationStore, SqliteOrchestrationStore,
@@ -94,6 +94,8 @@ enum Start {
     Connect {
         service: Service,
         catalog: Option<Catalog>,
+        /// Whether start-up migrates the database or waits for `firebreak migrate` to have.
+        schema: Schema,
     },
 }
 
@@ -111,6 +113,22 @@ struct Services {
     /// read in place with no consumer in Firebreak; its old events are swept.
     audit_outbox: Option<(Arc<dyn BusLog>, Arc<dyn OutboxLog>)>,
     dependencies: Vec<Dependency>,
+}
+
+impl Services {
+    /// The Firebreak services built, by name (gRPC health names them).
+    fn names(&self) -> Vec<&'static str> {
+        [
+            (self.intake.is_some(), Service::Intake),
+            (self.triage.is_some(), Service::Triage),
+            (self.orchestration.is_some(), Service::Orchestration),
+            (self.notification.is_some(), Service::Notification),
+        ]
+        .into_iter()
+        .filter(|(built, _)| *built)
+        .map(|(_, s)| s.name())
+        .collect()
+    }
 }
 
 /// Locks the data directory for this process: embedded databases have one owner, so a
@@ -750,6 +768,10 @@ impl App {
                 ),
             )));
         }
+        if matches!(service, Service::Orchestration | Service::Notification) {
+            // Runbooks' http actions and the channels speak HTTPS.
+            tls::check_system_roots()?;
+        }
         let mut catalog = None;
         let mut runbooks = 0;
         match service {
@@ -772,10 +794,24 @@ impl App {
             grpc,
             http,
             verifier: Some(verifier),
-            start: Start::Connect { service, catalog },
+            start: Start::Connect {
+                service,
+                catalog,
+                schema: Schema::Migrate,
+            },
             runbooks,
             _data_lock: None,
         })
+    }
+
+    /// Distributed mode: whether start-up applies the database's migrations (the default) or
+    /// only checks that `firebreak migrate` did, waiting (live, not ready) until it has
+    /// (`Schema::Require`, `serve --no-migrate`). Embedded mode always migrates.
+    pub fn with_schema(mut self, schema: Schema) -> Self {
+        if let Start::Connect { schema: s, .. } = &mut self.start {
+            *s = schema;
+        }
+        self
     }
 
     /// The bound gRPC address.
@@ -824,10 +860,11 @@ impl App {
         let http_tls = ServerTls::from_config(&config.tls, b"http/1.1", header_timeout)
             .context("invalid tls")?;
         let (reporter, health_service) = tonic_health::server::health_reporter();
-        reporter
-            .set_service_status("", tonic_health::ServingStatus::NotServing)
-            .await;
-        let readiness = Readiness::new(reporter);
+        let served = match &start {
+            Start::Built(services) => services.names(),
+            Start::Connect { service, .. } => vec![service.name()],
+        };
+        let readiness = Readiness::start(reporter, &served).await;
         let mut base = tonic::service::RoutesBuilder::default();
         base.add_service(health_service)
             .add_service(reflection().build_v1()?)
@@ -857,7 +894,11 @@ impl App {
                 startup.finish(*services, &mut tasks).await;
                 None
             }
-            Start::Connect { service, catalog } => Some((service, catalog)),
+            Start::Connect {
+                service,
+                catalog,
+                schema,
+            } => Some((service, catalog, schema)),
         };
 
         let grpc_server = {
@@ -911,8 +952,8 @@ impl App {
         let main = async {
             let started = match start {
                 None => Ok(()),
-                Some((service, catalog)) => tokio::select! {
-                    built = connect(&config, service, catalog, &readiness) => match built {
+                Some((service, catalog, schema)) => tokio::select! {
+                    built = connect(&config, service, catalog, schema, &readiness) => match built {
                         Ok(services) => {
                             startup.finish(services, &mut tasks).await;
                             Ok(())
@@ -1090,6 +1131,7 @@ async fn connect(
     config: &Config,
     service: Service,
     catalog: Option<Catalog>,
+    schema: Schema,
     readiness: &Readiness,
 ) -> anyhow::Result<Services> {
     let name = service.name();
@@ -1113,7 +1155,7 @@ async fn connect(
     let nats_bus: Arc<NatsBus> = match service {
         Service::Intake => {
             let (nats, store) = bus_and_store(nats, &waiting, &context, || {
-                PgIntakeStore::connect_with_clock(&url, max, clock.clone())
+                PgIntakeStore::connect_with_schema(&url, max, clock.clone(), schema)
             })
             .await;
             let triage = config.peers.triage.as_deref().unwrap_or_default();
@@ -1135,7 +1177,7 @@ async fn connect(
         }
         Service::Triage => {
             let (nats, store) = bus_and_store(nats, &waiting, &context, || {
-                PgTriageStore::connect_with_clock(&url, max, clock.clone())
+                PgTriageStore::connect_with_schema(&url, max, clock.clone(), schema)
             })
             .await;
             services.triage = Some(
@@ -1148,7 +1190,7 @@ async fn connect(
         }
         Service::Orchestration => {
             let (nats, store) = bus_and_store(nats, &waiting, &context, || {
-                PgOrchestrationStore::connect_with_clock(&url, max, clock.clone())
+                PgOrchestrationStore::connect_with_schema(&url, max, clock.clone(), schema)
             })
             .await;
             let catalog = match catalog {
@@ -1166,7 +1208,7 @@ async fn connect(
         }
         Service::Notification => {
             let (nats, store) = bus_and_store(nats, &waiting, &context, || {
-                PgNotificationStore::connect_with_clock(&url, max, clock.clone())
+                PgNotificationStore::connect_with_schema(&url, max, clock.clone(), schema)
             })
             .await;
             let store = Arc::new(store);
@@ -1211,6 +1253,34 @@ async fn connect(
     });
     tracing::info!(service = name, "connected to the database and NATS");
     Ok(services)
+}
+
+/// `firebreak migrate`: creates each service's Postgres database if it is missing and applies
+/// the migrations it lacks, one service after the other (a database's advisory lock keeps a
+/// migrating replica of an older release, or a second Job, from racing it).
+pub async fn migrate(config: &Config, services: &[Service]) -> anyhow::Result<Vec<Migrated>> {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let clock = SystemClock;
+    let mut done = Vec::new();
+    for &service in services {
+        let name = service.name();
+        let url = config.database_url_for(name)?;
+        let migrated = match service {
+            Service::Intake => PgIntakeStore::migrate(&url, &clock).await,
+            Service::Triage => PgTriageStore::migrate(&url, &clock).await,
+            Service::Orchestration => PgOrchestrationStore::migrate(&url, &clock).await,
+            Service::Notification => PgNotificationStore::migrate(&url, &clock).await,
+        }
+        .with_context(|| format!("migrating the {name} database {}", redact_url(&url)))?;
+        tracing::info!(
+            service = name,
+            from = migrated.from,
+            to = migrated.to,
+            "database migrated"
+        );
+        done.push(migrated);
+    }
+    Ok(done)
 }
 
 /// What start-up is waiting for, shown by `/readyz`.

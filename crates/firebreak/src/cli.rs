@@ -110,6 +110,9 @@ pub enum Command {
     /// Run one service of a distributed deployment (Postgres, NATS JetStream); run any
     /// number of replicas of each.
     Serve(ServeArgs),
+    /// Create the services' Postgres databases if missing and apply their schema migrations
+    /// (distributed mode), then exit: once per release, before `serve --no-migrate`.
+    Migrate(MigrateArgs),
     /// Raise an incident (an alert that opens or joins one).
     Raise(RaiseArgs),
     /// Look at and move incidents.
@@ -276,6 +279,21 @@ pub struct ServeArgs {
     /// Let runbooks' side-effecting actions act for real (default: dry runs).
     #[arg(long)]
     pub live: bool,
+    /// Do not migrate the database at start: wait (live, not ready) until `firebreak migrate`
+    /// has applied every migration this build needs.
+    #[arg(long)]
+    pub no_migrate: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct MigrateArgs {
+    /// The services whose databases to migrate [default: all four].
+    #[arg(value_enum)]
+    pub services: Vec<crate::app::Service>,
+    /// A YAML configuration file with `database_url` (or FIREBREAK_DATABASE_URL); the rest
+    /// of `serve`'s keys may be there too, and are not used.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -654,6 +672,7 @@ impl Cli {
         match self.command {
             Command::Up(args) => up(args).await.map(|()| 0),
             Command::Serve(args) => serve(args).await.map(|()| 0),
+            Command::Migrate(args) => migrate(args).await.map(|()| 0),
             Command::Parked(cmd) => parked(cmd, &out).await.map(|()| 0),
             Command::Runbook(RunbookCmd::Check { dir }) => check(&dir, &out),
             Command::Runbook(RunbookCmd::Test { dir, require_tests }) => {
@@ -1007,7 +1026,12 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let service = args.service;
     let telemetry = telemetry(&config, &format!("firebreak-{}", service.name()))?;
     let json = config.log_json;
-    let app = App::serve(config, service).await?;
+    let schema = if args.no_migrate {
+        firebreak_storage::postgres::Schema::Require
+    } else {
+        firebreak_storage::postgres::Schema::Migrate
+    };
+    let app = App::serve(config, service).await?.with_schema(schema);
     if json {
         tracing::info!(
             mode = "distributed",
@@ -1051,6 +1075,30 @@ fn telemetry(config: &Config, service: &str) -> anyhow::Result<firebreak_telemet
         );
     }
     Ok(telemetry)
+}
+
+async fn migrate(args: MigrateArgs) -> anyhow::Result<()> {
+    let config = Config::load(args.config.as_deref(), std::env::vars())?;
+    let _telemetry = telemetry(&config, "firebreak-migrate")?;
+    config.log_ignored_env();
+    let services = if args.services.is_empty() {
+        use crate::app::Service as S;
+        vec![S::Intake, S::Triage, S::Orchestration, S::Notification]
+    } else {
+        args.services
+    };
+    for m in crate::app::migrate(&config, &services).await? {
+        let line = if m.from == m.to {
+            format!("{}: up to date (schema version {})", m.service, m.to)
+        } else {
+            format!(
+                "{}: migrated from schema version {} to {}",
+                m.service, m.from, m.to
+            )
+        };
+        crate::output::say_raw(&line);
+    }
+    Ok(())
 }
 
 async fn parked(cmd: ParkedCmd, out: &Out) -> anyhow::Result<()> {
@@ -1624,6 +1672,7 @@ async fn client(cmd: Command, targets: &Targets, out: &Out) -> anyhow::Result<()
         }
         Command::Up(_)
         | Command::Serve(_)
+        | Command::Migrate(_)
         | Command::Parked(_)
         | Command::Token(_)
         | Command::User(_)

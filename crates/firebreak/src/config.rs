@@ -1591,29 +1591,26 @@ mod tests {
             Some("http://127.0.0.1:7430")
         );
 
-        // The Kubernetes ConfigMap's file, with the URL from the Secret in the environment.
-        let manifests =
-            std::fs::read_to_string(Path::new(root).join("deploy/kubernetes/firebreak.yaml"))
-                .unwrap();
-        let first = manifests.split("\n---").next().unwrap();
-        let map: serde_yaml::Value = serde_yaml::from_str(first).unwrap();
-        let file_text = map["data"]["firebreak.yaml"].as_str().unwrap();
-        let dir = tempfile::tempdir().unwrap();
-        let file = dir.path().join("firebreak.yaml");
-        std::fs::write(&file, file_text).unwrap();
-        let c = Config::load(
-            Some(&file),
-            env(&[(
-                "FIREBREAK_DATABASE_URL",
-                "postgres://fb:pw@pg:5432/firebreak_{service}",
-            )]),
-        )
-        .unwrap();
-        assert_eq!(
-            c.database_url_for("intake").unwrap(),
-            "postgres://fb:pw@pg:5432/firebreak_intake"
-        );
-        assert!(c.log_json);
+        // The Kubernetes ConfigMaps' files (the base's and the production overlay's), with
+        // the URL from the Secret in the environment.
+        for file in [
+            "deploy/kubernetes/base/firebreak.yaml",
+            "deploy/kubernetes/overlays/production/firebreak.yaml",
+        ] {
+            let c = Config::load(
+                Some(&Path::new(root).join(file)),
+                env(&[(
+                    "FIREBREAK_DATABASE_URL",
+                    "postgres://fb:pw@pg:5432/firebreak_{service}",
+                )]),
+            )
+            .unwrap();
+            assert_eq!(
+                c.database_url_for("intake").unwrap(),
+                "postgres://fb:pw@pg:5432/firebreak_intake"
+            );
+            assert!(c.log_json, "{file}");
+        }
     }
 
     #[test]

@@ -1,6 +1,12 @@
 //! Liveness and readiness. `/livez` answers 200 while the process serves HTTP; `/readyz` (and
 //! `/healthz`, its alias) answers 200 only while every dependency the service needs answers
-//! its check, each on a connection of its own, and gRPC health (`""`) says the same.
+//! its check, each on a connection of its own, and gRPC health says the same.
+//!
+//! gRPC health names, for probes that ask per service (Kubernetes' native gRPC probe): `""`
+//! and, for each Firebreak service the process runs, its name (`intake`, `triage`,
+//! `orchestration`, `notification`) follow readiness; `NAME.live` is SERVING while the gRPC
+//! server serves (liveness, as `/livez`). A name the process does not run is NOT_FOUND, so a
+//! probe aimed at the wrong Deployment fails instead of passing.
 
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
@@ -30,6 +36,13 @@ pub(crate) struct Dependency {
 pub(crate) struct Readiness {
     report: Arc<RwLock<Report>>,
     grpc: tonic_health::server::HealthReporter,
+    /// The gRPC health names that follow readiness: `""` and the services' names.
+    names: Arc<Vec<String>>,
+}
+
+/// The gRPC health name of a service's liveness: `NAME.live`.
+pub(crate) fn live_name(service: &str) -> String {
+    format!("{service}.live")
 }
 
 struct Report {
@@ -39,14 +52,30 @@ struct Report {
 }
 
 impl Readiness {
-    /// Not ready until start-up says otherwise.
-    pub(crate) fn new(grpc: tonic_health::server::HealthReporter) -> Self {
+    /// Not ready until start-up says otherwise. Registers the gRPC health names of
+    /// `services` (the Firebreak services this process runs): each NOT_SERVING, as `""`, and
+    /// each `NAME.live` SERVING.
+    pub(crate) async fn start(
+        grpc: tonic_health::server::HealthReporter,
+        services: &[&str],
+    ) -> Self {
+        let mut names = vec![String::new()];
+        for s in services {
+            names.push((*s).to_owned());
+            grpc.set_service_status(live_name(s), tonic_health::ServingStatus::Serving)
+                .await;
+        }
+        for n in &names {
+            grpc.set_service_status(n, tonic_health::ServingStatus::NotServing)
+                .await;
+        }
         Self {
             report: Arc::new(RwLock::new(Report {
                 ready: false,
                 problems: vec!["starting".to_owned()],
             })),
             grpc,
+            names: Arc::new(names),
         }
     }
 
@@ -64,7 +93,9 @@ impl Readiness {
             } else {
                 tonic_health::ServingStatus::NotServing
             };
-            self.grpc.set_service_status("", status).await;
+            for name in self.names.iter() {
+                self.grpc.set_service_status(name, status).await;
+            }
         }
     }
 
@@ -155,10 +186,85 @@ mod tests {
         }
     }
 
+    /// gRPC health's answer for `name`: its status, or the call's error code.
+    async fn grpc_status(
+        service: &tonic_health::server::HealthService,
+        name: &str,
+    ) -> Result<ServingStatus, tonic::Code> {
+        use tonic_health::pb::health_server::Health;
+        service
+            .check(tonic::Request::new(tonic_health::pb::HealthCheckRequest {
+                service: name.to_owned(),
+            }))
+            .await
+            .map(|r| r.into_inner().status())
+            .map_err(|s| s.code())
+    }
+
+    use tonic_health::pb::health_check_response::ServingStatus;
+
+    #[tokio::test]
+    async fn each_service_name_follows_readiness_and_its_live_name_serves() {
+        let reporter = tonic_health::server::HealthReporter::new();
+        let service = tonic_health::server::HealthService::from_health_reporter(reporter.clone());
+        let readiness = Readiness::start(reporter, &["triage", "notification"]).await;
+        let all = [
+            "",
+            "triage",
+            "notification",
+            "triage.live",
+            "notification.live",
+        ];
+        let statuses = || async {
+            let mut v = Vec::new();
+            for name in all {
+                v.push(grpc_status(&service, name).await);
+            }
+            v
+        };
+        use ServingStatus::{NotServing, Serving};
+        assert_eq!(
+            statuses().await,
+            [
+                Ok(NotServing),
+                Ok(NotServing),
+                Ok(NotServing),
+                Ok(Serving),
+                Ok(Serving)
+            ]
+        );
+        readiness.set(true, Vec::new()).await;
+        assert_eq!(statuses().await, [Ok(Serving); 5]);
+        readiness.set(false, vec!["nats: down".to_owned()]).await;
+        assert_eq!(
+            statuses().await,
+            [
+                Ok(NotServing),
+                Ok(NotServing),
+                Ok(NotServing),
+                Ok(Serving),
+                Ok(Serving)
+            ]
+        );
+        // A service this process does not run is unknown, not SERVING.
+        for other in [
+            "intake",
+            "intake.live",
+            "orchestration",
+            "firebreak.v1.IncidentService",
+        ] {
+            assert_eq!(
+                grpc_status(&service, other).await,
+                Err(tonic::Code::NotFound),
+                "{other}"
+            );
+        }
+    }
+
     #[tokio::test]
     async fn only_required_dependencies_decide_readiness() {
         let (reporter, _svc) = tonic_health::server::health_reporter();
-        let readiness = Readiness::new(reporter);
+        let readiness = Readiness::start(reporter, &["intake"]).await;
         assert_eq!(readiness.http().0, StatusCode::SERVICE_UNAVAILABLE);
 
         let (ready, problems) =

@@ -322,3 +322,24 @@ impl ClientTls {
             .context("TLS configuration for the connection")
     }
 }
+
+/// Checks that HTTPS clients can be built: runbooks' `http` actions and notification's
+/// channels verify servers against the system's CA certificates, and building a client fails
+/// when there are none (an image without ca-certificates). Checked at start so the process
+/// exits at once saying what to install, before it waits for its database.
+pub(crate) fn check_system_roots() -> anyhow::Result<()> {
+    let e = match reqwest::Client::builder().build() {
+        Ok(_) => return Ok(()),
+        Err(e) => e,
+    };
+    // reqwest says only "builder error"; the cause is further down the chain.
+    let mut msg = format!("http client: {e}");
+    let mut source = std::error::Error::source(&e);
+    while let Some(s) = source {
+        msg.push_str(&format!(": {s}"));
+        source = s.source();
+    }
+    anyhow::bail!(
+        "no CA certificates to verify HTTPS servers with ({msg}): install the ca-certificates package, or point SSL_CERT_FILE at a PEM bundle"
+    )
+}

@@ -45,6 +45,27 @@ pub enum Error {
         /// The checksum of the migration's text in this build.
         code: String,
     },
+    /// The store was opened without migrating (`Schema::Require`), and the database lacks a
+    /// migration this build needs: `firebreak migrate` has not run for this release yet.
+    #[error("{}", not_migrated(service, applied, required))]
+    NotMigrated {
+        service: String,
+        /// The newest migration the database holds; `None` when the database does not exist.
+        applied: Option<i64>,
+        /// The newest migration this build knows.
+        required: i64,
+    },
+}
+
+/// The words of [`Error::NotMigrated`].
+fn not_migrated(service: &str, applied: &Option<i64>, required: &i64) -> String {
+    let state = match applied {
+        None => "does not exist".to_owned(),
+        Some(v) => format!("is at schema version {v}"),
+    };
+    format!(
+        "the {service} database {state} and this build needs version {required}: run `firebreak migrate` (in Kubernetes, the migrate Job)"
+    )
 }
 
 /// How a caller hears of a storage error: a conflict is theirs to know of; anything else is
@@ -58,6 +79,8 @@ impl ServiceError for Error {
             // Whether the database is down or answered with an error, a retry may work once
             // it is back; the caller cannot tell the two apart and need not.
             Self::Database(_) | Self::Sqlite(_) | Self::Stopped(_) => ErrorCode::Unavailable,
+            // The migrate Job is on its way: a retry works once it has run.
+            Self::NotMigrated { .. } => ErrorCode::Unavailable,
             Self::Corrupt(_) | Self::Migration { .. } | Self::MigrationEdited { .. } => {
                 ErrorCode::Internal
             }

@@ -180,7 +180,13 @@ pub(crate) const SECTIONS: &[Section] = &[
                 "log_json",
                 "bool",
                 Yaml("false"),
-                "Log lines as JSON instead of text.",
+                "Log lines as JSON instead of text, each with `trace_id`, `span_id` and `service`.",
+            ),
+            k(
+                "otel",
+                "map",
+                Yaml("{}"),
+                "OpenTelemetry export of traces (below); the standard `OTEL_*` variables fill what is unset (docs/observability.md).",
             ),
             k(
                 "durable_fsync",
@@ -1849,6 +1855,38 @@ pub(crate) const SECTIONS: &[Section] = &[
                 "string",
                 Text("`localhost`"),
                 "Embedded mode: the name its own certificate is checked against when intake calls this process's server.",
+            ),
+        ],
+    ),
+    s(
+        "otel",
+        "OpenTelemetry export of traces over OTLP/gRPC. Nothing is exported without an \
+         endpoint (here or in `OTEL_EXPORTER_OTLP_ENDPOINT`); spans still carry trace context. \
+         Each key falls back to its `OTEL_*` variable (docs/observability.md).",
+        &[
+            k(
+                "endpoint",
+                "URL (http:// or https://)",
+                Unset,
+                "The collector's OTLP/gRPC address, `http://otel-collector:4317` (`OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`, `OTEL_EXPORTER_OTLP_ENDPOINT`).",
+            ),
+            k(
+                "protocol",
+                "string",
+                Unset,
+                "`grpc`, the only protocol spoken (`OTEL_EXPORTER_OTLP_PROTOCOL`).",
+            ),
+            k(
+                "sample_ratio",
+                "number 0.0–1.0",
+                Unset,
+                "The share of new traces exported; a caller's sampled or unsampled trace is followed. Default 1.0 (`OTEL_TRACES_SAMPLER`, `OTEL_TRACES_SAMPLER_ARG`).",
+            ),
+            k(
+                "resource_attributes",
+                "map of strings",
+                Yaml("{}"),
+                "Extra resource attributes, e.g. `deployment.environment` (`OTEL_RESOURCE_ATTRIBUTES`, merged under these).",
             ),
         ],
     ),

@@ -1453,47 +1453,6 @@ fn runbook_errors_are_one_json_object_under_output_json() {
     );
 }
 
-#[test]
-fn the_deploy_files_need_no_working_directory_and_no_undefined_config_map() {
-    // The local distributed configuration names no relative runbook directory.
-    let local: serde_yaml::Value =
-        serde_yaml::from_str(&std::fs::read_to_string(repo("deploy/distributed.yaml")).unwrap())
-            .unwrap();
-    if let Some(dir) = local.get("runbooks_dir").and_then(|d| d.as_str()) {
-        assert!(Path::new(dir).is_absolute(), "runbooks_dir: {dir}");
-    }
-    // Every ConfigMap a Kubernetes volume mounts is defined beside it.
-    let text = std::fs::read_to_string(repo("deploy/kubernetes/firebreak.yaml")).unwrap();
-    let docs: Vec<serde_yaml::Value> = text
-        .split("\n---")
-        .map(|d| serde_yaml::from_str(d).unwrap())
-        .collect();
-    let defined: Vec<&str> = docs
-        .iter()
-        .filter(|d| d["kind"] == "ConfigMap")
-        .filter_map(|d| d["metadata"]["name"].as_str())
-        .collect();
-    let mut mounted = Vec::new();
-    for d in &docs {
-        for v in d["spec"]["template"]["spec"]["volumes"]
-            .as_sequence()
-            .into_iter()
-            .flatten()
-        {
-            if let Some(name) = v["configMap"]["name"].as_str() {
-                mounted.push(name);
-            }
-        }
-    }
-    assert!(!mounted.is_empty());
-    for name in mounted {
-        assert!(
-            defined.contains(&name),
-            "ConfigMap {name} is mounted but not defined"
-        );
-    }
-}
-
 /// A journal flood (runs of 300 steps of 15 KB: 4.5 MB each, past gRPC's 4 MiB limit) leaves
 /// `run show` whole (it follows every page of the journal) and `run list` paged with
 /// `--limit` and `--page-token`.
@@ -2515,4 +2474,44 @@ fn maintenance_list_shows_each_window_in_force_or_not_with_its_next_occurrences(
         "{err}"
     );
     assert!(!empty.path().join("firebreak-data").exists());
+}
+
+/// Embedded mode runs all four services: gRPC health answers for each one's name (readiness)
+/// and `NAME.live` (liveness), as the Kubernetes probes ask, and NOT_FOUND for any other.
+#[test]
+fn embedded_mode_answers_grpc_health_for_each_of_its_four_services() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::up(dir.path(), &["--data-dir", "data"]);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let channel = tonic::transport::Endpoint::from_shared(server.grpc.clone())
+            .unwrap()
+            .connect()
+            .await
+            .unwrap();
+        let mut health = tonic_health::pb::health_client::HealthClient::new(channel);
+        let mut status = async |service: &str| {
+            let request = tonic_health::pb::HealthCheckRequest {
+                service: service.to_owned(),
+            };
+            match health.check(request).await {
+                Ok(r) => r.into_inner().status().as_str_name().to_owned(),
+                Err(s) => format!("{:?}", s.code()),
+            }
+        };
+        let mut names = vec![String::new()];
+        for s in ["intake", "triage", "orchestration", "notification"] {
+            names.push(s.to_owned());
+            names.push(format!("{s}.live"));
+        }
+        for name in &names {
+            assert_eq!(status(name).await, "SERVING", "{name:?}");
+        }
+        for other in ["firebreak", "intake.ready", "firebreak.v1.IncidentService"] {
+            assert_eq!(status(other).await, "NotFound", "{other}");
+        }
+    });
 }

@@ -602,9 +602,16 @@ mod tests {
     #[tokio::test]
     async fn plaintext_keys_of_earlier_versions_are_hashed_by_the_migration() {
         let db = firebreak_testkit::postgres::TestDatabase::create().await;
-        let pool = super::super::open(&db.url, "intake", &MIGRATIONS[..2], 2, &SystemClock)
-            .await
-            .unwrap();
+        let pool = super::super::open(
+            &db.url,
+            "intake",
+            &MIGRATIONS[..2],
+            2,
+            &SystemClock,
+            super::super::Schema::Migrate,
+        )
+        .await
+        .unwrap();
         let key = "plain-key-aaaaaaaa01";
         sqlx::query(
             "INSERT INTO integrations (name, kind, key, settings, created_at)

@@ -121,19 +121,85 @@ fn quote_ident(name: &str) -> String {
     format!("\"{}\"", name.replace('"', "\"\""))
 }
 
-/// Creates the database if needed, opens a pool on it and applies `service`'s migrations.
+/// What opening a store does to its database's schema.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Schema {
+    /// Creates the database if it is missing and applies the migrations it lacks, under an
+    /// advisory lock (replicas starting together take turns).
+    #[default]
+    Migrate,
+    /// Changes nothing: the database must exist and hold every migration this build knows
+    /// (`firebreak migrate` applied them), else [`Error::NotMigrated`]. For deployments that
+    /// migrate once per release (a Kubernetes Job) rather than at every replica's start.
+    Require,
+}
+
+/// What `migrate` did to one service's database.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Migrated {
+    pub service: &'static str,
+    /// The newest migration applied before (0: none).
+    pub from: i64,
+    /// The newest migration applied now.
+    pub to: i64,
+}
+
+/// Creates the database if needed, opens a pool on it and, as `schema` says, applies
+/// `service`'s migrations or checks that they were applied.
 ///
 /// Every connection is tested before it is handed out: after the server restarts, stale
 /// connections are dropped instead of failing a caller's query, and while it is down callers
 /// (and `ping`) fail after `ACQUIRE_TIMEOUT`. The pool reconnects on its own.
 pub(crate) async fn open(
     url: &str,
-    service: &str,
+    service: &'static str,
     migrations: &[Migration],
     max_connections: u32,
     clock: &dyn Clock,
+    schema: Schema,
 ) -> Result<PgPool> {
-    create_database_if_missing(url).await?;
+    let pool = pool(url, service, migrations, max_connections, schema).await?;
+    match schema {
+        Schema::Migrate => {
+            migrate(&pool, service, migrations, clock).await?;
+        }
+        Schema::Require => require(&pool, service, migrations).await?,
+    }
+    Ok(pool)
+}
+
+/// Creates the database if needed and applies `service`'s migrations, on a pool of its own
+/// that is closed afterwards: what `firebreak migrate` does for each service.
+pub(crate) async fn migrate_database(
+    url: &str,
+    service: &'static str,
+    migrations: &[Migration],
+    clock: &dyn Clock,
+) -> Result<Migrated> {
+    let pool = pool(url, service, migrations, 2, Schema::Migrate).await?;
+    let migrated = migrate(&pool, service, migrations, clock).await;
+    pool.close().await;
+    let (from, to) = migrated?;
+    Ok(Migrated { service, from, to })
+}
+
+/// The newest migration the code holds.
+fn newest(migrations: &[Migration]) -> i64 {
+    migrations.iter().map(|m| m.version).max().unwrap_or(0)
+}
+
+/// Opens the pool of `open`; with `Schema::Migrate` the database is created first if missing,
+/// with `Schema::Require` a missing one is `NotMigrated`.
+async fn pool(
+    url: &str,
+    service: &'static str,
+    migrations: &[Migration],
+    max_connections: u32,
+    schema: Schema,
+) -> Result<PgPool> {
+    if schema == Schema::Migrate {
+        create_database_if_missing(url).await?;
+    }
     let mut options = PgConnectOptions::from_str(url)?;
     if options.get_application_name().is_none() {
         options = options.application_name(&format!("firebreak-{service}"));
@@ -148,22 +214,83 @@ pub(crate) async fn open(
     if !idle_set {
         options = options.options([("idle_in_transaction_session_timeout", "60s")]);
     }
-    let pool = PgPoolOptions::new()
+    match PgPoolOptions::new()
         .max_connections(max_connections.max(2))
         .acquire_timeout(ACQUIRE_TIMEOUT)
         .test_before_acquire(true)
         .connect_with(options)
-        .await?;
-    migrate(&pool, service, migrations, clock).await?;
-    Ok(pool)
+        .await
+    {
+        Ok(pool) => Ok(pool),
+        // invalid_catalog_name: the database does not exist, so nothing migrated it.
+        Err(sqlx::Error::Database(e))
+            if schema == Schema::Require && e.code().as_deref() == Some("3D000") =>
+        {
+            Err(Error::NotMigrated {
+                service: service.to_owned(),
+                applied: None,
+                required: newest(migrations),
+            })
+        }
+        Err(e) => Err(e.into()),
+    }
 }
 
+/// Checks, changing nothing, that the database holds every one of `migrations` with its text
+/// unchanged (newer ones, from a newer build, are fine) and no other service's tables.
+async fn require(pool: &PgPool, service: &str, migrations: &[Migration]) -> Result<()> {
+    let mut conn = pool.acquire().await?;
+    let exists: bool = sqlx::query("SELECT to_regclass('schema_migrations') IS NOT NULL")
+        .fetch_one(&mut *conn)
+        .await?
+        .try_get(0)?;
+    let applied: Vec<(i64, Option<String>)> = if exists {
+        let rows: Vec<(i64, String, Option<String>)> = sqlx::query_as(
+            "SELECT version, service, checksum FROM schema_migrations ORDER BY version",
+        )
+        .fetch_all(&mut *conn)
+        .await
+        .or_else(|e| match &e {
+            // A bookkeeping table from before checksums: `firebreak migrate` adds the column.
+            sqlx::Error::Database(d) if d.code().as_deref() == Some("42703") => Ok(Vec::new()),
+            _ => Err(e),
+        })?;
+        if let Some((_, other, _)) = rows.iter().find(|(_, s, _)| s != service) {
+            return Err(Error::Migration {
+                version: 0,
+                source: format!(
+                    "the database holds the {other} service's tables; {service} needs a database of its own"
+                )
+                .into(),
+            });
+        }
+        rows.into_iter().map(|(v, _, c)| (v, c)).collect()
+    } else {
+        Vec::new()
+    };
+    // An edited migration is refused as at a migrating start; checksums still missing are
+    // recorded by the next `firebreak migrate`, not here.
+    crate::migration::verify(service, migrations, &applied)?;
+    let missing = migrations
+        .iter()
+        .any(|m| !applied.iter().any(|(v, _)| *v == m.version));
+    if missing {
+        return Err(Error::NotMigrated {
+            service: service.to_owned(),
+            applied: Some(applied.iter().map(|(v, _)| *v).max().unwrap_or(0)),
+            required: newest(migrations),
+        });
+    }
+    Ok(())
+}
+
+/// Applies the migrations the database lacks; returns the newest applied before and after.
 async fn migrate(
     pool: &PgPool,
     service: &str,
     migrations: &[Migration],
     clock: &dyn Clock,
-) -> Result<()> {
+) -> Result<(i64, i64)> {
     let mut tx = pool.begin().await?;
     sqlx::query("SELECT pg_advisory_xact_lock($1)")
         .bind(MIGRATION_LOCK)
@@ -243,6 +370,7 @@ async fn migrate(
         );
     }
     let current = applied.last().map_or(0, |(v, _)| *v);
+    let mut latest = current;
     for m in migrations.iter().filter(|m| m.version > current) {
         sqlx::raw_sql(sqlx::AssertSqlSafe(m.sql))
             .execute(&mut *tx)
@@ -261,9 +389,10 @@ async fn migrate(
         .bind(m.checksum())
         .execute(&mut *tx)
         .await?;
+        latest = m.version;
     }
     tx.commit().await?;
-    Ok(())
+    Ok((current, latest))
 }
 
 /// A 64-bit FNV-1a hash, for advisory lock keys: stable across builds and releases, so
@@ -449,9 +578,36 @@ macro_rules! impl_connect {
                 max_connections: u32,
                 clock: std::sync::Arc<dyn firebreak_domain::Clock>,
             ) -> crate::Result<Self> {
-                let pool = super::open(url, $service, $migrations, max_connections, clock.as_ref())
-                    .await?;
+                Self::connect_with_schema(url, max_connections, clock, super::Schema::Migrate).await
+            }
+
+            /// [`Self::connect_with_clock`], migrating the database or only checking that it
+            /// was migrated, as `schema` says.
+            pub async fn connect_with_schema(
+                url: &str,
+                max_connections: u32,
+                clock: std::sync::Arc<dyn firebreak_domain::Clock>,
+                schema: super::Schema,
+            ) -> crate::Result<Self> {
+                let pool = super::open(
+                    url,
+                    $service,
+                    $migrations,
+                    max_connections,
+                    clock.as_ref(),
+                    schema,
+                )
+                .await?;
                 Ok(Self { pool, clock })
+            }
+
+            /// Creates the database `url` names if needed and applies this service's
+            /// migrations, then lets go of it (`firebreak migrate`).
+            pub async fn migrate(
+                url: &str,
+                clock: &dyn firebreak_domain::Clock,
+            ) -> crate::Result<super::Migrated> {
+                super::migrate_database(url, $service, $migrations, clock).await
             }
         }
     };
@@ -513,19 +669,21 @@ mod tests {
     #[tokio::test]
     async fn an_edited_applied_migration_is_refused_at_start() {
         let db = firebreak_testkit::postgres::TestDatabase::create().await;
-        open(&db.url, "triage", APPLIED, 2, &SystemClock)
+        open(&db.url, "triage", APPLIED, 2, &SystemClock, Schema::Migrate)
             .await
             .unwrap()
             .close()
             .await;
         assert_eq!(recorded(&db.url).await, checksums(APPLIED));
 
-        let refused = open(&db.url, "triage", EDITED, 2, &SystemClock).await.err();
+        let refused = open(&db.url, "triage", EDITED, 2, &SystemClock, Schema::Migrate)
+            .await
+            .err();
         assert_refused_edit(refused.as_ref(), "triage", &APPLIED[1], &EDITED[1]);
         // Refusing changed nothing.
         assert_eq!(recorded(&db.url).await, checksums(APPLIED));
 
-        let pool = open(&db.url, "triage", APPLIED, 2, &SystemClock)
+        let pool = open(&db.url, "triage", APPLIED, 2, &SystemClock, Schema::Migrate)
             .await
             .unwrap();
         sqlx::query("SELECT n FROM u").execute(&pool).await.unwrap();
@@ -542,27 +700,126 @@ mod tests {
             "UPDATE schema_migrations SET checksum = NULL",
         ] {
             let db = firebreak_testkit::postgres::TestDatabase::create().await;
-            open(&db.url, "intake", &APPLIED[..1], 2, &SystemClock)
-                .await
-                .unwrap()
-                .close()
-                .await;
+            open(
+                &db.url,
+                "intake",
+                &APPLIED[..1],
+                2,
+                &SystemClock,
+                Schema::Migrate,
+            )
+            .await
+            .unwrap()
+            .close()
+            .await;
             let mut c = PgConnection::connect(&db.url).await.unwrap();
             sqlx::raw_sql(before).execute(&mut c).await.unwrap();
             let _ = c.close().await;
 
-            open(&db.url, "intake", APPLIED, 2, &SystemClock)
+            open(&db.url, "intake", APPLIED, 2, &SystemClock, Schema::Migrate)
                 .await
                 .unwrap()
                 .close()
                 .await;
             assert_eq!(recorded(&db.url).await, checksums(APPLIED), "{before}");
-            let refused = open(&db.url, "intake", EDITED, 2, &SystemClock).await.err();
+            let refused = open(&db.url, "intake", EDITED, 2, &SystemClock, Schema::Migrate)
+                .await
+                .err();
             assert!(
                 matches!(refused, Some(Error::MigrationEdited { version: 2, .. })),
                 "{before}: {refused:?}"
             );
         }
+    }
+
+    /// Without migrating (`Schema::Require`), opening changes nothing and is refused until
+    /// `migrate_database` (what `firebreak migrate` runs) applied every migration the build
+    /// knows; a database a newer build migrated further opens, an edited migration does not.
+    #[tokio::test]
+    async fn a_required_schema_is_checked_and_migrate_applies_it() {
+        let db = firebreak_testkit::postgres::TestDatabase::create().await;
+        let require = |url: String, migrations: &'static [Migration]| async move {
+            open(&url, "triage", migrations, 2, &SystemClock, Schema::Require)
+                .await
+                .map(drop)
+        };
+        let not_migrated = |r: Result<()>| match r {
+            Err(Error::NotMigrated {
+                service,
+                applied,
+                required,
+            }) => (service, applied, required),
+            other => panic!("not refused as not migrated: {other:?}"),
+        };
+
+        // A database nobody created is not created.
+        let missing = db.url_for("missing");
+        assert_eq!(
+            not_migrated(require(missing.clone(), APPLIED).await),
+            ("triage".to_owned(), None, 2)
+        );
+        let e = require(missing.clone(), APPLIED)
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("triage database does not exist") && e.contains("firebreak migrate"),
+            "{e}"
+        );
+        let mut c = PgConnection::connect(&db.url).await.unwrap();
+        let created: bool =
+            sqlx::query("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)")
+                .bind(format!("{}_missing", db.name))
+                .fetch_one(&mut c)
+                .await
+                .unwrap()
+                .get(0);
+        assert!(!created);
+
+        // An empty database, then one a migration behind.
+        assert_eq!(
+            not_migrated(require(db.url.clone(), APPLIED).await),
+            ("triage".to_owned(), Some(0), 2)
+        );
+        let url = db.url.clone();
+        let m = migrate_database(&url, "triage", &APPLIED[..1], &SystemClock)
+            .await
+            .unwrap();
+        assert_eq!((m.service, m.from, m.to), ("triage", 0, 1));
+        let e = require(db.url.clone(), APPLIED).await.unwrap_err();
+        assert_eq!(not_migrated(Err(e)), ("triage".to_owned(), Some(1), 2));
+        let u: bool = sqlx::query("SELECT to_regclass('u') IS NOT NULL")
+            .fetch_one(&mut c)
+            .await
+            .unwrap()
+            .get(0);
+        assert!(!u, "a required schema was migrated");
+
+        // Migrated: it opens, again and again; a second migrate applies nothing.
+        let m = migrate_database(&url, "triage", APPLIED, &SystemClock)
+            .await
+            .unwrap();
+        assert_eq!((m.from, m.to), (1, 2));
+        require(db.url.clone(), APPLIED).await.unwrap();
+        let m = migrate_database(&url, "triage", APPLIED, &SystemClock)
+            .await
+            .unwrap();
+        assert_eq!((m.from, m.to), (2, 2));
+        // An older build (a rolling upgrade's old replicas) opens a newer schema.
+        require(db.url.clone(), &APPLIED[..1]).await.unwrap();
+        // An edited migration, or another service's database, is refused as when migrating.
+        let refused = require(db.url.clone(), EDITED).await.err();
+        assert_refused_edit(refused.as_ref(), "triage", &APPLIED[1], &EDITED[1]);
+        let other = open(&db.url, "intake", APPLIED, 2, &SystemClock, Schema::Require)
+            .await
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(
+            other.contains("holds the triage service's tables"),
+            "{other}"
+        );
+        let _ = c.close().await;
     }
 
     #[test]
