@@ -53,7 +53,8 @@ fn untraced(path: &str) -> bool {
 }
 
 /// The server span of a request to `path`: `rpc.*` for gRPC (`/package.Service/Method`),
-/// `http.*` otherwise, named by its route (`route`, the matched pattern: a path may hold ids).
+/// `http.*` otherwise, named by its route (`route`, the matched pattern). An HTTP path is
+/// never recorded: a webhook's path may hold its integration key, and span fields reach logs.
 fn server_span(protocol: Protocol, method: &str, path: &str, route: Option<&str>) -> tracing::Span {
     match protocol {
         Protocol::Grpc => {
@@ -80,7 +81,6 @@ fn server_span(protocol: Protocol, method: &str, path: &str, route: Option<&str>
             http.route = route,
             otel.kind = "server",
             http.request.method = method,
-            url.path = path,
             http.response.status_code = tracing::field::Empty,
             otel.status_code = tracing::field::Empty,
         ),
