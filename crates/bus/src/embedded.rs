@@ -1,6 +1,6 @@
 //! The embedded bus: in-process delivery, durable in SQLite, for `firebreak up`.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -9,7 +9,7 @@ use firebreak_storage::{BusLog, BusMessage, Outbox, OutboxLog};
 use tokio::sync::{broadcast, watch};
 
 use crate::watch::{WATCH_BUFFER, Watchers};
-use crate::{Bus, Error, Inbound, Message, Result};
+use crate::{BACKLOG_CAP, Bus, Error, Inbound, Message, Result, Standing};
 
 /// The in-process bus. Messages are durable in SQLite, so a crash loses none: consumers
 /// resume from their durable cursor. Cheap to clone.
@@ -32,6 +32,8 @@ pub struct EmbeddedBus {
     appended: Arc<Mutex<HashMap<String, watch::Sender<u64>>>>,
     /// The live readers of watched streams.
     watchers: Arc<Watchers>,
+    /// The (stream, consumer) pairs fetched for, whose standing `/metrics` shows.
+    served: Arc<Mutex<BTreeSet<(String, String)>>>,
 }
 
 /// Where a consumer of a stream read in place reads.
@@ -55,6 +57,7 @@ impl EmbeddedBus {
             places: Arc::default(),
             appended: Arc::default(),
             watchers: Arc::default(),
+            served: Arc::default(),
         }
     }
 
@@ -303,6 +306,10 @@ impl Bus for EmbeddedBus {
         max: u32,
         wait: Duration,
     ) -> Result<Vec<Inbound>> {
+        self.served
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert((stream.to_owned(), consumer.to_owned()));
         let mut appended = self.subscribe(stream);
         let deadline = tokio::time::Instant::now() + wait;
         loop {
@@ -386,6 +393,49 @@ impl Bus for EmbeddedBus {
             ));
         }
         Ok(rx)
+    }
+
+    /// Each consumer's events after its cursor, in the outbox read in place (a walk of the
+    /// rows after the cursor, at most [`BACKLOG_CAP`]) or in the log, and its parked ones.
+    async fn standing(&self) -> Result<Vec<Standing>> {
+        let served: Vec<(String, String)> = self
+            .served
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+            .cloned()
+            .collect();
+        let mut out = Vec::with_capacity(served.len());
+        for (stream, consumer) in served {
+            let backlog = match self.sources.get(&stream) {
+                None => {
+                    self.log
+                        .count_unacked(&consumer, &stream, BACKLOG_CAP)
+                        .await?
+                }
+                Some(source) => match self.place(&consumer, &stream).await? {
+                    Place::Outbox(after) => source.count_since(&stream, after, BACKLOG_CAP).await?,
+                    // Still draining the log: the outbox follows from where the relay stopped.
+                    Place::Log => {
+                        let in_log = self
+                            .log
+                            .count_unacked(&consumer, &stream, BACKLOG_CAP)
+                            .await?;
+                        let start = source.start().await?;
+                        let in_outbox = source.count_since(&stream, start, BACKLOG_CAP).await?;
+                        (in_log + in_outbox).min(BACKLOG_CAP)
+                    }
+                },
+            };
+            let parked = self.log.count_parked(&consumer, &stream).await?;
+            out.push(Standing {
+                stream,
+                consumer,
+                backlog,
+                parked,
+            });
+        }
+        Ok(out)
     }
 
     fn reads_in_place(&self, outbox: &dyn Outbox) -> bool {

@@ -7,6 +7,7 @@
 
 mod consumer;
 mod embedded;
+mod gauges;
 mod nats;
 mod relay;
 mod watch;
@@ -17,6 +18,7 @@ use async_trait::async_trait;
 
 pub use consumer::{Batch, ConsumerOptions, HandlerError, consume, consume_batched};
 pub use embedded::EmbeddedBus;
+pub use gauges::{BACKLOG_CAP, gauges};
 pub use nats::{NatsAuth, NatsBus, NatsOptions, ParkedMessage};
 pub use relay::{Relay, RelayHandle};
 pub use watch::WATCH_BUFFER;
@@ -176,6 +178,25 @@ pub trait Bus: Send + Sync {
             "stream {stream} cannot be watched on this bus"
         )))
     }
+    /// Where each durable consumer this bus has fetched for stands (for `/metrics`): what it
+    /// has not acknowledged yet, and what it parked. Cheap: counts the adapter keeps, or reads
+    /// through indexes. An adapter that cannot tell returns none.
+    async fn standing(&self) -> Result<Vec<Standing>> {
+        Ok(Vec::new())
+    }
+}
+
+/// Where a durable consumer stands in its stream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Standing {
+    pub stream: String,
+    pub consumer: String,
+    /// Messages not acknowledged yet: not yet delivered, or delivered and in hand. Embedded:
+    /// the events after the consumer's cursor (at most [`BACKLOG_CAP`]); JetStream: the
+    /// consumer's `num_pending` plus `num_ack_pending`.
+    pub backlog: u64,
+    /// Messages the consumer gave up on and parked, still there to replay.
+    pub parked: u64,
 }
 
 /// Builds an event envelope for the outbox: a fresh id, the time, the payload, and the trace

@@ -6,7 +6,10 @@
 //!   subject `alerts.received` goes to `firebreak.alerts.alerts.received`. File storage, a
 //!   two-minute duplicate window keyed on `Nats-Msg-Id` (the event id).
 //! - stream `FIREBREAK_PARKED` on `firebreak.parked.>`: parked messages with the
-//!   `Firebreak-*` headers saying where they came from and why they were parked.
+//!   `Firebreak-*` headers saying where they came from and why they were parked, on
+//!   `firebreak.parked.<family>.<consumer>` (so each consumer's parked messages are counted
+//!   by subject; those parked by releases before the consumer was in the subject are on
+//!   `firebreak.parked.<family>`, listed and replayed as the others, counted by none).
 //! - one durable pull consumer per (stream, consumer name), explicit acks; every replica of
 //!   a service binds to the same durable, and JetStream hands each message to one of them.
 //!
@@ -33,11 +36,12 @@ use futures::StreamExt;
 use futures::stream::FuturesUnordered;
 
 use crate::watch::{WATCH_BUFFER, Watchers};
-use crate::{Bus, Error, Inbound, Message, Result, streams};
+use crate::{Bus, Error, Inbound, Message, Result, Standing, streams};
 
 /// The stream parked messages go to.
 const PARKED_STREAM: &str = "FIREBREAK_PARKED";
-/// The subject prefix of parked messages; the original stream's family follows.
+/// The subject prefix of parked messages; the original stream's family and the consumer
+/// follow.
 const PARKED_PREFIX: &str = "firebreak.parked";
 /// The family name that would collide with the parked stream.
 const RESERVED_FAMILY: &str = "parked";
@@ -647,6 +651,51 @@ impl Bus for NatsBus {
         self.send_acks(deliveries, AckKind::Nak(None)).await
     }
 
+    /// Each consumer this process bound: its `num_pending` and `num_ack_pending` (one
+    /// request each), and its parked messages, counted by subject (one request for all).
+    async fn standing(&self) -> Result<Vec<Standing>> {
+        let consumers: Vec<((String, String), PullConsumer)> = self
+            .lock_consumers()
+            .iter()
+            .map(|(k, c)| (k.clone(), c.clone()))
+            .collect();
+        if consumers.is_empty() {
+            return Ok(Vec::new());
+        }
+        let parked_stream = self
+            .inner
+            .js
+            .get_stream_no_info(PARKED_STREAM)
+            .await
+            .map_err(nats("opening FIREBREAK_PARKED"))?;
+        let mut subjects = parked_stream
+            .info_with_subjects(format!("{PARKED_PREFIX}.>"))
+            .await
+            .map_err(nats("counting parked messages"))?;
+        let mut parked: HashMap<String, u64> = HashMap::new();
+        while let Some(next) = subjects.next().await {
+            let (subject, n) = next.map_err(nats("counting parked messages"))?;
+            parked.insert(subject, n as u64);
+        }
+        let mut out = Vec::with_capacity(consumers.len());
+        for ((family, consumer), c) in consumers {
+            let info = c
+                .get_info()
+                .await
+                .map_err(nats("reading a consumer's state"))?;
+            out.push(Standing {
+                backlog: info.num_pending + info.num_ack_pending as u64,
+                parked: parked
+                    .get(&parked_subject(&family, &consumer))
+                    .copied()
+                    .unwrap_or(0),
+                stream: family,
+                consumer,
+            });
+        }
+        Ok(out)
+    }
+
     /// A core NATS subscription to the family's subjects: it receives what is published
     /// there while it exists, as the stream does, and nothing from before.
     async fn watch(&self, stream: &str) -> Result<tokio::sync::broadcast::Receiver<Message>> {
@@ -698,7 +747,7 @@ impl Bus for NatsBus {
         if let Some(traceparent) = traceparent(&d.message.payload) {
             headers.insert(HEADER_TRACEPARENT, traceparent);
         }
-        let subject = format!("{PARKED_PREFIX}.{}", token(stream));
+        let subject = parked_subject(stream, consumer);
         let publish = Publish::build()
             .payload(d.message.payload.clone().into())
             .headers(headers);
@@ -860,6 +909,11 @@ fn parked_message(m: StreamMessage) -> ParkedMessage {
         payload: m.payload.to_vec(),
         parked_at: m.time.into(),
     }
+}
+
+/// Where `consumer` parks what it gave up on of `family`.
+fn parked_subject(family: &str, consumer: &str) -> String {
+    format!("{PARKED_PREFIX}.{}.{}", token(family), token(consumer))
 }
 
 /// `FIREBREAK_ALERTS` for family `alerts`; the parked stream's family is refused.

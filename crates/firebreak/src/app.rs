@@ -112,6 +112,8 @@ struct Services {
     /// Embedded mode: the bus's log and notification's outbox, where the `audit` stream is
     /// read in place with no consumer in Firebreak; its old events are swept.
     audit_outbox: Option<(Arc<dyn BusLog>, Arc<dyn OutboxLog>)>,
+    /// The bus the services consume from, whose consumers' backlogs `/metrics` shows.
+    bus: Option<Arc<dyn Bus>>,
     dependencies: Vec<Dependency>,
 }
 
@@ -679,6 +681,7 @@ impl App {
             directory: None,
             silences: Some((silencer, clock.clone())),
             audit_outbox: Some((bus_log, notification_store.clone())),
+            bus: Some(bus.clone()),
             dependencies,
         };
         if let Some((triage_store, orchestration_store)) = downstream {
@@ -870,7 +873,9 @@ impl App {
             .add_service(reflection().build_v1()?)
             .add_service(reflection().build_v1alpha()?);
         let grpc_routes = Late::new(base.routes());
-        let http_routes = LateHttp::new(health_routes(&readiness));
+        // The gauges of the services this process runs, read when `/metrics` is scraped.
+        let gauges = Arc::new(firebreak_telemetry::Gauges::default());
+        let http_routes = LateHttp::new(health_routes(&readiness, &gauges));
 
         // Stops both servers: the shutdown signal, or a start-up that failed.
         let stop = CancellationToken::new();
@@ -882,6 +887,7 @@ impl App {
         }
         let startup = Startup {
             readiness: readiness.clone(),
+            gauges,
             verifier: verifier.clone(),
             audit_retention_days: config.auth.audit_retention_days,
             grpc_routes: grpc_routes.clone(),
@@ -916,6 +922,7 @@ impl App {
             let auth = tower::util::option_layer(verifier.clone().map(AuthLayer));
             async move {
                 let served = builder
+                    .layer(crate::metered::MeterLayer(crate::traced::Protocol::Grpc))
                     .layer(crate::traced::TraceLayer(crate::traced::Protocol::Grpc))
                     .layer(net::CountCallsLayer)
                     .layer(auth)
@@ -1014,6 +1021,7 @@ fn reflection() -> tonic_reflection::server::Builder<'static> {
 /// What start-up hands the running servers once the services are built.
 struct Startup {
     readiness: Readiness,
+    gauges: Arc<firebreak_telemetry::Gauges>,
     verifier: Option<Arc<Verifier>>,
     /// `auth.audit_retention_days`, for the directory's retention task.
     audit_retention_days: u64,
@@ -1027,8 +1035,10 @@ impl Startup {
     /// once before the monitor takes over.
     async fn finish(&self, services: Services, tasks: &mut JoinSet<()>) {
         let mut routes = tonic::service::RoutesBuilder::default();
-        let mut router = health_routes(&self.readiness);
+        let mut router = health_routes(&self.readiness, &self.gauges);
+        let m = firebreak_telemetry::metrics();
         if let Some(s) = &services.intake {
+            m.serve(firebreak_telemetry::Owner::Intake);
             s.spawn(tasks, &self.work);
             routes.add_service(s.grpc());
             routes.add_service(s.integrations_grpc());
@@ -1043,10 +1053,14 @@ impl Startup {
             ));
         }
         if let Some(s) = &services.triage {
+            m.serve(firebreak_telemetry::Owner::Triage);
+            self.gauges.add(s.gauges());
             s.spawn(tasks, &self.work);
             routes.add_service(s.grpc());
         }
         if let Some(s) = &services.orchestration {
+            m.serve(firebreak_telemetry::Owner::Orchestration);
+            self.gauges.add(s.gauges());
             s.spawn(tasks, &self.work);
             routes.add_service(s.grpc());
             // Approvals are decided with the roles held on the run's incident.
@@ -1055,6 +1069,7 @@ impl Startup {
             }
         }
         if let Some(s) = &services.notification {
+            m.serve(firebreak_telemetry::Owner::Notification);
             s.spawn(tasks, &self.work);
             routes.add_service(s.grpc());
             // Answers to pages carry their own proof (a signed link, Slack's or Twilio's
@@ -1078,6 +1093,9 @@ impl Startup {
             {
                 v.set_source(Arc::new(d.clone()));
             }
+        }
+        if let Some(bus) = &services.bus {
+            self.gauges.add(firebreak_bus::gauges(bus.clone()));
         }
         if let Some((log, outbox)) = services.audit_outbox.clone() {
             tasks.spawn(sweep_unconsumed(
@@ -1150,6 +1168,7 @@ async fn connect(
         directory: None,
         silences: None,
         audit_outbox: None,
+        bus: None,
         dependencies: Vec::new(),
     };
     let nats_bus: Arc<NatsBus> = match service {
@@ -1230,6 +1249,7 @@ async fn connect(
             nats
         }
     };
+    services.bus = Some(nats_bus.clone());
     services.dependencies.push(database(
         "database",
         HealthCheck::postgres(&url, name).context("invalid database_url")?,
@@ -1374,8 +1394,9 @@ where
     unreachable!("the attempts never run out")
 }
 
-/// `/livez`, `/readyz`, `/healthz` (an alias of `/readyz`) and `/metrics`.
-fn health_routes(readiness: &Readiness) -> axum::Router {
+/// `/livez`, `/readyz`, `/healthz` (an alias of `/readyz`) and `/metrics` (with the process's
+/// `gauges`).
+fn health_routes(readiness: &Readiness, gauges: &Arc<firebreak_telemetry::Gauges>) -> axum::Router {
     let ready = {
         let readiness = readiness.clone();
         move || {
@@ -1387,30 +1408,35 @@ fn health_routes(readiness: &Readiness) -> axum::Router {
         .route("/livez", get(|| async { "ok\n" }))
         .route("/readyz", get(ready.clone()))
         .route("/healthz", get(ready))
-        .route("/metrics", get(metrics))
+        .route("/metrics", get(metrics).with_state(gauges.clone()))
 }
 
 /// `/metrics`: OpenMetrics for a scraper that asks for it (Prometheus does, in `Accept`),
-/// else the Prometheus text format 0.0.4 that every tool reads (`promtool check metrics`).
-async fn metrics(headers: axum::http::HeaderMap) -> impl axum::response::IntoResponse {
+/// else the Prometheus text format 0.0.4 that every tool reads (`promtool check metrics`);
+/// the gauges of the process's services are read for it (at most once a second).
+async fn metrics(
+    axum::extract::State(gauges): axum::extract::State<Arc<firebreak_telemetry::Gauges>>,
+    headers: axum::http::HeaderMap,
+) -> impl axum::response::IntoResponse {
     let open_metrics = headers
         .get_all(axum::http::header::ACCEPT)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .any(|v| v.contains("application/openmetrics-text"));
     let m = firebreak_telemetry::metrics();
+    let readings = gauges.read().await;
     if open_metrics {
         (
             [(
                 "content-type",
                 "application/openmetrics-text; version=1.0.0; charset=utf-8",
             )],
-            m.render(),
+            m.render_with(&readings),
         )
     } else {
         (
             [("content-type", "text/plain; version=0.0.4; charset=utf-8")],
-            m.render_text(),
+            m.render_text_with(&readings),
         )
     }
 }
@@ -1486,15 +1512,18 @@ impl LateHttp {
                         "starting: waiting for the database and NATS\n",
                     )
                 })
-                .layer(crate::traced::TraceLayer(crate::traced::Protocol::Http)),
+                .layer(crate::traced::TraceLayer(crate::traced::Protocol::Http))
+                .layer(crate::metered::MeterLayer(crate::traced::Protocol::Http)),
             full: Default::default(),
         }
     }
 
     fn set(&self, router: axum::Router) {
-        let _ = self
-            .full
-            .set(router.layer(crate::traced::TraceLayer(crate::traced::Protocol::Http)));
+        let _ = self.full.set(
+            router
+                .layer(crate::traced::TraceLayer(crate::traced::Protocol::Http))
+                .layer(crate::metered::MeterLayer(crate::traced::Protocol::Http)),
+        );
     }
 
     fn router(&self) -> axum::Router {

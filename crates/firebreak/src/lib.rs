@@ -11,6 +11,7 @@ mod cli_updates;
 pub mod config;
 mod feeds;
 mod health;
+mod metered;
 mod net;
 mod output;
 mod silences;

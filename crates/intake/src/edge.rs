@@ -1,5 +1,6 @@
-//! What intake's gRPC edge adds to tonic: `RetryInfo` details on RESOURCE_EXHAUSTED, and
-//! INVALID_ARGUMENT instead of INTERNAL for a request that is not valid protobuf.
+//! What intake's gRPC edge adds to tonic: `RetryInfo` details on RESOURCE_EXHAUSTED,
+//! INVALID_ARGUMENT instead of INTERNAL for a request that is not valid protobuf, and the
+//! acknowledgement latency of the calls that carry signals.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -12,6 +13,13 @@ use tonic::body::Body;
 use tonic::codegen::http;
 use tonic::server::NamedService;
 use tonic::{Code, Status};
+
+/// Whether a call to `path` carries signals: a method of `IntakeService`.
+fn carries_signals(path: &str) -> bool {
+    path.strip_prefix('/')
+        .and_then(|p| p.strip_prefix(firebreak_proto::v1::intake_service_server::SERVICE_NAME))
+        .is_some_and(|rest| rest.starts_with('/'))
+}
 
 /// `google.rpc.Status`, the message `grpc-status-details-bin` carries.
 #[derive(Clone, PartialEq, Message)]
@@ -60,7 +68,8 @@ pub(crate) fn exhausted(message: String, delay: Duration) -> Status {
 
 /// Wraps a generated gRPC server: tonic answers a request body that does not decode with
 /// INTERNAL, which tells the caller the server is at fault and is worth retrying; it is the
-/// caller's input, so it becomes INVALID_ARGUMENT.
+/// caller's input, so it becomes INVALID_ARGUMENT. A call to `IntakeService` (signals) is
+/// timed from here to its answer in `firebreak_intake_ack_seconds`.
 #[derive(Clone)]
 pub struct InvalidProtobuf<S>(pub(crate) S);
 
@@ -82,23 +91,55 @@ where
     }
 
     fn call(&mut self, req: http::Request<B>) -> Self::Future {
+        let signals = carries_signals(req.uri().path()).then(std::time::Instant::now);
         let answer = self.0.call(req);
         Box::pin(async move {
             let response = answer.await?;
             // A decode failure is answered before the handler runs, as a trailers-only
             // response: its status is in the headers.
-            match Status::from_header_map(response.headers()) {
+            let status = Status::from_header_map(response.headers());
+            let response = match status {
                 Some(s)
                     if s.code() == Code::Internal
                         && s.message().starts_with("failed to decode Protobuf message") =>
                 {
-                    Ok(
-                        Status::invalid_argument(format!("invalid request: {}", s.message()))
-                            .into_http(),
-                    )
+                    Status::invalid_argument(format!("invalid request: {}", s.message()))
+                        .into_http()
                 }
-                _ => Ok(response),
+                _ => response,
+            };
+            if let Some(started) = signals {
+                // A unary success carries its OK in the trailers: no status here is OK.
+                let code =
+                    Status::from_header_map(response.headers()).map_or(0, |s| s.code() as i32);
+                firebreak_telemetry::metrics().observe_ack(
+                    firebreak_telemetry::Transport::Grpc,
+                    firebreak_telemetry::AckOutcome::of_grpc(code),
+                    started.elapsed(),
+                );
             }
+            Ok(response)
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_intake_service_calls_carry_signals() {
+        assert!(carries_signals("/firebreak.v1.IntakeService/RaiseIncident"));
+        assert!(carries_signals("/firebreak.v1.IntakeService/RaiseAlerts"));
+        assert!(!carries_signals(
+            "/firebreak.v1.IntakeServiceX/RaiseIncident"
+        ));
+        assert!(!carries_signals(
+            "/firebreak.v1.IntegrationService/ListIntegrations"
+        ));
+        assert!(!carries_signals(
+            "/firebreak.v1.SilenceService/ListSilences"
+        ));
+        assert!(!carries_signals("firebreak.v1.IntakeService/RaiseIncident"));
     }
 }

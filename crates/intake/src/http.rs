@@ -62,8 +62,21 @@ impl Intake {
                 "/generic/2010-04-15/create_event.json",
                 post(pagerduty_v1).layer(DefaultBodyLimit::max(PAGERDUTY_MAX_BODY)),
             )
+            .route_layer(axum::middleware::from_fn(acknowledged))
             .with_state(self.clone())
     }
+}
+
+/// Times a webhook from reaching intake to its answer, in `firebreak_intake_ack_seconds`.
+async fn acknowledged(req: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    let started = std::time::Instant::now();
+    let response = next.run(req).await;
+    firebreak_telemetry::metrics().observe_ack(
+        firebreak_telemetry::Transport::Http,
+        firebreak_telemetry::AckOutcome::of_http(response.status().as_u16()),
+        started.elapsed(),
+    );
+    response
 }
 
 /// An error answer in PagerDuty's shape, which Alertmanager's log shows as is.

@@ -674,6 +674,8 @@ impl Notification {
                 };
                 d.sent_at = Some(now);
                 d.delivered_at = (d.status == DeliveryState::Delivered).then_some(now);
+                let took = now.saturating_duration_since(d.created_at).as_secs_f64();
+                firebreak_telemetry::metrics().observe_delivery(kind.as_str(), took);
                 d.provider_id = receipt
                     .provider_id
                     .as_deref()

@@ -641,6 +641,8 @@ impl Orchestration {
         if finished {
             let m = firebreak_telemetry::metrics();
             firebreak_telemetry::Metrics::count(&m.runs_finished, state.as_str());
+            let took = self.now().saturating_duration_since(run.started_at);
+            m.observe_run(&run.runbook, state.as_str(), took.as_secs_f64());
             self.relay.wake();
         } else {
             tracing::warn!(run = %run.id, %state, "the run was finished or moved on by another execution");

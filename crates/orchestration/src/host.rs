@@ -445,6 +445,7 @@ impl Host for RunHost {
             otel.status_code = tracing::field::Empty,
         );
         let _entered = span.enter();
+        let started = std::time::Instant::now();
         let outcome = self.perform_step(step);
         let label = match &outcome {
             Ok(StepOutcome::Done(_)) => "done",
@@ -452,6 +453,8 @@ impl Host for RunHost {
             Ok(StepOutcome::Sleeping { .. }) => "sleeping",
             Err(_) => "failed",
         };
+        let action = firebreak_telemetry::labels::bounded(&step.action, firebreak_runbook::ACTIONS);
+        firebreak_telemetry::metrics().observe_step(action, label, started.elapsed());
         span.record("step.outcome", label);
         if outcome.is_err() {
             span.record("otel.status_code", "ERROR");

@@ -9,6 +9,7 @@
 mod approvals;
 mod error;
 mod executor;
+mod gauges;
 mod grpc;
 mod host;
 mod k8s;

@@ -49,6 +49,10 @@ pub trait OutboxLog: Outbox {
     /// Deletes the events of `stream` up to `seq` (every consumer is past them) that are more
     /// than a day old.
     async fn sweep(&self, stream: &str, upto: i64) -> Result<()>;
+    /// How many events of `stream` come after sequence number `after` (a consumer's
+    /// backlog), counting at most `cap`: the count walks the rows after `after` only, and
+    /// the cap bounds that walk in a storm.
+    async fn count_since(&self, stream: &str, after: i64, cap: u64) -> Result<u64>;
 }
 
 /// Intake's store: the raw and normalized alerts.
@@ -167,6 +171,10 @@ pub trait TriageStore: Outbox {
     ) -> Result<Vec<IncidentAlertRecord>>;
     /// Follow-ups as `query` says, by incident id then number (at most `query.limit`).
     async fn follow_ups(&self, query: &FollowUpQuery) -> Result<Vec<FollowUpRecord>>;
+    /// How many incidents are active (open, acknowledged, mitigated), per (severity, state)
+    /// that has any: counted through the index of states, so it reads the active incidents'
+    /// entries and never the resolved and closed ones (for `/metrics`).
+    async fn count_active(&self) -> Result<Vec<(u32, firebreak_domain::IncidentState, u64)>>;
 }
 
 /// A triage write transaction: nothing is visible until `apply` commits it, and dropping it
@@ -293,6 +301,9 @@ pub trait OrchestrationStore: Outbox {
     /// Appends lines to the run's log.
     async fn append_log(&self, run_id: &str, lines: &[String]) -> Result<()>;
     async fn log(&self, run_id: &str) -> Result<Vec<String>>;
+    /// How many runs are in `state`, counted through the index of states (for `/metrics`:
+    /// waiting for approval, sleeping).
+    async fn count_runs(&self, state: RunState) -> Result<u64>;
 }
 
 /// Notification's store: deliveries.
@@ -564,4 +575,10 @@ pub trait BusLog: Send + Sync {
         msg: &BusMessage,
         error: &str,
     ) -> Result<()>;
+    /// How many messages of `stream` in this log come after the consumer's cursor, counting
+    /// at most `cap` (see [`OutboxLog::count_since`]).
+    async fn count_unacked(&self, consumer: &str, stream: &str, cap: u64) -> Result<u64>;
+    /// How many messages of `stream` the consumer parked (from this log and from an outbox
+    /// read in place), by the parked tables' keys.
+    async fn count_parked(&self, consumer: &str, stream: &str) -> Result<u64>;
 }

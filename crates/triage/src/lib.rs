@@ -7,6 +7,7 @@
 mod convert;
 mod decide;
 mod error;
+mod gauges;
 mod grpc;
 mod limits;
 mod logic;

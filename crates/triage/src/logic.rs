@@ -144,11 +144,20 @@ impl Triage {
     async fn ingest_inputs(&self, inputs: Vec<Input>) -> Result<(Decision, Vec<TimelineRecord>)> {
         let done = self.decide_and_apply(&inputs).await?;
         let m = firebreak_telemetry::metrics();
-        for i in done.0.ingested.iter().filter(|i| !i.before) {
+        // Each alert input has its answer in `ingested`, in order.
+        let received = inputs.iter().filter_map(Input::received_at);
+        let now = self.clock.now().unix_micros() as f64 / 1e6;
+        for (i, at) in done.0.ingested.iter().zip(received) {
+            if i.before {
+                continue;
+            }
             if i.deduplicated {
                 m.alerts_deduplicated.inc();
             } else {
                 m.incidents_opened.inc();
+            }
+            if let Some(at) = at {
+                m.observe_alert_to_incident(!i.deduplicated, at.unix_micros() as f64 / 1e6, now);
             }
         }
         Ok(done)

@@ -283,6 +283,9 @@ impl OrchestrationStore for Hooked {
     ) -> Result<Vec<RunRecord>> {
         self.inner.runs_page(query, limit, max_bytes).await
     }
+    async fn count_runs(&self, state: RunState) -> Result<u64> {
+        self.inner.count_runs(state).await
+    }
     async fn due_runs(&self, now: Micros) -> Result<Vec<RunRecord>> {
         let first = *self.lists.lock().unwrap() == 0;
         let due = self.inner.due_runs(now).await?;

@@ -402,6 +402,14 @@ impl OrchestrationStore for PgOrchestrationStore {
             .await?;
         rows.iter().map(|r| Ok(r.try_get(0)?)).collect()
     }
+
+    async fn count_runs(&self, state: RunState) -> Result<u64> {
+        let n: i64 = sqlx::query_scalar("SELECT count(*) FROM runs WHERE state = $1")
+            .bind(state.as_str())
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(n.max(0) as u64)
+    }
 }
 
 /// Writes a journal entry, or replaces the status, result and attempts of a step that was

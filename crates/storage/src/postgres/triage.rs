@@ -356,6 +356,25 @@ impl TriageStore for PgTriageStore {
             .await?;
         rows.iter().map(report_row).collect()
     }
+
+    async fn count_active(&self) -> Result<Vec<(u32, firebreak_domain::IncidentState, u64)>> {
+        let rows = sqlx::query(
+            "SELECT severity, state, count(*) AS n FROM incidents
+             WHERE state IN ('open', 'acknowledged', 'mitigated') GROUP BY severity, state",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                let n: i64 = r.try_get("n")?;
+                Ok((
+                    super::get_u32(r, "severity")?,
+                    named(r, "state")?,
+                    n.max(0) as u64,
+                ))
+            })
+            .collect()
+    }
 }
 
 /// What a report reads of each incident opened in its window (SQLite's `REPORT_FACTS`, in

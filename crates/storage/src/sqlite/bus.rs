@@ -273,4 +273,36 @@ impl BusLog for SqliteBusLog {
             })
             .await
     }
+    async fn count_unacked(&self, consumer: &str, stream: &str, cap: u64) -> Result<u64> {
+        let (consumer, stream) = (consumer.to_owned(), stream.to_owned());
+        let cap = i64::try_from(cap).unwrap_or(i64::MAX);
+        self.db
+            .read(move |c| {
+                let n: i64 = c
+                    .prepare_cached(
+                        "SELECT count(*) FROM (SELECT 1 FROM messages
+                         WHERE stream = ?1 AND seq > COALESCE(
+                            (SELECT acked_seq FROM cursors WHERE consumer = ?2 AND stream = ?1), 0)
+                         LIMIT ?3)",
+                    )?
+                    .query_row((&stream, &consumer, cap), |r| r.get(0))?;
+                Ok(n.max(0) as u64)
+            })
+            .await
+    }
+
+    async fn count_parked(&self, consumer: &str, stream: &str) -> Result<u64> {
+        let (consumer, stream) = (consumer.to_owned(), stream.to_owned());
+        self.db
+            .read(move |c| {
+                let n: i64 = c
+                    .prepare_cached(
+                        "SELECT (SELECT count(*) FROM parked WHERE consumer = ?1 AND stream = ?2)
+                              + (SELECT count(*) FROM parked_events WHERE consumer = ?1 AND stream = ?2)",
+                    )?
+                    .query_row((&consumer, &stream), |r| r.get(0))?;
+                Ok(n.max(0) as u64)
+            })
+            .await
+    }
 }

@@ -472,6 +472,22 @@ pub(crate) async fn outbox_since(
     .await
 }
 
+/// How many rows of `stream` come after `after`, at most `cap`: a walk of the primary key
+/// from `after` on (the rows of every stream after it, which a swept outbox keeps few).
+pub(crate) async fn outbox_count_since(db: &Db, stream: &str, after: i64, cap: u64) -> Result<u64> {
+    let stream = stream.to_owned();
+    let cap = i64::try_from(cap).unwrap_or(i64::MAX);
+    db.read(move |c| {
+        let n: i64 = c
+            .prepare_cached(
+                "SELECT count(*) FROM (SELECT 1 FROM outbox WHERE seq > ? AND stream = ? LIMIT ?)",
+            )?
+            .query_row((after, &stream, cap), |r| r.get(0))?;
+        Ok(n.max(0) as u64)
+    })
+    .await
+}
+
 /// Where reading the outbox in place starts: before its first row a relay did not mark
 /// published (nothing marks rows when the outbox is read in place), or at its highest
 /// sequence number when every row was published.

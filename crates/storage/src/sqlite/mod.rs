@@ -126,6 +126,9 @@ macro_rules! impl_outbox {
             async fn sweep(&self, stream: &str, upto: i64) -> crate::Result<()> {
                 super::conn::outbox_sweep(&self.db, stream, upto).await
             }
+            async fn count_since(&self, stream: &str, after: i64, cap: u64) -> crate::Result<u64> {
+                super::conn::outbox_count_since(&self.db, stream, after, cap).await
+            }
         }
     };
 }

@@ -419,6 +419,19 @@ impl OrchestrationStore for SqliteOrchestrationStore {
             })
             .await
     }
+
+    async fn count_runs(&self, state: RunState) -> Result<u64> {
+        self.db
+            .read(move |c| {
+                let n: i64 = c
+                    .prepare_cached(
+                        "SELECT count(*) FROM runs INDEXED BY runs_state WHERE state = ?",
+                    )?
+                    .query_row([state.as_str()], |r| r.get(0))?;
+                Ok(n.max(0) as u64)
+            })
+            .await
+    }
 }
 
 /// Writes a journal entry, or replaces the status, result and attempts of a step that was

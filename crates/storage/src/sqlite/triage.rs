@@ -417,7 +417,30 @@ impl TriageStore for SqliteTriageStore {
             })
             .await
     }
+
+    async fn count_active(&self) -> Result<Vec<(u32, firebreak_domain::IncidentState, u64)>> {
+        self.db
+            .read(|c| {
+                let mut stmt = c.prepare_cached(COUNT_ACTIVE)?;
+                let rows = stmt.query_map([], |r| {
+                    let severity: i64 = r.get(0)?;
+                    let count: i64 = r.get(2)?;
+                    Ok((
+                        u32::try_from(severity).unwrap_or(0),
+                        named(r, 1)?,
+                        count.max(0) as u64,
+                    ))
+                })?;
+                Ok(rows.collect::<rusqlite::Result<_>>()?)
+            })
+            .await
+    }
 }
+
+/// Active incidents per severity and state, through the index of states.
+const COUNT_ACTIVE: &str =
+    "SELECT severity, state, count(*) FROM incidents INDEXED BY incidents_state
+    WHERE state IN ('open', 'acknowledged', 'mitigated') GROUP BY severity, state";
 
 /// What a report reads of each incident opened in its window: the incident's columns, its
 /// first `resolved` entry (seq, actor) and the seq of its first entry by a person (`?2` is
