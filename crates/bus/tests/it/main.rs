@@ -6,6 +6,7 @@ mod embedded;
 mod in_place;
 mod nats;
 mod nats_auth;
+mod standing;
 
 use std::future::Future;
 use std::time::Duration;

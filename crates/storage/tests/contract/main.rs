@@ -7,6 +7,7 @@ mod clock;
 mod directory;
 mod fixtures;
 mod follow_ups;
+mod gauges;
 mod intake;
 mod notification;
 mod orchestration;
