@@ -4,6 +4,7 @@
 mod access;
 mod chart;
 mod harness;
+mod metrics;
 mod nats_config;
 mod platform;
 mod traces;
