@@ -1449,8 +1449,6 @@ impl Input {
         }
     }
 
-    /// An alert as triage takes it: its signal is parsed here, once, so an alert that does not
-    /// parse is refused before anything is read (and fails a batch it is part of).
     /// For an alert: `Some` of when intake received it (`None` inside when the event does
     /// not say); `None` for any other input.
     pub(crate) fn received_at(&self) -> Option<Option<Micros>> {
@@ -1462,6 +1460,8 @@ impl Input {
         }
     }
 
+    /// An alert as triage takes it: its signal is parsed here, once, so an alert that does not
+    /// parse is refused before anything is read (and fails a batch it is part of).
     pub(crate) fn alert(alert: v1::AlertReceived, traceparent: Option<String>) -> Result<Self> {
         let signal = Box::new(signal_of(&alert)?);
         Ok(Self::Alert {
