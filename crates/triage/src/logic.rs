@@ -70,12 +70,21 @@ impl Triage {
                 return Ok((decision, Vec::new()));
             }
             let mut changeset = std::mem::take(&mut decision.changeset);
-            changeset.events = decision
+            // Each alert's decision span stays open until the write says whether it held.
+            let (events, spans): (Vec<_>, Vec<_>) = decision
                 .announcements
                 .iter()
                 .map(|a| event_of(a, &self.lifecycle))
-                .collect();
-            match tx.apply(changeset).await {
+                .unzip();
+            changeset.events = events;
+            let applied = tx.apply(changeset).await;
+            if applied.is_err() {
+                for span in spans.iter().flatten() {
+                    span.record("firebreak.applied", false);
+                    span.record("otel.status_code", "ERROR");
+                }
+            }
+            match applied {
                 Ok(written) => {
                     self.relay.wake();
                     self.announce(written.clone());
@@ -627,8 +636,9 @@ fn ignore_refusals<T>(result: Result<T>) -> Result<()> {
     }
 }
 
-/// The `incidents` event announcing a change, in the trace it continues.
-fn event_of(a: &Announcement, policy: &Lifecycle) -> OutboxEvent {
+/// The `incidents` event announcing a change, in the trace it continues, and the decision's
+/// span when the change is an alert's (a person's continues the request's span).
+fn event_of(a: &Announcement, policy: &Lifecycle) -> (OutboxEvent, Option<tracing::Span>) {
     let make = || {
         outbox_event(
             streams::INCIDENTS,
@@ -652,19 +662,24 @@ fn event_of(a: &Announcement, policy: &Lifecycle) -> OutboxEvent {
     // its own that what the event causes descends from; a person's change continues the
     // request's span.
     match &a.traceparent {
-        Some(tp) => firebreak_telemetry::trace::follow(
-            tracing::info_span!(
-                "triage.decide",
-                otel.name = format!("triage {}", a.change.name()),
-                incident.id = %a.incident.id,
-                incident.severity = a.incident.severity,
-                incident.category = %a.incident.category,
-                firebreak.change = a.change.name(),
-            ),
-            Some(tp),
-        )
-        .in_scope(make),
-        None => make(),
+        Some(tp) => {
+            let span = firebreak_telemetry::trace::follow(
+                tracing::info_span!(
+                    "triage.decide",
+                    otel.name = format!("triage {}", a.change.name()),
+                    incident.id = %a.incident.id,
+                    incident.severity = a.incident.severity,
+                    incident.category = %a.incident.category,
+                    firebreak.change = a.change.name(),
+                    // False when the write failed (a conflict, retried with a new decision).
+                    firebreak.applied = tracing::field::Empty,
+                    otel.status_code = tracing::field::Empty,
+                ),
+                Some(tp),
+            );
+            (span.in_scope(make), Some(span))
+        }
+        None => (make(), None),
     }
 }
 
