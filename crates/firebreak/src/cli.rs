@@ -1644,7 +1644,8 @@ fn event_kind(event: &str) -> anyhow::Result<v1::DeliveryKind> {
         v1::DeliveryKind::Unspecified
         | v1::DeliveryKind::EscalationStep
         | v1::DeliveryKind::StatusReminder => Err(Failure::new(
-            Exit::Usage,
+            // As the server would answer it (INVALID_ARGUMENT): refused here, before a call.
+            Exit::Invalid,
             format!("--event: {event:?} is not an event a channel sends"),
         )
         .into()),

@@ -1081,17 +1081,25 @@ impl NotificationService for Notification {
             }
             n => n as usize,
         };
-        let after = page_cursor(MAINTENANCE, &req.page_token)?;
+        // Windows are configuration-sized: paged in memory, the declared ones first, each
+        // group by its unique names (a token holds the last one's group and name).
+        let after = page_cursor(MAINTENANCE, &req.page_token)?
+            .map(|c| match c.split_once('.') {
+                Some(("0", name)) => Ok((false, name.to_owned())),
+                Some(("1", name)) => Ok((true, name.to_owned())),
+                _ => Err(Error::InvalidPageToken),
+            })
+            .transpose()?;
+        let key = |w: &v1::MaintenanceWindow| (!w.declared, w.name.clone());
         let mut all = self.list_maintenance(at, n).await;
-        // Windows are configuration-sized: paged in memory, by their unique name.
-        all.sort_by(|a, b| a.name.cmp(&b.name));
+        all.sort_by_key(key);
         let (windows, next_page_token) = firebreak_proto::page::in_memory(
             MAINTENANCE,
             all,
-            |w| w.name.clone(),
+            key,
             after,
             firebreak_proto::page::list_size(req.page_size),
-            |w| w.name.clone(),
+            |w| format!("{}.{}", u8::from(!w.declared), w.name),
         );
         Ok(Response::new(v1::ListMaintenanceWindowsResponse {
             windows,
