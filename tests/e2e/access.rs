@@ -58,18 +58,21 @@ impl Decoder for RawDecoder {
     }
 }
 
-/// Every method of firebreak.v1 in the descriptors: its path and whether it streams.
+/// Every method of firebreak.v1 and of the internal firebreak.internal.v1 in the descriptors:
+/// its path and whether it streams.
 fn methods() -> Vec<(String, bool)> {
-    let set = prost_types::FileDescriptorSet::decode(firebreak_proto::FILE_DESCRIPTOR_SET).unwrap();
+    let set = prost_types::FileDescriptorSet::decode(firebreak_proto::INTERNAL_FILE_DESCRIPTOR_SET)
+        .unwrap();
     let mut out = Vec::new();
     for file in set.file {
-        if file.package() != "firebreak.v1" {
+        let package = file.package();
+        if package != "firebreak.v1" && package != "firebreak.internal.v1" {
             continue;
         }
         for service in &file.service {
             for m in &service.method {
                 out.push((
-                    format!("/firebreak.v1.{}/{}", service.name(), m.name()),
+                    format!("/{package}.{}/{}", service.name(), m.name()),
                     m.server_streaming(),
                 ));
             }

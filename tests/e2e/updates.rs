@@ -357,11 +357,11 @@ async fn bad_updates_and_subscriptions_name_the_field_and_change_nothing() {
     }
     let mut n = s.notifications.clone();
     for (incident_id, subscriber, field) in [
-        (id.as_str(), "person:zed", "subscriber"),
-        (id.as_str(), "channel:nope", "subscriber"),
-        (id.as_str(), "team:sre", "subscriber"),
-        (id.as_str(), "person:", "subscriber"),
-        (id.as_str(), "", "subscriber"),
+        (id.as_str(), "person:zed", "subscriber_name"),
+        (id.as_str(), "channel:nope", "subscriber_name"),
+        (id.as_str(), "team:sre", "subscriber_kind"),
+        (id.as_str(), "person:", "subscriber_name"),
+        (id.as_str(), "", "subscriber_name"),
         ("nope", "person:amy", "incident_id"),
     ] {
         let err = n

@@ -242,7 +242,7 @@ impl Notification {
             Subscriber::Channel(c) => {
                 if !self.channels.iter().any(|ch| &ch.name == c) {
                     return Err(Error::Invalid(format!(
-                        "subscriber: no channel named {c:?}"
+                        "subscriber_name: no channel named {c:?}"
                     )));
                 }
             }
@@ -253,7 +253,7 @@ impl Notification {
                 };
                 if !known {
                     return Err(Error::Invalid(format!(
-                        "subscriber: no person named {p:?} in the directory"
+                        "subscriber_name: no person named {p:?} in the directory"
                     )));
                 }
             }
