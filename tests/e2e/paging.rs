@@ -657,7 +657,10 @@ async fn list_filters_are_typed_and_unknown_values_are_refused_by_name() {
             .collect::<Vec<_>>()
         }
     };
-    assert_eq!(listed(v1::IncidentState::Open).await, [open.clone()]);
+    assert_eq!(
+        listed(v1::IncidentState::Open).await,
+        std::slice::from_ref(&open)
+    );
     assert_eq!(listed(v1::IncidentState::Acknowledged).await, [acked]);
     assert_eq!(listed(v1::IncidentState::Unspecified).await.len(), 2);
     let e = s

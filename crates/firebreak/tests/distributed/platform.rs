@@ -335,7 +335,8 @@ async fn reflected(port: u16, v1: bool) -> (Vec<String>, bool) {
     let internal = "firebreak.internal.v1.TriageIngestService".to_owned();
     let (mut names, internal_known) = if v1 {
         use tonic_reflection::pb::v1::{
-            ServerReflectionRequest, server_reflection_client::ServerReflectionClient,
+            ServerReflectionRequest, ServerReflectionResponse,
+            server_reflection_client::ServerReflectionClient,
             server_reflection_request::MessageRequest, server_reflection_response::MessageResponse,
         };
         let mut client = ServerReflectionClient::new(channel);
@@ -371,7 +372,8 @@ async fn reflected(port: u16, v1: bool) -> (Vec<String>, bool) {
         )
     } else {
         use tonic_reflection::pb::v1alpha::{
-            ServerReflectionRequest, server_reflection_client::ServerReflectionClient,
+            ServerReflectionRequest, ServerReflectionResponse,
+            server_reflection_client::ServerReflectionClient,
             server_reflection_request::MessageRequest, server_reflection_response::MessageResponse,
         };
         let mut client = ServerReflectionClient::new(channel);
