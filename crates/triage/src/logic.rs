@@ -405,10 +405,9 @@ impl Triage {
         let input = Input::Record {
             event_id: event_id.to_owned(),
             incident_id: run.incident_id.clone(),
-            kind: match run.change_kind() {
-                v1::RunChange::Unspecified => format!("runbook_{}", clip(&run.change, MAX_NAME)),
-                change => format!("runbook_{}", change.name()),
-            },
+            // A change this build lacks (from a newer producer) is recorded as such, never
+            // as another change.
+            kind: format!("runbook_{}", run.change_kind().name()),
             actor: clip(&format!("runbook:{runbook}"), MAX_ACTOR),
             data,
         };
@@ -426,7 +425,7 @@ impl Triage {
             // Null when the event names no state this build knows.
             "status": d.delivery_state().map(|s| s.as_str()), "attempts": d.attempts,
             "error": clip(&d.error, MAX_TEXT),
-            "kind": clip(&d.kind, MAX_NAME), "user": clip(&d.user, MAX_NAME),
+            "kind": v1::DeliveryKind::shown(d.delivery_kind), "user": clip(&d.user, MAX_NAME),
         });
         let input = Input::Record {
             event_id: event_id.to_owned(),
@@ -769,7 +768,6 @@ mod tests {
                 run_id: "r".into(),
                 runbook: "flood".into(),
                 incident_id: id.clone(),
-                change: "action".into(),
                 kind: v1::RunChange::Action as i32,
                 live: true,
                 action: json!({ "action": "http", "result": "x".repeat(1_000_000) }).to_string(),

@@ -347,7 +347,7 @@ async fn an_incident_is_one_trace_across_four_processes_and_a_kill_9_resume_link
                 .into_inner();
             list.runs
                 .into_iter()
-                .find(|r| r.state_name == "succeeded")
+                .find(|r| r.state() == v1::RunState::Succeeded)
                 .map(drop)
         }
     })
