@@ -2,6 +2,7 @@
 //! NATS JetStream, with replicas, `kill -9`, a NATS restart and a Postgres outage.
 
 mod access;
+mod clients;
 mod chart;
 mod harness;
 mod nats_config;
