@@ -254,7 +254,11 @@ mod tests {
 
     #[test]
     fn only_transient_failures_are_retried() {
-        for c in [Code::Unavailable, Code::DeadlineExceeded, Code::ResourceExhausted] {
+        for c in [
+            Code::Unavailable,
+            Code::DeadlineExceeded,
+            Code::ResourceExhausted,
+        ] {
             assert!(transient(c), "{c:?}");
         }
         for c in [

@@ -68,7 +68,9 @@ async fn a_raise_before_the_server_is_up_is_retried_into_one_incident() {
     // A refusal is not retried: a wrong token answers at once.
     let stranger = Client::connect(
         ClientConfig::new(&endpoint)
-            .token("fb_000000000000_0000000000000000000000000000000000000000000000000000000000000000")
+            .token(
+                "fb_000000000000_0000000000000000000000000000000000000000000000000000000000000000",
+            )
             .retries(40, Duration::from_secs(1)),
     )
     .await

@@ -1025,6 +1025,9 @@ fn reflection(served: &[Service]) -> tonic_reflection::server::Builder<'static> 
     let mut builder = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(firebreak_proto::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        // Every service listed resolves: generic clients (grpc-requests) describe each one.
+        .register_encoded_file_descriptor_set(tonic_reflection::pb::v1::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_reflection::pb::v1alpha::FILE_DESCRIPTOR_SET)
         .with_service_name("grpc.health.v1.Health")
         .with_service_name("grpc.reflection.v1.ServerReflection")
         .with_service_name("grpc.reflection.v1alpha.ServerReflection");

@@ -2202,7 +2202,10 @@ channels:
                     "FIREBREAK_DATABASE_URL_FILE".to_owned(),
                     f.display().to_string(),
                 ),
-                ("FIREBREAK_INTAKE_SERVICE_HOST".to_owned(), "10.0.0.7".to_owned()),
+                (
+                    "FIREBREAK_INTAKE_SERVICE_HOST".to_owned(),
+                    "10.0.0.7".to_owned(),
+                ),
             ],
         )
         .unwrap();

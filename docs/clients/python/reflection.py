@@ -21,7 +21,7 @@ def main():
         {"alert": {"title": "raised by grpc-requests", "labels": {"service": "reflection"}}},
         metadata=[("authorization", f"Bearer {token}")],
     )
-    print(f"incident {answer['incidentId']}")
+    print(f"incident {answer.get('incident_id') or answer.get('incidentId')}")
 
 
 if __name__ == "__main__":

@@ -2,8 +2,8 @@
 //! NATS JetStream, with replicas, `kill -9`, a NATS restart and a Postgres outage.
 
 mod access;
-mod clients;
 mod chart;
+mod clients;
 mod harness;
 mod nats_config;
 mod platform;
