@@ -212,9 +212,8 @@ async fn scenario(
             let mut attached = async || -> u64 {
                 incidents
                     .list_incidents(v1::ListIncidentsRequest {
-                        state: String::new(),
-                        limit: 1000,
-                        page_token: String::new(),
+                        page_size: 1000,
+                        ..Default::default()
                     })
                     .await
                     .unwrap()

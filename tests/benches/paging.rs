@@ -192,7 +192,7 @@ escalation_policies:
         loop {
             let page = client
                 .list_deliveries(v1::ListDeliveriesRequest {
-                    limit: 1000,
+                    page_size: 1000,
                     page_token,
                     ..Default::default()
                 })
@@ -366,7 +366,7 @@ async fn at_once(name: &str) {
     };
     let mut steps: HashMap<(String, u32), v1::Delivery> = HashMap::new();
     for d in b.deliveries().await {
-        if d.kind != "escalation.step" {
+        if d.delivery_kind() != v1::DeliveryKind::EscalationStep {
             continue;
         }
         let step = if d.event_id.ends_with("#0.1") {

@@ -68,7 +68,7 @@ async fn measure(
             loop {
                 let page = runs
                     .list_runs(v1::ListRunsRequest {
-                        limit: 1000,
+                        page_size: 1000,
                         page_token,
                         ..Default::default()
                     })

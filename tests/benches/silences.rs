@@ -127,7 +127,7 @@ fn unix_now() -> i64 {
 /// How many silences are in force (active) on the server.
 async fn active(silences: &mut SilenceServiceClient<AuthedChannel>) -> usize {
     silences
-        .list_silences(v1::ListSilencesRequest { expired: false })
+        .list_silences(v1::ListSilencesRequest::default())
         .await
         .unwrap()
         .into_inner()

@@ -58,18 +58,21 @@ impl Decoder for RawDecoder {
     }
 }
 
-/// Every method of firebreak.v1 in the descriptors: its path and whether it streams.
+/// Every method of firebreak.v1 and of the internal firebreak.internal.v1 in the descriptors:
+/// its path and whether it streams.
 fn methods() -> Vec<(String, bool)> {
-    let set = prost_types::FileDescriptorSet::decode(firebreak_proto::FILE_DESCRIPTOR_SET).unwrap();
+    let set = prost_types::FileDescriptorSet::decode(firebreak_proto::INTERNAL_FILE_DESCRIPTOR_SET)
+        .unwrap();
     let mut out = Vec::new();
     for file in set.file {
-        if file.package() != "firebreak.v1" {
+        let package = file.package();
+        if package != "firebreak.v1" && package != "firebreak.internal.v1" {
             continue;
         }
         for service in &file.service {
             for m in &service.method {
                 out.push((
-                    format!("/firebreak.v1.{}/{}", service.name(), m.name()),
+                    format!("/{package}.{}/{}", service.name(), m.name()),
                     m.server_streaming(),
                 ));
             }
@@ -195,7 +198,7 @@ async fn state(s: &mut Stack, incident: &str) -> BTreeMap<&'static str, String> 
     out.insert("incidents", format!("{}", list.incidents.len()));
     let mut access = s.access();
     let tokens = access
-        .list_tokens(v1::ListTokensRequest {})
+        .list_tokens(v1::ListTokensRequest::default())
         .await
         .unwrap()
         .into_inner()
@@ -211,7 +214,7 @@ async fn state(s: &mut Stack, incident: &str) -> BTreeMap<&'static str, String> 
         ),
     );
     let users = access
-        .list_users(v1::ListUsersRequest {})
+        .list_users(v1::ListUsersRequest::default())
         .await
         .unwrap()
         .into_inner()
@@ -221,7 +224,7 @@ async fn state(s: &mut Stack, incident: &str) -> BTreeMap<&'static str, String> 
         format!("{:?}", users.iter().map(|u| &u.name).collect::<Vec<_>>()),
     );
     let teams = access
-        .list_teams(v1::ListTeamsRequest {})
+        .list_teams(v1::ListTeamsRequest::default())
         .await
         .unwrap()
         .into_inner()
@@ -229,7 +232,7 @@ async fn state(s: &mut Stack, incident: &str) -> BTreeMap<&'static str, String> 
     out.insert("teams", format!("{teams:?}"));
     let integrations = s
         .integrations()
-        .list_integrations(v1::ListIntegrationsRequest {})
+        .list_integrations(v1::ListIntegrationsRequest::default())
         .await
         .unwrap()
         .into_inner()
@@ -245,7 +248,10 @@ async fn state(s: &mut Stack, incident: &str) -> BTreeMap<&'static str, String> 
     for expired in [false, true] {
         let listed = s
             .silences()
-            .list_silences(v1::ListSilencesRequest { expired })
+            .list_silences(v1::ListSilencesRequest {
+                expired,
+                ..Default::default()
+            })
             .await
             .unwrap()
             .into_inner()
@@ -286,7 +292,7 @@ fn hostile_bodies(incident: &str, admin_token_id: &str) -> BTreeMap<&'static str
         "/firebreak.v1.IntegrationService/CreateIntegration",
         v1::CreateIntegrationRequest {
             name: "intruder".into(),
-            kind: "grpc".into(),
+            integration_kind: v1::IntegrationKind::Grpc as i32,
             ..Default::default()
         }
         .encode_to_vec(),
@@ -344,8 +350,8 @@ fn hostile_bodies(incident: &str, admin_token_id: &str) -> BTreeMap<&'static str
         .encode_to_vec(),
     );
     b.insert(
-        "/firebreak.v1.IncidentService/IngestAlert",
-        v1::IngestAlertRequest {
+        "/firebreak.internal.v1.TriageIngestService/IngestAlert",
+        firebreak_proto::internal::v1::IngestAlertRequest {
             alert: Some(v1::AlertReceived {
                 alert_id: "01900000-0000-7000-8000-000000000001".into(),
                 title: "forged".into(),

@@ -240,7 +240,10 @@ async fn an_email_then_a_slack_page_and_the_slack_button_stops_the_escalation() 
             .deliveries;
         let pages: Vec<v1::Delivery> = list
             .into_iter()
-            .filter(|d| d.kind == "escalation.page" && d.status() != v1::DeliveryState::Cancelled)
+            .filter(|d| {
+                v1::DeliveryKind::shown(d.delivery_kind) == "escalation.page"
+                    && d.status() != v1::DeliveryState::Cancelled
+            })
             .collect();
         pages
             .iter()
@@ -568,7 +571,7 @@ async fn page_of(s: &Stack, incident: &str) -> Option<v1::Delivery> {
         .into_inner()
         .deliveries
         .into_iter()
-        .find(|d| d.kind == "escalation.page")
+        .find(|d| v1::DeliveryKind::shown(d.delivery_kind) == "escalation.page")
 }
 
 /// The Twilio id of `incident`'s text page, once it is `sent`.

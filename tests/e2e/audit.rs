@@ -153,7 +153,7 @@ async fn changes_and_refusals_are_audited_with_who_what_how_and_where_and_reads_
     let all = entries(
         &s,
         v1::ListAuditRequest {
-            limit: 1000,
+            page_size: 1000,
             ..Default::default()
         },
     )

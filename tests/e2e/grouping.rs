@@ -54,7 +54,7 @@ async fn hosts(s: &Stack, id: &str) -> Vec<String> {
         .clone()
         .list_incident_alerts(v1::ListIncidentAlertsRequest {
             id: id.into(),
-            limit: 0,
+            ..Default::default()
         })
         .await
         .unwrap()

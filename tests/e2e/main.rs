@@ -11,6 +11,7 @@ mod lifecycle;
 mod maintenance;
 mod metrics;
 mod oncall;
+mod paging;
 mod path;
 mod reports;
 mod review;

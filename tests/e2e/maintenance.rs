@@ -206,7 +206,12 @@ maintenance:
                 .into_inner()
                 .deliveries;
             // The step that came due is done and its replacement waits for the window's end.
-            (list.iter().filter(|d| d.kind == "escalation.step").count() == 2).then_some(())
+            (list
+                .iter()
+                .filter(|d| v1::DeliveryKind::shown(d.delivery_kind) == "escalation.step")
+                .count()
+                == 2)
+                .then_some(())
         }
     })
     .await;

@@ -139,12 +139,13 @@ async fn hostile_on_call_requests_are_refused_naming_the_field() {
             ),
         ),
         (
-            "event",
+            "kind",
             tonic::Code::InvalidArgument,
             code_and(
                 n.preview_template(v1::PreviewTemplateRequest {
                     channel: "log".into(),
-                    event: "party".into(),
+                    // A kind no value has, and one of the paging engine's rows.
+                    kind: 99,
                     incident: Some(v1::Incident::default()),
                 })
                 .await
@@ -157,7 +158,7 @@ async fn hostile_on_call_requests_are_refused_naming_the_field() {
             code_and(
                 n.preview_template(v1::PreviewTemplateRequest {
                     channel: "log".into(),
-                    event: String::new(),
+                    kind: 0,
                     incident: None,
                 })
                 .await
@@ -170,7 +171,7 @@ async fn hostile_on_call_requests_are_refused_naming_the_field() {
             code_and(
                 n.preview_template(v1::PreviewTemplateRequest {
                     channel: long.clone(),
-                    event: String::new(),
+                    kind: 0,
                     incident: Some(v1::Incident::default()),
                 })
                 .await

@@ -89,7 +89,7 @@ async fn the_whole_incident_path() {
             let r = runs
                 .list_runs(v1::ListRunsRequest {
                     incident_id: id,
-                    limit: 0,
+                    page_size: 0,
                     ..Default::default()
                 })
                 .await
@@ -447,7 +447,7 @@ async fn dry_run_records_without_acting() {
             let r = runs
                 .list_runs(v1::ListRunsRequest {
                     incident_id: id,
-                    limit: 0,
+                    page_size: 0,
                     ..Default::default()
                 })
                 .await

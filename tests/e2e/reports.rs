@@ -194,12 +194,12 @@ async fn reports_state_what_the_incidents_records_say_per_group() {
     let r = report
         .get_report(v1::GetReportRequest {
             since: "30d".into(),
-            by: "category".into(),
+            group_by: v1::ReportGrouping::Category as i32,
         })
         .await
         .unwrap()
         .into_inner();
-    assert_eq!(r.by, "category");
+    assert_eq!(r.group_by(), v1::ReportGrouping::Category);
     assert!(!r.truncated);
     let (tta1, tta2) = (
         between(&m1.opened_at, &m1.acknowledged_at),
@@ -255,7 +255,7 @@ async fn reports_state_what_the_incidents_records_say_per_group() {
     let silenced = integrations
         .get_silenced_counts(v1::GetSilencedCountsRequest {
             since: r.since,
-            by: "category".into(),
+            group_by: v1::ReportGrouping::Category as i32,
         })
         .await
         .unwrap()
@@ -271,7 +271,7 @@ async fn reports_state_what_the_incidents_records_say_per_group() {
     let by_service = integrations
         .get_silenced_counts(v1::GetSilencedCountsRequest {
             since: r.since,
-            by: "service".into(),
+            group_by: v1::ReportGrouping::Service as i32,
         })
         .await
         .unwrap()
@@ -287,7 +287,7 @@ async fn reports_state_what_the_incidents_records_say_per_group() {
     let by_severity = report
         .get_report(v1::GetReportRequest {
             since: "2w".into(),
-            by: "severity".into(),
+            group_by: v1::ReportGrouping::Severity as i32,
         })
         .await
         .unwrap()
@@ -300,18 +300,21 @@ async fn reports_state_what_the_incidents_records_say_per_group() {
     assert_eq!(keys, [("SEV1", 2), ("SEV3", 1)]);
 
     // Bad input is refused naming the field.
+    let category = v1::ReportGrouping::Category as i32;
     for (since, by, field) in [
-        ("yesterday", "category", "invalid since"),
-        ("30", "category", "invalid since"),
-        ("400d", "category", "invalid since"),
-        (&*"9".repeat(100_000), "category", "invalid since"),
-        ("30d", "team", "invalid by"),
-        ("30d", &*"x".repeat(100_000), "invalid by"),
+        ("yesterday", category, "invalid since"),
+        ("30", category, "invalid since"),
+        ("400d", category, "invalid since"),
+        (&*"9".repeat(100_000), category, "invalid since"),
+        // Groupings no value has.
+        ("30d", 99, "invalid group_by"),
+        ("30d", i32::MAX, "invalid group_by"),
+        ("30d", -1, "invalid group_by"),
     ] {
         let e = report
             .get_report(v1::GetReportRequest {
                 since: since.into(),
-                by: by.into(),
+                group_by: by,
             })
             .await
             .unwrap_err();
@@ -325,7 +328,7 @@ async fn reports_state_what_the_incidents_records_say_per_group() {
     let e = integrations
         .get_silenced_counts(v1::GetSilencedCountsRequest {
             since: None,
-            by: String::new(),
+            group_by: 0,
         })
         .await
         .unwrap_err();
@@ -337,7 +340,7 @@ async fn reports_state_what_the_incidents_records_say_per_group() {
                 seconds: i64::MAX,
                 nanos: 0,
             }),
-            by: String::new(),
+            group_by: 0,
         })
         .await
         .unwrap_err();

@@ -5,6 +5,7 @@
 
 use std::time::Duration;
 
+use firebreak_proto::WireState as _;
 use firebreak_proto::v1;
 use serde_json::Value;
 use tonic::Code;
@@ -228,7 +229,14 @@ async fn the_review_states_roles_durations_follow_ups_summary_and_the_template()
     let updates: Vec<(&str, &str, &str)> = r
         .status_updates
         .iter()
-        .map(|u| (u.status.as_str(), u.actor.as_str(), u.message.as_str()))
+        .map(|u| {
+            (
+                firebreak_domain::UpdateStatus::from_wire(u.update_status)
+                    .map_or("unknown", |s| s.as_str()),
+                u.actor.as_str(),
+                u.message.as_str(),
+            )
+        })
         .collect();
     assert_eq!(
         updates,
@@ -329,7 +337,7 @@ async fn the_review_states_roles_durations_follow_ups_summary_and_the_template()
     let page = s
         .incidents
         .list_follow_ups(v1::ListFollowUpsRequest {
-            limit: 1,
+            page_size: 1,
             ..Default::default()
         })
         .await

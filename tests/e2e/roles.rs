@@ -161,7 +161,7 @@ async fn roles_are_assigned_handed_off_and_removed_by_the_caller_on_the_record()
         let mut n = notifications.clone();
         let id = id.clone();
         async move {
-            let kinds: Vec<String> = n
+            let kinds: Vec<&str> = n
                 .list_deliveries(v1::ListDeliveriesRequest {
                     incident_id: id,
                     ..Default::default()
@@ -171,8 +171,8 @@ async fn roles_are_assigned_handed_off_and_removed_by_the_caller_on_the_record()
                 .into_inner()
                 .deliveries
                 .into_iter()
-                .map(|d| d.kind)
-                .filter(|k| k == "incident.roles_changed")
+                .map(|d| v1::DeliveryKind::shown(d.delivery_kind))
+                .filter(|k| *k == "incident.roles_changed")
                 .collect();
             (kinds.len() == 5).then_some(())
         }

@@ -165,7 +165,7 @@ async fn approvals_need_the_role_and_record_who_and_why_and_time_out_to_their_fa
     let mine = pending.iter().find(|a| a.run_id == ask.id).unwrap();
     assert_eq!(mine.prompt, "restart the web tier?");
     assert_eq!(mine.role, "incident-commander");
-    assert_eq!(mine.on_timeout, "reject");
+    assert_eq!(mine.timeout_action(), v1::ApprovalTimeoutAction::Reject);
 
     // Pages of one approval each, oldest first, reach both waiting runs.
     run_of(&s, &id, "ask-timeout", "ask-timeout to wait", |r| {
@@ -177,7 +177,7 @@ async fn approvals_need_the_role_and_record_who_and_why_and_time_out_to_their_fa
         let r = s
             .runs
             .list_approvals(v1::ListApprovalsRequest {
-                limit: 1,
+                page_size: 1,
                 page_token,
             })
             .await
@@ -1082,7 +1082,7 @@ async fn an_escalation_policy_pages_later_steps_only_while_nobody_acknowledges()
     loop {
         let r = n
             .list_deliveries(v1::ListDeliveriesRequest {
-                limit: 1,
+                page_size: 1,
                 page_token,
                 ..Default::default()
             })
@@ -1225,7 +1225,7 @@ async fn all_runs(s: &Stack, incident: &str, limit: u32) -> (Vec<v1::Run>, usize
             .clone()
             .list_runs(v1::ListRunsRequest {
                 incident_id: incident.into(),
-                limit,
+                page_size: limit,
                 page_token,
                 ..Default::default()
             })
@@ -1257,7 +1257,7 @@ async fn whole_journal(s: &Stack, id: &str) -> (Vec<v1::RunAction>, usize) {
             .clone()
             .get_run(v1::GetRunRequest {
                 id: id.into(),
-                limit: 0,
+                page_size: 0,
                 page_token,
             })
             .await
@@ -1352,7 +1352,7 @@ async fn a_journal_flood_leaves_runs_readable_page_by_page() {
         .clone()
         .get_run(v1::GetRunRequest {
             id: ids[0].clone(),
-            limit: 0,
+            page_size: 0,
             page_token: "x".into(),
         })
         .await
@@ -1441,7 +1441,7 @@ async fn run_requests_refuse_oversized_or_nul_text_naming_the_field() {
     assert!(e.message().contains("page_token"), "{}", e.message());
     let e = runs
         .list_approvals(v1::ListApprovalsRequest {
-            limit: 0,
+            page_size: 0,
             page_token: "\0".into(),
         })
         .await

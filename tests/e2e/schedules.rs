@@ -65,7 +65,7 @@ async fn schedules_and_overrides_change_at_run_time_and_bad_ones_change_nothing(
         .await
         .unwrap();
     let listed = n
-        .list_schedules(v1::ListSchedulesRequest {})
+        .list_schedules(v1::ListSchedulesRequest::default())
         .await
         .unwrap()
         .into_inner()
@@ -221,7 +221,7 @@ async fn only_managers_write_schedules_and_responders_may_override() {
     // A viewer reads; a responder swaps a shift.
     assert_eq!(
         as_viewer
-            .list_schedules(v1::ListSchedulesRequest {})
+            .list_schedules(v1::ListSchedulesRequest::default())
             .await
             .unwrap()
             .into_inner()

@@ -72,7 +72,10 @@ async fn delivered(s: &Stack, id: &str, n: usize) -> Vec<String> {
             // The log channel broadcasts every change: it is no subscriber.
             let updates: Vec<&v1::Delivery> = list
                 .iter()
-                .filter(|d| d.kind == "incident.status_updated" && d.channel != "log")
+                .filter(|d| {
+                    v1::DeliveryKind::shown(d.delivery_kind) == "incident.status_updated"
+                        && d.channel != "log"
+                })
                 .collect();
             let done = updates.iter().all(|d| {
                 matches!(
@@ -104,7 +107,7 @@ async fn a_status_update_reaches_each_subscriber_once_on_the_record() {
         let r = n
             .subscribe(v1::SubscribeRequest {
                 incident_id: id.clone(),
-                subscriber: subscriber.into(),
+                ..subscribing(subscriber)
             })
             .await
             .unwrap()
@@ -115,7 +118,7 @@ async fn a_status_update_reaches_each_subscriber_once_on_the_record() {
     let again = n
         .subscribe(v1::SubscribeRequest {
             incident_id: id.clone(),
-            subscriber: "person:amy".into(),
+            ..subscribing("person:amy")
         })
         .await
         .unwrap()
@@ -124,20 +127,30 @@ async fn a_status_update_reaches_each_subscriber_once_on_the_record() {
     let listed = n
         .list_subscribers(v1::ListSubscribersRequest {
             incident_id: id.clone(),
+            ..Default::default()
         })
         .await
         .unwrap()
         .into_inner()
         .subscriptions;
-    let names: Vec<(&str, &str)> = listed
+    let names: Vec<(String, &str)> = listed
         .iter()
-        .map(|s| (s.subscriber.as_str(), s.created_by.as_str()))
+        .map(|s| {
+            (
+                format!(
+                    "{}:{}",
+                    v1::SubscriberKind::shown(s.subscriber_kind),
+                    s.subscriber_name
+                ),
+                s.created_by.as_str(),
+            )
+        })
         .collect();
     assert_eq!(
         names,
         [
-            ("channel:status", "user:admin"),
-            ("person:amy", "user:admin")
+            ("channel:status".to_owned(), "user:admin"),
+            ("person:amy".to_owned(), "user:admin")
         ]
     );
 
@@ -264,9 +277,11 @@ async fn a_status_update_reaches_each_subscriber_once_on_the_record() {
     );
 
     // Unsubscribed, the channel hears no more; twice is NOT_FOUND.
+    let (subscriber_kind, subscriber_name) = who("channel:status");
     let unsubscribe = v1::UnsubscribeRequest {
         incident_id: id.clone(),
-        subscriber: "channel:status".into(),
+        subscriber_kind,
+        subscriber_name,
     };
     n.unsubscribe(unsubscribe.clone()).await.unwrap();
     let err = n.unsubscribe(unsubscribe).await.unwrap_err();
@@ -342,17 +357,17 @@ async fn bad_updates_and_subscriptions_name_the_field_and_change_nothing() {
     }
     let mut n = s.notifications.clone();
     for (incident_id, subscriber, field) in [
-        (id.as_str(), "person:zed", "subscriber"),
-        (id.as_str(), "channel:nope", "subscriber"),
-        (id.as_str(), "team:sre", "subscriber"),
-        (id.as_str(), "person:", "subscriber"),
-        (id.as_str(), "", "subscriber"),
+        (id.as_str(), "person:zed", "subscriber_name"),
+        (id.as_str(), "channel:nope", "subscriber_name"),
+        (id.as_str(), "team:sre", "subscriber_kind"),
+        (id.as_str(), "person:", "subscriber_name"),
+        (id.as_str(), "", "subscriber_name"),
         ("nope", "person:amy", "incident_id"),
     ] {
         let err = n
             .subscribe(v1::SubscribeRequest {
                 incident_id: incident_id.into(),
-                subscriber: subscriber.into(),
+                ..subscribing(subscriber)
             })
             .await
             .unwrap_err();
@@ -389,6 +404,7 @@ async fn bad_updates_and_subscriptions_name_the_field_and_change_nothing() {
     let listed = n
         .list_subscribers(v1::ListSubscribersRequest {
             incident_id: id.clone(),
+            ..Default::default()
         })
         .await
         .unwrap()
@@ -444,7 +460,7 @@ async fn delivered_or_tried(s: &Stack, id: &str, n: usize) -> usize {
                 .deliveries;
             let updates = list
                 .iter()
-                .filter(|d| d.kind == "incident.status_updated")
+                .filter(|d| v1::DeliveryKind::shown(d.delivery_kind) == "incident.status_updated")
                 .filter(|d| {
                     d.channel == "user:amy/work"
                         || (d.channel == "execs" && d.status() == v1::DeliveryState::Delivered)
@@ -475,12 +491,12 @@ async fn reminders(s: &Stack, id: &str) -> (Vec<v1::Delivery>, Vec<v1::Delivery>
                 .deliveries;
             let rows: Vec<v1::Delivery> = list
                 .iter()
-                .filter(|d| d.kind == "status.reminder")
+                .filter(|d| v1::DeliveryKind::shown(d.delivery_kind) == "status.reminder")
                 .cloned()
                 .collect();
             let sent: Vec<v1::Delivery> = list
                 .iter()
-                .filter(|d| d.kind == "incident.status_reminder")
+                .filter(|d| v1::DeliveryKind::shown(d.delivery_kind) == "incident.status_reminder")
                 .cloned()
                 .collect();
             // A row is due when created before now and pending: a row pending whose time has
@@ -556,7 +572,12 @@ status_updates:
                 .ok()?
                 .into_inner()
                 .deliveries;
-            (list.iter().filter(|d| d.kind == "status.reminder").count() == 3).then_some(())
+            (list
+                .iter()
+                .filter(|d| v1::DeliveryKind::shown(d.delivery_kind) == "status.reminder")
+                .count()
+                == 3)
+                .then_some(())
         }
     })
     .await;
@@ -676,4 +697,28 @@ status_updates:
     .await;
     assert_eq!(after.len(), rows.len());
     assert_eq!(sent.len(), 1, "{sent:?}");
+}
+
+/// A subscriber as people write it (`person:amy`, `channel:status`) as the API takes it: a
+/// kind (an unknown one as a number no kind has, 99) and a name.
+fn who(text: &str) -> (i32, String) {
+    let (kind, name) = text.split_once(':').unwrap_or((text, ""));
+    let kind = match kind {
+        "" => 0,
+        k => match v1::SubscriberKind::from_name(k) {
+            v1::SubscriberKind::Unspecified => 99,
+            k => k as i32,
+        },
+    };
+    (kind, name.to_owned())
+}
+
+/// A subscribe request's subscriber fields ([`who`]).
+fn subscribing(text: &str) -> v1::SubscribeRequest {
+    let (subscriber_kind, subscriber_name) = who(text);
+    v1::SubscribeRequest {
+        subscriber_kind,
+        subscriber_name,
+        ..Default::default()
+    }
 }

@@ -64,9 +64,8 @@ async fn incidents(s: &Stack) -> Vec<v1::Incident> {
             .incidents
             .clone()
             .list_incidents(v1::ListIncidentsRequest {
-                state: String::new(),
-                limit: 0,
                 page_token,
+                ..Default::default()
             })
             .await
             .unwrap()
@@ -89,7 +88,7 @@ async fn timeline_entries(s: &Stack, id: &str) -> Vec<v1::TimelineEntry> {
             .clone()
             .get_timeline(v1::GetTimelineRequest {
                 id: id.into(),
-                limit: 0,
+                page_size: 0,
                 page_token,
             })
             .await
@@ -937,7 +936,7 @@ async fn integrations_created_at_run_time_authenticate_until_deleted() {
     let created = api
         .create_integration(v1::CreateIntegrationRequest {
             name: "staging-prom".into(),
-            kind: "alertmanager".into(),
+            integration_kind: v1::IntegrationKind::Alertmanager as i32,
             ..Default::default()
         })
         .await
@@ -950,13 +949,13 @@ async fn integrations_created_at_run_time_authenticate_until_deleted() {
     let (status, _, _) = post(&s, &path, data("alertmanager-truncated.json"), None).await;
     assert_eq!(status, 200);
     let listed = api
-        .list_integrations(v1::ListIntegrationsRequest {})
+        .list_integrations(v1::ListIntegrationsRequest::default())
         .await
         .unwrap()
         .into_inner()
         .integrations;
     let mine = listed.iter().find(|i| i.name == "staging-prom").unwrap();
-    assert_eq!(mine.origin, "runtime");
+    assert!(!mine.declared, "{mine:?}");
     assert!(
         !mine.key.contains(&created.key),
         "keys are masked when listed"
@@ -972,7 +971,7 @@ async fn integrations_created_at_run_time_authenticate_until_deleted() {
     let dup = api
         .create_integration(v1::CreateIntegrationRequest {
             name: "staging-prom".into(),
-            kind: "alertmanager".into(),
+            integration_kind: v1::IntegrationKind::Alertmanager as i32,
             ..Default::default()
         })
         .await
@@ -981,7 +980,7 @@ async fn integrations_created_at_run_time_authenticate_until_deleted() {
     let bad = api
         .create_integration(v1::CreateIntegrationRequest {
             name: "x".into(),
-            kind: "nagios".into(),
+            integration_kind: 99,
             ..Default::default()
         })
         .await
@@ -1339,9 +1338,9 @@ async fn incident_and_timeline_pages_are_bounded_in_bytes_and_lead_through_every
         let page = s
             .incidents
             .list_incidents(v1::ListIncidentsRequest {
-                state: String::new(),
-                limit: 100,
+                page_size: 100,
                 page_token,
+                ..Default::default()
             })
             .await
             .unwrap()
@@ -1371,7 +1370,7 @@ async fn incident_and_timeline_pages_are_bounded_in_bytes_and_lead_through_every
             .incidents
             .get_timeline(v1::GetTimelineRequest {
                 id: ids[79].clone(),
-                limit: 0,
+                page_size: 0,
                 page_token,
             })
             .await
@@ -1404,9 +1403,8 @@ async fn incident_and_timeline_pages_are_bounded_in_bytes_and_lead_through_every
     let bad = s
         .incidents
         .list_incidents(v1::ListIncidentsRequest {
-            state: String::new(),
-            limit: 0,
             page_token: "nonsense".into(),
+            ..Default::default()
         })
         .await
         .map(drop)
@@ -1546,7 +1544,7 @@ async fn signed_webhooks_are_accepted_and_bad_signatures_store_nothing() {
     let created = api
         .create_integration(v1::CreateIntegrationRequest {
             name: "signed-runtime".into(),
-            kind: "alertmanager".into(),
+            integration_kind: v1::IntegrationKind::Alertmanager as i32,
             signing_secret: runtime_secret.into(),
         })
         .await
@@ -1666,7 +1664,7 @@ async fn signed_webhooks_are_accepted_and_bad_signatures_store_nothing() {
 
     // Listed masked: the first four characters, declared and run-time alike.
     let listed = api
-        .list_integrations(v1::ListIntegrationsRequest {})
+        .list_integrations(v1::ListIntegrationsRequest::default())
         .await
         .unwrap()
         .into_inner()

@@ -47,6 +47,14 @@ pub enum Service {
 }
 
 impl Service {
+    /// Every service, as `firebreak up` runs them.
+    pub const ALL: [Self; 4] = [
+        Self::Intake,
+        Self::Triage,
+        Self::Orchestration,
+        Self::Notification,
+    ];
+
     /// The service's name, as in database names and logs.
     pub fn name(self) -> &'static str {
         match self {
@@ -766,7 +774,7 @@ impl App {
                 Some(&service_token),
             );
             verifier.set_source(Arc::new(auth::RemoteSource(
-                firebreak_proto::v1::credential_service_client::CredentialServiceClient::new(
+                firebreak_proto::internal::v1::credential_service_client::CredentialServiceClient::new(
                     channel,
                 ),
             )));
@@ -863,15 +871,21 @@ impl App {
         let http_tls = ServerTls::from_config(&config.tls, b"http/1.1", header_timeout)
             .context("invalid tls")?;
         let (reporter, health_service) = tonic_health::server::health_reporter();
-        let served = match &start {
+        let health_names = match &start {
             Start::Built(services) => services.names(),
             Start::Connect { service, .. } => vec![service.name()],
         };
-        let readiness = Readiness::start(reporter, &served).await;
+        let readiness = Readiness::start(reporter, &health_names).await;
+        // Reflection lists the public services this process serves: all of them embedded,
+        // one service's in distributed mode; never the internal ones.
+        let served: Vec<Service> = match &start {
+            Start::Built(_) => Service::ALL.to_vec(),
+            Start::Connect { service, .. } => vec![*service],
+        };
         let mut base = tonic::service::RoutesBuilder::default();
         base.add_service(health_service)
-            .add_service(reflection().build_v1()?)
-            .add_service(reflection().build_v1alpha()?);
+            .add_service(reflection(&served).build_v1()?)
+            .add_service(reflection(&served).build_v1alpha()?);
         let grpc_routes = Late::new(base.routes());
         // The gauges of the services this process runs, read when `/metrics` is scraped.
         let gauges = Arc::new(firebreak_telemetry::Gauges::default());
@@ -1011,11 +1025,27 @@ fn seconds(n: u64) -> Option<Duration> {
 }
 
 /// The reflection service's configuration, for both protocol versions: v1 and v1alpha (the
-/// only one some generic clients speak, e.g. Python's grpc-requests).
-fn reflection() -> tonic_reflection::server::Builder<'static> {
-    tonic_reflection::server::Builder::configure()
+/// only one some generic clients speak, e.g. Python's grpc-requests). It knows the public
+/// contracts only (`firebreak.v1`, never `firebreak.internal.v1`) and lists the public
+/// services of `served`, health and reflection itself.
+fn reflection(served: &[Service]) -> tonic_reflection::server::Builder<'static> {
+    let mut builder = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(firebreak_proto::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        // Every service listed resolves: generic clients (grpc-requests) describe each one.
+        .register_encoded_file_descriptor_set(tonic_reflection::pb::v1::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_reflection::pb::v1alpha::FILE_DESCRIPTOR_SET)
+        .with_service_name("grpc.health.v1.Health")
+        .with_service_name("grpc.reflection.v1.ServerReflection")
+        .with_service_name("grpc.reflection.v1alpha.ServerReflection");
+    for (kind, services) in firebreak_proto::PUBLIC_SERVICES {
+        if served.iter().any(|s| s.name() == *kind) {
+            for name in *services {
+                builder = builder.with_service_name(*name);
+            }
+        }
+    }
+    builder
 }
 
 /// What start-up hands the running servers once the services are built.
@@ -1057,6 +1087,7 @@ impl Startup {
             self.gauges.add(s.gauges());
             s.spawn(tasks, &self.work);
             routes.add_service(s.grpc());
+            routes.add_service(s.ingest_grpc());
         }
         if let Some(s) = &services.orchestration {
             m.serve(firebreak_telemetry::Owner::Orchestration);

@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use anyhow::bail;
 use clap::{Args, Parser, Subcommand};
+use firebreak_proto::WireState as _;
 use firebreak_proto::access::AuthedChannel;
 use firebreak_proto::v1::{
     self, incident_service_client::IncidentServiceClient,
@@ -751,13 +752,13 @@ async fn report(targets: &Targets, since: &str, by: &str, out: &Out) -> anyhow::
     // Refused here, naming the field, before any call; the servers check the same.
     firebreak_domain::report::parse_since(since)
         .map_err(|e| Failure::new(Exit::Usage, format!("--since: {e}")))?;
-    firebreak_domain::report::GroupBy::parse(by)
+    let by = firebreak_domain::report::GroupBy::parse(by)
         .map_err(|e| Failure::new(Exit::Usage, format!("--by: {e}")))?;
     let status = |s: tonic::Status| status(s, targets.request_timeout);
     let mut r = IncidentServiceClient::new(targets.connect(Service::Triage).await?)
         .get_report(v1::GetReportRequest {
             since: since.to_owned(),
-            by: by.to_owned(),
+            group_by: firebreak_proto::wire_grouping(by) as i32,
         })
         .await
         .map_err(status)?
@@ -765,7 +766,7 @@ async fn report(targets: &Targets, since: &str, by: &str, out: &Out) -> anyhow::
     let silenced = IntegrationServiceClient::new(targets.connect(Service::Intake).await?)
         .get_silenced_counts(v1::GetSilencedCountsRequest {
             since: r.since,
-            by: r.by.clone(),
+            group_by: r.group_by,
         })
         .await
         .map_err(status)?
@@ -855,7 +856,7 @@ async fn template_preview(
     )
     .preview_template(v1::PreviewTemplateRequest {
         channel: channel.clone(),
-        event: event.clone(),
+        kind: event_kind(&event)? as i32,
         incident: Some(incident),
     })
     .await
@@ -893,6 +894,8 @@ async fn dry_run_on_server(
         .await
         .map_err(status)?
         .into_inner();
+    let failed = r.end_state() == v1::DryRunOutcome::Failed;
+    let end_state = r.end_state;
     let steps: Vec<firebreak_runbook::PlannedStep> = r
         .steps
         .into_iter()
@@ -904,11 +907,10 @@ async fn dry_run_on_server(
             mocked: false,
         })
         .collect();
-    let failed = r.outcome == "failed";
     let outcome = if failed {
         format!("failed: {}", r.error)
     } else {
-        r.outcome
+        v1::DryRunOutcome::shown(end_state).to_owned()
     };
     out.simulation(name, &outcome, &steps, &r.log);
     if r.truncated {
@@ -1267,10 +1269,17 @@ async fn client(cmd: Command, targets: &Targets, out: &Out) -> anyhow::Result<()
             limit,
             page_token,
         }) => {
+            let state_filter = match state.as_deref() {
+                None | Some("") => 0,
+                Some(s) => s
+                    .parse::<firebreak_domain::IncidentState>()
+                    .map_err(|e| Failure::new(Exit::Usage, format!("--state: {e}")))?
+                    .wire(),
+            };
             let r = incidents
                 .list_incidents(v1::ListIncidentsRequest {
-                    state: state.unwrap_or_default(),
-                    limit,
+                    state_filter,
+                    page_size: limit,
                     page_token,
                 })
                 .await
@@ -1290,18 +1299,17 @@ async fn client(cmd: Command, targets: &Targets, out: &Out) -> anyhow::Result<()
             out.incident(r.incident.as_ref());
         }
         Command::Incident(IncidentCmd::Alerts { id }) => {
-            let r = incidents
-                .list_incident_alerts(v1::ListIncidentAlertsRequest { id, limit: 0 })
+            // Every alert, page by page.
+            let alerts = every_page!(page_token => incidents
+                .list_incident_alerts(v1::ListIncidentAlertsRequest {
+                    id: id.clone(),
+                    page_size: 0,
+                    page_token,
+                })
                 .await
-                .map_err(status)?
-                .into_inner();
-            if r.truncated {
-                eprintln!(
-                    "more alerts than listed: the first {} shown",
-                    r.alerts.len()
-                );
-            }
-            out.incident_alerts(&r);
+                .map_err(&status)?
+                .into_inner(), alerts);
+            out.incident_alerts(&alerts);
         }
         Command::Incident(IncidentCmd::Timeline { id }) => {
             // The whole timeline, page by page (each bounded in size).
@@ -1311,7 +1319,7 @@ async fn client(cmd: Command, targets: &Targets, out: &Out) -> anyhow::Result<()
                 let r = incidents
                     .get_timeline(v1::GetTimelineRequest {
                         id: id.clone(),
-                        limit: 0,
+                        page_size: 0,
                         page_token,
                     })
                     .await
@@ -1327,14 +1335,16 @@ async fn client(cmd: Command, targets: &Targets, out: &Out) -> anyhow::Result<()
         }
         Command::Incident(IncidentCmd::Watch { id }) => {
             let mut stream = incidents
-                .watch(v1::WatchRequest {
+                .watch_incidents(v1::WatchIncidentsRequest {
                     incident_id: id.unwrap_or_default(),
                 })
                 .await
                 .map_err(status)?
                 .into_inner();
-            while let Some(entry) = stream.message().await.map_err(status)? {
-                out.watched(&entry);
+            while let Some(item) = stream.message().await.map_err(status)? {
+                if let Some(entry) = &item.entry {
+                    out.watched(entry);
+                }
             }
         }
         Command::Incident(IncidentCmd::Acknowledge { id }) => {
@@ -1496,12 +1506,15 @@ async fn client(cmd: Command, targets: &Targets, out: &Out) -> anyhow::Result<()
                 .map_err(status)?;
         }
         Command::Runbook(RunbookCmd::List) => {
-            let r = runs
-                .list_runbooks(v1::ListRunbooksRequest {})
+            let runbooks = every_page!(page_token => runs
+                .list_runbooks(v1::ListRunbooksRequest {
+                    page_size: 0,
+                    page_token,
+                })
                 .await
-                .map_err(status)?
-                .into_inner();
-            out.runbooks(&r.runbooks);
+                .map_err(&status)?
+                .into_inner(), runbooks);
+            out.runbooks(&runbooks);
         }
         Command::Run(RunCmd::List {
             incident,
@@ -1509,11 +1522,18 @@ async fn client(cmd: Command, targets: &Targets, out: &Out) -> anyhow::Result<()
             limit,
             page_token,
         }) => {
+            let state_filter = match state.as_deref() {
+                None | Some("") => 0,
+                Some(s) => s
+                    .parse::<firebreak_domain::RunState>()
+                    .map_err(|e| Failure::new(Exit::Usage, format!("--state: {e}")))?
+                    .wire(),
+            };
             let r = runs
                 .list_runs(v1::ListRunsRequest {
                     incident_id: incident.unwrap_or_default(),
-                    limit,
-                    state: state.unwrap_or_default(),
+                    page_size: limit,
+                    state_filter,
                     page_token,
                 })
                 .await
@@ -1533,8 +1553,10 @@ async fn client(cmd: Command, targets: &Targets, out: &Out) -> anyhow::Result<()
                 .await
                 .map_err(status)?
                 .into_inner();
-            while let Some(p) = stream.message().await.map_err(status)? {
-                out.run_progress(&p);
+            while let Some(item) = stream.message().await.map_err(status)? {
+                if let Some(p) = &item.progress {
+                    out.run_progress(p);
+                }
             }
         }
         Command::Run(RunCmd::Show { run }) => {
@@ -1545,7 +1567,7 @@ async fn client(cmd: Command, targets: &Targets, out: &Out) -> anyhow::Result<()
                 let r = runs
                     .get_run(v1::GetRunRequest {
                         id: run.clone(),
-                        limit: 0,
+                        page_size: 0,
                         page_token,
                     })
                     .await
@@ -1597,10 +1619,23 @@ async fn client(cmd: Command, targets: &Targets, out: &Out) -> anyhow::Result<()
                             .trim()
                             .to_owned(),
                     };
+                    let integration_kind = match v1::IntegrationKind::from_name(kind.trim()) {
+                        v1::IntegrationKind::Unspecified => {
+                            return Err(Failure::new(
+                                Exit::Usage,
+                                format!(
+                                    "--kind: {:?} is not alertmanager, pagerduty or grpc",
+                                    kind
+                                ),
+                            )
+                            .into());
+                        }
+                        k => k as i32,
+                    };
                     let r = integrations
                         .create_integration(v1::CreateIntegrationRequest {
                             name,
-                            kind,
+                            integration_kind,
                             signing_secret,
                         })
                         .await
@@ -1609,12 +1644,15 @@ async fn client(cmd: Command, targets: &Targets, out: &Out) -> anyhow::Result<()
                     out.integrations(r.integration.as_slice(), true);
                 }
                 IntegrationCmd::List => {
-                    let r = integrations
-                        .list_integrations(v1::ListIntegrationsRequest {})
+                    let list = every_page!(page_token => integrations
+                        .list_integrations(v1::ListIntegrationsRequest {
+                            page_size: 0,
+                            page_token,
+                        })
                         .await
-                        .map_err(status)?
-                        .into_inner();
-                    out.integrations(&r.integrations, false);
+                        .map_err(&status)?
+                        .into_inner(), integrations);
+                    out.integrations(&list, false);
                 }
                 IntegrationCmd::Delete { name } => {
                     integrations
@@ -1632,7 +1670,7 @@ async fn client(cmd: Command, targets: &Targets, out: &Out) -> anyhow::Result<()
             loop {
                 let r = runs
                     .list_approvals(v1::ListApprovalsRequest {
-                        limit: 0,
+                        page_size: 0,
                         page_token,
                     })
                     .await
@@ -1698,6 +1736,28 @@ async fn client(cmd: Command, targets: &Targets, out: &Out) -> anyhow::Result<()
 }
 
 /// A failed call as an error with its exit code.
+/// A channel's event as `template preview --event` names it (`opened`, `page`,
+/// `runbook_message`; empty: opened), as the message kind the wire carries.
+fn event_kind(event: &str) -> anyhow::Result<v1::DeliveryKind> {
+    let name = match event.trim() {
+        "" => return Ok(v1::DeliveryKind::IncidentOpened),
+        "page" => "escalation.page".to_owned(),
+        "runbook_message" => "runbook.message".to_owned(),
+        e => format!("incident.{e}"),
+    };
+    match v1::DeliveryKind::from_name(&name) {
+        v1::DeliveryKind::Unspecified
+        | v1::DeliveryKind::EscalationStep
+        | v1::DeliveryKind::StatusReminder => Err(Failure::new(
+            // As the server would answer it (INVALID_ARGUMENT): refused here, before a call.
+            Exit::Invalid,
+            format!("--event: {event:?} is not an event a channel sends"),
+        )
+        .into()),
+        kind => Ok(kind),
+    }
+}
+
 pub(crate) fn status(s: tonic::Status, request_timeout: Duration) -> anyhow::Error {
     let exit = Exit::of_status(s.code());
     let message = if s.code() == tonic::Code::Cancelled && s.message().contains("Timeout expired") {

@@ -236,7 +236,7 @@ async fn audit(
                 actor: a.actor.clone().unwrap_or_default(),
                 since,
                 action: a.action.clone().unwrap_or_default(),
-                limit: want,
+                page_size: want,
                 page_token,
             })
             .await
@@ -335,11 +335,14 @@ pub(crate) async fn run(
             }
         }
         AccessCmd::Token(TokenCmd::List) => {
-            let r = access
-                .list_tokens(v1::ListTokensRequest {})
-                .await
-                .map_err(status)?
-                .into_inner();
+            let r = v1::ListTokensResponse {
+                tokens: every_page!(page_token => access
+         .list_tokens(v1::ListTokensRequest { page_size: 0, page_token })
+         .await
+         .map_err(&status)?
+         .into_inner(), tokens),
+                next_page_token: String::new(),
+            };
             if json_out {
                 print_json(json!(r.tokens.iter().map(token_json).collect::<Vec<_>>()));
             } else {
@@ -451,11 +454,14 @@ async fn user(
             }
         }
         UserCmd::List => {
-            let r = access
-                .list_users(v1::ListUsersRequest {})
-                .await
-                .map_err(status)?
-                .into_inner();
+            let r = v1::ListUsersResponse {
+                users: every_page!(page_token => access
+         .list_users(v1::ListUsersRequest { page_size: 0, page_token })
+         .await
+         .map_err(&status)?
+         .into_inner(), users),
+                next_page_token: String::new(),
+            };
             if json_out {
                 print_json(json!(r.users.iter().map(show).collect::<Vec<_>>()));
             } else {
@@ -490,12 +496,15 @@ async fn user(
             rules,
             clear_contacts,
         } => {
-            let users = access
-                .list_users(v1::ListUsersRequest {})
-                .await
-                .map_err(status)?
-                .into_inner()
-                .users;
+            let users = v1::ListUsersResponse {
+                users: every_page!(page_token => access
+         .list_users(v1::ListUsersRequest { page_size: 0, page_token })
+         .await
+         .map_err(&status)?
+         .into_inner(), users),
+                next_page_token: String::new(),
+            }
+            .users;
             let mut u = users
                 .into_iter()
                 .find(|u| u.name == name)
@@ -573,13 +582,18 @@ fn rule_arg(s: &str) -> Result<v1::NotificationRule, String> {
 
 /// A wire contact kind's name (`email`), as the CLI shows it.
 fn contact_kind_name(kind: i32) -> String {
-    let probe = v1::ContactMethod {
-        kind,
-        ..Default::default()
-    };
-    firebreak_proto::access::contact(&probe)
-        .map(|m| m.kind.as_str().to_owned())
-        .unwrap_or_else(|_| "unknown".to_owned())
+    firebreak_proto::access::contact_kind(kind)
+        .map_or("unknown", |k| k.as_str())
+        .to_owned()
+}
+
+/// A planned page's way: the contact method's kind, or `channel` for a channel.
+fn page_kind(p: &v1::PlannedPage) -> String {
+    if p.user.is_empty() {
+        "channel".to_owned()
+    } else {
+        contact_kind_name(p.contact_kind)
+    }
 }
 
 async fn team(
@@ -607,11 +621,14 @@ async fn team(
                 .team
         }
         TeamCmd::List => {
-            let r = access
-                .list_teams(v1::ListTeamsRequest {})
-                .await
-                .map_err(status)?
-                .into_inner();
+            let r = v1::ListTeamsResponse {
+                teams: every_page!(page_token => access
+         .list_teams(v1::ListTeamsRequest { page_size: 0, page_token })
+         .await
+         .map_err(&status)?
+         .into_inner(), teams),
+                next_page_token: String::new(),
+            };
             if json_out {
                 print_json(json!(r.teams.iter().map(show).collect::<Vec<_>>()));
             } else {
@@ -794,11 +811,14 @@ async fn schedule(
     let mut client = v1::notification_service_client::NotificationServiceClient::new(channel);
     let (name, from, to, tz, gaps_only) = match cmd {
         ScheduleCmd::List => {
-            let r = client
-                .list_schedules(v1::ListSchedulesRequest {})
-                .await
-                .map_err(status)?
-                .into_inner();
+            let r = v1::ListSchedulesResponse {
+                schedules: every_page!(page_token => client
+         .list_schedules(v1::ListSchedulesRequest { page_size: 0, page_token })
+         .await
+         .map_err(&status)?
+         .into_inner(), schedules),
+                next_page_token: String::new(),
+            };
             return print_schedules(&r.schedules, json_out);
         }
         ScheduleCmd::Put { file } => {
@@ -879,16 +899,32 @@ async fn schedule(
             )
         }
     };
-    let r = client
-        .list_shifts(v1::ListShiftsRequest {
-            schedule: name,
-            from: from.map(proto_time),
-            to: to.map(proto_time),
-            user: String::new(),
-        })
-        .await
-        .map_err(status)?
-        .into_inner();
+    // Every shift of the range, page by page (the time zone is the same on each).
+    let (mut shifts, mut page_token) = (Vec::new(), String::new());
+    let time_zone = loop {
+        let r = client
+            .list_shifts(v1::ListShiftsRequest {
+                schedule: name.clone(),
+                from: from.map(proto_time),
+                to: to.map(proto_time),
+                user: String::new(),
+                page_size: 0,
+                page_token,
+            })
+            .await
+            .map_err(status)?
+            .into_inner();
+        shifts.extend(r.shifts);
+        if r.next_page_token.is_empty() {
+            break r.time_zone;
+        }
+        page_token = r.next_page_token;
+    };
+    let r = v1::ListShiftsResponse {
+        shifts,
+        time_zone,
+        next_page_token: String::new(),
+    };
     let zone_name = tz.unwrap_or_else(|| r.time_zone.clone());
     let zone = firebreak_domain::schedule::time_zone(&zone_name)
         .ok_or_else(|| anyhow::anyhow!("--tz: {zone_name:?} is not an IANA time zone"))?;
@@ -1109,14 +1145,19 @@ async fn list_maintenance(
     json_out: bool,
     status: &impl Fn(tonic::Status) -> anyhow::Error,
 ) -> anyhow::Result<()> {
-    let r = client
-        .list_maintenance_windows(v1::ListMaintenanceWindowsRequest {
-            at: None,
-            occurrences,
-        })
-        .await
-        .map_err(status)?
-        .into_inner();
+    let r = v1::ListMaintenanceWindowsResponse {
+        windows: every_page!(page_token => client
+            .list_maintenance_windows(v1::ListMaintenanceWindowsRequest {
+                at: None,
+                occurrences,
+                page_size: 0,
+                page_token,
+            })
+            .await
+            .map_err(&status)?
+            .into_inner(), windows),
+        next_page_token: String::new(),
+    };
     if json_out {
         print_json(json!(r.windows.iter().map(window_json).collect::<Vec<_>>()));
         return Ok(());
@@ -1226,7 +1267,7 @@ async fn delivery(
         let r = client
             .list_deliveries(v1::ListDeliveriesRequest {
                 incident_id: incident.clone().unwrap_or_default(),
-                limit: (limit as usize - all.len()).min(1000) as u32,
+                page_size: (limit as usize - all.len()).min(1000) as u32,
                 page_token,
                 status: state.map_or(0, |s| s.wire()),
             })
@@ -1240,14 +1281,14 @@ async fn delivery(
         page_token = r.next_page_token;
     }
     let state_name = |d: &v1::Delivery| {
-        firebreak_domain::DeliveryState::read(d.status, &d.status_name)
-            .map_or("unknown", |s| s.as_str())
+        firebreak_domain::DeliveryState::from_wire(d.status).map_or("unknown", |s| s.as_str())
     };
     if json_out {
         print_json(json!(
             all.iter()
                 .map(|d| json!({
-                    "id": d.id, "incident_id": d.incident_id, "channel": d.channel, "kind": d.kind,
+                    "id": d.id, "incident_id": d.incident_id, "channel": d.channel,
+                    "kind": v1::DeliveryKind::shown(d.delivery_kind),
                     "status": state_name(d), "attempts": d.attempts, "last_error": d.last_error,
                     "provider_id": d.provider_id,
                     "created_at": crate::output::rfc3339(d.created_at.as_ref()),
@@ -1277,7 +1318,7 @@ async fn delivery(
                         ts(d.created_at.as_ref()),
                         d.incident_id.clone(),
                         d.channel.clone(),
-                        d.kind.clone(),
+                        v1::DeliveryKind::shown(d.delivery_kind).to_owned(),
                         state_name(d).to_owned(),
                         d.attempts.to_string(),
                         d.provider_id.chars().take(40).collect(),
@@ -1325,7 +1366,7 @@ async fn escalation(
         print_json(json!(r
             .pages
             .iter()
-            .map(|p| json!({ "step": p.step, "repeat": p.repeat, "at": when(p), "user": p.user, "via": p.via, "kind": p.kind }))
+            .map(|p| json!({ "step": p.step, "repeat": p.repeat, "at": when(p), "user": p.user, "via": p.via, "kind": page_kind(p) }))
             .collect::<Vec<_>>()));
     } else if r.pages.is_empty() {
         say_raw("nobody would be paged");
@@ -1350,7 +1391,7 @@ async fn escalation(
                         step,
                         p.repeat.to_string(),
                         who,
-                        format!("{} ({})", p.via, p.kind),
+                        format!("{} ({})", p.via, page_kind(p)),
                     ]
                 })
                 .collect(),

@@ -4,6 +4,7 @@
 //! owner, open or overdue).
 
 use clap::{Subcommand, ValueEnum};
+use firebreak_proto::WireState as _;
 use firebreak_proto::access::AuthedChannel;
 use firebreak_proto::v1::{self, incident_service_client::IncidentServiceClient};
 use serde_json::{Value, json};
@@ -212,7 +213,7 @@ pub(crate) async fn follow_up(
                             0
                         },
                         overdue,
-                        limit,
+                        page_size: limit,
                         page_token,
                     })
                     .await
@@ -325,11 +326,14 @@ fn review_json(r: &v1::Review) -> Value {
             "until": rfc3339(h.until.as_ref()),
         })).collect::<Vec<_>>(),
         "status_updates": r.status_updates.iter().map(|u| json!({
-            "at": rfc3339(u.at.as_ref()), "actor": u.actor, "status": u.status,
+            "at": rfc3339(u.at.as_ref()), "actor": u.actor,
+            "status": firebreak_domain::UpdateStatus::from_wire(u.update_status).map(|s| s.as_str()),
             "message": u.message,
         })).collect::<Vec<_>>(),
         "runs": r.runs.iter().map(|run| json!({
-            "run_id": run.run_id, "runbook": run.runbook, "state": run.state, "live": run.live,
+            "run_id": run.run_id, "runbook": run.runbook,
+            "state": firebreak_domain::RunState::from_wire(run.run_state).map(|s| s.as_str()),
+            "live": run.live,
             "actions": run.actions,
         })).collect::<Vec<_>>(),
         "follow_ups": r.follow_ups.iter().map(|f| json!({

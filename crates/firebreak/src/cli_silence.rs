@@ -291,11 +291,18 @@ pub(crate) async fn run(
             print_one(json_out, &s, format!("{}\n", s.id));
         }
         SilenceCmd::List { expired } => {
-            let r = silences
-                .list_silences(v1::ListSilencesRequest { expired })
-                .await
-                .map_err(status)?
-                .into_inner();
+            let r = v1::ListSilencesResponse {
+                silences: every_page!(page_token => silences
+                    .list_silences(v1::ListSilencesRequest {
+                        expired,
+                        page_size: 0,
+                        page_token,
+                    })
+                    .await
+                    .map_err(&status)?
+                    .into_inner(), silences),
+                next_page_token: String::new(),
+            };
             if json_out {
                 print_json(Value::Array(r.silences.iter().map(silence_json).collect()));
             } else {
@@ -326,9 +333,6 @@ pub(crate) async fn run(
                         })
                         .collect(),
                 );
-            }
-            if r.truncated {
-                eprintln!("more silences are kept than fit one answer; expire some");
             }
         }
         SilenceCmd::Show { id, limit } => {

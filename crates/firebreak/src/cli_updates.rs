@@ -24,13 +24,19 @@ pub struct SubscriberArgs {
 }
 
 impl SubscriberArgs {
-    /// As the API writes it: `person:NAME`, `channel:NAME`.
-    fn subscriber(&self) -> String {
+    /// The subscriber's kind and name, as the API takes them.
+    fn wire(&self) -> (v1::SubscriberKind, String) {
         match (&self.person, &self.channel) {
-            (Some(p), _) => format!("person:{p}"),
-            (None, Some(c)) => format!("channel:{c}"),
-            (None, None) => String::new(),
+            (Some(p), _) => (v1::SubscriberKind::Person, p.clone()),
+            (None, Some(c)) => (v1::SubscriberKind::Channel, c.clone()),
+            (None, None) => (v1::SubscriberKind::Unspecified, String::new()),
         }
+    }
+
+    /// As people write it: `person:NAME`, `channel:NAME`.
+    fn subscriber(&self) -> String {
+        let (kind, name) = self.wire();
+        format!("{}:{name}", kind.name())
     }
 }
 
@@ -43,11 +49,12 @@ pub(crate) async fn subscriptions(
     let mut client = NotificationServiceClient::new(channel);
     match cmd {
         IncidentCmd::Subscribe { id, who } => {
-            let subscriber = who.subscriber();
+            let (subscriber, (kind, name)) = (who.subscriber(), who.wire());
             let r = client
                 .subscribe(v1::SubscribeRequest {
                     incident_id: id.clone(),
-                    subscriber: subscriber.clone(),
+                    subscriber_kind: kind as i32,
+                    subscriber_name: name,
                 })
                 .await?
                 .into_inner();
@@ -59,21 +66,26 @@ pub(crate) async fn subscriptions(
             out.subscription(action, &id, &subscriber);
         }
         IncidentCmd::Unsubscribe { id, who } => {
-            let subscriber = who.subscriber();
+            let (subscriber, (kind, name)) = (who.subscriber(), who.wire());
             client
                 .unsubscribe(v1::UnsubscribeRequest {
                     incident_id: id.clone(),
-                    subscriber: subscriber.clone(),
+                    subscriber_kind: kind as i32,
+                    subscriber_name: name,
                 })
                 .await?;
             out.subscription("unsubscribed", &id, &subscriber);
         }
         IncidentCmd::Subscribers { id } => {
-            let r = client
-                .list_subscribers(v1::ListSubscribersRequest { incident_id: id })
+            let list = every_page!(page_token => client
+                .list_subscribers(v1::ListSubscribersRequest {
+                    incident_id: id.clone(),
+                    page_size: 0,
+                    page_token,
+                })
                 .await?
-                .into_inner();
-            out.subscribers(&r);
+                .into_inner(), subscriptions);
+            out.subscribers(&list);
         }
         _ => {}
     }

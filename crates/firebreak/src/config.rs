@@ -777,7 +777,8 @@ impl Config {
             // Kubernetes gives every pod service-link variables for every Service
             // (`FIREBREAK_INTAKE_SERVICE_HOST`, `FIREBREAK_INTAKE_PORT_7400_TCP_ADDR`, ...);
             // a variable naming no top-level key is not meant for us. Files stay strict.
-            if !KEYS.contains(&path[0].as_str()) {
+            // `FIREBREAK_DATABASE_URL_FILE` names a top-level key too: the file form of one.
+            if !KEYS.contains(&path[0].as_str()) && secret_files::other_form(&path).is_none() {
                 ignored.push(key);
                 continue;
             }
@@ -2187,5 +2188,31 @@ channels:
             assert_eq!(err, want, "{rest}");
             assert!(!err.contains(&account[4..]), "a seed shown");
         }
+    }
+
+    #[test]
+    fn a_top_level_secret_file_may_come_from_the_environment() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("url");
+        std::fs::write(&f, "postgres://db.example/firebreak_{service}\n").unwrap();
+        let c = Config::load(
+            None,
+            vec![
+                (
+                    "FIREBREAK_DATABASE_URL_FILE".to_owned(),
+                    f.display().to_string(),
+                ),
+                (
+                    "FIREBREAK_INTAKE_SERVICE_HOST".to_owned(),
+                    "10.0.0.7".to_owned(),
+                ),
+            ],
+        )
+        .unwrap();
+        assert_eq!(
+            c.database_url_for("triage").unwrap(),
+            "postgres://db.example/firebreak_triage"
+        );
+        assert_eq!(c.ignored_env, ["FIREBREAK_INTAKE_SERVICE_HOST"]);
     }
 }

@@ -229,6 +229,24 @@ fn run_json(r: &v1::Run) -> Value {
     })
 }
 
+/// Where an integration is declared, as the CLI has always shown it.
+fn origin(i: &v1::Integration) -> &'static str {
+    if i.declared {
+        "configuration"
+    } else {
+        "runtime"
+    }
+}
+
+/// A subscriber as people write it: `person:amy`, `channel:status-page`.
+fn subscriber(s: &v1::Subscription) -> String {
+    format!(
+        "{}:{}",
+        v1::SubscriberKind::shown(s.subscriber_kind),
+        s.subscriber_name
+    )
+}
+
 pub(crate) fn table(headers: &[&str], rows: Vec<Vec<String>>) {
     let mut widths: Vec<usize> = headers.iter().map(|h| h.len()).collect();
     for row in &rows {
@@ -416,7 +434,8 @@ impl Out {
         }
     }
 
-    pub(crate) fn incident_alerts(&self, r: &v1::ListIncidentAlertsResponse) {
+    /// An incident's alerts, all of them (the CLI follows the pages).
+    pub(crate) fn incident_alerts(&self, alerts: &[v1::IncidentAlert]) {
         let status = |a: &v1::IncidentAlert| match a.status() {
             v1::AlertStatus::Firing => "firing",
             v1::AlertStatus::Resolved => "resolved",
@@ -427,13 +446,14 @@ impl Out {
         }
         match self.format {
             OutputFormat::Json => self.json(json!({
-                "alerts": r.alerts.iter().map(|a| json!({
+                "alerts": alerts.iter().map(|a| json!({
                     "alert_id": a.alert_id, "title": a.title, "labels": labels(a),
                     "status": status(a), "fired": a.fired, "opened": a.opened,
                     "first_seen": ts(a.first_seen.as_ref()), "last_seen": ts(a.last_seen.as_ref()),
                     "resolved_at": ts(a.resolved_at.as_ref()),
                 })).collect::<Vec<_>>(),
-                "truncated": r.truncated,
+                // Every page is followed: the list is never cut.
+                "truncated": false,
             })),
             OutputFormat::Table => table(
                 &[
@@ -445,7 +465,7 @@ impl Out {
                     "title",
                     "labels",
                 ],
-                r.alerts
+                alerts
                     .iter()
                     .map(|a| {
                         let labels: Vec<String> =
@@ -538,7 +558,8 @@ impl Out {
                         "name": r.name, "description": r.description, "categories": r.categories,
                         "min_severity": r.min_severity, "max_severity": r.max_severity,
                         "capabilities": r.capabilities, "timeout_seconds": r.timeout_seconds,
-                        "mode": r.mode, "approval_required": r.approval_required,
+                        "mode": v1::RunbookMode::shown(r.run_mode),
+                        "approval_required": r.approval_required,
                         "approver_role": r.approver_role,
                     }))
                     .collect(),
@@ -551,7 +572,7 @@ impl Out {
                             r.name.clone(),
                             r.categories.join(","),
                             format!("{}-{}", r.min_severity, r.max_severity),
-                            r.mode.clone(),
+                            v1::RunbookMode::shown(r.run_mode).to_owned(),
                             r.capabilities.join(","),
                         ]
                     })
@@ -660,7 +681,8 @@ impl Out {
                             "run_id": a.run_id, "runbook": a.runbook, "incident_id": a.incident_id,
                             "seq": a.seq, "prompt": a.prompt, "role": a.role,
                             "requested_at": ts(a.requested_at.as_ref()),
-                            "expires_at": ts(a.expires_at.as_ref()), "on_timeout": a.on_timeout,
+                            "expires_at": ts(a.expires_at.as_ref()),
+                            "on_timeout": v1::ApprovalTimeoutAction::shown(a.timeout_action),
                         })
                     })
                     .collect(),
@@ -681,7 +703,7 @@ impl Out {
                                 .as_str()
                                 .unwrap_or_default()
                                 .to_owned(),
-                            a.on_timeout.clone(),
+                            v1::ApprovalTimeoutAction::shown(a.timeout_action).to_owned(),
                         ]
                     })
                     .collect(),
@@ -767,7 +789,12 @@ impl Out {
         match self.format {
             OutputFormat::Json => self.json(Value::Array(
                 list.iter()
-                    .map(|i| json!({ "name": i.name, "kind": i.kind, "key": i.key, "origin": i.origin }))
+                    .map(|i| {
+                        json!({
+                            "name": i.name, "kind": v1::IntegrationKind::shown(i.integration_kind),
+                            "key": i.key, "origin": origin(i),
+                        })
+                    })
                     .collect(),
             )),
             OutputFormat::Table if created => {
@@ -778,7 +805,14 @@ impl Out {
             OutputFormat::Table => table(
                 &["name", "kind", "key", "origin"],
                 list.iter()
-                    .map(|i| vec![i.name.clone(), i.kind.clone(), i.key.clone(), i.origin.clone()])
+                    .map(|i| {
+                        vec![
+                            i.name.clone(),
+                            v1::IntegrationKind::shown(i.integration_kind).to_owned(),
+                            i.key.clone(),
+                            origin(i).to_owned(),
+                        ]
+                    })
                     .collect(),
             ),
         }
@@ -840,15 +874,14 @@ impl Out {
         }
     }
 
-    /// An incident's own subscribers, oldest first.
-    pub(crate) fn subscribers(&self, r: &v1::ListSubscribersResponse) {
+    /// An incident's own subscribers, oldest first (all of them: the CLI follows the pages).
+    pub(crate) fn subscribers(&self, list: &[v1::Subscription]) {
         match self.format {
             OutputFormat::Json => self.json(Value::Array(
-                r.subscriptions
-                    .iter()
+                list.iter()
                     .map(|s| {
                         json!({
-                            "subscriber": s.subscriber, "created_at": ts(s.created_at.as_ref()),
+                            "subscriber": subscriber(s), "created_at": ts(s.created_at.as_ref()),
                             "created_by": s.created_by,
                         })
                     })
@@ -856,11 +889,10 @@ impl Out {
             )),
             OutputFormat::Table => table(
                 &["subscriber", "since", "by"],
-                r.subscriptions
-                    .iter()
+                list.iter()
                     .map(|s| {
                         vec![
-                            s.subscriber.clone(),
+                            subscriber(s),
                             rfc3339(s.created_at.as_ref()).unwrap_or_default(),
                             s.created_by.clone(),
                         ]
@@ -886,7 +918,7 @@ impl Out {
                     "incidents opened from {} to {}, by {}{}",
                     rfc3339(r.since.as_ref()).unwrap_or_default(),
                     rfc3339(r.until.as_ref()).unwrap_or_default(),
-                    r.by,
+                    v1::ReportGrouping::shown(r.group_by),
                     if r.truncated {
                         " (truncated: the oldest 100,000 only)"
                     } else {
@@ -927,7 +959,7 @@ impl Out {
                 }
                 table(
                     &[
-                        r.by.as_str(),
+                        v1::ReportGrouping::shown(r.group_by),
                         "incidents",
                         "mtta p50",
                         "mtta p90",
@@ -1004,7 +1036,8 @@ fn report_group_json(g: &v1::ReportGroup) -> Value {
 /// incidents), the window in RFC 3339.
 pub(crate) fn report_json(r: &v1::GetReportResponse) -> Value {
     json!({
-        "by": r.by, "since": ts(r.since.as_ref()), "until": ts(r.until.as_ref()),
+        "by": v1::ReportGrouping::shown(r.group_by), "since": ts(r.since.as_ref()),
+        "until": ts(r.until.as_ref()),
         "truncated": r.truncated,
         "groups": r.groups.iter().map(report_group_json).collect::<Vec<_>>(),
         "total": r.total.as_ref().map_or(Value::Null, report_group_json),

@@ -47,7 +47,7 @@ fn untraced(path: &str) -> bool {
             | "/readyz"
             | "/healthz"
             | "/metrics"
-            | "/firebreak.v1.CredentialService/SyncCredentials"
+            | "/firebreak.internal.v1.CredentialService/SyncCredentials"
     ) || path.starts_with("/grpc.health.v1.Health/")
         || path.starts_with("/grpc.reflection.")
 }
@@ -174,6 +174,7 @@ mod tests {
             "/metrics",
             "/grpc.health.v1.Health/Check",
             "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo",
+            "/firebreak.internal.v1.CredentialService/SyncCredentials",
         ] {
             assert!(untraced(path), "{path}");
         }

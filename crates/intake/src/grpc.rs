@@ -173,7 +173,8 @@ impl IntakeService for Intake {
         };
         let alert_id = alert.alert_id.clone();
         let mut triage = self.triage.clone();
-        let mut call = Request::new(v1::IngestAlertRequest { alert: Some(alert) });
+        let mut call =
+            Request::new(firebreak_proto::internal::v1::IngestAlertRequest { alert: Some(alert) });
         call.set_timeout(Duration::from_secs(5));
         if let Ok(traceparent) = firebreak_telemetry::trace::outgoing().parse() {
             call.metadata_mut().insert("traceparent", traceparent);
@@ -277,11 +278,38 @@ pub struct IntegrationApi {
 fn integration_proto(i: &Integration, declared: bool, key: String) -> v1::Integration {
     v1::Integration {
         name: i.name.clone(),
-        kind: i.kind.as_str().into(),
+        integration_kind: wire_kind(i.kind) as i32,
         key,
-        origin: if declared { "configuration" } else { "runtime" }.into(),
+        declared,
     }
 }
+
+/// An integration's kind on the wire.
+fn wire_kind(kind: IntegrationKind) -> v1::IntegrationKind {
+    match kind {
+        IntegrationKind::Alertmanager => v1::IntegrationKind::Alertmanager,
+        IntegrationKind::Pagerduty => v1::IntegrationKind::Pagerduty,
+        IntegrationKind::Grpc => v1::IntegrationKind::Grpc,
+    }
+}
+
+/// A request's integration kind: required; unspecified or unknown is INVALID_ARGUMENT naming
+/// `integration_kind`.
+fn integration_kind(value: i32) -> Result<IntegrationKind, Error> {
+    match firebreak_proto::enum_field::<v1::IntegrationKind>("integration_kind", value)
+        .map_err(|e| Error::Invalid(e.to_string()))?
+    {
+        Some(v1::IntegrationKind::Alertmanager) => Ok(IntegrationKind::Alertmanager),
+        Some(v1::IntegrationKind::Pagerduty) => Ok(IntegrationKind::Pagerduty),
+        Some(v1::IntegrationKind::Grpc) => Ok(IntegrationKind::Grpc),
+        None | Some(v1::IntegrationKind::Unspecified) => Err(Error::Invalid(
+            "invalid integration_kind: alertmanager, pagerduty or grpc is required".into(),
+        )),
+    }
+}
+
+/// The page tokens' list name (`firebreak_proto::page`).
+const INTEGRATIONS: &str = "integrations";
 
 #[tonic::async_trait]
 impl IntegrationService for IntegrationApi {
@@ -290,12 +318,7 @@ impl IntegrationService for IntegrationApi {
         req: Request<v1::CreateIntegrationRequest>,
     ) -> Result<Response<v1::CreateIntegrationResponse>, Status> {
         let req = req.into_inner();
-        let kind = IntegrationKind::parse(req.kind.trim()).ok_or_else(|| {
-            Error::Invalid(format!(
-                "invalid kind: {:?} is not alertmanager, pagerduty or grpc",
-                req.kind
-            ))
-        })?;
+        let kind = integration_kind(req.integration_kind)?;
         let integration = Integration {
             signing_secret: Some(req.signing_secret)
                 .filter(|s| !s.is_empty())
@@ -338,16 +361,32 @@ impl IntegrationService for IntegrationApi {
 
     async fn list_integrations(
         &self,
-        _: Request<v1::ListIntegrationsRequest>,
+        req: Request<v1::ListIntegrationsRequest>,
     ) -> Result<Response<v1::ListIntegrationsResponse>, Status> {
+        let req = req.into_inner();
+        let after = firebreak_proto::page::cursor(INTEGRATIONS, &req.page_token)
+            .map_err(|e| Error::Invalid(e.to_string()))?;
+        let mut all: Vec<v1::Integration> = self
+            .intake
+            .registry
+            .all()
+            .into_iter()
+            .map(|l: Listed| integration_proto(&l.integration, l.declared, l.masked_key))
+            .collect();
+        // Names are unique across declared and run-time integrations: by name is a stable
+        // order to page in.
+        all.sort_by(|a, b| a.name.cmp(&b.name));
+        let (integrations, next_page_token) = firebreak_proto::page::in_memory(
+            INTEGRATIONS,
+            all,
+            |i| i.name.clone(),
+            after,
+            firebreak_proto::page::list_size(req.page_size),
+            |i| i.name.clone(),
+        );
         Ok(Response::new(v1::ListIntegrationsResponse {
-            integrations: self
-                .intake
-                .registry
-                .all()
-                .into_iter()
-                .map(|l: Listed| integration_proto(&l.integration, l.declared, l.masked_key))
-                .collect(),
+            integrations,
+            next_page_token,
         }))
     }
 
@@ -378,7 +417,7 @@ impl IntegrationService for IntegrationApi {
         req: Request<v1::GetSilencedCountsRequest>,
     ) -> Result<Response<v1::GetSilencedCountsResponse>, Status> {
         let req = req.into_inner();
-        let by = firebreak_domain::report::GroupBy::parse(&req.by)
+        let by = firebreak_proto::grouping("group_by", req.group_by)
             .map_err(|e| Error::Invalid(e.to_string()))?;
         // Between the epoch and the year 9999: a hostile timestamp cannot overflow a
         // conversion.

@@ -22,7 +22,7 @@ use std::time::Duration;
 
 use firebreak_bus::{Bus, Relay, RelayHandle};
 use firebreak_domain::{Clock, SystemClock, Taxonomy};
-use firebreak_proto::v1::incident_service_client::IncidentServiceClient;
+use firebreak_proto::internal::v1::triage_ingest_service_client::TriageIngestServiceClient;
 use firebreak_proto::{ErrorCode, ServiceError};
 use firebreak_storage::IntakeStore;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
@@ -169,7 +169,7 @@ pub struct Intake {
     bus: Arc<dyn Bus>,
     relay: RelayHandle,
     taxonomy: Arc<Taxonomy>,
-    triage: IncidentServiceClient<firebreak_proto::access::AuthedChannel>,
+    triage: TriageIngestServiceClient<firebreak_proto::access::AuthedChannel>,
     registry: Registry,
     in_flight: Arc<Semaphore>,
     /// Alerts one call may hold.
@@ -202,7 +202,7 @@ impl Intake {
             bus,
             relay,
             taxonomy: Arc::new(taxonomy),
-            triage: IncidentServiceClient::new(triage),
+            triage: TriageIngestServiceClient::new(triage),
             registry,
             in_flight: Arc::new(Semaphore::new(MAX_IN_FLIGHT)),
             max_alerts_per_call: MAX_ALERTS_PER_CALL,

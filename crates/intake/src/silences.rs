@@ -411,26 +411,53 @@ fn fitting<T: prost::Message>(items: impl IntoIterator<Item = T>) -> (Vec<T>, bo
     (out, false)
 }
 
+/// The page tokens' list name (`firebreak_proto::page`).
+const SILENCES: &str = "silences";
+
 #[tonic::async_trait]
 impl SilenceService for SilenceApi {
     async fn list_silences(
         &self,
         req: Request<v1::ListSilencesRequest>,
     ) -> std::result::Result<Response<v1::ListSilencesResponse>, Status> {
-        let expired = req.into_inner().expired;
+        use std::cmp::Reverse;
+        let req = req.into_inner();
+        // Silences are few (at most MAX_SILENCES kept) and which are expired depends on the
+        // time of the call, not on a column: they are paged in memory, newest start first
+        // then by id, a token holding the last one's start and id.
+        let after = firebreak_proto::page::cursor(SILENCES, &req.page_token)
+            .and_then(|c| {
+                c.map(|c| firebreak_proto::page::pair(&c, |a| a.parse::<i64>().ok()))
+                    .transpose()
+            })
+            .map_err(|e| SilenceError::Invalid(e.to_string()))?
+            .map(|(at, id)| (Reverse(at), id));
         let now = self.silences.now();
-        let all = self.silences.list().await?;
-        let (silences, truncated) = fitting(
-            all.iter()
-                .filter(|c| (c.silence.state(now) == SilenceState::Expired) == expired)
-                .map(|c| silence_wire(&c.silence, c.silenced_alerts, now)),
+        let mut all: Vec<v1::Silence> = self
+            .silences
+            .list()
+            .await?
+            .iter()
+            .filter(|c| (c.silence.state(now) == SilenceState::Expired) == req.expired)
+            .map(|c| silence_wire(&c.silence, c.silenced_alerts, now))
+            .collect();
+        let start = |s: &v1::Silence| {
+            s.starts_at
+                .as_ref()
+                .map_or(0, |t| firebreak_proto::micros(t).unix_micros())
+        };
+        all.sort_by_key(|s| (Reverse(start(s)), s.id.clone()));
+        let (silences, next_page_token) = firebreak_proto::page::in_memory(
+            SILENCES,
+            all,
+            |s| (Reverse(start(s)), s.id.clone()),
+            after,
+            firebreak_proto::page::list_size(req.page_size),
+            |s| format!("{}.{}", start(s), s.id),
         );
-        if truncated {
-            tracing::warn!("a listing of silences was cut to fit one answer");
-        }
         Ok(Response::new(v1::ListSilencesResponse {
             silences,
-            truncated,
+            next_page_token,
         }))
     }
 

@@ -238,10 +238,10 @@ pub(crate) fn changed_event(d: &DeliveryRecord) -> OutboxEvent {
             incident_id: d.incident_id.clone(),
             channel: d.channel.clone(),
             status: d.status.wire(),
-            status_name: d.status.as_str().to_owned(),
             attempts: d.attempts,
             error: d.last_error.clone(),
-            kind: d.kind.clone(),
+            // Every kind this service stores has its value (a test holds it).
+            delivery_kind: v1::DeliveryKind::from_name(&d.kind) as i32,
             user: crate::paging::user_of(d).unwrap_or_default(),
         }),
     )

@@ -19,9 +19,12 @@ use firebreak_domain::access::{
 use firebreak_domain::people::NotificationRule;
 use firebreak_domain::{Clock, Micros, SystemClock};
 use firebreak_proto::access::{actor, caller, grant, kind, wire_grant, wire_kind};
+use firebreak_proto::internal::v1 as internal;
+use firebreak_proto::internal::v1::credential_service_server::{
+    CredentialService, CredentialServiceServer,
+};
 use firebreak_proto::v1::access_service_server::{AccessService, AccessServiceServer};
 use firebreak_proto::v1::audit_service_server::{AuditService, AuditServiceServer};
-use firebreak_proto::v1::credential_service_server::{CredentialService, CredentialServiceServer};
 use firebreak_proto::v1::{self};
 use firebreak_proto::{micros, timestamp};
 use firebreak_storage::{
@@ -221,7 +224,7 @@ impl Directory {
 
     /// Every credential changed after `since` (by version), at most [`MAX_SYNC`], with each
     /// subject's kind: what a verifier applies to its copy.
-    pub async fn credentials_since(&self, since: i64) -> Result<Vec<v1::Credential>, Error> {
+    pub async fn credentials_since(&self, since: i64) -> Result<Vec<internal::Credential>, Error> {
         let changed = self.store.tokens_since(since).await?;
         if changed.is_empty() {
             return Ok(Vec::new());
@@ -236,7 +239,7 @@ impl Directory {
         Ok(changed
             .into_iter()
             .take(MAX_SYNC)
-            .map(|t| v1::Credential {
+            .map(|t| internal::Credential {
                 // A token whose subject is gone is revoked already; say so either way.
                 revoked: t.revoked_at.is_some() || !kinds.contains_key(&t.subject),
                 kind: wire_kind(kinds.get(&t.subject).copied().unwrap_or(SubjectKind::User)) as i32,
@@ -254,15 +257,18 @@ impl Directory {
     /// [`MAX_SYNC`] of each. A verifier moves its version to the highest it applied, so when
     /// either list is cut short both end at the lower of the cut lists' last versions, and
     /// `more` says to ask again.
-    pub async fn changes_since(&self, since: i64) -> Result<v1::SyncCredentialsResponse, Error> {
+    pub async fn changes_since(
+        &self,
+        since: i64,
+    ) -> Result<internal::SyncCredentialsResponse, Error> {
         let mut credentials = self.credentials_since(since).await?;
-        let mut incident_grants: Vec<v1::IncidentGrant> = self
+        let mut incident_grants: Vec<internal::IncidentGrant> = self
             .store
             .incident_roles_since(since)
             .await?
             .into_iter()
             .take(MAX_SYNC)
-            .map(|r| v1::IncidentGrant {
+            .map(|r| internal::IncidentGrant {
                 incident_id: r.incident_id,
                 role: r.role,
                 person: r.person,
@@ -285,7 +291,7 @@ impl Directory {
             credentials.retain(|c| c.version <= cut);
             incident_grants.retain(|g| g.version <= cut);
         }
-        Ok(v1::SyncCredentialsResponse {
+        Ok(internal::SyncCredentialsResponse {
             credentials,
             incident_grants,
             more: cut.is_some(),
@@ -378,19 +384,37 @@ fn audit_event(r: &AuditRecord) -> OutboxEvent {
 
 /// A page token of the audit log: `AT.ID` of the last entry of the previous page.
 fn audit_token(token: &str) -> Result<Option<AuditCursor>, Error> {
-    let invalid = || Error::InvalidPageToken;
-    match token {
-        "" => Ok(None),
-        t if t.len() > 128 || t.contains('\0') => Err(invalid()),
-        t => {
-            let (at, id) = t.split_once('.').ok_or_else(invalid)?;
-            let id = uuid::Uuid::parse_str(id).map_err(|_| invalid())?;
-            Ok(Some(AuditCursor {
-                at: Micros::from_unix_micros(at.parse().map_err(|_| invalid())?),
-                id: id.to_string(),
-            }))
-        }
-    }
+    let Some((at, id)) = time_cursor(AUDIT, token)? else {
+        return Ok(None);
+    };
+    let id = uuid::Uuid::parse_str(&id).map_err(|_| Error::InvalidPageToken)?;
+    Ok(Some(AuditCursor {
+        at,
+        id: id.to_string(),
+    }))
+}
+
+/// The page tokens' list names (`firebreak_proto::page`).
+const AUDIT: &str = "audit";
+const TOKENS: &str = "tokens";
+const USERS: &str = "users";
+const TEAMS: &str = "teams";
+
+/// The cursor a page token of `list` holds; a token this list did not give is
+/// INVALID_ARGUMENT naming `page_token`.
+fn cursor(list: &str, token: &str) -> Result<Option<String>, Error> {
+    firebreak_proto::page::cursor(list, token).map_err(|_| Error::InvalidPageToken)
+}
+
+/// A keyset cursor `MICROS.ID` out of a page token of `list`.
+fn time_cursor(list: &str, token: &str) -> Result<Option<(Micros, String)>, Error> {
+    cursor(list, token)?
+        .map(|c| {
+            firebreak_proto::page::pair(&c, |a| a.parse::<i64>().ok())
+                .map(|(at, id)| (Micros::from_unix_micros(at), id))
+                .map_err(|_| Error::InvalidPageToken)
+        })
+        .transpose()
 }
 
 /// A filter's text: empty is no filter; else within `max` bytes, without NUL.
@@ -557,11 +581,29 @@ impl AccessService for Directory {
 
     async fn list_tokens(
         &self,
-        _req: Request<v1::ListTokensRequest>,
+        req: Request<v1::ListTokensRequest>,
     ) -> Result<Response<v1::ListTokensResponse>, Status> {
-        let tokens = self.store.tokens().await.map_err(Error::from)?;
+        let r = req.into_inner();
+        let limit = firebreak_proto::page::list_size(r.page_size);
+        let after = time_cursor(TOKENS, &r.page_token)?;
+        // One more than asked: whether another page follows.
+        let mut tokens = self
+            .store
+            .tokens_page(after.as_ref().map(|(at, id)| (*at, id.as_str())), limit + 1)
+            .await
+            .map_err(Error::from)?;
+        let more = tokens.len() > limit as usize;
+        tokens.truncate(limit as usize);
+        let next_page_token = firebreak_proto::page::next(
+            TOKENS,
+            tokens
+                .last()
+                .map(|t| format!("{}.{}", t.created_at.unix_micros(), t.id)),
+            more,
+        );
         Ok(Response::new(v1::ListTokensResponse {
             tokens: tokens.iter().map(token_to_proto).collect(),
+            next_page_token,
         }))
     }
 
@@ -603,11 +645,24 @@ impl AccessService for Directory {
 
     async fn list_users(
         &self,
-        _req: Request<v1::ListUsersRequest>,
+        req: Request<v1::ListUsersRequest>,
     ) -> Result<Response<v1::ListUsersResponse>, Status> {
-        let users = self.store.users().await.map_err(Error::from)?;
+        let r = req.into_inner();
+        let limit = firebreak_proto::page::list_size(r.page_size);
+        let after = cursor(USERS, &r.page_token)?;
+        // One more than asked: whether another page follows.
+        let mut users = self
+            .store
+            .users_page(after.as_deref(), limit + 1)
+            .await
+            .map_err(Error::from)?;
+        let more = users.len() > limit as usize;
+        users.truncate(limit as usize);
+        let next_page_token =
+            firebreak_proto::page::next(USERS, users.last().map(|u| u.name.clone()), more);
         Ok(Response::new(v1::ListUsersResponse {
             users: users.iter().map(user_to_proto).collect(),
+            next_page_token,
         }))
     }
 
@@ -682,11 +737,24 @@ impl AccessService for Directory {
 
     async fn list_teams(
         &self,
-        _req: Request<v1::ListTeamsRequest>,
+        req: Request<v1::ListTeamsRequest>,
     ) -> Result<Response<v1::ListTeamsResponse>, Status> {
-        let teams = self.store.teams().await.map_err(Error::from)?;
+        let r = req.into_inner();
+        let limit = firebreak_proto::page::list_size(r.page_size);
+        let after = cursor(TEAMS, &r.page_token)?;
+        // One more than asked: whether another page follows.
+        let mut teams = self
+            .store
+            .teams_page(after.as_deref(), limit + 1)
+            .await
+            .map_err(Error::from)?;
+        let more = teams.len() > limit as usize;
+        teams.truncate(limit as usize);
+        let next_page_token =
+            firebreak_proto::page::next(TEAMS, teams.last().map(|t| t.name.clone()), more);
         Ok(Response::new(v1::ListTeamsResponse {
             teams: teams.iter().map(team_to_proto).collect(),
+            next_page_token,
         }))
     }
 
@@ -734,8 +802,8 @@ impl AccessService for Directory {
 impl CredentialService for Directory {
     async fn sync_credentials(
         &self,
-        req: Request<v1::SyncCredentialsRequest>,
-    ) -> Result<Response<v1::SyncCredentialsResponse>, Status> {
+        req: Request<internal::SyncCredentialsRequest>,
+    ) -> Result<Response<internal::SyncCredentialsResponse>, Status> {
         let r = req.into_inner();
         if r.uses.len() > MAX_SYNC {
             return Err(Error::Invalid(format!("uses: at most {MAX_SYNC}")).into());
@@ -772,10 +840,7 @@ impl AuditService for Directory {
             action: filter_text("action", &r.action, MAX_AUDIT_ACTION)?,
         };
         let after = audit_token(&r.page_token)?;
-        let limit = match r.limit {
-            0 => DEFAULT_AUDIT_PAGE,
-            n => n.min(MAX_AUDIT_PAGE),
-        };
+        let limit = firebreak_proto::page::size(r.page_size, DEFAULT_AUDIT_PAGE, MAX_AUDIT_PAGE);
         // One more than asked: whether another page follows.
         let mut rows = self
             .store
@@ -784,10 +849,12 @@ impl AuditService for Directory {
             .map_err(Error::from)?;
         let more = rows.len() > limit as usize;
         rows.truncate(limit as usize);
-        let next_page_token = match rows.last() {
-            Some(last) if more => format!("{}.{}", last.at.unix_micros(), last.id),
-            _ => String::new(),
-        };
+        let next_page_token = firebreak_proto::page::next(
+            AUDIT,
+            rows.last()
+                .map(|last| format!("{}.{}", last.at.unix_micros(), last.id)),
+            more,
+        );
         Ok(Response::new(v1::ListAuditResponse {
             entries: rows.iter().map(audit_to_proto).collect(),
             next_page_token,
@@ -1201,7 +1268,7 @@ pub(crate) mod tests {
         assert_eq!(page.entries.len(), 100);
         assert!(!page.next_page_token.is_empty());
         let big = v1::ListAuditRequest {
-            limit: 5_000,
+            page_size: 5_000,
             ..Default::default()
         };
         let page = list(&d, big.clone()).await.unwrap();

@@ -25,6 +25,10 @@ pub enum Error {
     Random(String),
     #[error(transparent)]
     Storage(#[from] firebreak_storage::Error),
+    /// What the store holds does not read (a value this build does not know): a fault of the
+    /// server, never shown as some default.
+    #[error("{0}")]
+    Internal(String),
 }
 
 /// Callers hear [`ServiceError::caller_message`]'s default: an error in their request in its
@@ -36,7 +40,7 @@ impl ServiceError for Error {
             Self::Domain(e) => e.error_code(),
             Self::NotFound(_) => ErrorCode::NotFound,
             Self::Declared(_) | Self::FailedPrecondition(_) => ErrorCode::FailedPrecondition,
-            Self::Random(_) => ErrorCode::Internal,
+            Self::Random(_) | Self::Internal(_) => ErrorCode::Internal,
             Self::Storage(e) => e.error_code(),
         }
     }

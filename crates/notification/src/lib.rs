@@ -812,12 +812,16 @@ impl NotificationService for Notification {
             .iter()
             .find(|c| c.name == name)
             .ok_or_else(|| Error::NotFound(format!("channel {name:?}")))?;
-        let event = match name_arg("event", &req.event)? {
-            "" => channels::EventKind::Opened,
-            e => e
-                .parse::<channels::EventKind>()
-                .map_err(|why| Error::Invalid(format!("event: {}", clip(&why, 512))))?,
-        };
+        let kind = firebreak_proto::enum_field::<v1::DeliveryKind>("kind", req.kind)
+            .map_err(Error::from)?
+            .unwrap_or(v1::DeliveryKind::IncidentOpened);
+        // The paging engine's own rows (a step, a quiet period) are never sent.
+        let event = channels::EventKind::from_delivery_kind(kind.name()).ok_or_else(|| {
+            Error::Invalid(format!(
+                "kind: {} is not a message a channel sends",
+                kind.as_str_name()
+            ))
+        })?;
         let incident = req
             .incident
             .as_ref()
@@ -832,10 +836,25 @@ impl NotificationService for Notification {
 
     async fn list_schedules(
         &self,
-        _req: Request<v1::ListSchedulesRequest>,
+        req: Request<v1::ListSchedulesRequest>,
     ) -> Result<Response<v1::ListSchedulesResponse>, Status> {
+        let req = req.into_inner();
+        let after = page_cursor(SCHEDULES, &req.page_token)?;
+        let mut all = self.list_schedule_infos().await?;
+        // Schedules are configuration-sized and read whole with their version: paged in
+        // memory, by their unique name.
+        all.sort_by(|a, b| a.name.cmp(&b.name));
+        let (schedules, next_page_token) = firebreak_proto::page::in_memory(
+            SCHEDULES,
+            all,
+            |s| s.name.clone(),
+            after,
+            firebreak_proto::page::list_size(req.page_size),
+            |s| s.name.clone(),
+        );
         Ok(Response::new(v1::ListSchedulesResponse {
-            schedules: self.list_schedule_infos().await?,
+            schedules,
+            next_page_token,
         }))
     }
 
@@ -931,6 +950,10 @@ impl NotificationService for Notification {
         let req = req.into_inner();
         let name = name_arg("schedule", &req.schedule)?;
         let user = name_arg("user", &req.user)?.to_owned();
+        // A shift's start (micros) is unique within one layout: the keyset of its pages.
+        let after = page_cursor(SHIFTS, &req.page_token)?
+            .map(|c| c.parse::<i64>().map_err(|_| Error::InvalidPageToken))
+            .transpose()?;
         let s = self
             .schedules
             .now()
@@ -969,8 +992,14 @@ impl NotificationService for Notification {
         let at = |t: jiff::Timestamp| {
             firebreak_proto::timestamp(Micros::from_unix_micros(t.as_microsecond()))
         };
-        Ok(Response::new(v1::ListShiftsResponse {
-            shifts: laid_out
+        let micros = |s: &v1::Shift| {
+            s.start
+                .as_ref()
+                .map_or(0, |t| firebreak_proto::micros(t).unix_micros())
+        };
+        let (shifts, next_page_token) = firebreak_proto::page::in_memory(
+            SHIFTS,
+            laid_out
                 .0
                 .into_iter()
                 .map(|sh| v1::Shift {
@@ -979,7 +1008,15 @@ impl NotificationService for Notification {
                     users: sh.users,
                 })
                 .collect(),
+            micros,
+            after,
+            firebreak_proto::page::list_size(req.page_size),
+            |s| micros(s).to_string(),
+        );
+        Ok(Response::new(v1::ListShiftsResponse {
+            shifts,
             time_zone: laid_out.1,
+            next_page_token,
         }))
     }
 
@@ -1005,11 +1042,13 @@ impl NotificationService for Notification {
         let pages = escalation::plan(policy, "dry-run", at, &roster)
             .into_iter()
             .map(|p| {
-                let (user, via, kind) = match p.to {
-                    Recipient::Person { name, method } => {
-                        (name, method.name, method.kind.as_str().to_owned())
-                    }
-                    Recipient::Channel(c) => (String::new(), c, "channel".to_owned()),
+                let (user, via, contact_kind) = match p.to {
+                    Recipient::Person { name, method } => (
+                        name,
+                        method.name,
+                        firebreak_proto::access::wire_contact_kind(method.kind) as i32,
+                    ),
+                    Recipient::Channel(c) => (String::new(), c, 0),
                 };
                 v1::PlannedPage {
                     step: p.step,
@@ -1017,7 +1056,7 @@ impl NotificationService for Notification {
                     at: Some(firebreak_proto::timestamp(p.at)),
                     user,
                     via,
-                    kind,
+                    contact_kind,
                 }
             })
             .collect();
@@ -1065,8 +1104,29 @@ impl NotificationService for Notification {
             }
             n => n as usize,
         };
+        // Windows are configuration-sized: paged in memory, the declared ones first, each
+        // group by its unique names (a token holds the last one's group and name).
+        let after = page_cursor(MAINTENANCE, &req.page_token)?
+            .map(|c| match c.split_once('.') {
+                Some(("0", name)) => Ok((false, name.to_owned())),
+                Some(("1", name)) => Ok((true, name.to_owned())),
+                _ => Err(Error::InvalidPageToken),
+            })
+            .transpose()?;
+        let key = |w: &v1::MaintenanceWindow| (!w.declared, w.name.clone());
+        let mut all = self.list_maintenance(at, n).await;
+        all.sort_by_key(key);
+        let (windows, next_page_token) = firebreak_proto::page::in_memory(
+            MAINTENANCE,
+            all,
+            key,
+            after,
+            firebreak_proto::page::list_size(req.page_size),
+            |w| format!("{}.{}", u8::from(!w.declared), w.name),
+        );
         Ok(Response::new(v1::ListMaintenanceWindowsResponse {
-            windows: self.list_maintenance(at, n).await,
+            windows,
+            next_page_token,
         }))
     }
 
@@ -1110,19 +1170,9 @@ impl NotificationService for Notification {
                     .to_string(),
             ),
         };
-        let limit = if req.limit == 0 {
-            100
-        } else {
-            req.limit.min(1000)
-        };
+        let limit = firebreak_proto::page::list_size(req.page_size);
         let after = delivery_token(&req.page_token)?;
-        let status =
-            match req.status {
-                0 => None,
-                s => Some(DeliveryState::from_wire(s).ok_or_else(|| {
-                    Error::Invalid(format!("status: {s} is not a delivery state"))
-                })?),
-            };
+        let status = DeliveryState::field("status", req.status).map_err(Error::from)?;
         // One more than asked: whether another page follows.
         let list = self
             .store
@@ -1145,9 +1195,8 @@ impl NotificationService for Notification {
                 channel: d.channel.clone(),
                 incident_id: d.incident_id.clone(),
                 event_id: d.event_id.clone(),
-                kind: d.kind.clone(),
+                delivery_kind: delivery_kind(&d.kind)? as i32,
                 status: d.status.wire(),
-                status_name: d.status.as_str().to_owned(),
                 attempts: d.attempts,
                 last_error: clip(&d.last_error, MAX_ERROR),
                 created_at: Some(firebreak_proto::timestamp(d.created_at)),
@@ -1166,10 +1215,7 @@ impl NotificationService for Notification {
             last = Some(format!("{}.{}", d.created_at.unix_micros(), d.id));
             deliveries.push(item);
         }
-        let next_page_token = match last {
-            Some(token) if more => token,
-            _ => String::new(),
-        };
+        let next_page_token = firebreak_proto::page::next(DELIVERIES, last, more);
         Ok(Response::new(v1::ListDeliveriesResponse {
             deliveries,
             next_page_token,
@@ -1275,19 +1321,40 @@ fn incident_json(inc: &v1::Incident) -> serde_json::Value {
     })
 }
 
+/// The page tokens' list names (`firebreak_proto::page`).
+const DELIVERIES: &str = "deliveries";
+const SCHEDULES: &str = "schedules";
+const SHIFTS: &str = "shifts";
+const MAINTENANCE: &str = "maintenance_windows";
+
+/// The cursor a page token of `list` holds; a token this list did not give is
+/// INVALID_ARGUMENT naming `page_token`.
+fn page_cursor(list: &str, token: &str) -> Result<Option<String>, Error> {
+    firebreak_proto::page::cursor(list, token).map_err(|_| Error::InvalidPageToken)
+}
+
 /// A page token of deliveries: `CREATED_AT.ID` of the last delivery of the previous page.
 fn delivery_token(token: &str) -> Result<Option<DeliveryCursor>, Error> {
-    let invalid = || Error::InvalidPageToken;
-    match token.trim() {
-        "" => Ok(None),
-        t if t.len() > 128 || t.contains('\0') => Err(invalid()),
-        t => {
-            let (at, id) = t.split_once('.').ok_or_else(invalid)?;
-            Ok(Some(DeliveryCursor {
-                created_at: Micros::from_unix_micros(at.parse().map_err(|_| invalid())?),
-                id: id.to_owned(),
-            }))
-        }
+    let Some(c) = page_cursor(DELIVERIES, token)? else {
+        return Ok(None);
+    };
+    let (at, id) = firebreak_proto::page::pair(&c, |a| a.parse::<i64>().ok())
+        .map_err(|_| Error::InvalidPageToken)?;
+    Ok(Some(DeliveryCursor {
+        created_at: Micros::from_unix_micros(at),
+        id,
+    }))
+}
+
+/// A stored delivery's kind on the wire. This service stores only kinds the wire has (a
+/// test holds it); one it does not know is a fault of the store, never a default kind.
+fn delivery_kind(stored: &str) -> Result<v1::DeliveryKind, Error> {
+    match v1::DeliveryKind::from_name(stored) {
+        v1::DeliveryKind::Unspecified => Err(Error::Internal(format!(
+            "stored delivery kind {:?} is unknown",
+            clip(stored, 64)
+        ))),
+        kind => Ok(kind),
     }
 }
 
@@ -1384,11 +1451,59 @@ mod tests {
 
     #[test]
     fn a_bad_page_token_is_invalid_argument() {
-        let status = Status::from(delivery_token("no-dot-here").unwrap_err());
-        assert_eq!(status.code(), tonic::Code::InvalidArgument);
+        for bad in [
+            "no-dot-here".to_owned(),
+            firebreak_proto::page::token(DELIVERIES, "no-dot-here"),
+            firebreak_proto::page::token(SHIFTS, "1.d"),
+        ] {
+            let status = Status::from(delivery_token(&bad).unwrap_err());
+            assert_eq!(status.code(), tonic::Code::InvalidArgument);
+            assert_eq!(
+                status.message(),
+                "page_token is not a token this service gave"
+            );
+        }
+        let good = firebreak_proto::page::token(DELIVERIES, "12.d-1");
         assert_eq!(
-            status.message(),
-            "page_token is not a token this service gave"
+            delivery_token(&good).unwrap(),
+            Some(DeliveryCursor {
+                created_at: Micros::from_unix_micros(12),
+                id: "d-1".into()
+            })
         );
+    }
+
+    /// Every kind of delivery this service stores has its wire value: the message kinds of
+    /// channels, and the paging engine's own rows.
+    #[test]
+    fn every_stored_delivery_kind_has_its_wire_value() {
+        let mut stored: Vec<String> = channels::EventKind::ALL
+            .iter()
+            .map(|k| k.delivery_kind())
+            .collect();
+        stored.extend(
+            [
+                paging::STEP,
+                paging::PAGE,
+                reminders::REMINDER,
+                reminders::REMINDER_MESSAGE,
+                subscriptions::STATUS_UPDATE,
+            ]
+            .map(str::to_owned),
+        );
+        for kind in &stored {
+            let wire = delivery_kind(kind).unwrap();
+            assert_eq!(wire.name(), kind);
+        }
+        assert!(delivery_kind("incident.unheard_of").is_err());
+        // And every wire kind but the engine's rows is a message a channel sends.
+        for &k in v1::DeliveryKind::ALL {
+            let sent = channels::EventKind::from_delivery_kind(k.name()).is_some();
+            let row = matches!(
+                k,
+                v1::DeliveryKind::EscalationStep | v1::DeliveryKind::StatusReminder
+            );
+            assert_ne!(sent, row, "{k:?}");
+        }
     }
 }

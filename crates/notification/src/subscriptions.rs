@@ -91,6 +91,29 @@ impl Subscriber {
         }
     }
 
+    /// A subscriber as a request names it: a kind (required; unspecified or unknown is
+    /// refused naming `subscriber_kind`) and a name (naming `subscriber_name`).
+    pub(crate) fn from_wire(kind: i32, name: &str) -> Result<Self, Error> {
+        let name = parse_name("subscriber_name", name.trim())?;
+        match firebreak_proto::enum_field::<v1::SubscriberKind>("subscriber_kind", kind)
+            .map_err(|e| Error::Invalid(e.to_string()))?
+        {
+            Some(v1::SubscriberKind::Person) => Ok(Self::Person(name)),
+            Some(v1::SubscriberKind::Channel) => Ok(Self::Channel(name)),
+            None | Some(v1::SubscriberKind::Unspecified) => Err(Error::Invalid(
+                "subscriber_kind: person or channel is required".into(),
+            )),
+        }
+    }
+
+    /// The subscriber's kind and name on the wire.
+    pub(crate) fn wire(&self) -> (v1::SubscriberKind, &str) {
+        match self {
+            Self::Person(p) => (v1::SubscriberKind::Person, p),
+            Self::Channel(c) => (v1::SubscriberKind::Channel, c),
+        }
+    }
+
     pub(crate) fn text(&self) -> String {
         match self {
             Self::Person(p) => format!("person:{p}"),
@@ -219,7 +242,7 @@ impl Notification {
             Subscriber::Channel(c) => {
                 if !self.channels.iter().any(|ch| &ch.name == c) {
                     return Err(Error::Invalid(format!(
-                        "subscriber: no channel named {c:?}"
+                        "subscriber_name: no channel named {c:?}"
                     )));
                 }
             }
@@ -230,7 +253,7 @@ impl Notification {
                 };
                 if !known {
                     return Err(Error::Invalid(format!(
-                        "subscriber: no person named {p:?} in the directory"
+                        "subscriber_name: no person named {p:?} in the directory"
                     )));
                 }
             }
@@ -245,7 +268,7 @@ impl Notification {
         let by = crate::caller(&req);
         let r = req.into_inner();
         let incident_id = incident_arg(&r.incident_id)?;
-        let s = Subscriber::parse(&r.subscriber)?;
+        let s = Subscriber::from_wire(r.subscriber_kind, &r.subscriber_name)?;
         self.known_subscriber(&s).await?;
         // Checked before the write, so two replicas racing may pass the cap by one each.
         let existing = self
@@ -273,7 +296,7 @@ impl Notification {
     ) -> Result<Response<v1::UnsubscribeResponse>, Status> {
         let r = req.into_inner();
         let incident_id = incident_arg(&r.incident_id)?;
-        let s = Subscriber::parse(&r.subscriber)?;
+        let s = Subscriber::from_wire(r.subscriber_kind, &r.subscriber_name)?;
         if !self
             .store
             .unsubscribe(&incident_id, &s.text())
@@ -291,22 +314,61 @@ impl Notification {
         &self,
         req: Request<v1::ListSubscribersRequest>,
     ) -> Result<Response<v1::ListSubscribersResponse>, Status> {
-        let incident_id = incident_arg(&req.into_inner().incident_id)?;
-        let subscriptions = self
+        let r = req.into_inner();
+        let incident_id = incident_arg(&r.incident_id)?;
+        let limit = firebreak_proto::page::list_size(r.page_size);
+        let after = firebreak_proto::page::cursor(SUBSCRIBERS, &r.page_token)
+            .and_then(|c| {
+                c.map(|c| firebreak_proto::page::pair(&c, |a| a.parse::<i64>().ok()))
+                    .transpose()
+            })
+            .map_err(|_| Error::InvalidPageToken)?
+            .map(|(at, s)| (Micros::from_unix_micros(at), s));
+        // One more than asked: whether another page follows.
+        let mut rows = self
             .store
-            .subscriptions(&incident_id)
+            .subscriptions_page(
+                &incident_id,
+                after.as_ref().map(|(at, s)| (*at, s.as_str())),
+                limit + 1,
+            )
             .await
-            .map_err(Error::from)?
-            .into_iter()
-            .map(|s| v1::Subscription {
-                subscriber: s.subscriber,
+            .map_err(Error::from)?;
+        let more = rows.len() > limit as usize;
+        rows.truncate(limit as usize);
+        let next_page_token = firebreak_proto::page::next(
+            SUBSCRIBERS,
+            rows.last()
+                .map(|s| format!("{}.{}", s.created_at.unix_micros(), s.subscriber)),
+            more,
+        );
+        let mut subscriptions = Vec::with_capacity(rows.len());
+        for s in rows {
+            // Stored by this service as `person:NAME` or `channel:NAME`: anything else is a
+            // fault of the store, never shown as some default kind.
+            let subscriber = Subscriber::parse(&s.subscriber).map_err(|_| {
+                Error::Internal(format!(
+                    "stored subscriber {:?} does not read",
+                    s.subscriber
+                ))
+            })?;
+            let (kind, name) = subscriber.wire();
+            subscriptions.push(v1::Subscription {
+                subscriber_kind: kind as i32,
+                subscriber_name: name.to_owned(),
                 created_at: Some(firebreak_proto::timestamp(s.created_at)),
                 created_by: s.created_by,
-            })
-            .collect();
-        Ok(Response::new(v1::ListSubscribersResponse { subscriptions }))
+            });
+        }
+        Ok(Response::new(v1::ListSubscribersResponse {
+            subscriptions,
+            next_page_token,
+        }))
     }
 }
+
+/// The page tokens' list name (`firebreak_proto::page`).
+const SUBSCRIBERS: &str = "subscribers";
 
 /// An incident id from a request, naming the field `incident_id` when it is not one.
 fn incident_arg(given: &str) -> Result<String, Error> {

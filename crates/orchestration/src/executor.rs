@@ -92,7 +92,6 @@ pub(crate) fn run_event(
             run_id: run.id.clone(),
             runbook: run.runbook.clone(),
             incident_id: run.incident_id.clone(),
-            change: change.name().to_owned(),
             kind: change as i32,
             live: run.live,
             action: action.to_owned(),

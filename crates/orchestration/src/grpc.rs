@@ -12,9 +12,17 @@ use crate::limits::{
     checked, clip, clip_json, clip_lines,
 };
 use firebreak_domain::{RunPhase, RunState};
+use firebreak_proto::page::{self, fit};
 use firebreak_proto::{Message, WireState};
 use firebreak_runbook::OnTimeout;
 use firebreak_runbook::{Outcome, Simulator, simulate};
+use tokio_stream::StreamExt as _;
+
+/// The page tokens' list names (`firebreak_proto::page`).
+const RUNBOOKS: &str = "runbooks";
+const RUNS: &str = "runs";
+const APPROVALS: &str = "approvals";
+const JOURNAL: &str = "journal";
 
 /// Dry runs simulating at once in this process; more are refused (`RESOURCE_EXHAUSTED`), so
 /// dry runs cannot take the blocking threads live runs need.
@@ -36,7 +44,6 @@ fn run_to_proto(r: &RunRecord, log: Vec<String>, full: bool) -> v1::Run {
         runbook: r.runbook.clone(),
         incident_id: r.incident_id.clone(),
         state: r.state.wire(),
-        state_name: r.state.as_str().to_owned(),
         live: r.live,
         error: clip(&r.error, MAX_TEXT),
         started_at: Some(firebreak_proto::timestamp(r.started_at)),
@@ -48,7 +55,6 @@ fn run_to_proto(r: &RunRecord, log: Vec<String>, full: bool) -> v1::Run {
             Vec::new()
         },
         phase: r.phase.wire(),
-        phase_name: r.phase.as_str().to_owned(),
         plan: if r.plan.is_null() || !full {
             String::new()
         } else {
@@ -66,43 +72,8 @@ fn action_to_proto(j: &JournalRecord) -> v1::RunAction {
         args: clip_json(&j.args, MAX_DOCUMENT),
         result: clip_json(&j.result, MAX_DOCUMENT),
         status: j.status.wire(),
-        status_name: j.status.as_str().to_owned(),
         idempotency_key: j.idempotency_key.clone(),
         at: Some(firebreak_proto::timestamp(j.at)),
-    }
-}
-
-/// The items of a page: at most `limit` of `items`, and no more than fit in `budget` bytes
-/// encoded (but at least one). True as second value when more remain: some were left out,
-/// or the store returned more than `limit`, or stopped at its own byte bound (`read_bytes`
-/// reached `budget`).
-fn page<T: Message>(
-    items: Vec<T>,
-    limit: usize,
-    budget: usize,
-    read_bytes: usize,
-) -> (Vec<T>, bool) {
-    let available = items.len();
-    let mut out = Vec::with_capacity(available.min(limit));
-    let mut bytes = 0;
-    for item in items.into_iter().take(limit) {
-        // The item's bytes plus its field tag and length prefix.
-        let size = item.encoded_len() + 6;
-        if !out.is_empty() && bytes + size > budget {
-            break;
-        }
-        bytes += size;
-        out.push(item);
-    }
-    let more = out.len() < available || read_bytes >= budget;
-    (out, more)
-}
-
-/// A page size asked for: `default` for 0, at most 1000.
-fn page_limit(asked: u32, default: u32) -> u32 {
-    match asked {
-        0 => default,
-        n => n.min(1000),
     }
 }
 
@@ -110,15 +81,41 @@ fn invalid_token() -> Error {
     Error::InvalidPageToken
 }
 
-/// A page token naming the last run of a page (its id).
-fn run_token(token: &str) -> Result<Option<String>, Status> {
-    match token.trim() {
-        "" => Ok(None),
-        t => Ok(Some(
-            firebreak_domain::RunId::parse(t)
-                .map_err(|_| invalid_token())?
-                .to_string(),
-        )),
+/// The cursor a page token of `list` holds, read by `parse`; a token this list did not give
+/// is INVALID_ARGUMENT naming `page_token`.
+fn token_cursor<T>(
+    list: &str,
+    token: &str,
+    parse: impl FnOnce(&str) -> Option<T>,
+) -> Result<Option<T>, Status> {
+    match page::cursor(list, token).map_err(|_| invalid_token())? {
+        None => Ok(None),
+        Some(c) => Ok(Some(parse(&c).ok_or_else(invalid_token)?)),
+    }
+}
+
+/// A page token of `list` naming the last run of a page (its id).
+fn run_token(list: &str, token: &str) -> Result<Option<String>, Status> {
+    token_cursor(list, token, |c| {
+        firebreak_domain::RunId::parse(c)
+            .ok()
+            .map(|id| id.to_string())
+    })
+}
+
+/// A runbook's mode on the wire.
+fn wire_mode(mode: firebreak_runbook::Mode) -> v1::RunbookMode {
+    match mode {
+        firebreak_runbook::Mode::Auto => v1::RunbookMode::Auto,
+        firebreak_runbook::Mode::PlanApprove => v1::RunbookMode::PlanApprove,
+    }
+}
+
+/// An approval's fallback on the wire.
+fn wire_on_timeout(on_timeout: OnTimeout) -> v1::ApprovalTimeoutAction {
+    match on_timeout {
+        OnTimeout::Approve => v1::ApprovalTimeoutAction::Approve,
+        OnTimeout::Reject => v1::ApprovalTimeoutAction::Reject,
     }
 }
 
@@ -133,7 +130,6 @@ fn incident_text(incident: &v1::Incident) -> Result<(), Status> {
         ("incident.title", &incident.title),
         ("incident.description", &incident.description),
         ("incident.category", &incident.category),
-        ("incident.state_name", &incident.state_name),
         ("incident.dedup_key", &incident.dedup_key),
         ("incident.source", &incident.source),
         ("incident.resolution_summary", &incident.resolution_summary),
@@ -165,16 +161,13 @@ impl RunbookApi {
             .await
             .map_err(Error::from)?;
         let read: usize = list.iter().map(JournalRecord::wire_size).sum();
-        let (actions, more) = page(
+        let (actions, more) = fit(
             list.iter().map(action_to_proto).collect(),
             limit as usize,
             budget,
             read,
         );
-        let token = match actions.last() {
-            Some(a) if more => a.seq.to_string(),
-            _ => String::new(),
-        };
+        let token = page::next(JOURNAL, actions.last().map(|a| a.seq.to_string()), more);
         Ok((actions, token))
     }
 
@@ -236,8 +229,9 @@ impl RunbookApi {
     }
 }
 
-type WatchRunsStream =
-    std::pin::Pin<Box<dyn tokio_stream::Stream<Item = Result<v1::RunProgress, Status>> + Send>>;
+type WatchRunsStream = std::pin::Pin<
+    Box<dyn tokio_stream::Stream<Item = Result<v1::WatchRunsResponse, Status>> + Send>,
+>;
 
 /// The runs a `WatchRuns` call asks for, checked: an id of each kind at most, well formed;
 /// a run that does not exist is NOT_FOUND.
@@ -303,15 +297,19 @@ impl RunbookService for RunbookApi {
             permit,
         ));
         Ok(Response::new(Box::pin(
-            tokio_stream::wrappers::ReceiverStream::new(rx),
+            tokio_stream::wrappers::ReceiverStream::new(rx)
+                .map(|item| item.map(|p| v1::WatchRunsResponse { progress: Some(p) })),
         )))
     }
 
     async fn list_runbooks(
         &self,
-        _: Request<v1::ListRunbooksRequest>,
+        req: Request<v1::ListRunbooksRequest>,
     ) -> Result<Response<v1::ListRunbooksResponse>, Status> {
-        let runbooks = self
+        let req = req.into_inner();
+        let limit = page::list_size(req.page_size);
+        let after = token_cursor(RUNBOOKS, &req.page_token, |c| Some(c.to_owned()))?;
+        let mut runbooks: Vec<v1::Runbook> = self
             .orch
             .catalog
             .all()
@@ -327,15 +325,25 @@ impl RunbookService for RunbookApi {
                     capabilities: m.capabilities.clone(),
                     approval_required: m.approval.actions.clone(),
                     timeout_seconds: m.timeout_seconds,
-                    mode: match m.mode {
-                        firebreak_runbook::Mode::Auto => "auto".into(),
-                        firebreak_runbook::Mode::PlanApprove => "plan-approve".into(),
-                    },
+                    run_mode: wire_mode(m.mode) as i32,
                     approver_role: m.approval.role.clone(),
                 }
             })
             .collect();
-        Ok(Response::new(v1::ListRunbooksResponse { runbooks }))
+        // The catalogue's names are unique: by name is a stable order to page in.
+        runbooks.sort_by(|a, b| a.name.cmp(&b.name));
+        let (runbooks, next_page_token) = page::in_memory(
+            RUNBOOKS,
+            runbooks,
+            |r| r.name.clone(),
+            after,
+            limit,
+            |r| r.name.clone(),
+        );
+        Ok(Response::new(v1::ListRunbooksResponse {
+            runbooks,
+            next_page_token,
+        }))
     }
 
     async fn list_runs(
@@ -351,19 +359,10 @@ impl RunbookService for RunbookApi {
                     .to_string(),
             ),
         };
-        let limit = page_limit(req.limit, 100);
-        let state = match req.state.trim() {
-            "" => None,
-            s => Some(s.parse::<RunState>().map_err(|_| {
-                let known: Vec<&str> = RunState::ALL.iter().map(|s| s.as_str()).collect();
-                Error::Invalid(format!(
-                    "unknown run state {:?}; known: {}",
-                    clip(s, 64),
-                    known.join(", ")
-                ))
-            })?),
-        };
-        let after = run_token(&req.page_token)?;
+        let limit = page::list_size(req.page_size);
+        let state = RunState::field("state_filter", req.state_filter)
+            .map_err(|e| Error::Invalid(e.to_string()))?;
+        let after = run_token(RUNS, &req.page_token)?;
         let query = RunQuery {
             incident_id: incident.as_deref(),
             state,
@@ -398,10 +397,7 @@ impl RunbookService for RunbookApi {
         if out.len() < runs.len() {
             more = true;
         }
-        let next_page_token = match out.last() {
-            Some(r) if more => r.id.clone(),
-            _ => String::new(),
-        };
+        let next_page_token = page::next(RUNS, out.last().map(|r| r.id.clone()), more);
         Ok(Response::new(v1::ListRunsResponse {
             runs: out,
             next_page_token,
@@ -413,12 +409,13 @@ impl RunbookService for RunbookApi {
         req: Request<v1::GetRunRequest>,
     ) -> Result<Response<v1::GetRunResponse>, Status> {
         let req = req.into_inner();
-        let after = match req.page_token.trim() {
-            "" => 0,
-            t => t.parse::<u32>().map_err(|_| invalid_token())?,
-        };
+        let after = token_cursor(JOURNAL, &req.page_token, |c| c.parse::<u32>().ok())?.unwrap_or(0);
         let run = self
-            .load(&req.id, after, page_limit(req.limit, 500))
+            .load(
+                &req.id,
+                after,
+                page::size(req.page_size, 500, page::MAX_PAGE_SIZE),
+            )
             .await?;
         Ok(Response::new(v1::GetRunResponse {
             next_page_token: run.next_actions_page_token.clone(),
@@ -490,13 +487,14 @@ impl RunbookService for RunbookApi {
         })
         .await
         .map_err(Error::DryRunThread)?;
+        use v1::DryRunOutcome as O;
         let (outcome, error) = match sim.outcome {
-            Outcome::Succeeded { .. } => ("succeeded", String::new()),
-            Outcome::Failed(e) => ("failed", e),
-            Outcome::Waiting { .. } => ("waiting", String::new()),
-            Outcome::Sleeping { .. } => ("sleeping", String::new()),
+            Outcome::Succeeded { .. } => (O::Succeeded, String::new()),
+            Outcome::Failed(e) => (O::Failed, e),
+            Outcome::Waiting { .. } => (O::Waiting, String::new()),
+            Outcome::Sleeping { .. } => (O::Sleeping, String::new()),
             // A simulation journals nothing, so nothing interrupts it; said plainly if it did.
-            Outcome::Interrupted { reason, .. } => ("failed", reason),
+            Outcome::Interrupted { reason, .. } => (O::Failed, reason),
         };
         let error = clip(&error, MAX_TEXT);
         let (log, mut truncated) = clip_lines(sim.log, MAX_DOCUMENT);
@@ -519,7 +517,7 @@ impl RunbookService for RunbookApi {
             steps.push(step);
         }
         Ok(Response::new(v1::DryRunResponse {
-            outcome: outcome.into(),
+            end_state: outcome as i32,
             error,
             steps,
             log,
@@ -532,8 +530,8 @@ impl RunbookService for RunbookApi {
         req: Request<v1::ListApprovalsRequest>,
     ) -> Result<Response<v1::ListApprovalsResponse>, Status> {
         let req = req.into_inner();
-        let limit = page_limit(req.limit, 100);
-        let after = run_token(&req.page_token)?;
+        let limit = page::list_size(req.page_size);
+        let after = run_token(APPROVALS, &req.page_token)?;
         let store = &self.orch.store;
         let query = RunQuery {
             state: Some(RunState::WaitingApproval),
@@ -587,10 +585,7 @@ impl RunbookService for RunbookApi {
                 role: approval.role,
                 requested_at: Some(firebreak_proto::timestamp(requested_at)),
                 expires_at: run.wake_at.map(firebreak_proto::timestamp),
-                on_timeout: match approval.on_timeout {
-                    OnTimeout::Approve => "approve".into(),
-                    OnTimeout::Reject => "reject".into(),
-                },
+                timeout_action: wire_on_timeout(approval.on_timeout) as i32,
             };
             let size = item.encoded_len() + 6;
             if !approvals.is_empty() && bytes + size > MAX_PAGE_BYTES {
@@ -601,10 +596,7 @@ impl RunbookService for RunbookApi {
             last = Some(run.id.clone());
             approvals.push(item);
         }
-        let next_page_token = match last {
-            Some(id) if more => id,
-            _ => String::new(),
-        };
+        let next_page_token = page::next(APPROVALS, last, more);
         Ok(Response::new(v1::ListApprovalsResponse {
             approvals,
             next_page_token,

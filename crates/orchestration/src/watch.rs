@@ -87,7 +87,6 @@ fn step(j: &JournalRecord, status: StepStatus, result: &Value) -> v1::RunAction 
         args: clip_json(&j.args, MAX_DOCUMENT),
         result: clip_json(result, MAX_DOCUMENT),
         status: status.wire(),
-        status_name: status.as_str().to_owned(),
         idempotency_key: String::new(),
         at: None,
     }
@@ -231,7 +230,6 @@ pub(crate) fn live(c: &v1::RunChanged, at: Option<firebreak_proto::Timestamp>) -
                 args: clip_json(&s["args"], MAX_DOCUMENT),
                 result: clip_json(&s["result"], MAX_DOCUMENT),
                 status: status.map_or(0, WireState::wire),
-                status_name: status.map(|s| s.as_str().to_owned()).unwrap_or_default(),
                 idempotency_key: String::new(),
                 at: None,
             }
@@ -533,6 +531,8 @@ mod tests {
                 .await
                 .unwrap_or_else(|_| panic!("the run's changes stopped at {seen:#?}"))
                 .unwrap()
+                .unwrap()
+                .progress
                 .unwrap();
             seen.push(p);
         }
@@ -556,7 +556,7 @@ mod tests {
             .await
             .unwrap()
             .into_inner()
-            .map(Result::unwrap)
+            .map(|r| r.unwrap().progress.unwrap())
             .collect()
             .await;
         assert!(again.iter().all(|p| p.backlog));

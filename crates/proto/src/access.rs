@@ -77,9 +77,9 @@ pub fn kind(value: i32) -> Result<SubjectKind, firebreak_domain::Error> {
     }
 }
 
-/// A contact method on the wire.
-pub fn wire_contact(m: &ContactMethod) -> v1::ContactMethod {
-    let kind = match m.kind {
+/// A contact method's kind on the wire.
+pub fn wire_contact_kind(kind: ContactKind) -> v1::ContactKind {
+    match kind {
         ContactKind::Email => v1::ContactKind::Email,
         ContactKind::Sms => v1::ContactKind::Sms,
         ContactKind::Voice => v1::ContactKind::Voice,
@@ -87,10 +87,28 @@ pub fn wire_contact(m: &ContactMethod) -> v1::ContactMethod {
         ContactKind::Mattermost => v1::ContactKind::Mattermost,
         ContactKind::Teams => v1::ContactKind::Teams,
         ContactKind::Webhook => v1::ContactKind::Webhook,
-    };
+    }
+}
+
+/// A wire contact kind as the domain's; `None` for unspecified or one this build lacks.
+pub fn contact_kind(value: i32) -> Option<ContactKind> {
+    match v1::ContactKind::try_from(value).ok()? {
+        v1::ContactKind::Email => Some(ContactKind::Email),
+        v1::ContactKind::Sms => Some(ContactKind::Sms),
+        v1::ContactKind::Voice => Some(ContactKind::Voice),
+        v1::ContactKind::Slack => Some(ContactKind::Slack),
+        v1::ContactKind::Mattermost => Some(ContactKind::Mattermost),
+        v1::ContactKind::Teams => Some(ContactKind::Teams),
+        v1::ContactKind::Webhook => Some(ContactKind::Webhook),
+        v1::ContactKind::Unspecified => None,
+    }
+}
+
+/// A contact method on the wire.
+pub fn wire_contact(m: &ContactMethod) -> v1::ContactMethod {
     v1::ContactMethod {
         name: m.name.clone(),
-        kind: kind as i32,
+        kind: wire_contact_kind(m.kind) as i32,
         address: m.address.clone(),
     }
 }
@@ -98,21 +116,10 @@ pub fn wire_contact(m: &ContactMethod) -> v1::ContactMethod {
 /// A wire contact method as the domain's; an unspecified or unknown kind is an error naming
 /// the field.
 pub fn contact(m: &v1::ContactMethod) -> Result<ContactMethod, firebreak_domain::Error> {
-    let kind = match v1::ContactKind::try_from(m.kind) {
-        Ok(v1::ContactKind::Email) => ContactKind::Email,
-        Ok(v1::ContactKind::Sms) => ContactKind::Sms,
-        Ok(v1::ContactKind::Voice) => ContactKind::Voice,
-        Ok(v1::ContactKind::Slack) => ContactKind::Slack,
-        Ok(v1::ContactKind::Mattermost) => ContactKind::Mattermost,
-        Ok(v1::ContactKind::Teams) => ContactKind::Teams,
-        Ok(v1::ContactKind::Webhook) => ContactKind::Webhook,
-        _ => {
-            return Err(firebreak_domain::Error::Invalid {
-                field: "contact_methods.kind",
-                reason: format!("{} is not a contact kind", m.kind),
-            });
-        }
-    };
+    let kind = contact_kind(m.kind).ok_or_else(|| firebreak_domain::Error::Invalid {
+        field: "contact_methods.kind",
+        reason: format!("{} is not a contact kind", m.kind),
+    })?;
     Ok(ContactMethod {
         name: m.name.clone(),
         kind,

@@ -1,4 +1,6 @@
-//! Generated Rust bindings of the `firebreak.v1` protobuf package, plus small conversions.
+//! Generated Rust bindings of the `firebreak.v1` protobuf package (and of the internal
+//! `firebreak.internal.v1`), plus small conversions: the domain's types to and from the wire's
+//! enums, and the paging every List shares.
 
 #![allow(unreachable_pub, clippy::all)]
 
@@ -6,15 +8,16 @@
 pub mod v1 {
     tonic::include_proto!("firebreak.v1");
 
-    /// Gives an event-kind enum its names: `ALL` (without `Unspecified`), `name` (used in the
-    /// event's name field and subject) and `from_name`.
+    /// Gives a wire enum its names: `ALL` (without `Unspecified`), `name` (what subjects,
+    /// stored rows, the CLI's tables and JSON show) and `from_name`. An exhaustive match: a
+    /// value added to the proto without a name here does not compile.
     macro_rules! named_kinds {
         ($kind:ident { $($variant:ident => $name:literal,)+ }) => {
             impl $kind {
-                /// Every kind, in declaration order (without `Unspecified`).
+                /// Every value, in declaration order (without `Unspecified`).
                 pub const ALL: &'static [Self] = &[$(Self::$variant,)+];
 
-                /// The kind's name: in the event's name field and its subject.
+                /// The value's name.
                 pub fn name(self) -> &'static str {
                     match self {
                         Self::Unspecified => "unspecified",
@@ -22,7 +25,7 @@ pub mod v1 {
                     }
                 }
 
-                /// The kind a name stands for; `Unspecified` for a name no kind has.
+                /// The value a name stands for; `Unspecified` for a name no value has.
                 pub fn from_name(name: &str) -> Self {
                     Self::ALL
                         .iter()
@@ -31,13 +34,10 @@ pub mod v1 {
                         .unwrap_or(Self::Unspecified)
                 }
 
-                /// The kind `typed` holds, or (when it is unspecified or unknown, from a
-                /// producer that predates the typed field) the kind `name` stands for.
-                fn read(typed: i32, name: &str) -> Self {
-                    match Self::try_from(typed) {
-                        Ok(Self::Unspecified) | Err(_) => Self::from_name(name),
-                        Ok(kind) => kind,
-                    }
+                /// The name of a wire value as a reader shows it: `unknown` for one this
+                /// build lacks (from a newer producer), `unspecified` for none.
+                pub fn shown(value: i32) -> &'static str {
+                    Self::try_from(value).map_or("unknown", Self::name)
                 }
             }
         };
@@ -90,19 +90,81 @@ pub mod v1 {
         }
     }
 
+    // Stored in notification's deliveries table by these names, and shown by them.
+    named_kinds!(DeliveryKind {
+        IncidentOpened => "incident.opened",
+        IncidentAlertAttached => "incident.alert_attached",
+        IncidentSeverityChanged => "incident.severity_changed",
+        IncidentAcknowledged => "incident.acknowledged",
+        IncidentResolved => "incident.resolved",
+        IncidentClosed => "incident.closed",
+        IncidentEscalated => "incident.escalated",
+        IncidentCategoryChanged => "incident.category_changed",
+        IncidentRolesChanged => "incident.roles_changed",
+        IncidentMitigated => "incident.mitigated",
+        IncidentReopened => "incident.reopened",
+        IncidentMerged => "incident.merged",
+        IncidentPriorityChanged => "incident.priority_changed",
+        IncidentReviewChanged => "incident.review_changed",
+        IncidentStatusUpdated => "incident.status_updated",
+        IncidentStatusReminder => "incident.status_reminder",
+        RunbookMessage => "runbook.message",
+        EscalationPage => "escalation.page",
+        EscalationStep => "escalation.step",
+        StatusReminder => "status.reminder",
+    });
+
+    // As runbook manifests write them.
+    named_kinds!(RunbookMode {
+        Auto => "auto",
+        PlanApprove => "plan-approve",
+    });
+
+    // As runbook manifests write them (`approval.on_timeout`).
+    named_kinds!(ApprovalTimeoutAction {
+        Reject => "reject",
+        Approve => "approve",
+    });
+
+    named_kinds!(DryRunOutcome {
+        Succeeded => "succeeded",
+        Failed => "failed",
+        Waiting => "waiting",
+        Sleeping => "sleeping",
+    });
+
+    // As the configuration writes them (`integrations[].kind`).
+    named_kinds!(IntegrationKind {
+        Alertmanager => "alertmanager",
+        Pagerduty => "pagerduty",
+        Grpc => "grpc",
+    });
+
+    // The prefixes of `person:NAME` and `channel:NAME`, as the CLI and the store write them.
+    named_kinds!(SubscriberKind {
+        Person => "person",
+        Channel => "channel",
+    });
+
+    // As `firebreak report --by` writes them.
+    named_kinds!(ReportGrouping {
+        Category => "category",
+        Severity => "severity",
+        Service => "service",
+        Integration => "integration",
+    });
+
     impl RunChanged {
-        /// The change this event announces: its typed kind, or (from a producer that predates
-        /// the kind) the change its name stands for.
+        /// The change this event announces (unspecified for none or one this build lacks).
         pub fn change_kind(&self) -> RunChange {
-            RunChange::read(self.kind, &self.change)
+            RunChange::try_from(self.kind).unwrap_or(RunChange::Unspecified)
         }
     }
 
     impl IncidentChanged {
-        /// An event announcing `change`, with both the typed kind and its name set.
+        /// An event announcing `change`.
         pub fn new(change: IncidentChange, incident: Incident, actor: String) -> Self {
             Self {
-                change: change.name().to_owned(),
                 incident: Some(incident),
                 actor,
                 kind: change as i32,
@@ -110,22 +172,67 @@ pub mod v1 {
             }
         }
 
-        /// The change this event announces: its typed kind, or (from a producer that predates
-        /// the kind) the change its name stands for.
+        /// The change this event announces (unspecified for none or one this build lacks).
         pub fn change_kind(&self) -> IncidentChange {
-            IncidentChange::read(self.kind, &self.change)
+            IncidentChange::try_from(self.kind).unwrap_or(IncidentChange::Unspecified)
+        }
+    }
+
+    impl DeliveryKind {
+        /// The message kind announcing an incident's `change`.
+        pub fn of_change(change: IncidentChange) -> Self {
+            Self::from_name(&format!("incident.{}", change.name()))
         }
     }
 }
 
+/// Internal contracts between Firebreak's own services (`firebreak.internal.v1`): served
+/// only to service credentials, not listed by reflection.
+pub mod internal {
+    /// Everything generated from `proto/firebreak/internal/v1`.
+    pub mod v1 {
+        tonic::include_proto!("firebreak.internal.v1");
+    }
+}
+
 pub mod access;
+pub mod page;
 pub mod silence;
 mod states;
-pub use states::WireState;
+pub use states::{WireState, enum_field, grouping, wire_grouping};
 
-/// The encoded file descriptor set of `firebreak.v1`, for gRPC reflection.
+/// The encoded file descriptor set of the public `firebreak.v1`, for gRPC reflection.
 pub const FILE_DESCRIPTOR_SET: &[u8] =
     include_bytes!(concat!(env!("OUT_DIR"), "/firebreak_descriptor.bin"));
+
+/// The encoded file descriptor set of every contract, the internal ones too (for the method
+/// table's completeness test; never served).
+pub const INTERNAL_FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(
+    env!("OUT_DIR"),
+    "/firebreak_internal_descriptor.bin"
+));
+
+/// The public gRPC services, by the process kind that serves them: what reflection lists.
+pub const PUBLIC_SERVICES: &[(&str, &[&str])] = &[
+    (
+        "intake",
+        &[
+            "firebreak.v1.IntakeService",
+            "firebreak.v1.IntegrationService",
+            "firebreak.v1.SilenceService",
+        ],
+    ),
+    ("triage", &["firebreak.v1.IncidentService"]),
+    ("orchestration", &["firebreak.v1.RunbookService"]),
+    (
+        "notification",
+        &[
+            "firebreak.v1.NotificationService",
+            "firebreak.v1.AccessService",
+            "firebreak.v1.AuditService",
+        ],
+    ),
+];
 
 pub use prost::Message;
 pub use prost_types::Duration as WireDuration;
@@ -233,31 +340,150 @@ mod tests {
     use super::v1::{IncidentChange, IncidentChanged};
 
     #[test]
-    fn an_incident_change_reads_back_typed_and_by_name_from_older_producers() {
+    fn an_incident_change_reads_back_typed_never_as_a_default() {
         for &c in IncidentChange::ALL {
             let e = IncidentChanged::new(c, Default::default(), "triage".into());
-            assert_eq!((e.change_kind(), e.change.as_str()), (c, c.name()));
+            assert_eq!(e.change_kind(), c);
             assert_eq!(IncidentChange::from_name(c.name()), c);
         }
-        // From a producer that predates `kind`: the name decides.
-        let old = IncidentChanged {
-            change: "resolved".into(),
-            ..Default::default()
-        };
-        assert_eq!(old.change_kind(), IncidentChange::Resolved);
-        // The kind wins over the name; an unknown name is unspecified, never a default change.
-        let both = IncidentChanged {
-            change: "opened".into(),
-            kind: IncidentChange::Closed as i32,
-            ..Default::default()
-        };
-        assert_eq!(both.change_kind(), IncidentChange::Closed);
         let odd = IncidentChanged {
-            change: "renamed".into(),
             kind: 99,
             ..Default::default()
         };
         assert_eq!(odd.change_kind(), IncidentChange::Unspecified);
+        assert_eq!(
+            IncidentChange::from_name("renamed"),
+            IncidentChange::Unspecified
+        );
+    }
+
+    /// Each named enum's names are unique and its wire names say the same (the dotted or
+    /// dashed name, upper-cased, with the enum's prefix), so a name and a value never drift.
+    #[test]
+    fn every_named_enum_names_each_value_once_as_its_wire_name_does() {
+        use super::v1::*;
+        fn check<E: Copy + std::fmt::Debug + PartialEq>(
+            all: &[E],
+            name: fn(E) -> &'static str,
+            wire: fn(E) -> &'static str,
+            prefix: &str,
+        ) {
+            let mut seen = std::collections::HashSet::new();
+            for &v in all {
+                assert!(seen.insert(name(v)), "{v:?} named twice");
+                let want = format!(
+                    "{prefix}{}",
+                    name(v).replace(['.', '-'], "_").to_uppercase()
+                );
+                assert_eq!(wire(v), want, "{v:?}");
+            }
+        }
+        check(
+            DeliveryKind::ALL,
+            DeliveryKind::name,
+            |v: DeliveryKind| v.as_str_name(),
+            "DELIVERY_KIND_",
+        );
+        check(
+            RunbookMode::ALL,
+            RunbookMode::name,
+            |v: RunbookMode| v.as_str_name(),
+            "RUNBOOK_MODE_",
+        );
+        check(
+            ApprovalTimeoutAction::ALL,
+            ApprovalTimeoutAction::name,
+            |v: ApprovalTimeoutAction| v.as_str_name(),
+            "APPROVAL_TIMEOUT_ACTION_",
+        );
+        check(
+            DryRunOutcome::ALL,
+            DryRunOutcome::name,
+            |v: DryRunOutcome| v.as_str_name(),
+            "DRY_RUN_OUTCOME_",
+        );
+        check(
+            IntegrationKind::ALL,
+            IntegrationKind::name,
+            |v: IntegrationKind| v.as_str_name(),
+            "INTEGRATION_KIND_",
+        );
+        check(
+            SubscriberKind::ALL,
+            SubscriberKind::name,
+            |v: SubscriberKind| v.as_str_name(),
+            "SUBSCRIBER_KIND_",
+        );
+        check(
+            ReportGrouping::ALL,
+            ReportGrouping::name,
+            |v: ReportGrouping| v.as_str_name(),
+            "REPORT_GROUPING_",
+        );
+        check(
+            IncidentChange::ALL,
+            IncidentChange::name,
+            |v: IncidentChange| v.as_str_name(),
+            "INCIDENT_CHANGE_",
+        );
+        check(
+            RunChange::ALL,
+            RunChange::name,
+            |v: RunChange| v.as_str_name(),
+            "RUN_CHANGE_",
+        );
+        // Every change of an incident has its message kind.
+        for &c in IncidentChange::ALL {
+            assert_ne!(
+                DeliveryKind::of_change(c),
+                DeliveryKind::Unspecified,
+                "{c:?}"
+            );
+        }
+        assert_eq!(DeliveryKind::shown(99), "unknown");
+        assert_eq!(DeliveryKind::shown(18), "escalation.page");
+    }
+
+    #[test]
+    fn the_public_descriptor_set_holds_no_internal_contract_and_the_full_one_does() {
+        let public = prost_types::FileDescriptorSet::decode(FILE_DESCRIPTOR_SET).unwrap();
+        let full = prost_types::FileDescriptorSet::decode(INTERNAL_FILE_DESCRIPTOR_SET).unwrap();
+        let services = |set: &prost_types::FileDescriptorSet| -> Vec<String> {
+            set.file
+                .iter()
+                .flat_map(|f| {
+                    f.service
+                        .iter()
+                        .map(move |s| format!("{}.{}", f.package(), s.name()))
+                })
+                .collect()
+        };
+        let public = services(&public);
+        assert!(
+            public.iter().all(|s| s.starts_with("firebreak.v1.")),
+            "{public:?}"
+        );
+        assert!(!public.iter().any(|s| s.contains("Ingest")), "{public:?}");
+        let full = services(&full);
+        for internal in [
+            "firebreak.internal.v1.TriageIngestService",
+            "firebreak.internal.v1.CredentialService",
+        ] {
+            assert!(full.iter().any(|s| s == internal), "{internal} missing");
+            assert!(
+                !public.iter().any(|s| s == internal),
+                "{internal} is public"
+            );
+        }
+        // Every public service is served by exactly one kind of process.
+        let mut served: Vec<&str> = PUBLIC_SERVICES
+            .iter()
+            .flat_map(|(_, s)| s.iter().copied())
+            .collect();
+        served.sort_unstable();
+        let mut listed: Vec<&str> = public.iter().map(String::as_str).collect();
+        listed.sort_unstable();
+        assert_eq!(served, listed);
     }
 
     use super::*;

@@ -163,10 +163,12 @@ pub trait TriageStore: Outbox {
         since: Micros,
         limit: u32,
     ) -> Result<Vec<firebreak_domain::report::IncidentFacts>>;
-    /// The alerts attached to an incident, first seen first: at most `limit`.
+    /// The alerts attached to an incident, in the order they were attached (then by alert
+    /// id): those after `after` (keyset paging), at most `limit`.
     async fn incident_alerts(
         &self,
         incident_id: &str,
+        after: Option<&AlertCursor>,
         limit: u32,
     ) -> Result<Vec<IncidentAlertRecord>>;
     /// Follow-ups as `query` says, by incident id then number (at most `query.limit`).
@@ -399,6 +401,14 @@ pub trait NotificationStore: Outbox {
     async fn unsubscribe(&self, incident_id: &str, subscriber: &str) -> Result<bool>;
     /// An incident's subscriptions, oldest first.
     async fn subscriptions(&self, incident_id: &str) -> Result<Vec<SubscriptionRecord>>;
+    /// A page of an incident's subscriptions, oldest first (then by subscriber): those after
+    /// `after` (the last one's creation time and subscriber), at most `limit`.
+    async fn subscriptions_page(
+        &self,
+        incident_id: &str,
+        after: Option<(Micros, &str)>,
+        limit: u32,
+    ) -> Result<Vec<SubscriptionRecord>>;
 }
 
 /// The reply codes an address is given: one or two digits to type.
@@ -481,6 +491,8 @@ pub trait DirectoryStore: Send + Sync {
     async fn insert_user(&self, user: &UserRecord) -> Result<()>;
     /// Every user, by name.
     async fn users(&self) -> Result<Vec<UserRecord>>;
+    /// A page of users by name: those named after `after`, at most `limit`.
+    async fn users_page(&self, after: Option<&str>, limit: u32) -> Result<Vec<UserRecord>>;
     async fn user(&self, name: &str) -> Result<Option<UserRecord>>;
     /// Replaces a user's display name, email, time zone, declared flag, contact methods and
     /// rules (not its kind or creation time); returns whether the user exists.
@@ -494,6 +506,9 @@ pub trait DirectoryStore: Send + Sync {
     async fn insert_team(&self, team: &TeamRecord) -> Result<()>;
     /// Every team with its members, by name.
     async fn teams(&self) -> Result<Vec<TeamRecord>>;
+    /// A page of teams with their members, by name: those named after `after`, at most
+    /// `limit`.
+    async fn teams_page(&self, after: Option<&str>, limit: u32) -> Result<Vec<TeamRecord>>;
     /// Deletes a team and its memberships; returns whether it existed.
     async fn delete_team(&self, name: &str) -> Result<bool>;
     /// Makes `user` a member of `team` or not; returns whether anything changed. Both must
@@ -504,6 +519,13 @@ pub trait DirectoryStore: Send + Sync {
     async fn insert_token(&self, token: &TokenRecord) -> Result<TokenRecord>;
     /// Every token, newest first.
     async fn tokens(&self) -> Result<Vec<TokenRecord>>;
+    /// A page of tokens, newest first (then by id, descending): those after `after` (the last
+    /// one's creation time and id), at most `limit`.
+    async fn tokens_page(
+        &self,
+        after: Option<(Micros, &str)>,
+        limit: u32,
+    ) -> Result<Vec<TokenRecord>>;
     /// Revokes a token at `now` (once: a second revoke changes nothing); returns it as
     /// stored, or `None` when there is no such token.
     async fn revoke_token(&self, id: &str, now: Micros) -> Result<Option<TokenRecord>>;

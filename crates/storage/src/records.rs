@@ -370,6 +370,23 @@ pub struct IncidentAlertRecord {
     pub resolved_at: Option<Micros>,
 }
 
+/// Where a page of an incident's alerts ended: the last alert's attachment time and id.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AlertCursor {
+    pub attached_at: Micros,
+    pub alert_id: String,
+}
+
+impl IncidentAlertRecord {
+    /// The cursor of a page ending with this alert.
+    pub fn cursor(&self) -> AlertCursor {
+        AlertCursor {
+            attached_at: self.attached_at,
+            alert_id: self.alert_id.clone(),
+        }
+    }
+}
+
 /// What triage's decisions read ([`crate::TriageTx::snapshot`]).
 #[derive(Debug, Clone, Default)]
 pub struct SnapshotRequest {

@@ -20,7 +20,6 @@ pub(crate) fn incident_to_proto(i: &IncidentRecord, policy: &Lifecycle) -> v1::I
         severity: firebreak_proto::wire_level(i.severity),
         priority: firebreak_proto::wire_level(i.priority),
         state: i.state.wire(),
-        state_name: i.state.as_str().to_owned(),
         dedup_key: i.dedup_key.clone(),
         alert_count: i.alert_count,
         labels: i.labels.clone().into_iter().collect(),
@@ -187,7 +186,11 @@ pub(crate) fn review_to_proto(r: &ReviewInput) -> v1::Review {
             .map(|u| v1::ReviewStatusUpdate {
                 at: Some(wire_time(u.at)),
                 actor: u.actor.clone(),
-                status: u.status.clone(),
+                // A status the review names that this build lacks is unspecified.
+                update_status: u
+                    .status
+                    .parse::<firebreak_domain::UpdateStatus>()
+                    .map_or(0, WireState::wire),
                 message: u.message.clone(),
             })
             .collect(),
@@ -207,7 +210,10 @@ pub(crate) fn review_to_proto(r: &ReviewInput) -> v1::Review {
                 v1::ReviewRun {
                     run_id: run.run_id.clone(),
                     runbook: run.runbook.clone(),
-                    state: run.state.clone(),
+                    run_state: run
+                        .state
+                        .parse::<firebreak_domain::RunState>()
+                        .map_or(0, WireState::wire),
                     live: run.live,
                     actions: run.actions.iter().take(fit).cloned().collect(),
                 }

@@ -1,14 +1,15 @@
-//! The gRPC `IncidentService`.
+//! The gRPC `IncidentService`, and the internal `TriageIngestService` intake calls.
 
 use std::pin::Pin;
 
 use firebreak_domain::{Action, IncidentState, Micros};
+use firebreak_proto::WireState;
+use firebreak_proto::internal::v1::{self as internal, triage_ingest_service_server};
+use firebreak_proto::page::{self, fit};
 use firebreak_proto::v1::{self, incident_service_server::IncidentService};
+use firebreak_storage::{AlertCursor, IncidentCursor};
 use tokio_stream::{Stream, StreamExt, wrappers::BroadcastStream};
 use tonic::{Request, Response, Status};
-
-use firebreak_proto::Message;
-use firebreak_storage::IncidentCursor;
 
 use crate::convert::{
     alert_to_proto, entry_to_proto, follow_up_state, follow_up_to_proto, incident_to_proto,
@@ -42,40 +43,19 @@ fn text<'a>(field: &'static str, given: &'a str) -> Result<&'a str, Error> {
     Ok(checked(field, given, MAX_TEXT)?)
 }
 
-fn invalid_token(reason: &str) -> Error {
-    Error::Domain(firebreak_domain::Error::Invalid {
-        field: "page_token",
-        reason: reason.into(),
-    })
-}
+/// The page tokens' list names (`firebreak_proto::page`).
+const INCIDENTS: &str = "incidents";
+const TIMELINE: &str = "timeline";
+const FOLLOW_UPS: &str = "follow_ups";
+const INCIDENT_ALERTS: &str = "incident_alerts";
 
-/// The items of a page: at most `limit` of `items`, and no more than fit in
-/// [`MAX_PAGE_BYTES`] encoded (but at least one). True as second value when more remain:
-/// some were left out, or the store returned more than `limit`, or stopped at its own
-/// byte bound (`read_bytes`).
-fn page<T: Message>(items: Vec<T>, limit: usize, read_bytes: usize) -> (Vec<T>, bool) {
-    let available = items.len();
-    let mut out = Vec::with_capacity(available.min(limit));
-    let mut bytes = 0;
-    for item in items.into_iter().take(limit) {
-        // The item's bytes plus its field tag and length prefix.
-        let size = item.encoded_len() + 6;
-        if !out.is_empty() && bytes + size > MAX_PAGE_BYTES {
-            break;
-        }
-        bytes += size;
-        out.push(item);
-    }
-    let more = out.len() < available || read_bytes >= MAX_PAGE_BYTES;
-    (out, more)
-}
-
-/// A page size asked for: `default` for 0, at most 1000.
-fn limit(asked: u32, default: u32) -> u32 {
-    match asked {
-        0 => default,
-        n => n.min(1000),
-    }
+/// A keyset cursor `MICROS.ID` (a time and an id) out of a page token of `list`.
+fn time_cursor(list: &str, token: &str) -> Result<Option<(Micros, String)>, Error> {
+    let Some(c) = page::cursor(list, token)? else {
+        return Ok(None);
+    };
+    let (at, id) = page::pair(&c, |a| a.parse::<i64>().ok())?;
+    Ok(Some((Micros::from_unix_micros(at), id)))
 }
 
 impl IncidentApi {
@@ -122,10 +102,7 @@ impl IncidentApi {
     }
 }
 
-/// The most alerts `ListIncidentAlerts` lists (and no more than fit in 1 MiB).
-const MAX_LISTED_ALERTS: u32 = 500;
-
-type WatchStream = Pin<Box<dyn Stream<Item = Result<v1::TimelineEntry, Status>> + Send>>;
+type WatchStream = Pin<Box<dyn Stream<Item = Result<v1::WatchIncidentsResponse, Status>> + Send>>;
 
 #[tonic::async_trait]
 impl IncidentService for IncidentApi {
@@ -144,26 +121,14 @@ impl IncidentService for IncidentApi {
         req: Request<v1::ListIncidentsRequest>,
     ) -> Result<Response<v1::ListIncidentsResponse>, Status> {
         let req = req.into_inner();
-        let state = match req.state.trim() {
-            "" => None,
-            s => Some(s.parse::<IncidentState>().map_err(Error::from)?),
-        };
-        let limit = limit(req.limit, 100);
-        let after = match req.page_token.trim() {
-            "" => None,
-            token => {
-                let (at, id) = token
-                    .split_once('.')
-                    .ok_or_else(|| invalid_token("not a token this service gave"))?;
-                firebreak_domain::IncidentId::parse(id)
-                    .map_err(|_| invalid_token("not a token this service gave"))?;
-                Some(IncidentCursor {
-                    opened_at: Micros::from_unix_micros(
-                        at.parse()
-                            .map_err(|_| invalid_token("not a token this service gave"))?,
-                    ),
-                    id: id.to_owned(),
-                })
+        let state = IncidentState::field("state_filter", req.state_filter).map_err(Error::from)?;
+        let limit = page::list_size(req.page_size);
+        let after = match time_cursor(INCIDENTS, &req.page_token)? {
+            None => None,
+            Some((opened_at, id)) => {
+                firebreak_domain::IncidentId::parse(&id)
+                    .map_err(|_| Error::from(page::invalid()))?;
+                Some(IncidentCursor { opened_at, id })
             }
         };
         // One more than asked: whether another page follows.
@@ -179,21 +144,20 @@ impl IncidentService for IncidentApi {
             .await
             .map_err(Error::from)?;
         let read: usize = list.iter().map(|i| i.wire_size()).sum();
-        let cursors: Vec<String> = list
-            .iter()
-            .map(|i| format!("{}.{}", i.opened_at.unix_micros(), i.id))
-            .collect();
-        let (incidents, more) = page(
+        let (incidents, more) = fit(
             list.iter()
                 .map(|i| incident_to_proto(i, &self.triage.lifecycle))
                 .collect(),
             limit as usize,
+            MAX_PAGE_BYTES,
             read,
         );
-        let next_page_token = match incidents.len() {
-            n if more && n > 0 => cursors[n - 1].clone(),
-            _ => String::new(),
-        };
+        let last = incidents.len().checked_sub(1).map(|n| &list[n]);
+        let next_page_token = page::next(
+            INCIDENTS,
+            last.map(|i| format!("{}.{}", i.opened_at.unix_micros(), i.id)),
+            more,
+        );
         Ok(Response::new(v1::ListIncidentsResponse {
             incidents,
             next_page_token,
@@ -206,12 +170,10 @@ impl IncidentService for IncidentApi {
     ) -> Result<Response<v1::GetTimelineResponse>, Status> {
         let req = req.into_inner();
         let inc = self.load(&req.id).await?;
-        let limit = limit(req.limit, 500);
-        let after = match req.page_token.trim() {
-            "" => 0,
-            token => token
-                .parse::<i64>()
-                .map_err(|_| invalid_token("not a token this service gave"))?,
+        let limit = page::size(req.page_size, 500, page::MAX_PAGE_SIZE);
+        let after = match page::cursor(TIMELINE, &req.page_token).map_err(Error::from)? {
+            None => 0,
+            Some(c) => c.parse::<i64>().map_err(|_| Error::from(page::invalid()))?,
         };
         let list = self
             .triage
@@ -223,15 +185,13 @@ impl IncidentService for IncidentApi {
             .iter()
             .map(|e| e.kind.len() + e.actor.len() + e.data.to_string().len() + 32)
             .sum();
-        let (entries, more) = page(
+        let (entries, more) = fit(
             list.iter().map(entry_to_proto).collect(),
             limit as usize,
+            MAX_PAGE_BYTES,
             read,
         );
-        let next_page_token = match entries.last() {
-            Some(e) if more => e.seq.to_string(),
-            _ => String::new(),
-        };
+        let next_page_token = page::next(TIMELINE, entries.last().map(|e| e.seq.to_string()), more);
         Ok(Response::new(v1::GetTimelineResponse {
             entries,
             next_page_token,
@@ -359,7 +319,6 @@ impl IncidentService for IncidentApi {
         &self,
         req: Request<v1::PostStatusUpdateRequest>,
     ) -> Result<Response<v1::PostStatusUpdateResponse>, Status> {
-        use firebreak_proto::WireState;
         let who = firebreak_proto::access::caller(&req).map(|p| p.actor());
         let r = req.into_inner();
         let status = firebreak_domain::UpdateStatus::from_wire(r.status).ok_or_else(|| {
@@ -404,7 +363,8 @@ impl IncidentService for IncidentApi {
         req: Request<v1::GetReportRequest>,
     ) -> Result<Response<v1::GetReportResponse>, Status> {
         let r = req.into_inner();
-        Ok(Response::new(self.triage.report(&r.since, &r.by).await?))
+        let by = firebreak_proto::grouping("group_by", r.group_by).map_err(Error::from)?;
+        Ok(Response::new(self.triage.report(&r.since, by).await?))
     }
 
     async fn get_review(
@@ -503,21 +463,19 @@ impl IncidentService for IncidentApi {
         if r.overdue {
             state = Some(firebreak_domain::follow_up::FollowUpState::Open);
         }
-        let after = match r.page_token.trim() {
-            "" => None,
-            token => {
-                let (id, n) = token
+        let after = match page::cursor(FOLLOW_UPS, &r.page_token).map_err(Error::from)? {
+            None => None,
+            Some(c) => {
+                let (id, n) = c
                     .rsplit_once('.')
-                    .ok_or_else(|| invalid_token("not a token this service gave"))?;
+                    .ok_or_else(|| Error::from(page::invalid()))?;
                 firebreak_domain::IncidentId::parse(id)
-                    .map_err(|_| invalid_token("not a token this service gave"))?;
-                let n = n
-                    .parse::<u32>()
-                    .map_err(|_| invalid_token("not a token this service gave"))?;
+                    .map_err(|_| Error::from(page::invalid()))?;
+                let n = n.parse::<u32>().map_err(|_| Error::from(page::invalid()))?;
                 Some((id.to_owned(), n))
             }
         };
-        let limit = limit(r.limit, 100);
+        let limit = page::list_size(r.page_size);
         // One more than asked: whether another page follows.
         let read = self
             .triage
@@ -533,10 +491,12 @@ impl IncidentService for IncidentApi {
             .map_err(Error::from)?;
         let more = read.len() > limit as usize;
         let read = &read[..read.len().min(limit as usize)];
-        let next_page_token = match read.last() {
-            Some(f) if more => format!("{}.{}", f.incident_id, f.number),
-            _ => String::new(),
-        };
+        let next_page_token = page::next(
+            FOLLOW_UPS,
+            read.last()
+                .map(|f| format!("{}.{}", f.incident_id, f.number)),
+            more,
+        );
         let today = self.today();
         let follow_ups = read
             .iter()
@@ -561,24 +521,6 @@ impl IncidentService for IncidentApi {
             .await?;
         Ok(Response::new(v1::SetReviewSummaryResponse {
             entry: Some(entry_to_proto(&e)),
-        }))
-    }
-
-    async fn ingest_alert(
-        &self,
-        req: Request<v1::IngestAlertRequest>,
-    ) -> Result<Response<v1::IngestAlertResponse>, Status> {
-        let alert = req.into_inner().alert.ok_or_else(|| {
-            Error::Domain(firebreak_domain::Error::Invalid {
-                field: "alert",
-                reason: "missing".into(),
-            })
-        })?;
-        let done = self.triage.ingest(alert).await?;
-        Ok(Response::new(v1::IngestAlertResponse {
-            incident_id: done.incident_id,
-            deduplicated: done.deduplicated,
-            grouped_by: done.grouped_by.unwrap_or_default(),
         }))
     }
 
@@ -610,41 +552,56 @@ impl IncidentService for IncidentApi {
     ) -> Result<Response<v1::ListIncidentAlertsResponse>, Status> {
         let req = req.into_inner();
         self.load(&req.id).await?;
-        let limit = match req.limit {
-            0 => MAX_LISTED_ALERTS,
-            n => n.min(MAX_LISTED_ALERTS),
-        };
-        // One more than listed: whether the list is cut.
-        let alerts = self
+        let limit = page::list_size(req.page_size);
+        let after =
+            time_cursor(INCIDENT_ALERTS, &req.page_token)?.map(|(attached_at, alert_id)| {
+                AlertCursor {
+                    attached_at,
+                    alert_id,
+                }
+            });
+        // One more than asked: whether another page follows.
+        let list = self
             .triage
             .store
-            .incident_alerts(&req.id, limit + 1)
+            .incident_alerts(&req.id, after.as_ref(), limit + 1)
             .await
             .map_err(Error::from)?;
-        let (alerts, truncated) = page(
-            alerts.iter().map(alert_to_proto).collect(),
+        let (alerts, more) = fit(
+            list.iter().map(alert_to_proto).collect(),
             limit as usize,
+            MAX_PAGE_BYTES,
             0,
+        );
+        let last = alerts.len().checked_sub(1).map(|n| list[n].cursor());
+        let next_page_token = page::next(
+            INCIDENT_ALERTS,
+            last.map(|c| format!("{}.{}", c.attached_at.unix_micros(), c.alert_id)),
+            more,
         );
         Ok(Response::new(v1::ListIncidentAlertsResponse {
             alerts,
-            truncated,
+            next_page_token,
         }))
     }
 
-    type WatchStream = WatchStream;
+    type WatchIncidentsStream = WatchStream;
 
-    async fn watch(
+    async fn watch_incidents(
         &self,
-        req: Request<v1::WatchRequest>,
-    ) -> Result<Response<Self::WatchStream>, Status> {
+        req: Request<v1::WatchIncidentsRequest>,
+    ) -> Result<Response<Self::WatchIncidentsStream>, Status> {
         let id = req.into_inner().incident_id;
         if !id.is_empty() {
             self.load(&id).await?;
         }
         let stream = BroadcastStream::new(self.triage.subscribe()).filter_map(move |item| {
             match item {
-                Ok(e) if id.is_empty() || e.incident_id == id => Some(Ok(entry_to_proto(&e))),
+                Ok(e) if id.is_empty() || e.incident_id == id => {
+                    Some(Ok(v1::WatchIncidentsResponse {
+                        entry: Some(entry_to_proto(&e)),
+                    }))
+                }
                 Ok(_) => None,
                 // A slow watcher missed entries; it can re-read the timeline.
                 Err(_) => Some(Err(Status::data_loss(
@@ -653,5 +610,32 @@ impl IncidentService for IncidentApi {
             }
         });
         Ok(Response::new(Box::pin(stream)))
+    }
+}
+
+/// The internal face of triage: intake's synchronous hand-over of a stored alert (service
+/// credentials only; the access layer checks).
+pub struct IngestApi {
+    pub(crate) triage: Triage,
+}
+
+#[tonic::async_trait]
+impl triage_ingest_service_server::TriageIngestService for IngestApi {
+    async fn ingest_alert(
+        &self,
+        req: Request<internal::IngestAlertRequest>,
+    ) -> Result<Response<internal::IngestAlertResponse>, Status> {
+        let alert = req.into_inner().alert.ok_or_else(|| {
+            Error::Domain(firebreak_domain::Error::Invalid {
+                field: "alert",
+                reason: "missing".into(),
+            })
+        })?;
+        let done = self.triage.ingest(alert).await?;
+        Ok(Response::new(internal::IngestAlertResponse {
+            incident_id: done.incident_id,
+            deduplicated: done.deduplicated,
+            grouped_by: done.grouped_by.unwrap_or_default(),
+        }))
     }
 }

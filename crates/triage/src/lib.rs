@@ -29,7 +29,7 @@ use tokio_util::sync::CancellationToken;
 
 pub use decide::Lifecycle;
 pub use error::Error;
-pub use grpc::IncidentApi;
+pub use grpc::{IncidentApi, IngestApi};
 
 /// The triage service. Cheap to clone.
 #[derive(Clone)]
@@ -107,6 +107,19 @@ impl Triage {
         firebreak_proto::v1::incident_service_server::IncidentServiceServer::new(IncidentApi {
             triage: self.clone(),
         })
+    }
+
+    /// The internal gRPC `TriageIngestService` (service credentials only).
+    pub fn ingest_grpc(
+        &self,
+    ) -> firebreak_proto::internal::v1::triage_ingest_service_server::TriageIngestServiceServer<
+        IngestApi,
+    > {
+        firebreak_proto::internal::v1::triage_ingest_service_server::TriageIngestServiceServer::new(
+            IngestApi {
+                triage: self.clone(),
+            },
+        )
     }
 
     /// Starts the outbox relay and the consumers; they stop when `shutdown` fires.

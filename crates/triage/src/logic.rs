@@ -70,12 +70,21 @@ impl Triage {
                 return Ok((decision, Vec::new()));
             }
             let mut changeset = std::mem::take(&mut decision.changeset);
-            changeset.events = decision
+            // Each alert's decision span stays open until the write says whether it held.
+            let (events, spans): (Vec<_>, Vec<_>) = decision
                 .announcements
                 .iter()
                 .map(|a| event_of(a, &self.lifecycle))
-                .collect();
-            match tx.apply(changeset).await {
+                .unzip();
+            changeset.events = events;
+            let applied = tx.apply(changeset).await;
+            if applied.is_err() {
+                for span in spans.iter().flatten() {
+                    span.record("firebreak.applied", false);
+                    span.record("otel.status_code", "ERROR");
+                }
+            }
+            match applied {
                 Ok(written) => {
                     self.relay.wake();
                     self.announce(written.clone());
@@ -405,10 +414,9 @@ impl Triage {
         let input = Input::Record {
             event_id: event_id.to_owned(),
             incident_id: run.incident_id.clone(),
-            kind: match run.change_kind() {
-                v1::RunChange::Unspecified => format!("runbook_{}", clip(&run.change, MAX_NAME)),
-                change => format!("runbook_{}", change.name()),
-            },
+            // A change this build lacks (from a newer producer) is recorded as such, never
+            // as another change.
+            kind: format!("runbook_{}", run.change_kind().name()),
             actor: clip(&format!("runbook:{runbook}"), MAX_ACTOR),
             data,
         };
@@ -426,7 +434,7 @@ impl Triage {
             // Null when the event names no state this build knows.
             "status": d.delivery_state().map(|s| s.as_str()), "attempts": d.attempts,
             "error": clip(&d.error, MAX_TEXT),
-            "kind": clip(&d.kind, MAX_NAME), "user": clip(&d.user, MAX_NAME),
+            "kind": v1::DeliveryKind::shown(d.delivery_kind), "user": clip(&d.user, MAX_NAME),
         });
         let input = Input::Record {
             event_id: event_id.to_owned(),
@@ -636,8 +644,9 @@ fn ignore_refusals<T>(result: Result<T>) -> Result<()> {
     }
 }
 
-/// The `incidents` event announcing a change, in the trace it continues.
-fn event_of(a: &Announcement, policy: &Lifecycle) -> OutboxEvent {
+/// The `incidents` event announcing a change, in the trace it continues, and the decision's
+/// span when the change is an alert's (a person's continues the request's span).
+fn event_of(a: &Announcement, policy: &Lifecycle) -> (OutboxEvent, Option<tracing::Span>) {
     let make = || {
         outbox_event(
             streams::INCIDENTS,
@@ -661,19 +670,24 @@ fn event_of(a: &Announcement, policy: &Lifecycle) -> OutboxEvent {
     // its own that what the event causes descends from; a person's change continues the
     // request's span.
     match &a.traceparent {
-        Some(tp) => firebreak_telemetry::trace::follow(
-            tracing::info_span!(
-                "triage.decide",
-                otel.name = format!("triage {}", a.change.name()),
-                incident.id = %a.incident.id,
-                incident.severity = a.incident.severity,
-                incident.category = %a.incident.category,
-                firebreak.change = a.change.name(),
-            ),
-            Some(tp),
-        )
-        .in_scope(make),
-        None => make(),
+        Some(tp) => {
+            let span = firebreak_telemetry::trace::follow(
+                tracing::info_span!(
+                    "triage.decide",
+                    otel.name = format!("triage {}", a.change.name()),
+                    incident.id = %a.incident.id,
+                    incident.severity = a.incident.severity,
+                    incident.category = %a.incident.category,
+                    firebreak.change = a.change.name(),
+                    // False when the write failed (a conflict, retried with a new decision).
+                    firebreak.applied = tracing::field::Empty,
+                    otel.status_code = tracing::field::Empty,
+                ),
+                Some(tp),
+            );
+            (span.in_scope(make), Some(span))
+        }
+        None => (make(), None),
     }
 }
 
@@ -763,7 +777,6 @@ mod tests {
                 run_id: "r".into(),
                 runbook: "flood".into(),
                 incident_id: id.clone(),
-                change: "action".into(),
                 kind: v1::RunChange::Action as i32,
                 live: true,
                 action: json!({ "action": "http", "result": "x".repeat(1_000_000) }).to_string(),

@@ -20,10 +20,9 @@ impl Triage {
     pub(crate) async fn report(
         &self,
         since: &str,
-        by: &str,
+        by: GroupBy,
     ) -> Result<v1::GetReportResponse, Error> {
         let window = parse_since(since)?;
-        let by = GroupBy::parse(by)?;
         let _permit = self
             .reports
             .clone()
@@ -39,7 +38,7 @@ impl Triage {
         let facts = &facts[..facts.len().min(MAX_REPORT_INCIDENTS as usize)];
         let report = Report::build(by, facts);
         Ok(v1::GetReportResponse {
-            by: by.as_str().to_owned(),
+            group_by: firebreak_proto::wire_grouping(by) as i32,
             since: Some(firebreak_proto::timestamp(start)),
             until: Some(firebreak_proto::timestamp(until)),
             groups: report.groups.iter().map(group_to_proto).collect(),
@@ -94,22 +93,25 @@ mod tests {
             firebreak_domain::Taxonomy::default(),
             Arc::new(firebreak_domain::SystemClock),
         );
-        let empty = triage.report("", "").await.unwrap();
-        assert_eq!((empty.by.as_str(), empty.groups.len()), ("category", 0));
+        let empty = triage.report("", GroupBy::Category).await.unwrap();
+        assert_eq!(
+            (empty.group_by(), empty.groups.len()),
+            (v1::ReportGrouping::Category, 0)
+        );
         assert_eq!(empty.total.unwrap().incidents, 0);
         let held: Vec<_> = (0..MAX_CONCURRENT_REPORTS)
             .map(|_| triage.reports.clone().try_acquire_owned().unwrap())
             .collect();
-        let busy = triage.report("30d", "category").await.unwrap_err();
+        let busy = triage.report("30d", GroupBy::Category).await.unwrap_err();
         assert!(matches!(busy, Error::ReportsBusy), "{busy:?}");
         assert_eq!(
             tonic::Status::from(busy).code(),
             tonic::Code::ResourceExhausted
         );
         // Bad input is refused naming the field, busy or not.
-        let e = triage.report("soon", "category").await.unwrap_err();
+        let e = triage.report("soon", GroupBy::Category).await.unwrap_err();
         assert!(e.to_string().starts_with("invalid since"), "{e}");
         drop(held);
-        assert!(triage.report("1h", "severity").await.is_ok());
+        assert!(triage.report("1h", GroupBy::Severity).await.is_ok());
     }
 }

@@ -34,6 +34,7 @@ use firebreak_domain::access::{
     Grant, Permission, PresentedToken, Principal, Role, Scope, SubjectKind, TOKEN_PREFIX, Target,
 };
 use firebreak_domain::{Clock, Micros};
+use firebreak_proto::internal::v1 as internal;
 use firebreak_proto::v1;
 use tokio_util::sync::CancellationToken;
 
@@ -90,7 +91,7 @@ pub(crate) trait CredentialSource: Send + Sync {
         since: i64,
         uses: Vec<(String, Micros)>,
         audit: Vec<v1::AuditEntry>,
-    ) -> anyhow::Result<v1::SyncCredentialsResponse>;
+    ) -> anyhow::Result<internal::SyncCredentialsResponse>;
 }
 
 /// Which incident a run belongs to (orchestration's store): a run's approvals are decided
@@ -115,7 +116,7 @@ impl CredentialSource for firebreak_notification::Directory {
         since: i64,
         uses: Vec<(String, Micros)>,
         audit: Vec<v1::AuditEntry>,
-    ) -> anyhow::Result<v1::SyncCredentialsResponse> {
+    ) -> anyhow::Result<internal::SyncCredentialsResponse> {
         if !audit.is_empty() {
             self.append_audit(&audit).await?;
         }
@@ -128,7 +129,7 @@ impl CredentialSource for firebreak_notification::Directory {
 
 /// The directory of a notification replica, over the internal gRPC service.
 pub(crate) struct RemoteSource(
-    pub(crate)  v1::credential_service_client::CredentialServiceClient<
+    pub(crate)  internal::credential_service_client::CredentialServiceClient<
         firebreak_proto::access::AuthedChannel,
     >,
 );
@@ -140,10 +141,10 @@ impl CredentialSource for RemoteSource {
         since: i64,
         uses: Vec<(String, Micros)>,
         audit: Vec<v1::AuditEntry>,
-    ) -> anyhow::Result<v1::SyncCredentialsResponse> {
+    ) -> anyhow::Result<internal::SyncCredentialsResponse> {
         let uses = uses
             .into_iter()
-            .map(|(id, at)| v1::TokenUse {
+            .map(|(id, at)| internal::TokenUse {
                 id,
                 at: Some(firebreak_proto::timestamp(at)),
             })
@@ -151,7 +152,7 @@ impl CredentialSource for RemoteSource {
         let r = self
             .0
             .clone()
-            .sync_credentials(v1::SyncCredentialsRequest {
+            .sync_credentials(internal::SyncCredentialsRequest {
                 since_version: since,
                 uses,
                 audit,
@@ -324,7 +325,7 @@ impl Verifier {
     }
 
     /// Applies changed incident roles to the copy.
-    fn apply_roles(&self, changed: Vec<v1::IncidentGrant>) {
+    fn apply_roles(&self, changed: Vec<internal::IncidentGrant>) {
         if changed.is_empty() {
             return;
         }
@@ -516,7 +517,7 @@ impl Verifier {
     }
 
     /// Applies changed credentials to the copy.
-    fn apply(&self, changed: Vec<v1::Credential>) {
+    fn apply(&self, changed: Vec<internal::Credential>) {
         if changed.is_empty() {
             return;
         }
@@ -676,7 +677,7 @@ fn service_principal() -> Arc<Principal> {
     .clone()
 }
 
-fn principal_of(c: &v1::Credential) -> Option<Principal> {
+fn principal_of(c: &internal::Credential) -> Option<Principal> {
     Some(Principal {
         kind: firebreak_proto::access::kind(c.kind).ok()?,
         name: c.subject.clone(),
@@ -1178,7 +1179,7 @@ mod tests {
     fn incident_roles_in_the_copy_grant_their_holder_permissions_on_that_incident_only() {
         let v = verifier();
         let grant =
-            |incident: &str, role: &str, person: &str, removed, version| v1::IncidentGrant {
+            |incident: &str, role: &str, person: &str, removed, version| internal::IncidentGrant {
                 incident_id: incident.into(),
                 role: role.into(),
                 person: person.into(),

@@ -128,12 +128,12 @@ pub const METHODS: &[(&str, &str, Rule)] = &[
         Needs(P::IncidentsRead),
     ),
     (
-        "/firebreak.v1.IncidentService/IngestAlert",
+        "/firebreak.internal.v1.TriageIngestService/IngestAlert",
         "triage",
         Needs(P::AlertsIngest),
     ),
     (
-        "/firebreak.v1.IncidentService/Watch",
+        "/firebreak.v1.IncidentService/WatchIncidents",
         "triage",
         Needs(P::IncidentsRead),
     ),
@@ -394,7 +394,7 @@ pub const METHODS: &[(&str, &str, Rule)] = &[
         Needs(P::DirectoryManage),
     ),
     (
-        "/firebreak.v1.CredentialService/SyncCredentials",
+        "/firebreak.internal.v1.CredentialService/SyncCredentials",
         "notification",
         Needs(P::CredentialsSync),
     ),
@@ -411,15 +411,15 @@ pub const METHODS: &[(&str, &str, Rule)] = &[
 /// its integration and source, and auditing thousands a second would double every write).
 /// Refused calls to them are audited like any other.
 const INTERNAL: &[&str] = &[
-    "/firebreak.v1.CredentialService/SyncCredentials",
-    "/firebreak.v1.IncidentService/IngestAlert",
+    "/firebreak.internal.v1.CredentialService/SyncCredentials",
+    "/firebreak.internal.v1.TriageIngestService/IngestAlert",
     "/firebreak.v1.IntakeService/RaiseIncident",
     "/firebreak.v1.IntakeService/RaiseAlerts",
     "/firebreak.v1.IntakeService/ResolveAlert",
 ];
 
 /// Whether an allowed call to `path` goes into the audit log: a method that changes state
-/// (every method but reads: `Get*`, `List*`, `Watch`, `WatchRuns`, `WhoAmI`, and `DryRun`,
+/// (every method but reads: `Get*`, `List*`, `WatchIncidents`, `WatchRuns`, `WhoAmI`, and `DryRun`,
 /// which changes nothing, nor does `PreviewSilence`), unless it is internal. A method of a
 /// new kind is audited until it is named a read here. Refused calls are audited whatever the method (health and reflection are never
 /// refused).
@@ -432,7 +432,7 @@ pub fn audited_when_allowed(path: &str) -> bool {
         || method.starts_with("List")
         || matches!(
             method,
-            "Watch"
+            "WatchIncidents"
                 | "WatchRuns"
                 | "WhoAmI"
                 | "DryRun"
@@ -792,7 +792,9 @@ pub fn markdown() -> String {
     use firebreak_domain::access::Role;
     let mut out = String::from("| method | needs | roles | audited |\n| --- | --- | --- | --- |\n");
     for (path, _, rule) in METHODS {
-        let method = path.trim_start_matches("/firebreak.v1.");
+        let method = path
+            .trim_start_matches("/firebreak.v1.")
+            .trim_start_matches('/');
         let (needs, roles) = match rule {
             Public => ("nothing".to_owned(), "anyone".to_owned()),
             Authenticated => ("a valid token".to_owned(), "any".to_owned()),

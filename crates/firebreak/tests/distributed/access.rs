@@ -38,8 +38,10 @@ async fn services_use_the_service_credential_and_tokens_follow_the_directory() {
         .into_inner();
     assert!(!raised.incident_id.is_empty(), "{raised:?}");
 
-    // IngestAlert is internal: refused to the admin and to anonymous callers.
-    let ingest = v1::IngestAlertRequest {
+    // IngestAlert is internal (intake's call above used it with the service credential):
+    // refused to the admin and to anonymous callers.
+    use firebreak_proto::internal::v1 as internal;
+    let ingest = internal::IngestAlertRequest {
         alert: Some(v1::AlertReceived {
             alert_id: "01900000-0000-7000-8000-0000000000aa".into(),
             title: "forged".into(),
@@ -54,7 +56,7 @@ async fn services_use_the_service_credential_and_tokens_follow_the_directory() {
         (Some(ADMIN_TOKEN), Code::PermissionDenied),
         (None, Code::Unauthenticated),
     ] {
-        let e = v1::incident_service_client::IncidentServiceClient::new(
+        let e = internal::triage_ingest_service_client::TriageIngestServiceClient::new(
             connect(&triage_url, token).await,
         )
         .ingest_alert(ingest.clone())

@@ -1,9 +1,9 @@
 //! The Kubernetes manifests as a platform team installs them: `kubectl kustomize` renders the
 //! production overlay; its objects are held to what deploy/kubernetes/README.md promises; and
 //! real `firebreak migrate` and `firebreak serve` processes run with the rendered Job's and
-//! Deployments' arguments, environment (the example Secrets, plus the service-link variables
-//! Kubernetes would add) and mounted ConfigMaps (laid out as the kubelet does), on a test
-//! Postgres and nats-server, until the probes' gRPC health names answer SERVING.
+//! Deployments' arguments, environment (plus the service-link variables Kubernetes would add)
+//! and mounted ConfigMaps and Secrets (the example Secrets; laid out as the kubelet does), on
+//! a test Postgres and nats-server, until the probes' gRPC health names answer SERVING.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -20,7 +20,15 @@ const REPO: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../..");
 
 /// The rendered production overlay, or `None` (saying why) when kubectl is not installed.
 fn render() -> Option<Vec<Value>> {
-    let overlay = format!("{REPO}/deploy/kubernetes/overlays/production");
+    render_dir(Path::new(&format!(
+        "{REPO}/deploy/kubernetes/overlays/production"
+    )))
+}
+
+/// The rendered kustomization in `overlay`, or `None` (saying why) when kubectl is not
+/// installed.
+fn render_dir(overlay: &Path) -> Option<Vec<Value>> {
+    let overlay = overlay.display().to_string();
     let out = match Command::new("kubectl")
         .args(["kustomize", &overlay])
         .output()
@@ -155,6 +163,90 @@ fn the_rendered_overlay_keeps_the_charts_promises() {
             .map(|m| str_of(&m["mountPath"]))
             .collect();
         assert!(mounts.contains(&"/tmp"), "{name}: {mounts:?}");
+
+        // Secrets are read-only files, never environment variables: mode 0440, owned by group
+        // 10001 (fsGroup), the process's group.
+        assert_eq!(pod["securityContext"]["fsGroup"], 10001, "{name}");
+        assert_eq!(pod["securityContext"]["runAsGroup"], 10001, "{name}");
+        assert!(c["envFrom"].is_null(), "{name}");
+        let env = c["env"].as_sequence().unwrap();
+        for e in env {
+            assert!(e["valueFrom"].is_null(), "{name}: {e:?}");
+        }
+        let mut secret_mounts = BTreeMap::new();
+        for v in volumes.iter().filter(|v| v["secret"].is_mapping()) {
+            let secret = str_of(&v["secret"]["secretName"]);
+            assert_eq!(v["secret"]["defaultMode"], 0o440, "{name}: {secret}");
+            let mount = c["volumeMounts"]
+                .as_sequence()
+                .unwrap()
+                .iter()
+                .find(|m| m["name"] == v["name"])
+                .unwrap_or_else(|| panic!("{name}: {secret} is not mounted"));
+            assert_eq!(mount["readOnly"], true, "{name}: {secret}");
+            secret_mounts.insert(secret, str_of(&mount["mountPath"]));
+        }
+        // The migrate Job needs no token.
+        let want: &[&str] = if name == "firebreak-migrate" {
+            &["firebreak-db", "firebreak-secrets"]
+        } else {
+            &["firebreak-auth", "firebreak-db", "firebreak-secrets"]
+        };
+        assert_eq!(secret_mounts.keys().copied().collect::<Vec<_>>(), want);
+        // Only an optional Secret may be missing: the firebreak-secrets of the operator's own.
+        for v in volumes.iter().filter(|v| v["secret"].is_mapping()) {
+            let optional = v["secret"]["optional"] == true;
+            assert_eq!(optional, v["secret"]["secretName"] == "firebreak-secrets");
+        }
+        // Each `*_file` key (the configuration file's, or a `*_FILE` variable) names a key of
+        // its Secret, as the example Secrets (and deploy/kubernetes/README.md) have them;
+        // FIREBREAK_SECRETS_DIR is firebreak-secrets.
+        let secrets = example_secrets();
+        let config_map = volumes
+            .iter()
+            .find(|v| v["name"] == "config")
+            .map(|v| str_of(&v["configMap"]["name"]))
+            .unwrap();
+        let config: Value = serde_yaml::from_str(str_of(
+            &find(&objects, "ConfigMap", config_map)["data"]["firebreak.yaml"],
+        ))
+        .unwrap();
+        let database_url_file = str_of(&config["database_url_file"]);
+        let mut files = vec![("database_url_file", database_url_file)];
+        for e in env {
+            let (var, value) = (str_of(&e["name"]), str_of(&e["value"]));
+            if var == "FIREBREAK_SECRETS_DIR" {
+                assert_eq!(value, secret_mounts["firebreak-secrets"], "{name}");
+            } else if var.ends_with("_FILE") {
+                files.push((var, value));
+            }
+        }
+        for (key, path) in files {
+            let (secret, file) = secret_mounts
+                .iter()
+                .find_map(|(s, at)| Some((*s, path.strip_prefix(at)?.strip_prefix('/')?)))
+                .unwrap_or_else(|| panic!("{name}: {key}: {path} is in no Secret's mount"));
+            assert!(
+                secrets[secret].contains_key(file),
+                "{name}: {key}: the Secret {secret} has no key {file}"
+            );
+            if key == "database_url_file" {
+                assert_eq!(secret, "firebreak-db");
+            }
+        }
+        let vars: Vec<&str> = env.iter().map(|e| str_of(&e["name"])).collect();
+        assert!(vars.contains(&"FIREBREAK_SECRETS_DIR"), "{name}");
+        let tokens = [
+            "FIREBREAK_AUTH__SERVICE_TOKEN_FILE",
+            "FIREBREAK_AUTH__ADMIN_TOKEN_FILE",
+        ];
+        for t in tokens {
+            assert_eq!(
+                vars.contains(&t),
+                name != "firebreak-migrate",
+                "{name}: {t}"
+            );
+        }
     }
 
     for service in SERVICES {
@@ -302,10 +394,11 @@ impl Pod {
     }
 }
 
-/// What the test puts where the cluster would: Postgres, NATS and the Services' addresses.
+/// What the test puts where the cluster would: Postgres, NATS, the Services' addresses and
+/// the example Secrets.
 struct Cluster<'a> {
     objects: &'a [Value],
-    /// The example Secrets, by name.
+    /// The example Secrets' data, by Secret name.
     secrets: BTreeMap<String, BTreeMap<String, String>>,
     root: PathBuf,
     /// The test's database URL, with `{service}`.
@@ -315,52 +408,120 @@ struct Cluster<'a> {
     ports: BTreeMap<&'static str, (u16, u16)>,
 }
 
+/// A volume mounted in a pod: where the container sees it, where it is on this machine.
+type Mounts = Vec<(String, PathBuf)>;
+
+/// `path` as the container names it, on this machine: inside a mounted volume, its local
+/// copy; elsewhere, `None`.
+fn on_this_machine(mounts: &Mounts, path: &str) -> Option<String> {
+    mounts.iter().find_map(|(at, local)| {
+        let rest = path.strip_prefix(at.as_str())?;
+        (rest.is_empty() || rest.starts_with('/')).then(|| format!("{}{rest}", local.display()))
+    })
+}
+
+/// Fills `dir` as the kubelet's atomic writer fills a ConfigMap or Secret volume: the files
+/// in a timestamped directory that `..data` links to, each name a link through `..data`,
+/// each file of `mode` when the volume gives one (a Secret's `defaultMode`).
+fn write_volume(dir: &Path, files: &[(String, String)], mode: Option<u32>) {
+    use std::os::unix::fs::PermissionsExt;
+    let stamp = dir.join("..2026_01_01_00_00_00.000000001");
+    std::fs::create_dir(&stamp).unwrap();
+    for (key, text) in files {
+        let file = stamp.join(key);
+        std::fs::write(&file, text).unwrap();
+        if let Some(mode) = mode {
+            std::fs::set_permissions(&file, std::fs::Permissions::from_mode(mode)).unwrap();
+        }
+        std::os::unix::fs::symlink(Path::new("..data").join(key), dir.join(key)).unwrap();
+    }
+    std::os::unix::fs::symlink(stamp.file_name().unwrap(), dir.join("..data")).unwrap();
+}
+
 impl Cluster<'_> {
-    /// Lays out `workload`'s volumes under the test root as the kubelet would mount them:
-    /// a ConfigMap's keys as files behind a `..data` link (the kubelet's atomic writer), an
-    /// emptyDir as an empty directory. Returns (mount path, local path) pairs.
-    fn mount(&self, pod: &str, workload: &Value) -> Vec<(String, PathBuf)> {
+    /// Lays out `workload`'s volumes under the test root as the kubelet would mount them: a
+    /// ConfigMap's or a Secret's keys as files ([`write_volume`]), an optional Secret that
+    /// does not exist as an empty directory, an emptyDir as an empty directory.
+    fn mount(&self, pod: &str, workload: &Value) -> Mounts {
         let spec = &workload["spec"]["template"]["spec"];
-        let mut mounted = Vec::new();
-        for m in container(workload)["volumeMounts"].as_sequence().unwrap() {
-            let name = &m["name"];
+        let volume_mounts = container(workload)["volumeMounts"].as_sequence().unwrap();
+        // Where each is, first: the configuration file names paths in the others.
+        let all: Mounts = volume_mounts
+            .iter()
+            .map(|m| {
+                let at = str_of(&m["mountPath"]).to_owned();
+                let local = self.root.join(pod).join(at.trim_start_matches('/'));
+                (at, local)
+            })
+            .collect();
+        for (m, (_, local)) in volume_mounts.iter().zip(&all) {
+            std::fs::create_dir_all(local).unwrap();
             let volume = spec["volumes"]
                 .as_sequence()
                 .unwrap()
                 .iter()
-                .find(|v| &v["name"] == name)
+                .find(|v| v["name"] == m["name"])
                 .unwrap();
-            let mount_path = str_of(&m["mountPath"]).to_owned();
-            let local = self.root.join(pod).join(mount_path.trim_start_matches('/'));
-            std::fs::create_dir_all(&local).unwrap();
             if let Some(cm) = volume["configMap"]["name"].as_str() {
                 let data = find(self.objects, "ConfigMap", cm)["data"]
                     .as_mapping()
                     .unwrap();
-                let stamp = local.join("..2026_01_01_00_00_00.000000001");
-                std::fs::create_dir(&stamp).unwrap();
-                for (k, v) in data {
-                    let text = self.localize(cm, str_of(k), str_of(v));
-                    std::fs::write(stamp.join(str_of(k)), text).unwrap();
-                    std::os::unix::fs::symlink(
-                        Path::new("..data").join(str_of(k)),
-                        local.join(str_of(k)),
-                    )
-                    .unwrap();
+                let files: Vec<(String, String)> = data
+                    .iter()
+                    .map(|(k, v)| {
+                        let text = self.localize(cm, str_of(k), str_of(v), &all);
+                        (str_of(k).to_owned(), text)
+                    })
+                    .collect();
+                write_volume(local, &files, None);
+            } else if volume["secret"].is_mapping() {
+                let secret = &volume["secret"];
+                let name = str_of(&secret["secretName"]);
+                assert!(secret["items"].is_null(), "{name}: items are not laid out");
+                let mode = secret["defaultMode"].as_u64().map(|m| m as u32);
+                match self.secrets.get(name) {
+                    Some(data) => {
+                        let files: Vec<(String, String)> = data
+                            .iter()
+                            .map(|(k, v)| (k.clone(), self.secret_text(name, k, v)))
+                            .collect();
+                        write_volume(local, &files, mode);
+                    }
+                    // The kubelet mounts an optional Secret that does not exist as an empty
+                    // volume; a required one keeps the pod from starting.
+                    None => assert!(
+                        secret["optional"] == true,
+                        "{pod}: the Secret {name} is required and no example of it exists"
+                    ),
                 }
-                std::os::unix::fs::symlink(stamp.file_name().unwrap(), local.join("..data"))
-                    .unwrap();
             } else {
                 assert!(volume["emptyDir"].is_mapping(), "{volume:?}");
             }
-            mounted.push((mount_path, local));
         }
-        mounted
+        all
+    }
+
+    /// A Secret's value as the test's cluster holds it: the example database URL names the
+    /// cluster's Postgres, so it becomes the test's (keeping `{service}`).
+    fn secret_text(&self, secret: &str, key: &str, value: &str) -> String {
+        if (secret, key) == ("firebreak-db", "url") {
+            assert!(value.contains("{service}"), "{value}");
+            return self.database_url.clone();
+        }
+        value.to_owned()
     }
 
     /// The configuration file with the cluster's names (NATS, the peers' Services) replaced
-    /// by the test's servers: what the cluster's DNS would do. Other files are left alone.
-    fn localize(&self, config_map: &str, key: &str, text: &str) -> String {
+    /// by the test's servers, what the cluster's DNS would do, and the paths into the pod's
+    /// volumes by their local copies. Other files are left alone.
+    ///
+    /// It also gets what an operator's overlay adds for secrets of its own
+    /// (deploy/kubernetes/README.md, "Secrets"): an integration whose key is a file of the
+    /// firebreak-secrets Secret (`key_file`), and a channel whose signing secret is named by
+    /// `{secret: NAME}` from the same Secret's directory (`secrets_dir`). Each pod loads and
+    /// checks them: the Job and every service fail to start if the file is not mounted,
+    /// notification if the name is not found.
+    fn localize(&self, config_map: &str, key: &str, text: &str, mounts: &Mounts) -> String {
         if !(config_map.starts_with("firebreak-config") && key == "firebreak.yaml") {
             return text.to_owned();
         }
@@ -378,38 +539,56 @@ impl Cluster<'_> {
             let port = self.ports[peer].0;
             config["peers"][peer] = format!("http://127.0.0.1:{port}").into();
         }
+        assert!(config["integrations"].is_null() && config["channels"].is_null());
+        config["integrations"] = serde_yaml::from_str(
+            "- name: cluster-alertmanager
+  kind: alertmanager
+  key_file: /etc/firebreak/secrets/named/alertmanager-key",
+        )
+        .unwrap();
+        // Sent only when an incident resolves, which none does here.
+        config["channels"] = serde_yaml::from_str(
+            "- name: ops
+  kind: webhook
+  url: http://127.0.0.1:9/firebreak
+  signing_secret: {secret: ops-webhook-key}
+  events: [resolved]",
+        )
+        .unwrap();
+        fn paths(v: &mut Value, mounts: &Mounts) {
+            match v {
+                Value::String(s) => {
+                    if let Some(local) = on_this_machine(mounts, s) {
+                        *s = local;
+                    }
+                }
+                Value::Sequence(items) => items.iter_mut().for_each(|i| paths(i, mounts)),
+                Value::Mapping(map) => map.values_mut().for_each(|i| paths(i, mounts)),
+                _ => {}
+            }
+        }
+        paths(&mut config, mounts);
         serde_yaml::to_string(&config).unwrap()
     }
 
-    /// The container's environment: its `env` (values, and keys of the example Secrets), and
-    /// the service-link variables the kubelet adds for every Service with a cluster IP
+    /// The container's environment: its `env` (values only: no Secret reaches it, and a
+    /// path into a volume is moved to the volume's local copy), and the service-link
+    /// variables the kubelet adds for every Service with a cluster IP
     /// (`FIREBREAK_INTAKE_SERVICE_HOST`, `FIREBREAK_INTAKE_PORT_7400_TCP_ADDR`, ...), which
     /// the chart turns off and the configuration must ignore all the same.
-    fn env(&self, workload: &Value) -> Vec<(String, String)> {
+    fn env(&self, workload: &Value, mounts: &Mounts) -> Vec<(String, String)> {
+        let c = container(workload);
+        assert!(c["envFrom"].is_null(), "{c:?}");
         let mut env = Vec::new();
-        for e in container(workload)["env"]
-            .as_sequence()
-            .into_iter()
-            .flatten()
-        {
+        for e in c["env"].as_sequence().into_iter().flatten() {
             let name = str_of(&e["name"]).to_owned();
-            if let Some(v) = e["value"].as_str() {
-                env.push((name, v.to_owned()));
-                continue;
-            }
-            let r = &e["valueFrom"]["secretKeyRef"];
-            let value = self
-                .secrets
-                .get(str_of(&r["name"]))
-                .and_then(|s| s.get(str_of(&r["key"])));
-            match value {
-                Some(v) if name == "FIREBREAK_DATABASE_URL" => {
-                    assert!(v.contains("{service}"), "{v}");
-                    env.push((name, self.database_url.clone()));
-                }
-                Some(v) => env.push((name, v.clone())),
-                None => assert!(r["optional"] == true, "{name}: no such Secret key"),
-            }
+            assert!(
+                e["valueFrom"].is_null(),
+                "{name}: the environment takes nothing from a Secret or elsewhere, only values"
+            );
+            let value = str_of(&e["value"]);
+            let value = on_this_machine(mounts, value).unwrap_or_else(|| value.to_owned());
+            env.push((name, value));
         }
         for (n, s) in kind_of(self.objects, "Service").into_iter().enumerate() {
             if s["spec"]["clusterIP"] == "None" {
@@ -446,8 +625,8 @@ impl Cluster<'_> {
         let mounts = self.mount(pod, workload);
         let mut args = strings(&container(workload)["args"]);
         for a in args.iter_mut() {
-            if let Some((path, local)) = mounts.iter().find(|(p, _)| a.starts_with(p.as_str())) {
-                *a = format!("{}{}", local.display(), &a[path.len()..]);
+            if let Some(local) = on_this_machine(&mounts, a) {
+                *a = local;
             }
             if let Some((grpc, http)) = ports {
                 if a == "0.0.0.0:7400" {
@@ -460,7 +639,7 @@ impl Cluster<'_> {
         let mut cmd = Command::new(BIN);
         cmd.args(&args)
             .env_clear()
-            .envs(self.env(workload))
+            .envs(self.env(workload, &mounts))
             .current_dir(self.root.join(pod));
         cmd
     }
@@ -529,6 +708,22 @@ fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
     let code = text.split(' ').nth(1)?.parse().ok()?;
     let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_owned())?;
     Some((code, body))
+}
+
+/// A POST of a JSON body over a fresh connection: its status.
+fn http_post(port: u16, path: &str, body: &str) -> Option<u16> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
+    write!(
+        s,
+        "POST {path} HTTP/1.1\r\nHost: test\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .ok()?;
+    let mut text = String::new();
+    s.read_to_string(&mut text).ok()?;
+    text.split(' ').nth(1)?.parse().ok()
 }
 
 /// What the kubelet's gRPC probe sees for `service`: SERVING, NOT_SERVING, NOT_FOUND, or
@@ -621,17 +816,26 @@ async fn each_deployment_starts_with_the_rendered_environment_after_the_migrate_
     for pod in pods.iter_mut().chain([&mut intake]) {
         let service = pod.name.trim_end_matches("-0").to_owned();
         let (grpc, http) = (pod.grpc, pod.http);
-        eventually(&format!("{service} to be ready"), 60, || {
-            let service = service.clone();
-            async move {
-                let ready = tokio::task::spawn_blocking(move || http_get(http, "/readyz"))
-                    .await
-                    .unwrap()
-                    .is_some_and(|(code, _)| code == 200);
-                (ready && grpc_health(grpc, &service).await == "SERVING").then_some(())
+        // Ready within a minute; a pod that exits (a Secret's file missing, say) fails at
+        // once, with its log.
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let ready = tokio::task::spawn_blocking(move || http_get(http, "/readyz"))
+                .await
+                .unwrap()
+                .is_some_and(|(code, _)| code == 200);
+            if ready && grpc_health(grpc, &service).await == "SERVING" {
+                break;
             }
-        })
-        .await;
+            assert!(pod.alive(), "{} exited:\n{}", pod.name, pod.log());
+            assert!(
+                Instant::now() < deadline,
+                "{} was not ready within 60 s:\n{}",
+                pod.name,
+                pod.log()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
         assert!(pod.alive(), "{} restarted:\n{}", pod.name, pod.log());
         let service = pod.name.trim_end_matches("-0");
         assert_eq!(grpc_health(grpc, "").await, "SERVING");
@@ -674,11 +878,93 @@ async fn each_deployment_starts_with_the_rendered_environment_after_the_migrate_
         .into_inner();
     assert!(!raised.incident_id.is_empty(), "{raised:?}");
 
+    // The integration whose key is a file of the firebreak-secrets Secret takes alerts with
+    // that key, and no other.
+    let key = cluster.secrets["firebreak-secrets"]["alertmanager-key"].clone();
+    let alert = r#"{"version": "4", "groupKey": "{}:{alertname=\"KubeQuotaExceeded\"}", "status": "firing",
+        "alerts": [{"status": "firing", "labels": {"alertname": "KubeQuotaExceeded", "severity": "warning"},
+        "annotations": {"summary": "quota exceeded"}}]}"#;
+    let port = intake.http;
+    let posted = tokio::task::spawn_blocking(move || {
+        [
+            http_post(
+                port,
+                "/v1/webhooks/alertmanager/not-the-cluster-key-000",
+                alert,
+            ),
+            http_post(port, &format!("/v1/webhooks/alertmanager/{key}"), alert),
+        ]
+    });
+    assert_eq!(posted.await.unwrap(), [Some(401), Some(200)]);
+
     // A second run of the Job finds nothing to do.
     let again = cluster.migrate();
     for s in SERVICES {
         assert!(again.contains(&format!("{s}: up to date")), "{again}");
     }
+}
+
+#[test]
+fn retiring_the_admin_token_drops_its_file_from_the_services_and_nothing_else() {
+    let Some(production) = render() else { return };
+    // An overlay of the production overlay with the patch its kustomization.yaml offers
+    // (kustomize takes a relative path only).
+    let dir = tempfile::tempdir().unwrap();
+    let overlay = format!("{REPO}/deploy/kubernetes/overlays/production");
+    let overlay = std::fs::canonicalize(overlay).unwrap();
+    let here = std::fs::canonicalize(dir.path()).unwrap();
+    let up = "../".repeat(here.components().count() - 1);
+    let relative = format!("{up}{}", overlay.strip_prefix("/").unwrap().display());
+    std::fs::copy(
+        overlay.join("without-admin-token.yaml"),
+        here.join("without-admin-token.yaml"),
+    )
+    .unwrap();
+    std::fs::write(
+        here.join("kustomization.yaml"),
+        format!(
+            "resources:\n  - {relative}\npatches:\n  - path: without-admin-token.yaml\n    target:\n      kind: Deployment\n"
+        ),
+    )
+    .unwrap();
+    let Some(retired) = render_dir(&here) else {
+        return;
+    };
+    let offered = std::fs::read_to_string(overlay.join("kustomization.yaml")).unwrap();
+    assert!(
+        offered.contains(
+            "#   - path: without-admin-token.yaml\n#     target:\n#       kind: Deployment"
+        ),
+        "{offered}"
+    );
+
+    assert_eq!(retired.len(), production.len());
+    let mut changed = 0;
+    for (before, after) in production.iter().zip(&retired) {
+        if before == after {
+            continue;
+        }
+        changed += 1;
+        assert_eq!(after["kind"], "Deployment", "{after:?}");
+        let vars = |o: &Value| -> Vec<String> {
+            container(o)["env"]
+                .as_sequence()
+                .unwrap()
+                .iter()
+                .map(|e| str_of(&e["name"]).to_owned())
+                .collect()
+        };
+        let mut want = vars(before);
+        want.retain(|v| v != "FIREBREAK_AUTH__ADMIN_TOKEN_FILE");
+        assert_eq!(want.len() + 1, vars(before).len());
+        assert_eq!(vars(after), want);
+        // Nothing but that variable.
+        let mut before = before.clone();
+        before["spec"]["template"]["spec"]["containers"][0]["env"] =
+            after["spec"]["template"]["spec"]["containers"][0]["env"].clone();
+        assert_eq!(&before, after);
+    }
+    assert_eq!(changed, 4);
 }
 
 #[test]

@@ -3,6 +3,7 @@
 
 mod access;
 mod chart;
+mod clients;
 mod harness;
 mod metrics;
 mod nats_config;

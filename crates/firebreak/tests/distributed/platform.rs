@@ -1,6 +1,6 @@
 //! The platform under hostile connections and a hostile start: stream and connection limits,
 //! slow senders, file descriptors, liveness against readiness, waiting for Postgres and NATS,
-//! reflection v1alpha, balanced peers, Kubernetes' environment.
+//! reflection v1 and v1alpha per process, balanced peers, Kubernetes' environment.
 
 use std::io::{Read, Write};
 use std::process::{Child, Command, Stdio};
@@ -324,42 +324,142 @@ async fn idle_connections_beyond_the_cap_leave_health_working() {
     drop(idle);
 }
 
-#[tokio::test]
-async fn reflection_v1alpha_lists_the_services() {
-    use tonic_reflection::pb::v1alpha::{
-        ServerReflectionRequest, server_reflection_client::ServerReflectionClient,
-        server_reflection_request::MessageRequest, server_reflection_response::MessageResponse,
-    };
-    let up = Embedded::start("", None);
-    let channel = tonic::transport::Endpoint::from_shared(format!("http://127.0.0.1:{}", up.grpc))
+/// The services reflection lists on `port`, by protocol version (v1, else v1alpha), sorted;
+/// and whether it describes the internal `firebreak.internal.v1.TriageIngestService`.
+async fn reflected(port: u16, v1: bool) -> (Vec<String>, bool) {
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://127.0.0.1:{port}"))
         .unwrap()
         .connect()
         .await
         .unwrap();
-    let mut client = ServerReflectionClient::new(channel);
-    let request = ServerReflectionRequest {
-        host: String::new(),
-        message_request: Some(MessageRequest::ListServices(String::new())),
-    };
-    let mut answers = client
-        .server_reflection_info(futures::stream::iter([request]))
-        .await
-        .expect("v1alpha reflection is not served")
-        .into_inner();
-    let answer = answers.message().await.unwrap().unwrap();
-    let Some(MessageResponse::ListServicesResponse(list)) = answer.message_response else {
-        panic!("not a service list: {answer:?}");
-    };
-    let names: Vec<String> = list.service.into_iter().map(|s| s.name).collect();
-    for expected in [
-        "firebreak.v1.IntakeService",
-        "firebreak.v1.IncidentService",
-        "grpc.health.v1.Health",
-    ] {
-        assert!(
-            names.iter().any(|n| n == expected),
-            "{expected} missing from {names:?}"
+    let internal = "firebreak.internal.v1.TriageIngestService".to_owned();
+    let (mut names, internal_known) = if v1 {
+        use tonic_reflection::pb::v1::{
+            ServerReflectionRequest, ServerReflectionResponse,
+            server_reflection_client::ServerReflectionClient,
+            server_reflection_request::MessageRequest, server_reflection_response::MessageResponse,
+        };
+        let mut client = ServerReflectionClient::new(channel);
+        let requests = [
+            MessageRequest::ListServices(String::new()),
+            MessageRequest::FileContainingSymbol(internal),
+        ]
+        .map(|m| ServerReflectionRequest {
+            host: String::new(),
+            message_request: Some(m),
+        });
+        let mut answers = client
+            .server_reflection_info(futures::stream::iter(requests))
+            .await
+            .expect("v1 reflection is not served")
+            .into_inner();
+        let Some(MessageResponse::ListServicesResponse(list)) =
+            answers.message().await.unwrap().unwrap().message_response
+        else {
+            panic!("not a service list");
+        };
+        // An unknown symbol ends the stream with NOT_FOUND.
+        let known = matches!(
+            answers.message().await,
+            Ok(Some(ServerReflectionResponse {
+                message_response: Some(MessageResponse::FileDescriptorResponse(_)),
+                ..
+            }))
         );
+        (
+            list.service.into_iter().map(|s| s.name).collect::<Vec<_>>(),
+            known,
+        )
+    } else {
+        use tonic_reflection::pb::v1alpha::{
+            ServerReflectionRequest, ServerReflectionResponse,
+            server_reflection_client::ServerReflectionClient,
+            server_reflection_request::MessageRequest, server_reflection_response::MessageResponse,
+        };
+        let mut client = ServerReflectionClient::new(channel);
+        let requests = [
+            MessageRequest::ListServices(String::new()),
+            MessageRequest::FileContainingSymbol(internal),
+        ]
+        .map(|m| ServerReflectionRequest {
+            host: String::new(),
+            message_request: Some(m),
+        });
+        let mut answers = client
+            .server_reflection_info(futures::stream::iter(requests))
+            .await
+            .expect("v1alpha reflection is not served")
+            .into_inner();
+        let Some(MessageResponse::ListServicesResponse(list)) =
+            answers.message().await.unwrap().unwrap().message_response
+        else {
+            panic!("not a service list");
+        };
+        // An unknown symbol ends the stream with NOT_FOUND.
+        let known = matches!(
+            answers.message().await,
+            Ok(Some(ServerReflectionResponse {
+                message_response: Some(MessageResponse::FileDescriptorResponse(_)),
+                ..
+            }))
+        );
+        (
+            list.service.into_iter().map(|s| s.name).collect::<Vec<_>>(),
+            known,
+        )
+    };
+    names.sort();
+    (names, internal_known)
+}
+
+/// What a process serving `kinds` should list: their public services, health and both
+/// reflection services; never an internal one.
+fn expected_services(kinds: &[&str]) -> Vec<String> {
+    let mut want: Vec<String> = firebreak_proto::PUBLIC_SERVICES
+        .iter()
+        .filter(|(kind, _)| kinds.contains(kind))
+        .flat_map(|(_, names)| names.iter().map(|n| (*n).to_owned()))
+        .chain(
+            [
+                "grpc.health.v1.Health",
+                "grpc.reflection.v1.ServerReflection",
+                "grpc.reflection.v1alpha.ServerReflection",
+            ]
+            .map(str::to_owned),
+        )
+        .collect();
+    want.sort();
+    want
+}
+
+/// Reflection v1 and v1alpha (Python's grpc-requests speaks only v1alpha) list exactly the
+/// services the process serves: all four services' embedded, one service's per `serve`
+/// process; the internal services are neither listed nor described.
+#[tokio::test]
+async fn reflection_lists_exactly_the_services_each_process_serves() {
+    let up = Embedded::start("", None);
+    let all = ["intake", "triage", "orchestration", "notification"];
+    for v1 in [true, false] {
+        let (names, internal) = reflected(up.grpc, v1).await;
+        assert_eq!(names, expected_services(&all), "embedded, v1: {v1}");
+        assert!(
+            !internal,
+            "embedded describes an internal service (v1: {v1})"
+        );
+    }
+    drop(up);
+
+    let runbooks = tempfile::tempdir().unwrap();
+    let mut d = Deployment::new(runbooks.path(), "").await;
+    for kind in all {
+        // Reflection answers from the start, before the service's database is reached.
+        let name = d.start_unready(kind, 1);
+        let port: u16 = d.grpc(&name).rsplit(':').next().unwrap().parse().unwrap();
+        for v1 in [true, false] {
+            let (names, internal) = reflected(port, v1).await;
+            assert_eq!(names, expected_services(&[kind]), "{kind}, v1: {v1}");
+            assert!(!internal, "{kind} describes an internal service (v1: {v1})");
+        }
     }
 }
 

@@ -130,8 +130,21 @@ fn assert_the_path(spans: &[ReceivedSpan]) {
     assert_eq!(raise[0].parent_span_id, CALLER_SPAN);
     assert_eq!(raise[0].kind, 2, "a server span");
     assert_eq!(raise[0].attributes["rpc.system"], "grpc");
-    let decide = named(spans, "triage opened");
-    assert_eq!(decide.len(), 1, "one decision opened the incident");
+    // A decision whose write lost a race (intake's call and the alert's event both reach
+    // triage) is marked and retried; one decision opened the incident.
+    let decide: Vec<&ReceivedSpan> = named(spans, "triage opened")
+        .into_iter()
+        .filter(|s| {
+            s.attributes
+                .get("firebreak.applied")
+                .is_none_or(|a| a != "false")
+        })
+        .collect();
+    assert_eq!(
+        decide.len(),
+        1,
+        "one decision opened the incident: {spans:#?}"
+    );
     let incident = decide[0].attributes["incident.id"].clone();
     let runs = named(spans, "run contain");
     assert!(!runs.is_empty());
@@ -334,7 +347,7 @@ async fn an_incident_is_one_trace_across_four_processes_and_a_kill_9_resume_link
                 .into_inner();
             list.runs
                 .into_iter()
-                .find(|r| r.state_name == "succeeded")
+                .find(|r| r.state() == v1::RunState::Succeeded)
                 .map(drop)
         }
     })

@@ -201,7 +201,11 @@ impl Rig {
                 Ok(v1::Event {
                     payload: Some(Payload::DeliveryChanged(c)),
                     ..
-                }) => Some(format!("{} {}", c.status_name, c.channel)),
+                }) => Some(format!(
+                    "{} {}",
+                    c.delivery_state().map_or("unknown", |s| s.as_str()),
+                    c.channel
+                )),
                 _ => None,
             })
             .collect()
@@ -248,7 +252,6 @@ fn incident_event(id: &str, kind: v1::IncidentChange) -> v1::Event {
     v1::Event {
         id: id.into(),
         payload: Some(Payload::IncidentChanged(v1::IncidentChanged {
-            change: kind.name().into(),
             incident: Some(v1::Incident {
                 id: "inc-1".into(),
                 title: "db down".into(),

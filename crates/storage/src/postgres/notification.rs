@@ -649,6 +649,36 @@ impl NotificationStore for PgNotificationStore {
         Ok(done.rows_affected() == 1)
     }
 
+    async fn subscriptions_page(
+        &self,
+        incident_id: &str,
+        after: Option<(Micros, &str)>,
+        limit: u32,
+    ) -> Result<Vec<SubscriptionRecord>> {
+        let rows = sqlx::query(
+            "SELECT incident_id, subscriber, created_at, created_by
+             FROM incident_subscriptions WHERE incident_id = $1
+                AND ($2::BIGINT IS NULL OR (created_at, subscriber) > ($2, $3))
+             ORDER BY created_at, subscriber LIMIT $4",
+        )
+        .bind(incident_id)
+        .bind(after.map(|(at, _)| at.unix_micros()))
+        .bind(after.map_or("", |(_, s)| s))
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(SubscriptionRecord {
+                    incident_id: r.try_get("incident_id")?,
+                    subscriber: r.try_get("subscriber")?,
+                    created_at: Micros::from_unix_micros(r.try_get("created_at")?),
+                    created_by: r.try_get("created_by")?,
+                })
+            })
+            .collect()
+    }
+
     async fn subscriptions(&self, incident_id: &str) -> Result<Vec<SubscriptionRecord>> {
         let rows = sqlx::query(
             "SELECT incident_id, subscriber, created_at, created_by
@@ -729,6 +759,19 @@ impl DirectoryStore for PgNotificationStore {
         .await
         .map_err(|e| conflict(e, &format!("user {:?} exists", user.name)))?;
         Ok(())
+    }
+
+    async fn users_page(&self, after: Option<&str>, limit: u32) -> Result<Vec<UserRecord>> {
+        sqlx::query(
+            "SELECT * FROM users WHERE ($1::TEXT IS NULL OR name > $1) ORDER BY name LIMIT $2",
+        )
+        .bind(after)
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?
+        .iter()
+        .map(user_row)
+        .collect()
     }
 
     async fn users(&self) -> Result<Vec<UserRecord>> {
@@ -831,11 +874,19 @@ impl DirectoryStore for PgNotificationStore {
     }
 
     async fn teams(&self) -> Result<Vec<TeamRecord>> {
+        self.teams_page(None, u32::MAX).await
+    }
+
+    async fn teams_page(&self, after: Option<&str>, limit: u32) -> Result<Vec<TeamRecord>> {
         let rows = sqlx::query(
             "SELECT t.name, t.display_name, t.declared, t.created_at, m.user_name
-             FROM teams t LEFT JOIN team_members m ON m.team = t.name
+             FROM (SELECT * FROM teams WHERE $1::TEXT IS NULL OR name > $1
+                   ORDER BY name LIMIT $2) t
+             LEFT JOIN team_members m ON m.team = t.name
              ORDER BY t.name, m.user_name",
         )
+        .bind(after)
+        .bind(i64::from(limit))
         .fetch_all(&self.pool)
         .await?;
         let mut teams: Vec<TeamRecord> = Vec::new();
@@ -940,6 +991,25 @@ impl DirectoryStore for PgNotificationStore {
         })?;
         tx.commit().await?;
         Ok(token)
+    }
+
+    async fn tokens_page(
+        &self,
+        after: Option<(Micros, &str)>,
+        limit: u32,
+    ) -> Result<Vec<TokenRecord>> {
+        sqlx::query(
+            "SELECT * FROM api_tokens WHERE $1::BIGINT IS NULL OR (created_at, id) < ($1, $2)
+             ORDER BY created_at DESC, id DESC LIMIT $3",
+        )
+        .bind(after.map(|(at, _)| at.unix_micros()))
+        .bind(after.map_or("", |(_, id)| id))
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?
+        .iter()
+        .map(token_row)
+        .collect()
     }
 
     async fn tokens(&self) -> Result<Vec<TokenRecord>> {

@@ -12,9 +12,9 @@ use super::{
     Migration, OUTBOX, conflict, from_json, get_u32, impl_connect, impl_outbox, json_text,
 };
 use crate::{
-    AlertLink, AlertSeen, ChangeRecord, Error, FollowUpQuery, FollowUpRecord, IncidentAlertRecord,
-    IncidentCursor, IncidentRecord, Result, SnapshotRequest, TimelineRecord, TriageChangeset,
-    TriageSnapshot, TriageStore, TriageTx,
+    AlertCursor, AlertLink, AlertSeen, ChangeRecord, Error, FollowUpQuery, FollowUpRecord,
+    IncidentAlertRecord, IncidentCursor, IncidentRecord, Result, SnapshotRequest, TimelineRecord,
+    TriageChangeset, TriageSnapshot, TriageStore, TriageTx,
 };
 use futures::TryStreamExt;
 
@@ -283,14 +283,19 @@ impl TriageStore for PgTriageStore {
     async fn incident_alerts(
         &self,
         incident_id: &str,
+        after: Option<&AlertCursor>,
         limit: u32,
     ) -> Result<Vec<IncidentAlertRecord>> {
         let rows = sqlx::query(
             "SELECT alert_id, incident_id, opened, resolved, title, labels, fired_at,
                 last_seen_at, repeats, attached_at, resolved_at
-             FROM incident_alerts WHERE incident_id = $1 ORDER BY attached_at, alert_id LIMIT $2",
+             FROM incident_alerts WHERE incident_id = $1
+                AND ($2::BIGINT IS NULL OR (attached_at, alert_id) > ($2, $3))
+             ORDER BY attached_at, alert_id LIMIT $4",
         )
         .bind(incident_id)
+        .bind(after.map(|a| a.attached_at.unix_micros()))
+        .bind(after.map_or("", |a| a.alert_id.as_str()))
         .bind(i64::from(limit))
         .fetch_all(&self.pool)
         .await?;

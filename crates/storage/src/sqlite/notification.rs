@@ -707,6 +707,45 @@ impl NotificationStore for SqliteNotificationStore {
             .await
     }
 
+    async fn subscriptions_page(
+        &self,
+        incident_id: &str,
+        after: Option<(Micros, &str)>,
+        limit: u32,
+    ) -> Result<Vec<SubscriptionRecord>> {
+        let incident_id = incident_id.to_owned();
+        let (at, subscriber) = after
+            .map(|(at, s)| (at.unix_micros(), s.to_owned()))
+            .unzip();
+        self.db
+            .read(move |c| {
+                let mut stmt = c.prepare_cached(
+                    "SELECT incident_id, subscriber, created_at, created_by
+                     FROM incident_subscriptions WHERE incident_id = ?1
+                        AND (?2 IS NULL OR (created_at, subscriber) > (?2, ?3))
+                     ORDER BY created_at, subscriber LIMIT ?4",
+                )?;
+                let rows = stmt.query_map(
+                    (
+                        &incident_id,
+                        at,
+                        subscriber.unwrap_or_default(),
+                        i64::from(limit),
+                    ),
+                    |r| {
+                        Ok(SubscriptionRecord {
+                            incident_id: r.get(0)?,
+                            subscriber: r.get(1)?,
+                            created_at: Micros::from_unix_micros(r.get(2)?),
+                            created_by: r.get(3)?,
+                        })
+                    },
+                )?;
+                Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+            })
+            .await
+    }
+
     async fn subscriptions(&self, incident_id: &str) -> Result<Vec<SubscriptionRecord>> {
         let incident_id = incident_id.to_owned();
         self.db
@@ -787,6 +826,19 @@ impl DirectoryStore for SqliteNotificationStore {
                 ])
                 .map_err(|e| conn::conflict(e, &format!("user {:?} exists", user.name)))?;
                 Ok(())
+            })
+            .await
+    }
+
+    async fn users_page(&self, after: Option<&str>, limit: u32) -> Result<Vec<UserRecord>> {
+        let after = after.map(str::to_owned);
+        self.db
+            .read(move |c| {
+                c.prepare_cached(
+                    "SELECT * FROM users WHERE (?1 IS NULL OR name > ?1) ORDER BY name LIMIT ?2",
+                )?
+                .query_and_then((after, i64::from(limit)), user_row)?
+                .collect()
             })
             .await
     }
@@ -911,14 +963,21 @@ impl DirectoryStore for SqliteNotificationStore {
     }
 
     async fn teams(&self) -> Result<Vec<TeamRecord>> {
+        self.teams_page(None, u32::MAX).await
+    }
+
+    async fn teams_page(&self, after: Option<&str>, limit: u32) -> Result<Vec<TeamRecord>> {
+        let after = after.map(str::to_owned);
         self.db
-            .read(|c| {
+            .read(move |c| {
                 let mut stmt = c.prepare_cached(
                     "SELECT t.name, t.display_name, t.declared, t.created_at, m.user_name
-                     FROM teams t LEFT JOIN team_members m ON m.team = t.name
+                     FROM (SELECT * FROM teams WHERE ?1 IS NULL OR name > ?1
+                           ORDER BY name LIMIT ?2) t
+                     LEFT JOIN team_members m ON m.team = t.name
                      ORDER BY t.name, m.user_name",
                 )?;
-                let mut rows = stmt.query([])?;
+                let mut rows = stmt.query((after, i64::from(limit)))?;
                 let mut teams: Vec<TeamRecord> = Vec::new();
                 while let Some(r) = rows.next()? {
                     let name: String = r.get("name")?;
@@ -1014,6 +1073,26 @@ impl DirectoryStore for SqliteNotificationStore {
                     )
                 })?;
                 Ok(token)
+            })
+            .await
+    }
+
+    async fn tokens_page(
+        &self,
+        after: Option<(Micros, &str)>,
+        limit: u32,
+    ) -> Result<Vec<TokenRecord>> {
+        let (at, id) = after
+            .map(|(at, id)| (at.unix_micros(), id.to_owned()))
+            .unzip();
+        self.db
+            .read(move |c| {
+                c.prepare_cached(
+                    "SELECT * FROM api_tokens WHERE ?1 IS NULL OR (created_at, id) < (?1, ?2)
+                     ORDER BY created_at DESC, id DESC LIMIT ?3",
+                )?
+                .query_and_then((at, id.unwrap_or_default(), i64::from(limit)), token_row)?
+                .collect()
             })
             .await
     }

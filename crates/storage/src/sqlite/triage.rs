@@ -11,9 +11,9 @@ use super::named;
 use super::{Migration, OUTBOX, OUTBOX_READ_IN_PLACE, from_json, json_text};
 use super::{impl_open, impl_outbox};
 use crate::{
-    AlertLink, AlertSeen, ChangeRecord, Error, FollowUpQuery, FollowUpRecord, IncidentAlertRecord,
-    IncidentCursor, IncidentRecord, Result, SnapshotRequest, TimelineRecord, TriageChangeset,
-    TriageSnapshot, TriageStore, TriageTx,
+    AlertCursor, AlertLink, AlertSeen, ChangeRecord, Error, FollowUpQuery, FollowUpRecord,
+    IncidentAlertRecord, IncidentCursor, IncidentRecord, Result, SnapshotRequest, TimelineRecord,
+    TriageChangeset, TriageSnapshot, TriageStore, TriageTx,
 };
 
 const MIGRATIONS: &[Migration] = &[
@@ -316,27 +316,35 @@ impl TriageStore for SqliteTriageStore {
     async fn incident_alerts(
         &self,
         incident_id: &str,
+        after: Option<&AlertCursor>,
         limit: u32,
     ) -> Result<Vec<IncidentAlertRecord>> {
         let id = incident_id.to_owned();
+        let after = after.map(|a| (a.attached_at.unix_micros(), a.alert_id.clone()));
         self.db
             .read(move |c| {
                 let mut q = c.prepare_cached(
                     "SELECT alert_id, incident_id, opened, resolved, title, labels, fired_at,
                         last_seen_at, repeats, attached_at, resolved_at
                      FROM incident_alerts INDEXED BY incident_alerts_of_incident
-                     WHERE incident_id = ? ORDER BY attached_at, alert_id LIMIT ?",
+                     WHERE incident_id = ?1
+                        AND (?2 IS NULL OR (attached_at, alert_id) > (?2, ?3))
+                     ORDER BY attached_at, alert_id LIMIT ?4",
                 )?;
-                let rows = q.query_map((&id, i64::from(limit)), |r| {
-                    Ok((
-                        (r.get::<_, String>(0)?, r.get::<_, String>(1)?),
-                        (r.get::<_, bool>(2)?, r.get::<_, bool>(3)?),
-                        (r.get::<_, String>(4)?, r.get::<_, String>(5)?),
-                        (r.get::<_, Option<i64>>(6)?, r.get::<_, Option<i64>>(7)?),
-                        (r.get::<_, i64>(8)?, r.get::<_, i64>(9)?),
-                        r.get::<_, Option<i64>>(10)?,
-                    ))
-                })?;
+                let (at, alert) = after.unzip();
+                let rows = q.query_map(
+                    (&id, at, alert.unwrap_or_default(), i64::from(limit)),
+                    |r| {
+                        Ok((
+                            (r.get::<_, String>(0)?, r.get::<_, String>(1)?),
+                            (r.get::<_, bool>(2)?, r.get::<_, bool>(3)?),
+                            (r.get::<_, String>(4)?, r.get::<_, String>(5)?),
+                            (r.get::<_, Option<i64>>(6)?, r.get::<_, Option<i64>>(7)?),
+                            (r.get::<_, i64>(8)?, r.get::<_, i64>(9)?),
+                            r.get::<_, Option<i64>>(10)?,
+                        ))
+                    },
+                )?;
                 let mut out = Vec::new();
                 for row in rows {
                     let (

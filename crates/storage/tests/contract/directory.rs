@@ -21,6 +21,7 @@ crate::contract!(directory:
     grants_that_do_not_parse_read_as_an_error,
     incident_roles_change_only_what_differs_each_at_a_version_after_the_tokens,
     updating_a_person_replaces_how_they_are_reached_and_keeps_who_they_are,
+    users_teams_and_tokens_page_by_keyset_each_once,
 );
 
 fn ids(tokens: &[TokenRecord]) -> Vec<&str> {
@@ -629,4 +630,66 @@ async fn grants_that_do_not_parse_read_as_an_error(f: &Fixture<dyn DirectoryStor
     let fixed = store.tokens().await.unwrap();
     assert_eq!(fixed[0].grants, []);
     assert_eq!(fixed[0].revoked_at, None);
+}
+
+/// The List RPCs' pages: users and teams by name, tokens newest first (time then id, so
+/// tokens made in the same microsecond are neither skipped nor repeated), each item once
+/// across pages of any size, and a page after the last is empty.
+async fn users_teams_and_tokens_page_by_keyset_each_once(f: &Fixture<dyn DirectoryStore>) {
+    let store = &*f.store;
+    let names = ["carl", "amy", "dee", "bob", "eve"];
+    for name in names {
+        store.insert_user(&user(name)).await.unwrap();
+        store.insert_team(&team(name)).await.unwrap();
+    }
+    store.set_member("bob", "amy", true).await.unwrap();
+    for (id, at) in [("t1", 10), ("t2", 20), ("t3", 20), ("t4", 20), ("t5", 5)] {
+        store.insert_token(&token(id, "amy", at)).await.unwrap();
+    }
+    let sorted = ["amy", "bob", "carl", "dee", "eve"];
+    for size in [1, 2, 3, 5, 6] {
+        let (mut users, mut after) = (Vec::new(), None::<String>);
+        loop {
+            let page = store.users_page(after.as_deref(), size).await.unwrap();
+            assert!(page.len() <= size as usize);
+            let Some(last) = page.last() else { break };
+            after = Some(last.name.clone());
+            users.extend(page.into_iter().map(|u| u.name));
+        }
+        assert_eq!(users, sorted, "users, pages of {size}");
+
+        let (mut teams, mut after) = (Vec::new(), None::<String>);
+        loop {
+            let page = store.teams_page(after.as_deref(), size).await.unwrap();
+            assert!(page.len() <= size as usize);
+            let Some(last) = page.last() else { break };
+            after = Some(last.name.clone());
+            teams.extend(page.into_iter().map(|t| (t.name, t.members)));
+        }
+        let names: Vec<&str> = teams.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(names, sorted, "teams, pages of {size}");
+        // A page keeps each team's members whole.
+        assert_eq!(teams[1].1, ["amy"], "pages of {size}");
+
+        let (mut tokens, mut after) = (Vec::new(), None::<(firebreak_domain::Micros, String)>);
+        loop {
+            let page = store
+                .tokens_page(after.as_ref().map(|(at, id)| (*at, id.as_str())), size)
+                .await
+                .unwrap();
+            assert!(page.len() <= size as usize);
+            let Some(last) = page.last() else { break };
+            after = Some((last.created_at, last.id.clone()));
+            tokens.extend(page.into_iter().map(|t| t.id));
+        }
+        assert_eq!(
+            tokens,
+            ["t4", "t3", "t2", "t1", "t5"],
+            "tokens, pages of {size}"
+        );
+    }
+    assert_eq!(
+        ids(&store.tokens().await.unwrap()),
+        ["t4", "t3", "t2", "t1", "t5"]
+    );
 }

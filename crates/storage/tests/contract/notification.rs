@@ -635,4 +635,25 @@ async fn subscriptions_are_kept_once_per_incident_and_subscriber(
         store.subscriptions("i2").await.unwrap(),
         [sub("i2", "person:bob", 3)]
     );
+
+    // Pages: oldest first, then by subscriber (several made in the same microsecond are
+    // neither skipped nor repeated), each once, only the incident's own.
+    for (who, at) in [("person:zed", 7), ("person:amy", 7), ("channel:ops", 5)] {
+        store.subscribe(&sub("i1", who, at)).await.unwrap();
+    }
+    let want = ["channel:status", "channel:ops", "person:amy", "person:zed"];
+    for size in [1, 2, 3, 4, 9] {
+        let (mut seen, mut after) = (Vec::new(), None::<(firebreak_domain::Micros, String)>);
+        loop {
+            let page = store
+                .subscriptions_page("i1", after.as_ref().map(|(at, s)| (*at, s.as_str())), size)
+                .await
+                .unwrap();
+            assert!(page.len() <= size as usize);
+            let Some(last) = page.last() else { break };
+            after = Some((last.created_at, last.subscriber.clone()));
+            seen.extend(page.into_iter().map(|s| s.subscriber));
+        }
+        assert_eq!(seen, want, "pages of {size}");
+    }
 }

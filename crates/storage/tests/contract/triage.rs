@@ -1047,7 +1047,7 @@ async fn an_incident_lists_its_alerts_as_they_were_with_repeats_and_clearing(
     };
     apply(store, cleared).await.unwrap();
 
-    let listed = store.incident_alerts("a", 10).await.unwrap();
+    let listed = store.incident_alerts("a", None, 10).await.unwrap();
     let ids: Vec<&str> = listed.iter().map(|a| a.alert_id.as_str()).collect();
     assert_eq!(ids, ["a1", "a2", "a3"]);
     let (a1, a2, a3) = (&listed[0], &listed[1], &listed[2]);
@@ -1077,10 +1077,25 @@ async fn an_incident_lists_its_alerts_as_they_were_with_repeats_and_clearing(
     );
     assert!(listed.iter().all(|a| a.incident_id == "a"));
 
-    assert_eq!(store.incident_alerts("a", 2).await.unwrap().len(), 2);
-    let b = store.incident_alerts("b", 10).await.unwrap();
+    assert_eq!(store.incident_alerts("a", None, 2).await.unwrap().len(), 2);
+    // Keyset pages of one: every alert once, in order, then an empty page.
+    let (mut paged, mut after) = (Vec::new(), None);
+    loop {
+        let page = store.incident_alerts("a", after.as_ref(), 1).await.unwrap();
+        let Some(last) = page.last() else { break };
+        after = Some(last.cursor());
+        paged.extend(page.into_iter().map(|a| a.alert_id));
+    }
+    assert_eq!(paged, ["a1", "a2", "a3"]);
+    let b = store.incident_alerts("b", None, 10).await.unwrap();
     assert_eq!((b.len(), b[0].repeats, b[0].first_seen), (1, 0, at(5)));
-    assert!(store.incident_alerts("nope", 10).await.unwrap().is_empty());
+    assert!(
+        store
+            .incident_alerts("nope", None, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
 }
 
 /// Grouping's read: the active incident of a group opened last, at or after a time; the
