@@ -253,6 +253,22 @@ async fn each_process_exports_its_own_services_families_and_gauges() {
         ) >= 1.0,
         "{triage}"
     );
+    // Internal methods are methods the server has: labelled by name, not `other`.
+    assert!(
+        sum(
+            &triage,
+            "firebreak_grpc_server_requests_total{service=\"firebreak.internal.v1.TriageIngestService\",method=\"IngestAlert\",code=\"OK\""
+        ) >= 1.0,
+        "{triage}"
+    );
+    assert_eq!(
+        sum(
+            &triage,
+            "firebreak_grpc_server_requests_total{service=\"other\""
+        ),
+        0.0,
+        "{triage}"
+    );
     // Gauges are read at most once a second: the acknowledgement shows at the next read.
     eventually("the acknowledged incident in triage's gauge", 10, || {
         let url = page_of("triage-1");
