@@ -66,7 +66,8 @@ fn raise_request() -> tonic::Request<v1::RaiseIncidentRequest> {
 }
 
 /// Waits until the receiver holds spans of `CALLER_TRACE` whose names include every one of
-/// `names` (each a prefix), and returns that trace's spans.
+/// `names` (each a prefix) and whose parents have all arrived (or the deadline passes: the
+/// caller's assertions then say what is missing), and returns that trace's spans.
 async fn trace_with(receiver: &OtlpReceiver, names: &[&str]) -> Vec<ReceivedSpan> {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
@@ -79,7 +80,13 @@ async fn trace_with(receiver: &OtlpReceiver, names: &[&str]) -> Vec<ReceivedSpan
             .iter()
             .filter(|n| !spans.iter().any(|s| s.name.starts_with(**n)))
             .collect();
-        if missing.is_empty() {
+        // A span is exported when it ends, its parent later: wait for the whole tree too (a
+        // step ends before its run, and may leave in an earlier batch).
+        let ids: BTreeSet<&str> = spans.iter().map(|s| s.span_id.as_str()).collect();
+        let whole = spans
+            .iter()
+            .all(|s| s.parent_span_id == CALLER_SPAN || ids.contains(s.parent_span_id.as_str()));
+        if missing.is_empty() && (whole || Instant::now() >= deadline) {
             return spans;
         }
         let all: BTreeSet<String> = receiver
