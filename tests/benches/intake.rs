@@ -19,6 +19,11 @@
 //! earlier lines freed. The first lines say how many cores the machine has and whether this
 //! is a debug build, whose figures mean nothing.
 //!
+//! `FIREBREAK_BENCH_OTEL=RATIO` exports spans at that sample ratio (0.01, 1.0) to an
+//! OTLP/gRPC receiver in this process (which costs this process its CPU too, as a collector
+//! on the same machine would); unset, nothing is exported (spans still carry trace context,
+//! as in production without an endpoint). The tracing overhead is two runs compared.
+//!
 //! Run with `just bench`; arguments after `--` pick the lines whose name holds them.
 //! `FIREBREAK_BENCH_SECONDS` shortens (or lengthens) each line's load, 4 s by default; a
 //! smoke test may set it to 1.
@@ -327,6 +332,29 @@ async fn start(stack: Stack) -> (Vec<Target>, CancellationToken, tempfile::TempD
 
 #[tokio::main]
 async fn main() {
+    // Telemetry is the process's: set up once, before any stack, as `firebreak up` does.
+    let receiver = match std::env::var("FIREBREAK_BENCH_OTEL") {
+        Ok(ratio) => {
+            let receiver = firebreak_testkit::otlp::OtlpReceiver::counting().await;
+            firebreak_telemetry::init(firebreak_telemetry::TelemetryOptions {
+                service: "firebreak".into(),
+                otel: firebreak_telemetry::OtelConfig {
+                    endpoint: Some(receiver.endpoint()),
+                    sample_ratio: Some(ratio.parse().expect("FIREBREAK_BENCH_OTEL: a ratio")),
+                    ..Default::default()
+                },
+                default_log_filter: "off".into(),
+                ..Default::default()
+            })
+            .expect("telemetry");
+            println!("tracing: spans exported at sample ratio {ratio} to an in-process OTLP receiver");
+            Some(receiver)
+        }
+        Err(_) => {
+            println!("tracing: nothing exported (spans carry context only)");
+            None
+        }
+    };
     println!(
         "intake, embedded mode (SQLite WAL, committed before each answer; triage, orchestration and notification run alongside unless intake is alone), {CALLERS} callers, {} s each, a fresh stack per line; rss is the whole process, callers included",
         seconds()
@@ -411,5 +439,10 @@ async fn main() {
         drop(targets);
         tokio::time::sleep(Duration::from_millis(500)).await;
         drop(dir);
+    }
+    if let Some(r) = receiver {
+        // The last batch leaves within the batch delay.
+        tokio::time::sleep(Duration::from_secs(6)).await;
+        println!("spans received: {}", r.count());
     }
 }

@@ -38,11 +38,17 @@ pub struct ReceivedSpan {
 pub struct OtlpReceiver {
     pub addr: SocketAddr,
     spans: Arc<Mutex<Vec<ReceivedSpan>>>,
+    count: Arc<std::sync::atomic::AtomicU64>,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
 }
 
 #[derive(Clone)]
-struct Keep(Arc<Mutex<Vec<ReceivedSpan>>>);
+struct Keep {
+    spans: Arc<Mutex<Vec<ReceivedSpan>>>,
+    /// Keep only the count (a benchmark's receiver), not the spans.
+    count_only: bool,
+    count: Arc<std::sync::atomic::AtomicU64>,
+}
 
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
@@ -64,8 +70,22 @@ impl TraceService for Keep {
         &self,
         request: tonic::Request<ExportTraceServiceRequest>,
     ) -> Result<tonic::Response<ExportTraceServiceResponse>, tonic::Status> {
+        let request = request.into_inner();
+        if self.count_only {
+            let n: usize = request
+                .resource_spans
+                .iter()
+                .flat_map(|r| &r.scope_spans)
+                .map(|s| s.spans.len())
+                .sum();
+            self.count
+                .fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed);
+            return Ok(tonic::Response::new(ExportTraceServiceResponse {
+                partial_success: None,
+            }));
+        }
         let mut received = Vec::new();
-        for rs in request.into_inner().resource_spans {
+        for rs in request.resource_spans {
             let service = rs
                 .resource
                 .iter()
@@ -96,7 +116,9 @@ impl TraceService for Keep {
                 });
             }
         }
-        self.0.lock().unwrap().extend(received);
+        self.count
+            .fetch_add(received.len() as u64, std::sync::atomic::Ordering::Relaxed);
+        self.spans.lock().unwrap().extend(received);
         Ok(tonic::Response::new(ExportTraceServiceResponse {
             partial_success: None,
         }))
@@ -106,11 +128,26 @@ impl TraceService for Keep {
 impl OtlpReceiver {
     /// Starts a receiver on a free loopback port.
     pub async fn start() -> Self {
+        Self::listen(false).await
+    }
+
+    /// A receiver that only counts the spans it is sent (a benchmark's: keeping millions of
+    /// spans would weigh on the process measured).
+    pub async fn counting() -> Self {
+        Self::listen(true).await
+    }
+
+    async fn listen(count_only: bool) -> Self {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let spans = Arc::new(Mutex::new(Vec::new()));
+        let count = Arc::new(std::sync::atomic::AtomicU64::new(0));
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let service = TraceServiceServer::new(Keep(spans.clone()));
+        let service = TraceServiceServer::new(Keep {
+            spans: spans.clone(),
+            count_only,
+            count: count.clone(),
+        });
         tokio::spawn(async move {
             let _ = tonic::transport::Server::builder()
                 .add_service(service)
@@ -125,6 +162,7 @@ impl OtlpReceiver {
         Self {
             addr,
             spans,
+            count,
             stop: Some(stop),
         }
     }
@@ -132,6 +170,11 @@ impl OtlpReceiver {
     /// `http://127.0.0.1:PORT`, for `OTEL_EXPORTER_OTLP_ENDPOINT`.
     pub fn endpoint(&self) -> String {
         format!("http://{}", self.addr)
+    }
+
+    /// How many spans were received so far.
+    pub fn count(&self) -> u64 {
+        self.count.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Every span received so far.
