@@ -347,7 +347,9 @@ async fn main() {
                 ..Default::default()
             })
             .expect("telemetry");
-            println!("tracing: spans exported at sample ratio {ratio} to an in-process OTLP receiver");
+            println!(
+                "tracing: spans exported at sample ratio {ratio} to an in-process OTLP receiver"
+            );
             Some(receiver)
         }
         Err(_) => {
