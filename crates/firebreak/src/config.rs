@@ -754,6 +754,9 @@ impl Config {
             _ => serde_yaml::Value::Mapping(Default::default()),
         };
         let mut ignored = Vec::new();
+        // What each variable set, to refuse a secret's two forms both set by the environment
+        // (the order of variables is no order).
+        let mut set_by: BTreeMap<Vec<String>, String> = BTreeMap::new();
         for (key, raw) in env {
             let Some(rest) = key.strip_prefix("FIREBREAK_") else {
                 continue;
@@ -762,34 +765,46 @@ impl Config {
             if CLIENT_ENV.contains(&key.as_str()) || rest.starts_with("SECRET_") {
                 continue;
             }
-            if key == SECRETS_KEY_ENV {
+            let (path, parsed) = if key == SECRETS_KEY_ENV {
                 // Kept as text: hex digits may read as a YAML number.
-                let path = ["secrets_encryption".to_owned(), "key".to_owned()];
-                set_path(&mut value, &path, serde_yaml::Value::String(raw));
-                remove_path(
-                    &mut value,
-                    &["secrets_encryption".into(), "key_file".into()],
-                );
-                sources.set_by_env(KeyPath::keys(&path), &key);
-                continue;
-            }
-            let path: Vec<String> = rest.split("__").map(str::to_lowercase).collect();
-            // Kubernetes gives every pod service-link variables for every Service
-            // (`FIREBREAK_INTAKE_SERVICE_HOST`, `FIREBREAK_INTAKE_PORT_7400_TCP_ADDR`, ...);
-            // a variable naming no top-level key is not meant for us. Files stay strict.
-            // `FIREBREAK_DATABASE_URL_FILE` names a top-level key too: the file form of one.
-            if !KEYS.contains(&path[0].as_str()) && secret_files::other_form(&path).is_none() {
-                ignored.push(key);
-                continue;
-            }
-            let parsed: serde_yaml::Value =
-                serde_yaml::from_str(&raw).unwrap_or(serde_yaml::Value::String(raw.clone()));
+                let path = vec!["secrets_encryption".to_owned(), "key".to_owned()];
+                (path, serde_yaml::Value::String(raw))
+            } else {
+                let path: Vec<String> = rest.split("__").map(str::to_lowercase).collect();
+                // Kubernetes gives every pod service-link variables for every Service
+                // (`FIREBREAK_INTAKE_SERVICE_HOST`, `FIREBREAK_INTAKE_PORT_7400_TCP_ADDR`,
+                // ...); a variable naming no top-level key is not meant for us. Files stay
+                // strict. `FIREBREAK_DATABASE_URL_FILE` names a top-level key too: the file
+                // form of one.
+                if !KEYS.contains(&path[0].as_str()) && secret_files::other_form(&path).is_none() {
+                    ignored.push(key);
+                    continue;
+                }
+                let parsed = serde_yaml::from_str(&raw).unwrap_or(serde_yaml::Value::String(raw));
+                (path, parsed)
+            };
             set_path(&mut value, &path, parsed);
             // The environment's secret replaces the file's, whichever form each has.
             if let Some(other) = secret_files::other_form(&path) {
+                if let Some(other_var) = set_by.get(&other) {
+                    let (a, b) = if other_var < &key {
+                        (other_var, &key)
+                    } else {
+                        (&key, other_var)
+                    };
+                    return Err(ConfigError {
+                        path: KeyPath::keys(&path).to_string(),
+                        message: format!(
+                            "{a} and {b} are both set: give the secret or the file holding it, not both"
+                        ),
+                        origin: None,
+                    }
+                    .into());
+                }
                 remove_path(&mut value, &other);
             }
             sources.set_by_env(KeyPath::keys(&path), &key);
+            set_by.insert(path, key);
         }
         let file_secrets = secret_files::resolve(&mut value, &mut sources)?;
         check_channels(&value, &sources)?;
@@ -2140,6 +2155,40 @@ channels:
         assert_eq!(
             err,
             "nats.password_file: cannot read /nonexistent/other: No such file or directory (os error 2) (from FIREBREAK_NATS__PASSWORD_FILE)"
+        );
+        // The two forms both in the environment are refused, whatever the variables' order.
+        for vars in [
+            [
+                ("FIREBREAK_NATS__PASSWORD", "a"),
+                ("FIREBREAK_NATS__PASSWORD_FILE", "/x"),
+            ],
+            [
+                ("FIREBREAK_NATS__PASSWORD_FILE", "/x"),
+                ("FIREBREAK_NATS__PASSWORD", "a"),
+            ],
+        ] {
+            let err = format!("{:#}", Config::load(Some(&file), env(&vars)).unwrap_err());
+            assert!(
+                err.ends_with(": FIREBREAK_NATS__PASSWORD and FIREBREAK_NATS__PASSWORD_FILE are both set: give the secret or the file holding it, not both"),
+                "{err}"
+            );
+        }
+        let err = format!(
+            "{:#}",
+            Config::load(
+                None,
+                env(&[
+                    ("FIREBREAK_SECRETS_ENCRYPTION__KEY_FILE", "/k"),
+                    ("FIREBREAK_SECRETS_KEY", "ab")
+                ])
+            )
+            .unwrap_err()
+        );
+        assert!(
+            err.contains(
+                "FIREBREAK_SECRETS_ENCRYPTION__KEY_FILE and FIREBREAK_SECRETS_KEY are both set"
+            ),
+            "{err}"
         );
         // FIREBREAK_SECRETS_KEY replaces a key_file.
         std::fs::write(&file, "secrets_encryption:\n  key_file: /nonexistent/key\n").unwrap();
